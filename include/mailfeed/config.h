@@ -1,0 +1,174 @@
+/* config.h — the one INI file, read with libinih into typed structs.
+ *
+ * config_load() collects every problem as "FILE:LINE: message" so that
+ * `mailfeed check-config` can show them all at once.  A config with problems
+ * is never half-used: callers get NULL and the list. */
+#ifndef MAILFEED_CONFIG_H
+#define MAILFEED_CONFIG_H
+
+#include "mailfeed/util.h"
+
+enum tls_mode { TLS_IMPLICIT, TLS_STARTTLS, TLS_NONE };
+enum after_action { AFTER_KEEP, AFTER_SEEN, AFTER_MOVE, AFTER_DELETE };
+enum feed_backend { FEED_LOCAL, FEED_CHATTER, FEED_MATTERMOST, FEED_WEBHOOK };
+enum post_as { POST_AS_INTEGRATION, POST_AS_AUTHOR };
+enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER };
+enum imap_auth { AUTH_AUTO, AUTH_LOGIN, AUTH_PLAIN, AUTH_XOAUTH2 };
+
+struct mf_account {
+	char *name;
+	char *host;
+	int port;             /* default 993 implicit, 143 otherwise */
+	enum tls_mode tls;    /* default implicit */
+	int tls_verify;       /* default 1; tls_verify = no is logged loudly */
+	char *username;
+	char *password_file;  /* exactly one of the three secrets */
+	char *oauth2_token_file;
+	char *oauth2_token_command;
+	enum imap_auth auth;  /* default auto: XOAUTH2 with a token, else LOGIN */
+	char *ca_file;        /* NULL = system trust store */
+	long timeout;         /* seconds; network stall limit, default 60 */
+	long poll_interval;   /* seconds, used when IDLE is missing; default 60 */
+	long idle_restart;    /* seconds, default 25 min (< RFC 2177's 29) */
+	int line;
+};
+
+struct mf_mailbox {
+	char *name;           /* section name: [mailbox NAME] */
+	char *account;
+	struct mf_account *acct; /* resolved, borrowed */
+	char *folder;
+	char *group;
+	struct strlist hashtags;
+	enum after_action after;
+	char *after_folder;   /* for move:FOLDER */
+	struct strlist allow_senders; /* domains or addresses; empty = all */
+	int accept_bulk;
+	int attach_original;
+	int line;
+};
+
+struct mf_replies {
+	int present;
+	char *account;
+	struct mf_account *acct;
+	char *folder;         /* default INBOX */
+	enum after_action after; /* default seen */
+	char *after_folder;
+	int line;
+};
+
+struct mf_gateway {
+	char *state;          /* default /var/lib/mailfeed/state.db */
+	char *reply_address;  /* local@domain */
+	char *secret_file;
+	long long max_message_size; /* default 25M */
+	long thread_window;   /* subject fallback window, default 14d */
+	long token_lifetime;  /* reply token validity, default 60d */
+	int workers;          /* parse workers, default 1 */
+	long parse_timeout;   /* seconds per message in the worker, default 20 */
+	long long parse_memory; /* worker RLIMIT_AS, default 512M */
+	int mentions;         /* To/Cc feed users become mentions; default no */
+	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
+	char *log_level;      /* debug|info|warn|error, default info */
+	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
+	char *metrics_file;   /* textfile collector path, or NULL */
+};
+
+struct mf_feed {
+	enum feed_backend backend;
+	/* chatter */
+	char *instance_url;
+	char *login_url;      /* default https://login.salesforce.com */
+	char *api_version;    /* default 62.0 */
+	char *client_id;
+	char *private_key_file;
+	char *username;
+	enum post_as post_as;
+	/* shared by http backends */
+	char *ca_file;
+	int tls_verify;
+	char *url;            /* mattermost base url / webhook url */
+	char *token_file;     /* mattermost */
+	char *secret_file;    /* webhook */
+	char *dir;            /* local: Atom output dir; default next to state */
+	int concurrency;      /* default 4 */
+	long timeout;         /* per request, default 30s */
+	long connect_timeout; /* default 10s */
+	long max_retry_delay; /* default 1h */
+	long dead_after;      /* give up on transient errors after, default 2d */
+	long long max_file_size; /* attachments above are listed, not uploaded; default 25M */
+	int max_files;        /* default 10 */
+};
+
+struct mf_smtp {
+	int present;
+	char *url;
+	char *username;
+	char *password_file;
+	char *from;
+	char *ca_file;
+	int tls_verify;
+	long timeout;
+};
+
+struct mf_digest {
+	int hour;             /* default 7 */
+	char *timezone;       /* default UTC */
+	int weekly_day;       /* 0 = sunday .. 6; default 1 (monday) */
+	int from_feed;        /* subscribers = feed */
+	int max_items;        /* cap per digest, default 50 */
+};
+
+struct mf_subscriber {
+	char *email;
+	struct strlist groups;
+	enum frequency frequency;
+	int hour;             /* -1 = [digest] hour */
+	char *timezone;       /* NULL = [digest] timezone */
+	int line;
+};
+
+struct mf_config {
+	char *path;
+	struct mf_gateway gateway;
+	struct mf_feed feed;
+	struct mf_account *accounts;
+	size_t n_accounts;
+	struct mf_mailbox *mailboxes;
+	size_t n_mailboxes;
+	struct mf_replies replies;
+	struct mf_smtp smtp;
+	struct mf_digest digest;
+	struct mf_subscriber *subscribers;
+	size_t n_subscribers;
+};
+
+/* Problems found while loading: "FILE:LINE: message" strings. */
+struct mf_diag {
+	struct strlist msgs;
+};
+
+/* Loads and validates path.  Returns the config, or NULL when any problem
+ * was found (all of them appended to diag).  check_secrets = 1 also opens
+ * every *_file secret (existence, permissions) as check-config does. */
+struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag);
+void config_free(struct mf_config *cfg);
+void diag_free(struct mf_diag *diag);
+
+const struct mf_mailbox *config_mailbox(const struct mf_config *cfg, const char *name);
+const struct mf_account *config_account(const struct mf_config *cfg, const char *name);
+
+/* Reads a secret from a *_file (refused when group/world readable) or runs a
+ * *_command (argv split on spaces, no shell) and takes its stdout; trailing
+ * newline removed.  Exactly one of file/command non-NULL.  Returns 0, or -1
+ * with a message in err. */
+int secret_read(const char *file, const char *command, char **out, char *err, size_t errlen);
+/* Same for binary secrets (gateway secret): raw bytes, length in *len. */
+int secret_read_raw(const char *file, unsigned char **out, size_t *len, char *err, size_t errlen);
+
+const char *after_action_name(enum after_action a);
+const char *frequency_name(enum frequency f);
+int frequency_parse(const char *s, enum frequency *out);
+
+#endif

@@ -1,0 +1,95 @@
+/* feed.h — the feed service behind one interface; one file per backend
+ * (feed_local.c, feed_webhook.c, feed_chatter.c, feed_mattermost.c), in the
+ * way OpenSMTPD's queue.c sits on queue_backend.c. */
+#ifndef MAILFEED_FEED_H
+#define MAILFEED_FEED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/store.h"
+#include "mailfeed/util.h"
+
+enum feed_kind { FEED_POST, FEED_COMMENT };
+
+struct feed_attachment {
+	const char *filename;
+	const char *content_type;
+	size_t size;
+	const char *sha256;
+	const unsigned char *data;
+};
+
+/* One post or comment to deliver.  Borrowed pointers, valid for the call. */
+struct feed_item {
+	int64_t id;                    /* outbox row id */
+	const char *key;               /* idempotency key, same on every retry */
+	enum feed_kind kind;
+	const char *group;
+	const char *parent_remote_id;  /* comment: the post's id at the service */
+	const char *author_name;
+	const char *author_email;
+	const char *subject;
+	const char *text;
+	const struct strlist *hashtags;
+	const char *message_id;
+	time_t date;
+	const struct feed_attachment *attachments;
+	size_t n_attachments;
+};
+
+enum feed_status {
+	FEED_OK,        /* accepted; remote_id set */
+	FEED_RETRY,     /* transient: network, timeout, 5xx, 429, token expiry */
+	FEED_PERMANENT, /* the service refused it for good; error says why */
+};
+
+struct feed_result {
+	enum feed_status status;
+	char *remote_id;   /* owned; set on FEED_OK */
+	long retry_after;  /* seconds asked by the service, 0 = none */
+	char error[512];   /* service's code and message */
+};
+
+/* What the digest reads back from a group (posts and their comments). */
+struct feed_entry {
+	char *remote_id;
+	char *parent_remote_id; /* NULL for a post */
+	char *group;
+	char *author_name;
+	char *author_email;
+	char *subject;
+	char *text;
+	char *url;              /* link to the post on the service, may be NULL */
+	time_t created;
+};
+
+struct feed_backend_ops {
+	const char *name;
+	/* Sets *ctx. 0, or -1 with err. */
+	int (*open)(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
+		    size_t errlen);
+	/* Delivers n items, up to [feed] concurrency at once; fills results[i]. */
+	void (*deliver)(void *ctx, const struct feed_item *items, size_t n,
+			struct feed_result *results);
+	/* After a crash between "sent" and "recorded": is the item already at
+	 * the service?  1 = yes (*remote_id set, owned), 0 = no, -1 = cannot
+	 * tell now (retry later). */
+	int (*reconcile)(void *ctx, const struct feed_item *item, char **remote_id);
+	/* Entries of group created after since, oldest first. 0 or -1. */
+	int (*read_group)(void *ctx, const char *group, time_t since, struct feed_entry **entries,
+			  size_t *n, char *err, size_t errlen);
+	void (*close)(void *ctx);
+};
+
+const struct feed_backend_ops *feed_backend(enum feed_backend b);
+void feed_entries_free(struct feed_entry *e, size_t n);
+void feed_result_clear(struct feed_result *r);
+
+/* Text of the marker every delivered item carries, so reconcile can find it
+ * (backends place it where the service keeps it invisible or unobtrusive). */
+#define FEED_MARKER_PREFIX "mailfeed:"
+
+#endif

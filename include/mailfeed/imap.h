@@ -1,0 +1,72 @@
+/* imap.h — one IMAP session with libetpan: connect (TLS with our own
+ * certificate and host-name check, since Debian's libetpan checks nothing),
+ * authenticate, select, find and fetch new messages, wait with IDLE or a
+ * poll, and apply the after-action (seen/move/delete).
+ *
+ * A session is used by one thread at a time.  Every call bounds its waits
+ * by the account's timeout; any error means "drop the session and
+ * reconnect with backoff". */
+#ifndef MAILFEED_IMAP_H
+#define MAILFEED_IMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "mailfeed/config.h"
+
+struct imap_session;
+
+/* Connects and logs in.  On failure returns NULL and a one-line message
+ * naming the account and what to do (wrong password, unreachable host,
+ * untrusted certificate, host name mismatch, ...). */
+struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen);
+/* Logs out (bounded by the timeout) and frees.  NULL is fine. */
+void imap_close(struct imap_session *s);
+/* Drops the connection at once without LOGOUT (after an error). */
+void imap_abort(struct imap_session *s);
+
+struct imap_folder_info {
+	uint32_t uidvalidity;
+	uint32_t uidnext;  /* 0 when the server did not say */
+	uint32_t exists;
+};
+int imap_select(struct imap_session *s, const char *folder, struct imap_folder_info *info,
+		char *err, size_t errlen);
+
+/* UIDs >= from_uid in the selected folder, ascending (the "n:*" quirk
+ * filtered).  *uids owned by the caller (free). */
+int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids, size_t *n,
+		     char *err, size_t errlen);
+
+struct imap_fetched {
+	uint32_t uid;
+	uint32_t size;           /* RFC822.SIZE */
+	time_t internaldate;
+	const char *raw;         /* NULL when not fetched (too big) */
+	size_t raw_len;
+};
+/* Called once per message in UID order; return non-zero to stop. */
+typedef int (*imap_fetch_cb)(const struct imap_fetched *m, void *arg);
+
+/* Fetches uids in batches: first RFC822.SIZE + INTERNALDATE, then
+ * BODY.PEEK[] (never sets \Seen) of those not larger than max_size; the
+ * larger ones reach cb with raw = NULL.  Memory stays bounded by the batch. */
+int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
+	       imap_fetch_cb cb, void *arg, char *err, size_t errlen);
+
+/* Marks seen, moves to folder (MOVE, else COPY + \Deleted + UID EXPUNGE),
+ * or deletes (\Deleted + UID EXPUNGE), as the mapping says. */
+int imap_after(struct imap_session *s, enum after_action a, const char *folder,
+	       const uint32_t *uids, size_t n, char *err, size_t errlen);
+
+int imap_has_idle(struct imap_session *s);
+/* Waits for news on the selected folder: IDLE when the server has it
+ * (re-issued before idle_restart), else sleeps poll_interval.  Also wakes
+ * when wake_fd becomes readable (the caller drains it).  Returns 1 = maybe
+ * news, 0 = timeout/keepalive, -1 = error (reconnect). */
+int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, size_t errlen);
+/* NOOP as a liveness check. */
+int imap_noop(struct imap_session *s, char *err, size_t errlen);
+
+#endif

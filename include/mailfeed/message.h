@@ -1,0 +1,67 @@
+/* message.h — what mailfeed makes of one email.
+ *
+ * Produced by the MIME layer inside the sandboxed parse worker (mime.c,
+ * worker.c), carried to the daemon as JSON (message_to_json /
+ * message_from_json, the same object `mailfeed inspect --json` prints), and
+ * consumed by classification, threading and the outbox.  All strings are
+ * UTF-8, owned by the struct. */
+#ifndef MAILFEED_MESSAGE_H
+#define MAILFEED_MESSAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "mailfeed/util.h"
+
+struct mf_attachment {
+	char *filename;       /* safe: no path, no control characters */
+	char *content_type;
+	size_t size;
+	char sha256[65];
+	unsigned char *data;  /* may be NULL when only listed */
+	int is_inline;        /* Content-Disposition inline / has Content-ID */
+};
+
+struct mf_message {
+	char *subject;        /* decoded */
+	char *subject_norm;   /* Re:/Fwd:/[Tag] prefixes stripped (thread_subject_normalise) */
+	char *from_name;
+	char *from_email;     /* lower-cased */
+	char *reply_to;
+	char *message_id;     /* without <> */
+	char *in_reply_to;    /* first id, without <> */
+	struct strlist references; /* oldest first, without <> */
+	struct strlist to, cc;     /* addresses */
+	struct strlist recipients_hint; /* Delivered-To, X-Original-To (addresses) */
+	time_t date;          /* Date header; 0 when missing or unparseable */
+	char *part;           /* chosen part: "text/plain", "text/html" or "none" */
+	char *full_text;      /* the chosen part as UTF-8 text, before cleaning */
+	char *text;           /* the new text: quotes and signature removed */
+	char *removed;        /* what cleaning removed ("" when nothing) */
+	struct strlist hashtags; /* [Tag] subject prefixes and #tags of text, deduplicated */
+	/* Facts for classification (config-independent). NULL/0 = absent. */
+	char *auto_reason;    /* auto-reply / out-of-office, and why */
+	char *bounce_reason;  /* bounce / DSN, and why */
+	int bulk;             /* Precedence: bulk/junk, or similar marketing marker */
+	char *list_id;        /* List-Id value */
+	int own;              /* carries mailfeed's own loop marker */
+	char *auth_results;   /* raw Authentication-Results, for dkim/dmarc checks */
+	char *warnings;       /* decoding fallbacks taken, for inspect; may be NULL */
+	struct mf_attachment *attachments;
+	size_t n_attachments;
+};
+
+struct mf_message *message_new(void);
+void message_free(struct mf_message *m);
+
+/* with_data = 1 includes attachment bytes (base64 "data").  The object has
+ * at least: subject, from {name,email}, message_id, in_reply_to, references,
+ * to, cc, date (ISO or null), part, full_text, text, removed, hashtags,
+ * auto_reason, bounce_reason, bulk, list_id, own, attachments.
+ * Callers add "classification". Returns a new reference. */
+json_t *message_to_json(const struct mf_message *m, int with_data);
+/* NULL when the object is not a message. */
+struct mf_message *message_from_json(const json_t *obj);
+
+#endif

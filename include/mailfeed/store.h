@@ -1,0 +1,93 @@
+/* store.h — durable state in one SQLite database.
+ *
+ * Writer discipline: every thread opens its own connection with store_open();
+ * connections run in WAL mode with a busy timeout, and every write is one
+ * short BEGIN IMMEDIATE transaction (store_begin/store_commit).  Data that
+ * lets the IMAP server forget a message (stored messages, checkpoints,
+ * delivered outbox items) is committed with synchronous=FULL so it survives
+ * power loss before the server is told.  No transaction is held across
+ * network I/O.
+ *
+ * Tables (schema in store.c, versioned by PRAGMA user_version):
+ *   folders      per mapping: uidvalidity, last_uid checkpoint, last ok/error
+ *   messages     every message taken in: raw bytes, ids, state, reason
+ *   threads, thread_ids   thread of each Message-ID per group
+ *   outbox       posts/comments to deliver, with idempotency key and state
+ *   attachments  files of outbox items
+ *   subscribers, digest_runs, notices, sent_ids   digests and replies
+ *   local_items  the built-in local feed
+ */
+#ifndef MAILFEED_STORE_H
+#define MAILFEED_STORE_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+#include <time.h>
+
+struct store;
+
+/* Opens (creating and migrating when needed) the database at path.
+ * Returns NULL with a message in err on failure (corrupt file, disk full,
+ * newer schema than this binary knows). */
+struct store *store_open(const char *path, char *err, size_t errlen);
+void store_close(struct store *st);
+sqlite3 *store_db(struct store *st);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. 0 on success, -1 (logged) on error. */
+int store_begin(struct store *st);
+int store_commit(struct store *st);
+void store_rollback(struct store *st);
+/* Runs one statement without results; -1 (logged) on error. */
+int store_exec(struct store *st, const char *sql);
+const char *store_errmsg(struct store *st);
+
+/* --- folders and ingestion ------------------------------------------- */
+
+struct folder_state {
+	uint32_t uidvalidity;
+	uint32_t last_uid;
+};
+
+/* Current checkpoint of a mapping (zeroes when never seen). */
+int store_folder_get(struct store *st, const char *mailbox, struct folder_state *fs);
+/* Records the account/folder of a mapping and its UIDVALIDITY.  When it
+ * differs from the stored one the checkpoint is reset to 0 and *changed=1. */
+int store_folder_select(struct store *st, const char *mailbox, const char *account,
+			const char *folder, uint32_t uidvalidity, int *changed);
+int store_folder_ok(struct store *st, const char *mailbox);
+int store_folder_error(struct store *st, const char *mailbox, const char *error);
+/* Advances the checkpoint (never backwards). Call inside a transaction. */
+int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid);
+
+struct stored_message {
+	const char *mailbox;
+	uint32_t uidvalidity;
+	uint32_t uid;
+	const char *message_id;   /* may be NULL */
+	int64_t size;
+	time_t internaldate;
+	const char *raw;          /* NULL when skipped without fetching */
+	size_t raw_len;
+	const char *state;        /* "new" or "skipped" */
+	const char *reason;       /* for skipped */
+};
+
+/* Inserts a message and advances the folder checkpoint to its UID in one
+ * transaction.  A message already known (same mailbox/uidvalidity/uid, or —
+ * after a UIDVALIDITY change — same Message-ID and content hash) is not
+ * inserted again; *inserted tells which.  Returns 0 or -1. */
+int store_message_add(struct store *st, const struct stored_message *m, int *inserted);
+
+/* Whether a message with this Message-ID and hash is already stored for the
+ * mailbox (UIDVALIDITY resync). */
+int store_message_known(struct store *st, const char *mailbox, const char *message_id,
+			const char *sha256);
+
+/* UIDs of this mailbox/uidvalidity whose after-action is due (message safe:
+ * delivered, skipped or dead-lettered with a reason) and not yet done. */
+int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		   uint32_t **uids, size_t *n);
+int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		    const uint32_t *uids, size_t n);
+
+#endif

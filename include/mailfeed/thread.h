@@ -1,0 +1,44 @@
+/* thread.h — which thread a message belongs to.
+ *
+ * Threads are found by Message-ID / In-Reply-To / References (JWZ), then by
+ * the normalised subject within the same mailbox and a time window.  The
+ * persistent side keeps every Message-ID seen in a thread (its own and all
+ * it references) per group, so that a reply arriving before its parent, or
+ * days later, or in another mapped mailbox of the same group, finds it. */
+#ifndef MAILFEED_THREAD_H
+#define MAILFEED_THREAD_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "mailfeed/message.h"
+#include "mailfeed/store.h"
+
+/* "Re: Fwd: AW: [Tag] Hello" -> "hello" (prefixes in many languages,
+ * RE[2]:, list tags, whitespace folded, case folded).  Owned result. */
+char *thread_subject_normalise(const char *subject);
+
+/* Finds or creates the thread of m in group grp.  Call inside a store
+ * transaction.  *is_new = 1 when m starts a new thread (it becomes the
+ * post).  Registers m's ids with the thread. 0 or -1. */
+int thread_assign(struct store *st, const char *grp, const char *mailbox,
+		  const struct mf_message *m, long window, int64_t *thread_id, int *is_new);
+/* Records/reads the outbox item holding the thread's post. */
+int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item);
+int64_t thread_root(struct store *st, int64_t thread_id);
+
+/* In-memory JWZ threading of a set of messages, for ordering a batch and for
+ * tests: input arrays of ids; output a forest printed like the corpus'
+ * expected file.  See thread.c. */
+struct jwz_msg {
+	const char *message_id;
+	const char *subject;
+	const char *const *references; /* In-Reply-To folded in, oldest first */
+	size_t n_references;
+};
+/* Prints the forest of msgs to out, one message per line, indented two
+ * spaces per depth; never drops a message, even in reference loops. */
+void thread_jwz_print(const struct jwz_msg *msgs, size_t n, FILE *out);
+
+#endif

@@ -1,0 +1,79 @@
+/* util.h — small helpers shared by every module: growable buffers, string
+ * lists, parsing of durations and sizes, time formatting, hashing. */
+#ifndef MAILFEED_UTIL_H
+#define MAILFEED_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Growable byte buffer; always NUL-terminated.  Owns data. */
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+void buf_reset(struct buf *b);
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_puts(struct buf *b, const char *s);
+void buf_putc(struct buf *b, char c);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hands the data to the caller (free()), leaving b empty. */
+char *buf_steal(struct buf *b);
+
+/* A NULL-terminated owned list of owned strings. */
+struct strlist {
+	char **v;
+	size_t n;
+};
+void strlist_add(struct strlist *l, const char *s);
+int strlist_has_ci(const struct strlist *l, const char *s);
+void strlist_free(struct strlist *l);
+/* Splits on commas (and whitespace around items); empty items skipped. */
+void strlist_split(struct strlist *l, const char *csv);
+
+/* Allocation that never returns NULL: on exhaustion logs and aborts, since
+ * no caller can do anything useful without memory. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "30s", "5m", "2h", "1d", plain number = seconds.  0 on success. */
+int parse_duration(const char *s, long *seconds);
+/* "25M", "512K", "1G", plain number = bytes.  0 on success. */
+int parse_size(const char *s, long long *bytes);
+/* yes/no/true/false/on/off/1/0.  0 on success. */
+int parse_bool(const char *s, int *out);
+
+/* RFC 3339 UTC, e.g. 2026-11-23T07:00:00Z, into buf (>= 21 bytes). */
+const char *time_iso(time_t t, char *buf, size_t buflen);
+double now_monotonic(void);
+
+/* Lower-case hex SHA-256 of data into out (65 bytes). */
+void sha256_hex(const void *data, size_t len, char out[65]);
+/* HMAC-SHA256 of data with key into out (32 bytes). */
+void hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+		 unsigned char out[32]);
+void hex_encode(const unsigned char *in, size_t n, char *out);
+
+/* Reads a whole file; NULL with errno set on failure.  *len may be NULL. */
+char *file_read_all(const char *path, size_t *len);
+/* Writes data to path atomically (temp file + fsync + rename). 0 or -1. */
+int file_write_atomic(const char *path, const void *data, size_t len, int mode);
+
+/* Random bytes from the kernel. 0 or -1. */
+int random_bytes(void *out, size_t n);
+/* Uniform-ish jitter: a value in [base/2, base]. */
+long jitter(long base);
+
+int str_ends_with_ci(const char *s, const char *suffix);
+char *str_trim(char *s);
+void str_lower(char *s);
+
+#endif

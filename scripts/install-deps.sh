@@ -1,0 +1,24 @@
+#!/bin/sh
+# Installs the Debian packages mailfeed needs to build, test and demo,
+# but only those that are missing. Safe to run repeatedly.
+set -eu
+PKGS="gcc make pkg-config libetpan-dev libssl-dev libjansson-dev libsqlite3-dev
+libsystemd-dev libinih-dev libgumbo-dev libcmocka-dev libsasl2-modules
+dovecot-imapd python3-aiosmtpd python3-pytest openssl curl sqlite3 clang
+libclang-rt-14-dev time"
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS hyperfine"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "mailfeed: missing packages:$missing (run as root or install them)" >&2
+	exit 1
+fi
+echo "mailfeed: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >/dev/null

@@ -1,0 +1,81 @@
+/* main.c — `mailfeed` entry point: global options and sub-command dispatch. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/cli.h"
+#include "mailfeed/config.h"
+#include "mailfeed/log.h"
+
+#define DEFAULT_CONFIG "/etc/mailfeed/mailfeed.conf"
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **, const char *);
+	const char *summary;
+} commands[] = {
+    {"check-config", cmd_check_config, "parse and validate the config"},
+    {"run", cmd_run, "run the gateway in the foreground (--once: one pass)"},
+    {"status", cmd_status, "mailboxes, outbox and digests at a glance (--json)"},
+    {"dead", cmd_dead, "list, retry or drop what could not be delivered"},
+    {"inspect", cmd_inspect, "show what mailfeed makes of one message (--json)"},
+    {"preview", cmd_preview, "dry run of a mapping's newest messages"},
+    {"digest", cmd_digest, "send digests now (--now [--to EMAIL])"},
+    {"subscribe", cmd_subscribe, "subscribe EMAIL to digests of groups"},
+    {"unsubscribe", cmd_unsubscribe, "stop digests for EMAIL"},
+    {"parse-worker", cmd_parse_worker, NULL},
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: mailfeed [-c FILE] COMMAND [ARGS]\n"
+		     "       mailfeed --version | --help | COMMAND --help\n\n"
+		     "Gateway from IMAP mailboxes to group feeds (Chatter, Mattermost,\n"
+		     "webhook, local), with email digests and reply-by-email.\n\n"
+		     "options:\n"
+		     "  -c FILE   config file (default $MAILFEED_CONFIG or " DEFAULT_CONFIG ")\n\n"
+		     "commands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (commands[i].summary)
+			fprintf(out, "  %-13s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\nSee mailfeed(8) and mailfeed.conf(5).\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *config = getenv("MAILFEED_CONFIG");
+	int i = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (!config || !*config)
+		config = DEFAULT_CONFIG;
+	while (i < argc && argv[i][0] == '-') {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+			config = argv[i + 1];
+			i += 2;
+		} else if (strncmp(argv[i], "-c", 2) == 0 && argv[i][2]) {
+			config = argv[i] + 2;
+			i++;
+		} else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+			printf("mailfeed %s\n", MAILFEED_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			fprintf(stderr, "mailfeed: unknown option %s\n", argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++)
+		if (strcmp(argv[i], commands[c].name) == 0)
+			return commands[c].fn(argc - i, argv + i, config);
+	fprintf(stderr, "mailfeed: unknown command '%s' (see mailfeed --help)\n", argv[i]);
+	return 2;
+}

@@ -1,0 +1,430 @@
+/* store.c — SQLite state: schema migrations, connection setup and the
+ * ingestion primitives that must be exactly-once (message + checkpoint in
+ * one transaction).  Other modules keep their SQL next to their logic and
+ * use store_db() with the same writer discipline (see store.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/store.h"
+#include "mailfeed/util.h"
+
+struct store {
+	sqlite3 *db;
+	char *path;
+};
+
+/* Each entry moves the schema from version i to i+1.  Never edit a shipped
+ * entry; append a new one. */
+static const char *const migrations[] = {
+	/* 1: initial schema */
+	"CREATE TABLE folders("
+	" mailbox TEXT PRIMARY KEY, account TEXT NOT NULL, folder TEXT NOT NULL,"
+	" uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,"
+	" last_ok INTEGER, last_error TEXT, last_error_at INTEGER, last_event INTEGER);"
+	"CREATE TABLE messages("
+	" id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL, message_id TEXT, size INTEGER NOT NULL,"
+	" internaldate INTEGER, sha256 TEXT NOT NULL, raw BLOB,"
+	" state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
+	" received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
+	" UNIQUE(mailbox, uidvalidity, uid));"
+	"CREATE INDEX messages_state ON messages(state);"
+	"CREATE INDEX messages_msgid ON messages(mailbox, message_id);"
+	"CREATE INDEX messages_ack ON messages(mailbox, uidvalidity, acked);"
+	"CREATE TABLE threads("
+	" id INTEGER PRIMARY KEY, grp TEXT NOT NULL, mailbox TEXT NOT NULL,"
+	" subject_norm TEXT, root_item INTEGER, first_date INTEGER, last_date INTEGER);"
+	"CREATE INDEX threads_subject ON threads(grp, subject_norm);"
+	"CREATE TABLE thread_ids("
+	" message_id TEXT NOT NULL, grp TEXT NOT NULL, thread_id INTEGER NOT NULL,"
+	" PRIMARY KEY(message_id, grp));"
+	"CREATE TABLE outbox("
+	" id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, message INTEGER,"
+	" kind TEXT NOT NULL, grp TEXT NOT NULL, thread_id INTEGER, parent INTEGER,"
+	" payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+	" attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+	" remote_id TEXT, error TEXT, created INTEGER NOT NULL, delivered_at INTEGER);"
+	"CREATE INDEX outbox_state ON outbox(state, next_at);"
+	"CREATE TABLE attachments("
+	" id INTEGER PRIMARY KEY, item INTEGER NOT NULL, filename TEXT NOT NULL,"
+	" content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"
+	" data BLOB);"
+	"CREATE INDEX attachments_item ON attachments(item);"
+	"CREATE TABLE subscribers("
+	" email TEXT PRIMARY KEY, groups TEXT NOT NULL, frequency TEXT NOT NULL,"
+	" hour INTEGER, tz TEXT, last_sent INTEGER, since INTEGER NOT NULL,"
+	" source TEXT NOT NULL DEFAULT 'cli');"
+	"CREATE TABLE digest_runs("
+	" email TEXT NOT NULL, period TEXT NOT NULL, state TEXT NOT NULL,"
+	" at INTEGER NOT NULL, PRIMARY KEY(email, period));"
+	"CREATE TABLE notices("
+	" address TEXT NOT NULL, reason TEXT NOT NULL, day TEXT NOT NULL,"
+	" PRIMARY KEY(address, reason, day));"
+	"CREATE TABLE sent_ids("
+	" message_id TEXT PRIMARY KEY, grp TEXT, remote_id TEXT, email TEXT,"
+	" created INTEGER NOT NULL);"
+	"CREATE TABLE local_items("
+	" id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, grp TEXT NOT NULL,"
+	" parent INTEGER, author_name TEXT, author_email TEXT, subject TEXT,"
+	" text TEXT NOT NULL, hashtags TEXT, attachments TEXT, created INTEGER NOT NULL);"
+	"CREATE INDEX local_items_grp ON local_items(grp, created);",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+static int user_version(sqlite3 *db)
+{
+	sqlite3_stmt *s;
+	int v = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+	int v = user_version(db);
+	char *msg = NULL;
+	if (v < 0) {
+		snprintf(err, errlen, "cannot read schema version: %s", sqlite3_errmsg(db));
+		return -1;
+	}
+	if (v > SCHEMA_VERSION) {
+		snprintf(err, errlen,
+			 "state database has schema version %d, this mailfeed knows up to %d; "
+			 "use a newer mailfeed",
+			 v, SCHEMA_VERSION);
+		return -1;
+	}
+	for (; v < SCHEMA_VERSION; v++) {
+		char pragma[64];
+		snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
+		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(err, errlen, "schema migration to version %d failed: %s", v + 1,
+				 msg ? msg : sqlite3_errmsg(db));
+			sqlite3_free(msg);
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+		if (v > 0)
+			log_info("store.migrated version=%d", v + 1);
+	}
+	return 0;
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+	int rc = sqlite3_open_v2(path, &db,
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open state database %s: %s", path,
+			 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 30000);
+	if (sqlite3_exec(db,
+			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=OFF;",
+			 NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "state database %s is not usable: %s%s", path, msg,
+			 strstr(msg ? msg : "", "not a database") ? " (file is corrupt or not "
+								     "a mailfeed state database)"
+								   : "");
+		sqlite3_free(msg);
+		sqlite3_close(db);
+		return NULL;
+	}
+	/* A quick structural check catches a damaged file before we trust it. */
+	{
+		sqlite3_stmt *s;
+		int ok = 0;
+		if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &s, NULL) == SQLITE_OK) {
+			if (sqlite3_step(s) == SQLITE_ROW &&
+			    strcmp((const char *)sqlite3_column_text(s, 0), "ok") == 0)
+				ok = 1;
+			sqlite3_finalize(s);
+		}
+		if (!ok) {
+			snprintf(err, errlen,
+				 "state database %s is corrupt (%s); restore it from a backup or "
+				 "move it away to start afresh",
+				 path, sqlite3_errmsg(db));
+			sqlite3_close(db);
+			return NULL;
+		}
+	}
+	if (migrate(db, err, errlen) < 0) {
+		sqlite3_close(db);
+		return NULL;
+	}
+	struct store *st = xcalloc(1, sizeof *st);
+	st->db = db;
+	st->path = xstrdup(path);
+	return st;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	sqlite3_close(st->db);
+	free(st->path);
+	free(st);
+}
+
+sqlite3 *store_db(struct store *st) { return st->db; }
+const char *store_errmsg(struct store *st) { return sqlite3_errmsg(st->db); }
+
+int store_exec(struct store *st, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		char q[256];
+		log_error("store.error sql=%s error=%s", log_quote(sql, q, sizeof q),
+			  msg ? msg : "?");
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+int store_begin(struct store *st) { return store_exec(st, "BEGIN IMMEDIATE"); }
+int store_commit(struct store *st)
+{
+	if (store_exec(st, "COMMIT") < 0) {
+		store_rollback(st);
+		return -1;
+	}
+	return 0;
+}
+void store_rollback(struct store *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static sqlite3_stmt *prep(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+		log_error("store.error prepare=failed error=\"%s\"", sqlite3_errmsg(st->db));
+		return NULL;
+	}
+	return s;
+}
+
+static int step_done(struct store *st, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_error("store.error error=\"%s\"", sqlite3_errmsg(st->db));
+		return -1;
+	}
+	return 0;
+}
+
+int store_folder_get(struct store *st, const char *mailbox, struct folder_state *fs)
+{
+	sqlite3_stmt *s = prep(st, "SELECT uidvalidity, last_uid FROM folders WHERE mailbox=?");
+	memset(fs, 0, sizeof *fs);
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		fs->uidvalidity = (uint32_t)sqlite3_column_int64(s, 0);
+		fs->last_uid = (uint32_t)sqlite3_column_int64(s, 1);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int store_folder_select(struct store *st, const char *mailbox, const char *account,
+			const char *folder, uint32_t uidvalidity, int *changed)
+{
+	struct folder_state fs;
+	*changed = 0;
+	if (store_folder_get(st, mailbox, &fs) < 0)
+		return -1;
+	if (fs.uidvalidity != 0 && fs.uidvalidity != uidvalidity)
+		*changed = 1;
+	sqlite3_stmt *s = prep(
+	    st, "INSERT INTO folders(mailbox, account, folder, uidvalidity, last_uid, last_event)"
+		" VALUES(?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT(mailbox) DO UPDATE SET"
+		" account=?2, folder=?3, last_event=?5,"
+		" last_uid=CASE WHEN uidvalidity=?4 THEN last_uid ELSE 0 END, uidvalidity=?4");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, folder, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, uidvalidity);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
+	return step_done(st, s);
+}
+
+int store_folder_ok(struct store *st, const char *mailbox)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE folders SET last_ok=?2, last_event=?2, last_error=NULL"
+				   " WHERE mailbox=?1");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
+	return step_done(st, s);
+}
+
+int store_folder_error(struct store *st, const char *mailbox, const char *error)
+{
+	sqlite3_stmt *s =
+	    prep(st, "INSERT INTO folders(mailbox, account, folder, last_error, last_error_at)"
+		     " VALUES(?1, '', '', ?2, ?3) ON CONFLICT(mailbox) DO UPDATE SET"
+		     " last_error=?2, last_error_at=?3");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	return step_done(st, s);
+}
+
+int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
+{
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, uid);
+	return step_done(st, s);
+}
+
+int store_message_known(struct store *st, const char *mailbox, const char *message_id,
+			const char *sha256)
+{
+	sqlite3_stmt *s;
+	int known = 0;
+	if (message_id)
+		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
+			     " AND sha256=?3 LIMIT 1");
+	else
+		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
+			     " AND sha256=?3 LIMIT 1");
+	if (!s)
+		return 0;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	if (message_id)
+		sqlite3_bind_text(s, 2, message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, sha256, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		known = 1;
+	sqlite3_finalize(s);
+	return known;
+}
+
+int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
+{
+	char hash[65];
+	*inserted = 0;
+	if (m->raw)
+		sha256_hex(m->raw, m->raw_len, hash);
+	else
+		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
+	if (store_begin(st) < 0)
+		return -1;
+	int known = store_message_known(st, m->mailbox, m->message_id, hash);
+	if (!known) {
+		sqlite3_stmt *s = prep(
+		    st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
+			" size, internaldate, sha256, raw, state, reason, received_at)"
+			" VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+		if (!s)
+			goto fail;
+		sqlite3_bind_text(s, 1, m->mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, m->uidvalidity);
+		sqlite3_bind_int64(s, 3, m->uid);
+		if (m->message_id)
+			sqlite3_bind_text(s, 4, m->message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 5, m->size);
+		sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
+		sqlite3_bind_text(s, 7, hash, -1, SQLITE_STATIC);
+		if (m->raw)
+			sqlite3_bind_blob64(s, 8, m->raw, m->raw_len, SQLITE_STATIC);
+		sqlite3_bind_text(s, 9, m->state ? m->state : "new", -1, SQLITE_STATIC);
+		if (m->reason)
+			sqlite3_bind_text(s, 10, m->reason, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 11, (sqlite3_int64)time(NULL));
+		if (step_done(st, s) < 0)
+			goto fail;
+		*inserted = sqlite3_changes(st->db) > 0;
+	}
+	if (store_folder_advance(st, m->mailbox, m->uid) < 0)
+		goto fail;
+	return store_commit(st);
+fail:
+	store_rollback(st);
+	*inserted = 0;
+	return -1;
+}
+
+int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t **uids,
+		   size_t *n)
+{
+	sqlite3_stmt *s = prep(st, "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+				   " AND acked=0 AND state IN ('delivered','skipped','dead','handled')"
+				   " ORDER BY uid LIMIT 1000");
+	size_t cap = 0;
+	*uids = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, uidvalidity);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			*uids = xrealloc(*uids, cap * sizeof **uids);
+		}
+		(*uids)[(*n)++] = (uint32_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		    const uint32_t *uids, size_t n)
+{
+	if (store_begin(st) < 0)
+		return -1;
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE messages SET acked=1 WHERE mailbox=? AND uidvalidity=? AND uid=?");
+	if (!s) {
+		store_rollback(st);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, uidvalidity);
+		sqlite3_bind_int64(s, 3, uids[i]);
+		sqlite3_step(s);
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return store_commit(st);
+}

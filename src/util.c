@@ -1,0 +1,377 @@
+/* util.c — buffers, string lists, value parsers, hashing and file helpers. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/util.h"
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p) {
+		log_error("fatal error=out-of-memory size=%zu", n);
+		abort();
+	}
+	return p;
+}
+
+void *xcalloc(size_t n, size_t m)
+{
+	void *p = calloc(n ? n : 1, m ? m : 1);
+	if (!p) {
+		log_error("fatal error=out-of-memory size=%zu", n * m);
+		abort();
+	}
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q) {
+		log_error("fatal error=out-of-memory size=%zu", n);
+		abort();
+	}
+	return q;
+}
+
+char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+
+char *xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+	memcpy(p, s, n);
+	p[n] = 0;
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&p, fmt, ap) < 0) {
+		log_error("fatal error=out-of-memory");
+		abort();
+	}
+	va_end(ap);
+	return p;
+}
+
+void buf_init(struct buf *b) { memset(b, 0, sizeof *b); }
+void buf_free(struct buf *b)
+{
+	free(b->data);
+	buf_init(b);
+}
+void buf_reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = 0;
+}
+
+static void buf_grow(struct buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 64;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+	buf_grow(b, n);
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = 0;
+}
+
+void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+void buf_putc(struct buf *b, char c) { buf_append(b, &c, 1); }
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	buf_grow(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+char *buf_steal(struct buf *b)
+{
+	char *p = b->data ? b->data : xstrdup("");
+	buf_init(b);
+	return p;
+}
+
+void strlist_add(struct strlist *l, const char *s)
+{
+	l->v = xrealloc(l->v, (l->n + 2) * sizeof *l->v);
+	l->v[l->n++] = xstrdup(s);
+	l->v[l->n] = NULL;
+}
+
+int strlist_has_ci(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcasecmp(l->v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+void strlist_free(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+void strlist_split(struct strlist *l, const char *csv)
+{
+	char *copy = xstrdup(csv), *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *t = str_trim(tok);
+		if (*t)
+			strlist_add(l, t);
+	}
+	free(copy);
+}
+
+static int parse_scaled(const char *s, long long *out, const char *units, const long long *mult)
+{
+	char *end;
+	long long v;
+	if (!s || !*s)
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || v < 0)
+		return -1;
+	while (*end == ' ')
+		end++;
+	if (*end) {
+		const char *u = strchr(units, tolower((unsigned char)*end));
+		if (!u || end[1])
+			return -1;
+		long long m = mult[u - units];
+		if (v > LLONG_MAX / m)
+			return -1;
+		v *= m;
+	}
+	*out = v;
+	return 0;
+}
+
+int parse_duration(const char *s, long *seconds)
+{
+	static const long long mult[] = {1, 60, 3600, 86400, 604800};
+	long long v;
+	if (parse_scaled(s, &v, "smhdw", mult) < 0 || v > LONG_MAX)
+		return -1;
+	*seconds = (long)v;
+	return 0;
+}
+
+int parse_size(const char *s, long long *bytes)
+{
+	static const long long mult[] = {1, 1024, 1024 * 1024, 1024LL * 1024 * 1024};
+	return parse_scaled(s, bytes, "bkmg", mult);
+}
+
+int parse_bool(const char *s, int *out)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"};
+	static const char *const no[] = {"no", "false", "off", "0"};
+	for (int i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *time_iso(time_t t, char *buf, size_t buflen)
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, buflen, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}
+
+double now_monotonic(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+	static const char hx[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hx[in[i] >> 4];
+		out[2 * i + 1] = hx[in[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+void sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	hex_encode(md, 32, out);
+}
+
+void hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+		 unsigned char out[32])
+{
+	unsigned int outlen = 32;
+	HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen);
+}
+
+char *file_read_all(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct buf b;
+	char tmp[65536];
+	ssize_t n;
+	if (fd < 0)
+		return NULL;
+	buf_init(&b);
+	while ((n = read(fd, tmp, sizeof tmp)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			close(fd);
+			buf_free(&b);
+			errno = e;
+			return NULL;
+		}
+		buf_append(&b, tmp, (size_t)n);
+	}
+	close(fd);
+	if (len)
+		*len = b.len;
+	return buf_steal(&b);
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len, int mode)
+{
+	char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	const char *p = data;
+	if (fd < 0) {
+		free(tmp);
+		return -1;
+	}
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	if (rename(tmp, path) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	free(tmp);
+	return 0;
+fail : {
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(tmp);
+	errno = e;
+	return -1;
+}
+}
+
+int random_bytes(void *out, size_t n)
+{
+	unsigned char *p = out;
+	while (n > 0) {
+		ssize_t r = getrandom(p, n, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+long jitter(long base)
+{
+	unsigned int r = 0;
+	if (base <= 1)
+		return base;
+	random_bytes(&r, sizeof r);
+	return base / 2 + (long)(r % (unsigned long)(base / 2 + 1));
+}
+
+int str_ends_with_ci(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcasecmp(s + a - b, suffix) == 0;
+}
+
+char *str_trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = 0;
+	return s;
+}
+
+void str_lower(char *s)
+{
+	for (; *s; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
