@@ -79,9 +79,16 @@ demo: deps
 	$(MAKE) mailfeed
 	scripts/demo.sh
 
+REL_LIBOBJS := $(LIBSRCS:src/%.c=build/rel/%.o)
+build/rel/libmailfeed.a: $(REL_LIBOBJS)
+	rm -f $@ && ar rcs $@ $^
+
+build/rel/%: bench/%.c build/rel/libmailfeed.a $(HDRS)
+	$(CC) $(RELFLAGS) $(RELLDFLAGS) -o $@ $< build/rel/libmailfeed.a $(DEPLIBS)
+
 bench:
 	@scripts/install-deps.sh --bench
-	$(MAKE) mailfeed
+	$(MAKE) mailfeed build/rel/parse_bench
 	bench/run.sh
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))

@@ -73,7 +73,8 @@ static const char *const migrations[] = {
 	" id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, grp TEXT NOT NULL,"
 	" parent INTEGER, author_name TEXT, author_email TEXT, subject TEXT,"
 	" text TEXT NOT NULL, hashtags TEXT, attachments TEXT, created INTEGER NOT NULL);"
-	"CREATE INDEX local_items_grp ON local_items(grp, created);",
+	"CREATE INDEX local_items_grp ON local_items(grp, created);"
+	"CREATE TABLE daemon(key TEXT PRIMARY KEY, value TEXT, at INTEGER);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -37,8 +37,9 @@ struct jwz_msg {
 	const char *const *references; /* In-Reply-To folded in, oldest first */
 	size_t n_references;
 };
-/* Prints the forest of msgs to out, one message per line, indented two
- * spaces per depth; never drops a message, even in reference loops. */
+/* Prints the forest of msgs to out, one subject per line, indented three
+ * spaces per depth, "dummy" for a container without a message (the corpus'
+ * format); never drops a message, even in reference loops. */
 void thread_jwz_print(const struct jwz_msg *msgs, size_t n, FILE *out);
 
 #endif

@@ -1,0 +1,20 @@
+/* daemon.h — the gateway loop: IMAP watchers, the processing loop, reload
+ * and shutdown.  Used by `mailfeed run` and `mailfeed preview`. */
+#ifndef MAILFEED_DAEMON_H
+#define MAILFEED_DAEMON_H
+
+#include "mailfeed/config.h"
+#include "mailfeed/imap.h"
+#include "mailfeed/store.h"
+
+/* Syncs one folder: select, detect UIDVALIDITY changes, fetch every new
+ * message and store it with its checkpoint.  *stop is polled between
+ * messages.  Returns 0 or -1 with err. */
+int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key,
+		       const struct mf_account *acct, const char *folder, long long max_size,
+		       volatile int *stop, int *new_messages, char *err, size_t errlen);
+/* Applies the after-action to every message of key that is safe now. */
+int daemon_apply_acks(struct imap_session *s, struct store *st, const char *key,
+		      enum after_action a, const char *after_folder, char *err, size_t errlen);
+
+#endif

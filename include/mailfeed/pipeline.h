@@ -1,0 +1,25 @@
+/* pipeline.h — from a stored message to an outbox item: parse in the
+ * sandboxed worker, classify, thread, enqueue the post or comment. */
+#ifndef MAILFEED_PIPELINE_H
+#define MAILFEED_PIPELINE_H
+
+#include <stddef.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/store.h"
+
+struct parse_worker;
+
+/* The key the [replies] folder uses in the state. */
+#define REPLIES_KEY "[replies]"
+
+/* Processes up to limit messages in state 'new' of the configured
+ * mappings.  Returns how many were processed, or -1 on a store error. */
+int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
+			 int limit);
+
+/* Message-ID of a raw message from a bounded scan of its header block
+ * (no MIME parsing in the daemon).  Owned result without <>, or NULL. */
+char *pipeline_header_message_id(const char *raw, size_t len);
+
+#endif

@@ -1,0 +1,31 @@
+/* worker.h — the sandboxed MIME parse worker.
+ *
+ * libetpan has known crashes and quadratic paths on hostile input, so mail
+ * is parsed in a child process (`mailfeed parse-worker`) with resource
+ * limits.  A message that kills, hangs or exhausts the child is "poison":
+ * it is reported with a reason and the child is restarted for the next
+ * message, so one bad mail never stops the gateway. */
+#ifndef MAILFEED_WORKER_H
+#define MAILFEED_WORKER_H
+
+#include <stddef.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/message.h"
+
+struct parse_worker;
+
+/* Spawns the worker (lazily re-spawned after a failure).  gw is copied for
+ * the limits it holds (parse_timeout, parse_memory, max_message_size).
+ * Never NULL; a spawn failure shows up as -1 from worker_parse. */
+struct parse_worker *worker_new(const struct mf_gateway *gw);
+/* Parses raw (len bytes) in the worker.  Returns 0 with *out owned by the
+ * caller; 1 when the message is poison (reason says why: "parser crashed
+ * (signal 11)", "parser timed out after 20 s", ...); -1 on an internal
+ * error (reason says what), in which case the message is not to blame. */
+int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_message **out,
+		 char *reason, size_t reasonlen);
+/* Stops the child and frees w.  NULL is allowed. */
+void worker_free(struct parse_worker *w);
+
+#endif

@@ -1,0 +1,689 @@
+/* clean.c — separating what the sender wrote now from quoted history and
+ * signatures.
+ *
+ * The text is cut into lines once; each line is classified by looking at
+ * itself and at most a few lines after it, so the whole run is linear in the
+ * input (no regular expressions, no unbounded rescans; very long lines are
+ * never candidates for headers).  Rules, in order of confidence:
+ *   - "> " quoted lines are history; unquoted lines between them (inline
+ *     answers) are kept;
+ *   - a quote header ("On … wrote:" in many languages, also wrapped over up
+ *     to three lines) is history, with the quote under it; when what follows
+ *     is not quoted, everything from the header on is history;
+ *   - "-----Original Message-----" lines and Outlook "From:/Sent:/To:"
+ *     header blocks (localised, with separators) start history to the end;
+ *   - a forwarded message ("---------- Forwarded message ---------") is the
+ *     sender's new text, kept whole;
+ *   - signatures: the "-- " delimiter, mobile lines ("Sent from my iPhone"),
+ *     a mailing-list footer, and, at the very end, a short last paragraph
+ *     holding the sender's name or address.
+ * When a rule is unsure, the line is kept: losing new text is worse than
+ * showing a quote.  Everything not kept goes to removed, in order. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mailfeed/clean.h"
+#include "mailfeed/util.h"
+
+/* Lines longer than this are never quote headers or signature lines. */
+#define CLEAN_MAX_HEADER_LINE 400
+#define CLEAN_MAX_SIG_LINE 80
+
+struct line {
+	const char *s; /* not NUL-terminated; CR stripped */
+	size_t len;
+	int removed;
+	int quoted;
+	int blank;
+};
+
+/* --- small string helpers ---------------------------------------------- */
+
+/* Skips leading spaces, tabs, zero-width spaces and no-break spaces. */
+static void trim_view(const char **s, size_t *len)
+{
+	const unsigned char *p = (const unsigned char *)*s;
+	size_t n = *len;
+	for (;;) {
+		if (n >= 1 && (p[0] == ' ' || p[0] == '\t')) {
+			p++;
+			n--;
+		} else if (n >= 3 && p[0] == 0xE2 && p[1] == 0x80 && p[2] == 0x8B) {
+			p += 3;
+			n -= 3;
+		} else if (n >= 2 && p[0] == 0xC2 && p[1] == 0xA0) {
+			p += 2;
+			n -= 2;
+		} else {
+			break;
+		}
+	}
+	for (;;) {
+		if (n >= 1 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		else if (n >= 3 && p[n - 3] == 0xE2 && p[n - 2] == 0x80 && p[n - 1] == 0x8B)
+			n -= 3;
+		else if (n >= 2 && p[n - 2] == 0xC2 && p[n - 1] == 0xA0)
+			n -= 2;
+		else
+			break;
+	}
+	*s = (const char *)p;
+	*len = n;
+}
+
+static int starts_ci(const char *s, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return len >= n && strncasecmp(s, prefix, n) == 0;
+}
+
+static int ends_ci(const char *s, size_t len, const char *suffix)
+{
+	size_t n = strlen(suffix);
+	return len >= n && strncasecmp(s + len - n, suffix, n) == 0;
+}
+
+static int contains_ci(const char *s, size_t len, const char *needle)
+{
+	size_t n = strlen(needle);
+	for (size_t i = 0; i + n <= len; i++)
+		if (strncasecmp(s + i, needle, n) == 0)
+			return 1;
+	return 0;
+}
+
+static int has_digit(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (isdigit((unsigned char)s[i]))
+			return 1;
+	return 0;
+}
+
+static int is_word_byte(unsigned char c) { return isalnum(c) || c >= 0x80; }
+
+/* Whether word occurs in s as a whole word (ASCII letters around it). */
+static int has_word_ci(const char *s, size_t len, const char *word)
+{
+	size_t n = strlen(word);
+	for (size_t i = 0; i + n <= len; i++) {
+		if (strncasecmp(s + i, word, n) != 0)
+			continue;
+		if (i > 0 && isalpha((unsigned char)s[i - 1]))
+			continue;
+		if (i + n < len && isalpha((unsigned char)s[i + n]))
+			continue;
+		return 1;
+	}
+	return 0;
+}
+
+static int line_is_quoted(const struct line *l)
+{
+	const char *s = l->s;
+	size_t n = l->len;
+	trim_view(&s, &n);
+	return n > 0 && *s == '>';
+}
+
+/* --- quote headers ("On … wrote:") ------------------------------------ */
+
+/* Verbs that end an attribution line, before the colon. */
+static const char *const wrote_verbs[] = {
+    "wrote", "writes", "a écrit", "écrit", "escribió", "ha escrit", "escrigué", "ha scritto",
+    "scrisse", "schreef", "schrieb", "pisze", "napisał", "napisała", "napisał(a)", "napisal",
+    "kirjoitti", "skrev", "escreveu", "написал", "написала", "написал(а)", "написав",
+    "написала(а)", "пишет", "írta", "napsal", "napísal", "έγραψε", "yazdı", "kirjutas", "rašė",
+    "rakstīja", "napisao", "je napisal",
+};
+/* Scripts without spaces: the verb is matched without a word boundary. */
+static const char *const wrote_verbs_cjk[] = {
+    "写道", "寫道", "のメッセージ", "書きました", "작성", "님이 작성",
+};
+/* Verbs that may sit in the middle ("Am … schrieb Name <a@b>:"). */
+static const char *const wrote_verbs_mid[] = {
+    "schrieb", "schreef", "skrev", "a écrit", "escribió", "escreveu", "ha scritto", "wrote",
+    "kirjoitti", "pisze", "napisał", "napisała", "написал", "написала", "írta",
+};
+
+/* Whether s (one or more joined lines, trimmed) is an attribution line. */
+static int is_quote_header(const char *s, size_t len)
+{
+	size_t n = len;
+	int evidence;
+	if (len == 0 || len > 3 * CLEAN_MAX_HEADER_LINE)
+		return 0;
+	if (*s == '-' || *s == '*') { /* Zimbra "- On … wrote:", bold markers */
+		s++;
+		n--;
+		trim_view(&s, &n);
+	}
+	while (n > 0 && s[n - 1] == '*')
+		n--;
+	if (n >= 1 && s[n - 1] == ':')
+		n--;
+	else if (n >= 3 && memcmp(s + n - 3, "\xef\xbc\x9a", 3) == 0)
+		n -= 3;
+	else
+		return 0;
+	while (n > 0 && s[n - 1] == ' ')
+		n--;
+	evidence = has_digit(s, n) || memchr(s, '@', n) != NULL;
+	if (!evidence)
+		return 0;
+	for (size_t i = 0; i < sizeof wrote_verbs / sizeof *wrote_verbs; i++) {
+		size_t v = strlen(wrote_verbs[i]);
+		if (ends_ci(s, n, wrote_verbs[i]) && n > v && !isalpha((unsigned char)s[n - v - 1]))
+			return 1;
+	}
+	for (size_t i = 0; i < sizeof wrote_verbs_cjk / sizeof *wrote_verbs_cjk; i++)
+		if (ends_ci(s, n, wrote_verbs_cjk[i]))
+			return 1;
+	/* "2014-03-20 8:48 GMT+01:00 Name <a@b>:" — a date and an address */
+	if (n > 0 && (s[n - 1] == '>' || s[n - 1] == ']') && memchr(s, '@', n) &&
+	    isdigit((unsigned char)*s))
+		return 1;
+	if (memchr(s, '@', n) || has_digit(s, n)) {
+		for (size_t i = 0; i < sizeof wrote_verbs_mid / sizeof *wrote_verbs_mid; i++)
+			if (has_word_ci(s, n, wrote_verbs_mid[i]) && has_digit(s, n))
+				return 1;
+	}
+	return 0;
+}
+
+static int ends_sentence(const char *s, size_t n)
+{
+	return n > 0 && (s[n - 1] == '.' || s[n - 1] == '!' || s[n - 1] == '?');
+}
+
+/* Number of lines (1-3) of a quote header starting at line i, or 0. */
+static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
+{
+	struct buf joined;
+	size_t found = 0;
+	buf_init(&joined);
+	for (size_t k = 0; k < 3 && i + k < nl; k++) {
+		const char *s = ls[i + k].s;
+		size_t n = ls[i + k].len;
+		trim_view(&s, &n);
+		if (n == 0 || n > CLEAN_MAX_HEADER_LINE || ls[i + k].quoted)
+			break;
+		if (k > 0 && ends_sentence(joined.data, joined.len))
+			break;
+		if (k > 0)
+			buf_putc(&joined, ' ');
+		buf_append(&joined, s, n);
+		if (is_quote_header(joined.data, joined.len)) {
+			found = k + 1;
+			break;
+		}
+	}
+	/* "Hi,\nOn … wrote:": the header is only the later lines */
+	if (found > 1) {
+		buf_reset(&joined);
+		for (size_t k = 1; k < found; k++) {
+			const char *s = ls[i + k].s;
+			size_t n = ls[i + k].len;
+			trim_view(&s, &n);
+			if (k > 1)
+				buf_putc(&joined, ' ');
+			buf_append(&joined, s, n);
+		}
+		if (is_quote_header(joined.data, joined.len))
+			found = 0;
+	}
+	buf_free(&joined);
+	return found;
+}
+
+/* --- "-----Original Message-----" and Outlook header blocks ------------ */
+
+static const char *const original_markers[] = {
+    "original message", "ursprüngliche nachricht", "message d'origine", "mensaje original",
+    "messaggio originale", "oorspronkelijk bericht", "opprinnelig melding",
+    "oprindelig meddelelse", "ursprungligt meddelande", "alkuperäinen viesti",
+    "oryginalna wiadomość", "исходное сообщение", "Исходное сообщение", "mensagem original",
+    "původní zpráva", "eredeti üzenet", "原始邮件", "原始郵件", "reply message",
+};
+
+static const char *const forward_markers[] = {
+    "forwarded message", "begin forwarded message", "weitergeleitete nachricht",
+    "message transféré", "début du message réexpédié", "mensaje reenviado",
+    "messaggio inoltrato", "doorgestuurd bericht", "videresendt", "vidarebefordrat",
+    "välitetty viesti", "przekazana wiadomość", "пересылаемое сообщение",
+    "mensagem encaminhada", "转发的邮件",
+};
+
+/* A line of decoration only ("-----", "_____", "=====") of at least min. */
+static int is_rule(const char *s, size_t n, size_t min)
+{
+	if (n < min)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != s[0] || (s[0] != '-' && s[0] != '_' && s[0] != '='))
+			return 0;
+	return 1;
+}
+
+/* "-----Original Message-----", "----- Mensaje original -----", … */
+static int is_original_marker(const char *s, size_t n)
+{
+	const char *p = s;
+	size_t m = n;
+	if (n > 120)
+		return 0;
+	while (m > 0 && (*p == '-' || *p == '=' || *p == '_' || *p == ' ' || *p == '*')) {
+		p++;
+		m--;
+	}
+	while (m > 0 && (p[m - 1] == '-' || p[m - 1] == '=' || p[m - 1] == '_' || p[m - 1] == ' ' ||
+			 p[m - 1] == '*' || p[m - 1] == ':'))
+		m--;
+	for (size_t i = 0; i < sizeof original_markers / sizeof *original_markers; i++)
+		if (m == strlen(original_markers[i]) && strncasecmp(p, original_markers[i], m) == 0)
+			return 1;
+	return 0;
+}
+
+static int is_forward_marker(const char *s, size_t n)
+{
+	if (n > 120)
+		return 0;
+	for (size_t i = 0; i < sizeof forward_markers / sizeof *forward_markers; i++)
+		if (contains_ci(s, n, forward_markers[i]) && (*s == '-' || s[n - 1] == ':' ||
+							      s[n - 1] == '-' || *s == '='))
+			return 1;
+	return 0;
+}
+
+/* Header names of a quoted message header block, localised.  The first
+ * group names the sender. */
+static const char *const from_keys[] = {
+    "from", "de", "von", "van", "da", "fra", "från", "lähettäjä", "od", "от", "expéditeur",
+    "remitente", "发件人", "寄件者", "差出人", "보낸 사람", "message du",
+};
+static const char *const other_keys[] = {
+    "sent", "date", "to", "cc", "subject", "envoyé", "envoyé le", "à", "a", "objet", "sujet",
+    "gesendet", "datum", "an", "betreff", "enviado", "enviada", "fecha", "para", "asunto",
+    "assunto", "data", "verzonden", "aan", "onderwerp", "inviato", "oggetto", "sendt", "til",
+    "emne", "skickat", "till", "ämne", "lähetetty", "vastaanottaja", "aihe", "wysłano",
+    "wysłane", "do", "temat", "отправлено", "дата", "кому", "тема", "发送时间", "收件人",
+    "主题", "抄送", "日期", "寄件日期", "收件者", "主旨", "送信日時", "宛先", "件名",
+    "reply-to", "kopie", "copie", "cc",
+};
+
+/* Length of "Key:" (with bold markers and spaces) when the line starts
+ * with one of keys, else 0. */
+static size_t header_key(const char *s, size_t n, const char *const *keys, size_t nkeys)
+{
+	size_t off = 0;
+	while (off < n && s[off] == '*')
+		off++;
+	for (size_t i = 0; i < nkeys; i++) {
+		size_t k = strlen(keys[i]), p = off + k;
+		if (n < p || strncasecmp(s + off, keys[i], k) != 0)
+			continue;
+		while (p < n && (s[p] == ' ' || s[p] == '*'))
+			p++;
+		if (p < n && s[p] == ':')
+			return p + 1;
+		if (p + 3 <= n && memcmp(s + p, "\xef\xbc\x9a", 3) == 0)
+			return p + 3;
+	}
+	return 0;
+}
+
+/* Whether line i starts a quoted message's header block: a From: line
+ * followed within five lines by two more header lines, or a From: line
+ * whose value is an address in brackets. */
+static int is_header_block(const struct line *ls, size_t nl, size_t i)
+{
+	const char *s = ls[i].s;
+	size_t n = ls[i].len, k, others = 0, seen = 0;
+	trim_view(&s, &n);
+	if (n > CLEAN_MAX_HEADER_LINE)
+		return 0;
+	k = header_key(s, n, from_keys, sizeof from_keys / sizeof *from_keys);
+	if (!k)
+		return 0;
+	for (size_t j = i + 1; j < nl && j <= i + 12 && seen < 6; j++) {
+		const char *t = ls[j].s;
+		size_t m = ls[j].len;
+		trim_view(&t, &m);
+		if (m == 0)
+			continue;
+		seen++;
+		if (m <= CLEAN_MAX_HEADER_LINE &&
+		    header_key(t, m, other_keys, sizeof other_keys / sizeof *other_keys))
+			others++;
+	}
+	if (others >= 2)
+		return 1;
+	while (n > 0 && s[n - 1] == '*')
+		n--;
+	return n > k && (s[n - 1] == '>' || s[n - 1] == ']') && memchr(s + k, '@', n - k) &&
+	       memchr(s + k, '<', n - k);
+}
+
+/* --- signatures ---------------------------------------------------------- */
+
+static const char *const mobile_prefixes[] = {
+    "sent from ", "sent with ", "sent via ", "get outlook for ", "envoyé de mon ",
+    "envoyé depuis ", "von meinem ", "gesendet von ", "enviado desde mi ", "enviado desde ",
+    "enviado do meu ", "enviado de meu ", "inviato da ", "verzonden vanaf ", "verstuurd vanaf ",
+    "skickat från ", "sendt fra ", "wysłano z ", "wysłane z ", "отправлено с ", "lähetetty ",
+};
+
+static int is_mobile_signature(const char *s, size_t n)
+{
+	if (n == 0 || n > CLEAN_MAX_SIG_LINE || memchr(s, ',', n) || ends_sentence(s, n))
+		return 0;
+	for (size_t i = 0; i < sizeof mobile_prefixes / sizeof *mobile_prefixes; i++)
+		if (starts_ci(s, n, mobile_prefixes[i]))
+			return 1;
+	return 0;
+}
+
+static int is_sig_delimiter(const char *raw, size_t rawlen)
+{
+	return (rawlen == 3 && memcmp(raw, "-- ", 3) == 0) || (rawlen == 2 && memcmp(raw, "--", 2) == 0);
+}
+
+/* Whether word (n bytes) occurs in s as a whole word, case-insensitively. */
+static int has_name(const char *s, size_t len, const char *word, size_t n)
+{
+	if (n < 3)
+		return 0;
+	for (size_t i = 0; i + n <= len; i++) {
+		if (strncasecmp(s + i, word, n) != 0)
+			continue;
+		if (i > 0 && is_word_byte((unsigned char)s[i - 1]))
+			continue;
+		if (i + n < len && is_word_byte((unsigned char)s[i + n]))
+			continue;
+		return 1;
+	}
+	return 0;
+}
+
+/* Whether a line holds the sender: full name, first name, address or the
+ * address' local part. */
+static int mentions_sender(const char *s, size_t n, const char *sender)
+{
+	const char *at, *sp;
+	size_t len;
+	if (!sender || !*sender)
+		return 0;
+	len = strlen(sender);
+	if (has_name(s, n, sender, len))
+		return 1;
+	at = strchr(sender, '@');
+	if (at)
+		return has_name(s, n, sender, (size_t)(at - sender));
+	sp = strchr(sender, ' ');
+	return sp && has_name(s, n, sender, (size_t)(sp - sender));
+}
+
+/* Marks the tail of the kept lines [a, b) that is a signature. */
+static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char *sender)
+{
+	size_t last = b, para, first_kept = b, count = 0;
+	int found = 0;
+	for (size_t i = a; i < b; i++)
+		if (!ls[i].blank && !ls[i].removed) {
+			first_kept = i;
+			break;
+		}
+	while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
+		last--;
+	if (last <= first_kept)
+		return;
+	/* a mobile line at the very end */
+	{
+		const char *s = ls[last - 1].s;
+		size_t n = ls[last - 1].len;
+		trim_view(&s, &n);
+		if (is_mobile_signature(s, n) && last - 1 > first_kept) {
+			ls[last - 1].removed = 1;
+			while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
+				last--;
+		}
+	}
+	/* a "-Name" line at the very end */
+	{
+		const char *s = ls[last - 1].s;
+		size_t n = ls[last - 1].len;
+		trim_view(&s, &n);
+		if (n >= 3 && n <= 40 && s[0] == '-' && isalpha((unsigned char)s[1]) &&
+		    !memchr(s, '.', n) && last - 1 > first_kept) {
+			ls[last - 1].removed = 1;
+			return;
+		}
+	}
+	/* a short last paragraph holding the sender's name or address */
+	para = last;
+	while (para > first_kept && !ls[para - 1].blank && !ls[para - 1].removed) {
+		const char *s = ls[para - 1].s;
+		size_t n = ls[para - 1].len;
+		trim_view(&s, &n);
+		if (n > CLEAN_MAX_SIG_LINE || ++count > 8)
+			break;
+		found |= mentions_sender(s, n, sender);
+		para--;
+	}
+	if (found && para > first_kept && count <= 8 &&
+	    (para == first_kept || ls[para - 1].blank || ls[para - 1].removed) &&
+	    ls[para].len <= CLEAN_MAX_SIG_LINE) {
+		for (size_t i = para; i < last; i++)
+			ls[i].removed = 1;
+		return;
+	}
+	/* a rule of dashes followed only by short lines: a signature block */
+	for (size_t i = last; i-- > first_kept + 1 && last - i <= 24;) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		trim_view(&s, &n);
+		if (!ls[i].blank && n > CLEAN_MAX_SIG_LINE)
+			break;
+		if (!ls[i].blank && ends_sentence(s, n) && s[0] != '-')
+			break;
+		if (is_rule(s, n, 2) && s[0] == '-' && i + 1 < last) {
+			for (size_t j = i; j < last; j++)
+				ls[j].removed = 1;
+			return;
+		}
+	}
+}
+
+/* "____" then a short mailing-list footer to the end. */
+static int is_list_footer(const struct line *ls, size_t nl, size_t i)
+{
+	const char *s = ls[i].s;
+	size_t n = ls[i].len, lines = 0;
+	int listy = 0;
+	trim_view(&s, &n);
+	if (!is_rule(s, n, 10))
+		return 0;
+	for (size_t j = i + 1; j < nl; j++) {
+		const char *t = ls[j].s;
+		size_t m = ls[j].len;
+		if (ls[j].blank)
+			continue;
+		if (++lines > 6 || m > 120)
+			return 0;
+		listy |= contains_ci(t, m, "mailing list") || contains_ci(t, m, "listinfo") ||
+			 contains_ci(t, m, "unsubscribe");
+	}
+	return listy;
+}
+
+/* --- driver ---------------------------------------------------------------- */
+
+static struct line *split_lines(const char *text, size_t *nl)
+{
+	size_t cap = 64, n = 0;
+	struct line *ls = xmalloc(cap * sizeof *ls);
+	const char *p = text;
+	for (;;) {
+		const char *e = p;
+		size_t len;
+		while (*e && *e != '\n' && *e != '\r')
+			e++;
+		len = (size_t)(e - p);
+		if (n == cap) {
+			cap *= 2;
+			ls = xrealloc(ls, cap * sizeof *ls);
+		}
+		ls[n] = (struct line){p, len, 0, 0, 0};
+		{
+			const char *s = p;
+			size_t m = len;
+			trim_view(&s, &m);
+			ls[n].blank = m == 0;
+		}
+		ls[n].quoted = line_is_quoted(&ls[n]);
+		n++;
+		if (!*e)
+			break;
+		p = e + (e[0] == '\r' && e[1] == '\n' ? 2 : 1);
+		if (!*p)
+			break;
+	}
+	*nl = n;
+	return ls;
+}
+
+static void mark_from(struct line *ls, size_t nl, size_t i)
+{
+	for (; i < nl; i++)
+		ls[i].removed = 1;
+}
+
+/* Where the history starts when line i is a header block: a rule or an
+ * "Original Message" line just above it belongs to it. */
+static size_t block_start(const struct line *ls, size_t i)
+{
+	size_t j = i;
+	while (j > 0 && ls[j - 1].blank)
+		j--;
+	if (j > 0) {
+		const char *s = ls[j - 1].s;
+		size_t n = ls[j - 1].len;
+		trim_view(&s, &n);
+		if (is_rule(s, n, 5) || is_original_marker(s, n))
+			return j - 1;
+	}
+	return i;
+}
+
+void clean_reply(const char *text, const char *sender_name, struct clean_result *out)
+{
+	size_t nl, i;
+	struct line *ls = split_lines(text ? text : "", &nl);
+	struct buf keep, gone;
+	int in_forward = 0;
+
+	for (i = 0; i < nl; i++) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len, h;
+		trim_view(&s, &n);
+		if (in_forward || ls[i].blank)
+			continue;
+		if (is_forward_marker(s, n)) {
+			in_forward = 1;
+			continue;
+		}
+		if (ls[i].quoted) {
+			ls[i].removed = 1;
+			continue;
+		}
+		if (is_sig_delimiter(ls[i].s, ls[i].len)) {
+			mark_from(ls, nl, i);
+			break;
+		}
+		if (is_original_marker(s, n) || is_header_block(ls, nl, i)) {
+			mark_from(ls, nl, block_start(ls, i));
+			break;
+		}
+		if (is_list_footer(ls, nl, i)) {
+			mark_from(ls, nl, i);
+			break;
+		}
+		h = quote_header_len(ls, nl, i);
+		if (h) {
+			size_t j = i + h;
+			while (j < nl && ls[j].blank)
+				j++;
+			if (j < nl && ls[j].quoted) {
+				for (size_t k = i; k < i + h; k++)
+					ls[k].removed = 1;
+				i += h - 1;
+				continue;
+			}
+			mark_from(ls, nl, i);
+			break;
+		}
+	}
+
+	/* blank lines between removed blocks go with them */
+	for (i = 0; i < nl;) {
+		size_t j = i;
+		int before, after;
+		if (!ls[i].blank) {
+			i++;
+			continue;
+		}
+		while (j < nl && ls[j].blank)
+			j++;
+		before = i == 0 || ls[i - 1].removed;
+		after = j == nl || ls[j].removed;
+		if (before && after)
+			for (size_t k = i; k < j; k++)
+				ls[k].removed = 1;
+		i = j;
+	}
+
+	/* signatures at the end of the last run of kept lines (of the reply
+	 * above the quote when top-posting, of the last answer otherwise) */
+	if (!in_forward) {
+		size_t end = nl, start;
+		while (end > 0 && (ls[end - 1].removed || ls[end - 1].blank))
+			end--;
+		start = end;
+		while (start > 0 && !ls[start - 1].removed)
+			start--;
+		if (end > start)
+			strip_tail_signature(ls, start, end, sender_name);
+	}
+	buf_init(&keep);
+	buf_init(&gone);
+	for (i = 0; i < nl; i++) {
+		struct buf *b = ls[i].removed ? &gone : &keep;
+		if (!ls[i].removed && ls[i].blank && keep.len == 0)
+			continue;
+		buf_append(b, ls[i].s, ls[i].len);
+		buf_putc(b, '\n');
+	}
+	while (keep.len > 0 && (keep.data[keep.len - 1] == '\n' || keep.data[keep.len - 1] == ' ' ||
+				keep.data[keep.len - 1] == '\t'))
+		keep.data[--keep.len] = 0;
+	while (gone.len > 0 && gone.data[gone.len - 1] == '\n')
+		gone.data[--gone.len] = 0;
+	out->text = buf_steal(&keep);
+	out->removed = buf_steal(&gone);
+	if (!out->text)
+		out->text = xstrdup("");
+	if (!out->removed)
+		out->removed = xstrdup("");
+	free(ls);
+}
+
+void clean_result_free(struct clean_result *r)
+{
+	free(r->text);
+	free(r->removed);
+	r->text = r->removed = NULL;
+}

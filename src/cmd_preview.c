@@ -1,0 +1,214 @@
+/* cmd_preview.c — `mailfeed preview MAILBOX [--limit N] [--json]`: a dry
+ * run of one mapping.  Fetches the newest N messages of its folder with
+ * BODY.PEEK (the server keeps every flag), runs them through the same
+ * worker, classification and thread look-up as the daemon, and prints what
+ * each would become.  Nothing is written: the state is opened read-only. */
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/classify.h"
+#include "mailfeed/cli.h"
+#include "mailfeed/config.h"
+#include "mailfeed/imap.h"
+#include "mailfeed/message.h"
+#include "mailfeed/worker.h"
+
+struct preview {
+	const struct mf_config *cfg;
+	const struct mf_mailbox *mb;
+	struct parse_worker *worker;
+	sqlite3 *db; /* read-only, may be NULL */
+	json_t *out;
+};
+
+/* Whether one of m's ids is already part of a thread of the group. */
+static int known_thread(sqlite3 *db, const char *grp, const struct mf_message *m)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (!db || sqlite3_prepare_v2(db, "SELECT 1 FROM thread_ids WHERE grp=? AND message_id=?",
+				      -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	const char *ids[2] = {m->in_reply_to, NULL};
+	for (size_t i = 0; !found && i <= m->references.n; i++) {
+		const char *id = i == 0 ? ids[0] : m->references.v[i - 1];
+		if (!id)
+			continue;
+		sqlite3_bind_text(s, 1, grp, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+		found = sqlite3_step(s) == SQLITE_ROW;
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return found;
+}
+
+static int preview_one(const struct imap_fetched *f, void *arg)
+{
+	struct preview *p = arg;
+	json_t *o;
+	char reason[300];
+	struct mf_message *m = NULL;
+	if (!f->raw) {
+		o = json_pack("{s:I,s:s,s:s}", "uid", (json_int_t)f->uid, "classification",
+			      "skipped", "reason", "too large (max_message_size)");
+		json_array_append_new(p->out, o);
+		return 0;
+	}
+	int rc = worker_parse(p->worker, f->raw, f->raw_len, &m, reason, sizeof reason);
+	if (rc != 0) {
+		o = json_pack("{s:I,s:s,s:s}", "uid", (json_int_t)f->uid, "classification",
+			      "skipped", "reason", rc > 0 ? reason : "parse worker unavailable");
+		json_array_append_new(p->out, o);
+		return 0;
+	}
+	o = message_to_json(m, 0);
+	json_object_set_new(o, "uid", json_integer(f->uid));
+	const char *skip = classify_skip(m, p->mb, p->cfg, reason, sizeof reason);
+	if (skip) {
+		json_object_set_new(o, "classification", json_string("skipped"));
+		json_object_set_new(o, "reason", json_string(skip));
+	} else {
+		int reply = m->in_reply_to || m->references.n > 0;
+		int comment = known_thread(p->db, p->mb->group, m);
+		json_object_set_new(o, "classification", json_string(comment ? "comment" : "post"));
+		if (!comment && reply)
+			json_object_set_new(
+			    o, "note",
+			    json_string("a reply whose thread is not known yet: becomes a post "
+					"unless its parent arrives first"));
+	}
+	json_array_append_new(p->out, o);
+	message_free(m);
+	return 0;
+}
+
+static void print_human(json_t *arr)
+{
+	size_t i;
+	json_t *o;
+	json_array_foreach(arr, i, o)
+	{
+		json_t *from = json_object_get(o, "from");
+		const char *cls = json_string_value(json_object_get(o, "classification"));
+		printf("UID %lld: %s", (long long)json_integer_value(json_object_get(o, "uid")),
+		       cls ? cls : "?");
+		if (json_object_get(o, "reason"))
+			printf(" (%s)", json_string_value(json_object_get(o, "reason")));
+		printf("\n");
+		if (json_object_get(o, "subject"))
+			printf("  subject:  %s\n", json_string_value(json_object_get(o, "subject")));
+		if (from)
+			printf("  author:   %s <%s>\n",
+			       json_string_value(json_object_get(from, "name"))
+				   ? json_string_value(json_object_get(from, "name"))
+				   : "",
+			       json_string_value(json_object_get(from, "email"))
+				   ? json_string_value(json_object_get(from, "email"))
+				   : "");
+		json_t *tags = json_object_get(o, "hashtags");
+		if (json_array_size(tags) > 0) {
+			size_t k;
+			json_t *t;
+			printf("  hashtags:");
+			json_array_foreach(tags, k, t) printf(" #%s", json_string_value(t));
+			printf("\n");
+		}
+		const char *text = json_string_value(json_object_get(o, "text"));
+		if (text) {
+			printf("  text:\n");
+			for (const char *l = text; *l;) {
+				const char *e = strchr(l, '\n');
+				size_t n = e ? (size_t)(e - l) : strlen(l);
+				printf("    | %.*s\n", (int)n, l);
+				l += n + (e ? 1 : 0);
+			}
+		}
+		printf("\n");
+	}
+}
+
+int cmd_preview(int argc, char **argv, const char *config)
+{
+	const char *name = NULL;
+	long limit = 10;
+	int as_json = 0, rc = 1;
+	char err[512];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			as_json = 1;
+		} else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+			limit = strtol(argv[++i], NULL, 10);
+		} else if (strcmp(argv[i], "--help") == 0) {
+			printf("usage: mailfeed [-c FILE] preview MAILBOX [--limit N] [--json]\n"
+			       "  Shows what the newest N (default 10) messages of a mapping would "
+			       "become,\n  without posting or changing anything.\n");
+			return 0;
+		} else if (argv[i][0] != '-' && !name) {
+			name = argv[i];
+		} else {
+			fprintf(stderr, "usage: mailfeed [-c FILE] preview MAILBOX [--limit N] "
+					"[--json]\n");
+			return 2;
+		}
+	}
+	if (!name || limit <= 0) {
+		fprintf(stderr, "usage: mailfeed [-c FILE] preview MAILBOX [--limit N] [--json]\n");
+		return 2;
+	}
+	struct mf_config *cfg = cli_load_config(config);
+	if (!cfg)
+		return 2;
+	struct preview p = {.cfg = cfg, .mb = config_mailbox(cfg, name)};
+	if (!p.mb) {
+		fprintf(stderr, "mailfeed: no [mailbox %s] in %s\n", name, config);
+		config_free(cfg);
+		return 2;
+	}
+	struct imap_session *s = imap_open(p.mb->acct, err, sizeof err);
+	if (!s) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	struct imap_folder_info info;
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	if (imap_select(s, p.mb->folder, &info, err, sizeof err) < 0 ||
+	    imap_search_from(s, 1, &uids, &n, err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		goto out;
+	}
+	if (sqlite3_open_v2(cfg->gateway.state, &p.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		sqlite3_close(p.db);
+		p.db = NULL;
+	}
+	p.worker = worker_new(&cfg->gateway);
+	p.out = json_array();
+	size_t first = n > (size_t)limit ? n - (size_t)limit : 0;
+	if (imap_fetch(s, uids + first, n - first, cfg->gateway.max_message_size, preview_one, &p,
+		       err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+	} else {
+		if (as_json) {
+			char *js = json_dumps(p.out, JSON_COMPACT);
+			printf("%s\n", js);
+			free(js);
+		} else {
+			print_human(p.out);
+		}
+		rc = 0;
+	}
+	json_decref(p.out);
+	worker_free(p.worker);
+	sqlite3_close(p.db);
+out:
+	free(uids);
+	imap_close(s);
+	config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,223 @@
+/* cmd_status.c — `mailfeed status [--json]`: what is flowing, lagging or
+ * failing, read from the state database (works while the daemon runs). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mailfeed/cli.h"
+#include "mailfeed/config.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/pipeline.h"
+#include "mailfeed/store.h"
+
+static json_t *iso_or_null(sqlite3_stmt *s, int col)
+{
+	char buf[32];
+	if (sqlite3_column_type(s, col) == SQLITE_NULL || sqlite3_column_int64(s, col) == 0)
+		return json_null();
+	return json_string(time_iso((time_t)sqlite3_column_int64(s, col), buf, sizeof buf));
+}
+
+static json_t *text_or_null(sqlite3_stmt *s, int col)
+{
+	const char *t = (const char *)sqlite3_column_text(s, col);
+	return t ? json_string(t) : json_null();
+}
+
+static json_t *mailbox_status(struct store *st, const char *name, const char *account,
+			      const char *folder, const char *group)
+{
+	json_t *o = json_object();
+	sqlite3_stmt *s;
+	json_object_set_new(o, "name", json_string(name));
+	json_object_set_new(o, "account", json_string(account ? account : ""));
+	json_object_set_new(o, "folder", json_string(folder ? folder : ""));
+	if (group)
+		json_object_set_new(o, "group", json_string(group));
+	json_object_set_new(o, "uidvalidity", json_integer(0));
+	json_object_set_new(o, "last_uid", json_integer(0));
+	json_object_set_new(o, "last_ok", json_null());
+	json_object_set_new(o, "last_error", json_null());
+	json_object_set_new(o, "last_event", json_null());
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT uidvalidity, last_uid, last_ok, last_error, last_error_at,"
+			       " last_event FROM folders WHERE mailbox=?",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			json_object_set_new(o, "uidvalidity",
+					    json_integer(sqlite3_column_int64(s, 0)));
+			json_object_set_new(o, "last_uid",
+					    json_integer(sqlite3_column_int64(s, 1)));
+			json_object_set_new(o, "last_ok", iso_or_null(s, 2));
+			/* an error older than the last success is history */
+			if (sqlite3_column_type(s, 3) != SQLITE_NULL &&
+			    sqlite3_column_int64(s, 4) >= sqlite3_column_int64(s, 2))
+				json_object_set_new(o, "last_error", text_or_null(s, 3));
+			json_object_set_new(o, "last_event", iso_or_null(s, 5));
+		}
+		sqlite3_finalize(s);
+	}
+	long long stored = 0, skipped = 0, waiting = 0, queued = 0, dead = 0;
+	long long oldest = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT COUNT(*),"
+			       " SUM(state IN ('skipped','handled')), SUM(state='new'),"
+			       " SUM(state='queued'), SUM(state='dead'),"
+			       " MIN(CASE WHEN state IN ('new','queued') THEN received_at END)"
+			       " FROM messages WHERE mailbox=?",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			stored = sqlite3_column_int64(s, 0);
+			skipped = sqlite3_column_int64(s, 1);
+			waiting = sqlite3_column_int64(s, 2);
+			queued = sqlite3_column_int64(s, 3);
+			dead = sqlite3_column_int64(s, 4);
+			oldest = sqlite3_column_int64(s, 5);
+		}
+		sqlite3_finalize(s);
+	}
+	json_object_set_new(o, "stored", json_integer(stored));
+	json_object_set_new(o, "skipped", json_integer(skipped));
+	json_object_set_new(o, "waiting", json_integer(waiting + queued));
+	json_object_set_new(o, "dead", json_integer(dead));
+	if (oldest > 0) {
+		char buf[32];
+		json_object_set_new(o, "oldest_unprocessed",
+				    json_string(time_iso((time_t)oldest, buf, sizeof buf)));
+		json_object_set_new(o, "lag_seconds", json_integer((long long)time(NULL) - oldest));
+	} else {
+		json_object_set_new(o, "oldest_unprocessed", json_null());
+		json_object_set_new(o, "lag_seconds", json_integer(0));
+	}
+	return o;
+}
+
+static json_t *status_build(struct store *st, const struct mf_config *cfg)
+{
+	json_t *root = json_object(), *mbs = json_array(), *digests = json_array();
+	sqlite3_stmt *s;
+	struct outbox_counts c = {0};
+
+	for (size_t i = 0; i < cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *mb = &cfg->mailboxes[i];
+		json_array_append_new(
+		    mbs, mailbox_status(st, mb->name, mb->account, mb->folder, mb->group));
+	}
+	if (cfg->replies.present)
+		json_array_append_new(mbs, mailbox_status(st, REPLIES_KEY, cfg->replies.account,
+							  cfg->replies.folder, NULL));
+	json_object_set_new(root, "mailboxes", mbs);
+
+	outbox_counts(st, &c);
+	json_object_set_new(root, "outbox",
+			    json_pack("{s:I,s:I,s:I,s:I,s:I}", "pending", (json_int_t)c.pending,
+				      "retrying", (json_int_t)c.retrying, "inflight",
+				      (json_int_t)c.inflight, "delivered", (json_int_t)c.delivered,
+				      "dead", (json_int_t)c.dead));
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT email, frequency, last_sent FROM subscribers ORDER BY email",
+			       -1, &s, NULL) == SQLITE_OK) {
+		while (sqlite3_step(s) == SQLITE_ROW)
+			json_array_append_new(
+			    digests, json_pack("{s:o,s:o,s:o}", "subscriber", text_or_null(s, 0),
+					       "frequency", text_or_null(s, 1), "last_sent",
+					       iso_or_null(s, 2)));
+		sqlite3_finalize(s);
+	}
+	json_object_set_new(root, "digests", digests);
+	json_object_set_new(root, "reload_error", json_null());
+	if (sqlite3_prepare_v2(store_db(st), "SELECT value FROM daemon WHERE key='reload_error'",
+			       -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			json_object_set_new(root, "reload_error", text_or_null(s, 0));
+		sqlite3_finalize(s);
+	}
+	return root;
+}
+
+static const char *str_or(json_t *o, const char *key, const char *dflt)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+	return v ? v : dflt;
+}
+
+static void status_print(json_t *root)
+{
+	size_t i;
+	json_t *m;
+	printf("MAILBOX              FOLDER               LAST UID   STORED  SKIPPED WAITING  "
+	       "LAST OK               LAST ERROR\n");
+	json_array_foreach(json_object_get(root, "mailboxes"), i, m)
+	{
+		printf("%-20s %-20s %8lld %8lld %8lld %7lld  %-20s  %s\n", str_or(m, "name", ""),
+		       str_or(m, "folder", ""),
+		       (long long)json_integer_value(json_object_get(m, "last_uid")),
+		       (long long)json_integer_value(json_object_get(m, "stored")),
+		       (long long)json_integer_value(json_object_get(m, "skipped")),
+		       (long long)json_integer_value(json_object_get(m, "waiting")),
+		       str_or(m, "last_ok", "never"), str_or(m, "last_error", "-"));
+	}
+	json_t *o = json_object_get(root, "outbox");
+	printf("\noutbox: %lld pending, %lld retrying, %lld in flight, %lld delivered, %lld dead\n",
+	       (long long)json_integer_value(json_object_get(o, "pending")),
+	       (long long)json_integer_value(json_object_get(o, "retrying")),
+	       (long long)json_integer_value(json_object_get(o, "inflight")),
+	       (long long)json_integer_value(json_object_get(o, "delivered")),
+	       (long long)json_integer_value(json_object_get(o, "dead")));
+	json_t *d = json_object_get(root, "digests");
+	if (json_array_size(d) > 0) {
+		printf("\ndigests:\n");
+		json_array_foreach(d, i, m)
+		{
+			printf("  %-32s %-7s last sent %s\n", str_or(m, "subscriber", ""),
+			       str_or(m, "frequency", ""), str_or(m, "last_sent", "never"));
+		}
+	}
+	const char *re = str_or(root, "reload_error", NULL);
+	if (re)
+		printf("\nlast reload refused: %s\n", re);
+}
+
+int cmd_status(int argc, char **argv, const char *config)
+{
+	int as_json = 0;
+	char err[512];
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			as_json = 1;
+		} else if (strcmp(argv[i], "--help") == 0) {
+			printf("usage: mailfeed [-c FILE] status [--json]\n"
+			       "  Per mailbox: last UID, messages stored/skipped/waiting, last "
+			       "success and error;\n  outbox counts; digests per subscriber.\n");
+			return 0;
+		} else {
+			fprintf(stderr, "usage: mailfeed [-c FILE] status [--json]\n");
+			return 2;
+		}
+	}
+	struct mf_config *cfg = cli_load_config(config);
+	if (!cfg)
+		return 2;
+	struct store *st = store_open(cfg->gateway.state, err, sizeof err);
+	if (!st) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	json_t *root = status_build(st, cfg);
+	if (as_json) {
+		char *s = json_dumps(root, JSON_COMPACT);
+		printf("%s\n", s);
+		free(s);
+	} else {
+		status_print(root);
+	}
+	json_decref(root);
+	store_close(st);
+	config_free(cfg);
+	return 0;
+}

@@ -1,0 +1,82 @@
+/* metrics.c — the numbers `status` shows, in Prometheus text format. */
+#include <stdio.h>
+#include <string.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/metrics.h"
+#include "mailfeed/outbox.h"
+
+static void label_escape(struct buf *b, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\')
+			buf_putc(b, '\\');
+		if (*s == '\n') {
+			buf_puts(b, "\\n");
+			continue;
+		}
+		buf_putc(b, *s);
+	}
+}
+
+void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b)
+{
+	struct outbox_counts c = {0};
+	sqlite3_stmt *s;
+
+	outbox_counts(st, &c);
+	buf_puts(b, "# HELP mailfeed_outbox_items Outbox items by state.\n"
+		    "# TYPE mailfeed_outbox_items gauge\n");
+	buf_printf(b, "mailfeed_outbox_items{state=\"pending\"} %ld\n", c.pending);
+	buf_printf(b, "mailfeed_outbox_items{state=\"retrying\"} %ld\n", c.retrying);
+	buf_printf(b, "mailfeed_outbox_items{state=\"inflight\"} %ld\n", c.inflight);
+	buf_printf(b, "mailfeed_outbox_items{state=\"delivered\"} %ld\n", c.delivered);
+	buf_printf(b, "mailfeed_outbox_items{state=\"dead\"} %ld\n", c.dead);
+
+	buf_puts(b, "# HELP mailfeed_messages Messages taken in, by mailbox and state.\n"
+		    "# TYPE mailfeed_messages gauge\n");
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2", -1,
+			       &s, NULL) == SQLITE_OK) {
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			buf_puts(b, "mailfeed_messages{mailbox=\"");
+			label_escape(b, (const char *)sqlite3_column_text(s, 0));
+			buf_puts(b, "\",state=\"");
+			label_escape(b, (const char *)sqlite3_column_text(s, 1));
+			buf_printf(b, "\"} %lld\n", (long long)sqlite3_column_int64(s, 2));
+		}
+		sqlite3_finalize(s);
+	}
+	buf_puts(b, "# HELP mailfeed_mailbox_last_ok_timestamp_seconds Last successful sync.\n"
+		    "# TYPE mailfeed_mailbox_last_ok_timestamp_seconds gauge\n"
+		    "# HELP mailfeed_mailbox_error 1 when the last attempt failed.\n"
+		    "# TYPE mailfeed_mailbox_error gauge\n");
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT mailbox, COALESCE(last_ok, 0),"
+			       " last_error IS NOT NULL FROM folders",
+			       -1, &s, NULL) == SQLITE_OK) {
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			const char *mb = (const char *)sqlite3_column_text(s, 0);
+			buf_puts(b, "mailfeed_mailbox_last_ok_timestamp_seconds{mailbox=\"");
+			label_escape(b, mb);
+			buf_printf(b, "\"} %lld\n", (long long)sqlite3_column_int64(s, 1));
+			buf_puts(b, "mailfeed_mailbox_error{mailbox=\"");
+			label_escape(b, mb);
+			buf_printf(b, "\"} %d\n", sqlite3_column_int(s, 2));
+		}
+		sqlite3_finalize(s);
+	}
+	(void)cfg;
+}
+
+void metrics_write(struct store *st, const struct mf_config *cfg)
+{
+	struct buf b;
+	if (!cfg->gateway.metrics_file)
+		return;
+	buf_init(&b);
+	metrics_render(st, cfg, &b);
+	if (file_write_atomic(cfg->gateway.metrics_file, b.data, b.len, 0644) < 0)
+		log_warn("metrics.error file=%s error=\"cannot write\"", cfg->gateway.metrics_file);
+	buf_free(&b);
+}

@@ -1,0 +1,634 @@
+/* thread.c — which thread a message belongs to.
+ *
+ * Three parts: subject normalisation (reply/forward prefixes in many
+ * languages and [list] tags stripped, case and whitespace folded); the
+ * persistent assignment of a message to a thread of its group, by every
+ * Message-ID the thread has seen and then by subject within one mailbox and
+ * a time window; and an in-memory JWZ threader used to order a batch and to
+ * check the algorithm against the classic test case.  The JWZ threader never
+ * loses a message: reference loops are broken, duplicates get their own node. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/thread.h"
+
+/* --- subject normalisation ------------------------------------------- */
+
+/* Reply/forward prefixes, lower-case, without the colon. */
+static const char *const subject_prefixes[] = {
+    "re", "fwd", "fw", "aw", "wg", "sv", "vs", "antw", "doorst", "rif", "r", "tr", "enc", "rv",
+    "odp", "pd", "res", "ref", "réf", "rép", "ynt", "ilt", "vl", "vb", "vá", "továbbítás",
+    "απ", "σχετ", "πρθ", "отв", "ответ", "пересл", "fwd.", "回复", "回覆", "答复", "转发", "轉寄",
+    "转寄", "返信", "転送", "회신", "전달",
+};
+
+/* Appends the lower-case form of one UTF-8 character at s (n bytes long)
+ * to b: ASCII, Latin-1 letters, Greek and Cyrillic; others unchanged. */
+static void put_lower(struct buf *b, const unsigned char *s, size_t n)
+{
+	unsigned char c0 = s[0], c1 = n > 1 ? s[1] : 0;
+	char out[2];
+	if (n == 1) {
+		buf_putc(b, (char)tolower(c0));
+		return;
+	}
+	if (n == 2) {
+		if (c0 == 0xC3 && c1 >= 0x80 && c1 <= 0x9E && c1 != 0x97) {
+			c1 += 0x20;
+		} else if (c0 == 0xCE && c1 >= 0x91 && c1 <= 0x9F) {
+			c1 += 0x20;
+		} else if (c0 == 0xCE && c1 >= 0xA0 && c1 <= 0xAB) {
+			c0 = 0xCF;
+			c1 -= 0x20;
+		} else if (c0 == 0xD0 && c1 >= 0x90 && c1 <= 0x9F) {
+			c1 += 0x20;
+		} else if (c0 == 0xD0 && c1 >= 0xA0 && c1 <= 0xAF) {
+			c0 = 0xD1;
+			c1 -= 0x20;
+		} else if (c0 == 0xD0 && c1 >= 0x80 && c1 <= 0x8F) {
+			c0 = 0xD1;
+			c1 += 0x10;
+		}
+		out[0] = (char)c0;
+		out[1] = (char)c1;
+		buf_append(b, out, 2);
+		return;
+	}
+	buf_append(b, s, n);
+}
+
+static size_t utf8_len(unsigned char c)
+{
+	if (c < 0x80)
+		return 1;
+	if ((c & 0xE0) == 0xC0)
+		return 2;
+	if ((c & 0xF0) == 0xE0)
+		return 3;
+	if ((c & 0xF8) == 0xF0)
+		return 4;
+	return 1;
+}
+
+/* Lower-cases s and folds every run of whitespace into one space, trimmed. */
+static char *fold_subject(const char *subject)
+{
+	struct buf b;
+	const unsigned char *s = (const unsigned char *)subject;
+	int space = 0;
+	buf_init(&b);
+	while (*s) {
+		size_t n = utf8_len(*s);
+		if (isspace(*s)) {
+			space = 1;
+			s++;
+			continue;
+		}
+		for (size_t i = 1; i < n; i++)
+			if (!s[i]) {
+				n = i;
+				break;
+			}
+		if (space && b.len)
+			buf_putc(&b, ' ');
+		space = 0;
+		put_lower(&b, s, n);
+		s += n;
+	}
+	return buf_steal(&b);
+}
+
+/* Length of a reply/forward prefix at s ("re:", "re[2]:", "re^2 :", "回复：",
+ * with the whitespace after it), or 0. */
+static size_t prefix_len(const char *s)
+{
+	for (size_t i = 0; i < sizeof subject_prefixes / sizeof *subject_prefixes; i++) {
+		size_t n = strlen(subject_prefixes[i]);
+		const char *p = s + n;
+		if (strncmp(s, subject_prefixes[i], n) != 0)
+			continue;
+		if (*p == '[' || *p == '(') {
+			char close = *p == '[' ? ']' : ')';
+			const char *q = p + 1;
+			while (isdigit((unsigned char)*q))
+				q++;
+			if (q == p + 1 || *q != close)
+				continue;
+			p = q + 1;
+		} else if (*p == '^') {
+			const char *q = p + 1;
+			while (isdigit((unsigned char)*q))
+				q++;
+			if (q == p + 1)
+				continue;
+			p = q;
+		}
+		if (*p == ' ' && (p[1] == ':' || strncmp(p + 1, "\xef\xbc\x9a", 3) == 0))
+			p++;
+		if (*p == ':')
+			p++;
+		else if (strncmp(p, "\xef\xbc\x9a", 3) == 0) /* full-width colon */
+			p += 3;
+		else
+			continue;
+		while (*p == ' ')
+			p++;
+		return (size_t)(p - s);
+	}
+	return 0;
+}
+
+/* Length of a "[list tag] " at s, or 0.  Tags are short and hold no ']'. */
+static size_t tag_len(const char *s)
+{
+	const char *p = s + 1;
+	if (*s != '[')
+		return 0;
+	while (*p && *p != ']' && *p != '[' && p - s < 80)
+		p++;
+	if (*p != ']' || p == s + 1)
+		return 0;
+	p++;
+	while (*p == ' ')
+		p++;
+	return (size_t)(p - s);
+}
+
+/* Normalises subject; *replies counts the reply/forward prefixes seen. */
+static char *subject_normalise_count(const char *subject, int *replies)
+{
+	char *folded = fold_subject(subject ? subject : "");
+	const char *s = folded;
+	char *out;
+	*replies = 0;
+	for (;;) {
+		size_t n = prefix_len(s);
+		if (n) {
+			*replies += 1;
+			s += n;
+			continue;
+		}
+		n = tag_len(s);
+		if (n && s[n]) {
+			s += n;
+			continue;
+		}
+		break;
+	}
+	out = xstrdup(s);
+	free(folded);
+	return out;
+}
+
+char *thread_subject_normalise(const char *subject)
+{
+	int replies;
+	return subject_normalise_count(subject, &replies);
+}
+
+/* --- persistent assignment -------------------------------------------- */
+
+/* At most this many references of one message are looked up and recorded
+ * (the most recent ones): a header is untrusted and may be huge. */
+#define THREAD_MAX_REFS 100
+
+static int64_t lookup_id(sqlite3 *db, const char *grp, const char *id)
+{
+	sqlite3_stmt *st;
+	int64_t tid = 0;
+	if (!id || !*id)
+		return 0;
+	if (sqlite3_prepare_v2(db, "SELECT thread_id FROM thread_ids WHERE message_id=? AND grp=?",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		tid = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return tid;
+}
+
+static int64_t lookup_subject(sqlite3 *db, const char *grp, const char *mailbox,
+			      const char *subject_norm, time_t when, long window)
+{
+	sqlite3_stmt *st;
+	int64_t tid = 0;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT id FROM threads WHERE grp=? AND mailbox=? AND subject_norm=?"
+			       " AND last_date BETWEEN ? AND ? ORDER BY last_date DESC LIMIT 1",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, grp, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, subject_norm, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (int64_t)when - window);
+	sqlite3_bind_int64(st, 5, (int64_t)when + window);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		tid = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return tid;
+}
+
+static int register_id(sqlite3 *db, const char *grp, const char *id, int64_t tid)
+{
+	sqlite3_stmt *st;
+	int rc;
+	if (!id || !*id)
+		return 0;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT OR IGNORE INTO thread_ids(message_id, grp, thread_id)"
+			       " VALUES(?,?,?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, tid);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int64_t create_thread(sqlite3 *db, const char *grp, const char *mailbox,
+			     const char *subject_norm, time_t when)
+{
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
+			       " VALUES(?,?,?,?,?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, grp, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, subject_norm, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (int64_t)when);
+	sqlite3_bind_int64(st, 5, (int64_t)when);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? sqlite3_last_insert_rowid(db) : -1;
+}
+
+static int touch_thread(sqlite3 *db, int64_t tid, time_t when)
+{
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE threads SET last_date=max(coalesce(last_date,?1),?1),"
+			       " first_date=min(coalesce(first_date,?1),?1) WHERE id=?2",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(st, 1, (int64_t)when);
+	sqlite3_bind_int64(st, 2, tid);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int assign_fail(struct store *st, const char *what)
+{
+	log_error("thread.assign.failed step=%s error=\"%s\"", what, store_errmsg(st));
+	return -1;
+}
+
+int thread_assign(struct store *st, const char *grp, const char *mailbox,
+		  const struct mf_message *m, long window, int64_t *thread_id, int *is_new)
+{
+	sqlite3 *db = store_db(st);
+	time_t when = m->date ? m->date : time(NULL);
+	size_t nref = m->references.n, first = nref > THREAD_MAX_REFS ? nref - THREAD_MAX_REFS : 0;
+	int64_t tid = lookup_id(db, grp, m->message_id);
+	int replies;
+	char *subject_norm = subject_normalise_count(m->subject, &replies);
+
+	*is_new = 0;
+	if (tid == 0)
+		tid = lookup_id(db, grp, m->in_reply_to);
+	for (size_t i = nref; tid == 0 && i > first; i--)
+		tid = lookup_id(db, grp, m->references.v[i - 1]);
+	if (tid == 0 && *subject_norm &&
+	    (replies || (m->in_reply_to && *m->in_reply_to) || nref > 0))
+		tid = lookup_subject(db, grp, mailbox, subject_norm, when, window);
+	if (tid == 0) {
+		tid = create_thread(db, grp, mailbox, subject_norm, when);
+		*is_new = 1;
+	}
+	free(subject_norm);
+	if (tid < 0)
+		return assign_fail(st, "lookup");
+	if (register_id(db, grp, m->message_id, tid) < 0 ||
+	    register_id(db, grp, m->in_reply_to, tid) < 0)
+		return assign_fail(st, "register");
+	for (size_t i = first; i < nref; i++)
+		if (register_id(db, grp, m->references.v[i], tid) < 0)
+			return assign_fail(st, "register");
+	if (touch_thread(db, tid, when) < 0)
+		return assign_fail(st, "update");
+	*thread_id = tid;
+	return 0;
+}
+
+int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
+{
+	sqlite3_stmt *s;
+	int rc;
+	if (sqlite3_prepare_v2(store_db(st), "UPDATE threads SET root_item=? WHERE id=?", -1, &s,
+			       NULL) != SQLITE_OK)
+		return assign_fail(st, "set-root");
+	sqlite3_bind_int64(s, 1, outbox_item);
+	sqlite3_bind_int64(s, 2, thread_id);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : assign_fail(st, "set-root");
+}
+
+int64_t thread_root(struct store *st, int64_t thread_id)
+{
+	sqlite3_stmt *s;
+	int64_t item = 0;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT root_item FROM threads WHERE id=?", -1, &s,
+			       NULL) != SQLITE_OK)
+		return assign_fail(st, "root");
+	sqlite3_bind_int64(s, 1, thread_id);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		item = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return item;
+}
+
+/* --- in-memory JWZ threading ------------------------------------------ */
+
+/* Containers live in one array and point at each other by index; -1 = none.
+ * Children are kept in arrival order (first/last child, next sibling). */
+struct jwz_node {
+	const char *id;
+	long msg; /* index into msgs, -1 for an empty container */
+	long parent, first, last, next;
+};
+
+struct jwz {
+	struct jwz_node *nodes;
+	size_t n, cap;
+	long *table; /* open addressing over ids, -1 = free */
+	size_t table_cap;
+};
+
+static uint64_t id_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static long jwz_add_node(struct jwz *j, const char *id, long msg)
+{
+	if (j->n == j->cap) {
+		j->cap = j->cap ? j->cap * 2 : 64;
+		j->nodes = xrealloc(j->nodes, j->cap * sizeof *j->nodes);
+	}
+	j->nodes[j->n] = (struct jwz_node){id, msg, -1, -1, -1, -1};
+	return (long)j->n++;
+}
+
+/* The container of id, created empty when unknown. */
+static long jwz_get(struct jwz *j, const char *id)
+{
+	size_t i = id_hash(id) & (j->table_cap - 1);
+	long k;
+	while (j->table[i] >= 0) {
+		if (strcmp(j->nodes[j->table[i]].id, id) == 0)
+			return j->table[i];
+		i = (i + 1) & (j->table_cap - 1);
+	}
+	k = jwz_add_node(j, id, -1);
+	j->table[i] = k;
+	return k;
+}
+
+static void jwz_unlink(struct jwz *j, long c)
+{
+	long p = j->nodes[c].parent, prev = -1;
+	if (p < 0)
+		return;
+	for (long k = j->nodes[p].first; k >= 0; prev = k, k = j->nodes[k].next) {
+		if (k != c)
+			continue;
+		if (prev >= 0)
+			j->nodes[prev].next = j->nodes[c].next;
+		else
+			j->nodes[p].first = j->nodes[c].next;
+		if (j->nodes[p].last == c)
+			j->nodes[p].last = prev;
+		break;
+	}
+	j->nodes[c].parent = -1;
+	j->nodes[c].next = -1;
+}
+
+static void jwz_append_child(struct jwz *j, long p, long c)
+{
+	jwz_unlink(j, c);
+	j->nodes[c].parent = p;
+	j->nodes[c].next = -1;
+	if (j->nodes[p].last >= 0)
+		j->nodes[j->nodes[p].last].next = c;
+	else
+		j->nodes[p].first = c;
+	j->nodes[p].last = c;
+}
+
+/* Whether c is a (or one of a's ancestors): linking c under a would then
+ * make a loop. */
+static int jwz_is_ancestor(const struct jwz *j, long c, long a)
+{
+	for (long k = a; k >= 0; k = j->nodes[k].parent)
+		if (k == c)
+			return 1;
+	return 0;
+}
+
+/* Puts c (unlinked) into p's children just before sibling before. */
+static void jwz_insert_before(struct jwz *j, long p, long c, long before)
+{
+	long prev = -1;
+	jwz_unlink(j, c);
+	for (long k = j->nodes[p].first; k >= 0 && k != before; k = j->nodes[k].next)
+		prev = k;
+	j->nodes[c].parent = p;
+	j->nodes[c].next = before;
+	if (prev >= 0)
+		j->nodes[prev].next = c;
+	else
+		j->nodes[p].first = c;
+	if (before < 0)
+		j->nodes[p].last = c;
+}
+
+static const char *jwz_subject(const struct jwz *j, const struct jwz_msg *msgs, long c)
+{
+	if (j->nodes[c].msg < 0 && j->nodes[c].first >= 0)
+		c = j->nodes[c].first;
+	if (j->nodes[c].msg < 0)
+		return NULL;
+	return msgs[j->nodes[c].msg].subject ? msgs[j->nodes[c].msg].subject : "";
+}
+
+/* Step 4: empty containers without children vanish; an empty container's
+ * children move up into its place (at the root only when there is one). */
+static void jwz_prune(struct jwz *j, long parent, int at_root)
+{
+	long c = j->nodes[parent].first;
+	while (c >= 0) {
+		struct jwz_node *n = &j->nodes[c];
+		long next = n->next;
+		jwz_prune(j, c, 0);
+		n = &j->nodes[c];
+		if (n->msg < 0 && (!at_root || n->first < 0 || j->nodes[n->first].next < 0)) {
+			while (n->first >= 0)
+				jwz_insert_before(j, parent, n->first, c);
+			jwz_unlink(j, c); /* its children were pruned already */
+		}
+		c = next;
+	}
+}
+
+static void jwz_print_tree(const struct jwz *j, const struct jwz_msg *msgs, long c, int depth,
+			   FILE *out)
+{
+	for (; c >= 0; c = j->nodes[c].next) {
+		const struct jwz_node *n = &j->nodes[c];
+		fprintf(out, "%*s%s\n", depth * 3, "",
+			n->msg >= 0 ? (msgs[n->msg].subject ? msgs[n->msg].subject : "")
+				    : "dummy");
+		jwz_print_tree(j, msgs, n->first, depth + 1, out);
+	}
+}
+
+/* Step 5: roots with the same normalised subject are gathered under the
+ * first one's place: an empty container takes the others, a message without
+ * a reply prefix takes the replies, otherwise a new empty container takes
+ * both. */
+static void jwz_group_subjects(struct jwz *j, const struct jwz_msg *msgs, long root)
+{
+	size_t cap = 16;
+	long *seen;
+	char **keys;
+	int *reply;
+	while (cap < j->n * 2 + 16)
+		cap *= 2;
+	seen = xmalloc(cap * sizeof *seen);
+	keys = xcalloc(cap, sizeof *keys);
+	reply = xcalloc(cap, sizeof *reply);
+	for (size_t i = 0; i < cap; i++)
+		seen[i] = -1;
+	for (long c = j->nodes[root].first, next; c >= 0; c = next) {
+		const char *subj = jwz_subject(j, msgs, c);
+		int replies;
+		char *key;
+		size_t h;
+		long o;
+		next = j->nodes[c].next;
+		if (!subj)
+			continue;
+		key = subject_normalise_count(subj, &replies);
+		if (!*key) {
+			free(key);
+			continue;
+		}
+		h = id_hash(key) & (cap - 1);
+		while (seen[h] >= 0 && strcmp(keys[h], key) != 0)
+			h = (h + 1) & (cap - 1);
+		if (seen[h] < 0) {
+			seen[h] = c;
+			keys[h] = key;
+			reply[h] = replies > 0;
+			continue;
+		}
+		free(key);
+		o = seen[h];
+		if (j->nodes[o].msg < 0 && j->nodes[c].msg < 0) {
+			while (j->nodes[c].first >= 0)
+				jwz_append_child(j, o, j->nodes[c].first);
+			jwz_unlink(j, c);
+		} else if (j->nodes[o].msg < 0 || (!reply[h] && replies)) {
+			jwz_append_child(j, o, c);
+		} else if (j->nodes[c].msg < 0 || (reply[h] && !replies)) {
+			jwz_insert_before(j, root, c, o);
+			jwz_append_child(j, c, o);
+			seen[h] = c;
+			reply[h] = replies > 0;
+		} else {
+			long d = jwz_add_node(j, NULL, -1);
+			jwz_insert_before(j, root, d, o);
+			jwz_append_child(j, d, o);
+			jwz_append_child(j, d, c);
+			seen[h] = d;
+		}
+	}
+	for (size_t i = 0; i < cap; i++)
+		free(keys[i]);
+	free(keys);
+	free(seen);
+	free(reply);
+}
+
+/* Step 1: containers for every message and reference, parent links from
+ * each References chain, never making a loop. */
+static void jwz_link(struct jwz *j, const struct jwz_msg *msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct jwz_msg *m = &msgs[i];
+		long c = -1, prev = -1;
+		if (m->message_id && *m->message_id) {
+			c = jwz_get(j, m->message_id);
+			if (j->nodes[c].msg >= 0)
+				c = -1; /* a duplicate Message-ID gets a node of its own */
+		}
+		if (c < 0)
+			c = jwz_add_node(j, NULL, (long)i);
+		j->nodes[c].msg = (long)i;
+		for (size_t k = 0; k < m->n_references; k++) {
+			long r;
+			if (!m->references[k] || !*m->references[k])
+				continue;
+			r = jwz_get(j, m->references[k]);
+			if (r == c)
+				continue; /* a message cannot follow itself */
+			if (prev >= 0 && r != prev && j->nodes[r].parent < 0 &&
+			    !jwz_is_ancestor(j, r, prev))
+				jwz_append_child(j, prev, r);
+			prev = r;
+		}
+		if (prev >= 0 && prev != c && !jwz_is_ancestor(j, c, prev))
+			jwz_append_child(j, prev, c);
+	}
+}
+
+void thread_jwz_print(const struct jwz_msg *msgs, size_t n, FILE *out)
+{
+	struct jwz j = {0};
+	size_t ids = n, count;
+	long root;
+	for (size_t i = 0; i < n; i++)
+		ids += msgs[i].n_references;
+	j.table_cap = 16;
+	while (j.table_cap < ids * 2 + 16)
+		j.table_cap *= 2;
+	j.table = xmalloc(j.table_cap * sizeof *j.table);
+	for (size_t i = 0; i < j.table_cap; i++)
+		j.table[i] = -1;
+	jwz_link(&j, msgs, n);
+	count = j.n;
+	root = jwz_add_node(&j, NULL, -1);
+	for (size_t i = 0; i < count; i++)
+		if (j.nodes[i].parent < 0)
+			jwz_append_child(&j, root, (long)i);
+	jwz_prune(&j, root, 1);
+	jwz_group_subjects(&j, msgs, root);
+	jwz_print_tree(&j, msgs, j.nodes[root].first, 0, out);
+	free(j.table);
+	free(j.nodes);
+}

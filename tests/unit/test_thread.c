@@ -1,0 +1,387 @@
+/* test_thread.c — subject normalisation, the JWZ threader against the
+ * classic test case (tests/corpus/thread-jwz), and persistent thread
+ * assignment over a temporary store.
+ *
+ * Differences from the corpus' expected tree, on purpose (see its SOURCE.md):
+ * the seven messages caught in the two reference loops (Loop1-3, Loop7-10)
+ * are missing upstream; here they must each appear exactly once, in trees of
+ * their own, and are taken out before the comparison. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailfeed/thread.h"
+
+#define CORPUS "tests/corpus/thread-jwz/"
+
+static void test_normalise_basic(void **state)
+{
+	static const char *const cases[][2] = {
+	    {"Re: Fwd: AW: [Tag] Hello", "hello"},
+	    {"RE[2]: Budget", "budget"},
+	    {"Re^2: Budget", "budget"},
+	    {"  Fw:   WG: SV:  VS: Antw: Big    news ", "big news"},
+	    {"Doorst: RIF: R: TR: Enc: RV: Odp: plan", "plan"},
+	    {"ΑΠ: 回复: 转发: 回复：Plan", "plan"},
+	    {"[list] Re: [Q3] RE: Report", "report"},
+	    {"Re : Réunion", "réunion"},
+	    {"Release notes", "release notes"},
+	    {"Re:", ""},
+	    {"[only-a-tag]", "[only-a-tag]"},
+	    {"ÉTÉ Привет", "été привет"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char *n = thread_subject_normalise(cases[i][0]);
+		assert_string_equal(n, cases[i][1]);
+		free(n);
+	}
+}
+
+static void test_normalise_corpus(void **state)
+{
+	FILE *f = fopen(CORPUS "subject-normalisation.tsv", "r");
+	char line[512];
+	int checked = 0;
+	assert_non_null(f);
+	while (fgets(line, sizeof line, f)) {
+		char *subject = line, *expect, *tab, *n;
+		if (line[0] == '#')
+			continue;
+		expect = strchr(line, '\t');
+		assert_non_null(expect);
+		*expect++ = 0;
+		tab = strchr(expect, '\t');
+		assert_non_null(tab);
+		*tab = 0;
+		n = thread_subject_normalise(subject);
+		assert_string_equal(n, expect); /* the corpus' subjects are lower-case */
+		free(n);
+		checked++;
+	}
+	fclose(f);
+	assert_int_equal(checked, 5);
+}
+
+struct corpus_msgs {
+	struct jwz_msg *msgs;
+	char **lines;
+	const char ***refs;
+	size_t n;
+};
+
+static char *strip_brackets(char *id)
+{
+	size_t len = strlen(id);
+	if (id[0] == '<' && len > 1 && id[len - 1] == '>') {
+		id[len - 1] = 0;
+		return id + 1;
+	}
+	return id;
+}
+
+static void corpus_load(struct corpus_msgs *c)
+{
+	FILE *f = fopen(CORPUS "references-messages.tsv", "r");
+	char line[2048];
+	assert_non_null(f);
+	memset(c, 0, sizeof *c);
+	c->msgs = calloc(128, sizeof *c->msgs);
+	c->lines = calloc(128, sizeof *c->lines);
+	c->refs = calloc(128, sizeof *c->refs);
+	while (fgets(line, sizeof line, f)) {
+		char *fields[5], *p, *save = NULL;
+		size_t k = 0, i = c->n;
+		if (line[0] == '#')
+			continue;
+		line[strcspn(line, "\r\n")] = 0;
+		c->lines[i] = strdup(line);
+		p = c->lines[i];
+		for (k = 0; k < 5; k++) {
+			fields[k] = p;
+			p = p ? strchr(p, '\t') : NULL;
+			if (p)
+				*p++ = 0;
+		}
+		assert_non_null(fields[4]);
+		c->msgs[i].subject = fields[1];
+		c->msgs[i].message_id = strip_brackets(fields[2]);
+		c->refs[i] = calloc(16, sizeof(char *));
+		for (char *t = strtok_r(fields[4], " ", &save); t; t = strtok_r(NULL, " ", &save))
+			c->refs[i][c->msgs[i].n_references++] = strip_brackets(t);
+		c->msgs[i].references = c->refs[i];
+		c->n++;
+	}
+	fclose(f);
+}
+
+static void corpus_free(struct corpus_msgs *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->lines[i]);
+		free(c->refs[i]);
+	}
+	free(c->lines);
+	free(c->refs);
+	free(c->msgs);
+}
+
+static int is_loop_subject(const char *line)
+{
+	static const char *const loops[] = {"Loop1", "Loop2", "Loop3", "Loop7", "Loop8", "Loop10"};
+	while (*line == ' ')
+		line++;
+	for (size_t i = 0; i < sizeof loops / sizeof *loops; i++)
+		if (strcmp(line, loops[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static void test_jwz_corpus(void **state)
+{
+	struct corpus_msgs c;
+	char *out = NULL, *expect;
+	size_t outlen = 0;
+	FILE *mem = open_memstream(&out, &outlen);
+	struct buf kept;
+	int in_loop_tree = 0, loop_lines = 0, message_lines = 0;
+
+	corpus_load(&c);
+	assert_int_equal(c.n, 56);
+	thread_jwz_print(c.msgs, c.n, mem);
+	fclose(mem);
+
+	buf_init(&kept);
+	for (char *line = out, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		assert_non_null(nl);
+		*nl = 0;
+		if (line[0] != ' ')
+			in_loop_tree = is_loop_subject(line);
+		if (strcmp(line + strspn(line, " "), "dummy") != 0)
+			message_lines++;
+		if (in_loop_tree) {
+			assert_true(is_loop_subject(line));
+			loop_lines++;
+			continue;
+		}
+		buf_puts(&kept, line);
+		buf_putc(&kept, '\n');
+	}
+	/* every message exactly once, the loop ones included */
+	assert_int_equal(message_lines, 56);
+	assert_int_equal(loop_lines, 7);
+	expect = file_read_all(CORPUS "references-expected.txt", NULL);
+	assert_non_null(expect);
+	assert_string_equal(kept.data, expect);
+	free(expect);
+	buf_free(&kept);
+	free(out);
+	corpus_free(&c);
+}
+
+static void test_jwz_self_reference_and_empty(void **state)
+{
+	const char *r1[] = {"a"};
+	const char *r2[] = {"b", "b", "a"};
+	struct jwz_msg msgs[] = {
+	    {"a", "first", r1, 1},
+	    {"b", "second", r2, 3},
+	    {NULL, "no id", NULL, 0},
+	    {"", "empty id", NULL, 0},
+	};
+	char *out = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&out, &len);
+	thread_jwz_print(msgs, 4, mem);
+	fclose(mem);
+	assert_string_equal(out, "first\n   second\nno id\nempty id\n");
+	free(out);
+}
+
+/* --- persistent assignment ------------------------------------------- */
+
+struct fixture {
+	char path[64];
+	struct store *st;
+};
+
+static int setup_store(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof *fx);
+	char err[256];
+	int fd;
+	strcpy(fx->path, "/tmp/test_thread_XXXXXX");
+	fd = mkstemp(fx->path);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	fx->st = store_open(fx->path, err, sizeof err);
+	if (!fx->st) {
+		fprintf(stderr, "store_open: %s\n", err);
+		return -1;
+	}
+	*state = fx;
+	return 0;
+}
+
+static int teardown_store(void **state)
+{
+	struct fixture *fx = *state;
+	char side[96];
+	store_close(fx->st);
+	unlink(fx->path);
+	snprintf(side, sizeof side, "%s-wal", fx->path);
+	unlink(side);
+	snprintf(side, sizeof side, "%s-shm", fx->path);
+	unlink(side);
+	free(fx);
+	return 0;
+}
+
+static struct mf_message *msg(const char *id, const char *subject, time_t date,
+			      const char *in_reply_to, const char *refs)
+{
+	struct mf_message *m = message_new();
+	m->message_id = xstrdup(id);
+	m->subject = xstrdup(subject);
+	m->date = date;
+	if (in_reply_to)
+		m->in_reply_to = xstrdup(in_reply_to);
+	if (refs)
+		strlist_split(&m->references, refs);
+	return m;
+}
+
+static int64_t assign(struct fixture *fx, const char *grp, const char *mailbox,
+		      struct mf_message *m, long window, int *is_new)
+{
+	int64_t tid = 0;
+	assert_int_equal(store_begin(fx->st), 0);
+	assert_int_equal(thread_assign(fx->st, grp, mailbox, m, window, &tid, is_new), 0);
+	assert_int_equal(store_commit(fx->st), 0);
+	assert_true(tid > 0);
+	message_free(m);
+	return tid;
+}
+
+#define DAY 86400L
+#define T0 1795000000L
+
+static void test_assign_reply_before_parent(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t reply = assign(fx, "g", "inbox", msg("r1", "Re: Plan", T0 + 60, "p1", "p1"),
+			       DAY, &is_new);
+	assert_int_equal(is_new, 1);
+	int64_t parent = assign(fx, "g", "inbox", msg("p1", "Plan", T0, NULL, NULL), DAY, &is_new);
+	assert_int_equal(is_new, 0);
+	assert_int_equal(parent, reply);
+}
+
+static void test_assign_reply_days_later_and_chain(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t = assign(fx, "g", "inbox", msg("a", "Budget", T0, NULL, NULL), DAY, &is_new);
+	assert_int_equal(is_new, 1);
+	/* ten days later, outside the subject window, found by its references */
+	assert_int_equal(assign(fx, "g", "inbox", msg("b", "Re: Budget", T0 + 10 * DAY, "a", "a"),
+				DAY, &is_new),
+			 t);
+	assert_int_equal(is_new, 0);
+	/* a reply to the reply that only names b */
+	assert_int_equal(assign(fx, "g", "inbox",
+				msg("c", "Re: Budget", T0 + 11 * DAY, "b", NULL), DAY, &is_new),
+			 t);
+	assert_int_equal(is_new, 0);
+}
+
+static void test_assign_two_mailboxes_same_group(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t1 = assign(fx, "g", "sales", msg("x1", "Offer", T0, NULL, NULL), DAY, &is_new);
+	int64_t t2 = assign(fx, "g", "support", msg("x1", "Offer", T0, NULL, NULL), DAY, &is_new);
+	assert_int_equal(t1, t2);
+	assert_int_equal(is_new, 0);
+}
+
+static void test_assign_different_groups(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t1 = assign(fx, "g1", "inbox", msg("y1", "Hi", T0, NULL, NULL), DAY, &is_new);
+	int64_t t2 = assign(fx, "g2", "inbox", msg("y1", "Hi", T0, NULL, NULL), DAY, &is_new);
+	assert_int_not_equal(t1, t2);
+	assert_int_equal(is_new, 1);
+	int64_t t3 = assign(fx, "g2", "inbox", msg("y2", "Re: Hi", T0 + 5, "y1", NULL), DAY,
+			    &is_new);
+	assert_int_equal(t3, t2);
+}
+
+static void test_assign_subject_window(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t = assign(fx, "g", "inbox", msg("s1", "Lunch?", T0, NULL, NULL), DAY, &is_new);
+	/* a reply whose client dropped the references, within the window */
+	assert_int_equal(
+	    assign(fx, "g", "inbox", msg("s2", "RE: lunch?", T0 + 3600, NULL, NULL), DAY, &is_new),
+	    t);
+	assert_int_equal(is_new, 0);
+	/* same subject without a reply prefix: a new thread */
+	assert_int_not_equal(
+	    assign(fx, "g", "inbox", msg("s3", "Lunch?", T0 + 7200, NULL, NULL), DAY, &is_new), t);
+	assert_int_equal(is_new, 1);
+	/* outside the window (measured from the thread's last message) */
+	assign(fx, "g", "inbox", msg("s4", "Re: Lunch?", T0 + 3 * DAY, NULL, NULL), DAY, &is_new);
+	assert_int_equal(is_new, 1);
+	/* another mailbox of the same group does not match by subject */
+	assert_int_not_equal(
+	    assign(fx, "g", "other", msg("s5", "Re: Lunch?", T0 + 60, NULL, NULL), DAY, &is_new), t);
+	assert_int_equal(is_new, 1);
+	/* empty normalised subjects never match */
+	int64_t e = assign(fx, "g", "inbox", msg("e1", "Re:", T0, NULL, NULL), DAY, &is_new);
+	assert_int_not_equal(
+	    assign(fx, "g", "inbox", msg("e2", "Re: ", T0 + 1, NULL, NULL), DAY, &is_new), e);
+	assert_int_equal(is_new, 1);
+}
+
+static void test_root_item(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t = assign(fx, "g", "inbox", msg("z", "Root", T0, NULL, NULL), DAY, &is_new);
+	assert_int_equal(thread_root(fx->st, t), 0);
+	assert_int_equal(thread_set_root(fx->st, t, 42), 0);
+	assert_int_equal(thread_root(fx->st, t), 42);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_normalise_basic),
+	    cmocka_unit_test(test_normalise_corpus),
+	    cmocka_unit_test(test_jwz_corpus),
+	    cmocka_unit_test(test_jwz_self_reference_and_empty),
+	    cmocka_unit_test_setup_teardown(test_assign_reply_before_parent, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_assign_reply_days_later_and_chain, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_assign_two_mailboxes_same_group, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_assign_different_groups, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_assign_subject_window, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_root_item, setup_store, teardown_store),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
