@@ -61,6 +61,10 @@ build/asan/libmailfeed.a: $(SAN_LIBOBJS)
 build/asan/tests/%: tests/unit/%.c build/asan/libmailfeed.a $(HDRS) | build/asan/tests
 	$(CC) $(SANFLAGS) -Itests/unit -o $@ $< build/asan/libmailfeed.a $(DEPLIBS) -lcmocka
 
+# Drives one feed backend directly for tests/integration/test_{chatter,mattermost}.py.
+build/asan/tests/feedprobe: tests/integration/feedprobe.c build/asan/libmailfeed.a $(HDRS) | build/asan/tests
+	$(CC) $(SANFLAGS) -o $@ $< build/asan/libmailfeed.a $(DEPLIBS)
+
 build/rel build/asan build/asan/tests:
 	mkdir -p $@
 
@@ -69,7 +73,7 @@ deps:
 
 # Everything under sanitizers; the last line printed is the summary.
 check: deps
-	$(MAKE) build/asan/mailfeed $(UNITBINS) mailfeed
+	$(MAKE) build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe mailfeed
 	tests/run-tests.sh
 
 unit: $(UNITBINS)

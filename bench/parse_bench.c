@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailfeed/cli.h"
 #include "mailfeed/config.h"
 #include "mailfeed/message.h"
 #include "mailfeed/mime.h"
@@ -35,6 +36,9 @@ int main(int argc, char **argv)
 	struct ids *all = NULL;
 	double t0;
 
+	/* the worker re-executes this binary */
+	if (argc > 1 && strcmp(argv[1], "parse-worker") == 0)
+		return cmd_parse_worker(argc - 1, argv + 1, "");
 	if (argc < 2) {
 		fprintf(stderr, "usage: parse_bench MAILDIR [--worker]\n");
 		return 2;

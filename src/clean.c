@@ -15,8 +15,9 @@
  *   - a forwarded message ("---------- Forwarded message ---------") is the
  *     sender's new text, kept whole;
  *   - signatures: the "-- " delimiter, mobile lines ("Sent from my iPhone"),
- *     a mailing-list footer, and, at the very end, a short last paragraph
- *     holding the sender's name or address.
+ *     a mailing-list footer, a closing formula ("Best regards,") with only a
+ *     name and title after it, and a short last paragraph of two or more
+ *     lines holding the sender's name or address.
  * When a rule is unsure, the line is kept: losing new text is worse than
  * showing a quote.  Everything not kept goes to removed, in order. */
 #include <ctype.h>
@@ -133,11 +134,11 @@ static int line_is_quoted(const struct line *l)
 
 /* Verbs that end an attribution line, before the colon. */
 static const char *const wrote_verbs[] = {
-    "wrote", "writes", "a écrit", "écrit", "escribió", "ha escrit", "escrigué", "ha scritto",
-    "scrisse", "schreef", "schrieb", "pisze", "napisał", "napisała", "napisał(a)", "napisal",
-    "kirjoitti", "skrev", "escreveu", "написал", "написала", "написал(а)", "написав",
-    "написала(а)", "пишет", "írta", "napsal", "napísal", "έγραψε", "yazdı", "kirjutas", "rašė",
-    "rakstīja", "napisao", "je napisal",
+    "wrote",	  "writes",  "a écrit",	    "écrit",   "escribió", "ha escrit", "escrigué",
+    "ha scritto", "scrisse", "schreef",	    "schrieb", "pisze",	   "napisał",	"napisała",
+    "napisał(a)", "napisal", "kirjoitti",   "skrev",   "escreveu", "написал",	"написала",
+    "написал(а)", "написав", "написала(а)", "пишет",   "írta",	   "napsal",	"napísal",
+    "έγραψε",	  "yazdı",   "kirjutas",    "rašė",    "rakstīja", "napisao",	"je napisal",
 };
 /* Scripts without spaces: the verb is matched without a word boundary. */
 static const char *const wrote_verbs_cjk[] = {
@@ -145,9 +146,25 @@ static const char *const wrote_verbs_cjk[] = {
 };
 /* Verbs that may sit in the middle ("Am … schrieb Name <a@b>:"). */
 static const char *const wrote_verbs_mid[] = {
-    "schrieb", "schreef", "skrev", "a écrit", "escribió", "escreveu", "ha scritto", "wrote",
-    "kirjoitti", "pisze", "napisał", "napisała", "написал", "написала", "írta",
+    "schrieb",	 "schreef", "skrev",   "a écrit",  "escribió", "escreveu", "ha scritto", "wrote",
+    "kirjoitti", "pisze",   "napisał", "napisała", "написал",  "написала", "írta",
 };
+
+/* Words that open an attribution line ("On …", "Le …", a date). */
+static const char *const attribution_openers[] = {
+    "On ", "Le ", "El ", "Il ", "Am ", "Op ", "W dniu ", "Den ", "Em ", "På ", "Dne ", "在",
+};
+
+static int starts_attribution(const char *s, size_t n)
+{
+	if (n > 0 && isdigit((unsigned char)*s))
+		return 1;
+	for (size_t i = 0; i < sizeof attribution_openers / sizeof *attribution_openers; i++)
+		if (n >= strlen(attribution_openers[i]) &&
+		    memcmp(s, attribution_openers[i], strlen(attribution_openers[i])) == 0)
+			return 1;
+	return 0;
+}
 
 /* Whether s (one or more joined lines, trimmed) is an attribution line. */
 static int is_quote_header(const char *s, size_t len)
@@ -156,35 +173,41 @@ static int is_quote_header(const char *s, size_t len)
 	int evidence;
 	if (len == 0 || len > 3 * CLEAN_MAX_HEADER_LINE)
 		return 0;
-	if (*s == '-' || *s == '*') { /* Zimbra "- On … wrote:", bold markers */
+	int colon = 0;
+	/* decoration: Zimbra "- On … wrote:", Zoho "---- On … wrote ----", bold */
+	while (n > 0 && (*s == '-' || *s == '*' || *s == ' ')) {
 		s++;
 		n--;
-		trim_view(&s, &n);
 	}
-	while (n > 0 && s[n - 1] == '*')
+	while (n > 0 && (s[n - 1] == '-' || s[n - 1] == '*' || s[n - 1] == ' '))
 		n--;
-	if (n >= 1 && s[n - 1] == ':')
+	if (n >= 1 && s[n - 1] == ':') {
 		n--;
-	else if (n >= 3 && memcmp(s + n - 3, "\xef\xbc\x9a", 3) == 0)
+		colon = 1;
+	} else if (n >= 3 && memcmp(s + n - 3, "\xef\xbc\x9a", 3) == 0) {
 		n -= 3;
-	else
-		return 0;
-	while (n > 0 && s[n - 1] == ' ')
+		colon = 1;
+	}
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '*'))
 		n--;
 	evidence = has_digit(s, n) || memchr(s, '@', n) != NULL;
 	if (!evidence)
+		return 0;
+	/* without its colon only "On <date> … wrote" is trusted */
+	if (!colon && !starts_attribution(s, n))
 		return 0;
 	for (size_t i = 0; i < sizeof wrote_verbs / sizeof *wrote_verbs; i++) {
 		size_t v = strlen(wrote_verbs[i]);
 		if (ends_ci(s, n, wrote_verbs[i]) && n > v && !isalpha((unsigned char)s[n - v - 1]))
 			return 1;
 	}
+	if (!colon)
+		return 0;
 	for (size_t i = 0; i < sizeof wrote_verbs_cjk / sizeof *wrote_verbs_cjk; i++)
 		if (ends_ci(s, n, wrote_verbs_cjk[i]))
 			return 1;
 	/* "2014-03-20 8:48 GMT+01:00 Name <a@b>:" — a date and an address */
-	if (n > 0 && (s[n - 1] == '>' || s[n - 1] == ']') && memchr(s, '@', n) &&
-	    isdigit((unsigned char)*s))
+	if (n > 0 && (s[n - 1] == '>' || s[n - 1] == ']') && memchr(s, '@', n) && has_digit(s, n))
 		return 1;
 	if (memchr(s, '@', n) || has_digit(s, n)) {
 		for (size_t i = 0; i < sizeof wrote_verbs_mid / sizeof *wrote_verbs_mid; i++)
@@ -209,7 +232,10 @@ static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
 		const char *s = ls[i + k].s;
 		size_t n = ls[i + k].len;
 		trim_view(&s, &n);
-		if (n == 0 || n > CLEAN_MAX_HEADER_LINE || ls[i + k].quoted)
+		if (n == 0 || n > CLEAN_MAX_HEADER_LINE)
+			break;
+		/* a wrapped "<a@b\n>:" looks quoted but ends the header */
+		if (ls[i + k].quoted && !(k > 0 && n == 2 && memcmp(s, ">:", 2) == 0))
 			break;
 		if (k > 0 && ends_sentence(joined.data, joined.len))
 			break;
@@ -221,19 +247,32 @@ static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
 			break;
 		}
 	}
-	/* "Hi,\nOn … wrote:": the header is only the later lines */
+	/* a header wrapped over lines opens like one ("On …", "Le …", a date),
+	 * "Thanks,\nAlex\n26.06.2014, … <a@b>:" is only its last line */
 	if (found > 1) {
-		buf_reset(&joined);
-		for (size_t k = 1; k < found; k++) {
-			const char *s = ls[i + k].s;
-			size_t n = ls[i + k].len;
-			trim_view(&s, &n);
-			if (k > 1)
-				buf_putc(&joined, ' ');
-			buf_append(&joined, s, n);
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		trim_view(&s, &n);
+		while (n > 0 && (*s == '-' || *s == '*' || *s == ' ')) {
+			s++;
+			n--;
 		}
-		if (is_quote_header(joined.data, joined.len))
+		/* or with a weekday and a date: "pe 20. lokakuuta 2017 klo …" */
+		if (!starts_attribution(s, n) && !has_digit(s, n < 12 ? n : 12))
 			found = 0;
+	}
+	/* "Hello\n02.04.2012 … <\na@b> написал:": the header starts later */
+	if (found > 1) {
+		const char *s = ls[i].s;
+		size_t skip = ls[i].len;
+		trim_view(&s, &skip);
+		if (joined.len > skip + 1) {
+			const char *rest = joined.data + skip + 1;
+			size_t rn = joined.len - skip - 1;
+			if ((starts_attribution(rest, rn) || isdigit((unsigned char)*rest)) &&
+			    is_quote_header(rest, rn))
+				found = 0;
+		}
 	}
 	buf_free(&joined);
 	return found;
@@ -242,19 +281,37 @@ static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
 /* --- "-----Original Message-----" and Outlook header blocks ------------ */
 
 static const char *const original_markers[] = {
-    "original message", "ursprüngliche nachricht", "message d'origine", "mensaje original",
-    "messaggio originale", "oorspronkelijk bericht", "opprinnelig melding",
-    "oprindelig meddelelse", "ursprungligt meddelande", "alkuperäinen viesti",
-    "oryginalna wiadomość", "исходное сообщение", "Исходное сообщение", "mensagem original",
-    "původní zpráva", "eredeti üzenet", "原始邮件", "原始郵件", "reply message",
+    "original message",
+    "ursprüngliche nachricht",
+    "message d'origine",
+    "mensaje original",
+    "messaggio originale",
+    "oorspronkelijk bericht",
+    "opprinnelig melding",
+    "oprindelig meddelelse",
+    "oprindelig besked",
+    "ursprungligt meddelande",
+    "alkuperäinen viesti",
+    "oryginalna wiadomość",
+    "исходное сообщение",
+    "Исходное сообщение",
+    "mensagem original",
+    "původní zpráva",
+    "eredeti üzenet",
+    "原始邮件",
+    "原始郵件",
+    "reply message",
 };
 
 static const char *const forward_markers[] = {
-    "forwarded message", "begin forwarded message", "weitergeleitete nachricht",
-    "message transféré", "début du message réexpédié", "mensaje reenviado",
-    "messaggio inoltrato", "doorgestuurd bericht", "videresendt", "vidarebefordrat",
-    "välitetty viesti", "przekazana wiadomość", "пересылаемое сообщение",
-    "mensagem encaminhada", "转发的邮件",
+    "forwarded message",	  "begin forwarded message",
+    "weitergeleitete nachricht",  "message transféré",
+    "début du message réexpédié", "mensaje reenviado",
+    "messaggio inoltrato",	  "doorgestuurd bericht",
+    "videresendt melding",	  "videresendt meddelelse",
+    "vidarebefordrat meddelande", "välitetty viesti",
+    "przekazana wiadomość",	  "пересылаемое сообщение",
+    "mensagem encaminhada",	  "转发的邮件",
 };
 
 /* A line of decoration only ("-----", "_____", "=====") of at least min. */
@@ -288,13 +345,20 @@ static int is_original_marker(const char *s, size_t n)
 	return 0;
 }
 
+/* "---------- Forwarded message ---------", "Begin forwarded message:". */
 static int is_forward_marker(const char *s, size_t n)
 {
 	if (n > 120)
 		return 0;
+	while (n > 0 && (*s == '-' || *s == '=' || *s == ' ' || *s == '*')) {
+		s++;
+		n--;
+	}
+	while (n > 0 && (s[n - 1] == '-' || s[n - 1] == '=' || s[n - 1] == ' ' || s[n - 1] == '*' ||
+			 s[n - 1] == ':'))
+		n--;
 	for (size_t i = 0; i < sizeof forward_markers / sizeof *forward_markers; i++)
-		if (contains_ci(s, n, forward_markers[i]) && (*s == '-' || s[n - 1] == ':' ||
-							      s[n - 1] == '-' || *s == '='))
+		if (n == strlen(forward_markers[i]) && strncasecmp(s, forward_markers[i], n) == 0)
 			return 1;
 	return 0;
 }
@@ -302,17 +366,21 @@ static int is_forward_marker(const char *s, size_t n)
 /* Header names of a quoted message header block, localised.  The first
  * group names the sender. */
 static const char *const from_keys[] = {
-    "from", "de", "von", "van", "da", "fra", "från", "lähettäjä", "od", "от", "expéditeur",
-    "remitente", "发件人", "寄件者", "差出人", "보낸 사람", "message du",
+    "from", "de",	 "von",	   "van",    "da",	   "fra",
+    "från", "lähettäjä", "od",	   "от",     "expéditeur", "remitente",
+    "От",   "发件人",	 "寄件者", "差出人", "보낸 사람",  "message du",
 };
 static const char *const other_keys[] = {
-    "sent", "date", "to", "cc", "subject", "envoyé", "envoyé le", "à", "a", "objet", "sujet",
-    "gesendet", "datum", "an", "betreff", "enviado", "enviada", "fecha", "para", "asunto",
-    "assunto", "data", "verzonden", "aan", "onderwerp", "inviato", "oggetto", "sendt", "til",
-    "emne", "skickat", "till", "ämne", "lähetetty", "vastaanottaja", "aihe", "wysłano",
-    "wysłane", "do", "temat", "отправлено", "дата", "кому", "тема", "发送时间", "收件人",
-    "主题", "抄送", "日期", "寄件日期", "收件者", "主旨", "送信日時", "宛先", "件名",
-    "reply-to", "kopie", "copie", "cc",
+    "sent",	"date",	      "to",	    "cc",	 "subject",  "envoyé",	   "envoyé le",
+    "à",	"a",	      "objet",	    "sujet",	 "gesendet", "datum",	   "an",
+    "betreff",	"enviado",    "enviada",    "fecha",	 "para",     "asunto",	   "assunto",
+    "data",	"verzonden",  "aan",	    "onderwerp", "inviato",  "oggetto",	   "sendt",
+    "til",	"emne",	      "skickat",    "till",	 "ämne",     "lähetetty",  "vastaanottaja",
+    "aihe",	"wysłano",    "wysłane",    "do",	 "temat",    "отправлено", "дата",
+    "кому",	"тема",	      "Отправлено", "Дата",	 "Кому",     "Тема",	   "Копия",
+    "发送时间", "收件人",     "主题",	    "抄送",	 "日期",     "寄件日期",   "收件者",
+    "主旨",	"送信日時",   "宛先",	    "件名",	 "reply-to", "kopie",	   "copie",
+    "dato",	"päivämäärä", "kopio",
 };
 
 /* Length of "Key:" (with bold markers and spaces) when the line starts
@@ -336,32 +404,48 @@ static size_t header_key(const char *s, size_t n, const char *const *keys, size_
 	return 0;
 }
 
-/* Whether line i starts a quoted message's header block: a From: line
- * followed within five lines by two more header lines, or a From: line
- * whose value is an address in brackets. */
+static size_t any_key(const char *s, size_t n, int *is_from)
+{
+	size_t k = header_key(s, n, from_keys, sizeof from_keys / sizeof *from_keys);
+	*is_from = k > 0;
+	if (!k)
+		k = header_key(s, n, other_keys, sizeof other_keys / sizeof *other_keys);
+	return k;
+}
+
+/* Whether line i starts a quoted message's header block: a header line
+ * followed within a few lines by more, three or more in all, one of them
+ * naming the sender ("From:", "De :", "Von:" …, in any order); or a lone
+ * From: line whose value is an address in brackets. */
 static int is_header_block(const struct line *ls, size_t nl, size_t i)
 {
 	const char *s = ls[i].s;
-	size_t n = ls[i].len, k, others = 0, seen = 0;
+	size_t n = ls[i].len, k, keys = 1, seen = 0;
+	int from, any_from;
 	trim_view(&s, &n);
 	if (n > CLEAN_MAX_HEADER_LINE)
 		return 0;
-	k = header_key(s, n, from_keys, sizeof from_keys / sizeof *from_keys);
+	k = any_key(s, n, &from);
 	if (!k)
 		return 0;
+	any_from = from;
 	for (size_t j = i + 1; j < nl && j <= i + 12 && seen < 6; j++) {
 		const char *t = ls[j].s;
 		size_t m = ls[j].len;
+		int f;
 		trim_view(&t, &m);
 		if (m == 0)
 			continue;
 		seen++;
-		if (m <= CLEAN_MAX_HEADER_LINE &&
-		    header_key(t, m, other_keys, sizeof other_keys / sizeof *other_keys))
-			others++;
+		if (m <= CLEAN_MAX_HEADER_LINE && any_key(t, m, &f)) {
+			keys++;
+			any_from |= f;
+		}
 	}
-	if (others >= 2)
+	if (keys >= 3 && any_from)
 		return 1;
+	if (!from)
+		return 0;
 	while (n > 0 && s[n - 1] == '*')
 		n--;
 	return n > k && (s[n - 1] == '>' || s[n - 1] == ']') && memchr(s + k, '@', n - k) &&
@@ -371,10 +455,30 @@ static int is_header_block(const struct line *ls, size_t nl, size_t i)
 /* --- signatures ---------------------------------------------------------- */
 
 static const char *const mobile_prefixes[] = {
-    "sent from ", "sent with ", "sent via ", "get outlook for ", "envoyé de mon ",
-    "envoyé depuis ", "von meinem ", "gesendet von ", "enviado desde mi ", "enviado desde ",
-    "enviado do meu ", "enviado de meu ", "inviato da ", "verzonden vanaf ", "verstuurd vanaf ",
-    "skickat från ", "sendt fra ", "wysłano z ", "wysłane z ", "отправлено с ", "lähetetty ",
+    "sent from ",
+    "sent with ",
+    "sent via ",
+    "get outlook for ",
+    "envoyé de mon ",
+    "envoyé à partir de ",
+    "obtenir outlook pour ",
+    "holen sie sich outlook für ",
+    "envoyé depuis ",
+    "von meinem ",
+    "gesendet von ",
+    "enviado desde mi ",
+    "enviado desde ",
+    "enviado do meu ",
+    "enviado de meu ",
+    "inviato da ",
+    "verzonden vanaf ",
+    "verstuurd vanaf ",
+    "skickat från ",
+    "sendt fra ",
+    "wysłano z ",
+    "wysłane z ",
+    "отправлено с ",
+    "lähetetty ",
 };
 
 static int is_mobile_signature(const char *s, size_t n)
@@ -389,7 +493,55 @@ static int is_mobile_signature(const char *s, size_t n)
 
 static int is_sig_delimiter(const char *raw, size_t rawlen)
 {
-	return (rawlen == 3 && memcmp(raw, "-- ", 3) == 0) || (rawlen == 2 && memcmp(raw, "--", 2) == 0);
+	return (rawlen == 3 && memcmp(raw, "-- ", 3) == 0) ||
+	       (rawlen == 2 && memcmp(raw, "--", 2) == 0);
+}
+
+static const char *const closings[] = {
+    "regards",
+    "best regards",
+    "kind regards",
+    "warm regards",
+    "warmest regards",
+    "with kind regards",
+    "many regards",
+    "best wishes",
+    "mit freundlichen grüßen",
+    "freundliche grüße",
+    "viele grüße",
+    "beste grüße",
+    "cordialement",
+    "bien cordialement",
+    "salutations",
+    "saludos",
+    "saludos cordiales",
+    "un saludo",
+    "cordiali saluti",
+    "distinti saluti",
+    "met vriendelijke groet",
+    "vriendelijke groet",
+    "med vänlig hälsning",
+    "vänliga hälsningar",
+    "med venlig hilsen",
+    "venlig hilsen",
+    "med vennlig hilsen",
+    "ystävällisin terveisin",
+    "pozdrawiam",
+    "z poważaniem",
+    "atenciosamente",
+    "cumprimentos",
+    "с уважением",
+};
+
+/* "Best regards," as a line of its own. */
+static int is_closing(const char *s, size_t n)
+{
+	while (n > 0 && (s[n - 1] == ',' || s[n - 1] == '!' || s[n - 1] == '.'))
+		n--;
+	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++)
+		if (n == strlen(closings[i]) && strncasecmp(s, closings[i], n) == 0)
+			return 1;
+	return 0;
 }
 
 /* Whether word (n bytes) occurs in s as a whole word, case-insensitively. */
@@ -474,12 +626,28 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 		found |= mentions_sender(s, n, sender);
 		para--;
 	}
-	if (found && para > first_kept && count <= 8 &&
+	if (found && para > first_kept && last - para >= 2 && count <= 8 &&
 	    (para == first_kept || ls[para - 1].blank || ls[para - 1].removed) &&
 	    ls[para].len <= CLEAN_MAX_SIG_LINE) {
 		for (size_t i = para; i < last; i++)
 			ls[i].removed = 1;
 		return;
+	}
+	/* a closing formula with only a name and a title or two after it */
+	count = 0;
+	for (size_t i = last; i-- > first_kept + 1;) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		trim_view(&s, &n);
+		if (ls[i].blank)
+			continue;
+		if (n > 60 || ++count > 5)
+			break;
+		if (i + 1 < last && is_closing(s, n)) {
+			for (size_t j = i; j < last; j++)
+				ls[j].removed = 1;
+			return;
+		}
 	}
 	/* a rule of dashes followed only by short lines: a signature block */
 	for (size_t i = last; i-- > first_kept + 1 && last - i <= 24;) {
@@ -573,7 +741,7 @@ static size_t block_start(const struct line *ls, size_t i)
 		const char *s = ls[j - 1].s;
 		size_t n = ls[j - 1].len;
 		trim_view(&s, &n);
-		if (is_rule(s, n, 5) || is_original_marker(s, n))
+		if (is_rule(s, n, 3) || is_original_marker(s, n))
 			return j - 1;
 	}
 	return i;
@@ -592,13 +760,24 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 		trim_view(&s, &n);
 		if (in_forward || ls[i].blank)
 			continue;
+		if (ls[i].quoted) {
+			ls[i].removed = 1;
+			continue;
+		}
 		if (is_forward_marker(s, n)) {
 			in_forward = 1;
 			continue;
 		}
-		if (ls[i].quoted) {
+		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>" */
+		if (i > 0 && ls[i - 1].quoted && i + 1 < nl && ls[i + 1].quoted &&
+		    islower((unsigned char)*s)) {
 			ls[i].removed = 1;
 			continue;
+		}
+		/* mobile clients put their line between the reply and the quote */
+		if ((i == 0 || ls[i - 1].blank) && is_mobile_signature(s, n)) {
+			mark_from(ls, nl, i);
+			break;
 		}
 		if (is_sig_delimiter(ls[i].s, ls[i].len)) {
 			mark_from(ls, nl, i);
@@ -628,7 +807,7 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 		}
 	}
 
-	/* blank lines between removed blocks go with them */
+	/* blank lines after a removed block go with it */
 	for (i = 0; i < nl;) {
 		size_t j = i;
 		int before, after;
@@ -638,9 +817,9 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 		}
 		while (j < nl && ls[j].blank)
 			j++;
-		before = i == 0 || ls[i - 1].removed;
+		before = i > 0 && ls[i - 1].removed;
 		after = j == nl || ls[j].removed;
-		if (before && after)
+		if (before || (i == 0 && after))
 			for (size_t k = i; k < j; k++)
 				ls[k].removed = 1;
 		i = j;

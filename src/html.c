@@ -30,6 +30,7 @@ struct render {
 	int list_count[LIST_MAX];
 	int cell;           /* cells written in the current table row */
 	int full;           /* output cap reached */
+	int quote_fresh;    /* a quote began and holds no text yet */
 };
 
 static void put(struct render *r, const char *s, size_t n)
@@ -90,6 +91,7 @@ static void text_out(struct render *r, const char *s, size_t n)
 			put(r, " ", 1);
 		}
 		r->space = 0;
+		r->quote_fresh = 0;
 		put(r, (const char *)&s[i], 1);
 	}
 }
@@ -102,6 +104,8 @@ static void block_break(struct render *r, int n)
 		return;
 	if (r->line_start && r->pending_nl == 0)
 		n--;
+	if (r->quote_fresh && n > 1)
+		n = 1;
 	if (r->pending_nl < n)
 		r->pending_nl = n;
 	r->space = 0;
@@ -274,7 +278,6 @@ static void walk_list_item(struct render *r, const GumboElement *e, int depth)
 	for (int i = 1; i < level; i++)
 		text_out(r, "\xc2\xa0\xc2\xa0", 4);
 	text_out(r, mark, strlen(mark));
-	r->space = 0;
 	walk_children(r, e, depth);
 	block_break(r, 1);
 }
@@ -288,6 +291,7 @@ static void walk_element(struct render *r, const GumboElement *e, int depth)
 		/* From here to the end of the document: quoted, never closed. */
 		block_break(r, 1);
 		r->quote++;
+		r->quote_fresh = 1;
 		walk_children(r, e, depth);
 		block_break(r, 1);
 		return;
@@ -334,11 +338,12 @@ static void walk_element(struct render *r, const GumboElement *e, int depth)
 	int para = is_paragraph(t);
 	int line = is_line_block(t) || quoted;
 	if (para)
-		block_break(r, 2);
+		block_break(r, r->lists ? 1 : 2);
 	else if (line)
 		block_break(r, 1);
 	if (quoted) {
 		r->quote++;
+		r->quote_fresh = 1;
 		r->pending_nl = r->pending_nl ? 1 : 0;
 	}
 	int saved_cell = r->cell;
@@ -421,8 +426,10 @@ static char *tidy(const char *s)
 		}
 		while (line.len && line.data[line.len - 1] == ' ')
 			line.data[--line.len] = 0;
-		if (line.len || b.len)
-			buf_printf(&b, "%s\n", line.data);
+		if (line.len || b.len) {
+			buf_append(&b, line.data ? line.data : "", line.len);
+			buf_putc(&b, '\n');
+		}
 		buf_free(&line);
 		p += len;
 		if (*p == '\n')

@@ -332,10 +332,7 @@ void http_perform(struct http_client *c, struct http_request **reqs, size_t n)
 	free(xs);
 }
 
-void http_perform_one(struct http_client *c, struct http_request *r)
-{
-	http_perform(c, &r, 1);
-}
+void http_perform_one(struct http_client *c, struct http_request *r) { http_perform(c, &r, 1); }
 
 enum feed_status http_classify(long status, int curl_failed)
 {

@@ -42,8 +42,9 @@ struct jwt_key *jwt_key_from_pem(const char *pem, size_t len, char *err, size_t 
 	EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
 	BIO_free(bio);
 	if (!pkey) {
-		jwt_openssl_error(err, errlen,
-				  "cannot parse the private key (expected an unencrypted PEM RSA key)");
+		jwt_openssl_error(
+		    err, errlen,
+		    "cannot parse the private key (expected an unencrypted PEM RSA key)");
 		return NULL;
 	}
 	if (EVP_PKEY_base_id(pkey) != EVP_PKEY_RSA) {
@@ -83,7 +84,7 @@ void jwt_key_free(struct jwt_key *k)
 char *jwt_base64url(const unsigned char *in, size_t n)
 {
 	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	char *out = xmalloc((n + 2) / 3 * 4 + 1);
 	size_t o = 0, i = 0;
 	for (; i + 2 < n; i += 3) {
@@ -144,11 +145,12 @@ char *jwt_bearer_assertion(struct jwt_key *k, const char *client_id, const char 
 			   const char *audience, time_t now, long lifetime, char *err,
 			   size_t errlen)
 {
-	json_t *claims = json_pack("{s:s, s:s, s:s, s:I}", "iss", client_id, "sub", username,
-				   "aud", audience, "exp", (json_int_t)(now + lifetime));
+	json_t *claims = json_pack("{s:s, s:s, s:s, s:I}", "iss", client_id, "sub", username, "aud",
+				   audience, "exp", (json_int_t)(now + lifetime));
 	if (!claims) {
-		snprintf(err, errlen, "cannot build JWT claims (client_id, username and "
-				      "login_url must be valid UTF-8)");
+		snprintf(err, errlen,
+			 "cannot build JWT claims (client_id, username and "
+			 "login_url must be valid UTF-8)");
 		return NULL;
 	}
 	char *text = json_dumps(claims, JSON_COMPACT);

@@ -49,16 +49,32 @@ void message_free(struct mf_message *m)
 	free(m);
 }
 
+/* A JSON string even when s is not valid UTF-8 (bytes above 0x7f become
+ * '?'), so that one bad field never drops a key from the object. */
+static json_t *jstr(const char *s)
+{
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	char *copy = xstrdup(s);
+	for (char *c = copy; *c; c++)
+		if ((unsigned char)*c > 0x7f)
+			*c = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
 static json_t *str_or_null(const char *s)
 {
-	return s ? json_string(s) : json_null();
+	return s ? jstr(s) : json_null();
 }
 
 static json_t *list_json(const struct strlist *l)
 {
 	json_t *a = json_array();
 	for (size_t i = 0; i < l->n; i++)
-		json_array_append_new(a, json_string(l->v[i]));
+		json_array_append_new(a, jstr(l->v[i]));
 	return a;
 }
 
@@ -98,9 +114,9 @@ json_t *message_to_json(const struct mf_message *m, int with_data)
 	json_object_set_new(o, "date",
 			    m->date ? json_string(time_iso(m->date, when, sizeof when)) : json_null());
 	json_object_set_new(o, "part", str_or_null(m->part));
-	json_object_set_new(o, "full_text", json_string(m->full_text ? m->full_text : ""));
-	json_object_set_new(o, "text", json_string(m->text ? m->text : ""));
-	json_object_set_new(o, "removed", json_string(m->removed ? m->removed : ""));
+	json_object_set_new(o, "full_text", jstr(m->full_text ? m->full_text : ""));
+	json_object_set_new(o, "text", jstr(m->text ? m->text : ""));
+	json_object_set_new(o, "removed", jstr(m->removed ? m->removed : ""));
 	json_object_set_new(o, "hashtags", list_json(&m->hashtags));
 	json_object_set_new(o, "auto_reason", str_or_null(m->auto_reason));
 	json_object_set_new(o, "bounce_reason", str_or_null(m->bounce_reason));

@@ -317,7 +317,8 @@ static void q_decode(const char *s, size_t n, struct buf *out)
 			buf_putc(out, (char)(hexval((unsigned char)s[i + 1]) * 16 +
 					     hexval((unsigned char)s[i + 2])));
 			i += 2;
-		} else if (s[i] != '\r' && s[i] != '\n') {
+		} else if (!isspace((unsigned char)s[i])) {
+			/* whitespace here is left over from bad folding */
 			buf_putc(out, s[i]);
 		}
 	}
@@ -458,7 +459,7 @@ static char *param_decode(const struct param *pv, size_t n, const char *name)
 	size_t nlen = strlen(name);
 	struct buf raw;
 	char charset[64] = "";
-	int found = 0, encoded_any = 0;
+	int found = 0;
 	buf_init(&raw);
 	for (int seq = -1; seq < 1000; seq++) {
 		int got = 0;
@@ -502,7 +503,6 @@ static char *param_decode(const struct param *pv, size_t n, const char *name)
 					buf_putc(&raw, *c);
 				}
 			}
-			encoded_any |= enc;
 			found = got = 1;
 			break;
 		}
@@ -755,9 +755,11 @@ static void headers_parse(const char *raw, size_t len, struct headers *h)
 			struct header *last = &h->v[h->n - 1];
 			size_t have = strlen(last->value);
 			if (have + (le - i) < HEADER_VALUE_MAX) {
-				last->value = xrealloc(last->value, have + (le - i) + 1);
-				memcpy(last->value + have, raw + i, le - i);
-				last->value[have + (le - i)] = 0;
+				char *more = mime_to_utf8(raw + i, le - i, NULL, NULL);
+				size_t n = strlen(more);
+				last->value = xrealloc(last->value, have + n + 1);
+				memcpy(last->value + have, more, n + 1);
+				free(more);
 			}
 		} else {
 			const char *colon = memchr(raw + i, ':', le - i);
@@ -773,8 +775,10 @@ static void headers_parse(const char *raw, size_t len, struct headers *h)
 					cap = cap ? cap * 2 : 32;
 					h->v = xrealloc(h->v, cap * sizeof *h->v);
 				}
-				h->v[h->n].name = xstrndup(raw + i, nl);
-				h->v[h->n].value = xstrndup(raw + vs, vl);
+				h->v[h->n].name = mime_to_utf8(raw + i, nl, NULL, NULL);
+				/* 8-bit header bytes that are not UTF-8 are read as
+				 * windows-1252, like the body without a charset. */
+				h->v[h->n].value = mime_to_utf8(raw + vs, vl, NULL, NULL);
 				h->n++;
 			}
 		}
@@ -1027,6 +1031,22 @@ struct walk {
 
 static void walk_part(struct walk *w, struct mailmime *mime, int depth);
 
+/* Text parts end lines with LF only from here on; a lone CR is a break. */
+static void crlf_to_lf(char *s)
+{
+	char *o = s;
+	for (const char *c = s; *c; c++) {
+		if (*c == '\r') {
+			*o++ = '\n';
+			if (c[1] == '\n')
+				c++;
+		} else {
+			*o++ = *c;
+		}
+	}
+	*o = 0;
+}
+
 /* Decoded bytes of a leaf; owned by libetpan (mailmime_decoded_part_free)
  * when *libetpan is set. */
 static char *leaf_data(struct mailmime *mime, size_t *len, int *from_libetpan)
@@ -1189,6 +1209,7 @@ static void walk_leaf(struct walk *w, struct mailmime *mime)
 		char *cs = param_decode(cpv, cn, "charset");
 		char *u = mime_to_utf8(data ? data : "", data ? len : 0, cs, &w->warn);
 		leaf_data_free(data, lib);
+		crlf_to_lf(u);
 		if (is_plain) {
 			char *fmt = param_decode(cpv, cn, "format");
 			char *delsp = param_decode(cpv, cn, "delsp");

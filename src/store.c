@@ -74,7 +74,10 @@ static const char *const migrations[] = {
 	" parent INTEGER, author_name TEXT, author_email TEXT, subject TEXT,"
 	" text TEXT NOT NULL, hashtags TEXT, attachments TEXT, created INTEGER NOT NULL);"
 	"CREATE INDEX local_items_grp ON local_items(grp, created);"
-	"CREATE TABLE daemon(key TEXT PRIMARY KEY, value TEXT, at INTEGER);",
+	"CREATE TABLE daemon(key TEXT PRIMARY KEY, value TEXT, at INTEGER);"
+	"CREATE TABLE reply_posts("
+	" id INTEGER PRIMARY KEY, grp TEXT NOT NULL, remote_id TEXT UNIQUE NOT NULL);"
+	"CREATE TABLE reply_users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

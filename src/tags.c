@@ -89,10 +89,7 @@ void tags_from_subject(const char *subject, struct strlist *tags)
 	}
 }
 
-static int tag_char(unsigned char c)
-{
-	return isalnum(c) || c == '_' || c == '-' || c >= 0x80;
-}
+static int tag_char(unsigned char c) { return isalnum(c) || c == '_' || c == '-' || c >= 0x80; }
 
 /* Whether the tag body t (n bytes) is a colour, a number or too long. */
 static int tag_rejected(const char *t, size_t n)

@@ -18,10 +18,11 @@
 
 /* Reply/forward prefixes, lower-case, without the colon. */
 static const char *const subject_prefixes[] = {
-    "re", "fwd", "fw", "aw", "wg", "sv", "vs", "antw", "doorst", "rif", "r", "tr", "enc", "rv",
-    "odp", "pd", "res", "ref", "réf", "rép", "ynt", "ilt", "vl", "vb", "vá", "továbbítás",
-    "απ", "σχετ", "πρθ", "отв", "ответ", "пересл", "fwd.", "回复", "回覆", "答复", "转发", "轉寄",
-    "转寄", "返信", "転送", "회신", "전달",
+    "re",   "fwd",  "fw",   "aw",    "wg",     "sv",   "vs",   "antw",	     "doorst",
+    "rif",  "r",    "tr",   "enc",   "rv",     "odp",  "pd",   "res",	     "ref",
+    "réf",  "rép",  "ynt",  "ilt",   "vl",     "vb",   "vá",   "továbbítás", "απ",
+    "σχετ", "πρθ",  "отв",  "ответ", "пересл", "fwd.", "回复", "回覆",	     "答复",
+    "转发", "轉寄", "转寄", "返信",  "転送",   "회신", "전달",
 };
 
 /* Appends the lower-case form of one UTF-8 character at s (n bytes long)
@@ -87,8 +88,8 @@ static char *fold_subject(const char *subject)
 			continue;
 		}
 		for (size_t i = 1; i < n; i++)
-			if (!s[i]) {
-				n = i;
+			if ((s[i] & 0xC0) != 0x80) { /* invalid UTF-8: byte by byte */
+				n = 1;
 				break;
 			}
 		if (space && b.len)
@@ -256,10 +257,11 @@ static int64_t create_thread(sqlite3 *db, const char *grp, const char *mailbox,
 {
 	sqlite3_stmt *st;
 	int rc;
-	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
-			       " VALUES(?,?,?,?,?)",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		db,
+		"INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
+		" VALUES(?,?,?,?,?)",
+		-1, &st, NULL) != SQLITE_OK)
 		return -1;
 	sqlite3_bind_text(st, 1, grp, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, mailbox, -1, SQLITE_STATIC);
@@ -501,8 +503,7 @@ static void jwz_print_tree(const struct jwz *j, const struct jwz_msg *msgs, long
 	for (; c >= 0; c = j->nodes[c].next) {
 		const struct jwz_node *n = &j->nodes[c];
 		fprintf(out, "%*s%s\n", depth * 3, "",
-			n->msg >= 0 ? (msgs[n->msg].subject ? msgs[n->msg].subject : "")
-				    : "dummy");
+			n->msg >= 0 ? (msgs[n->msg].subject ? msgs[n->msg].subject : "") : "dummy");
 		jwz_print_tree(j, msgs, n->first, depth + 1, out);
 	}
 }
@@ -590,7 +591,9 @@ static void jwz_link(struct jwz *j, const struct jwz_msg *msgs, size_t n)
 		if (c < 0)
 			c = jwz_add_node(j, NULL, (long)i);
 		j->nodes[c].msg = (long)i;
-		for (size_t k = 0; k < m->n_references; k++) {
+		size_t first =
+		    m->n_references > THREAD_MAX_REFS ? m->n_references - THREAD_MAX_REFS : 0;
+		for (size_t k = first; k < m->n_references; k++) {
 			long r;
 			if (!m->references[k] || !*m->references[k])
 				continue;

@@ -92,4 +92,19 @@ void feed_result_clear(struct feed_result *r);
  * (backends place it where the service keeps it invisible or unobtrusive). */
 #define FEED_MARKER_PREFIX "mailfeed:"
 
+/* The HTTP backends (feed_chatter.c, feed_mattermost.c). */
+extern const struct feed_backend_ops feed_chatter_ops;
+extern const struct feed_backend_ops feed_mattermost_ops;
+
+/* Their parsers of service answers, exposed for the fuzz targets.  Both
+ * append owned entries created after since to *entries / *n. */
+/* Chatter Feed Element Page; returns the next page's path (owned) or NULL. */
+char *feed_chatter_parse_page(const char *json, size_t len, const char *group, time_t since,
+			      const char *instance, struct feed_entry **entries, size_t *n);
+/* Mattermost PostList; who (may be NULL) fills in an author from a user id. */
+void feed_mattermost_parse_posts(const char *json, size_t len, const char *group, time_t since,
+				 const char *base,
+				 void (*who)(void *arg, const char *uid, struct feed_entry *e),
+				 void *arg, struct feed_entry **entries, size_t *n);
+
 #endif

@@ -18,43 +18,43 @@
 #define HTTP_MAX_RESPONSE (8u * 1024 * 1024) /* bigger answers are cut and flagged */
 
 struct http_options {
-	const char *ca_file;   /* NULL = system trust store */
-	int tls_verify;        /* 0 only when configured so; logged as a warning */
-	long connect_timeout;  /* seconds, 0 = 10 */
-	long timeout;          /* seconds for the whole request, 0 = 30 */
-	int max_concurrency;   /* 0 = 4 */
+	const char *ca_file;  /* NULL = system trust store */
+	int tls_verify;	      /* 0 only when configured so; logged as a warning */
+	long connect_timeout; /* seconds, 0 = 10 */
+	long timeout;	      /* seconds for the whole request, 0 = 30 */
+	int max_concurrency;  /* 0 = 4 */
 };
 
 /* One part of a multipart/form-data body (file uploads).  Borrowed. */
 struct http_part {
-	const char *name;          /* form field name */
-	const char *filename;      /* non-NULL makes it a file part */
-	const char *content_type;  /* may be NULL */
+	const char *name;	  /* form field name */
+	const char *filename;	  /* non-NULL makes it a file part */
+	const char *content_type; /* may be NULL */
 	const void *data;
 	size_t len;
 };
 
 struct http_request {
 	/* filled by the caller; all borrowed except body when body_owned */
-	const char *method;        /* "GET", "POST", ... */
+	const char *method; /* "GET", "POST", ... */
 	const char *url;
-	struct strlist headers;    /* "Name: value" lines; owned by the request */
-	const char *body;          /* NULL = none */
+	struct strlist headers; /* "Name: value" lines; owned by the request */
+	const char *body;	/* NULL = none */
 	size_t body_len;
-	int body_owned;            /* 1: http_request_clear() frees body */
+	int body_owned;		       /* 1: http_request_clear() frees body */
 	const struct http_part *parts; /* multipart body instead of body */
 	size_t n_parts;
 
 	/* filled by http_perform() */
-	long status;               /* 0 when no HTTP answer came back */
-	int curl_failed;           /* network error, timeout, TLS failure */
-	int truncated;             /* body cut at HTTP_MAX_RESPONSE */
-	char error[256];           /* curl's error text when curl_failed */
-	struct buf response;       /* answer body, NUL-terminated after http_perform() */
-	char *content_type;        /* owned; NULL when absent */
-	char *retry_after;         /* owned raw header value; NULL when absent */
-	char *ratelimit_reset;     /* owned X-RateLimit-Reset value; NULL when absent */
-	double elapsed;            /* seconds */
+	long status;	       /* 0 when no HTTP answer came back */
+	int curl_failed;       /* network error, timeout, TLS failure */
+	int truncated;	       /* body cut at HTTP_MAX_RESPONSE */
+	char error[256];       /* curl's error text when curl_failed */
+	struct buf response;   /* answer body, NUL-terminated after http_perform() */
+	char *content_type;    /* owned; NULL when absent */
+	char *retry_after;     /* owned raw header value; NULL when absent */
+	char *ratelimit_reset; /* owned X-RateLimit-Reset value; NULL when absent */
+	double elapsed;	       /* seconds */
 };
 
 /* Returns a client, or NULL with a message in err. Free with http_client_free(). */

@@ -13,4 +13,21 @@ void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b
 /* Writes metrics_file atomically when configured. */
 void metrics_write(struct store *st, const struct mf_config *cfg);
 
+/* The metrics_listen endpoint: a thread answering GET /metrics over
+ * HTTP/1.0 with metrics_render() of its own connection to state_path.
+ * addr is "127.0.0.1:9464", "[::1]:9464" or "localhost:9464"; other than
+ * loopback addresses are refused.  Port 0 picks a free port (see
+ * metrics_server_port).  Returns NULL with a message in err when the
+ * address is refused or cannot be bound.  The caller owns the result and
+ * ends it with metrics_server_stop(), which returns once the thread is
+ * gone and frees everything. */
+struct metrics_server;
+struct metrics_server *metrics_server_start(const char *addr, const char *state_path, char *err,
+					    size_t errlen);
+int metrics_server_port(const struct metrics_server *ms);
+/* 0 when addr is a loopback HOST:PORT metrics_server_start() accepts, else
+ * -1 with the reason in err (for check-config). */
+int metrics_listen_check(const char *addr, char *err, size_t errlen);
+void metrics_server_stop(struct metrics_server *ms);
+
 #endif

@@ -1,9 +1,9 @@
 /* test_http.c — the HTTP client: status classification, Retry-After parsing,
  * escaping, and real requests against a tiny loopback server thread. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -102,7 +102,8 @@ static void *srv_main(void *arg)
 			break;
 		size_t got = 0;
 		for (;;) {
-			ssize_t k = read(c, s->last_request + got, sizeof(s->last_request) - 1 - got);
+			ssize_t k =
+			    read(c, s->last_request + got, sizeof(s->last_request) - 1 - got);
 			if (k <= 0)
 				break;
 			got += (size_t)k;
@@ -138,9 +139,10 @@ static void test_perform_post(void **state)
 {
 	(void)state;
 	struct srv s = {.conns = 1,
-			.answer = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
-				  "Retry-After: 5\r\nContent-Length: 14\r\nConnection: close\r\n\r\n"
-				  "limit exceeded"};
+			.answer =
+			    "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
+			    "Retry-After: 5\r\nContent-Length: 14\r\nConnection: close\r\n\r\n"
+			    "limit exceeded"};
 	pthread_t th;
 	srv_start(&s, &th);
 	char err[256];
@@ -209,12 +211,9 @@ static void test_perform_many_and_refused(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_classify),
-		cmocka_unit_test(test_retry_after),
-		cmocka_unit_test(test_escape),
-		cmocka_unit_test(test_header_strips_crlf),
-		cmocka_unit_test(test_perform_post),
-		cmocka_unit_test(test_perform_many_and_refused),
+	    cmocka_unit_test(test_classify),	 cmocka_unit_test(test_retry_after),
+	    cmocka_unit_test(test_escape),	 cmocka_unit_test(test_header_strips_crlf),
+	    cmocka_unit_test(test_perform_post), cmocka_unit_test(test_perform_many_and_refused),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();

@@ -1,10 +1,10 @@
 /* test_jwt.c — JWT bearer assertions: base64url, RS256 signatures checked
  * with OpenSSL against the public half of a key made for the test, claims,
  * and key loading errors a user would meet. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,9 +72,8 @@ static void test_base64url(void **state)
 	(void)state;
 	struct {
 		const char *in, *out;
-	} v[] = {{"", ""},       {"f", "Zg"},         {"fo", "Zm8"},
-		 {"foo", "Zm9v"}, {"foob", "Zm9vYg"},  {"fooba", "Zm9vYmE"},
-		 {"foobar", "Zm9vYmFy"}};
+	} v[] = {{"", ""},	     {"f", "Zg"},	   {"fo", "Zm8"},	  {"foo", "Zm9v"},
+		 {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		char *e = jwt_base64url((const unsigned char *)v[i].in, strlen(v[i].in));
 		assert_string_equal(e, v[i].out);
@@ -93,9 +92,9 @@ static void test_assertion_verifies(void **state)
 	struct jwt_key *k = jwt_key_from_pem(test_pem, strlen(test_pem), err, sizeof(err));
 	assert_non_null(k);
 	time_t now = 1770109527;
-	char *jwt = jwt_bearer_assertion(k, "3MVG9client", "alice@acme.example",
-					 "https://login.salesforce.com", now, 180, err,
-					 sizeof(err));
+	char *jwt =
+	    jwt_bearer_assertion(k, "3MVG9client", "alice@acme.example",
+				 "https://login.salesforce.com", now, 180, err, sizeof(err));
 	assert_non_null(jwt);
 	char *dot1 = strchr(jwt, '.');
 	assert_non_null(dot1);
@@ -147,8 +146,8 @@ static void test_claims_escaped(void **state)
 	(void)state;
 	char err[256];
 	struct jwt_key *k = jwt_key_from_pem(test_pem, strlen(test_pem), err, sizeof(err));
-	char *jwt = jwt_bearer_assertion(k, "id\"x", "a\\b", "https://test.salesforce.com", 0,
-					 120, err, sizeof(err));
+	char *jwt = jwt_bearer_assertion(k, "id\"x", "a\\b", "https://test.salesforce.com", 0, 120,
+					 err, sizeof(err));
 	assert_non_null(jwt);
 	char *dot1 = strchr(jwt, '.');
 	char *dot2 = strchr(dot1 + 1, '.');
@@ -208,10 +207,10 @@ static void test_bad_keys(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_base64url),
-		cmocka_unit_test(test_assertion_verifies),
-		cmocka_unit_test(test_claims_escaped),
-		cmocka_unit_test(test_bad_keys),
+	    cmocka_unit_test(test_base64url),
+	    cmocka_unit_test(test_assertion_verifies),
+	    cmocka_unit_test(test_claims_escaped),
+	    cmocka_unit_test(test_bad_keys),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

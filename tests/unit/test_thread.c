@@ -277,8 +277,8 @@ static void test_assign_reply_before_parent(void **state)
 {
 	struct fixture *fx = *state;
 	int is_new;
-	int64_t reply = assign(fx, "g", "inbox", msg("r1", "Re: Plan", T0 + 60, "p1", "p1"),
-			       DAY, &is_new);
+	int64_t reply =
+	    assign(fx, "g", "inbox", msg("r1", "Re: Plan", T0 + 60, "p1", "p1"), DAY, &is_new);
 	assert_int_equal(is_new, 1);
 	int64_t parent = assign(fx, "g", "inbox", msg("p1", "Plan", T0, NULL, NULL), DAY, &is_new);
 	assert_int_equal(is_new, 0);
@@ -292,13 +292,13 @@ static void test_assign_reply_days_later_and_chain(void **state)
 	int64_t t = assign(fx, "g", "inbox", msg("a", "Budget", T0, NULL, NULL), DAY, &is_new);
 	assert_int_equal(is_new, 1);
 	/* ten days later, outside the subject window, found by its references */
-	assert_int_equal(assign(fx, "g", "inbox", msg("b", "Re: Budget", T0 + 10 * DAY, "a", "a"),
-				DAY, &is_new),
-			 t);
+	assert_int_equal(
+	    assign(fx, "g", "inbox", msg("b", "Re: Budget", T0 + 10 * DAY, "a", "a"), DAY, &is_new),
+	    t);
 	assert_int_equal(is_new, 0);
 	/* a reply to the reply that only names b */
-	assert_int_equal(assign(fx, "g", "inbox",
-				msg("c", "Re: Budget", T0 + 11 * DAY, "b", NULL), DAY, &is_new),
+	assert_int_equal(assign(fx, "g", "inbox", msg("c", "Re: Budget", T0 + 11 * DAY, "b", NULL),
+				DAY, &is_new),
 			 t);
 	assert_int_equal(is_new, 0);
 }
@@ -321,8 +321,8 @@ static void test_assign_different_groups(void **state)
 	int64_t t2 = assign(fx, "g2", "inbox", msg("y1", "Hi", T0, NULL, NULL), DAY, &is_new);
 	assert_int_not_equal(t1, t2);
 	assert_int_equal(is_new, 1);
-	int64_t t3 = assign(fx, "g2", "inbox", msg("y2", "Re: Hi", T0 + 5, "y1", NULL), DAY,
-			    &is_new);
+	int64_t t3 =
+	    assign(fx, "g2", "inbox", msg("y2", "Re: Hi", T0 + 5, "y1", NULL), DAY, &is_new);
 	assert_int_equal(t3, t2);
 }
 
@@ -345,7 +345,8 @@ static void test_assign_subject_window(void **state)
 	assert_int_equal(is_new, 1);
 	/* another mailbox of the same group does not match by subject */
 	assert_int_not_equal(
-	    assign(fx, "g", "other", msg("s5", "Re: Lunch?", T0 + 60, NULL, NULL), DAY, &is_new), t);
+	    assign(fx, "g", "other", msg("s5", "Re: Lunch?", T0 + 60, NULL, NULL), DAY, &is_new),
+	    t);
 	assert_int_equal(is_new, 1);
 	/* empty normalised subjects never match */
 	int64_t e = assign(fx, "g", "inbox", msg("e1", "Re:", T0, NULL, NULL), DAY, &is_new);

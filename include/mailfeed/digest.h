@@ -1,0 +1,99 @@
+/* digest.h — digests and per-post notifications by email.
+ *
+ * Scheduling works in each subscriber's IANA zone: the period key of the
+ * last scheduled moment not after now ("d:2026-11-23", "w:2026-W48",
+ * "e:<remote id>") is recorded in digest_runs as 'sending' and committed
+ * before the mail goes out, then marked 'sent'.  A period found 'sending'
+ * after a crash may have been sent and is never sent again. */
+#ifndef MAILFEED_DIGEST_H
+#define MAILFEED_DIGEST_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/store.h"
+
+/* Inserts the [subscriber] sections missing from the table (source
+ * 'config').  Returns how many were added, or -1. */
+int digest_seed_subscribers(struct store *st, const struct mf_config *cfg);
+
+/* Sends what is due at now (force = 1: a digest for every subscriber, or
+ * only only_email, covering everything since their last one).  Returns the
+ * number of emails sent, or -1 when a mail could not be rendered or sent
+ * (each failure is logged; the rest were still tried) or on a store or
+ * configuration error. */
+int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_backend_ops *ops,
+	       void *feed_ctx, time_t now, int force, const char *only_email);
+
+/* The period due at now for a schedule, in zone tz (IANA name; NULL =
+ * UTC).  Writes the period key and sets *sched to its scheduled moment.
+ * Daily: the last local `hour`:00 not after now; weekly: the same on
+ * weekly_day (0 = Sunday).  On a day when `hour` does not exist (DST gap)
+ * the moment is the first instant after the gap; when it exists twice, the
+ * first.  0, or -1 for FREQ_EACH/FREQ_NEVER or an unusable zone.
+ *
+ * Local time is computed with localtime_r/mktime after switching TZ under a
+ * process-wide mutex; the rest of mailfeed works in UTC (gmtime_r), so the
+ * switch does not disturb other threads. */
+int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz,
+		  char *key, size_t keylen, time_t *sched);
+
+/* 1 when zone names a readable file under /usr/share/zoneinfo (no "..",
+ * not absolute). */
+int digest_zone_valid(const char *zone);
+
+/* One rendered email.  Owned. */
+struct digest_mail {
+	char *message_id;  /* without <> */
+	char *subject;     /* as shown, before header encoding */
+	char *text;        /* the text/plain part before transfer encoding */
+	char *html;        /* the text/html part before transfer encoding; NULL if none */
+	char *data;        /* headers + body, CRLF line ends */
+	size_t len;
+};
+void digest_mail_free(struct digest_mail *m);
+
+/* One followed group and what it holds since the last digest (borrowed). */
+struct digest_group {
+	const char *label;               /* as the subscriber named it */
+	const char *gid;                 /* the feed's group id */
+	const struct feed_entry *entries; /* oldest first */
+	size_t n;
+};
+
+/* Renders a digest for `to`: groups in order, threads newest first, at
+ * most max_items entries with "and N more".  date_label goes into the
+ * subject.  Reply and unsubscribe tokens are issued through the store.
+ * 0, or -1 (store error, reply address unusable). */
+int digest_render(struct store *st, const struct mf_config *cfg, const unsigned char *secret,
+		  size_t secretlen, const char *to, const char *date_label,
+		  const struct digest_group *groups, size_t n_groups, time_t now,
+		  struct digest_mail *out);
+
+/* Renders the notification of one post for an `each` subscriber. */
+int digest_render_notification(struct store *st, const struct mf_config *cfg,
+			       const unsigned char *secret, size_t secretlen, const char *to,
+			       const char *group_label, const struct feed_entry *post, time_t now,
+			       struct digest_mail *out);
+
+/* Building blocks of mailfeed's outgoing mail, shared with notice.c. */
+struct buf;
+/* "Name: value\r\n": CR/LF and control characters removed, non-ASCII as
+ * RFC 2047 UTF-8 encoded-words, long values folded. */
+void digest_put_header(struct buf *b, const char *name, const char *value);
+/* Same for an address header "Display Name <addr>" or "addr". */
+void digest_put_address(struct buf *b, const char *name, const char *value);
+/* "Date: ...\r\n" in RFC 5322 form, UTC. */
+void digest_put_date(struct buf *b, time_t t);
+/* The headers every mail of mailfeed carries: Auto-Submitted (auto_submitted
+ * value), X-Auto-Response-Suppress, List-Id, X-Mailfeed-Loop. */
+void digest_put_robot_headers(struct buf *b, const struct mf_config *cfg,
+			      const char *auto_submitted);
+/* text (UTF-8, \n line ends) as base64 of its CRLF form, 76-column lines. */
+void digest_put_base64(struct buf *b, const char *text);
+/* A fresh Message-ID without <>, at the reply address's domain. Owned. */
+char *digest_new_message_id(const struct mf_config *cfg);
+
+#endif

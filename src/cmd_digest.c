@@ -1,0 +1,306 @@
+/* cmd_digest.c — the digest and subscription commands: `digest [--now]
+ * [--to EMAIL]`, `subscribe EMAIL --groups ...` and `unsubscribe EMAIL`.
+ * They work on the same state database as the daemon and may run while it
+ * does (SQLite WAL, short transactions). */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mailfeed/cli.h"
+#include "mailfeed/config.h"
+#include "mailfeed/digest.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/store.h"
+#include "mailfeed/util.h"
+
+static const char digest_usage[] =
+    "usage: mailfeed [-c FILE] digest [--now] [--to EMAIL]\n\n"
+    "Sends digests.  Without --now only the periods that are due are sent, as the\n"
+    "daemon does.  With --now every subscriber (or only EMAIL with --to) gets a\n"
+    "digest at once covering everything since their last one; it is recorded like\n"
+    "any other.  Subscribers with frequency 'each' get their pending notifications.\n"
+    "Exit status: 0 all sent, 1 a mail could not be sent, 2 usage or config error.\n";
+
+static const char subscribe_usage[] =
+    "usage: mailfeed [-c FILE] subscribe EMAIL --groups G1,G2 [--daily|--weekly|--each]\n"
+    "                [--hour H] [--tz ZONE]\n\n"
+    "Adds EMAIL as a digest subscriber, or changes an existing subscription.\n"
+    "Groups are [mailbox NAME] section names or group ids of the feed service.\n"
+    "Default frequency daily; --hour (0-23) and --tz (an IANA zone such as\n"
+    "Europe/Berlin) default to the [digest] section's hour and timezone.\n";
+
+static const char unsubscribe_usage[] =
+    "usage: mailfeed [-c FILE] unsubscribe EMAIL\n\n"
+    "Stops digests and notifications to EMAIL (its frequency becomes 'never', so a\n"
+    "[subscriber] section of the config does not bring it back).\n";
+
+static int open_state(const char *config, struct mf_config **cfg, struct store **st)
+{
+	char err[512];
+	*cfg = cli_load_config(config);
+	if (!*cfg)
+		return 2;
+	*st = store_open((*cfg)->gateway.state, err, sizeof err);
+	if (!*st) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(*cfg);
+		return 1;
+	}
+	return 0;
+}
+
+static int email_valid(const char *s)
+{
+	const char *at = strchr(s, '@');
+	if (!at || at == s || !at[1] || strchr(at + 1, '@') || strlen(s) > 254 ||
+	    !strchr(at + 1, '.'))
+		return 0;
+	for (const char *p = s; *p; p++)
+		if ((unsigned char)*p <= ' ' || strchr("<>()[],;:\\\"", *p) || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
+int cmd_digest(int argc, char **argv, const char *config)
+{
+	int force = 0, rc;
+	const char *to = NULL;
+	struct mf_config *cfg;
+	struct store *st;
+	void *ctx = NULL;
+	char err[512];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--now") == 0) {
+			force = 1;
+		} else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
+			to = argv[++i];
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(digest_usage, stdout);
+			return 0;
+		} else {
+			fputs(digest_usage, stderr);
+			return 2;
+		}
+	}
+	if ((rc = open_state(config, &cfg, &st)) != 0)
+		return rc;
+	rc = 2;
+	if (!cfg->smtp.present) {
+		fprintf(stderr, "mailfeed: %s has no [smtp] section; digests cannot be sent\n",
+			cfg->path ? cfg->path : config);
+		goto out;
+	}
+	if (digest_seed_subscribers(st, cfg) < 0) {
+		fprintf(stderr, "mailfeed: cannot record subscribers: %s\n", store_errmsg(st));
+		rc = 1;
+		goto out;
+	}
+	if (to) {
+		sqlite3_stmt *s;
+		int known = 0;
+		if (sqlite3_prepare_v2(store_db(st),
+				       "SELECT 1 FROM subscribers WHERE email=lower(?)", -1, &s,
+				       NULL) == SQLITE_OK) {
+			sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
+			known = sqlite3_step(s) == SQLITE_ROW;
+			sqlite3_finalize(s);
+		}
+		if (!known) {
+			fprintf(stderr, "mailfeed: %s is not a subscriber; add it with "
+					"`mailfeed subscribe`\n", to);
+			rc = 1;
+			goto out;
+		}
+	}
+	const struct feed_backend_ops *ops = feed_backend(cfg->feed.backend);
+	if (!ops || ops->open(cfg, st, &ctx, err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: cannot open the feed service: %s\n",
+			ops ? err : "backend not available in this build");
+		rc = 1;
+		goto out;
+	}
+	int sent = digest_run(st, cfg, ops, ctx, time(NULL), force, to);
+	ops->close(ctx);
+	if (sent < 0) {
+		fprintf(stderr, "mailfeed: some digests could not be sent; see the log above\n");
+		rc = 1;
+	} else {
+		printf("%d email%s sent\n", sent, sent == 1 ? "" : "s");
+		rc = 0;
+	}
+out:
+	store_close(st);
+	config_free(cfg);
+	return rc;
+}
+
+/* Each group must be a mailbox section name or look like a group id. */
+static int groups_valid(const struct mf_config *cfg, const struct strlist *g, char *bad,
+			size_t badlen)
+{
+	if (g->n == 0) {
+		snprintf(bad, badlen, "--groups names no group");
+		return 0;
+	}
+	for (size_t i = 0; i < g->n; i++) {
+		const char *p = g->v[i];
+		if (config_mailbox(cfg, p))
+			continue;
+		for (; *p; p++)
+			if (!isalnum((unsigned char)*p) && !strchr("-_.:@", *p))
+				break;
+		if (*p || strlen(g->v[i]) > 200) {
+			snprintf(bad, badlen,
+				 "\"%s\" is neither a [mailbox] name of the config nor a group id",
+				 g->v[i]);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+int cmd_subscribe(int argc, char **argv, const char *config)
+{
+	const char *email = NULL, *groups = NULL, *tz = NULL, *freq = "daily";
+	int hour = -1, rc;
+	struct mf_config *cfg;
+	struct store *st;
+	struct strlist gl = {0};
+	char bad[300];
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			fputs(subscribe_usage, stdout);
+			return 0;
+		} else if (strcmp(a, "--groups") == 0 && i + 1 < argc) {
+			groups = argv[++i];
+		} else if (strcmp(a, "--daily") == 0 || strcmp(a, "--weekly") == 0 ||
+			   strcmp(a, "--each") == 0) {
+			freq = a + 2;
+		} else if (strcmp(a, "--hour") == 0 && i + 1 < argc) {
+			char *end;
+			long h = strtol(argv[++i], &end, 10);
+			if (*end || end == argv[i] || h < 0 || h > 23) {
+				fprintf(stderr, "mailfeed: --hour must be 0 to 23\n");
+				return 2;
+			}
+			hour = (int)h;
+		} else if (strcmp(a, "--tz") == 0 && i + 1 < argc) {
+			tz = argv[++i];
+		} else if (a[0] != '-' && !email) {
+			email = a;
+		} else {
+			fputs(subscribe_usage, stderr);
+			return 2;
+		}
+	}
+	if (!email || !groups) {
+		fputs(subscribe_usage, stderr);
+		return 2;
+	}
+	if (!email_valid(email)) {
+		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", email);
+		return 2;
+	}
+	if (tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz)) {
+		fprintf(stderr, "mailfeed: unknown time zone \"%s\" (expected a name under "
+				"/usr/share/zoneinfo, e.g. Europe/Berlin)\n", tz);
+		return 2;
+	}
+	if ((rc = open_state(config, &cfg, &st)) != 0)
+		return rc;
+	strlist_split(&gl, groups);
+	rc = 2;
+	if (!groups_valid(cfg, &gl, bad, sizeof bad)) {
+		fprintf(stderr, "mailfeed: %s\n", bad);
+		goto out;
+	}
+	struct buf g;
+	buf_init(&g);
+	for (size_t i = 0; i < gl.n; i++)
+		buf_printf(&g, "%s%s", i ? "," : "", gl.v[i]);
+	sqlite3_stmt *s;
+	rc = 1;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT INTO subscribers(email, groups, frequency, hour, tz, since,"
+			       " source) VALUES(lower(?1),?2,?3,?4,?5,?6,'cli')"
+			       " ON CONFLICT(email) DO UPDATE SET groups=?2, frequency=?3, hour=?4,"
+			       " tz=?5",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, g.data, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, freq, -1, SQLITE_STATIC);
+		if (hour >= 0)
+			sqlite3_bind_int(s, 4, hour);
+		if (tz)
+			sqlite3_bind_text(s, 5, tz, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 6, (sqlite3_int64)time(NULL));
+		if (sqlite3_step(s) == SQLITE_DONE)
+			rc = 0;
+		sqlite3_finalize(s);
+	}
+	if (rc == 0)
+		printf("%s subscribed to %s: %s at %02d:00 %s\n", email, g.data, freq,
+		       hour >= 0 ? hour : cfg->digest.hour,
+		       tz ? tz : cfg->digest.timezone ? cfg->digest.timezone : "UTC");
+	else
+		fprintf(stderr, "mailfeed: cannot record the subscription: %s\n", store_errmsg(st));
+	buf_free(&g);
+out:
+	strlist_free(&gl);
+	store_close(st);
+	config_free(cfg);
+	return rc;
+}
+
+int cmd_unsubscribe(int argc, char **argv, const char *config)
+{
+	const char *email = NULL;
+	struct mf_config *cfg;
+	struct store *st;
+	sqlite3_stmt *s;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(unsubscribe_usage, stdout);
+			return 0;
+		} else if (argv[i][0] != '-' && !email) {
+			email = argv[i];
+		} else {
+			fputs(unsubscribe_usage, stderr);
+			return 2;
+		}
+	}
+	if (!email) {
+		fputs(unsubscribe_usage, stderr);
+		return 2;
+	}
+	if ((rc = open_state(config, &cfg, &st)) != 0)
+		return rc;
+	/* a [subscriber] section not yet in the table is recorded first, so
+	 * that the 'never' sticks */
+	digest_seed_subscribers(st, cfg);
+	rc = 1;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "UPDATE subscribers SET frequency='never' WHERE email=lower(?1)", -1,
+			       &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_DONE)
+			rc = sqlite3_changes(store_db(st)) > 0 ? 0 : 3;
+		sqlite3_finalize(s);
+	}
+	if (rc == 0)
+		printf("%s unsubscribed\n", email);
+	else if (rc == 3)
+		fprintf(stderr, "mailfeed: %s is not a subscriber\n", email);
+	else
+		fprintf(stderr, "mailfeed: cannot record it: %s\n", store_errmsg(st));
+	store_close(st);
+	config_free(cfg);
+	return rc ? 1 : 0;
+}

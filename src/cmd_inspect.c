@@ -1,0 +1,201 @@
+/* cmd_inspect.c — `mailfeed inspect FILE|- [--json]`.
+ *
+ * Shows what mailfeed makes of one raw message, through the same sandboxed
+ * parse worker the daemon uses, so a message that crashes the parser is
+ * reported ("skipped: parser crashed ...") instead of killing the command.
+ * The config is optional: without one the default limits apply. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mailfeed/classify.h"
+#include "mailfeed/cli.h"
+#include "mailfeed/config.h"
+#include "mailfeed/message.h"
+#include "mailfeed/worker.h"
+
+#define INSPECT_DEFAULT_MAX (25LL * 1024 * 1024)
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: mailfeed [-c FILE] inspect FILE|- [--json]\n\n"
+		     "Reads one raw message (a file, or stdin with -) and shows its decoded\n"
+		     "headers, the part chosen, the clean text, the removed part, hashtags,\n"
+		     "thread keys, attachments and whether it would be posted.\n");
+}
+
+/* Reads at most max bytes; -1 with a message when larger or unreadable. */
+static char *read_input(const char *path, long long max, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct buf b;
+	buf_init(&b);
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+		if ((long long)(b.len + n) > max) {
+			snprintf(err, errlen,
+				 "%s is larger than max_message_size (%lld bytes); mailfeed skips it",
+				 path, max);
+			buf_free(&b);
+			if (f != stdin)
+				fclose(f);
+			return NULL;
+		}
+		buf_append(&b, chunk, n);
+	}
+	int bad = ferror(f);
+	if (f != stdin)
+		fclose(f);
+	if (bad) {
+		snprintf(err, errlen, "cannot read %s", path);
+		buf_free(&b);
+		return NULL;
+	}
+	*len = b.len;
+	return buf_steal(&b);
+}
+
+static void print_list(const char *label, const struct strlist *l)
+{
+	if (!l->n)
+		return;
+	printf("%s:", label);
+	for (size_t i = 0; i < l->n; i++)
+		printf(" %s", l->v[i]);
+	printf("\n");
+}
+
+static void print_text(const char *title, const char *text)
+{
+	printf("\n--- %s ---\n%s", title, text && *text ? text : "(empty)\n");
+	if (text && *text && text[strlen(text) - 1] != '\n')
+		printf("\n");
+}
+
+static void print_human(const struct mf_message *m, const char *skip)
+{
+	char when[32];
+	printf("Subject: %s\n", m->subject ? m->subject : "");
+	printf("From: %s%s<%s>\n", m->from_name ? m->from_name : "", m->from_name ? " " : "",
+	       m->from_email ? m->from_email : "");
+	if (m->reply_to)
+		printf("Reply-To: %s\n", m->reply_to);
+	printf("Date: %s\n", m->date ? time_iso(m->date, when, sizeof when) : "(none)");
+	print_list("To", &m->to);
+	print_list("Cc", &m->cc);
+	print_list("Recipients (Delivered-To, X-Original-To)", &m->recipients_hint);
+	if (m->list_id)
+		printf("List-Id: %s\n", m->list_id);
+	printf("Message-ID: %s\n", m->message_id ? m->message_id : "(none)");
+	printf("In-Reply-To: %s\n", m->in_reply_to ? m->in_reply_to : "(none)");
+	print_list("References", &m->references);
+	printf("Normalised subject: %s\n", m->subject_norm ? m->subject_norm : "");
+	printf("Part: %s\n", m->part ? m->part : "none");
+	if (m->warnings)
+		printf("Warnings: %s\n", m->warnings);
+	printf("Hashtags:");
+	for (size_t i = 0; i < m->hashtags.n; i++)
+		printf(" #%s", m->hashtags.v[i]);
+	printf("%s\n", m->hashtags.n ? "" : " (none)");
+	printf("Attachments:%s\n", m->n_attachments ? "" : " (none)");
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		const struct mf_attachment *a = &m->attachments[i];
+		printf("  %s (%s, %zu bytes%s, sha256 %s)\n", a->filename, a->content_type, a->size,
+		       a->is_inline ? ", inline" : "", a->sha256);
+	}
+	if (skip)
+		printf("Classification: skipped: %s\n", skip);
+	else
+		printf("Classification: post or comment (decided by threading)\n");
+	print_text("text", m->text);
+	print_text("removed", m->removed);
+}
+
+int cmd_inspect(int argc, char **argv, const char *config)
+{
+	const char *path = NULL;
+	int as_json = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			as_json = 1;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!path && (strcmp(argv[i], "-") == 0 || argv[i][0] != '-')) {
+			path = argv[i];
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!path) {
+		usage(stderr);
+		return 2;
+	}
+	struct mf_config *cfg = NULL;
+	if (access(config, F_OK) == 0) {
+		cfg = cli_load_config(config);
+		if (!cfg)
+			return 2;
+	}
+	struct mf_gateway defaults;
+	memset(&defaults, 0, sizeof defaults);
+	const struct mf_gateway *gw = cfg ? &cfg->gateway : &defaults;
+	long long max = gw->max_message_size > 0 ? gw->max_message_size : INSPECT_DEFAULT_MAX;
+
+	char err[512];
+	size_t len = 0;
+	char *raw = read_input(path, max, &len, err, sizeof err);
+	if (!raw) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	struct parse_worker *w = worker_new(gw);
+	struct mf_message *m = NULL;
+	char reason[512] = "";
+	int rc = worker_parse(w, raw, len, &m, reason, sizeof reason);
+	worker_free(w);
+	free(raw);
+	int status = 0;
+	if (rc < 0) {
+		fprintf(stderr, "mailfeed: %s\n", reason);
+		status = 1;
+	} else if (rc > 0) {
+		if (as_json) {
+			json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:{s:n,s:n}}", "classification",
+					      "skipped", "reason", reason, "text", "", "removed", "",
+					      "hashtags", "subject", "from", "name", "email");
+			char *js = json_dumps(o, JSON_INDENT(2));
+			printf("%s\n", js);
+			free(js);
+			json_decref(o);
+		} else {
+			printf("Classification: skipped: %s\n", reason);
+		}
+	} else {
+		char buf[512];
+		const char *skip = classify_skip(m, NULL, cfg, buf, sizeof buf);
+		if (as_json) {
+			json_t *o = message_to_json(m, 0);
+			json_object_set_new(o, "classification", json_string(skip ? "skipped" : "post"));
+			json_object_set_new(o, "reason", skip ? json_string(skip) : json_null());
+			char *js = json_dumps(o, JSON_INDENT(2));
+			printf("%s\n", js);
+			free(js);
+			json_decref(o);
+		} else {
+			print_human(m, skip);
+		}
+	}
+	message_free(m);
+	config_free(cfg);
+	return status;
+}

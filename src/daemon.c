@@ -1,0 +1,679 @@
+/* daemon.c — `mailfeed run`: the gateway's threads and their discipline.
+ *
+ * One watcher thread per mapped folder (and one for [replies]) owns its IMAP
+ * session: it fetches new messages into the store (message + checkpoint in
+ * one transaction), applies the after-action to messages that are safe, and
+ * waits with IDLE (or polls).  The main thread is the processor: it parses,
+ * classifies, threads and enqueues, delivers the outbox, sends due digests,
+ * pings the systemd watchdog and handles signals through a signalfd.
+ * Threads talk only through the database and eventfds; each has its own
+ * SQLite connection.
+ *
+ * SIGHUP loads the new config; an invalid one is refused (logged, shown by
+ * `status`) and the old one kept.  A valid one replaces the watchers: they
+ * finish their current step, the new set starts from the stored
+ * checkpoints, so nothing is lost or repeated.  SIGTERM/SIGINT stop within
+ * a few seconds; whatever was not committed is simply done again later. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailfeed/cli.h"
+#include "mailfeed/daemon.h"
+#include "mailfeed/digest.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/imap.h"
+#include "mailfeed/log.h"
+#include "mailfeed/metrics.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/pipeline.h"
+#include "mailfeed/store.h"
+#include "mailfeed/worker.h"
+
+#define MAX_BACKOFF 300
+#define WATCH_WAIT 60
+#define PROCESS_BATCH 200
+
+struct watcher {
+	pthread_t thread;
+	int running;
+	const char *key;
+	const struct mf_account *acct;
+	const char *folder;
+	enum after_action after;
+	const char *after_folder;
+	long long max_size;
+	const char *state_path;
+	int wake_fd;
+	volatile int stop;
+	int proc_wake_fd;
+};
+
+static void wake(int fd)
+{
+	uint64_t one = 1;
+	if (fd >= 0 && write(fd, &one, sizeof one) < 0 && errno != EAGAIN)
+		log_debug("daemon.wake error=\"%s\"", strerror(errno));
+}
+
+static void drain(int fd)
+{
+	uint64_t v;
+	while (read(fd, &v, sizeof v) > 0)
+		;
+}
+
+struct store_ctx {
+	struct store *st;
+	const char *key;
+	uint32_t uidvalidity;
+	volatile int *stop;
+	int inserted;
+	int failed;
+	long long max_size;
+};
+
+static int store_fetched(const struct imap_fetched *f, void *arg)
+{
+	struct store_ctx *c = arg;
+	char reason[160];
+	struct stored_message m = {
+	    .mailbox = c->key,
+	    .uidvalidity = c->uidvalidity,
+	    .uid = f->uid,
+	    .size = f->size,
+	    .internaldate = f->internaldate,
+	    .raw = f->raw,
+	    .raw_len = f->raw_len,
+	    .state = "new",
+	};
+	char *msgid = NULL;
+	int inserted = 0;
+	if (f->raw) {
+		msgid = pipeline_header_message_id(f->raw, f->raw_len);
+	} else {
+		snprintf(reason, sizeof reason,
+			 "too large: %u bytes, max_message_size is %lld bytes", f->size,
+			 c->max_size);
+		m.state = "skipped";
+		m.reason = reason;
+	}
+	m.message_id = msgid;
+	if (store_message_add(c->st, &m, &inserted) < 0) {
+		c->failed = 1;
+		free(msgid);
+		return 1;
+	}
+	if (inserted) {
+		c->inserted++;
+		if (!f->raw)
+			log_warn("message.skipped mailbox=%s uid=%u reason=\"%s\"", c->key, f->uid,
+				 reason);
+	}
+	free(msgid);
+	return *c->stop ? 1 : 0;
+}
+
+int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key,
+		       const struct mf_account *acct, const char *folder, long long max_size,
+		       volatile int *stop, int *new_messages, char *err, size_t errlen)
+{
+	struct imap_folder_info info;
+	struct folder_state fs;
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	int changed = 0;
+
+	*new_messages = 0;
+	if (imap_select(s, folder, &info, err, errlen) < 0)
+		return -1;
+	if (store_folder_select(st, key, acct->name, folder, info.uidvalidity, &changed) < 0) {
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		return -1;
+	}
+	if (changed)
+		log_warn("imap.uidvalidity_changed mailbox=%s folder=%s uidvalidity=%u "
+			 "action=rescan note=\"messages already stored are recognised by "
+			 "Message-ID and content and not taken again\"",
+			 key, folder, info.uidvalidity);
+	store_folder_get(st, key, &fs);
+	if (info.uidnext && fs.last_uid + 1 >= info.uidnext && !changed) {
+		store_folder_ok(st, key);
+		return 0;
+	}
+	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
+		return -1;
+	if (n > 0) {
+		struct store_ctx c = {.st = st,
+				      .key = key,
+				      .uidvalidity = info.uidvalidity,
+				      .stop = stop,
+				      .max_size = max_size};
+		int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
+		free(uids);
+		*new_messages = c.inserted;
+		if (c.failed) {
+			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+			return -1;
+		}
+		if (rc < 0)
+			return -1;
+		if (c.inserted)
+			log_info("imap.fetched mailbox=%s new=%d", key, c.inserted);
+	} else {
+		free(uids);
+	}
+	store_folder_ok(st, key);
+	return 0;
+}
+
+int daemon_apply_acks(struct imap_session *s, struct store *st, const char *key,
+		      enum after_action a, const char *after_folder, char *err, size_t errlen)
+{
+	struct folder_state fs;
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	store_folder_get(st, key, &fs);
+	for (;;) {
+		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0)
+			return -1;
+		if (n == 0) {
+			free(uids);
+			return 0;
+		}
+		if (a != AFTER_KEEP && imap_after(s, a, after_folder, uids, n, err, errlen) < 0) {
+			free(uids);
+			return -1;
+		}
+		store_acks_done(st, key, fs.uidvalidity, uids, n);
+		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a),
+			 n);
+		free(uids);
+		uids = NULL;
+	}
+}
+
+static void sleep_or_wake(int fd, long seconds)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	poll(&p, 1, (int)(seconds * 1000));
+	drain(fd);
+}
+
+static void *watcher_main(void *arg)
+{
+	struct watcher *w = arg;
+	char err[512];
+	long backoff = 1;
+	struct store *st = store_open(w->state_path, err, sizeof err);
+	if (!st) {
+		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
+		return NULL;
+	}
+	while (!w->stop) {
+		struct imap_session *s = imap_open(w->acct, err, sizeof err);
+		if (!s) {
+			long delay = jitter(backoff);
+			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
+				  delay);
+			store_folder_error(st, w->key, err);
+			sleep_or_wake(w->wake_fd, delay);
+			backoff = backoff * 2 > MAX_BACKOFF ? MAX_BACKOFF : backoff * 2;
+			continue;
+		}
+		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", w->key,
+			 w->acct->name, w->folder, imap_has_idle(s) ? "yes" : "no");
+		while (!w->stop) {
+			int fresh = 0;
+			if (daemon_sync_folder(s, st, w->key, w->acct, w->folder, w->max_size,
+					       &w->stop, &fresh, err, sizeof err) < 0)
+				break;
+			backoff = 1;
+			if (fresh)
+				wake(w->proc_wake_fd);
+			if (daemon_apply_acks(s, st, w->key, w->after, w->after_folder, err,
+					      sizeof err) < 0)
+				break;
+			if (w->stop)
+				break;
+			int r = imap_wait(s, w->wake_fd, WATCH_WAIT, err, sizeof err);
+			drain(w->wake_fd);
+			if (r < 0)
+				break;
+		}
+		if (w->stop) {
+			imap_close(s);
+			break;
+		}
+		imap_abort(s);
+		long delay = jitter(backoff);
+		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
+			 delay);
+		store_folder_error(st, w->key, err);
+		sleep_or_wake(w->wake_fd, delay);
+		backoff = backoff * 2 > MAX_BACKOFF ? MAX_BACKOFF : backoff * 2;
+	}
+	store_close(st);
+	return NULL;
+}
+
+struct daemon {
+	const char *config_path;
+	struct mf_config *cfg;
+	struct watcher *w;
+	size_t nw;
+	int proc_wake_fd;
+	const struct feed_backend_ops *feed;
+	void *feed_ctx;
+	struct parse_worker *worker;
+};
+
+static size_t watchers_plan(struct daemon *d)
+{
+	const struct mf_config *cfg = d->cfg;
+	size_t n = cfg->n_mailboxes + (cfg->replies.present ? 1 : 0);
+	d->w = xcalloc(n ? n : 1, sizeof *d->w);
+	for (size_t i = 0; i < cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *mb = &cfg->mailboxes[i];
+		d->w[i] = (struct watcher){.key = mb->name,
+					   .acct = mb->acct,
+					   .folder = mb->folder,
+					   .after = mb->after,
+					   .after_folder = mb->after_folder};
+	}
+	if (cfg->replies.present)
+		d->w[n - 1] = (struct watcher){.key = REPLIES_KEY,
+					       .acct = cfg->replies.acct,
+					       .folder = cfg->replies.folder,
+					       .after = cfg->replies.after,
+					       .after_folder = cfg->replies.after_folder};
+	for (size_t i = 0; i < n; i++) {
+		d->w[i].max_size = cfg->gateway.max_message_size;
+		d->w[i].state_path = cfg->gateway.state;
+		d->w[i].proc_wake_fd = d->proc_wake_fd;
+		d->w[i].wake_fd = -1;
+	}
+	return n;
+}
+
+static void watchers_start(struct daemon *d)
+{
+	d->nw = watchers_plan(d);
+	for (size_t i = 0; i < d->nw; i++) {
+		struct watcher *w = &d->w[i];
+		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (pthread_create(&w->thread, NULL, watcher_main, w) == 0)
+			w->running = 1;
+		else
+			log_error("watcher.error mailbox=%s error=\"cannot start thread\"", w->key);
+	}
+}
+
+static void watchers_stop(struct daemon *d, double deadline)
+{
+	for (size_t i = 0; i < d->nw; i++) {
+		d->w[i].stop = 1;
+		wake(d->w[i].wake_fd);
+	}
+	for (size_t i = 0; i < d->nw; i++) {
+		struct watcher *w = &d->w[i];
+		if (!w->running)
+			continue;
+		double left = deadline - now_monotonic();
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (left < 0.1)
+			left = 0.1;
+		ts.tv_sec += (time_t)left;
+		if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+			log_warn("watcher.abandoned mailbox=%s note=\"still in network I/O; its "
+				 "uncommitted step will be redone\"",
+				 w->key);
+			pthread_detach(w->thread);
+			w->wake_fd = -1; /* the thread may still use it */
+			continue;
+		}
+		close(w->wake_fd);
+	}
+	free(d->w);
+	d->w = NULL;
+	d->nw = 0;
+}
+
+static void wake_watchers(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nw; i++)
+		wake(d->w[i].wake_fd);
+}
+
+static int feed_open(struct daemon *d, struct store *st)
+{
+	char err[512];
+	d->feed = feed_backend(d->cfg->feed.backend);
+	if (!d->feed) {
+		log_error("feed.error error=\"backend not available in this build\"");
+		return -1;
+	}
+	if (d->feed->open(d->cfg, st, &d->feed_ctx, err, sizeof err) < 0) {
+		log_error("feed.error backend=%s error=\"%s\"", d->feed->name, err);
+		d->feed = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void feed_close(struct daemon *d)
+{
+	if (d->feed && d->feed_ctx)
+		d->feed->close(d->feed_ctx);
+	d->feed = NULL;
+	d->feed_ctx = NULL;
+}
+
+static void set_daemon_note(struct store *st, const char *key, const char *value)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT INTO daemon(key, value, at) VALUES(?1, ?2, ?3)"
+			       " ON CONFLICT(key) DO UPDATE SET value=?2, at=?3",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (value)
+		sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	sqlite3_step(s);
+	sqlite3_finalize(s);
+}
+
+/* Delivers everything that is due now.  Returns items that went dead. */
+static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
+{
+	int dead = 0;
+	*delivered_any = 0;
+	if (!d->feed)
+		return 0;
+	for (int round = 0; round < 1000; round++) {
+		struct outbox_counts before, after;
+		long waiting = 0;
+		outbox_counts(st, &before);
+		int r = outbox_deliver_due(st, d->cfg, d->feed_ctx, &waiting);
+		if (r < 0)
+			break;
+		dead += r;
+		outbox_counts(st, &after);
+		if (after.delivered > before.delivered)
+			*delivered_any = 1;
+		if (after.delivered == before.delivered && after.dead == before.dead)
+			break; /* nothing moved: what is left waits for later */
+		if (waiting == 0)
+			break;
+	}
+	return dead;
+}
+
+static void notify_status(struct store *st)
+{
+	struct outbox_counts c;
+	if (outbox_counts(st, &c) < 0)
+		return;
+	sd_notifyf(0, "STATUS=outbox pending=%ld retrying=%ld delivered=%ld dead=%ld", c.pending,
+		   c.retrying, c.delivered, c.dead);
+}
+
+static int run_once(struct daemon *d, struct store *st)
+{
+	struct mf_config *cfg = d->cfg;
+	size_t n = watchers_plan(d);
+	struct imap_session **sessions = xcalloc(n ? n : 1, sizeof *sessions);
+	volatile int stop = 0;
+	int failures = 0, delivered_any = 0;
+	char err[512];
+
+	for (size_t i = 0; i < n; i++) {
+		struct watcher *w = &d->w[i];
+		int fresh = 0;
+		sessions[i] = imap_open(w->acct, err, sizeof err);
+		if (!sessions[i] || daemon_sync_folder(sessions[i], st, w->key, w->acct, w->folder,
+						       w->max_size, &stop, &fresh, err,
+						       sizeof err) < 0) {
+			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+			store_folder_error(st, w->key, err);
+			if (sessions[i])
+				imap_abort(sessions[i]);
+			sessions[i] = NULL;
+			failures++;
+		}
+	}
+	while (pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH) > 0)
+		;
+	int dead = deliver_all(d, st, &delivered_any);
+	for (size_t i = 0; i < n; i++) {
+		struct watcher *w = &d->w[i];
+		if (!sessions[i])
+			continue;
+		if (daemon_apply_acks(sessions[i], st, w->key, w->after, w->after_folder, err,
+				      sizeof err) < 0) {
+			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+			imap_abort(sessions[i]);
+			failures++;
+			continue;
+		}
+		imap_close(sessions[i]);
+	}
+	free(sessions);
+	free(d->w);
+	d->w = NULL;
+	if (cfg->smtp.present && d->feed)
+		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
+	struct outbox_counts c;
+	outbox_counts(st, &c);
+	log_info("run.once done failures=%d dead=%d pending=%ld retrying=%ld delivered=%ld",
+		 failures, dead, c.pending, c.retrying, c.delivered);
+	return failures || dead ? 1 : 0;
+}
+
+static int reload(struct daemon *d, struct store **st)
+{
+	struct mf_diag diag = {0};
+	struct mf_config *fresh;
+	char err[512];
+
+	sd_notify(0, "RELOADING=1");
+	fresh = config_load(d->config_path, 0, &diag);
+	if (!fresh) {
+		struct buf b;
+		buf_init(&b);
+		for (size_t i = 0; i < diag.msgs.n; i++) {
+			log_error("reload.refused problem=\"%s\"", diag.msgs.v[i]);
+			buf_printf(&b, "%s%s", i ? "; " : "", diag.msgs.v[i]);
+		}
+		set_daemon_note(*st, "reload_error", b.data ? b.data : "invalid config");
+		buf_free(&b);
+		diag_free(&diag);
+		sd_notify(0, "READY=1\nSTATUS=reload refused: invalid config, old config kept");
+		return -1;
+	}
+	diag_free(&diag);
+	log_info("reload.start mailboxes=%zu", fresh->n_mailboxes);
+	watchers_stop(d, now_monotonic() + 8);
+	feed_close(d);
+	worker_free(d->worker);
+	if (strcmp(fresh->gateway.state, d->cfg->gateway.state) != 0) {
+		struct store *nst = store_open(fresh->gateway.state, err, sizeof err);
+		if (nst) {
+			store_close(*st);
+			*st = nst;
+		} else {
+			log_error("reload.state error=\"%s\" note=\"keeping the old state file\"",
+				  err);
+			free(fresh->gateway.state);
+			fresh->gateway.state = xstrdup(d->cfg->gateway.state);
+		}
+	}
+	config_free(d->cfg);
+	d->cfg = fresh;
+	d->worker = worker_new(&d->cfg->gateway);
+	feed_open(d, *st);
+	digest_seed_subscribers(*st, d->cfg);
+	set_daemon_note(*st, "reload_error", NULL);
+	watchers_start(d);
+	log_info("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
+	sd_notify(0, "READY=1\nSTATUS=config reloaded");
+	return 0;
+}
+
+static int run_forever(struct daemon *d, struct store **stp, int sfd)
+{
+	uint64_t wd_usec = 0;
+	double last_digest = 0, last_ping = 0;
+	int stopping = 0;
+	long wd_interval_ms = 10000;
+
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
+		wd_interval_ms = (long)(wd_usec / 2000);
+	watchers_start(d);
+	sd_notify(0, "READY=1\nSTATUS=running");
+	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
+		 d->feed ? d->feed->name : "none");
+
+	while (!stopping) {
+		struct store *st = *stp;
+		long timeout_ms = wd_interval_ms < 30000 ? wd_interval_ms : 30000;
+		long next = outbox_next_due(st);
+		if (next > 0) {
+			long in = (next - (long)time(NULL)) * 1000;
+			if (in < timeout_ms)
+				timeout_ms = in < 0 ? 0 : in;
+		}
+		struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN},
+				       {.fd = d->proc_wake_fd, .events = POLLIN}};
+		if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
+			break;
+		if (pf[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == sizeof si) {
+				if (si.ssi_signo == SIGHUP) {
+					reload(d, stp);
+					st = *stp;
+				} else {
+					log_info("run.stopping signal=%s",
+						 si.ssi_signo == SIGTERM ? "TERM" : "INT");
+					stopping = 1;
+				}
+			}
+		}
+		if (stopping)
+			break;
+		drain(d->proc_wake_fd);
+		int n;
+		do {
+			n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
+		} while (n > 0);
+		int delivered_any = 0;
+		deliver_all(d, st, &delivered_any);
+		if (delivered_any)
+			wake_watchers(d);
+		double now = now_monotonic();
+		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {
+			digest_run(st, d->cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
+			last_digest = now;
+		}
+		if (now - last_ping >= 5) {
+			sd_notify(0, "WATCHDOG=1");
+			notify_status(st);
+			metrics_write(st, d->cfg);
+			last_ping = now;
+		}
+	}
+	sd_notify(0, "STOPPING=1");
+	watchers_stop(d, now_monotonic() + 7);
+	return 0;
+}
+
+static void run_usage(FILE *out)
+{
+	fprintf(out, "usage: mailfeed [-c FILE] run [--once]\n"
+		     "  Runs the gateway in the foreground (systemd Type=notify).\n"
+		     "  --once  one full pass (fetch, convert, deliver, digests), then exit:\n"
+		     "          0 when nothing failed, 1 otherwise.\n"
+		     "  Signals: HUP reloads the config, TERM/INT stop.\n");
+}
+
+int cmd_run(int argc, char **argv, const char *config)
+{
+	int once = 0, rc = 0;
+	char err[512];
+	struct daemon d = {.config_path = config, .proc_wake_fd = -1};
+	sigset_t mask;
+	int sfd = -1;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--once") == 0) {
+			once = 1;
+		} else if (strcmp(argv[i], "--help") == 0) {
+			run_usage(stdout);
+			return 0;
+		} else {
+			run_usage(stderr);
+			return 2;
+		}
+	}
+	d.cfg = cli_load_config(config);
+	if (!d.cfg)
+		return 2;
+	if (d.cfg->gateway.log_level) {
+		enum log_level lvl;
+		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
+			log_set_level(lvl);
+	}
+	/* signals are taken synchronously by the main thread only */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
+	if (!st) {
+		log_error("run.error error=\"%s\"", err);
+		config_free(d.cfg);
+		close(sfd);
+		return 1;
+	}
+	set_daemon_note(st, "pid", NULL);
+	d.proc_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	d.worker = worker_new(&d.cfg->gateway);
+	if (!d.worker) {
+		log_error("run.error error=\"cannot start the parse worker\"");
+		rc = 1;
+		goto out;
+	}
+	if (feed_open(&d, st) < 0 && once) {
+		rc = 1;
+		goto out;
+	}
+	digest_seed_subscribers(st, d.cfg);
+	if (once)
+		rc = run_once(&d, st);
+	else
+		rc = run_forever(&d, &st, sfd);
+out:
+	feed_close(&d);
+	worker_free(d.worker);
+	store_close(st);
+	config_free(d.cfg);
+	close(d.proc_wake_fd);
+	close(sfd);
+	return rc;
+}

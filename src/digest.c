@@ -1,0 +1,1268 @@
+/* digest.c — digests and per-post notifications by email: when each
+ * subscriber's period is due (in their own time zone), what is new in the
+ * groups they follow (read back from the feed service), how it is rendered
+ * (multipart/alternative, every piece of feed content escaped) and the
+ * record-then-send bookkeeping that keeps a period from going out twice.
+ *
+ * Order of a send: digest_runs(email, period, 'sending') and the
+ * Message-ID are committed first, then the mail goes to the relay, then the
+ * row becomes 'sent' with subscribers.last_sent.  A crash in between leaves
+ * 'sending', read on the next run as "maybe sent": logged, never resent
+ * (SPEC: at most once per period); its content comes again in the next
+ * period because last_sent did not move. */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/digest.h"
+#include "mailfeed/log.h"
+#include "mailfeed/smtp.h"
+#include "mailfeed/token.h"
+#include "mailfeed/util.h"
+
+#define ITEM_TEXT_MAX 2000   /* bytes of one entry's text in a digest */
+#define NOTIFY_TEXT_MAX 20000
+#define LINE_MAX_HEADER 900  /* an ASCII header value is cut here */
+
+/* ------------------------------------------------------------------ */
+/* Mail building blocks                                                */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64_append(struct buf *b, const unsigned char *in, size_t n)
+{
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)in[i] << 16;
+		if (i + 1 < n)
+			v |= (unsigned)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		buf_putc(b, b64_alphabet[(v >> 18) & 63]);
+		buf_putc(b, b64_alphabet[(v >> 12) & 63]);
+		buf_putc(b, i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=');
+		buf_putc(b, i + 2 < n ? b64_alphabet[v & 63] : '=');
+	}
+}
+
+/* Feed content for one line: controls (CR/LF included) become spaces. */
+static char *one_line(const char *s)
+{
+	char *r = xstrdup(s ? s : "");
+	for (char *p = r; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	return r;
+}
+
+/* Feed content as text: keeps \n and \t, drops other controls, cut at max
+ * bytes on a UTF-8 boundary with an ellipsis. */
+static char *clean_text(const char *s, size_t max)
+{
+	struct buf b;
+	size_t n = 0;
+	buf_init(&b);
+	for (const char *p = s ? s : ""; *p; p++, n++) {
+		unsigned char c = (unsigned char)*p;
+		if (n >= max && (c & 0xc0) != 0x80) {
+			buf_puts(&b, " \xe2\x80\xa6");
+			break;
+		}
+		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
+			continue;
+		buf_putc(&b, (char)c);
+	}
+	return buf_steal(&b);
+}
+
+static int is_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 0;
+	return 1;
+}
+
+static void put_encoded_words(struct buf *b, const char *v, size_t col)
+{
+	size_t len = strlen(v), i = 0;
+	while (i < len) {
+		size_t n = len - i < 45 ? len - i : 45;
+		while (i + n < len && n > 1 && ((unsigned char)v[i + n] & 0xc0) == 0x80)
+			n--;
+		if (i > 0 || col > 60)
+			buf_puts(b, "\r\n ");
+		buf_puts(b, "=?UTF-8?B?");
+		b64_append(b, (const unsigned char *)v + i, n);
+		buf_puts(b, "?=");
+		i += n;
+	}
+}
+
+/* ASCII value folded at spaces so no line passes 78 columns when it can. */
+static void put_folded(struct buf *b, const char *v, size_t col)
+{
+	size_t len = strlen(v);
+	if (len > LINE_MAX_HEADER)
+		len = LINE_MAX_HEADER;
+	const char *p = v, *end = v + len;
+	while (p < end) {
+		size_t room = col < 78 ? 78 - col : 1;
+		if ((size_t)(end - p) <= room) {
+			buf_append(b, p, (size_t)(end - p));
+			break;
+		}
+		const char *cut = NULL;
+		for (const char *q = p + 1; q < end && (size_t)(q - p) <= room; q++)
+			if (*q == ' ')
+				cut = q;
+		if (!cut) {
+			cut = p + 1;
+			while (cut < end && *cut != ' ')
+				cut++;
+			if (cut == end) {
+				buf_append(b, p, (size_t)(end - p));
+				break;
+			}
+		}
+		buf_append(b, p, (size_t)(cut - p));
+		buf_puts(b, "\r\n");
+		p = cut; /* the space starts the continuation line */
+		col = 0;
+	}
+}
+
+void digest_put_header(struct buf *b, const char *name, const char *value)
+{
+	char *v = one_line(value);
+	buf_printf(b, "%s: ", name);
+	if (is_ascii(v))
+		put_folded(b, v, strlen(name) + 2);
+	else
+		put_encoded_words(b, v, strlen(name) + 2);
+	buf_puts(b, "\r\n");
+	free(v);
+}
+
+void digest_put_address(struct buf *b, const char *name, const char *value)
+{
+	char *v = one_line(value);
+	char *lt = strrchr(v, '<');
+	char *addr = smtp_address_of(v);
+	buf_printf(b, "%s: ", name);
+	if (lt && addr) {
+		*lt = 0;
+		char *disp = str_trim(v);
+		size_t dl = strlen(disp);
+		if (dl >= 2 && disp[0] == '"' && disp[dl - 1] == '"') {
+			disp[dl - 1] = 0;
+			disp++;
+			dl -= 2;
+		}
+		if (dl > 200) { /* keeps the line far below 998 octets */
+			dl = 200;
+			while (dl > 0 && ((unsigned char)disp[dl] & 0xc0) == 0x80)
+				dl--;
+			disp[dl] = 0;
+		}
+		if (*disp && is_ascii(disp)) {
+			buf_putc(b, '"');
+			for (const char *p = disp; *p; p++)
+				if (*p != '"' && *p != '\\')
+					buf_putc(b, *p);
+			buf_puts(b, "\" ");
+		} else if (*disp) {
+			put_encoded_words(b, disp, strlen(name) + 2);
+			buf_putc(b, ' ');
+		}
+		buf_printf(b, "<%s>", addr);
+	} else if (addr) {
+		buf_puts(b, addr);
+	}
+	buf_puts(b, "\r\n");
+	free(addr);
+	free(v);
+}
+
+void digest_put_date(struct buf *b, time_t t)
+{
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	buf_printf(b, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
+		   tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+		   tm.tm_sec);
+}
+
+static const char *reply_domain(const struct mf_config *cfg)
+{
+	const char *ra = cfg->gateway.reply_address;
+	const char *at = ra ? strrchr(ra, '@') : NULL;
+	return at && at[1] ? at + 1 : "localhost";
+}
+
+void digest_put_robot_headers(struct buf *b, const struct mf_config *cfg,
+			      const char *auto_submitted)
+{
+	char *dom = one_line(reply_domain(cfg));
+	buf_printf(b, "Auto-Submitted: %s\r\n", auto_submitted);
+	buf_puts(b, "X-Auto-Response-Suppress: All\r\n");
+	buf_printf(b, "List-Id: <mailfeed.%s>\r\n", dom);
+	buf_puts(b, "X-Mailfeed-Loop: yes\r\n");
+	free(dom);
+}
+
+void digest_put_base64(struct buf *b, const char *text)
+{
+	struct buf crlf;
+	buf_init(&crlf);
+	for (const char *p = text; *p; p++) {
+		if (*p == '\n')
+			buf_putc(&crlf, '\r');
+		if (*p != '\r')
+			buf_putc(&crlf, *p);
+	}
+	for (size_t i = 0; i < crlf.len; i += 57) {
+		size_t n = crlf.len - i < 57 ? crlf.len - i : 57;
+		b64_append(b, (const unsigned char *)crlf.data + i, n);
+		buf_puts(b, "\r\n");
+	}
+	buf_free(&crlf);
+}
+
+char *digest_new_message_id(const struct mf_config *cfg)
+{
+	unsigned char r[12];
+	char hex[25];
+	if (random_bytes(r, sizeof r) < 0)
+		memset(r, 0, sizeof r);
+	hex_encode(r, sizeof r, hex);
+	char *dom = one_line(reply_domain(cfg));
+	char *id = xasprintf("mailfeed.%lld.%s@%s", (long long)time(NULL), hex, dom);
+	free(dom);
+	return id;
+}
+
+void digest_mail_free(struct digest_mail *m)
+{
+	free(m->message_id);
+	free(m->subject);
+	free(m->text);
+	free(m->html);
+	free(m->data);
+	memset(m, 0, sizeof *m);
+}
+
+static void html_escape(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': buf_puts(b, "&amp;"); break;
+		case '<': buf_puts(b, "&lt;"); break;
+		case '>': buf_puts(b, "&gt;"); break;
+		case '"': buf_puts(b, "&quot;"); break;
+		case '\'': buf_puts(b, "&#39;"); break;
+		case '\n': buf_puts(b, "<br>\n"); break;
+		default: buf_putc(b, *s);
+		}
+	}
+}
+
+static void pct_encode(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')
+			buf_putc(b, (char)c);
+		else
+			buf_printf(b, "%%%02X", c);
+	}
+}
+
+static char *mailto(const char *addr, const char *subject)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "mailto:%s?subject=", addr);
+	pct_encode(&b, subject);
+	return buf_steal(&b);
+}
+
+static int safe_url(const char *u)
+{
+	return u && (strncasecmp(u, "https://", 8) == 0 || strncasecmp(u, "http://", 7) == 0) &&
+	       !strpbrk(u, " \t\r\n\"'<>");
+}
+
+static void fmt_time(time_t t, char *out, size_t n)
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, n, "%Y-%m-%d %H:%M UTC", &tm);
+}
+
+/* The MIME body of a multipart/alternative mail, closing the headers. */
+static void put_alternative(struct buf *b, const char *text, const char *html)
+{
+	unsigned char r[9];
+	char hex[19];
+	if (random_bytes(r, sizeof r) < 0)
+		memset(r, 0x5a, sizeof r);
+	hex_encode(r, sizeof r, hex);
+	buf_puts(b, "MIME-Version: 1.0\r\n");
+	buf_printf(b, "Content-Type: multipart/alternative; boundary=\"=_mf_%s\"\r\n\r\n", hex);
+	buf_printf(b, "--=_mf_%s\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+		      "Content-Transfer-Encoding: base64\r\n\r\n", hex);
+	digest_put_base64(b, text);
+	buf_printf(b, "--=_mf_%s\r\nContent-Type: text/html; charset=UTF-8\r\n"
+		      "Content-Transfer-Encoding: base64\r\n\r\n", hex);
+	digest_put_base64(b, html);
+	buf_printf(b, "--=_mf_%s--\r\n", hex);
+}
+
+/* ------------------------------------------------------------------ */
+/* Rendering                                                           */
+
+struct thread {
+	const char *root;                /* remote id of the post */
+	const struct feed_entry *post;   /* NULL when only comments are new */
+	const struct feed_entry **comments;
+	size_t n_comments;
+	time_t latest;
+};
+
+static int thread_cmp(const void *a, const void *b)
+{
+	const struct thread *x = a, *y = b;
+	return x->latest < y->latest ? 1 : x->latest > y->latest ? -1 : strcmp(x->root, y->root);
+}
+
+static struct thread *threads_of(const struct digest_group *g, size_t *nt)
+{
+	struct thread *t = xcalloc(g->n ? g->n : 1, sizeof *t);
+	size_t n = 0;
+	for (size_t i = 0; i < g->n; i++) {
+		const struct feed_entry *e = &g->entries[i];
+		const char *root = e->parent_remote_id ? e->parent_remote_id : e->remote_id;
+		size_t k;
+		if (!root)
+			continue;
+		for (k = 0; k < n && strcmp(t[k].root, root) != 0; k++)
+			;
+		if (k == n) {
+			t[n].root = root;
+			n++;
+		}
+		if (!e->parent_remote_id) {
+			t[k].post = e;
+		} else {
+			t[k].comments = xrealloc(t[k].comments,
+						 (t[k].n_comments + 1) * sizeof *t[k].comments);
+			t[k].comments[t[k].n_comments++] = e;
+		}
+		if (e->created > t[k].latest)
+			t[k].latest = e->created;
+	}
+	qsort(t, n, sizeof *t, thread_cmp);
+	*nt = n;
+	return t;
+}
+
+static void threads_free(struct thread *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(t[i].comments);
+	free(t);
+}
+
+static char *reply_address_for(struct store *st, const struct mf_config *cfg,
+			       const unsigned char *secret, size_t secretlen, enum token_kind kind,
+			       const char *gid, const char *root, const char *to, time_t now)
+{
+	long life = cfg->gateway.token_lifetime > 0 ? cfg->gateway.token_lifetime : 60L * 86400;
+	char *tok = token_issue(st, secret, secretlen, kind, gid, root, to, now + life);
+	char *addr = tok ? token_address(cfg, tok) : NULL;
+	free(tok);
+	return addr;
+}
+
+static void entry_text(struct buf *txt, struct buf *html, const struct feed_entry *e,
+		       size_t max, int is_comment)
+{
+	char when[40];
+	char *author = one_line(e->author_name && *e->author_name ? e->author_name
+				: e->author_email ? e->author_email : "someone");
+	char *body = clean_text(e->text, max);
+	fmt_time(e->created, when, sizeof when);
+	if (is_comment) {
+		buf_printf(txt, "  - %s (%s):\n", author, when);
+		buf_puts(html, "<div style=\"margin:6px 0 6px 16px;padding-left:8px;"
+			       "border-left:3px solid #ddd;color:#333\"><b>");
+		html_escape(html, author);
+		buf_printf(html, "</b> <span style=\"color:#888\">%s</span><br>\n", when);
+	} else {
+		buf_printf(txt, "  %s, %s\n", author, when);
+		buf_puts(html, "<div style=\"margin:4px 0;color:#333\"><span style=\"color:#555\">");
+		html_escape(html, author);
+		buf_printf(html, ", %s</span><br>\n", when);
+	}
+	for (const char *p = body; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		buf_puts(txt, is_comment ? "      " : "    ");
+		buf_append(txt, p, n);
+		buf_putc(txt, '\n');
+		p += n + (nl ? 1 : 0);
+	}
+	html_escape(html, body);
+	buf_puts(html, "</div>\n");
+	free(author);
+	free(body);
+}
+
+static char *subject_of(const struct feed_entry *e)
+{
+	if (e && e->subject && *e->subject)
+		return one_line(e->subject);
+	if (e && e->text && *e->text) {
+		char *s = one_line(e->text);
+		if (strlen(s) > 60) {
+			size_t n = 57;
+			while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+				n--;
+			strcpy(s + n, "...");
+		}
+		return s;
+	}
+	return xstrdup("(no subject)");
+}
+
+static void start_html(struct buf *html, const char *title)
+{
+	buf_puts(html, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
+	html_escape(html, title);
+	buf_puts(html, "</title></head>\n<body style=\"font-family:Arial,Helvetica,sans-serif;"
+		       "font-size:14px;line-height:1.4;color:#222;max-width:700px\">\n");
+}
+
+static void put_footer(struct buf *txt, struct buf *html, const char *unsub, const char *why)
+{
+	buf_printf(txt, "\n-- \n%s\nUnsubscribe: %s\n", why, unsub);
+	buf_puts(html, "<hr style=\"border:0;border-top:1px solid #ddd\">\n"
+		       "<p style=\"color:#888;font-size:12px\">");
+	html_escape(html, why);
+	buf_puts(html, " <a href=\"");
+	html_escape(html, unsub);
+	buf_puts(html, "\" style=\"color:#888\">Unsubscribe</a></p>\n</body></html>\n");
+}
+
+static void put_thread(struct buf *txt, struct buf *html, const struct thread *t,
+		       const char *reply, size_t *budget, size_t *skipped)
+{
+	char *subj = subject_of(t->post);
+	char *re = xasprintf("Re: %s", subj);
+	char *link = reply ? mailto(reply, re) : NULL;
+	const char *url = t->post && safe_url(t->post->url) ? t->post->url : NULL;
+
+	if (t->post) {
+		buf_printf(txt, "* %s\n", subj);
+		buf_puts(html, "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
+			       "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">");
+		html_escape(html, subj);
+		buf_puts(html, "</div>\n");
+	} else {
+		buf_puts(txt, "* New comments on an earlier post\n");
+		buf_puts(html, "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
+			       "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">"
+			       "New comments on an earlier post</div>\n");
+	}
+	if (t->post && *budget > 0) {
+		entry_text(txt, html, t->post, ITEM_TEXT_MAX, 0);
+		(*budget)--;
+	} else if (t->post) {
+		(*skipped)++;
+	}
+	for (size_t i = 0; i < t->n_comments; i++) {
+		if (*budget == 0) {
+			(*skipped)++;
+			continue;
+		}
+		entry_text(txt, html, t->comments[i], ITEM_TEXT_MAX, 1);
+		(*budget)--;
+	}
+	if (link) {
+		buf_printf(txt, "  Reply by email: %s\n", link);
+		buf_puts(html, "<p style=\"margin:6px 0 0\"><a href=\"");
+		html_escape(html, link);
+		buf_puts(html, "\" style=\"color:#0b62a4\">Reply by email</a>");
+	}
+	if (url) {
+		buf_printf(txt, "  Open in the feed: %s\n", url);
+		buf_puts(html, link ? " &middot; " : "<p style=\"margin:6px 0 0\">");
+		buf_puts(html, "<a href=\"");
+		html_escape(html, url);
+		buf_puts(html, "\" style=\"color:#0b62a4\">Open in the feed</a>");
+	}
+	if (link || url)
+		buf_puts(html, "</p>\n");
+	buf_puts(html, "</div>\n");
+	buf_putc(txt, '\n');
+	free(link);
+	free(re);
+	free(subj);
+}
+
+static void put_headers(struct buf *b, const struct mf_config *cfg, const char *to,
+			const char *subject, const char *msgid, const char *unsub, time_t now,
+			const char *reply_to)
+{
+	digest_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
+	digest_put_address(b, "To", to);
+	if (reply_to)
+		digest_put_address(b, "Reply-To", reply_to);
+	digest_put_header(b, "Subject", subject);
+	digest_put_date(b, now);
+	buf_printf(b, "Message-ID: <%s>\r\n", msgid);
+	digest_put_robot_headers(b, cfg, "auto-generated");
+	if (unsub && !strpbrk(unsub, "\r\n"))
+		buf_printf(b, "List-Unsubscribe: <%s>\r\n", unsub);
+}
+
+int digest_render(struct store *st, const struct mf_config *cfg, const unsigned char *secret,
+		  size_t secretlen, const char *to, const char *date_label,
+		  const struct digest_group *groups, size_t n_groups, time_t now,
+		  struct digest_mail *out)
+{
+	struct buf txt, html, labels, mail;
+	size_t budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items : 50;
+	size_t skipped = 0;
+	int rc = -1;
+	char *unsub_addr = reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL,
+					     NULL, to, now);
+	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
+
+	memset(out, 0, sizeof *out);
+	if (!unsub) {
+		log_error("digest.error to=%s error=\"cannot build a reply address from "
+			  "[gateway] reply_address\"", to);
+		free(unsub_addr);
+		return -1;
+	}
+	buf_init(&txt);
+	buf_init(&html);
+	buf_init(&labels);
+	buf_init(&mail);
+	for (size_t i = 0; i < n_groups; i++)
+		buf_printf(&labels, "%s%s", i ? ", " : "", groups[i].label);
+	char *glabels = one_line(labels.data ? labels.data : "");
+	out->subject = xasprintf("Digest: %s \xe2\x80\x94 %s", glabels, date_label);
+	start_html(&html, out->subject);
+	buf_printf(&txt, "%s\n\n", out->subject);
+	buf_puts(&html, "<h2 style=\"font-size:18px;margin:0 0 12px\">");
+	html_escape(&html, out->subject);
+	buf_puts(&html, "</h2>\n");
+
+	for (size_t i = 0; i < n_groups; i++) {
+		size_t nt;
+		struct thread *t = threads_of(&groups[i], &nt);
+		if (nt == 0) {
+			threads_free(t, nt);
+			continue;
+		}
+		char *label = one_line(groups[i].label);
+		buf_printf(&txt, "== %s ==\n\n", label);
+		buf_puts(&html, "<h3 style=\"font-size:16px;margin:18px 0 4px;color:#444\">");
+		html_escape(&html, label);
+		buf_puts(&html, "</h3>\n");
+		free(label);
+		for (size_t k = 0; k < nt; k++) {
+			if (budget == 0) {
+				skipped += (t[k].post ? 1 : 0) + t[k].n_comments;
+				continue;
+			}
+			char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY,
+							groups[i].gid, t[k].root, to, now);
+			put_thread(&txt, &html, &t[k], reply, &budget, &skipped);
+			free(reply);
+		}
+		threads_free(t, nt);
+	}
+	if (skipped) {
+		buf_printf(&txt, "... and %zu more.\n", skipped);
+		buf_printf(&html, "<p style=\"color:#555\">&hellip; and %zu more.</p>\n", skipped);
+	}
+	put_footer(&txt, &html, unsub,
+		   "You receive this digest because you follow these groups.");
+
+	out->message_id = digest_new_message_id(cfg);
+	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, NULL);
+	put_alternative(&mail, txt.data, html.data);
+	out->text = buf_steal(&txt);
+	out->html = buf_steal(&html);
+	out->len = mail.len;
+	out->data = buf_steal(&mail);
+	rc = 0;
+	free(glabels);
+	buf_free(&labels);
+	free(unsub);
+	free(unsub_addr);
+	return rc;
+}
+
+int digest_render_notification(struct store *st, const struct mf_config *cfg,
+			       const unsigned char *secret, size_t secretlen, const char *to,
+			       const char *group_label, const struct feed_entry *post, time_t now,
+			       struct digest_mail *out)
+{
+	struct buf txt, html, mail;
+	char *unsub_addr = reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL,
+					     NULL, to, now);
+	char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY, post->group,
+					post->remote_id, to, now);
+	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
+	struct thread t = {.root = post->remote_id, .post = post, .latest = post->created};
+	size_t budget = 1, skipped = 0;
+
+	memset(out, 0, sizeof *out);
+	if (!unsub || !reply) {
+		free(unsub);
+		free(unsub_addr);
+		free(reply);
+		return -1;
+	}
+	char *label = one_line(group_label);
+	char *subj = subject_of(post);
+	out->subject = xasprintf("[%s] %s", label, subj);
+	buf_init(&txt);
+	buf_init(&html);
+	buf_init(&mail);
+	start_html(&html, out->subject);
+	buf_printf(&txt, "New post in %s\n\n", label);
+	buf_puts(&html, "<p style=\"color:#555\">New post in ");
+	html_escape(&html, label);
+	buf_puts(&html, "</p>\n");
+	put_thread(&txt, &html, &t, reply, &budget, &skipped);
+	buf_puts(&txt, "Reply to this email to comment on the post.\n");
+	put_footer(&txt, &html, unsub,
+		   "You receive a notification for each new post in the groups you follow.");
+	out->message_id = digest_new_message_id(cfg);
+	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, reply);
+	put_alternative(&mail, txt.data, html.data);
+	out->text = buf_steal(&txt);
+	out->html = buf_steal(&html);
+	out->len = mail.len;
+	out->data = buf_steal(&mail);
+	free(label);
+	free(subj);
+	free(unsub);
+	free(unsub_addr);
+	free(reply);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Scheduling                                                          */
+
+/* localtime_r/mktime follow TZ; this lock serialises the switch.  Other
+ * modules use gmtime_r and time_iso only, so they never see it. */
+static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct tz_saved {
+	char *old;
+};
+
+static void tz_enter(const char *zone, struct tz_saved *sv)
+{
+	const char *old;
+	pthread_mutex_lock(&tz_lock);
+	old = getenv("TZ");
+	sv->old = old ? xstrdup(old) : NULL;
+	char *v = xasprintf(":%s", zone && *zone ? zone : "UTC");
+	setenv("TZ", v, 1);
+	free(v);
+	tzset();
+}
+
+static void tz_leave(struct tz_saved *sv)
+{
+	if (sv->old)
+		setenv("TZ", sv->old, 1);
+	else
+		unsetenv("TZ");
+	tzset();
+	free(sv->old);
+	pthread_mutex_unlock(&tz_lock);
+}
+
+int digest_zone_valid(const char *zone)
+{
+	char path[512], magic[4];
+	FILE *f;
+	int ok;
+	if (!zone || !*zone || zone[0] == '/' || strstr(zone, "..") || strlen(zone) > 200)
+		return 0;
+	for (const char *p = zone; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("/_+-", *p))
+			return 0;
+	snprintf(path, sizeof path, "/usr/share/zoneinfo/%s", zone);
+	f = fopen(path, "rb");
+	if (!f)
+		return 0;
+	ok = fread(magic, 1, 4, f) == 4 && memcmp(magic, "TZif", 4) == 0;
+	fclose(f);
+	return ok;
+}
+
+/* The instant of local y-m-d hour:00 (TZ already set): the first of two
+ * when the hour repeats, the end of the gap when it does not exist. */
+static time_t local_moment(int year, int mon, int mday, int hour)
+{
+	time_t best = -1, gap = -1;
+	for (int dst = 0; dst <= 1; dst++) {
+		struct tm t = {.tm_year = year, .tm_mon = mon, .tm_mday = mday, .tm_hour = hour,
+			       .tm_isdst = dst};
+		struct tm back;
+		time_t r = mktime(&t);
+		if (r == (time_t)-1 || !localtime_r(&r, &back))
+			continue;
+		if (back.tm_hour == hour && back.tm_mday == mday && back.tm_min == 0) {
+			if (best == -1 || r < best)
+				best = r;
+		} else if (gap == -1 || r > gap) {
+			gap = r;
+		}
+	}
+	return best != -1 ? best : gap;
+}
+
+/* The local date `days` days from y-m-d (noon avoids DST edges). */
+static void add_days(int *year, int *mon, int *mday, int days)
+{
+	struct tm t = {.tm_year = *year, .tm_mon = *mon, .tm_mday = *mday + days, .tm_hour = 12,
+		       .tm_isdst = -1};
+	time_t r = mktime(&t);
+	struct tm back;
+	localtime_r(&r, &back);
+	*year = back.tm_year;
+	*mon = back.tm_mon;
+	*mday = back.tm_mday;
+}
+
+int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz,
+		  char *key, size_t keylen, time_t *sched)
+{
+	struct tz_saved sv;
+	struct tm lt;
+	int y, m, d, rc = 0;
+
+	if (f != FREQ_DAILY && f != FREQ_WEEKLY)
+		return -1;
+	if (tz && *tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz))
+		return -1;
+	if (hour < 0 || hour > 23)
+		hour = 0;
+	tz_enter(tz, &sv);
+	localtime_r(&now, &lt);
+	y = lt.tm_year;
+	m = lt.tm_mon;
+	d = lt.tm_mday;
+	if (f == FREQ_WEEKLY) {
+		int back = ((lt.tm_wday - weekly_day) % 7 + 7) % 7;
+		add_days(&y, &m, &d, -back);
+	}
+	*sched = local_moment(y, m, d, hour);
+	if (*sched > now) {
+		add_days(&y, &m, &d, f == FREQ_WEEKLY ? -7 : -1);
+		*sched = local_moment(y, m, d, hour);
+	}
+	if (*sched == (time_t)-1) {
+		rc = -1;
+	} else {
+		struct tm day = {.tm_year = y, .tm_mon = m, .tm_mday = d, .tm_hour = 12,
+				 .tm_isdst = -1};
+		char tmp[32];
+		mktime(&day);
+		strftime(tmp, sizeof tmp, f == FREQ_WEEKLY ? "w:%G-W%V" : "d:%Y-%m-%d", &day);
+		snprintf(key, keylen, "%s", tmp);
+	}
+	tz_leave(&sv);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Subscribers and runs                                                */
+
+int digest_seed_subscribers(struct store *st, const struct mf_config *cfg)
+{
+	sqlite3_stmt *s;
+	int added = 0;
+	if (cfg->n_subscribers == 0)
+		return 0;
+	if (store_begin(st) < 0)
+		return -1;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT OR IGNORE INTO subscribers(email, groups, frequency, hour, tz,"
+			       " since, source) VALUES(lower(?),?,?,?,?,?,'config')",
+			       -1, &s, NULL) != SQLITE_OK) {
+		store_rollback(st);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_subscribers; i++) {
+		const struct mf_subscriber *sub = &cfg->subscribers[i];
+		struct buf g;
+		buf_init(&g);
+		for (size_t k = 0; k < sub->groups.n; k++)
+			buf_printf(&g, "%s%s", k ? "," : "", sub->groups.v[k]);
+		sqlite3_bind_text(s, 1, sub->email, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, g.data ? g.data : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 3, frequency_name(sub->frequency), -1, SQLITE_STATIC);
+		if (sub->hour >= 0)
+			sqlite3_bind_int(s, 4, sub->hour);
+		else
+			sqlite3_bind_null(s, 4);
+		if (sub->timezone)
+			sqlite3_bind_text(s, 5, sub->timezone, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(s, 5);
+		sqlite3_bind_int64(s, 6, (sqlite3_int64)time(NULL));
+		if (sqlite3_step(s) != SQLITE_DONE) {
+			buf_free(&g);
+			sqlite3_finalize(s);
+			store_rollback(st);
+			return -1;
+		}
+		added += sqlite3_changes(store_db(st));
+		sqlite3_reset(s);
+		buf_free(&g);
+	}
+	sqlite3_finalize(s);
+	if (store_commit(st) < 0)
+		return -1;
+	if (added)
+		log_info("digest.seeded subscribers=%d", added);
+	return added;
+}
+
+struct subscriber {
+	char *email;
+	struct strlist groups;
+	enum frequency freq;
+	int hour;
+	char *tz;
+	time_t last_sent, since;
+};
+
+/* Everything one digest_run needs across subscribers. */
+struct run {
+	struct store *st;
+	const struct mf_config *cfg;
+	const struct feed_backend_ops *ops;
+	void *feed_ctx;
+	time_t now;
+	unsigned char *secret;
+	size_t secretlen;
+	struct smtp_client *smtp;
+	char *from_addr;
+	int sent;
+	int failed;
+};
+
+static const char *group_id(const struct mf_config *cfg, const char *name)
+{
+	const struct mf_mailbox *mb = config_mailbox(cfg, name);
+	return mb ? mb->group : name;
+}
+
+/* 1 row exists (state copied into out), 0 none, -1 error. */
+static int run_state(struct store *st, const char *email, const char *period, char *out,
+		     size_t outlen)
+{
+	sqlite3_stmt *s;
+	int rc = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT state FROM digest_runs WHERE email=? AND period=?", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, period, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(s, 0));
+		rc = 1;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static int exec_bind(struct store *st, const char *sql, const char *a, const char *b,
+		     const char *c, const char *d, sqlite3_int64 n)
+{
+	sqlite3_stmt *s;
+	int rc;
+	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	const char *v[4] = {a, b, c, d};
+	int np = sqlite3_bind_parameter_count(s);
+	for (int i = 0; i < 4 && i < np; i++)
+		if (v[i])
+			sqlite3_bind_text(s, i + 1, v[i], -1, SQLITE_STATIC);
+	if (np >= 5)
+		sqlite3_bind_int64(s, 5, n);
+	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/* Records the period as 'sending' with the mail's Message-ID, committed
+ * before the send.  1 recorded, 0 another run recorded it first, -1 error. */
+static int record_sending(struct run *r, const char *email, const char *period,
+			  const struct digest_mail *mail, const char *grp, const char *remote_id)
+{
+	if (store_begin(r->st) < 0)
+		return -1;
+	if (exec_bind(r->st,
+		      "INSERT OR IGNORE INTO digest_runs(email, period, state, at)"
+		      " VALUES(?1,?2,'sending',?5)",
+		      email, period, NULL, NULL, (sqlite3_int64)r->now) < 0)
+		goto fail;
+	if (sqlite3_changes(store_db(r->st)) == 0) {
+		store_rollback(r->st);
+		return 0;
+	}
+	if (exec_bind(r->st,
+		      "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
+		      " VALUES(?1,?2,?3,?4,?5)",
+		      mail->message_id, grp, remote_id, email, (sqlite3_int64)r->now) < 0)
+		goto fail;
+	return store_commit(r->st) < 0 ? -1 : 1;
+fail:
+	store_rollback(r->st);
+	return -1;
+}
+
+/* After the relay's answer.  advance: move subscribers.last_sent to now. */
+static void record_outcome(struct run *r, const char *email, const char *period, int res,
+			   int advance, const char *err)
+{
+	char q[300], q2[300];
+	const char *sql = NULL;
+	switch (res) {
+	case SMTP_SENT:
+		sql = "UPDATE digest_runs SET state='sent', at=?5 WHERE email=?1 AND period=?2";
+		break;
+	case SMTP_TEMPORARY:
+		/* the relay did not take it: the period may be tried again */
+		sql = "DELETE FROM digest_runs WHERE email=?1 AND period=?2";
+		break;
+	case SMTP_PERMANENT:
+		sql = "UPDATE digest_runs SET state='failed', at=?5 WHERE email=?1 AND period=?2";
+		break;
+	default:
+		break; /* SMTP_UNKNOWN: stays 'sending' = maybe sent */
+	}
+	if (res == SMTP_SENT)
+		log_info("digest.sent to=%s period=%s", log_quote(email, q, sizeof q), period);
+	else
+		log_warn("digest.not_sent to=%s period=%s result=%s error=%s",
+			 log_quote(email, q, sizeof q), period,
+			 res == SMTP_TEMPORARY   ? "temporary"
+			 : res == SMTP_PERMANENT ? "permanent"
+						 : "unknown-maybe-sent",
+			 log_quote(err, q2, sizeof q2));
+	if (store_begin(r->st) < 0)
+		return;
+	if ((sql && exec_bind(r->st, sql, email, period, NULL, NULL, (sqlite3_int64)r->now) < 0) ||
+	    (res == SMTP_SENT && advance &&
+	     exec_bind(r->st, "UPDATE subscribers SET last_sent=?5 WHERE email=?1", email, NULL,
+		       NULL, NULL, (sqlite3_int64)r->now) < 0)) {
+		store_rollback(r->st);
+		return;
+	}
+	store_commit(r->st);
+}
+
+static int advance_last_sent(struct run *r, const char *email)
+{
+	return exec_bind(r->st, "UPDATE subscribers SET last_sent=?5 WHERE email=?1", email, NULL,
+			 NULL, NULL, (sqlite3_int64)r->now);
+}
+
+static int send_mail(struct run *r, const char *to, const struct digest_mail *mail, char *err,
+		     size_t errlen)
+{
+	if (!r->smtp) {
+		r->smtp = smtp_new(&r->cfg->smtp, err, errlen);
+		if (!r->smtp)
+			return SMTP_TEMPORARY;
+	}
+	return smtp_send(r->smtp, r->from_addr, to, mail->data, mail->len, err, errlen);
+}
+
+/* Reads every followed group since `since`, entries up to now. */
+static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
+		       struct feed_entry **ents, size_t *nents, struct digest_group *groups,
+		       size_t *total)
+{
+	*total = 0;
+	for (size_t i = 0; i < sub->groups.n; i++) {
+		char err[256] = "";
+		const char *gid = group_id(r->cfg, sub->groups.v[i]);
+		groups[i].label = sub->groups.v[i];
+		groups[i].gid = gid;
+		ents[i] = NULL;
+		nents[i] = 0;
+		if (r->ops->read_group(r->feed_ctx, gid, since, &ents[i], &nents[i], err,
+				       sizeof err) < 0) {
+			char q[300];
+			log_warn("digest.read_failed group=%s error=%s", gid,
+				 log_quote(err, q, sizeof q));
+			return -1;
+		}
+		size_t keep = 0;
+		for (size_t k = 0; k < nents[i]; k++)
+			if (ents[i][k].created <= r->now && ents[i][k].created > since)
+				keep = k + 1;
+		groups[i].entries = ents[i];
+		groups[i].n = keep;
+		*total += keep;
+	}
+	return 0;
+}
+
+static void free_groups(struct feed_entry **ents, size_t *nents, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		feed_entries_free(ents[i], nents[i]);
+}
+
+static void digest_one(struct run *r, const struct subscriber *sub, const char *period,
+		       const char *label)
+{
+	size_t ng = sub->groups.n, total;
+	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
+	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
+	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
+	time_t since = sub->last_sent ? sub->last_sent : sub->since;
+	struct digest_mail mail = {0};
+	char err[512] = "", q[300];
+
+	if (read_groups(r, sub, since, ents, nents, groups, &total) < 0)
+		goto out; /* tried again on the next run */
+	if (total == 0) {
+		/* nothing new: the period passes without mail */
+		if (store_begin(r->st) == 0) {
+			if (exec_bind(r->st,
+				      "INSERT OR IGNORE INTO digest_runs(email, period, state, at)"
+				      " VALUES(?1,?2,'empty',?5)",
+				      sub->email, period, NULL, NULL, (sqlite3_int64)r->now) < 0 ||
+			    advance_last_sent(r, sub->email) < 0)
+				store_rollback(r->st);
+			else
+				store_commit(r->st);
+		}
+		log_debug("digest.empty to=%s period=%s", log_quote(sub->email, q, sizeof q),
+			  period);
+		goto out;
+	}
+	if (digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email, label, groups, ng,
+			  r->now, &mail) < 0) {
+		r->failed++;
+		goto out;
+	}
+	int rec = record_sending(r, sub->email, period, &mail, NULL, NULL);
+	if (rec <= 0) {
+		if (rec < 0)
+			r->failed++;
+		goto out;
+	}
+	int res = send_mail(r, sub->email, &mail, err, sizeof err);
+	record_outcome(r, sub->email, period, res, 1, err);
+	if (res == SMTP_SENT)
+		r->sent++;
+	else
+		r->failed++;
+out:
+	digest_mail_free(&mail);
+	free_groups(ents, nents, ng);
+	free(ents);
+	free(nents);
+	free(groups);
+}
+
+/* `each`: one notification per new post, each its own period. */
+static void notify_each(struct run *r, const struct subscriber *sub)
+{
+	size_t ng = sub->groups.n, total;
+	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
+	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
+	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
+	time_t since = sub->last_sent ? sub->last_sent : sub->since;
+	int all_done = 1;
+
+	if (read_groups(r, sub, since, ents, nents, groups, &total) < 0)
+		goto out;
+	for (size_t i = 0; i < ng; i++) {
+		for (size_t k = 0; k < groups[i].n; k++) {
+			const struct feed_entry *e = &groups[i].entries[k];
+			struct feed_entry copy;
+			struct digest_mail mail = {0};
+			char period[300], state[32], err[512] = "";
+			if (e->parent_remote_id || !e->remote_id)
+				continue;
+			snprintf(period, sizeof period, "e:%s", e->remote_id);
+			if (run_state(r->st, sub->email, period, state, sizeof state) != 0)
+				continue;
+			copy = *e;
+			if (!copy.group)
+				copy.group = (char *)groups[i].gid;
+			if (digest_render_notification(r->st, r->cfg, r->secret, r->secretlen,
+						       sub->email, groups[i].label, &copy, r->now,
+						       &mail) < 0) {
+				r->failed++;
+				all_done = 0;
+				continue;
+			}
+			int rec = record_sending(r, sub->email, period, &mail, copy.group,
+						 e->remote_id);
+			if (rec == 1) {
+				int res = send_mail(r, sub->email, &mail, err, sizeof err);
+				record_outcome(r, sub->email, period, res, 0, err);
+				if (res == SMTP_SENT)
+					r->sent++;
+				else
+					r->failed++;
+				if (res == SMTP_TEMPORARY)
+					all_done = 0;
+			} else if (rec < 0) {
+				all_done = 0;
+			}
+			digest_mail_free(&mail);
+		}
+	}
+	if (all_done)
+		advance_last_sent(r, sub->email);
+out:
+	free_groups(ents, nents, ng);
+	free(ents);
+	free(nents);
+	free(groups);
+}
+
+static void subscriber_due(struct run *r, const struct subscriber *sub, int force)
+{
+	char period[64], state[32], q[300], q2[300];
+	time_t sched;
+	const char *tz = sub->tz ? sub->tz : r->cfg->digest.timezone;
+	int hour = sub->hour >= 0 ? sub->hour : r->cfg->digest.hour;
+
+	if (sub->freq == FREQ_NEVER)
+		return;
+	if (sub->freq == FREQ_EACH) {
+		notify_each(r, sub);
+		return;
+	}
+	if (force) {
+		char iso[32], label[40];
+		time_iso(r->now, iso, sizeof iso);
+		snprintf(period, sizeof period, "n:%s", iso);
+		snprintf(label, sizeof label, "%.10s", iso);
+		digest_one(r, sub, period, label);
+		return;
+	}
+	if (digest_period(r->now, sub->freq, hour, r->cfg->digest.weekly_day, tz, period,
+			  sizeof period, &sched) < 0) {
+		log_warn("digest.bad_zone to=%s tz=%s", log_quote(sub->email, q, sizeof q),
+			 log_quote(tz, q2, sizeof q2));
+		return;
+	}
+	if (sched < sub->since)
+		return; /* subscribed after this period's moment */
+	int known = run_state(r->st, sub->email, period, state, sizeof state);
+	if (known != 0) {
+		if (known == 1 && strcmp(state, "sending") == 0) {
+			log_warn("digest.maybe_sent to=%s period=%s action=\"not sent again; an "
+				 "earlier run stopped between recording and the relay's answer\"",
+				 log_quote(sub->email, q, sizeof q), period);
+			exec_bind(r->st,
+				  "UPDATE digest_runs SET state='maybe-sent' WHERE email=?1 AND"
+				  " period=?2",
+				  sub->email, period, NULL, NULL, 1);
+		}
+		return;
+	}
+	digest_one(r, sub, period, period + 2);
+}
+
+static void subscriber_clear(struct subscriber *s)
+{
+	free(s->email);
+	free(s->tz);
+	strlist_free(&s->groups);
+}
+
+int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_backend_ops *ops,
+	       void *feed_ctx, time_t now, int force, const char *only_email)
+{
+	struct run r = {.st = st, .cfg = cfg, .ops = ops, .feed_ctx = feed_ctx, .now = now};
+	struct subscriber *subs = NULL;
+	size_t n = 0;
+	sqlite3_stmt *s;
+	char err[512];
+
+	if (!ops || !ops->read_group) {
+		log_error("digest.error error=\"the feed backend cannot read groups\"");
+		return -1;
+	}
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT email, groups, frequency, hour, tz, last_sent, since"
+			       " FROM subscribers WHERE ?1 IS NULL OR email=lower(?1) ORDER BY email",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (only_email)
+		sqlite3_bind_text(s, 1, only_email, -1, SQLITE_STATIC);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		struct subscriber sub = {0};
+		const char *tz = (const char *)sqlite3_column_text(s, 4);
+		sub.email = xstrdup((const char *)sqlite3_column_text(s, 0));
+		strlist_split(&sub.groups, (const char *)sqlite3_column_text(s, 1));
+		if (frequency_parse((const char *)sqlite3_column_text(s, 2), &sub.freq) < 0)
+			sub.freq = FREQ_DAILY;
+		sub.hour = sqlite3_column_type(s, 3) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 3);
+		sub.tz = tz ? xstrdup(tz) : NULL;
+		sub.last_sent = (time_t)sqlite3_column_int64(s, 5);
+		sub.since = (time_t)sqlite3_column_int64(s, 6);
+		subs = xrealloc(subs, (n + 1) * sizeof *subs);
+		subs[n++] = sub;
+	}
+	sqlite3_finalize(s);
+	if (n == 0)
+		goto done;
+	if (token_secret_load(cfg, &r.secret, &r.secretlen, err, sizeof err) < 0) {
+		log_error("digest.error error=\"%s\"", err);
+		r.failed = -1;
+		goto done;
+	}
+	r.from_addr = smtp_address_of(cfg->smtp.from);
+	if (!r.from_addr) {
+		log_error("digest.error error=\"[smtp] from holds no address\"");
+		r.failed = -1;
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++)
+		subscriber_due(&r, &subs[i], force);
+done:
+	for (size_t i = 0; i < n; i++)
+		subscriber_clear(&subs[i]);
+	free(subs);
+	smtp_free(r.smtp);
+	free(r.from_addr);
+	if (r.secret) {
+		memset(r.secret, 0, r.secretlen);
+		free(r.secret);
+	}
+	return r.failed != 0 ? -1 : r.sent;
+}

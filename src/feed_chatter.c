@@ -1,0 +1,1327 @@
+/* feed_chatter.c — the Salesforce Chatter backend (Connect REST API).
+ *
+ * Authentication is the OAuth 2.0 JWT bearer grant: an RS256 assertion naming
+ * the integration user (or, with post_as = author, the sender's Salesforce
+ * user found by SOQL) is exchanged for an access token, cached per username
+ * and minted again when a data call answers 401 INVALID_SESSION_ID.
+ *
+ * An item becomes a feed element (post) or a comment whose body is a list of
+ * message segments: one Paragraph per email paragraph, Link segments for
+ * URLs, Hashtag segments for the item's tags.  Every item ends with a short
+ * last paragraph "mailfeed:KEY" (its idempotency key) so that reconcile can
+ * find it by reading the group's feed; Chatter has no hidden fields on feed
+ * items, so the marker is visible but kept small and last.
+ *
+ * Bodies over the 10,000-character limit become a post plus continuation
+ * comments marked "mailfeed:KEY#N"; when an item needs continuations, the
+ * parts already at the service are looked up first, so a retry after a
+ * half-done delivery adds only what is missing.
+ *
+ * Items are delivered by up to [feed] concurrency threads, each with its own
+ * http_client (so each keeps its own connections); comments on one post
+ * always go through the same thread, in the order given. */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/http.h"
+#include "mailfeed/jwt.h"
+#include "mailfeed/log.h"
+
+#define SF_BODY_BUDGET 9000 /* characters per element; the API allows 10,000 */
+#define SF_MAX_PARTS 20	    /* continuation limit: 180,000 characters */
+#define SF_JWT_LIFETIME 180
+#define SF_AUTH_BACKOFF 1800 /* token endpoint refused us: the admin must act */
+#define SF_DAILY_LIMIT_BACKOFF 3600
+#define SF_NEGATIVE_TTL 3600 /* how long "author has no usable user" is believed */
+#define SF_READ_PAGES 10
+#define SF_TOKEN_MAX 4096
+
+/* An access token for one Salesforce username. */
+struct sf_session {
+	char *username;
+	char *token;
+	char *instance;
+};
+
+/* post_as = author: what we know about a sender's email. */
+struct sf_author {
+	char *email;
+	char *username; /* NULL: no usable user, post as integration user */
+	time_t checked;
+};
+
+struct chatter {
+	const struct mf_feed *f;
+	char *token_url;
+	char *audience;
+	char *cfg_instance;
+	struct jwt_key *key;
+	pthread_mutex_t mu;	  /* sessions and authors */
+	pthread_mutex_t login_mu; /* one token request at a time */
+	struct sf_session *sessions;
+	size_t n_sessions;
+	struct sf_author *authors;
+	size_t n_authors;
+	struct http_client **clients;
+	int n_clients;
+};
+
+/* ---- small helpers ---- */
+
+static char *sf_strip_slash(const char *url)
+{
+	size_t n = strlen(url);
+	while (n > 0 && url[n - 1] == '/')
+		n--;
+	return xstrndup(url, n);
+}
+
+/* scheme://host[:port] of a URL: the JWT audience for the login URL. */
+static char *sf_origin(const char *url)
+{
+	const char *p = strstr(url, "://");
+	if (!p)
+		return xstrdup(url);
+	const char *end = strchr(p + 3, '/');
+	return end ? xstrndup(url, (size_t)(end - url)) : sf_strip_slash(url);
+}
+
+static time_t sf_parse_time(const char *s)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	if (!s || !strptime(s, "%Y-%m-%dT%H:%M:%S", &tm))
+		return 0;
+	return timegm(&tm);
+}
+
+static const char *sf_str(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+/* Number of UTF-8 code points. */
+static size_t sf_chars(const char *s, size_t n)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		if (((unsigned char)s[i] & 0xC0) != 0x80)
+			c++;
+	return c;
+}
+
+static void sf_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void sf_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	va_end(ap);
+	res->status = st;
+}
+
+/* "CODE: message" from Chatter's error array, or "HTTP nnn". */
+static void sf_error_text(const struct http_request *r, char *out, size_t outlen, char *code,
+			  size_t codelen)
+{
+	if (code)
+		code[0] = '\0';
+	if (r->curl_failed) {
+		snprintf(out, outlen, "network: %s", r->error);
+		return;
+	}
+	json_t *j = json_loadb(r->response.data, r->response.len, 0, NULL);
+	json_t *e = json_is_array(j) ? json_array_get(j, 0) : j;
+	const char *c = json_is_object(e) ? sf_str(e, "errorCode") : NULL;
+	const char *m = json_is_object(e) ? sf_str(e, "message") : NULL;
+	if (!c && json_is_object(e)) {
+		c = sf_str(e, "error");
+		m = sf_str(e, "error_description");
+	}
+	if (c) {
+		snprintf(out, outlen, "%.100s: %.300s", c, m ? m : "");
+		if (code)
+			snprintf(code, codelen, "%s", c);
+	} else {
+		snprintf(out, outlen, "HTTP %ld from Chatter", r->status);
+	}
+	for (char *p = out; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	json_decref(j);
+}
+
+/* ---- authentication ---- */
+
+static struct sf_session *sf_session_find(struct chatter *ch, const char *username)
+{
+	for (size_t i = 0; i < ch->n_sessions; i++)
+		if (strcmp(ch->sessions[i].username, username) == 0)
+			return &ch->sessions[i];
+	return NULL;
+}
+
+/* Asks the token endpoint for a token for username.  0, or -1 with res set
+ * (denied = 1 when the endpoint refused this user rather than failed). */
+static int sf_login(struct chatter *ch, struct http_client *hc, const char *username,
+		    struct feed_result *res, int *denied)
+{
+	char err[256];
+	*denied = 0;
+	char *jwt = jwt_bearer_assertion(ch->key, ch->f->client_id, username, ch->audience,
+					 time(NULL), SF_JWT_LIFETIME, err, sizeof(err));
+	if (!jwt) {
+		sf_set_error(res, FEED_PERMANENT, "chatter auth: %s", err);
+		return -1;
+	}
+	char *body = xasprintf("grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-"
+			       "bearer&assertion=%s",
+			       jwt);
+	free(jwt);
+	struct http_request r;
+	http_request_init(&r, "POST", ch->token_url);
+	http_request_header(&r, "Content-Type", "application/x-www-form-urlencoded");
+	http_request_header(&r, "Accept", "application/json");
+	r.body = body;
+	r.body_len = strlen(body);
+	r.body_owned = 1;
+	http_perform_one(hc, &r);
+
+	char ulog[200];
+	log_quote(username, ulog, sizeof(ulog));
+	int rc = -1;
+	if (r.status == 200) {
+		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+		const char *tok = sf_str(j, "access_token");
+		const char *inst = sf_str(j, "instance_url");
+		if (tok && strlen(tok) < SF_TOKEN_MAX && !strpbrk(tok, "\r\n")) {
+			pthread_mutex_lock(&ch->mu);
+			struct sf_session *s = sf_session_find(ch, username);
+			if (!s) {
+				ch->sessions = xrealloc(ch->sessions, (ch->n_sessions + 1) *
+									  sizeof(*ch->sessions));
+				s = &ch->sessions[ch->n_sessions++];
+				memset(s, 0, sizeof(*s));
+				s->username = xstrdup(username);
+			}
+			free(s->token);
+			free(s->instance);
+			s->token = xstrdup(tok);
+			/* only an https instance is believed; else the configured one */
+			s->instance =
+			    inst && strncmp(inst, "https://", 8) == 0 && !strpbrk(inst, "\r\n ")
+				? sf_strip_slash(inst)
+				: xstrdup(ch->cfg_instance);
+			pthread_mutex_unlock(&ch->mu);
+			log_info("chatter.auth user=%s", ulog);
+			rc = 0;
+		} else {
+			sf_set_error(res, FEED_RETRY,
+				     "chatter auth: token endpoint answered 200 "
+				     "without an access_token");
+		}
+		json_decref(j);
+	} else {
+		char msg[400];
+		sf_error_text(&r, msg, sizeof(msg), NULL, 0);
+		enum feed_status st = http_classify(r.status, r.curl_failed);
+		if (st == FEED_RETRY) {
+			sf_set_error(res, FEED_RETRY, "chatter auth: %s", msg);
+			res->retry_after = http_retry_after(&r);
+		} else {
+			/* invalid_grant and friends: a configuration problem; retried slowly
+			 * so that items survive until the admin fixes the app or the user */
+			*denied = 1;
+			sf_set_error(res, FEED_RETRY,
+				     "chatter auth refused for %.100s: %s (check client_id, the "
+				     "certificate of private_key_file, login_url and that the user "
+				     "is pre-authorized for the app)",
+				     username, msg);
+			res->retry_after = SF_AUTH_BACKOFF;
+			log_error("chatter.auth_refused user=%s status=%ld", ulog, r.status);
+		}
+	}
+	http_request_clear(&r);
+	return rc;
+}
+
+/* Copies the current token and instance for username (logging in if none). */
+static int sf_session_get(struct chatter *ch, struct http_client *hc, const char *username,
+			  char **token, char **instance, struct feed_result *res, int *denied)
+{
+	*denied = 0;
+	pthread_mutex_lock(&ch->mu);
+	struct sf_session *s = sf_session_find(ch, username);
+	if (s && s->token) {
+		*token = xstrdup(s->token);
+		*instance = xstrdup(s->instance);
+		pthread_mutex_unlock(&ch->mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&ch->mu);
+	/* threads starting together share one login instead of racing */
+	pthread_mutex_lock(&ch->login_mu);
+	pthread_mutex_lock(&ch->mu);
+	s = sf_session_find(ch, username);
+	int have = s && s->token;
+	pthread_mutex_unlock(&ch->mu);
+	int rc = have ? 0 : sf_login(ch, hc, username, res, denied);
+	pthread_mutex_unlock(&ch->login_mu);
+	if (rc != 0)
+		return -1;
+	return sf_session_get(ch, hc, username, token, instance, res, denied);
+}
+
+/* Forgets a token that the service called invalid (unless another thread
+ * already replaced it). */
+static void sf_session_drop(struct chatter *ch, const char *username, const char *token)
+{
+	pthread_mutex_lock(&ch->mu);
+	struct sf_session *s = sf_session_find(ch, username);
+	if (s && s->token && strcmp(s->token, token) == 0) {
+		free(s->token);
+		s->token = NULL;
+	}
+	pthread_mutex_unlock(&ch->mu);
+}
+
+/* A data call as username: path is relative to /services/data/vNN.N (or a
+ * full path starting with /services/).  Authorization is added here; on 401
+ * the token is renewed once and the call repeated.  Returns 0 when an answer
+ * came back (check r->status), -1 with res set when no token could be had. */
+static int sf_call(struct chatter *ch, struct http_client *hc, const char *username,
+		   struct http_request *r, const char *path, struct feed_result *res)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		char *token = NULL, *instance = NULL;
+		int denied;
+		if (sf_session_get(ch, hc, username, &token, &instance, res, &denied) != 0)
+			return -1;
+		char *url =
+		    strncmp(path, "/services/", 10) == 0
+			? xasprintf("%s%s", instance, path)
+			: xasprintf("%s/services/data/v%s%s", instance, ch->f->api_version, path);
+		r->url = url;
+		size_t nh = r->headers.n;
+		http_request_header(r, "Authorization", "Bearer ");
+		free(r->headers.v[nh]);
+		r->headers.v[nh] = xasprintf("Authorization: Bearer %s", token);
+		http_perform_one(hc, r);
+		/* drop the Authorization line again: a repeat adds a fresh one */
+		free(r->headers.v[nh]);
+		r->headers.v[nh] = NULL;
+		r->headers.n = nh;
+		r->url = NULL;
+		free(url);
+		free(instance);
+		if (r->status != 401 || attempt == 1) {
+			free(token);
+			return 0;
+		}
+		log_info("chatter.session_expired status=401");
+		sf_session_drop(ch, username, token);
+		free(token);
+	}
+	return 0;
+}
+
+/* Turns a failed data call into res. */
+static void sf_fail(struct feed_result *res, const struct http_request *r, const char *what)
+{
+	char msg[400], code[128];
+	sf_error_text(r, msg, sizeof(msg), code, sizeof(code));
+	enum feed_status st = http_classify(r->status, r->curl_failed);
+	if (r->status == 401)
+		st = FEED_RETRY; /* token trouble even after a fresh login */
+	if (r->status == 403 && strcmp(code, "REQUEST_LIMIT_EXCEEDED") == 0)
+		st = FEED_RETRY;
+	if (r->status == 200 || r->status == 201) {
+		st = FEED_RETRY;
+		snprintf(msg, sizeof(msg), "unexpected answer from Chatter (no id)");
+	}
+	sf_set_error(res, st, "%s: %s", what, msg);
+	if (st == FEED_RETRY) {
+		res->retry_after = http_retry_after(r);
+		if (!res->retry_after && strcmp(code, "REQUEST_LIMIT_EXCEEDED") == 0)
+			res->retry_after = SF_DAILY_LIMIT_BACKOFF;
+	}
+}
+
+/* ---- authors (post_as = author) ---- */
+
+/* SOQL string literal body: quotes and backslashes escaped, controls dropped. */
+static void sf_soql_quote(struct buf *b, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\'' || *p == '\\')
+			buf_putc(b, '\\');
+		if (*p < 0x20 || *p == 0x7f)
+			continue;
+		buf_putc(b, (char)*p);
+	}
+}
+
+/* Finds the Salesforce username for email.  1 found (*username set), 0 none,
+ * -1 transient failure (res set). */
+static int sf_author_lookup(struct chatter *ch, struct http_client *hc, const char *email,
+			    char **username, struct feed_result *res)
+{
+	*username = NULL;
+	time_t now = time(NULL);
+	pthread_mutex_lock(&ch->mu);
+	for (size_t i = 0; i < ch->n_authors; i++) {
+		struct sf_author *a = &ch->authors[i];
+		if (strcasecmp(a->email, email) != 0)
+			continue;
+		if (a->username || now - a->checked < SF_NEGATIVE_TTL) {
+			int found = a->username != NULL;
+			if (found)
+				*username = xstrdup(a->username);
+			pthread_mutex_unlock(&ch->mu);
+			return found;
+		}
+	}
+	pthread_mutex_unlock(&ch->mu);
+
+	struct buf q;
+	buf_init(&q);
+	buf_puts(&q, "SELECT Id, Username FROM User WHERE Email = '");
+	sf_soql_quote(&q, email);
+	buf_puts(&q, "' AND IsActive = true");
+	char *esc = http_escape(q.data);
+	char *path = xasprintf("/query?q=%s", esc);
+	free(esc);
+	buf_free(&q);
+
+	struct http_request r;
+	http_request_init(&r, "GET", NULL);
+	http_request_header(&r, "Accept", "application/json");
+	int rc = sf_call(ch, hc, ch->f->username, &r, path, res);
+	free(path);
+	if (rc != 0) {
+		http_request_clear(&r);
+		return -1;
+	}
+	char elog[200];
+	log_quote(email, elog, sizeof(elog));
+	int found = 0;
+	if (r.status == 200) {
+		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+		json_t *recs = json_object_get(j, "records");
+		const char *u =
+		    json_array_size(recs) == 1 ? sf_str(json_array_get(recs, 0), "Username") : NULL;
+		if (u && *u && strlen(u) < 256) {
+			*username = xstrdup(u);
+			found = 1;
+		} else if (json_array_size(recs) > 1) {
+			log_warn("chatter.author_ambiguous email=%s users=%zu", elog,
+				 json_array_size(recs));
+		}
+		json_decref(j);
+	} else if (http_classify(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
+		sf_fail(res, &r, "chatter user lookup");
+		http_request_clear(&r);
+		return -1;
+	} else {
+		char msg[400], mlog[420];
+		sf_error_text(&r, msg, sizeof(msg), NULL, 0);
+		log_warn("chatter.author_lookup_failed email=%s status=%ld error=%s", elog,
+			 r.status, log_quote(msg, mlog, sizeof(mlog)));
+	}
+	http_request_clear(&r);
+
+	pthread_mutex_lock(&ch->mu);
+	struct sf_author *a = NULL;
+	for (size_t i = 0; i < ch->n_authors; i++)
+		if (strcasecmp(ch->authors[i].email, email) == 0)
+			a = &ch->authors[i];
+	if (!a) {
+		ch->authors = xrealloc(ch->authors, (ch->n_authors + 1) * sizeof(*ch->authors));
+		a = &ch->authors[ch->n_authors++];
+		a->email = xstrdup(email);
+		a->username = NULL;
+	}
+	free(a->username);
+	a->username = found ? xstrdup(*username) : NULL;
+	a->checked = now;
+	pthread_mutex_unlock(&ch->mu);
+	return found;
+}
+
+/* The author's token was refused: remember to post as the integration user. */
+static void sf_author_deny(struct chatter *ch, const char *email)
+{
+	pthread_mutex_lock(&ch->mu);
+	for (size_t i = 0; i < ch->n_authors; i++)
+		if (strcasecmp(ch->authors[i].email, email) == 0) {
+			free(ch->authors[i].username);
+			ch->authors[i].username = NULL;
+			ch->authors[i].checked = time(NULL);
+		}
+	pthread_mutex_unlock(&ch->mu);
+}
+
+/* ---- message segments ---- */
+
+static void seg_text(json_t *segs, const char *s, size_t n)
+{
+	if (n == 0)
+		return;
+	json_array_append_new(segs, json_pack("{s:s, s:s%}", "type", "Text", "text", s, n));
+}
+
+static void seg_markup(json_t *segs, const char *kind, const char *markup)
+{
+	json_array_append_new(segs, json_pack("{s:s, s:s}", "type", kind, "markupType", markup));
+}
+
+static size_t sf_url_len(const char *p)
+{
+	size_t n = 0;
+	while (p[n] && !isspace((unsigned char)p[n]) && p[n] != '<' && p[n] != '>' && p[n] != '"')
+		n++;
+	while (n > 0 && strchr(".,;:!?)]'", p[n - 1]))
+		n--;
+	return n;
+}
+
+/* One paragraph of text: Text segments with Link segments for URLs. */
+static void seg_paragraph(json_t *segs, const char *s, size_t n)
+{
+	seg_markup(segs, "MarkupBegin", "Paragraph");
+	size_t start = 0;
+	for (size_t i = 0; i < n; i++) {
+		int is_url = (n - i > 8 && strncasecmp(s + i, "https://", 8) == 0) ||
+			     (n - i > 7 && strncasecmp(s + i, "http://", 7) == 0);
+		if (!is_url || (i > 0 && !isspace((unsigned char)s[i - 1]) && s[i - 1] != '(' &&
+				s[i - 1] != '<'))
+			continue;
+		size_t ul = sf_url_len(s + i);
+		if (i + ul > n)
+			ul = n - i;
+		if (ul <= 8)
+			continue;
+		seg_text(segs, s + start, i - start);
+		char *u = xstrndup(s + i, ul);
+		json_array_append_new(segs, json_pack("{s:s, s:s}", "type", "Link", "url", u));
+		free(u);
+		i += ul - 1;
+		start = i + 1;
+	}
+	seg_text(segs, s + start, n - start);
+	seg_markup(segs, "MarkupEnd", "Paragraph");
+}
+
+/* Paragraphs of text, split on blank lines. */
+static void seg_paragraphs(json_t *segs, const char *s)
+{
+	const char *p = s;
+	while (*p) {
+		while (*p == '\n' || *p == '\r')
+			p++;
+		if (!*p)
+			break;
+		const char *end = strstr(p, "\n\n");
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		size_t k = n;
+		while (k > 0 && (p[k - 1] == ' ' || p[k - 1] == '\r' || p[k - 1] == '\t'))
+			k--;
+		if (k > 0)
+			seg_paragraph(segs, p, k);
+		p += n;
+	}
+}
+
+static void seg_plain_paragraph(json_t *segs, const char *text)
+{
+	seg_markup(segs, "MarkupBegin", "Paragraph");
+	seg_text(segs, text, strlen(text));
+	seg_markup(segs, "MarkupEnd", "Paragraph");
+}
+
+/* A hashtag as Chatter takes it: no '#', no ']' and no whitespace. */
+static char *sf_tag(const char *t)
+{
+	while (*t == '#')
+		t++;
+	struct buf b;
+	buf_init(&b);
+	for (const char *p = t; *p && b.len < 100; p++)
+		if (*p != ']' && !isspace((unsigned char)*p) && (unsigned char)*p >= 0x20)
+			buf_putc(&b, *p);
+	return buf_steal(&b);
+}
+
+/* Splits text into parts of at most budget characters, cutting at a blank
+ * line, else a line end, else a space, else anywhere between characters. */
+static void sf_split(const char *text, size_t first_budget, size_t budget, struct strlist *out)
+{
+	const char *p = text;
+	size_t lim = first_budget;
+	while (*p) {
+		size_t len = strlen(p);
+		if (sf_chars(p, len) <= lim) {
+			strlist_add(out, p);
+			return;
+		}
+		/* byte offset of the lim-th character */
+		size_t cut = 0, c = 0;
+		while (cut < len && c < lim) {
+			cut++;
+			while (cut < len && ((unsigned char)p[cut] & 0xC0) == 0x80)
+				cut++;
+			c++;
+		}
+		size_t best = 0;
+		const char *seps[] = {"\n\n", "\n", " "};
+		for (int k = 0; k < 3 && !best; k++)
+			for (size_t i = cut; i > cut / 2; i--)
+				if (strncmp(p + i - strlen(seps[k]), seps[k], strlen(seps[k])) ==
+				    0) {
+					best = i;
+					break;
+				}
+		if (!best)
+			best = cut;
+		char *part = xstrndup(p, best);
+		strlist_add(out, part);
+		free(part);
+		p += best;
+		while (*p == '\n' || *p == ' ')
+			p++;
+		lim = budget;
+	}
+}
+
+static void sf_size_text(long long n, char *out, size_t outlen)
+{
+	if (n >= 1024 * 1024)
+		snprintf(out, outlen, "%.1f MB", (double)n / (1024.0 * 1024.0));
+	else if (n >= 1024)
+		snprintf(out, outlen, "%.0f KB", (double)n / 1024.0);
+	else
+		snprintf(out, outlen, "%lld bytes", n);
+}
+
+static char *sf_safe_filename(const char *name)
+{
+	struct buf b;
+	buf_init(&b);
+	for (const unsigned char *p = (const unsigned char *)(name && *name ? name : "attachment");
+	     *p && b.len < 200; p++)
+		buf_putc(&b, (*p < 0x20 || *p == '"' || *p == '\\' || *p == '/' || *p == 0x7f)
+				 ? '_'
+				 : (char)*p);
+	return buf_steal(&b);
+}
+
+/* ---- reading feeds ---- */
+
+/* Does text hold marker as a whole word? */
+static int sf_has_marker(const char *text, const char *marker)
+{
+	size_t ml = strlen(marker);
+	for (const char *p = text ? strstr(text, marker) : NULL; p; p = strstr(p + 1, marker)) {
+		char c = p[ml];
+		if (c == '\0' || isspace((unsigned char)c))
+			return 1;
+	}
+	return 0;
+}
+
+static const char *sf_body_text(json_t *el)
+{
+	json_t *body = json_object_get(el, "body");
+	const char *t = sf_str(body, "text");
+	if (!t)
+		t = sf_str(json_object_get(el, "header"), "text");
+	return t;
+}
+
+/* Looks for an element (post or comment) carrying marker: in the group's
+ * recent feed when parent is NULL, else in the comments of parent.  1 found
+ * (*id set), 0 not found, -1 cannot tell now (res set). */
+static int sf_find_marker(struct chatter *ch, struct http_client *hc, const char *username,
+			  const char *group, const char *parent, const char *marker, char **id,
+			  struct feed_result *res)
+{
+	*id = NULL;
+	char *ge = http_escape(parent ? parent : group);
+	char *path = parent ? xasprintf("/chatter/feed-elements/%s/capabilities/comments/items"
+					"?pageSize=100",
+					ge)
+			    : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=100"
+					"&recentCommentCount=0",
+					ge);
+	free(ge);
+	struct http_request r;
+	http_request_init(&r, "GET", NULL);
+	http_request_header(&r, "Accept", "application/json");
+	int rc = sf_call(ch, hc, username, &r, path, res);
+	free(path);
+	if (rc != 0) {
+		http_request_clear(&r);
+		return -1;
+	}
+	if (r.status != 200) {
+		sf_fail(res, &r, "chatter read");
+		res->status = FEED_RETRY;
+		http_request_clear(&r);
+		return -1;
+	}
+	json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	json_t *arr = json_object_get(j, parent ? "items" : "elements");
+	size_t i;
+	json_t *el;
+	int found = 0;
+	json_array_foreach(arr, i, el)
+	{
+		const char *eid = sf_str(el, "id");
+		if (eid && sf_has_marker(sf_body_text(el), marker)) {
+			*id = xstrdup(eid);
+			found = 1;
+			break;
+		}
+	}
+	json_decref(j);
+	http_request_clear(&r);
+	return found;
+}
+
+/* ---- delivery ---- */
+
+/* Uploads the attachments that fit the limits; notes for the others go
+ * into notes.  Fills file_ids.  0, or -1 with res set. */
+static int sf_upload(struct chatter *ch, struct http_client *hc, const char *username,
+		     const struct feed_item *it, size_t max_upload, struct strlist *file_ids,
+		     struct strlist *notes, struct feed_result *res)
+{
+	size_t n = it->n_attachments;
+	struct http_request *rs = xcalloc(n ? n : 1, sizeof(*rs));
+	struct http_part(*parts)[2] = xcalloc(n ? n : 1, sizeof(*parts));
+	char **jsons = xcalloc(n ? n : 1, sizeof(char *));
+	char **names = xcalloc(n ? n : 1, sizeof(char *));
+	size_t uploaded = 0;
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct feed_attachment *a = &it->attachments[i];
+		names[i] = sf_safe_filename(a->filename);
+		char size[32];
+		sf_size_text((long long)a->size, size, sizeof(size));
+		if ((long long)a->size > ch->f->max_file_size) {
+			char *note = xasprintf("[attachment %s (%s) not uploaded: too large]",
+					       names[i], size);
+			strlist_add(notes, note);
+			free(note);
+			continue;
+		}
+		if (uploaded >= max_upload) {
+			char *note = xasprintf("[attachment %s (%s) not uploaded: too many files]",
+					       names[i], size);
+			strlist_add(notes, note);
+			free(note);
+			continue;
+		}
+		json_t *fj = json_pack("{s:s}", "title", names[i]);
+		jsons[i] = json_dumps(fj, JSON_COMPACT);
+		json_decref(fj);
+		parts[i][0] = (struct http_part){"json", NULL, "application/json; charset=UTF-8",
+						 jsons[i], strlen(jsons[i])};
+		parts[i][1] = (struct http_part){"fileData", names[i],
+						 a->content_type ? a->content_type
+								 : "application/octet-stream",
+						 a->data, a->size};
+		http_request_init(&rs[i], "POST", NULL);
+		http_request_header(&rs[i], "Accept", "application/json");
+		rs[i].parts = parts[i];
+		rs[i].n_parts = 2;
+		uploaded++;
+	}
+	/* one at a time through sf_call so that a 401 renews the token */
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (!rs[i].parts)
+			continue;
+		if (sf_call(ch, hc, username, &rs[i], "/connect/files/users/me", res) != 0) {
+			rc = -1;
+			break;
+		}
+		json_t *j = rs[i].status == 201 || rs[i].status == 200
+				? json_loadb(rs[i].response.data, rs[i].response.len, 0, NULL)
+				: NULL;
+		const char *fid = sf_str(j, "id");
+		if (fid) {
+			strlist_add(file_ids, fid);
+		} else {
+			sf_fail(res, &rs[i], "chatter file upload");
+			rc = -1;
+		}
+		json_decref(j);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rs[i].parts || rs[i].method)
+			http_request_clear(&rs[i]);
+		free(jsons[i]);
+		free(names[i]);
+	}
+	free(rs);
+	free(parts);
+	free(jsons);
+	free(names);
+	return rc;
+}
+
+/* POSTs one element; 0 with *id set, or -1 with res set. */
+static int sf_post(struct chatter *ch, struct http_client *hc, const char *username,
+		   const char *path, json_t *body, char **id, struct feed_result *res,
+		   const char *what)
+{
+	struct http_request r;
+	http_request_init(&r, "POST", NULL);
+	http_request_header(&r, "Accept", "application/json");
+	http_request_json(&r, json_dumps(body, JSON_COMPACT));
+	int rc = sf_call(ch, hc, username, &r, path, res);
+	if (rc == 0) {
+		json_t *j = r.status == 201 || r.status == 200
+				? json_loadb(r.response.data, r.response.len, 0, NULL)
+				: NULL;
+		const char *eid = sf_str(j, "id");
+		if (eid && strlen(eid) < 64) {
+			*id = xstrdup(eid);
+		} else {
+			sf_fail(res, &r, what);
+			rc = -1;
+		}
+		json_decref(j);
+	}
+	http_request_clear(&r);
+	return rc;
+}
+
+static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
+				const struct feed_item *it, struct feed_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	const char *username = ch->f->username;
+	int as_author = 0;
+
+	if (it->kind == FEED_COMMENT && (!it->parent_remote_id || !*it->parent_remote_id)) {
+		sf_set_error(res, FEED_PERMANENT, "comment without the id of its post");
+		return;
+	}
+	if (ch->f->post_as == POST_AS_AUTHOR && it->author_email && *it->author_email) {
+		char *au = NULL;
+		int f = sf_author_lookup(ch, hc, it->author_email, &au, res);
+		if (f < 0)
+			return;
+		if (f == 1) {
+			char *tok = NULL, *inst = NULL;
+			int denied = 0;
+			struct feed_result tmp;
+			memset(&tmp, 0, sizeof(tmp));
+			if (sf_session_get(ch, hc, au, &tok, &inst, &tmp, &denied) == 0) {
+				username = au;
+				as_author = 1;
+			} else if (denied) {
+				sf_author_deny(ch, it->author_email);
+			} else {
+				*res = tmp;
+				free(au);
+				return;
+			}
+			free(tok);
+			free(inst);
+		}
+		if (!as_author)
+			free(au);
+	}
+
+	/* fixed parts: From line, subject, attachment notes, tags, marker */
+	struct strlist file_ids = {0}, notes = {0}, parts = {0};
+	char *marker = xasprintf(FEED_MARKER_PREFIX "%s", it->key);
+	char *from = NULL;
+	if (!as_author) {
+		const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
+		const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
+		if (nm && em)
+			from = xasprintf("From %s <%s>", nm, em);
+		else if (nm || em)
+			from = xasprintf("From %s", nm ? nm : em);
+	}
+	size_t max_up = it->kind == FEED_POST
+			    ? (size_t)(ch->f->max_files > 10 ? 10 : ch->f->max_files)
+			    : (ch->f->max_files > 0 ? 1 : 0);
+	size_t fixed = strlen(marker) + (from ? sf_chars(from, strlen(from)) : 0) + 20;
+	if (it->kind == FEED_POST && it->subject)
+		fixed += sf_chars(it->subject, strlen(it->subject));
+	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++)
+		fixed += strlen(it->hashtags->v[i]) + 2;
+	fixed += it->n_attachments * 300;
+	size_t first = fixed + 500 < SF_BODY_BUDGET ? SF_BODY_BUDGET - fixed : 500;
+	sf_split(it->text ? it->text : "", first, SF_BODY_BUDGET - 100, &parts);
+	if (parts.n == 0)
+		strlist_add(&parts, "");
+	if (parts.n > SF_MAX_PARTS) {
+		sf_set_error(res, FEED_PERMANENT,
+			     "text too long for Chatter: %zu parts of %d characters (limit %d)",
+			     parts.n, SF_BODY_BUDGET, SF_MAX_PARTS);
+		goto out;
+	}
+
+	/* an item in several parts may be half-delivered by an earlier attempt */
+	char *done_id = NULL;
+	if (parts.n > 1) {
+		int f = sf_find_marker(ch, hc, username, it->group,
+				       it->kind == FEED_COMMENT ? it->parent_remote_id : NULL,
+				       marker, &done_id, res);
+		if (f < 0)
+			goto out;
+	}
+	if (!done_id) {
+		if (sf_upload(ch, hc, username, it, max_up, &file_ids, &notes, res) != 0)
+			goto out;
+		json_t *segs = json_array();
+		if (from)
+			seg_plain_paragraph(segs, from);
+		if (it->kind == FEED_POST && it->subject && *it->subject) {
+			seg_markup(segs, "MarkupBegin", "Paragraph");
+			seg_markup(segs, "MarkupBegin", "Bold");
+			seg_text(segs, it->subject, strlen(it->subject));
+			seg_markup(segs, "MarkupEnd", "Bold");
+			seg_markup(segs, "MarkupEnd", "Paragraph");
+		}
+		seg_paragraphs(segs, parts.v[0]);
+		for (size_t i = 0; i < notes.n; i++)
+			seg_plain_paragraph(segs, notes.v[i]);
+		int any_tag = 0;
+		for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++) {
+			char *t = sf_tag(it->hashtags->v[i]);
+			if (*t) {
+				if (!any_tag)
+					seg_markup(segs, "MarkupBegin", "Paragraph");
+				else
+					seg_text(segs, " ", 1);
+				json_array_append_new(
+				    segs, json_pack("{s:s, s:s}", "type", "Hashtag", "tag", t));
+				any_tag = 1;
+			}
+			free(t);
+		}
+		if (any_tag)
+			seg_markup(segs, "MarkupEnd", "Paragraph");
+		seg_plain_paragraph(segs, marker);
+
+		json_t *body = json_pack("{s:{s:o}}", "body", "messageSegments", segs);
+		char *path;
+		if (it->kind == FEED_POST) {
+			json_object_set_new(body, "feedElementType", json_string("FeedItem"));
+			json_object_set_new(body, "subjectId", json_string(it->group));
+			if (file_ids.n) {
+				json_t *items = json_array();
+				for (size_t i = 0; i < file_ids.n; i++)
+					json_array_append_new(
+					    items, json_pack("{s:s}", "id", file_ids.v[i]));
+				json_object_set_new(
+				    body, "capabilities",
+				    json_pack("{s:{s:o}}", "files", "items", items));
+			}
+			path = xstrdup("/chatter/feed-elements");
+		} else {
+			if (file_ids.n)
+				json_object_set_new(body, "capabilities",
+						    json_pack("{s:{s:s}}", "content",
+							      "contentDocumentId", file_ids.v[0]));
+			char *pe = http_escape(it->parent_remote_id);
+			path =
+			    xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
+			free(pe);
+		}
+		int rc = sf_post(ch, hc, username, path, body, &done_id, res,
+				 it->kind == FEED_POST ? "chatter post" : "chatter comment");
+		free(path);
+		json_decref(body);
+		if (rc != 0)
+			goto out;
+	}
+
+	/* continuations: comments on the post (or on the comment's post) */
+	const char *post_id = it->kind == FEED_POST ? done_id : it->parent_remote_id;
+	for (size_t i = 1; i < parts.n; i++) {
+		char *cmark = xasprintf("%s#%zu", marker, i + 1);
+		char *have = NULL;
+		int f = sf_find_marker(ch, hc, username, it->group, post_id, cmark, &have, res);
+		if (f == 0) {
+			json_t *segs = json_array();
+			char *head = xasprintf("(continued, part %zu of %zu)", i + 1, parts.n);
+			seg_plain_paragraph(segs, head);
+			free(head);
+			seg_paragraphs(segs, parts.v[i]);
+			seg_plain_paragraph(segs, cmark);
+			json_t *body = json_pack("{s:{s:o}}", "body", "messageSegments", segs);
+			char *pe = http_escape(post_id);
+			char *path =
+			    xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
+			free(pe);
+			f = sf_post(ch, hc, username, path, body, &have, res,
+				    "chatter continuation comment") == 0
+				? 1
+				: -1;
+			free(path);
+			json_decref(body);
+		}
+		free(have);
+		free(cmark);
+		if (f < 0) {
+			/* the first part exists: a retry must not post it again; its
+			 * marker lets the next attempt find it */
+			if (res->status == FEED_PERMANENT)
+				res->status = FEED_RETRY;
+			free(done_id);
+			done_id = NULL;
+			goto out;
+		}
+	}
+	res->status = FEED_OK;
+	res->remote_id = done_id;
+	log_info("chatter.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu "
+		 "as_author=%d",
+		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
+		 file_ids.n, as_author);
+out:
+	if (res->status != FEED_OK)
+		log_warn("chatter.deliver_failed outbox_id=%lld status=%s retry_after=%ld",
+			 (long long)it->id, res->status == FEED_RETRY ? "retry" : "permanent",
+			 res->retry_after);
+	if (as_author)
+		free((char *)username);
+	free(marker);
+	free(from);
+	strlist_free(&file_ids);
+	strlist_free(&notes);
+	strlist_free(&parts);
+}
+
+/* ---- backend interface ---- */
+
+static void chatter_close(void *ctx)
+{
+	struct chatter *ch = ctx;
+	if (!ch)
+		return;
+	for (int i = 0; i < ch->n_clients; i++)
+		http_client_free(ch->clients[i]);
+	free(ch->clients);
+	for (size_t i = 0; i < ch->n_sessions; i++) {
+		free(ch->sessions[i].username);
+		free(ch->sessions[i].token);
+		free(ch->sessions[i].instance);
+	}
+	free(ch->sessions);
+	for (size_t i = 0; i < ch->n_authors; i++) {
+		free(ch->authors[i].email);
+		free(ch->authors[i].username);
+	}
+	free(ch->authors);
+	jwt_key_free(ch->key);
+	pthread_mutex_destroy(&ch->mu);
+	pthread_mutex_destroy(&ch->login_mu);
+	free(ch->token_url);
+	free(ch->audience);
+	free(ch->cfg_instance);
+	free(ch);
+}
+
+static int chatter_open(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
+			size_t errlen)
+{
+	const struct mf_feed *f = &cfg->feed;
+	*ctx = NULL;
+	if (!f->client_id || !f->username || !f->private_key_file || !f->instance_url ||
+	    !f->login_url || !f->api_version) {
+		snprintf(err, errlen,
+			 "[feed] backend = chatter needs client_id, username, "
+			 "private_key_file and instance_url");
+		return -1;
+	}
+	struct chatter *ch = xcalloc(1, sizeof(*ch));
+	pthread_mutex_init(&ch->mu, NULL);
+	pthread_mutex_init(&ch->login_mu, NULL);
+	ch->f = f;
+	ch->key = jwt_key_load(f->private_key_file, err, errlen);
+	if (!ch->key) {
+		chatter_close(ch);
+		return -1;
+	}
+	char *login = sf_strip_slash(f->login_url);
+	ch->token_url = xasprintf("%s/services/oauth2/token", login);
+	free(login);
+	ch->audience = sf_origin(f->login_url);
+	ch->cfg_instance = sf_strip_slash(f->instance_url);
+	ch->n_clients = f->concurrency > 0 ? (f->concurrency > 32 ? 32 : f->concurrency) : 1;
+	ch->clients = xcalloc((size_t)ch->n_clients, sizeof(*ch->clients));
+	struct http_options o = {.ca_file = f->ca_file,
+				 .tls_verify = f->tls_verify,
+				 .connect_timeout = f->connect_timeout,
+				 .timeout = f->timeout,
+				 .max_concurrency = 2};
+	for (int i = 0; i < ch->n_clients; i++) {
+		ch->clients[i] = http_client_new(&o, err, errlen);
+		if (!ch->clients[i]) {
+			ch->n_clients = i;
+			chatter_close(ch);
+			return -1;
+		}
+	}
+	*ctx = ch;
+	return 0;
+}
+
+struct chatter_job {
+	struct chatter *ch;
+	int slot, nslots;
+	const struct feed_item *items;
+	size_t n;
+	struct feed_result *results;
+};
+
+static unsigned sf_hash(const char *s)
+{
+	unsigned h = 5381;
+	for (; s && *s; s++)
+		h = h * 33 + (unsigned char)*s;
+	return h;
+}
+
+static void *chatter_worker(void *arg)
+{
+	struct chatter_job *j = arg;
+	for (size_t i = 0; i < j->n; i++) {
+		const struct feed_item *it = &j->items[i];
+		const char *k = it->kind == FEED_COMMENT ? it->parent_remote_id : it->key;
+		if (sf_hash(k) % (unsigned)j->nslots == (unsigned)j->slot)
+			chatter_deliver_one(j->ch, j->ch->clients[j->slot], it, &j->results[i]);
+	}
+	return NULL;
+}
+
+static void chatter_deliver(void *ctx, const struct feed_item *items, size_t n,
+			    struct feed_result *results)
+{
+	struct chatter *ch = ctx;
+	int ns = ch->n_clients < (int)n ? ch->n_clients : (int)n;
+	if (ns <= 1) {
+		struct chatter_job j = {ch, 0, 1, items, n, results};
+		chatter_worker(&j);
+		return;
+	}
+	struct chatter_job *jobs = xcalloc((size_t)ns, sizeof(*jobs));
+	pthread_t *th = xcalloc((size_t)ns, sizeof(*th));
+	int *started = xcalloc((size_t)ns, sizeof(*started));
+	for (int s = 0; s < ns; s++) {
+		jobs[s] = (struct chatter_job){ch, s, ns, items, n, results};
+		started[s] = pthread_create(&th[s], NULL, chatter_worker, &jobs[s]) == 0;
+		if (!started[s])
+			chatter_worker(&jobs[s]);
+	}
+	for (int s = 0; s < ns; s++)
+		if (started[s])
+			pthread_join(th[s], NULL);
+	free(started);
+	free(th);
+	free(jobs);
+}
+
+static int chatter_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
+{
+	struct chatter *ch = ctx;
+	struct feed_result res;
+	memset(&res, 0, sizeof(res));
+	char *marker = xasprintf(FEED_MARKER_PREFIX "%s", item->key);
+	int f = sf_find_marker(ch, ch->clients[0], ch->f->username, item->group,
+			       item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, marker,
+			       remote_id, &res);
+	free(marker);
+	if (f < 0)
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
+			 (long long)item->id, res.error);
+	return f;
+}
+
+/* Text as read back: our marker paragraph dropped. */
+static char *sf_entry_text(const char *t)
+{
+	if (!t)
+		return xstrdup("");
+	char *s = xstrdup(t);
+	char *m = strstr(s, FEED_MARKER_PREFIX);
+	char *last = NULL;
+	while (m) {
+		last = m;
+		m = strstr(m + 1, FEED_MARKER_PREFIX);
+	}
+	if (last && !strchr(last, ' ') && !strchr(last, '\n')) {
+		*last = '\0';
+		str_trim(s);
+	}
+	return s;
+}
+
+static void sf_entry_add(struct feed_entry **v, size_t *n, json_t *el, const char *group,
+			 const char *parent, const char *instance, json_t *who)
+{
+	const char *id = sf_str(el, "id");
+	if (!id)
+		return;
+	*v = xrealloc(*v, (*n + 1) * sizeof(**v));
+	struct feed_entry *e = &(*v)[(*n)++];
+	memset(e, 0, sizeof(*e));
+	e->remote_id = xstrdup(id);
+	e->parent_remote_id = parent ? xstrdup(parent) : NULL;
+	e->group = xstrdup(group);
+	const char *name = sf_str(who, "displayName");
+	if (!name)
+		name = sf_str(who, "name");
+	e->author_name = name ? xstrdup(name) : NULL;
+	e->text = sf_entry_text(sf_body_text(el));
+	e->url = xasprintf("%s/%s", instance, parent ? parent : id);
+	e->created = sf_parse_time(sf_str(el, "createdDate"));
+}
+
+static int sf_entry_cmp(const void *a, const void *b)
+{
+	const struct feed_entry *x = a, *y = b;
+	return x->created < y->created ? -1 : x->created > y->created;
+}
+
+/* Appends the entries of one Feed Element Page created after since (posts
+ * and their embedded comments) and returns the next page's path, or NULL
+ * when the page reached older elements or was the last. */
+char *feed_chatter_parse_page(const char *json, size_t len, const char *group, time_t since,
+			      const char *instance, struct feed_entry **entries, size_t *n)
+{
+	json_t *j = json_loadb(json, len, 0, NULL);
+	size_t i;
+	json_t *el;
+	int older = 0;
+	json_array_foreach(json_object_get(j, "elements"), i, el)
+	{
+		const char *pid = sf_str(el, "id");
+		time_t mod = sf_parse_time(sf_str(el, "modifiedDate"));
+		time_t cr = sf_parse_time(sf_str(el, "createdDate"));
+		if (mod && mod <= since && cr <= since) {
+			older = 1;
+			continue;
+		}
+		if (!pid)
+			continue;
+		if (cr > since)
+			sf_entry_add(entries, n, el, group, NULL, instance,
+				     json_object_get(el, "actor"));
+		json_t *page = json_object_get(
+		    json_object_get(json_object_get(el, "capabilities"), "comments"), "page");
+		size_t k;
+		json_t *c;
+		json_array_foreach(json_object_get(page, "items"), k, c)
+		{
+			if (sf_parse_time(sf_str(c, "createdDate")) > since)
+				sf_entry_add(entries, n, c, group, pid, instance,
+					     json_object_get(c, "user"));
+		}
+	}
+	const char *next = sf_str(j, "nextPageUrl");
+	char *path = NULL;
+	if (!older && next && strncmp(next, "/services/", 10) == 0 && strlen(next) < 2048 &&
+	    !strpbrk(next, "\r\n "))
+		path = xstrdup(next);
+	json_decref(j);
+	return path;
+}
+
+/* Frees what read_group returned (kept here so that this file does not
+ * depend on feed.c being linked). */
+static void sf_entries_free(struct feed_entry *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(e[i].remote_id);
+		free(e[i].parent_remote_id);
+		free(e[i].group);
+		free(e[i].author_name);
+		free(e[i].author_email);
+		free(e[i].subject);
+		free(e[i].text);
+		free(e[i].url);
+	}
+	free(e);
+}
+
+static int chatter_read_group(void *ctx, const char *group, time_t since,
+			      struct feed_entry **entries, size_t *n, char *err, size_t errlen)
+{
+	struct chatter *ch = ctx;
+	struct http_client *hc = ch->clients[0];
+	*entries = NULL;
+	*n = 0;
+	struct feed_result res;
+	memset(&res, 0, sizeof(res));
+	char *ge = http_escape(group);
+	char *path = xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=100"
+			       "&sort=LastModifiedDateDesc&recentCommentCount=25",
+			       ge);
+	free(ge);
+	int rc = 0;
+	char *instance = NULL;
+	for (int page = 0; page < SF_READ_PAGES && path; page++) {
+		struct http_request r;
+		http_request_init(&r, "GET", NULL);
+		http_request_header(&r, "Accept", "application/json");
+		if (sf_call(ch, hc, ch->f->username, &r, path, &res) != 0 || r.status != 200) {
+			if (res.error[0] == '\0')
+				sf_fail(&res, &r, "chatter read");
+			snprintf(err, errlen, "%s", res.error);
+			http_request_clear(&r);
+			rc = -1;
+			break;
+		}
+		free(path);
+		path = NULL;
+		if (!instance) {
+			pthread_mutex_lock(&ch->mu);
+			struct sf_session *s = sf_session_find(ch, ch->f->username);
+			instance = xstrdup(s && s->instance ? s->instance : ch->cfg_instance);
+			pthread_mutex_unlock(&ch->mu);
+		}
+		path = feed_chatter_parse_page(r.response.data, r.response.len, group, since,
+					       instance, entries, n);
+		http_request_clear(&r);
+	}
+	free(path);
+	free(instance);
+	if (rc != 0) {
+		sf_entries_free(*entries, *n);
+		*entries = NULL;
+		*n = 0;
+		return -1;
+	}
+	if (*n > 1)
+		qsort(*entries, *n, sizeof(**entries), sf_entry_cmp);
+	return 0;
+}
+
+const struct feed_backend_ops feed_chatter_ops = {
+    .name = "chatter",
+    .open = chatter_open,
+    .deliver = chatter_deliver,
+    .reconcile = chatter_reconcile,
+    .read_group = chatter_read_group,
+    .close = chatter_close,
+};

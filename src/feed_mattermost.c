@@ -1,0 +1,731 @@
+/* feed_mattermost.c — the Mattermost backend (API v4).
+ *
+ * Posts are made with a personal access token (token_file) as its user;
+ * the sender is named in a "From NAME <email>" line.  A comment is a reply
+ * (root_id = the post).  Hashtags are "#tag" words on a last line, where the
+ * server picks them up.  Every post carries props {"mailfeed_key": KEY} —
+ * custom props are kept by the server and invisible to readers — so that
+ * reconcile can find it among the channel's recent posts.
+ *
+ * Messages over the 16,383-rune limit become a post plus continuation
+ * replies (props "KEY#N"); a retry after a half-done delivery first looks
+ * up which parts exist.  Items are delivered by up to [feed] concurrency
+ * threads, each with its own http_client; replies to one post stay in order
+ * on one thread. */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/http.h"
+#include "mailfeed/log.h"
+
+#define MM_BUDGET 16000 /* runes per post; the server allows 16,383 */
+#define MM_MAX_PARTS 12
+#define MM_MAX_FILES 5 /* documented file_ids limit per post */
+#define MM_AUTH_BACKOFF 1800
+#define MM_KEY_PROP "mailfeed_key"
+
+struct mm_user {
+	char *id;
+	char *name;
+	char *email;
+};
+
+struct mattermost {
+	const struct mf_feed *f;
+	char *base; /* url without trailing slash */
+	char *auth; /* "Authorization: Bearer ..." */
+	pthread_mutex_t mu;
+	struct mm_user *users;
+	size_t n_users;
+	struct http_client **clients;
+	int n_clients;
+};
+
+static const char *mm_str(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+static void mm_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void mm_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	va_end(ap);
+	res->status = st;
+	for (char *p = res->error; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+}
+
+/* Makes res from a failed call: "id: message" of the AppError, or the
+ * status with a short plain-text body (the rate limiter's "limit exceeded"). */
+static void mm_fail(struct feed_result *res, const struct http_request *r, const char *what)
+{
+	if (r->curl_failed) {
+		mm_set_error(res, FEED_RETRY, "%s: network: %s", what, r->error);
+		return;
+	}
+	enum feed_status st = http_classify(r->status, 0);
+	json_t *j = json_loadb(r->response.data, r->response.len, 0, NULL);
+	const char *id = mm_str(j, "id"), *msg = mm_str(j, "message");
+	if (id)
+		mm_set_error(res, st, "%s: HTTP %ld %.100s: %.300s", what, r->status, id,
+			     msg ? msg : "");
+	else if (r->content_type && strncasecmp(r->content_type, "text/plain", 10) == 0 &&
+		 r->response.len < 200)
+		mm_set_error(res, st, "%s: HTTP %ld %.*s", what, r->status, (int)r->response.len,
+			     r->response.data);
+	else
+		mm_set_error(res, st, "%s: HTTP %ld from Mattermost", what, r->status);
+	json_decref(j);
+	if (r->status == 401) {
+		/* the token is wrong or revoked: the admin must act, and the items
+		 * wait for that instead of being dropped */
+		res->status = FEED_RETRY;
+		res->retry_after = MM_AUTH_BACKOFF;
+		log_error("mattermost.auth_failed status=401 msg=\"the personal access token in "
+			  "token_file was refused\"");
+	} else if (st == FEED_RETRY) {
+		res->retry_after = http_retry_after(r);
+	}
+	if (r->status == 200 || r->status == 201)
+		mm_set_error(res, FEED_RETRY, "%s: unexpected answer (no id)", what);
+}
+
+static void mm_request(struct mattermost *mm, struct http_request *r, const char *method,
+		       const char *url)
+{
+	http_request_init(r, method, url);
+	strlist_add(&r->headers, mm->auth);
+	http_request_header(r, "Accept", "application/json");
+}
+
+static size_t mm_runes(const char *s, size_t n)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		if (((unsigned char)s[i] & 0xC0) != 0x80)
+			c++;
+	return c;
+}
+
+/* Splits text into parts of at most budget runes, preferring a blank line,
+ * then a line end, then a space. */
+static void mm_split(const char *text, size_t first, size_t budget, struct strlist *out)
+{
+	const char *p = text;
+	size_t lim = first;
+	while (*p) {
+		size_t len = strlen(p);
+		if (mm_runes(p, len) <= lim) {
+			strlist_add(out, p);
+			return;
+		}
+		size_t cut = 0;
+		for (size_t c = 0; cut < len && c < lim; c++) {
+			cut++;
+			while (cut < len && ((unsigned char)p[cut] & 0xC0) == 0x80)
+				cut++;
+		}
+		size_t best = 0;
+		for (size_t i = cut; i > cut / 2 && !best; i--)
+			if (p[i - 1] == '\n' && i >= 2 && p[i - 2] == '\n')
+				best = i;
+		for (size_t i = cut; i > cut / 2 && !best; i--)
+			if (p[i - 1] == '\n' || p[i - 1] == ' ')
+				best = i;
+		if (!best)
+			best = cut;
+		char *part = xstrndup(p, best);
+		strlist_add(out, part);
+		free(part);
+		p += best;
+		while (*p == '\n' || *p == ' ')
+			p++;
+		lim = budget;
+	}
+}
+
+/* A tag as the server's hashtag rule takes it: letters, digits, '-', '_',
+ * '.', starting with a letter and ending with a letter or digit.  Empty
+ * when nothing usable is left. */
+static char *mm_tag(const char *t)
+{
+	struct buf b;
+	buf_init(&b);
+	for (const unsigned char *p = (const unsigned char *)t; *p && b.len < 64; p++)
+		if (*p >= 0x80 || isalnum(*p) || *p == '-' || *p == '_' || *p == '.')
+			if (b.len > 0 || *p >= 0x80 || isalpha(*p))
+				buf_putc(&b, (char)*p);
+	while (b.len > 0 &&
+	       (b.data[b.len - 1] == '-' || b.data[b.len - 1] == '_' || b.data[b.len - 1] == '.'))
+		b.data[--b.len] = '\0';
+	return buf_steal(&b);
+}
+
+static char *mm_safe_filename(const char *name)
+{
+	struct buf b;
+	buf_init(&b);
+	for (const unsigned char *p = (const unsigned char *)(name && *name ? name : "attachment");
+	     *p && b.len < 200; p++)
+		buf_putc(&b, (*p < 0x20 || *p == '"' || *p == '\\' || *p == '/' || *p == 0x7f)
+				 ? '_'
+				 : (char)*p);
+	return buf_steal(&b);
+}
+
+static void mm_size_text(size_t n, char *out, size_t outlen)
+{
+	if (n >= 1024 * 1024)
+		snprintf(out, outlen, "%.1f MB", (double)n / (1024.0 * 1024.0));
+	else if (n >= 1024)
+		snprintf(out, outlen, "%.0f KB", (double)n / 1024.0);
+	else
+		snprintf(out, outlen, "%zu bytes", n);
+}
+
+/* GET /channels/{id}/posts?since=ms.  Returns the parsed PostList, or NULL
+ * with res set. */
+static json_t *mm_channel_posts(struct mattermost *mm, struct http_client *hc, const char *channel,
+				long long since_ms, struct feed_result *res)
+{
+	char *ce = http_escape(channel);
+	char *url = xasprintf("%s/api/v4/channels/%s/posts?since=%lld", mm->base, ce, since_ms);
+	free(ce);
+	struct http_request r;
+	mm_request(mm, &r, "GET", url);
+	http_perform_one(hc, &r);
+	json_t *j = NULL;
+	if (r.status == 200)
+		j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		j = NULL;
+		mm_fail(res, &r, "mattermost read");
+		if (res->status == FEED_OK)
+			res->status = FEED_RETRY;
+	}
+	http_request_clear(&r);
+	free(url);
+	return j;
+}
+
+/* Id of the post in list whose mailfeed_key prop is key, or NULL. */
+static const char *mm_find_key(json_t *list, const char *key)
+{
+	const char *id;
+	json_t *p;
+	json_object_foreach(json_object_get(list, "posts"), id, p)
+	{
+		const char *k = mm_str(json_object_get(p, "props"), MM_KEY_PROP);
+		json_t *del = json_object_get(p, "delete_at");
+		if (k && strcmp(k, key) == 0 && json_integer_value(del) == 0)
+			return mm_str(p, "id") ? mm_str(p, "id") : id;
+	}
+	return NULL;
+}
+
+static long long mm_lookback_ms(struct mattermost *mm)
+{
+	long back = mm->f->dead_after > 0 ? mm->f->dead_after + 86400 : 3 * 86400;
+	return ((long long)time(NULL) - back) * 1000;
+}
+
+/* Uploads attachments within limits; notes for the others. 0 or -1. */
+static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
+		     size_t max_up, struct strlist *file_ids, struct strlist *notes,
+		     struct feed_result *res)
+{
+	size_t n = it->n_attachments, up = 0;
+	struct http_request *rs = xcalloc(n ? n : 1, sizeof(*rs));
+	struct http_request **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));
+	struct http_part(*parts)[2] = xcalloc(n ? n : 1, sizeof(*parts));
+	char **names = xcalloc(n ? n : 1, sizeof(*names));
+	char *url = xasprintf("%s/api/v4/files", mm->base);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct feed_attachment *a = &it->attachments[i];
+		names[i] = mm_safe_filename(a->filename);
+		char size[32];
+		mm_size_text(a->size, size, sizeof(size));
+		const char *why = (long long)a->size > mm->f->max_file_size ? "too large"
+				  : up >= max_up			    ? "too many files"
+									    : NULL;
+		if (why) {
+			char *note =
+			    xasprintf("[attachment %s (%s) not uploaded: %s]", names[i], size, why);
+			strlist_add(notes, note);
+			free(note);
+			continue;
+		}
+		parts[i][0] =
+		    (struct http_part){"channel_id", NULL, NULL, it->group, strlen(it->group)};
+		parts[i][1] = (struct http_part){"files", names[i],
+						 a->content_type ? a->content_type
+								 : "application/octet-stream",
+						 a->data, a->size};
+		mm_request(mm, &rs[i], "POST", url);
+		rs[i].parts = parts[i];
+		rs[i].n_parts = 2;
+		ptrs[up++] = &rs[i];
+	}
+	http_perform(hc, ptrs, up);
+	for (size_t i = 0; i < up && rc == 0; i++) {
+		json_t *j = ptrs[i]->status == 201
+				? json_loadb(ptrs[i]->response.data, ptrs[i]->response.len, 0, NULL)
+				: NULL;
+		const char *fid = mm_str(json_array_get(json_object_get(j, "file_infos"), 0), "id");
+		if (fid) {
+			strlist_add(file_ids, fid);
+		} else {
+			mm_fail(res, ptrs[i], "mattermost file upload");
+			rc = -1;
+		}
+		json_decref(j);
+	}
+	for (size_t i = 0; i < up; i++)
+		http_request_clear(ptrs[i]);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(url);
+	free(rs);
+	free(ptrs);
+	free(parts);
+	free(names);
+	return rc;
+}
+
+/* POST /posts; 0 with *id, or -1 with res. */
+static int mm_post(struct mattermost *mm, struct http_client *hc, const char *channel,
+		   const char *root, const char *message, const struct strlist *file_ids,
+		   const char *key, char **id, struct feed_result *res)
+{
+	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s}}", "channel_id", channel, "message",
+				 message, "root_id", root ? root : "", "props", MM_KEY_PROP, key);
+	if (!body) {
+		mm_set_error(res, FEED_PERMANENT, "text is not valid UTF-8");
+		return -1;
+	}
+	if (file_ids && file_ids->n) {
+		json_t *a = json_array();
+		for (size_t i = 0; i < file_ids->n; i++)
+			json_array_append_new(a, json_string(file_ids->v[i]));
+		json_object_set_new(body, "file_ids", a);
+	}
+	char *url = xasprintf("%s/api/v4/posts?set_online=false", mm->base);
+	struct http_request r;
+	mm_request(mm, &r, "POST", url);
+	http_request_json(&r, json_dumps(body, JSON_COMPACT));
+	json_decref(body);
+	http_perform_one(hc, &r);
+	int rc = -1;
+	json_t *j = r.status == 201 ? json_loadb(r.response.data, r.response.len, 0, NULL) : NULL;
+	const char *pid = mm_str(j, "id");
+	if (pid && strlen(pid) < 64) {
+		*id = xstrdup(pid);
+		rc = 0;
+	} else {
+		mm_fail(res, &r, root ? "mattermost reply" : "mattermost post");
+	}
+	json_decref(j);
+	http_request_clear(&r);
+	free(url);
+	return rc;
+}
+
+static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
+			   const struct feed_item *it, struct feed_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (it->kind == FEED_COMMENT && (!it->parent_remote_id || !*it->parent_remote_id)) {
+		mm_set_error(res, FEED_PERMANENT, "comment without the id of its post");
+		return;
+	}
+	struct strlist parts = {0}, file_ids = {0}, notes = {0};
+	struct buf head, tail;
+	buf_init(&head);
+	buf_init(&tail);
+	const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
+	const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
+	if (it->kind == FEED_POST && it->subject && *it->subject)
+		buf_printf(&head, "**%s**\n\n", it->subject);
+	if (nm && em)
+		buf_printf(&head, "From %s <%s>\n\n", nm, em);
+	else if (nm || em)
+		buf_printf(&head, "From %s\n\n", nm ? nm : em);
+	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++) {
+		char *t = mm_tag(it->hashtags->v[i]);
+		if (strlen(t) >= 2)
+			buf_printf(&tail, "%s#%s", tail.len ? " " : "", t);
+		free(t);
+	}
+	size_t fixed = mm_runes(head.data ? head.data : "", head.len) + tail.len +
+		       it->n_attachments * 300 + 16;
+	size_t first = fixed + 1000 < MM_BUDGET ? MM_BUDGET - fixed : 1000;
+	mm_split(it->text ? it->text : "", first, MM_BUDGET - 100, &parts);
+	if (parts.n == 0)
+		strlist_add(&parts, "");
+	char *done_id = NULL;
+	const char *root = it->kind == FEED_COMMENT ? it->parent_remote_id : NULL;
+	json_t *known = NULL;
+	if (parts.n > MM_MAX_PARTS) {
+		mm_set_error(res, FEED_PERMANENT,
+			     "text too long for Mattermost: %zu parts of %d "
+			     "runes (limit %d)",
+			     parts.n, MM_BUDGET, MM_MAX_PARTS);
+		goto out;
+	}
+	if (parts.n > 1) {
+		known = mm_channel_posts(mm, hc, it->group, mm_lookback_ms(mm), res);
+		if (!known)
+			goto out;
+		const char *have = mm_find_key(known, it->key);
+		if (have)
+			done_id = xstrdup(have);
+	}
+	if (!done_id) {
+		size_t max_up =
+		    mm->f->max_files < MM_MAX_FILES ? (size_t)mm->f->max_files : MM_MAX_FILES;
+		if (mm_upload(mm, hc, it, max_up, &file_ids, &notes, res) != 0)
+			goto out;
+		struct buf msg;
+		buf_init(&msg);
+		buf_append(&msg, head.data ? head.data : "", head.len);
+		buf_puts(&msg, parts.v[0]);
+		for (size_t i = 0; i < notes.n; i++)
+			buf_printf(&msg, "\n\n%s", notes.v[i]);
+		if (tail.len)
+			buf_printf(&msg, "\n\n%s", tail.data);
+		int rc =
+		    mm_post(mm, hc, it->group, root, msg.data, &file_ids, it->key, &done_id, res);
+		buf_free(&msg);
+		if (rc != 0)
+			goto out;
+	}
+	const char *thread = root ? root : done_id;
+	for (size_t i = 1; i < parts.n; i++) {
+		char *k = xasprintf("%s#%zu", it->key, i + 1);
+		const char *have = known ? mm_find_key(known, k) : NULL;
+		char *pid = NULL;
+		int rc = 0;
+		if (!have) {
+			char *msg = xasprintf("(continued, part %zu of %zu)\n\n%s", i + 1, parts.n,
+					      parts.v[i]);
+			rc = mm_post(mm, hc, it->group, thread, msg, NULL, k, &pid, res);
+			free(msg);
+		}
+		free(pid);
+		free(k);
+		if (rc != 0) {
+			/* the first part is there; its key lets the next try skip it */
+			if (res->status == FEED_PERMANENT)
+				res->status = FEED_RETRY;
+			free(done_id);
+			done_id = NULL;
+			goto out;
+		}
+	}
+	res->status = FEED_OK;
+	res->remote_id = done_id;
+	log_info("mattermost.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu",
+		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
+		 file_ids.n);
+out:
+	if (res->status != FEED_OK)
+		log_warn("mattermost.deliver_failed outbox_id=%lld status=%s retry_after=%ld",
+			 (long long)it->id, res->status == FEED_RETRY ? "retry" : "permanent",
+			 res->retry_after);
+	json_decref(known);
+	buf_free(&head);
+	buf_free(&tail);
+	strlist_free(&parts);
+	strlist_free(&file_ids);
+	strlist_free(&notes);
+}
+
+static void mm_close(void *ctx)
+{
+	struct mattermost *mm = ctx;
+	if (!mm)
+		return;
+	for (int i = 0; i < mm->n_clients; i++)
+		http_client_free(mm->clients[i]);
+	free(mm->clients);
+	for (size_t i = 0; i < mm->n_users; i++) {
+		free(mm->users[i].id);
+		free(mm->users[i].name);
+		free(mm->users[i].email);
+	}
+	free(mm->users);
+	pthread_mutex_destroy(&mm->mu);
+	if (mm->auth)
+		explicit_bzero(mm->auth, strlen(mm->auth));
+	free(mm->auth);
+	free(mm->base);
+	free(mm);
+}
+
+static int mm_open(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
+		   size_t errlen)
+{
+	const struct mf_feed *f = &cfg->feed;
+	*ctx = NULL;
+	if (!f->url || !f->token_file) {
+		snprintf(err, errlen, "[feed] backend = mattermost needs url and token_file");
+		return -1;
+	}
+	char *token = NULL;
+	char e[256];
+	if (secret_read(f->token_file, NULL, &token, e, sizeof(e)) != 0) {
+		snprintf(err, errlen, "token_file %s: %s", f->token_file, e);
+		return -1;
+	}
+	if (!*token || strpbrk(token, "\r\n \t")) {
+		snprintf(err, errlen, "token_file %s: expected one personal access token",
+			 f->token_file);
+		free(token);
+		return -1;
+	}
+	struct mattermost *mm = xcalloc(1, sizeof(*mm));
+	pthread_mutex_init(&mm->mu, NULL);
+	mm->f = f;
+	mm->auth = xasprintf("Authorization: Bearer %s", token);
+	explicit_bzero(token, strlen(token));
+	free(token);
+	size_t n = strlen(f->url);
+	while (n > 0 && f->url[n - 1] == '/')
+		n--;
+	mm->base = xstrndup(f->url, n);
+	mm->n_clients = f->concurrency > 0 ? (f->concurrency > 32 ? 32 : f->concurrency) : 1;
+	mm->clients = xcalloc((size_t)mm->n_clients, sizeof(*mm->clients));
+	struct http_options o = {.ca_file = f->ca_file,
+				 .tls_verify = f->tls_verify,
+				 .connect_timeout = f->connect_timeout,
+				 .timeout = f->timeout,
+				 .max_concurrency = MM_MAX_FILES};
+	for (int i = 0; i < mm->n_clients; i++) {
+		mm->clients[i] = http_client_new(&o, err, errlen);
+		if (!mm->clients[i]) {
+			mm->n_clients = i;
+			mm_close(mm);
+			return -1;
+		}
+	}
+	*ctx = mm;
+	return 0;
+}
+
+struct mm_job {
+	struct mattermost *mm;
+	int slot, nslots;
+	const struct feed_item *items;
+	size_t n;
+	struct feed_result *results;
+};
+
+static unsigned mm_hash(const char *s)
+{
+	unsigned h = 5381;
+	for (; s && *s; s++)
+		h = h * 33 + (unsigned char)*s;
+	return h;
+}
+
+static void *mm_worker(void *arg)
+{
+	struct mm_job *j = arg;
+	for (size_t i = 0; i < j->n; i++) {
+		const struct feed_item *it = &j->items[i];
+		const char *k = it->kind == FEED_COMMENT ? it->parent_remote_id : it->key;
+		if (mm_hash(k) % (unsigned)j->nslots == (unsigned)j->slot)
+			mm_deliver_one(j->mm, j->mm->clients[j->slot], it, &j->results[i]);
+	}
+	return NULL;
+}
+
+static void mm_deliver(void *ctx, const struct feed_item *items, size_t n,
+		       struct feed_result *results)
+{
+	struct mattermost *mm = ctx;
+	int ns = mm->n_clients < (int)n ? mm->n_clients : (int)n;
+	if (ns <= 1) {
+		struct mm_job j = {mm, 0, 1, items, n, results};
+		mm_worker(&j);
+		return;
+	}
+	struct mm_job *jobs = xcalloc((size_t)ns, sizeof(*jobs));
+	pthread_t *th = xcalloc((size_t)ns, sizeof(*th));
+	int *started = xcalloc((size_t)ns, sizeof(*started));
+	for (int s = 0; s < ns; s++) {
+		jobs[s] = (struct mm_job){mm, s, ns, items, n, results};
+		started[s] = pthread_create(&th[s], NULL, mm_worker, &jobs[s]) == 0;
+		if (!started[s])
+			mm_worker(&jobs[s]);
+	}
+	for (int s = 0; s < ns; s++)
+		if (started[s])
+			pthread_join(th[s], NULL);
+	free(started);
+	free(th);
+	free(jobs);
+}
+
+static int mm_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
+{
+	struct mattermost *mm = ctx;
+	struct feed_result res;
+	memset(&res, 0, sizeof(res));
+	*remote_id = NULL;
+	json_t *list = mm_channel_posts(mm, mm->clients[0], item->group, mm_lookback_ms(mm), &res);
+	if (!list) {
+		log_warn("mattermost.reconcile_failed outbox_id=%lld error=\"%s\"",
+			 (long long)item->id, res.error);
+		return -1;
+	}
+	const char *id = mm_find_key(list, item->key);
+	if (id)
+		*remote_id = xstrdup(id);
+	json_decref(list);
+	return id ? 1 : 0;
+}
+
+/* Name and email of a user id, from the cache or GET /users/{id}. */
+static void mm_user(struct mattermost *mm, struct http_client *hc, const char *uid, char **name,
+		    char **email)
+{
+	*name = *email = NULL;
+	for (size_t i = 0; i < mm->n_users; i++)
+		if (strcmp(mm->users[i].id, uid) == 0) {
+			*name = mm->users[i].name ? xstrdup(mm->users[i].name) : NULL;
+			*email = mm->users[i].email ? xstrdup(mm->users[i].email) : NULL;
+			return;
+		}
+	char *ue = http_escape(uid);
+	char *url = xasprintf("%s/api/v4/users/%s", mm->base, ue);
+	free(ue);
+	struct http_request r;
+	mm_request(mm, &r, "GET", url);
+	http_perform_one(hc, &r);
+	json_t *j = r.status == 200 ? json_loadb(r.response.data, r.response.len, 0, NULL) : NULL;
+	const char *fn = mm_str(j, "first_name"), *ln = mm_str(j, "last_name");
+	const char *un = mm_str(j, "username"), *em = mm_str(j, "email");
+	if (fn && *fn)
+		*name = ln && *ln ? xasprintf("%s %s", fn, ln) : xstrdup(fn);
+	else if (un)
+		*name = xstrdup(un);
+	if (em && *em)
+		*email = xstrdup(em);
+	if (r.status == 200 || r.status == 404) {
+		mm->users = xrealloc(mm->users, (mm->n_users + 1) * sizeof(*mm->users));
+		struct mm_user *u = &mm->users[mm->n_users++];
+		u->id = xstrdup(uid);
+		u->name = *name ? xstrdup(*name) : NULL;
+		u->email = *email ? xstrdup(*email) : NULL;
+	}
+	json_decref(j);
+	http_request_clear(&r);
+	free(url);
+}
+
+static int mm_entry_cmp(const void *a, const void *b)
+{
+	const struct feed_entry *x = a, *y = b;
+	return x->created < y->created ? -1 : x->created > y->created;
+}
+
+struct mm_who {
+	struct mattermost *mm;
+	struct http_client *hc;
+};
+
+static void mm_who_fill(void *arg, const char *uid, struct feed_entry *e)
+{
+	struct mm_who *w = arg;
+	mm_user(w->mm, w->hc, uid, &e->author_name, &e->author_email);
+}
+
+/* Appends the posts of a PostList created after since in channel group;
+ * who (may be NULL) fills in each author from a user id. */
+void feed_mattermost_parse_posts(const char *json, size_t len, const char *group, time_t since,
+				 const char *base,
+				 void (*who)(void *arg, const char *uid, struct feed_entry *e),
+				 void *arg, struct feed_entry **entries, size_t *n)
+{
+	json_t *list = json_loadb(json, len, 0, NULL);
+	const char *id;
+	json_t *p;
+	json_object_foreach(json_object_get(list, "posts"), id, p)
+	{
+		long long cr = json_integer_value(json_object_get(p, "create_at"));
+		const char *type = mm_str(p, "type");
+		const char *uid = mm_str(p, "user_id");
+		const char *chan = mm_str(p, "channel_id");
+		if (cr / 1000 <= since || json_integer_value(json_object_get(p, "delete_at")) ||
+		    (type && *type) || (chan && strcmp(chan, group) != 0) || strlen(id) > 64)
+			continue;
+		*entries = xrealloc(*entries, (*n + 1) * sizeof(**entries));
+		struct feed_entry *e = &(*entries)[(*n)++];
+		memset(e, 0, sizeof(*e));
+		e->remote_id = xstrdup(id);
+		const char *root = mm_str(p, "root_id");
+		e->parent_remote_id = root && *root ? xstrdup(root) : NULL;
+		e->group = xstrdup(group);
+		if (uid && who)
+			who(arg, uid, e);
+		const char *msg = mm_str(p, "message");
+		e->text = xstrdup(msg ? msg : "");
+		char *ie = http_escape(id);
+		e->url = xasprintf("%s/_redirect/pl/%s", base, ie);
+		free(ie);
+		e->created = (time_t)(cr / 1000);
+	}
+	json_decref(list);
+}
+
+static int mm_read_group(void *ctx, const char *group, time_t since, struct feed_entry **entries,
+			 size_t *n, char *err, size_t errlen)
+{
+	struct mattermost *mm = ctx;
+	struct http_client *hc = mm->clients[0];
+	struct feed_result res;
+	memset(&res, 0, sizeof(res));
+	*entries = NULL;
+	*n = 0;
+	json_t *list = mm_channel_posts(mm, hc, group, (long long)since * 1000, &res);
+	if (!list) {
+		snprintf(err, errlen, "%s", res.error);
+		return -1;
+	}
+	char *text = json_dumps(list, JSON_COMPACT);
+	struct mm_who who = {mm, hc};
+	feed_mattermost_parse_posts(text, strlen(text), group, since, mm->base, mm_who_fill, &who,
+				    entries, n);
+	free(text);
+	json_decref(list);
+	if (*n > 1)
+		qsort(*entries, *n, sizeof(**entries), mm_entry_cmp);
+	return 0;
+}
+
+const struct feed_backend_ops feed_mattermost_ops = {
+    .name = "mattermost",
+    .open = mm_open,
+    .deliver = mm_deliver,
+    .reconcile = mm_reconcile,
+    .read_group = mm_read_group,
+    .close = mm_close,
+};

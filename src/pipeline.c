@@ -1,0 +1,324 @@
+/* pipeline.c — turns stored messages into posts and comments.
+ *
+ * Each message in state 'new' is parsed by the sandboxed worker (a crash or
+ * hang there quarantines the message, never the daemon), classified
+ * (auto-replies, bounces, bulk, loops, senders outside allow_senders are
+ * skipped with a reason), threaded, and enqueued in the outbox.  The state
+ * change of the message and its outbox item commit in one transaction, so a
+ * crash anywhere leaves the message either untouched or fully queued.
+ * Messages of one batch are handled in Date order, so a parent fetched
+ * together with its replies becomes the post. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mailfeed/classify.h"
+#include "mailfeed/log.h"
+#include "mailfeed/message.h"
+#include "mailfeed/notice.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/pipeline.h"
+#include "mailfeed/replies.h"
+#include "mailfeed/thread.h"
+#include "mailfeed/util.h"
+#include "mailfeed/worker.h"
+
+#define HEADER_SCAN_LIMIT (256 * 1024)
+
+char *pipeline_header_message_id(const char *raw, size_t len)
+{
+	size_t n = len < HEADER_SCAN_LIMIT ? len : HEADER_SCAN_LIMIT;
+	size_t i = 0;
+	while (i < n) {
+		size_t eol = i;
+		while (eol < n && raw[eol] != '\n')
+			eol++;
+		size_t linelen = eol - i;
+		if (linelen == 0 || (linelen == 1 && raw[i] == '\r'))
+			break; /* end of header block */
+		if (linelen > 11 && strncasecmp(raw + i, "Message-ID:", 11) == 0) {
+			/* the value may be folded onto the next lines */
+			size_t end = eol;
+			while (end + 1 < n && (raw[end + 1] == ' ' || raw[end + 1] == '\t')) {
+				end++;
+				while (end < n && raw[end] != '\n')
+					end++;
+			}
+			const char *lt = memchr(raw + i + 11, '<', end - i - 11);
+			if (lt) {
+				const char *gt = memchr(lt, '>', (size_t)(raw + end - lt));
+				if (gt && gt - lt > 1 && gt - lt < 1000) {
+					char *id = xstrndup(lt + 1, (size_t)(gt - lt - 1));
+					for (char *p = id; *p; p++)
+						if ((unsigned char)*p < 0x21 || *p == 0x7f)
+							*p = '_';
+					return id;
+				}
+			}
+			return NULL;
+		}
+		i = eol + 1;
+	}
+	return NULL;
+}
+
+struct pending {
+	int64_t id;
+	char *mailbox;
+	char *raw;
+	size_t raw_len;
+	struct mf_message *msg;
+	char reason[256];
+	int poison;
+};
+
+static int by_date(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+	time_t dx = x->msg ? x->msg->date : 0, dy = y->msg ? y->msg->date : 0;
+	if (dx != dy && dx && dy)
+		return dx < dy ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int set_state(struct store *st, int64_t id, const char *state, const char *reason,
+		     const struct mf_message *m)
+{
+	sqlite3_stmt *s;
+	char *parsed = NULL;
+	if (m) {
+		json_t *j = message_to_json(m, 0);
+		parsed = json_dumps(j, JSON_COMPACT);
+		json_decref(j);
+	}
+	if (sqlite3_prepare_v2(store_db(st),
+			       "UPDATE messages SET state=?2, reason=?3,"
+			       " parsed=COALESCE(?4, parsed) WHERE id=?1",
+			       -1, &s, NULL) != SQLITE_OK) {
+		free(parsed);
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
+	if (reason)
+		sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
+	if (parsed)
+		sqlite3_bind_text(s, 4, parsed, -1, free);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int outbox_key_exists(struct store *st, const char *key)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	found = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return found;
+}
+
+/* The idempotency key of a message in a group: the same message seen in
+ * two folders of one group, or fetched again after a UIDVALIDITY change,
+ * gets the same key and so at most one post or comment. */
+static void item_key(const char *group, const struct mf_message *m, const char *raw, size_t len,
+		     char out[40])
+{
+	char h[65];
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, group);
+	buf_putc(&b, '\n');
+	if (m->message_id && *m->message_id) {
+		buf_puts(&b, m->message_id);
+	} else {
+		sha256_hex(raw, len, h);
+		buf_puts(&b, h);
+	}
+	sha256_hex(b.data, b.len, h);
+	buf_free(&b);
+	snprintf(out, 40, "mf-%.32s", h);
+}
+
+static int own_address(const struct mf_config *cfg, const char *addr)
+{
+	if (!addr || !cfg->gateway.reply_address)
+		return 0;
+	const char *at = strrchr(cfg->gateway.reply_address, '@');
+	const char *aat = strrchr(addr, '@');
+	size_t loclen;
+	if (!at || !aat || strcasecmp(at, aat) != 0)
+		return 0;
+	loclen = (size_t)(at - cfg->gateway.reply_address);
+	/* feed@domain or feed+anything@domain */
+	return strncasecmp(addr, cfg->gateway.reply_address, loclen) == 0 &&
+	       (addr[loclen] == '@' || addr[loclen] == '+');
+}
+
+static void enqueue_message(struct store *st, const struct mf_config *cfg,
+			    const struct mf_mailbox *mb, struct pending *p)
+{
+	struct mf_message *m = p->msg;
+	char reasonbuf[300];
+	const char *reason = classify_skip(m, mb, cfg, reasonbuf, sizeof reasonbuf);
+	char q1[128], q2[128];
+
+	if (!reason && own_address(cfg, m->from_email))
+		reason = "loop: mail sent by mailfeed";
+	if (reason) {
+		set_state(st, p->id, "skipped", reason, m);
+		log_info("message.skipped mailbox=%s id=%lld from=%s reason=%s", mb->name,
+			 (long long)p->id, log_quote(m->from_email, q1, sizeof q1),
+			 log_quote(reason, q2, sizeof q2));
+		if (!classify_is_automatic(m) && m->from_email &&
+		    strncmp(reason, "sender not allowed", 18) == 0) {
+			char *body = xasprintf(
+			    "Your message \"%s\" to %s was not posted to the group feed:\n%s.\n"
+			    "Ask the feed's administrator if you think this is wrong.\n",
+			    m->subject ? m->subject : "", mb->folder, reason);
+			notice_send(st, cfg, m->from_email, "sender-not-allowed",
+				    "Your message was not posted", body);
+			free(body);
+		}
+		return;
+	}
+
+	char key[40];
+	item_key(mb->group, m, p->raw, p->raw_len, key);
+	if (store_begin(st) < 0)
+		return;
+	if (outbox_key_exists(st, key)) {
+		if (set_state(st, p->id, "handled", "duplicate: already posted from another folder",
+			      m) < 0)
+			goto fail;
+		store_commit(st);
+		return;
+	}
+	int64_t thread_id = 0;
+	int is_new = 0;
+	if (thread_assign(st, mb->group, mb->name, m, cfg->gateway.thread_window, &thread_id,
+			  &is_new) < 0)
+		goto fail;
+	struct outbox_new n = {
+	    .message = p->id,
+	    .key = key,
+	    .kind = is_new ? "post" : "comment",
+	    .group = mb->group,
+	    .thread_id = thread_id,
+	    .parent = is_new ? 0 : thread_root(st, thread_id),
+	    .msg = m,
+	    .extra_hashtags = &mb->hashtags,
+	};
+	if (!is_new && n.parent <= 0) {
+		/* thread known by id but its post never became an item (e.g. the
+		 * first message was skipped): this one starts it */
+		n.kind = "post";
+		n.parent = 0;
+		is_new = 1;
+	}
+	int64_t item = outbox_enqueue(st, &n);
+	if (item < 0)
+		goto fail;
+	if (is_new && thread_set_root(st, thread_id, item) < 0)
+		goto fail;
+	if (set_state(st, p->id, "queued", NULL, m) < 0)
+		goto fail;
+	if (store_commit(st) < 0)
+		return;
+	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld", mb->name,
+		 (long long)p->id, n.kind, key, (long long)thread_id);
+	return;
+fail:
+	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
+		  store_errmsg(st));
+	store_rollback(st);
+}
+
+static void handle_reply(struct store *st, const struct mf_config *cfg, struct pending *p)
+{
+	const char *state = NULL;
+	char reason[300] = "";
+	char q[128];
+	if (replies_process(st, cfg, p->id, p->msg, &state, reason, sizeof reason) < 0) {
+		log_error("reply.error id=%lld error=%s", (long long)p->id,
+			  log_quote(reason, q, sizeof q));
+		return;
+	}
+	/* replies_process records the queued state together with the comment;
+	 * refusals and commands are recorded here */
+	if (state && strcmp(state, "queued") != 0)
+		set_state(st, p->id, state, reason[0] ? reason : NULL, p->msg);
+}
+
+int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
+			 int limit)
+{
+	sqlite3_stmt *s;
+	struct pending *batch = NULL;
+	size_t n = 0, cap = 0;
+
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT id, mailbox, raw FROM messages WHERE state='new'"
+			       " AND raw IS NOT NULL ORDER BY internaldate, id LIMIT ?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int(s, 1, limit);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *mailbox = (const char *)sqlite3_column_text(s, 1);
+		if (strcmp(mailbox, REPLIES_KEY) != 0 && !config_mailbox(cfg, mailbox))
+			continue; /* mapping removed: kept for when it comes back */
+		if (strcmp(mailbox, REPLIES_KEY) == 0 && !cfg->replies.present)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 32;
+			batch = xrealloc(batch, cap * sizeof *batch);
+		}
+		struct pending *p = &batch[n++];
+		memset(p, 0, sizeof *p);
+		p->id = sqlite3_column_int64(s, 0);
+		p->mailbox = xstrdup(mailbox);
+		p->raw_len = (size_t)sqlite3_column_bytes(s, 2);
+		p->raw = xmalloc(p->raw_len + 1);
+		memcpy(p->raw, sqlite3_column_blob(s, 2), p->raw_len);
+		p->raw[p->raw_len] = 0;
+	}
+	sqlite3_finalize(s);
+
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = &batch[i];
+		int rc = worker_parse(w, p->raw, p->raw_len, &p->msg, p->reason, sizeof p->reason);
+		if (rc > 0)
+			p->poison = 1;
+		else if (rc < 0)
+			p->poison = -1; /* our fault, not the message's: try again later */
+	}
+	qsort(batch, n, sizeof *batch, by_date);
+
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = &batch[i];
+		char q[300];
+		if (p->poison < 0) {
+			log_error("message.deferred mailbox=%s id=%lld reason=\"parse worker "
+				  "unavailable\"",
+				  p->mailbox, (long long)p->id);
+		} else if (p->poison) {
+			set_state(st, p->id, "dead", p->reason, NULL);
+			log_warn("message.quarantined mailbox=%s id=%lld reason=%s", p->mailbox,
+				 (long long)p->id, log_quote(p->reason, q, sizeof q));
+		} else if (strcmp(p->mailbox, REPLIES_KEY) == 0) {
+			handle_reply(st, cfg, p);
+		} else {
+			enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p);
+		}
+		message_free(p->msg);
+		free(p->raw);
+		free(p->mailbox);
+	}
+	free(batch);
+	return (int)n;
+}

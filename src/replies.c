@@ -1,0 +1,358 @@
+/* replies.c — mail in the [replies] folder.  The post and the person are
+ * found from the signed token in the recipient address (Delivered-To,
+ * X-Original-To, To, Cc) or from In-Reply-To/References of a mail mailfeed
+ * sent; the sender must be the person the token was issued to.  A one-word
+ * subject or first line (unsubscribe, daily, weekly, each) changes the
+ * subscription; anything else becomes a comment on the post. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/classify.h"
+#include "mailfeed/log.h"
+#include "mailfeed/notice.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/replies.h"
+#include "mailfeed/token.h"
+#include "mailfeed/util.h"
+
+/* Whom a reply is from and what it answers, however it was found. */
+struct reply_target {
+	int found;        /* 0 none, 1 token, 2 In-Reply-To/References */
+	enum token_status status;
+	struct token_info ti;
+};
+
+static int find_token(const struct mf_config *cfg, const struct mf_message *m, char *tok,
+		      size_t toklen)
+{
+	const struct strlist *lists[] = {&m->recipients_hint, &m->to, &m->cc};
+	for (size_t l = 0; l < 3; l++)
+		for (size_t i = 0; i < lists[l]->n; i++)
+			if (token_from_address(cfg, lists[l]->v[i], tok, toklen))
+				return 1;
+	return 0;
+}
+
+/* A Message-ID mailfeed generated: fills ti from sent_ids. 1 found. */
+static int find_sent_id(struct store *st, const char *msgid, struct token_info *ti)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (!msgid || sqlite3_prepare_v2(store_db(st),
+					 "SELECT grp, remote_id, email FROM sent_ids WHERE message_id=?",
+					 -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(s, 1, msgid, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
+		const char *g = (const char *)sqlite3_column_text(s, 0);
+		const char *r = (const char *)sqlite3_column_text(s, 1);
+		ti->kind = g && r ? TOKEN_REPLY : TOKEN_UNSUBSCRIBE;
+		ti->grp = g && r ? xstrdup(g) : NULL;
+		ti->remote_id = g && r ? xstrdup(r) : NULL;
+		ti->email = xstrdup((const char *)sqlite3_column_text(s, 2));
+		found = 1;
+	}
+	sqlite3_finalize(s);
+	return found;
+}
+
+static void find_target(struct store *st, const struct mf_config *cfg,
+			const struct mf_message *m, struct reply_target *t)
+{
+	char tok[80], err[256];
+	unsigned char *secret = NULL;
+	size_t secretlen = 0;
+
+	memset(t, 0, sizeof *t);
+	if (find_token(cfg, m, tok, sizeof tok)) {
+		t->found = 1;
+		if (token_secret_load(cfg, &secret, &secretlen, err, sizeof err) < 0) {
+			log_error("reply.error error=\"%s\"", err);
+			t->status = TOKEN_FORGED;
+			return;
+		}
+		t->status = token_verify(st, secret, secretlen, tok, time(NULL), &t->ti);
+		memset(secret, 0, secretlen);
+		free(secret);
+		return;
+	}
+	if (find_sent_id(st, m->in_reply_to, &t->ti)) {
+		t->found = 2;
+		return;
+	}
+	for (size_t i = m->references.n; i-- > 0;)
+		if (find_sent_id(st, m->references.v[i], &t->ti)) {
+			t->found = 2;
+			return;
+		}
+}
+
+/* With gateway.trusted_authserv: that server's Authentication-Results
+ * must say dkim=pass or dmarc=pass. */
+static int auth_passes(const char *ar, const char *authserv)
+{
+	size_t al = strlen(authserv);
+	for (const char *line = ar; line && *line;) {
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+		char *h = xstrndup(line, n);
+		char *p = h;
+		while (isspace((unsigned char)*p))
+			p++;
+		int ok = 0;
+		if (strncasecmp(p, authserv, al) == 0 &&
+		    (p[al] == ';' || isspace((unsigned char)p[al]))) {
+			str_lower(p);
+			for (const char *q = p + al; *q && !ok; q++)
+				if ((q[-1] == ';' || isspace((unsigned char)q[-1])) &&
+				    (strncmp(q, "dkim=pass", 9) == 0 ||
+				     strncmp(q, "dmarc=pass", 10) == 0))
+					ok = 1;
+		}
+		free(h);
+		if (ok)
+			return 1;
+		line = end ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+/* "unsubscribe", "daily", "weekly", "each" when the subject or the first
+ * non-empty line of the text is exactly that word; else NULL. */
+static const char *find_command(const struct mf_message *m)
+{
+	static const char *const words[] = {"unsubscribe", "daily", "weekly", "each"};
+	const char *cands[2] = {m->subject_norm && *m->subject_norm ? m->subject_norm : m->subject,
+				m->text};
+	for (int c = 0; c < 2; c++) {
+		const char *s = cands[c];
+		if (!s)
+			continue;
+		while (*s && isspace((unsigned char)*s))
+			s++;
+		size_t n = strcspn(s, "\r\n");
+		while (n && isspace((unsigned char)s[n - 1]))
+			n--;
+		for (size_t i = 0; i < 4; i++)
+			if (n == strlen(words[i]) && strncasecmp(s, words[i], n) == 0)
+				return words[i];
+	}
+	return NULL;
+}
+
+static void refuse(struct store *st, const struct mf_config *cfg, const struct mf_message *m,
+		   const char **state, char *reason, size_t reasonlen, const char *key,
+		   const char *why, const char *advice)
+{
+	*state = "skipped";
+	snprintf(reason, reasonlen, "reply refused: %s", why);
+	if (classify_is_automatic(m) || !m->from_email)
+		return;
+	char *body = xasprintf("Your email \"%s\" to the group feed was not added as a comment:\n"
+			       "%s.\n\n%s\n",
+			       m->subject ? m->subject : "", why, advice);
+	notice_send(st, cfg, m->from_email, key, "Your reply was not posted", body);
+	free(body);
+}
+
+/* Changes the sender's frequency; creates the subscription for the post's
+ * group when there is none.  Returns the confirmation text (owned) or NULL
+ * on a store error. */
+static char *apply_command(struct store *st, const char *email, const char *cmd,
+			   const char *grp)
+{
+	sqlite3_stmt *s;
+	const char *freq = strcmp(cmd, "unsubscribe") == 0 ? "never" : cmd;
+	int changed;
+
+	if (store_begin(st) < 0)
+		return NULL;
+	if (sqlite3_prepare_v2(store_db(st), "UPDATE subscribers SET frequency=?2 WHERE email=?1",
+			       -1, &s, NULL) != SQLITE_OK)
+		goto fail;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, freq, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_DONE) {
+		sqlite3_finalize(s);
+		goto fail;
+	}
+	sqlite3_finalize(s);
+	changed = sqlite3_changes(store_db(st));
+	if (!changed && grp && strcmp(freq, "never") != 0) {
+		if (sqlite3_prepare_v2(store_db(st),
+				       "INSERT INTO subscribers(email, groups, frequency, since, source)"
+				       " VALUES(?1,?2,?3,?4,'email')",
+				       -1, &s, NULL) != SQLITE_OK)
+			goto fail;
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, grp, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, freq, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, (sqlite3_int64)time(NULL));
+		if (sqlite3_step(s) != SQLITE_DONE) {
+			sqlite3_finalize(s);
+			goto fail;
+		}
+		sqlite3_finalize(s);
+		changed = 1;
+	}
+	if (store_commit(st) < 0)
+		return NULL;
+	if (strcmp(freq, "never") == 0)
+		return xstrdup(changed ? "You are unsubscribed: no more digests or notifications "
+					 "will be sent to this address.\n"
+				       : "This address had no subscription; nothing will be sent "
+					 "to it.\n");
+	if (!changed)
+		return xstrdup("This address has no subscription, so the frequency was not "
+			       "changed. Reply with \"daily\" to a notification of a post to "
+			       "subscribe to its group.\n");
+	return xasprintf("Your subscription now sends %s.\n",
+			 strcmp(freq, "daily") == 0    ? "one digest a day"
+			 : strcmp(freq, "weekly") == 0 ? "one digest a week"
+						       : "one notification for each new post");
+fail:
+	store_rollback(st);
+	return NULL;
+}
+
+static int enqueue_comment(struct store *st, int64_t msg_row, const struct mf_message *m,
+			   const struct token_info *ti)
+{
+	char hash[65];
+	char *src = m->message_id ? xasprintf("mid:%s", m->message_id)
+				  : xasprintf("row:%lld", (long long)msg_row);
+	sha256_hex(src, strlen(src), hash);
+	free(src);
+	char key[48];
+	snprintf(key, sizeof key, "reply:%.32s", hash);
+
+	struct outbox_new n = {
+	    .message = msg_row,
+	    .key = key,
+	    .kind = "comment",
+	    .group = ti->grp,
+	    .msg = m,
+	    .author_name = m->from_name,
+	    .author_email = ti->email,
+	    .parent_remote_id = ti->remote_id,
+	};
+	sqlite3_stmt *s;
+	if (store_begin(st) < 0)
+		return -1;
+	if (outbox_enqueue(st, &n) < 0)
+		goto fail;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "UPDATE messages SET state='queued', reason=NULL WHERE id=?1", -1, &s,
+			       NULL) != SQLITE_OK)
+		goto fail;
+	sqlite3_bind_int64(s, 1, msg_row);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		goto fail;
+	return store_commit(st);
+fail:
+	store_rollback(st);
+	return -1;
+}
+
+int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_row,
+		    const struct mf_message *m, const char **state, char *reason,
+		    size_t reasonlen)
+{
+	struct reply_target t;
+	char why[256], q[300], q2[300];
+	const char *cmd;
+	int rc = 0;
+
+	*state = "skipped";
+	reason[0] = 0;
+	if (classify_is_automatic(m)) {
+		const char *r = classify_skip(m, NULL, cfg, why, sizeof why);
+		snprintf(reason, reasonlen, "%s", r ? r : "automatic mail: not answered");
+		return 0;
+	}
+	find_target(st, cfg, m, &t);
+	if (!t.found) {
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-no-token",
+		       "it was not sent to the reply address of a post",
+		       "Use the \"Reply by email\" link of a post in a digest or notification.");
+		goto out;
+	}
+	if (t.found == 1 && t.status == TOKEN_FORGED) {
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-forged",
+		       "the reply address is not one this feed issued",
+		       "Use the \"Reply by email\" link of a post in a recent digest or "
+		       "notification.");
+		goto out;
+	}
+	if (t.found == 1 && t.status == TOKEN_EXPIRED) {
+		char day[32];
+		time_iso(t.ti.expires, day, sizeof day);
+		day[10] = 0;
+		snprintf(why, sizeof why, "the reply address expired on %s", day);
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-expired", why,
+		       "Reply from a more recent digest or notification.");
+		goto out;
+	}
+	if (!m->from_email || strcasecmp(m->from_email, t.ti.email) != 0) {
+		snprintf(why, sizeof why,
+			 "it was sent from %s, but that reply address belongs to someone else",
+			 m->from_email ? m->from_email : "an unknown address");
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-wrong-sender", why,
+		       "Reply from the address the digest or notification was sent to.");
+		goto out;
+	}
+	if (cfg->gateway.trusted_authserv &&
+	    (!m->auth_results || !auth_passes(m->auth_results, cfg->gateway.trusted_authserv))) {
+		snprintf(why, sizeof why, "%s did not confirm the sender (no dkim=pass or dmarc=pass)",
+			 cfg->gateway.trusted_authserv);
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-unauthenticated", why,
+		       "Ask your mail administrator to sign your outgoing mail (DKIM).");
+		goto out;
+	}
+
+	cmd = find_command(m);
+	if (cmd) {
+		char *answer = apply_command(st, t.ti.email, cmd, t.ti.grp);
+		if (!answer) {
+			snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
+			rc = -1;
+			goto out;
+		}
+		*state = "handled";
+		snprintf(reason, reasonlen, "subscription command: %s", cmd);
+		log_info("reply.command from=%s command=%s", log_quote(t.ti.email, q, sizeof q),
+			 cmd);
+		char *key = xasprintf("command-%s", cmd);
+		notice_send(st, cfg, t.ti.email, key, "Your digest subscription", answer);
+		free(key);
+		free(answer);
+		goto out;
+	}
+	if (t.ti.kind != TOKEN_REPLY || !t.ti.remote_id) {
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-no-post",
+		       "it answers the digest as a whole, not one post",
+		       "Use the \"Reply by email\" link under the post you want to answer.");
+		goto out;
+	}
+	if (!m->text || !*m->text) {
+		refuse(st, cfg, m, state, reason, reasonlen, "reply-empty",
+		       "nothing was left after removing the quoted text",
+		       "Write your answer above the quoted message.");
+		goto out;
+	}
+	if (enqueue_comment(st, msg_row, m, &t.ti) < 0) {
+		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
+		rc = -1;
+		goto out;
+	}
+	*state = "queued";
+	log_info("reply.queued id=%lld from=%s post=%s", (long long)msg_row,
+		 log_quote(t.ti.email, q, sizeof q), log_quote(t.ti.remote_id, q2, sizeof q2));
+out:
+	token_info_clear(&t.ti);
+	return rc;
+}

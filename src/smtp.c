@@ -1,0 +1,210 @@
+/* smtp.c — mail out through the [smtp] relay (digests, notifications,
+ * notices) with libcurl's SMTP client.  One easy handle per client keeps
+ * its connection open between messages.  TLS is required for every relay
+ * that is not on loopback; the relay's answer decides whether a failure is
+ * temporary (4xx, network) or permanent (5xx). */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/smtp.h"
+#include "mailfeed/util.h"
+
+struct smtp_client {
+	CURL *curl;
+	char *url;
+	char *username;
+	char *password;
+	char curl_err[CURL_ERROR_SIZE];
+};
+
+struct upload {
+	const char *data;
+	size_t len, pos;
+};
+
+static pthread_once_t smtp_once = PTHREAD_ONCE_INIT;
+static int smtp_global_rc;
+
+static void smtp_global_init(void)
+{
+	smtp_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+static size_t upload_read(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct upload *u = userdata;
+	size_t room = size * nmemb, left = u->len - u->pos;
+	size_t n = left < room ? left : room;
+	memcpy(ptr, u->data + u->pos, n);
+	u->pos += n;
+	return n;
+}
+
+/* Loopback relays (tests, a local MTA) may go without STARTTLS. */
+static int url_is_loopback(const char *url)
+{
+	CURLU *u = curl_url();
+	char *host = NULL;
+	int loop = 0;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		loop = strcmp(host, "127.0.0.1") == 0 || strcasecmp(host, "localhost") == 0 ||
+		       strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return loop;
+}
+
+struct smtp_client *smtp_new(const struct mf_smtp *cfg, char *err, size_t errlen)
+{
+	struct smtp_client *c;
+
+	if (!cfg->present || !cfg->url) {
+		snprintf(err, errlen, "no [smtp] section with url in the config; mail cannot be sent");
+		return NULL;
+	}
+	if (strncasecmp(cfg->url, "smtp://", 7) != 0 && strncasecmp(cfg->url, "smtps://", 8) != 0) {
+		snprintf(err, errlen, "[smtp] url must start with smtp:// or smtps://");
+		return NULL;
+	}
+	pthread_once(&smtp_once, smtp_global_init);
+	if (smtp_global_rc < 0) {
+		snprintf(err, errlen, "libcurl could not be initialised");
+		return NULL;
+	}
+	c = xcalloc(1, sizeof *c);
+	if (cfg->password_file &&
+	    secret_read(cfg->password_file, NULL, &c->password, err, errlen) < 0) {
+		free(c);
+		return NULL;
+	}
+	c->url = xstrdup(cfg->url);
+	c->username = cfg->username ? xstrdup(cfg->username) : NULL;
+	c->curl = curl_easy_init();
+	if (!c->curl) {
+		snprintf(err, errlen, "libcurl could not create a handle");
+		smtp_free(c);
+		return NULL;
+	}
+	CURL *h = c->curl;
+	int smtps = strncasecmp(cfg->url, "smtps://", 8) == 0;
+	curl_easy_setopt(h, CURLOPT_URL, c->url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+	curl_easy_setopt(h, CURLOPT_USE_SSL, (long)(smtps || !url_is_loopback(cfg->url)
+							 ? CURLUSESSL_ALL
+							 : CURLUSESSL_TRY));
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cfg->tls_verify ? 1L : 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cfg->tls_verify ? 2L : 0L);
+	if (cfg->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, cfg->ca_file);
+	if (c->username)
+		curl_easy_setopt(h, CURLOPT_USERNAME, c->username);
+	if (c->password)
+		curl_easy_setopt(h, CURLOPT_PASSWORD, c->password);
+	long timeout = cfg->timeout > 0 ? cfg->timeout : 60;
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout < 30 ? timeout : 30L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(h, CURLOPT_READFUNCTION, upload_read);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->curl_err);
+	if (!cfg->tls_verify)
+		log_warn("smtp.tls_verify_off url=%s warning=\"certificates are not checked\"",
+			 cfg->url);
+	return c;
+}
+
+void smtp_free(struct smtp_client *c)
+{
+	if (!c)
+		return;
+	if (c->curl)
+		curl_easy_cleanup(c->curl);
+	free(c->url);
+	free(c->username);
+	if (c->password) {
+		memset(c->password, 0, strlen(c->password));
+		free(c->password);
+	}
+	free(c);
+}
+
+static int has_crlf(const char *s) { return strpbrk(s, "\r\n") != NULL; }
+
+int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
+	      size_t len, char *err, size_t errlen)
+{
+	struct upload u = {data, len, 0};
+	struct curl_slist *rcpt = NULL;
+	char *from_arg, *to_arg;
+	long code = 0;
+	CURLcode rc;
+
+	if (!from_addr || !to || !*to || has_crlf(from_addr) || has_crlf(to) ||
+	    strpbrk(to, "<> ")) {
+		snprintf(err, errlen, "recipient address is not usable");
+		return SMTP_PERMANENT;
+	}
+	from_arg = xasprintf("<%s>", from_addr);
+	to_arg = xasprintf("<%s>", to);
+	rcpt = curl_slist_append(rcpt, to_arg);
+	c->curl_err[0] = 0;
+	curl_easy_setopt(c->curl, CURLOPT_MAIL_FROM, from_arg);
+	curl_easy_setopt(c->curl, CURLOPT_MAIL_RCPT, rcpt);
+	curl_easy_setopt(c->curl, CURLOPT_READDATA, &u);
+	curl_easy_setopt(c->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+	rc = curl_easy_perform(c->curl);
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_setopt(c->curl, CURLOPT_MAIL_RCPT, NULL);
+	curl_easy_setopt(c->curl, CURLOPT_READDATA, NULL);
+	curl_slist_free_all(rcpt);
+	free(from_arg);
+	free(to_arg);
+
+	if (rc == CURLE_OK)
+		return SMTP_SENT;
+	snprintf(err, errlen, "%s%s%s (smtp %ld)", curl_easy_strerror(rc), c->curl_err[0] ? ": " : "",
+		 c->curl_err, code);
+	if (code >= 500 && code < 600)
+		return SMTP_PERMANENT;
+	if (code >= 400 && code < 500)
+		return SMTP_TEMPORARY;
+	/* 354 was the last answer: the data went out and the final reply was
+	 * lost, so the relay may have taken the message. */
+	if (code == 354 || (u.pos == len && len > 0))
+		return SMTP_UNKNOWN;
+	return SMTP_TEMPORARY;
+}
+
+char *smtp_address_of(const char *from)
+{
+	const char *lt, *gt, *s = from;
+	size_t n;
+	if (!from)
+		return NULL;
+	lt = strrchr(from, '<');
+	if (lt) {
+		gt = strchr(lt, '>');
+		if (!gt)
+			return NULL;
+		s = lt + 1;
+		n = (size_t)(gt - s);
+	} else {
+		while (*s == ' ' || *s == '\t')
+			s++;
+		n = strcspn(s, " \t\r\n");
+	}
+	if (n == 0 || n > 254 || !memchr(s, '@', n))
+		return NULL;
+	/* only what an SMTP command and a header can carry unencoded */
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f ||
+		    strchr("<>()[],;:\\\"", s[i]))
+			return NULL;
+	return xstrndup(s, n);
+}

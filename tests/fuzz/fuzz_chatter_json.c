@@ -1,0 +1,50 @@
+/* fuzz_chatter_json.c — the JSON answers of the HTTP feed backends: a
+ * Chatter Feed Element Page and a Mattermost PostList.  The first byte picks
+ * the parser; the rest is the answer body as the service would send it. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "mailfeed/feed.h"
+
+/* Frees entries as feed_entries_free() does; this program links only the
+ * backends, not feed.c. */
+static void entries_free(struct feed_entry *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(e[i].remote_id);
+		free(e[i].parent_remote_id);
+		free(e[i].group);
+		free(e[i].author_name);
+		free(e[i].author_email);
+		free(e[i].subject);
+		free(e[i].text);
+		free(e[i].url);
+	}
+	free(e);
+}
+
+static void who(void *arg, const char *uid, struct feed_entry *e)
+{
+	(void)arg;
+	e->author_name = xstrdup(uid);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	struct feed_entry *e = NULL;
+	size_t n = 0;
+	const char *json = (const char *)data + 1;
+	if (data[0] & 1) {
+		feed_mattermost_parse_posts(json, size - 1, "4xp9fdt77pncbef59f4k1qe83o", 1000,
+					    "https://mm.example.org", who, NULL, &e, &n);
+	} else {
+		char *next = feed_chatter_parse_page(json, size - 1, "0F9XX0000000001AAA", 1000,
+						     "https://acme.my.salesforce.com", &e, &n);
+		free(next);
+	}
+	entries_free(e, n);
+	return 0;
+}

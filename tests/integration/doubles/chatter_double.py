@@ -1,0 +1,624 @@
+#!/usr/bin/python3
+"""A test double of Salesforce's token endpoint and the Chatter (Connect REST)
+resources mailfeed uses, following docs/feed-apis.md section 1.
+
+It listens on 127.0.0.1 (random port unless --port), prints the port on
+stdout, and keeps everything in memory.  What it checks: RS256 JWT bearer
+assertions (signature against --public-key, iss, aud, exp window, known and
+pre-authorized sub), Bearer tokens on data calls (401 INVALID_SESSION_ID once
+expired), feed item / comment input shapes (unknown fields, segment types and
+their fields, markup nesting, 10,000 characters, 25 mentions, 10 files, known
+file ids), multipart uploads with a fileData part, and the simple SOQL user
+query with its backslash escapes.  Errors use Chatter's JSON array format.
+
+Side channel for tests:
+  POST /__control  {"fail_next": [500, 429, {"status": 400, "errorCode": "X",
+                    "message": "..."}], "skip": N (data calls let through before
+                    fail_next applies), "retry_after": 2, "delay": 3,
+                    "drop": 1, "expire_tokens": true, "expire_after": N,
+                    "reject_sessions": true,
+                    "users": [{"Id": ..., "Username": ..., "Email": ...,
+                               "Name": ..., "IsActive": true,
+                               "authorized": true}],
+                    "fail_token_next": [{"status": 400, "error": "invalid_grant",
+                                         "error_description": "..."}]}
+  GET  /__state    posts, comments, files, users and a request log
+"""
+import argparse
+import base64
+import email.parser
+import hashlib
+import email.policy
+import json
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+
+LOCK = threading.Lock()
+MAX_BODY = 30 * 1024 * 1024
+SEGMENT_FIELDS = {
+    "Text": {"text"},
+    "Hashtag": {"tag"},
+    "Link": {"url"},
+    "Mention": {"id"},
+    "MarkupBegin": {"markupType", "url", "altText"},
+    "MarkupEnd": {"markupType"},
+}
+MARKUPS = {"Bold", "Code", "Hyperlink", "Italic", "ListItem", "OrderedList",
+           "Paragraph", "Strikethrough", "Underline", "UnorderedList"}
+
+
+def iso(t):
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        "%03dZ" % int((t % 1) * 1000)
+
+
+class State:
+    def __init__(self, client_id, public_key):
+        self.client_id = client_id
+        self.public_key = public_key
+        self.counter = 0
+        self.tokens = {}          # token -> username
+        self.tokens_issued = []   # usernames
+        self.users = [{"Id": "005XX0000000001AAA", "Username": "integration@acme.example",
+                       "Email": "feeds@example.org", "Name": "Feed Integration",
+                       "IsActive": True, "authorized": True}]
+        self.groups = {"0F9XX0000000001AAA": "Fundraising", "0F9XX0000000002AAA": "Board"}
+        self.elements = []        # posts, newest last
+        self.comments = []
+        self.files = {}
+        self.fail_next = []
+        self.skip = 0             # data calls let through before fail_next applies
+        self.expire_after = None  # data calls after which all tokens expire
+        self.reject_sessions = False
+        self.fail_token_next = []
+        self.retry_after = None
+        self.delay = 0
+        self.drop = 0
+        self.log = []
+        self.queries = []
+
+    def new_id(self, prefix):
+        self.counter += 1
+        return prefix + "XX" + "%013d" % self.counter
+
+
+def public(d):
+    """What the API shows of a stored element: internal keys dropped."""
+    return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def b64url_decode(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def out_segments(segs, users):
+    out, text, depth = [], [], 0
+    for s in segs:
+        t = s["type"]
+        if t == "Text":
+            out.append({"type": "Text", "text": s["text"]})
+            text.append(s["text"])
+        elif t == "Link":
+            out.append({"type": "Link", "url": s["url"], "text": s["url"]})
+            text.append(s["url"])
+        elif t == "Hashtag":
+            out.append({"type": "Hashtag", "tag": s["tag"], "text": "#" + s["tag"],
+                        "topicUrl": "/services/data/v62.0/connect/topics?exactMatch=true&q=" +
+                        urllib.parse.quote(s["tag"]), "url": "/topics/" + s["tag"]})
+            text.append("#" + s["tag"])
+        elif t == "Mention":
+            name = next((u["Name"] for u in users if u["Id"] == s["id"]), "Group")
+            out.append({"type": "Mention", "text": "@" + name, "name": name,
+                        "record": {"id": s["id"]}})
+            text.append("@" + name)
+        elif t == "MarkupBegin":
+            depth += 1
+            out.append({"type": "MarkupBegin", "markupType": s["markupType"],
+                        "htmlTag": "p" if s["markupType"] == "Paragraph" else "b", "text": ""})
+        elif t == "MarkupEnd":
+            depth -= 1
+            out.append({"type": "MarkupEnd", "markupType": s["markupType"],
+                        "htmlTag": "p" if s["markupType"] == "Paragraph" else "b", "text": ""})
+            if s["markupType"] == "Paragraph":
+                text.append("\n")
+    return out, "".join(text).strip("\n")
+
+
+class Refused(Exception):
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def check_body(body, st):
+    if not isinstance(body, dict) or set(body) - {"messageSegments"}:
+        raise Refused(400, "JSON_PARSER_ERROR", "Unrecognized field in body")
+    segs = body.get("messageSegments")
+    if not isinstance(segs, list) or not segs:
+        raise Refused(400, "INVALID_INPUT", "messageSegments is required")
+    stack, chars, mentions = [], 0, 0
+    for s in segs:
+        if not isinstance(s, dict) or s.get("type") not in SEGMENT_FIELDS:
+            raise Refused(400, "JSON_PARSER_ERROR", "Unknown message segment type")
+        extra = set(s) - {"type"} - SEGMENT_FIELDS[s["type"]]
+        if extra:
+            raise Refused(400, "JSON_PARSER_ERROR",
+                          "Unrecognized field \"%s\" in %s segment" % (sorted(extra)[0], s["type"]))
+        t = s["type"]
+        if t == "Text":
+            if not isinstance(s.get("text"), str):
+                raise Refused(400, "INVALID_INPUT", "Text segment needs text")
+            chars += len(s["text"])
+        elif t == "Hashtag":
+            tag = s.get("tag")
+            if not isinstance(tag, str) or not tag or tag.startswith("#") or "]" in tag \
+                    or re.search(r"\s", tag):
+                raise Refused(400, "INVALID_INPUT", "Invalid hashtag")
+            chars += len(tag) + 1
+        elif t == "Link":
+            url = s.get("url")
+            if not isinstance(url, str) or not re.match(r"https?://", url):
+                raise Refused(400, "INVALID_INPUT", "Link segment needs an http(s) url")
+            chars += len(url)
+        elif t == "Mention":
+            if not any(u["Id"] == s.get("id") for u in st.users):
+                raise Refused(400, "INVALID_ID_FIELD", "Mention id is not a user")
+            mentions += 1
+        elif t == "MarkupBegin":
+            if s.get("markupType") not in MARKUPS:
+                raise Refused(400, "INVALID_INPUT", "Invalid markupType")
+            stack.append(s["markupType"])
+        elif t == "MarkupEnd":
+            if not stack or stack.pop() != s.get("markupType"):
+                raise Refused(400, "INVALID_MARKUP", "MarkupEnd does not match MarkupBegin")
+    if stack:
+        raise Refused(400, "INVALID_MARKUP", "Unclosed markup " + stack[-1])
+    if chars > 10000:
+        raise Refused(400, "INVALID_FIELD_LENGTH",
+                      "Feed body exceeds the maximum of 10000 characters")
+    if mentions > 25:
+        raise Refused(400, "INVALID_INPUT", "Too many mentions")
+    return segs
+
+
+def soql_literal(s):
+    out, i = [], 0
+    escapes = {"'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b",
+               "f": "\f", '"': '"'}
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            if i + 1 >= len(s) or s[i + 1] not in escapes:
+                raise Refused(400, "MALFORMED_QUERY", "Invalid escape in string literal")
+            out.append(escapes[s[i + 1]])
+            i += 2
+            continue
+        if c == "'":
+            raise Refused(400, "MALFORMED_QUERY", "unexpected token: '")
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+QUERY_RE = re.compile(r"^SELECT\s+([\w\s,]+?)\s+FROM\s+User\s+WHERE\s+Email\s*=\s*"
+                      r"'((?:[^'\\]|\\.)*)'(\s+AND\s+IsActive\s*=\s*true)?\s*$", re.I)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    st = None
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def send(self, status, obj, headers=None, ctype="application/json;charset=UTF-8"):
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Sforce-Limit-Info", "api-usage=%d/15000" % len(self.st.log))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def error(self, status, code, message, headers=None):
+        self.send(status, [{"errorCode": code, "message": message}], headers)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n > MAX_BODY:
+            raise Refused(413, "REQUEST_TOO_LARGE", "request too large")
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_PATCH(self):
+        self.dispatch("PATCH")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def dispatch(self, method):
+        st = self.st
+        url = urllib.parse.urlsplit(self.path)
+        path, qs = url.path, urllib.parse.parse_qs(url.query)
+        try:
+            body = self.read_body()
+        except Refused as e:
+            self.error(e.status, e.code, e.message)
+            return
+        if path == "/__control" and method == "POST":
+            self.control(json.loads(body or b"{}"))
+            return
+        if path == "/__state" and method == "GET":
+            with LOCK:
+                self.send(200, {"posts": st.elements, "comments": st.comments,
+                                "files": list(st.files.values()), "users": st.users,
+                                "tokens_issued": st.tokens_issued, "requests": st.log,
+                                "queries": st.queries})
+            return
+        with LOCK:
+            st.log.append({"method": method, "path": path,
+                           "authorization": "Authorization" in self.headers})
+            delay, st.delay = st.delay, 0
+            drop = st.drop > 0
+            if drop:
+                st.drop -= 1
+        if delay:
+            time.sleep(delay)
+        if drop:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        try:
+            if path == "/services/oauth2/token" and method == "POST":
+                self.token(body)
+                return
+            m = re.match(r"^/services/data/v(\d+\.\d)(/.*)$", path)
+            if not m:
+                self.error(404, "NOT_FOUND", "The requested resource does not exist")
+                return
+            with LOCK:
+                if st.expire_after is not None:
+                    st.expire_after -= 1
+                    if st.expire_after < 0:
+                        st.expire_after = None
+                        st.tokens.clear()
+            user = self.authorize()
+            if user is None:
+                return
+            with LOCK:
+                if st.fail_next and st.skip > 0:
+                    st.skip -= 1
+                elif st.fail_next:
+                    f = st.fail_next.pop(0)
+                    self.injected(f)
+                    return
+            self.data(method, m.group(2), qs, body, user)
+        except Refused as e:
+            self.error(e.status, e.code, e.message)
+
+    def injected(self, f):
+        if isinstance(f, int):
+            f = {"status": f}
+        status = f["status"]
+        headers = {}
+        if status in (429, 503) and self.st.retry_after is not None:
+            headers["Retry-After"] = str(self.st.retry_after)
+        code = f.get("errorCode", {500: "UNKNOWN_EXCEPTION", 503: "SERVER_UNAVAILABLE",
+                                   429: "REQUEST_LIMIT_EXCEEDED",
+                                   403: "REQUEST_LIMIT_EXCEEDED"}.get(status, "INVALID_INPUT"))
+        self.error(status, code, f.get("message", "injected failure"), headers)
+
+    def control(self, c):
+        st = self.st
+        with LOCK:
+            st.fail_next.extend(c.get("fail_next", []))
+            st.fail_token_next.extend(c.get("fail_token_next", []))
+            st.skip = c.get("skip", st.skip)
+            st.expire_after = c.get("expire_after", st.expire_after)
+            st.reject_sessions = c.get("reject_sessions", st.reject_sessions)
+            if "retry_after" in c:
+                st.retry_after = c["retry_after"]
+            st.delay = c.get("delay", st.delay)
+            st.drop = c.get("drop", st.drop)
+            if c.get("expire_tokens"):
+                st.tokens.clear()
+            for u in c.get("users", []):
+                st.users = [x for x in st.users if x["Username"] != u["Username"]] + [u]
+        self.send(200, {"ok": True})
+
+    def authorize(self):
+        auth = self.headers.get("Authorization", "")
+        m = re.match(r"^(Bearer|OAuth) (\S+)$", auth)
+        with LOCK:
+            user = self.st.tokens.get(m.group(2)) if m else None
+            if self.st.reject_sessions:
+                user = None
+        if user is None:
+            self.error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        return user
+
+    def token(self, body):
+        st = self.st
+        if not (self.headers.get("Content-Type") or "").startswith(
+                "application/x-www-form-urlencoded"):
+            self.send(400, {"error": "invalid_request", "error_description": "bad content type"})
+            return
+        form = urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
+        with LOCK:
+            if st.fail_token_next:
+                f = st.fail_token_next.pop(0)
+                self.send(f.get("status", 400), {"error": f.get("error", "invalid_grant"),
+                                                 "error_description": f.get(
+                                                     "error_description", "authentication failure")})
+                return
+        if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
+            self.send(400, {"error": "unsupported_grant_type",
+                            "error_description": "grant type not supported"})
+            return
+        jwt = (form.get("assertion") or [""])[0]
+        parts = jwt.split(".")
+        if len(parts) != 3:
+            self.send(400, {"error": "invalid_grant", "error_description": "invalid assertion"})
+            return
+        try:
+            header = json.loads(b64url_decode(parts[0]))
+            claims = json.loads(b64url_decode(parts[1]))
+            sig = b64url_decode(parts[2])
+            if header.get("alg") != "RS256":
+                raise ValueError("alg")
+            st.public_key.verify(sig, (parts[0] + "." + parts[1]).encode(),
+                                 padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, InvalidSignature, json.JSONDecodeError):
+            self.send(400, {"error": "invalid_grant", "error_description": "invalid assertion"})
+            return
+        now = time.time()
+        exp = claims.get("exp")
+        if claims.get("iss") != st.client_id:
+            self.send(400, {"error": "invalid_client_id", "error_description": "client identifier invalid"})
+            return
+        host = "http://127.0.0.1:%d" % self.server.server_address[1]
+        if claims.get("aud") not in ("https://login.salesforce.com",
+                                     "https://test.salesforce.com", host):
+            self.send(400, {"error": "invalid_grant", "error_description": "audience is invalid"})
+            return
+        if not isinstance(exp, int) or exp < now or exp > now + 300:
+            self.send(400, {"error": "invalid_grant", "error_description": "expired authorization code"})
+            return
+        with LOCK:
+            user = next((u for u in st.users if u["Username"] == claims.get("sub")), None)
+            if not user or not user.get("authorized", True) or not user.get("IsActive", True):
+                self.send(400, {"error": "invalid_grant",
+                                "error_description": "user hasn't approved this consumer"})
+                return
+            st.counter += 1
+            tok = "00DXX0000000001!AQ0AQ%08d" % st.counter
+            st.tokens[tok] = user
+            st.tokens_issued.append(user["Username"])
+        self.send(200, {"access_token": tok, "scope": "api", "instance_url": host,
+                        "id": host + "/id/00DXX0000000001EAA/" + user["Id"],
+                        "token_type": "Bearer"})
+
+    def actor(self, user):
+        return {"id": user["Id"], "displayName": user["Name"], "name": user["Name"], "type": "User"}
+
+    def element_out(self, el, ncomments=3):
+        comments = [c for c in self.st.comments if c["feedElement"]["id"] == el["id"]]
+        recent = [public(c) for c in reversed(comments)][:ncomments]
+        return dict(public(el), capabilities=dict(el["capabilities"], comments={"page": {
+            "items": recent, "total": len(comments), "currentPageUrl": None,
+            "nextPageUrl": None}}))
+
+    def data(self, method, rest, qs, body, user):
+        st = self.st
+        if rest == "/chatter/feed-elements" and method == "POST":
+            inp = self.json_body(body)
+            if set(inp) - {"feedElementType", "subjectId", "body", "capabilities", "visibility"}:
+                raise Refused(400, "JSON_PARSER_ERROR", "Unrecognized field in feed item input")
+            if inp.get("feedElementType") != "FeedItem":
+                raise Refused(400, "INVALID_INPUT", "feedElementType must be FeedItem")
+            sid = inp.get("subjectId")
+            if not isinstance(sid, str) or not sid.startswith(("0F9", "005", "me")):
+                raise Refused(400, "INVALID_ID_FIELD", "subjectId is not a valid parent")
+            segs = check_body(inp.get("body"), st)
+            files = []
+            caps = inp.get("capabilities") or {}
+            if set(caps) - {"files"}:
+                raise Refused(400, "JSON_PARSER_ERROR", "Unrecognized capability")
+            if caps:
+                items = caps["files"].get("items") if isinstance(caps["files"], dict) else None
+                if not isinstance(items, list) or set(caps["files"]) - {"items"}:
+                    raise Refused(400, "JSON_PARSER_ERROR", "files capability needs items")
+                if len(items) > 10:
+                    raise Refused(400, "INVALID_INPUT", "At most 10 files per feed element")
+                for it in items:
+                    if not isinstance(it, dict) or set(it) - {"id", "operationType"} \
+                            or it.get("id") not in st.files:
+                        raise Refused(400, "INVALID_ID_FIELD", "Unknown file id")
+                    files.append({"id": it["id"], "title": st.files[it["id"]]["title"]})
+            with LOCK:
+                if sid.startswith("0F9") and sid not in st.groups:
+                    raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+                now = time.time()
+                out, text = out_segments(segs, st.users)
+                el = {"id": st.new_id("0D5"), "feedElementType": "FeedItem",
+                      "createdDate": iso(now), "modifiedDate": iso(now), "_created": now,
+                      "url": "/services/data/v62.0/chatter/feed-elements/",
+                      "actor": self.actor(user),
+                      "parent": {"id": sid, "name": st.groups.get(sid, ""),
+                                 "type": "CollaborationGroup"},
+                      "header": {"text": user["Name"], "messageSegments": []},
+                      "body": {"text": text, "isRichText": True, "messageSegments": out},
+                      "capabilities": {"files": {"items": files}},
+                      "visibility": "InternalUsers", "relativeCreatedDate": "Just now",
+                      "_input": inp}
+                el["url"] += el["id"]
+                st.elements.append(el)
+                self.send(201, self.element_out(el))
+            return
+        m = re.match(r"^/chatter/feed-elements/([^/]+)/capabilities/comments/items$", rest)
+        if m:
+            with LOCK:
+                el = next((e for e in st.elements if e["id"] == m.group(1)), None)
+            if el is None:
+                raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+            if method == "GET":
+                size = min(int((qs.get("pageSize") or ["3"])[0]), 100)
+                with LOCK:
+                    cs = [c for c in st.comments if c["feedElement"]["id"] == el["id"]]
+                self.send(200, {"items": [public(c) for c in reversed(cs)][:size], "total": len(cs),
+                                "currentPageUrl": None, "nextPageUrl": None})
+                return
+            if method != "POST":
+                raise Refused(405, "METHOD_NOT_ALLOWED", "method not allowed")
+            inp = self.json_body(body)
+            if set(inp) - {"body", "capabilities"}:
+                raise Refused(400, "JSON_PARSER_ERROR", "Unrecognized field in comment input")
+            segs = check_body(inp.get("body"), st)
+            caps = inp.get("capabilities") or {}
+            files = []
+            if caps:
+                content = caps.get("content")
+                if set(caps) - {"content"} or not isinstance(content, dict) \
+                        or set(content) - {"contentDocumentId"} \
+                        or content.get("contentDocumentId") not in st.files:
+                    raise Refused(400, "JSON_PARSER_ERROR", "Invalid comment capability")
+                files.append(content["contentDocumentId"])
+            with LOCK:
+                now = time.time()
+                out, text = out_segments(segs, st.users)
+                c = {"id": st.new_id("0D7"), "createdDate": iso(now), "_created": now,
+                     "feedElement": {"id": el["id"], "url": el["url"]},
+                     "user": self.actor(user), "body": {"text": text, "messageSegments": out},
+                     "capabilities": {"content": {"id": files[0]}} if files else {},
+                     "url": "/services/data/v62.0/chatter/comments/", "_input": inp}
+                c["url"] += c["id"]
+                st.comments.append(c)
+                el["modifiedDate"] = iso(now)
+                el["_modified"] = now
+                self.send(201, public(c))
+            return
+        m = re.match(r"^/chatter/feeds/record/([^/]+)/feed-elements$", rest)
+        if m and method == "GET":
+            size = max(1, min(int((qs.get("pageSize") or ["25"])[0]), 100))
+            start = int((qs.get("page") or ["0"])[0])
+            sort = (qs.get("sort") or ["CreatedDateDesc"])[0]
+            ncomm = int((qs.get("recentCommentCount") or ["3"])[0])
+            with LOCK:
+                els = [e for e in st.elements if e["parent"]["id"] == m.group(1)]
+                key = "_modified" if sort == "LastModifiedDateDesc" else "_created"
+                els.sort(key=lambda e: e.get(key, e["_created"]), reverse=True)
+                page = [self.element_out(e, ncomm) for e in els[start:start + size]]
+            base = "/services/data/v62.0/chatter/feeds/record/%s/feed-elements" % m.group(1)
+            nxt = None
+            if start + size < len(els):
+                nxt = "%s?page=%d&pageSize=%d&sort=%s&recentCommentCount=%d" % (
+                    base, start + size, size, sort, ncomm)
+            self.send(200, {"elements": page, "currentPageUrl": base, "nextPageUrl": nxt,
+                            "nextPageToken": str(start + size) if nxt else None,
+                            "updatesToken": "2:%d" % int(time.time() * 1000)})
+            return
+        if rest == "/connect/files/users/me" and method == "POST":
+            self.upload(body, user)
+            return
+        if rest == "/query" and method == "GET":
+            self.query((qs.get("q") or [""])[0])
+            return
+        raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+
+    def json_body(self, body):
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            raise Refused(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+        try:
+            v = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(400, "JSON_PARSER_ERROR", "Malformed JSON")
+        if not isinstance(v, dict):
+            raise Refused(400, "JSON_PARSER_ERROR", "Expected a JSON object")
+        return v
+
+    def upload(self, body, user):
+        ctype = self.headers.get("Content-Type") or ""
+        if not ctype.startswith("multipart/form-data"):
+            raise Refused(400, "INVALID_MULTIPART_REQUEST", "multipart/form-data expected")
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+        fields = {}
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            fields[name] = part
+        if "fileData" not in fields or not fields["fileData"].get_filename():
+            raise Refused(400, "INVALID_MULTIPART_REQUEST", "The fileData part is required")
+        title = fields["fileData"].get_filename()
+        if "json" in fields:
+            try:
+                meta = json.loads(fields["json"].get_payload(decode=True))
+            except ValueError:
+                raise Refused(400, "JSON_PARSER_ERROR", "Malformed JSON part")
+            if set(meta) - {"title", "desc", "contentModifiedDate", "isMajorVersion",
+                            "parentFolderId", "isInMyFileSync", "sharingOption",
+                            "sharingPrivacy", "repositoryFileId", "reasonForChange"}:
+                raise Refused(400, "JSON_PARSER_ERROR", "Unrecognized field in file input")
+            title = meta.get("title", title)
+        data = fields["fileData"].get_payload(decode=True) or b""
+        with LOCK:
+            fid = self.st.new_id("069")
+            f = {"id": fid, "title": title, "name": title, "contentSize": len(data),
+                 "mimeType": fields["fileData"].get_content_type(),
+                 "owner": self.actor(user), "sha256": hashlib.sha256(data).hexdigest(),
+                 "versionNumber": "1"}
+            self.st.files[fid] = f
+        self.send(201, f)
+
+    def query(self, q):
+        st = self.st
+        m = QUERY_RE.match(q)
+        if not m:
+            raise Refused(400, "MALFORMED_QUERY", "unsupported query")
+        email_addr = soql_literal(m.group(2))
+        fields = [f.strip() for f in m.group(1).split(",")]
+        with LOCK:
+            st.queries.append(q)
+            recs = [u for u in st.users if u["Email"].lower() == email_addr.lower()
+                    and (not m.group(3) or u.get("IsActive", True))]
+            out = [dict({"attributes": {"type": "User",
+                                        "url": "/services/data/v62.0/sobjects/User/" + u["Id"]}},
+                        **{f: u.get(f) for f in fields}) for u in recs]
+        self.send(200, {"totalSize": len(out), "done": True, "records": out})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--public-key", required=True, help="PEM public key that verifies JWTs")
+    ap.add_argument("--client-id", default="3MVG9TESTCLIENT")
+    a = ap.parse_args()
+    with open(a.public_key, "rb") as f:
+        key = serialization.load_pem_public_key(f.read())
+    Handler.st = State(a.client_id, key)
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    srv.daemon_threads = True
+    print(srv.server_address[1], flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

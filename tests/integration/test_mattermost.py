@@ -1,0 +1,228 @@
+"""The Mattermost backend against the Mattermost test double on loopback,
+driven through build/asan/tests/feedprobe; the double's /__state shows what
+reached the server."""
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PROBE = os.environ.get("FEEDPROBE_BIN", os.path.join(ROOT, "build/asan/tests/feedprobe"))
+DOUBLE = os.path.join(HERE, "doubles", "mattermost_double.py")
+CHANNEL = "4xp9fdt77pncbef59f4k1qe83o"
+TOKEN = "xq7k3m9p2w8r4t6y1u5i0o3a7s"
+
+
+@pytest.fixture
+def mm(tmp_path):
+    if not os.access(PROBE, os.X_OK):
+        pytest.skip("feedprobe not built: make build/asan/tests/feedprobe")
+    proc = subprocess.Popen(["/usr/bin/python3", DOUBLE, "--token", TOKEN],
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(32))
+    os.chmod(secret, 0o600)
+    token_file = tmp_path / "mm.token"
+    token_file.write_text(TOKEN + "\n")
+    os.chmod(token_file, 0o600)
+
+    class Env:
+        base = "http://127.0.0.1:%d" % port
+
+        def config(self, **extra):
+            lines = ["[gateway]", "state = %s" % (tmp_path / "state.db"),
+                     "reply_address = feed@example.org", "secret_file = %s" % secret,
+                     "[feed]", "backend = mattermost", "url = " + self.base + "/",
+                     "token_file = %s" % token_file]
+            lines += ["%s = %s" % kv for kv in extra.items()]
+            path = tmp_path / "mf.conf"
+            path.write_text("\n".join(lines) + "\n")
+            return str(path)
+
+        def probe(self, req, **extra):
+            out = subprocess.run([PROBE, self.config(**extra)], input=json.dumps(req),
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert "ERROR: AddressSanitizer" not in out.stderr
+            assert TOKEN not in out.stderr, "the token reached the log"
+            self.log = out.stderr
+            return json.loads(out.stdout)
+
+        def deliver(self, *items, **extra):
+            return self.probe({"op": "deliver", "items": list(items)}, **extra)["results"]
+
+        def control(self, **c):
+            req = urllib.request.Request(self.base + "/__control", data=json.dumps(c).encode(),
+                                         method="POST")
+            urllib.request.urlopen(req).read()
+
+        def state(self):
+            return json.loads(urllib.request.urlopen(self.base + "/__state").read())
+
+        def posts(self):
+            return sorted(self.state()["posts"], key=lambda p: p["create_at"])
+
+    yield Env()
+    proc.terminate()
+    proc.wait()
+
+
+def post(key="k1", **kw):
+    item = {"id": 1, "key": key, "kind": "post", "group": CHANNEL,
+            "author_name": "Alice Example", "author_email": "alice@example.org",
+            "subject": "Q3 appeal", "text": "The draft is ready.\n\nComments welcome.",
+            "hashtags": ["fundraising", "Q3-plan", "#2026"]}
+    item.update(kw)
+    return item
+
+
+def comment(parent, key="c1", **kw):
+    item = {"id": 2, "key": key, "kind": "comment", "group": CHANNEL, "parent": parent,
+            "author_name": "Bob Board", "author_email": "bob@example.org",
+            "text": "Looks good to me."}
+    item.update(kw)
+    return item
+
+
+def test_post_with_hashtags_and_files(mm):
+    res = mm.deliver(post(attachments=[
+        {"filename": "q3.pdf", "content_type": "application/pdf", "data": "%PDF-1.4 fake"},
+        {"filename": "huge.iso", "size": 3 * 1024 * 1024}]), max_file_size="1M")
+    assert res[0]["status"] == "ok", res
+    posts = mm.posts()
+    assert len(posts) == 1
+    p = posts[0]
+    assert p["id"] == res[0]["remote_id"] and p["root_id"] == ""
+    assert p["message"].startswith("**Q3 appeal**\n\nFrom Alice Example <alice@example.org>")
+    assert "Comments welcome." in p["message"]
+    assert "[attachment huge.iso (3.0 MB) not uploaded: too large]" in p["message"]
+    # what the server recognised as hashtags; a pure number is none
+    assert p["hashtags"] == "#fundraising #Q3-plan"
+    assert p["props"] == {"mailfeed_key": "k1"}
+    files = mm.state()["files"]
+    assert [f["name"] for f in files] == ["q3.pdf"]
+    assert p["file_ids"] == [files[0]["id"]] and files[0]["post_id"] == p["id"]
+
+
+def test_reply_under_post(mm):
+    pid = mm.deliver(post())[0]["remote_id"]
+    res = mm.deliver(comment(pid))
+    assert res[0]["status"] == "ok", res
+    posts = mm.posts()
+    assert len(posts) == 2
+    assert posts[1]["root_id"] == pid and posts[1]["id"] == res[0]["remote_id"]
+    assert posts[1]["message"].startswith("From Bob Board <bob@example.org>")
+    assert "**" not in posts[1]["message"]
+
+
+def test_rate_limited_is_retried_with_retry_after(mm):
+    mm.control(fail_next=[429], retry_after=4)
+    res = mm.deliver(post())
+    assert res[0]["status"] == "retry" and res[0]["retry_after"] == 4
+    assert "limit exceeded" in res[0]["error"]
+    assert mm.posts() == []
+
+
+def test_server_error_and_dropped_connection_are_retried(mm):
+    mm.control(fail_next=[503])
+    res = mm.deliver(post())
+    assert res[0]["status"] == "retry"
+    mm.control(drop=1)
+    res = mm.deliver(post())
+    assert res[0]["status"] == "retry" and "network" in res[0]["error"]
+    assert mm.posts() == []
+
+
+def test_bad_request_is_permanent_with_reason(mm):
+    res = mm.deliver(post(group="zzzzzzzzzzzzzzzzzzzzzzzzzz"))
+    assert res[0]["status"] == "permanent"
+    assert "api.context.permissions.app_error" in res[0]["error"]
+    res = mm.deliver(comment("nosuchpostnosuchpostnosuch"))
+    assert res[0]["status"] == "permanent"
+    assert "api.post.create_post.root_id.app_error" in res[0]["error"]
+
+
+def test_revoked_token_waits_for_the_admin(mm):
+    mm.control(expire_tokens=True)
+    res = mm.deliver(post())
+    assert res[0]["status"] == "retry" and res[0]["retry_after"] >= 600
+    assert "401" in res[0]["error"]
+    assert "mattermost.auth_failed" in mm.log
+
+
+def test_long_text_is_split_into_post_and_replies(mm):
+    paras = ["Paragraph %d. " % i + "mot " * 400 for i in range(30)]
+    text = "\n\n".join(paras)
+    res = mm.deliver(post(text=text))
+    assert res[0]["status"] == "ok", res
+    posts = mm.posts()
+    assert len(posts) >= 3
+    root = posts[0]
+    assert root["id"] == res[0]["remote_id"]
+    for i, p in enumerate(posts[1:]):
+        assert p["root_id"] == root["id"]
+        assert p["props"] == {"mailfeed_key": "k1#%d" % (i + 2)}
+        assert p["message"].startswith("(continued, part %d of %d)" % (i + 2, len(posts)))
+    assert all(len(p["message"]) <= 16383 for p in posts)
+    assert sum(p["message"].count("mot") for p in posts) == text.count("mot")
+
+
+def test_interrupted_split_is_completed_without_duplicates(mm):
+    text = "\n\n".join("Block %d " % i + "z" * 5000 for i in range(8))
+    # calls: channel lookup, post, part 2 <- fails
+    mm.control(skip=2, fail_next=[500])
+    res = mm.deliver(post(text=text))
+    assert res[0]["status"] == "retry", res
+    assert len(mm.posts()) == 1
+    again = mm.deliver(post(text=text))
+    assert again[0]["status"] == "ok", again
+    posts = mm.posts()
+    assert again[0]["remote_id"] == posts[0]["id"]
+    keys = [p["props"]["mailfeed_key"] for p in posts]
+    assert keys == ["k1"] + ["k1#%d" % i for i in range(2, len(posts) + 1)]
+    # delivered once more (as after a lost answer): nothing new
+    third = mm.deliver(post(text=text))
+    assert third[0]["remote_id"] == again[0]["remote_id"]
+    assert len(mm.posts()) == len(posts)
+
+
+def test_reconcile_finds_post_by_prop(mm):
+    first = mm.deliver(post("crash-key"))[0]
+    r = mm.probe({"op": "reconcile", "item": post("crash-key")})
+    assert r == {"found": 1, "remote_id": first["remote_id"]}
+    r = mm.probe({"op": "reconcile", "item": post("other-key")})
+    assert r == {"found": 0, "remote_id": None}
+    mm.control(fail_next=[500])
+    assert mm.probe({"op": "reconcile", "item": post("crash-key")})["found"] == -1
+
+
+def test_read_group(mm):
+    since = int(time.time()) - 5
+    pid = mm.deliver(post("r1", text="first post"))[0]["remote_id"]
+    mm.deliver(comment(pid, key="r2", text="a reply"))
+    r = mm.probe({"op": "read", "group": CHANNEL, "since": since})
+    assert r["rc"] == 0
+    ents = r["entries"]
+    assert len(ents) == 2
+    assert ents[0]["remote_id"] == pid and ents[0]["parent"] is None
+    assert ents[1]["parent"] == pid and "a reply" in ents[1]["text"]
+    assert ents[0]["author_name"] == "Feed Gateway"
+    assert ents[0]["author_email"] == "feeds@example.org"
+    assert ents[0]["url"].endswith("/_redirect/pl/" + pid)
+    r = mm.probe({"op": "read", "group": CHANNEL, "since": int(time.time()) + 60})
+    assert r == {"rc": 0, "entries": []}
+
+
+def test_concurrent_delivery(mm):
+    items = [post("c%d" % i, text="post number %d" % i) for i in range(8)]
+    res = mm.deliver(*items, concurrency="4")
+    assert all(r["status"] == "ok" for r in res), res
+    by_id = {p["id"]: p for p in mm.posts()}
+    assert len(by_id) == 8
+    for i, r in enumerate(res):
+        assert "post number %d" % i in by_id[r["remote_id"]]["message"]
