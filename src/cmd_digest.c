@@ -109,8 +109,10 @@ int cmd_digest(int argc, char **argv, const char *config)
 			sqlite3_finalize(s);
 		}
 		if (!known) {
-			fprintf(stderr, "mailfeed: %s is not a subscriber; add it with "
-					"`mailfeed subscribe`\n", to);
+			fprintf(stderr,
+				"mailfeed: %s is not a subscriber; add it with "
+				"`mailfeed subscribe`\n",
+				to);
 			rc = 1;
 			goto out;
 		}
@@ -207,8 +209,10 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 		return 2;
 	}
 	if (tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz)) {
-		fprintf(stderr, "mailfeed: unknown time zone \"%s\" (expected a name under "
-				"/usr/share/zoneinfo, e.g. Europe/Berlin)\n", tz);
+		fprintf(stderr,
+			"mailfeed: unknown time zone \"%s\" (expected a name under "
+			"/usr/share/zoneinfo, e.g. Europe/Berlin)\n",
+			tz);
 		return 2;
 	}
 	if ((rc = open_state(config, &cfg, &st)) != 0)
@@ -246,7 +250,9 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 	if (rc == 0)
 		printf("%s subscribed to %s: %s at %02d:00 %s\n", email, g.data, freq,
 		       hour >= 0 ? hour : cfg->digest.hour,
-		       tz ? tz : cfg->digest.timezone ? cfg->digest.timezone : "UTC");
+		       tz		      ? tz
+		       : cfg->digest.timezone ? cfg->digest.timezone
+					      : "UTC");
 	else
 		fprintf(stderr, "mailfeed: cannot record the subscription: %s\n", store_errmsg(st));
 	buf_free(&g);

@@ -40,9 +40,10 @@ static char *read_input(const char *path, long long max, size_t *len, char *err,
 	size_t n;
 	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
 		if ((long long)(b.len + n) > max) {
-			snprintf(err, errlen,
-				 "%s is larger than max_message_size (%lld bytes); mailfeed skips it",
-				 path, max);
+			snprintf(
+			    err, errlen,
+			    "%s is larger than max_message_size (%lld bytes); mailfeed skips it",
+			    path, max);
 			buf_free(&b);
 			if (f != stdin)
 				fclose(f);
@@ -170,9 +171,10 @@ int cmd_inspect(int argc, char **argv, const char *config)
 		status = 1;
 	} else if (rc > 0) {
 		if (as_json) {
-			json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:{s:n,s:n}}", "classification",
-					      "skipped", "reason", reason, "text", "", "removed", "",
-					      "hashtags", "subject", "from", "name", "email");
+			json_t *o =
+			    json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:{s:n,s:n}}", "classification",
+				      "skipped", "reason", reason, "text", "", "removed", "",
+				      "hashtags", "subject", "from", "name", "email");
 			char *js = json_dumps(o, JSON_INDENT(2));
 			printf("%s\n", js);
 			free(js);
@@ -185,7 +187,8 @@ int cmd_inspect(int argc, char **argv, const char *config)
 		const char *skip = classify_skip(m, NULL, cfg, buf, sizeof buf);
 		if (as_json) {
 			json_t *o = message_to_json(m, 0);
-			json_object_set_new(o, "classification", json_string(skip ? "skipped" : "post"));
+			json_object_set_new(o, "classification",
+					    json_string(skip ? "skipped" : "post"));
 			json_object_set_new(o, "reason", skip ? json_string(skip) : json_null());
 			char *js = json_dumps(o, JSON_INDENT(2));
 			printf("%s\n", js);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
@@ -96,18 +97,30 @@ static json_t *mailbox_status(struct store *st, const char *name, const char *ac
 	return o;
 }
 
+/* cfg NULL: the config on disk is broken (e.g. a refused reload); the
+ * mailboxes are then those the state knows. */
 static json_t *status_build(struct store *st, const struct mf_config *cfg)
 {
 	json_t *root = json_object(), *mbs = json_array(), *digests = json_array();
 	sqlite3_stmt *s;
 	struct outbox_counts c = {0};
 
-	for (size_t i = 0; i < cfg->n_mailboxes; i++) {
+	for (size_t i = 0; cfg && i < cfg->n_mailboxes; i++) {
 		const struct mf_mailbox *mb = &cfg->mailboxes[i];
 		json_array_append_new(
 		    mbs, mailbox_status(st, mb->name, mb->account, mb->folder, mb->group));
 	}
-	if (cfg->replies.present)
+	if (!cfg && sqlite3_prepare_v2(store_db(st),
+				       "SELECT mailbox, account, folder FROM folders ORDER BY mailbox",
+				       -1, &s, NULL) == SQLITE_OK) {
+		while (sqlite3_step(s) == SQLITE_ROW)
+			json_array_append_new(
+			    mbs, mailbox_status(st, (const char *)sqlite3_column_text(s, 0),
+						(const char *)sqlite3_column_text(s, 1),
+						(const char *)sqlite3_column_text(s, 2), NULL));
+		sqlite3_finalize(s);
+	}
+	if (cfg && cfg->replies.present)
 		json_array_append_new(mbs, mailbox_status(st, REPLIES_KEY, cfg->replies.account,
 							  cfg->replies.folder, NULL));
 	json_object_set_new(root, "mailboxes", mbs);
@@ -182,6 +195,51 @@ static void status_print(json_t *root)
 		printf("\nlast reload refused: %s\n", re);
 }
 
+/* The state path of a config that does not load: [gateway] state, taken
+ * relative to the config's directory as config.c does, if the file has
+ * one that exists. */
+static char *state_path_fallback(const char *config)
+{
+	FILE *f = fopen(config, "r");
+	char line[1024], section[64] = "";
+	char *path = NULL;
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof line, f)) {
+		char *l = str_trim(line);
+		if (*l == '[') {
+			snprintf(section, sizeof section, "%s", l);
+			continue;
+		}
+		if (strncmp(section, "[gateway]", 9) != 0 || strncmp(l, "state", 5) != 0)
+			continue;
+		char *eq = strchr(l, '=');
+		if (!eq)
+			continue;
+		char *v = str_trim(eq + 1);
+		char *semi = strchr(v, ';');
+		if (semi)
+			*semi = 0;
+		v = str_trim(v);
+		free(path);
+		if (*v == '/') {
+			path = xstrdup(v);
+		} else {
+			const char *slash = strrchr(config, '/');
+			path = slash ? xasprintf("%.*s/%s", (int)(slash - config), config, v)
+				     : xstrdup(v);
+		}
+	}
+	fclose(f);
+	if (!path)
+		path = xstrdup("/var/lib/mailfeed/state.db");
+	if (access(path, R_OK) != 0) {
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
 int cmd_status(int argc, char **argv, const char *config)
 {
 	int as_json = 0;
@@ -200,9 +258,16 @@ int cmd_status(int argc, char **argv, const char *config)
 		}
 	}
 	struct mf_config *cfg = cli_load_config(config);
-	if (!cfg)
-		return 2;
-	struct store *st = store_open(cfg->gateway.state, err, sizeof err);
+	char *fallback = NULL;
+	if (!cfg) {
+		fallback = state_path_fallback(config);
+		if (!fallback)
+			return 2;
+		fprintf(stderr, "mailfeed: %s has problems; showing the state in %s\n", config,
+			fallback);
+	}
+	struct store *st = store_open(cfg ? cfg->gateway.state : fallback, err, sizeof err);
+	free(fallback);
 	if (!st) {
 		fprintf(stderr, "mailfeed: %s\n", err);
 		config_free(cfg);

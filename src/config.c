@@ -27,7 +27,6 @@
 
 #include "mailfeed/config.h"
 #include "mailfeed/log.h"
-#include "mailfeed/metrics.h"
 
 extern char **environ;
 
@@ -779,8 +778,6 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 			snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464");
 			return -1;
 		}
-		if (metrics_listen_check(v, err, errlen) < 0)
-			return -1;
 		free(*sp);
 		*sp = xstrdup(v);
 		return 0;

@@ -275,6 +275,8 @@ struct daemon {
 	const struct feed_backend_ops *feed;
 	void *feed_ctx;
 	struct parse_worker *worker;
+	struct metrics_server *metrics;
+	char *metrics_listen;
 };
 
 static size_t watchers_plan(struct daemon *d)
@@ -482,6 +484,29 @@ static int run_once(struct daemon *d, struct store *st)
 	return failures || dead ? 1 : 0;
 }
 
+/* (Re)starts the loopback metrics listener when its address changed. */
+static int metrics_restart(struct daemon *d)
+{
+	const char *want = d->cfg->gateway.metrics_listen;
+	char err[512];
+	if (d->metrics_listen && want && strcmp(d->metrics_listen, want) == 0)
+		return 0;
+	metrics_server_stop(d->metrics);
+	d->metrics = NULL;
+	free(d->metrics_listen);
+	d->metrics_listen = NULL;
+	if (!want)
+		return 0;
+	d->metrics = metrics_server_start(want, d->cfg->gateway.state, err, sizeof err);
+	if (!d->metrics) {
+		log_error("metrics.error listen=%s error=\"%s\"", want, err);
+		return -1;
+	}
+	d->metrics_listen = xstrdup(want);
+	log_info("metrics.listening listen=%s", want);
+	return 0;
+}
+
 static int reload(struct daemon *d, struct store **st)
 {
 	struct mf_diag diag = {0};
@@ -526,6 +551,7 @@ static int reload(struct daemon *d, struct store **st)
 	feed_open(d, *st);
 	digest_seed_subscribers(*st, d->cfg);
 	set_daemon_note(*st, "reload_error", NULL);
+	metrics_restart(d);
 	watchers_start(d);
 	log_info("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
 	sd_notify(0, "READY=1\nSTATUS=config reloaded");
@@ -588,7 +614,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			digest_run(st, d->cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
 			last_digest = now;
 		}
-		if (now - last_ping >= 5) {
+		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {
 			sd_notify(0, "WATCHDOG=1");
 			notify_status(st);
 			metrics_write(st, d->cfg);
@@ -664,11 +690,16 @@ int cmd_run(int argc, char **argv, const char *config)
 		goto out;
 	}
 	digest_seed_subscribers(st, d.cfg);
-	if (once)
+	if (once) {
 		rc = run_once(&d, st);
-	else
+	} else if (metrics_restart(&d) < 0) {
+		rc = 1;
+	} else {
 		rc = run_forever(&d, &st, sfd);
+	}
 out:
+	metrics_server_stop(d.metrics);
+	free(d.metrics_listen);
 	feed_close(&d);
 	worker_free(d.worker);
 	store_close(st);

@@ -11,7 +11,6 @@
  * (SPEC: at most once per period); its content comes again in the next
  * period because last_sent did not move. */
 #include <ctype.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,40 +22,11 @@
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
 
-#define ITEM_TEXT_MAX 2000   /* bytes of one entry's text in a digest */
+#define ITEM_TEXT_MAX 2000 /* bytes of one entry's text in a digest */
 #define NOTIFY_TEXT_MAX 20000
-#define LINE_MAX_HEADER 900  /* an ASCII header value is cut here */
 
 /* ------------------------------------------------------------------ */
-/* Mail building blocks                                                */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void b64_append(struct buf *b, const unsigned char *in, size_t n)
-{
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-		if (i + 1 < n)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		buf_putc(b, b64_alphabet[(v >> 18) & 63]);
-		buf_putc(b, b64_alphabet[(v >> 12) & 63]);
-		buf_putc(b, i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=');
-		buf_putc(b, i + 2 < n ? b64_alphabet[v & 63] : '=');
-	}
-}
-
-/* Feed content for one line: controls (CR/LF included) become spaces. */
-static char *one_line(const char *s)
-{
-	char *r = xstrdup(s ? s : "");
-	for (char *p = r; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-	return r;
-}
+/* Text helpers                                                        */
 
 /* Feed content as text: keeps \n and \t, drops other controls, cut at max
  * bytes on a UTF-8 boundary with an ellipsis. */
@@ -78,176 +48,6 @@ static char *clean_text(const char *s, size_t max)
 	return buf_steal(&b);
 }
 
-static int is_ascii(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s >= 0x80)
-			return 0;
-	return 1;
-}
-
-static void put_encoded_words(struct buf *b, const char *v, size_t col)
-{
-	size_t len = strlen(v), i = 0;
-	while (i < len) {
-		size_t n = len - i < 45 ? len - i : 45;
-		while (i + n < len && n > 1 && ((unsigned char)v[i + n] & 0xc0) == 0x80)
-			n--;
-		if (i > 0 || col > 60)
-			buf_puts(b, "\r\n ");
-		buf_puts(b, "=?UTF-8?B?");
-		b64_append(b, (const unsigned char *)v + i, n);
-		buf_puts(b, "?=");
-		i += n;
-	}
-}
-
-/* ASCII value folded at spaces so no line passes 78 columns when it can. */
-static void put_folded(struct buf *b, const char *v, size_t col)
-{
-	size_t len = strlen(v);
-	if (len > LINE_MAX_HEADER)
-		len = LINE_MAX_HEADER;
-	const char *p = v, *end = v + len;
-	while (p < end) {
-		size_t room = col < 78 ? 78 - col : 1;
-		if ((size_t)(end - p) <= room) {
-			buf_append(b, p, (size_t)(end - p));
-			break;
-		}
-		const char *cut = NULL;
-		for (const char *q = p + 1; q < end && (size_t)(q - p) <= room; q++)
-			if (*q == ' ')
-				cut = q;
-		if (!cut) {
-			cut = p + 1;
-			while (cut < end && *cut != ' ')
-				cut++;
-			if (cut == end) {
-				buf_append(b, p, (size_t)(end - p));
-				break;
-			}
-		}
-		buf_append(b, p, (size_t)(cut - p));
-		buf_puts(b, "\r\n");
-		p = cut; /* the space starts the continuation line */
-		col = 0;
-	}
-}
-
-void digest_put_header(struct buf *b, const char *name, const char *value)
-{
-	char *v = one_line(value);
-	buf_printf(b, "%s: ", name);
-	if (is_ascii(v))
-		put_folded(b, v, strlen(name) + 2);
-	else
-		put_encoded_words(b, v, strlen(name) + 2);
-	buf_puts(b, "\r\n");
-	free(v);
-}
-
-void digest_put_address(struct buf *b, const char *name, const char *value)
-{
-	char *v = one_line(value);
-	char *lt = strrchr(v, '<');
-	char *addr = smtp_address_of(v);
-	buf_printf(b, "%s: ", name);
-	if (lt && addr) {
-		*lt = 0;
-		char *disp = str_trim(v);
-		size_t dl = strlen(disp);
-		if (dl >= 2 && disp[0] == '"' && disp[dl - 1] == '"') {
-			disp[dl - 1] = 0;
-			disp++;
-			dl -= 2;
-		}
-		if (dl > 200) { /* keeps the line far below 998 octets */
-			dl = 200;
-			while (dl > 0 && ((unsigned char)disp[dl] & 0xc0) == 0x80)
-				dl--;
-			disp[dl] = 0;
-		}
-		if (*disp && is_ascii(disp)) {
-			buf_putc(b, '"');
-			for (const char *p = disp; *p; p++)
-				if (*p != '"' && *p != '\\')
-					buf_putc(b, *p);
-			buf_puts(b, "\" ");
-		} else if (*disp) {
-			put_encoded_words(b, disp, strlen(name) + 2);
-			buf_putc(b, ' ');
-		}
-		buf_printf(b, "<%s>", addr);
-	} else if (addr) {
-		buf_puts(b, addr);
-	}
-	buf_puts(b, "\r\n");
-	free(addr);
-	free(v);
-}
-
-void digest_put_date(struct buf *b, time_t t)
-{
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	buf_printf(b, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
-		   tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-		   tm.tm_sec);
-}
-
-static const char *reply_domain(const struct mf_config *cfg)
-{
-	const char *ra = cfg->gateway.reply_address;
-	const char *at = ra ? strrchr(ra, '@') : NULL;
-	return at && at[1] ? at + 1 : "localhost";
-}
-
-void digest_put_robot_headers(struct buf *b, const struct mf_config *cfg,
-			      const char *auto_submitted)
-{
-	char *dom = one_line(reply_domain(cfg));
-	buf_printf(b, "Auto-Submitted: %s\r\n", auto_submitted);
-	buf_puts(b, "X-Auto-Response-Suppress: All\r\n");
-	buf_printf(b, "List-Id: <mailfeed.%s>\r\n", dom);
-	buf_puts(b, "X-Mailfeed-Loop: yes\r\n");
-	free(dom);
-}
-
-void digest_put_base64(struct buf *b, const char *text)
-{
-	struct buf crlf;
-	buf_init(&crlf);
-	for (const char *p = text; *p; p++) {
-		if (*p == '\n')
-			buf_putc(&crlf, '\r');
-		if (*p != '\r')
-			buf_putc(&crlf, *p);
-	}
-	for (size_t i = 0; i < crlf.len; i += 57) {
-		size_t n = crlf.len - i < 57 ? crlf.len - i : 57;
-		b64_append(b, (const unsigned char *)crlf.data + i, n);
-		buf_puts(b, "\r\n");
-	}
-	buf_free(&crlf);
-}
-
-char *digest_new_message_id(const struct mf_config *cfg)
-{
-	unsigned char r[12];
-	char hex[25];
-	if (random_bytes(r, sizeof r) < 0)
-		memset(r, 0, sizeof r);
-	hex_encode(r, sizeof r, hex);
-	char *dom = one_line(reply_domain(cfg));
-	char *id = xasprintf("mailfeed.%lld.%s@%s", (long long)time(NULL), hex, dom);
-	free(dom);
-	return id;
-}
-
 void digest_mail_free(struct digest_mail *m)
 {
 	free(m->message_id);
@@ -262,13 +62,26 @@ static void html_escape(struct buf *b, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
-		case '&': buf_puts(b, "&amp;"); break;
-		case '<': buf_puts(b, "&lt;"); break;
-		case '>': buf_puts(b, "&gt;"); break;
-		case '"': buf_puts(b, "&quot;"); break;
-		case '\'': buf_puts(b, "&#39;"); break;
-		case '\n': buf_puts(b, "<br>\n"); break;
-		default: buf_putc(b, *s);
+		case '&':
+			buf_puts(b, "&amp;");
+			break;
+		case '<':
+			buf_puts(b, "&lt;");
+			break;
+		case '>':
+			buf_puts(b, "&gt;");
+			break;
+		case '"':
+			buf_puts(b, "&quot;");
+			break;
+		case '\'':
+			buf_puts(b, "&#39;");
+			break;
+		case '\n':
+			buf_puts(b, "<br>\n");
+			break;
+		default:
+			buf_putc(b, *s);
 		}
 	}
 }
@@ -316,12 +129,16 @@ static void put_alternative(struct buf *b, const char *text, const char *html)
 	hex_encode(r, sizeof r, hex);
 	buf_puts(b, "MIME-Version: 1.0\r\n");
 	buf_printf(b, "Content-Type: multipart/alternative; boundary=\"=_mf_%s\"\r\n\r\n", hex);
-	buf_printf(b, "--=_mf_%s\r\nContent-Type: text/plain; charset=UTF-8\r\n"
-		      "Content-Transfer-Encoding: base64\r\n\r\n", hex);
-	digest_put_base64(b, text);
-	buf_printf(b, "--=_mf_%s\r\nContent-Type: text/html; charset=UTF-8\r\n"
-		      "Content-Transfer-Encoding: base64\r\n\r\n", hex);
-	digest_put_base64(b, html);
+	buf_printf(b,
+		   "--=_mf_%s\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+		   "Content-Transfer-Encoding: base64\r\n\r\n",
+		   hex);
+	smtp_put_base64(b, text);
+	buf_printf(b,
+		   "--=_mf_%s\r\nContent-Type: text/html; charset=UTF-8\r\n"
+		   "Content-Transfer-Encoding: base64\r\n\r\n",
+		   hex);
+	smtp_put_base64(b, html);
 	buf_printf(b, "--=_mf_%s--\r\n", hex);
 }
 
@@ -329,8 +146,8 @@ static void put_alternative(struct buf *b, const char *text, const char *html)
 /* Rendering                                                           */
 
 struct thread {
-	const char *root;                /* remote id of the post */
-	const struct feed_entry *post;   /* NULL when only comments are new */
+	const char *root;	       /* remote id of the post */
+	const struct feed_entry *post; /* NULL when only comments are new */
 	const struct feed_entry **comments;
 	size_t n_comments;
 	time_t latest;
@@ -361,8 +178,8 @@ static struct thread *threads_of(const struct digest_group *g, size_t *nt)
 		if (!e->parent_remote_id) {
 			t[k].post = e;
 		} else {
-			t[k].comments = xrealloc(t[k].comments,
-						 (t[k].n_comments + 1) * sizeof *t[k].comments);
+			t[k].comments =
+			    xrealloc(t[k].comments, (t[k].n_comments + 1) * sizeof *t[k].comments);
 			t[k].comments[t[k].n_comments++] = e;
 		}
 		if (e->created > t[k].latest)
@@ -391,12 +208,13 @@ static char *reply_address_for(struct store *st, const struct mf_config *cfg,
 	return addr;
 }
 
-static void entry_text(struct buf *txt, struct buf *html, const struct feed_entry *e,
-		       size_t max, int is_comment)
+static void entry_text(struct buf *txt, struct buf *html, const struct feed_entry *e, size_t max,
+		       int is_comment)
 {
 	char when[40];
-	char *author = one_line(e->author_name && *e->author_name ? e->author_name
-				: e->author_email ? e->author_email : "someone");
+	char *author = smtp_header_text(e->author_name && *e->author_name ? e->author_name
+					: e->author_email		  ? e->author_email
+									  : "someone");
 	char *body = clean_text(e->text, max);
 	fmt_time(e->created, when, sizeof when);
 	if (is_comment) {
@@ -407,7 +225,8 @@ static void entry_text(struct buf *txt, struct buf *html, const struct feed_entr
 		buf_printf(html, "</b> <span style=\"color:#888\">%s</span><br>\n", when);
 	} else {
 		buf_printf(txt, "  %s, %s\n", author, when);
-		buf_puts(html, "<div style=\"margin:4px 0;color:#333\"><span style=\"color:#555\">");
+		buf_puts(html,
+			 "<div style=\"margin:4px 0;color:#333\"><span style=\"color:#555\">");
 		html_escape(html, author);
 		buf_printf(html, ", %s</span><br>\n", when);
 	}
@@ -428,9 +247,9 @@ static void entry_text(struct buf *txt, struct buf *html, const struct feed_entr
 static char *subject_of(const struct feed_entry *e)
 {
 	if (e && e->subject && *e->subject)
-		return one_line(e->subject);
+		return smtp_header_text(e->subject);
 	if (e && e->text && *e->text) {
-		char *s = one_line(e->text);
+		char *s = smtp_header_text(e->text);
 		if (strlen(s) > 60) {
 			size_t n = 57;
 			while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
@@ -461,8 +280,8 @@ static void put_footer(struct buf *txt, struct buf *html, const char *unsub, con
 	buf_puts(html, "\" style=\"color:#888\">Unsubscribe</a></p>\n</body></html>\n");
 }
 
-static void put_thread(struct buf *txt, struct buf *html, const struct thread *t,
-		       const char *reply, size_t *budget, size_t *skipped)
+static void put_thread(struct buf *txt, struct buf *html, const struct thread *t, const char *reply,
+		       size_t *budget, size_t *skipped)
 {
 	char *subj = subject_of(t->post);
 	char *re = xasprintf("Re: %s", subj);
@@ -471,15 +290,17 @@ static void put_thread(struct buf *txt, struct buf *html, const struct thread *t
 
 	if (t->post) {
 		buf_printf(txt, "* %s\n", subj);
-		buf_puts(html, "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
-			       "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">");
+		buf_puts(html,
+			 "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
+			 "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">");
 		html_escape(html, subj);
 		buf_puts(html, "</div>\n");
 	} else {
 		buf_puts(txt, "* New comments on an earlier post\n");
-		buf_puts(html, "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
-			       "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">"
-			       "New comments on an earlier post</div>\n");
+		buf_puts(html,
+			 "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
+			 "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">"
+			 "New comments on an earlier post</div>\n");
 	}
 	if (t->post && *budget > 0) {
 		entry_text(txt, html, t->post, ITEM_TEXT_MAX, 0);
@@ -521,14 +342,14 @@ static void put_headers(struct buf *b, const struct mf_config *cfg, const char *
 			const char *subject, const char *msgid, const char *unsub, time_t now,
 			const char *reply_to)
 {
-	digest_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
-	digest_put_address(b, "To", to);
+	smtp_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
+	smtp_put_address(b, "To", to);
 	if (reply_to)
-		digest_put_address(b, "Reply-To", reply_to);
-	digest_put_header(b, "Subject", subject);
-	digest_put_date(b, now);
+		smtp_put_address(b, "Reply-To", reply_to);
+	smtp_put_header(b, "Subject", subject);
+	smtp_put_date(b, now);
 	buf_printf(b, "Message-ID: <%s>\r\n", msgid);
-	digest_put_robot_headers(b, cfg, "auto-generated");
+	smtp_put_robot_headers(b, cfg, "auto-generated");
 	if (unsub && !strpbrk(unsub, "\r\n"))
 		buf_printf(b, "List-Unsubscribe: <%s>\r\n", unsub);
 }
@@ -541,15 +362,16 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	struct buf txt, html, labels, mail;
 	size_t budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items : 50;
 	size_t skipped = 0;
-	int rc = -1;
-	char *unsub_addr = reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL,
-					     NULL, to, now);
+	char q[300];
+	char *unsub_addr =
+	    reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now);
 	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
 
 	memset(out, 0, sizeof *out);
 	if (!unsub) {
 		log_error("digest.error to=%s error=\"cannot build a reply address from "
-			  "[gateway] reply_address\"", to);
+			  "[gateway] reply_address\"",
+			  log_quote(to, q, sizeof q));
 		free(unsub_addr);
 		return -1;
 	}
@@ -559,7 +381,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	buf_init(&mail);
 	for (size_t i = 0; i < n_groups; i++)
 		buf_printf(&labels, "%s%s", i ? ", " : "", groups[i].label);
-	char *glabels = one_line(labels.data ? labels.data : "");
+	char *glabels = smtp_header_text(labels.data ? labels.data : "");
 	out->subject = xasprintf("Digest: %s \xe2\x80\x94 %s", glabels, date_label);
 	start_html(&html, out->subject);
 	buf_printf(&txt, "%s\n\n", out->subject);
@@ -574,7 +396,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 			threads_free(t, nt);
 			continue;
 		}
-		char *label = one_line(groups[i].label);
+		char *label = smtp_header_text(groups[i].label);
 		buf_printf(&txt, "== %s ==\n\n", label);
 		buf_puts(&html, "<h3 style=\"font-size:16px;margin:18px 0 4px;color:#444\">");
 		html_escape(&html, label);
@@ -596,22 +418,20 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 		buf_printf(&txt, "... and %zu more.\n", skipped);
 		buf_printf(&html, "<p style=\"color:#555\">&hellip; and %zu more.</p>\n", skipped);
 	}
-	put_footer(&txt, &html, unsub,
-		   "You receive this digest because you follow these groups.");
+	put_footer(&txt, &html, unsub, "You receive this digest because you follow these groups.");
 
-	out->message_id = digest_new_message_id(cfg);
+	out->message_id = smtp_new_message_id(cfg);
 	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, NULL);
 	put_alternative(&mail, txt.data, html.data);
 	out->text = buf_steal(&txt);
 	out->html = buf_steal(&html);
 	out->len = mail.len;
 	out->data = buf_steal(&mail);
-	rc = 0;
 	free(glabels);
 	buf_free(&labels);
 	free(unsub);
 	free(unsub_addr);
-	return rc;
+	return 0;
 }
 
 int digest_render_notification(struct store *st, const struct mf_config *cfg,
@@ -620,8 +440,8 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 			       struct digest_mail *out)
 {
 	struct buf txt, html, mail;
-	char *unsub_addr = reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL,
-					     NULL, to, now);
+	char *unsub_addr =
+	    reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now);
 	char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY, post->group,
 					post->remote_id, to, now);
 	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
@@ -635,7 +455,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 		free(reply);
 		return -1;
 	}
-	char *label = one_line(group_label);
+	char *label = smtp_header_text(group_label);
 	char *subj = subject_of(post);
 	out->subject = xasprintf("[%s] %s", label, subj);
 	buf_init(&txt);
@@ -650,7 +470,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	buf_puts(&txt, "Reply to this email to comment on the post.\n");
 	put_footer(&txt, &html, unsub,
 		   "You receive a notification for each new post in the groups you follow.");
-	out->message_id = digest_new_message_id(cfg);
+	out->message_id = smtp_new_message_id(cfg);
 	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, reply);
 	put_alternative(&mail, txt.data, html.data);
 	out->text = buf_steal(&txt);
@@ -724,7 +544,10 @@ static time_t local_moment(int year, int mon, int mday, int hour)
 {
 	time_t best = -1, gap = -1;
 	for (int dst = 0; dst <= 1; dst++) {
-		struct tm t = {.tm_year = year, .tm_mon = mon, .tm_mday = mday, .tm_hour = hour,
+		struct tm t = {.tm_year = year,
+			       .tm_mon = mon,
+			       .tm_mday = mday,
+			       .tm_hour = hour,
 			       .tm_isdst = dst};
 		struct tm back;
 		time_t r = mktime(&t);
@@ -743,7 +566,10 @@ static time_t local_moment(int year, int mon, int mday, int hour)
 /* The local date `days` days from y-m-d (noon avoids DST edges). */
 static void add_days(int *year, int *mon, int *mday, int days)
 {
-	struct tm t = {.tm_year = *year, .tm_mon = *mon, .tm_mday = *mday + days, .tm_hour = 12,
+	struct tm t = {.tm_year = *year,
+		       .tm_mon = *mon,
+		       .tm_mday = *mday + days,
+		       .tm_hour = 12,
 		       .tm_isdst = -1};
 	time_t r = mktime(&t);
 	struct tm back;
@@ -753,8 +579,8 @@ static void add_days(int *year, int *mon, int *mday, int days)
 	*mday = back.tm_mday;
 }
 
-int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz,
-		  char *key, size_t keylen, time_t *sched)
+int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz, char *key,
+		  size_t keylen, time_t *sched)
 {
 	struct tz_saved sv;
 	struct tm lt;
@@ -783,8 +609,8 @@ int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const 
 	if (*sched == (time_t)-1) {
 		rc = -1;
 	} else {
-		struct tm day = {.tm_year = y, .tm_mon = m, .tm_mday = d, .tm_hour = 12,
-				 .tm_isdst = -1};
+		struct tm day = {
+		    .tm_year = y, .tm_mon = m, .tm_mday = d, .tm_hour = 12, .tm_isdst = -1};
 		char tmp[32];
 		mktime(&day);
 		strftime(tmp, sizeof tmp, f == FREQ_WEEKLY ? "w:%G-W%V" : "d:%Y-%m-%d", &day);
@@ -805,10 +631,11 @@ int digest_seed_subscribers(struct store *st, const struct mf_config *cfg)
 		return 0;
 	if (store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT OR IGNORE INTO subscribers(email, groups, frequency, hour, tz,"
-			       " since, source) VALUES(lower(?),?,?,?,?,?,'config')",
-			       -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		"INSERT OR IGNORE INTO subscribers(email, groups, frequency, hour, tz,"
+		" since, source) VALUES(lower(?),?,?,?,?,?,'config')",
+		-1, &s, NULL) != SQLITE_OK) {
 		store_rollback(st);
 		return -1;
 	}
@@ -898,8 +725,8 @@ static int run_state(struct store *st, const char *email, const char *period, ch
 	return rc;
 }
 
-static int exec_bind(struct store *st, const char *sql, const char *a, const char *b,
-		     const char *c, const char *d, sqlite3_int64 n)
+static int exec_bind(struct store *st, const char *sql, const char *a, const char *b, const char *c,
+		     const char *d, sqlite3_int64 n)
 {
 	sqlite3_stmt *s;
 	int rc;
@@ -944,6 +771,16 @@ fail:
 	return -1;
 }
 
+/* Entries are taken up to the second before now: one created later in
+ * the current second still counts as new on the next run. */
+static time_t window_end(const struct run *r) { return r->now - 1; }
+
+static int advance_last_sent(struct run *r, const char *email)
+{
+	return exec_bind(r->st, "UPDATE subscribers SET last_sent=?5 WHERE email=?1", email, NULL,
+			 NULL, NULL, (sqlite3_int64)window_end(r));
+}
+
 /* After the relay's answer.  advance: move subscribers.last_sent to now. */
 static void record_outcome(struct run *r, const char *email, const char *period, int res,
 			   int advance, const char *err)
@@ -969,26 +806,18 @@ static void record_outcome(struct run *r, const char *email, const char *period,
 	else
 		log_warn("digest.not_sent to=%s period=%s result=%s error=%s",
 			 log_quote(email, q, sizeof q), period,
-			 res == SMTP_TEMPORARY   ? "temporary"
+			 res == SMTP_TEMPORARY	 ? "temporary"
 			 : res == SMTP_PERMANENT ? "permanent"
 						 : "unknown-maybe-sent",
 			 log_quote(err, q2, sizeof q2));
 	if (store_begin(r->st) < 0)
 		return;
 	if ((sql && exec_bind(r->st, sql, email, period, NULL, NULL, (sqlite3_int64)r->now) < 0) ||
-	    (res == SMTP_SENT && advance &&
-	     exec_bind(r->st, "UPDATE subscribers SET last_sent=?5 WHERE email=?1", email, NULL,
-		       NULL, NULL, (sqlite3_int64)r->now) < 0)) {
+	    (res == SMTP_SENT && advance && advance_last_sent(r, email) < 0)) {
 		store_rollback(r->st);
 		return;
 	}
 	store_commit(r->st);
-}
-
-static int advance_last_sent(struct run *r, const char *email)
-{
-	return exec_bind(r->st, "UPDATE subscribers SET last_sent=?5 WHERE email=?1", email, NULL,
-			 NULL, NULL, (sqlite3_int64)r->now);
 }
 
 static int send_mail(struct run *r, const char *to, const struct digest_mail *mail, char *err,
@@ -1024,7 +853,7 @@ static int read_groups(struct run *r, const struct subscriber *sub, time_t since
 		}
 		size_t keep = 0;
 		for (size_t k = 0; k < nents[i]; k++)
-			if (ents[i][k].created <= r->now && ents[i][k].created > since)
+			if (ents[i][k].created <= window_end(r) && ents[i][k].created > since)
 				keep = k + 1;
 		groups[i].entries = ents[i];
 		groups[i].n = keep;
@@ -1117,8 +946,8 @@ static void notify_each(struct run *r, const struct subscriber *sub)
 			if (run_state(r->st, sub->email, period, state, sizeof state) != 0)
 				continue;
 			copy = *e;
-			if (!copy.group)
-				copy.group = (char *)groups[i].gid;
+			/* comments by email go to the group the subscriber follows */
+			copy.group = (char *)groups[i].gid;
 			if (digest_render_notification(r->st, r->cfg, r->secret, r->secretlen,
 						       sub->email, groups[i].label, &copy, r->now,
 						       &mail) < 0) {
@@ -1126,8 +955,8 @@ static void notify_each(struct run *r, const struct subscriber *sub)
 				all_done = 0;
 				continue;
 			}
-			int rec = record_sending(r, sub->email, period, &mail, copy.group,
-						 e->remote_id);
+			int rec =
+			    record_sending(r, sub->email, period, &mail, copy.group, e->remote_id);
 			if (rec == 1) {
 				int res = send_mail(r, sub->email, &mail, err, sizeof err);
 				record_outcome(r, sub->email, period, res, 0, err);
@@ -1217,10 +1046,11 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 		log_error("digest.error error=\"the feed backend cannot read groups\"");
 		return -1;
 	}
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT email, groups, frequency, hour, tz, last_sent, since"
-			       " FROM subscribers WHERE ?1 IS NULL OR email=lower(?1) ORDER BY email",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		"SELECT email, groups, frequency, hour, tz, last_sent, since"
+		" FROM subscribers WHERE ?1 IS NULL OR email=lower(?1) ORDER BY email",
+		-1, &s, NULL) != SQLITE_OK)
 		return -1;
 	if (only_email)
 		sqlite3_bind_text(s, 1, only_email, -1, SQLITE_STATIC);

@@ -85,14 +85,27 @@ static char *sf_strip_slash(const char *url)
 	return xstrndup(url, n);
 }
 
-/* scheme://host[:port] of a URL: the JWT audience for the login URL. */
-static char *sf_origin(const char *url)
+/* The JWT audience for a login URL: Salesforce wants the production or
+ * sandbox login host even when the token is asked from a My Domain URL;
+ * any other host (an Experience Cloud site) is its own audience. */
+static char *sf_audience(const char *url)
 {
 	const char *p = strstr(url, "://");
-	if (!p)
-		return xstrdup(url);
-	const char *end = strchr(p + 3, '/');
-	return end ? xstrndup(url, (size_t)(end - url)) : sf_strip_slash(url);
+	const char *host = p ? p + 3 : url;
+	size_t hl = strcspn(host, "/:?");
+	char *h = xstrndup(host, hl);
+	str_lower(h);
+	char *aud;
+	if (strcmp(h, "test.salesforce.com") == 0 ||
+	    str_ends_with_ci(h, ".sandbox.my.salesforce.com"))
+		aud = xstrdup("https://test.salesforce.com");
+	else if (strcmp(h, "login.salesforce.com") == 0 ||
+		 str_ends_with_ci(h, ".my.salesforce.com"))
+		aud = xstrdup("https://login.salesforce.com");
+	else
+		aud = xstrndup(url, (size_t)(host - url) + strcspn(host, "/?"));
+	free(h);
+	return aud;
 }
 
 static time_t sf_parse_time(const char *s)
@@ -1065,7 +1078,7 @@ static int chatter_open(const struct mf_config *cfg, struct store *st, void **ct
 	char *login = sf_strip_slash(f->login_url);
 	ch->token_url = xasprintf("%s/services/oauth2/token", login);
 	free(login);
-	ch->audience = sf_origin(f->login_url);
+	ch->audience = sf_audience(f->login_url);
 	ch->cfg_instance = sf_strip_slash(f->instance_url);
 	ch->n_clients = f->concurrency > 0 ? (f->concurrency > 32 ? 32 : f->concurrency) : 1;
 	ch->clients = xcalloc((size_t)ch->n_clients, sizeof(*ch->clients));

@@ -20,17 +20,17 @@
 
 struct render {
 	struct buf out;
-	int quote;          /* "> " depth */
-	int pending_nl;     /* line breaks owed before the next text */
-	int space;          /* a collapsed space is owed */
-	int line_start;     /* nothing written on the current line yet */
-	int pre;            /* inside <pre>: keep whitespace */
-	int lists;          /* list nesting */
+	int quote;	/* "> " depth */
+	int pending_nl; /* line breaks owed before the next text */
+	int space;	/* a collapsed space is owed */
+	int line_start; /* nothing written on the current line yet */
+	int pre;	/* inside <pre>: keep whitespace */
+	int lists;	/* list nesting */
 	int list_ordered[LIST_MAX];
 	int list_count[LIST_MAX];
-	int cell;           /* cells written in the current table row */
-	int full;           /* output cap reached */
-	int quote_fresh;    /* a quote began and holds no text yet */
+	int cell;	 /* cells written in the current table row */
+	int full;	 /* output cap reached */
+	int quote_fresh; /* a quote began and holds no text yet */
 };
 
 static void put(struct render *r, const char *s, size_t n)
@@ -417,7 +417,8 @@ static char *tidy(const char *s)
 		struct buf line;
 		buf_init(&line);
 		for (size_t i = 0; i < len; i++) {
-			if ((unsigned char)p[i] == 0xc2 && i + 1 < len && (unsigned char)p[i + 1] == 0xa0) {
+			if ((unsigned char)p[i] == 0xc2 && i + 1 < len &&
+			    (unsigned char)p[i + 1] == 0xa0) {
 				buf_putc(&line, ' ');
 				i++;
 			} else {

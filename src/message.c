@@ -10,10 +10,7 @@
 
 #include "mailfeed/message.h"
 
-struct mf_message *message_new(void)
-{
-	return xcalloc(1, sizeof(struct mf_message));
-}
+struct mf_message *message_new(void) { return xcalloc(1, sizeof(struct mf_message)); }
 
 void message_free(struct mf_message *m)
 {
@@ -65,10 +62,7 @@ static json_t *jstr(const char *s)
 	return j;
 }
 
-static json_t *str_or_null(const char *s)
-{
-	return s ? jstr(s) : json_null();
-}
+static json_t *str_or_null(const char *s) { return s ? jstr(s) : json_null(); }
 
 static json_t *list_json(const struct strlist *l)
 {
@@ -102,8 +96,9 @@ json_t *message_to_json(const struct mf_message *m, int with_data)
 	char when[32];
 	json_object_set_new(o, "subject", str_or_null(m->subject));
 	json_object_set_new(o, "subject_norm", str_or_null(m->subject_norm));
-	json_object_set_new(o, "from", json_pack("{s:o,s:o}", "name", str_or_null(m->from_name),
-						  "email", str_or_null(m->from_email)));
+	json_object_set_new(o, "from",
+			    json_pack("{s:o,s:o}", "name", str_or_null(m->from_name), "email",
+				      str_or_null(m->from_email)));
 	json_object_set_new(o, "reply_to", str_or_null(m->reply_to));
 	json_object_set_new(o, "message_id", str_or_null(m->message_id));
 	json_object_set_new(o, "in_reply_to", str_or_null(m->in_reply_to));
@@ -111,8 +106,8 @@ json_t *message_to_json(const struct mf_message *m, int with_data)
 	json_object_set_new(o, "to", list_json(&m->to));
 	json_object_set_new(o, "cc", list_json(&m->cc));
 	json_object_set_new(o, "recipients_hint", list_json(&m->recipients_hint));
-	json_object_set_new(o, "date",
-			    m->date ? json_string(time_iso(m->date, when, sizeof when)) : json_null());
+	json_object_set_new(
+	    o, "date", m->date ? json_string(time_iso(m->date, when, sizeof when)) : json_null());
 	json_object_set_new(o, "part", str_or_null(m->part));
 	json_object_set_new(o, "full_text", jstr(m->full_text ? m->full_text : ""));
 	json_object_set_new(o, "text", jstr(m->text ? m->text : ""));

@@ -39,8 +39,8 @@ struct metrics_server {
 /* Fills ss from "127.0.0.1:9464", "[::1]:9464" or "localhost:9464" and
  * refuses anything that is not a loopback address.  Port 0 = any free.
  * Messages in err say what is wrong with addr without repeating it. */
-static int listen_parse(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
-			char *err, size_t errlen)
+static int listen_parse(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+			size_t errlen)
 {
 	char host[64];
 	const char *port_s;
@@ -59,7 +59,8 @@ static int listen_parse(const char *addr, struct sockaddr_storage *ss, socklen_t
 	} else {
 		const char *colon = strrchr(addr, ':');
 		if (!colon || memchr(addr, ':', (size_t)(colon - addr))) {
-			snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464");
+			snprintf(err, errlen,
+				 "must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464");
 			return -1;
 		}
 		hlen = (size_t)(colon - addr);
@@ -350,10 +351,7 @@ fail:
 	return NULL;
 }
 
-int metrics_server_port(const struct metrics_server *ms)
-{
-	return ms->port;
-}
+int metrics_server_port(const struct metrics_server *ms) { return ms->port; }
 
 void metrics_server_stop(struct metrics_server *ms)
 {

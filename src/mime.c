@@ -134,15 +134,33 @@ static const char *charset_name(const char *label, char *tmp, size_t tmplen)
 	static const struct {
 		const char *label, *iconv;
 	} alias[] = {
-		{"gb2312", "GB18030"},      {"gbk", "GB18030"},         {"x-gbk", "GB18030"},
-		{"cp936", "GB18030"},       {"euc-cn", "GB18030"},      {"shift_jis", "CP932"},
-		{"shift-jis", "CP932"},     {"sjis", "CP932"},          {"x-sjis", "CP932"},
-		{"ms_kanji", "CP932"},      {"windows-31j", "CP932"},   {"ks_c_5601-1987", "CP949"},
-		{"euc-kr", "CP949"},        {"iso-8859-8-i", "ISO-8859-8"}, {"big5", "BIG5-HKSCS"},
-		{"x-mac-roman", "MACINTOSH"}, {"macintosh", "MACINTOSH"}, {"iso-8859-1", "WINDOWS-1252"},
-		{"latin1", "WINDOWS-1252"}, {"latin-1", "WINDOWS-1252"}, {"iso_8859-1", "WINDOWS-1252"},
-		{"cp1252", "WINDOWS-1252"}, {"utf7", "UTF-7"},          {"unicode-1-1-utf-7", "UTF-7"},
-		{"x-user-defined", "WINDOWS-1252"}, {"tis-620", "CP874"}, {"iso-8859-11", "CP874"},
+	    {"gb2312", "GB18030"},
+	    {"gbk", "GB18030"},
+	    {"x-gbk", "GB18030"},
+	    {"cp936", "GB18030"},
+	    {"euc-cn", "GB18030"},
+	    {"shift_jis", "CP932"},
+	    {"shift-jis", "CP932"},
+	    {"sjis", "CP932"},
+	    {"x-sjis", "CP932"},
+	    {"ms_kanji", "CP932"},
+	    {"windows-31j", "CP932"},
+	    {"ks_c_5601-1987", "CP949"},
+	    {"euc-kr", "CP949"},
+	    {"iso-8859-8-i", "ISO-8859-8"},
+	    {"big5", "BIG5-HKSCS"},
+	    {"x-mac-roman", "MACINTOSH"},
+	    {"macintosh", "MACINTOSH"},
+	    {"iso-8859-1", "WINDOWS-1252"},
+	    {"latin1", "WINDOWS-1252"},
+	    {"latin-1", "WINDOWS-1252"},
+	    {"iso_8859-1", "WINDOWS-1252"},
+	    {"cp1252", "WINDOWS-1252"},
+	    {"utf7", "UTF-7"},
+	    {"unicode-1-1-utf-7", "UTF-7"},
+	    {"x-user-defined", "WINDOWS-1252"},
+	    {"tis-620", "CP874"},
+	    {"iso-8859-11", "CP874"},
 	};
 	if (!label)
 		return NULL;
@@ -439,10 +457,7 @@ static char *decode_header_warn(const char *raw, struct buf *warn)
 	return s;
 }
 
-char *mime_decode_header(const char *raw)
-{
-	return decode_header_warn(raw ? raw : "", NULL);
-}
+char *mime_decode_header(const char *raw) { return decode_header_warn(raw ? raw : "", NULL); }
 
 /* ---- RFC 2231 parameters ----------------------------------------------- */
 
@@ -489,7 +504,8 @@ static char *param_decode(const struct param *pv, size_t n, const char *name)
 				const char *q1 = strchr(val, '\'');
 				const char *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
 				if (q2) {
-					snprintf(charset, sizeof charset, "%.*s", (int)(q1 - val), val);
+					snprintf(charset, sizeof charset, "%.*s", (int)(q1 - val),
+						 val);
 					val = q2 + 1;
 				}
 			}
@@ -675,7 +691,8 @@ char *mime_safe_filename(const char *name)
 			continue;
 		}
 		/* C0/C1 controls and DEL are dropped; so are NUL-like tricks. */
-		int control = s[i] < 0x20 || s[i] == 0x7f || (k == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0);
+		int control =
+		    s[i] < 0x20 || s[i] == 0x7f || (k == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0);
 		if (!control) {
 			if (b.len + k > FILENAME_MAX_LEN)
 				break;
@@ -700,11 +717,11 @@ static const char *ext_for(const char *type)
 	static const struct {
 		const char *type, *ext;
 	} map[] = {
-		{"image/png", "png"},        {"image/jpeg", "jpg"},     {"image/gif", "gif"},
-		{"image/webp", "webp"},      {"image/svg+xml", "svg"},  {"application/pdf", "pdf"},
-		{"text/plain", "txt"},       {"text/html", "html"},     {"text/calendar", "ics"},
-		{"message/rfc822", "eml"},   {"application/zip", "zip"}, {"text/csv", "csv"},
-		{"application/msword", "doc"}, {"audio/mpeg", "mp3"},  {"video/mp4", "mp4"},
+	    {"image/png", "png"},	   {"image/jpeg", "jpg"},      {"image/gif", "gif"},
+	    {"image/webp", "webp"},	   {"image/svg+xml", "svg"},   {"application/pdf", "pdf"},
+	    {"text/plain", "txt"},	   {"text/html", "html"},      {"text/calendar", "ics"},
+	    {"message/rfc822", "eml"},	   {"application/zip", "zip"}, {"text/csv", "csv"},
+	    {"application/msword", "doc"}, {"audio/mpeg", "mp3"},      {"video/mp4", "mp4"},
 	};
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
 		if (!strcasecmp(type, map[i].type))
@@ -1062,7 +1079,8 @@ static char *leaf_data(struct mailmime *mime, size_t *len, int *from_libetpan)
 	if (enc == MAILMIME_MECHANISM_BASE64 || enc == MAILMIME_MECHANISM_QUOTED_PRINTABLE) {
 		size_t idx = 0, outlen = 0;
 		char *out = NULL;
-		if (mailmime_part_parse(p, n, &idx, enc, &out, &outlen) == MAILIMF_NO_ERROR && out) {
+		if (mailmime_part_parse(p, n, &idx, enc, &out, &outlen) == MAILIMF_NO_ERROR &&
+		    out) {
 			*len = outlen;
 			*from_libetpan = 1;
 			return out;
@@ -1126,21 +1144,24 @@ static char *content_type_str(struct mailmime_content *ct)
 {
 	const char *type = "application", *sub = "octet-stream";
 	if (ct && ct->ct_type) {
-		if (ct->ct_type->tp_type == MAILMIME_TYPE_DISCRETE_TYPE && ct->ct_type->tp_data.tp_discrete_type) {
-			static const char *names[] = {"", "text", "image", "audio", "video", "application"};
+		if (ct->ct_type->tp_type == MAILMIME_TYPE_DISCRETE_TYPE &&
+		    ct->ct_type->tp_data.tp_discrete_type) {
+			static const char *names[] = {"",      "text",	"image",
+						      "audio", "video", "application"};
 			int t = ct->ct_type->tp_data.tp_discrete_type->dt_type;
-			if (t >= MAILMIME_DISCRETE_TYPE_TEXT && t <= MAILMIME_DISCRETE_TYPE_APPLICATION)
+			if (t >= MAILMIME_DISCRETE_TYPE_TEXT &&
+			    t <= MAILMIME_DISCRETE_TYPE_APPLICATION)
 				type = names[t];
 			else if (ct->ct_type->tp_data.tp_discrete_type->dt_extension)
 				type = ct->ct_type->tp_data.tp_discrete_type->dt_extension;
 		} else if (ct->ct_type->tp_type == MAILMIME_TYPE_COMPOSITE_TYPE &&
 			   ct->ct_type->tp_data.tp_composite_type) {
 			int t = ct->ct_type->tp_data.tp_composite_type->ct_type;
-			type = t == MAILMIME_COMPOSITE_TYPE_MESSAGE ? "message"
+			type = t == MAILMIME_COMPOSITE_TYPE_MESSAGE	? "message"
 			       : t == MAILMIME_COMPOSITE_TYPE_MULTIPART ? "multipart"
 			       : ct->ct_type->tp_data.tp_composite_type->ct_token
-				       ? ct->ct_type->tp_data.tp_composite_type->ct_token
-				       : "application";
+				   ? ct->ct_type->tp_data.tp_composite_type->ct_token
+				   : "application";
 		}
 		if (ct->ct_subtype)
 			sub = ct->ct_subtype;
@@ -1197,8 +1218,9 @@ static void walk_leaf(struct walk *w, struct mailmime *mime)
 	char *fname = param_decode(dpv, dn, "filename");
 	if (!fname)
 		fname = param_decode(cpv, cn, "name");
-	int attach_dsp = sf.fld_disposition && sf.fld_disposition->dsp_type &&
-			 sf.fld_disposition->dsp_type->dsp_type == MAILMIME_DISPOSITION_TYPE_ATTACHMENT;
+	int attach_dsp =
+	    sf.fld_disposition && sf.fld_disposition->dsp_type &&
+	    sf.fld_disposition->dsp_type->dsp_type == MAILMIME_DISPOSITION_TYPE_ATTACHMENT;
 	int inline_dsp = sf.fld_disposition && sf.fld_disposition->dsp_type &&
 			 sf.fld_disposition->dsp_type->dsp_type == MAILMIME_DISPOSITION_TYPE_INLINE;
 	int is_plain = !strcmp(ctype, "text/plain"), is_html = !strcmp(ctype, "text/html");
@@ -1307,7 +1329,8 @@ static void walk_part(struct walk *w, struct mailmime *mime, int depth)
 	if (!mime)
 		return;
 	if (depth > MIME_MAX_DEPTH) {
-		warn_add(&w->warn, "MIME nesting deeper than %d; the rest is not read", MIME_MAX_DEPTH);
+		warn_add(&w->warn, "MIME nesting deeper than %d; the rest is not read",
+			 MIME_MAX_DEPTH);
 		return;
 	}
 	switch (mime->mm_type) {
@@ -1316,8 +1339,8 @@ static void walk_part(struct walk *w, struct mailmime *mime, int depth)
 		break;
 	case MAILMIME_MULTIPLE:
 		for (clistiter *it = mime->mm_data.mm_multipart.mm_mp_list
-					     ? clist_begin(mime->mm_data.mm_multipart.mm_mp_list)
-					     : NULL;
+					 ? clist_begin(mime->mm_data.mm_multipart.mm_mp_list)
+					 : NULL;
 		     it; it = clist_next(it))
 			walk_part(w, clist_content(it), depth + 1);
 		break;
@@ -1396,7 +1419,8 @@ static void drop_signature_images(struct walk *w, const char *html)
 		struct mf_attachment *a = &m->attachments[i];
 		const char *cid = i < w->cids.n ? w->cids.v[i] : "";
 		int drop = 0;
-		if (a->is_inline && a->size < INLINE_LOGO_MAX && !strncmp(a->content_type, "image/", 6)) {
+		if (a->is_inline && a->size < INLINE_LOGO_MAX &&
+		    !strncmp(a->content_type, "image/", 6)) {
 			int refs = 0, refs_in_sig = 0;
 			if (*cid && html) {
 				char *needle = xasprintf("cid:%s", cid);
@@ -1434,18 +1458,53 @@ static int starts_ci(const char *s, const char *prefix)
 static const char *ooo_subject(const char *subject)
 {
 	static const char *always[] = {
-		"Automatic reply", "Auto reply", "Autoreply", "Auto-reply", "Auto response",
-		"Automatische Antwort", "Réponse automatique", "Respuesta automática",
-		"Respuesta automatica", "Risposta automatica", "Automatisch antwoord",
-		"Resposta automática", "Autosvar", "Automaattinen vastaus", "Automatyczna odpowiedź",
-		"Automatická odpověď", "Автоматический ответ", "自动回复", "自動回覆", "自動返信",
-		"自動応答", "자동 회신", "Otomatik yanıt", "Αυτόματη απάντηση", "Automatikus válasz",
+	    "Automatic reply",
+	    "Auto reply",
+	    "Autoreply",
+	    "Auto-reply",
+	    "Auto response",
+	    "Automatische Antwort",
+	    "Réponse automatique",
+	    "Respuesta automática",
+	    "Respuesta automatica",
+	    "Risposta automatica",
+	    "Automatisch antwoord",
+	    "Resposta automática",
+	    "Autosvar",
+	    "Automaattinen vastaus",
+	    "Automatyczna odpowiedź",
+	    "Automatická odpověď",
+	    "Автоматический ответ",
+	    "自动回复",
+	    "自動回覆",
+	    "自動返信",
+	    "自動応答",
+	    "자동 회신",
+	    "Otomatik yanıt",
+	    "Αυτόματη απάντηση",
+	    "Automatikus válasz",
 	};
 	static const char *with_colon[] = {
-		"Out of Office", "Out of the office", "Abwesenheitsnotiz", "Abwesend", "Absence",
-		"Absent", "Fuori ufficio", "Fuori sede", "Afwezig", "Afwezigheid", "Frånvaro",
-		"Fraværende", "Fravær", "Poissa", "Poissaolo", "Nieobecność", "Ausente",
-		"Fora do escritório", "Не в офисе", "不在",
+	    "Out of Office",
+	    "Out of the office",
+	    "Abwesenheitsnotiz",
+	    "Abwesend",
+	    "Absence",
+	    "Absent",
+	    "Fuori ufficio",
+	    "Fuori sede",
+	    "Afwezig",
+	    "Afwezigheid",
+	    "Frånvaro",
+	    "Fraværende",
+	    "Fravær",
+	    "Poissa",
+	    "Poissaolo",
+	    "Nieobecność",
+	    "Ausente",
+	    "Fora do escritório",
+	    "Не в офисе",
+	    "不在",
 	};
 	if (!subject)
 		return NULL;
@@ -1469,11 +1528,22 @@ static const char *ooo_subject(const char *subject)
 static const char *bounce_subject(const char *subject)
 {
 	static const char *subjects[] = {
-		"Undelivered Mail Returned to Sender", "Delivery Status Notification (Failure)",
-		"Delivery Status Notification (Delay)", "Mail delivery failed", "Undeliverable:",
-		"Undeliverable mail", "failure notice", "Returned mail", "Delivery failure",
-		"Mail System Error", "Nicht zustellbar:", "Unzustellbar:", "Non remis :",
-		"Non recapitabile:", "Onbestelbaar:", "Olevererbart:",
+	    "Undelivered Mail Returned to Sender",
+	    "Delivery Status Notification (Failure)",
+	    "Delivery Status Notification (Delay)",
+	    "Mail delivery failed",
+	    "Undeliverable:",
+	    "Undeliverable mail",
+	    "failure notice",
+	    "Returned mail",
+	    "Delivery failure",
+	    "Mail System Error",
+	    "Nicht zustellbar:",
+	    "Unzustellbar:",
+	    "Non remis :",
+	    "Non recapitabile:",
+	    "Onbestelbaar:",
+	    "Olevererbart:",
 	};
 	if (!subject)
 		return NULL;
@@ -1541,7 +1611,8 @@ static void gather_facts(struct mf_message *m, const struct headers *h)
 	free(rt);
 	if (!m->bounce_reason && m->from_email) {
 		char local[64];
-		snprintf(local, sizeof local, "%.*s", (int)strcspn(m->from_email, "@"), m->from_email);
+		snprintf(local, sizeof local, "%.*s", (int)strcspn(m->from_email, "@"),
+			 m->from_email);
 		if (!strcmp(local, "mailer-daemon") || !strcmp(local, "postmaster"))
 			m->bounce_reason = xasprintf("From: %s", local);
 	}
@@ -1588,8 +1659,8 @@ static size_t count_ci(const char *raw, size_t len, const char *needle)
 static void fill_headers(struct mf_message *m, const struct headers *h, struct buf *warn)
 {
 	const char *v;
-	m->subject = decode_header_warn(header_get(h, "Subject") ? header_get(h, "Subject") : "",
-					warn);
+	m->subject =
+	    decode_header_warn(header_get(h, "Subject") ? header_get(h, "Subject") : "", warn);
 	if ((v = header_get(h, "From"))) {
 		struct strlist l = {0};
 		char *name = NULL;

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailfeed/digest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/smtp.h"
@@ -17,10 +16,9 @@
 
 int notice_address_refused(const struct mf_config *cfg, const char *addr)
 {
-	static const char *const robots[] = {"mailer-daemon", "postmaster", "noreply",
-					     "no-reply", "no_reply", "donotreply",
-					     "do-not-reply", "do_not_reply", "bounce",
-					     "bounces", "listserv", "majordomo"};
+	static const char *const robots[] = {
+	    "mailer-daemon", "postmaster",   "noreply", "no-reply", "no_reply", "donotreply",
+	    "do-not-reply",  "do_not_reply", "bounce",	"bounces",  "listserv", "majordomo"};
 	char local[128], tok[80];
 	const char *at;
 	size_t n;
@@ -61,9 +59,10 @@ static int notice_record(struct store *st, const char *to, const char *reason_ke
 	day[10] = 0;
 	if (store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT OR IGNORE INTO notices(address, reason, day) VALUES(lower(?),?,?)",
-			       -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		"INSERT OR IGNORE INTO notices(address, reason, day) VALUES(lower(?),?,?)", -1, &s,
+		NULL) != SQLITE_OK) {
 		store_rollback(st);
 		return -1;
 	}
@@ -115,20 +114,20 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 	}
 
 	buf_init(&mail);
-	msgid = digest_new_message_id(cfg);
-	digest_put_address(&mail, "From", cfg->smtp.from);
-	digest_put_address(&mail, "To", to);
-	digest_put_header(&mail, "Subject", subject);
-	digest_put_date(&mail, time(NULL));
+	msgid = smtp_new_message_id(cfg);
+	smtp_put_address(&mail, "From", cfg->smtp.from);
+	smtp_put_address(&mail, "To", to);
+	smtp_put_header(&mail, "Subject", subject);
+	smtp_put_date(&mail, time(NULL));
 	buf_printf(&mail, "Message-ID: <%s>\r\n", msgid);
-	digest_put_robot_headers(&mail, cfg, "auto-replied");
+	smtp_put_robot_headers(&mail, cfg, "auto-replied");
 	buf_puts(&mail, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
 			"Content-Transfer-Encoding: base64\r\n\r\n");
-	digest_put_base64(&mail, body);
+	smtp_put_base64(&mail, body);
 
 	c = smtp_new(&cfg->smtp, err, sizeof err);
-	res = c ? smtp_send(c, from_addr, to, mail.data, mail.len, err, sizeof err)
-		: SMTP_TEMPORARY;
+	res =
+	    c ? smtp_send(c, from_addr, to, mail.data, mail.len, err, sizeof err) : SMTP_TEMPORARY;
 	smtp_free(c);
 	if (res == SMTP_SENT)
 		log_info("notice.sent to=%s reason=%s", log_quote(to, q, sizeof q), reason_key);

@@ -297,7 +297,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		else if (rc < 0)
 			p->poison = -1; /* our fault, not the message's: try again later */
 	}
-	qsort(batch, n, sizeof *batch, by_date);
+	if (n > 1)
+		qsort(batch, n, sizeof *batch, by_date);
 
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];

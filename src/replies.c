@@ -19,7 +19,7 @@
 
 /* Whom a reply is from and what it answers, however it was found. */
 struct reply_target {
-	int found;        /* 0 none, 1 token, 2 In-Reply-To/References */
+	int found; /* 0 none, 1 token, 2 In-Reply-To/References */
 	enum token_status status;
 	struct token_info ti;
 };
@@ -40,9 +40,10 @@ static int find_sent_id(struct store *st, const char *msgid, struct token_info *
 {
 	sqlite3_stmt *s;
 	int found = 0;
-	if (!msgid || sqlite3_prepare_v2(store_db(st),
-					 "SELECT grp, remote_id, email FROM sent_ids WHERE message_id=?",
-					 -1, &s, NULL) != SQLITE_OK)
+	if (!msgid ||
+	    sqlite3_prepare_v2(store_db(st),
+			       "SELECT grp, remote_id, email FROM sent_ids WHERE message_id=?", -1,
+			       &s, NULL) != SQLITE_OK)
 		return 0;
 	sqlite3_bind_text(s, 1, msgid, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
@@ -58,8 +59,8 @@ static int find_sent_id(struct store *st, const char *msgid, struct token_info *
 	return found;
 }
 
-static void find_target(struct store *st, const struct mf_config *cfg,
-			const struct mf_message *m, struct reply_target *t)
+static void find_target(struct store *st, const struct mf_config *cfg, const struct mf_message *m,
+			struct reply_target *t)
 {
 	char tok[80], err[256];
 	unsigned char *secret = NULL;
@@ -160,8 +161,7 @@ static void refuse(struct store *st, const struct mf_config *cfg, const struct m
 /* Changes the sender's frequency; creates the subscription for the post's
  * group when there is none.  Returns the confirmation text (owned) or NULL
  * on a store error. */
-static char *apply_command(struct store *st, const char *email, const char *cmd,
-			   const char *grp)
+static char *apply_command(struct store *st, const char *email, const char *cmd, const char *grp)
 {
 	sqlite3_stmt *s;
 	const char *freq = strcmp(cmd, "unsubscribe") == 0 ? "never" : cmd;
@@ -181,10 +181,11 @@ static char *apply_command(struct store *st, const char *email, const char *cmd,
 	sqlite3_finalize(s);
 	changed = sqlite3_changes(store_db(st));
 	if (!changed && grp && strcmp(freq, "never") != 0) {
-		if (sqlite3_prepare_v2(store_db(st),
-				       "INSERT INTO subscribers(email, groups, frequency, since, source)"
-				       " VALUES(?1,?2,?3,?4,'email')",
-				       -1, &s, NULL) != SQLITE_OK)
+		if (sqlite3_prepare_v2(
+			store_db(st),
+			"INSERT INTO subscribers(email, groups, frequency, since, source)"
+			" VALUES(?1,?2,?3,?4,'email')",
+			-1, &s, NULL) != SQLITE_OK)
 			goto fail;
 		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 2, grp, -1, SQLITE_STATIC);
@@ -244,8 +245,8 @@ static int enqueue_comment(struct store *st, int64_t msg_row, const struct mf_me
 	if (outbox_enqueue(st, &n) < 0)
 		goto fail;
 	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state='queued', reason=NULL WHERE id=?1", -1, &s,
-			       NULL) != SQLITE_OK)
+			       "UPDATE messages SET state='queued', reason=NULL WHERE id=?1", -1,
+			       &s, NULL) != SQLITE_OK)
 		goto fail;
 	sqlite3_bind_int64(s, 1, msg_row);
 	int rc = sqlite3_step(s);
@@ -259,8 +260,7 @@ fail:
 }
 
 int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_row,
-		    const struct mf_message *m, const char **state, char *reason,
-		    size_t reasonlen)
+		    const struct mf_message *m, const char **state, char *reason, size_t reasonlen)
 {
 	struct reply_target t;
 	char why[256], q[300], q2[300];
@@ -307,7 +307,8 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 	}
 	if (cfg->gateway.trusted_authserv &&
 	    (!m->auth_results || !auth_passes(m->auth_results, cfg->gateway.trusted_authserv))) {
-		snprintf(why, sizeof why, "%s did not confirm the sender (no dkim=pass or dmarc=pass)",
+		snprintf(why, sizeof why,
+			 "%s did not confirm the sender (no dkim=pass or dmarc=pass)",
 			 cfg->gateway.trusted_authserv);
 		refuse(st, cfg, m, state, reason, reasonlen, "reply-unauthenticated", why,
 		       "Ask your mail administrator to sign your outgoing mail (DKIM).");

@@ -51,6 +51,7 @@ static const char *const migrations[] = {
 	" attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
 	" remote_id TEXT, error TEXT, created INTEGER NOT NULL, delivered_at INTEGER);"
 	"CREATE INDEX outbox_state ON outbox(state, next_at);"
+	"CREATE INDEX outbox_parent ON outbox(parent);"
 	"CREATE TABLE attachments("
 	" id INTEGER PRIMARY KEY, item INTEGER NOT NULL, filename TEXT NOT NULL,"
 	" content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"

@@ -27,8 +27,8 @@ void token_info_clear(struct token_info *ti)
 	memset(ti, 0, sizeof *ti);
 }
 
-int token_secret_load(const struct mf_config *cfg, unsigned char **secret, size_t *len,
-		      char *err, size_t errlen)
+int token_secret_load(const struct mf_config *cfg, unsigned char **secret, size_t *len, char *err,
+		      size_t errlen)
 {
 	if (!cfg->gateway.secret_file) {
 		snprintf(err, errlen, "[gateway] secret_file is not set; reply tokens need it");
@@ -97,8 +97,7 @@ static size_t varint_put(unsigned char *p, uint64_t v)
 }
 
 /* Reads at most maxbytes; -1 when truncated, too long or not minimal. */
-static int varint_get(const unsigned char *p, size_t len, size_t *pos, size_t maxbytes,
-		      uint64_t *v)
+static int varint_get(const unsigned char *p, size_t len, size_t *pos, size_t maxbytes, uint64_t *v)
 {
 	uint64_t r = 0;
 	for (size_t i = 0; i < maxbytes; i++) {

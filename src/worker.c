@@ -36,7 +36,7 @@
 #endif
 
 /* Headroom for the JSON answer: base64 grows data by a third. */
-#define ANSWER_MAX(in) ((in) * 2 + 16 * 1024 * 1024)
+#define ANSWER_MAX(in) ((in)*2 + 16 * 1024 * 1024)
 
 struct parse_worker {
 	long timeout;
@@ -93,7 +93,8 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		snprintf(reason, reasonlen, "cannot create the parse worker socket: %s", strerror(errno));
+		snprintf(reason, reasonlen, "cannot create the parse worker socket: %s",
+			 strerror(errno));
 		return -1;
 	}
 	char timeout[32], memory[32];

@@ -20,7 +20,9 @@
 int digest_seed_subscribers(struct store *st, const struct mf_config *cfg);
 
 /* Sends what is due at now (force = 1: a digest for every subscriber, or
- * only only_email, covering everything since their last one).  Returns the
+ * only only_email, covering everything since their last one).  Content is
+ * what read_group returns after last_sent (or the subscription time) up
+ * to the second before now.  Returns the
  * number of emails sent, or -1 when a mail could not be rendered or sent
  * (each failure is logged; the rest were still tried) or on a store or
  * configuration error. */
@@ -37,8 +39,8 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
  * Local time is computed with localtime_r/mktime after switching TZ under a
  * process-wide mutex; the rest of mailfeed works in UTC (gmtime_r), so the
  * switch does not disturb other threads. */
-int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz,
-		  char *key, size_t keylen, time_t *sched);
+int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz, char *key,
+		  size_t keylen, time_t *sched);
 
 /* 1 when zone names a readable file under /usr/share/zoneinfo (no "..",
  * not absolute). */
@@ -46,19 +48,19 @@ int digest_zone_valid(const char *zone);
 
 /* One rendered email.  Owned. */
 struct digest_mail {
-	char *message_id;  /* without <> */
-	char *subject;     /* as shown, before header encoding */
-	char *text;        /* the text/plain part before transfer encoding */
-	char *html;        /* the text/html part before transfer encoding; NULL if none */
-	char *data;        /* headers + body, CRLF line ends */
+	char *message_id; /* without <> */
+	char *subject;	  /* as shown, before header encoding */
+	char *text;	  /* the text/plain part before transfer encoding */
+	char *html;	  /* the text/html part before transfer encoding */
+	char *data;	  /* headers + body, CRLF line ends */
 	size_t len;
 };
 void digest_mail_free(struct digest_mail *m);
 
 /* One followed group and what it holds since the last digest (borrowed). */
 struct digest_group {
-	const char *label;               /* as the subscriber named it */
-	const char *gid;                 /* the feed's group id */
+	const char *label;		  /* as the subscriber named it */
+	const char *gid;		  /* the feed's group id */
 	const struct feed_entry *entries; /* oldest first */
 	size_t n;
 };
@@ -77,23 +79,5 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 			       const unsigned char *secret, size_t secretlen, const char *to,
 			       const char *group_label, const struct feed_entry *post, time_t now,
 			       struct digest_mail *out);
-
-/* Building blocks of mailfeed's outgoing mail, shared with notice.c. */
-struct buf;
-/* "Name: value\r\n": CR/LF and control characters removed, non-ASCII as
- * RFC 2047 UTF-8 encoded-words, long values folded. */
-void digest_put_header(struct buf *b, const char *name, const char *value);
-/* Same for an address header "Display Name <addr>" or "addr". */
-void digest_put_address(struct buf *b, const char *name, const char *value);
-/* "Date: ...\r\n" in RFC 5322 form, UTC. */
-void digest_put_date(struct buf *b, time_t t);
-/* The headers every mail of mailfeed carries: Auto-Submitted (auto_submitted
- * value), X-Auto-Response-Suppress, List-Id, X-Mailfeed-Loop. */
-void digest_put_robot_headers(struct buf *b, const struct mf_config *cfg,
-			      const char *auto_submitted);
-/* text (UTF-8, \n line ends) as base64 of its CRLF form, 76-column lines. */
-void digest_put_base64(struct buf *b, const char *text);
-/* A fresh Message-ID without <>, at the reply address's domain. Owned. */
-char *digest_new_message_id(const struct mf_config *cfg);
 
 #endif

@@ -92,6 +92,10 @@ void feed_result_clear(struct feed_result *r);
  * (backends place it where the service keeps it invisible or unobtrusive). */
 #define FEED_MARKER_PREFIX "mailfeed:"
 
+/* The built-in backends (feed_local.c, feed_webhook.c). */
+extern const struct feed_backend_ops feed_local_ops;
+extern const struct feed_backend_ops feed_webhook_ops;
+
 /* The HTTP backends (feed_chatter.c, feed_mattermost.c). */
 extern const struct feed_backend_ops feed_chatter_ops;
 extern const struct feed_backend_ops feed_mattermost_ops;

@@ -9,7 +9,9 @@
 #ifndef MAILFEED_OUTBOX_H
 #define MAILFEED_OUTBOX_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "mailfeed/config.h"
 #include "mailfeed/message.h"
@@ -47,5 +49,38 @@ int outbox_deliver_due(struct store *st, const struct mf_config *cfg, void *back
 		       long *waiting);
 /* Earliest next_at of a waiting item, or 0 when none waits. */
 long outbox_next_due(struct store *st);
+
+/* outbox_deliver_due through the given backend instead of the configured
+ * one (tests and tools drive a backend of their own). */
+struct feed_backend_ops;
+int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *backend_ctx, long *waiting);
+
+/* Delivered items of a group created after since, oldest first, as owned
+ * feed entries: the digest source of backends without a read API. 0 or -1. */
+struct feed_entry;
+int outbox_read_delivered(struct store *st, const char *group, time_t since,
+			  struct feed_entry **entries, size_t *n);
+
+/* The dead list of `mailfeed dead`: outbox items that went dead (id "oN")
+ * and messages skipped or dead-lettered before the outbox (id "mN"). */
+struct outbox_dead {
+	char id[24];
+	time_t when;
+	char *mailbox;  /* may be NULL */
+	char *from;     /* may be NULL */
+	char *subject;  /* may be NULL */
+	char *reason;   /* may be NULL */
+	char *state;    /* "dead" | "skipped" */
+};
+/* Owned array, newest first; free with outbox_dead_free.  0 or -1. */
+int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n);
+void outbox_dead_free(struct outbox_dead *list, size_t n);
+/* Retry: an item goes back to pending (attempts 0, give-up clock restarted,
+ * with the comments that died with it); a message goes back to 'new'.
+ * Drop: the item or message is marked 'dropped' and leaves the list.
+ * 0 done, 1 no such dead entry, -1 with a message in err. */
+int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen);
+int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen);
 
 #endif

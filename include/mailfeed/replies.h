@@ -17,7 +17,6 @@
  * answered) or "skipped" (refused, reason set; a human sender is told why).
  * Returns 0, or -1 on a store error (reason says what). */
 int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_row,
-		    const struct mf_message *m, const char **state, char *reason,
-		    size_t reasonlen);
+		    const struct mf_message *m, const char **state, char *reason, size_t reasonlen);
 
 #endif

@@ -8,11 +8,12 @@
 #define MAILFEED_SMTP_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "mailfeed/config.h"
 
 enum smtp_result {
-	SMTP_SENT = 0,      /* the relay answered 250 to the data */
+	SMTP_SENT = 0,	    /* the relay answered 250 to the data */
 	SMTP_TEMPORARY = 1, /* not accepted (4xx, no connection): try again later */
 	SMTP_PERMANENT = 2, /* refused for good (5xx) for this recipient */
 	SMTP_UNKNOWN = 3,   /* the connection broke after the data was sent: maybe sent */
@@ -32,5 +33,29 @@ int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, cons
 /* The bare address of a From value ("Name <a@b>" or "a@b"), owned, or NULL
  * when it holds none that is printable ASCII without specials. */
 char *smtp_address_of(const char *from);
+
+/* Composing mailfeed's outgoing mail (digests, notifications, notices).
+ * Values from mail or the feed are untrusted: these never let CR/LF or
+ * 8-bit bytes into a header. */
+struct buf;
+/* s on one line: controls (CR/LF included) and runs of spaces become one
+ * space.  Owned. */
+char *smtp_header_text(const char *s);
+/* "Name: value\r\n": non-ASCII as RFC 2047 UTF-8 encoded-words, long
+ * values folded. */
+void smtp_put_header(struct buf *b, const char *name, const char *value);
+/* An address header from "Display Name <addr>" or "addr"; the display name
+ * is cut at 200 bytes, an unusable address is left out. */
+void smtp_put_address(struct buf *b, const char *name, const char *value);
+/* "Date: ...\r\n" in RFC 5322 form, UTC. */
+void smtp_put_date(struct buf *b, time_t t);
+/* The headers every mail of mailfeed carries: Auto-Submitted (given
+ * value), X-Auto-Response-Suppress: All, List-Id: <mailfeed.DOMAIN> and
+ * the loop marker X-Mailfeed-Loop: yes. */
+void smtp_put_robot_headers(struct buf *b, const struct mf_config *cfg, const char *auto_submitted);
+/* text (UTF-8, \n line ends) as base64 of its CRLF form, 76-column lines. */
+void smtp_put_base64(struct buf *b, const char *text);
+/* A fresh Message-ID without <>, at the reply address's domain. Owned. */
+char *smtp_new_message_id(const struct mf_config *cfg);
 
 #endif

@@ -21,7 +21,7 @@
 #define TOKEN_LOCAL_MAX 64
 
 enum token_kind {
-	TOKEN_REPLY = 'r',       /* reply to one post */
+	TOKEN_REPLY = 'r',	 /* reply to one post */
 	TOKEN_UNSUBSCRIBE = 'u', /* List-Unsubscribe of one subscriber */
 };
 
@@ -30,26 +30,26 @@ enum token_status { TOKEN_OK, TOKEN_FORGED, TOKEN_EXPIRED };
 /* The fields encoded in a token, as decoded (not yet verified). */
 struct token_raw {
 	enum token_kind kind;
-	int64_t post;      /* reply_posts.id, 0 for unsubscribe */
-	int64_t user;      /* reply_users.id */
-	uint32_t day;      /* last valid day, days since 1970-01-01 UTC */
+	int64_t post; /* reply_posts.id, 0 for unsubscribe */
+	int64_t user; /* reply_users.id */
+	uint32_t day; /* last valid day, days since 1970-01-01 UTC */
 	unsigned char mac[10];
 };
 
 /* What a verified token stands for.  Strings owned; token_info_clear. */
 struct token_info {
 	enum token_kind kind;
-	char *grp;         /* NULL for unsubscribe */
-	char *remote_id;   /* NULL for unsubscribe */
-	char *email;       /* lower-cased */
+	char *grp;	 /* NULL for unsubscribe */
+	char *remote_id; /* NULL for unsubscribe */
+	char *email;	 /* lower-cased */
 	time_t expires;
 };
 void token_info_clear(struct token_info *ti);
 
 /* The gateway secret (gateway.secret_file).  *secret owned by the caller
  * (free()).  0, or -1 with err. */
-int token_secret_load(const struct mf_config *cfg, unsigned char **secret, size_t *len,
-		      char *err, size_t errlen);
+int token_secret_load(const struct mf_config *cfg, unsigned char **secret, size_t *len, char *err,
+		      size_t errlen);
 
 /* Issues a token string (owned) for a post (kind TOKEN_REPLY; grp and
  * remote_id required) or for a subscriber (TOKEN_UNSUBSCRIBE; grp and

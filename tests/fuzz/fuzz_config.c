@@ -16,10 +16,7 @@
 
 static char path[64];
 
-static void remove_input(void)
-{
-	unlink(path);
-}
+static void remove_input(void) { unlink(path); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

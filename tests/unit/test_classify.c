@@ -49,8 +49,8 @@ static void test_auto_replies(void **state)
 	expect("auto_submitted.eml", NULL, "auto-reply: Auto-Submitted: auto-replied", 1);
 	expect("x_autoreply.eml", NULL, "auto-reply: X-Autoreply", 1);
 	expect("precedence_auto_reply.eml", NULL, "auto-reply: Precedence: auto_reply", 1);
-	expect("ooo_subject_en.eml", NULL,
-	       "auto-reply: out-of-office subject \"Automatic reply\"", 1);
+	expect("ooo_subject_en.eml", NULL, "auto-reply: out-of-office subject \"Automatic reply\"",
+	       1);
 	expect("ooo_subject_de.eml", NULL,
 	       "auto-reply: out-of-office subject \"Abwesenheitsnotiz\"", 1);
 	expect("ooo_subject_zh.eml", NULL, "auto-reply: out-of-office subject \"自动回复\"", 1);
@@ -130,10 +130,10 @@ static void test_reply_parts(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_auto_replies),  cmocka_unit_test(test_humans_are_posted),
-		cmocka_unit_test(test_bounces),       cmocka_unit_test(test_bulk),
-		cmocka_unit_test(test_own_mail),      cmocka_unit_test(test_allow_senders),
-		cmocka_unit_test(test_reply_parts),
+	    cmocka_unit_test(test_auto_replies), cmocka_unit_test(test_humans_are_posted),
+	    cmocka_unit_test(test_bounces),	 cmocka_unit_test(test_bulk),
+	    cmocka_unit_test(test_own_mail),	 cmocka_unit_test(test_allow_senders),
+	    cmocka_unit_test(test_reply_parts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,9 +34,10 @@ static void test_blocks(void **state)
 static void test_skipped_and_entities(void **state)
 {
 	(void)state;
-	check("<html><head><title>T</title><style>p{color:red}</style></head><body>"
-	      "<script>alert(1)</script><p>caf&eacute; &amp; &lt;tea&gt;&nbsp;now</p></body></html>",
-	      "café & <tea> now\n");
+	check(
+	    "<html><head><title>T</title><style>p{color:red}</style></head><body>"
+	    "<script>alert(1)</script><p>caf&eacute; &amp; &lt;tea&gt;&nbsp;now</p></body></html>",
+	    "café & <tea> now\n");
 	check("<p>Logo: <img src=\"x.png\" alt=\"ACME\"> done</p>", "Logo: ACME done\n");
 }
 
@@ -113,13 +114,10 @@ static void test_hostile(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_blocks),
-		cmocka_unit_test(test_skipped_and_entities),
-		cmocka_unit_test(test_lists),
-		cmocka_unit_test(test_links),
-		cmocka_unit_test(test_tables),
-		cmocka_unit_test(test_quoted_containers),
-		cmocka_unit_test(test_hostile),
+	    cmocka_unit_test(test_blocks),  cmocka_unit_test(test_skipped_and_entities),
+	    cmocka_unit_test(test_lists),   cmocka_unit_test(test_links),
+	    cmocka_unit_test(test_tables),  cmocka_unit_test(test_quoted_containers),
+	    cmocka_unit_test(test_hostile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

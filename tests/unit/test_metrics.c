@@ -129,9 +129,9 @@ static void assert_text_format(const char *body)
 static void test_refuses_non_loopback(void **state)
 {
 	struct fixture *f = *state;
-	const char *bad[] = {"0.0.0.0:9464", "192.0.2.7:9464", "[::]:9464", "[2001:db8::1]:80",
-			     "example.org:9464", "9464", "::1:9464", "127.0.0.1:", "127.0.0.1:70000",
-			     "[::1]9464"};
+	const char *bad[] = {
+	    "0.0.0.0:9464", "192.0.2.7:9464", "[::]:9464",  "[2001:db8::1]:80", "example.org:9464",
+	    "9464",	    "::1:9464",	      "127.0.0.1:", "127.0.0.1:70000",	"[::1]9464"};
 	char err[512];
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		err[0] = '\0';

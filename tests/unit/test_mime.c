@@ -36,19 +36,19 @@ static void test_charsets(void **state)
 	static const struct {
 		const char *cs, *b64, *want;
 	} cases[] = {
-		{"windows-1252", "Q2Fm6SCTcXVvdGVklCCWIIA1", "Café “quoted” – €5"},
-		{"iso-8859-2", "WmG/87PmIGfqtmyx", "Zażółć gęślą"},
-		{"iso-8859-15", "UHJlaXMgNaQ=", "Preis 5€"},
-		{"koi8-r", "8NLJ18XUIM3J0g==", "Привет мир"},
-		{"gb2312", "xOO6w8rAvec=", "你好世界"},
-		{"gbk", "xOO6w8rAvec=", "你好世界"},
-		{"gb18030", "xOO6w8rAvec=", "你好世界"},
-		{"big5", "p0GmbqVArMk=", "你好世界"},
-		{"shift_jis", "grGC8YLJgr+CzZCiikU=", "こんにちは世界"},
-		{"euc-jp", "pLOk86TLpMGkz8Cks6Y=", "こんにちは世界"},
-		{"iso-2022-jp", "GyRCJDMkcyRLJEEkT0AkMyYbKEI=", "こんにちは世界"},
-		{"utf-16", "//5HAHIA/ADfAGUAIAAWTkx1", "Grüße 世界"},
-		{"utf-7", "R3IrQVB3QTN3LWUgK1RoWjFUQS0=", "Grüße 世界"},
+	    {"windows-1252", "Q2Fm6SCTcXVvdGVklCCWIIA1", "Café “quoted” – €5"},
+	    {"iso-8859-2", "WmG/87PmIGfqtmyx", "Zażółć gęślą"},
+	    {"iso-8859-15", "UHJlaXMgNaQ=", "Preis 5€"},
+	    {"koi8-r", "8NLJ18XUIM3J0g==", "Привет мир"},
+	    {"gb2312", "xOO6w8rAvec=", "你好世界"},
+	    {"gbk", "xOO6w8rAvec=", "你好世界"},
+	    {"gb18030", "xOO6w8rAvec=", "你好世界"},
+	    {"big5", "p0GmbqVArMk=", "你好世界"},
+	    {"shift_jis", "grGC8YLJgr+CzZCiikU=", "こんにちは世界"},
+	    {"euc-jp", "pLOk86TLpMGkz8Cks6Y=", "こんにちは世界"},
+	    {"iso-2022-jp", "GyRCJDMkcyRLJEEkT0AkMyYbKEI=", "こんにちは世界"},
+	    {"utf-16", "//5HAHIA/ADfAGUAIAAWTkx1", "Grüße 世界"},
+	    {"utf-7", "R3IrQVB3QTN3LWUgK1RoWjFUQS0=", "Grüße 世界"},
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -98,9 +98,9 @@ static void test_transfer_encodings(void **state)
 {
 	(void)state;
 	struct mf_message *m =
-		parse("From: a@example.org\nSubject: qp\nContent-Type: text/plain; charset=utf-8\n"
-		      "Content-Transfer-Encoding: quoted-printable\n\nA long line that is bro=\nken "
-		      "here, caf=C3=A9 =3D ok\r\nline two\n");
+	    parse("From: a@example.org\nSubject: qp\nContent-Type: text/plain; charset=utf-8\n"
+		  "Content-Transfer-Encoding: quoted-printable\n\nA long line that is bro=\nken "
+		  "here, caf=C3=A9 =3D ok\r\nline two\n");
 	assert_string_equal(body(m), "A long line that is broken here, café = ok\nline two");
 	message_free(m);
 }
@@ -110,7 +110,8 @@ static void test_rfc2047(void **state)
 	(void)state;
 	char *s;
 	/* adjacent words are joined, whitespace between them dropped */
-	s = mime_decode_header("=?UTF-8?Q?Gr=C3=BC=C3=9Fe?= =?UTF-8?Q?_aus?=\r\n =?UTF-8?B?QmVybGlu?=");
+	s = mime_decode_header(
+	    "=?UTF-8?Q?Gr=C3=BC=C3=9Fe?= =?UTF-8?Q?_aus?=\r\n =?UTF-8?B?QmVybGlu?=");
 	assert_string_equal(s, "Grüße ausBerlin");
 	free(s);
 	/* a character split across two base64 words */
@@ -173,8 +174,8 @@ static void test_flowed(void **state)
 	assert_string_equal(s, "Zusammengeschrieben\n");
 	free(s);
 	struct mf_message *m =
-		parse("From: a@example.org\nSubject: f\nContent-Type: text/plain; charset=utf-8; "
-		      "format=flowed; delsp=yes\n\nAn ex \ntra long  \nword.\n");
+	    parse("From: a@example.org\nSubject: f\nContent-Type: text/plain; charset=utf-8; "
+		  "format=flowed; delsp=yes\n\nAn ex \ntra long  \nword.\n");
 	assert_string_equal(body(m), "An extra long word.");
 	message_free(m);
 }
@@ -183,16 +184,17 @@ static void test_part_choice(void **state)
 {
 	(void)state;
 	struct mf_message *m = parse(
-		"From: a@example.org\nSubject: alt\nContent-Type: multipart/alternative; boundary=b\n\n"
-		"--b\nContent-Type: text/plain\n\nplain wins\n--b\nContent-Type: text/html\n\n"
-		"<p>html loses</p>\n--b--\n");
+	    "From: a@example.org\nSubject: alt\nContent-Type: multipart/alternative; boundary=b\n\n"
+	    "--b\nContent-Type: text/plain\n\nplain wins\n--b\nContent-Type: text/html\n\n"
+	    "<p>html loses</p>\n--b--\n");
 	assert_string_equal(m->part, "text/plain");
 	assert_string_equal(body(m), "plain wins");
 	message_free(m);
 	/* an empty plain part gives way to HTML */
-	m = parse("From: a@example.org\nSubject: alt\nContent-Type: multipart/alternative; "
-		  "boundary=b\n\n--b\nContent-Type: text/plain\n\n  \n--b\nContent-Type: text/html; "
-		  "charset=utf-8\n\n<p>only <b>here</b></p>\n--b--\n");
+	m = parse(
+	    "From: a@example.org\nSubject: alt\nContent-Type: multipart/alternative; "
+	    "boundary=b\n\n--b\nContent-Type: text/plain\n\n  \n--b\nContent-Type: text/html; "
+	    "charset=utf-8\n\n<p>only <b>here</b></p>\n--b--\n");
 	assert_string_equal(m->part, "text/html");
 	assert_string_equal(body(m), "only here");
 	message_free(m);
@@ -211,11 +213,11 @@ static void test_nested_and_forwarded(void **state)
 {
 	(void)state;
 	struct mf_message *m = parse(
-		"From: a@example.org\nSubject: Fwd: plan\nContent-Type: multipart/mixed; boundary=o\n\n"
-		"--o\nContent-Type: multipart/alternative; boundary=i\n\n--i\nContent-Type: "
-		"text/plain\n\nSee below.\n--i--\n--o\nContent-Type: message/rfc822\n\n"
-		"From: Bob <bob@example.org>\nDate: Mon, 2 Nov 2026 10:00:00 +0000\nSubject: plan\n\n"
-		"The plan is ready.\n--o--\n");
+	    "From: a@example.org\nSubject: Fwd: plan\nContent-Type: multipart/mixed; boundary=o\n\n"
+	    "--o\nContent-Type: multipart/alternative; boundary=i\n\n--i\nContent-Type: "
+	    "text/plain\n\nSee below.\n--i--\n--o\nContent-Type: message/rfc822\n\n"
+	    "From: Bob <bob@example.org>\nDate: Mon, 2 Nov 2026 10:00:00 +0000\nSubject: plan\n\n"
+	    "The plan is ready.\n--o--\n");
 	assert_non_null(strstr(m->text, "See below."));
 	const char *fw = strstr(m->text, "---------- Forwarded message ---------");
 	assert_non_null(fw);
@@ -252,13 +254,13 @@ static void test_attachments(void **state)
 {
 	(void)state;
 	struct mf_message *m = parse(
-		"From: a@example.org\nSubject: att\nContent-Type: multipart/mixed; boundary=b\n\n"
-		"--b\nContent-Type: text/plain\n\nsee attached\n"
-		"--b\nContent-Type: application/pdf\nContent-Disposition: attachment; "
-		"filename*=UTF-8''%E2%82%AC%2F..%2Fx.pdf\nContent-Transfer-Encoding: base64\n\n"
-		"aGVsbG8=\n"
-		"--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment\n\nzz\n"
-		"--b\nContent-Type: text/plain; name=\"notes.txt\"\n\nnot the body\n--b--\n");
+	    "From: a@example.org\nSubject: att\nContent-Type: multipart/mixed; boundary=b\n\n"
+	    "--b\nContent-Type: text/plain\n\nsee attached\n"
+	    "--b\nContent-Type: application/pdf\nContent-Disposition: attachment; "
+	    "filename*=UTF-8''%E2%82%AC%2F..%2Fx.pdf\nContent-Transfer-Encoding: base64\n\n"
+	    "aGVsbG8=\n"
+	    "--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment\n\nzz\n"
+	    "--b\nContent-Type: text/plain; name=\"notes.txt\"\n\nnot the body\n--b--\n");
 	assert_string_equal(body(m), "see attached");
 	assert_int_equal(m->n_attachments, 3);
 	assert_string_equal(m->attachments[0].filename, "x.pdf");
@@ -299,13 +301,13 @@ static void test_signature_images(void **state)
 {
 	(void)state;
 	struct mf_message *m = parse(
-		"From: a@example.org\nSubject: logo\nContent-Type: multipart/related; boundary=b\n\n"
-		"--b\nContent-Type: text/html\n\n<p>Look at <img src=\"cid:shot\"></p><div "
-		"class=\"signature\">Bob<img src=\"cid:logo1\"></div>\n"
-		"--b\nContent-Type: image/png; name=\"screenshot.png\"\nContent-ID: <shot>\n\nAAAA\n"
-		"--b\nContent-Type: image/png; name=\"brand.png\"\nContent-ID: <logo1>\n\nAAAA\n"
-		"--b\nContent-Type: image/png; name=\"image001.png\"\nContent-Disposition: inline\n\n"
-		"AAAA\n--b--\n");
+	    "From: a@example.org\nSubject: logo\nContent-Type: multipart/related; boundary=b\n\n"
+	    "--b\nContent-Type: text/html\n\n<p>Look at <img src=\"cid:shot\"></p><div "
+	    "class=\"signature\">Bob<img src=\"cid:logo1\"></div>\n"
+	    "--b\nContent-Type: image/png; name=\"screenshot.png\"\nContent-ID: <shot>\n\nAAAA\n"
+	    "--b\nContent-Type: image/png; name=\"brand.png\"\nContent-ID: <logo1>\n\nAAAA\n"
+	    "--b\nContent-Type: image/png; name=\"image001.png\"\nContent-Disposition: inline\n\n"
+	    "AAAA\n--b--\n");
 	/* the pasted screenshot stays; the signature logo and image001.png go */
 	assert_int_equal(m->n_attachments, 1);
 	assert_string_equal(m->attachments[0].filename, "screenshot.png");
@@ -317,12 +319,12 @@ static void test_headers(void **state)
 {
 	(void)state;
 	struct mf_message *m = parse(
-		"From: =?utf-8?Q?J=C3=BCrgen?= \"Meyer\" <Juergen.Meyer@Example.COM>\n"
-		"Reply-To: list <list@example.org>\nTo: a@example.org, \"B, C\" <bc@example.org>\n"
-		"Cc: undisclosed-recipients:;\nDelivered-To: team+tok@example.org\n"
-		"Message-ID: <id-1@example.org>\nIn-Reply-To: junk <p1@example.org> (comment)\n"
-		"References: <r0@x> garbage <r1@x>\n  <r2@x> <r1@x>\nDate: Tue, 3 Nov 2026 09:30:00 "
-		"-0500\nSubject: hi\nList-Id: Team list <team.example.org>\n\nbody\n");
+	    "From: =?utf-8?Q?J=C3=BCrgen?= \"Meyer\" <Juergen.Meyer@Example.COM>\n"
+	    "Reply-To: list <list@example.org>\nTo: a@example.org, \"B, C\" <bc@example.org>\n"
+	    "Cc: undisclosed-recipients:;\nDelivered-To: team+tok@example.org\n"
+	    "Message-ID: <id-1@example.org>\nIn-Reply-To: junk <p1@example.org> (comment)\n"
+	    "References: <r0@x> garbage <r1@x>\n  <r2@x> <r1@x>\nDate: Tue, 3 Nov 2026 09:30:00 "
+	    "-0500\nSubject: hi\nList-Id: Team list <team.example.org>\n\nbody\n");
 	assert_string_equal(m->from_name, "Jürgen Meyer");
 	assert_string_equal(m->from_email, "juergen.meyer@example.com");
 	assert_string_equal(m->reply_to, "list@example.org");
@@ -374,20 +376,20 @@ static void test_hostile_nesting(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_charsets),
-		cmocka_unit_test(test_charset_fallbacks),
-		cmocka_unit_test(test_transfer_encodings),
-		cmocka_unit_test(test_rfc2047),
-		cmocka_unit_test(test_rfc2231),
-		cmocka_unit_test(test_flowed),
-		cmocka_unit_test(test_part_choice),
-		cmocka_unit_test(test_nested_and_forwarded),
-		cmocka_unit_test(test_safe_filename),
-		cmocka_unit_test(test_attachments),
-		cmocka_unit_test(test_attachment_limits),
-		cmocka_unit_test(test_signature_images),
-		cmocka_unit_test(test_headers),
-		cmocka_unit_test(test_hostile_nesting),
+	    cmocka_unit_test(test_charsets),
+	    cmocka_unit_test(test_charset_fallbacks),
+	    cmocka_unit_test(test_transfer_encodings),
+	    cmocka_unit_test(test_rfc2047),
+	    cmocka_unit_test(test_rfc2231),
+	    cmocka_unit_test(test_flowed),
+	    cmocka_unit_test(test_part_choice),
+	    cmocka_unit_test(test_nested_and_forwarded),
+	    cmocka_unit_test(test_safe_filename),
+	    cmocka_unit_test(test_attachments),
+	    cmocka_unit_test(test_attachment_limits),
+	    cmocka_unit_test(test_signature_images),
+	    cmocka_unit_test(test_headers),
+	    cmocka_unit_test(test_hostile_nesting),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

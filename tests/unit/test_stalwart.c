@@ -74,7 +74,8 @@ static char *expected_body(const json_t *doc, int *is_html)
 	*is_html = 0;
 	json_array_foreach(json_object_get(doc, "text_body"), i, idx)
 	{
-		const json_t *body = json_object_get(json_array_get(parts, (size_t)json_integer_value(idx)), "body");
+		const json_t *body =
+		    json_object_get(json_array_get(parts, (size_t)json_integer_value(idx)), "body");
 		const char *t = json_string_value(json_object_get(body, "Text"));
 		const char *h = json_string_value(json_object_get(body, "Html"));
 		if (h) {
@@ -132,7 +133,8 @@ static void check_one(const char *eml, struct tally *t)
 	char *la = faddr ? strdup(faddr) : NULL;
 	if (la)
 		str_lower(la);
-	if (((!fname && !m->from_name) || (fname && m->from_name && !strcmp(fname, m->from_name))) &&
+	if (((!fname && !m->from_name) ||
+	     (fname && m->from_name && !strcmp(fname, m->from_name))) &&
 	    ((!la && !m->from_email) || (la && m->from_email && !strcmp(la, m->from_email))))
 		t->from++;
 	else if (getenv("STALWART_VERBOSE"))
@@ -174,8 +176,8 @@ static void test_corpus(void **state)
 	run_suite(CORPUS "/legacy/*.eml", &wellformed);
 	run_suite(CORPUS "/thirdparty/*.eml", &wellformed);
 	run_suite(CORPUS "/malformed/*.eml", &malformed);
-	printf("stalwart well-formed: %d messages; subject %d, from %d, body %d\n", wellformed.total,
-	       wellformed.subject, wellformed.from, wellformed.body);
+	printf("stalwart well-formed: %d messages; subject %d, from %d, body %d\n",
+	       wellformed.total, wellformed.subject, wellformed.from, wellformed.body);
 	printf("stalwart malformed: %d messages parsed without crashing; subject %d, from %d, "
 	       "body %d\n",
 	       malformed.total, malformed.subject, malformed.from, malformed.body);
@@ -190,7 +192,7 @@ static void test_corpus(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_corpus),
+	    cmocka_unit_test(test_corpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

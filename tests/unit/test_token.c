@@ -1,6 +1,7 @@
 /* test_token.c — reply and unsubscribe tokens as a replying user meets
  * them: the address fits in a local part, survives case folding, names the
- * right post and person, and refuses tampering, other secrets and age. */
+ * right post and person, and refuses tampering, other secrets and age; and
+ * what replies_process makes of a reply carrying one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,31 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/message.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/replies.h"
 #include "mailfeed/token.h"
+
+/* The outbox module provides this; the fallback lets the test link on its
+ * own and records the comment the way the outbox table holds it. */
+__attribute__((weak)) int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
+{
+	sqlite3_stmt *s;
+	char *payload = xasprintf("{\"parent\":\"%s\",\"author\":\"%s\",\"text\":\"%s\"}",
+				  n->parent_remote_id, n->author_email, n->msg->text);
+	sqlite3_prepare_v2(store_db(st),
+			   "INSERT OR IGNORE INTO outbox(key, message, kind, grp, payload, created)"
+			   " VALUES(?,?,?,?,?,0)",
+			   -1, &s, NULL);
+	sqlite3_bind_text(s, 1, n->key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, n->message);
+	sqlite3_bind_text(s, 3, n->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, n->group, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, payload, -1, free);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? sqlite3_last_insert_rowid(store_db(st)) : -1;
+}
 
 static const unsigned char secret[32] = "0123456789abcdef0123456789abcdef";
 static const unsigned char other_secret[32] = "fedcba9876543210fedcba9876543210";
@@ -19,6 +44,7 @@ static const unsigned char other_secret[32] = "fedcba9876543210fedcba9876543210"
 struct fixture {
 	char dir[64];
 	char path[128];
+	char secret_path[128];
 	struct store *st;
 	struct mf_config cfg;
 };
@@ -33,6 +59,15 @@ static int setup(void **state)
 	f->st = store_open(f->path, err, sizeof err);
 	assert_non_null(f->st);
 	f->cfg.gateway.reply_address = "feed@example.org";
+	snprintf(f->secret_path, sizeof f->secret_path, "%s/secret", f->dir);
+	assert_int_equal(file_write_atomic(f->secret_path, secret, sizeof secret, 0600), 0);
+	f->cfg.gateway.secret_file = f->secret_path;
+	/* notices are recorded, then fail to send: nothing listens on port 9 */
+	f->cfg.smtp.present = 1;
+	f->cfg.smtp.url = "smtp://127.0.0.1:9";
+	f->cfg.smtp.from = "Feed <digest@example.org>";
+	f->cfg.smtp.tls_verify = 1;
+	f->cfg.smtp.timeout = 5;
 	*state = f;
 	return 0;
 }
@@ -43,6 +78,7 @@ static int teardown(void **state)
 	char p[160];
 	store_close(f->st);
 	unlink(f->path);
+	unlink(f->secret_path);
 	snprintf(p, sizeof p, "%s-wal", f->path);
 	unlink(p);
 	snprintf(p, sizeof p, "%s-shm", f->path);
@@ -153,8 +189,7 @@ static void test_address_matching(void **state)
 	char out[80];
 	assert_int_equal(token_from_address(&f->cfg, "feed+abc@example.org", out, sizeof out), 1);
 	assert_string_equal(out, "abc");
-	assert_int_equal(token_from_address(&f->cfg, "<FEED+abc@Example.Org>", out, sizeof out),
-			 1);
+	assert_int_equal(token_from_address(&f->cfg, "<FEED+abc@Example.Org>", out, sizeof out), 1);
 	assert_int_equal(token_from_address(&f->cfg, "feed@example.org", out, sizeof out), 0);
 	assert_int_equal(token_from_address(&f->cfg, "feedx+abc@example.org", out, sizeof out), 0);
 	assert_int_equal(token_from_address(&f->cfg, "feed+abc@example.org.evil", out, sizeof out),
@@ -168,6 +203,141 @@ static void test_address_matching(void **state)
 	assert_null(token_address(&long_cfg, "abcdefghijklmnopqrstuvwxyz234567"));
 }
 
+static int64_t add_message(struct fixture *f)
+{
+	assert_int_equal(store_exec(f->st, "INSERT INTO messages(mailbox, uidvalidity, uid, size,"
+					   " sha256, received_at) VALUES('[replies]',1,"
+					   " (SELECT COUNT(*)+1 FROM messages),1,'x',0)"),
+			 0);
+	return sqlite3_last_insert_rowid(store_db(f->st));
+}
+
+static struct mf_message *reply(const char *to, const char *from, const char *subject,
+				const char *text)
+{
+	struct mf_message *m = message_new();
+	strlist_add(&m->to, to);
+	m->from_email = strdup(from);
+	m->from_name = strdup("Bob B");
+	m->subject = strdup(subject);
+	m->text = strdup(text);
+	m->message_id = strdup(subject);
+	return m;
+}
+
+static long count(struct fixture *f, const char *sql)
+{
+	sqlite3_stmt *s;
+	long n = -1;
+	sqlite3_prepare_v2(store_db(f->st), sql, -1, &s, NULL);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+static const char *process(struct fixture *f, struct mf_message *m, char *reason, size_t n)
+{
+	const char *state = NULL;
+	int64_t row = add_message(f);
+	assert_int_equal(replies_process(f->st, &f->cfg, row, m, &state, reason, n), 0);
+	message_free(m);
+	return state;
+}
+
+static void test_replies(void **state)
+{
+	struct fixture *f = *state;
+	char reason[300];
+	time_t now = time(NULL);
+	char *tok = token_issue(f->st, secret, sizeof secret, TOKEN_REPLY, "g1", "post-7",
+				"bob@example.org", now + 86400);
+	char *addr = token_address(&f->cfg, tok);
+
+	/* the person the token was issued to: a comment on post-7 by bob */
+	assert_string_equal(
+	    process(f, reply(addr, "bob@example.org", "Re: x", "Yes."), reason, sizeof reason),
+	    "queued");
+	assert_int_equal(count(f,
+			       "SELECT COUNT(*) FROM outbox WHERE kind='comment' AND grp='g1'"
+			       " AND payload LIKE '%post-7%' AND payload LIKE '%bob@example.org%'"),
+			 1);
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM messages WHERE state='queued'"), 1);
+
+	/* someone else using bob's address: refused, and told why */
+	assert_string_equal(
+	    process(f, reply(addr, "mallory@example.org", "Re: y", "Hi"), reason, sizeof reason),
+	    "skipped");
+	assert_non_null(strstr(reason, "belongs to someone else"));
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE"
+				  " address='mallory@example.org' AND reason='reply-wrong-sender'"),
+			 1);
+
+	/* forged token */
+	char *forged = token_address(&f->cfg, "aebqcagzv7bsqkqxmvxuwgh2y4");
+	assert_string_equal(
+	    process(f, reply(forged, "bob@example.org", "Re: z", "Hi"), reason, sizeof reason),
+	    "skipped");
+	assert_non_null(strstr(reason, "not one this feed issued"));
+
+	/* expired token */
+	char *old = token_issue(f->st, secret, sizeof secret, TOKEN_REPLY, "g1", "post-7",
+				"bob@example.org", now - 3 * 86400);
+	char *old_addr = token_address(&f->cfg, old);
+	assert_string_equal(
+	    process(f, reply(old_addr, "bob@example.org", "Re: old", "Hi"), reason, sizeof reason),
+	    "skipped");
+	assert_non_null(strstr(reason, "expired"));
+
+	/* no token at all; a second refusal the same day is not mailed again */
+	assert_string_equal(process(f, reply("feed@example.org", "carol@example.org", "a", "Hi"),
+				    reason, sizeof reason),
+			    "skipped");
+	assert_string_equal(process(f, reply("feed@example.org", "carol@example.org", "b", "Hi"),
+				    reason, sizeof reason),
+			    "skipped");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE address='carol@example.org'"),
+			 1);
+
+	/* an out-of-office answer is skipped without an answer */
+	struct mf_message *ooo = reply(addr, "dave@example.org", "Out of office", "away");
+	ooo->auto_reason = strdup("auto-reply: Auto-Submitted: auto-replied");
+	assert_string_equal(process(f, ooo, reason, sizeof reason), "skipped");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE address='dave@example.org'"),
+			 0);
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox"), 1);
+
+	/* commands change the sender's subscription */
+	assert_string_equal(
+	    process(f, reply(addr, "bob@example.org", "weekly", ""), reason, sizeof reason),
+	    "handled");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM subscribers WHERE email='bob@example.org'"
+				  " AND frequency='weekly' AND groups='g1'"),
+			 1);
+	assert_string_equal(
+	    process(f, reply(addr, "bob@example.org", "Re: digest", "  Unsubscribe \n\n> quoted"),
+		    reason, sizeof reason),
+	    "handled");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM subscribers WHERE frequency='never'"), 1);
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox"), 1);
+
+	/* with a trusted authserv, only a passing DKIM/DMARC is accepted */
+	f->cfg.gateway.trusted_authserv = "mx.example.org";
+	struct mf_message *unsigned_m = reply(addr, "bob@example.org", "Re: u", "Hello");
+	unsigned_m->auth_results = strdup("evil.example; dkim=pass header.d=example.org");
+	assert_string_equal(process(f, unsigned_m, reason, sizeof reason), "skipped");
+	struct mf_message *signed_m = reply(addr, "bob@example.org", "Re: s", "Hello");
+	signed_m->auth_results = strdup("mx.example.org; spf=fail; dkim=pass header.d=example.org");
+	assert_string_equal(process(f, signed_m, reason, sizeof reason), "queued");
+	f->cfg.gateway.trusted_authserv = NULL;
+
+	free(old);
+	free(old_addr);
+	free(forged);
+	free(addr);
+	free(tok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +345,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unsubscribe_and_people, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_address_matching, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replies, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

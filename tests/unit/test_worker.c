@@ -123,10 +123,10 @@ int main(int argc, char **argv)
 		return cmd_parse_worker(argc - 1, argv + 1, "");
 	}
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_many),
-		cmocka_unit_test(test_crash_is_poison),
-		cmocka_unit_test(test_hang_is_poison),
-		cmocka_unit_test(test_unparseable_is_poison),
+	    cmocka_unit_test(test_parse_many),
+	    cmocka_unit_test(test_crash_is_poison),
+	    cmocka_unit_test(test_hang_is_poison),
+	    cmocka_unit_test(test_unparseable_is_poison),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

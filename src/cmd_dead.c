@@ -1,0 +1,157 @@
+/* cmd_dead.c — `mailfeed dead [list|retry ID|drop ID] [--json]`: what could
+ * not be delivered, and why.  Lists outbox items the feed service refused or
+ * that ran out of retries ("oN") and messages skipped or dead-lettered
+ * before they became items ("mN"); retry puts one back in the queue, drop
+ * takes it off the list.  Works while the daemon runs (short transactions). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mailfeed/cli.h"
+#include "mailfeed/config.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/store.h"
+#include "mailfeed/util.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: mailfeed [-c FILE] dead [list] [--json]\n"
+		     "       mailfeed [-c FILE] dead retry ID\n"
+		     "       mailfeed [-c FILE] dead drop ID\n\n"
+		     "Lists what could not be delivered (oN: feed items, mN: messages skipped or\n"
+		     "dead-lettered) with the reason; retry queues one again, drop forgets it.\n");
+}
+
+/* Prints untrusted text on one line, control characters shown as '?'. */
+static void put_safe(const char *s, size_t max)
+{
+	size_t n = 0;
+	for (const char *p = s ? s : "-"; *p && n < max; p++, n++)
+		putchar((unsigned char)*p < 0x20 || *p == 0x7F ? '?' : *p);
+	if (s && strlen(s) > max)
+		fputs("...", stdout);
+}
+
+static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+static int dead_list(struct store *st, int as_json)
+{
+	struct outbox_dead *d;
+	size_t n;
+	char when[32];
+	if (outbox_dead_list(st, &d, &n) < 0) {
+		fprintf(stderr, "mailfeed: cannot read the dead list: %s\n", store_errmsg(st));
+		return 1;
+	}
+	if (as_json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(
+			    arr,
+			    json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", d[i].id, "state",
+				      d[i].state ? d[i].state : "dead", "when",
+				      time_iso(d[i].when, when, sizeof when), "mailbox",
+				      str_or_null(d[i].mailbox), "from", str_or_null(d[i].from),
+				      "subject", str_or_null(d[i].subject), "reason",
+				      str_or_null(d[i].reason)));
+		json_t *o = json_pack("{s:o}", "dead", arr);
+		char *s = json_dumps(o, JSON_INDENT(2));
+		puts(s);
+		free(s);
+		json_decref(o);
+	} else if (n == 0) {
+		puts("The dead list is empty.");
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			printf("%-6s %s  %-7s mailbox: ", d[i].id,
+			       time_iso(d[i].when, when, sizeof when),
+			       d[i].state ? d[i].state : "dead");
+			put_safe(d[i].mailbox, 80);
+			fputs("\n       from: ", stdout);
+			put_safe(d[i].from, 120);
+			fputs("  subject: ", stdout);
+			put_safe(d[i].subject, 120);
+			fputs("\n       reason: ", stdout);
+			put_safe(d[i].reason, 400);
+			putchar('\n');
+		}
+		printf("\n%zu entr%s. `mailfeed dead retry ID` queues one again, "
+		       "`mailfeed dead drop ID` forgets it.\n",
+		       n, n == 1 ? "y" : "ies");
+	}
+	outbox_dead_free(d, n);
+	return 0;
+}
+
+static int dead_change(struct store *st, const char *verb, const char *id)
+{
+	char err[512] = "";
+	int rc = strcmp(verb, "retry") == 0 ? outbox_dead_retry(st, id, err, sizeof err)
+					    : outbox_dead_drop(st, id, err, sizeof err);
+	if (rc == 1) {
+		fprintf(stderr, "mailfeed: no dead entry \"%s\"; see `mailfeed dead list`\n", id);
+		return 2;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		return 1;
+	}
+	if (strcmp(verb, "drop") == 0)
+		printf("%s dropped from the dead list.\n", id);
+	else if (id[0] == 'o')
+		printf("%s queued for delivery again (with any comment that waited for it); the "
+		       "running daemon delivers it on its next pass.\n",
+		       id);
+	else
+		printf("%s will be processed again.  A message skipped by a rule (allow_senders, "
+		       "bulk, auto-reply) is skipped again unless the config changed.\n",
+		       id);
+	return 0;
+}
+
+int cmd_dead(int argc, char **argv, const char *config)
+{
+	const char *verb = "list", *id = NULL;
+	int as_json = 0, nargs = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--json") == 0) {
+			as_json = 1;
+		} else if (argv[i][0] == '-') {
+			usage(stderr);
+			return 2;
+		} else if (nargs == 0 &&
+			   (strcmp(argv[i], "list") == 0 || strcmp(argv[i], "retry") == 0 ||
+			    strcmp(argv[i], "drop") == 0)) {
+			verb = argv[i];
+			nargs++;
+		} else if (nargs == 1 && strcmp(verb, "list") != 0 && !id) {
+			id = argv[i];
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (strcmp(verb, "list") != 0 && (!id || as_json)) {
+		usage(stderr);
+		return 2;
+	}
+	struct mf_config *cfg = cli_load_config(config);
+	if (!cfg)
+		return 2;
+	char err[512];
+	struct store *st = store_open(cfg->gateway.state, err, sizeof err);
+	if (!st) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	int rc = id ? dead_change(st, verb, id) : dead_list(st, as_json);
+	store_close(st);
+	config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,559 @@
+/* feed_local.c — the built-in feed: no service at all.  Posts and comments
+ * are rows of local_items in the state database (the idempotency key is
+ * UNIQUE there, so a repeated delivery returns the first row), and after
+ * every delivery each touched group is rendered to two files in [feed] dir:
+ *
+ *   GROUP.atom  an Atom feed (RFC 4287): one entry per post and per comment,
+ *               comments pointing at their post with thr:in-reply-to
+ *               (RFC 4685); the newest LOCAL_ATOM_MAX items.
+ *   GROUP.txt   the same conversation for people: threads newest first,
+ *               comments indented under their post.
+ *
+ * Remote ids are "local-N", N being the local_items row id. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mailfeed/feed.h"
+#include "mailfeed/log.h"
+#include "mailfeed/util.h"
+
+#define LOCAL_ATOM_MAX 1000
+#define LOCAL_TXT_THREADS 200
+
+struct local_ctx {
+	struct store *st;
+	char *dir;
+};
+
+/* mkdir -p with mode for the missing parts. 0 or -1 (errno). */
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *p = xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST) {
+			free(p);
+			return -1;
+		}
+		*s = '/';
+	}
+	int rc = mkdir(p, mode) < 0 && errno != EEXIST ? -1 : 0;
+	free(p);
+	return rc;
+}
+
+static int local_open(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
+		      size_t errlen)
+{
+	const char *dir = cfg->feed.dir ? cfg->feed.dir : "feeds";
+	struct stat sb;
+	if (mkdir_p(dir, 0750) < 0 || stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errlen,
+			 "cannot create the local feed directory %s: %s; set [feed] dir to a "
+			 "writable directory",
+			 dir, strerror(errno ? errno : ENOTDIR));
+		return -1;
+	}
+	struct local_ctx *c = xcalloc(1, sizeof *c);
+	c->st = st;
+	c->dir = xstrdup(dir);
+	*ctx = c;
+	return 0;
+}
+
+static void local_close(void *ctx)
+{
+	struct local_ctx *c = ctx;
+	if (!c)
+		return;
+	free(c->dir);
+	free(c);
+}
+
+/* "local-N" → N, or 0. */
+static long long local_id(const char *remote)
+{
+	char *end;
+	if (!remote || strncmp(remote, "local-", 6) != 0)
+		return 0;
+	long long v = strtoll(remote + 6, &end, 10);
+	return *end || v <= 0 ? 0 : v;
+}
+
+/* A group name as a file name: anything but [A-Za-z0-9._-] becomes '_'. */
+static char *group_file(const struct local_ctx *c, const char *group, const char *ext)
+{
+	char *safe = xstrdup(group);
+	for (char *p = safe; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+			*p = '_';
+	if (safe[0] == '.')
+		safe[0] = '_';
+	char *path = xasprintf("%s/%s.%s", c->dir, safe, ext);
+	free(safe);
+	return path;
+}
+
+/* Length of the valid UTF-8 sequence at s (max n bytes), 0 when invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len;
+	unsigned cp;
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xE0) == 0xC0) {
+		len = 2;
+		cp = s[0] & 0x1F;
+	} else if ((s[0] & 0xF0) == 0xE0) {
+		len = 3;
+		cp = s[0] & 0x0F;
+	} else if ((s[0] & 0xF8) == 0xF0) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE || cp == 0xFFFF)
+		return 0;
+	return len;
+}
+
+/* Appends s as XML character data: markup escaped, characters XML does not
+ * allow (controls, broken UTF-8) replaced by U+FFFD. */
+static void xml_put(struct buf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	size_t n = strlen((const char *)p);
+	while (*p) {
+		size_t l = utf8_len(p, n);
+		if (l == 0 || (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') || *p == 0x7F) {
+			buf_puts(b, "\xEF\xBF\xBD");
+			l = l ? l : 1;
+		} else if (*p == '&') {
+			buf_puts(b, "&amp;");
+		} else if (*p == '<') {
+			buf_puts(b, "&lt;");
+		} else if (*p == '>') {
+			buf_puts(b, "&gt;");
+		} else if (*p == '"') {
+			buf_puts(b, "&quot;");
+		} else {
+			buf_append(b, p, l);
+		}
+		p += l;
+		n -= l;
+	}
+}
+
+/* Appends s for the text rendering: controls other than newline and tab
+ * dropped, each line after the first prefixed with indent. */
+static void txt_put(struct buf *b, const char *s, const char *indent)
+{
+	for (const char *p = s ? s : ""; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+		if (ch == '\n') {
+			buf_putc(b, '\n');
+			buf_puts(b, indent);
+		} else if (ch >= 0x20 || ch == '\t') {
+			if (ch != 0x7F)
+				buf_putc(b, *p);
+		}
+	}
+}
+
+struct row {
+	long long id, parent;
+	char *author_name, *author_email, *subject, *text;
+	json_t *tags;
+	time_t created;
+};
+
+static void rows_free(struct row *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(r[i].author_name);
+		free(r[i].author_email);
+		free(r[i].subject);
+		free(r[i].text);
+		json_decref(r[i].tags);
+	}
+	free(r);
+}
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(s, i);
+	return t ? xstrdup(t) : NULL;
+}
+
+/* Items of group created after since, oldest first (at most limit newest
+ * when limit > 0). 0 or -1. */
+static int rows_load(struct store *st, const char *group, time_t since, int limit, struct row **out,
+		     size_t *n)
+{
+	sqlite3_stmt *s;
+	*out = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		"SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
+		" text, hashtags, created FROM local_items WHERE grp=? AND created>?"
+		" ORDER BY created DESC, id DESC LIMIT ?) ORDER BY created, id",
+		-1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)since);
+	sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		*out = xrealloc(*out, (*n + 1) * sizeof **out);
+		struct row *r = &(*out)[(*n)++];
+		r->id = sqlite3_column_int64(s, 0);
+		r->parent = sqlite3_column_int64(s, 1);
+		r->author_name = col_dup(s, 2);
+		r->author_email = col_dup(s, 3);
+		r->subject = col_dup(s, 4);
+		r->text = col_dup(s, 5);
+		const char *t = (const char *)sqlite3_column_text(s, 6);
+		r->tags = t ? json_loads(t, 0, NULL) : NULL;
+		r->created = (time_t)sqlite3_column_int64(s, 7);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+static void atom_entry(struct buf *b, const struct row *r)
+{
+	char when[32];
+	size_t i;
+	json_t *v;
+	time_iso(r->created, when, sizeof when);
+	buf_printf(b, "  <entry>\n    <id>urn:mailfeed:local-%lld</id>\n", r->id);
+	buf_puts(b, "    <title>");
+	xml_put(b, r->subject && *r->subject ? r->subject : "(no subject)");
+	buf_printf(b, "</title>\n    <published>%s</published>\n    <updated>%s</updated>\n", when,
+		   when);
+	buf_puts(b, "    <author><name>");
+	xml_put(b, r->author_name && *r->author_name	 ? r->author_name
+		   : r->author_email && *r->author_email ? r->author_email
+							 : "unknown");
+	buf_puts(b, "</name>");
+	if (r->author_email && *r->author_email) {
+		buf_puts(b, "<email>");
+		xml_put(b, r->author_email);
+		buf_puts(b, "</email>");
+	}
+	buf_puts(b, "</author>\n");
+	json_array_foreach(r->tags, i, v)
+	{
+		if (!json_is_string(v))
+			continue;
+		buf_puts(b, "    <category term=\"");
+		xml_put(b, json_string_value(v));
+		buf_puts(b, "\"/>\n");
+	}
+	if (r->parent > 0)
+		buf_printf(b,
+			   "    <thr:in-reply-to ref=\"urn:mailfeed:local-%lld\" "
+			   "type=\"text/plain\"/>\n",
+			   r->parent);
+	buf_puts(b, "    <content type=\"text\">");
+	xml_put(b, r->text);
+	buf_puts(b, "</content>\n  </entry>\n");
+}
+
+static void atom_render(struct buf *b, const char *group, const struct row *rows, size_t n)
+{
+	char when[32];
+	time_t updated = n ? rows[n - 1].created : time(NULL);
+	buf_puts(
+	    b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	       "<feed xmlns=\"http://www.w3.org/2005/Atom\" "
+	       "xmlns:thr=\"http://purl.org/syndication/thread/1.0\">\n  <id>urn:mailfeed:group:");
+	xml_put(b, group);
+	buf_puts(b, "</id>\n  <title>");
+	xml_put(b, group);
+	buf_printf(b, "</title>\n  <updated>%s</updated>\n  <generator>mailfeed</generator>\n",
+		   time_iso(updated, when, sizeof when));
+	for (size_t i = n; i-- > 0;)
+		atom_entry(b, &rows[i]);
+	buf_puts(b, "</feed>\n");
+}
+
+static void txt_author(struct buf *b, const struct row *r)
+{
+	char when[32];
+	txt_put(b, r->author_name && *r->author_name ? r->author_name : "unknown", "");
+	if (r->author_email && *r->author_email) {
+		buf_puts(b, " <");
+		txt_put(b, r->author_email, "");
+		buf_putc(b, '>');
+	}
+	buf_printf(b, ", %s", time_iso(r->created, when, sizeof when));
+}
+
+static void txt_render(struct buf *b, const char *group, const struct row *rows, size_t n)
+{
+	size_t threads = 0;
+	buf_puts(b, "Group ");
+	txt_put(b, group, "");
+	buf_puts(b, "\n");
+	for (size_t i = n; i-- > 0 && threads < LOCAL_TXT_THREADS;) {
+		const struct row *p = &rows[i];
+		size_t k;
+		json_t *v;
+		if (p->parent > 0)
+			continue;
+		threads++;
+		buf_puts(b, "\n== ");
+		txt_put(b, p->subject && *p->subject ? p->subject : "(no subject)", "");
+		buf_puts(b, "\n   by ");
+		txt_author(b, p);
+		buf_puts(b, "\n");
+		if (json_array_size(p->tags)) {
+			buf_puts(b, "   tags:");
+			json_array_foreach(p->tags, k, v)
+			{
+				buf_puts(b, " #");
+				txt_put(b, json_string_value(v), "");
+			}
+			buf_puts(b, "\n");
+		}
+		buf_puts(b, "\n   ");
+		txt_put(b, p->text, "   ");
+		buf_puts(b, "\n");
+		for (size_t j = i + 1; j < n; j++) {
+			const struct row *c = &rows[j];
+			if (c->parent != p->id)
+				continue;
+			buf_puts(b, "\n      -> ");
+			txt_author(b, c);
+			buf_puts(b, "\n         ");
+			txt_put(b, c->text, "         ");
+			buf_puts(b, "\n");
+		}
+	}
+}
+
+/* Rewrites GROUP.atom and GROUP.txt. 0 or -1 (logged). */
+static int local_render(struct local_ctx *c, const char *group)
+{
+	struct row *rows;
+	size_t n;
+	struct buf b;
+	int rc = 0;
+	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, &rows, &n) < 0) {
+		log_error("local.error group=%s error=\"%s\"", group, store_errmsg(c->st));
+		return -1;
+	}
+	buf_init(&b);
+	atom_render(&b, group, rows, n);
+	char *path = group_file(c, group, "atom");
+	if (file_write_atomic(path, b.data, b.len, 0640) < 0) {
+		log_error("local.error file=%s error=\"%s\"", path, strerror(errno));
+		rc = -1;
+	}
+	free(path);
+	buf_reset(&b);
+	txt_render(&b, group, rows, n);
+	path = group_file(c, group, "txt");
+	if (file_write_atomic(path, b.data, b.len, 0640) < 0) {
+		log_error("local.error file=%s error=\"%s\"", path, strerror(errno));
+		rc = -1;
+	}
+	free(path);
+	buf_free(&b);
+	rows_free(rows, n);
+	return rc;
+}
+
+static long long id_of_key(struct store *st, const char *key)
+{
+	sqlite3_stmt *s;
+	long long id = 0;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT id FROM local_items WHERE key=?", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		id = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return id;
+}
+
+static int parent_exists(struct store *st, long long id, const char *group)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, group, -1, SQLITE_STATIC);
+	found = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return found;
+}
+
+static char *tags_json(const struct strlist *l)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; l && i < l->n; i++)
+		json_array_append_new(a, json_string(l->v[i]));
+	char *s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s;
+}
+
+static char *attachments_json(const struct feed_item *it)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < it->n_attachments; i++) {
+		const struct feed_attachment *f = &it->attachments[i];
+		json_array_append_new(a,
+				      json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename,
+						"content_type", f->content_type, "size",
+						(json_int_t)f->size, "sha256", f->sha256));
+	}
+	char *s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s;
+}
+
+static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
+			      struct feed_result *r)
+{
+	long long parent = 0;
+	memset(r, 0, sizeof *r);
+	if (it->kind == FEED_COMMENT) {
+		parent = local_id(it->parent_remote_id);
+		if (!parent || !parent_exists(c->st, parent, it->group)) {
+			r->status = FEED_PERMANENT;
+			snprintf(r->error, sizeof r->error,
+				 "post %s does not exist in local group %s",
+				 it->parent_remote_id ? it->parent_remote_id : "(none)", it->group);
+			return;
+		}
+	}
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(c->st),
+			       "INSERT OR IGNORE INTO local_items(key, grp, parent, author_name,"
+			       " author_email, subject, text, hashtags, attachments, created)"
+			       " VALUES(?,?,?,?,?,?,?,?,?,?)",
+			       -1, &s, NULL) != SQLITE_OK)
+		goto store_error;
+	sqlite3_bind_text(s, 1, it->key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, it->group, -1, SQLITE_STATIC);
+	if (parent)
+		sqlite3_bind_int64(s, 3, parent);
+	sqlite3_bind_text(s, 4, it->author_name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, it->author_email, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, it->subject, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 7, it->text ? it->text : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 8, tags_json(it->hashtags), -1, free);
+	sqlite3_bind_text(s, 9, attachments_json(it), -1, free);
+	sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		goto store_error;
+	long long id = id_of_key(c->st, it->key);
+	if (id <= 0)
+		goto store_error;
+	r->status = FEED_OK;
+	r->remote_id = xasprintf("local-%lld", id);
+	return;
+store_error:
+	r->status = FEED_RETRY;
+	snprintf(r->error, sizeof r->error, "local feed store error: %s", store_errmsg(c->st));
+}
+
+static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
+			  struct feed_result *results)
+{
+	struct local_ctx *c = ctx;
+	struct strlist touched = {0};
+	for (size_t i = 0; i < n; i++) {
+		local_deliver_one(c, &items[i], &results[i]);
+		if (results[i].status == FEED_OK) {
+			int seen = 0;
+			for (size_t j = 0; j < touched.n; j++)
+				seen |= strcmp(touched.v[j], items[i].group) == 0;
+			if (!seen)
+				strlist_add(&touched, items[i].group);
+		}
+	}
+	/* The files are a rendering of the table: a failed write is logged and
+	 * redone with the next delivery; the items themselves are safe. */
+	for (size_t i = 0; i < touched.n; i++)
+		local_render(c, touched.v[i]);
+	strlist_free(&touched);
+}
+
+static int local_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
+{
+	struct local_ctx *c = ctx;
+	long long id = id_of_key(c->st, item->key);
+	if (id < 0)
+		return -1;
+	if (id == 0)
+		return 0;
+	*remote_id = xasprintf("local-%lld", id);
+	return 1;
+}
+
+static int local_read_group(void *ctx, const char *group, time_t since, struct feed_entry **entries,
+			    size_t *n, char *err, size_t errlen)
+{
+	struct local_ctx *c = ctx;
+	struct row *rows;
+	size_t nr;
+	*entries = NULL;
+	*n = 0;
+	if (rows_load(c->st, group, since, 0, &rows, &nr) < 0) {
+		snprintf(err, errlen, "cannot read local group %s: %s", group, store_errmsg(c->st));
+		return -1;
+	}
+	if (nr)
+		*entries = xcalloc(nr, sizeof **entries);
+	for (size_t i = 0; i < nr; i++) {
+		struct feed_entry *e = &(*entries)[i];
+		e->remote_id = xasprintf("local-%lld", rows[i].id);
+		e->parent_remote_id =
+		    rows[i].parent > 0 ? xasprintf("local-%lld", rows[i].parent) : NULL;
+		e->group = xstrdup(group);
+		e->author_name = rows[i].author_name ? xstrdup(rows[i].author_name) : NULL;
+		e->author_email = rows[i].author_email ? xstrdup(rows[i].author_email) : NULL;
+		e->subject = rows[i].subject ? xstrdup(rows[i].subject) : NULL;
+		e->text = xstrdup(rows[i].text ? rows[i].text : "");
+		e->created = rows[i].created;
+	}
+	*n = nr;
+	rows_free(rows, nr);
+	return 0;
+}
+
+const struct feed_backend_ops feed_local_ops = {
+    .name = "local",
+    .open = local_open,
+    .deliver = local_deliver,
+    .reconcile = local_reconcile,
+    .read_group = local_read_group,
+    .close = local_close,
+};

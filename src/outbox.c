@@ -1,0 +1,957 @@
+/* outbox.c — the durable queue between the pipeline and the feed service.
+ *
+ * An item is written once (inside the pipeline's transaction) with its
+ * payload as JSON and its attachments as rows.  Delivery is three short
+ * transactions around the network: mark the batch inflight (committed with
+ * synchronous=FULL, so a crash leaves a trace), let the backend deliver, then
+ * record every result.  Items found inflight at the start of a pass were
+ * interrupted between "sent" and "recorded"; the backend's reconcile tells
+ * whether the service has them, so nothing is posted twice.
+ *
+ * Comments wait for their post's remote id, and for the earlier comments of
+ * the same post, so that a thread keeps its date order at the service. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "mailfeed/feed.h"
+#include "mailfeed/log.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/util.h"
+
+#define OUTBOX_MAX_TEXT (512 * 1024)
+#define OUTBOX_MAX_SUBJECT 998
+#define OUTBOX_MAX_TAGS 64
+#define OUTBOX_BASE_DELAY 5
+
+/* Cuts s to at most max bytes on a UTF-8 character boundary. Owned. */
+static char *utf8_cut(const char *s, size_t max, int *cut)
+{
+	size_t n = strlen(s);
+	*cut = 0;
+	if (n <= max)
+		return xstrdup(s);
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+		n--;
+	*cut = 1;
+	return xstrndup(s, n);
+}
+
+static void add_tag(json_t *arr, struct strlist *seen, const char *t)
+{
+	if (!t || !*t || seen->n >= OUTBOX_MAX_TAGS || strlist_has_ci(seen, t))
+		return;
+	strlist_add(seen, t);
+	json_array_append_new(arr, json_string(t));
+}
+
+static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+static char *payload_build(const struct outbox_new *n)
+{
+	const struct mf_message *m = n->msg;
+	json_t *o = json_object(), *author = json_object(), *tags = json_array();
+	struct strlist seen = {0};
+	char datebuf[32];
+	int cut;
+
+	json_object_set_new(author, "name",
+			    str_or_null(n->author_name ? n->author_name
+					: m	       ? m->from_name
+						       : NULL));
+	json_object_set_new(author, "email",
+			    str_or_null(n->author_email ? n->author_email
+					: m		? m->from_email
+							: NULL));
+	json_object_set_new(o, "author", author);
+
+	char *subject = utf8_cut(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
+	json_object_set_new(o, "subject", json_string(subject));
+	free(subject);
+
+	char *text = utf8_cut(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
+	if (cut) {
+		char *t = xasprintf("%s\n[message shortened]", text);
+		free(text);
+		text = t;
+	}
+	json_object_set_new(o, "text", json_string(text));
+	free(text);
+
+	if (n->extra_hashtags)
+		for (size_t i = 0; i < n->extra_hashtags->n; i++)
+			add_tag(tags, &seen, n->extra_hashtags->v[i]);
+	if (m)
+		for (size_t i = 0; i < m->hashtags.n; i++)
+			add_tag(tags, &seen, m->hashtags.v[i]);
+	strlist_free(&seen);
+	json_object_set_new(o, "hashtags", tags);
+	json_object_set_new(o, "message_id", str_or_null(m ? m->message_id : NULL));
+	json_object_set_new(o, "date",
+			    m && m->date ? json_string(time_iso(m->date, datebuf, sizeof datebuf))
+					 : json_null());
+	if (n->parent_remote_id)
+		json_object_set_new(o, "parent_remote_id", json_string(n->parent_remote_id));
+	char *out = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return out;
+}
+
+static sqlite3_stmt *prep(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK) {
+		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		return NULL;
+	}
+	return s;
+}
+
+/* Steps a statement once and finalizes it. 0 or -1. */
+static int run(struct store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		return -1;
+	}
+	return 0;
+}
+
+static int64_t id_of_key(struct store *st, const char *key)
+{
+	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE key=?");
+	int64_t id = -1;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		id = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return id;
+}
+
+int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
+{
+	if (!n->key || !n->kind || !n->group ||
+	    (strcmp(n->kind, "post") != 0 && strcmp(n->kind, "comment") != 0)) {
+		log_error("outbox.error error=\"item without key, group or valid kind\"");
+		return -1;
+	}
+	char *payload = payload_build(n);
+	sqlite3_stmt *s = prep(st, "INSERT OR IGNORE INTO outbox(key, message, kind, grp,"
+				   " thread_id, parent, payload, created)"
+				   " VALUES(?,?,?,?,?,?,?,?)");
+	if (!s) {
+		free(payload);
+		return -1;
+	}
+	sqlite3_bind_text(s, 1, n->key, -1, SQLITE_STATIC);
+	if (n->message > 0)
+		sqlite3_bind_int64(s, 2, n->message);
+	sqlite3_bind_text(s, 3, n->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, n->group, -1, SQLITE_STATIC);
+	if (n->thread_id > 0)
+		sqlite3_bind_int64(s, 5, n->thread_id);
+	if (n->parent > 0)
+		sqlite3_bind_int64(s, 6, n->parent);
+	sqlite3_bind_text(s, 7, payload, -1, free);
+	sqlite3_bind_int64(s, 8, (sqlite3_int64)time(NULL));
+	if (run(st, s) < 0)
+		return -1;
+	if (sqlite3_changes(store_db(st)) == 0)
+		return id_of_key(st, n->key);
+	int64_t id = sqlite3_last_insert_rowid(store_db(st));
+	const struct mf_message *m = n->msg;
+	for (size_t i = 0; m && i < m->n_attachments; i++) {
+		const struct mf_attachment *a = &m->attachments[i];
+		s = prep(st, "INSERT INTO attachments(item, filename, content_type, size,"
+			     " sha256, data) VALUES(?,?,?,?,?,?)");
+		if (!s)
+			return -1;
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_text(s, 2, a->filename ? a->filename : "attachment", -1,
+				  SQLITE_STATIC);
+		sqlite3_bind_text(s, 3,
+				  a->content_type ? a->content_type : "application/octet-stream",
+				  -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, (sqlite3_int64)a->size);
+		sqlite3_bind_text(s, 5, a->sha256, -1, SQLITE_STATIC);
+		if (a->data)
+			sqlite3_bind_blob64(s, 6, a->data, a->size, SQLITE_STATIC);
+		if (run(st, s) < 0)
+			return -1;
+	}
+	return id;
+}
+
+int outbox_counts(struct store *st, struct outbox_counts *c)
+{
+	sqlite3_stmt *s = prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
+	memset(c, 0, sizeof *c);
+	if (!s)
+		return -1;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(s, 0);
+		long v = (long)sqlite3_column_int64(s, 1);
+		if (!state)
+			continue;
+		if (strcmp(state, "pending") == 0)
+			c->pending = v;
+		else if (strcmp(state, "retrying") == 0)
+			c->retrying = v;
+		else if (strcmp(state, "inflight") == 0)
+			c->inflight = v;
+		else if (strcmp(state, "delivered") == 0)
+			c->delivered = v;
+		else if (strcmp(state, "dead") == 0)
+			c->dead = v;
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/* --- one item, loaded from its row for the backend ------------------- */
+
+struct loaded {
+	struct feed_item item;
+	int64_t message;
+	long attempts;
+	time_t created;
+	char *key, *group, *parent_remote_id, *author_name, *author_email, *subject, *text,
+	    *message_id;
+	struct strlist tags;
+	struct feed_attachment *att;
+	size_t n_att;
+};
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(s, i);
+	return t ? xstrdup(t) : NULL;
+}
+
+static char *json_dup(json_t *o, const char *k)
+{
+	const char *t = json_string_value(json_object_get(o, k));
+	return t ? xstrdup(t) : NULL;
+}
+
+static time_t iso_parse(const char *s)
+{
+	struct tm tm = {0};
+	if (!s || !strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		return 0;
+	return timegm(&tm);
+}
+
+static void loaded_free(struct loaded *l)
+{
+	free(l->key);
+	free(l->group);
+	free(l->parent_remote_id);
+	free(l->author_name);
+	free(l->author_email);
+	free(l->subject);
+	free(l->text);
+	free(l->message_id);
+	strlist_free(&l->tags);
+	for (size_t i = 0; i < l->n_att; i++) {
+		free((char *)l->att[i].filename);
+		free((char *)l->att[i].content_type);
+		free((char *)l->att[i].sha256);
+		free((unsigned char *)l->att[i].data);
+	}
+	free(l->att);
+	memset(l, 0, sizeof *l);
+}
+
+static int load_attachments(struct store *st, struct loaded *l)
+{
+	sqlite3_stmt *s = prep(st, "SELECT filename, content_type, size, sha256, data"
+				   " FROM attachments WHERE item=? ORDER BY id");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, l->item.id);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		l->att = xrealloc(l->att, (l->n_att + 1) * sizeof *l->att);
+		struct feed_attachment *a = &l->att[l->n_att++];
+		memset(a, 0, sizeof *a);
+		a->filename = col_dup(s, 0);
+		a->content_type = col_dup(s, 1);
+		a->size = (size_t)sqlite3_column_int64(s, 2);
+		a->sha256 = col_dup(s, 3);
+		if (sqlite3_column_type(s, 4) != SQLITE_NULL) {
+			size_t n = (size_t)sqlite3_column_bytes(s, 4);
+			unsigned char *d = xmalloc(n ? n : 1);
+			memcpy(d, sqlite3_column_blob(s, 4), n);
+			a->data = d;
+			a->size = n;
+		}
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/* Loads item id with its post's remote id.  0, or -1 (row gone or its
+ * payload unreadable). */
+static int loaded_get(struct store *st, int64_t id, struct loaded *l)
+{
+	sqlite3_stmt *s = prep(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
+				   " o.created, p.remote_id FROM outbox o"
+				   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
+	memset(l, 0, sizeof *l);
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return -1;
+	}
+	json_t *p = json_loads((const char *)sqlite3_column_text(s, 3), 0, NULL);
+	l->item.id = id;
+	l->key = col_dup(s, 0);
+	const char *kind = (const char *)sqlite3_column_text(s, 1);
+	l->item.kind = kind && strcmp(kind, "comment") == 0 ? FEED_COMMENT : FEED_POST;
+	l->group = col_dup(s, 2);
+	l->message = sqlite3_column_int64(s, 4);
+	l->attempts = (long)sqlite3_column_int64(s, 5);
+	l->created = (time_t)sqlite3_column_int64(s, 6);
+	l->parent_remote_id = col_dup(s, 7);
+	sqlite3_finalize(s);
+	if (!p) {
+		loaded_free(l);
+		return -1;
+	}
+	if (!l->parent_remote_id)
+		l->parent_remote_id = json_dup(p, "parent_remote_id");
+	json_t *author = json_object_get(p, "author");
+	l->author_name = json_dup(author, "name");
+	l->author_email = json_dup(author, "email");
+	l->subject = json_dup(p, "subject");
+	l->text = json_dup(p, "text");
+	l->message_id = json_dup(p, "message_id");
+	l->item.date = iso_parse(json_string_value(json_object_get(p, "date")));
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(p, "hashtags"), i, v)
+	{
+		if (json_is_string(v))
+			strlist_add(&l->tags, json_string_value(v));
+	}
+	json_decref(p);
+	if (load_attachments(st, l) < 0) {
+		loaded_free(l);
+		return -1;
+	}
+	l->item.key = l->key;
+	l->item.group = l->group;
+	l->item.parent_remote_id = l->parent_remote_id;
+	l->item.author_name = l->author_name;
+	l->item.author_email = l->author_email;
+	l->item.subject = l->subject ? l->subject : "";
+	l->item.text = l->text ? l->text : "";
+	l->item.hashtags = &l->tags;
+	l->item.message_id = l->message_id;
+	l->item.attachments = l->att;
+	l->item.n_attachments = l->n_att;
+	return 0;
+}
+
+/* --- recording results (inside a transaction) ------------------------ */
+
+static int message_follow_delivered(struct store *st, int64_t message)
+{
+	if (message <= 0)
+		return 0;
+	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='delivered', reason=NULL WHERE id=?1"
+				   " AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=?1"
+				   " AND state NOT IN ('delivered','dropped'))");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, message);
+	return run(st, s);
+}
+
+static int message_follow_dead(struct store *st, int64_t message, const char *reason)
+{
+	if (message <= 0)
+		return 0;
+	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='dead', reason=? WHERE id=?");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, message);
+	return run(st, s);
+}
+
+static int mark_delivered(struct store *st, const struct loaded *l, const char *remote_id,
+			  time_t now)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='delivered', remote_id=?,"
+				   " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)now);
+	sqlite3_bind_int64(s, 3, l->item.id);
+	if (run(st, s) < 0)
+		return -1;
+	return message_follow_delivered(st, l->message);
+}
+
+static int mark_dead(struct store *st, const struct loaded *l, const char *error)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
+				   " attempts=attempts+1 WHERE id=?");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, l->item.id);
+	if (run(st, s) < 0)
+		return -1;
+	char *reason = xasprintf("feed service did not take the %s: %s",
+				 l->item.kind == FEED_POST ? "post" : "comment", error);
+	int rc = message_follow_dead(st, l->message, reason);
+	free(reason);
+	return rc;
+}
+
+static int mark_retry(struct store *st, const struct loaded *l, time_t next_at, const char *error)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
+				   " next_at=?, error=? WHERE id=?");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)next_at);
+	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, l->item.id);
+	return run(st, s);
+}
+
+/* Seconds until the next attempt after the attempts-th failure. */
+static long backoff_delay(const struct mf_config *cfg, long attempts, long retry_after)
+{
+	long cap = cfg->feed.max_retry_delay > 0 ? cfg->feed.max_retry_delay : 3600;
+	long d = OUTBOX_BASE_DELAY;
+	for (long i = 0; i < attempts && d < cap; i++)
+		d *= 2;
+	if (d > cap)
+		d = cap;
+	d = jitter(d);
+	if (d < 1)
+		d = 1;
+	return retry_after > d ? retry_after : d;
+}
+
+static void log_result(const struct loaded *l, const struct feed_result *r, const char *what)
+{
+	char e[300], rid[128];
+	log_quote(r->error, e, sizeof e);
+	if (r->status == FEED_OK)
+		log_info("outbox.delivered key=%s kind=%s group=%s remote_id=%s attempt=%ld",
+			 l->key, l->item.kind == FEED_POST ? "post" : "comment", l->group,
+			 log_quote(r->remote_id, rid, sizeof rid), l->attempts + 1);
+	else
+		log_warn("outbox.%s key=%s kind=%s group=%s attempt=%ld error=%s", what, l->key,
+			 l->item.kind == FEED_POST ? "post" : "comment", l->group, l->attempts + 1,
+			 e);
+}
+
+/* Records one result.  Returns 1 when the item went dead, 0, or -1. */
+static int record(struct store *st, const struct mf_config *cfg, const struct loaded *l,
+		  const struct feed_result *r, time_t now)
+{
+	if (r->status == FEED_OK && r->remote_id && *r->remote_id) {
+		log_result(l, r, "delivered");
+		return mark_delivered(st, l, r->remote_id, now);
+	}
+	if (r->status == FEED_PERMANENT) {
+		log_result(l, r, "dead");
+		return mark_dead(st, l, r->error[0] ? r->error : "refused by the feed service") < 0
+			   ? -1
+			   : 1;
+	}
+	const char *err = r->status == FEED_OK ? "the feed service returned no id"
+			  : r->error[0]	       ? r->error
+					       : "temporary failure";
+	long dead_after = cfg->feed.dead_after > 0 ? cfg->feed.dead_after : 2 * 86400L;
+	if (now - l->created >= dead_after) {
+		char *why = xasprintf("gave up after %ld attempts over %ld s: %s", l->attempts + 1,
+				      (long)(now - l->created), err);
+		struct feed_result dead = {.status = FEED_PERMANENT};
+		snprintf(dead.error, sizeof dead.error, "%s", why);
+		log_result(l, &dead, "dead");
+		int rc = mark_dead(st, l, why);
+		free(why);
+		return rc < 0 ? -1 : 1;
+	}
+	struct feed_result retry = {.status = FEED_RETRY};
+	snprintf(retry.error, sizeof retry.error, "%s", err);
+	log_result(l, &retry, "retrying");
+	return mark_retry(st, l, now + backoff_delay(cfg, l->attempts, r->retry_after), err);
+}
+
+/* Comments whose post is dead or dropped can never be placed: they go dead
+ * too.  Returns how many, or -1. */
+static int cascade_dead(struct store *st)
+{
+	const char *why = "post was not delivered";
+	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='dead', reason=?1 WHERE id IN"
+				   " (SELECT c.message FROM outbox c JOIN outbox p ON p.id=c.parent"
+				   " WHERE c.kind='comment' AND c.state IN ('pending','retrying')"
+				   " AND p.state IN ('dead','dropped'))");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+	if (run(st, s) < 0)
+		return -1;
+	s = prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
+		     " AND state IN ('pending','retrying')"
+		     " AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+	if (run(st, s) < 0)
+		return -1;
+	int n = sqlite3_changes(store_db(st));
+	if (n > 0)
+		log_warn("outbox.dead count=%d error=\"%s\"", n, why);
+	return n;
+}
+
+/* Items interrupted between "sent" and "recorded" by a crash. */
+static int reconcile_inflight(struct store *st, const struct feed_backend_ops *ops, void *ctx)
+{
+	int64_t *ids = NULL;
+	size_t n = 0;
+	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
+	if (!s)
+		return -1;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		ids = xrealloc(ids, (n + 1) * sizeof *ids);
+		ids[n++] = sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	for (size_t i = 0; i < n; i++) {
+		struct loaded l;
+		char *remote = NULL;
+		if (loaded_get(st, ids[i], &l) < 0)
+			continue;
+		int found = ops->reconcile ? ops->reconcile(ctx, &l.item, &remote) : 0;
+		log_info("outbox.reconciled key=%s found=%s", l.key,
+			 found == 1   ? "yes"
+			 : found == 0 ? "no"
+				      : "unknown");
+		if (found < 0) {
+			loaded_free(&l);
+			continue;
+		}
+		if (store_begin(st) < 0) {
+			free(remote);
+			loaded_free(&l);
+			free(ids);
+			return -1;
+		}
+		int rc;
+		if (found == 1 && remote) {
+			rc = mark_delivered(st, &l, remote, time(NULL));
+		} else {
+			s = prep(
+			    st,
+			    "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
+			if (s)
+				sqlite3_bind_int64(s, 1, l.item.id);
+			rc = run(st, s);
+		}
+		free(remote);
+		loaded_free(&l);
+		if (rc < 0 || store_commit(st) < 0) {
+			store_rollback(st);
+			free(ids);
+			return -1;
+		}
+	}
+	free(ids);
+	return 0;
+}
+
+/* Due items: posts; comments whose post is delivered (or whose parent is
+ * known only at the service) and that have no earlier sibling waiting. */
+#define ELIGIBLE                                                                                   \
+	" o.state IN ('pending','retrying') AND (o.kind='post'"                                    \
+	" OR json_extract(o.payload,'$.parent_remote_id') IS NOT NULL"                             \
+	" OR (p.state='delivered' AND NOT EXISTS(SELECT 1 FROM outbox s WHERE s.parent=o.parent"   \
+	" AND s.kind='comment' AND s.state IN ('pending','retrying','inflight')"                   \
+	" AND (COALESCE(json_extract(s.payload,'$.date'),'') < "                                   \
+	" COALESCE(json_extract(o.payload,'$.date'),'')"                                           \
+	" OR (COALESCE(json_extract(s.payload,'$.date'),'') = "                                    \
+	" COALESCE(json_extract(o.payload,'$.date'),'') AND s.id < o.id)))))"
+
+static long count_waiting(struct store *st)
+{
+	sqlite3_stmt *s = prep(
+	    st, "SELECT COUNT(*) FROM outbox WHERE state IN ('pending','retrying','inflight')");
+	long n = 0;
+	if (!s)
+		return 0;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *ctx, long *waiting)
+{
+	time_t now = time(NULL);
+	int dead = 0;
+	size_t batch = (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
+	int64_t *ids = NULL;
+	size_t n = 0;
+
+	if (waiting)
+		*waiting = 0;
+	if (!ops || !ops->deliver)
+		return -1;
+	if (reconcile_inflight(st, ops, ctx) < 0)
+		return -1;
+
+	/* Select and mark the batch inflight in one committed transaction. */
+	if (store_begin(st) < 0)
+		return -1;
+	int c = cascade_dead(st);
+	if (c < 0)
+		goto fail;
+	dead += c;
+	sqlite3_stmt *s = prep(st, "SELECT o.id FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
+				   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+	if (!s)
+		goto fail;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)batch);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		ids = xrealloc(ids, (n + 1) * sizeof *ids);
+		ids[n++] = sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	for (size_t i = 0; i < n; i++) {
+		s = prep(st, "UPDATE outbox SET state='inflight' WHERE id=?");
+		if (s)
+			sqlite3_bind_int64(s, 1, ids[i]);
+		if (run(st, s) < 0)
+			goto fail;
+	}
+	if (store_commit(st) < 0)
+		goto fail_nocommit;
+
+	if (n > 0) {
+		struct loaded *ls = xcalloc(n, sizeof *ls);
+		struct feed_item *items = xcalloc(n, sizeof *items);
+		struct feed_result *res = xcalloc(n, sizeof *res);
+		int64_t *bad = xcalloc(n, sizeof *bad);
+		size_t k = 0, nbad = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (loaded_get(st, ids[i], &ls[k]) < 0) {
+				bad[nbad++] = ids[i];
+				continue;
+			}
+			items[k] = ls[k].item;
+			res[k].status = FEED_RETRY;
+			snprintf(res[k].error, sizeof res[k].error, "backend gave no result");
+			k++;
+		}
+		if (k > 0)
+			ops->deliver(ctx, items, k, res);
+		now = time(NULL);
+		int rc = store_begin(st);
+		for (size_t i = 0; rc == 0 && i < k; i++) {
+			int r = record(st, cfg, &ls[i], &res[i], now);
+			if (r < 0)
+				rc = -1;
+			else
+				dead += r;
+		}
+		for (size_t i = 0; rc == 0 && i < nbad; i++) {
+			s = prep(st, "UPDATE outbox SET state='dead', error='stored item is"
+				     " unreadable' WHERE id=?");
+			if (s)
+				sqlite3_bind_int64(s, 1, bad[i]);
+			rc = run(st, s);
+			dead++;
+		}
+		if (rc == 0) {
+			c = cascade_dead(st);
+			rc = c < 0 ? -1 : 0;
+			dead += c > 0 ? c : 0;
+		}
+		if (rc == 0)
+			rc = store_commit(st);
+		else
+			store_rollback(st);
+		for (size_t i = 0; i < k; i++) {
+			feed_result_clear(&res[i]);
+			loaded_free(&ls[i]);
+		}
+		free(ls);
+		free(items);
+		free(res);
+		free(bad);
+		if (rc < 0) {
+			free(ids);
+			return -1;
+		}
+	}
+	free(ids);
+	if (waiting)
+		*waiting = count_waiting(st);
+	return dead;
+fail:
+	store_rollback(st);
+fail_nocommit:
+	free(ids);
+	return -1;
+}
+
+int outbox_deliver_due(struct store *st, const struct mf_config *cfg, void *backend_ctx,
+		       long *waiting)
+{
+	return outbox_deliver_due_ops(st, cfg, feed_backend(cfg->feed.backend), backend_ctx,
+				      waiting);
+}
+
+long outbox_next_due(struct store *st)
+{
+	sqlite3_stmt *s = prep(st, "SELECT MIN(o.next_at) FROM outbox o"
+				   " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
+	long next = 0;
+	if (!s)
+		return 0;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+		next = (long)sqlite3_column_int64(s, 0);
+		if (next <= 0)
+			next = 1; /* due now */
+	}
+	sqlite3_finalize(s);
+	return next;
+}
+
+/* --- digest source for backends without a read API -------------------- */
+
+int outbox_read_delivered(struct store *st, const char *group, time_t since,
+			  struct feed_entry **entries, size_t *n)
+{
+	sqlite3_stmt *s = prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
+				   " json_extract(o.payload,'$.parent_remote_id')"
+				   " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
+				   " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
+				   " ORDER BY o.delivered_at, o.id");
+	*entries = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)since);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		json_t *p = json_loads((const char *)sqlite3_column_text(s, 2), 0, NULL);
+		if (!p)
+			continue;
+		*entries = xrealloc(*entries, (*n + 1) * sizeof **entries);
+		struct feed_entry *e = &(*entries)[(*n)++];
+		memset(e, 0, sizeof *e);
+		e->remote_id = col_dup(s, 0);
+		e->parent_remote_id = col_dup(s, 1);
+		if (!e->parent_remote_id)
+			e->parent_remote_id = col_dup(s, 4);
+		e->group = xstrdup(group);
+		json_t *a = json_object_get(p, "author");
+		e->author_name = json_dup(a, "name");
+		e->author_email = json_dup(a, "email");
+		e->subject = json_dup(p, "subject");
+		e->text = json_dup(p, "text");
+		e->created = (time_t)sqlite3_column_int64(s, 3);
+		json_decref(p);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/* --- the dead list ---------------------------------------------------- */
+
+int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
+{
+	/* Messages whose outbox item is listed are not listed a second time. */
+	sqlite3_stmt *s = prep(
+	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
+		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
+		" o.error, o.state FROM outbox o LEFT JOIN messages m ON m.id=o.message"
+		" WHERE o.state='dead'"
+		" UNION ALL"
+		" SELECT 'm', m.id, m.received_at, m.mailbox,"
+		" json_extract(m.parsed,'$.from.email'), json_extract(m.parsed,'$.subject'),"
+		" m.reason, m.state FROM messages m WHERE m.state IN ('skipped','dead')"
+		" AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=m.id"
+		" AND o.state IN ('dead','dropped'))"
+		" ORDER BY 3 DESC, 2 DESC");
+	*list = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		*list = xrealloc(*list, (*n + 1) * sizeof **list);
+		struct outbox_dead *d = &(*list)[(*n)++];
+		memset(d, 0, sizeof *d);
+		snprintf(d->id, sizeof d->id, "%s%lld", sqlite3_column_text(s, 0),
+			 (long long)sqlite3_column_int64(s, 1));
+		d->when = (time_t)sqlite3_column_int64(s, 2);
+		d->mailbox = col_dup(s, 3);
+		d->from = col_dup(s, 4);
+		d->subject = col_dup(s, 5);
+		d->reason = col_dup(s, 6);
+		d->state = col_dup(s, 7);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+void outbox_dead_free(struct outbox_dead *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(list[i].mailbox);
+		free(list[i].from);
+		free(list[i].subject);
+		free(list[i].reason);
+		free(list[i].state);
+	}
+	free(list);
+}
+
+/* "o12" / "m7" → kind and row id.  0, or -1 when malformed. */
+static int dead_id_parse(const char *id, char *kind, int64_t *row)
+{
+	char *end;
+	if (!id || (id[0] != 'o' && id[0] != 'm') || id[1] < '1' || id[1] > '9')
+		return -1;
+	long long v = strtoll(id + 1, &end, 10);
+	if (*end || v <= 0)
+		return -1;
+	*kind = id[0];
+	*row = v;
+	return 0;
+}
+
+/* Runs one UPDATE in its own transaction: 0 changed, 1 nothing matched, -1. */
+static int update_one(struct store *st, const char *sql, int64_t row, const char *extra_sql)
+{
+	if (store_begin(st) < 0)
+		return -1;
+	sqlite3_stmt *s = prep(st, sql);
+	if (s) {
+		sqlite3_bind_int64(s, 1, row);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
+	}
+	if (run(st, s) < 0) {
+		store_rollback(st);
+		return -1;
+	}
+	int changed = sqlite3_changes(store_db(st));
+	if (changed && extra_sql) {
+		s = prep(st, extra_sql);
+		if (s) {
+			sqlite3_bind_int64(s, 1, row);
+			sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
+		}
+		if (run(st, s) < 0) {
+			store_rollback(st);
+			return -1;
+		}
+	}
+	if (store_commit(st) < 0)
+		return -1;
+	return changed ? 0 : 1;
+}
+
+int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen)
+{
+	char kind;
+	int64_t row;
+	if (dead_id_parse(id, &kind, &row) < 0)
+		return 1;
+	if (kind == 'o') {
+		/* The item, and the comments that died because it did. */
+		int rc = update_one(
+		    st,
+		    "UPDATE outbox SET state='pending', attempts=0, next_at=0, error=NULL,"
+		    " created=?2 WHERE id=?1 AND state='dead'",
+		    row,
+		    "UPDATE outbox SET state='pending', attempts=0, next_at=0, error=NULL,"
+		    " created=?2 WHERE (id=?1 OR (parent=?1 AND state='dead'"
+		    " AND error='post was not delivered'))");
+		if (rc == 0) {
+			sqlite3_stmt *s = prep(st, "UPDATE messages SET state='queued', reason=NULL"
+						   " WHERE state='dead' AND id IN (SELECT message"
+						   " FROM outbox WHERE state='pending')");
+			run(st, s);
+		}
+		if (rc < 0)
+			snprintf(err, errlen, "cannot update the state database: %s",
+				 store_errmsg(st));
+		return rc;
+	}
+	sqlite3_stmt *s = prep(st, "SELECT raw IS NULL FROM messages WHERE id=?"
+				   " AND state IN ('skipped','dead')");
+	int missing = 0, exists = 0;
+	if (s) {
+		sqlite3_bind_int64(s, 1, row);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			exists = 1;
+			missing = sqlite3_column_int(s, 0);
+		}
+		sqlite3_finalize(s);
+	}
+	if (!exists)
+		return 1;
+	if (missing) {
+		snprintf(err, errlen,
+			 "message %s was never fetched (it was over max_message_size); raise "
+			 "max_message_size and mark the message unseen on the server instead",
+			 id);
+		return -1;
+	}
+	int rc = update_one(st,
+			    "UPDATE messages SET state='new', reason=NULL WHERE id=?1"
+			    " AND state IN ('skipped','dead') AND ?2 > 0",
+			    row, NULL);
+	if (rc < 0)
+		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
+	return rc;
+}
+
+int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
+{
+	char kind;
+	int64_t row;
+	int rc;
+	if (dead_id_parse(id, &kind, &row) < 0)
+		return 1;
+	if (kind == 'o')
+		rc = update_one(st,
+				"UPDATE outbox SET state='dropped' WHERE id=?1 AND state='dead'"
+				" AND ?2 > 0",
+				row, NULL);
+	else
+		rc = update_one(st,
+				"UPDATE messages SET state='dropped' WHERE id=?1"
+				" AND state IN ('skipped','dead') AND ?2 > 0",
+				row, NULL);
+	if (rc < 0)
+		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
+	return rc;
+}

@@ -1,0 +1,79 @@
+"""The built-in local feed, through the real binary: items in the outbox are
+delivered by `mailfeed run --once` into <dir>/<group>.atom and .txt; the Atom
+file must parse as XML (RFC 4287, comments as RFC 4685 replies) whatever the
+mail contained, and a second pass must not duplicate anything."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+BIN = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
+ATOM = "{http://www.w3.org/2005/Atom}"
+THR = "{http://purl.org/syndication/thread/1.0}"
+
+
+def run(conf, *args):
+    return subprocess.run([BIN, "-c", conf, *args], capture_output=True, text=True, timeout=120)
+
+
+def payload(subject, text, tags):
+    return json.dumps({"author": {"name": "Zoë <Ops>", "email": "zoe@example.org"},
+                       "subject": subject, "text": text, "hashtags": tags,
+                       "message_id": None, "date": "2026-11-23T07:00:00Z"})
+
+
+def test_local_feed_files(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    feeds = tmp_path / "feeds"
+    conf = tmp_path / "mailfeed.conf"
+    state = tmp_path / "state.db"
+    conf.write_text(f"[gateway]\nstate = {state}\nreply_address = feed@example.org\n"
+                    f"secret_file = {secret}\n\n[feed]\nbackend = local\ndir = {feeds}\n")
+    assert run(str(conf), "dead").returncode == 0
+    with sqlite3.connect(state) as db:
+        now = int(time.time())
+        db.execute("INSERT INTO outbox(id, key, kind, grp, payload, created)"
+                   " VALUES(1, 'k1', 'post', 'ops', ?, ?)",
+                   (payload("Budget & <plan>", "Line one\x07\nsee ]]> and &amp;",
+                            ["fundraising", "q3"]), now))
+        db.execute("INSERT INTO outbox(id, key, kind, grp, parent, payload, created)"
+                   " VALUES(2, 'k2', 'comment', 'ops', 1, ?, ?)",
+                   (payload("Re: Budget", "Agreed.", []), now))
+
+    for _ in range(2):
+        p = run(str(conf), "run", "--once")
+        assert p.returncode == 0, p.stderr
+    assert oct(os.stat(feeds).st_mode & 0o777) == "0o750"
+
+    root = ET.parse(feeds / "ops.atom").getroot()
+    assert root.tag == ATOM + "feed"
+    assert root.find(ATOM + "title").text == "ops"
+    assert root.find(ATOM + "updated").text.endswith("Z")
+    entries = root.findall(ATOM + "entry")
+    assert len(entries) == 2
+    by_title = {e.find(ATOM + "title").text: e for e in entries}
+    post, comment = by_title["Budget & <plan>"], by_title["Re: Budget"]
+    assert post.find(ATOM + "content").text == "Line one\ufffd\nsee ]]> and &amp;"
+    assert post.find(ATOM + "author/" + ATOM + "name").text == "Zoë <Ops>"
+    assert post.find(ATOM + "author/" + ATOM + "email").text == "zoe@example.org"
+    assert [c.get("term") for c in post.findall(ATOM + "category")] == ["fundraising", "q3"]
+    assert post.find(THR + "in-reply-to") is None
+    reply = comment.find(THR + "in-reply-to")
+    assert reply.get("ref") == post.find(ATOM + "id").text
+
+    txt = (feeds / "ops.txt").read_text(encoding="utf-8")
+    assert "== Budget & <plan>" in txt
+    assert "tags: #fundraising #q3" in txt
+    assert "\n      -> Zoë <Ops> <zoe@example.org>" in txt
+    assert "         Agreed." in txt
+    assert "\x07" not in txt
+
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT COUNT(*) FROM local_items").fetchone()[0] == 2
+        assert [r for (r,) in db.execute("SELECT remote_id FROM outbox ORDER BY id")] == \
+            ["local-1", "local-2"]

@@ -1,0 +1,181 @@
+/* test_feed_local.c — the built-in local feed: idempotent delivery by key,
+ * comments under their post, reading a group back, and the Atom and text
+ * files a user opens (escaped, threaded, hashtags as categories). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailfeed/config.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/store.h"
+#include "mailfeed/util.h"
+
+struct fx {
+	char dir[64];
+	char feeds[96];
+	struct store *st;
+	struct mf_config cfg;
+	void *ctx;
+	struct strlist tags;
+};
+
+static int setup(void **state)
+{
+	struct fx *x = xcalloc(1, sizeof *x);
+	char path[128], err[256];
+	snprintf(x->dir, sizeof x->dir, "/tmp/test_feed_local.XXXXXX");
+	assert_non_null(mkdtemp(x->dir));
+	snprintf(path, sizeof path, "%s/state.db", x->dir);
+	snprintf(x->feeds, sizeof x->feeds, "%s/out/feeds", x->dir);
+	x->st = store_open(path, err, sizeof err);
+	assert_non_null(x->st);
+	x->cfg.feed.dir = x->feeds;
+	assert_int_equal(feed_local_ops.open(&x->cfg, x->st, &x->ctx, err, sizeof err), 0);
+	strlist_add(&x->tags, "fundraising");
+	strlist_add(&x->tags, "q3&more");
+	*state = x;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *x = *state;
+	char cmd[160];
+	feed_local_ops.close(x->ctx);
+	store_close(x->st);
+	strlist_free(&x->tags);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", x->dir);
+	assert_int_equal(system(cmd), 0);
+	free(x);
+	return 0;
+}
+
+static struct feed_item item(struct fx *x, const char *key, enum feed_kind kind, const char *parent,
+			     const char *text)
+{
+	return (struct feed_item){.key = key,
+				  .kind = kind,
+				  .group = "team/ops",
+				  .parent_remote_id = parent,
+				  .author_name = "Alice <Admin>",
+				  .author_email = "alice@example.org",
+				  .subject = "Q3 & Q4 appeal",
+				  .text = text,
+				  .hashtags = &x->tags};
+}
+
+static void deliver_one(struct fx *x, struct feed_item it, struct feed_result *r)
+{
+	feed_local_ops.deliver(x->ctx, &it, 1, r);
+}
+
+static char *read_out(struct fx *x, const char *name)
+{
+	char path[160];
+	snprintf(path, sizeof path, "%s/%s", x->feeds, name);
+	char *s = file_read_all(path, NULL);
+	assert_non_null(s);
+	return s;
+}
+
+static void test_deliver_is_idempotent(void **state)
+{
+	struct fx *x = *state;
+	struct feed_result r1, r2;
+	deliver_one(x, item(x, "k1", FEED_POST, NULL, "first"), &r1);
+	assert_int_equal(r1.status, FEED_OK);
+	assert_string_equal(r1.remote_id, "local-1");
+	deliver_one(x, item(x, "k1", FEED_POST, NULL, "first"), &r2);
+	assert_int_equal(r2.status, FEED_OK);
+	assert_string_equal(r2.remote_id, "local-1");
+	feed_result_clear(&r1);
+	feed_result_clear(&r2);
+
+	struct feed_item it = item(x, "k1", FEED_POST, NULL, "first");
+	char *rid = NULL;
+	assert_int_equal(feed_local_ops.reconcile(x->ctx, &it, &rid), 1);
+	assert_string_equal(rid, "local-1");
+	free(rid);
+	it.key = "never-sent";
+	assert_int_equal(feed_local_ops.reconcile(x->ctx, &it, &rid), 0);
+
+	struct stat sb;
+	assert_int_equal(stat(x->feeds, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0750);
+}
+
+static void test_comment_needs_existing_post(void **state)
+{
+	struct fx *x = *state;
+	struct feed_result r;
+	deliver_one(x, item(x, "c", FEED_COMMENT, "local-42", "orphan"), &r);
+	assert_int_equal(r.status, FEED_PERMANENT);
+	assert_non_null(strstr(r.error, "local-42"));
+	feed_result_clear(&r);
+}
+
+static void test_read_group_and_files(void **state)
+{
+	struct fx *x = *state;
+	struct feed_result r;
+	deliver_one(x, item(x, "p", FEED_POST, NULL, "Plan <b>bold</b>\nsecond line"), &r);
+	assert_int_equal(r.status, FEED_OK);
+	char *post = xstrdup(r.remote_id);
+	feed_result_clear(&r);
+	deliver_one(x, item(x, "c", FEED_COMMENT, post, "Agreed\x01 fully"), &r);
+	assert_int_equal(r.status, FEED_OK);
+	feed_result_clear(&r);
+
+	struct feed_entry *e;
+	size_t n;
+	char err[256];
+	assert_int_equal(feed_local_ops.read_group(x->ctx, "team/ops", 0, &e, &n, err, sizeof err),
+			 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(e[0].remote_id, post);
+	assert_null(e[0].parent_remote_id);
+	assert_string_equal(e[1].parent_remote_id, post);
+	assert_string_equal(e[1].author_email, "alice@example.org");
+	feed_entries_free(e, n);
+	assert_int_equal(feed_local_ops.read_group(x->ctx, "other", 0, &e, &n, err, sizeof err), 0);
+	assert_int_equal(n, 0);
+	feed_entries_free(e, n);
+
+	/* the group name becomes a safe file name */
+	char *atom = read_out(x, "team_ops.atom");
+	assert_non_null(strstr(atom, "<feed xmlns=\"http://www.w3.org/2005/Atom\""));
+	assert_non_null(strstr(atom, "<title>Q3 &amp; Q4 appeal</title>"));
+	assert_non_null(strstr(atom, "Plan &lt;b&gt;bold&lt;/b&gt;"));
+	assert_non_null(strstr(atom, "<name>Alice &lt;Admin&gt;</name>"));
+	assert_non_null(strstr(atom, "<category term=\"q3&amp;more\"/>"));
+	assert_non_null(strstr(atom, "<thr:in-reply-to ref=\"urn:mailfeed:local-1\""));
+	assert_null(strchr(atom, '\x01'));
+	free(atom);
+
+	char *txt = read_out(x, "team_ops.txt");
+	assert_non_null(strstr(txt, "== Q3 & Q4 appeal\n"));
+	assert_non_null(strstr(txt, "tags: #fundraising #q3&more\n"));
+	assert_non_null(strstr(txt, "   Plan <b>bold</b>\n   second line\n"));
+	assert_non_null(strstr(txt, "\n      -> Alice <Admin> <alice@example.org>"));
+	assert_non_null(strstr(txt, "         Agreed fully\n"));
+	free(txt);
+	free(post);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_deliver_is_idempotent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_comment_needs_existing_post, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_group_and_files, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

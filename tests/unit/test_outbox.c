@@ -1,0 +1,468 @@
+/* test_outbox.c — the durable outbox against a scripted backend: nothing
+ * posted twice (idempotent enqueue, reconcile after a crash), comments after
+ * their post, backoff and Retry-After, the dead list and its commands, and
+ * the message state that makes the IMAP after-action due. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailfeed/feed.h"
+#include "mailfeed/message.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/store.h"
+#include "mailfeed/util.h"
+
+/* --- a scripted backend ------------------------------------------------ */
+
+struct fake {
+	enum feed_status next[16]; /* statuses to answer, in order; then OK */
+	long retry_after[16];
+	size_t n_next, used;
+	int reconcile_answer;
+	int deliveries;
+	char seen_keys[32][64];
+	char seen_parent[32][64];
+	char seen_tags[32][128];
+	size_t n_att[32];
+};
+
+static void fake_deliver(void *ctx, const struct feed_item *items, size_t n,
+			 struct feed_result *res)
+{
+	struct fake *f = ctx;
+	for (size_t i = 0; i < n; i++) {
+		int k = f->deliveries++;
+		snprintf(f->seen_keys[k], sizeof f->seen_keys[k], "%s", items[i].key);
+		snprintf(f->seen_parent[k], sizeof f->seen_parent[k], "%s",
+			 items[i].parent_remote_id ? items[i].parent_remote_id : "");
+		f->seen_tags[k][0] = '\0';
+		for (size_t t = 0; t < items[i].hashtags->n; t++) {
+			strcat(f->seen_tags[k], items[i].hashtags->v[t]);
+			strcat(f->seen_tags[k], ",");
+		}
+		f->n_att[k] = items[i].n_attachments;
+		enum feed_status s = f->used < f->n_next ? f->next[f->used] : FEED_OK;
+		long ra = f->used < f->n_next ? f->retry_after[f->used] : 0;
+		f->used++;
+		memset(&res[i], 0, sizeof res[i]);
+		res[i].status = s;
+		res[i].retry_after = ra;
+		if (s == FEED_OK)
+			res[i].remote_id = xasprintf("r-%s", items[i].key);
+		else
+			snprintf(res[i].error, sizeof res[i].error, "%s",
+				 s == FEED_RETRY ? "HTTP 503: busy"
+						 : "HTTP 400: group is archived");
+	}
+}
+
+static int fake_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
+{
+	struct fake *f = ctx;
+	if (f->reconcile_answer == 1)
+		*remote_id = xasprintf("found-%s", item->key);
+	return f->reconcile_answer;
+}
+
+static const struct feed_backend_ops fake_ops = {
+    .name = "fake", .deliver = fake_deliver, .reconcile = fake_reconcile};
+
+/* --- fixtures ------------------------------------------------------------ */
+
+struct fx {
+	char dir[64];
+	struct store *st;
+	struct mf_config cfg;
+	struct mf_message *msg;
+	struct fake fake;
+};
+
+static int setup(void **state)
+{
+	struct fx *x = xcalloc(1, sizeof *x);
+	char path[128], err[256];
+	snprintf(x->dir, sizeof x->dir, "/tmp/test_outbox.XXXXXX");
+	assert_non_null(mkdtemp(x->dir));
+	snprintf(path, sizeof path, "%s/state.db", x->dir);
+	x->st = store_open(path, err, sizeof err);
+	assert_non_null(x->st);
+	x->cfg.feed.concurrency = 2;
+	x->cfg.feed.max_retry_delay = 3600;
+	x->cfg.feed.dead_after = 2 * 86400L;
+	x->msg = message_new();
+	x->msg->subject = xstrdup("Q3 appeal");
+	x->msg->from_name = xstrdup("Alice");
+	x->msg->from_email = xstrdup("alice@example.org");
+	x->msg->message_id = xstrdup("a1@example.org");
+	x->msg->text = xstrdup("Let us plan the appeal.");
+	x->msg->date = 1790000000;
+	strlist_add(&x->msg->hashtags, "Campaign");
+	strlist_add(&x->msg->hashtags, "q3");
+	*state = x;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *x = *state;
+	char cmd[160];
+	store_close(x->st);
+	message_free(x->msg);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", x->dir);
+	assert_int_equal(system(cmd), 0);
+	free(x);
+	return 0;
+}
+
+static int64_t add_message(struct fx *x, const char *state, const char *reason)
+{
+	char sql[512];
+	snprintf(sql, sizeof sql,
+		 "INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, raw, state,"
+		 " reason, received_at, parsed) VALUES('fundraising', 1,"
+		 " (SELECT COUNT(*)+1 FROM messages), 10, 'x', 'raw', '%s', %s%s%s, 1790000000,"
+		 " '{\"subject\":\"Hi\",\"from\":{\"email\":\"bob@example.org\"}}')",
+		 state, reason ? "'" : "", reason ? reason : "NULL", reason ? "'" : "");
+	assert_int_equal(store_exec(x->st, sql), 0);
+	return sqlite3_last_insert_rowid(store_db(x->st));
+}
+
+static int64_t enqueue(struct fx *x, const char *key, const char *kind, int64_t parent,
+		       int64_t message)
+{
+	struct strlist extra = {0};
+	strlist_add(&extra, "fundraising");
+	strlist_add(&extra, "campaign");
+	struct outbox_new n = {.message = message,
+			       .key = key,
+			       .kind = kind,
+			       .group = "G1",
+			       .parent = parent,
+			       .msg = x->msg,
+			       .extra_hashtags = &extra};
+	assert_int_equal(store_begin(x->st), 0);
+	int64_t id = outbox_enqueue(x->st, &n);
+	assert_int_equal(store_commit(x->st), 0);
+	strlist_free(&extra);
+	return id;
+}
+
+static char *col_text(struct fx *x, const char *sql)
+{
+	sqlite3_stmt *s;
+	char *out = NULL;
+	assert_int_equal(sqlite3_prepare_v2(store_db(x->st), sql, -1, &s, NULL), SQLITE_OK);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+		out = xstrdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	return out;
+}
+
+static long long col_int(struct fx *x, const char *sql)
+{
+	char *t = col_text(x, sql);
+	long long v = t ? atoll(t) : -1;
+	free(t);
+	return v;
+}
+
+static int deliver(struct fx *x)
+{
+	long waiting;
+	return outbox_deliver_due_ops(x->st, &x->cfg, &fake_ops, &x->fake, &waiting);
+}
+
+/* --- tests ----------------------------------------------------------------- */
+
+static void test_enqueue_is_idempotent(void **state)
+{
+	struct fx *x = *state;
+	x->msg->attachments = xcalloc(1, sizeof *x->msg->attachments);
+	x->msg->n_attachments = 1;
+	x->msg->attachments[0].filename = xstrdup("plan.pdf");
+	x->msg->attachments[0].content_type = xstrdup("application/pdf");
+	x->msg->attachments[0].data = (unsigned char *)xstrdup("%PDF");
+	x->msg->attachments[0].size = 4;
+	int64_t a = enqueue(x, "k1", "post", 0, 0);
+	int64_t b = enqueue(x, "k1", "post", 0, 0);
+	assert_true(a > 0);
+	assert_int_equal(a, b);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox"), 1);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM attachments"), 1);
+
+	assert_int_equal(deliver(x), 0);
+	assert_int_equal(x->fake.deliveries, 1);
+	/* configured tags first, then the message's, case-insensitively unique */
+	assert_string_equal(x->fake.seen_tags[0], "fundraising,campaign,q3,");
+	assert_int_equal(x->fake.n_att[0], 1);
+	/* delivering again sends nothing */
+	assert_int_equal(deliver(x), 0);
+	assert_int_equal(x->fake.deliveries, 1);
+	struct outbox_counts c;
+	assert_int_equal(outbox_counts(x->st, &c), 0);
+	assert_int_equal(c.delivered, 1);
+	assert_int_equal(c.pending, 0);
+}
+
+static void test_comments_wait_for_post(void **state)
+{
+	struct fx *x = *state;
+	int64_t msg = add_message(x, "queued", NULL);
+	int64_t post = enqueue(x, "p", "post", 0, 0);
+	enqueue(x, "c1", "comment", post, msg);
+	x->fake.next[0] = FEED_RETRY;
+	x->fake.n_next = 1;
+
+	assert_int_equal(deliver(x), 0);
+	assert_int_equal(x->fake.deliveries, 1); /* only the post was tried */
+	assert_string_equal(x->fake.seen_keys[0], "p");
+	assert_true(outbox_next_due(x->st) > time(NULL));
+
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET next_at=0"), 0);
+	assert_int_equal(deliver(x), 0);
+	assert_int_equal(deliver(x), 0);
+	assert_int_equal(x->fake.deliveries, 3);
+	assert_string_equal(x->fake.seen_keys[2], "c1");
+	assert_string_equal(x->fake.seen_parent[2], "r-p");
+	char *st = col_text(x, "SELECT state FROM messages");
+	assert_string_equal(st, "delivered");
+	free(st);
+	assert_int_equal(outbox_next_due(x->st), 0);
+}
+
+static void test_comments_keep_date_order(void **state)
+{
+	struct fx *x = *state;
+	int64_t post = enqueue(x, "p", "post", 0, 0);
+	x->msg->date = 1790000500;
+	enqueue(x, "late", "comment", post, 0);
+	x->msg->date = 1790000100;
+	enqueue(x, "early", "comment", post, 0);
+	for (int i = 0; i < 4; i++)
+		deliver(x);
+	assert_int_equal(x->fake.deliveries, 3);
+	assert_string_equal(x->fake.seen_keys[1], "early");
+	assert_string_equal(x->fake.seen_keys[2], "late");
+}
+
+static void test_backoff_and_retry_after(void **state)
+{
+	struct fx *x = *state;
+	enqueue(x, "k", "post", 0, 0);
+	x->fake.n_next = 3;
+	x->fake.next[0] = x->fake.next[1] = x->fake.next[2] = FEED_RETRY;
+	x->fake.retry_after[2] = 600;
+
+	time_t t0 = time(NULL);
+	deliver(x);
+	long long next = col_int(x, "SELECT next_at FROM outbox");
+	assert_true(next >= t0 + 2 && next <= time(NULL) + 5); /* 5 s, jittered */
+	assert_int_equal(col_int(x, "SELECT attempts FROM outbox"), 1);
+	char *s = col_text(x, "SELECT state || ' ' || error FROM outbox");
+	assert_string_equal(s, "retrying HTTP 503: busy");
+	free(s);
+
+	store_exec(x->st, "UPDATE outbox SET next_at=0");
+	t0 = time(NULL);
+	deliver(x);
+	next = col_int(x, "SELECT next_at FROM outbox");
+	assert_true(next >= t0 + 5 && next <= time(NULL) + 10); /* doubled */
+
+	/* Retry-After longer than the backoff wins */
+	store_exec(x->st, "UPDATE outbox SET next_at=0");
+	t0 = time(NULL);
+	deliver(x);
+	next = col_int(x, "SELECT next_at FROM outbox");
+	assert_true(next >= t0 + 600 && next <= time(NULL) + 600);
+
+	/* the cap holds however many attempts there were */
+	x->fake.n_next = 4;
+	x->fake.next[3] = FEED_RETRY;
+	x->fake.retry_after[3] = 0;
+	store_exec(x->st, "UPDATE outbox SET next_at=0, attempts=40");
+	x->cfg.feed.max_retry_delay = 100;
+	t0 = time(NULL);
+	deliver(x);
+	next = col_int(x, "SELECT next_at FROM outbox");
+	assert_true(next >= t0 + 50 && next <= time(NULL) + 100);
+}
+
+static void test_gives_up_after_dead_after(void **state)
+{
+	struct fx *x = *state;
+	int64_t msg = add_message(x, "queued", NULL);
+	enqueue(x, "k", "post", 0, msg);
+	store_exec(x->st, "UPDATE outbox SET created=created-200000");
+	x->fake.n_next = 1;
+	x->fake.next[0] = FEED_RETRY;
+	assert_int_equal(deliver(x), 1);
+	char *s = col_text(x, "SELECT state FROM outbox");
+	assert_string_equal(s, "dead");
+	free(s);
+	s = col_text(x, "SELECT error FROM outbox");
+	assert_non_null(strstr(s, "gave up"));
+	assert_non_null(strstr(s, "HTTP 503: busy"));
+	free(s);
+}
+
+static void test_permanent_goes_dead_with_comments(void **state)
+{
+	struct fx *x = *state;
+	int64_t m1 = add_message(x, "queued", NULL);
+	int64_t m2 = add_message(x, "queued", NULL);
+	int64_t post = enqueue(x, "p", "post", 0, m1);
+	enqueue(x, "c", "comment", post, m2);
+	x->fake.n_next = 1;
+	x->fake.next[0] = FEED_PERMANENT;
+	assert_int_equal(deliver(x), 2);
+	assert_int_equal(x->fake.deliveries, 1);
+	char *s = col_text(x, "SELECT error FROM outbox WHERE key='p'");
+	assert_string_equal(s, "HTTP 400: group is archived");
+	free(s);
+	s = col_text(x, "SELECT error FROM outbox WHERE key='c'");
+	assert_string_equal(s, "post was not delivered");
+	free(s);
+	s = col_text(x, "SELECT group_concat(state) FROM (SELECT state FROM messages ORDER BY id)");
+	assert_string_equal(s, "dead,dead");
+	free(s);
+	s = col_text(x, "SELECT reason FROM messages WHERE id=1");
+	assert_non_null(strstr(s, "group is archived"));
+	free(s);
+
+	/* the dead list shows the two items, not their messages again */
+	struct outbox_dead *d;
+	size_t n;
+	assert_int_equal(outbox_dead_list(x->st, &d, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(d[0].subject, "Q3 appeal");
+	assert_string_equal(d[0].mailbox, "fundraising");
+	outbox_dead_free(d, n);
+
+	/* retrying the post brings its comment back, and both are delivered */
+	char err[256];
+	char id[24];
+	snprintf(id, sizeof id, "o%lld", (long long)post);
+	assert_int_equal(outbox_dead_retry(x->st, id, err, sizeof err), 0);
+	assert_int_equal(outbox_dead_retry(x->st, id, err, sizeof err), 1);
+	deliver(x);
+	deliver(x);
+	assert_int_equal(x->fake.deliveries, 3);
+	s = col_text(x, "SELECT group_concat(state) FROM (SELECT state FROM messages ORDER BY id)");
+	assert_string_equal(s, "delivered,delivered");
+	free(s);
+}
+
+static void test_reconcile_after_crash(void **state)
+{
+	struct fx *x = *state;
+	int64_t msg = add_message(x, "queued", NULL);
+	enqueue(x, "found", "post", 0, msg);
+	enqueue(x, "lost", "post", 0, 0);
+	enqueue(x, "unknown", "post", 0, 0);
+	/* a crash after "mark inflight": every item is left inflight */
+	store_exec(x->st, "UPDATE outbox SET state='inflight'");
+
+	x->fake.reconcile_answer = -1;
+	deliver(x);
+	assert_int_equal(x->fake.deliveries, 0);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE state='inflight'"), 3);
+
+	x->fake.reconcile_answer = 1;
+	store_exec(x->st, "UPDATE outbox SET state='delivered', remote_id='x' WHERE key!='found'");
+	deliver(x);
+	assert_int_equal(x->fake.deliveries, 0); /* found at the service: not sent again */
+	char *s = col_text(x, "SELECT remote_id FROM outbox WHERE key='found'");
+	assert_string_equal(s, "found-found");
+	free(s);
+	s = col_text(x, "SELECT state FROM messages");
+	assert_string_equal(s, "delivered");
+	free(s);
+
+	/* not at the service: sent once more */
+	store_exec(x->st, "UPDATE outbox SET state='inflight' WHERE key='lost'");
+	x->fake.reconcile_answer = 0;
+	deliver(x);
+	assert_int_equal(x->fake.deliveries, 1);
+	assert_string_equal(x->fake.seen_keys[0], "lost");
+}
+
+static void test_dead_messages_retry_and_drop(void **state)
+{
+	struct fx *x = *state;
+	add_message(x, "skipped", "sender not allowed: bob@example.org");
+	add_message(x, "dead", "parser crashed");
+	add_message(x, "delivered", NULL);
+	struct outbox_dead *d;
+	size_t n;
+	char err[256];
+	assert_int_equal(outbox_dead_list(x->st, &d, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(d[0].id, "m2");
+	assert_string_equal(d[0].reason, "parser crashed");
+	assert_string_equal(d[1].id, "m1");
+	assert_string_equal(d[1].from, "bob@example.org");
+	outbox_dead_free(d, n);
+
+	assert_int_equal(outbox_dead_retry(x->st, "m1", err, sizeof err), 0);
+	assert_int_equal(outbox_dead_drop(x->st, "m2", err, sizeof err), 0);
+	assert_int_equal(outbox_dead_drop(x->st, "m3", err, sizeof err), 1);
+	assert_int_equal(outbox_dead_drop(x->st, "o99", err, sizeof err), 1);
+	assert_int_equal(outbox_dead_drop(x->st, "x1", err, sizeof err), 1);
+	char *s =
+	    col_text(x, "SELECT group_concat(state) FROM (SELECT state FROM messages ORDER BY id)");
+	assert_string_equal(s, "new,dropped,delivered");
+	free(s);
+	assert_int_equal(outbox_dead_list(x->st, &d, &n), 0);
+	assert_int_equal(n, 0);
+	outbox_dead_free(d, n);
+}
+
+static void test_read_delivered(void **state)
+{
+	struct fx *x = *state;
+	int64_t post = enqueue(x, "p", "post", 0, 0);
+	enqueue(x, "c", "comment", post, 0);
+	enqueue(x, "q", "post", 0, 0);
+	x->fake.n_next = 3;
+	x->fake.next[0] = FEED_OK;
+	x->fake.next[1] = FEED_PERMANENT;
+	deliver(x);
+	deliver(x);
+	struct feed_entry *e;
+	size_t n;
+	assert_int_equal(outbox_read_delivered(x->st, "G1", 0, &e, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(e[0].remote_id, "r-p");
+	assert_null(e[0].parent_remote_id);
+	assert_string_equal(e[1].remote_id, "r-c");
+	assert_string_equal(e[1].parent_remote_id, "r-p");
+	assert_string_equal(e[1].author_email, "alice@example.org");
+	feed_entries_free(e, n);
+	assert_int_equal(outbox_read_delivered(x->st, "G1", time(NULL) + 10, &e, &n), 0);
+	assert_int_equal(n, 0);
+	feed_entries_free(e, n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_enqueue_is_idempotent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_comments_wait_for_post, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_comments_keep_date_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backoff_and_retry_after, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gives_up_after_dead_after, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_permanent_goes_dead_with_comments, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_reconcile_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dead_messages_retry_and_drop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_delivered, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
