@@ -654,14 +654,6 @@ int cmd_run(int argc, char **argv, const char *config)
 			return 2;
 		}
 	}
-	d.cfg = cli_load_config(config);
-	if (!d.cfg)
-		return 2;
-	if (d.cfg->gateway.log_level) {
-		enum log_level lvl;
-		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
-			log_set_level(lvl);
-	}
 	/* signals are taken synchronously by the main thread only */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -669,6 +661,16 @@ int cmd_run(int argc, char **argv, const char *config)
 	sigaddset(&mask, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	d.cfg = cli_load_config(config);
+	if (!d.cfg) {
+		close(sfd);
+		return 2;
+	}
+	if (d.cfg->gateway.log_level) {
+		enum log_level lvl;
+		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
+			log_set_level(lvl);
+	}
 
 	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
 	if (!st) {

@@ -95,26 +95,37 @@ static int user_version(sqlite3 *db)
 	return v;
 }
 
+/* Each step runs in its own IMMEDIATE transaction and re-reads the version
+ * inside it, so two processes opening a new database at once (the daemon
+ * and `mailfeed status`) cannot both apply the same step. */
 static int migrate(sqlite3 *db, char *err, size_t errlen)
 {
-	int v = user_version(db);
-	char *msg = NULL;
-	if (v < 0) {
-		snprintf(err, errlen, "cannot read schema version: %s", sqlite3_errmsg(db));
-		return -1;
-	}
-	if (v > SCHEMA_VERSION) {
-		snprintf(err, errlen,
-			 "state database has schema version %d, this mailfeed knows up to %d; "
-			 "use a newer mailfeed",
-			 v, SCHEMA_VERSION);
-		return -1;
-	}
-	for (; v < SCHEMA_VERSION; v++) {
+	for (;;) {
+		char *msg = NULL;
+		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(err, errlen, "cannot lock the state database: %s",
+				 msg ? msg : sqlite3_errmsg(db));
+			sqlite3_free(msg);
+			return -1;
+		}
+		int v = user_version(db);
+		if (v < 0 || v > SCHEMA_VERSION) {
+			if (v < 0)
+				snprintf(err, errlen, "cannot read schema version: %s",
+					 sqlite3_errmsg(db));
+			else
+				snprintf(err, errlen,
+					 "state database has schema version %d, this mailfeed knows "
+					 "up to %d; use a newer mailfeed",
+					 v, SCHEMA_VERSION);
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+		if (v == SCHEMA_VERSION)
+			return sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 		char pragma[64];
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
-		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
+		if (sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
 		    sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
 		    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
 			snprintf(err, errlen, "schema migration to version %d failed: %s", v + 1,
@@ -126,7 +137,6 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 		if (v > 0)
 			log_info("store.migrated version=%d", v + 1);
 	}
-	return 0;
 }
 
 struct store *store_open(const char *path, char *err, size_t errlen)

@@ -31,9 +31,13 @@ def db(cfg):
 
 
 def count(cfg, sql, *args):
+    if not os.path.exists(cfg.state):
+        return 0
     con = db(cfg)
     try:
         return con.execute(sql, args).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # the daemon has not created its schema yet
     finally:
         con.close()
 
@@ -164,10 +168,8 @@ def test_connection_errors_are_one_clear_line(dovecot, tmp_path, case):
         kw["ca_file"] = dovecot.other_ca_file
         expect = "certificate"
     else:
-        kw["host"] = "127.0.0.1"
-        kw["ca_file"] = dovecot.ca_file
-        kw["cert_name_mismatch"] = True
-        expect = "certificate"
+        kw["host"] = dovecot.mismatch_host
+        expect = "host name"
     cfg = write_config(tmp_path, dovecot, folder="INBOX", **kw)
     r = run_mailfeed(cfg.path, "run", "--once", timeout=60)
     assert r.returncode == 1
@@ -176,12 +178,16 @@ def test_connection_errors_are_one_clear_line(dovecot, tmp_path, case):
     assert "account alice" in errors[0] or "account=alice" in errors[0]
     assert expect in errors[0].lower()
     assert "AddressSanitizer" not in r.stderr
+    if case == "password":
+        return  # Dovecot slows repeated failed logins down; the others show the retries
     # the daemon keeps retrying with backoff instead of exiting
     p = start_daemon(cfg.path)
-    time.sleep(4)
+    assert wait_for(lambda: open(p.log_path).read().count("retry_in=") >= 2, 15)
     assert p.poll() is None
     log = stop_daemon(p)
-    assert log.count("retry_in=") >= 2, log
+    delays = [int(l.split("retry_in=")[1].rstrip("s")) for l in log.splitlines()
+              if "retry_in=" in l]
+    assert delays == sorted(delays), delays  # backing off, not hammering
 
 
 def test_sigterm_exits_zero_quickly(dovecot, tmp_path):
@@ -216,8 +222,9 @@ def test_reload_adds_and_removes_mappings_and_refuses_bad_config(dovecot, tmp_pa
         dovecot.append("alice", "Two", msg(3))
         assert wait_for(lambda: count(cfg, "SELECT COUNT(*) FROM local_items WHERE grp='two'") == 2, 20)
         # remove the first mapping: its new mail is no longer taken in
+        import re
         with open(cfg.path, "w") as f:
-            f.write(good.replace("[mailbox team]", "[mailbox gone]").replace("folder = One", "folder = Two"))
+            f.write(re.sub(r"\[mailbox team\][^\[]*", "", good))
         p.send_signal(signal.SIGHUP)
         time.sleep(2)
         dovecot.append("alice", "One", msg(4))

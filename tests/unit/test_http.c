@@ -1,9 +1,10 @@
 /* test_http.c — the HTTP client: status classification, Retry-After parsing,
  * escaping, and real requests against a tiny loopback server thread. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,10 +1,11 @@
 /* test_jwt.c — JWT bearer assertions: base64url, RS256 signatures checked
  * with OpenSSL against the public half of a key made for the test, claims,
  * and key loading errors a user would meet. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include <stdio.h>
 #include <stdlib.h>
