@@ -217,6 +217,23 @@ static int is_quote_header(const char *s, size_t len)
 	return 0;
 }
 
+/* "On Monday Ann wrote:" carries no date or address; it counts only when
+ * quoted lines follow it (checked by the caller). */
+static int is_bare_quote_header(const char *s, size_t n)
+{
+	if (n < 2 || n > CLEAN_MAX_HEADER_LINE || s[n - 1] != ':')
+		return 0;
+	n--;
+	while (n > 0 && s[n - 1] == ' ')
+		n--;
+	for (size_t i = 0; i < sizeof wrote_verbs / sizeof *wrote_verbs; i++) {
+		size_t v = strlen(wrote_verbs[i]);
+		if (ends_ci(s, n, wrote_verbs[i]) && n > v && s[n - v - 1] == ' ')
+			return 1;
+	}
+	return 0;
+}
+
 static int ends_sentence(const char *s, size_t n)
 {
 	return n > 0 && (s[n - 1] == '.' || s[n - 1] == '!' || s[n - 1] == '?');
@@ -275,6 +292,15 @@ static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
 		}
 	}
 	buf_free(&joined);
+	if (!found && !ls[i].quoted) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len, k = i + 1;
+		trim_view(&s, &n);
+		while (k < nl && k <= i + 2 && ls[k].blank)
+			k++;
+		if (k < nl && ls[k].quoted && is_bare_quote_header(s, n))
+			found = 1;
+	}
 	return found;
 }
 

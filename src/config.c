@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/metrics.h"
 #include "mailfeed/log.h"
 
 extern char **environ;
@@ -778,6 +779,8 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 			snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464");
 			return -1;
 		}
+		if (metrics_listen_check(v, err, errlen) < 0)
+			return -1;
 		free(*sp);
 		*sp = xstrdup(v);
 		return 0;

@@ -102,7 +102,7 @@ def make_config(tmp_path, smtp_port, extra="", subscriber="daily", imap_port=Non
     secret.write_bytes(os.urandom(32))
     os.chmod(secret, 0o600)
     pw = tmp_path / "imap.pass"
-    pw.write_text("secret\n")
+    pw.write_text("alicepw\n")
     os.chmod(pw, 0o600)
     c.path = str(tmp_path / "mailfeed.conf")
     text = f"""
