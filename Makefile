@@ -73,7 +73,7 @@ deps:
 
 # Everything under sanitizers; the last line printed is the summary.
 check: deps
-	$(MAKE) build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe mailfeed
+	$(MAKE) -j$$(nproc) build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe mailfeed
 	tests/run-tests.sh
 
 unit: $(UNITBINS)

@@ -28,7 +28,20 @@
 struct local_ctx {
 	struct store *st;
 	char *dir;
+	size_t full_batch;      /* what the outbox hands over when more is waiting */
+	struct strlist dirty;   /* groups whose files are behind the table */
+	double last_render;
 };
+
+/* Renders every group whose files are behind. */
+static int local_render(struct local_ctx *c, const char *group);
+static void local_flush(struct local_ctx *c)
+{
+	for (size_t i = 0; i < c->dirty.n; i++)
+		local_render(c, c->dirty.v[i]);
+	strlist_free(&c->dirty);
+	c->last_render = now_monotonic();
+}
 
 /* mkdir -p with mode for the missing parts. 0 or -1 (errno). */
 static int mkdir_p(const char *path, mode_t mode)
@@ -64,6 +77,7 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	struct local_ctx *c = xcalloc(1, sizeof *c);
 	c->st = st;
 	c->dir = xstrdup(dir);
+	c->full_batch = (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 1) * 4;
 	*ctx = c;
 	return 0;
 }
@@ -73,6 +87,7 @@ static void local_close(void *ctx)
 	struct local_ctx *c = ctx;
 	if (!c)
 		return;
+	local_flush(c);
 	free(c->dir);
 	free(c);
 }
@@ -488,22 +503,29 @@ static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
 			  struct feed_result *results)
 {
 	struct local_ctx *c = ctx;
-	struct strlist touched = {0};
+	/* one transaction (one fsync) for the batch; without it each item
+	 * would commit on its own */
+	int tx = store_begin(c->st) == 0;
 	for (size_t i = 0; i < n; i++) {
 		local_deliver_one(c, &items[i], &results[i]);
-		if (results[i].status == FEED_OK) {
-			int seen = 0;
-			for (size_t j = 0; j < touched.n; j++)
-				seen |= strcmp(touched.v[j], items[i].group) == 0;
-			if (!seen)
-				strlist_add(&touched, items[i].group);
-		}
+		if (results[i].status == FEED_OK && !strlist_has_ci(&c->dirty, items[i].group))
+			strlist_add(&c->dirty, items[i].group);
 	}
-	/* The files are a rendering of the table: a failed write is logged and
-	 * redone with the next delivery; the items themselves are safe. */
-	for (size_t i = 0; i < touched.n; i++)
-		local_render(c, touched.v[i]);
-	strlist_free(&touched);
+	if (tx && store_commit(c->st) < 0) {
+		for (size_t i = 0; i < n; i++) {
+			feed_result_clear(&results[i]);
+			results[i].status = FEED_RETRY;
+			snprintf(results[i].error, sizeof results[i].error,
+				 "local feed store error: %s", store_errmsg(c->st));
+		}
+		return;
+	}
+	/* The files are a rendering of the table (a failed write is logged and
+	 * redone later; the items themselves are safe).  Rendering a big group
+	 * costs more than a batch, so during a burst (full batches) the files
+	 * are rewritten at most every 2 s, and always when the queue drains. */
+	if (n < c->full_batch || now_monotonic() - c->last_render >= 2.0)
+		local_flush(c);
 }
 
 static int local_reconcile(void *ctx, const struct feed_item *item, char **remote_id)

@@ -30,7 +30,7 @@
 #include "mailfeed/util.h"
 
 #define FETCH_BATCH 100
-#define BODY_BATCH_BYTES (8 * 1024 * 1024)
+#define BODY_BATCH_BYTES (2 * 1024 * 1024)
 
 struct imap_session {
 	mailimap *imap;

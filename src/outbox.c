@@ -631,12 +631,19 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 	if (c < 0)
 		goto fail;
 	dead += c;
-	sqlite3_stmt *s = prep(st, "SELECT o.id FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
-				   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+	/* Candidates come from the state index alone (no payload read), so a
+	 * long queue costs little per round; eligibility is then checked on a
+	 * bounded window. */
+	sqlite3_stmt *s = prep(st, "SELECT o.id FROM (SELECT id FROM outbox"
+				   " WHERE state IN ('pending','retrying') AND next_at <= ?1"
+				   " ORDER BY id LIMIT ?3) c JOIN outbox o ON o.id=c.id"
+				   " LEFT JOIN outbox p ON p.id=o.parent"
+				   " WHERE" ELIGIBLE " ORDER BY o.id LIMIT ?2");
 	if (!s)
 		goto fail;
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
 	sqlite3_bind_int64(s, 2, (sqlite3_int64)batch);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)batch * 256);
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		ids = xrealloc(ids, (n + 1) * sizeof *ids);
 		ids[n++] = sqlite3_column_int64(s, 0);

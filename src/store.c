@@ -34,7 +34,7 @@ static const char *const migrations[] = {
 	" state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
 	" received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
 	" UNIQUE(mailbox, uidvalidity, uid));"
-	"CREATE INDEX messages_state ON messages(state);"
+	"CREATE INDEX messages_state ON messages(state, internaldate, id);"
 	"CREATE INDEX messages_msgid ON messages(mailbox, message_id);"
 	"CREATE INDEX messages_ack ON messages(mailbox, uidvalidity, acked);"
 	"CREATE TABLE threads("
@@ -52,6 +52,7 @@ static const char *const migrations[] = {
 	" remote_id TEXT, error TEXT, created INTEGER NOT NULL, delivered_at INTEGER);"
 	"CREATE INDEX outbox_state ON outbox(state, next_at);"
 	"CREATE INDEX outbox_parent ON outbox(parent);"
+	"CREATE INDEX outbox_message ON outbox(message);"
 	"CREATE TABLE attachments("
 	" id INTEGER PRIMARY KEY, item INTEGER NOT NULL, filename TEXT NOT NULL,"
 	" content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"
@@ -353,7 +354,7 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 	return known;
 }
 
-int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
+int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted)
 {
 	char hash[65];
 	*inserted = 0;
@@ -361,16 +362,13 @@ int store_message_add(struct store *st, const struct stored_message *m, int *ins
 		sha256_hex(m->raw, m->raw_len, hash);
 	else
 		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
-	if (store_begin(st) < 0)
-		return -1;
-	int known = store_message_known(st, m->mailbox, m->message_id, hash);
-	if (!known) {
+	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
 		sqlite3_stmt *s = prep(
 		    st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
 			" size, internaldate, sha256, raw, state, reason, received_at)"
 			" VALUES(?,?,?,?,?,?,?,?,?,?,?)");
 		if (!s)
-			goto fail;
+			return -1;
 		sqlite3_bind_text(s, 1, m->mailbox, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 2, m->uidvalidity);
 		sqlite3_bind_int64(s, 3, m->uid);
@@ -386,16 +384,26 @@ int store_message_add(struct store *st, const struct stored_message *m, int *ins
 			sqlite3_bind_text(s, 10, m->reason, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 11, (sqlite3_int64)time(NULL));
 		if (step_done(st, s) < 0)
-			goto fail;
+			return -1;
 		*inserted = sqlite3_changes(st->db) > 0;
 	}
-	if (store_folder_advance(st, m->mailbox, m->uid) < 0)
-		goto fail;
-	return store_commit(st);
-fail:
-	store_rollback(st);
-	*inserted = 0;
-	return -1;
+	return store_folder_advance(st, m->mailbox, m->uid);
+}
+
+int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
+{
+	if (store_begin(st) < 0)
+		return -1;
+	if (store_message_add_tx(st, m, inserted) < 0) {
+		store_rollback(st);
+		*inserted = 0;
+		return -1;
+	}
+	if (store_commit(st) < 0) {
+		*inserted = 0;
+		return -1;
+	}
+	return 0;
 }
 
 int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t **uids,

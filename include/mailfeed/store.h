@@ -77,6 +77,9 @@ struct stored_message {
  * after a UIDVALIDITY change — same Message-ID and content hash) is not
  * inserted again; *inserted tells which.  Returns 0 or -1. */
 int store_message_add(struct store *st, const struct stored_message *m, int *inserted);
+/* The same inside the caller's transaction, so that a batch of messages
+ * and the checkpoint after its last one commit (and fsync) together. */
+int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted);
 
 /* Whether a message with this Message-ID and hash is already stored for the
  * mailbox (UIDVALIDITY resync). */

@@ -1,398 +1,277 @@
-"""Shared harness for the integration tests: a throwaway Dovecot on
-127.0.0.1 (plain IMAP and IMAPS, TLS from a CA made at test time), config
-writing, and running the binary under test.
+"""Shared fixtures and helpers for the integration tests (run with
+/usr/bin/python3 -m pytest tests/integration; the binary under test is
+$MAILFEED_BIN, default build/asan/mailfeed).
 
-Fixtures and helpers:
-  tls             session: CA + server certificate (localhost, 127.0.0.1),
-                  and an unrelated CA (for "untrusted" tests)
-  dovecot         a fresh Dovecot per test: .host .imap_port .imaps_port
-                  .ca_file .other_ca_file .mismatch_host (127.0.0.2, not in the
-                  certificate), users alice/alicepw and bob/bobpw;
-                  .create_folder .delete_folder .append .bulk_import
-                  .messages .set_uidvalidity .restart .stop .free_port
-  write_config(tmp_path, dovecot, **options) -> Cfg(.path .state .feeds)
-  run_mailfeed(config, *args, timeout=60, input=None) -> CompletedProcess
-  start_daemon(config) -> Popen;  stop_daemon(p) -> its log (asserts exit 0 in 10 s)
-The binary is $MAILFEED_BIN (default: build/asan/mailfeed)."""
+Fixtures
+  tls_ca       (session) harness.TestCA: .ca_file, .cert/.key (localhost and
+               127.0.0.1), .wrong_cert/.wrong_key (same CA, imap.example.org
+               only), .other_ca_file (unrelated CA, for "untrusted" tests).
+  dovecot      (function) a fresh harness.Dovecot, ~0.15 s to start:
+               .host "127.0.0.1", .imap_port (= .port_imap; plain, offers
+               STARTTLS), .imaps_port (= .port_imaps), .ca_file,
+               .other_ca_file, .conf, .users {"alice": "secret", "bob":
+               "bobsecret"}, .user/.password (alice's), .wrong_name_port
+               (IMAPS whose certificate names imap.example.org), .free_port().
+               Mail: .create_folder(user, f), .delete_folder(user, f),
+               .append(user, f, raw) (unseen, wakes IDLE), .bulk_import(user,
+               f, [raw...]) (fast, unseen, UIDs in list order),
+               .messages(user, f) -> [(uid, [flags], raw)], .status(user, f),
+               .set_uidvalidity(user, f, n), .add_user(name, pw).
+               Server: .restart(**opts), .stop(), .log_text().
+  dovecot_factory  (function) make_dovecot(oauth2=False, imap_capability=None,
+               idle_notify="2 mins") for special servers: oauth2=True adds an
+               introspection stub accepting tokens "tok-alice"/"tok-bob"
+               (.add_token(tok, user), .revoke_token(tok)); imap_capability
+               replaces the post-login capability list (e.g. without MOVE
+               and UIDPLUS).  All stopped at the end of the test.
+  smtp_sink    (function) harness.SmtpSink with STARTTLS (test CA), no AUTH:
+               .port, .messages() -> [(envelope dict, EmailMessage, raw)],
+               .wait_for(n, timeout), .fail(stage, "451 ...", times=1,
+               address=None), .clear_failures().
+  smtp_sink_factory  (function) make_sink(require_tls=False, username=None,
+               password=None) for AUTH / TLS-required sinks.
+
+Helpers (import them: `from conftest import write_config, ...`)
+  write_config(tmp_path, dovecot=None, **kw) -> Config (a str: the path;
+      also .path .state .dir .feed_dir).  With a dovecot: [account alice]
+      (IMAPS, ca_file = the test CA, timeout 10) and [mailbox team] (folder
+      INBOX, group team).  Shortcuts: folder, group, after, user, password,
+      token (XOAUTH2 through oauth2_token_file), host, port, tls
+      ("implicit" | "starttls" | "none"), ca_file, cert_name_mismatch=True
+      (connects to .wrong_name_port).  Any keyword whose value is a dict is
+      a section: gateway=, feed=, account=, mailbox= merge into the
+      defaults (mailbox=None drops the mailbox); others are added as
+      written, e.g. smtp={...}, **{"subscriber bob@example.org": {...}}.
+      A value Secret("text") becomes a mode-600 file and its path.
+  run_mailfeed(config, *args, timeout=60, env=None) -> CompletedProcess (text)
+  start_daemon(config, *args) -> Popen of `mailfeed run`, stderr in a file
+      (p.log_path); stop_daemon(p) sends SIGTERM, asserts exit 0 within
+      10 s and returns the log.  Daemons still running at the end of a
+      test are killed.
+  state_db(config) -> sqlite3 connection (row_factory Row) to the state.
+  wait_for(pred, timeout, step=0.05) -> bool
+"""
 import os
-import shutil
 import signal
-import socket
+import sqlite3
 import subprocess
-import tempfile
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-MAILFEED = os.environ.get("MAILFEED_BIN", os.path.join(ROOT, "build/asan/mailfeed"))
-DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+MAILFEED = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
+ASAN_OPTIONS = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:exitcode=99")
+
+_daemons = []
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d, name):
-    os.makedirs(d, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-days", "2", "-subj", "/CN=" + name, "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", "ca.key",
-             "-out", "ca.crt", cwd=d)
-    return os.path.join(d, "ca.crt")
-
-
-def make_server_cert(d, names="DNS:localhost,IP:127.0.0.1"):
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr", cwd=d)
-    with open(os.path.join(d, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
-                % names)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt", cwd=d)
-    os.chmod(os.path.join(d, "server.key"), 0o600)
-
-
-class TLS:
-    def __init__(self, base):
-        self.dir = os.path.join(base, "tls")
-        self.ca_file = make_ca(self.dir, "mailfeed-test-ca")
-        make_server_cert(self.dir)
-        self.cert = os.path.join(self.dir, "server.crt")
-        self.key = os.path.join(self.dir, "server.key")
-        self.other_ca_file = make_ca(os.path.join(base, "other"), "unrelated-ca")
-
+# ------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="session")
-def tls(tmp_path_factory):
-    return TLS(str(tmp_path_factory.mktemp("tls")))
-
-
-DOVECOT_CONF = """base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-instance_name = mftest-{p_imap}
-protocols = imap
-listen = 127.0.0.1, 127.0.0.2
-ssl = yes
-ssl_cert = <{cert}
-ssl_key = <{key}
-ssl_min_protocol = TLSv1.2
-auth_mechanisms = plain login
-auth_failure_delay = 0
-login_trusted_networks = 127.0.0.0/8
-first_valid_uid = {uid}
-first_valid_gid = {gid}
-default_login_user = {lu}
-default_internal_user = {iu}
-default_internal_group = {ig}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={d}/home/%u allow_all_users=yes
-}}
-mail_location = maildir:~/Maildir
-mail_fsync = never
-mail_max_userip_connections = 200
-imap_idle_notify_interval = {idle_notify}
-namespace inbox {{
-  inbox = yes
-  mailbox Archive {{
-    auto = create
-    special_use = \\Archive
-  }}
-}}
-{extra}
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    address = 127.0.0.1, 127.0.0.2
-    port = {p_imap}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1, 127.0.0.2
-    port = {p_imaps}
-    ssl = yes
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-service pop3-login {{
-  chroot =
-}}
-service submission-login {{
-  chroot =
-}}
-service imap-urlauth-login {{
-  chroot =
-}}
-"""
-
-
-class Dovecot:
-    host = "127.0.0.1"
-    mismatch_host = "127.0.0.2"
-
-    def __init__(self, base, tls, extra="", idle_notify="2 mins"):
-        self.dir = base
-        self.tls = tls
-        self.ca_file = tls.ca_file
-        self.other_ca_file = tls.other_ca_file
-        self.extra = extra
-        self.idle_notify = idle_notify
-        for sub in ("run", "state", "home"):
-            os.makedirs(os.path.join(base, sub), exist_ok=True)
-        with open(os.path.join(base, "users"), "w") as f:
-            f.write("alice:{PLAIN}alicepw\nbob:{PLAIN}bobpw\n")
-        if os.getuid() == 0:
-            self.uid, self.gid = 1000, 1000
-            self.lu, self.iu, self.ig = "dovenull", "dovecot", "dovecot"
-            os.chown(os.path.join(base, "home"), self.uid, self.gid)
-        else:
-            import grp
-            import pwd
-            self.uid, self.gid = os.getuid(), os.getgid()
-            self.lu = self.iu = pwd.getpwuid(self.uid).pw_name
-            self.ig = grp.getgrgid(self.gid).gr_name
-        self.conf = os.path.join(base, "dovecot.conf")
-        self.proc = None
-        self.imap_port = self.imaps_port = None
-        self.start()
-
-    def _write_conf(self):
-        with open(self.conf, "w") as f:
-            f.write(DOVECOT_CONF.format(d=self.dir, cert=self.tls.cert, key=self.tls.key,
-                                        uid=self.uid, gid=self.gid, lu=self.lu, iu=self.iu,
-                                        ig=self.ig, p_imap=self.imap_port,
-                                        p_imaps=self.imaps_port, extra=self.extra,
-                                        idle_notify=self.idle_notify))
-
-    def start(self):
-        for _attempt in range(5):
-            if self.imap_port is None:
-                self.imap_port, self.imaps_port = free_port(), free_port()
-            self._write_conf()
-            log = open(os.path.join(self.dir, "dovecot.stdout"), "ab")
-            self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=log,
-                                         stderr=log, start_new_session=True)
-            log.close()
-            if self._wait_ready():
-                return
-            self.stop()
-            self.imap_port = None
-        raise RuntimeError("dovecot did not start: " + self.log())
-
-    def _wait_ready(self):
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.imap_port), timeout=1) as s:
-                    if s.recv(100).startswith(b"* OK"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.02)
-        return False
-
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "dovecot.log")) as f:
-                return f.read()[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        # children of the master leave with the process group
-        end = time.monotonic() + 5
-        while time.monotonic() < end and os.path.exists(os.path.join(self.dir, "run",
-                                                                     "master.pid")):
-            time.sleep(0.05)
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def doveadm(self, *args, input=None):
-        r = subprocess.run([DOVEADM, "-c", self.conf, *args], input=input,
-                           capture_output=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("doveadm %s: %s" % (" ".join(args), r.stderr.decode()))
-        return r.stdout.decode()
-
-    def add_user(self, name, password):
-        with open(os.path.join(self.dir, "users"), "a") as f:
-            f.write("%s:{PLAIN}%s\n" % (name, password))
-
-    def create_folder(self, user, folder):
-        if folder.upper() == "INBOX":
-            return
-        try:
-            self.doveadm("mailbox", "create", "-u", user, folder)
-        except RuntimeError as e:
-            if "already exists" not in str(e):
-                raise
-
-    def delete_folder(self, user, folder):
-        self.doveadm("mailbox", "delete", "-u", user, "-s", folder)
-
-    def append(self, user, folder, raw):
-        """Delivers one message, unseen, waking IDLE clients."""
-        self.doveadm("save", "-u", user, "-m", folder, input=raw)
-
-    def bulk_import(self, user, folder, raws):
-        """Many messages at once, written straight into the user's Maildir
-        (unseen; Dovecot picks them up at the next sync)."""
-        self.create_folder(user, folder)
-        base = os.path.join(self.dir, "home", user, "Maildir")
-        if folder.upper() != "INBOX":
-            base = os.path.join(base, "." + folder.replace("/", "."))
-        new = os.path.join(base, "new")
-        os.makedirs(new, exist_ok=True)
-        t = int(time.time()) - len(raws)
-        for i, raw in enumerate(raws):
-            tmp = os.path.join(base, "tmp", "%d.%06d.mftest" % (t, i))
-            os.makedirs(os.path.dirname(tmp), exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(raw)
-            os.utime(tmp, (t + i, t + i))
-            if os.getuid() == 0:
-                os.chown(tmp, self.uid, self.gid)
-            os.rename(tmp, os.path.join(new, os.path.basename(tmp)))
-        if os.getuid() == 0:
-            for dirpath, _dirs, _files in os.walk(os.path.join(self.dir, "home", user)):
-                os.chown(dirpath, self.uid, self.gid)
-
-    def messages(self, user, folder):
-        """[(uid, flags, raw)] of a folder, in UID order."""
-        out = self.doveadm("fetch", "-u", user, "uid flags", "mailbox", folder)
-        result = []
-        uid = None
-        for line in out.splitlines():
-            if line.startswith("uid: "):
-                uid = int(line[5:])
-            elif line.startswith("flags:"):
-                result.append((uid, line[6:].strip(), None))
-        return result
-
-    def status(self, user, folder):
-        out = self.doveadm("mailbox", "status", "-u", user, "uidvalidity uidnext messages",
-                           folder)
-        return dict(kv.split("=") for kv in out.split())
-
-    def set_uidvalidity(self, user, folder, value):
-        self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)
-
-    def free_port(self):
-        return free_port()
-
-
-def dovecot_dir():
-    """A directory the mail uid can enter (pytest's tmp dirs are 0700)."""
-    d = tempfile.mkdtemp(prefix="mftest-dovecot-")
-    os.chmod(d, 0o755)
-    return d
+def tls_ca(tmp_path_factory):
+    return harness.TestCA(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-def dovecot(tls):
-    base = dovecot_dir()
-    d = Dovecot(base, tls)
-    yield d
-    d.stop()
-    shutil.rmtree(base, ignore_errors=True)
+def dovecot_factory(tls_ca):
+    made = []
+
+    def make(**opts):
+        d = harness.Dovecot(tls_ca, **opts)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
 
 
-class Cfg:
-    def __init__(self, path, state, feeds):
-        self.path, self.state, self.feeds = path, state, feeds
+@pytest.fixture
+def dovecot(dovecot_factory):
+    return dovecot_factory()
 
 
-def write_config(tmp_path, dovecot, folder="INBOX", after="seen", user="alice",
-                 password=None, port=None, host=None, tls="implicit", ca_file=None,
-                 group="team", name="team", extra="", feed=None, **_ignored):
-    """A config for one mapping of dovecot's user on the local feed."""
-    tmp = str(tmp_path)
-    pw = os.path.join(tmp, "imap.pass")
-    with open(pw, "w") as f:
-        f.write(password if password is not None else user + "pw")
-    os.chmod(pw, 0o600)
-    secret = os.path.join(tmp, "gateway.secret")
-    with open(secret, "wb") as f:
-        f.write(os.urandom(32))
-    os.chmod(secret, 0o600)
-    state = os.path.join(tmp, "state.db")
-    feeds = os.path.join(tmp, "feeds")
-    if port is None:
-        port = dovecot.imaps_port if tls == "implicit" else dovecot.imap_port
-    feed = feed or "[feed]\nbackend = local\ndir = %s\n" % feeds
-    text = ("[gateway]\nstate = {state}\nreply_address = feed@example.org\n"
-            "secret_file = {secret}\n\n{feed}\n"
-            "[account {user}]\nhost = {host}\nport = {port}\ntls = {tls}\n"
-            "username = {user}\npassword_file = {pw}\nca_file = {ca}\ntimeout = 10s\n\n"
-            "[mailbox {name}]\naccount = {user}\nfolder = {folder}\ngroup = {group}\n"
-            "after = {after}\n{extra}\n").format(
-                state=state, secret=secret, feed=feed, user=user,
-                host=host or dovecot.host, port=port, tls=tls, pw=pw,
-                ca=ca_file or dovecot.ca_file, name=name, folder=folder, group=group,
-                after=after, extra=extra)
-    path = os.path.join(tmp, "mailfeed.conf")
-    with open(path, "w") as f:
-        f.write(text)
-    return Cfg(path, state, feeds)
+@pytest.fixture
+def smtp_sink_factory(tls_ca, tmp_path):
+    made = []
+
+    def make(require_tls=False, username=None, password=None):
+        s = harness.SmtpSink(tmp_path / ("sink%d" % len(made)), cert=tls_ca.cert,
+                             key=tls_ca.key, require_tls=require_tls, username=username,
+                             password=password)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
 
 
-def run_mailfeed(config, *args, timeout=60, input=None):
-    cmd = [MAILFEED] + (["-c", config] if config else []) + list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+@pytest.fixture
+def smtp_sink(smtp_sink_factory):
+    return smtp_sink_factory()
 
 
-def start_daemon(config, *args):
-    log = open(config + ".log", "w")
-    p = subprocess.Popen([MAILFEED, "-c", config, "run", *args], stdout=log, stderr=log,
-                         text=True)
-    p.log_path = config + ".log"
-    log.close()
+@pytest.fixture(autouse=True)
+def _kill_leftover_daemons():
+    yield
+    while _daemons:
+        p = _daemons.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+# ------------------------------------------------------------------- config
+
+class Secret(str):
+    """A config value written to a mode-600 file; the key gets its path."""
+
+
+class Config(str):
+    """The config's path (a str) with .path, .state, .dir and .feed_dir."""
+
+
+def _secret_file(dir, text):
+    i = 0
+    while (dir / ("secret%d" % i)).exists():
+        i += 1
+    p = dir / ("secret%d" % i)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text if isinstance(text, bytes) else text.encode())
+    return str(p)
+
+
+def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after=None,
+                 user=None, password=None, token=None, host=None, port=None, tls=None,
+                 ca_file=None, cert_name_mismatch=False, name="mailfeed.conf", **sections):
+    tmp_path = Path(tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    state = str(tmp_path / "state.db")
+    feed_dir = str(tmp_path / "feed")
+    out = {"gateway": {"state": state, "reply_address": "feed@example.org",
+                       "secret_file": Secret(os.urandom(32))},
+           "feed": {"backend": "local", "dir": feed_dir}}
+    given_feed = sections.pop("feed", None)
+    if given_feed and given_feed.get("backend", "local") != "local":
+        out["feed"] = {}
+    out["feed"].update(given_feed or {})
+    out["gateway"].update(sections.pop("gateway", None) or {})
+    account = sections.pop("account", {})
+    mailbox = sections.pop("mailbox", {})
+    if dovecot is not None:
+        user = user or dovecot.user
+        tls = tls or "implicit"
+        if cert_name_mismatch:
+            tls, port = "implicit", port or dovecot.wrong_name_port
+        elif tls == "implicit":
+            port = port or dovecot.imaps_port
+        else:
+            port = port or dovecot.imap_port
+        acct = {"host": host or dovecot.host, "port": port, "tls": tls, "username": user,
+                "timeout": 10}
+        if tls != "none":
+            acct["ca_file"] = ca_file or dovecot.ca_file
+        if token is not None:
+            acct["oauth2_token_file"] = Secret(token)
+        else:
+            acct["password_file"] = Secret(password if password is not None
+                                           else dovecot.users.get(user, ""))
+        acct.update(account or {})
+        out["account alice"] = acct
+        if mailbox is not None:
+            mb = {"account": "alice", "folder": folder, "group": group}
+            if after:
+                mb["after"] = after
+            mb.update(mailbox)
+            out["mailbox team"] = mb
+    out.update(sections)
+    lines = []
+    for sec, keys in out.items():
+        lines.append("[%s]" % sec)
+        for k, v in keys.items():
+            if v is None:
+                continue
+            if isinstance(v, Secret) or isinstance(v, bytes):
+                v = _secret_file(tmp_path, v)
+            lines.append("%s = %s" % (k, v))
+        lines.append("")
+    path = tmp_path / name
+    path.write_text("\n".join(lines))
+    cfg = Config(str(path))
+    cfg.path, cfg.state, cfg.dir, cfg.feed_dir = str(path), state, str(tmp_path), feed_dir
+    return cfg
+
+
+# ------------------------------------------------------------------ running
+
+def _env(env):
+    e = dict(os.environ, ASAN_OPTIONS=ASAN_OPTIONS)
+    e.update(env or {})
+    return e
+
+
+def run_mailfeed(config, *args, timeout=60, env=None, input=None):
+    return subprocess.run([MAILFEED, "-c", str(config), *args], capture_output=True,
+                          text=True, timeout=timeout, env=_env(env), input=input)
+
+
+def start_daemon(config, *args, env=None):
+    d = Path(getattr(config, "dir", None) or os.path.dirname(str(config)))
+    i = 0
+    while (d / ("daemon%d.log" % i)).exists():
+        i += 1
+    log_path = d / ("daemon%d.log" % i)
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen([MAILFEED, "-c", str(config), "run", *args],
+                             stdout=subprocess.DEVNULL, stderr=log, env=_env(env))
+    p.log_path = str(log_path)
+    _daemons.append(p)
     return p
 
 
-def stop_daemon(p, sig=signal.SIGTERM):
+def daemon_log(p):
+    return Path(p.log_path).read_text(errors="replace")
+
+
+def stop_daemon(p, timeout=10):
     if p.poll() is None:
-        p.send_signal(sig)
-        try:
-            rc = p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            raise AssertionError("daemon did not stop within 10 s")
-    else:
-        rc = p.returncode
-    with open(p.log_path) as f:
-        log = f.read()
-    assert rc == 0, "daemon exit %s:\n%s" % (rc, log[-3000:])
-    assert "ERROR: AddressSanitizer" not in log and "runtime error" not in log, log[-3000:]
+        p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(10)
+        raise AssertionError("daemon did not exit within %d s of SIGTERM:\n%s" %
+                             (timeout, daemon_log(p)[-3000:]))
+    log = daemon_log(p)
+    assert rc == 0, "daemon exited %d:\n%s" % (rc, log[-3000:])
     return log
+
+
+def state_db(config):
+    state = getattr(config, "state", None)
+    if state is None:
+        for line in Path(str(config)).read_text().splitlines():
+            k, _, v = line.partition("=")
+            if k.strip() == "state":
+                state = v.strip()
+    con = sqlite3.connect(state)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())

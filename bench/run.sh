@@ -1,0 +1,9 @@
+#!/bin/sh
+# Runs every benchmark; each prints its figures next to a reference
+# measured in the same run.  Never fails on speed.
+set -eu
+cd "$(dirname "$0")/.."
+/usr/bin/python3 bench/ingest_bench.py "${BENCH_MESSAGES:-10000}"
+if [ -f bench/feed_bench.py ]; then
+	/usr/bin/python3 bench/feed_bench.py
+fi
