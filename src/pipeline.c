@@ -160,8 +160,11 @@ static int own_address(const struct mf_config *cfg, const char *addr)
 	       (addr[loclen] == '@' || addr[loclen] == '+');
 }
 
+/* Runs inside the batch transaction; one savepoint per message so a store
+ * error undoes only that message.  *notify = 1 when the sender is to be told
+ * (after the commit: no network I/O inside a transaction). */
 static void enqueue_message(struct store *st, const struct mf_config *cfg,
-			    const struct mf_mailbox *mb, struct pending *p)
+			    const struct mf_mailbox *mb, struct pending *p, int *notify)
 {
 	struct mf_message *m = p->msg;
 	char reasonbuf[300];
@@ -177,26 +180,21 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 			 log_quote(reason, q2, sizeof q2));
 		if (!classify_is_automatic(m) && m->from_email &&
 		    strncmp(reason, "sender not allowed", 18) == 0) {
-			char *body = xasprintf(
-			    "Your message \"%s\" to %s was not posted to the group feed:\n%s.\n"
-			    "Ask the feed's administrator if you think this is wrong.\n",
-			    m->subject ? m->subject : "", mb->folder, reason);
-			notice_send(st, cfg, m->from_email, "sender-not-allowed",
-				    "Your message was not posted", body);
-			free(body);
+			*notify = 1;
+			snprintf(p->reason, sizeof p->reason, "%s", reason);
 		}
 		return;
 	}
 
 	char key[40];
 	item_key(mb->group, m, p->raw, p->raw_len, key);
-	if (store_begin(st) < 0)
+	if (store_exec(st, "SAVEPOINT message") < 0)
 		return;
 	if (outbox_key_exists(st, key)) {
 		if (set_state(st, p->id, "handled", "duplicate: already posted from another folder",
 			      m) < 0)
 			goto fail;
-		store_commit(st);
+		store_exec(st, "RELEASE message");
 		return;
 	}
 	int64_t thread_id = 0;
@@ -228,15 +226,27 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 		goto fail;
 	if (set_state(st, p->id, "queued", NULL, m) < 0)
 		goto fail;
-	if (store_commit(st) < 0)
-		return;
+	store_exec(st, "RELEASE message");
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld", mb->name,
 		 (long long)p->id, n.kind, key, (long long)thread_id);
 	return;
 fail:
 	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
 		  store_errmsg(st));
-	store_rollback(st);
+	store_exec(st, "ROLLBACK TO message");
+	store_exec(st, "RELEASE message");
+}
+
+static void notify_sender(struct store *st, const struct mf_config *cfg,
+			  const struct mf_mailbox *mb, const struct pending *p)
+{
+	const struct mf_message *m = p->msg;
+	char *body = xasprintf("Your message \"%s\" to %s was not posted to the group feed:\n"
+			       "%s.\nAsk the feed's administrator if you think this is wrong.\n",
+			       m->subject ? m->subject : "", mb->folder, p->reason);
+	notice_send(st, cfg, m->from_email, "sender-not-allowed", "Your message was not posted",
+		    body);
+	free(body);
 }
 
 static void handle_reply(struct store *st, const struct mf_config *cfg, struct pending *p)
@@ -300,6 +310,10 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
 
+	/* One transaction (one fsync) for the batch; replies commit on their own
+	 * and notices go out after the commit. */
+	int *notify = xcalloc(n ? n : 1, sizeof *notify);
+	int in_tx = store_begin(st) == 0;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
 		char q[300];
@@ -312,14 +326,25 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 			log_warn("message.quarantined mailbox=%s id=%lld reason=%s", p->mailbox,
 				 (long long)p->id, log_quote(p->reason, q, sizeof q));
 		} else if (strcmp(p->mailbox, REPLIES_KEY) == 0) {
+			if (in_tx)
+				store_commit(st);
 			handle_reply(st, cfg, p);
-		} else {
-			enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p);
+			in_tx = store_begin(st) == 0;
+		} else if (in_tx) {
+			enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p, &notify[i]);
 		}
+	}
+	if (in_tx && store_commit(st) < 0)
+		memset(notify, 0, n * sizeof *notify);
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = &batch[i];
+		if (notify[i])
+			notify_sender(st, cfg, config_mailbox(cfg, p->mailbox), p);
 		message_free(p->msg);
 		free(p->raw);
 		free(p->mailbox);
 	}
+	free(notify);
 	free(batch);
 	return (int)n;
 }

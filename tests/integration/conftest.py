@@ -9,9 +9,11 @@ Fixtures
   dovecot      (function) a fresh harness.Dovecot, ~0.15 s to start:
                .host "127.0.0.1", .imap_port (= .port_imap; plain, offers
                STARTTLS), .imaps_port (= .port_imaps), .ca_file,
-               .other_ca_file, .conf, .users {"alice": "secret", "bob":
-               "bobsecret"}, .user/.password (alice's), .wrong_name_port
-               (IMAPS whose certificate names imap.example.org), .free_port().
+               .other_ca_file, .conf, .users {"alice": "alicepw", "bob":
+               "bobpw"}, .user/.password (alice's), .mismatch_host
+               ("127.0.0.2": same server, a name not in its certificate),
+               .wrong_name_port (IMAPS on 127.0.0.1 whose certificate, from
+               the same CA, names only imap.example.org), .free_port().
                Mail: .create_folder(user, f), .delete_folder(user, f),
                .append(user, f, raw) (unseen, wakes IDLE), .bulk_import(user,
                f, [raw...]) (fast, unseen, UIDs in list order),
@@ -19,7 +21,7 @@ Fixtures
                .set_uidvalidity(user, f, n), .add_user(name, pw).
                Server: .restart(**opts), .stop(), .log_text().
   dovecot_factory  (function) make_dovecot(oauth2=False, imap_capability=None,
-               idle_notify="2 mins") for special servers: oauth2=True adds an
+               idle_notify="2 mins", extra="conf text") for special servers: oauth2=True adds an
                introspection stub accepting tokens "tok-alice"/"tok-bob"
                (.add_token(tok, user), .revoke_token(tok)); imap_capability
                replaces the post-login capability list (e.g. without MOVE
@@ -33,9 +35,10 @@ Fixtures
 
 Helpers (import them: `from conftest import write_config, ...`)
   write_config(tmp_path, dovecot=None, **kw) -> Config (a str: the path;
-      also .path .state .dir .feed_dir).  With a dovecot: [account alice]
-      (IMAPS, ca_file = the test CA, timeout 10) and [mailbox team] (folder
-      INBOX, group team).  Shortcuts: folder, group, after, user, password,
+      also .path .state .dir .feed_dir (= .feeds)).  With a dovecot:
+      [account USER] (alice; IMAPS, ca_file = the test CA, timeout 10) and
+      [mailbox NAME] (team; folder INBOX, group team, after seen).
+      Shortcuts: folder, group, after, name, user, password,
       token (XOAUTH2 through oauth2_token_file), host, port, tls
       ("implicit" | "starttls" | "none"), ca_file, cert_name_mismatch=True
       (connects to .wrong_name_port).  Any keyword whose value is a dict is
@@ -43,13 +46,18 @@ Helpers (import them: `from conftest import write_config, ...`)
       defaults (mailbox=None drops the mailbox); others are added as
       written, e.g. smtp={...}, **{"subscriber bob@example.org": {...}}.
       A value Secret("text") becomes a mode-600 file and its path.
-  run_mailfeed(config, *args, timeout=60, env=None) -> CompletedProcess (text)
+      feed="[feed]\n..." (a str) replaces the [feed] section; extra="..."
+      is raw text appended at the end.
+  run_mailfeed(config, *args, timeout=60, env=None, input=None) ->
+      CompletedProcess (text); config None = no -c.
   start_daemon(config, *args) -> Popen of `mailfeed run`, stderr in a file
-      (p.log_path); stop_daemon(p) sends SIGTERM, asserts exit 0 within
-      10 s and returns the log.  Daemons still running at the end of a
+      (p.log_path); stop_daemon(p, sig=SIGTERM) asserts exit 0 within 10 s
+      and no sanitizer report, and returns the log.  Daemons still running at the end of a
       test are killed.
   state_db(config) -> sqlite3 connection (row_factory Row) to the state.
   wait_for(pred, timeout, step=0.05) -> bool
+  TLS(dir), Dovecot(dir, tls, **opts): the same servers outside pytest
+      (benchmarks).
 """
 import os
 import signal
@@ -73,9 +81,22 @@ _daemons = []
 
 # ------------------------------------------------------------------ fixtures
 
+TLS = harness.TestCA
+
+
+def Dovecot(dir, tls, **opts):
+    """A harness.Dovecot living in dir (for use outside pytest)."""
+    return harness.Dovecot(tls, dir=dir, **opts)
+
+
 @pytest.fixture(scope="session")
 def tls_ca(tmp_path_factory):
     return harness.TestCA(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def tls(tls_ca):
+    return tls_ca
 
 
 @pytest.fixture
@@ -149,17 +170,20 @@ def _secret_file(dir, text):
     return str(p)
 
 
-def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after=None,
-                 user=None, password=None, token=None, host=None, port=None, tls=None,
-                 ca_file=None, cert_name_mismatch=False, name="mailfeed.conf", **sections):
+def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after="seen",
+                 name="team", user=None, password=None, token=None, host=None, port=None,
+                 tls=None, ca_file=None, cert_name_mismatch=False, extra="", **sections):
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     state = str(tmp_path / "state.db")
-    feed_dir = str(tmp_path / "feed")
+    feed_dir = str(tmp_path / "feeds")
     out = {"gateway": {"state": state, "reply_address": "feed@example.org",
                        "secret_file": Secret(os.urandom(32))},
            "feed": {"backend": "local", "dir": feed_dir}}
     given_feed = sections.pop("feed", None)
+    raw_feed = given_feed if isinstance(given_feed, str) else None
+    if raw_feed is not None:
+        given_feed = None
     if given_feed and given_feed.get("backend", "local") != "local":
         out["feed"] = {}
     out["feed"].update(given_feed or {})
@@ -185,16 +209,19 @@ def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after=
             acct["password_file"] = Secret(password if password is not None
                                            else dovecot.users.get(user, ""))
         acct.update(account or {})
-        out["account alice"] = acct
+        out["account " + user] = acct
         if mailbox is not None:
-            mb = {"account": "alice", "folder": folder, "group": group}
+            mb = {"account": user, "folder": folder, "group": group}
             if after:
                 mb["after"] = after
             mb.update(mailbox)
-            out["mailbox team"] = mb
+            out["mailbox " + name] = mb
     out.update(sections)
     lines = []
     for sec, keys in out.items():
+        if sec == "feed" and raw_feed is not None:
+            lines.append(raw_feed)
+            continue
         lines.append("[%s]" % sec)
         for k, v in keys.items():
             if v is None:
@@ -203,10 +230,12 @@ def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after=
                 v = _secret_file(tmp_path, v)
             lines.append("%s = %s" % (k, v))
         lines.append("")
-    path = tmp_path / name
+    lines.append(extra)
+    path = tmp_path / "mailfeed.conf"
     path.write_text("\n".join(lines))
     cfg = Config(str(path))
-    cfg.path, cfg.state, cfg.dir, cfg.feed_dir = str(path), state, str(tmp_path), feed_dir
+    cfg.path, cfg.state, cfg.dir = str(path), state, str(tmp_path)
+    cfg.feed_dir = cfg.feeds = feed_dir
     return cfg
 
 
@@ -219,7 +248,8 @@ def _env(env):
 
 
 def run_mailfeed(config, *args, timeout=60, env=None, input=None):
-    return subprocess.run([MAILFEED, "-c", str(config), *args], capture_output=True,
+    conf = ["-c", str(config)] if config is not None else []
+    return subprocess.run([MAILFEED, *conf, *args], capture_output=True,
                           text=True, timeout=timeout, env=_env(env), input=input)
 
 
@@ -241,9 +271,9 @@ def daemon_log(p):
     return Path(p.log_path).read_text(errors="replace")
 
 
-def stop_daemon(p, timeout=10):
+def stop_daemon(p, sig=signal.SIGTERM, timeout=10):
     if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(sig)
     try:
         rc = p.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -253,6 +283,7 @@ def stop_daemon(p, timeout=10):
                              (timeout, daemon_log(p)[-3000:]))
     log = daemon_log(p)
     assert rc == 0, "daemon exited %d:\n%s" % (rc, log[-3000:])
+    assert "ERROR: AddressSanitizer" not in log and "runtime error" not in log, log[-3000:]
     return log
 
 

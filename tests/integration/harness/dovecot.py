@@ -26,7 +26,7 @@ from pathlib import Path
 
 MAIL_UID = 4242
 MAIL_GID = 4242
-DEFAULT_USERS = {"alice": "secret", "bob": "bobsecret"}
+DEFAULT_USERS = {"alice": "alicepw", "bob": "bobpw"}
 DEFAULT_TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 
 
@@ -139,29 +139,37 @@ class Dovecot:
     """One Dovecot instance.  Attributes: host ("127.0.0.1"), imap_port /
     port_imap (plain, STARTTLS offered), imaps_port / port_imaps, ca_file,
     other_ca_file (unrelated CA), conf (path), dir, users {name: password},
-    user / password (alice's, for one-user callers).  wrong_name_port
-    starts a relay with a certificate for imap.example.org on first use."""
+    user / password (alice's, for one-user callers).  Dovecot also listens
+    on mismatch_host (127.0.0.2, not in the certificate).  wrong_name_port
+    starts a relay with a certificate for imap.example.org on first use.
+    dir: where to live (default: a new temporary directory); extra: raw
+    configuration text added to dovecot.conf."""
+
+    host = "127.0.0.1"
+    mismatch_host = "127.0.0.2"
 
     def __init__(self, tls_ca, users=None, oauth2=False, imap_capability=None,
-                 idle_notify="2 mins"):
+                 idle_notify="2 mins", dir=None, extra=""):
         self.tls = tls_ca
-        self.host = "127.0.0.1"
         self.ca_file = tls_ca.ca_file
         self.other_ca_file = tls_ca.other_ca_file
         self.users = dict(users or DEFAULT_USERS)
         self.user = "alice" if "alice" in self.users else next(iter(self.users))
         self.password = self.users[self.user]
         self.root = os.geteuid() == 0
-        self.dir = Path(tempfile.mkdtemp(prefix="mf-dovecot-"))
+        if dir is None:
+            dir = tempfile.mkdtemp(prefix="mf-dovecot-")
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)  # the mail uid must reach the homes
         for d in ("run", "state", "home"):
-            (self.dir / d).mkdir()
+            (self.dir / d).mkdir(exist_ok=True)
         if self.root:
             os.chown(self.dir / "home", MAIL_UID, MAIL_GID)
         self.conf = str(self.dir / "dovecot.conf")
         self.log = str(self.dir / "dovecot.log")
         self.opts = {"oauth2": oauth2, "imap_capability": imap_capability,
-                     "idle_notify": idle_notify}
+                     "idle_notify": idle_notify, "extra": extra}
         self.oauth = _Introspection(DEFAULT_TOKENS) if oauth2 else None
         self.proc = None
         self._relay = None
@@ -210,7 +218,7 @@ state_dir = {d}/state
 log_path = {self.log}
 instance_name = mftest-{self.imap_port}
 protocols = imap
-listen = 127.0.0.1
+listen = 127.0.0.1, 127.0.0.2
 ssl = yes
 ssl_cert = <{self.tls.cert}
 ssl_key = <{self.tls.key}
@@ -237,14 +245,15 @@ namespace inbox {{
     special_use = \\Archive
   }}
 }}
-{caps}service imap-login {{
+{caps}{self.opts["extra"]}
+service imap-login {{
   chroot =
   inet_listener imap {{
-    address = 127.0.0.1
+    address = 127.0.0.1, 127.0.0.2
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    address = 127.0.0.1
+    address = 127.0.0.1, 127.0.0.2
     port = {self.imaps_port}
     ssl = yes
   }}
@@ -397,7 +406,14 @@ namespace inbox {{
         return r.stdout
 
     def create_folder(self, user, folder):
-        self.doveadm("mailbox", "create", "-s", "-u", user, folder)
+        """Creates and subscribes folder; one that exists already is fine."""
+        if folder.upper() == "INBOX":
+            return
+        try:
+            self.doveadm("mailbox", "create", "-s", "-u", user, folder)
+        except RuntimeError as e:
+            if "already exists" not in str(e):
+                raise
 
     def delete_folder(self, user, folder):
         """Deletes the folder with its messages (a later create gets a new
@@ -418,28 +434,25 @@ namespace inbox {{
     def bulk_import(self, user, folder, raws, internaldate=None):
         """Many messages at once, unseen, in list order: written straight
         into the folder's Maildir new/ (the folder is created if needed),
-        then indexed.  internaldate (epoch seconds) sets every message's
-        INTERNALDATE."""
-        status = self.doveadm("mailbox", "list", "-u", user).decode().split()
-        if folder not in status and folder.upper() != "INBOX":
-            self.create_folder(user, folder)
-        else:
-            self.status(user, folder)  # makes sure the Maildir exists
+        then indexed.  INTERNALDATEs are one second apart, the last one now
+        (or from internaldate, epoch seconds, for the first)."""
+        self.create_folder(user, folder)
+        self.status(user, folder)  # makes sure the Maildir exists
         new = self._maildir(user, folder) / "new"
         stamp = int(time.time())
-        t = internaldate or stamp
+        t = internaldate if internaldate is not None else stamp - len(raws)
         for i, raw in enumerate(raws):
             if isinstance(raw, str):
                 raw = raw.encode()
+            # zero-padded counter: names sort in list order, and Dovecot
+            # gave UIDs in that order in every run we checked
             name = "%d.M%06dP%d.mftest" % (stamp, i, os.getpid())
             tmp = new.parent / "tmp" / name
             tmp.write_bytes(raw)
-            os.utime(tmp, (t, t))
+            os.utime(tmp, (t + i, t + i))
             if self.root:
                 os.chown(tmp, MAIL_UID, MAIL_GID)
             os.rename(tmp, new / name)
-            # Dovecot orders new/ by name when it assigns UIDs: names sort
-            # in list order thanks to the zero-padded counter.
         self.status(user, folder)
 
     def status(self, user, folder):
