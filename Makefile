@@ -65,6 +65,10 @@ build/asan/tests/%: tests/unit/%.c build/asan/libmailfeed.a $(HDRS) | build/asan
 build/asan/tests/feedprobe: tests/integration/feedprobe.c build/asan/libmailfeed.a $(HDRS) | build/asan/tests
 	$(CC) $(SANFLAGS) -o $@ $< build/asan/libmailfeed.a $(DEPLIBS)
 
+# Drives src/imap.c directly for tests/integration/test_imap.py.
+build/asan/tests/imapprobe: tests/integration/imapprobe.c build/asan/libmailfeed.a $(HDRS) | build/asan/tests
+	$(CC) $(SANFLAGS) -o $@ $< build/asan/libmailfeed.a $(DEPLIBS)
+
 build/rel build/asan build/asan/tests:
 	mkdir -p $@
 
@@ -73,7 +77,7 @@ deps:
 
 # Everything under sanitizers; the last line printed is the summary.
 check: deps
-	$(MAKE) -j$$(nproc) build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe mailfeed
+	$(MAKE) -j$$(nproc) build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe build/asan/tests/imapprobe mailfeed
 	tests/run-tests.sh
 
 unit: $(UNITBINS)

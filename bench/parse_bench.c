@@ -31,7 +31,7 @@ int main(int argc, char **argv)
 	const char *sub[] = {"new", "cur"};
 	int use_worker = argc > 2 && strcmp(argv[2], "--worker") == 0;
 	struct parse_worker *w = NULL;
-	struct mf_gateway gw = {.parse_timeout = 20, .parse_memory = 512LL << 20, .workers = 1};
+	struct mf_gateway gw = {.parse_timeout = 20, .parse_memory = 512LL << 20};
 	size_t count = 0, bytes = 0, cap = 0;
 	struct ids *all = NULL;
 	double t0;

@@ -95,10 +95,8 @@ static const struct key_def gateway_keys[] = {
     {"max_message_size", K_SIZE, G(max_message_size), 1024, 0, NULL, 0},
     {"thread_window", K_DURATION, G(thread_window), 0, 0, NULL, 0},
     {"token_lifetime", K_DURATION, G(token_lifetime), 3600, 0, NULL, 0},
-    {"workers", K_INT, G(workers), 1, 64, NULL, 0},
     {"parse_timeout", K_DURATION, G(parse_timeout), 1, 0, NULL, 0},
     {"parse_memory", K_SIZE, G(parse_memory), 32LL * 1024 * 1024, 0, NULL, 0},
-    {"mentions", K_BOOL, G(mentions), 0, 0, NULL, 0},
     {"trusted_authserv", K_STR, G(trusted_authserv), 0, 0, NULL, 0},
     {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0},
@@ -194,7 +192,6 @@ static const struct key_def digest_keys[] = {
     {"hour", K_INT, D(hour), 0, 23, NULL, 0},
     {"timezone", K_TIMEZONE, D(timezone), 0, 0, NULL, 0},
     {"weekly_day", K_WEEKDAY, D(weekly_day), 0, 0, NULL, 0},
-    {"from_feed", K_BOOL, D(from_feed), 0, 0, NULL, 0},
     {"max_items", K_INT, D(max_items), 1, 1000, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
@@ -394,7 +391,6 @@ static void defaults_config(struct mf_config *c)
 	c->gateway.max_message_size = 25LL * 1024 * 1024;
 	c->gateway.thread_window = 14 * 86400L;
 	c->gateway.token_lifetime = 60 * 86400L;
-	c->gateway.workers = 1;
 	c->gateway.parse_timeout = 20;
 	c->gateway.parse_memory = 512LL * 1024 * 1024;
 	c->feed.backend = FEED_LOCAL;

@@ -202,6 +202,19 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 	if (thread_assign(st, mb->group, mb->name, m, cfg->gateway.thread_window, &thread_id,
 			  &is_new) < 0)
 		goto fail;
+	if (mb->attach_original) {
+		/* the whole message as it arrived, so nothing trimmed is out of sight */
+		m->attachments =
+		    xrealloc(m->attachments, (m->n_attachments + 1) * sizeof *m->attachments);
+		struct mf_attachment *a = &m->attachments[m->n_attachments++];
+		memset(a, 0, sizeof *a);
+		a->filename = xstrdup("original.eml");
+		a->content_type = xstrdup("message/rfc822");
+		a->size = p->raw_len;
+		a->data = xmalloc(p->raw_len ? p->raw_len : 1);
+		memcpy(a->data, p->raw, p->raw_len);
+		sha256_hex(p->raw, p->raw_len, a->sha256);
+	}
 	struct outbox_new n = {
 	    .message = p->id,
 	    .key = key,

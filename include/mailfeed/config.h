@@ -65,10 +65,8 @@ struct mf_gateway {
 	long long max_message_size; /* default 25M */
 	long thread_window;   /* subject fallback window, default 14d */
 	long token_lifetime;  /* reply token validity, default 60d */
-	int workers;          /* parse workers, default 1 */
 	long parse_timeout;   /* seconds per message in the worker, default 20 */
 	long long parse_memory; /* worker RLIMIT_AS, default 512M */
-	int mentions;         /* To/Cc feed users become mentions; default no */
 	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
 	char *log_level;      /* debug|info|warn|error, default info */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
@@ -116,7 +114,6 @@ struct mf_digest {
 	int hour;             /* default 7 */
 	char *timezone;       /* default UTC */
 	int weekly_day;       /* 0 = sunday .. 6; default 1 (monday) */
-	int from_feed;        /* subscribers = feed */
 	int max_items;        /* cap per digest, default 50 */
 };
 

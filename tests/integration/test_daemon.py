@@ -233,3 +233,22 @@ def test_reload_adds_and_removes_mappings_and_refuses_bad_config(dovecot, tmp_pa
         assert p.poll() is None
     finally:
         stop_daemon(p)
+
+
+def test_attach_original_keeps_the_whole_message(dovecot, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    body = "Sounds good.\n\nOn Mon, 23 Nov 2026 at 07:01, Carol <c@example.org> wrote:\n> old\n"
+    dovecot.append("alice", "Team", msg(1, body=body))
+    cfg = write_config(tmp_path, dovecot, folder="Team", extra="attach_original = yes")
+    assert run_mailfeed(cfg.path, "run", "--once").returncode == 0
+    con = db(cfg)
+    try:
+        text, atts = con.execute("SELECT text, attachments FROM local_items").fetchone()
+        removed = con.execute("SELECT json_extract(parsed, '$.removed') FROM messages").fetchone()[0]
+    finally:
+        con.close()
+    assert text == "Sounds good."
+    assert "> old" in removed  # the trimmed part is kept in the state
+    files = json.loads(atts)
+    assert [f["filename"] for f in files] == ["original.eml"]
+    assert files[0]["content_type"] == "message/rfc822"

@@ -88,7 +88,6 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->gateway.max_message_size, 25 * 1024 * 1024);
 	assert_int_equal(cfg->gateway.thread_window, 14 * 86400);
 	assert_int_equal(cfg->gateway.token_lifetime, 60 * 86400);
-	assert_int_equal(cfg->gateway.workers, 1);
 	assert_int_equal(cfg->gateway.parse_timeout, 20);
 	assert_int_equal(cfg->gateway.parse_memory, 512LL * 1024 * 1024);
 	assert_string_equal(cfg->gateway.log_level, "info");
@@ -149,7 +148,7 @@ static void test_values(void **state)
 	struct mf_config *cfg =
 	    load("; comment\n# another\n[gateway]\nstate = /srv/mf/state.db\n"
 		 "reply_address = feed@example.org\nsecret_file = secret\n"
-		 "max_message_size = 10M\nthread_window = 2h\nworkers = 3\nmentions = yes\n"
+		 "max_message_size = 10M\nthread_window = 2h\n"
 		 "metrics_listen = 127.0.0.1:9464\nlog_level = debug\n"
 		 "[feed]\nbackend = webhook\nurl = http://127.0.0.1:8080/hook\n"
 		 "secret_file = hook.secret\nmax_file_size = 512K\n"
@@ -171,8 +170,6 @@ static void test_values(void **state)
 	assert_non_null(cfg);
 	assert_int_equal(cfg->gateway.max_message_size, 10 * 1024 * 1024);
 	assert_int_equal(cfg->gateway.thread_window, 7200);
-	assert_int_equal(cfg->gateway.workers, 3);
-	assert_int_equal(cfg->gateway.mentions, 1);
 	assert_string_equal(cfg->gateway.metrics_listen, "127.0.0.1:9464");
 	assert_string_equal(cfg->feed.dir, "/srv/mf/feeds");
 	assert_int_equal(cfg->feed.backend, FEED_WEBHOOK);
@@ -209,7 +206,7 @@ static void test_syntax_problems(void **state)
 		       "unknown key 'bogus' in [gateway]; valid keys: state,");
 	expect_problem("\n[gatewai]\nx = 1\n", 2, "unknown section [gatewai]");
 	expect_problem("state = x\n", 1, "outside any section");
-	expect_problem("[gateway]\nworkers = 2\nworkers = 3\n", 3, "set twice");
+	expect_problem("[gateway]\nlog_level = info\nlog_level = warn\n", 3, "set twice");
 	expect_problem("[gateway]\n\nworkers\n", 3, "expected 'key = value'");
 	expect_problem("[gateway\nworkers = 2\n", 1, "no closing ']'");
 	expect_problem("[digest]\n[digest]\n", 2, "duplicate section [digest] (first at line 1)");
@@ -228,8 +225,8 @@ static void test_value_problems(void **state)
 {
 	expect_problem("[gateway]\nthread_window = soon\n", 2, "is not a duration");
 	expect_problem("[gateway]\nmax_message_size = 12Q\n", 2, "is not a size");
-	expect_problem("[gateway]\nmentions = maybe\n", 2, "must be yes or no");
-	expect_problem("[gateway]\nworkers = 0\n", 2, "from 1 to 64");
+	expect_problem("[gateway]\naccept_bulk = maybe\n", 2, "unknown key");
+	expect_problem("[digest]\nmax_items = 0\n", 2, "from 1 to 1000");
 	expect_problem("[gateway]\nlog_level = loud\n", 2, "debug, info, warn or error");
 	expect_problem("[gateway]\nmetrics_listen = 9464\n", 2, "HOST:PORT");
 	expect_problem("[feed]\nbackend = slack\n", 2,
