@@ -1260,23 +1260,6 @@ char *feed_chatter_parse_page(const char *json, size_t len, const char *group, t
 	return path;
 }
 
-/* Frees what read_group returned (kept here so that this file does not
- * depend on feed.c being linked). */
-static void sf_entries_free(struct feed_entry *e, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(e[i].remote_id);
-		free(e[i].parent_remote_id);
-		free(e[i].group);
-		free(e[i].author_name);
-		free(e[i].author_email);
-		free(e[i].subject);
-		free(e[i].text);
-		free(e[i].url);
-	}
-	free(e);
-}
-
 static int chatter_read_group(void *ctx, const char *group, time_t since,
 			      struct feed_entry **entries, size_t *n, char *err, size_t errlen)
 {
@@ -1320,7 +1303,7 @@ static int chatter_read_group(void *ctx, const char *group, time_t since,
 	free(path);
 	free(instance);
 	if (rc != 0) {
-		sf_entries_free(*entries, *n);
+		feed_entries_free(*entries, *n);
 		*entries = NULL;
 		*n = 0;
 		return -1;

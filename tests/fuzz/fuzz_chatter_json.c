@@ -7,23 +7,6 @@
 
 #include "mailfeed/feed.h"
 
-/* Frees entries as feed_entries_free() does; this program links only the
- * backends, not feed.c. */
-static void entries_free(struct feed_entry *e, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(e[i].remote_id);
-		free(e[i].parent_remote_id);
-		free(e[i].group);
-		free(e[i].author_name);
-		free(e[i].author_email);
-		free(e[i].subject);
-		free(e[i].text);
-		free(e[i].url);
-	}
-	free(e);
-}
-
 static void who(void *arg, const char *uid, struct feed_entry *e)
 {
 	(void)arg;
@@ -45,6 +28,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						     "https://acme.my.salesforce.com", &e, &n);
 		free(next);
 	}
-	entries_free(e, n);
+	feed_entries_free(e, n);
 	return 0;
 }

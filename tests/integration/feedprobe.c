@@ -22,23 +22,6 @@
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
 
-/* Frees entries as feed_entries_free() does; this program links only the
- * backends, not feed.c. */
-static void probe_entries_free(struct feed_entry *e, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(e[i].remote_id);
-		free(e[i].parent_remote_id);
-		free(e[i].group);
-		free(e[i].author_name);
-		free(e[i].author_email);
-		free(e[i].subject);
-		free(e[i].text);
-		free(e[i].url);
-	}
-	free(e);
-}
-
 static const char *jstr(json_t *o, const char *k)
 {
 	return json_string_value(json_object_get(o, k));
@@ -199,7 +182,7 @@ int main(int argc, char **argv)
 					   e[i].author_email, "text", e[i].text, "url", e[i].url,
 					   "created", (json_int_t)e[i].created));
 		json_object_set_new(out, "entries", arr);
-		probe_entries_free(e, n);
+		feed_entries_free(e, n);
 	}
 	json_dumpf(out, stdout, JSON_COMPACT);
 	fputc('\n', stdout);

@@ -15,23 +15,6 @@
 #include "mailfeed/digest.h"
 #include "mailfeed/util.h"
 
-/* The feed module provides this; the fallback lets the test link on its
- * own and frees exactly what fake_read_group allocates. */
-__attribute__((weak)) void feed_entries_free(struct feed_entry *e, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(e[i].remote_id);
-		free(e[i].parent_remote_id);
-		free(e[i].group);
-		free(e[i].author_name);
-		free(e[i].author_email);
-		free(e[i].subject);
-		free(e[i].text);
-		free(e[i].url);
-	}
-	free(e);
-}
-
 static time_t utc(int y, int mon, int d, int h, int mi)
 {
 	struct tm t = {
