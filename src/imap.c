@@ -17,11 +17,11 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <stdarg.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,18 +107,34 @@ static int tcp_connect(const struct mf_account *a, char *err, size_t errlen)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 	if (fd >= 1024) {
-		/* libetpan waits with select(): an fd >= FD_SETSIZE aborts it */
-		int low = -1;
-		for (int i = 3; i < 1024 && low < 0; i++)
-			if (fcntl(i, F_GETFD) < 0 && errno == EBADF)
-				low = dup2(fd, i) == i ? i : -1;
+		/* libetpan waits with select(): an fd >= FD_SETSIZE aborts it.
+		 * F_DUPFD_CLOEXEC takes the lowest free descriptor. */
+		int low = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 		close(fd);
-		if (low < 0) {
-			set_err(err, errlen, a, "too many open files for an IMAP connection");
+		if (low < 0 || low >= 1024) {
+			if (low >= 0)
+				close(low);
+			set_err(err, errlen, a,
+				"no file descriptor below 1024 left for an IMAP connection "
+				"(too many open files)");
 			return -1;
 		}
-		fcntl(low, F_SETFD, FD_CLOEXEC);
 		fd = low;
+	}
+	/* libetpan also select()s on a pipe of its own (to cancel waits),
+	 * made right after this: it needs two more descriptors below 1024 */
+	int probe[2] = {-1, -1};
+	int low_enough = pipe2(probe, O_CLOEXEC) == 0 && probe[1] < 1024;
+	if (probe[0] >= 0) {
+		close(probe[0]);
+		close(probe[1]);
+	}
+	if (!low_enough) {
+		close(fd);
+		set_err(err, errlen, a,
+			"no file descriptor below 1024 left for an IMAP connection "
+			"(too many open files)");
+		return -1;
 	}
 	return fd;
 }
@@ -248,9 +264,9 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 			set_err(err, errlen, a, "cannot read the password: %s", serr);
 			return -1;
 		}
-		int plain = a->auth == AUTH_PLAIN ||
-			    (a->auth == AUTH_AUTO &&
-			     mailimap_has_extension(s->imap, "LOGINDISABLED"));
+		int plain =
+		    a->auth == AUTH_PLAIN ||
+		    (a->auth == AUTH_AUTO && mailimap_has_extension(s->imap, "LOGINDISABLED"));
 		if (plain)
 			rc = mailimap_authenticate(s->imap, "PLAIN", a->host, NULL, NULL,
 						   a->username, a->username, secret, NULL);
@@ -539,8 +555,10 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 		struct mailimap_set *set = set_of(uids + off, cnt);
 		struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
 		mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
-		mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_rfc822_size());
-		mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_internaldate());
+		mailimap_fetch_type_new_fetch_att_list_add(ft,
+							   mailimap_fetch_att_new_rfc822_size());
+		mailimap_fetch_type_new_fetch_att_list_add(ft,
+							   mailimap_fetch_att_new_internaldate());
 		rc = mailimap_uid_fetch(s->imap, set, ft, &res);
 		mailimap_fetch_type_free(ft);
 		mailimap_set_free(set);
@@ -570,8 +588,8 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 			if (nw > 0) {
 				set = set_of(want, nw);
 				ft = mailimap_fetch_type_new_fetch_att_list_empty();
-				mailimap_fetch_type_new_fetch_att_list_add(ft,
-									   mailimap_fetch_att_new_uid());
+				mailimap_fetch_type_new_fetch_att_list_add(
+				    ft, mailimap_fetch_att_new_uid());
 				mailimap_fetch_type_new_fetch_att_list_add(
 				    ft, mailimap_fetch_att_new_body_peek_section(
 					    mailimap_section_new(NULL)));
@@ -580,7 +598,8 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 				mailimap_fetch_type_free(ft);
 				mailimap_set_free(set);
 				if (rc != MAILIMAP_NO_ERROR) {
-					set_err(err, errlen, s->acct, "UID FETCH BODY.PEEK[] failed: %s",
+					set_err(err, errlen, s->acct,
+						"UID FETCH BODY.PEEK[] failed: %s",
 						rc == MAILIMAP_ERROR_STREAM ? "connection lost"
 									    : server_text(s->imap));
 					for (size_t k = 0; k < cnt; k++)
@@ -719,7 +738,8 @@ int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, siz
 		news = r > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR));
 	}
 	if (mailimap_idle_done(s->imap) != MAILIMAP_NO_ERROR) {
-		set_err(err, errlen, a, "IDLE ended with an error: connection lost or server stalled");
+		set_err(err, errlen, a,
+			"IDLE ended with an error: connection lost or server stalled");
 		return -1;
 	}
 	return news ? 1 : 0;

@@ -107,6 +107,19 @@ def test_many_messages_come_in_uid_order(dovecot, tmp_path):
     assert all(got[i + 1][1] == sha(raws[i]) for i in range(250))
 
 
+def logins(dv):
+    return dv.log_text().count("Login: user=<alice>")
+
+
+def no_credentials_sent(dv, before):
+    """The refused connection ended without any auth attempt, and no login
+    happened (the harness's own readiness login came before)."""
+    end = time.monotonic() + 5
+    while "no auth attempts" not in dv.log_text() and time.monotonic() < end:
+        time.sleep(0.05)
+    return "no auth attempts" in dv.log_text() and logins(dv) == before
+
+
 def one_error_line(r):
     assert r.returncode == 1
     lines = [l for l in r.stderr.splitlines() if l.startswith("account ")]
@@ -117,18 +130,20 @@ def one_error_line(r):
 
 def test_untrusted_certificate_is_refused_before_login(dovecot, tmp_path):
     cfg = write_config(tmp_path, dovecot, ca_file=dovecot.other_ca_file)
+    before = logins(dovecot)
     line = one_error_line(probe(cfg, "INBOX", "fetch", "1", "1000"))
     assert line == ("account alice: certificate of 127.0.0.1 not trusted: unable to get "
                     "local issuer certificate (set ca_file)")
-    assert "Login: user=<alice>" not in dovecot.log_text()
+    assert no_credentials_sent(dovecot, before), dovecot.log_text()
 
 
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])
 def test_certificate_for_another_name_is_refused(dovecot, tmp_path, tls):
     cfg = write_config(tmp_path, dovecot, host=dovecot.mismatch_host, tls=tls)
+    before = logins(dovecot)
     line = one_error_line(probe(cfg, "INBOX", "fetch", "1", "1000"))
     assert line == "account alice: certificate does not match host name 127.0.0.2"
-    assert "Login: user=<alice>" not in dovecot.log_text()
+    assert no_credentials_sent(dovecot, before), dovecot.log_text()
 
 
 def test_certificate_naming_only_another_host_is_refused(dovecot, tmp_path):
@@ -301,3 +316,27 @@ def test_select_missing_folder_is_a_clear_error(dovecot, tmp_path):
     r = probe(cfg, "Nowhere", "fetch", "1", "1000")
     assert r.returncode == 1
     assert "account alice: cannot select folder Nowhere: " in r.stderr
+
+
+@pytest.mark.parametrize("free_below_1024", [0, 1])
+def test_no_descriptor_below_1024_is_an_error_not_a_crash(dovecot, tmp_path, free_below_1024):
+    # libetpan select()s on the socket and on a pipe of its own: any of
+    # them numbered 1024 or more would abort the process.  With one free
+    # descriptor the socket fits but the pipe would not.
+    cfg = write_config(tmp_path, dovecot)
+
+    def fill_low_descriptors():
+        null = os.open("/dev/null", os.O_RDONLY)
+        for fd in range(3, 1100):
+            if fd != null:
+                os.dup2(null, fd, inheritable=True)
+        if free_below_1024:
+            os.close(500)
+
+    env = dict(os.environ, ASAN_OPTIONS=ASAN_OPTIONS)
+    r = subprocess.run([PROBE, str(cfg), "alice", "INBOX", "fetch", "1", "1000"],
+                       capture_output=True, text=True, timeout=30, env=env, close_fds=False,
+                       preexec_fn=fill_low_descriptors)
+    line = one_error_line(r)
+    assert line == ("account alice: no file descriptor below 1024 left for an IMAP "
+                    "connection (too many open files)")
