@@ -147,8 +147,8 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	}
 	char *payload = payload_build(n);
 	sqlite3_stmt *s = prep(st, "INSERT OR IGNORE INTO outbox(key, message, kind, grp,"
-				   " thread_id, parent, payload, created)"
-				   " VALUES(?,?,?,?,?,?,?,?)");
+				   " thread_id, parent, payload, created, sort_date, ext_parent)"
+				   " VALUES(?,?,?,?,?,?,?,?,?,?)");
 	if (!s) {
 		free(payload);
 		return -1;
@@ -164,6 +164,13 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		sqlite3_bind_int64(s, 6, n->parent);
 	sqlite3_bind_text(s, 7, payload, -1, free);
 	sqlite3_bind_int64(s, 8, (sqlite3_int64)time(NULL));
+	/* the payload's date and parent as columns: the due-item query reads
+	 * them for every candidate, and must not parse the payload for that */
+	char datebuf[32] = "";
+	if (n->msg && n->msg->date)
+		time_iso(n->msg->date, datebuf, sizeof datebuf);
+	sqlite3_bind_text(s, 9, datebuf, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(s, 10, n->parent_remote_id ? 1 : 0);
 	if (run(st, s) < 0)
 		return -1;
 	if (sqlite3_changes(store_db(st)) == 0)
@@ -504,10 +511,12 @@ static int record(struct store *st, const struct mf_config *cfg, const struct lo
 static int cascade_dead(struct store *st)
 {
 	const char *why = "post was not delivered";
+	/* driven from the (few) dead posts through the parent index, so the
+	 * cost does not grow with the queue */
 	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='dead', reason=?1 WHERE id IN"
-				   " (SELECT c.message FROM outbox c JOIN outbox p ON p.id=c.parent"
-				   " WHERE c.kind='comment' AND c.state IN ('pending','retrying')"
-				   " AND p.state IN ('dead','dropped'))");
+				   " (SELECT c.message FROM outbox c WHERE c.parent IN"
+				   " (SELECT id FROM outbox WHERE state IN ('dead','dropped'))"
+				   " AND c.kind='comment' AND c.state IN ('pending','retrying'))");
 	if (!s)
 		return -1;
 	sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
@@ -586,14 +595,10 @@ static int reconcile_inflight(struct store *st, const struct feed_backend_ops *o
 /* Due items: posts; comments whose post is delivered (or whose parent is
  * known only at the service) and that have no earlier sibling waiting. */
 #define ELIGIBLE                                                                                   \
-	" o.state IN ('pending','retrying') AND (o.kind='post'"                                    \
-	" OR json_extract(o.payload,'$.parent_remote_id') IS NOT NULL"                             \
+	" o.state IN ('pending','retrying') AND (o.kind='post' OR o.ext_parent=1"                  \
 	" OR (p.state='delivered' AND NOT EXISTS(SELECT 1 FROM outbox s WHERE s.parent=o.parent"   \
 	" AND s.kind='comment' AND s.state IN ('pending','retrying','inflight')"                   \
-	" AND (COALESCE(json_extract(s.payload,'$.date'),'') < "                                   \
-	" COALESCE(json_extract(o.payload,'$.date'),'')"                                           \
-	" OR (COALESCE(json_extract(s.payload,'$.date'),'') = "                                    \
-	" COALESCE(json_extract(o.payload,'$.date'),'') AND s.id < o.id)))))"
+	" AND (s.sort_date < o.sort_date OR (s.sort_date = o.sort_date AND s.id < o.id)))))"
 
 static long count_waiting(struct store *st)
 {
@@ -631,19 +636,15 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 	if (c < 0)
 		goto fail;
 	dead += c;
-	/* Candidates come from the state index alone (no payload read), so a
-	 * long queue costs little per round; eligibility is then checked on a
-	 * bounded window. */
-	sqlite3_stmt *s = prep(st, "SELECT o.id FROM (SELECT id FROM outbox"
-				   " WHERE state IN ('pending','retrying') AND next_at <= ?1"
-				   " ORDER BY id LIMIT ?3) c JOIN outbox o ON o.id=c.id"
+	/* Everything the choice needs is in the outbox_due and outbox_parent
+	 * indexes: no row (and no payload) is read for a waiting item. */
+	sqlite3_stmt *s = prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
 				   " LEFT JOIN outbox p ON p.id=o.parent"
-				   " WHERE" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+				   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
 	if (!s)
 		goto fail;
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
 	sqlite3_bind_int64(s, 2, (sqlite3_int64)batch);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)batch * 256);
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		ids = xrealloc(ids, (n + 1) * sizeof *ids);
 		ids[n++] = sqlite3_column_int64(s, 0);
