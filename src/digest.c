@@ -875,7 +875,10 @@ static void digest_one(struct run *r, const struct subscriber *sub, const char *
 	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
 	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
-	time_t since = sub->last_sent ? sub->last_sent : sub->since;
+	/* A first digest also covers the period before the subscription, so a
+	 * new reader starts with the current conversations, not an empty mail. */
+	time_t since = sub->last_sent ? sub->last_sent
+				       : sub->since - (sub->freq == FREQ_WEEKLY ? 7 * 86400 : 86400);
 	struct digest_mail mail = {0};
 	char err[512] = "", q[300];
 
