@@ -287,6 +287,10 @@ timezone = Europe/London
 
     def digest(self):
         heading("5. Digest")
+        # A digest covers whole seconds up to the one before it starts, so
+        # that an item of the current second comes in the next digest rather
+        # than never; items delivered this very second wait for the next one.
+        time.sleep(1.1)
         print("$ mailfeed digest --now --to %s" % SUBSCRIBER)
         r = self.mf("digest", "--now", "--to", SUBSCRIBER)
         show((r.stdout + r.stderr).strip() or "(exit 0)")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import MAILFEED, write_config, run_mailfeed, start_daemon, stop_daemon
+from conftest import MAILFEED, run_mailfeed, start_daemon, stop_daemon, wait_for, write_config
 
 
 def msg(i, subject=None, extra="", body=None, frm="carol@example.org"):
@@ -40,15 +40,6 @@ def count(cfg, sql, *args):
         return 0  # the daemon has not created its schema yet
     finally:
         con.close()
-
-
-def wait_for(pred, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def status(cfg):
