@@ -82,6 +82,7 @@ static const char *const tls_names[] = {"implicit", "starttls", "none", NULL};
 static const char *const backend_names[] = {"local", "chatter", "mattermost", "webhook", NULL};
 static const char *const post_as_names[] = {"integration", "author", NULL};
 static const char *const auth_names[] = {"auto", "login", "plain", "xoauth2", NULL};
+static const char *const subscribers_names[] = {"config", "feed", NULL};
 static const char *const freq_names[] = {"daily", "weekly", "each", "never", NULL};
 static const char *const after_names[] = {"keep", "seen", "move", "delete", NULL};
 static const char *const day_names[] = {"sunday",   "monday", "tuesday",  "wednesday",
@@ -128,6 +129,7 @@ static const struct key_def feed_keys[] = {
     {"dead_after", K_DURATION, F(dead_after), 60, 0, NULL, 0},
     {"max_file_size", K_SIZE, F(max_file_size), 0, 0, NULL, 0},
     {"max_files", K_INT, F(max_files), 0, 100, NULL, 0},
+    {"mentions", K_BOOL, F(mentions), 0, 0, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef F
@@ -193,6 +195,7 @@ static const struct key_def digest_keys[] = {
     {"timezone", K_TIMEZONE, D(timezone), 0, 0, NULL, 0},
     {"weekly_day", K_WEEKDAY, D(weekly_day), 0, 0, NULL, 0},
     {"max_items", K_INT, D(max_items), 1, 1000, NULL, 0},
+    {"subscribers", K_ENUM, D(subscribers), 0, 0, subscribers_names, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef D
@@ -1130,6 +1133,15 @@ static void validate_feed(struct loader *l, int check_secrets)
 	if (f->backend == FEED_WEBHOOK)
 		check_secret(l, s, "secret_file", f->secret_file, 0, check_secrets);
 	check_readable(l, s, "ca_file", f->ca_file);
+	if (f->mentions && f->backend != FEED_CHATTER && f->backend != FEED_MATTERMOST)
+		diag_add(l, key_line(s, "mentions"),
+			 "mentions = yes needs backend = chatter or mattermost (backend is %s)",
+			 bname);
+	if (c->digest.subscribers == SUBSCRIBERS_FEED && f->backend != FEED_CHATTER) {
+		const struct sect *ds = find_sect(l, S_DIGEST, 0);
+		diag_add(l, ds ? key_line(ds, "subscribers") : 0,
+			 "subscribers = feed needs backend = chatter (backend is %s)", bname);
+	}
 	if (!f->dir && c->gateway.state) {
 		const char *slash = strrchr(c->gateway.state, '/');
 		if (!slash)

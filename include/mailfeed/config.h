@@ -14,6 +14,9 @@ enum feed_backend { FEED_LOCAL, FEED_CHATTER, FEED_MATTERMOST, FEED_WEBHOOK };
 enum post_as { POST_AS_INTEGRATION, POST_AS_AUTHOR };
 enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER };
 enum imap_auth { AUTH_AUTO, AUTH_LOGIN, AUTH_PLAIN, AUTH_XOAUTH2 };
+/* Who gets digests: [subscriber] sections and `subscribe` only, or also the
+ * feed service's own group members by their notification setting. */
+enum digest_subscribers { SUBSCRIBERS_CONFIG, SUBSCRIBERS_FEED };
 
 struct mf_account {
 	char *name;
@@ -97,6 +100,8 @@ struct mf_feed {
 	long dead_after;      /* give up on transient errors after, default 2d */
 	long long max_file_size; /* attachments above are listed, not uploaded; default 25M */
 	int max_files;        /* default 10 */
+	int mentions;         /* To/Cc addresses of known feed users become
+			       * mentions (chatter); default no */
 };
 
 struct mf_smtp {
@@ -115,6 +120,7 @@ struct mf_digest {
 	char *timezone;       /* default UTC */
 	int weekly_day;       /* 0 = sunday .. 6; default 1 (monday) */
 	int max_items;        /* cap per digest, default 50 */
+	enum digest_subscribers subscribers; /* default config */
 };
 
 struct mf_subscriber {
