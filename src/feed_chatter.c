@@ -7,7 +7,9 @@
  *
  * An item becomes a feed element (post) or a comment whose body is a list of
  * message segments: one Paragraph per email paragraph, Link segments for
- * URLs, Hashtag segments for the item's tags.  Every item ends with a short
+ * URLs, Hashtag segments for the item's tags and, with mentions = yes, a
+ * "To:" paragraph of Mention segments for the recipients that are active
+ * users (found by Email with SOQL, cached).  Every item ends with a short
  * last paragraph "mailfeed:KEY" (its idempotency key) so that reconcile can
  * find it by reading the group's feed; Chatter has no hidden fields on feed
  * items, so the marker is visible but kept small and last.
@@ -35,13 +37,17 @@
 #include "mailfeed/http.h"
 #include "mailfeed/jwt.h"
 #include "mailfeed/log.h"
+#include "mailfeed/recipients.h"
 
 #define SF_BODY_BUDGET 9000 /* characters per element; the API allows 10,000 */
 #define SF_MAX_PARTS 20	    /* continuation limit: 180,000 characters */
 #define SF_JWT_LIFETIME 180
 #define SF_AUTH_BACKOFF 1800 /* token endpoint refused us: the admin must act */
 #define SF_DAILY_LIMIT_BACKOFF 3600
-#define SF_NEGATIVE_TTL 3600 /* how long "author has no usable user" is believed */
+#define SF_NEGATIVE_TTL 3600 /* how long "no usable user for this email" is believed */
+#define SF_USER_TTL 86400    /* how long a user found by email is believed */
+#define SF_USER_CACHE_MAX 4096
+#define SF_MENTION_CHARS 128 /* budget per mention: "@" and the user's name */
 #define SF_READ_PAGES 10
 #define SF_TOKEN_MAX 4096
 
@@ -52,10 +58,12 @@ struct sf_session {
 	char *instance;
 };
 
-/* post_as = author: what we know about a sender's email. */
-struct sf_author {
+/* What we know about the user behind an email (post_as = author, mentions). */
+struct sf_user {
 	char *email;
-	char *username; /* NULL: no usable user, post as integration user */
+	char *id; /* NULL: no single active user has this email */
+	char *username;
+	int denied; /* the token endpoint refused to let us act as this user */
 	time_t checked;
 };
 
@@ -65,12 +73,12 @@ struct chatter {
 	char *audience;
 	char *cfg_instance;
 	struct jwt_key *key;
-	pthread_mutex_t mu;	  /* sessions and authors */
+	pthread_mutex_t mu;	  /* sessions and users */
 	pthread_mutex_t login_mu; /* one token request at a time */
 	struct sf_session *sessions;
 	size_t n_sessions;
-	struct sf_author *authors;
-	size_t n_authors;
+	struct sf_user *users;
+	size_t n_users;
 	struct http_client **clients;
 	int n_clients;
 };
@@ -371,7 +379,7 @@ static void sf_fail(struct feed_result *res, const struct http_request *r, const
 	}
 }
 
-/* ---- authors (post_as = author) ---- */
+/* ---- users by email (post_as = author, mentions) ---- */
 
 /* SOQL string literal body: quotes and backslashes escaped, controls dropped. */
 static void sf_soql_quote(struct buf *b, const char *s)
@@ -385,25 +393,85 @@ static void sf_soql_quote(struct buf *b, const char *s)
 	}
 }
 
-/* Finds the Salesforce username for email.  1 found (*username set), 0 none,
- * -1 transient failure (res set). */
-static int sf_author_lookup(struct chatter *ch, struct http_client *hc, const char *email,
-			    char **username, struct feed_result *res)
+/* A record id as the API gives it: 15 or 18 letters and digits. */
+static int sf_id_ok(const char *id)
 {
-	*username = NULL;
+	size_t n = id ? strlen(id) : 0;
+	if (n != 15 && n != 18)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)id[i]))
+			return 0;
+	return 1;
+}
+
+/* Is the cached answer still believed? */
+static int sf_user_fresh(const struct sf_user *u, time_t now)
+{
+	return now - u->checked < (u->id && !u->denied ? SF_USER_TTL : SF_NEGATIVE_TTL);
+}
+
+static void sf_user_clear(struct sf_user *u)
+{
+	free(u->email);
+	free(u->id);
+	free(u->username);
+}
+
+/* The cache entry for email, made when missing (call with ch->mu held).
+ * A full cache first forgets what is no longer believed, then the oldest. */
+static struct sf_user *sf_user_slot(struct chatter *ch, const char *email, time_t now)
+{
+	for (size_t i = 0; i < ch->n_users; i++)
+		if (strcasecmp(ch->users[i].email, email) == 0)
+			return &ch->users[i];
+	if (ch->n_users >= SF_USER_CACHE_MAX) {
+		size_t k = 0, oldest = 0;
+		for (size_t i = 0; i < ch->n_users; i++) {
+			if (!sf_user_fresh(&ch->users[i], now)) {
+				sf_user_clear(&ch->users[i]);
+				continue;
+			}
+			ch->users[k++] = ch->users[i];
+		}
+		ch->n_users = k;
+		if (k >= SF_USER_CACHE_MAX) {
+			for (size_t i = 1; i < k; i++)
+				if (ch->users[i].checked < ch->users[oldest].checked)
+					oldest = i;
+			sf_user_clear(&ch->users[oldest]);
+			ch->users[oldest] = ch->users[--ch->n_users];
+		}
+	}
+	ch->users = xrealloc(ch->users, (ch->n_users + 1) * sizeof(*ch->users));
+	struct sf_user *u = &ch->users[ch->n_users++];
+	memset(u, 0, sizeof(*u));
+	u->email = xstrdup(email);
+	return u;
+}
+
+/* Finds the one active user whose Email is email, from the cache or with
+ * SOQL.  1 found (*id and *username set, owned; *denied = 1 when that user
+ * may not be acted as), 0 none, -1 transient failure (res set). */
+static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char *email, char **id,
+			  char **username, int *denied, struct feed_result *res)
+{
+	*id = *username = NULL;
+	*denied = 0;
 	time_t now = time(NULL);
 	pthread_mutex_lock(&ch->mu);
-	for (size_t i = 0; i < ch->n_authors; i++) {
-		struct sf_author *a = &ch->authors[i];
-		if (strcasecmp(a->email, email) != 0)
+	for (size_t i = 0; i < ch->n_users; i++) {
+		struct sf_user *u = &ch->users[i];
+		if (strcasecmp(u->email, email) != 0 || !sf_user_fresh(u, now))
 			continue;
-		if (a->username || now - a->checked < SF_NEGATIVE_TTL) {
-			int found = a->username != NULL;
-			if (found)
-				*username = xstrdup(a->username);
-			pthread_mutex_unlock(&ch->mu);
-			return found;
+		int found = u->id != NULL;
+		if (found) {
+			*id = xstrdup(u->id);
+			*username = xstrdup(u->username);
+			*denied = u->denied;
 		}
+		pthread_mutex_unlock(&ch->mu);
+		return found;
 	}
 	pthread_mutex_unlock(&ch->mu);
 
@@ -432,13 +500,14 @@ static int sf_author_lookup(struct chatter *ch, struct http_client *hc, const ch
 	if (r.status == 200) {
 		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
 		json_t *recs = json_object_get(j, "records");
-		const char *u =
-		    json_array_size(recs) == 1 ? sf_str(json_array_get(recs, 0), "Username") : NULL;
-		if (u && *u && strlen(u) < 256) {
+		json_t *rec = json_array_size(recs) == 1 ? json_array_get(recs, 0) : NULL;
+		const char *uid = sf_str(rec, "Id"), *u = sf_str(rec, "Username");
+		if (sf_id_ok(uid) && u && *u && strlen(u) < 256) {
+			*id = xstrdup(uid);
 			*username = xstrdup(u);
 			found = 1;
 		} else if (json_array_size(recs) > 1) {
-			log_warn("chatter.author_ambiguous email=%s users=%zu", elog,
+			log_warn("chatter.user_ambiguous email=%s users=%zu", elog,
 				 json_array_size(recs));
 		}
 		json_decref(j);
@@ -449,40 +518,75 @@ static int sf_author_lookup(struct chatter *ch, struct http_client *hc, const ch
 	} else {
 		char msg[400], mlog[420];
 		sf_error_text(&r, msg, sizeof(msg), NULL, 0);
-		log_warn("chatter.author_lookup_failed email=%s status=%ld error=%s", elog,
-			 r.status, log_quote(msg, mlog, sizeof(mlog)));
+		log_warn("chatter.user_lookup_failed email=%s status=%ld error=%s", elog, r.status,
+			 log_quote(msg, mlog, sizeof(mlog)));
 	}
 	http_request_clear(&r);
 
 	pthread_mutex_lock(&ch->mu);
-	struct sf_author *a = NULL;
-	for (size_t i = 0; i < ch->n_authors; i++)
-		if (strcasecmp(ch->authors[i].email, email) == 0)
-			a = &ch->authors[i];
-	if (!a) {
-		ch->authors = xrealloc(ch->authors, (ch->n_authors + 1) * sizeof(*ch->authors));
-		a = &ch->authors[ch->n_authors++];
-		a->email = xstrdup(email);
-		a->username = NULL;
-	}
-	free(a->username);
-	a->username = found ? xstrdup(*username) : NULL;
-	a->checked = now;
+	struct sf_user *u = sf_user_slot(ch, email, now);
+	free(u->id);
+	free(u->username);
+	u->id = found ? xstrdup(*id) : NULL;
+	u->username = found ? xstrdup(*username) : NULL;
+	u->denied = 0;
+	u->checked = now;
 	pthread_mutex_unlock(&ch->mu);
 	return found;
 }
 
-/* The author's token was refused: remember to post as the integration user. */
+/* post_as = author: the Salesforce username to act as for email.  1 found
+ * (*username set), 0 none (post as the integration user), -1 transient
+ * failure (res set). */
+static int sf_author_lookup(struct chatter *ch, struct http_client *hc, const char *email,
+			    char **username, struct feed_result *res)
+{
+	char *id = NULL;
+	int denied = 0;
+	int f = sf_user_lookup(ch, hc, email, &id, username, &denied, res);
+	free(id);
+	if (f == 1 && denied) {
+		free(*username);
+		*username = NULL;
+		f = 0;
+	}
+	return f;
+}
+
+/* The author's token was refused: post as the integration user for a while
+ * (the user may still be mentioned). */
 static void sf_author_deny(struct chatter *ch, const char *email)
 {
 	pthread_mutex_lock(&ch->mu);
-	for (size_t i = 0; i < ch->n_authors; i++)
-		if (strcasecmp(ch->authors[i].email, email) == 0) {
-			free(ch->authors[i].username);
-			ch->authors[i].username = NULL;
-			ch->authors[i].checked = time(NULL);
+	for (size_t i = 0; i < ch->n_users; i++)
+		if (strcasecmp(ch->users[i].email, email) == 0) {
+			ch->users[i].denied = 1;
+			ch->users[i].checked = time(NULL);
 		}
 	pthread_mutex_unlock(&ch->mu);
+}
+
+/* mentions = yes: the user ids of the item's recipients, each once, in the
+ * order of the addresses; addresses without a user are left out.  0, or -1
+ * when a look-up failed for now (res set). */
+static int sf_mentions(struct chatter *ch, struct http_client *hc, const struct feed_item *it,
+		       struct strlist *ids, struct feed_result *res)
+{
+	for (size_t i = 0; it->recipients && i < it->recipients->n; i++) {
+		char *id = NULL, *username = NULL;
+		int denied;
+		int f = sf_user_lookup(ch, hc, it->recipients->v[i], &id, &username, &denied, res);
+		if (f < 0)
+			return -1;
+		int seen = 0;
+		for (size_t k = 0; f == 1 && k < ids->n && !seen; k++)
+			seen = strcmp(ids->v[k], id) == 0;
+		if (f == 1 && !seen && ids->n < RECIPIENTS_MAX)
+			strlist_add(ids, id);
+		free(id);
+		free(username);
+	}
+	return 0;
 }
 
 /* ---- message segments ---- */
@@ -821,6 +925,80 @@ static int sf_post(struct chatter *ch, struct http_client *hc, const char *usern
 	return rc;
 }
 
+/* The body of an item's first (or only) element: From line, subject, the
+ * first part of the text, attachment notes, mentions (may be NULL),
+ * hashtags and the marker.  Sets *path (owned) to where it is posted. */
+static json_t *sf_first_body(const struct feed_item *it, const char *from, const char *text,
+			     const struct strlist *notes, const struct strlist *mentions,
+			     const struct strlist *file_ids, const char *marker, char **path)
+{
+	json_t *segs = json_array();
+	if (from)
+		seg_plain_paragraph(segs, from);
+	if (it->kind == FEED_POST && it->subject && *it->subject) {
+		seg_markup(segs, "MarkupBegin", "Paragraph");
+		seg_markup(segs, "MarkupBegin", "Bold");
+		seg_text(segs, it->subject, strlen(it->subject));
+		seg_markup(segs, "MarkupEnd", "Bold");
+		seg_markup(segs, "MarkupEnd", "Paragraph");
+	}
+	seg_paragraphs(segs, text);
+	for (size_t i = 0; i < notes->n; i++)
+		seg_plain_paragraph(segs, notes->v[i]);
+	if (mentions && mentions->n) {
+		seg_markup(segs, "MarkupBegin", "Paragraph");
+		seg_text(segs, "To: ", 4);
+		for (size_t i = 0; i < mentions->n; i++) {
+			if (i)
+				seg_text(segs, ", ", 2);
+			json_array_append_new(
+			    segs, json_pack("{s:s, s:s}", "type", "Mention", "id", mentions->v[i]));
+		}
+		seg_markup(segs, "MarkupEnd", "Paragraph");
+	}
+	int any_tag = 0;
+	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++) {
+		char *t = sf_tag(it->hashtags->v[i]);
+		if (*t) {
+			if (!any_tag)
+				seg_markup(segs, "MarkupBegin", "Paragraph");
+			else
+				seg_text(segs, " ", 1);
+			json_array_append_new(segs,
+					      json_pack("{s:s, s:s}", "type", "Hashtag", "tag", t));
+			any_tag = 1;
+		}
+		free(t);
+	}
+	if (any_tag)
+		seg_markup(segs, "MarkupEnd", "Paragraph");
+	seg_plain_paragraph(segs, marker);
+
+	json_t *body = json_pack("{s:{s:o}}", "body", "messageSegments", segs);
+	if (it->kind == FEED_POST) {
+		json_object_set_new(body, "feedElementType", json_string("FeedItem"));
+		json_object_set_new(body, "subjectId", json_string(it->group));
+		if (file_ids->n) {
+			json_t *items = json_array();
+			for (size_t i = 0; i < file_ids->n; i++)
+				json_array_append_new(items,
+						      json_pack("{s:s}", "id", file_ids->v[i]));
+			json_object_set_new(body, "capabilities",
+					    json_pack("{s:{s:o}}", "files", "items", items));
+		}
+		*path = xstrdup("/chatter/feed-elements");
+	} else {
+		if (file_ids->n)
+			json_object_set_new(
+			    body, "capabilities",
+			    json_pack("{s:{s:s}}", "content", "contentDocumentId", file_ids->v[0]));
+		char *pe = http_escape(it->parent_remote_id);
+		*path = xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
+		free(pe);
+	}
+	return body;
+}
+
 static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
 				const struct feed_item *it, struct feed_result *res)
 {
@@ -860,7 +1038,7 @@ static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
 	}
 
 	/* fixed parts: From line, subject, attachment notes, tags, marker */
-	struct strlist file_ids = {0}, notes = {0}, parts = {0};
+	struct strlist file_ids = {0}, notes = {0}, parts = {0}, mention_ids = {0};
 	char *marker = xasprintf(FEED_MARKER_PREFIX "%s", it->key);
 	char *from = NULL;
 	if (!as_author) {
@@ -880,6 +1058,8 @@ static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++)
 		fixed += strlen(it->hashtags->v[i]) + 2;
 	fixed += it->n_attachments * 300;
+	if (ch->f->mentions && it->recipients)
+		fixed += 8 + it->recipients->n * SF_MENTION_CHARS;
 	size_t first = fixed + 500 < SF_BODY_BUDGET ? SF_BODY_BUDGET - fixed : 500;
 	sf_split(it->text ? it->text : "", first, SF_BODY_BUDGET - 100, &parts);
 	if (parts.n == 0)
@@ -901,68 +1081,34 @@ static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
 			goto out;
 	}
 	if (!done_id) {
+		/* before any upload: a failed look-up is retried, and must not
+		 * leave files behind */
+		if (ch->f->mentions && sf_mentions(ch, hc, it, &mention_ids, res) != 0)
+			goto out;
 		if (sf_upload(ch, hc, username, it, max_up, &file_ids, &notes, res) != 0)
 			goto out;
-		json_t *segs = json_array();
-		if (from)
-			seg_plain_paragraph(segs, from);
-		if (it->kind == FEED_POST && it->subject && *it->subject) {
-			seg_markup(segs, "MarkupBegin", "Paragraph");
-			seg_markup(segs, "MarkupBegin", "Bold");
-			seg_text(segs, it->subject, strlen(it->subject));
-			seg_markup(segs, "MarkupEnd", "Bold");
-			seg_markup(segs, "MarkupEnd", "Paragraph");
-		}
-		seg_paragraphs(segs, parts.v[0]);
-		for (size_t i = 0; i < notes.n; i++)
-			seg_plain_paragraph(segs, notes.v[i]);
-		int any_tag = 0;
-		for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++) {
-			char *t = sf_tag(it->hashtags->v[i]);
-			if (*t) {
-				if (!any_tag)
-					seg_markup(segs, "MarkupBegin", "Paragraph");
-				else
-					seg_text(segs, " ", 1);
-				json_array_append_new(
-				    segs, json_pack("{s:s, s:s}", "type", "Hashtag", "tag", t));
-				any_tag = 1;
-			}
-			free(t);
-		}
-		if (any_tag)
-			seg_markup(segs, "MarkupEnd", "Paragraph");
-		seg_plain_paragraph(segs, marker);
-
-		json_t *body = json_pack("{s:{s:o}}", "body", "messageSegments", segs);
-		char *path;
-		if (it->kind == FEED_POST) {
-			json_object_set_new(body, "feedElementType", json_string("FeedItem"));
-			json_object_set_new(body, "subjectId", json_string(it->group));
-			if (file_ids.n) {
-				json_t *items = json_array();
-				for (size_t i = 0; i < file_ids.n; i++)
-					json_array_append_new(
-					    items, json_pack("{s:s}", "id", file_ids.v[i]));
-				json_object_set_new(
-				    body, "capabilities",
-				    json_pack("{s:{s:o}}", "files", "items", items));
-			}
-			path = xstrdup("/chatter/feed-elements");
-		} else {
-			if (file_ids.n)
-				json_object_set_new(body, "capabilities",
-						    json_pack("{s:{s:s}}", "content",
-							      "contentDocumentId", file_ids.v[0]));
-			char *pe = http_escape(it->parent_remote_id);
-			path =
-			    xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
-			free(pe);
-		}
-		int rc = sf_post(ch, hc, username, path, body, &done_id, res,
-				 it->kind == FEED_POST ? "chatter post" : "chatter comment");
-		free(path);
+		char *path = NULL;
+		const char *what = it->kind == FEED_POST ? "chatter post" : "chatter comment";
+		json_t *body = sf_first_body(it, from, parts.v[0], &notes, &mention_ids, &file_ids,
+					     marker, &path);
+		int rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
 		json_decref(body);
+		if (rc != 0 && res->status == FEED_PERMANENT && mention_ids.n) {
+			/* nothing was created: a mention the service does not take
+			 * must not cost the post */
+			char e[300];
+			log_warn("chatter.mentions_refused outbox_id=%lld mentions=%zu error=%s",
+				 (long long)it->id, mention_ids.n,
+				 log_quote(res->error, e, sizeof(e)));
+			memset(res, 0, sizeof(*res));
+			strlist_free(&mention_ids);
+			free(path);
+			body = sf_first_body(it, from, parts.v[0], &notes, NULL, &file_ids, marker,
+					     &path);
+			rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
+			json_decref(body);
+		}
+		free(path);
 		if (rc != 0)
 			goto out;
 	}
@@ -1007,9 +1153,9 @@ static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
 	res->status = FEED_OK;
 	res->remote_id = done_id;
 	log_info("chatter.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu "
-		 "as_author=%d",
+		 "mentions=%zu as_author=%d",
 		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
-		 file_ids.n, as_author);
+		 file_ids.n, mention_ids.n, as_author);
 out:
 	if (res->status != FEED_OK)
 		log_warn("chatter.deliver_failed outbox_id=%lld status=%s retry_after=%ld",
@@ -1022,6 +1168,7 @@ out:
 	strlist_free(&file_ids);
 	strlist_free(&notes);
 	strlist_free(&parts);
+	strlist_free(&mention_ids);
 }
 
 /* ---- backend interface ---- */
@@ -1040,11 +1187,9 @@ static void chatter_close(void *ctx)
 		free(ch->sessions[i].instance);
 	}
 	free(ch->sessions);
-	for (size_t i = 0; i < ch->n_authors; i++) {
-		free(ch->authors[i].email);
-		free(ch->authors[i].username);
-	}
-	free(ch->authors);
+	for (size_t i = 0; i < ch->n_users; i++)
+		sf_user_clear(&ch->users[i]);
+	free(ch->users);
 	jwt_key_free(ch->key);
 	pthread_mutex_destroy(&ch->mu);
 	pthread_mutex_destroy(&ch->login_mu);

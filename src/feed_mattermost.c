@@ -2,10 +2,13 @@
  *
  * Posts are made with a personal access token (token_file) as its user;
  * the sender is named in a "From NAME <email>" line.  A comment is a reply
- * (root_id = the post).  Hashtags are "#tag" words on a last line, where the
- * server picks them up.  Every post carries props {"mailfeed_key": KEY} —
- * custom props are kept by the server and invisible to readers — so that
- * reconcile can find it among the channel's recent posts.
+ * (root_id = the post).  With mentions = yes, the recipients that are active
+ * users (GET /users/email/{email}, cached) are named as "@username" on a
+ * "To:" line, which the server turns into mentions.  Hashtags are "#tag"
+ * words on a last line, where the server picks them up.  Every post carries
+ * props {"mailfeed_key": KEY} — custom props are kept by the server and
+ * invisible to readers — so that reconcile can find it among the channel's
+ * recent posts.
  *
  * Messages over the 16,383-rune limit become a post plus continuation
  * replies (props "KEY#N"); a retry after a half-done delivery first looks
@@ -26,12 +29,18 @@
 #include "mailfeed/feed.h"
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
+#include "mailfeed/recipients.h"
 
 #define MM_BUDGET 16000 /* runes per post; the server allows 16,383 */
 #define MM_MAX_PARTS 12
 #define MM_MAX_FILES 5 /* documented file_ids limit per post */
 #define MM_AUTH_BACKOFF 1800
 #define MM_KEY_PROP "mailfeed_key"
+#define MM_NEGATIVE_TTL 3600 /* how long "no user with this email" is believed */
+#define MM_USER_TTL 86400    /* how long a user found by email is believed */
+#define MM_EMAILS_MAX 4096
+#define MM_USERNAME_MAX 64
+#define MM_MENTION_RUNES (MM_USERNAME_MAX + 2) /* " @" and a username */
 
 struct mm_user {
 	char *id;
@@ -39,13 +48,22 @@ struct mm_user {
 	char *email;
 };
 
+/* mentions = yes: the username behind an email. */
+struct mm_email {
+	char *email;
+	char *username; /* NULL: no active user has this email (or we may not see it) */
+	time_t checked;
+};
+
 struct mattermost {
 	const struct mf_feed *f;
-	char *base; /* url without trailing slash */
-	char *auth; /* "Authorization: Bearer ..." */
-	pthread_mutex_t mu;
+	char *base;	    /* url without trailing slash */
+	char *auth;	    /* "Authorization: Bearer ..." */
+	pthread_mutex_t mu; /* emails */
 	struct mm_user *users;
 	size_t n_users;
+	struct mm_email *emails;
+	size_t n_emails;
 	struct http_client **clients;
 	int n_clients;
 };
@@ -347,6 +365,149 @@ static int mm_post(struct mattermost *mm, struct http_client *hc, const char *ch
 	return rc;
 }
 
+/* A username as the server makes them: a-z, 0-9, '.', '-', '_', starting
+ * with a letter (22 at most today; older servers allowed 64).  Anything
+ * else is not written into a message. */
+static int mm_username_ok(const char *u)
+{
+	size_t n = u ? strlen(u) : 0;
+	if (n < 1 || n > MM_USERNAME_MAX || !islower((unsigned char)u[0]))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!islower((unsigned char)u[i]) && !isdigit((unsigned char)u[i]) &&
+		    !strchr(".-_", u[i]))
+			return 0;
+	return 1;
+}
+
+static int mm_email_fresh(const struct mm_email *e, time_t now)
+{
+	return now - e->checked < (e->username ? MM_USER_TTL : MM_NEGATIVE_TTL);
+}
+
+/* Remembers what email stands for; a full cache first forgets what is no
+ * longer believed, then the oldest answer. */
+static void mm_email_store(struct mattermost *mm, const char *email, const char *username,
+			   time_t now)
+{
+	pthread_mutex_lock(&mm->mu);
+	struct mm_email *e = NULL;
+	for (size_t i = 0; i < mm->n_emails && !e; i++)
+		if (strcasecmp(mm->emails[i].email, email) == 0)
+			e = &mm->emails[i];
+	if (!e && mm->n_emails >= MM_EMAILS_MAX) {
+		size_t k = 0, oldest = 0;
+		for (size_t i = 0; i < mm->n_emails; i++) {
+			if (!mm_email_fresh(&mm->emails[i], now)) {
+				free(mm->emails[i].email);
+				free(mm->emails[i].username);
+				continue;
+			}
+			mm->emails[k++] = mm->emails[i];
+		}
+		mm->n_emails = k;
+		if (k >= MM_EMAILS_MAX) {
+			for (size_t i = 1; i < k; i++)
+				if (mm->emails[i].checked < mm->emails[oldest].checked)
+					oldest = i;
+			free(mm->emails[oldest].email);
+			free(mm->emails[oldest].username);
+			mm->emails[oldest] = mm->emails[--mm->n_emails];
+		}
+	}
+	if (!e) {
+		mm->emails = xrealloc(mm->emails, (mm->n_emails + 1) * sizeof(*mm->emails));
+		e = &mm->emails[mm->n_emails++];
+		e->email = xstrdup(email);
+		e->username = NULL;
+	}
+	free(e->username);
+	e->username = username ? xstrdup(username) : NULL;
+	e->checked = now;
+	pthread_mutex_unlock(&mm->mu);
+}
+
+/* The username of the active user with email, from the cache or
+ * GET /users/email/{email}.  1 found (*username set, owned), 0 none,
+ * -1 transient failure (res set). */
+static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const char *email,
+			    char **username, struct feed_result *res)
+{
+	*username = NULL;
+	time_t now = time(NULL);
+	pthread_mutex_lock(&mm->mu);
+	for (size_t i = 0; i < mm->n_emails; i++) {
+		struct mm_email *e = &mm->emails[i];
+		if (strcasecmp(e->email, email) != 0 || !mm_email_fresh(e, now))
+			continue;
+		if (e->username)
+			*username = xstrdup(e->username);
+		pthread_mutex_unlock(&mm->mu);
+		return *username != NULL;
+	}
+	pthread_mutex_unlock(&mm->mu);
+
+	char *ee = http_escape(email);
+	char *url = xasprintf("%s/api/v4/users/email/%s", mm->base, ee);
+	free(ee);
+	struct http_request r;
+	mm_request(mm, &r, "GET", url);
+	http_perform_one(hc, &r);
+	free(url);
+	char elog[200];
+	log_quote(email, elog, sizeof(elog));
+	int rc = 0;
+	if (r.status == 200) {
+		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+		const char *u = mm_str(j, "username");
+		/* a deactivated account is still found, with delete_at set */
+		if (json_integer_value(json_object_get(j, "delete_at")) == 0 && mm_username_ok(u)) {
+			*username = xstrdup(u);
+			rc = 1;
+		}
+		json_decref(j);
+	} else if (r.status != 404 &&
+		   (r.curl_failed || r.status == 401 || http_classify(r.status, 0) == FEED_RETRY)) {
+		mm_fail(res, &r, "mattermost user lookup");
+		http_request_clear(&r);
+		return -1;
+	} else if (r.status != 404) {
+		/* 403: the server's privacy settings hide emails from this token */
+		struct feed_result why;
+		memset(&why, 0, sizeof(why));
+		mm_fail(&why, &r, "mattermost user lookup");
+		char wlog[600];
+		log_warn("mattermost.user_lookup_failed email=%s status=%ld error=%s", elog,
+			 r.status, log_quote(why.error, wlog, sizeof(wlog)));
+	}
+	http_request_clear(&r);
+	mm_email_store(mm, email, rc == 1 ? *username : NULL, now);
+	return rc;
+}
+
+/* mentions = yes: "To: @a @b" for the item's recipients that are users, or
+ * an empty buffer.  0, or -1 when a look-up failed for now (res set). */
+static int mm_mentions(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
+		       struct buf *line, struct feed_result *res)
+{
+	struct strlist names = {0};
+	for (size_t i = 0; it->recipients && i < it->recipients->n; i++) {
+		char *u = NULL;
+		int f = mm_user_by_email(mm, hc, it->recipients->v[i], &u, res);
+		if (f < 0) {
+			strlist_free(&names);
+			return -1;
+		}
+		if (f == 1 && !strlist_has_ci(&names, u) && names.n < RECIPIENTS_MAX)
+			strlist_add(&names, u);
+		free(u);
+	}
+	for (size_t i = 0; i < names.n; i++)
+		buf_printf(line, "%s@%s", i ? " " : "To: ", names.v[i]);
+	strlist_free(&names);
+	return 0;
+}
+
 static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 			   const struct feed_item *it, struct feed_result *res)
 {
@@ -356,9 +517,10 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 		return;
 	}
 	struct strlist parts = {0}, file_ids = {0}, notes = {0};
-	struct buf head, tail;
+	struct buf head, tail, mentions;
 	buf_init(&head);
 	buf_init(&tail);
+	buf_init(&mentions);
 	const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
 	const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
 	if (it->kind == FEED_POST && it->subject && *it->subject)
@@ -375,6 +537,8 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 	}
 	size_t fixed = mm_runes(head.data ? head.data : "", head.len) + tail.len +
 		       it->n_attachments * 300 + 16;
+	if (mm->f->mentions && it->recipients)
+		fixed += 8 + it->recipients->n * MM_MENTION_RUNES;
 	size_t first = fixed + 1000 < MM_BUDGET ? MM_BUDGET - fixed : 1000;
 	mm_split(it->text ? it->text : "", first, MM_BUDGET - 100, &parts);
 	if (parts.n == 0)
@@ -400,6 +564,9 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 	if (!done_id) {
 		size_t max_up =
 		    mm->f->max_files < MM_MAX_FILES ? (size_t)mm->f->max_files : MM_MAX_FILES;
+		/* before any upload: a failed look-up is retried */
+		if (mm->f->mentions && mm_mentions(mm, hc, it, &mentions, res) != 0)
+			goto out;
 		if (mm_upload(mm, hc, it, max_up, &file_ids, &notes, res) != 0)
 			goto out;
 		struct buf msg;
@@ -408,6 +575,8 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 		buf_puts(&msg, parts.v[0]);
 		for (size_t i = 0; i < notes.n; i++)
 			buf_printf(&msg, "\n\n%s", notes.v[i]);
+		if (mentions.len)
+			buf_printf(&msg, "\n\n%s", mentions.data);
 		if (tail.len)
 			buf_printf(&msg, "\n\n%s", tail.data);
 		int rc =
@@ -452,6 +621,7 @@ out:
 	json_decref(known);
 	buf_free(&head);
 	buf_free(&tail);
+	buf_free(&mentions);
 	strlist_free(&parts);
 	strlist_free(&file_ids);
 	strlist_free(&notes);
@@ -471,6 +641,11 @@ static void mm_close(void *ctx)
 		free(mm->users[i].email);
 	}
 	free(mm->users);
+	for (size_t i = 0; i < mm->n_emails; i++) {
+		free(mm->emails[i].email);
+		free(mm->emails[i].username);
+	}
+	free(mm->emails);
 	pthread_mutex_destroy(&mm->mu);
 	if (mm->auth)
 		explicit_bzero(mm->auth, strlen(mm->auth));

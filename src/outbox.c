@@ -20,6 +20,7 @@
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
 #include "mailfeed/outbox.h"
+#include "mailfeed/recipients.h"
 #include "mailfeed/util.h"
 
 #define OUTBOX_MAX_TEXT (512 * 1024)
@@ -96,6 +97,12 @@ static char *payload_build(const struct outbox_new *n)
 					 : json_null());
 	if (n->parent_remote_id)
 		json_object_set_new(o, "parent_remote_id", json_string(n->parent_remote_id));
+	if (n->recipients && n->recipients->n) {
+		json_t *rcpt = json_array();
+		for (size_t i = 0; i < n->recipients->n && i < RECIPIENTS_MAX; i++)
+			json_array_append_new(rcpt, json_string(n->recipients->v[i]));
+		json_object_set_new(o, "recipients", rcpt);
+	}
 	char *out = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return out;
@@ -234,7 +241,7 @@ struct loaded {
 	time_t created;
 	char *key, *group, *parent_remote_id, *author_name, *author_email, *subject, *text,
 	    *message_id;
-	struct strlist tags;
+	struct strlist tags, recipients;
 	struct feed_attachment *att;
 	size_t n_att;
 };
@@ -270,6 +277,7 @@ static void loaded_free(struct loaded *l)
 	free(l->text);
 	free(l->message_id);
 	strlist_free(&l->tags);
+	strlist_free(&l->recipients);
 	for (size_t i = 0; i < l->n_att; i++) {
 		free((char *)l->att[i].filename);
 		free((char *)l->att[i].content_type);
@@ -353,6 +361,11 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 		if (json_is_string(v))
 			strlist_add(&l->tags, json_string_value(v));
 	}
+	json_array_foreach(json_object_get(p, "recipients"), i, v)
+	{
+		if (json_is_string(v) && l->recipients.n < RECIPIENTS_MAX)
+			strlist_add(&l->recipients, json_string_value(v));
+	}
 	json_decref(p);
 	if (load_attachments(st, l) < 0) {
 		loaded_free(l);
@@ -366,6 +379,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	l->item.subject = l->subject ? l->subject : "";
 	l->item.text = l->text ? l->text : "";
 	l->item.hashtags = &l->tags;
+	l->item.recipients = &l->recipients;
 	l->item.message_id = l->message_id;
 	l->item.attachments = l->att;
 	l->item.n_attachments = l->n_att;

@@ -19,6 +19,7 @@
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
+#include "mailfeed/recipients.h"
 #include "mailfeed/replies.h"
 #include "mailfeed/thread.h"
 #include "mailfeed/util.h"
@@ -145,21 +146,6 @@ static void item_key(const char *group, const struct mf_message *m, const char *
 	snprintf(out, 40, "mf-%.32s", h);
 }
 
-static int own_address(const struct mf_config *cfg, const char *addr)
-{
-	if (!addr || !cfg->gateway.reply_address)
-		return 0;
-	const char *at = strrchr(cfg->gateway.reply_address, '@');
-	const char *aat = strrchr(addr, '@');
-	size_t loclen;
-	if (!at || !aat || strcasecmp(at, aat) != 0)
-		return 0;
-	loclen = (size_t)(at - cfg->gateway.reply_address);
-	/* feed@domain or feed+anything@domain */
-	return strncasecmp(addr, cfg->gateway.reply_address, loclen) == 0 &&
-	       (addr[loclen] == '@' || addr[loclen] == '+');
-}
-
 /* Runs inside the batch transaction; one savepoint per message so a store
  * error undoes only that message.  *notify = 1 when the sender is to be told
  * (after the commit: no network I/O inside a transaction). */
@@ -171,7 +157,7 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 	const char *reason = classify_skip(m, mb, cfg, reasonbuf, sizeof reasonbuf);
 	char q1[128], q2[128];
 
-	if (!reason && own_address(cfg, m->from_email))
+	if (!reason && recipients_is_gateway(cfg, m->from_email))
 		reason = "loop: mail sent by mailfeed";
 	if (reason) {
 		set_state(st, p->id, "skipped", reason, m);
@@ -215,6 +201,8 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 		memcpy(a->data, p->raw, p->raw_len);
 		sha256_hex(p->raw, p->raw_len, a->sha256);
 	}
+	struct strlist recipients = {0};
+	recipients_mentionable(cfg, m, NULL, &recipients);
 	struct outbox_new n = {
 	    .message = p->id,
 	    .key = key,
@@ -224,6 +212,7 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 	    .parent = is_new ? 0 : thread_root(st, thread_id),
 	    .msg = m,
 	    .extra_hashtags = &mb->hashtags,
+	    .recipients = &recipients,
 	};
 	if (!is_new && n.parent <= 0) {
 		/* thread known by id but its post never became an item (e.g. the
@@ -233,6 +222,7 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 		is_new = 1;
 	}
 	int64_t item = outbox_enqueue(st, &n);
+	strlist_free(&recipients);
 	if (item < 0)
 		goto fail;
 	if (is_new && thread_set_root(st, thread_id, item) < 0)

@@ -13,6 +13,7 @@
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
+#include "mailfeed/recipients.h"
 #include "mailfeed/replies.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
@@ -218,8 +219,8 @@ fail:
 	return NULL;
 }
 
-static int enqueue_comment(struct store *st, int64_t msg_row, const struct mf_message *m,
-			   const struct token_info *ti)
+static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_t msg_row,
+			   const struct mf_message *m, const struct token_info *ti)
 {
 	char hash[65];
 	char *src = m->message_id ? xasprintf("mid:%s", m->message_id)
@@ -229,6 +230,8 @@ static int enqueue_comment(struct store *st, int64_t msg_row, const struct mf_me
 	char key[48];
 	snprintf(key, sizeof key, "reply:%.32s", hash);
 
+	struct strlist recipients = {0};
+	recipients_mentionable(cfg, m, ti->email, &recipients);
 	struct outbox_new n = {
 	    .message = msg_row,
 	    .key = key,
@@ -238,11 +241,16 @@ static int enqueue_comment(struct store *st, int64_t msg_row, const struct mf_me
 	    .author_name = m->from_name,
 	    .author_email = ti->email,
 	    .parent_remote_id = ti->remote_id,
+	    .recipients = &recipients,
 	};
 	sqlite3_stmt *s;
-	if (store_begin(st) < 0)
+	if (store_begin(st) < 0) {
+		strlist_free(&recipients);
 		return -1;
-	if (outbox_enqueue(st, &n) < 0)
+	}
+	int64_t item = outbox_enqueue(st, &n);
+	strlist_free(&recipients);
+	if (item < 0)
 		goto fail;
 	if (sqlite3_prepare_v2(store_db(st),
 			       "UPDATE messages SET state='queued', reason=NULL WHERE id=?1", -1,
@@ -345,7 +353,7 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 		       "Write your answer above the quoted message.");
 		goto out;
 	}
-	if (enqueue_comment(st, msg_row, m, &t.ti) < 0) {
+	if (enqueue_comment(st, cfg, msg_row, m, &t.ti) < 0) {
 		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
 		rc = -1;
 		goto out;

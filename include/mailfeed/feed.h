@@ -34,6 +34,9 @@ struct feed_item {
 	const char *subject;
 	const char *text;
 	const struct strlist *hashtags;
+	/* To/Cc addresses that may become mentions ([feed] mentions), at most
+	 * RECIPIENTS_MAX; NULL or empty when none */
+	const struct strlist *recipients;
 	const char *message_id;
 	time_t date;
 	const struct feed_attachment *attachments;

@@ -29,6 +29,7 @@ struct outbox_new {
 	const char *author_email;
 	const struct strlist *extra_hashtags; /* mailbox's configured tags, first */
 	const char *parent_remote_id; /* comment on a post known only at the service */
+	const struct strlist *recipients; /* may-be mentions (recipients_mentionable), or NULL */
 };
 
 /* Adds an item (and its attachments) inside the caller's transaction.

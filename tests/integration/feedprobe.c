@@ -10,6 +10,7 @@
  *
  * ITEM: {"id", "key", "kind": "post|comment", "group", "parent",
  *        "author_name", "author_email", "subject", "text", "hashtags": [...],
+ *        "recipients": [...],
  *        "attachments": [{"filename", "content_type", "data" | "size"}]}
  * An attachment given by "size" is that many 'x' bytes. */
 #include <stdio.h>
@@ -27,8 +28,9 @@ static const char *jstr(json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
-/* Fills it from j; allocations go to the hashtags list and *datas. */
-static void probe_item(json_t *j, struct feed_item *it, struct strlist *tags,
+/* Fills it from j; allocations go to the tags (hashtags, then recipients)
+ * and *datas. */
+static void probe_item(json_t *j, struct feed_item *it, struct strlist tags[2],
 		       struct feed_attachment **atts, unsigned char ***datas)
 {
 	memset(it, 0, sizeof(*it));
@@ -45,8 +47,11 @@ static void probe_item(json_t *j, struct feed_item *it, struct strlist *tags,
 	size_t i;
 	json_t *v;
 	json_array_foreach(json_object_get(j, "hashtags"), i, v)
-	    strlist_add(tags, json_string_value(v));
-	it->hashtags = tags;
+	    strlist_add(&tags[0], json_string_value(v));
+	it->hashtags = &tags[0];
+	json_array_foreach(json_object_get(j, "recipients"), i, v)
+	    strlist_add(&tags[1], json_string_value(v));
+	it->recipients = &tags[1];
 	json_t *as = json_object_get(j, "attachments");
 	size_t n = json_array_size(as);
 	*atts = xcalloc(n ? n : 1, sizeof(**atts));
@@ -120,13 +125,12 @@ int main(int argc, char **argv)
 		json_t *items = json_object_get(req, "items");
 		size_t n = json_array_size(items);
 		struct feed_item *its = xcalloc(n ? n : 1, sizeof(*its));
-		struct strlist *tags = xcalloc(n ? n : 1, sizeof(*tags));
+		struct strlist(*tags)[2] = xcalloc(n ? n : 1, sizeof(*tags));
 		struct feed_attachment **atts = xcalloc(n ? n : 1, sizeof(*atts));
 		unsigned char ***datas = xcalloc(n ? n : 1, sizeof(*datas));
 		struct feed_result *res = xcalloc(n ? n : 1, sizeof(*res));
 		for (size_t i = 0; i < n; i++)
-			probe_item(json_array_get(items, i), &its[i], &tags[i], &atts[i],
-				   &datas[i]);
+			probe_item(json_array_get(items, i), &its[i], tags[i], &atts[i], &datas[i]);
 		ops->deliver(ctx, its, n, res);
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
@@ -140,7 +144,8 @@ int main(int argc, char **argv)
 				free(datas[i][k]);
 			free(datas[i]);
 			free(atts[i]);
-			strlist_free(&tags[i]);
+			strlist_free(&tags[i][0]);
+			strlist_free(&tags[i][1]);
 		}
 		json_object_set_new(out, "results", arr);
 		free(its);
@@ -150,10 +155,10 @@ int main(int argc, char **argv)
 		free(res);
 	} else if (op && strcmp(op, "reconcile") == 0) {
 		struct feed_item it;
-		struct strlist tags = {0};
+		struct strlist tags[2] = {{0}, {0}};
 		struct feed_attachment *atts;
 		unsigned char **datas;
-		probe_item(json_object_get(req, "item"), &it, &tags, &atts, &datas);
+		probe_item(json_object_get(req, "item"), &it, tags, &atts, &datas);
 		char *rid = NULL;
 		int f = ops->reconcile(ctx, &it, &rid);
 		json_object_set_new(out, "found", json_integer(f));
@@ -163,7 +168,8 @@ int main(int argc, char **argv)
 			free(datas[k]);
 		free(datas);
 		free(atts);
-		strlist_free(&tags);
+		strlist_free(&tags[0]);
+		strlist_free(&tags[1]);
 	} else if (op && strcmp(op, "read") == 0) {
 		struct feed_entry *e = NULL;
 		size_t n = 0;

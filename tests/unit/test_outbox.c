@@ -30,6 +30,7 @@ struct fake {
 	char seen_keys[32][64];
 	char seen_parent[32][64];
 	char seen_tags[32][128];
+	char seen_rcpt[32][256];
 	size_t n_att[32];
 };
 
@@ -46,6 +47,11 @@ static void fake_deliver(void *ctx, const struct feed_item *items, size_t n,
 		for (size_t t = 0; t < items[i].hashtags->n; t++) {
 			strcat(f->seen_tags[k], items[i].hashtags->v[t]);
 			strcat(f->seen_tags[k], ",");
+		}
+		f->seen_rcpt[k][0] = '\0';
+		for (size_t t = 0; items[i].recipients && t < items[i].recipients->n; t++) {
+			strcat(f->seen_rcpt[k], items[i].recipients->v[t]);
+			strcat(f->seen_rcpt[k], ",");
 		}
 		f->n_att[k] = items[i].n_attachments;
 		enum feed_status s = f->used < f->n_next ? f->next[f->used] : FEED_OK;
@@ -450,6 +456,34 @@ static void test_read_delivered(void **state)
 	feed_entries_free(e, n);
 }
 
+/* The To/Cc addresses chosen at enqueue reach the backend with the item,
+ * on every attempt; an item without any carries an empty list. */
+static void test_recipients_travel_with_item(void **state)
+{
+	struct fx *x = *state;
+	struct strlist rcpt = {0};
+	strlist_add(&rcpt, "bob@example.org");
+	strlist_add(&rcpt, "carol@example.org");
+	struct outbox_new n = {
+	    .key = "k1", .kind = "post", .group = "G1", .msg = x->msg, .recipients = &rcpt};
+	assert_int_equal(store_begin(x->st), 0);
+	assert_true(outbox_enqueue(x->st, &n) > 0);
+	assert_int_equal(store_commit(x->st), 0);
+	strlist_free(&rcpt);
+	enqueue(x, "k2", "post", 0, 0);
+
+	x->fake.next[0] = FEED_RETRY;
+	x->fake.n_next = 1;
+	assert_int_equal(deliver(x), 0);
+	assert_string_equal(x->fake.seen_keys[0], "k1");
+	assert_string_equal(x->fake.seen_rcpt[0], "bob@example.org,carol@example.org,");
+	assert_string_equal(x->fake.seen_rcpt[1], "");
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET next_at=0"), 0);
+	assert_int_equal(deliver(x), 0);
+	assert_string_equal(x->fake.seen_keys[2], "k1");
+	assert_string_equal(x->fake.seen_rcpt[2], "bob@example.org,carol@example.org,");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -463,6 +497,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reconcile_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dead_messages_retry_and_drop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_delivered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recipients_travel_with_item, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,9 +7,10 @@ stdout, and keeps everything in memory.  What it checks: RS256 JWT bearer
 assertions (signature against --public-key, iss, aud, exp window, known and
 pre-authorized sub), Bearer tokens on data calls (401 INVALID_SESSION_ID once
 expired), feed item / comment input shapes (unknown fields, segment types and
-their fields, markup nesting, 10,000 characters, 25 mentions, 10 files, known
-file ids), multipart uploads with a fileData part, and the simple SOQL user
-query with its backslash escapes.  Errors use Chatter's JSON array format.
+their fields, markup nesting, 10,000 characters, 25 mentions of known user or
+group ids of 15/18 characters, 10 files, known file ids), multipart uploads
+with a fileData part, and the simple SOQL user query with its backslash
+escapes.  Errors use Chatter's JSON array format.
 
 Side channel for tests:
   POST /__control  {"fail_next": [500, 429, {"status": 400, "errorCode": "X",
@@ -22,7 +23,8 @@ Side channel for tests:
                                "authorized": true}],
                     "fail_token_next": [{"status": 400, "error": "invalid_grant",
                                          "error_description": "..."}]}
-  GET  /__state    posts, comments, files, users and a request log
+  GET  /__state    posts, comments, files, users, mentions ({element, id} of
+                   every Mention segment taken) and a request log
 """
 import argparse
 import base64
@@ -52,6 +54,7 @@ SEGMENT_FIELDS = {
     "MarkupBegin": {"markupType", "url", "altText"},
     "MarkupEnd": {"markupType"},
 }
+MENTION_ID = re.compile(r"^(005|0F9)[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$")
 MARKUPS = {"Bold", "Code", "Hyperlink", "Italic", "ListItem", "OrderedList",
            "Paragraph", "Strikethrough", "Underline", "UnorderedList"}
 
@@ -170,8 +173,12 @@ def check_body(body, st):
                 raise Refused(400, "INVALID_INPUT", "Link segment needs an http(s) url")
             chars += len(url)
         elif t == "Mention":
-            if not any(u["Id"] == s.get("id") for u in st.users):
-                raise Refused(400, "INVALID_ID_FIELD", "Mention id is not a user")
+            mid = s.get("id")
+            if not isinstance(mid, str) or not MENTION_ID.match(mid):
+                raise Refused(400, "INVALID_ID_FIELD",
+                              "Mention id must be the 15 or 18 character id of a user or group")
+            if not any(u["Id"] == mid for u in st.users) and mid not in st.groups:
+                raise Refused(400, "INVALID_ID_FIELD", "Mention id is not a user or group")
             mentions += 1
         elif t == "MarkupBegin":
             if s.get("markupType") not in MARKUPS:
@@ -266,10 +273,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == "/__state" and method == "GET":
             with LOCK:
+                mentions = [{"element": e["id"], "id": s["record"]["id"]}
+                            for e in st.elements + st.comments
+                            for s in e["body"]["messageSegments"] if s["type"] == "Mention"]
                 self.send(200, {"posts": st.elements, "comments": st.comments,
                                 "files": list(st.files.values()), "users": st.users,
                                 "tokens_issued": st.tokens_issued, "requests": st.log,
-                                "queries": st.queries})
+                                "queries": st.queries, "mentions": mentions})
             return
         with LOCK:
             st.log.append({"method": method, "path": path,

@@ -13,7 +13,8 @@ Side channel for tests:
   POST /__control {"fail_next": [500, 429, {"status": 400, "id": "x.y", "message": "..."}],
                    "skip": N (calls let through before fail_next applies),
                    "retry_after": 2, "delay": 3, "drop": 1,
-                   "expire_tokens": true, "restore_tokens": true}
+                   "expire_tokens": true, "restore_tokens": true,
+                   "users": [{"username": ..., "email": ..., "delete_at": 0, ...}]}
   GET  /__state   posts, files, users and a request log
 """
 import argparse
@@ -194,6 +195,14 @@ class Handler(BaseHTTPRequestHandler):
                 st.token_valid = False
             if c.get("restore_tokens"):
                 st.token_valid = True
+            for u in c.get("users", []):
+                user = {"id": new_id(), "first_name": "", "last_name": "", "nickname": "",
+                        "delete_at": 0}
+                user.update(u)
+                user["email"] = user["email"].lower()
+                st.users = {k: v for k, v in st.users.items()
+                            if v["username"] != user["username"]}
+                st.users[user["id"]] = user
         self.send(200, {"ok": True})
 
     def json_body(self, body):
