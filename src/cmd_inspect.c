@@ -14,6 +14,7 @@
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
 #include "mailfeed/message.h"
+#include "mailfeed/recipients.h"
 #include "mailfeed/worker.h"
 
 #define INSPECT_DEFAULT_MAX (25LL * 1024 * 1024)
@@ -80,7 +81,8 @@ static void print_text(const char *title, const char *text)
 		printf("\n");
 }
 
-static void print_human(const struct mf_message *m, const char *skip)
+static void print_human(const struct mf_message *m, const char *skip,
+			const struct strlist *mentionable)
 {
 	char when[32];
 	printf("Subject: %s\n", m->subject ? m->subject : "");
@@ -92,6 +94,7 @@ static void print_human(const struct mf_message *m, const char *skip)
 	print_list("To", &m->to);
 	print_list("Cc", &m->cc);
 	print_list("Recipients (Delivered-To, X-Original-To)", &m->recipients_hint);
+	print_list("Mention candidates (To/Cc looked up with mentions = yes)", mentionable);
 	if (m->list_id)
 		printf("List-Id: %s\n", m->list_id);
 	printf("Message-ID: %s\n", m->message_id ? m->message_id : "(none)");
@@ -185,8 +188,14 @@ int cmd_inspect(int argc, char **argv, const char *config)
 	} else {
 		char buf[512];
 		const char *skip = classify_skip(m, NULL, cfg, buf, sizeof buf);
+		struct strlist rcpt = {0};
+		recipients_mentionable(cfg, m, NULL, &rcpt);
 		if (as_json) {
 			json_t *o = message_to_json(m, 0);
+			json_t *ra = json_array();
+			for (size_t i = 0; i < rcpt.n; i++)
+				json_array_append_new(ra, json_string(rcpt.v[i]));
+			json_object_set_new(o, "mention_candidates", ra);
 			json_object_set_new(o, "classification",
 					    json_string(skip ? "skipped" : "post"));
 			json_object_set_new(o, "reason", skip ? json_string(skip) : json_null());
@@ -195,8 +204,9 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			free(js);
 			json_decref(o);
 		} else {
-			print_human(m, skip);
+			print_human(m, skip, &rcpt);
 		}
+		strlist_free(&rcpt);
 	}
 	message_free(m);
 	config_free(cfg);

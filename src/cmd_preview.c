@@ -14,6 +14,7 @@
 #include "mailfeed/config.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/message.h"
+#include "mailfeed/recipients.h"
 #include "mailfeed/worker.h"
 
 struct preview {
@@ -72,6 +73,13 @@ static int preview_one(const struct imap_fetched *f, void *arg)
 		json_object_set_new(o, "classification", json_string("skipped"));
 		json_object_set_new(o, "reason", json_string(skip));
 	} else {
+		struct strlist rcpt = {0};
+		recipients_mentionable(p->cfg, m, NULL, &rcpt);
+		json_t *ra = json_array();
+		for (size_t i = 0; i < rcpt.n; i++)
+			json_array_append_new(ra, json_string(rcpt.v[i]));
+		json_object_set_new(o, "mention_candidates", ra);
+		strlist_free(&rcpt);
 		int reply = m->in_reply_to || m->references.n > 0;
 		int comment = known_thread(p->db, p->mb->group, m);
 		json_object_set_new(o, "classification", json_string(comment ? "comment" : "post"));
@@ -86,7 +94,7 @@ static int preview_one(const struct imap_fetched *f, void *arg)
 	return 0;
 }
 
-static void print_human(json_t *arr)
+static void print_human(json_t *arr, int mentions_on)
 {
 	size_t i;
 	json_t *o;
@@ -116,6 +124,16 @@ static void print_human(json_t *arr)
 			printf("  hashtags:");
 			json_array_foreach(tags, k, t) printf(" #%s", json_string_value(t));
 			printf("\n");
+		}
+		json_t *rcpt = json_object_get(o, "mention_candidates");
+		if (json_array_size(rcpt) > 0) {
+			size_t k;
+			json_t *t;
+			printf("  mentions: ");
+			json_array_foreach(rcpt, k, t)
+			    printf("%s%s", k ? ", " : "", json_string_value(t));
+			printf(" (those who are users of the feed service%s)\n",
+			       mentions_on ? "" : "; mentions = no");
 		}
 		const char *text = json_string_value(json_object_get(o, "text"));
 		if (text) {
@@ -199,7 +217,7 @@ int cmd_preview(int argc, char **argv, const char *config)
 			printf("%s\n", js);
 			free(js);
 		} else {
-			print_human(p.out);
+			print_human(p.out, cfg->feed.mentions);
 		}
 		rc = 0;
 	}

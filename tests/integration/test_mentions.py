@@ -318,3 +318,30 @@ def test_mattermost_failed_lookup_is_retried(tmp_path, mattermost):
     lookups = [r for r in mattermost.state()["requests"]
                if r["path"].startswith("/api/v4/users/email/")]
     assert len(lookups) == 1 + 4
+
+
+def test_inspect_shows_mention_candidates(tmp_path):
+    eml = tmp_path / "q3.eml"
+    eml.write_bytes(MAIL.replace(b"Cc: ", b"Cc: feed+abc@example.org, "))
+    cfg = write_config(tmp_path)
+    r = run_mailfeed(cfg.path, "inspect", "--json", str(eml))
+    assert r.returncode == 0, r.stderr
+    # the reply address of the gateway is nobody to mention
+    assert json.loads(r.stdout)["mention_candidates"] == CANDIDATES
+    r = run_mailfeed(cfg.path, "inspect", str(eml))
+    assert r.returncode == 0, r.stderr
+    assert ("Mention candidates (To/Cc looked up with mentions = yes): " +
+            " ".join(CANDIDATES)) in r.stdout.splitlines()
+
+
+def test_preview_shows_mention_candidates(dovecot, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    dovecot.append("alice", "Team", MAIL)
+    cfg = write_config(tmp_path, dovecot, folder="Team")
+    r = run_mailfeed(cfg.path, "preview", "team", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0].get("mention_candidates") == CANDIDATES, r.stdout
+    r = run_mailfeed(cfg.path, "preview", "team")
+    assert r.returncode == 0, r.stderr
+    assert ("  mentions: " + ", ".join(CANDIDATES) +
+            " (those who are users of the feed service; mentions = no)") in r.stdout
