@@ -46,7 +46,6 @@
 #define SF_DAILY_LIMIT_BACKOFF 3600
 #define SF_NEGATIVE_TTL 3600 /* how long "no usable user for this email" is believed */
 #define SF_USER_TTL 86400    /* how long a user found by email is believed */
-#define SF_USER_CACHE_MAX 4096
 #define SF_MENTION_CHARS 128 /* budget per mention: "@" and the user's name */
 #define SF_READ_PAGES 10
 #define SF_TOKEN_MAX 4096
@@ -58,27 +57,17 @@ struct sf_session {
 	char *instance;
 };
 
-/* What we know about the user behind an email (post_as = author, mentions). */
-struct sf_user {
-	char *email;
-	char *id; /* NULL: no single active user has this email */
-	char *username;
-	int denied; /* the token endpoint refused to let us act as this user */
-	time_t checked;
-};
-
 struct chatter {
 	const struct mf_feed *f;
 	char *token_url;
 	char *audience;
 	char *cfg_instance;
 	struct jwt_key *key;
-	pthread_mutex_t mu;	  /* sessions and users */
+	pthread_mutex_t mu;	  /* sessions */
 	pthread_mutex_t login_mu; /* one token request at a time */
 	struct sf_session *sessions;
 	size_t n_sessions;
-	struct sf_user *users;
-	size_t n_users;
+	struct feed_user_cache *users; /* by email: Id and Username */
 	struct http_client **clients;
 	int n_clients;
 };
@@ -405,75 +394,17 @@ static int sf_id_ok(const char *id)
 	return 1;
 }
 
-/* Is the cached answer still believed? */
-static int sf_user_fresh(const struct sf_user *u, time_t now)
-{
-	return now - u->checked < (u->id && !u->denied ? SF_USER_TTL : SF_NEGATIVE_TTL);
-}
-
-static void sf_user_clear(struct sf_user *u)
-{
-	free(u->email);
-	free(u->id);
-	free(u->username);
-}
-
-/* The cache entry for email, made when missing (call with ch->mu held).
- * A full cache first forgets what is no longer believed, then the oldest. */
-static struct sf_user *sf_user_slot(struct chatter *ch, const char *email, time_t now)
-{
-	for (size_t i = 0; i < ch->n_users; i++)
-		if (strcasecmp(ch->users[i].email, email) == 0)
-			return &ch->users[i];
-	if (ch->n_users >= SF_USER_CACHE_MAX) {
-		size_t k = 0, oldest = 0;
-		for (size_t i = 0; i < ch->n_users; i++) {
-			if (!sf_user_fresh(&ch->users[i], now)) {
-				sf_user_clear(&ch->users[i]);
-				continue;
-			}
-			ch->users[k++] = ch->users[i];
-		}
-		ch->n_users = k;
-		if (k >= SF_USER_CACHE_MAX) {
-			for (size_t i = 1; i < k; i++)
-				if (ch->users[i].checked < ch->users[oldest].checked)
-					oldest = i;
-			sf_user_clear(&ch->users[oldest]);
-			ch->users[oldest] = ch->users[--ch->n_users];
-		}
-	}
-	ch->users = xrealloc(ch->users, (ch->n_users + 1) * sizeof(*ch->users));
-	struct sf_user *u = &ch->users[ch->n_users++];
-	memset(u, 0, sizeof(*u));
-	u->email = xstrdup(email);
-	return u;
-}
-
 /* Finds the one active user whose Email is email, from the cache or with
  * SOQL.  1 found (*id and *username set, owned; *denied = 1 when that user
  * may not be acted as), 0 none, -1 transient failure (res set). */
 static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char *email, char **id,
 			  char **username, int *denied, struct feed_result *res)
 {
-	*id = *username = NULL;
 	*denied = 0;
 	time_t now = time(NULL);
-	pthread_mutex_lock(&ch->mu);
-	for (size_t i = 0; i < ch->n_users; i++) {
-		struct sf_user *u = &ch->users[i];
-		if (strcasecmp(u->email, email) != 0 || !sf_user_fresh(u, now))
-			continue;
-		int found = u->id != NULL;
-		if (found) {
-			*id = xstrdup(u->id);
-			*username = xstrdup(u->username);
-			*denied = u->denied;
-		}
-		pthread_mutex_unlock(&ch->mu);
-		return found;
-	}
-	pthread_mutex_unlock(&ch->mu);
+	int known = feed_user_cache_get(ch->users, email, now, id, username, denied);
+	if (known >= 0)
+		return known;
 
 	struct buf q;
 	buf_init(&q);
@@ -522,16 +453,7 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 			 log_quote(msg, mlog, sizeof(mlog)));
 	}
 	http_request_clear(&r);
-
-	pthread_mutex_lock(&ch->mu);
-	struct sf_user *u = sf_user_slot(ch, email, now);
-	free(u->id);
-	free(u->username);
-	u->id = found ? xstrdup(*id) : NULL;
-	u->username = found ? xstrdup(*username) : NULL;
-	u->denied = 0;
-	u->checked = now;
-	pthread_mutex_unlock(&ch->mu);
+	feed_user_cache_put(ch->users, email, now, found ? *id : NULL, found ? *username : NULL);
 	return found;
 }
 
@@ -557,13 +479,7 @@ static int sf_author_lookup(struct chatter *ch, struct http_client *hc, const ch
  * (the user may still be mentioned). */
 static void sf_author_deny(struct chatter *ch, const char *email)
 {
-	pthread_mutex_lock(&ch->mu);
-	for (size_t i = 0; i < ch->n_users; i++)
-		if (strcasecmp(ch->users[i].email, email) == 0) {
-			ch->users[i].denied = 1;
-			ch->users[i].checked = time(NULL);
-		}
-	pthread_mutex_unlock(&ch->mu);
+	feed_user_cache_restrict(ch->users, email, time(NULL));
 }
 
 /* mentions = yes: the user ids of the item's recipients, each once, in the
@@ -1187,9 +1103,7 @@ static void chatter_close(void *ctx)
 		free(ch->sessions[i].instance);
 	}
 	free(ch->sessions);
-	for (size_t i = 0; i < ch->n_users; i++)
-		sf_user_clear(&ch->users[i]);
-	free(ch->users);
+	feed_user_cache_free(ch->users);
 	jwt_key_free(ch->key);
 	pthread_mutex_destroy(&ch->mu);
 	pthread_mutex_destroy(&ch->login_mu);
@@ -1214,6 +1128,7 @@ static int chatter_open(const struct mf_config *cfg, struct store *st, void **ct
 	struct chatter *ch = xcalloc(1, sizeof(*ch));
 	pthread_mutex_init(&ch->mu, NULL);
 	pthread_mutex_init(&ch->login_mu, NULL);
+	ch->users = feed_user_cache_new(SF_USER_TTL, SF_NEGATIVE_TTL);
 	ch->f = f;
 	ch->key = jwt_key_load(f->private_key_file, err, errlen);
 	if (!ch->key) {

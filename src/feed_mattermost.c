@@ -38,7 +38,6 @@
 #define MM_KEY_PROP "mailfeed_key"
 #define MM_NEGATIVE_TTL 3600 /* how long "no user with this email" is believed */
 #define MM_USER_TTL 86400    /* how long a user found by email is believed */
-#define MM_EMAILS_MAX 4096
 #define MM_USERNAME_MAX 64
 #define MM_MENTION_RUNES (MM_USERNAME_MAX + 2) /* " @" and a username */
 
@@ -48,22 +47,14 @@ struct mm_user {
 	char *email;
 };
 
-/* mentions = yes: the username behind an email. */
-struct mm_email {
-	char *email;
-	char *username; /* NULL: no active user has this email (or we may not see it) */
-	time_t checked;
-};
-
 struct mattermost {
 	const struct mf_feed *f;
-	char *base;	    /* url without trailing slash */
-	char *auth;	    /* "Authorization: Bearer ..." */
-	pthread_mutex_t mu; /* emails */
+	char *base; /* url without trailing slash */
+	char *auth; /* "Authorization: Bearer ..." */
+	pthread_mutex_t mu;
 	struct mm_user *users;
 	size_t n_users;
-	struct mm_email *emails;
-	size_t n_emails;
+	struct feed_user_cache *emails; /* mentions: id and username by email */
 	struct http_client **clients;
 	int n_clients;
 };
@@ -380,72 +371,18 @@ static int mm_username_ok(const char *u)
 	return 1;
 }
 
-static int mm_email_fresh(const struct mm_email *e, time_t now)
-{
-	return now - e->checked < (e->username ? MM_USER_TTL : MM_NEGATIVE_TTL);
-}
-
-/* Remembers what email stands for; a full cache first forgets what is no
- * longer believed, then the oldest answer. */
-static void mm_email_store(struct mattermost *mm, const char *email, const char *username,
-			   time_t now)
-{
-	pthread_mutex_lock(&mm->mu);
-	struct mm_email *e = NULL;
-	for (size_t i = 0; i < mm->n_emails && !e; i++)
-		if (strcasecmp(mm->emails[i].email, email) == 0)
-			e = &mm->emails[i];
-	if (!e && mm->n_emails >= MM_EMAILS_MAX) {
-		size_t k = 0, oldest = 0;
-		for (size_t i = 0; i < mm->n_emails; i++) {
-			if (!mm_email_fresh(&mm->emails[i], now)) {
-				free(mm->emails[i].email);
-				free(mm->emails[i].username);
-				continue;
-			}
-			mm->emails[k++] = mm->emails[i];
-		}
-		mm->n_emails = k;
-		if (k >= MM_EMAILS_MAX) {
-			for (size_t i = 1; i < k; i++)
-				if (mm->emails[i].checked < mm->emails[oldest].checked)
-					oldest = i;
-			free(mm->emails[oldest].email);
-			free(mm->emails[oldest].username);
-			mm->emails[oldest] = mm->emails[--mm->n_emails];
-		}
-	}
-	if (!e) {
-		mm->emails = xrealloc(mm->emails, (mm->n_emails + 1) * sizeof(*mm->emails));
-		e = &mm->emails[mm->n_emails++];
-		e->email = xstrdup(email);
-		e->username = NULL;
-	}
-	free(e->username);
-	e->username = username ? xstrdup(username) : NULL;
-	e->checked = now;
-	pthread_mutex_unlock(&mm->mu);
-}
-
 /* The username of the active user with email, from the cache or
  * GET /users/email/{email}.  1 found (*username set, owned), 0 none,
  * -1 transient failure (res set). */
 static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const char *email,
 			    char **username, struct feed_result *res)
 {
-	*username = NULL;
 	time_t now = time(NULL);
-	pthread_mutex_lock(&mm->mu);
-	for (size_t i = 0; i < mm->n_emails; i++) {
-		struct mm_email *e = &mm->emails[i];
-		if (strcasecmp(e->email, email) != 0 || !mm_email_fresh(e, now))
-			continue;
-		if (e->username)
-			*username = xstrdup(e->username);
-		pthread_mutex_unlock(&mm->mu);
-		return *username != NULL;
-	}
-	pthread_mutex_unlock(&mm->mu);
+	char *id = NULL;
+	int known = feed_user_cache_get(mm->emails, email, now, &id, username, NULL);
+	free(id);
+	if (known >= 0)
+		return known;
 
 	char *ee = http_escape(email);
 	char *url = xasprintf("%s/api/v4/users/email/%s", mm->base, ee);
@@ -459,10 +396,12 @@ static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const
 	int rc = 0;
 	if (r.status == 200) {
 		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
-		const char *u = mm_str(j, "username");
+		const char *u = mm_str(j, "username"), *uid = mm_str(j, "id");
 		/* a deactivated account is still found, with delete_at set */
-		if (json_integer_value(json_object_get(j, "delete_at")) == 0 && mm_username_ok(u)) {
+		if (json_integer_value(json_object_get(j, "delete_at")) == 0 && uid &&
+		    mm_username_ok(u)) {
 			*username = xstrdup(u);
+			id = xstrdup(uid);
 			rc = 1;
 		}
 		json_decref(j);
@@ -481,7 +420,8 @@ static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const
 			 r.status, log_quote(why.error, wlog, sizeof(wlog)));
 	}
 	http_request_clear(&r);
-	mm_email_store(mm, email, rc == 1 ? *username : NULL, now);
+	feed_user_cache_put(mm->emails, email, now, id, *username);
+	free(id);
 	return rc;
 }
 
@@ -641,11 +581,7 @@ static void mm_close(void *ctx)
 		free(mm->users[i].email);
 	}
 	free(mm->users);
-	for (size_t i = 0; i < mm->n_emails; i++) {
-		free(mm->emails[i].email);
-		free(mm->emails[i].username);
-	}
-	free(mm->emails);
+	feed_user_cache_free(mm->emails);
 	pthread_mutex_destroy(&mm->mu);
 	if (mm->auth)
 		explicit_bzero(mm->auth, strlen(mm->auth));
@@ -677,6 +613,7 @@ static int mm_open(const struct mf_config *cfg, struct store *st, void **ctx, ch
 	}
 	struct mattermost *mm = xcalloc(1, sizeof(*mm));
 	pthread_mutex_init(&mm->mu, NULL);
+	mm->emails = feed_user_cache_new(MM_USER_TTL, MM_NEGATIVE_TTL);
 	mm->f = f;
 	mm->auth = xasprintf("Authorization: Bearer %s", token);
 	explicit_bzero(token, strlen(token));

@@ -101,7 +101,7 @@ struct mf_feed {
 	long long max_file_size; /* attachments above are listed, not uploaded; default 25M */
 	int max_files;        /* default 10 */
 	int mentions;         /* To/Cc addresses of known feed users become
-			       * mentions (chatter); default no */
+			       * mentions (chatter, mattermost); default no */
 };
 
 struct mf_smtp {

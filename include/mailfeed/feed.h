@@ -91,6 +91,26 @@ const struct feed_backend_ops *feed_backend(enum feed_backend b);
 void feed_entries_free(struct feed_entry *e, size_t n);
 void feed_result_clear(struct feed_result *r);
 
+/* What a backend learnt about the user behind an email address (post_as =
+ * author, mentions): the service's id and name for it, or that there is
+ * none.  An answer is believed for ttl_found seconds (a user) or ttl_none
+ * (no user, or a user marked restricted); at most FEED_USER_CACHE_MAX
+ * addresses are kept, the stale and then the oldest forgotten first.
+ * Addresses compare case-insensitively.  Thread-safe. */
+#define FEED_USER_CACHE_MAX 4096
+struct feed_user_cache;
+struct feed_user_cache *feed_user_cache_new(long ttl_found, long ttl_none);
+void feed_user_cache_free(struct feed_user_cache *c);
+/* 1 a user (*id and *name set, owned; *restricted when not NULL), 0 no
+ * user, -1 nothing believed at now: ask the service. */
+int feed_user_cache_get(struct feed_user_cache *c, const char *email, time_t now, char **id,
+			char **name, int *restricted);
+/* Records the answer at now: id and name of the user, or id NULL for none. */
+void feed_user_cache_put(struct feed_user_cache *c, const char *email, time_t now,
+			 const char *id, const char *name);
+/* Marks the user of email restricted (e.g. may not be acted as) from now. */
+void feed_user_cache_restrict(struct feed_user_cache *c, const char *email, time_t now);
+
 /* Text of the marker every delivered item carries, so reconcile can find it
  * (backends place it where the service keeps it invisible or unobtrusive). */
 #define FEED_MARKER_PREFIX "mailfeed:"

@@ -227,6 +227,19 @@ def test_chatter_lookups_are_cached(tmp_path, chatter):
     assert len(user_queries(st)) == 4
 
 
+def test_chatter_address_with_quote_is_escaped(tmp_path, chatter):
+    oid = "005XX0000000005AAA"
+    chatter.control(users=[{"Id": oid, "Username": "sean@acme.example",
+                            "Email": "o'brien@example.org", "Name": "Sean O'Brien",
+                            "IsActive": True}])
+    res = probe(tmp_path, chatter, [item("k1", GROUP, recipients=["o'brien@example.org"])])
+    assert res[0]["status"] == "ok", res
+    st = chatter.state()
+    assert mention_ids(st["posts"][0]) == [oid]
+    assert user_queries(st) == ["SELECT Id, Username FROM User WHERE Email = "
+                                "'o\\'brien@example.org' AND IsActive = true"]
+
+
 def test_chatter_failed_lookup_is_retried(tmp_path, chatter):
     chatter.control(fail_next=[503], skip=1)  # the first look-up passes, the second fails
     res = probe(tmp_path, chatter, [item("k1", GROUP)])
