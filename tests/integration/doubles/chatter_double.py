@@ -17,7 +17,9 @@ Side channel for tests:
                     "message": "..."}], "skip": N (data calls let through before
                     fail_next applies), "retry_after": 2, "delay": 3,
                     "drop": 1, "expire_tokens": true, "expire_after": N,
-                    "reject_sessions": true,
+                    "reject_sessions": true, "down_for": S (every call answers
+                    503 SERVER_UNAVAILABLE for S seconds, with Retry-After when
+                    retry_after is set), "groups": {"0F9...": "Name"},
                     "users": [{"Id": ..., "Username": ..., "Email": ...,
                                "Name": ..., "IsActive": true,
                                "authorized": true}],
@@ -86,6 +88,7 @@ class State:
         self.retry_after = None
         self.delay = 0
         self.drop = 0
+        self.down_until = 0.0     # maintenance window: every call answers 503
         self.log = []
         self.queries = []
 
@@ -294,6 +297,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if time.time() < st.down_until:
+            self.injected({"status": 503, "message": "Service is down for maintenance"})
+            return
         try:
             if path == "/services/oauth2/token" and method == "POST":
                 self.token(body)
@@ -348,6 +354,9 @@ class Handler(BaseHTTPRequestHandler):
             st.drop = c.get("drop", st.drop)
             if c.get("expire_tokens"):
                 st.tokens.clear()
+            if "down_for" in c:
+                st.down_until = time.time() + c["down_for"]
+            st.groups.update(c.get("groups", {}))
             for u in c.get("users", []):
                 st.users = [x for x in st.users if x["Username"] != u["Username"]] + [u]
         self.send(200, {"ok": True})

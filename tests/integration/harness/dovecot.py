@@ -441,6 +441,7 @@ service imap-login {{
         new = self._maildir(user, folder) / "new"
         stamp = int(time.time())
         t = internaldate if internaldate is not None else stamp - len(raws)
+        names = []
         for i, raw in enumerate(raws):
             if isinstance(raw, str):
                 raw = raw.encode()
@@ -452,7 +453,11 @@ service imap-login {{
             os.utime(tmp, (t + i, t + i))
             if self.root:
                 os.chown(tmp, MAIL_UID, MAIL_GID)
-            os.rename(tmp, new / name)
+            names.append(name)
+        # all written first, then moved in one quick run: a client syncing
+        # meanwhile sees (almost always) all of them or none
+        for name in names:
+            os.rename(new.parent / "tmp" / name, new / name)
         self.status(user, folder)
 
     def status(self, user, folder):
