@@ -439,7 +439,8 @@ static void set_daemon_note(struct store *st, const char *key, const char *value
 	sqlite3_finalize(s);
 }
 
-/* Delivers everything that is due now.  Returns items that went dead. */
+/* Delivers everything that is due now.  Returns items that went dead, or
+ * -1 when the state database failed (what is left is redone later). */
 static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 {
 	int dead = 0;
@@ -452,7 +453,7 @@ static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 		outbox_counts(st, &before);
 		int r = outbox_deliver_due(st, d->cfg, d->feed_ctx, &waiting);
 		if (r < 0)
-			break;
+			return -1;
 		dead += r;
 		outbox_counts(st, &after);
 		if (after.delivered > before.delivered)
@@ -500,10 +501,17 @@ static int run_once(struct daemon *d, struct store *st)
 		}
 	}
 	t_fetch = now_monotonic();
-	while (pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH) > 0)
+	int done;
+	while ((done = pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH)) > 0)
 		;
+	if (done < 0)
+		failures++; /* the state database took nothing: what is left waits */
 	t_process = now_monotonic();
 	int dead = deliver_all(d, st, &delivered_any);
+	if (dead < 0) {
+		failures++;
+		dead = 0;
+	}
 	t_deliver = now_monotonic();
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];

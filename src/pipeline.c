@@ -147,10 +147,11 @@ static void item_key(const char *group, const struct mf_message *m, const char *
 }
 
 /* Runs inside the batch transaction; one savepoint per message so a store
- * error undoes only that message.  *notify = 1 when the sender is to be told
- * (after the commit: no network I/O inside a transaction). */
-static void enqueue_message(struct store *st, const struct mf_config *cfg,
-			    const struct mf_mailbox *mb, struct pending *p, int *notify)
+ * error undoes only that message (which stays 'new': -1).  *notify = 1 when
+ * the sender is to be told (after the commit: no network I/O inside a
+ * transaction). */
+static int enqueue_message(struct store *st, const struct mf_config *cfg,
+			   const struct mf_mailbox *mb, struct pending *p, int *notify)
 {
 	struct mf_message *m = p->msg;
 	char reasonbuf[300];
@@ -160,7 +161,11 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 	if (!reason && recipients_is_gateway(cfg, m->from_email))
 		reason = "loop: mail sent by mailfeed";
 	if (reason) {
-		set_state(st, p->id, "skipped", reason, m);
+		if (set_state(st, p->id, "skipped", reason, m) < 0) {
+			log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
+				  (long long)p->id, store_errmsg(st));
+			return -1;
+		}
 		log_info("message.skipped mailbox=%s id=%lld from=%s reason=%s", mb->name,
 			 (long long)p->id, log_quote(m->from_email, q1, sizeof q1),
 			 log_quote(reason, q2, sizeof q2));
@@ -169,19 +174,19 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 			*notify = 1;
 			snprintf(p->reason, sizeof p->reason, "%s", reason);
 		}
-		return;
+		return 0;
 	}
 
 	char key[40];
 	item_key(mb->group, m, p->raw, p->raw_len, key);
 	if (store_exec(st, "SAVEPOINT message") < 0)
-		return;
+		return -1;
 	if (outbox_key_exists(st, key)) {
 		if (set_state(st, p->id, "handled", "duplicate: already posted from another folder",
 			      m) < 0)
 			goto fail;
 		store_exec(st, "RELEASE message");
-		return;
+		return 0;
 	}
 	int64_t thread_id = 0;
 	int is_new = 0;
@@ -232,12 +237,13 @@ static void enqueue_message(struct store *st, const struct mf_config *cfg,
 	store_exec(st, "RELEASE message");
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld", mb->name,
 		 (long long)p->id, n.kind, key, (long long)thread_id);
-	return;
+	return 0;
 fail:
 	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
 		  store_errmsg(st));
 	store_exec(st, "ROLLBACK TO message");
 	store_exec(st, "RELEASE message");
+	return -1;
 }
 
 static void notify_sender(struct store *st, const struct mf_config *cfg,
@@ -252,7 +258,7 @@ static void notify_sender(struct store *st, const struct mf_config *cfg,
 	free(body);
 }
 
-static void handle_reply(struct store *st, const struct mf_config *cfg, struct pending *p)
+static int handle_reply(struct store *st, const struct mf_config *cfg, struct pending *p)
 {
 	const char *state = NULL;
 	char reason[300] = "";
@@ -260,12 +266,27 @@ static void handle_reply(struct store *st, const struct mf_config *cfg, struct p
 	if (replies_process(st, cfg, p->id, p->msg, &state, reason, sizeof reason) < 0) {
 		log_error("reply.error id=%lld error=%s", (long long)p->id,
 			  log_quote(reason, q, sizeof q));
-		return;
+		return -1;
 	}
 	/* replies_process records the queued state together with the comment;
 	 * refusals and commands are recorded here */
 	if (state && strcmp(state, "queued") != 0)
-		set_state(st, p->id, state, reason[0] ? reason : NULL, p->msg);
+		return set_state(st, p->id, state, reason[0] ? reason : NULL, p->msg);
+	return 0;
+}
+
+/* Commits the batch transaction; the messages in it count as done, or,
+ * when the commit fails, their notices are not sent. */
+static int batch_commit(struct store *st, int *notify, size_t from, size_t to, int *in_batch,
+			int *done)
+{
+	int rc = store_commit(st);
+	if (rc == 0)
+		*done += *in_batch;
+	else
+		memset(notify + from, 0, (to - from) * sizeof *notify);
+	*in_batch = 0;
+	return rc;
 }
 
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
@@ -314,9 +335,13 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		qsort(batch, n, sizeof *batch, by_date);
 
 	/* One transaction (one fsync) for the batch; replies commit on their own
-	 * and notices go out after the commit. */
+	 * and notices go out after the commit.  Progress counts the messages
+	 * whose new state was committed: a store that takes nothing (disk full)
+	 * must end the caller's loop, not spin on the same batch. */
 	int *notify = xcalloc(n ? n : 1, sizeof *notify);
 	int in_tx = store_begin(st) == 0;
+	int done = 0, in_batch = 0, store_failed = !in_tx;
+	size_t batch_start = 0; /* first message of the open transaction */
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
 		char q[300];
@@ -324,21 +349,35 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 			log_error("message.deferred mailbox=%s id=%lld reason=\"parse worker "
 				  "unavailable\"",
 				  p->mailbox, (long long)p->id);
+		} else if (!in_tx) {
+			continue;
 		} else if (p->poison) {
-			set_state(st, p->id, "dead", p->reason, NULL);
+			if (set_state(st, p->id, "dead", p->reason, NULL) < 0) {
+				store_failed = 1;
+				continue;
+			}
+			in_batch++;
 			log_warn("message.quarantined mailbox=%s id=%lld reason=%s", p->mailbox,
 				 (long long)p->id, log_quote(p->reason, q, sizeof q));
 		} else if (strcmp(p->mailbox, REPLIES_KEY) == 0) {
-			if (in_tx)
-				store_commit(st);
-			handle_reply(st, cfg, p);
+			if (batch_commit(st, notify, batch_start, i, &in_batch, &done) < 0)
+				store_failed = 1;
+			if (handle_reply(st, cfg, p) == 0)
+				done++;
+			else
+				store_failed = 1;
 			in_tx = store_begin(st) == 0;
-		} else if (in_tx) {
-			enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p, &notify[i]);
+			store_failed |= !in_tx;
+			batch_start = i + 1;
+		} else if (enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p,
+					   &notify[i]) == 0) {
+			in_batch++;
+		} else {
+			store_failed = 1;
 		}
 	}
-	if (in_tx && store_commit(st) < 0)
-		memset(notify, 0, n * sizeof *notify);
+	if (in_tx && batch_commit(st, notify, batch_start, n, &in_batch, &done) < 0)
+		store_failed = 1;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
 		if (notify[i])
@@ -349,5 +388,5 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	free(notify);
 	free(batch);
-	return (int)n;
+	return done == 0 && store_failed ? -1 : done;
 }

@@ -17,6 +17,7 @@
 struct store {
 	sqlite3 *db;
 	char *path;
+	char err[512]; /* the last failure seen by the store_* wrappers */
 };
 
 /* Each entry moves the schema from version i to i+1.  Never edit a shipped
@@ -86,6 +87,30 @@ static const char *const migrations[] = {
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
+/* Out of room: SQLite reports SQLITE_FULL for a failed write, and an I/O
+ * error with ENOSPC when its shared-memory index cannot grow. */
+static int disk_full(sqlite3 *db)
+{
+	int rc = sqlite3_errcode(db) & 0xff;
+	if (rc == SQLITE_FULL)
+		return 1;
+	if (rc != SQLITE_IOERR)
+		return 0;
+	int e = sqlite3_system_errno(db);
+	return e == ENOSPC || e == EDQUOT;
+}
+
+static void describe_error(sqlite3 *db, const char *path, char *out, size_t outlen)
+{
+	if (disk_full(db))
+		snprintf(out, outlen,
+			 "disk full: no space left for the state database %s; free some space "
+			 "on its file system (what failed is done again then)",
+			 path);
+	else
+		snprintf(out, outlen, "%s", sqlite3_errmsg(db));
+}
+
 static int user_version(sqlite3 *db)
 {
 	sqlite3_stmt *s;
@@ -98,16 +123,30 @@ static int user_version(sqlite3 *db)
 	return v;
 }
 
+static int has_tables(sqlite3 *db)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 1", -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	found = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return found;
+}
+
 /* Each step runs in its own IMMEDIATE transaction and re-reads the version
  * inside it, so two processes opening a new database at once (the daemon
  * and `mailfeed status`) cannot both apply the same step. */
-static int migrate(sqlite3 *db, char *err, size_t errlen)
+static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
 	for (;;) {
 		char *msg = NULL;
 		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
-			snprintf(err, errlen, "cannot lock the state database: %s",
-				 msg ? msg : sqlite3_errmsg(db));
+			if (disk_full(db))
+				describe_error(db, path, err, errlen);
+			else
+				snprintf(err, errlen, "cannot lock the state database: %s",
+					 msg ? msg : sqlite3_errmsg(db));
 			sqlite3_free(msg);
 			return -1;
 		}
@@ -124,15 +163,22 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 			return -1;
 		}
-		if (v == SCHEMA_VERSION)
-			return sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+		if (v == SCHEMA_VERSION) {
+			if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+				return 0;
+			describe_error(db, path, err, errlen);
+			return -1;
+		}
 		char pragma[64];
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
 		if (sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
 		    sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
 		    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-			snprintf(err, errlen, "schema migration to version %d failed: %s", v + 1,
-				 msg ? msg : sqlite3_errmsg(db));
+			if (disk_full(db))
+				describe_error(db, path, err, errlen);
+			else
+				snprintf(err, errlen, "schema migration to version %d failed: %s",
+					 v + 1, msg ? msg : sqlite3_errmsg(db));
 			sqlite3_free(msg);
 			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 			return -1;
@@ -140,6 +186,59 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 		if (v > 0)
 			log_info("store.migrated version=%d", v + 1);
 	}
+}
+
+/* Why a database could not be opened, with what the admin can do. */
+static void open_error(sqlite3 *db, const char *path, const char *detail, char *err,
+		       size_t errlen)
+{
+	int rc = sqlite3_errcode(db) & 0xff;
+	if (disk_full(db))
+		describe_error(db, path, err, errlen);
+	else if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB)
+		snprintf(err, errlen,
+			 "state database %s is corrupt or not a mailfeed state database (%s); "
+			 "restore it from a backup, or move it away to start afresh",
+			 path, detail);
+	else
+		snprintf(err, errlen, "state database %s is not usable: %s", path, detail);
+}
+
+/* A quick structural check catches a damaged file before we trust it; a
+ * check that cannot run (disk full, I/O error) says why instead.  A file
+ * with tables but no schema version belongs to another program. */
+static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	sqlite3_stmt *s;
+	const char *r = NULL;
+	int ok = 0;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = (const char *)sqlite3_column_text(s, 0);
+		ok = r && strcmp(r, "ok") == 0;
+		if (!ok) {
+			snprintf(err, errlen,
+				 "state database %s is corrupt (%s); restore it from a backup, or "
+				 "move it away to start afresh",
+				 path, r ? r : "unreadable");
+			for (char *c = err; *c; c++) /* SQLite's report spans lines */
+				if (*c == '\n' || *c == '\r' || *c == '\t')
+					*c = ' ';
+		}
+	} else {
+		open_error(db, path, sqlite3_errmsg(db), err, errlen);
+	}
+	sqlite3_finalize(s);
+	if (!ok)
+		return -1;
+	if (user_version(db) == 0 && has_tables(db)) {
+		snprintf(err, errlen,
+			 "%s is an SQLite database of another program, not a mailfeed state "
+			 "database; point [gateway] state at a file of its own",
+			 path);
+		return -1;
+	}
+	return 0;
 }
 
 struct store *store_open(const char *path, char *err, size_t errlen)
@@ -150,44 +249,31 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 				 NULL);
 	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot open state database %s: %s", path,
-			 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		if (db && disk_full(db))
+			describe_error(db, path, err, errlen);
+		else
+			snprintf(err, errlen, "cannot open state database %s: %s", path,
+				 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		sqlite3_close(db);
 		return NULL;
 	}
 	sqlite3_busy_timeout(db, 30000);
+	/* Checked before anything is written: the WAL pragma below already
+	 * changes the file. */
+	if (check_file(db, path, err, errlen) < 0) {
+		sqlite3_close(db);
+		return NULL;
+	}
 	if (sqlite3_exec(db,
 			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
 			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=OFF;",
 			 NULL, NULL, &msg) != SQLITE_OK) {
-		snprintf(err, errlen, "state database %s is not usable: %s%s", path, msg,
-			 strstr(msg ? msg : "", "not a database") ? " (file is corrupt or not "
-								     "a mailfeed state database)"
-								   : "");
+		open_error(db, path, msg ? msg : sqlite3_errmsg(db), err, errlen);
 		sqlite3_free(msg);
 		sqlite3_close(db);
 		return NULL;
 	}
-	/* A quick structural check catches a damaged file before we trust it. */
-	{
-		sqlite3_stmt *s;
-		int ok = 0;
-		if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &s, NULL) == SQLITE_OK) {
-			if (sqlite3_step(s) == SQLITE_ROW &&
-			    strcmp((const char *)sqlite3_column_text(s, 0), "ok") == 0)
-				ok = 1;
-			sqlite3_finalize(s);
-		}
-		if (!ok) {
-			snprintf(err, errlen,
-				 "state database %s is corrupt (%s); restore it from a backup or "
-				 "move it away to start afresh",
-				 path, sqlite3_errmsg(db));
-			sqlite3_close(db);
-			return NULL;
-		}
-	}
-	if (migrate(db, err, errlen) < 0) {
+	if (migrate(db, path, err, errlen) < 0) {
 		sqlite3_close(db);
 		return NULL;
 	}
@@ -207,16 +293,29 @@ void store_close(struct store *st)
 }
 
 sqlite3 *store_db(struct store *st) { return st->db; }
-const char *store_errmsg(struct store *st) { return sqlite3_errmsg(st->db); }
+
+/* Remembers the connection's current failure, so that it can still be
+ * told after a ROLLBACK has reset SQLite's own message. */
+static const char *note_error(struct store *st)
+{
+	describe_error(st->db, st->path, st->err, sizeof st->err);
+	return st->err;
+}
+
+const char *store_errmsg(struct store *st)
+{
+	int rc = sqlite3_errcode(st->db);
+	if (rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return note_error(st);
+	return st->err[0] ? st->err : sqlite3_errmsg(st->db);
+}
 
 int store_exec(struct store *st, const char *sql)
 {
-	char *msg = NULL;
-	if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		char q[256];
+	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		char q[256], e[600];
 		log_error("store.error sql=%s error=%s", log_quote(sql, q, sizeof q),
-			  msg ? msg : "?");
-		sqlite3_free(msg);
+			  log_quote(note_error(st), e, sizeof e));
 		return -1;
 	}
 	return 0;
@@ -241,7 +340,9 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 {
 	sqlite3_stmt *s = NULL;
 	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
-		log_error("store.error prepare=failed error=\"%s\"", sqlite3_errmsg(st->db));
+		char e[600];
+		log_error("store.error prepare=failed error=%s",
+			  log_quote(note_error(st), e, sizeof e));
 		return NULL;
 	}
 	return s;
@@ -250,11 +351,13 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 static int step_done(struct store *st, sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_error("store.error error=\"%s\"", sqlite3_errmsg(st->db));
+		char e[600];
+		log_error("store.error error=%s", log_quote(note_error(st), e, sizeof e));
+		sqlite3_finalize(s);
 		return -1;
 	}
+	sqlite3_finalize(s);
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* test_store.c — the state database: creation and migration, ingestion
  * exactly once (message + checkpoint), UIDVALIDITY changes, after-actions
- * that are due, and refusal of damaged or newer databases. */
+ * that are due, refusal of damaged, foreign or newer databases, and the
+ * message of a full disk. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -175,6 +176,68 @@ static void test_refuses_damaged_and_newer(void **state)
 	fclose(f);
 	assert_null(store_open(path, err, sizeof err));
 	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "corrupt or not a mailfeed state database"));
+	assert_non_null(strstr(err, "restore it from a backup"));
+	assert_null(strchr(err, '\n'));
+}
+
+static long file_size(void)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fclose(f);
+	return n;
+}
+
+/* Another program's SQLite file is refused before anything is written to it
+ * (not even the switch to WAL mode). */
+static void test_refuses_foreign_database(void **state)
+{
+	char err[256], wal[80];
+	sqlite3 *db;
+	(void)state;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "CREATE TABLE notes(t TEXT); INSERT INTO notes"
+				      " VALUES('keep me')",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	long before = file_size();
+	assert_null(store_open(path, err, sizeof err));
+	assert_non_null(strstr(err, "not a mailfeed state database"));
+	assert_non_null(strstr(err, path));
+	assert_int_equal(file_size(), before);
+	snprintf(wal, sizeof wal, "%s-wal", path);
+	assert_int_equal(access(wal, F_OK), -1);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(s, 0), "delete");
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+}
+
+/* A write that finds no room says so, with the file, also after the
+ * rollback that follows it (max_page_count stands in for a full disk:
+ * SQLite reports both as SQLITE_FULL). */
+static void test_disk_full_is_told(void **state)
+{
+	(void)state;
+	struct store *st = open_ok();
+	assert_int_equal(store_exec(st, "PRAGMA max_page_count=1"), 0);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_exec(st, "CREATE TABLE filler(x); INSERT INTO filler"
+					" VALUES(zeroblob(100000))"),
+			 -1);
+	store_rollback(st);
+	const char *e = store_errmsg(st);
+	assert_non_null(strstr(e, "disk full"));
+	assert_non_null(strstr(e, path));
+	store_close(st);
 }
 
 int main(void)
@@ -185,6 +248,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_uidvalidity_change, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acks_only_when_safe, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refuses_damaged_and_newer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refuses_foreign_database, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_full_is_told, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
