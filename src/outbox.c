@@ -795,9 +795,9 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 {
-	/* Messages whose outbox item is listed are not listed a second time. */
-	/* A message that could not be parsed has no parsed subject and sender:
-	 * its raw header block tells them instead. */
+	/* Messages whose outbox item is listed are not listed a second time.  A
+	 * message that could not be parsed has no parsed subject and sender: its
+	 * raw header block tells them instead. */
 	sqlite3_stmt *s = prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
 		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
@@ -947,7 +947,8 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 	if (missing) {
 		snprintf(err, errlen,
 			 "message %s was never fetched (it was over max_message_size); raise "
-			 "max_message_size and mark the message unseen on the server instead",
+			 "max_message_size and copy the message into its folder again (only new "
+			 "UIDs are fetched)",
 			 id);
 		return -1;
 	}
