@@ -50,12 +50,13 @@ static int dead_list(struct store *st, int as_json)
 		for (size_t i = 0; i < n; i++)
 			json_array_append_new(
 			    arr,
-			    json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", d[i].id, "state",
-				      d[i].state ? d[i].state : "dead", "when",
+			    json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", d[i].id,
+				      "state", d[i].state ? d[i].state : "dead", "when",
 				      time_iso(d[i].when, when, sizeof when), "mailbox",
-				      str_or_null(d[i].mailbox), "from", str_or_null(d[i].from),
-				      "subject", str_or_null(d[i].subject), "reason",
-				      str_or_null(d[i].reason)));
+				      str_or_null(d[i].mailbox), "uid",
+				      d[i].uid ? json_integer(d[i].uid) : json_null(), "from",
+				      str_or_null(d[i].from), "subject", str_or_null(d[i].subject),
+				      "reason", str_or_null(d[i].reason)));
 		json_t *o = json_pack("{s:o}", "dead", arr);
 		char *s = json_dumps(o, JSON_INDENT(2));
 		puts(s);
@@ -69,6 +70,8 @@ static int dead_list(struct store *st, int as_json)
 			       time_iso(d[i].when, when, sizeof when),
 			       d[i].state ? d[i].state : "dead");
 			put_safe(d[i].mailbox, 80);
+			if (d[i].uid)
+				printf(" uid %u", d[i].uid);
 			fputs("\n       from: ", stdout);
 			put_safe(d[i].from, 120);
 			fputs("  subject: ", stdout);

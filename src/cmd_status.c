@@ -126,11 +126,27 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg)
 	json_object_set_new(root, "mailboxes", mbs);
 
 	outbox_counts(st, &c);
-	json_object_set_new(root, "outbox",
-			    json_pack("{s:I,s:I,s:I,s:I,s:I}", "pending", (json_int_t)c.pending,
-				      "retrying", (json_int_t)c.retrying, "inflight",
-				      (json_int_t)c.inflight, "delivered", (json_int_t)c.delivered,
-				      "dead", (json_int_t)c.dead));
+	json_t *ob =
+	    json_pack("{s:I,s:I,s:I,s:I,s:I}", "pending", (json_int_t)c.pending, "retrying",
+		      (json_int_t)c.retrying, "inflight", (json_int_t)c.inflight, "delivered",
+		      (json_int_t)c.delivered, "dead", (json_int_t)c.dead);
+	/* why items wait: the error of the oldest retrying one, and when the
+	 * next attempt is due */
+	json_object_set_new(ob, "retry_error", json_null());
+	json_object_set_new(ob, "next_retry", json_null());
+	if (c.retrying > 0 &&
+	    sqlite3_prepare_v2(store_db(st),
+			       "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
+			       " state='retrying') FROM outbox WHERE state='retrying'"
+			       " ORDER BY id LIMIT 1",
+			       -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			json_object_set_new(ob, "retry_error", text_or_null(s, 0));
+			json_object_set_new(ob, "next_retry", iso_or_null(s, 1));
+		}
+		sqlite3_finalize(s);
+	}
+	json_object_set_new(root, "outbox", ob);
 	if (sqlite3_prepare_v2(store_db(st),
 			       "SELECT email, frequency, last_sent FROM subscribers ORDER BY email",
 			       -1, &s, NULL) == SQLITE_OK) {
@@ -181,6 +197,9 @@ static void status_print(json_t *root)
 	       (long long)json_integer_value(json_object_get(o, "inflight")),
 	       (long long)json_integer_value(json_object_get(o, "delivered")),
 	       (long long)json_integer_value(json_object_get(o, "dead")));
+	if (str_or(o, "retry_error", NULL))
+		printf("retrying: %s (next attempt %s)\n", str_or(o, "retry_error", ""),
+		       str_or(o, "next_retry", "now"));
 	json_t *d = json_object_get(root, "digests");
 	if (json_array_size(d) > 0) {
 		printf("\ndigests:\n");

@@ -40,6 +40,7 @@
 #include "mailfeed/worker.h"
 
 #define MAX_BACKOFF 300
+#define STORE_MAX_BACKOFF 30
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
 
@@ -617,9 +618,9 @@ static int reload(struct daemon *d, struct store **st)
 static int run_forever(struct daemon *d, struct store **stp, int sfd)
 {
 	uint64_t wd_usec = 0;
-	double last_digest = 0, last_ping = 0;
+	double last_digest = 0, last_ping = 0, store_retry_at = 0;
 	int stopping = 0;
-	long wd_interval_ms = 10000;
+	long wd_interval_ms = 10000, store_backoff = 0;
 
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
 		wd_interval_ms = (long)(wd_usec / 2000);
@@ -632,7 +633,12 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		struct store *st = *stp;
 		long timeout_ms = wd_interval_ms < 30000 ? wd_interval_ms : 30000;
 		long next = outbox_next_due(st);
-		if (next > 0) {
+		double pause = store_retry_at - now_monotonic();
+		if (pause > 0) {
+			/* the state database failed: due work waits, no busy loop */
+			if (pause * 1000 < timeout_ms)
+				timeout_ms = (long)(pause * 1000) + 1;
+		} else if (next > 0) {
 			long in = (next - (long)time(NULL)) * 1000;
 			if (in < timeout_ms)
 				timeout_ms = in < 0 ? 0 : in;
@@ -657,14 +663,25 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		if (stopping)
 			break;
 		drain(d->proc_wake_fd);
-		int n;
-		do {
-			n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
-		} while (n > 0);
-		int delivered_any = 0;
-		deliver_all(d, st, &delivered_any);
-		if (delivered_any)
-			wake_watchers(d);
+		if (now_monotonic() >= store_retry_at) {
+			int n, delivered_any = 0;
+			do {
+				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
+			} while (n > 0);
+			if (deliver_all(d, st, &delivered_any) < 0 || n < 0) {
+				store_backoff = store_backoff ? store_backoff * 2 : 1;
+				if (store_backoff > STORE_MAX_BACKOFF)
+					store_backoff = STORE_MAX_BACKOFF;
+				store_retry_at = now_monotonic() + (double)store_backoff;
+				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
+					 store_backoff, store_errmsg(st));
+			} else {
+				store_backoff = 0;
+				store_retry_at = 0;
+			}
+			if (delivered_any)
+				wake_watchers(d);
+		}
 		double now = now_monotonic();
 		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {
 			digest_run(st, d->cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);

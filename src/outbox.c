@@ -809,16 +809,20 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 {
-	/* Messages whose outbox item is listed are not listed a second time. */
+	/* Messages whose outbox item is listed are not listed a second time.  A
+	 * message that could not be parsed has no parsed subject and sender: its
+	 * raw header block tells them instead. */
 	sqlite3_stmt *s = prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
 		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
-		" o.error, o.state FROM outbox o LEFT JOIN messages m ON m.id=o.message"
-		" WHERE o.state='dead'"
+		" o.error, o.state, m.uid, NULL FROM outbox o"
+		" LEFT JOIN messages m ON m.id=o.message WHERE o.state='dead'"
 		" UNION ALL"
 		" SELECT 'm', m.id, m.received_at, m.mailbox,"
 		" json_extract(m.parsed,'$.from.email'), json_extract(m.parsed,'$.subject'),"
-		" m.reason, m.state FROM messages m WHERE m.state IN ('skipped','dead')"
+		" m.reason, m.state, m.uid,"
+		" CASE WHEN m.parsed IS NULL THEN substr(m.raw, 1, ?1) END"
+		" FROM messages m WHERE m.state IN ('skipped','dead')"
 		" AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=m.id"
 		" AND o.state IN ('dead','dropped'))"
 		" ORDER BY 3 DESC, 2 DESC");
@@ -826,6 +830,7 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	*n = 0;
 	if (!s)
 		return -1;
+	sqlite3_bind_int(s, 1, RAW_HEADER_SCAN);
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		*list = xrealloc(*list, (*n + 1) * sizeof **list);
 		struct outbox_dead *d = &(*list)[(*n)++];
@@ -838,6 +843,19 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 		d->subject = col_dup(s, 5);
 		d->reason = col_dup(s, 6);
 		d->state = col_dup(s, 7);
+		d->uid = (uint32_t)sqlite3_column_int64(s, 8);
+		const char *raw = sqlite3_column_blob(s, 9);
+		size_t rawlen = (size_t)sqlite3_column_bytes(s, 9);
+		if (raw && !d->subject)
+			d->subject = raw_header_value(raw, rawlen, "Subject", 200);
+		if (raw && !d->from && (d->from = raw_header_value(raw, rawlen, "From", 200))) {
+			/* the address, as for parsed messages */
+			char *lt = strrchr(d->from, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+			if (gt && gt > lt + 1) {
+				*gt = 0;
+				memmove(d->from, lt + 1, (size_t)(gt - lt));
+			}
+		}
 	}
 	sqlite3_finalize(s);
 	return 0;
@@ -943,7 +961,8 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 	if (missing) {
 		snprintf(err, errlen,
 			 "message %s was never fetched (it was over max_message_size); raise "
-			 "max_message_size and mark the message unseen on the server instead",
+			 "max_message_size and copy the message into its folder again (only new "
+			 "UIDs are fetched)",
 			 id);
 		return -1;
 	}

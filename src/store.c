@@ -105,7 +105,7 @@ static void describe_error(sqlite3 *db, const char *path, char *out, size_t outl
 	if (disk_full(db))
 		snprintf(out, outlen,
 			 "disk full: no space left for the state database %s; free some space "
-			 "on its file system (what failed is done again then)",
+			 "on its file system, then mailfeed goes on where it stopped",
 			 path);
 	else
 		snprintf(out, outlen, "%s", sqlite3_errmsg(db));

@@ -375,3 +375,43 @@ void str_lower(char *s)
 	for (; *s; s++)
 		*s = (char)tolower((unsigned char)*s);
 }
+
+char *raw_header_value(const char *raw, size_t len, const char *name, size_t max)
+{
+	size_t n = len < RAW_HEADER_SCAN ? len : RAW_HEADER_SCAN, namelen = strlen(name);
+	size_t i = 0;
+	while (i < n) {
+		size_t eol = i;
+		while (eol < n && raw[eol] != '\n')
+			eol++;
+		if (eol == i || (eol == i + 1 && raw[i] == '\r'))
+			return NULL; /* end of the header block */
+		if (eol - i > namelen && raw[i + namelen] == ':' &&
+		    strncasecmp(raw + i, name, namelen) == 0) {
+			struct buf b;
+			buf_init(&b);
+			size_t p = i + namelen + 1;
+			while (p < eol && (raw[p] == ' ' || raw[p] == '\t'))
+				p++;
+			for (;;) {
+				for (; p < eol && b.len < max; p++) {
+					unsigned char c = (unsigned char)raw[p];
+					if (c == '\r' || c == '\t')
+						c = ' ';
+					buf_putc(&b, c < 0x20 || c == 0x7f ? '?' : (char)c);
+				}
+				/* folded: the field goes on in the next line */
+				if (eol + 1 >= n || (raw[eol + 1] != ' ' && raw[eol + 1] != '\t'))
+					break;
+				p = eol + 1;
+				for (eol = p; eol < n && raw[eol] != '\n';)
+					eol++;
+			}
+			char *v = xstrdup(str_trim(b.data ? b.data : ""));
+			buf_free(&b);
+			return v;
+		}
+		i = eol + 1;
+	}
+	return NULL;
+}

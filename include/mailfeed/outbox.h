@@ -73,6 +73,7 @@ struct outbox_dead {
 	char *subject;  /* may be NULL */
 	char *reason;   /* may be NULL */
 	char *state;    /* "dead" | "skipped" */
+	uint32_t uid;   /* the message's IMAP UID in its folder, 0 when none */
 };
 /* Owned array, newest first; free with outbox_dead_free.  0 or -1. */
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n);

@@ -72,6 +72,13 @@ int random_bytes(void *out, size_t n);
 /* Uniform-ish jitter: a value in [base/2, base]. */
 long jitter(long base);
 
+/* The value of the first header field `name` of a raw message, found by a
+ * bounded line scan of its header block (no MIME parsing, no decoding):
+ * folded lines joined, control characters shown as '?', at most max bytes.
+ * For showing what a message that cannot be parsed is.  Owned, or NULL. */
+#define RAW_HEADER_SCAN (256 * 1024)
+char *raw_header_value(const char *raw, size_t len, const char *name, size_t max);
+
 int str_ends_with_ci(const char *s, const char *suffix);
 char *str_trim(char *s);
 void str_lower(char *s);

@@ -430,6 +430,35 @@ static void test_dead_messages_retry_and_drop(void **state)
 	outbox_dead_free(d, n);
 }
 
+/* A message the parser could not read shows its subject and sender from
+ * its raw header block (folded, with control characters made harmless),
+ * and every entry where it lies: mailbox and UID. */
+static void test_dead_unparsed_message_is_recognisable(void **state)
+{
+	struct fx *x = *state;
+	assert_int_equal(store_exec(x->st, "INSERT INTO messages(mailbox, uidvalidity, uid, size,"
+					   " sha256, raw, state, reason, received_at) VALUES("
+					   "'fundraising', 1, 42, 10, 'x', 'Received: x\r\n"
+					   "Subject: Quarterly\r\n\tfigures\x1b[31m\r\n"
+					   "From: \"Mallory\" <mallory@example.org>\r\n"
+					   "\r\nSubject: not a header', 'dead',"
+					   " 'parser crashed (signal 11)', 1790000000)"),
+			 0);
+	struct outbox_dead *d;
+	size_t n;
+	assert_int_equal(outbox_dead_list(x->st, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].uid, 42);
+	assert_string_equal(d[0].subject, "Quarterly  figures?[31m");
+	assert_string_equal(d[0].from, "mallory@example.org");
+	outbox_dead_free(d, n);
+	char *v = raw_header_value("A: 1\n\nB: 2\n", 12, "B", 100);
+	assert_null(v);
+	v = raw_header_value("Subject: abcdef\n", 16, "subject", 3);
+	assert_string_equal(v, "abc");
+	free(v);
+}
+
 static void test_read_delivered(void **state)
 {
 	struct fx *x = *state;
@@ -496,6 +525,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_reconcile_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dead_messages_retry_and_drop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dead_unparsed_message_is_recognisable, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_read_delivered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipients_travel_with_item, setup, teardown),
 	};
