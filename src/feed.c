@@ -44,3 +44,14 @@ void feed_result_clear(struct feed_result *r)
 	free(r->remote_id);
 	memset(r, 0, sizeof *r);
 }
+
+void feed_members_free(struct feed_member *m, size_t n)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(m[i].email);
+		free(m[i].name);
+	}
+	free(m);
+}

@@ -19,6 +19,16 @@
  * 'config').  Returns how many were added, or -1. */
 int digest_seed_subscribers(struct store *st, const struct mf_config *cfg);
 
+/* [digest] subscribers = feed: reads the members of every mapped group
+ * whose list is older than an hour (every group with force) through
+ * read_members and records them as subscribers of the frequency they
+ * chose for that group.  A group that cannot be read keeps its last known
+ * members (one log line); members of groups no longer mapped are dropped.
+ * Returns the number of groups that could not be read or recorded. */
+int digest_refresh_members(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
+			   int force);
+
 /* Sends what is due at now (force = 1: a digest for every subscriber, or
  * only only_email, covering everything since their last one).  Content is
  * what read_group returns after last_sent (or the subscription time) up
