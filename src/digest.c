@@ -4,12 +4,24 @@
  * (multipart/alternative, every piece of feed content escaped) and the
  * record-then-send bookkeeping that keeps a period from going out twice.
  *
- * Order of a send: digest_runs(email, period, 'sending') and the
- * Message-ID are committed first, then the mail goes to the relay, then the
- * row becomes 'sent' with subscribers.last_sent.  A crash in between leaves
- * 'sending', read on the next run as "maybe sent": logged, never resent
- * (SPEC: at most once per period); its content comes again in the next
- * period because last_sent did not move. */
+ * Order of a send: the mail is rendered (reply tokens recorded), the
+ * relay is given MAIL, RCPT, DATA and the message; just before its last
+ * bytes and the end-of-data mark, one durable commit records
+ * digest_runs(email, period, 'sending'), the Message-ID and the new
+ * last_sent.  A relay takes a message only at the end-of-data mark, so a
+ * crash before that commit delivered nothing and the period is sent by the
+ * next run; from the commit on, the mail counts as sent and is never sent
+ * again.  After the relay's 250 the row becomes 'sent' (in the next
+ * commit); a 4xx/5xx answer to the data undoes the record.  What remains
+ * is the instant between the commit and the last bytes leaving the
+ * process: a crash exactly there leaves a period recorded that the relay
+ * never got.
+ *
+ * Subscribers are the subscribers table ([subscriber] sections,
+ * `subscribe`, email commands) and, with [digest] subscribers = feed, the
+ * members of the mapped groups at the feed service, whose state is kept
+ * per (email, frequency); an address with a subscription of its own is
+ * not taken from the feed. */
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
