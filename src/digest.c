@@ -47,16 +47,20 @@ static char *clean_text(const char *s, size_t max)
 	struct buf b;
 	size_t n = 0;
 	buf_init(&b);
-	for (const char *p = s ? s : ""; *p; p++, n++) {
+	const char *p = s ? s : "", *run = p;
+	for (; *p; p++, n++) {
 		unsigned char c = (unsigned char)*p;
 		if (n >= max && (c & 0xc0) != 0x80) {
+			buf_append(&b, run, (size_t)(p - run));
 			buf_puts(&b, " \xe2\x80\xa6");
-			break;
+			return buf_steal(&b);
 		}
-		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
-			continue;
-		buf_putc(&b, (char)c);
+		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+			buf_append(&b, run, (size_t)(p - run));
+			run = p + 1;
+		}
 	}
+	buf_append(&b, run, (size_t)(p - run));
 	return buf_steal(&b);
 }
 
@@ -73,6 +77,11 @@ void digest_mail_free(struct digest_mail *m)
 static void html_escape(struct buf *b, const char *s)
 {
 	for (; *s; s++) {
+		size_t run = strcspn(s, "&<>\"'\n");
+		buf_append(b, s, run);
+		s += run;
+		if (!*s)
+			break;
 		switch (*s) {
 		case '&':
 			buf_puts(b, "&amp;");
@@ -89,11 +98,8 @@ static void html_escape(struct buf *b, const char *s)
 		case '\'':
 			buf_puts(b, "&#39;");
 			break;
-		case '\n':
+		default: /* '\n' */
 			buf_puts(b, "<br>\n");
-			break;
-		default:
-			buf_putc(b, *s);
 		}
 	}
 }
@@ -940,6 +946,8 @@ struct run {
 	char *from_addr;
 	sqlite3_stmt *q[Q_COUNT];
 	struct strlist sent_email, sent_period; /* accepted, still 'sending' */
+	struct group_read *reads;
+	size_t n_reads;
 	int sent;
 	int failed;
 };
@@ -1237,49 +1245,85 @@ static const char *group_id(const struct mf_config *cfg, const char *name)
 	return mb ? mb->group : name;
 }
 
-/* Reads every followed group since `since`, entries up to now. */
+/* What one group holds after `since`, read from the feed once per run
+ * and shared by every subscriber whose window starts then or later, so
+ * that a run reads each group about once, not once per subscriber. */
+struct group_read {
+	char *gid;
+	time_t since;
+	struct feed_entry *entries; /* oldest first */
+	size_t n;
+	int failed; /* not tried again in this run */
+};
+
+static struct group_read *group_read_get(struct run *r, const char *gid, time_t since)
+{
+	struct group_read *g = NULL;
+	char err[256] = "", q[300];
+	for (size_t i = 0; i < r->n_reads && !g; i++)
+		if (strcmp(r->reads[i].gid, gid) == 0)
+			g = &r->reads[i];
+	if (g && (g->failed || g->since <= since))
+		return g->failed ? NULL : g;
+	if (!g) {
+		r->reads = xrealloc(r->reads, (r->n_reads + 1) * sizeof *r->reads);
+		g = &r->reads[r->n_reads++];
+		memset(g, 0, sizeof *g);
+		g->gid = xstrdup(gid);
+	}
+	feed_entries_free(g->entries, g->n);
+	g->entries = NULL;
+	g->n = 0;
+	g->since = since;
+	if (r->ops->read_group(r->feed_ctx, gid, since, &g->entries, &g->n, err, sizeof err) < 0) {
+		log_warn("digest.read_failed group=%s error=%s action=\"its subscribers are tried "
+			 "again on the next run\"",
+			 gid, log_quote(err, q, sizeof q));
+		g->failed = 1;
+		return NULL;
+	}
+	return g;
+}
+
+static void group_reads_free(struct run *r)
+{
+	for (size_t i = 0; i < r->n_reads; i++) {
+		free(r->reads[i].gid);
+		feed_entries_free(r->reads[i].entries, r->reads[i].n);
+	}
+	free(r->reads);
+}
+
+/* Fills groups[] with what each followed group holds after since, up to
+ * the end of the window (borrowed from the run's reads).  0, or -1 when a
+ * group could not be read. */
 static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
-		       struct feed_entry **ents, size_t *nents, struct digest_group *groups,
-		       size_t *total)
+		       struct digest_group *groups, size_t *total)
 {
 	*total = 0;
 	for (size_t i = 0; i < sub->groups.n; i++) {
-		char err[256] = "";
 		const char *gid = group_id(r->cfg, sub->groups.v[i]);
+		struct group_read *g = group_read_get(r, gid, since);
+		size_t lo = 0, hi;
+		if (!g)
+			return -1;
+		while (lo < g->n && g->entries[lo].created <= since)
+			lo++;
+		for (hi = lo; hi < g->n && g->entries[hi].created <= window_end(r); hi++)
+			;
 		groups[i].label = sub->groups.v[i];
 		groups[i].gid = gid;
-		ents[i] = NULL;
-		nents[i] = 0;
-		if (r->ops->read_group(r->feed_ctx, gid, since, &ents[i], &nents[i], err,
-				       sizeof err) < 0) {
-			char q[300];
-			log_warn("digest.read_failed group=%s error=%s", gid,
-				 log_quote(err, q, sizeof q));
-			return -1;
-		}
-		size_t keep = 0;
-		for (size_t k = 0; k < nents[i]; k++)
-			if (ents[i][k].created <= window_end(r) && ents[i][k].created > since)
-				keep = k + 1;
-		groups[i].entries = ents[i];
-		groups[i].n = keep;
-		*total += keep;
+		groups[i].entries = g->entries + lo;
+		groups[i].n = hi - lo;
+		*total += hi - lo;
 	}
 	return 0;
-}
-
-static void free_groups(struct feed_entry **ents, size_t *nents, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		feed_entries_free(ents[i], nents[i]);
 }
 
 static void digest_one(struct run *r, const struct subscriber *sub, const char *period,
 		       const char *label)
 {
 	size_t ng = sub->groups.n, total;
-	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
-	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
 	/* A first digest also covers the period before the subscription, so a
 	 * new reader starts with the current conversations, not an empty mail. */
@@ -1288,7 +1332,7 @@ static void digest_one(struct run *r, const struct subscriber *sub, const char *
 	struct digest_mail mail = {0};
 	char q[300];
 
-	if (read_groups(r, sub, since, ents, nents, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total) < 0)
 		goto out; /* tried again on the next run */
 	if (total == 0) {
 		/* nothing new: the period passes without mail */
@@ -1304,17 +1348,23 @@ static void digest_one(struct run *r, const struct subscriber *sub, const char *
 			  period);
 		goto out;
 	}
-	if (digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email, label, groups, ng,
-			  r->now, &mail) < 0) {
+	/* the reply tokens of one mail in one transaction */
+	int rc = store_begin(r->st);
+	if (rc == 0) {
+		rc = digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email, label,
+				   groups, ng, r->now, &mail);
+		if (rc < 0)
+			store_rollback(r->st);
+		else
+			rc = store_commit(r->st);
+	}
+	if (rc < 0) {
 		r->failed++;
 		goto out;
 	}
 	send_recorded(r, sub, period, &mail, NULL, NULL, 1);
 out:
 	digest_mail_free(&mail);
-	free_groups(ents, nents, ng);
-	free(ents);
-	free(nents);
 	free(groups);
 }
 
@@ -1322,13 +1372,11 @@ out:
 static void notify_each(struct run *r, const struct subscriber *sub)
 {
 	size_t ng = sub->groups.n, total;
-	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
-	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
 	time_t since = sub->has_last ? sub->last_sent : sub->since;
 	int all_done = 1;
 
-	if (read_groups(r, sub, since, ents, nents, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total) < 0)
 		goto out;
 	for (size_t i = 0; i < ng; i++) {
 		for (size_t k = 0; k < groups[i].n; k++) {
@@ -1344,9 +1392,18 @@ static void notify_each(struct run *r, const struct subscriber *sub)
 			copy = *e;
 			/* comments by email go to the group the subscriber follows */
 			copy.group = (char *)groups[i].gid;
-			if (digest_render_notification(r->st, r->cfg, r->secret, r->secretlen,
-						       sub->email, groups[i].label, &copy, r->now,
-						       &mail) < 0) {
+			int rc = store_begin(r->st);
+			if (rc == 0) {
+				rc = digest_render_notification(r->st, r->cfg, r->secret,
+								r->secretlen, sub->email,
+								groups[i].label, &copy, r->now, &mail);
+				if (rc < 0)
+					store_rollback(r->st);
+				else
+					rc = store_commit(r->st);
+			}
+			if (rc < 0) {
+				digest_mail_free(&mail);
 				r->failed++;
 				all_done = 0;
 				continue;
@@ -1360,9 +1417,6 @@ static void notify_each(struct run *r, const struct subscriber *sub)
 	if (all_done)
 		move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r), 1);
 out:
-	free_groups(ents, nents, ng);
-	free(ents);
-	free(nents);
 	free(groups);
 }
 
@@ -1559,6 +1613,7 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 	}
 	run_sync(&r, 1);
 	forget_accepted(&r);
+	group_reads_free(&r);
 	for (int i = 0; i < Q_COUNT; i++)
 		sqlite3_finalize(r.q[i]);
 	free(subs);

@@ -245,19 +245,28 @@ char *smtp_address_of(const char *from)
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* Digests are mostly base64: it is encoded a chunk at a time into a
+ * local array, not a character at a time into the buffer. */
 static void b64_append(struct buf *b, const unsigned char *in, size_t n)
 {
+	char out[4 * 64];
+	size_t o = 0;
 	for (size_t i = 0; i < n; i += 3) {
 		unsigned v = (unsigned)in[i] << 16;
 		if (i + 1 < n)
 			v |= (unsigned)in[i + 1] << 8;
 		if (i + 2 < n)
 			v |= in[i + 2];
-		buf_putc(b, b64_alphabet[(v >> 18) & 63]);
-		buf_putc(b, b64_alphabet[(v >> 12) & 63]);
-		buf_putc(b, i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=');
-		buf_putc(b, i + 2 < n ? b64_alphabet[v & 63] : '=');
+		out[o++] = b64_alphabet[(v >> 18) & 63];
+		out[o++] = b64_alphabet[(v >> 12) & 63];
+		out[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
+		if (o == sizeof out) {
+			buf_append(b, out, o);
+			o = 0;
+		}
 	}
+	buf_append(b, out, o);
 }
 
 /* Feed content for one line: controls (CR/LF included) and runs of
@@ -417,11 +426,14 @@ void smtp_put_base64(struct buf *b, const char *text)
 {
 	struct buf crlf;
 	buf_init(&crlf);
-	for (const char *p = text; *p; p++) {
+	for (const char *p = text; *p;) {
+		size_t run = strcspn(p, "\r\n");
+		buf_append(&crlf, p, run);
+		p += run;
 		if (*p == '\n')
-			buf_putc(&crlf, '\r');
-		if (*p != '\r')
-			buf_putc(&crlf, *p);
+			buf_append(&crlf, "\r\n", 2);
+		if (*p)
+			p++;
 	}
 	for (size_t i = 0; i < crlf.len; i += 57) {
 		size_t n = crlf.len - i < 57 ? crlf.len - i : 57;
