@@ -33,8 +33,9 @@ static const char subscribe_usage[] =
 
 static const char unsubscribe_usage[] =
     "usage: mailfeed [-c FILE] unsubscribe EMAIL\n\n"
-    "Stops digests and notifications to EMAIL (its frequency becomes 'never', so a\n"
-    "[subscriber] section of the config does not bring it back).\n";
+    "Stops digests and notifications to EMAIL (its frequency becomes 'never', so\n"
+    "neither a [subscriber] section of the config nor, with [digest] subscribers =\n"
+    "feed, its membership of a group brings it back).\n";
 
 static int open_state(const char *config, struct mf_config **cfg, struct store **st)
 {
@@ -61,6 +62,24 @@ static int email_valid(const char *s)
 		if ((unsigned char)*p <= ' ' || strchr("<>()[],;:\\\"", *p) || *p == 0x7f)
 			return 0;
 	return 1;
+}
+
+/* A subscription of its own, or ([digest] subscribers = feed) a member of
+ * a mapped group who wants mail from it. */
+static int is_subscriber(struct store *st, const struct mf_config *cfg, const char *email)
+{
+	sqlite3_stmt *s;
+	int known = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT 1 FROM subscribers WHERE email=lower(?1) UNION ALL"
+			       " SELECT 1 FROM feed_members WHERE ?2 AND email=lower(?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, cfg->digest.subscribers == SUBSCRIBERS_FEED);
+	known = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return known;
 }
 
 int cmd_digest(int argc, char **argv, const char *config)
@@ -98,29 +117,19 @@ int cmd_digest(int argc, char **argv, const char *config)
 		rc = 1;
 		goto out;
 	}
-	if (to) {
-		sqlite3_stmt *s;
-		int known = 0;
-		if (sqlite3_prepare_v2(store_db(st),
-				       "SELECT 1 FROM subscribers WHERE email=lower(?)", -1, &s,
-				       NULL) == SQLITE_OK) {
-			sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
-			known = sqlite3_step(s) == SQLITE_ROW;
-			sqlite3_finalize(s);
-		}
-		if (!known) {
-			fprintf(stderr,
-				"mailfeed: %s is not a subscriber; add it with "
-				"`mailfeed subscribe`\n",
-				to);
-			rc = 1;
-			goto out;
-		}
-	}
 	const struct feed_backend_ops *ops = feed_backend(cfg->feed.backend);
 	if (!ops || ops->open(cfg, st, &ctx, err, sizeof err) < 0) {
 		fprintf(stderr, "mailfeed: cannot open the feed service: %s\n",
 			ops ? err : "backend not available in this build");
+		rc = 1;
+		goto out;
+	}
+	/* --now works on the current group members, not last hour's */
+	digest_refresh_members(st, cfg, ops, ctx, time(NULL), force);
+	if (to && !is_subscriber(st, cfg, to)) {
+		fprintf(stderr,
+			"mailfeed: %s is not a subscriber; add it with `mailfeed subscribe`\n", to);
+		ops->close(ctx);
 		rc = 1;
 		goto out;
 	}
@@ -298,6 +307,21 @@ int cmd_unsubscribe(int argc, char **argv, const char *config)
 		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
 		if (sqlite3_step(s) == SQLITE_DONE)
 			rc = sqlite3_changes(store_db(st)) > 0 ? 0 : 3;
+		sqlite3_finalize(s);
+	}
+	/* a member of a feed group: a 'never' of its own overrides the
+	 * membership's setting */
+	if (rc == 3 &&
+	    sqlite3_prepare_v2(store_db(st),
+			       "INSERT INTO subscribers(email, groups, frequency, since, source)"
+			       " SELECT lower(?1), group_concat(grp), 'never', ?2, 'cli' FROM"
+			       " (SELECT DISTINCT grp FROM feed_members WHERE email=lower(?1))"
+			       " HAVING count(*) > 0",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
+		if (sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(store_db(st)) > 0)
+			rc = 0;
 		sqlite3_finalize(s);
 	}
 	if (rc == 0)

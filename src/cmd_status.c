@@ -147,14 +147,21 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg)
 		sqlite3_finalize(s);
 	}
 	json_object_set_new(root, "outbox", ob);
+	/* feed members ([digest] subscribers = feed) unless they have a
+	 * subscription of their own */
 	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT email, frequency, last_sent FROM subscribers ORDER BY email",
+			       "SELECT email, frequency, last_sent, source FROM subscribers"
+			       " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
+			       " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
+			       " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
+			       " ORDER BY 1, 2",
 			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_int(s, 1, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED);
 		while (sqlite3_step(s) == SQLITE_ROW)
 			json_array_append_new(
-			    digests, json_pack("{s:o,s:o,s:o}", "subscriber", text_or_null(s, 0),
+			    digests, json_pack("{s:o,s:o,s:o,s:o}", "subscriber", text_or_null(s, 0),
 					       "frequency", text_or_null(s, 1), "last_sent",
-					       iso_or_null(s, 2)));
+					       iso_or_null(s, 2), "source", text_or_null(s, 3)));
 		sqlite3_finalize(s);
 	}
 	json_object_set_new(root, "digests", digests);
@@ -205,8 +212,9 @@ static void status_print(json_t *root)
 		printf("\ndigests:\n");
 		json_array_foreach(d, i, m)
 		{
-			printf("  %-32s %-7s last sent %s\n", str_or(m, "subscriber", ""),
-			       str_or(m, "frequency", ""), str_or(m, "last_sent", "never"));
+			printf("  %-32s %-7s last sent %-20s (%s)\n", str_or(m, "subscriber", ""),
+			       str_or(m, "frequency", ""), str_or(m, "last_sent", "never"),
+			       str_or(m, "source", ""));
 		}
 	}
 	const char *re = str_or(root, "reload_error", NULL);

@@ -4,12 +4,24 @@
  * (multipart/alternative, every piece of feed content escaped) and the
  * record-then-send bookkeeping that keeps a period from going out twice.
  *
- * Order of a send: digest_runs(email, period, 'sending') and the
- * Message-ID are committed first, then the mail goes to the relay, then the
- * row becomes 'sent' with subscribers.last_sent.  A crash in between leaves
- * 'sending', read on the next run as "maybe sent": logged, never resent
- * (SPEC: at most once per period); its content comes again in the next
- * period because last_sent did not move. */
+ * Order of a send: the mail is rendered (reply tokens recorded), the
+ * relay is given MAIL, RCPT, DATA and the message; just before its last
+ * bytes and the end-of-data mark, one durable commit records
+ * digest_runs(email, period, 'sending'), the Message-ID and the new
+ * last_sent.  A relay takes a message only at the end-of-data mark, so a
+ * crash before that commit delivered nothing and the period is sent by the
+ * next run; from the commit on, the mail counts as sent and is never sent
+ * again.  After the relay's 250 the row becomes 'sent' (in the next
+ * commit); a 4xx/5xx answer to the data undoes the record.  What remains
+ * is the instant between the commit and the last bytes leaving the
+ * process: a crash exactly there leaves a period recorded that the relay
+ * never got.
+ *
+ * Subscribers are the subscribers table ([subscriber] sections,
+ * `subscribe`, email commands) and, with [digest] subscribers = feed, the
+ * members of the mapped groups at the feed service, whose state is kept
+ * per (email, frequency); an address with a subscription of its own is
+ * not taken from the feed. */
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -35,16 +47,20 @@ static char *clean_text(const char *s, size_t max)
 	struct buf b;
 	size_t n = 0;
 	buf_init(&b);
-	for (const char *p = s ? s : ""; *p; p++, n++) {
+	const char *p = s ? s : "", *run = p;
+	for (; *p; p++, n++) {
 		unsigned char c = (unsigned char)*p;
 		if (n >= max && (c & 0xc0) != 0x80) {
+			buf_append(&b, run, (size_t)(p - run));
 			buf_puts(&b, " \xe2\x80\xa6");
-			break;
+			return buf_steal(&b);
 		}
-		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
-			continue;
-		buf_putc(&b, (char)c);
+		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+			buf_append(&b, run, (size_t)(p - run));
+			run = p + 1;
+		}
 	}
+	buf_append(&b, run, (size_t)(p - run));
 	return buf_steal(&b);
 }
 
@@ -61,6 +77,11 @@ void digest_mail_free(struct digest_mail *m)
 static void html_escape(struct buf *b, const char *s)
 {
 	for (; *s; s++) {
+		size_t run = strcspn(s, "&<>\"'\n");
+		buf_append(b, s, run);
+		s += run;
+		if (!*s)
+			break;
 		switch (*s) {
 		case '&':
 			buf_puts(b, "&amp;");
@@ -77,11 +98,8 @@ static void html_escape(struct buf *b, const char *s)
 		case '\'':
 			buf_puts(b, "&#39;");
 			break;
-		case '\n':
+		default: /* '\n' */
 			buf_puts(b, "<br>\n");
-			break;
-		default:
-			buf_putc(b, *s);
 		}
 	}
 }
@@ -675,56 +693,8 @@ int digest_seed_subscribers(struct store *st, const struct mf_config *cfg)
 	return added;
 }
 
-struct subscriber {
-	char *email;
-	struct strlist groups;
-	enum frequency freq;
-	int hour;
-	char *tz;
-	time_t last_sent, since;
-};
-
-/* Everything one digest_run needs across subscribers. */
-struct run {
-	struct store *st;
-	const struct mf_config *cfg;
-	const struct feed_backend_ops *ops;
-	void *feed_ctx;
-	time_t now;
-	unsigned char *secret;
-	size_t secretlen;
-	struct smtp_client *smtp;
-	char *from_addr;
-	int sent;
-	int failed;
-};
-
-static const char *group_id(const struct mf_config *cfg, const char *name)
-{
-	const struct mf_mailbox *mb = config_mailbox(cfg, name);
-	return mb ? mb->group : name;
-}
-
-/* 1 row exists (state copied into out), 0 none, -1 error. */
-static int run_state(struct store *st, const char *email, const char *period, char *out,
-		     size_t outlen)
-{
-	sqlite3_stmt *s;
-	int rc = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT state FROM digest_runs WHERE email=? AND period=?", -1, &s,
-			       NULL) != SQLITE_OK)
-		return -1;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, period, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(s, 0));
-		rc = 1;
-	}
-	sqlite3_finalize(s);
-	return rc;
-}
-
+/* One statement with text parameters ?1..?4 (NULL ones stay NULL) and an
+ * integer ?5.  The number of rows changed, or -1. */
 static int exec_bind(struct store *st, const char *sql, const char *a, const char *b, const char *c,
 		     const char *d, sqlite3_int64 n)
 {
@@ -739,159 +709,637 @@ static int exec_bind(struct store *st, const char *sql, const char *a, const cha
 			sqlite3_bind_text(s, i + 1, v[i], -1, SQLITE_STATIC);
 	if (np >= 5)
 		sqlite3_bind_int64(s, 5, n);
-	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
 	sqlite3_finalize(s);
 	return rc;
 }
 
-/* Records the period as 'sending' with the mail's Message-ID, committed
- * before the send.  1 recorded, 0 another run recorded it first, -1 error. */
-static int record_sending(struct run *r, const char *email, const char *period,
-			  const struct digest_mail *mail, const char *grp, const char *remote_id)
+/* ------------------------------------------------------------------ */
+/* Subscribers from the feed's group membership                        */
+
+#define MEMBERS_REFRESH 3600 /* a group's members are read at most hourly */
+#define MEMBERS_RETRY 600    /* and again 10 minutes after a failed read */
+
+static int gid_listed(const struct strlist *l, const char *gid)
 {
-	if (store_begin(r->st) < 0)
-		return -1;
-	if (exec_bind(r->st,
-		      "INSERT OR IGNORE INTO digest_runs(email, period, state, at)"
-		      " VALUES(?1,?2,'sending',?5)",
-		      email, period, NULL, NULL, (sqlite3_int64)r->now) < 0)
-		goto fail;
-	if (sqlite3_changes(store_db(r->st)) == 0) {
-		store_rollback(r->st);
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], gid) == 0)
+			return 1;
+	return 0;
+}
+
+static int members_due(struct store *st, const char *gid, time_t now)
+{
+	sqlite3_stmt *s;
+	int due = 1;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT at, ok FROM feed_member_reads WHERE grp=?", -1,
+			       &s, NULL) != SQLITE_OK)
 		return 0;
+	sqlite3_bind_text(s, 1, gid, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		time_t at = (time_t)sqlite3_column_int64(s, 0);
+		long wait = sqlite3_column_int(s, 1) ? MEMBERS_REFRESH : MEMBERS_RETRY;
+		due = now < at || now - at >= wait;
 	}
-	if (exec_bind(r->st,
-		      "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
-		      " VALUES(?1,?2,?3,?4,?5)",
-		      mail->message_id, grp, remote_id, email, (sqlite3_int64)r->now) < 0)
-		goto fail;
-	return store_commit(r->st) < 0 ? -1 : 1;
-fail:
-	store_rollback(r->st);
+	sqlite3_finalize(s);
+	return due;
+}
+
+static const char orphans_sql[] =
+    "DELETE FROM feed_subscribers WHERE NOT EXISTS (SELECT 1 FROM feed_members m"
+    " WHERE m.email=feed_subscribers.email AND m.frequency=feed_subscribers.frequency)";
+
+/* Members of groups no longer mapped get no more digests of them. */
+static void members_prune(struct store *st, const struct strlist *gids)
+{
+	sqlite3_stmt *s;
+	struct strlist gone = {0};
+	if (sqlite3_prepare_v2(store_db(st), "SELECT grp FROM feed_member_reads", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *g = (const char *)sqlite3_column_text(s, 0);
+		if (g && !gid_listed(gids, g))
+			strlist_add(&gone, g);
+	}
+	sqlite3_finalize(s);
+	if (gone.n && store_begin(st) == 0) {
+		int ok = 1;
+		for (size_t i = 0; i < gone.n && ok; i++)
+			ok = exec_bind(st, "DELETE FROM feed_members WHERE grp=?1", gone.v[i], NULL,
+				       NULL, NULL, 0) >= 0 &&
+			     exec_bind(st, "DELETE FROM feed_member_reads WHERE grp=?1", gone.v[i],
+				       NULL, NULL, NULL, 0) >= 0;
+		if (ok && exec_bind(st, orphans_sql, NULL, NULL, NULL, NULL, 0) >= 0 &&
+		    store_commit(st) == 0) {
+			for (size_t i = 0; i < gone.n; i++)
+				log_info(
+				    "digest.members_dropped group=%s reason=\"no longer mapped\"",
+				    gone.v[i]);
+		} else if (!ok) {
+			store_rollback(st);
+		}
+	}
+	strlist_free(&gone);
+}
+
+/* Replaces the stored members of gid with m; each (email, frequency) that
+ * is new gets its digest state, one that no group asks for any more loses
+ * it.  0 or -1. */
+static int members_store(struct store *st, const char *gid, const struct feed_member *m, size_t n,
+			 time_t now, int counts[4])
+{
+	sqlite3_stmt *ins = NULL, *sub = NULL, *rd = NULL;
+	int rc = -1;
+	if (store_begin(st) < 0)
+		return -1;
+	if (exec_bind(st, "DELETE FROM feed_members WHERE grp=?1", gid, NULL, NULL, NULL, 0) < 0 ||
+	    sqlite3_prepare_v2(store_db(st),
+			       "INSERT OR IGNORE INTO feed_members(grp, email, name, frequency)"
+			       " VALUES(?1,?2,?3,?4)",
+			       -1, &ins, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(store_db(st),
+			       "INSERT OR IGNORE INTO feed_subscribers(email, frequency, since)"
+			       " VALUES(?1,?2,?3)",
+			       -1, &sub, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(
+		store_db(st),
+		"INSERT OR REPLACE INTO feed_member_reads(grp, at, ok, members, error)"
+		" VALUES(?1,?2,1,?3,NULL)",
+		-1, &rd, NULL) != SQLITE_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		counts[m[i].frequency]++;
+		if (m[i].frequency == FREQ_NEVER)
+			continue;
+		const char *f = frequency_name(m[i].frequency);
+		sqlite3_reset(ins);
+		sqlite3_bind_text(ins, 1, gid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 2, m[i].email, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 3, m[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 4, f, -1, SQLITE_STATIC);
+		sqlite3_reset(sub);
+		sqlite3_bind_text(sub, 1, m[i].email, -1, SQLITE_STATIC);
+		sqlite3_bind_text(sub, 2, f, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(sub, 3, (sqlite3_int64)now);
+		if (sqlite3_step(ins) != SQLITE_DONE || sqlite3_step(sub) != SQLITE_DONE)
+			goto out;
+	}
+	sqlite3_bind_text(rd, 1, gid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(rd, 2, (sqlite3_int64)now);
+	sqlite3_bind_int64(rd, 3, (sqlite3_int64)n);
+	if (sqlite3_step(rd) != SQLITE_DONE ||
+	    exec_bind(st, orphans_sql, NULL, NULL, NULL, NULL, 0) < 0)
+		goto out;
+	rc = 0;
+out:
+	sqlite3_finalize(ins);
+	sqlite3_finalize(sub);
+	sqlite3_finalize(rd);
+	if (rc == 0)
+		return store_commit(st);
+	store_rollback(st);
 	return -1;
+}
+
+int digest_refresh_members(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
+			   int force)
+{
+	struct strlist gids = {0};
+	int failed = 0;
+	char q[600];
+
+	if (cfg->digest.subscribers != SUBSCRIBERS_FEED || !ops || !ops->read_members)
+		return 0;
+	for (size_t i = 0; i < cfg->n_mailboxes; i++)
+		if (cfg->mailboxes[i].group && !gid_listed(&gids, cfg->mailboxes[i].group))
+			strlist_add(&gids, cfg->mailboxes[i].group);
+	members_prune(st, &gids);
+	for (size_t i = 0; i < gids.n; i++) {
+		const char *gid = gids.v[i];
+		struct feed_member *m = NULL;
+		size_t n = 0;
+		char err[512] = "";
+		int counts[4] = {0};
+		if (!force && !members_due(st, gid, now))
+			continue;
+		if (ops->read_members(feed_ctx, gid, &m, &n, err, sizeof err) < 0) {
+			log_warn(
+			    "digest.members_failed group=%s error=%s action=\"keeping the last "
+			    "known members\"",
+			    gid, log_quote(err, q, sizeof q));
+			exec_bind(
+			    st,
+			    "INSERT INTO feed_member_reads(grp, at, ok, error) VALUES(?1,?5,0,?2)"
+			    " ON CONFLICT(grp) DO UPDATE SET at=?5, ok=0, error=?2",
+			    gid, err, NULL, NULL, (sqlite3_int64)now);
+			failed++;
+			continue;
+		}
+		if (members_store(st, gid, m, n, now, counts) < 0) {
+			log_error("digest.error group=%s error=\"cannot record the members: %s\"",
+				  gid, store_errmsg(st));
+			failed++;
+		} else {
+			log_info("digest.members group=%s each=%d daily=%d weekly=%d never=%d", gid,
+				 counts[FREQ_EACH], counts[FREQ_DAILY], counts[FREQ_WEEKLY],
+				 counts[FREQ_NEVER]);
+		}
+		feed_members_free(m, n);
+	}
+	strlist_free(&gids);
+	return failed;
+}
+
+/* ------------------------------------------------------------------ */
+/* Runs                                                                */
+
+struct subscriber {
+	char *email;
+	struct strlist groups; /* as named: [mailbox] names or group ids */
+	enum frequency freq;
+	int hour;
+	char *tz;
+	time_t last_sent, since;
+	int has_last; /* last_sent is set */
+	int feed;     /* a feed member: state in feed_subscribers */
+};
+
+enum run_query {
+	Q_RUN_STATE,
+	Q_CLAIM,
+	Q_SENT_ID,
+	Q_LAST,
+	Q_LAST_FEED,
+	Q_SET_STATE,
+	Q_FORGET,
+	Q_SYNC_FULL,
+	Q_SYNC_NORMAL,
+	Q_COUNT
+};
+
+static const char *const run_sql[Q_COUNT] = {
+    [Q_RUN_STATE] = "SELECT state FROM digest_runs WHERE email=?1 AND period=?2",
+    [Q_CLAIM] = "INSERT OR IGNORE INTO digest_runs(email, period, state, at) VALUES(?1,?2,?3,?4)",
+    [Q_SENT_ID] = "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
+		  " VALUES(?1,?2,?3,?4,?5)",
+    [Q_LAST] = "UPDATE subscribers SET last_sent=?3 WHERE email=?1 AND last_sent IS ?2",
+    [Q_LAST_FEED] = "UPDATE feed_subscribers SET last_sent=?3 WHERE email=?1 AND"
+		    " last_sent IS ?2 AND frequency=?4",
+    [Q_SET_STATE] = "UPDATE digest_runs SET state=?3, at=?4 WHERE email=?1 AND period=?2",
+    [Q_FORGET] = "DELETE FROM digest_runs WHERE email=?1 AND period=?2",
+    [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [Q_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+};
+
+/* Everything one digest_run needs across subscribers. */
+struct run {
+	struct store *st;
+	const struct mf_config *cfg;
+	const struct feed_backend_ops *ops;
+	void *feed_ctx;
+	time_t now;
+	unsigned char *secret;
+	size_t secretlen;
+	struct smtp_client *smtp;
+	char *from_addr;
+	sqlite3_stmt *q[Q_COUNT];
+	struct strlist sent_email, sent_period; /* accepted, still 'sending' */
+	struct group_read *reads;
+	size_t n_reads;
+	int sent;
+	int failed;
+};
+
+/* A cached statement of run_sql, reset and unbound; NULL on error. */
+static sqlite3_stmt *run_stmt(struct run *r, enum run_query id)
+{
+	if (!r->q[id]) {
+		if (sqlite3_prepare_v2(store_db(r->st), run_sql[id], -1, &r->q[id], NULL) !=
+		    SQLITE_OK) {
+			log_error("digest.error error=\"%s\"", store_errmsg(r->st));
+			return NULL;
+		}
+	} else {
+		sqlite3_reset(r->q[id]);
+		sqlite3_clear_bindings(r->q[id]);
+	}
+	return r->q[id];
+}
+
+/* Steps a statement without results: rows changed, or -1. */
+static int run_exec(struct run *r, sqlite3_stmt *s)
+{
+	int rc = s && sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(r->st)) : -1;
+	if (s)
+		sqlite3_reset(s);
+	return rc;
+}
+
+/* The run writes with synchronous=NORMAL (WAL: durable against a crash of
+ * the process, not yet of the machine); the record that makes a mail count
+ * as sent is committed with FULL, whose fsync of the WAL also makes every
+ * earlier write durable, reply tokens included. */
+static void run_sync(struct run *r, int full)
+{
+	run_exec(r, run_stmt(r, full ? Q_SYNC_FULL : Q_SYNC_NORMAL));
+}
+
+/* A transaction committed with FULL (the level cannot change inside one). */
+static int begin_full(struct run *r)
+{
+	run_sync(r, 1);
+	if (store_begin(r->st) == 0)
+		return 0;
+	run_sync(r, 0);
+	return -1;
+}
+
+static int end_full(struct run *r, int commit)
+{
+	int rc = 0;
+	if (commit)
+		rc = store_commit(r->st);
+	else
+		store_rollback(r->st);
+	run_sync(r, 0);
+	return rc;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	if (s && v)
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+/* 1 row exists (state copied into out), 0 none, -1 error. */
+static int run_state(struct run *r, const char *email, const char *period, char *out, size_t outlen)
+{
+	sqlite3_stmt *s = run_stmt(r, Q_RUN_STATE);
+	int rc = 0;
+	if (!s)
+		return -1;
+	bind_text(s, 1, email);
+	bind_text(s, 2, period);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(s, 0));
+		rc = 1;
+	}
+	sqlite3_reset(s);
+	return rc;
+}
+
+static int set_run_state(struct run *r, const char *email, const char *period, const char *state)
+{
+	sqlite3_stmt *s = run_stmt(r, Q_SET_STATE);
+	bind_text(s, 1, email);
+	bind_text(s, 2, period);
+	bind_text(s, 3, state);
+	if (s)
+		sqlite3_bind_int64(s, 4, (sqlite3_int64)r->now);
+	return run_exec(r, s);
+}
+
+/* Inserts a digest_runs row; 1 inserted, 0 the row was there, -1 error. */
+static int claim_period(struct run *r, const char *email, const char *period, const char *state)
+{
+	sqlite3_stmt *s = run_stmt(r, Q_CLAIM);
+	bind_text(s, 1, email);
+	bind_text(s, 2, period);
+	bind_text(s, 3, state);
+	if (s)
+		sqlite3_bind_int64(s, 4, (sqlite3_int64)r->now);
+	return run_exec(r, s);
+}
+
+/* Moves last_sent from what this run read to `to` (0 = none).  1 moved, 0
+ * another run moved it meanwhile, -1 error. */
+static int move_last_sent(struct run *r, const struct subscriber *sub, time_t from, int from_set,
+			  time_t to, int to_set)
+{
+	sqlite3_stmt *s = run_stmt(r, sub->feed ? Q_LAST_FEED : Q_LAST);
+	if (!s)
+		return -1;
+	bind_text(s, 1, sub->email);
+	if (from_set)
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)from);
+	if (to_set)
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)to);
+	if (sub->feed)
+		bind_text(s, 4, frequency_name(sub->freq));
+	return run_exec(r, s);
 }
 
 /* Entries are taken up to the second before now: one created later in
  * the current second still counts as new on the next run. */
 static time_t window_end(const struct run *r) { return r->now - 1; }
 
-static int advance_last_sent(struct run *r, const char *email)
+/* Marks the mails the relay accepted as 'sent'; call inside a
+ * transaction.  0 or -1. */
+static int mark_accepted(struct run *r)
 {
-	return exec_bind(r->st, "UPDATE subscribers SET last_sent=?5 WHERE email=?1", email, NULL,
-			 NULL, NULL, (sqlite3_int64)window_end(r));
-}
-
-/* After the relay's answer.  advance: move subscribers.last_sent to now. */
-static void record_outcome(struct run *r, const char *email, const char *period, int res,
-			   int advance, const char *err)
-{
-	char q[300], q2[300];
-	const char *sql = NULL;
-	switch (res) {
-	case SMTP_SENT:
-		sql = "UPDATE digest_runs SET state='sent', at=?5 WHERE email=?1 AND period=?2";
-		break;
-	case SMTP_TEMPORARY:
-		/* the relay did not take it: the period may be tried again */
-		sql = "DELETE FROM digest_runs WHERE email=?1 AND period=?2";
-		break;
-	case SMTP_PERMANENT:
-		sql = "UPDATE digest_runs SET state='failed', at=?5 WHERE email=?1 AND period=?2";
-		break;
-	default:
-		break; /* SMTP_UNKNOWN: stays 'sending' = maybe sent */
-	}
-	if (res == SMTP_SENT)
-		log_info("digest.sent to=%s period=%s", log_quote(email, q, sizeof q), period);
-	else
-		log_warn("digest.not_sent to=%s period=%s result=%s error=%s",
-			 log_quote(email, q, sizeof q), period,
-			 res == SMTP_TEMPORARY	 ? "temporary"
-			 : res == SMTP_PERMANENT ? "permanent"
-						 : "unknown-maybe-sent",
-			 log_quote(err, q2, sizeof q2));
-	if (store_begin(r->st) < 0)
-		return;
-	if ((sql && exec_bind(r->st, sql, email, period, NULL, NULL, (sqlite3_int64)r->now) < 0) ||
-	    (res == SMTP_SENT && advance && advance_last_sent(r, email) < 0)) {
-		store_rollback(r->st);
-		return;
-	}
-	store_commit(r->st);
-}
-
-static int send_mail(struct run *r, const char *to, const struct digest_mail *mail, char *err,
-		     size_t errlen)
-{
-	if (!r->smtp) {
-		r->smtp = smtp_new(&r->cfg->smtp, err, errlen);
-		if (!r->smtp)
-			return SMTP_TEMPORARY;
-	}
-	return smtp_send(r->smtp, r->from_addr, to, mail->data, mail->len, err, errlen);
-}
-
-/* Reads every followed group since `since`, entries up to now. */
-static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
-		       struct feed_entry **ents, size_t *nents, struct digest_group *groups,
-		       size_t *total)
-{
-	*total = 0;
-	for (size_t i = 0; i < sub->groups.n; i++) {
-		char err[256] = "";
-		const char *gid = group_id(r->cfg, sub->groups.v[i]);
-		groups[i].label = sub->groups.v[i];
-		groups[i].gid = gid;
-		ents[i] = NULL;
-		nents[i] = 0;
-		if (r->ops->read_group(r->feed_ctx, gid, since, &ents[i], &nents[i], err,
-				       sizeof err) < 0) {
-			char q[300];
-			log_warn("digest.read_failed group=%s error=%s", gid,
-				 log_quote(err, q, sizeof q));
+	for (size_t i = 0; i < r->sent_email.n; i++)
+		if (set_run_state(r, r->sent_email.v[i], r->sent_period.v[i], "sent") < 0)
 			return -1;
-		}
-		size_t keep = 0;
-		for (size_t k = 0; k < nents[i]; k++)
-			if (ents[i][k].created <= window_end(r) && ents[i][k].created > since)
-				keep = k + 1;
-		groups[i].entries = ents[i];
-		groups[i].n = keep;
-		*total += keep;
-	}
 	return 0;
 }
 
-static void free_groups(struct feed_entry **ents, size_t *nents, size_t n)
+static void forget_accepted(struct run *r)
 {
-	for (size_t i = 0; i < n; i++)
-		feed_entries_free(ents[i], nents[i]);
+	strlist_free(&r->sent_email);
+	strlist_free(&r->sent_period);
+}
+
+/* One mail on its way: what record_sending writes, and what happened. */
+struct sending {
+	struct run *r;
+	const struct subscriber *sub;
+	const char *period;
+	const struct digest_mail *mail;
+	const char *grp, *remote_id; /* notifications: the post */
+	int advance;		     /* digests move last_sent to the window's end */
+	enum { NOT_RECORDED, RECORDED, TAKEN, STORE_FAILED } state;
+};
+
+/* Called by smtp_send_marked just before the end of the data, the moment
+ * from which the relay may take the mail: the period becomes 'sending'
+ * (counted as sent from now on), the Message-ID is kept for replies and a
+ * digest's last_sent moves to the end of its window, all in one durable
+ * commit.  If another run recorded this period or moved last_sent since
+ * it was read, nothing is written and the transfer stops short, so the
+ * relay discards the mail. */
+static int record_sending(void *arg)
+{
+	struct sending *x = arg;
+	struct run *r = x->r;
+	const char *email = x->sub->email;
+	sqlite3_stmt *s;
+
+	if (begin_full(r) < 0) {
+		x->state = STORE_FAILED;
+		return -1;
+	}
+	int claimed = claim_period(r, email, x->period, "sending");
+	if (claimed == 0) {
+		x->state = TAKEN;
+		goto undo;
+	}
+	if (claimed < 0 || !(s = run_stmt(r, Q_SENT_ID)))
+		goto fail;
+	bind_text(s, 1, x->mail->message_id);
+	bind_text(s, 2, x->grp);
+	bind_text(s, 3, x->remote_id);
+	bind_text(s, 4, email);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)r->now);
+	if (run_exec(r, s) < 0 || mark_accepted(r) < 0)
+		goto fail;
+	if (x->advance) {
+		int moved = move_last_sent(r, x->sub, x->sub->last_sent, x->sub->has_last,
+					   window_end(r), 1);
+		if (moved == 0) {
+			x->state = TAKEN;
+			goto undo;
+		}
+		if (moved < 0)
+			goto fail;
+	}
+	if (end_full(r, 1) < 0) {
+		x->state = STORE_FAILED;
+		return -1;
+	}
+	forget_accepted(r);
+	x->state = RECORDED;
+	return 0;
+fail:
+	x->state = STORE_FAILED;
+undo:
+	end_full(r, 0);
+	return -1;
+}
+
+/* The relay did not take a mail (or could not be reached).  A recorded
+ * period is forgotten when the refusal is temporary (tried again on the
+ * next run) or kept as 'failed' when it is permanent; a digest's
+ * last_sent goes back, so that its content comes in the next mail.  A
+ * permanent refusal before the data (an unknown recipient) is recorded as
+ * 'failed' too, so that the period is not tried again every minute. */
+static void record_refusal(struct run *r, const struct sending *x, int res)
+{
+	const char *email = x->sub->email;
+	int rc = 0;
+	if (res == SMTP_TEMPORARY && x->state != RECORDED)
+		return;
+	if (begin_full(r) < 0)
+		return;
+	if (x->state == RECORDED) {
+		sqlite3_stmt *s = run_stmt(r, Q_FORGET);
+		if (res == SMTP_TEMPORARY) {
+			bind_text(s, 1, email);
+			bind_text(s, 2, x->period);
+			rc = run_exec(r, s);
+		} else {
+			rc = set_run_state(r, email, x->period, "failed");
+		}
+		if (rc >= 0 && x->advance)
+			rc = move_last_sent(r, x->sub, window_end(r), 1, x->sub->last_sent,
+					    x->sub->has_last);
+	} else {
+		rc = claim_period(r, email, x->period, "failed");
+	}
+	end_full(r, rc >= 0);
+}
+
+/* Sends one rendered mail for a period of sub, recorded as described at
+ * the top of this file.  Returns the smtp result; SMTP_SENT too when
+ * another run had already sent this period (nothing sent here). */
+static int send_recorded(struct run *r, const struct subscriber *sub, const char *period,
+			 const struct digest_mail *mail, const char *grp, const char *remote_id,
+			 int advance)
+{
+	struct sending x = {r, sub, period, mail, grp, remote_id, advance, NOT_RECORDED};
+	char err[512] = "", q[300], q2[600];
+	int res;
+
+	if (!r->smtp)
+		r->smtp = smtp_new(&r->cfg->smtp, err, sizeof err);
+	res = r->smtp ? smtp_send_marked(r->smtp, r->from_addr, sub->email, mail->data, mail->len,
+					 record_sending, &x, err, sizeof err)
+		      : SMTP_TEMPORARY;
+	if (x.state == TAKEN) {
+		log_info("digest.skipped to=%s period=%s reason=\"another run sent it first\"",
+			 log_quote(sub->email, q, sizeof q), period);
+		return SMTP_SENT;
+	}
+	if (x.state == STORE_FAILED) {
+		log_error("digest.error to=%s period=%s error=\"cannot record the send, not sent: "
+			  "%s\"",
+			  log_quote(sub->email, q, sizeof q), period, store_errmsg(r->st));
+		r->failed++;
+		return SMTP_TEMPORARY;
+	}
+	if (res == SMTP_SENT) {
+		log_info("digest.sent to=%s period=%s", log_quote(sub->email, q, sizeof q), period);
+		strlist_add(&r->sent_email, sub->email);
+		strlist_add(&r->sent_period, period);
+		r->sent++;
+		return res;
+	}
+	log_warn("digest.not_sent to=%s period=%s result=%s error=%s",
+		 log_quote(sub->email, q, sizeof q), period,
+		 res == SMTP_TEMPORARY	 ? "temporary"
+		 : res == SMTP_PERMANENT ? "permanent"
+					 : "unknown-maybe-sent",
+		 log_quote(err, q2, sizeof q2));
+	/* SMTP_UNKNOWN: the data went out and the answer was lost; the
+	 * period stays 'sending', counted as sent */
+	if (res != SMTP_UNKNOWN)
+		record_refusal(r, &x, res);
+	r->failed++;
+	return res;
+}
+
+static const char *group_id(const struct mf_config *cfg, const char *name)
+{
+	const struct mf_mailbox *mb = config_mailbox(cfg, name);
+	return mb ? mb->group : name;
+}
+
+/* What one group holds after `since`, read from the feed once per run
+ * and shared by every subscriber whose window starts then or later, so
+ * that a run reads each group about once, not once per subscriber. */
+struct group_read {
+	char *gid;
+	time_t since;
+	struct feed_entry *entries; /* oldest first */
+	size_t n;
+	int failed; /* not tried again in this run */
+};
+
+static struct group_read *group_read_get(struct run *r, const char *gid, time_t since)
+{
+	struct group_read *g = NULL;
+	char err[256] = "", q[300];
+	for (size_t i = 0; i < r->n_reads && !g; i++)
+		if (strcmp(r->reads[i].gid, gid) == 0)
+			g = &r->reads[i];
+	if (g && (g->failed || g->since <= since))
+		return g->failed ? NULL : g;
+	if (!g) {
+		r->reads = xrealloc(r->reads, (r->n_reads + 1) * sizeof *r->reads);
+		g = &r->reads[r->n_reads++];
+		memset(g, 0, sizeof *g);
+		g->gid = xstrdup(gid);
+	}
+	feed_entries_free(g->entries, g->n);
+	g->entries = NULL;
+	g->n = 0;
+	g->since = since;
+	if (r->ops->read_group(r->feed_ctx, gid, since, &g->entries, &g->n, err, sizeof err) < 0) {
+		log_warn("digest.read_failed group=%s error=%s action=\"its subscribers are tried "
+			 "again on the next run\"",
+			 gid, log_quote(err, q, sizeof q));
+		g->failed = 1;
+		return NULL;
+	}
+	return g;
+}
+
+static void group_reads_free(struct run *r)
+{
+	for (size_t i = 0; i < r->n_reads; i++) {
+		free(r->reads[i].gid);
+		feed_entries_free(r->reads[i].entries, r->reads[i].n);
+	}
+	free(r->reads);
+}
+
+/* Fills groups[] with what each followed group holds after since, up to
+ * the end of the window (borrowed from the run's reads).  0, or -1 when a
+ * group could not be read. */
+static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
+		       struct digest_group *groups, size_t *total)
+{
+	*total = 0;
+	for (size_t i = 0; i < sub->groups.n; i++) {
+		const char *gid = group_id(r->cfg, sub->groups.v[i]);
+		struct group_read *g = group_read_get(r, gid, since);
+		size_t lo = 0, hi;
+		if (!g)
+			return -1;
+		while (lo < g->n && g->entries[lo].created <= since)
+			lo++;
+		for (hi = lo; hi < g->n && g->entries[hi].created <= window_end(r); hi++)
+			;
+		groups[i].label = sub->groups.v[i];
+		groups[i].gid = gid;
+		groups[i].entries = g->entries + lo;
+		groups[i].n = hi - lo;
+		*total += hi - lo;
+	}
+	return 0;
 }
 
 static void digest_one(struct run *r, const struct subscriber *sub, const char *period,
 		       const char *label)
 {
 	size_t ng = sub->groups.n, total;
-	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
-	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
 	/* A first digest also covers the period before the subscription, so a
 	 * new reader starts with the current conversations, not an empty mail. */
-	time_t since = sub->last_sent ? sub->last_sent
-				       : sub->since - (sub->freq == FREQ_WEEKLY ? 7 * 86400 : 86400);
+	time_t since = sub->has_last ? sub->last_sent
+				     : sub->since - (sub->freq == FREQ_WEEKLY ? 7 * 86400 : 86400);
 	struct digest_mail mail = {0};
-	char err[512] = "", q[300];
+	char q[300];
 
-	if (read_groups(r, sub, since, ents, nents, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total) < 0)
 		goto out; /* tried again on the next run */
 	if (total == 0) {
 		/* nothing new: the period passes without mail */
 		if (store_begin(r->st) == 0) {
-			if (exec_bind(r->st,
-				      "INSERT OR IGNORE INTO digest_runs(email, period, state, at)"
-				      " VALUES(?1,?2,'empty',?5)",
-				      sub->email, period, NULL, NULL, (sqlite3_int64)r->now) < 0 ||
-			    advance_last_sent(r, sub->email) < 0)
+			if (claim_period(r, sub->email, period, "empty") < 0 ||
+			    move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r),
+					   1) < 0)
 				store_rollback(r->st);
 			else
 				store_commit(r->st);
@@ -900,28 +1348,23 @@ static void digest_one(struct run *r, const struct subscriber *sub, const char *
 			  period);
 		goto out;
 	}
-	if (digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email, label, groups, ng,
-			  r->now, &mail) < 0) {
+	/* the reply tokens of one mail in one transaction */
+	int rc = store_begin(r->st);
+	if (rc == 0) {
+		rc = digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email, label,
+				   groups, ng, r->now, &mail);
+		if (rc < 0)
+			store_rollback(r->st);
+		else
+			rc = store_commit(r->st);
+	}
+	if (rc < 0) {
 		r->failed++;
 		goto out;
 	}
-	int rec = record_sending(r, sub->email, period, &mail, NULL, NULL);
-	if (rec <= 0) {
-		if (rec < 0)
-			r->failed++;
-		goto out;
-	}
-	int res = send_mail(r, sub->email, &mail, err, sizeof err);
-	record_outcome(r, sub->email, period, res, 1, err);
-	if (res == SMTP_SENT)
-		r->sent++;
-	else
-		r->failed++;
+	send_recorded(r, sub, period, &mail, NULL, NULL, 1);
 out:
 	digest_mail_free(&mail);
-	free_groups(ents, nents, ng);
-	free(ents);
-	free(nents);
 	free(groups);
 }
 
@@ -929,64 +1372,57 @@ out:
 static void notify_each(struct run *r, const struct subscriber *sub)
 {
 	size_t ng = sub->groups.n, total;
-	struct feed_entry **ents = xcalloc(ng ? ng : 1, sizeof *ents);
-	size_t *nents = xcalloc(ng ? ng : 1, sizeof *nents);
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
-	time_t since = sub->last_sent ? sub->last_sent : sub->since;
+	time_t since = sub->has_last ? sub->last_sent : sub->since;
 	int all_done = 1;
 
-	if (read_groups(r, sub, since, ents, nents, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total) < 0)
 		goto out;
 	for (size_t i = 0; i < ng; i++) {
 		for (size_t k = 0; k < groups[i].n; k++) {
 			const struct feed_entry *e = &groups[i].entries[k];
 			struct feed_entry copy;
 			struct digest_mail mail = {0};
-			char period[300], state[32], err[512] = "";
+			char period[300], state[32];
 			if (e->parent_remote_id || !e->remote_id)
 				continue;
 			snprintf(period, sizeof period, "e:%s", e->remote_id);
-			if (run_state(r->st, sub->email, period, state, sizeof state) != 0)
+			if (run_state(r, sub->email, period, state, sizeof state) != 0)
 				continue;
 			copy = *e;
 			/* comments by email go to the group the subscriber follows */
 			copy.group = (char *)groups[i].gid;
-			if (digest_render_notification(r->st, r->cfg, r->secret, r->secretlen,
-						       sub->email, groups[i].label, &copy, r->now,
-						       &mail) < 0) {
+			int rc = store_begin(r->st);
+			if (rc == 0) {
+				rc = digest_render_notification(r->st, r->cfg, r->secret,
+								r->secretlen, sub->email,
+								groups[i].label, &copy, r->now, &mail);
+				if (rc < 0)
+					store_rollback(r->st);
+				else
+					rc = store_commit(r->st);
+			}
+			if (rc < 0) {
+				digest_mail_free(&mail);
 				r->failed++;
 				all_done = 0;
 				continue;
 			}
-			int rec =
-			    record_sending(r, sub->email, period, &mail, copy.group, e->remote_id);
-			if (rec == 1) {
-				int res = send_mail(r, sub->email, &mail, err, sizeof err);
-				record_outcome(r, sub->email, period, res, 0, err);
-				if (res == SMTP_SENT)
-					r->sent++;
-				else
-					r->failed++;
-				if (res == SMTP_TEMPORARY)
-					all_done = 0;
-			} else if (rec < 0) {
+			int res = send_recorded(r, sub, period, &mail, copy.group, e->remote_id, 0);
+			if (res == SMTP_TEMPORARY)
 				all_done = 0;
-			}
 			digest_mail_free(&mail);
 		}
 	}
 	if (all_done)
-		advance_last_sent(r, sub->email);
+		move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r), 1);
 out:
-	free_groups(ents, nents, ng);
-	free(ents);
-	free(nents);
 	free(groups);
 }
 
 static void subscriber_due(struct run *r, const struct subscriber *sub, int force)
 {
-	char period[64], state[32], q[300], q2[300];
+	char period[96], state[32], q[300], q2[300];
 	time_t sched;
 	const char *tz = sub->tz ? sub->tz : r->cfg->digest.timezone;
 	int hour = sub->hour >= 0 ? sub->hour : r->cfg->digest.hour;
@@ -1000,7 +1436,9 @@ static void subscriber_due(struct run *r, const struct subscriber *sub, int forc
 	if (force) {
 		char iso[32], label[40];
 		time_iso(r->now, iso, sizeof iso);
-		snprintf(period, sizeof period, "n:%s", iso);
+		/* a feed member may have a daily and a weekly subscription */
+		snprintf(period, sizeof period, "n:%s%s%s", iso, sub->feed ? ":" : "",
+			 sub->feed ? frequency_name(sub->freq) : "");
 		snprintf(label, sizeof label, "%.10s", iso);
 		digest_one(r, sub, period, label);
 		return;
@@ -1013,16 +1451,14 @@ static void subscriber_due(struct run *r, const struct subscriber *sub, int forc
 	}
 	if (sched < sub->since)
 		return; /* subscribed after this period's moment */
-	int known = run_state(r->st, sub->email, period, state, sizeof state);
+	int known = run_state(r, sub->email, period, state, sizeof state);
 	if (known != 0) {
 		if (known == 1 && strcmp(state, "sending") == 0) {
 			log_warn("digest.maybe_sent to=%s period=%s action=\"not sent again; an "
-				 "earlier run stopped between recording and the relay's answer\"",
+				 "earlier run stopped between recording the send and the relay's "
+				 "answer\"",
 				 log_quote(sub->email, q, sizeof q), period);
-			exec_bind(r->st,
-				  "UPDATE digest_runs SET state='maybe-sent' WHERE email=?1 AND"
-				  " period=?2",
-				  sub->email, period, NULL, NULL, 1);
+			set_run_state(r, sub->email, period, "maybe-sent");
 		}
 		return;
 	}
@@ -1036,60 +1472,150 @@ static void subscriber_clear(struct subscriber *s)
 	strlist_free(&s->groups);
 }
 
+#define BATCH 256 /* subscribers read at a time: memory does not grow with them */
+
+static const char own_sql[] =
+    "SELECT email, groups, frequency, hour, tz, last_sent, since, '' FROM subscribers"
+    " WHERE (?1 IS NULL OR email=lower(?1)) AND email > ?2 ORDER BY email LIMIT ?4";
+
+/* Feed members with their digest state, without the addresses that have a
+ * subscription of their own (config, command line or email: those win). */
+static const char feed_sql[] =
+    "SELECT m.email, group_concat(m.grp, ','), m.frequency, NULL, NULL, s.last_sent,"
+    " s.since, m.frequency FROM feed_members m JOIN feed_subscribers s"
+    " ON s.email=m.email AND s.frequency=m.frequency"
+    " WHERE NOT EXISTS (SELECT 1 FROM subscribers o WHERE o.email=m.email)"
+    " AND (?1 IS NULL OR m.email=lower(?1)) AND (m.email, m.frequency) > (?2, ?3)"
+    " GROUP BY m.email, m.frequency ORDER BY m.email, m.frequency LIMIT ?4";
+
+static int label_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A feed member's group ids as labels: the [mailbox] name mapping it. */
+static void feed_labels(const struct mf_config *cfg, struct strlist *groups)
+{
+	for (size_t i = 0; i < groups->n; i++) {
+		for (size_t k = 0; k < cfg->n_mailboxes; k++) {
+			const struct mf_mailbox *mb = &cfg->mailboxes[k];
+			if (mb->group && mb->name && strcmp(mb->group, groups->v[i]) == 0) {
+				free(groups->v[i]);
+				groups->v[i] = xstrdup(mb->name);
+				break;
+			}
+		}
+	}
+	qsort(groups->v, groups->n, sizeof *groups->v, label_cmp);
+}
+
+/* Up to BATCH subscribers after (after_email, after_freq).  The count, or
+ * -1 on a store error. */
+static int load_batch(struct run *r, int feed, const char *only, const char *after_email,
+		      const char *after_freq, struct subscriber *subs)
+{
+	sqlite3_stmt *s;
+	int n = 0;
+	if (sqlite3_prepare_v2(store_db(r->st), feed ? feed_sql : own_sql, -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -1;
+	bind_text(s, 1, only);
+	bind_text(s, 2, after_email);
+	if (feed)
+		bind_text(s, 3, after_freq);
+	sqlite3_bind_int(s, 4, BATCH);
+	while (n < BATCH && sqlite3_step(s) == SQLITE_ROW) {
+		struct subscriber *sub = &subs[n++];
+		const char *tz = (const char *)sqlite3_column_text(s, 4);
+		memset(sub, 0, sizeof *sub);
+		sub->email = xstrdup((const char *)sqlite3_column_text(s, 0));
+		strlist_split(&sub->groups, (const char *)sqlite3_column_text(s, 1));
+		if (frequency_parse((const char *)sqlite3_column_text(s, 2), &sub->freq) < 0)
+			sub->freq = FREQ_DAILY;
+		sub->hour =
+		    sqlite3_column_type(s, 3) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 3);
+		sub->tz = tz ? xstrdup(tz) : NULL;
+		sub->has_last = sqlite3_column_type(s, 5) != SQLITE_NULL;
+		sub->last_sent = (time_t)sqlite3_column_int64(s, 5);
+		sub->since = (time_t)sqlite3_column_int64(s, 6);
+		sub->feed = feed;
+		if (feed)
+			feed_labels(r->cfg, &sub->groups);
+	}
+	sqlite3_finalize(s);
+	return n;
+}
+
+/* What sending needs, read once a run has someone to write to. */
+static int run_prepare(struct run *r)
+{
+	char err[512];
+	if (token_secret_load(r->cfg, &r->secret, &r->secretlen, err, sizeof err) < 0) {
+		log_error("digest.error error=\"%s\"", err);
+		return -1;
+	}
+	r->from_addr = smtp_address_of(r->cfg->smtp.from);
+	if (!r->from_addr) {
+		log_error("digest.error error=\"[smtp] from holds no address\"");
+		return -1;
+	}
+	return 0;
+}
+
 int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_backend_ops *ops,
 	       void *feed_ctx, time_t now, int force, const char *only_email)
 {
 	struct run r = {.st = st, .cfg = cfg, .ops = ops, .feed_ctx = feed_ctx, .now = now};
-	struct subscriber *subs = NULL;
-	size_t n = 0;
-	sqlite3_stmt *s;
-	char err[512];
+	struct subscriber *subs;
+	int feed = cfg->digest.subscribers == SUBSCRIBERS_FEED && ops && ops->read_members;
 
 	if (!ops || !ops->read_group) {
 		log_error("digest.error error=\"the feed backend cannot read groups\"");
 		return -1;
 	}
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		"SELECT email, groups, frequency, hour, tz, last_sent, since"
-		" FROM subscribers WHERE ?1 IS NULL OR email=lower(?1) ORDER BY email",
-		-1, &s, NULL) != SQLITE_OK)
-		return -1;
-	if (only_email)
-		sqlite3_bind_text(s, 1, only_email, -1, SQLITE_STATIC);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		struct subscriber sub = {0};
-		const char *tz = (const char *)sqlite3_column_text(s, 4);
-		sub.email = xstrdup((const char *)sqlite3_column_text(s, 0));
-		strlist_split(&sub.groups, (const char *)sqlite3_column_text(s, 1));
-		if (frequency_parse((const char *)sqlite3_column_text(s, 2), &sub.freq) < 0)
-			sub.freq = FREQ_DAILY;
-		sub.hour = sqlite3_column_type(s, 3) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 3);
-		sub.tz = tz ? xstrdup(tz) : NULL;
-		sub.last_sent = (time_t)sqlite3_column_int64(s, 5);
-		sub.since = (time_t)sqlite3_column_int64(s, 6);
-		subs = xrealloc(subs, (n + 1) * sizeof *subs);
-		subs[n++] = sub;
+	if (feed)
+		digest_refresh_members(st, cfg, ops, feed_ctx, now, 0);
+	subs = xcalloc(BATCH, sizeof *subs);
+	run_sync(&r, 0);
+	for (int pass = 0; pass <= feed && r.failed >= 0; pass++) {
+		char *after_email = xstrdup(""), *after_freq = xstrdup("");
+		for (;;) {
+			int n = load_batch(&r, pass, only_email, after_email, after_freq, subs);
+			if (n < 0) {
+				log_error("digest.error error=\"cannot read the subscribers: %s\"",
+					  store_errmsg(st));
+				r.failed = -1;
+				break;
+			}
+			if (n > 0 && !r.from_addr && run_prepare(&r) < 0)
+				r.failed = -1;
+			for (int i = 0; i < n && r.failed >= 0; i++)
+				subscriber_due(&r, &subs[i], force);
+			if (n > 0) {
+				free(after_email);
+				free(after_freq);
+				after_email = xstrdup(subs[n - 1].email);
+				after_freq = xstrdup(frequency_name(subs[n - 1].freq));
+			}
+			for (int i = 0; i < n; i++)
+				subscriber_clear(&subs[i]);
+			if (n < BATCH || r.failed < 0)
+				break;
+		}
+		free(after_email);
+		free(after_freq);
 	}
-	sqlite3_finalize(s);
-	if (n == 0)
-		goto done;
-	if (token_secret_load(cfg, &r.secret, &r.secretlen, err, sizeof err) < 0) {
-		log_error("digest.error error=\"%s\"", err);
-		r.failed = -1;
-		goto done;
+	if (r.sent_email.n && store_begin(st) == 0) {
+		if (mark_accepted(&r) < 0)
+			store_rollback(st);
+		else
+			store_commit(st);
 	}
-	r.from_addr = smtp_address_of(cfg->smtp.from);
-	if (!r.from_addr) {
-		log_error("digest.error error=\"[smtp] from holds no address\"");
-		r.failed = -1;
-		goto done;
-	}
-	for (size_t i = 0; i < n; i++)
-		subscriber_due(&r, &subs[i], force);
-done:
-	for (size_t i = 0; i < n; i++)
-		subscriber_clear(&subs[i]);
+	run_sync(&r, 1);
+	forget_accepted(&r);
+	group_reads_free(&r);
+	for (int i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(r.q[i]);
 	free(subs);
 	smtp_free(r.smtp);
 	free(r.from_addr);

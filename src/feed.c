@@ -173,3 +173,14 @@ void feed_user_cache_restrict(struct feed_user_cache *c, const char *email, time
 	}
 	pthread_mutex_unlock(&c->mu);
 }
+
+void feed_members_free(struct feed_member *m, size_t n)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(m[i].email);
+		free(m[i].name);
+	}
+	free(m);
+}

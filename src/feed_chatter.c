@@ -1373,11 +1373,159 @@ static int chatter_read_group(void *ctx, const char *group, time_t since,
 	return 0;
 }
 
+/* ---- group members (digest subscribers = feed) ---- */
+
+#define SF_MEMBER_PAGES 100 /* 2,000 records a page: 200,000 members */
+
+/* CollaborationGroupMember.NotificationFrequency: P every post, D daily
+ * digest, W weekly digest, N never. */
+static int sf_member_frequency(const char *code, enum frequency *f)
+{
+	if (!code || strlen(code) != 1)
+		return -1;
+	switch (code[0]) {
+	case 'P':
+		*f = FREQ_EACH;
+		return 0;
+	case 'D':
+		*f = FREQ_DAILY;
+		return 0;
+	case 'W':
+		*f = FREQ_WEEKLY;
+		return 0;
+	case 'N':
+		*f = FREQ_NEVER;
+		return 0;
+	}
+	return -1;
+}
+
+/* An address usable as an SMTP recipient: printable ASCII, one @. */
+static int sf_member_email_ok(const char *e)
+{
+	const char *at = e ? strchr(e, '@') : NULL;
+	if (!at || at == e || !at[1] || strchr(at + 1, '@') || strlen(e) > 254)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)e; *p; p++)
+		if (*p <= ' ' || *p >= 0x7f || strchr("<>()[],;:\\\"", *p))
+			return 0;
+	return 1;
+}
+
+int feed_chatter_parse_members(const char *json, size_t len, struct feed_member **members,
+			       size_t *n, char **next)
+{
+	json_t *j = json_loadb(json, len, 0, NULL);
+	json_t *recs = json_object_get(j, "records");
+	json_t *done = json_object_get(j, "done");
+	size_t i;
+	json_t *rec;
+
+	*next = NULL;
+	if (!json_is_array(recs) || !json_is_boolean(done)) {
+		json_decref(j);
+		return -1;
+	}
+	if (!json_is_true(done)) {
+		/* more pages: without the locator the list would be cut short,
+		 * and members on later pages taken as gone */
+		const char *url = sf_str(j, "nextRecordsUrl");
+		if (!url || strncmp(url, "/services/data/", 15) != 0 || strlen(url) > 2048 ||
+		    strpbrk(url, "\r\n \t")) {
+			json_decref(j);
+			return -1;
+		}
+		*next = xstrdup(url);
+	}
+	json_array_foreach(recs, i, rec)
+	{
+		json_t *m = json_object_get(rec, "Member");
+		const char *email = json_is_object(m) ? sf_str(m, "Email") : NULL;
+		const char *name = json_is_object(m) ? sf_str(m, "Name") : NULL;
+		enum frequency f;
+		if (!sf_member_email_ok(email) ||
+		    sf_member_frequency(sf_str(rec, "NotificationFrequency"), &f) < 0)
+			continue;
+		*members = xrealloc(*members, (*n + 1) * sizeof(**members));
+		struct feed_member *fm = &(*members)[(*n)++];
+		fm->email = xstrdup(email);
+		str_lower(fm->email);
+		fm->name = name && strlen(name) < 256 ? xstrdup(name) : NULL;
+		fm->frequency = f;
+	}
+	json_decref(j);
+	return 0;
+}
+
+static int chatter_read_members(void *ctx, const char *group, struct feed_member **members,
+				size_t *n, char *err, size_t errlen)
+{
+	struct chatter *ch = ctx;
+	struct http_client *hc = ch->clients[0];
+	struct feed_result res;
+	struct buf q;
+	int rc = 0;
+
+	*members = NULL;
+	*n = 0;
+	memset(&res, 0, sizeof(res));
+	buf_init(&q);
+	buf_puts(&q, "SELECT MemberId, Member.Email, Member.Name, NotificationFrequency"
+		     " FROM CollaborationGroupMember WHERE CollaborationGroupId = '");
+	sf_soql_quote(&q, group);
+	buf_putc(&q, '\'');
+	char *esc = http_escape(q.data);
+	char *path = xasprintf("/query?q=%s", esc);
+	free(esc);
+	buf_free(&q);
+	for (int page = 0; path; page++) {
+		struct http_request r;
+		if (page == SF_MEMBER_PAGES) {
+			snprintf(err, errlen,
+				 "chatter members: more than %d pages of members; list not "
+				 "complete",
+				 SF_MEMBER_PAGES);
+			rc = -1;
+			break;
+		}
+		http_request_init(&r, "GET", NULL);
+		http_request_header(&r, "Accept", "application/json");
+		if (sf_call(ch, hc, ch->f->username, &r, path, &res) != 0 || r.status != 200) {
+			if (res.error[0] == '\0')
+				sf_fail(&res, &r, "chatter members");
+			snprintf(err, errlen, "%s", res.error);
+			http_request_clear(&r);
+			rc = -1;
+			break;
+		}
+		free(path);
+		path = NULL;
+		if (feed_chatter_parse_members(r.response.data, r.response.len, members, n, &path) <
+		    0) {
+			snprintf(err, errlen,
+				 "chatter members: the answer to the membership query is not a "
+				 "complete query result");
+			rc = -1;
+		}
+		http_request_clear(&r);
+		if (rc)
+			break;
+	}
+	free(path);
+	if (rc != 0) {
+		feed_members_free(*members, *n);
+		*members = NULL;
+		*n = 0;
+	}
+	return rc;
+}
+
 const struct feed_backend_ops feed_chatter_ops = {
     .name = "chatter",
     .open = chatter_open,
     .deliver = chatter_deliver,
     .reconcile = chatter_reconcile,
     .read_group = chatter_read_group,
+    .read_members = chatter_read_members,
     .close = chatter_close,
 };

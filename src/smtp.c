@@ -27,6 +27,9 @@ struct smtp_client {
 struct upload {
 	const char *data;
 	size_t len, pos;
+	int (*before_end)(void *arg);
+	void *arg;
+	int refused; /* before_end said no: the end of the data was never sent */
 };
 
 static pthread_once_t smtp_once = PTHREAD_ONCE_INIT;
@@ -42,6 +45,18 @@ static size_t upload_read(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct upload *u = userdata;
 	size_t room = size * nmemb, left = u->len - u->pos;
 	size_t n = left < room ? left : room;
+	/* The relay takes the message only at the end-of-data mark, which
+	 * libcurl writes after the last byte handed out here: the hook runs
+	 * before that byte leaves, so nothing can have been delivered if it
+	 * refuses or the process dies before it returns. */
+	if (n > 0 && n == left && u->before_end) {
+		int (*hook)(void *) = u->before_end;
+		u->before_end = NULL;
+		if (hook(u->arg) != 0) {
+			u->refused = 1;
+			return CURL_READFUNC_ABORT;
+		}
+	}
 	memcpy(ptr, u->data + u->pos, n);
 	u->pos += n;
 	return n;
@@ -143,7 +158,13 @@ static int has_crlf(const char *s) { return strpbrk(s, "\r\n") != NULL; }
 int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
 	      size_t len, char *err, size_t errlen)
 {
-	struct upload u = {data, len, 0};
+	return smtp_send_marked(c, from_addr, to, data, len, NULL, NULL, err, errlen);
+}
+
+int smtp_send_marked(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
+		     size_t len, int (*before_end)(void *arg), void *arg, char *err, size_t errlen)
+{
+	struct upload u = {data, len, 0, before_end, arg, 0};
 	struct curl_slist *rcpt = NULL;
 	char *from_arg, *to_arg;
 	long code = 0;
@@ -172,6 +193,11 @@ int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, cons
 
 	if (rc == CURLE_OK)
 		return SMTP_SENT;
+	if (u.refused) {
+		/* the connection is dropped mid-data: the relay discards it */
+		snprintf(err, errlen, "not sent: stopped before the end of the data");
+		return SMTP_TEMPORARY;
+	}
 	snprintf(err, errlen, "%s%s%s (smtp %ld)", curl_easy_strerror(rc),
 		 c->curl_err[0] ? ": " : "", c->curl_err, code);
 	if (code >= 500 && code < 600)
@@ -219,19 +245,28 @@ char *smtp_address_of(const char *from)
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* Digests are mostly base64: it is encoded a chunk at a time into a
+ * local array, not a character at a time into the buffer. */
 static void b64_append(struct buf *b, const unsigned char *in, size_t n)
 {
+	char out[4 * 64];
+	size_t o = 0;
 	for (size_t i = 0; i < n; i += 3) {
 		unsigned v = (unsigned)in[i] << 16;
 		if (i + 1 < n)
 			v |= (unsigned)in[i + 1] << 8;
 		if (i + 2 < n)
 			v |= in[i + 2];
-		buf_putc(b, b64_alphabet[(v >> 18) & 63]);
-		buf_putc(b, b64_alphabet[(v >> 12) & 63]);
-		buf_putc(b, i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=');
-		buf_putc(b, i + 2 < n ? b64_alphabet[v & 63] : '=');
+		out[o++] = b64_alphabet[(v >> 18) & 63];
+		out[o++] = b64_alphabet[(v >> 12) & 63];
+		out[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
+		if (o == sizeof out) {
+			buf_append(b, out, o);
+			o = 0;
+		}
 	}
+	buf_append(b, out, o);
 }
 
 /* Feed content for one line: controls (CR/LF included) and runs of
@@ -391,11 +426,14 @@ void smtp_put_base64(struct buf *b, const char *text)
 {
 	struct buf crlf;
 	buf_init(&crlf);
-	for (const char *p = text; *p; p++) {
+	for (const char *p = text; *p;) {
+		size_t run = strcspn(p, "\r\n");
+		buf_append(&crlf, p, run);
+		p += run;
 		if (*p == '\n')
-			buf_putc(&crlf, '\r');
-		if (*p != '\r')
-			buf_putc(&crlf, *p);
+			buf_append(&crlf, "\r\n", 2);
+		if (*p)
+			p++;
 	}
 	for (size_t i = 0; i < crlf.len; i += 57) {
 		size_t n = crlf.len - i < 57 ? crlf.len - i : 57;

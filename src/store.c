@@ -83,6 +83,20 @@ static const char *const migrations[] = {
 	"CREATE TABLE reply_posts("
 	" id INTEGER PRIMARY KEY, grp TEXT NOT NULL, remote_id TEXT UNIQUE NOT NULL);"
 	"CREATE TABLE reply_users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL);",
+	/* 2: digest subscribers from the feed's group membership, one row per
+	 * (group, member); their digest state per (email, frequency), since a
+	 * member may want each post of one group and a weekly digest of
+	 * another; when each group's list was last read */
+	"CREATE TABLE feed_members("
+	" grp TEXT NOT NULL, email TEXT NOT NULL, name TEXT, frequency TEXT NOT NULL,"
+	" PRIMARY KEY(grp, email));"
+	"CREATE INDEX feed_members_email ON feed_members(email, frequency);"
+	"CREATE TABLE feed_subscribers("
+	" email TEXT NOT NULL, frequency TEXT NOT NULL, last_sent INTEGER,"
+	" since INTEGER NOT NULL, PRIMARY KEY(email, frequency));"
+	"CREATE TABLE feed_member_reads("
+	" grp TEXT PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL,"
+	" members INTEGER, error TEXT);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -139,6 +153,7 @@ static int has_tables(sqlite3 *db)
  * and `mailfeed status`) cannot both apply the same step. */
 static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
+	int fresh = -1; /* a new database is created silently, an old one upgraded loudly */
 	for (;;) {
 		char *msg = NULL;
 		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
@@ -169,6 +184,8 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 			describe_error(db, path, err, errlen);
 			return -1;
 		}
+		if (fresh < 0)
+			fresh = v == 0;
 		char pragma[64];
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
 		if (sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
@@ -183,7 +200,7 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 			return -1;
 		}
-		if (v > 0)
+		if (!fresh)
 			log_info("store.migrated version=%d", v + 1);
 	}
 }

@@ -2,9 +2,11 @@
  *
  * Scheduling works in each subscriber's IANA zone: the period key of the
  * last scheduled moment not after now ("d:2026-11-23", "w:2026-W48",
- * "e:<remote id>") is recorded in digest_runs as 'sending' and committed
- * before the mail goes out, then marked 'sent'.  A period found 'sending'
- * after a crash may have been sent and is never sent again. */
+ * "e:<remote id>", "n:<time>" for digest --now) is recorded in
+ * digest_runs as 'sending' in a durable commit just before the end of the
+ * mail's data goes to the relay, then marked 'sent'.  A period found
+ * 'sending' after a crash may have been sent and is never sent again; one
+ * killed before that commit was not delivered and is sent again. */
 #ifndef MAILFEED_DIGEST_H
 #define MAILFEED_DIGEST_H
 
@@ -18,6 +20,16 @@
 /* Inserts the [subscriber] sections missing from the table (source
  * 'config').  Returns how many were added, or -1. */
 int digest_seed_subscribers(struct store *st, const struct mf_config *cfg);
+
+/* [digest] subscribers = feed: reads the members of every mapped group
+ * whose list is older than an hour (every group with force) through
+ * read_members and records them as subscribers of the frequency they
+ * chose for that group.  A group that cannot be read keeps its last known
+ * members (one log line); members of groups no longer mapped are dropped.
+ * Returns the number of groups that could not be read or recorded. */
+int digest_refresh_members(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
+			   int force);
 
 /* Sends what is due at now (force = 1: a digest for every subscriber, or
  * only only_email, covering everything since their last one).  Content is

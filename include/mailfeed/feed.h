@@ -69,6 +69,14 @@ struct feed_entry {
 	time_t created;
 };
 
+/* A member of a group at the feed service who has an email address, and
+ * how often it wants mail from that group (FREQ_NEVER included). */
+struct feed_member {
+	char *email; /* lower case */
+	char *name;  /* may be NULL */
+	enum frequency frequency;
+};
+
 struct feed_backend_ops {
 	const char *name;
 	/* Sets *ctx. 0, or -1 with err. */
@@ -84,12 +92,18 @@ struct feed_backend_ops {
 	/* Entries of group created after since, oldest first. 0 or -1. */
 	int (*read_group)(void *ctx, const char *group, time_t since, struct feed_entry **entries,
 			  size_t *n, char *err, size_t errlen);
+	/* Every member of group with an email address and its notification
+	 * setting ([digest] subscribers = feed); NULL when the service keeps
+	 * none.  0, or -1 with err (then *members is NULL). */
+	int (*read_members)(void *ctx, const char *group, struct feed_member **members, size_t *n,
+			    char *err, size_t errlen);
 	void (*close)(void *ctx);
 };
 
 const struct feed_backend_ops *feed_backend(enum feed_backend b);
 void feed_entries_free(struct feed_entry *e, size_t n);
 void feed_result_clear(struct feed_result *r);
+void feed_members_free(struct feed_member *m, size_t n);
 
 /* What a backend learnt about the user behind an email address (post_as =
  * author, mentions): the service's id and name for it, or that there is
@@ -128,6 +142,12 @@ extern const struct feed_backend_ops feed_mattermost_ops;
 /* Chatter Feed Element Page; returns the next page's path (owned) or NULL. */
 char *feed_chatter_parse_page(const char *json, size_t len, const char *group, time_t since,
 			      const char *instance, struct feed_entry **entries, size_t *n);
+/* One page of the answer to the CollaborationGroupMember query: appends the
+ * members that have an email and a known NotificationFrequency.  0 with
+ * *next set to the nextRecordsUrl path (owned) or NULL on the last page, or
+ * -1 when the answer is not a complete query result. */
+int feed_chatter_parse_members(const char *json, size_t len, struct feed_member **members,
+			       size_t *n, char **next);
 /* Mattermost PostList; who (may be NULL) fills in an author from a user id. */
 void feed_mattermost_parse_posts(const char *json, size_t len, const char *group, time_t since,
 				 const char *base,

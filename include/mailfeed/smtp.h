@@ -30,6 +30,15 @@ void smtp_free(struct smtp_client *c);
 int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
 	      size_t len, char *err, size_t errlen);
 
+/* The same, calling before_end(arg) once, after the relay accepted the
+ * recipient and DATA and just before the last bytes and the end-of-data
+ * mark that let it take the message: the caller records the send there.
+ * A non-zero return stops the transfer, so that the relay discards the
+ * message (SMTP_TEMPORARY).  When before_end was not called, nothing was
+ * delivered. */
+int smtp_send_marked(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
+		     size_t len, int (*before_end)(void *arg), void *arg, char *err, size_t errlen);
+
 /* The bare address of a From value ("Name <a@b>" or "a@b"), owned, or NULL
  * when it holds none that is printable ASCII without specials. */
 char *smtp_address_of(const char *from);

@@ -15,6 +15,8 @@
  *   outbox       posts/comments to deliver, with idempotency key and state
  *   attachments  files of outbox items
  *   subscribers, digest_runs, notices, sent_ids   digests and replies
+ *   feed_members, feed_subscribers, feed_member_reads   digest subscribers
+ *                taken from the feed's group membership
  *   local_items  the built-in local feed
  */
 #ifndef MAILFEED_STORE_H

@@ -24,7 +24,12 @@ Side channel for tests:
                                "Name": ..., "IsActive": true,
                                "authorized": true}],
                     "fail_token_next": [{"status": 400, "error": "invalid_grant",
-                                         "error_description": "..."}]}
+                                         "error_description": "..."}],
+                    "members": {GROUP_ID: [{"Id": "005...", "Name": ..., "Email": ...,
+                                            "NotificationFrequency": "P|D|W|N",
+                                            "CollaborationRole": "Standard"}]}
+                    (replaces those groups' CollaborationGroupMember rows),
+                    "query_page_size": N (records per query page, default 2000)}
   GET  /__state    posts, comments, files, users, mentions ({element, id} of
                    every Mention segment taken) and a request log
 """
@@ -91,6 +96,9 @@ class State:
         self.down_until = 0.0     # maintenance window: every call answers 503
         self.log = []
         self.queries = []
+        self.members = {}         # group id -> [member dict]
+        self.query_page_size = 2000
+        self.cursors = {}         # query locator -> remaining records
 
     def new_id(self, prefix):
         self.counter += 1
@@ -218,6 +226,11 @@ def soql_literal(s):
         i += 1
     return "".join(out)
 
+
+MEMBER_QUERY_RE = re.compile(r"^SELECT\s+([\w\s,.]+?)\s+FROM\s+CollaborationGroupMember\s+"
+                             r"WHERE\s+CollaborationGroupId\s*=\s*'((?:[^'\\]|\\.)*)'\s*$", re.I)
+MEMBER_FIELDS = {"id", "memberid", "collaborationgroupid", "notificationfrequency",
+                 "collaborationrole", "member.id", "member.email", "member.name"}
 
 QUERY_RE = re.compile(r"^SELECT\s+([\w\s,]+?)\s+FROM\s+User\s+WHERE\s+Email\s*=\s*"
                       r"'((?:[^'\\]|\\.)*)'(\s+AND\s+IsActive\s*=\s*true)?\s*$", re.I)
@@ -359,6 +372,8 @@ class Handler(BaseHTTPRequestHandler):
             st.groups.update(c.get("groups", {}))
             for u in c.get("users", []):
                 st.users = [x for x in st.users if x["Username"] != u["Username"]] + [u]
+            st.members.update(c.get("members", {}))
+            st.query_page_size = c.get("query_page_size", st.query_page_size)
         self.send(200, {"ok": True})
 
     def authorize(self):
@@ -558,6 +573,10 @@ class Handler(BaseHTTPRequestHandler):
         if rest == "/query" and method == "GET":
             self.query((qs.get("q") or [""])[0])
             return
+        m = re.match(r"^/query/(01g\w+)-(\d+)$", rest)
+        if m and method == "GET":
+            self.query_more(m.group(1), int(m.group(2)))
+            return
         raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
 
     def json_body(self, body):
@@ -604,8 +623,68 @@ class Handler(BaseHTTPRequestHandler):
             self.st.files[fid] = f
         self.send(201, f)
 
+    def query_page(self, locator, records, offset):
+        """One page of a query result from offset, with nextRecordsUrl."""
+        st = self.st
+        size = st.query_page_size
+        page = records[offset:offset + size]
+        out = {"totalSize": len(records), "done": offset + size >= len(records),
+               "records": page}
+        if not out["done"]:
+            version = re.match(r"^/services/data/(v\d+\.\d)/", self.path).group(1)
+            out["nextRecordsUrl"] = "/services/data/%s/query/%s-%d" % (
+                version, locator, offset + size)
+        self.send(200, out)
+
+    def query_more(self, locator, offset):
+        with LOCK:
+            records = self.st.cursors.get(locator)
+        if records is None or offset >= len(records):
+            raise Refused(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        self.query_page(locator, records, offset)
+
+    def query_members(self, m, q):
+        st = self.st
+        fields = [f.strip() for f in m.group(1).split(",")]
+        for f in fields:
+            if f.lower() not in MEMBER_FIELDS:
+                raise Refused(400, "INVALID_FIELD", "No such column '%s' on entity "
+                              "'CollaborationGroupMember'" % f)
+        gid = soql_literal(m.group(2))
+        out = []
+        with LOCK:
+            st.queries.append(q)
+            for i, mem in enumerate(st.members.get(gid, [])):
+                rec = {"attributes": {"type": "CollaborationGroupMember",
+                                      "url": "/services/data/v62.0/sobjects/"
+                                             "CollaborationGroupMember/0FBXX%013d" % i}}
+                for f in fields:
+                    k = f.lower()
+                    if k.startswith("member."):
+                        sub = rec.setdefault("Member", {"attributes": {
+                            "type": "User",
+                            "url": "/services/data/v62.0/sobjects/User/" + mem["Id"]}})
+                        name = {"member.id": "Id", "member.email": "Email",
+                                "member.name": "Name"}[k]
+                        sub[name] = mem.get(name)
+                    else:
+                        name = {"id": "Id", "memberid": "MemberId",
+                                "collaborationgroupid": "CollaborationGroupId",
+                                "notificationfrequency": "NotificationFrequency",
+                                "collaborationrole": "CollaborationRole"}[k]
+                        rec[name] = {"Id": "0FBXX%013d" % i, "MemberId": mem["Id"],
+                                     "CollaborationGroupId": gid}.get(name, mem.get(name))
+                out.append(rec)
+            locator = st.new_id("01g")
+            st.cursors[locator] = out
+        self.query_page(locator, out, 0)
+
     def query(self, q):
         st = self.st
+        mm = MEMBER_QUERY_RE.match(q)
+        if mm:
+            self.query_members(mm, q)
+            return
         m = QUERY_RE.match(q)
         if not m:
             raise Refused(400, "MALFORMED_QUERY", "unsupported query")

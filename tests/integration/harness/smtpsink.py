@@ -11,6 +11,7 @@ import json
 import os
 import ssl
 import threading
+import types
 import logging
 import time
 from pathlib import Path
@@ -29,7 +30,13 @@ class SmtpSink:
       fail("RCPT", "550 5.1.1 no such user", address="gone@example.org")
           every RCPT to that address refused (times=None = for ever)
       fail("MAIL", "421 4.3.2 shutting down")      also "MAIL"
-      clear_failures()"""
+      clear_failures()
+
+    Holding a client at a chosen moment (crash tests):
+      h = pause("RCPT", after=40)  the first RCPT (or "MAIL", or "DATA": the
+          whole message received, not yet stored or answered) once 40
+          messages are stored waits; h.reached (an Event) is set then, and
+          the sink goes on when h.release is set (or after 60 s)."""
 
     def __init__(self, dir, cert=None, key=None, require_tls=False, username=None,
                  password=None):
@@ -39,6 +46,7 @@ class SmtpSink:
         self.username, self.password = username, password
         self.count = 0
         self.failures = []  # [stage, reply, address or None, times left or None]
+        self.pauses = []
         self.lock = threading.Lock()
         tls = None
         if cert:
@@ -98,6 +106,12 @@ class SmtpSink:
 
     def _injected(self, stage, address):
         with self.lock:
+            held = [p for p in self.pauses if p.stage == stage and self.count >= p.after
+                    and not p.reached.is_set()]
+        for p in held:
+            p.reached.set()
+            p.release.wait(60)
+        with self.lock:
             for f in self.failures:
                 if f[0] != stage or (f[2] is not None and f[2] != address):
                     continue
@@ -127,6 +141,13 @@ class SmtpSink:
     def fail(self, stage, reply, times=1, address=None):
         with self.lock:
             self.failures.append([stage.upper(), reply, address, times])
+
+    def pause(self, stage, after):
+        p = types.SimpleNamespace(stage=stage.upper(), after=after,
+                                  reached=threading.Event(), release=threading.Event())
+        with self.lock:
+            self.pauses.append(p)
+        return p
 
     def clear_failures(self):
         with self.lock:
