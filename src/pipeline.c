@@ -296,18 +296,26 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	struct pending *batch = NULL;
 	size_t n = 0, cap = 0;
 
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT id, mailbox, raw FROM messages WHERE state='new'"
-			       " AND raw IS NOT NULL ORDER BY internaldate, id LIMIT ?",
-			       -1, &s, NULL) != SQLITE_OK)
+	/* only messages of mappings in the config: those of a removed mapping
+	 * stay stored for when it comes back, and must not take the batch */
+	struct buf sql;
+	buf_init(&sql);
+	buf_puts(&sql, "SELECT id, mailbox, raw FROM messages WHERE state='new'"
+		    " AND raw IS NOT NULL AND mailbox IN (?1");
+	for (size_t i = 0; i < cfg->n_mailboxes; i++)
+		buf_printf(&sql, ",?%zu", i + 3);
+	buf_puts(&sql, ") ORDER BY internaldate, id LIMIT ?2");
+	int prc = sqlite3_prepare_v2(store_db(st), sql.data, -1, &s, NULL);
+	buf_free(&sql);
+	if (prc != SQLITE_OK)
 		return -1;
-	sqlite3_bind_int(s, 1, limit);
+	/* ?1: the replies mailbox, or a name no mapping can have */
+	sqlite3_bind_text(s, 1, cfg->replies.present ? REPLIES_KEY : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, limit);
+	for (size_t i = 0; i < cfg->n_mailboxes; i++)
+		sqlite3_bind_text(s, (int)i + 3, cfg->mailboxes[i].name, -1, SQLITE_STATIC);
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		const char *mailbox = (const char *)sqlite3_column_text(s, 1);
-		if (strcmp(mailbox, REPLIES_KEY) != 0 && !config_mailbox(cfg, mailbox))
-			continue; /* mapping removed: kept for when it comes back */
-		if (strcmp(mailbox, REPLIES_KEY) == 0 && !cfg->replies.present)
-			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 32;
 			batch = xrealloc(batch, cap * sizeof *batch);

@@ -562,3 +562,29 @@ def test_poison_messages_are_quarantined_and_the_folder_moves_on(dovecot, tmp_pa
         assert int(pid) != p.pid, log[-3000:]
         assert what == "negative-size-param", log[-3000:]
     assert "runtime error" not in log
+
+
+def test_messages_of_a_removed_mapping_do_not_block_the_others(dovecot, tmp_path):
+    """Messages stored for a mapping that is no longer in the config wait
+    for it to come back; however many there are, the mappings still in
+    place go on."""
+    cfg = write_config(tmp_path, dovecot, folder="INBOX", after="keep")
+    r = run_mailfeed(cfg, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    # 300 messages stored by an earlier config's mapping "gone", never processed
+    con = sqlite3.connect(cfg.state)
+    with con:
+        for i in range(300):
+            raw = msg(1000 + i)
+            con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, message_id, size,"
+                        " internaldate, sha256, raw, state, received_at)"
+                        " VALUES('gone', 1, ?, ?, ?, 0, ?, ?, 'new', 0)",
+                        (i + 1, "<m%d@example.org>" % (1000 + i), len(raw), "%064x" % i, raw))
+    con.close()
+    for i in range(3):
+        dovecot.append("alice", "INBOX", msg(i))
+    r = run_mailfeed(cfg, "run", "--once")
+    assert r.returncode == 0, r.stderr
+    assert count(cfg, "SELECT COUNT(*) FROM outbox WHERE state='delivered'") == 3
+    assert count(cfg, "SELECT COUNT(DISTINCT key) FROM local_items") == 3
+    assert count(cfg, "SELECT COUNT(*) FROM messages WHERE mailbox='gone' AND state='new'") == 300
