@@ -33,6 +33,8 @@ struct http_xfer {
 	CURL *easy;
 	struct curl_slist *hdrs;
 	curl_mime *mime;
+	size_t sent;	    /* body bytes handed to libcurl */
+	int resend_refused; /* libcurl wanted to send the body a second time */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -190,6 +192,32 @@ static size_t http_on_header(char *ptr, size_t size, size_t nmemb, void *userdat
 	return n;
 }
 
+/* A body goes to libcurl through a read callback rather than as POSTFIELDS:
+ * when a reused connection closes before any answer, libcurl sends the
+ * request again by itself, and a POST that the server had already carried
+ * out would then create a second post.  Sending again needs a rewind, which
+ * http_on_seek refuses: the request fails instead, and the caller, who can
+ * look the item up at the service, decides. */
+static size_t http_on_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct http_xfer *x = userdata;
+	size_t n = size * nitems, left = x->req->body_len - x->sent;
+	if (n > left)
+		n = left;
+	memcpy(buf, x->req->body + x->sent, n);
+	x->sent += n;
+	return n;
+}
+
+static int http_on_seek(void *userdata, curl_off_t offset, int origin)
+{
+	struct http_xfer *x = userdata;
+	if (origin == SEEK_SET && offset == 0 && x->sent == 0)
+		return CURL_SEEKFUNC_OK;
+	x->resend_refused = 1;
+	return CURL_SEEKFUNC_CANTSEEK;
+}
+
 static void http_xfer_setup(struct http_client *c, struct http_xfer *x)
 {
 	struct http_request *r = x->req;
@@ -236,8 +264,12 @@ static void http_xfer_setup(struct http_client *c, struct http_xfer *x)
 		}
 		curl_easy_setopt(e, CURLOPT_MIMEPOST, x->mime);
 	} else if (r->body) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, http_on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, x);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, http_on_seek);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
 	}
 	if (strcmp(r->method, "GET") == 0 && !r->body && !r->n_parts)
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -263,8 +295,13 @@ static void http_xfer_finish(struct http_xfer *x, CURLcode rc)
 				 HTTP_MAX_RESPONSE);
 		} else {
 			r->curl_failed = 1;
-			snprintf(r->error, sizeof(r->error), "%s",
-				 x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+			if (x->resend_refused)
+				snprintf(r->error, sizeof(r->error),
+					 "connection closed before the answer (the request may "
+					 "have been carried out)");
+			else
+				snprintf(r->error, sizeof(r->error), "%s",
+					 x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
 			/* a cut-off answer is not an answer */
 			r->status = 0;
 		}

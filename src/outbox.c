@@ -606,6 +606,50 @@ static int reconcile_inflight(struct store *st, const struct feed_backend_ops *o
 	return 0;
 }
 
+/* Delivers items[0..n).  An item that failed before may have reached the
+ * service anyway, its answer lost to a timeout or a dropped connection: it is
+ * looked up first and, when found, not sent again. */
+static void deliver_unless_there(const struct feed_backend_ops *ops, void *ctx,
+				 const struct loaded *ls, struct feed_item *items, size_t n,
+				 struct feed_result *res)
+{
+	size_t *send = xcalloc(n, sizeof *send), m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (ls[i].attempts > 0 && ops->reconcile) {
+			char *remote = NULL;
+			int found = ops->reconcile(ctx, &items[i], &remote);
+			log_info("outbox.reconciled key=%s found=%s reason=retry", ls[i].key,
+				 found == 1   ? "yes"
+				 : found == 0 ? "no"
+					      : "unknown");
+			if (found == 1 && remote) {
+				res[i].status = FEED_OK;
+				res[i].error[0] = '\0';
+				res[i].remote_id = remote;
+				continue;
+			}
+			free(remote);
+		}
+		send[m++] = i;
+	}
+	if (m == n) {
+		ops->deliver(ctx, items, n, res);
+	} else if (m > 0) {
+		struct feed_item *sub = xcalloc(m, sizeof *sub);
+		struct feed_result *sres = xcalloc(m, sizeof *sres);
+		for (size_t j = 0; j < m; j++) {
+			sub[j] = items[send[j]];
+			sres[j] = res[send[j]];
+		}
+		ops->deliver(ctx, sub, m, sres);
+		for (size_t j = 0; j < m; j++)
+			res[send[j]] = sres[j];
+		free(sub);
+		free(sres);
+	}
+	free(send);
+}
+
 /* Due items: posts; comments whose post is delivered (or whose parent is
  * known only at the service) and that have no earlier sibling waiting. */
 #define ELIGIBLE                                                                                   \
@@ -691,7 +735,7 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 			k++;
 		}
 		if (k > 0)
-			ops->deliver(ctx, items, k, res);
+			deliver_unless_there(ops, ctx, ls, items, k, res);
 		now = time(NULL);
 		int rc = store_begin(st);
 		for (size_t i = 0; rc == 0 && i < k; i++) {

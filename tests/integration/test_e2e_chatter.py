@@ -474,3 +474,66 @@ def check_double(st, msgs, threads):
         for (n, _c, d) in m.files[len(up):]:
             assert "[attachment %s (%d bytes) not uploaded: too many files]" % (n, len(d)) \
                 in text
+
+
+def simple(mid, subject, parent=None):
+    m = EmailMessage()
+    m["From"] = "Gus Guest <gus@partner.example>"
+    m["To"] = "board@example.org"
+    m["Subject"] = subject
+    m["Date"] = format_datetime(datetime.now(timezone.utc))
+    m["Message-ID"] = "<%s>" % mid
+    if parent:
+        m["In-Reply-To"] = m["References"] = "<%s>" % parent
+    m.set_content("Text of %s.\n" % mid)
+    return m.as_bytes()
+
+
+def test_post_whose_answer_was_lost_is_not_posted_twice(dovecot, tmp_path):
+    # The service takes the post, but its answer is lost (the connection
+    # breaks): the retry must find the post, not make a second one.
+    group = FOLDERS["Board"][1]
+    double = Double(tmp_path)
+    try:
+        dovecot.create_folder("alice", "Board")
+        cfg = write_config(tmp_path, dovecot, folder="Board", group=group, feed={
+            "backend": "chatter", "instance_url": double.base, "login_url": double.base,
+            "client_id": "3MVG9TESTCLIENT", "private_key_file": str(double.key),
+            "username": "integration@acme.example", "max_retry_delay": "1s"})
+        p = start_daemon(cfg.path)
+        mids = ["lost.1@e2e.example.org", "lost.2@e2e.example.org", "lost.3@e2e.example.org"]
+        keys = [item_key(group, m) for m in mids]
+
+        def at_double():
+            st = double.state()
+            return [marker(x) for x in st["posts"]], [marker(x) for x in st["comments"]]
+
+        def delivered(n):
+            return wait_for(lambda: count(cfg.state, "SELECT COUNT(*) FROM outbox"
+                                                     " WHERE state='delivered'") == n, 30)
+
+        dovecot.append("alice", "Board", simple(mids[0], "Lost answers"))
+        assert delivered(1), daemon_log(p)[-3000:]
+        double.control(lose_answer=1)  # the next call: the second post
+        dovecot.append("alice", "Board", simple(mids[1], "Second thread"))
+        assert delivered(2), daemon_log(p)[-3000:]
+        double.control(lose_answer=1)  # and a comment on it
+        dovecot.append("alice", "Board", simple(mids[2], "Re: Second thread", mids[1]))
+        assert delivered(3), daemon_log(p)[-3000:]
+        assert wait_for(lambda: all("\\Seen" in f for (_u, f, _r)
+                                    in dovecot.messages("alice", "Board")), 30)
+        log = stop_daemon(p)
+        posts, comments = at_double()
+        assert posts == keys[:2] and comments == keys[2:]
+        for k in keys[1:]:
+            assert "outbox.reconciled key=%s found=yes" % k in log
+        st = double.state()
+        assert st["comments"][0]["feedElement"]["id"] == st["posts"][1]["id"]
+        con = sqlite3.connect(cfg.state)
+        rows = con.execute("SELECT key, state, remote_id FROM outbox ORDER BY id").fetchall()
+        con.close()
+        assert rows == [(keys[0], "delivered", st["posts"][0]["id"]),
+                        (keys[1], "delivered", st["posts"][1]["id"]),
+                        (keys[2], "delivered", st["comments"][0]["id"])]
+    finally:
+        double.stop()

@@ -16,7 +16,9 @@ Side channel for tests:
   POST /__control  {"fail_next": [500, 429, {"status": 400, "errorCode": "X",
                     "message": "..."}], "skip": N (data calls let through before
                     fail_next applies), "retry_after": 2, "delay": 3,
-                    "drop": 1, "expire_tokens": true, "expire_after": N,
+                    "drop": 1, "lose_answer": N (the next N data calls are
+                    carried out, then the connection is closed unanswered),
+                    "expire_tokens": true, "expire_after": N,
                     "reject_sessions": true, "down_for": S (every call answers
                     503 SERVER_UNAVAILABLE for S seconds, with Retry-After when
                     retry_after is set), "groups": {"0F9...": "Name"},
@@ -93,6 +95,7 @@ class State:
         self.retry_after = None
         self.delay = 0
         self.drop = 0
+        self.lose_answer = 0
         self.down_until = 0.0     # maintenance window: every call answers 503
         self.log = []
         self.queries = []
@@ -244,6 +247,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send(self, status, obj, headers=None, ctype="application/json;charset=UTF-8"):
+        if getattr(self, "lose", False):
+            self.lose = False
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -337,6 +345,9 @@ class Handler(BaseHTTPRequestHandler):
                     f = st.fail_next.pop(0)
                     self.injected(f)
                     return
+            with LOCK:
+                self.lose = st.lose_answer > 0
+                st.lose_answer -= 1 if self.lose else 0
             self.data(method, m.group(2), qs, body, user)
         except Refused as e:
             self.error(e.status, e.code, e.message)
@@ -365,6 +376,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.retry_after = c["retry_after"]
             st.delay = c.get("delay", st.delay)
             st.drop = c.get("drop", st.drop)
+            st.lose_answer = c.get("lose_answer", st.lose_answer)
             if c.get("expire_tokens"):
                 st.tokens.clear()
             if "down_for" in c:
