@@ -14,6 +14,7 @@
 #include <iconv.h>
 #include <libetpan/libetpan.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +91,34 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
+/* Length of the run of ASCII bytes other than NUL at s (at most n),
+ * eight bytes at a time: most mail text is ASCII. */
+static size_t ascii_run(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i + 8 <= n) {
+		uint64_t v;
+		memcpy(&v, s + i, 8);
+		/* any byte >= 0x80, or any zero byte */
+		if ((v & 0x8080808080808080ULL) ||
+		    ((v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL))
+			break;
+		i += 8;
+	}
+	while (i < n && s[i] && s[i] < 0x80)
+		i++;
+	return i;
+}
+
 /* Counts valid multi-byte and invalid sequences. */
 static void utf8_scan(const char *in, size_t len, size_t *good, size_t *bad)
 {
 	const unsigned char *s = (const unsigned char *)in;
 	*good = *bad = 0;
 	for (size_t i = 0; i < len;) {
+		i += ascii_run(s + i, len - i);
+		if (i >= len)
+			break;
 		size_t n = utf8_seq(s + i, len - i);
 		if (n == 0) {
 			(*bad)++;
@@ -114,17 +137,22 @@ static char *utf8_repair(const char *in, size_t len)
 	struct buf b;
 	buf_init(&b);
 	const unsigned char *s = (const unsigned char *)in;
+	size_t run = 0; /* start of the valid bytes not yet copied */
 	for (size_t i = 0; i < len;) {
+		i += ascii_run(s + i, len - i);
+		if (i >= len)
+			break;
 		size_t n = utf8_seq(s + i, len - i);
-		if (n == 0) {
-			buf_puts(&b, "\xef\xbf\xbd");
-			i++;
-		} else {
-			if (s[i])
-				buf_append(&b, s + i, n);
+		if (n > 0 && s[i]) {
 			i += n;
+			continue;
 		}
+		buf_append(&b, s + run, i - run);
+		if (n == 0)
+			buf_puts(&b, "\xef\xbf\xbd");
+		run = ++i;
 	}
+	buf_append(&b, s + run, len - run);
 	return buf_steal(&b);
 }
 
