@@ -1079,8 +1079,10 @@ static void walk_part(struct walk *w, struct mailmime *mime, int depth);
 /* Text parts end lines with LF only from here on; a lone CR is a break. */
 static void crlf_to_lf(char *s)
 {
-	char *o = s;
-	for (const char *c = s; *c; c++) {
+	char *o = strchr(s, '\r');
+	if (!o)
+		return;
+	for (const char *c = o; *c; c++) {
 		if (*c == '\r') {
 			*o++ = '\n';
 			if (c[1] == '\n')
@@ -1441,7 +1443,8 @@ static int logo_name(const char *name)
 static void drop_signature_images(struct walk *w, const char *html)
 {
 	struct mf_message *m = w->m;
-	const char *sig = html_signature_start(html);
+	const char *sig = NULL;
+	int sig_known = 0; /* found only when an image needs it */
 	size_t j = 0;
 	for (size_t i = 0; i < m->n_attachments; i++) {
 		struct mf_attachment *a = &m->attachments[i];
@@ -1451,6 +1454,10 @@ static void drop_signature_images(struct walk *w, const char *html)
 		    !strncmp(a->content_type, "image/", 6)) {
 			int refs = 0, refs_in_sig = 0;
 			if (*cid && html) {
+				if (!sig_known) {
+					sig = html_signature_start(html);
+					sig_known = 1;
+				}
 				char *needle = xasprintf("cid:%s", cid);
 				for (const char *p = strcasestr(html, needle); p;
 				     p = strcasestr(p + 1, needle)) {
@@ -1675,11 +1682,15 @@ static int is_blank(const char *s)
 	return 1;
 }
 
-static size_t count_ci(const char *raw, size_t len, const char *needle)
+/* Occurrences of "multipart/" in any case, found from each '/'. */
+static size_t count_multipart(const char *raw, size_t len)
 {
-	size_t n = strlen(needle), count = 0;
-	for (size_t i = 0; i + n <= len; i++)
-		if ((raw[i] | 0x20) == needle[0] && !strncasecmp(raw + i, needle, n))
+	static const char word[] = "multipart";
+	const size_t n = sizeof word - 1;
+	size_t count = 0;
+	for (const char *p = raw + n, *end = raw + len;
+	     p < end && (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++)
+		if (!strncasecmp(p - n, word, n))
 			count++;
 	return count;
 }
@@ -1729,7 +1740,7 @@ static void fill_headers(struct mf_message *m, const struct headers *h, struct b
 struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachment, char *err,
 				 size_t errlen)
 {
-	if (count_ci(raw, len, "multipart/") > MULTIPART_MAX) {
+	if (count_multipart(raw, len) > MULTIPART_MAX) {
 		snprintf(err, errlen, "unparseable: more than %d multipart parts", MULTIPART_MAX);
 		return NULL;
 	}
