@@ -432,6 +432,10 @@ static size_t header_key(const char *s, size_t n, const char *const *keys, size_
 
 static size_t any_key(const char *s, size_t n, int *is_from)
 {
+	*is_from = 0;
+	/* every key ends in ':' or a full-width colon (EF BC 9A) */
+	if (!memchr(s, ':', n) && !memchr(s, 0xEF, n))
+		return 0;
 	size_t k = header_key(s, n, from_keys, sizeof from_keys / sizeof *from_keys);
 	*is_from = k > 0;
 	if (!k)

@@ -1,8 +1,14 @@
-/* message.c — struct mf_message: allocation and its JSON form.
+/* message.c — struct mf_message: allocation, its JSON form and its wire
+ * form.
  *
- * The JSON form is how a parsed message crosses from the sandboxed parse
- * worker to the daemon, and what `mailfeed inspect --json` prints, so both
- * directions live here next to each other and must stay symmetric. */
+ * The JSON form is what `mailfeed inspect --json` prints.  The wire form is
+ * how a parsed message crosses from the sandboxed parse worker to the
+ * daemon: length-prefixed fields in a fixed order and attachment bytes as
+ * they are, so that nothing is escaped, base64-encoded or parsed as text on
+ * the way.  The daemon trusts nothing in it: message_decode checks every
+ * length against the frame and every string for UTF-8, as a JSON parser
+ * would.  Both directions live here next to each other and must stay
+ * symmetric. */
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,100 +133,221 @@ json_t *message_to_json(const struct mf_message *m, int with_data)
 	return o;
 }
 
-static char *get_str(const json_t *o, const char *key)
-{
-	const json_t *v = json_object_get(o, key);
-	return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
-}
+/* ---- wire form --------------------------------------------------------- */
 
-static void get_list(const json_t *o, const char *key, struct strlist *l)
+#define WIRE_NULL UINT32_MAX
+/* No list the parser makes comes near this; a larger count is garbage. */
+#define WIRE_LIST_MAX 100000
+
+static void put_u32(struct buf *b, uint32_t v) { buf_append(b, &v, sizeof v); }
+static void put_u64(struct buf *b, uint64_t v) { buf_append(b, &v, sizeof v); }
+
+/* A string, NULL kept apart from "".  Bytes that are not UTF-8 become '?',
+ * as in the JSON form, so that the reader may insist on UTF-8. */
+static void put_str(struct buf *b, const char *s)
 {
-	const json_t *a = json_object_get(o, key);
-	size_t i;
-	const json_t *v;
-	if (!json_is_array(a))
+	if (!s) {
+		put_u32(b, WIRE_NULL);
 		return;
-	json_array_foreach(a, i, v)
-	{
-		if (json_is_string(v))
-			strlist_add(l, json_string_value(v));
+	}
+	size_t n = strlen(s);
+	put_u32(b, (uint32_t)n);
+	if (utf8_valid(s, n)) {
+		buf_append(b, s, n);
+		return;
+	}
+	size_t at = b->len;
+	buf_append(b, s, n);
+	for (size_t i = at; i < b->len; i++)
+		if ((unsigned char)b->data[i] > 0x7f)
+			b->data[i] = '?';
+}
+
+static void put_list(struct buf *b, const struct strlist *l)
+{
+	put_u32(b, (uint32_t)l->n);
+	for (size_t i = 0; i < l->n; i++)
+		put_str(b, l->v[i]);
+}
+
+void message_encode(const struct mf_message *m, struct buf *out)
+{
+	put_str(out, m->subject);
+	put_str(out, m->subject_norm);
+	put_str(out, m->from_name);
+	put_str(out, m->from_email);
+	put_str(out, m->reply_to);
+	put_str(out, m->message_id);
+	put_str(out, m->in_reply_to);
+	put_list(out, &m->references);
+	put_list(out, &m->to);
+	put_list(out, &m->cc);
+	put_list(out, &m->recipients_hint);
+	put_u64(out, (uint64_t)(int64_t)m->date);
+	put_str(out, m->part);
+	put_str(out, m->full_text ? m->full_text : "");
+	put_str(out, m->text ? m->text : "");
+	put_str(out, m->removed ? m->removed : "");
+	put_list(out, &m->hashtags);
+	put_str(out, m->auto_reason);
+	put_str(out, m->bounce_reason);
+	put_u32(out, (uint32_t)m->bulk);
+	put_str(out, m->list_id);
+	put_u32(out, (uint32_t)m->own);
+	put_str(out, m->auth_results);
+	put_str(out, m->warnings);
+	put_u32(out, (uint32_t)m->n_attachments);
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		const struct mf_attachment *a = &m->attachments[i];
+		put_str(out, a->filename);
+		put_str(out, a->content_type);
+		put_str(out, a->sha256);
+		put_u32(out, (uint32_t)a->is_inline);
+		put_u64(out, (uint64_t)a->size);
+		put_u32(out, a->data != NULL);
+		if (a->data)
+			buf_append(out, a->data, a->size);
 	}
 }
 
-static time_t parse_iso(const char *s)
-{
-	struct tm tm;
-	memset(&tm, 0, sizeof tm);
-	const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
-	return end && !*end ? timegm(&tm) : 0;
-}
+struct reader {
+	const char *p;
+	size_t left;
+	int bad;
+};
 
-static int get_attachment(const json_t *o, struct mf_attachment *a)
+static const char *take(struct reader *r, size_t n)
 {
-	if (!json_is_object(o))
-		return -1;
-	a->filename = get_str(o, "filename");
-	a->content_type = get_str(o, "content_type");
-	a->size = (size_t)json_integer_value(json_object_get(o, "size"));
-	const char *sha = json_string_value(json_object_get(o, "sha256"));
-	if (sha && strlen(sha) == 64)
-		memcpy(a->sha256, sha, 65);
-	a->is_inline = json_is_true(json_object_get(o, "inline"));
-	const char *b64 = json_string_value(json_object_get(o, "data"));
-	if (b64) {
-		size_t n = strlen(b64);
-		if (n % 4)
-			return -1;
-		a->data = xmalloc(n / 4 * 3 + 1);
-		int got = EVP_DecodeBlock(a->data, (const unsigned char *)b64, (int)n);
-		/* EVP_DecodeBlock counts padding bytes too; size says the truth. */
-		if (got < 0 || (size_t)got < a->size)
-			return -1;
-	}
-	return 0;
-}
-
-struct mf_message *message_from_json(const json_t *obj)
-{
-	if (!json_is_object(obj) || !json_is_object(json_object_get(obj, "from")))
+	if (r->bad || n > r->left) {
+		r->bad = 1;
 		return NULL;
+	}
+	const char *at = r->p;
+	r->p += n;
+	r->left -= n;
+	return at;
+}
+
+static uint32_t get_u32(struct reader *r)
+{
+	uint32_t v = 0;
+	const char *at = take(r, sizeof v);
+	if (at)
+		memcpy(&v, at, sizeof v);
+	return v;
+}
+
+static uint64_t get_u64(struct reader *r)
+{
+	uint64_t v = 0;
+	const char *at = take(r, sizeof v);
+	if (at)
+		memcpy(&v, at, sizeof v);
+	return v;
+}
+
+/* 0 or 1; anything else spoils the frame. */
+static int get_flag(struct reader *r)
+{
+	uint32_t v = get_u32(r);
+	if (v > 1)
+		r->bad = 1;
+	return (int)v;
+}
+
+static char *get_str(struct reader *r)
+{
+	uint32_t n = get_u32(r);
+	if (r->bad || n == WIRE_NULL)
+		return NULL;
+	const char *at = take(r, n);
+	if (!at || !utf8_valid(at, n)) {
+		r->bad = 1;
+		return NULL;
+	}
+	return xstrndup(at, n);
+}
+
+static void get_list(struct reader *r, struct strlist *l)
+{
+	uint32_t n = get_u32(r);
+	if (n > WIRE_LIST_MAX || n > r->left / sizeof(uint32_t))
+		r->bad = 1;
+	for (uint32_t i = 0; i < n && !r->bad; i++) {
+		char *s = get_str(r);
+		if (!s) {
+			r->bad = 1;
+			break;
+		}
+		strlist_add(l, s);
+		free(s);
+	}
+}
+
+struct mf_message *message_decode(const char *p, size_t n)
+{
+	struct reader r = {p, n, 0};
 	struct mf_message *m = message_new();
-	const json_t *from = json_object_get(obj, "from");
-	m->subject = get_str(obj, "subject");
-	m->subject_norm = get_str(obj, "subject_norm");
-	m->from_name = get_str(from, "name");
-	m->from_email = get_str(from, "email");
-	m->reply_to = get_str(obj, "reply_to");
-	m->message_id = get_str(obj, "message_id");
-	m->in_reply_to = get_str(obj, "in_reply_to");
-	get_list(obj, "references", &m->references);
-	get_list(obj, "to", &m->to);
-	get_list(obj, "cc", &m->cc);
-	get_list(obj, "recipients_hint", &m->recipients_hint);
-	m->date = parse_iso(json_string_value(json_object_get(obj, "date")));
-	m->part = get_str(obj, "part");
-	m->full_text = get_str(obj, "full_text");
-	m->text = get_str(obj, "text");
-	m->removed = get_str(obj, "removed");
-	get_list(obj, "hashtags", &m->hashtags);
-	m->auto_reason = get_str(obj, "auto_reason");
-	m->bounce_reason = get_str(obj, "bounce_reason");
-	m->bulk = json_is_true(json_object_get(obj, "bulk"));
-	m->list_id = get_str(obj, "list_id");
-	m->own = json_is_true(json_object_get(obj, "own"));
-	m->auth_results = get_str(obj, "auth_results");
-	m->warnings = get_str(obj, "warnings");
-	const json_t *atts = json_object_get(obj, "attachments");
-	size_t n = json_is_array(atts) ? json_array_size(atts) : 0;
-	if (n) {
-		m->attachments = xcalloc(n, sizeof *m->attachments);
-		for (size_t i = 0; i < n; i++) {
-			m->n_attachments++;
-			if (get_attachment(json_array_get(atts, i), &m->attachments[i]) < 0) {
-				message_free(m);
-				return NULL;
+	m->subject = get_str(&r);
+	m->subject_norm = get_str(&r);
+	m->from_name = get_str(&r);
+	m->from_email = get_str(&r);
+	m->reply_to = get_str(&r);
+	m->message_id = get_str(&r);
+	m->in_reply_to = get_str(&r);
+	get_list(&r, &m->references);
+	get_list(&r, &m->to);
+	get_list(&r, &m->cc);
+	get_list(&r, &m->recipients_hint);
+	int64_t date = (int64_t)get_u64(&r);
+	if (date < 0)
+		r.bad = 1;
+	m->date = (time_t)date;
+	m->part = get_str(&r);
+	m->full_text = get_str(&r);
+	m->text = get_str(&r);
+	m->removed = get_str(&r);
+	if (!m->full_text || !m->text || !m->removed)
+		r.bad = 1;
+	get_list(&r, &m->hashtags);
+	m->auto_reason = get_str(&r);
+	m->bounce_reason = get_str(&r);
+	m->bulk = get_flag(&r);
+	m->list_id = get_str(&r);
+	m->own = get_flag(&r);
+	m->auth_results = get_str(&r);
+	m->warnings = get_str(&r);
+	uint32_t na = get_u32(&r);
+	/* each attachment takes at least 28 bytes of the frame */
+	if (na > r.left / 28)
+		r.bad = 1;
+	if (!r.bad && na) {
+		m->attachments = xcalloc(na, sizeof *m->attachments);
+		for (uint32_t i = 0; i < na && !r.bad; i++) {
+			struct mf_attachment *a = &m->attachments[m->n_attachments++];
+			a->filename = get_str(&r);
+			a->content_type = get_str(&r);
+			char *sha = get_str(&r);
+			if (sha && strlen(sha) == 64)
+				memcpy(a->sha256, sha, 65);
+			else
+				r.bad = 1;
+			free(sha);
+			a->is_inline = get_flag(&r);
+			a->size = (size_t)get_u64(&r);
+			/* the bytes of an attachment too large to keep are not sent */
+			if (get_flag(&r)) {
+				const char *data = take(&r, a->size);
+				if (data) {
+					a->data = xmalloc(a->size + 1);
+					memcpy(a->data, data, a->size);
+				}
 			}
 		}
+	}
+	if (r.bad || r.left) {
+		message_free(m);
+		return NULL;
 	}
 	return m;
 }

@@ -58,44 +58,15 @@ static void warn_add(struct buf *warn, const char *fmt, ...)
 	free(note);
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	if (s[0] < 0x80)
-		return 1;
-	size_t len;
-	unsigned int cp;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
-
 /* Counts valid multi-byte and invalid sequences. */
 static void utf8_scan(const char *in, size_t len, size_t *good, size_t *bad)
 {
 	const unsigned char *s = (const unsigned char *)in;
 	*good = *bad = 0;
 	for (size_t i = 0; i < len;) {
+		i += utf8_ascii_run(s + i, len - i);
+		if (i >= len)
+			break;
 		size_t n = utf8_seq(s + i, len - i);
 		if (n == 0) {
 			(*bad)++;
@@ -114,17 +85,22 @@ static char *utf8_repair(const char *in, size_t len)
 	struct buf b;
 	buf_init(&b);
 	const unsigned char *s = (const unsigned char *)in;
+	size_t run = 0; /* start of the valid bytes not yet copied */
 	for (size_t i = 0; i < len;) {
+		i += utf8_ascii_run(s + i, len - i);
+		if (i >= len)
+			break;
 		size_t n = utf8_seq(s + i, len - i);
-		if (n == 0) {
-			buf_puts(&b, "\xef\xbf\xbd");
-			i++;
-		} else {
-			if (s[i])
-				buf_append(&b, s + i, n);
+		if (n > 0 && s[i]) {
 			i += n;
+			continue;
 		}
+		buf_append(&b, s + run, i - run);
+		if (n == 0)
+			buf_puts(&b, "\xef\xbf\xbd");
+		run = ++i;
 	}
+	buf_append(&b, s + run, len - run);
 	return buf_steal(&b);
 }
 
@@ -1051,8 +1027,10 @@ static void walk_part(struct walk *w, struct mailmime *mime, int depth);
 /* Text parts end lines with LF only from here on; a lone CR is a break. */
 static void crlf_to_lf(char *s)
 {
-	char *o = s;
-	for (const char *c = s; *c; c++) {
+	char *o = strchr(s, '\r');
+	if (!o)
+		return;
+	for (const char *c = o; *c; c++) {
 		if (*c == '\r') {
 			*o++ = '\n';
 			if (c[1] == '\n')
@@ -1413,7 +1391,8 @@ static int logo_name(const char *name)
 static void drop_signature_images(struct walk *w, const char *html)
 {
 	struct mf_message *m = w->m;
-	const char *sig = html_signature_start(html);
+	const char *sig = NULL;
+	int sig_known = 0; /* found only when an image needs it */
 	size_t j = 0;
 	for (size_t i = 0; i < m->n_attachments; i++) {
 		struct mf_attachment *a = &m->attachments[i];
@@ -1423,6 +1402,10 @@ static void drop_signature_images(struct walk *w, const char *html)
 		    !strncmp(a->content_type, "image/", 6)) {
 			int refs = 0, refs_in_sig = 0;
 			if (*cid && html) {
+				if (!sig_known) {
+					sig = html_signature_start(html);
+					sig_known = 1;
+				}
 				char *needle = xasprintf("cid:%s", cid);
 				for (const char *p = strcasestr(html, needle); p;
 				     p = strcasestr(p + 1, needle)) {
@@ -1647,11 +1630,15 @@ static int is_blank(const char *s)
 	return 1;
 }
 
-static size_t count_ci(const char *raw, size_t len, const char *needle)
+/* Occurrences of "multipart/" in any case, found from each '/'. */
+static size_t count_multipart(const char *raw, size_t len)
 {
-	size_t n = strlen(needle), count = 0;
-	for (size_t i = 0; i + n <= len; i++)
-		if ((raw[i] | 0x20) == needle[0] && !strncasecmp(raw + i, needle, n))
+	static const char word[] = "multipart";
+	const size_t n = sizeof word - 1;
+	size_t count = 0;
+	for (const char *p = raw + n, *end = raw + len;
+	     p < end && (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++)
+		if (!strncasecmp(p - n, word, n))
 			count++;
 	return count;
 }
@@ -1701,7 +1688,7 @@ static void fill_headers(struct mf_message *m, const struct headers *h, struct b
 struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachment, char *err,
 				 size_t errlen)
 {
-	if (count_ci(raw, len, "multipart/") > MULTIPART_MAX) {
+	if (count_multipart(raw, len) > MULTIPART_MAX) {
 		snprintf(err, errlen, "unparseable: more than %d multipart parts", MULTIPART_MAX);
 		return NULL;
 	}

@@ -112,17 +112,21 @@ static void tags_from_line(const char *s, size_t len, struct strlist *tags)
 	size_t i = 0;
 	while (i < len) {
 		size_t start, end;
+		int url;
 		if (isspace((unsigned char)s[i])) {
 			i++;
 			continue;
 		}
 		/* one whitespace-separated token: a URL is skipped whole */
 		start = i;
-		while (i < len && !isspace((unsigned char)s[i]))
+		url = 0;
+		while (i < len && !isspace((unsigned char)s[i])) {
+			if (s[i] == ':' && i + 2 < len && s[i + 1] == '/' && s[i + 2] == '/')
+				url = 1;
 			i++;
+		}
 		end = i;
-		if (memmem(s + start, end - start, "://", 3) ||
-		    (end - start > 4 && strncasecmp(s + start, "www.", 4) == 0))
+		if (url || (end - start > 4 && strncasecmp(s + start, "www.", 4) == 0))
 			continue;
 		for (size_t k = start; k < end; k++) {
 			size_t b;

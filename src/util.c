@@ -247,6 +247,72 @@ void hex_encode(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = 0;
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	if (s[0] < 0x80)
+		return 1;
+	size_t len;
+	unsigned int cp;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/* Length of the run of ASCII bytes other than NUL at s (at most n),
+ * eight bytes at a time: most mail text is ASCII. */
+size_t utf8_ascii_run(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i + 8 <= n) {
+		uint64_t v;
+		memcpy(&v, s + i, 8);
+		/* any byte >= 0x80, or any zero byte */
+		if ((v & 0x8080808080808080ULL) ||
+		    ((v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL))
+			break;
+		i += 8;
+	}
+	while (i < n && s[i] && s[i] < 0x80)
+		i++;
+	return i;
+}
+
+int utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		i += utf8_ascii_run(u + i, n - i);
+		if (i >= n)
+			break;
+		size_t k = u[i] ? utf8_seq(u + i, n - i) : 0;
+		if (k == 0)
+			return 0;
+		i += k;
+	}
+	return 1;
+}
+
 void sha256_hex(const void *data, size_t len, char out[65])
 {
 	unsigned char md[32];

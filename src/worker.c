@@ -3,7 +3,9 @@
  * The daemon never parses mail itself: libetpan 1.9.4 has a heap overflow
  * on one Content-Type line and quadratic time on deep nesting.  Instead a
  * child (`mailfeed parse-worker`, the same executable) reads length-prefixed
- * raw messages on a socket and answers with length-prefixed JSON.  The
+ * raw messages on a socket and answers each with a length-prefixed frame:
+ * 'M' and the message's wire form (message_encode), or 'E' and why it
+ * could not be parsed.  The
  * child runs with CPU, memory, file and core limits; the parent enforces a
  * wall-clock deadline.  Whatever the child does with a message — crash,
  * hang, run out of memory — the parent reports that message as poison and
@@ -35,8 +37,11 @@
 #endif
 #endif
 
-/* Headroom for the JSON answer: base64 grows data by a third. */
+/* Headroom for the answer: the text comes back more than once (as read,
+ * cleaned, and what cleaning removed). */
 #define ANSWER_MAX(in) ((in)*2 + 16 * 1024 * 1024)
+/* Buffers kept between messages are given back above this size. */
+#define KEEP_BUFFER (1024 * 1024)
 
 struct parse_worker {
 	long timeout;
@@ -44,6 +49,7 @@ struct parse_worker {
 	long long max_size;
 	pid_t pid;
 	int fd;
+	struct buf answer; /* reused from one message to the next */
 };
 
 struct parse_worker *worker_new(const struct mf_gateway *gw)
@@ -86,6 +92,7 @@ void worker_free(struct parse_worker *w)
 			kill(w->pid, SIGKILL);
 	}
 	worker_stop(w, 0);
+	buf_free(&w->answer);
 	free(w);
 }
 
@@ -195,47 +202,42 @@ int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_
 		log_warn("parse.poison reason=\"%s\"", reason);
 		return 1;
 	}
-	if (n > ANSWER_MAX((uint64_t)len)) {
+	if (n == 0 || n > ANSWER_MAX((uint64_t)len)) {
 		worker_stop(w, 1);
 		snprintf(reason, reasonlen, "parse worker answered with %llu bytes; restarted",
 			 (unsigned long long)n);
 		return -1;
 	}
-	char *json = xmalloc((size_t)n + 1);
-	if (io_full(w->fd, json, (size_t)n, 0, deadline) < 0) {
+	struct buf *ans = &w->answer;
+	buf_reset(ans);
+	if (ans->cap < n + 1) {
+		buf_free(ans);
+		ans->data = xmalloc((size_t)n + 1);
+		ans->cap = (size_t)n + 1;
+	}
+	if (io_full(w->fd, ans->data, (size_t)n, 0, deadline) < 0) {
 		int timed_out = errno == ETIMEDOUT;
 		int status = worker_stop(w, timed_out);
-		free(json);
 		if (timed_out)
 			snprintf(reason, reasonlen, "parser timed out after %ld s", w->timeout);
 		else
 			death_reason(status, reason, reasonlen);
 		return 1;
 	}
-	json[n] = 0;
-	json_error_t jerr;
-	json_t *obj = json_loadb(json, (size_t)n, 0, &jerr);
-	free(json);
-	if (!obj) {
-		worker_stop(w, 1);
-		snprintf(reason, reasonlen, "parse worker answered invalid JSON (%s); restarted",
-			 jerr.text);
-		return -1;
-	}
-	const char *error = json_string_value(json_object_get(obj, "error"));
-	if (error) {
-		snprintf(reason, reasonlen, "%s", error);
-		json_decref(obj);
-		return 1;
-	}
-	*out = message_from_json(obj);
-	json_decref(obj);
-	if (!*out) {
+	const char *frame = ans->data + 1;
+	size_t flen = (size_t)n - 1;
+	int rc = 0;
+	if (ans->data[0] == 'E' && utf8_valid(frame, flen)) {
+		snprintf(reason, reasonlen, "%.*s", (int)(flen < 4096 ? flen : 4096), frame);
+		rc = 1;
+	} else if (ans->data[0] != 'M' || !(*out = message_decode(frame, flen))) {
 		worker_stop(w, 1);
 		snprintf(reason, reasonlen, "parse worker answered an unusable message; restarted");
-		return -1;
+		rc = -1;
 	}
-	return 0;
+	if (ans->cap > KEEP_BUFFER)
+		buf_free(ans);
+	return rc;
 }
 
 /* ---- the child --------------------------------------------------------- */
@@ -315,34 +317,59 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 	 * all; the wall-clock deadline of the parent still applies. */
 	(void)memory;
 #endif
+	struct buf in, out;
+	int status = 0;
+	buf_init(&in);
+	buf_init(&out);
 	for (;;) {
 		uint64_t n;
 		if (read_full(0, &n, sizeof n) < 0)
-			return 0;
-		if (n > (uint64_t)1 << 31)
-			return 1;
-		char *raw = malloc((size_t)n + 1);
-		if (!raw)
-			return 3;
-		if (read_full(0, raw, (size_t)n) < 0) {
-			free(raw);
-			return 1;
+			break; /* EOF: the daemon is done with us */
+		if (n > (uint64_t)1 << 31) {
+			status = 1;
+			break;
 		}
-		raw[n] = 0;
+		if (in.cap < n + 1) {
+			buf_free(&in);
+			in.data = malloc((size_t)n + 1);
+			if (!in.data) {
+				status = 3;
+				break;
+			}
+			in.cap = (size_t)n + 1;
+		}
+		if (read_full(0, in.data, (size_t)n) < 0) {
+			status = 1;
+			break;
+		}
+		in.data[n] = 0;
 		set_limit(RLIMIT_CPU, cpu_used() + (rlim_t)timeout, RLIM_INFINITY);
 		char err[256] = "";
-		struct mf_message *m = mime_parse(raw, (size_t)n, err, sizeof err);
-		free(raw);
-		json_t *obj = m ? message_to_json(m, 1) : json_pack("{s:s}", "error", err);
+		struct mf_message *m = mime_parse(in.data, (size_t)n, err, sizeof err);
+		/* the frame: its length, then 'M' and the message or 'E' and why not */
+		uint64_t len = 0;
+		buf_reset(&out);
+		buf_append(&out, &len, sizeof len);
+		if (m) {
+			buf_putc(&out, 'M');
+			message_encode(m, &out);
+		} else {
+			buf_putc(&out, 'E');
+			buf_puts(&out, err);
+		}
 		message_free(m);
-		char *js = json_dumps(obj, JSON_COMPACT);
-		json_decref(obj);
-		if (!js)
-			return 3;
-		uint64_t len = strlen(js);
-		int rc = write_full(1, &len, sizeof len) < 0 || write_full(1, js, (size_t)len) < 0;
-		free(js);
-		if (rc)
-			return 1;
+		len = out.len - sizeof len;
+		memcpy(out.data, &len, sizeof len);
+		if (write_full(1, out.data, out.len) < 0) {
+			status = 1;
+			break;
+		}
+		if (in.cap > KEEP_BUFFER)
+			buf_free(&in);
+		if (out.cap > KEEP_BUFFER)
+			buf_free(&out);
 	}
+	buf_free(&in);
+	buf_free(&out);
+	return status;
 }

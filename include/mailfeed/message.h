@@ -1,9 +1,9 @@
 /* message.h — what mailfeed makes of one email.
  *
  * Produced by the MIME layer inside the sandboxed parse worker (mime.c,
- * worker.c), carried to the daemon as JSON (message_to_json /
- * message_from_json, the same object `mailfeed inspect --json` prints), and
- * consumed by classification, threading and the outbox.  All strings are
+ * worker.c), carried to the daemon in its wire form (message_encode /
+ * message_decode), and consumed by classification, threading and the
+ * outbox; `mailfeed inspect --json` prints its JSON form.  All strings are
  * UTF-8, owned by the struct. */
 #ifndef MAILFEED_MESSAGE_H
 #define MAILFEED_MESSAGE_H
@@ -61,7 +61,13 @@ void message_free(struct mf_message *m);
  * auto_reason, bounce_reason, bulk, list_id, own, attachments.
  * Callers add "classification". Returns a new reference. */
 json_t *message_to_json(const struct mf_message *m, int with_data);
-/* NULL when the object is not a message. */
-struct mf_message *message_from_json(const json_t *obj);
+
+/* Appends the wire form of m (attachment bytes included) to out. */
+void message_encode(const struct mf_message *m, struct buf *out);
+/* The message in the n bytes at p, or NULL when they are not exactly one
+ * wire form as message_encode writes it: a length beyond the frame, a
+ * string that is not UTF-8 or holds NUL, a flag other than 0/1, a negative
+ * date, a digest that is not 64 characters, bytes left over. */
+struct mf_message *message_decode(const char *p, size_t n);
 
 #endif

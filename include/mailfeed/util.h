@@ -1,5 +1,6 @@
 /* util.h — small helpers shared by every module: growable buffers, string
- * lists, parsing of durations and sizes, time formatting, hashing. */
+ * lists, parsing of durations and sizes, time formatting, UTF-8 checks,
+ * hashing. */
 #ifndef MAILFEED_UTIL_H
 #define MAILFEED_UTIL_H
 
@@ -54,6 +55,14 @@ int parse_bool(const char *s, int *out);
 /* RFC 3339 UTC, e.g. 2026-11-23T07:00:00Z, into buf (>= 21 bytes). */
 const char *time_iso(time_t t, char *buf, size_t buflen);
 double now_monotonic(void);
+
+/* Length of the valid UTF-8 sequence at s (n > 0 bytes there), 0 if it
+ * is invalid (overlong, surrogate, beyond U+10FFFF, truncated). */
+size_t utf8_seq(const unsigned char *s, size_t n);
+/* Length of the run of ASCII bytes other than NUL at the start of s. */
+size_t utf8_ascii_run(const unsigned char *s, size_t n);
+/* Whether s (n bytes) is valid UTF-8 without NUL bytes. */
+int utf8_valid(const char *s, size_t n);
 
 /* Lower-case hex SHA-256 of data into out (65 bytes). */
 void sha256_hex(const void *data, size_t len, char out[65]);

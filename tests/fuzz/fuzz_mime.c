@@ -1,8 +1,8 @@
-/* fuzz_mime.c — a whole raw message through the MIME layer and back out as
- * JSON, as the parse worker does.  Inputs carrying the known libetpan
- * boundary overflow (a quoted boundary of one escaped quote) are left out:
- * that bug is libetpan's, contained by the worker sandbox, and would stop
- * every run at once. */
+/* fuzz_mime.c — a whole raw message through the MIME layer and across the
+ * worker's wire form, as the parse worker and the daemon do.  Inputs
+ * carrying the known libetpan boundary overflow (a quoted boundary of one
+ * escaped quote) are left out: that bug is libetpan's, contained by the
+ * worker sandbox, and would stop every run at once. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +16,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char err[256];
 	struct mf_message *m = mime_parse_ex((const char *)data, size, 4096, err, sizeof err);
 	if (m) {
-		json_t *j = message_to_json(m, 1);
-		struct mf_message *back = message_from_json(j);
+		struct buf wire;
+		buf_init(&wire);
+		message_encode(m, &wire);
+		struct mf_message *back = message_decode(wire.data, wire.len);
 		if (!back)
 			abort(); /* what the worker writes, the daemon must read */
+		/* and read it as it was written */
+		json_t *a = message_to_json(m, 1), *b = message_to_json(back, 1);
+		if (!json_equal(a, b))
+			abort();
+		json_decref(a);
+		json_decref(b);
 		message_free(back);
-		json_decref(j);
+		buf_free(&wire);
 		message_free(m);
 	}
 	return 0;

@@ -4,10 +4,12 @@
  *
  * The worker is spawned as /proc/self/exe, which here is this test binary:
  * main() below acts as the worker when called as "parse-worker" (running the
- * real cmd_parse_worker, or hanging when the test asks it to). */
+ * real cmd_parse_worker, or hanging or answering garbage when the test asks
+ * it to). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include <cmocka.h>
 
 #include "mailfeed/cli.h"
+#include "mailfeed/mime.h"
 #include "mailfeed/worker.h"
 
 static const char good[] = "From: Ann <ann@example.org>\nSubject: hello\n"
@@ -113,6 +116,81 @@ static void test_unparseable_is_poison(void **state)
 	worker_free(w);
 }
 
+/* A richer message: what the daemon gets from the worker is what parsing
+ * in-process gives, field for field. */
+static void test_same_as_in_process(void **state)
+{
+	(void)state;
+	static const char rich[] =
+	    "From: =?utf-8?q?Ren=C3=A9?= <rene@example.org>\nTo: a@example.org, b@example.org\n"
+	    "Subject: Re: [Budget] caf\xe9\nMessage-ID: <m2@example.org>\n"
+	    "In-Reply-To: <m1@example.org>\nReferences: <m0@example.org> <m1@example.org>\n"
+	    "Date: Mon, 2 Nov 2026 10:00:00 +0100\nList-Id: Team <team.example.org>\n"
+	    "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+	    "Content-Type: text/plain; charset=utf-8\n\nThanks! #campaign\n\n"
+	    "On Mon, 2 Nov 2026, Ann wrote:\n> old text\n--b\n"
+	    "Content-Type: image/png; name=logo.png\nContent-ID: <c1>\n"
+	    "Content-Transfer-Encoding: base64\n\niVBORw0KGgo=\n--b\n"
+	    "Content-Type: application/octet-stream; name=\"x.bin\"\n"
+	    "Content-Transfer-Encoding: base64\n\nAAECAwQ=\n--b--\n";
+	struct mf_gateway gw = gateway(20);
+	struct parse_worker *w = worker_new(&gw);
+	struct mf_message *m = NULL;
+	char reason[256] = "";
+	assert_int_equal(worker_parse(w, rich, strlen(rich), &m, reason, sizeof reason), 0);
+	struct mf_message *local = mime_parse(rich, strlen(rich), reason, sizeof reason);
+	assert_non_null(local);
+	json_t *a = message_to_json(m, 1), *b = message_to_json(local, 1);
+	char *ja = json_dumps(a, JSON_SORT_KEYS), *jb = json_dumps(b, JSON_SORT_KEYS);
+	assert_string_equal(ja, jb);
+	assert_non_null(strstr(ja, "\"data\": \"AAECAwQ=\""));
+	free(ja);
+	free(jb);
+	json_decref(a);
+	json_decref(b);
+	message_free(m);
+	message_free(local);
+	worker_free(w);
+}
+
+/* A subverted worker may send anything; the daemon refuses it, blames
+ * itself rather than the message, and starts a fresh worker. */
+static void test_garbage_answer_refused(void **state)
+{
+	(void)state;
+	struct mf_gateway gw = gateway(20);
+	struct parse_worker *w = worker_new(&gw);
+	setenv("TEST_WORKER_GARBAGE", "1", 1);
+	struct mf_message *m = NULL;
+	char reason[256] = "";
+	assert_int_equal(worker_parse(w, good, strlen(good), &m, reason, sizeof reason), -1);
+	assert_null(m);
+	assert_string_equal(reason, "parse worker answered an unusable message; restarted");
+	unsetenv("TEST_WORKER_GARBAGE");
+	parse_good(w);
+	worker_free(w);
+}
+
+/* Reads one message and answers a frame whose only string is not UTF-8. */
+static int garbage_worker(void)
+{
+	uint64_t n;
+	static char raw[65536];
+	if (read(0, &n, sizeof n) != sizeof n || n > sizeof raw)
+		return 1;
+	for (size_t got = 0; got < n;) {
+		ssize_t k = read(0, raw + got, n - got);
+		if (k <= 0)
+			return 1;
+		got += (size_t)k;
+	}
+	const char frame[] = {9, 0, 0, 0, 0, 0, 0, 0, 'M', 4, 0, 0, 0, '\xff', 'a', 'b', 'c'};
+	if (write(1, frame, sizeof frame) != (ssize_t)sizeof frame)
+		return 1;
+	sleep(30);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "parse-worker")) {
@@ -120,6 +198,8 @@ int main(int argc, char **argv)
 			sleep(30);
 			return 0;
 		}
+		if (getenv("TEST_WORKER_GARBAGE"))
+			return garbage_worker();
 		return cmd_parse_worker(argc - 1, argv + 1, "");
 	}
 	const struct CMUnitTest tests[] = {
@@ -127,6 +207,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_crash_is_poison),
 	    cmocka_unit_test(test_hang_is_poison),
 	    cmocka_unit_test(test_unparseable_is_poison),
+	    cmocka_unit_test(test_same_as_in_process),
+	    cmocka_unit_test(test_garbage_answer_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,173 @@
+/* test_message.c — the wire form in which a parsed message crosses from
+ * the parse worker to the daemon: every field comes back as it went, NULL
+ * apart from "", attachment bytes intact; and the daemon refuses any frame
+ * that is cut short, carries extra bytes or strings that are not UTF-8. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "mailfeed/message.h"
+
+static struct mf_message *sample(void)
+{
+	struct mf_message *m = message_new();
+	m->subject = xstrdup("Budget \xc3\xa9t\xc3\xa9 [Q3]");
+	m->subject_norm = xstrdup("budget été");
+	m->from_name = xstrdup("Ann Example");
+	m->from_email = xstrdup("ann@example.org");
+	m->message_id = xstrdup("a1@example.org");
+	m->in_reply_to = xstrdup("");
+	strlist_add(&m->references, "r1@example.org");
+	strlist_add(&m->references, "r2@example.org");
+	strlist_add(&m->to, "team@example.org");
+	m->date = 1790000000;
+	m->part = xstrdup("text/plain");
+	m->full_text = xstrdup("Hi\n\n> old\n");
+	m->text = xstrdup("Hi");
+	m->removed = xstrdup("> old");
+	strlist_add(&m->hashtags, "Q3");
+	m->bounce_reason = xstrdup("multipart/report");
+	m->bulk = 1;
+	m->own = 0;
+	m->warnings = xstrdup("invalid UTF-8 bytes replaced");
+	m->n_attachments = 2;
+	m->attachments = xcalloc(2, sizeof *m->attachments);
+	m->attachments[0].filename = xstrdup("a.pdf");
+	m->attachments[0].content_type = xstrdup("application/pdf");
+	m->attachments[0].size = 5;
+	m->attachments[0].data = xmalloc(6);
+	memcpy(m->attachments[0].data, "a\0b\nc", 5);
+	sha256_hex(m->attachments[0].data, 5, m->attachments[0].sha256);
+	m->attachments[0].is_inline = 1;
+	/* listed only: too large to keep */
+	m->attachments[1].filename = xstrdup("big.bin");
+	m->attachments[1].content_type = xstrdup("application/octet-stream");
+	m->attachments[1].size = 50u << 20;
+	sha256_hex("", 0, m->attachments[1].sha256);
+	return m;
+}
+
+static void test_round_trip(void **state)
+{
+	(void)state;
+	struct mf_message *m = sample();
+	struct buf w;
+	buf_init(&w);
+	message_encode(m, &w);
+	struct mf_message *back = message_decode(w.data, w.len);
+	assert_non_null(back);
+	assert_string_equal(back->subject, m->subject);
+	assert_string_equal(back->in_reply_to, "");
+	assert_null(back->reply_to);
+	assert_null(back->auto_reason);
+	assert_null(back->list_id);
+	assert_int_equal(back->references.n, 2);
+	assert_string_equal(back->references.v[1], "r2@example.org");
+	assert_int_equal(back->cc.n, 0);
+	assert_int_equal(back->date, 1790000000);
+	assert_string_equal(back->removed, "> old");
+	assert_int_equal(back->bulk, 1);
+	assert_int_equal(back->n_attachments, 2);
+	assert_int_equal(back->attachments[0].size, 5);
+	assert_memory_equal(back->attachments[0].data, "a\0b\nc", 5);
+	assert_string_equal(back->attachments[0].sha256, m->attachments[0].sha256);
+	assert_int_equal(back->attachments[0].is_inline, 1);
+	assert_int_equal(back->attachments[1].size, 50u << 20);
+	assert_null(back->attachments[1].data);
+	/* the JSON of both is the same, byte for byte */
+	json_t *a = message_to_json(m, 1), *b = message_to_json(back, 1);
+	char *ja = json_dumps(a, JSON_SORT_KEYS), *jb = json_dumps(b, JSON_SORT_KEYS);
+	assert_string_equal(ja, jb);
+	free(ja);
+	free(jb);
+	json_decref(a);
+	json_decref(b);
+	message_free(back);
+	message_free(m);
+	buf_free(&w);
+}
+
+static void test_text_is_never_null(void **state)
+{
+	(void)state;
+	struct mf_message *m = message_new();
+	struct buf w;
+	buf_init(&w);
+	message_encode(m, &w);
+	struct mf_message *back = message_decode(w.data, w.len);
+	assert_non_null(back);
+	assert_null(back->subject);
+	assert_string_equal(back->full_text, "");
+	assert_string_equal(back->text, "");
+	assert_string_equal(back->removed, "");
+	message_free(back);
+	message_free(m);
+	buf_free(&w);
+}
+
+static void test_bad_utf8_is_replaced(void **state)
+{
+	(void)state;
+	struct mf_message *m = message_new();
+	m->subject = xstrdup("caf\xe9 \xc3\xa9");
+	struct buf w;
+	buf_init(&w);
+	message_encode(m, &w);
+	struct mf_message *back = message_decode(w.data, w.len);
+	assert_non_null(back);
+	/* as in the JSON form: every byte above 0x7f of the string becomes '?' */
+	assert_string_equal(back->subject, "caf? ??");
+	message_free(back);
+	message_free(m);
+	buf_free(&w);
+}
+
+static void test_bad_frames_refused(void **state)
+{
+	(void)state;
+	struct mf_message *m = sample();
+	struct buf w;
+	buf_init(&w);
+	message_encode(m, &w);
+	/* every frame cut short */
+	for (size_t n = 0; n < w.len; n++)
+		assert_null(message_decode(w.data, n));
+	/* one byte too many */
+	buf_putc(&w, 0);
+	assert_null(message_decode(w.data, w.len));
+	w.len--;
+	/* the subject comes first: a length and its bytes */
+	uint32_t len;
+	memcpy(&len, w.data, sizeof len);
+	assert_int_equal(len, strlen(m->subject));
+	w.data[4] = (char)0xff; /* not UTF-8 */
+	assert_null(message_decode(w.data, w.len));
+	w.data[4] = 0; /* NUL inside a string */
+	assert_null(message_decode(w.data, w.len));
+	w.data[4] = 'B';
+	struct mf_message *ok = message_decode(w.data, w.len);
+	assert_non_null(ok);
+	message_free(ok);
+	/* a length past the end of the frame */
+	len = UINT32_MAX - 1;
+	memcpy(w.data, &len, sizeof len);
+	assert_null(message_decode(w.data, w.len));
+	message_free(m);
+	buf_free(&w);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_text_is_never_null),
+	    cmocka_unit_test(test_bad_utf8_is_replaced),
+	    cmocka_unit_test(test_bad_frames_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
