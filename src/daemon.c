@@ -178,7 +178,7 @@ int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key
 		return -1;
 	if (store_folder_select(st, key, acct->name, folder, info.uidvalidity, &changed) < 0) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
-		return -1;
+		return DAEMON_STORE_FAILED;
 	}
 	if (changed)
 		log_warn("imap.uidvalidity_changed mailbox=%s folder=%s uidvalidity=%u "
@@ -206,7 +206,7 @@ int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key
 		*new_messages = c.inserted;
 		if (c.failed) {
 			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
-			return -1;
+			return DAEMON_STORE_FAILED;
 		}
 		if (rc < 0)
 			return -1;
@@ -227,8 +227,10 @@ int daemon_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	size_t n = 0;
 	store_folder_get(st, key, &fs);
 	for (;;) {
-		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0)
-			return -1;
+		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0) {
+			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+			return DAEMON_STORE_FAILED;
+		}
 		if (n == 0) {
 			free(uids);
 			return 0;
@@ -256,7 +258,8 @@ static void *watcher_main(void *arg)
 {
 	struct watcher *w = arg;
 	char err[512];
-	long backoff = 1;
+	long backoff = 1, store_backoff = 1;
+	int rc = 0;
 	struct store *st = store_open(w->state_path, err, sizeof err);
 	if (!st) {
 		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
@@ -277,15 +280,18 @@ static void *watcher_main(void *arg)
 			 w->acct->name, w->folder, imap_has_idle(s) ? "yes" : "no");
 		while (!w->stop) {
 			int fresh = 0;
-			if (daemon_sync_folder(s, st, w->key, w->acct, w->folder, w->max_size,
-					       &w->stop, &fresh, err, sizeof err) < 0)
+			rc = daemon_sync_folder(s, st, w->key, w->acct, w->folder, w->max_size,
+						&w->stop, &fresh, err, sizeof err);
+			if (rc < 0)
 				break;
 			backoff = 1;
 			if (fresh)
 				wake(w->proc_wake_fd);
-			if (daemon_apply_acks(s, st, w->key, w->after, w->after_folder, err,
-					      sizeof err) < 0)
+			rc = daemon_apply_acks(s, st, w->key, w->after, w->after_folder, err,
+					       sizeof err);
+			if (rc < 0)
 				break;
+			store_backoff = 1;
 			if (w->stop)
 				break;
 			int r = imap_wait(s, w->wake_fd, WATCH_WAIT, err, sizeof err);
@@ -298,6 +304,16 @@ static void *watcher_main(void *arg)
 			break;
 		}
 		imap_abort(s);
+		if (rc == DAEMON_STORE_FAILED) {
+			/* the server is fine: what failed is the state database (a
+			 * full disk, say); try again soon, from where it stopped */
+			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
+				 w->key, err, store_backoff);
+			sleep_or_wake(w->wake_fd, store_backoff);
+			store_backoff = store_backoff * 2 > STORE_MAX_BACKOFF ? STORE_MAX_BACKOFF
+									: store_backoff * 2;
+			continue;
+		}
 		long delay = jitter(backoff);
 		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
 			 delay);
@@ -490,11 +506,17 @@ static int run_once(struct daemon *d, struct store *st)
 		struct watcher *w = &d->w[i];
 		int fresh = 0;
 		sessions[i] = imap_open(w->acct, err, sizeof err);
-		if (!sessions[i] || daemon_sync_folder(sessions[i], st, w->key, w->acct, w->folder,
-						       w->max_size, &stop, &fresh, err,
-						       sizeof err) < 0) {
-			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
-			store_folder_error(st, w->key, err);
+		int src = sessions[i] ? daemon_sync_folder(sessions[i], st, w->key, w->acct,
+							   w->folder, w->max_size, &stop, &fresh,
+							   err, sizeof err)
+				      : -1;
+		if (src < 0) {
+			if (src == DAEMON_STORE_FAILED) {
+				log_error("store.error mailbox=%s error=\"%s\"", w->key, err);
+			} else {
+				log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+				store_folder_error(st, w->key, err);
+			}
 			if (sessions[i])
 				imap_abort(sessions[i]);
 			sessions[i] = NULL;

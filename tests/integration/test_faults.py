@@ -413,6 +413,8 @@ def test_state_disk_full(dovecot, tmp_path, small_fs):
     finally:
         log = stop_daemon(p)
     assert "run.store_failed retry_in=" in log
+    # the watchers do not blame the IMAP server for the full disk
+    assert "imap.disconnected" not in log, log[-3000:]
     # retried with backoff, not in a loop flooding the log
     assert log.count("store.error") < 50, log[-3000:]
     exactly_once(cfg, 3 + n)
