@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,9 +98,44 @@ void worker_free(struct parse_worker *w)
 	free(w);
 }
 
+/* The child may write no file (RLIMIT_FSIZE 0), so when our stderr is a
+ * regular file (`mailfeed run 2>>log`) its log lines and sanitizer reports
+ * would be lost: it gets a pipe instead, and this thread copies what comes
+ * through to our stderr until the child is gone. */
+static void *relay_stderr(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char b[4096];
+	ssize_t n;
+	while ((n = read(fd, b, sizeof b)) > 0 || (n < 0 && errno == EINTR))
+		if (n > 0 && write(2, b, (size_t)n) < 0)
+			break;
+	close(fd);
+	return NULL;
+}
+
+/* A pipe for the child's stderr when ours is a regular file, else -1s. */
+static void stderr_pipe(int p[2])
+{
+	struct stat st;
+	pthread_t t;
+	pthread_attr_t a;
+	p[0] = p[1] = -1;
+	if (fstat(2, &st) < 0 || !S_ISREG(st.st_mode) || pipe2(p, O_CLOEXEC) < 0)
+		return;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, relay_stderr, (void *)(intptr_t)p[0]) != 0) {
+		close(p[0]);
+		close(p[1]);
+		p[0] = p[1] = -1;
+	}
+	pthread_attr_destroy(&a);
+}
+
 static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 {
-	int sv[2];
+	int sv[2], ep[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		snprintf(reason, reasonlen, "cannot create the parse worker socket: %s",
 			 strerror(errno));
@@ -108,16 +145,21 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 	snprintf(timeout, sizeof timeout, "%ld", w->timeout);
 	snprintf(memory, sizeof memory, "%lld", w->memory);
 	char *argv[] = {"mailfeed", "parse-worker", "--timeout", timeout, "--memory", memory, NULL};
+	stderr_pipe(ep);
 	pid_t pid = fork();
 	if (pid < 0) {
 		snprintf(reason, reasonlen, "cannot start the parse worker: %s", strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
+		if (ep[1] >= 0)
+			close(ep[1]); /* the relay sees EOF and ends */
 		return -1;
 	}
 	if (pid == 0) {
 		/* Only async-signal-safe calls between fork and exec. */
 		if (dup2(sv[1], 0) < 0 || dup2(sv[1], 1) < 0)
+			_exit(127);
+		if (ep[1] >= 0 && dup2(ep[1], 2) < 0)
 			_exit(127);
 		for (int fd = 3; fd < 1024; fd++)
 			close(fd);
@@ -125,6 +167,8 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 		_exit(127);
 	}
 	close(sv[1]);
+	if (ep[1] >= 0)
+		close(ep[1]);
 	w->pid = pid;
 	w->fd = sv[0];
 	return 0;
