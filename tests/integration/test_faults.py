@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (run_mailfeed, start_daemon, stop_daemon, daemon_log, wait_for,
+from conftest import (MAILFEED, run_mailfeed, start_daemon, stop_daemon, daemon_log, wait_for,
                       write_config)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -567,7 +567,7 @@ def test_poison_messages_are_quarantined_and_the_folder_moves_on(dovecot, tmp_pa
     assert "runtime error" not in log
     # the worker may write no file, yet what it says reaches the daemon's
     # log file (through the daemon): here the sanitizer build's report
-    if "/asan/" in os.environ.get("MAILFEED_BIN", ""):
+    if "/asan/" in MAILFEED:
         assert reports, log[-3000:]
 
 
