@@ -82,6 +82,8 @@ static const char *const migrations[] = {
 	"CREATE TABLE reply_posts("
 	" id INTEGER PRIMARY KEY, grp TEXT NOT NULL, remote_id TEXT UNIQUE NOT NULL);"
 	"CREATE TABLE reply_users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL);",
+	/* 2: what the backend noted of an upload made by an earlier attempt */
+	"ALTER TABLE attachments ADD COLUMN remote TEXT;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
