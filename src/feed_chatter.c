@@ -734,8 +734,20 @@ static int sf_find_marker(struct chatter *ch, struct http_client *hc, const char
 
 /* ---- delivery ---- */
 
-/* Uploads the attachments that fit the limits; notes for the others go
- * into notes.  Fills file_ids.  0, or -1 with res set. */
+/* The file id in an upload note ("ID USERNAME") when username uploaded it:
+ * a file is private to its owner until attached, so only the same user can
+ * attach it.  Owned, or NULL. */
+static char *sf_kept_file(const char *note, const char *username)
+{
+	const char *sp = note ? strchr(note, ' ') : NULL;
+	if (!sp || sp == note || strcmp(sp + 1, username) != 0)
+		return NULL;
+	return xstrndup(note, (size_t)(sp - note));
+}
+
+/* Uploads the attachments that fit the limits (or reuses what an earlier
+ * attempt uploaded); notes for the others go into notes.  Fills file_ids.
+ * 0, or -1 with res set. */
 static int sf_upload(struct chatter *ch, struct http_client *hc, const char *username,
 		     const struct feed_item *it, size_t max_upload, struct strlist *file_ids,
 		     struct strlist *notes, struct feed_result *res)
@@ -745,6 +757,7 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 	struct http_part(*parts)[2] = xcalloc(n ? n : 1, sizeof(*parts));
 	char **jsons = xcalloc(n ? n : 1, sizeof(char *));
 	char **names = xcalloc(n ? n : 1, sizeof(char *));
+	char **kept = xcalloc(n ? n : 1, sizeof(char *));
 	size_t uploaded = 0;
 	int rc = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -766,6 +779,11 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 			free(note);
 			continue;
 		}
+		kept[i] = sf_kept_file(a->remote, username);
+		if (kept[i]) {
+			uploaded++;
+			continue;
+		}
 		json_t *fj = json_pack("{s:s}", "title", names[i]);
 		jsons[i] = json_dumps(fj, JSON_COMPACT);
 		json_decref(fj);
@@ -783,6 +801,8 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 	}
 	/* one at a time through sf_call so that a 401 renews the token */
 	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (kept[i])
+			strlist_add(file_ids, kept[i]);
 		if (!rs[i].parts)
 			continue;
 		if (sf_call(ch, hc, username, &rs[i], "/connect/files/users/me", res) != 0) {
@@ -793,8 +813,13 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 				? json_loadb(rs[i].response.data, rs[i].response.len, 0, NULL)
 				: NULL;
 		const char *fid = sf_str(j, "id");
-		if (fid) {
+		if (fid && *fid && strlen(fid) < 64 && !strchr(fid, ' ')) {
 			strlist_add(file_ids, fid);
+			if (it->uploaded) {
+				char *note = xasprintf("%s %s", fid, username);
+				it->uploaded(it->uploaded_arg, &it->attachments[i], note);
+				free(note);
+			}
 		} else {
 			sf_fail(res, &rs[i], "chatter file upload");
 			rc = -1;
@@ -806,11 +831,13 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 			http_request_clear(&rs[i]);
 		free(jsons[i]);
 		free(names[i]);
+		free(kept[i]);
 	}
 	free(rs);
 	free(parts);
 	free(jsons);
 	free(names);
+	free(kept);
 	return rc;
 }
 

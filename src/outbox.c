@@ -11,6 +11,7 @@
  * Comments wait for their post's remote id, and for the earlier comments of
  * the same post, so that a thread keeps its date order at the service. */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,7 @@ static void loaded_free(struct loaded *l)
 		free((char *)l->att[i].content_type);
 		free((char *)l->att[i].sha256);
 		free((unsigned char *)l->att[i].data);
+		free((char *)l->att[i].remote);
 	}
 	free(l->att);
 	memset(l, 0, sizeof *l);
@@ -290,8 +292,8 @@ static void loaded_free(struct loaded *l)
 
 static int load_attachments(struct store *st, struct loaded *l)
 {
-	sqlite3_stmt *s = prep(st, "SELECT filename, content_type, size, sha256, data"
-				   " FROM attachments WHERE item=? ORDER BY id");
+	sqlite3_stmt *s = prep(st, "SELECT filename, content_type, size, sha256, data, id,"
+				   " remote FROM attachments WHERE item=? ORDER BY id");
 	if (!s)
 		return -1;
 	sqlite3_bind_int64(s, 1, l->item.id);
@@ -310,6 +312,8 @@ static int load_attachments(struct store *st, struct loaded *l)
 			a->data = d;
 			a->size = n;
 		}
+		a->id = sqlite3_column_int64(s, 5);
+		a->remote = col_dup(s, 6);
 	}
 	sqlite3_finalize(s);
 	return 0;
@@ -606,6 +610,27 @@ static int reconcile_inflight(struct store *st, const struct feed_backend_ops *o
 	return 0;
 }
 
+/* Uploads reported by the backend during a delivery, written at once: the
+ * connection is idle meanwhile (the main thread waits for the backend), and
+ * the lock keeps the backend's threads apart. */
+struct upload_log {
+	struct store *st;
+	pthread_mutex_t mu;
+};
+
+static void note_upload(void *arg, const struct feed_attachment *a, const char *remote)
+{
+	struct upload_log *u = arg;
+	pthread_mutex_lock(&u->mu);
+	sqlite3_stmt *s = prep(u->st, "UPDATE attachments SET remote=? WHERE id=?");
+	if (s) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, a->id);
+	}
+	run(u->st, s);
+	pthread_mutex_unlock(&u->mu);
+}
+
 /* Delivers items[0..n).  An item that failed before may have reached the
  * service anyway, its answer lost to a timeout or a dropped connection: it is
  * looked up first and, when found, not sent again. */
@@ -734,8 +759,15 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 			snprintf(res[k].error, sizeof res[k].error, "backend gave no result");
 			k++;
 		}
+		struct upload_log ul = {.st = st};
+		pthread_mutex_init(&ul.mu, NULL);
+		for (size_t i = 0; i < k; i++) {
+			items[i].uploaded = note_upload;
+			items[i].uploaded_arg = &ul;
+		}
 		if (k > 0)
 			deliver_unless_there(ops, ctx, ls, items, k, res);
+		pthread_mutex_destroy(&ul.mu);
 		now = time(NULL);
 		int rc = store_begin(st);
 		for (size_t i = 0; rc == 0 && i < k; i++) {
@@ -982,6 +1014,12 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 			sqlite3_stmt *s = prep(st, "UPDATE messages SET state='queued', reason=NULL"
 						   " WHERE state='dead' AND id IN (SELECT message"
 						   " FROM outbox WHERE state='pending')");
+			run(st, s);
+			/* sent again from scratch: files are uploaded anew */
+			s = prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
+				     " (SELECT id FROM outbox WHERE parent=?1)");
+			if (s)
+				sqlite3_bind_int64(s, 1, row);
 			run(st, s);
 		}
 		if (rc < 0)

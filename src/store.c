@@ -97,6 +97,8 @@ static const char *const migrations[] = {
 	"CREATE TABLE feed_member_reads("
 	" grp TEXT PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL,"
 	" members INTEGER, error TEXT);",
+	/* 3: what the backend noted of an upload made by an earlier attempt */
+	"ALTER TABLE attachments ADD COLUMN remote TEXT;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -20,6 +20,8 @@ struct feed_attachment {
 	size_t size;
 	const char *sha256;
 	const unsigned char *data;
+	int64_t id;	    /* its row in the state database */
+	const char *remote; /* the backend's note of an earlier upload, or NULL */
 };
 
 /* One post or comment to deliver.  Borrowed pointers, valid for the call. */
@@ -41,6 +43,13 @@ struct feed_item {
 	time_t date;
 	const struct feed_attachment *attachments;
 	size_t n_attachments;
+	/* May be NULL.  A backend that uploads a file before the post that
+	 * uses it calls this at once with a note of its own (the file's id):
+	 * it is stored durably and comes back as the attachment's remote on
+	 * every later attempt, also after a crash, so the file is attached
+	 * instead of uploaded a second time.  Safe to call from any thread. */
+	void (*uploaded)(void *arg, const struct feed_attachment *a, const char *remote);
+	void *uploaded_arg;
 };
 
 enum feed_status {

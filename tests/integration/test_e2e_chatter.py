@@ -443,6 +443,11 @@ def check_double(st, msgs, threads):
     assert not any(m.key in post_keys + comment_keys for m in msgs if m.auto)
 
     files = {f["id"]: f for f in st["files"]}
+    # every file uploaded once, even when a crash came between the upload
+    # and the post: none left over, none attached twice
+    attached = [i["id"] for p in posts for i in p["capabilities"]["files"]["items"]] + \
+        [c["capabilities"]["content"]["id"] for c in comments if c["capabilities"].get("content")]
+    assert sorted(attached) == sorted(files)
     for is_post, el in [(True, p) for p in posts] + [(False, c) for c in comments]:
         m = by_key[marker(el)]
         text = el["body"]["text"]
@@ -476,7 +481,7 @@ def check_double(st, msgs, threads):
                 in text
 
 
-def simple(mid, subject, parent=None):
+def simple(mid, subject, parent=None, attachment=None):
     m = EmailMessage()
     m["From"] = "Gus Guest <gus@partner.example>"
     m["To"] = "board@example.org"
@@ -486,12 +491,17 @@ def simple(mid, subject, parent=None):
     if parent:
         m["In-Reply-To"] = m["References"] = "<%s>" % parent
     m.set_content("Text of %s.\n" % mid)
+    if attachment:
+        m.add_attachment(attachment, maintype="application", subtype="pdf",
+                         filename="agenda.pdf")
     return m.as_bytes()
 
 
-def test_post_whose_answer_was_lost_is_not_posted_twice(dovecot, tmp_path):
-    # The service takes the post, but its answer is lost (the connection
-    # breaks): the retry must find the post, not make a second one.
+def test_lost_answers_and_failed_posts_make_nothing_twice(dovecot, tmp_path):
+    # The service takes a post (then a comment), but its answer is lost (the
+    # connection breaks): the retry must find it, not make a second one.
+    # Then a file is uploaded but the post that attaches it fails: the retry
+    # attaches that file rather than uploading it again.
     group = FOLDERS["Board"][1]
     double = Double(tmp_path)
     try:
@@ -501,7 +511,7 @@ def test_post_whose_answer_was_lost_is_not_posted_twice(dovecot, tmp_path):
             "client_id": "3MVG9TESTCLIENT", "private_key_file": str(double.key),
             "username": "integration@acme.example", "max_retry_delay": "1s"})
         p = start_daemon(cfg.path)
-        mids = ["lost.1@e2e.example.org", "lost.2@e2e.example.org", "lost.3@e2e.example.org"]
+        mids = ["lost.%d@e2e.example.org" % i for i in range(1, 5)]
         keys = [item_key(group, m) for m in mids]
 
         def at_double():
@@ -520,20 +530,31 @@ def test_post_whose_answer_was_lost_is_not_posted_twice(dovecot, tmp_path):
         double.control(lose_answer=1)  # and a comment on it
         dovecot.append("alice", "Board", simple(mids[2], "Re: Second thread", mids[1]))
         assert delivered(3), daemon_log(p)[-3000:]
+        # data calls: the upload goes through, the post answers 503
+        double.control(skip=1, fail_next=[503])
+        pdf = b"%PDF-1.4\n" + os.urandom(3000)
+        dovecot.append("alice", "Board", simple(mids[3], "Agenda", attachment=pdf))
+        assert delivered(4), daemon_log(p)[-3000:]
         assert wait_for(lambda: all("\\Seen" in f for (_u, f, _r)
                                     in dovecot.messages("alice", "Board")), 30)
         log = stop_daemon(p)
         posts, comments = at_double()
-        assert posts == keys[:2] and comments == keys[2:]
-        for k in keys[1:]:
+        assert posts == [keys[0], keys[1], keys[3]] and comments == [keys[2]]
+        for k in keys[1:3]:
             assert "outbox.reconciled key=%s found=yes" % k in log
+        assert "SERVER_UNAVAILABLE" in log
         st = double.state()
+        assert [(f["title"], f["sha256"]) for f in st["files"]] == \
+            [("agenda.pdf", hashlib.sha256(pdf).hexdigest())]
+        assert st["posts"][2]["capabilities"]["files"]["items"] == \
+            [{"id": st["files"][0]["id"], "title": "agenda.pdf"}]
         assert st["comments"][0]["feedElement"]["id"] == st["posts"][1]["id"]
         con = sqlite3.connect(cfg.state)
         rows = con.execute("SELECT key, state, remote_id FROM outbox ORDER BY id").fetchall()
         con.close()
         assert rows == [(keys[0], "delivered", st["posts"][0]["id"]),
                         (keys[1], "delivered", st["posts"][1]["id"]),
-                        (keys[2], "delivered", st["comments"][0]["id"])]
+                        (keys[2], "delivered", st["comments"][0]["id"]),
+                        (keys[3], "delivered", st["posts"][2]["id"])]
     finally:
         double.stop()
