@@ -27,14 +27,57 @@ struct ids {
 	size_t nrefs;
 };
 
+/* Messages read from disk before they are parsed together, as the daemon
+ * takes them from its store in batches. */
+#define BATCH 64
+
+struct run {
+	struct parse_worker *w; /* NULL: parse in-process */
+	size_t files, bytes, count, cap;
+	struct ids *all;
+	struct worker_job jobs[BATCH];
+	size_t n;
+};
+
+/* Keeps what threading needs of m (and frees m). */
+static void keep_ids(struct run *r, struct mf_message *m)
+{
+	if (r->count == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 1024;
+		r->all = xrealloc(r->all, r->cap * sizeof *r->all);
+	}
+	struct ids *x = &r->all[r->count++];
+	x->id = xstrdup(m->message_id ? m->message_id : "");
+	x->subject = xstrdup(m->subject ? m->subject : "");
+	x->nrefs = m->references.n + (m->in_reply_to ? 1 : 0);
+	x->refs = xcalloc(x->nrefs + 1, sizeof *x->refs);
+	for (size_t i = 0; i < m->references.n; i++)
+		x->refs[i] = xstrdup(m->references.v[i]);
+	if (m->in_reply_to)
+		x->refs[m->references.n] = xstrdup(m->in_reply_to);
+	message_free(m);
+}
+
+static void parse_batch(struct run *r)
+{
+	if (r->w)
+		worker_parse_batch(r->w, r->jobs, r->n);
+	for (size_t i = 0; i < r->n; i++) {
+		struct worker_job *j = &r->jobs[i];
+		if (!r->w)
+			j->msg = mime_parse(j->raw, j->len, j->reason, sizeof j->reason);
+		if (j->msg)
+			keep_ids(r, j->msg);
+		free((char *)j->raw);
+	}
+	r->n = 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *sub[] = {"new", "cur"};
-	int use_worker = argc > 2 && strcmp(argv[2], "--worker") == 0;
-	struct parse_worker *w = NULL;
 	struct mf_gateway gw = {.parse_timeout = 20, .parse_memory = 512LL << 20};
-	size_t count = 0, bytes = 0, cap = 0;
-	struct ids *all = NULL;
+	struct run r;
 	double t0;
 
 	/* the heap setting of mailfeed's main(), for both sides */
@@ -46,8 +89,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: parse_bench MAILDIR [--worker]\n");
 		return 2;
 	}
-	if (use_worker)
-		w = worker_new(&gw);
+	memset(&r, 0, sizeof r);
+	if (argc > 2 && strcmp(argv[2], "--worker") == 0)
+		r.w = worker_new(&gw);
 	t0 = now_monotonic();
 	for (int s = 0; s < 2; s++) {
 		char *dir = xasprintf("%s/%s", argv[1], sub[s]);
@@ -62,59 +106,40 @@ int main(int argc, char **argv)
 			free(path);
 			if (!raw)
 				continue;
-			struct mf_message *m = NULL;
-			char err[256];
-			if (use_worker) {
-				if (worker_parse(w, raw, len, &m, err, sizeof err) != 0)
-					m = NULL;
-			} else {
-				m = mime_parse(raw, len, err, sizeof err);
-			}
-			free(raw);
-			bytes += len;
-			count++;
-			if (!m)
-				continue;
-			if (count > cap) {
-				cap = cap ? cap * 2 : 1024;
-				all = xrealloc(all, cap * sizeof *all);
-			}
-			struct ids *x = &all[count - 1];
-			x->id = xstrdup(m->message_id ? m->message_id : "");
-			x->subject = xstrdup(m->subject ? m->subject : "");
-			x->nrefs = m->references.n + (m->in_reply_to ? 1 : 0);
-			x->refs = xcalloc(x->nrefs + 1, sizeof *x->refs);
-			for (size_t i = 0; i < m->references.n; i++)
-				x->refs[i] = xstrdup(m->references.v[i]);
-			if (m->in_reply_to)
-				x->refs[m->references.n] = xstrdup(m->in_reply_to);
-			message_free(m);
+			r.files++;
+			r.bytes += len;
+			r.jobs[r.n].raw = raw;
+			r.jobs[r.n++].len = len;
+			if (r.n == BATCH)
+				parse_batch(&r);
 		}
 		if (d)
 			closedir(d);
 		free(dir);
 	}
+	parse_batch(&r);
+	size_t count = r.count;
 	struct jwz_msg *jm = xcalloc(count ? count : 1, sizeof *jm);
 	for (size_t i = 0; i < count; i++)
-		jm[i] = (struct jwz_msg){.message_id = all[i].id,
-					 .subject = all[i].subject,
-					 .references = (const char *const *)all[i].refs,
-					 .n_references = all[i].nrefs};
+		jm[i] = (struct jwz_msg){.message_id = r.all[i].id,
+					 .subject = r.all[i].subject,
+					 .references = (const char *const *)r.all[i].refs,
+					 .n_references = r.all[i].nrefs};
 	FILE *devnull = fopen("/dev/null", "w");
 	thread_jwz_print(jm, count, devnull);
 	fclose(devnull);
 	double dt = now_monotonic() - t0;
-	printf("%zu msgs %.1f MB %.2f s %.0f msgs/s %.1f MB/s\n", count, bytes / 1e6, dt,
-	       count / dt, bytes / 1e6 / dt);
+	printf("%zu msgs %.1f MB %.2f s %.0f msgs/s %.1f MB/s\n", r.files, r.bytes / 1e6, dt,
+	       r.files / dt, r.bytes / 1e6 / dt);
 	for (size_t i = 0; i < count; i++) {
-		free(all[i].id);
-		free(all[i].subject);
-		for (size_t k = 0; k < all[i].nrefs; k++)
-			free(all[i].refs[k]);
-		free(all[i].refs);
+		free(r.all[i].id);
+		free(r.all[i].subject);
+		for (size_t k = 0; k < r.all[i].nrefs; k++)
+			free(r.all[i].refs[k]);
+		free(r.all[i].refs);
 	}
-	free(all);
+	free(r.all);
 	free(jm);
-	worker_free(w);
+	worker_free(r.w);
 	return 0;
 }

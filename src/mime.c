@@ -1042,25 +1042,161 @@ static void crlf_to_lf(char *s)
 	*o = 0;
 }
 
-/* Decoded bytes of a leaf; owned by libetpan (mailmime_decoded_part_free)
- * when *libetpan is set. */
-static char *leaf_data(struct mailmime *mime, size_t *len, int *from_libetpan)
+/* ---- transfer encodings ------------------------------------------------ */
+
+/* Base64 as libetpan reads it: bytes outside the alphabet ('=' included)
+ * are skipped, and a last group of one to three characters still gives
+ * one or two bytes.  out has room for n * 3 / 4 + 3 bytes. */
+static size_t base64_decode(const char *in, size_t n, unsigned char *out)
+{
+	/* one more than the value of each character; 0 is not in the alphabet */
+	static const signed char value1[256] = {
+	    ['A'] = 1,	['B'] = 2,  ['C'] = 3,	['D'] = 4,  ['E'] = 5,	['F'] = 6,  ['G'] = 7,
+	    ['H'] = 8,	['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14,
+	    ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21,
+	    ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28,
+	    ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35,
+	    ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+	    ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49,
+	    ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+	    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
+	    ['/'] = 64,
+	};
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0, i = 0;
+	uint32_t acc = 0;
+	int k = 0;
+	for (;;) {
+		/* four alphabet characters in a row: the common case */
+		while (k == 0 && i + 4 <= n) {
+			int a = value1[s[i]] - 1, b = value1[s[i + 1]] - 1,
+			    c = value1[s[i + 2]] - 1, d = value1[s[i + 3]] - 1;
+			if ((a | b | c | d) < 0)
+				break;
+			uint32_t v =
+			    (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+			out[o++] = (unsigned char)(v >> 16);
+			out[o++] = (unsigned char)(v >> 8);
+			out[o++] = (unsigned char)v;
+			i += 4;
+		}
+		if (i >= n)
+			break;
+		int v = value1[s[i++]] - 1;
+		if (v < 0)
+			continue;
+		acc = acc << 6 | (uint32_t)v;
+		if (++k == 4) {
+			out[o++] = (unsigned char)(acc >> 16);
+			out[o++] = (unsigned char)(acc >> 8);
+			out[o++] = (unsigned char)acc;
+			acc = 0;
+			k = 0;
+		}
+	}
+	if (k > 0) {
+		acc <<= 6 * (4 - k);
+		out[o++] = (unsigned char)(acc >> 16);
+		if (k == 3)
+			out[o++] = (unsigned char)(acc >> 8);
+	}
+	return o;
+}
+
+static int qp_hex(int c)
+{
+	int v = hexval(c);
+	return v < 0 ? 0 : v;
+}
+
+/* Quoted-printable as libetpan reads it: line ends become CRLF, soft
+ * breaks ("=" at a line end) vanish, "=XY" is a byte even with bad hex
+ * digits (read as 0), a lone CR is a line end and one at the very end is
+ * dropped.  out has room for 2 * n + 1 bytes.  -1 for an '=' followed by
+ * one last character, which libetpan reads past the end of the part for:
+ * that case is left to libetpan. */
+static ssize_t qp_decode(const char *in, size_t n, char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n;) {
+		const char *eq = memchr(in + i, '=', n - i);
+		size_t lit = eq ? (size_t)(eq - in) : n;
+		/* plain text up to the next '=', with its line ends */
+		while (i < lit) {
+			const char *e = in + i;
+			size_t run = 0;
+			while (i + run < lit && e[run] != '\n' && e[run] != '\r')
+				run++;
+			memcpy(out + o, e, run);
+			o += run;
+			i += run;
+			if (i >= lit)
+				break;
+			if (in[i] == '\r' && i + 1 >= n)
+				return (ssize_t)o; /* a CR at the very end is dropped */
+			out[o++] = '\r';
+			out[o++] = '\n';
+			i += in[i] == '\r' && in[i + 1] == '\n' ? 2 : 1;
+		}
+		if (i >= n)
+			break;
+		/* in[i] == '=' */
+		if (i + 1 >= n) {
+			out[o++] = '=';
+			i++;
+		} else if (in[i + 1] == '\n') {
+			i += 2;
+		} else if (in[i + 1] == '\r') {
+			if (i + 2 >= n)
+				return (ssize_t)o; /* "=\r" at the very end */
+			i += in[i + 2] == '\n' ? 3 : 2;
+		} else if (i + 2 >= n) {
+			return -1;
+		} else {
+			out[o++] = (char)(qp_hex((unsigned char)in[i + 1]) << 4 |
+					  qp_hex((unsigned char)in[i + 2]));
+			i += 3;
+		}
+	}
+	return (ssize_t)o;
+}
+
+/* Decoded bytes of a leaf, in *len.  *owned says whether they were
+ * allocated (n + 1 bytes at least) or lie in the message itself. */
+static char *leaf_data(struct mailmime *mime, size_t *len, int *owned)
 {
 	struct mailmime_data *d = mime->mm_data.mm_single;
 	*len = 0;
-	*from_libetpan = 0;
+	*owned = 0;
 	if (!d || d->dt_type != MAILMIME_DATA_TEXT)
 		return NULL;
 	const char *p = d->dt_data.dt_text.dt_data;
 	size_t n = d->dt_data.dt_text.dt_length;
 	int enc = d->dt_encoding;
-	if (enc == MAILMIME_MECHANISM_BASE64 || enc == MAILMIME_MECHANISM_QUOTED_PRINTABLE) {
+	if (enc == MAILMIME_MECHANISM_BASE64) {
+		char *out = xmalloc(n / 4 * 3 + 4);
+		*len = base64_decode(p, n, (unsigned char *)out);
+		*owned = 1;
+		return out;
+	}
+	if (enc == MAILMIME_MECHANISM_QUOTED_PRINTABLE) {
+		char *out = xmalloc(2 * n + 2);
+		ssize_t got = qp_decode(p, n, out);
+		if (got >= 0) {
+			*len = (size_t)got;
+			*owned = 1;
+			return out;
+		}
+		free(out);
 		size_t idx = 0, outlen = 0;
-		char *out = NULL;
-		if (mailmime_part_parse(p, n, &idx, enc, &out, &outlen) == MAILIMF_NO_ERROR &&
-		    out) {
+		char *lib = NULL;
+		if (mailmime_part_parse(p, n, &idx, enc, &lib, &outlen) == MAILIMF_NO_ERROR &&
+		    lib) {
+			out = xmalloc(outlen + 1);
+			memcpy(out, lib, outlen);
+			mailmime_decoded_part_free(lib);
 			*len = outlen;
-			*from_libetpan = 1;
+			*owned = 1;
 			return out;
 		}
 	}
@@ -1068,10 +1204,10 @@ static char *leaf_data(struct mailmime *mime, size_t *len, int *from_libetpan)
 	return (char *)p;
 }
 
-static void leaf_data_free(char *p, int from_libetpan)
+static void leaf_data_free(char *p, int owned)
 {
-	if (from_libetpan)
-		mailmime_decoded_part_free(p);
+	if (owned)
+		free(p);
 }
 
 static size_t content_params(struct mailmime_content *ct, struct param **pv)
@@ -1164,8 +1300,8 @@ static void add_attachment(struct walk *w, struct mailmime *mime, const char *ct
 		return;
 	}
 	size_t len;
-	int lib;
-	char *data = leaf_data(mime, &len, &lib);
+	int owned;
+	char *data = leaf_data(mime, &len, &owned);
 	m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof *m->attachments);
 	struct mf_attachment *a = &m->attachments[m->n_attachments++];
 	memset(a, 0, sizeof *a);
@@ -1177,10 +1313,15 @@ static void add_attachment(struct walk *w, struct mailmime *mime, const char *ct
 	sha256_hex(data ? data : "", a->size, a->sha256);
 	a->is_inline = is_inline;
 	if (data && (w->max_att == 0 || len <= w->max_att)) {
-		a->data = xmalloc(len + 1);
-		memcpy(a->data, data, len);
+		if (owned) {
+			a->data = (unsigned char *)data;
+			data = NULL;
+		} else {
+			a->data = xmalloc(len + 1);
+			memcpy(a->data, data, len);
+		}
 	}
-	leaf_data_free(data, lib);
+	leaf_data_free(data, owned);
 	strlist_add(&w->cids, cid ? cid : "");
 }
 
@@ -1204,11 +1345,11 @@ static void walk_leaf(struct walk *w, struct mailmime *mime)
 	int is_plain = !strcmp(ctype, "text/plain"), is_html = !strcmp(ctype, "text/html");
 	if ((is_plain || is_html) && !attach_dsp && !(fname && *fname)) {
 		size_t len;
-		int lib;
-		char *data = leaf_data(mime, &len, &lib);
+		int owned;
+		char *data = leaf_data(mime, &len, &owned);
 		char *cs = param_decode(cpv, cn, "charset");
 		char *u = mime_to_utf8(data ? data : "", data ? len : 0, cs, &w->warn);
-		leaf_data_free(data, lib);
+		leaf_data_free(data, owned);
 		crlf_to_lf(u);
 		if (is_plain) {
 			char *fmt = param_decode(cpv, cn, "format");

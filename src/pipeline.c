@@ -331,14 +331,22 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	sqlite3_finalize(s);
 
+	struct worker_job *jobs = xcalloc(n ? n : 1, sizeof *jobs);
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].raw = batch[i].raw;
+		jobs[i].len = batch[i].raw_len;
+	}
+	worker_parse_batch(w, jobs, n);
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
-		int rc = worker_parse(w, p->raw, p->raw_len, &p->msg, p->reason, sizeof p->reason);
-		if (rc > 0)
+		p->msg = jobs[i].msg;
+		snprintf(p->reason, sizeof p->reason, "%s", jobs[i].reason);
+		if (jobs[i].rc > 0)
 			p->poison = 1;
-		else if (rc < 0)
+		else if (jobs[i].rc < 0)
 			p->poison = -1; /* our fault, not the message's: try again later */
 	}
+	free(jobs);
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
 

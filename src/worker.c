@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +44,9 @@
 /* Headroom for the answer: the text comes back more than once (as read,
  * cleaned, and what cleaning removed). */
 #define ANSWER_MAX(in) ((in)*2 + 16 * 1024 * 1024)
+/* Messages written ahead of the one being parsed; the socket buffer
+ * bounds the bytes. */
+#define WINDOW 8
 /* Buffers kept between messages are given back above this size. */
 #define KEEP_BUFFER (1024 * 1024)
 
@@ -174,41 +179,6 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 	return 0;
 }
 
-/* Sends or receives exactly n bytes before deadline.  0, or -1 with errno
- * (ETIMEDOUT at the deadline, EPIPE when the child went away). */
-static int io_full(int fd, void *p, size_t n, int sending, double deadline)
-{
-	char *c = p;
-	while (n > 0) {
-		double left = deadline - now_monotonic();
-		if (left <= 0) {
-			errno = ETIMEDOUT;
-			return -1;
-		}
-		struct pollfd pf = {.fd = fd, .events = sending ? POLLOUT : POLLIN};
-		int r = poll(&pf, 1, (int)(left * 1000) + 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			continue;
-		ssize_t k = sending ? send(fd, c, n, MSG_NOSIGNAL | MSG_DONTWAIT)
-				    : recv(fd, c, n, MSG_DONTWAIT);
-		if (k < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (k < 0)
-			return -1;
-		if (k == 0) {
-			errno = EPIPE;
-			return -1;
-		}
-		c += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 /* Why the child is gone, for the poison reason. */
 static void death_reason(int status, char *reason, size_t reasonlen)
 {
@@ -226,62 +196,227 @@ static void death_reason(int status, char *reason, size_t reasonlen)
 	}
 }
 
-int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_message **out,
-		 char *reason, size_t reasonlen)
+/* Where the stream of one batch to the current child stands.  Messages
+ * are written ahead of the one being parsed, so that the child never waits
+ * for the daemon and the daemon reads one answer while the child works on
+ * the next message. */
+struct stream {
+	struct worker_job *jobs;
+	size_t n;
+	size_t head;	 /* first job without an answer */
+	size_t sent;	 /* jobs written completely */
+	size_t sent_off; /* bytes of jobs[sent] written, its length included */
+	int send_failed; /* the child stopped reading: read what it wrote */
+	unsigned char len_in[sizeof(uint64_t)];
+	size_t len_got;	 /* bytes of the answer's length read */
+	uint64_t need;	 /* the answer's length, once read */
+	size_t got;	 /* bytes of the answer read */
+	double deadline; /* for the answer to jobs[head] */
+};
+
+static void job_set(struct worker_job *j, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void job_set(struct worker_job *j, int rc, const char *fmt, ...)
 {
-	*out = NULL;
-	if (w->pid < 0 && worker_spawn(w, reason, reasonlen) < 0)
-		return -1;
-	double deadline = now_monotonic() + (double)w->timeout;
-	uint64_t n = len;
-	if (io_full(w->fd, &n, sizeof n, 1, deadline) < 0 ||
-	    io_full(w->fd, (void *)raw, len, 1, deadline) < 0 ||
-	    io_full(w->fd, &n, sizeof n, 0, deadline) < 0) {
-		int timed_out = errno == ETIMEDOUT;
-		int status = worker_stop(w, timed_out);
-		if (timed_out)
-			snprintf(reason, reasonlen, "parser timed out after %ld s", w->timeout);
-		else
-			death_reason(status, reason, reasonlen);
-		log_warn("parse.poison reason=\"%s\"", reason);
-		return 1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof j->reason, fmt, ap);
+	va_end(ap);
+	j->rc = rc;
+}
+
+/* The child is gone or hung while parsing jobs[head]: that message is
+ * poison. */
+static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
+{
+	struct worker_job *j = &s->jobs[s->head++];
+	int status = worker_stop(w, timed_out);
+	if (timed_out)
+		job_set(j, 1, "parser timed out after %ld s", w->timeout);
+	else
+		death_reason(status, j->reason, sizeof j->reason);
+	j->rc = 1;
+	log_warn("parse.poison reason=\"%s\"", j->reason);
+}
+
+/* Writes what the socket takes of jobs[sent]: 0, or -1 when the child no
+ * longer reads. */
+static int stream_send(struct parse_worker *w, struct stream *s)
+{
+	const struct worker_job *j = &s->jobs[s->sent];
+	uint64_t len = j->len;
+	struct iovec iov[2];
+	size_t k = 0;
+	if (s->sent_off < sizeof len) {
+		iov[k].iov_base = (char *)&len + s->sent_off;
+		iov[k++].iov_len = sizeof len - s->sent_off;
+		iov[k].iov_base = (void *)j->raw;
+		iov[k++].iov_len = j->len;
+	} else {
+		iov[k].iov_base = (void *)(j->raw + (s->sent_off - sizeof len));
+		iov[k++].iov_len = j->len - (s->sent_off - sizeof len);
 	}
-	if (n == 0 || n > ANSWER_MAX((uint64_t)len)) {
-		worker_stop(w, 1);
-		snprintf(reason, reasonlen, "parse worker answered with %llu bytes; restarted",
-			 (unsigned long long)n);
-		return -1;
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = k};
+	ssize_t r = sendmsg(w->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (r < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -1;
+	s->sent_off += (size_t)r;
+	if (s->sent_off == sizeof len + j->len) {
+		s->sent++;
+		s->sent_off = 0;
 	}
+	return 0;
+}
+
+/* Reads what is there of the answer to jobs[head]: 1 when it is complete,
+ * 0 when more is to come, -1 when the child is gone, -2 when the length it
+ * announces cannot be right (the reason is set). */
+static int stream_recv(struct parse_worker *w, struct stream *s)
+{
 	struct buf *ans = &w->answer;
-	buf_reset(ans);
-	if (ans->cap < n + 1) {
-		buf_free(ans);
-		ans->data = xmalloc((size_t)n + 1);
-		ans->cap = (size_t)n + 1;
-	}
-	if (io_full(w->fd, ans->data, (size_t)n, 0, deadline) < 0) {
-		int timed_out = errno == ETIMEDOUT;
-		int status = worker_stop(w, timed_out);
-		if (timed_out)
-			snprintf(reason, reasonlen, "parser timed out after %ld s", w->timeout);
+	for (;;) {
+		ssize_t r;
+		if (s->len_got < sizeof s->len_in)
+			r = recv(w->fd, s->len_in + s->len_got, sizeof s->len_in - s->len_got,
+				 MSG_DONTWAIT);
 		else
-			death_reason(status, reason, reasonlen);
-		return 1;
+			r = recv(w->fd, ans->data + s->got, (size_t)s->need - s->got, MSG_DONTWAIT);
+		if (r < 0)
+			return errno == EINTR || errno == EAGAIN ? 0 : -1;
+		if (r == 0)
+			return -1;
+		if (s->len_got < sizeof s->len_in) {
+			s->len_got += (size_t)r;
+			if (s->len_got < sizeof s->len_in)
+				continue;
+			memcpy(&s->need, s->len_in, sizeof s->need);
+			if (s->need == 0 || s->need > ANSWER_MAX((uint64_t)s->jobs[s->head].len)) {
+				job_set(&s->jobs[s->head], -1,
+					"parse worker answered with %llu bytes; restarted",
+					(unsigned long long)s->need);
+				return -2;
+			}
+			if (ans->cap < s->need + 1) {
+				buf_free(ans);
+				ans->data = xmalloc((size_t)s->need + 1);
+				ans->cap = (size_t)s->need + 1;
+			}
+			s->got = 0;
+			continue;
+		}
+		s->got += (size_t)r;
+		if (s->got == s->need)
+			return 1;
 	}
+}
+
+/* Reads the complete answer to jobs[head]: 0, or -1 when it was unusable
+ * (the child is stopped). */
+static int stream_answer(struct parse_worker *w, struct stream *s)
+{
+	struct worker_job *j = &s->jobs[s->head++];
+	struct buf *ans = &w->answer;
 	const char *frame = ans->data + 1;
-	size_t flen = (size_t)n - 1;
+	size_t flen = (size_t)s->need - 1;
 	int rc = 0;
 	if (ans->data[0] == 'E' && utf8_valid(frame, flen)) {
-		snprintf(reason, reasonlen, "%.*s", (int)(flen < 4096 ? flen : 4096), frame);
-		rc = 1;
-	} else if (ans->data[0] != 'M' || !(*out = message_decode(frame, flen))) {
+		job_set(j, 1, "%.*s", (int)(flen < 4096 ? flen : 4096), frame);
+	} else if (ans->data[0] == 'M' && (j->msg = message_decode(frame, flen)) != NULL) {
+		j->rc = 0;
+	} else {
 		worker_stop(w, 1);
-		snprintf(reason, reasonlen, "parse worker answered an unusable message; restarted");
+		job_set(j, -1, "parse worker answered an unusable message; restarted");
 		rc = -1;
 	}
 	if (ans->cap > KEEP_BUFFER)
 		buf_free(ans);
+	s->len_got = 0;
+	s->need = 0;
+	s->got = 0;
+	s->deadline = now_monotonic() + (double)w->timeout;
 	return rc;
+}
+
+/* Runs the jobs from s->head on through the current child until all have
+ * their answer or the child had to be stopped (the job to blame has its
+ * outcome then). */
+static void stream_run(struct parse_worker *w, struct stream *s)
+{
+	s->deadline = now_monotonic() + (double)w->timeout;
+	while (s->head < s->n) {
+		int want_out = !s->send_failed && s->sent < s->n && s->sent < s->head + WINDOW;
+		double left = s->deadline - now_monotonic();
+		if (left <= 0) {
+			blame_head(w, s, 1);
+			return;
+		}
+		struct pollfd pf = {.fd = w->fd, .events = POLLIN | (want_out ? POLLOUT : 0)};
+		int r = poll(&pf, 1, (int)(left * 1000) + 1);
+		if (r < 0 && errno != EINTR) {
+			worker_stop(w, 1);
+			job_set(&s->jobs[s->head++], -1, "cannot wait for the parse worker: %s",
+				strerror(errno));
+			return;
+		}
+		if (r <= 0)
+			continue;
+		if ((pf.revents & (POLLOUT | POLLERR | POLLHUP)) && want_out &&
+		    stream_send(w, s) < 0)
+			s->send_failed = 1;
+		if (!(pf.revents & (POLLIN | POLLERR | POLLHUP)))
+			continue;
+		int got = stream_recv(w, s);
+		if (got == -1) {
+			blame_head(w, s, 0);
+			return;
+		}
+		if (got == -2) {
+			worker_stop(w, 1);
+			s->head++;
+			return;
+		}
+		if (got == 1 && stream_answer(w, s) < 0)
+			return;
+	}
+}
+
+void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t n)
+{
+	struct stream s;
+	memset(&s, 0, sizeof s);
+	s.jobs = jobs;
+	s.n = n;
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].msg = NULL;
+		jobs[i].rc = -1;
+		jobs[i].reason[0] = 0;
+	}
+	while (s.head < n) {
+		if (w->pid < 0 &&
+		    worker_spawn(w, jobs[s.head].reason, sizeof jobs[s.head].reason) < 0) {
+			for (size_t i = s.head + 1; i < n; i++)
+				memcpy(jobs[i].reason, jobs[s.head].reason, sizeof jobs[i].reason);
+			return;
+		}
+		/* a fresh child starts from the first job without an answer */
+		s.sent = s.head;
+		s.sent_off = 0;
+		s.send_failed = 0;
+		s.len_got = 0;
+		s.need = 0;
+		s.got = 0;
+		stream_run(w, &s);
+	}
+}
+
+int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_message **out,
+		 char *reason, size_t reasonlen)
+{
+	struct worker_job j = {.raw = raw, .len = len};
+	worker_parse_batch(w, &j, 1);
+	*out = j.msg;
+	snprintf(reason, reasonlen, "%s", j.reason);
+	return j.rc;
 }
 
 /* ---- the child --------------------------------------------------------- */

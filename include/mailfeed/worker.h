@@ -25,6 +25,19 @@ struct parse_worker *worker_new(const struct mf_gateway *gw);
  * error (reason says what), in which case the message is not to blame. */
 int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_message **out,
 		 char *reason, size_t reasonlen);
+/* One message of a batch: raw and len in; msg, rc and reason out, with
+ * the meaning worker_parse gives them. */
+struct worker_job {
+	const char *raw;
+	size_t len;
+	struct mf_message *msg; /* owned by the caller when rc is 0, else NULL */
+	int rc;
+	char reason[256];
+};
+/* Parses n messages in order, writing each to the worker while it parses
+ * the one before.  A message that kills or hangs the worker is poison and
+ * the ones after it go to a fresh worker, as with worker_parse. */
+void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t n);
 /* Stops the child and frees w.  NULL is allowed. */
 void worker_free(struct parse_worker *w);
 

@@ -103,6 +103,31 @@ static void test_transfer_encodings(void **state)
 		  "here, caf=C3=A9 =3D ok\r\nline two\n");
 	assert_string_equal(body(m), "A long line that is broken here, café = ok\nline two");
 	message_free(m);
+
+	/* Attachment bytes, exactly as libetpan has always decoded them:
+	 * base64 skips what is not in its alphabet and decodes a short last
+	 * group; quoted-printable turns line ends (a lone CR too) into CRLF,
+	 * drops soft breaks and reads bad hex digits as 0. */
+	m = parse("From: a@example.org\nContent-Type: multipart/mixed; boundary=b\n\n"
+		  "--b\nContent-Type: text/plain\n\nhi\n"
+		  "--b\nContent-Type: application/octet-stream; name=a.bin\n"
+		  "Content-Transfer-Encoding: base64\n\naGVsbG8g\r\nd2*9y=bGQ\n"
+		  "--b\nContent-Type: application/octet-stream; name=b.bin\n"
+		  "Content-Transfer-Encoding: base64\n\naA\n"
+		  "--b\nContent-Type: application/octet-stream; name=c.bin\n"
+		  "Content-Transfer-Encoding: quoted-printable\n\na=3Db=\r\nc\rd=G1e\nf=\n"
+		  "--b--\n");
+	assert_int_equal(m->n_attachments, 3);
+	assert_int_equal(m->attachments[0].size, 11);
+	assert_memory_equal(m->attachments[0].data, "hello world", 11);
+	assert_int_equal(m->attachments[1].size, 1);
+	assert_memory_equal(m->attachments[1].data, "h", 1);
+	assert_int_equal(m->attachments[2].size, 13);
+	assert_memory_equal(m->attachments[2].data,
+			    "a=bc\r\nd\x01"
+			    "e\r\nf=",
+			    13);
+	message_free(m);
 }
 
 static void test_rfc2047(void **state)

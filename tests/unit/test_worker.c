@@ -171,19 +171,110 @@ static void test_garbage_answer_refused(void **state)
 	worker_free(w);
 }
 
+/* In a batch, the message that kills the worker is poison; the ones after
+ * it, already written to the dead worker, are parsed by a fresh one. */
+static void test_batch_survives_crash(void **state)
+{
+	(void)state;
+	struct mf_gateway gw = gateway(20);
+	struct parse_worker *w = worker_new(&gw);
+	const char *raws[] = {good, crash, good, "no headers, no body", good};
+	struct worker_job jobs[5];
+	memset(jobs, 0, sizeof jobs);
+	for (int i = 0; i < 5; i++) {
+		jobs[i].raw = raws[i];
+		jobs[i].len = strlen(raws[i]);
+	}
+	worker_parse_batch(w, jobs, 5);
+	int want[] = {0, 1, 0, 0, 0};
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(jobs[i].rc, want[i]);
+	assert_non_null(strstr(jobs[1].reason, "parser crashed"));
+	assert_null(jobs[1].msg);
+	for (int i = 0; i < 5; i += 2) {
+		assert_string_equal(jobs[i].msg->text, "Hi all");
+		assert_memory_equal(jobs[i].msg->attachments[0].data, "hello", 5);
+	}
+	for (int i = 0; i < 5; i++)
+		message_free(jobs[i].msg);
+	worker_free(w);
+}
+
+/* A message that hangs the worker times out on its own; the others of the
+ * batch are answered. */
+static void test_batch_survives_hang(void **state)
+{
+	(void)state;
+	struct mf_gateway gw = gateway(1);
+	struct parse_worker *w = worker_new(&gw);
+	setenv("TEST_WORKER_FAKE", "1", 1);
+	const char *raws[] = {"one", "HANG", "three", "four"};
+	struct worker_job jobs[4];
+	memset(jobs, 0, sizeof jobs);
+	for (int i = 0; i < 4; i++) {
+		jobs[i].raw = raws[i];
+		jobs[i].len = strlen(raws[i]);
+	}
+	double t0 = now_monotonic();
+	worker_parse_batch(w, jobs, 4);
+	assert_true(now_monotonic() - t0 < 5);
+	unsetenv("TEST_WORKER_FAKE");
+	assert_int_equal(jobs[1].rc, 1);
+	assert_string_equal(jobs[1].reason, "parser timed out after 1 s");
+	const int others[] = {0, 2, 3};
+	for (int k = 0; k < 3; k++) {
+		int i = others[k];
+		assert_int_equal(jobs[i].rc, 1);
+		char want[64];
+		snprintf(want, sizeof want, "unparseable: %s", raws[i]);
+		assert_string_equal(jobs[i].reason, want);
+	}
+	worker_free(w);
+}
+
+/* Reads one message (0 at EOF, -1 on error). */
+static int fake_read(char *raw, size_t cap, size_t *len)
+{
+	uint64_t n;
+	ssize_t k = read(0, &n, sizeof n);
+	if (k == 0)
+		return 0;
+	if (k != sizeof n || n >= cap)
+		return -1;
+	for (size_t got = 0; got < n; got += (size_t)k)
+		if ((k = read(0, raw + got, n - got)) <= 0)
+			return -1;
+	raw[n] = 0;
+	*len = n;
+	return 1;
+}
+
+/* Answers every message with 'E' and its text, but hangs on "HANG". */
+static int fake_worker(void)
+{
+	static char raw[65536];
+	size_t len;
+	int r;
+	while ((r = fake_read(raw, sizeof raw, &len)) > 0) {
+		if (!strcmp(raw, "HANG"))
+			sleep(30);
+		char frame[128];
+		int n = snprintf(frame + 8, sizeof frame - 8, "Eunparseable: %s", raw);
+		uint64_t flen = (uint64_t)n;
+		memcpy(frame, &flen, sizeof flen);
+		if (write(1, frame, 8 + (size_t)n) != 8 + n)
+			return 1;
+	}
+	return r < 0;
+}
+
 /* Reads one message and answers a frame whose only string is not UTF-8. */
 static int garbage_worker(void)
 {
-	uint64_t n;
 	static char raw[65536];
-	if (read(0, &n, sizeof n) != sizeof n || n > sizeof raw)
+	size_t len;
+	if (fake_read(raw, sizeof raw, &len) <= 0)
 		return 1;
-	for (size_t got = 0; got < n;) {
-		ssize_t k = read(0, raw + got, n - got);
-		if (k <= 0)
-			return 1;
-		got += (size_t)k;
-	}
 	const char frame[] = {9, 0, 0, 0, 0, 0, 0, 0, 'M', 4, 0, 0, 0, '\xff', 'a', 'b', 'c'};
 	if (write(1, frame, sizeof frame) != (ssize_t)sizeof frame)
 		return 1;
@@ -200,6 +291,8 @@ int main(int argc, char **argv)
 		}
 		if (getenv("TEST_WORKER_GARBAGE"))
 			return garbage_worker();
+		if (getenv("TEST_WORKER_FAKE"))
+			return fake_worker();
 		return cmd_parse_worker(argc - 1, argv + 1, "");
 	}
 	const struct CMUnitTest tests[] = {
@@ -209,6 +302,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_unparseable_is_poison),
 	    cmocka_unit_test(test_same_as_in_process),
 	    cmocka_unit_test(test_garbage_answer_refused),
+	    cmocka_unit_test(test_batch_survives_crash),
+	    cmocka_unit_test(test_batch_survives_hang),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
