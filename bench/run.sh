@@ -4,6 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 /usr/bin/python3 bench/ingest_bench.py "${BENCH_MESSAGES:-10000}"
+/usr/bin/python3 bench/digest_bench.py 1000 "${BENCH_SUBSCRIBERS:-10000}"
 if [ -f bench/feed_bench.py ]; then
 	/usr/bin/python3 bench/feed_bench.py
 fi
