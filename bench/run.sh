@@ -5,3 +5,4 @@ set -eu
 cd "$(dirname "$0")/.."
 /usr/bin/python3 bench/ingest_bench.py "${BENCH_MESSAGES:-10000}"
 /usr/bin/python3 bench/feed_bench.py "${BENCH_POSTS:-2000}"
+/usr/bin/python3 bench/digest_bench.py 1000 "${BENCH_SUBSCRIBERS:-10000}"

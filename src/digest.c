@@ -4,18 +4,21 @@
  * (multipart/alternative, every piece of feed content escaped) and the
  * record-then-send bookkeeping that keeps a period from going out twice.
  *
- * Order of a send: the mail is rendered (reply tokens recorded), the
- * relay is given MAIL, RCPT, DATA and the message; just before its last
- * bytes and the end-of-data mark, one durable commit records
+ * Order of a send: mails are rendered (reply tokens recorded) and sent
+ * in groups of up to SMTP_GROUP_MAX side by side, each over its own
+ * connection.  Every transfer goes through MAIL, RCPT, DATA and the
+ * message and waits just before its last bytes and the end-of-data mark;
+ * then one durable commit records, for each mail of the group,
  * digest_runs(email, period, 'sending'), the Message-ID and the new
- * last_sent.  A relay takes a message only at the end-of-data mark, so a
- * crash before that commit delivered nothing and the period is sent by the
- * next run; from the commit on, the mail counts as sent and is never sent
- * again.  After the relay's 250 the row becomes 'sent' (in the next
- * commit); a 4xx/5xx answer to the data undoes the record.  What remains
- * is the instant between the commit and the last bytes leaving the
- * process: a crash exactly there leaves a period recorded that the relay
- * never got.
+ * last_sent, and the transfers are let go.  A relay takes a message only
+ * at the end-of-data mark, so a crash before that commit delivered nothing
+ * and the period is sent by the next run; from the commit on, the mail
+ * counts as sent and is never sent again.  After the relay's 250 the row
+ * becomes 'sent' (in the next commit); a 4xx/5xx answer to the data undoes
+ * the record.  What remains is the instant between the commit and the
+ * last bytes leaving the process: a crash exactly there leaves periods
+ * recorded that the relay never got.  One fsync per group, not per mail,
+ * is what lets a run send hundreds of digests a second.
  *
  * Subscribers are the subscribers table ([subscriber] sections,
  * `subscribe`, email commands) and, with [digest] subscribers = feed, the
@@ -904,6 +907,8 @@ struct subscriber {
 	time_t last_sent, since;
 	int has_last; /* last_sent is set */
 	int feed;     /* a feed member: state in feed_subscribers */
+	int each_due; /* `each`: move last_sent once its mails are sent */
+	int retry;    /* a mail of this run must be tried again */
 };
 
 enum run_query {
@@ -916,6 +921,9 @@ enum run_query {
 	Q_FORGET,
 	Q_SYNC_FULL,
 	Q_SYNC_NORMAL,
+	Q_SAVEPOINT,
+	Q_RELEASE,
+	Q_ROLLBACK_TO,
 	Q_COUNT
 };
 
@@ -931,6 +939,9 @@ static const char *const run_sql[Q_COUNT] = {
     [Q_FORGET] = "DELETE FROM digest_runs WHERE email=?1 AND period=?2",
     [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [Q_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [Q_SAVEPOINT] = "SAVEPOINT mail",
+    [Q_RELEASE] = "RELEASE mail",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO mail",
 };
 
 /* Everything one digest_run needs across subscribers. */
@@ -948,6 +959,8 @@ struct run {
 	struct strlist sent_email, sent_period; /* accepted, still 'sending' */
 	struct group_read *reads;
 	size_t n_reads;
+	struct job *jobs[SMTP_GROUP_MAX]; /* rendered, not yet sent */
+	size_t n_jobs;
 	int sent;
 	int failed;
 };
@@ -1091,71 +1104,81 @@ static void forget_accepted(struct run *r)
 	strlist_free(&r->sent_period);
 }
 
-/* One mail on its way: what record_sending writes, and what happened. */
-struct sending {
-	struct run *r;
-	const struct subscriber *sub;
-	const char *period;
-	const struct digest_mail *mail;
-	const char *grp, *remote_id; /* notifications: the post */
-	int advance;		     /* digests move last_sent to the window's end */
+/* A rendered mail waiting to be sent with its group. */
+struct job {
+	struct subscriber *sub;
+	char period[300];
+	char *grp, *remote_id; /* notifications: the post */
+	int advance;	       /* digests move last_sent to the window's end */
 	enum { NOT_RECORDED, RECORDED, TAKEN, STORE_FAILED } state;
+	struct digest_mail mail;
+	struct smtp_message m;
 };
 
-/* Called by smtp_send_marked just before the end of the data, the moment
- * from which the relay may take the mail: the period becomes 'sending'
- * (counted as sent from now on), the Message-ID is kept for replies and a
- * digest's last_sent moves to the end of its window, all in one durable
- * commit.  If another run recorded this period or moved last_sent since
- * it was read, nothing is written and the transfer stops short, so the
- * relay discards the mail. */
-static int record_sending(void *arg)
+/* Records one held mail inside the group's transaction: its period
+ * becomes 'sending' (counted as sent from now on), its Message-ID is kept
+ * for replies, a digest's last_sent moves to the end of its window.  1,
+ * 0 when another run recorded this period or moved last_sent since it
+ * was read (nothing written), -1 on error. */
+static int record_one(struct run *r, struct job *j)
 {
-	struct sending *x = arg;
-	struct run *r = x->r;
-	const char *email = x->sub->email;
 	sqlite3_stmt *s;
-
-	if (begin_full(r) < 0) {
-		x->state = STORE_FAILED;
+	int rc = claim_period(r, j->sub->email, j->period, "sending");
+	if (rc <= 0)
+		return rc;
+	if (!(s = run_stmt(r, Q_SENT_ID)))
 		return -1;
-	}
-	int claimed = claim_period(r, email, x->period, "sending");
-	if (claimed == 0) {
-		x->state = TAKEN;
-		goto undo;
-	}
-	if (claimed < 0 || !(s = run_stmt(r, Q_SENT_ID)))
-		goto fail;
-	bind_text(s, 1, x->mail->message_id);
-	bind_text(s, 2, x->grp);
-	bind_text(s, 3, x->remote_id);
-	bind_text(s, 4, email);
+	bind_text(s, 1, j->mail.message_id);
+	bind_text(s, 2, j->grp);
+	bind_text(s, 3, j->remote_id);
+	bind_text(s, 4, j->sub->email);
 	sqlite3_bind_int64(s, 5, (sqlite3_int64)r->now);
-	if (run_exec(r, s) < 0 || mark_accepted(r) < 0)
-		goto fail;
-	if (x->advance) {
-		int moved = move_last_sent(r, x->sub, x->sub->last_sent, x->sub->has_last,
-					   window_end(r), 1);
-		if (moved == 0) {
-			x->state = TAKEN;
-			goto undo;
-		}
-		if (moved < 0)
-			goto fail;
-	}
-	if (end_full(r, 1) < 0) {
-		x->state = STORE_FAILED;
+	if (run_exec(r, s) < 0)
 		return -1;
+	if (!j->advance)
+		return 1;
+	return move_last_sent(r, j->sub, j->sub->last_sent, j->sub->has_last, window_end(r), 1);
+}
+
+static struct job *job_of(struct run *r, const struct smtp_message *m)
+{
+	for (size_t i = 0; i < r->n_jobs; i++)
+		if (&r->jobs[i]->m == m)
+			return r->jobs[i];
+	return NULL;
+}
+
+/* Called by smtp_send_group when every mail of the group waits just
+ * before the end of its data, the moment from which a relay may take it:
+ * one durable commit records them all (and marks the mails accepted
+ * earlier as 'sent'); only then are they let go.  A mail another run has
+ * sent meanwhile, or every mail when the commit fails, is stopped short,
+ * so the relay discards it. */
+static void record_group(void *arg, struct smtp_message **held, size_t n)
+{
+	struct run *r = arg;
+	int ok = begin_full(r) == 0;
+	if (ok && mark_accepted(r) < 0)
+		ok = 0;
+	for (size_t i = 0; i < n && ok; i++) {
+		struct job *j = job_of(r, held[i]);
+		int rc = run_exec(r, run_stmt(r, Q_SAVEPOINT)) < 0 ? -1 : record_one(r, j);
+		if (rc == 0 && run_exec(r, run_stmt(r, Q_ROLLBACK_TO)) < 0)
+			rc = -1;
+		if (rc < 0 || run_exec(r, run_stmt(r, Q_RELEASE)) < 0)
+			ok = 0;
+		j->state = rc > 0 ? RECORDED : TAKEN;
+	}
+	if (!ok || end_full(r, 1) < 0) {
+		if (ok == 0)
+			end_full(r, 0);
+		for (size_t i = 0; i < n; i++)
+			job_of(r, held[i])->state = STORE_FAILED;
+		return;
 	}
 	forget_accepted(r);
-	x->state = RECORDED;
-	return 0;
-fail:
-	x->state = STORE_FAILED;
-undo:
-	end_full(r, 0);
-	return -1;
+	for (size_t i = 0; i < n; i++)
+		held[i]->go = job_of(r, held[i])->state == RECORDED;
 }
 
 /* The relay did not take a mail (or could not be reached).  A recorded
@@ -1164,79 +1187,120 @@ undo:
  * last_sent goes back, so that its content comes in the next mail.  A
  * permanent refusal before the data (an unknown recipient) is recorded as
  * 'failed' too, so that the period is not tried again every minute. */
-static void record_refusal(struct run *r, const struct sending *x, int res)
+static void record_refusal(struct run *r, const struct job *j, int res)
 {
-	const char *email = x->sub->email;
+	const char *email = j->sub->email;
 	int rc = 0;
-	if (res == SMTP_TEMPORARY && x->state != RECORDED)
+	if (res == SMTP_TEMPORARY && j->state != RECORDED)
 		return;
 	if (begin_full(r) < 0)
 		return;
-	if (x->state == RECORDED) {
+	if (j->state == RECORDED) {
 		sqlite3_stmt *s = run_stmt(r, Q_FORGET);
 		if (res == SMTP_TEMPORARY) {
 			bind_text(s, 1, email);
-			bind_text(s, 2, x->period);
+			bind_text(s, 2, j->period);
 			rc = run_exec(r, s);
 		} else {
-			rc = set_run_state(r, email, x->period, "failed");
+			rc = set_run_state(r, email, j->period, "failed");
 		}
-		if (rc >= 0 && x->advance)
-			rc = move_last_sent(r, x->sub, window_end(r), 1, x->sub->last_sent,
-					    x->sub->has_last);
+		if (rc >= 0 && j->advance)
+			rc = move_last_sent(r, j->sub, window_end(r), 1, j->sub->last_sent,
+					    j->sub->has_last);
 	} else {
-		rc = claim_period(r, email, x->period, "failed");
+		rc = claim_period(r, email, j->period, "failed");
 	}
 	end_full(r, rc >= 0);
 }
 
-/* Sends one rendered mail for a period of sub, recorded as described at
- * the top of this file.  Returns the smtp result; SMTP_SENT too when
- * another run had already sent this period (nothing sent here). */
-static int send_recorded(struct run *r, const struct subscriber *sub, const char *period,
-			 const struct digest_mail *mail, const char *grp, const char *remote_id,
-			 int advance)
+/* What became of one mail of a sent group. */
+static void job_finish(struct run *r, struct job *j)
 {
-	struct sending x = {r, sub, period, mail, grp, remote_id, advance, NOT_RECORDED};
-	char err[512] = "", q[300], q2[600];
-	int res;
-
-	if (!r->smtp)
-		r->smtp = smtp_new(&r->cfg->smtp, err, sizeof err);
-	res = r->smtp ? smtp_send_marked(r->smtp, r->from_addr, sub->email, mail->data, mail->len,
-					 record_sending, &x, err, sizeof err)
-		      : SMTP_TEMPORARY;
-	if (x.state == TAKEN) {
+	char q[300], q2[600];
+	int res = j->m.result;
+	if (j->state == TAKEN) {
 		log_info("digest.skipped to=%s period=%s reason=\"another run sent it first\"",
-			 log_quote(sub->email, q, sizeof q), period);
-		return SMTP_SENT;
+			 log_quote(j->sub->email, q, sizeof q), j->period);
+		return;
 	}
-	if (x.state == STORE_FAILED) {
+	if (j->state == STORE_FAILED) {
 		log_error("digest.error to=%s period=%s error=\"cannot record the send, not sent: "
 			  "%s\"",
-			  log_quote(sub->email, q, sizeof q), period, store_errmsg(r->st));
+			  log_quote(j->sub->email, q, sizeof q), j->period, store_errmsg(r->st));
 		r->failed++;
-		return SMTP_TEMPORARY;
+		j->sub->retry = 1;
+		return;
 	}
 	if (res == SMTP_SENT) {
-		log_info("digest.sent to=%s period=%s", log_quote(sub->email, q, sizeof q), period);
-		strlist_add(&r->sent_email, sub->email);
-		strlist_add(&r->sent_period, period);
+		log_info("digest.sent to=%s period=%s", log_quote(j->sub->email, q, sizeof q),
+			 j->period);
+		strlist_add(&r->sent_email, j->sub->email);
+		strlist_add(&r->sent_period, j->period);
 		r->sent++;
-		return res;
+		return;
 	}
 	log_warn("digest.not_sent to=%s period=%s result=%s error=%s",
-		 log_quote(sub->email, q, sizeof q), period,
+		 log_quote(j->sub->email, q, sizeof q), j->period,
 		 res == SMTP_TEMPORARY	 ? "temporary"
 		 : res == SMTP_PERMANENT ? "permanent"
 					 : "unknown-maybe-sent",
-		 log_quote(err, q2, sizeof q2));
+		 log_quote(j->m.err, q2, sizeof q2));
 	/* SMTP_UNKNOWN: the data went out and the answer was lost; the
 	 * period stays 'sending', counted as sent */
 	if (res != SMTP_UNKNOWN)
-		record_refusal(r, &x, res);
+		record_refusal(r, j, res);
+	if (res == SMTP_TEMPORARY)
+		j->sub->retry = 1;
 	r->failed++;
-	return res;
+}
+
+/* Sends the queued mails side by side, recorded as described at the top
+ * of this file. */
+static void flush_jobs(struct run *r)
+{
+	struct smtp_message *msgs[SMTP_GROUP_MAX];
+	char err[512] = "";
+	if (r->n_jobs == 0)
+		return;
+	if (!r->smtp)
+		r->smtp = smtp_new(&r->cfg->smtp, err, sizeof err);
+	for (size_t i = 0; i < r->n_jobs; i++) {
+		msgs[i] = &r->jobs[i]->m;
+		msgs[i]->result = SMTP_TEMPORARY;
+		snprintf(msgs[i]->err, sizeof msgs[i]->err, "%s", err);
+	}
+	if (r->smtp)
+		smtp_send_group(r->smtp, r->from_addr, msgs, r->n_jobs, record_group, r);
+	for (size_t i = 0; i < r->n_jobs; i++) {
+		struct job *j = r->jobs[i];
+		job_finish(r, j);
+		digest_mail_free(&j->mail);
+		free(j->grp);
+		free(j->remote_id);
+		free(j);
+	}
+	r->n_jobs = 0;
+}
+
+/* Queues a rendered mail (taken over) for sub's period. */
+static void queue_mail(struct run *r, struct subscriber *sub, const char *period,
+		       struct digest_mail *mail, const char *grp, const char *remote_id,
+		       int advance)
+{
+	struct job *j = xcalloc(1, sizeof *j);
+	if (r->n_jobs == SMTP_GROUP_MAX)
+		flush_jobs(r);
+	j->sub = sub;
+	snprintf(j->period, sizeof j->period, "%s", period);
+	j->grp = grp ? xstrdup(grp) : NULL;
+	j->remote_id = remote_id ? xstrdup(remote_id) : NULL;
+	j->advance = advance;
+	j->mail = *mail;
+	memset(mail, 0, sizeof *mail);
+	j->m.to = sub->email;
+	j->m.data = j->mail.data;
+	j->m.len = j->mail.len;
+	r->jobs[r->n_jobs++] = j;
 }
 
 static const char *group_id(const struct mf_config *cfg, const char *name)
@@ -1320,8 +1384,7 @@ static int read_groups(struct run *r, const struct subscriber *sub, time_t since
 	return 0;
 }
 
-static void digest_one(struct run *r, const struct subscriber *sub, const char *period,
-		       const char *label)
+static void digest_one(struct run *r, struct subscriber *sub, const char *period, const char *label)
 {
 	size_t ng = sub->groups.n, total;
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
@@ -1362,22 +1425,23 @@ static void digest_one(struct run *r, const struct subscriber *sub, const char *
 		r->failed++;
 		goto out;
 	}
-	send_recorded(r, sub, period, &mail, NULL, NULL, 1);
+	queue_mail(r, sub, period, &mail, NULL, NULL, 1);
 out:
 	digest_mail_free(&mail);
 	free(groups);
 }
 
 /* `each`: one notification per new post, each its own period. */
-static void notify_each(struct run *r, const struct subscriber *sub)
+static void notify_each(struct run *r, struct subscriber *sub)
 {
 	size_t ng = sub->groups.n, total;
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
 	time_t since = sub->has_last ? sub->last_sent : sub->since;
-	int all_done = 1;
 
 	if (read_groups(r, sub, since, groups, &total) < 0)
 		goto out;
+	/* last_sent moves once every notification is sent (each_finish) */
+	sub->each_due = 1;
 	for (size_t i = 0; i < ng; i++) {
 		for (size_t k = 0; k < groups[i].n; k++) {
 			const struct feed_entry *e = &groups[i].entries[k];
@@ -1394,9 +1458,9 @@ static void notify_each(struct run *r, const struct subscriber *sub)
 			copy.group = (char *)groups[i].gid;
 			int rc = store_begin(r->st);
 			if (rc == 0) {
-				rc = digest_render_notification(r->st, r->cfg, r->secret,
-								r->secretlen, sub->email,
-								groups[i].label, &copy, r->now, &mail);
+				rc = digest_render_notification(
+				    r->st, r->cfg, r->secret, r->secretlen, sub->email,
+				    groups[i].label, &copy, r->now, &mail);
 				if (rc < 0)
 					store_rollback(r->st);
 				else
@@ -1405,22 +1469,25 @@ static void notify_each(struct run *r, const struct subscriber *sub)
 			if (rc < 0) {
 				digest_mail_free(&mail);
 				r->failed++;
-				all_done = 0;
+				sub->retry = 1;
 				continue;
 			}
-			int res = send_recorded(r, sub, period, &mail, copy.group, e->remote_id, 0);
-			if (res == SMTP_TEMPORARY)
-				all_done = 0;
-			digest_mail_free(&mail);
+			queue_mail(r, sub, period, &mail, copy.group, e->remote_id, 0);
 		}
 	}
-	if (all_done)
-		move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r), 1);
 out:
 	free(groups);
 }
 
-static void subscriber_due(struct run *r, const struct subscriber *sub, int force)
+/* After the mails of a batch are sent: an `each` subscriber whose
+ * notifications all went out starts its next window now. */
+static void each_finish(struct run *r, struct subscriber *sub)
+{
+	if (sub->each_due && !sub->retry)
+		move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r), 1);
+}
+
+static void subscriber_due(struct run *r, struct subscriber *sub, int force)
 {
 	char period[96], state[32], q[300], q2[300];
 	time_t sched;
@@ -1591,6 +1658,9 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 				r.failed = -1;
 			for (int i = 0; i < n && r.failed >= 0; i++)
 				subscriber_due(&r, &subs[i], force);
+			flush_jobs(&r);
+			for (int i = 0; i < n; i++)
+				each_finish(&r, &subs[i]);
 			if (n > 0) {
 				free(after_email);
 				free(after_freq);

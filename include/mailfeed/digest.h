@@ -3,8 +3,9 @@
  * Scheduling works in each subscriber's IANA zone: the period key of the
  * last scheduled moment not after now ("d:2026-11-23", "w:2026-W48",
  * "e:<remote id>", "n:<time>" for digest --now) is recorded in
- * digest_runs as 'sending' in a durable commit just before the end of the
- * mail's data goes to the relay, then marked 'sent'.  A period found
+ * digest_runs as 'sending' in a durable commit (one per group of mails
+ * sent side by side) just before the end of the mail's data goes to the
+ * relay, then marked 'sent'.  A period found
  * 'sending' after a crash may have been sent and is never sent again; one
  * killed before that commit was not delivered and is sent again. */
 #ifndef MAILFEED_DIGEST_H

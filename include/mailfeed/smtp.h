@@ -1,9 +1,10 @@
 /* smtp.h — sending mail through the [smtp] relay with libcurl.
  *
- * One client keeps one curl easy handle, so consecutive messages reuse the
- * connection.  smtp:// requires STARTTLS unless the host is loopback;
- * smtps:// is TLS from the start; certificates are verified unless the
- * config says tls_verify = no. */
+ * One client keeps its connections open, so consecutive messages reuse
+ * them: one for smtp_send, up to SMTP_GROUP_MAX for smtp_send_group.
+ * smtp:// requires STARTTLS unless the host is loopback; smtps:// is TLS
+ * from the start; certificates are verified unless the config says
+ * tls_verify = no. */
 #ifndef MAILFEED_SMTP_H
 #define MAILFEED_SMTP_H
 
@@ -30,14 +31,30 @@ void smtp_free(struct smtp_client *c);
 int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
 	      size_t len, char *err, size_t errlen);
 
-/* The same, calling before_end(arg) once, after the relay accepted the
- * recipient and DATA and just before the last bytes and the end-of-data
- * mark that let it take the message: the caller records the send there.
- * A non-zero return stops the transfer, so that the relay discards the
- * message (SMTP_TEMPORARY).  When before_end was not called, nothing was
- * delivered. */
-int smtp_send_marked(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
-		     size_t len, int (*before_end)(void *arg), void *arg, char *err, size_t errlen);
+/* One message of smtp_send_group. */
+struct smtp_message {
+	const char *to;
+	const char *data; /* CRLF lines, headers and body */
+	size_t len;
+	int held;      /* set: it reached the point just before its last bytes */
+	int go;	       /* set by before_end: finish it */
+	int result;    /* enum smtp_result, when the call returns */
+	char err[512]; /* the relay's answer when not sent */
+};
+
+#define SMTP_GROUP_MAX 8
+
+/* Sends up to SMTP_GROUP_MAX messages at once, each over its own
+ * connection (kept open for the next call) in its own thread.  Every transfer is held just
+ * before its last bytes and the end-of-data mark, which is what lets the
+ * relay take a message, until all the others are held too or have failed;
+ * then before_end(arg, held, m) is called once with the held messages and
+ * sets ->go on each that may be finished.  The others are stopped there,
+ * so the relay discards them (SMTP_TEMPORARY).  A message that was never
+ * held, or not let go, was not delivered. */
+void smtp_send_group(struct smtp_client *c, const char *from_addr, struct smtp_message **msgs,
+		     size_t n, void (*before_end)(void *arg, struct smtp_message **held, size_t m),
+		     void *arg);
 
 /* The bare address of a From value ("Name <a@b>" or "a@b"), owned, or NULL
  * when it holds none that is printable ASCII without specials. */

@@ -34,9 +34,10 @@ class SmtpSink:
 
     Holding a client at a chosen moment (crash tests):
       h = pause("RCPT", after=40)  the first RCPT (or "MAIL", or "DATA": the
-          whole message received, not yet stored or answered) once 40
-          messages are stored waits; h.reached (an Event) is set then, and
-          the sink goes on when h.release is set (or after 60 s)."""
+          message is stored, as a relay queues it, but not yet answered)
+          once 40 messages are stored waits; h.reached (an Event) is set
+          then, and that client goes on when h.release is set (or after
+          60 s).  Other clients are served meanwhile."""
 
     def __init__(self, dir, cert=None, key=None, require_tls=False, username=None,
                  password=None):
@@ -56,6 +57,7 @@ class SmtpSink:
 
         class Handler:
             async def handle_MAIL(self, server, session, env, address, options):
+                await sink._hold("MAIL")
                 r = sink._injected("MAIL", address)
                 if r:
                     return r
@@ -64,6 +66,7 @@ class SmtpSink:
                 return "250 OK"
 
             async def handle_RCPT(self, server, session, env, address, options):
+                await sink._hold("RCPT")
                 r = sink._injected("RCPT", address)
                 if r:
                     return r
@@ -72,7 +75,11 @@ class SmtpSink:
 
             async def handle_DATA(self, server, session, env):
                 r = sink._injected("DATA", None)
-                return r or sink._store(session, env)
+                if r:
+                    return r
+                reply = sink._store(session, env)
+                await sink._hold("DATA")  # taken, not yet answered
+                return reply
 
         def authenticator(server, session, envelope, mechanism, auth_data):
             if not isinstance(auth_data, LoginPassword):
@@ -104,13 +111,19 @@ class SmtpSink:
         if not ready.wait(10):
             raise RuntimeError("SMTP sink did not start")
 
-    def _injected(self, stage, address):
+    async def _hold(self, stage):
+        """Holds this client only; the others go on."""
         with self.lock:
-            held = [p for p in self.pauses if p.stage == stage and self.count >= p.after
+            # at DATA this client's message is already counted
+            before = self.count - (1 if stage == "DATA" else 0)
+            held = [p for p in self.pauses if p.stage == stage and before >= p.after
                     and not p.reached.is_set()]
+            for p in held:
+                p.reached.set()
         for p in held:
-            p.reached.set()
-            p.release.wait(60)
+            await asyncio.get_running_loop().run_in_executor(None, p.release.wait, 60)
+
+    def _injected(self, stage, address):
         with self.lock:
             for f in self.failures:
                 if f[0] != stage or (f[2] is not None and f[2] != address):
