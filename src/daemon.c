@@ -637,6 +637,27 @@ static int reload(struct daemon *d, struct store **st)
 	return 0;
 }
 
+/* Between the subscribers of a long digest run: the watchdog is fed, and
+ * a signal waiting on the signalfd ends the run early so that it is
+ * handled in time. */
+struct digest_pace {
+	int sfd;
+	long wd_interval_ms;
+	double *last_ping;
+};
+
+static int digest_keep_going(void *arg)
+{
+	struct digest_pace *p = arg;
+	struct pollfd pf = {.fd = p->sfd, .events = POLLIN};
+	double now = now_monotonic();
+	if ((now - *p->last_ping) * 1000 >= (double)p->wd_interval_ms) {
+		sd_notify(0, "WATCHDOG=1");
+		*p->last_ping = now;
+	}
+	return poll(&pf, 1, 0) <= 0;
+}
+
 static int run_forever(struct daemon *d, struct store **stp, int sfd)
 {
 	uint64_t wd_usec = 0;
@@ -651,9 +672,10 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
 		 d->feed ? d->feed->name : "none");
 
-	while (!stopping) {
+	for (int first = 1; !stopping; first = 0) {
 		struct store *st = *stp;
-		long timeout_ms = wd_interval_ms < 30000 ? wd_interval_ms : 30000;
+		/* the first pass does at once what is due (digests included) */
+		long timeout_ms = first ? 0 : wd_interval_ms < 30000 ? wd_interval_ms : 30000;
 		long next = outbox_next_due(st);
 		double pause = store_retry_at - now_monotonic();
 		if (pause > 0) {
@@ -706,7 +728,9 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		}
 		double now = now_monotonic();
 		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {
-			digest_run(st, d->cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
+			struct digest_pace pace = {sfd, wd_interval_ms, &last_ping};
+			digest_run_paced(st, d->cfg, d->feed, d->feed_ctx, time(NULL),
+					 digest_keep_going, &pace);
 			last_digest = now;
 		}
 		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {

@@ -1629,12 +1629,31 @@ static int run_prepare(struct run *r)
 	return 0;
 }
 
+static int run_all(struct store *st, const struct mf_config *cfg,
+		   const struct feed_backend_ops *ops, void *feed_ctx, time_t now, int force,
+		   const char *only_email, int (*keep_going)(void *arg), void *arg);
+
 int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_backend_ops *ops,
 	       void *feed_ctx, time_t now, int force, const char *only_email)
+{
+	return run_all(st, cfg, ops, feed_ctx, now, force, only_email, NULL, NULL);
+}
+
+int digest_run_paced(struct store *st, const struct mf_config *cfg,
+		     const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
+		     int (*keep_going)(void *arg), void *arg)
+{
+	return run_all(st, cfg, ops, feed_ctx, now, 0, NULL, keep_going, arg);
+}
+
+static int run_all(struct store *st, const struct mf_config *cfg,
+		   const struct feed_backend_ops *ops, void *feed_ctx, time_t now, int force,
+		   const char *only_email, int (*keep_going)(void *arg), void *arg)
 {
 	struct run r = {.st = st, .cfg = cfg, .ops = ops, .feed_ctx = feed_ctx, .now = now};
 	struct subscriber *subs;
 	int feed = cfg->digest.subscribers == SUBSCRIBERS_FEED && ops && ops->read_members;
+	int stopped = 0;
 
 	if (!ops || !ops->read_group) {
 		log_error("digest.error error=\"the feed backend cannot read groups\"");
@@ -1644,7 +1663,7 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 		digest_refresh_members(st, cfg, ops, feed_ctx, now, 0);
 	subs = xcalloc(BATCH, sizeof *subs);
 	run_sync(&r, 0);
-	for (int pass = 0; pass <= feed && r.failed >= 0; pass++) {
+	for (int pass = 0; pass <= feed && r.failed >= 0 && !stopped; pass++) {
 		char *after_email = xstrdup(""), *after_freq = xstrdup("");
 		for (;;) {
 			int n = load_batch(&r, pass, only_email, after_email, after_freq, subs);
@@ -1656,8 +1675,12 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 			}
 			if (n > 0 && !r.from_addr && run_prepare(&r) < 0)
 				r.failed = -1;
-			for (int i = 0; i < n && r.failed >= 0; i++)
-				subscriber_due(&r, &subs[i], force);
+			for (int i = 0; i < n && r.failed >= 0 && !stopped; i++) {
+				if (keep_going && !keep_going(arg))
+					stopped = 1;
+				else
+					subscriber_due(&r, &subs[i], force);
+			}
 			flush_jobs(&r);
 			for (int i = 0; i < n; i++)
 				each_finish(&r, &subs[i]);
@@ -1669,7 +1692,7 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 			}
 			for (int i = 0; i < n; i++)
 				subscriber_clear(&subs[i]);
-			if (n < BATCH || r.failed < 0)
+			if (n < BATCH || r.failed < 0 || stopped)
 				break;
 		}
 		free(after_email);
@@ -1693,5 +1716,9 @@ int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_
 		memset(r.secret, 0, r.secretlen);
 		free(r.secret);
 	}
+	if (stopped)
+		log_info("digest.paused sent=%d reason=\"stopping; the rest goes with the next "
+			 "run\"",
+			 r.sent);
 	return r.failed != 0 ? -1 : r.sent;
 }

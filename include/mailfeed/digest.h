@@ -42,6 +42,15 @@ int digest_refresh_members(struct store *st, const struct mf_config *cfg,
 int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_backend_ops *ops,
 	       void *feed_ctx, time_t now, int force, const char *only_email);
 
+/* digest_run for the daemon (force 0, every subscriber): before each
+ * subscriber keep_going(arg) is called, where the daemon pings its
+ * watchdog and looks for signals; 0 stops the run there, after the mails
+ * already rendered are sent.  Whoever was not reached gets their digest
+ * from the next run. */
+int digest_run_paced(struct store *st, const struct mf_config *cfg,
+		     const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
+		     int (*keep_going)(void *arg), void *arg);
+
 /* The period due at now for a schedule, in zone tz (IANA name; NULL =
  * UTC).  Writes the period key and sets *sched to its scheduled moment.
  * Daily: the last local `hour`:00 not after now; weekly: the same on

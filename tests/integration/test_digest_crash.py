@@ -17,12 +17,14 @@ subscriber can miss a digest."""
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections import Counter
 
 import pytest
 
-from conftest import MAILFEED, _env, run_mailfeed, state_db, write_config
+from conftest import (MAILFEED, _env, run_mailfeed, start_daemon, state_db, stop_daemon,
+                      write_config)
 
 N = 200
 KILL_AFTER = 40
@@ -141,3 +143,27 @@ def test_kill_during_scheduled_digests(cfg, smtp_sink, stage):
     assert rows.get("maybe-sent", 0) <= 8, rows
     r = run_mailfeed(cfg, "digest")
     assert r.returncode == 0 and r.stdout.strip() == "0 emails sent", (r.stdout, r.stderr)
+
+
+def test_sigterm_during_the_daemons_digests(cfg, smtp_sink):
+    """The daemon stops within 10 s of SIGTERM in the middle of a digest run
+    (the group in flight is finished); started again, it sends the rest."""
+    r = run_mailfeed(cfg, "digest")  # seeds the subscribers
+    assert r.returncode == 0, r.stderr
+    con = state_db(cfg)
+    con.execute("UPDATE subscribers SET since=0")
+    con.commit()
+    con.close()
+    hold = smtp_sink.pause("RCPT", after=KILL_AFTER)
+    p = start_daemon(cfg)
+    assert hold.reached.wait(120), "the sink never got to mail %d" % (KILL_AFTER + 1)
+    p.send_signal(signal.SIGTERM)
+    threading.Timer(1.0, hold.release.set).start()  # the relay answers a second later
+    log = stop_daemon(p)
+    assert "digest.paused" in log
+    n = settle(smtp_sink)
+    assert KILL_AFTER < n < N
+    p = start_daemon(cfg)
+    smtp_sink.wait_for(N, timeout=120)
+    stop_daemon(p)
+    check_exactly_once(smtp_sink)

@@ -235,3 +235,43 @@ def test_member_who_leaves_or_stops_gets_no_more_digests(feed):
     assert "keeping the last known members" in r.stderr
     counts = {k: len(v) for k, v in feed.mails().items()}
     assert counts == {"erin@example.org": 1, "frank@example.org": 1, "gina@example.org": 3}
+
+
+def test_email_command_makes_a_members_subscription_its_own(feed, dovecot):
+    """A member answers a digest with "weekly": from then on that address
+    has its own weekly subscription of the member's groups, whatever the
+    group settings say."""
+    for folder in ("Fundraising", "Board", "Replies"):
+        dovecot.create_folder("alice", folder)
+    cfg = feed.config(extra_sections={
+        "account staff": {"host": "127.0.0.1", "port": dovecot.imap_port, "tls": "none",
+                          "username": "alice", "password_file": Secret("alicepw")},
+        "replies": {"account": "staff", "folder": "Replies"}})
+    feed.control(members={GROUP: [member(1, "carl@example.org", "D")],
+                          BOARD: [member(1, "carl@example.org", "P")]})
+    feed.post("p1", "Spring appeal")
+    r = feed.digest("--now")
+    assert r.returncode == 0, r.stderr
+    (subject, digest), = feed.mails()["carl@example.org"]
+    text = digest.get_body(("plain",)).get_content()
+    addr = text.split("mailto:", 1)[1].split("?", 1)[0]
+    dovecot.append("alice", "Replies", (
+        "From: Carl <carl@example.org>\r\nTo: %s\r\nSubject: weekly\r\n"
+        "Message-ID: <cmd1@example.org>\r\nDate: Mon, 23 Nov 2026 08:00:00 +0000\r\n\r\n"
+        "weekly\r\n" % addr).encode())
+    r = run_mailfeed(cfg, "run", "--once", timeout=120)
+    assert "ERROR: AddressSanitizer" not in r.stderr, r.stderr
+    assert "reply.command from=carl@example.org command=weekly" in r.stderr, r.stderr
+    con = state_db(cfg)
+    row = con.execute("SELECT groups, frequency, source FROM subscribers"
+                      " WHERE email='carl@example.org'").fetchone()
+    con.close()
+    assert sorted(row[0].split(",")) == sorted([GROUP, BOARD])
+    assert (row[1], row[2]) == ("weekly", "email")
+    out = json.loads(run_mailfeed(cfg, "status", "--json").stdout)
+    assert [(d["subscriber"], d["frequency"], d["source"]) for d in out["digests"]] == [
+        ("carl@example.org", "weekly", "email")]
+    answers = [m for s, m in feed.mails()["carl@example.org"]
+               if s == "Your digest subscription"]
+    assert len(answers) == 1
+    assert "one digest a week" in answers[0].get_body(("plain",)).get_content()
