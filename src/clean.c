@@ -38,6 +38,7 @@ struct line {
 	int removed;
 	int quoted;
 	int blank;
+	int evidence; /* holds a digit or an '@', as dated or addressed headers do */
 };
 
 /* --- small string helpers ---------------------------------------------- */
@@ -244,8 +245,12 @@ static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
 {
 	struct buf joined;
 	size_t found = 0;
+	int evidence = 0;
 	buf_init(&joined);
-	for (size_t k = 0; k < 3 && i + k < nl; k++) {
+	for (size_t k = 0; k < 3 && i + k < nl; k++)
+		evidence |= ls[i + k].evidence;
+	/* without a digit or an '@' in reach, is_quote_header holds for none */
+	for (size_t k = 0; evidence && k < 3 && i + k < nl; k++) {
 		const char *s = ls[i + k].s;
 		size_t n = ls[i + k].len;
 		trim_view(&s, &n);
@@ -726,16 +731,13 @@ static struct line *split_lines(const char *text, size_t *nl)
 	struct line *ls = xmalloc(cap * sizeof *ls);
 	const char *p = text;
 	for (;;) {
-		const char *e = p;
-		size_t len;
-		while (*e && *e != '\n' && *e != '\r')
-			e++;
-		len = (size_t)(e - p);
+		size_t len = strcspn(p, "\r\n");
+		const char *e = p + len;
 		if (n == cap) {
 			cap *= 2;
 			ls = xrealloc(ls, cap * sizeof *ls);
 		}
-		ls[n] = (struct line){p, len, 0, 0, 0};
+		ls[n] = (struct line){.s = p, .len = len};
 		{
 			const char *s = p;
 			size_t m = len;
@@ -743,6 +745,7 @@ static struct line *split_lines(const char *text, size_t *nl)
 			ls[n].blank = m == 0;
 		}
 		ls[n].quoted = line_is_quoted(&ls[n]);
+		ls[n].evidence = memchr(p, '@', len) || has_digit(p, len);
 		n++;
 		if (!*e)
 			break;
