@@ -38,6 +38,8 @@ struct line {
 	int removed;
 	int quoted;
 	int blank;
+	int evidence; /* holds a digit or an '@', as dated or addressed headers
+		       * do: 1 or 0, -1 until needed */
 };
 
 /* --- small string helpers ---------------------------------------------- */
@@ -99,7 +101,7 @@ static int contains_ci(const char *s, size_t len, const char *needle)
 static int has_digit(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
-		if (isdigit((unsigned char)s[i]))
+		if ((unsigned char)(s[i] - '0') < 10)
 			return 1;
 	return 0;
 }
@@ -239,13 +241,24 @@ static int ends_sentence(const char *s, size_t n)
 	return n > 0 && (s[n - 1] == '.' || s[n - 1] == '!' || s[n - 1] == '?');
 }
 
+static int line_evidence(struct line *l)
+{
+	if (l->evidence < 0)
+		l->evidence = memchr(l->s, '@', l->len) || has_digit(l->s, l->len);
+	return l->evidence;
+}
+
 /* Number of lines (1-3) of a quote header starting at line i, or 0. */
-static size_t quote_header_len(const struct line *ls, size_t nl, size_t i)
+static size_t quote_header_len(struct line *ls, size_t nl, size_t i)
 {
 	struct buf joined;
 	size_t found = 0;
+	int evidence = 0;
 	buf_init(&joined);
-	for (size_t k = 0; k < 3 && i + k < nl; k++) {
+	for (size_t k = 0; k < 3 && i + k < nl; k++)
+		evidence |= line_evidence(&ls[i + k]);
+	/* without a digit or an '@' in reach, is_quote_header holds for none */
+	for (size_t k = 0; evidence && k < 3 && i + k < nl; k++) {
 		const char *s = ls[i + k].s;
 		size_t n = ls[i + k].len;
 		trim_view(&s, &n);
@@ -726,16 +739,13 @@ static struct line *split_lines(const char *text, size_t *nl)
 	struct line *ls = xmalloc(cap * sizeof *ls);
 	const char *p = text;
 	for (;;) {
-		const char *e = p;
-		size_t len;
-		while (*e && *e != '\n' && *e != '\r')
-			e++;
-		len = (size_t)(e - p);
+		size_t len = strcspn(p, "\r\n");
+		const char *e = p + len;
 		if (n == cap) {
 			cap *= 2;
 			ls = xrealloc(ls, cap * sizeof *ls);
 		}
-		ls[n] = (struct line){p, len, 0, 0, 0};
+		ls[n] = (struct line){.s = p, .len = len};
 		{
 			const char *s = p;
 			size_t m = len;
@@ -743,6 +753,7 @@ static struct line *split_lines(const char *text, size_t *nl)
 			ls[n].blank = m == 0;
 		}
 		ls[n].quoted = line_is_quoted(&ls[n]);
+		ls[n].evidence = -1;
 		n++;
 		if (!*e)
 			break;

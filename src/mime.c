@@ -1030,14 +1030,16 @@ static void crlf_to_lf(char *s)
 	char *o = strchr(s, '\r');
 	if (!o)
 		return;
-	for (const char *c = o; *c; c++) {
-		if (*c == '\r') {
-			*o++ = '\n';
-			if (c[1] == '\n')
-				c++;
-		} else {
-			*o++ = *c;
-		}
+	const char *c = o;
+	while (*c) {
+		/* *c is a CR: one LF for it and an LF after it */
+		*o++ = '\n';
+		c += c[1] == '\n' ? 2 : 1;
+		const char *cr = strchr(c, '\r');
+		size_t run = cr ? (size_t)(cr - c) : strlen(c);
+		memmove(o, c, run);
+		o += run;
+		c += run;
 	}
 	*o = 0;
 }
@@ -1103,6 +1105,26 @@ static size_t base64_decode(const char *in, size_t n, unsigned char *out)
 	return o;
 }
 
+/* Length of the start of s (n bytes) without CR or LF, eight bytes at a
+ * time. */
+static size_t span_no_crlf(const char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	size_t i = 0;
+	while (i + 8 <= n) {
+		uint64_t v;
+		memcpy(&v, s + i, 8);
+		uint64_t lf = v ^ (ones * '\n'), cr = v ^ (ones * '\r');
+		/* a byte of lf or cr is zero */
+		if (((lf - ones) & ~lf & highs) | ((cr - ones) & ~cr & highs))
+			break;
+		i += 8;
+	}
+	while (i < n && s[i] != '\n' && s[i] != '\r')
+		i++;
+	return i;
+}
+
 static int qp_hex(int c)
 {
 	int v = hexval(c);
@@ -1124,9 +1146,7 @@ static ssize_t qp_decode(const char *in, size_t n, char *out)
 		/* plain text up to the next '=', with its line ends */
 		while (i < lit) {
 			const char *e = in + i;
-			size_t run = 0;
-			while (i + run < lit && e[run] != '\n' && e[run] != '\r')
-				run++;
+			size_t run = span_no_crlf(e, lit - i);
 			memcpy(out + o, e, run);
 			o += run;
 			i += run;

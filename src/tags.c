@@ -156,7 +156,12 @@ void tags_from_text(const char *text, struct strlist *tags)
 	const char *s = text;
 	if (!s)
 		return;
-	while (*s) {
+	/* only lines with a '#' can hold a tag: go from one to the next */
+	const char *line;
+	while ((line = strchr(s, '#')) != NULL) {
+		while (line > s && line[-1] != '\n')
+			line--;
+		s = line;
 		const char *nl = strchr(s, '\n');
 		size_t len = nl ? (size_t)(nl - s) : strlen(s);
 		const char *p = s;
@@ -164,8 +169,8 @@ void tags_from_text(const char *text, struct strlist *tags)
 			p++;
 		if (p == s + len || *p != '>')
 			tags_from_line(s, len, tags);
-		s += len;
-		if (*s == '\n')
-			s++;
+		if (!nl)
+			break;
+		s = nl + 1;
 	}
 }

@@ -332,12 +332,23 @@ char *file_read_all(const char *path, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct buf b;
-	char tmp[65536];
+	struct stat st;
 	ssize_t n;
 	if (fd < 0)
 		return NULL;
 	buf_init(&b);
-	while ((n = read(fd, tmp, sizeof tmp)) != 0) {
+	/* room for the whole file at once; one more byte to see the end */
+	size_t cap = fstat(fd, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size + 2 : 65536;
+	b.data = xmalloc(cap);
+	b.cap = cap;
+	for (;;) {
+		if (b.len + 1 == b.cap) {
+			b.cap *= 2;
+			b.data = xrealloc(b.data, b.cap);
+		}
+		n = read(fd, b.data + b.len, b.cap - b.len - 1);
+		if (n == 0)
+			break;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -347,9 +358,10 @@ char *file_read_all(const char *path, size_t *len)
 			errno = e;
 			return NULL;
 		}
-		buf_append(&b, tmp, (size_t)n);
+		b.len += (size_t)n;
 	}
 	close(fd);
+	b.data[b.len] = 0;
 	if (len)
 		*len = b.len;
 	return buf_steal(&b);

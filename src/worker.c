@@ -47,8 +47,20 @@
 /* Messages written ahead of the one being parsed; the socket buffer
  * bounds the bytes. */
 #define WINDOW 8
+/* Socket buffers: a window of messages or an answer in one go. */
+#define SOCKET_BUFFER (1024 * 1024)
+/* Read at least this much at a time. */
+#define READ_CHUNK (128 * 1024)
 /* Buffers kept between messages are given back above this size. */
 #define KEEP_BUFFER (1024 * 1024)
+
+/* Bytes read from the socket and not used yet: frames (a 64-bit length,
+ * then that many bytes) are taken from data + off.  Read in large chunks,
+ * so that one read usually brings a whole frame or several. */
+struct inbox {
+	char *data;
+	size_t off, len, cap;
+};
 
 struct parse_worker {
 	long timeout;
@@ -56,7 +68,7 @@ struct parse_worker {
 	long long max_size;
 	pid_t pid;
 	int fd;
-	struct buf answer; /* reused from one message to the next */
+	struct inbox answers; /* reused from one batch to the next */
 };
 
 struct parse_worker *worker_new(const struct mf_gateway *gw)
@@ -99,7 +111,7 @@ void worker_free(struct parse_worker *w)
 			kill(w->pid, SIGKILL);
 	}
 	worker_stop(w, 0);
-	buf_free(&w->answer);
+	free(w->answers.data);
 	free(w);
 }
 
@@ -138,6 +150,70 @@ static void stderr_pipe(int p[2])
 	pthread_attr_destroy(&a);
 }
 
+/* Room for `room` bytes after the held ones: 0, or -1 without memory. */
+static int inbox_reserve(struct inbox *in, size_t room)
+{
+	if (in->off == in->len) {
+		in->off = in->len = 0;
+		/* a buffer grown for one large frame is not kept */
+		if (in->cap > KEEP_BUFFER && room <= KEEP_BUFFER) {
+			free(in->data);
+			in->data = NULL;
+			in->cap = 0;
+		}
+	}
+	if (in->cap - in->len >= room)
+		return 0;
+	if (in->off > 0) {
+		memmove(in->data, in->data + in->off, in->len - in->off);
+		in->len -= in->off;
+		in->off = 0;
+		if (in->cap - in->len >= room)
+			return 0;
+	}
+	size_t cap = in->len + room;
+	char *p = realloc(in->data, cap);
+	if (!p)
+		return -1;
+	in->data = p;
+	in->cap = cap;
+	return 0;
+}
+
+/* Reads what the socket has, in one call: the bytes read, 0 at EOF, -1
+ * with errno (EAGAIN when nothing is there yet), -2 without memory. */
+static ssize_t inbox_fill(struct inbox *in, int fd, int flags)
+{
+	if (inbox_reserve(in, READ_CHUNK) < 0)
+		return -2;
+	ssize_t r;
+	do
+		r = recv(fd, in->data + in->len, in->cap - in->len, flags);
+	while (r < 0 && errno == EINTR);
+	if (r > 0)
+		in->len += (size_t)r;
+	return r;
+}
+
+/* Length of the next frame once its 8 bytes are there (1), else 0. */
+static int inbox_frame_len(const struct inbox *in, uint64_t *n)
+{
+	if (in->len - in->off < sizeof *n)
+		return 0;
+	memcpy(n, in->data + in->off, sizeof *n);
+	return 1;
+}
+
+/* The next frame of n bytes when all of it is there, else NULL. */
+static char *inbox_frame(struct inbox *in, uint64_t n)
+{
+	if (in->len - in->off - sizeof n < n)
+		return NULL;
+	return in->data + in->off + sizeof n;
+}
+
+static void inbox_consume(struct inbox *in, uint64_t n) { in->off += sizeof n + (size_t)n; }
+
 static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 {
 	int sv[2], ep[2];
@@ -145,6 +221,11 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 		snprintf(reason, reasonlen, "cannot create the parse worker socket: %s",
 			 strerror(errno));
 		return -1;
+	}
+	int size = SOCKET_BUFFER;
+	for (int i = 0; i < 2; i++) {
+		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 	}
 	char timeout[32], memory[32];
 	snprintf(timeout, sizeof timeout, "%ld", w->timeout);
@@ -207,10 +288,6 @@ struct stream {
 	size_t sent;	 /* jobs written completely */
 	size_t sent_off; /* bytes of jobs[sent] written, its length included */
 	int send_failed; /* the child stopped reading: read what it wrote */
-	unsigned char len_in[sizeof(uint64_t)];
-	size_t len_got;	 /* bytes of the answer's length read */
-	uint64_t need;	 /* the answer's length, once read */
-	size_t got;	 /* bytes of the answer read */
 	double deadline; /* for the answer to jobs[head] */
 };
 
@@ -239,102 +316,102 @@ static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 	log_warn("parse.poison reason=\"%s\"", j->reason);
 }
 
-/* Writes what the socket takes of jobs[sent]: 0, or -1 when the child no
- * longer reads. */
+/* Writes what the socket takes of the window of jobs after the last one
+ * written: 0, or -1 when the child no longer reads. */
 static int stream_send(struct parse_worker *w, struct stream *s)
 {
-	const struct worker_job *j = &s->jobs[s->sent];
-	uint64_t len = j->len;
-	struct iovec iov[2];
-	size_t k = 0;
-	if (s->sent_off < sizeof len) {
-		iov[k].iov_base = (char *)&len + s->sent_off;
-		iov[k++].iov_len = sizeof len - s->sent_off;
-		iov[k].iov_base = (void *)j->raw;
-		iov[k++].iov_len = j->len;
-	} else {
-		iov[k].iov_base = (void *)(j->raw + (s->sent_off - sizeof len));
-		iov[k++].iov_len = j->len - (s->sent_off - sizeof len);
+	uint64_t lens[WINDOW];
+	struct iovec iov[2 * WINDOW];
+	size_t k = 0, off = s->sent_off;
+	for (size_t i = s->sent; i < s->n && i < s->head + WINDOW; i++) {
+		const struct worker_job *j = &s->jobs[i];
+		lens[i - s->sent] = j->len;
+		if (off < sizeof *lens) {
+			iov[k].iov_base = (char *)&lens[i - s->sent] + off;
+			iov[k++].iov_len = sizeof *lens - off;
+			off = 0;
+		} else {
+			off -= sizeof *lens;
+		}
+		iov[k].iov_base = (void *)(j->raw + off);
+		iov[k++].iov_len = j->len - off;
+		off = 0;
 	}
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = k};
 	ssize_t r = sendmsg(w->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (r < 0)
 		return errno == EINTR || errno == EAGAIN ? 0 : -1;
-	s->sent_off += (size_t)r;
-	if (s->sent_off == sizeof len + j->len) {
+	size_t done = (size_t)r + s->sent_off;
+	while (done > 0 && done >= sizeof *lens + s->jobs[s->sent].len) {
+		done -= sizeof *lens + s->jobs[s->sent].len;
 		s->sent++;
-		s->sent_off = 0;
 	}
+	s->sent_off = done;
 	return 0;
 }
 
-/* Reads what is there of the answer to jobs[head]: 1 when it is complete,
- * 0 when more is to come, -1 when the child is gone, -2 when the length it
- * announces cannot be right (the reason is set). */
-static int stream_recv(struct parse_worker *w, struct stream *s)
-{
-	struct buf *ans = &w->answer;
-	for (;;) {
-		ssize_t r;
-		if (s->len_got < sizeof s->len_in)
-			r = recv(w->fd, s->len_in + s->len_got, sizeof s->len_in - s->len_got,
-				 MSG_DONTWAIT);
-		else
-			r = recv(w->fd, ans->data + s->got, (size_t)s->need - s->got, MSG_DONTWAIT);
-		if (r < 0)
-			return errno == EINTR || errno == EAGAIN ? 0 : -1;
-		if (r == 0)
-			return -1;
-		if (s->len_got < sizeof s->len_in) {
-			s->len_got += (size_t)r;
-			if (s->len_got < sizeof s->len_in)
-				continue;
-			memcpy(&s->need, s->len_in, sizeof s->need);
-			if (s->need == 0 || s->need > ANSWER_MAX((uint64_t)s->jobs[s->head].len)) {
-				job_set(&s->jobs[s->head], -1,
-					"parse worker answered with %llu bytes; restarted",
-					(unsigned long long)s->need);
-				return -2;
-			}
-			if (ans->cap < s->need + 1) {
-				buf_free(ans);
-				ans->data = xmalloc((size_t)s->need + 1);
-				ans->cap = (size_t)s->need + 1;
-			}
-			s->got = 0;
-			continue;
-		}
-		s->got += (size_t)r;
-		if (s->got == s->need)
-			return 1;
-	}
-}
-
-/* Reads the complete answer to jobs[head]: 0, or -1 when it was unusable
- * (the child is stopped). */
-static int stream_answer(struct parse_worker *w, struct stream *s)
+/* Takes the answer to jobs[head] from frame (n bytes): 0, or -1 when it
+ * was unusable (the child is stopped). */
+static int stream_answer(struct parse_worker *w, struct stream *s, const char *frame, size_t n)
 {
 	struct worker_job *j = &s->jobs[s->head++];
-	struct buf *ans = &w->answer;
-	const char *frame = ans->data + 1;
-	size_t flen = (size_t)s->need - 1;
-	int rc = 0;
-	if (ans->data[0] == 'E' && utf8_valid(frame, flen)) {
-		job_set(j, 1, "%.*s", (int)(flen < 4096 ? flen : 4096), frame);
-	} else if (ans->data[0] == 'M' && (j->msg = message_decode(frame, flen)) != NULL) {
+	s->deadline = now_monotonic() + (double)w->timeout;
+	if (frame[0] == 'E' && utf8_valid(frame + 1, n - 1)) {
+		job_set(j, 1, "%.*s", (int)(n - 1 < 4096 ? n - 1 : 4096), frame + 1);
+	} else if (frame[0] == 'M' && (j->msg = message_decode(frame + 1, n - 1)) != NULL) {
 		j->rc = 0;
 	} else {
 		worker_stop(w, 1);
 		job_set(j, -1, "parse worker answered an unusable message; restarted");
-		rc = -1;
+		return -1;
 	}
-	if (ans->cap > KEEP_BUFFER)
-		buf_free(ans);
-	s->len_got = 0;
-	s->need = 0;
-	s->got = 0;
-	s->deadline = now_monotonic() + (double)w->timeout;
-	return rc;
+	return 0;
+}
+
+/* Reads what the child has written and takes every complete answer: 0 to
+ * go on, -1 when the child had to be stopped (the job to blame has its
+ * outcome). */
+static int stream_recv(struct parse_worker *w, struct stream *s)
+{
+	struct inbox *in = &w->answers;
+	ssize_t r = inbox_fill(in, w->fd, MSG_DONTWAIT);
+	if (r < 0 && r != -2 && errno == EAGAIN)
+		return 0;
+	if (r == -2) {
+		worker_stop(w, 1);
+		job_set(&s->jobs[s->head++], -1, "no memory for the parse worker's answer");
+		return -1;
+	}
+	if (r <= 0) {
+		blame_head(w, s, 0);
+		return -1;
+	}
+	uint64_t n;
+	while (s->head < s->n && inbox_frame_len(in, &n)) {
+		if (n == 0 || n > ANSWER_MAX((uint64_t)s->jobs[s->head].len)) {
+			worker_stop(w, 1);
+			job_set(&s->jobs[s->head++], -1,
+				"parse worker answered with %llu bytes; restarted",
+				(unsigned long long)n);
+			return -1;
+		}
+		const char *frame = inbox_frame(in, n);
+		if (!frame) {
+			/* the rest of a large answer goes straight after it */
+			if (inbox_reserve(in, sizeof n + (size_t)n - (in->len - in->off)) < 0) {
+				worker_stop(w, 1);
+				job_set(&s->jobs[s->head++], -1,
+					"no memory for the parse worker's answer");
+				return -1;
+			}
+			break;
+		}
+		int rc = stream_answer(w, s, frame, (size_t)n);
+		inbox_consume(in, n);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* Runs the jobs from s->head on through the current child until all have
@@ -363,19 +440,7 @@ static void stream_run(struct parse_worker *w, struct stream *s)
 		if ((pf.revents & (POLLOUT | POLLERR | POLLHUP)) && want_out &&
 		    stream_send(w, s) < 0)
 			s->send_failed = 1;
-		if (!(pf.revents & (POLLIN | POLLERR | POLLHUP)))
-			continue;
-		int got = stream_recv(w, s);
-		if (got == -1) {
-			blame_head(w, s, 0);
-			return;
-		}
-		if (got == -2) {
-			worker_stop(w, 1);
-			s->head++;
-			return;
-		}
-		if (got == 1 && stream_answer(w, s) < 0)
+		if ((pf.revents & (POLLIN | POLLERR | POLLHUP)) && stream_recv(w, s) < 0)
 			return;
 	}
 }
@@ -402,9 +467,7 @@ void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t 
 		s.sent = s.head;
 		s.sent_off = 0;
 		s.send_failed = 0;
-		s.len_got = 0;
-		s.need = 0;
-		s.got = 0;
+		w->answers.off = w->answers.len = 0;
 		stream_run(w, &s);
 	}
 }
@@ -420,21 +483,6 @@ int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_
 }
 
 /* ---- the child --------------------------------------------------------- */
-
-static int read_full(int fd, void *p, size_t n)
-{
-	char *c = p;
-	while (n > 0) {
-		ssize_t k = read(fd, c, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		c += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
 
 static int write_full(int fd, const void *p, size_t n)
 {
@@ -458,8 +506,8 @@ static void set_limit(int resource, rlim_t soft, rlim_t hard)
 		log_warn("parse_worker.rlimit resource=%d error=\"%s\"", resource, strerror(errno));
 }
 
-/* CPU seconds used so far; the CPU limit is moved per message so that a
- * long-lived worker is not killed by its history. */
+/* CPU seconds used so far; the CPU limit is moved as messages are parsed,
+ * so that a long-lived worker is not killed by its history. */
 static rlim_t cpu_used(void)
 {
 	struct rusage ru;
@@ -496,35 +544,55 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 	 * all; the wall-clock deadline of the parent still applies. */
 	(void)memory;
 #endif
-	struct buf in, out;
+	struct inbox in = {0};
+	struct buf out;
 	int status = 0;
-	buf_init(&in);
+	double armed = -2;
 	buf_init(&out);
 	for (;;) {
-		uint64_t n;
-		if (read_full(0, &n, sizeof n) < 0)
-			break; /* EOF: the daemon is done with us */
-		if (n > (uint64_t)1 << 31) {
-			status = 1;
-			break;
+		uint64_t n = 0;
+		char *raw = NULL;
+		while (!inbox_frame_len(&in, &n) || !(raw = inbox_frame(&in, n))) {
+			int have_len = in.len - in.off >= sizeof n;
+			if (have_len && n > (uint64_t)1 << 31) {
+				status = 1;
+				goto out;
+			}
+			/* room for all of the message (and its NUL) at once */
+			if (have_len &&
+			    inbox_reserve(&in, sizeof n + (size_t)n + 1 - (in.len - in.off)) < 0) {
+				status = 3;
+				goto out;
+			}
+			ssize_t r = inbox_fill(&in, 0, 0);
+			if (r == -2)
+				status = 3;
+			else if (r < 0 || (r == 0 && in.len > in.off))
+				status = 1;
+			if (r <= 0)
+				goto out; /* EOF between messages: the daemon is done */
 		}
-		if (in.cap < n + 1) {
-			buf_free(&in);
-			in.data = malloc((size_t)n + 1);
-			if (!in.data) {
+		/* the parser wants a NUL after the message */
+		if (raw + n == in.data + in.cap) {
+			if (inbox_reserve(&in, 1) < 0) {
 				status = 3;
 				break;
 			}
-			in.cap = (size_t)n + 1;
+			raw = inbox_frame(&in, n);
 		}
-		if (read_full(0, in.data, (size_t)n) < 0) {
-			status = 1;
-			break;
+		char after = raw[n];
+		raw[n] = 0;
+		/* CPU time grows no faster than the wall clock in this one thread:
+		 * a limit of what is used plus the timeout and a second, moved once
+		 * a second, leaves every message at least the timeout. */
+		if (now_monotonic() - armed >= 1) {
+			set_limit(RLIMIT_CPU, cpu_used() + (rlim_t)timeout + 1, RLIM_INFINITY);
+			armed = now_monotonic();
 		}
-		in.data[n] = 0;
-		set_limit(RLIMIT_CPU, cpu_used() + (rlim_t)timeout, RLIM_INFINITY);
 		char err[256] = "";
-		struct mf_message *m = mime_parse(in.data, (size_t)n, err, sizeof err);
+		struct mf_message *m = mime_parse(raw, (size_t)n, err, sizeof err);
+		raw[n] = after;
+		inbox_consume(&in, n);
 		/* the frame: its length, then 'M' and the message or 'E' and why not */
 		uint64_t len = 0;
 		buf_reset(&out);
@@ -543,12 +611,11 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 			status = 1;
 			break;
 		}
-		if (in.cap > KEEP_BUFFER)
-			buf_free(&in);
 		if (out.cap > KEEP_BUFFER)
 			buf_free(&out);
 	}
-	buf_free(&in);
+out:
+	free(in.data);
 	buf_free(&out);
 	return status;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "mailfeed/cli.h"
 #include "mailfeed/mime.h"
@@ -151,6 +152,48 @@ static void test_same_as_in_process(void **state)
 	message_free(m);
 	message_free(local);
 	worker_free(w);
+}
+
+/* Messages and answers larger than any buffer on the way come through
+ * whole, in a batch with small ones. */
+static void test_large_messages(void **state)
+{
+	(void)state;
+	struct buf big;
+	buf_init(&big);
+	buf_puts(&big, "From: a@example.org\nSubject: big\nContent-Type: multipart/mixed; "
+		       "boundary=b\n\n--b\nContent-Type: text/plain\n\nsee attached\n--b\n"
+		       "Content-Type: application/octet-stream; name=big.bin\n"
+		       "Content-Transfer-Encoding: base64\n\n");
+	/* 3 MB of bytes 0..255 over and over */
+	for (int line = 0; line < 3 * 1024 * 1024 / 57; line++) {
+		unsigned char raw[57];
+		char enc[80];
+		for (int i = 0; i < 57; i++)
+			raw[i] = (unsigned char)(line * 57 + i);
+		EVP_EncodeBlock((unsigned char *)enc, raw, 57);
+		buf_puts(&big, enc);
+		buf_putc(&big, '\n');
+	}
+	buf_puts(&big, "--b--\n");
+	struct mf_gateway gw = gateway(20);
+	struct parse_worker *w = worker_new(&gw);
+	struct worker_job jobs[3] = {{.raw = good, .len = strlen(good)},
+				     {.raw = big.data, .len = big.len},
+				     {.raw = good, .len = strlen(good)}};
+	worker_parse_batch(w, jobs, 3);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(jobs[i].rc, 0);
+	const struct mf_attachment *a = &jobs[1].msg->attachments[0];
+	assert_int_equal(a->size, 3 * 1024 * 1024 / 57 * 57);
+	for (size_t i = 0; i < a->size; i++)
+		if (a->data[i] != (unsigned char)i)
+			fail_msg("byte %zu differs", i);
+	assert_string_equal(jobs[2].msg->text, "Hi all");
+	for (int i = 0; i < 3; i++)
+		message_free(jobs[i].msg);
+	worker_free(w);
+	buf_free(&big);
 }
 
 /* A subverted worker may send anything; the daemon refuses it, blames
@@ -304,6 +347,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_garbage_answer_refused),
 	    cmocka_unit_test(test_batch_survives_crash),
 	    cmocka_unit_test(test_batch_survives_hang),
+	    cmocka_unit_test(test_large_messages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
