@@ -1043,9 +1043,11 @@ static int run_state(struct run *r, const char *email, const char *period, char 
 	return rc;
 }
 
-static int set_run_state(struct run *r, const char *email, const char *period, const char *state)
+/* Runs statement q of the run with (email, period, state, now). */
+static int run_period_stmt(struct run *r, enum run_query q, const char *email, const char *period,
+			   const char *state)
 {
-	sqlite3_stmt *s = run_stmt(r, Q_SET_STATE);
+	sqlite3_stmt *s = run_stmt(r, q);
 	bind_text(s, 1, email);
 	bind_text(s, 2, period);
 	bind_text(s, 3, state);
@@ -1054,16 +1056,15 @@ static int set_run_state(struct run *r, const char *email, const char *period, c
 	return run_exec(r, s);
 }
 
+static int set_run_state(struct run *r, const char *email, const char *period, const char *state)
+{
+	return run_period_stmt(r, Q_SET_STATE, email, period, state);
+}
+
 /* Inserts a digest_runs row; 1 inserted, 0 the row was there, -1 error. */
 static int claim_period(struct run *r, const char *email, const char *period, const char *state)
 {
-	sqlite3_stmt *s = run_stmt(r, Q_CLAIM);
-	bind_text(s, 1, email);
-	bind_text(s, 2, period);
-	bind_text(s, 3, state);
-	if (s)
-		sqlite3_bind_int64(s, 4, (sqlite3_int64)r->now);
-	return run_exec(r, s);
+	return run_period_stmt(r, Q_CLAIM, email, period, state);
 }
 
 /* Moves last_sent from what this run read to `to` (0 = none).  1 moved, 0
