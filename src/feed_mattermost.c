@@ -27,6 +27,7 @@
 
 #include "mailfeed/config.h"
 #include "mailfeed/feed.h"
+#include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
 #include "mailfeed/recipients.h"
@@ -55,8 +56,7 @@ struct mattermost {
 	struct mm_user *users;
 	size_t n_users;
 	struct feed_user_cache *emails; /* mentions: id and username by email */
-	struct http_client **clients;
-	int n_clients;
+	struct feed_http_pool pool;
 };
 
 static const char *mm_str(json_t *o, const char *k)
@@ -402,8 +402,8 @@ static int mm_post(struct mattermost *mm, struct http_client *hc, const char *ch
 		rc = 0;
 	} else {
 		mm_fail(res, &r, root ? "mattermost reply" : "mattermost post");
-		json_t *e = r.curl_failed ? NULL
-					  : json_loadb(r.response.data, r.response.len, 0, NULL);
+		json_t *e =
+		    r.curl_failed ? NULL : json_loadb(r.response.data, r.response.len, 0, NULL);
 		if (status && mm_str(e, "id"))
 			*status = r.status;
 		json_decref(e);
@@ -507,9 +507,8 @@ static int mm_mentions(struct mattermost *mm, struct http_client *hc, const stru
 }
 
 /* The text of an item's first (or only) post. Owned. */
-static char *mm_first_message(const struct buf *head, const char *text,
-			      const struct strlist *notes, const struct buf *mentions,
-			      const struct buf *tail)
+static char *mm_first_message(const struct buf *head, const char *text, const struct strlist *notes,
+			      const struct buf *mentions, const struct buf *tail)
 {
 	struct buf msg;
 	buf_init(&msg);
@@ -524,14 +523,10 @@ static char *mm_first_message(const struct buf *head, const char *text,
 	return buf_steal(&msg);
 }
 
-static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
-			   const struct feed_item *it, struct feed_result *res)
+static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
+			   struct feed_result *res)
 {
-	memset(res, 0, sizeof(*res));
-	if (it->kind == FEED_COMMENT && (!it->parent_remote_id || !*it->parent_remote_id)) {
-		mm_set_error(res, FEED_PERMANENT, "comment without the id of its post");
-		return;
-	}
+	struct mattermost *mm = ctx;
 	struct strlist parts = {0}, file_ids = {0}, notes = {0};
 	struct buf head, tail, mentions;
 	buf_init(&head);
@@ -641,10 +636,6 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
 		 file_ids.n);
 out:
-	if (res->status != FEED_OK)
-		log_warn("mattermost.deliver_failed outbox_id=%lld status=%s retry_after=%ld",
-			 (long long)it->id, res->status == FEED_RETRY ? "retry" : "permanent",
-			 res->retry_after);
 	json_decref(known);
 	buf_free(&head);
 	buf_free(&tail);
@@ -659,9 +650,7 @@ static void mm_close(void *ctx)
 	struct mattermost *mm = ctx;
 	if (!mm)
 		return;
-	for (int i = 0; i < mm->n_clients; i++)
-		http_client_free(mm->clients[i]);
-	free(mm->clients);
+	feed_http_pool_close(&mm->pool);
 	for (size_t i = 0; i < mm->n_users; i++) {
 		free(mm->users[i].id);
 		free(mm->users[i].name);
@@ -709,78 +698,19 @@ static int mm_open(const struct mf_config *cfg, struct store *st, void **ctx, ch
 	while (n > 0 && f->url[n - 1] == '/')
 		n--;
 	mm->base = xstrndup(f->url, n);
-	mm->n_clients = f->concurrency > 0 ? (f->concurrency > 32 ? 32 : f->concurrency) : 1;
-	mm->clients = xcalloc((size_t)mm->n_clients, sizeof(*mm->clients));
-	struct http_options o = {.ca_file = f->ca_file,
-				 .tls_verify = f->tls_verify,
-				 .connect_timeout = f->connect_timeout,
-				 .timeout = f->timeout,
-				 .max_concurrency = MM_MAX_FILES};
-	for (int i = 0; i < mm->n_clients; i++) {
-		mm->clients[i] = http_client_new(&o, err, errlen);
-		if (!mm->clients[i]) {
-			mm->n_clients = i;
-			mm_close(mm);
-			return -1;
-		}
+	if (feed_http_pool_open(&mm->pool, f, MM_MAX_FILES, err, errlen) != 0) {
+		mm_close(mm);
+		return -1;
 	}
 	*ctx = mm;
 	return 0;
-}
-
-struct mm_job {
-	struct mattermost *mm;
-	int slot, nslots;
-	const struct feed_item *items;
-	size_t n;
-	struct feed_result *results;
-};
-
-static unsigned mm_hash(const char *s)
-{
-	unsigned h = 5381;
-	for (; s && *s; s++)
-		h = h * 33 + (unsigned char)*s;
-	return h;
-}
-
-static void *mm_worker(void *arg)
-{
-	struct mm_job *j = arg;
-	for (size_t i = 0; i < j->n; i++) {
-		const struct feed_item *it = &j->items[i];
-		const char *k = it->kind == FEED_COMMENT ? it->parent_remote_id : it->key;
-		if (mm_hash(k) % (unsigned)j->nslots == (unsigned)j->slot)
-			mm_deliver_one(j->mm, j->mm->clients[j->slot], it, &j->results[i]);
-	}
-	return NULL;
 }
 
 static void mm_deliver(void *ctx, const struct feed_item *items, size_t n,
 		       struct feed_result *results)
 {
 	struct mattermost *mm = ctx;
-	int ns = mm->n_clients < (int)n ? mm->n_clients : (int)n;
-	if (ns <= 1) {
-		struct mm_job j = {mm, 0, 1, items, n, results};
-		mm_worker(&j);
-		return;
-	}
-	struct mm_job *jobs = xcalloc((size_t)ns, sizeof(*jobs));
-	pthread_t *th = xcalloc((size_t)ns, sizeof(*th));
-	int *started = xcalloc((size_t)ns, sizeof(*started));
-	for (int s = 0; s < ns; s++) {
-		jobs[s] = (struct mm_job){mm, s, ns, items, n, results};
-		started[s] = pthread_create(&th[s], NULL, mm_worker, &jobs[s]) == 0;
-		if (!started[s])
-			mm_worker(&jobs[s]);
-	}
-	for (int s = 0; s < ns; s++)
-		if (started[s])
-			pthread_join(th[s], NULL);
-	free(started);
-	free(th);
-	free(jobs);
+	feed_http_deliver(&mm->pool, "mattermost", mm_deliver_one, mm, items, n, results);
 }
 
 static int mm_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
@@ -789,7 +719,8 @@ static int mm_reconcile(void *ctx, const struct feed_item *item, char **remote_i
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
 	*remote_id = NULL;
-	json_t *list = mm_channel_posts(mm, mm->clients[0], item->group, mm_lookback_ms(mm), &res);
+	json_t *list =
+	    mm_channel_posts(mm, mm->pool.clients[0], item->group, mm_lookback_ms(mm), &res);
 	if (!list) {
 		log_warn("mattermost.reconcile_failed outbox_id=%lld error=\"%s\"",
 			 (long long)item->id, res.error);
@@ -899,7 +830,7 @@ static int mm_read_group(void *ctx, const char *group, time_t since, struct feed
 			 size_t *n, char *err, size_t errlen)
 {
 	struct mattermost *mm = ctx;
-	struct http_client *hc = mm->clients[0];
+	struct http_client *hc = mm->pool.clients[0];
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
 	*entries = NULL;

@@ -94,9 +94,9 @@ static void probe_uploaded(void *arg, const struct feed_attachment *a, const cha
 	for (size_t i = 0; i < json_array_size(u->by_item); i++) {
 		const struct feed_item *it = &u->items[i];
 		if (a >= it->attachments && a < it->attachments + it->n_attachments)
-			json_array_append_new(json_array_get(u->by_item, i),
-					      json_pack("[I, s]",
-							(json_int_t)(a - it->attachments), remote));
+			json_array_append_new(
+			    json_array_get(u->by_item, i),
+			    json_pack("[I, s]", (json_int_t)(a - it->attachments), remote));
 	}
 	pthread_mutex_unlock(&u->mu);
 }
