@@ -34,6 +34,7 @@
 
 #include "mailfeed/config.h"
 #include "mailfeed/feed.h"
+#include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 #include "mailfeed/jwt.h"
 #include "mailfeed/log.h"
@@ -68,8 +69,7 @@ struct chatter {
 	struct sf_session *sessions;
 	size_t n_sessions;
 	struct feed_user_cache *users; /* by email: Id and Username */
-	struct http_client **clients;
-	int n_clients;
+	struct feed_http_pool pool;
 };
 
 /* ---- small helpers ---- */
@@ -942,17 +942,13 @@ static json_t *sf_first_body(const struct feed_item *it, const char *from, const
 	return body;
 }
 
-static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
-				const struct feed_item *it, struct feed_result *res)
+static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
+				struct feed_result *res)
 {
-	memset(res, 0, sizeof(*res));
+	struct chatter *ch = ctx;
 	const char *username = ch->f->username;
 	int as_author = 0;
 
-	if (it->kind == FEED_COMMENT && (!it->parent_remote_id || !*it->parent_remote_id)) {
-		sf_set_error(res, FEED_PERMANENT, "comment without the id of its post");
-		return;
-	}
 	if (ch->f->post_as == POST_AS_AUTHOR && it->author_email && *it->author_email) {
 		char *au = NULL;
 		int f = sf_author_lookup(ch, hc, it->author_email, &au, res);
@@ -1100,10 +1096,6 @@ static void chatter_deliver_one(struct chatter *ch, struct http_client *hc,
 		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
 		 file_ids.n, mention_ids.n, as_author);
 out:
-	if (res->status != FEED_OK)
-		log_warn("chatter.deliver_failed outbox_id=%lld status=%s retry_after=%ld",
-			 (long long)it->id, res->status == FEED_RETRY ? "retry" : "permanent",
-			 res->retry_after);
 	if (as_author)
 		free((char *)username);
 	free(marker);
@@ -1121,9 +1113,7 @@ static void chatter_close(void *ctx)
 	struct chatter *ch = ctx;
 	if (!ch)
 		return;
-	for (int i = 0; i < ch->n_clients; i++)
-		http_client_free(ch->clients[i]);
-	free(ch->clients);
+	feed_http_pool_close(&ch->pool);
 	for (size_t i = 0; i < ch->n_sessions; i++) {
 		free(ch->sessions[i].username);
 		free(ch->sessions[i].token);
@@ -1167,78 +1157,19 @@ static int chatter_open(const struct mf_config *cfg, struct store *st, void **ct
 	free(login);
 	ch->audience = sf_audience(f->login_url);
 	ch->cfg_instance = sf_strip_slash(f->instance_url);
-	ch->n_clients = f->concurrency > 0 ? (f->concurrency > 32 ? 32 : f->concurrency) : 1;
-	ch->clients = xcalloc((size_t)ch->n_clients, sizeof(*ch->clients));
-	struct http_options o = {.ca_file = f->ca_file,
-				 .tls_verify = f->tls_verify,
-				 .connect_timeout = f->connect_timeout,
-				 .timeout = f->timeout,
-				 .max_concurrency = 2};
-	for (int i = 0; i < ch->n_clients; i++) {
-		ch->clients[i] = http_client_new(&o, err, errlen);
-		if (!ch->clients[i]) {
-			ch->n_clients = i;
-			chatter_close(ch);
-			return -1;
-		}
+	if (feed_http_pool_open(&ch->pool, f, 2, err, errlen) != 0) {
+		chatter_close(ch);
+		return -1;
 	}
 	*ctx = ch;
 	return 0;
-}
-
-struct chatter_job {
-	struct chatter *ch;
-	int slot, nslots;
-	const struct feed_item *items;
-	size_t n;
-	struct feed_result *results;
-};
-
-static unsigned sf_hash(const char *s)
-{
-	unsigned h = 5381;
-	for (; s && *s; s++)
-		h = h * 33 + (unsigned char)*s;
-	return h;
-}
-
-static void *chatter_worker(void *arg)
-{
-	struct chatter_job *j = arg;
-	for (size_t i = 0; i < j->n; i++) {
-		const struct feed_item *it = &j->items[i];
-		const char *k = it->kind == FEED_COMMENT ? it->parent_remote_id : it->key;
-		if (sf_hash(k) % (unsigned)j->nslots == (unsigned)j->slot)
-			chatter_deliver_one(j->ch, j->ch->clients[j->slot], it, &j->results[i]);
-	}
-	return NULL;
 }
 
 static void chatter_deliver(void *ctx, const struct feed_item *items, size_t n,
 			    struct feed_result *results)
 {
 	struct chatter *ch = ctx;
-	int ns = ch->n_clients < (int)n ? ch->n_clients : (int)n;
-	if (ns <= 1) {
-		struct chatter_job j = {ch, 0, 1, items, n, results};
-		chatter_worker(&j);
-		return;
-	}
-	struct chatter_job *jobs = xcalloc((size_t)ns, sizeof(*jobs));
-	pthread_t *th = xcalloc((size_t)ns, sizeof(*th));
-	int *started = xcalloc((size_t)ns, sizeof(*started));
-	for (int s = 0; s < ns; s++) {
-		jobs[s] = (struct chatter_job){ch, s, ns, items, n, results};
-		started[s] = pthread_create(&th[s], NULL, chatter_worker, &jobs[s]) == 0;
-		if (!started[s])
-			chatter_worker(&jobs[s]);
-	}
-	for (int s = 0; s < ns; s++)
-		if (started[s])
-			pthread_join(th[s], NULL);
-	free(started);
-	free(th);
-	free(jobs);
+	feed_http_deliver(&ch->pool, "chatter", chatter_deliver_one, ch, items, n, results);
 }
 
 static int chatter_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
@@ -1247,7 +1178,7 @@ static int chatter_reconcile(void *ctx, const struct feed_item *item, char **rem
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
 	char *marker = xasprintf(FEED_MARKER_PREFIX "%s", item->key);
-	int f = sf_find_marker(ch, ch->clients[0], ch->f->username, item->group,
+	int f = sf_find_marker(ch, ch->pool.clients[0], ch->f->username, item->group,
 			       item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, marker,
 			       remote_id, &res);
 	free(marker);
@@ -1351,7 +1282,7 @@ static int chatter_read_group(void *ctx, const char *group, time_t since,
 			      struct feed_entry **entries, size_t *n, char *err, size_t errlen)
 {
 	struct chatter *ch = ctx;
-	struct http_client *hc = ch->clients[0];
+	struct http_client *hc = ch->pool.clients[0];
 	*entries = NULL;
 	*n = 0;
 	struct feed_result res;
@@ -1488,7 +1419,7 @@ static int chatter_read_members(void *ctx, const char *group, struct feed_member
 				size_t *n, char *err, size_t errlen)
 {
 	struct chatter *ch = ctx;
-	struct http_client *hc = ch->clients[0];
+	struct http_client *hc = ch->pool.clients[0];
 	struct feed_result res;
 	struct buf q;
 	int rc = 0;

@@ -27,6 +27,7 @@
 
 #include "mailfeed/config.h"
 #include "mailfeed/feed.h"
+#include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
 #include "mailfeed/recipients.h"
@@ -55,8 +56,7 @@ struct mattermost {
 	struct mm_user *users;
 	size_t n_users;
 	struct feed_user_cache *emails; /* mentions: id and username by email */
-	struct http_client **clients;
-	int n_clients;
+	struct feed_http_pool pool;
 };
 
 static const char *mm_str(json_t *o, const char *k)
@@ -254,18 +254,46 @@ static long long mm_lookback_ms(struct mattermost *mm)
 	return ((long long)time(NULL) - back) * 1000;
 }
 
-/* Uploads attachments within limits; notes for the others. 0 or -1. */
-static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
-		     size_t max_up, struct strlist *file_ids, struct strlist *notes,
-		     struct feed_result *res)
+/* An id as the server makes them: 26 letters and digits (a few more or
+ * less are let through). */
+static int mm_id_ok(const char *s, size_t n)
 {
-	size_t n = it->n_attachments, up = 0;
+	if (n < 1 || n > 64)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+/* The file id in an upload note ("ID CHANNEL") when it was uploaded to
+ * channel: a file can only be attached to a post of the channel it went to.
+ * Owned, or NULL. */
+static char *mm_kept_file(const char *note, const char *channel)
+{
+	const char *sp = note ? strchr(note, ' ') : NULL;
+	if (!sp || !mm_id_ok(note, (size_t)(sp - note)) || strcmp(sp + 1, channel) != 0)
+		return NULL;
+	return xstrndup(note, (size_t)(sp - note));
+}
+
+/* Uploads attachments within limits, or reuses the files an earlier
+ * attempt uploaded (unless fresh); notes for the others.  Fills file_ids
+ * in the order of the attachments and sets *reused to the number of files
+ * reused.  0 or -1. */
+static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
+		     size_t max_up, int fresh, struct strlist *file_ids, struct strlist *notes,
+		     size_t *reused, struct feed_result *res)
+{
+	size_t n = it->n_attachments, up = 0, sent = 0;
 	struct http_request *rs = xcalloc(n ? n : 1, sizeof(*rs));
 	struct http_request **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));
 	struct http_part(*parts)[2] = xcalloc(n ? n : 1, sizeof(*parts));
 	char **names = xcalloc(n ? n : 1, sizeof(*names));
+	char **kept = xcalloc(n ? n : 1, sizeof(*kept));
 	char *url = xasprintf("%s/api/v4/files", mm->base);
 	int rc = 0;
+	*reused = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct feed_attachment *a = &it->attachments[i];
 		names[i] = mm_safe_filename(a->filename);
@@ -281,6 +309,12 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 			free(note);
 			continue;
 		}
+		up++;
+		kept[i] = fresh ? NULL : mm_kept_file(a->remote, it->group);
+		if (kept[i]) {
+			(*reused)++;
+			continue;
+		}
 		parts[i][0] =
 		    (struct http_part){"channel_id", NULL, NULL, it->group, strlen(it->group)};
 		parts[i][1] = (struct http_part){"files", names[i],
@@ -290,39 +324,58 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 		mm_request(mm, &rs[i], "POST", url);
 		rs[i].parts = parts[i];
 		rs[i].n_parts = 2;
-		ptrs[up++] = &rs[i];
+		ptrs[sent++] = &rs[i];
 	}
-	http_perform(hc, ptrs, up);
-	for (size_t i = 0; i < up && rc == 0; i++) {
-		json_t *j = ptrs[i]->status == 201
-				? json_loadb(ptrs[i]->response.data, ptrs[i]->response.len, 0, NULL)
+	http_perform(hc, ptrs, sent);
+	/* every upload that went through is noted, also when another failed:
+	 * the next attempt reuses it */
+	for (size_t i = 0; i < n; i++) {
+		if (kept[i]) {
+			strlist_add(file_ids, kept[i]);
+			continue;
+		}
+		if (!rs[i].parts)
+			continue;
+		json_t *j = rs[i].status == 201
+				? json_loadb(rs[i].response.data, rs[i].response.len, 0, NULL)
 				: NULL;
 		const char *fid = mm_str(json_array_get(json_object_get(j, "file_infos"), 0), "id");
-		if (fid) {
+		if (fid && mm_id_ok(fid, strlen(fid))) {
 			strlist_add(file_ids, fid);
-		} else {
-			mm_fail(res, ptrs[i], "mattermost file upload");
+			if (it->uploaded) {
+				char *note = xasprintf("%s %s", fid, it->group);
+				it->uploaded(it->uploaded_arg, &it->attachments[i], note);
+				free(note);
+			}
+		} else if (rc == 0) {
+			mm_fail(res, &rs[i], "mattermost file upload");
 			rc = -1;
 		}
 		json_decref(j);
 	}
-	for (size_t i = 0; i < up; i++)
+	for (size_t i = 0; i < sent; i++)
 		http_request_clear(ptrs[i]);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		free(names[i]);
+		free(kept[i]);
+	}
 	free(url);
 	free(rs);
 	free(ptrs);
 	free(parts);
 	free(names);
+	free(kept);
 	return rc;
 }
 
-/* POST /posts; 0 with *id, or -1 with res. */
+/* POST /posts; 0 with *id, or -1 with res (and *status, when not NULL, the
+ * HTTP status of a refusal in the server's error shape, else 0). */
 static int mm_post(struct mattermost *mm, struct http_client *hc, const char *channel,
 		   const char *root, const char *message, const struct strlist *file_ids,
-		   const char *key, char **id, struct feed_result *res)
+		   const char *key, char **id, struct feed_result *res, long *status)
 {
+	if (status)
+		*status = 0;
 	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s}}", "channel_id", channel, "message",
 				 message, "root_id", root ? root : "", "props", MM_KEY_PROP, key);
 	if (!body) {
@@ -349,6 +402,11 @@ static int mm_post(struct mattermost *mm, struct http_client *hc, const char *ch
 		rc = 0;
 	} else {
 		mm_fail(res, &r, root ? "mattermost reply" : "mattermost post");
+		json_t *e =
+		    r.curl_failed ? NULL : json_loadb(r.response.data, r.response.len, 0, NULL);
+		if (status && mm_str(e, "id"))
+			*status = r.status;
+		json_decref(e);
 	}
 	json_decref(j);
 	http_request_clear(&r);
@@ -448,14 +506,27 @@ static int mm_mentions(struct mattermost *mm, struct http_client *hc, const stru
 	return 0;
 }
 
-static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
-			   const struct feed_item *it, struct feed_result *res)
+/* The text of an item's first (or only) post. Owned. */
+static char *mm_first_message(const struct buf *head, const char *text, const struct strlist *notes,
+			      const struct buf *mentions, const struct buf *tail)
 {
-	memset(res, 0, sizeof(*res));
-	if (it->kind == FEED_COMMENT && (!it->parent_remote_id || !*it->parent_remote_id)) {
-		mm_set_error(res, FEED_PERMANENT, "comment without the id of its post");
-		return;
-	}
+	struct buf msg;
+	buf_init(&msg);
+	buf_append(&msg, head->data ? head->data : "", head->len);
+	buf_puts(&msg, text);
+	for (size_t i = 0; i < notes->n; i++)
+		buf_printf(&msg, "\n\n%s", notes->v[i]);
+	if (mentions->len)
+		buf_printf(&msg, "\n\n%s", mentions->data);
+	if (tail->len)
+		buf_printf(&msg, "\n\n%s", tail->data);
+	return buf_steal(&msg);
+}
+
+static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
+			   struct feed_result *res)
+{
+	struct mattermost *mm = ctx;
 	struct strlist parts = {0}, file_ids = {0}, notes = {0};
 	struct buf head, tail, mentions;
 	buf_init(&head);
@@ -507,21 +578,32 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 		/* before any upload: a failed look-up is retried */
 		if (mm->f->mentions && mm_mentions(mm, hc, it, &mentions, res) != 0)
 			goto out;
-		if (mm_upload(mm, hc, it, max_up, &file_ids, &notes, res) != 0)
+		size_t reused = 0;
+		if (mm_upload(mm, hc, it, max_up, 0, &file_ids, &notes, &reused, res) != 0)
 			goto out;
-		struct buf msg;
-		buf_init(&msg);
-		buf_append(&msg, head.data ? head.data : "", head.len);
-		buf_puts(&msg, parts.v[0]);
-		for (size_t i = 0; i < notes.n; i++)
-			buf_printf(&msg, "\n\n%s", notes.v[i]);
-		if (mentions.len)
-			buf_printf(&msg, "\n\n%s", mentions.data);
-		if (tail.len)
-			buf_printf(&msg, "\n\n%s", tail.data);
-		int rc =
-		    mm_post(mm, hc, it->group, root, msg.data, &file_ids, it->key, &done_id, res);
-		buf_free(&msg);
+		char *msg = mm_first_message(&head, parts.v[0], &notes, &mentions, &tail);
+		long status = 0;
+		int rc = mm_post(mm, hc, it->group, root, msg, &file_ids, it->key, &done_id, res,
+				 &status);
+		if (rc != 0 && reused && status == 400) {
+			/* the server drops files not attached within a while: the
+			 * files of an earlier attempt are uploaded anew */
+			char e[300];
+			log_warn("mattermost.files_refused outbox_id=%lld files=%zu error=%s",
+				 (long long)it->id, reused, log_quote(res->error, e, sizeof(e)));
+			memset(res, 0, sizeof(*res));
+			strlist_free(&file_ids);
+			strlist_free(&notes);
+			free(msg);
+			msg = NULL;
+			rc = mm_upload(mm, hc, it, max_up, 1, &file_ids, &notes, &reused, res);
+			if (rc == 0) {
+				msg = mm_first_message(&head, parts.v[0], &notes, &mentions, &tail);
+				rc = mm_post(mm, hc, it->group, root, msg, &file_ids, it->key,
+					     &done_id, res, NULL);
+			}
+		}
+		free(msg);
 		if (rc != 0)
 			goto out;
 	}
@@ -534,7 +616,7 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 		if (!have) {
 			char *msg = xasprintf("(continued, part %zu of %zu)\n\n%s", i + 1, parts.n,
 					      parts.v[i]);
-			rc = mm_post(mm, hc, it->group, thread, msg, NULL, k, &pid, res);
+			rc = mm_post(mm, hc, it->group, thread, msg, NULL, k, &pid, res, NULL);
 			free(msg);
 		}
 		free(pid);
@@ -554,10 +636,6 @@ static void mm_deliver_one(struct mattermost *mm, struct http_client *hc,
 		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
 		 file_ids.n);
 out:
-	if (res->status != FEED_OK)
-		log_warn("mattermost.deliver_failed outbox_id=%lld status=%s retry_after=%ld",
-			 (long long)it->id, res->status == FEED_RETRY ? "retry" : "permanent",
-			 res->retry_after);
 	json_decref(known);
 	buf_free(&head);
 	buf_free(&tail);
@@ -572,9 +650,7 @@ static void mm_close(void *ctx)
 	struct mattermost *mm = ctx;
 	if (!mm)
 		return;
-	for (int i = 0; i < mm->n_clients; i++)
-		http_client_free(mm->clients[i]);
-	free(mm->clients);
+	feed_http_pool_close(&mm->pool);
 	for (size_t i = 0; i < mm->n_users; i++) {
 		free(mm->users[i].id);
 		free(mm->users[i].name);
@@ -622,78 +698,19 @@ static int mm_open(const struct mf_config *cfg, struct store *st, void **ctx, ch
 	while (n > 0 && f->url[n - 1] == '/')
 		n--;
 	mm->base = xstrndup(f->url, n);
-	mm->n_clients = f->concurrency > 0 ? (f->concurrency > 32 ? 32 : f->concurrency) : 1;
-	mm->clients = xcalloc((size_t)mm->n_clients, sizeof(*mm->clients));
-	struct http_options o = {.ca_file = f->ca_file,
-				 .tls_verify = f->tls_verify,
-				 .connect_timeout = f->connect_timeout,
-				 .timeout = f->timeout,
-				 .max_concurrency = MM_MAX_FILES};
-	for (int i = 0; i < mm->n_clients; i++) {
-		mm->clients[i] = http_client_new(&o, err, errlen);
-		if (!mm->clients[i]) {
-			mm->n_clients = i;
-			mm_close(mm);
-			return -1;
-		}
+	if (feed_http_pool_open(&mm->pool, f, MM_MAX_FILES, err, errlen) != 0) {
+		mm_close(mm);
+		return -1;
 	}
 	*ctx = mm;
 	return 0;
-}
-
-struct mm_job {
-	struct mattermost *mm;
-	int slot, nslots;
-	const struct feed_item *items;
-	size_t n;
-	struct feed_result *results;
-};
-
-static unsigned mm_hash(const char *s)
-{
-	unsigned h = 5381;
-	for (; s && *s; s++)
-		h = h * 33 + (unsigned char)*s;
-	return h;
-}
-
-static void *mm_worker(void *arg)
-{
-	struct mm_job *j = arg;
-	for (size_t i = 0; i < j->n; i++) {
-		const struct feed_item *it = &j->items[i];
-		const char *k = it->kind == FEED_COMMENT ? it->parent_remote_id : it->key;
-		if (mm_hash(k) % (unsigned)j->nslots == (unsigned)j->slot)
-			mm_deliver_one(j->mm, j->mm->clients[j->slot], it, &j->results[i]);
-	}
-	return NULL;
 }
 
 static void mm_deliver(void *ctx, const struct feed_item *items, size_t n,
 		       struct feed_result *results)
 {
 	struct mattermost *mm = ctx;
-	int ns = mm->n_clients < (int)n ? mm->n_clients : (int)n;
-	if (ns <= 1) {
-		struct mm_job j = {mm, 0, 1, items, n, results};
-		mm_worker(&j);
-		return;
-	}
-	struct mm_job *jobs = xcalloc((size_t)ns, sizeof(*jobs));
-	pthread_t *th = xcalloc((size_t)ns, sizeof(*th));
-	int *started = xcalloc((size_t)ns, sizeof(*started));
-	for (int s = 0; s < ns; s++) {
-		jobs[s] = (struct mm_job){mm, s, ns, items, n, results};
-		started[s] = pthread_create(&th[s], NULL, mm_worker, &jobs[s]) == 0;
-		if (!started[s])
-			mm_worker(&jobs[s]);
-	}
-	for (int s = 0; s < ns; s++)
-		if (started[s])
-			pthread_join(th[s], NULL);
-	free(started);
-	free(th);
-	free(jobs);
+	feed_http_deliver(&mm->pool, "mattermost", mm_deliver_one, mm, items, n, results);
 }
 
 static int mm_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
@@ -702,7 +719,8 @@ static int mm_reconcile(void *ctx, const struct feed_item *item, char **remote_i
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
 	*remote_id = NULL;
-	json_t *list = mm_channel_posts(mm, mm->clients[0], item->group, mm_lookback_ms(mm), &res);
+	json_t *list =
+	    mm_channel_posts(mm, mm->pool.clients[0], item->group, mm_lookback_ms(mm), &res);
 	if (!list) {
 		log_warn("mattermost.reconcile_failed outbox_id=%lld error=\"%s\"",
 			 (long long)item->id, res.error);
@@ -812,7 +830,7 @@ static int mm_read_group(void *ctx, const char *group, time_t since, struct feed
 			 size_t *n, char *err, size_t errlen)
 {
 	struct mattermost *mm = ctx;
-	struct http_client *hc = mm->clients[0];
+	struct http_client *hc = mm->pool.clients[0];
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
 	*entries = NULL;

@@ -4,15 +4,18 @@
  *
  *   {"op": "deliver", "items": [ITEM, ...]}
  *       -> {"results": [{"status": "ok|retry|permanent", "remote_id": ...,
- *                        "retry_after": N, "error": "..."}]}
+ *                        "retry_after": N, "error": "...",
+ *                        "uploaded": [[ATTACHMENT_INDEX, NOTE], ...]}]}
  *   {"op": "reconcile", "item": ITEM}     -> {"found": 1|0|-1, "remote_id": ...}
  *   {"op": "read", "group": G, "since": T} -> {"rc": 0, "entries": [...]}
  *
  * ITEM: {"id", "key", "kind": "post|comment", "group", "parent",
  *        "author_name", "author_email", "subject", "text", "hashtags": [...],
  *        "recipients": [...],
- *        "attachments": [{"filename", "content_type", "data" | "size"}]}
- * An attachment given by "size" is that many 'x' bytes. */
+ *        "attachments": [{"filename", "content_type", "data" | "size", "remote"}]}
+ * An attachment given by "size" is that many 'x' bytes; "remote" is the note
+ * of an earlier upload, as the backend reported it in "uploaded". */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +64,7 @@ static void probe_item(json_t *j, struct feed_item *it, struct strlist tags[2],
 		struct feed_attachment *a = &(*atts)[i];
 		a->filename = jstr(v, "filename");
 		a->content_type = jstr(v, "content_type");
+		a->remote = jstr(v, "remote");
 		const char *d = jstr(v, "data");
 		if (d) {
 			a->size = strlen(d);
@@ -74,6 +78,27 @@ static void probe_item(json_t *j, struct feed_item *it, struct strlist tags[2],
 	}
 	it->attachments = *atts;
 	it->n_attachments = n;
+}
+
+/* The uploads the backend reports, as [item][[attachment, note], ...]. */
+struct probe_uploads {
+	pthread_mutex_t mu;
+	const struct feed_item *items;
+	json_t *by_item; /* array of arrays */
+};
+
+static void probe_uploaded(void *arg, const struct feed_attachment *a, const char *remote)
+{
+	struct probe_uploads *u = arg;
+	pthread_mutex_lock(&u->mu);
+	for (size_t i = 0; i < json_array_size(u->by_item); i++) {
+		const struct feed_item *it = &u->items[i];
+		if (a >= it->attachments && a < it->attachments + it->n_attachments)
+			json_array_append_new(
+			    json_array_get(u->by_item, i),
+			    json_pack("[I, s]", (json_int_t)(a - it->attachments), remote));
+	}
+	pthread_mutex_unlock(&u->mu);
 }
 
 static const char *status_name(enum feed_status s)
@@ -129,16 +154,23 @@ int main(int argc, char **argv)
 		struct feed_attachment **atts = xcalloc(n ? n : 1, sizeof(*atts));
 		unsigned char ***datas = xcalloc(n ? n : 1, sizeof(*datas));
 		struct feed_result *res = xcalloc(n ? n : 1, sizeof(*res));
-		for (size_t i = 0; i < n; i++)
+		struct probe_uploads ups = {.items = its, .by_item = json_array()};
+		pthread_mutex_init(&ups.mu, NULL);
+		for (size_t i = 0; i < n; i++) {
 			probe_item(json_array_get(items, i), &its[i], tags[i], &atts[i], &datas[i]);
+			its[i].uploaded = probe_uploaded;
+			its[i].uploaded_arg = &ups;
+			json_array_append_new(ups.by_item, json_array());
+		}
 		ops->deliver(ctx, its, n, res);
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
 			json_array_append_new(
 			    arr,
-			    json_pack("{s:s, s:s?, s:I, s:s}", "status", status_name(res[i].status),
-				      "remote_id", res[i].remote_id, "retry_after",
-				      (json_int_t)res[i].retry_after, "error", res[i].error));
+			    json_pack("{s:s, s:s?, s:I, s:s, s:O}", "status",
+				      status_name(res[i].status), "remote_id", res[i].remote_id,
+				      "retry_after", (json_int_t)res[i].retry_after, "error",
+				      res[i].error, "uploaded", json_array_get(ups.by_item, i)));
 			free(res[i].remote_id);
 			for (size_t k = 0; k < its[i].n_attachments; k++)
 				free(datas[i][k]);
@@ -148,6 +180,8 @@ int main(int argc, char **argv)
 			strlist_free(&tags[i][1]);
 		}
 		json_object_set_new(out, "results", arr);
+		json_decref(ups.by_item);
+		pthread_mutex_destroy(&ups.mu);
 		free(its);
 		free(tags);
 		free(atts);

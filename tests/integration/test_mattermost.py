@@ -226,3 +226,98 @@ def test_concurrent_delivery(mm):
     assert len(by_id) == 8
     for i, r in enumerate(res):
         assert "post number %d" % i in by_id[r["remote_id"]]["message"]
+
+
+PDF = {"filename": "agenda.pdf", "content_type": "application/pdf", "data": "%PDF-1.4 agenda"}
+
+
+def uploads(mm):
+    return [r for r in mm.state()["requests"] if r["path"] == "/api/v4/files"]
+
+
+def test_file_is_uploaded_once_when_the_post_fails(mm):
+    # calls: upload, post <- 503
+    mm.control(skip=1, fail_next=[503])
+    res = mm.deliver(post(attachments=[PDF]))
+    assert res[0]["status"] == "retry", res
+    assert mm.posts() == []
+    fid = mm.state()["files"][0]["id"]
+    # the upload is reported at once, to be kept with the attachment
+    assert res[0]["uploaded"] == [[0, "%s %s" % (fid, CHANNEL)]]
+    again = mm.deliver(post(attachments=[dict(PDF, remote=res[0]["uploaded"][0][1])]))
+    assert again[0]["status"] == "ok", again
+    assert again[0]["uploaded"] == []
+    assert len(uploads(mm)) == 1
+    [p] = mm.posts()
+    assert p["file_ids"] == [fid] and mm.state()["files"][0]["post_id"] == p["id"]
+
+
+def test_file_cleaned_up_by_the_server_is_uploaded_anew(mm):
+    mm.control(skip=1, fail_next=[503])
+    note = mm.deliver(post(attachments=[PDF]))[0]["uploaded"][0][1]
+    mm.control(expire_files=True)  # never attached: the server removed it
+    res = mm.deliver(post(attachments=[dict(PDF, remote=note)]))
+    assert res[0]["status"] == "ok", res
+    assert "mattermost.files_refused" in mm.log
+    [f] = mm.state()["files"]
+    assert res[0]["uploaded"] == [[0, "%s %s" % (f["id"], CHANNEL)]]
+    assert len(uploads(mm)) == 2
+    [p] = mm.posts()
+    assert p["file_ids"] == [f["id"]] and f["post_id"] == p["id"]
+    # a note of a file in another channel is not used
+    other = "%s 8d3kq9wz1ptb5fjhx6yrcmne4a" % f["id"]
+    res = mm.deliver(post("k2", attachments=[dict(PDF, remote=other)]))
+    assert res[0]["status"] == "ok" and len(res[0]["uploaded"]) == 1
+    assert "mattermost.files_refused" not in mm.log
+
+
+def test_lost_post_answer_makes_no_second_post_or_file(mm):
+    # calls: upload, post <- carried out, its answer lost
+    mm.control(skip=1, lose_answer=1)
+    res = mm.deliver(post(attachments=[PDF]))
+    assert res[0]["status"] == "retry" and "network" in res[0]["error"], res
+    # the next attempt looks first, and finds the post with its file
+    r = mm.probe({"op": "reconcile", "item": post(attachments=[PDF])})
+    [p] = mm.posts()
+    assert r == {"found": 1, "remote_id": p["id"]}
+    [f] = mm.state()["files"]
+    assert p["file_ids"] == [f["id"]] and len(uploads(mm)) == 1
+
+
+def test_crash_between_upload_and_post_uploads_nothing_twice(mm, dovecot, tmp_path):
+    from email.message import EmailMessage
+    from conftest import Secret, run_mailfeed, start_daemon, state_db, wait_for, write_config
+    cfg = write_config(tmp_path / "d", dovecot, group=CHANNEL, feed={
+        "backend": "mattermost", "url": mm.base, "token_file": Secret(TOKEN)})
+    m = EmailMessage()
+    m["From"] = "Alice Example <alice@example.org>"
+    m["To"] = "team@example.org"
+    m["Subject"] = "Agenda"
+    m["Message-ID"] = "<agenda.1@example.org>"
+    m.set_content("The agenda is attached.\n")
+    pdf = b"%PDF-1.4\n" + os.urandom(2000)
+    m.add_attachment(pdf, maintype="application", subtype="pdf", filename="agenda.pdf")
+    mm.control(skip=1, stall=1)  # the upload goes through, the post is held
+    dovecot.append("alice", "INBOX", m.as_bytes())
+    p = start_daemon(cfg.path)
+    try:
+        assert wait_for(lambda: any(r["path"] == "/api/v4/posts"
+                                    for r in mm.state()["requests"]), 30)
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+    con = state_db(cfg)
+    [note] = [r[0] for r in con.execute("SELECT remote FROM attachments")]
+    con.close()
+    [f] = mm.state()["files"]
+    assert note == "%s %s" % (f["id"], CHANNEL) and f["post_id"] == ""
+    r = run_mailfeed(cfg.path, "run", "--once")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ERROR: AddressSanitizer" not in r.stderr
+    [post_] = mm.posts()
+    assert post_["file_ids"] == [f["id"]] and len(uploads(mm)) == 1
+    assert len(mm.state()["files"]) == 1
+    con = state_db(cfg)
+    assert [tuple(r) for r in con.execute("SELECT state, remote_id FROM outbox")] == \
+        [("delivered", post_["id"])]
+    con.close()

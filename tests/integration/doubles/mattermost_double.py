@@ -11,8 +11,16 @@ except the rate limiter's plain-text 429 "limit exceeded".
 
 Side channel for tests:
   POST /__control {"fail_next": [500, 429, {"status": 400, "id": "x.y", "message": "..."}],
-                   "skip": N (calls let through before fail_next applies),
+                   "skip": N (calls let through before fail_next,
+                              lose_answer or stall applies),
                    "retry_after": 2, "delay": 3, "drop": 1,
+                   "lose_answer": N (the next N calls are carried out, then the
+                                     connection is closed unanswered),
+                   "stall": N (the next N calls are held unanswered, not carried
+                               out, until the client goes away or 30 s pass),
+                   "expire_files": true (files not attached to a post are
+                                         removed, as the server cleans them up;
+                                         a post naming one is refused),
                    "expire_tokens": true, "restore_tokens": true,
                    "users": [{"username": ..., "email": ..., "delete_at": 0, ...}]}
   GET  /__state   posts, files, users and a request log
@@ -69,6 +77,8 @@ class State:
         self.retry_after = None
         self.delay = 0
         self.drop = 0
+        self.lose_answer = 0
+        self.stall = 0
         self.log = []
 
 
@@ -86,6 +96,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send(self, status, obj, headers=None, ctype="application/json"):
+        if getattr(self, "lose", False):
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -124,6 +138,7 @@ class Handler(BaseHTTPRequestHandler):
             self.app_error(413, "api.context.request_body_too_large.app_error", "too large")
             return
         body = self.rfile.read(n) if n else b""
+        self.lose = False
         if path == "/__control" and method == "POST":
             self.control(json.loads(body or b"{}"))
             return
@@ -156,10 +171,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         with LOCK:
             f = None
-            if st.fail_next and st.skip > 0:
+            stall = False
+            if (st.fail_next or st.lose_answer or st.stall) and st.skip > 0:
                 st.skip -= 1
+            elif st.stall:
+                st.stall -= 1
+                stall = True
             elif st.fail_next:
                 f = st.fail_next.pop(0)
+            elif st.lose_answer:
+                st.lose_answer -= 1
+                self.lose = True
+        if stall:
+            self.close_connection = True
+            self.connection.settimeout(30)
+            try:
+                self.connection.recv(1)
+            except OSError:
+                pass
+            return
         if f is not None:
             self.injected(f)
             return
@@ -191,6 +221,10 @@ class Handler(BaseHTTPRequestHandler):
                 st.retry_after = c["retry_after"]
             st.delay = c.get("delay", st.delay)
             st.drop = c.get("drop", st.drop)
+            st.lose_answer = c.get("lose_answer", st.lose_answer)
+            st.stall = c.get("stall", st.stall)
+            if c.get("expire_files"):
+                st.files = {k: v for k, v in st.files.items() if v["post_id"]}
             if c.get("expire_tokens"):
                 st.token_valid = False
             if c.get("restore_tokens"):

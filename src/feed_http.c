@@ -1,0 +1,124 @@
+/* feed_http.c — the delivery loop and client pool of the HTTP backends.
+ *
+ * A batch is spread over up to [feed] concurrency threads, each with its own
+ * http_client; an item's thread is picked by a hash of its key, or of its
+ * post's id for a comment, so that the comments on one post go out through
+ * one thread in the order given.  When a thread cannot be started its share
+ * is delivered by the calling thread. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/feed_http.h"
+#include "mailfeed/log.h"
+
+#define FEED_HTTP_MAX_CLIENTS 32
+
+int feed_http_pool_open(struct feed_http_pool *p, const struct mf_feed *f, int per_client,
+			char *err, size_t errlen)
+{
+	p->n = f->concurrency > 0 ? (f->concurrency > FEED_HTTP_MAX_CLIENTS ? FEED_HTTP_MAX_CLIENTS
+									    : f->concurrency)
+				  : 1;
+	p->clients = xcalloc((size_t)p->n, sizeof(*p->clients));
+	struct http_options o = {.ca_file = f->ca_file,
+				 .tls_verify = f->tls_verify,
+				 .connect_timeout = f->connect_timeout,
+				 .timeout = f->timeout,
+				 .max_concurrency = per_client};
+	for (int i = 0; i < p->n; i++) {
+		p->clients[i] = http_client_new(&o, err, errlen);
+		if (!p->clients[i]) {
+			p->n = i;
+			feed_http_pool_close(p);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void feed_http_pool_close(struct feed_http_pool *p)
+{
+	for (int i = 0; i < p->n; i++)
+		http_client_free(p->clients[i]);
+	free(p->clients);
+	p->clients = NULL;
+	p->n = 0;
+}
+
+struct feed_http_job {
+	const struct feed_http_pool *pool;
+	const char *name;
+	feed_http_deliver_fn one;
+	void *ctx;
+	int slot, nslots;
+	const struct feed_item *items;
+	size_t n;
+	struct feed_result *results;
+};
+
+static unsigned feed_http_hash(const char *s)
+{
+	unsigned h = 5381;
+	for (; s && *s; s++)
+		h = h * 33 + (unsigned char)*s;
+	return h;
+}
+
+static void feed_http_one(const struct feed_http_job *j, const struct feed_item *it,
+			  struct feed_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (it->kind == FEED_COMMENT && (!it->parent_remote_id || !*it->parent_remote_id)) {
+		snprintf(res->error, sizeof(res->error), "comment without the id of its post");
+		res->status = FEED_PERMANENT;
+		return;
+	}
+	j->one(j->ctx, j->pool->clients[j->slot], it, res);
+	if (res->status != FEED_OK)
+		log_warn("%s.deliver_failed outbox_id=%lld status=%s retry_after=%ld", j->name,
+			 (long long)it->id, res->status == FEED_RETRY ? "retry" : "permanent",
+			 res->retry_after);
+}
+
+static void *feed_http_worker(void *arg)
+{
+	struct feed_http_job *j = arg;
+	for (size_t i = 0; i < j->n; i++) {
+		const struct feed_item *it = &j->items[i];
+		const char *k = it->kind == FEED_COMMENT ? it->parent_remote_id : it->key;
+		if (feed_http_hash(k) % (unsigned)j->nslots == (unsigned)j->slot)
+			feed_http_one(j, it, &j->results[i]);
+	}
+	return NULL;
+}
+
+void feed_http_deliver(const struct feed_http_pool *p, const char *name, feed_http_deliver_fn one,
+		       void *ctx, const struct feed_item *items, size_t n,
+		       struct feed_result *results)
+{
+	int ns = p->n < (int)n ? p->n : (int)n;
+	struct feed_http_job base = {p, name, one, ctx, 0, 1, items, n, results};
+	if (ns <= 1) {
+		feed_http_worker(&base);
+		return;
+	}
+	struct feed_http_job *jobs = xcalloc((size_t)ns, sizeof(*jobs));
+	pthread_t *th = xcalloc((size_t)ns, sizeof(*th));
+	int *started = xcalloc((size_t)ns, sizeof(*started));
+	for (int s = 0; s < ns; s++) {
+		jobs[s] = base;
+		jobs[s].slot = s;
+		jobs[s].nslots = ns;
+		started[s] = pthread_create(&th[s], NULL, feed_http_worker, &jobs[s]) == 0;
+		if (!started[s])
+			feed_http_worker(&jobs[s]);
+	}
+	for (int s = 0; s < ns; s++)
+		if (started[s])
+			pthread_join(th[s], NULL);
+	free(started);
+	free(th);
+	free(jobs);
+}
