@@ -49,6 +49,8 @@
 #define SOCKET_BUFFER (1024 * 1024)
 /* Read at least this much at a time. */
 #define READ_CHUNK (128 * 1024)
+/* Longest wait in one receive call, so that deadlines are checked. */
+#define RECV_WAIT_MS 100
 /* Buffers kept between messages are given back above this size. */
 #define KEEP_BUFFER (1024 * 1024)
 
@@ -190,6 +192,8 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 	}
+	struct timeval wait = {.tv_usec = RECV_WAIT_MS * 1000};
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
 	char timeout[32], memory[32];
 	snprintf(timeout, sizeof timeout, "%ld", w->timeout);
 	snprintf(memory, sizeof memory, "%lld", w->memory);
@@ -324,13 +328,13 @@ static int stream_answer(struct parse_worker *w, struct stream *s, const char *f
 	return 0;
 }
 
-/* Reads what the child has written and takes every complete answer: 0 to
- * go on, -1 when the child had to be stopped (the job to blame has its
- * outcome). */
-static int stream_recv(struct parse_worker *w, struct stream *s)
+/* Reads what the child has written (waiting up to RECV_WAIT_MS for it unless
+ * flags say MSG_DONTWAIT) and takes every complete answer: 0 to go on, -1
+ * when the child had to be stopped (the job to blame has its outcome). */
+static int stream_recv(struct parse_worker *w, struct stream *s, int flags)
 {
 	struct inbox *in = &w->answers;
-	ssize_t r = inbox_fill(in, w->fd, MSG_DONTWAIT);
+	ssize_t r = inbox_fill(in, w->fd, flags);
 	if (r < 0 && r != -2 && errno == EAGAIN)
 		return 0;
 	if (r == -2) {
@@ -377,26 +381,31 @@ static void stream_run(struct parse_worker *w, struct stream *s)
 {
 	s->deadline = now_monotonic() + (double)w->timeout;
 	while (s->head < s->n) {
-		int want_out = !s->send_failed && s->sent < s->n && s->sent < s->head + WINDOW;
-		double left = s->deadline - now_monotonic();
-		if (left <= 0) {
+		if (now_monotonic() >= s->deadline) {
 			blame_head(w, s, 1);
 			return;
 		}
-		struct pollfd pf = {.fd = w->fd, .events = POLLIN | (want_out ? POLLOUT : 0)};
-		int r = poll(&pf, 1, (int)(left * 1000) + 1);
+		if (!s->send_failed && s->sent < s->n && s->sent < s->head + WINDOW &&
+		    stream_send(w, s) < 0)
+			s->send_failed = 1;
+		if (s->send_failed || s->sent == s->n || s->sent == s->head + WINDOW) {
+			/* all that may be written is: wait for answers alone */
+			if (stream_recv(w, s, 0) < 0)
+				return;
+			continue;
+		}
+		/* the socket is full: wait until it takes more or answers come */
+		double left = s->deadline - now_monotonic();
+		struct pollfd pf = {.fd = w->fd, .events = POLLIN | POLLOUT};
+		int r = poll(&pf, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
 		if (r < 0 && errno != EINTR) {
 			worker_stop(w, 1);
 			job_set(&s->jobs[s->head++], -1, "cannot wait for the parse worker: %s",
 				strerror(errno));
 			return;
 		}
-		if (r <= 0)
-			continue;
-		if ((pf.revents & (POLLOUT | POLLERR | POLLHUP)) && want_out &&
-		    stream_send(w, s) < 0)
-			s->send_failed = 1;
-		if ((pf.revents & (POLLIN | POLLERR | POLLHUP)) && stream_recv(w, s) < 0)
+		if (r > 0 && (pf.revents & (POLLIN | POLLERR | POLLHUP)) &&
+		    stream_recv(w, s, MSG_DONTWAIT) < 0)
 			return;
 	}
 }
