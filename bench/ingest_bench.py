@@ -9,10 +9,12 @@ the same run.  Prints figures; never fails on speed.
           deliver to the local feed), timed by its own log line, peak RSS by
           /usr/bin/time -v.
   parse:  parse + clean + thread of the same messages (bench/parse_bench,
-          in-process and through the sandboxed worker) against Python's
-          email package (bench/parse_ref.py).
+          in-process and through the sandboxed worker, in batches as the
+          daemon does) against Python's email package (bench/parse_ref.py),
+          with msgs/s, MB/s, the ratio to Python and peak RSS of each.
 
-usage: bench/ingest_bench.py [N]   (default 10000)"""
+usage: bench/ingest_bench.py [N] [--parse-only]   (default 10000)
+       --parse-only: just the parse benchmark, no Dovecot needed"""
 import os
 import pathlib
 import re
@@ -28,7 +30,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import conftest  # noqa: E402  (the Dovecot harness of the test suite)
 
 MAILFEED = os.path.join(ROOT, "mailfeed")
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+N = int(ARGS[0]) if ARGS else 10000
+PARSE_ONLY = "--parse-only" in sys.argv[1:]
 
 
 def timed(cmd, **kw):
@@ -40,16 +44,60 @@ def timed(cmd, **kw):
     return dt, int(m.group(1)) if m else 0, r
 
 
+FIGURES = re.compile(r"(\d+) msgs ([\d.]+) MB ([\d.]+) s ([\d.]+) msgs/s ([\d.]+) MB/s")
+
+
+def parse_section(src, total_bytes):
+    """parse + clean + thread of the Maildir src: Python, then mailfeed in
+    both modes; ratios from the seconds each program reports for its loop."""
+    print()
+    print("== parse + clean + thread (%d messages, %.1f MB)" % (N, total_bytes / 1e6))
+    pb = os.path.join(ROOT, "build", "rel", "parse_bench")
+    runs = [("python email (policy=default, get_body)",
+             ["/usr/bin/python3", os.path.join(HERE, "parse_ref.py"), src]),
+            ("mailfeed in-process", [pb, src]),
+            ("mailfeed through the sandboxed worker", [pb, src, "--worker"])]
+    print("%-40s %8s %9s %8s %9s %10s" % ("", "seconds", "msgs/s", "MB/s", "vs python",
+                                          "peak RSS"))
+    ref = None
+    for label, cmd in runs:
+        _, rss, r = timed(cmd)
+        m = FIGURES.search(r.stdout)
+        if r.returncode != 0 or not m:
+            raise SystemExit("%s failed: %s" % (label, (r.stdout + r.stderr)[-1500:]))
+        secs = float(m.group(3))
+        ref = ref or secs
+        print("%-40s %8.2f %9.0f %8.1f %8.1fx %7.1f MB" % (label, secs, float(m.group(4)),
+                                                         float(m.group(5)), ref / secs,
+                                                         rss / 1024))
+    print("target: >= 10x python in both modes; peak RSS bounded (no message kept)")
+
+
+def make_corpus(work):
+    """The N generated messages as a Maildir under work."""
+    src = os.path.join(work, "maildir")
+    out = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "gen_messages.py"), src, str(N)],
+                         capture_output=True, text=True, check=True).stdout
+    print("corpus: " + out.strip())
+    return src
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mailfeed-bench-")
     os.chmod(work, 0o755)
+    if PARSE_ONLY:
+        try:
+            src = make_corpus(work)
+            total = sum(os.path.getsize(os.path.join(src, "new", f))
+                        for f in os.listdir(os.path.join(src, "new")))
+            parse_section(src, total)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     tls = conftest.TLS(os.path.join(work, "tls"))
     dv = conftest.Dovecot(os.path.join(work, "dovecot"), tls)
     try:
-        src = os.path.join(work, "maildir")
-        out = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "gen_messages.py"), src,
-                              str(N)], capture_output=True, text=True, check=True).stdout
-        print("corpus: " + out.strip())
+        src = make_corpus(work)
         raws = []
         for sub in ("new",):
             for name in sorted(os.listdir(os.path.join(src, sub))):
@@ -88,20 +136,7 @@ def main():
         print("ratio take-in / raw fetch: %.2f  (target >= 0.67)" % (ref_s / fetch_s))
         print("peak RSS of the whole pass: %.1f MB (target < 30 MB)" % (mf_rss / 1024))
 
-        print()
-        print("== parse + clean + thread (%d messages)" % N)
-        pb = os.path.join(ROOT, "build", "rel", "parse_bench")
-        py_s, py_rss, r = timed(["/usr/bin/python3", os.path.join(HERE, "parse_ref.py"), src])
-        print("python email (policy=default, get_body): %s  peak %.1f MB" % (r.stdout.strip(),
-                                                                          py_rss / 1024))
-        c_s, c_rss, r = timed([pb, src])
-        print("mailfeed in-process:                     %s  peak %.1f MB" % (r.stdout.strip(),
-                                                                          c_rss / 1024))
-        w_s, w_rss, r2 = timed([pb, src, "--worker"])
-        print("mailfeed through the sandboxed worker:   %s  peak %.1f MB" % (r2.stdout.strip(),
-                                                                          w_rss / 1024))
-        print("ratio vs python: in-process %.1fx, worker %.1fx  (target >= 10x)" %
-              (py_s / c_s, py_s / w_s))
+        parse_section(src, total_bytes)
     finally:
         dv.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -72,6 +72,7 @@ struct pending {
 	struct mf_message *msg;
 	char reason[256];
 	int poison;
+	struct worker_job *job; /* while it is parsed */
 };
 
 static int by_date(const void *a, const void *b)
@@ -289,64 +290,91 @@ static int batch_commit(struct store *st, int *notify, size_t from, size_t to, i
 	return rc;
 }
 
+/* The new messages of a batch, read from the store one by one as the parse
+ * worker asks for them. */
+struct rows {
+	sqlite3_stmt *s;
+	const struct mf_config *cfg;
+	struct pending *batch;
+	size_t n, cap;
+};
+
+static struct worker_job *next_row(void *ctx)
+{
+	struct rows *r = ctx;
+	while (sqlite3_step(r->s) == SQLITE_ROW) {
+		const char *mailbox = (const char *)sqlite3_column_text(r->s, 1);
+		if (strcmp(mailbox, REPLIES_KEY) != 0 && !config_mailbox(r->cfg, mailbox))
+			continue; /* mapping removed: kept for when it comes back */
+		if (strcmp(mailbox, REPLIES_KEY) == 0 && !r->cfg->replies.present)
+			continue;
+		if (r->n == r->cap) {
+			r->cap = r->cap ? r->cap * 2 : 32;
+			r->batch = xrealloc(r->batch, r->cap * sizeof *r->batch);
+		}
+		struct pending *p = &r->batch[r->n++];
+		memset(p, 0, sizeof *p);
+		p->id = sqlite3_column_int64(r->s, 0);
+		p->mailbox = xstrdup(mailbox);
+		p->raw_len = (size_t)sqlite3_column_bytes(r->s, 2);
+		p->raw = xmalloc(p->raw_len + 1);
+		memcpy(p->raw, sqlite3_column_blob(r->s, 2), p->raw_len);
+		p->raw[p->raw_len] = 0;
+		/* apart from the batch, which may move as it grows */
+		p->job = xcalloc(1, sizeof *p->job);
+		p->job->raw = p->raw;
+		p->job->len = p->raw_len;
+		return p->job;
+	}
+	return NULL;
+}
+
+/* Outcomes are taken from the jobs once the whole batch is parsed. */
+static void row_parsed(void *ctx, struct worker_job *job)
+{
+	(void)ctx;
+	(void)job;
+}
+
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit)
 {
-	sqlite3_stmt *s;
-	struct pending *batch = NULL;
-	size_t n = 0, cap = 0;
+	struct rows r = {.cfg = cfg};
 
 	/* only messages of mappings in the config: those of a removed mapping
 	 * stay stored for when it comes back, and must not take the batch */
 	struct buf sql;
 	buf_init(&sql);
 	buf_puts(&sql, "SELECT id, mailbox, raw FROM messages WHERE state='new'"
-		    " AND raw IS NOT NULL AND mailbox IN (?1");
+		       " AND raw IS NOT NULL AND mailbox IN (?1");
 	for (size_t i = 0; i < cfg->n_mailboxes; i++)
 		buf_printf(&sql, ",?%zu", i + 3);
 	buf_puts(&sql, ") ORDER BY internaldate, id LIMIT ?2");
-	int prc = sqlite3_prepare_v2(store_db(st), sql.data, -1, &s, NULL);
+	int prc = sqlite3_prepare_v2(store_db(st), sql.data, -1, &r.s, NULL);
 	buf_free(&sql);
 	if (prc != SQLITE_OK)
 		return -1;
 	/* ?1: the replies mailbox, or a name no mapping can have */
-	sqlite3_bind_text(s, 1, cfg->replies.present ? REPLIES_KEY : "", -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, limit);
+	sqlite3_bind_text(r.s, 1, cfg->replies.present ? REPLIES_KEY : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(r.s, 2, limit);
 	for (size_t i = 0; i < cfg->n_mailboxes; i++)
-		sqlite3_bind_text(s, (int)i + 3, cfg->mailboxes[i].name, -1, SQLITE_STATIC);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		const char *mailbox = (const char *)sqlite3_column_text(s, 1);
-		if (n == cap) {
-			cap = cap ? cap * 2 : 32;
-			batch = xrealloc(batch, cap * sizeof *batch);
-		}
-		struct pending *p = &batch[n++];
-		memset(p, 0, sizeof *p);
-		p->id = sqlite3_column_int64(s, 0);
-		p->mailbox = xstrdup(mailbox);
-		p->raw_len = (size_t)sqlite3_column_bytes(s, 2);
-		p->raw = xmalloc(p->raw_len + 1);
-		memcpy(p->raw, sqlite3_column_blob(s, 2), p->raw_len);
-		p->raw[p->raw_len] = 0;
-	}
-	sqlite3_finalize(s);
-
-	struct worker_job *jobs = xcalloc(n ? n : 1, sizeof *jobs);
-	for (size_t i = 0; i < n; i++) {
-		jobs[i].raw = batch[i].raw;
-		jobs[i].len = batch[i].raw_len;
-	}
-	worker_parse_batch(w, jobs, n);
+		sqlite3_bind_text(r.s, (int)i + 3, cfg->mailboxes[i].name, -1, SQLITE_STATIC);
+	struct worker_feed feed = {next_row, row_parsed, &r};
+	worker_parse_stream(w, &feed);
+	sqlite3_finalize(r.s);
+	struct pending *batch = r.batch;
+	size_t n = r.n;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
-		p->msg = jobs[i].msg;
-		snprintf(p->reason, sizeof p->reason, "%s", jobs[i].reason);
-		if (jobs[i].rc > 0)
+		p->msg = p->job->msg;
+		snprintf(p->reason, sizeof p->reason, "%s", p->job->reason);
+		if (p->job->rc > 0)
 			p->poison = 1;
-		else if (jobs[i].rc < 0)
+		else if (p->job->rc < 0)
 			p->poison = -1; /* our fault, not the message's: try again later */
+		free(p->job);
+		p->job = NULL;
 	}
-	free(jobs);
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
 

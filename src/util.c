@@ -283,13 +283,23 @@ size_t utf8_seq(const unsigned char *s, size_t n)
  * eight bytes at a time: most mail text is ASCII. */
 size_t utf8_ascii_run(const unsigned char *s, size_t n)
 {
+	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
 	size_t i = 0;
+	/* 32 bytes at a time while none is >= 0x80 or zero */
+	while (i + 32 <= n) {
+		uint64_t v[4];
+		memcpy(v, s + i, sizeof v);
+		uint64_t zero = 0;
+		for (int k = 0; k < 4; k++)
+			zero |= (v[k] - ones) & ~v[k];
+		if (((v[0] | v[1] | v[2] | v[3]) | zero) & highs)
+			break;
+		i += 32;
+	}
 	while (i + 8 <= n) {
 		uint64_t v;
 		memcpy(&v, s + i, 8);
-		/* any byte >= 0x80, or any zero byte */
-		if ((v & 0x8080808080808080ULL) ||
-		    ((v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL))
+		if ((v | ((v - ones) & ~v)) & highs)
 			break;
 		i += 8;
 	}

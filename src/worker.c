@@ -51,6 +51,8 @@
 #define SOCKET_BUFFER (1024 * 1024)
 /* Read at least this much at a time. */
 #define READ_CHUNK (128 * 1024)
+/* Longest wait in one receive call, so that deadlines are checked. */
+#define RECV_WAIT_MS 100
 /* Buffers kept between messages are given back above this size. */
 #define KEEP_BUFFER (1024 * 1024)
 
@@ -227,6 +229,8 @@ static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 	}
+	struct timeval wait = {.tv_usec = RECV_WAIT_MS * 1000};
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
 	char timeout[32], memory[32];
 	snprintf(timeout, sizeof timeout, "%ld", w->timeout);
 	snprintf(memory, sizeof memory, "%lld", w->memory);
@@ -277,19 +281,24 @@ static void death_reason(int status, char *reason, size_t reasonlen)
 	}
 }
 
-/* Where the stream of one batch to the current child stands.  Messages
- * are written ahead of the one being parsed, so that the child never waits
- * for the daemon and the daemon reads one answer while the child works on
- * the next message. */
+/* Where a stream of messages to the current child stands.  Messages are
+ * written ahead of the one being parsed, so that the child never waits for
+ * the daemon, and the daemon takes the next messages and reads answers
+ * while the child works.  Jobs are numbered in the order they came; the
+ * ones not yet done are kept in a ring. */
 struct stream {
-	struct worker_job *jobs;
-	size_t n;
+	const struct worker_feed *feed;
+	struct worker_job *ring[WINDOW];
 	size_t head;	 /* first job without an answer */
 	size_t sent;	 /* jobs written completely */
-	size_t sent_off; /* bytes of jobs[sent] written, its length included */
+	size_t taken;	 /* jobs taken from the feed */
+	int drained;	 /* the feed has no more */
+	size_t sent_off; /* bytes of job `sent` written, its length included */
 	int send_failed; /* the child stopped reading: read what it wrote */
-	double deadline; /* for the answer to jobs[head] */
+	double deadline; /* for the answer to job `head` */
 };
+
+static struct worker_job *job_at(struct stream *s, size_t i) { return s->ring[i % WINDOW]; }
 
 static void job_set(struct worker_job *j, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -302,11 +311,34 @@ static void job_set(struct worker_job *j, int rc, const char *fmt, ...)
 	j->rc = rc;
 }
 
-/* The child is gone or hung while parsing jobs[head]: that message is
+/* Job `head` has its outcome: hand it back. */
+static void head_done(struct parse_worker *w, struct stream *s)
+{
+	s->feed->done(s->feed->ctx, job_at(s, s->head++));
+	s->deadline = now_monotonic() + (double)w->timeout;
+}
+
+/* Fills the window from the feed. */
+static void stream_take(struct stream *s)
+{
+	while (!s->drained && s->taken < s->head + WINDOW) {
+		struct worker_job *j = s->feed->next(s->feed->ctx);
+		if (!j) {
+			s->drained = 1;
+			break;
+		}
+		j->msg = NULL;
+		j->rc = -1;
+		j->reason[0] = 0;
+		s->ring[s->taken++ % WINDOW] = j;
+	}
+}
+
+/* The child is gone or hung while parsing job `head`: that message is
  * poison. */
 static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 {
-	struct worker_job *j = &s->jobs[s->head++];
+	struct worker_job *j = job_at(s, s->head);
 	int status = worker_stop(w, timed_out);
 	if (timed_out)
 		job_set(j, 1, "parser timed out after %ld s", w->timeout);
@@ -314,17 +346,33 @@ static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 		death_reason(status, j->reason, sizeof j->reason);
 	j->rc = 1;
 	log_warn("parse.poison reason=\"%s\"", j->reason);
+	head_done(w, s);
 }
 
-/* Writes what the socket takes of the window of jobs after the last one
- * written: 0, or -1 when the child no longer reads. */
+/* Something went wrong on our side with job `head`: it is not to blame. */
+static void fail_head(struct parse_worker *w, struct stream *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail_head(struct parse_worker *w, struct stream *s, const char *fmt, ...)
+{
+	struct worker_job *j = job_at(s, s->head);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(j->reason, sizeof j->reason, fmt, ap);
+	va_end(ap);
+	j->rc = -1;
+	worker_stop(w, 1);
+	head_done(w, s);
+}
+
+/* Writes what the socket takes of the jobs taken and not written yet: 0,
+ * or -1 when the child no longer reads. */
 static int stream_send(struct parse_worker *w, struct stream *s)
 {
 	uint64_t lens[WINDOW];
 	struct iovec iov[2 * WINDOW];
 	size_t k = 0, off = s->sent_off;
-	for (size_t i = s->sent; i < s->n && i < s->head + WINDOW; i++) {
-		const struct worker_job *j = &s->jobs[i];
+	for (size_t i = s->sent; i < s->taken; i++) {
+		const struct worker_job *j = job_at(s, i);
 		lens[i - s->sent] = j->len;
 		if (off < sizeof *lens) {
 			iov[k].iov_base = (char *)&lens[i - s->sent] + off;
@@ -342,66 +390,60 @@ static int stream_send(struct parse_worker *w, struct stream *s)
 	if (r < 0)
 		return errno == EINTR || errno == EAGAIN ? 0 : -1;
 	size_t done = (size_t)r + s->sent_off;
-	while (done > 0 && done >= sizeof *lens + s->jobs[s->sent].len) {
-		done -= sizeof *lens + s->jobs[s->sent].len;
+	while (s->sent < s->taken && done >= sizeof *lens + job_at(s, s->sent)->len) {
+		done -= sizeof *lens + job_at(s, s->sent)->len;
 		s->sent++;
 	}
 	s->sent_off = done;
 	return 0;
 }
 
-/* Takes the answer to jobs[head] from frame (n bytes): 0, or -1 when it
+/* Takes the answer to job `head` from frame (n bytes): 0, or -1 when it
  * was unusable (the child is stopped). */
 static int stream_answer(struct parse_worker *w, struct stream *s, const char *frame, size_t n)
 {
-	struct worker_job *j = &s->jobs[s->head++];
-	s->deadline = now_monotonic() + (double)w->timeout;
+	struct worker_job *j = job_at(s, s->head);
 	if (frame[0] == 'E' && utf8_valid(frame + 1, n - 1)) {
 		job_set(j, 1, "%.*s", (int)(n - 1 < 4096 ? n - 1 : 4096), frame + 1);
 	} else if (frame[0] == 'M' && (j->msg = message_decode(frame + 1, n - 1)) != NULL) {
 		j->rc = 0;
 	} else {
-		worker_stop(w, 1);
-		job_set(j, -1, "parse worker answered an unusable message; restarted");
+		fail_head(w, s, "parse worker answered an unusable message; restarted");
 		return -1;
 	}
+	head_done(w, s);
 	return 0;
 }
 
-/* Reads what the child has written and takes every complete answer: 0 to
- * go on, -1 when the child had to be stopped (the job to blame has its
- * outcome). */
-static int stream_recv(struct parse_worker *w, struct stream *s)
+/* Reads what the child has written (waiting up to RECV_WAIT_MS for it
+ * unless flags say MSG_DONTWAIT) and takes every complete answer: 0 to go
+ * on, -1 when the child had to be stopped (the job to blame is done). */
+static int stream_recv(struct parse_worker *w, struct stream *s, int flags)
 {
 	struct inbox *in = &w->answers;
-	ssize_t r = inbox_fill(in, w->fd, MSG_DONTWAIT);
-	if (r < 0 && r != -2 && errno == EAGAIN)
-		return 0;
+	ssize_t r = inbox_fill(in, w->fd, flags);
 	if (r == -2) {
-		worker_stop(w, 1);
-		job_set(&s->jobs[s->head++], -1, "no memory for the parse worker's answer");
+		fail_head(w, s, "no memory for the parse worker's answer");
 		return -1;
 	}
+	if (r < 0 && errno == EAGAIN)
+		return 0;
 	if (r <= 0) {
 		blame_head(w, s, 0);
 		return -1;
 	}
 	uint64_t n;
-	while (s->head < s->n && inbox_frame_len(in, &n)) {
-		if (n == 0 || n > ANSWER_MAX((uint64_t)s->jobs[s->head].len)) {
-			worker_stop(w, 1);
-			job_set(&s->jobs[s->head++], -1,
-				"parse worker answered with %llu bytes; restarted",
-				(unsigned long long)n);
+	while (s->head < s->sent && inbox_frame_len(in, &n)) {
+		if (n == 0 || n > ANSWER_MAX((uint64_t)job_at(s, s->head)->len)) {
+			fail_head(w, s, "parse worker answered with %llu bytes; restarted",
+				  (unsigned long long)n);
 			return -1;
 		}
 		const char *frame = inbox_frame(in, n);
 		if (!frame) {
 			/* the rest of a large answer goes straight after it */
 			if (inbox_reserve(in, sizeof n + (size_t)n - (in->len - in->off)) < 0) {
-				worker_stop(w, 1);
-				job_set(&s->jobs[s->head++], -1,
-					"no memory for the parse worker's answer");
+				fail_head(w, s, "no memory for the parse worker's answer");
 				return -1;
 			}
 			break;
@@ -414,53 +456,63 @@ static int stream_recv(struct parse_worker *w, struct stream *s)
 	return 0;
 }
 
-/* Runs the jobs from s->head on through the current child until all have
- * their answer or the child had to be stopped (the job to blame has its
- * outcome then). */
+/* Runs the stream through the current child until the feed is drained and
+ * every job done, or the child had to be stopped (the job to blame is done
+ * then). */
 static void stream_run(struct parse_worker *w, struct stream *s)
 {
 	s->deadline = now_monotonic() + (double)w->timeout;
-	while (s->head < s->n) {
-		int want_out = !s->send_failed && s->sent < s->n && s->sent < s->head + WINDOW;
-		double left = s->deadline - now_monotonic();
-		if (left <= 0) {
+	for (;;) {
+		stream_take(s);
+		if (s->head == s->taken)
+			return;
+		if (!s->send_failed && s->sent < s->taken && stream_send(w, s) < 0)
+			s->send_failed = 1;
+		if (s->send_failed || s->sent == s->taken) {
+			/* all there is has been written: wait for answers alone */
+			if (stream_recv(w, s, 0) < 0)
+				return;
+		} else {
+			/* the socket is full: wait until it takes more or answers come */
+			double left = s->deadline - now_monotonic();
+			struct pollfd pf = {.fd = w->fd, .events = POLLIN | POLLOUT};
+			int r = poll(&pf, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+			if (r < 0 && errno != EINTR) {
+				fail_head(w, s, "cannot wait for the parse worker: %s",
+					  strerror(errno));
+				return;
+			}
+			if (r > 0 && (pf.revents & (POLLIN | POLLERR | POLLHUP)) &&
+			    stream_recv(w, s, MSG_DONTWAIT) < 0)
+				return;
+		}
+		/* checked after reading, so that an answer that came is taken */
+		if (s->head < s->taken && now_monotonic() >= s->deadline) {
 			blame_head(w, s, 1);
 			return;
 		}
-		struct pollfd pf = {.fd = w->fd, .events = POLLIN | (want_out ? POLLOUT : 0)};
-		int r = poll(&pf, 1, (int)(left * 1000) + 1);
-		if (r < 0 && errno != EINTR) {
-			worker_stop(w, 1);
-			job_set(&s->jobs[s->head++], -1, "cannot wait for the parse worker: %s",
-				strerror(errno));
-			return;
-		}
-		if (r <= 0)
-			continue;
-		if ((pf.revents & (POLLOUT | POLLERR | POLLHUP)) && want_out &&
-		    stream_send(w, s) < 0)
-			s->send_failed = 1;
-		if ((pf.revents & (POLLIN | POLLERR | POLLHUP)) && stream_recv(w, s) < 0)
-			return;
 	}
 }
 
-void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t n)
+void worker_parse_stream(struct parse_worker *w, const struct worker_feed *feed)
 {
 	struct stream s;
 	memset(&s, 0, sizeof s);
-	s.jobs = jobs;
-	s.n = n;
-	for (size_t i = 0; i < n; i++) {
-		jobs[i].msg = NULL;
-		jobs[i].rc = -1;
-		jobs[i].reason[0] = 0;
-	}
-	while (s.head < n) {
-		if (w->pid < 0 &&
-		    worker_spawn(w, jobs[s.head].reason, sizeof jobs[s.head].reason) < 0) {
-			for (size_t i = s.head + 1; i < n; i++)
-				memcpy(jobs[i].reason, jobs[s.head].reason, sizeof jobs[i].reason);
+	s.feed = feed;
+	for (;;) {
+		stream_take(&s);
+		if (s.head == s.taken)
+			return;
+		char reason[sizeof s.ring[0]->reason];
+		if (w->pid < 0 && worker_spawn(w, reason, sizeof reason) < 0) {
+			/* no worker: every message waits for the next time */
+			for (; s.head < s.taken || !s.drained; stream_take(&s)) {
+				while (s.head < s.taken) {
+					struct worker_job *j = job_at(&s, s.head++);
+					memcpy(j->reason, reason, sizeof reason);
+					feed->done(feed->ctx, j);
+				}
+			}
 			return;
 		}
 		/* a fresh child starts from the first job without an answer */
@@ -470,6 +522,31 @@ void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t 
 		w->answers.off = w->answers.len = 0;
 		stream_run(w, &s);
 	}
+}
+
+/* worker_parse_batch as a feed over an array. */
+struct batch {
+	struct worker_job *jobs;
+	size_t n, next;
+};
+
+static struct worker_job *batch_next(void *ctx)
+{
+	struct batch *b = ctx;
+	return b->next < b->n ? &b->jobs[b->next++] : NULL;
+}
+
+static void batch_done(void *ctx, struct worker_job *job)
+{
+	(void)ctx;
+	(void)job;
+}
+
+void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t n)
+{
+	struct batch b = {jobs, n, 0};
+	struct worker_feed feed = {batch_next, batch_done, &b};
+	worker_parse_stream(w, &feed);
 }
 
 int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_message **out,

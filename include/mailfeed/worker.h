@@ -38,6 +38,21 @@ struct worker_job {
  * the one before.  A message that kills or hangs the worker is poison and
  * the ones after it go to a fresh worker, as with worker_parse. */
 void worker_parse_batch(struct parse_worker *w, struct worker_job *jobs, size_t n);
+
+/* Where worker_parse_stream takes messages from and gives outcomes to. */
+struct worker_feed {
+	/* The next message (raw and len set), or NULL when there is none.  The
+	 * job stays the caller's and must live, raw included, until done has
+	 * been called with it. */
+	struct worker_job *(*next)(void *ctx);
+	/* The outcome of a job (msg, rc, reason), in the order of next. */
+	void (*done)(void *ctx, struct worker_job *job);
+	void *ctx;
+};
+/* As worker_parse_batch, for messages that come one by one: the next ones
+ * are taken (a few ahead) while the worker parses, so that fetching them
+ * and parsing them overlap. */
+void worker_parse_stream(struct parse_worker *w, const struct worker_feed *feed);
 /* Stops the child and frees w.  NULL is allowed. */
 void worker_free(struct parse_worker *w);
 

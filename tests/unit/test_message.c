@@ -161,13 +161,41 @@ static void test_bad_frames_refused(void **state)
 	buf_free(&w);
 }
 
+/* The check the daemon applies to every string of the wire form, at every
+ * position of the fast ASCII scan. */
+static void test_utf8_valid(void **state)
+{
+	(void)state;
+	char s[80];
+	for (size_t n = 1; n < 72; n++) {
+		for (size_t at = 0; at < n; at++) {
+			memset(s, 'a', n);
+			assert_true(utf8_valid(s, n));
+			s[at] = 0;
+			assert_false(utf8_valid(s, n));
+			s[at] = (char)0xff;
+			assert_false(utf8_valid(s, n));
+			s[at] = (char)0x80;
+			assert_false(utf8_valid(s, n));
+			if (at + 1 < n) {
+				memcpy(s + at, "\xc3\xa9", 2);
+				assert_true(utf8_valid(s, n));
+			}
+		}
+	}
+	assert_true(utf8_valid("\xf0\x9f\x98\x80 \xe2\x82\xac", 8));
+	assert_false(utf8_valid("\xc0\x80", 2));	 /* overlong */
+	assert_false(utf8_valid("\xed\xa0\x80", 3));	 /* surrogate */
+	assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* beyond U+10FFFF */
+	assert_false(utf8_valid("\xe2\x82", 2));	 /* cut short */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_round_trip),
-	    cmocka_unit_test(test_text_is_never_null),
-	    cmocka_unit_test(test_bad_utf8_is_replaced),
-	    cmocka_unit_test(test_bad_frames_refused),
+	    cmocka_unit_test(test_round_trip),		 cmocka_unit_test(test_text_is_never_null),
+	    cmocka_unit_test(test_bad_utf8_is_replaced), cmocka_unit_test(test_bad_frames_refused),
+	    cmocka_unit_test(test_utf8_valid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

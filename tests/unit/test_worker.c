@@ -154,6 +154,58 @@ static void test_same_as_in_process(void **state)
 	worker_free(w);
 }
 
+/* A stream: jobs are taken a few at a time, handed back in order and not
+ * touched after (each is freed in done, so a later use would be caught). */
+struct feed_state {
+	int taken, done, most_ahead;
+};
+
+static struct worker_job *feed_next(void *ctx)
+{
+	struct feed_state *f = ctx;
+	if (f->taken == 20)
+		return NULL;
+	struct worker_job *j = calloc(1, sizeof *j);
+	const char *raw = f->taken == 7 ? crash : good;
+	j->raw = strdup(raw);
+	j->len = strlen(raw);
+	f->taken++;
+	if (f->taken - f->done > f->most_ahead)
+		f->most_ahead = f->taken - f->done;
+	return j;
+}
+
+static void feed_done(void *ctx, struct worker_job *j)
+{
+	struct feed_state *f = ctx;
+	if (f->done == 7) {
+		assert_int_equal(j->rc, 1);
+		assert_string_equal(j->raw, crash);
+	} else {
+		assert_int_equal(j->rc, 0);
+		assert_string_equal(j->msg->text, "Hi all");
+	}
+	f->done++;
+	message_free(j->msg);
+	free((char *)j->raw);
+	free(j);
+}
+
+static void test_stream(void **state)
+{
+	(void)state;
+	struct mf_gateway gw = gateway(20);
+	struct parse_worker *w = worker_new(&gw);
+	struct feed_state f = {0};
+	struct worker_feed feed = {feed_next, feed_done, &f};
+	worker_parse_stream(w, &feed);
+	assert_int_equal(f.taken, 20);
+	assert_int_equal(f.done, 20);
+	/* ahead of the worker, but not the whole stream at once */
+	assert_true(f.most_ahead > 1 && f.most_ahead < 20);
+	worker_free(w);
+}
+
 /* Messages and answers larger than any buffer on the way come through
  * whole, in a batch with small ones. */
 static void test_large_messages(void **state)
@@ -348,6 +400,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_batch_survives_crash),
 	    cmocka_unit_test(test_batch_survives_hang),
 	    cmocka_unit_test(test_large_messages),
+	    cmocka_unit_test(test_stream),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
