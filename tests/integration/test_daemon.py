@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import MAILFEED, run_mailfeed, start_daemon, stop_daemon, wait_for, write_config
+from conftest import (MAILFEED, daemon_log, run_mailfeed, start_daemon, stop_daemon, wait_for,
+                      write_config)
 
 
 def msg(i, subject=None, extra="", body=None, frm="carol@example.org"):
@@ -217,7 +218,9 @@ def test_reload_adds_and_removes_mappings_and_refuses_bad_config(dovecot, tmp_pa
         with open(cfg.path, "w") as f:
             f.write(re.sub(r"\[mailbox team\][^\[]*", "", good))
         p.send_signal(signal.SIGHUP)
-        time.sleep(2)
+        # the second successful reload (the broken one was refused)
+        assert wait_for(lambda: daemon_log(p).count("reload.done") == 2, 20), \
+            daemon_log(p)[-3000:]
         dovecot.append("alice", "One", msg(4))
         time.sleep(3)
         assert count(cfg, "SELECT COUNT(*) FROM messages WHERE message_id='m4@example.org'") == 0
