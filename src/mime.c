@@ -1048,7 +1048,7 @@ static void crlf_to_lf(char *s)
 
 /* Base64 as libetpan reads it: bytes outside the alphabet ('=' included)
  * are skipped, and a last group of one to three characters still gives
- * one or two bytes.  out has room for n * 3 / 4 + 3 bytes. */
+ * one or two bytes.  out has room for n / 4 * 3 + 2 bytes. */
 static size_t base64_decode(const char *in, size_t n, unsigned char *out)
 {
 	/* one more than the value of each character; 0 is not in the alphabet */

@@ -5,11 +5,12 @@
  * child (`mailfeed parse-worker`, the same executable) reads length-prefixed
  * raw messages on a socket and answers each with a length-prefixed frame:
  * 'M' and the message's wire form (message_encode), or 'E' and why it
- * could not be parsed.  The
- * child runs with CPU, memory, file and core limits; the parent enforces a
- * wall-clock deadline.  Whatever the child does with a message — crash,
- * hang, run out of memory — the parent reports that message as poison and
- * starts a fresh child for the next one. */
+ * could not be parsed.  The parent keeps a few messages written ahead, so
+ * that both sides work at once.  The child runs with CPU, memory, file and
+ * core limits; the parent enforces a wall-clock deadline per message.
+ * Whatever the child does with a message — crash, hang, run out of memory —
+ * the parent reports that message as poison and hands the ones after it to
+ * a fresh child. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
