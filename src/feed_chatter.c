@@ -1278,6 +1278,27 @@ char *feed_chatter_parse_page(const char *json, size_t len, const char *group, t
 	return path;
 }
 
+/* GET path as the integration user: 0 with the 200 answer in *r (the
+ * caller clears it), or -1 with err ("what: ...") and *r cleared. */
+static int sf_get(struct chatter *ch, struct http_client *hc, const char *path, const char *what,
+		  struct http_request *r, char *err, size_t errlen)
+{
+	struct feed_result res;
+	memset(&res, 0, sizeof(res));
+	http_request_init(r, "GET", NULL);
+	http_request_header(r, "Accept", "application/json");
+	if (sf_call(ch, hc, ch->f->username, r, path, &res) != 0 || r->status != 200) {
+		if (res.error[0] == '\0')
+			sf_fail(&res, r, what);
+		snprintf(err, errlen, "%s", res.error);
+		http_request_clear(r);
+		feed_result_clear(&res);
+		return -1;
+	}
+	feed_result_clear(&res);
+	return 0;
+}
+
 static int chatter_read_group(void *ctx, const char *group, time_t since,
 			      struct feed_entry **entries, size_t *n, char *err, size_t errlen)
 {
@@ -1285,8 +1306,6 @@ static int chatter_read_group(void *ctx, const char *group, time_t since,
 	struct http_client *hc = ch->pool.clients[0];
 	*entries = NULL;
 	*n = 0;
-	struct feed_result res;
-	memset(&res, 0, sizeof(res));
 	char *ge = http_escape(group);
 	char *path = xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=100"
 			       "&sort=LastModifiedDateDesc&recentCommentCount=25",
@@ -1296,13 +1315,7 @@ static int chatter_read_group(void *ctx, const char *group, time_t since,
 	char *instance = NULL;
 	for (int page = 0; page < SF_READ_PAGES && path; page++) {
 		struct http_request r;
-		http_request_init(&r, "GET", NULL);
-		http_request_header(&r, "Accept", "application/json");
-		if (sf_call(ch, hc, ch->f->username, &r, path, &res) != 0 || r.status != 200) {
-			if (res.error[0] == '\0')
-				sf_fail(&res, &r, "chatter read");
-			snprintf(err, errlen, "%s", res.error);
-			http_request_clear(&r);
+		if (sf_get(ch, hc, path, "chatter read", &r, err, errlen) < 0) {
 			rc = -1;
 			break;
 		}
@@ -1420,13 +1433,11 @@ static int chatter_read_members(void *ctx, const char *group, struct feed_member
 {
 	struct chatter *ch = ctx;
 	struct http_client *hc = ch->pool.clients[0];
-	struct feed_result res;
 	struct buf q;
 	int rc = 0;
 
 	*members = NULL;
 	*n = 0;
-	memset(&res, 0, sizeof(res));
 	buf_init(&q);
 	buf_puts(&q, "SELECT MemberId, Member.Email, Member.Name, NotificationFrequency"
 		     " FROM CollaborationGroupMember WHERE CollaborationGroupId = '");
@@ -1446,13 +1457,7 @@ static int chatter_read_members(void *ctx, const char *group, struct feed_member
 			rc = -1;
 			break;
 		}
-		http_request_init(&r, "GET", NULL);
-		http_request_header(&r, "Accept", "application/json");
-		if (sf_call(ch, hc, ch->f->username, &r, path, &res) != 0 || r.status != 200) {
-			if (res.error[0] == '\0')
-				sf_fail(&res, &r, "chatter members");
-			snprintf(err, errlen, "%s", res.error);
-			http_request_clear(&r);
+		if (sf_get(ch, hc, path, "chatter members", &r, err, errlen) < 0) {
 			rc = -1;
 			break;
 		}
