@@ -117,34 +117,12 @@ static char *group_file(const struct local_ctx *c, const char *group, const char
 	return path;
 }
 
-/* Length of the valid UTF-8 sequence at s (max n bytes), 0 when invalid. */
+/* Length of the valid UTF-8 sequence at s (max n bytes), 0 when invalid
+ * or one of the noncharacters XML does not allow (U+FFFE, U+FFFF). */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
-	size_t len;
-	unsigned cp;
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xE0) == 0xC0) {
-		len = 2;
-		cp = s[0] & 0x1F;
-	} else if ((s[0] & 0xF0) == 0xE0) {
-		len = 3;
-		cp = s[0] & 0x0F;
-	} else if ((s[0] & 0xF8) == 0xF0) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE || cp == 0xFFFF)
+	size_t len = utf8_seq(s, n);
+	if (len == 3 && s[0] == 0xEF && s[1] == 0xBF && (s[2] == 0xBE || s[2] == 0xBF))
 		return 0;
 	return len;
 }
