@@ -124,7 +124,8 @@ format:
 	clang-format -i src/*.c include/mailfeed/*.h tests/unit/*.c
 
 cppcheck:
-	cppcheck --quiet --error-exitcode=1 --enable=warning,portability -Iinclude src
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+		--library=tests/cppcheck/jansson.cfg -Iinclude src
 
 clean:
 	rm -rf build mailfeed

@@ -439,6 +439,7 @@ static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const
 	char *id = NULL;
 	int known = feed_user_cache_get(mm->emails, email, now, &id, username, NULL);
 	free(id);
+	id = NULL;
 	if (known >= 0)
 		return known;
 
