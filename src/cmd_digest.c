@@ -277,7 +277,6 @@ int cmd_unsubscribe(int argc, char **argv, const char *config)
 	const char *email = NULL;
 	struct mf_config *cfg;
 	struct store *st;
-	sqlite3_stmt *s;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -300,29 +299,17 @@ int cmd_unsubscribe(int argc, char **argv, const char *config)
 	/* a [subscriber] section not yet in the table is recorded first, so
 	 * that the 'never' sticks */
 	digest_seed_subscribers(st, cfg);
-	rc = 1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE subscribers SET frequency='never' WHERE email=lower(?1)", -1,
-			       &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_DONE)
-			rc = sqlite3_changes(store_db(st)) > 0 ? 0 : 3;
-		sqlite3_finalize(s);
-	}
-	/* a member of a feed group: a 'never' of its own overrides the
+	/* a member of a feed group gets a 'never' of its own, overriding the
 	 * membership's setting */
-	if (rc == 3 &&
-	    sqlite3_prepare_v2(store_db(st),
-			       "INSERT INTO subscribers(email, groups, frequency, since, source)"
-			       " SELECT lower(?1), group_concat(grp), 'never', ?2, 'cli' FROM"
-			       " (SELECT DISTINCT grp FROM feed_members WHERE email=lower(?1))"
-			       " HAVING count(*) > 0",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
-		if (sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(store_db(st)) > 0)
-			rc = 0;
-		sqlite3_finalize(s);
+	switch (digest_set_frequency(st, email, "never", "cli")) {
+	case 1:
+		rc = 0;
+		break;
+	case 0:
+		rc = 3;
+		break;
+	default:
+		rc = 1;
 	}
 	if (rc == 0)
 		printf("%s unsubscribed\n", email);

@@ -644,6 +644,36 @@ int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const 
 /* ------------------------------------------------------------------ */
 /* Subscribers and runs                                                */
 
+int digest_set_frequency(struct store *st, const char *email, const char *frequency,
+			 const char *source)
+{
+	static const char *const sql[] = {
+	    "UPDATE subscribers SET frequency=?2 WHERE email=lower(?1)",
+	    "INSERT INTO subscribers(email, groups, frequency, since, source)"
+	    " SELECT lower(?1), group_concat(grp), ?2, ?3, ?4 FROM"
+	    " (SELECT DISTINCT grp FROM feed_members WHERE email=lower(?1))"
+	    " HAVING count(*) > 0",
+	};
+	for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+		sqlite3_stmt *s;
+		if (sqlite3_prepare_v2(store_db(st), sql[i], -1, &s, NULL) != SQLITE_OK)
+			return -1;
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, frequency, -1, SQLITE_STATIC);
+		if (i == 1) {
+			sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+			sqlite3_bind_text(s, 4, source, -1, SQLITE_STATIC);
+		}
+		int rc = sqlite3_step(s);
+		sqlite3_finalize(s);
+		if (rc != SQLITE_DONE)
+			return -1;
+		if (sqlite3_changes(store_db(st)) > 0)
+			return 1;
+	}
+	return 0;
+}
+
 int digest_seed_subscribers(struct store *st, const struct mf_config *cfg)
 {
 	sqlite3_stmt *s;

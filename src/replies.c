@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "mailfeed/classify.h"
+#include "mailfeed/digest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
@@ -170,38 +171,11 @@ static char *apply_command(struct store *st, const char *email, const char *cmd,
 
 	if (store_begin(st) < 0)
 		return NULL;
-	if (sqlite3_prepare_v2(store_db(st), "UPDATE subscribers SET frequency=?2 WHERE email=?1",
-			       -1, &s, NULL) != SQLITE_OK)
+	/* a member of feed groups: the command makes the subscription its own,
+	 * for the same groups, overriding the membership */
+	changed = digest_set_frequency(st, email, freq, "email");
+	if (changed < 0)
 		goto fail;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, freq, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) != SQLITE_DONE) {
-		sqlite3_finalize(s);
-		goto fail;
-	}
-	sqlite3_finalize(s);
-	changed = sqlite3_changes(store_db(st));
-	if (!changed) {
-		/* a member of feed groups: the command makes the subscription
-		 * its own, for the same groups, overriding the membership */
-		if (sqlite3_prepare_v2(
-			store_db(st),
-			"INSERT INTO subscribers(email, groups, frequency, since, source)"
-			" SELECT ?1, group_concat(grp), ?2, ?3, 'email' FROM"
-			" (SELECT DISTINCT grp FROM feed_members WHERE email=?1) HAVING count(*) > "
-			"0",
-			-1, &s, NULL) != SQLITE_OK)
-			goto fail;
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, freq, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
-		if (sqlite3_step(s) != SQLITE_DONE) {
-			sqlite3_finalize(s);
-			goto fail;
-		}
-		sqlite3_finalize(s);
-		changed = sqlite3_changes(store_db(st));
-	}
 	if (!changed && grp && strcmp(freq, "never") != 0) {
 		if (sqlite3_prepare_v2(
 			store_db(st),

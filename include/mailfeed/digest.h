@@ -22,6 +22,13 @@
  * 'config').  Returns how many were added, or -1. */
 int digest_seed_subscribers(struct store *st, const struct mf_config *cfg);
 
+/* Sets the digest frequency of email: on its own subscription when it has
+ * one, else on a subscription of its own (source: who asked, 'cli' or
+ * 'email') for every group it is a feed member of, which then overrides the
+ * membership.  1 changed, 0 not a subscriber, -1 store error. */
+int digest_set_frequency(struct store *st, const char *email, const char *frequency,
+			 const char *source);
+
 /* [digest] subscribers = feed: reads the members of every mapped group
  * whose list is older than an hour (every group with force) through
  * read_members and records them as subscribers of the frequency they
