@@ -382,6 +382,21 @@ static void sf_soql_quote(struct buf *b, const char *s)
 	}
 }
 
+/* The /query path of the SOQL text before + quoted value + after. */
+static char *sf_query_path(const char *before, const char *value, const char *after)
+{
+	struct buf q;
+	buf_init(&q);
+	buf_puts(&q, before);
+	sf_soql_quote(&q, value);
+	buf_puts(&q, after);
+	char *esc = http_escape(q.data);
+	char *path = xasprintf("/query?q=%s", esc);
+	free(esc);
+	buf_free(&q);
+	return path;
+}
+
 /* A record id as the API gives it: 15 or 18 letters and digits. */
 static int sf_id_ok(const char *id)
 {
@@ -406,15 +421,8 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 	if (known >= 0)
 		return known;
 
-	struct buf q;
-	buf_init(&q);
-	buf_puts(&q, "SELECT Id, Username FROM User WHERE Email = '");
-	sf_soql_quote(&q, email);
-	buf_puts(&q, "' AND IsActive = true");
-	char *esc = http_escape(q.data);
-	char *path = xasprintf("/query?q=%s", esc);
-	free(esc);
-	buf_free(&q);
+	char *path = sf_query_path("SELECT Id, Username FROM User WHERE Email = '", email,
+				   "' AND IsActive = true");
 
 	struct http_request r;
 	http_request_init(&r, "GET", NULL);
@@ -1433,20 +1441,14 @@ static int chatter_read_members(void *ctx, const char *group, struct feed_member
 {
 	struct chatter *ch = ctx;
 	struct http_client *hc = ch->pool.clients[0];
-	struct buf q;
 	int rc = 0;
 
 	*members = NULL;
 	*n = 0;
-	buf_init(&q);
-	buf_puts(&q, "SELECT MemberId, Member.Email, Member.Name, NotificationFrequency"
-		     " FROM CollaborationGroupMember WHERE CollaborationGroupId = '");
-	sf_soql_quote(&q, group);
-	buf_putc(&q, '\'');
-	char *esc = http_escape(q.data);
-	char *path = xasprintf("/query?q=%s", esc);
-	free(esc);
-	buf_free(&q);
+	char *path =
+	    sf_query_path("SELECT MemberId, Member.Email, Member.Name, NotificationFrequency"
+			  " FROM CollaborationGroupMember WHERE CollaborationGroupId = '",
+			  group, "'");
 	for (int page = 0; path; page++) {
 		struct http_request r;
 		if (page == SF_MEMBER_PAGES) {

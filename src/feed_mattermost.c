@@ -122,6 +122,19 @@ static void mm_request(struct mattermost *mm, struct http_request *r, const char
 	http_request_header(r, "Accept", "application/json");
 }
 
+/* GET base + path + the escaped segment, answered into *r (the caller
+ * clears it). */
+static void mm_get(struct mattermost *mm, struct http_client *hc, struct http_request *r,
+		   const char *path, const char *segment)
+{
+	char *se = http_escape(segment);
+	char *url = xasprintf("%s%s%s", mm->base, path, se);
+	free(se);
+	mm_request(mm, r, "GET", url);
+	http_perform_one(hc, r);
+	free(url);
+}
+
 static size_t mm_runes(const char *s, size_t n)
 {
 	size_t c = 0;
@@ -443,13 +456,8 @@ static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const
 	if (known >= 0)
 		return known;
 
-	char *ee = http_escape(email);
-	char *url = xasprintf("%s/api/v4/users/email/%s", mm->base, ee);
-	free(ee);
 	struct http_request r;
-	mm_request(mm, &r, "GET", url);
-	http_perform_one(hc, &r);
-	free(url);
+	mm_get(mm, hc, &r, "/api/v4/users/email/", email);
 	char elog[200];
 	log_quote(email, elog, sizeof(elog));
 	int rc = 0;
@@ -745,12 +753,8 @@ static void mm_user(struct mattermost *mm, struct http_client *hc, const char *u
 			*email = mm->users[i].email ? xstrdup(mm->users[i].email) : NULL;
 			return;
 		}
-	char *ue = http_escape(uid);
-	char *url = xasprintf("%s/api/v4/users/%s", mm->base, ue);
-	free(ue);
 	struct http_request r;
-	mm_request(mm, &r, "GET", url);
-	http_perform_one(hc, &r);
+	mm_get(mm, hc, &r, "/api/v4/users/", uid);
 	json_t *j = r.status == 200 ? json_loadb(r.response.data, r.response.len, 0, NULL) : NULL;
 	const char *fn = mm_str(j, "first_name"), *ln = mm_str(j, "last_name");
 	const char *un = mm_str(j, "username"), *em = mm_str(j, "email");
@@ -769,7 +773,6 @@ static void mm_user(struct mattermost *mm, struct http_client *hc, const char *u
 	}
 	json_decref(j);
 	http_request_clear(&r);
-	free(url);
 }
 
 static int mm_entry_cmp(const void *a, const void *b)
