@@ -294,7 +294,6 @@ static int batch_commit(struct store *st, int *notify, size_t from, size_t to, i
  * worker asks for them. */
 struct rows {
 	sqlite3_stmt *s;
-	const struct mf_config *cfg;
 	struct pending *batch;
 	size_t n, cap;
 };
@@ -302,12 +301,9 @@ struct rows {
 static struct worker_job *next_row(void *ctx)
 {
 	struct rows *r = ctx;
+	/* the query takes only mapped mailboxes (and [replies] when configured) */
 	while (sqlite3_step(r->s) == SQLITE_ROW) {
 		const char *mailbox = (const char *)sqlite3_column_text(r->s, 1);
-		if (strcmp(mailbox, REPLIES_KEY) != 0 && !config_mailbox(r->cfg, mailbox))
-			continue; /* mapping removed: kept for when it comes back */
-		if (strcmp(mailbox, REPLIES_KEY) == 0 && !r->cfg->replies.present)
-			continue;
 		if (r->n == r->cap) {
 			r->cap = r->cap ? r->cap * 2 : 32;
 			r->batch = xrealloc(r->batch, r->cap * sizeof *r->batch);
@@ -339,7 +335,7 @@ static void row_parsed(void *ctx, struct worker_job *job)
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit)
 {
-	struct rows r = {.cfg = cfg};
+	struct rows r = {0};
 
 	/* only messages of mappings in the config: those of a removed mapping
 	 * stay stored for when it comes back, and must not take the batch */
