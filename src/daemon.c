@@ -247,6 +247,13 @@ int daemon_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	}
 }
 
+/* The next delay of a doubling backoff: 1 after none, at most max. */
+static long backoff_next(long cur, long max)
+{
+	long next = cur > 0 ? cur * 2 : 1;
+	return next > max ? max : next;
+}
+
 static void sleep_or_wake(int fd, long seconds)
 {
 	struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -273,7 +280,7 @@ static void *watcher_main(void *arg)
 				  delay);
 			store_folder_error(st, w->key, err);
 			sleep_or_wake(w->wake_fd, delay);
-			backoff = backoff * 2 > MAX_BACKOFF ? MAX_BACKOFF : backoff * 2;
+			backoff = backoff_next(backoff, MAX_BACKOFF);
 			continue;
 		}
 		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", w->key,
@@ -310,8 +317,7 @@ static void *watcher_main(void *arg)
 			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
 				 w->key, err, store_backoff);
 			sleep_or_wake(w->wake_fd, store_backoff);
-			store_backoff = store_backoff * 2 > STORE_MAX_BACKOFF ? STORE_MAX_BACKOFF
-									: store_backoff * 2;
+			store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 			continue;
 		}
 		long delay = jitter(backoff);
@@ -319,7 +325,7 @@ static void *watcher_main(void *arg)
 			 delay);
 		store_folder_error(st, w->key, err);
 		sleep_or_wake(w->wake_fd, delay);
-		backoff = backoff * 2 > MAX_BACKOFF ? MAX_BACKOFF : backoff * 2;
+		backoff = backoff_next(backoff, MAX_BACKOFF);
 	}
 	store_close(st);
 	return NULL;
@@ -713,9 +719,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
 			} while (n > 0);
 			if (deliver_all(d, st, &delivered_any) < 0 || n < 0) {
-				store_backoff = store_backoff ? store_backoff * 2 : 1;
-				if (store_backoff > STORE_MAX_BACKOFF)
-					store_backoff = STORE_MAX_BACKOFF;
+				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 				store_retry_at = now_monotonic() + (double)store_backoff;
 				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
 					 store_backoff, store_errmsg(st));
