@@ -392,6 +392,9 @@ int imap_select(struct imap_session *s, const char *folder, struct imap_folder_i
 		info->uidvalidity = si->sel_uidvalidity;
 		info->uidnext = si->sel_uidnext;
 		info->exists = si->sel_has_exists ? si->sel_exists : 0;
+		/* from now on, an EXISTS means mail arrived after this SELECT
+		 * (imap_wait checks it) */
+		si->sel_has_exists = 0;
 	}
 	return 0;
 }
@@ -720,6 +723,12 @@ int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, siz
 	 * a NOOP first collects whatever is pending */
 	if (imap_noop(s, err, errlen) < 0)
 		return -1;
+	/* An EXISTS that came with the answer to any command since the last
+	 * SELECT (fetch, after-action, this NOOP) announced mail IDLE would
+	 * not report again: sync first. */
+	struct mailimap_selection_info *si = s->imap->imap_selection_info;
+	if (si && si->sel_has_exists)
+		return 1;
 	if (mailimap_idle(s->imap) != MAILIMAP_NO_ERROR) {
 		set_err(err, errlen, a, "IDLE failed: connection lost");
 		return -1;
