@@ -2,10 +2,35 @@
 # Installs the Debian packages mailfeed needs to build, test and demo,
 # but only those that are missing. Safe to run repeatedly.
 set -eu
-PKGS="gcc make pkg-config libetpan-dev libssl-dev libjansson-dev libsqlite3-dev
-libsystemd-dev libinih-dev libgumbo-dev libcmocka-dev libsasl2-modules
-dovecot-imapd python3-aiosmtpd python3-pytest python3-cryptography openssl curl sqlite3 clang
-libclang-rt-14-dev time systemd man-db"
+# One package a line, so that additions never collide.
+PKGS="
+gcc
+make
+pkg-config
+libetpan-dev
+libssl-dev
+libjansson-dev
+libsqlite3-dev
+libsystemd-dev
+libinih-dev
+libgumbo-dev
+libcmocka-dev
+libsasl2-modules
+dovecot-imapd
+python3-aiosmtpd
+python3-pytest
+python3-cryptography
+openssl
+curl
+sqlite3
+clang
+libclang-rt-14-dev
+time
+systemd
+man-db
+libseccomp-dev
+libmicrohttpd-dev
+"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||
