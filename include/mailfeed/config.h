@@ -162,14 +162,6 @@ void diag_free(struct mf_diag *diag);
 const struct mf_mailbox *config_mailbox(const struct mf_config *cfg, const char *name);
 const struct mf_account *config_account(const struct mf_config *cfg, const char *name);
 
-/* Reads a secret from a *_file (refused when group/world readable) or runs a
- * *_command (argv split on spaces, no shell) and takes its stdout; trailing
- * newline removed.  Exactly one of file/command non-NULL.  Returns 0, or -1
- * with a message in err. */
-int secret_read(const char *file, const char *command, char **out, char *err, size_t errlen);
-/* Same for binary secrets (gateway secret): raw bytes, length in *len. */
-int secret_read_raw(const char *file, unsigned char **out, size_t *len, char *err, size_t errlen);
-
 const char *after_action_name(enum after_action a);
 const char *frequency_name(enum frequency f);
 int frequency_parse(const char *s, enum frequency *out);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/secret.h"
 
 static char tmpdir[256];
 static char cfgpath[300];
@@ -229,6 +230,8 @@ static void test_value_problems(void **state)
 	expect_problem("[digest]\nmax_items = 0\n", 2, "from 1 to 1000");
 	expect_problem("[gateway]\nlog_level = loud\n", 2, "debug, info, warn or error");
 	expect_problem("[gateway]\nmetrics_listen = 9464\n", 2, "HOST:PORT");
+	expect_problem("[gateway]\nmetrics_listen = 0.0.0.0:9464\n", 2, "not a loopback address");
+	expect_problem("[gateway]\nmetrics_listen = ::1:9464\n", 2, "[::1]:9464");
 	expect_problem("[feed]\nbackend = slack\n", 2,
 		       "must be one of: local | chatter | mattermost | webhook");
 	expect_problem("[feed]\npost_as = boss\n", 2, "integration | author");
