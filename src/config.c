@@ -945,7 +945,7 @@ static void check_secret(struct loader *l, const struct sect *s, const char *key
 	struct stat st;
 	char err[512];
 
-	if (!path)
+	if (!path || read_it < 0)
 		return;
 	int line = key_line(s, key);
 	if (stat(path, &st) < 0) {
@@ -956,10 +956,8 @@ static void check_secret(struct loader *l, const struct sect *s, const char *key
 		diag_add(l, line, "%s: %s is not a regular file", key, path);
 		return;
 	}
-	if (st.st_mode & 077) {
-		diag_add(l, line,
-			 "%s: %s is readable by group or others (mode %04o); run: chmod 600 %s",
-			 key, path, (unsigned)(st.st_mode & 07777), path);
+	if (secret_mode_check(path, &st, err, sizeof err) < 0) {
+		diag_add(l, line, "%s: %s", key, err);
 		return;
 	}
 	if (min_size && (size_t)st.st_size < min_size) {
@@ -1038,7 +1036,7 @@ static void validate_accounts(struct loader *l, int check_secrets)
 		check_secret(l, s, "password_file", a->password_file, 0, check_secrets);
 		check_secret(l, s, "oauth2_token_file", a->oauth2_token_file, 0, check_secrets);
 		check_readable(l, s, "ca_file", a->ca_file);
-		if (check_secrets && a->oauth2_token_command) {
+		if (check_secrets > 0 && a->oauth2_token_command) {
 			char err[512], *out = NULL;
 			if (secret_read(NULL, a->oauth2_token_command, &out, err, sizeof err) < 0)
 				diag_add(l, key_line(s, "oauth2_token_command"),

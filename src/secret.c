@@ -1,12 +1,14 @@
 /* secret.c — reading secrets: private files and token commands.
  *
- * Files are opened once, checked with fstat (regular, not readable by group
- * or others) and read up to SECRET_MAX bytes.  Commands run through
+ * Files are opened once, checked with fstat (regular; see secret_mode_check
+ * for who may read it) and read up to SECRET_MAX bytes.  Commands run through
  * posix_spawnp without a shell; stdout is the secret, the first line of
  * stderr explains a failure, and a command that hangs is killed. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -20,6 +22,122 @@
 #include "mailfeed/util.h"
 
 extern char **environ;
+
+#define READER_GROUPS_MAX 256
+
+/* The user secret files are judged for: the process itself unless
+ * secret_judge_for() named another.  Set once, before threads start. */
+static struct {
+	int set;
+	char name[64];
+	uid_t uid;
+	int n_groups;
+	gid_t groups[READER_GROUPS_MAX];
+} reader;
+
+int secret_judge_for(const char *user, char *err, size_t errlen)
+{
+	struct passwd pw, *res = NULL;
+	char pwbuf[4096];
+	int n = READER_GROUPS_MAX;
+
+	if (getpwnam_r(user, &pw, pwbuf, sizeof pwbuf, &res) != 0 || !res) {
+		snprintf(err, errlen, "there is no user %s", user);
+		return -1;
+	}
+	if (getgrouplist(user, pw.pw_gid, reader.groups, &n) < 0) {
+		reader.groups[0] = pw.pw_gid;
+		n = 1;
+	}
+	reader.n_groups = n;
+	reader.uid = pw.pw_uid;
+	snprintf(reader.name, sizeof reader.name, "%s", user);
+	reader.set = 1;
+	return 0;
+}
+
+/* Whether gid is one of the reading user's groups. */
+static int reader_in_group(gid_t gid)
+{
+	if (reader.set) {
+		for (int i = 0; i < reader.n_groups; i++)
+			if (reader.groups[i] == gid)
+				return 1;
+		return 0;
+	}
+	gid_t groups[READER_GROUPS_MAX];
+	int n = getgroups(READER_GROUPS_MAX, groups);
+	if (gid == getegid())
+		return 1;
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+static const char *group_name(gid_t gid, char *buf, size_t len)
+{
+	struct group gr, *res = NULL;
+	char grbuf[4096];
+	if (getgrgid_r(gid, &gr, grbuf, sizeof grbuf, &res) == 0 && res)
+		snprintf(buf, len, "%s", gr.gr_name);
+	else
+		snprintf(buf, len, "%u", (unsigned)gid);
+	return buf;
+}
+
+/* The reading user's name, for messages. */
+static const char *reader_label(char *buf, size_t len)
+{
+	struct passwd pw, *res = NULL;
+	char pwbuf[4096];
+	if (reader.set)
+		snprintf(buf, len, "%s", reader.name);
+	else if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &res) == 0 && res)
+		snprintf(buf, len, "%s", pw.pw_name);
+	else
+		snprintf(buf, len, "uid %u", (unsigned)geteuid());
+	return buf;
+}
+
+int secret_mode_check(const char *file, const struct stat *st, char *err, size_t errlen)
+{
+	unsigned mode = (unsigned)(st->st_mode & 07777);
+	char grp[64], who[64];
+
+	if (mode & 022) {
+		snprintf(err, errlen,
+			 "%s is writable by group or others (mode %04o); run: chmod 600 %s (or 640 "
+			 "with the service's group)",
+			 file, mode, file);
+		return -1;
+	}
+	if (mode & 007) {
+		snprintf(err, errlen,
+			 "%s is readable by others (mode %04o); run: chmod 600 %s (or 640 with the "
+			 "service's group)",
+			 file, mode, file);
+		return -1;
+	}
+	if ((mode & 070) && !reader_in_group(st->st_gid)) {
+		group_name(st->st_gid, grp, sizeof grp);
+		snprintf(err, errlen,
+			 "%s is readable by group %s, which %s is not in (mode %04o); run: chmod 600 "
+			 "%s, or chgrp to the service's group",
+			 file, grp, reader_label(who, sizeof who), mode, file);
+		return -1;
+	}
+	if (reader.set && !(st->st_uid == reader.uid ? mode & 0400 : mode & 0040)) {
+		group_name(st->st_gid, grp, sizeof grp);
+		snprintf(err, errlen,
+			 "%s cannot be read by %s (owner uid %u, group %s, mode %04o); run: chown "
+			 "%s %s, or chgrp %s's group and chmod 640",
+			 file, reader.name, (unsigned)st->st_uid, grp, mode, reader.name, file,
+			 reader.name);
+		return -1;
+	}
+	return 0;
+}
 
 /* Reads up to SECRET_MAX bytes of a private file. */
 static int secret_file_read(const char *file, struct buf *b, char *err, size_t errlen)
@@ -37,10 +155,7 @@ static int secret_file_read(const char *file, struct buf *b, char *err, size_t e
 		close(fd);
 		return -1;
 	}
-	if (st.st_mode & 077) {
-		snprintf(err, errlen,
-			 "%s is readable by group or others (mode %04o); run: chmod 600 %s", file,
-			 (unsigned)(st.st_mode & 07777), file);
+	if (secret_mode_check(file, &st, err, errlen) < 0) {
 		close(fd);
 		return -1;
 	}

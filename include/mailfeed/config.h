@@ -154,7 +154,9 @@ struct mf_diag {
 
 /* Loads and validates path.  Returns the config, or NULL when any problem
  * was found (all of them appended to diag).  check_secrets = 1 also opens
- * every *_file secret (existence, permissions) as check-config does. */
+ * every *_file secret (existence, permissions) as check-config does; 0
+ * checks existence and permissions only; -1 skips secrets altogether (to
+ * learn the state path before deciding whom to judge them for). */
 struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag);
 void config_free(struct mf_config *cfg);
 void diag_free(struct mf_diag *diag);

@@ -9,13 +9,26 @@
 #define MAILFEED_SECRET_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 #define SECRET_MAX (64 * 1024)
 #define SECRET_COMMAND_TIMEOUT 10
 /* The gateway secret signs reply tokens: at least this many random bytes. */
 #define GATEWAY_SECRET_MIN 32
 
-/* Reads a secret from a *_file (refused when group/world readable) or runs a
+/* Whether st (of file) is private enough for a secret, as Debian admins
+ * keep them: writable only by its owner, never readable by others, and
+ * readable by a group only when that group is the reading user's (0640
+ * root:mailfeed).  When check-config judges for the service user, that user
+ * must also be able to read it.  0, or -1 with the reason and the command
+ * that fixes it in err. */
+int secret_mode_check(const char *file, const struct stat *st, char *err, size_t errlen);
+/* Judge secret files for user (its uid and groups) instead of the process's
+ * own: check-config run as root.  Call before any thread starts.  0, or -1
+ * when there is no such user. */
+int secret_judge_for(const char *user, char *err, size_t errlen);
+
+/* Reads a secret from a *_file (refused unless secret_mode_check accepts it) or runs a
  * *_command (argv split on spaces, no shell) and takes its stdout; trailing
  * newline removed.  Exactly one of file/command non-NULL.  Returns 0, or -1
  * with a message in err. */
