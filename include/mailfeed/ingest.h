@@ -1,7 +1,7 @@
-/* daemon.h — the gateway loop: IMAP watchers, the processing loop, reload
- * and shutdown.  Used by `mailfeed run` and `mailfeed preview`. */
-#ifndef MAILFEED_DAEMON_H
-#define MAILFEED_DAEMON_H
+/* ingest.h — IMAP ingest: folder sync into the state and after-actions.
+ * Used by the watcher threads and `run --once` (cmd_run.c). */
+#ifndef MAILFEED_INGEST_H
+#define MAILFEED_INGEST_H
 
 #include "mailfeed/config.h"
 #include "mailfeed/imap.h"
@@ -9,15 +9,15 @@
 
 /* Syncs one folder: select, detect UIDVALIDITY changes, fetch every new
  * message and store it with its checkpoint.  *stop is polled between
- * messages.  Returns 0, or -1 with err (the server), or DAEMON_STORE_FAILED
+ * messages.  Returns 0, or -1 with err (the server), or INGEST_STORE_FAILED
  * with err when the state database refused the work (a full disk, say). */
-#define DAEMON_STORE_FAILED (-2)
-int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key,
+#define INGEST_STORE_FAILED (-2)
+int ingest_sync_folder(struct imap_session *s, struct store *st, const char *key,
 		       const struct mf_account *acct, const char *folder, long long max_size,
 		       volatile int *stop, int *new_messages, char *err, size_t errlen);
 /* Applies the after-action to every message of key that is safe now.
- * Returns 0, -1 or DAEMON_STORE_FAILED with err, as daemon_sync_folder. */
-int daemon_apply_acks(struct imap_session *s, struct store *st, const char *key,
+ * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder. */
+int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		      enum after_action a, const char *after_folder, char *err, size_t errlen);
 
 #endif
