@@ -53,6 +53,8 @@ struct watcher {
 	enum after_action after;
 	const char *after_folder;
 	long long max_size;
+	enum start_mode start;
+	long start_since;
 	const char *state_path;
 	int wake_fd;
 	volatile int stop;
@@ -87,12 +89,23 @@ static void sleep_or_wake(int fd, long seconds)
 	drain(fd);
 }
 
+static struct ingest_folder watcher_target(const struct watcher *w)
+{
+	return (struct ingest_folder){.key = w->key,
+				      .acct = w->acct,
+				      .folder = w->folder,
+				      .max_size = w->max_size,
+				      .start = w->start,
+				      .start_since = w->start_since};
+}
+
 static void *watcher_main(void *arg)
 {
 	struct watcher *w = arg;
 	char err[512];
 	long backoff = 1, store_backoff = 1;
 	int rc = 0;
+	struct ingest_folder target = watcher_target(w);
 	struct store *st = store_open(w->state_path, err, sizeof err);
 	if (!st) {
 		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
@@ -113,8 +126,7 @@ static void *watcher_main(void *arg)
 			 w->acct->name, w->folder, imap_has_idle(s) ? "yes" : "no");
 		while (!w->stop) {
 			int fresh = 0;
-			rc = ingest_sync_folder(s, st, w->key, w->acct, w->folder, w->max_size,
-						&w->stop, &fresh, err, sizeof err);
+			rc = ingest_sync_folder(s, st, &target, &w->stop, &fresh, err, sizeof err);
 			if (rc < 0)
 				break;
 			backoff = 1;
@@ -181,14 +193,17 @@ static size_t watchers_plan(struct daemon *d)
 					   .acct = mb->acct,
 					   .folder = mb->folder,
 					   .after = mb->after,
-					   .after_folder = mb->after_folder};
+					   .after_folder = mb->after_folder,
+					   .start = mb->start,
+					   .start_since = mb->start_since};
 	}
 	if (cfg->replies.present)
 		d->w[n - 1] = (struct watcher){.key = REPLIES_KEY,
 					       .acct = cfg->replies.acct,
 					       .folder = cfg->replies.folder,
 					       .after = cfg->replies.after,
-					       .after_folder = cfg->replies.after_folder};
+					       .after_folder = cfg->replies.after_folder,
+					       .start = START_ALL};
 	for (size_t i = 0; i < n; i++) {
 		d->w[i].max_size = cfg->gateway.max_message_size;
 		d->w[i].state_path = cfg->gateway.state;
@@ -337,9 +352,9 @@ static int run_once(struct daemon *d, struct store *st)
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];
 		int fresh = 0;
+		struct ingest_folder target = watcher_target(w);
 		sessions[i] = imap_open(w->acct, err, sizeof err);
-		int src = sessions[i] ? ingest_sync_folder(sessions[i], st, w->key, w->acct,
-							   w->folder, w->max_size, &stop, &fresh,
+		int src = sessions[i] ? ingest_sync_folder(sessions[i], st, &target, &stop, &fresh,
 							   err, sizeof err)
 				      : -1;
 		if (src < 0) {

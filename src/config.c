@@ -61,6 +61,7 @@ enum key_type {
 	K_LIST,	 /* struct strlist; the key may repeat to continue a long list */
 	K_TAGS,	 /* like K_LIST, leading '#' dropped */
 	K_AFTER, /* enum after_action at off, folder string at off2 */
+	K_START, /* enum start_mode at off, seconds of since:DURATION at off2 */
 	K_TIMEZONE,
 	K_WEEKDAY,
 	K_LOGLEVEL,
@@ -163,6 +164,7 @@ static const struct key_def mailbox_keys[] = {
     {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0},
     {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
     {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
+    {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef M
@@ -715,6 +717,21 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 			*folder = NULL;
 		}
 		*(int *)(void *)field = (int)a;
+		return 0;
+	}
+	case K_START: {
+		long *since = (long *)(void *)((char *)obj + k->off2);
+		if (strcasecmp(v, "new") == 0) {
+			*(int *)(void *)field = START_NEW;
+		} else if (strcasecmp(v, "all") == 0) {
+			*(int *)(void *)field = START_ALL;
+		} else if (strncasecmp(v, "since:", 6) == 0 && parse_duration(v + 6, since) == 0 &&
+			   *since > 0) {
+			*(int *)(void *)field = START_SINCE;
+		} else {
+			snprintf(err, errlen, "must be new, all or since:DURATION (e.g. since:7d)");
+			return -1;
+		}
 		return 0;
 	}
 	case K_TIMEZONE:

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "mailfeed/ingest.h"
 #include "mailfeed/log.h"
@@ -62,6 +63,7 @@ struct store_ctx {
 	int inserted;
 	int failed;
 	long long max_size;
+	const char *state; /* of messages taken in: "new", or "held" by backfill */
 	int in_tx;        /* a batch transaction is open */
 	int tx_count;     /* messages in it */
 	size_t tx_bytes;
@@ -96,7 +98,7 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	    .internaldate = f->internaldate,
 	    .raw = f->raw,
 	    .raw_len = f->raw_len,
-	    .state = "new",
+	    .state = c->state,
 	};
 	char *msgid = NULL;
 	int inserted = 0;
@@ -144,8 +146,74 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	return *c->stop ? 1 : 0;
 }
 
-int ingest_sync_folder(struct imap_session *s, struct store *st, const char *key,
-		       const struct mf_account *acct, const char *folder, long long max_size,
+int ingest_take(struct imap_session *s, struct store *st, const char *key, uint32_t uidvalidity,
+		const uint32_t *uids, size_t n, long long max_size, const char *state,
+		volatile int *stop, int *inserted, char *err, size_t errlen)
+{
+	struct store_ctx c = {.st = st,
+			      .key = key,
+			      .uidvalidity = uidvalidity,
+			      .stop = stop,
+			      .max_size = max_size,
+			      .state = state};
+	*inserted = 0;
+	if (n == 0)
+		return 0;
+	int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
+	if (!c.failed && store_batch_commit(&c) < 0)
+		c.failed = 1;
+	store_rollback(st); /* a batch left open by a fetch error: fetched again */
+	*inserted = c.inserted;
+	if (c.failed) {
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		return INGEST_STORE_FAILED;
+	}
+	return rc < 0 ? -1 : 0;
+}
+
+/* A mapping seen for the first time: mail already in its folder is not
+ * taken (start = new), or only what arrived since a moment (since:), and
+ * the checkpoint is set past it together with the folder's UIDVALIDITY, so
+ * that a crash here cannot turn into a flood later.  `mailfeed backfill`
+ * takes the rest on purpose. */
+static int start_point(struct imap_session *s, struct store *st, const struct ingest_folder *f,
+		       uint32_t uidvalidity, char *err, size_t errlen)
+{
+	uint32_t *all = NULL, *recent = NULL;
+	size_t n = 0, nrecent = 0;
+	int changed = 0, rc = -1;
+	if (imap_search_from(s, 1, &all, &n, err, errlen) < 0)
+		return -1;
+	if (f->start == START_SINCE &&
+	    imap_search_since(s, time(NULL) - f->start_since, &recent, &nrecent, err, errlen) < 0)
+		goto out;
+	/* the checkpoint: past everything, or just before the first recent one
+	 * (a few older messages with higher UIDs may then be taken too) */
+	uint32_t mark = n ? all[n - 1] : 0;
+	if (nrecent)
+		mark = recent[0] - 1;
+	size_t skipped = 0;
+	for (size_t i = 0; i < n; i++)
+		skipped += all[i] <= mark;
+	if (store_begin(st) < 0 ||
+	    store_folder_select(st, f->key, f->acct->name, f->folder, uidvalidity, &changed) < 0 ||
+	    store_folder_advance(st, f->key, mark) < 0 || store_commit(st) < 0) {
+		store_rollback(st);
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		rc = INGEST_STORE_FAILED;
+		goto out;
+	}
+	log_info("imap.start mailbox=%s start=%s existing=%zu not_taken=%zu note=\"mail already "
+		 "in the folder is recorded, not posted; mailfeed backfill imports it\"",
+		 f->key, f->start == START_SINCE ? "since" : "new", n, skipped);
+	rc = 0;
+out:
+	free(all);
+	free(recent);
+	return rc;
+}
+
+int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		       volatile int *stop, int *new_messages, char *err, size_t errlen)
 {
 	struct imap_folder_info info;
@@ -153,11 +221,18 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const char *key
 	uint32_t *uids = NULL;
 	size_t n = 0;
 	int changed = 0;
+	const char *key = f->key, *folder = f->folder;
 
 	*new_messages = 0;
 	if (imap_select(s, folder, &info, err, errlen) < 0)
 		return -1;
-	if (store_folder_select(st, key, acct->name, folder, info.uidvalidity, &changed) < 0) {
+	store_folder_get(st, key, &fs);
+	if (fs.uidvalidity == 0 && fs.last_uid == 0 && f->start != START_ALL) {
+		int rc = start_point(s, st, f, info.uidvalidity, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	if (store_folder_select(st, key, f->acct->name, folder, info.uidvalidity, &changed) < 0) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 		return INGEST_STORE_FAILED;
 	}
@@ -173,29 +248,13 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const char *key
 	}
 	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
 		return -1;
-	if (n > 0) {
-		struct store_ctx c = {.st = st,
-				      .key = key,
-				      .uidvalidity = info.uidvalidity,
-				      .stop = stop,
-				      .max_size = max_size};
-		int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
-		if (!c.failed && store_batch_commit(&c) < 0)
-			c.failed = 1;
-		store_rollback(st); /* a batch left open by a fetch error: fetched again */
-		free(uids);
-		*new_messages = c.inserted;
-		if (c.failed) {
-			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
-			return INGEST_STORE_FAILED;
-		}
-		if (rc < 0)
-			return -1;
-		if (c.inserted)
-			log_info("imap.fetched mailbox=%s new=%d", key, c.inserted);
-	} else {
-		free(uids);
-	}
+	int rc = ingest_take(s, st, key, info.uidvalidity, uids, n, f->max_size, "new", stop,
+			     new_messages, err, errlen);
+	free(uids);
+	if (rc < 0)
+		return rc;
+	if (*new_messages)
+		log_info("imap.fetched mailbox=%s new=%d", key, *new_messages);
 	store_folder_ok(st, key);
 	return 0;
 }

@@ -10,6 +10,8 @@
 
 enum tls_mode { TLS_IMPLICIT, TLS_STARTTLS, TLS_NONE };
 enum after_action { AFTER_KEEP, AFTER_SEEN, AFTER_MOVE, AFTER_DELETE };
+/* What a mapping takes of the mail already in its folder when first seen. */
+enum start_mode { START_NEW, START_ALL, START_SINCE };
 enum feed_backend { FEED_LOCAL, FEED_CHATTER, FEED_MATTERMOST, FEED_WEBHOOK };
 enum post_as { POST_AS_INTEGRATION, POST_AS_AUTHOR };
 enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER };
@@ -48,6 +50,8 @@ struct mf_mailbox {
 	struct strlist allow_senders; /* domains or addresses; empty = all */
 	int accept_bulk;
 	int attach_original;
+	enum start_mode start; /* default new */
+	long start_since;     /* seconds back, for since:DURATION */
 	int line;
 };
 
