@@ -23,7 +23,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -98,10 +97,10 @@ void worker_free(struct parse_worker *w)
 	free(w);
 }
 
-/* The child may write no file (RLIMIT_FSIZE 0), so when our stderr is a
- * regular file (`mailfeed run 2>>log`) its log lines and sanitizer reports
- * would be lost: it gets a pipe instead, and this thread copies what comes
- * through to our stderr until the child is gone. */
+/* The child keeps no descriptor but its pipes to us, and may write no
+ * file (RLIMIT_FSIZE 0): its stderr is a pipe, and this thread copies what
+ * comes through (log lines, sanitizer reports) to our stderr — a terminal,
+ * the journal or `mailfeed run 2>>log` — until the child is gone. */
 static void *relay_stderr(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
@@ -114,14 +113,13 @@ static void *relay_stderr(void *arg)
 	return NULL;
 }
 
-/* A pipe for the child's stderr when ours is a regular file, else -1s. */
+/* A pipe for the child's stderr, else -1s (the child then inherits ours). */
 static void stderr_pipe(int p[2])
 {
-	struct stat st;
 	pthread_t t;
 	pthread_attr_t a;
 	p[0] = p[1] = -1;
-	if (fstat(2, &st) < 0 || !S_ISREG(st.st_mode) || pipe2(p, O_CLOEXEC) < 0)
+	if (pipe2(p, O_CLOEXEC) < 0)
 		return;
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -316,6 +314,12 @@ static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 {
 	struct worker_job *j = job_at(s, s->head);
 	int status = worker_stop(w, timed_out);
+	if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_NO_SANDBOX) {
+		/* the child would not parse without its sandbox: not the mail's fault */
+		job_set(j, -1, "parse worker cannot enter its sandbox (see the log)");
+		head_done(w, s);
+		return;
+	}
 	if (timed_out)
 		job_set(j, 1, "parser timed out after %ld s", w->timeout);
 	else

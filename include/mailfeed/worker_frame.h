@@ -17,6 +17,10 @@
 /* Buffers kept between messages are given back above this size. */
 #define KEEP_BUFFER (1024 * 1024)
 
+/* The child's exit status when it cannot confine itself: it parses
+ * nothing, and the message it was given is not to blame. */
+#define WORKER_EXIT_NO_SANDBOX 4
+
 struct inbox {
 	char *data;
 	size_t off, len, cap;
