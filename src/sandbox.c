@@ -7,6 +7,7 @@
  * in the parser adds its rows here and loads its files in
  * sandbox_preload(). */
 #include <errno.h>
+#include <fcntl.h>
 #include <iconv.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -162,12 +163,22 @@ static const int denied_softly[] = {
 
 int sandbox_enter(char *err, size_t errlen)
 {
+	/* the first to go when memory runs out, before the daemon */
+	int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (adj >= 0) {
+		if (write(adj, "1000", 4) != 4)
+			log_debug("parse_worker.sandbox oom_score_adj=unchanged");
+		close(adj);
+	}
 	/* no core dumps, no ptrace by the same user, no /proc/PID/mem */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	close_others();
 	enter_namespaces();
 
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+	if (!ctx) /* where seccomp() itself is filtered: prctl, and the
+		   * older action, which kills our one thread — the process */
+		ctx = seccomp_init(SCMP_ACT_KILL);
 	if (!ctx) {
 		snprintf(err, errlen, "cannot create the seccomp filter");
 		return -1;
