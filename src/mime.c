@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "mailfeed/clean.h"
+#include "mailfeed/facts.h"
 #include "mailfeed/html.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/tags.h"
@@ -707,18 +708,7 @@ static const char *ext_for(const char *type)
 
 /* ---- top-level headers ------------------------------------------------- */
 
-struct header {
-	char *name;
-	char *value; /* unfolded, raw bytes */
-};
-
-struct headers {
-	struct header *v;
-	size_t n;
-	size_t body; /* offset of the body in the raw message */
-};
-
-static void headers_free(struct headers *h)
+static void headers_free(struct mime_headers *h)
 {
 	for (size_t i = 0; i < h->n; i++) {
 		free(h->v[i].name);
@@ -729,7 +719,7 @@ static void headers_free(struct headers *h)
 
 /* Splits the header block; lines without a colon are skipped, folded lines
  * are joined. */
-static void headers_parse(const char *raw, size_t len, struct headers *h)
+static void headers_parse(const char *raw, size_t len, struct mime_headers *h)
 {
 	size_t cap = 0, i = 0;
 	memset(h, 0, sizeof *h);
@@ -745,7 +735,7 @@ static void headers_parse(const char *raw, size_t len, struct headers *h)
 			break;
 		}
 		if ((raw[i] == ' ' || raw[i] == '\t') && h->n) {
-			struct header *last = &h->v[h->n - 1];
+			struct mime_header *last = &h->v[h->n - 1];
 			size_t have = strlen(last->value);
 			if (have + (le - i) < HEADER_VALUE_MAX) {
 				char *more = mime_to_utf8(raw + i, le - i, NULL, NULL);
@@ -780,8 +770,8 @@ static void headers_parse(const char *raw, size_t len, struct headers *h)
 	h->body = i < len ? i : len;
 }
 
-/* First value of a header, trimmed, or NULL. */
-static const char *header_get(const struct headers *h, const char *name)
+/* Trims the value in place on the first look-up. */
+const char *mime_header_get(const struct mime_headers *h, const char *name)
 {
 	for (size_t i = 0; i < h->n; i++)
 		if (!strcasecmp(h->v[i].name, name)) {
@@ -1414,7 +1404,7 @@ static void walk_forward(struct walk *w, struct mailmime *mime, int depth)
 	buf_init(&sub.html);
 	buf_init(&sub.forwards);
 	buf_init(&sub.warn);
-	struct headers h;
+	struct mime_headers h;
 	memset(&h, 0, sizeof h);
 	struct mailmime_data *body = mime->mm_body;
 	if (body && body->dt_type == MAILMIME_DATA_TEXT)
@@ -1432,7 +1422,7 @@ static void walk_forward(struct walk *w, struct mailmime *mime, int depth)
 	buf_puts(f, "\n---------- Forwarded message ---------\n");
 	static const char *show[] = {"From", "Date", "Subject", "To"};
 	for (size_t i = 0; i < sizeof show / sizeof show[0]; i++) {
-		const char *v = header_get(&h, show[i]);
+		const char *v = mime_header_get(&h, show[i]);
 		if (v) {
 			char *d = mime_decode_header(v);
 			buf_printf(f, "%s: %s\n", show[i], d);
@@ -1589,198 +1579,6 @@ static void drop_signature_images(struct walk *w, const char *html)
 	m->n_attachments = j;
 }
 
-/* ---- classification facts ---------------------------------------------- */
-
-static int starts_ci(const char *s, const char *prefix)
-{
-	return !strncasecmp(s, prefix, strlen(prefix));
-}
-
-/* Subjects that auto-responders put first.  The first group is
- * unambiguous; the second only counts when followed by ':' or alone,
- * since a person may write "Absence of data". */
-static const char *ooo_subject(const char *subject)
-{
-	static const char *always[] = {
-	    "Automatic reply",
-	    "Auto reply",
-	    "Autoreply",
-	    "Auto-reply",
-	    "Auto response",
-	    "Automatische Antwort",
-	    "Réponse automatique",
-	    "Respuesta automática",
-	    "Respuesta automatica",
-	    "Risposta automatica",
-	    "Automatisch antwoord",
-	    "Resposta automática",
-	    "Autosvar",
-	    "Automaattinen vastaus",
-	    "Automatyczna odpowiedź",
-	    "Automatická odpověď",
-	    "Автоматический ответ",
-	    "自动回复",
-	    "自動回覆",
-	    "自動返信",
-	    "自動応答",
-	    "자동 회신",
-	    "Otomatik yanıt",
-	    "Αυτόματη απάντηση",
-	    "Automatikus válasz",
-	};
-	static const char *with_colon[] = {
-	    "Out of Office",
-	    "Out of the office",
-	    "Abwesenheitsnotiz",
-	    "Abwesend",
-	    "Absence",
-	    "Absent",
-	    "Fuori ufficio",
-	    "Fuori sede",
-	    "Afwezig",
-	    "Afwezigheid",
-	    "Frånvaro",
-	    "Fraværende",
-	    "Fravær",
-	    "Poissa",
-	    "Poissaolo",
-	    "Nieobecność",
-	    "Ausente",
-	    "Fora do escritório",
-	    "Не в офисе",
-	    "不在",
-	};
-	if (!subject)
-		return NULL;
-	for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
-		if (starts_ci(subject, always[i]))
-			return always[i];
-	for (size_t i = 0; i < sizeof with_colon / sizeof with_colon[0]; i++) {
-		size_t n = strlen(with_colon[i]);
-		if (!starts_ci(subject, with_colon[i]))
-			continue;
-		const char *r = subject + n;
-		while (*r == ' ')
-			r++;
-		if (!*r || *r == ':' || starts_ci(r, "AutoReply") || starts_ci(r, "(") ||
-		    !strncmp(r, "\xef\xbc\x9a", 3))
-			return with_colon[i];
-	}
-	return NULL;
-}
-
-static const char *bounce_subject(const char *subject)
-{
-	static const char *subjects[] = {
-	    "Undelivered Mail Returned to Sender",
-	    "Delivery Status Notification (Failure)",
-	    "Delivery Status Notification (Delay)",
-	    "Mail delivery failed",
-	    "Undeliverable:",
-	    "Undeliverable mail",
-	    "failure notice",
-	    "Returned mail",
-	    "Delivery failure",
-	    "Mail System Error",
-	    "Nicht zustellbar:",
-	    "Unzustellbar:",
-	    "Non remis :",
-	    "Non recapitabile:",
-	    "Onbestelbaar:",
-	    "Olevererbart:",
-	};
-	if (!subject)
-		return NULL;
-	for (size_t i = 0; i < sizeof subjects / sizeof subjects[0]; i++)
-		if (starts_ci(subject, subjects[i]))
-			return subjects[i];
-	return NULL;
-}
-
-static char *lower_token(const char *v)
-{
-	char *s = xstrdup(v ? v : "");
-	s[strcspn(s, ";(")] = 0;
-	char *t = str_trim(s);
-	memmove(s, t, strlen(t) + 1);
-	str_lower(s);
-	return s;
-}
-
-static int is_no(const char *v)
-{
-	char *t = lower_token(v);
-	int no = !*t || !strcmp(t, "no") || !strcmp(t, "false") || !strcmp(t, "0");
-	free(t);
-	return no;
-}
-
-/* The List-Id mailfeed puts on its own mail names it: a "mailfeed" label. */
-static int list_id_is_ours(const char *id)
-{
-	if (!id)
-		return 0;
-	const char *p = strcasestr(id, "mailfeed");
-	return p && (p == id || p[-1] == '.') && (p[8] == '.' || p[8] == 0);
-}
-
-static void gather_facts(struct mf_message *m, const struct headers *h)
-{
-	const char *v;
-	if ((v = header_get(h, "Auto-Submitted")) && !is_no(v)) {
-		char *t = lower_token(v);
-		m->auto_reason = xasprintf("Auto-Submitted: %s", t);
-		free(t);
-	} else if ((v = header_get(h, "X-Autoreply")) && !is_no(v)) {
-		m->auto_reason = xstrdup("X-Autoreply");
-	} else if ((v = header_get(h, "X-Autorespond")) && !is_no(v)) {
-		m->auto_reason = xstrdup("X-Autorespond");
-	} else if ((v = header_get(h, "Precedence")) && starts_ci(v, "auto_reply")) {
-		m->auto_reason = xstrdup("Precedence: auto_reply");
-	} else if ((v = ooo_subject(m->subject))) {
-		m->auto_reason = xasprintf("out-of-office subject \"%s\"", v);
-	}
-
-	const char *ct = header_get(h, "Content-Type");
-	char *rt = ct ? mime_param_2231(ct, "report-type") : NULL;
-	if (ct && starts_ci(ct, "multipart/report")) {
-		if (rt && !strcasecmp(rt, "disposition-notification")) {
-			if (!m->auto_reason)
-				m->auto_reason = xstrdup("read receipt (disposition-notification)");
-		} else {
-			m->bounce_reason = rt ? xasprintf("multipart/report; report-type=%s", rt)
-					      : xstrdup("multipart/report");
-		}
-	}
-	free(rt);
-	if (!m->bounce_reason && m->from_email) {
-		char local[64];
-		snprintf(local, sizeof local, "%.*s", (int)strcspn(m->from_email, "@"),
-			 m->from_email);
-		if (!strcmp(local, "mailer-daemon") || !strcmp(local, "postmaster"))
-			m->bounce_reason = xasprintf("From: %s", local);
-	}
-	if (!m->bounce_reason && (v = bounce_subject(m->subject)))
-		m->bounce_reason = xasprintf("subject \"%s\"", v);
-
-	if ((v = header_get(h, "Precedence"))) {
-		char *t = lower_token(v);
-		m->bulk = !strcmp(t, "bulk") || !strcmp(t, "junk");
-		free(t);
-	}
-	if ((v = header_get(h, "List-Id"))) {
-		char *d = mime_decode_header(v);
-		const char *lt = strrchr(d, '<'), *gt = lt ? strchr(lt, '>') : NULL;
-		m->list_id = lt && gt ? xstrndup(lt + 1, (size_t)(gt - lt - 1)) : xstrdup(d);
-		free(d);
-	}
-	if (header_get(h, "X-Mailfeed-Loop"))
-		m->own = 1;
-	v = header_get(h, "Auto-Submitted");
-	if (v && starts_ci(v, "auto-generated") && list_id_is_ours(m->list_id))
-		m->own = 1;
-}
-
 /* ---- the message ------------------------------------------------------- */
 
 static int is_blank(const char *s)
@@ -1804,12 +1602,12 @@ static size_t count_multipart(const char *raw, size_t len)
 	return count;
 }
 
-static void fill_headers(struct mf_message *m, const struct headers *h, struct buf *warn)
+static void fill_headers(struct mf_message *m, const struct mime_headers *h, struct buf *warn)
 {
 	const char *v;
-	m->subject =
-	    decode_header_warn(header_get(h, "Subject") ? header_get(h, "Subject") : "", warn);
-	if ((v = header_get(h, "From"))) {
+	m->subject = decode_header_warn(
+	    mime_header_get(h, "Subject") ? mime_header_get(h, "Subject") : "", warn);
+	if ((v = mime_header_get(h, "From"))) {
 		struct strlist l = {0};
 		char *name = NULL;
 		address_list(v, &l, 1, &name);
@@ -1822,16 +1620,16 @@ static void fill_headers(struct mf_message *m, const struct headers *h, struct b
 		}
 		strlist_free(&l);
 	}
-	if ((v = header_get(h, "Reply-To"))) {
+	if ((v = mime_header_get(h, "Reply-To"))) {
 		struct strlist l = {0};
 		address_list(v, &l, 0, NULL);
 		if (l.n)
 			m->reply_to = xstrdup(l.v[0]);
 		strlist_free(&l);
 	}
-	m->message_id = first_id(header_get(h, "Message-ID"));
-	m->in_reply_to = first_id(header_get(h, "In-Reply-To"));
-	id_list(header_get(h, "References"), &m->references, REFERENCES_MAX);
+	m->message_id = first_id(mime_header_get(h, "Message-ID"));
+	m->in_reply_to = first_id(mime_header_get(h, "In-Reply-To"));
+	id_list(mime_header_get(h, "References"), &m->references, REFERENCES_MAX);
 	for (size_t i = 0; i < h->n; i++) {
 		const char *n = h->v[i].name;
 		if (!strcasecmp(n, "To"))
@@ -1841,8 +1639,8 @@ static void fill_headers(struct mf_message *m, const struct headers *h, struct b
 		else if (!strcasecmp(n, "Delivered-To") || !strcasecmp(n, "X-Original-To"))
 			address_list(h->v[i].value, &m->recipients_hint, 0, NULL);
 	}
-	m->date = date_parse(header_get(h, "Date"));
-	if ((v = header_get(h, "Authentication-Results")))
+	m->date = date_parse(mime_header_get(h, "Date"));
+	if ((v = mime_header_get(h, "Authentication-Results")))
 		m->auth_results = xstrdup(v);
 }
 
@@ -1867,7 +1665,7 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	buf_init(&w.html);
 	buf_init(&w.forwards);
 	buf_init(&w.warn);
-	struct headers h;
+	struct mime_headers h;
 	headers_parse(raw, len, &h);
 	struct mf_message *m = w.m;
 	fill_headers(m, &h, &w.warn);
@@ -1910,7 +1708,7 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	tags_from_subject(m->subject, &m->hashtags);
 	tags_from_text(m->text, &m->hashtags);
 	m->subject_norm = thread_subject_normalise(m->subject);
-	gather_facts(m, &h);
+	facts_gather(m, &h);
 	if (w.warn.len)
 		m->warnings = buf_steal(&w.warn);
 	headers_free(&h);
