@@ -19,12 +19,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "mailfeed/clean.h"
 #include "mailfeed/facts.h"
 #include "mailfeed/html.h"
 #include "mailfeed/mime.h"
-#include "mailfeed/tags.h"
-#include "mailfeed/thread.h"
 
 #define HEADER_VALUE_MAX (64 * 1024)
 #define HEADERS_MAX 2000
@@ -1689,25 +1686,11 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	strlist_free(&w.cids);
 
 	m->full_text = buf_steal(&text);
-	struct clean_result cr;
-	clean_reply(m->full_text, m->from_name, &cr);
-	if (w.forwards.len) {
-		/* Forwarded messages follow the new text; cleaning never eats them. */
-		struct buf t;
-		buf_init(&t);
-		buf_puts(&t, cr.text ? cr.text : "");
-		buf_puts(&t, w.forwards.data);
-		free(cr.text);
-		cr.text = buf_steal(&t);
-		char *full = xasprintf("%s%s", m->full_text, w.forwards.data);
-		free(m->full_text);
-		m->full_text = full;
-	}
-	m->text = cr.text ? cr.text : xstrdup("");
-	m->removed = cr.removed ? cr.removed : xstrdup("");
-	tags_from_subject(m->subject, &m->hashtags);
-	tags_from_text(m->text, &m->hashtags);
-	m->subject_norm = thread_subject_normalise(m->subject);
+	if (w.forwards.len)
+		m->forwarded = buf_steal(&w.forwards);
+	/* the text a feed shows is convert_message's (convert.c) */
+	m->text = xstrdup("");
+	m->removed = xstrdup("");
 	facts_gather(m, &h);
 	if (w.warn.len)
 		m->warnings = buf_steal(&w.warn);
