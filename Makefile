@@ -4,6 +4,7 @@
 #   make demo       install missing packages, build, run the whole flow on loopback
 #   make bench      benchmarks (printed ratios, never fail on speed)
 #   make fuzz       build libFuzzer targets and run each for FUZZ_SECONDS
+#   make corpus     parse every tests/corpus/mime-* message; per corpus the pass rate
 #   make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX     ?= /usr/local
@@ -40,7 +41,7 @@ SAN_OBJS := $(SRCS:src/%.c=build/asan/%.o)
 SAN_LIBOBJS := $(LIBSRCS:src/%.c=build/asan/%.o)
 UNITBINS := $(UNITSRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all deps check unit integration demo bench fuzz install clean format cppcheck
+.PHONY: all deps check unit integration demo bench fuzz corpus install clean format cppcheck
 
 all: mailfeed
 
@@ -106,6 +107,10 @@ FUZZFLAGS := $(BASECFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -Wno-error
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIBSRCS) $(HDRS)
 	@mkdir -p build/fuzz
 	clang $(FUZZFLAGS) -o $@ $< $(LIBSRCS) $(DEPLIBS)
+
+# Per MIME corpus: pass rate, cases with lost text, cases with raw MIME in the text.
+corpus: build/asan/tests/test_mime_corpus
+	build/asan/tests/test_mime_corpus
 
 fuzz: deps $(FUZZ_TARGETS)
 	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
