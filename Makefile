@@ -33,7 +33,7 @@ SANFLAGS := $(BASECFLAGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-po
 
 SRCS    := $(sort $(wildcard src/*.c))
 LIBSRCS := $(filter-out src/main.c,$(SRCS))
-HDRS    := $(wildcard include/mailfeed/*.h)
+HDRS    := $(wildcard include/mailfeed/*.h src/*.h)
 UNITSRCS := $(sort $(wildcard tests/unit/test_*.c))
 
 REL_OBJS := $(SRCS:src/%.c=build/rel/%.o)
