@@ -69,9 +69,20 @@ static void test_wrapped_header(void **state)
 
 static void test_inline_answers_kept(void **state)
 {
+	/* an answer means nothing without what it answers: the answered quote
+	 * stays as quote lines, the attribution goes */
 	check("On 1 Jan 2025, Bob <b@example.com> wrote:\n> Question one?\nAnswer one.\n\n> "
 	      "Question two?\nAnswer two.\n",
-	      NULL, "Answer one.\n\nAnswer two.", NULL);
+	      NULL, "> Question one?\nAnswer one.\n\n> Question two?\nAnswer two.", NULL);
+	/* trailing history that nothing answers goes */
+	check("On 1 Jan 2025, Bob <b@example.com> wrote:\n> Can you do Friday at ten?\n\nYes, "
+	      "that works.\n\n> The rest of the old message goes on here at length.\n> And "
+	      "more of it that nobody answered.\n",
+	      NULL, "> Can you do Friday at ten?\n\nYes, that works.", NULL);
+	/* a plain bottom-post keeps only the answer */
+	check("On 1 Jan 2025, Bob <b@example.com> wrote:\n> Lunch on Friday?\n\nYes, that "
+	      "works.\n",
+	      NULL, "Yes, that works.", NULL);
 }
 
 static void test_outlook_blocks(void **state)
