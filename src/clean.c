@@ -89,23 +89,67 @@ static void trim_view(const char **s, size_t *len)
 	*len = n;
 }
 
+/* Case-insensitive comparison of n bytes that folds ASCII and the two-byte
+ * letters of Latin-1, Latin Extended-A and Cyrillic ("ÄNDERUNG",
+ * "Отправлено", "ŁÓDŹ"); longer sequences compare as bytes. */
+static unsigned fold_cp(unsigned cp)
+{
+	if (cp < 0x80)
+		return (unsigned)tolower((int)cp);
+	if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7)
+		return cp + 0x20;
+	if ((cp >= 0x100 && cp <= 0x137) || (cp >= 0x14A && cp <= 0x177))
+		return cp | 1;
+	if (((cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E)) && (cp & 1))
+		return cp + 1;
+	if (cp >= 0x410 && cp <= 0x42F)
+		return cp + 0x20;
+	if (cp >= 0x400 && cp <= 0x40F)
+		return cp + 0x50;
+	return cp;
+}
+
+static size_t decode2(const unsigned char *p, size_t n, unsigned *cp)
+{
+	if (n >= 2 && p[0] >= 0xC2 && p[0] <= 0xDF && (p[1] & 0xC0) == 0x80) {
+		*cp = ((unsigned)(p[0] & 0x1F) << 6) | (p[1] & 0x3F);
+		return 2;
+	}
+	*cp = p[0];
+	return 1;
+}
+
+static int fold_eq(const char *a, const char *b, size_t n)
+{
+	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+	size_t i = 0;
+	while (i < n) {
+		unsigned ca, cb;
+		size_t la = decode2(x + i, n - i, &ca), lb = decode2(y + i, n - i, &cb);
+		if (la != lb || (la == 1 && ca >= 0x80 ? ca != cb : fold_cp(ca) != fold_cp(cb)))
+			return 0;
+		i += la;
+	}
+	return 1;
+}
+
 static int starts_ci(const char *s, size_t len, const char *prefix)
 {
 	size_t n = strlen(prefix);
-	return len >= n && strncasecmp(s, prefix, n) == 0;
+	return len >= n && fold_eq(s, prefix, n);
 }
 
 static int ends_ci(const char *s, size_t len, const char *suffix)
 {
 	size_t n = strlen(suffix);
-	return len >= n && strncasecmp(s + len - n, suffix, n) == 0;
+	return len >= n && fold_eq(s + len - n, suffix, n);
 }
 
 static int contains_ci(const char *s, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
 	for (size_t i = 0; i + n <= len; i++)
-		if (strncasecmp(s + i, needle, n) == 0)
+		if (fold_eq(s + i, needle, n))
 			return 1;
 	return 0;
 }
@@ -125,7 +169,7 @@ static int has_word_ci(const char *s, size_t len, const char *word)
 {
 	size_t n = strlen(word);
 	for (size_t i = 0; i + n <= len; i++) {
-		if (strncasecmp(s + i, word, n) != 0)
+		if (!fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && isalpha((unsigned char)s[i - 1]))
 			continue;
@@ -155,11 +199,12 @@ static int line_is_quoted(const struct line *l)
 
 /* Verbs that end an attribution line, before the colon. */
 static const char *const wrote_verbs[] = {
-    "wrote",	  "writes",  "a écrit",	    "écrit",   "escribió", "ha escrit", "escrigué",
-    "ha scritto", "scrisse", "schreef",	    "schrieb", "pisze",	   "napisał",	"napisała",
-    "napisał(a)", "napisal", "kirjoitti",   "skrev",   "escreveu", "написал",	"написала",
-    "написал(а)", "написав", "написала(а)", "пишет",   "írta",	   "napsal",	"napísal",
-    "έγραψε",	  "yazdı",   "kirjutas",    "rašė",    "rakstīja", "napisao",	"je napisal",
+    "wrote",	  "writes",	 "a écrit",    "écrit",	     "escribió", "ha escrit",	"escrigué",
+    "ha scritto", "scrisse",	 "schreef",    "schrieb",    "pisze",	 "napisał",	"napisała",
+    "napisał(a)", "napisal",	 "kirjoitti",  "skrev",	     "escreveu", "написал",	"написала",
+    "пише",	  "написав(ла)", "napsal(a)",  "написал(а)", "написав",	 "написала(а)", "пишет",
+    "írta",	  "napsal",	 "napísal",    "έγραψε",     "yazdı",	 "kirjutas",	"rašė",
+    "rakstīja",	  "napisao",	 "je napisal",
 };
 /* Scripts without spaces: the verb is matched without a word boundary. */
 static const char *const wrote_verbs_cjk[] = {
@@ -268,7 +313,7 @@ static int line_evidence(struct line *l)
 }
 
 /* Number of lines (1-3) of a quote header starting at line i, or 0. */
-static size_t quote_header_len(struct line *ls, size_t nl, size_t i)
+static size_t quote_header_len(struct line *ls, size_t nl, size_t i, int bare)
 {
 	struct buf joined;
 	size_t found = 0;
@@ -324,13 +369,15 @@ static size_t quote_header_len(struct line *ls, size_t nl, size_t i)
 		}
 	}
 	buf_free(&joined);
-	if (!found && !ls[i].quoted) {
+	/* "Ann wrote:" above a quote, or above the next attribution */
+	if (!found && bare && !ls[i].quoted) {
 		const char *s = ls[i].s;
 		size_t n = ls[i].len, k = i + 1;
 		trim_view(&s, &n);
 		while (k < nl && k <= i + 2 && ls[k].blank)
 			k++;
-		if (k < nl && ls[k].quoted && is_bare_quote_header(s, n))
+		if (k < nl && is_bare_quote_header(s, n) &&
+		    (ls[k].quoted || quote_header_len(ls, nl, k, 0)))
 			found = 1;
 	}
 	return found;
@@ -359,6 +406,18 @@ static const char *const original_markers[] = {
     "原始邮件",
     "原始郵件",
     "reply message",
+    "original-nachricht",
+    "originalnachricht",
+    "message original",
+    "origineel bericht",
+    "оригінальне повідомлення",
+    "вихідне повідомлення",
+    "元のメッセージ",
+    "wiadomość oryginalna",
+    "원본 메시지",
+    "orijinal mesaj",
+    "originalmeddelelse",
+    "opprinnelig melding",
 };
 
 static const char *const forward_markers[] = {
@@ -398,7 +457,7 @@ static int is_original_marker(const char *s, size_t n)
 			 p[m - 1] == '*' || p[m - 1] == ':'))
 		m--;
 	for (size_t i = 0; i < sizeof original_markers / sizeof *original_markers; i++)
-		if (m == strlen(original_markers[i]) && strncasecmp(p, original_markers[i], m) == 0)
+		if (m == strlen(original_markers[i]) && fold_eq(p, original_markers[i], m))
 			return 1;
 	return 0;
 }
@@ -416,7 +475,7 @@ static int is_forward_marker(const char *s, size_t n)
 			 s[n - 1] == ':'))
 		n--;
 	for (size_t i = 0; i < sizeof forward_markers / sizeof *forward_markers; i++)
-		if (n == strlen(forward_markers[i]) && strncasecmp(s, forward_markers[i], n) == 0)
+		if (n == strlen(forward_markers[i]) && fold_eq(s, forward_markers[i], n))
 			return 1;
 	return 0;
 }
@@ -424,21 +483,27 @@ static int is_forward_marker(const char *s, size_t n)
 /* Header names of a quoted message header block, localised.  The first
  * group names the sender. */
 static const char *const from_keys[] = {
-    "from", "de",	 "von",	   "van",    "da",	   "fra",
-    "från", "lähettäjä", "od",	   "от",     "expéditeur", "remitente",
-    "От",   "发件人",	 "寄件者", "差出人", "보낸 사람",  "message du",
+    "from",   "de",	   "von",    "van",	 "da",	       "fra",
+    "från",   "lähettäjä", "od",     "от",	 "expéditeur", "remitente",
+    "От",     "发件人",	   "寄件者", "差出人",	 "보낸 사람",  "message du",
+    "kimden", "feladó",	   "від",    "afzender", "absender",
 };
 static const char *const other_keys[] = {
-    "sent",	"date",	      "to",	    "cc",	 "subject",  "envoyé",	   "envoyé le",
-    "à",	"a",	      "objet",	    "sujet",	 "gesendet", "datum",	   "an",
-    "betreff",	"enviado",    "enviada",    "fecha",	 "para",     "asunto",	   "assunto",
-    "data",	"verzonden",  "aan",	    "onderwerp", "inviato",  "oggetto",	   "sendt",
-    "til",	"emne",	      "skickat",    "till",	 "ämne",     "lähetetty",  "vastaanottaja",
-    "aihe",	"wysłano",    "wysłane",    "do",	 "temat",    "отправлено", "дата",
-    "кому",	"тема",	      "Отправлено", "Дата",	 "Кому",     "Тема",	   "Копия",
-    "发送时间", "收件人",     "主题",	    "抄送",	 "日期",     "寄件日期",   "收件者",
-    "主旨",	"送信日時",   "宛先",	    "件名",	 "reply-to", "kopie",	   "copie",
-    "dato",	"päivämäärä", "kopio",
+    "sent",	  "date",	"to",	      "cc",	   "subject",	    "envoyé",
+    "envoyé le",  "à",		"a",	      "objet",	   "sujet",	    "gesendet",
+    "datum",	  "an",		"betreff",    "enviado",   "enviada",	    "fecha",
+    "para",	  "asunto",	"assunto",    "data",	   "verzonden",	    "aan",
+    "onderwerp",  "inviato",	"oggetto",    "sendt",	   "til",	    "emne",
+    "skickat",	  "till",	"ämne",	      "lähetetty", "vastaanottaja", "aihe",
+    "wysłano",	  "wysłane",	"do",	      "temat",	   "отправлено",    "дата",
+    "кому",	  "тема",	"Отправлено", "Дата",	   "Кому",	    "Тема",
+    "Копия",	  "发送时间",	"收件人",     "主题",	   "抄送",	    "日期",
+    "寄件日期",	  "收件者",	"主旨",	      "送信日時",  "宛先",	    "件名",
+    "reply-to",	  "kopie",	"copie",      "dato",	   "päivämäärä",    "kopio",
+    "enviado el", "gönderildi", "kime",	      "konu",	   "bilgi",	    "tarih",
+    "elküldve",	  "címzett",	"tárgy",      "másolat",   "dátum",	    "надіслано",
+    "копія",	  "odesláno",	"komu",	      "předmět",   "받는 사람",	    "보낸 날짜",
+    "참조",	  "제목",	"날짜",	      "cc/bcc",	   "inviato il",    "datum odeslání",
 };
 
 /* Length of "Key:" (with bold markers and spaces) when the line starts
@@ -450,10 +515,12 @@ static size_t header_key(const char *s, size_t n, const char *const *keys, size_
 		off++;
 	for (size_t i = 0; i < nkeys; i++) {
 		size_t k = strlen(keys[i]), p = off + k;
-		if (n < p || strncasecmp(s + off, keys[i], k) != 0)
+		if (n < p || !fold_eq(s + off, keys[i], k))
 			continue;
-		while (p < n && (s[p] == ' ' || s[p] == '*'))
-			p++;
+		while (p < n && (s[p] == ' ' || s[p] == '*' ||
+				 (p + 1 < n && (unsigned char)s[p] == 0xC2 &&
+				  (unsigned char)s[p + 1] == 0xA0)))
+			p += (unsigned char)s[p] == 0xC2 ? 2 : 1;
 		if (p < n && s[p] == ':')
 			return p + 1;
 		if (p + 3 <= n && memcmp(s + p, "\xef\xbc\x9a", 3) == 0)
@@ -568,14 +635,27 @@ static const char *const mobile_prefixes[] = {
 };
 /* Scripts that put the verb last: "iPhoneから送信", "나의 iPhone에서 보냄". */
 static const char *const mobile_suffixes[] = {
-    "から送信", "から送信しました", "에서 보냄", "에서 보냈습니다", "傳送", "发送", "'dan gönderildi",
-    "’dan gönderildi", "'den gönderildi", "’den gönderildi", "umdan gönderildi", "imden gönderildi",
-    " gesendet", " verzonden", " skickat",
+    "から送信",
+    "から送信しました",
+    "에서 보냄",
+    "에서 보냈습니다",
+    "傳送",
+    "发送",
+    "'dan gönderildi",
+    "’dan gönderildi",
+    "'den gönderildi",
+    "’den gönderildi",
+    "umdan gönderildi",
+    "imden gönderildi",
+    " gesendet",
+    " verzonden",
+    " skickat",
 };
 
 static int is_mobile_signature(const char *s, size_t n)
 {
-	if (n == 0 || n > CLEAN_MAX_SIG_LINE || memchr(s, ',', n) || ends_sentence(s, n))
+	if (n == 0 || n > CLEAN_MAX_SIG_LINE || memchr(s, ',', n) || s[n - 1] == '?' ||
+	    s[n - 1] == '!')
 		return 0;
 	for (size_t i = 0; i < sizeof mobile_prefixes / sizeof *mobile_prefixes; i++)
 		if (starts_ci(s, n, mobile_prefixes[i]))
@@ -689,7 +769,7 @@ static int is_closing(const char *s, size_t n)
 	while (n > 0 && (s[n - 1] == ',' || s[n - 1] == '!' || s[n - 1] == '.'))
 		n--;
 	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++)
-		if (n == strlen(closings[i]) && strncasecmp(s, closings[i], n) == 0)
+		if (n == strlen(closings[i]) && fold_eq(s, closings[i], n))
 			return 1;
 	return 0;
 }
@@ -700,7 +780,7 @@ static int has_name(const char *s, size_t len, const char *word, size_t n)
 	if (n < 3)
 		return 0;
 	for (size_t i = 0; i + n <= len; i++) {
-		if (strncasecmp(s + i, word, n) != 0)
+		if (!fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && is_word_byte((unsigned char)s[i - 1]))
 			continue;
@@ -743,11 +823,20 @@ static int has_contact(const char *s, size_t n)
 
 /* Words of confidentiality notices and disclaimers, in a few languages. */
 static const char *const legal_words[] = {
-    "confidential",    "intended recipient", "intended solely", "privileged",   "disclaimer",
-    "prohibited",      "unauthorized",	     "unauthorised",	"virus",	"notify the sender",
-    "legally",	       "vertraulich",	     "empfänger",	"confidentiel", "destinataire",
-    "confidencial",    "destinatario",	     "riservat",	"vertrouwelijk", "geadresseerde",
-    "конфиденциальн", "poufn",
+    "confidential",    "intended recipient",
+    "intended solely", "privileged",
+    "disclaimer",      "prohibited",
+    "unauthorized",    "unauthorised",
+    "virus",	       "notify the sender",
+    "legally",	       "vertraulich",
+    "empfänger",       "confidentiel",
+    "destinataire",    "confidencial",
+    "destinatario",    "riservat",
+    "vertrouwelijk",   "geadresseerde",
+    "конфиденциальн",  "poufn",
+    "scanned for",     "malware",
+    "unlawful",	       "disclosure",
+    "dissemination",
 };
 
 static int legal_score(const char *s, size_t n)
@@ -789,6 +878,33 @@ static int is_name_line(const char *s, size_t n)
 	return words <= 4;
 }
 
+/* "Abhishek Kona": up to three words, each capitalised, letters only. */
+static int is_capitalised_name(const char *s, size_t n)
+{
+	size_t words = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == ' ')
+			continue;
+		if (i == 0 || s[i - 1] == ' ') {
+			if (!isupper(c) && c < 0x80)
+				return 0;
+			words++;
+		} else if (!isalpha(c) && c < 0x80 && c != '\'' && c != '-') {
+			return 0;
+		}
+	}
+	return words >= 1 && words <= 3;
+}
+
+static int is_list_item(const struct line *l)
+{
+	const char *s = l->s;
+	size_t n = l->len;
+	trim_view(&s, &n);
+	return n >= 2 && (s[0] == '-' || s[0] == '*') && s[1] == ' ';
+}
+
 /* Legal notices at the end of [first, last): paragraphs with two or more
  * of their words (or a "Disclaimer" title) and the rules between them.
  * Returns the new end. */
@@ -814,7 +930,8 @@ static size_t strip_legal_tail(struct line *ls, size_t first, size_t last)
 			score += legal_score(s, n);
 			if (j == para && n < 40 &&
 			    (starts_ci(s, n, "disclaimer") || starts_ci(s, n, "confidentiality") ||
-			     starts_ci(s, n, "legal notice") || starts_ci(s, n, "haftungsausschluss")))
+			     starts_ci(s, n, "legal notice") ||
+			     starts_ci(s, n, "haftungsausschluss")))
 				title = 1;
 		}
 		/* a lone rule, a notice, or a notice's title just above one */
@@ -872,12 +989,42 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 		const char *s = ls[last - 1].s;
 		size_t n = ls[last - 1].len;
 		trim_view(&s, &n);
-		if (n >= 3 && n <= 40 && s[0] == '-' && isupper((unsigned char)s[1]) &&
-		    !memchr(s, '.', n) && !has_digit(s, n) && !memchr(s, '=', n) &&
-		    last - 1 > first_kept) {
+		if (n >= 3 && n <= 40 && s[0] == '-' && is_capitalised_name(s + 1, n - 1) &&
+		    last - 1 > first_kept && !is_list_item(&ls[last - 2])) {
 			cut_line(&ls[last - 1], CUT_SIG);
 			return;
 		}
+	}
+	/* "Thanks," then a rule and a signature block with a contact in it */
+	count = 0;
+	for (size_t i = last; i-- > first_kept + 1 && ++count <= 40;) {
+		const char *s = ls[i].s, *t;
+		size_t n = ls[i].len, m, j = i + 1, k;
+		int contact = 0;
+		trim_view(&s, &n);
+		if (ls[i].blank || !is_closing(s, n))
+			continue;
+		while (j < last && ls[j].blank)
+			j++;
+		if (j >= last)
+			break;
+		t = ls[j].s;
+		m = ls[j].len;
+		trim_view(&t, &m);
+		if (!is_rule(t, m, 3))
+			break;
+		for (k = j + 1; k < last && k <= j + 8; k++) {
+			const char *u = ls[k].s;
+			size_t un = ls[k].len;
+			trim_view(&u, &un);
+			contact |= has_contact(u, un);
+		}
+		if (contact) {
+			for (k = j; k < last; k++)
+				cut_line(&ls[k], CUT_SIG);
+			return;
+		}
+		break;
 	}
 	/* a closing formula: it and the name under it stay, a contact block
 	 * or a title after them goes */
@@ -1028,6 +1175,24 @@ static void mark_from(struct line *ls, size_t nl, size_t i, int kind)
 {
 	for (; i < nl; i++)
 		cut_line(&ls[i], kind);
+}
+
+/* A long rule right above a "From:" line (in any language): Outlook's
+ * separator, even when its header block is cut short. */
+static int rule_opens_header(const struct line *ls, size_t nl, size_t i)
+{
+	size_t j = i + 1;
+	int from;
+	while (j < nl && j <= i + 2 && ls[j].blank)
+		j++;
+	if (j >= nl || ls[j].len > CLEAN_MAX_HEADER_LINE)
+		return 0;
+	{
+		const char *s = ls[j].s;
+		size_t n = ls[j].len;
+		trim_view(&s, &n);
+		return any_key(s, n, &from) && from;
+	}
 }
 
 /* Where the history starts when line i is a header block: a rule or an
@@ -1249,11 +1414,16 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			mark_header_lines(ls, nl, block_start(ls, i));
 			break;
 		}
+		if (is_rule(s, n, 10) && rule_opens_header(ls, nl, i)) {
+			mark_from(ls, nl, i, CUT_REST);
+			mark_header_lines(ls, nl, i);
+			break;
+		}
 		if (is_list_footer(ls, nl, i)) {
 			mark_from(ls, nl, i, CUT_SIG);
 			break;
 		}
-		h = quote_header_len(ls, nl, i);
+		h = quote_header_len(ls, nl, i, 1);
 		if (h) {
 			size_t j = i + h;
 			while (j < nl && ls[j].blank)

@@ -31,10 +31,8 @@ static const struct {
 	const char *dir;
 	double min_rate;
 } corpus_dirs[] = {
-    {"reply-github", 1.0},
-    {"reply-willdurand", 1.0},
-    {"reply-crisp", 1.0},
-    {"reply-talon", 1.0},
+    {"reply-github", 1.0}, {"reply-willdurand", 1.0}, {"reply-crisp", 1.0},
+    {"reply-talon", 1.0},  {"reply-zapier", 1.0},     {"reply-crafted", 1.0},
 };
 
 static void check(const char *in, const char *sender, const char *text, const char *removed)
@@ -267,6 +265,23 @@ struct tally {
 	int pass, fail, lost;
 };
 
+static int has_unquoted_line(const char *s)
+{
+	while (*s) {
+		const char *e = strchr(s, '\n');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+		size_t i = 0;
+		while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
+			i++;
+		if (i < n && s[i] != '>')
+			return 1;
+		if (!e)
+			break;
+		s = e + 1;
+	}
+	return 0;
+}
+
 /* Runs one input against the expectations; returns 1 when it passes and
  * sets *lost when new text went missing. */
 static int run_case(const char *input, const char *sender, json_t *expect, int ignore_ws, int *lost,
@@ -280,6 +295,12 @@ static int run_case(const char *input, const char *sender, json_t *expect, int i
 	clean_reply(input, sender, &r);
 	got = normalise(r.text);
 	*lost = 0;
+	/* trimming never leaves nothing when there is an unquoted line */
+	if (!*got && has_unquoted_line(input)) {
+		ok = 0;
+		*lost = 1;
+		buf_printf(why, " empty text");
+	}
 	if ((v = json_object_get(expect, "reply"))) {
 		int any = same(got, json_string_value(v), ignore_ws);
 		json_t *alt;
