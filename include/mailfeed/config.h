@@ -48,6 +48,8 @@ struct mf_mailbox {
 	struct strlist allow_senders; /* domains or addresses; empty = all */
 	int accept_bulk;
 	int attach_original;
+	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
+	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
 	int line;
 };
 
@@ -71,6 +73,8 @@ struct mf_gateway {
 	long parse_timeout;   /* seconds per message in the worker, default 20 */
 	long long parse_memory; /* worker RLIMIT_AS, default 512M */
 	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
+	long keep_raw;        /* raw mail and files kept after delivery, default 7d */
+	int notice_max_per_hour; /* notices to senders, all addresses together; default 20 */
 	char *log_level;      /* debug|info|warn|error, default info */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
