@@ -92,6 +92,8 @@ static const struct key_def gateway_keys[] = {
     {"parse_timeout", K_DURATION, G(parse_timeout), 1, 0, NULL, 0},
     {"parse_memory", K_SIZE, G(parse_memory), 32LL * 1024 * 1024, 0, NULL, 0},
     {"trusted_authserv", K_STR, G(trusted_authserv), 0, 0, NULL, 0},
+    {"keep_raw", K_DURATION, G(keep_raw), 0, 0, NULL, 0},
+    {"notice_max_per_hour", K_INT, G(notice_max_per_hour), 0, 100000, NULL, 0},
     {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0},
     {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0},
@@ -157,6 +159,8 @@ static const struct key_def mailbox_keys[] = {
     {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
     {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
     {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
+    {"allow_channel_mentions", K_BOOL, M(allow_channel_mentions), 0, 0, NULL, 0},
+    {"allow_remote_images", K_BOOL, M(allow_remote_images), 0, 0, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef M
@@ -390,6 +394,8 @@ static void defaults_config(struct mf_config *c)
 	c->gateway.token_lifetime = 60 * 86400L;
 	c->gateway.parse_timeout = 20;
 	c->gateway.parse_memory = 512LL * 1024 * 1024;
+	c->gateway.keep_raw = 7 * 86400L;
+	c->gateway.notice_max_per_hour = 20;
 	c->feed.backend = FEED_LOCAL;
 	c->feed.post_as = POST_AS_INTEGRATION;
 	c->feed.tls_verify = 1;

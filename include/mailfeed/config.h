@@ -52,6 +52,8 @@ struct mf_mailbox {
 	int attach_original;
 	enum start_mode start; /* default new */
 	long start_since;     /* seconds back, for since:DURATION */
+	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
+	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
 	int line;
 };
 
@@ -75,6 +77,8 @@ struct mf_gateway {
 	long parse_timeout;   /* seconds per message in the worker, default 20 */
 	long long parse_memory; /* worker RLIMIT_AS, default 512M */
 	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
+	long keep_raw;        /* raw mail and files kept after delivery, default 7d */
+	int notice_max_per_hour; /* notices to senders, all addresses together; default 20 */
 	char *log_level;      /* debug|info|warn|error, default info */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
