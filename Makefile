@@ -4,6 +4,7 @@
 #   make demo       install missing packages, build, run the whole flow on loopback
 #   make bench      benchmarks (printed ratios, never fail on speed)
 #   make fuzz       build libFuzzer targets and run each for FUZZ_SECONDS
+#   make corpus     parse every tests/corpus/mime-* message; per corpus the pass rate
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make deb        a Debian package (dpkg-buildpackage -us -uc -b), in ..
 #
@@ -42,7 +43,7 @@ SANFLAGS := $(BASECFLAGS) -Werror $(CPPFLAGS) -O1 -g -fsanitize=address,undefine
 
 SRCS    := $(sort $(wildcard src/*.c))
 LIBSRCS := $(filter-out src/main.c,$(SRCS))
-HDRS    := $(wildcard include/mailfeed/*.h)
+HDRS    := $(wildcard include/mailfeed/*.h src/*.h)
 UNITSRCS := $(sort $(wildcard tests/unit/test_*.c))
 
 REL_OBJS := $(SRCS:src/%.c=build/rel/%.o)
@@ -50,7 +51,7 @@ SAN_OBJS := $(SRCS:src/%.c=build/asan/%.o)
 SAN_LIBOBJS := $(LIBSRCS:src/%.c=build/asan/%.o)
 UNITBINS := $(UNITSRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all deps check unit integration demo bench fuzz install clean format format-check cppcheck deb
+.PHONY: all deps check unit integration demo bench fuzz corpus install clean format format-check cppcheck deb
 
 all: mailfeed
 
@@ -116,6 +117,10 @@ FUZZFLAGS := $(BASECFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -Wno-error
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIBSRCS) $(HDRS)
 	@mkdir -p build/fuzz
 	clang $(FUZZFLAGS) -o $@ $< $(LIBSRCS) $(DEPLIBS)
+
+# Per MIME corpus: pass rate, cases with lost text, cases with raw MIME in the text.
+corpus: build/asan/tests/test_mime_corpus
+	build/asan/tests/test_mime_corpus
 
 fuzz: deps $(FUZZ_TARGETS)
 	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)

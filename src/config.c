@@ -53,6 +53,7 @@ enum key_type {
 	K_LIST,	 /* struct strlist; the key may repeat to continue a long list */
 	K_TAGS,	 /* like K_LIST, leading '#' dropped */
 	K_AFTER, /* enum after_action at off, folder string at off2 */
+	K_START, /* enum start_mode at off, seconds of since:DURATION at off2 */
 	K_TIMEZONE,
 	K_WEEKDAY,
 	K_LOGLEVEL,
@@ -91,6 +92,8 @@ static const struct key_def gateway_keys[] = {
     {"parse_timeout", K_DURATION, G(parse_timeout), 1, 0, NULL, 0},
     {"parse_memory", K_SIZE, G(parse_memory), 32LL * 1024 * 1024, 0, NULL, 0},
     {"trusted_authserv", K_STR, G(trusted_authserv), 0, 0, NULL, 0},
+    {"keep_raw", K_DURATION, G(keep_raw), 0, 0, NULL, 0},
+    {"notice_max_per_hour", K_INT, G(notice_max_per_hour), 0, 100000, NULL, 0},
     {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0},
     {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0},
@@ -155,6 +158,9 @@ static const struct key_def mailbox_keys[] = {
     {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0},
     {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
     {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
+    {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
+    {"allow_channel_mentions", K_BOOL, M(allow_channel_mentions), 0, 0, NULL, 0},
+    {"allow_remote_images", K_BOOL, M(allow_remote_images), 0, 0, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef M
@@ -388,6 +394,8 @@ static void defaults_config(struct mf_config *c)
 	c->gateway.token_lifetime = 60 * 86400L;
 	c->gateway.parse_timeout = 20;
 	c->gateway.parse_memory = 512LL * 1024 * 1024;
+	c->gateway.keep_raw = 7 * 86400L;
+	c->gateway.notice_max_per_hour = 20;
 	c->feed.backend = FEED_LOCAL;
 	c->feed.post_as = POST_AS_INTEGRATION;
 	c->feed.tls_verify = 1;
@@ -754,6 +762,21 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 			*folder = NULL;
 		}
 		*(int *)(void *)field = (int)a;
+		return 0;
+	}
+	case K_START: {
+		long *since = (long *)(void *)((char *)obj + k->off2);
+		if (strcasecmp(v, "new") == 0) {
+			*(int *)(void *)field = START_NEW;
+		} else if (strcasecmp(v, "all") == 0) {
+			*(int *)(void *)field = START_ALL;
+		} else if (strncasecmp(v, "since:", 6) == 0 && parse_duration(v + 6, since) == 0 &&
+			   *since > 0) {
+			*(int *)(void *)field = START_SINCE;
+		} else {
+			snprintf(err, errlen, "must be new, all or since:DURATION (e.g. since:7d)");
+			return -1;
+		}
 		return 0;
 	}
 	case K_TIMEZONE:

@@ -56,7 +56,9 @@ static char *clean_text(const char *s, size_t max)
 		if (n >= max && (c & 0xc0) != 0x80) {
 			buf_append(&b, run, (size_t)(p - run));
 			buf_puts(&b, " \xe2\x80\xa6");
-			return buf_steal(&b);
+			char *out = buf_steal(&b);
+			text_strip_bidi(out);
+			return out;
 		}
 		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
 			buf_append(&b, run, (size_t)(p - run));
@@ -64,7 +66,9 @@ static char *clean_text(const char *s, size_t max)
 		}
 	}
 	buf_append(&b, run, (size_t)(p - run));
-	return buf_steal(&b);
+	char *out = buf_steal(&b);
+	text_strip_bidi(out);
+	return out;
 }
 
 void digest_mail_free(struct digest_mail *m)

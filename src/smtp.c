@@ -466,6 +466,7 @@ char *smtp_header_text(const char *s)
 		*o++ = c;
 	}
 	*o = 0;
+	text_strip_bidi(r);
 	return r;
 }
 

@@ -10,6 +10,8 @@
 
 enum tls_mode { TLS_IMPLICIT, TLS_STARTTLS, TLS_NONE };
 enum after_action { AFTER_KEEP, AFTER_SEEN, AFTER_MOVE, AFTER_DELETE };
+/* What a mapping takes of the mail already in its folder when first seen. */
+enum start_mode { START_NEW, START_ALL, START_SINCE };
 enum feed_backend { FEED_LOCAL, FEED_CHATTER, FEED_MATTERMOST, FEED_WEBHOOK };
 enum post_as { POST_AS_INTEGRATION, POST_AS_AUTHOR };
 enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER };
@@ -48,6 +50,10 @@ struct mf_mailbox {
 	struct strlist allow_senders; /* domains or addresses; empty = all */
 	int accept_bulk;
 	int attach_original;
+	enum start_mode start; /* default new */
+	long start_since;     /* seconds back, for since:DURATION */
+	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
+	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
 	int line;
 };
 
@@ -71,6 +77,8 @@ struct mf_gateway {
 	long parse_timeout;   /* seconds per message in the worker, default 20 */
 	long long parse_memory; /* worker RLIMIT_AS, default 512M */
 	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
+	long keep_raw;        /* raw mail and files kept after delivery, default 7d */
+	int notice_max_per_hour; /* notices to senders, all addresses together; default 20 */
 	char *log_level;      /* debug|info|warn|error, default info */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
