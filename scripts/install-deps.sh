@@ -34,6 +34,8 @@ libcurl4-gnutls-dev
 dpkg-dev
 debhelper
 lintian
+clang-format
+cppcheck
 "
 missing=""
 for p in $PKGS; do

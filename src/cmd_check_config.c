@@ -46,16 +46,17 @@ struct mf_config *cli_load_config(const char *path)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: mailfeed [-c FILE] check-config [--online] [--user USER]\n\n"
-		     "Parses and validates the config, opens every secret file and runs\n"
-		     "every token command.  Each problem is printed as FILE:LINE: message.\n\n"
-		     "  --online     then also log in to every account and select every folder,\n"
-		     "               log in at the feed service and check every group, and log\n"
-		     "               in to the SMTP relay: one line per check, ok or the error\n"
-		     "  --user USER  judge secret files for USER (run as root: default the\n"
-		     "               owner of the state directory, the user the service runs as)\n\n"
-		     "Exit status: 0 clean, 1 when an online check failed, 2 on a problem in\n"
-		     "the config.\n");
+	fprintf(out,
+		"usage: mailfeed [-c FILE] check-config [--online] [--user USER]\n\n"
+		"Parses and validates the config, opens every secret file and runs\n"
+		"every token command.  Each problem is printed as FILE:LINE: message.\n\n"
+		"  --online     then also log in to every account and select every folder,\n"
+		"               log in at the feed service and check every group, and log\n"
+		"               in to the SMTP relay: one line per check, ok or the error\n"
+		"  --user USER  judge secret files for USER (run as root: default the\n"
+		"               owner of the state directory, the user the service runs as)\n\n"
+		"Exit status: 0 clean, 1 when an online check failed, 2 on a problem in\n"
+		"the config.\n");
 }
 
 /* Run as root without --user: the owner of the state file's directory, when
@@ -142,8 +143,8 @@ static int check_account(const struct mf_config *cfg, const struct mf_account *a
 	}
 	if (cfg->replies.present && cfg->replies.acct == a) {
 		struct imap_folder_info info;
-		snprintf(what, sizeof what, "replies (folder %s of account %s)", cfg->replies.folder,
-			 a->name);
+		snprintf(what, sizeof what, "replies (folder %s of account %s)",
+			 cfg->replies.folder, a->name);
 		if (!s)
 			failed += report(what, 0, "not checked: the account's login failed");
 		else if (imap_select(s, cfg->replies.folder, &info, err, sizeof err) < 0)
@@ -207,10 +208,11 @@ static int check_feed(const struct mf_config *cfg)
 		strlist_add(&seen, m->group);
 		snprintf(what, sizeof what, "group %s (mailbox %s)", m->group, m->name);
 		if (!logged_in)
-			failed += report(what, 0, "not checked: the login at the feed service failed");
+			failed +=
+			    report(what, 0, "not checked: the login at the feed service failed");
 		else
-			failed += report(what, ops->check_group(ctx, m->group, msg, sizeof msg) == 0,
-					 msg);
+			failed += report(
+			    what, ops->check_group(ctx, m->group, msg, sizeof msg) == 0, msg);
 	}
 	strlist_free(&seen);
 	ops->close(ctx);

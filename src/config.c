@@ -8,10 +8,10 @@
  * mappings, backend keys, secrets) once the whole file is in.  Every problem
  * is collected as "FILE:LINE: message"; a config with any problem is freed. */
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>

@@ -1527,10 +1527,11 @@ static int chatter_check_group(void *ctx, const char *group, char *msg, size_t m
 			 group);
 		return -1;
 	}
-	char *path = group_id ? xasprintf("/chatter/groups/%s", group)
-			      : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=1", group);
-	int rc = sf_get(ch, ch->pool.clients[0], path, group_id ? "chatter group" : "chatter record",
-			&r, msg, msglen);
+	char *path = group_id
+			 ? xasprintf("/chatter/groups/%s", group)
+			 : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=1", group);
+	int rc = sf_get(ch, ch->pool.clients[0], path,
+			group_id ? "chatter group" : "chatter record", &r, msg, msglen);
 	free(path);
 	if (rc < 0)
 		return -1;

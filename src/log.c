@@ -44,8 +44,8 @@ static const int level_priority[] = {7, 6, 5, 4, 3}; /* syslog(3) numbers */
 static const struct {
 	const char *key, *field;
 } field_map[] = {
-    {"mailbox", "MAILBOX"}, {"uid", "UID"},	    {"item", "ITEM"},
-    {"outbox_id", "ITEM"},  {"group", "GROUP"},	    {"account", "ACCOUNT"},
+    {"mailbox", "MAILBOX"}, {"uid", "UID"},	{"item", "ITEM"},
+    {"outbox_id", "ITEM"},  {"group", "GROUP"}, {"account", "ACCOUNT"},
 };
 
 void log_set_level(enum log_level level) { min_level = level; }
@@ -89,7 +89,6 @@ int log_to_journal(void)
 	pthread_once(&sink_once, sink_detect);
 	return to_journal;
 }
-
 
 void log_reopen(void)
 {
@@ -236,8 +235,8 @@ static void vlog(enum log_level lvl, const char *fmt, va_list ap)
 	if (journal) {
 		if (journal == 1 && journal_send(lvl, msg) >= 0)
 			return;
-		snprintf(line, sizeof line, "<%d>level=%s %s", level_priority[lvl], level_names[lvl],
-			 msg);
+		snprintf(line, sizeof line, "<%d>level=%s %s", level_priority[lvl],
+			 level_names[lvl], msg);
 	} else if (out_format == LOG_FORMAT_JSON) {
 		json_line(lvl, msg, line, sizeof line);
 	} else if (isatty(STDERR_FILENO)) {
