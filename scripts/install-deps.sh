@@ -36,6 +36,7 @@ debhelper
 lintian
 clang-format
 cppcheck
+systemd-journal-remote
 "
 missing=""
 for p in $PKGS; do

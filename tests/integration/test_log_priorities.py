@@ -13,6 +13,7 @@ import pytest
 
 from conftest import MAILFEED, _env, write_config
 
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 JOURNAL_DIR = "/run/systemd/journal"
 JOURNAL_SOCKET = JOURNAL_DIR + "/socket"
 
@@ -161,6 +162,29 @@ def test_journal_priorities_and_fields(tmp_path, dovecot, fake_journal):
     queued = [e for e in entries if e.get("MAILFEED_EVENT") == "message.queued"]
     assert queued and queued[0]["PRIORITY"] == "6" and queued[0]["MAILBOX"] == "team"
     assert not queued[0]["MESSAGE"].startswith("level=")
+
+    # the same entries in a journal file, read back as an operator would
+    if not os.access(JOURNAL_REMOTE, os.X_OK):
+        pytest.skip("systemd-journal-remote is not installed")
+    export = b""
+    for i, e in enumerate(entries):
+        export += b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n" % (
+            1764800000000000 + i, i + 1)
+        export += b"_BOOT_ID=0123456789abcdef0123456789abcdef\n_SYSTEMD_UNIT=mailfeed.service\n"
+        export += b"".join(b"%s=%s\n" % (k.encode(), v.encode()) for k, v in e.items()) + b"\n"
+    jfile = tmp_path / "mailfeed.journal"
+    subprocess.run([JOURNAL_REMOTE, "-o", str(jfile), "-"], input=export, check=True,
+                   capture_output=True)
+
+    def journalctl(*args):
+        r = subprocess.run(["journalctl", "--file", str(jfile), "-o", "json", *args],
+                           capture_output=True, text=True, check=True)
+        return [json.loads(l) for l in r.stdout.splitlines()]
+
+    shown = journalctl("-u", "mailfeed", "-p", "err")
+    assert [j["MESSAGE"] for j in shown] == [e["MESSAGE"] for e in err]
+    team = journalctl("MAILBOX=team")
+    assert team and all("mailbox=team" in j["MESSAGE"] for j in team)
 
 
 def test_journal_unreachable_falls_back_to_prefixes(tmp_path, dovecot):
