@@ -40,7 +40,7 @@ def test_make_install_honours_sysconfdir_and_flags(tmp_path):
     dest = str(tmp_path / "root")
     build = tmp_path / "src"
     _copy_tree(build)
-    r = subprocess.run(["make", "-s", "-C", str(build), "install", "DESTDIR=" + dest,
+    r = subprocess.run(["make", "-s", "-j2", "-C", str(build), "install", "DESTDIR=" + dest,
                         "PREFIX=/opt/mf", "SYSCONFDIR=/opt/mf/etc",
                         "CFLAGS=-O1 -DMAILFEED_TEST_CFLAGS", "LDFLAGS=-Wl,-z,noexecstack",
                         "CC=gcc"],
