@@ -524,11 +524,20 @@ class Handler(BaseHTTPRequestHandler):
             if el is None:
                 raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
             if method == "GET":
-                size = min(int((qs.get("pageSize") or ["3"])[0]), 100)
+                # the current page holds the most recent comments; nextPageUrl
+                # leads to older ones
+                size = max(1, min(int((qs.get("pageSize") or ["3"])[0]), 100))
+                start = int((qs.get("page") or ["0"])[0])
                 with LOCK:
                     cs = [c for c in st.comments if c["feedElement"]["id"] == el["id"]]
-                self.send(200, {"items": [public(c) for c in reversed(cs)][:size], "total": len(cs),
-                                "currentPageUrl": None, "nextPageUrl": None})
+                newest = [public(c) for c in reversed(cs)]
+                base = "/services/data/v62.0" + rest
+                nxt = None
+                if start + size < len(cs):
+                    nxt = "%s?page=%d&pageSize=%d" % (base, start + size, size)
+                self.send(200, {"items": newest[start:start + size], "total": len(cs),
+                                "currentPageUrl": base, "nextPageUrl": nxt,
+                                "nextPageToken": str(start + size) if nxt else None})
                 return
             if method != "POST":
                 raise Refused(405, "METHOD_NOT_ALLOWED", "method not allowed")
