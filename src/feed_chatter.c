@@ -48,6 +48,7 @@
 #define SF_DAILY_LIMIT_BACKOFF 3600
 #define SF_NEGATIVE_TTL 3600 /* how long "no usable user for this email" is believed */
 #define SF_USER_TTL 86400    /* how long a user found by email is believed */
+#define SF_MAX_MENTIONS 25 /* per element */
 #define SF_MENTION_CHARS 128 /* budget per mention: "@" and the user's name */
 #define SF_READ_PAGES 10
 #define SF_FIND_PAGES 50 /* pages of 100 searched for an earlier attempt */
@@ -441,20 +442,26 @@ static int sf_id_ok(const char *id)
 	return 1;
 }
 
-/* Finds the one active user whose Email is email, from the cache or with
- * SOQL.  1 found (*id and *username set, owned; *denied = 1 when that user
+/* Finds the one active user whose field ("Email" or "Name") is email, from
+ * the cache or with SOQL; several matches count as none.  1 found (*id and *username set, owned; *denied = 1 when that user
  * may not be acted as), 0 none, -1 transient failure (res set). */
-static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char *email, char **id,
-			  char **username, int *denied, struct feed_result *res)
+static int sf_user_query(struct chatter *ch, struct http_client *hc, const char *field,
+			 const char *email, char **id, char **username, int *denied,
+			 struct feed_result *res)
 {
 	*denied = 0;
 	time_t now = time(NULL);
-	int known = feed_user_cache_get(ch->users, email, now, id, username, denied);
-	if (known >= 0)
+	/* names and addresses share the cache: a name is kept as "name:NAME" */
+	char *ckey = strcmp(field, "Email") == 0 ? xstrdup(email) : xasprintf("name:%s", email);
+	int known = feed_user_cache_get(ch->users, ckey, now, id, username, denied);
+	if (known >= 0) {
+		free(ckey);
 		return known;
+	}
 
-	char *path = sf_query_path("SELECT Id, Username FROM User WHERE Email = '", email,
-				   "' AND IsActive = true");
+	char *pre = xasprintf("SELECT Id, Username FROM User WHERE %s = '", field);
+	char *path = sf_query_path(pre, email, "' AND IsActive = true");
+	free(pre);
 
 	struct http_request r;
 	http_request_init(&r, "GET", NULL);
@@ -463,6 +470,7 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 	free(path);
 	if (rc != 0) {
 		http_request_clear(&r);
+		free(ckey);
 		return -1;
 	}
 	char elog[200];
@@ -485,6 +493,7 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 	} else if (http_classify(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
 		sf_fail(res, &r, "chatter user lookup");
 		http_request_clear(&r);
+		free(ckey);
 		return -1;
 	} else {
 		char msg[400], mlog[420];
@@ -493,8 +502,16 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 			 log_quote(msg, mlog, sizeof(mlog)));
 	}
 	http_request_clear(&r);
-	feed_user_cache_put(ch->users, email, now, found ? *id : NULL, found ? *username : NULL);
+	feed_user_cache_put(ch->users, ckey, now, found ? *id : NULL, found ? *username : NULL);
+	free(ckey);
 	return found;
+}
+
+/* The active user whose Email is email (see sf_user_query). */
+static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char *email, char **id,
+			  char **username, int *denied, struct feed_result *res)
+{
+	return sf_user_query(ch, hc, "Email", email, id, username, denied, res);
 }
 
 /* post_as = author: the Salesforce username to act as for email.  1 found
@@ -1051,6 +1068,194 @@ static int sf_post(struct chatter *ch, struct http_client *hc, const char *usern
 	return rc;
 }
 
+/* ---- mentions in the text ---- */
+
+/* A letter of a name: ASCII letters, any byte of a UTF-8 sequence, and the
+ * hyphen and apostrophe of double and Irish names. */
+static int sf_name_byte(unsigned char c)
+{
+	return isalpha(c) || c >= 0x80 || c == '-' || c == '\'';
+}
+
+/* The end of a name word at s (a capital or non-ASCII first letter), or s. */
+static const char *sf_name_word(const char *s, const char *end)
+{
+	if (s >= end || !((*s >= 'A' && *s <= 'Z') || (unsigned char)*s >= 0xC0))
+		return s;
+	const char *p = s + 1;
+	while (p < end && sf_name_byte((unsigned char)*p))
+		p++;
+	while (p > s + 1 && (p[-1] == '-' || p[-1] == '\''))
+		p--;
+	return p;
+}
+
+/* The length of an address at s ("local@domain.tld"), or 0. */
+static size_t sf_address_len(const char *s, const char *end)
+{
+	const char *p = s, *at = NULL, *dot = NULL;
+	while (p < end && (isalnum((unsigned char)*p) || strchr(".-_+@", *p))) {
+		if (*p == '@') {
+			if (at)
+				return 0;
+			at = p;
+		} else if (*p == '.' && at) {
+			dot = p;
+		}
+		p++;
+	}
+	while (p > s && (p[-1] == '.' || p[-1] == '-'))
+		p--;
+	if (!at || at == s || !dot || dot >= p - 1 || dot < at + 2)
+		return 0;
+	return (size_t)(p - s);
+}
+
+/* The forms a mention at s ('@' at s) may take, longest first: the address,
+ * or the name of three then two words.  Returns how many (at most 2). */
+static size_t sf_mention_forms(const char *s, const char *end, size_t len[2], int *is_address)
+{
+	*is_address = 0;
+	if (s > end - 2 || *s != '@')
+		return 0;
+	size_t al = sf_address_len(s + 1, end);
+	if (al) {
+		*is_address = 1;
+		len[0] = al + 1;
+		return 1;
+	}
+	const char *w1 = sf_name_word(s + 1, end);
+	if (w1 == s + 1 || w1 >= end || *w1 != ' ')
+		return 0;
+	const char *w2 = sf_name_word(w1 + 1, end);
+	if (w2 == w1 + 1)
+		return 0;
+	size_t n = 0;
+	if (w2 < end && *w2 == ' ') {
+		const char *w3 = sf_name_word(w2 + 1, end);
+		if (w3 != w2 + 1)
+			len[n++] = (size_t)(w3 - s);
+	}
+	len[n++] = (size_t)(w2 - s);
+	return n;
+}
+
+/* May text have a mention starting at p (start of text, or after a space
+ * or an opening bracket)? */
+static int sf_mention_at(const char *text, const char *p)
+{
+	return *p == '@' && (p == text || isspace((unsigned char)p[-1]) || p[-1] == '(' ||
+			     p[-1] == '[' || p[-1] == '"');
+}
+
+/* Mentions found in an item's text: the span as written ("@Ann Lee") and
+ * the user's id. */
+struct sf_inline {
+	struct strlist spans, ids;
+};
+
+static void sf_inline_free(struct sf_inline *m)
+{
+	strlist_free(&m->spans);
+	strlist_free(&m->ids);
+}
+
+/* Looks up every "@First Last" and "@address" of text: one that names
+ * exactly one active user becomes a mention, the rest stays text.  At most
+ * budget mentions.  0, or -1 when a look-up failed for now (res set). */
+static int sf_inline_find(struct chatter *ch, struct http_client *hc, const char *text,
+			  size_t budget, struct sf_inline *m, struct feed_result *res)
+{
+	const char *end = text + strlen(text);
+	for (const char *p = text; p < end && m->spans.n < budget; p++) {
+		size_t len[2];
+		int is_address;
+		size_t n = sf_mention_at(text, p) ? sf_mention_forms(p, end, len, &is_address) : 0;
+		for (size_t k = 0; k < n; k++) {
+			char *span = xstrndup(p, len[k]);
+			int seen = 0;
+			for (size_t i = 0; i < m->spans.n && !seen; i++)
+				seen = strcmp(m->spans.v[i], span) == 0;
+			char *id = NULL, *username = NULL;
+			int denied = 0;
+			int f = seen ? 1
+				     : sf_user_query(ch, hc, is_address ? "Email" : "Name", span + 1,
+						     &id, &username, &denied, res);
+			if (f == 1 && !seen) {
+				strlist_add(&m->spans, span);
+				strlist_add(&m->ids, id);
+			}
+			free(id);
+			free(username);
+			free(span);
+			if (f < 0)
+				return -1;
+			if (f == 1) {
+				p += len[k] - 1;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Turns the spans of m in the Text segments of segs into Mention segments;
+ * with m NULL, every possible mention becomes one without an id (what an
+ * earlier attempt may have made of it, for sf_segments_norm). */
+static json_t *sf_inline_apply(json_t *segs, const struct sf_inline *m)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *sg;
+	json_array_foreach(segs, i, sg)
+	{
+		const char *type = sf_str(sg, "type");
+		const char *t = sf_str(sg, "text");
+		if (!type || strcmp(type, "Text") != 0 || !t || !strchr(t, '@')) {
+			json_array_append(out, sg);
+			continue;
+		}
+		const char *end = t + strlen(t), *from = t;
+		for (const char *p = t; p < end; p++) {
+			size_t len[2];
+			int is_address;
+			size_t n = sf_mention_at(t, p) ? sf_mention_forms(p, end, len, &is_address) : 0;
+			const char *id = NULL;
+			size_t hit = 0;
+			for (size_t k = 0; k < n && !hit; k++) {
+				if (!m) {
+					hit = len[k];
+					id = "";
+				}
+				for (size_t x = 0; m && x < m->spans.n && !hit; x++)
+					if (strlen(m->spans.v[x]) == len[k] &&
+					    strncmp(m->spans.v[x], p, len[k]) == 0) {
+						hit = len[k];
+						id = m->ids.v[x];
+					}
+			}
+			if (!hit)
+				continue;
+			seg_text(out, from, (size_t)(p - from));
+			json_array_append_new(out,
+					      json_pack("{s:s, s:s}", "type", "Mention", "id", id));
+			p += hit - 1;
+			from = p + 1;
+		}
+		seg_text(out, from, (size_t)(end - from));
+	}
+	json_decref(segs);
+	return out;
+}
+
+/* Applies sf_inline_apply to the segments of an element's body. */
+static void sf_body_inline(json_t *body, const struct sf_inline *m)
+{
+	json_t *b = json_object_get(body, "body");
+	json_t *segs = json_incref(json_object_get(b, "messageSegments"));
+	json_object_set_new(b, "messageSegments", sf_inline_apply(segs, m));
+}
+
 /* The body of an item's first (or only) element: From line, subject, the
  * first part of the text, attachment notes, mentions (may be NULL) and
  * hashtags.  Sets *path (owned) to where it is posted. */
@@ -1167,6 +1372,8 @@ static void sf_want_first(const struct chatter *ch, const struct feed_item *it, 
 	sf_file_notes(ch, it, &notes);
 	char *path = NULL;
 	json_t *b = sf_first_body(it, from, parts.v[0], &notes, NULL, &none, &path);
+	if (ch->f->mentions)
+		sf_body_inline(b, NULL);
 	sf_want_add(w, b, actor);
 	json_decref(b);
 	free(path);
@@ -1174,6 +1381,7 @@ static void sf_want_first(const struct chatter *ch, const struct feed_item *it, 
 		strlist_add(&some, "");
 		path = NULL;
 		b = sf_first_body(it, from, parts.v[0], &notes, &some, &none, &path);
+		sf_body_inline(b, NULL);
 		sf_want_add(w, b, actor);
 		json_decref(b);
 		free(path);
@@ -1211,15 +1419,23 @@ static int sf_actor(struct chatter *ch, struct http_client *hc, const char *user
 }
 
 /* Posts continuation parts 1.. of parts as comments on post_id, each unless
- * an earlier attempt left it there.  0, or -1 with res set. */
+ * an earlier attempt left it there, with the mentions of inl.  0, or -1
+ * with res set. */
 static int sf_continuations(struct chatter *ch, struct http_client *hc, const char *username,
 			    const char *actor, const struct feed_item *it, const char *post_id,
-			    const struct strlist *parts, struct feed_result *res)
+			    const struct strlist *parts, const struct sf_inline *inl,
+			    struct feed_result *res)
 {
 	for (size_t i = 1; i < parts->n; i++) {
 		json_t *body = sf_continuation_body(i, parts->n, parts->v[i]);
 		struct sf_want w = {.since = it->created - SF_CLOCK_SLACK};
-		sf_want_add(&w, body, actor);
+		json_t *like = json_deep_copy(body);
+		if (ch->f->mentions)
+			sf_body_inline(like, NULL);
+		sf_want_add(&w, like, actor);
+		json_decref(like);
+		if (inl->spans.n)
+			sf_body_inline(body, inl);
 		char *have = NULL;
 		int f = sf_find_earlier(ch, hc, username, it->group, post_id, &w, it, &have, res);
 		sf_want_clear(&w);
@@ -1288,6 +1504,7 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	const char *username = as_author ? author : ch->f->username;
 
 	struct strlist file_ids = {0}, notes = {0}, parts = {0}, mention_ids = {0};
+	struct sf_inline inl = {{0}, {0}};
 	char *from = as_author ? NULL : sf_from_line(ch, it);
 	char *actor = NULL;
 	char *done_id = NULL;
@@ -1317,6 +1534,13 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 		 * leave files behind */
 		if (ch->f->mentions && sf_mentions(ch, hc, it, &mention_ids, res) != 0)
 			goto out;
+		/* "@First Last" and "@address" in the text; a Chatter element
+		 * takes at most 25 mentions in all */
+		if (ch->f->mentions &&
+		    sf_inline_find(ch, hc, it->text ? it->text : "",
+				   mention_ids.n < SF_MAX_MENTIONS ? SF_MAX_MENTIONS - mention_ids.n : 0,
+				   &inl, res) != 0)
+			goto out;
 		if (sf_upload(ch, hc, username, it, sf_max_upload(ch, it), &file_ids, &notes, res) !=
 		    0)
 			goto out;
@@ -1324,9 +1548,11 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 		const char *what = it->kind == FEED_POST ? "chatter post" : "chatter comment";
 		json_t *body =
 		    sf_first_body(it, from, parts.v[0], &notes, &mention_ids, &file_ids, &path);
+		if (inl.spans.n)
+			sf_body_inline(body, &inl);
 		int rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
 		json_decref(body);
-		if (rc != 0 && res->status == FEED_PERMANENT && mention_ids.n) {
+		if (rc != 0 && res->status == FEED_PERMANENT && (mention_ids.n || inl.spans.n)) {
 			/* nothing was created: a mention the service does not take
 			 * must not cost the post */
 			char e[300];
@@ -1335,6 +1561,7 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 				 log_quote(res->error, e, sizeof(e)));
 			memset(res, 0, sizeof(*res));
 			strlist_free(&mention_ids);
+			sf_inline_free(&inl);
 			free(path);
 			body = sf_first_body(it, from, parts.v[0], &notes, NULL, &file_ids, &path);
 			rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
@@ -1347,7 +1574,7 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 
 	/* continuations: comments on the post (or on the comment's post) */
 	const char *post_id = it->kind == FEED_POST ? done_id : it->parent_remote_id;
-	if (sf_continuations(ch, hc, username, actor, it, post_id, &parts, res) != 0) {
+	if (sf_continuations(ch, hc, username, actor, it, post_id, &parts, &inl, res) != 0) {
 		/* the first part exists: a retry must not post it again, and
 		 * finds it by its text */
 		if (res->status == FEED_PERMANENT)
@@ -1361,8 +1588,9 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	log_info("chatter.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu "
 		 "mentions=%zu as_author=%d",
 		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
-		 file_ids.n, mention_ids.n, as_author);
+		 file_ids.n, mention_ids.n + inl.spans.n, as_author);
 out:
+	sf_inline_free(&inl);
 	free(author);
 	free(actor);
 	free(from);
