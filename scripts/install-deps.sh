@@ -30,6 +30,7 @@ systemd
 man-db
 libseccomp-dev
 libmicrohttpd-dev
+libgmime-3.0-dev
 "
 missing=""
 for p in $PKGS; do
