@@ -42,7 +42,7 @@ struct walk {
 	struct buf plain, html, forwards, warn;
 	int have_plain, have_html;
 	int body_taken; /* a text part became the body */
-	int msg_depth;  /* forwarded messages around this walk */
+	int msg_depth;	/* forwarded messages around this walk */
 	size_t max_att;
 	struct strlist cids; /* Content-ID per attachment, "" when none */
 	int att_dropped;
@@ -50,6 +50,7 @@ struct walk {
 };
 
 static void walk_object(struct walk *w, GMimeObject *o, int depth);
+static void walk_partless(struct walk *w, GMimeMultipart *mp);
 
 /* What GMime recovered from, in words an admin can act on. */
 static void gmime_warning(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer data)
@@ -69,7 +70,8 @@ static void gmime_warning(gint64 offset, GMimeParserWarning code, const gchar *i
 		if (item && !strncmp(item, "--", 2))
 			mime_warn(&w->warn, "doubled or stray boundary line; skipped");
 		else
-			mime_warn(&w->warn, "a line among the headers that is not a header; skipped");
+			mime_warn(&w->warn,
+				  "a line among the headers that is not a header; skipped");
 		break;
 	case GMIME_WARN_PART_WITHOUT_CONTENT:
 	case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT:
@@ -240,6 +242,33 @@ static void add_attachment(struct walk *w, GMimePart *p, const char *ctype, cons
 	strlist_add(&w->cids, cid ? cid : "");
 }
 
+/* Where a text holds MIME structure of its own: a "--token" line followed
+ * by a Content- header, left there by a boundary that does not match its
+ * multipart or by a part with two Content-Type headers.  The token (owned)
+ * and the offset of its line, or NULL. */
+static char *embedded_boundary(const char *t, size_t *at)
+{
+	for (const char *p = t; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		if (p[0] != '-' || p[1] != '-')
+			continue;
+		size_t n = strcspn(p, "\r\n");
+		const char *next = p + n;
+		next += *next == '\r';
+		next += *next == '\n';
+		if (n < 3 || n > 200 || strncasecmp(next, "Content-", 8))
+			continue;
+		while (n > 2 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		*at = (size_t)(p - t);
+		return xstrndup(p + 2, n - 2);
+	}
+	return NULL;
+}
+
+static void walk_embedded(struct walk *w, const char *t, size_t at, const char *token,
+			  int is_plain);
+static void walk_object(struct walk *w, GMimeObject *o, int depth);
+
 static void add_text(struct walk *w, GMimeObject *o, GMimePart *p, int is_plain)
 {
 	size_t len;
@@ -249,6 +278,14 @@ static void add_text(struct walk *w, GMimeObject *o, GMimePart *p, int is_plain)
 	free(data);
 	free(cs);
 	mime_crlf_to_lf(u);
+	size_t at;
+	char *token = w->msg_depth < MIME_MAX_DEPTH ? embedded_boundary(u, &at) : NULL;
+	if (token) {
+		walk_embedded(w, u, at, token, is_plain);
+		free(token);
+		free(u);
+		return;
+	}
 	if (is_plain) {
 		char *fmt = ct_param(o, "format");
 		char *delsp = ct_param(o, "delsp");
@@ -312,6 +349,18 @@ static void walk_leaf(struct walk *w, GMimeObject *o, int depth)
 	char *fname = fn ? mime_to_utf8(fn, strlen(fn), NULL, NULL) : NULL;
 	int attach_dsp = dsp && !strcasecmp(dsp, "attachment");
 	int inline_dsp = dsp && !strcasecmp(dsp, "inline");
+	if (!strcmp(ctype, "application/octet-stream")) {
+		/* "text" without a subtype, "text/" and the like: text/plain,
+		 * as mail clients read it */
+		const char *v = g_mime_object_get_header(o, "Content-Type");
+		while (v && isspace((unsigned char)*v))
+			v++;
+		if (v && !strncasecmp(v, "text", 4) && !isalnum((unsigned char)v[4]) &&
+		    (v[4] != '/' || !isalnum((unsigned char)v[5]))) {
+			free(ctype);
+			ctype = xstrdup("text/plain");
+		}
+	}
 	int is_plain = !strcmp(ctype, "text/plain"), is_html = !strcmp(ctype, "text/html");
 	int named = fname && *fname;
 	if (!strcmp(ctype, "message/rfc822") &&
@@ -455,6 +504,10 @@ static int keep_last(struct buf *b, size_t before, size_t *start, size_t *end)
 static void walk_multipart(struct walk *w, GMimeMultipart *mp, int alt, int depth)
 {
 	int n = g_mime_multipart_get_count(mp);
+	if (n == 0) {
+		walk_partless(w, mp);
+		return;
+	}
 	size_t ps = 0, pe = 0, hs = 0, he = 0;
 	int dropped = 0;
 	for (int i = 0; i < n; i++) {
@@ -468,6 +521,70 @@ static void walk_multipart(struct walk *w, GMimeMultipart *mp, int alt, int dept
 	if (dropped)
 		mime_warn(&w->warn, "multipart/alternative with several text parts of one kind; "
 				    "the last is shown");
+}
+
+/* Text holding MIME structure: what comes before the first boundary is
+ * text, the rest is read as the multipart it is. */
+static void walk_embedded(struct walk *w, const char *t, size_t at, const char *token, int is_plain)
+{
+	mime_warn(&w->warn, "MIME structure inside a text part (a boundary that does not match "
+			    "its multipart?); split into its parts");
+	struct buf pre;
+	buf_init(&pre);
+	buf_append(&pre, t, at);
+	if (pre.len && !blank_from(&pre, 0)) {
+		struct buf *dst = is_plain ? &w->plain : &w->html;
+		if (dst->len && dst->data[dst->len - 1] != '\n')
+			buf_putc(dst, '\n');
+		buf_append(dst, pre.data, pre.len);
+		*(is_plain ? &w->have_plain : &w->have_html) = 1;
+	}
+	buf_free(&pre);
+	struct buf raw;
+	buf_init(&raw);
+	buf_printf(&raw, "Content-Type: multipart/mixed; boundary=\"");
+	for (const char *c = token; *c; c++)
+		if (*c != '"' && *c != '\\')
+			buf_putc(&raw, *c);
+	buf_puts(&raw, "\"\n\n");
+	buf_puts(&raw, t + at);
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(raw.data, raw.len);
+	GMimeParser *parser = g_mime_parser_new_with_stream(s);
+	GMimeObject *o = g_mime_parser_construct_part(parser, w->opts);
+	w->msg_depth++;
+	if (o) {
+		walk_object(w, o, 1);
+		g_object_unref(o);
+	}
+	w->msg_depth--;
+	g_object_unref(parser);
+	g_object_unref(s);
+	buf_free(&raw);
+}
+
+/* A multipart GMime found no parts in: its boundary never appears.  What
+ * it holds is read as text (and split where it holds structure). */
+static void walk_partless(struct walk *w, GMimeMultipart *mp)
+{
+	const char *pro = g_mime_multipart_get_prologue(mp);
+	if (!pro || blank_from(&(struct buf){(char *)pro, strlen(pro), 0}, 0))
+		return;
+	mime_warn(&w->warn,
+		  "a multipart whose boundary never appears; its content is read as text");
+	char *u = mime_to_utf8(pro, strlen(pro), NULL, &w->warn);
+	mime_crlf_to_lf(u);
+	size_t at;
+	char *token = w->msg_depth < MIME_MAX_DEPTH ? embedded_boundary(u, &at) : NULL;
+	if (token) {
+		walk_embedded(w, u, at, token, 1);
+		free(token);
+	} else {
+		if (w->plain.len && w->plain.data[w->plain.len - 1] != '\n')
+			buf_putc(&w->plain, '\n');
+		buf_puts(&w->plain, u);
+		w->have_plain = 1;
+	}
+	free(u);
 }
 
 static void walk_object(struct walk *w, GMimeObject *o, int depth)
