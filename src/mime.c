@@ -46,6 +46,7 @@ struct walk {
 	size_t max_att;
 	struct strlist cids; /* Content-ID per attachment, "" when none */
 	int att_dropped;
+	struct strlist bounds; /* boundaries of every multipart of the message */
 	GMimeParserOptions *opts;
 };
 
@@ -269,6 +270,93 @@ static void walk_embedded(struct walk *w, const char *t, size_t at, const char *
 			  int is_plain);
 static void walk_object(struct walk *w, GMimeObject *o, int depth);
 
+/* Every multipart boundary of the tree at o, into out. */
+static void collect_bounds(GMimeObject *o, struct strlist *out, int depth)
+{
+	if (!o || depth > MULTIPART_MAX + MIME_MAX_DEPTH || out->n > MULTIPART_MAX)
+		return;
+	if (GMIME_IS_MULTIPART(o)) {
+		GMimeMultipart *mp = GMIME_MULTIPART(o);
+		const char *b = g_mime_multipart_get_boundary(mp);
+		if (b && *b && !strlist_has_ci(out, b))
+			strlist_add(out, b);
+		for (int i = 0; i < g_mime_multipart_get_count(mp); i++)
+			collect_bounds(g_mime_multipart_get_part(mp, i), out, depth + 1);
+	} else if (GMIME_IS_MESSAGE_PART(o)) {
+		GMimeMessage *msg = g_mime_message_part_get_message(GMIME_MESSAGE_PART(o));
+		if (msg)
+			collect_bounds(g_mime_message_get_mime_part(msg), out, depth + 1);
+	}
+}
+
+/* Every boundary= parameter written in raw, into out: also those of
+ * multiparts a damaged header block hid from the tree. */
+static void scan_bounds(const char *raw, size_t len, struct strlist *out)
+{
+	const char *p = raw, *end = raw + len;
+	while (out->n <= MULTIPART_MAX && p < end &&
+	       (p = memmem(p, (size_t)(end - p), "oundary", 7)) != NULL) {
+		p += 7;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p >= end || *p != '=')
+			continue;
+		p++;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		const char *b = p;
+		if (p < end && *p == '"') {
+			b = ++p;
+			while (p < end && *p != '"' && *p != '\n' && *p != '\r')
+				p++;
+		} else {
+			while (p < end && *p != ';' && !isspace((unsigned char)*p))
+				p++;
+		}
+		if (p > b && p - b <= 200) {
+			char *t = xstrndup(b, (size_t)(p - b));
+			if (!strlist_has_ci(out, t))
+				strlist_add(out, t);
+			free(t);
+		}
+	}
+}
+
+/* Removes, in place, lines of t that are a boundary line of a multipart of
+ * the message ("--b" or "--b--"): a part cut badly keeps them. */
+static void drop_boundary_lines(struct walk *w, char *t)
+{
+	if (!w->bounds.n)
+		return;
+	char *o = t, *p = t;
+	int dropped = 0;
+	while (*p) {
+		char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		size_t k = n;
+		while (k && (p[k - 1] == ' ' || p[k - 1] == '\t'))
+			k--;
+		int drop = 0;
+		if (k > 2 && p[0] == '-' && p[1] == '-')
+			for (size_t i = 0; i < w->bounds.n && !drop; i++) {
+				size_t bl = strlen(w->bounds.v[i]);
+				drop = bl && !strncmp(p + 2, w->bounds.v[i], bl) &&
+				       (k == bl + 2 || (k == bl + 4 && !strncmp(p + 2 + bl, "--", 2)));
+			}
+		size_t step = n + (nl ? 1 : 0);
+		if (drop) {
+			dropped = 1;
+		} else {
+			memmove(o, p, step);
+			o += step;
+		}
+		p += step;
+	}
+	*o = 0;
+	if (dropped)
+		mime_warn(&w->warn, "boundary line inside a part's text; removed");
+}
+
 static void add_text(struct walk *w, GMimeObject *o, GMimePart *p, int is_plain)
 {
 	size_t len;
@@ -286,6 +374,7 @@ static void add_text(struct walk *w, GMimeObject *o, GMimePart *p, int is_plain)
 		free(u);
 		return;
 	}
+	drop_boundary_lines(w, u);
 	if (is_plain) {
 		char *fmt = ct_param(o, "format");
 		char *delsp = ct_param(o, "delsp");
@@ -413,6 +502,8 @@ static void walk_forward(struct walk *w, GMimeMessage *msg, int depth)
 	sub.max_att = w->max_att;
 	sub.opts = w->opts;
 	sub.msg_depth = w->msg_depth + 1;
+	for (size_t i = 0; i < w->bounds.n; i++)
+		strlist_add(&sub.bounds, w->bounds.v[i]);
 	buf_init(&sub.plain);
 	buf_init(&sub.html);
 	buf_init(&sub.forwards);
@@ -456,6 +547,7 @@ static void walk_forward(struct walk *w, GMimeMessage *msg, int depth)
 		buf_putc(f, '\n');
 	if (sub.forwards.len)
 		buf_puts(f, sub.forwards.data);
+	strlist_free(&sub.bounds);
 	buf_free(&sub.plain);
 	buf_free(&sub.html);
 	buf_free(&sub.forwards);
@@ -893,6 +985,8 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	buf_init(&w.forwards);
 	struct mf_message *m = w.m;
 	fill_headers(m, &h, &w.warn);
+	collect_bounds(g_mime_message_get_mime_part(msg), &w.bounds, 0);
+	scan_bounds(raw, len, &w.bounds);
 	walk_object(&w, g_mime_message_get_mime_part(msg), 1);
 	g_object_unref(msg);
 	g_mime_parser_options_free(w.opts);
@@ -900,6 +994,7 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	choose_text(&w);
 	drop_signature_images(&w, w.have_html ? w.html.data : NULL);
 	strlist_free(&w.cids);
+	strlist_free(&w.bounds);
 	if (w.forwards.len)
 		m->forwarded = buf_steal(&w.forwards);
 	/* the text a feed shows is convert_message's (convert.c) */
