@@ -624,6 +624,9 @@ static void walk_embedded(struct walk *w, const char *t, size_t at, const char *
 	struct buf pre;
 	buf_init(&pre);
 	buf_append(&pre, t, at);
+	buf_putc(&pre, 0);
+	drop_boundary_lines(w, pre.data);
+	pre.len = strlen(pre.data);
 	if (pre.len && !blank_from(&pre, 0)) {
 		struct buf *dst = is_plain ? &w->plain : &w->html;
 		if (dst->len && dst->data[dst->len - 1] != '\n')
@@ -671,6 +674,7 @@ static void walk_partless(struct walk *w, GMimeMultipart *mp)
 		walk_embedded(w, u, at, token, 1);
 		free(token);
 	} else {
+		drop_boundary_lines(w, u);
 		if (w->plain.len && w->plain.data[w->plain.len - 1] != '\n')
 			buf_putc(&w->plain, '\n');
 		buf_puts(&w->plain, u);
