@@ -249,15 +249,21 @@ static void add_attachment(struct walk *w, GMimePart *p, const char *ctype, cons
  * and the offset of its line, or NULL. */
 static char *embedded_boundary(const char *t, size_t *at)
 {
-	for (const char *p = t; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-		if (p[0] != '-' || p[1] != '-')
+	for (const char *p = t; p && *p;) {
+		if (p[0] != '-' || p[1] != '-') {
+			/* the next line that starts with "--" */
+			p = strstr(p, "\n--");
+			p = p ? p + 1 : NULL;
 			continue;
+		}
 		size_t n = strcspn(p, "\r\n");
 		const char *next = p + n;
 		next += *next == '\r';
 		next += *next == '\n';
-		if (n < 3 || n > 200 || strncasecmp(next, "Content-", 8))
+		if (n < 3 || n > 200 || strncasecmp(next, "Content-", 8)) {
+			p = next;
 			continue;
+		}
 		while (n > 2 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
 			n--;
 		*at = (size_t)(p - t);
@@ -326,7 +332,7 @@ static void scan_bounds(const char *raw, size_t len, struct strlist *out)
  * the message ("--b" or "--b--"): a part cut badly keeps them. */
 static void drop_boundary_lines(struct walk *w, char *t)
 {
-	if (!w->bounds.n)
+	if (!w->bounds.n || (strncmp(t, "--", 2) && !strstr(t, "\n--")))
 		return;
 	char *o = t, *p = t;
 	int dropped = 0;

@@ -131,8 +131,16 @@ static void props_boundaries(const char *raw, size_t len, struct strlist *out)
 	}
 }
 
-/* A text line is raw MIME structure. */
+/* A text line is raw MIME structure: a boundary line of bounds, or (when
+ * headers) a Content-Type / Content-Transfer-Encoding line. */
+static int props_raw_lines(const char *text, const struct strlist *bounds, int headers);
+
 static int props_raw_mime(const char *text, const struct strlist *bounds)
+{
+	return props_raw_lines(text, bounds, 1);
+}
+
+static int props_raw_lines(const char *text, const struct strlist *bounds, int headers)
 {
 	const char *p = text;
 	while (p && *p) {
@@ -140,8 +148,8 @@ static int props_raw_mime(const char *text, const struct strlist *bounds)
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
 		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r'))
 			n--;
-		if (props_line_is(p, n, "Content-Type:") ||
-		    props_line_is(p, n, "Content-Transfer-Encoding:"))
+		if (headers && (props_line_is(p, n, "Content-Type:") ||
+				props_line_is(p, n, "Content-Transfer-Encoding:")))
 			return 1;
 		if (n > 2 && p[0] == '-' && p[1] == '-')
 			for (size_t i = 0; i < bounds->n; i++) {
