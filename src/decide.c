@@ -2,10 +2,10 @@
  *
  * Order of the checks, as the daemon applies them: classification (loop
  * guard, bounces, auto-replies, bulk, missing sender, allow_senders; see
- * classify.c), then the group's duplicate key, then the thread look-up
- * (thread_find: ids, then subjects within the window).  A message whose
- * thread is known but whose post never became an outbox item starts the
- * post itself. */
+ * classify.c; with a trusted_authserv, allow_senders admits only a From the
+ * receiving server vouched for, see auth.h), then the group's duplicate key, then the thread
+ * look-up (thread_find: ids, then subjects within the window).  A message whose thread is known but
+ * whose post never became an outbox item starts the post itself. */
 #include <stdio.h>
 #include <string.h>
 
@@ -69,7 +69,15 @@ int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mai
 	memset(d, 0, sizeof *d);
 	d->text = m->text ? m->text : "";
 	decide_hashtags(mb ? &mb->hashtags : NULL, m, &d->hashtags);
+	auth_verify(cfg ? cfg->gateway.trusted_authserv : NULL, raw, raw ? len : 0, m->from_email,
+		    &d->auth);
 	skip = classify_skip(m, mb, cfg, d->reason, sizeof d->reason);
+	if (!skip && mb && mb->allow_senders.n && cfg && cfg->gateway.trusted_authserv &&
+	    !d->auth.verified) {
+		snprintf(d->reason, sizeof d->reason, "sender not allowed: %.80s is %.160s",
+			 m->from_email ? m->from_email : "(none)", d->auth.why);
+		skip = d->reason;
+	}
 	if (skip) {
 		if (skip != d->reason)
 			snprintf(d->reason, sizeof d->reason, "%s", skip);

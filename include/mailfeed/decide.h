@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mailfeed/auth.h"
 #include "mailfeed/config.h"
 #include "mailfeed/message.h"
 
@@ -19,13 +20,14 @@ enum decide_action { DECIDE_POST, DECIDE_COMMENT, DECIDE_SKIP };
 
 struct decision {
 	enum decide_action action;
-	char reason[300];	 /* why skipped, "" otherwise */
-	int duplicate;		 /* skipped because the group already has it */
-	const char *text;	 /* the text posted: m->text (borrowed) */
-	struct strlist hashtags; /* the mapping's, then the message's, deduplicated */
-	int64_t thread_id;	 /* the thread found (0: none, a post starts one) */
-	int64_t root_item;	 /* the outbox item of that thread's post (comments) */
-	char key[40];		 /* the idempotency key of the message in the group */
+	char reason[300];	  /* why skipped, "" otherwise */
+	int duplicate;		  /* skipped because the group already has it */
+	const char *text;	  /* the text posted: m->text (borrowed) */
+	struct strlist hashtags;  /* the mapping's, then the message's, deduplicated */
+	int64_t thread_id;	  /* the thread found (0: none, a post starts one) */
+	int64_t root_item;	  /* the outbox item of that thread's post (comments) */
+	char key[40];		  /* the idempotency key of the message in the group */
+	struct auth_verdict auth; /* whether the From address is vouched for (auth.h) */
 };
 
 /* Decides for m (raw/len: the message as it arrived, for the key of a

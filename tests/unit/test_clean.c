@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "mailfeed/clean.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/html.h"
 #include "mailfeed/message.h"
 #include "mailfeed/mime.h"
@@ -414,6 +415,8 @@ static void corpus_dir(const char *dir, struct tally *t)
 			/* a whole message: what the user sees is the parser's text */
 			char perr[256];
 			struct mf_message *m = mime_parse(body, strlen(body), perr, sizeof perr);
+			if (m)
+				convert_message(m);
 			assert_non_null(m);
 			free(body);
 			body = xstrdup(m->full_text ? m->full_text : "");
