@@ -55,7 +55,9 @@ const char *classify_skip(const struct mf_message *m, const struct mf_mailbox *m
 		return buf;
 	}
 	if (m->bulk && !(mb && mb->accept_bulk)) {
-		snprintf(buf, buflen, "bulk: Precedence: bulk (set accept_bulk = yes to post)");
+		snprintf(buf, buflen,
+			 "bulk: Precedence: bulk, one-click unsubscribe, Feedback-ID or a mailing "
+			 "service's headers (set accept_bulk = yes to post)");
 		return buf;
 	}
 	if (!m->from_email || !strchr(m->from_email, '@')) {
