@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
 #include "mailfeed/outbox.h"
@@ -41,14 +42,6 @@ static char *utf8_cut(const char *s, size_t max, int *cut)
 		n--;
 	*cut = 1;
 	return xstrndup(s, n);
-}
-
-static void add_tag(json_t *arr, struct strlist *seen, const char *t)
-{
-	if (!t || !*t || seen->n >= OUTBOX_MAX_TAGS || strlist_has_ci(seen, t))
-		return;
-	strlist_add(seen, t);
-	json_array_append_new(arr, json_string(t));
 }
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
@@ -88,12 +81,10 @@ static char *payload_build(const struct outbox_new *n)
 	json_object_set_new(o, "text", json_string(text));
 	free(text);
 
-	if (n->extra_hashtags)
-		for (size_t i = 0; i < n->extra_hashtags->n; i++)
-			add_tag(tags, &seen, n->extra_hashtags->v[i]);
-	if (m)
-		for (size_t i = 0; i < m->hashtags.n; i++)
-			add_tag(tags, &seen, m->hashtags.v[i]);
+	/* the hashtags decide_message announced to preview and inspect */
+	decide_hashtags(n->extra_hashtags, m, &seen);
+	for (size_t i = 0; i < seen.n; i++)
+		json_array_append_new(tags, json_string(seen.v[i]));
 	strlist_free(&seen);
 	json_object_set_new(o, "hashtags", tags);
 	json_object_set_new(o, "message_id", str_or_null(m ? m->message_id : NULL));
