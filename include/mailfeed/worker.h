@@ -45,7 +45,9 @@ struct worker_feed {
 	 * job stays the caller's and must live, raw included, until done has
 	 * been called with it. */
 	struct worker_job *(*next)(void *ctx);
-	/* The outcome of a job (msg, rc, reason), in the order of next. */
+	/* The outcome of a job (msg, rc, reason), in the order of next —
+	 * except that a message over the parse limits (parse_limits.h) is
+	 * poison as soon as it is taken, before those ahead of it. */
 	void (*done)(void *ctx, struct worker_job *job);
 	void *ctx;
 };
