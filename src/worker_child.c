@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "mailfeed/cli.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/log.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/sandbox.h"
@@ -141,6 +142,8 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 		}
 		char err[256] = "";
 		struct mf_message *m = mime_parse(raw, (size_t)n, err, sizeof err);
+		if (m)
+			convert_message(m);
 		raw[n] = after;
 		inbox_consume(&in, n);
 		/* the frame: its length, then 'M' and the message or 'E' and why not */

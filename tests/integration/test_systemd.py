@@ -30,8 +30,8 @@ MAX_EXPOSURE = 2.0
 def unit(tmp_path):
     """The unit as `make install` writes it, pointing at the binary under test,
     with the man pages it names findable through MANPATH."""
-    text = UNIT.read_text().replace("@BINDIR@/mailfeed", BIN)
-    assert "@BINDIR@" not in text
+    text = UNIT.read_text().replace("@SBINDIR@/mailfeed", BIN)
+    assert "@SBINDIR@" not in text
     path = tmp_path / "mailfeed.service"
     path.write_text(text)
     for sect, page in (("man8", "mailfeed.8"), ("man5", "mailfeed.conf.5")):
