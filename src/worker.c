@@ -52,7 +52,15 @@ struct parse_worker {
 	pid_t pid;
 	int fd;
 	struct inbox answers; /* reused from one batch to the next */
+	void (*tick)(void *arg);
+	void *tick_arg;
 };
+
+void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg)
+{
+	w->tick = tick;
+	w->tick_arg = arg;
+}
 
 struct parse_worker *worker_new(const struct mf_gateway *gw)
 {
@@ -453,6 +461,8 @@ static void stream_run(struct parse_worker *w, struct stream *s)
 {
 	s->deadline = now_monotonic() + (double)w->timeout;
 	for (;;) {
+		if (w->tick)
+			w->tick(w->tick_arg);
 		stream_take(w, s);
 		if (s->head == s->taken)
 			return;
@@ -466,7 +476,8 @@ static void stream_run(struct parse_worker *w, struct stream *s)
 			/* the socket is full: wait until it takes more or answers come */
 			double left = s->deadline - now_monotonic();
 			struct pollfd pf = {.fd = w->fd, .events = POLLIN | POLLOUT};
-			int r = poll(&pf, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+			int wait = left > 0 ? (int)(left * 1000) + 1 : 0;
+			int r = poll(&pf, 1, wait < RECV_WAIT_MS ? wait : RECV_WAIT_MS);
 			if (r < 0 && errno != EINTR) {
 				fail_head(w, s, "cannot wait for the parse worker: %s",
 					  strerror(errno));

@@ -55,6 +55,10 @@ struct worker_feed {
  * are taken (a few ahead) while the worker parses, so that fetching them
  * and parsing them overlap. */
 void worker_parse_stream(struct parse_worker *w, const struct worker_feed *feed);
+/* tick(arg) is called at least every 100 ms while a stream or batch is
+ * parsed, however long one message takes: the daemon feeds the systemd
+ * watchdog there.  NULL for none (the default). */
+void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg);
 /* Stops the child and frees w.  NULL is allowed. */
 void worker_free(struct parse_worker *w);
 
