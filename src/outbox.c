@@ -1070,7 +1070,7 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 		return -1;
 	}
 	int rc = update_one(st,
-			    "UPDATE messages SET state='new', reason=NULL WHERE id=?1"
+			    "UPDATE messages SET state='new', reason=NULL, parse_attempts=0 WHERE id=?1"
 			    " AND state IN ('skipped','dead') AND ?2 > 0",
 			    row, NULL);
 	if (rc < 0)
