@@ -35,6 +35,9 @@ dpkg-dev
 debhelper
 lintian
 libgmime-3.0-dev
+clang-format
+cppcheck
+systemd-journal-remote
 "
 missing=""
 for p in $PKGS; do

@@ -1995,6 +1995,82 @@ static int chatter_read_members(void *ctx, const char *group, struct feed_member
 	return rc;
 }
 
+/* ---- check-config --online ---- */
+
+static int chatter_check_login(void *ctx, char *msg, size_t msglen)
+{
+	struct chatter *ch = ctx;
+	struct feed_result res;
+	char *token = NULL, *instance = NULL;
+	int denied;
+
+	memset(&res, 0, sizeof(res));
+	if (sf_session_get(ch, ch->pool.clients[0], ch->f->username, &token, &instance, &res,
+			   &denied) != 0) {
+		snprintf(msg, msglen, "%s", res.error);
+		feed_result_clear(&res);
+		return -1;
+	}
+	snprintf(msg, msglen, "logged in as %s at %s", ch->f->username, instance);
+	free(token);
+	free(instance);
+	feed_result_clear(&res);
+	return 0;
+}
+
+/* A group (0F9...): GET /chatter/groups/{id}; it must not be archived, and
+ * a private one needs the integration user as a member.  Any other record:
+ * its feed must be readable. */
+static int chatter_check_group(void *ctx, const char *group, char *msg, size_t msglen)
+{
+	struct chatter *ch = ctx;
+	struct http_request r;
+	int group_id = strncmp(group, "0F9", 3) == 0;
+
+	if (!sf_id_ok(group)) {
+		snprintf(msg, msglen, "%s is not a Salesforce id (15 or 18 letters and digits)",
+			 group);
+		return -1;
+	}
+	char *path = group_id
+			 ? xasprintf("/chatter/groups/%s", group)
+			 : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=1", group);
+	int rc = sf_get(ch, ch->pool.clients[0], path,
+			group_id ? "chatter group" : "chatter record", &r, msg, msglen);
+	free(path);
+	if (rc < 0)
+		return -1;
+	if (!group_id) {
+		snprintf(msg, msglen, "record feed readable");
+		http_request_clear(&r);
+		return 0;
+	}
+	json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	const char *name = sf_str(j, "name"), *role = sf_str(j, "myRole");
+	const char *vis = sf_str(j, "visibility");
+	json_t *archived = json_object_get(j, "isArchived");
+	int member = role && strncmp(role, "NotAMember", 10) != 0;
+	rc = -1;
+	if (!json_is_object(j) || !name)
+		snprintf(msg, msglen, "chatter group: the answer is not a group");
+	else if (json_is_true(archived))
+		snprintf(msg, msglen, "group \"%.100s\" is archived: Chatter refuses new posts",
+			 name);
+	else if (!member && !(vis && strcmp(vis, "PublicAccess") == 0))
+		snprintf(msg, msglen,
+			 "%s is not a member of the private group \"%.100s\": add it to the "
+			 "group",
+			 ch->f->username, name);
+	else {
+		snprintf(msg, msglen, "\"%.100s\"%s", name,
+			 member ? "" : " (public; the integration user is not a member)");
+		rc = 0;
+	}
+	json_decref(j);
+	http_request_clear(&r);
+	return rc;
+}
+
 const struct feed_backend_ops feed_chatter_ops = {
     .name = "chatter",
     .open = chatter_open,
@@ -2003,4 +2079,6 @@ const struct feed_backend_ops feed_chatter_ops = {
     .read_group = chatter_read_group,
     .read_members = chatter_read_members,
     .close = chatter_close,
+    .check_login = chatter_check_login,
+    .check_group = chatter_check_group,
 };

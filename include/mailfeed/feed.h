@@ -118,6 +118,12 @@ struct feed_backend_ops {
 	int (*read_members)(void *ctx, const char *group, struct feed_member **members, size_t *n,
 			    char *err, size_t errlen);
 	void (*close)(void *ctx);
+	/* check-config --online.  check_login logs in as the integration user;
+	 * check_group asks whether group exists and that user may post there.
+	 * Each returns 0 with a short note in msg (who, the group's name), or -1
+	 * with what is wrong in msg.  NULL: the service cannot be asked. */
+	int (*check_login)(void *ctx, char *msg, size_t msglen);
+	int (*check_group)(void *ctx, const char *group, char *msg, size_t msglen);
 };
 
 const struct feed_backend_ops *feed_backend(enum feed_backend b);

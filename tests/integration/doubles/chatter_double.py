@@ -32,7 +32,10 @@ Side channel for tests:
                                             "NotificationFrequency": "P|D|W|N",
                                             "CollaborationRole": "Standard"}]}
                     (replaces those groups' CollaborationGroupMember rows),
-                    "query_page_size": N (records per query page, default 2000)}
+                    "query_page_size": N (records per query page, default 2000),
+                    "group_roles": {GROUP_ID: "NotAMember"} (myRole in GET
+                    /chatter/groups/{id}), "group_visibility": {GROUP_ID:
+                    "PrivateAccess"}, "archived_groups": [GROUP_ID]}
   GET  /__state    posts, comments, files, users, mentions ({element, id} of
                    every Mention segment taken) and a request log
 """
@@ -102,6 +105,9 @@ class State:
         self.log = []
         self.queries = []
         self.members = {}         # group id -> [member dict]
+        self.group_roles = {}     # group id -> myRole of the integration user
+        self.group_visibility = {}  # group id -> PublicAccess | PrivateAccess
+        self.archived_groups = set()
         self.query_page_size = 2000
         self.cursors = {}         # query locator -> remaining records
 
@@ -392,6 +398,9 @@ class Handler(BaseHTTPRequestHandler):
             for u in c.get("users", []):
                 st.users = [x for x in st.users if x["Username"] != u["Username"]] + [u]
             st.members.update(c.get("members", {}))
+            st.group_roles.update(c.get("group_roles", {}))
+            st.group_visibility.update(c.get("group_visibility", {}))
+            st.archived_groups.update(c.get("archived_groups", []))
             st.query_page_size = c.get("query_page_size", st.query_page_size)
         self.send(200, {"ok": True})
 
@@ -594,6 +603,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, {"elements": page, "currentPageUrl": base, "nextPageUrl": nxt,
                             "nextPageToken": str(start + size) if nxt else None,
                             "updatesToken": "2:%d" % int(time.time() * 1000)})
+            return
+        m = re.match(r"^/chatter/groups/(0F9\w+)$", rest)
+        if m and method == "GET":
+            with LOCK:
+                name = st.groups.get(m.group(1))
+                role = st.group_roles.get(m.group(1), "StandardMember")
+                vis = st.group_visibility.get(m.group(1), "PublicAccess")
+                archived = m.group(1) in st.archived_groups
+            if name is None:
+                raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+            self.send(200, {"id": m.group(1), "name": name, "myRole": role, "visibility": vis,
+                            "isArchived": archived, "memberCount": 2,
+                            "mySubscription": None if role.startswith("NotAMember") else
+                            {"id": "0FBXX0000000001AAA"},
+                            "url": "/services/data/v62.0/chatter/groups/" + m.group(1)})
             return
         if rest == "/connect/files/users/me" and method == "POST":
             self.upload(body, user)
