@@ -53,6 +53,14 @@ struct feed_item {
 	 * instead of uploaded a second time.  Safe to call from any thread. */
 	void (*uploaded)(void *arg, const struct feed_attachment *a, const char *remote);
 	void *uploaded_arg;
+	/* When the item was queued: an earlier attempt cannot be older. */
+	time_t created;
+	/* May be NULL.  Whether remote (an element id at the service) is
+	 * already the answer of another item, so that a backend looking for
+	 * an earlier attempt by its content never takes another item's
+	 * element for it.  Safe to call from any thread. */
+	int (*remote_known)(void *arg, const char *remote);
+	void *remote_known_arg;
 };
 
 enum feed_status {
