@@ -659,6 +659,7 @@ int cmd_run(int argc, char **argv, const char *config)
 		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
 			log_set_level(lvl);
 	}
+	log_set_format((enum log_format)d.cfg->gateway.log_format);
 
 	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
 	if (!st) {

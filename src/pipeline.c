@@ -18,6 +18,7 @@
 
 #include "mailfeed/auth.h"
 #include "mailfeed/classify.h"
+#include "mailfeed/decide.h"
 #include "mailfeed/log.h"
 #include "mailfeed/message.h"
 #include "mailfeed/notice.h"
@@ -78,41 +79,6 @@ static int set_state(struct store *st, int64_t id, const char *state, const char
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static int outbox_key_exists(struct store *st, const char *key)
-{
-	sqlite3_stmt *s;
-	int found = 0;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) !=
-	    SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
-	return found;
-}
-
-/* The idempotency key of a message in a group: the same message seen in
- * two folders of one group, or fetched again after a UIDVALIDITY change,
- * gets the same key and so at most one post or comment. */
-static void item_key(const char *group, const struct mf_message *m, const char *raw, size_t len,
-		     char out[40])
-{
-	char h[65];
-	struct buf b;
-	buf_init(&b);
-	buf_puts(&b, group);
-	buf_putc(&b, '\n');
-	if (m->message_id && *m->message_id) {
-		buf_puts(&b, m->message_id);
-	} else {
-		sha256_hex(raw, len, h);
-		buf_puts(&b, h);
-	}
-	sha256_hex(b.data, b.len, h);
-	buf_free(&b);
-	snprintf(out, 40, "mf-%.32s", h);
-}
-
 /* Runs inside the batch transaction; one savepoint per message so a store
  * error undoes only that message (which stays 'new': -1).  *notify = 1 when
  * the sender is to be told (after the commit: no network I/O inside a
@@ -121,53 +87,45 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 			   const struct mf_mailbox *mb, struct pending *p, int *notify)
 {
 	struct mf_message *m = p->msg;
-	char reasonbuf[300];
-	const char *reason = classify_skip(m, mb, cfg, reasonbuf, sizeof reasonbuf);
+	struct decision d;
 	char q1[128], q2[128];
-	struct auth_verdict av;
-	auth_verify(cfg->gateway.trusted_authserv, p->raw, p->raw_len, m->from_email, &av);
-	/* with a trusted server, allow_senders admits only a vouched-for From */
-	if (!reason && mb->allow_senders.n && cfg->gateway.trusted_authserv && !av.verified) {
-		snprintf(reasonbuf, sizeof reasonbuf, "sender not allowed: %.80s is %.160s",
-			 m->from_email ? m->from_email : "(none)", av.why);
-		reason = reasonbuf;
-	}
 
-	if (!reason && recipients_is_gateway(cfg, m->from_email))
-		reason = "loop: mail sent by mailfeed";
-	if (reason) {
-		if (set_state(st, p->id, "skipped", reason, m) < 0) {
+	/* the same decision preview and inspect show */
+	if (decide_message(store_db(st), cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
+		log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
+			  (long long)p->id, store_errmsg(st));
+		decision_free(&d);
+		return -1;
+	}
+	if (d.action == DECIDE_SKIP) {
+		const char *reason = d.reason;
+		if (set_state(st, p->id, d.duplicate ? "handled" : "skipped", reason, m) < 0) {
 			log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
 				  (long long)p->id, store_errmsg(st));
+			decision_free(&d);
 			return -1;
 		}
-		log_info("message.skipped mailbox=%s id=%lld from=%s reason=%s", mb->name,
-			 (long long)p->id, log_quote(m->from_email, q1, sizeof q1),
-			 log_quote(reason, q2, sizeof q2));
-		if (!classify_is_automatic(m) && m->from_email &&
+		if (!d.duplicate)
+			log_info("message.skipped mailbox=%s id=%lld from=%s reason=%s", mb->name,
+				 (long long)p->id, log_quote(m->from_email, q1, sizeof q1),
+				 log_quote(reason, q2, sizeof q2));
+		if (!d.duplicate && !classify_is_automatic(m) && m->from_email &&
 		    strncmp(reason, "sender not allowed", 18) == 0) {
 			*notify = 1;
-			p->sender_verified = av.verified;
+			p->sender_verified = d.auth.verified;
 			snprintf(p->reason, sizeof p->reason, "%.250s", reason);
 		}
+		decision_free(&d);
 		return 0;
 	}
 
-	char key[40];
-	item_key(mb->group, m, p->raw, p->raw_len, key);
-	if (store_exec(st, "SAVEPOINT message") < 0)
+	if (store_exec(st, "SAVEPOINT message") < 0) {
+		decision_free(&d);
 		return -1;
-	if (outbox_key_exists(st, key)) {
-		if (set_state(st, p->id, "handled", "duplicate: already posted from another folder",
-			      m) < 0)
-			goto fail;
-		store_exec(st, "RELEASE message");
-		return 0;
 	}
 	int64_t thread_id = 0;
 	int is_new = 0;
-	if (thread_assign(st, mb->group, mb->name, m, cfg->gateway.thread_window, &thread_id,
-			  &is_new) < 0)
+	if (thread_record(st, mb->group, mb->name, m, d.thread_id, &thread_id, &is_new) < 0)
 		goto fail;
 	if (mb->attach_original) {
 		/* the whole message as it arrived, so nothing trimmed is out of sight */
@@ -184,26 +142,23 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	}
 	struct strlist recipients = {0};
 	recipients_mentionable(cfg, m, NULL, &recipients);
+	/* a thread known by id whose post never became an item (e.g. its first
+	 * message was skipped): this one starts it (decide_message said so) */
+	int comment = d.action == DECIDE_COMMENT;
 	struct outbox_new n = {
 	    .message = p->id,
-	    .key = key,
-	    .kind = is_new ? "post" : "comment",
+	    .key = d.key,
+	    .kind = decide_action_name(d.action),
 	    .group = mb->group,
 	    .thread_id = thread_id,
-	    .parent = is_new ? 0 : thread_root(st, thread_id),
+	    .parent = comment ? d.root_item : 0,
 	    .msg = m,
-	    .author_verified = av.verified,
-	    .author_check = av.why,
+	    .author_verified = d.auth.verified,
+	    .author_check = d.auth.why,
 	    .extra_hashtags = &mb->hashtags,
 	    .recipients = &recipients,
 	};
-	if (!is_new && n.parent <= 0) {
-		/* thread known by id but its post never became an item (e.g. the
-		 * first message was skipped): this one starts it */
-		n.kind = "post";
-		n.parent = 0;
-		is_new = 1;
-	}
+	is_new = !comment;
 	int64_t item = outbox_enqueue(st, &n);
 	strlist_free(&recipients);
 	if (item < 0)
@@ -214,10 +169,12 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		goto fail;
 	store_exec(st, "RELEASE message");
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,
-		 (long long)p->id, n.kind, key, (long long)thread_id,
-		 log_quote(av.why, q1, sizeof q1));
+		 (long long)p->id, n.kind, d.key, (long long)thread_id,
+		 log_quote(d.auth.why, q1, sizeof q1));
+	decision_free(&d);
 	return 0;
 fail:
+	decision_free(&d);
 	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
 		  store_errmsg(st));
 	store_exec(st, "ROLLBACK TO message");
