@@ -645,24 +645,45 @@ static int listen_host_check(const char *v, size_t hlen, char *err, size_t errle
 	return -1;
 }
 
-static int key_set(struct loader *l, const struct key_def *k, void *obj, const char *v, char *err,
-		   size_t errlen)
+/* K_ENUM (index into k->names) and K_WEEKDAY (0 = sunday): an int in field. */
+static int key_set_name(const struct key_def *k, char *field, const char *v, char *err,
+			size_t errlen)
 {
-	char *field = (char *)obj + k->off;
-	char **sp = (char **)(void *)field;
+	if (k->type == K_WEEKDAY) {
+		for (int i = 0; day_names[i]; i++) {
+			if (strcasecmp(v, day_names[i]) == 0 ||
+			    (strlen(v) == 3 && strncasecmp(v, day_names[i], 3) == 0)) {
+				*(int *)(void *)field = i;
+				return 0;
+			}
+		}
+		snprintf(err, errlen, "must be a day of the week (sunday .. saturday)");
+		return -1;
+	}
+	for (int i = 0; k->names[i]; i++) {
+		if (strcasecmp(v, k->names[i]) == 0) {
+			*(int *)(void *)field = i;
+			return 0;
+		}
+	}
+	struct buf b;
+	buf_init(&b);
+	for (int i = 0; k->names[i]; i++)
+		buf_printf(&b, "%s%s", i ? " | " : "", k->names[i]);
+	snprintf(err, errlen, "must be one of: %s", b.data);
+	buf_free(&b);
+	return -1;
+}
+
+/* K_DURATION, K_SIZE, K_BOOL, K_INT, K_ENUM, K_WEEKDAY: a number in field. */
+static int key_set_number(const struct key_def *k, char *field, const char *v, char *err,
+			  size_t errlen)
+{
 	long dur;
 	long long size;
 	int b;
 
 	switch (k->type) {
-	case K_STR:
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
-	case K_PATH:
-		free(*sp);
-		*sp = resolve_path(l, v);
-		return 0;
 	case K_DURATION:
 		if (parse_duration(v, &dur) < 0) {
 			snprintf(err, errlen, "is not a duration (e.g. 30s, 5m, 2h, 1d)");
@@ -708,22 +729,166 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 		*(int *)(void *)field = (int)n;
 		return 0;
 	}
-	case K_ENUM:
-		for (int i = 0; k->names[i]; i++) {
-			if (strcasecmp(v, k->names[i]) == 0) {
-				*(int *)(void *)field = i;
-				return 0;
-			}
+	default:
+		return key_set_name(k, field, v, err, errlen);
+	}
+}
+
+/* K_AFTER: the action in field, the folder of move:FOLDER at off2. */
+static int key_set_after(const struct key_def *k, void *obj, char *field, const char *v, char *err,
+			 size_t errlen)
+{
+	char **folder = (char **)(void *)((char *)obj + k->off2);
+	enum after_action a;
+	if (strncasecmp(v, "move:", 5) == 0) {
+		const char *f = v + 5;
+		while (*f == ' ')
+			f++;
+		if (!*f) {
+			snprintf(err, errlen, "move needs a folder: move:Archive");
+			return -1;
 		}
-		{
-			struct buf b2;
-			buf_init(&b2);
-			for (int i = 0; k->names[i]; i++)
-				buf_printf(&b2, "%s%s", i ? " | " : "", k->names[i]);
-			snprintf(err, errlen, "must be one of: %s", b2.data);
-			buf_free(&b2);
-		}
+		free(*folder);
+		*folder = xstrdup(f);
+		a = AFTER_MOVE;
+	} else if (strcasecmp(v, "keep") == 0) {
+		a = AFTER_KEEP;
+	} else if (strcasecmp(v, "seen") == 0) {
+		a = AFTER_SEEN;
+	} else if (strcasecmp(v, "delete") == 0) {
+		a = AFTER_DELETE;
+	} else {
+		snprintf(err, errlen, "must be keep, seen, move:FOLDER or delete");
 		return -1;
+	}
+	if (a != AFTER_MOVE) {
+		free(*folder);
+		*folder = NULL;
+	}
+	*(int *)(void *)field = (int)a;
+	return 0;
+}
+
+/* K_START: new, all or since:DURATION (the duration at off2). */
+static int key_set_start(const struct key_def *k, void *obj, char *field, const char *v, char *err,
+			 size_t errlen)
+{
+	long *since = (long *)(void *)((char *)obj + k->off2);
+	if (strcasecmp(v, "new") == 0) {
+		*(int *)(void *)field = START_NEW;
+	} else if (strcasecmp(v, "all") == 0) {
+		*(int *)(void *)field = START_ALL;
+	} else if (strncasecmp(v, "since:", 6) == 0 && parse_duration(v + 6, since) == 0 &&
+		   *since > 0) {
+		*(int *)(void *)field = START_SINCE;
+	} else {
+		snprintf(err, errlen, "must be new, all or since:DURATION (e.g. since:7d)");
+		return -1;
+	}
+	return 0;
+}
+
+/* K_REPLYADDR: local@domain whose local part leaves room for +TOKEN. */
+static int reply_address_check(const char *v, char *err, size_t errlen)
+{
+	const char *at = strrchr(v, '@');
+	if (!valid_email(v) || !at) {
+		snprintf(err, errlen, "must be an address local@domain, e.g. feed@example.org");
+		return -1;
+	}
+	if (memchr(v, '+', (size_t)(at - v))) {
+		snprintf(err, errlen,
+			 "must not contain '+': mailfeed adds +TOKEN to the local part");
+		return -1;
+	}
+	if (at - v > REPLY_LOCAL_MAX) {
+		snprintf(err, errlen,
+			 "local part is %d characters; at most %d leave room for +TOKEN within "
+			 "the 64 allowed",
+			 (int)(at - v), REPLY_LOCAL_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* K_LISTEN: HOST:PORT on a loopback address. */
+static int listen_check(const char *v, char *err, size_t errlen)
+{
+	const char *colon = strrchr(v, ':');
+	char *end;
+	long port = colon ? strtol(colon + 1, &end, 10) : 0;
+	if (!colon || colon == v || !colon[1] || *end || port < 1 || port > 65535) {
+		snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464");
+		return -1;
+	}
+	return listen_host_check(v, (size_t)(colon - v), err, errlen);
+}
+
+/* The types kept as the text written, once it passed its check.  0 valid,
+ * -1 with err. */
+static int key_check_text(const struct key_def *k, const char *v, char *err, size_t errlen)
+{
+	enum log_level lvl;
+
+	switch (k->type) {
+	case K_TIMEZONE:
+		if (!timezone_exists(v)) {
+			snprintf(err, errlen,
+				 "names no time zone under /usr/share/zoneinfo (e.g. UTC, "
+				 "Europe/Berlin, America/New_York)");
+			return -1;
+		}
+		return 0;
+	case K_LOGLEVEL:
+		if (log_level_parse(v, &lvl) < 0) {
+			snprintf(err, errlen, "must be debug, info, notice, warn or error");
+			return -1;
+		}
+		return 0;
+	case K_REPLYADDR:
+		return reply_address_check(v, err, errlen);
+	case K_LISTEN:
+		return listen_check(v, err, errlen);
+	case K_EMAIL:
+		if (!valid_email(v)) {
+			snprintf(err, errlen, "is not an email address");
+			return -1;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static int key_set(struct loader *l, const struct key_def *k, void *obj, const char *v, char *err,
+		   size_t errlen)
+{
+	char *field = (char *)obj + k->off;
+	char **sp = (char **)(void *)field;
+
+	switch (k->type) {
+	case K_STR:
+	case K_TIMEZONE:
+	case K_LOGLEVEL:
+	case K_REPLYADDR:
+	case K_LISTEN:
+	case K_EMAIL:
+		if (key_check_text(k, v, err, errlen) < 0)
+			return -1;
+		free(*sp);
+		*sp = xstrdup(v);
+		return 0;
+	case K_PATH:
+		free(*sp);
+		*sp = resolve_path(l, v);
+		return 0;
+	case K_DURATION:
+	case K_SIZE:
+	case K_BOOL:
+	case K_INT:
+	case K_ENUM:
+	case K_WEEKDAY:
+		return key_set_number(k, field, v, err, errlen);
 	case K_LIST:
 	case K_TAGS: {
 		struct strlist *list = (struct strlist *)(void *)field;
@@ -735,127 +900,10 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 		}
 		return 0;
 	}
-	case K_AFTER: {
-		char **folder = (char **)(void *)((char *)obj + k->off2);
-		enum after_action a;
-		if (strncasecmp(v, "move:", 5) == 0) {
-			const char *f = v + 5;
-			while (*f == ' ')
-				f++;
-			if (!*f) {
-				snprintf(err, errlen, "move needs a folder: move:Archive");
-				return -1;
-			}
-			free(*folder);
-			*folder = xstrdup(f);
-			a = AFTER_MOVE;
-		} else if (strcasecmp(v, "keep") == 0) {
-			a = AFTER_KEEP;
-		} else if (strcasecmp(v, "seen") == 0) {
-			a = AFTER_SEEN;
-		} else if (strcasecmp(v, "delete") == 0) {
-			a = AFTER_DELETE;
-		} else {
-			snprintf(err, errlen, "must be keep, seen, move:FOLDER or delete");
-			return -1;
-		}
-		if (a != AFTER_MOVE) {
-			free(*folder);
-			*folder = NULL;
-		}
-		*(int *)(void *)field = (int)a;
-		return 0;
-	}
-	case K_START: {
-		long *since = (long *)(void *)((char *)obj + k->off2);
-		if (strcasecmp(v, "new") == 0) {
-			*(int *)(void *)field = START_NEW;
-		} else if (strcasecmp(v, "all") == 0) {
-			*(int *)(void *)field = START_ALL;
-		} else if (strncasecmp(v, "since:", 6) == 0 && parse_duration(v + 6, since) == 0 &&
-			   *since > 0) {
-			*(int *)(void *)field = START_SINCE;
-		} else {
-			snprintf(err, errlen, "must be new, all or since:DURATION (e.g. since:7d)");
-			return -1;
-		}
-		return 0;
-	}
-	case K_TIMEZONE:
-		if (!timezone_exists(v)) {
-			snprintf(err, errlen,
-				 "names no time zone under /usr/share/zoneinfo (e.g. UTC, "
-				 "Europe/Berlin, America/New_York)");
-			return -1;
-		}
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
-	case K_WEEKDAY:
-		for (int i = 0; day_names[i]; i++) {
-			if (strcasecmp(v, day_names[i]) == 0 ||
-			    (strlen(v) == 3 && strncasecmp(v, day_names[i], 3) == 0)) {
-				*(int *)(void *)field = i;
-				return 0;
-			}
-		}
-		snprintf(err, errlen, "must be a day of the week (sunday .. saturday)");
-		return -1;
-	case K_LOGLEVEL: {
-		enum log_level lvl;
-		if (log_level_parse(v, &lvl) < 0) {
-			snprintf(err, errlen, "must be debug, info, notice, warn or error");
-			return -1;
-		}
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
-	}
-	case K_REPLYADDR: {
-		const char *at = strrchr(v, '@');
-		if (!valid_email(v) || !at) {
-			snprintf(err, errlen,
-				 "must be an address local@domain, e.g. feed@example.org");
-			return -1;
-		}
-		if (memchr(v, '+', (size_t)(at - v))) {
-			snprintf(err, errlen,
-				 "must not contain '+': mailfeed adds +TOKEN to the local part");
-			return -1;
-		}
-		if (at - v > REPLY_LOCAL_MAX) {
-			snprintf(err, errlen,
-				 "local part is %d characters; at most %d leave room for +TOKEN "
-				 "within the 64 allowed",
-				 (int)(at - v), REPLY_LOCAL_MAX);
-			return -1;
-		}
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
-	}
-	case K_LISTEN: {
-		const char *colon = strrchr(v, ':');
-		char *end;
-		long port = colon ? strtol(colon + 1, &end, 10) : 0;
-		if (!colon || colon == v || !colon[1] || *end || port < 1 || port > 65535) {
-			snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464");
-			return -1;
-		}
-		if (listen_host_check(v, (size_t)(colon - v), err, errlen) < 0)
-			return -1;
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
-	}
-	case K_EMAIL:
-		if (!valid_email(v)) {
-			snprintf(err, errlen, "is not an email address");
-			return -1;
-		}
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
+	case K_AFTER:
+		return key_set_after(k, obj, field, v, err, errlen);
+	case K_START:
+		return key_set_start(k, obj, field, v, err, errlen);
 	}
 	snprintf(err, errlen, "cannot be set");
 	return -1;
