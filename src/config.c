@@ -416,84 +416,82 @@ static void defaults_config(struct mf_config *c)
 	c->digest.max_items = 50;
 }
 
-static void sect_open(struct loader *l, char *text, int line)
+/* The kind of section [word name], or S_UNKNOWN after saying what is
+ * wrong with it (unknown, name missing or not allowed, bad name, duplicate). */
+static enum sect_kind sect_check(struct loader *l, const char *word, const char *name,
+				 const char *title, int line)
 {
-	char *word = str_trim(text), *name = word;
 	enum sect_kind kind = S_UNKNOWN;
-	struct sect s = {.kind = S_UNKNOWN, .line = line};
 
-	while (*name && *name != ' ' && *name != '\t')
-		name++;
-	if (*name)
-		*name++ = 0;
-	name = str_trim(name);
 	for (int k = 0; k < S_UNKNOWN; k++)
 		if (strcmp(word, kinds[k].word) == 0)
 			kind = (enum sect_kind)k;
-	s.title = *name ? xasprintf("%s %s", word, name) : xstrdup(word);
-
 	if (kind == S_UNKNOWN) {
 		diag_add(l, line,
 			 "unknown section [%s]; valid sections: [gateway], [feed], [account NAME], "
 			 "[mailbox NAME], [replies], [smtp], [digest], [subscriber EMAIL]",
-			 s.title);
-	} else if (kinds[kind].named && !*name) {
+			 title);
+		return S_UNKNOWN;
+	}
+	if (kinds[kind].named && !*name) {
 		diag_add(l, line, "section [%s] needs a name, e.g. [%s %s]", word, word,
 			 kind == S_SUBSCRIBER ? "alice@example.org" : "staff");
-		kind = S_UNKNOWN;
-	} else if (!kinds[kind].named && *name) {
-		diag_add(l, line, "section [%s] takes no name; write [%s]", s.title, word);
-		kind = S_UNKNOWN;
-	} else if (kind == S_SUBSCRIBER && !valid_email(name)) {
-		diag_add(l, line, "[%s]: '%s' is not an email address", s.title, name);
-		kind = S_UNKNOWN;
-	} else if (kinds[kind].named && kind != S_SUBSCRIBER && !valid_name(name)) {
+		return S_UNKNOWN;
+	}
+	if (!kinds[kind].named && *name) {
+		diag_add(l, line, "section [%s] takes no name; write [%s]", title, word);
+		return S_UNKNOWN;
+	}
+	if (kind == S_SUBSCRIBER && !valid_email(name)) {
+		diag_add(l, line, "[%s]: '%s' is not an email address", title, name);
+		return S_UNKNOWN;
+	}
+	if (kinds[kind].named && kind != S_SUBSCRIBER && !valid_name(name)) {
 		diag_add(l, line,
 			 "[%s]: names may only use letters, digits and . _ @ + - (no spaces or "
 			 "commas)",
-			 s.title);
-		kind = S_UNKNOWN;
+			 title);
+		return S_UNKNOWN;
 	}
-	if (kind != S_UNKNOWN) {
-		for (size_t i = 0; i < l->n_sects; i++) {
-			if (strcasecmp(l->sects[i].title, s.title) == 0 &&
-			    l->sects[i].kind == kind) {
-				diag_add(l, line, "duplicate section [%s] (first at line %d)",
-					 s.title, l->sects[i].line);
-				kind = S_UNKNOWN;
-				break;
-			}
+	for (size_t i = 0; i < l->n_sects; i++) {
+		if (strcasecmp(l->sects[i].title, title) == 0 && l->sects[i].kind == kind) {
+			diag_add(l, line, "duplicate section [%s] (first at line %d)", title,
+				 l->sects[i].line);
+			return S_UNKNOWN;
 		}
 	}
-	s.kind = kind;
+	return kind;
+}
 
-	struct mf_config *c = l->cfg;
-	switch (kind) {
+/* Adds the config entry a new section fills; its index into s->idx. */
+static void sect_add_entry(struct mf_config *c, struct sect *s, const char *name, int line)
+{
+	switch (s->kind) {
 	case S_ACCOUNT:
 		c->accounts = xrealloc(c->accounts, (c->n_accounts + 1) * sizeof *c->accounts);
-		s.idx = c->n_accounts++;
-		memset(&c->accounts[s.idx], 0, sizeof c->accounts[s.idx]);
-		defaults_account(&c->accounts[s.idx]);
-		c->accounts[s.idx].name = xstrdup(name);
-		c->accounts[s.idx].line = line;
+		s->idx = c->n_accounts++;
+		memset(&c->accounts[s->idx], 0, sizeof c->accounts[s->idx]);
+		defaults_account(&c->accounts[s->idx]);
+		c->accounts[s->idx].name = xstrdup(name);
+		c->accounts[s->idx].line = line;
 		break;
 	case S_MAILBOX:
 		c->mailboxes = xrealloc(c->mailboxes, (c->n_mailboxes + 1) * sizeof *c->mailboxes);
-		s.idx = c->n_mailboxes++;
-		memset(&c->mailboxes[s.idx], 0, sizeof c->mailboxes[s.idx]);
-		defaults_mailbox(&c->mailboxes[s.idx]);
-		c->mailboxes[s.idx].name = xstrdup(name);
-		c->mailboxes[s.idx].line = line;
+		s->idx = c->n_mailboxes++;
+		memset(&c->mailboxes[s->idx], 0, sizeof c->mailboxes[s->idx]);
+		defaults_mailbox(&c->mailboxes[s->idx]);
+		c->mailboxes[s->idx].name = xstrdup(name);
+		c->mailboxes[s->idx].line = line;
 		break;
 	case S_SUBSCRIBER:
 		c->subscribers =
 		    xrealloc(c->subscribers, (c->n_subscribers + 1) * sizeof *c->subscribers);
-		s.idx = c->n_subscribers++;
-		memset(&c->subscribers[s.idx], 0, sizeof c->subscribers[s.idx]);
-		defaults_subscriber(&c->subscribers[s.idx]);
-		c->subscribers[s.idx].email = xstrdup(name);
-		str_lower(c->subscribers[s.idx].email);
-		c->subscribers[s.idx].line = line;
+		s->idx = c->n_subscribers++;
+		memset(&c->subscribers[s->idx], 0, sizeof c->subscribers[s->idx]);
+		defaults_subscriber(&c->subscribers[s->idx]);
+		c->subscribers[s->idx].email = xstrdup(name);
+		str_lower(c->subscribers[s->idx].email);
+		c->subscribers[s->idx].line = line;
 		break;
 	case S_REPLIES:
 		c->replies.present = 1;
@@ -505,6 +503,21 @@ static void sect_open(struct loader *l, char *text, int line)
 	default:
 		break;
 	}
+}
+
+static void sect_open(struct loader *l, char *text, int line)
+{
+	char *word = str_trim(text), *name = word;
+	struct sect s = {.kind = S_UNKNOWN, .line = line};
+
+	while (*name && *name != ' ' && *name != '\t')
+		name++;
+	if (*name)
+		*name++ = 0;
+	name = str_trim(name);
+	s.title = *name ? xasprintf("%s %s", word, name) : xstrdup(word);
+	s.kind = sect_check(l, word, name, s.title, line);
+	sect_add_entry(l->cfg, &s, name, line);
 	l->sects = xrealloc(l->sects, (l->n_sects + 1) * sizeof *l->sects);
 	l->sects[l->n_sects] = s;
 	l->cur = (long)l->n_sects++;
