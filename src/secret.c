@@ -195,6 +195,67 @@ static void first_line(const char *s, size_t len, char *out, size_t outlen)
 	out[o] = 0;
 }
 
+/* Reads the command's stdout into b and its stderr into eb until both
+ * close or SECRET_COMMAND_TIMEOUT passes (then returns 1).  Output beyond
+ * SECRET_MAX is drained without keeping (*too_big set for stdout). */
+static int command_collect(int out_fd, int err_fd, struct buf *b, struct buf *eb, int *too_big)
+{
+	double deadline = now_monotonic() + SECRET_COMMAND_TIMEOUT;
+	struct pollfd pf[2] = {{.fd = out_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
+	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
+		int left = (int)((deadline - now_monotonic()) * 1000);
+		if (left <= 0)
+			return 1;
+		int n = poll(pf, 2, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		for (int i = 0; i < 2; i++) {
+			char chunk[4096];
+			if (pf[i].fd < 0 || !pf[i].revents)
+				continue;
+			ssize_t r = read(pf[i].fd, chunk, sizeof chunk);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				pf[i].fd = -1;
+				continue;
+			}
+			struct buf *dst = i == 0 ? b : eb;
+			if (dst->len + (size_t)r > SECRET_MAX) {
+				*too_big |= i == 0;
+				continue; /* drain without keeping */
+			}
+			buf_append(dst, chunk, (size_t)r);
+		}
+	}
+	return 0;
+}
+
+/* 0 when the command did its job, else -1 with why in err (its name, the
+ * exit status and the first line of its stderr; never its stdout). */
+static int command_verdict(const char *name, int status, int timed_out, int too_big,
+			   const struct buf *eb, char *err, size_t errlen)
+{
+	if (timed_out) {
+		snprintf(err, errlen, "%s did not finish within %d s", name,
+			 SECRET_COMMAND_TIMEOUT);
+	} else if (too_big) {
+		snprintf(err, errlen, "%s printed more than %d bytes", name, SECRET_MAX);
+	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+		char line[200];
+		first_line(eb->data ? eb->data : "", eb->len, line, sizeof line);
+		snprintf(err, errlen, "%s exited with status %d%s%s", name, WEXITSTATUS(status),
+			 *line ? ": " : "", line);
+	} else if (WIFSIGNALED(status)) {
+		snprintf(err, errlen, "%s was killed by signal %d", name, WTERMSIG(status));
+	} else {
+		return 0;
+	}
+	return -1;
+}
+
 /* Runs command (argv split on whitespace, no shell), stdout into b. */
 static int secret_command_run(const char *command, struct buf *b, char *err, size_t errlen)
 {
@@ -231,58 +292,12 @@ static int secret_command_run(const char *command, struct buf *b, char *err, siz
 		goto done;
 	}
 
-	double deadline = now_monotonic() + SECRET_COMMAND_TIMEOUT;
-	int too_big = 0, timed_out = 0;
-	struct pollfd pf[2] = {{.fd = out[0], .events = POLLIN}, {.fd = errp[0], .events = POLLIN}};
-	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-		int left = (int)((deadline - now_monotonic()) * 1000);
-		if (left <= 0) {
-			timed_out = 1;
-			break;
-		}
-		int n = poll(pf, 2, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			break;
-		for (int i = 0; i < 2; i++) {
-			char chunk[4096];
-			if (pf[i].fd < 0 || !pf[i].revents)
-				continue;
-			ssize_t r = read(pf[i].fd, chunk, sizeof chunk);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0) {
-				pf[i].fd = -1;
-				continue;
-			}
-			struct buf *dst = i == 0 ? b : &eb;
-			if (dst->len + (size_t)r > SECRET_MAX) {
-				too_big = i == 0;
-				continue; /* drain without keeping */
-			}
-			buf_append(dst, chunk, (size_t)r);
-		}
-	}
+	int too_big = 0, timed_out = command_collect(out[0], errp[0], b, &eb, &too_big);
 	if (timed_out)
 		kill(pid, SIGKILL);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	if (timed_out) {
-		snprintf(err, errlen, "%s did not finish within %d s", args.v[0],
-			 SECRET_COMMAND_TIMEOUT);
-	} else if (too_big) {
-		snprintf(err, errlen, "%s printed more than %d bytes", args.v[0], SECRET_MAX);
-	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-		char line[200];
-		first_line(eb.data ? eb.data : "", eb.len, line, sizeof line);
-		snprintf(err, errlen, "%s exited with status %d%s%s", args.v[0],
-			 WEXITSTATUS(status), *line ? ": " : "", line);
-	} else if (WIFSIGNALED(status)) {
-		snprintf(err, errlen, "%s was killed by signal %d", args.v[0], WTERMSIG(status));
-	} else {
-		rc = 0;
-	}
+	rc = command_verdict(args.v[0], status, timed_out, too_big, &eb, err, errlen);
 done:
 	for (int i = 0; i < 2; i++) {
 		if (out[i] >= 0)
