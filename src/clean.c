@@ -436,6 +436,15 @@ static int is_rule(const char *s, size_t n, size_t min)
 {
 	if (n < min)
 		return 0;
+	/* em dashes and box-drawing lines ("———", "───") count per character */
+	if (n >= 3 && (memcmp(s, "\xe2\x80\x94", 3) == 0 || memcmp(s, "\xe2\x94\x80", 3) == 0)) {
+		if (n % 3 || n / 3 < min)
+			return 0;
+		for (size_t i = 3; i < n; i += 3)
+			if (memcmp(s + i, s, 3) != 0)
+				return 0;
+		return 1;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (s[i] != s[0] || (s[0] != '-' && s[0] != '_' && s[0] != '='))
 			return 0;

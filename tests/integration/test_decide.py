@@ -57,7 +57,7 @@ def test_preview_and_daemon_agree(dovecot, tmp_path):
     preview = {i["uid"]: i for i in json.loads(r.stdout)}
     assert sorted(preview) == list(range(1, 11))
     # what preview says, by hand, for the cases that matter
-    assert preview[2]["classification"] == "comment"
+    assert preview[2]["classification"] == "comment", preview[2]
     assert preview[2]["text"] == "Looks good. #approved"
     assert preview[2]["hashtags"][:1] == ["fundraising"]
     assert {"Q3", "approved"} <= set(preview[2]["hashtags"])
