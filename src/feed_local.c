@@ -20,10 +20,14 @@
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
+#include "mailfeed/outbox.h"
 #include "mailfeed/util.h"
 
 #define LOCAL_ATOM_MAX 1000
 #define LOCAL_TXT_THREADS 200
+/* Items per delivery: a row each in one transaction, no network between
+ * them, so a batch is bounded only by the memory of its loaded items. */
+#define LOCAL_BATCH 256
 
 struct local_ctx {
 	struct store *st;
@@ -77,7 +81,7 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	struct local_ctx *c = xcalloc(1, sizeof *c);
 	c->st = st;
 	c->dir = xstrdup(dir);
-	c->full_batch = (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 1) * 4;
+	c->full_batch = outbox_batch_size(cfg, &feed_local_ops);
 	*ctx = c;
 	return 0;
 }
@@ -551,6 +555,7 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 
 const struct feed_backend_ops feed_local_ops = {
     .name = "local",
+    .batch = LOCAL_BATCH,
     .open = local_open,
     .deliver = local_deliver,
     .reconcile = local_reconcile,

@@ -696,12 +696,19 @@ static long count_waiting(struct store *st)
 	return n;
 }
 
+size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_ops *ops)
+{
+	if (ops && ops->batch > 0)
+		return ops->batch;
+	return (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
+}
+
 int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 			   const struct feed_backend_ops *ops, void *ctx, long *waiting)
 {
 	time_t now = time(NULL);
 	int dead = 0;
-	size_t batch = (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
+	size_t batch;
 	int64_t *ids = NULL;
 	size_t n = 0;
 
@@ -709,6 +716,7 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 		*waiting = 0;
 	if (!ops || !ops->deliver)
 		return -1;
+	batch = outbox_batch_size(cfg, ops);
 	if (reconcile_inflight(st, ops, ctx) < 0)
 		return -1;
 

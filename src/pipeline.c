@@ -332,10 +332,20 @@ static void row_parsed(void *ctx, struct worker_job *job)
 	(void)job;
 }
 
+/* Seconds spent in each stage since the start, for the pass summary. */
+static double stage_parse_s, stage_enqueue_s;
+
+void pipeline_stage_seconds(double *parse_s, double *enqueue_s)
+{
+	*parse_s = stage_parse_s;
+	*enqueue_s = stage_enqueue_s;
+}
+
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit)
 {
 	struct rows r = {0};
+	double t_start = now_monotonic();
 
 	/* only messages of mappings in the config: those of a removed mapping
 	 * stay stored for when it comes back, and must not take the batch */
@@ -373,6 +383,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
+	double t_parsed = now_monotonic();
+	stage_parse_s += t_parsed - t_start;
 
 	/* One transaction (one fsync) for the batch; replies commit on their own
 	 * and notices go out after the commit.  Progress counts the messages
@@ -428,5 +440,6 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	free(notify);
 	free(batch);
+	stage_enqueue_s += now_monotonic() - t_parsed;
 	return done == 0 && store_failed ? -1 : done;
 }
