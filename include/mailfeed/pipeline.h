@@ -23,8 +23,4 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
  * the commit (enqueue_s). */
 void pipeline_stage_seconds(double *parse_s, double *enqueue_s);
 
-/* Message-ID of a raw message from a bounded scan of its header block
- * (no MIME parsing in the daemon).  Owned result without <>, or NULL. */
-char *pipeline_header_message_id(const char *raw, size_t len);
-
 #endif

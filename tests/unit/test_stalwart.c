@@ -16,12 +16,15 @@
 #include <glob.h>
 #include <jansson.h>
 
+#include "mailfeed/convert.h"
 #include "mailfeed/html.h"
 #include "mailfeed/mime.h"
 
 #define STALWART_SUBJECT_FLOOR 92
 #define STALWART_FROM_FLOOR 96
-#define STALWART_BODY_FLOOR 92
+/* 91, not 92: thirdparty/001 is a multipart/alternative of three
+ * text/plain parts, which upstream joins and mailfeed shows one of. */
+#define STALWART_BODY_FLOOR 91
 #define CORPUS "tests/corpus/mime-stalwart/eml"
 
 /* Whitespace runs to one space; trimmed.  Owned. */
@@ -106,6 +109,8 @@ static void check_one(const char *eml, struct tally *t)
 	assert_non_null(raw);
 	char err[256];
 	struct mf_message *m = mime_parse(raw, len, err, sizeof err);
+	if (m)
+		convert_message(m);
 	free(raw);
 	t->total++;
 	if (!m || !doc) {
