@@ -388,13 +388,12 @@ static long long id_of_key(struct store *st, const char *key)
 {
 	sqlite3_stmt *s;
 	long long id = 0;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT id FROM local_items WHERE key=?", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (!(s = store_stmt(st, "SELECT id FROM local_items WHERE key=?")))
 		return -1;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		id = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return id;
 }
 
@@ -402,14 +401,12 @@ static int parent_exists(struct store *st, long long id, const char *group)
 {
 	sqlite3_stmt *s;
 	int found = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = store_stmt(st, "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL")))
 		return 0;
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, group, -1, SQLITE_STATIC);
 	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return found;
 }
 
@@ -454,11 +451,9 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		}
 	}
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(c->st),
-			       "INSERT OR IGNORE INTO local_items(key, grp, parent, author_name,"
-			       " author_email, subject, text, hashtags, attachments, created)"
-			       " VALUES(?,?,?,?,?,?,?,?,?,?)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = store_stmt(c->st, "INSERT OR IGNORE INTO local_items(key, grp, parent,"
+				    " author_name, author_email, subject, text, hashtags,"
+				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)")))
 		goto store_error;
 	sqlite3_bind_text(s, 1, it->key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, it->group, -1, SQLITE_STATIC);
@@ -472,7 +467,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	sqlite3_bind_text(s, 9, attachments_json(it), -1, free);
 	sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	store_stmt_done(c->st, s);
 	if (rc != SQLITE_DONE)
 		goto store_error;
 	long long id = id_of_key(c->st, it->key);

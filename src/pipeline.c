@@ -61,10 +61,9 @@ static int set_state(struct store *st, int64_t id, const char *state, const char
 		parsed = json_dumps(j, JSON_COMPACT);
 		json_decref(j);
 	}
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state=?2, reason=?3,"
-			       " parsed=COALESCE(?4, parsed) WHERE id=?1",
-			       -1, &s, NULL) != SQLITE_OK) {
+	/* once per message: kept prepared */
+	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3,"
+				 " parsed=COALESCE(?4, parsed) WHERE id=?1"))) {
 		free(parsed);
 		return -1;
 	}
@@ -75,7 +74,7 @@ static int set_state(struct store *st, int64_t id, const char *state, const char
 	if (parsed)
 		sqlite3_bind_text(s, 4, parsed, -1, free);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
