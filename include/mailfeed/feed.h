@@ -99,6 +99,11 @@ struct feed_member {
 
 struct feed_backend_ops {
 	const char *name;
+	/* Items handed to one deliver call when more are due; 0 means
+	 * 4 x [feed] concurrency (right for a network service).  A backend
+	 * without a network round trip takes bigger batches: every batch costs
+	 * the outbox three commits and one due-item query. */
+	size_t batch;
 	/* Sets *ctx. 0, or -1 with err. */
 	int (*open)(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
 		    size_t errlen);

@@ -56,6 +56,9 @@ long outbox_next_due(struct store *st);
 /* outbox_deliver_due through the given backend instead of the configured
  * one (tests and tools drive a backend of their own). */
 struct feed_backend_ops;
+/* Items per deliver call: the backend's own batch, or 4 x [feed]
+ * concurrency. */
+size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_ops *ops);
 int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 			   const struct feed_backend_ops *ops, void *backend_ctx, long *waiting);
 
