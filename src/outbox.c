@@ -1131,3 +1131,40 @@ int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
 	return rc;
 }
+
+/* --- what the gateway made ------------------------------------------ */
+
+int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin *o)
+{
+	memset(o, 0, sizeof *o);
+	if (!remote_id || !*remote_id)
+		return 0;
+	sqlite3_stmt *s = prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
+				   " AND state='delivered' ORDER BY id LIMIT 1");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return rc == SQLITE_DONE ? 0 : -1;
+	}
+	json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+	const char *kind = (const char *)sqlite3_column_text(s, 1);
+	o->comment = kind && strcmp(kind, "comment") == 0;
+	sqlite3_finalize(s);
+	json_t *author = json_object_get(p, "author");
+	o->author_name = json_dup(author, "name");
+	o->author_email = json_dup(author, "email");
+	o->subject = json_dup(p, "subject");
+	json_decref(p);
+	return 1;
+}
+
+void outbox_origin_clear(struct outbox_origin *o)
+{
+	free(o->author_name);
+	free(o->author_email);
+	free(o->subject);
+	memset(o, 0, sizeof *o);
+}

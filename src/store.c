@@ -114,6 +114,8 @@ static const char *const migrations[] = {
 	"CREATE INDEX notices_at ON notices(at);",
 	/* 5: parses of a message started and never ended (the daemon stopped) */
 	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
+	/* 6: digests name the sender of what the gateway posted (outbox_origin) */
+	"CREATE INDEX outbox_remote ON outbox(remote_id);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
