@@ -6,9 +6,15 @@
 #   make fuzz       build libFuzzer targets and run each for FUZZ_SECONDS
 #   make corpus     parse every tests/corpus/mime-* message; per corpus the pass rate
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make deb        a Debian package (dpkg-buildpackage -us -uc -b), in ..
+#
+# The release build takes CC, CPPFLAGS, CFLAGS and LDFLAGS from the
+# environment or the command line (as dpkg-buildflags sets them) and never
+# turns warnings into errors; the sanitizer build that `make check` runs
+# does (-Werror), and `make check` builds the release binary with it too.
 
 PREFIX     ?= /usr/local
-BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
 MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 UNITDIR    ?= /lib/systemd/system
@@ -25,12 +31,16 @@ PKGS    += gmime-3.0
 # libetpan's pkg-config adds Debian's no-PIE link specs; take only its cflags.
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) libetpan 2>/dev/null)
 DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -letpan -lpthread -lm
-WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
-BASECFLAGS := -std=gnu11 -D_GNU_SOURCE -DMAILFEED_VERSION='"$(VERSION)"' -Iinclude $(DEPCFLAGS) $(WARN)
+WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter
+WERROR  ?=
+BASECFLAGS := -std=gnu11 -D_GNU_SOURCE -DMAILFEED_VERSION='"$(VERSION)"' -DMAILFEED_SYSCONFDIR='"$(SYSCONFDIR)"' -Iinclude $(DEPCFLAGS) $(WARN)
 CFLAGS  ?= -O2 -g
-RELFLAGS := $(BASECFLAGS) $(CFLAGS) -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
-RELLDFLAGS := -pie -Wl,-z,relro,-z,now
-SANFLAGS := $(BASECFLAGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CPPFLAGS ?=
+LDFLAGS ?=
+FORTIFY := $(if $(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)),,-D_FORTIFY_SOURCE=2)
+RELFLAGS := $(BASECFLAGS) $(WERROR) $(CPPFLAGS) $(FORTIFY) -fstack-protector-strong -fPIE $(CFLAGS)
+RELLDFLAGS := -pie -Wl,-z,relro,-z,now $(LDFLAGS)
+SANFLAGS := $(BASECFLAGS) -Werror $(CPPFLAGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRCS    := $(sort $(wildcard src/*.c))
 LIBSRCS := $(filter-out src/main.c,$(SRCS))
@@ -42,12 +52,12 @@ SAN_OBJS := $(SRCS:src/%.c=build/asan/%.o)
 SAN_LIBOBJS := $(LIBSRCS:src/%.c=build/asan/%.o)
 UNITBINS := $(UNITSRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all deps check unit integration demo bench fuzz corpus install clean format cppcheck
+.PHONY: all deps check unit integration demo bench fuzz corpus install clean format format-check cppcheck deb
 
 all: mailfeed
 
 mailfeed: $(REL_OBJS)
-	$(CC) $(RELLDFLAGS) -o $@ $^ $(DEPLIBS)
+	$(CC) $(CFLAGS) $(RELLDFLAGS) -o $@ $^ $(DEPLIBS)
 
 build/rel/%.o: src/%.c $(HDRS) | build/rel
 	$(CC) $(RELFLAGS) -c -o $@ $<
@@ -81,7 +91,7 @@ deps:
 
 # Everything under sanitizers; the last line printed is the summary.
 check: deps
-	$(MAKE) -j$$(nproc) build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe build/asan/tests/imapprobe mailfeed
+	$(MAKE) -j$$(nproc) WERROR=-Werror build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe build/asan/tests/imapprobe mailfeed
 	tests/run-tests.sh
 
 unit: $(UNITBINS)
@@ -117,16 +127,20 @@ fuzz: deps $(FUZZ_TARGETS)
 	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 install: mailfeed
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(SYSCONFDIR)/mailfeed $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
-	install -m 755 mailfeed $(DESTDIR)$(BINDIR)/mailfeed
+	install -m 755 mailfeed $(DESTDIR)$(SBINDIR)/mailfeed
 	install -m 644 man/mailfeed.8 $(DESTDIR)$(MANDIR)/man8/mailfeed.8
 	install -m 644 man/mailfeed.conf.5 $(DESTDIR)$(MANDIR)/man5/mailfeed.conf.5
 	install -m 644 conf/mailfeed.conf.example $(DESTDIR)$(SYSCONFDIR)/mailfeed/mailfeed.conf.example
-	sed 's|@BINDIR@|$(BINDIR)|g' systemd/mailfeed.service > $(DESTDIR)$(UNITDIR)/mailfeed.service
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|/etc/mailfeed/|$(SYSCONFDIR)/mailfeed/|g' \
+		systemd/mailfeed.service > $(DESTDIR)$(UNITDIR)/mailfeed.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/mailfeed.service
 	install -m 644 systemd/mailfeed.sysusers $(DESTDIR)$(SYSUSERSDIR)/mailfeed.conf
-	install -m 644 systemd/mailfeed.tmpfiles $(DESTDIR)$(TMPFILESDIR)/mailfeed.conf
+	sed 's|/etc/mailfeed|$(SYSCONFDIR)/mailfeed|g' systemd/mailfeed.tmpfiles \
+		> $(DESTDIR)$(TMPFILESDIR)/mailfeed.conf
+	chmod 644 $(DESTDIR)$(TMPFILESDIR)/mailfeed.conf
 
 format:
 	clang-format -i src/*.c include/mailfeed/*.h tests/unit/*.c
@@ -134,6 +148,9 @@ format:
 cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 		--library=tests/cppcheck/jansson.cfg -Iinclude src
+
+deb:
+	dpkg-buildpackage -us -uc -b
 
 clean:
 	rm -rf build mailfeed

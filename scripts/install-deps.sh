@@ -30,6 +30,10 @@ systemd
 man-db
 libseccomp-dev
 libmicrohttpd-dev
+libcurl4-gnutls-dev
+dpkg-dev
+debhelper
+lintian
 libgmime-3.0-dev
 "
 missing=""
