@@ -478,7 +478,7 @@ static int reload(struct daemon *d, struct store **st)
 		return -1;
 	}
 	diag_free(&diag);
-	log_info("reload.start mailboxes=%zu", fresh->n_mailboxes);
+	log_notice("reload.start mailboxes=%zu", fresh->n_mailboxes);
 	watchers_stop(d, now_monotonic() + 8);
 	feed_close(d);
 	worker_free(d->worker);
@@ -503,7 +503,7 @@ static int reload(struct daemon *d, struct store **st)
 	set_daemon_note(*st, "reload_error", NULL);
 	metrics_restart(d);
 	watchers_start(d);
-	log_info("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
+	log_notice("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
 	sd_notify(0, "READY=1\nSTATUS=config reloaded");
 	return 0;
 }
@@ -541,8 +541,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	parse_wd_interval_ms = wd_interval_ms;
 	watchers_start(d);
 	sd_notify(0, "READY=1\nSTATUS=running");
-	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
-		 d->feed ? d->feed->name : "none");
+	log_notice("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
+		   d->feed ? d->feed->name : "none");
 
 	for (int first = 1; !stopping; first = 0) {
 		struct store *st = *stp;
@@ -570,8 +570,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 					reload(d, stp);
 					st = *stp;
 				} else {
-					log_info("run.stopping signal=%s",
-						 si.ssi_signo == SIGTERM ? "TERM" : "INT");
+					log_notice("run.stopping signal=%s",
+						   si.ssi_signo == SIGTERM ? "TERM" : "INT");
 					stopping = 1;
 				}
 			}
