@@ -559,7 +559,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			do {
 				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
 			} while (n > 0);
-			if (deliver_all(d, st, &delivered_any) < 0 || n < 0) {
+			int dead = deliver_all(d, st, &delivered_any);
+			if (dead < 0 || n < 0) {
 				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 				store_retry_at = now_monotonic() + (double)store_backoff;
 				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
@@ -568,8 +569,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 				store_backoff = 0;
 				store_retry_at = 0;
 			}
-			if (delivered_any)
-				wake_watchers(d);
+			if (delivered_any || dead > 0)
+				wake_watchers(d); /* after-actions, dead marks */
 		}
 		double now = now_monotonic();
 		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {

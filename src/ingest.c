@@ -259,6 +259,39 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 	return 0;
 }
 
+#define DEAD_KEYWORD "$MailfeedDead"
+
+/* Marks the dead messages of key with $MailfeedDead (they are not
+ * acknowledged while dead), and unmarks those that left the dead list
+ * before their after-action.  A server that refuses keywords loses only
+ * the mark. */
+static int dead_marks(struct imap_session *s, struct store *st, const char *key,
+		      uint32_t uidvalidity, char *err, size_t errlen)
+{
+	static const struct {
+		enum ack_query q;
+		int add, acked;
+	} steps[] = {{ACK_TO_MARK, 1, 2}, {ACK_TO_UNMARK, 0, 0}};
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		uint32_t *uids = NULL;
+		size_t n = 0;
+		if (store_acks_select(st, key, uidvalidity, steps[i].q, &uids, &n) < 0) {
+			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+			return INGEST_STORE_FAILED;
+		}
+		if (n && imap_keyword(s, DEAD_KEYWORD, steps[i].add, uids, n, err, errlen) < 0)
+			/* a lost connection shows at the next command */
+			log_warn("imap.keyword_failed mailbox=%s error=\"%s\"", key, err);
+		if (n) {
+			store_acks_set(st, key, uidvalidity, uids, n, steps[i].acked);
+			log_info("imap.%s mailbox=%s keyword=%s count=%zu",
+				 steps[i].add ? "marked" : "unmarked", key, DEAD_KEYWORD, n);
+		}
+		free(uids);
+	}
+	return 0;
+}
+
 int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		      enum after_action a, const char *after_folder, char *err, size_t errlen)
 {
@@ -266,6 +299,9 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	uint32_t *uids = NULL;
 	size_t n = 0;
 	store_folder_get(st, key, &fs);
+	int rc = dead_marks(s, st, key, fs.uidvalidity, err, errlen);
+	if (rc < 0)
+		return rc;
 	for (;;) {
 		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0) {
 			snprintf(err, errlen, "state database error: %s", store_errmsg(st));

@@ -994,7 +994,84 @@ static int update_one(struct store *st, const char *sql, int64_t row, const char
 	return changed ? 0 : 1;
 }
 
-int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen)
+/* An item sent again takes its message's current mapping: the group and
+ * the mapping's hashtags (with the message's own), so that a mistake in
+ * the config, fixed and reloaded, is not repeated.  Items whose mailbox is
+ * no longer mapped keep what they had. */
+static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
+{
+	sqlite3_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(m.parsed,"
+				   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
+				   " ON m.id=o.message WHERE o.id=?");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, item);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return 0;
+	}
+	const struct mf_mailbox *mb =
+	    config_mailbox(cfg, (const char *)sqlite3_column_text(s, 0));
+	json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), 0, NULL);
+	json_t *own = json_loads(sqlite3_column_text(s, 2) ? (const char *)sqlite3_column_text(s, 2)
+							     : "[]",
+				 0, NULL);
+	char *old_group = col_dup(s, 3);
+	sqlite3_finalize(s);
+	int rc = 0;
+	if (mb && payload) {
+		json_t *tags = json_array();
+		struct strlist seen = {0};
+		size_t i;
+		json_t *v;
+		for (i = 0; i < mb->hashtags.n; i++)
+			add_tag(tags, &seen, mb->hashtags.v[i]);
+		json_array_foreach(own, i, v)
+		{
+			add_tag(tags, &seen, json_string_value(v));
+		}
+		strlist_free(&seen);
+		json_object_set_new(payload, "hashtags", tags);
+		char *text = json_dumps(payload, JSON_COMPACT);
+		s = prep(st, "UPDATE outbox SET grp=?, payload=? WHERE id=?");
+		if (s) {
+			sqlite3_bind_text(s, 1, mb->group, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, item);
+		}
+		rc = run(st, s);
+		free(text);
+		if (rc == 0 && old_group && strcmp(old_group, mb->group) != 0)
+			log_info("outbox.remapped item=%lld group_was=%s group=%s", (long long)item,
+				 old_group, mb->group);
+	}
+	free(old_group);
+	json_decref(payload);
+	json_decref(own);
+	return rc;
+}
+
+/* Items of a retried post: the post and the comments brought back with it. */
+static int remap_retried(struct store *st, const struct mf_config *cfg, int64_t row)
+{
+	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
+				   " AND state='pending'");
+	int64_t ids[256];
+	size_t n = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, row);
+	while (n < sizeof ids / sizeof ids[0] && sqlite3_step(s) == SQLITE_ROW)
+		ids[n++] = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	for (size_t i = 0; i < n; i++)
+		if (remap_item(st, cfg, ids[i]) < 0)
+			return -1;
+	return 0;
+}
+
+int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char *id, char *err,
+		      size_t errlen)
 {
 	char kind;
 	int64_t row;
@@ -1021,6 +1098,8 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 			if (s)
 				sqlite3_bind_int64(s, 1, row);
 			run(st, s);
+			if (cfg && remap_retried(st, cfg, row) < 0)
+				rc = -1;
 		}
 		if (rc < 0)
 			snprintf(err, errlen, "cannot update the state database: %s",
@@ -1068,7 +1147,13 @@ int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
 		rc = update_one(st,
 				"UPDATE outbox SET state='dropped' WHERE id=?1 AND state='dead'"
 				" AND ?2 > 0",
-				row, NULL);
+				row,
+				/* its message is done with, unless another item of it
+				 * is still on its way */
+				"UPDATE messages SET state='dropped' WHERE state='dead' AND ?2 > 0"
+				" AND id=(SELECT message FROM outbox WHERE id=?1)"
+				" AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=messages.id"
+				" AND state NOT IN ('delivered','dropped'))");
 	else
 		rc = update_one(st,
 				"UPDATE messages SET state='dropped' WHERE id=?1"
