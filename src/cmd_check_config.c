@@ -5,6 +5,7 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/state_owner.h"
 
 static const char *const backend_label[] = {
     [FEED_LOCAL] = "local",
@@ -23,9 +24,16 @@ struct mf_config *cli_load_config(const char *path)
 {
 	struct mf_diag diag = {0};
 	struct mf_config *cfg = config_load(path, 0, &diag);
+	char err[512];
 	if (!cfg)
 		print_diag(&diag);
 	diag_free(&diag);
+	/* root working on the service's state becomes its owner first */
+	if (cfg && state_run_as_owner(cfg->gateway.state, err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(cfg);
+		return NULL;
+	}
 	return cfg;
 }
 

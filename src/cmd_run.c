@@ -36,6 +36,7 @@
 #include "mailfeed/metrics.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
+#include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
 #include "mailfeed/worker.h"
 
@@ -637,9 +638,17 @@ int cmd_run(int argc, char **argv, const char *config)
 			log_set_level(lvl);
 	}
 
+	int lock_fd = -1;
+	if (state_lock_take(d.cfg->gateway.state, &lock_fd, err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(d.cfg);
+		close(sfd);
+		return 1;
+	}
 	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
 	if (!st) {
 		log_error("run.error error=\"%s\"", err);
+		close(lock_fd);
 		config_free(d.cfg);
 		close(sfd);
 		return 1;
@@ -673,5 +682,6 @@ out:
 	config_free(d.cfg);
 	close(d.proc_wake_fd);
 	close(sfd);
+	close(lock_fd);
 	return rc;
 }
