@@ -64,6 +64,13 @@ int cmd_check_config(int argc, char **argv, const char *config)
 		diag_free(&diag);
 		return 2;
 	}
+	char err[512];
+	if (state_dir_check(cfg->gateway.state, err, sizeof err) < 0) {
+		fprintf(stderr, "%s: %s\n", config, err);
+		diag_free(&diag);
+		config_free(cfg);
+		return 2;
+	}
 	printf("%s: ok: %zu account%s, %zu mailbox%s, backend %s\n", config, cfg->n_accounts,
 	       cfg->n_accounts == 1 ? "" : "s", cfg->n_mailboxes, cfg->n_mailboxes == 1 ? "" : "es",
 	       backend_label[cfg->feed.backend]);

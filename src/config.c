@@ -859,6 +859,13 @@ static int loader_handle(void *user, const char *section, const char *name, cons
 			 name);
 		return 1;
 	}
+	size_t vlen = strlen(value);
+	if (vlen >= 2 && (value[0] == '"' || value[0] == '\'') && value[vlen - 1] == value[0]) {
+		/* INI values are taken as written: the quotes would be part of it */
+		diag_add(l, l->lineno, "%s = %s: values are written without quotes (%s = %.*s)",
+			 name, value, name, (int)(vlen - 2), value + 1);
+		return 1;
+	}
 	if (key_set(l, k, sect_obj(l, s), value, err, sizeof err) < 0) {
 		char q[128];
 		diag_add(l, l->lineno, "%s = %s: %s", name, log_quote(value, q, sizeof q), err);

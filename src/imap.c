@@ -244,6 +244,11 @@ static void read_caps(struct imap_session *s)
 	s->has_uidplus = mailimap_has_uidplus(s->imap);
 }
 
+/* Per thread: whether the last imap_open() failed on refused credentials. */
+static __thread int login_refused;
+
+int imap_login_refused(void) { return login_refused; }
+
 static int authenticate(struct imap_session *s, char *err, size_t errlen)
 {
 	const struct mf_account *a = s->acct;
@@ -284,6 +289,11 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 			set_err(err, errlen, a, "login failed for %s: %s (check %s)", a->username,
 				server_text(s->imap),
 				xoauth ? "the OAuth2 token" : "password_file");
+		/* the credentials were refused, unless the server only said it
+		 * is busy or out of connections */
+		login_refused = rc != MAILIMAP_ERROR_STREAM &&
+				!strcasestr(server_text(s->imap), "UNAVAILABLE") &&
+				!strcasestr(server_text(s->imap), "connections");
 		return -1;
 	}
 	/* Dovecot sends post-login capabilities with the OK; others may not */
@@ -301,6 +311,7 @@ struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t 
 	struct imap_session *s = xcalloc(1, sizeof *s);
 	mailstream *stream;
 	int fd, rc;
+	login_refused = 0;
 	s->acct = acct;
 	fd = tcp_connect(acct, err, errlen);
 	if (fd < 0) {

@@ -20,6 +20,7 @@
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
+#include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
 #include "mailfeed/util.h"
@@ -440,7 +441,7 @@ static int mark_dead(struct store *st, const struct loaded *l, const char *error
 		return -1;
 	sqlite3_bind_text(s, 1, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, l->item.id);
-	if (run(st, s) < 0)
+	if (run(st, s) < 0 || note_count(st, NOTE_COUNT_DEAD, 1) < 0)
 		return -1;
 	char *reason = xasprintf("feed service did not take the %s: %s",
 				 l->item.kind == FEED_POST ? "post" : "comment", error);
@@ -458,7 +459,9 @@ static int mark_retry(struct store *st, const struct loaded *l, time_t next_at, 
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)next_at);
 	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, l->item.id);
-	return run(st, s);
+	if (run(st, s) < 0)
+		return -1;
+	return note_count(st, NOTE_COUNT_RETRIED, 1);
 }
 
 /* Seconds until the next attempt after the attempts-th failure. */
@@ -551,6 +554,8 @@ static int cascade_dead(struct store *st)
 	int n = sqlite3_changes(store_db(st));
 	if (n > 0)
 		log_warn("outbox.dead count=%d error=\"%s\"", n, why);
+	if (n > 0 && note_count(st, NOTE_COUNT_DEAD, n) < 0)
+		return -1;
 	return n;
 }
 

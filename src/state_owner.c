@@ -100,6 +100,29 @@ static int state_owner(const char *state, struct stat *st)
 	return rc;
 }
 
+/* systemd's StateDirectory= makes this one when it starts the daemon */
+#define SERVICE_STATE_DIR "/var/lib/mailfeed"
+
+int state_dir_check(const char *state, char *err, size_t errlen)
+{
+	struct stat sb;
+	if (!is_sqlite_path(state))
+		return 0;
+	const char *slash = strrchr(state, '/');
+	char *dir = slash ? xstrndup(state, slash == state ? 1 : (size_t)(slash - state))
+			  : xstrdup(".");
+	int rc = 0;
+	if (strcmp(dir, SERVICE_STATE_DIR) != 0 && (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))) {
+		snprintf(err, errlen,
+			 "state = %s: the directory %s does not exist; create it, owned by the "
+			 "service user (the daemon creates the file, not its directory)",
+			 state, dir);
+		rc = -1;
+	}
+	free(dir);
+	return rc;
+}
+
 int state_run_as_owner(const char *state, char *err, size_t errlen)
 {
 	struct stat st;

@@ -21,6 +21,9 @@ struct imap_session;
  * naming the account and what to do (wrong password, unreachable host,
  * untrusted certificate, host name mismatch, ...). */
 struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen);
+/* After a failed imap_open() in this thread: 1 when the server refused the
+ * credentials (a wrong password or token), 0 for any other failure. */
+int imap_login_refused(void);
 /* Logs out (bounded by the timeout) and frees.  NULL is fine. */
 void imap_close(struct imap_session *s);
 /* Drops the connection at once without LOGOUT (after an error). */

@@ -13,6 +13,9 @@
 int state_lock_take(const char *state, int *fd, char *err, size_t errlen);
 /* The pid of the daemon holding the lock of state, or 0. */
 long state_lock_holder(const char *state);
+/* check-config: the directory of a SQLite state must exist (the service's
+ * own /var/lib/mailfeed is made by systemd).  0, or -1 with err. */
+int state_dir_check(const char *state, char *err, size_t errlen);
 /* When running as root and the state (or its directory) belongs to another
  * user, becomes that user (groups, gid, uid).  Returns 0 (switched, or
  * nothing to do), or -1 with a refusal in err. */
