@@ -37,6 +37,7 @@
 #include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
+#include "mailfeed/replies.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
 #include "mailfeed/worker.h"
@@ -376,6 +377,7 @@ static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 {
 	int dead = 0;
 	*delivered_any = 0;
+	store_prune(st, d->cfg->gateway.keep_raw, replies_id_lifetime(d->cfg), time(NULL));
 	if (!d->feed)
 		return 0;
 	for (int round = 0; round < 1000; round++) {

@@ -27,6 +27,7 @@
 
 #include "mailfeed/imap.h"
 #include "mailfeed/log.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
 #define FETCH_BATCH 100

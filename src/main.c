@@ -9,7 +9,10 @@
 #include "mailfeed/config.h"
 #include "mailfeed/log.h"
 
-#define DEFAULT_CONFIG "/etc/mailfeed/mailfeed.conf"
+#ifndef MAILFEED_SYSCONFDIR
+#define MAILFEED_SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG MAILFEED_SYSCONFDIR "/mailfeed/mailfeed.conf"
 
 static const struct {
 	const char *name;

@@ -307,3 +307,7 @@ def wait_for(pred, timeout, step=0.05):
             return True
         time.sleep(step)
     return bool(pred())
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (builds a package); runs in make check")
