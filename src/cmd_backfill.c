@@ -220,8 +220,10 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 	}
 	volatile int stop = 0;
 	int inserted = 0;
-	int r = ingest_take(s, st, mb->name, info.uidvalidity, uids, older, max_size, "held",
-			    &stop, &inserted, err, sizeof err);
+	struct ingest_folder target = {
+	    .key = mb->name, .acct = mb->acct, .folder = mb->folder, .max_size = max_size};
+	int r = ingest_take(s, st, &target, info.uidvalidity, uids, older, "held", &stop,
+			    &inserted, err, sizeof err);
 	if (r < 0) {
 		fprintf(stderr, "mailfeed: %s\n", err);
 		goto out;

@@ -75,6 +75,7 @@ struct watcher {
 	volatile int stop;
 	int proc_wake_fd;
 	struct account_gate *gate; /* NULL in run --once */
+	const struct mf_config *cfg;
 };
 
 /* Seconds until the account may try to log in again, 0 now. */
@@ -145,7 +146,8 @@ static struct ingest_folder watcher_target(const struct watcher *w)
 				      .folder = w->folder,
 				      .max_size = w->max_size,
 				      .start = w->start,
-				      .start_since = w->start_since};
+				      .start_since = w->start_since,
+				      .cfg = w->cfg};
 }
 
 static void *watcher_main(void *arg)
@@ -265,6 +267,7 @@ static size_t watchers_plan(struct daemon *d)
 		d->w[i].max_size = cfg->gateway.max_message_size;
 		d->w[i].state_path = cfg->gateway.state;
 		d->w[i].proc_wake_fd = d->proc_wake_fd;
+		d->w[i].cfg = cfg;
 		d->w[i].wake_fd = -1;
 	}
 	return n;

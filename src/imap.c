@@ -802,3 +802,31 @@ int imap_keyword(struct imap_session *s, const char *keyword, int add, const uin
 	}
 	return 0;
 }
+
+int imap_fetch_header(struct imap_session *s, uint32_t uid, char **raw, size_t *len, char *err,
+		      size_t errlen)
+{
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	clist *res = NULL;
+	*raw = NULL;
+	*len = 0;
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(
+	    ft, mailimap_fetch_att_new_body_peek_section_partial(mailimap_section_new_header(), 0,
+								 IMAP_HEADER_MAX));
+	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (rc != MAILIMAP_NO_ERROR) {
+		set_err(err, errlen, s->acct, "UID FETCH BODY.PEEK[HEADER] failed: %s",
+			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
+		return -1;
+	}
+	struct meta m = {.uid = uid};
+	take_results(res, &m, 1, 1);
+	mailimap_fetch_list_free(res);
+	*raw = m.raw;
+	*len = m.raw_len;
+	return 0;
+}

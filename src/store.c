@@ -565,6 +565,20 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 	return store_folder_advance(st, m->mailbox, m->uid);
 }
 
+int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			   uint32_t uid, const char *parsed)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE messages SET parsed=? WHERE mailbox=? AND"
+				   " uidvalidity=? AND uid=? AND raw IS NULL");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, parsed, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, uidvalidity);
+	sqlite3_bind_int64(s, 4, uid);
+	return step_done(st, s);
+}
+
 int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
 {
 	if (store_begin(st) < 0)

@@ -63,6 +63,14 @@ typedef int (*imap_fetch_cb)(const struct imap_fetched *m, void *arg);
 int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen);
 
+/* The header block of one message (at most IMAP_HEADER_MAX bytes, never
+ * sets \\Seen): for a message too large to fetch whole, so that its sender
+ * can be told and the dead list can show it.  *raw owned (NULL when the
+ * message is gone). */
+#define IMAP_HEADER_MAX (64 * 1024)
+int imap_fetch_header(struct imap_session *s, uint32_t uid, char **raw, size_t *len, char *err,
+		      size_t errlen);
+
 /* Marks seen, moves to folder (MOVE, else COPY + \Deleted + UID EXPUNGE),
  * or deletes (\Deleted + UID EXPUNGE), as the mapping says. */
 int imap_after(struct imap_session *s, enum after_action a, const char *folder,

@@ -83,6 +83,11 @@ int store_message_add(struct store *st, const struct stored_message *m, int *ins
  * and the checkpoint after its last one commit (and fsync) together. */
 int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted);
 
+/* What is known of a message stored without its content (too large):
+ * parsed = JSON {"from": {"name", "email"}, "subject"} from its header. */
+int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			   uint32_t uid, const char *parsed);
+
 /* Whether a message with this Message-ID and hash is already stored for the
  * mailbox (UIDVALIDITY resync). */
 int store_message_known(struct store *st, const char *mailbox, const char *message_id,
