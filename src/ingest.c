@@ -159,19 +159,23 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 }
 
 /* Whether a header block says the mail was sent by a program (no notice
- * goes back to those). */
+ * goes back to those): Auto-Submitted other than "no", an auto-reply
+ * marker, or Precedence bulk, junk or auto_reply. */
 static int header_automatic(const char *raw, size_t len)
 {
-	static const char *const fields[] = {"Auto-Submitted", "Precedence", "X-Autoreply",
-					     "X-Autorespond", "List-Id"};
+	static const char *const fields[] = {"Auto-Submitted", "X-Autoreply", "X-Autorespond"};
 	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
 		char *v = raw_header_value(raw, len, fields[i], 100);
-		int automatic = v && !(i == 0 && strncasecmp(v, "no", 2) == 0 && !v[2]);
+		int automatic = v && !(i == 0 && strcasecmp(v, "no") == 0);
 		free(v);
 		if (automatic)
 			return 1;
 	}
-	return 0;
+	char *p = raw_header_value(raw, len, "Precedence", 100);
+	int automatic = p && (strcasecmp(p, "bulk") == 0 || strcasecmp(p, "junk") == 0 ||
+			      strcasecmp(p, "auto_reply") == 0);
+	free(p);
+	return automatic;
 }
 
 /* The address of a From value: inside the last <...>, else the value. */
