@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/mime.h"
 #include "mailfeed/sandbox.h"
 #include "mailfeed/util.h"
 
@@ -58,6 +59,8 @@ static iconv_t preloaded[sizeof preload_charsets / sizeof preload_charsets[0]];
 
 void sandbox_preload(void)
 {
+	/* the MIME library: its types registered and tables filled */
+	mime_init();
 	/* the local time zone (/etc/localtime), read once and cached */
 	tzset();
 	time_t t = time(NULL);
