@@ -36,13 +36,11 @@ def test_wrong_password_backs_off_per_account_until_reload(dovecot, tmp_path):
     p = start_daemon(cfg.path)
     assert wait_for(lambda: "imap.auth_backoff account=alice failures=3 retry_in=3600s"
                     in open(p.log_path).read(), 30), open(p.log_path).read()[-3000:]
-    time.sleep(3)  # an attempt under way when the account stopped ends too
+    # three refusals stop the account; the other folder's attempt under way
+    # then may end too, and that is all: no folder tries again
+    time.sleep(8)
     log = open(p.log_path).read()
-    tries = log.count("imap.error")
-    assert 3 <= tries <= 4, log
-    time.sleep(4)
-    # both folders of the account wait: no more login attempts
-    assert open(p.log_path).read().count("imap.error") == tries
+    assert 3 <= log.count("imap.error") <= 4, log
     assert log.count("imap.auth_backoff") == 1  # once per account, not per folder
     rc, st = status(cfg)
     assert rc == 1
