@@ -109,11 +109,12 @@ static int release(struct store *st, const char *key, long n)
 	sqlite3_stmt *s;
 	if (store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state='new' WHERE id IN (SELECT id FROM messages"
-			       " WHERE mailbox=?1 AND state='held' ORDER BY internaldate, id"
-			       " LIMIT ?2)",
-			       -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		"UPDATE messages SET state='new' WHERE id IN (SELECT id FROM messages"
+		" WHERE mailbox=?1 AND state='held' ORDER BY internaldate, id"
+		" LIMIT ?2)",
+		-1, &s, NULL) != SQLITE_OK) {
 		store_rollback(st);
 		return -1;
 	}
@@ -179,10 +180,11 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 
 	store_folder_get(st, mb->name, &fs);
 	if (fs.uidvalidity == 0) {
-		fprintf(stderr,
-			"mailfeed: mailbox %s has not been read yet; start the daemon (or `mailfeed "
-			"run --once`) first, then backfill\n",
-			mb->name);
+		fprintf(
+		    stderr,
+		    "mailfeed: mailbox %s has not been read yet; start the daemon (or `mailfeed "
+		    "run --once`) first, then backfill\n",
+		    mb->name);
 		return 1;
 	}
 	struct imap_session *s = imap_open(mb->acct, err, sizeof err);
@@ -196,10 +198,11 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 		goto out;
 	}
 	if (info.uidvalidity != fs.uidvalidity) {
-		fprintf(stderr,
-			"mailfeed: folder %s changed its UIDVALIDITY since it was last read; let the "
-			"daemon resynchronise it first\n",
-			mb->folder);
+		fprintf(
+		    stderr,
+		    "mailfeed: folder %s changed its UIDVALIDITY since it was last read; let the "
+		    "daemon resynchronise it first\n",
+		    mb->folder);
 		goto out;
 	}
 	/* newer mail is the daemon's: only what lies below the checkpoint */
@@ -222,8 +225,8 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 	int inserted = 0;
 	struct ingest_folder target = {
 	    .key = mb->name, .acct = mb->acct, .folder = mb->folder, .max_size = max_size};
-	int r = ingest_take(s, st, &target, info.uidvalidity, uids, older, "held", &stop,
-			    &inserted, err, sizeof err);
+	int r = ingest_take(s, st, &target, info.uidvalidity, uids, older, "held", &stop, &inserted,
+			    err, sizeof err);
 	if (r < 0) {
 		fprintf(stderr, "mailfeed: %s\n", err);
 		goto out;
@@ -269,8 +272,9 @@ int cmd_backfill(int argc, char **argv, const char *config)
 		return 2;
 	}
 	if (since_parse(since_arg, &since) < 0) {
-		fprintf(stderr, "mailfeed: --since %s is not a date (YYYY-MM-DD) or a duration "
-				"(e.g. 30d)\n",
+		fprintf(stderr,
+			"mailfeed: --since %s is not a date (YYYY-MM-DD) or a duration "
+			"(e.g. 30d)\n",
 			since_arg);
 		return 2;
 	}

@@ -109,8 +109,7 @@ int notes_auth_backoff(struct store *st, time_t now, char *why, size_t whylen)
 		snprintf(why, whylen, "account %s: login refused, next attempt at %s: %s",
 			 (const char *)sqlite3_column_text(s, 0),
 			 time_iso((time_t)sqlite3_column_int64(s, 2), when, sizeof when),
-			 sqlite3_column_text(s, 1) ? (const char *)sqlite3_column_text(s, 1)
-						   : "");
+			 sqlite3_column_text(s, 1) ? (const char *)sqlite3_column_text(s, 1) : "");
 	}
 	sqlite3_finalize(s);
 	return found;

@@ -109,8 +109,8 @@ int state_dir_check(const char *state, char *err, size_t errlen)
 	if (!is_sqlite_path(state))
 		return 0;
 	const char *slash = strrchr(state, '/');
-	char *dir = slash ? xstrndup(state, slash == state ? 1 : (size_t)(slash - state))
-			  : xstrdup(".");
+	char *dir =
+	    slash ? xstrndup(state, slash == state ? 1 : (size_t)(slash - state)) : xstrdup(".");
 	int rc = 0;
 	if (strcmp(dir, SERVICE_STATE_DIR) != 0 && (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))) {
 		snprintf(err, errlen,
@@ -141,10 +141,11 @@ int state_run_as_owner(const char *state, char *err, size_t errlen)
 				 "command as that user (sudo -u %s mailfeed ...)",
 				 state, name, name);
 		else
-			snprintf(err, errlen,
-				 "refusing to work as root on %s, which belongs to uid %ld: run the "
-				 "command as that user",
-				 state, (long)st.st_uid);
+			snprintf(
+			    err, errlen,
+			    "refusing to work as root on %s, which belongs to uid %ld: run the "
+			    "command as that user",
+			    state, (long)st.st_uid);
 		return -1;
 	}
 #if defined(__SANITIZE_ADDRESS__)
