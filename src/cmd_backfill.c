@@ -239,6 +239,35 @@ out:
 	return rc;
 }
 
+/* Releases the held messages of key oldest first, at most rate a minute,
+ * in steps of a second or more.  0 or 1. */
+static int release_paced(struct store *st, const char *key, long rate, const char *since_arg)
+{
+	long total = held_count(st, key);
+	if (total <= 0) {
+		printf("Nothing to backfill: no older mail since %s that was not taken already.\n",
+		       since_arg);
+		return 0;
+	}
+	long step = rate >= 60 ? rate / 60 : 1;
+	unsigned pause = rate >= 60 ? 1 : (unsigned)(60 / rate);
+	printf("%ld message%s to post from mailbox %s, at most %ld a minute.\n", total,
+	       total == 1 ? "" : "s", key, rate);
+	for (long done = 0; done < total;) {
+		if (release(st, key, step) < 0) {
+			fprintf(stderr, "mailfeed: cannot update the state database: %s\n",
+				store_errmsg(st));
+			return 1;
+		}
+		done += step;
+		if (done < total)
+			sleep(pause);
+	}
+	printf("Released %ld message%s; the running daemon posts them in date order.\n", total,
+	       total == 1 ? "" : "s");
+	return 0;
+}
+
 int cmd_backfill(int argc, char **argv, const char *config)
 {
 	const char *name = NULL, *since_arg = NULL;
@@ -295,32 +324,8 @@ int cmd_backfill(int argc, char **argv, const char *config)
 		return 1;
 	}
 	int rc = take_older(st, mb, since, dry_run, cfg->gateway.max_message_size);
-	long total = rc == 0 && !dry_run ? held_count(st, mb->name) : 0;
-	if (total > 0) {
-		/* at most rate a minute, in steps of a second or more */
-		long step = rate >= 60 ? rate / 60 : 1;
-		unsigned pause = rate >= 60 ? 1 : (unsigned)(60 / rate);
-		printf("%ld message%s to post from mailbox %s, at most %ld a minute.\n", total,
-		       total == 1 ? "" : "s", mb->name, rate);
-		for (long done = 0; done < total;) {
-			if (release(st, mb->name, step) < 0) {
-				fprintf(stderr, "mailfeed: cannot update the state database: %s\n",
-					store_errmsg(st));
-				rc = 1;
-				break;
-			}
-			done += step;
-			if (done < total)
-				sleep(pause);
-		}
-		if (rc == 0)
-			printf("Released %ld message%s; the running daemon posts them in date "
-			       "order.\n",
-			       total, total == 1 ? "" : "s");
-	} else if (rc == 0 && !dry_run) {
-		printf("Nothing to backfill: no older mail since %s that was not taken already.\n",
-		       since_arg);
-	}
+	if (rc == 0 && !dry_run)
+		rc = release_paced(st, mb->name, rate, since_arg);
 	store_close(st);
 	config_free(cfg);
 	return rc;

@@ -126,14 +126,12 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 				: json_null());
 }
 
-/* cfg NULL: the config on disk is broken (e.g. a refused reload); the
- * mailboxes are then those the state knows. */
-static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
+/* Every mailbox, in a stable order: by name, whatever the config's order;
+ * those the state knows when the config does not load; [replies] last. */
+static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 {
-	json_t *root = json_object(), *mbs = json_array(), *digests = json_array();
+	json_t *mbs = json_array();
 	sqlite3_stmt *s;
-	struct outbox_counts c = {0};
-
 	/* rows in a stable order: by mailbox name, whatever the config's order */
 	const struct mf_mailbox **sorted =
 	    xcalloc(cfg && cfg->n_mailboxes ? cfg->n_mailboxes : 1, sizeof *sorted);
@@ -160,7 +158,18 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	if (cfg && cfg->replies.present)
 		json_array_append_new(mbs, mailbox_status(st, REPLIES_KEY, cfg->replies.account,
 							  cfg->replies.folder, NULL));
-	json_object_set_new(root, "mailboxes", mbs);
+	return mbs;
+}
+
+/* cfg NULL: the config on disk is broken (e.g. a refused reload); the
+ * mailboxes are then those the state knows. */
+static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
+{
+	json_t *root = json_object(), *digests = json_array();
+	sqlite3_stmt *s;
+	struct outbox_counts c = {0};
+
+	json_object_set_new(root, "mailboxes", mailboxes_status(st, cfg));
 
 	outbox_counts(st, &c);
 	json_t *ob =
