@@ -336,11 +336,11 @@ static void watchers_stop(struct daemon *d, double deadline)
 	free(d->w);
 	d->w = NULL;
 	d->nw = 0;
-	if (!abandoned) /* else a thread may still hold its gate */
+	if (!abandoned) { /* else a thread may still hold its gate */
 		for (size_t i = 0; i < d->ngates; i++)
 			pthread_mutex_destroy(&d->gates[i].mu);
-	if (!abandoned)
 		free(d->gates);
+	}
 	d->gates = NULL;
 	d->ngates = 0;
 }
