@@ -77,7 +77,7 @@ static const char *const post_as_names[] = {"integration", "author", NULL};
 static const char *const auth_names[] = {"auto", "login", "plain", "xoauth2", NULL};
 static const char *const subscribers_names[] = {"config", "feed", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL}; /* enum log_format */
-static const char *const freq_names[] = {"daily", "weekly", "each", "never", NULL};
+static const char *const freq_names[] = {"daily", "weekly", "each", "never", "mine", NULL};
 static const char *const after_names[] = {"keep", "seen", "move", "delete", NULL};
 static const char *const day_names[] = {"sunday",   "monday", "tuesday",  "wednesday",
 					"thursday", "friday", "saturday", NULL};
@@ -1430,7 +1430,10 @@ const char *after_action_name(enum after_action a)
 	return (unsigned)a < 4 ? after_names[a] : "?";
 }
 
-const char *frequency_name(enum frequency f) { return (unsigned)f < 4 ? freq_names[f] : "?"; }
+const char *frequency_name(enum frequency f)
+{
+	return (unsigned)f <= FREQ_MINE ? freq_names[f] : "?";
+}
 
 int frequency_parse(const char *s, enum frequency *out)
 {

@@ -116,6 +116,9 @@ static const char *const migrations[] = {
 	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
 	/* 6: digests name the sender of what the gateway posted (outbox_origin) */
 	"CREATE INDEX outbox_remote ON outbox(remote_id);",
+	/* 7: threads a subscriber muted (reply "mute" to a post's address) */
+	"CREATE TABLE mutes(email TEXT NOT NULL, remote_id TEXT NOT NULL, at INTEGER NOT NULL,"
+	" PRIMARY KEY(email, remote_id));",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
