@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/route.h"
 #include "mailfeed/log.h"
 #include "mailfeed/secret.h"
 
@@ -51,6 +52,7 @@ enum key_type {
 	K_INT,	 /* int in [min, max] */
 	K_ENUM,	 /* int, index into names */
 	K_LIST,	 /* struct strlist; the key may repeat to continue a long list */
+	K_ROUTE, /* struct strlist, one route.h rule per line; the key repeats */
 	K_TAGS,	 /* like K_LIST, leading '#' dropped */
 	K_AFTER, /* enum after_action at off, folder string at off2 */
 	K_START, /* enum start_mode at off, seconds of since:DURATION at off2 */
@@ -158,6 +160,7 @@ static const struct key_def mailbox_keys[] = {
     {"hashtags", K_TAGS, M(hashtags), 0, 0, NULL, 0},
     {"after", K_AFTER, M(after), 0, 0, NULL, M(after_folder)},
     {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0},
+    {"route", K_ROUTE, M(routes), 0, 0, NULL, 0},
     {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
     {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
     {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
@@ -735,6 +738,14 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 		}
 		return 0;
 	}
+	case K_ROUTE: {
+		struct route r;
+		if (route_parse(v, &r, err, errlen) < 0)
+			return -1;
+		route_free(&r);
+		strlist_add((struct strlist *)(void *)field, v);
+		return 0;
+	}
 	case K_AFTER: {
 		char **folder = (char **)(void *)((char *)obj + k->off2);
 		enum after_action a;
@@ -895,7 +906,7 @@ static int loader_handle(void *user, const char *section, const char *name, cons
 		return 1;
 	}
 	const struct key_def *k = &kinds[s->kind].keys[ki];
-	int is_list = k->type == K_LIST || k->type == K_TAGS;
+	int is_list = k->type == K_LIST || k->type == K_TAGS || k->type == K_ROUTE;
 	if (s->key_line[ki] && !is_list) {
 		diag_add(l, l->lineno, "'%s' is set twice in [%s] (first at line %d)", name,
 			 s->title, s->key_line[ki]);
@@ -1306,6 +1317,7 @@ static void mailbox_clear(struct mf_mailbox *m)
 	strlist_free(&m->hashtags);
 	free(m->after_folder);
 	strlist_free(&m->allow_senders);
+	strlist_free(&m->routes);
 }
 
 void config_free(struct mf_config *cfg)

@@ -56,6 +56,7 @@ struct mf_mailbox {
 	long start_since;     /* seconds back, for since:DURATION */
 	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
 	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
+	struct strlist routes;      /* route = ... lines, in order (route.h) */
 	int line;
 };
 
