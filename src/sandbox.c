@@ -71,6 +71,8 @@ void sandbox_preload(void)
 	sha256_hex("", 0, h);
 	for (size_t i = 0; i < sizeof preload_charsets / sizeof preload_charsets[0]; i++)
 		preloaded[i] = iconv_open("UTF-8", preload_charsets[i]);
+	/* GMime's types and tables, set up on a sample message */
+	mime_init();
 }
 
 /* Every descriptor above stderr is closed: the worker inherits nothing by
