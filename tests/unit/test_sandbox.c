@@ -120,7 +120,10 @@ static void enter(void)
 	}
 }
 
-static int killed_by_sigsys(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS; }
+static int killed_by_sigsys(int status)
+{
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS;
+}
 
 /* ---- parsing still works ------------------------------------------------ */
 
