@@ -940,6 +940,8 @@ static GMimeObject *construct(const char *raw, size_t len, GMimeParserOptions *o
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(raw, len);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+	/* parts are windows on the message, not copies of it */
+	g_mime_parser_set_persist_stream(parser, TRUE);
 	GMimeObject *top = g_mime_parser_construct_part(parser, opts);
 	g_object_unref(parser);
 	g_object_unref(stream);
