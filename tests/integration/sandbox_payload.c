@@ -1,7 +1,8 @@
 /* sandbox_payload.c — a stand-in for an exploit of the MIME parser, for
  * tests/integration/test_sandbox.py.  Loaded with LD_PRELOAD into mailfeed;
  * it acts only in the parse worker (`mailfeed parse-worker`), where it
- * takes the place of libetpan's mailmime_parse.  A message holding
+ * stands before GMime's g_mime_stream_mem_new_with_buffer, which is handed
+ * each raw message to parse.  A message holding
  * "PAYLOAD:<attack>" makes it try that attack from inside the worker, after
  * the sandbox is set up, as code run by a heap overflow would:
  *   read-secret    open and read $PAYLOAD_SECRET
@@ -10,7 +11,8 @@
  *   signal-parent  SIGTERM to the daemon
  *   exec           run /bin/sh to create $PAYLOAD_DROP
  * It says on stderr "payload ATTACK: blocked" when the call failed, or
- * "payload ATTACK: SUCCEEDED ..." when it did not, then fails the parse.
+ * "payload ATTACK: SUCCEEDED ..." when it did not, then fails the parse
+ * (the parser gets an empty message).
  * Calls the sandbox does not allow kill the worker before it can say
  * anything.  Other messages go to the real parser. */
 #define _GNU_SOURCE
@@ -26,10 +28,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-struct mailmime;
-typedef int (*parse_fn)(const char *, size_t, size_t *, struct mailmime **);
+typedef void *(*stream_fn)(const char *, size_t);
 
-static parse_fn real_parse;
+static stream_fn real_stream;
 static int in_worker;
 static pid_t daemon_pid;
 static char secret[4096], drop[4096];
@@ -38,7 +39,7 @@ static int port;
 __attribute__((constructor)) static void payload_init(int argc, char **argv)
 {
 	in_worker = argc > 1 && strcmp(argv[1], "parse-worker") == 0;
-	real_parse = (parse_fn)dlsym(RTLD_NEXT, "mailmime_parse");
+	real_stream = (stream_fn)dlsym(RTLD_NEXT, "g_mime_stream_mem_new_with_buffer");
 	daemon_pid = getppid();
 	const char *s = getenv("PAYLOAD_SECRET"), *d = getenv("PAYLOAD_DROP"),
 		   *p = getenv("PAYLOAD_PORT");
@@ -83,7 +84,7 @@ static void attack(const char *name)
 	}
 }
 
-int mailmime_parse(const char *message, size_t length, size_t *indx, struct mailmime **result)
+void *g_mime_stream_mem_new_with_buffer(const char *message, size_t length)
 {
 	const char *p = in_worker ? memmem(message, length, "PAYLOAD:", 8) : NULL;
 	if (p) {
@@ -95,7 +96,7 @@ int mailmime_parse(const char *message, size_t length, size_t *indx, struct mail
 			name[n++] = *p;
 		name[n] = 0;
 		attack(name);
-		return 1; /* MAILIMF_ERROR_PARSE */
+		return real_stream("", 0); /* nothing to parse */
 	}
-	return real_parse(message, length, indx, result);
+	return real_stream(message, length);
 }
