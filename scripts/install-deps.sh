@@ -30,11 +30,15 @@ systemd
 man-db
 libseccomp-dev
 libmicrohttpd-dev
+chromium
 libcurl4-gnutls-dev
 dpkg-dev
 debhelper
 lintian
 libgmime-3.0-dev
+clang-format
+cppcheck
+systemd-journal-remote
 "
 missing=""
 for p in $PKGS; do

@@ -436,6 +436,15 @@ static int is_rule(const char *s, size_t n, size_t min)
 {
 	if (n < min)
 		return 0;
+	/* em dashes and box-drawing lines ("———", "───") count per character */
+	if (n >= 3 && (memcmp(s, "\xe2\x80\x94", 3) == 0 || memcmp(s, "\xe2\x94\x80", 3) == 0)) {
+		if (n % 3 || n / 3 < min)
+			return 0;
+		for (size_t i = 3; i < n; i += 3)
+			if (memcmp(s + i, s, 3) != 0)
+				return 0;
+		return 1;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (s[i] != s[0] || (s[0] != '-' && s[0] != '_' && s[0] != '='))
 			return 0;
@@ -594,6 +603,12 @@ static const char *const mobile_prefixes[] = {
     "envoyé depuis ",
     "envoyé avec ",
     "obtenir outlook pour ",
+    "obtener outlook para ",
+    "obter o outlook para ",
+    "scarica outlook per ",
+    "hämta outlook för ",
+    "pobierz outlook dla ",
+    "получите outlook для ",
     "holen sie sich outlook für ",
     "von meinem ",
     "gesendet von ",
@@ -1026,8 +1041,8 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 		}
 		break;
 	}
-	/* a closing formula: it and the name under it stay, a contact block
-	 * or a title after them goes */
+	/* a closing formula: it and the name under it stay, a block with a
+	 * contact (address, phone, web site) after them goes */
 	count = 0;
 	for (size_t i = last; i-- > first_kept + 1;) {
 		const char *s = ls[i].s;
@@ -1061,7 +1076,7 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 				    starts_ci(t, m, "p.s") || starts_ci(t, m, "ps:") || m > 80;
 			contact |= has_contact(t, m) || is_rule(t, m, 2);
 		}
-		if (from < last && !sentence && (contact || last - from <= 3))
+		if (from < last && !sentence && contact)
 			for (j = from; j < last; j++)
 				cut_line(&ls[j], CUT_SIG);
 		return;
@@ -1230,6 +1245,40 @@ static void mark_header_lines(struct line *ls, size_t nl, size_t i)
 	}
 }
 
+static int kept_before(const struct line *ls, size_t i)
+{
+	while (i-- > 0)
+		if (!ls[i].removed && !ls[i].blank)
+			return 1;
+	return 0;
+}
+
+/* Lines under the quote that are only a name and a contact: the writer's
+ * signature block that their client put below the history ("Ann Lee | ACME",
+ * "Phone: +1 555 …"), not an answer to it. */
+static int is_contact_block(const struct line *ls, size_t a, size_t b)
+{
+	size_t lines = 0;
+	int contact = 0, named = 0;
+	for (size_t i = a; i < b; i++) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		if (ls[i].removed || ls[i].blank)
+			continue;
+		trim_view(&s, &n);
+		if (++lines > 6 || n > CLEAN_MAX_SIG_LINE)
+			return 0;
+		if (has_contact(s, n))
+			contact = 1;
+		else if (ends_sentence(s, n) || n > 50)
+			return 0;
+		else
+			named = 1;
+	}
+	/* a link or an address alone is an answer */
+	return contact && named && lines >= 2;
+}
+
 /* Blank lines go with what is above them: kept after kept text, removed
  * after removed lines and at the top. */
 static void settle_blanks(struct line *ls, size_t nl)
@@ -1394,9 +1443,15 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			in_forward = 1;
 			continue;
 		}
-		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>" */
-		if (i > 0 && ls[i - 1].quoted && i + 1 < nl && ls[i + 1].quoted &&
-		    islower((unsigned char)*s)) {
+		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>",
+		 * or the last one of a quote: a long quoted line stopping mid-sentence,
+		 * then a few lower-case words and the end of the paragraph */
+		if (i > 0 && ls[i - 1].quoted && islower((unsigned char)*s) &&
+		    ((i + 1 < nl && ls[i + 1].quoted) ||
+		     (ls[i - 1].len >= 65 && n <= 40 && (i + 1 >= nl || ls[i + 1].blank) &&
+		      !ends_sentence(ls[i - 1].s, ls[i - 1].len) &&
+		      ls[i - 1].s[ls[i - 1].len - 1] != ':' &&
+		      ls[i - 1].s[ls[i - 1].len - 1] != ','))) {
 			cut_line(&ls[i], CUT_QUOTE);
 			continue;
 		}
@@ -1452,6 +1507,10 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			start--;
 		if (end > start)
 			strip_tail_signature(ls, start, end, sender_name);
+		if (end > start && start > 0 && kept_before(ls, start) &&
+		    is_contact_block(ls, start, end))
+			for (i = start; i < end; i++)
+				cut_line(&ls[i], CUT_SIG);
 		settle_blanks(ls, nl);
 	}
 	keep_answered_quotes(ls, nl);

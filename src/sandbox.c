@@ -59,6 +59,8 @@ static iconv_t preloaded[sizeof preload_charsets / sizeof preload_charsets[0]];
 
 void sandbox_preload(void)
 {
+	/* the MIME library: its types registered and tables filled */
+	mime_init();
 	/* the local time zone (/etc/localtime), read once and cached */
 	tzset();
 	time_t t = time(NULL);

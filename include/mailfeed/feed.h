@@ -53,6 +53,14 @@ struct feed_item {
 	 * instead of uploaded a second time.  Safe to call from any thread. */
 	void (*uploaded)(void *arg, const struct feed_attachment *a, const char *remote);
 	void *uploaded_arg;
+	/* When the item was queued: an earlier attempt cannot be older. */
+	time_t created;
+	/* May be NULL.  Whether remote (an element id at the service) is
+	 * already the answer of another item, so that a backend looking for
+	 * an earlier attempt by its content never takes another item's
+	 * element for it.  Safe to call from any thread. */
+	int (*remote_known)(void *arg, const char *remote);
+	void *remote_known_arg;
 };
 
 enum feed_status {
@@ -79,6 +87,9 @@ struct feed_entry {
 	char *text;
 	char *url;              /* link to the post on the service, may be NULL */
 	time_t created;
+	/* Filled by the digest from what the gateway made (outbox_origin), NULL
+	 * otherwise: a comment's post's subject. */
+	char *post_subject;
 };
 
 /* A member of a group at the feed service who has an email address, and
@@ -91,6 +102,11 @@ struct feed_member {
 
 struct feed_backend_ops {
 	const char *name;
+	/* Items handed to one deliver call when more are due; 0 means
+	 * 4 x [feed] concurrency (right for a network service).  A backend
+	 * without a network round trip takes bigger batches: every batch costs
+	 * the outbox three commits and one due-item query. */
+	size_t batch;
 	/* Sets *ctx. 0, or -1 with err. */
 	int (*open)(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
 		    size_t errlen);
@@ -110,6 +126,12 @@ struct feed_backend_ops {
 	int (*read_members)(void *ctx, const char *group, struct feed_member **members, size_t *n,
 			    char *err, size_t errlen);
 	void (*close)(void *ctx);
+	/* check-config --online.  check_login logs in as the integration user;
+	 * check_group asks whether group exists and that user may post there.
+	 * Each returns 0 with a short note in msg (who, the group's name), or -1
+	 * with what is wrong in msg.  NULL: the service cannot be asked. */
+	int (*check_login)(void *ctx, char *msg, size_t msglen);
+	int (*check_group)(void *ctx, const char *group, char *msg, size_t msglen);
 };
 
 const struct feed_backend_ops *feed_backend(enum feed_backend b);

@@ -53,7 +53,7 @@ def test_human_output(tmp_path):
     assert "From: Ida Example <ida@example.org>" in out
     assert "In-Reply-To: p1@example.org" in out
     assert "Part: text/plain" in out
-    assert "Classification: post or comment (decided by threading)" in out
+    assert "Classification: post (no mailbox: threads not looked up)" in out
     text = out.split("--- text ---\n", 1)[1].split("--- removed ---", 1)
     assert "Looks good." in text[0]
     assert "> Please review the budget." in text[1]
