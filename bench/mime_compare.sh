@@ -1,7 +1,7 @@
 #!/bin/sh
 # The MIME parser comparison: the libetpan walk (the last commit that has
 # it, or the one given) against the current tree, on the same corpora and
-# the same generated messages.  Prints per parser the `make corpus` table
+# the same generated messages, with today's reply cleaning on both sides.  Prints per parser the `make corpus` table
 # (faults: lost text, raw MIME in the text) and the in-process parse
 # figures with peak RSS.
 #   bench/mime_compare.sh [COMMIT] [MESSAGES]
@@ -13,8 +13,10 @@ n=${2:-2000}
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/old" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git worktree add --detach "$work/old" "$old" >/dev/null 2>&1
-# the same test program and properties on both sides
+# the same test program and properties, and the same reply cleaning, on
+# both sides: only the MIME layer differs
 cp tests/unit/test_mime_corpus.c tests/unit/mime_props.h "$work/old/tests/unit/"
+cp src/clean.c "$work/old/src/"
 (cd "$work/old" && make -j2 build/asan/tests/test_mime_corpus build/rel/parse_bench >/dev/null)
 make -j2 build/asan/tests/test_mime_corpus build/rel/parse_bench >/dev/null
 /usr/bin/python3 bench/gen_messages.py "$work/maildir" "$n" >/dev/null

@@ -101,31 +101,46 @@ static void gmime_warning(gint64 offset, GMimeParserWarning code, const gchar *i
 }
 
 /* The content of a part as it stands in the message (still transfer
- * encoded), NUL-terminated; length in *len. */
-static char *part_raw(GMimePart *p, size_t *len)
+ * encoded), length in *len: the bytes themselves where the part is a
+ * window on the message in memory (*copy NULL), else a copy in *copy. */
+static const char *part_raw(GMimePart *p, size_t *len, char **copy)
 {
 	GMimeDataWrapper *dw = g_mime_part_get_content(p);
 	GMimeStream *s = dw ? g_mime_data_wrapper_get_stream(dw) : NULL;
-	struct buf b;
-	buf_init(&b);
-	if (s) {
-		gint64 want = g_mime_stream_length(s);
-		if (want > 0 && (size_t)want < (size_t)1 << 31) {
-			b.data = xmalloc((size_t)want + 1);
-			b.cap = (size_t)want + 1;
-		}
-		g_mime_stream_reset(s);
-		for (;;) {
-			char tmp[16384];
-			ssize_t n = g_mime_stream_read(s, tmp, sizeof tmp);
-			if (n <= 0)
-				break;
-			buf_append(&b, tmp, (size_t)n);
+	*copy = NULL;
+	*len = 0;
+	if (!s)
+		return "";
+	if (GMIME_IS_STREAM_MEM(s)) {
+		GByteArray *ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(s));
+		gint64 start = s->bound_start, end = s->bound_end < 0 ? (gint64)ba->len : s->bound_end;
+		if (ba && start >= 0 && start <= end && end <= (gint64)ba->len) {
+			*len = (size_t)(end - start);
+			return (const char *)ba->data + start;
 		}
 	}
+	struct buf b;
+	buf_init(&b);
+	g_mime_stream_reset(s);
+	for (;;) {
+		char tmp[16384];
+		ssize_t n = g_mime_stream_read(s, tmp, sizeof tmp);
+		if (n <= 0)
+			break;
+		buf_append(&b, tmp, (size_t)n);
+	}
 	*len = b.len;
-	buf_putc(&b, 0);
-	return b.data;
+	*copy = buf_steal(&b);
+	return *copy;
+}
+
+/* n bytes as an owned NUL-terminated string. */
+static char *dup_bytes(const char *p, size_t n)
+{
+	char *s = xmalloc(n + 1);
+	memcpy(s, p, n);
+	s[n] = 0;
+	return s;
 }
 
 /* Whether n bytes labelled base64 are base64: text with spaces between
@@ -155,22 +170,20 @@ static int looks_base64(const char *s, size_t n)
 static char *part_decoded(struct walk *w, GMimePart *p, int is_text, size_t *len)
 {
 	size_t n;
-	char *raw = part_raw(p, &n);
+	char *copy;
+	const char *raw = part_raw(p, &n, &copy);
+	char *out = NULL;
 	GMimeContentEncoding enc = g_mime_part_get_content_encoding(p);
 	if (enc == GMIME_CONTENT_ENCODING_BASE64) {
 		if (is_text && !looks_base64(raw, n)) {
 			mime_warn(&w->warn, "text labelled base64 is not base64; shown as written");
-			*len = n;
-			return raw;
+		} else {
+			out = xmalloc(n / 4 * 3 + 4);
+			*len = mime_base64_decode(raw, n, (unsigned char *)out);
+			out[*len] = 0;
 		}
-		char *out = xmalloc(n / 4 * 3 + 4);
-		*len = mime_base64_decode(raw, n, (unsigned char *)out);
-		out[*len] = 0;
-		free(raw);
-		return out;
-	}
-	if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
-		char *out = xmalloc(2 * n + 2);
+	} else if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
+		out = xmalloc(2 * n + 2);
 		struct mime_qp_stats st;
 		*len = mime_qp_decode(raw, n, out, &st);
 		out[*len] = 0;
@@ -178,16 +191,18 @@ static char *part_decoded(struct walk *w, GMimePart *p, int is_text, size_t *len
 			mime_warn(&w->warn,
 				  "text labelled quoted-printable is not; shown as written");
 			free(out);
-			*len = n;
-			return raw;
-		}
-		if (st.bare)
+			out = NULL;
+		} else if (st.bare) {
 			mime_warn(&w->warn, "quoted-printable with a bare '='; kept as written");
-		free(raw);
-		return out;
+		}
 	}
-	*len = n;
-	return raw;
+	if (!out) {
+		*len = n;
+		out = copy ? copy : dup_bytes(raw, n);
+		copy = NULL;
+	}
+	free(copy);
+	return out;
 }
 
 /* "type/subtype", lower case, without controls or quotes. */
@@ -917,14 +932,20 @@ static int header_name_ok(const char *n)
 	return 1;
 }
 
-static GMimeMessage *construct(const char *raw, size_t len, GMimeParserOptions *opts)
+/* The MIME tree of a whole message, read as one entity: the top-level
+ * headers are mailfeed's own reading (mime_header.c), so GMime is not
+ * asked to parse addresses and dates nobody uses. */
+static GMimeObject *construct(const char *raw, size_t len, GMimeParserOptions *opts)
 {
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(raw, len);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
-	GMimeMessage *msg = g_mime_parser_construct_message(parser, opts);
+	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+	/* parts are windows on the message, not copies of it */
+	g_mime_parser_set_persist_stream(parser, TRUE);
+	GMimeObject *top = g_mime_parser_construct_part(parser, opts);
 	g_object_unref(parser);
 	g_object_unref(stream);
-	return msg;
+	return top;
 }
 
 static void choose_text(struct walk *w)
@@ -966,7 +987,7 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	g_mime_parser_options_set_warning_callback(w.opts, gmime_warning, &w);
 	struct mime_headers h;
 	mime_headers_parse(raw, len, &h, &w.warn);
-	GMimeMessage *msg = construct(raw, len, w.opts);
+	GMimeObject *msg = construct(raw, len, w.opts);
 	if (!msg) {
 		/* GMime gives up on a line in the header block that is not a
 		 * header; rebuilt from what our own splitter kept. */
@@ -995,9 +1016,9 @@ struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachm
 	buf_init(&w.forwards);
 	struct mf_message *m = w.m;
 	fill_headers(m, &h, &w.warn);
-	collect_bounds(g_mime_message_get_mime_part(msg), &w.bounds, 0);
+	collect_bounds(msg, &w.bounds, 0);
 	scan_bounds(raw, len, &w.bounds);
-	walk_object(&w, g_mime_message_get_mime_part(msg), 1);
+	walk_object(&w, msg, 1);
 	g_object_unref(msg);
 	g_mime_parser_options_free(w.opts);
 

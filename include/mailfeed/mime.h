@@ -13,7 +13,8 @@
 
 #include "mailfeed/message.h"
 
-/* Deepest multipart / message nesting followed. */
+/* Deepest nesting of messages in messages followed (multipart nesting is
+ * bounded by the number of multipart headers a message may have). */
 #define MIME_MAX_DEPTH 50
 /* Attachments listed per message. */
 #define MIME_MAX_ATTACHMENTS 50
