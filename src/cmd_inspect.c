@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mailfeed/auth.h"
 #include "mailfeed/classify.h"
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
@@ -82,12 +83,13 @@ static void print_text(const char *title, const char *text)
 }
 
 static void print_human(const struct mf_message *m, const char *skip,
-			const struct strlist *mentionable)
+			const struct strlist *mentionable, const char *sender)
 {
 	char when[32];
 	printf("Subject: %s\n", m->subject ? m->subject : "");
 	printf("From: %s%s<%s>\n", m->from_name ? m->from_name : "", m->from_name ? " " : "",
 	       m->from_email ? m->from_email : "");
+	printf("Sender: %s\n", sender);
 	if (m->reply_to)
 		printf("Reply-To: %s\n", m->reply_to);
 	printf("Date: %s\n", m->date ? time_iso(m->date, when, sizeof when) : "(none)");
@@ -167,6 +169,10 @@ int cmd_inspect(int argc, char **argv, const char *config)
 	char reason[512] = "";
 	int rc = worker_parse(w, raw, len, &m, reason, sizeof reason);
 	worker_free(w);
+	/* whether mailfeed would act as the sender (auth.h) */
+	struct auth_verdict av;
+	auth_verify(cfg ? cfg->gateway.trusted_authserv : NULL, raw, len, m ? m->from_email : NULL,
+		    &av);
 	free(raw);
 	int status = 0;
 	if (rc < 0) {
@@ -196,6 +202,9 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			for (size_t i = 0; i < rcpt.n; i++)
 				json_array_append_new(ra, json_string(rcpt.v[i]));
 			json_object_set_new(o, "mention_candidates", ra);
+			json_object_set_new(o, "sender",
+					    json_pack("{s:b,s:s}", "verified", av.verified,
+						      "check", av.why));
 			json_object_set_new(o, "classification",
 					    json_string(skip ? "skipped" : "post"));
 			json_object_set_new(o, "reason", skip ? json_string(skip) : json_null());
@@ -204,7 +213,7 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			free(js);
 			json_decref(o);
 		} else {
-			print_human(m, skip, &rcpt);
+			print_human(m, skip, &rcpt, av.why);
 		}
 		strlist_free(&rcpt);
 	}

@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DOUBLE = os.path.join(HERE, "doubles", "chatter_double.py")
 
 INTEGRATION_ID = "005XX0000000001AAA"
+AUTHSERV = "mx.e2e.example"
 FOLDERS = {  # folder -> (mailbox name, group id, hashtags of the mapping)
     "Fundraising": ("fundraising", "0F9XX0000000001AAA", ["fundraising"]),
     "Board": ("board", "0F9XX0000000002AAA", []),
@@ -108,6 +109,10 @@ class Msg:
 
     def raw(self):
         m = EmailMessage()
+        # the receiving server vouches for every sender: post_as = author acts
+        # only for those (a forged copy further down counts for nothing)
+        m["Authentication-Results"] = "%s; dmarc=pass header.from=%s" % (
+            AUTHSERV, self.email.split("@")[1])
         m["From"] = "%s <%s>" % (self.name, self.email)
         m["To"] = "%s@example.org" % self.folder.lower()
         m["Subject"] = self.subject
@@ -328,7 +333,8 @@ def test_300_messages_with_kills_token_expiry_and_outage(dovecot, tmp_path):
             if tags:
                 sec["hashtags"] = ", ".join(tags)
             sections["mailbox " + mb] = sec
-        cfg = write_config(tmp_path, dovecot, mailbox=None, feed={
+        cfg = write_config(tmp_path, dovecot, mailbox=None,
+                           gateway={"trusted_authserv": AUTHSERV}, feed={
             "backend": "chatter", "instance_url": double.base, "login_url": double.base,
             "client_id": "3MVG9TESTCLIENT", "private_key_file": str(double.key),
             "username": "integration@acme.example", "post_as": "author",
