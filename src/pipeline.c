@@ -149,6 +149,35 @@ static void item_key(const char *group, const struct mf_message *m, const char *
 	snprintf(out, 40, "mf-%.32s", h);
 }
 
+/* The key `key` of a message's Message-ID is taken.  Returns 1 when the
+ * item behind it says the same (a true duplicate), else 0 with key changed
+ * to one of this content, so that a forged copy that came first cannot
+ * suppress the genuine message (nor the other way round); *note then says
+ * so for the record.  A copy of this content already queued is a duplicate
+ * too. */
+static int reused_id_key(struct store *st, const struct mf_mailbox *mb,
+			 const struct mf_message *m, char key[40], char *note, size_t notelen)
+{
+	char hash[65], h[65], q[128];
+	json_t *j = message_to_json(m, 0);
+	store_content_hash(j, hash);
+	json_decref(j);
+	if (store_item_same_content(st, key, hash) != 0)
+		return 1;
+	char *src = xasprintf("%s\n%s", key, hash);
+	sha256_hex(src, strlen(src), h);
+	free(src);
+	log_warn("message.id_reused mailbox=%s message_id=%s first_item=%s note=\"same "
+		 "Message-ID, other content: both are kept\"",
+		 mb->name, log_quote(m->message_id, q, sizeof q), key);
+	snprintf(note, notelen,
+		 "Message-ID also used by item %s with other content (forged or changed copy); "
+		 "both kept",
+		 key);
+	snprintf(key, 40, "mf-%.32s", h);
+	return outbox_key_exists(st, key);
+}
+
 /* Runs inside the batch transaction; one savepoint per message so a store
  * error undoes only that message (which stays 'new': -1).  *notify = 1 when
  * the sender is to be told (after the commit: no network I/O inside a
@@ -189,11 +218,11 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		return 0;
 	}
 
-	char key[40];
+	char key[40], reused[300] = "";
 	item_key(mb->group, m, p->raw, p->raw_len, key);
 	if (store_exec(st, "SAVEPOINT message") < 0)
 		return -1;
-	if (outbox_key_exists(st, key)) {
+	if (outbox_key_exists(st, key) && reused_id_key(st, mb, m, key, reused, sizeof reused)) {
 		if (set_state(st, p->id, "handled", "duplicate: already posted from another folder",
 			      m) < 0)
 			goto fail;
@@ -246,7 +275,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		goto fail;
 	if (is_new && thread_set_root(st, thread_id, item) < 0)
 		goto fail;
-	if (set_state(st, p->id, "queued", NULL, m) < 0)
+	if (set_state(st, p->id, "queued", reused[0] ? reused : NULL, m) < 0)
 		goto fail;
 	store_exec(st, "RELEASE message");
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "mailfeed/log.h"
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
@@ -631,15 +633,15 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 {
 	static const char *const sql[] = {
 	    /* finished mail: delivered, handled, or dropped from the dead list */
-	    "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at < ?1"
+	    "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at <= ?1"
 	    " AND (state IN ('delivered','handled','dropped') OR (state IN ('skipped','dead')"
 	    " AND EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id AND"
 	    " o.state='dropped')))"
 	    " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
-	    " AND (o.state NOT IN ('delivered','dropped') OR COALESCE(o.delivered_at,0) >= ?1))",
+	    " AND (o.state NOT IN ('delivered','dropped') OR COALESCE(o.delivered_at,0) > ?1))",
 	    "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
 	    " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
-	    " AND COALESCE(delivered_at, created) < ?1)",
+	    " AND COALESCE(delivered_at, created) <= ?1)",
 	    "DELETE FROM sent_ids WHERE created < ?2",
 	    "DELETE FROM notices WHERE COALESCE(at, 0) < ?3",
 	};
@@ -669,4 +671,56 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 	if (changed)
 		log_info("store.pruned rows=%d keep_raw=%lds", changed, keep_raw);
 	return changed;
+}
+
+void store_content_hash(json_t *parsed, char out[65])
+{
+	struct buf b;
+	buf_init(&b);
+	const char *fields[] = {
+	    json_string_value(json_object_get(json_object_get(parsed, "from"), "email")),
+	    json_string_value(json_object_get(parsed, "subject")),
+	    json_string_value(json_object_get(parsed, "full_text")),
+	};
+	for (size_t i = 0; i < 3; i++) {
+		buf_puts(&b, fields[i] ? fields[i] : "");
+		buf_putc(&b, '\0');
+	}
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(parsed, "attachments"), i, a)
+	{
+		const char *name = json_string_value(json_object_get(a, "filename"));
+		const char *type = json_string_value(json_object_get(a, "content_type"));
+		const char *sum = json_string_value(json_object_get(a, "sha256"));
+		/* attach_original's copy differs with every folder's headers */
+		if (name && type && strcmp(name, "original.eml") == 0 &&
+		    strcmp(type, "message/rfc822") == 0)
+			continue;
+		buf_puts(&b, sum ? sum : "");
+		buf_putc(&b, '\0');
+	}
+	sha256_hex(b.data ? b.data : "", b.len, out);
+	buf_free(&b);
+}
+
+int store_item_same_content(struct store *st, const char *key, const char *hash)
+{
+	sqlite3_stmt *s = prep(st, "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
+				   " WHERE o.key=?");
+	int rc = -1;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
+		json_t *j = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+		if (j) {
+			char h[65];
+			store_content_hash(j, h);
+			rc = strcmp(h, hash) == 0;
+			json_decref(j);
+		}
+	}
+	sqlite3_finalize(s);
+	return rc;
 }

@@ -22,6 +22,7 @@
 #ifndef MAILFEED_STORE_H
 #define MAILFEED_STORE_H
 
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <time.h>
@@ -104,5 +105,14 @@ int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
  * Returns the rows changed, or -1. */
 #define STORE_PRUNE_EVERY 60
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now);
+
+/* Dedupe on Message-ID plus content: the hash of what a message says —
+ * sender address, subject, full text, attachment digests (not the
+ * original.eml copy, whose headers differ from folder to folder) — taken
+ * from its JSON form (message_to_json), into out (65 bytes). */
+void store_content_hash(json_t *parsed, char out[65]);
+/* Whether the outbox item `key` was made from a message with content hash
+ * `hash`: 1 yes, 0 no, -1 cannot tell (no stored message behind it). */
+int store_item_same_content(struct store *st, const char *key, const char *hash);
 
 #endif
