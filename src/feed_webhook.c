@@ -31,6 +31,7 @@
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
 #include "mailfeed/outbox.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
 #define WEBHOOK_MAX_ID 256

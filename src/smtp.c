@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/smtp.h"
 #include "mailfeed/util.h"
 

@@ -1,9 +1,9 @@
-/* daemon.c — `mailfeed run`: the gateway's threads and their discipline.
+/* cmd_run.c — `mailfeed run`: the gateway's threads and their discipline.
  *
  * One watcher thread per mapped folder (and one for [replies]) owns its IMAP
- * session: it fetches new messages into the store (message + checkpoint in
- * one transaction), applies the after-action to messages that are safe, and
- * waits with IDLE (or polls).  The main thread is the processor: it parses,
+ * session: it takes new messages in and applies the after-action to
+ * messages that are safe (both in ingest.c), and waits with IDLE (or
+ * polls).  The main thread is the processor: it parses,
  * classifies, threads and enqueues, delivers the outbox, sends due digests,
  * pings the systemd watchdog and handles signals through a signalfd.
  * Threads talk only through the database and eventfds; each has its own
@@ -28,10 +28,10 @@
 #include <unistd.h>
 
 #include "mailfeed/cli.h"
-#include "mailfeed/daemon.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/imap.h"
+#include "mailfeed/ingest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/metrics.h"
 #include "mailfeed/outbox.h"
@@ -54,6 +54,8 @@ struct watcher {
 	enum after_action after;
 	const char *after_folder;
 	long long max_size;
+	enum start_mode start;
+	long start_since;
 	const char *state_path;
 	int wake_fd;
 	volatile int stop;
@@ -74,180 +76,6 @@ static void drain(int fd)
 		;
 }
 
-struct store_ctx {
-	struct store *st;
-	const char *key;
-	uint32_t uidvalidity;
-	volatile int *stop;
-	int inserted;
-	int failed;
-	long long max_size;
-	int in_tx;        /* a batch transaction is open */
-	int tx_count;     /* messages in it */
-	size_t tx_bytes;
-};
-
-/* Messages are committed in batches: one fsync per batch instead of one per
- * message.  Each batch holds its messages and the checkpoint after the last
- * of them, so a crash loses at most an uncommitted batch, which is simply
- * fetched again; nothing is acknowledged on the server before its commit. */
-#define STORE_BATCH_MESSAGES 200
-#define STORE_BATCH_BYTES (4 * 1024 * 1024)
-
-static int store_batch_commit(struct store_ctx *c)
-{
-	if (!c->in_tx)
-		return 0;
-	c->in_tx = 0;
-	c->tx_count = 0;
-	c->tx_bytes = 0;
-	return store_commit(c->st);
-}
-
-static int store_fetched(const struct imap_fetched *f, void *arg)
-{
-	struct store_ctx *c = arg;
-	char reason[160];
-	struct stored_message m = {
-	    .mailbox = c->key,
-	    .uidvalidity = c->uidvalidity,
-	    .uid = f->uid,
-	    .size = f->size,
-	    .internaldate = f->internaldate,
-	    .raw = f->raw,
-	    .raw_len = f->raw_len,
-	    .state = "new",
-	};
-	char *msgid = NULL;
-	int inserted = 0;
-	if (f->raw) {
-		msgid = pipeline_header_message_id(f->raw, f->raw_len);
-	} else {
-		snprintf(reason, sizeof reason,
-			 "too large: %u bytes, max_message_size is %lld bytes", f->size,
-			 c->max_size);
-		m.state = "skipped";
-		m.reason = reason;
-	}
-	m.message_id = msgid;
-	if (!c->in_tx) {
-		if (store_begin(c->st) < 0) {
-			c->failed = 1;
-			free(msgid);
-			return 1;
-		}
-		c->in_tx = 1;
-	}
-	if (store_message_add_tx(c->st, &m, &inserted) < 0) {
-		store_rollback(c->st);
-		c->in_tx = 0;
-		c->inserted -= c->tx_count;
-		c->failed = 1;
-		free(msgid);
-		return 1;
-	}
-	c->tx_count += inserted;
-	c->tx_bytes += f->raw_len;
-	if ((c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) &&
-	    store_batch_commit(c) < 0) {
-		c->failed = 1;
-		free(msgid);
-		return 1;
-	}
-	if (inserted) {
-		c->inserted++;
-		if (!f->raw)
-			log_warn("message.skipped mailbox=%s uid=%u reason=\"%s\"", c->key, f->uid,
-				 reason);
-	}
-	free(msgid);
-	return *c->stop ? 1 : 0;
-}
-
-int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key,
-		       const struct mf_account *acct, const char *folder, long long max_size,
-		       volatile int *stop, int *new_messages, char *err, size_t errlen)
-{
-	struct imap_folder_info info;
-	struct folder_state fs;
-	uint32_t *uids = NULL;
-	size_t n = 0;
-	int changed = 0;
-
-	*new_messages = 0;
-	if (imap_select(s, folder, &info, err, errlen) < 0)
-		return -1;
-	if (store_folder_select(st, key, acct->name, folder, info.uidvalidity, &changed) < 0) {
-		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
-		return DAEMON_STORE_FAILED;
-	}
-	if (changed)
-		log_warn("imap.uidvalidity_changed mailbox=%s folder=%s uidvalidity=%u "
-			 "action=rescan note=\"messages already stored are recognised by "
-			 "Message-ID and content and not taken again\"",
-			 key, folder, info.uidvalidity);
-	store_folder_get(st, key, &fs);
-	if (info.uidnext && fs.last_uid + 1 >= info.uidnext && !changed) {
-		store_folder_ok(st, key);
-		return 0;
-	}
-	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
-		return -1;
-	if (n > 0) {
-		struct store_ctx c = {.st = st,
-				      .key = key,
-				      .uidvalidity = info.uidvalidity,
-				      .stop = stop,
-				      .max_size = max_size};
-		int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
-		if (!c.failed && store_batch_commit(&c) < 0)
-			c.failed = 1;
-		store_rollback(st); /* a batch left open by a fetch error: fetched again */
-		free(uids);
-		*new_messages = c.inserted;
-		if (c.failed) {
-			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
-			return DAEMON_STORE_FAILED;
-		}
-		if (rc < 0)
-			return -1;
-		if (c.inserted)
-			log_info("imap.fetched mailbox=%s new=%d", key, c.inserted);
-	} else {
-		free(uids);
-	}
-	store_folder_ok(st, key);
-	return 0;
-}
-
-int daemon_apply_acks(struct imap_session *s, struct store *st, const char *key,
-		      enum after_action a, const char *after_folder, char *err, size_t errlen)
-{
-	struct folder_state fs;
-	uint32_t *uids = NULL;
-	size_t n = 0;
-	store_folder_get(st, key, &fs);
-	for (;;) {
-		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0) {
-			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
-			return DAEMON_STORE_FAILED;
-		}
-		if (n == 0) {
-			free(uids);
-			return 0;
-		}
-		if (a != AFTER_KEEP && imap_after(s, a, after_folder, uids, n, err, errlen) < 0) {
-			free(uids);
-			return -1;
-		}
-		store_acks_done(st, key, fs.uidvalidity, uids, n);
-		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a),
-			 n);
-		free(uids);
-		uids = NULL;
-	}
-}
-
 /* The next delay of a doubling backoff: 1 after none, at most max. */
 static long backoff_next(long cur, long max)
 {
@@ -262,12 +90,23 @@ static void sleep_or_wake(int fd, long seconds)
 	drain(fd);
 }
 
+static struct ingest_folder watcher_target(const struct watcher *w)
+{
+	return (struct ingest_folder){.key = w->key,
+				      .acct = w->acct,
+				      .folder = w->folder,
+				      .max_size = w->max_size,
+				      .start = w->start,
+				      .start_since = w->start_since};
+}
+
 static void *watcher_main(void *arg)
 {
 	struct watcher *w = arg;
 	char err[512];
 	long backoff = 1, store_backoff = 1;
 	int rc = 0;
+	struct ingest_folder target = watcher_target(w);
 	struct store *st = store_open(w->state_path, err, sizeof err);
 	if (!st) {
 		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
@@ -288,14 +127,13 @@ static void *watcher_main(void *arg)
 			 w->acct->name, w->folder, imap_has_idle(s) ? "yes" : "no");
 		while (!w->stop) {
 			int fresh = 0;
-			rc = daemon_sync_folder(s, st, w->key, w->acct, w->folder, w->max_size,
-						&w->stop, &fresh, err, sizeof err);
+			rc = ingest_sync_folder(s, st, &target, &w->stop, &fresh, err, sizeof err);
 			if (rc < 0)
 				break;
 			backoff = 1;
 			if (fresh)
 				wake(w->proc_wake_fd);
-			rc = daemon_apply_acks(s, st, w->key, w->after, w->after_folder, err,
+			rc = ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err,
 					       sizeof err);
 			if (rc < 0)
 				break;
@@ -312,7 +150,7 @@ static void *watcher_main(void *arg)
 			break;
 		}
 		imap_abort(s);
-		if (rc == DAEMON_STORE_FAILED) {
+		if (rc == INGEST_STORE_FAILED) {
 			/* the server is fine: what failed is the state database (a
 			 * full disk, say); try again soon, from where it stopped */
 			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
@@ -356,14 +194,17 @@ static size_t watchers_plan(struct daemon *d)
 					   .acct = mb->acct,
 					   .folder = mb->folder,
 					   .after = mb->after,
-					   .after_folder = mb->after_folder};
+					   .after_folder = mb->after_folder,
+					   .start = mb->start,
+					   .start_since = mb->start_since};
 	}
 	if (cfg->replies.present)
 		d->w[n - 1] = (struct watcher){.key = REPLIES_KEY,
 					       .acct = cfg->replies.acct,
 					       .folder = cfg->replies.folder,
 					       .after = cfg->replies.after,
-					       .after_folder = cfg->replies.after_folder};
+					       .after_folder = cfg->replies.after_folder,
+					       .start = START_ALL};
 	for (size_t i = 0; i < n; i++) {
 		d->w[i].max_size = cfg->gateway.max_message_size;
 		d->w[i].state_path = cfg->gateway.state;
@@ -513,13 +354,13 @@ static int run_once(struct daemon *d, struct store *st)
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];
 		int fresh = 0;
+		struct ingest_folder target = watcher_target(w);
 		sessions[i] = imap_open(w->acct, err, sizeof err);
-		int src = sessions[i] ? daemon_sync_folder(sessions[i], st, w->key, w->acct,
-							   w->folder, w->max_size, &stop, &fresh,
+		int src = sessions[i] ? ingest_sync_folder(sessions[i], st, &target, &stop, &fresh,
 							   err, sizeof err)
 				      : -1;
 		if (src < 0) {
-			if (src == DAEMON_STORE_FAILED) {
+			if (src == INGEST_STORE_FAILED) {
 				log_error("store.error mailbox=%s error=\"%s\"", w->key, err);
 			} else {
 				log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
@@ -548,7 +389,7 @@ static int run_once(struct daemon *d, struct store *st)
 		struct watcher *w = &d->w[i];
 		if (!sessions[i])
 			continue;
-		if (daemon_apply_acks(sessions[i], st, w->key, w->after, w->after_folder, err,
+		if (ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder, err,
 				      sizeof err) < 0) {
 			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
 			imap_abort(sessions[i]);
