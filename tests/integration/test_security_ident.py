@@ -59,7 +59,7 @@ def test_forged_sender_is_never_acted_as(dovecot, tmp_path):
     cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
                        gateway={"trusted_authserv": MX},
                        **{"mailbox board": {"account": dovecot.user, "folder": "Board",
-                                            "group": "board", "after": "keep",
+                                            "group": "board", "after": "keep", "start": "all",
                                             "allow_senders": "example.org"}})
     r = run_mailfeed(cfg.path, "run", "--once", timeout=90)
     assert r.returncode == 0, r.stderr
@@ -116,7 +116,8 @@ def test_forged_copy_first_does_not_suppress_the_genuine(dovecot, tmp_path):
     cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
                        gateway={"trusted_authserv": MX},
                        **{"mailbox copy": {"account": dovecot.user, "folder": "Copy",
-                                           "group": "team", "after": "keep"}})
+                                           "group": "team", "after": "keep",
+                                           "start": "all"}})
     for _ in range(2):
         r = run_mailfeed(cfg.path, "run", "--once", timeout=90)
         assert r.returncode == 0, r.stderr
