@@ -202,9 +202,9 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			for (size_t i = 0; i < rcpt.n; i++)
 				json_array_append_new(ra, json_string(rcpt.v[i]));
 			json_object_set_new(o, "mention_candidates", ra);
-			json_object_set_new(o, "sender",
-					    json_pack("{s:b,s:s}", "verified", av.verified,
-						      "check", av.why));
+			json_object_set_new(
+			    o, "sender",
+			    json_pack("{s:b,s:s}", "verified", av.verified, "check", av.why));
 			json_object_set_new(o, "classification",
 					    json_string(skip ? "skipped" : "post"));
 			json_object_set_new(o, "reason", skip ? json_string(skip) : json_null());

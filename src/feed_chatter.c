@@ -993,9 +993,8 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	if (!as_author) {
 		const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
 		const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
-		const char *unv = ch->f->post_as == POST_AS_AUTHOR && !it->author_verified
-				      ? " (unverified)"
-				      : "";
+		const char *unv =
+		    ch->f->post_as == POST_AS_AUTHOR && !it->author_verified ? " (unverified)" : "";
 		if (nm && em)
 			from = xasprintf("From %s <%s>%s", nm, em, unv);
 		else if (nm || em)

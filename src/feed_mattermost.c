@@ -51,7 +51,8 @@ struct mm_user {
 
 struct mattermost {
 	const struct mf_feed *f;
-	const struct mf_config *cfg; /* the mappings' allow_* keys */
+	/* the mappings' allow_* keys */
+	const struct mf_config *cfg;
 	char *base; /* url without trailing slash */
 	char *auth; /* "Authorization: Bearer ..." */
 	pthread_mutex_t mu;
@@ -648,8 +649,7 @@ static char *mm_first_message(const struct buf *head, const char *text, const st
 
 /* What the mappings of a channel allow ([mailbox] allow_channel_mentions,
  * allow_remote_images): any mapping to it that says yes. */
-static void mm_allowed(const struct mattermost *mm, const char *channel, int *mentions,
-		       int *images)
+static void mm_allowed(const struct mattermost *mm, const char *channel, int *mentions, int *images)
 {
 	*mentions = *images = 0;
 	for (size_t i = 0; mm->cfg && channel && i < mm->cfg->n_mailboxes; i++) {

@@ -113,11 +113,11 @@ static void item_key(const char *group, const struct mf_message *m, const char *
 /* The key `key` of a message's Message-ID is taken.  Returns 1 when the
  * item behind it says the same (a true duplicate), else 0 with key changed
  * to one of this content, so that a forged copy that came first cannot
- * suppress the genuine message (nor the other way round); *note then says
+ * suppress the genuine message (nor the other way round); note then says
  * so for the record.  A copy of this content already queued is a duplicate
  * too. */
-static int reused_id_key(struct store *st, const struct mf_mailbox *mb,
-			 const struct mf_message *m, char key[40], char *note, size_t notelen)
+static int reused_id_key(struct store *st, const struct mf_mailbox *mb, const struct mf_message *m,
+			 char key[40], char *note, size_t notelen)
 {
 	char hash[65], h[65], q[128];
 	json_t *j = message_to_json(m, 0);
