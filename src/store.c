@@ -269,7 +269,7 @@ static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
 
 /* The state holds mail and tokens: its directory is made 0700 and the
  * file 0600 whatever the umask (SQLite gives its -wal and -shm files the
- * mode of the database file).  A file readable by others is tightened. */
+ * mode of the database file). */
 static int prepare_file(const char *path, char *err, size_t errlen)
 {
 	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
@@ -301,14 +301,19 @@ static int prepare_file(const char *path, char *err, size_t errlen)
 		}
 		return 0;
 	}
-	struct stat sb;
-	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) &&
-	    sb.st_uid == geteuid()) {
-		if (chmod(path, sb.st_mode & 0700) == 0)
-			log_warn("store.mode_tightened path=%s was=%04o now=%04o", path,
-				 (unsigned)(sb.st_mode & 07777), (unsigned)(sb.st_mode & 0700));
-	}
 	return 0;
+}
+
+/* A state database of ours that others may read is made private. */
+static void tighten_mode(const char *path)
+{
+	struct stat sb;
+	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+		return;
+	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) &&
+	    sb.st_uid == geteuid() && chmod(path, sb.st_mode & 0700) == 0)
+		log_warn("store.mode_tightened path=%s was=%04o now=%04o", path,
+			 (unsigned)(sb.st_mode & 07777), (unsigned)(sb.st_mode & 0700));
 }
 
 struct store *store_open(const char *path, char *err, size_t errlen)
@@ -349,6 +354,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 		sqlite3_close(db);
 		return NULL;
 	}
+	tighten_mode(path);
 	struct store *st = xcalloc(1, sizeof *st);
 	st->db = db;
 	st->path = xstrdup(path);

@@ -10,6 +10,7 @@ daemon (Dovecot on loopback, the local feed):
   keep_raw (also after `dead drop`) and leaves no trace in the file;
 - bidi override characters never reach the Atom and text feeds.
 """
+import base64
 import json
 import os
 import sqlite3
@@ -132,9 +133,15 @@ def test_forged_copy_first_does_not_suppress_the_genuine(dovecot, tmp_path):
 
 def test_state_private_and_raw_mail_erased(dovecot, tmp_path):
     dovecot.create_folder("alice", "Team")
-    # a header kept nowhere but in the raw mail
-    dovecot.append("alice", "Team", mail("pay@example.org", "Salary list", auth=GENUINE,
-                                         extra="X-Trace: raw-only-7f3a9c\r\n"))
+    # a header kept nowhere but in the raw mail, and a file
+    attached = base64.b64encode(b"file-only-55k2 salaries").decode()
+    dovecot.append("alice", "Team", mail(
+        "pay@example.org", "--b\r\nContent-Type: text/plain\r\n\r\nSalary list\r\n"
+        "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment;"
+        " filename=pay.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b--"
+        % attached, auth=GENUINE,
+        extra="X-Trace: raw-only-7f3a9c\r\nMIME-Version: 1.0\r\n"
+              "Content-Type: multipart/mixed; boundary=b\r\n"))
     dovecot.append("alice", "Team", mail("out@example.org", "Outsider text",
                                          frm="someone@outside.example",
                                          extra="X-Trace: raw-only-zz91q\r\n"))
@@ -160,6 +167,7 @@ def test_state_private_and_raw_mail_erased(dovecot, tmp_path):
     run("run", "--once")
     raw = dict(rows(cfg, "SELECT message_id, raw IS NOT NULL FROM messages"))
     assert raw == {"pay@example.org": 0, "out@example.org": 1}, raw
+    assert rows(cfg, "SELECT filename, data IS NULL FROM attachments") == [("pay.bin", 1)]
     dead = json.loads(run("dead", "--json").stdout)["dead"]
     assert len(dead) == 1
     run("dead", "drop", dead[0]["id"])
@@ -169,6 +177,7 @@ def test_state_private_and_raw_mail_erased(dovecot, tmp_path):
     for name in os.listdir(state_dir):
         data = (state_dir / name).read_bytes()
         assert b"raw-only-7f3a9c" not in data, name
+        assert b"file-only-55k2" not in data, name
         assert b"raw-only-zz91q" not in data, name
         assert (state_dir / name).stat().st_mode & 0o077 == 0, name
 
