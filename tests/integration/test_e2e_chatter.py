@@ -329,7 +329,10 @@ def test_300_messages_with_kills_token_expiry_and_outage(dovecot, tmp_path):
             dovecot.create_folder("alice", folder)
         sections = {}
         for folder, (mb, group, tags) in FOLDERS.items():
-            sec = {"account": "alice", "folder": folder, "group": group, "after": "seen"}
+            # start = all: the first wave may land before the daemon first
+            # looks at the folder, and must be posted all the same
+            sec = {"account": "alice", "folder": folder, "group": group, "after": "seen",
+                   "start": "all"}
             if tags:
                 sec["hashtags"] = ", ".join(tags)
             sections["mailbox " + mb] = sec
