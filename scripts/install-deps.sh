@@ -34,6 +34,10 @@ libcurl4-gnutls-dev
 dpkg-dev
 debhelper
 lintian
+libgmime-3.0-dev
+clang-format
+cppcheck
+systemd-journal-remote
 "
 missing=""
 for p in $PKGS; do

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/message.h"
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
@@ -106,6 +107,8 @@ static const char *const migrations[] = {
 	/* 4: when each notice went out, for the hourly cap of all notices */
 	"ALTER TABLE notices ADD COLUMN at INTEGER;"
 	"CREATE INDEX notices_at ON notices(at);",
+	/* 5: parses of a message started and never ended (the daemon stopped) */
+	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -710,23 +713,44 @@ void store_content_hash(json_t *parsed, char out[65])
 	buf_free(&b);
 }
 
-int store_item_same_content(struct store *st, const char *key, const char *hash)
+int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+			  size_t notelen)
 {
-	sqlite3_stmt *s = prep(st, "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
-				   " WHERE o.key=?");
-	int rc = -1;
-	if (!s)
-		return -1;
+	char hash[65], h[65];
+	json_t *j = message_to_json(m, 0);
+	store_content_hash(j, hash);
+	json_decref(j);
+	sqlite3_stmt *s;
+	int same = -1;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
+			       " WHERE o.key=?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 1;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
-		json_t *j = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
-		if (j) {
-			char h[65];
-			store_content_hash(j, h);
-			rc = strcmp(h, hash) == 0;
-			json_decref(j);
+		json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+		if (p) {
+			store_content_hash(p, h);
+			same = strcmp(h, hash) == 0;
+			json_decref(p);
 		}
 	}
 	sqlite3_finalize(s);
-	return rc;
+	if (same != 0)
+		return 1; /* the same, or nothing to compare: a duplicate */
+	char *src = xasprintf("%s\n%s", key, hash);
+	sha256_hex(src, strlen(src), h);
+	free(src);
+	snprintf(note, notelen,
+		 "Message-ID also used by item %s with other content (forged or changed copy); "
+		 "both kept",
+		 key);
+	snprintf(key, 40, "mf-%.32s", h);
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+		return 1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int known = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return known;
 }

@@ -111,8 +111,12 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now);
  * original.eml copy, whose headers differ from folder to folder) — taken
  * from its JSON form (message_to_json), into out (65 bytes). */
 void store_content_hash(json_t *parsed, char out[65]);
-/* Whether the outbox item `key` was made from a message with content hash
- * `hash`: 1 yes, 0 no, -1 cannot tell (no stored message behind it). */
-int store_item_same_content(struct store *st, const char *key, const char *hash);
+/* The outbox item `key` (of m's Message-ID) exists.  1 when it says the
+ * same as m, or cannot be compared: m is a duplicate.  Else key becomes
+ * one of m's content and note says why; 0, or 1 when that key is taken
+ * too (this copy came before). */
+struct mf_message;
+int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+			  size_t notelen);
 
 #endif
