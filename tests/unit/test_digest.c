@@ -272,7 +272,7 @@ static void test_render_bidi(void **state)
 	struct digest_group g = {.label = "team", .gid = "g1", .entries = e, .n = 1};
 	struct digest_mail m;
 
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
 				       "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	for (size_t i = 0; i < 4; i++) {
