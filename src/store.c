@@ -304,15 +304,14 @@ static int prepare_file(const char *path, char *err, size_t errlen)
 	}
 	free(dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0) {
-		int ok = fchmod(fd, 0600) == 0;
-		close(fd);
-		if (!ok) {
-			snprintf(err, errlen, "cannot set mode 0600 on state database %s: %s", path,
-				 strerror(errno));
-			return -1;
-		}
-		return 0;
+	if (fd < 0)
+		return 0; /* there already (or not creatable: SQLite says why) */
+	int e = fchmod(fd, 0600) == 0 ? 0 : errno;
+	close(fd);
+	if (e) {
+		snprintf(err, errlen, "cannot set mode 0600 on state database %s: %s", path,
+			 strerror(e));
+		return -1;
 	}
 	return 0;
 }
