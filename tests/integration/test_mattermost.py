@@ -218,6 +218,16 @@ def test_read_group(mm):
     assert r == {"rc": 0, "entries": []}
 
 
+def test_read_group_shows_escaped_text_as_readers_see_it(mm):
+    """A digest quotes a post as Mattermost shows it: the escapes that kept
+    its Markdown inert are not part of the text."""
+    since = int(time.time()) - 5
+    mm.deliver(post("esc", text="# not a heading, *not bold*, @channel [x](http://e.example)"))
+    assert "\\*not bold\\*" in mm.posts()[-1]["message"]
+    ents = mm.probe({"op": "read", "group": CHANNEL, "since": since})["entries"]
+    assert "# not a heading, *not bold*, @channel [x](http://e.example)" in ents[0]["text"]
+
+
 def test_concurrent_delivery(mm):
     items = [post("c%d" % i, text="post number %d" % i) for i in range(8)]
     res = mm.deliver(*items, concurrency="4")
