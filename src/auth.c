@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "mailfeed/auth.h"
+#include "mailfeed/config.h"
 #include "mailfeed/util.h"
 
 enum tok { T_END, T_WORD, T_QSTR, T_SEMI, T_EQ, T_BAD };
@@ -388,4 +389,19 @@ void auth_verify(const char *authserv, const char *raw, size_t len, const char *
 	buf_free(&seen);
 out:
 	free(s);
+}
+
+void auth_config_warnings(const struct mf_config *cfg, struct strlist *out)
+{
+	if (cfg->gateway.trusted_authserv && *cfg->gateway.trusted_authserv)
+		return;
+	if (cfg->feed.backend == FEED_CHATTER && cfg->feed.post_as == POST_AS_AUTHOR)
+		strlist_add(out, "post_as = author, but [gateway] trusted_authserv is not set: no "
+				 "sender can be verified, so every post and comment is made by the "
+				 "integration user");
+	if (cfg->replies.present)
+		strlist_add(out, "[replies] is set, but [gateway] trusted_authserv is not: replies "
+				 "and email commands are taken on the reply token and the From "
+				 "address alone, which anyone holding a forwarded notification can "
+				 "forge; their comments are made in the feed's name");
 }

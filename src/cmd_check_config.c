@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mailfeed/auth.h"
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
 #include "mailfeed/feed.h"
@@ -301,6 +302,11 @@ int cmd_check_config(int argc, char **argv, const char *config)
 	printf("%s: ok: %zu account%s, %zu mailbox%s, backend %s\n", config, cfg->n_accounts,
 	       cfg->n_accounts == 1 ? "" : "s", cfg->n_mailboxes, cfg->n_mailboxes == 1 ? "" : "es",
 	       backend_label[cfg->feed.backend]);
+	struct strlist warn = {0};
+	auth_config_warnings(cfg, &warn);
+	for (size_t i = 0; i < warn.n; i++)
+		printf("%s: warning: %s\n", config, warn.v[i]);
+	strlist_free(&warn);
 	diag_free(&diag);
 	int rc = online ? check_online(cfg) : 0;
 	config_free(cfg);

@@ -95,6 +95,7 @@ static void print_human(const struct mf_message *m, const struct decision *d, co
 	printf("Subject: %s\n", m->subject ? m->subject : "");
 	printf("From: %s%s<%s>\n", m->from_name ? m->from_name : "", m->from_name ? " " : "",
 	       m->from_email ? m->from_email : "");
+	printf("Sender: %s\n", d->auth.why);
 	if (m->reply_to)
 		printf("Reply-To: %s\n", m->reply_to);
 	printf("Date: %s\n", m->date ? time_iso(m->date, when, sizeof when) : "(none)");
@@ -230,6 +231,10 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			json_object_set_new(o, "mention_candidates", ra);
 			json_object_set_new(o, "hashtags", tags);
 			json_object_set_new(o, "mailbox", mb ? json_string(mb->name) : json_null());
+			/* whether mailfeed would act as the sender (auth.h) */
+			json_object_set_new(o, "sender",
+					    json_pack("{s:b,s:s}", "verified", d.auth.verified,
+						      "check", d.auth.why));
 			json_object_set_new(o, "classification",
 					    json_string(decide_action_name(d.action)));
 			json_object_set_new(o, "reason",

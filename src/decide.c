@@ -11,6 +11,7 @@
 
 #include "mailfeed/classify.h"
 #include "mailfeed/decide.h"
+#include "mailfeed/store.h"
 #include "mailfeed/thread.h"
 #include "mailfeed/util.h"
 
@@ -92,6 +93,9 @@ int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mai
 		return 0;
 	switch (key_known(db, d->key)) {
 	case 1:
+		/* the same Message-ID with other content is not a duplicate */
+		if (store_key_for_content(db, m, d->key, d->note, sizeof d->note) == 0)
+			break;
 		d->action = DECIDE_SKIP;
 		d->duplicate = 1;
 		snprintf(d->reason, sizeof d->reason,

@@ -51,6 +51,8 @@ struct mm_user {
 
 struct mattermost {
 	const struct mf_feed *f;
+	/* the mappings' allow_* keys */
+	const struct mf_config *cfg;
 	char *base; /* url without trailing slash */
 	char *auth; /* "Authorization: Bearer ..." */
 	pthread_mutex_t mu;
@@ -180,6 +182,116 @@ static void mm_split(const char *text, size_t first, size_t budget, struct strli
 			p++;
 		lim = budget;
 	}
+}
+
+/* Length of a plain URL at p (what the server's autolinker makes a link
+ * of, up to a character that could start Markdown), or 0. */
+static size_t mm_url_len(const char *p)
+{
+	if (strncasecmp(p, "https://", 8) != 0 && strncasecmp(p, "http://", 7) != 0 &&
+	    strncasecmp(p, "mailto:", 7) != 0)
+		return 0;
+	return strcspn(p, " \t\r\n<>[]()`\"'|\\*");
+}
+
+/* Length of a Markdown image "![alt](http…)" at p on one line, or 0. */
+static size_t mm_image_len(const char *p)
+{
+	if (p[0] != '!' || p[1] != '[')
+		return 0;
+	const char *close = p + 2 + strcspn(p + 2, "]\n");
+	if (*close != ']' || close[1] != '(' || !mm_url_len(close + 2))
+		return 0;
+	const char *end = close + 2 + strcspn(close + 2, ")\n");
+	return *end == ')' ? (size_t)(end - p) + 1 : 0;
+}
+
+/* A message as its readers see it, for digests: the backslash escapes of
+ * feed_mattermost_escape (or a person's) and the zero-width space of a
+ * neutralised @channel dropped. */
+static char *mm_unescape(const char *msg)
+{
+	struct buf b;
+	buf_init(&b);
+	for (const char *p = msg ? msg : ""; *p; p++) {
+		if (*p == '\\' && p[1] && ispunct((unsigned char)p[1]))
+			p++;
+		else if (*p == '@' && strncmp(p + 1, "\xe2\x80\x8b", 3) == 0) {
+			buf_putc(&b, '@');
+			p += 3;
+			continue;
+		}
+		buf_putc(&b, *p);
+	}
+	return buf_steal(&b);
+}
+
+char *feed_mattermost_escape(const char *text, int allow_mentions, int allow_images)
+{
+	static const char *const everyone[] = {"channel", "all", "here"};
+	struct buf b;
+	buf_init(&b);
+	int line_start = 1;
+	for (const char *p = text ? text : ""; *p;) {
+		unsigned char c = (unsigned char)*p;
+		size_t n;
+		if (line_start && (c == ' ' || c == '\t')) {
+			buf_putc(&b, (char)c);
+			p++;
+			continue;
+		}
+		if ((n = mm_url_len(p)) > 0 || (allow_images && (n = mm_image_len(p)) > 0)) {
+			buf_append(&b, p, n);
+			p += n;
+			line_start = 0;
+			continue;
+		}
+		if (c == '@' && !allow_mentions) {
+			int hit = 0;
+			for (size_t i = 0; i < 3 && !hit; i++) {
+				size_t l = strlen(everyone[i]);
+				if (strncasecmp(p + 1, everyone[i], l) == 0 &&
+				    !isalnum((unsigned char)p[1 + l]) && p[1 + l] != '_' &&
+				    p[1 + l] != '-')
+					hit = 1;
+			}
+			buf_putc(&b, '@');
+			if (hit)
+				buf_puts(&b, "\xe2\x80\x8b"); /* U+200B */
+			p++;
+			line_start = 0;
+			continue;
+		}
+		if (c == '\n') {
+			buf_putc(&b, '\n');
+			p++;
+			line_start = 1;
+			continue;
+		}
+		int esc = strchr("\\`*_[]<>~|$!", c) != NULL && c != 0;
+		if (line_start) {
+			/* block syntax: headings, quotes, lists, rules, tables */
+			if (strchr("#>-+=", c) && c != 0)
+				esc = 1;
+			else if (isdigit(c)) {
+				size_t d = strspn(p, "0123456789");
+				if (p[d] == '.' || p[d] == ')') {
+					buf_append(&b, p, d);
+					buf_putc(&b, '\\');
+					buf_putc(&b, p[d]);
+					p += d + 1;
+					line_start = 0;
+					continue;
+				}
+			}
+		}
+		if (esc)
+			buf_putc(&b, '\\');
+		buf_putc(&b, (char)c);
+		p++;
+		line_start = 0;
+	}
+	return buf_steal(&b);
 }
 
 /* A tag as the server's hashtag rule takes it: letters, digits, '-', '_',
@@ -317,8 +429,10 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 				  : up >= max_up			    ? "too many files"
 									    : NULL;
 		if (why) {
+			char *shown = feed_mattermost_escape(names[i], 0, 0);
 			char *note =
-			    xasprintf("[attachment %s (%s) not uploaded: %s]", names[i], size, why);
+			    xasprintf("[attachment %s (%s) not uploaded: %s]", shown, size, why);
+			free(shown);
 			strlist_add(notes, note);
 			free(note);
 			continue;
@@ -533,6 +647,20 @@ static char *mm_first_message(const struct buf *head, const char *text, const st
 	return buf_steal(&msg);
 }
 
+/* What the mappings of a channel allow ([mailbox] allow_channel_mentions,
+ * allow_remote_images): any mapping to it that says yes. */
+static void mm_allowed(const struct mattermost *mm, const char *channel, int *mentions, int *images)
+{
+	*mentions = *images = 0;
+	for (size_t i = 0; mm->cfg && channel && i < mm->cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *mb = &mm->cfg->mailboxes[i];
+		if (mb->group && strcmp(mb->group, channel) == 0) {
+			*mentions |= mb->allow_channel_mentions;
+			*images |= mb->allow_remote_images;
+		}
+	}
+}
+
 static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
 			   struct feed_result *res)
 {
@@ -542,14 +670,31 @@ static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_
 	buf_init(&head);
 	buf_init(&tail);
 	buf_init(&mentions);
-	const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
-	const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
-	if (it->kind == FEED_POST && it->subject && *it->subject)
-		buf_printf(&head, "**%s**\n\n", it->subject);
+	int allow_mentions, allow_images;
+	mm_allowed(mm, it->group, &allow_mentions, &allow_images);
+	/* what the sender wrote shows as written, Markdown and all */
+	char *nm = it->author_name && *it->author_name
+		       ? feed_mattermost_escape(it->author_name, 0, 0)
+		       : NULL;
+	/* a plain address stays an address (an autolink between < >) */
+	const char *addr_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				 "0123456789.-_+%@";
+	char *em = !it->author_email || !*it->author_email ? NULL
+		   : strspn(it->author_email, addr_chars) == strlen(it->author_email)
+		       ? xstrdup(it->author_email)
+		       : feed_mattermost_escape(it->author_email, 0, 0);
+	char *body = feed_mattermost_escape(it->text, allow_mentions, allow_images);
+	if (it->kind == FEED_POST && it->subject && *it->subject) {
+		char *subject = feed_mattermost_escape(it->subject, allow_mentions, 0);
+		buf_printf(&head, "**%s**\n\n", subject);
+		free(subject);
+	}
 	if (nm && em)
 		buf_printf(&head, "From %s <%s>\n\n", nm, em);
 	else if (nm || em)
 		buf_printf(&head, "From %s\n\n", nm ? nm : em);
+	free(nm);
+	free(em);
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++) {
 		char *t = mm_tag(it->hashtags->v[i]);
 		if (strlen(t) >= 2)
@@ -561,7 +706,8 @@ static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_
 	if (mm->f->mentions && it->recipients)
 		fixed += 8 + it->recipients->n * MM_MENTION_RUNES;
 	size_t first = fixed + 1000 < MM_BUDGET ? MM_BUDGET - fixed : 1000;
-	mm_split(it->text ? it->text : "", first, MM_BUDGET - 100, &parts);
+	mm_split(body, first, MM_BUDGET - 100, &parts);
+	free(body);
 	if (parts.n == 0)
 		strlist_add(&parts, "");
 	char *done_id = NULL;
@@ -701,6 +847,7 @@ static int mm_open(const struct mf_config *cfg, struct store *st, void **ctx, ch
 	pthread_mutex_init(&mm->mu, NULL);
 	mm->emails = feed_user_cache_new(MM_USER_TTL, MM_NEGATIVE_TTL);
 	mm->f = f;
+	mm->cfg = cfg;
 	mm->auth = xasprintf("Authorization: Bearer %s", token);
 	explicit_bzero(token, strlen(token));
 	free(token);
@@ -821,8 +968,7 @@ void feed_mattermost_parse_posts(const char *json, size_t len, const char *group
 		e->group = xstrdup(group);
 		if (uid && who)
 			who(arg, uid, e);
-		const char *msg = mm_str(p, "message");
-		e->text = xstrdup(msg ? msg : "");
+		e->text = mm_unescape(mm_str(p, "message"));
 		char *ie = http_escape(id);
 		e->url = xasprintf("%s/_redirect/pl/%s", base, ie);
 		free(ie);

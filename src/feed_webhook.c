@@ -5,6 +5,16 @@
  *                         (the receiver deduplicates on it, so reconcile has
  *                         nothing to ask and answers "not there")
  *   X-Mailfeed-Signature: sha256=<hex HMAC-SHA256 of the body with the secret>
+ *   X-Mailfeed-Timestamp: the Unix time of this attempt
+ *   X-Mailfeed-Signature-V2: sha256=<hex HMAC-SHA256 of
+ *                         "TIMESTAMP.DELIVERY.BODY" with the secret>
+ *
+ * The first signature is SPEC §7's and stays for receivers that check only
+ * it; it cannot tell a replayed request from a new one.  The second binds
+ * the time and the delivery key, so a receiver that accepts it only within
+ * a few minutes of its timestamp (README: 5) and deduplicates on the
+ * delivery key cannot be fed an old request again, nor one item's body
+ * under another item's key.
  *
  * Any 2xx is success, a JSON answer {"id": ...} names the receiver's id (else
  * the key is the id); 408/425/429/5xx and network errors are retried
@@ -202,14 +212,22 @@ static void webhook_deliver(void *ctx, const struct feed_item *items, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		char *body = webhook_body(c, &items[i]);
 		unsigned char mac[32];
-		char hex[65], sig[80];
+		char hex[65], sig[80], sig2[80], ts[24];
 		hmac_sha256(c->secret, c->secret_len, body, strlen(body), mac);
 		hex_encode(mac, sizeof mac, hex);
 		snprintf(sig, sizeof sig, "sha256=%s", hex);
+		snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+		char *signed_text = xasprintf("%s.%s.%s", ts, items[i].key, body);
+		hmac_sha256(c->secret, c->secret_len, signed_text, strlen(signed_text), mac);
+		free(signed_text);
+		hex_encode(mac, sizeof mac, hex);
+		snprintf(sig2, sizeof sig2, "sha256=%s", hex);
 		http_request_init(&reqs[i], "POST", c->url);
 		http_request_json(&reqs[i], body);
 		http_request_header(&reqs[i], "X-Mailfeed-Delivery", items[i].key);
 		http_request_header(&reqs[i], "X-Mailfeed-Signature", sig);
+		http_request_header(&reqs[i], "X-Mailfeed-Timestamp", ts);
+		http_request_header(&reqs[i], "X-Mailfeed-Signature-V2", sig2);
 		ptrs[i] = &reqs[i];
 	}
 	http_perform(c->http, ptrs, n);

@@ -418,7 +418,8 @@ static int message_follow_delivered(struct store *st, int64_t message)
 {
 	if (message <= 0)
 		return 0;
-	sqlite3_stmt *s = kept(st, "UPDATE messages SET state='delivered', reason=NULL WHERE id=?1"
+	sqlite3_stmt *s = kept(st, "UPDATE messages SET state='delivered',"
+				   " reason=CASE WHEN state='queued' THEN reason END WHERE id=?1"
 				   " AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=?1"
 				   " AND state NOT IN ('delivered','dropped'))");
 	if (!s)

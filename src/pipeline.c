@@ -164,8 +164,12 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		goto fail;
 	if (is_new && thread_set_root(st, thread_id, item) < 0)
 		goto fail;
-	if (set_state(st, p->id, "queued", NULL, m) < 0)
+	if (set_state(st, p->id, "queued", d.note[0] ? d.note : NULL, m) < 0)
 		goto fail;
+	if (d.note[0])
+		log_warn("message.id_reused mailbox=%s id=%lld message_id=%s note=%s", mb->name,
+			 (long long)p->id, log_quote(m->message_id, q1, sizeof q1),
+			 log_quote(d.note, q2, sizeof q2));
 	store_exec(st, "RELEASE message");
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,
 		 (long long)p->id, n.kind, d.key, (long long)thread_id,

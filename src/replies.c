@@ -321,8 +321,13 @@ static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_
 			   const struct mf_message *m, const struct token_info *ti,
 			   const struct auth_verdict *av)
 {
-	char hash[65];
-	char *src = m->message_id ? xasprintf("mid:%s", m->message_id)
+	char hash[65], content[65];
+	/* Message-ID and content: a forged copy with the genuine reply's
+	 * Message-ID, come first, does not take its place */
+	json_t *j = message_to_json(m, 0);
+	store_content_hash(j, content);
+	json_decref(j);
+	char *src = m->message_id ? xasprintf("mid:%s\n%s", m->message_id, content)
 				  : xasprintf("row:%lld", (long long)msg_row);
 	sha256_hex(src, strlen(src), hash);
 	free(src);

@@ -11,7 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "mailfeed/log.h"
+#include "mailfeed/message.h"
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
@@ -282,7 +285,7 @@ static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
 
 /* The state holds mail and tokens: its directory is made 0700 and the
  * file 0600 whatever the umask (SQLite gives its -wal and -shm files the
- * mode of the database file).  A file readable by others is tightened. */
+ * mode of the database file). */
 static int prepare_file(const char *path, char *err, size_t errlen)
 {
 	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
@@ -304,24 +307,28 @@ static int prepare_file(const char *path, char *err, size_t errlen)
 	}
 	free(dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0) {
-		int ok = fchmod(fd, 0600) == 0;
-		close(fd);
-		if (!ok) {
-			snprintf(err, errlen, "cannot set mode 0600 on state database %s: %s", path,
-				 strerror(errno));
-			return -1;
-		}
-		return 0;
-	}
-	struct stat sb;
-	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) &&
-	    sb.st_uid == geteuid()) {
-		if (chmod(path, sb.st_mode & 0700) == 0)
-			log_warn("store.mode_tightened path=%s was=%04o now=%04o", path,
-				 (unsigned)(sb.st_mode & 07777), (unsigned)(sb.st_mode & 0700));
+	if (fd < 0)
+		return 0; /* there already (or not creatable: SQLite says why) */
+	int e = fchmod(fd, 0600) == 0 ? 0 : errno;
+	close(fd);
+	if (e) {
+		snprintf(err, errlen, "cannot set mode 0600 on state database %s: %s", path,
+			 strerror(e));
+		return -1;
 	}
 	return 0;
+}
+
+/* A state database of ours that others may read is made private. */
+static void tighten_mode(const char *path)
+{
+	struct stat sb;
+	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+		return;
+	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) &&
+	    sb.st_uid == geteuid() && chmod(path, sb.st_mode & 0700) == 0)
+		log_warn("store.mode_tightened path=%s was=%04o now=%04o", path,
+			 (unsigned)(sb.st_mode & 07777), (unsigned)(sb.st_mode & 0700));
 }
 
 struct store *store_open(const char *path, char *err, size_t errlen)
@@ -362,6 +369,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 		sqlite3_close(db);
 		return NULL;
 	}
+	tighten_mode(path);
 	struct store *st = xcalloc(1, sizeof *st);
 	st->db = db;
 	st->path = xstrdup(path);
@@ -733,15 +741,15 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 {
 	static const char *const sql[] = {
 	    /* finished mail: delivered, handled, or dropped from the dead list */
-	    "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at < ?1"
+	    "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at <= ?1"
 	    " AND (state IN ('delivered','handled','dropped') OR (state IN ('skipped','dead')"
 	    " AND EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id AND"
 	    " o.state='dropped')))"
 	    " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
-	    " AND (o.state NOT IN ('delivered','dropped') OR COALESCE(o.delivered_at,0) >= ?1))",
+	    " AND (o.state NOT IN ('delivered','dropped') OR COALESCE(o.delivered_at,0) > ?1))",
 	    "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
 	    " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
-	    " AND COALESCE(delivered_at, created) < ?1)",
+	    " AND COALESCE(delivered_at, created) <= ?1)",
 	    "DELETE FROM sent_ids WHERE created < ?2",
 	    "DELETE FROM notices WHERE COALESCE(at, 0) < ?3",
 	};
@@ -771,4 +779,77 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 	if (changed)
 		log_info("store.pruned rows=%d keep_raw=%lds", changed, keep_raw);
 	return changed;
+}
+
+void store_content_hash(json_t *parsed, char out[65])
+{
+	struct buf b;
+	buf_init(&b);
+	const char *fields[] = {
+	    json_string_value(json_object_get(json_object_get(parsed, "from"), "email")),
+	    json_string_value(json_object_get(parsed, "subject")),
+	    json_string_value(json_object_get(parsed, "full_text")),
+	};
+	for (size_t i = 0; i < 3; i++) {
+		buf_puts(&b, fields[i] ? fields[i] : "");
+		buf_putc(&b, '\0');
+	}
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(parsed, "attachments"), i, a)
+	{
+		const char *name = json_string_value(json_object_get(a, "filename"));
+		const char *type = json_string_value(json_object_get(a, "content_type"));
+		const char *sum = json_string_value(json_object_get(a, "sha256"));
+		/* attach_original's copy differs with every folder's headers */
+		if (name && type && strcmp(name, "original.eml") == 0 &&
+		    strcmp(type, "message/rfc822") == 0)
+			continue;
+		buf_puts(&b, sum ? sum : "");
+		buf_putc(&b, '\0');
+	}
+	sha256_hex(b.data ? b.data : "", b.len, out);
+	buf_free(&b);
+}
+
+int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+			  size_t notelen)
+{
+	char hash[65], h[65];
+	json_t *j = message_to_json(m, 0);
+	store_content_hash(j, hash);
+	json_decref(j);
+	sqlite3_stmt *s;
+	int same = -1;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
+			       " WHERE o.key=?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
+		json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+		if (p) {
+			store_content_hash(p, h);
+			same = strcmp(h, hash) == 0;
+			json_decref(p);
+		}
+	}
+	sqlite3_finalize(s);
+	if (same != 0)
+		return 1; /* the same, or nothing to compare: a duplicate */
+	char *src = xasprintf("%s\n%s", key, hash);
+	sha256_hex(src, strlen(src), h);
+	free(src);
+	snprintf(note, notelen,
+		 "Message-ID also used by item %s with other content (forged or changed copy); "
+		 "both kept",
+		 key);
+	snprintf(key, 40, "mf-%.32s", h);
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+		return 1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int known = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return known;
 }

@@ -60,4 +60,10 @@ struct auth_verdict {
 void auth_verify(const char *authserv, const char *raw, size_t len, const char *from_email,
 		 struct auth_verdict *v);
 
+/* What check-config warns about: something would act as a person while
+ * [gateway] trusted_authserv is unset.  Appends one line each to out. */
+struct mf_config;
+struct strlist;
+void auth_config_warnings(const struct mf_config *cfg, struct strlist *out);
+
 #endif

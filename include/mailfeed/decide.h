@@ -27,6 +27,7 @@ struct decision {
 	int64_t thread_id;	  /* the thread found (0: none, a post starts one) */
 	int64_t root_item;	  /* the outbox item of that thread's post (comments) */
 	char key[40];		  /* the idempotency key of the message in the group */
+	char note[300];		  /* kept with a message queued anyway, "" mostly */
 	struct auth_verdict auth; /* whether the From address is vouched for (auth.h) */
 };
 

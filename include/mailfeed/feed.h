@@ -188,4 +188,14 @@ void feed_mattermost_parse_posts(const char *json, size_t len, const char *group
 				 void (*who)(void *arg, const char *uid, struct feed_entry *e),
 				 void *arg, struct feed_entry **entries, size_t *n);
 
+/* Text written in a mail as Mattermost Markdown that shows it as written:
+ * Markdown punctuation is backslash-escaped (links written as plain URLs
+ * stay links), so nothing a sender writes becomes a heading, a link with a
+ * hidden target or an image fetched from their server when the post is
+ * read.  @channel, @all and @here get a zero-width space after the "@",
+ * which keeps their look but not their notification to the whole channel,
+ * unless allow_mentions; ![alt](https://…) images stay images only with
+ * allow_images.  Owned. */
+char *feed_mattermost_escape(const char *text, int allow_mentions, int allow_images);
+
 #endif

@@ -22,6 +22,7 @@
 #ifndef MAILFEED_STORE_H
 #define MAILFEED_STORE_H
 
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <time.h>
@@ -128,5 +129,18 @@ int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
  * Returns the rows changed, or -1. */
 #define STORE_PRUNE_EVERY 60
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now);
+
+/* Dedupe on Message-ID plus content: the hash of what a message says —
+ * sender address, subject, full text, attachment digests (not the
+ * original.eml copy, whose headers differ from folder to folder) — taken
+ * from its JSON form (message_to_json), into out (65 bytes). */
+void store_content_hash(json_t *parsed, char out[65]);
+/* The outbox item `key` (of m's Message-ID) exists.  1 when it says the
+ * same as m, or cannot be compared: m is a duplicate.  Else key becomes
+ * one of m's content and note says why; 0, or 1 when that key is taken
+ * too (this copy came before). */
+struct mf_message;
+int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+			  size_t notelen);
 
 #endif

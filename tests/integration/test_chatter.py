@@ -363,3 +363,20 @@ def test_concurrent_delivery(chatter):
     by_id = {p["id"]: p for p in st["posts"]}
     for i, r in enumerate(res):
         assert "post number %d" % i in by_id[r["remote_id"]]["body"]["text"]
+
+
+def test_post_as_author_never_for_an_unverified_sender(chatter):
+    """Anyone can write "From: boss@…": without the mail server's word for
+    it the post is the integration user's, naming the sender as unverified."""
+    chatter.control(users=[{"Id": "005XX0000000002AAA", "Username": "boss@acme.example",
+                            "Email": "boss@example.org", "Name": "The Boss",
+                            "IsActive": True, "authorized": True}])
+    res = chatter.deliver(post(author_name="The Boss", author_email="boss@example.org",
+                               verified=False), post_as="author")
+    assert res[0]["status"] == "ok", res
+    st = chatter.state()
+    el = st["posts"][0]
+    assert el["actor"]["id"] == "005XX0000000001AAA"
+    assert "From The Boss <boss@example.org> (unverified)" in el["body"]["text"]
+    assert "boss@acme.example" not in st["tokens_issued"]
+    assert st["queries"] == []

@@ -218,6 +218,16 @@ def test_read_group(mm):
     assert r == {"rc": 0, "entries": []}
 
 
+def test_read_group_shows_escaped_text_as_readers_see_it(mm):
+    """A digest quotes a post as Mattermost shows it: the escapes that kept
+    its Markdown inert are not part of the text."""
+    since = int(time.time()) - 5
+    mm.deliver(post("esc", text="# not a heading, *not bold*, @channel [x](http://e.example)"))
+    assert "\\*not bold\\*" in mm.posts()[-1]["message"]
+    ents = mm.probe({"op": "read", "group": CHANNEL, "since": since})["entries"]
+    assert "# not a heading, *not bold*, @channel [x](http://e.example)" in ents[0]["text"]
+
+
 def test_concurrent_delivery(mm):
     items = [post("c%d" % i, text="post number %d" % i) for i in range(8)]
     res = mm.deliver(*items, concurrency="4")
@@ -321,3 +331,36 @@ def test_crash_between_upload_and_post_uploads_nothing_twice(mm, dovecot, tmp_pa
     assert [tuple(r) for r in con.execute("SELECT state, remote_id FROM outbox")] == \
         [("delivered", post_["id"])]
     con.close()
+
+
+def test_hostile_markdown_and_channel_mentions_are_neutralised(mm, tmp_path):
+    """A mail written to ping the whole channel, show a tracking image or a
+    disguised link arrives as the text it is, unless its mapping allows it."""
+    hostile = ("@channel urgent, @here too\n# Pay now\n[bank login](http://evil.example/x)\n"
+               "![](https://tracker.example/pixel.png)\nhttps://example.org/a_b stays a link")
+    item = post(key="hostile", subject="**Re**: [x](http://evil.example)", text=hostile)
+    assert mm.deliver(item)[0]["status"] == "ok"
+    msg = mm.posts()[-1]["message"]
+    assert "@channel" not in msg and "@here" not in msg
+    assert "@\u200bchannel urgent, @\u200bhere too" in msg
+    assert "\\# Pay now" in msg
+    assert "\\[bank login\\](http://evil.example/x)" in msg
+    assert "\\!\\[\\](https://tracker.example/pixel.png)" in msg
+    assert "https://example.org/a_b stays a link" in msg
+    assert msg.startswith("**\\*\\*Re\\*\\*: \\[x\\](http://evil.example)**\n\n")
+
+    # a mapping to this channel allows both on purpose
+    conf = mm.config()
+    with open(conf, "a") as f:
+        f.write("[account a]\nhost = 127.0.0.1\nusername = u\npassword_file = %s\n"
+                "[mailbox team]\naccount = a\nfolder = INBOX\ngroup = %s\n"
+                "allow_channel_mentions = yes\nallow_remote_images = yes\n"
+                % (tmp_path / "secret", CHANNEL))
+    out = subprocess.run([PROBE, conf], input=json.dumps(
+        {"op": "deliver", "items": [post(key="allowed", text=hostile)]}),
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    msg = mm.posts()[-1]["message"]
+    assert "@channel urgent, @here too" in msg
+    assert "![](https://tracker.example/pixel.png)" in msg
+    assert "\\[bank login\\]" in msg

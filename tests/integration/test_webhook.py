@@ -9,6 +9,7 @@ under the post's receiver id.  The dead list also shows messages skipped
 before they became items, and retry/drop act on them.
 """
 
+import base64
 import json
 import os
 import sqlite3
@@ -20,6 +21,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOUBLE = os.path.join(HERE, "doubles", "webhook_double.py")
+sys.path.insert(0, os.path.join(HERE, "doubles"))
+from webhook_double import REPLAY_WINDOW, verify_timed  # noqa: E402
 BIN = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 
 
@@ -149,7 +152,8 @@ def test_webhook_delivery_retry_dead_and_retry_again(env):
     post, comment = reqs[1]["body"], reqs[3]["body"]
     assert post["type"] == "post" and post["parent"] is None
     assert post["key"] == "key-post" and post["group"] == "G1"
-    assert post["author"] == {"name": "Alice", "email": "alice@example.org"}
+    # "verified": the mail server vouched for the sender (none did here)
+    assert post["author"] == {"name": "Alice", "email": "alice@example.org", "verified": False}
     assert post["hashtags"] == ["fundraising", "q3"]
     assert post["date"] == "2026-11-23T07:00:00Z"
     assert post["attachments"][0]["filename"] == "plan.pdf"
@@ -185,3 +189,38 @@ def test_dead_lists_skipped_messages_and_acts_on_them(env):
     assert states == ["new", "dropped", "delivered"]
     dead = json.loads(mailfeed(conf, "dead", "--json", check=0).stdout)["dead"]
     assert dead == []
+
+
+def test_webhook_signature_binds_time_and_delivery(env, tmp_path):
+    """A captured request cannot be replayed later, nor its body passed off
+    under another delivery key or a fresh timestamp."""
+    conf, state, rx = env
+    with sqlite3.connect(state) as db:
+        now = int(time.time())
+        for key in ("key-a", "key-b"):
+            db.execute("INSERT INTO outbox(key, message, kind, grp, payload, created)"
+                       " VALUES(?, NULL, 'post', 'G1', ?, ?)",
+                       (key, payload("Q3 " + key, "Plan " + key), now))
+    mailfeed(conf, "run", "--once")  # one 503, one 200
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE outbox SET next_at=0")
+    mailfeed(conf, "run", "--once")
+    reqs = rx.requests()
+    assert len(reqs) >= 3
+    # every attempt, retries included, carries a timed signature that checks out
+    assert all(r["timed_ok"] and r["signature_ok"] for r in reqs), reqs
+    secret = (tmp_path / "secret").read_bytes()
+    r = reqs[-1]
+    body = base64.b64decode(r["raw"])
+    ts = int(r["timestamp"])
+    assert abs(ts - time.time()) < 120
+    assert verify_timed(secret, r["timestamp"], r["delivery"], r["signature_v2"], body, ts + 1)
+    # replayed after the window
+    assert not verify_timed(secret, r["timestamp"], r["delivery"], r["signature_v2"], body,
+                            ts + REPLAY_WINDOW + 1)
+    # the same signature with a fresh timestamp
+    assert not verify_timed(secret, str(ts + REPLAY_WINDOW), r["delivery"], r["signature_v2"],
+                            body, ts + REPLAY_WINDOW)
+    # one item's body and signature under the other item's delivery key
+    other = next(x["delivery"] for x in reqs if x["delivery"] != r["delivery"])
+    assert not verify_timed(secret, r["timestamp"], other, r["signature_v2"], body, ts)

@@ -259,6 +259,32 @@ static void test_render_hostile(void **state)
 	digest_mail_free(&m);
 }
 
+/* Bidi overrides in a post's subject, author or text, which make a line
+ * read differently from what it says, never reach the digest. */
+static void test_render_bidi(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const bidi[] = {"\xe2\x80\xae", "\xe2\x80\xab", "\xe2\x81\xa6",
+					   "\xe2\x81\xa9"};
+	struct feed_entry e[] = {entry("p1", NULL, "Invoice \xe2\x80\xae" "fdp.exe",
+				       "Open \xe2\x81\xa6" "this\xe2\x81\xa9 now", 1000)};
+	e[0].author_name = (char *)"Eve \xe2\x80\xab" "Admin";
+	struct digest_group g = {.label = "team", .gid = "g1", .entries = e, .n = 1};
+	struct digest_mail m;
+
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
+				       "2026-11-23", &g, 1, 5000, &m),
+			 0);
+	for (size_t i = 0; i < 4; i++) {
+		assert_null(strstr(m.text, bidi[i]));
+		assert_null(strstr(m.html, bidi[i]));
+	}
+	assert_non_null(strstr(m.text, "Invoice fdp.exe"));
+	assert_non_null(strstr(m.text, "Open this now"));
+	assert_non_null(strstr(m.text, "Eve Admin"));
+	digest_mail_free(&m);
+}
+
 static void test_render_cap(void **state)
 {
 	struct fixture *f = *state;
@@ -359,6 +385,7 @@ int main(void)
 	    cmocka_unit_test(test_daily_berlin_dst),
 	    cmocka_unit_test(test_weekly),
 	    cmocka_unit_test_setup_teardown(test_render_hostile, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_render_bidi, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_run_at_most_once, setup, teardown),
 	};

@@ -13,16 +13,33 @@ script given on the command line, one entry per request in arrival order:
                must not pass on)
 
 When the script is used up every request gets 200.  Each request is appended
-to the --log file as one JSON line: delivery key, signature verdict, the
-parsed body, and the status answered.
+to the --log file as one JSON line: delivery key, signature verdicts (the
+body signature, and the timed one, see verify_timed), the raw and parsed
+body, and the status answered.
 """
 
 import argparse
+import base64
 import hashlib
 import hmac
 import json
 import sys
 import threading
+import time
+
+REPLAY_WINDOW = 300  # seconds, as README recommends to receivers
+
+
+def verify_timed(secret, timestamp, delivery, signature, body, now):
+    """What a receiver does with X-Mailfeed-Signature-V2: the signature must
+    cover this timestamp, delivery key and body, and the timestamp must be
+    within REPLAY_WINDOW of now.  (Within the window a replay can only bring
+    the same delivery key again, which the receiver deduplicates anyway.)"""
+    if not timestamp or not timestamp.isdigit() or abs(now - int(timestamp)) > REPLAY_WINDOW:
+        return False
+    signed = timestamp.encode() + b"." + (delivery or "").encode() + b"." + body
+    want = "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, signature or "")
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -66,10 +83,17 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         status, retry_after, answer = st.next_answer()
+        timed_ok = verify_timed(st.secret, self.headers.get("X-Mailfeed-Timestamp"),
+                                self.headers.get("X-Mailfeed-Delivery"),
+                                self.headers.get("X-Mailfeed-Signature-V2"), body, time.time())
         st.record({
             "path": self.path,
             "delivery": self.headers.get("X-Mailfeed-Delivery"),
             "signature_ok": hmac.compare_digest(want, got),
+            "timestamp": self.headers.get("X-Mailfeed-Timestamp"),
+            "signature_v2": self.headers.get("X-Mailfeed-Signature-V2"),
+            "timed_ok": timed_ok,
+            "raw": base64.b64encode(body).decode(),
             "content_type": self.headers.get("Content-Type"),
             "body": parsed,
             "status": status,
