@@ -173,10 +173,30 @@ int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key
 	size_t n = 0;
 	int changed = 0;
 
+	char note[300] = "";
+	uint32_t pinned = 0;
+
 	*new_messages = 0;
 	if (imap_select(s, folder, &info, err, errlen) < 0)
 		return -1;
-	if (store_folder_select(st, key, acct->name, folder, info.uidvalidity, &changed) < 0) {
+	store_folder_get(st, key, &fs);
+	if (fs.uidvalidity && info.uidvalidity != fs.uidvalidity) {
+		/* a real change holds on a second look; a server that reports
+		 * a new UIDVALIDITY on every SELECT would be rescanned forever */
+		struct imap_folder_info again;
+		if (imap_select(s, folder, &again, err, errlen) < 0)
+			return -1;
+		if (again.uidvalidity != info.uidvalidity) {
+			pinned = fs.uidvalidity;
+			snprintf(note, sizeof note,
+				 "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
+				 "it is ignored, mail is taken by UID above %u",
+				 info.uidvalidity, again.uidvalidity, fs.last_uid);
+		}
+		info = again;
+	}
+	if (!pinned &&
+	    store_folder_select(st, key, acct->name, folder, info.uidvalidity, &changed) < 0) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 		return DAEMON_STORE_FAILED;
 	}
@@ -186,8 +206,20 @@ int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key
 			 "Message-ID and content and not taken again\"",
 			 key, folder, info.uidvalidity);
 	store_folder_get(st, key, &fs);
+	if (fs.last_uid == UINT32_MAX) {
+		/* nothing can come after the last possible UID */
+		snprintf(note, sizeof note,
+			 "the server has given out the last possible UID (4294967295): no newer "
+			 "mail can be fetched from this folder until the server renumbers it "
+			 "(a new UIDVALIDITY)");
+		store_folder_error(st, key, note);
+		return 0;
+	}
 	if (info.uidnext && fs.last_uid + 1 >= info.uidnext && !changed) {
-		store_folder_ok(st, key);
+		if (note[0])
+			store_folder_error(st, key, note);
+		else
+			store_folder_ok(st, key);
 		return 0;
 	}
 	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
@@ -195,7 +227,7 @@ int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key
 	if (n > 0) {
 		struct store_ctx c = {.st = st,
 				      .key = key,
-				      .uidvalidity = info.uidvalidity,
+				      .uidvalidity = pinned ? pinned : info.uidvalidity,
 				      .stop = stop,
 				      .max_size = max_size};
 		int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
@@ -215,7 +247,10 @@ int daemon_sync_folder(struct imap_session *s, struct store *st, const char *key
 	} else {
 		free(uids);
 	}
-	store_folder_ok(st, key);
+	if (note[0])
+		store_folder_error(st, key, note);
+	else
+		store_folder_ok(st, key);
 	return 0;
 }
 
