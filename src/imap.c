@@ -78,6 +78,7 @@ struct imap_session {
 	double last_wake;
 	long quick_ms;
 	uint32_t last_exists;
+	int fixed_fd;          /* opened on a given socket: no reconnect */
 };
 
 static void set_err(char *err, size_t errlen, const struct mf_account *a, const char *fmt, ...)
@@ -535,15 +536,17 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 	return 0;
 }
 
-/* Connects, checks TLS and logs in: s->imap is a ready session or NULL. */
-static int session_connect(struct imap_session *s, char *err, size_t errlen)
+/* Connects (or takes the connected fd), checks TLS and logs in: s->imap
+ * is a ready session or NULL. */
+static int session_connect(struct imap_session *s, int fd, char *err, size_t errlen)
 {
 	const struct mf_account *acct = s->acct;
 	mailstream *stream;
-	int fd, rc;
+	int rc;
 	s->lit_state = 0;
 	s->lit_left = 0;
-	fd = tcp_connect(acct, err, errlen);
+	if (fd < 0)
+		fd = tcp_connect(acct, err, errlen);
 	if (fd < 0)
 		return -1;
 	s->imap = mailimap_new(0, NULL);
@@ -607,7 +610,21 @@ struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t 
 	struct imap_session *s = xcalloc(1, sizeof *s);
 	s->acct = acct;
 	s->max_size = DEFAULT_MAX_SIZE;
-	if (session_connect(s, err, errlen) < 0) {
+	if (session_connect(s, -1, err, errlen) < 0) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+struct imap_session *imap_open_fd(const struct mf_account *acct, int fd, long long max_size,
+				  char *err, size_t errlen)
+{
+	struct imap_session *s = xcalloc(1, sizeof *s);
+	s->acct = acct;
+	s->max_size = max_size;
+	s->fixed_fd = 1;
+	if (session_connect(s, fd, err, errlen) < 0) {
 		free(s);
 		return NULL;
 	}
@@ -623,7 +640,11 @@ static int session_reopen(struct imap_session *s, char *err, size_t errlen)
 	drop(s);
 	mailimap_free(s->imap);
 	s->imap = NULL;
-	if (session_connect(s, err, errlen) < 0)
+	if (s->fixed_fd) {
+		set_err(err, errlen, s->acct, "connection dropped after an oversized answer");
+		return -1;
+	}
+	if (session_connect(s, -1, err, errlen) < 0)
 		return -1;
 	if (!s->folder)
 		return 0;

@@ -3,9 +3,11 @@
  * authenticate, select, find and fetch new messages, wait with IDLE or a
  * poll, and apply the after-action (seen/move/delete).
  *
- * A session is used by one thread at a time.  Every call bounds its waits
- * by the account's timeout; any error means "drop the session and
- * reconnect with backoff". */
+ * A session is used by one thread at a time.  Every command must end within
+ * the account's timeout plus the time to receive what arrived at 64 KiB/s;
+ * one answer may hold at most max_message_size (the last imap_fetch's,
+ * 25 MiB before) plus 256 KiB, and a larger literal is refused before it is
+ * read.  Any error means "drop the session and reconnect with backoff". */
 #ifndef MAILFEED_IMAP_H
 #define MAILFEED_IMAP_H
 
@@ -21,6 +23,10 @@ struct imap_session;
  * naming the account and what to do (wrong password, unreachable host,
  * untrusted certificate, host name mismatch, ...). */
 struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen);
+/* The same on a socket already connected, without TLS and without a way
+ * to reconnect (tests and the fuzzer).  The session owns fd. */
+struct imap_session *imap_open_fd(const struct mf_account *acct, int fd, long long max_size,
+				  char *err, size_t errlen);
 /* Logs out (bounded by the timeout) and frees.  NULL is fine. */
 void imap_close(struct imap_session *s);
 /* Drops the connection at once without LOGOUT (after an error). */
@@ -51,7 +57,11 @@ typedef int (*imap_fetch_cb)(const struct imap_fetched *m, void *arg);
 
 /* Fetches uids in batches: first RFC822.SIZE + INTERNALDATE, then
  * BODY.PEEK[] (never sets \Seen) of those not larger than max_size; the
- * larger ones reach cb with raw = NULL.  Memory stays bounded by the batch. */
+ * larger ones reach cb with raw = NULL.  What arrives is measured too: a
+ * body larger than max_size, whatever size was claimed, also reaches cb
+ * with raw = NULL and size = what the server sent or announced (an answer
+ * cut off by the limit is asked for again message by message on a new
+ * connection).  Memory stays bounded by the batch. */
 int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen);
 
@@ -64,7 +74,9 @@ int imap_has_idle(struct imap_session *s);
 /* Waits for news on the selected folder: IDLE when the server has it
  * (re-issued before idle_restart), else sleeps poll_interval.  Also wakes
  * when wake_fd becomes readable (the caller drains it).  Returns 1 = maybe
- * news, 0 = timeout/keepalive, -1 = error (reconnect). */
+ * news, 0 = timeout/keepalive, -1 = error (reconnect).  News that cost no
+ * wait (an EXISTS with an answer) is reported at once the first time, then
+ * spaced from 1 s doubling to 60 s while it keeps coming that way. */
 int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, size_t errlen);
 /* NOOP as a liveness check. */
 int imap_noop(struct imap_session *s, char *err, size_t errlen);
