@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/loopback.h"
 #include "mailfeed/metrics.h"
 #include "mailfeed/log.h"
 
@@ -852,11 +853,7 @@ static int loader_handle(void *user, const char *section, const char *name, cons
 	return 1;
 }
 
-static int host_is_loopback(const char *h)
-{
-	return strcmp(h, "localhost") == 0 || strcmp(h, "::1") == 0 || strcmp(h, "[::1]") == 0 ||
-	       strncmp(h, "127.", 4) == 0;
-}
+static int host_is_loopback(const char *h) { return host_loopback_only(h); }
 
 /* Host part of an http(s)/smtp(s) URL into out. */
 static void url_host(const char *url, char *out, size_t outlen)

@@ -31,6 +31,7 @@
 #include "mailfeed/daemon.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
+#include "mailfeed/health.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/log.h"
 #include "mailfeed/metrics.h"
@@ -43,6 +44,10 @@
 #define STORE_MAX_BACKOFF 30
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
+/* The longest a step of a watcher or of the processor may go without
+ * progress (one message fetched, one batch processed) before /healthz
+ * calls it stuck. */
+#define HEALTH_STEP health_step()
 
 struct watcher {
 	pthread_t thread;
@@ -57,6 +62,7 @@ struct watcher {
 	int wake_fd;
 	volatile int stop;
 	int proc_wake_fd;
+	int health; /* its slot in the liveness table */
 };
 
 static void wake(int fd)
@@ -160,6 +166,7 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 				 reason);
 	}
 	free(msgid);
+	health_beat_current(HEALTH_STEP);
 	return *c->stop ? 1 : 0;
 }
 
@@ -307,12 +314,18 @@ static void *watcher_main(void *arg)
 		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
 		return NULL;
 	}
+	health_bind(w->health);
 	while (!w->stop) {
+		health_beat(w->health, HEALTH_STEP);
 		struct imap_session *s = imap_open(w->acct, err, sizeof err);
 		if (!s) {
 			long delay = jitter(backoff);
 			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
 				  delay);
+			health_wait(w->health,
+				    imap_last_failure() == IMAP_FAIL_AUTH ? HEALTH_AUTH_BACKOFF
+									  : HEALTH_BACKOFF,
+				    (double)delay, err);
 			store_folder_error(st, w->key, err);
 			sleep_or_wake(w->wake_fd, delay);
 			backoff = backoff_next(backoff, MAX_BACKOFF);
@@ -336,7 +349,9 @@ static void *watcher_main(void *arg)
 			store_backoff = 1;
 			if (w->stop)
 				break;
+			health_beat(w->health, WATCH_WAIT + 60 + 2.0 * (double)w->acct->timeout);
 			int r = imap_wait(s, w->wake_fd, WATCH_WAIT, err, sizeof err);
+			health_beat(w->health, HEALTH_STEP);
 			drain(w->wake_fd);
 			if (r < 0)
 				break;
@@ -351,6 +366,7 @@ static void *watcher_main(void *arg)
 			 * full disk, say); try again soon, from where it stopped */
 			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
 				 w->key, err, store_backoff);
+			health_wait(w->health, HEALTH_BACKOFF, (double)store_backoff, err);
 			sleep_or_wake(w->wake_fd, store_backoff);
 			store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 			continue;
@@ -358,6 +374,7 @@ static void *watcher_main(void *arg)
 		long delay = jitter(backoff);
 		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
 			 delay);
+		health_wait(w->health, HEALTH_BACKOFF, (double)delay, err);
 		store_folder_error(st, w->key, err);
 		sleep_or_wake(w->wake_fd, delay);
 		backoff = backoff_next(backoff, MAX_BACKOFF);
@@ -413,6 +430,9 @@ static void watchers_start(struct daemon *d)
 	for (size_t i = 0; i < d->nw; i++) {
 		struct watcher *w = &d->w[i];
 		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		char name[300];
+		snprintf(name, sizeof name, "mailbox %s", w->key);
+		w->health = health_register(name);
 		if (pthread_create(&w->thread, NULL, watcher_main, w) == 0)
 			w->running = 1;
 		else
@@ -428,6 +448,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 	}
 	for (size_t i = 0; i < d->nw; i++) {
 		struct watcher *w = &d->w[i];
+		health_unregister(w->health);
 		if (!w->running)
 			continue;
 		double left = deadline - now_monotonic();
@@ -708,6 +729,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
 		wd_interval_ms = (long)(wd_usec / 2000);
+	int health = health_register("processor");
+	health_bind(health);
 	watchers_start(d);
 	sd_notify(0, "READY=1\nSTATUS=running");
 	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
@@ -730,8 +753,12 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		}
 		struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN},
 				       {.fd = d->proc_wake_fd, .events = POLLIN}};
+		if (store_retry_at <= now_monotonic())
+			health_beat(health, (double)timeout_ms / 1000 + 60);
 		if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
 			break;
+		if (store_retry_at <= now_monotonic())
+			health_beat(health, HEALTH_STEP);
 		if (pf[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof si) == sizeof si) {
@@ -758,6 +785,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 				store_retry_at = now_monotonic() + (double)store_backoff;
 				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
 					 store_backoff, store_errmsg(st));
+				health_wait(health, HEALTH_BACKOFF, (double)store_backoff,
+					    "the state database failed; processing and delivery wait");
 			} else {
 				store_backoff = 0;
 				store_retry_at = 0;
@@ -781,6 +810,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	}
 	sd_notify(0, "STOPPING=1");
 	watchers_stop(d, now_monotonic() + 7);
+	health_unregister(health);
 	return 0;
 }
 

@@ -81,6 +81,10 @@ struct imap_session {
 	int fixed_fd;          /* opened on a given socket: no reconnect */
 };
 
+static __thread enum imap_failure last_failure;
+
+enum imap_failure imap_last_failure(void) { return last_failure; }
+
 static void set_err(char *err, size_t errlen, const struct mf_account *a, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void set_err(char *err, size_t errlen, const struct mf_account *a, const char *fmt, ...)
@@ -482,6 +486,43 @@ static void read_caps(struct imap_session *s)
 	s->has_uidplus = mailimap_has_uidplus(s->imap);
 }
 
+/* Case-insensitive search for needle in the server's words. */
+static int says(const char *text, const char *needle) { return strcasestr(text, needle) != NULL; }
+
+/* Words for a refused login: a server that wants TLS first, or has too
+ * many connections of this user, is not a wrong password. */
+static void login_error(struct imap_session *s, int rc, int xoauth, char *err, size_t errlen)
+{
+	const struct mf_account *a = s->acct;
+	const char *text = server_text(s->imap);
+	if (rc == MAILIMAP_ERROR_STREAM) {
+		set_err(err, errlen, a, "connection lost during login to %s", a->host);
+	} else if (says(text, "PRIVACYREQUIRED") || says(text, "TLS") || says(text, "SSL") ||
+		   says(text, "plaintext") || says(text, "secure")) {
+		last_failure = IMAP_FAIL_TLS;
+		set_err(err, errlen, a,
+			"login refused: the server requires an encrypted connection (\"%s\"): set "
+			"tls = implicit or starttls",
+			text);
+	} else if (says(text, "[UNAVAILABLE]") || says(text, "[LIMIT]") ||
+		   says(text, "connections") || says(text, "too many")) {
+		last_failure = IMAP_FAIL_NETWORK;
+		set_err(err, errlen, a,
+			"login refused: too many connections for %s (\"%s\"): close other clients "
+			"of this account or raise the server's limit",
+			a->username, text);
+	} else if (says(text, "[INUSE]") || says(text, "try again") ||
+		   says(text, "temporar")) {
+		last_failure = IMAP_FAIL_NETWORK;
+		set_err(err, errlen, a, "login refused for now by %s (\"%s\"): retrying later",
+			a->host, text);
+	} else {
+		last_failure = IMAP_FAIL_AUTH;
+		set_err(err, errlen, a, "login failed for %s: %s (check %s)", a->username, text,
+			xoauth ? "the OAuth2 token" : "password_file");
+	}
+}
+
 static int authenticate(struct imap_session *s, char *err, size_t errlen)
 {
 	const struct mf_account *a = s->acct;
@@ -489,6 +530,13 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 	char serr[256];
 	int rc;
 	cmd_begin(s, 64 * 1024, 64 * 1024);
+	if (!s->imap->imap_connection_info || !s->imap->imap_connection_info->imap_capability) {
+		/* no capabilities in the greeting: LOGINDISABLED must be known */
+		struct mailimap_capability_data *cap = NULL;
+		if (mailimap_capability(s->imap, &cap) == MAILIMAP_NO_ERROR && cap)
+			mailimap_capability_data_free(cap);
+		cmd_begin(s, 64 * 1024, 64 * 1024);
+	}
 	int xoauth = a->auth == AUTH_XOAUTH2 ||
 		     (a->auth == AUTH_AUTO && (a->oauth2_token_file || a->oauth2_token_command));
 	if (xoauth) {
@@ -503,9 +551,19 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 			set_err(err, errlen, a, "cannot read the password: %s", serr);
 			return -1;
 		}
-		int plain =
-		    a->auth == AUTH_PLAIN ||
-		    (a->auth == AUTH_AUTO && mailimap_has_extension(s->imap, "LOGINDISABLED"));
+		int disabled = mailimap_has_extension(s->imap, "LOGINDISABLED");
+		int plain = a->auth == AUTH_PLAIN || (a->auth == AUTH_AUTO && disabled);
+		if (!plain && disabled) {
+			/* LOGIN would send the password where the server forbids it */
+			explicit_bzero(secret, strlen(secret));
+			free(secret);
+			last_failure = IMAP_FAIL_TLS;
+			set_err(err, errlen, a,
+				"the server %s does not allow LOGIN on this connection "
+				"(LOGINDISABLED): use tls = implicit or starttls, or auth = plain",
+				a->host);
+			return -1;
+		}
 		if (plain)
 			rc = mailimap_authenticate(s->imap, "PLAIN", a->host, NULL, NULL,
 						   a->username, a->username, secret, NULL);
@@ -517,12 +575,7 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 		free(secret);
 	}
 	if (rc != MAILIMAP_NO_ERROR) {
-		if (rc == MAILIMAP_ERROR_STREAM)
-			set_err(err, errlen, a, "connection lost during login to %s", a->host);
-		else
-			set_err(err, errlen, a, "login failed for %s: %s (check %s)", a->username,
-				server_text(s->imap),
-				xoauth ? "the OAuth2 token" : "password_file");
+		login_error(s, rc, xoauth, err, errlen);
 		return -1;
 	}
 	/* Dovecot sends post-login capabilities with the OK; others may not */
@@ -545,6 +598,7 @@ static int session_connect(struct imap_session *s, int fd, char *err, size_t err
 	int rc;
 	s->lit_state = 0;
 	s->lit_left = 0;
+	last_failure = IMAP_FAIL_NETWORK;
 	if (fd < 0)
 		fd = tcp_connect(acct, err, errlen);
 	if (fd < 0)
@@ -563,6 +617,7 @@ static int session_connect(struct imap_session *s, int fd, char *err, size_t err
 		goto fail;
 	}
 	if (acct->tls == TLS_IMPLICIT && tls_check(stream, acct, err, errlen) < 0) {
+		last_failure = IMAP_FAIL_TLS;
 		mailstream_close(stream);
 		goto fail;
 	}
@@ -583,8 +638,10 @@ static int session_connect(struct imap_session *s, int fd, char *err, size_t err
 				rc);
 			goto fail;
 		}
-		if (tls_check(s->imap->imap_stream, acct, err, errlen) < 0)
+		if (tls_check(s->imap->imap_stream, acct, err, errlen) < 0) {
+			last_failure = IMAP_FAIL_TLS;
 			goto fail;
+		}
 		guard_install(s, s->imap->imap_stream);
 		/* the pre-TLS capability list is stale */
 		struct mailimap_capability_data *cap = NULL;
@@ -597,6 +654,7 @@ static int session_connect(struct imap_session *s, int fd, char *err, size_t err
 	}
 	if (authenticate(s, err, errlen) < 0)
 		goto fail;
+	last_failure = IMAP_FAIL_NONE;
 	return 0;
 fail:
 	drop(s);

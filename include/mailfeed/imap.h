@@ -23,6 +23,15 @@ struct imap_session;
  * naming the account and what to do (wrong password, unreachable host,
  * untrusted certificate, host name mismatch, ...). */
 struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen);
+/* Why the calling thread's last imap_open() failed. */
+enum imap_failure {
+	IMAP_FAIL_NONE,
+	IMAP_FAIL_NETWORK, /* resolve, connect, greeting, stall */
+	IMAP_FAIL_TLS,     /* handshake or certificate */
+	IMAP_FAIL_AUTH,    /* the server refused the login */
+};
+enum imap_failure imap_last_failure(void);
+
 /* The same on a socket already connected, without TLS and without a way
  * to reconnect (tests and the fuzzer).  The session owns fd. */
 struct imap_session *imap_open_fd(const struct mf_account *acct, int fd, long long max_size,
