@@ -74,6 +74,7 @@ password_file = {pw}
 account = staff
 folder = Team
 group = team-group
+start = all
 
 [smtp]
 url = smtp://127.0.0.1:{smtp_port}

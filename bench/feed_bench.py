@@ -212,6 +212,7 @@ account = alice
 folder = {folder}
 group = {GROUP}
 after = keep
+start = all
 """)
     return path
 

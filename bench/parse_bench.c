@@ -15,6 +15,7 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/message.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/thread.h"
@@ -128,6 +129,8 @@ int main(int argc, char **argv)
 		struct worker_job *j;
 		while ((j = next_file(&r)) != NULL) {
 			j->msg = mime_parse(j->raw, j->len, j->reason, sizeof j->reason);
+			if (j->msg)
+				convert_message(j->msg);
 			done_file(&r, j);
 		}
 	}

@@ -187,11 +187,13 @@ account = staff
 folder = Fundraising
 group = fundraising
 hashtags = fundraising
+start = all
 
 [mailbox policy]
 account = staff
 folder = Policy
 group = policy
+start = all
 
 [replies]
 account = staff

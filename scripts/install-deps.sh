@@ -30,6 +30,10 @@ systemd
 man-db
 libseccomp-dev
 libmicrohttpd-dev
+libcurl4-gnutls-dev
+dpkg-dev
+debhelper
+lintian
 "
 missing=""
 for p in $PKGS; do

@@ -32,10 +32,22 @@
 #define CLEAN_MAX_HEADER_LINE 400
 #define CLEAN_MAX_SIG_LINE 80
 
+/* Why a line was removed: the rules below differ in what they may give
+ * back when trimming would leave nothing or a kept answer needs its quote. */
+enum cut_kind {
+	CUT_NONE,
+	CUT_QUOTE,  /* a "> " line, or a line of one its client wrapped */
+	CUT_HEADER, /* an attribution ("On … wrote:") */
+	CUT_REST,   /* history from a marker or header block to the end */
+	CUT_SIG,    /* signature, mobile line, footer, legal or contact block */
+	CUT_BLANK,  /* a blank line that goes with removed lines */
+};
+
 struct line {
 	const char *s; /* not NUL-terminated; CR stripped */
 	size_t len;
 	int removed;
+	int kind; /* enum cut_kind, when removed */
 	int quoted;
 	int blank;
 	int evidence; /* holds a digit or an '@', as dated or addressed headers
@@ -77,23 +89,67 @@ static void trim_view(const char **s, size_t *len)
 	*len = n;
 }
 
+/* Case-insensitive comparison of n bytes that folds ASCII and the two-byte
+ * letters of Latin-1, Latin Extended-A and Cyrillic ("ÄNDERUNG",
+ * "Отправлено", "ŁÓDŹ"); longer sequences compare as bytes. */
+static unsigned fold_cp(unsigned cp)
+{
+	if (cp < 0x80)
+		return (unsigned)tolower((int)cp);
+	if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7)
+		return cp + 0x20;
+	if ((cp >= 0x100 && cp <= 0x137) || (cp >= 0x14A && cp <= 0x177))
+		return cp | 1;
+	if (((cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E)) && (cp & 1))
+		return cp + 1;
+	if (cp >= 0x410 && cp <= 0x42F)
+		return cp + 0x20;
+	if (cp >= 0x400 && cp <= 0x40F)
+		return cp + 0x50;
+	return cp;
+}
+
+static size_t decode2(const unsigned char *p, size_t n, unsigned *cp)
+{
+	if (n >= 2 && p[0] >= 0xC2 && p[0] <= 0xDF && (p[1] & 0xC0) == 0x80) {
+		*cp = ((unsigned)(p[0] & 0x1F) << 6) | (p[1] & 0x3F);
+		return 2;
+	}
+	*cp = p[0];
+	return 1;
+}
+
+static int fold_eq(const char *a, const char *b, size_t n)
+{
+	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+	size_t i = 0;
+	while (i < n) {
+		unsigned ca, cb;
+		size_t la = decode2(x + i, n - i, &ca), lb = decode2(y + i, n - i, &cb);
+		if (la != lb || (la == 1 && ca >= 0x80 ? ca != cb : fold_cp(ca) != fold_cp(cb)))
+			return 0;
+		i += la;
+	}
+	return 1;
+}
+
 static int starts_ci(const char *s, size_t len, const char *prefix)
 {
 	size_t n = strlen(prefix);
-	return len >= n && strncasecmp(s, prefix, n) == 0;
+	return len >= n && fold_eq(s, prefix, n);
 }
 
 static int ends_ci(const char *s, size_t len, const char *suffix)
 {
 	size_t n = strlen(suffix);
-	return len >= n && strncasecmp(s + len - n, suffix, n) == 0;
+	return len >= n && fold_eq(s + len - n, suffix, n);
 }
 
 static int contains_ci(const char *s, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
 	for (size_t i = 0; i + n <= len; i++)
-		if (strncasecmp(s + i, needle, n) == 0)
+		if (fold_eq(s + i, needle, n))
 			return 1;
 	return 0;
 }
@@ -113,7 +169,7 @@ static int has_word_ci(const char *s, size_t len, const char *word)
 {
 	size_t n = strlen(word);
 	for (size_t i = 0; i + n <= len; i++) {
-		if (strncasecmp(s + i, word, n) != 0)
+		if (!fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && isalpha((unsigned char)s[i - 1]))
 			continue;
@@ -124,10 +180,17 @@ static int has_word_ci(const char *s, size_t len, const char *word)
 	return 0;
 }
 
+/* A "> " line.  Mail clients put the marker in the first column (a space
+ * or two at most); a '>' after a tab or deeper indentation is code or a
+ * prompt ("    >>> print(x)"), the writer's own text. */
 static int line_is_quoted(const struct line *l)
 {
 	const char *s = l->s;
-	size_t n = l->len;
+	size_t n = l->len, lead = 0;
+	while (lead < n && lead < 4 && s[lead] == ' ')
+		lead++;
+	if (lead < n && (s[lead] == '\t' || lead >= 4))
+		return 0;
 	trim_view(&s, &n);
 	return n > 0 && *s == '>';
 }
@@ -136,11 +199,12 @@ static int line_is_quoted(const struct line *l)
 
 /* Verbs that end an attribution line, before the colon. */
 static const char *const wrote_verbs[] = {
-    "wrote",	  "writes",  "a écrit",	    "écrit",   "escribió", "ha escrit", "escrigué",
-    "ha scritto", "scrisse", "schreef",	    "schrieb", "pisze",	   "napisał",	"napisała",
-    "napisał(a)", "napisal", "kirjoitti",   "skrev",   "escreveu", "написал",	"написала",
-    "написал(а)", "написав", "написала(а)", "пишет",   "írta",	   "napsal",	"napísal",
-    "έγραψε",	  "yazdı",   "kirjutas",    "rašė",    "rakstīja", "napisao",	"je napisal",
+    "wrote",	  "writes",	 "a écrit",    "écrit",	     "escribió", "ha escrit",	"escrigué",
+    "ha scritto", "scrisse",	 "schreef",    "schrieb",    "pisze",	 "napisał",	"napisała",
+    "napisał(a)", "napisal",	 "kirjoitti",  "skrev",	     "escreveu", "написал",	"написала",
+    "пише",	  "написав(ла)", "napsal(a)",  "написал(а)", "написав",	 "написала(а)", "пишет",
+    "írta",	  "napsal",	 "napísal",    "έγραψε",     "yazdı",	 "kirjutas",	"rašė",
+    "rakstīja",	  "napisao",	 "je napisal",
 };
 /* Scripts without spaces: the verb is matched without a word boundary. */
 static const char *const wrote_verbs_cjk[] = {
@@ -249,7 +313,7 @@ static int line_evidence(struct line *l)
 }
 
 /* Number of lines (1-3) of a quote header starting at line i, or 0. */
-static size_t quote_header_len(struct line *ls, size_t nl, size_t i)
+static size_t quote_header_len(struct line *ls, size_t nl, size_t i, int bare)
 {
 	struct buf joined;
 	size_t found = 0;
@@ -305,13 +369,15 @@ static size_t quote_header_len(struct line *ls, size_t nl, size_t i)
 		}
 	}
 	buf_free(&joined);
-	if (!found && !ls[i].quoted) {
+	/* "Ann wrote:" above a quote, or above the next attribution */
+	if (!found && bare && !ls[i].quoted) {
 		const char *s = ls[i].s;
 		size_t n = ls[i].len, k = i + 1;
 		trim_view(&s, &n);
 		while (k < nl && k <= i + 2 && ls[k].blank)
 			k++;
-		if (k < nl && ls[k].quoted && is_bare_quote_header(s, n))
+		if (k < nl && is_bare_quote_header(s, n) &&
+		    (ls[k].quoted || quote_header_len(ls, nl, k, 0)))
 			found = 1;
 	}
 	return found;
@@ -340,6 +406,18 @@ static const char *const original_markers[] = {
     "原始邮件",
     "原始郵件",
     "reply message",
+    "original-nachricht",
+    "originalnachricht",
+    "message original",
+    "origineel bericht",
+    "оригінальне повідомлення",
+    "вихідне повідомлення",
+    "元のメッセージ",
+    "wiadomość oryginalna",
+    "원본 메시지",
+    "orijinal mesaj",
+    "originalmeddelelse",
+    "opprinnelig melding",
 };
 
 static const char *const forward_markers[] = {
@@ -379,7 +457,7 @@ static int is_original_marker(const char *s, size_t n)
 			 p[m - 1] == '*' || p[m - 1] == ':'))
 		m--;
 	for (size_t i = 0; i < sizeof original_markers / sizeof *original_markers; i++)
-		if (m == strlen(original_markers[i]) && strncasecmp(p, original_markers[i], m) == 0)
+		if (m == strlen(original_markers[i]) && fold_eq(p, original_markers[i], m))
 			return 1;
 	return 0;
 }
@@ -397,7 +475,7 @@ static int is_forward_marker(const char *s, size_t n)
 			 s[n - 1] == ':'))
 		n--;
 	for (size_t i = 0; i < sizeof forward_markers / sizeof *forward_markers; i++)
-		if (n == strlen(forward_markers[i]) && strncasecmp(s, forward_markers[i], n) == 0)
+		if (n == strlen(forward_markers[i]) && fold_eq(s, forward_markers[i], n))
 			return 1;
 	return 0;
 }
@@ -405,21 +483,27 @@ static int is_forward_marker(const char *s, size_t n)
 /* Header names of a quoted message header block, localised.  The first
  * group names the sender. */
 static const char *const from_keys[] = {
-    "from", "de",	 "von",	   "van",    "da",	   "fra",
-    "från", "lähettäjä", "od",	   "от",     "expéditeur", "remitente",
-    "От",   "发件人",	 "寄件者", "差出人", "보낸 사람",  "message du",
+    "from",   "de",	   "von",    "van",	 "da",	       "fra",
+    "från",   "lähettäjä", "od",     "от",	 "expéditeur", "remitente",
+    "От",     "发件人",	   "寄件者", "差出人",	 "보낸 사람",  "message du",
+    "kimden", "feladó",	   "від",    "afzender", "absender",
 };
 static const char *const other_keys[] = {
-    "sent",	"date",	      "to",	    "cc",	 "subject",  "envoyé",	   "envoyé le",
-    "à",	"a",	      "objet",	    "sujet",	 "gesendet", "datum",	   "an",
-    "betreff",	"enviado",    "enviada",    "fecha",	 "para",     "asunto",	   "assunto",
-    "data",	"verzonden",  "aan",	    "onderwerp", "inviato",  "oggetto",	   "sendt",
-    "til",	"emne",	      "skickat",    "till",	 "ämne",     "lähetetty",  "vastaanottaja",
-    "aihe",	"wysłano",    "wysłane",    "do",	 "temat",    "отправлено", "дата",
-    "кому",	"тема",	      "Отправлено", "Дата",	 "Кому",     "Тема",	   "Копия",
-    "发送时间", "收件人",     "主题",	    "抄送",	 "日期",     "寄件日期",   "收件者",
-    "主旨",	"送信日時",   "宛先",	    "件名",	 "reply-to", "kopie",	   "copie",
-    "dato",	"päivämäärä", "kopio",
+    "sent",	  "date",	"to",	      "cc",	   "subject",	    "envoyé",
+    "envoyé le",  "à",		"a",	      "objet",	   "sujet",	    "gesendet",
+    "datum",	  "an",		"betreff",    "enviado",   "enviada",	    "fecha",
+    "para",	  "asunto",	"assunto",    "data",	   "verzonden",	    "aan",
+    "onderwerp",  "inviato",	"oggetto",    "sendt",	   "til",	    "emne",
+    "skickat",	  "till",	"ämne",	      "lähetetty", "vastaanottaja", "aihe",
+    "wysłano",	  "wysłane",	"do",	      "temat",	   "отправлено",    "дата",
+    "кому",	  "тема",	"Отправлено", "Дата",	   "Кому",	    "Тема",
+    "Копия",	  "发送时间",	"收件人",     "主题",	   "抄送",	    "日期",
+    "寄件日期",	  "收件者",	"主旨",	      "送信日時",  "宛先",	    "件名",
+    "reply-to",	  "kopie",	"copie",      "dato",	   "päivämäärä",    "kopio",
+    "enviado el", "gönderildi", "kime",	      "konu",	   "bilgi",	    "tarih",
+    "elküldve",	  "címzett",	"tárgy",      "másolat",   "dátum",	    "надіслано",
+    "копія",	  "odesláno",	"komu",	      "předmět",   "받는 사람",	    "보낸 날짜",
+    "참조",	  "제목",	"날짜",	      "cc/bcc",	   "inviato il",    "datum odeslání",
 };
 
 /* Length of "Key:" (with bold markers and spaces) when the line starts
@@ -431,10 +515,12 @@ static size_t header_key(const char *s, size_t n, const char *const *keys, size_
 		off++;
 	for (size_t i = 0; i < nkeys; i++) {
 		size_t k = strlen(keys[i]), p = off + k;
-		if (n < p || strncasecmp(s + off, keys[i], k) != 0)
+		if (n < p || !fold_eq(s + off, keys[i], k))
 			continue;
-		while (p < n && (s[p] == ' ' || s[p] == '*'))
-			p++;
+		while (p < n && (s[p] == ' ' || s[p] == '*' ||
+				 (p + 1 < n && (unsigned char)s[p] == 0xC2 &&
+				  (unsigned char)s[p + 1] == 0xA0)))
+			p += (unsigned char)s[p] == 0xC2 ? 2 : 1;
 		if (p < n && s[p] == ':')
 			return p + 1;
 		if (p + 3 <= n && memcmp(s + p, "\xef\xbc\x9a", 3) == 0)
@@ -501,35 +587,88 @@ static const char *const mobile_prefixes[] = {
     "sent from ",
     "sent with ",
     "sent via ",
+    "sent using ",
     "get outlook for ",
     "envoyé de mon ",
     "envoyé à partir de ",
+    "envoyé depuis ",
+    "envoyé avec ",
     "obtenir outlook pour ",
     "holen sie sich outlook für ",
-    "envoyé depuis ",
     "von meinem ",
     "gesendet von ",
+    "gesendet mit ",
     "enviado desde mi ",
     "enviado desde ",
     "enviado do meu ",
     "enviado de meu ",
+    "enviado de mi ",
+    "enviado com ",
     "inviato da ",
+    "inviato dal ",
+    "inviato con ",
     "verzonden vanaf ",
     "verstuurd vanaf ",
+    "verzonden met ",
+    "verstuurd met ",
     "skickat från ",
     "sendt fra ",
+    "lähetetty ",
     "wysłano z ",
     "wysłane z ",
+    "wysłano ze ",
+    "wysłane ze ",
+    "odesláno z ",
+    "odoslané z ",
+    "poslano s ",
+    "küldve ",
     "отправлено с ",
-    "lähetetty ",
+    "отправлено из ",
+    "надіслано з ",
+    "надіслано із ",
+    "изпратено от ",
+    "στάλθηκε από ",
+    "发自我的",
+    "发自",
+    "從我的",
+    "寄件者為",
+};
+/* Scripts that put the verb last: "iPhoneから送信", "나의 iPhone에서 보냄". */
+static const char *const mobile_suffixes[] = {
+    "から送信",
+    "から送信しました",
+    "에서 보냄",
+    "에서 보냈습니다",
+    "傳送",
+    "发送",
+    "'dan gönderildi",
+    "’dan gönderildi",
+    "'den gönderildi",
+    "’den gönderildi",
+    "umdan gönderildi",
+    "imden gönderildi",
+    " gesendet",
+    " verzonden",
+    " skickat",
 };
 
 static int is_mobile_signature(const char *s, size_t n)
 {
-	if (n == 0 || n > CLEAN_MAX_SIG_LINE || memchr(s, ',', n) || ends_sentence(s, n))
+	if (n == 0 || n > CLEAN_MAX_SIG_LINE || memchr(s, ',', n) || s[n - 1] == '?' ||
+	    s[n - 1] == '!')
 		return 0;
 	for (size_t i = 0; i < sizeof mobile_prefixes / sizeof *mobile_prefixes; i++)
 		if (starts_ci(s, n, mobile_prefixes[i]))
+			return 1;
+	/* "iPhoneから送信", "Von meinem iPhone gesendet": a device name first */
+	for (size_t i = 0; i < sizeof mobile_suffixes / sizeof *mobile_suffixes; i++)
+		if (ends_ci(s, n, mobile_suffixes[i]) &&
+		    (contains_ci(s, n, "iphone") || contains_ci(s, n, "ipad") ||
+		     contains_ci(s, n, "android") || contains_ci(s, n, "mobile") ||
+		     contains_ci(s, n, "outlook") || contains_ci(s, n, "galaxy") ||
+		     contains_ci(s, n, "samsung") || contains_ci(s, n, "huawei") ||
+		     contains_ci(s, n, "xiaomi") || contains_ci(s, n, "blackberry") ||
+		     contains_ci(s, n, "携帯") || contains_ci(s, n, "手机")))
 			return 1;
 	return 0;
 }
@@ -574,6 +713,54 @@ static const char *const closings[] = {
     "atenciosamente",
     "cumprimentos",
     "с уважением",
+    "з повагою",
+    "cheers",
+    "thanks",
+    "thank you",
+    "many thanks",
+    "thanks again",
+    "best",
+    "all the best",
+    "sincerely",
+    "yours sincerely",
+    "yours truly",
+    "yours",
+    "greetings",
+    "grüße",
+    "gruß",
+    "liebe grüße",
+    "lg",
+    "vg",
+    "mfg",
+    "danke",
+    "merci",
+    "bonne journée",
+    "a bientôt",
+    "à bientôt",
+    "gracias",
+    "grazie",
+    "saluti",
+    "un saluto",
+    "groeten",
+    "groetjes",
+    "hälsningar",
+    "mvh",
+    "hilsen",
+    "terveisin",
+    "pozdrowienia",
+    "dziękuję",
+    "obrigado",
+    "obrigada",
+    "abraços",
+    "спасибо",
+    "дякую",
+    "s pozdravem",
+    "üdvözlettel",
+    "saygılarımla",
+    "よろしくお願いします",
+    "よろしくお願いいたします",
+    "谢谢",
+    "此致",
 };
 
 /* "Best regards," as a line of its own. */
@@ -582,7 +769,7 @@ static int is_closing(const char *s, size_t n)
 	while (n > 0 && (s[n - 1] == ',' || s[n - 1] == '!' || s[n - 1] == '.'))
 		n--;
 	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++)
-		if (n == strlen(closings[i]) && strncasecmp(s, closings[i], n) == 0)
+		if (n == strlen(closings[i]) && fold_eq(s, closings[i], n))
 			return 1;
 	return 0;
 }
@@ -593,7 +780,7 @@ static int has_name(const char *s, size_t len, const char *word, size_t n)
 	if (n < 3)
 		return 0;
 	for (size_t i = 0; i + n <= len; i++) {
-		if (strncasecmp(s + i, word, n) != 0)
+		if (!fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && is_word_byte((unsigned char)s[i - 1]))
 			continue;
@@ -622,7 +809,153 @@ static int mentions_sender(const char *s, size_t n, const char *sender)
 	return sp && has_name(s, n, sender, (size_t)(sp - sender));
 }
 
-/* Marks the tail of the kept lines [a, b) that is a signature. */
+/* A phone number, an address, a web site: what contact blocks hold. */
+static int has_contact(const char *s, size_t n)
+{
+	size_t digits = 0;
+	if (memchr(s, '@', n) || contains_ci(s, n, "http") || contains_ci(s, n, "www.") ||
+	    contains_ci(s, n, "://"))
+		return 1;
+	for (size_t i = 0; i < n; i++)
+		digits += (unsigned char)(s[i] - '0') < 10;
+	return digits >= 7;
+}
+
+/* Words of confidentiality notices and disclaimers, in a few languages. */
+static const char *const legal_words[] = {
+    "confidential",    "intended recipient",
+    "intended solely", "privileged",
+    "disclaimer",      "prohibited",
+    "unauthorized",    "unauthorised",
+    "virus",	       "notify the sender",
+    "legally",	       "vertraulich",
+    "empfänger",       "confidentiel",
+    "destinataire",    "confidencial",
+    "destinatario",    "riservat",
+    "vertrouwelijk",   "geadresseerde",
+    "конфиденциальн",  "poufn",
+    "scanned for",     "malware",
+    "unlawful",	       "disclosure",
+    "dissemination",
+};
+
+static int legal_score(const char *s, size_t n)
+{
+	int score = 0;
+	for (size_t i = 0; i < sizeof legal_words / sizeof *legal_words; i++)
+		score += contains_ci(s, n, legal_words[i]);
+	return score;
+}
+
+/* "CAUTION: This email originated from outside …", "[EXTERNAL]": banners a
+ * mail system puts above the text. */
+static int is_banner(const char *s, size_t n)
+{
+	return starts_ci(s, n, "caution: this email originated") ||
+	       starts_ci(s, n, "caution: this e-mail originated") ||
+	       starts_ci(s, n, "caution: external") || starts_ci(s, n, "[external]") ||
+	       starts_ci(s, n, "external email:") || starts_ci(s, n, "external sender") ||
+	       starts_ci(s, n, "this email originated from outside") ||
+	       starts_ci(s, n, "this message originated from outside");
+}
+
+static void cut_line(struct line *l, int kind)
+{
+	if (!l->removed) {
+		l->removed = 1;
+		l->kind = kind;
+	}
+}
+
+/* A name under a closing: a few words, no digits, no address. */
+static int is_name_line(const char *s, size_t n)
+{
+	size_t words = 1;
+	if (n == 0 || n > 50 || has_digit(s, n) || memchr(s, '@', n) || ends_sentence(s, n))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		words += s[i] == ' ';
+	return words <= 4;
+}
+
+/* "Abhishek Kona": up to three words, each capitalised, letters only. */
+static int is_capitalised_name(const char *s, size_t n)
+{
+	size_t words = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == ' ')
+			continue;
+		if (i == 0 || s[i - 1] == ' ') {
+			if (!isupper(c) && c < 0x80)
+				return 0;
+			words++;
+		} else if (!isalpha(c) && c < 0x80 && c != '\'' && c != '-') {
+			return 0;
+		}
+	}
+	return words >= 1 && words <= 3;
+}
+
+static int is_list_item(const struct line *l)
+{
+	const char *s = l->s;
+	size_t n = l->len;
+	trim_view(&s, &n);
+	return n >= 2 && (s[0] == '-' || s[0] == '*') && s[1] == ' ';
+}
+
+/* Legal notices at the end of [first, last): paragraphs with two or more
+ * of their words (or a "Disclaimer" title) and the rules between them.
+ * Returns the new end. */
+static size_t strip_legal_tail(struct line *ls, size_t first, size_t last)
+{
+	size_t end = last;
+	for (;;) {
+		size_t para = end, j;
+		int score = 0, title = 0;
+		while (para > first && (ls[para - 1].blank || ls[para - 1].removed))
+			para--;
+		end = para;
+		while (para > first && !ls[para - 1].blank && !ls[para - 1].removed)
+			para--;
+		if (para <= first || para == end)
+			break;
+		for (j = para; j < end; j++) {
+			const char *s = ls[j].s;
+			size_t n = ls[j].len;
+			trim_view(&s, &n);
+			if (is_rule(s, n, 3))
+				continue;
+			score += legal_score(s, n);
+			if (j == para && n < 40 &&
+			    (starts_ci(s, n, "disclaimer") || starts_ci(s, n, "confidentiality") ||
+			     starts_ci(s, n, "legal notice") ||
+			     starts_ci(s, n, "haftungsausschluss")))
+				title = 1;
+		}
+		/* a lone rule, a notice, or a notice's title just above one */
+		int rules_only = 1;
+		for (j = para; j < end; j++) {
+			const char *s = ls[j].s;
+			size_t n = ls[j].len;
+			trim_view(&s, &n);
+			rules_only &= is_rule(s, n, 3);
+		}
+		if (!(rules_only || score >= 2 || (title && end < last)))
+			break;
+		for (j = para; j < end; j++)
+			cut_line(&ls[j], CUT_SIG);
+		end = para;
+	}
+	while (end > first && (ls[end - 1].blank || ls[end - 1].removed))
+		end--;
+	return end;
+}
+
+/* Marks the tail of the kept lines [a, b) that is a signature.  The
+ * writer's sign-off ("Best regards," and a name) is their text and stays;
+ * what follows it when it is a contact block goes. */
 static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char *sender)
 {
 	size_t last = b, para, first_kept = b, count = 0;
@@ -642,24 +975,100 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 		size_t n = ls[last - 1].len;
 		trim_view(&s, &n);
 		if (is_mobile_signature(s, n) && last - 1 > first_kept) {
-			ls[last - 1].removed = 1;
+			cut_line(&ls[last - 1], CUT_SIG);
 			while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
 				last--;
 		}
 	}
-	/* a "-Name" line at the very end */
+	/* confidentiality notices */
+	last = strip_legal_tail(ls, first_kept, last);
+	if (last <= first_kept)
+		return;
+	/* a "-Name" line at the very end (not "-lm" or "-O2") */
 	{
 		const char *s = ls[last - 1].s;
 		size_t n = ls[last - 1].len;
 		trim_view(&s, &n);
-		if (n >= 3 && n <= 40 && s[0] == '-' && isalpha((unsigned char)s[1]) &&
-		    !memchr(s, '.', n) && last - 1 > first_kept) {
-			ls[last - 1].removed = 1;
+		if (n >= 3 && n <= 40 && s[0] == '-' && is_capitalised_name(s + 1, n - 1) &&
+		    last - 1 > first_kept && !is_list_item(&ls[last - 2])) {
+			cut_line(&ls[last - 1], CUT_SIG);
 			return;
 		}
 	}
+	/* "Thanks," then a rule and a signature block with a contact in it */
+	count = 0;
+	for (size_t i = last; i-- > first_kept + 1 && ++count <= 40;) {
+		const char *s = ls[i].s, *t;
+		size_t n = ls[i].len, m, j = i + 1, k;
+		int contact = 0;
+		trim_view(&s, &n);
+		if (ls[i].blank || !is_closing(s, n))
+			continue;
+		while (j < last && ls[j].blank)
+			j++;
+		if (j >= last)
+			break;
+		t = ls[j].s;
+		m = ls[j].len;
+		trim_view(&t, &m);
+		if (!is_rule(t, m, 3))
+			break;
+		for (k = j + 1; k < last && k <= j + 8; k++) {
+			const char *u = ls[k].s;
+			size_t un = ls[k].len;
+			trim_view(&u, &un);
+			contact |= has_contact(u, un);
+		}
+		if (contact) {
+			for (k = j; k < last; k++)
+				cut_line(&ls[k], CUT_SIG);
+			return;
+		}
+		break;
+	}
+	/* a closing formula: it and the name under it stay, a contact block
+	 * or a title after them goes */
+	count = 0;
+	for (size_t i = last; i-- > first_kept + 1;) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		trim_view(&s, &n);
+		if (ls[i].blank)
+			continue;
+		if (n > 60 || ++count > 8)
+			break;
+		if (!is_closing(s, n))
+			continue;
+		size_t j = i + 1, from;
+		int sentence = 0, contact = 0;
+		while (j < last && ls[j].blank)
+			j++;
+		if (j < last) {
+			const char *t = ls[j].s;
+			size_t m = ls[j].len;
+			trim_view(&t, &m);
+			if (is_name_line(t, m))
+				j++;
+		}
+		from = j;
+		for (; j < last; j++) {
+			const char *t = ls[j].s;
+			size_t m = ls[j].len;
+			trim_view(&t, &m);
+			if (ls[j].blank)
+				continue;
+			sentence |= (ends_sentence(t, m) && !has_contact(t, m)) ||
+				    starts_ci(t, m, "p.s") || starts_ci(t, m, "ps:") || m > 80;
+			contact |= has_contact(t, m) || is_rule(t, m, 2);
+		}
+		if (from < last && !sentence && (contact || last - from <= 3))
+			for (j = from; j < last; j++)
+				cut_line(&ls[j], CUT_SIG);
+		return;
+	}
 	/* a short last paragraph holding the sender's name or address */
 	para = last;
+	count = 0;
 	while (para > first_kept && !ls[para - 1].blank && !ls[para - 1].removed) {
 		const char *s = ls[para - 1].s;
 		size_t n = ls[para - 1].len;
@@ -673,37 +1082,34 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 	    (para == first_kept || ls[para - 1].blank || ls[para - 1].removed) &&
 	    ls[para].len <= CLEAN_MAX_SIG_LINE) {
 		for (size_t i = para; i < last; i++)
-			ls[i].removed = 1;
+			cut_line(&ls[i], CUT_SIG);
 		return;
 	}
-	/* a closing formula with only a name and a title or two after it */
-	count = 0;
-	for (size_t i = last; i-- > first_kept + 1;) {
-		const char *s = ls[i].s;
-		size_t n = ls[i].len;
-		trim_view(&s, &n);
-		if (ls[i].blank)
-			continue;
-		if (n > 60 || ++count > 5)
-			break;
-		if (i + 1 < last && is_closing(s, n)) {
-			for (size_t j = i; j < last; j++)
-				ls[j].removed = 1;
-			return;
-		}
-	}
-	/* a rule of dashes followed only by short lines: a signature block */
+	/* a rule of dashes after a blank line, then a few short lines with a
+	 * contact or the sender's name: a signature block.  Under a heading, or
+	 * with columns, the rule belongs to a table, a report or a form. */
 	for (size_t i = last; i-- > first_kept + 1 && last - i <= 24;) {
 		const char *s = ls[i].s;
 		size_t n = ls[i].len;
 		trim_view(&s, &n);
 		if (!ls[i].blank && n > CLEAN_MAX_SIG_LINE)
 			break;
-		if (!ls[i].blank && ends_sentence(s, n) && s[0] != '-')
+		if (!ls[i].blank && ends_sentence(s, n) && s[0] != '-' && !has_contact(s, n))
 			break;
-		if (is_rule(s, n, 2) && s[0] == '-' && i + 1 < last) {
+		if (!ls[i].blank && (memchr(s, '|', n) || memchr(s, '\t', n)))
+			break;
+		if (is_rule(s, n, 2) && s[0] == '-' && i + 1 < last && ls[i - 1].blank) {
+			int signed_ = 0;
+			for (size_t j = i + 1; j < last; j++) {
+				const char *t = ls[j].s;
+				size_t m = ls[j].len;
+				trim_view(&t, &m);
+				signed_ |= has_contact(t, m) || mentions_sender(t, m, sender);
+			}
+			if (!signed_)
+				break;
 			for (size_t j = i; j < last; j++)
-				ls[j].removed = 1;
+				cut_line(&ls[j], CUT_SIG);
 			return;
 		}
 	}
@@ -765,10 +1171,28 @@ static struct line *split_lines(const char *text, size_t *nl)
 	return ls;
 }
 
-static void mark_from(struct line *ls, size_t nl, size_t i)
+static void mark_from(struct line *ls, size_t nl, size_t i, int kind)
 {
 	for (; i < nl; i++)
-		ls[i].removed = 1;
+		cut_line(&ls[i], kind);
+}
+
+/* A long rule right above a "From:" line (in any language): Outlook's
+ * separator, even when its header block is cut short. */
+static int rule_opens_header(const struct line *ls, size_t nl, size_t i)
+{
+	size_t j = i + 1;
+	int from;
+	while (j < nl && j <= i + 2 && ls[j].blank)
+		j++;
+	if (j >= nl || ls[j].len > CLEAN_MAX_HEADER_LINE)
+		return 0;
+	{
+		const char *s = ls[j].s;
+		size_t n = ls[j].len;
+		trim_view(&s, &n);
+		return any_key(s, n, &from) && from;
+	}
 }
 
 /* Where the history starts when line i is a header block: a rule or an
@@ -788,6 +1212,155 @@ static size_t block_start(const struct line *ls, size_t i)
 	return i;
 }
 
+/* The marker, rule and "Key: value" lines that open history at line i are
+ * headers, not text that trimming may give back. */
+static void mark_header_lines(struct line *ls, size_t nl, size_t i)
+{
+	for (; i < nl; i++) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		int from;
+		trim_view(&s, &n);
+		if (n == 0)
+			continue;
+		if (!is_rule(s, n, 3) && !is_original_marker(s, n) &&
+		    (n > CLEAN_MAX_HEADER_LINE || !any_key(s, n, &from)))
+			break;
+		ls[i].kind = CUT_HEADER;
+	}
+}
+
+/* Blank lines go with what is above them: kept after kept text, removed
+ * after removed lines and at the top. */
+static void settle_blanks(struct line *ls, size_t nl)
+{
+	for (size_t i = 0; i < nl;) {
+		size_t j = i;
+		int gone;
+		if (!ls[i].blank) {
+			i++;
+			continue;
+		}
+		while (j < nl && ls[j].blank)
+			j++;
+		gone = i > 0 ? ls[i - 1].removed : (j == nl || ls[j].removed);
+		for (size_t k = i; k < j; k++) {
+			ls[k].removed = gone;
+			ls[k].kind = gone ? CUT_BLANK : CUT_NONE;
+		}
+		i = j;
+	}
+}
+
+/* Whether a quoted line (markers stripped) carries prose of the quoted
+ * message, rather than its signature or its list's footer. */
+static int quoted_prose(const char *s, size_t n)
+{
+	size_t letters = 0;
+	while (n > 0 && (*s == '>' || *s == ' ')) {
+		s++;
+		n--;
+	}
+	for (size_t i = 0; i < n; i++)
+		letters += isalpha((unsigned char)s[i]) || (unsigned char)s[i] >= 0x80;
+	return letters >= 15 && !has_contact(s, n) && !contains_ci(s, n, "mailing list") &&
+	       !contains_ci(s, n, "unsubscribe");
+}
+
+/* A greeting above a bottom-posted answer ("Hi,", "Hello Ann"). */
+static int is_greeting_run(const struct line *ls, size_t from, size_t to)
+{
+	size_t lines = 0;
+	for (size_t i = from; i < to; i++) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		if (ls[i].blank || ls[i].removed)
+			continue;
+		trim_view(&s, &n);
+		if (++lines > 1 || n > 30 || ends_sentence(s, n))
+			return 0;
+	}
+	return 1;
+}
+
+/* Answers between quotes: a quote block that the writer answers below it
+ * stays (as quote lines) when the writer answered inline; the history that
+ * nothing answers stays removed.  A plain bottom-post (a greeting at most,
+ * the quote, then the answer, then nothing quoted that is worth keeping)
+ * keeps only the answer, as a top-post does. */
+static void keep_answered_quotes(struct line *ls, size_t nl)
+{
+	size_t starts[64], ends[64], nb = 0, answered = 0, first = 0, i = 0;
+	int trailing_prose = 0;
+	while (i < nl && nb < 64) {
+		size_t j;
+		if (!(ls[i].removed && ls[i].kind == CUT_QUOTE)) {
+			i++;
+			continue;
+		}
+		j = i;
+		while (j < nl && ls[j].removed && (ls[j].kind == CUT_QUOTE || ls[j].blank))
+			j++;
+		while (j > i && ls[j - 1].blank)
+			j--;
+		starts[nb] = i;
+		ends[nb] = j;
+		nb++;
+		i = j;
+	}
+	for (size_t b = 0; b < nb; b++) {
+		size_t k = ends[b];
+		while (k < nl && ls[k].blank)
+			k++;
+		if (k < nl && !ls[k].removed) {
+			if (!answered++)
+				first = b;
+		} else if (answered) {
+			for (size_t q = starts[b]; q < ends[b]; q++)
+				trailing_prose |= quoted_prose(ls[q].s, ls[q].len);
+		}
+	}
+	if (!answered)
+		return;
+	if (answered == 1 && !trailing_prose && is_greeting_run(ls, 0, starts[first]))
+		return;
+	for (size_t b = 0; b < nb; b++) {
+		size_t k = ends[b];
+		while (k < nl && ls[k].blank)
+			k++;
+		if (k < nl && !ls[k].removed)
+			for (size_t q = starts[b]; q < ends[b]; q++) {
+				ls[q].removed = 0;
+				ls[q].kind = CUT_NONE;
+			}
+	}
+	settle_blanks(ls, nl);
+}
+
+/* Trimming never leaves nothing: text that is not quoted comes back (not
+ * the attribution lines), and a message of quotes only keeps its quote. */
+static void never_empty(struct line *ls, size_t nl)
+{
+	int has_text = 0;
+	for (size_t i = 0; i < nl; i++) {
+		if (ls[i].blank)
+			continue;
+		if (!ls[i].removed)
+			return;
+		has_text |= !ls[i].quoted && ls[i].kind != CUT_HEADER && ls[i].kind != CUT_QUOTE;
+	}
+	for (size_t i = 0; i < nl; i++) {
+		if (!ls[i].removed || ls[i].blank)
+			continue;
+		if (has_text ? (ls[i].kind == CUT_REST || ls[i].kind == CUT_SIG)
+			     : (ls[i].quoted || ls[i].kind == CUT_QUOTE)) {
+			ls[i].removed = 0;
+			ls[i].kind = CUT_NONE;
+		}
+	}
+	settle_blanks(ls, nl);
+}
+
 void clean_reply(const char *text, const char *sender_name, struct clean_result *out)
 {
 	size_t nl, i;
@@ -795,14 +1368,26 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 	struct buf keep, gone;
 	int in_forward = 0;
 
+	/* an "external sender" banner above the text */
+	for (i = 0; i < nl && ls[i].blank; i++)
+		;
+	if (i < nl) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		trim_view(&s, &n);
+		if (is_banner(s, n))
+			for (; i < nl && !ls[i].blank; i++)
+				cut_line(&ls[i], CUT_SIG);
+	}
+
 	for (i = 0; i < nl; i++) {
 		const char *s = ls[i].s;
 		size_t n = ls[i].len, h;
 		trim_view(&s, &n);
-		if (in_forward || ls[i].blank)
+		if (in_forward || ls[i].blank || ls[i].removed)
 			continue;
 		if (ls[i].quoted) {
-			ls[i].removed = 1;
+			cut_line(&ls[i], CUT_QUOTE);
 			continue;
 		}
 		if (is_forward_marker(s, n)) {
@@ -812,59 +1397,49 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>" */
 		if (i > 0 && ls[i - 1].quoted && i + 1 < nl && ls[i + 1].quoted &&
 		    islower((unsigned char)*s)) {
-			ls[i].removed = 1;
+			cut_line(&ls[i], CUT_QUOTE);
 			continue;
 		}
 		/* mobile clients put their line between the reply and the quote */
 		if ((i == 0 || ls[i - 1].blank) && is_mobile_signature(s, n)) {
-			mark_from(ls, nl, i);
+			mark_from(ls, nl, i, CUT_SIG);
 			break;
 		}
 		if (is_sig_delimiter(ls[i].s, ls[i].len)) {
-			mark_from(ls, nl, i);
+			mark_from(ls, nl, i, CUT_SIG);
 			break;
 		}
 		if (is_original_marker(s, n) || is_header_block(ls, nl, i)) {
-			mark_from(ls, nl, block_start(ls, i));
+			mark_from(ls, nl, block_start(ls, i), CUT_REST);
+			mark_header_lines(ls, nl, block_start(ls, i));
+			break;
+		}
+		if (is_rule(s, n, 10) && rule_opens_header(ls, nl, i)) {
+			mark_from(ls, nl, i, CUT_REST);
+			mark_header_lines(ls, nl, i);
 			break;
 		}
 		if (is_list_footer(ls, nl, i)) {
-			mark_from(ls, nl, i);
+			mark_from(ls, nl, i, CUT_SIG);
 			break;
 		}
-		h = quote_header_len(ls, nl, i);
+		h = quote_header_len(ls, nl, i, 1);
 		if (h) {
 			size_t j = i + h;
 			while (j < nl && ls[j].blank)
 				j++;
+			for (size_t k = i; k < i + h; k++)
+				cut_line(&ls[k], CUT_HEADER);
 			if (j < nl && ls[j].quoted) {
-				for (size_t k = i; k < i + h; k++)
-					ls[k].removed = 1;
 				i += h - 1;
 				continue;
 			}
-			mark_from(ls, nl, i);
+			mark_from(ls, nl, i + h, CUT_REST);
 			break;
 		}
 	}
 
-	/* blank lines after a removed block go with it */
-	for (i = 0; i < nl;) {
-		size_t j = i;
-		int before, after;
-		if (!ls[i].blank) {
-			i++;
-			continue;
-		}
-		while (j < nl && ls[j].blank)
-			j++;
-		before = i > 0 && ls[i - 1].removed;
-		after = j == nl || ls[j].removed;
-		if (before || (i == 0 && after))
-			for (size_t k = i; k < j; k++)
-				ls[k].removed = 1;
-		i = j;
-	}
+	settle_blanks(ls, nl);
 
 	/* signatures at the end of the last run of kept lines (of the reply
 	 * above the quote when top-posting, of the last answer otherwise) */
@@ -877,7 +1452,11 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			start--;
 		if (end > start)
 			strip_tail_signature(ls, start, end, sender_name);
+		settle_blanks(ls, nl);
 	}
+	keep_answered_quotes(ls, nl);
+	never_empty(ls, nl);
+
 	buf_init(&keep);
 	buf_init(&gone);
 	for (i = 0; i < nl; i++) {

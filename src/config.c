@@ -7,13 +7,11 @@
  * checked as they are read, cross-section rules (accounts, duplicate
  * mappings, backend keys, secrets) once the whole file is in.  Every problem
  * is collected as "FILE:LINE: message"; a config with any problem is freed. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,20 +20,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "mailfeed/config.h"
 #include "mailfeed/loopback.h"
-#include "mailfeed/metrics.h"
 #include "mailfeed/log.h"
-
-extern char **environ;
+#include "mailfeed/secret.h"
 
 #define MAX_KEYS 32
-#define SECRET_MAX (64 * 1024)
-#define SECRET_COMMAND_TIMEOUT 10
-#define GATEWAY_SECRET_MIN 32
 /* RFC 5321 local part limit, minus "+" and the longest reply token. */
 #define REPLY_LOCAL_MAX (64 - 1 - 40)
 
@@ -62,6 +54,7 @@ enum key_type {
 	K_LIST,	 /* struct strlist; the key may repeat to continue a long list */
 	K_TAGS,	 /* like K_LIST, leading '#' dropped */
 	K_AFTER, /* enum after_action at off, folder string at off2 */
+	K_START, /* enum start_mode at off, seconds of since:DURATION at off2 */
 	K_TIMEZONE,
 	K_WEEKDAY,
 	K_LOGLEVEL,
@@ -100,6 +93,8 @@ static const struct key_def gateway_keys[] = {
     {"parse_timeout", K_DURATION, G(parse_timeout), 1, 0, NULL, 0},
     {"parse_memory", K_SIZE, G(parse_memory), 32LL * 1024 * 1024, 0, NULL, 0},
     {"trusted_authserv", K_STR, G(trusted_authserv), 0, 0, NULL, 0},
+    {"keep_raw", K_DURATION, G(keep_raw), 0, 0, NULL, 0},
+    {"notice_max_per_hour", K_INT, G(notice_max_per_hour), 0, 100000, NULL, 0},
     {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0},
     {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0},
@@ -164,6 +159,9 @@ static const struct key_def mailbox_keys[] = {
     {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0},
     {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
     {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
+    {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
+    {"allow_channel_mentions", K_BOOL, M(allow_channel_mentions), 0, 0, NULL, 0},
+    {"allow_remote_images", K_BOOL, M(allow_remote_images), 0, 0, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef M
@@ -397,6 +395,8 @@ static void defaults_config(struct mf_config *c)
 	c->gateway.token_lifetime = 60 * 86400L;
 	c->gateway.parse_timeout = 20;
 	c->gateway.parse_memory = 512LL * 1024 * 1024;
+	c->gateway.keep_raw = 7 * 86400L;
+	c->gateway.notice_max_per_hour = 20;
 	c->feed.backend = FEED_LOCAL;
 	c->feed.post_as = POST_AS_INTEGRATION;
 	c->feed.tls_verify = 1;
@@ -597,6 +597,53 @@ static void list_add_items(struct strlist *list, const char *v, int tags)
 }
 
 /* Stores v into the field k of obj.  Returns 0, or -1 with err filled. */
+/* The host part (first hlen bytes) of a HOST:PORT listen address: an IPv4
+ * or bracketed IPv6 loopback address, or "localhost".  The metrics endpoint
+ * has no authentication, so nothing else is accepted.  Pure: no lookup, no
+ * socket; the listener itself binds when the daemon starts. */
+static int listen_host_check(const char *v, size_t hlen, char *err, size_t errlen)
+{
+	char host[64];
+	unsigned char addr[sizeof(struct in6_addr)];
+	int bracket = v[0] == '[';
+
+	if (bracket && (hlen < 2 || v[hlen - 1] != ']')) {
+		snprintf(err, errlen, "write an IPv6 address as [::1]:PORT");
+		return -1;
+	}
+	if (!bracket && memchr(v, ':', hlen)) {
+		snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464");
+		return -1;
+	}
+	if (bracket) {
+		v++;
+		hlen -= 2;
+	}
+	if (hlen == 0 || hlen >= sizeof host) {
+		snprintf(err, errlen, "the host part is missing or too long");
+		return -1;
+	}
+	memcpy(host, v, hlen);
+	host[hlen] = 0;
+	if (!bracket && strcmp(host, "localhost") == 0)
+		return 0;
+	if (!bracket && inet_pton(AF_INET, host, addr) == 1) {
+		if (addr[0] == 127)
+			return 0;
+	} else if (bracket && inet_pton(AF_INET6, host, addr) == 1) {
+		if (IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr))
+			return 0;
+	} else {
+		snprintf(err, errlen, "\"%s\" is not an IP address; use 127.0.0.1 or [::1]", host);
+		return -1;
+	}
+	snprintf(err, errlen,
+		 "is not a loopback address: the metrics endpoint has no authentication, so it "
+		 "only listens on 127.0.0.0/8 or [::1] (put a proxy in front of it, or use "
+		 "metrics_file, to publish the numbers further)");
+	return -1;
+}
+
 static int key_set(struct loader *l, const struct key_def *k, void *obj, const char *v, char *err,
 		   size_t errlen)
 {
@@ -718,6 +765,21 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 		*(int *)(void *)field = (int)a;
 		return 0;
 	}
+	case K_START: {
+		long *since = (long *)(void *)((char *)obj + k->off2);
+		if (strcasecmp(v, "new") == 0) {
+			*(int *)(void *)field = START_NEW;
+		} else if (strcasecmp(v, "all") == 0) {
+			*(int *)(void *)field = START_ALL;
+		} else if (strncasecmp(v, "since:", 6) == 0 && parse_duration(v + 6, since) == 0 &&
+			   *since > 0) {
+			*(int *)(void *)field = START_SINCE;
+		} else {
+			snprintf(err, errlen, "must be new, all or since:DURATION (e.g. since:7d)");
+			return -1;
+		}
+		return 0;
+	}
 	case K_TIMEZONE:
 		if (!timezone_exists(v)) {
 			snprintf(err, errlen,
@@ -779,7 +841,7 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 			snprintf(err, errlen, "must be HOST:PORT, e.g. 127.0.0.1:9464");
 			return -1;
 		}
-		if (metrics_listen_check(v, err, errlen) < 0)
+		if (listen_host_check(v, (size_t)(colon - v), err, errlen) < 0)
 			return -1;
 		free(*sp);
 		*sp = xstrdup(v);
@@ -903,7 +965,7 @@ static void check_secret(struct loader *l, const struct sect *s, const char *key
 	struct stat st;
 	char err[512];
 
-	if (!path)
+	if (!path || read_it < 0)
 		return;
 	int line = key_line(s, key);
 	if (stat(path, &st) < 0) {
@@ -914,10 +976,8 @@ static void check_secret(struct loader *l, const struct sect *s, const char *key
 		diag_add(l, line, "%s: %s is not a regular file", key, path);
 		return;
 	}
-	if (st.st_mode & 077) {
-		diag_add(l, line,
-			 "%s: %s is readable by group or others (mode %04o); run: chmod 600 %s",
-			 key, path, (unsigned)(st.st_mode & 07777), path);
+	if (secret_mode_check(path, &st, err, sizeof err) < 0) {
+		diag_add(l, line, "%s: %s", key, err);
 		return;
 	}
 	if (min_size && (size_t)st.st_size < min_size) {
@@ -996,7 +1056,7 @@ static void validate_accounts(struct loader *l, int check_secrets)
 		check_secret(l, s, "password_file", a->password_file, 0, check_secrets);
 		check_secret(l, s, "oauth2_token_file", a->oauth2_token_file, 0, check_secrets);
 		check_readable(l, s, "ca_file", a->ca_file);
-		if (check_secrets && a->oauth2_token_command) {
+		if (check_secrets > 0 && a->oauth2_token_command) {
 			char err[512], *out = NULL;
 			if (secret_read(NULL, a->oauth2_token_command, &out, err, sizeof err) < 0)
 				diag_add(l, key_line(s, "oauth2_token_command"),
@@ -1369,210 +1429,4 @@ int frequency_parse(const char *s, enum frequency *out)
 		}
 	}
 	return -1;
-}
-
-/* Reads up to SECRET_MAX bytes of a private file. */
-static int secret_file_read(const char *file, struct buf *b, char *err, size_t errlen)
-{
-	struct stat st;
-	char chunk[4096];
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", file, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s is not a regular file", file);
-		close(fd);
-		return -1;
-	}
-	if (st.st_mode & 077) {
-		snprintf(err, errlen,
-			 "%s is readable by group or others (mode %04o); run: chmod 600 %s", file,
-			 (unsigned)(st.st_mode & 07777), file);
-		close(fd);
-		return -1;
-	}
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof chunk);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			snprintf(err, errlen, "cannot read %s: %s", file, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		if (n == 0)
-			break;
-		if (b->len + (size_t)n > SECRET_MAX) {
-			snprintf(err, errlen, "%s is larger than %d bytes; is it the right file?",
-				 file, SECRET_MAX);
-			close(fd);
-			return -1;
-		}
-		buf_append(b, chunk, (size_t)n);
-	}
-	close(fd);
-	return 0;
-}
-
-/* First line of s, control characters replaced, into out. */
-static void first_line(const char *s, size_t len, char *out, size_t outlen)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < len && s[i] != '\n' && o + 1 < outlen; i++)
-		out[o++] = (unsigned char)s[i] < ' ' || s[i] == 0x7f ? ' ' : s[i];
-	out[o] = 0;
-}
-
-/* Runs command (argv split on whitespace, no shell), stdout into b. */
-static int secret_command_run(const char *command, struct buf *b, char *err, size_t errlen)
-{
-	struct strlist args = {0};
-	char *copy = xstrdup(command), *save = NULL;
-	int out[2] = {-1, -1}, errp[2] = {-1, -1}, rc = -1, status;
-	posix_spawn_file_actions_t fa;
-	struct buf eb;
-	pid_t pid;
-
-	buf_init(&eb);
-	for (char *t = strtok_r(copy, " \t", &save); t; t = strtok_r(NULL, " \t", &save))
-		strlist_add(&args, t);
-	free(copy);
-	if (!args.n) {
-		snprintf(err, errlen, "the command is empty");
-		return -1;
-	}
-	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
-		snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
-		goto done;
-	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-	int e = posix_spawnp(&pid, args.v[0], &fa, NULL, args.v, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(out[1]);
-	close(errp[1]);
-	out[1] = errp[1] = -1;
-	if (e != 0) {
-		snprintf(err, errlen, "cannot run %s: %s", args.v[0], strerror(e));
-		goto done;
-	}
-
-	double deadline = now_monotonic() + SECRET_COMMAND_TIMEOUT;
-	int too_big = 0, timed_out = 0;
-	struct pollfd pf[2] = {{.fd = out[0], .events = POLLIN}, {.fd = errp[0], .events = POLLIN}};
-	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-		int left = (int)((deadline - now_monotonic()) * 1000);
-		if (left <= 0) {
-			timed_out = 1;
-			break;
-		}
-		int n = poll(pf, 2, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			break;
-		for (int i = 0; i < 2; i++) {
-			char chunk[4096];
-			if (pf[i].fd < 0 || !pf[i].revents)
-				continue;
-			ssize_t r = read(pf[i].fd, chunk, sizeof chunk);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0) {
-				pf[i].fd = -1;
-				continue;
-			}
-			struct buf *dst = i == 0 ? b : &eb;
-			if (dst->len + (size_t)r > SECRET_MAX) {
-				too_big = i == 0;
-				continue; /* drain without keeping */
-			}
-			buf_append(dst, chunk, (size_t)r);
-		}
-	}
-	if (timed_out)
-		kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (timed_out) {
-		snprintf(err, errlen, "%s did not finish within %d s", args.v[0],
-			 SECRET_COMMAND_TIMEOUT);
-	} else if (too_big) {
-		snprintf(err, errlen, "%s printed more than %d bytes", args.v[0], SECRET_MAX);
-	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-		char line[200];
-		first_line(eb.data ? eb.data : "", eb.len, line, sizeof line);
-		snprintf(err, errlen, "%s exited with status %d%s%s", args.v[0],
-			 WEXITSTATUS(status), *line ? ": " : "", line);
-	} else if (WIFSIGNALED(status)) {
-		snprintf(err, errlen, "%s was killed by signal %d", args.v[0], WTERMSIG(status));
-	} else {
-		rc = 0;
-	}
-done:
-	for (int i = 0; i < 2; i++) {
-		if (out[i] >= 0)
-			close(out[i]);
-		if (errp[i] >= 0)
-			close(errp[i]);
-	}
-	buf_free(&eb);
-	strlist_free(&args);
-	return rc;
-}
-
-int secret_read(const char *file, const char *command, char **out, char *err, size_t errlen)
-{
-	struct buf b;
-
-	*out = NULL;
-	if (!file == !command) {
-		snprintf(err, errlen, "exactly one of a secret file or command is needed");
-		return -1;
-	}
-	buf_init(&b);
-	if ((file ? secret_file_read(file, &b, err, errlen)
-		  : secret_command_run(command, &b, err, errlen)) < 0) {
-		buf_free(&b);
-		return -1;
-	}
-	if (b.len && memchr(b.data, 0, b.len)) {
-		snprintf(err, errlen, "%s holds a NUL byte; it must be text",
-			 file ? file : "the command's output");
-		buf_free(&b);
-		return -1;
-	}
-	while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
-		b.data[--b.len] = 0;
-	*out = buf_steal(&b);
-	return 0;
-}
-
-int secret_read_raw(const char *file, unsigned char **out, size_t *len, char *err, size_t errlen)
-{
-	struct buf b;
-
-	*out = NULL;
-	*len = 0;
-	buf_init(&b);
-	if (secret_file_read(file, &b, err, errlen) < 0) {
-		buf_free(&b);
-		return -1;
-	}
-	if (b.len < GATEWAY_SECRET_MIN) {
-		snprintf(err, errlen,
-			 "%s holds %zu bytes, needs at least %d random bytes; create it with: "
-			 "head -c 32 /dev/urandom > %s",
-			 file, b.len, GATEWAY_SECRET_MIN, file);
-		buf_free(&b);
-		return -1;
-	}
-	*len = b.len;
-	*out = (unsigned char *)buf_steal(&b);
-	return 0;
 }

@@ -26,7 +26,6 @@
  * per (email, frequency); an address with a subscription of its own is
  * not taken from the feed. */
 #include <ctype.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@
 #include "mailfeed/log.h"
 #include "mailfeed/smtp.h"
 #include "mailfeed/token.h"
+#include "mailfeed/tz.h"
 #include "mailfeed/util.h"
 
 #define ITEM_TEXT_MAX 2000 /* bytes of one entry's text in a digest */
@@ -56,7 +56,9 @@ static char *clean_text(const char *s, size_t max)
 		if (n >= max && (c & 0xc0) != 0x80) {
 			buf_append(&b, run, (size_t)(p - run));
 			buf_puts(&b, " \xe2\x80\xa6");
-			return buf_steal(&b);
+			char *out = buf_steal(&b);
+			text_strip_bidi(out);
+			return out;
 		}
 		if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
 			buf_append(&b, run, (size_t)(p - run));
@@ -64,7 +66,9 @@ static char *clean_text(const char *s, size_t max)
 		}
 	}
 	buf_append(&b, run, (size_t)(p - run));
-	return buf_steal(&b);
+	char *out = buf_steal(&b);
+	text_strip_bidi(out);
+	return out;
 }
 
 void digest_mail_free(struct digest_mail *m)
@@ -509,36 +513,8 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 /* ------------------------------------------------------------------ */
 /* Scheduling                                                          */
 
-/* localtime_r/mktime follow TZ; this lock serialises the switch.  Other
- * modules use gmtime_r and time_iso only, so they never see it. */
-static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
-
-struct tz_saved {
-	char *old;
-};
-
-static void tz_enter(const char *zone, struct tz_saved *sv)
-{
-	const char *old;
-	pthread_mutex_lock(&tz_lock);
-	old = getenv("TZ");
-	sv->old = old ? xstrdup(old) : NULL;
-	char *v = xasprintf(":%s", zone && *zone ? zone : "UTC");
-	setenv("TZ", v, 1);
-	free(v);
-	tzset();
-}
-
-static void tz_leave(struct tz_saved *sv)
-{
-	if (sv->old)
-		setenv("TZ", sv->old, 1);
-	else
-		unsetenv("TZ");
-	tzset();
-	free(sv->old);
-	pthread_mutex_unlock(&tz_lock);
-}
+/* Local times come from tz.c, which reads the zone's file itself: no TZ,
+ * no tzset, nothing shared with the IMAP and HTTP threads. */
 
 int digest_zone_valid(const char *zone)
 {
@@ -559,53 +535,19 @@ int digest_zone_valid(const char *zone)
 	return ok;
 }
 
-/* The instant of local y-m-d hour:00 (TZ already set): the first of two
- * when the hour repeats, the end of the gap when it does not exist. */
-static time_t local_moment(int year, int mon, int mday, int hour)
+/* The local date `days` days from y-m-d (month 1-12). */
+static void add_days(long *year, int *mon, int *mday, int days)
 {
-	time_t best = -1, gap = -1;
-	for (int dst = 0; dst <= 1; dst++) {
-		struct tm t = {.tm_year = year,
-			       .tm_mon = mon,
-			       .tm_mday = mday,
-			       .tm_hour = hour,
-			       .tm_isdst = dst};
-		struct tm back;
-		time_t r = mktime(&t);
-		if (r == (time_t)-1 || !localtime_r(&r, &back))
-			continue;
-		if (back.tm_hour == hour && back.tm_mday == mday && back.tm_min == 0) {
-			if (best == -1 || r < best)
-				best = r;
-		} else if (gap == -1 || r > gap) {
-			gap = r;
-		}
-	}
-	return best != -1 ? best : gap;
-}
-
-/* The local date `days` days from y-m-d (noon avoids DST edges). */
-static void add_days(int *year, int *mon, int *mday, int days)
-{
-	struct tm t = {.tm_year = *year,
-		       .tm_mon = *mon,
-		       .tm_mday = *mday + days,
-		       .tm_hour = 12,
-		       .tm_isdst = -1};
-	time_t r = mktime(&t);
-	struct tm back;
-	localtime_r(&r, &back);
-	*year = back.tm_year;
-	*mon = back.tm_mon;
-	*mday = back.tm_mday;
+	tz_civil_from_days(tz_days_from_civil(*year, *mon, *mday) + days, year, mon, mday);
 }
 
 int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz, char *key,
 		  size_t keylen, time_t *sched)
 {
-	struct tz_saved sv;
+	struct tz *zone;
 	struct tm lt;
-	int y, m, d, rc = 0;
+	long y;
+	int m, d, rc = 0;
 
 	if (f != FREQ_DAILY && f != FREQ_WEEKLY)
 		return -1;
@@ -613,31 +555,33 @@ int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const 
 		return -1;
 	if (hour < 0 || hour > 23)
 		hour = 0;
-	tz_enter(tz, &sv);
-	localtime_r(&now, &lt);
-	y = lt.tm_year;
-	m = lt.tm_mon;
+	zone = tz_load(tz);
+	if (!zone)
+		return -1;
+	tz_localtime(zone, now, &lt);
+	y = lt.tm_year + 1900L;
+	m = lt.tm_mon + 1;
 	d = lt.tm_mday;
 	if (f == FREQ_WEEKLY) {
 		int back = ((lt.tm_wday - weekly_day) % 7 + 7) % 7;
 		add_days(&y, &m, &d, -back);
 	}
-	*sched = local_moment(y, m, d, hour);
+	*sched = tz_moment(zone, (int)y, m, d, hour);
 	if (*sched > now) {
 		add_days(&y, &m, &d, f == FREQ_WEEKLY ? -7 : -1);
-		*sched = local_moment(y, m, d, hour);
+		*sched = tz_moment(zone, (int)y, m, d, hour);
 	}
 	if (*sched == (time_t)-1) {
 		rc = -1;
+	} else if (f == FREQ_WEEKLY) {
+		long iso_year;
+		int week;
+		tz_iso_week(tz_days_from_civil(y, m, d), &iso_year, &week);
+		snprintf(key, keylen, "w:%04ld-W%02d", iso_year, week);
 	} else {
-		struct tm day = {
-		    .tm_year = y, .tm_mon = m, .tm_mday = d, .tm_hour = 12, .tm_isdst = -1};
-		char tmp[32];
-		mktime(&day);
-		strftime(tmp, sizeof tmp, f == FREQ_WEEKLY ? "w:%G-W%V" : "d:%Y-%m-%d", &day);
-		snprintf(key, keylen, "%s", tmp);
+		snprintf(key, keylen, "d:%04ld-%02d-%02d", y, m, d);
 	}
-	tz_leave(&sv);
+	tz_free(zone);
 	return rc;
 }
 

@@ -957,7 +957,9 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	const char *username = ch->f->username;
 	int as_author = 0;
 
-	if (ch->f->post_as == POST_AS_AUTHOR && it->author_email && *it->author_email) {
+	/* only a sender the mail server vouched for is acted as */
+	if (ch->f->post_as == POST_AS_AUTHOR && it->author_verified && it->author_email &&
+	    *it->author_email) {
 		char *au = NULL;
 		int f = sf_author_lookup(ch, hc, it->author_email, &au, res);
 		if (f < 0)
@@ -991,10 +993,13 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	if (!as_author) {
 		const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
 		const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
+		const char *unv = ch->f->post_as == POST_AS_AUTHOR && !it->author_verified
+				      ? " (unverified)"
+				      : "";
 		if (nm && em)
-			from = xasprintf("From %s <%s>", nm, em);
+			from = xasprintf("From %s <%s>%s", nm, em, unv);
 		else if (nm || em)
-			from = xasprintf("From %s", nm ? nm : em);
+			from = xasprintf("From %s%s", nm ? nm : em, unv);
 	}
 	size_t max_up = it->kind == FEED_POST
 			    ? (size_t)(ch->f->max_files > 10 ? 10 : ch->f->max_files)

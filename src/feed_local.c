@@ -138,6 +138,8 @@ static void xml_put(struct buf *b, const char *s)
 		if (l == 0 || (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') || *p == 0x7F) {
 			buf_puts(b, "\xEF\xBF\xBD");
 			l = l ? l : 1;
+		} else if (text_bidi_control(p, n)) {
+			/* left out: it would reorder what the reader sees */
 		} else if (*p == '&') {
 			buf_puts(b, "&amp;");
 		} else if (*p == '<') {
@@ -154,13 +156,16 @@ static void xml_put(struct buf *b, const char *s)
 	}
 }
 
-/* Appends s for the text rendering: controls other than newline and tab
- * dropped, each line after the first prefixed with indent. */
+/* Appends s for the text rendering: controls other than newline and tab,
+ * and bidi controls, dropped, each line after the first prefixed with indent. */
 static void txt_put(struct buf *b, const char *s, const char *indent)
 {
 	for (const char *p = s ? s : ""; *p; p++) {
 		unsigned char ch = (unsigned char)*p;
-		if (ch == '\n') {
+		size_t bidi = text_bidi_control((const unsigned char *)p, strnlen(p, 3));
+		if (bidi) {
+			p += bidi - 1; /* left out, as in the Atom feed */
+		} else if (ch == '\n') {
 			buf_putc(b, '\n');
 			buf_puts(b, indent);
 		} else if (ch >= 0x20 || ch == '\t') {

@@ -31,6 +31,7 @@
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/secret.h"
 
 #define MM_BUDGET 16000 /* runes per post; the server allows 16,383 */
 #define MM_MAX_PARTS 12

@@ -21,6 +21,7 @@
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
 #include "mailfeed/outbox.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
 #define WEBHOOK_MAX_ID 256
@@ -110,8 +111,9 @@ static char *webhook_body(const struct webhook_ctx *c, const struct feed_item *i
 			    it->kind == FEED_COMMENT ? str_or_null(it->parent_remote_id)
 						     : json_null());
 	json_object_set_new(o, "author",
-			    json_pack("{s:o, s:o}", "name", str_or_null(it->author_name), "email",
-				      str_or_null(it->author_email)));
+			    json_pack("{s:o, s:o, s:b}", "name", str_or_null(it->author_name),
+				      "email", str_or_null(it->author_email), "verified",
+				      it->author_verified));
 	json_object_set_new(o, "subject", json_string(it->subject ? it->subject : ""));
 	json_object_set_new(o, "text", json_string(it->text ? it->text : ""));
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++)

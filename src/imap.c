@@ -27,6 +27,7 @@
 
 #include "mailfeed/imap.h"
 #include "mailfeed/log.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
 #define FETCH_BATCH 100
@@ -784,18 +785,15 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids, size_t *n,
-		     char *err, size_t errlen)
+/* UIDs matching key that are >= min_uid, ascending.  Frees key. */
+static int search_uids(struct imap_session *s, struct mailimap_search_key *key, uint32_t min_uid,
+		       uint32_t **uids, size_t *n, char *err, size_t errlen)
 {
-	struct mailimap_search_key *key;
 	clist *result = NULL;
 	clistiter *it;
 	size_t cap = 0;
 	*uids = NULL;
 	*n = 0;
-	if (from_uid == 0)
-		from_uid = 1;
-	key = mailimap_search_key_new_uid(mailimap_set_new_interval(from_uid, 0));
 	cmd_plain(s);
 	int rc = mailimap_uid_search(s->imap, NULL, key, &result);
 	mailimap_search_key_free(key);
@@ -807,7 +805,7 @@ int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids,
 	}
 	for (it = clist_begin(result); it; it = clist_next(it)) {
 		uint32_t uid = *(uint32_t *)clist_content(it);
-		if (uid < from_uid) /* "n:*" always matches the highest UID */
+		if (uid < min_uid) /* "n:*" always matches the highest UID */
 			continue;
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 256;
@@ -827,6 +825,24 @@ int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids,
 		*n = k;
 	}
 	return 0;
+}
+
+int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids, size_t *n,
+		     char *err, size_t errlen)
+{
+	if (from_uid == 0)
+		from_uid = 1;
+	return search_uids(s, mailimap_search_key_new_uid(mailimap_set_new_interval(from_uid, 0)),
+			   from_uid, uids, n, err, errlen);
+}
+
+int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n,
+		      char *err, size_t errlen)
+{
+	struct tm tm;
+	gmtime_r(&since, &tm);
+	struct mailimap_date *d = mailimap_date_new(tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900);
+	return search_uids(s, mailimap_search_key_new_since(d), 1, uids, n, err, errlen);
 }
 
 static struct mailimap_set *set_of(const uint32_t *uids, size_t n)
@@ -1264,4 +1280,28 @@ int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, siz
 	if (quick)
 		return quick_news(s, wake_fd);
 	return waited(s, news ? 1 : 0);
+}
+
+int imap_keyword(struct imap_session *s, const char *keyword, int add, const uint32_t *uids,
+		 size_t n, char *err, size_t errlen)
+{
+	if (n == 0)
+		return 0;
+	struct mailimap_set *set = set_of(uids, n);
+	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+	mailimap_flag_list_add(fl, mailimap_flag_new_flag_keyword(xstrdup(keyword)));
+	struct mailimap_store_att_flags *sa =
+	    add ? mailimap_store_att_flags_new_add_flags_silent(fl)
+		: mailimap_store_att_flags_new_remove_flags_silent(fl);
+	cmd_plain(s);
+	int rc = mailimap_uid_store(s->imap, set, sa);
+	mailimap_store_att_flags_free(sa);
+	mailimap_set_free(set);
+	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
+		set_err(err, errlen, s->acct, "setting the keyword %s failed: %s", keyword,
+			failure_text(s, rc, why, sizeof why));
+		return -1;
+	}
+	return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "mailfeed/config.h"
 #include "mailfeed/jwt.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
 struct jwt_key {

@@ -9,7 +9,10 @@
 #include "mailfeed/config.h"
 #include "mailfeed/log.h"
 
-#define DEFAULT_CONFIG "/etc/mailfeed/mailfeed.conf"
+#ifndef MAILFEED_SYSCONFDIR
+#define MAILFEED_SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_CONFIG MAILFEED_SYSCONFDIR "/mailfeed/mailfeed.conf"
 
 static const struct {
 	const char *name;
@@ -20,6 +23,7 @@ static const struct {
     {"run", cmd_run, "run the gateway in the foreground (--once: one pass)"},
     {"status", cmd_status, "mailboxes, outbox and digests at a glance (--json)"},
     {"dead", cmd_dead, "list, retry or drop what could not be delivered"},
+    {"backfill", cmd_backfill, "post a mapping's older mail on purpose, in date order"},
     {"inspect", cmd_inspect, "show what mailfeed makes of one message (--json)"},
     {"preview", cmd_preview, "dry run of a mapping's newest messages"},
     {"digest", cmd_digest, "send digests now (--now [--to EMAIL])"},

@@ -35,6 +35,7 @@ void message_free(struct mf_message *m)
 	strlist_free(&m->recipients_hint);
 	free(m->part);
 	free(m->full_text);
+	free(m->forwarded);
 	free(m->text);
 	free(m->removed);
 	strlist_free(&m->hashtags);

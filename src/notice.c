@@ -3,7 +3,10 @@
  * (subscription changed).  Rate-limited to one per address, reason and UTC
  * day through the notices table, recorded before sending so that a crash
  * can only lose a notice, never repeat it; never sent to addresses that
- * cannot or must not answer. */
+ * cannot or must not answer.  All notices together are capped per hour
+ * ([gateway] notice_max_per_hour), and a refusal goes only to a sender the
+ * mail server vouched for or to a known subscriber, so forged mail cannot
+ * turn the gateway into a source of backscatter. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +52,25 @@ int notice_address_refused(const struct mf_config *cfg, const char *addr)
 	return own;
 }
 
-/* 1 recorded now, 0 already recorded today, -1 error. */
-static int notice_record(struct store *st, const char *to, const char *reason_key, time_t now)
+/* Notices recorded since `since`, or -1. */
+static long notices_since(struct store *st, time_t since)
+{
+	sqlite3_stmt *s;
+	long n = -1;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM notices WHERE at >= ?", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)since);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+/* 1 recorded now, 0 already recorded today, 2 the hourly cap is reached,
+ * -1 error. */
+static int notice_record(struct store *st, const char *to, const char *reason_key, time_t now,
+			 int max_per_hour)
 {
 	sqlite3_stmt *s;
 	char day[32];
@@ -59,16 +79,26 @@ static int notice_record(struct store *st, const char *to, const char *reason_ke
 	day[10] = 0;
 	if (store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		"INSERT OR IGNORE INTO notices(address, reason, day) VALUES(lower(?),?,?)", -1, &s,
-		NULL) != SQLITE_OK) {
+	long recent = notices_since(st, now - 3600);
+	if (recent < 0) {
+		store_rollback(st);
+		return -1;
+	}
+	if (recent >= max_per_hour) {
+		store_rollback(st);
+		return 2;
+	}
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT OR IGNORE INTO notices(address, reason, day, at)"
+			       " VALUES(lower(?),?,?,?)",
+			       -1, &s, NULL) != SQLITE_OK) {
 		store_rollback(st);
 		return -1;
 	}
 	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, day, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
 	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
 	sqlite3_finalize(s);
 	if (rc < 0) {
@@ -104,13 +134,18 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 		log_error("notice.error error=\"[smtp] from holds no address\"");
 		return -1;
 	}
-	rec = notice_record(st, to, reason_key, time(NULL));
-	if (rec <= 0) {
+	rec = notice_record(st, to, reason_key, time(NULL), cfg->gateway.notice_max_per_hour);
+	if (rec != 1) {
 		free(from_addr);
 		if (rec == 0)
 			log_info("notice.suppressed to=%s reason=%s why=\"already told today\"",
 				 log_quote(to, q, sizeof q), reason_key);
-		return rec == 0 ? 1 : -1;
+		else if (rec == 2)
+			log_warn("notice.suppressed to=%s reason=%s why=\"notice_max_per_hour (%d) "
+				 "reached\"",
+				 log_quote(to, q, sizeof q), reason_key,
+				 cfg->gateway.notice_max_per_hour);
+		return rec < 0 ? -1 : 1;
 	}
 
 	buf_init(&mail);
@@ -138,4 +173,77 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 	free(from_addr);
 	buf_free(&mail);
 	return res == SMTP_SENT ? 0 : -1;
+}
+
+void notice_quote_subject(const char *subject, char *out, size_t outlen)
+{
+	const unsigned char *p = (const unsigned char *)(subject ? subject : "");
+	const unsigned char *end = p + strlen((const char *)p);
+	size_t n = 0, chars = 0;
+	int space = 0;
+	while (p < end && n + 8 < outlen) {
+		size_t k = utf8_seq(p, (size_t)(end - p));
+		if (k == 0) { /* not UTF-8: left out */
+			p++;
+			continue;
+		}
+		if (chars >= NOTICE_SUBJECT_MAX) {
+			memcpy(out + n, "\xe2\x80\xa6", 3); /* … */
+			n += 3;
+			break;
+		}
+		if ((k == 1 && (*p < 0x20 || *p == 0x7f || *p == ' ')) || text_bidi_control(p, k)) {
+			/* controls and bidi overrides become one space */
+			if (n && !space) {
+				out[n++] = ' ';
+				chars++;
+			}
+			space = 1;
+		} else {
+			memcpy(out + n, p, k);
+			n += k;
+			chars++;
+			space = 0;
+		}
+		p += k;
+	}
+	while (n && out[n - 1] == ' ')
+		n--;
+	out[n] = 0;
+}
+
+/* A subscriber of digests (own or through feed membership). */
+static int known_subscriber(struct store *st, const char *addr)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (!addr ||
+	    sqlite3_prepare_v2(store_db(st),
+			       "SELECT 1 FROM subscribers WHERE email=lower(?1)"
+			       " AND frequency<>'never' UNION ALL SELECT 1 FROM feed_members"
+			       " WHERE email=lower(?1) AND frequency<>'never' LIMIT 1",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(s, 1, addr, -1, SQLITE_STATIC);
+	found = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return found;
+}
+
+int notice_refusal(struct store *st, const struct mf_config *cfg, const char *to, int verified,
+		   const char *subject, const char *reason_key, const char *title, const char *what,
+		   const char *why, const char *advice)
+{
+	char q[200], quoted[NOTICE_SUBJECT_MAX * 4 + 16];
+	if (!verified && !known_subscriber(st, to)) {
+		log_info("notice.suppressed to=%s reason=%s why=\"sender neither verified nor a "
+			 "subscriber\"",
+			 log_quote(to, q, sizeof q), reason_key);
+		return 1;
+	}
+	notice_quote_subject(subject, quoted, sizeof quoted);
+	char *body = xasprintf("Your email \"%s\" %s:\n%s.\n\n%s\n", quoted, what, why, advice);
+	int rc = notice_send(st, cfg, to, reason_key, title, body);
+	free(body);
+	return rc;
 }

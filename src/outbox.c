@@ -69,6 +69,10 @@ static char *payload_build(const struct outbox_new *n)
 			    str_or_null(n->author_email ? n->author_email
 					: m		? m->from_email
 							: NULL));
+	/* whether the sender may be acted as (auth.h), and why */
+	json_object_set_new(author, "verified", json_boolean(n->author_verified));
+	if (n->author_check)
+		json_object_set_new(author, "check", json_string(n->author_check));
 	json_object_set_new(o, "author", author);
 
 	char *subject = utf8_cut(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
@@ -354,6 +358,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	json_t *author = json_object_get(p, "author");
 	l->author_name = json_dup(author, "name");
 	l->author_email = json_dup(author, "email");
+	l->item.author_verified = json_is_true(json_object_get(author, "verified"));
 	l->subject = json_dup(p, "subject");
 	l->text = json_dup(p, "text");
 	l->message_id = json_dup(p, "message_id");

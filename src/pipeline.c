@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mailfeed/auth.h"
 #include "mailfeed/classify.h"
 #include "mailfeed/log.h"
 #include "mailfeed/message.h"
@@ -25,45 +26,6 @@
 #include "mailfeed/util.h"
 #include "mailfeed/worker.h"
 
-#define HEADER_SCAN_LIMIT (256 * 1024)
-
-char *pipeline_header_message_id(const char *raw, size_t len)
-{
-	size_t n = len < HEADER_SCAN_LIMIT ? len : HEADER_SCAN_LIMIT;
-	size_t i = 0;
-	while (i < n) {
-		size_t eol = i;
-		while (eol < n && raw[eol] != '\n')
-			eol++;
-		size_t linelen = eol - i;
-		if (linelen == 0 || (linelen == 1 && raw[i] == '\r'))
-			break; /* end of header block */
-		if (linelen > 11 && strncasecmp(raw + i, "Message-ID:", 11) == 0) {
-			/* the value may be folded onto the next lines */
-			size_t end = eol;
-			while (end + 1 < n && (raw[end + 1] == ' ' || raw[end + 1] == '\t')) {
-				end++;
-				while (end < n && raw[end] != '\n')
-					end++;
-			}
-			const char *lt = memchr(raw + i + 11, '<', end - i - 11);
-			if (lt) {
-				const char *gt = memchr(lt, '>', (size_t)(raw + end - lt));
-				if (gt && gt - lt > 1 && gt - lt < 1000) {
-					char *id = xstrndup(lt + 1, (size_t)(gt - lt - 1));
-					for (char *p = id; *p; p++)
-						if ((unsigned char)*p < 0x21 || *p == 0x7f)
-							*p = '_';
-					return id;
-				}
-			}
-			return NULL;
-		}
-		i = eol + 1;
-	}
-	return NULL;
-}
-
 struct pending {
 	int64_t id;
 	char *mailbox;
@@ -71,6 +33,7 @@ struct pending {
 	size_t raw_len;
 	struct mf_message *msg;
 	char reason[256];
+	int sender_verified; /* for the notice of a refusal */
 	int poison;
 	struct worker_job *job; /* while it is parsed */
 };
@@ -158,6 +121,14 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	char reasonbuf[300];
 	const char *reason = classify_skip(m, mb, cfg, reasonbuf, sizeof reasonbuf);
 	char q1[128], q2[128];
+	struct auth_verdict av;
+	auth_verify(cfg->gateway.trusted_authserv, p->raw, p->raw_len, m->from_email, &av);
+	/* with a trusted server, allow_senders admits only a vouched-for From */
+	if (!reason && mb->allow_senders.n && cfg->gateway.trusted_authserv && !av.verified) {
+		snprintf(reasonbuf, sizeof reasonbuf, "sender not allowed: %.80s is %.160s",
+			 m->from_email ? m->from_email : "(none)", av.why);
+		reason = reasonbuf;
+	}
 
 	if (!reason && recipients_is_gateway(cfg, m->from_email))
 		reason = "loop: mail sent by mailfeed";
@@ -173,7 +144,8 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		if (!classify_is_automatic(m) && m->from_email &&
 		    strncmp(reason, "sender not allowed", 18) == 0) {
 			*notify = 1;
-			snprintf(p->reason, sizeof p->reason, "%s", reason);
+			p->sender_verified = av.verified;
+			snprintf(p->reason, sizeof p->reason, "%.250s", reason);
 		}
 		return 0;
 	}
@@ -217,6 +189,8 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	    .thread_id = thread_id,
 	    .parent = is_new ? 0 : thread_root(st, thread_id),
 	    .msg = m,
+	    .author_verified = av.verified,
+	    .author_check = av.why,
 	    .extra_hashtags = &mb->hashtags,
 	    .recipients = &recipients,
 	};
@@ -236,8 +210,9 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	if (set_state(st, p->id, "queued", NULL, m) < 0)
 		goto fail;
 	store_exec(st, "RELEASE message");
-	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld", mb->name,
-		 (long long)p->id, n.kind, key, (long long)thread_id);
+	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,
+		 (long long)p->id, n.kind, key, (long long)thread_id,
+		 log_quote(av.why, q1, sizeof q1));
 	return 0;
 fail:
 	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
@@ -251,12 +226,11 @@ static void notify_sender(struct store *st, const struct mf_config *cfg,
 			  const struct mf_mailbox *mb, const struct pending *p)
 {
 	const struct mf_message *m = p->msg;
-	char *body = xasprintf("Your message \"%s\" to %s was not posted to the group feed:\n"
-			       "%s.\nAsk the feed's administrator if you think this is wrong.\n",
-			       m->subject ? m->subject : "", mb->folder, p->reason);
-	notice_send(st, cfg, m->from_email, "sender-not-allowed", "Your message was not posted",
-		    body);
-	free(body);
+	char *what = xasprintf("to %s was not posted to the group feed", mb->folder);
+	notice_refusal(st, cfg, m->from_email, p->sender_verified, m->subject, "sender-not-allowed",
+		       "Your message was not posted", what, p->reason,
+		       "Ask the feed's administrator if you think this is wrong.");
+	free(what);
 }
 
 static int handle_reply(struct store *st, const struct mf_config *cfg, struct pending *p)
@@ -264,7 +238,10 @@ static int handle_reply(struct store *st, const struct mf_config *cfg, struct pe
 	const char *state = NULL;
 	char reason[300] = "";
 	char q[128];
-	if (replies_process(st, cfg, p->id, p->msg, &state, reason, sizeof reason) < 0) {
+	struct auth_verdict av;
+	auth_verify(cfg->gateway.trusted_authserv, p->raw, p->raw_len,
+		    p->msg ? p->msg->from_email : NULL, &av);
+	if (replies_process(st, cfg, p->id, p->msg, &av, &state, reason, sizeof reason) < 0) {
 		log_error("reply.error id=%lld error=%s", (long long)p->id,
 			  log_quote(reason, q, sizeof q));
 		return -1;

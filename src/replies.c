@@ -3,12 +3,16 @@
  * X-Original-To, To, Cc) or from In-Reply-To/References of a mail mailfeed
  * sent; the sender must be the person the token was issued to.  A one-word
  * subject or first line (unsubscribe, daily, weekly, each) changes the
- * subscription; anything else becomes a comment on the post. */
+ * subscription; anything else becomes a comment on the post.  With
+ * [gateway] trusted_authserv the sender must also be verified (auth.h);
+ * without it a comment is made in the feed's own name, never the
+ * sender's. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailfeed/auth.h"
 #include "mailfeed/classify.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/log.h"
@@ -37,15 +41,18 @@ static int find_token(const struct mf_config *cfg, const struct mf_message *m, c
 	return 0;
 }
 
-/* A Message-ID mailfeed generated: fills ti from sent_ids. 1 found. */
-static int find_sent_id(struct store *st, const char *msgid, struct token_info *ti)
+/* A Message-ID mailfeed generated: fills ti from sent_ids, with the
+ * lifetime of a token issued with that mail (token_lifetime from when it
+ * was sent).  1 found. */
+static int find_sent_id(struct store *st, const struct mf_config *cfg, const char *msgid,
+			struct token_info *ti)
 {
 	sqlite3_stmt *s;
 	int found = 0;
-	if (!msgid ||
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT grp, remote_id, email FROM sent_ids WHERE message_id=?", -1,
-			       &s, NULL) != SQLITE_OK)
+	if (!msgid || sqlite3_prepare_v2(
+			  store_db(st),
+			  "SELECT grp, remote_id, email, created FROM sent_ids WHERE message_id=?",
+			  -1, &s, NULL) != SQLITE_OK)
 		return 0;
 	sqlite3_bind_text(s, 1, msgid, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
@@ -55,6 +62,7 @@ static int find_sent_id(struct store *st, const char *msgid, struct token_info *
 		ti->grp = g && r ? xstrdup(g) : NULL;
 		ti->remote_id = g && r ? xstrdup(r) : NULL;
 		ti->email = xstrdup((const char *)sqlite3_column_text(s, 2));
+		ti->expires = (time_t)sqlite3_column_int64(s, 3) + replies_id_lifetime(cfg);
 		found = 1;
 	}
 	sqlite3_finalize(s);
@@ -81,45 +89,18 @@ static void find_target(struct store *st, const struct mf_config *cfg, const str
 		free(secret);
 		return;
 	}
-	if (find_sent_id(st, m->in_reply_to, &t->ti)) {
+	if (find_sent_id(st, cfg, m->in_reply_to, &t->ti))
 		t->found = 2;
-		return;
-	}
-	for (size_t i = m->references.n; i-- > 0;)
-		if (find_sent_id(st, m->references.v[i], &t->ti)) {
+	for (size_t i = m->references.n; !t->found && i-- > 0;)
+		if (find_sent_id(st, cfg, m->references.v[i], &t->ti))
 			t->found = 2;
-			return;
-		}
+	if (t->found)
+		t->status = t->ti.expires < time(NULL) ? TOKEN_EXPIRED : TOKEN_OK;
 }
 
-/* With gateway.trusted_authserv: that server's Authentication-Results
- * must say dkim=pass or dmarc=pass. */
-static int auth_passes(const char *ar, const char *authserv)
+long replies_id_lifetime(const struct mf_config *cfg)
 {
-	size_t al = strlen(authserv);
-	for (const char *line = ar; line && *line;) {
-		const char *end = strchr(line, '\n');
-		size_t n = end ? (size_t)(end - line) : strlen(line);
-		char *h = xstrndup(line, n);
-		char *p = h;
-		while (isspace((unsigned char)*p))
-			p++;
-		int ok = 0;
-		if (strncasecmp(p, authserv, al) == 0 &&
-		    (p[al] == ';' || isspace((unsigned char)p[al]))) {
-			str_lower(p);
-			for (const char *q = p + al; *q && !ok; q++)
-				if ((q[-1] == ';' || isspace((unsigned char)q[-1])) &&
-				    (strncmp(q, "dkim=pass", 9) == 0 ||
-				     strncmp(q, "dmarc=pass", 10) == 0))
-					ok = 1;
-		}
-		free(h);
-		if (ok)
-			return 1;
-		line = end ? end + 1 : NULL;
-	}
-	return 0;
+	return cfg->gateway.token_lifetime > 0 ? cfg->gateway.token_lifetime : 60L * 86400;
 }
 
 /* "unsubscribe", "daily", "weekly", "each" when the subject or the first
@@ -145,19 +126,20 @@ static const char *find_command(const struct mf_message *m)
 	return NULL;
 }
 
+/* Records the refusal; the sender is told (notice_refusal decides
+ * whether they may be) unless tell is 0: mail without a token or with a
+ * forged one may come from anyone, about anyone. */
 static void refuse(struct store *st, const struct mf_config *cfg, const struct mf_message *m,
-		   const char **state, char *reason, size_t reasonlen, const char *key,
-		   const char *why, const char *advice)
+		   const struct auth_verdict *av, int tell, const char **state, char *reason,
+		   size_t reasonlen, const char *key, const char *why, const char *advice)
 {
 	*state = "skipped";
 	snprintf(reason, reasonlen, "reply refused: %s", why);
-	if (classify_is_automatic(m) || !m->from_email)
+	if (!tell || classify_is_automatic(m) || !m->from_email)
 		return;
-	char *body = xasprintf("Your email \"%s\" to the group feed was not added as a comment:\n"
-			       "%s.\n\n%s\n",
-			       m->subject ? m->subject : "", why, advice);
-	notice_send(st, cfg, m->from_email, key, "Your reply was not posted", body);
-	free(body);
+	notice_refusal(st, cfg, m->from_email, av->verified, m->subject, key,
+		       "Your reply was not posted", "to the group feed was not added as a comment",
+		       why, advice);
 }
 
 /* Changes the sender's frequency; creates the subscription for the post's
@@ -215,7 +197,8 @@ fail:
 }
 
 static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_t msg_row,
-			   const struct mf_message *m, const struct token_info *ti)
+			   const struct mf_message *m, const struct token_info *ti,
+			   const struct auth_verdict *av)
 {
 	char hash[65];
 	char *src = m->message_id ? xasprintf("mid:%s", m->message_id)
@@ -235,6 +218,8 @@ static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_
 	    .msg = m,
 	    .author_name = m->from_name,
 	    .author_email = ti->email,
+	    .author_verified = av->verified,
+	    .author_check = av->why,
 	    .parent_remote_id = ti->remote_id,
 	    .recipients = &recipients,
 	};
@@ -263,7 +248,8 @@ fail:
 }
 
 int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_row,
-		    const struct mf_message *m, const char **state, char *reason, size_t reasonlen)
+		    const struct mf_message *m, const struct auth_verdict *av, const char **state,
+		    char *reason, size_t reasonlen)
 {
 	struct reply_target t;
 	char why[256], q[300], q2[300];
@@ -279,24 +265,27 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 	}
 	find_target(st, cfg, m, &t);
 	if (!t.found) {
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-no-token",
+		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-no-token",
 		       "it was not sent to the reply address of a post",
 		       "Use the \"Reply by email\" link of a post in a digest or notification.");
 		goto out;
 	}
-	if (t.found == 1 && t.status == TOKEN_FORGED) {
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-forged",
+	if (t.status == TOKEN_FORGED) {
+		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-forged",
 		       "the reply address is not one this feed issued",
 		       "Use the \"Reply by email\" link of a post in a recent digest or "
 		       "notification.");
 		goto out;
 	}
-	if (t.found == 1 && t.status == TOKEN_EXPIRED) {
+	if (t.status == TOKEN_EXPIRED) {
 		char day[32];
 		time_iso(t.ti.expires, day, sizeof day);
 		day[10] = 0;
-		snprintf(why, sizeof why, "the reply address expired on %s", day);
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-expired", why,
+		snprintf(why, sizeof why,
+			 t.found == 1 ? "the reply address expired on %s"
+				      : "the notification it answers could be answered until %s",
+			 day);
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-expired", why,
 		       "Reply from a more recent digest or notification.");
 		goto out;
 	}
@@ -304,16 +293,13 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 		snprintf(why, sizeof why,
 			 "it was sent from %s, but that reply address belongs to someone else",
 			 m->from_email ? m->from_email : "an unknown address");
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-wrong-sender", why,
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-wrong-sender", why,
 		       "Reply from the address the digest or notification was sent to.");
 		goto out;
 	}
-	if (cfg->gateway.trusted_authserv &&
-	    (!m->auth_results || !auth_passes(m->auth_results, cfg->gateway.trusted_authserv))) {
-		snprintf(why, sizeof why,
-			 "%s did not confirm the sender (no dkim=pass or dmarc=pass)",
-			 cfg->gateway.trusted_authserv);
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-unauthenticated", why,
+	if (cfg->gateway.trusted_authserv && !av->verified) {
+		snprintf(why, sizeof why, "the sender is %.230s", av->why);
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-unauthenticated", why,
 		       "Ask your mail administrator to sign your outgoing mail (DKIM).");
 		goto out;
 	}
@@ -337,18 +323,18 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 		goto out;
 	}
 	if (t.ti.kind != TOKEN_REPLY || !t.ti.remote_id) {
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-no-post",
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-no-post",
 		       "it answers the digest as a whole, not one post",
 		       "Use the \"Reply by email\" link under the post you want to answer.");
 		goto out;
 	}
 	if (!m->text || !*m->text) {
-		refuse(st, cfg, m, state, reason, reasonlen, "reply-empty",
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-empty",
 		       "nothing was left after removing the quoted text",
 		       "Write your answer above the quoted message.");
 		goto out;
 	}
-	if (enqueue_comment(st, cfg, msg_row, m, &t.ti) < 0) {
+	if (enqueue_comment(st, cfg, msg_row, m, &t.ti, av) < 0) {
 		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
 		rc = -1;
 		goto out;

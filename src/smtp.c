@@ -18,6 +18,7 @@
 
 #include "mailfeed/log.h"
 #include "mailfeed/loopback.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/smtp.h"
 #include "mailfeed/util.h"
 
@@ -441,6 +442,7 @@ char *smtp_header_text(const char *s)
 		*o++ = c;
 	}
 	*o = 0;
+	text_strip_bidi(r);
 	return r;
 }
 

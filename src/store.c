@@ -3,6 +3,7 @@
  * one transaction).  Other modules keep their SQL next to their logic and
  * use store_db() with the same writer discipline (see store.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,8 @@
 struct store {
 	sqlite3 *db;
 	char *path;
-	char err[512]; /* the last failure seen by the store_* wrappers */
+	char err[512];	  /* the last failure seen by the store_* wrappers */
+	time_t pruned_at; /* last store_prune that ran */
 };
 
 /* Each entry moves the schema from version i to i+1.  Never edit a shipped
@@ -99,6 +101,9 @@ static const char *const migrations[] = {
 	" members INTEGER, error TEXT);",
 	/* 3: what the backend noted of an upload made by an earlier attempt */
 	"ALTER TABLE attachments ADD COLUMN remote TEXT;",
+	/* 4: when each notice went out, for the hourly cap of all notices */
+	"ALTER TABLE notices ADD COLUMN at INTEGER;"
+	"CREATE INDEX notices_at ON notices(at);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -260,10 +265,56 @@ static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* The state holds mail and tokens: its directory is made 0700 and the
+ * file 0600 whatever the umask (SQLite gives its -wal and -shm files the
+ * mode of the database file).  A file readable by others is tightened. */
+static int prepare_file(const char *path, char *err, size_t errlen)
+{
+	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+		return 0;
+	char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		for (char *p = dir + 1; *p; p++) {
+			if (*p != '/')
+				continue;
+			*p = 0;
+			if (mkdir(dir, 0700) == 0)
+				chmod(dir, 0700);
+			*p = '/';
+		}
+		if (mkdir(dir, 0700) == 0)
+			chmod(dir, 0700);
+	}
+	free(dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0) {
+		int ok = fchmod(fd, 0600) == 0;
+		close(fd);
+		if (!ok) {
+			snprintf(err, errlen, "cannot set mode 0600 on state database %s: %s", path,
+				 strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	struct stat sb;
+	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) &&
+	    sb.st_uid == geteuid()) {
+		if (chmod(path, sb.st_mode & 0700) == 0)
+			log_warn("store.mode_tightened path=%s was=%04o now=%04o", path,
+				 (unsigned)(sb.st_mode & 07777), (unsigned)(sb.st_mode & 0700));
+	}
+	return 0;
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
 	char *msg = NULL;
+	if (prepare_file(path, err, errlen) < 0)
+		return NULL;
 	int rc = sqlite3_open_v2(path, &db,
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 				 NULL);
@@ -285,7 +336,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 	}
 	if (sqlite3_exec(db,
 			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=OFF;",
+			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
 			 NULL, NULL, &msg) != SQLITE_OK) {
 		open_error(db, path, msg ? msg : sqlite3_errmsg(db), err, errlen);
 		sqlite3_free(msg);
@@ -574,4 +625,48 @@ int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
 	}
 	sqlite3_finalize(s);
 	return store_commit(st);
+}
+
+int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
+{
+	static const char *const sql[] = {
+	    /* finished mail: delivered, handled, or dropped from the dead list */
+	    "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at < ?1"
+	    " AND (state IN ('delivered','handled','dropped') OR (state IN ('skipped','dead')"
+	    " AND EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id AND"
+	    " o.state='dropped')))"
+	    " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
+	    " AND (o.state NOT IN ('delivered','dropped') OR COALESCE(o.delivered_at,0) >= ?1))",
+	    "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
+	    " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
+	    " AND COALESCE(delivered_at, created) < ?1)",
+	    "DELETE FROM sent_ids WHERE created < ?2",
+	    "DELETE FROM notices WHERE COALESCE(at, 0) < ?3",
+	};
+	int changed = 0;
+	if (st->pruned_at && now - st->pruned_at < STORE_PRUNE_EVERY)
+		return 0;
+	st->pruned_at = now;
+	if (store_begin(st) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
+		sqlite3_stmt *s = prep(st, sql[i]);
+		if (!s) {
+			store_rollback(st);
+			return -1;
+		}
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)(now - keep_raw));
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)(now - id_lifetime));
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)(now - 2 * 86400));
+		if (step_done(st, s) < 0) {
+			store_rollback(st);
+			return -1;
+		}
+		changed += sqlite3_changes(st->db);
+	}
+	if (store_commit(st) < 0)
+		return -1;
+	if (changed)
+		log_info("store.pruned rows=%d keep_raw=%lds", changed, keep_raw);
+	return changed;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/secret.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
 

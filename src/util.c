@@ -503,3 +503,30 @@ char *raw_header_value(const char *raw, size_t len, const char *name, size_t max
 	}
 	return NULL;
 }
+
+size_t text_bidi_control(const unsigned char *p, size_t n)
+{
+	if (n < 3 || p[0] != 0xe2)
+		return 0;
+	if (p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae)
+		return 3; /* U+202A..U+202E */
+	if (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)
+		return 3; /* U+2066..U+2069 */
+	return 0;
+}
+
+void text_strip_bidi(char *s)
+{
+	if (!s)
+		return;
+	size_t len = strlen(s), w = 0;
+	for (size_t r = 0; r < len;) {
+		size_t k = text_bidi_control((const unsigned char *)s + r, len - r);
+		if (k) {
+			r += k;
+			continue;
+		}
+		s[w++] = s[r++];
+	}
+	s[w] = 0;
+}

@@ -1,4 +1,4 @@
-/* worker.c — the sandboxed parse worker and its supervisor.
+/* worker.c — the supervisor of the sandboxed parse worker.
  *
  * The daemon never parses mail itself: libetpan 1.9.4 has a heap overflow
  * on one Content-Type line and quadratic time on deep nesting.  Instead a
@@ -10,7 +10,7 @@
  * core limits; the parent enforces a wall-clock deadline per message.
  * Whatever the child does with a message — crash, hang, run out of memory —
  * the parent reports that message as poison and hands the ones after it to
- * a fresh child. */
+ * a fresh child.  The child's own loop is in worker_child.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,24 +23,15 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "mailfeed/cli.h"
 #include "mailfeed/log.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/worker.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define WORKER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WORKER_ASAN 1
-#endif
-#endif
+#include "mailfeed/worker_frame.h"
 
 /* Headroom for the answer: the text comes back more than once (as read,
  * cleaned, and what cleaning removed). */
@@ -50,20 +41,8 @@
 #define WINDOW 8
 /* Socket buffers: a window of messages or an answer in one go. */
 #define SOCKET_BUFFER (1024 * 1024)
-/* Read at least this much at a time. */
-#define READ_CHUNK (128 * 1024)
 /* Longest wait in one receive call, so that deadlines are checked. */
 #define RECV_WAIT_MS 100
-/* Buffers kept between messages are given back above this size. */
-#define KEEP_BUFFER (1024 * 1024)
-
-/* Bytes read from the socket and not used yet: frames (a 64-bit length,
- * then that many bytes) are taken from data + off.  Read in large chunks,
- * so that one read usually brings a whole frame or several. */
-struct inbox {
-	char *data;
-	size_t off, len, cap;
-};
 
 struct parse_worker {
 	long timeout;
@@ -118,10 +97,10 @@ void worker_free(struct parse_worker *w)
 	free(w);
 }
 
-/* The child may write no file (RLIMIT_FSIZE 0), so when our stderr is a
- * regular file (`mailfeed run 2>>log`) its log lines and sanitizer reports
- * would be lost: it gets a pipe instead, and this thread copies what comes
- * through to our stderr until the child is gone. */
+/* The child keeps no descriptor but its pipes to us, and may write no
+ * file (RLIMIT_FSIZE 0): its stderr is a pipe, and this thread copies what
+ * comes through (log lines, sanitizer reports) to our stderr — a terminal,
+ * the journal or `mailfeed run 2>>log` — until the child is gone. */
 static void *relay_stderr(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
@@ -134,14 +113,13 @@ static void *relay_stderr(void *arg)
 	return NULL;
 }
 
-/* A pipe for the child's stderr when ours is a regular file, else -1s. */
+/* A pipe for the child's stderr, else -1s (the child then inherits ours). */
 static void stderr_pipe(int p[2])
 {
-	struct stat st;
 	pthread_t t;
 	pthread_attr_t a;
 	p[0] = p[1] = -1;
-	if (fstat(2, &st) < 0 || !S_ISREG(st.st_mode) || pipe2(p, O_CLOEXEC) < 0)
+	if (pipe2(p, O_CLOEXEC) < 0)
 		return;
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -153,8 +131,7 @@ static void stderr_pipe(int p[2])
 	pthread_attr_destroy(&a);
 }
 
-/* Room for `room` bytes after the held ones: 0, or -1 without memory. */
-static int inbox_reserve(struct inbox *in, size_t room)
+int inbox_reserve(struct inbox *in, size_t room)
 {
 	if (in->off == in->len) {
 		in->off = in->len = 0;
@@ -183,9 +160,7 @@ static int inbox_reserve(struct inbox *in, size_t room)
 	return 0;
 }
 
-/* Reads what the socket has, in one call: the bytes read, 0 at EOF, -1
- * with errno (EAGAIN when nothing is there yet), -2 without memory. */
-static ssize_t inbox_fill(struct inbox *in, int fd, int flags)
+ssize_t inbox_fill(struct inbox *in, int fd, int flags)
 {
 	if (inbox_reserve(in, READ_CHUNK) < 0)
 		return -2;
@@ -198,8 +173,7 @@ static ssize_t inbox_fill(struct inbox *in, int fd, int flags)
 	return r;
 }
 
-/* Length of the next frame once its 8 bytes are there (1), else 0. */
-static int inbox_frame_len(const struct inbox *in, uint64_t *n)
+int inbox_frame_len(const struct inbox *in, uint64_t *n)
 {
 	if (in->len - in->off < sizeof *n)
 		return 0;
@@ -207,15 +181,14 @@ static int inbox_frame_len(const struct inbox *in, uint64_t *n)
 	return 1;
 }
 
-/* The next frame of n bytes when all of it is there, else NULL. */
-static char *inbox_frame(struct inbox *in, uint64_t n)
+char *inbox_frame(struct inbox *in, uint64_t n)
 {
 	if (in->len - in->off - sizeof n < n)
 		return NULL;
 	return in->data + in->off + sizeof n;
 }
 
-static void inbox_consume(struct inbox *in, uint64_t n) { in->off += sizeof n + (size_t)n; }
+void inbox_consume(struct inbox *in, uint64_t n) { in->off += sizeof n + (size_t)n; }
 
 static int worker_spawn(struct parse_worker *w, char *reason, size_t reasonlen)
 {
@@ -341,6 +314,12 @@ static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 {
 	struct worker_job *j = job_at(s, s->head);
 	int status = worker_stop(w, timed_out);
+	if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_NO_SANDBOX) {
+		/* the child would not parse without its sandbox: not the mail's fault */
+		job_set(j, -1, "parse worker cannot enter its sandbox (see the log)");
+		head_done(w, s);
+		return;
+	}
 	if (timed_out)
 		job_set(j, 1, "parser timed out after %ld s", w->timeout);
 	else
@@ -558,142 +537,4 @@ int worker_parse(struct parse_worker *w, const char *raw, size_t len, struct mf_
 	*out = j.msg;
 	snprintf(reason, reasonlen, "%s", j.reason);
 	return j.rc;
-}
-
-/* ---- the child --------------------------------------------------------- */
-
-static int write_full(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	while (n > 0) {
-		ssize_t k = write(fd, c, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		c += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
-static void set_limit(int resource, rlim_t soft, rlim_t hard)
-{
-	struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
-	if (setrlimit(resource, &rl) < 0)
-		log_warn("parse_worker.rlimit resource=%d error=\"%s\"", resource, strerror(errno));
-}
-
-/* CPU seconds used so far; the CPU limit is moved as messages are parsed,
- * so that a long-lived worker is not killed by its history. */
-static rlim_t cpu_used(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (rlim_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1);
-}
-
-int cmd_parse_worker(int argc, char **argv, const char *config)
-{
-	long timeout = 20;
-	long long memory = 512LL * 1024 * 1024;
-	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--timeout"))
-			timeout = atol(argv[i + 1]);
-		else if (!strcmp(argv[i], "--memory"))
-			memory = atoll(argv[i + 1]);
-	}
-	if (timeout <= 0)
-		timeout = 20;
-	/* Nothing but the socket (0, 1) and the log (2) stays open. */
-	for (int fd = 3; fd < 1024; fd++)
-		close(fd);
-	/* A log written to a file must not kill us under RLIMIT_FSIZE. */
-	signal(SIGXFSZ, SIG_IGN);
-	signal(SIGPIPE, SIG_IGN);
-	set_limit(RLIMIT_CORE, 0, 0);
-	set_limit(RLIMIT_FSIZE, 0, 0);
-	set_limit(RLIMIT_NOFILE, 32, 32);
-#ifndef WORKER_ASAN
-	set_limit(RLIMIT_AS, (rlim_t)memory, (rlim_t)memory);
-#else
-	/* AddressSanitizer reserves terabytes of address space up front, so an
-	 * address-space limit would stop the sanitized build from running at
-	 * all; the wall-clock deadline of the parent still applies. */
-	(void)memory;
-#endif
-	struct inbox in = {0};
-	struct buf out;
-	int status = 0;
-	double armed = -2;
-	buf_init(&out);
-	for (;;) {
-		uint64_t n = 0;
-		char *raw = NULL;
-		while (!inbox_frame_len(&in, &n) || !(raw = inbox_frame(&in, n))) {
-			int have_len = in.len - in.off >= sizeof n;
-			if (have_len && n > (uint64_t)1 << 31) {
-				status = 1;
-				goto out;
-			}
-			/* room for all of the message (and its NUL) at once */
-			if (have_len &&
-			    inbox_reserve(&in, sizeof n + (size_t)n + 1 - (in.len - in.off)) < 0) {
-				status = 3;
-				goto out;
-			}
-			ssize_t r = inbox_fill(&in, 0, 0);
-			if (r == -2)
-				status = 3;
-			else if (r < 0 || (r == 0 && in.len > in.off))
-				status = 1;
-			if (r <= 0)
-				goto out; /* EOF between messages: the daemon is done */
-		}
-		/* the parser wants a NUL after the message */
-		if (raw + n == in.data + in.cap) {
-			if (inbox_reserve(&in, 1) < 0) {
-				status = 3;
-				break;
-			}
-			raw = inbox_frame(&in, n);
-		}
-		char after = raw[n];
-		raw[n] = 0;
-		/* CPU time grows no faster than the wall clock in this one thread:
-		 * a limit of what is used plus the timeout and a second, moved once
-		 * a second, leaves every message at least the timeout. */
-		if (now_monotonic() - armed >= 1) {
-			set_limit(RLIMIT_CPU, cpu_used() + (rlim_t)timeout + 1, RLIM_INFINITY);
-			armed = now_monotonic();
-		}
-		char err[256] = "";
-		struct mf_message *m = mime_parse(raw, (size_t)n, err, sizeof err);
-		raw[n] = after;
-		inbox_consume(&in, n);
-		/* the frame: its length, then 'M' and the message or 'E' and why not */
-		uint64_t len = 0;
-		buf_reset(&out);
-		buf_append(&out, &len, sizeof len);
-		if (m) {
-			buf_putc(&out, 'M');
-			message_encode(m, &out);
-		} else {
-			buf_putc(&out, 'E');
-			buf_puts(&out, err);
-		}
-		message_free(m);
-		len = out.len - sizeof len;
-		memcpy(out.data, &len, sizeof len);
-		if (write_full(1, out.data, out.len) < 0) {
-			status = 1;
-			break;
-		}
-		if (out.cap > KEEP_BUFFER)
-			buf_free(&out);
-	}
-out:
-	free(in.data);
-	buf_free(&out);
-	return status;
 }

@@ -8,6 +8,7 @@ int cmd_check_config(int argc, char **argv, const char *config);
 int cmd_run(int argc, char **argv, const char *config);
 int cmd_status(int argc, char **argv, const char *config);
 int cmd_dead(int argc, char **argv, const char *config);
+int cmd_backfill(int argc, char **argv, const char *config);
 int cmd_inspect(int argc, char **argv, const char *config);
 int cmd_preview(int argc, char **argv, const char *config);
 int cmd_digest(int argc, char **argv, const char *config);

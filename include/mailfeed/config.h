@@ -10,6 +10,8 @@
 
 enum tls_mode { TLS_IMPLICIT, TLS_STARTTLS, TLS_NONE };
 enum after_action { AFTER_KEEP, AFTER_SEEN, AFTER_MOVE, AFTER_DELETE };
+/* What a mapping takes of the mail already in its folder when first seen. */
+enum start_mode { START_NEW, START_ALL, START_SINCE };
 enum feed_backend { FEED_LOCAL, FEED_CHATTER, FEED_MATTERMOST, FEED_WEBHOOK };
 enum post_as { POST_AS_INTEGRATION, POST_AS_AUTHOR };
 enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER };
@@ -48,6 +50,10 @@ struct mf_mailbox {
 	struct strlist allow_senders; /* domains or addresses; empty = all */
 	int accept_bulk;
 	int attach_original;
+	enum start_mode start; /* default new */
+	long start_since;     /* seconds back, for since:DURATION */
+	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
+	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
 	int line;
 };
 
@@ -71,6 +77,8 @@ struct mf_gateway {
 	long parse_timeout;   /* seconds per message in the worker, default 20 */
 	long long parse_memory; /* worker RLIMIT_AS, default 512M */
 	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
+	long keep_raw;        /* raw mail and files kept after delivery, default 7d */
+	int notice_max_per_hour; /* notices to senders, all addresses together; default 20 */
 	char *log_level;      /* debug|info|warn|error, default info */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
@@ -154,21 +162,15 @@ struct mf_diag {
 
 /* Loads and validates path.  Returns the config, or NULL when any problem
  * was found (all of them appended to diag).  check_secrets = 1 also opens
- * every *_file secret (existence, permissions) as check-config does. */
+ * every *_file secret (existence, permissions) as check-config does; 0
+ * checks existence and permissions only; -1 skips secrets altogether (to
+ * learn the state path before deciding whom to judge them for). */
 struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag);
 void config_free(struct mf_config *cfg);
 void diag_free(struct mf_diag *diag);
 
 const struct mf_mailbox *config_mailbox(const struct mf_config *cfg, const char *name);
 const struct mf_account *config_account(const struct mf_config *cfg, const char *name);
-
-/* Reads a secret from a *_file (refused when group/world readable) or runs a
- * *_command (argv split on spaces, no shell) and takes its stdout; trailing
- * newline removed.  Exactly one of file/command non-NULL.  Returns 0, or -1
- * with a message in err. */
-int secret_read(const char *file, const char *command, char **out, char *err, size_t errlen);
-/* Same for binary secrets (gateway secret): raw bytes, length in *len. */
-int secret_read_raw(const char *file, unsigned char **out, size_t *len, char *err, size_t errlen);
 
 const char *after_action_name(enum after_action a);
 const char *frequency_name(enum frequency f);

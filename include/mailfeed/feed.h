@@ -33,6 +33,9 @@ struct feed_item {
 	const char *parent_remote_id;  /* comment: the post's id at the service */
 	const char *author_name;
 	const char *author_email;
+	/* the mail server vouched for author_email (auth.h): only then may a
+	 * backend act as that person */
+	int author_verified;
 	const char *subject;
 	const char *text;
 	const struct strlist *hashtags;

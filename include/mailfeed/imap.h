@@ -54,6 +54,11 @@ int imap_select(struct imap_session *s, const char *folder, struct imap_folder_i
 int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids, size_t *n,
 		     char *err, size_t errlen);
 
+/* UIDs of messages whose internal date is on or after the day of since
+ * (UTC), ascending. */
+int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n,
+		      char *err, size_t errlen);
+
 struct imap_fetched {
 	uint32_t uid;
 	uint32_t size;           /* RFC822.SIZE */
@@ -78,6 +83,10 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
  * or deletes (\Deleted + UID EXPUNGE), as the mapping says. */
 int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 	       const uint32_t *uids, size_t n, char *err, size_t errlen);
+
+/* Adds (add = 1) or removes a keyword such as $MailfeedDead on uids. */
+int imap_keyword(struct imap_session *s, const char *keyword, int add, const uint32_t *uids,
+		 size_t n, char *err, size_t errlen);
 
 int imap_has_idle(struct imap_session *s);
 /* Waits for news on the selected folder: IDLE when the server has it

@@ -37,6 +37,9 @@ struct mf_message {
 	time_t date;          /* Date header; 0 when missing or unparseable */
 	char *part;           /* chosen part: "text/plain", "text/html" or "none" */
 	char *full_text;      /* the chosen part as UTF-8 text, before cleaning */
+	char *forwarded;      /* attached messages shown as forwarded blocks; the
+			       * parser's output, joined to full_text and text by
+			       * convert_message (then NULL); not in the wire form */
 	char *text;           /* the new text: quotes and signature removed */
 	char *removed;        /* what cleaning removed ("" when nothing) */
 	struct strlist hashtags; /* [Tag] subject prefixes and #tags of text, deduplicated */

@@ -17,6 +17,21 @@
 /* Attachments listed per message. */
 #define MIME_MAX_ATTACHMENTS 50
 
+/* The top-level header block as the tolerant splitter reads it. */
+struct mime_header {
+	char *name;
+	char *value; /* unfolded, raw bytes */
+};
+
+struct mime_headers {
+	struct mime_header *v;
+	size_t n;
+	size_t body; /* offset of the body in the raw message */
+};
+
+/* First value of a header, trimmed, or NULL. */
+const char *mime_header_get(const struct mime_headers *h, const char *name);
+
 /* Parses raw.  Attachment bytes above max_attachment (0 = no limit) are not
  * kept (the attachment is still listed).  NULL with a message in err when
  * the message cannot be parsed at all. */

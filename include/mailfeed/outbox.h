@@ -27,6 +27,8 @@ struct outbox_new {
 	const struct mf_message *msg; /* author, subject, text, hashtags, attachments */
 	const char *author_name;  /* overrides msg's From when non-NULL */
 	const char *author_email;
+	int author_verified;      /* the sender may be acted as (auth_verify) */
+	const char *author_check; /* how that was decided, or NULL */
 	const struct strlist *extra_hashtags; /* mailbox's configured tags, first */
 	const char *parent_remote_id; /* comment on a post known only at the service */
 	const struct strlist *recipients; /* may-be mentions (recipients_mentionable), or NULL */

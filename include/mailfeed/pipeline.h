@@ -18,8 +18,4 @@ struct parse_worker;
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit);
 
-/* Message-ID of a raw message from a bounded scan of its header block
- * (no MIME parsing in the daemon).  Owned result without <>, or NULL. */
-char *pipeline_header_message_id(const char *raw, size_t len);
-
 #endif

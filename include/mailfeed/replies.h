@@ -11,12 +11,18 @@
 #include "mailfeed/message.h"
 #include "mailfeed/store.h"
 
-/* Handles one parsed message (messages row msg_row), outside any
- * transaction.  *state becomes "queued" (comment enqueued and the row's
+/* Handles one parsed message (messages row msg_row) whose sender av
+ * judged (auth_verify), outside any transaction.  *state becomes "queued" (comment enqueued and the row's
  * state set in the same transaction), "handled" (a subscription command,
  * answered) or "skipped" (refused, reason set; a human sender is told why).
  * Returns 0, or -1 on a store error (reason says what). */
+struct auth_verdict;
 int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_row,
-		    const struct mf_message *m, const char **state, char *reason, size_t reasonlen);
+		    const struct mf_message *m, const struct auth_verdict *av, const char **state,
+		    char *reason, size_t reasonlen);
+
+/* How long a mail mailfeed sent can be answered by In-Reply-To/References
+ * alone: token_lifetime.  sent_ids older than that are pruned. */
+long replies_id_lifetime(const struct mf_config *cfg);
 
 #endif

@@ -95,4 +95,14 @@ int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity,
 int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		    const uint32_t *uids, size_t n);
 
+/* Retention: forgets the raw mail of messages that are finished
+ * (delivered, handled, or dropped from the dead list) and the file bytes
+ * of delivered or dropped items, keep_raw seconds after that; reply
+ * Message-IDs older than id_lifetime and notices older than two days go
+ * too.  Mail still waiting, retrying or on the dead list keeps its bytes.
+ * Runs at most once per STORE_PRUNE_EVERY seconds of now per connection.
+ * Returns the rows changed, or -1. */
+#define STORE_PRUNE_EVERY 60
+int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now);
+
 #endif

@@ -88,6 +88,15 @@ long jitter(long base);
 #define RAW_HEADER_SCAN (256 * 1024)
 char *raw_header_value(const char *raw, size_t len, const char *name, size_t max);
 
+/* Bidirectional formatting controls (U+202A-U+202E embeddings and
+ * overrides, U+2066-U+2069 isolates) reorder what a reader sees, so
+ * hostile text can show one thing and say another.  text_bidi_control
+ * returns the length of such a character at p (n bytes there), else 0;
+ * text_strip_bidi removes them from s in place.  Marks (LRM, RLM, ALM)
+ * stay: they cannot reorder a span of text. */
+size_t text_bidi_control(const unsigned char *p, size_t n);
+void text_strip_bidi(char *s);
+
 int str_ends_with_ci(const char *s, const char *suffix);
 char *str_trim(char *s);
 void str_lower(char *s);

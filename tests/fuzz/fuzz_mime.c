@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailfeed/convert.h"
 #include "mailfeed/mime.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -15,6 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	char err[256];
 	struct mf_message *m = mime_parse_ex((const char *)data, size, 4096, err, sizeof err);
+	if (m)
+		convert_message(m);
 	if (m) {
 		struct buf wire;
 		buf_init(&wire);

@@ -37,7 +37,7 @@ Helpers (import them: `from conftest import write_config, ...`)
   write_config(tmp_path, dovecot=None, **kw) -> Config (a str: the path;
       also .path .state .dir .feed_dir (= .feeds)).  With a dovecot:
       [account USER] (alice; IMAPS, ca_file = the test CA, timeout 10) and
-      [mailbox NAME] (team; folder INBOX, group team, after seen).
+      [mailbox NAME] (team; folder INBOX, group team, after seen, start all).
       Shortcuts: folder, group, after, name, user, password,
       token (XOAUTH2 through oauth2_token_file), host, port, tls
       ("implicit" | "starttls" | "none"), ca_file, cert_name_mismatch=True
@@ -211,7 +211,8 @@ def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after=
         acct.update(account or {})
         out["account " + user] = acct
         if mailbox is not None:
-            mb = {"account": user, "folder": folder, "group": group}
+            # the tests put mail in place before the first start
+            mb = {"account": user, "folder": folder, "group": group, "start": "all"}
             if after:
                 mb["after"] = after
             mb.update(mailbox)
@@ -306,3 +307,7 @@ def wait_for(pred, timeout, step=0.05):
             return True
         time.sleep(step)
     return bool(pred())
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (builds a package); runs in make check")

@@ -10,7 +10,7 @@
  *   {"op": "read", "group": G, "since": T} -> {"rc": 0, "entries": [...]}
  *
  * ITEM: {"id", "key", "kind": "post|comment", "group", "parent",
- *        "author_name", "author_email", "subject", "text", "hashtags": [...],
+ *        "author_name", "author_email", "verified", "subject", "text", "hashtags": [...],
  *        "recipients": [...],
  *        "attachments": [{"filename", "content_type", "data" | "size", "remote"}]}
  * An attachment given by "size" is that many 'x' bytes; "remote" is the note
@@ -45,6 +45,9 @@ static void probe_item(json_t *j, struct feed_item *it, struct strlist tags[2],
 	it->parent_remote_id = jstr(j, "parent");
 	it->author_name = jstr(j, "author_name");
 	it->author_email = jstr(j, "author_email");
+	/* a verified sender unless the item says "verified": false */
+	json_t *verified = json_object_get(j, "verified");
+	it->author_verified = verified ? json_is_true(verified) : 1;
 	it->subject = jstr(j, "subject");
 	it->text = jstr(j, "text");
 	size_t i;

@@ -56,14 +56,67 @@ def test_example_config_documents_every_key(example):
 
 
 def test_example_refuses_shared_secret(example):
-    (example.parent / "imap.pass").chmod(0o640)
+    (example.parent / "imap.pass").chmod(0o644)
     r = run("-c", str(example), "check-config")
     assert r.returncode == 2
     line = next(i for i, l in enumerate(example.read_text().splitlines(), 1)
                 if l.startswith("password_file = ") and "imap.pass" in l)
     assert f"{example}:{line}: password_file: {example.parent}/imap.pass is readable by " \
-           f"group or others (mode 0640); run: chmod 600 {example.parent}/imap.pass" in r.stderr
+           f"others (mode 0644); run: chmod 600 {example.parent}/imap.pass" in r.stderr
     assert r.stdout == ""
+    (example.parent / "imap.pass").chmod(0o620)
+    r = run("-c", str(example), "check-config")
+    assert r.returncode == 2
+    assert f"imap.pass is writable by group or others (mode 0620)" in r.stderr
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving files away needs root")
+
+
+def _service_layout(example, owner_of_state=None):
+    """Every secret 0640 root:nogroup, as Debian keeps them for a service
+    whose group is nogroup (the user nobody stands in for mailfeed)."""
+    state = example.parent / "state"
+    state.mkdir()
+    if owner_of_state is not None:
+        os.chown(state, owner_of_state, owner_of_state)
+    text = example.read_text().replace("/var/lib/mailfeed/state.db", f"{state}/state.db")
+    example.write_text(text)
+    for name in ("secret", "chatter.key", "imap.pass", "smtp.pass"):
+        os.chown(example.parent / name, 0, 65534)
+        (example.parent / name).chmod(0o640)
+    example.parent.chmod(0o755)
+
+
+@needs_root
+def test_debian_secret_modes_judged_for_service_user(example):
+    _service_layout(example)
+    # root itself is not in nogroup: a group it is not in may read the file
+    r = run("-c", str(example), "check-config")
+    assert r.returncode == 2
+    assert f"{example.parent}/imap.pass is readable by group nogroup, which root is not " \
+           f"in (mode 0640)" in r.stderr
+    # judged for the service user, whose group it is: accepted
+    r = run("-c", str(example), "check-config", "--user", "nobody")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("ok: 1 account, 2 mailboxes, backend chatter\n")
+    # a file the service user cannot read at all
+    (example.parent / "smtp.pass").chmod(0o600)
+    r = run("-c", str(example), "check-config", "--user", "nobody")
+    assert r.returncode == 2
+    assert f"{example.parent}/smtp.pass cannot be read by nobody (owner uid 0, group " \
+           f"nogroup, mode 0600)" in r.stderr
+    r = run("-c", str(example), "check-config", "--user", "no-such-user")
+    assert r.returncode == 2
+    assert "--user no-such-user: there is no user no-such-user" in r.stderr
+
+
+@needs_root
+def test_root_judges_for_owner_of_state_directory(example):
+    _service_layout(example, owner_of_state=65534)
+    r = run("-c", str(example), "check-config")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"secrets judged for user nobody (owner of {example.parent}/state)\n")
 
 
 def test_several_errors_each_with_its_line(tmp_path):

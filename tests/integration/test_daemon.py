@@ -201,7 +201,7 @@ def test_reload_adds_and_removes_mappings_and_refuses_bad_config(dovecot, tmp_pa
         assert wait_for(lambda: count(cfg, "SELECT COUNT(*) FROM local_items") == 1, 20)
         # add a second mapping
         with open(cfg.path, "a") as f:
-            f.write("\n[mailbox two]\naccount = alice\nfolder = Two\ngroup = two\nafter = keep\n")
+            f.write("\n[mailbox two]\naccount = alice\nfolder = Two\ngroup = two\nafter = keep\nstart = all\n")
         p.send_signal(signal.SIGHUP)
         dovecot.append("alice", "Two", msg(2))
         assert wait_for(lambda: count(cfg, "SELECT COUNT(*) FROM local_items WHERE grp='two'") == 1, 20)

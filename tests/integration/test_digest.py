@@ -127,6 +127,7 @@ def make_config(tmp_path, smtp_port, extra="", subscriber="daily", imap_port=Non
         folder = Team
         group = team-group
         after = keep
+        start = all
 
         [smtp]
         url = smtp://127.0.0.1:{smtp_port}

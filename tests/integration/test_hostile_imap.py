@@ -48,7 +48,8 @@ def config(tmp_path, srv, timeout=10, gateway=None, **account):
     return write_config(tmp_path, None, gateway=gateway or {},
                         **{"account alice": acct,
                            "mailbox team": {"account": "alice", "folder": "INBOX",
-                                            "group": "team", "after": "seen"}})
+                                            "group": "team", "after": "seen",
+                                            "start": "all"}})
 
 
 def probe(cfg, *args, timeout=60):

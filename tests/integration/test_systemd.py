@@ -30,8 +30,8 @@ MAX_EXPOSURE = 2.0
 def unit(tmp_path):
     """The unit as `make install` writes it, pointing at the binary under test,
     with the man pages it names findable through MANPATH."""
-    text = UNIT.read_text().replace("@BINDIR@/mailfeed", BIN)
-    assert "@BINDIR@" not in text
+    text = UNIT.read_text().replace("@SBINDIR@/mailfeed", BIN)
+    assert "@SBINDIR@" not in text
     path = tmp_path / "mailfeed.service"
     path.write_text(text)
     for sect, page in (("man8", "mailfeed.8"), ("man5", "mailfeed.conf.5")):
@@ -72,6 +72,36 @@ def test_unit_exposure(unit):
     exposure = float(m.group(1))
     print(f"systemd-analyze security exposure: {exposure}")
     assert exposure <= MAX_EXPOSURE, out
+
+
+def unit_settings():
+    """The [Service] settings of the shipped unit: name -> [values]."""
+    out = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+def test_unit_bounds_memory_and_tasks():
+    """A flood of hostile mail cannot take the host's memory or process
+    table: the unit caps both, a worker killed for memory does not stop the
+    service, and the README says what the caps are for."""
+    s = unit_settings()
+    size = s["MemoryMax"][-1]
+    m = re.fullmatch(r"(\d+)([KMG])", size)
+    assert m, size
+    mib = int(m.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024}[m.group(2)]
+    assert 512 <= mib <= 2048, size  # room for the daemon and a 512 MB worker
+    tasks = int(s["TasksMax"][-1])
+    assert 32 <= tasks <= 256, tasks
+    assert s["OOMPolicy"] == ["continue"]
+    # the parse worker installs its own seccomp filter
+    assert "seccomp" in s["SystemCallFilter"]
+    readme = (ROOT / "README.md").read_text()
+    for word in ("MemoryMax=", "TasksMax=", "OOMPolicy="):
+        assert word in readme, word
 
 
 class Notifications:

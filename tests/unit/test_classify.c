@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "mailfeed/classify.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/mime.h"
 
 #define FIXTURES "tests/fixtures/mime/"
@@ -25,6 +26,8 @@ static struct mf_message *load(const char *name)
 		fail_msg("cannot read %s", path);
 	char err[256];
 	struct mf_message *m = mime_parse(raw, len, err, sizeof err);
+	if (m)
+		convert_message(m);
 	free(raw);
 	if (!m)
 		fail_msg("%s: %s", path, err);

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "mailfeed/clean.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/html.h"
 #include "mailfeed/message.h"
 #include "mailfeed/mime.h"
@@ -31,10 +32,8 @@ static const struct {
 	const char *dir;
 	double min_rate;
 } corpus_dirs[] = {
-    {"reply-github", 1.0},
-    {"reply-willdurand", 1.0},
-    {"reply-crisp", 1.0},
-    {"reply-talon", 1.0},
+    {"reply-github", 1.0}, {"reply-willdurand", 1.0}, {"reply-crisp", 1.0},
+    {"reply-talon", 1.0},  {"reply-zapier", 1.0},     {"reply-crafted", 1.0},
 };
 
 static void check(const char *in, const char *sender, const char *text, const char *removed)
@@ -69,9 +68,20 @@ static void test_wrapped_header(void **state)
 
 static void test_inline_answers_kept(void **state)
 {
+	/* an answer means nothing without what it answers: the answered quote
+	 * stays as quote lines, the attribution goes */
 	check("On 1 Jan 2025, Bob <b@example.com> wrote:\n> Question one?\nAnswer one.\n\n> "
 	      "Question two?\nAnswer two.\n",
-	      NULL, "Answer one.\n\nAnswer two.", NULL);
+	      NULL, "> Question one?\nAnswer one.\n\n> Question two?\nAnswer two.", NULL);
+	/* trailing history that nothing answers goes */
+	check("On 1 Jan 2025, Bob <b@example.com> wrote:\n> Can you do Friday at ten?\n\nYes, "
+	      "that works.\n\n> The rest of the old message goes on here at length.\n> And "
+	      "more of it that nobody answered.\n",
+	      NULL, "> Can you do Friday at ten?\n\nYes, that works.", NULL);
+	/* a plain bottom-post keeps only the answer */
+	check("On 1 Jan 2025, Bob <b@example.com> wrote:\n> Lunch on Friday?\n\nYes, that "
+	      "works.\n",
+	      NULL, "Yes, that works.", NULL);
 }
 
 static void test_outlook_blocks(void **state)
@@ -256,6 +266,23 @@ struct tally {
 	int pass, fail, lost;
 };
 
+static int has_unquoted_line(const char *s)
+{
+	while (*s) {
+		const char *e = strchr(s, '\n');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+		size_t i = 0;
+		while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
+			i++;
+		if (i < n && s[i] != '>')
+			return 1;
+		if (!e)
+			break;
+		s = e + 1;
+	}
+	return 0;
+}
+
 /* Runs one input against the expectations; returns 1 when it passes and
  * sets *lost when new text went missing. */
 static int run_case(const char *input, const char *sender, json_t *expect, int ignore_ws, int *lost,
@@ -269,6 +296,12 @@ static int run_case(const char *input, const char *sender, json_t *expect, int i
 	clean_reply(input, sender, &r);
 	got = normalise(r.text);
 	*lost = 0;
+	/* trimming never leaves nothing when there is an unquoted line */
+	if (!*got && has_unquoted_line(input)) {
+		ok = 0;
+		*lost = 1;
+		buf_printf(why, " empty text");
+	}
 	if ((v = json_object_get(expect, "reply"))) {
 		int any = same(got, json_string_value(v), ignore_ws);
 		json_t *alt;
@@ -382,6 +415,8 @@ static void corpus_dir(const char *dir, struct tally *t)
 			/* a whole message: what the user sees is the parser's text */
 			char perr[256];
 			struct mf_message *m = mime_parse(body, strlen(body), perr, sizeof perr);
+			if (m)
+				convert_message(m);
 			assert_non_null(m);
 			free(body);
 			body = xstrdup(m->full_text ? m->full_text : "");

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/secret.h"
 
 static char tmpdir[256];
 static char cfgpath[300];
@@ -229,6 +230,8 @@ static void test_value_problems(void **state)
 	expect_problem("[digest]\nmax_items = 0\n", 2, "from 1 to 1000");
 	expect_problem("[gateway]\nlog_level = loud\n", 2, "debug, info, warn or error");
 	expect_problem("[gateway]\nmetrics_listen = 9464\n", 2, "HOST:PORT");
+	expect_problem("[gateway]\nmetrics_listen = 0.0.0.0:9464\n", 2, "not a loopback address");
+	expect_problem("[gateway]\nmetrics_listen = ::1:9464\n", 2, "[::1]:9464");
 	expect_problem("[feed]\nbackend = slack\n", 2,
 		       "must be one of: local | chatter | mattermost | webhook");
 	expect_problem("[feed]\npost_as = boss\n", 2, "integration | author");
@@ -301,8 +304,12 @@ static void test_cross_section_problems(void **state)
 
 static void test_secret_files(void **state)
 {
-	write_file("imap.pass", "pw\n", 0640);
-	expect_problem(ACCOUNT, 4, "readable by group or others (mode 0640); run: chmod 600");
+	write_file("imap.pass", "pw\n", 0660);
+	expect_problem(ACCOUNT, 4, "writable by group or others (mode 0660); run: chmod 600");
+	write_file("imap.pass", "pw\n", 0644);
+	expect_problem(ACCOUNT, 4, "readable by others (mode 0644); run: chmod 600");
+	write_file("imap.pass", "pw\n", 0602);
+	expect_problem(ACCOUNT, 4, "writable by group or others (mode 0602)");
 	expect_problem("[account staff]\nhost = h\nusername = u\npassword_file = missing\n", 4,
 		       "No such file or directory");
 	write_file("short", "0123456789", 0600);
@@ -317,6 +324,34 @@ static void test_secret_files(void **state)
 	assert_null(config_load(cfgpath, 0, &diag));
 	assert_int_equal(diag.msgs.n, 1);
 	assert_non_null(strstr(diag.msgs.v[0], "chmod 600"));
+	diag_free(&diag);
+}
+
+/* 0640 with the reading user's group is how Debian keeps secrets (root owns
+ * the file, the service's group reads it); a group the reader is not in may
+ * not read it.  Needs root to give files away. */
+static void test_secret_group_modes(void **state)
+{
+	char path[400], err[512], *out = NULL;
+	struct mf_diag diag = {0};
+
+	if (geteuid() != 0)
+		skip();
+	write_file("imap.pass", "pw\n", 0640);
+	snprintf(path, sizeof path, "%s/imap.pass", tmpdir);
+	assert_int_equal(chown(path, 0, getegid()), 0);
+	struct mf_config *cfg = load(ACCOUNT, &diag);
+	assert_non_null(cfg);
+	config_free(cfg);
+	assert_int_equal(secret_read(path, NULL, &out, err, sizeof err), 0);
+	assert_string_equal(out, "pw");
+	free(out);
+
+	assert_int_equal(chown(path, 0, 65534), 0); /* nogroup, not root's */
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(secret_read(path, NULL, &out, err, sizeof err), -1);
+	assert_non_null(strstr(err, "is readable by group"));
+	assert_non_null(strstr(err, "which root is not in (mode 0640)"));
 	diag_free(&diag);
 }
 
@@ -406,6 +441,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_value_problems, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cross_section_problems, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_secret_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_secret_group_modes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_secret_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_secret_read_raw, setup, teardown),
 	    cmocka_unit_test(test_names),

@@ -11,12 +11,15 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/convert.h"
 #include "mailfeed/mime.h"
 
 static struct mf_message *parse(const char *raw)
 {
 	char err[256] = "";
 	struct mf_message *m = mime_parse(raw, strlen(raw), err, sizeof err);
+	if (m)
+		convert_message(m);
 	if (!m)
 		fail_msg("parse failed: %s", err);
 	return m;
@@ -314,6 +317,8 @@ static void test_attachment_limits(void **state)
 	message_free(m);
 	char err[128];
 	m = mime_parse_ex(b.data, b.len, 1, err, sizeof err);
+	if (m)
+		convert_message(m);
 	assert_int_equal(m->attachments[0].size, 1);
 	assert_non_null(m->attachments[0].data);
 	assert_int_equal(m->attachments[10].size, 2);
@@ -381,6 +386,8 @@ static void test_hostile_nesting(void **state)
 		buf_printf(&b, "--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n", i - 1, i);
 	char err[128] = "";
 	struct mf_message *m = mime_parse(b.data, b.len, err, sizeof err);
+	if (m)
+		convert_message(m);
 	assert_null(m);
 	assert_non_null(strstr(err, "unparseable"));
 	buf_free(&b);
@@ -392,6 +399,8 @@ static void test_hostile_nesting(void **state)
 		buf_printf(&b, "--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n", i - 1, i);
 	buf_puts(&b, "--b59\nContent-Type: text/plain\n\ndeep text\n");
 	m = mime_parse(b.data, b.len, err, sizeof err);
+	if (m)
+		convert_message(m);
 	assert_non_null(m);
 	assert_string_equal(m->part, "text/plain");
 	message_free(m);

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/convert.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/recipients.h"
 
@@ -20,6 +21,8 @@ static struct mf_message *parse(const char *headers)
 			      headers);
 	char err[256];
 	struct mf_message *m = mime_parse(raw, strlen(raw), err, sizeof err);
+	if (m)
+		convert_message(m);
 	free(raw);
 	if (!m)
 		fail_msg("parse: %s", err);

@@ -16,6 +16,7 @@
 #include <glob.h>
 #include <jansson.h>
 
+#include "mailfeed/convert.h"
 #include "mailfeed/html.h"
 #include "mailfeed/mime.h"
 
@@ -106,6 +107,8 @@ static void check_one(const char *eml, struct tally *t)
 	assert_non_null(raw);
 	char err[256];
 	struct mf_message *m = mime_parse(raw, len, err, sizeof err);
+	if (m)
+		convert_message(m);
 	free(raw);
 	t->total++;
 	if (!m || !doc) {

@@ -12,7 +12,9 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/auth.h"
 #include "mailfeed/message.h"
+#include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/replies.h"
 #include "mailfeed/token.h"
@@ -68,6 +70,8 @@ static int setup(void **state)
 	f->cfg.smtp.from = "Feed <digest@example.org>";
 	f->cfg.smtp.tls_verify = 1;
 	f->cfg.smtp.timeout = 5;
+	f->cfg.gateway.notice_max_per_hour = 20;
+	f->cfg.gateway.token_lifetime = 30 * 86400L;
 	*state = f;
 	return 0;
 }
@@ -240,7 +244,14 @@ static const char *process(struct fixture *f, struct mf_message *m, char *reason
 {
 	const char *state = NULL;
 	int64_t row = add_message(f);
-	assert_int_equal(replies_process(f->st, &f->cfg, row, m, &state, reason, n), 0);
+	/* the header block the verdict is read from, as the mail server left it */
+	char *raw = m->auth_results ? xasprintf("Authentication-Results: %s\r\nFrom: <%s>\r\n\r\n",
+						m->auth_results, m->from_email)
+				    : xasprintf("From: <%s>\r\n\r\n", m->from_email);
+	struct auth_verdict av;
+	auth_verify(f->cfg.gateway.trusted_authserv, raw, strlen(raw), m->from_email, &av);
+	free(raw);
+	assert_int_equal(replies_process(f->st, &f->cfg, row, m, &av, &state, reason, n), 0);
 	message_free(m);
 	return state;
 }
@@ -264,13 +275,24 @@ static void test_replies(void **state)
 			 1);
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM messages WHERE state='queued'"), 1);
 
-	/* someone else using bob's address: refused, and told why */
+	/* someone else using bob's address: refused; an unverified stranger
+	 * is not mailed (the From may be anyone's), a subscriber is told why */
 	assert_string_equal(
 	    process(f, reply(addr, "mallory@example.org", "Re: y", "Hi"), reason, sizeof reason),
 	    "skipped");
 	assert_non_null(strstr(reason, "belongs to someone else"));
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE"
-				  " address='mallory@example.org' AND reason='reply-wrong-sender'"),
+				  " address='mallory@example.org'"),
+			 0);
+	assert_int_equal(store_exec(f->st,
+				    "INSERT INTO subscribers(email, groups, frequency, since)"
+				    " VALUES('erin@example.org','g1','daily',0)"),
+			 0);
+	assert_string_equal(
+	    process(f, reply(addr, "erin@example.org", "Re: y", "Hi"), reason, sizeof reason),
+	    "skipped");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE"
+				  " address='erin@example.org' AND reason='reply-wrong-sender'"),
 			 1);
 
 	/* forged token */
@@ -289,14 +311,15 @@ static void test_replies(void **state)
 	    "skipped");
 	assert_non_null(strstr(reason, "expired"));
 
-	/* no token at all; a second refusal the same day is not mailed again */
-	assert_string_equal(process(f, reply("feed@example.org", "carol@example.org", "a", "Hi"),
+	/* no token at all, or a forged one: never answered, even to a
+	 * subscriber, since anyone can write such mail in anyone's name */
+	assert_string_equal(process(f, reply("feed@example.org", "erin@example.org", "a", "Hi"),
 				    reason, sizeof reason),
 			    "skipped");
-	assert_string_equal(process(f, reply("feed@example.org", "carol@example.org", "b", "Hi"),
-				    reason, sizeof reason),
-			    "skipped");
-	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE address='carol@example.org'"),
+	assert_string_equal(
+	    process(f, reply(forged, "erin@example.org", "Re: z", "Hi"), reason, sizeof reason),
+	    "skipped");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices WHERE address='erin@example.org'"),
 			 1);
 
 	/* an out-of-office answer is skipped without an answer */
@@ -321,19 +344,109 @@ static void test_replies(void **state)
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM subscribers WHERE frequency='never'"), 1);
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox"), 1);
 
-	/* with a trusted authserv, only a passing DKIM/DMARC is accepted */
+	/* without a trusted authserv the comment is made, but not as bob */
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox WHERE"
+				  " json_extract(payload, '$.author.verified') = 0"),
+			 1);
+
+	/* with a trusted authserv, only an aligned pass of that server is accepted */
 	f->cfg.gateway.trusted_authserv = "mx.example.org";
 	struct mf_message *unsigned_m = reply(addr, "bob@example.org", "Re: u", "Hello");
 	unsigned_m->auth_results = strdup("evil.example; dkim=pass header.d=example.org");
 	assert_string_equal(process(f, unsigned_m, reason, sizeof reason), "skipped");
+	assert_non_null(strstr(reason, "no Authentication-Results of mx.example.org"));
+	struct mf_message *comment_m = reply(addr, "bob@example.org", "Re: c", "Hello");
+	comment_m->auth_results =
+	    strdup("mx.example.org; dkim=fail (dkim=pass) header.d=example.org");
+	assert_string_equal(process(f, comment_m, reason, sizeof reason), "skipped");
 	struct mf_message *signed_m = reply(addr, "bob@example.org", "Re: s", "Hello");
 	signed_m->auth_results = strdup("mx.example.org; spf=fail; dkim=pass header.d=example.org");
 	assert_string_equal(process(f, signed_m, reason, sizeof reason), "queued");
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox WHERE"
+				  " json_extract(payload, '$.author.verified') = 1 AND"
+				  " json_extract(payload, '$.author.check') LIKE '%dkim=pass%'"),
+			 1);
 	f->cfg.gateway.trusted_authserv = NULL;
 
 	free(old);
 	free(old_addr);
 	free(forged);
+	free(addr);
+	free(tok);
+}
+
+/* A reply found only by In-Reply-To/References lives as long as a token
+ * issued with the notification it answers; old sent ids are pruned. */
+static void test_reply_by_message_id_expires(void **state)
+{
+	struct fixture *f = *state;
+	char reason[300];
+	time_t now = time(NULL);
+	long life = f->cfg.gateway.token_lifetime;
+	sqlite3_stmt *s;
+	sqlite3_prepare_v2(store_db(f->st),
+			   "INSERT INTO sent_ids(message_id, grp, remote_id, email, created)"
+			   " VALUES(?,'g1','post-9','bob@example.org',?)",
+			   -1, &s, NULL);
+	sqlite3_bind_text(s, 1, "old@mailfeed", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, now - life - 3600);
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, "new@mailfeed", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, now - 3600);
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+
+	struct mf_message *m = reply("feed@example.org", "bob@example.org", "Re: old", "Late");
+	m->in_reply_to = strdup("old@mailfeed");
+	assert_string_equal(process(f, m, reason, sizeof reason), "skipped");
+	assert_non_null(strstr(reason, "could be answered until"));
+	m = reply("feed@example.org", "bob@example.org", "Re: old refs", "Late");
+	strlist_add(&m->references, "old@mailfeed");
+	assert_string_equal(process(f, m, reason, sizeof reason), "skipped");
+	m = reply("feed@example.org", "bob@example.org", "Re: new", "In time");
+	m->in_reply_to = strdup("new@mailfeed");
+	assert_string_equal(process(f, m, reason, sizeof reason), "queued");
+
+	assert_true(store_prune(f->st, 7 * 86400, life, now) >= 1);
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM sent_ids"), 1);
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM sent_ids WHERE message_id='new@mailfeed'"),
+			 1);
+}
+
+/* Refusal notices: a global hourly cap, and the subject quoted short and
+ * without controls or bidi overrides. */
+static void test_notice_cap_and_subject(void **state)
+{
+	struct fixture *f = *state;
+	char reason[300], q[NOTICE_SUBJECT_MAX * 4 + 16];
+	time_t now = time(NULL);
+	char *tok = token_issue(f->st, secret, sizeof secret, TOKEN_REPLY, "g1", "post-7",
+				"bob@example.org", now + 86400);
+	char *addr = token_address(&f->cfg, tok);
+	f->cfg.gateway.notice_max_per_hour = 3;
+	f->cfg.gateway.trusted_authserv = "mx.example.org";
+	for (int i = 0; i < 6; i++) {
+		char from[64];
+		snprintf(from, sizeof from, "user%d@example.org", i);
+		struct mf_message *m = reply(addr, from, "Re: flood", "Hi");
+		m->auth_results = strdup("mx.example.org; dmarc=pass header.from=example.org");
+		assert_string_equal(process(f, m, reason, sizeof reason), "skipped");
+	}
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices"), 3);
+	f->cfg.gateway.trusted_authserv = NULL;
+
+	notice_quote_subject("Pay \xe2\x80\xae"
+			     "exe.pdf\r\n\tnow " /* RLO */
+			     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+			     q, sizeof q);
+	assert_null(strstr(q, "\xe2\x80\xae"));
+	assert_null(strpbrk(q, "\r\n\t"));
+	assert_true(strncmp(q, "Pay exe.pdf now aaa", 19) == 0);
+	assert_non_null(strstr(q, "\xe2\x80\xa6"));
+	assert_true(strlen(q) <= NOTICE_SUBJECT_MAX + 3);
+	notice_quote_subject(NULL, q, sizeof q);
+	assert_string_equal(q, "");
 	free(addr);
 	free(tok);
 }
@@ -346,6 +459,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unsubscribe_and_people, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_address_matching, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reply_by_message_id_expires, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_notice_cap_and_subject, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "mailfeed/cli.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/worker.h"
 
@@ -140,6 +141,8 @@ static void test_same_as_in_process(void **state)
 	char reason[256] = "";
 	assert_int_equal(worker_parse(w, rich, strlen(rich), &m, reason, sizeof reason), 0);
 	struct mf_message *local = mime_parse(rich, strlen(rich), reason, sizeof reason);
+	if (local)
+		convert_message(local);
 	assert_non_null(local);
 	json_t *a = message_to_json(m, 1), *b = message_to_json(local, 1);
 	char *ja = json_dumps(a, JSON_SORT_KEYS), *jb = json_dumps(b, JSON_SORT_KEYS);

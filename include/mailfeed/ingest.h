@@ -1,0 +1,40 @@
+/* ingest.h — IMAP ingest: folder sync into the state and after-actions.
+ * Used by the watcher threads and `run --once` (cmd_run.c). */
+#ifndef MAILFEED_INGEST_H
+#define MAILFEED_INGEST_H
+
+#include "mailfeed/config.h"
+#include "mailfeed/imap.h"
+#include "mailfeed/store.h"
+
+/* One folder as ingest sees it (borrowed strings). */
+struct ingest_folder {
+	const char *key;               /* mapping name, or the replies key */
+	const struct mf_account *acct;
+	const char *folder;
+	long long max_size;
+	enum start_mode start;         /* on the mapping's first sight */
+	long start_since;
+};
+
+/* Syncs one folder: select, detect UIDVALIDITY changes, fetch every new
+ * message and store it with its checkpoint.  On the mapping's first sight
+ * the mail already there is passed over as f->start says.  *stop is polled
+ * between messages.  Returns 0, or -1 with err (the server), or
+ * INGEST_STORE_FAILED with err when the state database refused the work (a
+ * full disk, say). */
+#define INGEST_STORE_FAILED (-2)
+int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
+		       volatile int *stop, int *new_messages, char *err, size_t errlen);
+/* Fetches uids of the selected folder and stores them in state ("new", or
+ * "held" for backfill), in batches; the checkpoint never moves back.
+ * *inserted counts messages not known before.  Returns as above. */
+int ingest_take(struct imap_session *s, struct store *st, const char *key, uint32_t uidvalidity,
+		const uint32_t *uids, size_t n, long long max_size, const char *state,
+		volatile int *stop, int *inserted, char *err, size_t errlen);
+/* Applies the after-action to every message of key that is safe now.
+ * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder. */
+int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
+		      enum after_action a, const char *after_folder, char *err, size_t errlen);
+
+#endif

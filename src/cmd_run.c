@@ -1,0 +1,707 @@
+/* cmd_run.c — `mailfeed run`: the gateway's threads and their discipline.
+ *
+ * One watcher thread per mapped folder (and one for [replies]) owns its IMAP
+ * session: it takes new messages in and applies the after-action to
+ * messages that are safe (both in ingest.c), and waits with IDLE (or
+ * polls).  The main thread is the processor: it parses,
+ * classifies, threads and enqueues, delivers the outbox, sends due digests,
+ * pings the systemd watchdog and handles signals through a signalfd.
+ * Threads talk only through the database and eventfds; each has its own
+ * SQLite connection.
+ *
+ * SIGHUP loads the new config; an invalid one is refused (logged, shown by
+ * `status`) and the old one kept.  A valid one replaces the watchers: they
+ * finish their current step, the new set starts from the stored
+ * checkpoints, so nothing is lost or repeated.  SIGTERM/SIGINT stop within
+ * a few seconds; whatever was not committed is simply done again later. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailfeed/cli.h"
+#include "mailfeed/digest.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/health.h"
+#include "mailfeed/imap.h"
+#include "mailfeed/ingest.h"
+#include "mailfeed/log.h"
+#include "mailfeed/metrics.h"
+#include "mailfeed/outbox.h"
+#include "mailfeed/pipeline.h"
+#include "mailfeed/replies.h"
+#include "mailfeed/store.h"
+#include "mailfeed/worker.h"
+
+#define MAX_BACKOFF 300
+#define STORE_MAX_BACKOFF 30
+#define WATCH_WAIT 60
+#define PROCESS_BATCH 50
+/* The longest a step of a watcher or of the processor may go without
+ * progress (one message fetched, one batch processed) before /healthz
+ * calls it stuck. */
+#define HEALTH_STEP health_step()
+
+struct watcher {
+	pthread_t thread;
+	int running;
+	const char *key;
+	const struct mf_account *acct;
+	const char *folder;
+	enum after_action after;
+	const char *after_folder;
+	long long max_size;
+	enum start_mode start;
+	long start_since;
+	const char *state_path;
+	int wake_fd;
+	volatile int stop;
+	int proc_wake_fd;
+	int health; /* its slot in the liveness table */
+};
+
+static void wake(int fd)
+{
+	uint64_t one = 1;
+	if (fd >= 0 && write(fd, &one, sizeof one) < 0 && errno != EAGAIN)
+		log_debug("daemon.wake error=\"%s\"", strerror(errno));
+}
+
+static void drain(int fd)
+{
+	uint64_t v;
+	while (read(fd, &v, sizeof v) > 0)
+		;
+}
+
+/* The next delay of a doubling backoff: 1 after none, at most max. */
+static long backoff_next(long cur, long max)
+{
+	long next = cur > 0 ? cur * 2 : 1;
+	return next > max ? max : next;
+}
+
+static void sleep_or_wake(int fd, long seconds)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	poll(&p, 1, (int)(seconds * 1000));
+	drain(fd);
+}
+
+static struct ingest_folder watcher_target(const struct watcher *w)
+{
+	return (struct ingest_folder){.key = w->key,
+				      .acct = w->acct,
+				      .folder = w->folder,
+				      .max_size = w->max_size,
+				      .start = w->start,
+				      .start_since = w->start_since};
+}
+
+static void *watcher_main(void *arg)
+{
+	struct watcher *w = arg;
+	char err[512];
+	long backoff = 1, store_backoff = 1;
+	int rc = 0;
+	struct ingest_folder target = watcher_target(w);
+	struct store *st = store_open(w->state_path, err, sizeof err);
+	if (!st) {
+		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
+		return NULL;
+	}
+	health_bind(w->health);
+	while (!w->stop) {
+		health_beat(w->health, HEALTH_STEP);
+		struct imap_session *s = imap_open(w->acct, err, sizeof err);
+		if (!s) {
+			long delay = jitter(backoff);
+			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
+				  delay);
+			health_wait(w->health,
+				    imap_last_failure() == IMAP_FAIL_AUTH ? HEALTH_AUTH_BACKOFF
+									  : HEALTH_BACKOFF,
+				    (double)delay, err);
+			store_folder_error(st, w->key, err);
+			sleep_or_wake(w->wake_fd, delay);
+			backoff = backoff_next(backoff, MAX_BACKOFF);
+			continue;
+		}
+		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", w->key,
+			 w->acct->name, w->folder, imap_has_idle(s) ? "yes" : "no");
+		while (!w->stop) {
+			int fresh = 0;
+			rc = ingest_sync_folder(s, st, &target, &w->stop, &fresh, err, sizeof err);
+			if (rc < 0)
+				break;
+			backoff = 1;
+			if (fresh)
+				wake(w->proc_wake_fd);
+			rc = ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err,
+					       sizeof err);
+			if (rc < 0)
+				break;
+			store_backoff = 1;
+			if (w->stop)
+				break;
+			health_beat(w->health, WATCH_WAIT + 60 + 2.0 * (double)w->acct->timeout);
+			int r = imap_wait(s, w->wake_fd, WATCH_WAIT, err, sizeof err);
+			health_beat(w->health, HEALTH_STEP);
+			drain(w->wake_fd);
+			if (r < 0)
+				break;
+		}
+		if (w->stop) {
+			imap_close(s);
+			break;
+		}
+		imap_abort(s);
+		if (rc == INGEST_STORE_FAILED) {
+			/* the server is fine: what failed is the state database (a
+			 * full disk, say); try again soon, from where it stopped */
+			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
+				 w->key, err, store_backoff);
+			health_wait(w->health, HEALTH_BACKOFF, (double)store_backoff, err);
+			sleep_or_wake(w->wake_fd, store_backoff);
+			store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
+			continue;
+		}
+		long delay = jitter(backoff);
+		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
+			 delay);
+		health_wait(w->health, HEALTH_BACKOFF, (double)delay, err);
+		store_folder_error(st, w->key, err);
+		sleep_or_wake(w->wake_fd, delay);
+		backoff = backoff_next(backoff, MAX_BACKOFF);
+	}
+	store_close(st);
+	return NULL;
+}
+
+struct daemon {
+	const char *config_path;
+	struct mf_config *cfg;
+	struct watcher *w;
+	size_t nw;
+	int proc_wake_fd;
+	const struct feed_backend_ops *feed;
+	void *feed_ctx;
+	struct parse_worker *worker;
+	struct metrics_server *metrics;
+	char *metrics_listen;
+};
+
+static size_t watchers_plan(struct daemon *d)
+{
+	const struct mf_config *cfg = d->cfg;
+	size_t n = cfg->n_mailboxes + (cfg->replies.present ? 1 : 0);
+	d->w = xcalloc(n ? n : 1, sizeof *d->w);
+	for (size_t i = 0; i < cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *mb = &cfg->mailboxes[i];
+		d->w[i] = (struct watcher){.key = mb->name,
+					   .acct = mb->acct,
+					   .folder = mb->folder,
+					   .after = mb->after,
+					   .after_folder = mb->after_folder,
+					   .start = mb->start,
+					   .start_since = mb->start_since};
+	}
+	if (cfg->replies.present)
+		d->w[n - 1] = (struct watcher){.key = REPLIES_KEY,
+					       .acct = cfg->replies.acct,
+					       .folder = cfg->replies.folder,
+					       .after = cfg->replies.after,
+					       .after_folder = cfg->replies.after_folder,
+					       .start = START_ALL};
+	for (size_t i = 0; i < n; i++) {
+		d->w[i].max_size = cfg->gateway.max_message_size;
+		d->w[i].state_path = cfg->gateway.state;
+		d->w[i].proc_wake_fd = d->proc_wake_fd;
+		d->w[i].wake_fd = -1;
+	}
+	return n;
+}
+
+static void watchers_start(struct daemon *d)
+{
+	d->nw = watchers_plan(d);
+	for (size_t i = 0; i < d->nw; i++) {
+		struct watcher *w = &d->w[i];
+		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		char name[300];
+		snprintf(name, sizeof name, "mailbox %s", w->key);
+		w->health = health_register(name);
+		if (pthread_create(&w->thread, NULL, watcher_main, w) == 0)
+			w->running = 1;
+		else
+			log_error("watcher.error mailbox=%s error=\"cannot start thread\"", w->key);
+	}
+}
+
+static void watchers_stop(struct daemon *d, double deadline)
+{
+	for (size_t i = 0; i < d->nw; i++) {
+		d->w[i].stop = 1;
+		wake(d->w[i].wake_fd);
+	}
+	for (size_t i = 0; i < d->nw; i++) {
+		struct watcher *w = &d->w[i];
+		health_unregister(w->health);
+		if (!w->running)
+			continue;
+		double left = deadline - now_monotonic();
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (left < 0.1)
+			left = 0.1;
+		ts.tv_sec += (time_t)left;
+		if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+			log_warn("watcher.abandoned mailbox=%s note=\"still in network I/O; its "
+				 "uncommitted step will be redone\"",
+				 w->key);
+			pthread_detach(w->thread);
+			w->wake_fd = -1; /* the thread may still use it */
+			continue;
+		}
+		close(w->wake_fd);
+	}
+	free(d->w);
+	d->w = NULL;
+	d->nw = 0;
+}
+
+static void wake_watchers(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nw; i++)
+		wake(d->w[i].wake_fd);
+}
+
+static int feed_open(struct daemon *d, struct store *st)
+{
+	char err[512];
+	d->feed = feed_backend(d->cfg->feed.backend);
+	if (!d->feed) {
+		log_error("feed.error error=\"backend not available in this build\"");
+		return -1;
+	}
+	if (d->feed->open(d->cfg, st, &d->feed_ctx, err, sizeof err) < 0) {
+		log_error("feed.error backend=%s error=\"%s\"", d->feed->name, err);
+		d->feed = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void feed_close(struct daemon *d)
+{
+	if (d->feed && d->feed_ctx)
+		d->feed->close(d->feed_ctx);
+	d->feed = NULL;
+	d->feed_ctx = NULL;
+}
+
+static void set_daemon_note(struct store *st, const char *key, const char *value)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT INTO daemon(key, value, at) VALUES(?1, ?2, ?3)"
+			       " ON CONFLICT(key) DO UPDATE SET value=?2, at=?3",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (value)
+		sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	sqlite3_step(s);
+	sqlite3_finalize(s);
+}
+
+/* Delivers everything that is due now.  Returns items that went dead, or
+ * -1 when the state database failed (what is left is redone later). */
+static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
+{
+	int dead = 0;
+	*delivered_any = 0;
+	store_prune(st, d->cfg->gateway.keep_raw, replies_id_lifetime(d->cfg), time(NULL));
+	if (!d->feed)
+		return 0;
+	for (int round = 0; round < 1000; round++) {
+		struct outbox_counts before, after;
+		long waiting = 0;
+		outbox_counts(st, &before);
+		int r = outbox_deliver_due(st, d->cfg, d->feed_ctx, &waiting);
+		if (r < 0)
+			return -1;
+		dead += r;
+		outbox_counts(st, &after);
+		if (after.delivered > before.delivered)
+			*delivered_any = 1;
+		if (after.delivered == before.delivered && after.dead == before.dead)
+			break; /* nothing moved: what is left waits for later */
+		if (waiting == 0)
+			break;
+	}
+	return dead;
+}
+
+static void notify_status(struct store *st)
+{
+	struct outbox_counts c;
+	if (outbox_counts(st, &c) < 0)
+		return;
+	sd_notifyf(0, "STATUS=outbox pending=%ld retrying=%ld delivered=%ld dead=%ld", c.pending,
+		   c.retrying, c.delivered, c.dead);
+}
+
+static int run_once(struct daemon *d, struct store *st)
+{
+	struct mf_config *cfg = d->cfg;
+	size_t n = watchers_plan(d);
+	struct imap_session **sessions = xcalloc(n ? n : 1, sizeof *sessions);
+	volatile int stop = 0;
+	int failures = 0, delivered_any = 0;
+	char err[512];
+	double t0 = now_monotonic(), t_fetch, t_process, t_deliver;
+
+	for (size_t i = 0; i < n; i++) {
+		struct watcher *w = &d->w[i];
+		int fresh = 0;
+		struct ingest_folder target = watcher_target(w);
+		sessions[i] = imap_open(w->acct, err, sizeof err);
+		int src = sessions[i] ? ingest_sync_folder(sessions[i], st, &target, &stop, &fresh,
+							   err, sizeof err)
+				      : -1;
+		if (src < 0) {
+			if (src == INGEST_STORE_FAILED) {
+				log_error("store.error mailbox=%s error=\"%s\"", w->key, err);
+			} else {
+				log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+				store_folder_error(st, w->key, err);
+			}
+			if (sessions[i])
+				imap_abort(sessions[i]);
+			sessions[i] = NULL;
+			failures++;
+		}
+	}
+	t_fetch = now_monotonic();
+	int done;
+	while ((done = pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH)) > 0)
+		;
+	if (done < 0)
+		failures++; /* the state database took nothing: what is left waits */
+	t_process = now_monotonic();
+	int dead = deliver_all(d, st, &delivered_any);
+	if (dead < 0) {
+		failures++;
+		dead = 0;
+	}
+	t_deliver = now_monotonic();
+	for (size_t i = 0; i < n; i++) {
+		struct watcher *w = &d->w[i];
+		if (!sessions[i])
+			continue;
+		if (ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder, err,
+				      sizeof err) < 0) {
+			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+			imap_abort(sessions[i]);
+			failures++;
+			continue;
+		}
+		imap_close(sessions[i]);
+	}
+	free(sessions);
+	free(d->w);
+	d->w = NULL;
+	if (cfg->smtp.present && d->feed)
+		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
+	struct outbox_counts c;
+	outbox_counts(st, &c);
+	log_info("run.once done failures=%d dead=%d pending=%ld retrying=%ld delivered=%ld "
+		 "fetch_s=%.2f process_s=%.2f deliver_s=%.2f total_s=%.2f",
+		 failures, dead, c.pending, c.retrying, c.delivered, t_fetch - t0,
+		 t_process - t_fetch, t_deliver - t_process, now_monotonic() - t0);
+	return failures || dead ? 1 : 0;
+}
+
+/* (Re)starts the loopback metrics listener when its address changed. */
+static int metrics_restart(struct daemon *d)
+{
+	const char *want = d->cfg->gateway.metrics_listen;
+	char err[512];
+	if (d->metrics_listen && want && strcmp(d->metrics_listen, want) == 0)
+		return 0;
+	metrics_server_stop(d->metrics);
+	d->metrics = NULL;
+	free(d->metrics_listen);
+	d->metrics_listen = NULL;
+	if (!want)
+		return 0;
+	d->metrics = metrics_server_start(want, d->cfg->gateway.state, err, sizeof err);
+	if (!d->metrics) {
+		log_error("metrics.error listen=%s error=\"%s\"", want, err);
+		return -1;
+	}
+	d->metrics_listen = xstrdup(want);
+	log_info("metrics.listening listen=%s", want);
+	return 0;
+}
+
+static int reload(struct daemon *d, struct store **st)
+{
+	struct mf_diag diag = {0};
+	struct mf_config *fresh;
+	char err[512];
+
+	sd_notify(0, "RELOADING=1");
+	fresh = config_load(d->config_path, 0, &diag);
+	if (!fresh) {
+		struct buf b;
+		buf_init(&b);
+		for (size_t i = 0; i < diag.msgs.n; i++) {
+			log_error("reload.refused problem=\"%s\"", diag.msgs.v[i]);
+			buf_printf(&b, "%s%s", i ? "; " : "", diag.msgs.v[i]);
+		}
+		set_daemon_note(*st, "reload_error", b.data ? b.data : "invalid config");
+		buf_free(&b);
+		diag_free(&diag);
+		sd_notify(0, "READY=1\nSTATUS=reload refused: invalid config, old config kept");
+		return -1;
+	}
+	diag_free(&diag);
+	log_info("reload.start mailboxes=%zu", fresh->n_mailboxes);
+	watchers_stop(d, now_monotonic() + 8);
+	feed_close(d);
+	worker_free(d->worker);
+	if (strcmp(fresh->gateway.state, d->cfg->gateway.state) != 0) {
+		struct store *nst = store_open(fresh->gateway.state, err, sizeof err);
+		if (nst) {
+			store_close(*st);
+			*st = nst;
+		} else {
+			log_error("reload.state error=\"%s\" note=\"keeping the old state file\"",
+				  err);
+			free(fresh->gateway.state);
+			fresh->gateway.state = xstrdup(d->cfg->gateway.state);
+		}
+	}
+	config_free(d->cfg);
+	d->cfg = fresh;
+	d->worker = worker_new(&d->cfg->gateway);
+	feed_open(d, *st);
+	digest_seed_subscribers(*st, d->cfg);
+	set_daemon_note(*st, "reload_error", NULL);
+	metrics_restart(d);
+	watchers_start(d);
+	log_info("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
+	sd_notify(0, "READY=1\nSTATUS=config reloaded");
+	return 0;
+}
+
+/* Between the subscribers of a long digest run: the watchdog is fed, and
+ * a signal waiting on the signalfd ends the run early so that it is
+ * handled in time. */
+struct digest_pace {
+	int sfd;
+	long wd_interval_ms;
+	double *last_ping;
+};
+
+static int digest_keep_going(void *arg)
+{
+	struct digest_pace *p = arg;
+	struct pollfd pf = {.fd = p->sfd, .events = POLLIN};
+	double now = now_monotonic();
+	if ((now - *p->last_ping) * 1000 >= (double)p->wd_interval_ms) {
+		sd_notify(0, "WATCHDOG=1");
+		*p->last_ping = now;
+	}
+	return poll(&pf, 1, 0) <= 0;
+}
+
+static int run_forever(struct daemon *d, struct store **stp, int sfd)
+{
+	uint64_t wd_usec = 0;
+	double last_digest = 0, last_ping = 0, store_retry_at = 0;
+	int stopping = 0;
+	long wd_interval_ms = 10000, store_backoff = 0;
+
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
+		wd_interval_ms = (long)(wd_usec / 2000);
+	int health = health_register("processor");
+	health_bind(health);
+	watchers_start(d);
+	sd_notify(0, "READY=1\nSTATUS=running");
+	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
+		 d->feed ? d->feed->name : "none");
+
+	for (int first = 1; !stopping; first = 0) {
+		struct store *st = *stp;
+		/* the first pass does at once what is due (digests included) */
+		long timeout_ms = first ? 0 : wd_interval_ms < 30000 ? wd_interval_ms : 30000;
+		long next = outbox_next_due(st);
+		double pause = store_retry_at - now_monotonic();
+		if (pause > 0) {
+			/* the state database failed: due work waits, no busy loop */
+			if (pause * 1000 < timeout_ms)
+				timeout_ms = (long)(pause * 1000) + 1;
+		} else if (next > 0) {
+			long in = (next - (long)time(NULL)) * 1000;
+			if (in < timeout_ms)
+				timeout_ms = in < 0 ? 0 : in;
+		}
+		struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN},
+				       {.fd = d->proc_wake_fd, .events = POLLIN}};
+		if (store_retry_at <= now_monotonic())
+			health_beat(health, (double)timeout_ms / 1000 + 60);
+		if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
+			break;
+		if (store_retry_at <= now_monotonic())
+			health_beat(health, HEALTH_STEP);
+		if (pf[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == sizeof si) {
+				if (si.ssi_signo == SIGHUP) {
+					reload(d, stp);
+					st = *stp;
+				} else {
+					log_info("run.stopping signal=%s",
+						 si.ssi_signo == SIGTERM ? "TERM" : "INT");
+					stopping = 1;
+				}
+			}
+		}
+		if (stopping)
+			break;
+		drain(d->proc_wake_fd);
+		if (now_monotonic() >= store_retry_at) {
+			int n, delivered_any = 0;
+			do {
+				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
+			} while (n > 0);
+			if (deliver_all(d, st, &delivered_any) < 0 || n < 0) {
+				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
+				store_retry_at = now_monotonic() + (double)store_backoff;
+				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
+					 store_backoff, store_errmsg(st));
+				health_wait(health, HEALTH_BACKOFF, (double)store_backoff,
+					    "the state database failed; processing and delivery wait");
+			} else {
+				store_backoff = 0;
+				store_retry_at = 0;
+			}
+			if (delivered_any)
+				wake_watchers(d);
+		}
+		double now = now_monotonic();
+		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {
+			struct digest_pace pace = {sfd, wd_interval_ms, &last_ping};
+			digest_run_paced(st, d->cfg, d->feed, d->feed_ctx, time(NULL),
+					 digest_keep_going, &pace);
+			last_digest = now;
+		}
+		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {
+			sd_notify(0, "WATCHDOG=1");
+			notify_status(st);
+			metrics_write(st, d->cfg);
+			last_ping = now;
+		}
+	}
+	sd_notify(0, "STOPPING=1");
+	watchers_stop(d, now_monotonic() + 7);
+	health_unregister(health);
+	return 0;
+}
+
+static void run_usage(FILE *out)
+{
+	fprintf(out, "usage: mailfeed [-c FILE] run [--once]\n"
+		     "  Runs the gateway in the foreground (systemd Type=notify).\n"
+		     "  --once  one full pass (fetch, convert, deliver, digests), then exit:\n"
+		     "          0 when nothing failed, 1 otherwise.\n"
+		     "  Signals: HUP reloads the config, TERM/INT stop.\n");
+}
+
+int cmd_run(int argc, char **argv, const char *config)
+{
+	int once = 0, rc = 0;
+	char err[512];
+	struct daemon d = {.config_path = config, .proc_wake_fd = -1};
+	sigset_t mask;
+	int sfd = -1;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--once") == 0) {
+			once = 1;
+		} else if (strcmp(argv[i], "--help") == 0) {
+			run_usage(stdout);
+			return 0;
+		} else {
+			run_usage(stderr);
+			return 2;
+		}
+	}
+	/* signals are taken synchronously by the main thread only */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	d.cfg = cli_load_config(config);
+	if (!d.cfg) {
+		close(sfd);
+		return 2;
+	}
+	if (d.cfg->gateway.log_level) {
+		enum log_level lvl;
+		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
+			log_set_level(lvl);
+	}
+
+	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
+	if (!st) {
+		log_error("run.error error=\"%s\"", err);
+		config_free(d.cfg);
+		close(sfd);
+		return 1;
+	}
+	set_daemon_note(st, "pid", NULL);
+	d.proc_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	d.worker = worker_new(&d.cfg->gateway);
+	if (!d.worker) {
+		log_error("run.error error=\"cannot start the parse worker\"");
+		rc = 1;
+		goto out;
+	}
+	if (feed_open(&d, st) < 0 && once) {
+		rc = 1;
+		goto out;
+	}
+	digest_seed_subscribers(st, d.cfg);
+	if (once) {
+		rc = run_once(&d, st);
+	} else if (metrics_restart(&d) < 0) {
+		rc = 1;
+	} else {
+		rc = run_forever(&d, &st, sfd);
+	}
+out:
+	metrics_server_stop(d.metrics);
+	free(d.metrics_listen);
+	feed_close(&d);
+	worker_free(d.worker);
+	store_close(st);
+	config_free(d.cfg);
+	close(d.proc_wake_fd);
+	close(sfd);
+	return rc;
+}

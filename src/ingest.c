@@ -1,0 +1,326 @@
+/* ingest.c — IMAP ingest: from a server folder into the state.
+ *
+ * Syncs one folder (select, UIDVALIDITY changes, fetch of every new
+ * message, stored in batches with its checkpoint) and applies the
+ * after-action to the messages whose work is done.  Used by the watcher
+ * threads and `run --once` of cmd_run.c; nothing here parses a message. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "mailfeed/health.h"
+#include "mailfeed/ingest.h"
+#include "mailfeed/log.h"
+#include "mailfeed/util.h"
+
+#define HEADER_SCAN_LIMIT (256 * 1024)
+
+/* Message-ID of a raw message from a bounded scan of its header block (no
+ * MIME parsing here).  Owned result without <>, or NULL. */
+static char *header_message_id(const char *raw, size_t len)
+{
+	size_t n = len < HEADER_SCAN_LIMIT ? len : HEADER_SCAN_LIMIT;
+	size_t i = 0;
+	while (i < n) {
+		size_t eol = i;
+		while (eol < n && raw[eol] != '\n')
+			eol++;
+		size_t linelen = eol - i;
+		if (linelen == 0 || (linelen == 1 && raw[i] == '\r'))
+			break; /* end of header block */
+		if (linelen > 11 && strncasecmp(raw + i, "Message-ID:", 11) == 0) {
+			/* the value may be folded onto the next lines */
+			size_t end = eol;
+			while (end + 1 < n && (raw[end + 1] == ' ' || raw[end + 1] == '\t')) {
+				end++;
+				while (end < n && raw[end] != '\n')
+					end++;
+			}
+			const char *lt = memchr(raw + i + 11, '<', end - i - 11);
+			if (lt) {
+				const char *gt = memchr(lt, '>', (size_t)(raw + end - lt));
+				if (gt && gt - lt > 1 && gt - lt < 1000) {
+					char *id = xstrndup(lt + 1, (size_t)(gt - lt - 1));
+					for (char *p = id; *p; p++)
+						if ((unsigned char)*p < 0x21 || *p == 0x7f)
+							*p = '_';
+					return id;
+				}
+			}
+			return NULL;
+		}
+		i = eol + 1;
+	}
+	return NULL;
+}
+
+struct store_ctx {
+	struct store *st;
+	const char *key;
+	uint32_t uidvalidity;
+	volatile int *stop;
+	int inserted;
+	int failed;
+	long long max_size;
+	const char *state; /* of messages taken in: "new", or "held" by backfill */
+	int in_tx;        /* a batch transaction is open */
+	int tx_count;     /* messages in it */
+	size_t tx_bytes;
+};
+
+/* Messages are committed in batches: one fsync per batch instead of one per
+ * message.  Each batch holds its messages and the checkpoint after the last
+ * of them, so a crash loses at most an uncommitted batch, which is simply
+ * fetched again; nothing is acknowledged on the server before its commit. */
+#define STORE_BATCH_MESSAGES 200
+#define STORE_BATCH_BYTES (4 * 1024 * 1024)
+
+static int store_batch_commit(struct store_ctx *c)
+{
+	if (!c->in_tx)
+		return 0;
+	c->in_tx = 0;
+	c->tx_count = 0;
+	c->tx_bytes = 0;
+	return store_commit(c->st);
+}
+
+static int store_fetched(const struct imap_fetched *f, void *arg)
+{
+	struct store_ctx *c = arg;
+	char reason[160];
+	struct stored_message m = {
+	    .mailbox = c->key,
+	    .uidvalidity = c->uidvalidity,
+	    .uid = f->uid,
+	    .size = f->size,
+	    .internaldate = f->internaldate,
+	    .raw = f->raw,
+	    .raw_len = f->raw_len,
+	    .state = c->state,
+	};
+	char *msgid = NULL;
+	int inserted = 0;
+	if (f->raw) {
+		msgid = header_message_id(f->raw, f->raw_len);
+	} else {
+		snprintf(reason, sizeof reason,
+			 "too large: %u bytes, max_message_size is %lld bytes", f->size,
+			 c->max_size);
+		m.state = "skipped";
+		m.reason = reason;
+	}
+	m.message_id = msgid;
+	if (!c->in_tx) {
+		if (store_begin(c->st) < 0) {
+			c->failed = 1;
+			free(msgid);
+			return 1;
+		}
+		c->in_tx = 1;
+	}
+	if (store_message_add_tx(c->st, &m, &inserted) < 0) {
+		store_rollback(c->st);
+		c->in_tx = 0;
+		c->inserted -= c->tx_count;
+		c->failed = 1;
+		free(msgid);
+		return 1;
+	}
+	c->tx_count += inserted;
+	c->tx_bytes += f->raw_len;
+	if ((c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) &&
+	    store_batch_commit(c) < 0) {
+		c->failed = 1;
+		free(msgid);
+		return 1;
+	}
+	if (inserted) {
+		c->inserted++;
+		if (!f->raw)
+			log_warn("message.skipped mailbox=%s uid=%u reason=\"%s\"", c->key, f->uid,
+				 reason);
+	}
+	free(msgid);
+	health_beat_current(health_step());
+	return *c->stop ? 1 : 0;
+}
+
+int ingest_take(struct imap_session *s, struct store *st, const char *key, uint32_t uidvalidity,
+		const uint32_t *uids, size_t n, long long max_size, const char *state,
+		volatile int *stop, int *inserted, char *err, size_t errlen)
+{
+	struct store_ctx c = {.st = st,
+			      .key = key,
+			      .uidvalidity = uidvalidity,
+			      .stop = stop,
+			      .max_size = max_size,
+			      .state = state};
+	*inserted = 0;
+	if (n == 0)
+		return 0;
+	int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
+	if (!c.failed && store_batch_commit(&c) < 0)
+		c.failed = 1;
+	store_rollback(st); /* a batch left open by a fetch error: fetched again */
+	*inserted = c.inserted;
+	if (c.failed) {
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		return INGEST_STORE_FAILED;
+	}
+	return rc < 0 ? -1 : 0;
+}
+
+/* A mapping seen for the first time: mail already in its folder is not
+ * taken (start = new), or only what arrived since a moment (since:), and
+ * the checkpoint is set past it together with the folder's UIDVALIDITY, so
+ * that a crash here cannot turn into a flood later.  `mailfeed backfill`
+ * takes the rest on purpose. */
+static int start_point(struct imap_session *s, struct store *st, const struct ingest_folder *f,
+		       uint32_t uidvalidity, char *err, size_t errlen)
+{
+	uint32_t *all = NULL, *recent = NULL;
+	size_t n = 0, nrecent = 0;
+	int changed = 0, rc = -1;
+	if (imap_search_from(s, 1, &all, &n, err, errlen) < 0)
+		return -1;
+	if (f->start == START_SINCE &&
+	    imap_search_since(s, time(NULL) - f->start_since, &recent, &nrecent, err, errlen) < 0)
+		goto out;
+	/* the checkpoint: past everything, or just before the first recent one
+	 * (a few older messages with higher UIDs may then be taken too) */
+	uint32_t mark = n ? all[n - 1] : 0;
+	if (nrecent)
+		mark = recent[0] - 1;
+	size_t skipped = 0;
+	for (size_t i = 0; i < n; i++)
+		skipped += all[i] <= mark;
+	if (store_begin(st) < 0 ||
+	    store_folder_select(st, f->key, f->acct->name, f->folder, uidvalidity, &changed) < 0 ||
+	    store_folder_advance(st, f->key, mark) < 0 || store_commit(st) < 0) {
+		store_rollback(st);
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		rc = INGEST_STORE_FAILED;
+		goto out;
+	}
+	log_info("imap.start mailbox=%s start=%s existing=%zu not_taken=%zu note=\"mail already "
+		 "in the folder is recorded, not posted; mailfeed backfill imports it\"",
+		 f->key, f->start == START_SINCE ? "since" : "new", n, skipped);
+	rc = 0;
+out:
+	free(all);
+	free(recent);
+	return rc;
+}
+
+int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
+		       volatile int *stop, int *new_messages, char *err, size_t errlen)
+{
+	struct imap_folder_info info;
+	struct folder_state fs;
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	int changed = 0;
+	const char *key = f->key, *folder = f->folder;
+
+	char note[300] = "";
+	uint32_t pinned = 0;
+
+	*new_messages = 0;
+	if (imap_select(s, folder, &info, err, errlen) < 0)
+		return -1;
+	store_folder_get(st, key, &fs);
+	if (fs.uidvalidity == 0 && fs.last_uid == 0 && f->start != START_ALL) {
+		int rc = start_point(s, st, f, info.uidvalidity, err, errlen);
+		if (rc < 0)
+			return rc;
+		store_folder_get(st, key, &fs);
+	}
+	if (fs.uidvalidity && info.uidvalidity != fs.uidvalidity) {
+		/* a real change holds on a second look; a server that reports
+		 * a new UIDVALIDITY on every SELECT would be rescanned forever */
+		struct imap_folder_info again;
+		if (imap_select(s, folder, &again, err, errlen) < 0)
+			return -1;
+		if (again.uidvalidity != info.uidvalidity) {
+			pinned = fs.uidvalidity;
+			snprintf(note, sizeof note,
+				 "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
+				 "it is ignored, mail is taken by UID above %u",
+				 info.uidvalidity, again.uidvalidity, fs.last_uid);
+		}
+		info = again;
+	}
+	if (!pinned &&
+	    store_folder_select(st, key, f->acct->name, folder, info.uidvalidity, &changed) < 0) {
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		return INGEST_STORE_FAILED;
+	}
+	if (changed)
+		log_warn("imap.uidvalidity_changed mailbox=%s folder=%s uidvalidity=%u "
+			 "action=rescan note=\"messages already stored are recognised by "
+			 "Message-ID and content and not taken again\"",
+			 key, folder, info.uidvalidity);
+	store_folder_get(st, key, &fs);
+	if (fs.last_uid == UINT32_MAX) {
+		/* nothing can come after the last possible UID */
+		snprintf(note, sizeof note,
+			 "the server has given out the last possible UID (4294967295): no newer "
+			 "mail can be fetched from this folder until the server renumbers it "
+			 "(a new UIDVALIDITY)");
+		store_folder_error(st, key, note);
+		return 0;
+	}
+	if (info.uidnext && fs.last_uid + 1 >= info.uidnext && !changed) {
+		if (note[0])
+			store_folder_error(st, key, note);
+		else
+			store_folder_ok(st, key);
+		return 0;
+	}
+	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
+		return -1;
+	int rc = ingest_take(s, st, key, pinned ? pinned : info.uidvalidity, uids, n, f->max_size,
+			     "new", stop, new_messages, err, errlen);
+	free(uids);
+	if (rc < 0)
+		return rc;
+	if (*new_messages)
+		log_info("imap.fetched mailbox=%s new=%d", key, *new_messages);
+	if (note[0])
+		store_folder_error(st, key, note);
+	else
+		store_folder_ok(st, key);
+	return 0;
+}
+
+int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
+		      enum after_action a, const char *after_folder, char *err, size_t errlen)
+{
+	struct folder_state fs;
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	store_folder_get(st, key, &fs);
+	for (;;) {
+		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0) {
+			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+			return INGEST_STORE_FAILED;
+		}
+		if (n == 0) {
+			free(uids);
+			return 0;
+		}
+		if (a != AFTER_KEEP && imap_after(s, a, after_folder, uids, n, err, errlen) < 0) {
+			free(uids);
+			return -1;
+		}
+		store_acks_done(st, key, fs.uidvalidity, uids, n);
+		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a),
+			 n);
+		free(uids);
+		uids = NULL;
+	}
+}
+
