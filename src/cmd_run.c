@@ -409,13 +409,16 @@ static int run_once(struct daemon *d, struct store *st)
 		struct watcher *w = &d->w[i];
 		if (!sessions[i])
 			continue;
-		if (ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder, err,
-				      sizeof err) < 0) {
+		int arc = ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder,
+					    err, sizeof err);
+		if (arc < 0) {
 			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+			store_folder_error(st, w->key, err);
 			imap_abort(sessions[i]);
 			failures++;
 			continue;
 		}
+		failures += arc == INGEST_ACKS_WAITING;
 		imap_close(sessions[i]);
 	}
 	free(sessions);

@@ -27,6 +27,7 @@
 
 #include "mailfeed/imap.h"
 #include "mailfeed/log.h"
+#include "mailfeed/mutf7.h"
 #include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
@@ -496,23 +497,26 @@ static void login_error(struct imap_session *s, int rc, int xoauth, char *err, s
 {
 	const struct mf_account *a = s->acct;
 	const char *text = server_text(s->imap);
+	const char *code = s->imap->imap_response_info && s->imap->imap_response_info->rsp_atom
+			       ? s->imap->imap_response_info->rsp_atom
+			       : "";
 	if (rc == MAILIMAP_ERROR_STREAM) {
 		set_err(err, errlen, a, "connection lost during login to %s", a->host);
-	} else if (says(text, "PRIVACYREQUIRED") || says(text, "TLS") || says(text, "SSL") ||
+	} else if (says(code, "PRIVACYREQUIRED") || says(text, "TLS") || says(text, "SSL") ||
 		   says(text, "plaintext") || says(text, "secure")) {
 		last_failure = IMAP_FAIL_TLS;
 		set_err(err, errlen, a,
 			"login refused: the server requires an encrypted connection (\"%s\"): set "
 			"tls = implicit or starttls",
 			text);
-	} else if (says(text, "[UNAVAILABLE]") || says(text, "[LIMIT]") ||
+	} else if (says(code, "UNAVAILABLE") || says(code, "LIMIT") ||
 		   says(text, "connections") || says(text, "too many")) {
 		last_failure = IMAP_FAIL_NETWORK;
 		set_err(err, errlen, a,
 			"login refused: too many connections for %s (\"%s\"): close other clients "
 			"of this account or raise the server's limit",
 			a->username, text);
-	} else if (says(text, "[INUSE]") || says(text, "try again") ||
+	} else if (says(code, "INUSE") || says(text, "try again") ||
 		   says(text, "temporar")) {
 		last_failure = IMAP_FAIL_NETWORK;
 		set_err(err, errlen, a, "login refused for now by %s (\"%s\"): retrying later",
@@ -707,8 +711,12 @@ static int session_reopen(struct imap_session *s, char *err, size_t errlen)
 		return -1;
 	if (!s->folder)
 		return 0;
+	char *wire = mutf7_encode(s->folder);
+	if (!wire)
+		return -1;
 	cmd_plain(s);
-	int rc = mailimap_select(s->imap, s->folder);
+	int rc = mailimap_select(s->imap, wire);
+	free(wire);
 	if (rc != MAILIMAP_NO_ERROR) {
 		char why[200];
 		set_err(err, errlen, s->acct, "cannot select folder %s again: %s", s->folder,
@@ -753,9 +761,15 @@ int imap_select(struct imap_session *s, const char *folder, struct imap_folder_i
 		char *err, size_t errlen)
 {
 	char why[200];
-	cmd_plain(s);
-	int rc = mailimap_select(s->imap, folder);
+	char *wire = mutf7_encode(folder);
 	memset(info, 0, sizeof *info);
+	if (!wire) {
+		set_err(err, errlen, s->acct, "folder name %s is not valid UTF-8", folder);
+		return -1;
+	}
+	cmd_plain(s);
+	int rc = mailimap_select(s->imap, wire);
+	free(wire);
 	if (rc != MAILIMAP_NO_ERROR) {
 		set_err(err, errlen, s->acct, "cannot select folder %s: %s", folder,
 			failure_text(s, rc, why, sizeof why));
@@ -1128,13 +1142,29 @@ static int store_flags(struct imap_session *s, struct mailimap_set *set, int see
 	return rc;
 }
 
+/* The server answered (NO or BAD), as opposed to a lost or cut-off
+ * connection: the session is still good. */
+static int refused(struct imap_session *s, int rc)
+{
+	return rc != MAILIMAP_NO_ERROR && rc != MAILIMAP_ERROR_STREAM && rc != MAILIMAP_ERROR_PARSE &&
+	       rc != MAILIMAP_ERROR_MEMORY && !s->overflow && !s->timed_out && s->imap->imap_stream;
+}
+
 int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 	       const uint32_t *uids, size_t n, char *err, size_t errlen)
 {
 	struct mailimap_set *set;
 	int rc = MAILIMAP_NO_ERROR;
+	char *wire = NULL;
 	if (n == 0 || a == AFTER_KEEP)
 		return 0;
+	if (a == AFTER_MOVE) {
+		wire = mutf7_encode(folder);
+		if (!wire) {
+			set_err(err, errlen, s->acct, "folder name %s is not valid UTF-8", folder);
+			return IMAP_REFUSED;
+		}
+	}
 	set = set_of(uids, n);
 	switch (a) {
 	case AFTER_SEEN:
@@ -1143,10 +1173,10 @@ int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 	case AFTER_MOVE:
 		cmd_plain(s);
 		if (s->has_move) {
-			rc = mailimap_uid_move(s->imap, set, folder);
+			rc = mailimap_uid_move(s->imap, set, wire);
 			break;
 		}
-		rc = mailimap_uid_copy(s->imap, set, folder);
+		rc = mailimap_uid_copy(s->imap, set, wire);
 		if (rc != MAILIMAP_NO_ERROR)
 			break;
 		/* the copy is safe, now remove the original */
@@ -1168,11 +1198,24 @@ int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 		break;
 	}
 	mailimap_set_free(set);
+	free(wire);
 	if (rc != MAILIMAP_NO_ERROR) {
 		char why[200];
-		set_err(err, errlen, s->acct, "after-action %s failed: %s", after_action_name(a),
-			failure_text(s, rc, why, sizeof why));
-		return -1;
+		const char *text = failure_text(s, rc, why, sizeof why);
+		if (refused(s, rc) && a == AFTER_MOVE && s->imap->imap_response_info &&
+		    s->imap->imap_response_info->rsp_trycreate)
+			set_err(err, errlen, s->acct,
+				"after-action move:%s refused: the folder %s does not exist "
+				"(server: \"%s\"); create it or change after",
+				folder, folder, text);
+		else
+			set_err(err, errlen, s->acct, "after-action %s%s%s refused: %s",
+				after_action_name(a), a == AFTER_MOVE ? ":" : "",
+				a == AFTER_MOVE ? folder : "", text);
+		if (!refused(s, rc))
+			set_err(err, errlen, s->acct, "after-action %s failed: %s",
+				after_action_name(a), text);
+		return refused(s, rc) ? IMAP_REFUSED : -1;
 	}
 	return 0;
 }

@@ -80,7 +80,12 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen);
 
 /* Marks seen, moves to folder (MOVE, else COPY + \Deleted + UID EXPUNGE),
- * or deletes (\Deleted + UID EXPUNGE), as the mapping says. */
+ * or deletes (\Deleted + UID EXPUNGE), as the mapping says.  Returns 0,
+ * -1 when the connection failed, or IMAP_REFUSED when the server said NO
+ * (a missing target folder, no permission): the session is still usable
+ * and the failure belongs to these messages.  Folder names, here and in
+ * imap_select, are UTF-8 and sent as modified UTF-7. */
+#define IMAP_REFUSED (-3)
 int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 	       const uint32_t *uids, size_t n, char *err, size_t errlen);
 
