@@ -488,6 +488,35 @@ static void read_caps(struct imap_session *s)
 	s->has_uidplus = mailimap_has_uidplus(s->imap);
 }
 
+/* CAPABILITY, refreshing libetpan's list (forgetting the old one first
+ * when it is stale, after STARTTLS).  libetpan copies its stored list
+ * after the tagged OK and crashes when a server sent none: an empty list
+ * is put there first. */
+static int capability_refresh(struct imap_session *s, int forget)
+{
+	struct mailimap_connection_info *ci = s->imap->imap_connection_info;
+	struct mailimap_capability_data *cap = NULL;
+	if (!ci)
+		return MAILIMAP_ERROR_BAD_STATE;
+	if (forget && ci->imap_capability) {
+		mailimap_capability_data_free(ci->imap_capability);
+		ci->imap_capability = NULL;
+	}
+	if (!ci->imap_capability) {
+		clist *empty = clist_new();
+		ci->imap_capability = empty ? mailimap_capability_data_new(empty) : NULL;
+		if (!ci->imap_capability) {
+			if (empty)
+				clist_free(empty);
+			return MAILIMAP_ERROR_MEMORY;
+		}
+	}
+	int rc = mailimap_capability(s->imap, &cap);
+	if (cap)
+		mailimap_capability_data_free(cap);
+	return rc;
+}
+
 /* Case-insensitive search for needle in the server's words. */
 static int says(const char *text, const char *needle) { return strcasestr(text, needle) != NULL; }
 
@@ -537,9 +566,7 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 	cmd_begin(s, 64 * 1024, 64 * 1024);
 	if (!s->imap->imap_connection_info || !s->imap->imap_connection_info->imap_capability) {
 		/* no capabilities in the greeting: LOGINDISABLED must be known */
-		struct mailimap_capability_data *cap = NULL;
-		if (mailimap_capability(s->imap, &cap) == MAILIMAP_NO_ERROR && cap)
-			mailimap_capability_data_free(cap);
+		capability_refresh(s, 0);
 		cmd_begin(s, 64 * 1024, 64 * 1024);
 	}
 	int xoauth = a->auth == AUTH_XOAUTH2 ||
@@ -585,10 +612,8 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 	}
 	/* Dovecot sends post-login capabilities with the OK; others may not */
 	if (!mailimap_has_idle(s->imap)) {
-		struct mailimap_capability_data *cap = NULL;
 		cmd_begin(s, 64 * 1024, 64 * 1024);
-		if (mailimap_capability(s->imap, &cap) == MAILIMAP_NO_ERROR && cap)
-			mailimap_capability_data_free(cap);
+		capability_refresh(s, 0);
 	}
 	read_caps(s);
 	return 0;
@@ -649,13 +674,11 @@ static int session_connect(struct imap_session *s, int fd, char *err, size_t err
 		}
 		guard_install(s, s->imap->imap_stream);
 		/* the pre-TLS capability list is stale */
-		struct mailimap_capability_data *cap = NULL;
 		cmd_begin(s, 64 * 1024, 64 * 1024);
-		if (mailimap_capability(s->imap, &cap) != MAILIMAP_NO_ERROR) {
+		if (capability_refresh(s, 1) != MAILIMAP_NO_ERROR) {
 			set_err(err, errlen, acct, "CAPABILITY after STARTTLS failed");
 			goto fail;
 		}
-		mailimap_capability_data_free(cap);
 	}
 	if (authenticate(s, err, errlen) < 0)
 		goto fail;

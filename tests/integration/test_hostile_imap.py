@@ -202,3 +202,14 @@ def test_uidvalidity_changing_on_every_select_does_not_refetch(hostile, tmp_path
     assert re.search(r"(^|[ ,:])4($|[ ,:])", fetched_uids), fetched_uids
     st = status_json(cfg)
     assert "new UIDVALIDITY on every SELECT" in (st.get("last_error") or ""), st
+
+
+def test_capability_answer_without_data_does_not_crash(hostile, tmp_path):
+    """libetpan copies a capability list that such a server never sent."""
+    hostile.add(msg(1))
+    hostile.capability_data = False
+    cfg = config(tmp_path, hostile)
+    r = probe(cfg, "fetch", "1", "100000")
+    assert r.returncode == 0, r.stderr
+    assert fetched(r.stdout) == {1: (len(msg(1)), True)}
+    assert hostile.count("CAPABILITY") >= 1

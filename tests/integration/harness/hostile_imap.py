@@ -20,6 +20,7 @@ turn it on and off while a client is connected:
   uidvalidity_churn        every SELECT reports a new UIDVALIDITY
   search_order = "reverse" UID SEARCH answers in descending order
   capabilities             the capability list (a str)
+  capability_data = False  CAPABILITY answered OK without its data
   login_response           a tagged NO/BAD text for LOGIN instead of OK
   greeting                 the greeting line
 
@@ -77,6 +78,7 @@ class HostileImap:
         self.search_order = "ascending"
         self.search_extra = []
         self.capabilities = "IMAP4rev1 IDLE UIDPLUS MOVE"
+        self.capability_data = True
         self.login_response = None
         self.greeting = "* OK hostile test server ready"
         self.commands = []
@@ -244,7 +246,8 @@ class Session:
 
     # -------------------------------------------------------------- commands
     def cmd_capability(self, tag, arg):
-        self.send("* CAPABILITY %s\r\n" % self.srv.capabilities)
+        if self.srv.capability_data:
+            self.send("* CAPABILITY %s\r\n" % self.srv.capabilities)
         self.ok(tag)
 
     def cmd_noop(self, tag, arg):
@@ -259,7 +262,10 @@ class Session:
         if self.srv.login_response:
             self.send("%s %s\r\n" % (tag, self.srv.login_response))
             return
-        self.send("%s OK [CAPABILITY %s] logged in\r\n" % (tag, self.srv.capabilities))
+        if self.srv.capability_data:
+            self.send("%s OK [CAPABILITY %s] logged in\r\n" % (tag, self.srv.capabilities))
+        else:
+            self.send("%s OK logged in\r\n" % tag)
 
     def cmd_authenticate(self, tag, arg):
         if " " not in arg:
