@@ -523,6 +523,7 @@ static int digest_keep_going(void *arg)
 	struct digest_pace *p = arg;
 	struct pollfd pf = {.fd = p->sfd, .events = POLLIN};
 	double now = now_monotonic();
+	health_beat_current(HEALTH_STEP);
 	if ((now - *p->last_ping) * 1000 >= (double)p->wd_interval_ms) {
 		sd_notify(0, "WATCHDOG=1");
 		*p->last_ping = now;
@@ -567,8 +568,10 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			health_beat(health, (double)timeout_ms / 1000 + 60);
 		if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
 			break;
+		/* a batch may take every message's parse timeout */
+		double step = HEALTH_STEP + (double)PROCESS_BATCH * (double)d->cfg->gateway.parse_timeout;
 		if (store_retry_at <= now_monotonic())
-			health_beat(health, HEALTH_STEP);
+			health_beat(health, step);
 		if (pf[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof si) == sizeof si) {
@@ -589,6 +592,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			int n, delivered_any = 0;
 			do {
 				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
+				health_beat(health, step);
 			} while (n > 0);
 			if (deliver_all(d, st, &delivered_any) < 0 || n < 0) {
 				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
@@ -612,7 +616,13 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			last_digest = now;
 		}
 		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {
-			sd_notify(0, "WATCHDOG=1");
+			/* fed only while every watcher and the processor make
+			 * progress or wait for a known reason (see /healthz) */
+			if (health_report(NULL))
+				sd_notify(0, "WATCHDOG=1");
+			else
+				log_warn("run.unhealthy note=\"a part made no progress; the watchdog "
+					 "is not fed (GET /healthz names it)\"");
 			notify_status(st);
 			metrics_write(st, d->cfg);
 			last_ping = now;
