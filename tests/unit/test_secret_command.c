@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/secret.h"
 
 #define TOKEN "ya29.tok-3f9a1c2e7b"
 
