@@ -15,6 +15,7 @@ password accepted, and creates the users' mailboxes through the admin.
 
 Cyrus.available() says whether the unpacked binaries are there.
 """
+import atexit
 import imaplib
 import os
 import pwd
@@ -30,6 +31,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 CYRUS_ROOT = os.environ.get("MAILFEED_CYRUS_ROOT", os.path.join(ROOT, "build", "cyrus"))
 BIN = os.path.join(CYRUS_ROOT, "usr", "lib", "cyrus", "bin")
 LIB = os.path.join(CYRUS_ROOT, "usr", "lib", "x86_64-linux-gnu")
+
+
+_runtime = None
+
+
+def runtime():
+    """(bin, lib) of a copy under /tmp that the unprivileged user can
+    reach whatever the permissions above the checkout (a CI clone under
+    /root, say); made once per process."""
+    global _runtime
+    if _runtime is None:
+        top = tempfile.mkdtemp(prefix="mf-cyrus-bin-")
+        os.chmod(top, 0o755)
+        shutil.copytree(BIN, os.path.join(top, "bin"), symlinks=True)
+        shutil.copytree(LIB, os.path.join(top, "lib"), symlinks=True)
+        _runtime = (os.path.join(top, "bin"), os.path.join(top, "lib"))
+        atexit.register(shutil.rmtree, top, True)
+    return _runtime
 
 
 def free_port():
@@ -69,6 +88,7 @@ class Cyrus:
     def __init__(self, capabilities_off=()):
         self.host = "127.0.0.1"
         self.port = free_port()
+        bindir, libdir = runtime()
         self.dir = tempfile.mkdtemp(prefix="mf-cyrus-")
         os.chmod(self.dir, 0o755)
         runas = pwd.getpwnam("nobody")
@@ -105,12 +125,12 @@ class Cyrus:
                 "START {{\n  recover cmd=\"{b}/ctl_cyrusdb -r -C {c}\"\n}}\n"
                 "SERVICES {{\n  imap cmd=\"{b}/imapd -C {c}\" listen=\"127.0.0.1:{p}\""
                 " prefork=0 maxchild=20\n}}\n"
-                "EVENTS {{\n}}\n".format(b=BIN, c=conf, p=self.port))
+                "EVENTS {{\n}}\n".format(b=bindir, c=conf, p=self.port))
         for base, dirs, files in os.walk(self.dir):
             os.chown(base, runas.pw_uid, runas.pw_gid)
             for n in files:
                 os.chown(os.path.join(base, n), runas.pw_uid, runas.pw_gid)
-        env = dict(os.environ, LD_LIBRARY_PATH=LIB, CYRUS_VERBOSE="0")
+        env = dict(os.environ, LD_LIBRARY_PATH=libdir, CYRUS_VERBOSE="0")
         self.log = open(os.path.join(self.dir, "master.log"), "wb")
 
         def demote():
@@ -118,7 +138,7 @@ class Cyrus:
             os.setgroups([])
             os.setuid(runas.pw_uid)
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "master"), "-C", conf, "-M", master_conf, "-D",
+            [os.path.join(bindir, "master"), "-C", conf, "-M", master_conf, "-D",
              "-p", os.path.join(self.dir, "master.pid")],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=demote,
             cwd=self.dir)
