@@ -93,6 +93,15 @@ def test_utf8_folder_through_the_daemon(dovecot, tmp_path):
     assert "cannot select" not in log
 
 
+def test_check_config_refuses_a_folder_name_not_in_utf8(dovecot, tmp_path):
+    cfg = write_config(tmp_path, dovecot, folder="Förderung")
+    raw = open(str(cfg), "rb").read().replace("Förderung".encode(), "Förderung".encode("latin-1"))
+    open(str(cfg), "wb").write(raw)
+    r = run_mailfeed(cfg, "check-config")
+    assert r.returncode != 0
+    assert "[mailbox team] folder is not valid UTF-8" in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------ after-actions
 
 def test_move_to_missing_folder_is_an_error_of_the_message_not_a_reconnect(hostile, tmp_path):
