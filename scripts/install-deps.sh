@@ -36,6 +36,10 @@ debhelper
 lintian
 libxapian30
 libical3
+libgmime-3.0-dev
+clang-format
+cppcheck
+systemd-journal-remote
 "
 missing=""
 for p in $PKGS; do

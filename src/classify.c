@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "mailfeed/classify.h"
+#include "mailfeed/recipients.h"
 
 int classify_sender_allowed(const struct strlist *list, const char *addr)
 {
@@ -40,7 +41,8 @@ int classify_sender_allowed(const struct strlist *list, const char *addr)
 const char *classify_skip(const struct mf_message *m, const struct mf_mailbox *mb,
 			  const struct mf_config *cfg, char *buf, size_t buflen)
 {
-	if (m->own) {
+	/* our own marker, or sent from one of the gateway's own addresses */
+	if (m->own || (cfg && recipients_is_gateway(cfg, m->from_email))) {
 		snprintf(buf, buflen, "loop: mail sent by mailfeed");
 		return buf;
 	}
@@ -53,7 +55,9 @@ const char *classify_skip(const struct mf_message *m, const struct mf_mailbox *m
 		return buf;
 	}
 	if (m->bulk && !(mb && mb->accept_bulk)) {
-		snprintf(buf, buflen, "bulk: Precedence: bulk (set accept_bulk = yes to post)");
+		snprintf(buf, buflen,
+			 "bulk: Precedence: bulk, one-click unsubscribe, Feedback-ID or a mailing "
+			 "service's headers (set accept_bulk = yes to post)");
 		return buf;
 	}
 	if (!m->from_email || !strchr(m->from_email, '@')) {

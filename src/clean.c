@@ -1026,8 +1026,8 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 		}
 		break;
 	}
-	/* a closing formula: it and the name under it stay, a contact block
-	 * or a title after them goes */
+	/* a closing formula: it and the name under it stay, a block with a
+	 * contact (address, phone, web site) after them goes */
 	count = 0;
 	for (size_t i = last; i-- > first_kept + 1;) {
 		const char *s = ls[i].s;
@@ -1061,7 +1061,7 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 				    starts_ci(t, m, "p.s") || starts_ci(t, m, "ps:") || m > 80;
 			contact |= has_contact(t, m) || is_rule(t, m, 2);
 		}
-		if (from < last && !sentence && (contact || last - from <= 3))
+		if (from < last && !sentence && contact)
 			for (j = from; j < last; j++)
 				cut_line(&ls[j], CUT_SIG);
 		return;
@@ -1394,9 +1394,15 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			in_forward = 1;
 			continue;
 		}
-		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>" */
-		if (i > 0 && ls[i - 1].quoted && i + 1 < nl && ls[i + 1].quoted &&
-		    islower((unsigned char)*s)) {
+		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>",
+		 * or the last one of a quote: a long quoted line stopping mid-sentence,
+		 * then a few lower-case words and the end of the paragraph */
+		if (i > 0 && ls[i - 1].quoted && islower((unsigned char)*s) &&
+		    ((i + 1 < nl && ls[i + 1].quoted) ||
+		     (ls[i - 1].len >= 65 && n <= 40 && (i + 1 >= nl || ls[i + 1].blank) &&
+		      !ends_sentence(ls[i - 1].s, ls[i - 1].len) &&
+		      ls[i - 1].s[ls[i - 1].len - 1] != ':' &&
+		      ls[i - 1].s[ls[i - 1].len - 1] != ','))) {
 			cut_line(&ls[i], CUT_QUOTE);
 			continue;
 		}

@@ -15,7 +15,10 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/feed.h"
+#include "mailfeed/imap.h"
 #include "mailfeed/secret.h"
+#include "mailfeed/smtp.h"
 #include "mailfeed/util.h"
 
 static const char *const backend_label[] = {
@@ -43,12 +46,17 @@ struct mf_config *cli_load_config(const char *path)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: mailfeed [-c FILE] check-config [--user USER]\n\n"
-		     "Parses and validates the config, opens every secret file and runs\n"
-		     "every token command.  Each problem is printed as FILE:LINE: message.\n\n"
-		     "  --user USER  judge secret files for USER (run as root: default the\n"
-		     "               owner of the state directory, the user the service runs as)\n\n"
-		     "Exit status: 0 clean, 2 on any problem.\n");
+	fprintf(out,
+		"usage: mailfeed [-c FILE] check-config [--online] [--user USER]\n\n"
+		"Parses and validates the config, opens every secret file and runs\n"
+		"every token command.  Each problem is printed as FILE:LINE: message.\n\n"
+		"  --online     then also log in to every account and select every folder,\n"
+		"               log in at the feed service and check every group, and log\n"
+		"               in to the SMTP relay: one line per check, ok or the error\n"
+		"  --user USER  judge secret files for USER (run as root: default the\n"
+		"               owner of the state directory, the user the service runs as)\n\n"
+		"Exit status: 0 clean, 1 when an online check failed, 2 on a problem in\n"
+		"the config.\n");
 }
 
 /* Run as root without --user: the owner of the state file's directory, when
@@ -85,17 +93,172 @@ static int service_user(const char *config, char **user)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* --online                                                            */
+
+/* One result line: "WHAT: ok[, note]" or "WHAT: FAILED: why".  Text from
+ * servers is shown with control characters replaced. */
+static int report(const char *what, int ok, const char *text)
+{
+	char clean[600];
+	size_t o = 0;
+	for (const char *p = text ? text : ""; *p && o + 1 < sizeof clean; p++)
+		clean[o++] = (unsigned char)*p < 0x20 || *p == 0x7f ? ' ' : *p;
+	clean[o] = 0;
+	if (ok)
+		printf("%s: ok%s%s\n", what, *clean ? ", " : "", clean);
+	else
+		printf("%s: FAILED: %s\n", what, clean);
+	fflush(stdout);
+	return ok ? 0 : 1;
+}
+
+/* Logs in to acct and selects each of its folders.  Failures counted. */
+static int check_account(const struct mf_config *cfg, const struct mf_account *a)
+{
+	char what[300], err[512];
+	int failed = 0;
+	struct imap_session *s;
+
+	snprintf(what, sizeof what, "account %s (%s:%d)", a->name, a->host, a->port);
+	s = imap_open(a, err, sizeof err);
+	failed += report(what, s != NULL, s ? "logged in" : err);
+	for (size_t i = 0; i < cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *m = &cfg->mailboxes[i];
+		struct imap_folder_info info;
+		if (m->acct != a)
+			continue;
+		snprintf(what, sizeof what, "mailbox %s (folder %s of account %s)", m->name,
+			 m->folder, a->name);
+		if (!s) {
+			failed += report(what, 0, "not checked: the account's login failed");
+			continue;
+		}
+		if (imap_select(s, m->folder, &info, err, sizeof err) < 0) {
+			failed += report(what, 0, err);
+			continue;
+		}
+		snprintf(err, sizeof err, "%u message%s", info.exists, info.exists == 1 ? "" : "s");
+		report(what, 1, err);
+	}
+	if (cfg->replies.present && cfg->replies.acct == a) {
+		struct imap_folder_info info;
+		snprintf(what, sizeof what, "replies (folder %s of account %s)",
+			 cfg->replies.folder, a->name);
+		if (!s)
+			failed += report(what, 0, "not checked: the account's login failed");
+		else if (imap_select(s, cfg->replies.folder, &info, err, sizeof err) < 0)
+			failed += report(what, 0, err);
+		else
+			report(what, 1, NULL);
+	}
+	imap_close(s);
+	return failed;
+}
+
+/* The local feed's directory: writable, or creatable in a writable parent. */
+static int check_local_dir(const char *dir)
+{
+	char what[400], why[512];
+	struct stat st;
+
+	snprintf(what, sizeof what, "feed local (directory %s)", dir);
+	if (stat(dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return report(what, 0, "exists and is not a directory");
+		if (access(dir, W_OK | X_OK) < 0) {
+			snprintf(why, sizeof why, "not writable: %s", strerror(errno));
+			return report(what, 0, why);
+		}
+		return report(what, 1, "writable");
+	}
+	char *copy = xstrdup(dir);
+	const char *parent = dirname(copy);
+	int ok = access(parent, W_OK | X_OK) == 0;
+	snprintf(why, sizeof why, ok ? "will be created in %s" : "missing, and %s is not writable",
+		 parent);
+	free(copy);
+	return report(what, ok, why);
+}
+
+/* Logs in at the feed service and checks every mapped group once. */
+static int check_feed(const struct mf_config *cfg)
+{
+	const struct feed_backend_ops *ops = feed_backend(cfg->feed.backend);
+	char what[400], msg[600];
+	struct strlist seen = {0};
+	void *ctx = NULL;
+	int failed = 0;
+
+	if (cfg->feed.backend == FEED_LOCAL)
+		return check_local_dir(cfg->feed.dir ? cfg->feed.dir : "feeds");
+	snprintf(what, sizeof what, "feed %s (%s)", ops->name,
+		 cfg->feed.backend == FEED_CHATTER ? cfg->feed.instance_url : cfg->feed.url);
+	if (!ops->check_login)
+		return report(what, 1,
+			      "not checked: a webhook cannot be asked without posting to it");
+	if (ops->open(cfg, NULL, &ctx, msg, sizeof msg) < 0)
+		return report(what, 0, msg);
+	int logged_in = ops->check_login(ctx, msg, sizeof msg) == 0;
+	failed += report(what, logged_in, msg);
+	for (size_t i = 0; i < cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *m = &cfg->mailboxes[i];
+		if (!m->group || strlist_has_ci(&seen, m->group))
+			continue;
+		strlist_add(&seen, m->group);
+		snprintf(what, sizeof what, "group %s (mailbox %s)", m->group, m->name);
+		if (!logged_in)
+			failed +=
+			    report(what, 0, "not checked: the login at the feed service failed");
+		else
+			failed += report(
+			    what, ops->check_group(ctx, m->group, msg, sizeof msg) == 0, msg);
+	}
+	strlist_free(&seen);
+	ops->close(ctx);
+	return failed;
+}
+
+static int check_smtp(const struct mf_config *cfg)
+{
+	char what[400], err[512];
+	snprintf(what, sizeof what, "smtp (%s)", cfg->smtp.url);
+	struct smtp_client *c = smtp_new(&cfg->smtp, err, sizeof err);
+	if (!c)
+		return report(what, 0, err);
+	int ok = smtp_check(c, err, sizeof err) == 0;
+	smtp_free(c);
+	return report(what, ok, ok ? (cfg->smtp.username ? "logged in" : "connected") : err);
+}
+
+static int check_online(const struct mf_config *cfg)
+{
+	int failed = 0;
+	for (size_t i = 0; i < cfg->n_accounts; i++)
+		failed += check_account(cfg, &cfg->accounts[i]);
+	failed += check_feed(cfg);
+	if (cfg->smtp.present)
+		failed += check_smtp(cfg);
+	printf("%d check%s failed\n", failed, failed == 1 ? "" : "s");
+	return failed ? 1 : 0;
+}
+
 int cmd_check_config(int argc, char **argv, const char *config)
 {
 	struct mf_diag diag = {0};
 
 	char *user = NULL, err[256];
+	int online = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			free(user);
 			return 0;
+		}
+		if (strcmp(argv[i], "--online") == 0) {
+			online = 1;
+			continue;
 		}
 		if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) {
 			free(user);
@@ -125,6 +288,7 @@ int cmd_check_config(int argc, char **argv, const char *config)
 	       cfg->n_accounts == 1 ? "" : "s", cfg->n_mailboxes, cfg->n_mailboxes == 1 ? "" : "es",
 	       backend_label[cfg->feed.backend]);
 	diag_free(&diag);
+	int rc = online ? check_online(cfg) : 0;
 	config_free(cfg);
-	return 0;
+	return rc;
 }

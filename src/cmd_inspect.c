@@ -3,16 +3,21 @@
  * Shows what mailfeed makes of one raw message, through the same sandboxed
  * parse worker the daemon uses, so a message that crashes the parser is
  * reported ("skipped: parser crashed ...") instead of killing the command.
- * The config is optional: without one the default limits apply. */
+ * The config is optional: without one the default limits apply.  The
+ * classification is the daemon's own decision (decide_message) for the
+ * mapping given with --mailbox (by default the only one of the config),
+ * against the state read-only: post, comment, or skipped and why. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "mailfeed/classify.h"
+#include <sqlite3.h>
+
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/decide.h"
 #include "mailfeed/message.h"
 #include "mailfeed/recipients.h"
 #include "mailfeed/worker.h"
@@ -21,10 +26,12 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: mailfeed [-c FILE] inspect FILE|- [--json]\n\n"
+	fprintf(out, "usage: mailfeed [-c FILE] inspect FILE|- [--mailbox NAME] [--json]\n\n"
 		     "Reads one raw message (a file, or stdin with -) and shows its decoded\n"
 		     "headers, the part chosen, the clean text, the removed part, hashtags,\n"
-		     "thread keys, attachments and whether it would be posted.\n");
+		     "thread keys, attachments and what the daemon would do with it in the\n"
+		     "mapping NAME (default: the only mapping of the config): post, comment,\n"
+		     "or skipped and why.\n");
 }
 
 /* Reads at most max bytes; -1 with a message when larger or unreadable. */
@@ -81,7 +88,7 @@ static void print_text(const char *title, const char *text)
 		printf("\n");
 }
 
-static void print_human(const struct mf_message *m, const char *skip,
+static void print_human(const struct mf_message *m, const struct decision *d, const char *mailbox,
 			const struct strlist *mentionable)
 {
 	char when[32];
@@ -105,30 +112,35 @@ static void print_human(const struct mf_message *m, const char *skip,
 	if (m->warnings)
 		printf("Warnings: %s\n", m->warnings);
 	printf("Hashtags:");
-	for (size_t i = 0; i < m->hashtags.n; i++)
-		printf(" #%s", m->hashtags.v[i]);
-	printf("%s\n", m->hashtags.n ? "" : " (none)");
+	for (size_t i = 0; i < d->hashtags.n; i++)
+		printf(" #%s", d->hashtags.v[i]);
+	printf("%s\n", d->hashtags.n ? "" : " (none)");
 	printf("Attachments:%s\n", m->n_attachments ? "" : " (none)");
 	for (size_t i = 0; i < m->n_attachments; i++) {
 		const struct mf_attachment *a = &m->attachments[i];
 		printf("  %s (%s, %zu bytes%s, sha256 %s)\n", a->filename, a->content_type, a->size,
 		       a->is_inline ? ", inline" : "", a->sha256);
 	}
-	if (skip)
-		printf("Classification: skipped: %s\n", skip);
+	if (d->action == DECIDE_SKIP)
+		printf("Classification: skipped: %s\n", d->reason);
+	else if (mailbox)
+		printf("Classification: %s (mailbox %s)\n", decide_action_name(d->action), mailbox);
 	else
-		printf("Classification: post or comment (decided by threading)\n");
+		printf("Classification: %s (no mailbox: threads not looked up)\n",
+		       decide_action_name(d->action));
 	print_text("text", m->text);
 	print_text("removed", m->removed);
 }
 
 int cmd_inspect(int argc, char **argv, const char *config)
 {
-	const char *path = NULL;
+	const char *path = NULL, *mailbox = NULL;
 	int as_json = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			as_json = 1;
+		} else if (!strcmp(argv[i], "--mailbox") && i + 1 < argc) {
+			mailbox = argv[++i];
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			usage(stdout);
 			return 0;
@@ -149,6 +161,17 @@ int cmd_inspect(int argc, char **argv, const char *config)
 		if (!cfg)
 			return 2;
 	}
+	const struct mf_mailbox *mb = NULL;
+	if (mailbox) {
+		mb = cfg ? config_mailbox(cfg, mailbox) : NULL;
+		if (!mb) {
+			fprintf(stderr, "mailfeed: no [mailbox %s] in %s\n", mailbox, config);
+			config_free(cfg);
+			return 2;
+		}
+	} else if (cfg && cfg->n_mailboxes == 1) {
+		mb = &cfg->mailboxes[0];
+	}
 	struct mf_gateway defaults;
 	memset(&defaults, 0, sizeof defaults);
 	const struct mf_gateway *gw = cfg ? &cfg->gateway : &defaults;
@@ -167,7 +190,6 @@ int cmd_inspect(int argc, char **argv, const char *config)
 	char reason[512] = "";
 	int rc = worker_parse(w, raw, len, &m, reason, sizeof reason);
 	worker_free(w);
-	free(raw);
 	int status = 0;
 	if (rc < 0) {
 		fprintf(stderr, "mailfeed: %s\n", reason);
@@ -186,28 +208,44 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			printf("Classification: skipped: %s\n", reason);
 		}
 	} else {
-		char buf[512];
-		const char *skip = classify_skip(m, NULL, cfg, buf, sizeof buf);
+		struct decision d;
+		sqlite3 *db = NULL;
+		if (cfg && mb &&
+		    sqlite3_open_v2(cfg->gateway.state, &db, SQLITE_OPEN_READONLY, NULL) !=
+			SQLITE_OK) {
+			sqlite3_close(db);
+			db = NULL;
+		}
+		decide_message(db, cfg, mb, m, raw, len, &d);
+		sqlite3_close(db);
 		struct strlist rcpt = {0};
 		recipients_mentionable(cfg, m, NULL, &rcpt);
 		if (as_json) {
 			json_t *o = message_to_json(m, 0);
-			json_t *ra = json_array();
+			json_t *ra = json_array(), *tags = json_array();
 			for (size_t i = 0; i < rcpt.n; i++)
 				json_array_append_new(ra, json_string(rcpt.v[i]));
+			for (size_t i = 0; i < d.hashtags.n; i++)
+				json_array_append_new(tags, json_string(d.hashtags.v[i]));
 			json_object_set_new(o, "mention_candidates", ra);
+			json_object_set_new(o, "hashtags", tags);
+			json_object_set_new(o, "mailbox", mb ? json_string(mb->name) : json_null());
 			json_object_set_new(o, "classification",
-					    json_string(skip ? "skipped" : "post"));
-			json_object_set_new(o, "reason", skip ? json_string(skip) : json_null());
+					    json_string(decide_action_name(d.action)));
+			json_object_set_new(o, "reason",
+					    d.action == DECIDE_SKIP ? json_string(d.reason)
+								    : json_null());
 			char *js = json_dumps(o, JSON_INDENT(2));
 			printf("%s\n", js);
 			free(js);
 			json_decref(o);
 		} else {
-			print_human(m, skip, &rcpt);
+			print_human(m, &d, mb ? mb->name : NULL, &rcpt);
 		}
 		strlist_free(&rcpt);
+		decision_free(&d);
 	}
+	free(raw);
 	message_free(m);
 	config_free(cfg);
 	return status;

@@ -1,17 +1,17 @@
 /* cmd_preview.c — `mailfeed preview MAILBOX [--limit N] [--json]`: a dry
  * run of one mapping.  Fetches the newest N messages of its folder with
  * BODY.PEEK (the server keeps every flag), runs them through the same
- * worker, classification and thread look-up as the daemon, and prints what
- * each would become.  Nothing is written: the state is opened read-only. */
+ * worker and the same decision (decide_message) as the daemon, and prints
+ * what each would become.  Nothing is written: the state is opened read-only. */
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailfeed/classify.h"
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/decide.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/message.h"
 #include "mailfeed/recipients.h"
@@ -25,26 +25,17 @@ struct preview {
 	json_t *out;
 };
 
-/* Whether one of m's ids is already part of a thread of the group. */
-static int known_thread(sqlite3 *db, const char *grp, const struct mf_message *m)
+/* Puts the decision into o: classification, reason, the hashtags the
+ * post gets (the mapping's included) and the text. */
+static void put_decision(json_t *o, const struct decision *d)
 {
-	sqlite3_stmt *s;
-	int found = 0;
-	if (!db || sqlite3_prepare_v2(db, "SELECT 1 FROM thread_ids WHERE grp=? AND message_id=?",
-				      -1, &s, NULL) != SQLITE_OK)
-		return 0;
-	const char *ids[2] = {m->in_reply_to, NULL};
-	for (size_t i = 0; !found && i <= m->references.n; i++) {
-		const char *id = i == 0 ? ids[0] : m->references.v[i - 1];
-		if (!id)
-			continue;
-		sqlite3_bind_text(s, 1, grp, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-		found = sqlite3_step(s) == SQLITE_ROW;
-		sqlite3_reset(s);
-	}
-	sqlite3_finalize(s);
-	return found;
+	json_t *tags = json_array();
+	for (size_t i = 0; i < d->hashtags.n; i++)
+		json_array_append_new(tags, json_string(d->hashtags.v[i]));
+	json_object_set_new(o, "hashtags", tags);
+	json_object_set_new(o, "classification", json_string(decide_action_name(d->action)));
+	if (d->action == DECIDE_SKIP)
+		json_object_set_new(o, "reason", json_string(d->reason));
 }
 
 static int preview_one(const struct imap_fetched *f, void *arg)
@@ -68,11 +59,13 @@ static int preview_one(const struct imap_fetched *f, void *arg)
 	}
 	o = message_to_json(m, 0);
 	json_object_set_new(o, "uid", json_integer(f->uid));
-	const char *skip = classify_skip(m, p->mb, p->cfg, reason, sizeof reason);
-	if (skip) {
-		json_object_set_new(o, "classification", json_string("skipped"));
-		json_object_set_new(o, "reason", json_string(skip));
-	} else {
+	struct decision d;
+	if (decide_message(p->db, p->cfg, p->mb, m, f->raw, f->raw_len, &d) < 0)
+		json_object_set_new(o, "note",
+				    json_string("the state could not be read: threads "
+						"already known are not shown"));
+	put_decision(o, &d);
+	if (d.action != DECIDE_SKIP) {
 		struct strlist rcpt = {0};
 		recipients_mentionable(p->cfg, m, NULL, &rcpt);
 		json_t *ra = json_array();
@@ -81,14 +74,13 @@ static int preview_one(const struct imap_fetched *f, void *arg)
 		json_object_set_new(o, "mention_candidates", ra);
 		strlist_free(&rcpt);
 		int reply = m->in_reply_to || m->references.n > 0;
-		int comment = known_thread(p->db, p->mb->group, m);
-		json_object_set_new(o, "classification", json_string(comment ? "comment" : "post"));
-		if (!comment && reply)
+		if (d.action == DECIDE_POST && reply)
 			json_object_set_new(
 			    o, "note",
 			    json_string("a reply whose thread is not known yet: becomes a post "
 					"unless its parent arrives first"));
 	}
+	decision_free(&d);
 	json_array_append_new(p->out, o);
 	message_free(m);
 	return 0;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -458,6 +459,23 @@ static int metrics_restart(struct daemon *d)
 	return 0;
 }
 
+/* While the parse stage works on a batch — slow messages each take up to
+ * parse_timeout — the watchdog is fed from the worker's wait loop, which
+ * stays alive and bounded however hostile the mail. */
+static long parse_wd_interval_ms = 10000;
+
+static void parse_feeds_watchdog(void *arg)
+{
+	static double last;
+	double now = now_monotonic();
+	(void)arg;
+	health_beat_current(HEALTH_STEP);
+	if ((now - last) * 1000 >= (double)parse_wd_interval_ms) {
+		sd_notify(0, "WATCHDOG=1");
+		last = now;
+	}
+}
+
 static int reload(struct daemon *d, struct store **st)
 {
 	struct mf_diag diag = {0};
@@ -499,6 +517,7 @@ static int reload(struct daemon *d, struct store **st)
 	config_free(d->cfg);
 	d->cfg = fresh;
 	d->worker = worker_new(&d->cfg->gateway);
+	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	feed_open(d, *st);
 	digest_seed_subscribers(*st, d->cfg);
 	set_daemon_note(*st, "reload_error", NULL);
@@ -542,6 +561,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		wd_interval_ms = (long)(wd_usec / 2000);
 	int health = health_register("processor");
 	health_bind(health);
+	parse_wd_interval_ms = wd_interval_ms;
 	watchers_start(d);
 	sd_notify(0, "READY=1\nSTATUS=running");
 	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
@@ -662,6 +682,9 @@ int cmd_run(int argc, char **argv, const char *config)
 			return 2;
 		}
 	}
+	/* the daemon holds the account passwords, tokens and keys: no core
+	 * file, no ptrace or /proc/PID/mem by other processes of the user */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	/* signals are taken synchronously by the main thread only */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -679,6 +702,7 @@ int cmd_run(int argc, char **argv, const char *config)
 		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
 			log_set_level(lvl);
 	}
+	log_set_format((enum log_format)d.cfg->gateway.log_format);
 
 	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
 	if (!st) {
@@ -695,6 +719,7 @@ int cmd_run(int argc, char **argv, const char *config)
 		rc = 1;
 		goto out;
 	}
+	worker_set_tick(d.worker, parse_feeds_watchdog, NULL);
 	if (feed_open(&d, st) < 0 && once) {
 		rc = 1;
 		goto out;

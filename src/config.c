@@ -8,10 +8,10 @@
  * mappings, backend keys, secrets) once the whole file is in.  Every problem
  * is collected as "FILE:LINE: message"; a config with any problem is freed. */
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -78,6 +78,7 @@ static const char *const backend_names[] = {"local", "chatter", "mattermost", "w
 static const char *const post_as_names[] = {"integration", "author", NULL};
 static const char *const auth_names[] = {"auto", "login", "plain", "xoauth2", NULL};
 static const char *const subscribers_names[] = {"config", "feed", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL}; /* enum log_format */
 static const char *const freq_names[] = {"daily", "weekly", "each", "never", NULL};
 static const char *const after_names[] = {"keep", "seen", "move", "delete", NULL};
 static const char *const day_names[] = {"sunday",   "monday", "tuesday",  "wednesday",
@@ -97,6 +98,7 @@ static const struct key_def gateway_keys[] = {
     {"keep_raw", K_DURATION, G(keep_raw), 0, 0, NULL, 0},
     {"notice_max_per_hour", K_INT, G(notice_max_per_hour), 0, 100000, NULL, 0},
     {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0},
+    {"log_format", K_ENUM, G(log_format), 0, 0, log_format_names, 0},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0},
     {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
@@ -804,7 +806,7 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 	case K_LOGLEVEL: {
 		enum log_level lvl;
 		if (log_level_parse(v, &lvl) < 0) {
-			snprintf(err, errlen, "must be debug, info, warn or error");
+			snprintf(err, errlen, "must be debug, info, notice, warn or error");
 			return -1;
 		}
 		free(*sp);

@@ -90,31 +90,170 @@ static const char *ooo_subject(const char *subject)
 	return NULL;
 }
 
+/* Whether needle occurs in s, ASCII case folded. */
+static int contains_ci(const char *s, const char *needle)
+{
+	return s && strcasestr(s, needle) != NULL;
+}
+
 static const char *bounce_subject(const char *subject)
 {
-	static const char *subjects[] = {
+	/* what delivery reports put first */
+	static const char *starts[] = {
 	    "Undelivered Mail Returned to Sender",
-	    "Delivery Status Notification (Failure)",
-	    "Delivery Status Notification (Delay)",
+	    "Delivery Status Notification",
 	    "Mail delivery failed",
+	    "Mail Delivery Warning",
+	    "Mail Delivery Failure",
+	    "Mail Delivery System",
 	    "Undeliverable:",
-	    "Undeliverable mail",
+	    "Undeliverable",
+	    "Undelivered mail",
 	    "failure notice",
 	    "Returned mail",
 	    "Delivery failure",
+	    "Delivery failed",
+	    "Delivery delayed",
+	    "Delivery Notification",
+	    "Delayed Mail",
+	    "Message delayed",
+	    "Message delivery failure",
 	    "Mail System Error",
-	    "Nicht zustellbar:",
-	    "Unzustellbar:",
-	    "Non remis :",
-	    "Non recapitabile:",
-	    "Onbestelbaar:",
-	    "Olevererbart:",
+	    "Warning: could not send message",
+	    "Warning: message",
+	    "Nicht zustellbar",
+	    "Unzustellbar",
+	    "Zustellung verzögert",
+	    "Non remis",
+	    "Non distribué",
+	    "Remise différée",
+	    "Retard de remise",
+	    "Non recapitabile",
+	    "Recapito ritardato",
+	    "Onbestelbaar",
+	    "Vertraagde bezorging",
+	    "Olevererbart",
+	    "Kan inte levereras",
+	    "Ikke leveret",
+	    "Kan ikke leveres",
+	    "No se puede entregar",
+	    "No entregado",
+	    "Entrega retrasada",
+	    "Não entregue",
+	    "Não é possível entregar",
+	    "Nie można dostarczyć",
+	    "Niedostarczona",
+	    "Не доставлено",
+	    "Недоставлено",
+	    "Nedoručitelné",
+	    "Kézbesíthetetlen",
+	    "Toimitus epäonnistui",
+	    "Teslim edilemedi",
+	    "配信不能",
+	    "未送达",
+	    "無法傳遞",
+	    "전달되지 않음",
 	};
+	/* the same words after a system's tag or a warning word ("[Postmaster]
+	 * Unzustellbar: …", "Warning: delivery delayed"); never in a person's
+	 * sentence ("Why was it undeliverable?", "Re: delivery failed?") */
+	static const char *after_tag[] = {
+	    "delivery failed",	     "delivery has failed",    "delivery failure",
+	    "delivery delayed",	     "delayed delivery",       "mail delivery warning",
+	    "undeliverable",	     "unzustellbar",	       "non remis",
+	    "returned to sender",    "could not be delivered", "delivery status notification",
+	    "message not delivered", "not delivered",
+	};
+	const char *rest;
 	if (!subject)
 		return NULL;
-	for (size_t i = 0; i < sizeof subjects / sizeof subjects[0]; i++)
-		if (starts_ci(subject, subjects[i]))
-			return subjects[i];
+	for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++)
+		if (starts_ci(subject, starts[i]))
+			return starts[i];
+	rest = subject;
+	for (int k = 0; k < 4; k++) {
+		while (*rest == ' ' || *rest == '*')
+			rest++;
+		if (*rest == '[' && strchr(rest, ']'))
+			rest = strchr(rest, ']') + 1;
+		else if (starts_ci(rest, "warning:") || starts_ci(rest, "notice:"))
+			rest = strchr(rest, ':') + 1;
+		else if (starts_ci(rest, "warning -") || starts_ci(rest, "alert:"))
+			rest = strchr(rest, rest[5] == ':' ? ':' : '-') + 1;
+		else
+			break;
+	}
+	if (rest == subject)
+		return NULL;
+	for (size_t i = 0; i < sizeof after_tag / sizeof after_tag[0]; i++)
+		if (starts_ci(rest, after_tag[i]))
+			return after_tag[i];
+	for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++)
+		if (starts_ci(rest, starts[i]))
+			return starts[i];
+	return NULL;
+}
+
+/* Local parts and display names of delivery systems. */
+static int is_mailer_daemon(const char *addr)
+{
+	char local[64];
+	static const char *locals[] = {"mailer-daemon", "mailer_daemon", "mailerdaemon",
+				       "postmaster",	"mail-daemon",	 "maildaemon"};
+	if (!addr)
+		return 0;
+	snprintf(local, sizeof local, "%.*s", (int)strcspn(addr, "@"), addr);
+	for (char *p = local; *p; p++)
+		*p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+	for (size_t i = 0; i < sizeof locals / sizeof locals[0]; i++)
+		if (!strcmp(local, locals[i]))
+			return 1;
+	return 0;
+}
+
+/* The address inside a header value ("Name <a@b>", "<a@b>", "a@b"); "" for
+ * the null path "<>". Owned. */
+static char *header_address(const char *v)
+{
+	const char *lt = strrchr(v, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+	char *a = lt && gt ? xstrndup(lt + 1, (size_t)(gt - lt - 1)) : xstrdup(v);
+	char *t = str_trim(a);
+	memmove(a, t, strlen(t) + 1);
+	return a;
+}
+
+/* Headers that mailing services (ESPs) put on campaigns. */
+static const char *esp_header(const struct mime_headers *h)
+{
+	static const char *names[] = {
+	    "Feedback-ID",
+	    "X-Feedback-ID",
+	    "X-CSA-Complaints",
+	    "X-Mailchimp-Campaign",
+	    "X-MC-User",
+	    "X-Campaign",
+	    "X-CampaignID",
+	    "X-Campaign-Id",
+	    "X-Mailjet-Campaign",
+	    "X-Mailin-Campaign",
+	    "X-SFMC-Stack",
+	    "X-rpcampaign",
+	    "X-Listmonk-Campaign",
+	    "X-Newsletter",
+	    "X-Mailgun-Campaign-Id",
+	    "X-SES-Configuration-Set-Marketing",
+	};
+	static const char *mailers[] = {"mailchimp",  "sendinblue",	  "brevo",	"mailjet",
+					"phplist",    "mautic",		  "mailerlite", "sendy",
+					"acymailing", "campaign monitor", "newsletter"};
+	const char *v;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (mime_header_get(h, names[i]))
+			return names[i];
+	if ((v = mime_header_get(h, "X-Mailer")))
+		for (size_t i = 0; i < sizeof mailers / sizeof mailers[0]; i++)
+			if (contains_ci(v, mailers[i]))
+				return "X-Mailer";
 	return NULL;
 }
 
@@ -174,21 +313,52 @@ void facts_gather(struct mf_message *m, const struct mime_headers *h)
 		}
 	}
 	free(rt);
-	if (!m->bounce_reason && m->from_email) {
+	if (!m->bounce_reason && is_mailer_daemon(m->from_email)) {
 		char local[64];
 		snprintf(local, sizeof local, "%.*s", (int)strcspn(m->from_email, "@"),
 			 m->from_email);
-		if (!strcmp(local, "mailer-daemon") || !strcmp(local, "postmaster"))
-			m->bounce_reason = xasprintf("From: %s", local);
+		m->bounce_reason = xasprintf("From: %s", local);
 	}
+	/* the envelope of a delivery report is null or the mailer daemon's */
+	if (!m->bounce_reason && (v = mime_header_get(h, "Return-Path"))) {
+		char *a = header_address(v);
+		if (!*a && !m->auto_reason)
+			m->bounce_reason = xstrdup("Return-Path: <> (null sender)");
+		else if (is_mailer_daemon(a))
+			m->bounce_reason = xasprintf("Return-Path: %.80s", a);
+		free(a);
+	}
+	if (!m->bounce_reason && (v = mime_header_get(h, "Sender"))) {
+		char *a = header_address(v);
+		if (is_mailer_daemon(a))
+			m->bounce_reason = xasprintf("Sender: %.80s", a);
+		free(a);
+	}
+	if (!m->bounce_reason && m->from_name &&
+	    (starts_ci(m->from_name, "Mail Delivery Subsystem") ||
+	     starts_ci(m->from_name, "Mail Delivery System") ||
+	     starts_ci(m->from_name, "Microsoft Outlook") ||
+	     starts_ci(m->from_name, "MAILER-DAEMON")) &&
+	    bounce_subject(m->subject))
+		m->bounce_reason = xasprintf("From: %.80s", m->from_name);
 	if (!m->bounce_reason && (v = bounce_subject(m->subject)))
 		m->bounce_reason = xasprintf("subject \"%s\"", v);
 
+	/* a discussion list (people post to it) is ordinary mail, whatever
+	 * else its software adds; newsletters and campaigns are bulk */
+	const char *post = mime_header_get(h, "List-Post");
+	int discussion = post && !is_no(post) && mime_header_get(h, "List-Id");
 	if ((v = mime_header_get(h, "Precedence"))) {
 		char *t = lower_token(v);
 		m->bulk = !strcmp(t, "bulk") || !strcmp(t, "junk");
 		free(t);
 	}
+	if (!m->bulk && mime_header_get(h, "List-Unsubscribe-Post"))
+		m->bulk = 1;
+	if (!m->bulk && esp_header(h))
+		m->bulk = 1;
+	if (discussion)
+		m->bulk = 0;
 	if ((v = mime_header_get(h, "List-Id"))) {
 		char *d = mime_decode_header(v);
 		const char *lt = strrchr(d, '<'), *gt = lt ? strchr(lt, '>') : NULL;

@@ -9,15 +9,16 @@
  * message segments: one Paragraph per email paragraph, Link segments for
  * URLs, Hashtag segments for the item's tags and, with mentions = yes, a
  * "To:" paragraph of Mention segments for the recipients that are active
- * users (found by Email with SOQL, cached).  Every item ends with a short
- * last paragraph "mailfeed:KEY" (its idempotency key) so that reconcile can
- * find it by reading the group's feed; Chatter has no hidden fields on feed
- * items, so the marker is visible but kept small and last.
+ * users (found by Email with SOQL, cached).  Posts and comments carry only
+ * what a person wrote: Chatter has no hidden fields on feed items, so an
+ * earlier attempt whose answer was lost is recognised by what the service
+ * shows (sf_find_earlier): an element of the same actor with the same text,
+ * created since the item was queued, whose id no other item holds.
  *
  * Bodies over the 10,000-character limit become a post plus continuation
- * comments marked "mailfeed:KEY#N"; when an item needs continuations, the
- * parts already at the service are looked up first, so a retry after a
- * half-done delivery adds only what is missing.
+ * comments headed "(continued, part N of M)"; when an item needs
+ * continuations, the parts already at the service are looked up first, so a
+ * retry after a half-done delivery adds only what is missing.
  *
  * Items are delivered by up to [feed] concurrency threads, each with its own
  * http_client (so each keeps its own connections); comments on one post
@@ -47,8 +48,11 @@
 #define SF_DAILY_LIMIT_BACKOFF 3600
 #define SF_NEGATIVE_TTL 3600 /* how long "no usable user for this email" is believed */
 #define SF_USER_TTL 86400    /* how long a user found by email is believed */
+#define SF_MAX_MENTIONS 25 /* per element */
 #define SF_MENTION_CHARS 128 /* budget per mention: "@" and the user's name */
 #define SF_READ_PAGES 10
+#define SF_FIND_PAGES 50 /* pages of 100 searched for an earlier attempt */
+#define SF_CLOCK_SLACK 600 /* the service's clock may be this far behind ours */
 #define SF_TOKEN_MAX 4096
 
 /* An access token for one Salesforce username. */
@@ -56,6 +60,7 @@ struct sf_session {
 	char *username;
 	char *token;
 	char *instance;
+	char *user_id; /* from the token answer's identity URL; NULL if none */
 };
 
 struct chatter {
@@ -174,12 +179,38 @@ static void sf_error_text(const struct http_request *r, char *out, size_t outlen
 
 /* ---- authentication ---- */
 
+/* The user id at the end of the token answer's identity URL
+ * (".../id/ORGID/USERID"), or NULL when it does not look like one. */
+static char *sf_identity_user(const char *url)
+{
+	const char *slash = url ? strrchr(url, '/') : NULL;
+	if (!slash)
+		return NULL;
+	size_t n = strlen(slash + 1);
+	if (n != 15 && n != 18)
+		return NULL;
+	for (const char *p = slash + 1; *p; p++)
+		if (!isalnum((unsigned char)*p))
+			return NULL;
+	return xstrdup(slash + 1);
+}
+
 static struct sf_session *sf_session_find(struct chatter *ch, const char *username)
 {
 	for (size_t i = 0; i < ch->n_sessions; i++)
 		if (strcmp(ch->sessions[i].username, username) == 0)
 			return &ch->sessions[i];
 	return NULL;
+}
+
+/* The user id behind username's session, or NULL (owned). */
+static char *sf_session_user(struct chatter *ch, const char *username)
+{
+	pthread_mutex_lock(&ch->mu);
+	struct sf_session *s = sf_session_find(ch, username);
+	char *id = s && s->user_id ? xstrdup(s->user_id) : NULL;
+	pthread_mutex_unlock(&ch->mu);
+	return id;
 }
 
 /* Asks the token endpoint for a token for username.  0, or -1 with res set
@@ -228,6 +259,8 @@ static int sf_login(struct chatter *ch, struct http_client *hc, const char *user
 			free(s->token);
 			free(s->instance);
 			s->token = xstrdup(tok);
+			free(s->user_id);
+			s->user_id = sf_identity_user(sf_str(j, "id"));
 			/* only an https instance is believed; else the configured one */
 			s->instance =
 			    inst && strncmp(inst, "https://", 8) == 0 && !strpbrk(inst, "\r\n ")
@@ -409,20 +442,26 @@ static int sf_id_ok(const char *id)
 	return 1;
 }
 
-/* Finds the one active user whose Email is email, from the cache or with
- * SOQL.  1 found (*id and *username set, owned; *denied = 1 when that user
+/* Finds the one active user whose field ("Email" or "Name") is email, from
+ * the cache or with SOQL; several matches count as none.  1 found (*id and *username set, owned; *denied = 1 when that user
  * may not be acted as), 0 none, -1 transient failure (res set). */
-static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char *email, char **id,
-			  char **username, int *denied, struct feed_result *res)
+static int sf_user_query(struct chatter *ch, struct http_client *hc, const char *field,
+			 const char *email, char **id, char **username, int *denied,
+			 struct feed_result *res)
 {
 	*denied = 0;
 	time_t now = time(NULL);
-	int known = feed_user_cache_get(ch->users, email, now, id, username, denied);
-	if (known >= 0)
+	/* names and addresses share the cache: a name is kept as "name:NAME" */
+	char *ckey = strcmp(field, "Email") == 0 ? xstrdup(email) : xasprintf("name:%s", email);
+	int known = feed_user_cache_get(ch->users, ckey, now, id, username, denied);
+	if (known >= 0) {
+		free(ckey);
 		return known;
+	}
 
-	char *path = sf_query_path("SELECT Id, Username FROM User WHERE Email = '", email,
-				   "' AND IsActive = true");
+	char *pre = xasprintf("SELECT Id, Username FROM User WHERE %s = '", field);
+	char *path = sf_query_path(pre, email, "' AND IsActive = true");
+	free(pre);
 
 	struct http_request r;
 	http_request_init(&r, "GET", NULL);
@@ -431,6 +470,7 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 	free(path);
 	if (rc != 0) {
 		http_request_clear(&r);
+		free(ckey);
 		return -1;
 	}
 	char elog[200];
@@ -453,6 +493,7 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 	} else if (http_classify(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
 		sf_fail(res, &r, "chatter user lookup");
 		http_request_clear(&r);
+		free(ckey);
 		return -1;
 	} else {
 		char msg[400], mlog[420];
@@ -461,8 +502,16 @@ static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char
 			 log_quote(msg, mlog, sizeof(mlog)));
 	}
 	http_request_clear(&r);
-	feed_user_cache_put(ch->users, email, now, found ? *id : NULL, found ? *username : NULL);
+	feed_user_cache_put(ch->users, ckey, now, found ? *id : NULL, found ? *username : NULL);
+	free(ckey);
 	return found;
+}
+
+/* The active user whose Email is email (see sf_user_query). */
+static int sf_user_lookup(struct chatter *ch, struct http_client *hc, const char *email, char **id,
+			  char **username, int *denied, struct feed_result *res)
+{
+	return sf_user_query(ch, hc, "Email", email, id, username, denied, res);
 }
 
 /* post_as = author: the Salesforce username to act as for email.  1 found
@@ -669,16 +718,67 @@ static char *sf_safe_filename(const char *name)
 
 /* ---- reading feeds ---- */
 
-/* Does text hold marker as a whole word? */
-static int sf_has_marker(const char *text, const char *marker)
+/* ---- recognising an earlier attempt ---- */
+
+/* Text as compared: without white space, since how the service separates
+ * paragraphs and segments in an element's text is not ours to choose. */
+static void sf_norm_put(struct buf *b, const char *s)
 {
-	size_t ml = strlen(marker);
-	for (const char *p = text ? strstr(text, marker) : NULL; p; p = strstr(p + 1, marker)) {
-		char c = p[ml];
-		if (c == '\0' || isspace((unsigned char)c))
-			return 1;
+	for (; s && *s; s++)
+		if (!isspace((unsigned char)*s))
+			buf_putc(b, *s);
+}
+
+/* The text an element built from segs shows, as compared; a Mention (whose
+ * name only the service knows) is the byte SF_ANY, which stands for any run
+ * of characters. */
+#define SF_ANY '\x01'
+static char *sf_segments_norm(json_t *segs)
+{
+	struct buf b;
+	buf_init(&b);
+	size_t i;
+	json_t *sg;
+	json_array_foreach(segs, i, sg)
+	{
+		const char *type = sf_str(sg, "type");
+		if (!type)
+			continue;
+		if (strcmp(type, "Text") == 0) {
+			sf_norm_put(&b, sf_str(sg, "text"));
+		} else if (strcmp(type, "Link") == 0) {
+			sf_norm_put(&b, sf_str(sg, "url"));
+		} else if (strcmp(type, "Hashtag") == 0) {
+			buf_putc(&b, '#');
+			sf_norm_put(&b, sf_str(sg, "tag"));
+		} else if (strcmp(type, "Mention") == 0) {
+			buf_putc(&b, SF_ANY);
+		}
 	}
-	return 0;
+	return buf_steal(&b);
+}
+
+/* Does t match pattern p, in which SF_ANY stands for any run of characters? */
+static int sf_glob(const char *p, const char *t)
+{
+	const char *star = NULL, *mark = NULL;
+	while (*t) {
+		if (*p == SF_ANY) {
+			star = ++p;
+			mark = t;
+		} else if (*p && *p == *t) {
+			p++;
+			t++;
+		} else if (star) {
+			p = star;
+			t = ++mark;
+		} else {
+			return 0;
+		}
+	}
+	while (*p == SF_ANY)
+		p++;
+	return *p == '\0';
 }
 
 static const char *sf_body_text(json_t *el)
@@ -690,12 +790,68 @@ static const char *sf_body_text(json_t *el)
 	return t;
 }
 
-/* Looks for an element (post or comment) carrying marker: in the group's
- * recent feed when parent is NULL, else in the comments of parent.  1 found
- * (*id set), 0 not found, -1 cannot tell now (res set). */
-static int sf_find_marker(struct chatter *ch, struct http_client *hc, const char *username,
-			  const char *group, const char *parent, const char *marker, char **id,
-			  struct feed_result *res)
+/* What an earlier attempt at an item may have left at the service. */
+#define SF_WANT_MAX 4
+struct sf_want {
+	char *text[SF_WANT_MAX];  /* normalised bodies (sf_segments_norm) */
+	char *actor[SF_WANT_MAX]; /* the user each was posted as; NULL: unknown */
+	size_t n;
+	time_t since; /* nothing older is looked at */
+};
+
+/* Adds the body an attempt posted as actor (may be NULL) may have left. */
+static void sf_want_add(struct sf_want *w, json_t *body, const char *actor)
+{
+	char *t = sf_segments_norm(json_object_get(json_object_get(body, "body"),
+						   "messageSegments"));
+	if (w->n < SF_WANT_MAX) {
+		w->actor[w->n] = actor ? xstrdup(actor) : NULL;
+		w->text[w->n++] = t;
+	} else {
+		free(t);
+	}
+}
+
+static void sf_want_clear(struct sf_want *w)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		free(w->text[i]);
+		free(w->actor[i]);
+	}
+	memset(w, 0, sizeof(*w));
+}
+
+/* Is el (a feed element, or a comment when comment is set) one that want
+ * describes, and not already the answer of another item? */
+static int sf_is_earlier(json_t *el, int comment, const struct sf_want *w,
+			 const struct feed_item *it)
+{
+	const char *eid = sf_str(el, "id");
+	if (!eid || !*eid)
+		return 0;
+	const char *aid = sf_str(json_object_get(el, comment ? "user" : "actor"), "id");
+	struct buf b;
+	buf_init(&b);
+	sf_norm_put(&b, sf_body_text(el));
+	char *t = buf_steal(&b);
+	int match = 0;
+	for (size_t i = 0; i < w->n && !match; i++)
+		/* 15- and 18-character forms of one id share the first 15 */
+		match = (!w->actor[i] || (aid && strncmp(aid, w->actor[i], 15) == 0)) &&
+			sf_glob(w->text[i], t);
+	free(t);
+	if (match && it->remote_known && it->remote_known(it->remote_known_arg, eid))
+		match = 0;
+	return match;
+}
+
+/* Looks for an element that an earlier attempt described by want created:
+ * in the group's feed when parent is NULL, else in the comments of parent,
+ * newest first, page after page until the elements are older than
+ * want->since.  1 found (*id set), 0 not found, -1 cannot tell now (res). */
+static int sf_find_earlier(struct chatter *ch, struct http_client *hc, const char *username,
+			   const char *group, const char *parent, const struct sf_want *w,
+			   const struct feed_item *it, char **id, struct feed_result *res)
 {
 	*id = NULL;
 	char *ge = http_escape(parent ? parent : group);
@@ -703,40 +859,53 @@ static int sf_find_marker(struct chatter *ch, struct http_client *hc, const char
 					"?pageSize=100",
 					ge)
 			    : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=100"
-					"&recentCommentCount=0",
+					"&sort=CreatedDateDesc&recentCommentCount=0",
 					ge);
 	free(ge);
-	struct http_request r;
-	http_request_init(&r, "GET", NULL);
-	http_request_header(&r, "Accept", "application/json");
-	int rc = sf_call(ch, hc, username, &r, path, res);
-	free(path);
-	if (rc != 0) {
-		http_request_clear(&r);
-		return -1;
-	}
-	if (r.status != 200) {
-		sf_fail(res, &r, "chatter read");
-		res->status = FEED_RETRY;
-		http_request_clear(&r);
-		return -1;
-	}
-	json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
-	json_t *arr = json_object_get(j, parent ? "items" : "elements");
-	size_t i;
-	json_t *el;
 	int found = 0;
-	json_array_foreach(arr, i, el)
-	{
-		const char *eid = sf_str(el, "id");
-		if (eid && sf_has_marker(sf_body_text(el), marker)) {
-			*id = xstrdup(eid);
-			found = 1;
-			break;
+	for (int page = 0; path && !found && page < SF_FIND_PAGES; page++) {
+		struct http_request r;
+		http_request_init(&r, "GET", NULL);
+		http_request_header(&r, "Accept", "application/json");
+		int rc = sf_call(ch, hc, username, &r, path, res);
+		free(path);
+		path = NULL;
+		if (rc == 0 && r.status != 200) {
+			sf_fail(res, &r, "chatter read");
+			res->status = FEED_RETRY;
+			rc = -1;
 		}
+		if (rc != 0) {
+			http_request_clear(&r);
+			return -1;
+		}
+		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+		http_request_clear(&r);
+		json_t *arr = json_object_get(j, parent ? "items" : "elements");
+		size_t i;
+		json_t *el;
+		int older = 0;
+		json_array_foreach(arr, i, el)
+		{
+			time_t cr = sf_parse_time(sf_str(el, "createdDate"));
+			if (cr && cr < w->since) {
+				older = 1;
+				continue;
+			}
+			if (sf_is_earlier(el, parent != NULL, w, it)) {
+				*id = xstrdup(sf_str(el, "id"));
+				found = 1;
+				break;
+			}
+		}
+		const char *next = sf_str(j, "nextPageUrl");
+		/* only a path on the same service is followed */
+		if (!found && !older && next && strncmp(next, "/services/data/", 15) == 0 &&
+		    !strpbrk(next, "\r\n "))
+			path = xstrdup(next);
+		json_decref(j);
 	}
-	json_decref(j);
-	http_request_clear(&r);
+	free(path);
 	return found;
 }
 
@@ -751,6 +920,46 @@ static char *sf_kept_file(const char *note, const char *username)
 	if (!sp || sp == note || strcmp(sp + 1, username) != 0)
 		return NULL;
 	return xstrndup(note, (size_t)(sp - note));
+}
+
+/* Whether attachment a (named name) goes up as the count-th file of at most
+ * max; else a note for it joins notes.  The same answer on every attempt. */
+static int sf_file_goes(const struct chatter *ch, const struct feed_attachment *a,
+			const char *name, size_t *count, size_t max, struct strlist *notes)
+{
+	const char *why = (long long)a->size > ch->f->max_file_size ? "too large"
+			  : *count >= max				 ? "too many files"
+									 : NULL;
+	if (!why) {
+		(*count)++;
+		return 1;
+	}
+	char size[32];
+	sf_size_text((long long)a->size, size, sizeof(size));
+	char *note = xasprintf("[attachment %s (%s) not uploaded: %s]", name, size, why);
+	strlist_add(notes, note);
+	free(note);
+	return 0;
+}
+
+/* How many files an element of it may carry. */
+static size_t sf_max_upload(const struct chatter *ch, const struct feed_item *it)
+{
+	if (it->kind == FEED_POST)
+		return (size_t)(ch->f->max_files > 10 ? 10 : ch->f->max_files);
+	return ch->f->max_files > 0 ? 1 : 0;
+}
+
+/* The notes sf_upload gives for it, without uploading anything. */
+static void sf_file_notes(const struct chatter *ch, const struct feed_item *it,
+			  struct strlist *notes)
+{
+	size_t count = 0, max = sf_max_upload(ch, it);
+	for (size_t i = 0; i < it->n_attachments; i++) {
+		char *name = sf_safe_filename(it->attachments[i].filename);
+		sf_file_goes(ch, &it->attachments[i], name, &count, max, notes);
+		free(name);
+	}
 }
 
 /* Uploads the attachments that fit the limits (or reuses what an earlier
@@ -771,27 +980,11 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 	for (size_t i = 0; i < n; i++) {
 		const struct feed_attachment *a = &it->attachments[i];
 		names[i] = sf_safe_filename(a->filename);
-		char size[32];
-		sf_size_text((long long)a->size, size, sizeof(size));
-		if ((long long)a->size > ch->f->max_file_size) {
-			char *note = xasprintf("[attachment %s (%s) not uploaded: too large]",
-					       names[i], size);
-			strlist_add(notes, note);
-			free(note);
+		if (!sf_file_goes(ch, a, names[i], &uploaded, max_upload, notes))
 			continue;
-		}
-		if (uploaded >= max_upload) {
-			char *note = xasprintf("[attachment %s (%s) not uploaded: too many files]",
-					       names[i], size);
-			strlist_add(notes, note);
-			free(note);
-			continue;
-		}
 		kept[i] = sf_kept_file(a->remote, username);
-		if (kept[i]) {
-			uploaded++;
+		if (kept[i])
 			continue;
-		}
 		json_t *fj = json_pack("{s:s}", "title", names[i]);
 		jsons[i] = json_dumps(fj, JSON_COMPACT);
 		json_decref(fj);
@@ -805,7 +998,6 @@ static int sf_upload(struct chatter *ch, struct http_client *hc, const char *use
 		http_request_header(&rs[i], "Accept", "application/json");
 		rs[i].parts = parts[i];
 		rs[i].n_parts = 2;
-		uploaded++;
 	}
 	/* one at a time through sf_call so that a 401 renews the token */
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -876,12 +1068,200 @@ static int sf_post(struct chatter *ch, struct http_client *hc, const char *usern
 	return rc;
 }
 
+/* ---- mentions in the text ---- */
+
+/* A letter of a name: ASCII letters, any byte of a UTF-8 sequence, and the
+ * hyphen and apostrophe of double and Irish names. */
+static int sf_name_byte(unsigned char c)
+{
+	return isalpha(c) || c >= 0x80 || c == '-' || c == '\'';
+}
+
+/* The end of a name word at s (a capital or non-ASCII first letter), or s. */
+static const char *sf_name_word(const char *s, const char *end)
+{
+	if (s >= end || !((*s >= 'A' && *s <= 'Z') || (unsigned char)*s >= 0xC0))
+		return s;
+	const char *p = s + 1;
+	while (p < end && sf_name_byte((unsigned char)*p))
+		p++;
+	while (p > s + 1 && (p[-1] == '-' || p[-1] == '\''))
+		p--;
+	return p;
+}
+
+/* The length of an address at s ("local@domain.tld"), or 0. */
+static size_t sf_address_len(const char *s, const char *end)
+{
+	const char *p = s, *at = NULL, *dot = NULL;
+	while (p < end && (isalnum((unsigned char)*p) || strchr(".-_+@", *p))) {
+		if (*p == '@') {
+			if (at)
+				return 0;
+			at = p;
+		} else if (*p == '.' && at) {
+			dot = p;
+		}
+		p++;
+	}
+	while (p > s && (p[-1] == '.' || p[-1] == '-'))
+		p--;
+	if (!at || at == s || !dot || dot >= p - 1 || dot < at + 2)
+		return 0;
+	return (size_t)(p - s);
+}
+
+/* The forms a mention at s ('@' at s) may take, longest first: the address,
+ * or the name of three then two words.  Returns how many (at most 2). */
+static size_t sf_mention_forms(const char *s, const char *end, size_t len[2], int *is_address)
+{
+	*is_address = 0;
+	if (s > end - 2 || *s != '@')
+		return 0;
+	size_t al = sf_address_len(s + 1, end);
+	if (al) {
+		*is_address = 1;
+		len[0] = al + 1;
+		return 1;
+	}
+	const char *w1 = sf_name_word(s + 1, end);
+	if (w1 == s + 1 || w1 >= end || *w1 != ' ')
+		return 0;
+	const char *w2 = sf_name_word(w1 + 1, end);
+	if (w2 == w1 + 1)
+		return 0;
+	size_t n = 0;
+	if (w2 < end && *w2 == ' ') {
+		const char *w3 = sf_name_word(w2 + 1, end);
+		if (w3 != w2 + 1)
+			len[n++] = (size_t)(w3 - s);
+	}
+	len[n++] = (size_t)(w2 - s);
+	return n;
+}
+
+/* May text have a mention starting at p (start of text, or after a space
+ * or an opening bracket)? */
+static int sf_mention_at(const char *text, const char *p)
+{
+	return *p == '@' && (p == text || isspace((unsigned char)p[-1]) || p[-1] == '(' ||
+			     p[-1] == '[' || p[-1] == '"');
+}
+
+/* Mentions found in an item's text: the span as written ("@Ann Lee") and
+ * the user's id. */
+struct sf_inline {
+	struct strlist spans, ids;
+};
+
+static void sf_inline_free(struct sf_inline *m)
+{
+	strlist_free(&m->spans);
+	strlist_free(&m->ids);
+}
+
+/* Looks up every "@First Last" and "@address" of text: one that names
+ * exactly one active user becomes a mention, the rest stays text.  At most
+ * budget mentions.  0, or -1 when a look-up failed for now (res set). */
+static int sf_inline_find(struct chatter *ch, struct http_client *hc, const char *text,
+			  size_t budget, struct sf_inline *m, struct feed_result *res)
+{
+	const char *end = text + strlen(text);
+	for (const char *p = text; p < end && m->spans.n < budget; p++) {
+		size_t len[2];
+		int is_address;
+		size_t n = sf_mention_at(text, p) ? sf_mention_forms(p, end, len, &is_address) : 0;
+		for (size_t k = 0; k < n; k++) {
+			char *span = xstrndup(p, len[k]);
+			int seen = 0;
+			for (size_t i = 0; i < m->spans.n && !seen; i++)
+				seen = strcmp(m->spans.v[i], span) == 0;
+			char *id = NULL, *username = NULL;
+			int denied = 0;
+			int f = seen ? 1
+				     : sf_user_query(ch, hc, is_address ? "Email" : "Name", span + 1,
+						     &id, &username, &denied, res);
+			if (f == 1 && !seen) {
+				strlist_add(&m->spans, span);
+				strlist_add(&m->ids, id);
+			}
+			free(id);
+			free(username);
+			free(span);
+			if (f < 0)
+				return -1;
+			if (f == 1) {
+				p += len[k] - 1;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Turns the spans of m in the Text segments of segs into Mention segments;
+ * with m NULL, every possible mention becomes one without an id (what an
+ * earlier attempt may have made of it, for sf_segments_norm). */
+static json_t *sf_inline_apply(json_t *segs, const struct sf_inline *m)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *sg;
+	json_array_foreach(segs, i, sg)
+	{
+		const char *type = sf_str(sg, "type");
+		const char *t = sf_str(sg, "text");
+		if (!type || strcmp(type, "Text") != 0 || !t || !strchr(t, '@')) {
+			json_array_append(out, sg);
+			continue;
+		}
+		const char *end = t + strlen(t), *from = t;
+		for (const char *p = t; p < end; p++) {
+			size_t len[2];
+			int is_address;
+			size_t n = sf_mention_at(t, p) ? sf_mention_forms(p, end, len, &is_address) : 0;
+			const char *id = NULL;
+			size_t hit = 0;
+			for (size_t k = 0; k < n && !hit; k++) {
+				if (!m) {
+					hit = len[k];
+					id = "";
+				}
+				for (size_t x = 0; m && x < m->spans.n && !hit; x++)
+					if (strlen(m->spans.v[x]) == len[k] &&
+					    strncmp(m->spans.v[x], p, len[k]) == 0) {
+						hit = len[k];
+						id = m->ids.v[x];
+					}
+			}
+			if (!hit)
+				continue;
+			seg_text(out, from, (size_t)(p - from));
+			json_array_append_new(out,
+					      json_pack("{s:s, s:s}", "type", "Mention", "id", id));
+			p += hit - 1;
+			from = p + 1;
+		}
+		seg_text(out, from, (size_t)(end - from));
+	}
+	json_decref(segs);
+	return out;
+}
+
+/* Applies sf_inline_apply to the segments of an element's body. */
+static void sf_body_inline(json_t *body, const struct sf_inline *m)
+{
+	json_t *b = json_object_get(body, "body");
+	json_t *segs = json_incref(json_object_get(b, "messageSegments"));
+	json_object_set_new(b, "messageSegments", sf_inline_apply(segs, m));
+}
+
 /* The body of an item's first (or only) element: From line, subject, the
- * first part of the text, attachment notes, mentions (may be NULL),
- * hashtags and the marker.  Sets *path (owned) to where it is posted. */
+ * first part of the text, attachment notes, mentions (may be NULL) and
+ * hashtags.  Sets *path (owned) to where it is posted. */
 static json_t *sf_first_body(const struct feed_item *it, const char *from, const char *text,
 			     const struct strlist *notes, const struct strlist *mentions,
-			     const struct strlist *file_ids, const char *marker, char **path)
+			     const struct strlist *file_ids, char **path)
 {
 	json_t *segs = json_array();
 	if (from)
@@ -923,7 +1303,6 @@ static json_t *sf_first_body(const struct feed_item *it, const char *from, const
 	}
 	if (any_tag)
 		seg_markup(segs, "MarkupEnd", "Paragraph");
-	seg_plain_paragraph(segs, marker);
 
 	json_t *body = json_pack("{s:{s:o}}", "body", "messageSegments", segs);
 	if (it->kind == FEED_POST) {
@@ -950,61 +1329,26 @@ static json_t *sf_first_body(const struct feed_item *it, const char *from, const
 	return body;
 }
 
-static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
-				struct feed_result *res)
+/* "From NAME <address>" for an item the integration user posts, or NULL. */
+static char *sf_from_line(const struct chatter *ch, const struct feed_item *it)
 {
-	struct chatter *ch = ctx;
-	const char *username = ch->f->username;
-	int as_author = 0;
+	const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
+	const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
+	const char *unv =
+	    ch->f->post_as == POST_AS_AUTHOR && !it->author_verified ? " (unverified)" : "";
+	if (nm && em)
+		return xasprintf("From %s <%s>%s", nm, em, unv);
+	if (nm || em)
+		return xasprintf("From %s%s", nm ? nm : em, unv);
+	return NULL;
+}
 
-	/* only a sender the mail server vouched for is acted as */
-	if (ch->f->post_as == POST_AS_AUTHOR && it->author_verified && it->author_email &&
-	    *it->author_email) {
-		char *au = NULL;
-		int f = sf_author_lookup(ch, hc, it->author_email, &au, res);
-		if (f < 0)
-			return;
-		if (f == 1) {
-			char *tok = NULL, *inst = NULL;
-			int denied = 0;
-			struct feed_result tmp;
-			memset(&tmp, 0, sizeof(tmp));
-			if (sf_session_get(ch, hc, au, &tok, &inst, &tmp, &denied) == 0) {
-				username = au;
-				as_author = 1;
-			} else if (denied) {
-				sf_author_deny(ch, it->author_email);
-			} else {
-				*res = tmp;
-				free(au);
-				return;
-			}
-			free(tok);
-			free(inst);
-		}
-		if (!as_author)
-			free(au);
-	}
-
-	/* fixed parts: From line, subject, attachment notes, tags, marker */
-	struct strlist file_ids = {0}, notes = {0}, parts = {0}, mention_ids = {0};
-	char *marker = xasprintf(FEED_MARKER_PREFIX "%s", it->key);
-	char *from = NULL;
-	if (!as_author) {
-		const char *nm = it->author_name && *it->author_name ? it->author_name : NULL;
-		const char *em = it->author_email && *it->author_email ? it->author_email : NULL;
-		const char *unv = ch->f->post_as == POST_AS_AUTHOR && !it->author_verified
-				      ? " (unverified)"
-				      : "";
-		if (nm && em)
-			from = xasprintf("From %s <%s>%s", nm, em, unv);
-		else if (nm || em)
-			from = xasprintf("From %s%s", nm ? nm : em, unv);
-	}
-	size_t max_up = it->kind == FEED_POST
-			    ? (size_t)(ch->f->max_files > 10 ? 10 : ch->f->max_files)
-			    : (ch->f->max_files > 0 ? 1 : 0);
-	size_t fixed = strlen(marker) + (from ? sf_chars(from, strlen(from)) : 0) + 20;
+/* The item's text in parts; the first leaves room for the fixed parts
+ * (From line, subject, attachment notes, hashtags, mentions). */
+static void sf_item_parts(const struct chatter *ch, const struct feed_item *it, const char *from,
+			  struct strlist *parts)
+{
+	size_t fixed = (from ? sf_chars(from, strlen(from)) : 0) + 20;
 	if (it->kind == FEED_POST && it->subject)
 		fixed += sf_chars(it->subject, strlen(it->subject));
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++)
@@ -1013,22 +1357,175 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	if (ch->f->mentions && it->recipients)
 		fixed += 8 + it->recipients->n * SF_MENTION_CHARS;
 	size_t first = fixed + 500 < SF_BODY_BUDGET ? SF_BODY_BUDGET - fixed : 500;
-	sf_split(it->text ? it->text : "", first, SF_BODY_BUDGET - 100, &parts);
-	if (parts.n == 0)
-		strlist_add(&parts, "");
+	sf_split(it->text ? it->text : "", first, SF_BODY_BUDGET - 100, parts);
+	if (parts->n == 0)
+		strlist_add(parts, "");
+}
+
+/* Adds to w the first elements an attempt at it may have posted as actor
+ * (from: with that From line): with and without the mentions. */
+static void sf_want_first(const struct chatter *ch, const struct feed_item *it, const char *from,
+			  const char *actor, struct sf_want *w)
+{
+	struct strlist parts = {0}, notes = {0}, none = {0}, some = {0};
+	sf_item_parts(ch, it, from, &parts);
+	sf_file_notes(ch, it, &notes);
+	char *path = NULL;
+	json_t *b = sf_first_body(it, from, parts.v[0], &notes, NULL, &none, &path);
+	if (ch->f->mentions)
+		sf_body_inline(b, NULL);
+	sf_want_add(w, b, actor);
+	json_decref(b);
+	free(path);
+	if (ch->f->mentions && it->recipients && it->recipients->n) {
+		strlist_add(&some, "");
+		path = NULL;
+		b = sf_first_body(it, from, parts.v[0], &notes, &some, &none, &path);
+		sf_body_inline(b, NULL);
+		sf_want_add(w, b, actor);
+		json_decref(b);
+		free(path);
+	}
+	strlist_free(&parts);
+	strlist_free(&notes);
+	strlist_free(&some);
+}
+
+/* The body of continuation part i (from 1) of n. */
+static json_t *sf_continuation_body(size_t i, size_t n, const char *text)
+{
+	json_t *segs = json_array();
+	char *head = xasprintf("(continued, part %zu of %zu)", i + 1, n);
+	seg_plain_paragraph(segs, head);
+	free(head);
+	seg_paragraphs(segs, text);
+	return json_pack("{s:{s:o}}", "body", "messageSegments", segs);
+}
+
+/* Sets *actor to the user id username posts as (NULL when the service did
+ * not say), logging in if needed.  0, or -1 with res set. */
+static int sf_actor(struct chatter *ch, struct http_client *hc, const char *username,
+		    char **actor, struct feed_result *res)
+{
+	char *tok = NULL, *inst = NULL;
+	int denied = 0;
+	*actor = NULL;
+	if (sf_session_get(ch, hc, username, &tok, &inst, res, &denied) != 0)
+		return -1;
+	free(tok);
+	free(inst);
+	*actor = sf_session_user(ch, username);
+	return 0;
+}
+
+/* Posts continuation parts 1.. of parts as comments on post_id, each unless
+ * an earlier attempt left it there, with the mentions of inl.  0, or -1
+ * with res set. */
+static int sf_continuations(struct chatter *ch, struct http_client *hc, const char *username,
+			    const char *actor, const struct feed_item *it, const char *post_id,
+			    const struct strlist *parts, const struct sf_inline *inl,
+			    struct feed_result *res)
+{
+	for (size_t i = 1; i < parts->n; i++) {
+		json_t *body = sf_continuation_body(i, parts->n, parts->v[i]);
+		struct sf_want w = {.since = it->created - SF_CLOCK_SLACK};
+		json_t *like = json_deep_copy(body);
+		if (ch->f->mentions)
+			sf_body_inline(like, NULL);
+		sf_want_add(&w, like, actor);
+		json_decref(like);
+		if (inl->spans.n)
+			sf_body_inline(body, inl);
+		char *have = NULL;
+		int f = sf_find_earlier(ch, hc, username, it->group, post_id, &w, it, &have, res);
+		sf_want_clear(&w);
+		if (f == 0) {
+			char *pe = http_escape(post_id);
+			char *path =
+			    xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
+			free(pe);
+			f = sf_post(ch, hc, username, path, body, &have, res,
+				    "chatter continuation comment") == 0
+				? 1
+				: -1;
+			free(path);
+		}
+		json_decref(body);
+		free(have);
+		if (f < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* post_as = author: acts as the item's sender when the mail server vouched
+ * for them and they are a user who may be acted as.  1 (*username set),
+ * 0 (post as the integration user), -1 transient failure (res set). */
+static int sf_as_author(struct chatter *ch, struct http_client *hc, const struct feed_item *it,
+			char **username, struct feed_result *res)
+{
+	*username = NULL;
+	if (ch->f->post_as != POST_AS_AUTHOR || !it->author_verified || !it->author_email ||
+	    !*it->author_email)
+		return 0;
+	char *au = NULL;
+	int f = sf_author_lookup(ch, hc, it->author_email, &au, res);
+	if (f != 1)
+		return f;
+	char *tok = NULL, *inst = NULL;
+	int denied = 0;
+	struct feed_result tmp;
+	memset(&tmp, 0, sizeof(tmp));
+	int rc = 0;
+	if (sf_session_get(ch, hc, au, &tok, &inst, &tmp, &denied) == 0) {
+		*username = au;
+		au = NULL;
+		rc = 1;
+	} else if (denied) {
+		sf_author_deny(ch, it->author_email);
+	} else {
+		*res = tmp;
+		rc = -1;
+	}
+	free(tok);
+	free(inst);
+	free(au);
+	return rc;
+}
+
+static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
+				struct feed_result *res)
+{
+	struct chatter *ch = ctx;
+	char *author = NULL;
+	int as_author = sf_as_author(ch, hc, it, &author, res);
+	if (as_author < 0)
+		return;
+	const char *username = as_author ? author : ch->f->username;
+
+	struct strlist file_ids = {0}, notes = {0}, parts = {0}, mention_ids = {0};
+	struct sf_inline inl = {{0}, {0}};
+	char *from = as_author ? NULL : sf_from_line(ch, it);
+	char *actor = NULL;
+	char *done_id = NULL;
+	sf_item_parts(ch, it, from, &parts);
 	if (parts.n > SF_MAX_PARTS) {
 		sf_set_error(res, FEED_PERMANENT,
 			     "text too long for Chatter: %zu parts of %d characters (limit %d)",
 			     parts.n, SF_BODY_BUDGET, SF_MAX_PARTS);
 		goto out;
 	}
+	if (sf_actor(ch, hc, username, &actor, res) != 0)
+		goto out;
 
 	/* an item in several parts may be half-delivered by an earlier attempt */
-	char *done_id = NULL;
 	if (parts.n > 1) {
-		int f = sf_find_marker(ch, hc, username, it->group,
-				       it->kind == FEED_COMMENT ? it->parent_remote_id : NULL,
-				       marker, &done_id, res);
+		struct sf_want w = {.since = it->created - SF_CLOCK_SLACK};
+		sf_want_first(ch, it, from, actor, &w);
+		int f = sf_find_earlier(ch, hc, username, it->group,
+					it->kind == FEED_COMMENT ? it->parent_remote_id : NULL, &w,
+					it, &done_id, res);
+		sf_want_clear(&w);
 		if (f < 0)
 			goto out;
 	}
@@ -1037,15 +1534,25 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 		 * leave files behind */
 		if (ch->f->mentions && sf_mentions(ch, hc, it, &mention_ids, res) != 0)
 			goto out;
-		if (sf_upload(ch, hc, username, it, max_up, &file_ids, &notes, res) != 0)
+		/* "@First Last" and "@address" in the text; a Chatter element
+		 * takes at most 25 mentions in all */
+		if (ch->f->mentions &&
+		    sf_inline_find(ch, hc, it->text ? it->text : "",
+				   mention_ids.n < SF_MAX_MENTIONS ? SF_MAX_MENTIONS - mention_ids.n : 0,
+				   &inl, res) != 0)
+			goto out;
+		if (sf_upload(ch, hc, username, it, sf_max_upload(ch, it), &file_ids, &notes, res) !=
+		    0)
 			goto out;
 		char *path = NULL;
 		const char *what = it->kind == FEED_POST ? "chatter post" : "chatter comment";
-		json_t *body = sf_first_body(it, from, parts.v[0], &notes, &mention_ids, &file_ids,
-					     marker, &path);
+		json_t *body =
+		    sf_first_body(it, from, parts.v[0], &notes, &mention_ids, &file_ids, &path);
+		if (inl.spans.n)
+			sf_body_inline(body, &inl);
 		int rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
 		json_decref(body);
-		if (rc != 0 && res->status == FEED_PERMANENT && mention_ids.n) {
+		if (rc != 0 && res->status == FEED_PERMANENT && (mention_ids.n || inl.spans.n)) {
 			/* nothing was created: a mention the service does not take
 			 * must not cost the post */
 			char e[300];
@@ -1054,9 +1561,9 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 				 log_quote(res->error, e, sizeof(e)));
 			memset(res, 0, sizeof(*res));
 			strlist_free(&mention_ids);
+			sf_inline_free(&inl);
 			free(path);
-			body = sf_first_body(it, from, parts.v[0], &notes, NULL, &file_ids, marker,
-					     &path);
+			body = sf_first_body(it, from, parts.v[0], &notes, NULL, &file_ids, &path);
 			rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
 			json_decref(body);
 		}
@@ -1067,51 +1574,25 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 
 	/* continuations: comments on the post (or on the comment's post) */
 	const char *post_id = it->kind == FEED_POST ? done_id : it->parent_remote_id;
-	for (size_t i = 1; i < parts.n; i++) {
-		char *cmark = xasprintf("%s#%zu", marker, i + 1);
-		char *have = NULL;
-		int f = sf_find_marker(ch, hc, username, it->group, post_id, cmark, &have, res);
-		if (f == 0) {
-			json_t *segs = json_array();
-			char *head = xasprintf("(continued, part %zu of %zu)", i + 1, parts.n);
-			seg_plain_paragraph(segs, head);
-			free(head);
-			seg_paragraphs(segs, parts.v[i]);
-			seg_plain_paragraph(segs, cmark);
-			json_t *body = json_pack("{s:{s:o}}", "body", "messageSegments", segs);
-			char *pe = http_escape(post_id);
-			char *path =
-			    xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
-			free(pe);
-			f = sf_post(ch, hc, username, path, body, &have, res,
-				    "chatter continuation comment") == 0
-				? 1
-				: -1;
-			free(path);
-			json_decref(body);
-		}
-		free(have);
-		free(cmark);
-		if (f < 0) {
-			/* the first part exists: a retry must not post it again; its
-			 * marker lets the next attempt find it */
-			if (res->status == FEED_PERMANENT)
-				res->status = FEED_RETRY;
-			free(done_id);
-			done_id = NULL;
-			goto out;
-		}
+	if (sf_continuations(ch, hc, username, actor, it, post_id, &parts, &inl, res) != 0) {
+		/* the first part exists: a retry must not post it again, and
+		 * finds it by its text */
+		if (res->status == FEED_PERMANENT)
+			res->status = FEED_RETRY;
+		free(done_id);
+		done_id = NULL;
+		goto out;
 	}
 	res->status = FEED_OK;
 	res->remote_id = done_id;
 	log_info("chatter.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu "
 		 "mentions=%zu as_author=%d",
 		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
-		 file_ids.n, mention_ids.n, as_author);
+		 file_ids.n, mention_ids.n + inl.spans.n, as_author);
 out:
-	if (as_author)
-		free((char *)username);
-	free(marker);
+	sf_inline_free(&inl);
+	free(author);
+	free(actor);
 	free(from);
 	strlist_free(&file_ids);
 	strlist_free(&notes);
@@ -1131,6 +1612,7 @@ static void chatter_close(void *ctx)
 		free(ch->sessions[i].username);
 		free(ch->sessions[i].token);
 		free(ch->sessions[i].instance);
+		free(ch->sessions[i].user_id);
 	}
 	free(ch->sessions);
 	feed_user_cache_free(ch->users);
@@ -1188,20 +1670,43 @@ static void chatter_deliver(void *ctx, const struct feed_item *items, size_t n,
 static int chatter_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
 {
 	struct chatter *ch = ctx;
+	struct http_client *hc = ch->pool.clients[0];
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
-	char *marker = xasprintf(FEED_MARKER_PREFIX "%s", item->key);
-	int f = sf_find_marker(ch, ch->pool.clients[0], ch->f->username, item->group,
-			       item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, marker,
-			       remote_id, &res);
-	free(marker);
+	struct sf_want w = {.since = item->created - SF_CLOCK_SLACK};
+	/* as the integration user, with the From line */
+	char *actor = NULL;
+	if (sf_actor(ch, hc, ch->f->username, &actor, &res) != 0) {
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
+			 (long long)item->id, res.error);
+		return -1;
+	}
+	char *from = sf_from_line(ch, item);
+	sf_want_first(ch, item, from, actor, &w);
+	free(from);
+	free(actor);
+	/* or as the sender, when they could have been acted as */
+	if (ch->f->post_as == POST_AS_AUTHOR && item->author_verified && item->author_email &&
+	    *item->author_email) {
+		char *id = NULL, *username = NULL;
+		int denied = 0;
+		if (sf_user_lookup(ch, hc, item->author_email, &id, &username, &denied, &res) == 1)
+			sf_want_first(ch, item, NULL, id, &w);
+		free(id);
+		free(username);
+	}
+	int f = sf_find_earlier(ch, hc, ch->f->username, item->group,
+				item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, &w, item,
+				remote_id, &res);
+	sf_want_clear(&w);
 	if (f < 0)
 		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
 			 (long long)item->id, res.error);
 	return f;
 }
 
-/* Text as read back: our marker paragraph dropped. */
+/* Text as read back: the "mailfeed:KEY" paragraph that earlier versions
+ * added to every element dropped. */
 static char *sf_entry_text(const char *t)
 {
 	if (!t)
@@ -1490,6 +1995,82 @@ static int chatter_read_members(void *ctx, const char *group, struct feed_member
 	return rc;
 }
 
+/* ---- check-config --online ---- */
+
+static int chatter_check_login(void *ctx, char *msg, size_t msglen)
+{
+	struct chatter *ch = ctx;
+	struct feed_result res;
+	char *token = NULL, *instance = NULL;
+	int denied;
+
+	memset(&res, 0, sizeof(res));
+	if (sf_session_get(ch, ch->pool.clients[0], ch->f->username, &token, &instance, &res,
+			   &denied) != 0) {
+		snprintf(msg, msglen, "%s", res.error);
+		feed_result_clear(&res);
+		return -1;
+	}
+	snprintf(msg, msglen, "logged in as %s at %s", ch->f->username, instance);
+	free(token);
+	free(instance);
+	feed_result_clear(&res);
+	return 0;
+}
+
+/* A group (0F9...): GET /chatter/groups/{id}; it must not be archived, and
+ * a private one needs the integration user as a member.  Any other record:
+ * its feed must be readable. */
+static int chatter_check_group(void *ctx, const char *group, char *msg, size_t msglen)
+{
+	struct chatter *ch = ctx;
+	struct http_request r;
+	int group_id = strncmp(group, "0F9", 3) == 0;
+
+	if (!sf_id_ok(group)) {
+		snprintf(msg, msglen, "%s is not a Salesforce id (15 or 18 letters and digits)",
+			 group);
+		return -1;
+	}
+	char *path = group_id
+			 ? xasprintf("/chatter/groups/%s", group)
+			 : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=1", group);
+	int rc = sf_get(ch, ch->pool.clients[0], path,
+			group_id ? "chatter group" : "chatter record", &r, msg, msglen);
+	free(path);
+	if (rc < 0)
+		return -1;
+	if (!group_id) {
+		snprintf(msg, msglen, "record feed readable");
+		http_request_clear(&r);
+		return 0;
+	}
+	json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	const char *name = sf_str(j, "name"), *role = sf_str(j, "myRole");
+	const char *vis = sf_str(j, "visibility");
+	json_t *archived = json_object_get(j, "isArchived");
+	int member = role && strncmp(role, "NotAMember", 10) != 0;
+	rc = -1;
+	if (!json_is_object(j) || !name)
+		snprintf(msg, msglen, "chatter group: the answer is not a group");
+	else if (json_is_true(archived))
+		snprintf(msg, msglen, "group \"%.100s\" is archived: Chatter refuses new posts",
+			 name);
+	else if (!member && !(vis && strcmp(vis, "PublicAccess") == 0))
+		snprintf(msg, msglen,
+			 "%s is not a member of the private group \"%.100s\": add it to the "
+			 "group",
+			 ch->f->username, name);
+	else {
+		snprintf(msg, msglen, "\"%.100s\"%s", name,
+			 member ? "" : " (public; the integration user is not a member)");
+		rc = 0;
+	}
+	json_decref(j);
+	http_request_clear(&r);
+	return rc;
+}
+
 const struct feed_backend_ops feed_chatter_ops = {
     .name = "chatter",
     .open = chatter_open,
@@ -1498,4 +2079,6 @@ const struct feed_backend_ops feed_chatter_ops = {
     .read_group = chatter_read_group,
     .read_members = chatter_read_members,
     .close = chatter_close,
+    .check_login = chatter_check_login,
+    .check_group = chatter_check_group,
 };

@@ -856,6 +856,88 @@ static int mm_read_group(void *ctx, const char *group, time_t since, struct feed
 	return 0;
 }
 
+/* ---- check-config --online ---- */
+
+/* GET base + path + segment; 0 with the 200 answer parsed into *j, or -1
+ * with what went wrong in msg. */
+static int mm_check_get(struct mattermost *mm, const char *path, const char *segment,
+			const char *what, json_t **j, char *msg, size_t msglen)
+{
+	struct http_request r;
+	struct feed_result res;
+
+	*j = NULL;
+	mm_get(mm, mm->pool.clients[0], &r, path, segment);
+	if (r.status == 200)
+		*j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	if (!json_is_object(*j)) {
+		memset(&res, 0, sizeof(res));
+		mm_fail(&res, &r, what);
+		snprintf(msg, msglen, "%s", res.error);
+		feed_result_clear(&res);
+		json_decref(*j);
+		*j = NULL;
+	}
+	http_request_clear(&r);
+	return *j ? 0 : -1;
+}
+
+static int mm_check_login(void *ctx, char *msg, size_t msglen)
+{
+	struct mattermost *mm = ctx;
+	json_t *j;
+	if (mm_check_get(mm, "/api/v4/users/", "me", "mattermost login", &j, msg, msglen) < 0)
+		return -1;
+	const char *name = mm_str(j, "username");
+	snprintf(msg, msglen, "logged in as %.64s at %s", name ? name : "?", mm->base);
+	json_decref(j);
+	return 0;
+}
+
+/* The channel exists, is not archived, and the token's user is a member
+ * (posting needs create_post there, which membership gives). */
+static int mm_check_group(void *ctx, const char *group, char *msg, size_t msglen)
+{
+	struct mattermost *mm = ctx;
+	json_t *ch, *me;
+	char path[128];
+
+	if (!mm_id_ok(group, strlen(group))) {
+		snprintf(msg, msglen, "%s is not a Mattermost channel id (letters and digits)",
+			 group);
+		return -1;
+	}
+	if (mm_check_get(mm, "/api/v4/channels/", group, "mattermost channel", &ch, msg, msglen) <
+	    0)
+		return -1;
+	const char *name = mm_str(ch, "display_name");
+	if (!name || !*name)
+		name = mm_str(ch, "name");
+	char shown[128];
+	snprintf(shown, sizeof shown, "%.100s", name ? name : group);
+	json_t *del = json_object_get(ch, "delete_at");
+	int archived = json_is_integer(del) && json_integer_value(del) != 0;
+	json_decref(ch);
+	if (archived) {
+		snprintf(msg, msglen, "channel \"%s\" is archived: Mattermost refuses new posts",
+			 shown);
+		return -1;
+	}
+	snprintf(path, sizeof path, "/api/v4/channels/%s/members/", group);
+	if (mm_check_get(mm, path, "me", "mattermost membership", &me, msg, msglen) < 0) {
+		char why[256];
+		snprintf(why, sizeof why, "%s", msg);
+		snprintf(msg, msglen,
+			 "the token's user is not a member of channel \"%s\": add it to the "
+			 "channel (%s)",
+			 shown, why);
+		return -1;
+	}
+	json_decref(me);
+	snprintf(msg, msglen, "\"%s\"", shown);
+	return 0;
+}
+
 const struct feed_backend_ops feed_mattermost_ops = {
     .name = "mattermost",
     .open = mm_open,
@@ -863,4 +945,6 @@ const struct feed_backend_ops feed_mattermost_ops = {
     .reconcile = mm_reconcile,
     .read_group = mm_read_group,
     .close = mm_close,
+    .check_login = mm_check_login,
+    .check_group = mm_check_group,
 };

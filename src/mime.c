@@ -1,18 +1,23 @@
 /* mime.c — one raw RFC 5322 message into a struct mf_message.
  *
- * libetpan splits the MIME tree and undoes transfer encodings; everything
- * about text is done here: charsets to UTF-8 (with the fallbacks written
- * into m->warnings, never silently), RFC 2047 words, RFC 2231 parameters
- * (absent from libetpan 1.9.4), format=flowed, the choice of the text part,
- * attachment naming, and the facts classification needs.  The top-level
- * headers are read by our own tolerant splitter, not libetpan's strict
- * grammar, so that junk in one header never loses the others.
+ * GMime splits the MIME tree, recovering what broken mail needs (a missing
+ * closing boundary, doubled or stray boundaries, damaged parameters), and
+ * says what it recovered from: every recovery becomes a note in
+ * m->warnings.  Everything about text is done here and in mime_decode.c /
+ * mime_header.c: transfer encodings (content labelled base64 or
+ * quoted-printable that is not is shown as written), charsets to UTF-8,
+ * the choice of the text (one alternative; body or attachment decided by
+ * disposition, then type and position), forwarded messages (also encoded
+ * ones) as forwarded blocks, attachment naming.  The top-level headers are
+ * read by our own tolerant splitter, so that junk in one header never
+ * loses the others.
  *
  * This code runs inside the sandboxed parse worker (worker.c). */
 #include <ctype.h>
 #include <errno.h>
+#include <gmime/gmime.h>
 #include <iconv.h>
-#include <libetpan/libetpan.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,142 +41,179 @@ struct walk {
 	struct mf_message *m;
 	struct buf plain, html, forwards, warn;
 	int have_plain, have_html;
+	int body_taken; /* a text part became the body */
+	int msg_depth;	/* forwarded messages around this walk */
 	size_t max_att;
 	struct strlist cids; /* Content-ID per attachment, "" when none */
 	int att_dropped;
+	struct strlist bounds; /* boundaries of every multipart of the message */
+	GMimeParserOptions *opts;
 };
 
-static void walk_part(struct walk *w, struct mailmime *mime, int depth);
+static void walk_object(struct walk *w, GMimeObject *o, int depth);
+static void walk_partless(struct walk *w, GMimeMultipart *mp);
 
-/* Decoded bytes of a leaf, in *len.  *owned says whether they were
- * allocated (n + 1 bytes at least) or lie in the message itself. */
-static char *leaf_data(struct mailmime *mime, size_t *len, int *owned)
+/* What GMime recovered from, in words an admin can act on. */
+static void gmime_warning(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer data)
 {
-	struct mailmime_data *d = mime->mm_data.mm_single;
-	*len = 0;
-	*owned = 0;
-	if (!d || d->dt_type != MAILMIME_DATA_TEXT)
-		return NULL;
-	const char *p = d->dt_data.dt_text.dt_data;
-	size_t n = d->dt_data.dt_text.dt_length;
-	int enc = d->dt_encoding;
-	if (enc == MAILMIME_MECHANISM_BASE64) {
+	struct walk *w = data;
+	(void)offset;
+	switch (code) {
+	case GMIME_WARN_TRUNCATED_MESSAGE:
+		mime_warn(&w->warn, "a multipart ends without its closing boundary (truncated?); "
+				    "parts read up to the end of the message");
+		break;
+	case GMIME_WARN_MALFORMED_MULTIPART:
+		mime_warn(&w->warn, "a multipart is not closed before its parent's boundary; "
+				    "read up to there");
+		break;
+	case GMIME_CRIT_INVALID_HEADER_NAME:
+		if (item && !strncmp(item, "--", 2))
+			mime_warn(&w->warn, "doubled or stray boundary line; skipped");
+		else
+			mime_warn(&w->warn,
+				  "a line among the headers that is not a header; skipped");
+		break;
+	case GMIME_WARN_PART_WITHOUT_CONTENT:
+	case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT:
+		mime_warn(&w->warn, "doubled or stray boundary line; skipped");
+		break;
+	case GMIME_WARN_INVALID_PARAMETER:
+	case GMIME_CRIT_CONFLICTING_PARAMETER:
+		mime_warn(&w->warn, "damaged Content-Type or Content-Disposition parameters; "
+				    "read tolerantly");
+		break;
+	case GMIME_WARN_INVALID_CONTENT_TYPE:
+		mime_warn(&w->warn, "unreadable Content-Type; the part is read as an attachment");
+		break;
+	case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY:
+		mime_warn(&w->warn, "a multipart without a boundary; read as one part");
+		break;
+	case GMIME_CRIT_NESTING_OVERFLOW:
+		mime_warn(&w->warn, "MIME nesting too deep; the rest is not read");
+		break;
+	case GMIME_WARN_MALFORMED_MESSAGE:
+		mime_warn(&w->warn, "malformed message structure; recovered what could be read");
+		break;
+	default: /* duplicated headers, 8-bit or bad encoded words: read anyway */
+		break;
+	}
+}
+
+/* The content of a part as it stands in the message (still transfer
+ * encoded), NUL-terminated; length in *len. */
+static char *part_raw(GMimePart *p, size_t *len)
+{
+	GMimeDataWrapper *dw = g_mime_part_get_content(p);
+	GMimeStream *s = dw ? g_mime_data_wrapper_get_stream(dw) : NULL;
+	struct buf b;
+	buf_init(&b);
+	if (s) {
+		gint64 want = g_mime_stream_length(s);
+		if (want > 0 && (size_t)want < (size_t)1 << 31) {
+			b.data = xmalloc((size_t)want + 1);
+			b.cap = (size_t)want + 1;
+		}
+		g_mime_stream_reset(s);
+		for (;;) {
+			char tmp[16384];
+			ssize_t n = g_mime_stream_read(s, tmp, sizeof tmp);
+			if (n <= 0)
+				break;
+			buf_append(&b, tmp, (size_t)n);
+		}
+	}
+	*len = b.len;
+	buf_putc(&b, 0);
+	return b.data;
+}
+
+/* Whether n bytes labelled base64 are base64: text with spaces between
+ * words and punctuation is not. */
+static int looks_base64(const char *s, size_t n)
+{
+	size_t odd = 0, chars = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (isalnum(c) || c == '+' || c == '/' || c == '=') {
+			chars++;
+		} else if (c == ' ' || c == '\t') {
+			/* a blank between two base64 characters is a word gap */
+			if (i && i + 1 < n && isalnum((unsigned char)s[i - 1]) &&
+			    isalnum((unsigned char)s[i + 1]))
+				odd++;
+		} else if (c != '\r' && c != '\n') {
+			odd++;
+		}
+	}
+	return chars && odd * 50 <= chars;
+}
+
+/* A part's bytes decoded from their transfer encoding, NUL-terminated,
+ * length in *len.  For text, content labelled base64 or quoted-printable
+ * that is not is shown as written, and said so in the warnings. */
+static char *part_decoded(struct walk *w, GMimePart *p, int is_text, size_t *len)
+{
+	size_t n;
+	char *raw = part_raw(p, &n);
+	GMimeContentEncoding enc = g_mime_part_get_content_encoding(p);
+	if (enc == GMIME_CONTENT_ENCODING_BASE64) {
+		if (is_text && !looks_base64(raw, n)) {
+			mime_warn(&w->warn, "text labelled base64 is not base64; shown as written");
+			*len = n;
+			return raw;
+		}
 		char *out = xmalloc(n / 4 * 3 + 4);
-		*len = mime_base64_decode(p, n, (unsigned char *)out);
-		*owned = 1;
+		*len = mime_base64_decode(raw, n, (unsigned char *)out);
+		out[*len] = 0;
+		free(raw);
 		return out;
 	}
-	if (enc == MAILMIME_MECHANISM_QUOTED_PRINTABLE) {
+	if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
 		char *out = xmalloc(2 * n + 2);
-		ssize_t got = mime_qp_decode(p, n, out);
-		if (got >= 0) {
-			*len = (size_t)got;
-			*owned = 1;
-			return out;
+		struct mime_qp_stats st;
+		*len = mime_qp_decode(raw, n, out, &st);
+		out[*len] = 0;
+		if (is_text && st.bare && !st.escapes && !st.soft) {
+			mime_warn(&w->warn,
+				  "text labelled quoted-printable is not; shown as written");
+			free(out);
+			*len = n;
+			return raw;
 		}
-		free(out);
-		size_t idx = 0, outlen = 0;
-		char *lib = NULL;
-		if (mailmime_part_parse(p, n, &idx, enc, &lib, &outlen) == MAILIMF_NO_ERROR &&
-		    lib) {
-			out = xmalloc(outlen + 1);
-			memcpy(out, lib, outlen);
-			mailmime_decoded_part_free(lib);
-			*len = outlen;
-			*owned = 1;
-			return out;
-		}
+		if (st.bare)
+			mime_warn(&w->warn, "quoted-printable with a bare '='; kept as written");
+		free(raw);
+		return out;
 	}
 	*len = n;
-	return (char *)p;
+	return raw;
 }
 
-static void leaf_data_free(char *p, int owned)
+/* "type/subtype", lower case, without controls or quotes. */
+static char *content_type_str(GMimeContentType *ct)
 {
-	if (owned)
-		free(p);
-}
-
-static size_t content_params(struct mailmime_content *ct, struct mime_param **pv)
-{
-	size_t n = 0;
-	*pv = NULL;
-	if (!ct || !ct->ct_parameters)
-		return 0;
-	*pv = xcalloc((size_t)clist_count(ct->ct_parameters) + 1, sizeof **pv);
-	for (clistiter *it = clist_begin(ct->ct_parameters); it; it = clist_next(it)) {
-		struct mailmime_parameter *p = clist_content(it);
-		if (p && p->pa_name && p->pa_value) {
-			(*pv)[n].name = p->pa_name;
-			(*pv)[n].value = p->pa_value;
-			n++;
-		}
-	}
-	return n;
-}
-
-static size_t disposition_params(struct mailmime_disposition *dsp, struct mime_param **pv)
-{
-	size_t n = 0;
-	*pv = NULL;
-	if (!dsp || !dsp->dsp_parms)
-		return 0;
-	*pv = xcalloc((size_t)clist_count(dsp->dsp_parms) + 1, sizeof **pv);
-	for (clistiter *it = clist_begin(dsp->dsp_parms); it; it = clist_next(it)) {
-		struct mailmime_disposition_parm *p = clist_content(it);
-		if (!p)
-			continue;
-		if (p->pa_type == MAILMIME_DISPOSITION_PARM_FILENAME && p->pa_data.pa_filename) {
-			(*pv)[n].name = "filename";
-			(*pv)[n].value = p->pa_data.pa_filename;
-			n++;
-		} else if (p->pa_type == MAILMIME_DISPOSITION_PARM_PARAMETER &&
-			   p->pa_data.pa_parameter && p->pa_data.pa_parameter->pa_name &&
-			   p->pa_data.pa_parameter->pa_value) {
-			(*pv)[n].name = p->pa_data.pa_parameter->pa_name;
-			(*pv)[n].value = p->pa_data.pa_parameter->pa_value;
-			n++;
-		}
-	}
-	return n;
-}
-
-static char *content_type_str(struct mailmime_content *ct)
-{
-	const char *type = "application", *sub = "octet-stream";
-	if (ct && ct->ct_type) {
-		if (ct->ct_type->tp_type == MAILMIME_TYPE_DISCRETE_TYPE &&
-		    ct->ct_type->tp_data.tp_discrete_type) {
-			static const char *names[] = {"",      "text",	"image",
-						      "audio", "video", "application"};
-			int t = ct->ct_type->tp_data.tp_discrete_type->dt_type;
-			if (t >= MAILMIME_DISCRETE_TYPE_TEXT &&
-			    t <= MAILMIME_DISCRETE_TYPE_APPLICATION)
-				type = names[t];
-			else if (ct->ct_type->tp_data.tp_discrete_type->dt_extension)
-				type = ct->ct_type->tp_data.tp_discrete_type->dt_extension;
-		} else if (ct->ct_type->tp_type == MAILMIME_TYPE_COMPOSITE_TYPE &&
-			   ct->ct_type->tp_data.tp_composite_type) {
-			int t = ct->ct_type->tp_data.tp_composite_type->ct_type;
-			type = t == MAILMIME_COMPOSITE_TYPE_MESSAGE	? "message"
-			       : t == MAILMIME_COMPOSITE_TYPE_MULTIPART ? "multipart"
-			       : ct->ct_type->tp_data.tp_composite_type->ct_token
-				   ? ct->ct_type->tp_data.tp_composite_type->ct_token
-				   : "application";
-		}
-		if (ct->ct_subtype)
-			sub = ct->ct_subtype;
-	}
-	char *s = xasprintf("%s/%s", type, sub);
+	const char *type = ct ? g_mime_content_type_get_media_type(ct) : NULL;
+	const char *sub = ct ? g_mime_content_type_get_media_subtype(ct) : NULL;
+	char *s = xasprintf("%s/%s", type && *type ? type : "application",
+			    sub && *sub ? sub : "octet-stream");
 	str_lower(s);
 	for (char *c = s; *c; c++)
-		if ((unsigned char)*c < 0x21 || *c == '"')
+		if ((unsigned char)*c < 0x21 || *c == '"' || (unsigned char)*c >= 0x7f)
 			*c = '_';
 	return s;
 }
 
-static void add_attachment(struct walk *w, struct mailmime *mime, const char *ctype,
-			   const char *fname, const char *cid, int is_inline)
+/* A parameter of the part's Content-Type as UTF-8, or NULL. */
+static char *ct_param(GMimeObject *o, const char *name)
+{
+	GMimeContentType *ct = g_mime_object_get_content_type(o);
+	const char *v = ct ? g_mime_content_type_get_parameter(ct, name) : NULL;
+	return v ? mime_to_utf8(v, strlen(v), NULL, NULL) : NULL;
+}
+
+static void add_attachment(struct walk *w, GMimePart *p, const char *ctype, const char *fname,
+			   const char *cid, int is_inline)
 {
 	struct mf_message *m = w->m;
 	if (m->n_attachments >= MIME_MAX_ATTACHMENTS) {
@@ -182,8 +224,7 @@ static void add_attachment(struct walk *w, struct mailmime *mime, const char *ct
 		return;
 	}
 	size_t len;
-	int owned;
-	char *data = leaf_data(mime, &len, &owned);
+	char *data = part_decoded(w, p, 0, &len);
 	m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof *m->attachments);
 	struct mf_attachment *a = &m->attachments[m->n_attachments++];
 	memset(a, 0, sizeof *a);
@@ -191,99 +232,291 @@ static void add_attachment(struct walk *w, struct mailmime *mime, const char *ct
 	a->filename = mime_safe_filename(fname);
 	if (!a->filename)
 		a->filename = xasprintf("attachment-%zu.%s", m->n_attachments, mime_ext_for(ctype));
-	a->size = data ? len : 0;
-	sha256_hex(data ? data : "", a->size, a->sha256);
+	a->size = len;
+	sha256_hex(data, a->size, a->sha256);
 	a->is_inline = is_inline;
-	if (data && (w->max_att == 0 || len <= w->max_att)) {
-		if (owned) {
-			a->data = (unsigned char *)data;
-			data = NULL;
-		} else {
-			a->data = xmalloc(len + 1);
-			memcpy(a->data, data, len);
-		}
+	if (w->max_att == 0 || len <= w->max_att) {
+		a->data = (unsigned char *)data;
+		data = NULL;
 	}
-	leaf_data_free(data, owned);
+	free(data);
 	strlist_add(&w->cids, cid ? cid : "");
 }
 
-static void walk_leaf(struct walk *w, struct mailmime *mime)
+/* Where a text holds MIME structure of its own: a "--token" line followed
+ * by a Content- header, left there by a boundary that does not match its
+ * multipart or by a part with two Content-Type headers.  The token (owned)
+ * and the offset of its line, or NULL. */
+static char *embedded_boundary(const char *t, size_t *at)
 {
-	struct mailmime_single_fields sf;
-	memset(&sf, 0, sizeof sf);
-	mailmime_single_fields_init(&sf, mime->mm_mime_fields, mime->mm_content_type);
-	char *ctype = content_type_str(mime->mm_content_type);
-	struct mime_param *cpv, *dpv;
-	size_t cn = content_params(mime->mm_content_type, &cpv);
-	size_t dn = disposition_params(sf.fld_disposition, &dpv);
-	char *fname = mime_param_decode(dpv, dn, "filename");
-	if (!fname)
-		fname = mime_param_decode(cpv, cn, "name");
-	int attach_dsp =
-	    sf.fld_disposition && sf.fld_disposition->dsp_type &&
-	    sf.fld_disposition->dsp_type->dsp_type == MAILMIME_DISPOSITION_TYPE_ATTACHMENT;
-	int inline_dsp = sf.fld_disposition && sf.fld_disposition->dsp_type &&
-			 sf.fld_disposition->dsp_type->dsp_type == MAILMIME_DISPOSITION_TYPE_INLINE;
-	int is_plain = !strcmp(ctype, "text/plain"), is_html = !strcmp(ctype, "text/html");
-	if ((is_plain || is_html) && !attach_dsp && !(fname && *fname)) {
-		size_t len;
-		int owned;
-		char *data = leaf_data(mime, &len, &owned);
-		char *cs = mime_param_decode(cpv, cn, "charset");
-		char *u = mime_to_utf8(data ? data : "", data ? len : 0, cs, &w->warn);
-		leaf_data_free(data, owned);
-		mime_crlf_to_lf(u);
-		if (is_plain) {
-			char *fmt = mime_param_decode(cpv, cn, "format");
-			char *delsp = mime_param_decode(cpv, cn, "delsp");
-			if (fmt && !strcasecmp(fmt, "flowed")) {
-				char *j = mime_unflow(u, delsp && !strcasecmp(delsp, "yes"));
-				free(u);
-				u = j;
-			}
-			free(fmt);
-			free(delsp);
-			if (w->plain.len && w->plain.data[w->plain.len - 1] != '\n')
-				buf_putc(&w->plain, '\n');
-			if (w->plain.len + strlen(u) < TEXT_MAX)
-				buf_puts(&w->plain, u);
-			w->have_plain = 1;
-		} else {
-			if (w->html.len + strlen(u) < TEXT_MAX)
-				buf_puts(&w->html, u);
-			w->have_html = 1;
+	for (const char *p = t; p && *p;) {
+		if (p[0] != '-' || p[1] != '-') {
+			/* the next line that starts with "--" */
+			p = strstr(p, "\n--");
+			p = p ? p + 1 : NULL;
+			continue;
 		}
+		size_t n = strcspn(p, "\r\n");
+		const char *next = p + n;
+		next += *next == '\r';
+		next += *next == '\n';
+		if (n < 3 || n > 200 || strncasecmp(next, "Content-", 8)) {
+			p = next;
+			continue;
+		}
+		while (n > 2 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		*at = (size_t)(p - t);
+		return xstrndup(p + 2, n - 2);
+	}
+	return NULL;
+}
+
+static void walk_embedded(struct walk *w, const char *t, size_t at, const char *token,
+			  int is_plain);
+static void walk_object(struct walk *w, GMimeObject *o, int depth);
+
+/* Every multipart boundary of the tree at o, into out. */
+static void collect_bounds(GMimeObject *o, struct strlist *out, int depth)
+{
+	if (!o || depth > MULTIPART_MAX + MIME_MAX_DEPTH || out->n > MULTIPART_MAX)
+		return;
+	if (GMIME_IS_MULTIPART(o)) {
+		GMimeMultipart *mp = GMIME_MULTIPART(o);
+		const char *b = g_mime_multipart_get_boundary(mp);
+		if (b && *b && !strlist_has_ci(out, b))
+			strlist_add(out, b);
+		for (int i = 0; i < g_mime_multipart_get_count(mp); i++)
+			collect_bounds(g_mime_multipart_get_part(mp, i), out, depth + 1);
+	} else if (GMIME_IS_MESSAGE_PART(o)) {
+		GMimeMessage *msg = g_mime_message_part_get_message(GMIME_MESSAGE_PART(o));
+		if (msg)
+			collect_bounds(g_mime_message_get_mime_part(msg), out, depth + 1);
+	}
+}
+
+/* Every boundary= parameter written in raw, into out: also those of
+ * multiparts a damaged header block hid from the tree. */
+static void scan_bounds(const char *raw, size_t len, struct strlist *out)
+{
+	const char *p = raw, *end = raw + len;
+	while (out->n <= MULTIPART_MAX && p < end &&
+	       (p = memmem(p, (size_t)(end - p), "oundary", 7)) != NULL) {
+		p += 7;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p >= end || *p != '=')
+			continue;
+		p++;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		const char *b = p;
+		if (p < end && *p == '"') {
+			b = ++p;
+			while (p < end && *p != '"' && *p != '\n' && *p != '\r')
+				p++;
+		} else {
+			while (p < end && *p != ';' && !isspace((unsigned char)*p))
+				p++;
+		}
+		if (p > b && p - b <= 200) {
+			char *t = xstrndup(b, (size_t)(p - b));
+			if (!strlist_has_ci(out, t))
+				strlist_add(out, t);
+			free(t);
+		}
+	}
+}
+
+/* Removes, in place, lines of t that are a boundary line of a multipart of
+ * the message ("--b" or "--b--"): a part cut badly keeps them. */
+static void drop_boundary_lines(struct walk *w, char *t)
+{
+	if (!w->bounds.n || (strncmp(t, "--", 2) && !strstr(t, "\n--")))
+		return;
+	char *o = t, *p = t;
+	int dropped = 0;
+	while (*p) {
+		char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		size_t k = n;
+		while (k && (p[k - 1] == ' ' || p[k - 1] == '\t'))
+			k--;
+		int drop = 0;
+		if (k > 2 && p[0] == '-' && p[1] == '-')
+			for (size_t i = 0; i < w->bounds.n && !drop; i++) {
+				size_t bl = strlen(w->bounds.v[i]);
+				drop = bl && !strncmp(p + 2, w->bounds.v[i], bl) &&
+				       (k == bl + 2 || (k == bl + 4 && !strncmp(p + 2 + bl, "--", 2)));
+			}
+		size_t step = n + (nl ? 1 : 0);
+		if (drop) {
+			dropped = 1;
+		} else {
+			memmove(o, p, step);
+			o += step;
+		}
+		p += step;
+	}
+	*o = 0;
+	if (dropped)
+		mime_warn(&w->warn, "boundary line inside a part's text; removed");
+}
+
+static void add_text(struct walk *w, GMimeObject *o, GMimePart *p, int is_plain)
+{
+	size_t len;
+	char *data = part_decoded(w, p, 1, &len);
+	char *cs = ct_param(o, "charset");
+	char *u = mime_to_utf8(data, len, cs, &w->warn);
+	free(data);
+	free(cs);
+	mime_crlf_to_lf(u);
+	size_t at;
+	char *token = w->msg_depth < MIME_MAX_DEPTH ? embedded_boundary(u, &at) : NULL;
+	if (token) {
+		walk_embedded(w, u, at, token, is_plain);
+		free(token);
 		free(u);
-		free(cs);
+		return;
+	}
+	drop_boundary_lines(w, u);
+	if (is_plain) {
+		char *fmt = ct_param(o, "format");
+		char *delsp = ct_param(o, "delsp");
+		if (fmt && !strcasecmp(fmt, "flowed")) {
+			char *j = mime_unflow(u, delsp && !strcasecmp(delsp, "yes"));
+			free(u);
+			u = j;
+		}
+		free(fmt);
+		free(delsp);
+		if (w->plain.len && w->plain.data[w->plain.len - 1] != '\n')
+			buf_putc(&w->plain, '\n');
+		if (w->plain.len + strlen(u) < TEXT_MAX)
+			buf_puts(&w->plain, u);
+		w->have_plain = 1;
 	} else {
-		add_attachment(w, mime, ctype, fname, sf.fld_id, inline_dsp || sf.fld_id != NULL);
+		if (w->html.len + strlen(u) < TEXT_MAX)
+			buf_puts(&w->html, u);
+		w->have_html = 1;
+	}
+	free(u);
+}
+
+static void walk_forward(struct walk *w, GMimeMessage *msg, int depth);
+
+/* message/rfc822 sent base64 or quoted-printable encoded: decoded, then
+ * read as a message of its own. */
+static void walk_encoded_message(struct walk *w, GMimePart *p, int depth)
+{
+	if (w->msg_depth >= MIME_MAX_DEPTH) {
+		mime_warn(&w->warn, "MIME nesting deeper than %d; the rest is not read",
+			  MIME_MAX_DEPTH);
+		return;
+	}
+	size_t len;
+	char *data = part_decoded(w, p, 0, &len);
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(data, len);
+	free(data);
+	GMimeParser *parser = g_mime_parser_new_with_stream(s);
+	GMimeMessage *msg = g_mime_parser_construct_message(parser, w->opts);
+	if (msg) {
+		walk_forward(w, msg, depth);
+		g_object_unref(msg);
+	}
+	g_object_unref(parser);
+	g_object_unref(s);
+}
+
+/* Body or attachment, the way mail clients decide: the disposition first
+ * (attachment / inline), then type and position: a text part without a
+ * name is text; a named one is the text only while no text came before. */
+static void walk_leaf(struct walk *w, GMimeObject *o, int depth)
+{
+	GMimePart *p = GMIME_PART(o);
+	char *ctype = content_type_str(g_mime_object_get_content_type(o));
+	GMimeContentDisposition *cd = g_mime_object_get_content_disposition(o);
+	const char *dsp = cd ? g_mime_content_disposition_get_disposition(cd) : NULL;
+	const char *fn = cd ? g_mime_content_disposition_get_parameter(cd, "filename") : NULL;
+	if (!fn)
+		fn = g_mime_content_type_get_parameter(g_mime_object_get_content_type(o), "name");
+	char *fname = fn ? mime_to_utf8(fn, strlen(fn), NULL, NULL) : NULL;
+	int attach_dsp = dsp && !strcasecmp(dsp, "attachment");
+	int inline_dsp = dsp && !strcasecmp(dsp, "inline");
+	if (!strcmp(ctype, "application/octet-stream")) {
+		/* "text" without a subtype, "text/" and the like: text/plain,
+		 * as mail clients read it */
+		const char *v = g_mime_object_get_header(o, "Content-Type");
+		while (v && isspace((unsigned char)*v))
+			v++;
+		if (v && !strncasecmp(v, "text", 4) && !isalnum((unsigned char)v[4]) &&
+		    (v[4] != '/' || !isalnum((unsigned char)v[5]))) {
+			free(ctype);
+			ctype = xstrdup("text/plain");
+		}
+	}
+	int is_plain = !strcmp(ctype, "text/plain"), is_html = !strcmp(ctype, "text/html");
+	int named = fname && *fname;
+	if (!strcmp(ctype, "message/rfc822") &&
+	    g_mime_part_get_content_encoding(p) != GMIME_CONTENT_ENCODING_DEFAULT) {
+		walk_encoded_message(w, p, depth);
+	} else if ((is_plain || is_html) && !attach_dsp &&
+		   (!named || inline_dsp || !w->body_taken)) {
+		if (named && !inline_dsp)
+			mime_warn(&w->warn,
+				  "a named %s part without a disposition is read as the text",
+				  ctype);
+		add_text(w, o, p, is_plain);
+		w->body_taken = 1;
+	} else {
+		const char *cid = g_mime_object_get_content_id(o);
+		char *c = cid ? mime_to_utf8(cid, strlen(cid), NULL, NULL) : NULL;
+		add_attachment(w, p, ctype, fname, c, inline_dsp || c != NULL);
+		free(c);
 	}
 	free(fname);
-	free(cpv);
-	free(dpv);
 	free(ctype);
+}
+
+/* The raw value of a header of o, unfolded, as UTF-8, or NULL. */
+static char *raw_header(GMimeObject *o, const char *name)
+{
+	GMimeHeaderList *hl = g_mime_object_get_header_list(o);
+	GMimeHeader *h = hl ? g_mime_header_list_get_header(hl, name) : NULL;
+	const char *v = h ? g_mime_header_get_raw_value(h) : NULL;
+	if (!v)
+		return NULL;
+	char *u = mime_to_utf8(v, strlen(v), NULL, NULL);
+	char *o2 = u;
+	for (const char *c = u; *c; c++)
+		if (*c != '\r' && *c != '\n')
+			*o2++ = *c == '\t' ? ' ' : *c;
+	*o2 = 0;
+	char *t = str_trim(u);
+	memmove(u, t, strlen(t) + 1);
+	return u;
 }
 
 /* A message/rfc822 part: rendered after the new text as a block that the
  * cleaner keeps (no "> "), so forwarded content reaches the feed. */
-static void walk_forward(struct walk *w, struct mailmime *mime, int depth)
+static void walk_forward(struct walk *w, GMimeMessage *msg, int depth)
 {
 	struct walk sub;
 	memset(&sub, 0, sizeof sub);
 	sub.m = w->m;
 	sub.max_att = w->max_att;
+	sub.opts = w->opts;
+	sub.msg_depth = w->msg_depth + 1;
+	for (size_t i = 0; i < w->bounds.n; i++)
+		strlist_add(&sub.bounds, w->bounds.v[i]);
 	buf_init(&sub.plain);
 	buf_init(&sub.html);
 	buf_init(&sub.forwards);
 	buf_init(&sub.warn);
-	struct mime_headers h;
-	memset(&h, 0, sizeof h);
-	struct mailmime_data *body = mime->mm_body;
-	if (body && body->dt_type == MAILMIME_DATA_TEXT)
-		mime_headers_parse(body->dt_data.dt_text.dt_data, body->dt_data.dt_text.dt_length,
-				   &h);
-	if (mime->mm_data.mm_message.mm_msg_mime)
-		walk_part(&sub, mime->mm_data.mm_message.mm_msg_mime, depth + 1);
+	GMimeObject *body = g_mime_message_get_mime_part(msg);
+	if (body)
+		walk_object(&sub, body, depth + 1);
 	/* Attachments of the forwarded message were listed on the outer one. */
 	for (size_t i = 0; i < sub.cids.n; i++)
 		strlist_add(&w->cids, sub.cids.v[i]);
@@ -295,11 +528,12 @@ static void walk_forward(struct walk *w, struct mailmime *mime, int depth)
 	buf_puts(f, "\n---------- Forwarded message ---------\n");
 	static const char *show[] = {"From", "Date", "Subject", "To"};
 	for (size_t i = 0; i < sizeof show / sizeof show[0]; i++) {
-		const char *v = mime_header_get(&h, show[i]);
+		char *v = raw_header(GMIME_OBJECT(msg), show[i]);
 		if (v) {
 			char *d = mime_decode_header(v);
 			buf_printf(f, "%s: %s\n", show[i], d);
 			free(d);
+			free(v);
 		}
 	}
 	buf_putc(f, '\n');
@@ -319,41 +553,164 @@ static void walk_forward(struct walk *w, struct mailmime *mime, int depth)
 		buf_putc(f, '\n');
 	if (sub.forwards.len)
 		buf_puts(f, sub.forwards.data);
-	mime_headers_free(&h);
+	strlist_free(&sub.bounds);
 	buf_free(&sub.plain);
 	buf_free(&sub.html);
 	buf_free(&sub.forwards);
 	buf_free(&sub.warn);
 }
 
-static void walk_part(struct walk *w, struct mailmime *mime, int depth)
+static int blank_from(const struct buf *b, size_t from)
 {
-	if (!mime)
+	for (size_t i = from; i < b->len; i++)
+		if (!isspace((unsigned char)b->data[i]))
+			return 0;
+	return 1;
+}
+
+/* Cuts bytes [from, to) out of b. */
+static void buf_cut(struct buf *b, size_t from, size_t to)
+{
+	memmove(b->data + from, b->data + to, b->len - to + 1);
+	b->len -= to - from;
+}
+
+/* One alternative's contribution to a text buffer, kept only while no
+ * later alternative of the same kind brings text: RFC 2046 orders
+ * alternatives from plainest to richest.  *start and *end: the range the
+ * kept one holds (none yet while start == end). */
+static int keep_last(struct buf *b, size_t before, size_t *start, size_t *end)
+{
+	if (b->len <= before || blank_from(b, before))
+		return 0;
+	int dropped = 0;
+	if (*end > *start) {
+		size_t n = *end - *start;
+		buf_cut(b, *start, *end);
+		before -= n;
+		dropped = 1;
+	}
+	*start = before;
+	*end = b->len;
+	return dropped;
+}
+
+/* The parts of a multipart in order.  Of multipart/alternative, one plain
+ * text and one HTML alternative are kept, each the last of its kind (the
+ * choice between them is made later); attachments of every alternative
+ * are listed. */
+static void walk_multipart(struct walk *w, GMimeMultipart *mp, int alt, int depth)
+{
+	int n = g_mime_multipart_get_count(mp);
+	if (n == 0) {
+		walk_partless(w, mp);
 		return;
-	if (depth > MIME_MAX_DEPTH) {
+	}
+	size_t ps = 0, pe = 0, hs = 0, he = 0;
+	int dropped = 0;
+	for (int i = 0; i < n; i++) {
+		size_t pl = w->plain.len, hl = w->html.len;
+		walk_object(w, g_mime_multipart_get_part(mp, i), depth + 1);
+		if (!alt)
+			continue;
+		dropped |= keep_last(&w->plain, pl, &ps, &pe);
+		dropped |= keep_last(&w->html, hl, &hs, &he);
+	}
+	if (dropped)
+		mime_warn(&w->warn, "multipart/alternative with several text parts of one kind; "
+				    "the last is shown");
+}
+
+/* Text holding MIME structure: what comes before the first boundary is
+ * text, the rest is read as the multipart it is. */
+static void walk_embedded(struct walk *w, const char *t, size_t at, const char *token, int is_plain)
+{
+	mime_warn(&w->warn, "MIME structure inside a text part (a boundary that does not match "
+			    "its multipart?); split into its parts");
+	struct buf pre;
+	buf_init(&pre);
+	buf_append(&pre, t, at);
+	buf_putc(&pre, 0);
+	drop_boundary_lines(w, pre.data);
+	pre.len = strlen(pre.data);
+	if (pre.len && !blank_from(&pre, 0)) {
+		struct buf *dst = is_plain ? &w->plain : &w->html;
+		if (dst->len && dst->data[dst->len - 1] != '\n')
+			buf_putc(dst, '\n');
+		buf_append(dst, pre.data, pre.len);
+		*(is_plain ? &w->have_plain : &w->have_html) = 1;
+	}
+	buf_free(&pre);
+	struct buf raw;
+	buf_init(&raw);
+	buf_printf(&raw, "Content-Type: multipart/mixed; boundary=\"");
+	for (const char *c = token; *c; c++)
+		if (*c != '"' && *c != '\\')
+			buf_putc(&raw, *c);
+	buf_puts(&raw, "\"\n\n");
+	buf_puts(&raw, t + at);
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(raw.data, raw.len);
+	GMimeParser *parser = g_mime_parser_new_with_stream(s);
+	GMimeObject *o = g_mime_parser_construct_part(parser, w->opts);
+	w->msg_depth++;
+	if (o) {
+		walk_object(w, o, 1);
+		g_object_unref(o);
+	}
+	w->msg_depth--;
+	g_object_unref(parser);
+	g_object_unref(s);
+	buf_free(&raw);
+}
+
+/* A multipart GMime found no parts in: its boundary never appears.  What
+ * it holds is read as text (and split where it holds structure). */
+static void walk_partless(struct walk *w, GMimeMultipart *mp)
+{
+	const char *pro = g_mime_multipart_get_prologue(mp);
+	if (!pro || blank_from(&(struct buf){(char *)pro, strlen(pro), 0}, 0))
+		return;
+	mime_warn(&w->warn,
+		  "a multipart whose boundary never appears; its content is read as text");
+	char *u = mime_to_utf8(pro, strlen(pro), NULL, &w->warn);
+	mime_crlf_to_lf(u);
+	size_t at;
+	char *token = w->msg_depth < MIME_MAX_DEPTH ? embedded_boundary(u, &at) : NULL;
+	if (token) {
+		walk_embedded(w, u, at, token, 1);
+		free(token);
+	} else {
+		drop_boundary_lines(w, u);
+		if (w->plain.len && w->plain.data[w->plain.len - 1] != '\n')
+			buf_putc(&w->plain, '\n');
+		buf_puts(&w->plain, u);
+		w->have_plain = 1;
+	}
+	free(u);
+}
+
+static void walk_object(struct walk *w, GMimeObject *o, int depth)
+{
+	if (!o)
+		return;
+	/* multipart nesting is bounded by MULTIPART_MAX; messages inside
+	 * messages, each parsed again when encoded, by MIME_MAX_DEPTH */
+	if (w->msg_depth > MIME_MAX_DEPTH || depth > MULTIPART_MAX + MIME_MAX_DEPTH) {
 		mime_warn(&w->warn, "MIME nesting deeper than %d; the rest is not read",
 			  MIME_MAX_DEPTH);
 		return;
 	}
-	switch (mime->mm_type) {
-	case MAILMIME_SINGLE:
-		walk_leaf(w, mime);
-		break;
-	case MAILMIME_MULTIPLE:
-		for (clistiter *it = mime->mm_data.mm_multipart.mm_mp_list
-					 ? clist_begin(mime->mm_data.mm_multipart.mm_mp_list)
-					 : NULL;
-		     it; it = clist_next(it))
-			walk_part(w, clist_content(it), depth + 1);
-		break;
-	case MAILMIME_MESSAGE:
-		if (depth == 0)
-			walk_part(w, mime->mm_data.mm_message.mm_msg_mime, depth + 1);
-		else
-			walk_forward(w, mime, depth);
-		break;
-	default:
-		break;
+	if (GMIME_IS_MULTIPART(o)) {
+		GMimeContentType *ct = g_mime_object_get_content_type(o);
+		const char *sub = ct ? g_mime_content_type_get_media_subtype(ct) : NULL;
+		walk_multipart(w, GMIME_MULTIPART(o), sub && !strcasecmp(sub, "alternative"),
+			       depth);
+	} else if (GMIME_IS_MESSAGE_PART(o)) {
+		GMimeMessage *msg = g_mime_message_part_get_message(GMIME_MESSAGE_PART(o));
+		if (msg)
+			walk_forward(w, msg, depth);
+	} else if (GMIME_IS_PART(o)) {
+		walk_leaf(w, o, depth);
 	}
 }
 
@@ -517,51 +874,137 @@ static void fill_headers(struct mf_message *m, const struct mime_headers *h, str
 		m->auth_results = xstrdup(v);
 }
 
+static pthread_once_t gmime_once = PTHREAD_ONCE_INIT;
+
+static void gmime_start(void)
+{
+	g_mime_init();
+	/* Register GMime's types and fill its tables now, not on the first
+	 * message: a parse inside the sandbox then only reads memory. */
+	static const char sample[] =
+	    "From: a@b.c\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+	    "Content-Type: text/plain\r\n\r\nx\r\n--x\r\nContent-Type: message/rfc822\r\n\r\n"
+	    "Subject: s\r\n\r\nx\r\n--x--\r\n";
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(sample, sizeof sample - 1);
+	GMimeParser *p = g_mime_parser_new_with_stream(s);
+	GMimeParserOptions *o = g_mime_parser_options_new();
+	GMimeMessage *m = g_mime_parser_construct_message(p, o);
+	if (m)
+		g_object_unref(m);
+	g_mime_parser_options_free(o);
+	g_object_unref(p);
+	g_object_unref(s);
+}
+
+void mime_init(void) { pthread_once(&gmime_once, gmime_start); }
+
+size_t mime_mbox_from_len(const char *raw, size_t len)
+{
+	if (len < 5 || memcmp(raw, "From ", 5))
+		return 0;
+	const char *nl = memchr(raw, '\n', len);
+	return nl ? (size_t)(nl - raw) + 1 : len;
+}
+
+/* A header name GMime accepts: printable ASCII without blanks or colons. */
+static int header_name_ok(const char *n)
+{
+	if (!*n)
+		return 0;
+	for (; *n; n++)
+		if ((unsigned char)*n <= 0x20 || (unsigned char)*n >= 0x7f || *n == ':')
+			return 0;
+	return 1;
+}
+
+static GMimeMessage *construct(const char *raw, size_t len, GMimeParserOptions *opts)
+{
+	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(raw, len);
+	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
+	GMimeMessage *msg = g_mime_parser_construct_message(parser, opts);
+	g_object_unref(parser);
+	g_object_unref(stream);
+	return msg;
+}
+
+static void choose_text(struct walk *w)
+{
+	struct mf_message *m = w->m;
+	struct buf text;
+	buf_init(&text);
+	if (w->have_plain && !is_blank(w->plain.data)) {
+		m->part = xstrdup("text/plain");
+		buf_puts(&text, w->plain.data);
+	} else if (w->have_html) {
+		m->part = xstrdup("text/html");
+		char *t = html_to_text(w->html.data, w->html.len);
+		buf_puts(&text, t);
+		free(t);
+	} else {
+		m->part = xstrdup(w->have_plain ? "text/plain" : "none");
+	}
+	m->full_text = buf_steal(&text);
+}
+
 struct mf_message *mime_parse_ex(const char *raw, size_t len, size_t max_attachment, char *err,
 				 size_t errlen)
 {
+	mime_init();
 	if (count_multipart(raw, len) > MULTIPART_MAX) {
 		snprintf(err, errlen, "unparseable: more than %d multipart parts", MULTIPART_MAX);
 		return NULL;
 	}
-	size_t idx = 0;
-	struct mailmime *mime = NULL;
-	if (mailmime_parse(raw, len, &idx, &mime) != MAILIMF_NO_ERROR || !mime) {
+	struct walk w;
+	memset(&w, 0, sizeof w);
+	buf_init(&w.warn);
+	size_t skip = mime_mbox_from_len(raw, len);
+	if (skip)
+		mime_warn(&w.warn, "mbox \"From \" line before the headers; skipped");
+	raw += skip;
+	len -= skip;
+	w.opts = g_mime_parser_options_new();
+	g_mime_parser_options_set_warning_callback(w.opts, gmime_warning, &w);
+	struct mime_headers h;
+	mime_headers_parse(raw, len, &h, &w.warn);
+	GMimeMessage *msg = construct(raw, len, w.opts);
+	if (!msg) {
+		/* GMime gives up on a line in the header block that is not a
+		 * header; rebuilt from what our own splitter kept. */
+		struct buf fixed;
+		buf_init(&fixed);
+		for (size_t i = 0; i < h.n; i++)
+			if (header_name_ok(h.v[i].name))
+				buf_printf(&fixed, "%s: %s\n", h.v[i].name, h.v[i].value);
+		buf_putc(&fixed, '\n');
+		size_t body = h.n ? h.body : 0;
+		buf_append(&fixed, raw + body, len - body);
+		msg = construct(fixed.data, fixed.len, w.opts);
+		buf_free(&fixed);
+	}
+	if (!msg) {
+		g_mime_parser_options_free(w.opts);
+		mime_headers_free(&h);
+		buf_free(&w.warn);
 		snprintf(err, errlen, "unparseable: not a MIME message");
 		return NULL;
 	}
-	struct walk w;
-	memset(&w, 0, sizeof w);
 	w.m = message_new();
 	w.max_att = max_attachment;
 	buf_init(&w.plain);
 	buf_init(&w.html);
 	buf_init(&w.forwards);
-	buf_init(&w.warn);
-	struct mime_headers h;
-	mime_headers_parse(raw, len, &h);
 	struct mf_message *m = w.m;
 	fill_headers(m, &h, &w.warn);
-	walk_part(&w, mime, 0);
-	mailmime_free(mime);
+	collect_bounds(g_mime_message_get_mime_part(msg), &w.bounds, 0);
+	scan_bounds(raw, len, &w.bounds);
+	walk_object(&w, g_mime_message_get_mime_part(msg), 1);
+	g_object_unref(msg);
+	g_mime_parser_options_free(w.opts);
 
-	struct buf text;
-	buf_init(&text);
-	if (w.have_plain && !is_blank(w.plain.data)) {
-		m->part = xstrdup("text/plain");
-		buf_puts(&text, w.plain.data);
-	} else if (w.have_html) {
-		m->part = xstrdup("text/html");
-		char *t = html_to_text(w.html.data, w.html.len);
-		buf_puts(&text, t);
-		free(t);
-	} else {
-		m->part = xstrdup(w.have_plain ? "text/plain" : "none");
-	}
+	choose_text(&w);
 	drop_signature_images(&w, w.have_html ? w.html.data : NULL);
 	strlist_free(&w.cids);
-
-	m->full_text = buf_steal(&text);
+	strlist_free(&w.bounds);
 	if (w.forwards.len)
 		m->forwarded = buf_steal(&w.forwards);
 	/* the text a feed shows is convert_message's (convert.c) */

@@ -459,21 +459,15 @@ static size_t span_no_crlf(const char *s, size_t n)
 	return i;
 }
 
-static int qp_hex(int c)
-{
-	int v = mime_hexval(c);
-	return v < 0 ? 0 : v;
-}
-
-/* Quoted-printable as libetpan reads it: line ends become CRLF, soft
- * breaks ("=" at a line end) vanish, "=XY" is a byte even with bad hex
- * digits (read as 0), a lone CR is a line end and one at the very end is
- * dropped.  out has room for 2 * n + 1 bytes.  -1 for an '=' followed by
- * one last character, which libetpan reads past the end of the part for:
- * that case is left to libetpan. */
-ssize_t mime_qp_decode(const char *in, size_t n, char *out)
+/* Quoted-printable (RFC 2045 6.7), tolerant: line ends become CRLF, soft
+ * breaks ("=" with only blanks up to the line end) vanish, "=XY" with two
+ * hex digits is a byte, and any other '=' is kept as it is written, never
+ * turned into a byte nobody wrote.  st counts what was seen.  out has room
+ * for 2 * n + 1 bytes. */
+size_t mime_qp_decode(const char *in, size_t n, char *out, struct mime_qp_stats *st)
 {
 	size_t o = 0;
+	memset(st, 0, sizeof *st);
 	for (size_t i = 0; i < n;) {
 		const char *eq = memchr(in + i, '=', n - i);
 		size_t lit = eq ? (size_t)(eq - in) : n;
@@ -487,30 +481,36 @@ ssize_t mime_qp_decode(const char *in, size_t n, char *out)
 			if (i >= lit)
 				break;
 			if (in[i] == '\r' && i + 1 >= n)
-				return (ssize_t)o; /* a CR at the very end is dropped */
+				return o; /* a CR at the very end is dropped */
 			out[o++] = '\r';
 			out[o++] = '\n';
-			i += in[i] == '\r' && in[i + 1] == '\n' ? 2 : 1;
+			i += in[i] == '\r' && i + 1 < n && in[i + 1] == '\n' ? 2 : 1;
 		}
 		if (i >= n)
 			break;
 		/* in[i] == '=' */
-		if (i + 1 >= n) {
-			out[o++] = '=';
-			i++;
-		} else if (in[i + 1] == '\n') {
-			i += 2;
-		} else if (in[i + 1] == '\r') {
-			if (i + 2 >= n)
-				return (ssize_t)o; /* "=\r" at the very end */
-			i += in[i + 2] == '\n' ? 3 : 2;
-		} else if (i + 2 >= n) {
-			return -1;
-		} else {
-			out[o++] = (char)(qp_hex((unsigned char)in[i + 1]) << 4 |
-					  qp_hex((unsigned char)in[i + 2]));
+		int hi = i + 2 < n ? mime_hexval((unsigned char)in[i + 1]) : -1;
+		int lo = hi >= 0 ? mime_hexval((unsigned char)in[i + 2]) : -1;
+		if (hi >= 0 && lo >= 0) {
+			out[o++] = (char)(hi << 4 | lo);
+			st->escapes++;
 			i += 3;
+			continue;
 		}
+		size_t j = i + 1;
+		while (j < n && (in[j] == ' ' || in[j] == '\t'))
+			j++;
+		if (j >= n || in[j] == '\n' || in[j] == '\r') {
+			/* a soft break: the line goes on */
+			st->soft++;
+			if (j < n)
+				j += in[j] == '\r' && j + 1 < n && in[j + 1] == '\n' ? 2 : 1;
+			i = j;
+			continue;
+		}
+		out[o++] = '=';
+		st->bare++;
+		i++;
 	}
-	return (ssize_t)o;
+	return o;
 }

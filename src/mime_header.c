@@ -358,11 +358,90 @@ void mime_headers_free(struct mime_headers *h)
 	free(h->v);
 }
 
+/* The charset the message declares for its text: the first charset=
+ * parameter in the first 64 KB (the top-level Content-Type or the first
+ * part's).  Empty when none or when it says nothing about 8-bit bytes. */
+static void declared_charset(const char *raw, size_t len, char *cs, size_t cslen)
+{
+	cs[0] = 0;
+	size_t n = len < 65536 ? len : 65536;
+	for (const char *p = raw; p + 8 < raw + n; p++) {
+		if ((*p | 0x20) != 'c' || strncasecmp(p, "charset", 7))
+			continue;
+		const char *v = p + 7;
+		while (v < raw + n && (*v == ' ' || *v == '\t'))
+			v++;
+		if (v >= raw + n || *v != '=')
+			continue;
+		v++;
+		while (v < raw + n && (*v == ' ' || *v == '\t' || *v == '"' || *v == '\''))
+			v++;
+		size_t k = 0;
+		while (v + k < raw + n && k + 1 < cslen &&
+		       (isalnum((unsigned char)v[k]) || strchr("-_.:", v[k])))
+			k++;
+		memcpy(cs, v, k);
+		cs[k] = 0;
+		break;
+	}
+	if (!strcasecmp(cs, "us-ascii") || !strcasecmp(cs, "utf-8") || !strcasecmp(cs, "utf8") ||
+	    !strncasecmp(cs, "utf-16", 6) || !strncasecmp(cs, "utf-32", 6) ||
+	    !strcasecmp(cs, "utf-7"))
+		cs[0] = 0;
+}
+
+/* A charset for 8-bit bytes nobody labelled, from the bytes themselves:
+ * Cyrillic words are runs of 8-bit letters, where Western European text
+ * has single accented letters between ASCII ones; KOI8-R puts lower-case
+ * letters at 0xC0-0xDF, windows-1251 at 0xE0-0xFF. */
+static const char *guess_8bit(const unsigned char *s, size_t n)
+{
+	size_t high = 0, in_runs = 0, koi = 0, cp = 0, run = 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && s[i] >= 0x80) {
+			high++;
+			run++;
+			if (s[i] >= 0xc0 && s[i] <= 0xdf)
+				koi++;
+			else if (s[i] >= 0xe0)
+				cp++;
+			continue;
+		}
+		if (run >= 3)
+			in_runs += run;
+		run = 0;
+	}
+	if (high >= 3 && in_runs * 10 >= high * 7)
+		return koi > cp ? "koi8-r" : "windows-1251";
+	return "windows-1252";
+}
+
+/* Header bytes as UTF-8: valid UTF-8 as it is; other 8-bit bytes in the
+ * charset the message declares for its text, else one guessed from the
+ * bytes; noted in warn. */
+static char *header_text(const char *p, size_t n, const char *hint, struct buf *warn)
+{
+	size_t i = 0;
+	while (i < n && !((unsigned char)p[i] & 0x80))
+		i++;
+	if (i == n || utf8_valid(p, n))
+		return mime_to_utf8(p, n, NULL, NULL);
+	if (*hint) {
+		mime_warn(warn, "raw 8-bit header bytes read as %s, the charset of the text", hint);
+		return mime_to_utf8(p, n, hint, warn);
+	}
+	const char *cs = guess_8bit((const unsigned char *)p, n);
+	mime_warn(warn, "raw 8-bit header bytes read as %s (guessed from the bytes)", cs);
+	return mime_to_utf8(p, n, cs, NULL);
+}
+
 /* Splits the header block; lines without a colon are skipped, folded lines
  * are joined. */
-void mime_headers_parse(const char *raw, size_t len, struct mime_headers *h)
+void mime_headers_parse(const char *raw, size_t len, struct mime_headers *h, struct buf *warn)
 {
 	size_t cap = 0, i = 0;
+	char hint[40];
+	declared_charset(raw, len, hint, sizeof hint);
 	memset(h, 0, sizeof *h);
 	while (i < len) {
 		size_t e = i;
@@ -379,7 +458,7 @@ void mime_headers_parse(const char *raw, size_t len, struct mime_headers *h)
 			struct mime_header *last = &h->v[h->n - 1];
 			size_t have = strlen(last->value);
 			if (have + (le - i) < HEADER_VALUE_MAX) {
-				char *more = mime_to_utf8(raw + i, le - i, NULL, NULL);
+				char *more = header_text(raw + i, le - i, hint, warn);
 				size_t n = strlen(more);
 				last->value = xrealloc(last->value, have + n + 1);
 				memcpy(last->value + have, more, n + 1);
@@ -400,9 +479,7 @@ void mime_headers_parse(const char *raw, size_t len, struct mime_headers *h)
 					h->v = xrealloc(h->v, cap * sizeof *h->v);
 				}
 				h->v[h->n].name = mime_to_utf8(raw + i, nl, NULL, NULL);
-				/* 8-bit header bytes that are not UTF-8 are read as
-				 * windows-1252, like the body without a charset. */
-				h->v[h->n].value = mime_to_utf8(raw + vs, vl, NULL, NULL);
+				h->v[h->n].value = header_text(raw + vs, vl, hint, warn);
 				h->n++;
 			}
 		}
@@ -427,13 +504,59 @@ const char *mime_header_get(const struct mime_headers *h, const char *name)
 
 /* ---- addresses and ids ------------------------------------------------- */
 
+/* Removes RFC 5322 comments "(...)" (nested, with \\-escapes) outside
+ * quotes from v into out.  A comment inside a word ("john(x)@y") just
+ * vanishes; one standing between words leaves a space, and the text of
+ * the last such comment is put into *comment (may be NULL). */
+static void strip_comments(const char *v, const char *end, struct buf *out, char **comment)
+{
+	int inq = 0;
+	for (const char *c = v; c < end; c++) {
+		if (*c == '\\' && c + 1 < end) {
+			buf_putc(out, *c++);
+			buf_putc(out, *c);
+			continue;
+		}
+		if (*c == '"')
+			inq = !inq;
+		if (inq || *c != '(') {
+			buf_putc(out, *c);
+			continue;
+		}
+		const char *s = c + 1;
+		int depth = 1;
+		for (c++; c < end && depth; c++) {
+			if (*c == '\\' && c + 1 < end)
+				c++;
+			else if (*c == '(')
+				depth++;
+			else if (*c == ')')
+				depth--;
+		}
+		const char *e = depth ? c : c - 1; /* the closing ')' or the end */
+		int before = out->len && !isspace((unsigned char)out->data[out->len - 1]);
+		int after = c < end && !isspace((unsigned char)*c) && *c != ',';
+		c--;
+		if (before && after)
+			continue; /* inside a word */
+		buf_putc(out, ' ');
+		if (comment) {
+			free(*comment);
+			*comment = xstrndup(s, (size_t)(e - s));
+		}
+	}
+	if (!out->data)
+		buf_puts(out, "");
+}
+
 /* One "Name <addr>" / "addr (Name)" / "addr" into name and lower-cased
- * address (NULL when there is none). */
+ * address (NULL when there is none).  Comments anywhere are not part of
+ * the address. */
 void mime_mailbox_parse(const char *v, char **name, char **addr)
 {
 	*name = *addr = NULL;
 	const char *lt = NULL, *gt = NULL;
-	int inq = 0;
+	int inq = 0, paren = 0;
 	for (const char *c = v; *c; c++) {
 		if (*c == '\\' && c[1]) {
 			c++;
@@ -441,46 +564,62 @@ void mime_mailbox_parse(const char *v, char **name, char **addr)
 		}
 		if (*c == '"')
 			inq = !inq;
-		else if (!inq && *c == '<')
+		else if (!inq && *c == '(')
+			paren++;
+		else if (!inq && *c == ')' && paren)
+			paren--;
+		else if (!inq && !paren && *c == '<')
 			lt = c;
-		else if (!inq && *c == '>' && lt && !gt)
+		else if (!inq && !paren && *c == '>' && lt && !gt)
 			gt = c;
 	}
 	struct buf nb;
 	buf_init(&nb);
 	if (lt && gt && gt > lt) {
-		*addr = xstrndup(lt + 1, (size_t)(gt - lt - 1));
-		for (const char *c = v; c < lt; c++) {
-			if (*c == '\\' && c + 1 < lt) {
+		struct buf a;
+		buf_init(&a);
+		strip_comments(lt + 1, gt, &a, NULL);
+		*addr = buf_steal(&a);
+		struct buf pre;
+		buf_init(&pre);
+		char *comment = NULL;
+		strip_comments(v, lt, &pre, &comment);
+		const char *src = pre.data;
+		char *t = str_trim(pre.data);
+		if (!*t && comment)
+			src = comment; /* "(Name) <addr>" */
+		for (const char *c = src; *c; c++) {
+			if (*c == '\\' && c[1]) {
 				buf_putc(&nb, *++c);
 				continue;
 			}
 			if (*c != '"')
 				buf_putc(&nb, *c);
 		}
+		free(comment);
+		buf_free(&pre);
 	} else {
-		const char *c = v;
+		struct buf clean;
+		buf_init(&clean);
+		char *comment = NULL;
+		strip_comments(v, v + strlen(v), &clean, &comment);
+		if (comment)
+			buf_puts(&nb, comment);
+		free(comment);
+		const char *c = clean.data;
 		while (*c) {
-			if (*c == '(') {
-				const char *e = strchr(c, ')');
-				size_t n = e ? (size_t)(e - c - 1) : strlen(c + 1);
-				buf_append(&nb, c + 1, n);
-				c = e ? e + 1 : c + 1 + n;
-				continue;
-			}
-			size_t n = strcspn(c, " \t(");
+			size_t n = strcspn(c, " \t");
 			if (n && memchr(c, '@', n) && !*addr)
 				*addr = xstrndup(c, n);
 			c += n ? n : 1;
 		}
 		if (!*addr) {
 			/* "MAILER-DAEMON" with no domain still names the sender. */
-			char *t = xstrdup(v);
-			char *s = str_trim(t);
-			if (*s && !strpbrk(s, " \t\"<>()"))
-				*addr = xstrdup(s);
-			free(t);
+			char *s2 = str_trim(clean.data);
+			if (*s2 && !strpbrk(s2, " \t\"<>()"))
+				*addr = xstrdup(s2);
 		}
+		buf_free(&clean);
 	}
 	if (*addr) {
 		char *t = str_trim(*addr);
@@ -496,6 +635,8 @@ void mime_mailbox_parse(const char *v, char **name, char **addr)
 	}
 	if (nb.len) {
 		char *d = mime_decode_header(nb.data);
+		char *t = str_trim(d);
+		memmove(d, t, strlen(t) + 1);
 		if (*d)
 			*name = d;
 		else

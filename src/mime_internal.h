@@ -22,9 +22,14 @@ const char *mime_ext_for(const char *type);
 /* Base64: bytes outside the alphabet are skipped; out has room for
  * n / 4 * 3 + 2 bytes.  Returns the bytes written. */
 size_t mime_base64_decode(const char *in, size_t n, unsigned char *out);
+/* What quoted-printable content held: "=XY" escapes, soft line breaks and
+ * '=' signs that are neither (kept as written). */
+struct mime_qp_stats {
+	size_t escapes, soft, bare;
+};
 /* Quoted-printable; out has room for 2 * n + 1 bytes.  Returns the bytes
- * written, or -1 (see mime_decode.c). */
-ssize_t mime_qp_decode(const char *in, size_t n, char *out);
+ * written. */
+size_t mime_qp_decode(const char *in, size_t n, char *out, struct mime_qp_stats *st);
 
 /* ---- mime_header.c ---- */
 
@@ -40,8 +45,11 @@ char *mime_decode_header_warn(const char *raw, struct buf *warn);
 /* A parameter from name/value pairs, RFC 2231 continuations and charsets
  * undone; NULL when absent. */
 char *mime_param_decode(const struct mime_param *pv, size_t n, const char *name);
-/* The header block of raw into h (free with mime_headers_free). */
-void mime_headers_parse(const char *raw, size_t len, struct mime_headers *h);
+/* The header block of raw into h (free with mime_headers_free).  Raw
+ * 8-bit bytes that are not UTF-8 are read in the charset the message
+ * declares for its text, else in one guessed from the bytes; noted in warn
+ * (may be NULL). */
+void mime_headers_parse(const char *raw, size_t len, struct mime_headers *h, struct buf *warn);
 void mime_headers_free(struct mime_headers *h);
 /* One mailbox into a display name and a lower-cased address (NULL each
  * when absent). */

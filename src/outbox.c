@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
 #include "mailfeed/outbox.h"
@@ -41,14 +42,6 @@ static char *utf8_cut(const char *s, size_t max, int *cut)
 		n--;
 	*cut = 1;
 	return xstrndup(s, n);
-}
-
-static void add_tag(json_t *arr, struct strlist *seen, const char *t)
-{
-	if (!t || !*t || seen->n >= OUTBOX_MAX_TAGS || strlist_has_ci(seen, t))
-		return;
-	strlist_add(seen, t);
-	json_array_append_new(arr, json_string(t));
 }
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
@@ -88,12 +81,10 @@ static char *payload_build(const struct outbox_new *n)
 	json_object_set_new(o, "text", json_string(text));
 	free(text);
 
-	if (n->extra_hashtags)
-		for (size_t i = 0; i < n->extra_hashtags->n; i++)
-			add_tag(tags, &seen, n->extra_hashtags->v[i]);
-	if (m)
-		for (size_t i = 0; i < m->hashtags.n; i++)
-			add_tag(tags, &seen, m->hashtags.v[i]);
+	/* the hashtags decide_message announced to preview and inspect */
+	decide_hashtags(n->extra_hashtags, m, &seen);
+	for (size_t i = 0; i < seen.n; i++)
+		json_array_append_new(tags, json_string(seen.v[i]));
 	strlist_free(&seen);
 	json_object_set_new(o, "hashtags", tags);
 	json_object_set_new(o, "message_id", str_or_null(m ? m->message_id : NULL));
@@ -392,6 +383,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	l->item.message_id = l->message_id;
 	l->item.attachments = l->att;
 	l->item.n_attachments = l->n_att;
+	l->item.created = l->created;
 	return 0;
 }
 
@@ -559,6 +551,44 @@ static int cascade_dead(struct store *st)
 	return n;
 }
 
+/* Uploads reported by the backend during a delivery, written at once: the
+ * connection is idle meanwhile (the main thread waits for the backend), and
+ * the lock keeps the backend's threads apart. */
+struct upload_log {
+	struct store *st;
+	pthread_mutex_t mu;
+};
+
+static void note_upload(void *arg, const struct feed_attachment *a, const char *remote)
+{
+	struct upload_log *u = arg;
+	pthread_mutex_lock(&u->mu);
+	sqlite3_stmt *s = prep(u->st, "UPDATE attachments SET remote=? WHERE id=?");
+	if (s) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, a->id);
+	}
+	run(u->st, s);
+	pthread_mutex_unlock(&u->mu);
+}
+
+/* Whether another item already holds remote as its answer: a backend that
+ * recognises an earlier attempt by its content must not take it. */
+static int known_remote(void *arg, const char *remote)
+{
+	struct upload_log *u = arg;
+	pthread_mutex_lock(&u->mu);
+	sqlite3_stmt *s = prep(u->st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
+	int found = 0;
+	if (s) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		found = sqlite3_step(s) == SQLITE_ROW;
+		sqlite3_finalize(s);
+	}
+	pthread_mutex_unlock(&u->mu);
+	return found;
+}
+
 /* Items interrupted between "sent" and "recorded" by a crash. */
 static int reconcile_inflight(struct store *st, const struct feed_backend_ops *ops, void *ctx)
 {
@@ -577,7 +607,12 @@ static int reconcile_inflight(struct store *st, const struct feed_backend_ops *o
 		char *remote = NULL;
 		if (loaded_get(st, ids[i], &l) < 0)
 			continue;
+		struct upload_log ul = {.st = st};
+		pthread_mutex_init(&ul.mu, NULL);
+		l.item.remote_known = known_remote;
+		l.item.remote_known_arg = &ul;
 		int found = ops->reconcile ? ops->reconcile(ctx, &l.item, &remote) : 0;
+		pthread_mutex_destroy(&ul.mu);
 		log_info("outbox.reconciled key=%s found=%s", l.key,
 			 found == 1   ? "yes"
 			 : found == 0 ? "no"
@@ -613,27 +648,6 @@ static int reconcile_inflight(struct store *st, const struct feed_backend_ops *o
 	}
 	free(ids);
 	return 0;
-}
-
-/* Uploads reported by the backend during a delivery, written at once: the
- * connection is idle meanwhile (the main thread waits for the backend), and
- * the lock keeps the backend's threads apart. */
-struct upload_log {
-	struct store *st;
-	pthread_mutex_t mu;
-};
-
-static void note_upload(void *arg, const struct feed_attachment *a, const char *remote)
-{
-	struct upload_log *u = arg;
-	pthread_mutex_lock(&u->mu);
-	sqlite3_stmt *s = prep(u->st, "UPDATE attachments SET remote=? WHERE id=?");
-	if (s) {
-		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, a->id);
-	}
-	run(u->st, s);
-	pthread_mutex_unlock(&u->mu);
 }
 
 /* Delivers items[0..n).  An item that failed before may have reached the
@@ -769,6 +783,8 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 		for (size_t i = 0; i < k; i++) {
 			items[i].uploaded = note_upload;
 			items[i].uploaded_arg = &ul;
+			items[i].remote_known = known_remote;
+			items[i].remote_known_arg = &ul;
 		}
 		if (k > 0)
 			deliver_unless_there(ops, ctx, ls, items, k, res);
@@ -1054,7 +1070,7 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 		return -1;
 	}
 	int rc = update_one(st,
-			    "UPDATE messages SET state='new', reason=NULL WHERE id=?1"
+			    "UPDATE messages SET state='new', reason=NULL, parse_attempts=0 WHERE id=?1"
 			    " AND state IN ('skipped','dead') AND ?2 > 0",
 			    row, NULL);
 	if (rc < 0)

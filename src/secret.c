@@ -121,10 +121,11 @@ int secret_mode_check(const char *file, const struct stat *st, char *err, size_t
 	}
 	if ((mode & 070) && !reader_in_group(st->st_gid)) {
 		group_name(st->st_gid, grp, sizeof grp);
-		snprintf(err, errlen,
-			 "%s is readable by group %s, which %s is not in (mode %04o); run: chmod 600 "
-			 "%s, or chgrp to the service's group",
-			 file, grp, reader_label(who, sizeof who), mode, file);
+		snprintf(
+		    err, errlen,
+		    "%s is readable by group %s, which %s is not in (mode %04o); run: chmod 600 "
+		    "%s, or chgrp to the service's group",
+		    file, grp, reader_label(who, sizeof who), mode, file);
 		return -1;
 	}
 	if (reader.set && !(st->st_uid == reader.uid ? mode & 0400 : mode & 0040)) {

@@ -163,6 +163,30 @@ void smtp_free(struct smtp_client *c)
 	free(c);
 }
 
+int smtp_check(struct smtp_client *c, char *err, size_t errlen)
+{
+	char cerr[CURL_ERROR_SIZE] = "";
+	long code = 0;
+	CURL *h = handle_new(c);
+
+	if (!h) {
+		snprintf(err, errlen, "libcurl could not create a handle");
+		return -1;
+	}
+	/* libcurl's SMTP connect phase is greeting, EHLO, STARTTLS and AUTH */
+	curl_easy_setopt(h, CURLOPT_UPLOAD, 0L);
+	curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+	CURLcode rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(h);
+	if (rc == CURLE_OK)
+		return 0;
+	snprintf(err, errlen, "%s%s%s (smtp %ld)", curl_easy_strerror(rc), cerr[0] ? ": " : "",
+		 cerr, code);
+	return -1;
+}
+
 static int has_crlf(const char *s) { return strpbrk(s, "\r\n") != NULL; }
 
 /* The relay's answer as an enum smtp_result, err filled when not sent.

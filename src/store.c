@@ -104,6 +104,8 @@ static const char *const migrations[] = {
 	/* 4: when each notice went out, for the hourly cap of all notices */
 	"ALTER TABLE notices ADD COLUMN at INTEGER;"
 	"CREATE INDEX notices_at ON notices(at);",
+	/* 5: parses of a message started and never ended (the daemon stopped) */
+	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

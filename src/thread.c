@@ -157,6 +157,26 @@ static size_t tag_len(const char *s)
 	return (size_t)(p - s);
 }
 
+/* A renamed thread keeps its old name at the end: "new name (was: old
+ * name)"; replies may keep or drop it, so it is no part of the key. */
+static void strip_was(char *s)
+{
+	static const char *const was[] = {"(was:", "(was ", "(war:", "(était:", "(era:", "(antes:"};
+	size_t n = strlen(s);
+	if (n == 0 || s[n - 1] != ')')
+		return;
+	for (size_t i = 0; i < sizeof was / sizeof *was; i++) {
+		char *p = strstr(s, was[i]);
+		if (!p || p == s)
+			continue;
+		while (p > s && p[-1] == ' ')
+			p--;
+		if (p > s)
+			*p = 0;
+		return;
+	}
+}
+
 /* Normalises subject; *replies counts the reply/forward prefixes seen. */
 static char *subject_normalise_count(const char *subject, int *replies)
 {
@@ -180,6 +200,7 @@ static char *subject_normalise_count(const char *subject, int *replies)
 	}
 	out = xstrdup(s);
 	free(folded);
+	strip_was(out);
 	return out;
 }
 
@@ -195,12 +216,37 @@ char *thread_subject_normalise(const char *subject)
  * (the most recent ones): a header is untrusted and may be huge. */
 #define THREAD_MAX_REFS 100
 
-static int64_t lookup_id(sqlite3 *db, const char *grp, const char *id)
+int thread_id_usable(const char *id)
+{
+	const char *at;
+	size_t n;
+	if (!id)
+		return 0;
+	n = strlen(id);
+	at = strrchr(id, '@');
+	/* "yes" from a prompt, "", "<>", "12345": not ids */
+	if (n < 3 || n > 998 || !at || at == id || !at[1])
+		return 0;
+	for (const char *p = id; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Every message's normalised subject is recorded among the thread's ids
+ * under this key ("\n" never occurs in a usable id nor in a normalised
+ * subject), so that a reply whose headers were lost finds the sub-thread
+ * or the patch of a series it answers, not only the thread's first
+ * subject. */
+static char *subject_key(const char *mailbox, const char *subject_norm)
+{
+	return xasprintf("subject\n%s\n%s", mailbox, subject_norm);
+}
+
+static int64_t lookup_key(sqlite3 *db, const char *grp, const char *id)
 {
 	sqlite3_stmt *st;
 	int64_t tid = 0;
-	if (!id || !*id)
-		return 0;
 	if (sqlite3_prepare_v2(db, "SELECT thread_id FROM thread_ids WHERE message_id=? AND grp=?",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -1;
@@ -210,6 +256,11 @@ static int64_t lookup_id(sqlite3 *db, const char *grp, const char *id)
 		tid = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	return tid;
+}
+
+static int64_t lookup_id(sqlite3 *db, const char *grp, const char *id)
+{
+	return thread_id_usable(id) ? lookup_key(db, grp, id) : 0;
 }
 
 static int64_t lookup_subject(sqlite3 *db, const char *grp, const char *mailbox,
@@ -230,14 +281,55 @@ static int64_t lookup_subject(sqlite3 *db, const char *grp, const char *mailbox,
 	if (sqlite3_step(st) == SQLITE_ROW)
 		tid = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
+	if (tid != 0)
+		return tid;
+	/* the subject of any message of a thread active within the window */
+	char *key = subject_key(mailbox, subject_norm);
+	if (sqlite3_prepare_v2(db,
+			       "SELECT t.id FROM thread_ids i JOIN threads t ON t.id = i.thread_id"
+			       " WHERE i.message_id=? AND i.grp=? AND t.mailbox=?"
+			       " AND t.last_date BETWEEN ? AND ?",
+			       -1, &st, NULL) != SQLITE_OK) {
+		free(key);
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, key, -1, free);
+	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (int64_t)when - window);
+	sqlite3_bind_int64(st, 5, (int64_t)when + window);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		tid = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
 	return tid;
+}
+
+/* The latest thread with a message of that subject owns the key. */
+static int register_subject(sqlite3 *db, const char *grp, const char *mailbox,
+			    const char *subject_norm, int64_t tid)
+{
+	sqlite3_stmt *st;
+	int rc;
+	if (!*subject_norm)
+		return 0;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT OR REPLACE INTO thread_ids(message_id, grp, thread_id)"
+			       " VALUES(?,?,?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, subject_key(mailbox, subject_norm), -1, free);
+	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, tid);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static int register_id(sqlite3 *db, const char *grp, const char *id, int64_t tid)
 {
 	sqlite3_stmt *st;
 	int rc;
-	if (!id || !*id)
+	if (!thread_id_usable(id))
 		return 0;
 	if (sqlite3_prepare_v2(db,
 			       "INSERT OR IGNORE INTO thread_ids(message_id, grp, thread_id)"
@@ -295,31 +387,48 @@ static int assign_fail(struct store *st, const char *what)
 	return -1;
 }
 
-int thread_assign(struct store *st, const char *grp, const char *mailbox,
-		  const struct mf_message *m, long window, int64_t *thread_id, int *is_new)
+int64_t thread_find(sqlite3 *db, const char *grp, const char *mailbox, const struct mf_message *m,
+		    long window)
 {
-	sqlite3 *db = store_db(st);
 	time_t when = m->date ? m->date : time(NULL);
 	size_t nref = m->references.n, first = nref > THREAD_MAX_REFS ? nref - THREAD_MAX_REFS : 0;
 	int64_t tid = lookup_id(db, grp, m->message_id);
 	int replies;
-	char *subject_norm = subject_normalise_count(m->subject, &replies);
+	char *subject_norm;
 
-	*is_new = 0;
 	if (tid == 0)
 		tid = lookup_id(db, grp, m->in_reply_to);
 	for (size_t i = nref; tid == 0 && i > first; i--)
 		tid = lookup_id(db, grp, m->references.v[i - 1]);
-	if (tid == 0 && *subject_norm &&
-	    (replies || (m->in_reply_to && *m->in_reply_to) || nref > 0))
+	if (tid != 0)
+		return tid;
+	subject_norm = subject_normalise_count(m->subject, &replies);
+	if (*subject_norm && (replies || thread_id_usable(m->in_reply_to) || nref > 0))
 		tid = lookup_subject(db, grp, mailbox, subject_norm, when, window);
+	free(subject_norm);
+	return tid;
+}
+
+int thread_record(struct store *st, const char *grp, const char *mailbox,
+		  const struct mf_message *m, int64_t found, int64_t *thread_id, int *is_new)
+{
+	sqlite3 *db = store_db(st);
+	time_t when = m->date ? m->date : time(NULL);
+	size_t nref = m->references.n, first = nref > THREAD_MAX_REFS ? nref - THREAD_MAX_REFS : 0;
+	int replies;
+	char *subject_norm = subject_normalise_count(m->subject, &replies);
+	int64_t tid = found;
+
+	*is_new = 0;
 	if (tid == 0) {
 		tid = create_thread(db, grp, mailbox, subject_norm, when);
 		*is_new = 1;
 	}
+	if (tid < 0 || register_subject(db, grp, mailbox, subject_norm, tid) < 0) {
+		free(subject_norm);
+		return assign_fail(st, tid < 0 ? "create" : "register");
+	}
 	free(subject_norm);
-	if (tid < 0)
-		return assign_fail(st, "lookup");
 	if (register_id(db, grp, m->message_id, tid) < 0 ||
 	    register_id(db, grp, m->in_reply_to, tid) < 0)
 		return assign_fail(st, "register");
@@ -330,6 +439,15 @@ int thread_assign(struct store *st, const char *grp, const char *mailbox,
 		return assign_fail(st, "update");
 	*thread_id = tid;
 	return 0;
+}
+
+int thread_assign(struct store *st, const char *grp, const char *mailbox,
+		  const struct mf_message *m, long window, int64_t *thread_id, int *is_new)
+{
+	int64_t tid = thread_find(store_db(st), grp, mailbox, m, window);
+	if (tid < 0)
+		return assign_fail(st, "lookup");
+	return thread_record(st, grp, mailbox, m, tid, thread_id, is_new);
 }
 
 int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
@@ -346,18 +464,24 @@ int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
 	return rc == SQLITE_DONE ? 0 : assign_fail(st, "set-root");
 }
 
-int64_t thread_root(struct store *st, int64_t thread_id)
+int64_t thread_root_item(sqlite3 *db, int64_t thread_id)
 {
 	sqlite3_stmt *s;
 	int64_t item = 0;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT root_item FROM threads WHERE id=?", -1, &s,
-			       NULL) != SQLITE_OK)
-		return assign_fail(st, "root");
+	if (sqlite3_prepare_v2(db, "SELECT root_item FROM threads WHERE id=?", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -1;
 	sqlite3_bind_int64(s, 1, thread_id);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		item = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	return item;
+}
+
+int64_t thread_root(struct store *st, int64_t thread_id)
+{
+	int64_t item = thread_root_item(store_db(st), thread_id);
+	return item < 0 ? assign_fail(st, "root") : item;
 }
 
 /* --- in-memory JWZ threading ------------------------------------------ */

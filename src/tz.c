@@ -252,7 +252,10 @@ static uint32_t be32(const unsigned char *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int64_t be64(const unsigned char *p) { return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4)); }
+static int64_t be64(const unsigned char *p)
+{
+	return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
+}
 
 struct tzif_counts {
 	size_t isut, isstd, leap, time, type, chars;
@@ -329,7 +332,8 @@ struct tz *tz_parse(const unsigned char *data, size_t len)
 	for (size_t i = 0; i < c.type; i++, p += 6) {
 		z->types[i].off = (int32_t)be32(p);
 		z->types[i].isdst = p[4] != 0;
-		if (z->types[i].off < -OFFSET_MAX || z->types[i].off > OFFSET_MAX || p[5] >= c.chars)
+		if (z->types[i].off < -OFFSET_MAX || z->types[i].off > OFFSET_MAX ||
+		    p[5] >= c.chars)
 			goto bad;
 	}
 	if (*footer) {

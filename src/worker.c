@@ -30,6 +30,7 @@
 
 #include "mailfeed/log.h"
 #include "mailfeed/mime.h"
+#include "mailfeed/parse_limits.h"
 #include "mailfeed/worker.h"
 #include "mailfeed/worker_frame.h"
 
@@ -51,7 +52,15 @@ struct parse_worker {
 	pid_t pid;
 	int fd;
 	struct inbox answers; /* reused from one batch to the next */
+	void (*tick)(void *arg);
+	void *tick_arg;
 };
+
+void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg)
+{
+	w->tick = tick;
+	w->tick_arg = arg;
+}
 
 struct parse_worker *worker_new(const struct mf_gateway *gw)
 {
@@ -292,8 +301,10 @@ static void head_done(struct parse_worker *w, struct stream *s)
 	s->deadline = now_monotonic() + (double)w->timeout;
 }
 
-/* Fills the window from the feed. */
-static void stream_take(struct stream *s)
+/* Fills the window from the feed.  A message that would cost the parser
+ * more than the limits allow is poison at once: it is done here, before
+ * the ones ahead of it, and never reaches the child. */
+static void stream_take(struct parse_worker *w, struct stream *s)
 {
 	while (!s->drained && s->taken < s->head + WINDOW) {
 		struct worker_job *j = s->feed->next(s->feed->ctx);
@@ -304,6 +315,13 @@ static void stream_take(struct stream *s)
 		j->msg = NULL;
 		j->rc = -1;
 		j->reason[0] = 0;
+		if (parse_limits_check(j->raw, j->len, (size_t)w->max_size, NULL, j->reason,
+				       sizeof j->reason) < 0) {
+			j->rc = 1;
+			log_warn("parse.refused reason=\"%s\"", j->reason);
+			s->feed->done(s->feed->ctx, j);
+			continue;
+		}
 		s->ring[s->taken++ % WINDOW] = j;
 	}
 }
@@ -443,7 +461,9 @@ static void stream_run(struct parse_worker *w, struct stream *s)
 {
 	s->deadline = now_monotonic() + (double)w->timeout;
 	for (;;) {
-		stream_take(s);
+		if (w->tick)
+			w->tick(w->tick_arg);
+		stream_take(w, s);
 		if (s->head == s->taken)
 			return;
 		if (!s->send_failed && s->sent < s->taken && stream_send(w, s) < 0)
@@ -456,7 +476,8 @@ static void stream_run(struct parse_worker *w, struct stream *s)
 			/* the socket is full: wait until it takes more or answers come */
 			double left = s->deadline - now_monotonic();
 			struct pollfd pf = {.fd = w->fd, .events = POLLIN | POLLOUT};
-			int r = poll(&pf, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+			int wait = left > 0 ? (int)(left * 1000) + 1 : 0;
+			int r = poll(&pf, 1, wait < RECV_WAIT_MS ? wait : RECV_WAIT_MS);
 			if (r < 0 && errno != EINTR) {
 				fail_head(w, s, "cannot wait for the parse worker: %s",
 					  strerror(errno));
@@ -480,13 +501,13 @@ void worker_parse_stream(struct parse_worker *w, const struct worker_feed *feed)
 	memset(&s, 0, sizeof s);
 	s.feed = feed;
 	for (;;) {
-		stream_take(&s);
+		stream_take(w, &s);
 		if (s.head == s.taken)
 			return;
 		char reason[sizeof s.ring[0]->reason];
 		if (w->pid < 0 && worker_spawn(w, reason, sizeof reason) < 0) {
 			/* no worker: every message waits for the next time */
-			for (; s.head < s.taken || !s.drained; stream_take(&s)) {
+			for (; s.head < s.taken || !s.drained; stream_take(w, &s)) {
 				while (s.head < s.taken) {
 					struct worker_job *j = job_at(&s, s.head++);
 					memcpy(j->reason, reason, sizeof reason);

@@ -14,7 +14,9 @@
 /* NULL when m is to be posted; otherwise the reason, written into buf, e.g.
  * "auto-reply: Auto-Submitted: auto-replied", "bounce: multipart/report",
  * "bulk: Precedence: bulk (set accept_bulk = yes to post)",
- * "loop: mail sent by mailfeed", "sender not allowed: x@y.org (allow_senders)".
+ * "loop: mail sent by mailfeed" (its loop marker, or From: one of the
+ * gateway's own addresses when cfg is given),
+ * "sender not allowed: x@y.org (allow_senders)".
  * mb and cfg may be NULL (then only mailbox-independent checks are made). */
 const char *classify_skip(const struct mf_message *m, const struct mf_mailbox *mb,
 			  const struct mf_config *cfg, char *buf, size_t buflen);

@@ -79,7 +79,8 @@ struct mf_gateway {
 	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
 	long keep_raw;        /* raw mail and files kept after delivery, default 7d */
 	int notice_max_per_hour; /* notices to senders, all addresses together; default 20 */
-	char *log_level;      /* debug|info|warn|error, default info */
+	char *log_level;      /* debug|info|notice|warn|error, default info */
+	int log_format;       /* enum log_format: text (default) or json, when not to the journal */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
 };

@@ -53,6 +53,14 @@ struct feed_item {
 	 * instead of uploaded a second time.  Safe to call from any thread. */
 	void (*uploaded)(void *arg, const struct feed_attachment *a, const char *remote);
 	void *uploaded_arg;
+	/* When the item was queued: an earlier attempt cannot be older. */
+	time_t created;
+	/* May be NULL.  Whether remote (an element id at the service) is
+	 * already the answer of another item, so that a backend looking for
+	 * an earlier attempt by its content never takes another item's
+	 * element for it.  Safe to call from any thread. */
+	int (*remote_known)(void *arg, const char *remote);
+	void *remote_known_arg;
 };
 
 enum feed_status {
@@ -110,6 +118,12 @@ struct feed_backend_ops {
 	int (*read_members)(void *ctx, const char *group, struct feed_member **members, size_t *n,
 			    char *err, size_t errlen);
 	void (*close)(void *ctx);
+	/* check-config --online.  check_login logs in as the integration user;
+	 * check_group asks whether group exists and that user may post there.
+	 * Each returns 0 with a short note in msg (who, the group's name), or -1
+	 * with what is wrong in msg.  NULL: the service cannot be asked. */
+	int (*check_login)(void *ctx, char *msg, size_t msglen);
+	int (*check_group)(void *ctx, const char *group, char *msg, size_t msglen);
 };
 
 const struct feed_backend_ops *feed_backend(enum feed_backend b);

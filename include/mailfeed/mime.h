@@ -1,10 +1,11 @@
 /* mime.h — one raw RFC 5322 message into a struct mf_message.
  *
- * Runs inside the parse worker (see worker.h): it uses libetpan, which is
- * not safe on hostile input.  Decodes transfer encodings, charsets (to
- * UTF-8, recording every guess in m->warnings), RFC 2047 headers and
- * RFC 2231 parameters, picks the text part, lists attachments and gathers
- * the classification facts. */
+ * Runs inside the parse worker (see worker.h).  GMime splits the MIME tree
+ * and recovers from broken structure; decodes transfer encodings, charsets
+ * (to UTF-8, recording every guess and every recovery in m->warnings),
+ * RFC 2047 headers and RFC 2231 parameters, picks the text part, lists
+ * attachments and gathers the classification facts (facts.c).  The text a
+ * feed shows is made afterwards by convert_message (convert.h). */
 #ifndef MAILFEED_MIME_H
 #define MAILFEED_MIME_H
 
@@ -31,6 +32,14 @@ struct mime_headers {
 
 /* First value of a header, trimmed, or NULL. */
 const char *mime_header_get(const struct mime_headers *h, const char *name);
+
+/* Initialises the parser library (GMime) and warms it up with a sample
+ * message.  Call before a sandbox forbids opening files; mime_parse calls it
+ * too.  Idempotent and thread-safe. */
+void mime_init(void);
+/* Length of a leading mbox "From " line (with its line end) in raw, 0 when
+ * there is none.  mime_parse skips it. */
+size_t mime_mbox_from_len(const char *raw, size_t len);
 
 /* Parses raw.  Attachment bytes above max_attachment (0 = no limit) are not
  * kept (the attachment is still listed).  NULL with a message in err when

@@ -25,6 +25,10 @@ struct smtp_client;
 /* Reads the password file; no network yet.  NULL with err on failure. */
 struct smtp_client *smtp_new(const struct mf_smtp *cfg, char *err, size_t errlen);
 void smtp_free(struct smtp_client *c);
+/* Connects, greets, starts TLS and logs in as the config says, then hangs
+ * up without sending (check-config --online).  0, or -1 with the relay's
+ * answer or the network error in err. */
+int smtp_check(struct smtp_client *c, char *err, size_t errlen);
 
 /* Sends one message (data: CRLF lines, headers and body) to one recipient.
  * Returns an enum smtp_result; err holds the relay's answer when not sent. */

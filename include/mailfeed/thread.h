@@ -8,6 +8,7 @@
 #ifndef MAILFEED_THREAD_H
 #define MAILFEED_THREAD_H
 
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
@@ -18,6 +19,25 @@
 /* "Re: Fwd: AW: [Tag] Hello" -> "hello" (prefixes in many languages,
  * RE[2]:, list tags, whitespace folded, case folded).  Owned result. */
 char *thread_subject_normalise(const char *subject);
+
+/* Whether id (without <>) can identify a message: it has an '@' with
+ * something on both sides and no spaces or brackets.  "yes" (left by a
+ * prompt of git send-email), "", "12345" are not ids: they are ignored for
+ * threading and for duplicate detection. */
+int thread_id_usable(const char *id);
+
+/* The thread m belongs to in group grp, without changing anything: by its
+ * usable ids, then (for a reply) by the normalised subject of any message of
+ * a thread of the same mailbox active within window seconds.  0 = none,
+ * -1 on a database error. */
+int64_t thread_find(sqlite3 *db, const char *grp, const char *mailbox,
+		    const struct mf_message *m, long window);
+/* Records m in thread found (0: creates a thread; *is_new = 1): its ids
+ * and its subject.  Call inside a store transaction.  0 or -1. */
+int thread_record(struct store *st, const char *grp, const char *mailbox,
+		  const struct mf_message *m, int64_t found, int64_t *thread_id, int *is_new);
+/* The outbox item of the thread's post (0: none yet, -1: error). */
+int64_t thread_root_item(sqlite3 *db, int64_t thread_id);
 
 /* Finds or creates the thread of m in group grp.  Call inside a store
  * transaction.  *is_new = 1 when m starts a new thread (it becomes the

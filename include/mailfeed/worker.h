@@ -45,7 +45,9 @@ struct worker_feed {
 	 * job stays the caller's and must live, raw included, until done has
 	 * been called with it. */
 	struct worker_job *(*next)(void *ctx);
-	/* The outcome of a job (msg, rc, reason), in the order of next. */
+	/* The outcome of a job (msg, rc, reason), in the order of next —
+	 * except that a message over the parse limits (parse_limits.h) is
+	 * poison as soon as it is taken, before those ahead of it. */
 	void (*done)(void *ctx, struct worker_job *job);
 	void *ctx;
 };
@@ -53,6 +55,10 @@ struct worker_feed {
  * are taken (a few ahead) while the worker parses, so that fetching them
  * and parsing them overlap. */
 void worker_parse_stream(struct parse_worker *w, const struct worker_feed *feed);
+/* tick(arg) is called at least every 100 ms while a stream or batch is
+ * parsed, however long one message takes: the daemon feeds the systemd
+ * watchdog there.  NULL for none (the default). */
+void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg);
 /* Stops the child and frees w.  NULL is allowed. */
 void worker_free(struct parse_worker *w);
 

@@ -9,7 +9,8 @@
  *   {"op": "reconcile", "item": ITEM}     -> {"found": 1|0|-1, "remote_id": ...}
  *   {"op": "read", "group": G, "since": T} -> {"rc": 0, "entries": [...]}
  *
- * ITEM: {"id", "key", "kind": "post|comment", "group", "parent",
+ * ITEM: {"id", "key", "kind": "post|comment", "group", "parent", "created",
+ *        "known": [remote ids other items hold],
  *        "author_name", "author_email", "verified", "subject", "text", "hashtags": [...],
  *        "recipients": [...],
  *        "attachments": [{"filename", "content_type", "data" | "size", "remote"}]}
@@ -31,6 +32,19 @@ static const char *jstr(json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
+/* "known": remote ids that other items already hold. */
+static int probe_known(void *arg, const char *remote)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach((json_t *)arg, i, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), remote) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Fills it from j; allocations go to the tags (hashtags, then recipients)
  * and *datas. */
 static void probe_item(json_t *j, struct feed_item *it, struct strlist tags[2],
@@ -50,6 +64,11 @@ static void probe_item(json_t *j, struct feed_item *it, struct strlist tags[2],
 	it->author_verified = verified ? json_is_true(verified) : 1;
 	it->subject = jstr(j, "subject");
 	it->text = jstr(j, "text");
+	it->created = (time_t)json_integer_value(json_object_get(j, "created"));
+	if (json_is_array(json_object_get(j, "known"))) {
+		it->remote_known = probe_known;
+		it->remote_known_arg = json_object_get(j, "known");
+	}
 	size_t i;
 	json_t *v;
 	json_array_foreach(json_object_get(j, "hashtags"), i, v)

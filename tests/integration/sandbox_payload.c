@@ -9,6 +9,9 @@
  *   socket         connect to 127.0.0.1:$PAYLOAD_PORT
  *   signal-parent  SIGTERM to the daemon
  *   exec           run /bin/sh to create $PAYLOAD_DROP
+ *   spin           burn CPU for $PAYLOAD_SPIN seconds (default 3600)
+ *                  without a system call, as a parser stuck on crafted
+ *                  input would
  * It says on stderr "payload ATTACK: blocked" when the call failed, or
  * "payload ATTACK: SUCCEEDED ..." when it did not, then fails the parse.
  * Calls the sandbox does not allow kill the worker before it can say
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 struct mailmime;
@@ -34,6 +38,7 @@ static int in_worker;
 static pid_t daemon_pid;
 static char secret[4096], drop[4096];
 static int port;
+static long spin_seconds = 3600;
 
 __attribute__((constructor)) static void payload_init(int argc, char **argv)
 {
@@ -45,6 +50,8 @@ __attribute__((constructor)) static void payload_init(int argc, char **argv)
 	snprintf(secret, sizeof secret, "%s", s ? s : "");
 	snprintf(drop, sizeof drop, "%s", d ? d : "");
 	port = p ? atoi(p) : 0;
+	if (getenv("PAYLOAD_SPIN"))
+		spin_seconds = atol(getenv("PAYLOAD_SPIN"));
 }
 
 static void say(const char *attack, int ok, const char *what)
@@ -75,6 +82,13 @@ static void attack(const char *name)
 		say(name, fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "");
 	} else if (!strcmp(name, "signal-parent")) {
 		say(name, kill(daemon_pid, SIGTERM) == 0, "");
+	} else if (!strcmp(name, "spin")) {
+		struct timespec t0, t;
+		clock_gettime(CLOCK_MONOTONIC, &t0); /* the vDSO: no system call */
+		do
+			clock_gettime(CLOCK_MONOTONIC, &t);
+		while (t.tv_sec - t0.tv_sec < spin_seconds);
+		say(name, 0, "gave up");
 	} else if (!strcmp(name, "exec")) {
 		char cmd[4200];
 		snprintf(cmd, sizeof cmd, "echo pwned > '%s'", drop);

@@ -116,7 +116,9 @@ def test_post_with_hashtags_links_and_files(chatter):
     assert "From Alice Example <alice@example.org>" in text
     assert "Q3 appeal" in text and "Comments welcome." in text
     assert "[attachment video.mp4 (2.0 MB) not uploaded: too large]" in text
-    assert text.endswith("mailfeed:k1")
+    # only what a person wrote: no key or marker of the gateway's own
+    assert "mailfeed" not in text and "k1" not in text
+    assert text.endswith("#fundraising #Q3")
     # only the small file went up, and it is attached to the post
     assert [f["title"] for f in st["files"]] == ["q3.pdf"]
     assert el["capabilities"]["files"]["items"][0]["id"] == st["files"][0]["id"]
@@ -243,8 +245,9 @@ def test_interrupted_split_is_completed_without_duplicates(chatter):
     assert again[0]["remote_id"] == st["posts"][0]["id"]
     n = len(st["comments"])
     assert n >= 2
-    marks = [c["body"]["text"].rsplit("\n", 1)[-1] for c in st["comments"]]
-    assert marks == ["mailfeed:k1#%d" % (i + 2) for i in range(n)]
+    heads = [c["body"]["text"].split("\n", 1)[0] for c in st["comments"]]
+    assert heads == ["(continued, part %d of %d)" % (i + 2, n + 1) for i in range(n)]
+    assert not any("mailfeed" in c["body"]["text"] for c in st["comments"])
     # and once more: everything is there, nothing is added
     assert chatter.deliver(post(text=text))[0]["remote_id"] == again[0]["remote_id"]
     st = chatter.state()
@@ -291,11 +294,48 @@ def test_reconcile_finds_item_after_crash(chatter):
     assert r == {"found": 1, "remote_id": pid}
     r = chatter.probe({"op": "reconcile", "item": comment(pid, key="crash-comment")})
     assert r == {"found": 1, "remote_id": c["remote_id"]}
-    r = chatter.probe({"op": "reconcile", "item": post("crash-key-2")})
+    # recognised by what the service shows: another text is another item
+    r = chatter.probe({"op": "reconcile", "item": post("crash-key-2", text="Other words.")})
+    assert r == {"found": 0, "remote_id": None}
+    r = chatter.probe({"op": "reconcile", "item": post("crash-key-3", subject="Q4 appeal")})
+    assert r == {"found": 0, "remote_id": None}
+    # the same text from another sender is not ours either
+    r = chatter.probe({"op": "reconcile", "item": post("crash-key-4", author_email="eve@example.org")})
     assert r == {"found": 0, "remote_id": None}
     chatter.control(fail_next=[503])
     r = chatter.probe({"op": "reconcile", "item": post("crash-key")})
     assert r["found"] == -1
+
+
+def test_same_words_twice_are_two_comments(chatter):
+    """Two people's (or one person's) identical replies are two comments: an
+    element that another item already holds, or that is older than the item,
+    is never taken for an earlier attempt."""
+    pid = chatter.deliver(post("p-same"))[0]["remote_id"]
+    first = chatter.deliver(comment(pid, key="same-1", text="+1"))[0]
+    assert first["status"] == "ok"
+    r = chatter.probe({"op": "reconcile",
+                       "item": comment(pid, key="same-2", text="+1", known=[first["remote_id"]])})
+    assert r == {"found": 0, "remote_id": None}
+    later = int(time.time()) + 3600
+    r = chatter.probe({"op": "reconcile",
+                       "item": comment(pid, key="same-2", text="+1", created=later)})
+    assert r == {"found": 0, "remote_id": None}
+    second = chatter.deliver(comment(pid, key="same-2", text="+1", known=[first["remote_id"]]))
+    assert second[0]["status"] == "ok" and second[0]["remote_id"] != first["remote_id"]
+    assert len(chatter.state()["comments"]) == 2
+
+
+def test_lost_answer_found_past_the_newest_hundred(chatter):
+    """A post whose answer was lost is found even when 150 newer posts came
+    after it: the group's feed is read page after page."""
+    lost = post("deep", text="The one whose answer was lost.")
+    assert chatter.deliver(lost)[0]["status"] == "ok"
+    pid = chatter.state()["posts"][0]["id"]
+    chatter.deliver(*[post("n%d" % i, text="newer %d" % i) for i in range(150)],
+                    concurrency="8")
+    r = chatter.probe({"op": "reconcile", "item": lost})
+    assert r == {"found": 1, "remote_id": pid}
 
 
 def test_read_group_returns_posts_and_comments_oldest_first(chatter):

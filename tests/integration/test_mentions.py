@@ -279,6 +279,50 @@ def test_chatter_refused_mention_does_not_cost_the_post(tmp_path, chatter):
     assert "chatter.mentions_refused" in chatter.log
 
 
+def test_chatter_mentions_written_in_the_text(tmp_path, chatter):
+    """"@First Last" and "@address" in the text become mentions when exactly
+    one active user matches; an unknown, inactive or ambiguous one stays text."""
+    chatter.control(users=[
+        {"Id": "005XX0000000006AAA", "Username": "lee1@acme.example", "Email": "lee1@example.org",
+         "Name": "Ann Lee", "IsActive": True},
+        {"Id": "005XX0000000007AAA", "Username": "lee2@acme.example", "Email": "lee2@example.org",
+         "Name": "Ann Lee", "IsActive": True}])
+    text = ("Thanks @Alice Example for the draft; @bob@example.org please check the numbers.\n\n"
+            "@Carol Gone left, @Ann Lee is two people, @Nobody Here is unknown, "
+            "and me@example.org is no mention.")
+    res = probe(tmp_path, chatter, [item("k1", GROUP, text=text, recipients=[])])
+    assert res[0]["status"] == "ok", res
+    st = chatter.state()
+    el = st["posts"][0]
+    assert mention_ids(el) == [ALICE, BOB]
+    body = el["body"]["text"]
+    assert "Thanks @Alice Example for the draft; @Bob Board please check" in body
+    for words in ("@Carol Gone left", "@Ann Lee is two people", "@Nobody Here is unknown",
+                  "me@example.org is no mention"):
+        assert words in body
+    asked = st["queries"]
+    assert "SELECT Id, Username FROM User WHERE Name = 'Alice Example' AND IsActive = true" \
+        in asked
+    assert "SELECT Id, Username FROM User WHERE Email = 'bob@example.org' AND IsActive = true" \
+        in asked
+
+
+def test_chatter_lost_answer_with_mentions_in_the_text(tmp_path, chatter):
+    """A post with written mentions whose answer was lost is recognised, not
+    posted a second time (the service shows the names, not the words)."""
+    text = "Over to you, @Alice Example: the figures are in."
+    chatter.control(lose_answer=1, lose_after=1)  # the look-up passes, the post's answer is lost
+    res = probe(tmp_path, chatter, [item("k1", GROUP, text=text, recipients=[])])
+    assert res[0]["status"] == "retry", res
+    assert len(chatter.state()["posts"]) == 1
+    rec = subprocess.run([PROBE, str(tmp_path / "probe.conf")],
+                         input=json.dumps({"op": "reconcile",
+                                           "item": item("k1", GROUP, text=text, recipients=[])}),
+                         capture_output=True, text=True, timeout=60)
+    assert json.loads(rec.stdout)["found"] == 1, rec.stdout + rec.stderr
+    assert json.loads(rec.stdout)["remote_id"] == chatter.state()["posts"][0]["id"]
+
+
 def test_chatter_double_takes_only_user_or_group_ids(chatter):
     """The double holds Mention segments to the documented id rules."""
     key = serialization.load_pem_private_key(

@@ -25,12 +25,19 @@
 #define PROP_RAW_MIME 2
 #define PROP_BAD_UTF8 4
 
+/* Three letters (any 8-bit byte counts as one) outside HTML tags. */
 static int props_letters(const char *s, size_t n)
 {
-	int k = 0;
-	for (size_t i = 0; i < n; i++)
-		if (isalpha((unsigned char)s[i]) && ++k >= 3)
+	int k = 0, tag = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '<')
+			tag = 1;
+		else if (c == '>')
+			tag = 0;
+		else if (!tag && (isalpha(c) || c >= 0x80) && ++k >= 3)
 			return 1;
+	}
 	return 0;
 }
 
@@ -40,7 +47,7 @@ static int props_line_is(const char *l, size_t n, const char *word)
 	return n >= w && !strncasecmp(l, word, w);
 }
 
-/* Whether the raw message has a text/plain or text/html part (or no
+/* Whether the raw message has a text/plain part (or no
  * Content-Type at all) that is not an attachment, with a line of letters
  * that is not a quote.  A plain scan: header blocks start the message and
  * follow every line that begins with "--". */
@@ -70,8 +77,8 @@ static int props_raw_has_text(const char *raw, size_t len)
 				while (v < p + n && isspace((unsigned char)*v))
 					v++;
 				size_t vn = (size_t)(p + n - v);
+				/* HTML may well hold no visible text: left out */
 				is_text = props_line_is(v, vn, "text/plain") ||
-					  props_line_is(v, vn, "text/html") ||
 					  (vn >= 4 && !strncasecmp(v, "text", 4) &&
 					   (vn == 4 || v[4] == ';' || isspace((unsigned char)v[4])));
 			} else if (props_line_is(p, n, "Content-Disposition:")) {
@@ -124,8 +131,16 @@ static void props_boundaries(const char *raw, size_t len, struct strlist *out)
 	}
 }
 
-/* A text line is raw MIME structure. */
+/* A text line is raw MIME structure: a boundary line of bounds, or (when
+ * headers) a Content-Type / Content-Transfer-Encoding line. */
+static int props_raw_lines(const char *text, const struct strlist *bounds, int headers);
+
 static int props_raw_mime(const char *text, const struct strlist *bounds)
+{
+	return props_raw_lines(text, bounds, 1);
+}
+
+static int props_raw_lines(const char *text, const struct strlist *bounds, int headers)
 {
 	const char *p = text;
 	while (p && *p) {
@@ -133,8 +148,8 @@ static int props_raw_mime(const char *text, const struct strlist *bounds)
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
 		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r'))
 			n--;
-		if (props_line_is(p, n, "Content-Type:") ||
-		    props_line_is(p, n, "Content-Transfer-Encoding:"))
+		if (headers && (props_line_is(p, n, "Content-Type:") ||
+				props_line_is(p, n, "Content-Transfer-Encoding:")))
 			return 1;
 		if (n > 2 && p[0] == '-' && p[1] == '-')
 			for (size_t i = 0; i < bounds->n; i++) {

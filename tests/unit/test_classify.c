@@ -15,6 +15,9 @@
 #include "mailfeed/mime.h"
 
 #define FIXTURES "tests/fixtures/mime/"
+#define BULK                                                                                       \
+	"bulk: Precedence: bulk, one-click unsubscribe, Feedback-ID or a mailing service's "       \
+	"headers (set accept_bulk = yes to post)"
 
 static struct mf_message *load(const char *name)
 {
@@ -82,11 +85,100 @@ static void test_bounces(void **state)
 static void test_bulk(void **state)
 {
 	(void)state;
-	expect("bulk.eml", NULL, "bulk: Precedence: bulk (set accept_bulk = yes to post)", 1);
+	expect("bulk.eml", NULL, BULK, 1);
 	struct mf_mailbox mb;
 	memset(&mb, 0, sizeof mb);
 	mb.accept_bulk = 1;
 	expect("bulk.eml", &mb, "post", 1);
+}
+
+/* The reason for skipping a message given as text (or "post"). */
+static void expect_raw(const char *raw, const char *want)
+{
+	char err[256], buf[300];
+	struct mf_message *m = mime_parse(raw, strlen(raw), err, sizeof err);
+	assert_non_null(m);
+	convert_message(m);
+	const char *r = classify_skip(m, NULL, NULL, buf, sizeof buf);
+	if (strcmp(r ? r : "post", want) != 0)
+		fail_msg("%.60s…: got \"%s\", want \"%s\"", raw, r ? r : "post", want);
+	message_free(m);
+}
+
+#define HDR(from, subject, extra)                                                                  \
+	"From: " from "\r\nTo: team@example.org\r\nSubject: " subject                              \
+	"\r\nMessage-ID: <c1@example.org>\r\nDate: Mon, 2 Mar 2026 09:00:00 +0000\r\n" extra       \
+	"\r\nSome text.\r\n"
+
+/* Delivery reports that are not multipart/report, and delay warnings. */
+static void test_nonstandard_bounces(void **state)
+{
+	(void)state;
+	expect_raw(HDR("Mail System <system@example.org>", "Your message", "Return-Path: <>\r\n"),
+		   "bounce: Return-Path: <> (null sender)");
+	expect_raw(HDR("Mail System <system@example.org>", "Your message",
+		       "Return-Path: <MAILER-DAEMON@mx.example.org>\r\n"),
+		   "bounce: Return-Path: MAILER-DAEMON@mx.example.org");
+	expect_raw(HDR("Mail System <system@example.org>", "Your message",
+		       "Sender: postmaster@example.org\r\n"),
+		   "bounce: Sender: postmaster@example.org");
+	expect_raw(HDR("Mail System <system@example.org>", "Mail Delivery Warning", ""),
+		   "bounce: subject \"Mail Delivery Warning\"");
+	expect_raw(HDR("System <system@example.org>", "Delivery failed: Budget", ""),
+		   "bounce: subject \"Delivery failed\"");
+	expect_raw(HDR("System <system@example.org>", "Non remis : Budget", ""),
+		   "bounce: subject \"Non remis\"");
+	expect_raw(HDR("System <system@example.org>", "[Postmaster] Unzustellbar: Budget", ""),
+		   "bounce: subject \"unzustellbar\"");
+	expect_raw(HDR("System <system@example.org>",
+		       "Warning: could not send message for past 4 hours", ""),
+		   "bounce: subject \"Warning: could not send message\"");
+	expect_raw(HDR("System <system@example.org>", "Delivery Status Notification (Delay)", ""),
+		   "bounce: subject \"Delivery Status Notification\"");
+	expect_raw(HDR("System <system@example.org>", "Zustellung verzögert: Budget", ""),
+		   "bounce: subject \"Zustellung verzögert\"");
+	/* a person asking about a failed delivery */
+	expect_raw(HDR("Ann <ann@example.org>", "Re: delivery failed yesterday?", ""), "post");
+	expect_raw(HDR("Ann <ann@example.org>", "Why was it undeliverable?", ""), "post");
+	expect_raw(HDR("System <system@example.org>", "Warning: delivery delayed for Budget", ""),
+		   "bounce: subject \"delivery delayed\"");
+	/* an auto-reply with a null Return-Path stays an auto-reply */
+	expect_raw(HDR("Ann <ann@example.org>", "Automatic reply: Budget",
+		       "Return-Path: <>\r\nAuto-Submitted: auto-replied\r\n"),
+		   "auto-reply: Auto-Submitted: auto-replied");
+}
+
+/* Newsletters and campaigns are bulk; a discussion list is not. */
+static void test_marketing_and_lists(void **state)
+{
+	(void)state;
+	expect_raw(HDR("Shop <news@shop.example>", "Our November deals",
+		       "List-Unsubscribe: <https://shop.example/u/1>\r\n"
+		       "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+		   BULK);
+	expect_raw(HDR("Shop <news@shop.example>", "Our November deals",
+		       "Feedback-ID: 123:campaign:esp\r\n"),
+		   BULK);
+	expect_raw(HDR("Shop <news@shop.example>", "Our November deals",
+		       "X-Mailer: MailChimp Mailer - **CID1234**\r\n"),
+		   BULK);
+	expect_raw(HDR("Shop <news@shop.example>", "Our November deals",
+		       "List-Id: Deals <deals.shop.example>\r\nList-Post: NO\r\n"
+		       "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+		   BULK);
+	/* discussion lists: people post to them */
+	expect_raw(HDR("Ann <ann@example.org>", "[team] Budget",
+		       "List-Id: Team <team.lists.example.org>\r\n"
+		       "List-Post: <mailto:team@lists.example.org>\r\nPrecedence: list\r\n"
+		       "List-Unsubscribe: <mailto:team-leave@lists.example.org>\r\n"
+		       "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+		   "post");
+	expect_raw(HDR("Ann <ann@example.org>", "[team] Budget",
+		       "List-Id: <team.lists.example.org>\r\n"
+		       "List-Post: <mailto:team@lists.example.org>\r\nPrecedence: bulk\r\n"),
+		   "post");
+	expect_raw(HDR("Ann <ann@example.org>", "Budget", "X-Mailer: Microsoft Outlook 16.0\r\n"),
+		   "post");
 }
 
 static void test_own_mail(void **state)
@@ -133,9 +225,14 @@ static void test_reply_parts(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_auto_replies), cmocka_unit_test(test_humans_are_posted),
-	    cmocka_unit_test(test_bounces),	 cmocka_unit_test(test_bulk),
-	    cmocka_unit_test(test_own_mail),	 cmocka_unit_test(test_allow_senders),
+	    cmocka_unit_test(test_auto_replies),
+	    cmocka_unit_test(test_humans_are_posted),
+	    cmocka_unit_test(test_bounces),
+	    cmocka_unit_test(test_bulk),
+	    cmocka_unit_test(test_nonstandard_bounces),
+	    cmocka_unit_test(test_marketing_and_lists),
+	    cmocka_unit_test(test_own_mail),
+	    cmocka_unit_test(test_allow_senders),
 	    cmocka_unit_test(test_reply_parts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -228,7 +228,8 @@ static void test_value_problems(void **state)
 	expect_problem("[gateway]\nmax_message_size = 12Q\n", 2, "is not a size");
 	expect_problem("[gateway]\naccept_bulk = maybe\n", 2, "unknown key");
 	expect_problem("[digest]\nmax_items = 0\n", 2, "from 1 to 1000");
-	expect_problem("[gateway]\nlog_level = loud\n", 2, "debug, info, warn or error");
+	expect_problem("[gateway]\nlog_level = loud\n", 2, "debug, info, notice, warn or error");
+	expect_problem("[gateway]\nlog_format = xml\n", 2, "text | json");
 	expect_problem("[gateway]\nmetrics_listen = 9464\n", 2, "HOST:PORT");
 	expect_problem("[gateway]\nmetrics_listen = 0.0.0.0:9464\n", 2, "not a loopback address");
 	expect_problem("[gateway]\nmetrics_listen = ::1:9464\n", 2, "[::1]:9464");

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/mime.h"
 #include "mailfeed/thread.h"
 
 #define CORPUS "tests/corpus/thread-jwz/"
@@ -244,17 +245,31 @@ static int teardown_store(void **state)
 	return 0;
 }
 
+/* Short test ids ("p1") become real ones ("p1@example.org"). */
+static char *full_id(const char *id)
+{
+	return strchr(id, '@') ? xstrdup(id) : xasprintf("%s@example.org", id);
+}
+
 static struct mf_message *msg(const char *id, const char *subject, time_t date,
 			      const char *in_reply_to, const char *refs)
 {
 	struct mf_message *m = message_new();
-	m->message_id = xstrdup(id);
+	m->message_id = full_id(id);
 	m->subject = xstrdup(subject);
 	m->date = date;
 	if (in_reply_to)
-		m->in_reply_to = xstrdup(in_reply_to);
-	if (refs)
-		strlist_split(&m->references, refs);
+		m->in_reply_to = full_id(in_reply_to);
+	if (refs) {
+		struct strlist l = {0};
+		strlist_split(&l, refs);
+		for (size_t i = 0; i < l.n; i++) {
+			char *f = full_id(l.v[i]);
+			strlist_add(&m->references, f);
+			free(f);
+		}
+		strlist_free(&l);
+	}
 	return m;
 }
 
@@ -355,6 +370,136 @@ static void test_assign_subject_window(void **state)
 	assert_int_equal(is_new, 1);
 }
 
+/* Mailing-list mail as it arrives, parsed like the daemon parses it. */
+static struct mf_message *parse(const char *raw)
+{
+	char err[256];
+	struct mf_message *m = mime_parse(raw, strlen(raw), err, sizeof err);
+	assert_non_null(m);
+	return m;
+}
+
+static int64_t assign_raw(struct fixture *fx, const char *raw, int *is_new)
+{
+	return assign(fx, "g", "list", parse(raw), DAY, is_new);
+}
+
+/* "<yes>" (answered to git send-email's In-Reply-To prompt), ids without an
+ * '@', empty brackets: unrelated threads must stay apart. */
+static void test_assign_ids_that_are_not_ids(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t a = assign_raw(fx,
+			       "From: Ann <ann@example.org>\r\nSubject: [PATCH] net: fix a leak\r\n"
+			       "Message-ID: <20260301.1@example.org>\r\nIn-Reply-To: <yes>\r\n"
+			       "References: <yes>\r\nDate: Sun, 1 Mar 2026 10:00:00 +0000\r\n\r\n"
+			       "Patch one.\r\n",
+			       &is_new);
+	assert_int_equal(is_new, 1);
+	int64_t b = assign_raw(fx,
+			       "From: Bob <bob@example.org>\r\nSubject: [PATCH] fs: tidy up\r\n"
+			       "Message-ID: <20260301.2@example.org>\r\nIn-Reply-To: <yes>\r\n"
+			       "Date: Sun, 1 Mar 2026 11:00:00 +0000\r\n\r\nPatch two.\r\n",
+			       &is_new);
+	assert_int_equal(is_new, 1);
+	assert_int_not_equal(a, b);
+	int64_t c =
+	    assign_raw(fx,
+		       "From: Cy <cy@example.org>\r\nSubject: [PATCH] mm: one more\r\n"
+		       "Message-ID: <>\r\nIn-Reply-To: <12345>\r\nReferences: <> <12345>\r\n"
+		       "Date: Sun, 1 Mar 2026 12:00:00 +0000\r\n\r\nPatch three.\r\n",
+		       &is_new);
+	assert_int_equal(is_new, 1);
+	int64_t d = assign_raw(fx,
+			       "From: Di <di@example.org>\r\nSubject: [PATCH] io: last\r\n"
+			       "Message-ID: <>\r\nIn-Reply-To: <12345>\r\n"
+			       "Date: Sun, 1 Mar 2026 13:00:00 +0000\r\n\r\nPatch four.\r\n",
+			       &is_new);
+	assert_int_equal(is_new, 1);
+	assert_int_not_equal(c, d);
+	/* a real reference still joins */
+	assert_int_equal(
+	    assign_raw(fx,
+		       "From: Ed <ed@example.org>\r\nSubject: Re: [PATCH] net: fix a leak"
+		       "\r\nMessage-ID: <r1@example.org>\r\n"
+		       "In-Reply-To: <20260301.1@example.org>\r\n"
+		       "Date: Sun, 1 Mar 2026 14:00:00 +0000\r\n\r\nAcked.\r\n",
+		       &is_new),
+	    a);
+	assert_false(thread_id_usable("yes"));
+	assert_false(thread_id_usable(""));
+	assert_false(thread_id_usable(NULL));
+	assert_false(thread_id_usable("@example.org"));
+	assert_false(thread_id_usable("a b@example.org"));
+	assert_true(thread_id_usable("20260301.1@example.org"));
+}
+
+/* A reply whose headers were lost finds the patch of a series or the
+ * renamed sub-thread it answers, not only the thread's first subject. */
+static void test_assign_subject_of_any_message(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t = assign_raw(fx,
+			       "From: Ann <ann@example.org>\r\nSubject: [PATCH 0/44] mm: rework "
+			       "reclaim\r\nMessage-ID: <cover@example.org>\r\n"
+			       "Date: Sun, 1 Mar 2026 10:00:00 +0000\r\n\r\nCover letter.\r\n",
+			       &is_new);
+	assign_raw(fx,
+		   "From: Ann <ann@example.org>\r\nSubject: [PATCH 44/44] mm: drop the old "
+		   "path\r\nMessage-ID: <p44@example.org>\r\nIn-Reply-To: <cover@example.org>\r\n"
+		   "References: <cover@example.org>\r\nDate: Sun, 1 Mar 2026 10:00:44 +0000\r\n"
+		   "\r\nPatch 44.\r\n",
+		   &is_new);
+	assert_int_equal(is_new, 0);
+	/* the reply lost In-Reply-To and References on the way */
+	assert_int_equal(
+	    assign_raw(fx,
+		       "From: Bob <bob@example.org>\r\nSubject: Re: [PATCH 44/44] mm: drop "
+		       "the old path\r\nMessage-ID: <r44@example.org>\r\n"
+		       "Date: Mon, 2 Mar 2026 09:00:00 +0000\r\n\r\nLooks fine.\r\n",
+		       &is_new),
+	    t);
+	assert_int_equal(is_new, 0);
+	/* a v2 of the same patch, also answered without headers */
+	assert_int_equal(
+	    assign_raw(fx,
+		       "From: Cy <cy@example.org>\r\nSubject: Re: [PATCH v2 44/44] mm: "
+		       "drop the old path\r\nMessage-ID: <r44b@example.org>\r\n"
+		       "Date: Mon, 2 Mar 2026 10:00:00 +0000\r\n\r\nAgreed.\r\n",
+		       &is_new),
+	    t);
+	/* a renamed sub-thread */
+	assign_raw(fx,
+		   "From: Di <di@example.org>\r\nSubject: Re: Locking order (was: [PATCH 0/44] mm: "
+		   "rework reclaim)\r\nMessage-ID: <sub@example.org>\r\n"
+		   "In-Reply-To: <cover@example.org>\r\nDate: Mon, 2 Mar 2026 11:00:00 +0000\r\n"
+		   "\r\nA side question.\r\n",
+		   &is_new);
+	assert_int_equal(is_new, 0);
+	assert_int_equal(assign_raw(fx,
+				    "From: Ed <ed@example.org>\r\nSubject: Re: Locking order\r\n"
+				    "Message-ID: <sub2@example.org>\r\n"
+				    "Date: Mon, 2 Mar 2026 12:00:00 +0000\r\n\r\nAnswer.\r\n",
+				    &is_new),
+			 t);
+	/* outside the window: a new thread */
+	assign_raw(fx,
+		   "From: Fay <fay@example.org>\r\nSubject: Re: Locking order\r\n"
+		   "Message-ID: <late@example.org>\r\nDate: Fri, 20 Mar 2026 12:00:00 +0000\r\n"
+		   "\r\nMuch later.\r\n",
+		   &is_new);
+	assert_int_equal(is_new, 1);
+	/* another mailbox does not match by subject */
+	assert_int_not_equal(
+	    assign(fx, "g", "other", msg("o1", "Re: Locking order", T0, NULL, NULL), DAY, &is_new),
+	    t);
+	char *n = thread_subject_normalise("Re: [PATCH v3 12/20] Locking order (was: old)");
+	assert_string_equal(n, "locking order");
+	free(n);
+}
+
 static void test_root_item(void **state)
 {
 	struct fixture *fx = *state;
@@ -381,6 +526,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_assign_different_groups, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_assign_subject_window, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_assign_ids_that_are_not_ids, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_assign_subject_of_any_message, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_root_item, setup_store, teardown_store),
 	};

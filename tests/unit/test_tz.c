@@ -17,8 +17,8 @@
 #include "mailfeed/util.h"
 
 static const char *const zones[] = {
-    "Europe/Berlin",	"America/New_York", "Australia/Sydney", "Asia/Kolkata",
-    "Asia/Tehran",	"Pacific/Chatham",  "America/St_Johns", "Europe/Dublin",
+    "Europe/Berlin",	"America/New_York",  "Australia/Sydney", "Asia/Kolkata",
+    "Asia/Tehran",	"Pacific/Chatham",   "America/St_Johns", "Europe/Dublin",
     "America/Santiago", "Africa/Casablanca", "Pacific/Apia",	 "UTC",
 };
 
@@ -44,8 +44,9 @@ static void test_agrees_with_libc(void **state)
 			if (a.tm_gmtoff != b.tm_gmtoff || a.tm_hour != b.tm_hour ||
 			    a.tm_mday != b.tm_mday || a.tm_isdst != b.tm_isdst ||
 			    a.tm_yday != b.tm_yday || a.tm_wday != b.tm_wday)
-				fail_msg("%s at %lld: %ld/%d vs libc %ld/%d", zones[i], (long long)t,
-					 a.tm_gmtoff, a.tm_isdst, b.tm_gmtoff, b.tm_isdst);
+				fail_msg("%s at %lld: %ld/%d vs libc %ld/%d", zones[i],
+					 (long long)t, a.tm_gmtoff, a.tm_isdst, b.tm_gmtoff,
+					 b.tm_isdst);
 		}
 		tz_free(z);
 	}
@@ -161,10 +162,8 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_agrees_with_libc),
-	    cmocka_unit_test(test_moment),
-	    cmocka_unit_test(test_calendar),
-	    cmocka_unit_test(test_bad_zones),
+	    cmocka_unit_test(test_agrees_with_libc), cmocka_unit_test(test_moment),
+	    cmocka_unit_test(test_calendar),	     cmocka_unit_test(test_bad_zones),
 	    cmocka_unit_test(test_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

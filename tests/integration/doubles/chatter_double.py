@@ -16,7 +16,8 @@ Side channel for tests:
   POST /__control  {"fail_next": [500, 429, {"status": 400, "errorCode": "X",
                     "message": "..."}], "skip": N (data calls let through before
                     fail_next applies), "retry_after": 2, "delay": 3,
-                    "drop": 1, "lose_answer": N (the next N data calls are
+                    "drop": 1, "lose_after": K (let K data calls through first),
+                    "lose_answer": N (the next N data calls are
                     carried out, then the connection is closed unanswered),
                     "expire_tokens": true, "expire_after": N,
                     "reject_sessions": true, "down_for": S (every call answers
@@ -31,7 +32,10 @@ Side channel for tests:
                                             "NotificationFrequency": "P|D|W|N",
                                             "CollaborationRole": "Standard"}]}
                     (replaces those groups' CollaborationGroupMember rows),
-                    "query_page_size": N (records per query page, default 2000)}
+                    "query_page_size": N (records per query page, default 2000),
+                    "group_roles": {GROUP_ID: "NotAMember"} (myRole in GET
+                    /chatter/groups/{id}), "group_visibility": {GROUP_ID:
+                    "PrivateAccess"}, "archived_groups": [GROUP_ID]}
   GET  /__state    posts, comments, files, users, mentions ({element, id} of
                    every Mention segment taken) and a request log
 """
@@ -96,10 +100,14 @@ class State:
         self.delay = 0
         self.drop = 0
         self.lose_answer = 0
+        self.lose_after = 0       # data calls answered before lose_answer starts
         self.down_until = 0.0     # maintenance window: every call answers 503
         self.log = []
         self.queries = []
         self.members = {}         # group id -> [member dict]
+        self.group_roles = {}     # group id -> myRole of the integration user
+        self.group_visibility = {}  # group id -> PublicAccess | PrivateAccess
+        self.archived_groups = set()
         self.query_page_size = 2000
         self.cursors = {}         # query locator -> remaining records
 
@@ -235,7 +243,7 @@ MEMBER_QUERY_RE = re.compile(r"^SELECT\s+([\w\s,.]+?)\s+FROM\s+CollaborationGrou
 MEMBER_FIELDS = {"id", "memberid", "collaborationgroupid", "notificationfrequency",
                  "collaborationrole", "member.id", "member.email", "member.name"}
 
-QUERY_RE = re.compile(r"^SELECT\s+([\w\s,]+?)\s+FROM\s+User\s+WHERE\s+Email\s*=\s*"
+QUERY_RE = re.compile(r"^SELECT\s+([\w\s,]+?)\s+FROM\s+User\s+WHERE\s+(Email|Name)\s*=\s*"
                       r"'((?:[^'\\]|\\.)*)'(\s+AND\s+IsActive\s*=\s*true)?\s*$", re.I)
 
 
@@ -346,8 +354,12 @@ class Handler(BaseHTTPRequestHandler):
                     self.injected(f)
                     return
             with LOCK:
-                self.lose = st.lose_answer > 0
-                st.lose_answer -= 1 if self.lose else 0
+                if st.lose_answer > 0 and st.lose_after > 0:
+                    st.lose_after -= 1
+                    self.lose = False
+                else:
+                    self.lose = st.lose_answer > 0
+                    st.lose_answer -= 1 if self.lose else 0
             self.data(method, m.group(2), qs, body, user)
         except Refused as e:
             self.error(e.status, e.code, e.message)
@@ -377,6 +389,7 @@ class Handler(BaseHTTPRequestHandler):
             st.delay = c.get("delay", st.delay)
             st.drop = c.get("drop", st.drop)
             st.lose_answer = c.get("lose_answer", st.lose_answer)
+            st.lose_after = c.get("lose_after", 0)
             if c.get("expire_tokens"):
                 st.tokens.clear()
             if "down_for" in c:
@@ -385,6 +398,9 @@ class Handler(BaseHTTPRequestHandler):
             for u in c.get("users", []):
                 st.users = [x for x in st.users if x["Username"] != u["Username"]] + [u]
             st.members.update(c.get("members", {}))
+            st.group_roles.update(c.get("group_roles", {}))
+            st.group_visibility.update(c.get("group_visibility", {}))
+            st.archived_groups.update(c.get("archived_groups", []))
             st.query_page_size = c.get("query_page_size", st.query_page_size)
         self.send(200, {"ok": True})
 
@@ -524,11 +540,20 @@ class Handler(BaseHTTPRequestHandler):
             if el is None:
                 raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
             if method == "GET":
-                size = min(int((qs.get("pageSize") or ["3"])[0]), 100)
+                # the current page holds the most recent comments; nextPageUrl
+                # leads to older ones
+                size = max(1, min(int((qs.get("pageSize") or ["3"])[0]), 100))
+                start = int((qs.get("page") or ["0"])[0])
                 with LOCK:
                     cs = [c for c in st.comments if c["feedElement"]["id"] == el["id"]]
-                self.send(200, {"items": [public(c) for c in reversed(cs)][:size], "total": len(cs),
-                                "currentPageUrl": None, "nextPageUrl": None})
+                newest = [public(c) for c in reversed(cs)]
+                base = "/services/data/v62.0" + rest
+                nxt = None
+                if start + size < len(cs):
+                    nxt = "%s?page=%d&pageSize=%d" % (base, start + size, size)
+                self.send(200, {"items": newest[start:start + size], "total": len(cs),
+                                "currentPageUrl": base, "nextPageUrl": nxt,
+                                "nextPageToken": str(start + size) if nxt else None})
                 return
             if method != "POST":
                 raise Refused(405, "METHOD_NOT_ALLOWED", "method not allowed")
@@ -578,6 +603,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, {"elements": page, "currentPageUrl": base, "nextPageUrl": nxt,
                             "nextPageToken": str(start + size) if nxt else None,
                             "updatesToken": "2:%d" % int(time.time() * 1000)})
+            return
+        m = re.match(r"^/chatter/groups/(0F9\w+)$", rest)
+        if m and method == "GET":
+            with LOCK:
+                name = st.groups.get(m.group(1))
+                role = st.group_roles.get(m.group(1), "StandardMember")
+                vis = st.group_visibility.get(m.group(1), "PublicAccess")
+                archived = m.group(1) in st.archived_groups
+            if name is None:
+                raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+            self.send(200, {"id": m.group(1), "name": name, "myRole": role, "visibility": vis,
+                            "isArchived": archived, "memberCount": 2,
+                            "mySubscription": None if role.startswith("NotAMember") else
+                            {"id": "0FBXX0000000001AAA"},
+                            "url": "/services/data/v62.0/chatter/groups/" + m.group(1)})
             return
         if rest == "/connect/files/users/me" and method == "POST":
             self.upload(body, user)
@@ -700,12 +740,14 @@ class Handler(BaseHTTPRequestHandler):
         m = QUERY_RE.match(q)
         if not m:
             raise Refused(400, "MALFORMED_QUERY", "unsupported query")
-        email_addr = soql_literal(m.group(2))
+        field = "Email" if m.group(2).lower() == "email" else "Name"
+        value = soql_literal(m.group(3))
         fields = [f.strip() for f in m.group(1).split(",")]
         with LOCK:
             st.queries.append(q)
-            recs = [u for u in st.users if u["Email"].lower() == email_addr.lower()
-                    and (not m.group(3) or u.get("IsActive", True))]
+            # Email compares without regard to case, as SOQL's = does on text
+            recs = [u for u in st.users if u.get(field, "").lower() == value.lower()
+                    and (not m.group(4) or u.get("IsActive", True))]
             out = [dict({"attributes": {"type": "User",
                                         "url": "/services/data/v62.0/sobjects/User/" + u["Id"]}},
                         **{f: u.get(f) for f in fields}) for u in recs]

@@ -22,7 +22,9 @@ Side channel for tests:
                                          removed, as the server cleans them up;
                                          a post naming one is refused),
                    "expire_tokens": true, "restore_tokens": true,
-                   "users": [{"username": ..., "email": ..., "delete_at": 0, ...}]}
+                   "users": [{"username": ..., "email": ..., "delete_at": 0, ...}],
+                   "channels": {ID: name}, "not_member": [ID] (GET
+                   /channels/{id}/members/me answers 404), "archived_channels": [ID]}
   GET  /__state   posts, files, users and a request log
 """
 import argparse
@@ -70,6 +72,8 @@ class State:
         self.users[alice["id"]] = alice
         self.channels = {"4xp9fdt77pncbef59f4k1qe83o": "fundraising",
                          "8d3kq9wz1ptb5fjhx6yrcmne4a": "board"}
+        self.not_member = set()        # channels the token's user is not in
+        self.archived_channels = set()
         self.posts = {}
         self.files = {}
         self.fail_next = []
@@ -229,6 +233,9 @@ class Handler(BaseHTTPRequestHandler):
                 st.token_valid = False
             if c.get("restore_tokens"):
                 st.token_valid = True
+            st.channels.update(c.get("channels", {}))
+            st.not_member.update(c.get("not_member", []))
+            st.archived_channels.update(c.get("archived_channels", []))
             for u in c.get("users", []):
                 user = {"id": new_id(), "first_name": "", "last_name": "", "nickname": "",
                         "delete_at": 0}
@@ -261,6 +268,27 @@ class Handler(BaseHTTPRequestHandler):
         m = re.match(r"^/channels/([a-z0-9]{26})/posts$", rest)
         if m and method == "GET":
             self.channel_posts(m.group(1), qs)
+            return
+        m = re.match(r"^/channels/([a-z0-9]{26})$", rest)
+        if m and method == "GET":
+            with LOCK:
+                name = st.channels.get(m.group(1))
+                archived = m.group(1) in st.archived_channels
+            if name is None:
+                raise Refused(404, "app.channel.get.existing.app_error",
+                              "Unable to find the existing channel.")
+            self.send(200, {"id": m.group(1), "name": name, "display_name": name.title(),
+                            "type": "O", "team_id": "t" * 26, "delete_at": 1 if archived else 0})
+            return
+        m = re.match(r"^/channels/([a-z0-9]{26})/members/me$", rest)
+        if m and method == "GET":
+            with LOCK:
+                member = m.group(1) in st.channels and m.group(1) not in st.not_member
+            if not member:
+                raise Refused(404, "app.channel.get_member.missing.app_error",
+                              "No channel member found for that user ID and channel ID.")
+            self.send(200, {"channel_id": m.group(1), "user_id": st.bot["id"],
+                            "roles": "channel_user", "scheme_user": True})
             return
         m = re.match(r"^/users/email/([^/]+)$", rest)
         if m and method == "GET":
