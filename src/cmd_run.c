@@ -429,10 +429,14 @@ static int run_once(struct daemon *d, struct store *st)
 		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
 	struct outbox_counts c;
 	outbox_counts(st, &c);
+	double parse_s, enqueue_s;
+	pipeline_stage_seconds(&parse_s, &enqueue_s);
 	log_info("run.once done failures=%d dead=%d pending=%ld retrying=%ld delivered=%ld "
-		 "fetch_s=%.2f process_s=%.2f deliver_s=%.2f total_s=%.2f",
+		 "fetch_s=%.2f process_s=%.2f deliver_s=%.2f total_s=%.2f parse_s=%.2f "
+		 "enqueue_s=%.2f",
 		 failures, dead, c.pending, c.retrying, c.delivered, t_fetch - t0,
-		 t_process - t_fetch, t_deliver - t_process, now_monotonic() - t0);
+		 t_process - t_fetch, t_deliver - t_process, now_monotonic() - t0, parse_s,
+		 enqueue_s);
 	return failures || dead ? 1 : 0;
 }
 

@@ -20,10 +20,14 @@
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
+#include "mailfeed/outbox.h"
 #include "mailfeed/util.h"
 
 #define LOCAL_ATOM_MAX 1000
 #define LOCAL_TXT_THREADS 200
+/* Items per delivery: a row each in one transaction, no network between
+ * them, so a batch is bounded only by the memory of its loaded items. */
+#define LOCAL_BATCH 256
 
 struct local_ctx {
 	struct store *st;
@@ -77,7 +81,7 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	struct local_ctx *c = xcalloc(1, sizeof *c);
 	c->st = st;
 	c->dir = xstrdup(dir);
-	c->full_batch = (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 1) * 4;
+	c->full_batch = outbox_batch_size(cfg, &feed_local_ops);
 	*ctx = c;
 	return 0;
 }
@@ -384,13 +388,12 @@ static long long id_of_key(struct store *st, const char *key)
 {
 	sqlite3_stmt *s;
 	long long id = 0;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT id FROM local_items WHERE key=?", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (!(s = store_stmt(st, "SELECT id FROM local_items WHERE key=?")))
 		return -1;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		id = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return id;
 }
 
@@ -398,14 +401,12 @@ static int parent_exists(struct store *st, long long id, const char *group)
 {
 	sqlite3_stmt *s;
 	int found = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = store_stmt(st, "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL")))
 		return 0;
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, group, -1, SQLITE_STATIC);
 	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return found;
 }
 
@@ -450,11 +451,9 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		}
 	}
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(c->st),
-			       "INSERT OR IGNORE INTO local_items(key, grp, parent, author_name,"
-			       " author_email, subject, text, hashtags, attachments, created)"
-			       " VALUES(?,?,?,?,?,?,?,?,?,?)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = store_stmt(c->st, "INSERT OR IGNORE INTO local_items(key, grp, parent,"
+				    " author_name, author_email, subject, text, hashtags,"
+				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)")))
 		goto store_error;
 	sqlite3_bind_text(s, 1, it->key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, it->group, -1, SQLITE_STATIC);
@@ -468,7 +467,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	sqlite3_bind_text(s, 9, attachments_json(it), -1, free);
 	sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	store_stmt_done(c->st, s);
 	if (rc != SQLITE_DONE)
 		goto store_error;
 	long long id = id_of_key(c->st, it->key);
@@ -556,6 +555,7 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 
 const struct feed_backend_ops feed_local_ops = {
     .name = "local",
+    .batch = LOCAL_BATCH,
     .open = local_open,
     .deliver = local_deliver,
     .reconcile = local_reconcile,

@@ -114,6 +114,30 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 	return s;
 }
 
+/* A statement run once per item, kept prepared (store_stmt); given back
+ * with run_kept or store_stmt_done. */
+static sqlite3_stmt *kept(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = store_stmt(st, sql);
+	if (!s)
+		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+	return s;
+}
+
+/* Steps a kept statement once and gives it back. 0 or -1. */
+static int run_kept(struct store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	store_stmt_done(st, s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		return -1;
+	}
+	return 0;
+}
+
 /* Steps a statement once and finalizes it. 0 or -1. */
 static int run(struct store *st, sqlite3_stmt *s)
 {
@@ -149,7 +173,7 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		return -1;
 	}
 	char *payload = payload_build(n);
-	sqlite3_stmt *s = prep(st, "INSERT OR IGNORE INTO outbox(key, message, kind, grp,"
+	sqlite3_stmt *s = kept(st, "INSERT OR IGNORE INTO outbox(key, message, kind, grp,"
 				   " thread_id, parent, payload, created, sort_date, ext_parent)"
 				   " VALUES(?,?,?,?,?,?,?,?,?,?)");
 	if (!s) {
@@ -174,7 +198,7 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		time_iso(n->msg->date, datebuf, sizeof datebuf);
 	sqlite3_bind_text(s, 9, datebuf, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int(s, 10, n->parent_remote_id ? 1 : 0);
-	if (run(st, s) < 0)
+	if (run_kept(st, s) < 0)
 		return -1;
 	if (sqlite3_changes(store_db(st)) == 0)
 		return id_of_key(st, n->key);
@@ -182,7 +206,7 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	const struct mf_message *m = n->msg;
 	for (size_t i = 0; m && i < m->n_attachments; i++) {
 		const struct mf_attachment *a = &m->attachments[i];
-		s = prep(st, "INSERT INTO attachments(item, filename, content_type, size,"
+		s = kept(st, "INSERT INTO attachments(item, filename, content_type, size,"
 			     " sha256, data) VALUES(?,?,?,?,?,?)");
 		if (!s)
 			return -1;
@@ -196,7 +220,7 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		sqlite3_bind_text(s, 5, a->sha256, -1, SQLITE_STATIC);
 		if (a->data)
 			sqlite3_bind_blob64(s, 6, a->data, a->size, SQLITE_STATIC);
-		if (run(st, s) < 0)
+		if (run_kept(st, s) < 0)
 			return -1;
 	}
 	return id;
@@ -287,7 +311,7 @@ static void loaded_free(struct loaded *l)
 
 static int load_attachments(struct store *st, struct loaded *l)
 {
-	sqlite3_stmt *s = prep(st, "SELECT filename, content_type, size, sha256, data, id,"
+	sqlite3_stmt *s = kept(st, "SELECT filename, content_type, size, sha256, data, id,"
 				   " remote FROM attachments WHERE item=? ORDER BY id");
 	if (!s)
 		return -1;
@@ -310,7 +334,7 @@ static int load_attachments(struct store *st, struct loaded *l)
 		a->id = sqlite3_column_int64(s, 5);
 		a->remote = col_dup(s, 6);
 	}
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return 0;
 }
 
@@ -318,7 +342,7 @@ static int load_attachments(struct store *st, struct loaded *l)
  * payload unreadable). */
 static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 {
-	sqlite3_stmt *s = prep(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
+	sqlite3_stmt *s = kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
 				   " o.created, p.remote_id FROM outbox o"
 				   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
 	memset(l, 0, sizeof *l);
@@ -326,7 +350,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 		return -1;
 	sqlite3_bind_int64(s, 1, id);
 	if (sqlite3_step(s) != SQLITE_ROW) {
-		sqlite3_finalize(s);
+		store_stmt_done(st, s);
 		return -1;
 	}
 	json_t *p = json_loads((const char *)sqlite3_column_text(s, 3), 0, NULL);
@@ -339,7 +363,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	l->attempts = (long)sqlite3_column_int64(s, 5);
 	l->created = (time_t)sqlite3_column_int64(s, 6);
 	l->parent_remote_id = col_dup(s, 7);
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	if (!p) {
 		loaded_free(l);
 		return -1;
@@ -393,13 +417,13 @@ static int message_follow_delivered(struct store *st, int64_t message)
 {
 	if (message <= 0)
 		return 0;
-	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='delivered', reason=NULL WHERE id=?1"
+	sqlite3_stmt *s = kept(st, "UPDATE messages SET state='delivered', reason=NULL WHERE id=?1"
 				   " AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=?1"
 				   " AND state NOT IN ('delivered','dropped'))");
 	if (!s)
 		return -1;
 	sqlite3_bind_int64(s, 1, message);
-	return run(st, s);
+	return run_kept(st, s);
 }
 
 static int message_follow_dead(struct store *st, int64_t message, const char *reason)
@@ -417,14 +441,14 @@ static int message_follow_dead(struct store *st, int64_t message, const char *re
 static int mark_delivered(struct store *st, const struct loaded *l, const char *remote_id,
 			  time_t now)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='delivered', remote_id=?,"
+	sqlite3_stmt *s = kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
 				   " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
 	if (!s)
 		return -1;
 	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, (sqlite3_int64)now);
 	sqlite3_bind_int64(s, 3, l->item.id);
-	if (run(st, s) < 0)
+	if (run_kept(st, s) < 0)
 		return -1;
 	return message_follow_delivered(st, l->message);
 }
@@ -715,12 +739,19 @@ static long count_waiting(struct store *st)
 	return n;
 }
 
+size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_ops *ops)
+{
+	if (ops && ops->batch > 0)
+		return ops->batch;
+	return (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
+}
+
 int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 			   const struct feed_backend_ops *ops, void *ctx, long *waiting)
 {
 	time_t now = time(NULL);
 	int dead = 0;
-	size_t batch = (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
+	size_t batch;
 	int64_t *ids = NULL;
 	size_t n = 0;
 
@@ -728,6 +759,7 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 		*waiting = 0;
 	if (!ops || !ops->deliver)
 		return -1;
+	batch = outbox_batch_size(cfg, ops);
 	if (reconcile_inflight(st, ops, ctx) < 0)
 		return -1;
 
@@ -753,10 +785,10 @@ int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 	}
 	sqlite3_finalize(s);
 	for (size_t i = 0; i < n; i++) {
-		s = prep(st, "UPDATE outbox SET state='inflight' WHERE id=?");
+		s = kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
 		if (s)
 			sqlite3_bind_int64(s, 1, ids[i]);
-		if (run(st, s) < 0)
+		if (run_kept(st, s) < 0)
 			goto fail;
 	}
 	if (store_commit(st) < 0)
@@ -1098,4 +1130,41 @@ int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
 	if (rc < 0)
 		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
 	return rc;
+}
+
+/* --- what the gateway made ------------------------------------------ */
+
+int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin *o)
+{
+	memset(o, 0, sizeof *o);
+	if (!remote_id || !*remote_id)
+		return 0;
+	sqlite3_stmt *s = prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
+				   " AND state='delivered' ORDER BY id LIMIT 1");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return rc == SQLITE_DONE ? 0 : -1;
+	}
+	json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+	const char *kind = (const char *)sqlite3_column_text(s, 1);
+	o->comment = kind && strcmp(kind, "comment") == 0;
+	sqlite3_finalize(s);
+	json_t *author = json_object_get(p, "author");
+	o->author_name = json_dup(author, "name");
+	o->author_email = json_dup(author, "email");
+	o->subject = json_dup(p, "subject");
+	json_decref(p);
+	return 1;
+}
+
+void outbox_origin_clear(struct outbox_origin *o)
+{
+	free(o->author_name);
+	free(o->author_email);
+	free(o->subject);
+	memset(o, 0, sizeof *o);
 }

@@ -61,10 +61,9 @@ static int set_state(struct store *st, int64_t id, const char *state, const char
 		parsed = json_dumps(j, JSON_COMPACT);
 		json_decref(j);
 	}
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state=?2, reason=?3,"
-			       " parsed=COALESCE(?4, parsed) WHERE id=?1",
-			       -1, &s, NULL) != SQLITE_OK) {
+	/* once per message: kept prepared */
+	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3,"
+				 " parsed=COALESCE(?4, parsed) WHERE id=?1"))) {
 		free(parsed);
 		return -1;
 	}
@@ -75,7 +74,7 @@ static int set_state(struct store *st, int64_t id, const char *state, const char
 	if (parsed)
 		sqlite3_bind_text(s, 4, parsed, -1, free);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -390,6 +389,15 @@ static void forget_attempts(struct store *st, const struct pending *batch, size_
 	sqlite3_finalize(s);
 }
 
+/* Seconds spent in each stage since the start, for the pass summary. */
+static double stage_parse_s, stage_enqueue_s;
+
+void pipeline_stage_seconds(double *parse_s, double *enqueue_s)
+{
+	*parse_s = stage_parse_s;
+	*enqueue_s = stage_enqueue_s;
+}
+
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit)
 {
@@ -398,6 +406,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	int *attempts;
 	size_t n_ids, n_parse = 0;
 	int done = 0;
+	double t_start = now_monotonic();
 
 	if (batch_ids(st, cfg, limit, &ids, &attempts, &n_ids) < 0)
 		return -1;
@@ -442,6 +451,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
+	double t_parsed = now_monotonic();
+	stage_parse_s += t_parsed - t_start;
 
 	/* One transaction (one fsync) for the batch; replies commit on their own
 	 * and notices go out after the commit.  Progress counts the messages
@@ -502,5 +513,6 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	free(notify);
 	free(batch);
+	stage_enqueue_s += now_monotonic() - t_parsed;
 	return done == 0 && store_failed ? -1 : done;
 }

@@ -15,8 +15,16 @@
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
+#define STORE_STMTS 32
+
 struct store {
 	sqlite3 *db;
+	struct {
+		const char *sql; /* by address */
+		sqlite3_stmt *s;
+		int out; /* handed out, not yet given back */
+	} stmts[STORE_STMTS];
+	size_t n_stmts;
 	char *path;
 	char err[512];	  /* the last failure seen by the store_* wrappers */
 	time_t pruned_at; /* last store_prune that ran */
@@ -106,6 +114,8 @@ static const char *const migrations[] = {
 	"CREATE INDEX notices_at ON notices(at);",
 	/* 5: parses of a message started and never ended (the daemon stopped) */
 	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
+	/* 6: digests name the sender of what the gateway posted (outbox_origin) */
+	"CREATE INDEX outbox_remote ON outbox(remote_id);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -359,6 +369,8 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	for (size_t i = 0; i < st->n_stmts; i++)
+		sqlite3_finalize(st->stmts[i].s);
 	sqlite3_close(st->db);
 	free(st->path);
 	free(st);
@@ -372,6 +384,45 @@ static const char *note_error(struct store *st)
 {
 	describe_error(st->db, st->path, st->err, sizeof st->err);
 	return st->err;
+}
+
+sqlite3_stmt *store_stmt(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	size_t i;
+	for (i = 0; i < st->n_stmts && st->stmts[i].sql != sql; i++)
+		;
+	if (i < st->n_stmts && !st->stmts[i].out) {
+		st->stmts[i].out = 1;
+		return st->stmts[i].s;
+	}
+	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+		note_error(st);
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	if (i == st->n_stmts && i < STORE_STMTS) {
+		st->stmts[i].sql = sql;
+		st->stmts[i].s = s;
+		st->stmts[i].out = 1;
+		st->n_stmts++;
+	}
+	return s;
+}
+
+void store_stmt_done(struct store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < st->n_stmts; i++) {
+		if (st->stmts[i].s == s) {
+			sqlite3_reset(s);
+			sqlite3_clear_bindings(s);
+			st->stmts[i].out = 0;
+			return;
+		}
+	}
+	sqlite3_finalize(s);
 }
 
 const char *store_errmsg(struct store *st)

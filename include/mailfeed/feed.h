@@ -87,6 +87,9 @@ struct feed_entry {
 	char *text;
 	char *url;              /* link to the post on the service, may be NULL */
 	time_t created;
+	/* Filled by the digest from what the gateway made (outbox_origin), NULL
+	 * otherwise: a comment's post's subject. */
+	char *post_subject;
 };
 
 /* A member of a group at the feed service who has an email address, and
@@ -99,6 +102,11 @@ struct feed_member {
 
 struct feed_backend_ops {
 	const char *name;
+	/* Items handed to one deliver call when more are due; 0 means
+	 * 4 x [feed] concurrency (right for a network service).  A backend
+	 * without a network round trip takes bigger batches: every batch costs
+	 * the outbox three commits and one due-item query. */
+	size_t batch;
 	/* Sets *ctx. 0, or -1 with err. */
 	int (*open)(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
 		    size_t errlen);

@@ -56,6 +56,9 @@ long outbox_next_due(struct store *st);
 /* outbox_deliver_due through the given backend instead of the configured
  * one (tests and tools drive a backend of their own). */
 struct feed_backend_ops;
+/* Items per deliver call: the backend's own batch, or 4 x [feed]
+ * concurrency. */
+size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_ops *ops);
 int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
 			   const struct feed_backend_ops *ops, void *backend_ctx, long *waiting);
 
@@ -86,5 +89,17 @@ void outbox_dead_free(struct outbox_dead *list, size_t n);
  * 0 done, 1 no such dead entry, -1 with a message in err. */
 int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen);
 int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen);
+
+/* What the gateway knows of an element it made at the feed service from a
+ * mail: the sender and the subject.  All owned, NULL when unknown. */
+struct outbox_origin {
+	char *author_name;
+	char *author_email;
+	char *subject;
+	int comment; /* the element is a comment */
+};
+/* 1 found (o filled), 0 not an element of the gateway's, -1 error. */
+int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin *o);
+void outbox_origin_clear(struct outbox_origin *o);
 
 #endif

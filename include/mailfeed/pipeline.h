@@ -18,4 +18,9 @@ struct parse_worker;
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit);
 
+/* Seconds spent so far in pipeline_process_new reading and parsing the
+ * messages (parse_s), and classifying, threading and enqueueing them up to
+ * the commit (enqueue_s). */
+void pipeline_stage_seconds(double *parse_s, double *enqueue_s);
+
 #endif

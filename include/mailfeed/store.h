@@ -43,6 +43,16 @@ void store_rollback(struct store *st);
 int store_exec(struct store *st, const char *sql);
 const char *store_errmsg(struct store *st);
 
+/* A prepared statement kept for the life of the connection, for the
+ * statements run once per message or item: the same SQL text (the same
+ * string literal: it is looked up by address) gets the same statement back,
+ * unbound and reset.  Give it back with store_stmt_done, never
+ * sqlite3_finalize; a statement asked for while its twin is still out is
+ * prepared afresh and finalized when given back.  NULL on a prepare error
+ * (store_errmsg tells). */
+sqlite3_stmt *store_stmt(struct store *st, const char *sql);
+void store_stmt_done(struct store *st, sqlite3_stmt *s);
+
 /* --- folders and ingestion ------------------------------------------- */
 
 struct folder_state {

@@ -187,6 +187,55 @@ static int deliver(struct fx *x)
 
 /* --- tests ----------------------------------------------------------------- */
 
+/* A backend that counts its deliver calls and the largest batch it got. */
+struct counting {
+	int calls;
+	size_t most, total;
+};
+
+static void counting_deliver(void *ctx, const struct feed_item *items, size_t n,
+			     struct feed_result *res)
+{
+	struct counting *c = ctx;
+	c->calls++;
+	c->most = n > c->most ? n : c->most;
+	c->total += n;
+	for (size_t i = 0; i < n; i++) {
+		memset(&res[i], 0, sizeof res[i]);
+		res[i].status = FEED_OK;
+		res[i].remote_id = xasprintf("r-%s", items[i].key);
+	}
+}
+
+/* A backend without network round trips asks for big batches; the others
+ * get 4 x concurrency items per call. */
+static void test_backend_batch_size(void **state)
+{
+	struct fx *x = *state;
+	char key[32];
+	for (int i = 0; i < 30; i++) {
+		snprintf(key, sizeof key, "b%02d", i);
+		enqueue(x, key, "post", 0, 0);
+	}
+	struct feed_backend_ops big = {.name = "big", .deliver = counting_deliver, .batch = 25};
+	struct feed_backend_ops small = {.name = "small", .deliver = counting_deliver};
+	assert_int_equal(outbox_batch_size(&x->cfg, &big), 25);
+	assert_int_equal(outbox_batch_size(&x->cfg, &small), 8); /* concurrency 2 */
+
+	struct counting c = {0};
+	long waiting = -1;
+	assert_int_equal(outbox_deliver_due_ops(x->st, &x->cfg, &big, &c, &waiting), 0);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(c.total, 25);
+	assert_int_equal(waiting, 5);
+	assert_int_equal(outbox_deliver_due_ops(x->st, &x->cfg, &small, &c, &waiting), 0);
+	assert_int_equal(c.calls, 2);
+	assert_int_equal(c.total, 30);
+	assert_int_equal(c.most, 25);
+	assert_int_equal(waiting, 0);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"), 30);
+}
+
 static void test_enqueue_is_idempotent(void **state)
 {
 	struct fx *x = *state;
@@ -517,6 +566,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_enqueue_is_idempotent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backend_batch_size, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comments_wait_for_post, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comments_keep_date_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backoff_and_retry_after, setup, teardown),

@@ -70,6 +70,33 @@ static long count(struct store *st, const char *sql)
 	return n;
 }
 
+/* A kept statement comes back prepared, reset and unbound; one asked for
+ * while its twin is out is a statement of its own; all close with the
+ * store (the leak check tells). */
+static void test_kept_statements(void **state)
+{
+	static const char *const sql = "SELECT ?1 IS NULL, ?1";
+	struct store *st = open_ok();
+	sqlite3_stmt *a = store_stmt(st, sql);
+	assert_non_null(a);
+	sqlite3_bind_int(a, 1, 7);
+	assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(a, 1), 7);
+	sqlite3_stmt *b = store_stmt(st, sql); /* a is still out */
+	assert_non_null(b);
+	assert_ptr_not_equal(a, b);
+	store_stmt_done(st, b);
+	store_stmt_done(st, a);
+	sqlite3_stmt *c = store_stmt(st, sql);
+	assert_ptr_equal(c, a);
+	assert_int_equal(sqlite3_step(c), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(c, 0), 1); /* the binding was cleared */
+	store_stmt_done(st, c);
+	assert_null(store_stmt(st, "SELECT FROM nowhere"));
+	assert_non_null(strstr(store_errmsg(st), "syntax"));
+	store_close(st);
+}
+
 static void test_create_and_reopen(void **state)
 {
 	struct store *st = open_ok();
@@ -244,6 +271,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_create_and_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kept_statements, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_message_and_checkpoint_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_uidvalidity_change, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acks_only_when_safe, setup, teardown),
