@@ -34,8 +34,8 @@ static double grace(void)
 
 struct slot {
 	char *name;
-	double last;       /* the last beat or wait */
-	double due;        /* beat expected by then */
+	double last;	   /* the last beat or wait */
+	double due;	   /* beat expected by then */
 	double wait_until; /* > now: in a known wait */
 	enum health_wait kind;
 	char *reason;

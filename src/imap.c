@@ -62,25 +62,25 @@ struct imap_session {
 	mailimap *imap;
 	const struct mf_account *acct;
 	int has_idle, has_move, has_uidplus;
-	char *folder;          /* selected folder, for a reconnect */
-	uint32_t uidvalidity;  /* of the last SELECT */
+	char *folder;	      /* selected folder, for a reconnect */
+	uint32_t uidvalidity; /* of the last SELECT */
 	long long max_size;
 	/* the current command */
 	size_t budget, got;
 	size_t literal_limit;
 	double started;
-	int overflow;          /* the budget or literal limit was exceeded */
-	int timed_out;         /* the deadline passed */
+	int overflow;			 /* the budget or literal limit was exceeded */
+	int timed_out;			 /* the deadline passed */
 	unsigned long long literal_seen; /* the largest literal announced */
 	/* literal scanner state */
-	int lit_state;         /* 0 text, 1 in {digits, 2 after }, 3 after }\r */
+	int lit_state; /* 0 text, 1 in {digits, 2 after }, 3 after }\r */
 	unsigned long long lit_value;
 	unsigned long long lit_left; /* bytes of a literal still to pass */
 	/* quick wake-ups */
 	double last_wake;
 	long quick_ms;
 	uint32_t last_exists;
-	int fixed_fd;          /* opened on a given socket: no reconnect */
+	int fixed_fd; /* opened on a given socket: no reconnect */
 };
 
 static __thread enum imap_failure last_failure;
@@ -215,8 +215,8 @@ static int guard_scan(struct imap_session *s, const unsigned char *p, size_t n)
 	size_t i = 0;
 	while (i < n) {
 		if (s->lit_left > 0) {
-			size_t take = s->lit_left < (unsigned long long)(n - i) ? (size_t)s->lit_left
-										 : n - i;
+			size_t take =
+			    s->lit_left < (unsigned long long)(n - i) ? (size_t)s->lit_left : n - i;
 			s->lit_left -= take;
 			i += take;
 			continue;
@@ -538,15 +538,14 @@ static void login_error(struct imap_session *s, int rc, int xoauth, char *err, s
 			"login refused: the server requires an encrypted connection (\"%s\"): set "
 			"tls = implicit or starttls",
 			text);
-	} else if (says(code, "UNAVAILABLE") || says(code, "LIMIT") ||
-		   says(text, "connections") || says(text, "too many")) {
+	} else if (says(code, "UNAVAILABLE") || says(code, "LIMIT") || says(text, "connections") ||
+		   says(text, "too many")) {
 		last_failure = IMAP_FAIL_NETWORK;
 		set_err(err, errlen, a,
 			"login refused: too many connections for %s (\"%s\"): close other clients "
 			"of this account or raise the server's limit",
 			a->username, text);
-	} else if (says(code, "INUSE") || says(text, "try again") ||
-		   says(text, "temporar")) {
+	} else if (says(code, "INUSE") || says(text, "try again") || says(text, "temporar")) {
 		last_failure = IMAP_FAIL_NETWORK;
 		set_err(err, errlen, a, "login refused for now by %s (\"%s\"): retrying later",
 			a->host, text);
@@ -873,8 +872,8 @@ int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids,
 			   from_uid, uids, n, err, errlen);
 }
 
-int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n,
-		      char *err, size_t errlen)
+int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n, char *err,
+		      size_t errlen)
 {
 	struct tm tm;
 	gmtime_r(&since, &tm);
@@ -1020,9 +1019,8 @@ static int fetch_bodies(struct imap_session *s, const uint32_t *want, size_t nw,
 					if (m[k].uid != want[0])
 						continue;
 					m[k].too_large = 1;
-					unsigned long long seen = s->literal_seen > s->got
-								      ? s->literal_seen
-								      : s->got;
+					unsigned long long seen =
+					    s->literal_seen > s->got ? s->literal_seen : s->got;
 					if (seen > m[k].size)
 						m[k].size = size_u32(seen);
 					log_warn("imap.too_large account=%s folder=%s uid=%u "
@@ -1109,8 +1107,8 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 					for (size_t k = i; k < j; k++)
 						if (m[k].uid == want[w])
 							claimed = m[k].size;
-					int r1 = fetch_bodies(s, want + w, 1, claimed, m + i,
-							      j - i, max_size, err, errlen);
+					int r1 = fetch_bodies(s, want + w, 1, claimed, m + i, j - i,
+							      max_size, err, errlen);
 					if (r1 < 0 ||
 					    (r1 == 1 && session_reopen(s, err, errlen) < 0))
 						r = -1;
@@ -1130,7 +1128,8 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 				int stop = 0;
 				if (m[k].size == 0 && m[k].date == 0)
 					continue;
-				if ((long long)m[k].size <= max_size && !m[k].raw && !m[k].too_large)
+				if ((long long)m[k].size <= max_size && !m[k].raw &&
+				    !m[k].too_large)
 					continue; /* vanished between the two fetches */
 				if (m[k].too_large && (long long)m[k].size <= max_size)
 					m[k].size = size_u32((unsigned long long)max_size + 1);
@@ -1169,8 +1168,9 @@ static int store_flags(struct imap_session *s, struct mailimap_set *set, int see
  * connection: the session is still good. */
 static int refused(struct imap_session *s, int rc)
 {
-	return rc != MAILIMAP_NO_ERROR && rc != MAILIMAP_ERROR_STREAM && rc != MAILIMAP_ERROR_PARSE &&
-	       rc != MAILIMAP_ERROR_MEMORY && !s->overflow && !s->timed_out && s->imap->imap_stream;
+	return rc != MAILIMAP_NO_ERROR && rc != MAILIMAP_ERROR_STREAM &&
+	       rc != MAILIMAP_ERROR_PARSE && rc != MAILIMAP_ERROR_MEMORY && !s->overflow &&
+	       !s->timed_out && s->imap->imap_stream;
 }
 
 int imap_after(struct imap_session *s, enum after_action a, const char *folder,

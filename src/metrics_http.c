@@ -245,7 +245,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	int metrics = strcmp(url, "/metrics") == 0;
 	int health = strcmp(url, "/healthz") == 0;
 	if (!metrics && !health)
-		return respond_text(c, MHD_HTTP_NOT_FOUND, "only /metrics and /healthz are served here\n");
+		return respond_text(c, MHD_HTTP_NOT_FOUND,
+				    "only /metrics and /healthz are served here\n");
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
 	return metrics ? serve_metrics(ms, c) : serve_health(c);

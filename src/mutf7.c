@@ -162,7 +162,8 @@ char *mutf7_decode(const char *s)
 				} else if (unit >= 0xdc00 && unit <= 0xdfff) {
 					if (!high)
 						goto bad;
-					put_utf8(&b, 0x10000 + ((high - 0xd800) << 10) + (unit - 0xdc00));
+					put_utf8(&b, 0x10000 + ((high - 0xd800) << 10) +
+							 (unit - 0xdc00));
 					high = 0;
 				} else {
 					/* printable ASCII must not be encoded */

@@ -13,7 +13,7 @@
 #include "mailfeed/util.h"
 
 enum health_wait {
-	HEALTH_BACKOFF,      /* reconnecting or retrying after an error */
+	HEALTH_BACKOFF,	     /* reconnecting or retrying after an error */
 	HEALTH_AUTH_BACKOFF, /* the account was refused at login */
 };
 

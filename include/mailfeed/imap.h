@@ -27,8 +27,8 @@ struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t 
 enum imap_failure {
 	IMAP_FAIL_NONE,
 	IMAP_FAIL_NETWORK, /* resolve, connect, greeting, stall */
-	IMAP_FAIL_TLS,     /* handshake or certificate */
-	IMAP_FAIL_AUTH,    /* the server refused the login */
+	IMAP_FAIL_TLS,	   /* handshake or certificate */
+	IMAP_FAIL_AUTH,	   /* the server refused the login */
 };
 enum imap_failure imap_last_failure(void);
 
@@ -43,7 +43,7 @@ void imap_abort(struct imap_session *s);
 
 struct imap_folder_info {
 	uint32_t uidvalidity;
-	uint32_t uidnext;  /* 0 when the server did not say */
+	uint32_t uidnext; /* 0 when the server did not say */
 	uint32_t exists;
 };
 int imap_select(struct imap_session *s, const char *folder, struct imap_folder_info *info,
@@ -56,14 +56,14 @@ int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids,
 
 /* UIDs of messages whose internal date is on or after the day of since
  * (UTC), ascending. */
-int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n,
-		      char *err, size_t errlen);
+int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n, char *err,
+		      size_t errlen);
 
 struct imap_fetched {
 	uint32_t uid;
-	uint32_t size;           /* RFC822.SIZE */
+	uint32_t size; /* RFC822.SIZE */
 	time_t internaldate;
-	const char *raw;         /* NULL when not fetched (too big) */
+	const char *raw; /* NULL when not fetched (too big) */
 	size_t raw_len;
 };
 /* Called once per message in UID order; return non-zero to stop. */

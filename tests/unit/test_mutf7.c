@@ -42,19 +42,19 @@ static void examples(void **state)
 static void invalid_utf8_is_refused(void **state)
 {
 	(void)state;
-	assert_null(mutf7_encode("F\xf6rderung"));        /* Latin-1 */
-	assert_null(mutf7_encode("\xc0\xaf"));            /* overlong */
-	assert_null(mutf7_encode("\xed\xa0\x80"));        /* surrogate */
-	assert_null(mutf7_encode("\xf4\x90\x80\x80"));    /* beyond U+10FFFF */
-	assert_null(mutf7_encode("abc\xe2\x82"));         /* cut off */
+	assert_null(mutf7_encode("F\xf6rderung"));     /* Latin-1 */
+	assert_null(mutf7_encode("\xc0\xaf"));	       /* overlong */
+	assert_null(mutf7_encode("\xed\xa0\x80"));     /* surrogate */
+	assert_null(mutf7_encode("\xf4\x90\x80\x80")); /* beyond U+10FFFF */
+	assert_null(mutf7_encode("abc\xe2\x82"));      /* cut off */
 }
 
 static void malformed_wire_names_are_refused(void **state)
 {
 	(void)state;
-	assert_null(mutf7_decode("F&APY"));     /* no closing - */
-	assert_null(mutf7_decode("&AGE-"));     /* "a" must not be encoded */
-	assert_null(mutf7_decode("&2Dw-"));     /* lone high surrogate */
+	assert_null(mutf7_decode("F&APY")); /* no closing - */
+	assert_null(mutf7_decode("&AGE-")); /* "a" must not be encoded */
+	assert_null(mutf7_decode("&2Dw-")); /* lone high surrogate */
 	assert_null(mutf7_decode("&-&"));
 	assert_null(mutf7_decode("F\xc3\xb6"));
 }
