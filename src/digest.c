@@ -596,6 +596,23 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 		buf_printf(&txt, "... and %zu more.\n", skipped);
 		buf_printf(&html, "<p style=\"color:#555\">&hellip; and %zu more.</p>\n", skipped);
 	}
+	/* leaving one group: a link per group that has something in this mail */
+	for (size_t i = 0; i < n_groups; i++) {
+		if (!groups[i].n || strpbrk(groups[i].label, " \t\r\n"))
+			continue;
+		char *w = xasprintf("unsubscribe %s", groups[i].label);
+		char *leave = mailto(unsub_addr, w);
+		char *label = smtp_header_text(groups[i].label);
+		buf_printf(&txt, "Leave %s: %s\n", label, leave);
+		buf_puts(&html, "<p style=\"margin:2px 0;font-size:12px\"><a href=\"");
+		html_escape(&html, leave);
+		buf_puts(&html, "\" style=\"color:#777\">Leave ");
+		html_escape(&html, label);
+		buf_puts(&html, "</a></p>\n");
+		free(label);
+		free(leave);
+		free(w);
+	}
 	put_footer(&txt, &html, unsub, "You receive this digest because you follow these groups.",
 		   z ? zone : NULL);
 
@@ -713,6 +730,8 @@ int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const 
 	long y;
 	int m, d, rc = 0;
 
+	if (f == FREQ_MINE)
+		f = FREQ_DAILY; /* a daily digest, filtered */
 	if (f != FREQ_DAILY && f != FREQ_WEEKLY)
 		return -1;
 	if (tz && *tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz))
@@ -928,7 +947,7 @@ static void members_prune(struct store *st, const struct strlist *gids)
  * is new gets its digest state, one that no group asks for any more loses
  * it.  0 or -1. */
 static int members_store(struct store *st, const char *gid, const struct feed_member *m, size_t n,
-			 time_t now, int counts[4])
+			 time_t now, int counts[FREQ_MINE + 1])
 {
 	sqlite3_stmt *ins = NULL, *sub = NULL, *rd = NULL;
 	int rc = -1;
@@ -1002,7 +1021,7 @@ int digest_refresh_members(struct store *st, const struct mf_config *cfg,
 		struct feed_member *m = NULL;
 		size_t n = 0;
 		char err[512] = "";
-		int counts[4] = {0};
+		int counts[FREQ_MINE + 1] = {0};
 		if (!force && !members_due(st, gid, now))
 			continue;
 		if (ops->read_members(feed_ctx, gid, &m, &n, err, sizeof err) < 0) {
@@ -1577,16 +1596,80 @@ static void group_reads_free(struct run *r)
 /* Fills groups[] with what each followed group holds after since, up to
  * the end of the window (borrowed from the run's reads).  0, or -1 when a
  * group could not be read. */
-static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
-		       struct digest_group *groups, size_t *total)
+/* The posts (remote ids) whose threads email muted. */
+static void muted_of(struct run *r, const char *email, struct strlist *out)
 {
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(r->st), "SELECT remote_id FROM mutes WHERE email=lower(?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	while (sqlite3_step(s) == SQLITE_ROW)
+		strlist_add(out, (const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+}
+
+static const char *root_of(const struct feed_entry *e)
+{
+	return e->parent_remote_id ? e->parent_remote_id : e->remote_id;
+}
+
+static int listed(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; s && i < l->n; i++)
+		if (strcmp(l->v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+/* Is email's part in e: its author, or named in its text? */
+static int concerns(const struct feed_entry *e, const char *email)
+{
+	if (e->author_email && strcasecmp(e->author_email, email) == 0)
+		return 1;
+	return e->text && strcasestr(e->text, email) != NULL;
+}
+
+/* Leaves out of g the threads sub muted and, with `mine`, those sub has no
+ * part in; the kept entries are copied to *kept (owned by the caller). */
+static void keep_wanted(const struct subscriber *sub, const struct strlist *muted,
+			struct digest_group *g, struct feed_entry **kept)
+{
+	struct strlist mine = {0};
+	if (sub->freq == FREQ_MINE)
+		for (size_t i = 0; i < g->n; i++)
+			if (concerns(&g->entries[i], sub->email) && root_of(&g->entries[i]))
+				strlist_add(&mine, root_of(&g->entries[i]));
+	struct feed_entry *k = xcalloc(g->n ? g->n : 1, sizeof *k);
+	size_t n = 0;
+	for (size_t i = 0; i < g->n; i++) {
+		const char *root = root_of(&g->entries[i]);
+		if (listed(muted, root) || (sub->freq == FREQ_MINE && !listed(&mine, root)))
+			continue;
+		k[n++] = g->entries[i];
+	}
+	strlist_free(&mine);
+	g->entries = k;
+	g->n = n;
+	*kept = k;
+}
+
+/* Fills groups (one per group sub follows) with what is new since `since`;
+ * kept[] receives arrays the caller frees.  -1 when a group cannot be read. */
+static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
+		       struct digest_group *groups, size_t *total, struct feed_entry **kept)
+{
+	struct strlist muted = {0};
 	*total = 0;
+	muted_of(r, sub->email, &muted);
 	for (size_t i = 0; i < sub->groups.n; i++) {
 		const char *gid = group_id(r->cfg, sub->groups.v[i]);
 		struct group_read *g = group_read_get(r, gid, since);
 		size_t lo = 0, hi;
-		if (!g)
+		if (!g) {
+			strlist_free(&muted);
 			return -1;
+		}
 		while (lo < g->n && g->entries[lo].created <= since)
 			lo++;
 		for (hi = lo; hi < g->n && g->entries[hi].created <= window_end(r); hi++)
@@ -1595,9 +1678,19 @@ static int read_groups(struct run *r, const struct subscriber *sub, time_t since
 		groups[i].gid = gid;
 		groups[i].entries = g->entries + lo;
 		groups[i].n = hi - lo;
-		*total += hi - lo;
+		if (muted.n || sub->freq == FREQ_MINE)
+			keep_wanted(sub, &muted, &groups[i], &kept[i]);
+		*total += groups[i].n;
 	}
+	strlist_free(&muted);
 	return 0;
+}
+
+static void kept_free(struct feed_entry **kept, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(kept[i]);
+	free(kept);
 }
 
 static void digest_one(struct run *r, struct subscriber *sub, const char *period, const char *label)
@@ -1610,8 +1703,9 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 				     : sub->since - (sub->freq == FREQ_WEEKLY ? 7 * 86400 : 86400);
 	struct digest_mail mail = {0};
 	char q[300];
+	struct feed_entry **kept = xcalloc(ng ? ng : 1, sizeof *kept);
 
-	if (read_groups(r, sub, since, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total, kept) < 0)
 		goto out; /* tried again on the next run */
 	if (total == 0) {
 		/* nothing new: the period passes without mail */
@@ -1645,6 +1739,7 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 	queue_mail(r, sub, period, &mail, NULL, NULL, 1);
 out:
 	digest_mail_free(&mail);
+	kept_free(kept, ng);
 	free(groups);
 }
 
@@ -1654,8 +1749,9 @@ static void notify_each(struct run *r, struct subscriber *sub)
 	size_t ng = sub->groups.n, total;
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
 	time_t since = sub->has_last ? sub->last_sent : sub->since;
+	struct feed_entry **kept = xcalloc(ng ? ng : 1, sizeof *kept);
 
-	if (read_groups(r, sub, since, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total, kept) < 0)
 		goto out;
 	/* last_sent moves once every notification is sent (each_finish) */
 	sub->each_due = 1;
@@ -1694,6 +1790,7 @@ static void notify_each(struct run *r, struct subscriber *sub)
 		}
 	}
 out:
+	kept_free(kept, ng);
 	free(groups);
 }
 

@@ -555,6 +555,9 @@ static void login_error(struct imap_session *s, int rc, int xoauth, char *err, s
 			xoauth ? "the OAuth2 token" : "password_file");
 	}
 }
+/* Whether the last imap_open() of this thread failed on refused
+ * credentials (not on TLS, a connection limit or a busy server). */
+int imap_login_refused(void) { return last_failure == IMAP_FAIL_AUTH; }
 
 static int authenticate(struct imap_session *s, char *err, size_t errlen)
 {
@@ -1369,5 +1372,35 @@ int imap_keyword(struct imap_session *s, const char *keyword, int add, const uin
 			failure_text(s, rc, why, sizeof why));
 		return -1;
 	}
+	return 0;
+}
+
+int imap_fetch_header(struct imap_session *s, uint32_t uid, char **raw, size_t *len, char *err,
+		      size_t errlen)
+{
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	clist *res = NULL;
+	*raw = NULL;
+	*len = 0;
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(
+	    ft, mailimap_fetch_att_new_body_peek_section_partial(mailimap_section_new_header(), 0,
+								 IMAP_HEADER_MAX));
+	cmd_begin(s, IMAP_HEADER_MAX + HEADROOM, IMAP_HEADER_MAX + HEADROOM);
+	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
+		set_err(err, errlen, s->acct, "UID FETCH BODY.PEEK[HEADER] failed: %s",
+			failure_text(s, rc, why, sizeof why));
+		return -1;
+	}
+	struct meta m = {.uid = uid};
+	take_results(res, &m, 1, 1, IMAP_HEADER_MAX);
+	mailimap_fetch_list_free(res);
+	*raw = m.raw;
+	*len = m.raw_len;
 	return 0;
 }
