@@ -31,6 +31,7 @@
 #include "mailfeed/cli.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
+#include "mailfeed/health.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/ingest.h"
 #include "mailfeed/log.h"
@@ -47,6 +48,10 @@
 #define STORE_MAX_BACKOFF 30
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
+/* The longest a step of a watcher or of the processor may go without
+ * progress (one message fetched, one batch processed) before /healthz
+ * calls it stuck. */
+#define HEALTH_STEP health_step()
 #define AUTH_FAILURES 3       /* refused logins of an account before ... */
 #define AUTH_BACKOFF 3600     /* ... it waits this long (a reload retries at once) */
 
@@ -75,6 +80,7 @@ struct watcher {
 	int wake_fd;
 	volatile int stop;
 	int proc_wake_fd;
+	int health; /* its slot in the liveness table */
 	struct account_gate *gate; /* NULL in run --once */
 	const struct mf_config *cfg;
 };
@@ -163,18 +169,26 @@ static void *watcher_main(void *arg)
 		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
 		return NULL;
 	}
+	health_bind(w->health);
 	while (!w->stop) {
 		long barred = gate_wait(w->gate);
 		if (barred > 0) {
+			health_wait(w->health, HEALTH_AUTH_BACKOFF, (double)barred,
+				    "the account's logins were refused; a reload retries at once");
 			sleep_or_wake(w->wake_fd, barred);
 			continue;
 		}
+		health_beat(w->health, HEALTH_STEP);
 		struct imap_session *s = imap_open(w->acct, err, sizeof err);
 		gate_result(w->gate, st, !s && imap_login_refused(), err);
 		if (!s) {
 			long delay = jitter(backoff);
 			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
 				  delay);
+			health_wait(w->health,
+				    imap_last_failure() == IMAP_FAIL_AUTH ? HEALTH_AUTH_BACKOFF
+									  : HEALTH_BACKOFF,
+				    (double)delay, err);
 			store_folder_error(st, w->key, err);
 			sleep_or_wake(w->wake_fd, delay);
 			backoff = backoff_next(backoff, MAX_BACKOFF);
@@ -197,7 +211,9 @@ static void *watcher_main(void *arg)
 			store_backoff = 1;
 			if (w->stop)
 				break;
+			health_beat(w->health, WATCH_WAIT + 60 + 2.0 * (double)w->acct->timeout);
 			int r = imap_wait(s, w->wake_fd, WATCH_WAIT, err, sizeof err);
+			health_beat(w->health, HEALTH_STEP);
 			drain(w->wake_fd);
 			if (r < 0)
 				break;
@@ -212,6 +228,7 @@ static void *watcher_main(void *arg)
 			 * full disk, say); try again soon, from where it stopped */
 			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
 				 w->key, err, store_backoff);
+			health_wait(w->health, HEALTH_BACKOFF, (double)store_backoff, err);
 			sleep_or_wake(w->wake_fd, store_backoff);
 			store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 			continue;
@@ -219,6 +236,7 @@ static void *watcher_main(void *arg)
 		long delay = jitter(backoff);
 		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
 			 delay);
+		health_wait(w->health, HEALTH_BACKOFF, (double)delay, err);
 		store_folder_error(st, w->key, err);
 		sleep_or_wake(w->wake_fd, delay);
 		backoff = backoff_next(backoff, MAX_BACKOFF);
@@ -298,6 +316,9 @@ static void watchers_start(struct daemon *d, struct store *st)
 		if (w->acct >= d->cfg->accounts && w->acct < d->cfg->accounts + d->ngates)
 			w->gate = &d->gates[w->acct - d->cfg->accounts];
 		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		char name[300];
+		snprintf(name, sizeof name, "mailbox %s", w->key);
+		w->health = health_register(name);
 		if (pthread_create(&w->thread, NULL, watcher_main, w) == 0)
 			w->running = 1;
 		else
@@ -314,6 +335,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 	}
 	for (size_t i = 0; i < d->nw; i++) {
 		struct watcher *w = &d->w[i];
+		health_unregister(w->health);
 		if (!w->running)
 			continue;
 		double left = deadline - now_monotonic();
@@ -460,13 +482,16 @@ static int run_once(struct daemon *d, struct store *st)
 		struct watcher *w = &d->w[i];
 		if (!sessions[i])
 			continue;
-		if (ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder, err,
-				      sizeof err) < 0) {
+		int arc = ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder,
+					    err, sizeof err);
+		if (arc < 0) {
 			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+			store_folder_error(st, w->key, err);
 			imap_abort(sessions[i]);
 			failures++;
 			continue;
 		}
+		failures += arc == INGEST_ACKS_WAITING;
 		imap_close(sessions[i]);
 	}
 	free(sessions);
@@ -520,6 +545,7 @@ static void parse_feeds_watchdog(void *arg)
 	static double last;
 	double now = now_monotonic();
 	(void)arg;
+	health_beat_current(HEALTH_STEP);
 	if ((now - last) * 1000 >= (double)parse_wd_interval_ms) {
 		sd_notify(0, "WATCHDOG=1");
 		last = now;
@@ -592,6 +618,7 @@ static int digest_keep_going(void *arg)
 	struct digest_pace *p = arg;
 	struct pollfd pf = {.fd = p->sfd, .events = POLLIN};
 	double now = now_monotonic();
+	health_beat_current(HEALTH_STEP);
 	if ((now - *p->last_ping) * 1000 >= (double)p->wd_interval_ms) {
 		sd_notify(0, "WATCHDOG=1");
 		*p->last_ping = now;
@@ -608,6 +635,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
 		wd_interval_ms = (long)(wd_usec / 2000);
+	int health = health_register("processor");
+	health_bind(health);
 	parse_wd_interval_ms = wd_interval_ms;
 	watchers_start(d, *stp);
 	note_set(*stp, "heartbeat", NULL, 0);
@@ -632,8 +661,14 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		}
 		struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN},
 				       {.fd = d->proc_wake_fd, .events = POLLIN}};
+		if (store_retry_at <= now_monotonic())
+			health_beat(health, (double)timeout_ms / 1000 + 60);
 		if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
 			break;
+		/* a batch may take every message's parse timeout */
+		double step = HEALTH_STEP + (double)PROCESS_BATCH * (double)d->cfg->gateway.parse_timeout;
+		if (store_retry_at <= now_monotonic())
+			health_beat(health, step);
 		if (pf[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof si) == sizeof si) {
@@ -654,6 +689,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			int n, delivered_any = 0;
 			do {
 				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
+				health_beat(health, step);
 			} while (n > 0);
 			int dead = deliver_all(d, st, &delivered_any);
 			if (dead < 0 || n < 0) {
@@ -661,6 +697,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 				store_retry_at = now_monotonic() + (double)store_backoff;
 				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
 					 store_backoff, store_errmsg(st));
+				health_wait(health, HEALTH_BACKOFF, (double)store_backoff,
+					    "the state database failed; processing and delivery wait");
 			} else {
 				store_backoff = 0;
 				store_retry_at = 0;
@@ -676,7 +714,13 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			last_digest = now;
 		}
 		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {
-			sd_notify(0, "WATCHDOG=1");
+			/* fed only while every watcher and the processor make
+			 * progress or wait for a known reason (see /healthz) */
+			if (health_report(NULL))
+				sd_notify(0, "WATCHDOG=1");
+			else
+				log_warn("run.unhealthy note=\"a part made no progress; the watchdog "
+					 "is not fed (GET /healthz names it)\"");
 			note_set(st, "heartbeat", NULL, 0);
 			notify_status(st);
 			metrics_write(st, d->cfg);
@@ -685,6 +729,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	}
 	sd_notify(0, "STOPPING=1");
 	watchers_stop(d, now_monotonic() + 7);
+	health_unregister(health);
 	return 0;
 }
 

@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/loopback.h"
+#include "mailfeed/mutf7.h"
 #include "mailfeed/log.h"
 #include "mailfeed/route.h"
 #include "mailfeed/secret.h"
@@ -995,10 +997,15 @@ static int loader_handle(void *user, const char *section, const char *name, cons
 	return 1;
 }
 
-static int host_is_loopback(const char *h)
+static int host_is_loopback(const char *h) { return host_loopback_only(h); }
+
+/* Folder names travel as modified UTF-7, which only UTF-8 can become. */
+static int utf8_folder_ok(const char *name)
 {
-	return strcmp(h, "localhost") == 0 || strcmp(h, "::1") == 0 || strcmp(h, "[::1]") == 0 ||
-	       strncmp(h, "127.", 4) == 0;
+	char *wire = mutf7_encode(name);
+	int ok = wire != NULL;
+	free(wire);
+	return ok;
 }
 
 /* Host part of an http(s)/smtp(s) URL into out. */
@@ -1160,6 +1167,10 @@ static void validate_mailboxes(struct loader *l)
 			diag_add(l, s->line, "[mailbox %s] is missing 'account'", m->name);
 		if (!m->folder)
 			diag_add(l, s->line, "[mailbox %s] is missing 'folder'", m->name);
+		else if (!utf8_folder_ok(m->folder))
+			diag_add(l, key_line(s, "folder"),
+				 "[mailbox %s] folder is not valid UTF-8 (save the file as UTF-8)",
+				 m->name);
 		if (!m->group)
 			diag_add(l, s->line,
 				 "[mailbox %s] is missing 'group' (the feed's group id)", m->name);

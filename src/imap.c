@@ -27,17 +27,65 @@
 
 #include "mailfeed/imap.h"
 #include "mailfeed/log.h"
+#include "mailfeed/mutf7.h"
 #include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
 #define FETCH_BATCH 100
 #define BODY_BATCH_BYTES (2 * 1024 * 1024)
+/* What a server may send beyond max_message_size in one answer: the
+ * envelope of a FETCH, untagged noise, a long SEARCH line. */
+#define HEADROOM (256 * 1024)
+/* Limits before the first imap_fetch() says max_message_size (greeting,
+ * login, capabilities are small). */
+#define DEFAULT_MAX_SIZE (25LL * 1024 * 1024)
+/* A command may take the account's timeout plus the time to receive what
+ * arrived at this rate: a server that drips a byte now and then runs out
+ * of time, a slow but honest transfer does not. */
+#define MIN_RATE (64 * 1024)
+/* Wake-ups that bring no wait (an EXISTS with every answer, data already
+ * buffered after IDLE) come at most this often, doubling up to the
+ * longest pause while they go on. */
+#define QUICK_WAKE_MIN_MS 1000
+#define QUICK_WAKE_MAX_MS 60000
+
+/* The byte guard between libetpan and the connection: every read is
+ * counted against the current command's budget and deadline, and a
+ * literal announced larger than the literal limit ends the command before
+ * libetpan allocates room for it. */
+struct guard {
+	mailstream_low *inner;
+	struct imap_session *s;
+};
 
 struct imap_session {
 	mailimap *imap;
 	const struct mf_account *acct;
 	int has_idle, has_move, has_uidplus;
+	char *folder;	      /* selected folder, for a reconnect */
+	uint32_t uidvalidity; /* of the last SELECT */
+	long long max_size;
+	/* the current command */
+	size_t budget, got;
+	size_t literal_limit;
+	double started;
+	int overflow;			 /* the budget or literal limit was exceeded */
+	int timed_out;			 /* the deadline passed */
+	unsigned long long literal_seen; /* the largest literal announced */
+	/* literal scanner state */
+	int lit_state; /* 0 text, 1 in {digits, 2 after }, 3 after }\r */
+	unsigned long long lit_value;
+	unsigned long long lit_left; /* bytes of a literal still to pass */
+	/* quick wake-ups */
+	double last_wake;
+	long quick_ms;
+	uint32_t last_exists;
+	int fixed_fd; /* opened on a given socket: no reconnect */
 };
+
+static __thread enum imap_failure last_failure;
+
+enum imap_failure imap_last_failure(void) { return last_failure; }
 
 static void set_err(char *err, size_t errlen, const struct mf_account *a, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -138,6 +186,201 @@ static int tcp_connect(const struct mf_account *a, char *err, size_t errlen)
 		return -1;
 	}
 	return fd;
+}
+
+/* Starts a command: at most budget bytes, deadline from now. */
+static void cmd_begin(struct imap_session *s, size_t budget, size_t literal_limit)
+{
+	s->budget = budget;
+	s->literal_limit = literal_limit;
+	s->got = 0;
+	s->overflow = 0;
+	s->timed_out = 0;
+	s->literal_seen = 0;
+	s->started = now_monotonic();
+}
+
+/* The usual limits: one answer up to max_message_size plus headroom. */
+static void cmd_plain(struct imap_session *s)
+{
+	size_t lim = (size_t)s->max_size + HEADROOM;
+	cmd_begin(s, lim, lim);
+}
+
+/* Passes over the bytes libetpan is about to see: follows literals and
+ * notes the size of each one announced ("{N}" CRLF at a line's end).
+ * Returns -1 when one is larger than the limit. */
+static int guard_scan(struct imap_session *s, const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		if (s->lit_left > 0) {
+			size_t take =
+			    s->lit_left < (unsigned long long)(n - i) ? (size_t)s->lit_left : n - i;
+			s->lit_left -= take;
+			i += take;
+			continue;
+		}
+		unsigned char c = p[i++];
+		switch (s->lit_state) {
+		case 1:
+			if (c >= '0' && c <= '9') {
+				if (s->lit_value < (1ULL << 40))
+					s->lit_value = s->lit_value * 10 + (unsigned)(c - '0');
+				continue;
+			}
+			s->lit_state = c == '}' ? 2 : 0;
+			break;
+		case 2:
+			s->lit_state = c == '\r' ? 3 : 0;
+			break;
+		case 3:
+			s->lit_state = 0;
+			if (c == '\n') {
+				if (s->lit_value > s->literal_seen)
+					s->literal_seen = s->lit_value;
+				if (s->lit_value > s->literal_limit)
+					return -1;
+				s->lit_left = s->lit_value;
+			}
+			break;
+		default:
+			break;
+		}
+		if (c == '{') {
+			s->lit_state = 1;
+			s->lit_value = 0;
+		}
+	}
+	return 0;
+}
+
+static ssize_t guard_read(mailstream_low *low, void *buf, size_t count)
+{
+	struct guard *g = low->data;
+	struct imap_session *s = g->s;
+	double allowed = (double)s->acct->timeout + (double)s->got / MIN_RATE;
+	double left = s->started + allowed - now_monotonic();
+	if (s->overflow || s->timed_out)
+		return -1;
+	if (left <= 0) {
+		s->timed_out = 1;
+		return -1;
+	}
+	/* the inner read waits at most what is left of the deadline */
+	g->inner->timeout = (unsigned long)left + 1;
+	if (count > s->budget - s->got + 1)
+		count = s->budget - s->got + 1;
+	ssize_t r = mailstream_low_read(g->inner, buf, count);
+	if (r <= 0) {
+		if (r < 0 && now_monotonic() >= s->started + allowed)
+			s->timed_out = 1;
+		return r;
+	}
+	s->got += (size_t)r;
+	if (s->got > s->budget || guard_scan(s, buf, (size_t)r) < 0) {
+		s->overflow = 1;
+		return -1;
+	}
+	return r;
+}
+
+static ssize_t guard_write(mailstream_low *low, const void *buf, size_t count)
+{
+	struct guard *g = low->data;
+	return mailstream_low_write(g->inner, buf, count);
+}
+
+static int guard_close(mailstream_low *low)
+{
+	struct guard *g = low->data;
+	return mailstream_low_close(g->inner);
+}
+
+static int guard_get_fd(mailstream_low *low)
+{
+	struct guard *g = low->data;
+	return mailstream_low_get_fd(g->inner);
+}
+
+static void guard_free(mailstream_low *low)
+{
+	struct guard *g = low->data;
+	mailstream_low_free(g->inner);
+	free(g);
+	free(low);
+}
+
+static void guard_cancel(mailstream_low *low)
+{
+	struct guard *g = low->data;
+	mailstream_low_cancel(g->inner);
+}
+
+static struct mailstream_cancel *guard_get_cancel(mailstream_low *low)
+{
+	struct guard *g = low->data;
+	if (!g->inner->driver->mailstream_get_cancel)
+		return NULL;
+	return g->inner->driver->mailstream_get_cancel(g->inner);
+}
+
+static carray *guard_chain(mailstream_low *low)
+{
+	struct guard *g = low->data;
+	if (!g->inner->driver->mailstream_get_certificate_chain)
+		return NULL;
+	return g->inner->driver->mailstream_get_certificate_chain(g->inner);
+}
+
+static mailstream_low_driver guard_driver = {
+    .mailstream_read = guard_read,
+    .mailstream_write = guard_write,
+    .mailstream_close = guard_close,
+    .mailstream_get_fd = guard_get_fd,
+    .mailstream_free = guard_free,
+    .mailstream_cancel = guard_cancel,
+    .mailstream_get_cancel = guard_get_cancel,
+    .mailstream_get_certificate_chain = guard_chain,
+};
+
+/* Puts the guard between the stream and its connection (again after
+ * STARTTLS, which replaces the connection layer). */
+static void guard_install(struct imap_session *s, mailstream *stream)
+{
+	mailstream_low *inner = mailstream_get_low(stream);
+	if (!inner || inner->driver == &guard_driver)
+		return;
+	struct guard *g = xcalloc(1, sizeof *g);
+	g->inner = inner;
+	g->s = s;
+	mailstream_low *low = mailstream_low_new(g, &guard_driver);
+	if (!low) {
+		free(g);
+		return;
+	}
+	low->timeout = inner->timeout;
+	mailstream_set_low(stream, low);
+}
+
+/* Words for a failed command: what the guard saw, else libetpan's code. */
+static const char *failure_text(struct imap_session *s, int rc, char *buf, size_t len)
+{
+	if (s->overflow) {
+		snprintf(buf, len,
+			 "the server sent more than %zu bytes in one answer (max_message_size "
+			 "plus headroom); connection dropped",
+			 s->budget);
+		return buf;
+	}
+	if (s->timed_out) {
+		snprintf(buf, len, "the server did not finish its answer within %.0f s",
+			 now_monotonic() - s->started);
+		return buf;
+	}
+	if (rc == MAILIMAP_ERROR_STREAM)
+		return "connection lost";
+	return server_text(s->imap);
 }
 
 static void sni_callback(struct mailstream_ssl_context *ctx, void *data)
@@ -245,10 +488,76 @@ static void read_caps(struct imap_session *s)
 	s->has_uidplus = mailimap_has_uidplus(s->imap);
 }
 
-/* Per thread: whether the last imap_open() failed on refused credentials. */
-static __thread int login_refused;
+/* CAPABILITY, refreshing libetpan's list (forgetting the old one first
+ * when it is stale, after STARTTLS).  libetpan copies its stored list
+ * after the tagged OK and crashes when a server sent none: an empty list
+ * is put there first. */
+static int capability_refresh(struct imap_session *s, int forget)
+{
+	struct mailimap_connection_info *ci = s->imap->imap_connection_info;
+	struct mailimap_capability_data *cap = NULL;
+	if (!ci)
+		return MAILIMAP_ERROR_BAD_STATE;
+	if (forget && ci->imap_capability) {
+		mailimap_capability_data_free(ci->imap_capability);
+		ci->imap_capability = NULL;
+	}
+	if (!ci->imap_capability) {
+		clist *empty = clist_new();
+		ci->imap_capability = empty ? mailimap_capability_data_new(empty) : NULL;
+		if (!ci->imap_capability) {
+			if (empty)
+				clist_free(empty);
+			return MAILIMAP_ERROR_MEMORY;
+		}
+	}
+	int rc = mailimap_capability(s->imap, &cap);
+	if (cap)
+		mailimap_capability_data_free(cap);
+	return rc;
+}
 
-int imap_login_refused(void) { return login_refused; }
+/* Case-insensitive search for needle in the server's words. */
+static int says(const char *text, const char *needle) { return strcasestr(text, needle) != NULL; }
+
+/* Words for a refused login: a server that wants TLS first, or has too
+ * many connections of this user, is not a wrong password. */
+static void login_error(struct imap_session *s, int rc, int xoauth, char *err, size_t errlen)
+{
+	const struct mf_account *a = s->acct;
+	const char *text = server_text(s->imap);
+	const char *code = s->imap->imap_response_info && s->imap->imap_response_info->rsp_atom
+			       ? s->imap->imap_response_info->rsp_atom
+			       : "";
+	if (rc == MAILIMAP_ERROR_STREAM) {
+		set_err(err, errlen, a, "connection lost during login to %s", a->host);
+	} else if (says(code, "PRIVACYREQUIRED") || says(text, "TLS") || says(text, "SSL") ||
+		   says(text, "plaintext") || says(text, "secure")) {
+		last_failure = IMAP_FAIL_TLS;
+		set_err(err, errlen, a,
+			"login refused: the server requires an encrypted connection (\"%s\"): set "
+			"tls = implicit or starttls",
+			text);
+	} else if (says(code, "UNAVAILABLE") || says(code, "LIMIT") || says(text, "connections") ||
+		   says(text, "too many")) {
+		last_failure = IMAP_FAIL_NETWORK;
+		set_err(err, errlen, a,
+			"login refused: too many connections for %s (\"%s\"): close other clients "
+			"of this account or raise the server's limit",
+			a->username, text);
+	} else if (says(code, "INUSE") || says(text, "try again") || says(text, "temporar")) {
+		last_failure = IMAP_FAIL_NETWORK;
+		set_err(err, errlen, a, "login refused for now by %s (\"%s\"): retrying later",
+			a->host, text);
+	} else {
+		last_failure = IMAP_FAIL_AUTH;
+		set_err(err, errlen, a, "login failed for %s: %s (check %s)", a->username, text,
+			xoauth ? "the OAuth2 token" : "password_file");
+	}
+}
+/* Whether the last imap_open() of this thread failed on refused
+ * credentials (not on TLS, a connection limit or a busy server). */
+int imap_login_refused(void) { return last_failure == IMAP_FAIL_AUTH; }
 
 static int authenticate(struct imap_session *s, char *err, size_t errlen)
 {
@@ -256,6 +565,12 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 	char *secret = NULL;
 	char serr[256];
 	int rc;
+	cmd_begin(s, 64 * 1024, 64 * 1024);
+	if (!s->imap->imap_connection_info || !s->imap->imap_connection_info->imap_capability) {
+		/* no capabilities in the greeting: LOGINDISABLED must be known */
+		capability_refresh(s, 0);
+		cmd_begin(s, 64 * 1024, 64 * 1024);
+	}
 	int xoauth = a->auth == AUTH_XOAUTH2 ||
 		     (a->auth == AUTH_AUTO && (a->oauth2_token_file || a->oauth2_token_command));
 	if (xoauth) {
@@ -270,9 +585,19 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 			set_err(err, errlen, a, "cannot read the password: %s", serr);
 			return -1;
 		}
-		int plain =
-		    a->auth == AUTH_PLAIN ||
-		    (a->auth == AUTH_AUTO && mailimap_has_extension(s->imap, "LOGINDISABLED"));
+		int disabled = mailimap_has_extension(s->imap, "LOGINDISABLED");
+		int plain = a->auth == AUTH_PLAIN || (a->auth == AUTH_AUTO && disabled);
+		if (!plain && disabled) {
+			/* LOGIN would send the password where the server forbids it */
+			explicit_bzero(secret, strlen(secret));
+			free(secret);
+			last_failure = IMAP_FAIL_TLS;
+			set_err(err, errlen, a,
+				"the server %s does not allow LOGIN on this connection "
+				"(LOGINDISABLED): use tls = implicit or starttls, or auth = plain",
+				a->host);
+			return -1;
+		}
 		if (plain)
 			rc = mailimap_authenticate(s->imap, "PLAIN", a->host, NULL, NULL,
 						   a->username, a->username, secret, NULL);
@@ -284,41 +609,32 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 		free(secret);
 	}
 	if (rc != MAILIMAP_NO_ERROR) {
-		if (rc == MAILIMAP_ERROR_STREAM)
-			set_err(err, errlen, a, "connection lost during login to %s", a->host);
-		else
-			set_err(err, errlen, a, "login failed for %s: %s (check %s)", a->username,
-				server_text(s->imap),
-				xoauth ? "the OAuth2 token" : "password_file");
-		/* the credentials were refused, unless the server only said it
-		 * is busy or out of connections */
-		login_refused = rc != MAILIMAP_ERROR_STREAM &&
-				!strcasestr(server_text(s->imap), "UNAVAILABLE") &&
-				!strcasestr(server_text(s->imap), "connections");
+		login_error(s, rc, xoauth, err, errlen);
 		return -1;
 	}
 	/* Dovecot sends post-login capabilities with the OK; others may not */
 	if (!mailimap_has_idle(s->imap)) {
-		struct mailimap_capability_data *cap = NULL;
-		if (mailimap_capability(s->imap, &cap) == MAILIMAP_NO_ERROR && cap)
-			mailimap_capability_data_free(cap);
+		cmd_begin(s, 64 * 1024, 64 * 1024);
+		capability_refresh(s, 0);
 	}
 	read_caps(s);
 	return 0;
 }
 
-struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen)
+/* Connects (or takes the connected fd), checks TLS and logs in: s->imap
+ * is a ready session or NULL. */
+static int session_connect(struct imap_session *s, int fd, char *err, size_t errlen)
 {
-	struct imap_session *s = xcalloc(1, sizeof *s);
+	const struct mf_account *acct = s->acct;
 	mailstream *stream;
-	int fd, rc;
-	login_refused = 0;
-	s->acct = acct;
-	fd = tcp_connect(acct, err, errlen);
-	if (fd < 0) {
-		free(s);
-		return NULL;
-	}
+	int rc;
+	s->lit_state = 0;
+	s->lit_left = 0;
+	last_failure = IMAP_FAIL_NETWORK;
+	if (fd < 0)
+		fd = tcp_connect(acct, err, errlen);
+	if (fd < 0)
+		return -1;
 	s->imap = mailimap_new(0, NULL);
 	mailimap_set_timeout(s->imap, acct->timeout);
 	if (acct->tls == TLS_IMPLICIT)
@@ -333,40 +649,113 @@ struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t 
 		goto fail;
 	}
 	if (acct->tls == TLS_IMPLICIT && tls_check(stream, acct, err, errlen) < 0) {
+		last_failure = IMAP_FAIL_TLS;
 		mailstream_close(stream);
 		goto fail;
 	}
+	guard_install(s, stream);
+	cmd_begin(s, 64 * 1024, 64 * 1024);
 	rc = mailimap_connect(s->imap, stream);
 	if (rc != MAILIMAP_NO_ERROR_NON_AUTHENTICATED && rc != MAILIMAP_NO_ERROR_AUTHENTICATED) {
-		set_err(err, errlen, acct, "no IMAP greeting from %s:%d (error %d)", acct->host,
-			acct->port, rc);
+		char why[200];
+		set_err(err, errlen, acct, "no IMAP greeting from %s:%d (%s)", acct->host,
+			acct->port, failure_text(s, rc, why, sizeof why));
 		goto fail;
 	}
 	if (acct->tls == TLS_STARTTLS) {
+		cmd_begin(s, 64 * 1024, 64 * 1024);
 		rc = mailimap_socket_starttls_with_callback(s->imap, sni_callback, acct->host);
 		if (rc != MAILIMAP_NO_ERROR) {
 			set_err(err, errlen, acct, "STARTTLS with %s failed (error %d)", acct->host,
 				rc);
 			goto fail;
 		}
-		if (tls_check(s->imap->imap_stream, acct, err, errlen) < 0)
+		if (tls_check(s->imap->imap_stream, acct, err, errlen) < 0) {
+			last_failure = IMAP_FAIL_TLS;
 			goto fail;
+		}
+		guard_install(s, s->imap->imap_stream);
 		/* the pre-TLS capability list is stale */
-		struct mailimap_capability_data *cap = NULL;
-		if (mailimap_capability(s->imap, &cap) != MAILIMAP_NO_ERROR) {
+		cmd_begin(s, 64 * 1024, 64 * 1024);
+		if (capability_refresh(s, 1) != MAILIMAP_NO_ERROR) {
 			set_err(err, errlen, acct, "CAPABILITY after STARTTLS failed");
 			goto fail;
 		}
-		mailimap_capability_data_free(cap);
 	}
 	if (authenticate(s, err, errlen) < 0)
 		goto fail;
-	return s;
+	last_failure = IMAP_FAIL_NONE;
+	return 0;
 fail:
 	drop(s);
 	mailimap_free(s->imap);
-	free(s);
-	return NULL;
+	s->imap = NULL;
+	return -1;
+}
+
+struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen)
+{
+	struct imap_session *s = xcalloc(1, sizeof *s);
+	s->acct = acct;
+	s->max_size = DEFAULT_MAX_SIZE;
+	if (session_connect(s, -1, err, errlen) < 0) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+struct imap_session *imap_open_fd(const struct mf_account *acct, int fd, long long max_size,
+				  char *err, size_t errlen)
+{
+	struct imap_session *s = xcalloc(1, sizeof *s);
+	s->acct = acct;
+	s->max_size = max_size;
+	s->fixed_fd = 1;
+	if (session_connect(s, fd, err, errlen) < 0) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* After an answer the guard cut off: a new connection, the same folder
+ * selected again.  Fails when the folder's UIDVALIDITY changed meanwhile,
+ * since the UIDs in hand would then mean other messages. */
+static int session_reopen(struct imap_session *s, char *err, size_t errlen)
+{
+	uint32_t uidvalidity = s->uidvalidity;
+	drop(s);
+	mailimap_free(s->imap);
+	s->imap = NULL;
+	if (s->fixed_fd) {
+		set_err(err, errlen, s->acct, "connection dropped after an oversized answer");
+		return -1;
+	}
+	if (session_connect(s, -1, err, errlen) < 0)
+		return -1;
+	if (!s->folder)
+		return 0;
+	char *wire = mutf7_encode(s->folder);
+	if (!wire)
+		return -1;
+	cmd_plain(s);
+	int rc = mailimap_select(s->imap, wire);
+	free(wire);
+	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
+		set_err(err, errlen, s->acct, "cannot select folder %s again: %s", s->folder,
+			failure_text(s, rc, why, sizeof why));
+		return -1;
+	}
+	struct mailimap_selection_info *si = s->imap->imap_selection_info;
+	if (!si || si->sel_uidvalidity != uidvalidity) {
+		set_err(err, errlen, s->acct, "UIDVALIDITY of %s changed during a fetch",
+			s->folder);
+		return -1;
+	}
+	si->sel_has_exists = 0;
+	return 0;
 }
 
 void imap_abort(struct imap_session *s)
@@ -374,7 +763,9 @@ void imap_abort(struct imap_session *s)
 	if (!s)
 		return;
 	drop(s);
-	mailimap_free(s->imap);
+	if (s->imap)
+		mailimap_free(s->imap);
+	free(s->folder);
 	free(s);
 }
 
@@ -382,8 +773,10 @@ void imap_close(struct imap_session *s)
 {
 	if (!s)
 		return;
-	if (s->imap->imap_stream)
+	if (s->imap && s->imap->imap_stream) {
+		cmd_begin(s, 64 * 1024, 64 * 1024);
 		mailimap_logout(s->imap);
+	}
 	imap_abort(s);
 }
 
@@ -392,23 +785,43 @@ int imap_has_idle(struct imap_session *s) { return s->has_idle; }
 int imap_select(struct imap_session *s, const char *folder, struct imap_folder_info *info,
 		char *err, size_t errlen)
 {
-	int rc = mailimap_select(s->imap, folder);
+	char why[200];
+	char *wire = mutf7_encode(folder);
 	memset(info, 0, sizeof *info);
+	if (!wire) {
+		set_err(err, errlen, s->acct, "folder name %s is not valid UTF-8", folder);
+		return -1;
+	}
+	cmd_plain(s);
+	int rc = mailimap_select(s->imap, wire);
+	free(wire);
 	if (rc != MAILIMAP_NO_ERROR) {
 		set_err(err, errlen, s->acct, "cannot select folder %s: %s", folder,
-			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
+			failure_text(s, rc, why, sizeof why));
 		return -1;
+	}
+	if (!s->folder || strcmp(s->folder, folder) != 0) {
+		free(s->folder);
+		s->folder = xstrdup(folder);
 	}
 	struct mailimap_selection_info *si = s->imap->imap_selection_info;
 	if (si) {
 		info->uidvalidity = si->sel_uidvalidity;
 		info->uidnext = si->sel_uidnext;
 		info->exists = si->sel_has_exists ? si->sel_exists : 0;
+		s->uidvalidity = si->sel_uidvalidity;
+		s->last_exists = info->exists;
 		/* from now on, an EXISTS means mail arrived after this SELECT
 		 * (imap_wait checks it) */
 		si->sel_has_exists = 0;
 	}
 	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 /* UIDs matching key that are >= min_uid, ascending.  Frees key. */
@@ -420,11 +833,13 @@ static int search_uids(struct imap_session *s, struct mailimap_search_key *key, 
 	size_t cap = 0;
 	*uids = NULL;
 	*n = 0;
+	cmd_plain(s);
 	int rc = mailimap_uid_search(s->imap, NULL, key, &result);
 	mailimap_search_key_free(key);
 	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
 		set_err(err, errlen, s->acct, "UID SEARCH failed: %s",
-			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
+			failure_text(s, rc, why, sizeof why));
 		return -1;
 	}
 	for (it = clist_begin(result); it; it = clist_next(it)) {
@@ -438,15 +853,15 @@ static int search_uids(struct imap_session *s, struct mailimap_search_key *key, 
 		(*uids)[(*n)++] = uid;
 	}
 	mailimap_search_result_free(result);
-	/* servers answer in ascending order, but nothing promises it */
-	for (size_t i = 1; i < *n; i++) {
-		uint32_t v = (*uids)[i];
-		size_t j = i;
-		while (j > 0 && (*uids)[j - 1] > v) {
-			(*uids)[j] = (*uids)[j - 1];
-			j--;
-		}
-		(*uids)[j] = v;
+	/* servers answer in ascending order, but nothing promises it, nor
+	 * that a UID comes only once */
+	if (*n > 1) {
+		qsort(*uids, *n, sizeof **uids, cmp_u32);
+		size_t k = 1;
+		for (size_t i = 1; i < *n; i++)
+			if ((*uids)[i] != (*uids)[k - 1])
+				(*uids)[k++] = (*uids)[i];
+		*n = k;
 	}
 	return 0;
 }
@@ -460,8 +875,8 @@ int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids,
 			   from_uid, uids, n, err, errlen);
 }
 
-int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n,
-		      char *err, size_t errlen)
+int imap_search_since(struct imap_session *s, time_t since, uint32_t **uids, size_t *n, char *err,
+		      size_t errlen)
 {
 	struct tm tm;
 	gmtime_r(&since, &tm);
@@ -509,6 +924,7 @@ struct meta {
 	time_t date;
 	char *raw;
 	size_t raw_len;
+	int too_large; /* what arrived, or was announced, is over the limit */
 };
 
 static int by_uid(const void *a, const void *b)
@@ -517,9 +933,12 @@ static int by_uid(const void *a, const void *b)
 	return x->uid < y->uid ? -1 : x->uid > y->uid;
 }
 
+static uint32_t size_u32(unsigned long long v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+
 /* Fills metas for the uids of set from a fetch result (sizes/dates, or
- * bodies when want_body). */
-static void take_results(clist *res, struct meta *m, size_t n, int want_body)
+ * bodies when want_body).  A body larger than max_size is not kept,
+ * whatever size the server claimed before. */
+static void take_results(clist *res, struct meta *m, size_t n, int want_body, long long max_size)
 {
 	for (clistiter *it = clist_begin(res); it; it = clist_next(it)) {
 		struct mailimap_msg_att *att = clist_content(it);
@@ -543,7 +962,8 @@ static void take_results(clist *res, struct meta *m, size_t n, int want_body)
 				date = imap_date_to_time(st->att_data.att_internal_date);
 				break;
 			case MAILIMAP_MSG_ATT_BODY_SECTION:
-				if (st->att_data.att_body_section) {
+				if (st->att_data.att_body_section &&
+				    st->att_data.att_body_section->sec_body_part) {
 					body = st->att_data.att_body_section->sec_body_part;
 					blen = st->att_data.att_body_section->sec_length;
 				}
@@ -556,11 +976,15 @@ static void take_results(clist *res, struct meta *m, size_t n, int want_body)
 			if (m[k].uid != uid)
 				continue;
 			if (want_body) {
-				if (body && !m[k].raw) {
+				if ((long long)blen > max_size) {
+					m[k].too_large = 1;
+					m[k].size = size_u32(blen);
+				} else if (body && !m[k].raw && !m[k].too_large) {
 					m[k].raw = xmalloc(blen + 1);
 					memcpy(m[k].raw, body, blen);
 					m[k].raw[blen] = 0;
 					m[k].raw_len = blen;
+					m[k].size = size_u32(blen);
 				}
 			} else {
 				m[k].size = size;
@@ -571,9 +995,67 @@ static void take_results(clist *res, struct meta *m, size_t n, int want_body)
 	}
 }
 
+/* One UID FETCH BODY.PEEK[] of want into m.  0 done, -1 failed (err), 1
+ * the guard cut the answer off: the session must be reopened; when a
+ * single message was asked for, it is marked too large. */
+static int fetch_bodies(struct imap_session *s, const uint32_t *want, size_t nw, size_t claimed,
+			struct meta *m, size_t cnt, long long max_size, char *err, size_t errlen)
+{
+	size_t one = (size_t)max_size + HEADROOM;
+	size_t budget = nw == 1 ? one : claimed + HEADROOM + nw * 1024;
+	if (budget < claimed) /* overflow */
+		budget = one;
+	struct mailimap_set *set = set_of(want, nw);
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	clist *res = NULL;
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(
+	    ft, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(NULL)));
+	cmd_begin(s, budget, one);
+	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (rc != MAILIMAP_NO_ERROR) {
+		if (s->overflow) {
+			if (nw == 1) {
+				for (size_t k = 0; k < cnt; k++) {
+					if (m[k].uid != want[0])
+						continue;
+					m[k].too_large = 1;
+					unsigned long long seen =
+					    s->literal_seen > s->got ? s->literal_seen : s->got;
+					if (seen > m[k].size)
+						m[k].size = size_u32(seen);
+					log_warn("imap.too_large account=%s folder=%s uid=%u "
+						 "claimed_size=%u sent_at_least=%llu "
+						 "note=\"the server sent more than it announced\"",
+						 s->acct->name, s->folder ? s->folder : "", want[0],
+						 m[k].size, seen);
+				}
+			}
+			return 1;
+		}
+		char why[200];
+		set_err(err, errlen, s->acct, "UID FETCH BODY.PEEK[] failed: %s",
+			failure_text(s, rc, why, sizeof why));
+		return -1;
+	}
+	take_results(res, m, cnt, 1, max_size);
+	mailimap_fetch_list_free(res);
+	return 0;
+}
+
+static void metas_free(struct meta *m, size_t cnt)
+{
+	for (size_t k = 0; k < cnt; k++)
+		free(m[k].raw);
+	free(m);
+}
+
 int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen)
 {
+	s->max_size = max_size;
 	for (size_t off = 0; off < n; off += FETCH_BATCH) {
 		size_t cnt = n - off < FETCH_BATCH ? n - off : FETCH_BATCH;
 		struct meta *m = xcalloc(cnt, sizeof *m);
@@ -589,17 +1071,18 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 							   mailimap_fetch_att_new_rfc822_size());
 		mailimap_fetch_type_new_fetch_att_list_add(ft,
 							   mailimap_fetch_att_new_internaldate());
+		cmd_plain(s);
 		rc = mailimap_uid_fetch(s->imap, set, ft, &res);
 		mailimap_fetch_type_free(ft);
 		mailimap_set_free(set);
 		if (rc != MAILIMAP_NO_ERROR) {
+			char why[200];
 			set_err(err, errlen, s->acct, "UID FETCH failed: %s",
-				rc == MAILIMAP_ERROR_STREAM ? "connection lost"
-							    : server_text(s->imap));
+				failure_text(s, rc, why, sizeof why));
 			free(m);
 			return -1;
 		}
-		take_results(res, m, cnt, 0);
+		take_results(res, m, cnt, 0, max_size);
 		mailimap_fetch_list_free(res);
 
 		/* bodies in sub-batches bounded in bytes, so memory stays flat */
@@ -615,30 +1098,32 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 				want[nw++] = m[j].uid;
 				bytes += m[j].size;
 			}
-			if (nw > 0) {
-				set = set_of(want, nw);
-				ft = mailimap_fetch_type_new_fetch_att_list_empty();
-				mailimap_fetch_type_new_fetch_att_list_add(
-				    ft, mailimap_fetch_att_new_uid());
-				mailimap_fetch_type_new_fetch_att_list_add(
-				    ft, mailimap_fetch_att_new_body_peek_section(
-					    mailimap_section_new(NULL)));
-				res = NULL;
-				rc = mailimap_uid_fetch(s->imap, set, ft, &res);
-				mailimap_fetch_type_free(ft);
-				mailimap_set_free(set);
-				if (rc != MAILIMAP_NO_ERROR) {
-					set_err(err, errlen, s->acct,
-						"UID FETCH BODY.PEEK[] failed: %s",
-						rc == MAILIMAP_ERROR_STREAM ? "connection lost"
-									    : server_text(s->imap));
-					for (size_t k = 0; k < cnt; k++)
-						free(m[k].raw);
-					free(m);
-					return -1;
+			int r = nw > 0 ? fetch_bodies(s, want, nw, bytes, m + i, j - i, max_size,
+						      err, errlen)
+				       : 0;
+			if (r == 1 && nw > 1) {
+				/* one of them is larger than it said: ask one by one */
+				if (session_reopen(s, err, errlen) < 0)
+					r = -1;
+				for (size_t w = 0; r == 1 && w < nw; w++) {
+					size_t claimed = 0;
+					for (size_t k = i; k < j; k++)
+						if (m[k].uid == want[w])
+							claimed = m[k].size;
+					int r1 = fetch_bodies(s, want + w, 1, claimed, m + i, j - i,
+							      max_size, err, errlen);
+					if (r1 < 0 ||
+					    (r1 == 1 && session_reopen(s, err, errlen) < 0))
+						r = -1;
 				}
-				take_results(res, m + i, j - i, 1);
-				mailimap_fetch_list_free(res);
+				if (r == 1)
+					r = 0;
+			} else if (r == 1 && session_reopen(s, err, errlen) < 0) {
+				r = -1;
+			}
+			if (r < 0) {
+				metas_free(m, cnt);
+				return -1;
 			}
 			/* hand over this sub-batch in UID order, then free it */
 			qsort(m + i, j - i, sizeof *m, by_uid);
@@ -646,8 +1131,11 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 				int stop = 0;
 				if (m[k].size == 0 && m[k].date == 0)
 					continue;
-				if ((long long)m[k].size <= max_size && !m[k].raw)
+				if ((long long)m[k].size <= max_size && !m[k].raw &&
+				    !m[k].too_large)
 					continue; /* vanished between the two fetches */
+				if (m[k].too_large && (long long)m[k].size <= max_size)
+					m[k].size = size_u32((unsigned long long)max_size + 1);
 				struct imap_fetched f = {.uid = m[k].uid,
 							 .size = m[k].size,
 							 .internaldate = m[k].date,
@@ -657,9 +1145,7 @@ int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long
 				free(m[k].raw);
 				m[k].raw = NULL;
 				if (stop) {
-					for (size_t r = k + 1; r < cnt; r++)
-						free(m[r].raw);
-					free(m);
+					metas_free(m, cnt);
 					return 0;
 				}
 			}
@@ -675,9 +1161,19 @@ static int store_flags(struct imap_session *s, struct mailimap_set *set, int see
 	struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
 	mailimap_flag_list_add(fl, seen ? mailimap_flag_new_seen() : mailimap_flag_new_deleted());
 	struct mailimap_store_att_flags *sa = mailimap_store_att_flags_new_add_flags_silent(fl);
+	cmd_plain(s);
 	int rc = mailimap_uid_store(s->imap, set, sa);
 	mailimap_store_att_flags_free(sa);
 	return rc;
+}
+
+/* The server answered (NO or BAD), as opposed to a lost or cut-off
+ * connection: the session is still good. */
+static int refused(struct imap_session *s, int rc)
+{
+	return rc != MAILIMAP_NO_ERROR && rc != MAILIMAP_ERROR_STREAM &&
+	       rc != MAILIMAP_ERROR_PARSE && rc != MAILIMAP_ERROR_MEMORY && !s->overflow &&
+	       !s->timed_out && s->imap->imap_stream;
 }
 
 int imap_after(struct imap_session *s, enum after_action a, const char *folder,
@@ -685,19 +1181,28 @@ int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 {
 	struct mailimap_set *set;
 	int rc = MAILIMAP_NO_ERROR;
+	char *wire = NULL;
 	if (n == 0 || a == AFTER_KEEP)
 		return 0;
+	if (a == AFTER_MOVE) {
+		wire = mutf7_encode(folder);
+		if (!wire) {
+			set_err(err, errlen, s->acct, "folder name %s is not valid UTF-8", folder);
+			return IMAP_REFUSED;
+		}
+	}
 	set = set_of(uids, n);
 	switch (a) {
 	case AFTER_SEEN:
 		rc = store_flags(s, set, 1);
 		break;
 	case AFTER_MOVE:
+		cmd_plain(s);
 		if (s->has_move) {
-			rc = mailimap_uid_move(s->imap, set, folder);
+			rc = mailimap_uid_move(s->imap, set, wire);
 			break;
 		}
-		rc = mailimap_uid_copy(s->imap, set, folder);
+		rc = mailimap_uid_copy(s->imap, set, wire);
 		if (rc != MAILIMAP_NO_ERROR)
 			break;
 		/* the copy is safe, now remove the original */
@@ -706,6 +1211,7 @@ int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 		rc = store_flags(s, set, 0);
 		if (rc != MAILIMAP_NO_ERROR)
 			break;
+		cmd_plain(s);
 		if (s->has_uidplus)
 			rc = mailimap_uid_expunge(s->imap, set);
 		else
@@ -718,21 +1224,74 @@ int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 		break;
 	}
 	mailimap_set_free(set);
+	free(wire);
 	if (rc != MAILIMAP_NO_ERROR) {
-		set_err(err, errlen, s->acct, "after-action %s failed: %s", after_action_name(a),
-			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
-		return -1;
+		char why[200];
+		const char *text = failure_text(s, rc, why, sizeof why);
+		if (refused(s, rc) && a == AFTER_MOVE && s->imap->imap_response_info &&
+		    s->imap->imap_response_info->rsp_trycreate)
+			set_err(err, errlen, s->acct,
+				"after-action move:%s refused: the folder %s does not exist "
+				"(server: \"%s\"); create it or change after",
+				folder, folder, text);
+		else
+			set_err(err, errlen, s->acct, "after-action %s%s%s refused: %s",
+				after_action_name(a), a == AFTER_MOVE ? ":" : "",
+				a == AFTER_MOVE ? folder : "", text);
+		if (!refused(s, rc))
+			set_err(err, errlen, s->acct, "after-action %s failed: %s",
+				after_action_name(a), text);
+		return refused(s, rc) ? IMAP_REFUSED : -1;
 	}
 	return 0;
 }
 
 int imap_noop(struct imap_session *s, char *err, size_t errlen)
 {
-	if (mailimap_noop(s->imap) != MAILIMAP_NO_ERROR) {
-		set_err(err, errlen, s->acct, "NOOP failed: connection lost or server stalled");
+	cmd_plain(s);
+	int rc = mailimap_noop(s->imap);
+	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
+		set_err(err, errlen, s->acct, "NOOP failed: %s",
+			s->overflow || s->timed_out ? failure_text(s, rc, why, sizeof why)
+						    : "connection lost or server stalled");
 		return -1;
 	}
 	return 0;
+}
+
+/* Sleeps until wake_fd is readable or ms pass. */
+static void pause_ms(int wake_fd, long ms)
+{
+	struct pollfd p = {.fd = wake_fd, .events = POLLIN};
+	if (ms > 0)
+		poll(&p, wake_fd >= 0 ? 1 : 0, (int)ms);
+}
+
+/* Returns "maybe news" for a wake-up that cost no wait (an EXISTS that
+ * came with an answer, data already buffered).  A server that says so
+ * with every answer would otherwise keep the watcher busy: such wake-ups
+ * in a row are spaced, from QUICK_WAKE_MIN_MS doubling up to
+ * QUICK_WAKE_MAX_MS. */
+static int quick_news(struct imap_session *s, int wake_fd)
+{
+	double now = now_monotonic();
+	if (s->last_wake > 0 && (now - s->last_wake) * 1000 < QUICK_WAKE_MIN_MS) {
+		s->quick_ms = s->quick_ms ? s->quick_ms * 2 : QUICK_WAKE_MIN_MS;
+		if (s->quick_ms > QUICK_WAKE_MAX_MS)
+			s->quick_ms = QUICK_WAKE_MAX_MS;
+		pause_ms(wake_fd, s->quick_ms);
+	}
+	s->last_wake = now_monotonic();
+	return 1;
+}
+
+/* Notes when a wait ended; a wait that really waited resets the spacing. */
+static int waited(struct imap_session *s, int r)
+{
+	s->last_wake = now_monotonic();
+	s->quick_ms = 0;
+	return r;
 }
 
 int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, size_t errlen)
@@ -740,9 +1299,8 @@ int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, siz
 	const struct mf_account *a = s->acct;
 	if (!s->has_idle) {
 		long wait = a->poll_interval < max_wait ? a->poll_interval : max_wait;
-		struct pollfd p = {.fd = wake_fd, .events = POLLIN};
-		poll(&p, wake_fd >= 0 ? 1 : 0, (int)(wait * 1000));
-		return imap_noop(s, err, errlen) < 0 ? -1 : 1;
+		pause_ms(wake_fd, wait * 1000);
+		return imap_noop(s, err, errlen) < 0 ? -1 : waited(s, 1);
 	}
 	if (max_wait > a->idle_restart)
 		max_wait = a->idle_restart;
@@ -754,15 +1312,21 @@ int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, siz
 	 * SELECT (fetch, after-action, this NOOP) announced mail IDLE would
 	 * not report again: sync first. */
 	struct mailimap_selection_info *si = s->imap->imap_selection_info;
-	if (si && si->sel_has_exists)
-		return 1;
+	if (si && si->sel_has_exists) {
+		si->sel_has_exists = 0;
+		return quick_news(s, wake_fd);
+	}
+	cmd_plain(s);
 	if (mailimap_idle(s->imap) != MAILIMAP_NO_ERROR) {
-		set_err(err, errlen, a, "IDLE failed: connection lost");
+		char why[200];
+		set_err(err, errlen, a, "IDLE failed: %s",
+			failure_text(s, MAILIMAP_ERROR_STREAM, why, sizeof why));
 		return -1;
 	}
-	int news = 0;
+	int news = 0, quick = 0;
 	if (s->imap->imap_stream->read_buffer_len > 0) {
-		news = 1; /* already in libetpan's buffer: poll() would not see it */
+		/* already in libetpan's buffer: poll() would not see it */
+		news = quick = 1;
 	} else {
 		struct pollfd p[2] = {{.fd = mailimap_idle_get_fd(s->imap), .events = POLLIN},
 				      {.fd = wake_fd, .events = POLLIN}};
@@ -773,12 +1337,18 @@ int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, siz
 		}
 		news = r > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR));
 	}
+	cmd_plain(s);
 	if (mailimap_idle_done(s->imap) != MAILIMAP_NO_ERROR) {
-		set_err(err, errlen, a,
-			"IDLE ended with an error: connection lost or server stalled");
+		char why[200];
+		set_err(err, errlen, a, "IDLE ended with an error: %s",
+			s->overflow || s->timed_out
+			    ? failure_text(s, MAILIMAP_ERROR_STREAM, why, sizeof why)
+			    : "connection lost or server stalled");
 		return -1;
 	}
-	return news ? 1 : 0;
+	if (quick)
+		return quick_news(s, wake_fd);
+	return waited(s, news ? 1 : 0);
 }
 
 int imap_keyword(struct imap_session *s, const char *keyword, int add, const uint32_t *uids,
@@ -792,12 +1362,14 @@ int imap_keyword(struct imap_session *s, const char *keyword, int add, const uin
 	struct mailimap_store_att_flags *sa =
 	    add ? mailimap_store_att_flags_new_add_flags_silent(fl)
 		: mailimap_store_att_flags_new_remove_flags_silent(fl);
+	cmd_plain(s);
 	int rc = mailimap_uid_store(s->imap, set, sa);
 	mailimap_store_att_flags_free(sa);
 	mailimap_set_free(set);
 	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
 		set_err(err, errlen, s->acct, "setting the keyword %s failed: %s", keyword,
-			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
+			failure_text(s, rc, why, sizeof why));
 		return -1;
 	}
 	return 0;
@@ -815,16 +1387,18 @@ int imap_fetch_header(struct imap_session *s, uint32_t uid, char **raw, size_t *
 	mailimap_fetch_type_new_fetch_att_list_add(
 	    ft, mailimap_fetch_att_new_body_peek_section_partial(mailimap_section_new_header(), 0,
 								 IMAP_HEADER_MAX));
+	cmd_begin(s, IMAP_HEADER_MAX + HEADROOM, IMAP_HEADER_MAX + HEADROOM);
 	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);
 	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
 		set_err(err, errlen, s->acct, "UID FETCH BODY.PEEK[HEADER] failed: %s",
-			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
+			failure_text(s, rc, why, sizeof why));
 		return -1;
 	}
 	struct meta m = {.uid = uid};
-	take_results(res, &m, 1, 1);
+	take_results(res, &m, 1, 1, IMAP_HEADER_MAX);
 	mailimap_fetch_list_free(res);
 	*raw = m.raw;
 	*len = m.raw_len;

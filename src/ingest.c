@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "mailfeed/auth.h"
+#include "mailfeed/health.h"
 #include "mailfeed/ingest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
@@ -155,6 +156,7 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 		}
 	}
 	free(msgid);
+	health_beat_current(health_step());
 	return *c->stop ? 1 : 0;
 }
 
@@ -313,6 +315,9 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 	int changed = 0;
 	const char *key = f->key, *folder = f->folder;
 
+	char note[300] = "";
+	uint32_t pinned = 0;
+
 	*new_messages = 0;
 	if (imap_select(s, folder, &info, err, errlen) < 0)
 		return -1;
@@ -321,8 +326,25 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 		int rc = start_point(s, st, f, info.uidvalidity, err, errlen);
 		if (rc < 0)
 			return rc;
+		store_folder_get(st, key, &fs);
 	}
-	if (store_folder_select(st, key, f->acct->name, folder, info.uidvalidity, &changed) < 0) {
+	if (fs.uidvalidity && info.uidvalidity != fs.uidvalidity) {
+		/* a real change holds on a second look; a server that reports
+		 * a new UIDVALIDITY on every SELECT would be rescanned forever */
+		struct imap_folder_info again;
+		if (imap_select(s, folder, &again, err, errlen) < 0)
+			return -1;
+		if (again.uidvalidity != info.uidvalidity) {
+			pinned = fs.uidvalidity;
+			snprintf(note, sizeof note,
+				 "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
+				 "it is ignored, mail is taken by UID above %u",
+				 info.uidvalidity, again.uidvalidity, fs.last_uid);
+		}
+		info = again;
+	}
+	if (!pinned &&
+	    store_folder_select(st, key, f->acct->name, folder, info.uidvalidity, &changed) < 0) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 		return INGEST_STORE_FAILED;
 	}
@@ -332,21 +354,134 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 			 "Message-ID and content and not taken again\"",
 			 key, folder, info.uidvalidity);
 	store_folder_get(st, key, &fs);
+	if (fs.last_uid == UINT32_MAX) {
+		/* nothing can come after the last possible UID */
+		snprintf(note, sizeof note,
+			 "the server has given out the last possible UID (4294967295): no newer "
+			 "mail can be fetched from this folder until the server renumbers it "
+			 "(a new UIDVALIDITY)");
+		store_folder_error(st, key, note);
+		return 0;
+	}
 	if (info.uidnext && fs.last_uid + 1 >= info.uidnext && !changed) {
-		store_folder_ok(st, key);
+		if (note[0])
+			store_folder_error(st, key, note);
+		else
+			store_folder_ok(st, key);
 		return 0;
 	}
 	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
 		return -1;
-	int rc = ingest_take(s, st, f, info.uidvalidity, uids, n, "new", stop, new_messages, err,
-			     errlen);
+	int rc = ingest_take(s, st, f, pinned ? pinned : info.uidvalidity, uids, n, "new", stop,
+			     new_messages, err, errlen);
 	free(uids);
 	if (rc < 0)
 		return rc;
 	if (*new_messages)
 		log_info("imap.fetched mailbox=%s new=%d", key, *new_messages);
-	store_folder_ok(st, key);
+	if (note[0])
+		store_folder_error(st, key, note);
+	else
+		store_folder_ok(st, key);
 	return 0;
+}
+
+/* After-actions the server refused, one row per message: what it said,
+ * how often, and when to try again.  Kept beside the messages so that a
+ * restart neither forgets the backoff nor hammers the server. */
+static int ack_errors_table(struct store *st)
+{
+	return sqlite3_exec(store_db(st),
+			    "CREATE TABLE IF NOT EXISTS ack_errors("
+			    " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
+			    " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+			    " PRIMARY KEY(mailbox, uidvalidity, uid))",
+			    NULL, NULL, NULL) == SQLITE_OK
+		   ? 0
+		   : -1;
+}
+
+#define ACK_RETRY_FIRST 60
+#define ACK_RETRY_MAX 3600
+
+/* Leaves in uids those whose after-action is not waiting for a retry. */
+static void acks_not_waiting(struct store *st, const char *key, uint32_t uidvalidity,
+			     uint32_t *uids, size_t *n, time_t now)
+{
+	sqlite3_stmt *q;
+	size_t k = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT 1 FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2"
+			       " AND uid=?3 AND next_at > ?4",
+			       -1, &q, NULL) != SQLITE_OK)
+		return;
+	for (size_t i = 0; i < *n; i++) {
+		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 2, uidvalidity);
+		sqlite3_bind_int64(q, 3, uids[i]);
+		sqlite3_bind_int64(q, 4, (sqlite3_int64)now);
+		if (sqlite3_step(q) != SQLITE_ROW)
+			uids[k++] = uids[i];
+		sqlite3_reset(q);
+	}
+	sqlite3_finalize(q);
+	*n = k;
+}
+
+/* Records a refusal for uids (attempts + 1, the next try doubling from a
+ * minute to an hour), or clears them after success (error NULL). */
+static void acks_note(struct store *st, const char *key, uint32_t uidvalidity,
+		      const uint32_t *uids, size_t n, const char *error, time_t now)
+{
+	sqlite3_stmt *q;
+	const char *sql =
+	    error ? "INSERT INTO ack_errors(mailbox, uidvalidity, uid, error, attempts, next_at)"
+		    " VALUES(?1, ?2, ?3, ?4, 1, ?5 + 60) ON CONFLICT DO UPDATE SET error=?4,"
+		    " attempts=attempts+1,"
+		    " next_at=?5 + MIN(3600, 60 * (1 << MIN(attempts, 6)))"
+		  : "DELETE FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2 AND uid=?3";
+	if (sqlite3_prepare_v2(store_db(st), sql, -1, &q, NULL) != SQLITE_OK)
+		return;
+	store_begin(st);
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 2, uidvalidity);
+		sqlite3_bind_int64(q, 3, uids[i]);
+		if (error) {
+			sqlite3_bind_text(q, 4, error, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(q, 5, (sqlite3_int64)now);
+		}
+		sqlite3_step(q);
+		sqlite3_reset(q);
+	}
+	sqlite3_finalize(q);
+	store_commit(st);
+}
+
+/* Shows the after-actions still failing on the mailbox's status line;
+ * returns how many messages wait. */
+static int acks_show(struct store *st, const char *key, uint32_t uidvalidity, time_t now)
+{
+	sqlite3_stmt *q;
+	int count = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
+			       " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
+			       " messages m WHERE m.mailbox=e.mailbox AND m.uidvalidity=e.uidvalidity"
+			       " AND m.uid=e.uid AND m.acked=0)",
+			       -1, &q, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 2, uidvalidity);
+	if (sqlite3_step(q) == SQLITE_ROW && (count = sqlite3_column_int(q, 0)) > 0) {
+		char line[700];
+		long in = (long)(sqlite3_column_int64(q, 1) - now);
+		snprintf(line, sizeof line, "%d message(s) wait for their after-action, next try in %ld s: %s",
+			 count, in > 0 ? in : 0, (const char *)sqlite3_column_text(q, 2));
+		store_folder_error(st, key, line);
+	}
+	sqlite3_finalize(q);
+	return count;
 }
 
 #define DEAD_KEYWORD "$MailfeedDead"
@@ -388,28 +523,46 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	struct folder_state fs;
 	uint32_t *uids = NULL;
 	size_t n = 0;
+	time_t now = time(NULL);
+	if (ack_errors_table(st) < 0) {
+		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+		return INGEST_STORE_FAILED;
+	}
 	store_folder_get(st, key, &fs);
 	int rc = dead_marks(s, st, key, fs.uidvalidity, err, errlen);
 	if (rc < 0)
 		return rc;
-	for (;;) {
+	for (int round = 0; round < 1000; round++) {
 		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0) {
 			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 			return INGEST_STORE_FAILED;
 		}
+		acks_not_waiting(st, key, fs.uidvalidity, uids, &n, now);
 		if (n == 0) {
 			free(uids);
-			return 0;
+			break;
 		}
-		if (a != AFTER_KEEP && imap_after(s, a, after_folder, uids, n, err, errlen) < 0) {
+		int arc = a != AFTER_KEEP ? imap_after(s, a, after_folder, uids, n, err, errlen) : 0;
+		if (arc == IMAP_REFUSED) {
+			/* the server is fine, these messages are not: they wait,
+			 * the rest of the work goes on */
+			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=\"%s\"", key,
+				 after_action_name(a), n, err);
+			acks_note(st, key, fs.uidvalidity, uids, n, err, now);
+			free(uids);
+			uids = NULL;
+			continue;
+		}
+		if (arc < 0) {
 			free(uids);
 			return -1;
 		}
 		store_acks_done(st, key, fs.uidvalidity, uids, n);
+		acks_note(st, key, fs.uidvalidity, uids, n, NULL, now);
 		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a),
 			 n);
 		free(uids);
 		uids = NULL;
 	}
+	return acks_show(st, key, fs.uidvalidity, now) > 0 ? INGEST_ACKS_WAITING : 0;
 }
-

@@ -1,39 +1,42 @@
-/* metrics_http.c — the [gateway] metrics_listen endpoint: a tiny HTTP/1.0
- * server for a Prometheus scraper on the same host.
+/* metrics_http.c — the [gateway] metrics_listen endpoint, served by
+ * libmicrohttpd: GET /metrics for a Prometheus scraper on the same host and
+ * GET /healthz (200 or 503 with the reason, from health.c).
  *
- * It has no authentication, so it binds loopback addresses only.  One
- * thread serves one request per connection, one connection at a time: a
- * scraper asks every few seconds, and a client that dawdles is cut off
- * after READ_TIMEOUT_MS.  The thread has its own SQLite connection (store
- * discipline: one per thread) and sleeps in poll() on the listening socket
- * and an eventfd, which metrics_server_stop() uses to end it at once. */
+ * It has no authentication, so it binds loopback addresses only and
+ * answers only requests whose Host header names a loopback address or
+ * "localhost" (a page in a browser cannot reach it through DNS
+ * rebinding).  One internal polling thread serves up to MAX_CONNECTIONS
+ * connections at once, each cut off after CONNECTION_TIMEOUT_S idle
+ * seconds, with request line and headers bounded by MAX_REQUEST bytes.
+ * That thread has its own SQLite connection (store discipline: one per
+ * thread). */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <microhttpd.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mailfeed/health.h"
 #include "mailfeed/log.h"
+#include "mailfeed/loopback.h"
 #include "mailfeed/metrics.h"
 
-#define MAX_REQUEST 8192
-#define READ_TIMEOUT_MS 5000
-#define WRITE_TIMEOUT_MS 5000
+/* The memory pool of one connection: request line and headers must fit. */
+#define MAX_REQUEST 16384
+#define CONNECTION_TIMEOUT_S 5
+#define MAX_CONNECTIONS 32
 
 struct metrics_server {
-	pthread_t thread;
-	int listen_fd;
-	int stop_fd;
+	struct MHD_Daemon *mhd;
 	int port;
 	char *state_path;
-	struct store *st;
+	struct store *st; /* used by the server's thread only */
 };
 
 /* Fills ss from "127.0.0.1:9464", "[::1]:9464" or "localhost:9464" and
@@ -84,17 +87,17 @@ static int listen_parse(const char *addr, struct sockaddr_storage *ss, socklen_t
 	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
 	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-		if ((ntohl(in4->sin_addr.s_addr) >> 24) != 127)
-			goto not_loopback;
 		in4->sin_family = AF_INET;
+		if (!sockaddr_is_loopback((struct sockaddr *)in4))
+			goto not_loopback;
 		in4->sin_port = htons((uint16_t)port);
 		*sslen = sizeof *in4;
 		return 0;
 	}
 	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-		if (!IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-			goto not_loopback;
 		in6->sin6_family = AF_INET6;
+		if (!sockaddr_is_loopback((struct sockaddr *)in6))
+			goto not_loopback;
 		in6->sin6_port = htons((uint16_t)port);
 		*sslen = sizeof *in6;
 		return 0;
@@ -116,108 +119,78 @@ int metrics_listen_check(const char *addr, char *err, size_t errlen)
 	return listen_parse(addr, &ss, &sslen, err, errlen);
 }
 
-/* Waits until fd is ready for events, the server is stopped or the
- * deadline passes.  1 ready, 0 timeout or stop, -1 error. */
-static int wait_fd(struct metrics_server *ms, int fd, short events, double deadline)
+/* The Host header names this listener by a loopback address or
+ * "localhost" (with our port, if one is given), or is absent (HTTP/1.0).
+ * A browser led to the port by a name the attacker resolves to 127.0.0.1
+ * (DNS rebinding) sends that name and is refused; names are not resolved
+ * here, since resolving them is exactly what the attacker controls. */
+static int host_allowed(const struct metrics_server *ms, const char *host)
 {
-	for (;;) {
-		long left = (long)((deadline - now_monotonic()) * 1000);
-		struct pollfd p[2] = {{.fd = fd, .events = events},
-				      {.fd = ms->stop_fd, .events = POLLIN}};
-		if (left <= 0)
+	char name[128];
+	const char *port = NULL;
+	size_t n;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (!host)
+		return 1;
+	if (host[0] == '[') {
+		const char *rb = strchr(host, ']');
+		if (!rb)
 			return 0;
-		int r = poll(p, 2, (int)left);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (p[1].revents)
+		n = (size_t)(rb - host - 1);
+		if (n >= sizeof name)
 			return 0;
-		if (p[0].revents)
-			return 1;
-	}
-}
-
-/* Reads the request head (up to the blank line).  Returns its length, 0 on
- * timeout, stop or early close, -1 when it is larger than MAX_REQUEST. */
-static ssize_t request_read(struct metrics_server *ms, int fd, char *req)
-{
-	double deadline = now_monotonic() + READ_TIMEOUT_MS / 1000.0;
-	size_t len = 0;
-	while (len < MAX_REQUEST) {
-		if (wait_fd(ms, fd, POLLIN, deadline) <= 0)
+		memcpy(name, host + 1, n);
+		name[n] = '\0';
+		if (rb[1] == ':')
+			port = rb + 2;
+		else if (rb[1])
 			return 0;
-		ssize_t n = recv(fd, req + len, MAX_REQUEST - len, 0);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n <= 0)
+	} else {
+		const char *colon = strchr(host, ':');
+		n = colon ? (size_t)(colon - host) : strlen(host);
+		if (n >= sizeof name)
 			return 0;
-		len += (size_t)n;
-		req[len] = '\0';
-		if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
-			return (ssize_t)len;
+		memcpy(name, host, n);
+		name[n] = '\0';
+		if (colon)
+			port = colon + 1;
 	}
-	return -1;
-}
-
-static void send_all(struct metrics_server *ms, int fd, const char *p, size_t len)
-{
-	double deadline = now_monotonic() + WRITE_TIMEOUT_MS / 1000.0;
-	while (len > 0) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN) {
-			if (wait_fd(ms, fd, POLLOUT, deadline) <= 0)
-				return;
-			continue;
-		}
-		if (n <= 0)
-			return;
-		p += n;
-		len -= (size_t)n;
+	if (port) {
+		char *end;
+		long p = strtol(port, &end, 10);
+		if (!*port || *end || p != ms->port)
+			return 0;
 	}
+	if (strcasecmp(name, "localhost") == 0)
+		return 1;
+	if (inet_pton(AF_INET, name, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, name, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return 0;
 }
 
-/* After the answer, reads what the client still sends (bounded) so that
- * closing with unread input does not reset the connection before the
- * client has read the answer. */
-static void linger_drain(struct metrics_server *ms, int fd)
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
+			       const char *body, size_t len)
 {
-	double deadline = now_monotonic() + 1.0;
-	char sink[4096];
-	size_t total = 0;
-	shutdown(fd, SHUT_WR);
-	while (total < 65536 && wait_fd(ms, fd, POLLIN, deadline) > 0) {
-		ssize_t n = recv(fd, sink, sizeof sink, 0);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n <= 0)
-			return;
-		total += (size_t)n;
-	}
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", type);
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
 }
 
-static void respond(struct metrics_server *ms, int fd, const char *status, const char *type,
-		    const char *body, size_t len)
+static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, const char *text)
 {
-	struct buf b;
-	buf_init(&b);
-	buf_printf(&b,
-		   "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		   "Connection: close\r\n\r\n",
-		   status, type, len);
-	buf_append(&b, body, len);
-	send_all(ms, fd, b.data, b.len);
-	buf_free(&b);
+	return respond(c, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-static void respond_text(struct metrics_server *ms, int fd, const char *status, const char *text)
-{
-	respond(ms, fd, status, "text/plain; charset=utf-8", text, strlen(text));
-}
-
-static void serve_metrics(struct metrics_server *ms, int fd)
+static enum MHD_Result serve_metrics(struct metrics_server *ms, struct MHD_Connection *c)
 {
 	char err[512];
 	struct buf b;
@@ -225,74 +198,67 @@ static void serve_metrics(struct metrics_server *ms, int fd)
 		ms->st = store_open(ms->state_path, err, sizeof err);
 		if (!ms->st) {
 			log_error("metrics.error error=\"%s\"", err);
-			respond_text(ms, fd, "503 Service Unavailable",
-				     "state database unavailable; see the mailfeed log\n");
-			return;
+			return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+					    "state database unavailable; see the mailfeed log\n");
 		}
 	}
 	buf_init(&b);
 	metrics_render(ms->st, NULL, &b);
-	respond(ms, fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "",
-		b.len);
+	enum MHD_Result ret = respond(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+				      b.data ? b.data : "", b.len);
 	buf_free(&b);
+	return ret;
 }
 
-static void serve_connection(struct metrics_server *ms, int fd)
+static enum MHD_Result serve_health(struct MHD_Connection *c)
 {
-	char *req = xmalloc(MAX_REQUEST + 1);
-	ssize_t n = request_read(ms, fd, req);
-	char method[8], path[64];
-
-	if (n < 0) {
-		respond_text(ms, fd, "400 Bad Request", "request too large\n");
-	} else if (n == 0) {
-		/* timeout, stop, or the peer went away: nothing to answer */
-	} else if (sscanf(req, "%7s %63s HTTP/%*d.%*d", method, path) != 2) {
-		respond_text(ms, fd, "400 Bad Request", "malformed request line\n");
-	} else if (strcmp(path, "/metrics") != 0 && strncmp(path, "/metrics?", 9) != 0) {
-		respond_text(ms, fd, "404 Not Found", "only /metrics is served here\n");
-	} else if (strcmp(method, "GET") != 0) {
-		respond_text(ms, fd, "405 Method Not Allowed", "use GET\n");
-	} else {
-		serve_metrics(ms, fd);
-	}
-	free(req);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "");
+	int ok = health_report(&b);
+	struct buf out;
+	buf_init(&out);
+	buf_printf(&out, "%s\n%s", ok ? "ok" : "unhealthy", b.data ? b.data : "");
+	enum MHD_Result ret = respond(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+				      "text/plain; charset=utf-8", out.data, out.len);
+	buf_free(&b);
+	buf_free(&out);
+	return ret;
 }
 
-static void *server_main(void *arg)
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+			      const char *method, const char *version, const char *upload_data,
+			      size_t *upload_data_size, void **con_cls)
 {
-	struct metrics_server *ms = arg;
-	char err[512];
-
-	ms->st = store_open(ms->state_path, err, sizeof err);
-	if (!ms->st)
-		log_warn("metrics.error error=\"%s\" note=\"will retry on each scrape\"", err);
-	for (;;) {
-		struct pollfd p[2] = {{.fd = ms->listen_fd, .events = POLLIN},
-				      {.fd = ms->stop_fd, .events = POLLIN}};
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("metrics.error error=\"poll: %s\"", strerror(errno));
-			break;
-		}
-		if (p[1].revents)
-			break;
-		if (!(p[0].revents & POLLIN))
-			continue;
-		int fd = accept4(ms->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				log_warn("metrics.error error=\"accept: %s\"", strerror(errno));
-			continue;
-		}
-		serve_connection(ms, fd);
-		linger_drain(ms, fd);
-		close(fd);
+	struct metrics_server *ms = cls;
+	(void)version;
+	(void)upload_data;
+	if (*con_cls == NULL) {
+		*con_cls = ms; /* answered at once: nothing here takes a body */
+	} else if (*upload_data_size) {
+		*upload_data_size = 0; /* a body after the answer: dropped */
+		return MHD_YES;
 	}
-	store_close(ms->st);
-	ms->st = NULL;
-	return NULL;
+	if (!host_allowed(ms, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host")))
+		return respond_text(c, MHD_HTTP_FORBIDDEN,
+				    "this endpoint answers only to a loopback Host\n");
+	int metrics = strcmp(url, "/metrics") == 0;
+	int health = strcmp(url, "/healthz") == 0;
+	if (!metrics && !health)
+		return respond_text(c, MHD_HTTP_NOT_FOUND,
+				    "only /metrics and /healthz are served here\n");
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
+	return metrics ? serve_metrics(ms, c) : serve_health(c);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	(void)cls;
+	vsnprintf(line, sizeof line, fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_debug("metrics.http note=\"%s\"", line);
 }
 
 struct metrics_server *metrics_server_start(const char *addr, const char *state_path, char *err,
@@ -302,67 +268,63 @@ struct metrics_server *metrics_server_start(const char *addr, const char *state_
 	socklen_t sslen = 0;
 	struct metrics_server *ms;
 	char why[400];
-	int one = 1;
+	int one = 1, fd;
 
 	if (listen_parse(addr, &ss, &sslen, why, sizeof why) < 0) {
 		snprintf(err, errlen, "metrics_listen %s: %s", addr, why);
 		return NULL;
 	}
-	ms = xcalloc(1, sizeof *ms);
-	ms->stop_fd = -1;
-	ms->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (ms->listen_fd < 0) {
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
 		snprintf(err, errlen, "metrics_listen %s: cannot create a socket: %s", addr,
 			 strerror(errno));
-		goto fail;
+		return NULL;
 	}
-	setsockopt(ms->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(ms->listen_fd, (struct sockaddr *)&ss, sslen) < 0 ||
-	    listen(ms->listen_fd, 16) < 0) {
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 16) < 0) {
 		snprintf(err, errlen,
 			 "metrics_listen %s: cannot listen: %s (is another process using the "
 			 "port?)",
 			 addr, strerror(errno));
-		goto fail;
+		close(fd);
+		return NULL;
 	}
+	ms = xcalloc(1, sizeof *ms);
 	sslen = sizeof ss;
-	if (getsockname(ms->listen_fd, (struct sockaddr *)&ss, &sslen) == 0)
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
 		ms->port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
 							 : ((struct sockaddr_in6 *)&ss)->sin6_port);
-	ms->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (ms->stop_fd < 0) {
-		snprintf(err, errlen, "metrics_listen %s: eventfd: %s", addr, strerror(errno));
-		goto fail;
-	}
 	ms->state_path = xstrdup(state_path);
-	if (pthread_create(&ms->thread, NULL, server_main, ms) != 0) {
-		snprintf(err, errlen, "metrics_listen %s: cannot start its thread", addr);
-		goto fail;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* one polling thread serves many connections at once; each has a
+	 * short deadline and a small memory pool that bounds its request */
+	ms->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handle, ms, MHD_OPTION_LISTEN_SOCKET, fd,
+				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+				   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MAX_REQUEST,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (!ms->mhd) {
+		snprintf(err, errlen, "metrics_listen %s: cannot start the HTTP server", addr);
+		close(fd);
+		free(ms->state_path);
+		free(ms);
+		return NULL;
 	}
 	log_info("metrics.listening address=%s port=%d", addr, ms->port);
 	return ms;
-fail:
-	if (ms->listen_fd >= 0)
-		close(ms->listen_fd);
-	if (ms->stop_fd >= 0)
-		close(ms->stop_fd);
-	free(ms->state_path);
-	free(ms);
-	return NULL;
 }
 
 int metrics_server_port(const struct metrics_server *ms) { return ms->port; }
 
 void metrics_server_stop(struct metrics_server *ms)
 {
-	uint64_t one = 1;
 	if (!ms)
 		return;
-	if (write(ms->stop_fd, &one, sizeof one) < 0)
-		log_warn("metrics.error error=\"cannot wake the listener: %s\"", strerror(errno));
-	pthread_join(ms->thread, NULL);
-	close(ms->listen_fd);
-	close(ms->stop_fd);
+	/* returns once its thread is gone; closes the listening socket */
+	MHD_stop_daemon(ms->mhd);
+	store_close(ms->st);
 	free(ms->state_path);
 	free(ms);
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/loopback.h"
 #include "mailfeed/secret.h"
 #include "mailfeed/smtp.h"
 #include "mailfeed/util.h"
@@ -66,8 +67,7 @@ static int url_is_loopback(const char *url)
 	int loop = 0;
 	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-		loop = strcmp(host, "127.0.0.1") == 0 || strcasecmp(host, "localhost") == 0 ||
-		       strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+		loop = host_loopback_only(host);
 	}
 	curl_free(host);
 	curl_url_cleanup(u);

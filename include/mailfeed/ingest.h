@@ -36,7 +36,12 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 		uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *state,
 		volatile int *stop, int *inserted, char *err, size_t errlen);
 /* Applies the after-action to every message of key that is safe now.
- * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder. */
+ * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder, or
+ * INGEST_ACKS_WAITING when the server refused the after-action of some
+ * messages (a missing move target, no permission): they are retried from
+ * a minute doubling to an hour, and the mailbox's status line says so; the
+ * connection stays. */
+#define INGEST_ACKS_WAITING 1
 int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		      enum after_action a, const char *after_folder, char *err, size_t errlen);
 

@@ -7,6 +7,8 @@
  *   imapprobe CONFIG ACCOUNT FOLDER wait SECONDS
  *       selects, waits once (IDLE or poll), prints "wait=R idle=0|1
  *       elapsed_ms=N" and then the UIDs found by a new search: "uid=N"
+ *   imapprobe CONFIG ACCOUNT FOLDER search FROM_UID
+ *       prints "count=N first=N last=N ascending=0|1 elapsed_ms=N"
  *   imapprobe CONFIG ACCOUNT FOLDER after keep|seen|delete|move:DEST UID...
  *       applies the after-action, prints "ok"
  *
@@ -75,6 +77,26 @@ static int cmd_wait(struct imap_session *s, int argc, char **argv, char *err, si
 		return -1;
 	for (size_t i = 0; i < n; i++)
 		printf("uid=%u\n", uids[i]);
+	free(uids);
+	return 0;
+}
+
+static int cmd_search(struct imap_session *s, int argc, char **argv, char *err, size_t errlen)
+{
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	int asc = 1;
+	if (argc < 1)
+		return fprintf(stderr, "search FROM_UID\n"), -1;
+	long long t0 = now_ms();
+	if (imap_search_from(s, (uint32_t)strtoul(argv[0], NULL, 10), &uids, &n, err, errlen) < 0)
+		return -1;
+	long long t1 = now_ms();
+	for (size_t i = 1; i < n; i++)
+		if (uids[i - 1] >= uids[i])
+			asc = 0;
+	printf("count=%zu first=%u last=%u ascending=%d elapsed_ms=%lld\n", n, n ? uids[0] : 0,
+	       n ? uids[n - 1] : 0, asc, t1 - t0);
 	free(uids);
 	return 0;
 }
@@ -148,6 +170,8 @@ int main(int argc, char **argv)
 			rc = cmd_fetch(s, argc - 5, argv + 5, err, sizeof err);
 		else if (strcmp(argv[4], "wait") == 0)
 			rc = cmd_wait(s, argc - 5, argv + 5, err, sizeof err);
+		else if (strcmp(argv[4], "search") == 0)
+			rc = cmd_search(s, argc - 5, argv + 5, err, sizeof err);
 		else if (strcmp(argv[4], "after") == 0)
 			rc = cmd_after(s, argc - 5, argv + 5, err, sizeof err);
 		else

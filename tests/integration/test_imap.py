@@ -307,7 +307,8 @@ def test_move_to_missing_folder_is_a_clear_error(dovecot, tmp_path):
     cfg = write_config(tmp_path, dovecot)
     r = probe(cfg, "Team", "after", "move:Nowhere", "1")
     assert r.returncode == 1
-    assert "account alice: after-action move failed: " in r.stderr
+    assert "account alice: after-action move:Nowhere refused: the folder Nowhere does not exist" \
+        in r.stderr, r.stderr
     assert sorted(flags(dovecot, "Team")) == [1, 2, 3]
 
 
