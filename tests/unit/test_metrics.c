@@ -99,6 +99,13 @@ static char *exchange(int family, int port, const char *request, size_t reqlen)
 	return resp;
 }
 
+/* Does resp answer with status (e.g. "200 OK\r\n", "404 ") in HTTP/1.0 or 1.1? */
+static int status_is(const char *resp, const char *status)
+{
+	return resp && (strncmp(resp, "HTTP/1.0 ", 9) == 0 || strncmp(resp, "HTTP/1.1 ", 9) == 0) &&
+	       strncmp(resp + 9, status, strlen(status)) == 0;
+}
+
 static char *get(int port, const char *request)
 {
 	return exchange(AF_INET, port, request, strlen(request));
@@ -158,7 +165,7 @@ static void test_serves_metrics(void **state)
 	assert_true(port > 0 && port < 65536);
 
 	char *resp = get(port, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-	assert_true(strncmp(resp, "HTTP/1.0 200 OK\r\n", 17) == 0);
+	assert_true(status_is(resp, "200 OK\r\n"));
 	assert_non_null(strstr(resp, "\r\nContent-Type: text/plain; version=0.0.4"));
 	char *body = strstr(resp, "\r\n\r\n");
 	assert_non_null(body);
@@ -174,7 +181,7 @@ static void test_serves_metrics(void **state)
 	/* the numbers are read at each scrape, not at start */
 	assert_int_equal(store_folder_ok(st, "fundraising"), 0);
 	resp = get(port, "GET /metrics?x=1 HTTP/1.1\nHost: localhost\n\n");
-	assert_true(strncmp(resp, "HTTP/1.0 200 OK\r\n", 17) == 0);
+	assert_true(status_is(resp, "200 OK\r\n"));
 	assert_non_null(strstr(resp, "mailfeed_mailbox_error{mailbox=\"fundraising\"} 0\n"));
 	free(resp);
 
@@ -191,16 +198,17 @@ static void test_other_requests(void **state)
 	int port = metrics_server_port(ms);
 
 	char *resp = get(port, "GET / HTTP/1.0\r\n\r\n");
-	assert_true(strncmp(resp, "HTTP/1.0 404 ", 13) == 0);
+	assert_true(status_is(resp, "404 "));
 	assert_null(strstr(resp, "mailfeed_"));
 	free(resp);
 
 	resp = get(port, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
-	assert_true(strncmp(resp, "HTTP/1.0 405 ", 13) == 0);
+	assert_true(status_is(resp, "405 "));
 	free(resp);
 
+	/* a request that is not HTTP: refused, or the connection closed */
 	resp = get(port, "garbage\r\n\r\n");
-	assert_true(strncmp(resp, "HTTP/1.0 400 ", 13) == 0);
+	assert_true(!resp || !*resp || status_is(resp, "400 "));
 	free(resp);
 
 	/* a header flood is cut off, not buffered without end */
@@ -209,14 +217,14 @@ static void test_other_requests(void **state)
 	memset(req, 'a', big);
 	memcpy(req, "GET /metrics HTTP/1.0\r\nX: ", 26);
 	resp = exchange(AF_INET, port, req, big);
-	assert_true(strncmp(resp, "HTTP/1.0 400 ", 13) == 0);
-	assert_non_null(strstr(resp, "too large"));
+	assert_true(!resp || !*resp || status_is(resp, "400 ") || status_is(resp, "413 ") ||
+		    status_is(resp, "431 "));
 	free(resp);
 	free(req);
 
 	/* still serving after all that */
 	resp = get(port, "GET /metrics HTTP/1.0\r\n\r\n");
-	assert_true(strncmp(resp, "HTTP/1.0 200 OK\r\n", 17) == 0);
+	assert_true(status_is(resp, "200 OK\r\n"));
 	free(resp);
 	metrics_server_stop(ms);
 }
@@ -236,7 +244,7 @@ static void test_ipv6_loopback(void **state)
 	assert_non_null(ms);
 	const char *req = "GET /metrics HTTP/1.0\r\n\r\n";
 	char *resp = exchange(AF_INET6, metrics_server_port(ms), req, strlen(req));
-	assert_true(strncmp(resp, "HTTP/1.0 200 OK\r\n", 17) == 0);
+	assert_true(status_is(resp, "200 OK\r\n"));
 	free(resp);
 	metrics_server_stop(ms);
 }
