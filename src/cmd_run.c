@@ -44,7 +44,7 @@
 #define MAX_BACKOFF 300
 #define STORE_MAX_BACKOFF 30
 #define WATCH_WAIT 60
-#define PROCESS_BATCH 200
+#define PROCESS_BATCH 50
 
 struct watcher {
 	pthread_t thread;
