@@ -30,6 +30,7 @@ systemd
 man-db
 libseccomp-dev
 libmicrohttpd-dev
+chromium
 libcurl4-gnutls-dev
 dpkg-dev
 debhelper

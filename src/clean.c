@@ -436,6 +436,15 @@ static int is_rule(const char *s, size_t n, size_t min)
 {
 	if (n < min)
 		return 0;
+	/* em dashes and box-drawing lines ("———", "───") count per character */
+	if (n >= 3 && (memcmp(s, "\xe2\x80\x94", 3) == 0 || memcmp(s, "\xe2\x94\x80", 3) == 0)) {
+		if (n % 3 || n / 3 < min)
+			return 0;
+		for (size_t i = 3; i < n; i += 3)
+			if (memcmp(s + i, s, 3) != 0)
+				return 0;
+		return 1;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (s[i] != s[0] || (s[0] != '-' && s[0] != '_' && s[0] != '='))
 			return 0;
@@ -594,6 +603,12 @@ static const char *const mobile_prefixes[] = {
     "envoyé depuis ",
     "envoyé avec ",
     "obtenir outlook pour ",
+    "obtener outlook para ",
+    "obter o outlook para ",
+    "scarica outlook per ",
+    "hämta outlook för ",
+    "pobierz outlook dla ",
+    "получите outlook для ",
     "holen sie sich outlook für ",
     "von meinem ",
     "gesendet von ",
@@ -1230,6 +1245,40 @@ static void mark_header_lines(struct line *ls, size_t nl, size_t i)
 	}
 }
 
+static int kept_before(const struct line *ls, size_t i)
+{
+	while (i-- > 0)
+		if (!ls[i].removed && !ls[i].blank)
+			return 1;
+	return 0;
+}
+
+/* Lines under the quote that are only a name and a contact: the writer's
+ * signature block that their client put below the history ("Ann Lee | ACME",
+ * "Phone: +1 555 …"), not an answer to it. */
+static int is_contact_block(const struct line *ls, size_t a, size_t b)
+{
+	size_t lines = 0;
+	int contact = 0, named = 0;
+	for (size_t i = a; i < b; i++) {
+		const char *s = ls[i].s;
+		size_t n = ls[i].len;
+		if (ls[i].removed || ls[i].blank)
+			continue;
+		trim_view(&s, &n);
+		if (++lines > 6 || n > CLEAN_MAX_SIG_LINE)
+			return 0;
+		if (has_contact(s, n))
+			contact = 1;
+		else if (ends_sentence(s, n) || n > 50)
+			return 0;
+		else
+			named = 1;
+	}
+	/* a link or an address alone is an answer */
+	return contact && named && lines >= 2;
+}
+
 /* Blank lines go with what is above them: kept after kept text, removed
  * after removed lines and at the top. */
 static void settle_blanks(struct line *ls, size_t nl)
@@ -1458,6 +1507,10 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			start--;
 		if (end > start)
 			strip_tail_signature(ls, start, end, sender_name);
+		if (end > start && start > 0 && kept_before(ls, start) &&
+		    is_contact_block(ls, start, end))
+			for (i = start; i < end; i++)
+				cut_line(&ls[i], CUT_SIG);
 		settle_blanks(ls, nl);
 	}
 	keep_answered_quotes(ls, nl);

@@ -109,11 +109,12 @@ static int release(struct store *st, const char *key, long n)
 	sqlite3_stmt *s;
 	if (store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state='new' WHERE id IN (SELECT id FROM messages"
-			       " WHERE mailbox=?1 AND state='held' ORDER BY internaldate, id"
-			       " LIMIT ?2)",
-			       -1, &s, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		"UPDATE messages SET state='new' WHERE id IN (SELECT id FROM messages"
+		" WHERE mailbox=?1 AND state='held' ORDER BY internaldate, id"
+		" LIMIT ?2)",
+		-1, &s, NULL) != SQLITE_OK) {
 		store_rollback(st);
 		return -1;
 	}
@@ -179,10 +180,11 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 
 	store_folder_get(st, mb->name, &fs);
 	if (fs.uidvalidity == 0) {
-		fprintf(stderr,
-			"mailfeed: mailbox %s has not been read yet; start the daemon (or `mailfeed "
-			"run --once`) first, then backfill\n",
-			mb->name);
+		fprintf(
+		    stderr,
+		    "mailfeed: mailbox %s has not been read yet; start the daemon (or `mailfeed "
+		    "run --once`) first, then backfill\n",
+		    mb->name);
 		return 1;
 	}
 	struct imap_session *s = imap_open(mb->acct, err, sizeof err);
@@ -196,10 +198,11 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 		goto out;
 	}
 	if (info.uidvalidity != fs.uidvalidity) {
-		fprintf(stderr,
-			"mailfeed: folder %s changed its UIDVALIDITY since it was last read; let the "
-			"daemon resynchronise it first\n",
-			mb->folder);
+		fprintf(
+		    stderr,
+		    "mailfeed: folder %s changed its UIDVALIDITY since it was last read; let the "
+		    "daemon resynchronise it first\n",
+		    mb->folder);
 		goto out;
 	}
 	/* newer mail is the daemon's: only what lies below the checkpoint */
@@ -220,8 +223,10 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 	}
 	volatile int stop = 0;
 	int inserted = 0;
-	int r = ingest_take(s, st, mb->name, info.uidvalidity, uids, older, max_size, "held",
-			    &stop, &inserted, err, sizeof err);
+	struct ingest_folder target = {
+	    .key = mb->name, .acct = mb->acct, .folder = mb->folder, .max_size = max_size};
+	int r = ingest_take(s, st, &target, info.uidvalidity, uids, older, "held", &stop, &inserted,
+			    err, sizeof err);
 	if (r < 0) {
 		fprintf(stderr, "mailfeed: %s\n", err);
 		goto out;
@@ -232,6 +237,35 @@ out:
 	free(uids);
 	imap_close(s);
 	return rc;
+}
+
+/* Releases the held messages of key oldest first, at most rate a minute,
+ * in steps of a second or more.  0 or 1. */
+static int release_paced(struct store *st, const char *key, long rate, const char *since_arg)
+{
+	long total = held_count(st, key);
+	if (total <= 0) {
+		printf("Nothing to backfill: no older mail since %s that was not taken already.\n",
+		       since_arg);
+		return 0;
+	}
+	long step = rate >= 60 ? rate / 60 : 1;
+	unsigned pause = rate >= 60 ? 1 : (unsigned)(60 / rate);
+	printf("%ld message%s to post from mailbox %s, at most %ld a minute.\n", total,
+	       total == 1 ? "" : "s", key, rate);
+	for (long done = 0; done < total;) {
+		if (release(st, key, step) < 0) {
+			fprintf(stderr, "mailfeed: cannot update the state database: %s\n",
+				store_errmsg(st));
+			return 1;
+		}
+		done += step;
+		if (done < total)
+			sleep(pause);
+	}
+	printf("Released %ld message%s; the running daemon posts them in date order.\n", total,
+	       total == 1 ? "" : "s");
+	return 0;
 }
 
 int cmd_backfill(int argc, char **argv, const char *config)
@@ -267,8 +301,9 @@ int cmd_backfill(int argc, char **argv, const char *config)
 		return 2;
 	}
 	if (since_parse(since_arg, &since) < 0) {
-		fprintf(stderr, "mailfeed: --since %s is not a date (YYYY-MM-DD) or a duration "
-				"(e.g. 30d)\n",
+		fprintf(stderr,
+			"mailfeed: --since %s is not a date (YYYY-MM-DD) or a duration "
+			"(e.g. 30d)\n",
 			since_arg);
 		return 2;
 	}
@@ -289,32 +324,8 @@ int cmd_backfill(int argc, char **argv, const char *config)
 		return 1;
 	}
 	int rc = take_older(st, mb, since, dry_run, cfg->gateway.max_message_size);
-	long total = rc == 0 && !dry_run ? held_count(st, mb->name) : 0;
-	if (total > 0) {
-		/* at most rate a minute, in steps of a second or more */
-		long step = rate >= 60 ? rate / 60 : 1;
-		unsigned pause = rate >= 60 ? 1 : (unsigned)(60 / rate);
-		printf("%ld message%s to post from mailbox %s, at most %ld a minute.\n", total,
-		       total == 1 ? "" : "s", mb->name, rate);
-		for (long done = 0; done < total;) {
-			if (release(st, mb->name, step) < 0) {
-				fprintf(stderr, "mailfeed: cannot update the state database: %s\n",
-					store_errmsg(st));
-				rc = 1;
-				break;
-			}
-			done += step;
-			if (done < total)
-				sleep(pause);
-		}
-		if (rc == 0)
-			printf("Released %ld message%s; the running daemon posts them in date "
-			       "order.\n",
-			       total, total == 1 ? "" : "s");
-	} else if (rc == 0 && !dry_run) {
-		printf("Nothing to backfill: no older mail since %s that was not taken already.\n",
-		       since_arg);
-	}
+	if (rc == 0 && !dry_run)
+		rc = release_paced(st, mb->name, rate, since_arg);
 	store_close(st);
 	config_free(cfg);
 	return rc;

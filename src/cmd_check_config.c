@@ -19,6 +19,7 @@
 #include "mailfeed/imap.h"
 #include "mailfeed/secret.h"
 #include "mailfeed/smtp.h"
+#include "mailfeed/state_owner.h"
 #include "mailfeed/util.h"
 
 static const char *const backend_label[] = {
@@ -38,9 +39,16 @@ struct mf_config *cli_load_config(const char *path)
 {
 	struct mf_diag diag = {0};
 	struct mf_config *cfg = config_load(path, 0, &diag);
+	char err[512];
 	if (!cfg)
 		print_diag(&diag);
 	diag_free(&diag);
+	/* root working on the service's state becomes its owner first */
+	if (cfg && state_run_as_owner(cfg->gateway.state, err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+		config_free(cfg);
+		return NULL;
+	}
 	return cfg;
 }
 
@@ -282,6 +290,12 @@ int cmd_check_config(int argc, char **argv, const char *config)
 	if (!cfg) {
 		print_diag(&diag);
 		diag_free(&diag);
+		return 2;
+	}
+	if (state_dir_check(cfg->gateway.state, err, sizeof err) < 0) {
+		fprintf(stderr, "%s: %s\n", config, err);
+		diag_free(&diag);
+		config_free(cfg);
 		return 2;
 	}
 	printf("%s: ok: %zu account%s, %zu mailbox%s, backend %s\n", config, cfg->n_accounts,

@@ -1,8 +1,10 @@
-/* cmd_dead.c — `mailfeed dead [list|retry ID|drop ID] [--json]`: what could
- * not be delivered, and why.  Lists outbox items the feed service refused or
- * that ran out of retries ("oN") and messages skipped or dead-lettered
- * before they became items ("mN"); retry puts one back in the queue, drop
- * takes it off the list.  Works while the daemon runs (short transactions). */
+/* cmd_dead.c — `mailfeed dead [list|retry ID|retry --all|drop ID] [--json]`:
+ * what could not be delivered, and why.  Lists outbox items the feed
+ * service refused or that ran out of retries ("oN") and messages skipped or
+ * dead-lettered before they became items ("mN"); retry puts one back in the
+ * queue with the mailbox's current mapping, drop takes it off the list (and
+ * lets its message's after-action run).  Works while the daemon runs
+ * (short transactions). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +21,13 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: mailfeed [-c FILE] dead [list] [--json]\n"
 		     "       mailfeed [-c FILE] dead retry ID\n"
+		     "       mailfeed [-c FILE] dead retry --all [--mailbox NAME]\n"
 		     "       mailfeed [-c FILE] dead drop ID\n\n"
 		     "Lists what could not be delivered (oN: feed items, mN: messages skipped or\n"
-		     "dead-lettered) with the reason; retry queues one again, drop forgets it.\n");
+		     "dead-lettered) with the reason; retry queues one again with the mailbox's\n"
+		     "current mapping (--all: every dead entry, or those of one mailbox; skipped\n"
+		     "messages are retried one by one), drop forgets it and lets the message's\n"
+		     "after-action run.\n");
 }
 
 /* Prints untrusted text on one line, control characters shown as '?'. */
@@ -88,10 +94,11 @@ static int dead_list(struct store *st, int as_json)
 	return 0;
 }
 
-static int dead_change(struct store *st, const char *verb, const char *id)
+static int dead_change(struct store *st, const struct mf_config *cfg, const char *verb,
+		       const char *id)
 {
 	char err[512] = "";
-	int rc = strcmp(verb, "retry") == 0 ? outbox_dead_retry(st, id, err, sizeof err)
+	int rc = strcmp(verb, "retry") == 0 ? outbox_dead_retry(st, cfg, id, err, sizeof err)
 					    : outbox_dead_drop(st, id, err, sizeof err);
 	if (rc == 1) {
 		fprintf(stderr, "mailfeed: no dead entry \"%s\"; see `mailfeed dead list`\n", id);
@@ -114,16 +121,50 @@ static int dead_change(struct store *st, const char *verb, const char *id)
 	return 0;
 }
 
+/* Retries every entry in state dead (of one mailbox, or all). */
+static int dead_retry_all(struct store *st, const struct mf_config *cfg, const char *mailbox)
+{
+	struct outbox_dead *d;
+	size_t n, done = 0, failed = 0;
+	char err[512];
+	if (outbox_dead_list(st, &d, &n) < 0) {
+		fprintf(stderr, "mailfeed: cannot read the dead list: %s\n", store_errmsg(st));
+		return 1;
+	}
+	/* oldest first, so that posts come back before what hangs on them */
+	for (size_t k = n; k-- > 0;) {
+		if (!d[k].state || strcmp(d[k].state, "dead") != 0)
+			continue;
+		if (mailbox && (!d[k].mailbox || strcmp(d[k].mailbox, mailbox) != 0))
+			continue;
+		int rc = outbox_dead_retry(st, cfg, d[k].id, err, sizeof err);
+		if (rc >= 0) {
+			done++; /* 1: already back, with the post it hangs on */
+		} else if (rc < 0) {
+			failed++;
+			fprintf(stderr, "mailfeed: %s: %s\n", d[k].id, err);
+		}
+	}
+	outbox_dead_free(d, n);
+	printf("%zu dead entr%s queued again with the current mapping%s%s.\n", done,
+	       done == 1 ? "y" : "ies", mailbox ? " of mailbox " : "", mailbox ? mailbox : "");
+	return failed ? 1 : 0;
+}
+
 int cmd_dead(int argc, char **argv, const char *config)
 {
-	const char *verb = "list", *id = NULL;
-	int as_json = 0, nargs = 0;
+	const char *verb = "list", *id = NULL, *mailbox = NULL;
+	int as_json = 0, nargs = 0, all = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
 		} else if (strcmp(argv[i], "--json") == 0) {
 			as_json = 1;
+		} else if (strcmp(argv[i], "--all") == 0) {
+			all = 1;
+		} else if (strcmp(argv[i], "--mailbox") == 0 && i + 1 < argc) {
+			mailbox = argv[++i];
 		} else if (argv[i][0] == '-') {
 			usage(stderr);
 			return 2;
@@ -139,13 +180,22 @@ int cmd_dead(int argc, char **argv, const char *config)
 			return 2;
 		}
 	}
-	if (strcmp(verb, "list") != 0 && (!id || as_json)) {
+	if ((all || mailbox) && (strcmp(verb, "retry") != 0 || id || !all)) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(verb, "list") != 0 && ((!id && !all) || as_json)) {
 		usage(stderr);
 		return 2;
 	}
 	struct mf_config *cfg = cli_load_config(config);
 	if (!cfg)
 		return 2;
+	if (mailbox && !config_mailbox(cfg, mailbox)) {
+		fprintf(stderr, "mailfeed: no [mailbox %s] in %s\n", mailbox, config);
+		config_free(cfg);
+		return 2;
+	}
 	char err[512];
 	struct store *st = store_open(cfg->gateway.state, err, sizeof err);
 	if (!st) {
@@ -153,7 +203,9 @@ int cmd_dead(int argc, char **argv, const char *config)
 		config_free(cfg);
 		return 1;
 	}
-	int rc = id ? dead_change(st, verb, id) : dead_list(st, as_json);
+	int rc = all  ? dead_retry_all(st, cfg, mailbox)
+		 : id ? dead_change(st, cfg, verb, id)
+		      : dead_list(st, as_json);
 	store_close(st);
 	config_free(cfg);
 	return rc;

@@ -24,11 +24,12 @@ static const char digest_usage[] =
     "Exit status: 0 all sent, 1 a mail could not be sent, 2 usage or config error.\n";
 
 static const char subscribe_usage[] =
-    "usage: mailfeed [-c FILE] subscribe EMAIL --groups G1,G2 [--daily|--weekly|--each]\n"
+    "usage: mailfeed [-c FILE] subscribe EMAIL --groups G1,G2 [--daily|--weekly|--each|--mine]\n"
     "                [--hour H] [--tz ZONE]\n\n"
     "Adds EMAIL as a digest subscriber, or changes an existing subscription.\n"
     "Groups are [mailbox NAME] section names or group ids of the feed service.\n"
-    "Default frequency daily; --hour (0-23) and --tz (an IANA zone such as\n"
+    "Default frequency daily; --mine is a daily digest of only the threads EMAIL\n"
+    "started, commented on or is named in; --hour (0-23) and --tz (an IANA zone such as\n"
     "Europe/Berlin) default to the [digest] section's hour and timezone.\n";
 
 static const char unsubscribe_usage[] =
@@ -190,7 +191,7 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 		} else if (strcmp(a, "--groups") == 0 && i + 1 < argc) {
 			groups = argv[++i];
 		} else if (strcmp(a, "--daily") == 0 || strcmp(a, "--weekly") == 0 ||
-			   strcmp(a, "--each") == 0) {
+			   strcmp(a, "--each") == 0 || strcmp(a, "--mine") == 0) {
 			freq = a + 2;
 		} else if (strcmp(a, "--hour") == 0 && i + 1 < argc) {
 			char *end;

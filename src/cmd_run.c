@@ -35,9 +35,11 @@
 #include "mailfeed/ingest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/metrics.h"
+#include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
 #include "mailfeed/replies.h"
+#include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
 #include "mailfeed/worker.h"
 
@@ -45,6 +47,18 @@
 #define STORE_MAX_BACKOFF 30
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
+#define AUTH_FAILURES 3       /* refused logins of an account before ... */
+#define AUTH_BACKOFF 3600     /* ... it waits this long (a reload retries at once) */
+
+/* Refused logins are counted per account, not per folder: the watchers of
+ * one account share its gate, so a wrong password is not hammered by each
+ * of them. */
+struct account_gate {
+	const char *name;
+	pthread_mutex_t mu;
+	int failures;
+	time_t until;
+};
 
 struct watcher {
 	pthread_t thread;
@@ -61,7 +75,42 @@ struct watcher {
 	int wake_fd;
 	volatile int stop;
 	int proc_wake_fd;
+	struct account_gate *gate; /* NULL in run --once */
+	const struct mf_config *cfg;
 };
+
+/* Seconds until the account may try to log in again, 0 now. */
+static long gate_wait(struct account_gate *g)
+{
+	if (!g)
+		return 0;
+	pthread_mutex_lock(&g->mu);
+	time_t now = time(NULL), until = g->until;
+	pthread_mutex_unlock(&g->mu);
+	return until > now ? (long)(until - now) : 0;
+}
+
+static void gate_result(struct account_gate *g, struct store *st, int refused, const char *err)
+{
+	if (!g)
+		return;
+	char key[256];
+	snprintf(key, sizeof key, NOTE_AUTH_BACKOFF "%s", g->name);
+	pthread_mutex_lock(&g->mu);
+	int was = g->failures, failures = g->failures = refused ? g->failures + 1 : 0;
+	time_t until = 0;
+	if (failures >= AUTH_FAILURES && g->until <= time(NULL))
+		until = g->until = time(NULL) + AUTH_BACKOFF;
+	pthread_mutex_unlock(&g->mu);
+	if (until) {
+		log_error("imap.auth_backoff account=%s failures=%d retry_in=%ds error=\"%s\" "
+			  "note=\"fix the credentials, then reload to try at once\"",
+			  g->name, failures, AUTH_BACKOFF, err);
+		note_set(st, key, err, until);
+	} else if (!refused && was > 0) {
+		note_delete(st, key);
+	}
+}
 
 static void wake(int fd)
 {
@@ -98,7 +147,8 @@ static struct ingest_folder watcher_target(const struct watcher *w)
 				      .folder = w->folder,
 				      .max_size = w->max_size,
 				      .start = w->start,
-				      .start_since = w->start_since};
+				      .start_since = w->start_since,
+				      .cfg = w->cfg};
 }
 
 static void *watcher_main(void *arg)
@@ -114,7 +164,13 @@ static void *watcher_main(void *arg)
 		return NULL;
 	}
 	while (!w->stop) {
+		long barred = gate_wait(w->gate);
+		if (barred > 0) {
+			sleep_or_wake(w->wake_fd, barred);
+			continue;
+		}
 		struct imap_session *s = imap_open(w->acct, err, sizeof err);
+		gate_result(w->gate, st, !s && imap_login_refused(), err);
 		if (!s) {
 			long delay = jitter(backoff);
 			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
@@ -182,6 +238,8 @@ struct daemon {
 	struct parse_worker *worker;
 	struct metrics_server *metrics;
 	char *metrics_listen;
+	struct account_gate *gates; /* one per account, for the watchers */
+	size_t ngates;
 };
 
 static size_t watchers_plan(struct daemon *d)
@@ -210,16 +268,35 @@ static size_t watchers_plan(struct daemon *d)
 		d->w[i].max_size = cfg->gateway.max_message_size;
 		d->w[i].state_path = cfg->gateway.state;
 		d->w[i].proc_wake_fd = d->proc_wake_fd;
+		d->w[i].cfg = cfg;
 		d->w[i].wake_fd = -1;
 	}
 	return n;
 }
 
-static void watchers_start(struct daemon *d)
+/* A new set of watchers starts with a clean slate: a reload (after the
+ * password was fixed, say) tries every account at once. */
+static void gates_start(struct daemon *d, struct store *st)
 {
+	d->ngates = d->cfg->n_accounts;
+	d->gates = xcalloc(d->ngates ? d->ngates : 1, sizeof *d->gates);
+	for (size_t i = 0; i < d->ngates; i++) {
+		char key[256];
+		d->gates[i].name = d->cfg->accounts[i].name;
+		pthread_mutex_init(&d->gates[i].mu, NULL);
+		snprintf(key, sizeof key, NOTE_AUTH_BACKOFF "%s", d->gates[i].name);
+		note_delete(st, key);
+	}
+}
+
+static void watchers_start(struct daemon *d, struct store *st)
+{
+	gates_start(d, st);
 	d->nw = watchers_plan(d);
 	for (size_t i = 0; i < d->nw; i++) {
 		struct watcher *w = &d->w[i];
+		if (w->acct >= d->cfg->accounts && w->acct < d->cfg->accounts + d->ngates)
+			w->gate = &d->gates[w->acct - d->cfg->accounts];
 		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (pthread_create(&w->thread, NULL, watcher_main, w) == 0)
 			w->running = 1;
@@ -230,6 +307,7 @@ static void watchers_start(struct daemon *d)
 
 static void watchers_stop(struct daemon *d, double deadline)
 {
+	int abandoned = 0;
 	for (size_t i = 0; i < d->nw; i++) {
 		d->w[i].stop = 1;
 		wake(d->w[i].wake_fd);
@@ -250,6 +328,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 				 w->key);
 			pthread_detach(w->thread);
 			w->wake_fd = -1; /* the thread may still use it */
+			abandoned = 1;
 			continue;
 		}
 		close(w->wake_fd);
@@ -257,6 +336,13 @@ static void watchers_stop(struct daemon *d, double deadline)
 	free(d->w);
 	d->w = NULL;
 	d->nw = 0;
+	if (!abandoned) { /* else a thread may still hold its gate */
+		for (size_t i = 0; i < d->ngates; i++)
+			pthread_mutex_destroy(&d->gates[i].mu);
+		free(d->gates);
+	}
+	d->gates = NULL;
+	d->ngates = 0;
 }
 
 static void wake_watchers(struct daemon *d)
@@ -287,22 +373,6 @@ static void feed_close(struct daemon *d)
 		d->feed->close(d->feed_ctx);
 	d->feed = NULL;
 	d->feed_ctx = NULL;
-}
-
-static void set_daemon_note(struct store *st, const char *key, const char *value)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT INTO daemon(key, value, at) VALUES(?1, ?2, ?3)"
-			       " ON CONFLICT(key) DO UPDATE SET value=?2, at=?3",
-			       -1, &s, NULL) != SQLITE_OK)
-		return;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (value)
-		sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
-	sqlite3_step(s);
-	sqlite3_finalize(s);
 }
 
 /* Delivers everything that is due now.  Returns items that went dead, or
@@ -473,7 +543,7 @@ static int reload(struct daemon *d, struct store **st)
 			log_error("reload.refused problem=\"%s\"", diag.msgs.v[i]);
 			buf_printf(&b, "%s%s", i ? "; " : "", diag.msgs.v[i]);
 		}
-		set_daemon_note(*st, "reload_error", b.data ? b.data : "invalid config");
+		note_set(*st, "reload_error", b.data ? b.data : "invalid config", 0);
 		buf_free(&b);
 		diag_free(&diag);
 		sd_notify(0, "READY=1\nSTATUS=reload refused: invalid config, old config kept");
@@ -502,9 +572,9 @@ static int reload(struct daemon *d, struct store **st)
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	feed_open(d, *st);
 	digest_seed_subscribers(*st, d->cfg);
-	set_daemon_note(*st, "reload_error", NULL);
+	note_set(*st, "reload_error", NULL, 0);
 	metrics_restart(d);
-	watchers_start(d);
+	watchers_start(d, *st);
 	log_info("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
 	sd_notify(0, "READY=1\nSTATUS=config reloaded");
 	return 0;
@@ -541,7 +611,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
 		wd_interval_ms = (long)(wd_usec / 2000);
 	parse_wd_interval_ms = wd_interval_ms;
-	watchers_start(d);
+	watchers_start(d, *stp);
+	note_set(*stp, "heartbeat", NULL, 0);
 	sd_notify(0, "READY=1\nSTATUS=running");
 	log_info("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
 		 d->feed ? d->feed->name : "none");
@@ -586,7 +657,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 			do {
 				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
 			} while (n > 0);
-			if (deliver_all(d, st, &delivered_any) < 0 || n < 0) {
+			int dead = deliver_all(d, st, &delivered_any);
+			if (dead < 0 || n < 0) {
 				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 				store_retry_at = now_monotonic() + (double)store_backoff;
 				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
@@ -595,8 +667,8 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 				store_backoff = 0;
 				store_retry_at = 0;
 			}
-			if (delivered_any)
-				wake_watchers(d);
+			if (delivered_any || dead > 0)
+				wake_watchers(d); /* after-actions, dead marks */
 		}
 		double now = now_monotonic();
 		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {
@@ -607,6 +679,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 		}
 		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {
 			sd_notify(0, "WATCHDOG=1");
+			note_set(st, "heartbeat", NULL, 0);
 			notify_status(st);
 			metrics_write(st, d->cfg);
 			last_ping = now;
@@ -667,14 +740,21 @@ int cmd_run(int argc, char **argv, const char *config)
 	}
 	log_set_format((enum log_format)d.cfg->gateway.log_format);
 
-	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
-	if (!st) {
-		log_error("run.error error=\"%s\"", err);
+	int lock_fd = -1;
+	if (state_lock_take(d.cfg->gateway.state, &lock_fd, err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
 		config_free(d.cfg);
 		close(sfd);
 		return 1;
 	}
-	set_daemon_note(st, "pid", NULL);
+	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
+	if (!st) {
+		log_error("run.error error=\"%s\"", err);
+		close(lock_fd);
+		config_free(d.cfg);
+		close(sfd);
+		return 1;
+	}
 	d.proc_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	d.worker = worker_new(&d.cfg->gateway);
 	if (!d.worker) {
@@ -704,5 +784,6 @@ out:
 	config_free(d.cfg);
 	close(d.proc_wake_fd);
 	close(sfd);
+	close(lock_fd);
 	return rc;
 }

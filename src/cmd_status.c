@@ -9,8 +9,10 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
+#include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
 
 static json_t *iso_or_null(sqlite3_stmt *s, int col)
@@ -97,19 +99,52 @@ static json_t *mailbox_status(struct store *st, const char *name, const char *ac
 	return o;
 }
 
-/* cfg NULL: the config on disk is broken (e.g. a refused reload); the
- * mailboxes are then those the state knows. */
-static json_t *status_build(struct store *st, const struct mf_config *cfg)
+static int by_name(const void *a, const void *b)
 {
-	json_t *root = json_object(), *mbs = json_array(), *digests = json_array();
-	sqlite3_stmt *s;
-	struct outbox_counts c = {0};
+	const struct mf_mailbox *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
 
+/* Whether the daemon runs on this state (the holder of its lock), and its
+ * last heartbeat; accounts whose logins are refused and wait. */
+static void daemon_status(json_t *root, struct store *st, const char *state)
+{
+	json_t *dm = json_object();
+	char when[32], why[512];
+	long pid = state_lock_holder(state);
+	time_t beat = 0;
+	json_object_set_new(dm, "running", json_boolean(pid > 0));
+	json_object_set_new(dm, "pid", pid > 0 ? json_integer(pid) : json_null());
+	json_object_set_new(dm, "heartbeat",
+			    note_get(st, "heartbeat", NULL, &beat) == 1 && beat
+				? json_string(time_iso(beat, when, sizeof when))
+				: json_null());
+	json_object_set_new(root, "daemon", dm);
+	json_object_set_new(root, "auth_backoff",
+			    notes_auth_backoff(st, time(NULL), why, sizeof why) == 1
+				? json_string(why)
+				: json_null());
+}
+
+/* Every mailbox, in a stable order: by name, whatever the config's order;
+ * those the state knows when the config does not load; [replies] last. */
+static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
+{
+	json_t *mbs = json_array();
+	sqlite3_stmt *s;
+	/* rows in a stable order: by mailbox name, whatever the config's order */
+	const struct mf_mailbox **sorted =
+	    xcalloc(cfg && cfg->n_mailboxes ? cfg->n_mailboxes : 1, sizeof *sorted);
+	for (size_t i = 0; cfg && i < cfg->n_mailboxes; i++)
+		sorted[i] = &cfg->mailboxes[i];
+	if (cfg && cfg->n_mailboxes > 1)
+		qsort(sorted, cfg->n_mailboxes, sizeof *sorted, by_name);
 	for (size_t i = 0; cfg && i < cfg->n_mailboxes; i++) {
-		const struct mf_mailbox *mb = &cfg->mailboxes[i];
+		const struct mf_mailbox *mb = sorted[i];
 		json_array_append_new(
 		    mbs, mailbox_status(st, mb->name, mb->account, mb->folder, mb->group));
 	}
+	free(sorted);
 	if (!cfg && sqlite3_prepare_v2(store_db(st),
 				       "SELECT mailbox, account, folder FROM folders ORDER BY mailbox",
 				       -1, &s, NULL) == SQLITE_OK) {
@@ -123,7 +158,18 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg)
 	if (cfg && cfg->replies.present)
 		json_array_append_new(mbs, mailbox_status(st, REPLIES_KEY, cfg->replies.account,
 							  cfg->replies.folder, NULL));
-	json_object_set_new(root, "mailboxes", mbs);
+	return mbs;
+}
+
+/* cfg NULL: the config on disk is broken (e.g. a refused reload); the
+ * mailboxes are then those the state knows. */
+static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
+{
+	json_t *root = json_object(), *digests = json_array();
+	sqlite3_stmt *s;
+	struct outbox_counts c = {0};
+
+	json_object_set_new(root, "mailboxes", mailboxes_status(st, cfg));
 
 	outbox_counts(st, &c);
 	json_t *ob =
@@ -165,6 +211,7 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg)
 		sqlite3_finalize(s);
 	}
 	json_object_set_new(root, "digests", digests);
+	daemon_status(root, st, state);
 	json_object_set_new(root, "reload_error", json_null());
 	if (sqlite3_prepare_v2(store_db(st), "SELECT value FROM daemon WHERE key='reload_error'",
 			       -1, &s, NULL) == SQLITE_OK) {
@@ -181,10 +228,36 @@ static const char *str_or(json_t *o, const char *key, const char *dflt)
 	return v ? v : dflt;
 }
 
+/* Like `postfix status`: 1 when a mailbox is failing, an account waits
+ * after refused logins, or anything is dead. */
+static int status_failing(json_t *root)
+{
+	size_t i;
+	json_t *m;
+	int failing = json_integer_value(json_object_get(json_object_get(root, "outbox"), "dead")) >
+			  0 ||
+		      json_is_string(json_object_get(root, "auth_backoff"));
+	json_array_foreach(json_object_get(root, "mailboxes"), i, m)
+	{
+		if (json_is_string(json_object_get(m, "last_error")) ||
+		    json_integer_value(json_object_get(m, "dead")) > 0)
+			failing = 1;
+	}
+	return failing;
+}
+
 static void status_print(json_t *root)
 {
 	size_t i;
 	json_t *m;
+	json_t *dm = json_object_get(root, "daemon");
+	if (json_is_true(json_object_get(dm, "running")))
+		printf("daemon: running, pid %lld, last heartbeat %s\n\n",
+		       (long long)json_integer_value(json_object_get(dm, "pid")),
+		       str_or(dm, "heartbeat", "none yet"));
+	else
+		printf("daemon: not running (last heartbeat %s)\n\n",
+		       str_or(dm, "heartbeat", "never"));
 	printf("MAILBOX              FOLDER               LAST UID   STORED  SKIPPED WAITING  "
 	       "LAST OK               LAST ERROR\n");
 	json_array_foreach(json_object_get(root, "mailboxes"), i, m)
@@ -220,6 +293,9 @@ static void status_print(json_t *root)
 	const char *re = str_or(root, "reload_error", NULL);
 	if (re)
 		printf("\nlast reload refused: %s\n", re);
+	const char *ab = str_or(root, "auth_backoff", NULL);
+	if (ab)
+		printf("\n%s; fix the credentials and reload to try at once\n", ab);
 }
 
 /* The state path of a config that does not load: [gateway] state, taken
@@ -276,8 +352,10 @@ int cmd_status(int argc, char **argv, const char *config)
 			as_json = 1;
 		} else if (strcmp(argv[i], "--help") == 0) {
 			printf("usage: mailfeed [-c FILE] status [--json]\n"
-			       "  Per mailbox: last UID, messages stored/skipped/waiting, last "
-			       "success and error;\n  outbox counts; digests per subscriber.\n");
+			       "  Whether the daemon runs (pid, heartbeat); per mailbox: last UID,\n"
+			       "  messages stored/skipped/waiting, last success and error; outbox\n"
+			       "  counts; digests per subscriber.  Exit 1 when a mailbox is failing,\n"
+			       "  an account waits after refused logins, or anything is dead.\n");
 			return 0;
 		} else {
 			fprintf(stderr, "usage: mailfeed [-c FILE] status [--json]\n");
@@ -293,14 +371,17 @@ int cmd_status(int argc, char **argv, const char *config)
 		fprintf(stderr, "mailfeed: %s has problems; showing the state in %s\n", config,
 			fallback);
 	}
-	struct store *st = store_open(cfg ? cfg->gateway.state : fallback, err, sizeof err);
-	free(fallback);
+	const char *state = cfg ? cfg->gateway.state : fallback;
+	struct store *st = store_open(state, err, sizeof err);
 	if (!st) {
 		fprintf(stderr, "mailfeed: %s\n", err);
+		free(fallback);
 		config_free(cfg);
 		return 1;
 	}
-	json_t *root = status_build(st, cfg);
+	json_t *root = status_build(st, cfg, state);
+	free(fallback);
+	int rc = status_failing(root) ? 1 : 0;
 	if (as_json) {
 		char *s = json_dumps(root, JSON_COMPACT);
 		printf("%s\n", s);
@@ -311,5 +392,5 @@ int cmd_status(int argc, char **argv, const char *config)
 	json_decref(root);
 	store_close(st);
 	config_free(cfg);
-	return 0;
+	return rc;
 }

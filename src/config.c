@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/route.h"
 #include "mailfeed/log.h"
 #include "mailfeed/secret.h"
 
@@ -51,6 +52,7 @@ enum key_type {
 	K_INT,	 /* int in [min, max] */
 	K_ENUM,	 /* int, index into names */
 	K_LIST,	 /* struct strlist; the key may repeat to continue a long list */
+	K_ROUTE, /* struct strlist, one route.h rule per line; the key repeats */
 	K_TAGS,	 /* like K_LIST, leading '#' dropped */
 	K_AFTER, /* enum after_action at off, folder string at off2 */
 	K_START, /* enum start_mode at off, seconds of since:DURATION at off2 */
@@ -77,7 +79,7 @@ static const char *const post_as_names[] = {"integration", "author", NULL};
 static const char *const auth_names[] = {"auto", "login", "plain", "xoauth2", NULL};
 static const char *const subscribers_names[] = {"config", "feed", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL}; /* enum log_format */
-static const char *const freq_names[] = {"daily", "weekly", "each", "never", NULL};
+static const char *const freq_names[] = {"daily", "weekly", "each", "never", "mine", NULL};
 static const char *const after_names[] = {"keep", "seen", "move", "delete", NULL};
 static const char *const day_names[] = {"sunday",   "monday", "tuesday",  "wednesday",
 					"thursday", "friday", "saturday", NULL};
@@ -158,6 +160,7 @@ static const struct key_def mailbox_keys[] = {
     {"hashtags", K_TAGS, M(hashtags), 0, 0, NULL, 0},
     {"after", K_AFTER, M(after), 0, 0, NULL, M(after_folder)},
     {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0},
+    {"route", K_ROUTE, M(routes), 0, 0, NULL, 0},
     {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
     {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
     {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
@@ -735,6 +738,14 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 		}
 		return 0;
 	}
+	case K_ROUTE: {
+		struct route r;
+		if (route_parse(v, &r, err, errlen) < 0)
+			return -1;
+		route_free(&r);
+		strlist_add((struct strlist *)(void *)field, v);
+		return 0;
+	}
 	case K_AFTER: {
 		char **folder = (char **)(void *)((char *)obj + k->off2);
 		enum after_action a;
@@ -895,7 +906,7 @@ static int loader_handle(void *user, const char *section, const char *name, cons
 		return 1;
 	}
 	const struct key_def *k = &kinds[s->kind].keys[ki];
-	int is_list = k->type == K_LIST || k->type == K_TAGS;
+	int is_list = k->type == K_LIST || k->type == K_TAGS || k->type == K_ROUTE;
 	if (s->key_line[ki] && !is_list) {
 		diag_add(l, l->lineno, "'%s' is set twice in [%s] (first at line %d)", name,
 			 s->title, s->key_line[ki]);
@@ -904,6 +915,13 @@ static int loader_handle(void *user, const char *section, const char *name, cons
 	if (!*value) {
 		diag_add(l, l->lineno, "'%s' has an empty value; remove the line or give a value",
 			 name);
+		return 1;
+	}
+	size_t vlen = strlen(value);
+	if (vlen >= 2 && (value[0] == '"' || value[0] == '\'') && value[vlen - 1] == value[0]) {
+		/* INI values are taken as written: the quotes would be part of it */
+		diag_add(l, l->lineno, "%s = %s: values are written without quotes (%s = %.*s)",
+			 name, value, name, (int)(vlen - 2), value + 1);
 		return 1;
 	}
 	if (key_set(l, k, sect_obj(l, s), value, err, sizeof err) < 0) {
@@ -1299,6 +1317,7 @@ static void mailbox_clear(struct mf_mailbox *m)
 	strlist_free(&m->hashtags);
 	free(m->after_folder);
 	strlist_free(&m->allow_senders);
+	strlist_free(&m->routes);
 }
 
 void config_free(struct mf_config *cfg)
@@ -1423,7 +1442,10 @@ const char *after_action_name(enum after_action a)
 	return (unsigned)a < 4 ? after_names[a] : "?";
 }
 
-const char *frequency_name(enum frequency f) { return (unsigned)f < 4 ? freq_names[f] : "?"; }
+const char *frequency_name(enum frequency f)
+{
+	return (unsigned)f <= FREQ_MINE ? freq_names[f] : "?";
+}
 
 int frequency_parse(const char *s, enum frequency *out)
 {

@@ -32,6 +32,7 @@
 
 #include "mailfeed/digest.h"
 #include "mailfeed/log.h"
+#include "mailfeed/outbox.h"
 #include "mailfeed/smtp.h"
 #include "mailfeed/token.h"
 #include "mailfeed/tz.h"
@@ -137,11 +138,19 @@ static int safe_url(const char *u)
 	       !strpbrk(u, " \t\r\n\"'<>");
 }
 
-static void fmt_time(time_t t, char *out, size_t n)
+/* "Fri 4 Dec, 14:05" in zone z (UTC when NULL). */
+static void fmt_time(time_t t, const struct tz *z, char *out, size_t n)
 {
 	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, n, "%Y-%m-%d %H:%M UTC", &tm);
+	if (z)
+		tz_localtime(z, t, &tm);
+	else
+		gmtime_r(&t, &tm);
+	strftime(out, n, "%a %e %b, %H:%M", &tm);
+	/* %e pads one-digit days with a space */
+	char *sp = strstr(out, "  ");
+	if (sp)
+		memmove(sp, sp + 1, strlen(sp));
 }
 
 /* The MIME body of a multipart/alternative mail, closing the headers. */
@@ -177,6 +186,35 @@ struct thread {
 	size_t n_comments;
 	time_t latest;
 };
+
+/* How a digest shows one entry: a few lines, cut at a word. */
+#define EXCERPT_LINES 4
+#define EXCERPT_BYTES 320
+/* A thread with more new comments than this shows the latest few. */
+#define COMMENTS_IN_FULL 3
+#define COMMENTS_SHOWN 2
+
+/* What the renderer needs besides the entries. */
+struct render {
+	const struct tz *zone;
+	int full; /* whole texts (a notification), not excerpts */
+};
+
+/* The Message-ID of the mails about one post for one reader: the same for
+ * every mail about it, so that clients thread them. */
+static char *post_message_id(const struct mf_config *cfg, const char *remote_id, const char *to)
+{
+	char a[65], b[65];
+	sha256_hex(remote_id, strlen(remote_id), a);
+	sha256_hex(to, strlen(to), b);
+	a[32] = b[12] = '\0';
+	char *dom = smtp_header_text(cfg->gateway.reply_address && strchr(cfg->gateway.reply_address, '@')
+					 ? strchr(cfg->gateway.reply_address, '@') + 1
+					 : "mailfeed.invalid");
+	char *id = xasprintf("post.%s.%s@%s", a, b, dom);
+	free(dom);
+	return id;
+}
 
 static int thread_cmp(const void *a, const void *b)
 {
@@ -233,18 +271,72 @@ static char *reply_address_for(struct store *st, const struct mf_config *cfg,
 	return addr;
 }
 
-static void entry_text(struct buf *txt, struct buf *html, const struct feed_entry *e, size_t max,
-		       int is_comment)
+/* The first lines of text (at most EXCERPT_LINES, EXCERPT_BYTES), cut at a
+ * word; *cut tells whether anything was left out.  Blank lines between
+ * paragraphs are kept as one. */
+static char *excerpt(const char *text, int *cut)
+{
+	struct buf b;
+	buf_init(&b);
+	*cut = 0;
+	int lines = 0;
+	const char *p = text ? text : "";
+	while (*p == '\n')
+		p++;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		if (lines == EXCERPT_LINES || b.len + n > EXCERPT_BYTES) {
+			if (lines < EXCERPT_LINES && b.len < EXCERPT_BYTES) {
+				/* the last line, cut at a word */
+				size_t room = EXCERPT_BYTES - b.len, k = room;
+				while (k > 0 && p[k] != ' ')
+					k--;
+				if (k < room / 2)
+					k = room;
+				while (k > 0 && ((unsigned char)p[k] & 0xc0) == 0x80)
+					k--;
+				buf_append(&b, p, k);
+			}
+			*cut = 1;
+			break;
+		}
+		buf_append(&b, p, n);
+		lines++;
+		p += n;
+		if (*p == '\n') {
+			int blank = p[1] == '\n';
+			while (*p == '\n')
+				p++;
+			if (*p)
+				buf_puts(&b, blank ? "\n\n" : "\n");
+			lines += blank;
+		}
+	}
+	while (b.len > 0 && (b.data[b.len - 1] == ' ' || b.data[b.len - 1] == '\n'))
+		b.len--;
+	if (b.data)
+		b.data[b.len] = 0;
+	if (*cut)
+		buf_puts(&b, " \xe2\x80\xa6");
+	return buf_steal(&b);
+}
+
+static void entry_text(struct buf *txt, struct buf *html, const struct render *rd,
+		       const struct feed_entry *e, int is_comment, const char *more_url)
 {
 	char when[40];
 	char *author = smtp_header_text(e->author_name && *e->author_name ? e->author_name
 					: e->author_email		  ? e->author_email
 									  : "someone");
-	char *body = clean_text(e->text, max);
-	fmt_time(e->created, when, sizeof when);
+	char *clean = clean_text(e->text, rd->full ? NOTIFY_TEXT_MAX : ITEM_TEXT_MAX);
+	int cut = 0;
+	char *body = rd->full ? xstrdup(clean) : excerpt(clean, &cut);
+	free(clean);
+	fmt_time(e->created, rd->zone, when, sizeof when);
 	if (is_comment) {
 		buf_printf(txt, "  - %s (%s):\n", author, when);
-		buf_puts(html, "<div style=\"margin:6px 0 6px 16px;padding-left:8px;"
+		buf_puts(html, "<div style=\"margin:8px 0 8px 8px;padding-left:8px;"
 			       "border-left:3px solid #ddd;color:#333\"><b>");
 		html_escape(html, author);
 		buf_printf(html, "</b> <span style=\"color:#888\">%s</span><br>\n", when);
@@ -264,6 +356,12 @@ static void entry_text(struct buf *txt, struct buf *html, const struct feed_entr
 		p += n + (nl ? 1 : 0);
 	}
 	html_escape(html, body);
+	if (cut && more_url) {
+		buf_printf(txt, "%sRead more: %s\n", is_comment ? "      " : "    ", more_url);
+		buf_puts(html, " <a href=\"");
+		html_escape(html, more_url);
+		buf_puts(html, "\" style=\"color:#0b62a4\">Read more</a>");
+	}
 	buf_puts(html, "</div>\n");
 	free(author);
 	free(body);
@@ -286,70 +384,114 @@ static char *subject_of(const struct feed_entry *e)
 	return xstrdup("(no subject)");
 }
 
+/* The title of a thread: its post's subject, or for new comments on an
+ * older post, that post's subject when the gateway made it. */
+static char *thread_title(const struct thread *t)
+{
+	if (t->post)
+		return subject_of(t->post);
+	for (size_t i = 0; i < t->n_comments; i++)
+		if (t->comments[i]->post_subject && *t->comments[i]->post_subject)
+			return smtp_header_text(t->comments[i]->post_subject);
+	return xstrdup("An earlier post");
+}
+
+/* A link to the thread's post at the service, or NULL. */
+static const char *thread_url(const struct thread *t)
+{
+	if (t->post)
+		return safe_url(t->post->url) ? t->post->url : NULL;
+	for (size_t i = 0; i < t->n_comments; i++)
+		if (safe_url(t->comments[i]->url))
+			return t->comments[i]->url;
+	return NULL;
+}
+
 static void start_html(struct buf *html, const char *title)
 {
-	buf_puts(html, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
+	buf_puts(html, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n"
+		       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+		       "<title>");
 	html_escape(html, title);
-	buf_puts(html, "</title></head>\n<body style=\"font-family:Arial,Helvetica,sans-serif;"
-		       "font-size:14px;line-height:1.4;color:#222;max-width:700px\">\n");
+	/* one column that narrows with the screen; long words and links wrap */
+	buf_puts(html, "</title></head>\n<body style=\"margin:0;padding:12px;"
+		       "font-family:Arial,Helvetica,sans-serif;font-size:15px;line-height:1.45;"
+		       "color:#222;background:#fff\">\n<div style=\"max-width:680px;margin:0 auto;"
+		       "overflow-wrap:anywhere;word-wrap:break-word\">\n");
 }
 
-static void put_footer(struct buf *txt, struct buf *html, const char *unsub, const char *why)
+static void put_footer(struct buf *txt, struct buf *html, const char *unsub, const char *why,
+		       const char *zone)
 {
-	buf_printf(txt, "\n-- \n%s\nUnsubscribe: %s\n", why, unsub);
+	buf_printf(txt, "\n-- \n%s\n", why);
+	if (zone)
+		buf_printf(txt, "Times are in %s.\n", zone);
+	buf_printf(txt, "Unsubscribe: %s\n", unsub);
 	buf_puts(html, "<hr style=\"border:0;border-top:1px solid #ddd\">\n"
-		       "<p style=\"color:#888;font-size:12px\">");
+		       "<p style=\"color:#777;font-size:12px\">");
 	html_escape(html, why);
+	if (zone) {
+		buf_puts(html, " Times are in ");
+		html_escape(html, zone);
+		buf_puts(html, ".");
+	}
 	buf_puts(html, " <a href=\"");
 	html_escape(html, unsub);
-	buf_puts(html, "\" style=\"color:#888\">Unsubscribe</a></p>\n</body></html>\n");
+	buf_puts(html, "\" style=\"color:#777\">Unsubscribe</a></p>\n</div>\n</body></html>\n");
 }
 
-static void put_thread(struct buf *txt, struct buf *html, const struct thread *t, const char *reply,
-		       size_t *budget, size_t *skipped)
+static void put_thread(struct buf *txt, struct buf *html, const struct render *rd,
+		       const struct thread *t, const char *reply, size_t *budget, size_t *skipped)
 {
-	char *subj = subject_of(t->post);
+	char *subj = thread_title(t);
 	char *re = xasprintf("Re: %s", subj);
 	char *link = reply ? mailto(reply, re) : NULL;
-	const char *url = t->post && safe_url(t->post->url) ? t->post->url : NULL;
+	const char *url = thread_url(t);
 
-	if (t->post) {
-		buf_printf(txt, "* %s\n", subj);
-		buf_puts(html,
-			 "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
-			 "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">");
-		html_escape(html, subj);
-		buf_puts(html, "</div>\n");
-	} else {
-		buf_puts(txt, "* New comments on an earlier post\n");
-		buf_puts(html,
-			 "<div style=\"margin:12px 0;padding:8px;border:1px solid #e3e3e3;"
-			 "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:15px\">"
-			 "New comments on an earlier post</div>\n");
+	buf_printf(txt, "* %s\n", subj);
+	buf_puts(html, "<div style=\"margin:12px 0;padding:10px;border:1px solid #e3e3e3;"
+		       "border-radius:4px\">\n<div style=\"font-weight:bold;font-size:16px\">");
+	if (url) {
+		buf_puts(html, "<a href=\"");
+		html_escape(html, url);
+		buf_puts(html, "\" style=\"color:#222;text-decoration:none\">");
 	}
+	html_escape(html, subj);
+	buf_puts(html, url ? "</a></div>\n" : "</div>\n");
 	if (t->post && *budget > 0) {
-		entry_text(txt, html, t->post, ITEM_TEXT_MAX, 0);
+		entry_text(txt, html, rd, t->post, 0, url);
 		(*budget)--;
 	} else if (t->post) {
 		(*skipped)++;
 	}
-	for (size_t i = 0; i < t->n_comments; i++) {
+	/* many new comments: say how many, show the latest */
+	size_t from = 0;
+	if (t->n_comments > COMMENTS_IN_FULL) {
+		from = t->n_comments - COMMENTS_SHOWN;
+		buf_printf(txt, "  %zu new comments, the latest %d shown\n", t->n_comments,
+			   COMMENTS_SHOWN);
+		buf_printf(html,
+			   "<div style=\"margin:8px 0 0;color:#555;font-size:13px\">%zu new "
+			   "comments, the latest %d shown</div>\n",
+			   t->n_comments, COMMENTS_SHOWN);
+	}
+	for (size_t i = from; i < t->n_comments; i++) {
 		if (*budget == 0) {
 			(*skipped)++;
 			continue;
 		}
-		entry_text(txt, html, t->comments[i], ITEM_TEXT_MAX, 1);
+		entry_text(txt, html, rd, t->comments[i], 1, url);
 		(*budget)--;
 	}
 	if (link) {
 		buf_printf(txt, "  Reply by email: %s\n", link);
-		buf_puts(html, "<p style=\"margin:6px 0 0\"><a href=\"");
+		buf_puts(html, "<p style=\"margin:8px 0 0\"><a href=\"");
 		html_escape(html, link);
 		buf_puts(html, "\" style=\"color:#0b62a4\">Reply by email</a>");
 	}
 	if (url) {
 		buf_printf(txt, "  Open in the feed: %s\n", url);
-		buf_puts(html, link ? " &middot; " : "<p style=\"margin:6px 0 0\">");
+		buf_puts(html, link ? " &middot; " : "<p style=\"margin:8px 0 0\">");
 		buf_puts(html, "<a href=\"");
 		html_escape(html, url);
 		buf_puts(html, "\" style=\"color:#0b62a4\">Open in the feed</a>");
@@ -365,7 +507,7 @@ static void put_thread(struct buf *txt, struct buf *html, const struct thread *t
 
 static void put_headers(struct buf *b, const struct mf_config *cfg, const char *to,
 			const char *subject, const char *msgid, const char *unsub, time_t now,
-			const char *reply_to)
+			const char *reply_to, const char *refs)
 {
 	smtp_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
 	smtp_put_address(b, "To", to);
@@ -374,16 +516,23 @@ static void put_headers(struct buf *b, const struct mf_config *cfg, const char *
 	smtp_put_header(b, "Subject", subject);
 	smtp_put_date(b, now);
 	buf_printf(b, "Message-ID: <%s>\r\n", msgid);
+	if (refs && *refs && !strpbrk(refs, "\r\n<> ") && strchr(refs, '@') && strlen(refs) < 250)
+		buf_printf(b, "In-Reply-To: <%s>\r\nReferences: <%s>\r\n", refs, refs);
 	smtp_put_robot_headers(b, cfg, "auto-generated");
 	if (unsub && !strpbrk(unsub, "\r\n"))
 		buf_printf(b, "List-Unsubscribe: <%s>\r\n", unsub);
 }
 
 int digest_render(struct store *st, const struct mf_config *cfg, const unsigned char *secret,
-		  size_t secretlen, const char *to, const char *date_label,
+		  size_t secretlen, const char *to, const char *zone, const char *date_label,
 		  const struct digest_group *groups, size_t n_groups, time_t now,
 		  struct digest_mail *out)
 {
+	struct tz *z = zone && *zone ? tz_load(zone) : NULL;
+	struct render rd = {.zone = z};
+	char *only_reply = NULL; /* the reply address when there is one thread */
+	char *only_post = NULL;  /* and the Message-ID of mails about its post */
+	size_t n_threads = 0;
 	struct buf txt, html, labels, mail;
 	size_t budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items : 50;
 	size_t skipped = 0;
@@ -434,7 +583,11 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 			}
 			char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY,
 							groups[i].gid, t[k].root, to, now);
-			put_thread(&txt, &html, &t[k], reply, &budget, &skipped);
+			put_thread(&txt, &html, &rd, &t[k], reply, &budget, &skipped);
+			if (n_threads++ == 0) {
+				only_reply = reply ? xstrdup(reply) : NULL;
+				only_post = post_message_id(cfg, t[k].root, to);
+			}
 			free(reply);
 		}
 		threads_free(t, nt);
@@ -443,10 +596,30 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 		buf_printf(&txt, "... and %zu more.\n", skipped);
 		buf_printf(&html, "<p style=\"color:#555\">&hellip; and %zu more.</p>\n", skipped);
 	}
-	put_footer(&txt, &html, unsub, "You receive this digest because you follow these groups.");
+	/* leaving one group: a link per group that has something in this mail */
+	for (size_t i = 0; i < n_groups; i++) {
+		if (!groups[i].n || strpbrk(groups[i].label, " \t\r\n"))
+			continue;
+		char *w = xasprintf("unsubscribe %s", groups[i].label);
+		char *leave = mailto(unsub_addr, w);
+		char *label = smtp_header_text(groups[i].label);
+		buf_printf(&txt, "Leave %s: %s\n", label, leave);
+		buf_puts(&html, "<p style=\"margin:2px 0;font-size:12px\"><a href=\"");
+		html_escape(&html, leave);
+		buf_puts(&html, "\" style=\"color:#777\">Leave ");
+		html_escape(&html, label);
+		buf_puts(&html, "</a></p>\n");
+		free(label);
+		free(leave);
+		free(w);
+	}
+	put_footer(&txt, &html, unsub, "You receive this digest because you follow these groups.",
+		   z ? zone : NULL);
 
 	out->message_id = smtp_new_message_id(cfg);
-	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, NULL);
+	/* a digest of one thread is answered like a notification */
+	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now,
+		    n_threads == 1 ? only_reply : NULL, n_threads == 1 ? only_post : NULL);
 	put_alternative(&mail, txt.data, html.data);
 	out->text = buf_steal(&txt);
 	out->html = buf_steal(&html);
@@ -456,15 +629,20 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	buf_free(&labels);
 	free(unsub);
 	free(unsub_addr);
+	free(only_reply);
+	free(only_post);
+	tz_free(z);
 	return 0;
 }
 
 int digest_render_notification(struct store *st, const struct mf_config *cfg,
 			       const unsigned char *secret, size_t secretlen, const char *to,
-			       const char *group_label, const struct feed_entry *post, time_t now,
-			       struct digest_mail *out)
+			       const char *zone, const char *group_label,
+			       const struct feed_entry *post, time_t now, struct digest_mail *out)
 {
 	struct buf txt, html, mail;
+	struct tz *z = zone && *zone ? tz_load(zone) : NULL;
+	struct render rd = {.zone = z, .full = 1};
 	char *unsub_addr =
 	    reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now);
 	char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY, post->group,
@@ -478,6 +656,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 		free(unsub);
 		free(unsub_addr);
 		free(reply);
+		tz_free(z);
 		return -1;
 	}
 	char *label = smtp_header_text(group_label);
@@ -491,12 +670,13 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	buf_puts(&html, "<p style=\"color:#555\">New post in ");
 	html_escape(&html, label);
 	buf_puts(&html, "</p>\n");
-	put_thread(&txt, &html, &t, reply, &budget, &skipped);
+	put_thread(&txt, &html, &rd, &t, reply, &budget, &skipped);
 	buf_puts(&txt, "Reply to this email to comment on the post.\n");
 	put_footer(&txt, &html, unsub,
-		   "You receive a notification for each new post in the groups you follow.");
-	out->message_id = smtp_new_message_id(cfg);
-	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, reply);
+		   "You receive a notification for each new post in the groups you follow.",
+		   z ? zone : NULL);
+	out->message_id = post_message_id(cfg, post->remote_id, to);
+	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, reply, NULL);
 	put_alternative(&mail, txt.data, html.data);
 	out->text = buf_steal(&txt);
 	out->html = buf_steal(&html);
@@ -507,6 +687,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	free(unsub);
 	free(unsub_addr);
 	free(reply);
+	tz_free(z);
 	return 0;
 }
 
@@ -549,6 +730,8 @@ int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const 
 	long y;
 	int m, d, rc = 0;
 
+	if (f == FREQ_MINE)
+		f = FREQ_DAILY; /* a daily digest, filtered */
 	if (f != FREQ_DAILY && f != FREQ_WEEKLY)
 		return -1;
 	if (tz && *tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz))
@@ -764,7 +947,7 @@ static void members_prune(struct store *st, const struct strlist *gids)
  * is new gets its digest state, one that no group asks for any more loses
  * it.  0 or -1. */
 static int members_store(struct store *st, const char *gid, const struct feed_member *m, size_t n,
-			 time_t now, int counts[4])
+			 time_t now, int counts[FREQ_MINE + 1])
 {
 	sqlite3_stmt *ins = NULL, *sub = NULL, *rd = NULL;
 	int rc = -1;
@@ -838,7 +1021,7 @@ int digest_refresh_members(struct store *st, const struct mf_config *cfg,
 		struct feed_member *m = NULL;
 		size_t n = 0;
 		char err[512] = "";
-		int counts[4] = {0};
+		int counts[FREQ_MINE + 1] = {0};
 		if (!force && !members_due(st, gid, now))
 			continue;
 		if (ops->read_members(feed_ctx, gid, &m, &n, err, sizeof err) < 0) {
@@ -1295,6 +1478,82 @@ struct group_read {
 	int failed; /* not tried again in this run */
 };
 
+/* The gateway's own posts and comments show the person whose mail they
+ * carry, and a post its subject: not the integration user, nor the "From"
+ * and subject lines written into the text for the feed's readers. */
+static void entry_as_mailed(struct feed_entry *e, struct outbox_origin *o)
+{
+	const char *name = o->author_name && *o->author_name ? o->author_name : NULL;
+	const char *email = o->author_email && *o->author_email ? o->author_email : NULL;
+	char *t = e->text;
+	while (t && *t == '\n')
+		t++;
+	if (t && strncmp(t, "From ", 5) == 0 && ((email && strstr(t, email) == NULL) ? 0 : 1)) {
+		const char *nl = strchr(t, '\n');
+		size_t n = nl ? (size_t)(nl - t) : strlen(t);
+		int unverified = n >= 12 && memcmp(t + n - 12, "(unverified)", 12) == 0;
+		if (name || email) {
+			free(e->author_name);
+			e->author_name = unverified ? xasprintf("%s (unverified)", name ? name : email)
+						    : xstrdup(name ? name : email);
+		}
+		t = nl ? (char *)nl + 1 : t + n;
+		while (*t == '\n')
+			t++;
+	} else if (name || email) {
+		/* posted as the author: the service already names them */
+		if (!e->author_name || !*e->author_name) {
+			free(e->author_name);
+			e->author_name = xstrdup(name ? name : email);
+		}
+	}
+	if (!e->parent_remote_id && o->subject && *o->subject) {
+		size_t sl = strlen(o->subject);
+		if (t && strncmp(t, o->subject, sl) == 0 && (t[sl] == '\n' || !t[sl])) {
+			t += sl;
+			while (*t == '\n')
+				t++;
+		}
+		if (!e->subject || !*e->subject) {
+			free(e->subject);
+			e->subject = xstrdup(o->subject);
+		}
+	}
+	if (t && t != e->text) {
+		char *rest = xstrdup(t);
+		free(e->text);
+		e->text = rest;
+	}
+	if (!e->author_email && email)
+		e->author_email = xstrdup(email);
+}
+
+static void entries_as_mailed(struct store *st, struct feed_entry *e, size_t n)
+{
+	const char *last_parent = NULL;
+	char *last_subject = NULL;
+	for (size_t i = 0; i < n; i++) {
+		struct outbox_origin o;
+		if (outbox_origin(st, e[i].remote_id, &o) == 1)
+			entry_as_mailed(&e[i], &o);
+		outbox_origin_clear(&o);
+		const char *p = e[i].parent_remote_id;
+		if (!p)
+			continue;
+		if (!last_parent || strcmp(last_parent, p) != 0) {
+			free(last_subject);
+			last_subject = NULL;
+			last_parent = p;
+			if (outbox_origin(st, p, &o) == 1 && o.subject && *o.subject)
+				last_subject = xstrdup(o.subject);
+			outbox_origin_clear(&o);
+		}
+		if (last_subject)
+			e[i].post_subject = xstrdup(last_subject);
+	}
+	free(last_subject);
+}
+
 static struct group_read *group_read_get(struct run *r, const char *gid, time_t since)
 {
 	struct group_read *g = NULL;
@@ -1321,6 +1580,7 @@ static struct group_read *group_read_get(struct run *r, const char *gid, time_t 
 		g->failed = 1;
 		return NULL;
 	}
+	entries_as_mailed(r->st, g->entries, g->n);
 	return g;
 }
 
@@ -1336,16 +1596,80 @@ static void group_reads_free(struct run *r)
 /* Fills groups[] with what each followed group holds after since, up to
  * the end of the window (borrowed from the run's reads).  0, or -1 when a
  * group could not be read. */
-static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
-		       struct digest_group *groups, size_t *total)
+/* The posts (remote ids) whose threads email muted. */
+static void muted_of(struct run *r, const char *email, struct strlist *out)
 {
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(r->st), "SELECT remote_id FROM mutes WHERE email=lower(?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	while (sqlite3_step(s) == SQLITE_ROW)
+		strlist_add(out, (const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+}
+
+static const char *root_of(const struct feed_entry *e)
+{
+	return e->parent_remote_id ? e->parent_remote_id : e->remote_id;
+}
+
+static int listed(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; s && i < l->n; i++)
+		if (strcmp(l->v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+/* Is email's part in e: its author, or named in its text? */
+static int concerns(const struct feed_entry *e, const char *email)
+{
+	if (e->author_email && strcasecmp(e->author_email, email) == 0)
+		return 1;
+	return e->text && strcasestr(e->text, email) != NULL;
+}
+
+/* Leaves out of g the threads sub muted and, with `mine`, those sub has no
+ * part in; the kept entries are copied to *kept (owned by the caller). */
+static void keep_wanted(const struct subscriber *sub, const struct strlist *muted,
+			struct digest_group *g, struct feed_entry **kept)
+{
+	struct strlist mine = {0};
+	if (sub->freq == FREQ_MINE)
+		for (size_t i = 0; i < g->n; i++)
+			if (concerns(&g->entries[i], sub->email) && root_of(&g->entries[i]))
+				strlist_add(&mine, root_of(&g->entries[i]));
+	struct feed_entry *k = xcalloc(g->n ? g->n : 1, sizeof *k);
+	size_t n = 0;
+	for (size_t i = 0; i < g->n; i++) {
+		const char *root = root_of(&g->entries[i]);
+		if (listed(muted, root) || (sub->freq == FREQ_MINE && !listed(&mine, root)))
+			continue;
+		k[n++] = g->entries[i];
+	}
+	strlist_free(&mine);
+	g->entries = k;
+	g->n = n;
+	*kept = k;
+}
+
+/* Fills groups (one per group sub follows) with what is new since `since`;
+ * kept[] receives arrays the caller frees.  -1 when a group cannot be read. */
+static int read_groups(struct run *r, const struct subscriber *sub, time_t since,
+		       struct digest_group *groups, size_t *total, struct feed_entry **kept)
+{
+	struct strlist muted = {0};
 	*total = 0;
+	muted_of(r, sub->email, &muted);
 	for (size_t i = 0; i < sub->groups.n; i++) {
 		const char *gid = group_id(r->cfg, sub->groups.v[i]);
 		struct group_read *g = group_read_get(r, gid, since);
 		size_t lo = 0, hi;
-		if (!g)
+		if (!g) {
+			strlist_free(&muted);
 			return -1;
+		}
 		while (lo < g->n && g->entries[lo].created <= since)
 			lo++;
 		for (hi = lo; hi < g->n && g->entries[hi].created <= window_end(r); hi++)
@@ -1354,9 +1678,19 @@ static int read_groups(struct run *r, const struct subscriber *sub, time_t since
 		groups[i].gid = gid;
 		groups[i].entries = g->entries + lo;
 		groups[i].n = hi - lo;
-		*total += hi - lo;
+		if (muted.n || sub->freq == FREQ_MINE)
+			keep_wanted(sub, &muted, &groups[i], &kept[i]);
+		*total += groups[i].n;
 	}
+	strlist_free(&muted);
 	return 0;
+}
+
+static void kept_free(struct feed_entry **kept, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(kept[i]);
+	free(kept);
 }
 
 static void digest_one(struct run *r, struct subscriber *sub, const char *period, const char *label)
@@ -1369,8 +1703,9 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 				     : sub->since - (sub->freq == FREQ_WEEKLY ? 7 * 86400 : 86400);
 	struct digest_mail mail = {0};
 	char q[300];
+	struct feed_entry **kept = xcalloc(ng ? ng : 1, sizeof *kept);
 
-	if (read_groups(r, sub, since, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total, kept) < 0)
 		goto out; /* tried again on the next run */
 	if (total == 0) {
 		/* nothing new: the period passes without mail */
@@ -1389,7 +1724,8 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 	/* the reply tokens of one mail in one transaction */
 	int rc = store_begin(r->st);
 	if (rc == 0) {
-		rc = digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email, label,
+		rc = digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email,
+				   sub->tz ? sub->tz : r->cfg->digest.timezone, label,
 				   groups, ng, r->now, &mail);
 		if (rc < 0)
 			store_rollback(r->st);
@@ -1403,6 +1739,7 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 	queue_mail(r, sub, period, &mail, NULL, NULL, 1);
 out:
 	digest_mail_free(&mail);
+	kept_free(kept, ng);
 	free(groups);
 }
 
@@ -1412,8 +1749,9 @@ static void notify_each(struct run *r, struct subscriber *sub)
 	size_t ng = sub->groups.n, total;
 	struct digest_group *groups = xcalloc(ng ? ng : 1, sizeof *groups);
 	time_t since = sub->has_last ? sub->last_sent : sub->since;
+	struct feed_entry **kept = xcalloc(ng ? ng : 1, sizeof *kept);
 
-	if (read_groups(r, sub, since, groups, &total) < 0)
+	if (read_groups(r, sub, since, groups, &total, kept) < 0)
 		goto out;
 	/* last_sent moves once every notification is sent (each_finish) */
 	sub->each_due = 1;
@@ -1435,6 +1773,7 @@ static void notify_each(struct run *r, struct subscriber *sub)
 			if (rc == 0) {
 				rc = digest_render_notification(
 				    r->st, r->cfg, r->secret, r->secretlen, sub->email,
+				    sub->tz ? sub->tz : r->cfg->digest.timezone,
 				    groups[i].label, &copy, r->now, &mail);
 				if (rc < 0)
 					store_rollback(r->st);
@@ -1451,6 +1790,7 @@ static void notify_each(struct run *r, struct subscriber *sub)
 		}
 	}
 out:
+	kept_free(kept, ng);
 	free(groups);
 }
 

@@ -38,6 +38,7 @@ void feed_entries_free(struct feed_entry *e, size_t n)
 		free(e[i].subject);
 		free(e[i].text);
 		free(e[i].url);
+		free(e[i].post_subject);
 	}
 	free(e);
 }

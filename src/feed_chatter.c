@@ -39,6 +39,7 @@
 #include "mailfeed/http.h"
 #include "mailfeed/jwt.h"
 #include "mailfeed/log.h"
+#include "mailfeed/route.h"
 #include "mailfeed/recipients.h"
 
 #define SF_BODY_BUDGET 9000 /* characters per element; the API allows 10,000 */
@@ -65,6 +66,7 @@ struct sf_session {
 
 struct chatter {
 	const struct mf_feed *f;
+	const struct mf_config *cfg; /* the mappings' routes */
 	char *token_url;
 	char *audience;
 	char *cfg_instance;
@@ -1458,6 +1460,130 @@ static int sf_continuations(struct chatter *ch, struct http_client *hc, const ch
 	return 0;
 }
 
+/* ---- routing a new thread to a record ---- */
+
+/* The one record a SOQL query finds, by the value of its column `column`
+ * (cached like users).  1 found (*id set, owned), 0 none or several, -1 the
+ * look-up failed for now (res set). */
+static int sf_soql_one(struct chatter *ch, struct http_client *hc, const char *before,
+		       const char *value, const char *after, const char *column, char **id,
+		       struct feed_result *res)
+{
+	*id = NULL;
+	time_t now = time(NULL);
+	char *path = sf_query_path(before, value, after);
+	char *ckey = xasprintf("soql:%s", path);
+	char *name = NULL;
+	int denied = 0;
+	int known = feed_user_cache_get(ch->users, ckey, now, id, &name, &denied);
+	free(name);
+	if (known >= 0) {
+		free(path);
+		free(ckey);
+		return known;
+	}
+	struct http_request r;
+	http_request_init(&r, "GET", NULL);
+	http_request_header(&r, "Accept", "application/json");
+	int rc = sf_call(ch, hc, ch->f->username, &r, path, res);
+	free(path);
+	if (rc == 0 && r.status != 200) {
+		sf_fail(res, &r, "chatter record lookup");
+		if (http_classify(r.status, r.curl_failed) != FEED_RETRY && r.status != 401) {
+			/* a query the org refuses (no such object or field): no
+			 * record, and the admin reads why in the log */
+			char e[300];
+			log_warn("chatter.route_lookup_failed error=%s",
+				 log_quote(res->error, e, sizeof(e)));
+			memset(res, 0, sizeof(*res));
+			feed_user_cache_put(ch->users, ckey, now, NULL, NULL);
+			rc = 1;
+		} else {
+			res->status = FEED_RETRY;
+			rc = -1;
+		}
+	}
+	if (rc != 0) {
+		http_request_clear(&r);
+		free(ckey);
+		return rc > 0 ? 0 : -1;
+	}
+	json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	http_request_clear(&r);
+	json_t *recs = json_object_get(j, "records");
+	const char *v = json_array_size(recs) == 1 ? sf_str(json_array_get(recs, 0), column) : NULL;
+	int found = sf_id_ok(v);
+	if (found)
+		*id = xstrdup(v);
+	feed_user_cache_put(ch->users, ckey, now, found ? v : NULL, found ? "record" : NULL);
+	json_decref(j);
+	free(ckey);
+	return found;
+}
+
+/* The Account of a Contact (or converted Lead) with address email. */
+static int sf_account_of(struct chatter *ch, struct http_client *hc, const char *email,
+			 char **id, struct feed_result *res)
+{
+	int f = sf_soql_one(ch, hc, "SELECT AccountId FROM Contact WHERE Email = '", email,
+			    "' AND AccountId != null LIMIT 2", "AccountId", id, res);
+	if (f != 0)
+		return f;
+	return sf_soql_one(ch, hc, "SELECT ConvertedAccountId FROM Lead WHERE Email = '", email,
+			   "' AND IsConverted = true LIMIT 2", "ConvertedAccountId", id, res);
+}
+
+/* The record a new thread goes to by the routes of its mapping, tried in
+ * order: 1 (*target set, owned; why says which rule found it), 0 the
+ * mapping's group, -1 a look-up failed for now (res set). */
+static int sf_route(struct chatter *ch, struct http_client *hc, const struct feed_item *it,
+		    char **target, char *why, size_t whylen, struct feed_result *res)
+{
+	*target = NULL;
+	const struct mf_mailbox *mb = NULL;
+	for (size_t i = 0; ch->cfg && i < ch->cfg->n_mailboxes && !mb; i++)
+		if (ch->cfg->mailboxes[i].routes.n && ch->cfg->mailboxes[i].group &&
+		    strcmp(ch->cfg->mailboxes[i].group, it->group) == 0)
+			mb = &ch->cfg->mailboxes[i];
+	if (!mb || it->kind != FEED_POST)
+		return 0;
+	int f = 0;
+	for (size_t i = 0; i < mb->routes.n && f == 0; i++) {
+		struct route r;
+		char err[200];
+		if (route_parse(mb->routes.v[i], &r, err, sizeof err) < 0)
+			continue; /* refused when the configuration was read */
+		if (r.kind == ROUTE_REFERENCE) {
+			char *ref = route_reference(&r, it->subject, it->text);
+			if (ref) {
+				char *pre =
+				    xasprintf("SELECT Id FROM %s WHERE %s = '", r.object, r.field);
+				f = sf_soql_one(ch, hc, pre, ref, "' LIMIT 2", "Id", target, res);
+				free(pre);
+				if (f == 1)
+					snprintf(why, whylen, "reference %.100s as %s.%s", ref,
+						 r.object, r.field);
+				free(ref);
+			}
+		} else {
+			/* the sender, else the people written to, in order */
+			if (it->author_email && *it->author_email) {
+				f = sf_account_of(ch, hc, it->author_email, target, res);
+				if (f == 1)
+					snprintf(why, whylen, "account of %.200s", it->author_email);
+			}
+			for (size_t k = 0; f == 0 && it->recipients && k < it->recipients->n; k++) {
+				f = sf_account_of(ch, hc, it->recipients->v[k], target, res);
+				if (f == 1)
+					snprintf(why, whylen, "account of %.200s",
+						 it->recipients->v[k]);
+			}
+		}
+		route_free(&r);
+	}
+	return f;
+}
+
 /* post_as = author: acts as the item's sender when the mail server vouched
  * for them and they are a user who may be acted as.  1 (*username set),
  * 0 (post as the integration user), -1 transient failure (res set). */
@@ -1493,10 +1619,21 @@ static int sf_as_author(struct chatter *ch, struct http_client *hc, const struct
 	return rc;
 }
 
-static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
+static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *item,
 				struct feed_result *res)
 {
 	struct chatter *ch = ctx;
+	/* a new thread may belong on a record's feed (the mapping's routes) */
+	char *record = NULL, why[300] = "";
+	if (sf_route(ch, hc, item, &record, why, sizeof why, res) < 0)
+		return;
+	struct feed_item routed = *item;
+	if (record) {
+		routed.group = record;
+		log_info("chatter.routed outbox_id=%lld record=%s by=\"%s\"", (long long)item->id,
+			 record, why);
+	}
+	const struct feed_item *it = &routed;
 	char *author = NULL;
 	int as_author = sf_as_author(ch, hc, it, &author, res);
 	if (as_author < 0)
@@ -1591,6 +1728,7 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 		 file_ids.n, mention_ids.n + inl.spans.n, as_author);
 out:
 	sf_inline_free(&inl);
+	free(record);
 	free(author);
 	free(actor);
 	free(from);
@@ -1642,6 +1780,7 @@ static int chatter_open(const struct mf_config *cfg, struct store *st, void **ct
 	pthread_mutex_init(&ch->login_mu, NULL);
 	ch->users = feed_user_cache_new(SF_USER_TTL, SF_NEGATIVE_TTL);
 	ch->f = f;
+	ch->cfg = cfg;
 	ch->key = jwt_key_load(f->private_key_file, err, errlen);
 	if (!ch->key) {
 		chatter_close(ch);
@@ -1667,18 +1806,29 @@ static void chatter_deliver(void *ctx, const struct feed_item *items, size_t n,
 	feed_http_deliver(&ch->pool, "chatter", chatter_deliver_one, ch, items, n, results);
 }
 
-static int chatter_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
+static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **remote_id)
 {
 	struct chatter *ch = ctx;
 	struct http_client *hc = ch->pool.clients[0];
 	struct feed_result res;
 	memset(&res, 0, sizeof(res));
+	char *record = NULL, why[300];
+	if (sf_route(ch, hc, orig, &record, why, sizeof why, &res) < 0) {
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
+			 (long long)orig->id, res.error);
+		return -1;
+	}
+	struct feed_item routed = *orig;
+	if (record)
+		routed.group = record;
+	const struct feed_item *item = &routed;
 	struct sf_want w = {.since = item->created - SF_CLOCK_SLACK};
 	/* as the integration user, with the From line */
 	char *actor = NULL;
 	if (sf_actor(ch, hc, ch->f->username, &actor, &res) != 0) {
 		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
 			 (long long)item->id, res.error);
+		free(record);
 		return -1;
 	}
 	char *from = sf_from_line(ch, item);
@@ -1699,6 +1849,7 @@ static int chatter_reconcile(void *ctx, const struct feed_item *item, char **rem
 				item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, &w, item,
 				remote_id, &res);
 	sf_want_clear(&w);
+	free(record);
 	if (f < 0)
 		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
 			 (long long)item->id, res.error);

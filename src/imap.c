@@ -245,6 +245,11 @@ static void read_caps(struct imap_session *s)
 	s->has_uidplus = mailimap_has_uidplus(s->imap);
 }
 
+/* Per thread: whether the last imap_open() failed on refused credentials. */
+static __thread int login_refused;
+
+int imap_login_refused(void) { return login_refused; }
+
 static int authenticate(struct imap_session *s, char *err, size_t errlen)
 {
 	const struct mf_account *a = s->acct;
@@ -285,6 +290,11 @@ static int authenticate(struct imap_session *s, char *err, size_t errlen)
 			set_err(err, errlen, a, "login failed for %s: %s (check %s)", a->username,
 				server_text(s->imap),
 				xoauth ? "the OAuth2 token" : "password_file");
+		/* the credentials were refused, unless the server only said it
+		 * is busy or out of connections */
+		login_refused = rc != MAILIMAP_ERROR_STREAM &&
+				!strcasestr(server_text(s->imap), "UNAVAILABLE") &&
+				!strcasestr(server_text(s->imap), "connections");
 		return -1;
 	}
 	/* Dovecot sends post-login capabilities with the OK; others may not */
@@ -302,6 +312,7 @@ struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t 
 	struct imap_session *s = xcalloc(1, sizeof *s);
 	mailstream *stream;
 	int fd, rc;
+	login_refused = 0;
 	s->acct = acct;
 	fd = tcp_connect(acct, err, errlen);
 	if (fd < 0) {
@@ -789,5 +800,33 @@ int imap_keyword(struct imap_session *s, const char *keyword, int add, const uin
 			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
 		return -1;
 	}
+	return 0;
+}
+
+int imap_fetch_header(struct imap_session *s, uint32_t uid, char **raw, size_t *len, char *err,
+		      size_t errlen)
+{
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	clist *res = NULL;
+	*raw = NULL;
+	*len = 0;
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(
+	    ft, mailimap_fetch_att_new_body_peek_section_partial(mailimap_section_new_header(), 0,
+								 IMAP_HEADER_MAX));
+	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (rc != MAILIMAP_NO_ERROR) {
+		set_err(err, errlen, s->acct, "UID FETCH BODY.PEEK[HEADER] failed: %s",
+			rc == MAILIMAP_ERROR_STREAM ? "connection lost" : server_text(s->imap));
+		return -1;
+	}
+	struct meta m = {.uid = uid};
+	take_results(res, &m, 1, 1);
+	mailimap_fetch_list_free(res);
+	*raw = m.raw;
+	*len = m.raw_len;
 	return 0;
 }

@@ -10,8 +10,12 @@
 #include <strings.h>
 #include <time.h>
 
+#include <jansson.h>
+
+#include "mailfeed/auth.h"
 #include "mailfeed/ingest.h"
 #include "mailfeed/log.h"
+#include "mailfeed/notice.h"
 #include "mailfeed/util.h"
 
 #define HEADER_SCAN_LIMIT (256 * 1024)
@@ -64,6 +68,9 @@ struct store_ctx {
 	int failed;
 	long long max_size;
 	const char *state; /* of messages taken in: "new", or "held" by backfill */
+	uint32_t *big;     /* too large, newly recorded: their senders are told */
+	uint32_t *big_size;
+	size_t nbig;
 	int in_tx;        /* a batch transaction is open */
 	int tx_count;     /* messages in it */
 	size_t tx_bytes;
@@ -138,32 +145,115 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	}
 	if (inserted) {
 		c->inserted++;
-		if (!f->raw)
+		if (!f->raw) {
 			log_warn("message.skipped mailbox=%s uid=%u reason=\"%s\"", c->key, f->uid,
 				 reason);
+			c->big = xrealloc(c->big, (c->nbig + 1) * sizeof *c->big);
+			c->big_size = xrealloc(c->big_size, (c->nbig + 1) * sizeof *c->big_size);
+			c->big[c->nbig] = f->uid;
+			c->big_size[c->nbig++] = f->size;
+		}
 	}
 	free(msgid);
 	return *c->stop ? 1 : 0;
 }
 
-int ingest_take(struct imap_session *s, struct store *st, const char *key, uint32_t uidvalidity,
-		const uint32_t *uids, size_t n, long long max_size, const char *state,
+/* Whether a header block says the mail was sent by a program (no notice
+ * goes back to those): Auto-Submitted other than "no", an auto-reply
+ * marker, or Precedence bulk, junk or auto_reply. */
+static int header_automatic(const char *raw, size_t len)
+{
+	static const char *const fields[] = {"Auto-Submitted", "X-Autoreply", "X-Autorespond"};
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+		char *v = raw_header_value(raw, len, fields[i], 100);
+		int automatic = v && !(i == 0 && strcasecmp(v, "no") == 0);
+		free(v);
+		if (automatic)
+			return 1;
+	}
+	char *p = raw_header_value(raw, len, "Precedence", 100);
+	int automatic = p && (strcasecmp(p, "bulk") == 0 || strcasecmp(p, "junk") == 0 ||
+			      strcasecmp(p, "auto_reply") == 0);
+	free(p);
+	return automatic;
+}
+
+/* The address of a From value: inside the last <...>, else the value. */
+static char *from_address(const char *from)
+{
+	const char *lt = strrchr(from, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+	if (lt && gt && gt > lt + 1)
+		return xstrndup(lt + 1, (size_t)(gt - lt - 1));
+	return strchr(from, '@') && !strchr(from, ' ') ? xstrdup(from) : NULL;
+}
+
+/* A message too large to take: its header block tells who sent it and
+ * what it was, for the dead list; the sender is told why it was not posted
+ * (notice_refusal decides whether they may be). */
+static void describe_too_large(struct imap_session *s, struct store *st,
+			       const struct ingest_folder *f, uint32_t uidvalidity, uint32_t uid,
+			       uint32_t size)
+{
+	char err[512], q[200];
+	char *raw = NULL;
+	size_t len = 0;
+	if (imap_fetch_header(s, uid, &raw, &len, err, sizeof err) < 0 || !raw) {
+		log_warn("message.header_unavailable mailbox=%s uid=%u error=%s", f->key, uid,
+			 log_quote(raw ? "" : err, q, sizeof q));
+		free(raw);
+		return;
+	}
+	char *from = raw_header_value(raw, len, "From", 300);
+	char *subject = raw_header_value(raw, len, "Subject", 300);
+	char *addr = from ? from_address(from) : NULL;
+	json_t *o = json_pack("{s:{s:s?,s:s?},s:s?}", "from", "name", from, "email", addr,
+			      "subject", subject);
+	char *parsed = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	store_message_describe(st, f->key, uidvalidity, uid, parsed);
+	free(parsed);
+	if (f->cfg && addr && !header_automatic(raw, len)) {
+		struct auth_verdict av;
+		auth_verify(f->cfg->gateway.trusted_authserv, raw, len, addr, &av);
+		char *what = xasprintf("to %s was not posted to the group feed", f->folder);
+		char *why = xasprintf("it is %.1f MB, and the gateway takes messages of up to "
+				      "%.1f MB",
+				      size / 1048576.0, f->max_size / 1048576.0);
+		notice_refusal(st, f->cfg, addr, av.verified, subject, "too-large",
+			       "Your message was not posted", what, why,
+			       "Send large files as a link, or ask the feed's administrator.");
+		free(what);
+		free(why);
+	}
+	free(from);
+	free(subject);
+	free(addr);
+	free(raw);
+}
+
+int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
+		uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *state,
 		volatile int *stop, int *inserted, char *err, size_t errlen)
 {
 	struct store_ctx c = {.st = st,
-			      .key = key,
+			      .key = f->key,
 			      .uidvalidity = uidvalidity,
 			      .stop = stop,
-			      .max_size = max_size,
+			      .max_size = f->max_size,
 			      .state = state};
 	*inserted = 0;
 	if (n == 0)
 		return 0;
-	int rc = imap_fetch(s, uids, n, max_size, store_fetched, &c, err, errlen);
+	int rc = imap_fetch(s, uids, n, f->max_size, store_fetched, &c, err, errlen);
 	if (!c.failed && store_batch_commit(&c) < 0)
 		c.failed = 1;
 	store_rollback(st); /* a batch left open by a fetch error: fetched again */
 	*inserted = c.inserted;
+	if (!c.failed && rc == 0)
+		for (size_t i = 0; i < c.nbig; i++)
+			describe_too_large(s, st, f, uidvalidity, c.big[i], c.big_size[i]);
+	free(c.big);
+	free(c.big_size);
 	if (c.failed) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 		return INGEST_STORE_FAILED;
@@ -248,14 +338,47 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 	}
 	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
 		return -1;
-	int rc = ingest_take(s, st, key, info.uidvalidity, uids, n, f->max_size, "new", stop,
-			     new_messages, err, errlen);
+	int rc = ingest_take(s, st, f, info.uidvalidity, uids, n, "new", stop, new_messages, err,
+			     errlen);
 	free(uids);
 	if (rc < 0)
 		return rc;
 	if (*new_messages)
 		log_info("imap.fetched mailbox=%s new=%d", key, *new_messages);
 	store_folder_ok(st, key);
+	return 0;
+}
+
+#define DEAD_KEYWORD "$MailfeedDead"
+
+/* Marks the dead messages of key with $MailfeedDead (they are not
+ * acknowledged while dead), and unmarks those that left the dead list
+ * before their after-action.  A server that refuses keywords loses only
+ * the mark. */
+static int dead_marks(struct imap_session *s, struct store *st, const char *key,
+		      uint32_t uidvalidity, char *err, size_t errlen)
+{
+	static const struct {
+		enum ack_query q;
+		int add, acked;
+	} steps[] = {{ACK_TO_MARK, 1, 2}, {ACK_TO_UNMARK, 0, 0}};
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		uint32_t *uids = NULL;
+		size_t n = 0;
+		if (store_acks_select(st, key, uidvalidity, steps[i].q, &uids, &n) < 0) {
+			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
+			return INGEST_STORE_FAILED;
+		}
+		if (n && imap_keyword(s, DEAD_KEYWORD, steps[i].add, uids, n, err, errlen) < 0)
+			/* a lost connection shows at the next command */
+			log_warn("imap.keyword_failed mailbox=%s error=\"%s\"", key, err);
+		if (n) {
+			store_acks_set(st, key, uidvalidity, uids, n, steps[i].acked);
+			log_info("imap.%s mailbox=%s keyword=%s count=%zu",
+				 steps[i].add ? "marked" : "unmarked", key, DEAD_KEYWORD, n);
+		}
+		free(uids);
+	}
 	return 0;
 }
 
@@ -266,6 +389,9 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	uint32_t *uids = NULL;
 	size_t n = 0;
 	store_folder_get(st, key, &fs);
+	int rc = dead_marks(s, st, key, fs.uidvalidity, err, errlen);
+	if (rc < 0)
+		return rc;
 	for (;;) {
 		if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0) {
 			snprintf(err, errlen, "state database error: %s", store_errmsg(st));

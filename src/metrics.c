@@ -4,6 +4,7 @@
 
 #include "mailfeed/log.h"
 #include "mailfeed/metrics.h"
+#include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 
 static void label_escape(struct buf *b, const char *s)
@@ -17,6 +18,46 @@ static void label_escape(struct buf *b, const char *s)
 		}
 		buf_putc(b, *s);
 	}
+}
+
+static long long count_of(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s;
+	long long n = 0;
+	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+/* Totals since the state was created, and what this binary is. */
+static void metrics_counters(struct store *st, struct buf *b)
+{
+	buf_printf(b,
+		   "# HELP mailfeed_delivered_total Posts and comments delivered.\n"
+		   "# TYPE mailfeed_delivered_total counter\n"
+		   "mailfeed_delivered_total %lld\n"
+		   "# HELP mailfeed_retried_total Delivery attempts that failed and were retried.\n"
+		   "# TYPE mailfeed_retried_total counter\n"
+		   "mailfeed_retried_total %lld\n"
+		   "# HELP mailfeed_dead_total Items that went to the dead list.\n"
+		   "# TYPE mailfeed_dead_total counter\n"
+		   "mailfeed_dead_total %lld\n"
+		   "# HELP mailfeed_digests_sent_total Digest and notification mails sent.\n"
+		   "# TYPE mailfeed_digests_sent_total counter\n"
+		   "mailfeed_digests_sent_total %lld\n",
+		   count_of(st, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"),
+		   note_counter(st, NOTE_COUNT_RETRIED), note_counter(st, NOTE_COUNT_DEAD),
+		   count_of(st, "SELECT COUNT(*) FROM digest_runs WHERE state='sent'"));
+	buf_puts(b, "# HELP mailfeed_build_info The running mailfeed's version.\n"
+		    "# TYPE mailfeed_build_info gauge\n"
+		    "mailfeed_build_info{version=\"");
+	label_escape(b, MAILFEED_VERSION);
+	buf_puts(b, "\",sqlite=\"");
+	label_escape(b, sqlite3_libversion());
+	buf_puts(b, "\"} 1\n");
 }
 
 void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b)
@@ -66,6 +107,7 @@ void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b
 		}
 		sqlite3_finalize(s);
 	}
+	metrics_counters(st, b);
 	(void)cfg;
 }
 

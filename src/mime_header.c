@@ -427,8 +427,17 @@ static char *header_text(const char *p, size_t n, const char *hint, struct buf *
 	if (i == n || utf8_valid(p, n))
 		return mime_to_utf8(p, n, NULL, NULL);
 	if (*hint) {
-		mime_warn(warn, "raw 8-bit header bytes read as %s, the charset of the text", hint);
-		return mime_to_utf8(p, n, hint, warn);
+		struct buf w;
+		buf_init(&w);
+		char *u = mime_to_utf8(p, n, hint, &w);
+		int known = !w.len || !strstr(w.data, "unknown charset");
+		buf_free(&w);
+		if (known) {
+			mime_warn(warn, "raw 8-bit header bytes read as %s, the charset of the text",
+				  hint);
+			return u;
+		}
+		free(u);
 	}
 	const char *cs = guess_8bit((const unsigned char *)p, n);
 	mime_warn(warn, "raw 8-bit header bytes read as %s (guessed from the bytes)", cs);

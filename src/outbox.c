@@ -21,6 +21,7 @@
 #include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
+#include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
 #include "mailfeed/util.h"
@@ -461,7 +462,7 @@ static int mark_dead(struct store *st, const struct loaded *l, const char *error
 		return -1;
 	sqlite3_bind_text(s, 1, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, l->item.id);
-	if (run(st, s) < 0)
+	if (run(st, s) < 0 || note_count(st, NOTE_COUNT_DEAD, 1) < 0)
 		return -1;
 	char *reason = xasprintf("feed service did not take the %s: %s",
 				 l->item.kind == FEED_POST ? "post" : "comment", error);
@@ -479,7 +480,9 @@ static int mark_retry(struct store *st, const struct loaded *l, time_t next_at, 
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)next_at);
 	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, l->item.id);
-	return run(st, s);
+	if (run(st, s) < 0)
+		return -1;
+	return note_count(st, NOTE_COUNT_RETRIED, 1);
 }
 
 /* Seconds until the next attempt after the attempts-th failure. */
@@ -572,6 +575,8 @@ static int cascade_dead(struct store *st)
 	int n = sqlite3_changes(store_db(st));
 	if (n > 0)
 		log_warn("outbox.dead count=%d error=\"%s\"", n, why);
+	if (n > 0 && note_count(st, NOTE_COUNT_DEAD, n) < 0)
+		return -1;
 	return n;
 }
 
@@ -1047,7 +1052,89 @@ static int update_one(struct store *st, const char *sql, int64_t row, const char
 	return changed ? 0 : 1;
 }
 
-int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen)
+/* An item sent again takes its message's current mapping: the group and
+ * the mapping's hashtags (with the message's own), so that a mistake in
+ * the config, fixed and reloaded, is not repeated.  Items whose mailbox is
+ * no longer mapped keep what they had. */
+static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
+{
+	sqlite3_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(m.parsed,"
+				   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
+				   " ON m.id=o.message WHERE o.id=?");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, item);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return 0;
+	}
+	const struct mf_mailbox *mb =
+	    config_mailbox(cfg, (const char *)sqlite3_column_text(s, 0));
+	json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), 0, NULL);
+	json_t *own = json_loads(sqlite3_column_text(s, 2) ? (const char *)sqlite3_column_text(s, 2)
+							     : "[]",
+				 0, NULL);
+	char *old_group = col_dup(s, 3);
+	sqlite3_finalize(s);
+	int rc = 0;
+	if (mb && payload) {
+		/* the same rule as a new item's: the message's own tags, as
+		 * parsed, after the mapping's */
+		struct mf_message parsed = {0};
+		struct strlist seen = {0};
+		json_t *tags = json_array(), *v;
+		size_t i;
+		json_array_foreach(own, i, v)
+		{
+			if (json_is_string(v))
+				strlist_add(&parsed.hashtags, json_string_value(v));
+		}
+		decide_hashtags(&mb->hashtags, &parsed, &seen);
+		for (i = 0; i < seen.n; i++)
+			json_array_append_new(tags, json_string(seen.v[i]));
+		strlist_free(&seen);
+		strlist_free(&parsed.hashtags);
+		json_object_set_new(payload, "hashtags", tags);
+		char *text = json_dumps(payload, JSON_COMPACT);
+		s = prep(st, "UPDATE outbox SET grp=?, payload=? WHERE id=?");
+		if (s) {
+			sqlite3_bind_text(s, 1, mb->group, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, item);
+		}
+		rc = run(st, s);
+		free(text);
+		if (rc == 0 && old_group && strcmp(old_group, mb->group) != 0)
+			log_info("outbox.remapped item=%lld group_was=%s group=%s", (long long)item,
+				 old_group, mb->group);
+	}
+	free(old_group);
+	json_decref(payload);
+	json_decref(own);
+	return rc;
+}
+
+/* Items of a retried post: the post and the comments brought back with it. */
+static int remap_retried(struct store *st, const struct mf_config *cfg, int64_t row)
+{
+	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
+				   " AND state='pending'");
+	int64_t ids[256];
+	size_t n = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, row);
+	while (n < sizeof ids / sizeof ids[0] && sqlite3_step(s) == SQLITE_ROW)
+		ids[n++] = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	for (size_t i = 0; i < n; i++)
+		if (remap_item(st, cfg, ids[i]) < 0)
+			return -1;
+	return 0;
+}
+
+int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char *id, char *err,
+		      size_t errlen)
 {
 	char kind;
 	int64_t row;
@@ -1074,6 +1161,8 @@ int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen
 			if (s)
 				sqlite3_bind_int64(s, 1, row);
 			run(st, s);
+			if (cfg && remap_retried(st, cfg, row) < 0)
+				rc = -1;
 		}
 		if (rc < 0)
 			snprintf(err, errlen, "cannot update the state database: %s",
@@ -1121,7 +1210,13 @@ int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
 		rc = update_one(st,
 				"UPDATE outbox SET state='dropped' WHERE id=?1 AND state='dead'"
 				" AND ?2 > 0",
-				row, NULL);
+				row,
+				/* its message is done with, unless another item of it
+				 * is still on its way */
+				"UPDATE messages SET state='dropped' WHERE state='dead' AND ?2 > 0"
+				" AND id=(SELECT message FROM outbox WHERE id=?1)"
+				" AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=messages.id"
+				" AND state NOT IN ('delivered','dropped'))");
 	else
 		rc = update_one(st,
 				"UPDATE messages SET state='dropped' WHERE id=?1"
@@ -1130,4 +1225,41 @@ int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
 	if (rc < 0)
 		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
 	return rc;
+}
+
+/* --- what the gateway made ------------------------------------------ */
+
+int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin *o)
+{
+	memset(o, 0, sizeof *o);
+	if (!remote_id || !*remote_id)
+		return 0;
+	sqlite3_stmt *s = prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
+				   " AND state='delivered' ORDER BY id LIMIT 1");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return rc == SQLITE_DONE ? 0 : -1;
+	}
+	json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+	const char *kind = (const char *)sqlite3_column_text(s, 1);
+	o->comment = kind && strcmp(kind, "comment") == 0;
+	sqlite3_finalize(s);
+	json_t *author = json_object_get(p, "author");
+	o->author_name = json_dup(author, "name");
+	o->author_email = json_dup(author, "email");
+	o->subject = json_dup(p, "subject");
+	json_decref(p);
+	return 1;
+}
+
+void outbox_origin_clear(struct outbox_origin *o)
+{
+	free(o->author_name);
+	free(o->author_email);
+	free(o->subject);
+	memset(o, 0, sizeof *o);
 }

@@ -2,8 +2,10 @@
  * found from the signed token in the recipient address (Delivered-To,
  * X-Original-To, To, Cc) or from In-Reply-To/References of a mail mailfeed
  * sent; the sender must be the person the token was issued to.  A one-word
- * subject or first line (unsubscribe, daily, weekly, each) changes the
- * subscription; anything else becomes a comment on the post.  With
+ * subject or first line changes the subscription (unsubscribe [GROUP],
+ * daily, weekly, each, mine) or quiets a thread (mute, unmute); anything
+ * else becomes a comment on the post.  "unsubscribe" also works sent to
+ * the plain feed address by a verified sender.  With
  * [gateway] trusted_authserv the sender must also be verified (auth.h);
  * without it a comment is made in the feed's own name, never the
  * sender's. */
@@ -103,15 +105,22 @@ long replies_id_lifetime(const struct mf_config *cfg)
 	return cfg->gateway.token_lifetime > 0 ? cfg->gateway.token_lifetime : 60L * 86400;
 }
 
-/* "unsubscribe", "daily", "weekly", "each" when the subject or the first
- * non-empty line of the text is exactly that word; else NULL. */
-static const char *find_command(const struct mf_message *m)
+/* A command: one word on the subject or the first non-empty line of the
+ * text, "unsubscribe" optionally followed by a group's name. */
+struct command {
+	const char *word;
+	char arg[128]; /* the group of "unsubscribe GROUP", else "" */
+};
+
+static int find_command(const struct mf_message *m, struct command *c)
 {
-	static const char *const words[] = {"unsubscribe", "daily", "weekly", "each"};
+	static const char *const words[] = {"unsubscribe", "daily", "weekly", "each",
+					    "mine",	   "mute",  "unmute"};
 	const char *cands[2] = {m->subject_norm && *m->subject_norm ? m->subject_norm : m->subject,
 				m->text};
-	for (int c = 0; c < 2; c++) {
-		const char *s = cands[c];
+	memset(c, 0, sizeof *c);
+	for (int k = 0; k < 2; k++) {
+		const char *s = cands[k];
 		if (!s)
 			continue;
 		while (*s && isspace((unsigned char)*s))
@@ -119,11 +128,30 @@ static const char *find_command(const struct mf_message *m)
 		size_t n = strcspn(s, "\r\n");
 		while (n && isspace((unsigned char)s[n - 1]))
 			n--;
-		for (size_t i = 0; i < 4; i++)
-			if (n == strlen(words[i]) && strncasecmp(s, words[i], n) == 0)
-				return words[i];
+		for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+			size_t wl = strlen(words[i]);
+			if (n < wl || strncasecmp(s, words[i], wl) != 0)
+				continue;
+			if (n == wl) {
+				c->word = words[i];
+				return 1;
+			}
+			/* "unsubscribe GROUP" */
+			if (i == 0 && s[wl] == ' ' && n - wl - 1 < sizeof c->arg) {
+				const char *g = s + wl + 1;
+				size_t gl = n - wl - 1;
+				while (gl && *g == ' ')
+					g++, gl--;
+				if (gl && !memchr(g, ' ', gl)) {
+					c->word = words[i];
+					memcpy(c->arg, g, gl);
+					c->arg[gl] = 0;
+					return 1;
+				}
+			}
+		}
 	}
-	return NULL;
+	return 0;
 }
 
 /* Records the refusal; the sender is told (notice_refusal decides
@@ -140,6 +168,96 @@ static void refuse(struct store *st, const struct mf_config *cfg, const struct m
 	notice_refusal(st, cfg, m->from_email, av->verified, m->subject, key,
 		       "Your reply was not posted", "to the group feed was not added as a comment",
 		       why, advice);
+}
+
+/* Leaves one group of email's own subscription ([subscriber], subscribe,
+ * earlier commands); the last group left ends it.  The answer (owned) or
+ * NULL on a store error. */
+static char *leave_group(struct store *st, const char *email, const char *group)
+{
+	sqlite3_stmt *s;
+	char *answer = NULL;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT groups FROM subscribers WHERE email=lower(?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	struct strlist groups = {0}, left = {0};
+	int found = 0;
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		strlist_split(&groups, (const char *)sqlite3_column_text(s, 0));
+		found = 1;
+	}
+	sqlite3_finalize(s);
+	int gone = 0;
+	for (size_t i = 0; i < groups.n; i++) {
+		if (strcasecmp(groups.v[i], group) == 0)
+			gone = 1;
+		else
+			strlist_add(&left, groups.v[i]);
+	}
+	if (!found || !gone) {
+		answer = xasprintf("This address gets nothing from a group named \"%s\" through "
+				   "the digests, so nothing was changed.  The groups are named at "
+				   "the bottom of each digest.\n",
+				   group);
+		goto out;
+	}
+	struct buf b;
+	buf_init(&b);
+	for (size_t i = 0; i < left.n; i++)
+		buf_printf(&b, "%s%s", i ? "," : "", left.v[i]);
+	int rc = sqlite3_prepare_v2(
+	    store_db(st),
+	    left.n ? "UPDATE subscribers SET groups=?2, source='email' WHERE email=lower(?1)"
+		   : "UPDATE subscribers SET frequency='never', source='email' WHERE email=lower(?1)",
+	    -1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		if (left.n)
+			sqlite3_bind_text(s, 2, b.data, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+		sqlite3_finalize(s);
+	}
+	if (rc == SQLITE_OK)
+		answer = left.n ? xasprintf("You left \"%s\": its posts no longer come in your "
+					    "digests or notifications.  You still get: %s.\n",
+					    group, b.data)
+				: xasprintf("You left \"%s\", the last group you followed: no more "
+					    "digests or notifications will be sent to this address.\n",
+					    group);
+	buf_free(&b);
+out:
+	strlist_free(&groups);
+	strlist_free(&left);
+	return answer;
+}
+
+/* Mutes (or unmutes) the thread of remote_id for email.  The answer (owned)
+ * or NULL on a store error. */
+static char *mute_thread(struct store *st, const char *email, const char *remote_id, int mute)
+{
+	if (!remote_id)
+		return xstrdup("To mute a thread, reply \"mute\" to the reply address of its post "
+			       "(the \"Reply by email\" link in a digest, or a notification).\n");
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(st),
+			       mute ? "INSERT OR IGNORE INTO mutes(email, remote_id, at)"
+				      " VALUES(lower(?1), ?2, ?3)"
+				    : "DELETE FROM mutes WHERE email=lower(?1) AND remote_id=?2",
+			       -1, &s, NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, remote_id, -1, SQLITE_STATIC);
+	if (mute)
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return NULL;
+	return xstrdup(mute ? "This thread is muted: its new comments leave your digests and "
+			      "notifications.  Reply \"unmute\" to the same address to follow "
+			      "it again.\n"
+			    : "This thread is no longer muted.\n");
 }
 
 /* Changes the sender's frequency; creates the subscription for the post's
@@ -190,7 +308,10 @@ static char *apply_command(struct store *st, const char *email, const char *cmd,
 	return xasprintf("Your subscription now sends %s.\n",
 			 strcmp(freq, "daily") == 0    ? "one digest a day"
 			 : strcmp(freq, "weekly") == 0 ? "one digest a week"
-						       : "one notification for each new post");
+			 : strcmp(freq, "mine") == 0
+			     ? "one digest a day of the threads you started, commented on or "
+			       "are named in"
+			     : "one notification for each new post");
 fail:
 	store_rollback(st);
 	return NULL;
@@ -264,6 +385,34 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 		return 0;
 	}
 	find_target(st, cfg, m, &t);
+	struct command plain;
+	if (!t.found && m->from_email && find_command(m, &plain) &&
+	    strcmp(plain.word, "unsubscribe") == 0) {
+		/* to the feed's own address: only the verified sender's word counts */
+		if (!av->verified) {
+			refuse(st, cfg, m, av, 1, state, reason, reasonlen, "unsubscribe-unverified",
+			       "your mail server did not vouch for the sender address, so anyone "
+			       "could have sent it",
+			       "Use the Unsubscribe link at the bottom of a digest or notification, "
+			       "or reply \"unsubscribe\" to one of them.");
+			goto out;
+		}
+		char *answer = plain.arg[0] ? leave_group(st, m->from_email, plain.arg)
+					    : apply_command(st, m->from_email, "unsubscribe", NULL);
+		if (!answer) {
+			snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
+			rc = -1;
+			goto out;
+		}
+		*state = "handled";
+		snprintf(reason, reasonlen, "subscription command: unsubscribe");
+		log_info("reply.command from=%s command=unsubscribe via=feed-address",
+			 log_quote(m->from_email, q, sizeof q));
+		notice_send(st, cfg, m->from_email, "command-unsubscribe", "Your digest subscription",
+			    answer);
+		free(answer);
+		goto out;
+	}
 	if (!t.found) {
 		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-no-token",
 		       "it was not sent to the reply address of a post",
@@ -304,9 +453,16 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 		goto out;
 	}
 
-	cmd = find_command(m);
+	struct command c;
+	cmd = find_command(m, &c) ? c.word : NULL;
 	if (cmd) {
-		char *answer = apply_command(st, t.ti.email, cmd, t.ti.grp);
+		char *answer =
+		    strcmp(cmd, "mute") == 0 || strcmp(cmd, "unmute") == 0
+			? mute_thread(st, t.ti.email,
+				      t.ti.kind == TOKEN_REPLY ? t.ti.remote_id : NULL,
+				      strcmp(cmd, "mute") == 0)
+		    : c.arg[0] ? leave_group(st, t.ti.email, c.arg)
+			       : apply_command(st, t.ti.email, cmd, t.ti.grp);
 		if (!answer) {
 			snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
 			rc = -1;

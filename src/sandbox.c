@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/mime.h"
 #include "mailfeed/sandbox.h"
 #include "mailfeed/util.h"
 
@@ -58,6 +59,8 @@ static iconv_t preloaded[sizeof preload_charsets / sizeof preload_charsets[0]];
 
 void sandbox_preload(void)
 {
+	/* the MIME library: its types registered and tables filled */
+	mime_init();
 	/* the local time zone (/etc/localtime), read once and cached */
 	tzset();
 	time_t t = time(NULL);
@@ -68,6 +71,8 @@ void sandbox_preload(void)
 	sha256_hex("", 0, h);
 	for (size_t i = 0; i < sizeof preload_charsets / sizeof preload_charsets[0]; i++)
 		preloaded[i] = iconv_open("UTF-8", preload_charsets[i]);
+	/* GMime's types and tables, set up on a sample message */
+	mime_init();
 }
 
 /* Every descriptor above stderr is closed: the worker inherits nothing by

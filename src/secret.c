@@ -124,8 +124,11 @@ int secret_mode_check(const char *file, const struct stat *st, char *err, size_t
 		snprintf(
 		    err, errlen,
 		    "%s is readable by group %s, which %s is not in (mode %04o); run: chmod 600 "
-		    "%s, or chgrp to the service's group",
-		    file, grp, reader_label(who, sizeof who), mode, file);
+		    "%s, or chgrp to the service's group%s",
+		    file, grp, reader_label(who, sizeof who), mode, file,
+		    !reader.set && geteuid() == 0
+			? " (as root, check-config --user NAME judges for the service's user)"
+			: "");
 		return -1;
 	}
 	if (reader.set && !(st->st_uid == reader.uid ? mode & 0400 : mode & 0040)) {

@@ -114,6 +114,11 @@ static const char *const migrations[] = {
 	"CREATE INDEX notices_at ON notices(at);",
 	/* 5: parses of a message started and never ended (the daemon stopped) */
 	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
+	/* 6: digests name the sender of what the gateway posted (outbox_origin) */
+	"CREATE INDEX outbox_remote ON outbox(remote_id);",
+	/* 7: threads a subscriber muted (reply "mute" to a post's address) */
+	"CREATE TABLE mutes(email TEXT NOT NULL, remote_id TEXT NOT NULL, at INTEGER NOT NULL,"
+	" PRIMARY KEY(email, remote_id));",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -621,6 +626,20 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 	return store_folder_advance(st, m->mailbox, m->uid);
 }
 
+int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			   uint32_t uid, const char *parsed)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE messages SET parsed=? WHERE mailbox=? AND"
+				   " uidvalidity=? AND uid=? AND raw IS NULL");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, parsed, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, uidvalidity);
+	sqlite3_bind_int64(s, 4, uid);
+	return step_done(st, s);
+}
+
 int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
 {
 	if (store_begin(st) < 0)
@@ -637,12 +656,31 @@ int store_message_add(struct store *st, const struct stored_message *m, int *ins
 	return 0;
 }
 
-int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t **uids,
-		   size_t *n)
+/* acked: 0 not yet, 1 after-action done, 2 marked $MailfeedDead and
+ * waiting.  A message whose post or comment went dead is not acknowledged:
+ * it waits until it is delivered or dropped.  One quarantined before it
+ * became an item (the parser failed on it) is recorded with its reason and
+ * done with. */
+#define ITEM_DEAD "EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id)"
+#define ACK_DONE_STATES                                                              \
+	"(state IN ('delivered','skipped','handled','dropped')"                       \
+	" OR (state='dead' AND NOT " ITEM_DEAD "))"
+
+int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		      enum ack_query q, uint32_t **uids, size_t *n)
 {
-	sqlite3_stmt *s = prep(st, "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
-				   " AND acked=0 AND state IN ('delivered','skipped','dead','handled')"
-				   " ORDER BY uid LIMIT 1000");
+	static const char *const sql[] = {
+	    [ACK_DUE] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+			" AND acked IN (0,2) AND " ACK_DONE_STATES
+			" ORDER BY uid LIMIT 1000",
+	    [ACK_TO_MARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+			    " AND acked=0 AND state='dead' AND " ITEM_DEAD
+			    " ORDER BY uid LIMIT 1000",
+	    [ACK_TO_UNMARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+			      " AND acked=2 AND " ACK_DONE_STATES
+			      " ORDER BY uid LIMIT 1000",
+	};
+	sqlite3_stmt *s = prep(st, sql[q]);
 	size_t cap = 0;
 	*uids = NULL;
 	*n = 0;
@@ -661,26 +699,39 @@ int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, 
 	return 0;
 }
 
-int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		    const uint32_t *uids, size_t n)
+int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t **uids,
+		   size_t *n)
+{
+	return store_acks_select(st, mailbox, uidvalidity, ACK_DUE, uids, n);
+}
+
+int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		   const uint32_t *uids, size_t n, int acked)
 {
 	if (store_begin(st) < 0)
 		return -1;
 	sqlite3_stmt *s =
-	    prep(st, "UPDATE messages SET acked=1 WHERE mailbox=? AND uidvalidity=? AND uid=?");
+	    prep(st, "UPDATE messages SET acked=? WHERE mailbox=? AND uidvalidity=? AND uid=?");
 	if (!s) {
 		store_rollback(st);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, uidvalidity);
-		sqlite3_bind_int64(s, 3, uids[i]);
+		sqlite3_bind_int(s, 1, acked);
+		sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, uidvalidity);
+		sqlite3_bind_int64(s, 4, uids[i]);
 		sqlite3_step(s);
 		sqlite3_reset(s);
 	}
 	sqlite3_finalize(s);
 	return store_commit(st);
+}
+
+int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		    const uint32_t *uids, size_t n)
+{
+	return store_acks_set(st, mailbox, uidvalidity, uids, n, 1);
 }
 
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)

@@ -14,7 +14,9 @@ enum after_action { AFTER_KEEP, AFTER_SEEN, AFTER_MOVE, AFTER_DELETE };
 enum start_mode { START_NEW, START_ALL, START_SINCE };
 enum feed_backend { FEED_LOCAL, FEED_CHATTER, FEED_MATTERMOST, FEED_WEBHOOK };
 enum post_as { POST_AS_INTEGRATION, POST_AS_AUTHOR };
-enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER };
+/* FREQ_MINE: a daily digest of only the threads the subscriber started,
+ * commented on or is named in. */
+enum frequency { FREQ_DAILY, FREQ_WEEKLY, FREQ_EACH, FREQ_NEVER, FREQ_MINE };
 enum imap_auth { AUTH_AUTO, AUTH_LOGIN, AUTH_PLAIN, AUTH_XOAUTH2 };
 /* Who gets digests: [subscriber] sections and `subscribe` only, or also the
  * feed service's own group members by their notification setting. */
@@ -54,6 +56,7 @@ struct mf_mailbox {
 	long start_since;     /* seconds back, for since:DURATION */
 	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
 	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
+	struct strlist routes;      /* route = ... lines, in order (route.h) */
 	int line;
 };
 

@@ -94,19 +94,25 @@ struct digest_group {
 	size_t n;
 };
 
-/* Renders a digest for `to`: groups in order, threads newest first, at
- * most max_items entries with "and N more".  date_label goes into the
+/* Renders a digest for `to`: groups in order, threads newest first, each
+ * entry as an excerpt of a few lines (with a link to the whole), a thread
+ * with many new comments as its latest few, at most max_items entries with
+ * "and N more"; times in zone (NULL: UTC).  date_label goes into the
  * subject.  Reply and unsubscribe tokens are issued through the store.
+ * A digest of one thread has that thread's reply address as Reply-To and
+ * refers to its post's notification (In-Reply-To), so clients thread them.
  * 0, or -1 (store error, reply address unusable). */
 int digest_render(struct store *st, const struct mf_config *cfg, const unsigned char *secret,
-		  size_t secretlen, const char *to, const char *date_label,
+		  size_t secretlen, const char *to, const char *zone, const char *date_label,
 		  const struct digest_group *groups, size_t n_groups, time_t now,
 		  struct digest_mail *out);
 
-/* Renders the notification of one post for an `each` subscriber. */
+/* Renders the notification of one post for an `each` subscriber: the
+ * whole text, times in zone, a Message-ID made from the post and the
+ * reader (the same for every mail about that post). */
 int digest_render_notification(struct store *st, const struct mf_config *cfg,
 			       const unsigned char *secret, size_t secretlen, const char *to,
-			       const char *group_label, const struct feed_entry *post, time_t now,
-			       struct digest_mail *out);
+			       const char *zone, const char *group_label,
+			       const struct feed_entry *post, time_t now, struct digest_mail *out);
 
 #endif

@@ -87,6 +87,9 @@ struct feed_entry {
 	char *text;
 	char *url;              /* link to the post on the service, may be NULL */
 	time_t created;
+	/* Filled by the digest from what the gateway made (outbox_origin), NULL
+	 * otherwise: a comment's post's subject. */
+	char *post_subject;
 };
 
 /* A member of a group at the feed service who has an email address, and

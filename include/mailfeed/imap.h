@@ -21,6 +21,9 @@ struct imap_session;
  * naming the account and what to do (wrong password, unreachable host,
  * untrusted certificate, host name mismatch, ...). */
 struct imap_session *imap_open(const struct mf_account *acct, char *err, size_t errlen);
+/* After a failed imap_open() in this thread: 1 when the server refused the
+ * credentials (a wrong password or token), 0 for any other failure. */
+int imap_login_refused(void);
 /* Logs out (bounded by the timeout) and frees.  NULL is fine. */
 void imap_close(struct imap_session *s);
 /* Drops the connection at once without LOGOUT (after an error). */
@@ -59,6 +62,14 @@ typedef int (*imap_fetch_cb)(const struct imap_fetched *m, void *arg);
  * larger ones reach cb with raw = NULL.  Memory stays bounded by the batch. */
 int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen);
+
+/* The header block of one message (at most IMAP_HEADER_MAX bytes, never
+ * sets \\Seen): for a message too large to fetch whole, so that its sender
+ * can be told and the dead list can show it.  *raw owned (NULL when the
+ * message is gone). */
+#define IMAP_HEADER_MAX (64 * 1024)
+int imap_fetch_header(struct imap_session *s, uint32_t uid, char **raw, size_t *len, char *err,
+		      size_t errlen);
 
 /* Marks seen, moves to folder (MOVE, else COPY + \Deleted + UID EXPUNGE),
  * or deletes (\Deleted + UID EXPUNGE), as the mapping says. */

@@ -15,6 +15,7 @@ struct ingest_folder {
 	long long max_size;
 	enum start_mode start;         /* on the mapping's first sight */
 	long start_since;
+	const struct mf_config *cfg;   /* for notices to senders; NULL: none */
 };
 
 /* Syncs one folder: select, detect UIDVALIDITY changes, fetch every new
@@ -27,10 +28,12 @@ struct ingest_folder {
 int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		       volatile int *stop, int *new_messages, char *err, size_t errlen);
 /* Fetches uids of the selected folder and stores them in state ("new", or
- * "held" for backfill), in batches; the checkpoint never moves back.
- * *inserted counts messages not known before.  Returns as above. */
-int ingest_take(struct imap_session *s, struct store *st, const char *key, uint32_t uidvalidity,
-		const uint32_t *uids, size_t n, long long max_size, const char *state,
+ * "held" for backfill), in batches; the checkpoint never moves back.  A
+ * message over f->max_size is recorded as skipped with its sender and
+ * subject, and the sender is told.  *inserted counts messages not known
+ * before.  Returns as above. */
+int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
+		uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *state,
 		volatile int *stop, int *inserted, char *err, size_t errlen);
 /* Applies the after-action to every message of key that is safe now.
  * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder. */

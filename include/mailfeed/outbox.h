@@ -84,10 +84,26 @@ struct outbox_dead {
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n);
 void outbox_dead_free(struct outbox_dead *list, size_t n);
 /* Retry: an item goes back to pending (attempts 0, give-up clock restarted,
- * with the comments that died with it); a message goes back to 'new'.
- * Drop: the item or message is marked 'dropped' and leaves the list.
+ * with the comments that died with it), taking the group and hashtags of
+ * its mailbox's current mapping in cfg (NULL: as it was); a message goes
+ * back to 'new' and is converted with the current mapping.
+ * Drop: the item or message is marked 'dropped' and leaves the list; its
+ * message's after-action is then due.
  * 0 done, 1 no such dead entry, -1 with a message in err. */
-int outbox_dead_retry(struct store *st, const char *id, char *err, size_t errlen);
+int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char *id, char *err,
+		      size_t errlen);
 int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen);
+
+/* What the gateway knows of an element it made at the feed service from a
+ * mail: the sender and the subject.  All owned, NULL when unknown. */
+struct outbox_origin {
+	char *author_name;
+	char *author_email;
+	char *subject;
+	int comment; /* the element is a comment */
+};
+/* 1 found (o filled), 0 not an element of the gateway's, -1 error. */
+int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin *o);
+void outbox_origin_clear(struct outbox_origin *o);
 
 #endif

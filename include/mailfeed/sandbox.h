@@ -15,8 +15,8 @@
 #include <stddef.h>
 
 /* Loads what parsing would otherwise load lazily from files once the
- * sandbox is in place: the time zone, charset converters, the crypto
- * library's configuration. */
+ * sandbox is in place: the MIME library's set-up, the time zone,
+ * charset converters, the crypto library's configuration. */
 void sandbox_preload(void);
 
 /* Enters the sandbox described above.  Namespaces are best effort (a

@@ -93,17 +93,31 @@ int store_message_add(struct store *st, const struct stored_message *m, int *ins
  * and the checkpoint after its last one commit (and fsync) together. */
 int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted);
 
+/* What is known of a message stored without its content (too large):
+ * parsed = JSON {"from": {"name", "email"}, "subject"} from its header. */
+int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			   uint32_t uid, const char *parsed);
+
 /* Whether a message with this Message-ID and hash is already stored for the
  * mailbox (UIDVALIDITY resync). */
 int store_message_known(struct store *st, const char *mailbox, const char *message_id,
 			const char *sha256);
 
 /* UIDs of this mailbox/uidvalidity whose after-action is due (message safe:
- * delivered, skipped or dead-lettered with a reason) and not yet done. */
+ * delivered, skipped with a reason, or dropped from the dead list) and not
+ * yet done.  A dead message waits. */
 int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		   uint32_t **uids, size_t *n);
 int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		    const uint32_t *uids, size_t n);
+/* The dead mark ($MailfeedDead on the server): messages to mark, marked
+ * ones whose after-action is now due (to unmark first), and the due ones. */
+enum ack_query { ACK_DUE, ACK_TO_MARK, ACK_TO_UNMARK };
+int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		      enum ack_query q, uint32_t **uids, size_t *n);
+/* Sets acked (0 waiting, 1 done, 2 marked dead) of uids. */
+int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		   const uint32_t *uids, size_t n, int acked);
 
 /* Retention: forgets the raw mail of messages that are finished
  * (delivered, handled, or dropped from the dead list) and the file bytes

@@ -23,11 +23,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * in the text */
 		if (props_check((const char *)data, size, m) & PROP_BAD_UTF8)
 			abort();
-		struct strlist b = {0};
-		props_boundaries((const char *)data, size, &b);
+		struct strlist bounds = {0};
+		props_boundaries((const char *)data, size, &bounds);
 		/* header-like lines may be content; boundary lines never are */
-		int raw = props_raw_lines(m->text, &b, 0);
-		strlist_free(&b);
+		int raw = props_raw_lines(m->text, &bounds, 0);
+		strlist_free(&bounds);
 		if (raw)
 			abort();
 		struct buf wire;

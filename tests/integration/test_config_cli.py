@@ -96,6 +96,7 @@ def test_debian_secret_modes_judged_for_service_user(example):
     assert r.returncode == 2
     assert f"{example.parent}/imap.pass is readable by group nogroup, which root is not " \
            f"in (mode 0640)" in r.stderr
+    assert "check-config --user NAME judges for the service's user" in r.stderr
     # judged for the service user, whose group it is: accepted
     r = run("-c", str(example), "check-config", "--user", "nobody")
     assert r.returncode == 0, r.stderr

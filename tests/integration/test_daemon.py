@@ -45,7 +45,7 @@ def count(cfg, sql, *args):
 
 def status(cfg):
     r = run_mailfeed(cfg.path, "status", "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode in (0, 1) and r.stdout, r.stderr  # 1: something is failing or dead
     return json.loads(r.stdout)
 
 

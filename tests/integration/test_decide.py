@@ -57,7 +57,7 @@ def test_preview_and_daemon_agree(dovecot, tmp_path):
     preview = {i["uid"]: i for i in json.loads(r.stdout)}
     assert sorted(preview) == list(range(1, 11))
     # what preview says, by hand, for the cases that matter
-    assert preview[2]["classification"] == "comment"
+    assert preview[2]["classification"] == "comment", preview[2]
     assert preview[2]["text"] == "Looks good. #approved"
     assert preview[2]["hashtags"][:1] == ["fundraising"]
     assert {"Q3", "approved"} <= set(preview[2]["hashtags"])
@@ -93,3 +93,24 @@ def test_preview_and_daemon_agree(dovecot, tmp_path):
             body = json.loads(payload)
             assert body["text"] == p["text"], uid
             assert body["hashtags"] == p["hashtags"], uid
+
+    # inspect asks the same decision: the reply, saved as a file, is a
+    # comment of the mapping (with its hashtags) until the daemon has it,
+    # then a duplicate; a new reply to it is a comment
+    reply = tmp_path / "reply.eml"
+    reply.write_bytes(mail(11, "Re: [Q3] Appeal", "One more thing. #budget\n",
+                           "In-Reply-To: <d2@example.org>\r\n"))
+    r = run_mailfeed(cfg, "inspect", str(reply), "--json")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    assert o["classification"] == "comment" and o["mailbox"] == "team"
+    assert o["hashtags"][0] == "fundraising" and "budget" in o["hashtags"]
+    r = run_mailfeed(cfg, "inspect", str(reply), "--mailbox", "team")
+    assert "Classification: comment (mailbox team)" in r.stdout
+    assert "#fundraising" in r.stdout
+    old = tmp_path / "old.eml"
+    old.write_bytes(batch[0])
+    o = json.loads(run_mailfeed(cfg, "inspect", str(old), "--json").stdout)
+    assert o["classification"] == "skipped" and o["reason"].startswith("duplicate")
+    r = run_mailfeed(cfg, "inspect", str(old), "--mailbox", "nosuch")
+    assert r.returncode == 2 and "nosuch" in r.stderr

@@ -60,7 +60,7 @@ def count(cfg, sql, *args):
 
 def status(cfg):
     r = run_mailfeed(cfg.path, "status", "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode in (0, 1) and r.stdout, r.stderr  # 1: something is failing or dead
     return json.loads(r.stdout)
 
 
@@ -541,7 +541,7 @@ def test_poison_messages_are_quarantined_and_the_folder_moves_on(dovecot, tmp_pa
         assert deep["state"] == "dead" and "unparseable" in deep["reason"]
         assert deep["subject"] == "deep" and deep["from"] == "mallory@example.org"
         assert huge["state"] == "skipped" and "too large" in huge["reason"]
-        assert "max_message_size" in huge["reason"]  # not fetched: no subject known
+        assert "max_message_size" in huge["reason"]  # not fetched whole
         text = run_mailfeed(cfg.path, "dead", "list").stdout
         assert "parser crashed" in text and "too large" in text
         assert "mailbox: team uid 2" in text and "subject: boom" in text

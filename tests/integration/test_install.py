@@ -40,7 +40,7 @@ def test_make_install_honours_sysconfdir_and_flags(tmp_path):
     dest = str(tmp_path / "root")
     build = tmp_path / "src"
     _copy_tree(build)
-    r = subprocess.run(["make", "-s", "-C", str(build), "install", "DESTDIR=" + dest,
+    r = subprocess.run(["make", "-s", "-j2", "-C", str(build), "install", "DESTDIR=" + dest,
                         "PREFIX=/opt/mf", "SYSCONFDIR=/opt/mf/etc",
                         "CFLAGS=-O1 -DMAILFEED_TEST_CFLAGS", "LDFLAGS=-Wl,-z,noexecstack",
                         "CC=gcc"],
@@ -112,3 +112,22 @@ def test_debian_package_builds_and_installs(tmp_path):
     st = os.stat(root / "etc/mailfeed")
     gid = int(re.search(r"^mailfeed:x:(\d+):", (root / "etc/group").read_text(), re.M).group(1))
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o750, 0, gid)
+
+
+def test_dependency_lists_match_the_link_line():
+    """Every library the Makefile links is named in the README's dependency
+    sentence and built against in debian/control."""
+    make = open(os.path.join(ROOT, "Makefile")).read()
+    pkgs = []
+    for m in re.finditer(r"^PKGS\s*\+?:?=\s*(.+)$", make, re.M):
+        pkgs += m.group(1).split()
+    pkgs.append("libetpan")
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    sentence = re.search(r"It is one C binary linked with (.+?)\.\n\n", readme, re.S).group(1)
+    words = {"sqlite3": "SQLite", "openssl": "OpenSSL", "gmime-3.0": "GMime"}
+    control = open(os.path.join(ROOT, "debian/control")).read()
+    dev = {"sqlite3": "libsqlite3-dev", "openssl": "libssl-dev", "libcurl": "libcurl",
+           "jansson": "libjansson-dev", "inih": "libinih-dev", "gumbo": "libgumbo-dev"}
+    for p in pkgs:
+        assert words.get(p, p) in sentence, f"{p} missing from the README's dependency list"
+        assert dev.get(p, p + "-dev") in control, f"{p} missing from debian/control"

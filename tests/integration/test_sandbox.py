@@ -14,11 +14,12 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import MAILFEED, run_mailfeed, start_daemon, stop_daemon, wait_for, write_config
+from conftest import MAILFEED, run_mailfeed, start_daemon, stop_daemon, wait_for, write_config  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -118,3 +119,34 @@ def test_a_taken_over_worker_cannot_reach_out(dovecot, tmp_path, payload):
     for item in Path(cfg.feeds).rglob("*"):
         if item.is_file():
             assert password.strip() not in item.read_text(errors="replace")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the daemon as another user")
+def test_the_daemon_is_not_dumpable():
+    """The daemon holds passwords, tokens and keys: it turns off core dumps
+    and ptrace by other processes of its user (PR_SET_DUMPABLE 0).  The
+    kernel shows it by giving the process's /proc entries to root."""
+    nobody = 65534
+    tmp_path = Path(tempfile.mkdtemp(prefix="mf-dump-"))  # pytest's is root's alone
+    cfg = write_config(tmp_path)
+    os.chmod(tmp_path, 0o755)
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        os.chown(path, nobody, nobody)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    p = subprocess.Popen([MAILFEED, "-c", cfg.path, "run"], user=nobody, group=nobody,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: os.path.exists(cfg.state) or p.poll() is not None, 30)
+        assert p.poll() is None, p.stderr.read()
+        assert os.stat("/proc/%d/environ" % p.pid).st_uid == 0
+        # a process of that user that did not ask for it is its user's
+        q = subprocess.Popen(["sleep", "30"], user=nobody, group=nobody)
+        try:
+            assert os.stat("/proc/%d/environ" % q.pid).st_uid == nobody
+        finally:
+            q.kill()
+            q.wait()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+        shutil.rmtree(tmp_path, ignore_errors=True)

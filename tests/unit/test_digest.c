@@ -220,7 +220,7 @@ static void test_render_hostile(void **state)
 	struct digest_group g = {.label = "fund<raising>", .gid = "g1", .entries = e, .n = 4};
 	struct digest_mail m;
 
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
 				       "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_lines_sane(m.data);
@@ -271,7 +271,7 @@ static void test_render_cap(void **state)
 	struct digest_group g = {.label = "g", .gid = "g1", .entries = e, .n = 6};
 	struct digest_mail m;
 	f->cfg.digest.max_items = 4;
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
 				       "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_non_null(strstr(m.text, "and 2 more"));

@@ -404,8 +404,8 @@ static void test_permanent_goes_dead_with_comments(void **state)
 	char err[256];
 	char id[24];
 	snprintf(id, sizeof id, "o%lld", (long long)post);
-	assert_int_equal(outbox_dead_retry(x->st, id, err, sizeof err), 0);
-	assert_int_equal(outbox_dead_retry(x->st, id, err, sizeof err), 1);
+	assert_int_equal(outbox_dead_retry(x->st, NULL, id, err, sizeof err), 0);
+	assert_int_equal(outbox_dead_retry(x->st, NULL, id, err, sizeof err), 1);
 	deliver(x);
 	deliver(x);
 	assert_int_equal(x->fake.deliveries, 3);
@@ -465,7 +465,7 @@ static void test_dead_messages_retry_and_drop(void **state)
 	assert_string_equal(d[1].from, "bob@example.org");
 	outbox_dead_free(d, n);
 
-	assert_int_equal(outbox_dead_retry(x->st, "m1", err, sizeof err), 0);
+	assert_int_equal(outbox_dead_retry(x->st, NULL, "m1", err, sizeof err), 0);
 	assert_int_equal(outbox_dead_drop(x->st, "m2", err, sizeof err), 0);
 	assert_int_equal(outbox_dead_drop(x->st, "m3", err, sizeof err), 1);
 	assert_int_equal(outbox_dead_drop(x->st, "o99", err, sizeof err), 1);

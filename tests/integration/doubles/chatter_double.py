@@ -100,7 +100,10 @@ class State:
         self.delay = 0
         self.drop = 0
         self.lose_answer = 0
-        self.lose_after = 0       # data calls answered before lose_answer starts
+        self.lose_after = 0
+        # records of other objects (Account, Opportunity, Contact, Lead, custom),
+        # by Id: {"Id": "006...", "attributes": {"type": "Opportunity"}, fields...}
+        self.records = {}       # data calls answered before lose_answer starts
         self.down_until = 0.0     # maintenance window: every call answers 503
         self.log = []
         self.queries = []
@@ -238,6 +241,9 @@ def soql_literal(s):
     return "".join(out)
 
 
+RECORD_QUERY_RE = re.compile(
+    r"^SELECT\s+(\w+)\s+FROM\s+(\w+)\s+WHERE\s+(\w+)\s*=\s*'((?:[^'\\]|\\.)*)'"
+    r"(?:\s+AND\s+(\w+)\s*(=|!=)\s*(null|true|false))?(?:\s+LIMIT\s+(\d+))?\s*$", re.I)
 MEMBER_QUERY_RE = re.compile(r"^SELECT\s+([\w\s,.]+?)\s+FROM\s+CollaborationGroupMember\s+"
                              r"WHERE\s+CollaborationGroupId\s*=\s*'((?:[^'\\]|\\.)*)'\s*$", re.I)
 MEMBER_FIELDS = {"id", "memberid", "collaborationgroupid", "notificationfrequency",
@@ -395,6 +401,8 @@ class Handler(BaseHTTPRequestHandler):
             if "down_for" in c:
                 st.down_until = time.time() + c["down_for"]
             st.groups.update(c.get("groups", {}))
+            for rec in c.get("records", []):
+                st.records[rec["Id"]] = rec
             for u in c.get("users", []):
                 st.users = [x for x in st.users if x["Username"] != u["Username"]] + [u]
             st.members.update(c.get("members", {}))
@@ -495,7 +503,8 @@ class Handler(BaseHTTPRequestHandler):
             if inp.get("feedElementType") != "FeedItem":
                 raise Refused(400, "INVALID_INPUT", "feedElementType must be FeedItem")
             sid = inp.get("subjectId")
-            if not isinstance(sid, str) or not sid.startswith(("0F9", "005", "me")):
+            if not isinstance(sid, str) or not (sid.startswith(("0F9", "005", "me"))
+                                                or sid in st.records):
                 raise Refused(400, "INVALID_ID_FIELD", "subjectId is not a valid parent")
             segs = check_body(inp.get("body"), st)
             files = []
@@ -731,11 +740,39 @@ class Handler(BaseHTTPRequestHandler):
             st.cursors[locator] = out
         self.query_page(locator, out, 0)
 
+    def query_records(self, m, q):
+        """SELECT F FROM OBJECT WHERE FIELD = 'v' [AND G != null | AND G = true] [LIMIT n]
+        over the records given by /__control."""
+        st = self.st
+        col, obj, field, value = m.group(1), m.group(2), m.group(3), soql_literal(m.group(4))
+        with LOCK:
+            st.queries.append(q)
+            recs = [r for r in st.records.values() if r["attributes"]["type"] == obj]
+            if recs and field not in recs[0]:
+                raise Refused(400, "INVALID_FIELD", "No such column '%s' on entity '%s'"
+                              % (field, obj))
+            recs = [r for r in recs if str(r.get(field, "")).lower() == value.lower()]
+            if m.group(5):
+                g, op, lit = m.group(5), m.group(6), m.group(7).lower()
+                want = None if lit == "null" else lit == "true"
+                recs = [r for r in recs if (r.get(g) == want) == (op == "=")]
+            if m.group(8):
+                recs = recs[:int(m.group(8))]
+            out = [{"attributes": {"type": obj, "url": "/services/data/v62.0/sobjects/%s/%s"
+                                   % (obj, r["Id"])}, col: r.get(col)} for r in recs]
+            locator = st.new_id("01g")
+            st.cursors[locator] = out
+        self.query_page(locator, out, 0)
+
     def query(self, q):
         st = self.st
         mm = MEMBER_QUERY_RE.match(q)
         if mm:
             self.query_members(mm, q)
+            return
+        rm = RECORD_QUERY_RE.match(q)
+        if rm and rm.group(2) != "User":
+            self.query_records(rm, q)
             return
         m = QUERY_RE.match(q)
         if not m:
