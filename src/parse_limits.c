@@ -127,7 +127,7 @@ static enum kind content_type(const char *p, const char *end, const char **b, si
 	skip_cfws(&r);
 	const char *t;
 	size_t tlen = read_token(&r, &t);
-	enum kind k = tlen == 9 && !strncasecmp(t, "multipart", 9)   ? MULTIPART
+	enum kind k = tlen == 9 && !strncasecmp(t, "multipart", 9) ? MULTIPART
 		      : tlen == 7 && !strncasecmp(t, "message", 7) ? MESSAGE
 								   : OTHER;
 	if (k != MULTIPART)
@@ -183,7 +183,8 @@ int parse_limits_check(const char *raw, size_t len, size_t max_bytes, struct par
 	struct parse_cost c = {0, 0, 0};
 	int rc = 0;
 	if (max_bytes && len > max_bytes) {
-		snprintf(reason, reasonlen, "too large: %zu bytes, more than max_message_size", len);
+		snprintf(reason, reasonlen, "too large: %zu bytes, more than max_message_size",
+			 len);
 		rc = -1;
 	}
 	const char *end = raw + len;
@@ -197,9 +198,10 @@ int parse_limits_check(const char *raw, size_t len, size_t max_bytes, struct par
 			enum kind k = content_type(p, end, &b, &blen);
 			if (k != OTHER) {
 				if (++c.containers > PARSE_MAX_CONTAINERS) {
-					snprintf(reason, reasonlen,
-						 "unparseable: more than %d multipart or message parts",
-						 PARSE_MAX_CONTAINERS);
+					snprintf(
+					    reason, reasonlen,
+					    "unparseable: more than %d multipart or message parts",
+					    PARSE_MAX_CONTAINERS);
 					rc = -1;
 				} else if (depth == PARSE_MAX_DEPTH) {
 					snprintf(reason, reasonlen,
@@ -207,7 +209,8 @@ int parse_limits_check(const char *raw, size_t len, size_t max_bytes, struct par
 						 PARSE_MAX_DEPTH);
 					rc = -1;
 				} else {
-					stack[depth++] = (struct frame){b, k == MULTIPART ? blen : 0};
+					stack[depth++] =
+					    (struct frame){b, k == MULTIPART ? blen : 0};
 					if (depth > c.depth)
 						c.depth = depth;
 				}
@@ -219,7 +222,8 @@ int parse_limits_check(const char *raw, size_t len, size_t max_bytes, struct par
 					continue;
 				depth = d == 2 ? i : i + 1;
 				if (d == 1 && ++c.parts > PARSE_MAX_PARTS) {
-					snprintf(reason, reasonlen, "unparseable: more than %d parts",
+					snprintf(reason, reasonlen,
+						 "unparseable: more than %d parts",
 						 PARSE_MAX_PARTS);
 					rc = -1;
 				}

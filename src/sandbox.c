@@ -42,15 +42,15 @@
  * converter not loaded here cannot be loaded later (its file cannot be
  * opened), and text in that charset is read as windows-1252. */
 static const char *const preload_charsets[] = {
-    "WINDOWS-1252", "ISO-8859-1",  "ISO-8859-2",  "ISO-8859-3",	 "ISO-8859-4",	"ISO-8859-5",
-    "ISO-8859-6",   "ISO-8859-7",  "ISO-8859-8",  "ISO-8859-9",	 "ISO-8859-10", "ISO-8859-13",
-    "ISO-8859-14",  "ISO-8859-15", "ISO-8859-16", "WINDOWS-1250", "WINDOWS-1251", "WINDOWS-1253",
+    "WINDOWS-1252", "ISO-8859-1",   "ISO-8859-2",   "ISO-8859-3",   "ISO-8859-4",   "ISO-8859-5",
+    "ISO-8859-6",   "ISO-8859-7",   "ISO-8859-8",   "ISO-8859-9",   "ISO-8859-10",  "ISO-8859-13",
+    "ISO-8859-14",  "ISO-8859-15",  "ISO-8859-16",  "WINDOWS-1250", "WINDOWS-1251", "WINDOWS-1253",
     "WINDOWS-1254", "WINDOWS-1255", "WINDOWS-1256", "WINDOWS-1257", "WINDOWS-1258", "KOI8-R",
-    "KOI8-U",	    "CP850",	   "CP866",	  "CP874",	 "MACINTOSH",	"UTF-7",
-    "UTF-16",	    "UTF-16LE",	   "UTF-16BE",	  "UTF-32",	 "UTF-32LE",	"UTF-32BE",
-    "UCS-2",	    "GB18030",	   "GBK",	  "HZ-GB-2312",	 "BIG5",	"BIG5-HKSCS",
-    "EUC-TW",	    "CP932",	   "SHIFT_JIS",	  "EUC-JP",	 "ISO-2022-JP", "ISO-2022-JP-2",
-    "CP949",	    "EUC-KR",	   "ISO-2022-KR", "TIS-620",	 "VISCII",
+    "KOI8-U",	    "CP850",	    "CP866",	    "CP874",	    "MACINTOSH",    "UTF-7",
+    "UTF-16",	    "UTF-16LE",	    "UTF-16BE",	    "UTF-32",	    "UTF-32LE",	    "UTF-32BE",
+    "UCS-2",	    "GB18030",	    "GBK",	    "HZ-GB-2312",   "BIG5",	    "BIG5-HKSCS",
+    "EUC-TW",	    "CP932",	    "SHIFT_JIS",    "EUC-JP",	    "ISO-2022-JP",  "ISO-2022-JP-2",
+    "CP949",	    "EUC-KR",	    "ISO-2022-KR",  "TIS-620",	    "VISCII",
 };
 
 /* Kept open for the life of the worker: glibc unloads a converter some
@@ -110,15 +110,15 @@ struct allow {
 
 #define ANY(call)                                                                                  \
 	{                                                                                          \
-		SCMP_SYS(call), 0, { { 0 } }                                                       \
+		.nr = SCMP_SYS(call)                                                               \
 	}
 #define IF1(call, a)                                                                               \
 	{                                                                                          \
-		SCMP_SYS(call), 1, { a }                                                           \
+		.nr = SCMP_SYS(call), .n_args = 1, .args = { a }                                   \
 	}
 #define IF2(call, a, b)                                                                            \
 	{                                                                                          \
-		SCMP_SYS(call), 2, { a, b }                                                        \
+		.nr = SCMP_SYS(call), .n_args = 2, .args = { a, b }                                \
 	}
 
 static const struct allow allowed[] = {

@@ -1,7 +1,8 @@
 /* sandbox_payload.c — a stand-in for an exploit of the MIME parser, for
  * tests/integration/test_sandbox.py.  Loaded with LD_PRELOAD into mailfeed;
  * it acts only in the parse worker (`mailfeed parse-worker`), where it
- * takes the place of libetpan's mailmime_parse.  A message holding
+ * stands between the parser and the message (GMime's memory stream, or
+ * libetpan's mailmime_parse).  A message holding
  * "PAYLOAD:<attack>" makes it try that attack from inside the worker, after
  * the sandbox is set up, as code run by a heap overflow would:
  *   read-secret    open and read $PAYLOAD_SECRET
@@ -13,7 +14,8 @@
  *                  without a system call, as a parser stuck on crafted
  *                  input would
  * It says on stderr "payload ATTACK: blocked" when the call failed, or
- * "payload ATTACK: SUCCEEDED ..." when it did not, then fails the parse.
+ * "payload ATTACK: SUCCEEDED ..." when it did not; when blocked it gives up
+ * (exit status 66), when not it lets the message be parsed.
  * Calls the sandbox does not allow kill the worker before it can say
  * anything.  Other messages go to the real parser. */
 #define _GNU_SOURCE
@@ -32,8 +34,11 @@
 
 struct mailmime;
 typedef int (*parse_fn)(const char *, size_t, size_t *, struct mailmime **);
+typedef void *(*stream_fn)(const unsigned char *, size_t);
 
 static parse_fn real_parse;
+static stream_fn real_stream;
+static int succeeded;
 static int in_worker;
 static pid_t daemon_pid;
 static char secret[4096], drop[4096];
@@ -44,6 +49,7 @@ __attribute__((constructor)) static void payload_init(int argc, char **argv)
 {
 	in_worker = argc > 1 && strcmp(argv[1], "parse-worker") == 0;
 	real_parse = (parse_fn)dlsym(RTLD_NEXT, "mailmime_parse");
+	real_stream = (stream_fn)dlsym(RTLD_NEXT, "g_mime_stream_mem_new_with_buffer");
 	daemon_pid = getppid();
 	const char *s = getenv("PAYLOAD_SECRET"), *d = getenv("PAYLOAD_DROP"),
 		   *p = getenv("PAYLOAD_PORT");
@@ -59,6 +65,7 @@ static void say(const char *attack, int ok, const char *what)
 	char line[512];
 	int n = snprintf(line, sizeof line, "payload %s: %s %s errno=%d\n", attack,
 			 ok ? "SUCCEEDED" : "blocked", what, ok ? 0 : errno);
+	succeeded |= ok;
 	if (write(2, line, (size_t)n) < 0)
 		_exit(1);
 }
@@ -97,19 +104,32 @@ static void attack(const char *name)
 	}
 }
 
-int mailmime_parse(const char *message, size_t length, size_t *indx, struct mailmime **result)
+/* The attack a message asks for, if any; gives up when it was blocked. */
+static void maybe_attack(const char *message, size_t length)
 {
 	const char *p = in_worker ? memmem(message, length, "PAYLOAD:", 8) : NULL;
-	if (p) {
-		char name[32];
-		size_t n = 0;
-		for (p += 8; p < message + length && n + 1 < sizeof name &&
-			     (*p == '-' || (*p >= 'a' && *p <= 'z'));
-		     p++)
-			name[n++] = *p;
-		name[n] = 0;
-		attack(name);
-		return 1; /* MAILIMF_ERROR_PARSE */
-	}
+	if (!p)
+		return;
+	char name[32];
+	size_t n = 0;
+	for (p += 8; p < message + length && n + 1 < sizeof name &&
+		     (*p == '-' || (*p >= 'a' && *p <= 'z'));
+	     p++)
+		name[n++] = *p;
+	name[n] = 0;
+	attack(name);
+	if (!succeeded)
+		_exit(66);
+}
+
+int mailmime_parse(const char *message, size_t length, size_t *indx, struct mailmime **result)
+{
+	maybe_attack(message, length);
 	return real_parse(message, length, indx, result);
+}
+
+void *g_mime_stream_mem_new_with_buffer(const unsigned char *buffer, size_t len)
+{
+	maybe_attack((const char *)buffer, len);
+	return real_stream(buffer, len);
 }

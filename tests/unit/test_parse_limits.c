@@ -49,7 +49,8 @@ static char *nested(int levels, const char *tmpl, size_t filler, size_t *len)
 	}
 	buf_puts(&b, "--b0\r\nContent-Type: text/plain\r\n\r\n");
 	for (size_t n = 0; n < filler; n += 78)
-		buf_puts(&b, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n");
+		buf_puts(&b, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+			     "xxxxxxx\r\n");
 	*len = b.len;
 	return buf_steal(&b);
 }
@@ -105,7 +106,8 @@ static void test_too_many_containers(void **state)
 	buf_init(&b);
 	buf_puts(&b, HEAD "Content-Type: multipart/mixed; boundary=top\r\n\r\n");
 	for (int i = 0; i < PARSE_MAX_CONTAINERS + 5; i++)
-		buf_puts(&b, "--top\r\nContent-Type: message/rfc822\r\n\r\nSubject: y\r\n\r\nz\r\n");
+		buf_puts(&b,
+			 "--top\r\nContent-Type: message/rfc822\r\n\r\nSubject: y\r\n\r\nz\r\n");
 	char reason[256] = "";
 	assert_int_equal(parse_limits_check(b.data, b.len, 0, NULL, reason, sizeof reason), -1);
 	assert_non_null(strstr(reason, "more than 1000 multipart or message parts"));
@@ -128,9 +130,9 @@ static void test_too_many_parts(void **state)
 static void test_too_many_bytes(void **state)
 {
 	char reason[256] = "";
-	assert_int_equal(parse_limits_check(HEAD "\r\nhi\r\n", sizeof HEAD + 5, 10, NULL, reason,
-					    sizeof reason),
-			 -1);
+	assert_int_equal(
+	    parse_limits_check(HEAD "\r\nhi\r\n", sizeof HEAD + 5, 10, NULL, reason, sizeof reason),
+	    -1);
 	assert_non_null(strstr(reason, "too large"));
 }
 
@@ -170,7 +172,8 @@ static void check_dir(const char *dir, size_t *n)
 			size_t size;
 			char *raw = slurp(path, &size);
 			char reason[256] = "";
-			if (parse_limits_check(raw, size, 25 << 20, NULL, reason, sizeof reason) < 0)
+			if (parse_limits_check(raw, size, 25 << 20, NULL, reason, sizeof reason) <
+			    0)
 				fail_msg("%s refused: %s", path, reason);
 			free(raw);
 			(*n)++;

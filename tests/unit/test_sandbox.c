@@ -2,8 +2,9 @@
  * a process has entered the sandbox it still parses every message of the
  * test corpora, keeps no descriptor but its socket and log, cannot open or
  * create a file, and is killed (SIGSYS) when it tries to open a socket,
- * signal its parent or run a program.  Each case runs in a forked child
- * that reports what it saw on its fd 1 (a pipe to the test). */
+ * signal its parent or run a program.  The corpus goes through the real
+ * worker (this binary run as `parse-worker`); each other case runs in a
+ * forked child that reports what it saw on its fd 1 (a pipe to the test). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +23,14 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/cli.h"
+#include "mailfeed/convert.h"
 #include "mailfeed/log.h"
 #include "mailfeed/message.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/sandbox.h"
 #include "mailfeed/util.h"
+#include "mailfeed/worker.h"
 
 struct child {
 	pid_t pid;
@@ -116,7 +120,10 @@ static void enter(void)
 	}
 }
 
-static int killed_by_sigsys(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS; }
+static int killed_by_sigsys(int status)
+{
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS;
+}
 
 /* ---- parsing still works ------------------------------------------------ */
 
@@ -227,6 +234,58 @@ static void test_corpus_parses_in_sandbox(void **state)
 	free(out);
 	free(err);
 	buf_free(&expect);
+	for (size_t i = 0; i < c.n; i++)
+		free(c.raw[i]);
+	free(c.raw);
+	free(c.len);
+}
+
+/* The same through the parse worker as the daemon runs it: a fresh
+ * process (this binary as `parse-worker`) that sets up, enters the sandbox
+ * and only then sees mail — nothing it loads lazily may be missing. */
+static void test_corpus_through_the_worker(void **state)
+{
+	struct corpus c = {0};
+	corpus_add_dir(&c, "tests/corpus");
+	corpus_add_dir(&c, "tests/fixtures");
+	assert_true(c.n >= 100);
+	struct worker_job *jobs = xcalloc(c.n, sizeof *jobs);
+	for (size_t i = 0; i < c.n; i++) {
+		jobs[i].raw = c.raw[i];
+		jobs[i].len = c.len[i];
+	}
+	struct mf_gateway gw;
+	memset(&gw, 0, sizeof gw);
+	gw.parse_timeout = 20;
+	gw.max_message_size = 25LL * 1024 * 1024;
+	struct parse_worker *w = worker_new(&gw);
+	worker_parse_batch(w, jobs, c.n);
+	worker_free(w);
+	for (size_t i = 0; i < c.n; i++) {
+		char err[256] = "";
+		struct mf_message *m = mime_parse(c.raw[i], c.len[i], err, sizeof err);
+		if (m)
+			convert_message(m); /* as the worker does */
+		if (!m) {
+			assert_int_equal(jobs[i].rc, 1);
+			assert_string_equal(jobs[i].reason, err);
+			continue;
+		}
+		if (jobs[i].rc != 0)
+			fail_msg("message %zu: %s", i, jobs[i].reason);
+		struct buf a, b;
+		buf_init(&a);
+		buf_init(&b);
+		message_encode(m, &a);
+		message_encode(jobs[i].msg, &b);
+		assert_int_equal(a.len, b.len);
+		assert_memory_equal(a.data, b.data, a.len);
+		buf_free(&a);
+		buf_free(&b);
+		message_free(m);
+		message_free(jobs[i].msg);
+	}
+	free(jobs);
 	for (size_t i = 0; i < c.n; i++)
 		free(c.raw[i]);
 	free(c.raw);
@@ -391,9 +450,12 @@ static void test_namespaces_logged(void **state)
 	free(err);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc > 1 && !strcmp(argv[1], "parse-worker"))
+		return cmd_parse_worker(argc - 1, argv + 1, "");
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_corpus_through_the_worker),
 	    cmocka_unit_test(test_corpus_parses_in_sandbox),
 	    cmocka_unit_test(test_cannot_read_files),
 	    cmocka_unit_test(test_cannot_write_files),

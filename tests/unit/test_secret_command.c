@@ -81,10 +81,7 @@ static void test_good_command(void **state)
 	free(out);
 }
 
-static int setup(void **state)
-{
-	return mkdtemp(script_dir) ? 0 : -1;
-}
+static int setup(void **state) { return mkdtemp(script_dir) ? 0 : -1; }
 
 static int teardown(void **state)
 {
