@@ -472,12 +472,14 @@ static int run_once(struct daemon *d, struct store *st)
 	if (done < 0)
 		failures++; /* the state database took nothing: what is left waits */
 	t_process = now_monotonic();
+	double cpu_process = now_thread_cpu();
 	int dead = deliver_all(d, st, &delivered_any);
 	if (dead < 0) {
 		failures++;
 		dead = 0;
 	}
 	t_deliver = now_monotonic();
+	double deliver_cpu_s = now_thread_cpu() - cpu_process;
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];
 		if (!sessions[i])
@@ -501,14 +503,14 @@ static int run_once(struct daemon *d, struct store *st)
 		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
 	struct outbox_counts c;
 	outbox_counts(st, &c);
-	double parse_s, enqueue_s;
-	pipeline_stage_seconds(&parse_s, &enqueue_s);
+	double parse_s, enqueue_s, enqueue_cpu_s;
+	pipeline_stage_seconds(&parse_s, &enqueue_s, &enqueue_cpu_s);
 	log_info("run.once done failures=%d dead=%d pending=%ld retrying=%ld delivered=%ld "
 		 "fetch_s=%.2f process_s=%.2f deliver_s=%.2f total_s=%.2f parse_s=%.2f "
-		 "enqueue_s=%.2f",
+		 "enqueue_s=%.2f enqueue_cpu_s=%.2f deliver_cpu_s=%.2f",
 		 failures, dead, c.pending, c.retrying, c.delivered, t_fetch - t0,
 		 t_process - t_fetch, t_deliver - t_process, now_monotonic() - t0, parse_s,
-		 enqueue_s);
+		 enqueue_s, enqueue_cpu_s, deliver_cpu_s);
 	return failures || dead ? 1 : 0;
 }
 

@@ -11,12 +11,14 @@
  *
  * Remote ids are "local-N", N being the local_items row id. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
@@ -239,6 +241,62 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 	return 0;
 }
 
+/* A file rewritten atomically while it is rendered: the text goes out in
+ * pieces of OUT_CHUNK bytes, so a big group never sits whole in memory;
+ * the old file stays in place until the new one is complete and synced. */
+#define OUT_CHUNK (64 * 1024)
+struct out_file {
+	char *path, *tmp;
+	int fd;
+	int failed; /* errno of the first failure, or 0 */
+};
+
+static void out_open(struct out_file *o, char *path)
+{
+	o->path = path;
+	o->tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+	o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	o->failed = o->fd < 0 ? errno : 0;
+}
+
+/* Writes out what b holds once it is a chunk (or always, when all). */
+static void out_drain(struct out_file *o, struct buf *b, int all)
+{
+	if (!o || (b->len < OUT_CHUNK && !all))
+		return;
+	const char *p = b->data;
+	size_t len = b->len;
+	while (!o->failed && len > 0) {
+		ssize_t n = write(o->fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			o->failed = errno;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	buf_reset(b);
+}
+
+/* Syncs and renames into place; frees o.  0, or -1 with errno. */
+static int out_close(struct out_file *o, struct buf *b)
+{
+	out_drain(o, b, 1);
+	if (!o->failed && fsync(o->fd) < 0)
+		o->failed = errno;
+	if (o->fd >= 0 && close(o->fd) < 0 && !o->failed)
+		o->failed = errno;
+	if (!o->failed && rename(o->tmp, o->path) < 0)
+		o->failed = errno;
+	if (o->failed)
+		unlink(o->tmp);
+	free(o->tmp);
+	errno = o->failed;
+	return o->failed ? -1 : 0;
+}
+
 static void atom_entry(struct buf *b, const struct row *r)
 {
 	char when[32];
@@ -279,7 +337,8 @@ static void atom_entry(struct buf *b, const struct row *r)
 	buf_puts(b, "</content>\n  </entry>\n");
 }
 
-static void atom_render(struct buf *b, const char *group, const struct row *rows, size_t n)
+static void atom_render(struct buf *b, struct out_file *o, const char *group,
+			const struct row *rows, size_t n)
 {
 	char when[32];
 	time_t updated = n ? rows[n - 1].created : time(NULL);
@@ -292,8 +351,10 @@ static void atom_render(struct buf *b, const char *group, const struct row *rows
 	xml_put(b, group);
 	buf_printf(b, "</title>\n  <updated>%s</updated>\n  <generator>mailfeed</generator>\n",
 		   time_iso(updated, when, sizeof when));
-	for (size_t i = n; i-- > 0;)
+	for (size_t i = n; i-- > 0;) {
 		atom_entry(b, &rows[i]);
+		out_drain(o, b, 0);
+	}
 	buf_puts(b, "</feed>\n");
 }
 
@@ -309,7 +370,8 @@ static void txt_author(struct buf *b, const struct row *r)
 	buf_printf(b, ", %s", time_iso(r->created, when, sizeof when));
 }
 
-static void txt_render(struct buf *b, const char *group, const struct row *rows, size_t n)
+static void txt_render(struct buf *b, struct out_file *o, const char *group,
+		       const struct row *rows, size_t n)
 {
 	size_t threads = 0;
 	buf_puts(b, "Group ");
@@ -349,6 +411,7 @@ static void txt_render(struct buf *b, const char *group, const struct row *rows,
 			txt_put(b, c->text, "         ");
 			buf_puts(b, "\n");
 		}
+		out_drain(o, b, 0);
 	}
 }
 
@@ -364,21 +427,19 @@ static int local_render(struct local_ctx *c, const char *group)
 		return -1;
 	}
 	buf_init(&b);
-	atom_render(&b, group, rows, n);
-	char *path = group_file(c, group, "atom");
-	if (file_write_atomic(path, b.data, b.len, 0640) < 0) {
-		log_error("local.error file=%s error=\"%s\"", path, strerror(errno));
-		rc = -1;
+	for (int k = 0; k < 2; k++) {
+		struct out_file o;
+		out_open(&o, group_file(c, group, k == 0 ? "atom" : "txt"));
+		if (k == 0)
+			atom_render(&b, &o, group, rows, n);
+		else
+			txt_render(&b, &o, group, rows, n);
+		if (out_close(&o, &b) < 0) {
+			log_error("local.error file=%s error=\"%s\"", o.path, strerror(errno));
+			rc = -1;
+		}
+		free(o.path);
 	}
-	free(path);
-	buf_reset(&b);
-	txt_render(&b, group, rows, n);
-	path = group_file(c, group, "txt");
-	if (file_write_atomic(path, b.data, b.len, 0640) < 0) {
-		log_error("local.error file=%s error=\"%s\"", path, strerror(errno));
-		rc = -1;
-	}
-	free(path);
 	buf_free(&b);
 	rows_free(rows, n);
 	return rc;

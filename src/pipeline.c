@@ -394,12 +394,13 @@ static void forget_attempts(struct store *st, const struct pending *batch, size_
 }
 
 /* Seconds spent in each stage since the start, for the pass summary. */
-static double stage_parse_s, stage_enqueue_s;
+static double stage_parse_s, stage_enqueue_s, stage_enqueue_cpu_s;
 
-void pipeline_stage_seconds(double *parse_s, double *enqueue_s)
+void pipeline_stage_seconds(double *parse_s, double *enqueue_s, double *enqueue_cpu_s)
 {
 	*parse_s = stage_parse_s;
 	*enqueue_s = stage_enqueue_s;
+	*enqueue_cpu_s = stage_enqueue_cpu_s;
 }
 
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
@@ -455,7 +456,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
-	double t_parsed = now_monotonic();
+	double t_parsed = now_monotonic(), cpu_parsed = now_thread_cpu();
 	stage_parse_s += t_parsed - t_start;
 
 	/* One transaction (one fsync) for the batch; replies commit on their own
@@ -518,5 +519,6 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	free(notify);
 	free(batch);
 	stage_enqueue_s += now_monotonic() - t_parsed;
+	stage_enqueue_cpu_s += now_thread_cpu() - cpu_parsed;
 	return done == 0 && store_failed ? -1 : done;
 }

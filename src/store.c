@@ -356,9 +356,14 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 		sqlite3_close(db);
 		return NULL;
 	}
+	/* wal_autocheckpoint: the WAL is copied back every 8192 pages (32 MB)
+	 * rather than every 1000: a burst of messages checkpoints (two fsyncs
+	 * each) an eighth as often, and a page changed twice in between is
+	 * copied once. */
 	if (sqlite3_exec(db,
 			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
+			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
+			 "PRAGMA wal_autocheckpoint=8192;",
 			 NULL, NULL, &msg) != SQLITE_OK) {
 		open_error(db, path, msg ? msg : sqlite3_errmsg(db), err, errlen);
 		sqlite3_free(msg);

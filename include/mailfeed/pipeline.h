@@ -20,7 +20,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 
 /* Seconds spent so far in pipeline_process_new reading and parsing the
  * messages (parse_s), and classifying, threading and enqueueing them up to
- * the commit (enqueue_s). */
-void pipeline_stage_seconds(double *parse_s, double *enqueue_s);
+ * the commit (enqueue_s; enqueue_cpu_s of it on the CPU, which a shared
+ * machine does not inflate). */
+void pipeline_stage_seconds(double *parse_s, double *enqueue_s, double *enqueue_cpu_s);
 
 #endif

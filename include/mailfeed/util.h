@@ -55,6 +55,8 @@ int parse_bool(const char *s, int *out);
 /* RFC 3339 UTC, e.g. 2026-11-23T07:00:00Z, into buf (>= 21 bytes). */
 const char *time_iso(time_t t, char *buf, size_t buflen);
 double now_monotonic(void);
+/* CPU seconds the calling thread has used (user + system). */
+double now_thread_cpu(void);
 
 /* Length of the valid UTF-8 sequence at s (n > 0 bytes there), 0 if it
  * is invalid (overlong, surrogate, beyond U+10FFFF, truncated). */

@@ -170,12 +170,53 @@ static void test_read_group_and_files(void **state)
 	free(post);
 }
 
+/* A group whose files are many times the size of a write piece: both
+ * files are complete, every entry in them, and no temporary file is left. */
+static void test_big_group_files_are_whole(void **state)
+{
+	struct fx *x = *state;
+	enum { N = 300 };
+	char key[64], text[1200];
+	struct feed_item items[N];
+	struct feed_result res[N];
+	char keys[N][32];
+	memset(text, 'a', sizeof text - 1);
+	text[sizeof text - 1] = '\0';
+	for (int i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof keys[i], "big-%03d", i);
+		items[i] = item(x, keys[i], FEED_POST, NULL, text);
+	}
+	feed_local_ops.deliver(x->ctx, items, N, res);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(res[i].status, FEED_OK);
+		feed_result_clear(&res[i]);
+	}
+	char *atom = read_out(x, "team_ops.atom");
+	char *txt = read_out(x, "team_ops.txt");
+	assert_true(strlen(atom) > 4 * 64 * 1024);
+	assert_non_null(strstr(atom, "</feed>\n"));
+	for (int i = 1; i <= N; i++) {
+		snprintf(key, sizeof key, "<id>urn:mailfeed:local-%d</id>", i);
+		assert_non_null(strstr(atom, key));
+	}
+	size_t threads = 0;
+	for (const char *p = txt; (p = strstr(p, "\n== ")); p++)
+		threads++;
+	assert_int_equal(threads, 200); /* the newest LOCAL_TXT_THREADS */
+	free(atom);
+	free(txt);
+	char cmd[200];
+	snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", x->feeds);
+	assert_int_not_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_deliver_is_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comment_needs_existing_post, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_group_and_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_group_files_are_whole, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
