@@ -24,6 +24,7 @@
 
 #include "mailfeed/log.h"
 #include "mailfeed/state_owner.h"
+#include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
 static int is_sqlite_path(const char *state)
@@ -40,6 +41,7 @@ int state_lock_take(const char *state, int *fd_out, char *err, size_t errlen)
 	if (!is_sqlite_path(state))
 		return 0;
 	char *path = lock_path(state);
+	store_prepare_dir(state);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot open the lock file %s: %s", path, strerror(errno));

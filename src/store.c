@@ -286,10 +286,10 @@ static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
 /* The state holds mail and tokens: its directory is made 0700 and the
  * file 0600 whatever the umask (SQLite gives its -wal and -shm files the
  * mode of the database file). */
-static int prepare_file(const char *path, char *err, size_t errlen)
+void store_prepare_dir(const char *path)
 {
-	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
-		return 0;
+	if (!path || !*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+		return;
 	char *dir = xstrdup(path);
 	char *slash = strrchr(dir, '/');
 	if (slash && slash != dir) {
@@ -306,6 +306,13 @@ static int prepare_file(const char *path, char *err, size_t errlen)
 			chmod(dir, 0700);
 	}
 	free(dir);
+}
+
+static int prepare_file(const char *path, char *err, size_t errlen)
+{
+	if (!*path || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+		return 0;
+	store_prepare_dir(path);
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return 0; /* there already (or not creatable: SQLite says why) */

@@ -33,6 +33,10 @@ struct store;
  * Returns NULL with a message in err on failure (corrupt file, disk full,
  * newer schema than this binary knows). */
 struct store *store_open(const char *path, char *err, size_t errlen);
+/* Creates the missing directories above the state file path, 0700
+ * whatever the umask (store_open does it too; the state lock needs them
+ * first). */
+void store_prepare_dir(const char *path);
 void store_close(struct store *st);
 sqlite3 *store_db(struct store *st);
 
