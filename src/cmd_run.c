@@ -37,11 +37,13 @@
 #include "mailfeed/log.h"
 #include "mailfeed/metrics.h"
 #include "mailfeed/notes.h"
+#include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
 #include "mailfeed/replies.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/token.h"
 #include "mailfeed/worker.h"
 
 #define MAX_BACKOFF 300
@@ -501,6 +503,8 @@ static int run_once(struct daemon *d, struct store *st)
 	d->w = NULL;
 	if (cfg->smtp.present && d->feed)
 		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
+	if (notice_send_queued(st, cfg) < 0)
+		failures++;
 	struct outbox_counts c;
 	outbox_counts(st, &c);
 	double parse_s, enqueue_s, enqueue_cpu_s;
@@ -554,6 +558,16 @@ static void parse_feeds_watchdog(void *arg)
 	}
 }
 
+/* The reply-token key, read once per configuration rather than per
+ * message or digest run.  A key that cannot be read now is read again
+ * where it is needed (and that use logs why it fails). */
+static void secrets_preload(struct mf_config *cfg)
+{
+	char err[512];
+	if (cfg->gateway.secret_file && token_secret_preload(cfg, err, sizeof err) < 0)
+		log_warn("run.secret_unavailable error=\"%s\"", err);
+}
+
 static int reload(struct daemon *d, struct store **st)
 {
 	struct mf_diag diag = {0};
@@ -578,6 +592,7 @@ static int reload(struct daemon *d, struct store **st)
 	diag_free(&diag);
 	log_notice("reload.start mailboxes=%zu", fresh->n_mailboxes);
 	watchers_stop(d, now_monotonic() + 8);
+	notice_sender_stop(3);
 	feed_close(d);
 	worker_free(d->worker);
 	if (strcmp(fresh->gateway.state, d->cfg->gateway.state) != 0) {
@@ -594,6 +609,7 @@ static int reload(struct daemon *d, struct store **st)
 	}
 	config_free(d->cfg);
 	d->cfg = fresh;
+	secrets_preload(d->cfg);
 	d->worker = worker_new(&d->cfg->gateway);
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	feed_open(d, *st);
@@ -601,6 +617,7 @@ static int reload(struct daemon *d, struct store **st)
 	note_set(*st, "reload_error", NULL, 0);
 	metrics_restart(d);
 	watchers_start(d, *st);
+	notice_sender_start(d->cfg);
 	log_notice("reload.done mailboxes=%zu", d->cfg->n_mailboxes);
 	sd_notify(0, "READY=1\nSTATUS=config reloaded");
 	return 0;
@@ -641,6 +658,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	health_bind(health);
 	parse_wd_interval_ms = wd_interval_ms;
 	watchers_start(d, *stp);
+	notice_sender_start(d->cfg);
 	note_set(*stp, "heartbeat", NULL, 0);
 	sd_notify(0, "READY=1\nSTATUS=running");
 	log_notice("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
@@ -693,6 +711,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
 				health_beat(health, step);
 			} while (n > 0);
+			notice_sender_wake(); /* notices queued with the verdicts */
 			int dead = deliver_all(d, st, &delivered_any);
 			if (dead < 0 || n < 0) {
 				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
@@ -731,6 +750,7 @@ static int run_forever(struct daemon *d, struct store **stp, int sfd)
 	}
 	sd_notify(0, "STOPPING=1");
 	watchers_stop(d, now_monotonic() + 7);
+	notice_sender_stop(3);
 	health_unregister(health);
 	return 0;
 }
@@ -784,6 +804,7 @@ int cmd_run(int argc, char **argv, const char *config)
 			log_set_level(lvl);
 	}
 	log_set_format((enum log_format)d.cfg->gateway.log_format);
+	secrets_preload(d.cfg);
 
 	int lock_fd = -1;
 	if (state_lock_take(d.cfg->gateway.state, &lock_fd, err, sizeof err) < 0) {

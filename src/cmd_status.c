@@ -10,6 +10,7 @@
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
 #include "mailfeed/notes.h"
+#include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
 #include "mailfeed/state_owner.h"
@@ -193,6 +194,8 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 		sqlite3_finalize(s);
 	}
 	json_object_set_new(root, "outbox", ob);
+	long nw = notice_waiting(st);
+	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));
 	/* feed members ([digest] subscribers = feed) unless they have a
 	 * subscription of their own */
 	if (sqlite3_prepare_v2(store_db(st),
@@ -280,6 +283,9 @@ static void status_print(json_t *root)
 	if (str_or(o, "retry_error", NULL))
 		printf("retrying: %s (next attempt %s)\n", str_or(o, "retry_error", ""),
 		       str_or(o, "next_retry", "now"));
+	json_int_t nw = json_integer_value(json_object_get(root, "notices_waiting"));
+	if (nw > 0)
+		printf("notices: %lld waiting for the mail relay\n", (long long)nw);
 	json_t *d = json_object_get(root, "digests");
 	if (json_array_size(d) > 0) {
 		printf("\ndigests:\n");

@@ -1438,6 +1438,13 @@ void config_free(struct mf_config *cfg)
 		free(cfg->subscribers[i].timezone);
 	}
 	free(cfg->subscribers);
+	if (cfg->token_key) {
+		if (cfg->token_key->data) {
+			explicit_bzero(cfg->token_key->data, cfg->token_key->len);
+			free(cfg->token_key->data);
+		}
+		free(cfg->token_key);
+	}
 	free(cfg);
 }
 

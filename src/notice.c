@@ -67,57 +67,84 @@ static long notices_since(struct store *st, time_t since)
 	return n;
 }
 
-/* 1 recorded now, 0 already recorded today, 2 the hourly cap is reached,
- * -1 error. */
-static int notice_record(struct store *st, const char *to, const char *reason_key, time_t now,
-			 int max_per_hour)
+/* Ends what notice_queue_mail began: the savepoint inside the caller's
+ * transaction, or a transaction of its own. */
+static int queue_end(struct store *st, int nested, int commit)
 {
-	sqlite3_stmt *s;
-	char day[32];
-	int rc;
-	time_iso(now, day, sizeof day);
-	day[10] = 0;
-	if (store_begin(st) < 0)
-		return -1;
-	long recent = notices_since(st, now - 3600);
-	if (recent < 0) {
+	if (nested) {
+		if (!commit)
+			store_exec(st, "ROLLBACK TO notice");
+		return store_exec(st, "RELEASE notice") < 0 || !commit ? -1 : 0;
+	}
+	if (!commit) {
 		store_rollback(st);
 		return -1;
 	}
+	return store_commit(st);
+}
+
+/* Records (to, reason, day) and queues the composed mail, inside the
+ * caller's open transaction when there is one (so that the notice and the
+ * message's verdict are kept or lost together), else in one of its own.
+ * 1 queued, 0 already recorded today, 2 the hourly cap is reached, -1
+ * error. */
+static int notice_queue_mail(struct store *st, const char *to, const char *reason_key,
+			     time_t now, int max_per_hour, const struct buf *mail)
+{
+	sqlite3_stmt *s;
+	char day[32];
+	int rc, nested = !sqlite3_get_autocommit(store_db(st));
+	time_iso(now, day, sizeof day);
+	day[10] = 0;
+	if ((nested ? store_exec(st, "SAVEPOINT notice") : store_begin(st)) < 0)
+		return -1;
+	long recent = notices_since(st, now - 3600);
+	if (recent < 0)
+		return queue_end(st, nested, 0);
 	if (recent >= max_per_hour) {
-		store_rollback(st);
+		queue_end(st, nested, 0);
 		return 2;
 	}
 	if (sqlite3_prepare_v2(store_db(st),
 			       "INSERT OR IGNORE INTO notices(address, reason, day, at)"
 			       " VALUES(lower(?),?,?,?)",
-			       -1, &s, NULL) != SQLITE_OK) {
-		store_rollback(st);
-		return -1;
-	}
+			       -1, &s, NULL) != SQLITE_OK)
+		return queue_end(st, nested, 0);
 	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, day, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
 	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
 	sqlite3_finalize(s);
-	if (rc < 0) {
-		store_rollback(st);
-		return -1;
+	if (rc < 0)
+		return queue_end(st, nested, 0);
+	if (rc == 0) {
+		queue_end(st, nested, 1);
+		return 0;
 	}
-	if (store_commit(st) < 0)
-		return -1;
-	return rc > 0 ? 1 : 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT INTO notice_queue(address, reason, mail, created)"
+			       " VALUES(?,?,?,?)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return queue_end(st, nested, 0);
+	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 3, mail->data, (int)mail->len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
+	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+	sqlite3_finalize(s);
+	if (rc < 0)
+		return queue_end(st, nested, 0);
+	return queue_end(st, nested, 1) < 0 ? -1 : 1;
 }
 
 int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 		const char *reason_key, const char *subject, const char *body)
 {
-	char q[200], q2[300], err[512];
+	char q[200];
 	struct buf mail;
 	char *from_addr, *msgid;
-	struct smtp_client *c;
-	int rec, res;
+	int rec;
 
 	if (notice_address_refused(cfg, to)) {
 		log_info("notice.suppressed to=%s reason=%s why=\"automatic or unusable address\"",
@@ -134,19 +161,7 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 		log_error("notice.error error=\"[smtp] from holds no address\"");
 		return -1;
 	}
-	rec = notice_record(st, to, reason_key, time(NULL), cfg->gateway.notice_max_per_hour);
-	if (rec != 1) {
-		free(from_addr);
-		if (rec == 0)
-			log_info("notice.suppressed to=%s reason=%s why=\"already told today\"",
-				 log_quote(to, q, sizeof q), reason_key);
-		else if (rec == 2)
-			log_warn("notice.suppressed to=%s reason=%s why=\"notice_max_per_hour (%d) "
-				 "reached\"",
-				 log_quote(to, q, sizeof q), reason_key,
-				 cfg->gateway.notice_max_per_hour);
-		return rec < 0 ? -1 : 1;
-	}
+	free(from_addr);
 
 	buf_init(&mail);
 	msgid = smtp_new_message_id(cfg);
@@ -159,20 +174,27 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 	buf_puts(&mail, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
 			"Content-Transfer-Encoding: base64\r\n\r\n");
 	smtp_put_base64(&mail, body);
-
-	c = smtp_new(&cfg->smtp, err, sizeof err);
-	res =
-	    c ? smtp_send(c, from_addr, to, mail.data, mail.len, err, sizeof err) : SMTP_TEMPORARY;
-	smtp_free(c);
-	if (res == SMTP_SENT)
-		log_info("notice.sent to=%s reason=%s", log_quote(to, q, sizeof q), reason_key);
-	else
-		log_warn("notice.not_sent to=%s reason=%s error=%s", log_quote(to, q, sizeof q),
-			 reason_key, log_quote(err, q2, sizeof q2));
 	free(msgid);
-	free(from_addr);
+
+	rec = notice_queue_mail(st, to, reason_key, time(NULL), cfg->gateway.notice_max_per_hour,
+				&mail);
 	buf_free(&mail);
-	return res == SMTP_SENT ? 0 : -1;
+	if (rec == 1) {
+		log_info("notice.queued to=%s reason=%s", log_quote(to, q, sizeof q), reason_key);
+		notice_sender_wake();
+		return 0;
+	}
+	if (rec == 0)
+		log_info("notice.suppressed to=%s reason=%s why=\"already told today\"",
+			 log_quote(to, q, sizeof q), reason_key);
+	else if (rec == 2)
+		log_warn("notice.suppressed to=%s reason=%s why=\"notice_max_per_hour (%d) "
+			 "reached\"",
+			 log_quote(to, q, sizeof q), reason_key, cfg->gateway.notice_max_per_hour);
+	else
+		log_error("notice.error to=%s reason=%s error=\"cannot queue: %s\"",
+			  log_quote(to, q, sizeof q), reason_key, store_errmsg(st));
+	return rec < 0 ? -1 : 1;
 }
 
 void notice_quote_subject(const char *subject, char *out, size_t outlen)

@@ -460,7 +460,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	stage_parse_s += t_parsed - t_start;
 
 	/* One transaction (one fsync) for the batch; replies commit on their own
-	 * and notices go out after the commit.  Progress counts the messages
+	 * and notices are queued in it (sent by the notice sender).  Progress counts the messages
 	 * whose new state was committed: a store that takes nothing (disk full)
 	 * must end the caller's loop, not spin on the same batch. */
 	int *notify = xcalloc(n ? n : 1, sizeof *notify);
@@ -500,6 +500,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		} else if (enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p,
 					   &notify[i]) == 0) {
 			in_batch++;
+			if (notify[i]) /* queued with the verdict it explains */
+				notify_sender(st, cfg, config_mailbox(cfg, p->mailbox), p);
 		} else {
 			store_failed = 1;
 		}
@@ -510,8 +512,6 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		forget_attempts(st, batch, n);
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
-		if (notify[i])
-			notify_sender(st, cfg, config_mailbox(cfg, p->mailbox), p);
 		message_free(p->msg);
 		free(p->raw);
 		free(p->mailbox);

@@ -122,6 +122,15 @@ static const char *const migrations[] = {
 	/* 7: threads a subscriber muted (reply "mute" to a post's address) */
 	"CREATE TABLE mutes(email TEXT NOT NULL, remote_id TEXT NOT NULL, at INTEGER NOT NULL,"
 	" PRIMARY KEY(email, remote_id));",
+	/* 8: notices waiting for the relay (notice.c): composed when queued,
+	 * 'pending' -> 'sending' (recorded just before the end of the data)
+	 * -> 'sent', or 'failed' (refused for good, or a day old) */
+	"CREATE TABLE notice_queue("
+	" id INTEGER PRIMARY KEY, address TEXT NOT NULL, reason TEXT NOT NULL,"
+	" mail BLOB NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+	" attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+	" created INTEGER NOT NULL, error TEXT);"
+	"CREATE INDEX notice_queue_due ON notice_queue(state, next_at);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -764,6 +773,7 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 	    " AND COALESCE(delivered_at, created) <= ?1)",
 	    "DELETE FROM sent_ids WHERE created < ?2",
 	    "DELETE FROM notices WHERE COALESCE(at, 0) < ?3",
+	    "DELETE FROM notice_queue WHERE state IN ('sent','sending','failed') AND created < ?3",
 	};
 	int changed = 0;
 	if (st->pruned_at && now - st->pruned_at < STORE_PRUNE_EVERY)

@@ -28,9 +28,36 @@ void token_info_clear(struct token_info *ti)
 	memset(ti, 0, sizeof *ti);
 }
 
+int token_secret_preload(struct mf_config *cfg, char *err, size_t errlen)
+{
+	unsigned char *data = NULL;
+	size_t len = 0;
+	if (!cfg->gateway.secret_file) {
+		snprintf(err, errlen, "[gateway] secret_file is not set; reply tokens need it");
+		return -1;
+	}
+	if (secret_read_raw(cfg->gateway.secret_file, &data, &len, err, errlen) < 0)
+		return -1;
+	if (!cfg->token_key)
+		cfg->token_key = xcalloc(1, sizeof *cfg->token_key);
+	if (cfg->token_key->data) {
+		explicit_bzero(cfg->token_key->data, cfg->token_key->len);
+		free(cfg->token_key->data);
+	}
+	cfg->token_key->data = data;
+	cfg->token_key->len = len;
+	return 0;
+}
+
 int token_secret_load(const struct mf_config *cfg, unsigned char **secret, size_t *len, char *err,
 		      size_t errlen)
 {
+	if (cfg->token_key && cfg->token_key->data) {
+		*secret = xmalloc(cfg->token_key->len ? cfg->token_key->len : 1);
+		memcpy(*secret, cfg->token_key->data, cfg->token_key->len);
+		*len = cfg->token_key->len;
+		return 0;
+	}
 	if (!cfg->gateway.secret_file) {
 		snprintf(err, errlen, "[gateway] secret_file is not set; reply tokens need it");
 		return -1;

@@ -144,6 +144,13 @@ struct mf_subscriber {
 	int line;
 };
 
+/* A secret kept in memory for the life of one configuration (read by
+ * token_secret_preload, wiped by config_free). */
+struct mf_secret {
+	unsigned char *data;
+	size_t len;
+};
+
 struct mf_config {
 	char *path;
 	struct mf_gateway gateway;
@@ -157,6 +164,7 @@ struct mf_config {
 	struct mf_digest digest;
 	struct mf_subscriber *subscribers;
 	size_t n_subscribers;
+	struct mf_secret *token_key; /* [gateway] secret_file once read, or NULL */
 };
 
 /* Problems found while loading: "FILE:LINE: message" strings. */

@@ -5,12 +5,19 @@
 #ifndef MAILFEED_NOTICE_H
 #define MAILFEED_NOTICE_H
 
+#include <time.h>
+
 #include "mailfeed/config.h"
 #include "mailfeed/store.h"
 
-/* Records (to, reason_key, day) before sending.  subject and body are
- * UTF-8 text (body's lines end in \n).  Returns 0 sent, 1 suppressed
- * (already sent today, unsuitable address, no [smtp]), -1 error (logged). */
+/* Records (to, reason_key, day) and queues the composed mail for the
+ * relay (notice_queue table), inside the caller's open transaction when
+ * there is one, so that a notice is kept or lost with the verdict it
+ * explains; the daily rule and the hourly cap are decided here.  No
+ * network: the notice sender (below) or `run --once` sends it.  subject
+ * and body are UTF-8 text (body's lines end in \n).  Returns 0 queued, 1
+ * suppressed (already told today, cap reached, unsuitable address, no
+ * [smtp]), -1 error (logged). */
 int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 		const char *reason_key, const char *subject, const char *body);
 
@@ -32,5 +39,27 @@ void notice_quote_subject(const char *subject, char *out, size_t outlen);
 /* 1 when mail must never be sent to addr (empty, MAILER-DAEMON, postmaster,
  * no-reply look-alikes, mailfeed's own reply address). */
 int notice_address_refused(const struct mf_config *cfg, const char *addr);
+
+/* Sending the queue (notice_queue.c). */
+struct smtp_client;
+/* Notices waiting for the relay ('pending'), or -1. */
+long notice_waiting(struct store *st);
+/* When the next waiting notice is due (epoch seconds), 0 when none. */
+long notice_next_due(struct store *st);
+/* Sends up to SMTP_GROUP_MAX notices due at `now` over c, recorded as
+ * notice_queue.c's banner says.  Returns how many were tried. */
+int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr,
+		       time_t now);
+/* `run --once`: sends every notice due now.  How many were tried, or -1. */
+int notice_send_queued(struct store *st, const struct mf_config *cfg);
+/* The daemon's notice sender: a thread with its own copies of the relay
+ * settings and its own store connection, sending queued notices as they
+ * come and retrying them as they fall due, so that a slow relay never
+ * holds up ingestion.  Start after each config (re)load; stop waits up to
+ * `seconds` for a transfer under way, then leaves it to end on its own.
+ * notice_sender_wake: a notice was queued (no-op without a sender). */
+int notice_sender_start(const struct mf_config *cfg);
+void notice_sender_stop(double seconds);
+void notice_sender_wake(void);
 
 #endif

@@ -46,8 +46,15 @@ struct token_info {
 };
 void token_info_clear(struct token_info *ti);
 
-/* The gateway secret (gateway.secret_file).  *secret owned by the caller
- * (free()).  0, or -1 with err. */
+/* The gateway secret (gateway.secret_file): a copy of the one kept with
+ * the configuration when token_secret_preload read it, else read from
+ * disk now.  *secret owned by the caller (wipe, free()).  0, or -1 with
+ * err. */
+/* Reads the gateway secret once and keeps it with cfg (cfg->token_key,
+ * wiped by config_free), for a daemon that uses it per message: called
+ * when a configuration is loaded or reloaded.  0, or -1 with err (then
+ * token_secret_load reads the file each time, as without preloading). */
+int token_secret_preload(struct mf_config *cfg, char *err, size_t errlen);
 int token_secret_load(const struct mf_config *cfg, unsigned char **secret, size_t *len, char *err,
 		      size_t errlen);
 

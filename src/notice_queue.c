@@ -1,0 +1,397 @@
+/* notice_queue.c — sending the notices notice.c queued (notice_queue
+ * table) to the [smtp] relay, away from ingestion: the daemon's notice
+ * sender thread, and `run --once`.
+ *
+ * Order of a send: up to SMTP_GROUP_MAX due notices go out side by side,
+ * each over its own connection (kept open for the next group).  Every
+ * transfer waits just before its last bytes and the end-of-data mark; one
+ * commit then turns each 'pending' row into 'sending', and only the rows
+ * this commit took are let go.  A relay takes a message only at the
+ * end-of-data mark, so a crash before the commit delivered nothing and the
+ * notice goes out later; from the commit on it counts as sent and is never
+ * sent again.  The instant between the commit and the last bytes leaving
+ * the process is the one place where a crash loses a notice.
+ *
+ * After the data: 250 makes the row 'sent'; a 4xx answer or a failed
+ * connection puts it back to 'pending' with a growing delay (30 s, 60 s,
+ * … 1 h); a 5xx answer, or a notice still not taken a day after it was
+ * queued, makes it 'failed' with a log line.  An answer lost after the
+ * data leaves it 'sending' (maybe delivered: not repeated). */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/notice.h"
+#include "mailfeed/smtp.h"
+#include "mailfeed/util.h"
+
+#define NOTICE_GIVE_UP 86400	/* a notice not taken after this long is dropped */
+#define NOTICE_BACKOFF_MIN 30	/* first retry after a temporary failure */
+#define NOTICE_BACKOFF_MAX 3600 /* the longest wait between two attempts */
+
+/* One due notice of a group. */
+struct due {
+	sqlite3_int64 id;
+	char *address, *reason;
+	char *mail;
+	long attempts;
+	time_t created;
+	int claimed; /* 1 this send recorded it 'sending', 2 another sender did */
+	struct smtp_message m;
+};
+
+struct group_ctx {
+	struct store *st;
+	struct due *d;
+	size_t n;
+};
+
+long notice_waiting(struct store *st)
+{
+	sqlite3_stmt *s;
+	long n = -1;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT COUNT(*) FROM notice_queue WHERE state='pending'", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+long notice_next_due(struct store *st)
+{
+	sqlite3_stmt *s;
+	long at = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT MIN(next_at) FROM notice_queue WHERE state='pending'", -1,
+			       &s, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+		at = (long)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return at;
+}
+
+static struct due *due_of(struct group_ctx *g, const struct smtp_message *m)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (&g->d[i].m == m)
+			return &g->d[i];
+	return NULL;
+}
+
+/* smtp_send_group's before_end: one commit records the held notices as
+ * 'sending'; only those this commit took are let go. */
+static void record_sending(void *arg, struct smtp_message **held, size_t n)
+{
+	struct group_ctx *g = arg;
+	sqlite3_stmt *s = NULL;
+	int ok = store_begin(g->st) == 0 &&
+		 sqlite3_prepare_v2(store_db(g->st),
+				    "UPDATE notice_queue SET state='sending', attempts=attempts+1"
+				    " WHERE id=? AND state='pending'",
+				    -1, &s, NULL) == SQLITE_OK;
+	for (size_t i = 0; i < n && ok; i++) {
+		struct due *d = due_of(g, held[i]);
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, d->id);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			ok = 0;
+		else
+			d->claimed = sqlite3_changes(store_db(g->st)) == 1 ? 1 : 2;
+	}
+	sqlite3_finalize(s);
+	if (!ok || store_commit(g->st) < 0) {
+		store_rollback(g->st);
+		for (size_t i = 0; i < n; i++)
+			due_of(g, held[i])->claimed = 0;
+		log_error("notice.error error=\"cannot record the send, not sent: %s\"",
+			  store_errmsg(g->st));
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		held[i]->go = due_of(g, held[i])->claimed == 1;
+}
+
+static void set_row(struct store *st, sqlite3_int64 id, const char *state, long next_at,
+		    const char *error)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "UPDATE notice_queue SET state=?, next_at=?, error=?,"
+			       " attempts=attempts+(state='pending')"
+			       " WHERE id=? AND state IN ('pending','sending')",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, next_at);
+	sqlite3_bind_text(s, 3, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, id);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		log_error("notice.error error=\"cannot record the result: %s\"",
+			  store_errmsg(st));
+	sqlite3_finalize(s);
+}
+
+/* What became of one notice of a sent group. */
+static void due_finish(struct store *st, struct due *d, time_t now)
+{
+	char q[200], q2[600];
+	int res = d->m.result;
+	if (d->claimed == 2)
+		return; /* another sender has it */
+	log_quote(d->address, q, sizeof q);
+	if (res == SMTP_SENT) {
+		set_row(st, d->id, "sent", 0, NULL);
+		log_info("notice.sent to=%s reason=%s", q, d->reason);
+		return;
+	}
+	log_quote(d->m.err, q2, sizeof q2);
+	if (res == SMTP_UNKNOWN) {
+		log_warn("notice.not_sent to=%s reason=%s result=unknown-maybe-sent error=%s "
+			 "note=\"counted as sent\"",
+			 q, d->reason, q2);
+		return; /* stays 'sending' */
+	}
+	if (res == SMTP_PERMANENT) {
+		set_row(st, d->id, "failed", 0, d->m.err);
+		log_warn("notice.failed to=%s reason=%s why=\"refused by the relay\" error=%s", q,
+			 d->reason, q2);
+		return;
+	}
+	if (now - d->created >= NOTICE_GIVE_UP) {
+		set_row(st, d->id, "failed", 0, d->m.err);
+		log_warn("notice.failed to=%s reason=%s why=\"not taken for a day\" error=%s", q,
+			 d->reason, q2);
+		return;
+	}
+	long wait = NOTICE_BACKOFF_MIN;
+	for (long i = 0; i < d->attempts && wait < NOTICE_BACKOFF_MAX; i++)
+		wait *= 2;
+	if (wait > NOTICE_BACKOFF_MAX)
+		wait = NOTICE_BACKOFF_MAX;
+	set_row(st, d->id, "pending", (long)now + wait, d->m.err);
+	log_warn("notice.not_sent to=%s reason=%s result=temporary retry_in=%lds error=%s", q,
+		 d->reason, wait, q2);
+}
+
+/* Up to SMTP_GROUP_MAX due notices; *n how many. */
+static struct due *due_read(struct store *st, time_t now, size_t *n)
+{
+	sqlite3_stmt *s;
+	struct due *d = xcalloc(SMTP_GROUP_MAX, sizeof *d);
+	*n = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT id, address, reason, mail, attempts, created"
+			       " FROM notice_queue WHERE state='pending' AND next_at <= ?"
+			       " ORDER BY next_at, id LIMIT ?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return d;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
+	sqlite3_bind_int(s, 2, SMTP_GROUP_MAX);
+	while (*n < SMTP_GROUP_MAX && sqlite3_step(s) == SQLITE_ROW) {
+		struct due *x = &d[(*n)++];
+		const void *blob = sqlite3_column_blob(s, 3);
+		size_t len = (size_t)sqlite3_column_bytes(s, 3);
+		x->id = sqlite3_column_int64(s, 0);
+		x->address = xstrdup((const char *)sqlite3_column_text(s, 1));
+		x->reason = xstrdup((const char *)sqlite3_column_text(s, 2));
+		x->mail = xmalloc(len + 1);
+		if (len)
+			memcpy(x->mail, blob, len);
+		x->mail[len] = 0;
+		x->attempts = (long)sqlite3_column_int64(s, 4);
+		x->created = (time_t)sqlite3_column_int64(s, 5);
+		x->m.to = x->address;
+		x->m.data = x->mail;
+		x->m.len = len;
+	}
+	sqlite3_finalize(s);
+	return d;
+}
+
+int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr,
+		       time_t now)
+{
+	struct smtp_message *msgs[SMTP_GROUP_MAX];
+	size_t n;
+	struct due *d = due_read(st, now, &n);
+	struct group_ctx g = {st, d, n};
+	for (size_t i = 0; i < n; i++)
+		msgs[i] = &d[i].m;
+	if (n)
+		smtp_send_group(c, from_addr, msgs, n, record_sending, &g);
+	for (size_t i = 0; i < n; i++) {
+		due_finish(st, &d[i], now);
+		free(d[i].address);
+		free(d[i].reason);
+		free(d[i].mail);
+	}
+	free(d);
+	return (int)n;
+}
+
+/* The relay client and sender address for cfg; 0, or -1 logged. */
+static int sender_prepare(const struct mf_config *cfg, struct smtp_client **c, char **from)
+{
+	char err[512];
+	*from = smtp_address_of(cfg->smtp.from);
+	*c = *from ? smtp_new(&cfg->smtp, err, sizeof err) : NULL;
+	if (!*from)
+		snprintf(err, sizeof err, "[smtp] from holds no address");
+	if (*c)
+		return 0;
+	log_error("notice.error error=\"%s\"", err);
+	free(*from);
+	*from = NULL;
+	return -1;
+}
+
+int notice_send_queued(struct store *st, const struct mf_config *cfg)
+{
+	struct smtp_client *c;
+	char *from;
+	int total = 0, n;
+	if (!cfg->smtp.present || notice_waiting(st) <= 0)
+		return 0;
+	if (sender_prepare(cfg, &c, &from) < 0)
+		return -1;
+	/* each round takes only what is still due: a retried notice waits */
+	while ((n = notice_deliver_due(st, c, from, time(NULL))) > 0 && total < 10000)
+		total += n;
+	smtp_free(c);
+	free(from);
+	return total;
+}
+
+/* The daemon's sender thread.  It owns copies of what it needs, so that a
+ * reload can leave an old one to finish a slow transfer on its own. */
+struct sender {
+	pthread_t thread;
+	atomic_int stop;
+	int wake_fd;
+	char *state_path, *from;
+	struct smtp_client *c;
+	pthread_mutex_t mu;
+	int done, orphaned;
+};
+
+static pthread_mutex_t current_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sender *current;
+
+static void sender_free(struct sender *s)
+{
+	smtp_free(s->c);
+	free(s->from);
+	free(s->state_path);
+	close(s->wake_fd);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+static void *sender_main(void *arg)
+{
+	struct sender *s = arg;
+	char err[512];
+	struct store *st = store_open(s->state_path, err, sizeof err);
+	if (!st)
+		log_error("notice.error error=\"%s\" note=\"notices are not sent\"", err);
+	while (st && !atomic_load(&s->stop)) {
+		time_t now = time(NULL);
+		int n = notice_deliver_due(st, s->c, s->from, now);
+		long next = notice_next_due(st), wait_ms = 30000;
+		if (n > 0 && next > 0 && next <= (long)time(NULL))
+			wait_ms = 0;
+		else if (next > 0 && (next - (long)now) * 1000 < wait_ms)
+			wait_ms = next > (long)now ? (next - (long)now) * 1000 : 1000;
+		struct pollfd pf = {.fd = s->wake_fd, .events = POLLIN};
+		if (wait_ms && poll(&pf, 1, (int)wait_ms) > 0) {
+			uint64_t v;
+			if (read(s->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+				break;
+		}
+	}
+	store_close(st);
+	pthread_mutex_lock(&s->mu);
+	s->done = 1;
+	int orphan = s->orphaned;
+	pthread_mutex_unlock(&s->mu);
+	if (orphan)
+		sender_free(s);
+	return NULL;
+}
+
+int notice_sender_start(const struct mf_config *cfg)
+{
+	if (!cfg->smtp.present)
+		return 0;
+	struct sender *s = xcalloc(1, sizeof *s);
+	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	pthread_mutex_init(&s->mu, NULL);
+	s->state_path = xstrdup(cfg->gateway.state);
+	if (s->wake_fd < 0 || sender_prepare(cfg, &s->c, &s->from) < 0 ||
+	    pthread_create(&s->thread, NULL, sender_main, s) != 0) {
+		log_error("notice.error error=\"cannot start the notice sender\"");
+		sender_free(s);
+		return -1;
+	}
+	pthread_mutex_lock(&current_mu);
+	current = s;
+	pthread_mutex_unlock(&current_mu);
+	return 0;
+}
+
+void notice_sender_stop(double seconds)
+{
+	pthread_mutex_lock(&current_mu);
+	struct sender *s = current;
+	current = NULL;
+	pthread_mutex_unlock(&current_mu);
+	if (!s)
+		return;
+	uint64_t one = 1;
+	atomic_store(&s->stop, 1);
+	ssize_t w = write(s->wake_fd, &one, sizeof one);
+	(void)w; /* a full counter: it is awake anyway */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)seconds;
+	if (pthread_timedjoin_np(s->thread, NULL, &until) == 0) {
+		sender_free(s);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	int done = s->done;
+	if (!done) {
+		s->orphaned = 1; /* it frees itself when its transfer ends */
+		pthread_detach(s->thread);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (done) {
+		pthread_join(s->thread, NULL);
+		sender_free(s);
+	} else {
+		log_warn("notice.sender_busy note=\"a transfer to the relay is still under way; "
+			 "it ends within [smtp] timeout\"");
+	}
+}
+
+void notice_sender_wake(void)
+{
+	uint64_t one = 1;
+	pthread_mutex_lock(&current_mu);
+	if (current) {
+		ssize_t w = write(current->wake_fd, &one, sizeof one);
+		(void)w; /* a full counter: it is awake anyway */
+	}
+	pthread_mutex_unlock(&current_mu);
+}
