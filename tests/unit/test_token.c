@@ -64,7 +64,7 @@ static int setup(void **state)
 	snprintf(f->secret_path, sizeof f->secret_path, "%s/secret", f->dir);
 	assert_int_equal(file_write_atomic(f->secret_path, secret, sizeof secret, 0600), 0);
 	f->cfg.gateway.secret_file = f->secret_path;
-	/* notices are recorded, then fail to send: nothing listens on port 9 */
+	/* notices are queued, never sent here (nothing listens on port 9) */
 	f->cfg.smtp.present = 1;
 	f->cfg.smtp.url = "smtp://127.0.0.1:9";
 	f->cfg.smtp.from = "Feed <digest@example.org>";
@@ -434,6 +434,9 @@ static void test_notice_cap_and_subject(void **state)
 		assert_string_equal(process(f, m, reason, sizeof reason), "skipped");
 	}
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM notices"), 3);
+	/* the cap is decided when queued: three wait for the relay */
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM notice_queue WHERE state='pending'"), 3);
+	assert_int_equal(notice_waiting(f->st), 3);
 	f->cfg.gateway.trusted_authserv = NULL;
 
 	notice_quote_subject("Pay \xe2\x80\xae"
@@ -451,10 +454,46 @@ static void test_notice_cap_and_subject(void **state)
 	free(tok);
 }
 
+/* The key read once per configuration is what every later use gets, even
+ * when the file changes or goes; without preloading the file is read. */
+static void test_secret_kept_with_config(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	unsigned char *got = NULL;
+	size_t len = 0;
+	assert_int_equal(token_secret_preload(&f->cfg, err, sizeof err), 0);
+	assert_int_equal(file_write_atomic(f->secret_path, other_secret, sizeof other_secret, 0600),
+			 0);
+	assert_int_equal(token_secret_load(&f->cfg, &got, &len, err, sizeof err), 0);
+	assert_int_equal(len, sizeof secret);
+	assert_memory_equal(got, secret, sizeof secret);
+	free(got);
+	unlink(f->secret_path);
+	assert_int_equal(token_secret_load(&f->cfg, &got, &len, err, sizeof err), 0);
+	assert_memory_equal(got, secret, sizeof secret);
+	free(got);
+	/* a reload reads it again */
+	assert_int_equal(file_write_atomic(f->secret_path, other_secret, sizeof other_secret, 0600),
+			 0);
+	assert_int_equal(token_secret_preload(&f->cfg, err, sizeof err), 0);
+	assert_int_equal(token_secret_load(&f->cfg, &got, &len, err, sizeof err), 0);
+	assert_memory_equal(got, other_secret, sizeof other_secret);
+	free(got);
+	free(f->cfg.token_key->data);
+	free(f->cfg.token_key);
+	f->cfg.token_key = NULL;
+	/* not preloaded: read from the file */
+	assert_int_equal(token_secret_load(&f->cfg, &got, &len, err, sizeof err), 0);
+	assert_memory_equal(got, other_secret, sizeof other_secret);
+	free(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_secret_kept_with_config, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unsubscribe_and_people, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_address_matching, setup, teardown),
