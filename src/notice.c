@@ -88,8 +88,8 @@ static int queue_end(struct store *st, int nested, int commit)
  * message's verdict are kept or lost together), else in one of its own.
  * 1 queued, 0 already recorded today, 2 the hourly cap is reached, -1
  * error. */
-static int notice_queue_mail(struct store *st, const char *to, const char *reason_key,
-			     time_t now, int max_per_hour, const struct buf *mail)
+static int notice_queue_mail(struct store *st, const char *to, const char *reason_key, time_t now,
+			     int max_per_hour, const struct buf *mail)
 {
 	sqlite3_stmt *s;
 	char day[32];

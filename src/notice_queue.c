@@ -137,8 +137,7 @@ static void set_row(struct store *st, sqlite3_int64 id, const char *state, long 
 	sqlite3_bind_text(s, 3, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, id);
 	if (sqlite3_step(s) != SQLITE_DONE)
-		log_error("notice.error error=\"cannot record the result: %s\"",
-			  store_errmsg(st));
+		log_error("notice.error error=\"cannot record the result: %s\"", store_errmsg(st));
 	sqlite3_finalize(s);
 }
 
@@ -219,8 +218,7 @@ static struct due *due_read(struct store *st, time_t now, size_t *n)
 	return d;
 }
 
-int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr,
-		       time_t now)
+int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr, time_t now)
 {
 	struct smtp_message *msgs[SMTP_GROUP_MAX];
 	size_t n;

@@ -27,8 +27,8 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
  * shortened (notice_quote_subject), then says what happened, why and what
  * to do.  Returns as notice_send; 1 when refused here. */
 int notice_refusal(struct store *st, const struct mf_config *cfg, const char *to, int verified,
-		   const char *subject, const char *reason_key, const char *title,
-		   const char *what, const char *why, const char *advice);
+		   const char *subject, const char *reason_key, const char *title, const char *what,
+		   const char *why, const char *advice);
 
 /* The subject as a notice quotes it: at most NOTICE_SUBJECT_MAX
  * characters (then "…"), control and bidi control characters as single
@@ -48,8 +48,7 @@ long notice_waiting(struct store *st);
 long notice_next_due(struct store *st);
 /* Sends up to SMTP_GROUP_MAX notices due at `now` over c, recorded as
  * notice_queue.c's banner says.  Returns how many were tried. */
-int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr,
-		       time_t now);
+int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr, time_t now);
 /* `run --once`: sends every notice due now.  How many were tried, or -1. */
 int notice_send_queued(struct store *st, const struct mf_config *cfg);
 /* The daemon's notice sender: a thread with its own copies of the relay
