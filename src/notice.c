@@ -1,9 +1,9 @@
 /* notice.c — the short explanation a human sender gets when mailfeed did
  * not do what their mail asked (not allowed, reply refused) or did it
  * (subscription changed).  Rate-limited to one per address, reason and UTC
- * day through the notices table, recorded before sending so that a crash
- * can only lose a notice, never repeat it; never sent to addresses that
- * cannot or must not answer.  All notices together are capped per hour
+ * day through the notices table and composed into the notice_queue table
+ * in the same commit, which notice_queue.c sends from; never sent to
+ * addresses that cannot or must not answer.  All notices together are capped per hour
  * ([gateway] notice_max_per_hour), and a refusal goes only to a sender the
  * mail server vouched for or to a known subscriber, so forged mail cannot
  * turn the gateway into a source of backscatter. */
