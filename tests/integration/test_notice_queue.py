@@ -130,21 +130,25 @@ class SilentRelay:
 def test_silent_relay_does_not_stall_ingestion(dovecot, tmp_path):
     relay = SilentRelay()
     dovecot.create_folder("alice", "Team")
-    cfg = config(tmp_path, dovecot, relay.port, dovecot.ca_file, timeout="2s")
+    cfg = config(tmp_path, dovecot, relay.port, dovecot.ca_file, timeout="60s")
     p = start_daemon(cfg.path)
     try:
         dovecot.append("alice", "Team", big("carol@example.org", "Annual report"))
         assert wait_for(lambda: len(relay.conns) >= 1, 20)  # the sender is stuck on it
         t0 = time.monotonic()
         dovecot.append("alice", "Team", small(1))
-        assert wait_for(lambda: posted(cfg) == 1, 10)
+        dovecot.append("alice", "Team", small(2))
+        assert wait_for(lambda: posted(cfg) == 2, 10)
         took = time.monotonic() - t0
         assert took < 5, took
         assert queue(cfg)[0]["state"] == "pending"
+        assert len(relay.conns) == 1  # still waiting for the greeting
     finally:
+        relay.close()  # the relay hangs up: the attempt ends
+        assert wait_for(lambda: "notice.not_sent" in open(p.log_path).read(), 10)
         log = stop_daemon(p)
-        relay.close()
     assert "notice.not_sent to=carol@example.org reason=too-large result=temporary" in log
+    assert queue(cfg)[0]["state"] == "pending"
 
 
 def crash_at(tmp_path, dovecot, smtp_sink, stage):
