@@ -184,3 +184,27 @@ def test_kill9_after_the_relay_took_it_sends_nothing_again(dovecot, smtp_sink, t
     assert [q["state"] for q in before] == ["sending"]
     assert "notice.sent" not in log
     assert len(msgs) == 1
+
+
+def test_daemon_sends_notices_before_and_after_a_reload(dovecot, smtp_sink, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    cfg = write_config(
+        tmp_path, dovecot, folder="Team", after="seen",
+        gateway={"max_message_size": "200K"},
+        smtp={"url": "smtp://127.0.0.1:%d" % smtp_sink.port,
+              "from": "Feed <feed-bot@example.org>", "ca_file": dovecot.ca_file},
+        **{"subscriber carol@example.org": {"groups": "team", "frequency": "daily"},
+           "subscriber erin@example.org": {"groups": "team", "frequency": "daily"}})
+    p = start_daemon(cfg.path)
+    try:
+        dovecot.append("alice", "Team", big("carol@example.org", "Annual report"))
+        smtp_sink.wait_for(1, 20)
+        p.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload.done" in open(p.log_path).read(), 20)
+        dovecot.append("alice", "Team", big("erin@example.org", "Quarterly report"))
+        msgs = smtp_sink.wait_for(2, 20)
+    finally:
+        log = stop_daemon(p)
+    assert sorted(m[1]["To"] for m in msgs) == ["carol@example.org", "erin@example.org"]
+    assert log.count("notice.sent ") == 2
+    assert [q["state"] for q in queue(cfg)] == ["sent", "sent"]
