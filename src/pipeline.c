@@ -460,9 +460,10 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	stage_parse_s += t_parsed - t_start;
 
 	/* One transaction (one fsync) for the batch; replies commit on their own
-	 * and notices are queued in it (sent by the notice sender).  Progress counts the messages
-	 * whose new state was committed: a store that takes nothing (disk full)
-	 * must end the caller's loop, not spin on the same batch. */
+	 * and notices are queued in it (sent by the notice sender).  Progress
+	 * counts the messages whose new state was committed: a store that
+	 * takes nothing (disk full) must end the caller's loop, not spin on the
+	 * same batch. */
 	int *notify = xcalloc(n ? n : 1, sizeof *notify);
 	int in_tx = store_begin(st) == 0;
 	int in_batch = 0, store_failed = !in_tx, deferred = 0;
