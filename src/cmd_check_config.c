@@ -233,10 +233,10 @@ static int check_feed(const struct mf_config *cfg)
 				failed += report(
 				    what, 0, "not checked: the login at the feed service failed");
 			else
-				failed += report(what,
-						 ops->check_route(ctx, m->routes.v[k], msg,
-								  sizeof msg) == 0,
-						 msg);
+				failed += report(
+				    what,
+				    ops->check_route(ctx, m->routes.v[k], msg, sizeof msg) == 0,
+				    msg);
 		}
 	}
 	strlist_free(&seen);

@@ -244,9 +244,8 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			json_object_set_new(o, "reason",
 					    d.action == DECIDE_SKIP ? json_string(d.reason)
 								    : json_null());
-			json_object_set_new(o, "route",
-					    routed ? route_why_json(&why, &mb->routes)
-						   : json_null());
+			json_object_set_new(
+			    o, "route", routed ? route_why_json(&why, &mb->routes) : json_null());
 			char *js = json_dumps(o, JSON_INDENT(2));
 			printf("%s\n", js);
 			free(js);

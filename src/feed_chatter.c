@@ -2251,8 +2251,7 @@ static int sf_has_field(json_t *desc, const char *field)
 
 /* The object whose ids start with prefix, by the global describe (GET
  * /sobjects/): its name (owned), or NULL with msg. */
-static char *sf_object_of_prefix(struct chatter *ch, const char *prefix, char *msg,
-				 size_t msglen)
+static char *sf_object_of_prefix(struct chatter *ch, const char *prefix, char *msg, size_t msglen)
 {
 	json_t *j = NULL;
 	char *name = NULL;

@@ -127,12 +127,12 @@ void route_explain(const struct strlist *specs, const char *subject, const char 
 				snprintf(w->object, sizeof w->object, "%s", r.object);
 				snprintf(w->field, sizeof w->field, "%s", r.field);
 				snprintf(w->text, sizeof w->text,
-					 "reference %s \u2192 %s.%s (looked up when posted)", w->value,
-					 r.object, r.field);
+					 "reference %s \u2192 %s.%s (looked up when posted)",
+					 w->value, r.object, r.field);
 				free(ref);
 			}
 		} else {
-			const char *addr = sender && *sender ? sender
+			const char *addr = sender && *sender		 ? sender
 					   : recipients && recipients->n ? recipients->v[0]
 									 : NULL;
 			if (addr) {

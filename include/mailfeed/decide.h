@@ -59,8 +59,7 @@ void decide_item_key(const char *group, const struct mf_message *m, const char *
  * 1 with w filled (a post: the rule that applies or none; a comment: its
  * thread), 0 when there is nothing to show (no routes, or skipped).
  * recipients: recipients_mentionable's list, as the daemon enqueues it. */
-int decide_route(const struct mf_mailbox *mb, const struct mf_message *m,
-		 const struct decision *d, const struct strlist *recipients,
-		 struct route_why *w);
+int decide_route(const struct mf_mailbox *mb, const struct mf_message *m, const struct decision *d,
+		 const struct strlist *recipients, struct route_why *w);
 
 #endif

@@ -48,12 +48,12 @@ char *route_reference(const struct route *r, const char *subject, const char *te
  * then finds is only known when the thread is posted; a rule whose look-up
  * finds nothing hands over to the next one, then to the group. */
 struct route_why {
-	int rule;	      /* index in specs, -1: none applies */
-	const char *kind;     /* "reference", "sender-account", "none", "thread" */
-	char value[256];      /* the reference, or the address looked up */
-	char object[96];      /* reference: OBJECT; sender-account: "Contact" */
-	char field[96];	      /* reference: FIELD; sender-account: "AccountId" */
-	char text[512];	      /* one line for people, without "route: " */
+	int rule;	  /* index in specs, -1: none applies */
+	const char *kind; /* "reference", "sender-account", "none", "thread" */
+	char value[256];  /* the reference, or the address looked up */
+	char object[96];  /* reference: OBJECT; sender-account: "Contact" */
+	char field[96];	  /* reference: FIELD; sender-account: "AccountId" */
+	char text[512];	  /* one line for people, without "route: " */
 };
 void route_explain(const struct strlist *specs, const char *subject, const char *text,
 		   const char *sender, const struct strlist *recipients, struct route_why *w);
