@@ -156,3 +156,16 @@ def test_preview_shows_the_route_and_none_matched(dovecot, tmp_path):
     assert "  route:    reference OPP-1042 \u2192 Opportunity.Reference__c (looked up when " \
            "posted)\n" in r.stdout, r.stdout
     assert "  route:    none matched \u2192 group\n" in r.stdout, r.stdout
+
+    # once the thread is posted, a reply is a comment: it follows its post
+    r = run_mailfeed(cfg, "run", "--once", timeout=120)
+    assert r.returncode == 0, r.stderr
+    reply = tmp_path / "reply.eml"
+    reply.write_bytes(mail(3, "Re: [OPP-1042] Pricing", "Agreed.\n",
+                           extra="In-Reply-To: <r1@example.org>\r\n"))
+    o = json.loads(run_mailfeed(cfg, "inspect", str(reply), "--json").stdout)
+    assert o["classification"] == "comment", o
+    assert o["route"]["kind"] == "thread" and o["route"]["rule"] is None
+    r = run_mailfeed(cfg, "inspect", str(reply))
+    assert "Route: thread \u2192 a comment under its post, on the feed the post went to\n" \
+        in r.stdout, r.stdout
