@@ -258,7 +258,7 @@ struct daemon {
 	struct parse_worker *worker;
 	struct metrics_server *metrics;
 	char *metrics_listen;
-	int metrics_unsubscribe; /* the listener serves /unsubscribe/ */
+	int metrics_unsubscribe;    /* the listener serves /unsubscribe/ */
 	struct account_gate *gates; /* one per account, for the watchers */
 	size_t ngates;
 };

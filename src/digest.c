@@ -269,8 +269,8 @@ static int unsubscribe_links(struct store *st, const struct mf_config *cfg,
 			     time_t now, char **addr, char **web)
 {
 	long life = cfg->gateway.token_lifetime > 0 ? cfg->gateway.token_lifetime : 60L * 86400;
-	char *tok = token_issue(st, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to,
-				now + life);
+	char *tok =
+	    token_issue(st, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now + life);
 	*addr = tok ? token_address(cfg, tok) : NULL;
 	*web = NULL;
 	if (*addr && cfg->digest.public_url) {
@@ -532,8 +532,8 @@ static void put_thread(struct buf *txt, struct buf *html, const struct render *r
 /* unsub is the mailto: link; web, when set, the https one-click link
  * (RFC 8058), named first so that mail clients prefer it. */
 static void put_headers(struct buf *b, const struct mf_config *cfg, const char *to,
-			const char *subject, const char *msgid, const char *unsub,
-			const char *web, time_t now, const char *reply_to, const char *refs)
+			const char *subject, const char *msgid, const char *unsub, const char *web,
+			time_t now, const char *reply_to, const char *refs)
 {
 	smtp_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
 	smtp_put_address(b, "To", to);

@@ -54,7 +54,6 @@ static char body_pending;
 
 #define UNSUB_PREFIX "/unsubscribe/"
 
-
 /* Fills ss from "127.0.0.1:9464", "[::1]:9464" or "localhost:9464" and
  * refuses anything that is not a loopback address.  Port 0 = any free.
  * Messages in err say what is wrong with addr without repeating it. */
@@ -278,8 +277,9 @@ static enum MHD_Result respond_page(struct MHD_Connection *c, unsigned status, c
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 	MHD_add_response_header(r, "X-Robots-Tag", "noindex");
-	MHD_add_response_header(r, "Content-Security-Policy",
-				"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'");
+	MHD_add_response_header(
+	    r, "Content-Security-Policy",
+	    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'");
 	enum MHD_Result ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -296,7 +296,8 @@ static enum MHD_Result serve_unsubscribe(struct metrics_server *ms, struct MHD_C
 	if (!store_ready(ms))
 		return respond_page(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Try again later",
 				    "The service cannot answer right now.", 0);
-	enum token_status ts = token_verify(ms->st, ms->secret, ms->secretlen, token, time(NULL), &ti);
+	enum token_status ts =
+	    token_verify(ms->st, ms->secret, ms->secretlen, token, time(NULL), &ti);
 	if (ts == TOKEN_OK && ti.kind != TOKEN_UNSUBSCRIBE)
 		ts = TOKEN_FORGED;
 	if (ts == TOKEN_FORGED) {
@@ -338,8 +339,7 @@ static enum MHD_Result serve_unsubscribe(struct metrics_server *ms, struct MHD_C
 	log_info("unsubscribe.web email=%s changed=%d", log_quote(ti.email, q, sizeof q), rc);
 	token_info_clear(&ti);
 	return respond_page(c, MHD_HTTP_OK, "Unsubscribed",
-			    "You will receive no more digests or notifications from this feed.",
-			    0);
+			    "You will receive no more digests or notifications from this feed.", 0);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -352,8 +352,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	int unsub = ms->secret && strncmp(url, UNSUB_PREFIX, strlen(UNSUB_PREFIX)) == 0;
 	int post = strcmp(method, "POST") == 0;
 	if (*con_cls == NULL) {
-		if (unsub && post && host_allowed(ms, MHD_lookup_connection_value(
-							  c, MHD_HEADER_KIND, "Host"))) {
+		if (unsub && post &&
+		    host_allowed(ms, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
 			/* its body (List-Unsubscribe=One-Click) is read, and
 			 * ignored, before the answer */
 			*con_cls = &body_pending;

@@ -295,8 +295,8 @@ static void test_render_one_click(void **state)
 	struct digest_group g = {.label = "fundraising", .gid = "g1", .entries = e, .n = 1};
 	struct digest_mail m;
 
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
-				       "2026-11-23", &g, 1, 5000, &m),
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_non_null(strstr(m.data, "\r\nList-Unsubscribe: <mailto:feed+"));
 	assert_null(strstr(m.data, "List-Unsubscribe-Post"));

@@ -124,8 +124,8 @@ static char *frequency(struct fixture *f, const char *email)
 	sqlite3_stmt *s;
 	char *out = NULL;
 	assert_int_equal(sqlite3_prepare_v2(store_db(f->st),
-					    "SELECT frequency FROM subscribers WHERE email=?", -1, &s,
-					    NULL),
+					    "SELECT frequency FROM subscribers WHERE email=?", -1,
+					    &s, NULL),
 			 SQLITE_OK);
 	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
@@ -210,7 +210,8 @@ static void test_off_without_secret(void **state)
 	char err[512];
 	char *tok = token_issue(f->st, secret, sizeof secret, TOKEN_UNSUBSCRIBE, NULL, NULL,
 				"bob@example.org", time(NULL) + 86400);
-	struct metrics_server *plain = metrics_server_start("127.0.0.1:0", f->state, err, sizeof err);
+	struct metrics_server *plain =
+	    metrics_server_start("127.0.0.1:0", f->state, err, sizeof err);
 	assert_non_null(plain);
 	int port = f->port;
 	f->port = metrics_server_port(plain);
