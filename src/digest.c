@@ -649,7 +649,9 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 		free(leave);
 		free(w);
 	}
-	put_footer(&txt, &html, unsub, "You receive this digest because you follow these groups.",
+	/* the footer's link: the page with the button when there is one */
+	put_footer(&txt, &html, unsub_web ? unsub_web : unsub,
+		   "You receive this digest because you follow these groups.",
 		   z ? zone : NULL);
 
 	out->message_id = smtp_new_message_id(cfg);
@@ -710,7 +712,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	buf_puts(&html, "</p>\n");
 	put_thread(&txt, &html, &rd, &t, reply, &budget, &skipped);
 	buf_puts(&txt, "Reply to this email to comment on the post.\n");
-	put_footer(&txt, &html, unsub,
+	put_footer(&txt, &html, unsub_web ? unsub_web : unsub,
 		   "You receive a notification for each new post in the groups you follow.",
 		   z ? zone : NULL);
 	out->message_id = post_message_id(cfg, post->remote_id, to);

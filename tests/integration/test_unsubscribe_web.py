@@ -85,6 +85,10 @@ def test_one_click_unsubscribe_through_the_listener(tmp_path, sink):
     path = url.path[len("/mailfeed"):]
     token = path.rsplit("/", 1)[1]
     assert re.fullmatch(r"[a-z2-7]+", token)
+    # the footer links the same page (whose button POSTs)
+    text, html = td.parts(m)
+    assert "Unsubscribe: " + mo.group(1) in text
+    assert 'href="%s"' % mo.group(1) in html
 
     p = start_daemon(cfg.path)
     try:

@@ -308,6 +308,9 @@ static void test_render_one_click(void **state)
 				       NULL, "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_one_click(f, m.data, 5000);
+	/* the footer links the page with the button, not the mailto: */
+	assert_non_null(strstr(m.text, "Unsubscribe: https://mail.example.org/feed/unsubscribe/"));
+	assert_non_null(strstr(m.html, "<a href=\"https://mail.example.org/feed/unsubscribe/"));
 	digest_mail_free(&m);
 
 	f->cfg.digest.public_url = "https://mail.example.org/feed";
