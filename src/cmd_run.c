@@ -15,6 +15,7 @@
  * checkpoints, so nothing is lost or repeated.  SIGTERM/SIGINT stop within
  * a few seconds; whatever was not committed is simply done again later. */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -42,6 +43,7 @@
 #include "mailfeed/replies.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/token.h"
 #include "mailfeed/worker.h"
 
 #define MAX_BACKOFF 300
@@ -258,6 +260,7 @@ struct daemon {
 	struct parse_worker *worker;
 	struct metrics_server *metrics;
 	char *metrics_listen;
+	int metrics_unsubscribe;    /* the listener serves /unsubscribe/ */
 	struct account_gate *gates; /* one per account, for the watchers */
 	size_t ngates;
 };
@@ -520,8 +523,12 @@ static int run_once(struct daemon *d, struct store *st)
 static int metrics_restart(struct daemon *d)
 {
 	const char *want = d->cfg->gateway.metrics_listen;
+	int unsub = d->cfg->digest.public_url != NULL;
+	unsigned char *secret = NULL;
+	size_t secretlen = 0;
 	char err[512];
-	if (d->metrics_listen && want && strcmp(d->metrics_listen, want) == 0)
+	if (d->metrics_listen && want && strcmp(d->metrics_listen, want) == 0 &&
+	    d->metrics_unsubscribe == unsub)
 		return 0;
 	metrics_server_stop(d->metrics);
 	d->metrics = NULL;
@@ -529,7 +536,16 @@ static int metrics_restart(struct daemon *d)
 	d->metrics_listen = NULL;
 	if (!want)
 		return 0;
-	d->metrics = metrics_server_start(want, d->cfg->gateway.state, err, sizeof err);
+	if (unsub && token_secret_load(d->cfg, &secret, &secretlen, err, sizeof err) < 0) {
+		log_error("unsubscribe.error error=\"%s\"", err);
+		unsub = 0;
+	}
+	d->metrics = metrics_server_start_unsubscribe(want, d->cfg->gateway.state, secret,
+						      secretlen, err, sizeof err);
+	if (secret)
+		OPENSSL_cleanse(secret, secretlen);
+	free(secret);
+	d->metrics_unsubscribe = unsub;
 	if (!d->metrics) {
 		log_error("metrics.error listen=%s error=\"%s\"", want, err);
 		return -1;

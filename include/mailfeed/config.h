@@ -133,6 +133,7 @@ struct mf_digest {
 	int weekly_day;       /* 0 = sunday .. 6; default 1 (monday) */
 	int max_items;        /* cap per digest, default 50 */
 	enum digest_subscribers subscribers; /* default config */
+	char *public_url;     /* https base of the one-click unsubscribe, or NULL */
 };
 
 struct mf_subscriber {
