@@ -119,18 +119,37 @@ static size_t decode2(const unsigned char *p, size_t n, unsigned *cp)
 	return 1;
 }
 
+/* ASCII letters folded to lower case; other bytes as they are. */
+static unsigned char ascii_lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 0x20 : c; }
+
 static int fold_eq(const char *a, const char *b, size_t n)
 {
 	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
 	size_t i = 0;
 	while (i < n) {
 		unsigned ca, cb;
+		/* fast path: two ASCII bytes (an ASCII byte never folds equal to
+		 * a byte or sequence above 0x7F, so one of each is handled below) */
+		if ((x[i] | y[i]) < 0x80) {
+			if (x[i] != y[i] && ascii_lower(x[i]) != ascii_lower(y[i]))
+				return 0;
+			i++;
+			continue;
+		}
 		size_t la = decode2(x + i, n - i, &ca), lb = decode2(y + i, n - i, &cb);
 		if (la != lb || (la == 1 && ca >= 0x80 ? ca != cb : fold_cp(ca) != fold_cp(cb)))
 			return 0;
 		i += la;
 	}
 	return 1;
+}
+
+/* Whether the byte at s can open a match of needle: the first byte folded
+ * when needle opens with an ASCII byte, any byte otherwise. */
+static int may_open(const char *s, const char *needle)
+{
+	unsigned char c = (unsigned char)*s, f = (unsigned char)*needle;
+	return f >= 0x80 || c == f || ascii_lower(c) == ascii_lower(f);
 }
 
 static int starts_ci(const char *s, size_t len, const char *prefix)
@@ -149,7 +168,7 @@ static int contains_ci(const char *s, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
 	for (size_t i = 0; i + n <= len; i++)
-		if (fold_eq(s + i, needle, n))
+		if (may_open(s + i, needle) && fold_eq(s + i, needle, n))
 			return 1;
 	return 0;
 }
@@ -169,7 +188,7 @@ static int has_word_ci(const char *s, size_t len, const char *word)
 {
 	size_t n = strlen(word);
 	for (size_t i = 0; i + n <= len; i++) {
-		if (!fold_eq(s + i, word, n))
+		if (!may_open(s + i, word) || !fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && isalpha((unsigned char)s[i - 1]))
 			continue;
@@ -795,7 +814,7 @@ static int has_name(const char *s, size_t len, const char *word, size_t n)
 	if (n < 3)
 		return 0;
 	for (size_t i = 0; i + n <= len; i++) {
-		if (!fold_eq(s + i, word, n))
+		if (!may_open(s + i, word) || !fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && is_word_byte((unsigned char)s[i - 1]))
 			continue;
