@@ -22,6 +22,7 @@
  * showing a quote.  Everything not kept goes to removed, in order. */
 #include <ctype.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -154,6 +155,8 @@ static int may_open(const char *s, const char *needle)
 
 static int starts_ci(const char *s, size_t len, const char *prefix)
 {
+	if (*prefix && (len == 0 || !may_open(s, prefix)))
+		return 0;
 	size_t n = strlen(prefix);
 	return len >= n && fold_eq(s, prefix, n);
 }
@@ -167,6 +170,17 @@ static int ends_ci(const char *s, size_t len, const char *suffix)
 static int contains_ci(const char *s, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
+	unsigned char f = (unsigned char)*needle;
+	if (n > len)
+		return 0;
+	if ((f | 0x20) >= 'a' && (f | 0x20) <= 'z') {
+		/* an ASCII letter first: a byte matches it when equal with bit 5 set */
+		f |= 0x20;
+		for (size_t i = 0; i + n <= len; i++)
+			if (((unsigned char)s[i] | 0x20) == f && fold_eq(s + i, needle, n))
+				return 1;
+		return 0;
+	}
 	for (size_t i = 0; i + n <= len; i++)
 		if (may_open(s + i, needle) && fold_eq(s + i, needle, n))
 			return 1;
@@ -175,7 +189,18 @@ static int contains_ci(const char *s, size_t len, const char *needle)
 
 static int has_digit(const char *s, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+	/* eight bytes at a time: a byte b is a digit when b & 0x7F lies
+	 * between '0' and '9' and its high bit is clear */
+	for (; i + 8 <= len; i += 8) {
+		const uint64_t ones = 0x0101010101010101u, low7 = 0x7F7F7F7F7F7F7F7Fu;
+		uint64_t w, x;
+		memcpy(&w, s + i, 8);
+		x = w & low7;
+		if ((((ones * (127 + ':')) - x) & ~w & (x + ones * (127 - '/')) & ~low7) != 0)
+			return 1;
+	}
+	for (; i < len; i++)
 		if ((unsigned char)(s[i] - '0') < 10)
 			return 1;
 	return 0;
@@ -485,7 +510,8 @@ static int is_original_marker(const char *s, size_t n)
 			 p[m - 1] == '*' || p[m - 1] == ':'))
 		m--;
 	for (size_t i = 0; i < sizeof original_markers / sizeof *original_markers; i++)
-		if (m == strlen(original_markers[i]) && fold_eq(p, original_markers[i], m))
+		if (m > 0 && may_open(p, original_markers[i]) && m == strlen(original_markers[i]) &&
+		    fold_eq(p, original_markers[i], m))
 			return 1;
 	return 0;
 }
@@ -503,7 +529,8 @@ static int is_forward_marker(const char *s, size_t n)
 			 s[n - 1] == ':'))
 		n--;
 	for (size_t i = 0; i < sizeof forward_markers / sizeof *forward_markers; i++)
-		if (n == strlen(forward_markers[i]) && fold_eq(s, forward_markers[i], n))
+		if (n > 0 && may_open(s, forward_markers[i]) && n == strlen(forward_markers[i]) &&
+		    fold_eq(s, forward_markers[i], n))
 			return 1;
 	return 0;
 }
@@ -803,7 +830,8 @@ static int is_closing(const char *s, size_t n)
 	while (n > 0 && (s[n - 1] == ',' || s[n - 1] == '!' || s[n - 1] == '.'))
 		n--;
 	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++)
-		if (n == strlen(closings[i]) && fold_eq(s, closings[i], n))
+		if (n > 0 && may_open(s, closings[i]) && n == strlen(closings[i]) &&
+		    fold_eq(s, closings[i], n))
 			return 1;
 	return 0;
 }
@@ -1385,7 +1413,8 @@ static void keep_answered_quotes(struct line *ls, size_t nl)
 				first = b;
 		} else if (answered) {
 			for (size_t q = starts[b]; q < ends[b]; q++)
-				trailing_prose |= quoted_prose(ls[q].s, ls[q].len);
+				if (!trailing_prose)
+					trailing_prose = quoted_prose(ls[q].s, ls[q].len);
 		}
 	}
 	if (!answered)
