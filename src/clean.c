@@ -164,6 +164,9 @@ static int starts_ci(const char *s, size_t len, const char *prefix)
 static int ends_ci(const char *s, size_t len, const char *suffix)
 {
 	size_t n = strlen(suffix);
+	/* an ASCII last byte must match the line's last byte */
+	if (n > 0 && len > 0 && !may_open(s + len - 1, suffix + n - 1))
+		return 0;
 	return len >= n && fold_eq(s + len - n, suffix, n);
 }
 
@@ -901,11 +904,37 @@ static const char *const legal_words[] = {
     "dissemination",
 };
 
+/* How many of legal_words the line holds.  One pass over the line: at each
+ * byte only the words opening with that letter are compared; words opening
+ * with a byte above 0x7F are searched on their own. */
 static int legal_score(const char *s, size_t n)
 {
-	int score = 0;
-	for (size_t i = 0; i < sizeof legal_words / sizeof *legal_words; i++)
-		score += contains_ci(s, n, legal_words[i]);
+	enum { NWORDS = sizeof legal_words / sizeof *legal_words };
+	char found[NWORDS] = {0};
+	size_t lens[NWORDS];
+	int first[26], next[NWORDS], score = 0; /* words by first letter */
+	for (size_t c = 0; c < 26; c++)
+		first[c] = -1;
+	for (size_t k = NWORDS; k-- > 0;) {
+		unsigned char f = (unsigned char)legal_words[k][0];
+		lens[k] = strlen(legal_words[k]);
+		if (f >= 'a' && f <= 'z') {
+			next[k] = first[f - 'a'];
+			first[f - 'a'] = (int)k;
+		} else {
+			score += contains_ci(s, n, legal_words[k]);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i] | 0x20;
+		if (c < 'a' || c > 'z')
+			continue;
+		for (int k = first[c - 'a']; k >= 0; k = next[k])
+			if (!found[k] && i + lens[k] <= n && fold_eq(s + i, legal_words[k], lens[k])) {
+				found[k] = 1;
+				score++;
+			}
+	}
 	return score;
 }
 
