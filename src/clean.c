@@ -722,7 +722,7 @@ static int is_mobile_signature(const char *s, size_t n)
 	    s[n - 1] == '!')
 		return 0;
 	for (size_t i = 0; i < sizeof mobile_prefixes / sizeof *mobile_prefixes; i++)
-		if (starts_ci(s, n, mobile_prefixes[i]))
+		if (may_open(s, mobile_prefixes[i]) && starts_ci(s, n, mobile_prefixes[i]))
 			return 1;
 	/* "iPhoneから送信", "Von meinem iPhone gesendet": a device name first */
 	for (size_t i = 0; i < sizeof mobile_suffixes / sizeof *mobile_suffixes; i++)
@@ -832,10 +832,17 @@ static int is_closing(const char *s, size_t n)
 {
 	while (n > 0 && (s[n - 1] == ',' || s[n - 1] == '!' || s[n - 1] == '.'))
 		n--;
-	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++)
-		if (n > 0 && may_open(s, closings[i]) && n == strlen(closings[i]) &&
-		    fold_eq(s, closings[i], n))
+	if (n == 0)
+		return 0;
+	/* the line's first byte, folded, against each closing's first byte */
+	unsigned char c0 = ascii_lower((unsigned char)*s);
+	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++) {
+		unsigned char f = (unsigned char)closings[i][0];
+		if (f < 0x80 && ascii_lower(f) != c0)
+			continue;
+		if (n == strlen(closings[i]) && fold_eq(s, closings[i], n))
 			return 1;
+	}
 	return 0;
 }
 
