@@ -21,8 +21,8 @@
  * When a rule is unsure, the line is kept: losing new text is worse than
  * showing a quote.  Everything not kept goes to removed, in order. */
 #include <ctype.h>
-#include <stdlib.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -937,7 +937,8 @@ static int legal_score(const char *s, size_t n)
 		if (c < 'a' || c > 'z')
 			continue;
 		for (int k = first[c - 'a']; k >= 0; k = next[k])
-			if (!found[k] && i + lens[k] <= n && fold_eq(s + i, legal_words[k], lens[k])) {
+			if (!found[k] && i + lens[k] <= n &&
+			    fold_eq(s + i, legal_words[k], lens[k])) {
 				found[k] = 1;
 				score++;
 			}
