@@ -166,9 +166,10 @@ static void test_case_folding(void **state)
 	      NULL, "Sure.", NULL);
 	check("Sure, noon works.\n\nSENT FROM MY IPHONE\n", NULL, "Sure, noon works.",
 	      "SENT FROM MY IPHONE");
-	check("See the figures attached.\n\nBob\n\nTHIS MESSAGE IS CONFIDENTIAL AND INTENDED SOLELY "
-	      "FOR THE ADDRESSEE. IF YOU ARE NOT THE INTENDED RECIPIENT, NOTIFY THE SENDER.\n",
-	      "Bob", "See the figures attached.\n\nBob", NULL);
+	check(
+	    "See the figures attached.\n\nBob\n\nTHIS MESSAGE IS CONFIDENTIAL AND INTENDED SOLELY "
+	    "FOR THE ADDRESSEE. IF YOU ARE NOT THE INTENDED RECIPIENT, NOTIFY THE SENDER.\n",
+	    "Bob", "See the figures attached.\n\nBob", NULL);
 	check("Цифры во вложении.\n\nБоб\n\nЭТО СООБЩЕНИЕ КОНФИДЕНЦИАЛЬНО. Disclosure is "
 	      "PROHIBITED.\n",
 	      NULL, "Цифры во вложении.\n\nБоб", NULL);
