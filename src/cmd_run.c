@@ -1,9 +1,11 @@
 /* cmd_run.c — `mailfeed run`: the gateway's threads and their discipline.
  *
- * One watcher thread per mapped folder (and one for [replies]) owns its IMAP
- * session: it takes new messages in and applies the after-action to
- * messages that are safe (both in ingest.c), and waits with IDLE (or
- * polls).  The main thread is the processor: it parses,
+ * The mapped folders of an account (and [replies]) are dealt out to at most
+ * its max_connections sessions; each session is a watcher thread owning
+ * one IMAP connection: it takes new messages in and applies the
+ * after-action to messages that are safe (both in ingest.c), and waits
+ * with IDLE on its first folder (or polls); its other folders get a STATUS
+ * look at least every poll_interval and are synced when UIDNEXT moved.  The main thread is the processor: it parses,
  * classifies, threads and enqueues, delivers the outbox, sends due digests,
  * pings the systemd watchdog and handles signals through a signalfd.
  * Threads talk only through the database and eventfds; each has its own
