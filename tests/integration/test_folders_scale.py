@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import ASAN_OPTIONS, MAILFEED, daemon_log, stop_daemon, wait_for, write_config
+from conftest import (ASAN_OPTIONS, MAILFEED, daemon_log, run_mailfeed, stop_daemon, wait_for,
+                      write_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, "mailfeed")
@@ -67,7 +68,7 @@ def default_limit_dovecot(dovecot_factory):
 
 def scale_config(tmp_path, dovecot):
     boxes = {"mailbox f%03d" % i: {"account": "alice", "folder": "F%03d" % i,
-                                   "group": "g%03d" % i, "after": "seen"}
+                                   "group": "g%03d" % i, "after": "seen", "start": "all"}
              for i in range(FOLDERS)}
     return write_config(tmp_path, dovecot, mailbox=None,
                         account={"poll_interval": "%ds" % POLL}, **boxes)
@@ -157,3 +158,17 @@ def test_hundred_folders_fit_in_30_mb(default_limit_dovecot, tmp_path):
         assert most <= 4
     finally:
         stop_daemon(p)
+
+
+def test_once_takes_a_hundred_folders_over_one_connection(default_limit_dovecot, tmp_path):
+    dovecot = default_limit_dovecot
+    for i in range(0, FOLDERS, 7):
+        dovecot.append("alice", "F%03d" % i, msg(i))
+    cfg = scale_config(tmp_path, dovecot)
+    r = run_mailfeed(cfg.path, "run", "--once", timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert posted_groups(cfg) == {"g%03d" % i for i in range(0, FOLDERS, 7)}
+    assert all("\\Seen" in f for i in range(0, FOLDERS, 7)
+               for (_u, f, _r) in dovecot.messages("alice", "F%03d" % i))
+    assert "Maximum number of connections" not in dovecot.log_text()
+    assert r.stderr.count("imap.connected") <= 1
