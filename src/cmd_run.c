@@ -194,8 +194,9 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
 		char why[512];
 		if (imap_noop(s, why, sizeof why) < 0)
 			return -1;
-		log_warn("imap.folder_error mailbox=%s folder=%s error=\"%s\"", w->key, w->folder,
-			 err);
+		if (!w->refused)
+			log_warn("imap.folder_error mailbox=%s folder=%s error=\"%s\"", w->key,
+				 w->folder, err);
 		store_folder_error(st, w->key, err);
 		w->refused = 1;
 		return 0;
@@ -209,15 +210,17 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
 	return ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err, errlen);
 }
 
-/* The folders after the first, with a session of several: a STATUS each,
+/* The folders but the one waited on, with a session of several: a STATUS each,
  * and a sync of those whose UIDNEXT or UIDVALIDITY moved, or that have
  * after-actions due.  With look = 0 only the after-actions are checked
  * (the processor woke the session after a delivery). */
-static int session_sweep(struct session *ss, struct imap_session *s, struct store *st, int look,
-			 char *err, size_t errlen)
+static int session_sweep(struct session *ss, struct imap_session *s, struct store *st,
+			 size_t idle, int look, char *err, size_t errlen)
 {
-	for (size_t i = 1; i < ss->nf && !ss->stop; i++) {
+	for (size_t i = 0; i < ss->nf && !ss->stop; i++) {
 		struct watcher *w = ss->f[i];
+		if (i == idle)
+			continue;
 		int due = 0;
 		if (look) {
 			struct imap_folder_info info;
@@ -259,17 +262,23 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 		ss->f[i]->looked = ss->f[i]->refused = 0;
 	while (!ss->stop) {
 		int rc = 0;
+		/* IDLE on the first folder the server did not refuse */
+		size_t idle = 0;
+		while (idle + 1 < ss->nf && ss->f[idle]->refused)
+			idle++;
 		if (ss->nf > 1) {
 			int look = now_monotonic() >= next_look;
-			rc = session_sweep(ss, s, st, look, err, errlen);
+			rc = session_sweep(ss, s, st, idle, look, err, errlen);
 			if (rc < 0)
 				return rc;
 			if (look)
 				next_look = now_monotonic() + (double)ss->acct->poll_interval;
 		}
-		rc = folder_step(ss, s, st, ss->f[0], err, errlen);
+		rc = folder_step(ss, s, st, ss->f[idle], err, errlen);
 		if (rc < 0)
 			return rc;
+		if (ss->f[idle]->refused && idle + 1 < ss->nf)
+			continue; /* wait on another folder */
 		*backoff = 1;
 		*store_backoff = 1;
 		if (ss->stop)

@@ -1342,7 +1342,9 @@ static int waited(struct imap_session *s, int r)
 int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, size_t errlen)
 {
 	const struct mf_account *a = s->acct;
-	if (!s->has_idle) {
+	/* no folder selected (the last SELECT was refused): nothing to IDLE
+	 * on, and libetpan's IDLE needs a selection */
+	if (!s->has_idle || !s->imap->imap_selection_info) {
 		long wait = a->poll_interval < max_wait ? a->poll_interval : max_wait;
 		pause_ms(wake_fd, wait * 1000);
 		return imap_noop(s, err, errlen) < 0 ? -1 : waited(s, 1);

@@ -3,6 +3,7 @@
 folders at least every `poll_interval`), against a Dovecot that keeps its
 default limit of 10 connections per user and address.  New mail in any
 folder is posted within poll_interval; memory stays small."""
+import json
 import os
 import random
 import re
@@ -12,8 +13,8 @@ import time
 
 import pytest
 
-from conftest import (ASAN_OPTIONS, MAILFEED, daemon_log, run_mailfeed, stop_daemon, wait_for,
-                      write_config)
+from conftest import (ASAN_OPTIONS, MAILFEED, daemon_log, run_mailfeed, start_daemon,
+                      stop_daemon, wait_for, write_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, "mailfeed")
@@ -172,3 +173,32 @@ def test_once_takes_a_hundred_folders_over_one_connection(default_limit_dovecot,
                for (_u, f, _r) in dovecot.messages("alice", "F%03d" % i))
     assert "Maximum number of connections" not in dovecot.log_text()
     assert r.stderr.count("imap.connected") <= 1
+
+
+def test_a_missing_folder_does_not_stop_the_others_of_its_session(dovecot, tmp_path):
+    for f in ("A", "B"):
+        dovecot.create_folder("alice", f)
+    boxes = {"mailbox %s" % k.lower(): {"account": "alice", "folder": k, "group": "g" + k,
+                                        "start": "all"} for k in ("Gone", "A", "B")}
+    cfg = write_config(tmp_path, dovecot, mailbox=None,
+                       account={"poll_interval": "1s", "max_connections": 1}, **boxes)
+    p = start_daemon(cfg.path)
+    try:
+        assert wait_for(lambda: "imap.connected" in daemon_log(p), 20), daemon_log(p)
+        dovecot.append("alice", "A", msg(1))
+        dovecot.append("alice", "B", msg(2))
+        assert wait_for(lambda: {"gA", "gB"} <= posted_groups(cfg), 15), daemon_log(p)[-3000:]
+        r = run_mailfeed(cfg.path, "status", "--json")
+        rows = {m["name"]: m for m in json.loads(r.stdout)["mailboxes"]}
+        assert "Gone" in (rows["gone"]["last_error"] or ""), rows["gone"]
+        assert rows["a"]["last_error"] is None and rows["b"]["last_error"] is None
+        # once it exists, it is taken like the others
+        dovecot.create_folder("alice", "Gone")
+        dovecot.append("alice", "Gone", msg(3))
+        assert wait_for(lambda: "gGone" in posted_groups(cfg), 15), daemon_log(p)[-3000:]
+        log = stop_daemon(p)
+        assert log.count("imap.connected") == 1, log[-3000:]
+        assert log.count("imap.folder_error mailbox=gone") == 1, log[-3000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
