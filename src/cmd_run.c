@@ -205,8 +205,10 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
 		return rc;
 	w->refused = 0;
 	w->looked = 1;
-	if (fresh)
+	if (fresh) {
 		wake(ss->proc_wake_fd);
+		imap_news_taken(s);
+	}
 	return ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err, errlen);
 }
 
