@@ -151,6 +151,7 @@ static const struct key_def account_keys[] = {
     {"timeout", K_DURATION, A(timeout), 1, 0, NULL, 0},
     {"poll_interval", K_DURATION, A(poll_interval), 1, 0, NULL, 0},
     {"idle_restart", K_DURATION, A(idle_restart), 60, 29 * 60, NULL, 0},
+    {"max_connections", K_INT, A(max_connections), 1, 100, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef A
@@ -384,8 +385,9 @@ static void defaults_account(struct mf_account *a)
 	a->tls_verify = 1;
 	a->auth = AUTH_AUTO;
 	a->timeout = 60;
-	a->poll_interval = 60;
+	a->poll_interval = 30;
 	a->idle_restart = 25 * 60;
+	a->max_connections = 4;
 }
 
 static void defaults_mailbox(struct mf_mailbox *m) { m->after = AFTER_SEEN; }
