@@ -23,9 +23,9 @@
 #include <unistd.h>
 
 #include "mailfeed/config.h"
+#include "mailfeed/log.h"
 #include "mailfeed/loopback.h"
 #include "mailfeed/mutf7.h"
-#include "mailfeed/log.h"
 #include "mailfeed/route.h"
 #include "mailfeed/secret.h"
 

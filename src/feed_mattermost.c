@@ -663,11 +663,13 @@ static int mm_user_by_name(struct mattermost *mm, struct http_client *hc, const 
 		const char *found = NULL, *found_id = NULL;
 		json_array_foreach(j, i, u)
 		{
-			char *full = xasprintf("%s %s", mm_str(u, "first_name") ? mm_str(u, "first_name") : "",
-					       mm_str(u, "last_name") ? mm_str(u, "last_name") : "");
+			char *full = xasprintf(
+			    "%s %s", mm_str(u, "first_name") ? mm_str(u, "first_name") : "",
+			    mm_str(u, "last_name") ? mm_str(u, "last_name") : "");
 			const char *nick = mm_str(u, "nickname");
 			if (json_integer_value(json_object_get(u, "delete_at")) == 0 &&
-			    (strcasecmp(full, name) == 0 || (nick && strcasecmp(nick, name) == 0)) &&
+			    (strcasecmp(full, name) == 0 ||
+			     (nick && strcasecmp(nick, name) == 0)) &&
 			    mm_username_ok(mm_str(u, "username"))) {
 				hits++;
 				found = mm_str(u, "username");
@@ -720,7 +722,8 @@ static char *mm_body(struct mattermost *mm, struct http_client *hc, const char *
 			}
 			if (f == 1) {
 				char *plain = xstrndup(from, (size_t)(p - from));
-				char *esc = feed_mattermost_escape(plain, allow_mentions, allow_images);
+				char *esc =
+				    feed_mattermost_escape(plain, allow_mentions, allow_images);
 				buf_printf(&b, "%s@%s", esc, u);
 				free(esc);
 				free(plain);

@@ -43,7 +43,7 @@ struct metrics_server {
 	struct MHD_Daemon *mhd;
 	int port;
 	char *state_path;
-	struct store *st; /* used by the server's thread only */
+	struct store *st;      /* used by the server's thread only */
 	unsigned char *secret; /* token secret; NULL: no /unsubscribe/ */
 	size_t secretlen;
 };

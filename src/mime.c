@@ -113,7 +113,9 @@ static const char *part_raw(GMimePart *p, size_t *len, char **copy)
 		return "";
 	if (GMIME_IS_STREAM_MEM(s)) {
 		GByteArray *ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(s));
-		gint64 start = s->bound_start, end = s->bound_end < 0 ? (gint64)ba->len : s->bound_end;
+		gint64 start = s->bound_start, end = s->bound_end;
+		if (ba && end < 0)
+			end = (gint64)ba->len;
 		if (ba && start >= 0 && start <= end && end <= (gint64)ba->len) {
 			*len = (size_t)(end - start);
 			return (const char *)ba->data + start;
