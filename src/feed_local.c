@@ -203,6 +203,28 @@ static void url_put(struct buf *b, const char *s)
 	}
 }
 
+/* file:// URL of dir/sub/name (dir made absolute), each part encoded. */
+static char *file_url(const char *dir, const char *sub, const char *name)
+{
+	char *abs = realpath(dir, NULL);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "file://");
+	for (const char *p = abs ? abs : dir; *p; p++) {
+		char one[2] = {*p, 0};
+		if (*p == '/')
+			buf_putc(&b, '/');
+		else
+			url_put(&b, one);
+	}
+	buf_putc(&b, '/');
+	url_put(&b, sub);
+	buf_putc(&b, '/');
+	url_put(&b, name);
+	free(abs);
+	return buf_steal(&b);
+}
+
 /* A size for people: 812 bytes, 48 KB, 3.2 MB. */
 static void size_text(long long n, char *out, size_t outlen)
 {
@@ -922,9 +944,9 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 			const char *name = json_string_value(json_object_get(f, "name"));
 			const char *orig = json_string_value(json_object_get(f, "filename"));
 			long long size = (long long)json_integer_value(json_object_get(f, "size"));
-			char *path = name ? xasprintf("%s/%s/%s", c->dir, fdir, name) : NULL;
-			feed_entry_add_file(e, name ? name : orig, size, path);
-			free(path);
+			char *url = name ? file_url(c->dir, fdir, name) : NULL;
+			feed_entry_add_file(e, name ? name : orig, size, url);
+			free(url);
 		}
 	}
 	free(fdir);

@@ -310,7 +310,8 @@ static void test_files_kept_and_linked(void **state)
 	assert_int_equal(e[0].n_files, 4);
 	assert_string_equal(e[0].files[1].name, "q3 plan-2.pdf");
 	assert_int_equal(e[0].files[1].size, 13);
-	assert_non_null(strstr(e[0].files[1].url, "/team_ops.files/q3 plan-2.pdf"));
+	assert_memory_equal(e[0].files[1].url, "file:///", 8);
+	assert_non_null(strstr(e[0].files[1].url, "/team_ops.files/q3%20plan-2.pdf"));
 	assert_null(e[0].files[2].url);
 	feed_entries_free(e, n);
 }
