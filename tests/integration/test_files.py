@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from test_digest import (Sink, make_config, mf, needs_dovecot, parts, prepare,  # noqa: F401
                          run_once, sink)
 
+from test_digest_view import check_layout  # noqa: E402
+
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
@@ -72,3 +74,5 @@ def test_mail_with_two_files_reaches_disk_atom_and_digest(dovecot, tmp_path, sin
     assert re.search(r"\n +budget 2026\.csv \(22 bytes\) file:///\S*/team-group\.files/budget%202026\.csv",
                      text), text
     assert "<li>Board pack.pdf <span" in html and "(22 bytes)</span></li>" in html
+    # the list reads on a phone as on a desk (screenshots under build/screenshots)
+    check_layout(html, "digest-files", tmp_path)
