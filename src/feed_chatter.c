@@ -39,6 +39,7 @@
 #include "mailfeed/http.h"
 #include "mailfeed/jwt.h"
 #include "mailfeed/log.h"
+#include "mailfeed/mention.h"
 #include "mailfeed/route.h"
 #include "mailfeed/recipients.h"
 
@@ -1072,84 +1073,6 @@ static int sf_post(struct chatter *ch, struct http_client *hc, const char *usern
 
 /* ---- mentions in the text ---- */
 
-/* A letter of a name: ASCII letters, any byte of a UTF-8 sequence, and the
- * hyphen and apostrophe of double and Irish names. */
-static int sf_name_byte(unsigned char c)
-{
-	return isalpha(c) || c >= 0x80 || c == '-' || c == '\'';
-}
-
-/* The end of a name word at s (a capital or non-ASCII first letter), or s. */
-static const char *sf_name_word(const char *s, const char *end)
-{
-	if (s >= end || !((*s >= 'A' && *s <= 'Z') || (unsigned char)*s >= 0xC0))
-		return s;
-	const char *p = s + 1;
-	while (p < end && sf_name_byte((unsigned char)*p))
-		p++;
-	while (p > s + 1 && (p[-1] == '-' || p[-1] == '\''))
-		p--;
-	return p;
-}
-
-/* The length of an address at s ("local@domain.tld"), or 0. */
-static size_t sf_address_len(const char *s, const char *end)
-{
-	const char *p = s, *at = NULL, *dot = NULL;
-	while (p < end && (isalnum((unsigned char)*p) || strchr(".-_+@", *p))) {
-		if (*p == '@') {
-			if (at)
-				return 0;
-			at = p;
-		} else if (*p == '.' && at) {
-			dot = p;
-		}
-		p++;
-	}
-	while (p > s && (p[-1] == '.' || p[-1] == '-'))
-		p--;
-	if (!at || at == s || !dot || dot >= p - 1 || dot < at + 2)
-		return 0;
-	return (size_t)(p - s);
-}
-
-/* The forms a mention at s ('@' at s) may take, longest first: the address,
- * or the name of three then two words.  Returns how many (at most 2). */
-static size_t sf_mention_forms(const char *s, const char *end, size_t len[2], int *is_address)
-{
-	*is_address = 0;
-	if (s > end - 2 || *s != '@')
-		return 0;
-	size_t al = sf_address_len(s + 1, end);
-	if (al) {
-		*is_address = 1;
-		len[0] = al + 1;
-		return 1;
-	}
-	const char *w1 = sf_name_word(s + 1, end);
-	if (w1 == s + 1 || w1 >= end || *w1 != ' ')
-		return 0;
-	const char *w2 = sf_name_word(w1 + 1, end);
-	if (w2 == w1 + 1)
-		return 0;
-	size_t n = 0;
-	if (w2 < end && *w2 == ' ') {
-		const char *w3 = sf_name_word(w2 + 1, end);
-		if (w3 != w2 + 1)
-			len[n++] = (size_t)(w3 - s);
-	}
-	len[n++] = (size_t)(w2 - s);
-	return n;
-}
-
-/* May text have a mention starting at p (start of text, or after a space
- * or an opening bracket)? */
-static int sf_mention_at(const char *text, const char *p)
-{
-	return *p == '@' && (p == text || isspace((unsigned char)p[-1]) || p[-1] == '(' ||
-			     p[-1] == '[' || p[-1] == '"');
-}
-
 /* Mentions found in an item's text: the span as written ("@Ann Lee") and
  * the user's id. */
 struct sf_inline {
@@ -1172,7 +1095,7 @@ static int sf_inline_find(struct chatter *ch, struct http_client *hc, const char
 	for (const char *p = text; p < end && m->spans.n < budget; p++) {
 		size_t len[2];
 		int is_address;
-		size_t n = sf_mention_at(text, p) ? sf_mention_forms(p, end, len, &is_address) : 0;
+		size_t n = mention_at(text, p) ? mention_forms(p, end, len, &is_address) : 0;
 		for (size_t k = 0; k < n; k++) {
 			char *span = xstrndup(p, len[k]);
 			int seen = 0;
@@ -1221,7 +1144,7 @@ static json_t *sf_inline_apply(json_t *segs, const struct sf_inline *m)
 		for (const char *p = t; p < end; p++) {
 			size_t len[2];
 			int is_address;
-			size_t n = sf_mention_at(t, p) ? sf_mention_forms(p, end, len, &is_address) : 0;
+			size_t n = mention_at(t, p) ? mention_forms(p, end, len, &is_address) : 0;
 			const char *id = NULL;
 			size_t hit = 0;
 			for (size_t k = 0; k < n && !hit; k++) {

@@ -30,6 +30,7 @@
 #include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
+#include "mailfeed/mention.h"
 #include "mailfeed/recipients.h"
 #include "mailfeed/secret.h"
 
@@ -630,6 +631,112 @@ static int mm_mentions(struct mattermost *mm, struct http_client *hc, const stru
 	return 0;
 }
 
+/* The active user whose full name ("First Last", or the nickname) is name,
+ * found with POST /users/search and cached like addresses; several users
+ * of that name count as none.  1 found (*username set), 0 none, -1 a
+ * transient failure (res set). */
+static int mm_user_by_name(struct mattermost *mm, struct http_client *hc, const char *name,
+			   char **username, struct feed_result *res)
+{
+	time_t now = time(NULL);
+	char *key = xasprintf("name:%s", name), *id = NULL;
+	int known = feed_user_cache_get(mm->emails, key, now, &id, username, NULL);
+	free(id);
+	id = NULL;
+	if (known >= 0) {
+		free(key);
+		return known;
+	}
+	char *url = xasprintf("%s/api/v4/users/search", mm->base);
+	struct http_request r;
+	mm_request(mm, &r, "POST", url);
+	json_t *q = json_pack("{s:s, s:b, s:i}", "term", name, "allow_inactive", 0, "limit", 20);
+	http_request_json(&r, json_dumps(q, JSON_COMPACT));
+	json_decref(q);
+	http_perform_one(hc, &r);
+	free(url);
+	int rc = 0;
+	if (r.status == 200) {
+		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
+		size_t i, hits = 0;
+		json_t *u;
+		const char *found = NULL, *found_id = NULL;
+		json_array_foreach(j, i, u)
+		{
+			char *full = xasprintf("%s %s", mm_str(u, "first_name") ? mm_str(u, "first_name") : "",
+					       mm_str(u, "last_name") ? mm_str(u, "last_name") : "");
+			const char *nick = mm_str(u, "nickname");
+			if (json_integer_value(json_object_get(u, "delete_at")) == 0 &&
+			    (strcasecmp(full, name) == 0 || (nick && strcasecmp(nick, name) == 0)) &&
+			    mm_username_ok(mm_str(u, "username"))) {
+				hits++;
+				found = mm_str(u, "username");
+				found_id = mm_str(u, "id");
+			}
+			free(full);
+		}
+		if (hits == 1 && found_id) {
+			*username = xstrdup(found);
+			id = xstrdup(found_id);
+			rc = 1;
+		}
+		json_decref(j);
+	} else if (r.curl_failed || r.status == 401 || http_classify(r.status, 0) == FEED_RETRY) {
+		mm_fail(res, &r, "mattermost user search");
+		http_request_clear(&r);
+		free(key);
+		return -1;
+	}
+	http_request_clear(&r);
+	feed_user_cache_put(mm->emails, key, now, id, *username);
+	free(id);
+	free(key);
+	return rc;
+}
+
+/* The post's text, escaped (feed_mattermost_escape), with each "@First
+ * Last" and "@address" that names exactly one active user written as
+ * "@username" (mention.h); the rest stays text as written.  Owned, or NULL
+ * when a look-up failed for now (res set). */
+static char *mm_body(struct mattermost *mm, struct http_client *hc, const char *text,
+		     int allow_mentions, int allow_images, struct feed_result *res)
+{
+	text = text ? text : "";
+	const char *end = text + strlen(text), *from = text;
+	struct buf b;
+	buf_init(&b);
+	for (const char *p = text; p < end; p++) {
+		size_t len[2];
+		int is_address;
+		size_t n = mention_at(text, p) ? mention_forms(p, end, len, &is_address) : 0;
+		for (size_t k = 0; k < n; k++) {
+			char *who = xstrndup(p + 1, len[k] - 1), *u = NULL;
+			int f = is_address ? mm_user_by_email(mm, hc, who, &u, res)
+					   : mm_user_by_name(mm, hc, who, &u, res);
+			free(who);
+			if (f < 0) {
+				buf_free(&b);
+				return NULL;
+			}
+			if (f == 1) {
+				char *plain = xstrndup(from, (size_t)(p - from));
+				char *esc = feed_mattermost_escape(plain, allow_mentions, allow_images);
+				buf_printf(&b, "%s@%s", esc, u);
+				free(esc);
+				free(plain);
+				free(u);
+				p += len[k] - 1;
+				from = p + 1;
+				break;
+			}
+		}
+	}
+	char *esc = feed_mattermost_escape(from, allow_mentions, allow_images);
+	buf_puts(&b, esc);
+	free(esc);
+	return buf_steal(&b);
+}
+
 /* The text of an item's first (or only) post. Owned. */
 static char *mm_first_message(const struct buf *head, const char *text, const struct strlist *notes,
 			      const struct buf *mentions, const struct buf *tail)
@@ -672,6 +779,16 @@ static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_
 	buf_init(&mentions);
 	int allow_mentions, allow_images;
 	mm_allowed(mm, it->group, &allow_mentions, &allow_images);
+	/* with mentions, "@First Last" and "@address" written in the text too */
+	char *body = mm->f->mentions
+			 ? mm_body(mm, hc, it->text, allow_mentions, allow_images, res)
+			 : feed_mattermost_escape(it->text, allow_mentions, allow_images);
+	if (!body) {
+		buf_free(&head);
+		buf_free(&tail);
+		buf_free(&mentions);
+		return;
+	}
 	/* what the sender wrote shows as written, Markdown and all */
 	char *nm = it->author_name && *it->author_name
 		       ? feed_mattermost_escape(it->author_name, 0, 0)
@@ -683,7 +800,6 @@ static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_
 		   : strspn(it->author_email, addr_chars) == strlen(it->author_email)
 		       ? xstrdup(it->author_email)
 		       : feed_mattermost_escape(it->author_email, 0, 0);
-	char *body = feed_mattermost_escape(it->text, allow_mentions, allow_images);
 	if (it->kind == FEED_POST && it->subject && *it->subject) {
 		char *subject = feed_mattermost_escape(it->subject, allow_mentions, 0);
 		buf_printf(&head, "**%s**\n\n", subject);

@@ -402,3 +402,22 @@ def test_preview_shows_mention_candidates(dovecot, tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("  mentions: " + ", ".join(CANDIDATES) +
             " (those who are users of the feed service; mentions = no)") in r.stdout
+
+
+def test_mattermost_mentions_written_in_the_text(tmp_path, mattermost):
+    """"@First Last" and "@address" in the text become "@username" when
+    exactly one active user has that full name or address; the rest stays."""
+    mattermost.control(users=[
+        {"username": "ann.lee", "email": "ann1@example.org", "first_name": "Ann",
+         "last_name": "Lee"},
+        {"username": "ann.lee2", "email": "ann2@example.org", "first_name": "Ann",
+         "last_name": "Lee"}])
+    text = ("Thanks @Alice Example, and @bob@example.org please check.\n\n"
+            "@Ann Lee is two people and @Nobody Here is unknown.")
+    res = probe(tmp_path, mattermost, [item("k1", CHANNEL, text=text, recipients=[])])
+    assert res[0]["status"] == "ok", res
+    msg = mattermost.state()["posts"][0]["message"]
+    assert "Thanks @alice, and @bob.board please check." in msg, msg
+    assert "@Ann Lee is two people and @Nobody Here is unknown." in msg, msg
+    searches = [r for r in mattermost.state()["requests"] if r["path"] == "/api/v4/users/search"]
+    assert len(searches) == 3  # Alice Example, Ann Lee, Nobody Here

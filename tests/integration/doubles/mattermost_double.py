@@ -290,6 +290,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, {"channel_id": m.group(1), "user_id": st.bot["id"],
                             "roles": "channel_user", "scheme_user": True})
             return
+        if rest == "/users/search" and method == "POST":
+            # the term is matched against username, full name, nickname and email
+            inp = self.json_body(body)
+            term = str(inp.get("term", "")).lower()
+            if not term:
+                raise Refused(400, "api.context.invalid_body_param.app_error",
+                              "Invalid or missing term in request body.")
+            with LOCK:
+                hits = [u for u in st.users.values()
+                        if (inp.get("allow_inactive") or not u.get("delete_at"))
+                        and any(term in f.lower() for f in (
+                            u.get("username", ""), u.get("email", ""), u.get("nickname", ""),
+                            (u.get("first_name", "") + " " + u.get("last_name", "")).strip()))]
+            self.send(200, hits[:int(inp.get("limit", 100))])
+            return
         m = re.match(r"^/users/email/([^/]+)$", rest)
         if m and method == "GET":
             addr = urllib.parse.unquote(m.group(1)).lower()
