@@ -328,7 +328,7 @@ static void size_human(long long n, char *out, size_t outlen)
 	if (n < 0)
 		snprintf(out, outlen, "size unknown");
 	else if (n < 1024)
-		snprintf(out, outlen, "%lld bytes", n);
+		snprintf(out, outlen, "%lld byte%s", n, n == 1 ? "" : "s");
 	else if (n < 1024 * 1024)
 		snprintf(out, outlen, "%lld KB", (n + 512) / 1024);
 	else if (n < 1024LL * 1024 * 1024)

@@ -229,7 +229,7 @@ static char *file_url(const char *dir, const char *sub, const char *name)
 static void size_text(long long n, char *out, size_t outlen)
 {
 	if (n < 1024)
-		snprintf(out, outlen, "%lld bytes", n);
+		snprintf(out, outlen, "%lld byte%s", n, n == 1 ? "" : "s");
 	else if (n < 1024 * 1024)
 		snprintf(out, outlen, "%lld KB", (n + 512) / 1024);
 	else

@@ -337,7 +337,7 @@ static void test_max_files(void **state)
 	char *atom = read_out(x, "team_ops.atom");
 	assert_non_null(strstr(atom, "team_ops.files/a-2.txt"));
 	assert_null(strstr(atom, "team_ops.files/a-3.txt"));
-	assert_non_null(strstr(atom, "[file a.txt (1 bytes) not kept: too many files]"));
+	assert_non_null(strstr(atom, "[file a.txt (1 byte) not kept: too many files]"));
 	free(atom);
 }
 
