@@ -838,10 +838,8 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	sqlite3_stmt *s;
 	if (!(s = store_stmt(c->st, "INSERT OR IGNORE INTO local_items(key, grp, parent,"
 				    " author_name, author_email, subject, text, hashtags,"
-				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)"))) {
-		free(files);
+				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)")))
 		goto store_error;
-	}
 	sqlite3_bind_text(s, 1, it->key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, it->group, -1, SQLITE_STATIC);
 	if (parent)
@@ -851,7 +849,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	sqlite3_bind_text(s, 6, it->subject, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 7, it->text ? it->text : "", -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 8, tags_json(it->hashtags), -1, free);
-	sqlite3_bind_text(s, 9, files, -1, free);
+	sqlite3_bind_text(s, 9, files, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
 	int rc = sqlite3_step(s);
 	store_stmt_done(c->st, s);
@@ -862,8 +860,18 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		goto store_error;
 	r->status = FEED_OK;
 	r->remote_id = xasprintf("local-%lld", id);
+	free(files);
 	return;
 store_error:
+	/* the item is not there: neither are its files (the retry writes them) */
+	if (it->n_attachments) {
+		json_t *written = json_loads(files, 0, NULL);
+		char *dir = group_file(c, it->group, "files");
+		files_unkeep(dir, written);
+		json_decref(written);
+		free(dir);
+	}
+	free(files);
 	r->status = FEED_RETRY;
 	snprintf(r->error, sizeof r->error, "local feed store error: %s", store_errmsg(c->st));
 }
