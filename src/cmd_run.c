@@ -202,8 +202,10 @@ static void *watcher_main(void *arg)
 			if (rc < 0)
 				break;
 			backoff = 1;
-			if (fresh)
+			if (fresh) {
 				wake(w->proc_wake_fd);
+				imap_news_taken(s);
+			}
 			rc = ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err,
 					       sizeof err);
 			if (rc < 0)

@@ -1286,6 +1286,12 @@ static int quick_news(struct imap_session *s, int wake_fd)
 	return 1;
 }
 
+void imap_news_taken(struct imap_session *s)
+{
+	s->last_wake = 0;
+	s->quick_ms = 0;
+}
+
 /* Notes when a wait ended; a wait that really waited resets the spacing. */
 static int waited(struct imap_session *s, int r)
 {

@@ -110,8 +110,12 @@ int imap_has_idle(struct imap_session *s);
  * when wake_fd becomes readable (the caller drains it).  Returns 1 = maybe
  * news, 0 = timeout/keepalive, -1 = error (reconnect).  News that cost no
  * wait (an EXISTS with an answer) is reported at once the first time, then
- * spaced from 1 s doubling to 60 s while it keeps coming that way. */
+ * spaced from 1 s doubling to 60 s while it keeps coming that way without
+ * new mail (see imap_news_taken). */
 int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, size_t errlen);
+/* The last wake-up brought new mail: the next one is not spaced (only
+ * wake-ups that keep bringing nothing are). */
+void imap_news_taken(struct imap_session *s);
 /* NOOP as a liveness check. */
 int imap_noop(struct imap_session *s, char *err, size_t errlen);
 
