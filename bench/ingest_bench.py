@@ -49,9 +49,18 @@ def timed(cmd, **kw):
 FIGURES = re.compile(r"(\d+) msgs ([\d.]+) MB ([\d.]+) s ([\d.]+) msgs/s ([\d.]+) MB/s")
 
 
+def cpu_seconds(stderr):
+    """User + system CPU seconds of a run (and of its waited-for children,
+    the parse worker) from /usr/bin/time -v."""
+    secs = [float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", stderr)]
+    return sum(secs)
+
+
 def parse_section(src, total_bytes):
     """parse + clean + thread of the Maildir src: Python, then mailfeed in
-    both modes; ratios from the seconds each program reports for its loop."""
+    both modes; ratios from the seconds each program reports for its loop,
+    and from the CPU seconds of each process (whole run), which a busy
+    machine does not inflate."""
     print()
     print("== parse + clean + thread (%d messages, %.1f MB)" % (N, total_bytes / 1e6))
     pb = os.path.join(ROOT, "build", "rel", "parse_bench")
@@ -59,19 +68,21 @@ def parse_section(src, total_bytes):
              ["/usr/bin/python3", os.path.join(HERE, "parse_ref.py"), src]),
             ("mailfeed in-process", [pb, src]),
             ("mailfeed through the sandboxed worker", [pb, src, "--worker"])]
-    print("%-40s %8s %9s %8s %9s %10s" % ("", "seconds", "msgs/s", "MB/s", "vs python",
-                                          "peak RSS"))
-    ref = None
+    print("%-40s %8s %9s %8s %9s %6s %9s %10s" % ("", "seconds", "msgs/s", "MB/s", "vs python",
+                                                   "CPU s", "CPU ratio", "peak RSS"))
+    ref = cpu_ref = None
     for label, cmd in runs:
         _, rss, r = timed(cmd)
         m = FIGURES.search(r.stdout)
         if r.returncode != 0 or not m:
             raise SystemExit("%s failed: %s" % (label, (r.stdout + r.stderr)[-1500:]))
         secs = float(m.group(3))
+        cpu = max(cpu_seconds(r.stderr), 0.01)
         ref = ref or secs
-        print("%-40s %8.2f %9.0f %8.1f %8.1fx %7.1f MB" % (label, secs, float(m.group(4)),
-                                                         float(m.group(5)), ref / secs,
-                                                         rss / 1024))
+        cpu_ref = cpu_ref or cpu
+        print("%-40s %8.2f %9.0f %8.1f %8.1fx %6.2f %8.1fx %7.1f MB" %
+              (label, secs, float(m.group(4)), float(m.group(5)), ref / secs, cpu, cpu_ref / cpu,
+               rss / 1024))
     print("target: >= 10x python in both modes; peak RSS bounded (no message kept)")
 
 

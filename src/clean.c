@@ -21,6 +21,7 @@
  * When a rule is unsure, the line is kept: losing new text is worse than
  * showing a quote.  Everything not kept goes to removed, in order. */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -119,12 +120,23 @@ static size_t decode2(const unsigned char *p, size_t n, unsigned *cp)
 	return 1;
 }
 
+/* ASCII letters folded to lower case; other bytes as they are. */
+static unsigned char ascii_lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 0x20 : c; }
+
 static int fold_eq(const char *a, const char *b, size_t n)
 {
 	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
 	size_t i = 0;
 	while (i < n) {
 		unsigned ca, cb;
+		/* fast path: two ASCII bytes (an ASCII byte never folds equal to
+		 * a byte or sequence above 0x7F, so one of each is handled below) */
+		if ((x[i] | y[i]) < 0x80) {
+			if (x[i] != y[i] && ascii_lower(x[i]) != ascii_lower(y[i]))
+				return 0;
+			i++;
+			continue;
+		}
 		size_t la = decode2(x + i, n - i, &ca), lb = decode2(y + i, n - i, &cb);
 		if (la != lb || (la == 1 && ca >= 0x80 ? ca != cb : fold_cp(ca) != fold_cp(cb)))
 			return 0;
@@ -133,8 +145,18 @@ static int fold_eq(const char *a, const char *b, size_t n)
 	return 1;
 }
 
+/* Whether the byte at s can open a match of needle: the first byte folded
+ * when needle opens with an ASCII byte, any byte otherwise. */
+static int may_open(const char *s, const char *needle)
+{
+	unsigned char c = (unsigned char)*s, f = (unsigned char)*needle;
+	return f >= 0x80 || c == f || ascii_lower(c) == ascii_lower(f);
+}
+
 static int starts_ci(const char *s, size_t len, const char *prefix)
 {
+	if (*prefix && (len == 0 || !may_open(s, prefix)))
+		return 0;
 	size_t n = strlen(prefix);
 	return len >= n && fold_eq(s, prefix, n);
 }
@@ -142,21 +164,46 @@ static int starts_ci(const char *s, size_t len, const char *prefix)
 static int ends_ci(const char *s, size_t len, const char *suffix)
 {
 	size_t n = strlen(suffix);
+	/* an ASCII last byte must match the line's last byte */
+	if (n > 0 && len > 0 && !may_open(s + len - 1, suffix + n - 1))
+		return 0;
 	return len >= n && fold_eq(s + len - n, suffix, n);
 }
 
 static int contains_ci(const char *s, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
+	unsigned char f = (unsigned char)*needle;
+	if (n > len)
+		return 0;
+	if ((f | 0x20) >= 'a' && (f | 0x20) <= 'z') {
+		/* an ASCII letter first: a byte matches it when equal with bit 5 set */
+		f |= 0x20;
+		for (size_t i = 0; i + n <= len; i++)
+			if (((unsigned char)s[i] | 0x20) == f && fold_eq(s + i, needle, n))
+				return 1;
+		return 0;
+	}
 	for (size_t i = 0; i + n <= len; i++)
-		if (fold_eq(s + i, needle, n))
+		if (may_open(s + i, needle) && fold_eq(s + i, needle, n))
 			return 1;
 	return 0;
 }
 
 static int has_digit(const char *s, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+	/* eight bytes at a time: a byte b is a digit when b & 0x7F lies
+	 * between '0' and '9' and its high bit is clear */
+	for (; i + 8 <= len; i += 8) {
+		const uint64_t ones = 0x0101010101010101u, low7 = 0x7F7F7F7F7F7F7F7Fu;
+		uint64_t w, x;
+		memcpy(&w, s + i, 8);
+		x = w & low7;
+		if ((((ones * (127 + ':')) - x) & ~w & (x + ones * (127 - '/')) & ~low7) != 0)
+			return 1;
+	}
+	for (; i < len; i++)
 		if ((unsigned char)(s[i] - '0') < 10)
 			return 1;
 	return 0;
@@ -169,7 +216,7 @@ static int has_word_ci(const char *s, size_t len, const char *word)
 {
 	size_t n = strlen(word);
 	for (size_t i = 0; i + n <= len; i++) {
-		if (!fold_eq(s + i, word, n))
+		if (!may_open(s + i, word) || !fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && isalpha((unsigned char)s[i - 1]))
 			continue;
@@ -466,7 +513,8 @@ static int is_original_marker(const char *s, size_t n)
 			 p[m - 1] == '*' || p[m - 1] == ':'))
 		m--;
 	for (size_t i = 0; i < sizeof original_markers / sizeof *original_markers; i++)
-		if (m == strlen(original_markers[i]) && fold_eq(p, original_markers[i], m))
+		if (m > 0 && may_open(p, original_markers[i]) && m == strlen(original_markers[i]) &&
+		    fold_eq(p, original_markers[i], m))
 			return 1;
 	return 0;
 }
@@ -484,7 +532,8 @@ static int is_forward_marker(const char *s, size_t n)
 			 s[n - 1] == ':'))
 		n--;
 	for (size_t i = 0; i < sizeof forward_markers / sizeof *forward_markers; i++)
-		if (n == strlen(forward_markers[i]) && fold_eq(s, forward_markers[i], n))
+		if (n > 0 && may_open(s, forward_markers[i]) && n == strlen(forward_markers[i]) &&
+		    fold_eq(s, forward_markers[i], n))
 			return 1;
 	return 0;
 }
@@ -673,7 +722,7 @@ static int is_mobile_signature(const char *s, size_t n)
 	    s[n - 1] == '!')
 		return 0;
 	for (size_t i = 0; i < sizeof mobile_prefixes / sizeof *mobile_prefixes; i++)
-		if (starts_ci(s, n, mobile_prefixes[i]))
+		if (may_open(s, mobile_prefixes[i]) && starts_ci(s, n, mobile_prefixes[i]))
 			return 1;
 	/* "iPhoneから送信", "Von meinem iPhone gesendet": a device name first */
 	for (size_t i = 0; i < sizeof mobile_suffixes / sizeof *mobile_suffixes; i++)
@@ -783,9 +832,17 @@ static int is_closing(const char *s, size_t n)
 {
 	while (n > 0 && (s[n - 1] == ',' || s[n - 1] == '!' || s[n - 1] == '.'))
 		n--;
-	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++)
+	if (n == 0)
+		return 0;
+	/* the line's first byte, folded, against each closing's first byte */
+	unsigned char c0 = ascii_lower((unsigned char)*s);
+	for (size_t i = 0; i < sizeof closings / sizeof *closings; i++) {
+		unsigned char f = (unsigned char)closings[i][0];
+		if (f < 0x80 && ascii_lower(f) != c0)
+			continue;
 		if (n == strlen(closings[i]) && fold_eq(s, closings[i], n))
 			return 1;
+	}
 	return 0;
 }
 
@@ -795,7 +852,7 @@ static int has_name(const char *s, size_t len, const char *word, size_t n)
 	if (n < 3)
 		return 0;
 	for (size_t i = 0; i + n <= len; i++) {
-		if (!fold_eq(s + i, word, n))
+		if (!may_open(s + i, word) || !fold_eq(s + i, word, n))
 			continue;
 		if (i > 0 && is_word_byte((unsigned char)s[i - 1]))
 			continue;
@@ -854,11 +911,38 @@ static const char *const legal_words[] = {
     "dissemination",
 };
 
+/* How many of legal_words the line holds.  One pass over the line: at each
+ * byte only the words opening with that letter are compared; words opening
+ * with a byte above 0x7F are searched on their own. */
 static int legal_score(const char *s, size_t n)
 {
-	int score = 0;
-	for (size_t i = 0; i < sizeof legal_words / sizeof *legal_words; i++)
-		score += contains_ci(s, n, legal_words[i]);
+	enum { NWORDS = sizeof legal_words / sizeof *legal_words };
+	char found[NWORDS] = {0};
+	size_t lens[NWORDS];
+	int first[26], next[NWORDS], score = 0; /* words by first letter */
+	for (size_t c = 0; c < 26; c++)
+		first[c] = -1;
+	for (size_t k = NWORDS; k-- > 0;) {
+		unsigned char f = (unsigned char)legal_words[k][0];
+		lens[k] = strlen(legal_words[k]);
+		if (f >= 'a' && f <= 'z') {
+			next[k] = first[f - 'a'];
+			first[f - 'a'] = (int)k;
+		} else {
+			score += contains_ci(s, n, legal_words[k]);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i] | 0x20;
+		if (c < 'a' || c > 'z')
+			continue;
+		for (int k = first[c - 'a']; k >= 0; k = next[k])
+			if (!found[k] && i + lens[k] <= n &&
+			    fold_eq(s + i, legal_words[k], lens[k])) {
+				found[k] = 1;
+				score++;
+			}
+	}
 	return score;
 }
 
@@ -1366,7 +1450,8 @@ static void keep_answered_quotes(struct line *ls, size_t nl)
 				first = b;
 		} else if (answered) {
 			for (size_t q = starts[b]; q < ends[b]; q++)
-				trailing_prose |= quoted_prose(ls[q].s, ls[q].len);
+				if (!trailing_prose)
+					trailing_prose = quoted_prose(ls[q].s, ls[q].len);
 		}
 	}
 	if (!answered)

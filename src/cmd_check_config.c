@@ -223,6 +223,22 @@ static int check_feed(const struct mf_config *cfg)
 			failed += report(
 			    what, ops->check_group(ctx, m->group, msg, sizeof msg) == 0, msg);
 	}
+	/* the objects and fields each route line looks up */
+	for (size_t i = 0; ops->check_route && i < cfg->n_mailboxes; i++) {
+		const struct mf_mailbox *m = &cfg->mailboxes[i];
+		for (size_t k = 0; k < m->routes.n; k++) {
+			snprintf(what, sizeof what, "route %s (mailbox %s)", m->routes.v[k],
+				 m->name);
+			if (!logged_in)
+				failed += report(
+				    what, 0, "not checked: the login at the feed service failed");
+			else
+				failed += report(
+				    what,
+				    ops->check_route(ctx, m->routes.v[k], msg, sizeof msg) == 0,
+				    msg);
+		}
+	}
 	strlist_free(&seen);
 	ops->close(ctx);
 	return failed;

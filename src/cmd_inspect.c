@@ -89,7 +89,7 @@ static void print_text(const char *title, const char *text)
 }
 
 static void print_human(const struct mf_message *m, const struct decision *d, const char *mailbox,
-			const struct strlist *mentionable)
+			const struct strlist *mentionable, const struct route_why *route)
 {
 	char when[32];
 	printf("Subject: %s\n", m->subject ? m->subject : "");
@@ -129,6 +129,8 @@ static void print_human(const struct mf_message *m, const struct decision *d, co
 	else
 		printf("Classification: %s (no mailbox: threads not looked up)\n",
 		       decide_action_name(d->action));
+	if (route)
+		printf("Route: %s\n", route->text);
 	print_text("text", m->text);
 	print_text("removed", m->removed);
 }
@@ -221,6 +223,8 @@ int cmd_inspect(int argc, char **argv, const char *config)
 		sqlite3_close(db);
 		struct strlist rcpt = {0};
 		recipients_mentionable(cfg, m, NULL, &rcpt);
+		struct route_why why;
+		int routed = decide_route(mb, m, &d, &rcpt, &why);
 		if (as_json) {
 			json_t *o = message_to_json(m, 0);
 			json_t *ra = json_array(), *tags = json_array();
@@ -240,12 +244,14 @@ int cmd_inspect(int argc, char **argv, const char *config)
 			json_object_set_new(o, "reason",
 					    d.action == DECIDE_SKIP ? json_string(d.reason)
 								    : json_null());
+			json_object_set_new(
+			    o, "route", routed ? route_why_json(&why, &mb->routes) : json_null());
 			char *js = json_dumps(o, JSON_INDENT(2));
 			printf("%s\n", js);
 			free(js);
 			json_decref(o);
 		} else {
-			print_human(m, &d, mb ? mb->name : NULL, &rcpt);
+			print_human(m, &d, mb ? mb->name : NULL, &rcpt, routed ? &why : NULL);
 		}
 		strlist_free(&rcpt);
 		decision_free(&d);

@@ -72,6 +72,9 @@ static int preview_one(const struct imap_fetched *f, void *arg)
 		for (size_t i = 0; i < rcpt.n; i++)
 			json_array_append_new(ra, json_string(rcpt.v[i]));
 		json_object_set_new(o, "mention_candidates", ra);
+		struct route_why why;
+		if (decide_route(p->mb, m, &d, &rcpt, &why))
+			json_object_set_new(o, "route", route_why_json(&why, &p->mb->routes));
 		strlist_free(&rcpt);
 		int reply = m->in_reply_to || m->references.n > 0;
 		if (d.action == DECIDE_POST && reply)
@@ -127,6 +130,10 @@ static void print_human(json_t *arr, int mentions_on)
 			printf(" (those who are users of the feed service%s)\n",
 			       mentions_on ? "" : "; mentions = no");
 		}
+		const char *route =
+		    json_string_value(json_object_get(json_object_get(o, "route"), "text"));
+		if (route)
+			printf("  route:    %s\n", route);
 		const char *text = json_string_value(json_object_get(o, "text"));
 		if (text) {
 			printf("  text:\n");

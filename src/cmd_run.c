@@ -1,9 +1,11 @@
 /* cmd_run.c — `mailfeed run`: the gateway's threads and their discipline.
  *
- * One watcher thread per mapped folder (and one for [replies]) owns its IMAP
- * session: it takes new messages in and applies the after-action to
- * messages that are safe (both in ingest.c), and waits with IDLE (or
- * polls).  The main thread is the processor: it parses,
+ * The mapped folders of an account (and [replies]) are dealt out to at most
+ * its max_connections sessions; each session is a watcher thread owning
+ * one IMAP connection: it takes new messages in and applies the
+ * after-action to messages that are safe (both in ingest.c), and waits
+ * with IDLE on its first folder (or polls); its other folders get a STATUS
+ * look at least every poll_interval and are synced when UIDNEXT moved.  The main thread is the processor: it parses,
  * classifies, threads and enqueues, delivers the outbox, sends due digests,
  * pings the systemd watchdog and handles signals through a signalfd.
  * Threads talk only through the database and eventfds; each has its own
@@ -15,6 +17,7 @@
  * checkpoints, so nothing is lost or repeated.  SIGTERM/SIGINT stop within
  * a few seconds; whatever was not committed is simply done again later. */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -42,6 +45,7 @@
 #include "mailfeed/replies.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/token.h"
 #include "mailfeed/worker.h"
 
 #define MAX_BACKOFF 300
@@ -65,9 +69,8 @@ struct account_gate {
 	time_t until;
 };
 
+/* One mapped folder (or [replies]) as its session serves it. */
 struct watcher {
-	pthread_t thread;
-	int running;
 	const char *key;
 	const struct mf_account *acct;
 	const char *folder;
@@ -76,13 +79,28 @@ struct watcher {
 	long long max_size;
 	enum start_mode start;
 	long start_since;
+	const struct mf_config *cfg;
+	/* what the last look of this session saw */
+	int looked;		/* synced since the session connected */
+	int refused;		/* the server refused the folder (missing, say) */
+	uint32_t uidnext, uidvalidity;
+};
+
+/* One IMAP session of an account and the folders it serves: a thread.
+ * With one folder it waits on it with IDLE; with several it waits on the
+ * first and looks at the others with STATUS at least every poll_interval. */
+struct session {
+	pthread_t thread;
+	int running;
+	struct watcher **f;
+	size_t nf;
+	const struct mf_account *acct;
 	const char *state_path;
 	int wake_fd;
 	volatile int stop;
 	int proc_wake_fd;
 	int health; /* its slot in the liveness table */
 	struct account_gate *gate; /* NULL in run --once */
-	const struct mf_config *cfg;
 };
 
 /* Seconds until the account may try to log in again, 0 now. */
@@ -157,70 +175,178 @@ static struct ingest_folder watcher_target(const struct watcher *w)
 				      .cfg = w->cfg};
 }
 
-static void *watcher_main(void *arg)
+/* Every status row of the session's folders shows err. */
+static void session_folders_error(struct session *ss, struct store *st, const char *err)
 {
-	struct watcher *w = arg;
+	for (size_t i = 0; i < ss->nf; i++)
+		store_folder_error(st, ss->f[i]->key, err);
+}
+
+/* Syncs one folder and applies its after-actions.  A folder the server
+ * refuses while the connection stays good (it was deleted, say) is marked
+ * in its status row and skipped, so that it does not take the session's
+ * other folders down with it; a lone folder reconnects as before. */
+static int folder_step(struct session *ss, struct imap_session *s, struct store *st,
+		       struct watcher *w, char *err, size_t errlen)
+{
+	int fresh = 0;
+	struct ingest_folder target = watcher_target(w);
+	int rc = ingest_sync_folder(s, st, &target, &ss->stop, &fresh, err, errlen);
+	if (rc == -1 && ss->nf > 1) {
+		char why[512];
+		if (imap_noop(s, why, sizeof why) < 0)
+			return -1;
+		if (!w->refused)
+			log_warn("imap.folder_error mailbox=%s folder=%s error=\"%s\"", w->key,
+				 w->folder, err);
+		store_folder_error(st, w->key, err);
+		w->refused = 1;
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	w->refused = 0;
+	w->looked = 1;
+	if (fresh) {
+		wake(ss->proc_wake_fd);
+		imap_news_taken(s);
+	}
+	return ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err, errlen);
+}
+
+/* The folders but the one waited on, with a session of several: a STATUS each,
+ * and a sync of those whose UIDNEXT or UIDVALIDITY moved, or that have
+ * after-actions due.  With look = 0 only the after-actions are checked
+ * (the processor woke the session after a delivery). */
+static int session_sweep(struct session *ss, struct imap_session *s, struct store *st,
+			 size_t idle, int look, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < ss->nf && !ss->stop; i++) {
+		struct watcher *w = ss->f[i];
+		if (i == idle)
+			continue;
+		int due = 0;
+		if (look) {
+			struct imap_folder_info info;
+			int rc = imap_status(s, w->folder, &info, err, errlen);
+			if (rc == IMAP_REFUSED) {
+				if (!w->refused)
+					log_warn("imap.folder_error mailbox=%s folder=%s error=\"%s\"",
+						 w->key, w->folder, err);
+				store_folder_error(st, w->key, err);
+				w->refused = 1;
+				continue;
+			}
+			if (rc < 0)
+				return -1;
+			due = !w->looked || w->refused || info.uidnext != w->uidnext ||
+			      info.uidvalidity != w->uidvalidity || info.uidnext == 0;
+			w->uidnext = info.uidnext;
+			w->uidvalidity = info.uidvalidity;
+		} else if (!w->looked || w->refused) {
+			continue; /* the next look takes it */
+		}
+		if (!due && !ingest_acks_pending(st, w->key))
+			continue;
+		health_beat(ss->health, HEALTH_STEP);
+		int rc = folder_step(ss, s, st, w, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Serves the session's folders on a connected session until stop or an
+ * error (returned as ingest_sync_folder's). */
+static int session_serve(struct session *ss, struct imap_session *s, struct store *st,
+			 long *backoff, long *store_backoff, char *err, size_t errlen)
+{
+	double next_look = 0;
+	for (size_t i = 0; i < ss->nf; i++)
+		ss->f[i]->looked = ss->f[i]->refused = 0;
+	while (!ss->stop) {
+		int rc = 0;
+		/* IDLE on the first folder the server did not refuse */
+		size_t idle = 0;
+		while (idle + 1 < ss->nf && ss->f[idle]->refused)
+			idle++;
+		if (ss->nf > 1) {
+			int look = now_monotonic() >= next_look;
+			rc = session_sweep(ss, s, st, idle, look, err, errlen);
+			if (rc < 0)
+				return rc;
+			if (look)
+				next_look = now_monotonic() + (double)ss->acct->poll_interval;
+		}
+		rc = folder_step(ss, s, st, ss->f[idle], err, errlen);
+		if (rc < 0)
+			return rc;
+		if (ss->f[idle]->refused && idle + 1 < ss->nf)
+			continue; /* wait on another folder */
+		*backoff = 1;
+		*store_backoff = 1;
+		if (ss->stop)
+			break;
+		long max_wait = WATCH_WAIT;
+		if (ss->nf > 1) {
+			double left = next_look - now_monotonic();
+			max_wait = left < 1 ? 1 : left < WATCH_WAIT ? (long)(left + 0.999) : WATCH_WAIT;
+		}
+		health_beat(ss->health, (double)max_wait + 60 + 2.0 * (double)ss->acct->timeout);
+		int r = imap_wait(s, ss->wake_fd, max_wait, err, errlen);
+		health_beat(ss->health, HEALTH_STEP);
+		drain(ss->wake_fd);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void *session_main(void *arg)
+{
+	struct session *ss = arg;
+	const char *key = ss->f[0]->key;
 	char err[512];
 	long backoff = 1, store_backoff = 1;
-	int rc = 0;
-	struct ingest_folder target = watcher_target(w);
-	struct store *st = store_open(w->state_path, err, sizeof err);
+	struct store *st = store_open(ss->state_path, err, sizeof err);
 	if (!st) {
-		log_error("watcher.error mailbox=%s error=\"%s\"", w->key, err);
+		log_error("watcher.error mailbox=%s error=\"%s\"", key, err);
 		return NULL;
 	}
-	health_bind(w->health);
-	while (!w->stop) {
-		long barred = gate_wait(w->gate);
+	health_bind(ss->health);
+	while (!ss->stop) {
+		long barred = gate_wait(ss->gate);
 		if (barred > 0) {
-			health_wait(w->health, HEALTH_AUTH_BACKOFF, (double)barred,
+			health_wait(ss->health, HEALTH_AUTH_BACKOFF, (double)barred,
 				    "the account's logins were refused; a reload retries at once");
-			sleep_or_wake(w->wake_fd, barred);
+			sleep_or_wake(ss->wake_fd, barred);
 			continue;
 		}
-		health_beat(w->health, HEALTH_STEP);
-		struct imap_session *s = imap_open(w->acct, err, sizeof err);
-		gate_result(w->gate, st, !s && imap_login_refused(), err);
+		health_beat(ss->health, HEALTH_STEP);
+		struct imap_session *s = imap_open(ss->acct, err, sizeof err);
+		gate_result(ss->gate, st, !s && imap_login_refused(), err);
 		if (!s) {
 			long delay = jitter(backoff);
-			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
-				  delay);
-			health_wait(w->health,
+			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", key, err, delay);
+			health_wait(ss->health,
 				    imap_last_failure() == IMAP_FAIL_AUTH ? HEALTH_AUTH_BACKOFF
 									  : HEALTH_BACKOFF,
 				    (double)delay, err);
-			store_folder_error(st, w->key, err);
-			sleep_or_wake(w->wake_fd, delay);
+			session_folders_error(ss, st, err);
+			sleep_or_wake(ss->wake_fd, delay);
 			backoff = backoff_next(backoff, MAX_BACKOFF);
 			continue;
 		}
-		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", w->key,
-			 w->acct->name, w->folder, imap_has_idle(s) ? "yes" : "no");
-		while (!w->stop) {
-			int fresh = 0;
-			rc = ingest_sync_folder(s, st, &target, &w->stop, &fresh, err, sizeof err);
-			if (rc < 0)
-				break;
-			backoff = 1;
-			if (fresh) {
-				wake(w->proc_wake_fd);
-				imap_news_taken(s);
-			}
-			rc = ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err,
-					       sizeof err);
-			if (rc < 0)
-				break;
-			store_backoff = 1;
-			if (w->stop)
-				break;
-			health_beat(w->health, WATCH_WAIT + 60 + 2.0 * (double)w->acct->timeout);
-			int r = imap_wait(s, w->wake_fd, WATCH_WAIT, err, sizeof err);
-			health_beat(w->health, HEALTH_STEP);
-			drain(w->wake_fd);
-			if (r < 0)
-				break;
-		}
-		if (w->stop) {
+		if (ss->nf > 1)
+			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
+				 "poll_interval=%lds",
+				 key, ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no",
+				 ss->nf, ss->acct->poll_interval);
+		else
+			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", key,
+				 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
+		int rc = session_serve(ss, s, st, &backoff, &store_backoff, err, sizeof err);
+		if (ss->stop) {
 			imap_close(s);
 			break;
 		}
@@ -228,19 +354,18 @@ static void *watcher_main(void *arg)
 		if (rc == INGEST_STORE_FAILED) {
 			/* the server is fine: what failed is the state database (a
 			 * full disk, say); try again soon, from where it stopped */
-			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds",
-				 w->key, err, store_backoff);
-			health_wait(w->health, HEALTH_BACKOFF, (double)store_backoff, err);
-			sleep_or_wake(w->wake_fd, store_backoff);
+			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds", key,
+				 err, store_backoff);
+			health_wait(ss->health, HEALTH_BACKOFF, (double)store_backoff, err);
+			sleep_or_wake(ss->wake_fd, store_backoff);
 			store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 			continue;
 		}
 		long delay = jitter(backoff);
-		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", w->key, err,
-			 delay);
-		health_wait(w->health, HEALTH_BACKOFF, (double)delay, err);
-		store_folder_error(st, w->key, err);
-		sleep_or_wake(w->wake_fd, delay);
+		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", key, err, delay);
+		health_wait(ss->health, HEALTH_BACKOFF, (double)delay, err);
+		session_folders_error(ss, st, err);
+		sleep_or_wake(ss->wake_fd, delay);
 		backoff = backoff_next(backoff, MAX_BACKOFF);
 	}
 	store_close(st);
@@ -252,12 +377,15 @@ struct daemon {
 	struct mf_config *cfg;
 	struct watcher *w;
 	size_t nw;
+	struct session *ss; /* the threads serving w */
+	size_t nss;
 	int proc_wake_fd;
 	const struct feed_backend_ops *feed;
 	void *feed_ctx;
 	struct parse_worker *worker;
 	struct metrics_server *metrics;
 	char *metrics_listen;
+	int metrics_unsubscribe;    /* the listener serves /unsubscribe/ */
 	struct account_gate *gates; /* one per account, for the watchers */
 	size_t ngates;
 };
@@ -286,12 +414,64 @@ static size_t watchers_plan(struct daemon *d)
 					       .start = START_ALL};
 	for (size_t i = 0; i < n; i++) {
 		d->w[i].max_size = cfg->gateway.max_message_size;
-		d->w[i].state_path = cfg->gateway.state;
-		d->w[i].proc_wake_fd = d->proc_wake_fd;
 		d->w[i].cfg = cfg;
-		d->w[i].wake_fd = -1;
 	}
 	return n;
+}
+
+/* Deals the folders of each account out to at most its max_connections
+ * sessions, in config order: session k of an account serves its folders
+ * k, k + n, k + 2n, ... and waits with IDLE on the first of them. */
+static void sessions_plan(struct daemon *d)
+{
+	d->ss = xcalloc(d->nw ? d->nw : 1, sizeof *d->ss);
+	d->nss = 0;
+	for (size_t i = 0; i < d->nw; i++) {
+		const struct mf_account *a = d->w[i].acct;
+		size_t first = 0, count = 0, seen = 0;
+		for (size_t j = 0; j < i; j++)
+			if (d->w[j].acct == a)
+				seen = 1;
+		if (seen)
+			continue; /* dealt with its account's first folder */
+		for (size_t j = 0; j < d->nw; j++)
+			count += d->w[j].acct == a;
+		size_t n = (size_t)(a->max_connections > 0 ? a->max_connections : 1);
+		if (n > count)
+			n = count;
+		first = d->nss;
+		for (size_t k = 0; k < n; k++) {
+			struct session *ss = &d->ss[d->nss++];
+			*ss = (struct session){.acct = a,
+					       .state_path = d->cfg->gateway.state,
+					       .wake_fd = -1,
+					       .proc_wake_fd = d->proc_wake_fd,
+					       .health = -1};
+			ss->f = xcalloc(count / n + 1, sizeof *ss->f);
+		}
+		size_t k = 0;
+		for (size_t j = 0; j < d->nw; j++) {
+			if (d->w[j].acct != a)
+				continue;
+			struct session *ss = &d->ss[first + k % n];
+			ss->f[ss->nf++] = &d->w[j];
+			k++;
+		}
+	}
+}
+
+/* "mailbox team", or "mailboxes team, sales, ..." for a shared session. */
+static void session_name(const struct session *ss, char *name, size_t len)
+{
+	size_t used = (size_t)snprintf(name, len, "mailbox%s ", ss->nf > 1 ? "es" : "");
+	for (size_t i = 0; i < ss->nf && used < len; i++) {
+		if (used + strlen(ss->f[i]->key) + 8 >= len) {
+			snprintf(name + used, len - used, "(+%zu)", ss->nf - i);
+			break;
+		}
+		used += (size_t)snprintf(name + used, len - used, "%s%s", ss->f[i]->key,
+					 i + 1 < ss->nf ? ", " : "");
+	}
 }
 
 /* A new set of watchers starts with a clean slate: a reload (after the
@@ -313,66 +493,75 @@ static void watchers_start(struct daemon *d, struct store *st)
 {
 	gates_start(d, st);
 	d->nw = watchers_plan(d);
-	for (size_t i = 0; i < d->nw; i++) {
-		struct watcher *w = &d->w[i];
-		if (w->acct >= d->cfg->accounts && w->acct < d->cfg->accounts + d->ngates)
-			w->gate = &d->gates[w->acct - d->cfg->accounts];
-		w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	sessions_plan(d);
+	for (size_t i = 0; i < d->nss; i++) {
+		struct session *ss = &d->ss[i];
+		if (ss->acct >= d->cfg->accounts && ss->acct < d->cfg->accounts + d->ngates)
+			ss->gate = &d->gates[ss->acct - d->cfg->accounts];
+		ss->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		char name[300];
-		snprintf(name, sizeof name, "mailbox %s", w->key);
-		w->health = health_register(name);
-		if (pthread_create(&w->thread, NULL, watcher_main, w) == 0)
-			w->running = 1;
+		session_name(ss, name, sizeof name);
+		ss->health = health_register(name);
+		if (pthread_create(&ss->thread, NULL, session_main, ss) == 0)
+			ss->running = 1;
 		else
-			log_error("watcher.error mailbox=%s error=\"cannot start thread\"", w->key);
+			log_error("watcher.error mailbox=%s error=\"cannot start thread\"",
+				  ss->f[0]->key);
 	}
+	log_info("run.sessions folders=%zu sessions=%zu", d->nw, d->nss);
 }
 
 static void watchers_stop(struct daemon *d, double deadline)
 {
 	int abandoned = 0;
-	for (size_t i = 0; i < d->nw; i++) {
-		d->w[i].stop = 1;
-		wake(d->w[i].wake_fd);
+	for (size_t i = 0; i < d->nss; i++) {
+		d->ss[i].stop = 1;
+		wake(d->ss[i].wake_fd);
 	}
-	for (size_t i = 0; i < d->nw; i++) {
-		struct watcher *w = &d->w[i];
-		health_unregister(w->health);
-		if (!w->running)
+	for (size_t i = 0; i < d->nss; i++) {
+		struct session *ss = &d->ss[i];
+		health_unregister(ss->health);
+		if (!ss->running) {
+			free(ss->f);
 			continue;
+		}
 		double left = deadline - now_monotonic();
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		if (left < 0.1)
 			left = 0.1;
 		ts.tv_sec += (time_t)left;
-		if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+		if (pthread_timedjoin_np(ss->thread, NULL, &ts) != 0) {
 			log_warn("watcher.abandoned mailbox=%s note=\"still in network I/O; its "
 				 "uncommitted step will be redone\"",
-				 w->key);
-			pthread_detach(w->thread);
-			w->wake_fd = -1; /* the thread may still use it */
+				 ss->f[0]->key);
+			pthread_detach(ss->thread);
+			ss->wake_fd = -1; /* the thread may still use it */
 			abandoned = 1;
 			continue;
 		}
-		close(w->wake_fd);
+		close(ss->wake_fd);
+		free(ss->f);
 	}
-	free(d->w);
-	d->w = NULL;
-	d->nw = 0;
-	if (!abandoned) { /* else a thread may still hold its gate */
+	if (!abandoned) { /* else a thread may still hold its folders and gate */
+		free(d->ss);
+		free(d->w);
 		for (size_t i = 0; i < d->ngates; i++)
 			pthread_mutex_destroy(&d->gates[i].mu);
 		free(d->gates);
 	}
+	d->ss = NULL;
+	d->nss = 0;
+	d->w = NULL;
+	d->nw = 0;
 	d->gates = NULL;
 	d->ngates = 0;
 }
 
 static void wake_watchers(struct daemon *d)
 {
-	for (size_t i = 0; i < d->nw; i++)
-		wake(d->w[i].wake_fd);
+	for (size_t i = 0; i < d->nss; i++)
+		wake(d->ss[i].wake_fd);
 }
 
 static int feed_open(struct daemon *d, struct store *st)
@@ -436,6 +625,26 @@ static void notify_status(struct store *st)
 		   c.retrying, c.delivered, c.dead);
 }
 
+/* The open session of w's account in run --once, shared by its folders
+ * (one connection per account, however many folders), or a new one. */
+static struct imap_session *once_session(struct daemon *d, struct imap_session **sessions,
+					 size_t i, char *err, size_t errlen)
+{
+	for (size_t j = 0; j < i; j++)
+		if (d->w[j].acct == d->w[i].acct && sessions[j])
+			return sessions[j];
+	return imap_open(d->w[i].acct, err, errlen);
+}
+
+/* Forgets a session dropped after an error, for every folder sharing it. */
+static void once_drop(struct imap_session **sessions, size_t n, struct imap_session *s)
+{
+	for (size_t j = 0; j < n; j++)
+		if (sessions[j] == s)
+			sessions[j] = NULL;
+	imap_abort(s);
+}
+
 static int run_once(struct daemon *d, struct store *st)
 {
 	struct mf_config *cfg = d->cfg;
@@ -450,7 +659,7 @@ static int run_once(struct daemon *d, struct store *st)
 		struct watcher *w = &d->w[i];
 		int fresh = 0;
 		struct ingest_folder target = watcher_target(w);
-		sessions[i] = imap_open(w->acct, err, sizeof err);
+		sessions[i] = once_session(d, sessions, i, err, sizeof err);
 		int src = sessions[i] ? ingest_sync_folder(sessions[i], st, &target, &stop, &fresh,
 							   err, sizeof err)
 				      : -1;
@@ -462,8 +671,7 @@ static int run_once(struct daemon *d, struct store *st)
 				store_folder_error(st, w->key, err);
 			}
 			if (sessions[i])
-				imap_abort(sessions[i]);
-			sessions[i] = NULL;
+				once_drop(sessions, n, sessions[i]);
 			failures++;
 		}
 	}
@@ -484,20 +692,30 @@ static int run_once(struct daemon *d, struct store *st)
 	double deliver_cpu_s = now_thread_cpu() - cpu_process;
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];
-		if (!sessions[i])
+		struct imap_folder_info info;
+		if (!sessions[i] || !ingest_acks_pending(st, w->key))
 			continue;
-		int arc = ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder,
-					    err, sizeof err);
+		int arc = imap_select(sessions[i], w->folder, &info, err, sizeof err);
+		if (arc == 0)
+			arc = ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder,
+						err, sizeof err);
 		if (arc < 0) {
 			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
 			store_folder_error(st, w->key, err);
-			imap_abort(sessions[i]);
+			once_drop(sessions, n, sessions[i]);
 			failures++;
 			continue;
 		}
 		failures += arc == INGEST_ACKS_WAITING;
-		imap_close(sessions[i]);
 	}
+	for (size_t i = 0; i < n; i++)
+		if (sessions[i]) {
+			struct imap_session *s = sessions[i];
+			for (size_t j = i; j < n; j++)
+				if (sessions[j] == s)
+					sessions[j] = NULL;
+			imap_close(s);
+		}
 	free(sessions);
 	free(d->w);
 	d->w = NULL;
@@ -520,8 +738,12 @@ static int run_once(struct daemon *d, struct store *st)
 static int metrics_restart(struct daemon *d)
 {
 	const char *want = d->cfg->gateway.metrics_listen;
+	int unsub = d->cfg->digest.public_url != NULL;
+	unsigned char *secret = NULL;
+	size_t secretlen = 0;
 	char err[512];
-	if (d->metrics_listen && want && strcmp(d->metrics_listen, want) == 0)
+	if (d->metrics_listen && want && strcmp(d->metrics_listen, want) == 0 &&
+	    d->metrics_unsubscribe == unsub)
 		return 0;
 	metrics_server_stop(d->metrics);
 	d->metrics = NULL;
@@ -529,7 +751,16 @@ static int metrics_restart(struct daemon *d)
 	d->metrics_listen = NULL;
 	if (!want)
 		return 0;
-	d->metrics = metrics_server_start(want, d->cfg->gateway.state, err, sizeof err);
+	if (unsub && token_secret_load(d->cfg, &secret, &secretlen, err, sizeof err) < 0) {
+		log_error("unsubscribe.error error=\"%s\"", err);
+		unsub = 0;
+	}
+	d->metrics = metrics_server_start_unsubscribe(want, d->cfg->gateway.state, secret,
+						      secretlen, err, sizeof err);
+	if (secret)
+		OPENSSL_cleanse(secret, secretlen);
+	free(secret);
+	d->metrics_unsubscribe = unsub;
 	if (!d->metrics) {
 		log_error("metrics.error listen=%s error=\"%s\"", want, err);
 		return -1;

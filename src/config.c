@@ -64,6 +64,7 @@ enum key_type {
 	K_REPLYADDR,
 	K_LISTEN,
 	K_EMAIL,
+	K_PUBLICURL, /* https://host[:port][/path], no query, fit for a header */
 };
 
 struct key_def {
@@ -150,6 +151,7 @@ static const struct key_def account_keys[] = {
     {"timeout", K_DURATION, A(timeout), 1, 0, NULL, 0},
     {"poll_interval", K_DURATION, A(poll_interval), 1, 0, NULL, 0},
     {"idle_restart", K_DURATION, A(idle_restart), 60, 29 * 60, NULL, 0},
+    {"max_connections", K_INT, A(max_connections), 1, 100, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef A
@@ -201,6 +203,7 @@ static const struct key_def digest_keys[] = {
     {"weekly_day", K_WEEKDAY, D(weekly_day), 0, 0, NULL, 0},
     {"max_items", K_INT, D(max_items), 1, 1000, NULL, 0},
     {"subscribers", K_ENUM, D(subscribers), 0, 0, subscribers_names, 0},
+    {"public_url", K_PUBLICURL, D(public_url), 0, 0, NULL, 0},
     {NULL, 0, 0, 0, 0, NULL, 0},
 };
 #undef D
@@ -382,8 +385,9 @@ static void defaults_account(struct mf_account *a)
 	a->tls_verify = 1;
 	a->auth = AUTH_AUTO;
 	a->timeout = 60;
-	a->poll_interval = 60;
+	a->poll_interval = 30;
 	a->idle_restart = 25 * 60;
+	a->max_connections = 4;
 }
 
 static void defaults_mailbox(struct mf_mailbox *m) { m->after = AFTER_SEEN; }
@@ -842,6 +846,32 @@ static int listen_check(const char *v, char *err, size_t errlen)
 	return listen_host_check(v, (size_t)(colon - v), err, errlen);
 }
 
+/* [digest] public_url: the https address under which a reverse proxy
+ * forwards /unsubscribe/ to the metrics listener.  It goes into a header
+ * between angle brackets, so nothing there may end or split it. */
+static int public_url_check(const char *v, char *err, size_t errlen)
+{
+	if (strncasecmp(v, "https://", 8) != 0 || !v[8] || v[8] == '/' || v[8] == ':') {
+		snprintf(err, errlen,
+			 "must be an https:// address with a host, e.g. "
+			 "https://mail.example.org/mailfeed");
+		return -1;
+	}
+	if (strlen(v) > 200) {
+		snprintf(err, errlen, "is longer than 200 characters");
+		return -1;
+	}
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+		if (*p <= ' ' || *p >= 0x7f || strchr("<>,\\\"?#'`{}|^[]", *p)) {
+			snprintf(err, errlen,
+				 "may hold only a scheme, host, port and path: no spaces, "
+				 "query (?), fragment (#), quotes, commas or angle brackets");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The types kept as the text written, once it passed its check.  0 valid,
  * -1 with err. */
 static int key_check_text(const struct key_def *k, const char *v, char *err, size_t errlen)
@@ -873,6 +903,8 @@ static int key_check_text(const struct key_def *k, const char *v, char *err, siz
 			return -1;
 		}
 		return 0;
+	case K_PUBLICURL:
+		return public_url_check(v, err, errlen);
 	default:
 		return 0;
 	}
@@ -891,6 +923,7 @@ static int key_set(struct loader *l, const struct key_def *k, void *obj, const c
 	case K_REPLYADDR:
 	case K_LISTEN:
 	case K_EMAIL:
+	case K_PUBLICURL:
 		if (key_check_text(k, v, err, errlen) < 0)
 			return -1;
 		free(*sp);
@@ -1327,6 +1360,12 @@ static void validate_rest(struct loader *l, int check_secrets)
 			 "unsubscribe tokens");
 	check_secret(l, gs, "secret_file", c->gateway.secret_file, GATEWAY_SECRET_MIN,
 		     check_secrets);
+	if (c->digest.public_url && !c->gateway.metrics_listen) {
+		const struct sect *ds = find_sect(l, S_DIGEST, 0);
+		diag_add(l, ds ? ds->line : gs->line,
+			 "[digest] public_url needs [gateway] metrics_listen: the listener "
+			 "there answers the one-click unsubscribe behind your reverse proxy");
+	}
 
 	if (ss) {
 		if (!c->smtp.url)
@@ -1432,6 +1471,7 @@ void config_free(struct mf_config *cfg)
 	free(cfg->smtp.from);
 	free(cfg->smtp.ca_file);
 	free(cfg->digest.timezone);
+	free(cfg->digest.public_url);
 	for (size_t i = 0; i < cfg->n_subscribers; i++) {
 		free(cfg->subscribers[i].email);
 		strlist_free(&cfg->subscribers[i].groups);

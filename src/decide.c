@@ -120,3 +120,15 @@ int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mai
 }
 
 void decision_free(struct decision *d) { strlist_free(&d->hashtags); }
+
+int decide_route(const struct mf_mailbox *mb, const struct mf_message *m, const struct decision *d,
+		 const struct strlist *recipients, struct route_why *w)
+{
+	if (!mb || !mb->routes.n || d->action == DECIDE_SKIP)
+		return 0;
+	if (d->action == DECIDE_COMMENT)
+		route_explain_comment(w);
+	else
+		route_explain(&mb->routes, m->subject, m->text, m->from_email, recipients, w);
+	return 1;
+}

@@ -260,6 +260,30 @@ static void threads_free(struct thread *t, size_t n)
 	free(t);
 }
 
+/* The unsubscribe token of a subscriber as a reply address (*addr) and,
+ * when [digest] public_url is set, as the one-click https link (*web,
+ * PUBLIC_URL/unsubscribe/TOKEN; NULL otherwise).  -1 when no address can
+ * be built. */
+static int unsubscribe_links(struct store *st, const struct mf_config *cfg,
+			     const unsigned char *secret, size_t secretlen, const char *to,
+			     time_t now, char **addr, char **web)
+{
+	long life = cfg->gateway.token_lifetime > 0 ? cfg->gateway.token_lifetime : 60L * 86400;
+	char *tok =
+	    token_issue(st, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now + life);
+	*addr = tok ? token_address(cfg, tok) : NULL;
+	*web = NULL;
+	if (*addr && cfg->digest.public_url) {
+		const char *base = cfg->digest.public_url;
+		size_t n = strlen(base);
+		while (n > 8 && base[n - 1] == '/')
+			n--;
+		*web = xasprintf("%.*s/unsubscribe/%s", (int)n, base, tok);
+	}
+	free(tok);
+	return *addr ? 0 : -1;
+}
+
 static char *reply_address_for(struct store *st, const struct mf_config *cfg,
 			       const unsigned char *secret, size_t secretlen, enum token_kind kind,
 			       const char *gid, const char *root, const char *to, time_t now)
@@ -561,9 +585,11 @@ static void put_thread(struct buf *txt, struct buf *html, const struct render *r
 	free(subj);
 }
 
+/* unsub is the mailto: link; web, when set, the https one-click link
+ * (RFC 8058), named first so that mail clients prefer it. */
 static void put_headers(struct buf *b, const struct mf_config *cfg, const char *to,
-			const char *subject, const char *msgid, const char *unsub, time_t now,
-			const char *reply_to, const char *refs)
+			const char *subject, const char *msgid, const char *unsub, const char *web,
+			time_t now, const char *reply_to, const char *refs)
 {
 	smtp_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
 	smtp_put_address(b, "To", to);
@@ -575,8 +601,17 @@ static void put_headers(struct buf *b, const struct mf_config *cfg, const char *
 	if (refs && *refs && !strpbrk(refs, "\r\n<> ") && strchr(refs, '@') && strlen(refs) < 250)
 		buf_printf(b, "In-Reply-To: <%s>\r\nReferences: <%s>\r\n", refs, refs);
 	smtp_put_robot_headers(b, cfg, "auto-generated");
-	if (unsub && !strpbrk(unsub, "\r\n"))
-		buf_printf(b, "List-Unsubscribe: <%s>\r\n", unsub);
+	if (web && strpbrk(web, "\r\n<>, "))
+		web = NULL;
+	if (unsub && !strpbrk(unsub, "\r\n")) {
+		if (web)
+			buf_printf(b,
+				   "List-Unsubscribe: <%s>,\r\n <%s>\r\n"
+				   "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+				   web, unsub);
+		else
+			buf_printf(b, "List-Unsubscribe: <%s>\r\n", unsub);
+	}
 }
 
 int digest_render(struct store *st, const struct mf_config *cfg, const unsigned char *secret,
@@ -593,8 +628,8 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	size_t budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items : 50;
 	size_t skipped = 0;
 	char q[300];
-	char *unsub_addr =
-	    reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now);
+	char *unsub_addr, *unsub_web;
+	unsubscribe_links(st, cfg, secret, secretlen, to, now, &unsub_addr, &unsub_web);
 	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
 
 	memset(out, 0, sizeof *out);
@@ -603,6 +638,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 			  "[gateway] reply_address\"",
 			  log_quote(to, q, sizeof q));
 		free(unsub_addr);
+		free(unsub_web);
 		return -1;
 	}
 	buf_init(&txt);
@@ -669,12 +705,14 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 		free(leave);
 		free(w);
 	}
-	put_footer(&txt, &html, unsub, "You receive this digest because you follow these groups.",
+	/* the footer's link: the page with the button when there is one */
+	put_footer(&txt, &html, unsub_web ? unsub_web : unsub,
+		   "You receive this digest because you follow these groups.",
 		   z ? zone : NULL);
 
 	out->message_id = smtp_new_message_id(cfg);
 	/* a digest of one thread is answered like a notification */
-	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now,
+	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, unsub_web, now,
 		    n_threads == 1 ? only_reply : NULL, n_threads == 1 ? only_post : NULL);
 	put_alternative(&mail, txt.data, html.data);
 	out->text = buf_steal(&txt);
@@ -685,6 +723,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	buf_free(&labels);
 	free(unsub);
 	free(unsub_addr);
+	free(unsub_web);
 	free(only_reply);
 	free(only_post);
 	tz_free(z);
@@ -699,8 +738,8 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	struct buf txt, html, mail;
 	struct tz *z = zone && *zone ? tz_load(zone) : NULL;
 	struct render rd = {.zone = z, .full = 1};
-	char *unsub_addr =
-	    reply_address_for(st, cfg, secret, secretlen, TOKEN_UNSUBSCRIBE, NULL, NULL, to, now);
+	char *unsub_addr, *unsub_web;
+	unsubscribe_links(st, cfg, secret, secretlen, to, now, &unsub_addr, &unsub_web);
 	char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY, post->group,
 					post->remote_id, to, now);
 	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
@@ -711,6 +750,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	if (!unsub || !reply) {
 		free(unsub);
 		free(unsub_addr);
+		free(unsub_web);
 		free(reply);
 		tz_free(z);
 		return -1;
@@ -728,11 +768,12 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	buf_puts(&html, "</p>\n");
 	put_thread(&txt, &html, &rd, &t, reply, &budget, &skipped);
 	buf_puts(&txt, "Reply to this email to comment on the post.\n");
-	put_footer(&txt, &html, unsub,
+	put_footer(&txt, &html, unsub_web ? unsub_web : unsub,
 		   "You receive a notification for each new post in the groups you follow.",
 		   z ? zone : NULL);
 	out->message_id = post_message_id(cfg, post->remote_id, to);
-	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, now, reply, NULL);
+	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, unsub_web, now, reply,
+		    NULL);
 	put_alternative(&mail, txt.data, html.data);
 	out->text = buf_steal(&txt);
 	out->html = buf_steal(&html);
@@ -742,6 +783,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	free(subj);
 	free(unsub);
 	free(unsub_addr);
+	free(unsub_web);
 	free(reply);
 	tz_free(z);
 	return 0;

@@ -2121,33 +2121,230 @@ static int chatter_check_login(void *ctx, char *msg, size_t msglen)
 	return 0;
 }
 
+/* An API name from an answer or a route: letters, digits, underscores. */
+static int sf_api_name_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > 80 || !isalpha((unsigned char)s[0]))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return 0;
+	return 1;
+}
+
+/* GET path as the integration user: the HTTP status (*j the parsed JSON
+ * answer when 200, else NULL), or -1 when the service could not be asked
+ * (msg says why). */
+static int sf_get_json(struct chatter *ch, const char *path, const char *what, json_t **j,
+		       char *msg, size_t msglen)
+{
+	struct feed_result res;
+	struct http_request r;
+	memset(&res, 0, sizeof(res));
+	*j = NULL;
+	http_request_init(&r, "GET", NULL);
+	http_request_header(&r, "Accept", "application/json");
+	int rc = sf_call(ch, ch->pool.clients[0], ch->f->username, &r, path, &res);
+	if (rc != 0 || (r.status != 200 && r.status != 404)) {
+		if (res.error[0] == '\0')
+			sf_fail(&res, &r, what);
+		snprintf(msg, msglen, "%s", res.error);
+		rc = -1;
+	} else {
+		rc = (int)r.status;
+		if (rc == 200)
+			*j = json_loadb(r.response.data, r.response.len, 0, NULL);
+	}
+	http_request_clear(&r);
+	feed_result_clear(&res);
+	return rc;
+}
+
+/* The describe of object (GET /sobjects/OBJECT/describe): the answer, or
+ * NULL with what is wrong in msg. */
+static json_t *sf_describe(struct chatter *ch, const char *object, char *msg, size_t msglen)
+{
+	json_t *j = NULL;
+	if (!sf_api_name_ok(object)) {
+		snprintf(msg, msglen, "\"%.80s\" is not an object name", object);
+		return NULL;
+	}
+	char *path = xasprintf("/sobjects/%s/describe", object);
+	int st = sf_get_json(ch, path, "chatter describe", &j, msg, msglen);
+	free(path);
+	if (st == 404)
+		snprintf(msg, msglen, "no object %s in the org (or %s may not see it)", object,
+			 ch->f->username);
+	else if (st == 200 && (!json_is_object(j) || !sf_str(j, "name") ||
+			       !json_is_array(json_object_get(j, "fields"))))
+		snprintf(msg, msglen, "describe %s: the answer is not an object description",
+			 object);
+	else if (st == 200)
+		return j;
+	json_decref(j);
+	return NULL;
+}
+
+/* Whether the describe desc lists field (readable by the integration user:
+ * fields it may not read are left out of a describe). */
+static int sf_has_field(json_t *desc, const char *field)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(json_object_get(desc, "fields"), i, f)
+	{
+		const char *name = sf_str(f, "name");
+		if (name && strcasecmp(name, field) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The object whose ids start with prefix, by the global describe (GET
+ * /sobjects/): its name (owned), or NULL with msg. */
+static char *sf_object_of_prefix(struct chatter *ch, const char *prefix, char *msg, size_t msglen)
+{
+	json_t *j = NULL;
+	char *name = NULL;
+	int st = sf_get_json(ch, "/sobjects/", "chatter describe", &j, msg, msglen);
+	if (st < 0)
+		return NULL;
+	size_t i;
+	json_t *o;
+	json_array_foreach(json_object_get(j, "sobjects"), i, o)
+	{
+		const char *kp = sf_str(o, "keyPrefix"), *n = sf_str(o, "name");
+		if (kp && strcmp(kp, prefix) == 0 && sf_api_name_ok(n)) {
+			name = xstrdup(n);
+			break;
+		}
+	}
+	if (!name && st == 200 && json_is_array(json_object_get(j, "sobjects")))
+		snprintf(msg, msglen, "no object of the org has the key prefix %s", prefix);
+	else if (!name)
+		snprintf(msg, msglen, "describe: the answer is not a list of objects");
+	json_decref(j);
+	return name;
+}
+
+/* A record (not a group) as a mapping's target: the object of its key
+ * prefix, that object's feed, and the record itself. */
+static int sf_check_record(struct chatter *ch, const char *id, char *msg, size_t msglen)
+{
+	char prefix[4];
+	memcpy(prefix, id, 3);
+	prefix[3] = '\0';
+	char *object = sf_object_of_prefix(ch, prefix, msg, msglen);
+	if (!object)
+		return -1;
+	int rc = -1;
+	json_t *desc = sf_describe(ch, object, msg, msglen), *rec = NULL;
+	if (!desc)
+		goto out;
+	if (!json_is_true(json_object_get(desc, "feedEnabled"))) {
+		snprintf(msg, msglen,
+			 "%s records have no feed: turn on feed tracking for %s (Setup, Feed "
+			 "Tracking)",
+			 object, object);
+		goto out;
+	}
+	char *path = xasprintf("/sobjects/%s/%s", object, id);
+	int st = sf_get_json(ch, path, "chatter record", &rec, msg, msglen);
+	free(path);
+	if (st == 404) {
+		snprintf(msg, msglen, "no %s with id %s (deleted, or %s may not see it)", object,
+			 id, ch->f->username);
+	} else if (st == 200 && !json_is_object(rec)) {
+		snprintf(msg, msglen, "chatter record: the answer is not a record");
+	} else if (st == 200) {
+		const char *name = sf_str(rec, "Name");
+		char qn[120] = "";
+		if (name && utf8_valid(name, strlen(name)))
+			snprintf(qn, sizeof qn, " \"%.100s\"", name);
+		snprintf(msg, msglen, "%s%s (feed enabled)", object, qn);
+		rc = 0;
+	}
+out:
+	json_decref(rec);
+	json_decref(desc);
+	free(object);
+	return rc;
+}
+
+/* One object of a route: it exists, its field is readable, and (feed) its
+ * records have feeds.  0, or -1 with msg. */
+static int sf_check_object(struct chatter *ch, const char *object, const char *field, int feed,
+			   char *msg, size_t msglen)
+{
+	json_t *desc = sf_describe(ch, object, msg, msglen);
+	int rc = -1;
+	if (!desc)
+		return -1;
+	if (field && !sf_has_field(desc, field))
+		snprintf(msg, msglen, "%s has no field %s that %s may read", object, field,
+			 ch->f->username);
+	else if (feed && !json_is_true(json_object_get(desc, "feedEnabled")))
+		snprintf(msg, msglen,
+			 "%s records have no feed: turn on feed tracking for %s (Setup, Feed "
+			 "Tracking)",
+			 object, object);
+	else
+		rc = 0;
+	json_decref(desc);
+	return rc;
+}
+
+static int chatter_check_route(void *ctx, const char *spec, char *msg, size_t msglen)
+{
+	struct chatter *ch = ctx;
+	struct route r;
+	char err[200];
+	if (route_parse(spec, &r, err, sizeof err) < 0) {
+		snprintf(msg, msglen, "%s", err);
+		return -1;
+	}
+	int rc;
+	if (r.kind == ROUTE_REFERENCE) {
+		rc = sf_check_object(ch, r.object, r.field, 1, msg, msglen);
+		if (rc == 0)
+			snprintf(msg, msglen, "%s is feed-enabled, %s.%s readable", r.object,
+				 r.object, r.field);
+	} else {
+		rc = sf_check_object(ch, "Contact", "AccountId", 0, msg, msglen);
+		if (rc == 0)
+			rc = sf_check_object(ch, "Lead", "ConvertedAccountId", 0, msg, msglen);
+		if (rc == 0)
+			rc = sf_check_object(ch, "Account", NULL, 1, msg, msglen);
+		if (rc == 0)
+			snprintf(msg, msglen,
+				 "Contact.AccountId and Lead.ConvertedAccountId readable, Account "
+				 "is feed-enabled");
+	}
+	route_free(&r);
+	return rc;
+}
+
 /* A group (0F9...): GET /chatter/groups/{id}; it must not be archived, and
  * a private one needs the integration user as a member.  Any other record:
- * its feed must be readable. */
+ * the object of its key prefix must have feeds, and the record must exist. */
 static int chatter_check_group(void *ctx, const char *group, char *msg, size_t msglen)
 {
 	struct chatter *ch = ctx;
 	struct http_request r;
-	int group_id = strncmp(group, "0F9", 3) == 0;
 
 	if (!sf_id_ok(group)) {
 		snprintf(msg, msglen, "%s is not a Salesforce id (15 or 18 letters and digits)",
 			 group);
 		return -1;
 	}
-	char *path = group_id
-			 ? xasprintf("/chatter/groups/%s", group)
-			 : xasprintf("/chatter/feeds/record/%s/feed-elements?pageSize=1", group);
-	int rc = sf_get(ch, ch->pool.clients[0], path,
-			group_id ? "chatter group" : "chatter record", &r, msg, msglen);
+	if (strncmp(group, "0F9", 3) != 0)
+		return sf_check_record(ch, group, msg, msglen);
+	char *path = xasprintf("/chatter/groups/%s", group);
+	int rc = sf_get(ch, ch->pool.clients[0], path, "chatter group", &r, msg, msglen);
 	free(path);
 	if (rc < 0)
 		return -1;
-	if (!group_id) {
-		snprintf(msg, msglen, "record feed readable");
-		http_request_clear(&r);
-		return 0;
-	}
 	json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
 	const char *name = sf_str(j, "name"), *role = sf_str(j, "myRole");
 	const char *vis = sf_str(j, "visibility");
@@ -2184,4 +2381,5 @@ const struct feed_backend_ops feed_chatter_ops = {
     .close = chatter_close,
     .check_login = chatter_check_login,
     .check_group = chatter_check_group,
+    .check_route = chatter_check_route,
 };

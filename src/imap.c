@@ -1246,6 +1246,51 @@ int imap_after(struct imap_session *s, enum after_action a, const char *folder,
 	return 0;
 }
 
+int imap_status(struct imap_session *s, const char *folder, struct imap_folder_info *info,
+		char *err, size_t errlen)
+{
+	char why[200];
+	struct mailimap_mailbox_data_status *res = NULL;
+	memset(info, 0, sizeof *info);
+	char *wire = mutf7_encode(folder);
+	if (!wire) {
+		set_err(err, errlen, s->acct, "folder name %s is not valid UTF-8", folder);
+		return -1;
+	}
+	struct mailimap_status_att_list *atts = mailimap_status_att_list_new_empty();
+	if (!atts || mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDNEXT) != 0 ||
+	    mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDVALIDITY) != 0) {
+		if (atts)
+			mailimap_status_att_list_free(atts);
+		free(wire);
+		set_err(err, errlen, s->acct, "out of memory");
+		return -1;
+	}
+	cmd_plain(s);
+	int rc = mailimap_status(s->imap, wire, atts, &res);
+	mailimap_status_att_list_free(atts);
+	free(wire);
+	if (rc != MAILIMAP_NO_ERROR) {
+		set_err(err, errlen, s->acct, "STATUS of folder %s failed: %s", folder,
+			failure_text(s, rc, why, sizeof why));
+		return refused(s, rc) ? IMAP_REFUSED : -1;
+	}
+	if (res && res->st_info_list) {
+		for (clistiter *it = clist_begin(res->st_info_list); it; it = clist_next(it)) {
+			struct mailimap_status_info *si = clist_content(it);
+			if (!si)
+				continue;
+			if (si->st_att == MAILIMAP_STATUS_ATT_UIDNEXT)
+				info->uidnext = si->st_value;
+			else if (si->st_att == MAILIMAP_STATUS_ATT_UIDVALIDITY)
+				info->uidvalidity = si->st_value;
+		}
+	}
+	if (res)
+		mailimap_mailbox_data_status_free(res);
+	return 0;
+}
+
 int imap_noop(struct imap_session *s, char *err, size_t errlen)
 {
 	cmd_plain(s);
@@ -1303,7 +1348,9 @@ static int waited(struct imap_session *s, int r)
 int imap_wait(struct imap_session *s, int wake_fd, long max_wait, char *err, size_t errlen)
 {
 	const struct mf_account *a = s->acct;
-	if (!s->has_idle) {
+	/* no folder selected (the last SELECT was refused): nothing to IDLE
+	 * on, and libetpan's IDLE needs a selection */
+	if (!s->has_idle || !s->imap->imap_selection_info) {
 		long wait = a->poll_interval < max_wait ? a->poll_interval : max_wait;
 		pause_ms(wake_fd, wait * 1000);
 		return imap_noop(s, err, errlen) < 0 ? -1 : waited(s, 1);

@@ -566,3 +566,27 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	}
 	return acks_show(st, key, fs.uidvalidity, now) > 0 ? INGEST_ACKS_WAITING : 0;
 }
+
+int ingest_acks_pending(struct store *st, const char *key)
+{
+	struct folder_state fs;
+	static const enum ack_query marks[] = {ACK_TO_MARK, ACK_TO_UNMARK};
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	if (ack_errors_table(st) < 0)
+		return 1; /* let the after-action step report it */
+	store_folder_get(st, key, &fs);
+	for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+		if (store_acks_select(st, key, fs.uidvalidity, marks[i], &uids, &n) < 0)
+			return 1;
+		free(uids);
+		uids = NULL;
+		if (n)
+			return 1;
+	}
+	if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0)
+		return 1;
+	acks_not_waiting(st, key, fs.uidvalidity, uids, &n, time(NULL));
+	free(uids);
+	return n > 0;
+}

@@ -1,6 +1,9 @@
 /* metrics_http.c — the [gateway] metrics_listen endpoint, served by
  * libmicrohttpd: GET /metrics for a Prometheus scraper on the same host and
- * GET /healthz (200 or 503 with the reason, from health.c).
+ * GET /healthz (200 or 503 with the reason, from health.c), and, when
+ * [digest] public_url is set, the one-click unsubscribe of RFC 8058:
+ * POST /unsubscribe/TOKEN ends the subscription the token names, GET shows
+ * a page with a button that POSTs (a link scanner's GET changes nothing).
  *
  * It has no authentication, so it binds loopback addresses only and
  * answers only requests whose Host header names a loopback address or
@@ -14,18 +17,22 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "mailfeed/digest.h"
 #include "mailfeed/health.h"
 #include "mailfeed/log.h"
 #include "mailfeed/loopback.h"
 #include "mailfeed/metrics.h"
+#include "mailfeed/token.h"
 
 /* The memory pool of one connection: request line and headers must fit. */
 #define MAX_REQUEST 16384
@@ -37,7 +44,15 @@ struct metrics_server {
 	int port;
 	char *state_path;
 	struct store *st; /* used by the server's thread only */
+	unsigned char *secret; /* token secret; NULL: no /unsubscribe/ */
+	size_t secretlen;
 };
+
+/* The connection state of a request whose body is read before it is
+ * answered (POST /unsubscribe/); others are answered at once. */
+static char body_pending;
+
+#define UNSUB_PREFIX "/unsubscribe/"
 
 /* Fills ss from "127.0.0.1:9464", "[::1]:9464" or "localhost:9464" and
  * refuses anything that is not a loopback address.  Port 0 = any free.
@@ -190,18 +205,14 @@ static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, c
 	return respond(c, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+static int store_ready(struct metrics_server *ms);
+
 static enum MHD_Result serve_metrics(struct metrics_server *ms, struct MHD_Connection *c)
 {
-	char err[512];
 	struct buf b;
-	if (!ms->st) {
-		ms->st = store_open(ms->state_path, err, sizeof err);
-		if (!ms->st) {
-			log_error("metrics.error error=\"%s\"", err);
-			return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-					    "state database unavailable; see the mailfeed log\n");
-		}
-	}
+	if (!store_ready(ms))
+		return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+				    "state database unavailable; see the mailfeed log\n");
 	buf_init(&b);
 	metrics_render(ms->st, NULL, &b);
 	enum MHD_Result ret = respond(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
@@ -226,6 +237,111 @@ static enum MHD_Result serve_health(struct MHD_Connection *c)
 	return ret;
 }
 
+static int store_ready(struct metrics_server *ms)
+{
+	char err[512];
+	if (!ms->st) {
+		ms->st = store_open(ms->state_path, err, sizeof err);
+		if (!ms->st)
+			log_error("metrics.error error=\"%s\"", err);
+	}
+	return ms->st != NULL;
+}
+
+static enum MHD_Result respond_page(struct MHD_Connection *c, unsigned status, const char *title,
+				    const char *text, int form)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b,
+		   "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+		   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+		   "<meta name=\"robots\" content=\"noindex\"><title>%s</title></head>\n"
+		   "<body style=\"font-family:sans-serif;max-width:32em;margin:2em auto;"
+		   "padding:0 1em\">\n<h1 style=\"font-size:1.3em\">%s</h1>\n<p>%s</p>\n",
+		   title, title, text);
+	if (form)
+		/* action="" posts back to the address the browser shows, whatever
+		 * path the reverse proxy publishes this under */
+		buf_puts(&b, "<form method=\"post\" action=\"\">"
+			     "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+			     "<button type=\"submit\" style=\"font-size:1em;padding:.5em 1em\">"
+			     "Unsubscribe</button></form>\n");
+	buf_puts(&b, "</body></html>\n");
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+	buf_free(&b);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "X-Robots-Tag", "noindex");
+	MHD_add_response_header(
+	    r, "Content-Security-Policy",
+	    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'");
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* GET shows the confirmation page, POST unsubscribes: the token must be an
+ * unsubscribe token with a right MAC and not expired.  A second POST finds
+ * the subscription already ended and answers the same. */
+static enum MHD_Result serve_unsubscribe(struct metrics_server *ms, struct MHD_Connection *c,
+					 const char *token, int post)
+{
+	struct token_info ti;
+	char q[300];
+	if (!store_ready(ms))
+		return respond_page(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Try again later",
+				    "The service cannot answer right now.", 0);
+	enum token_status ts =
+	    token_verify(ms->st, ms->secret, ms->secretlen, token, time(NULL), &ti);
+	if (ts == TOKEN_OK && ti.kind != TOKEN_UNSUBSCRIBE)
+		ts = TOKEN_FORGED;
+	if (ts == TOKEN_FORGED) {
+		token_info_clear(&ti);
+		return respond_page(c, MHD_HTTP_NOT_FOUND, "Unknown link",
+				    "This unsubscribe link is not valid. Use the link in a recent "
+				    "digest, or reply \"unsubscribe\" to it.",
+				    0);
+	}
+	if (ts == TOKEN_EXPIRED) {
+		token_info_clear(&ti);
+		return respond_page(c, MHD_HTTP_GONE, "Link expired",
+				    "This unsubscribe link has expired. Use the link in a recent "
+				    "digest, or reply \"unsubscribe\" to it.",
+				    0);
+	}
+	if (!post) {
+		token_info_clear(&ti);
+		return respond_page(c, MHD_HTTP_OK, "Unsubscribe?",
+				    "Press the button to receive no more digests or notifications "
+				    "from this feed.",
+				    1);
+	}
+	int rc = -1;
+	if (store_begin(ms->st) == 0) {
+		rc = digest_set_frequency(ms->st, ti.email, "never", "web");
+		if (rc < 0 || store_commit(ms->st) < 0) {
+			store_rollback(ms->st);
+			rc = -1;
+		}
+	}
+	if (rc < 0) {
+		log_error("unsubscribe.error email=%s error=\"state database\"",
+			  log_quote(ti.email, q, sizeof q));
+		token_info_clear(&ti);
+		return respond_page(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Try again later",
+				    "The service cannot answer right now.", 0);
+	}
+	log_info("unsubscribe.web email=%s changed=%d", log_quote(ti.email, q, sizeof q), rc);
+	token_info_clear(&ti);
+	return respond_page(c, MHD_HTTP_OK, "Unsubscribed",
+			    "You will receive no more digests or notifications from this feed.", 0);
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
 			      const char *method, const char *version, const char *upload_data,
 			      size_t *upload_data_size, void **con_cls)
@@ -233,15 +349,29 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	struct metrics_server *ms = cls;
 	(void)version;
 	(void)upload_data;
+	int unsub = ms->secret && strncmp(url, UNSUB_PREFIX, strlen(UNSUB_PREFIX)) == 0;
+	int post = strcmp(method, "POST") == 0;
 	if (*con_cls == NULL) {
-		*con_cls = ms; /* answered at once: nothing here takes a body */
+		if (unsub && post &&
+		    host_allowed(ms, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host"))) {
+			/* its body (List-Unsubscribe=One-Click) is read, and
+			 * ignored, before the answer */
+			*con_cls = &body_pending;
+			return MHD_YES;
+		}
+		*con_cls = ms; /* answered at once: nothing else takes a body */
 	} else if (*upload_data_size) {
-		*upload_data_size = 0; /* a body after the answer: dropped */
+		*upload_data_size = 0; /* a body: dropped */
 		return MHD_YES;
 	}
 	if (!host_allowed(ms, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host")))
 		return respond_text(c, MHD_HTTP_FORBIDDEN,
 				    "this endpoint answers only to a loopback Host\n");
+	if (unsub) {
+		if (!post && strcmp(method, "GET") != 0)
+			return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET or POST\n");
+		return serve_unsubscribe(ms, c, url + strlen(UNSUB_PREFIX), post);
+	}
 	int metrics = strcmp(url, "/metrics") == 0;
 	int health = strcmp(url, "/healthz") == 0;
 	if (!metrics && !health)
@@ -263,6 +393,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 struct metrics_server *metrics_server_start(const char *addr, const char *state_path, char *err,
 					    size_t errlen)
+{
+	return metrics_server_start_unsubscribe(addr, state_path, NULL, 0, err, errlen);
+}
+
+struct metrics_server *metrics_server_start_unsubscribe(const char *addr, const char *state_path,
+							const unsigned char *secret,
+							size_t secretlen, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen = 0;
@@ -295,6 +432,11 @@ struct metrics_server *metrics_server_start(const char *addr, const char *state_
 		ms->port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
 							 : ((struct sockaddr_in6 *)&ss)->sin6_port);
 	ms->state_path = xstrdup(state_path);
+	if (secret && secretlen) {
+		ms->secret = xmalloc(secretlen);
+		memcpy(ms->secret, secret, secretlen);
+		ms->secretlen = secretlen;
+	}
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -309,6 +451,7 @@ struct metrics_server *metrics_server_start(const char *addr, const char *state_
 		snprintf(err, errlen, "metrics_listen %s: cannot start the HTTP server", addr);
 		close(fd);
 		free(ms->state_path);
+		free(ms->secret);
 		free(ms);
 		return NULL;
 	}
@@ -326,5 +469,8 @@ void metrics_server_stop(struct metrics_server *ms)
 	MHD_stop_daemon(ms->mhd);
 	store_close(ms->st);
 	free(ms->state_path);
+	if (ms->secret)
+		OPENSSL_cleanse(ms->secret, ms->secretlen);
+	free(ms->secret);
 	free(ms);
 }

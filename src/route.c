@@ -106,3 +106,79 @@ char *route_reference(const struct route *r, const char *subject, const char *te
 	char *v = match_in(&r->re, subject);
 	return v ? v : match_in(&r->re, text);
 }
+
+void route_explain(const struct strlist *specs, const char *subject, const char *text,
+		   const char *sender, const struct strlist *recipients, struct route_why *w)
+{
+	memset(w, 0, sizeof *w);
+	w->rule = -1;
+	w->kind = "none";
+	for (size_t i = 0; specs && i < specs->n && w->rule < 0; i++) {
+		struct route r;
+		char err[200];
+		if (route_parse(specs->v[i], &r, err, sizeof err) < 0)
+			continue; /* refused when the configuration was read */
+		if (r.kind == ROUTE_REFERENCE) {
+			char *ref = route_reference(&r, subject, text);
+			if (ref) {
+				w->rule = (int)i;
+				w->kind = "reference";
+				snprintf(w->value, sizeof w->value, "%s", ref);
+				snprintf(w->object, sizeof w->object, "%s", r.object);
+				snprintf(w->field, sizeof w->field, "%s", r.field);
+				snprintf(w->text, sizeof w->text,
+					 "reference %s \u2192 %s.%s (looked up when posted)",
+					 w->value, r.object, r.field);
+				free(ref);
+			}
+		} else {
+			const char *addr = sender && *sender		 ? sender
+					   : recipients && recipients->n ? recipients->v[0]
+									 : NULL;
+			if (addr) {
+				w->rule = (int)i;
+				w->kind = "sender-account";
+				snprintf(w->value, sizeof w->value, "%s", addr);
+				snprintf(w->object, sizeof w->object, "Contact");
+				snprintf(w->field, sizeof w->field, "AccountId");
+				snprintf(w->text, sizeof w->text,
+					 "sender-account %s \u2192 Contact \u2192 Account (or a "
+					 "converted Lead's; looked up when posted)",
+					 w->value);
+			}
+		}
+		route_free(&r);
+	}
+	if (w->rule < 0)
+		snprintf(w->text, sizeof w->text, "none matched \u2192 group");
+}
+
+void route_explain_comment(struct route_why *w)
+{
+	memset(w, 0, sizeof *w);
+	w->rule = -1;
+	w->kind = "thread";
+	snprintf(w->text, sizeof w->text,
+		 "thread \u2192 a comment under its post, on the feed the post went to");
+}
+
+/* A JSON string, or null for what is not whole UTF-8 (a cut address). */
+static json_t *json_text(const char *s)
+{
+	return s && *s && utf8_valid(s, strlen(s)) ? json_string(s) : json_null();
+}
+
+json_t *route_why_json(const struct route_why *w, const struct strlist *specs)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "rule",
+			    w->rule >= 0 && specs && (size_t)w->rule < specs->n
+				? json_text(specs->v[w->rule])
+				: json_null());
+	json_object_set_new(o, "kind", json_string(w->kind));
+	json_object_set_new(o, "value", json_text(w->value));
+	json_object_set_new(o, "object", json_text(w->object));
+	json_object_set_new(o, "field", json_text(w->field));
+	json_object_set_new(o, "text", json_text(w->text));
+	return o;
+}

@@ -35,8 +35,10 @@ struct mf_account {
 	enum imap_auth auth;  /* default auto: XOAUTH2 with a token, else LOGIN */
 	char *ca_file;        /* NULL = system trust store */
 	long timeout;         /* seconds; network stall limit, default 60 */
-	long poll_interval;   /* seconds, used when IDLE is missing; default 60 */
+	long poll_interval;   /* seconds: the longest between two looks at a folder
+			       * not waited on with IDLE; default 30 */
 	long idle_restart;    /* seconds, default 25 min (< RFC 2177's 29) */
+	int max_connections;  /* IMAP sessions for all its folders; default 4 */
 	int line;
 };
 
@@ -133,6 +135,7 @@ struct mf_digest {
 	int weekly_day;       /* 0 = sunday .. 6; default 1 (monday) */
 	int max_items;        /* cap per digest, default 50 */
 	enum digest_subscribers subscribers; /* default config */
+	char *public_url;     /* https base of the one-click unsubscribe, or NULL */
 };
 
 struct mf_subscriber {

@@ -15,6 +15,7 @@
 #include "mailfeed/auth.h"
 #include "mailfeed/config.h"
 #include "mailfeed/message.h"
+#include "mailfeed/route.h"
 
 enum decide_action { DECIDE_POST, DECIDE_COMMENT, DECIDE_SKIP };
 
@@ -53,5 +54,12 @@ void decide_hashtags(const struct strlist *mapping, const struct mf_message *m,
  * real id (thread_id_usable), else from the bytes of the message. */
 void decide_item_key(const char *group, const struct mf_message *m, const char *raw, size_t len,
 		     char out[40]);
+
+/* Where the mapping's routes (route.h) send m after decision d, offline:
+ * 1 with w filled (a post: the rule that applies or none; a comment: its
+ * thread), 0 when there is nothing to show (no routes, or skipped).
+ * recipients: recipients_mentionable's list, as the daemon enqueues it. */
+int decide_route(const struct mf_mailbox *mb, const struct mf_message *m, const struct decision *d,
+		 const struct strlist *recipients, struct route_why *w);
 
 #endif

@@ -142,6 +142,10 @@ struct feed_backend_ops {
 	 * with what is wrong in msg.  NULL: the service cannot be asked. */
 	int (*check_login)(void *ctx, char *msg, size_t msglen);
 	int (*check_group)(void *ctx, const char *group, char *msg, size_t msglen);
+	/* check-config --online for one route line of a mapping (route.h): the
+	 * objects and fields it looks up exist and the feeds are enabled.  As
+	 * above; NULL: the backend has no routes. */
+	int (*check_route)(void *ctx, const char *spec, char *msg, size_t msglen);
 };
 
 const struct feed_backend_ops *feed_backend(enum feed_backend b);

@@ -52,6 +52,13 @@ struct imap_folder_info {
 int imap_select(struct imap_session *s, const char *folder, struct imap_folder_info *info,
 		char *err, size_t errlen);
 
+/* STATUS (UIDNEXT UIDVALIDITY) of a folder that need not be selected: a
+ * cheap look for new mail.  A field the server did not give is 0.  The
+ * selected folder, if any, stays selected.  Returns 0, -1 (reconnect) or
+ * IMAP_REFUSED (defined below) when the server said NO to this folder. */
+int imap_status(struct imap_session *s, const char *folder, struct imap_folder_info *info,
+		char *err, size_t errlen);
+
 /* UIDs >= from_uid in the selected folder, ascending (the "n:*" quirk
  * filtered).  *uids owned by the caller (free). */
 int imap_search_from(struct imap_session *s, uint32_t from_uid, uint32_t **uids, size_t *n,

@@ -45,4 +45,9 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		      enum after_action a, const char *after_folder, char *err, size_t errlen);
 
+/* 1 when ingest_apply_acks() has work for key now (after-actions due,
+ * dead marks to set or clear), 0 when it would do nothing: a session that
+ * serves several folders selects one only when there is something to do. */
+int ingest_acks_pending(struct store *st, const char *key);
+
 #endif

@@ -24,6 +24,14 @@ void metrics_write(struct store *st, const struct mf_config *cfg);
 struct metrics_server;
 struct metrics_server *metrics_server_start(const char *addr, const char *state_path, char *err,
 					    size_t errlen);
+/* The same, also serving the one-click unsubscribe (RFC 8058) under
+ * /unsubscribe/TOKEN: tokens of token.h checked with secret (copied).  GET
+ * answers a page whose button POSTs; POST ends the subscription
+ * (idempotent); a forged token answers 404, an expired one 410, and
+ * neither changes anything. */
+struct metrics_server *metrics_server_start_unsubscribe(const char *addr, const char *state_path,
+							const unsigned char *secret,
+							size_t secretlen, char *err, size_t errlen);
 int metrics_server_port(const struct metrics_server *ms);
 /* 0 when addr is a loopback HOST:PORT metrics_server_start() accepts, else
  * -1 with the reason in err (for check-config). */

@@ -151,6 +151,35 @@ static void test_nothing_lost(void **state)
 }
 
 /* Large inputs of the shapes that make naive scanners quadratic. */
+/* Markers match whatever their case, in Latin and Cyrillic letters; a
+ * digit anywhere in a long line counts as a header's date. */
+static void test_case_folding(void **state)
+{
+	check("Sounds good.\n\nOn Monday, November the third 2025, ANN <ann@example.com> "
+	      "WROTE:\n> Lunch?\n",
+	      NULL, "Sounds good.",
+	      "On Monday, November the third 2025, ANN <ann@example.com> WROTE:\n> Lunch?");
+	check("Да.\n\n03.11.2025, 10:00, Анна <anna@example.com> НАПИСАЛ:\n> Обед?\n", NULL, "Да.",
+	      NULL);
+	check("Sure.\n\n-----ORIGINAL MESSAGE-----\nFrom: Ann\nSent: Monday\nTo: Bob\nSubject: "
+	      "Lunch\n\nLunch?\n",
+	      NULL, "Sure.", NULL);
+	check("Sure, noon works.\n\nSENT FROM MY IPHONE\n", NULL, "Sure, noon works.",
+	      "SENT FROM MY IPHONE");
+	check(
+	    "See the figures attached.\n\nBob\n\nTHIS MESSAGE IS CONFIDENTIAL AND INTENDED SOLELY "
+	    "FOR THE ADDRESSEE. IF YOU ARE NOT THE INTENDED RECIPIENT, NOTIFY THE SENDER.\n",
+	    "Bob", "See the figures attached.\n\nBob", NULL);
+	check("Цифры во вложении.\n\nБоб\n\nЭТО СООБЩЕНИЕ КОНФИДЕНЦИАЛЬНО. Disclosure is "
+	      "PROHIBITED.\n",
+	      NULL, "Цифры во вложении.\n\nБоб", NULL);
+	/* one such word is not a notice; a verb without a date is no header */
+	check("Done.\n\nThe VIRUS scan of the upload passed.\n", NULL,
+	      "Done.\n\nThe VIRUS scan of the upload passed.", "");
+	check("Thanks, Ann wrote the summary for café reviews.\n\nLooks fine to me.\n", NULL,
+	      "Thanks, Ann wrote the summary for café reviews.\n\nLooks fine to me.", "");
+}
+
 static void test_linear_time(void **state)
 {
 	size_t n = 4 << 20;
@@ -511,6 +540,7 @@ int main(void)
 	    cmocka_unit_test(test_forward_quoted_is_history),
 	    cmocka_unit_test(test_not_headers),
 	    cmocka_unit_test(test_nothing_lost),
+	    cmocka_unit_test(test_case_folding),
 	    cmocka_unit_test(test_linear_time),
 	    cmocka_unit_test(test_corpus),
 	};

@@ -112,6 +112,8 @@ static void test_defaults(void **state)
 	assert_int_equal(a->tls_verify, 1);
 	assert_int_equal(a->auth, AUTH_AUTO);
 	assert_int_equal(a->idle_restart, 25 * 60);
+	assert_int_equal(a->poll_interval, 30);
+	assert_int_equal(a->max_connections, 4);
 	assert_int_equal(a->line, 1);
 	/* relative secret paths are taken from the config's directory */
 	char expect[400];
@@ -238,6 +240,7 @@ static void test_value_problems(void **state)
 	expect_problem("[feed]\npost_as = boss\n", 2, "integration | author");
 	expect_problem("\n[account a]\ntls = ssl\n", 3, "implicit | starttls | none");
 	expect_problem("[account a]\nidle_restart = 40m\n", 2, "between 60s and 1740s");
+	expect_problem("[account a]\nmax_connections = 0\n", 2, "from 1 to 100");
 	expect_problem("[mailbox m]\nafter = archive\n", 2, "keep, seen, move:FOLDER or delete");
 	expect_problem("[mailbox m]\nafter = move:\n", 2, "move needs a folder");
 	expect_problem("[replies]\nafter = trash\n", 2, "keep, seen, move:FOLDER or delete");

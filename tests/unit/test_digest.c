@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "mailfeed/digest.h"
+#include "mailfeed/token.h"
 #include "mailfeed/util.h"
 
 static time_t utc(int y, int mon, int d, int h, int mi)
@@ -297,6 +298,69 @@ static void test_render_files(void **state)
 	digest_mail_free(&m);
 }
 
+/* The token of the one-click link in m's List-Unsubscribe, checked. */
+static void assert_one_click(struct fixture *f, const char *data, time_t now)
+{
+	const char *pfx = "\r\nList-Unsubscribe: <https://mail.example.org/feed/unsubscribe/";
+	const char *p = strstr(data, pfx);
+	assert_non_null(p);
+	p += strlen(pfx);
+	const char *end = strchr(p, '>');
+	assert_non_null(end);
+	char tok[80];
+	assert_true(end - p > 0 && (size_t)(end - p) < sizeof tok);
+	memcpy(tok, p, (size_t)(end - p));
+	tok[end - p] = 0;
+	/* the https link first, then the mailto: one, folded */
+	assert_int_equal(strncmp(end, ">,\r\n <mailto:feed+", strlen(">,\r\n <mailto:feed+")), 0);
+	assert_non_null(strstr(data, "?subject=unsubscribe>\r\n"
+				     "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+	struct token_info ti;
+	assert_int_equal(token_verify(f->st, secret, sizeof secret, tok, now, &ti), TOKEN_OK);
+	assert_int_equal(ti.kind, TOKEN_UNSUBSCRIBE);
+	assert_string_equal(ti.email, "bob@example.org");
+	token_info_clear(&ti);
+	assert_lines_sane(data);
+}
+
+/* [digest] public_url adds the RFC 8058 one-click link to digests and
+ * notifications; without it there is only the mailto: link and no
+ * List-Unsubscribe-Post. */
+static void test_render_one_click(void **state)
+{
+	struct fixture *f = *state;
+	struct feed_entry e[] = {entry("p1", NULL, "Hello", "first post", 1000)};
+	struct digest_group g = {.label = "fundraising", .gid = "g1", .entries = e, .n = 1};
+	struct digest_mail m;
+
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
+			 0);
+	assert_non_null(strstr(m.data, "\r\nList-Unsubscribe: <mailto:feed+"));
+	assert_null(strstr(m.data, "List-Unsubscribe-Post"));
+	assert_null(strstr(m.data, "https://"));
+	digest_mail_free(&m);
+
+	f->cfg.digest.public_url = "https://mail.example.org/feed/";
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "Bob@Example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
+			 0);
+	assert_one_click(f, m.data, 5000);
+	/* the footer links the page with the button, not the mailto: */
+	assert_non_null(strstr(m.text, "Unsubscribe: https://mail.example.org/feed/unsubscribe/"));
+	assert_non_null(strstr(m.html, "<a href=\"https://mail.example.org/feed/unsubscribe/"));
+	digest_mail_free(&m);
+
+	f->cfg.digest.public_url = "https://mail.example.org/feed";
+	assert_int_equal(digest_render_notification(f->st, &f->cfg, secret, sizeof secret,
+						    "bob@example.org", NULL, "fundraising", &e[0],
+						    5000, &m),
+			 0);
+	assert_one_click(f, m.data, 5000);
+	digest_mail_free(&m);
+	f->cfg.digest.public_url = NULL;
+}
+
 /* Bidi overrides in a post's subject, author or text, which make a line
  * read differently from what it says, never reach the digest. */
 static void test_render_bidi(void **state)
@@ -425,6 +489,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_render_hostile, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_bidi, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_render_one_click, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_run_at_most_once, setup, teardown),
 	};

@@ -35,7 +35,15 @@ Side channel for tests:
                     "query_page_size": N (records per query page, default 2000),
                     "group_roles": {GROUP_ID: "NotAMember"} (myRole in GET
                     /chatter/groups/{id}), "group_visibility": {GROUP_ID:
-                    "PrivateAccess"}, "archived_groups": [GROUP_ID]}
+                    "PrivateAccess"}, "archived_groups": [GROUP_ID],
+                    "objects": {NAME: {"keyPrefix": "a01", "feedEnabled": bool,
+                                       "custom": bool, "fields": [NAME, ...]}}
+                    (adds objects to, or changes, the org's catalogue: Account,
+                    Contact, Lead, Opportunity, Case, User, CollaborationGroup)}
+  GET  /services/data/vXX.X/sobjects/                 global describe
+  GET  /services/data/vXX.X/sobjects/OBJECT/describe  one object, with fields
+  GET  /services/data/vXX.X/sobjects/OBJECT/ID        one of the records given
+       (an object's fields: those declared, and every field of its records)
   GET  /__state    posts, comments, files, users, mentions ({element, id} of
                    every Mention segment taken) and a request log
 """
@@ -58,6 +66,45 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 LOCK = threading.Lock()
+# the org's objects as the describe calls show them; /__control "objects"
+# adds or changes entries
+STANDARD_OBJECTS = {
+    "Account": {"keyPrefix": "001", "feedEnabled": True,
+                "fields": ["Id", "Name", "OwnerId", "Phone"]},
+    "Contact": {"keyPrefix": "003", "feedEnabled": True,
+                "fields": ["Id", "Name", "Email", "AccountId"]},
+    "Lead": {"keyPrefix": "00Q", "feedEnabled": True,
+             "fields": ["Id", "Name", "Email", "IsConverted", "ConvertedAccountId"]},
+    "Opportunity": {"keyPrefix": "006", "feedEnabled": True,
+                    "fields": ["Id", "Name", "AccountId", "StageName"]},
+    "Case": {"keyPrefix": "500", "feedEnabled": True,
+             "fields": ["Id", "CaseNumber", "Subject", "AccountId"]},
+    "User": {"keyPrefix": "005", "feedEnabled": True,
+             "fields": ["Id", "Username", "Email", "Name", "IsActive"]},
+    "CollaborationGroup": {"keyPrefix": "0F9", "feedEnabled": True,
+                           "fields": ["Id", "Name"]},
+}
+REFERENCE_TARGETS = {"AccountId": "Account", "ConvertedAccountId": "Account",
+                     "OwnerId": "User"}
+
+
+def field_describe(name):
+    """A DescribeFieldResult, with the properties a client reads."""
+    if name == "Id":
+        ftype = "id"
+    elif name in REFERENCE_TARGETS:
+        ftype = "reference"
+    elif name.startswith("Is"):
+        ftype = "boolean"
+    elif name == "Email":
+        ftype = "email"
+    else:
+        ftype = "string"
+    return {"name": name, "type": ftype, "label": name, "custom": name.endswith("__c"),
+            "nillable": name != "Id", "length": 0 if ftype in ("id", "boolean") else 255,
+            "referenceTo": [REFERENCE_TARGETS[name]] if name in REFERENCE_TARGETS else [],
+            "relationshipName": name[:-2] if name in REFERENCE_TARGETS else None,
+            "filterable": True, "updateable": name != "Id", "createable": name != "Id"}
 MAX_BODY = 30 * 1024 * 1024
 SEGMENT_FIELDS = {
     "Text": {"text"},
@@ -113,6 +160,7 @@ class State:
         self.archived_groups = set()
         self.query_page_size = 2000
         self.cursors = {}         # query locator -> remaining records
+        self.objects = {k: dict(v) for k, v in STANDARD_OBJECTS.items()}
 
     def new_id(self, prefix):
         self.counter += 1
@@ -410,6 +458,9 @@ class Handler(BaseHTTPRequestHandler):
             st.group_visibility.update(c.get("group_visibility", {}))
             st.archived_groups.update(c.get("archived_groups", []))
             st.query_page_size = c.get("query_page_size", st.query_page_size)
+            for name, o in c.get("objects", {}).items():
+                st.objects[name] = dict(st.objects.get(name, {"fields": ["Id", "Name"]}),
+                                        **o)
         self.send(200, {"ok": True})
 
     def authorize(self):
@@ -637,6 +688,17 @@ class Handler(BaseHTTPRequestHandler):
         if rest == "/query" and method == "GET":
             self.query((qs.get("q") or [""])[0])
             return
+        if rest == "/sobjects/" and method == "GET":
+            self.describe_global()
+            return
+        m = re.match(r"^/sobjects/(\w+)/describe/?$", rest)
+        if m and method == "GET":
+            self.describe(m.group(1))
+            return
+        m = re.match(r"^/sobjects/(\w+)/(\w+)$", rest)
+        if m and method == "GET":
+            self.sobject_record(m.group(1), m.group(2))
+            return
         m = re.match(r"^/query/(01g\w+)-(\d+)$", rest)
         if m and method == "GET":
             self.query_more(m.group(1), int(m.group(2)))
@@ -686,6 +748,59 @@ class Handler(BaseHTTPRequestHandler):
                  "versionNumber": "1"}
             self.st.files[fid] = f
         self.send(201, f)
+
+    def object_summary(self, name, o):
+        """A DescribeGlobalSObjectResult (and the head of a describe)."""
+        version = re.match(r"^/services/data/(v\d+\.\d)/", self.path).group(1)
+        base = "/services/data/%s/sobjects/%s" % (version, name)
+        custom = o.get("custom", name.endswith("__c"))
+        return {"activateable": False, "createable": True, "custom": custom,
+                "customSetting": False, "deletable": True, "deprecatedAndHidden": False,
+                "feedEnabled": bool(o.get("feedEnabled", False)),
+                "hasSubtypes": False, "isSubtype": False, "keyPrefix": o.get("keyPrefix"),
+                "label": name.replace("__c", "").replace("_", " "),
+                "labelPlural": name.replace("__c", "").replace("_", " ") + "s",
+                "layoutable": True, "mergeable": False, "mruEnabled": True, "name": name,
+                "queryable": True, "replicateable": True, "retrieveable": True,
+                "searchable": True, "triggerable": True, "undeletable": True,
+                "updateable": True,
+                "urls": {"sobject": base, "describe": base + "/describe",
+                         "rowTemplate": base + "/{ID}"}}
+
+    def object_fields(self, name):
+        o = self.st.objects[name]
+        names = list(o.get("fields", []))
+        for r in self.st.records.values():
+            if r.get("attributes", {}).get("type") == name:
+                names += [k for k in r if k != "attributes" and k not in names]
+        return names
+
+    def describe_global(self):
+        with LOCK:
+            out = [self.object_summary(n, o) for n, o in sorted(self.st.objects.items())]
+        self.send(200, {"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": out})
+
+    def describe(self, name):
+        with LOCK:
+            o = self.st.objects.get(name)
+            if o is None:
+                raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+            d = self.object_summary(name, o)
+            d["fields"] = [field_describe(f) for f in self.object_fields(name)]
+        d.update({"childRelationships": [], "recordTypeInfos": [],
+                  "supportedScopes": [], "actionOverrides": [], "namedLayoutInfos": []})
+        self.send(200, d)
+
+    def sobject_record(self, name, rid):
+        with LOCK:
+            rec = self.st.records.get(rid)
+            if (name not in self.st.objects or rec is None or
+                    rec.get("attributes", {}).get("type") != name):
+                raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
+            out = {k: v for k, v in rec.items() if k != "attributes"}
+        version = re.match(r"^/services/data/(v\d+\.\d)/", self.path).group(1)
+        self.send(200, dict({"attributes": {"type": name, "url": "/services/data/%s/sobjects/%s/%s"
+                                            % (version, name, rid)}}, **out))
 
     def query_page(self, locator, records, offset):
         """One page of a query result from offset, with nextRecordsUrl."""
