@@ -346,6 +346,61 @@ static char *excerpt(const char *text, int *cut)
 	return buf_steal(&b);
 }
 
+/* A size for people: 812 bytes, 48 KB, 3.2 MB. */
+static void size_human(long long n, char *out, size_t outlen)
+{
+	if (n < 0)
+		snprintf(out, outlen, "size unknown");
+	else if (n < 1024)
+		snprintf(out, outlen, "%lld byte%s", n, n == 1 ? "" : "s");
+	else if (n < 1024 * 1024)
+		snprintf(out, outlen, "%lld KB", (n + 512) / 1024);
+	else if (n < 1024LL * 1024 * 1024)
+		snprintf(out, outlen, "%.1f MB", (double)n / (1024.0 * 1024.0));
+	else
+		snprintf(out, outlen, "%.1f GB", (double)n / (1024.0 * 1024.0 * 1024.0));
+}
+
+/* The entry's files: in the text a line each ("Files: name (size) url"),
+ * in HTML a list of links (a name without a web link stays plain text). */
+#define FILES_LISTED 10
+static void entry_files(struct buf *txt, struct buf *html, const struct feed_entry *e,
+			const char *indent)
+{
+	if (!e->n_files)
+		return;
+	buf_puts(html, "<ul style=\"margin:6px 0 0;padding-left:20px\">\n");
+	for (size_t i = 0; i < e->n_files && i < FILES_LISTED; i++) {
+		const struct feed_file *f = &e->files[i];
+		char size[32];
+		char *name = smtp_header_text(f->name ? f->name : "file");
+		size_human(f->size, size, sizeof size);
+		buf_printf(txt, "%s%s %s (%s)", indent, i == 0 ? "Files:" : "      ", name, size);
+		if (f->url && !strpbrk(f->url, " \t\r\n")) {
+			buf_puts(txt, " ");
+			buf_puts(txt, f->url);
+		}
+		buf_putc(txt, '\n');
+		buf_puts(html, "<li>");
+		if (safe_url(f->url)) {
+			buf_puts(html, "<a href=\"");
+			html_escape(html, f->url);
+			buf_puts(html, "\" style=\"color:#0b62a4\">");
+			html_escape(html, name);
+			buf_puts(html, "</a>");
+		} else {
+			html_escape(html, name);
+		}
+		buf_printf(html, " <span style=\"color:#888\">(%s)</span></li>\n", size);
+		free(name);
+	}
+	if (e->n_files > FILES_LISTED) {
+		buf_printf(txt, "%s       and %zu more files\n", indent, e->n_files - FILES_LISTED);
+		buf_printf(html, "<li>and %zu more files</li>\n", e->n_files - FILES_LISTED);
+	}
+	buf_puts(html, "</ul>\n");
+}
+
 static void entry_text(struct buf *txt, struct buf *html, const struct render *rd,
 		       const struct feed_entry *e, int is_comment, const char *more_url)
 {
@@ -386,6 +441,7 @@ static void entry_text(struct buf *txt, struct buf *html, const struct render *r
 		html_escape(html, more_url);
 		buf_puts(html, "\" style=\"color:#0b62a4\">Read more</a>");
 	}
+	entry_files(txt, html, e, is_comment ? "      " : "    ");
 	buf_puts(html, "</div>\n");
 	free(author);
 	free(body);

@@ -39,8 +39,22 @@ void feed_entries_free(struct feed_entry *e, size_t n)
 		free(e[i].text);
 		free(e[i].url);
 		free(e[i].post_subject);
+		for (size_t k = 0; k < e[i].n_files; k++) {
+			free(e[i].files[k].name);
+			free(e[i].files[k].url);
+		}
+		free(e[i].files);
 	}
 	free(e);
+}
+
+void feed_entry_add_file(struct feed_entry *e, const char *name, long long size, const char *url)
+{
+	e->files = xrealloc(e->files, (e->n_files + 1) * sizeof *e->files);
+	struct feed_file *f = &e->files[e->n_files++];
+	f->name = xstrdup(name && *name ? name : "file");
+	f->size = size;
+	f->url = url && *url ? xstrdup(url) : NULL;
 }
 
 void feed_result_clear(struct feed_result *r)

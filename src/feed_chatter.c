@@ -1799,6 +1799,26 @@ static char *sf_entry_text(const char *t)
 	return s;
 }
 
+/* One file summary of an element or comment as a file of e: its title
+ * (or name), contentSize, and a link to its page at the instance. */
+static void sf_entry_file(struct feed_entry *e, json_t *f, const char *instance)
+{
+	const char *id = sf_str(f, "id");
+	const char *title = sf_str(f, "title");
+	json_t *sz = json_object_get(f, "contentSize");
+	if (!id || e->n_files >= 32)
+		return;
+	if (!title)
+		title = sf_str(f, "name");
+	int ok = strlen(id) <= 18;
+	for (const char *p = id; *p && ok; p++)
+		ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z');
+	char *url = ok ? xasprintf("%s/%s", instance, id) : NULL;
+	feed_entry_add_file(e, title, json_is_integer(sz) ? (long long)json_integer_value(sz) : -1,
+			    url);
+	free(url);
+}
+
 static void sf_entry_add(struct feed_entry **v, size_t *n, json_t *el, const char *group,
 			 const char *parent, const char *instance, json_t *who)
 {
@@ -1818,6 +1838,15 @@ static void sf_entry_add(struct feed_entry **v, size_t *n, json_t *el, const cha
 	e->text = sf_entry_text(sf_body_text(el));
 	e->url = xasprintf("%s/%s", instance, parent ? parent : id);
 	e->created = sf_parse_time(sf_str(el, "createdDate"));
+	/* a post's files, or the one file of a comment */
+	json_t *caps = json_object_get(el, "capabilities");
+	size_t i;
+	json_t *f;
+	json_array_foreach(json_object_get(json_object_get(caps, "files"), "items"), i, f)
+	    sf_entry_file(e, f, instance);
+	json_t *content = json_object_get(caps, "content");
+	if (json_is_object(content))
+		sf_entry_file(e, content, instance);
 }
 
 static int sf_entry_cmp(const void *a, const void *b)

@@ -8,6 +8,12 @@
  *               (RFC 4685); the newest LOCAL_ATOM_MAX items.
  *   GROUP.txt   the same conversation for people: threads newest first,
  *               comments indented under their post.
+ *   GROUP.files/ the attachments of the group's posts and comments, each
+ *               under a safe name (feed_local_safe_name; a taken name gets
+ *               "-2", "-3" … before its extension), written once when the
+ *               item is delivered, mode 0640; linked from the Atom entry as
+ *               enclosures and listed in the text.  What [feed]
+ *               max_file_size / max_files leave out is noted in the item.
  *
  * Remote ids are "local-N", N being the local_items row id. */
 #include <errno.h>
@@ -35,6 +41,8 @@ struct local_ctx {
 	struct store *st;
 	char *dir;
 	size_t full_batch;      /* what the outbox hands over when more is waiting */
+	long long max_file_size;
+	int max_files;
 	struct strlist dirty;   /* groups whose files are behind the table */
 	double last_render;
 };
@@ -84,6 +92,8 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	c->st = st;
 	c->dir = xstrdup(dir);
 	c->full_batch = outbox_batch_size(cfg, &feed_local_ops);
+	c->max_file_size = cfg->feed.max_file_size > 0 ? cfg->feed.max_file_size : 25LL * 1024 * 1024;
+	c->max_files = cfg->feed.max_files > 0 ? cfg->feed.max_files : 10;
 	*ctx = c;
 	return 0;
 }
@@ -109,7 +119,7 @@ static long long local_id(const char *remote)
 }
 
 /* A group name as a file name: anything but [A-Za-z0-9._-] becomes '_'. */
-static char *group_file(const struct local_ctx *c, const char *group, const char *ext)
+static char *group_safe(const char *group)
 {
 	char *safe = xstrdup(group);
 	for (char *p = safe; *p; p++)
@@ -118,9 +128,174 @@ static char *group_file(const struct local_ctx *c, const char *group, const char
 			*p = '_';
 	if (safe[0] == '.')
 		safe[0] = '_';
+	return safe;
+}
+
+static char *group_file(const struct local_ctx *c, const char *group, const char *ext)
+{
+	char *safe = group_safe(group);
 	char *path = xasprintf("%s/%s.%s", c->dir, safe, ext);
 	free(safe);
 	return path;
+}
+
+char *feed_local_safe_name(const char *name)
+{
+	const char *base = name ? name : "";
+	for (const char *p = base; *p; p++)
+		if (*p == '/' || *p == '\\')
+			base = p + 1;
+	struct buf b;
+	buf_init(&b);
+	const unsigned char *p = (const unsigned char *)base;
+	size_t n = strlen(base);
+	while (*p) {
+		size_t l = utf8_seq(p, n);
+		if (l == 0) {
+			buf_putc(&b, '_');
+			l = 1;
+		} else if (text_bidi_control(p, n)) {
+			/* left out: it would disguise the name's extension */
+		} else if (l == 1 && (*p < 0x20 || *p == 0x7F || strchr("\"*:<>?|`$'", *p))) {
+			buf_putc(&b, '_');
+		} else if (l == 3 && p[0] == 0xEF && p[1] == 0xBF && p[2] >= 0xBE) {
+			buf_putc(&b, '_');
+		} else {
+			buf_append(&b, p, l);
+		}
+		p += l;
+		n -= l;
+	}
+	char *s = b.data ? buf_steal(&b) : xstrdup("");
+	/* no leading dot or dash, no trailing dots or spaces */
+	size_t lead = 0;
+	while (s[lead] == '.' || s[lead] == '-' || s[lead] == ' ')
+		lead++;
+	memmove(s, s + lead, strlen(s + lead) + 1);
+	size_t len = strlen(s);
+	while (len > 0 && (s[len - 1] == '.' || s[len - 1] == ' '))
+		s[--len] = '\0';
+	if (len == 0) {
+		free(s);
+		return xstrdup("attachment");
+	}
+	if (len > FEED_LOCAL_NAME_MAX) {
+		/* keep a short extension: the part that says what the file is */
+		const char *dot = strrchr(s, '.');
+		size_t ext = dot && strlen(dot) <= 16 ? strlen(dot) : 0;
+		size_t keep = FEED_LOCAL_NAME_MAX - ext;
+		while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+			keep--;
+		memmove(s + keep, s + len - ext, ext + 1);
+	}
+	return s;
+}
+
+/* A kept file's name as a relative URL path segment. */
+static void url_put(struct buf *b, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == '~')
+			buf_putc(b, (char)*p);
+		else
+			buf_printf(b, "%%%02X", *p);
+	}
+}
+
+/* file:// URL of dir/sub/name (dir made absolute), each part encoded. */
+static char *file_url(const char *dir, const char *sub, const char *name)
+{
+	char *abs = realpath(dir, NULL);
+	struct buf b;
+	buf_init(&b);
+	buf_puts(&b, "file://");
+	for (const char *p = abs ? abs : dir; *p; p++) {
+		char one[2] = {*p, 0};
+		if (*p == '/')
+			buf_putc(&b, '/');
+		else
+			url_put(&b, one);
+	}
+	buf_putc(&b, '/');
+	url_put(&b, sub);
+	buf_putc(&b, '/');
+	url_put(&b, name);
+	free(abs);
+	return buf_steal(&b);
+}
+
+/* A size for people: 812 bytes, 48 KB, 3.2 MB. */
+static void size_text(long long n, char *out, size_t outlen)
+{
+	if (n < 1024)
+		snprintf(out, outlen, "%lld byte%s", n, n == 1 ? "" : "s");
+	else if (n < 1024 * 1024)
+		snprintf(out, outlen, "%lld KB", (n + 512) / 1024);
+	else
+		snprintf(out, outlen, "%.1f MB", (double)n / (1024.0 * 1024.0));
+}
+
+/* Writes data under dir/name, or name-2, name-3 … when taken: a temp file
+ * synced and then linked into place, so a file is never seen half written
+ * and never replaces another.  The name used (owned), or NULL with errno. */
+static char *file_keep(const char *dir, const char *name, const unsigned char *data, size_t len)
+{
+	char *tmp = xasprintf("%s/.tmp.%d", dir, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+	int e = 0;
+	char *used = NULL;
+	if (fd < 0) {
+		e = errno;
+		free(tmp);
+		errno = e;
+		return NULL;
+	}
+	const unsigned char *p = data;
+	while (len > 0 && !e) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			e = errno;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (!e && (fchmod(fd, 0640) < 0 || fsync(fd) < 0))
+		e = errno;
+	if (close(fd) < 0 && !e)
+		e = errno;
+	const char *dot = strrchr(name, '.');
+	size_t stem = dot && dot != name ? (size_t)(dot - name) : strlen(name);
+	for (int k = 1; !e && k < 10000; k++) {
+		char *try = k == 1 ? xstrdup(name)
+				   : xasprintf("%.*s-%d%s", (int)stem, name, k, name + stem);
+		char *path = xasprintf("%s/%s", dir, try);
+		int rc = link(tmp, path);
+		free(path);
+		if (rc == 0) {
+			used = try;
+			break;
+		}
+		free(try);
+		if (errno != EEXIST)
+			e = errno;
+	}
+	if (!used && !e)
+		e = EEXIST;
+	unlink(tmp);
+	free(tmp);
+	if (used) {
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+	}
+	errno = e;
+	return used;
 }
 
 /* Length of the valid UTF-8 sequence at s (max n bytes), 0 when invalid
@@ -185,6 +360,7 @@ struct row {
 	long long id, parent;
 	char *author_name, *author_email, *subject, *text;
 	json_t *tags;
+	json_t *files; /* what files_keep made of the attachments, or NULL */
 	time_t created;
 };
 
@@ -196,6 +372,7 @@ static void rows_free(struct row *r, size_t n)
 		free(r[i].subject);
 		free(r[i].text);
 		json_decref(r[i].tags);
+		json_decref(r[i].files);
 	}
 	free(r);
 }
@@ -217,7 +394,7 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 	if (sqlite3_prepare_v2(
 		store_db(st),
 		"SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
-		" text, hashtags, created FROM local_items WHERE grp=? AND created>?"
+		" text, hashtags, created, attachments FROM local_items WHERE grp=? AND created>?"
 		" ORDER BY created DESC, id DESC LIMIT ?) ORDER BY created, id",
 		-1, &s, NULL) != SQLITE_OK)
 		return -1;
@@ -236,6 +413,8 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 		const char *t = (const char *)sqlite3_column_text(s, 6);
 		r->tags = t ? json_loads(t, 0, NULL) : NULL;
 		r->created = (time_t)sqlite3_column_int64(s, 7);
+		const char *f = (const char *)sqlite3_column_text(s, 8);
+		r->files = f && strcmp(f, "[]") != 0 ? json_loads(f, 0, NULL) : NULL;
 	}
 	sqlite3_finalize(s);
 	return 0;
@@ -297,7 +476,30 @@ static int out_close(struct out_file *o, struct buf *b)
 	return o->failed ? -1 : 0;
 }
 
-static void atom_entry(struct buf *b, const struct row *r)
+/* The notes of files left out, each on its own line after the text. */
+static void notes_put(struct buf *b, const struct row *r,
+		      void (*put)(struct buf *, const char *, const char *), const char *indent)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(r->files, i, f)
+	{
+		const char *note = json_string_value(json_object_get(f, "note"));
+		if (!note)
+			continue;
+		buf_puts(b, "\n");
+		buf_puts(b, indent);
+		put(b, note, indent);
+	}
+}
+
+static void xml_put_ind(struct buf *b, const char *s, const char *indent)
+{
+	(void)indent;
+	xml_put(b, s);
+}
+
+static void atom_entry(struct buf *b, const struct row *r, const char *gsafe)
 {
 	char when[32];
 	size_t i;
@@ -332,8 +534,26 @@ static void atom_entry(struct buf *b, const struct row *r)
 			   "    <thr:in-reply-to ref=\"urn:mailfeed:local-%lld\" "
 			   "type=\"text/plain\"/>\n",
 			   r->parent);
+	json_array_foreach(r->files, i, v)
+	{
+		const char *name = json_string_value(json_object_get(v, "name"));
+		const char *type = json_string_value(json_object_get(v, "content_type"));
+		if (!name)
+			continue;
+		buf_puts(b, "    <link rel=\"enclosure\" href=\"");
+		url_put(b, gsafe);
+		buf_puts(b, ".files/");
+		url_put(b, name);
+		buf_printf(b, "\" length=\"%lld\" type=\"",
+			   (long long)json_integer_value(json_object_get(v, "size")));
+		xml_put(b, type && *type ? type : "application/octet-stream");
+		buf_puts(b, "\" title=\"");
+		xml_put(b, name);
+		buf_puts(b, "\"/>\n");
+	}
 	buf_puts(b, "    <content type=\"text\">");
 	xml_put(b, r->text);
+	notes_put(b, r, xml_put_ind, "");
 	buf_puts(b, "</content>\n  </entry>\n");
 }
 
@@ -351,10 +571,12 @@ static void atom_render(struct buf *b, struct out_file *o, const char *group,
 	xml_put(b, group);
 	buf_printf(b, "</title>\n  <updated>%s</updated>\n  <generator>mailfeed</generator>\n",
 		   time_iso(updated, when, sizeof when));
+	char *gsafe = group_safe(group);
 	for (size_t i = n; i-- > 0;) {
-		atom_entry(b, &rows[i]);
+		atom_entry(b, &rows[i], gsafe);
 		out_drain(o, b, 0);
 	}
+	free(gsafe);
 	buf_puts(b, "</feed>\n");
 }
 
@@ -370,10 +592,34 @@ static void txt_author(struct buf *b, const struct row *r)
 	buf_printf(b, ", %s", time_iso(r->created, when, sizeof when));
 }
 
+/* The kept files of an item, a line each: name (size): where it is. */
+static void txt_files(struct buf *b, const struct row *r, const char *gsafe, const char *indent)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(r->files, i, f)
+	{
+		const char *name = json_string_value(json_object_get(f, "name"));
+		char size[32];
+		if (!name)
+			continue;
+		size_text((long long)json_integer_value(json_object_get(f, "size")), size,
+			  sizeof size);
+		buf_puts(b, "\n");
+		buf_puts(b, indent);
+		buf_puts(b, "File: ");
+		txt_put(b, name, "");
+		buf_printf(b, " (%s): %s.files/", size, gsafe);
+		txt_put(b, name, "");
+	}
+	notes_put(b, r, txt_put, indent);
+}
+
 static void txt_render(struct buf *b, struct out_file *o, const char *group,
 		       const struct row *rows, size_t n)
 {
 	size_t threads = 0;
+	char *gsafe = group_safe(group);
 	buf_puts(b, "Group ");
 	txt_put(b, group, "");
 	buf_puts(b, "\n");
@@ -400,6 +646,7 @@ static void txt_render(struct buf *b, struct out_file *o, const char *group,
 		}
 		buf_puts(b, "\n   ");
 		txt_put(b, p->text, "   ");
+		txt_files(b, p, gsafe, "   ");
 		buf_puts(b, "\n");
 		for (size_t j = i + 1; j < n; j++) {
 			const struct row *c = &rows[j];
@@ -409,10 +656,12 @@ static void txt_render(struct buf *b, struct out_file *o, const char *group,
 			txt_author(b, c);
 			buf_puts(b, "\n         ");
 			txt_put(b, c->text, "         ");
+			txt_files(b, c, gsafe, "         ");
 			buf_puts(b, "\n");
 		}
 		out_drain(o, b, 0);
 	}
+	free(gsafe);
 }
 
 /* Rewrites GROUP.atom and GROUP.txt. 0 or -1 (logged). */
@@ -481,18 +730,80 @@ static char *tags_json(const struct strlist *l)
 	return s;
 }
 
-static char *attachments_json(const struct feed_item *it)
+/* Removes the files named in files (a list being built) from dir. */
+static void files_unkeep(const char *dir, json_t *files)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(files, i, f)
+	{
+		const char *name = json_string_value(json_object_get(f, "name"));
+		if (name) {
+			char *path = xasprintf("%s/%s", dir, name);
+			unlink(path);
+			free(path);
+		}
+	}
+}
+
+/* Keeps the item's attachments in the group's files directory, within
+ * [feed] max_file_size and max_files; the others get a note.  The JSON list
+ * of them (owned), or NULL with err when a file could not be written (then
+ * none of the item's files stays). */
+static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *err, size_t errlen)
 {
 	json_t *a = json_array();
+	char *dir = NULL;
+	int kept = 0;
 	for (size_t i = 0; i < it->n_attachments; i++) {
 		const struct feed_attachment *f = &it->attachments[i];
-		json_array_append_new(a,
-				      json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename,
-						"content_type", f->content_type, "size",
-						(json_int_t)f->size, "sha256", f->sha256));
+		char *safe = feed_local_safe_name(f->filename);
+		char size[32];
+		json_t *o = json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename,
+				      "content_type", f->content_type, "size", (json_int_t)f->size,
+				      "sha256", f->sha256);
+		const char *why = (long long)f->size > c->max_file_size ? "too large"
+				  : kept >= c->max_files		 ? "too many files"
+				  : !f->data				 ? "its bytes were not kept"
+									 : NULL;
+		size_text((long long)f->size, size, sizeof size);
+		if (why) {
+			char *note = xasprintf("[file %s (%s) not kept: %s]", safe, size, why);
+			json_object_set_new(o, "note", json_string(note));
+			free(note);
+		} else {
+			if (!dir) {
+				dir = group_file(c, it->group, "files");
+				if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+					snprintf(err, errlen, "cannot create %s: %s", dir,
+						 strerror(errno));
+					goto fail;
+				}
+			}
+			char *used = file_keep(dir, safe, f->data, f->size);
+			if (!used) {
+				snprintf(err, errlen, "cannot write %s/%s: %s", dir, safe,
+					 strerror(errno));
+				goto fail;
+			}
+			json_object_set_new(o, "name", json_string(used));
+			free(used);
+			kept++;
+		}
+		free(safe);
+		json_array_append_new(a, o);
+		continue;
+	fail:
+		free(safe);
+		json_decref(o);
+		files_unkeep(dir, a);
+		json_decref(a);
+		free(dir);
+		return NULL;
 	}
 	char *s = json_dumps(a, JSON_COMPACT);
 	json_decref(a);
+	free(dir);
 	return s;
 }
 
@@ -511,6 +822,19 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 			return;
 		}
 	}
+	/* delivered before (the answer was lost): the files are there */
+	long long had = it->n_attachments ? id_of_key(c->st, it->key) : 0;
+	if (had > 0) {
+		r->status = FEED_OK;
+		r->remote_id = xasprintf("local-%lld", had);
+		return;
+	}
+	char *files = files_keep(c, it, r->error, sizeof r->error);
+	if (!files) {
+		log_error("local.error key=%s error=\"%s\"", it->key, r->error);
+		r->status = FEED_RETRY;
+		return;
+	}
 	sqlite3_stmt *s;
 	if (!(s = store_stmt(c->st, "INSERT OR IGNORE INTO local_items(key, grp, parent,"
 				    " author_name, author_email, subject, text, hashtags,"
@@ -525,7 +849,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	sqlite3_bind_text(s, 6, it->subject, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 7, it->text ? it->text : "", -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 8, tags_json(it->hashtags), -1, free);
-	sqlite3_bind_text(s, 9, attachments_json(it), -1, free);
+	sqlite3_bind_text(s, 9, files, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
 	int rc = sqlite3_step(s);
 	store_stmt_done(c->st, s);
@@ -536,8 +860,18 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		goto store_error;
 	r->status = FEED_OK;
 	r->remote_id = xasprintf("local-%lld", id);
+	free(files);
 	return;
 store_error:
+	/* the item is not there: neither are its files (the retry writes them) */
+	if (it->n_attachments) {
+		json_t *written = json_loads(files, 0, NULL);
+		char *dir = group_file(c, it->group, "files");
+		files_unkeep(dir, written);
+		json_decref(written);
+		free(dir);
+	}
+	free(files);
 	r->status = FEED_RETRY;
 	snprintf(r->error, sizeof r->error, "local feed store error: %s", store_errmsg(c->st));
 }
@@ -597,6 +931,9 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 	}
 	if (nr)
 		*entries = xcalloc(nr, sizeof **entries);
+	char *gsafe = group_safe(group);
+	char *fdir = xasprintf("%s.files", gsafe);
+	free(gsafe);
 	for (size_t i = 0; i < nr; i++) {
 		struct feed_entry *e = &(*entries)[i];
 		e->remote_id = xasprintf("local-%lld", rows[i].id);
@@ -608,7 +945,19 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 		e->subject = rows[i].subject ? xstrdup(rows[i].subject) : NULL;
 		e->text = xstrdup(rows[i].text ? rows[i].text : "");
 		e->created = rows[i].created;
+		size_t k;
+		json_t *f;
+		json_array_foreach(rows[i].files, k, f)
+		{
+			const char *name = json_string_value(json_object_get(f, "name"));
+			const char *orig = json_string_value(json_object_get(f, "filename"));
+			long long size = (long long)json_integer_value(json_object_get(f, "size"));
+			char *url = name ? file_url(c->dir, fdir, name) : NULL;
+			feed_entry_add_file(e, name ? name : orig, size, url);
+			free(url);
+		}
 	}
+	free(fdir);
 	*n = nr;
 	rows_free(rows, nr);
 	return 0;

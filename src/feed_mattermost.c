@@ -1061,6 +1061,48 @@ static void mm_who_fill(void *arg, const char *uid, struct feed_entry *e)
 
 /* Appends the posts of a PostList created after since in channel group;
  * who (may be NULL) fills in each author from a user id. */
+/* A post's files for the digest: name and size from metadata.files, and
+ * the ids of file_ids that metadata leaves out (name unknown); each links
+ * to the file at the server (a reader logged in there can open it). */
+static void mm_entry_files(struct feed_entry *e, json_t *p, const char *base)
+{
+	json_t *infos = json_object_get(json_object_get(p, "metadata"), "files");
+	json_t *ids = json_object_get(p, "file_ids");
+	size_t i, k;
+	json_t *f, *g;
+	json_array_foreach(infos, i, f)
+	{
+		const char *fid = mm_str(f, "id");
+		if (e->n_files >= 32)
+			break;
+		char *url = NULL;
+		if (fid && mm_id_ok(fid, strlen(fid)))
+			url = xasprintf("%s/api/v4/files/%s?download=1", base, fid);
+		json_t *sz = json_object_get(f, "size");
+		feed_entry_add_file(e, mm_str(f, "name"),
+				    json_is_integer(sz) ? (long long)json_integer_value(sz) : -1, url);
+		free(url);
+	}
+	json_array_foreach(ids, i, g)
+	{
+		const char *fid = json_string_value(g);
+		int listed = 0;
+		if (!fid || !mm_id_ok(fid, strlen(fid)) || e->n_files >= 32)
+			continue;
+		json_array_foreach(infos, k, f)
+		{
+			const char *have = mm_str(f, "id");
+			if (have && !strcmp(have, fid))
+				listed = 1;
+		}
+		if (listed)
+			continue;
+		char *url = xasprintf("%s/api/v4/files/%s?download=1", base, fid);
+		feed_entry_add_file(e, "file", -1, url);
+		free(url);
+	}
+}
+
 void feed_mattermost_parse_posts(const char *json, size_t len, const char *group, time_t since,
 				 const char *base,
 				 void (*who)(void *arg, const char *uid, struct feed_entry *e),
@@ -1092,6 +1134,7 @@ void feed_mattermost_parse_posts(const char *json, size_t len, const char *group
 		e->url = xasprintf("%s/_redirect/pl/%s", base, ie);
 		free(ie);
 		e->created = (time_t)(cr / 1000);
+		mm_entry_files(e, p, base);
 	}
 	json_decref(list);
 }

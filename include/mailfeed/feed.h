@@ -76,6 +76,13 @@ struct feed_result {
 	char error[512];   /* service's code and message */
 };
 
+/* A file attached to a post or comment, as the digest lists it. */
+struct feed_file {
+	char *name;    /* as the service shows it */
+	long long size; /* bytes, -1 when the service does not say */
+	char *url;     /* where it is read: a link, or for the local feed its path on disk; may be NULL */
+};
+
 /* What the digest reads back from a group (posts and their comments). */
 struct feed_entry {
 	char *remote_id;
@@ -90,6 +97,9 @@ struct feed_entry {
 	/* Filled by the digest from what the gateway made (outbox_origin), NULL
 	 * otherwise: a comment's post's subject. */
 	char *post_subject;
+	/* the entry's files, NULL when none */
+	struct feed_file *files;
+	size_t n_files;
 };
 
 /* A member of a group at the feed service who has an email address, and
@@ -140,6 +150,8 @@ struct feed_backend_ops {
 
 const struct feed_backend_ops *feed_backend(enum feed_backend b);
 void feed_entries_free(struct feed_entry *e, size_t n);
+/* Appends a file (copies of name and url, either may be NULL) to e. */
+void feed_entry_add_file(struct feed_entry *e, const char *name, long long size, const char *url);
 void feed_result_clear(struct feed_result *r);
 void feed_members_free(struct feed_member *m, size_t n);
 
@@ -170,6 +182,14 @@ void feed_user_cache_restrict(struct feed_user_cache *c, const char *email, time
 /* The built-in backends (feed_local.c, feed_webhook.c). */
 extern const struct feed_backend_ops feed_local_ops;
 extern const struct feed_backend_ops feed_webhook_ops;
+
+/* The name an attachment is kept under in the local feed's files directory:
+ * the last part of name after any '/' or '\\', controls, bidi controls and
+ * characters shells or file systems treat specially replaced by '_', no
+ * leading dot, at most FEED_LOCAL_NAME_MAX bytes (cut at a character,
+ * keeping a short extension), "attachment" when nothing is left.  Owned. */
+#define FEED_LOCAL_NAME_MAX 120
+char *feed_local_safe_name(const char *name);
 
 /* The HTTP backends (feed_chatter.c, feed_mattermost.c). */
 extern const struct feed_backend_ops feed_chatter_ops;

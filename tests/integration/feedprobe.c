@@ -236,13 +236,20 @@ int main(int argc, char **argv)
 		if (rc != 0)
 			json_object_set_new(out, "error", json_string(err));
 		json_t *arr = json_array();
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			json_t *files = json_array();
+			for (size_t k = 0; k < e[i].n_files; k++)
+				json_array_append_new(
+				    files, json_pack("{s:s, s:I, s:s?}", "name", e[i].files[k].name,
+						     "size", (json_int_t)e[i].files[k].size, "url",
+						     e[i].files[k].url));
 			json_array_append_new(
-			    arr, json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:I}", "remote_id",
+			    arr, json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:o}", "remote_id",
 					   e[i].remote_id, "parent", e[i].parent_remote_id,
 					   "author_name", e[i].author_name, "author_email",
 					   e[i].author_email, "text", e[i].text, "url", e[i].url,
-					   "created", (json_int_t)e[i].created));
+					   "created", (json_int_t)e[i].created, "files", files));
+		}
 		json_object_set_new(out, "entries", arr);
 		feed_entries_free(e, n);
 	}

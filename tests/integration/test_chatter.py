@@ -380,3 +380,25 @@ def test_post_as_author_never_for_an_unverified_sender(chatter):
     assert "From The Boss <boss@example.org> (unverified)" in el["body"]["text"]
     assert "boss@acme.example" not in st["tokens_issued"]
     assert st["queries"] == []
+
+
+def test_files_read_back_for_digests(chatter):
+    """A post's files (capabilities.files) and a comment's one file
+    (capabilities.content) come back with names and sizes; a comment's
+    further files are listed in its text as notes (one file per comment)."""
+    since = int(time.time()) - 5
+    pid = chatter.deliver(post("fr1", text="two files", attachments=[
+        {"filename": "q3.pdf", "content_type": "application/pdf", "data": "%PDF-1.4 fake"},
+        {"filename": "plan.txt", "content_type": "text/plain", "data": "plan"}]))[0]["remote_id"]
+    res = chatter.deliver(comment(pid, key="fr2", attachments=[
+        {"filename": "minutes.pdf", "content_type": "application/pdf", "data": "%PDF minutes"},
+        {"filename": "extra.txt", "content_type": "text/plain", "data": "more"}]))
+    assert res[0]["status"] == "ok", res
+    ents = chatter.probe({"op": "read", "group": GROUP, "since": since})["entries"]
+    by_id = {e["remote_id"]: e for e in ents}
+    assert [(f["name"], f["size"]) for f in by_id[pid]["files"]] == [("q3.pdf", 13),
+                                                                     ("plan.txt", 4)]
+    c = [e for e in ents if e["parent"] == pid][0]
+    assert [(f["name"], f["size"]) for f in c["files"]] == [("minutes.pdf", 12)]
+    assert "[attachment extra.txt (4 bytes) not uploaded: too many files]" in c["text"]
+    assert all(f["url"].split("/")[-1].startswith("069") for f in c["files"])

@@ -572,7 +572,7 @@ def test_lost_answers_and_failed_posts_make_nothing_twice(dovecot, tmp_path):
         assert [(f["title"], f["sha256"]) for f in st["files"]] == \
             [("agenda.pdf", hashlib.sha256(pdf).hexdigest())]
         assert st["posts"][2]["capabilities"]["files"]["items"] == \
-            [{"id": st["files"][0]["id"], "title": "agenda.pdf"}]
+            [{"id": st["files"][0]["id"], "title": "agenda.pdf", "contentSize": len(pdf)}]
         assert st["comments"][0]["feedElement"]["id"] == st["posts"][1]["id"]
         con = sqlite3.connect(cfg.state)
         rows = con.execute("SELECT key, state, remote_id FROM outbox ORDER BY id").fetchall()

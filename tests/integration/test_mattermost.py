@@ -364,3 +364,29 @@ def test_hostile_markdown_and_channel_mentions_are_neutralised(mm, tmp_path):
     assert "@channel urgent, @here too" in msg
     assert "![](https://tracker.example/pixel.png)" in msg
     assert "\\[bank login\\]" in msg
+
+
+def test_reply_carries_all_its_files_and_digest_reads_them(mm):
+    """A reply by email with three files: all three go with the reply (up
+    to the 5 file ids a post takes), and reading the channel back lists
+    each with its name and size for the digest."""
+    since = int(time.time()) - 5
+    pid = mm.deliver(post("f1", text="agenda"))[0]["remote_id"]
+    files = [{"filename": "minutes.pdf", "content_type": "application/pdf",
+              "data": "%PDF-1.4 minutes"},
+             {"filename": "budget.csv", "content_type": "text/csv", "data": "a,b\n1,2\n"},
+             {"filename": "photo.jpg", "content_type": "image/jpeg", "data": "\xff\xd8jpeg"}]
+    res = mm.deliver(comment(pid, key="f2", attachments=files))
+    assert res[0]["status"] == "ok", res
+    reply = [p for p in mm.posts() if p["root_id"] == pid]
+    assert len(reply) == 1 and len(reply[0]["file_ids"]) == 3
+    names = {f["id"]: f["name"] for f in mm.state()["files"]}
+    assert [names[i] for i in reply[0]["file_ids"]] == ["minutes.pdf", "budget.csv",
+                                                        "photo.jpg"]
+    assert "not uploaded" not in reply[0]["message"]
+    ents = mm.probe({"op": "read", "group": CHANNEL, "since": since})["entries"]
+    got = [e for e in ents if e["parent"] == pid][0]["files"]
+    assert [(f["name"], f["size"]) for f in got] == [
+        ("minutes.pdf", 16), ("budget.csv", 8), ("photo.jpg", len("\xff\xd8jpeg".encode()))]
+    assert all(f["url"].startswith(mm.base + "/api/v4/files/") for f in got)
+    assert [e for e in ents if e["remote_id"] == pid][0]["files"] == []

@@ -260,6 +260,44 @@ static void test_render_hostile(void **state)
 	digest_mail_free(&m);
 }
 
+/* Files of a post and a comment: a line each in the text (name, size for
+ * people, link), a list in HTML where only web links become links and a
+ * hostile name stays text. */
+static void test_render_files(void **state)
+{
+	struct fixture *f = *state;
+	struct feed_entry e[] = {
+	    entry("p1", NULL, "Board pack", "attached", 1000),
+	    entry("c1", "p1", NULL, "and one more", 2000),
+	};
+	struct feed_file pf[] = {
+	    {(char *)"q3.pdf", 48211, (char *)"https://files.example.org/q3.pdf"},
+	    {(char *)"<img src=x onerror=alert(1)>.png", 3 * 1024 * 1024 + 200000,
+	     (char *)"javascript:alert(1)"},
+	};
+	struct feed_file cf[] = {{(char *)"minutes.txt", 812, NULL}, {(char *)"one.bin", 1, NULL}};
+	e[0].files = pf;
+	e[0].n_files = 2;
+	e[1].files = cf;
+	e[1].n_files = 2;
+	struct digest_group g = {.label = "team", .gid = "g1", .entries = e, .n = 2};
+	struct digest_mail m;
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
+				       "2026-11-23", &g, 1, 5000, &m),
+			 0);
+	assert_lines_sane(m.data);
+	assert_non_null(strstr(m.text, "    Files: q3.pdf (47 KB) https://files.example.org/q3.pdf\n"));
+	assert_non_null(strstr(m.text, "           <img src=x onerror=alert(1)>.png (3.2 MB) "
+				       "javascript:alert(1)\n"));
+	assert_non_null(strstr(m.text, "      Files: minutes.txt (812 bytes)\n"));
+	assert_non_null(strstr(m.text, "             one.bin (1 byte)\n"));
+	assert_non_null(strstr(m.html, "<li><a href=\"https://files.example.org/q3.pdf\""));
+	assert_null(strstr(m.html, "href=\"javascript"));
+	assert_null(strstr(m.html, "<img"));
+	assert_non_null(strstr(m.html, "<li>&lt;img src=x onerror=alert(1)&gt;.png "));
+	digest_mail_free(&m);
+}
+
 /* The token of the one-click link in m's List-Unsubscribe, checked. */
 static void assert_one_click(struct fixture *f, const char *data, time_t now)
 {
@@ -450,6 +488,7 @@ int main(void)
 	    cmocka_unit_test(test_weekly),
 	    cmocka_unit_test_setup_teardown(test_render_hostile, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_bidi, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_render_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_one_click, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_run_at_most_once, setup, teardown),

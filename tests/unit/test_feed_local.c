@@ -210,6 +210,137 @@ static void test_big_group_files_are_whole(void **state)
 	assert_int_not_equal(system(cmd), 0);
 }
 
+static void test_safe_names(void **state)
+{
+	(void)state;
+	static const char *const cases[][2] = {
+	    {"q3.pdf", "q3.pdf"},
+	    {"../../etc/passwd", "passwd"},
+	    {"C:\\Users\\bob\\report.docx", "report.docx"},
+	    {".bashrc", "bashrc"},
+	    {"..", "attachment"},
+	    {"", "attachment"},
+	    {"a\tb\x01.txt", "a_b_.txt"},
+	    {"what?:*<>|.txt", "what______.txt"},
+	    {"Pr\xc3\xa9sentation \xc3\xa9t\xc3\xa9.pptx", "Pr\xc3\xa9sentation \xc3\xa9t\xc3\xa9.pptx"},
+	    {"invoice\xe2\x80\xae" "fdp.exe", "invoicefdp.exe"},
+	    {"bad\xff\xfe" "utf8.txt", "bad__utf8.txt"},
+	    {"-rf.txt", "rf.txt"},
+	    {"trailing. . ", "trailing"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char *s = feed_local_safe_name(cases[i][0]);
+		assert_string_equal(s, cases[i][1]);
+		free(s);
+	}
+	char *n = feed_local_safe_name(NULL);
+	assert_string_equal(n, "attachment");
+	free(n);
+	/* long names are cut, keeping the extension, at a character */
+	char longname[400];
+	memset(longname, 0, sizeof longname);
+	for (int i = 0; i < 150; i++)
+		strcat(longname, "\xc3\xa9");
+	strcat(longname, ".pdf");
+	n = feed_local_safe_name(longname);
+	assert_true(strlen(n) <= FEED_LOCAL_NAME_MAX);
+	assert_string_equal(n + strlen(n) - 4, ".pdf");
+	assert_int_equal(utf8_valid(n, strlen(n)), 1);
+	free(n);
+}
+
+static void test_files_kept_and_linked(void **state)
+{
+	struct fx *x = *state;
+	static const unsigned char pdf[] = "%PDF-1.4 tiny";
+	static const unsigned char big[4096] = {0};
+	struct feed_attachment att[] = {
+	    {.filename = "../q3 plan.pdf", .content_type = "application/pdf", .size = sizeof pdf - 1, .data = pdf},
+	    {.filename = "q3 plan.pdf", .content_type = "application/pdf", .size = sizeof pdf - 1, .data = pdf},
+	    {.filename = "huge.bin", .content_type = "application/octet-stream", .size = sizeof big, .data = big},
+	    {.filename = "gone.txt", .content_type = "text/plain", .size = 10, .data = NULL},
+	};
+	x->cfg.feed.max_file_size = 1000;
+	x->cfg.feed.max_files = 10;
+	feed_local_ops.close(x->ctx);
+	char err[256];
+	assert_int_equal(feed_local_ops.open(&x->cfg, x->st, &x->ctx, err, sizeof err), 0);
+	struct feed_item it = item(x, "f1", FEED_POST, NULL, "see attached");
+	it.attachments = att;
+	it.n_attachments = 4;
+	struct feed_result r;
+	deliver_one(x, it, &r);
+	assert_int_equal(r.status, FEED_OK);
+	feed_result_clear(&r);
+	/* a repeated delivery writes nothing twice */
+	deliver_one(x, it, &r);
+	assert_int_equal(r.status, FEED_OK);
+	feed_result_clear(&r);
+
+	char path[256];
+	struct stat sb;
+	snprintf(path, sizeof path, "%s/team_ops.files/q3 plan.pdf", x->feeds);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0640);
+	assert_int_equal(sb.st_size, sizeof pdf - 1);
+	snprintf(path, sizeof path, "%s/team_ops.files/q3 plan-2.pdf", x->feeds);
+	assert_int_equal(stat(path, &sb), 0);
+	snprintf(path, sizeof path, "%s/team_ops.files/q3 plan-3.pdf", x->feeds);
+	assert_int_not_equal(stat(path, &sb), 0);
+	snprintf(path, sizeof path, "%s/team_ops.files/huge.bin", x->feeds);
+	assert_int_not_equal(stat(path, &sb), 0);
+
+	char *atom = read_out(x, "team_ops.atom");
+	assert_non_null(strstr(atom, "<link rel=\"enclosure\" href=\"team_ops.files/q3%20plan.pdf\" "
+				     "length=\"13\" type=\"application/pdf\""));
+	assert_non_null(strstr(atom, "href=\"team_ops.files/q3%20plan-2.pdf\""));
+	assert_null(strstr(atom, "huge.bin\" length"));
+	assert_non_null(strstr(atom, "[file huge.bin (4 KB) not kept: too large]"));
+	assert_non_null(strstr(atom, "[file gone.txt (10 bytes) not kept: its bytes were not kept]"));
+	free(atom);
+	char *txt = read_out(x, "team_ops.txt");
+	assert_non_null(strstr(txt, "File: q3 plan.pdf (13 bytes): team_ops.files/q3 plan.pdf"));
+	assert_non_null(strstr(txt, "[file huge.bin (4 KB) not kept: too large]"));
+	free(txt);
+
+	struct feed_entry *e;
+	size_t n;
+	assert_int_equal(feed_local_ops.read_group(x->ctx, "team/ops", 0, &e, &n, err, sizeof err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(e[0].n_files, 4);
+	assert_string_equal(e[0].files[1].name, "q3 plan-2.pdf");
+	assert_int_equal(e[0].files[1].size, 13);
+	assert_memory_equal(e[0].files[1].url, "file:///", 8);
+	assert_non_null(strstr(e[0].files[1].url, "/team_ops.files/q3%20plan-2.pdf"));
+	assert_null(e[0].files[2].url);
+	feed_entries_free(e, n);
+}
+
+static void test_max_files(void **state)
+{
+	struct fx *x = *state;
+	static const unsigned char d[] = "x";
+	struct feed_attachment att[3];
+	for (int i = 0; i < 3; i++)
+		att[i] = (struct feed_attachment){.filename = "a.txt", .size = 1, .data = d};
+	x->cfg.feed.max_files = 2;
+	feed_local_ops.close(x->ctx);
+	char err[256];
+	assert_int_equal(feed_local_ops.open(&x->cfg, x->st, &x->ctx, err, sizeof err), 0);
+	struct feed_item it = item(x, "m1", FEED_POST, NULL, "three");
+	it.attachments = att;
+	it.n_attachments = 3;
+	struct feed_result r;
+	deliver_one(x, it, &r);
+	assert_int_equal(r.status, FEED_OK);
+	feed_result_clear(&r);
+	char *atom = read_out(x, "team_ops.atom");
+	assert_non_null(strstr(atom, "team_ops.files/a-2.txt"));
+	assert_null(strstr(atom, "team_ops.files/a-3.txt"));
+	assert_non_null(strstr(atom, "[file a.txt (1 byte) not kept: too many files]"));
+	free(atom);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -217,6 +348,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_comment_needs_existing_post, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_group_and_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_group_files_are_whole, setup, teardown),
+	    cmocka_unit_test(test_safe_names),
+	    cmocka_unit_test_setup_teardown(test_files_kept_and_linked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_max_files, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -572,7 +572,8 @@ class Handler(BaseHTTPRequestHandler):
                     if not isinstance(it, dict) or set(it) - {"id", "operationType"} \
                             or it.get("id") not in st.files:
                         raise Refused(400, "INVALID_ID_FIELD", "Unknown file id")
-                    files.append({"id": it["id"], "title": st.files[it["id"]]["title"]})
+                    files.append({"id": it["id"], "title": st.files[it["id"]]["title"],
+                                  "contentSize": st.files[it["id"]]["contentSize"]})
             with LOCK:
                 if sid.startswith("0F9") and sid not in st.groups:
                     raise Refused(404, "NOT_FOUND", "The requested resource does not exist")
@@ -636,7 +637,9 @@ class Handler(BaseHTTPRequestHandler):
                 c = {"id": st.new_id("0D7"), "createdDate": iso(now), "_created": now,
                      "feedElement": {"id": el["id"], "url": el["url"]},
                      "user": self.actor(user), "body": {"text": text, "messageSegments": out},
-                     "capabilities": {"content": {"id": files[0]}} if files else {},
+                     "capabilities": {"content": {
+                         "id": files[0], "title": st.files[files[0]]["title"],
+                         "contentSize": st.files[files[0]]["contentSize"]}} if files else {},
                      "url": "/services/data/v62.0/chatter/comments/", "_input": inp}
                 c["url"] += c["id"]
                 st.comments.append(c)

@@ -366,7 +366,8 @@ class Handler(BaseHTTPRequestHandler):
                  "user_id": st.bot["id"], "channel_id": ch, "root_id": root, "original_id": "",
                  "message": msg, "type": "", "props": props, "hashtags": hashtags(msg),
                  "file_ids": fids, "pending_post_id": inp.get("pending_post_id", ""),
-                 "is_pinned": False, "metadata": {}}
+                 "is_pinned": False,
+                 "metadata": {"files": [dict(st.files[f]) for f in fids]} if fids else {}}
             st.posts[pid] = p
         self.send(201, p)
 
