@@ -41,29 +41,6 @@ t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skippe
 print("ipassed=%d ifailed=%d" % (t - f - e - sk, f + e))
 PY
 )"
-		# The end-to-end kill -9 test can stall under load (a known, open
-		# problem, see README "Known problems"): when it is the only
-		# failure it is run once more, and both outcomes are printed.
-		only_e2e=$(/usr/bin/python3 - <<'PY'
-import xml.etree.ElementTree as ET
-r = ET.parse("build/pytest.xml").getroot()
-bad = [tc.get("name") for tc in r.iter("testcase")
-       if any(c.tag in ("failure", "error") for c in tc)]
-print("yes" if bad == ["test_300_messages_with_kills_token_expiry_and_outage"] else "no")
-PY
-)
-		if [ "$only_e2e" = yes ]; then
-			echo "rerun: test_300_messages_with_kills_token_expiry_and_outage failed once; running it again"
-			if /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-				tests/integration/test_e2e_chatter.py -k test_300 2>&1 | tail -3 |
-				grep -q " passed"; then
-				echo "rerun: passed on the second run (counted as passed; flaky)"
-				ipassed=$((ipassed + 1))
-				ifailed=$((ifailed - 1))
-			else
-				echo "rerun: failed again"
-			fi
-		fi
 	else
 		ifailed=1
 	fi
