@@ -1080,7 +1080,8 @@ static void mm_entry_files(struct feed_entry *e, json_t *p, const char *base)
 			url = xasprintf("%s/api/v4/files/%s?download=1", base, fid);
 		json_t *sz = json_object_get(f, "size");
 		feed_entry_add_file(e, mm_str(f, "name"),
-				    json_is_integer(sz) ? (long long)json_integer_value(sz) : -1, url);
+				    json_is_integer(sz) ? (long long)json_integer_value(sz) : -1,
+				    url);
 		free(url);
 	}
 	json_array_foreach(ids, i, g)

@@ -222,9 +222,14 @@ static void test_safe_names(void **state)
 	    {"", "attachment"},
 	    {"a\tb\x01.txt", "a_b_.txt"},
 	    {"what?:*<>|.txt", "what______.txt"},
-	    {"Pr\xc3\xa9sentation \xc3\xa9t\xc3\xa9.pptx", "Pr\xc3\xa9sentation \xc3\xa9t\xc3\xa9.pptx"},
-	    {"invoice\xe2\x80\xae" "fdp.exe", "invoicefdp.exe"},
-	    {"bad\xff\xfe" "utf8.txt", "bad__utf8.txt"},
+	    {"Pr\xc3\xa9sentation \xc3\xa9t\xc3\xa9.pptx",
+	     "Pr\xc3\xa9sentation \xc3\xa9t\xc3\xa9.pptx"},
+	    {"invoice\xe2\x80\xae"
+	     "fdp.exe",
+	     "invoicefdp.exe"},
+	    {"bad\xff\xfe"
+	     "utf8.txt",
+	     "bad__utf8.txt"},
 	    {"-rf.txt", "rf.txt"},
 	    {"trailing. . ", "trailing"},
 	};
@@ -255,9 +260,18 @@ static void test_files_kept_and_linked(void **state)
 	static const unsigned char pdf[] = "%PDF-1.4 tiny";
 	static const unsigned char big[4096] = {0};
 	struct feed_attachment att[] = {
-	    {.filename = "../q3 plan.pdf", .content_type = "application/pdf", .size = sizeof pdf - 1, .data = pdf},
-	    {.filename = "q3 plan.pdf", .content_type = "application/pdf", .size = sizeof pdf - 1, .data = pdf},
-	    {.filename = "huge.bin", .content_type = "application/octet-stream", .size = sizeof big, .data = big},
+	    {.filename = "../q3 plan.pdf",
+	     .content_type = "application/pdf",
+	     .size = sizeof pdf - 1,
+	     .data = pdf},
+	    {.filename = "q3 plan.pdf",
+	     .content_type = "application/pdf",
+	     .size = sizeof pdf - 1,
+	     .data = pdf},
+	    {.filename = "huge.bin",
+	     .content_type = "application/octet-stream",
+	     .size = sizeof big,
+	     .data = big},
 	    {.filename = "gone.txt", .content_type = "text/plain", .size = 10, .data = NULL},
 	};
 	x->cfg.feed.max_file_size = 1000;
@@ -291,12 +305,14 @@ static void test_files_kept_and_linked(void **state)
 	assert_int_not_equal(stat(path, &sb), 0);
 
 	char *atom = read_out(x, "team_ops.atom");
-	assert_non_null(strstr(atom, "<link rel=\"enclosure\" href=\"team_ops.files/q3%20plan.pdf\" "
-				     "length=\"13\" type=\"application/pdf\""));
+	assert_non_null(strstr(atom,
+			       "<link rel=\"enclosure\" href=\"team_ops.files/q3%20plan.pdf\" "
+			       "length=\"13\" type=\"application/pdf\""));
 	assert_non_null(strstr(atom, "href=\"team_ops.files/q3%20plan-2.pdf\""));
 	assert_null(strstr(atom, "huge.bin\" length"));
 	assert_non_null(strstr(atom, "[file huge.bin (4 KB) not kept: too large]"));
-	assert_non_null(strstr(atom, "[file gone.txt (10 bytes) not kept: its bytes were not kept]"));
+	assert_non_null(
+	    strstr(atom, "[file gone.txt (10 bytes) not kept: its bytes were not kept]"));
 	free(atom);
 	char *txt = read_out(x, "team_ops.txt");
 	assert_non_null(strstr(txt, "File: q3 plan.pdf (13 bytes): team_ops.files/q3 plan.pdf"));
@@ -305,7 +321,8 @@ static void test_files_kept_and_linked(void **state)
 
 	struct feed_entry *e;
 	size_t n;
-	assert_int_equal(feed_local_ops.read_group(x->ctx, "team/ops", 0, &e, &n, err, sizeof err), 0);
+	assert_int_equal(feed_local_ops.read_group(x->ctx, "team/ops", 0, &e, &n, err, sizeof err),
+			 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(e[0].n_files, 4);
 	assert_string_equal(e[0].files[1].name, "q3 plan-2.pdf");
