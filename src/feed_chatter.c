@@ -2121,18 +2121,6 @@ static int chatter_check_login(void *ctx, char *msg, size_t msglen)
 	return 0;
 }
 
-/* An API name from an answer or a route: letters, digits, underscores. */
-static int sf_api_name_ok(const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-	if (n == 0 || n > 80 || !isalpha((unsigned char)s[0]))
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
-			return 0;
-	return 1;
-}
-
 /* GET path as the integration user: the HTTP status (*j the parsed JSON
  * answer when 200, else NULL), or -1 when the service could not be asked
  * (msg says why). */
@@ -2166,8 +2154,8 @@ static int sf_get_json(struct chatter *ch, const char *path, const char *what, j
 static json_t *sf_describe(struct chatter *ch, const char *object, char *msg, size_t msglen)
 {
 	json_t *j = NULL;
-	if (!sf_api_name_ok(object)) {
-		snprintf(msg, msglen, "\"%.80s\" is not an object name", object);
+	if (!object || !route_api_name(object, strlen(object))) {
+		snprintf(msg, msglen, "\"%.80s\" is not an object name", object ? object : "");
 		return NULL;
 	}
 	char *path = xasprintf("/sobjects/%s/describe", object);
@@ -2215,7 +2203,7 @@ static char *sf_object_of_prefix(struct chatter *ch, const char *prefix, char *m
 	json_array_foreach(json_object_get(j, "sobjects"), i, o)
 	{
 		const char *kp = sf_str(o, "keyPrefix"), *n = sf_str(o, "name");
-		if (kp && strcmp(kp, prefix) == 0 && sf_api_name_ok(n)) {
+		if (kp && strcmp(kp, prefix) == 0 && n && route_api_name(n, strlen(n))) {
 			name = xstrdup(n);
 			break;
 		}

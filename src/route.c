@@ -11,8 +11,7 @@
 
 #define REFERENCE_MAX 128 /* longer matches are not references */
 
-/* An API name: letters, digits and underscores, starting with a letter. */
-static int api_name(const char *s, size_t n)
+int route_api_name(const char *s, size_t n)
 {
 	if (n == 0 || n > 80 || !isalpha((unsigned char)s[0]))
 		return 0;
@@ -58,8 +57,8 @@ int route_parse(const char *spec, struct route *r, char *err, size_t errlen)
 		snprintf(err, errlen, "the regex is empty");
 		return -1;
 	}
-	if (!dot || !api_name(target, (size_t)(dot - target)) ||
-	    !api_name(dot + 1, tl - (size_t)(dot + 1 - target))) {
+	if (!dot || !route_api_name(target, (size_t)(dot - target)) ||
+	    !route_api_name(dot + 1, tl - (size_t)(dot + 1 - target))) {
 		snprintf(err, errlen, "the target must be OBJECT.FIELD, e.g. Opportunity.Reference__c");
 		return -1;
 	}

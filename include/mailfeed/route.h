@@ -33,6 +33,10 @@ struct route {
 	char *field;  /* ROUTE_REFERENCE: e.g. Reference__c */
 };
 
+/* Is s[0..n) an API name (an object or field): letters, digits and
+ * underscores, starting with a letter, at most 80? */
+int route_api_name(const char *s, size_t n);
+
 /* Parses one rule.  0, or -1 with a message in err. */
 int route_parse(const char *spec, struct route *r, char *err, size_t errlen);
 void route_free(struct route *r);
