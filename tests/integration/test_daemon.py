@@ -185,7 +185,7 @@ def test_connection_errors_are_one_clear_line(dovecot, tmp_path, case):
 def test_sigterm_exits_zero_quickly(dovecot, tmp_path):
     cfg = write_config(tmp_path, dovecot, folder="INBOX")
     p = start_daemon(cfg.path)
-    assert wait_for(lambda: status(cfg)["mailboxes"][0]["last_ok"], 20)
+    assert wait_for(lambda: status(cfg)["mailboxes"][0]["last_ok"], 60), daemon_log(p)
     t0 = time.monotonic()
     stop_daemon(p)  # asserts exit 0 within 10 s
     assert time.monotonic() - t0 < 10
