@@ -53,18 +53,6 @@ static int open_state(const char *config, struct mf_config **cfg, struct store *
 	return 0;
 }
 
-static int email_valid(const char *s)
-{
-	const char *at = strchr(s, '@');
-	if (!at || at == s || !at[1] || strchr(at + 1, '@') || strlen(s) > 254 ||
-	    !strchr(at + 1, '.'))
-		return 0;
-	for (const char *p = s; *p; p++)
-		if ((unsigned char)*p <= ' ' || strchr("<>()[],;:\\\"", *p) || *p == 0x7f)
-			return 0;
-	return 1;
-}
-
 /* A subscription of its own, or ([digest] subscribers = feed) a member of
  * a mapped group who wants mail from it. */
 static int is_subscriber(struct store *st, const struct mf_config *cfg, const char *email)
@@ -214,7 +202,7 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 		fputs(subscribe_usage, stderr);
 		return 2;
 	}
-	if (!email_valid(email)) {
+	if (!email_address_valid(email)) {
 		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", email);
 		return 2;
 	}

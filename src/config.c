@@ -367,17 +367,6 @@ static int valid_name(const char *s)
 	return 1;
 }
 
-static int valid_email(const char *s)
-{
-	const char *at = strrchr(s, '@');
-	if (!at || at == s || !at[1] || strlen(s) > 254)
-		return 0;
-	for (; *s; s++)
-		if ((unsigned char)*s <= ' ' || strchr("<>,;\"()", *s))
-			return 0;
-	return 1;
-}
-
 static void defaults_account(struct mf_account *a)
 {
 	a->port = 0;
@@ -451,7 +440,7 @@ static enum sect_kind sect_check(struct loader *l, const char *word, const char 
 		diag_add(l, line, "section [%s] takes no name; write [%s]", title, word);
 		return S_UNKNOWN;
 	}
-	if (kind == S_SUBSCRIBER && !valid_email(name)) {
+	if (kind == S_SUBSCRIBER && !email_address_valid(name)) {
 		diag_add(l, line, "[%s]: '%s' is not an email address", title, name);
 		return S_UNKNOWN;
 	}
@@ -814,7 +803,7 @@ static int key_set_start(const struct key_def *k, void *obj, char *field, const 
 static int reply_address_check(const char *v, char *err, size_t errlen)
 {
 	const char *at = strrchr(v, '@');
-	if (!valid_email(v) || !at) {
+	if (!email_address_valid(v) || !at) {
 		snprintf(err, errlen, "must be an address local@domain, e.g. feed@example.org");
 		return -1;
 	}
@@ -898,7 +887,7 @@ static int key_check_text(const struct key_def *k, const char *v, char *err, siz
 	case K_LISTEN:
 		return listen_check(v, err, errlen);
 	case K_EMAIL:
-		if (!valid_email(v)) {
+		if (!email_address_valid(v)) {
 			snprintf(err, errlen, "is not an email address");
 			return -1;
 		}
@@ -1554,6 +1543,11 @@ const struct mf_account *config_account(const struct mf_config *cfg, const char 
 		if (strcmp(cfg->accounts[i].name, name) == 0)
 			return &cfg->accounts[i];
 	return NULL;
+}
+
+const char *feed_backend_name(enum feed_backend b)
+{
+	return (unsigned)b <= FEED_WEBHOOK ? backend_names[b] : "?";
 }
 
 const char *after_action_name(enum after_action a)

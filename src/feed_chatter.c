@@ -1992,18 +1992,6 @@ static int sf_member_frequency(const char *code, enum frequency *f)
 	return -1;
 }
 
-/* An address usable as an SMTP recipient: printable ASCII, one @. */
-static int sf_member_email_ok(const char *e)
-{
-	const char *at = e ? strchr(e, '@') : NULL;
-	if (!at || at == e || !at[1] || strchr(at + 1, '@') || strlen(e) > 254)
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)e; *p; p++)
-		if (*p <= ' ' || *p >= 0x7f || strchr("<>()[],;:\\\"", *p))
-			return 0;
-	return 1;
-}
-
 int feed_chatter_parse_members(const char *json, size_t len, struct feed_member **members,
 			       size_t *n, char **next)
 {
@@ -2035,7 +2023,7 @@ int feed_chatter_parse_members(const char *json, size_t len, struct feed_member 
 		const char *email = json_is_object(m) ? sf_str(m, "Email") : NULL;
 		const char *name = json_is_object(m) ? sf_str(m, "Name") : NULL;
 		enum frequency f;
-		if (!sf_member_email_ok(email) ||
+		if (!email_address_valid(email) ||
 		    sf_member_frequency(sf_str(rec, "NotificationFrequency"), &f) < 0)
 			continue;
 		*members = xrealloc(*members, (*n + 1) * sizeof(**members));

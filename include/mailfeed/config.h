@@ -187,6 +187,8 @@ void diag_free(struct mf_diag *diag);
 const struct mf_mailbox *config_mailbox(const struct mf_config *cfg, const char *name);
 const struct mf_account *config_account(const struct mf_config *cfg, const char *name);
 
+/* "local", "chatter", "mattermost", "webhook": the names [feed] backend takes. */
+const char *feed_backend_name(enum feed_backend b);
 const char *after_action_name(enum after_action a);
 const char *frequency_name(enum frequency f);
 int frequency_parse(const char *s, enum frequency *out);
