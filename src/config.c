@@ -12,6 +12,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -1484,6 +1485,21 @@ void diag_free(struct mf_diag *diag)
 {
 	if (diag)
 		strlist_free(&diag->msgs);
+}
+
+static struct mf_config default_config;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_config_build(void)
+{
+	struct loader l = {.cur = -1, .cfg = &default_config};
+	defaults_config(&l);
+}
+
+const struct mf_config *config_default(void)
+{
+	pthread_once(&default_once, default_config_build);
+	return &default_config;
 }
 
 struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag)

@@ -92,8 +92,8 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	c->st = st;
 	c->dir = xstrdup(dir);
 	c->full_batch = outbox_batch_size(cfg, &feed_local_ops);
-	c->max_file_size = cfg->feed.max_file_size > 0 ? cfg->feed.max_file_size : 25LL * 1024 * 1024;
-	c->max_files = cfg->feed.max_files > 0 ? cfg->feed.max_files : 10;
+	c->max_file_size = cfg->feed.max_file_size;
+	c->max_files = cfg->feed.max_files;
 	*ctx = c;
 	return 0;
 }

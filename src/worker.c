@@ -65,9 +65,9 @@ void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg)
 struct parse_worker *worker_new(const struct mf_gateway *gw)
 {
 	struct parse_worker *w = xcalloc(1, sizeof *w);
-	w->timeout = gw->parse_timeout > 0 ? gw->parse_timeout : 20;
-	w->memory = gw->parse_memory > 0 ? gw->parse_memory : 512LL * 1024 * 1024;
-	w->max_size = gw->max_message_size > 0 ? gw->max_message_size : 25LL * 1024 * 1024;
+	w->timeout = gw->parse_timeout;
+	w->memory = gw->parse_memory;
+	w->max_size = gw->max_message_size;
 	w->pid = -1;
 	w->fd = -1;
 	return w;

@@ -181,6 +181,10 @@ struct mf_diag {
  * checks existence and permissions only; -1 skips secrets altogether (to
  * learn the state path before deciding whom to judge them for). */
 struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag);
+/* The settings of a configuration that sets nothing: every key at the
+ * default of its row in config.c, no sections.  For commands that run
+ * without a configuration file.  Static; never freed. */
+const struct mf_config *config_default(void);
 void config_free(struct mf_config *cfg);
 void diag_free(struct mf_diag *diag);
 

@@ -152,12 +152,35 @@ static void test_backend_names(void **state)
 	assert_string_equal(feed_backend_name(FEED_WEBHOOK), "webhook");
 }
 
+/* Without a file, every key has the default of its row: the one place a
+ * default is written. */
+static void test_config_default(void **state)
+{
+	(void)state;
+	const struct mf_config *c = config_default();
+	assert_ptr_equal(c, config_default());
+	assert_int_equal(c->feed.concurrency, 4);
+	assert_int_equal(c->feed.backend, FEED_LOCAL);
+	assert_int_equal(c->feed.max_files, 10);
+	assert_int_equal(c->feed.max_file_size, 25LL * 1024 * 1024);
+	assert_int_equal(c->feed.dead_after, 2 * 86400);
+	assert_int_equal(c->gateway.parse_timeout, 20);
+	assert_int_equal(c->gateway.parse_memory, 512LL * 1024 * 1024);
+	assert_int_equal(c->gateway.max_message_size, 25LL * 1024 * 1024);
+	assert_string_equal(c->gateway.state, "/var/lib/mailfeed/state.db");
+	assert_string_equal(c->gateway.log_level, "info");
+	assert_int_equal(c->smtp.timeout, 60);
+	assert_int_equal(c->digest.weekly_day, 1);
+	assert_string_equal(c->digest.timezone, "UTC");
+	assert_int_equal(c->n_accounts, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_email_address_rule), cmocka_unit_test(test_base64),
 	    cmocka_unit_test(test_header_scan),	       cmocka_unit_test(test_time_from_parts),
-	    cmocka_unit_test(test_backend_names),
+	    cmocka_unit_test(test_backend_names),      cmocka_unit_test(test_config_default),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
