@@ -1564,6 +1564,14 @@ const struct mf_account *config_account(const struct mf_config *cfg, const char 
 	return NULL;
 }
 
+void config_apply_logging(const struct mf_config *c)
+{
+	enum log_level lvl;
+	if (c->gateway.log_level && log_level_parse(c->gateway.log_level, &lvl) == 0)
+		log_set_level(lvl);
+	log_set_format((enum log_format)c->gateway.log_format);
+}
+
 const char *feed_backend_name(enum feed_backend b)
 {
 	return (unsigned)b <= FEED_WEBHOOK ? backend_names[b] : "?";

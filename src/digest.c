@@ -1226,7 +1226,7 @@ static sqlite3_stmt *run_stmt(struct run *r, enum run_query id)
 	if (!r->q[id]) {
 		if (sqlite3_prepare_v2(store_db(r->st), run_sql[id], -1, &r->q[id], NULL) !=
 		    SQLITE_OK) {
-			log_error("digest.error error=\"%s\"", store_errmsg(r->st));
+			log_error("digest.error error=%s", LOG_Q(store_errmsg(r->st)));
 			return NULL;
 		}
 	} else {
@@ -2031,7 +2031,7 @@ static int run_prepare(struct run *r)
 {
 	char err[512];
 	if (token_secret_load(r->cfg, &r->secret, &r->secretlen, err, sizeof err) < 0) {
-		log_error("digest.error error=\"%s\"", err);
+		log_error("digest.error error=%s", LOG_Q(err));
 		return -1;
 	}
 	r->from_addr = smtp_address_of(r->cfg->smtp.from);

@@ -1553,8 +1553,8 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	struct feed_item routed = *item;
 	if (record) {
 		routed.group = record;
-		log_info("chatter.routed outbox_id=%lld record=%s by=\"%s\"", (long long)item->id,
-			 record, why);
+		log_info("chatter.routed outbox_id=%lld record=%s by=%s", (long long)item->id,
+			 record, LOG_Q(why));
 	}
 	const struct feed_item *it = &routed;
 	char *author = NULL;
@@ -1737,8 +1737,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 	memset(&res, 0, sizeof(res));
 	char *record = NULL, why[300];
 	if (sf_route(ch, hc, orig, &record, why, sizeof why, &res) < 0) {
-		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)orig->id, res.error);
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=%s", (long long)orig->id,
+			 LOG_Q(res.error));
 		return -1;
 	}
 	struct feed_item routed = *orig;
@@ -1749,8 +1749,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 	/* as the integration user, with the From line */
 	char *actor = NULL;
 	if (sf_actor(ch, hc, ch->f->username, &actor, &res) != 0) {
-		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)item->id, res.error);
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=%s", (long long)item->id,
+			 LOG_Q(res.error));
 		free(record);
 		return -1;
 	}
@@ -1774,8 +1774,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 	sf_want_clear(&w);
 	free(record);
 	if (f < 0)
-		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)item->id, res.error);
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=%s", (long long)item->id,
+			 LOG_Q(res.error));
 	return f;
 }
 

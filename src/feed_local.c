@@ -672,7 +672,7 @@ static int local_render(struct local_ctx *c, const char *group)
 	struct buf b;
 	int rc = 0;
 	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, &rows, &n) < 0) {
-		log_error("local.error group=%s error=\"%s\"", group, store_errmsg(c->st));
+		log_error("local.error group=%s error=%s", group, LOG_Q(store_errmsg(c->st)));
 		return -1;
 	}
 	buf_init(&b);
@@ -684,7 +684,7 @@ static int local_render(struct local_ctx *c, const char *group)
 		else
 			txt_render(&b, &o, group, rows, n);
 		if (out_close(&o, &b) < 0) {
-			log_error("local.error file=%s error=\"%s\"", o.path, strerror(errno));
+			log_error("local.error file=%s error=%s", o.path, LOG_Q(strerror(errno)));
 			rc = -1;
 		}
 		free(o.path);
@@ -831,7 +831,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	}
 	char *files = files_keep(c, it, r->error, sizeof r->error);
 	if (!files) {
-		log_error("local.error key=%s error=\"%s\"", it->key, r->error);
+		log_error("local.error key=%s error=%s", it->key, LOG_Q(r->error));
 		r->status = FEED_RETRY;
 		return;
 	}

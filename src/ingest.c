@@ -106,8 +106,8 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	if (inserted) {
 		c->inserted++;
 		if (!f->raw) {
-			log_warn("message.skipped mailbox=%s uid=%u reason=\"%s\"", c->key, f->uid,
-				 reason);
+			log_warn("message.skipped mailbox=%s uid=%u reason=%s", c->key, f->uid,
+				 LOG_Q(reason));
 			c->big = xrealloc(c->big, (c->nbig + 1) * sizeof *c->big);
 			c->big_size = xrealloc(c->big_size, (c->nbig + 1) * sizeof *c->big_size);
 			c->big[c->nbig] = f->uid;
@@ -465,7 +465,7 @@ static int dead_marks(struct imap_session *s, struct store *st, const char *key,
 		}
 		if (n && imap_keyword(s, DEAD_KEYWORD, steps[i].add, uids, n, err, errlen) < 0)
 			/* a lost connection shows at the next command */
-			log_warn("imap.keyword_failed mailbox=%s error=\"%s\"", key, err);
+			log_warn("imap.keyword_failed mailbox=%s error=%s", key, LOG_Q(err));
 		if (n) {
 			store_acks_set(st, key, uidvalidity, uids, n, steps[i].acked);
 			log_info("imap.%s mailbox=%s keyword=%s count=%zu",
@@ -505,8 +505,8 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		if (arc == IMAP_REFUSED) {
 			/* the server is fine, these messages are not: they wait,
 			 * the rest of the work goes on */
-			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=\"%s\"", key,
-				 after_action_name(a), n, err);
+			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=%s", key,
+				 after_action_name(a), n, LOG_Q(err));
 			acks_note(st, key, fs.uidvalidity, uids, n, err, now);
 			free(uids);
 			uids = NULL;

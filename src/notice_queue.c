@@ -248,7 +248,7 @@ static int sender_prepare(const struct mf_config *cfg, struct smtp_client **c, c
 		snprintf(err, sizeof err, "[smtp] from holds no address");
 	if (*c)
 		return 0;
-	log_error("notice.error error=\"%s\"", err);
+	log_error("notice.error error=%s", LOG_Q(err));
 	free(*from);
 	*from = NULL;
 	return -1;
@@ -302,7 +302,7 @@ static void *sender_main(void *arg)
 	char err[512];
 	struct store *st = store_open(s->state_path, err, sizeof err);
 	if (!st)
-		log_error("notice.error error=\"%s\" note=\"notices are not sent\"", err);
+		log_error("notice.error error=%s note=\"notices are not sent\"", LOG_Q(err));
 	while (st && !atomic_load(&s->stop)) {
 		time_t now = time(NULL);
 		int n = notice_deliver_due(st, s->c, s->from, now);

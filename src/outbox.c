@@ -109,7 +109,7 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 {
 	sqlite3_stmt *s = NULL;
 	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK) {
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return NULL;
 	}
 	return s;
@@ -121,7 +121,7 @@ static sqlite3_stmt *kept(struct store *st, const char *sql)
 {
 	sqlite3_stmt *s = store_stmt(st, sql);
 	if (!s)
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 	return s;
 }
 
@@ -133,7 +133,7 @@ static int run_kept(struct store *st, sqlite3_stmt *s)
 	int rc = sqlite3_step(s);
 	store_stmt_done(st, s);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
 	return 0;
@@ -147,7 +147,7 @@ static int run(struct store *st, sqlite3_stmt *s)
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
 	return 0;
@@ -575,7 +575,7 @@ static int cascade_dead(struct store *st)
 		return -1;
 	int n = sqlite3_changes(store_db(st));
 	if (n > 0)
-		log_warn("outbox.dead count=%d error=\"%s\"", n, why);
+		log_warn("outbox.dead count=%d error=%s", n, LOG_Q(why));
 	if (n > 0 && note_count(st, NOTE_COUNT_DEAD, n) < 0)
 		return -1;
 	return n;

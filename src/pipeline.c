@@ -91,16 +91,16 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 
 	/* the same decision preview and inspect show */
 	if (decide_message(store_db(st), cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
-		log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
-			  (long long)p->id, store_errmsg(st));
+		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
+			  LOG_Q(store_errmsg(st)));
 		decision_free(&d);
 		return -1;
 	}
 	if (d.action == DECIDE_SKIP) {
 		const char *reason = d.reason;
 		if (set_state(st, p->id, d.duplicate ? "handled" : "skipped", reason, m) < 0) {
-			log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
-				  (long long)p->id, store_errmsg(st));
+			log_error("message.error mailbox=%s id=%lld error=%s", mb->name,
+				  (long long)p->id, LOG_Q(store_errmsg(st)));
 			decision_free(&d);
 			return -1;
 		}
@@ -178,8 +178,8 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	return 0;
 fail:
 	decision_free(&d);
-	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
-		  store_errmsg(st));
+	log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
+		  LOG_Q(store_errmsg(st)));
 	store_exec(st, "ROLLBACK TO message");
 	store_exec(st, "RELEASE message");
 	return -1;
@@ -423,7 +423,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		const char *why = "parse never finished: the daemon stopped twice while parsing it";
 		if (set_state(st, ids[i], "dead", why, NULL) == 0) {
 			done++;
-			log_warn("message.quarantined id=%lld reason=\"%s\"", (long long)ids[i], why);
+			log_warn("message.quarantined id=%lld reason=%s", (long long)ids[i],
+				 LOG_Q(why));
 		}
 	}
 	free(attempts);

@@ -318,7 +318,7 @@ static void stream_take(struct parse_worker *w, struct stream *s)
 		if (parse_limits_check(j->raw, j->len, (size_t)w->max_size, NULL, j->reason,
 				       sizeof j->reason) < 0) {
 			j->rc = 1;
-			log_warn("parse.refused reason=\"%s\"", j->reason);
+			log_warn("parse.refused reason=%s", LOG_Q(j->reason));
 			s->feed->done(s->feed->ctx, j);
 			continue;
 		}
@@ -343,7 +343,7 @@ static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 	else
 		death_reason(status, j->reason, sizeof j->reason);
 	j->rc = 1;
-	log_warn("parse.poison reason=\"%s\"", j->reason);
+	log_warn("parse.poison reason=%s", LOG_Q(j->reason));
 	head_done(w, s);
 }
 

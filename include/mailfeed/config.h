@@ -191,6 +191,9 @@ void diag_free(struct mf_diag *diag);
 const struct mf_mailbox *config_mailbox(const struct mf_config *cfg, const char *name);
 const struct mf_account *config_account(const struct mf_config *cfg, const char *name);
 
+/* Sets log.c's level and format from [gateway] log_level and log_format:
+ * at start and again on every reload. */
+void config_apply_logging(const struct mf_config *c);
 /* "local", "chatter", "mattermost", "webhook": the names [feed] backend takes. */
 const char *feed_backend_name(enum feed_backend b);
 const char *after_action_name(enum after_action a);
