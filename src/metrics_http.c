@@ -127,13 +127,6 @@ not_loopback:
 	return -1;
 }
 
-int metrics_listen_check(const char *addr, char *err, size_t errlen)
-{
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	return listen_parse(addr, &ss, &sslen, err, errlen);
-}
-
 /* The Host header names this listener by a loopback address or
  * "localhost" (with our port, if one is given), or is absent (HTTP/1.0).
  * A browser led to the port by a name the attacker resolves to 127.0.0.1
