@@ -18,6 +18,7 @@
 #include "mailfeed/classify.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/log.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
@@ -349,7 +350,6 @@ static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_
 	    .parent_remote_id = ti->remote_id,
 	    .recipients = &recipients,
 	};
-	sqlite3_stmt *s;
 	if (store_begin(st) < 0) {
 		strlist_free(&recipients);
 		return -1;
@@ -358,14 +358,7 @@ static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_
 	strlist_free(&recipients);
 	if (item < 0)
 		goto fail;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state='queued', reason=NULL WHERE id=?1", -1,
-			       &s, NULL) != SQLITE_OK)
-		goto fail;
-	sqlite3_bind_int64(s, 1, msg_row);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE)
+	if (messages_set_state(st, msg_row, MSG_QUEUED, NULL, NULL) < 0)
 		goto fail;
 	return store_commit(st);
 fail:
