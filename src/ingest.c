@@ -464,28 +464,19 @@ static void acks_note(struct store *st, const char *key, uint32_t uidvalidity, c
  * returns how many messages wait. */
 static int acks_show(struct store *st, const char *key, uint32_t uidvalidity, time_t now)
 {
-	sqlite3_stmt *q;
-	int count = 0;
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		"SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
-		" WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
-		" messages m WHERE m.mailbox=e.mailbox AND m.uidvalidity=e.uidvalidity"
-		" AND m.uid=e.uid AND m.acked=0)",
-		-1, &q, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 2, uidvalidity);
-	if (sqlite3_step(q) == SQLITE_ROW && (count = sqlite3_column_int(q, 0)) > 0) {
+	time_t next_at;
+	char *error;
+	int count = messages_acks_refused(st, key, uidvalidity, &next_at, &error);
+	if (count > 0) {
 		char line[700];
-		long in = (long)(sqlite3_column_int64(q, 1) - now);
+		long in = (long)(next_at - now);
 		snprintf(line, sizeof line,
 			 "%d message(s) wait for their after-action, next try in %ld s: %s", count,
-			 in > 0 ? in : 0, (const char *)sqlite3_column_text(q, 2));
+			 in > 0 ? in : 0, error ? error : "");
 		store_folder_error(st, key, line);
 	}
-	sqlite3_finalize(q);
-	return count;
+	free(error);
+	return count > 0 ? count : 0;
 }
 
 #define DEAD_KEYWORD "$MailfeedDead"

@@ -287,6 +287,30 @@ int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
 	return store_acks_set(st, mailbox, uidvalidity, uids, n, 1);
 }
 
+int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			  time_t *next_at, char **error)
+{
+	sqlite3_stmt *s = prep(st, "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
+				   " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
+				   " messages m WHERE m.mailbox=e.mailbox AND"
+				   " m.uidvalidity=e.uidvalidity AND m.uid=e.uid AND m.acked=0)");
+	int count = -1;
+	*next_at = 0;
+	*error = NULL;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, uidvalidity);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		count = sqlite3_column_int(s, 0);
+		*next_at = (time_t)sqlite3_column_int64(s, 1);
+		if (sqlite3_column_text(s, 2))
+			*error = xstrdup((const char *)sqlite3_column_text(s, 2));
+	}
+	sqlite3_finalize(s);
+	return count;
+}
+
 /* --- backfill ------------------------------------------------------------ */
 
 long messages_held_count(struct store *st, const char *mailbox)

@@ -121,6 +121,13 @@ int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidit
 int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		   const uint32_t *uids, size_t n, int acked);
 
+/* The after-actions of mailbox/uidvalidity the server refused (table
+ * ack_errors, kept by ingest.c) of messages still waiting for one: how
+ * many (or -1), when the next try is due and one of the errors (owned,
+ * may be NULL). */
+int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			  time_t *next_at, char **error);
+
 /* --- backfill (cmd_backfill.c) ---------------------------------------- */
 
 /* How many held messages mailbox has, or -1. */

@@ -379,6 +379,34 @@ static void test_counts_and_folders(void **state)
 	store_close(st);
 }
 
+/* Refused after-actions count while their message still waits for one. */
+static void test_acks_refused(void **state)
+{
+	struct store *st = open_ok();
+	time_t next;
+	char *error;
+	exec_ok(st, "CREATE TABLE IF NOT EXISTS ack_errors("
+		    " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
+		    " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+		    " PRIMARY KEY(mailbox, uidvalidity, uid))");
+	assert_int_equal(messages_acks_refused(st, "team", 9, &next, &error), 0);
+	assert_null(error);
+	add(st, "team", 1, "a", MSG_DELIVERED, 0);
+	add(st, "team", 2, "b", MSG_DELIVERED, 0);
+	exec_ok(st, "INSERT INTO ack_errors VALUES('team', 9, 1, 'NO [TRYCREATE]', 1, 500),"
+		    " ('team', 9, 2, 'NO [TRYCREATE]', 2, 400), ('team', 9, 3, 'gone', 1, 10)");
+	assert_int_equal(messages_acks_refused(st, "team", 9, &next, &error), 2);
+	assert_int_equal(next, 400);
+	assert_string_equal(error, "NO [TRYCREATE]");
+	free(error);
+	uint32_t done = 2;
+	assert_int_equal(store_acks_done(st, "team", 9, &done, 1), 0);
+	assert_int_equal(messages_acks_refused(st, "team", 9, &next, &error), 1);
+	assert_int_equal(next, 500);
+	free(error);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -388,6 +416,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_backfill_held, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_follows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_counts_and_folders, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_acks_refused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
