@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailfeed/compose.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/outbox.h"
@@ -167,12 +168,12 @@ static void put_alternative(struct buf *b, const char *text, const char *html)
 		   "--=_mf_%s\r\nContent-Type: text/plain; charset=UTF-8\r\n"
 		   "Content-Transfer-Encoding: base64\r\n\r\n",
 		   hex);
-	smtp_put_base64(b, text);
+	compose_put_base64(b, text);
 	buf_printf(b,
 		   "--=_mf_%s\r\nContent-Type: text/html; charset=UTF-8\r\n"
 		   "Content-Transfer-Encoding: base64\r\n\r\n",
 		   hex);
-	smtp_put_base64(b, html);
+	compose_put_base64(b, html);
 	buf_printf(b, "--=_mf_%s--\r\n", hex);
 }
 
@@ -208,9 +209,10 @@ static char *post_message_id(const struct mf_config *cfg, const char *remote_id,
 	sha256_hex(remote_id, strlen(remote_id), a);
 	sha256_hex(to, strlen(to), b);
 	a[32] = b[12] = '\0';
-	char *dom = smtp_header_text(cfg->gateway.reply_address && strchr(cfg->gateway.reply_address, '@')
-					 ? strchr(cfg->gateway.reply_address, '@') + 1
-					 : "mailfeed.invalid");
+	char *dom = compose_header_text(cfg->gateway.reply_address &&
+						strchr(cfg->gateway.reply_address, '@')
+					    ? strchr(cfg->gateway.reply_address, '@') + 1
+					    : "mailfeed.invalid");
 	char *id = xasprintf("post.%s.%s@%s", a, b, dom);
 	free(dom);
 	return id;
@@ -373,7 +375,7 @@ static void entry_files(struct buf *txt, struct buf *html, const struct feed_ent
 	for (size_t i = 0; i < e->n_files && i < FILES_LISTED; i++) {
 		const struct feed_file *f = &e->files[i];
 		char size[32];
-		char *name = smtp_header_text(f->name ? f->name : "file");
+		char *name = compose_header_text(f->name ? f->name : "file");
 		size_human(f->size, size, sizeof size);
 		buf_printf(txt, "%s%s %s (%s)", indent, i == 0 ? "Files:" : "      ", name, size);
 		if (f->url && !strpbrk(f->url, " \t\r\n")) {
@@ -405,9 +407,9 @@ static void entry_text(struct buf *txt, struct buf *html, const struct render *r
 		       const struct feed_entry *e, int is_comment, const char *more_url)
 {
 	char when[40];
-	char *author = smtp_header_text(e->author_name && *e->author_name ? e->author_name
-					: e->author_email		  ? e->author_email
-									  : "someone");
+	char *author = compose_header_text(e->author_name && *e->author_name ? e->author_name
+					   : e->author_email		     ? e->author_email
+									     : "someone");
 	char *clean = clean_text(e->text, rd->full ? NOTIFY_TEXT_MAX : ITEM_TEXT_MAX);
 	int cut = 0;
 	char *body = rd->full ? xstrdup(clean) : excerpt(clean, &cut);
@@ -450,9 +452,9 @@ static void entry_text(struct buf *txt, struct buf *html, const struct render *r
 static char *subject_of(const struct feed_entry *e)
 {
 	if (e && e->subject && *e->subject)
-		return smtp_header_text(e->subject);
+		return compose_header_text(e->subject);
 	if (e && e->text && *e->text) {
-		char *s = smtp_header_text(e->text);
+		char *s = compose_header_text(e->text);
 		if (strlen(s) > 60) {
 			size_t n = 57;
 			while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
@@ -472,7 +474,7 @@ static char *thread_title(const struct thread *t)
 		return subject_of(t->post);
 	for (size_t i = 0; i < t->n_comments; i++)
 		if (t->comments[i]->post_subject && *t->comments[i]->post_subject)
-			return smtp_header_text(t->comments[i]->post_subject);
+			return compose_header_text(t->comments[i]->post_subject);
 	return xstrdup("An earlier post");
 }
 
@@ -591,16 +593,17 @@ static void put_headers(struct buf *b, const struct mf_config *cfg, const char *
 			const char *subject, const char *msgid, const char *unsub, const char *web,
 			time_t now, const char *reply_to, const char *refs)
 {
-	smtp_put_address(b, "From", cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
-	smtp_put_address(b, "To", to);
+	compose_put_address(b, "From",
+			    cfg->smtp.from ? cfg->smtp.from : cfg->gateway.reply_address);
+	compose_put_address(b, "To", to);
 	if (reply_to)
-		smtp_put_address(b, "Reply-To", reply_to);
-	smtp_put_header(b, "Subject", subject);
-	smtp_put_date(b, now);
+		compose_put_address(b, "Reply-To", reply_to);
+	compose_put_header(b, "Subject", subject);
+	compose_put_date(b, now);
 	buf_printf(b, "Message-ID: <%s>\r\n", msgid);
 	if (refs && *refs && !strpbrk(refs, "\r\n<> ") && strchr(refs, '@') && strlen(refs) < 250)
 		buf_printf(b, "In-Reply-To: <%s>\r\nReferences: <%s>\r\n", refs, refs);
-	smtp_put_robot_headers(b, cfg, "auto-generated");
+	compose_put_robot_headers(b, cfg, "auto-generated");
 	if (web && strpbrk(web, "\r\n<>, "))
 		web = NULL;
 	if (unsub && !strpbrk(unsub, "\r\n")) {
@@ -622,7 +625,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	struct tz *z = zone && *zone ? tz_load(zone) : NULL;
 	struct render rd = {.zone = z};
 	char *only_reply = NULL; /* the reply address when there is one thread */
-	char *only_post = NULL;  /* and the Message-ID of mails about its post */
+	char *only_post = NULL;	 /* and the Message-ID of mails about its post */
 	size_t n_threads = 0;
 	struct buf txt, html, labels, mail;
 	size_t budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items : 50;
@@ -647,7 +650,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	buf_init(&mail);
 	for (size_t i = 0; i < n_groups; i++)
 		buf_printf(&labels, "%s%s", i ? ", " : "", groups[i].label);
-	char *glabels = smtp_header_text(labels.data ? labels.data : "");
+	char *glabels = compose_header_text(labels.data ? labels.data : "");
 	out->subject = xasprintf("Digest: %s \xe2\x80\x94 %s", glabels, date_label);
 	start_html(&html, out->subject);
 	buf_printf(&txt, "%s\n\n", out->subject);
@@ -662,7 +665,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 			threads_free(t, nt);
 			continue;
 		}
-		char *label = smtp_header_text(groups[i].label);
+		char *label = compose_header_text(groups[i].label);
 		buf_printf(&txt, "== %s ==\n\n", label);
 		buf_puts(&html, "<h3 style=\"font-size:16px;margin:18px 0 4px;color:#444\">");
 		html_escape(&html, label);
@@ -694,7 +697,7 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 			continue;
 		char *w = xasprintf("unsubscribe %s", groups[i].label);
 		char *leave = mailto(unsub_addr, w);
-		char *label = smtp_header_text(groups[i].label);
+		char *label = compose_header_text(groups[i].label);
 		buf_printf(&txt, "Leave %s: %s\n", label, leave);
 		buf_puts(&html, "<p style=\"margin:2px 0;font-size:12px\"><a href=\"");
 		html_escape(&html, leave);
@@ -707,10 +710,9 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	}
 	/* the footer's link: the page with the button when there is one */
 	put_footer(&txt, &html, unsub_web ? unsub_web : unsub,
-		   "You receive this digest because you follow these groups.",
-		   z ? zone : NULL);
+		   "You receive this digest because you follow these groups.", z ? zone : NULL);
 
-	out->message_id = smtp_new_message_id(cfg);
+	out->message_id = compose_new_message_id(cfg);
 	/* a digest of one thread is answered like a notification */
 	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, unsub_web, now,
 		    n_threads == 1 ? only_reply : NULL, n_threads == 1 ? only_post : NULL);
@@ -755,7 +757,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 		tz_free(z);
 		return -1;
 	}
-	char *label = smtp_header_text(group_label);
+	char *label = compose_header_text(group_label);
 	char *subj = subject_of(post);
 	out->subject = xasprintf("[%s] %s", label, subj);
 	buf_init(&txt);
@@ -1592,8 +1594,9 @@ static void entry_as_mailed(struct feed_entry *e, struct outbox_origin *o)
 		int unverified = n >= 12 && memcmp(t + n - 12, "(unverified)", 12) == 0;
 		if (name || email) {
 			free(e->author_name);
-			e->author_name = unverified ? xasprintf("%s (unverified)", name ? name : email)
-						    : xstrdup(name ? name : email);
+			e->author_name = unverified
+					     ? xasprintf("%s (unverified)", name ? name : email)
+					     : xstrdup(name ? name : email);
 		}
 		t = nl ? (char *)nl + 1 : t + n;
 		while (*t == '\n')
@@ -1823,8 +1826,8 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 	int rc = store_begin(r->st);
 	if (rc == 0) {
 		rc = digest_render(r->st, r->cfg, r->secret, r->secretlen, sub->email,
-				   sub->tz ? sub->tz : r->cfg->digest.timezone, label,
-				   groups, ng, r->now, &mail);
+				   sub->tz ? sub->tz : r->cfg->digest.timezone, label, groups, ng,
+				   r->now, &mail);
 		if (rc < 0)
 			store_rollback(r->st);
 		else
@@ -1871,8 +1874,8 @@ static void notify_each(struct run *r, struct subscriber *sub)
 			if (rc == 0) {
 				rc = digest_render_notification(
 				    r->st, r->cfg, r->secret, r->secretlen, sub->email,
-				    sub->tz ? sub->tz : r->cfg->digest.timezone,
-				    groups[i].label, &copy, r->now, &mail);
+				    sub->tz ? sub->tz : r->cfg->digest.timezone, groups[i].label,
+				    &copy, r->now, &mail);
 				if (rc < 0)
 					store_rollback(r->st);
 				else
@@ -2034,7 +2037,7 @@ static int run_prepare(struct run *r)
 		log_error("digest.error error=\"%s\"", err);
 		return -1;
 	}
-	r->from_addr = smtp_address_of(r->cfg->smtp.from);
+	r->from_addr = compose_address_of(r->cfg->smtp.from);
 	if (!r->from_addr) {
 		log_error("digest.error error=\"[smtp] from holds no address\"");
 		return -1;
