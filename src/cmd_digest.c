@@ -13,6 +13,7 @@
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/store.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/util.h"
 
 static const char digest_usage[] =
@@ -65,24 +66,6 @@ static int email_valid(const char *s)
 	return 1;
 }
 
-/* A subscription of its own, or ([digest] subscribers = feed) a member of
- * a mapped group who wants mail from it. */
-static int is_subscriber(struct store *st, const struct mf_config *cfg, const char *email)
-{
-	sqlite3_stmt *s;
-	int known = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM subscribers WHERE email=lower(?1) UNION ALL"
-			       " SELECT 1 FROM feed_members WHERE ?2 AND email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, cfg->digest.subscribers == SUBSCRIBERS_FEED);
-	known = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
-	return known;
-}
-
 int cmd_digest(int argc, char **argv, const char *config)
 {
 	int force = 0, rc;
@@ -113,7 +96,7 @@ int cmd_digest(int argc, char **argv, const char *config)
 			cfg->path ? cfg->path : config);
 		goto out;
 	}
-	if (digest_seed_subscribers(st, cfg) < 0) {
+	if (subscribers_seed(st, cfg) < 0) {
 		fprintf(stderr, "mailfeed: cannot record subscribers: %s\n", store_errmsg(st));
 		rc = 1;
 		goto out;
@@ -126,8 +109,8 @@ int cmd_digest(int argc, char **argv, const char *config)
 		goto out;
 	}
 	/* --now works on the current group members, not last hour's */
-	digest_refresh_members(st, cfg, ops, ctx, time(NULL), force);
-	if (to && !is_subscriber(st, cfg, to)) {
+	subscribers_refresh_members(st, cfg, ops, ctx, time(NULL), force);
+	if (to && !subscribers_known(st, to, cfg->digest.subscribers == SUBSCRIBERS_FEED, 0)) {
 		fprintf(stderr,
 			"mailfeed: %s is not a subscriber; add it with `mailfeed subscribe`\n", to);
 		ops->close(ctx);
@@ -237,26 +220,7 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 	buf_init(&g);
 	for (size_t i = 0; i < gl.n; i++)
 		buf_printf(&g, "%s%s", i ? "," : "", gl.v[i]);
-	sqlite3_stmt *s;
-	rc = 1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT INTO subscribers(email, groups, frequency, hour, tz, since,"
-			       " source) VALUES(lower(?1),?2,?3,?4,?5,?6,'cli')"
-			       " ON CONFLICT(email) DO UPDATE SET groups=?2, frequency=?3, hour=?4,"
-			       " tz=?5",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, g.data, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, freq, -1, SQLITE_STATIC);
-		if (hour >= 0)
-			sqlite3_bind_int(s, 4, hour);
-		if (tz)
-			sqlite3_bind_text(s, 5, tz, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 6, (sqlite3_int64)time(NULL));
-		if (sqlite3_step(s) == SQLITE_DONE)
-			rc = 0;
-		sqlite3_finalize(s);
-	}
+	rc = subscribers_put(st, email, g.data, freq, hour, tz, "cli", 1) == 0 ? 0 : 1;
 	if (rc == 0)
 		printf("%s subscribed to %s: %s at %02d:00 %s\n", email, g.data, freq,
 		       hour >= 0 ? hour : cfg->digest.hour,
@@ -299,10 +263,10 @@ int cmd_unsubscribe(int argc, char **argv, const char *config)
 		return rc;
 	/* a [subscriber] section not yet in the table is recorded first, so
 	 * that the 'never' sticks */
-	digest_seed_subscribers(st, cfg);
+	subscribers_seed(st, cfg);
 	/* a member of a feed group gets a 'never' of its own, overriding the
 	 * membership's setting */
-	switch (digest_set_frequency(st, email, "never", "cli")) {
+	switch (subscribers_set_frequency(st, email, "never", "cli")) {
 	case 1:
 		rc = 0;
 		break;

@@ -14,6 +14,7 @@
 #include "mailfeed/compose.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
 
@@ -234,30 +235,12 @@ void notice_quote_subject(const char *subject, char *out, size_t outlen)
 	out[n] = 0;
 }
 
-/* A subscriber of digests (own or through feed membership). */
-static int known_subscriber(struct store *st, const char *addr)
-{
-	sqlite3_stmt *s;
-	int found = 0;
-	if (!addr ||
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM subscribers WHERE email=lower(?1)"
-			       " AND frequency<>'never' UNION ALL SELECT 1 FROM feed_members"
-			       " WHERE email=lower(?1) AND frequency<>'never' LIMIT 1",
-			       -1, &s, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(s, 1, addr, -1, SQLITE_STATIC);
-	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
-	return found;
-}
-
 int notice_refusal(struct store *st, const struct mf_config *cfg, const char *to, int verified,
 		   const char *subject, const char *reason_key, const char *title, const char *what,
 		   const char *why, const char *advice)
 {
 	char q[200], quoted[NOTICE_SUBJECT_MAX * 4 + 16];
-	if (!verified && !known_subscriber(st, to)) {
+	if (!verified && !subscribers_known(st, to, 1, 1)) {
 		log_info("notice.suppressed to=%s reason=%s why=\"sender neither verified nor a "
 			 "subscriber\"",
 			 log_quote(to, q, sizeof q), reason_key);
