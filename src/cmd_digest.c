@@ -157,60 +157,76 @@ static int groups_valid(const struct mf_config *cfg, const struct strlist *g, ch
 	return 1;
 }
 
-int cmd_subscribe(int argc, char **argv, const char *config)
-{
-	const char *email = NULL, *groups = NULL, *tz = NULL, *freq = "daily";
-	int hour = -1, rc;
-	struct mf_config *cfg;
-	struct store *st;
-	struct strlist gl = {0};
-	char bad[300];
+/* What `subscribe` was asked. */
+struct subscribe_args {
+	const char *email, *groups, *tz, *freq;
+	int hour; /* -1: the [digest] section's */
+};
 
+/* Parses and checks the arguments: 0 go on, -1 --help (the usage was
+ * printed), 2 a usage error (told on stderr). */
+static int subscribe_parse(int argc, char **argv, struct subscribe_args *a)
+{
+	*a = (struct subscribe_args){.freq = "daily", .hour = -1};
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+		const char *s = argv[i];
+		if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
 			fputs(subscribe_usage, stdout);
-			return 0;
-		} else if (strcmp(a, "--groups") == 0 && i + 1 < argc) {
-			groups = argv[++i];
-		} else if (strcmp(a, "--daily") == 0 || strcmp(a, "--weekly") == 0 ||
-			   strcmp(a, "--each") == 0 || strcmp(a, "--mine") == 0) {
-			freq = a + 2;
-		} else if (strcmp(a, "--hour") == 0 && i + 1 < argc) {
+			return -1;
+		} else if (strcmp(s, "--groups") == 0 && i + 1 < argc) {
+			a->groups = argv[++i];
+		} else if (strcmp(s, "--daily") == 0 || strcmp(s, "--weekly") == 0 ||
+			   strcmp(s, "--each") == 0 || strcmp(s, "--mine") == 0) {
+			a->freq = s + 2;
+		} else if (strcmp(s, "--hour") == 0 && i + 1 < argc) {
 			char *end;
 			long h = strtol(argv[++i], &end, 10);
 			if (*end || end == argv[i] || h < 0 || h > 23) {
 				fprintf(stderr, "mailfeed: --hour must be 0 to 23\n");
 				return 2;
 			}
-			hour = (int)h;
-		} else if (strcmp(a, "--tz") == 0 && i + 1 < argc) {
-			tz = argv[++i];
-		} else if (a[0] != '-' && !email) {
-			email = a;
+			a->hour = (int)h;
+		} else if (strcmp(s, "--tz") == 0 && i + 1 < argc) {
+			a->tz = argv[++i];
+		} else if (s[0] != '-' && !a->email) {
+			a->email = s;
 		} else {
 			fputs(subscribe_usage, stderr);
 			return 2;
 		}
 	}
-	if (!email || !groups) {
+	if (!a->email || !a->groups) {
 		fputs(subscribe_usage, stderr);
 		return 2;
 	}
-	if (!email_valid(email)) {
-		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", email);
+	if (!email_valid(a->email)) {
+		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", a->email);
 		return 2;
 	}
-	if (tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz)) {
+	if (a->tz && strcmp(a->tz, "UTC") != 0 && !digest_zone_valid(a->tz)) {
 		fprintf(stderr,
 			"mailfeed: unknown time zone \"%s\" (expected a name under "
 			"/usr/share/zoneinfo, e.g. Europe/Berlin)\n",
-			tz);
+			a->tz);
 		return 2;
 	}
+	return 0;
+}
+
+int cmd_subscribe(int argc, char **argv, const char *config)
+{
+	struct subscribe_args a;
+	struct mf_config *cfg;
+	struct store *st;
+	struct strlist gl = {0};
+	char bad[300];
+	int rc = subscribe_parse(argc, argv, &a);
+
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
 	if ((rc = open_state(config, &cfg, &st)) != 0)
 		return rc;
-	strlist_split(&gl, groups);
+	strlist_split(&gl, a.groups);
 	rc = 2;
 	if (!groups_valid(cfg, &gl, bad, sizeof bad)) {
 		fprintf(stderr, "mailfeed: %s\n", bad);
@@ -220,11 +236,11 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 	buf_init(&g);
 	for (size_t i = 0; i < gl.n; i++)
 		buf_printf(&g, "%s%s", i ? "," : "", gl.v[i]);
-	rc = subscribers_put(st, email, g.data, freq, hour, tz, "cli", 1) == 0 ? 0 : 1;
+	rc = subscribers_put(st, a.email, g.data, a.freq, a.hour, a.tz, "cli", 1) == 0 ? 0 : 1;
 	if (rc == 0)
-		printf("%s subscribed to %s: %s at %02d:00 %s\n", email, g.data, freq,
-		       hour >= 0 ? hour : cfg->digest.hour,
-		       tz		      ? tz
+		printf("%s subscribed to %s: %s at %02d:00 %s\n", a.email, g.data, a.freq,
+		       a.hour >= 0 ? a.hour : cfg->digest.hour,
+		       a.tz		      ? a.tz
 		       : cfg->digest.timezone ? cfg->digest.timezone
 					      : "UTC");
 	else

@@ -598,6 +598,107 @@ static void put_headers(struct buf *b, const struct mf_config *cfg, const char *
 	}
 }
 
+/* Who a mail is for, and what issuing its tokens needs. */
+struct reader {
+	struct store *st;
+	const struct mf_config *cfg;
+	const unsigned char *secret;
+	size_t secretlen;
+	const char *to;
+	time_t now;
+};
+
+/* What the groups of a digest add up to, for its end and its headers. */
+struct digest_body {
+	size_t budget;		/* entries that may still be shown */
+	size_t skipped;		/* entries left out for the budget */
+	size_t n_conversations; /* shown */
+	char *only_reply;	/* the reply address when there is one conversation */
+	char *only_post;	/* and the Message-ID of mails about its post */
+};
+
+/* "Digest: team, fundraising — 2026-12-04" (before header encoding). */
+static char *digest_subject(const struct digest_group *groups, size_t n, const char *date_label)
+{
+	struct buf labels;
+	buf_init(&labels);
+	for (size_t i = 0; i < n; i++)
+		buf_printf(&labels, "%s%s", i ? ", " : "", groups[i].label);
+	char *glabels = compose_header_text(labels.data ? labels.data : "");
+	char *subject = xasprintf("Digest: %s \xe2\x80\x94 %s", glabels, date_label);
+	free(glabels);
+	buf_free(&labels);
+	return subject;
+}
+
+/* One group's heading and conversations, newest first, while the budget
+ * lasts. */
+static void put_group(const struct reader *rc, const struct render *rd,
+		      const struct digest_group *g, struct buf *txt, struct buf *html,
+		      struct digest_body *db)
+{
+	size_t nt;
+	struct conversation *t = conversations_of(g, &nt);
+	if (nt == 0) {
+		conversations_free(t, nt);
+		return;
+	}
+	char *label = compose_header_text(g->label);
+	buf_printf(txt, "== %s ==\n\n", label);
+	buf_puts(html, "<h3 style=\"font-size:16px;margin:18px 0 4px;color:#444\">");
+	html_escape(html, label);
+	buf_puts(html, "</h3>\n");
+	free(label);
+	for (size_t k = 0; k < nt; k++) {
+		if (db->budget == 0) {
+			db->skipped += (t[k].post ? 1 : 0) + t[k].n_comments;
+			continue;
+		}
+		char *reply = reply_address_for(rc->st, rc->cfg, rc->secret, rc->secretlen,
+						TOKEN_REPLY, g->gid, t[k].root, rc->to, rc->now);
+		put_conversation(txt, html, rd, &t[k], reply, &db->budget, &db->skipped);
+		if (db->n_conversations++ == 0) {
+			db->only_reply = reply ? xstrdup(reply) : NULL;
+			db->only_post = post_message_id(rc->cfg, t[k].root, rc->to);
+		}
+		free(reply);
+	}
+	conversations_free(t, nt);
+}
+
+/* Leaving one group: a link per group that has something in this mail. */
+static void put_leave_links(struct buf *txt, struct buf *html, const struct digest_group *groups,
+			    size_t n, const char *unsub_addr)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!groups[i].n || strpbrk(groups[i].label, " \t\r\n"))
+			continue;
+		char *w = xasprintf("unsubscribe %s", groups[i].label);
+		char *leave = mailto(unsub_addr, w);
+		char *label = compose_header_text(groups[i].label);
+		buf_printf(txt, "Leave %s: %s\n", label, leave);
+		buf_puts(html, "<p style=\"margin:2px 0;font-size:12px\"><a href=\"");
+		html_escape(html, leave);
+		buf_puts(html, "\" style=\"color:#777\">Leave ");
+		html_escape(html, label);
+		buf_puts(html, "</a></p>\n");
+		free(label);
+		free(leave);
+		free(w);
+	}
+}
+
+/* The body after the headers in mail, and the texts, into out. */
+static void finish_mail(struct digest_mail *out, struct buf *mail, struct buf *txt,
+			struct buf *html)
+{
+	put_alternative(mail, txt->data, html->data);
+	out->text = buf_steal(txt);
+	out->html = buf_steal(html);
+	out->len = mail->len;
+	out->data = buf_steal(mail);
+}
+
 int digest_render(struct store *st, const struct mf_config *cfg, const unsigned char *secret,
 		  size_t secretlen, const char *to, const char *zone, const char *date_label,
 		  const struct digest_group *groups, size_t n_groups, time_t now,
@@ -605,14 +706,11 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 {
 	struct tz *z = zone && *zone ? tz_load(zone) : NULL;
 	struct render rd = {.zone = z};
-	char *only_reply = NULL; /* the reply address when there is one conversation */
-	char *only_post = NULL;	 /* and the Message-ID of mails about its post */
-	size_t n_conversations = 0;
-	struct buf txt, html, labels, mail;
-	size_t budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items : 50;
-	size_t skipped = 0;
-	char q[300];
-	char *unsub_addr, *unsub_web;
+	struct reader rc = {st, cfg, secret, secretlen, to, now};
+	struct digest_body db = {.budget = cfg->digest.max_items > 0 ? (size_t)cfg->digest.max_items
+								     : 50};
+	struct buf txt, html, mail;
+	char q[300], *unsub_addr, *unsub_web;
 	unsubscribe_links(st, cfg, secret, secretlen, to, now, &unsub_addr, &unsub_web);
 	char *unsub = unsub_addr ? mailto(unsub_addr, "unsubscribe") : NULL;
 
@@ -623,72 +721,26 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 			  log_quote(to, q, sizeof q));
 		free(unsub_addr);
 		free(unsub_web);
+		tz_free(z);
 		return -1;
 	}
 	buf_init(&txt);
 	buf_init(&html);
-	buf_init(&labels);
 	buf_init(&mail);
-	for (size_t i = 0; i < n_groups; i++)
-		buf_printf(&labels, "%s%s", i ? ", " : "", groups[i].label);
-	char *glabels = compose_header_text(labels.data ? labels.data : "");
-	out->subject = xasprintf("Digest: %s \xe2\x80\x94 %s", glabels, date_label);
+	out->subject = digest_subject(groups, n_groups, date_label);
 	start_html(&html, out->subject);
 	buf_printf(&txt, "%s\n\n", out->subject);
 	buf_puts(&html, "<h2 style=\"font-size:18px;margin:0 0 12px\">");
 	html_escape(&html, out->subject);
 	buf_puts(&html, "</h2>\n");
-
-	for (size_t i = 0; i < n_groups; i++) {
-		size_t nt;
-		struct conversation *t = conversations_of(&groups[i], &nt);
-		if (nt == 0) {
-			conversations_free(t, nt);
-			continue;
-		}
-		char *label = compose_header_text(groups[i].label);
-		buf_printf(&txt, "== %s ==\n\n", label);
-		buf_puts(&html, "<h3 style=\"font-size:16px;margin:18px 0 4px;color:#444\">");
-		html_escape(&html, label);
-		buf_puts(&html, "</h3>\n");
-		free(label);
-		for (size_t k = 0; k < nt; k++) {
-			if (budget == 0) {
-				skipped += (t[k].post ? 1 : 0) + t[k].n_comments;
-				continue;
-			}
-			char *reply = reply_address_for(st, cfg, secret, secretlen, TOKEN_REPLY,
-							groups[i].gid, t[k].root, to, now);
-			put_conversation(&txt, &html, &rd, &t[k], reply, &budget, &skipped);
-			if (n_conversations++ == 0) {
-				only_reply = reply ? xstrdup(reply) : NULL;
-				only_post = post_message_id(cfg, t[k].root, to);
-			}
-			free(reply);
-		}
-		conversations_free(t, nt);
+	for (size_t i = 0; i < n_groups; i++)
+		put_group(&rc, &rd, &groups[i], &txt, &html, &db);
+	if (db.skipped) {
+		buf_printf(&txt, "... and %zu more.\n", db.skipped);
+		buf_printf(&html, "<p style=\"color:#555\">&hellip; and %zu more.</p>\n",
+			   db.skipped);
 	}
-	if (skipped) {
-		buf_printf(&txt, "... and %zu more.\n", skipped);
-		buf_printf(&html, "<p style=\"color:#555\">&hellip; and %zu more.</p>\n", skipped);
-	}
-	/* leaving one group: a link per group that has something in this mail */
-	for (size_t i = 0; i < n_groups; i++) {
-		if (!groups[i].n || strpbrk(groups[i].label, " \t\r\n"))
-			continue;
-		char *w = xasprintf("unsubscribe %s", groups[i].label);
-		char *leave = mailto(unsub_addr, w);
-		char *label = compose_header_text(groups[i].label);
-		buf_printf(&txt, "Leave %s: %s\n", label, leave);
-		buf_puts(&html, "<p style=\"margin:2px 0;font-size:12px\"><a href=\"");
-		html_escape(&html, leave);
-		buf_puts(&html, "\" style=\"color:#777\">Leave ");
-		html_escape(&html, label);
-		buf_puts(&html, "</a></p>\n");
-		free(label);
-		free(leave);
-		free(w);
-	}
+	put_leave_links(&txt, &html, groups, n_groups, unsub_addr);
 	/* the footer's link: the page with the button when there is one */
 	put_footer(&txt, &html, unsub_web ? unsub_web : unsub,
 		   "You receive this digest because you follow these groups.", z ? zone : NULL);
@@ -696,20 +748,14 @@ int digest_render(struct store *st, const struct mf_config *cfg, const unsigned 
 	out->message_id = compose_new_message_id(cfg);
 	/* a digest of one conversation is answered like a notification */
 	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, unsub_web, now,
-		    n_conversations == 1 ? only_reply : NULL,
-		    n_conversations == 1 ? only_post : NULL);
-	put_alternative(&mail, txt.data, html.data);
-	out->text = buf_steal(&txt);
-	out->html = buf_steal(&html);
-	out->len = mail.len;
-	out->data = buf_steal(&mail);
-	free(glabels);
-	buf_free(&labels);
+		    db.n_conversations == 1 ? db.only_reply : NULL,
+		    db.n_conversations == 1 ? db.only_post : NULL);
+	finish_mail(out, &mail, &txt, &html);
 	free(unsub);
 	free(unsub_addr);
 	free(unsub_web);
-	free(only_reply);
-	free(only_post);
+	free(db.only_reply);
+	free(db.only_post);
 	tz_free(z);
 	return 0;
 }
@@ -758,11 +804,7 @@ int digest_render_notification(struct store *st, const struct mf_config *cfg,
 	out->message_id = post_message_id(cfg, post->remote_id, to);
 	put_headers(&mail, cfg, to, out->subject, out->message_id, unsub, unsub_web, now, reply,
 		    NULL);
-	put_alternative(&mail, txt.data, html.data);
-	out->text = buf_steal(&txt);
-	out->html = buf_steal(&html);
-	out->len = mail.len;
-	out->data = buf_steal(&mail);
+	finish_mail(out, &mail, &txt, &html);
 	free(label);
 	free(subj);
 	free(unsub);
