@@ -16,6 +16,7 @@
 #include "mailfeed/pipeline.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/subscribers.h"
 
 static json_t *iso_or_null(sqlite3_stmt *s, int col)
 {
@@ -133,6 +134,18 @@ static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 	return mbs;
 }
 
+/* One subscription as a row of "digests". */
+static void digest_row(void *arg, const struct subscription_row *row)
+{
+	char when[32];
+	json_array_append_new(
+	    arg, json_pack("{s:s?,s:s?,s:o,s:s?}", "subscriber", row->email, "frequency",
+			   row->frequency, "last_sent",
+			   row->last_sent ? json_string(time_iso(row->last_sent, when, sizeof when))
+					  : json_null(),
+			   "source", row->source));
+}
+
 /* cfg NULL: the config on disk is broken (e.g. a refused reload); the
  * mailboxes are then those the state knows. */
 static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
@@ -169,21 +182,8 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));
 	/* feed members ([digest] subscribers = feed) unless they have a
 	 * subscription of their own */
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT email, frequency, last_sent, source FROM subscribers"
-			       " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
-			       " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
-			       " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
-			       " ORDER BY 1, 2",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_int(s, 1, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED);
-		while (sqlite3_step(s) == SQLITE_ROW)
-			json_array_append_new(
-			    digests, json_pack("{s:o,s:o,s:o,s:o}", "subscriber", text_or_null(s, 0),
-					       "frequency", text_or_null(s, 1), "last_sent",
-					       iso_or_null(s, 2), "source", text_or_null(s, 3)));
-		sqlite3_finalize(s);
-	}
+	subscribers_list(st, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED, digest_row,
+			 digests);
 	json_object_set_new(root, "digests", digests);
 	daemon_status(root, st, state);
 	char *reload_error = NULL;
