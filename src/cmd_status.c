@@ -181,18 +181,18 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	 * next attempt is due */
 	json_object_set_new(ob, "retry_error", json_null());
 	json_object_set_new(ob, "next_retry", json_null());
-	if (c.retrying > 0 &&
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
-			       " state='retrying') FROM outbox WHERE state='retrying'"
-			       " ORDER BY id LIMIT 1",
-			       -1, &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			json_object_set_new(ob, "retry_error", text_or_null(s, 0));
-			json_object_set_new(ob, "next_retry", iso_or_null(s, 1));
-		}
-		sqlite3_finalize(s);
+	char *retry_error = NULL;
+	time_t next_retry = 0;
+	if (c.retrying > 0 && outbox_retry_status(st, &retry_error, &next_retry) == 1) {
+		char when[32];
+		json_object_set_new(ob, "retry_error",
+				    retry_error ? json_string(retry_error) : json_null());
+		json_object_set_new(ob, "next_retry",
+				    next_retry
+					? json_string(time_iso(next_retry, when, sizeof when))
+					: json_null());
 	}
+	free(retry_error);
 	json_object_set_new(root, "outbox", ob);
 	long nw = notice_waiting(st);
 	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));

@@ -281,7 +281,7 @@ static int sf_login(struct chatter *ch, struct http_client *hc, const char *user
 	} else {
 		char msg[400];
 		sf_error_text(&r, msg, sizeof(msg), NULL, 0);
-		enum feed_status st = http_classify(r.status, r.curl_failed);
+		enum feed_status st = feed_http_status(r.status, r.curl_failed);
 		if (st == FEED_RETRY) {
 			sf_set_error(res, FEED_RETRY, "chatter auth: %s", msg);
 			res->retry_after = http_retry_after(&r);
@@ -387,7 +387,7 @@ static void sf_fail(struct feed_result *res, const struct http_request *r, const
 {
 	char msg[400], code[128];
 	sf_error_text(r, msg, sizeof(msg), code, sizeof(code));
-	enum feed_status st = http_classify(r->status, r->curl_failed);
+	enum feed_status st = feed_http_status(r->status, r->curl_failed);
 	if (r->status == 401)
 		st = FEED_RETRY; /* token trouble even after a fresh login */
 	if (r->status == 403 && strcmp(code, "REQUEST_LIMIT_EXCEEDED") == 0)
@@ -493,7 +493,7 @@ static int sf_user_query(struct chatter *ch, struct http_client *hc, const char 
 				 json_array_size(recs));
 		}
 		json_decref(j);
-	} else if (http_classify(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
+	} else if (feed_http_status(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
 		sf_fail(res, &r, "chatter user lookup");
 		http_request_clear(&r);
 		free(ckey);
@@ -1412,7 +1412,7 @@ static int sf_soql_one(struct chatter *ch, struct http_client *hc, const char *b
 	free(path);
 	if (rc == 0 && r.status != 200) {
 		sf_fail(res, &r, "chatter record lookup");
-		if (http_classify(r.status, r.curl_failed) != FEED_RETRY && r.status != 401) {
+		if (feed_http_status(r.status, r.curl_failed) != FEED_RETRY && r.status != 401) {
 			/* a query the org refuses (no such object or field): no
 			 * record, and the admin reads why in the log */
 			char e[300];

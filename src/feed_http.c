@@ -15,6 +15,19 @@
 
 #define FEED_HTTP_MAX_CLIENTS 32
 
+enum feed_status feed_http_status(long status, int curl_failed)
+{
+	switch (http_classify(status, curl_failed)) {
+	case HTTP_CLASS_OK:
+		return FEED_OK;
+	case HTTP_CLASS_TRANSIENT:
+		return FEED_RETRY;
+	case HTTP_CLASS_REFUSED:
+		break;
+	}
+	return FEED_PERMANENT;
+}
+
 int feed_http_pool_open(struct feed_http_pool *p, const struct mf_feed *f, int per_client,
 			char *err, size_t errlen)
 {

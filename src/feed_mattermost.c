@@ -91,7 +91,7 @@ static void mm_fail(struct feed_result *res, const struct http_request *r, const
 		mm_set_error(res, FEED_RETRY, "%s: network: %s", what, r->error);
 		return;
 	}
-	enum feed_status st = http_classify(r->status, 0);
+	enum feed_status st = feed_http_status(r->status, 0);
 	json_t *j = json_loadb(r->response.data, r->response.len, 0, NULL);
 	const char *id = mm_str(j, "id"), *msg = mm_str(j, "message");
 	if (id)
@@ -589,7 +589,7 @@ static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const
 		}
 		json_decref(j);
 	} else if (r.status != 404 &&
-		   (r.curl_failed || r.status == 401 || http_classify(r.status, 0) == FEED_RETRY)) {
+		   (r.curl_failed || r.status == 401 || feed_http_status(r.status, 0) == FEED_RETRY)) {
 		mm_fail(res, &r, "mattermost user lookup");
 		http_request_clear(&r);
 		return -1;
@@ -683,7 +683,7 @@ static int mm_user_by_name(struct mattermost *mm, struct http_client *hc, const 
 			rc = 1;
 		}
 		json_decref(j);
-	} else if (r.curl_failed || r.status == 401 || http_classify(r.status, 0) == FEED_RETRY) {
+	} else if (r.curl_failed || r.status == 401 || feed_http_status(r.status, 0) == FEED_RETRY) {
 		mm_fail(res, &r, "mattermost user search");
 		http_request_clear(&r);
 		free(key);

@@ -227,6 +227,40 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	return id;
 }
 
+/* --- states ------------------------------------------------------- */
+
+static const char *const state_names[OUTBOX_STATE_COUNT] = {
+    [OUTBOX_PENDING] = "pending",     [OUTBOX_INFLIGHT] = "inflight",
+    [OUTBOX_RETRYING] = "retrying",   [OUTBOX_DELIVERED] = "delivered",
+    [OUTBOX_DEAD] = "dead",	      [OUTBOX_DROPPED] = "dropped",
+};
+
+const char *outbox_state_name(enum outbox_state s)
+{
+	return (unsigned)s < OUTBOX_STATE_COUNT ? state_names[s] : NULL;
+}
+
+int outbox_state_parse(const char *name, enum outbox_state *s)
+{
+	for (int i = 0; name && i < OUTBOX_STATE_COUNT; i++)
+		if (strcmp(name, state_names[i]) == 0) {
+			*s = (enum outbox_state)i;
+			return 0;
+		}
+	return -1;
+}
+
+int outbox_key_exists(sqlite3 *db, const char *key)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
 int outbox_counts(struct store *st, struct outbox_counts *c)
 {
 	sqlite3_stmt *s = prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
@@ -234,23 +268,67 @@ int outbox_counts(struct store *st, struct outbox_counts *c)
 	if (!s)
 		return -1;
 	while (sqlite3_step(s) == SQLITE_ROW) {
-		const char *state = (const char *)sqlite3_column_text(s, 0);
+		enum outbox_state state;
 		long v = (long)sqlite3_column_int64(s, 1);
-		if (!state)
+		if (outbox_state_parse((const char *)sqlite3_column_text(s, 0), &state) < 0)
 			continue;
-		if (strcmp(state, "pending") == 0)
+		switch (state) {
+		case OUTBOX_PENDING:
 			c->pending = v;
-		else if (strcmp(state, "retrying") == 0)
-			c->retrying = v;
-		else if (strcmp(state, "inflight") == 0)
+			break;
+		case OUTBOX_INFLIGHT:
 			c->inflight = v;
-		else if (strcmp(state, "delivered") == 0)
+			break;
+		case OUTBOX_RETRYING:
+			c->retrying = v;
+			break;
+		case OUTBOX_DELIVERED:
 			c->delivered = v;
-		else if (strcmp(state, "dead") == 0)
+			break;
+		case OUTBOX_DEAD:
 			c->dead = v;
+			break;
+		case OUTBOX_DROPPED:
+			c->dropped = v;
+			break;
+		}
 	}
 	sqlite3_finalize(s);
 	return 0;
+}
+
+long outbox_count(struct store *st, enum outbox_state state)
+{
+	sqlite3_stmt *s = prep(st, "SELECT COUNT(*) FROM outbox WHERE state=?");
+	long n = 0;
+	if (!s || !outbox_state_name(state)) {
+		sqlite3_finalize(s);
+		return 0;
+	}
+	sqlite3_bind_text(s, 1, outbox_state_name(state), -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+int outbox_retry_status(struct store *st, char **error, time_t *next_at)
+{
+	sqlite3_stmt *s = prep(st, "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
+				   " state='retrying') FROM outbox WHERE state='retrying'"
+				   " ORDER BY id LIMIT 1");
+	*error = NULL;
+	*next_at = 0;
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *e = (const char *)sqlite3_column_text(s, 0);
+		*error = e ? xstrdup(e) : NULL;
+		*next_at = (time_t)sqlite3_column_int64(s, 1);
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* --- one item, loaded from its row for the backend ------------------- */
@@ -752,8 +830,8 @@ size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_
 	return (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
 }
 
-int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
-			   const struct feed_backend_ops *ops, void *ctx, long *waiting)
+int outbox_deliver_due(struct store *st, const struct mf_config *cfg,
+		       const struct feed_backend_ops *ops, void *ctx, long *waiting)
 {
 	time_t now = time(NULL);
 	int dead = 0;
@@ -877,13 +955,6 @@ fail_nocommit:
 	return -1;
 }
 
-int outbox_deliver_due(struct store *st, const struct mf_config *cfg, void *backend_ctx,
-		       long *waiting)
-{
-	return outbox_deliver_due_ops(st, cfg, feed_backend(cfg->feed.backend), backend_ctx,
-				      waiting);
-}
-
 long outbox_next_due(struct store *st)
 {
 	sqlite3_stmt *s = prep(st, "SELECT MIN(o.next_at) FROM outbox o"
@@ -937,6 +1008,22 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 		json_decref(p);
 	}
 	sqlite3_finalize(s);
+	return 0;
+}
+
+int outbox_read_group(struct store *st, const struct feed_backend_ops *ops, void *ctx,
+		      const char *group, time_t since, struct feed_entry **entries, size_t *n,
+		      char *err, size_t errlen)
+{
+	if (ops && ops->read_group)
+		return ops->read_group(ctx, group, since, entries, n, err, errlen);
+	if (outbox_read_delivered(st, group, since, entries, n) < 0) {
+		snprintf(err, errlen,
+			 "the backend has no read API and the delivered items of %s could not be "
+			 "read from the state database",
+			 group);
+		return -1;
+	}
 	return 0;
 }
 

@@ -10,6 +10,9 @@
 #include "mailfeed/feed.h"
 #include "mailfeed/http.h"
 
+/* http_classify as a delivery result: OK, RETRY (transient) or PERMANENT. */
+enum feed_status feed_http_status(long status, int curl_failed);
+
 /* [feed] concurrency clients (1 to 32), each with its own connections. */
 struct feed_http_pool {
 	struct http_client **clients;

@@ -229,7 +229,7 @@ int main(int argc, char **argv)
 	} else if (op && strcmp(op, "read") == 0) {
 		struct feed_entry *e = NULL;
 		size_t n = 0;
-		int rc = ops->read_group(ctx, jstr(req, "group"),
+		int rc = !ops->read_group ? (snprintf(err, sizeof(err), "no read API"), -1) : ops->read_group(ctx, jstr(req, "group"),
 					 (time_t)json_integer_value(json_object_get(req, "since")),
 					 &e, &n, err, sizeof(err));
 		json_object_set_new(out, "rc", json_integer(rc));
