@@ -22,6 +22,7 @@
 #include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/utf8.h"
 #include "mailfeed/util.h"
 #include "outbox_internal.h"
 
@@ -29,18 +30,13 @@
 #define OUTBOX_MAX_SUBJECT 998
 #define OUTBOX_MAX_TAGS 64
 
-/* Cuts s to at most max bytes on a UTF-8 character boundary. Owned. */
-static char *utf8_cut(const char *s, size_t max, int *cut)
+/* s cut to at most max bytes on a UTF-8 character boundary (*cut set when
+ * it was).  Owned. */
+static char *cut_copy(const char *s, size_t max, int *cut)
 {
-	size_t n = strlen(s);
-	*cut = 0;
-	if (n <= max)
-		return xstrdup(s);
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-		n--;
-	*cut = 1;
-	return xstrndup(s, n);
+	size_t n = strlen(s), k = utf8_cut(s, n, max);
+	*cut = k < n;
+	return xstrndup(s, k);
 }
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
@@ -67,11 +63,11 @@ static char *payload_build(const struct outbox_new *n)
 		json_object_set_new(author, "check", json_string(n->author_check));
 	json_object_set_new(o, "author", author);
 
-	char *subject = utf8_cut(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
+	char *subject = cut_copy(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
 	json_object_set_new(o, "subject", json_string(subject));
 	free(subject);
 
-	char *text = utf8_cut(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
+	char *text = cut_copy(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
 	if (cut) {
 		char *t = xasprintf("%s\n[message shortened]", text);
 		free(text);
