@@ -196,6 +196,53 @@ static char *sf_session_user(struct chatter *ch, const char *username)
 	return id;
 }
 
+/* Keeps the token of username: only an https instance is believed, else
+ * the configured one. */
+static void sf_session_put(struct chatter *ch, const char *username, const char *tok,
+			   const char *inst, const char *identity)
+{
+	pthread_mutex_lock(&ch->mu);
+	struct sf_session *s = sf_session_find(ch, username);
+	if (!s) {
+		ch->sessions = xrealloc(ch->sessions, (ch->n_sessions + 1) * sizeof(*ch->sessions));
+		s = &ch->sessions[ch->n_sessions++];
+		memset(s, 0, sizeof(*s));
+		s->username = xstrdup(username);
+	}
+	free(s->token);
+	free(s->instance);
+	free(s->user_id);
+	s->token = xstrdup(tok);
+	s->user_id = sf_identity_user(identity);
+	s->instance = inst && strncmp(inst, "https://", 8) == 0 && !strpbrk(inst, "\r\n ")
+			  ? sf_strip_slash(inst)
+			  : xstrdup(ch->cfg_instance);
+	pthread_mutex_unlock(&ch->mu);
+}
+
+/* res from a token request that failed (ulog: username as logged). */
+static void sf_login_failed(const struct http_request *r, const char *username, const char *ulog,
+			    struct feed_result *res, int *denied)
+{
+	char msg[400];
+	sf_error_text(r, msg, sizeof(msg), NULL, 0);
+	if (feed_http_status(r->status, r->curl_failed) == FEED_RETRY) {
+		feed_http_set_error(res, FEED_RETRY, "chatter auth: %s", msg);
+		res->retry_after = http_retry_after(r);
+		return;
+	}
+	/* invalid_grant and friends: a configuration problem; retried slowly
+	 * so that items survive until the admin fixes the app or the user */
+	*denied = 1;
+	feed_http_set_error(res, FEED_RETRY,
+			    "chatter auth refused for %.100s: %s (check client_id, the "
+			    "certificate of private_key_file, login_url and that the user "
+			    "is pre-authorized for the app)",
+			    username, msg);
+	res->retry_after = SF_AUTH_BACKOFF;
+	log_error("chatter.auth_refused user=%s status=%ld", ulog, r->status);
+}
+
 /* Asks the token endpoint for a token for username.  0, or -1 with res set
  * (denied = 1 when the endpoint refused this user rather than failed). */
 static int sf_login(struct chatter *ch, struct http_client *hc, const char *username,
@@ -228,28 +275,9 @@ static int sf_login(struct chatter *ch, struct http_client *hc, const char *user
 	if (r.status == 200) {
 		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
 		const char *tok = sf_str(j, "access_token");
-		const char *inst = sf_str(j, "instance_url");
 		if (tok && strlen(tok) < SF_TOKEN_MAX && !strpbrk(tok, "\r\n")) {
-			pthread_mutex_lock(&ch->mu);
-			struct sf_session *s = sf_session_find(ch, username);
-			if (!s) {
-				ch->sessions = xrealloc(ch->sessions, (ch->n_sessions + 1) *
-									  sizeof(*ch->sessions));
-				s = &ch->sessions[ch->n_sessions++];
-				memset(s, 0, sizeof(*s));
-				s->username = xstrdup(username);
-			}
-			free(s->token);
-			free(s->instance);
-			s->token = xstrdup(tok);
-			free(s->user_id);
-			s->user_id = sf_identity_user(sf_str(j, "id"));
-			/* only an https instance is believed; else the configured one */
-			s->instance =
-			    inst && strncmp(inst, "https://", 8) == 0 && !strpbrk(inst, "\r\n ")
-				? sf_strip_slash(inst)
-				: xstrdup(ch->cfg_instance);
-			pthread_mutex_unlock(&ch->mu);
+			sf_session_put(ch, username, tok, sf_str(j, "instance_url"),
+				       sf_str(j, "id"));
 			log_info("chatter.auth user=%s", ulog);
 			rc = 0;
 		} else {
@@ -259,25 +287,7 @@ static int sf_login(struct chatter *ch, struct http_client *hc, const char *user
 		}
 		json_decref(j);
 	} else {
-		char msg[400];
-		sf_error_text(&r, msg, sizeof(msg), NULL, 0);
-		enum feed_status st = feed_http_status(r.status, r.curl_failed);
-		if (st == FEED_RETRY) {
-			feed_http_set_error(res, FEED_RETRY, "chatter auth: %s", msg);
-			res->retry_after = http_retry_after(&r);
-		} else {
-			/* invalid_grant and friends: a configuration problem; retried slowly
-			 * so that items survive until the admin fixes the app or the user */
-			*denied = 1;
-			feed_http_set_error(
-			    res, FEED_RETRY,
-			    "chatter auth refused for %.100s: %s (check client_id, the "
-			    "certificate of private_key_file, login_url and that the user "
-			    "is pre-authorized for the app)",
-			    username, msg);
-			res->retry_after = SF_AUTH_BACKOFF;
-			log_error("chatter.auth_refused user=%s status=%ld", ulog, r.status);
-		}
+		sf_login_failed(&r, username, ulog, res, denied);
 	}
 	http_request_clear(&r);
 	return rc;

@@ -345,33 +345,41 @@ static char *mm_kept_file(const char *note, const char *channel)
 	return xstrndup(note, (size_t)(sp - note));
 }
 
-/* Uploads attachments within limits, or reuses the files an earlier
- * attempt uploaded (unless fresh); notes for the others.  Fills file_ids
- * in the order of the attachments and sets *reused to the number of files
- * reused.  0 or -1. */
-static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
-		     size_t max_up, int fresh, struct strlist *file_ids, struct strlist *notes,
-		     size_t *reused, struct feed_result *res)
+/* The uploads of one item: per attachment its request (parts set when it
+ * is sent), the name it is sent under and the file id kept from an earlier
+ * attempt. */
+struct mm_uploads {
+	size_t n, sent;
+	struct http_request *rs, **ptrs;
+	struct http_part (*parts)[2];
+	char **names, **kept;
+	char *url;
+};
+
+/* Decides for each attachment: a note (too large, too many), a file kept
+ * from an earlier attempt (unless fresh), or a request to send. */
+static void mm_upload_plan(struct mattermost *mm, const struct feed_item *it, size_t max_up,
+			   int fresh, struct mm_uploads *u, struct strlist *notes, size_t *reused)
 {
-	size_t n = it->n_attachments, up = 0, sent = 0;
-	struct http_request *rs = xcalloc(n ? n : 1, sizeof(*rs));
-	struct http_request **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));
-	struct http_part(*parts)[2] = xcalloc(n ? n : 1, sizeof(*parts));
-	char **names = xcalloc(n ? n : 1, sizeof(*names));
-	char **kept = xcalloc(n ? n : 1, sizeof(*kept));
-	char *url = xasprintf("%s/api/v4/files", mm->base);
-	int rc = 0;
-	*reused = 0;
+	size_t n = it->n_attachments, up = 0;
+	u->n = n;
+	u->sent = 0;
+	u->rs = xcalloc(n ? n : 1, sizeof(*u->rs));
+	u->ptrs = xcalloc(n ? n : 1, sizeof(*u->ptrs));
+	u->parts = xcalloc(n ? n : 1, sizeof(*u->parts));
+	u->names = xcalloc(n ? n : 1, sizeof(*u->names));
+	u->kept = xcalloc(n ? n : 1, sizeof(*u->kept));
+	u->url = xasprintf("%s/api/v4/files", mm->base);
 	for (size_t i = 0; i < n; i++) {
 		const struct feed_attachment *a = &it->attachments[i];
-		names[i] = mm_safe_filename(a->filename);
+		u->names[i] = mm_safe_filename(a->filename);
 		char size[32];
 		mm_size_text(a->size, size, sizeof(size));
 		const char *why = (long long)a->size > mm->f->max_file_size ? "too large"
 				  : up >= max_up			    ? "too many files"
 									    : NULL;
 		if (why) {
-			char *shown = feed_mattermost_escape(names[i], 0, 0);
+			char *shown = feed_mattermost_escape(u->names[i], 0, 0);
 			char *note =
 			    xasprintf("[attachment %s (%s) not uploaded: %s]", shown, size, why);
 			free(shown);
@@ -380,34 +388,41 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 			continue;
 		}
 		up++;
-		kept[i] = fresh ? NULL : mm_kept_file(a->remote, it->group);
-		if (kept[i]) {
+		u->kept[i] = fresh ? NULL : mm_kept_file(a->remote, it->group);
+		if (u->kept[i]) {
 			(*reused)++;
 			continue;
 		}
-		parts[i][0] =
+		u->parts[i][0] =
 		    (struct http_part){"channel_id", NULL, NULL, it->group, strlen(it->group)};
-		parts[i][1] = (struct http_part){"files", names[i],
-						 a->content_type ? a->content_type
-								 : "application/octet-stream",
-						 a->data, a->size};
-		mm_request(mm, &rs[i], "POST", url);
-		rs[i].parts = parts[i];
-		rs[i].n_parts = 2;
-		ptrs[sent++] = &rs[i];
+		u->parts[i][1] = (struct http_part){"files", u->names[i],
+						    a->content_type ? a->content_type
+								    : "application/octet-stream",
+						    a->data, a->size};
+		mm_request(mm, &u->rs[i], "POST", u->url);
+		u->rs[i].parts = u->parts[i];
+		u->rs[i].n_parts = 2;
+		u->ptrs[u->sent++] = &u->rs[i];
 	}
-	http_perform(hc, ptrs, sent);
-	/* every upload that went through is noted, also when another failed:
-	 * the next attempt reuses it */
-	for (size_t i = 0; i < n; i++) {
-		if (kept[i]) {
-			strlist_add(file_ids, kept[i]);
+}
+
+/* Fills file_ids in the order of the attachments.  Every upload that went
+ * through is noted, also when another failed: the next attempt reuses it.
+ * 0, or -1 with res. */
+static int mm_upload_results(const struct feed_item *it, const struct mm_uploads *u,
+			     struct strlist *file_ids, struct feed_result *res)
+{
+	int rc = 0;
+	for (size_t i = 0; i < u->n; i++) {
+		const struct http_request *r = &u->rs[i];
+		if (u->kept[i]) {
+			strlist_add(file_ids, u->kept[i]);
 			continue;
 		}
-		if (!rs[i].parts)
+		if (!r->parts)
 			continue;
-		json_t *j = rs[i].status == 201
-				? json_loadb(rs[i].response.data, rs[i].response.len, 0, NULL)
+		json_t *j = r->status == 201
+				? json_loadb(r->response.data, r->response.len, 0, NULL)
 				: NULL;
 		const char *fid = mm_str(json_array_get(json_object_get(j, "file_infos"), 0), "id");
 		if (fid && mm_id_ok(fid, strlen(fid))) {
@@ -418,23 +433,44 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 				free(note);
 			}
 		} else if (rc == 0) {
-			mm_fail(res, &rs[i], "mattermost file upload");
+			mm_fail(res, r, "mattermost file upload");
 			rc = -1;
 		}
 		json_decref(j);
 	}
-	for (size_t i = 0; i < sent; i++)
-		http_request_clear(ptrs[i]);
-	for (size_t i = 0; i < n; i++) {
-		free(names[i]);
-		free(kept[i]);
+	return rc;
+}
+
+static void mm_uploads_free(struct mm_uploads *u)
+{
+	for (size_t i = 0; i < u->sent; i++)
+		http_request_clear(u->ptrs[i]);
+	for (size_t i = 0; i < u->n; i++) {
+		free(u->names[i]);
+		free(u->kept[i]);
 	}
-	free(url);
-	free(rs);
-	free(ptrs);
-	free(parts);
-	free(names);
-	free(kept);
+	free(u->url);
+	free(u->rs);
+	free(u->ptrs);
+	free(u->parts);
+	free(u->names);
+	free(u->kept);
+}
+
+/* Uploads attachments within limits, or reuses the files an earlier
+ * attempt uploaded (unless fresh); notes for the others.  Fills file_ids
+ * in the order of the attachments and sets *reused to the number of files
+ * reused.  0 or -1. */
+static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
+		     size_t max_up, int fresh, struct strlist *file_ids, struct strlist *notes,
+		     size_t *reused, struct feed_result *res)
+{
+	struct mm_uploads u;
+	*reused = 0;
+	mm_upload_plan(mm, it, max_up, fresh, &u, notes, reused);
+	http_perform(hc, u.ptrs, u.sent);
+	int rc = mm_upload_results(it, &u, file_ids, res);
+	mm_uploads_free(&u);
 	return rc;
 }
 
