@@ -603,7 +603,7 @@ static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 		struct outbox_counts before, after;
 		long waiting = 0;
 		outbox_counts(st, &before);
-		int r = outbox_deliver_due(st, d->cfg, d->feed_ctx, &waiting);
+		int r = outbox_deliver_due(st, d->cfg, d->feed, d->feed_ctx, &waiting);
 		if (r < 0)
 			return -1;
 		dead += r;
