@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,7 @@ struct session {
 	const struct mf_account *acct;
 	const char *state_path;
 	int wake_fd;
-	volatile int stop;
+	atomic_int stop; /* set by the processor, read by the session */
 	int proc_wake_fd;
 	int health; /* its slot in the liveness table */
 	struct account_gate *gate; /* NULL in run --once */
@@ -222,7 +223,7 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
 static int session_sweep(struct session *ss, struct imap_session *s, struct store *st,
 			 size_t idle, int look, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < ss->nf && !ss->stop; i++) {
+	for (size_t i = 0; i < ss->nf && !atomic_load(&ss->stop); i++) {
 		struct watcher *w = ss->f[i];
 		if (i == idle)
 			continue;
@@ -265,7 +266,7 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 	double next_look = 0;
 	for (size_t i = 0; i < ss->nf; i++)
 		ss->f[i]->looked = ss->f[i]->refused = 0;
-	while (!ss->stop) {
+	while (!atomic_load(&ss->stop)) {
 		int rc = 0;
 		/* IDLE on the first folder the server did not refuse */
 		size_t idle = 0;
@@ -286,7 +287,7 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 			continue; /* wait on another folder */
 		*backoff = 1;
 		*store_backoff = 1;
-		if (ss->stop)
+		if (atomic_load(&ss->stop))
 			break;
 		long max_wait = WATCH_WAIT;
 		if (ss->nf > 1) {
@@ -315,7 +316,7 @@ static void *session_main(void *arg)
 		return NULL;
 	}
 	health_bind(ss->health);
-	while (!ss->stop) {
+	while (!atomic_load(&ss->stop)) {
 		long barred = gate_wait(ss->gate);
 		if (barred > 0) {
 			health_wait(ss->health, HEALTH_AUTH_BACKOFF, (double)barred,
@@ -347,7 +348,7 @@ static void *session_main(void *arg)
 			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", key,
 				 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
 		int rc = session_serve(ss, s, st, &backoff, &store_backoff, err, sizeof err);
-		if (ss->stop) {
+		if (atomic_load(&ss->stop)) {
 			imap_close(s);
 			break;
 		}
@@ -516,7 +517,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 {
 	int abandoned = 0;
 	for (size_t i = 0; i < d->nss; i++) {
-		d->ss[i].stop = 1;
+		atomic_store(&d->ss[i].stop, 1);
 		wake(d->ss[i].wake_fd);
 	}
 	for (size_t i = 0; i < d->nss; i++) {
@@ -651,7 +652,7 @@ static int run_once(struct daemon *d, struct store *st)
 	struct mf_config *cfg = d->cfg;
 	size_t n = watchers_plan(d);
 	struct imap_session **sessions = xcalloc(n ? n : 1, sizeof *sessions);
-	volatile int stop = 0;
+	atomic_int stop = 0;
 	int failures = 0, delivered_any = 0;
 	char err[512];
 	double t0 = now_monotonic(), t_fetch, t_process, t_deliver;
