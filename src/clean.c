@@ -15,8 +15,11 @@
  *   - a forwarded message ("---------- Forwarded message ---------") is the
  *     sender's new text, kept whole;
  *   - signatures: the "-- " delimiter, mobile lines ("Sent from my iPhone"),
- *     a mailing-list footer, a closing formula ("Best regards,") with only a
- *     name and title after it, and a short last paragraph of two or more
+ *     a mailing-list footer, an "external sender" banner on top,
+ *     confidentiality notices, a "-Name" last line, a contact block
+ *     (address, phone, web site) after the closing formula — the formula
+ *     ("Best regards,") and the name under it are the sender's and stay —
+ *     or under a rule of dashes, and a short last paragraph of two or more
  *     lines holding the sender's name or address.
  * When a rule is unsure, the line is kept: losing new text is worse than
  * showing a quote.  Everything not kept goes to removed, in order. */

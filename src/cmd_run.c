@@ -1179,11 +1179,7 @@ static struct mf_config *run_config(const char *config)
 static int run_with_state(struct daemon *d, struct store **stp, int sfd, int once)
 {
 	d->proc_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	d->worker = worker_new(&d->cfg->gateway);
-	if (!d->worker) {
-		log_error("run.error error=\"cannot start the parse worker\"");
-		return 1;
-	}
+	d->worker = worker_new(&d->cfg->gateway); /* spawned on first use */
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	if (feed_open(d, *stp) < 0 && once)
 		return 1;
