@@ -28,6 +28,7 @@ PKGS    := jansson sqlite3 libsystemd inih gumbo libcurl openssl
 PKGS    += libseccomp
 PKGS    += libmicrohttpd
 PKGS    += gmime-3.0
+PKGS    += libpq
 # libetpan's pkg-config adds Debian's no-PIE link specs; take only its cflags.
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) libetpan 2>/dev/null)
 DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -letpan -lpthread -lm
