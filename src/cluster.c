@@ -161,7 +161,8 @@ void cluster_close(struct cluster *cl)
 {
 	if (!cl)
 		return;
-	struct db_stmt *s = prep(cl, "DELETE FROM leases WHERE holder=?1", NULL);
+	/* expired rather than deleted: the next holder's epoch follows ours */
+	struct db_stmt *s = prep(cl, "UPDATE leases SET expires=0 WHERE holder=?1", NULL);
 	if (s) {
 		db_bind_text(s, 1, cl->id, -1);
 		run(s);
@@ -243,7 +244,8 @@ int cluster_lease_renew(struct cluster *cl, const char *name)
 int cluster_lease_release(struct cluster *cl, const char *name)
 {
 	forget(cl, name);
-	struct db_stmt *s = prep(cl, "DELETE FROM leases WHERE name=?1 AND holder=?2", NULL);
+	struct db_stmt *s =
+	    prep(cl, "UPDATE leases SET expires=0 WHERE name=?1 AND holder=?2", NULL);
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, name, -1);

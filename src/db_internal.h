@@ -65,5 +65,6 @@ const void *dbpg_column_blob(struct db_stmt *s, int col, size_t *len);
 #define DBPG_INT8 20u
 #define DBPG_TEXT 25u
 #define DBPG_BYTEA 17u
+#define DBPG_BOOL 16u
 
 #endif

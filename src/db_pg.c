@@ -236,7 +236,7 @@ int64_t dbpg_column_int64(struct db_stmt *s, int col)
 	if (dbpg_column_is_null(s, col))
 		return 0;
 	const char *v = PQgetvalue(s->res, s->row, col);
-	if (PQftype(s->res, col) == 16) /* boolean */
+	if (PQftype(s->res, col) == DBPG_BOOL)
 		return v[0] == 't';
 	return strtoll(v, NULL, 10);
 }
@@ -268,6 +268,8 @@ const char *dbpg_column_text(struct db_stmt *s, int col)
 	size_t n;
 	if (PQftype(s->res, col) == DBPG_BYTEA)
 		return (const char *)bytea(s, col, &n);
+	if (PQftype(s->res, col) == DBPG_BOOL) /* as SQLite shows a comparison */
+		return PQgetvalue(s->res, s->row, col)[0] == 't' ? "1" : "0";
 	return PQgetvalue(s->res, s->row, col);
 }
 
@@ -278,6 +280,7 @@ const void *dbpg_column_blob(struct db_stmt *s, int col, size_t *len)
 		return NULL;
 	if (PQftype(s->res, col) == DBPG_BYTEA)
 		return bytea(s, col, len);
-	*len = (size_t)PQgetlength(s->res, s->row, col);
-	return PQgetvalue(s->res, s->row, col);
+	const char *t = dbpg_column_text(s, col);
+	*len = strlen(t);
+	return t;
 }
