@@ -72,8 +72,13 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+from harness.hostile_imap import HostileImap  # noqa: E402
 
-MAILFEED = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
+ROOT = Path(__file__).resolve().parents[2]
+MAILFEED = os.environ.get("MAILFEED_BIN", str(ROOT / "build/asan/mailfeed"))
+# the probes drive one module directly: src/imap.c, a feed backend
+IMAPPROBE = os.environ.get("MAILFEED_IMAPPROBE", str(ROOT / "build/asan/tests/imapprobe"))
+FEEDPROBE = os.environ.get("FEEDPROBE_BIN", str(ROOT / "build/asan/tests/feedprobe"))
 ASAN_OPTIONS = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:exitcode=99")
 
 _daemons = []
@@ -87,6 +92,23 @@ TLS = harness.TestCA
 def Dovecot(dir, tls, **opts):
     """A harness.Dovecot living in dir (for use outside pytest)."""
     return harness.Dovecot(tls, dir=dir, **opts)
+
+
+@pytest.fixture(scope="session")
+def imapprobe():
+    """The IMAP client probe, built if it is missing or out of date."""
+    r = subprocess.run(["make", "-s", "build/asan/tests/imapprobe"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return IMAPPROBE
+
+
+@pytest.fixture
+def hostile():
+    """An IMAP server that lies, floods or stalls (harness/hostile_imap.py)."""
+    srv = HostileImap()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,26 +7,17 @@ import os
 import re
 import subprocess
 import threading
-import time
 
 import pytest
 
-from conftest import ASAN_OPTIONS, Secret, write_config
+from conftest import ASAN_OPTIONS, IMAPPROBE, Secret, write_config
 from harness.cyrus import Cyrus
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.environ.get("MAILFEED_IMAPPROBE", os.path.join(ROOT, "build/asan/tests/imapprobe"))
+PROBE = IMAPPROBE
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.usefixtures("imapprobe"), pytest.mark.skipif(
     not Cyrus.available(),
-    reason="Cyrus IMAP is not unpacked under build/cyrus (run scripts/install-deps.sh)")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def probe_built():
-    r = subprocess.run(["make", "-s", "build/asan/tests/imapprobe"], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    reason="Cyrus IMAP is not unpacked under build/cyrus (run scripts/install-deps.sh)")]
 
 
 @pytest.fixture

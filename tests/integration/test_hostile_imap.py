@@ -12,26 +12,11 @@ import time
 
 import pytest
 
-from conftest import (ASAN_OPTIONS, Secret, run_mailfeed, start_daemon, stop_daemon, wait_for,
-                      write_config)
-from harness.hostile_imap import HostileImap
+from conftest import (ASAN_OPTIONS, IMAPPROBE, Secret, run_mailfeed, start_daemon, stop_daemon,
+                      wait_for, write_config)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.environ.get("MAILFEED_IMAPPROBE", os.path.join(ROOT, "build/asan/tests/imapprobe"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def probe_built():
-    r = subprocess.run(["make", "-s", "build/asan/tests/imapprobe"], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-
-
-@pytest.fixture
-def hostile():
-    srv = HostileImap()
-    yield srv
-    srv.stop()
+PROBE = IMAPPROBE
+pytestmark = pytest.mark.usefixtures("imapprobe")
 
 
 def msg(i, body=None):

@@ -2,20 +2,13 @@
 monitor and an attacker see it: several connections at once, idle ones cut
 off, oversized requests refused, a Host header that is not loopback refused
 (DNS rebinding), and GET /healthz answering 200 or 503 with the reason."""
-import os
 import socket
 import time
 
 import pytest
 
 from conftest import Secret, start_daemon, stop_daemon, wait_for, write_config
-from harness.hostile_imap import HostileImap
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import free_port
 
 
 def http(port, path, host=None, extra="", timeout=10, method="GET"):
@@ -54,13 +47,6 @@ def up(port):
         except OSError:
             return False
     return ok
-
-
-@pytest.fixture
-def hostile():
-    srv = HostileImap()
-    yield srv
-    srv.stop()
 
 
 def test_idle_connections_do_not_block_a_scrape(tmp_path):

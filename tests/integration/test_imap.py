@@ -11,21 +11,14 @@ import time
 
 import pytest
 
-from conftest import ASAN_OPTIONS, write_config
+from conftest import ASAN_OPTIONS, IMAPPROBE, write_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.environ.get("MAILFEED_IMAPPROBE", os.path.join(ROOT, "build/asan/tests/imapprobe"))
+PROBE = IMAPPROBE
+pytestmark = pytest.mark.usefixtures("imapprobe")
 
 NO_MOVE_NO_UIDPLUS = "IMAP4rev1 LITERAL+ SASL-IR IDLE"
 NO_MOVE = "IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS"
 NO_IDLE = "IMAP4rev1 LITERAL+ SASL-IR UIDPLUS MOVE"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def probe_built():
-    r = subprocess.run(["make", "-s", "build/asan/tests/imapprobe"], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
 
 
 def msg(i, body=None):
