@@ -493,8 +493,6 @@ int db_migrate(struct db *db, const char *name, const struct db_migration *steps
 		 * CREATE TABLE IF NOT EXISTS at once can collide */
 		if (db_exec(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")") < 0)
 			return -1;
-		if (db_exec(db, "SET client_min_messages=warning") < 0)
-			return -1;
 	}
 	while ((rc = migrate_step(db, name, steps, n)) == 1)
 		done++;
