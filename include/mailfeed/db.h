@@ -12,7 +12,9 @@
  * Rows: values are read as int64, text or blob whatever the column's type;
  * PostgreSQL's booleans read as 1/0 and its bytea as the raw bytes.  Text
  * and blob pointers stay valid until the next step, reset or finalize.
- * Use `INSERT ... RETURNING id` for new row ids (both engines know it).
+ * Use the forms both engines know: `INSERT ... RETURNING id` for new row
+ * ids, `ON CONFLICT(...) DO NOTHING` / `DO UPDATE SET x=excluded.x` rather
+ * than SQLite's `INSERT OR IGNORE` / `OR REPLACE`.
  *
  * PostgreSQL specifics: a statement runs on its first db_step (parameters
  * typed int8, text, bytea; NULL left to the server to infer) and the
