@@ -313,6 +313,10 @@ static int cmd_enqueue(const char *queue, long n)
 static int cmd_claim(const char *queue, long batch, long claim_ms, int die_after)
 {
 	open_cluster(0);
+	/* DBPROBE_START_AT (realtime ms): claimers started together begin together */
+	const char *at = getenv("DBPROBE_START_AT");
+	if (at && atoll(at) > realtime_ms())
+		sleep_ms((long)(atoll(at) - realtime_ms()));
 	long claimed = 0, reclaimed = 0, lost = 0;
 	for (;;) {
 		struct cluster_item *items;
