@@ -25,14 +25,15 @@ LAYERS = [
     ("base", ["util", "log", "utf8", "tz", "mutf7", "loopback", "parse_limits",
               "mention", "route", "secret"]),
     ("config", ["config"]),
-    ("state", ["message", "store", "messages", "notes", "state_owner",
-               "subscribers", "health", "db", "db_*"]),
+    ("state", ["db", "db_*", "message", "store", "messages", "notes", "state_owner",
+               "health"]),
     ("protocols", ["imap", "http", "smtp", "compose", "jwt", "mime", "mime_*",
                    "facts", "html", "clean", "tags", "sandbox"]),
-    ("domain", ["auth", "classify", "thread", "recipients", "token", "notice",
-                "notice_queue", "decide", "convert", "cluster", "cluster_*"]),
+    ("domain", ["auth", "classify", "thread", "recipients", "token", "convert",
+                "cluster", "cluster_*"]),
     ("feeds", ["feed", "feed_*"]),
-    ("queue", ["outbox", "deliver"]),
+    ("queue", ["outbox", "outbox_*", "deliver", "decide", "subscribers", "notice",
+               "notice_queue"]),
     ("stages", ["worker", "worker_frame", "pipeline", "ingest", "replies",
                 "digest", "digest_*", "metrics", "metrics_http"]),
     ("entry", ["cli", "cmd_*", "main", "worker_child"]),
@@ -42,8 +43,6 @@ LAYERS = [
 # it exists only so that the tree builds while a removal is under way; an
 # entry that no longer matches an include is noted on every run.
 UPWARD_EXCEPTIONS = [
-    ("include/mailfeed/http.h", "feed.h"),   # http_classify returns enum feed_status
-    ("src/feed_webhook.c", "outbox.h"),      # outbox_read_delivered
     ("src/feed_local.c", "outbox.h"),        # outbox_batch_size
 ]
 

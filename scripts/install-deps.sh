@@ -42,6 +42,8 @@ clang-format
 cppcheck
 universal-ctags
 systemd-journal-remote
+libpq-dev
+postgresql
 "
 missing=""
 for p in $PKGS; do
