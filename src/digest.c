@@ -334,9 +334,10 @@ static void job_finish(struct run *r, struct job *j)
 		return;
 	}
 	if (j->state == STORE_FAILED) {
-		log_error("digest.error to=%s period=%s error=\"cannot record the send, not sent: "
-			  "%s\"",
-			  log_quote(j->sub->email, q, sizeof q), j->period, store_errmsg(r->st));
+		log_error("digest.error to=%s period=%s error=\"cannot record the send, not sent\" "
+			  "detail=%s",
+			  log_quote(j->sub->email, q, sizeof q), j->period,
+			  LOG_Q(store_errmsg(r->st)));
 		r->failed++;
 		j->sub->retry = 1;
 		return;
@@ -856,8 +857,9 @@ static int run_all(struct store *st, const struct mf_config *cfg,
 			int n = subscribers_load(st, cfg, pass, only_email, after_email, after_freq,
 						 subs);
 			if (n < 0) {
-				log_error("digest.error error=\"cannot read the subscribers: %s\"",
-					  store_errmsg(st));
+				log_error(
+				    "digest.error error=\"cannot read the subscribers\" detail=%s",
+				    LOG_Q(store_errmsg(st)));
 				r.failed = -1;
 				break;
 			}
