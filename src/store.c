@@ -132,6 +132,16 @@ static const char *const migrations[] = {
     " attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
     " created INTEGER NOT NULL, error TEXT);"
     "CREATE INDEX notice_queue_due ON notice_queue(state, next_at);",
+    /* 9: the raw mail and the parsed form of a message in a row of their
+     * own, so that a change of state rewrites a small row, not the whole
+     * mail; the old columns go (with secure_delete, their bytes too) */
+    "CREATE TABLE message_bodies("
+    " message INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
+    " raw BLOB, parsed TEXT);"
+    "INSERT INTO message_bodies(message, raw, parsed) SELECT id, raw, parsed FROM messages"
+    " WHERE raw IS NOT NULL OR parsed IS NOT NULL;"
+    "ALTER TABLE messages DROP COLUMN raw;"
+    "ALTER TABLE messages DROP COLUMN parsed;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
