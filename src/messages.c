@@ -98,6 +98,35 @@ static int step_done(struct store *st, sqlite3_stmt *s)
 	return 0;
 }
 
+/* A statement run once per message, kept prepared (store_stmt); given back
+ * with kept_done. */
+static sqlite3_stmt *kept(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = store_stmt(st, sql);
+	if (!s) {
+		char e[600];
+		log_error("store.error prepare=failed error=%s",
+			  log_quote(store_errmsg(st), e, sizeof e));
+	}
+	return s;
+}
+
+/* Steps a kept statement once and gives it back.  0 or -1 (logged). */
+static int kept_done(struct store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		char e[600];
+		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
+		store_stmt_done(st, s);
+		return -1;
+	}
+	store_stmt_done(st, s);
+	return 0;
+}
+
 /* One statement on one message id (?1) in the caller's transaction. */
 static int update_id(struct store *st, const char *sql, int64_t id)
 {
@@ -114,11 +143,12 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 {
 	sqlite3_stmt *s;
 	int known = 0;
+	/* once per message taken in: kept prepared */
 	if (message_id)
-		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
+		s = kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
 			     " AND sha256=?3 LIMIT 1");
 	else
-		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
+		s = kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
 			     " AND sha256=?3 LIMIT 1");
 	if (!s)
 		return 0;
@@ -128,19 +158,19 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 	sqlite3_bind_text(s, 3, sha256, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		known = 1;
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return known;
 }
 
 /* The raw bytes of message id, in the row of its body. */
 static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 {
-	sqlite3_stmt *s = prep(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
+	sqlite3_stmt *s = kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
 	if (!s)
 		return -1;
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_blob64(s, 2, raw, len, SQLITE_STATIC);
-	return step_done(st, s);
+	return kept_done(st, s);
 }
 
 /* The parsed form of message id, in the row of its body. */
@@ -174,7 +204,7 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
 	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
 		sqlite3_stmt *s =
-		    prep(st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
+		    kept(st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
 			     " size, internaldate, sha256, state, reason, received_at)"
 			     " VALUES(?,?,?,?,?,?,?,?,?,?)");
 		if (!s)
@@ -191,7 +221,7 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 		if (m->reason)
 			sqlite3_bind_text(s, 9, m->reason, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
-		if (step_done(st, s) < 0)
+		if (kept_done(st, s) < 0)
 			return -1;
 		*inserted = sqlite3_changes(store_db(st)) > 0;
 		if (*inserted && m->raw &&

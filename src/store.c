@@ -593,13 +593,21 @@ int store_folder_error(struct store *st, const char *mailbox, const char *error)
 
 int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
 {
+	/* once per message taken in: kept prepared */
 	sqlite3_stmt *s =
-	    prep(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
+	    store_stmt(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
 	if (!s)
 		return -1;
 	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, uid);
-	return step_done(st, s);
+	int rc = sqlite3_step(s);
+	store_stmt_done(st, s);
+	if (rc != SQLITE_DONE) {
+		char e[600];
+		log_error("store.error error=%s", log_quote(note_error(st), e, sizeof e));
+		return -1;
+	}
+	return 0;
 }
 
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
