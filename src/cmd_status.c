@@ -16,20 +16,7 @@
 #include "mailfeed/pipeline.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
-
-static json_t *iso_or_null(sqlite3_stmt *s, int col)
-{
-	char buf[32];
-	if (sqlite3_column_type(s, col) == SQLITE_NULL || sqlite3_column_int64(s, col) == 0)
-		return json_null();
-	return json_string(time_iso((time_t)sqlite3_column_int64(s, col), buf, sizeof buf));
-}
-
-static json_t *text_or_null(sqlite3_stmt *s, int col)
-{
-	const char *t = (const char *)sqlite3_column_text(s, col);
-	return t ? json_string(t) : json_null();
-}
+#include "mailfeed/subscribers.h"
 
 static json_t *time_or_null(time_t t)
 {
@@ -133,12 +120,23 @@ static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 	return mbs;
 }
 
+/* One subscription as a row of "digests". */
+static void digest_row(void *arg, const struct subscription_row *row)
+{
+	char when[32];
+	json_array_append_new(
+	    arg, json_pack("{s:s?,s:s?,s:o,s:s?}", "subscriber", row->email, "frequency",
+			   row->frequency, "last_sent",
+			   row->last_sent ? json_string(time_iso(row->last_sent, when, sizeof when))
+					  : json_null(),
+			   "source", row->source));
+}
+
 /* cfg NULL: the config on disk is broken (e.g. a refused reload); the
  * mailboxes are then those the state knows. */
 static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
 {
 	json_t *root = json_object(), *digests = json_array();
-	sqlite3_stmt *s;
 	struct outbox_counts c = {0};
 
 	json_object_set_new(root, "mailboxes", mailboxes_status(st, cfg));
@@ -152,38 +150,25 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	 * next attempt is due */
 	json_object_set_new(ob, "retry_error", json_null());
 	json_object_set_new(ob, "next_retry", json_null());
-	if (c.retrying > 0 &&
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
-			       " state='retrying') FROM outbox WHERE state='retrying'"
-			       " ORDER BY id LIMIT 1",
-			       -1, &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			json_object_set_new(ob, "retry_error", text_or_null(s, 0));
-			json_object_set_new(ob, "next_retry", iso_or_null(s, 1));
-		}
-		sqlite3_finalize(s);
+	char *retry_error = NULL;
+	time_t next_retry = 0;
+	if (c.retrying > 0 && outbox_retry_status(st, &retry_error, &next_retry) == 1) {
+		char when[32];
+		json_object_set_new(ob, "retry_error",
+				    retry_error ? json_string(retry_error) : json_null());
+		json_object_set_new(ob, "next_retry",
+				    next_retry
+					? json_string(time_iso(next_retry, when, sizeof when))
+					: json_null());
 	}
+	free(retry_error);
 	json_object_set_new(root, "outbox", ob);
 	long nw = notice_waiting(st);
 	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));
 	/* feed members ([digest] subscribers = feed) unless they have a
 	 * subscription of their own */
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT email, frequency, last_sent, source FROM subscribers"
-			       " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
-			       " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
-			       " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
-			       " ORDER BY 1, 2",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_int(s, 1, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED);
-		while (sqlite3_step(s) == SQLITE_ROW)
-			json_array_append_new(
-			    digests, json_pack("{s:o,s:o,s:o,s:o}", "subscriber", text_or_null(s, 0),
-					       "frequency", text_or_null(s, 1), "last_sent",
-					       iso_or_null(s, 2), "source", text_or_null(s, 3)));
-		sqlite3_finalize(s);
-	}
+	subscribers_list(st, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED, digest_row,
+			 digests);
 	json_object_set_new(root, "digests", digests);
 	daemon_status(root, st, state);
 	char *reload_error = NULL;
