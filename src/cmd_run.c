@@ -46,6 +46,7 @@
 #include "mailfeed/replies.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/token.h"
 #include "mailfeed/worker.h"
 
@@ -845,7 +846,7 @@ static int reload(struct daemon *d, struct store **st)
 	d->worker = worker_new(&d->cfg->gateway);
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	feed_open(d, *st);
-	digest_seed_subscribers(*st, d->cfg);
+	subscribers_seed(*st, d->cfg);
 	note_set(*st, "reload_error", NULL, 0);
 	metrics_restart(d);
 	watchers_start(d, *st);
@@ -1065,7 +1066,7 @@ int cmd_run(int argc, char **argv, const char *config)
 		rc = 1;
 		goto out;
 	}
-	digest_seed_subscribers(st, d.cfg);
+	subscribers_seed(st, d.cfg);
 	if (once) {
 		rc = run_once(&d, st);
 	} else if (metrics_restart(&d) < 0) {
