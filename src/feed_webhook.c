@@ -1,4 +1,4 @@
-/* feed_webhook.c — the generic webhook backend (SPEC §7): each post or
+/* feed_webhook.c — the generic webhook backend (README, "Webhook"): each post or
  * comment is one signed JSON POST to [feed] url.
  *
  *   X-Mailfeed-Delivery:  the item's idempotency key, the same on every retry
@@ -9,7 +9,7 @@
  *   X-Mailfeed-Signature-V2: sha256=<hex HMAC-SHA256 of
  *                         "TIMESTAMP.DELIVERY.BODY" with the secret>
  *
- * The first signature is SPEC §7's and stays for receivers that check only
+ * The first signature is the original one and stays for receivers that check only
  * it; it cannot tell a replayed request from a new one.  The second binds
  * the time and the delivery key, so a receiver that accepts it only within
  * a few minutes of its timestamp (README: 5) and deduplicates on the
@@ -107,7 +107,7 @@ static json_t *base64_of(const unsigned char *data, size_t n)
 	return j;
 }
 
-/* The SPEC §7 object for one item.  Files over max_file_size, or beyond
+/* The JSON object for one item (the body README shows).  Files over max_file_size, or beyond
  * max_files, are listed with "data": null. */
 static char *webhook_body(const struct webhook_ctx *c, const struct feed_item *it)
 {

@@ -1,7 +1,7 @@
 /* test_feed_webhook.c — the webhook backend driven by the real outbox
  * against tests/integration/doubles/webhook_double.py on loopback: the
  * receiver recomputes every signature, and the test checks what it got
- * (SPEC §7 fields, the same delivery key on every retry, the post's id as
+ * (the body fields README documents, the same delivery key on every retry, the post's id as
  * the comment's parent) and what mailfeed made of its answers (500 and 429
  * retried, Retry-After honoured, 400 dead with a one-line reason, 204 keyed).
  * Run from the top of the tree (make check does). */
