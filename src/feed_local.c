@@ -28,7 +28,7 @@
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
-#include "mailfeed/outbox.h"
+#include "mailfeed/utf8.h"
 #include "mailfeed/util.h"
 
 #define LOCAL_ATOM_MAX 1000
@@ -91,7 +91,7 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	struct local_ctx *c = xcalloc(1, sizeof *c);
 	c->st = st;
 	c->dir = xstrdup(dir);
-	c->full_batch = outbox_batch_size(cfg, &feed_local_ops);
+	c->full_batch = LOCAL_BATCH; /* the batch the outbox hands over (ops.batch) */
 	c->max_file_size = cfg->feed.max_file_size;
 	c->max_files = cfg->feed.max_files;
 	*ctx = c;
@@ -183,9 +183,7 @@ char *feed_local_safe_name(const char *name)
 		/* keep a short extension: the part that says what the file is */
 		const char *dot = strrchr(s, '.');
 		size_t ext = dot && strlen(dot) <= 16 ? strlen(dot) : 0;
-		size_t keep = FEED_LOCAL_NAME_MAX - ext;
-		while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
-			keep--;
+		size_t keep = utf8_cut(s, len, FEED_LOCAL_NAME_MAX - ext);
 		memmove(s + keep, s + len - ext, ext + 1);
 	}
 	return s;

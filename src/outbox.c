@@ -541,7 +541,8 @@ int outbox_cascade_dead(struct store *st)
 	 * cost does not grow with the queue */
 	if (messages_follow_dead_posts(st, why) < 0)
 		return -1;
-	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
 		     " AND state IN ('pending','retrying')"
 		     " AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
 	if (!s)
@@ -993,7 +994,8 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 		if (rc == 0) {
 			messages_follow_retried(st);
 			/* sent again from scratch: files are uploaded anew */
-			sqlite3_stmt *s = prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
+			sqlite3_stmt *s =
+			    prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
 				     " (SELECT id FROM outbox WHERE parent=?1)");
 			if (s)
 				sqlite3_bind_int64(s, 1, row);
