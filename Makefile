@@ -28,6 +28,7 @@ PKGS    := jansson sqlite3 libsystemd inih gumbo libcurl openssl
 PKGS    += libseccomp
 PKGS    += libmicrohttpd
 PKGS    += gmime-3.0
+PKGS    += libpq
 # libetpan's pkg-config adds Debian's no-PIE link specs; take only its cflags.
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) libetpan 2>/dev/null)
 DEPLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -letpan -lpthread -lm
@@ -83,6 +84,10 @@ build/asan/tests/feedprobe: tests/integration/feedprobe.c build/asan/libmailfeed
 build/asan/tests/imapprobe: tests/integration/imapprobe.c build/asan/libmailfeed.a $(HDRS) | build/asan/tests
 	$(CC) $(SANFLAGS) -o $@ $< build/asan/libmailfeed.a $(DEPLIBS)
 
+# Drives src/db.c and src/cluster.c for tests/integration/test_postgres.py.
+build/asan/tests/dbprobe: tests/integration/dbprobe.c build/asan/libmailfeed.a $(HDRS) | build/asan/tests
+	$(CC) $(SANFLAGS) -o $@ $< build/asan/libmailfeed.a $(DEPLIBS)
+
 build/rel build/asan build/asan/tests:
 	mkdir -p $@
 
@@ -91,7 +96,7 @@ deps:
 
 # Everything under sanitizers; the last line printed is the summary.
 check: deps
-	$(MAKE) -j$$(nproc) WERROR=-Werror build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe build/asan/tests/imapprobe mailfeed
+	$(MAKE) -j$$(nproc) WERROR=-Werror build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe build/asan/tests/imapprobe build/asan/tests/dbprobe mailfeed
 	tests/run-tests.sh
 
 unit: $(UNITBINS)

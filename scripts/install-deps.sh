@@ -41,6 +41,8 @@ libgmime-3.0-dev
 clang-format
 cppcheck
 systemd-journal-remote
+libpq-dev
+postgresql
 "
 missing=""
 for p in $PKGS; do

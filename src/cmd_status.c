@@ -9,6 +9,7 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
@@ -17,87 +18,45 @@
 #include "mailfeed/store.h"
 #include "mailfeed/subscribers.h"
 
-static json_t *iso_or_null(sqlite3_stmt *s, int col)
+static json_t *time_or_null(time_t t)
 {
 	char buf[32];
-	if (sqlite3_column_type(s, col) == SQLITE_NULL || sqlite3_column_int64(s, col) == 0)
-		return json_null();
-	return json_string(time_iso((time_t)sqlite3_column_int64(s, col), buf, sizeof buf));
-}
-
-static json_t *text_or_null(sqlite3_stmt *s, int col)
-{
-	const char *t = (const char *)sqlite3_column_text(s, col);
-	return t ? json_string(t) : json_null();
+	return t ? json_string(time_iso(t, buf, sizeof buf)) : json_null();
 }
 
 static json_t *mailbox_status(struct store *st, const char *name, const char *account,
 			      const char *folder, const char *group)
 {
 	json_t *o = json_object();
-	sqlite3_stmt *s;
+	struct folder_status fs;
+	struct messages_counts c;
 	json_object_set_new(o, "name", json_string(name));
 	json_object_set_new(o, "account", json_string(account ? account : ""));
 	json_object_set_new(o, "folder", json_string(folder ? folder : ""));
 	if (group)
 		json_object_set_new(o, "group", json_string(group));
-	json_object_set_new(o, "uidvalidity", json_integer(0));
-	json_object_set_new(o, "last_uid", json_integer(0));
-	json_object_set_new(o, "last_ok", json_null());
-	json_object_set_new(o, "last_error", json_null());
-	json_object_set_new(o, "last_event", json_null());
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT uidvalidity, last_uid, last_ok, last_error, last_error_at,"
-			       " last_event FROM folders WHERE mailbox=?",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			json_object_set_new(o, "uidvalidity",
-					    json_integer(sqlite3_column_int64(s, 0)));
-			json_object_set_new(o, "last_uid",
-					    json_integer(sqlite3_column_int64(s, 1)));
-			json_object_set_new(o, "last_ok", iso_or_null(s, 2));
-			/* an error older than the last success is history */
-			if (sqlite3_column_type(s, 3) != SQLITE_NULL &&
-			    sqlite3_column_int64(s, 4) >= sqlite3_column_int64(s, 2))
-				json_object_set_new(o, "last_error", text_or_null(s, 3));
-			json_object_set_new(o, "last_event", iso_or_null(s, 5));
-		}
-		sqlite3_finalize(s);
-	}
-	long long stored = 0, skipped = 0, waiting = 0, queued = 0, dead = 0;
-	long long oldest = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT COUNT(*),"
-			       " SUM(state IN ('skipped','handled')), SUM(state='new'),"
-			       " SUM(state='queued'), SUM(state='dead'),"
-			       " MIN(CASE WHEN state IN ('new','queued') THEN received_at END)"
-			       " FROM messages WHERE mailbox=?",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			stored = sqlite3_column_int64(s, 0);
-			skipped = sqlite3_column_int64(s, 1);
-			waiting = sqlite3_column_int64(s, 2);
-			queued = sqlite3_column_int64(s, 3);
-			dead = sqlite3_column_int64(s, 4);
-			oldest = sqlite3_column_int64(s, 5);
-		}
-		sqlite3_finalize(s);
-	}
-	json_object_set_new(o, "stored", json_integer(stored));
-	json_object_set_new(o, "skipped", json_integer(skipped));
-	json_object_set_new(o, "waiting", json_integer(waiting + queued));
-	json_object_set_new(o, "dead", json_integer(dead));
-	if (oldest > 0) {
-		char buf[32];
-		json_object_set_new(o, "oldest_unprocessed",
-				    json_string(time_iso((time_t)oldest, buf, sizeof buf)));
-		json_object_set_new(o, "lag_seconds", json_integer((long long)time(NULL) - oldest));
-	} else {
-		json_object_set_new(o, "oldest_unprocessed", json_null());
-		json_object_set_new(o, "lag_seconds", json_integer(0));
-	}
+	store_folder_status(st, name, &fs); /* zeroes when none */
+	json_object_set_new(o, "uidvalidity", json_integer(fs.uidvalidity));
+	json_object_set_new(o, "last_uid", json_integer(fs.last_uid));
+	json_object_set_new(o, "last_ok", time_or_null(fs.last_ok));
+	/* an error older than the last success is history */
+	json_object_set_new(o, "last_error",
+			    fs.last_error && fs.last_error_at >= fs.last_ok
+				? json_string(fs.last_error)
+				: json_null());
+	json_object_set_new(o, "last_event", time_or_null(fs.last_event));
+	store_folder_status_free(&fs);
+	messages_counts(st, name, &c); /* zeroes when it cannot be read */
+	json_object_set_new(o, "stored", json_integer(c.stored));
+	json_object_set_new(o, "skipped", json_integer(c.skipped));
+	json_object_set_new(o, "waiting", json_integer(c.fresh + c.queued));
+	json_object_set_new(o, "dead", json_integer(c.dead));
+	json_object_set_new(o, "oldest_unprocessed",
+			    c.oldest_waiting > 0 ? time_or_null(c.oldest_waiting) : json_null());
+	json_object_set_new(o, "lag_seconds",
+			    json_integer(c.oldest_waiting > 0
+					     ? (long long)time(NULL) - (long long)c.oldest_waiting
+					     : 0));
 	return o;
 }
 
@@ -133,7 +92,6 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 {
 	json_t *mbs = json_array();
-	sqlite3_stmt *s;
 	/* rows in a stable order: by mailbox name, whatever the config's order */
 	const struct mf_mailbox **sorted =
 	    xcalloc(cfg && cfg->n_mailboxes ? cfg->n_mailboxes : 1, sizeof *sorted);
@@ -147,15 +105,14 @@ static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 		    mbs, mailbox_status(st, mb->name, mb->account, mb->folder, mb->group));
 	}
 	free(sorted);
-	if (!cfg && sqlite3_prepare_v2(store_db(st),
-				       "SELECT mailbox, account, folder FROM folders ORDER BY mailbox",
-				       -1, &s, NULL) == SQLITE_OK) {
-		while (sqlite3_step(s) == SQLITE_ROW)
-			json_array_append_new(
-			    mbs, mailbox_status(st, (const char *)sqlite3_column_text(s, 0),
-						(const char *)sqlite3_column_text(s, 1),
-						(const char *)sqlite3_column_text(s, 2), NULL));
-		sqlite3_finalize(s);
+	struct folder_status *known;
+	size_t n_known;
+	if (!cfg && store_folders_list(st, &known, &n_known) == 0) {
+		for (size_t i = 0; i < n_known; i++)
+			json_array_append_new(mbs, mailbox_status(st, known[i].mailbox,
+								  known[i].account,
+								  known[i].folder, NULL));
+		store_folders_free(known, n_known);
 	}
 	if (cfg && cfg->replies.present)
 		json_array_append_new(mbs, mailbox_status(st, REPLIES_KEY, cfg->replies.account,
@@ -180,7 +137,6 @@ static void digest_row(void *arg, const struct subscription_row *row)
 static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
 {
 	json_t *root = json_object(), *digests = json_array();
-	sqlite3_stmt *s;
 	struct outbox_counts c = {0};
 
 	json_object_set_new(root, "mailboxes", mailboxes_status(st, cfg));
@@ -194,18 +150,18 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	 * next attempt is due */
 	json_object_set_new(ob, "retry_error", json_null());
 	json_object_set_new(ob, "next_retry", json_null());
-	if (c.retrying > 0 &&
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
-			       " state='retrying') FROM outbox WHERE state='retrying'"
-			       " ORDER BY id LIMIT 1",
-			       -1, &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			json_object_set_new(ob, "retry_error", text_or_null(s, 0));
-			json_object_set_new(ob, "next_retry", iso_or_null(s, 1));
-		}
-		sqlite3_finalize(s);
+	char *retry_error = NULL;
+	time_t next_retry = 0;
+	if (c.retrying > 0 && outbox_retry_status(st, &retry_error, &next_retry) == 1) {
+		char when[32];
+		json_object_set_new(ob, "retry_error",
+				    retry_error ? json_string(retry_error) : json_null());
+		json_object_set_new(ob, "next_retry",
+				    next_retry
+					? json_string(time_iso(next_retry, when, sizeof when))
+					: json_null());
 	}
+	free(retry_error);
 	json_object_set_new(root, "outbox", ob);
 	long nw = notice_waiting(st);
 	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));
@@ -215,13 +171,11 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 			 digests);
 	json_object_set_new(root, "digests", digests);
 	daemon_status(root, st, state);
-	json_object_set_new(root, "reload_error", json_null());
-	if (sqlite3_prepare_v2(store_db(st), "SELECT value FROM daemon WHERE key='reload_error'",
-			       -1, &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW)
-			json_object_set_new(root, "reload_error", text_or_null(s, 0));
-		sqlite3_finalize(s);
-	}
+	char *reload_error = NULL;
+	note_get(st, NOTE_RELOAD_ERROR, &reload_error, NULL);
+	json_object_set_new(root, "reload_error",
+			    reload_error ? json_string(reload_error) : json_null());
+	free(reload_error);
 	return root;
 }
 

@@ -333,3 +333,44 @@ def wait_for(pred, timeout, step=0.05):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes minutes (builds a package); runs in make check")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+#
+#   postgres_server  (session) harness.postgres.Postgres: one PostgreSQL 15 on
+#                    127.0.0.1 for the run (started on first use, ~3 s).
+#   postgres         (function) the same server with a fresh database of the
+#                    test's own: .dsn (postgresql://...), .name, .sql(query)
+#                    -> rows, .server (stop/start/restart/kill; a server left
+#                    stopped by a test is started again after it).  Skips when
+#                    PostgreSQL is not installed.
+
+class PgDatabase:
+    def __init__(self, server, name):
+        self.server, self.name = server, name
+        self.dsn = server.create_database(name)
+
+    def sql(self, query):
+        return self.server.sql(query, self.name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from harness.postgres import Postgres
+    if not Postgres.available():
+        pytest.skip("PostgreSQL 15 is not installed (scripts/install-deps.sh)")
+    pg = Postgres()
+    yield pg
+    pg.close()
+
+
+_pg_databases = [0]
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    postgres_server.start()
+    _pg_databases[0] += 1
+    db = PgDatabase(postgres_server, "t%d_%d" % (os.getpid(), _pg_databases[0]))
+    yield db
+    postgres_server.start()

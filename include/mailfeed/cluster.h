@@ -1,0 +1,109 @@
+/* cluster.h — several instances sharing one state database (db.h): who is
+ * running, leases on named work (a mailbox to watch), and claims on the
+ * items of a work queue.  The same calls on SQLite (instances on one host)
+ * and PostgreSQL (instances on several hosts).
+ *
+ * Time: lease expiries and claim deadlines are in the database's clock
+ * (db_now_ms), so hosts with different clocks agree on them.  Each
+ * instance also keeps a local deadline on its monotonic clock, started
+ * when it sent the request that got or renewed the lease: the lease is
+ * held locally for 90% of its length from that moment, which ends before
+ * the database lets another instance take it over.
+ *
+ * Lease rules:
+ *   - one holder per name at a time; acquiring succeeds when the name is
+ *     free, already ours, or its holder's expiry has passed (take-over);
+ *   - the holder renews (cluster_heartbeat, every third of the lease) and
+ *     must stop the work when cluster_lease_held() says 0: a renewal that
+ *     failed (database away, process paused) ends the right to work when
+ *     the local deadline passes, before any other instance may start;
+ *   - each change of holder bumps the lease's epoch (a fencing number).
+ *
+ * Claim rules (table work_queue, the pattern for the outbox): claiming
+ * takes up to max pending items, or claimed items whose claim deadline
+ * passed (their claimer died or stalled; such an item comes back marked
+ * reclaimed so that the new claimer first checks whether it was done).
+ * On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so
+ * concurrent claimers never wait on nor share a row; on SQLite the same
+ * UPDATE runs inside BEGIN IMMEDIATE.  Finishing checks that the claim is
+ * still ours. */
+#ifndef MAILFEED_CLUSTER_H
+#define MAILFEED_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mailfeed/db.h"
+
+#define CLUSTER_LEASE_MS_DEFAULT 30000
+
+struct cluster;
+
+/* Migrates the cluster tables and registers this instance (host name,
+ * pid, version).  lease_ms <= 0 takes CLUSTER_LEASE_MS_DEFAULT.  The db
+ * stays the caller's and must outlive the cluster.  NULL with the reason
+ * in err (db_unavailable(db) tells whether to retry). */
+struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_ms, char *err,
+			     size_t errlen);
+/* Releases this instance's leases and removes its row (best effort). */
+void cluster_close(struct cluster *cl);
+const char *cluster_instance_id(const struct cluster *cl);
+int64_t cluster_lease_ms(const struct cluster *cl);
+
+/* Updates this instance's heartbeat and renews every lease it holds.
+ * Returns the number of leases lost (another holder, or expired), or -1
+ * when the database could not be asked (the leases stay held until their
+ * local deadlines). */
+int cluster_heartbeat(struct cluster *cl);
+
+/* 1 held (acquired, taken over, or already ours and renewed), 0 held by
+ * another live instance, -1 error. *epoch (may be NULL) gets the epoch. */
+int cluster_lease_acquire(struct cluster *cl, const char *name, int64_t *epoch);
+/* 1 renewed, 0 lost, -1 error (still held until the local deadline). */
+int cluster_lease_renew(struct cluster *cl, const char *name);
+/* Gives the lease up at once, so another instance may take it now. */
+int cluster_lease_release(struct cluster *cl, const char *name);
+/* Local check, no database: 1 while the lease is ours and its local
+ * deadline has not passed. */
+int cluster_lease_held(const struct cluster *cl, const char *name);
+/* Seconds left of the local deadline (0 when not held). */
+double cluster_lease_left(const struct cluster *cl, const char *name);
+
+/* --- instances --------------------------------------------------------- */
+
+struct cluster_instance {
+	const char *id, *host, *version;
+	int64_t pid, started_ms, heartbeat_ms;
+	const char *holds; /* lease names held, comma-separated ("" none) */
+};
+
+/* Calls fn for every registered instance, oldest first.  0 or -1. */
+int cluster_instances(struct cluster *cl, void (*fn)(const struct cluster_instance *in, void *arg),
+		      void *arg);
+
+/* --- work queue claims ------------------------------------------------- */
+
+struct cluster_item {
+	int64_t id;
+	unsigned char *payload; /* owned, NUL-terminated */
+	size_t len;
+	int64_t attempts;
+	int reclaimed;	 /* a previous claim expired: check before redoing */
+	double deadline; /* local monotonic time to finish by */
+};
+
+/* Adds an item to queue; *id (may be NULL) gets its id. 0 or -1. */
+int cluster_enqueue(struct cluster *cl, const char *queue, const void *payload, size_t len,
+		    int64_t *id);
+/* Claims up to max items of queue for claim_ms.  *items (free with
+ * cluster_items_free) and *n get them.  0 or -1. */
+int cluster_claim(struct cluster *cl, const char *queue, int max, int64_t claim_ms,
+		  struct cluster_item **items, size_t *n);
+void cluster_items_free(struct cluster_item *items, size_t n);
+/* Marks a claimed item done: 1, or 0 when the claim was no longer ours
+ * (expired and taken by another), -1 error. */
+int cluster_claim_done(struct cluster *cl, int64_t id);
+/* Hands a claimed item back to the queue (to be claimed again). */
+int cluster_claim_release(struct cluster *cl, int64_t id);
+
+#endif

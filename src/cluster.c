@@ -1,0 +1,463 @@
+/* cluster.c — instances, leases and work-queue claims over db.h (rules in
+ * cluster.h).  The SQL of both engines sits side by side where it differs:
+ * the database clock, the id column, string aggregation, and the claim
+ * (FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mailfeed/cluster.h"
+#include "mailfeed/util.h"
+
+/* The database's clock in milliseconds, per engine. */
+#define NOW_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+/* the part of a lease's length held locally */
+#define LOCAL_SHARE 0.9
+
+static const struct db_migration migrations[] = {
+    /* 1: instances, leases, the work queue */
+    {"CREATE TABLE instances("
+     " id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,"
+     " version TEXT NOT NULL, started INTEGER NOT NULL, heartbeat INTEGER NOT NULL);"
+     "CREATE TABLE leases("
+     " name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires INTEGER NOT NULL,"
+     " since INTEGER NOT NULL, epoch INTEGER NOT NULL DEFAULT 1);"
+     "CREATE INDEX leases_holder ON leases(holder);"
+     "CREATE TABLE work_queue("
+     " id INTEGER PRIMARY KEY, queue TEXT NOT NULL, payload BLOB,"
+     " state TEXT NOT NULL DEFAULT 'pending', claimed_by TEXT, claim_until INTEGER,"
+     " attempts INTEGER NOT NULL DEFAULT 0, reclaimed INTEGER NOT NULL DEFAULT 0,"
+     " created INTEGER NOT NULL, done_at INTEGER);"
+     "CREATE INDEX work_queue_due ON work_queue(queue, state, claim_until, id);",
+     "CREATE TABLE instances("
+     " id TEXT PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,"
+     " version TEXT NOT NULL, started BIGINT NOT NULL, heartbeat BIGINT NOT NULL);"
+     "CREATE TABLE leases("
+     " name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires BIGINT NOT NULL,"
+     " since BIGINT NOT NULL, epoch BIGINT NOT NULL DEFAULT 1);"
+     "CREATE INDEX leases_holder ON leases(holder);"
+     "CREATE TABLE work_queue("
+     " id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, payload BYTEA,"
+     " state TEXT NOT NULL DEFAULT 'pending', claimed_by TEXT, claim_until BIGINT,"
+     " attempts BIGINT NOT NULL DEFAULT 0, reclaimed BIGINT NOT NULL DEFAULT 0,"
+     " created BIGINT NOT NULL, done_at BIGINT);"
+     "CREATE INDEX work_queue_due ON work_queue(queue, state, claim_until, id);"},
+};
+
+struct held {
+	char *name;
+	double deadline; /* monotonic */
+	int64_t epoch;
+};
+
+struct cluster {
+	struct db *db;
+	char *id;
+	int64_t lease_ms;
+	struct held *held;
+	size_t n_held;
+};
+
+const char *cluster_instance_id(const struct cluster *cl) { return cl->id; }
+int64_t cluster_lease_ms(const struct cluster *cl) { return cl->lease_ms; }
+
+/* Prepares the engine's text of a statement. */
+static struct db_stmt *prep(struct cluster *cl, const char *sqlite, const char *pg)
+{
+	return db_prepare(cl->db, db_sql(cl->db, sqlite, pg));
+}
+
+/* Runs a statement without rows and finalizes it: DB_DONE or DB_FAIL. */
+static int run(struct db_stmt *s)
+{
+	if (!s)
+		return DB_FAIL;
+	int rc = db_step(s);
+	db_finalize(s);
+	return rc;
+}
+
+static int register_instance(struct cluster *cl, const char *version)
+{
+	char host[256] = "";
+	gethostname(host, sizeof host - 1);
+	struct db_stmt *s = prep(cl,
+				 "INSERT INTO instances(id, host, pid, version, started, heartbeat)"
+				 " VALUES(?1, ?2, ?3, ?4, " NOW_SQLITE ", " NOW_SQLITE ")"
+				 " ON CONFLICT(id) DO UPDATE SET heartbeat=excluded.heartbeat",
+				 "INSERT INTO instances(id, host, pid, version, started, heartbeat)"
+				 " VALUES(?1, ?2, ?3, ?4, " NOW_PG ", " NOW_PG ")"
+				 " ON CONFLICT(id) DO UPDATE SET heartbeat=excluded.heartbeat");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, cl->id, -1);
+	db_bind_text(s, 2, host, -1);
+	db_bind_int64(s, 3, (int64_t)getpid());
+	db_bind_text(s, 4, version ? version : "", -1);
+	return run(s) == DB_DONE ? 0 : -1;
+}
+
+struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_ms, char *err,
+			     size_t errlen)
+{
+	if (db_migrate(db, "cluster", migrations, (int)(sizeof migrations / sizeof *migrations),
+		       NULL) < 0) {
+		snprintf(err, errlen, "%s", db_errmsg(db));
+		return NULL;
+	}
+	struct cluster *cl = xcalloc(1, sizeof *cl);
+	cl->db = db;
+	cl->lease_ms = lease_ms > 0 ? lease_ms : CLUSTER_LEASE_MS_DEFAULT;
+	char host[256] = "";
+	gethostname(host, sizeof host - 1);
+	unsigned char rnd[6];
+	char hex[13];
+	if (random_bytes(rnd, sizeof rnd) < 0)
+		memset(rnd, 0, sizeof rnd);
+	hex_encode(rnd, sizeof rnd, hex);
+	cl->id = xasprintf("%s:%ld:%s", host, (long)getpid(), hex);
+	if (register_instance(cl, version) < 0) {
+		snprintf(err, errlen, "cannot register the instance: %s", db_errmsg(db));
+		cluster_close(cl);
+		return NULL;
+	}
+	return cl;
+}
+
+static struct held *find_held(const struct cluster *cl, const char *name)
+{
+	for (size_t i = 0; i < cl->n_held; i++)
+		if (strcmp(cl->held[i].name, name) == 0)
+			return &cl->held[i];
+	return NULL;
+}
+
+static void forget(struct cluster *cl, const char *name)
+{
+	struct held *h = find_held(cl, name);
+	if (!h)
+		return;
+	free(h->name);
+	*h = cl->held[--cl->n_held];
+}
+
+static void keep(struct cluster *cl, const char *name, double sent, int64_t epoch)
+{
+	struct held *h = find_held(cl, name);
+	if (!h) {
+		cl->held = xrealloc(cl->held, (cl->n_held + 1) * sizeof *cl->held);
+		h = &cl->held[cl->n_held++];
+		h->name = xstrdup(name);
+	}
+	h->deadline = sent + (double)cl->lease_ms * LOCAL_SHARE / 1000.0;
+	if (epoch > 0)
+		h->epoch = epoch;
+}
+
+void cluster_close(struct cluster *cl)
+{
+	if (!cl)
+		return;
+	/* expired rather than deleted: the next holder's epoch follows ours */
+	struct db_stmt *s = prep(cl, "UPDATE leases SET expires=0 WHERE holder=?1", NULL);
+	if (s) {
+		db_bind_text(s, 1, cl->id, -1);
+		run(s);
+	}
+	s = prep(cl, "DELETE FROM instances WHERE id=?1", NULL);
+	if (s) {
+		db_bind_text(s, 1, cl->id, -1);
+		run(s);
+	}
+	while (cl->n_held)
+		forget(cl, cl->held[0].name);
+	free(cl->held);
+	free(cl->id);
+	free(cl);
+}
+
+/* --- leases ------------------------------------------------------------ */
+
+#define ACQUIRE(NOW)                                                                               \
+	"INSERT INTO leases(name, holder, expires, since, epoch)"                                  \
+	" VALUES(?1, ?2, " NOW " + ?3, " NOW ", 1)"                                                \
+	" ON CONFLICT(name) DO UPDATE SET"                                                         \
+	" epoch=CASE WHEN leases.holder=excluded.holder THEN leases.epoch"                         \
+	" ELSE leases.epoch + 1 END,"                                                              \
+	" since=CASE WHEN leases.holder=excluded.holder THEN leases.since"                         \
+	" ELSE excluded.since END,"                                                                \
+	" holder=excluded.holder, expires=excluded.expires"                                        \
+	" WHERE leases.holder=excluded.holder OR leases.expires < " NOW " RETURNING epoch"
+
+int cluster_lease_acquire(struct cluster *cl, const char *name, int64_t *epoch)
+{
+	double sent = now_monotonic();
+	struct db_stmt *s = prep(cl, ACQUIRE(NOW_SQLITE), ACQUIRE(NOW_PG));
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, name, -1);
+	db_bind_text(s, 2, cl->id, -1);
+	db_bind_int64(s, 3, cl->lease_ms);
+	int rc = db_step(s);
+	int64_t e = rc == DB_ROW ? db_column_int64(s, 0) : 0;
+	if (rc == DB_ROW)
+		rc = db_step(s) == DB_FAIL ? DB_FAIL : DB_ROW;
+	db_finalize(s);
+	if (rc == DB_FAIL)
+		return -1;
+	if (rc == DB_DONE) {
+		forget(cl, name);
+		return 0;
+	}
+	keep(cl, name, sent, e);
+	if (epoch)
+		*epoch = e;
+	return 1;
+}
+
+int cluster_lease_renew(struct cluster *cl, const char *name)
+{
+	double sent = now_monotonic();
+	struct db_stmt *s = prep(cl,
+				 "UPDATE leases SET expires=" NOW_SQLITE " + ?3"
+				 " WHERE name=?1 AND holder=?2 AND expires >= " NOW_SQLITE,
+				 "UPDATE leases SET expires=" NOW_PG " + ?3"
+				 " WHERE name=?1 AND holder=?2 AND expires >= " NOW_PG);
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, name, -1);
+	db_bind_text(s, 2, cl->id, -1);
+	db_bind_int64(s, 3, cl->lease_ms);
+	if (run(s) != DB_DONE)
+		return -1;
+	if (db_changes(cl->db) == 1) {
+		keep(cl, name, sent, 0);
+		return 1;
+	}
+	forget(cl, name);
+	return 0;
+}
+
+int cluster_lease_release(struct cluster *cl, const char *name)
+{
+	forget(cl, name);
+	struct db_stmt *s =
+	    prep(cl, "UPDATE leases SET expires=0 WHERE name=?1 AND holder=?2", NULL);
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, name, -1);
+	db_bind_text(s, 2, cl->id, -1);
+	return run(s) == DB_DONE ? 0 : -1;
+}
+
+int cluster_lease_held(const struct cluster *cl, const char *name)
+{
+	const struct held *h = find_held(cl, name);
+	return h && now_monotonic() < h->deadline;
+}
+
+double cluster_lease_left(const struct cluster *cl, const char *name)
+{
+	const struct held *h = find_held(cl, name);
+	double left = h ? h->deadline - now_monotonic() : 0;
+	return left > 0 ? left : 0;
+}
+
+int cluster_heartbeat(struct cluster *cl)
+{
+	struct db_stmt *s = prep(cl, "UPDATE instances SET heartbeat=" NOW_SQLITE " WHERE id=?1",
+				 "UPDATE instances SET heartbeat=" NOW_PG " WHERE id=?1");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, cl->id, -1);
+	if (run(s) != DB_DONE)
+		return -1;
+	if (db_changes(cl->db) == 0 && register_instance(cl, "") < 0)
+		return -1;
+	int lost = 0;
+	/* from the end: a lost lease is dropped from the list */
+	for (size_t i = cl->n_held; i-- > 0;) {
+		char *name = xstrdup(cl->held[i].name);
+		int rc = cluster_lease_renew(cl, name);
+		free(name);
+		if (rc < 0)
+			return -1;
+		lost += rc == 0;
+	}
+	return lost;
+}
+
+/* --- instances --------------------------------------------------------- */
+
+int cluster_instances(struct cluster *cl, void (*fn)(const struct cluster_instance *in, void *arg),
+		      void *arg)
+{
+	struct db_stmt *s =
+	    prep(cl,
+		 "SELECT i.id, i.host, i.pid, i.version, i.started, i.heartbeat,"
+		 " (SELECT group_concat(name, ',') FROM"
+		 "  (SELECT name FROM leases WHERE holder=i.id ORDER BY name))"
+		 " FROM instances i ORDER BY i.started, i.id",
+		 "SELECT i.id, i.host, i.pid, i.version, i.started, i.heartbeat,"
+		 " (SELECT string_agg(name, ',' ORDER BY name) FROM leases WHERE holder=i.id)"
+		 " FROM instances i ORDER BY i.started, i.id");
+	if (!s)
+		return -1;
+	int rc;
+	while ((rc = db_step(s)) == DB_ROW) {
+		struct cluster_instance in = {
+		    .id = db_column_text(s, 0),
+		    .host = db_column_text(s, 1),
+		    .pid = db_column_int64(s, 2),
+		    .version = db_column_text(s, 3),
+		    .started_ms = db_column_int64(s, 4),
+		    .heartbeat_ms = db_column_int64(s, 5),
+		    .holds = db_column_text(s, 6),
+		};
+		if (!in.holds)
+			in.holds = "";
+		fn(&in, arg);
+	}
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
+}
+
+/* --- work queue claims ------------------------------------------------- */
+
+int cluster_enqueue(struct cluster *cl, const char *queue, const void *payload, size_t len,
+		    int64_t *id)
+{
+	struct db_stmt *s = prep(cl,
+				 "INSERT INTO work_queue(queue, payload, created)"
+				 " VALUES(?1, ?2, " NOW_SQLITE ") RETURNING id",
+				 "INSERT INTO work_queue(queue, payload, created)"
+				 " VALUES(?1, ?2, " NOW_PG ") RETURNING id");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, queue, -1);
+	db_bind_blob(s, 2, payload, len);
+	int rc = db_step(s);
+	if (rc == DB_ROW && id)
+		*id = db_column_int64(s, 0);
+	if (rc == DB_ROW)
+		rc = db_step(s);
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
+}
+
+#define CLAIM_SET(NOW)                                                                             \
+	" SET reclaimed=CASE WHEN state='claimed' THEN 1 ELSE 0 END, state='claimed',"             \
+	" claimed_by=?1, claim_until=" NOW " + ?2, attempts=attempts + 1"
+#define CLAIM_PICK(NOW)                                                                            \
+	"SELECT id FROM work_queue WHERE queue=?3 AND (state='pending'"                            \
+	" OR (state='claimed' AND claim_until < " NOW ")) ORDER BY id LIMIT ?4"
+
+/* PostgreSQL: the rows are locked as they are picked, rows locked by
+ * another claimer skipped; the CTE is evaluated once. */
+static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
+    NOW_PG) " FOR UPDATE SKIP LOCKED)"
+	    " UPDATE work_queue" CLAIM_SET(
+		NOW_PG) " FROM picked WHERE work_queue.id=picked.id"
+			" RETURNING work_queue.id, payload, attempts, reclaimed";
+/* SQLite: one writer at a time (BEGIN IMMEDIATE around it). */
+static const char claim_sqlite[] =
+    "UPDATE work_queue" CLAIM_SET(NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(
+	NOW_SQLITE) ")"
+		    " RETURNING id, payload, attempts, reclaimed";
+
+static int read_claims(struct cluster *cl, struct db_stmt *s, double deadline,
+		       struct cluster_item **items, size_t *n)
+{
+	int rc;
+	size_t cap = 0;
+	while ((rc = db_step(s)) == DB_ROW) {
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 8;
+			*items = xrealloc(*items, cap * sizeof **items);
+		}
+		struct cluster_item *it = &(*items)[(*n)++];
+		size_t len = 0;
+		const void *p = db_column_blob(s, 1, &len);
+		it->id = db_column_int64(s, 0);
+		it->payload = xmalloc(len + 1);
+		if (len)
+			memcpy(it->payload, p, len);
+		it->payload[len] = 0;
+		it->len = len;
+		it->attempts = db_column_int64(s, 2);
+		it->reclaimed = db_column_int64(s, 3) != 0;
+		it->deadline = deadline;
+	}
+	return rc == DB_DONE ? 0 : -1;
+}
+
+int cluster_claim(struct cluster *cl, const char *queue, int max, int64_t claim_ms,
+		  struct cluster_item **items, size_t *n)
+{
+	*items = NULL;
+	*n = 0;
+	int own_tx = db_engine(cl->db) == DB_SQLITE && !db_in_transaction(cl->db);
+	double sent = now_monotonic();
+	if (own_tx && db_begin(cl->db) < 0)
+		return -1;
+	struct db_stmt *s = prep(cl, claim_sqlite, claim_pg);
+	int rc = -1;
+	if (s) {
+		db_bind_text(s, 1, cl->id, -1);
+		db_bind_int64(s, 2, claim_ms);
+		db_bind_text(s, 3, queue, -1);
+		db_bind_int64(s, 4, max);
+		rc = read_claims(cl, s, sent + (double)claim_ms * LOCAL_SHARE / 1000.0, items, n);
+		db_finalize(s);
+	}
+	if (own_tx && (rc < 0 || db_commit(cl->db) < 0)) {
+		db_rollback(cl->db);
+		rc = -1;
+	}
+	if (rc < 0) {
+		cluster_items_free(*items, *n);
+		*items = NULL;
+		*n = 0;
+	}
+	return rc;
+}
+
+void cluster_items_free(struct cluster_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(items[i].payload);
+	free(items);
+}
+
+int cluster_claim_done(struct cluster *cl, int64_t id)
+{
+	struct db_stmt *s = prep(cl,
+				 "UPDATE work_queue SET state='done', done_at=" NOW_SQLITE
+				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2",
+				 "UPDATE work_queue SET state='done', done_at=" NOW_PG
+				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2");
+	if (!s)
+		return -1;
+	db_bind_int64(s, 1, id);
+	db_bind_text(s, 2, cl->id, -1);
+	if (run(s) != DB_DONE)
+		return -1;
+	return db_changes(cl->db) == 1;
+}
+
+int cluster_claim_release(struct cluster *cl, int64_t id)
+{
+	struct db_stmt *s =
+	    prep(cl,
+		 "UPDATE work_queue SET state='pending', claimed_by=NULL,"
+		 " claim_until=NULL WHERE id=?1 AND state='claimed' AND claimed_by=?2",
+		 NULL);
+	if (!s)
+		return -1;
+	db_bind_int64(s, 1, id);
+	db_bind_text(s, 2, cl->id, -1);
+	return run(s) == DB_DONE ? 0 : -1;
+}

@@ -1,0 +1,525 @@
+/* db.c — the engine-neutral statement layer (db.h): opening a path or a
+ * DSN, placeholders, errors, transactions and versioned migrations, with
+ * SQLite done here and PostgreSQL in db_pg.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db_internal.h"
+#include "mailfeed/db.h"
+#include "mailfeed/util.h"
+
+/* pg_advisory_lock key of schema migrations: "mailfeed" in ASCII */
+#define MIGRATE_LOCK "7809920014575580516"
+
+void db_set_error(struct db *db, enum db_error kind, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(db->errmsg, sizeof db->errmsg, fmt, ap);
+	va_end(ap);
+	for (char *c = db->errmsg; *c; c++) /* servers' messages span lines */
+		if (*c == '\n' || *c == '\r' || *c == '\t')
+			*c = ' ';
+	size_t n = strlen(db->errmsg);
+	while (n && db->errmsg[n - 1] == ' ')
+		db->errmsg[--n] = 0;
+	db->err = kind;
+}
+
+void db_clear_error(struct db *db)
+{
+	db->err = DB_ERR_NONE;
+	db->errmsg[0] = 0;
+}
+
+enum db_error db_error(const struct db *db) { return db->err; }
+const char *db_errmsg(const struct db *db) { return db->errmsg; }
+int db_unavailable(const struct db *db) { return db->err == DB_ERR_UNAVAILABLE; }
+enum db_engine db_engine(const struct db *db) { return db->engine; }
+int db_in_transaction(const struct db *db) { return db->in_tx; }
+
+const char *db_sql(const struct db *db, const char *sqlite, const char *pg)
+{
+	return db->engine == DB_POSTGRES && pg ? pg : sqlite;
+}
+
+int db_is_dsn(const char *target)
+{
+	return target && (strncmp(target, "postgresql://", 13) == 0 ||
+			  strncmp(target, "postgres://", 11) == 0);
+}
+
+/* --- SQLite ----------------------------------------------------------- */
+
+/* A full disk, a vanished or locked file: the database is away, not the
+ * statement wrong. */
+static enum db_error sqlite_kind(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_FULL:
+	case SQLITE_IOERR:
+	case SQLITE_CANTOPEN:
+	case SQLITE_PROTOCOL:
+		return DB_ERR_UNAVAILABLE;
+	default:
+		return DB_ERR_SQL;
+	}
+}
+
+static void sqlite_error(struct db *db, int rc)
+{
+	db_set_error(db, sqlite_kind(rc), "%s", sqlite3_errmsg(db->sq));
+}
+
+static int sqlite_connect(struct db *db, char *err, size_t errlen, int *unavailable)
+{
+	const char *path = db->target;
+	if (*path && strcmp(path, ":memory:") != 0 && strncmp(path, "file:", 5) != 0) {
+		int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd >= 0)
+			close(fd); /* new: private from the start */
+	}
+	int rc = sqlite3_open_v2(
+	    path, &db->sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	char *msg = NULL;
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db->sq, 30000);
+		rc = sqlite3_exec(db->sq,
+				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+				  "PRAGMA foreign_keys=ON;",
+				  NULL, NULL, &msg);
+	}
+	if (rc == SQLITE_OK)
+		return 0;
+	snprintf(err, errlen, "cannot open state database %s: %s", path,
+		 msg	  ? msg
+		 : db->sq ? sqlite3_errmsg(db->sq)
+			  : sqlite3_errstr(rc));
+	if (unavailable)
+		*unavailable = sqlite_kind(rc) == DB_ERR_UNAVAILABLE;
+	sqlite3_free(msg);
+	return -1;
+}
+
+/* --- opening ------------------------------------------------------------ */
+
+struct db *db_open(const char *target, char *err, size_t errlen, int *unavailable)
+{
+	if (unavailable)
+		*unavailable = 0;
+	if (!target || !*target) {
+		snprintf(err, errlen, "no state database given");
+		return NULL;
+	}
+	struct db *db = xcalloc(1, sizeof *db);
+	db->engine = db_is_dsn(target) ? DB_POSTGRES : DB_SQLITE;
+	db->target = xstrdup(target);
+	int rc = db->engine == DB_POSTGRES ? dbpg_connect(db, err, errlen, unavailable)
+					   : sqlite_connect(db, err, errlen, unavailable);
+	if (rc < 0) {
+		db_close(db);
+		return NULL;
+	}
+	return db;
+}
+
+struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *unavailable)
+{
+	if (unavailable)
+		*unavailable = 0;
+	size_t len = 0;
+	char *text = file_read_all(path, &len);
+	if (!text) {
+		snprintf(err, errlen, "cannot read the DSN file %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	text[strcspn(text, "\r\n")] = 0;
+	char *dsn = str_trim(text);
+	struct db *db = NULL;
+	if (!db_is_dsn(dsn))
+		snprintf(err, errlen, "%s does not hold a postgresql:// DSN on its first line",
+			 path);
+	else
+		db = db_open(dsn, err, errlen, unavailable);
+	explicit_bzero(text, len);
+	free(text);
+	return db;
+}
+
+void db_close(struct db *db)
+{
+	if (!db)
+		return;
+	if (db->engine == DB_POSTGRES)
+		dbpg_close(db);
+	else
+		sqlite3_close(db->sq);
+	if (db->target) {
+		explicit_bzero(db->target, strlen(db->target));
+		free(db->target);
+	}
+	free(db);
+}
+
+/* --- placeholders ----------------------------------------------------- */
+
+char *db_translate_placeholders(const char *sql, int *nparams)
+{
+	struct buf b;
+	buf_init(&b);
+	int max = 0;
+	const char *p = sql;
+	while (*p) {
+		if (*p == '\'' || *p == '"') { /* a literal or quoted name, '' included */
+			const char *end = strchr(p + 1, *p);
+			end = end ? end + 1 : p + strlen(p);
+			buf_append(&b, p, (size_t)(end - p));
+			p = end;
+		} else if (p[0] == '-' && p[1] == '-') {
+			size_t n = strcspn(p, "\n");
+			buf_append(&b, p, n);
+			p += n;
+		} else if (p[0] == '/' && p[1] == '*') {
+			const char *end = strstr(p + 2, "*/");
+			end = end ? end + 2 : p + strlen(p);
+			buf_append(&b, p, (size_t)(end - p));
+			p = end;
+		} else if (*p == '?') {
+			p++;
+			int n = 0;
+			if (*p >= '0' && *p <= '9') {
+				while (*p >= '0' && *p <= '9' && n < 100000)
+					n = n * 10 + (*p++ - '0');
+			} else {
+				n = max + 1;
+			}
+			if (n > max)
+				max = n;
+			buf_printf(&b, "$%d", n);
+		} else {
+			buf_putc(&b, *p++);
+		}
+	}
+	if (nparams)
+		*nparams = max;
+	return buf_steal(&b);
+}
+
+/* --- statements ---------------------------------------------------------- */
+
+struct db_stmt *db_prepare(struct db *db, const char *sql)
+{
+	db_clear_error(db);
+	struct db_stmt *s = xcalloc(1, sizeof *s);
+	s->db = db;
+	s->row = -1;
+	if (db->engine == DB_POSTGRES) {
+		s->sql = db_translate_placeholders(sql, &s->nparams);
+		s->params = xcalloc((size_t)s->nparams + 1, sizeof *s->params);
+		return s;
+	}
+	int rc = sqlite3_prepare_v2(db->sq, sql, -1, &s->sq, NULL);
+	if (rc != SQLITE_OK) {
+		sqlite_error(db, rc);
+		sqlite3_finalize(s->sq);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static int bind_result(struct db_stmt *s, int rc)
+{
+	if (rc == SQLITE_OK)
+		return 0;
+	sqlite_error(s->db, rc);
+	return -1;
+}
+
+int db_bind_int64(struct db_stmt *s, int i, int64_t v)
+{
+	if (s->db->engine == DB_SQLITE)
+		return bind_result(s, sqlite3_bind_int64(s->sq, i, v));
+	unsigned char be[8];
+	for (int k = 0; k < 8; k++)
+		be[k] = (unsigned char)((uint64_t)v >> (56 - 8 * k));
+	return dbpg_bind(s, i, DBPG_INT8, 1, be, 8);
+}
+
+int db_bind_text(struct db_stmt *s, int i, const char *v, int len)
+{
+	if (!v)
+		return db_bind_null(s, i);
+	size_t n = len < 0 ? strlen(v) : (size_t)len;
+	if (s->db->engine == DB_SQLITE)
+		return bind_result(
+		    s, sqlite3_bind_text64(s->sq, i, v, n, SQLITE_TRANSIENT, SQLITE_UTF8));
+	return dbpg_bind(s, i, DBPG_TEXT, 0, v, n);
+}
+
+int db_bind_blob(struct db_stmt *s, int i, const void *v, size_t len)
+{
+	if (s->db->engine == DB_SQLITE)
+		return bind_result(
+		    s, sqlite3_bind_blob64(s->sq, i, v ? v : "", len, SQLITE_TRANSIENT));
+	return dbpg_bind(s, i, DBPG_BYTEA, 1, v ? v : "", len);
+}
+
+int db_bind_null(struct db_stmt *s, int i)
+{
+	if (s->db->engine == DB_SQLITE)
+		return bind_result(s, sqlite3_bind_null(s->sq, i));
+	return dbpg_bind(s, i, 0, 0, NULL, 0);
+}
+
+int db_step(struct db_stmt *s)
+{
+	struct db *db = s->db;
+	if (db->engine == DB_POSTGRES)
+		return dbpg_step(s);
+	int rc = sqlite3_step(s->sq);
+	if (rc == SQLITE_ROW)
+		return DB_ROW;
+	if (rc == SQLITE_DONE) {
+		db->changes = sqlite3_changes64(db->sq);
+		return DB_DONE;
+	}
+	sqlite_error(db, rc);
+	return DB_FAIL;
+}
+
+int db_column_count(struct db_stmt *s)
+{
+	return s->db->engine == DB_POSTGRES ? dbpg_column_count(s) : sqlite3_column_count(s->sq);
+}
+
+int db_column_is_null(struct db_stmt *s, int col)
+{
+	if (s->db->engine == DB_POSTGRES)
+		return dbpg_column_is_null(s, col);
+	return sqlite3_column_type(s->sq, col) == SQLITE_NULL;
+}
+
+int64_t db_column_int64(struct db_stmt *s, int col)
+{
+	if (s->db->engine == DB_POSTGRES)
+		return dbpg_column_int64(s, col);
+	return sqlite3_column_int64(s->sq, col);
+}
+
+const char *db_column_text(struct db_stmt *s, int col)
+{
+	if (s->db->engine == DB_POSTGRES)
+		return dbpg_column_text(s, col);
+	return (const char *)sqlite3_column_text(s->sq, col);
+}
+
+const void *db_column_blob(struct db_stmt *s, int col, size_t *len)
+{
+	if (s->db->engine == DB_POSTGRES)
+		return dbpg_column_blob(s, col, len);
+	const void *p = sqlite3_column_blob(s->sq, col);
+	*len = (size_t)sqlite3_column_bytes(s->sq, col);
+	return p;
+}
+
+void db_reset(struct db_stmt *s)
+{
+	if (!s)
+		return;
+	if (s->db->engine == DB_POSTGRES) {
+		dbpg_stmt_clear(s);
+		return;
+	}
+	sqlite3_reset(s->sq);
+	sqlite3_clear_bindings(s->sq);
+}
+
+void db_finalize(struct db_stmt *s)
+{
+	if (!s)
+		return;
+	if (s->db->engine == DB_POSTGRES) {
+		dbpg_stmt_clear(s);
+		free(s->params);
+		free(s->sql);
+	} else {
+		sqlite3_finalize(s->sq);
+	}
+	free(s);
+}
+
+int64_t db_changes(struct db *db) { return db->changes; }
+
+/* --- scripts and transactions -------------------------------------------- */
+
+int db_exec(struct db *db, const char *sql)
+{
+	db_clear_error(db);
+	if (db->engine == DB_POSTGRES)
+		return dbpg_exec(db, sql);
+	char *msg = NULL;
+	int rc = sqlite3_exec(db->sq, sql, NULL, NULL, &msg);
+	if (rc == SQLITE_OK) {
+		db->changes = sqlite3_changes64(db->sq);
+		return 0;
+	}
+	db_set_error(db, sqlite_kind(rc), "%s", msg ? msg : sqlite3_errmsg(db->sq));
+	sqlite3_free(msg);
+	return -1;
+}
+
+int db_begin(struct db *db)
+{
+	if (db_exec(db, db->engine == DB_POSTGRES ? "BEGIN" : "BEGIN IMMEDIATE") < 0)
+		return -1;
+	db->in_tx = 1;
+	db->tx_lost = 0;
+	return 0;
+}
+
+int db_commit(struct db *db)
+{
+	if (db->tx_lost) {
+		db_set_error(db, DB_ERR_UNAVAILABLE,
+			     "the connection to the database was lost; the transaction was "
+			     "rolled back");
+		db->in_tx = db->tx_lost = 0;
+		return -1;
+	}
+	int rc = db_exec(db, "COMMIT");
+	/* a failed COMMIT ends the transaction on PostgreSQL; on SQLite it
+	 * may stay open (busy): the caller's rollback ends it */
+	if (rc == 0 || db->engine == DB_POSTGRES)
+		db->in_tx = 0;
+	return rc;
+}
+
+void db_rollback(struct db *db)
+{
+	if (db->tx_lost || !db->in_tx) {
+		db->in_tx = db->tx_lost = 0;
+		return;
+	}
+	/* keep the error that made the caller roll back */
+	enum db_error kind = db->err;
+	char msg[sizeof db->errmsg];
+	memcpy(msg, db->errmsg, sizeof msg);
+	db_exec(db, "ROLLBACK");
+	db->err = kind;
+	memcpy(db->errmsg, msg, sizeof msg);
+	db->in_tx = 0;
+}
+
+/* --- migrations ---------------------------------------------------------- */
+
+int db_schema_version(struct db *db, const char *name)
+{
+	if (db_exec(db, "CREATE TABLE IF NOT EXISTS schema_versions("
+			" name TEXT PRIMARY KEY, version INTEGER NOT NULL)") < 0)
+		return -1;
+	struct db_stmt *s = db_prepare(db, "SELECT version FROM schema_versions WHERE name=?1");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, name, -1);
+	int rc = db_step(s);
+	int v = rc == DB_ROW ? (int)db_column_int64(s, 0) : rc == DB_DONE ? 0 : -1;
+	db_finalize(s);
+	return v;
+}
+
+static int set_version(struct db *db, const char *name, int v)
+{
+	struct db_stmt *s = db_prepare(db, "INSERT INTO schema_versions(name, version)"
+					   " VALUES(?1, ?2) ON CONFLICT(name)"
+					   " DO UPDATE SET version=excluded.version");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, name, -1);
+	db_bind_int64(s, 2, v);
+	int rc = db_step(s);
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
+}
+
+/* One step under the caller's lock, in its own transaction; 1 when one
+ * ran, 0 when the schema is current, -1 on failure. */
+static int migrate_step(struct db *db, const char *name, const struct db_migration *steps, int n)
+{
+	if (db_begin(db) < 0)
+		return -1;
+	int v = db_schema_version(db, name);
+	if (v < 0)
+		goto fail;
+	if (v > n) {
+		db_set_error(db, DB_ERR_SQL,
+			     "schema %s has version %d, this mailfeed knows up to %d; use a "
+			     "newer mailfeed",
+			     name, v, n);
+		goto fail;
+	}
+	if (v == n)
+		return db_commit(db) < 0 ? -1 : 0;
+	if (db_exec(db, db_sql(db, steps[v].sqlite, steps[v].pg)) < 0) {
+		char msg[sizeof db->errmsg];
+		snprintf(msg, sizeof msg, "%s", db->errmsg);
+		db_set_error(db, db->err, "schema %s: migration to version %d failed: %s", name,
+			     v + 1, msg);
+		goto fail;
+	}
+	if (set_version(db, name, v + 1) < 0 || db_commit(db) < 0)
+		goto fail;
+	return 1;
+fail:
+	db_rollback(db);
+	return -1;
+}
+
+int db_migrate(struct db *db, const char *name, const struct db_migration *steps, int n,
+	       int *applied)
+{
+	int done = 0, rc;
+	if (applied)
+		*applied = 0;
+	if (db->engine == DB_POSTGRES) {
+		/* the table of versions is made under the lock too: two
+		 * CREATE TABLE IF NOT EXISTS at once can collide */
+		if (db_exec(db, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")") < 0)
+			return -1;
+	}
+	while ((rc = migrate_step(db, name, steps, n)) == 1)
+		done++;
+	if (db->engine == DB_POSTGRES && !db->tx_lost) {
+		enum db_error kind = db->err;
+		char msg[sizeof db->errmsg];
+		memcpy(msg, db->errmsg, sizeof msg);
+		db_exec(db, "SELECT pg_advisory_unlock(" MIGRATE_LOCK ")");
+		db->err = kind;
+		memcpy(db->errmsg, msg, sizeof msg);
+	}
+	if (applied)
+		*applied = done;
+	return rc < 0 ? -1 : 0;
+}
+
+int64_t db_now_ms(struct db *db)
+{
+	struct db_stmt *s =
+	    db_prepare(db, db_sql(db,
+				  "SELECT CAST((julianday('now') - 2440587.5)"
+				  " * 86400000.0 AS INTEGER)",
+				  "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000"
+				  " AS BIGINT)"));
+	if (!s)
+		return -1;
+	int64_t v = db_step(s) == DB_ROW ? db_column_int64(s, 0) : -1;
+	db_finalize(s);
+	return v;
+}

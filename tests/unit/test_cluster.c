@@ -1,0 +1,216 @@
+/* test_cluster.c — instances, leases and claims on SQLite: one holder at a
+ * time, take-over only after expiry with a new epoch, a lost lease is
+ * known locally, release frees at once; claims are shared, finished only
+ * by their claimer, and come back marked after their claimer's deadline. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailfeed/cluster.h"
+#include "mailfeed/db.h"
+
+static char path[64];
+
+struct two {
+	struct db *db1, *db2;
+	struct cluster *a, *b;
+};
+
+static int setup(void **state)
+{
+	snprintf(path, sizeof path, "/tmp/mf-test-cluster-%d.db", (int)getpid());
+	unlink(path);
+	char err[256];
+	struct two *t = calloc(1, sizeof *t);
+	t->db1 = db_open(path, err, sizeof err, NULL);
+	t->db2 = db_open(path, err, sizeof err, NULL);
+	assert_non_null(t->db1);
+	assert_non_null(t->db2);
+	t->a = cluster_open(t->db1, "1.0", 1000, err, sizeof err);
+	assert_non_null(t->a);
+	t->b = cluster_open(t->db2, "1.1", 1000, err, sizeof err);
+	assert_non_null(t->b);
+	*state = t;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct two *t = *state;
+	cluster_close(t->a);
+	cluster_close(t->b);
+	db_close(t->db1);
+	db_close(t->db2);
+	free(t);
+	char p[80];
+	unlink(path);
+	snprintf(p, sizeof p, "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof p, "%s-shm", path);
+	unlink(p);
+	return 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static void test_defaults(void **state)
+{
+	char err[256];
+	struct db *db = db_open(":memory:", err, sizeof err, NULL);
+	struct cluster *cl = cluster_open(db, "x", 0, err, sizeof err);
+	assert_int_equal(cluster_lease_ms(cl), 30000);
+	assert_int_equal(cluster_lease_ms(cl), CLUSTER_LEASE_MS_DEFAULT);
+	assert_non_null(strchr(cluster_instance_id(cl), ':'));
+	cluster_close(cl);
+	db_close(db);
+}
+
+static void test_one_holder_and_take_over(void **state)
+{
+	struct two *t = *state;
+	int64_t epoch = 0;
+	assert_int_equal(cluster_lease_acquire(t->a, "inbox", &epoch), 1);
+	assert_int_equal(epoch, 1);
+	assert_true(cluster_lease_held(t->a, "inbox"));
+	assert_true(cluster_lease_left(t->a, "inbox") > 0.1);
+	/* held and alive: b cannot have it */
+	assert_int_equal(cluster_lease_acquire(t->b, "inbox", NULL), 0);
+	assert_false(cluster_lease_held(t->b, "inbox"));
+	/* acquiring again what is ours keeps the epoch */
+	assert_int_equal(cluster_lease_acquire(t->a, "inbox", &epoch), 1);
+	assert_int_equal(epoch, 1);
+	/* renewals keep it past its first expiry */
+	for (int i = 0; i < 4; i++) {
+		sleep_ms(100);
+		assert_int_equal(cluster_heartbeat(t->a), 0);
+		assert_int_equal(cluster_lease_acquire(t->b, "inbox", NULL), 0);
+	}
+	/* a stops renewing: locally it lets go before the database expires it */
+	sleep_ms(920);
+	assert_false(cluster_lease_held(t->a, "inbox"));
+	sleep_ms(100);
+	assert_int_equal(cluster_lease_acquire(t->b, "inbox", &epoch), 1);
+	assert_int_equal(epoch, 2);
+	/* a's next heartbeat finds it lost, and forgets it */
+	assert_int_equal(cluster_heartbeat(t->a), 1);
+	assert_int_equal(cluster_heartbeat(t->a), 0);
+	assert_int_equal(cluster_lease_renew(t->a, "inbox"), 0);
+	assert_false(cluster_lease_held(t->a, "inbox"));
+	/* release: free at once for the other, with the next epoch */
+	assert_int_equal(cluster_lease_release(t->b, "inbox"), 0);
+	assert_false(cluster_lease_held(t->b, "inbox"));
+	assert_int_equal(cluster_lease_acquire(t->a, "inbox", &epoch), 1);
+	assert_int_equal(epoch, 3);
+}
+
+struct seen {
+	int n;
+	char holds[2][64];
+	char version[2][16];
+};
+
+static void collect(const struct cluster_instance *in, void *arg)
+{
+	struct seen *s = arg;
+	if (s->n < 2) {
+		snprintf(s->holds[s->n], sizeof s->holds[0], "%s", in->holds);
+		snprintf(s->version[s->n], sizeof s->version[0], "%s", in->version);
+	}
+	assert_int_equal(in->pid, getpid());
+	assert_true(in->heartbeat_ms >= in->started_ms);
+	s->n++;
+}
+
+static void test_instances(void **state)
+{
+	struct two *t = *state;
+	assert_int_equal(cluster_lease_acquire(t->a, "m2", NULL), 1);
+	assert_int_equal(cluster_lease_acquire(t->a, "m1", NULL), 1);
+	assert_int_equal(cluster_lease_acquire(t->b, "m3", NULL), 1);
+	struct seen s = {0};
+	assert_int_equal(cluster_instances(t->a, collect, &s), 0);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.version[0], "1.0");
+	assert_string_equal(s.holds[0], "m1,m2");
+	assert_string_equal(s.holds[1], "m3");
+}
+
+static void test_claims(void **state)
+{
+	struct two *t = *state;
+	for (int i = 0; i < 10; i++) {
+		char p[16];
+		snprintf(p, sizeof p, "p%d", i);
+		assert_int_equal(cluster_enqueue(t->a, "q", p, strlen(p), NULL), 0);
+	}
+	assert_int_equal(cluster_enqueue(t->a, "other", "x", 1, NULL), 0);
+	struct cluster_item *ia, *ib;
+	size_t na, nb;
+	assert_int_equal(cluster_claim(t->a, "q", 4, 200, &ia, &na), 0);
+	assert_int_equal(cluster_claim(t->b, "q", 100, 60000, &ib, &nb), 0);
+	assert_int_equal(na, 4);
+	assert_int_equal(nb, 6);
+	for (size_t i = 0; i < na; i++)
+		for (size_t k = 0; k < nb; k++)
+			assert_true(ia[i].id != ib[k].id);
+	assert_string_equal((char *)ia[0].payload, "p0");
+	assert_int_equal(ia[0].len, 2);
+	assert_false(ia[0].reclaimed);
+	/* a finishes one, then stalls past its deadline on the rest */
+	assert_int_equal(cluster_claim_done(t->a, ia[0].id), 1);
+	assert_int_equal(cluster_claim_done(t->b, ia[1].id), 0); /* not b's */
+	sleep_ms(250);
+	struct cluster_item *again;
+	size_t n;
+	assert_int_equal(cluster_claim(t->b, "q", 100, 60000, &again, &n), 0);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(again[i].reclaimed);
+		assert_int_equal(again[i].attempts, 2);
+	}
+	/* the late finisher is told its claim was taken */
+	assert_int_equal(cluster_claim_done(t->a, ia[1].id), 0);
+	assert_int_equal(cluster_claim_done(t->b, ia[1].id), 1);
+	/* handed back: claimable at once */
+	assert_int_equal(cluster_claim_release(t->b, ib[0].id), 0);
+	cluster_items_free(again, n);
+	assert_int_equal(cluster_claim(t->a, "q", 100, 60000, &again, &n), 0);
+	assert_int_equal(n, 1);
+	assert_true(again[0].id == ib[0].id);
+	assert_false(again[0].reclaimed);
+	cluster_items_free(again, n);
+	/* inside the caller's transaction, rolled back: nothing claimed */
+	assert_int_equal(db_begin(t->db1), 0);
+	assert_int_equal(cluster_claim(t->a, "other", 1, 60000, &again, &n), 0);
+	assert_int_equal(n, 1);
+	cluster_items_free(again, n);
+	db_rollback(t->db1);
+	assert_int_equal(cluster_claim(t->b, "other", 1, 60000, &again, &n), 0);
+	assert_int_equal(n, 1);
+	cluster_items_free(again, n);
+	cluster_items_free(ia, na);
+	cluster_items_free(ib, nb);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test_setup_teardown(test_one_holder_and_take_over, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
