@@ -18,6 +18,7 @@
 #include "mailfeed/config.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/ingest.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
@@ -86,85 +87,6 @@ static int list_one(const struct imap_fetched *f, void *arg)
 	return 0;
 }
 
-/* How many held messages of key there are. */
-static long held_count(struct store *st, const char *key)
-{
-	sqlite3_stmt *s;
-	long n = -1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT COUNT(*) FROM messages WHERE mailbox=? AND state='held'", -1,
-			       &s, NULL) != SQLITE_OK)
-		return -1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = (long)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return n;
-}
-
-/* Hands the oldest n held messages of key to the pipeline. */
-static int release(struct store *st, const char *key, long n)
-{
-	sqlite3_stmt *s;
-	if (store_begin(st) < 0)
-		return -1;
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		"UPDATE messages SET state='new' WHERE id IN (SELECT id FROM messages"
-		" WHERE mailbox=?1 AND state='held' ORDER BY internaldate, id"
-		" LIMIT ?2)",
-		-1, &s, NULL) != SQLITE_OK) {
-		store_rollback(st);
-		return -1;
-	}
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, n);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE) {
-		store_rollback(st);
-		return -1;
-	}
-	return store_commit(st);
-}
-
-/* Drops the held messages older than since (SINCE matches whole days). */
-static void forget_older(struct store *st, const char *key, time_t since)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "DELETE FROM messages WHERE mailbox=? AND state='held'"
-			       " AND internaldate < ?",
-			       -1, &s, NULL) != SQLITE_OK)
-		return;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)since);
-	sqlite3_step(s);
-	sqlite3_finalize(s);
-}
-
-/* Keeps the uids of key not stored yet; returns how many. */
-static size_t drop_known(struct store *st, const char *key, uint32_t uidvalidity, uint32_t *uids,
-			 size_t n)
-{
-	sqlite3_stmt *s;
-	size_t kept = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM messages WHERE mailbox=? AND uidvalidity=? AND uid=?",
-			       -1, &s, NULL) != SQLITE_OK)
-		return n;
-	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, uidvalidity);
-		sqlite3_bind_int64(s, 3, uids[i]);
-		if (sqlite3_step(s) != SQLITE_ROW)
-			uids[kept++] = uids[i];
-		sqlite3_reset(s);
-	}
-	sqlite3_finalize(s);
-	return kept;
-}
-
 /* Fetches the older mail of mb since `since` into the store as held (or
  * lists it).  Returns 0, 1 (runtime failure, message printed) or 2. */
 static int take_older(struct store *st, const struct mf_mailbox *mb, time_t since, int dry_run,
@@ -207,7 +129,7 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 	/* newer mail is the daemon's: only what lies below the checkpoint */
 	while (older < n && uids[older] <= fs.last_uid)
 		older++;
-	older = drop_known(st, mb->name, info.uidvalidity, uids, older);
+	older = messages_drop_known(st, mb->name, info.uidvalidity, uids, older);
 	if (dry_run) {
 		struct listing l = {.since = since};
 		if (imap_fetch(s, uids, older, max_size, list_one, &l, err, sizeof err) < 0) {
@@ -224,13 +146,14 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 	int inserted = 0;
 	struct ingest_folder target = {
 	    .key = mb->name, .acct = mb->acct, .folder = mb->folder, .max_size = max_size};
-	int r = ingest_take(s, st, &target, info.uidvalidity, uids, older, "held", &stop, &inserted,
-			    err, sizeof err);
+	int r = ingest_take(s, st, &target, info.uidvalidity, uids, older, MSG_HELD, &stop,
+			    &inserted, err, sizeof err);
 	if (r < 0) {
 		fprintf(stderr, "mailfeed: %s\n", err);
 		goto out;
 	}
-	forget_older(st, mb->name, since);
+	/* SINCE matches whole days */
+	messages_forget_held(st, mb->name, since);
 	rc = 0;
 out:
 	free(uids);
@@ -242,7 +165,7 @@ out:
  * in steps of a second or more.  0 or 1. */
 static int release_paced(struct store *st, const char *key, long rate, const char *since_arg)
 {
-	long total = held_count(st, key);
+	long total = messages_held_count(st, key);
 	if (total <= 0) {
 		printf("Nothing to backfill: no older mail since %s that was not taken already.\n",
 		       since_arg);
@@ -253,7 +176,7 @@ static int release_paced(struct store *st, const char *key, long rate, const cha
 	printf("%ld message%s to post from mailbox %s, at most %ld a minute.\n", total,
 	       total == 1 ? "" : "s", key, rate);
 	for (long done = 0; done < total;) {
-		if (release(st, key, step) < 0) {
+		if (messages_release_held(st, key, step) < 0) {
 			fprintf(stderr, "mailfeed: cannot update the state database: %s\n",
 				store_errmsg(st));
 			return 1;

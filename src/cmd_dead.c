@@ -13,6 +13,7 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
@@ -57,8 +58,8 @@ static int dead_list(struct store *st, int as_json)
 			json_array_append_new(
 			    arr,
 			    json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", d[i].id,
-				      "state", d[i].state ? d[i].state : "dead", "when",
-				      time_iso(d[i].when, when, sizeof when), "mailbox",
+				      "state", d[i].state ? d[i].state : msg_state_name(MSG_DEAD),
+				      "when", time_iso(d[i].when, when, sizeof when), "mailbox",
 				      str_or_null(d[i].mailbox), "uid",
 				      d[i].uid ? json_integer(d[i].uid) : json_null(), "from",
 				      str_or_null(d[i].from), "subject", str_or_null(d[i].subject),
@@ -74,7 +75,7 @@ static int dead_list(struct store *st, int as_json)
 		for (size_t i = 0; i < n; i++) {
 			printf("%-6s %s  %-7s mailbox: ", d[i].id,
 			       time_iso(d[i].when, when, sizeof when),
-			       d[i].state ? d[i].state : "dead");
+			       d[i].state ? d[i].state : msg_state_name(MSG_DEAD));
 			put_safe(d[i].mailbox, 80);
 			if (d[i].uid)
 				printf(" uid %u", d[i].uid);
@@ -133,7 +134,8 @@ static int dead_retry_all(struct store *st, const struct mf_config *cfg, const c
 	}
 	/* oldest first, so that posts come back before what hangs on them */
 	for (size_t k = n; k-- > 0;) {
-		if (!d[k].state || strcmp(d[k].state, "dead") != 0)
+		/* items and messages share the name of the dead state */
+		if (!d[k].state || strcmp(d[k].state, msg_state_name(MSG_DEAD)) != 0)
 			continue;
 		if (mailbox && (!d[k].mailbox || strcmp(d[k].mailbox, mailbox) != 0))
 			continue;

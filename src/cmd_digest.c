@@ -13,6 +13,7 @@
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/store.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/util.h"
 
 static const char digest_usage[] =
@@ -65,24 +66,6 @@ static int email_valid(const char *s)
 	return 1;
 }
 
-/* A subscription of its own, or ([digest] subscribers = feed) a member of
- * a mapped group who wants mail from it. */
-static int is_subscriber(struct store *st, const struct mf_config *cfg, const char *email)
-{
-	sqlite3_stmt *s;
-	int known = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM subscribers WHERE email=lower(?1) UNION ALL"
-			       " SELECT 1 FROM feed_members WHERE ?2 AND email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, cfg->digest.subscribers == SUBSCRIBERS_FEED);
-	known = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
-	return known;
-}
-
 int cmd_digest(int argc, char **argv, const char *config)
 {
 	int force = 0, rc;
@@ -113,7 +96,7 @@ int cmd_digest(int argc, char **argv, const char *config)
 			cfg->path ? cfg->path : config);
 		goto out;
 	}
-	if (digest_seed_subscribers(st, cfg) < 0) {
+	if (subscribers_seed(st, cfg) < 0) {
 		fprintf(stderr, "mailfeed: cannot record subscribers: %s\n", store_errmsg(st));
 		rc = 1;
 		goto out;
@@ -126,8 +109,8 @@ int cmd_digest(int argc, char **argv, const char *config)
 		goto out;
 	}
 	/* --now works on the current group members, not last hour's */
-	digest_refresh_members(st, cfg, ops, ctx, time(NULL), force);
-	if (to && !is_subscriber(st, cfg, to)) {
+	subscribers_refresh_members(st, cfg, ops, ctx, time(NULL), force);
+	if (to && !subscribers_known(st, to, cfg->digest.subscribers == SUBSCRIBERS_FEED, 0)) {
 		fprintf(stderr,
 			"mailfeed: %s is not a subscriber; add it with `mailfeed subscribe`\n", to);
 		ops->close(ctx);
@@ -174,60 +157,76 @@ static int groups_valid(const struct mf_config *cfg, const struct strlist *g, ch
 	return 1;
 }
 
-int cmd_subscribe(int argc, char **argv, const char *config)
-{
-	const char *email = NULL, *groups = NULL, *tz = NULL, *freq = "daily";
-	int hour = -1, rc;
-	struct mf_config *cfg;
-	struct store *st;
-	struct strlist gl = {0};
-	char bad[300];
+/* What `subscribe` was asked. */
+struct subscribe_args {
+	const char *email, *groups, *tz, *freq;
+	int hour; /* -1: the [digest] section's */
+};
 
+/* Parses and checks the arguments: 0 go on, -1 --help (the usage was
+ * printed), 2 a usage error (told on stderr). */
+static int subscribe_parse(int argc, char **argv, struct subscribe_args *a)
+{
+	*a = (struct subscribe_args){.freq = "daily", .hour = -1};
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+		const char *s = argv[i];
+		if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
 			fputs(subscribe_usage, stdout);
-			return 0;
-		} else if (strcmp(a, "--groups") == 0 && i + 1 < argc) {
-			groups = argv[++i];
-		} else if (strcmp(a, "--daily") == 0 || strcmp(a, "--weekly") == 0 ||
-			   strcmp(a, "--each") == 0 || strcmp(a, "--mine") == 0) {
-			freq = a + 2;
-		} else if (strcmp(a, "--hour") == 0 && i + 1 < argc) {
+			return -1;
+		} else if (strcmp(s, "--groups") == 0 && i + 1 < argc) {
+			a->groups = argv[++i];
+		} else if (strcmp(s, "--daily") == 0 || strcmp(s, "--weekly") == 0 ||
+			   strcmp(s, "--each") == 0 || strcmp(s, "--mine") == 0) {
+			a->freq = s + 2;
+		} else if (strcmp(s, "--hour") == 0 && i + 1 < argc) {
 			char *end;
 			long h = strtol(argv[++i], &end, 10);
 			if (*end || end == argv[i] || h < 0 || h > 23) {
 				fprintf(stderr, "mailfeed: --hour must be 0 to 23\n");
 				return 2;
 			}
-			hour = (int)h;
-		} else if (strcmp(a, "--tz") == 0 && i + 1 < argc) {
-			tz = argv[++i];
-		} else if (a[0] != '-' && !email) {
-			email = a;
+			a->hour = (int)h;
+		} else if (strcmp(s, "--tz") == 0 && i + 1 < argc) {
+			a->tz = argv[++i];
+		} else if (s[0] != '-' && !a->email) {
+			a->email = s;
 		} else {
 			fputs(subscribe_usage, stderr);
 			return 2;
 		}
 	}
-	if (!email || !groups) {
+	if (!a->email || !a->groups) {
 		fputs(subscribe_usage, stderr);
 		return 2;
 	}
-	if (!email_valid(email)) {
-		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", email);
+	if (!email_valid(a->email)) {
+		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", a->email);
 		return 2;
 	}
-	if (tz && strcmp(tz, "UTC") != 0 && !digest_zone_valid(tz)) {
+	if (a->tz && strcmp(a->tz, "UTC") != 0 && !digest_zone_valid(a->tz)) {
 		fprintf(stderr,
 			"mailfeed: unknown time zone \"%s\" (expected a name under "
 			"/usr/share/zoneinfo, e.g. Europe/Berlin)\n",
-			tz);
+			a->tz);
 		return 2;
 	}
+	return 0;
+}
+
+int cmd_subscribe(int argc, char **argv, const char *config)
+{
+	struct subscribe_args a;
+	struct mf_config *cfg;
+	struct store *st;
+	struct strlist gl = {0};
+	char bad[300];
+	int rc = subscribe_parse(argc, argv, &a);
+
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
 	if ((rc = open_state(config, &cfg, &st)) != 0)
 		return rc;
-	strlist_split(&gl, groups);
+	strlist_split(&gl, a.groups);
 	rc = 2;
 	if (!groups_valid(cfg, &gl, bad, sizeof bad)) {
 		fprintf(stderr, "mailfeed: %s\n", bad);
@@ -237,30 +236,11 @@ int cmd_subscribe(int argc, char **argv, const char *config)
 	buf_init(&g);
 	for (size_t i = 0; i < gl.n; i++)
 		buf_printf(&g, "%s%s", i ? "," : "", gl.v[i]);
-	sqlite3_stmt *s;
-	rc = 1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT INTO subscribers(email, groups, frequency, hour, tz, since,"
-			       " source) VALUES(lower(?1),?2,?3,?4,?5,?6,'cli')"
-			       " ON CONFLICT(email) DO UPDATE SET groups=?2, frequency=?3, hour=?4,"
-			       " tz=?5",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, g.data, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, freq, -1, SQLITE_STATIC);
-		if (hour >= 0)
-			sqlite3_bind_int(s, 4, hour);
-		if (tz)
-			sqlite3_bind_text(s, 5, tz, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 6, (sqlite3_int64)time(NULL));
-		if (sqlite3_step(s) == SQLITE_DONE)
-			rc = 0;
-		sqlite3_finalize(s);
-	}
+	rc = subscribers_put(st, a.email, g.data, a.freq, a.hour, a.tz, "cli", 1) == 0 ? 0 : 1;
 	if (rc == 0)
-		printf("%s subscribed to %s: %s at %02d:00 %s\n", email, g.data, freq,
-		       hour >= 0 ? hour : cfg->digest.hour,
-		       tz		      ? tz
+		printf("%s subscribed to %s: %s at %02d:00 %s\n", a.email, g.data, a.freq,
+		       a.hour >= 0 ? a.hour : cfg->digest.hour,
+		       a.tz		      ? a.tz
 		       : cfg->digest.timezone ? cfg->digest.timezone
 					      : "UTC");
 	else
@@ -299,10 +279,10 @@ int cmd_unsubscribe(int argc, char **argv, const char *config)
 		return rc;
 	/* a [subscriber] section not yet in the table is recorded first, so
 	 * that the 'never' sticks */
-	digest_seed_subscribers(st, cfg);
+	subscribers_seed(st, cfg);
 	/* a member of a feed group gets a 'never' of its own, overriding the
 	 * membership's setting */
-	switch (digest_set_frequency(st, email, "never", "cli")) {
+	switch (subscribers_set_frequency(st, email, "never", "cli")) {
 	case 1:
 		rc = 0;
 		break;

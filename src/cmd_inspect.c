@@ -123,7 +123,7 @@ static void print_human(const struct mf_message *m, const struct decision *d, co
 		       a->is_inline ? ", inline" : "", a->sha256);
 	}
 	if (d->action == DECIDE_SKIP)
-		printf("Classification: skipped: %s\n", d->reason);
+		printf("Classification: %s: %s\n", decide_action_name(d->action), d->reason);
 	else if (mailbox)
 		printf("Classification: %s (mailbox %s)\n", decide_action_name(d->action), mailbox);
 	else
@@ -135,45 +135,138 @@ static void print_human(const struct mf_message *m, const struct decision *d, co
 	print_text("removed", m->removed);
 }
 
-int cmd_inspect(int argc, char **argv, const char *config)
+static void print_json(json_t *o)
 {
-	const char *path = NULL, *mailbox = NULL;
-	int as_json = 0;
+	char *js = json_dumps(o, JSON_INDENT(2));
+	printf("%s\n", js);
+	free(js);
+	json_decref(o);
+}
+
+/* A message the parser gave up. */
+static void show_refused(const char *reason, int as_json)
+{
+	if (as_json)
+		print_json(json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:{s:n,s:n}}", "classification",
+				     decide_action_name(DECIDE_SKIP), "reason", reason, "text", "",
+				     "removed", "", "hashtags", "subject", "from", "name",
+				     "email"));
+	else
+		printf("Classification: %s: %s\n", decide_action_name(DECIDE_SKIP), reason);
+}
+
+static json_t *strlist_json(const struct strlist *l)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < l->n; i++)
+		json_array_append_new(a, json_string(l->v[i]));
+	return a;
+}
+
+static void show_json(const struct mf_message *m, const struct decision *d,
+		      const struct mf_mailbox *mb, const struct strlist *rcpt,
+		      const struct route_why *route)
+{
+	json_t *o = message_to_json(m, 0);
+	json_object_set_new(o, "mention_candidates", strlist_json(rcpt));
+	json_object_set_new(o, "hashtags", strlist_json(&d->hashtags));
+	json_object_set_new(o, "mailbox", mb ? json_string(mb->name) : json_null());
+	/* whether mailfeed would act as the sender (auth.h) */
+	json_object_set_new(
+	    o, "sender",
+	    json_pack("{s:b,s:s}", "verified", d->auth.verified, "check", d->auth.why));
+	json_object_set_new(o, "classification", json_string(decide_action_name(d->action)));
+	json_object_set_new(o, "reason",
+			    d->action == DECIDE_SKIP ? json_string(d->reason) : json_null());
+	json_object_set_new(o, "route", route ? route_why_json(route, &mb->routes) : json_null());
+	print_json(o);
+}
+
+/* The daemon's decision on m in mapping mb (may be NULL), against the
+ * state read-only, shown. */
+static void show_decision(const struct mf_config *cfg, const struct mf_mailbox *mb,
+			  const struct mf_message *m, const char *raw, size_t len, int as_json)
+{
+	struct decision d;
+	sqlite3 *db = NULL;
+	if (cfg && mb &&
+	    sqlite3_open_v2(cfg->gateway.state, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		sqlite3_close(db);
+		db = NULL;
+	}
+	decide_message(db, cfg, mb, m, raw, len, &d);
+	sqlite3_close(db);
+	struct strlist rcpt = {0};
+	recipients_mentionable(cfg, m, NULL, &rcpt);
+	struct route_why why;
+	int routed = decide_route(mb, m, &d, &rcpt, &why);
+	if (as_json)
+		show_json(m, &d, mb, &rcpt, routed ? &why : NULL);
+	else
+		print_human(m, &d, mb ? mb->name : NULL, &rcpt, routed ? &why : NULL);
+	strlist_free(&rcpt);
+	decision_free(&d);
+}
+
+/* The arguments: 0, or the exit status (usage shown). */
+static int parse_args(int argc, char **argv, const char **path, const char **mailbox, int *as_json)
+{
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
-			as_json = 1;
+			*as_json = 1;
 		} else if (!strcmp(argv[i], "--mailbox") && i + 1 < argc) {
-			mailbox = argv[++i];
+			*mailbox = argv[++i];
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			usage(stdout);
-			return 0;
-		} else if (!path && (strcmp(argv[i], "-") == 0 || argv[i][0] != '-')) {
-			path = argv[i];
+			return -1;
+		} else if (!*path && (strcmp(argv[i], "-") == 0 || argv[i][0] != '-')) {
+			*path = argv[i];
 		} else {
 			usage(stderr);
 			return 2;
 		}
 	}
-	if (!path) {
+	if (!*path) {
 		usage(stderr);
 		return 2;
 	}
+	return 0;
+}
+
+/* The mapping asked for, or the only one of the config; NULL with *bad
+ * set when the one asked for is not there. */
+static const struct mf_mailbox *pick_mailbox(const struct mf_config *cfg, const char *mailbox,
+					     const char *config, int *bad)
+{
+	*bad = 0;
+	if (mailbox) {
+		const struct mf_mailbox *mb = cfg ? config_mailbox(cfg, mailbox) : NULL;
+		if (!mb) {
+			fprintf(stderr, "mailfeed: no [mailbox %s] in %s\n", mailbox, config);
+			*bad = 1;
+		}
+		return mb;
+	}
+	return cfg && cfg->n_mailboxes == 1 ? &cfg->mailboxes[0] : NULL;
+}
+
+int cmd_inspect(int argc, char **argv, const char *config)
+{
+	const char *path = NULL, *mailbox = NULL;
+	int as_json = 0, bad;
+	int rc = parse_args(argc, argv, &path, &mailbox, &as_json);
+	if (rc)
+		return rc < 0 ? 0 : rc;
 	struct mf_config *cfg = NULL;
 	if (access(config, F_OK) == 0) {
 		cfg = cli_load_config(config);
 		if (!cfg)
 			return 2;
 	}
-	const struct mf_mailbox *mb = NULL;
-	if (mailbox) {
-		mb = cfg ? config_mailbox(cfg, mailbox) : NULL;
-		if (!mb) {
-			fprintf(stderr, "mailfeed: no [mailbox %s] in %s\n", mailbox, config);
-			config_free(cfg);
-			return 2;
-		}
-	} else if (cfg && cfg->n_mailboxes == 1) {
-		mb = &cfg->mailboxes[0];
+	const struct mf_mailbox *mb = pick_mailbox(cfg, mailbox, config, &bad);
+	if (bad) {
+		config_free(cfg);
+		return 2;
 	}
 	struct mf_gateway defaults;
 	memset(&defaults, 0, sizeof defaults);
@@ -191,70 +284,16 @@ int cmd_inspect(int argc, char **argv, const char *config)
 	struct parse_worker *w = worker_new(gw);
 	struct mf_message *m = NULL;
 	char reason[512] = "";
-	int rc = worker_parse(w, raw, len, &m, reason, sizeof reason);
+	rc = worker_parse(w, raw, len, &m, reason, sizeof reason);
 	worker_free(w);
 	int status = 0;
 	if (rc < 0) {
 		fprintf(stderr, "mailfeed: %s\n", reason);
 		status = 1;
 	} else if (rc > 0) {
-		if (as_json) {
-			json_t *o =
-			    json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:{s:n,s:n}}", "classification",
-				      "skipped", "reason", reason, "text", "", "removed", "",
-				      "hashtags", "subject", "from", "name", "email");
-			char *js = json_dumps(o, JSON_INDENT(2));
-			printf("%s\n", js);
-			free(js);
-			json_decref(o);
-		} else {
-			printf("Classification: skipped: %s\n", reason);
-		}
+		show_refused(reason, as_json);
 	} else {
-		struct decision d;
-		sqlite3 *db = NULL;
-		if (cfg && mb &&
-		    sqlite3_open_v2(cfg->gateway.state, &db, SQLITE_OPEN_READONLY, NULL) !=
-			SQLITE_OK) {
-			sqlite3_close(db);
-			db = NULL;
-		}
-		decide_message(db, cfg, mb, m, raw, len, &d);
-		sqlite3_close(db);
-		struct strlist rcpt = {0};
-		recipients_mentionable(cfg, m, NULL, &rcpt);
-		struct route_why why;
-		int routed = decide_route(mb, m, &d, &rcpt, &why);
-		if (as_json) {
-			json_t *o = message_to_json(m, 0);
-			json_t *ra = json_array(), *tags = json_array();
-			for (size_t i = 0; i < rcpt.n; i++)
-				json_array_append_new(ra, json_string(rcpt.v[i]));
-			for (size_t i = 0; i < d.hashtags.n; i++)
-				json_array_append_new(tags, json_string(d.hashtags.v[i]));
-			json_object_set_new(o, "mention_candidates", ra);
-			json_object_set_new(o, "hashtags", tags);
-			json_object_set_new(o, "mailbox", mb ? json_string(mb->name) : json_null());
-			/* whether mailfeed would act as the sender (auth.h) */
-			json_object_set_new(o, "sender",
-					    json_pack("{s:b,s:s}", "verified", d.auth.verified,
-						      "check", d.auth.why));
-			json_object_set_new(o, "classification",
-					    json_string(decide_action_name(d.action)));
-			json_object_set_new(o, "reason",
-					    d.action == DECIDE_SKIP ? json_string(d.reason)
-								    : json_null());
-			json_object_set_new(
-			    o, "route", routed ? route_why_json(&why, &mb->routes) : json_null());
-			char *js = json_dumps(o, JSON_INDENT(2));
-			printf("%s\n", js);
-			free(js);
-			json_decref(o);
-		} else {
-			print_human(m, &d, mb ? mb->name : NULL, &rcpt, routed ? &why : NULL);
-		}
-		strlist_free(&rcpt);
-		decision_free(&d);
+		show_decision(cfg, mb, m, raw, len, as_json);
 	}
 	free(raw);
 	message_free(m);

@@ -46,14 +46,16 @@ static int preview_one(const struct imap_fetched *f, void *arg)
 	struct mf_message *m = NULL;
 	if (!f->raw) {
 		o = json_pack("{s:I,s:s,s:s}", "uid", (json_int_t)f->uid, "classification",
-			      "skipped", "reason", "too large (max_message_size)");
+			      decide_action_name(DECIDE_SKIP), "reason",
+			      "too large (max_message_size)");
 		json_array_append_new(p->out, o);
 		return 0;
 	}
 	int rc = worker_parse(p->worker, f->raw, f->raw_len, &m, reason, sizeof reason);
 	if (rc != 0) {
 		o = json_pack("{s:I,s:s,s:s}", "uid", (json_int_t)f->uid, "classification",
-			      "skipped", "reason", rc > 0 ? reason : "parse worker unavailable");
+			      decide_action_name(DECIDE_SKIP), "reason",
+			      rc > 0 ? reason : "parse worker unavailable");
 		json_array_append_new(p->out, o);
 		return 0;
 	}
@@ -103,7 +105,8 @@ static void print_human(json_t *arr, int mentions_on)
 			printf(" (%s)", json_string_value(json_object_get(o, "reason")));
 		printf("\n");
 		if (json_object_get(o, "subject"))
-			printf("  subject:  %s\n", json_string_value(json_object_get(o, "subject")));
+			printf("  subject:  %s\n",
+			       json_string_value(json_object_get(o, "subject")));
 		if (from)
 			printf("  author:   %s <%s>\n",
 			       json_string_value(json_object_get(from, "name"))
@@ -148,6 +151,69 @@ static void print_human(json_t *arr, int mentions_on)
 	}
 }
 
+#define PREVIEW_USAGE "usage: mailfeed [-c FILE] preview MAILBOX [--limit N] [--json]\n"
+
+/* The arguments: 0, or the exit status (usage shown). */
+static int parse_args(int argc, char **argv, const char **name, long *limit, int *as_json)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			*as_json = 1;
+		} else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+			*limit = strtol(argv[++i], NULL, 10);
+		} else if (strcmp(argv[i], "--help") == 0) {
+			printf(PREVIEW_USAGE
+			       "  Shows what the newest N (default 10) messages of a mapping would "
+			       "become,\n  without posting or changing anything.\n");
+			return -1;
+		} else if (argv[i][0] != '-' && !*name) {
+			*name = argv[i];
+		} else {
+			fputs(PREVIEW_USAGE, stderr);
+			return 2;
+		}
+	}
+	if (!*name || *limit <= 0) {
+		fputs(PREVIEW_USAGE, stderr);
+		return 2;
+	}
+	return 0;
+}
+
+/* Fetches the newest limit of uids (of the selected folder) and shows what
+ * each would become.  0, or 1 (message printed). */
+static int preview_fetch(struct imap_session *s, struct preview *p, const uint32_t *uids, size_t n,
+			 long limit, int as_json)
+{
+	const struct mf_config *cfg = p->cfg;
+	char err[512];
+	int rc = 1;
+	if (sqlite3_open_v2(cfg->gateway.state, &p->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		sqlite3_close(p->db);
+		p->db = NULL;
+	}
+	p->worker = worker_new(&cfg->gateway);
+	p->out = json_array();
+	size_t first = n > (size_t)limit ? n - (size_t)limit : 0;
+	if (imap_fetch(s, uids + first, n - first, cfg->gateway.max_message_size, preview_one, p,
+		       err, sizeof err) < 0) {
+		fprintf(stderr, "mailfeed: %s\n", err);
+	} else {
+		if (as_json) {
+			char *js = json_dumps(p->out, JSON_COMPACT);
+			printf("%s\n", js);
+			free(js);
+		} else {
+			print_human(p->out, cfg->feed.mentions);
+		}
+		rc = 0;
+	}
+	json_decref(p->out);
+	worker_free(p->worker);
+	sqlite3_close(p->db);
+	return rc;
+}
+
 int cmd_preview(int argc, char **argv, const char *config)
 {
 	const char *name = NULL;
@@ -155,28 +221,9 @@ int cmd_preview(int argc, char **argv, const char *config)
 	int as_json = 0, rc = 1;
 	char err[512];
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			as_json = 1;
-		} else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-			limit = strtol(argv[++i], NULL, 10);
-		} else if (strcmp(argv[i], "--help") == 0) {
-			printf("usage: mailfeed [-c FILE] preview MAILBOX [--limit N] [--json]\n"
-			       "  Shows what the newest N (default 10) messages of a mapping would "
-			       "become,\n  without posting or changing anything.\n");
-			return 0;
-		} else if (argv[i][0] != '-' && !name) {
-			name = argv[i];
-		} else {
-			fprintf(stderr, "usage: mailfeed [-c FILE] preview MAILBOX [--limit N] "
-					"[--json]\n");
-			return 2;
-		}
-	}
-	if (!name || limit <= 0) {
-		fprintf(stderr, "usage: mailfeed [-c FILE] preview MAILBOX [--limit N] [--json]\n");
-		return 2;
-	}
+	if ((rc = parse_args(argc, argv, &name, &limit, &as_json)) != 0)
+		return rc < 0 ? 0 : rc;
+	rc = 1;
 	struct mf_config *cfg = cli_load_config(config);
 	if (!cfg)
 		return 2;
@@ -196,34 +243,10 @@ int cmd_preview(int argc, char **argv, const char *config)
 	uint32_t *uids = NULL;
 	size_t n = 0;
 	if (imap_select(s, p.mb->folder, &info, err, sizeof err) < 0 ||
-	    imap_search_from(s, 1, &uids, &n, err, sizeof err) < 0) {
+	    imap_search_from(s, 1, &uids, &n, err, sizeof err) < 0)
 		fprintf(stderr, "mailfeed: %s\n", err);
-		goto out;
-	}
-	if (sqlite3_open_v2(cfg->gateway.state, &p.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		sqlite3_close(p.db);
-		p.db = NULL;
-	}
-	p.worker = worker_new(&cfg->gateway);
-	p.out = json_array();
-	size_t first = n > (size_t)limit ? n - (size_t)limit : 0;
-	if (imap_fetch(s, uids + first, n - first, cfg->gateway.max_message_size, preview_one, &p,
-		       err, sizeof err) < 0) {
-		fprintf(stderr, "mailfeed: %s\n", err);
-	} else {
-		if (as_json) {
-			char *js = json_dumps(p.out, JSON_COMPACT);
-			printf("%s\n", js);
-			free(js);
-		} else {
-			print_human(p.out, cfg->feed.mentions);
-		}
-		rc = 0;
-	}
-	json_decref(p.out);
-	worker_free(p.worker);
-	sqlite3_close(p.db);
-out:
+	else
+		rc = preview_fetch(s, &p, uids, n, limit, as_json);
 	free(uids);
 	imap_close(s);
 	config_free(cfg);

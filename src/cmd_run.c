@@ -50,6 +50,7 @@
 #include "mailfeed/replies.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/token.h"
 #include "mailfeed/worker.h"
 
@@ -891,7 +892,7 @@ static int reload(struct daemon *d, struct store **st)
 	d->worker = worker_new(&d->cfg->gateway);
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	feed_open(d, *st);
-	digest_seed_subscribers(*st, d->cfg);
+	subscribers_seed(*st, d->cfg);
 	note_set(*st, "reload_error", NULL, 0);
 	metrics_restart(d);
 	watchers_start(d, *st);
@@ -1183,7 +1184,7 @@ static int run_with_state(struct daemon *d, struct store **stp, int sfd, int onc
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
 	if (feed_open(d, *stp) < 0 && once)
 		return 1;
-	digest_seed_subscribers(*stp, d->cfg);
+	subscribers_seed(*stp, d->cfg);
 	if (once)
 		return run_once(d, *stp);
 	if (metrics_restart(d) < 0)

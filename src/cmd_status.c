@@ -9,12 +9,14 @@
 
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
+#include "mailfeed/subscribers.h"
 
 static json_t *iso_or_null(sqlite3_stmt *s, int col)
 {
@@ -30,73 +32,45 @@ static json_t *text_or_null(sqlite3_stmt *s, int col)
 	return t ? json_string(t) : json_null();
 }
 
+static json_t *time_or_null(time_t t)
+{
+	char buf[32];
+	return t ? json_string(time_iso(t, buf, sizeof buf)) : json_null();
+}
+
 static json_t *mailbox_status(struct store *st, const char *name, const char *account,
 			      const char *folder, const char *group)
 {
 	json_t *o = json_object();
-	sqlite3_stmt *s;
+	struct folder_status fs;
+	struct messages_counts c;
 	json_object_set_new(o, "name", json_string(name));
 	json_object_set_new(o, "account", json_string(account ? account : ""));
 	json_object_set_new(o, "folder", json_string(folder ? folder : ""));
 	if (group)
 		json_object_set_new(o, "group", json_string(group));
-	json_object_set_new(o, "uidvalidity", json_integer(0));
-	json_object_set_new(o, "last_uid", json_integer(0));
-	json_object_set_new(o, "last_ok", json_null());
-	json_object_set_new(o, "last_error", json_null());
-	json_object_set_new(o, "last_event", json_null());
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT uidvalidity, last_uid, last_ok, last_error, last_error_at,"
-			       " last_event FROM folders WHERE mailbox=?",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			json_object_set_new(o, "uidvalidity",
-					    json_integer(sqlite3_column_int64(s, 0)));
-			json_object_set_new(o, "last_uid",
-					    json_integer(sqlite3_column_int64(s, 1)));
-			json_object_set_new(o, "last_ok", iso_or_null(s, 2));
-			/* an error older than the last success is history */
-			if (sqlite3_column_type(s, 3) != SQLITE_NULL &&
-			    sqlite3_column_int64(s, 4) >= sqlite3_column_int64(s, 2))
-				json_object_set_new(o, "last_error", text_or_null(s, 3));
-			json_object_set_new(o, "last_event", iso_or_null(s, 5));
-		}
-		sqlite3_finalize(s);
-	}
-	long long stored = 0, skipped = 0, waiting = 0, queued = 0, dead = 0;
-	long long oldest = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT COUNT(*),"
-			       " SUM(state IN ('skipped','handled')), SUM(state='new'),"
-			       " SUM(state='queued'), SUM(state='dead'),"
-			       " MIN(CASE WHEN state IN ('new','queued') THEN received_at END)"
-			       " FROM messages WHERE mailbox=?",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			stored = sqlite3_column_int64(s, 0);
-			skipped = sqlite3_column_int64(s, 1);
-			waiting = sqlite3_column_int64(s, 2);
-			queued = sqlite3_column_int64(s, 3);
-			dead = sqlite3_column_int64(s, 4);
-			oldest = sqlite3_column_int64(s, 5);
-		}
-		sqlite3_finalize(s);
-	}
-	json_object_set_new(o, "stored", json_integer(stored));
-	json_object_set_new(o, "skipped", json_integer(skipped));
-	json_object_set_new(o, "waiting", json_integer(waiting + queued));
-	json_object_set_new(o, "dead", json_integer(dead));
-	if (oldest > 0) {
-		char buf[32];
-		json_object_set_new(o, "oldest_unprocessed",
-				    json_string(time_iso((time_t)oldest, buf, sizeof buf)));
-		json_object_set_new(o, "lag_seconds", json_integer((long long)time(NULL) - oldest));
-	} else {
-		json_object_set_new(o, "oldest_unprocessed", json_null());
-		json_object_set_new(o, "lag_seconds", json_integer(0));
-	}
+	store_folder_status(st, name, &fs); /* zeroes when none */
+	json_object_set_new(o, "uidvalidity", json_integer(fs.uidvalidity));
+	json_object_set_new(o, "last_uid", json_integer(fs.last_uid));
+	json_object_set_new(o, "last_ok", time_or_null(fs.last_ok));
+	/* an error older than the last success is history */
+	json_object_set_new(o, "last_error",
+			    fs.last_error && fs.last_error_at >= fs.last_ok
+				? json_string(fs.last_error)
+				: json_null());
+	json_object_set_new(o, "last_event", time_or_null(fs.last_event));
+	store_folder_status_free(&fs);
+	messages_counts(st, name, &c); /* zeroes when it cannot be read */
+	json_object_set_new(o, "stored", json_integer(c.stored));
+	json_object_set_new(o, "skipped", json_integer(c.skipped));
+	json_object_set_new(o, "waiting", json_integer(c.fresh + c.queued));
+	json_object_set_new(o, "dead", json_integer(c.dead));
+	json_object_set_new(o, "oldest_unprocessed",
+			    c.oldest_waiting > 0 ? time_or_null(c.oldest_waiting) : json_null());
+	json_object_set_new(o, "lag_seconds",
+			    json_integer(c.oldest_waiting > 0
+					     ? (long long)time(NULL) - (long long)c.oldest_waiting
+					     : 0));
 	return o;
 }
 
@@ -132,7 +106,6 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 {
 	json_t *mbs = json_array();
-	sqlite3_stmt *s;
 	/* rows in a stable order: by mailbox name, whatever the config's order */
 	const struct mf_mailbox **sorted =
 	    xcalloc(cfg && cfg->n_mailboxes ? cfg->n_mailboxes : 1, sizeof *sorted);
@@ -146,20 +119,31 @@ static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 		    mbs, mailbox_status(st, mb->name, mb->account, mb->folder, mb->group));
 	}
 	free(sorted);
-	if (!cfg && sqlite3_prepare_v2(store_db(st),
-				       "SELECT mailbox, account, folder FROM folders ORDER BY mailbox",
-				       -1, &s, NULL) == SQLITE_OK) {
-		while (sqlite3_step(s) == SQLITE_ROW)
-			json_array_append_new(
-			    mbs, mailbox_status(st, (const char *)sqlite3_column_text(s, 0),
-						(const char *)sqlite3_column_text(s, 1),
-						(const char *)sqlite3_column_text(s, 2), NULL));
-		sqlite3_finalize(s);
+	struct folder_status *known;
+	size_t n_known;
+	if (!cfg && store_folders_list(st, &known, &n_known) == 0) {
+		for (size_t i = 0; i < n_known; i++)
+			json_array_append_new(mbs, mailbox_status(st, known[i].mailbox,
+								  known[i].account,
+								  known[i].folder, NULL));
+		store_folders_free(known, n_known);
 	}
 	if (cfg && cfg->replies.present)
 		json_array_append_new(mbs, mailbox_status(st, REPLIES_KEY, cfg->replies.account,
 							  cfg->replies.folder, NULL));
 	return mbs;
+}
+
+/* One subscription as a row of "digests". */
+static void digest_row(void *arg, const struct subscription_row *row)
+{
+	char when[32];
+	json_array_append_new(
+	    arg, json_pack("{s:s?,s:s?,s:o,s:s?}", "subscriber", row->email, "frequency",
+			   row->frequency, "last_sent",
+			   row->last_sent ? json_string(time_iso(row->last_sent, when, sizeof when))
+					  : json_null(),
+			   "source", row->source));
 }
 
 /* cfg NULL: the config on disk is broken (e.g. a refused reload); the
@@ -198,30 +182,15 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));
 	/* feed members ([digest] subscribers = feed) unless they have a
 	 * subscription of their own */
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT email, frequency, last_sent, source FROM subscribers"
-			       " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
-			       " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
-			       " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
-			       " ORDER BY 1, 2",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_int(s, 1, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED);
-		while (sqlite3_step(s) == SQLITE_ROW)
-			json_array_append_new(
-			    digests, json_pack("{s:o,s:o,s:o,s:o}", "subscriber", text_or_null(s, 0),
-					       "frequency", text_or_null(s, 1), "last_sent",
-					       iso_or_null(s, 2), "source", text_or_null(s, 3)));
-		sqlite3_finalize(s);
-	}
+	subscribers_list(st, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED, digest_row,
+			 digests);
 	json_object_set_new(root, "digests", digests);
 	daemon_status(root, st, state);
-	json_object_set_new(root, "reload_error", json_null());
-	if (sqlite3_prepare_v2(store_db(st), "SELECT value FROM daemon WHERE key='reload_error'",
-			       -1, &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW)
-			json_object_set_new(root, "reload_error", text_or_null(s, 0));
-		sqlite3_finalize(s);
-	}
+	char *reload_error = NULL;
+	note_get(st, NOTE_RELOAD_ERROR, &reload_error, NULL);
+	json_object_set_new(root, "reload_error",
+			    reload_error ? json_string(reload_error) : json_null());
+	free(reload_error);
 	return root;
 }
 

@@ -11,6 +11,7 @@
 
 #include "mailfeed/classify.h"
 #include "mailfeed/decide.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 #include "mailfeed/thread.h"
 #include "mailfeed/util.h"

@@ -68,12 +68,12 @@ struct store_ctx {
 	int inserted;
 	int failed;
 	long long max_size;
-	const char *state; /* of messages taken in: "new", or "held" by backfill */
-	uint32_t *big;     /* too large, newly recorded: their senders are told */
+	enum msg_state state; /* of messages taken in: new, or held by backfill */
+	uint32_t *big;	      /* too large, newly recorded: their senders are told */
 	uint32_t *big_size;
 	size_t nbig;
-	int in_tx;        /* a batch transaction is open */
-	int tx_count;     /* messages in it */
+	int in_tx;    /* a batch transaction is open */
+	int tx_count; /* messages in it */
 	size_t tx_bytes;
 };
 
@@ -116,7 +116,7 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 		snprintf(reason, sizeof reason,
 			 "too large: %u bytes, max_message_size is %lld bytes", f->size,
 			 c->max_size);
-		m.state = "skipped";
+		m.state = MSG_SKIPPED;
 		m.reason = reason;
 	}
 	m.message_id = msgid;
@@ -234,7 +234,7 @@ static void describe_too_large(struct imap_session *s, struct store *st,
 }
 
 int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
-		uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *state,
+		uint32_t uidvalidity, const uint32_t *uids, size_t n, enum msg_state state,
 		atomic_int *stop, int *inserted, char *err, size_t errlen)
 {
 	struct store_ctx c = {.st = st,
@@ -336,10 +336,11 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 			return -1;
 		if (again.uidvalidity != info.uidvalidity) {
 			pinned = fs.uidvalidity;
-			snprintf(note, sizeof note,
-				 "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
-				 "it is ignored, mail is taken by UID above %u",
-				 info.uidvalidity, again.uidvalidity, fs.last_uid);
+			snprintf(
+			    note, sizeof note,
+			    "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
+			    "it is ignored, mail is taken by UID above %u",
+			    info.uidvalidity, again.uidvalidity, fs.last_uid);
 		}
 		info = again;
 	}
@@ -372,7 +373,7 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 	}
 	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
 		return -1;
-	int rc = ingest_take(s, st, f, pinned ? pinned : info.uidvalidity, uids, n, "new", stop,
+	int rc = ingest_take(s, st, f, pinned ? pinned : info.uidvalidity, uids, n, MSG_NEW, stop,
 			     new_messages, err, errlen);
 	free(uids);
 	if (rc < 0)
@@ -391,12 +392,13 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
  * restart neither forgets the backoff nor hammers the server. */
 static int ack_errors_table(struct store *st)
 {
-	return sqlite3_exec(store_db(st),
-			    "CREATE TABLE IF NOT EXISTS ack_errors("
-			    " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
-			    " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
-			    " PRIMARY KEY(mailbox, uidvalidity, uid))",
-			    NULL, NULL, NULL) == SQLITE_OK
+	return sqlite3_exec(
+		   store_db(st),
+		   "CREATE TABLE IF NOT EXISTS ack_errors("
+		   " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
+		   " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+		   " PRIMARY KEY(mailbox, uidvalidity, uid))",
+		   NULL, NULL, NULL) == SQLITE_OK
 		   ? 0
 		   : -1;
 }
@@ -430,8 +432,8 @@ static void acks_not_waiting(struct store *st, const char *key, uint32_t uidvali
 
 /* Records a refusal for uids (attempts + 1, the next try doubling from a
  * minute to an hour), or clears them after success (error NULL). */
-static void acks_note(struct store *st, const char *key, uint32_t uidvalidity,
-		      const uint32_t *uids, size_t n, const char *error, time_t now)
+static void acks_note(struct store *st, const char *key, uint32_t uidvalidity, const uint32_t *uids,
+		      size_t n, const char *error, time_t now)
 {
 	sqlite3_stmt *q;
 	const char *sql =
@@ -462,26 +464,19 @@ static void acks_note(struct store *st, const char *key, uint32_t uidvalidity,
  * returns how many messages wait. */
 static int acks_show(struct store *st, const char *key, uint32_t uidvalidity, time_t now)
 {
-	sqlite3_stmt *q;
-	int count = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
-			       " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
-			       " messages m WHERE m.mailbox=e.mailbox AND m.uidvalidity=e.uidvalidity"
-			       " AND m.uid=e.uid AND m.acked=0)",
-			       -1, &q, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 2, uidvalidity);
-	if (sqlite3_step(q) == SQLITE_ROW && (count = sqlite3_column_int(q, 0)) > 0) {
+	time_t next_at;
+	char *error;
+	int count = messages_acks_refused(st, key, uidvalidity, &next_at, &error);
+	if (count > 0) {
 		char line[700];
-		long in = (long)(sqlite3_column_int64(q, 1) - now);
-		snprintf(line, sizeof line, "%d message(s) wait for their after-action, next try in %ld s: %s",
-			 count, in > 0 ? in : 0, (const char *)sqlite3_column_text(q, 2));
+		long in = (long)(next_at - now);
+		snprintf(line, sizeof line,
+			 "%d message(s) wait for their after-action, next try in %ld s: %s", count,
+			 in > 0 ? in : 0, error ? error : "");
 		store_folder_error(st, key, line);
 	}
-	sqlite3_finalize(q);
-	return count;
+	free(error);
+	return count > 0 ? count : 0;
 }
 
 #define DEAD_KEYWORD "$MailfeedDead"
@@ -542,12 +537,13 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 			free(uids);
 			break;
 		}
-		int arc = a != AFTER_KEEP ? imap_after(s, a, after_folder, uids, n, err, errlen) : 0;
+		int arc =
+		    a != AFTER_KEEP ? imap_after(s, a, after_folder, uids, n, err, errlen) : 0;
 		if (arc == IMAP_REFUSED) {
 			/* the server is fine, these messages are not: they wait,
 			 * the rest of the work goes on */
-			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=\"%s\"", key,
-				 after_action_name(a), n, err);
+			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=\"%s\"",
+				 key, after_action_name(a), n, err);
 			acks_note(st, key, fs.uidvalidity, uids, n, err, now);
 			free(uids);
 			uids = NULL;
@@ -559,8 +555,7 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		}
 		store_acks_done(st, key, fs.uidvalidity, uids, n);
 		acks_note(st, key, fs.uidvalidity, uids, n, NULL, now);
-		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a),
-			 n);
+		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a), n);
 		free(uids);
 		uids = NULL;
 	}

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "mailfeed/log.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/metrics.h"
 #include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
@@ -60,10 +61,20 @@ static void metrics_counters(struct store *st, struct buf *b)
 	buf_puts(b, "\"} 1\n");
 }
 
+/* One line of mailfeed_messages. */
+static void put_messages(void *ctx, const char *mailbox, const char *state, long long n)
+{
+	struct buf *b = ctx;
+	buf_puts(b, "mailfeed_messages{mailbox=\"");
+	label_escape(b, mailbox);
+	buf_puts(b, "\",state=\"");
+	label_escape(b, state);
+	buf_printf(b, "\"} %lld\n", n);
+}
+
 void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b)
 {
 	struct outbox_counts c = {0};
-	sqlite3_stmt *s;
 
 	outbox_counts(st, &c);
 	buf_puts(b, "# HELP mailfeed_outbox_items Outbox items by state.\n"
@@ -76,36 +87,23 @@ void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b
 
 	buf_puts(b, "# HELP mailfeed_messages Messages taken in, by mailbox and state.\n"
 		    "# TYPE mailfeed_messages gauge\n");
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2", -1,
-			       &s, NULL) == SQLITE_OK) {
-		while (sqlite3_step(s) == SQLITE_ROW) {
-			buf_puts(b, "mailfeed_messages{mailbox=\"");
-			label_escape(b, (const char *)sqlite3_column_text(s, 0));
-			buf_puts(b, "\",state=\"");
-			label_escape(b, (const char *)sqlite3_column_text(s, 1));
-			buf_printf(b, "\"} %lld\n", (long long)sqlite3_column_int64(s, 2));
-		}
-		sqlite3_finalize(s);
-	}
+	messages_each_count(st, put_messages, b);
 	buf_puts(b, "# HELP mailfeed_mailbox_last_ok_timestamp_seconds Last successful sync.\n"
 		    "# TYPE mailfeed_mailbox_last_ok_timestamp_seconds gauge\n"
 		    "# HELP mailfeed_mailbox_error 1 when the last attempt failed.\n"
 		    "# TYPE mailfeed_mailbox_error gauge\n");
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT mailbox, COALESCE(last_ok, 0),"
-			       " last_error IS NOT NULL FROM folders",
-			       -1, &s, NULL) == SQLITE_OK) {
-		while (sqlite3_step(s) == SQLITE_ROW) {
-			const char *mb = (const char *)sqlite3_column_text(s, 0);
+	struct folder_status *fs;
+	size_t n;
+	if (store_folders_list(st, &fs, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
 			buf_puts(b, "mailfeed_mailbox_last_ok_timestamp_seconds{mailbox=\"");
-			label_escape(b, mb);
-			buf_printf(b, "\"} %lld\n", (long long)sqlite3_column_int64(s, 1));
+			label_escape(b, fs[i].mailbox);
+			buf_printf(b, "\"} %lld\n", (long long)fs[i].last_ok);
 			buf_puts(b, "mailfeed_mailbox_error{mailbox=\"");
-			label_escape(b, mb);
-			buf_printf(b, "\"} %d\n", sqlite3_column_int(s, 2));
+			label_escape(b, fs[i].mailbox);
+			buf_printf(b, "\"} %d\n", fs[i].last_error != NULL);
 		}
-		sqlite3_finalize(s);
+		store_folders_free(fs, n);
 	}
 	metrics_counters(st, b);
 	(void)cfg;

@@ -27,11 +27,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mailfeed/digest.h"
 #include "mailfeed/health.h"
 #include "mailfeed/log.h"
 #include "mailfeed/loopback.h"
 #include "mailfeed/metrics.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/token.h"
 
 /* The memory pool of one connection: request line and headers must fit. */
@@ -323,7 +323,7 @@ static enum MHD_Result serve_unsubscribe(struct metrics_server *ms, struct MHD_C
 	}
 	int rc = -1;
 	if (store_begin(ms->st) == 0) {
-		rc = digest_set_frequency(ms->st, ti.email, "never", "web");
+		rc = subscribers_set_frequency(ms->st, ti.email, "never", "web");
 		if (rc < 0 || store_commit(ms->st) < 0) {
 			store_rollback(ms->st);
 			rc = -1;

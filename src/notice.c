@@ -11,9 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailfeed/compose.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
-#include "mailfeed/smtp.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
 
@@ -46,7 +47,7 @@ int notice_address_refused(const struct mf_config *cfg, const char *addr)
 	if (cfg->gateway.reply_address && (strcasecmp(addr, cfg->gateway.reply_address) == 0 ||
 					   token_from_address(cfg, addr, tok, sizeof tok)))
 		return 1;
-	char *from = smtp_address_of(cfg->smtp.from);
+	char *from = compose_address_of(cfg->smtp.from);
 	int own = from && strcasecmp(from, addr) == 0;
 	free(from);
 	return own;
@@ -156,7 +157,7 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 			 log_quote(to, q, sizeof q), reason_key);
 		return 1;
 	}
-	from_addr = smtp_address_of(cfg->smtp.from);
+	from_addr = compose_address_of(cfg->smtp.from);
 	if (!from_addr) {
 		log_error("notice.error error=\"[smtp] from holds no address\"");
 		return -1;
@@ -164,16 +165,16 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 	free(from_addr);
 
 	buf_init(&mail);
-	msgid = smtp_new_message_id(cfg);
-	smtp_put_address(&mail, "From", cfg->smtp.from);
-	smtp_put_address(&mail, "To", to);
-	smtp_put_header(&mail, "Subject", subject);
-	smtp_put_date(&mail, time(NULL));
+	msgid = compose_new_message_id(cfg);
+	compose_put_address(&mail, "From", cfg->smtp.from);
+	compose_put_address(&mail, "To", to);
+	compose_put_header(&mail, "Subject", subject);
+	compose_put_date(&mail, time(NULL));
 	buf_printf(&mail, "Message-ID: <%s>\r\n", msgid);
-	smtp_put_robot_headers(&mail, cfg, "auto-replied");
+	compose_put_robot_headers(&mail, cfg, "auto-replied");
 	buf_puts(&mail, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
 			"Content-Transfer-Encoding: base64\r\n\r\n");
-	smtp_put_base64(&mail, body);
+	compose_put_base64(&mail, body);
 	free(msgid);
 
 	rec = notice_queue_mail(st, to, reason_key, time(NULL), cfg->gateway.notice_max_per_hour,
@@ -234,30 +235,12 @@ void notice_quote_subject(const char *subject, char *out, size_t outlen)
 	out[n] = 0;
 }
 
-/* A subscriber of digests (own or through feed membership). */
-static int known_subscriber(struct store *st, const char *addr)
-{
-	sqlite3_stmt *s;
-	int found = 0;
-	if (!addr ||
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM subscribers WHERE email=lower(?1)"
-			       " AND frequency<>'never' UNION ALL SELECT 1 FROM feed_members"
-			       " WHERE email=lower(?1) AND frequency<>'never' LIMIT 1",
-			       -1, &s, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_text(s, 1, addr, -1, SQLITE_STATIC);
-	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
-	return found;
-}
-
 int notice_refusal(struct store *st, const struct mf_config *cfg, const char *to, int verified,
 		   const char *subject, const char *reason_key, const char *title, const char *what,
 		   const char *why, const char *advice)
 {
 	char q[200], quoted[NOTICE_SUBJECT_MAX * 4 + 16];
-	if (!verified && !known_subscriber(st, to)) {
+	if (!verified && !subscribers_known(st, to, 1, 1)) {
 		log_info("notice.suppressed to=%s reason=%s why=\"sender neither verified nor a "
 			 "subscriber\"",
 			 log_quote(to, q, sizeof q), reason_key);

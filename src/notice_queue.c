@@ -27,6 +27,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "mailfeed/compose.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/smtp.h"
@@ -242,7 +243,7 @@ int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from
 static int sender_prepare(const struct mf_config *cfg, struct smtp_client **c, char **from)
 {
 	char err[512];
-	*from = smtp_address_of(cfg->smtp.from);
+	*from = compose_address_of(cfg->smtp.from);
 	*c = *from ? smtp_new(&cfg->smtp, err, sizeof err) : NULL;
 	if (!*from)
 		snprintf(err, sizeof err, "[smtp] from holds no address");

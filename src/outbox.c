@@ -21,6 +21,7 @@
 #include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
@@ -416,28 +417,14 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 
 static int message_follow_delivered(struct store *st, int64_t message)
 {
-	if (message <= 0)
-		return 0;
-	sqlite3_stmt *s = kept(st, "UPDATE messages SET state='delivered',"
-				   " reason=CASE WHEN state='queued' THEN reason END WHERE id=?1"
-				   " AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=?1"
-				   " AND state NOT IN ('delivered','dropped'))");
-	if (!s)
-		return -1;
-	sqlite3_bind_int64(s, 1, message);
-	return run_kept(st, s);
+	return messages_follow_delivered(st, message);
 }
 
 static int message_follow_dead(struct store *st, int64_t message, const char *reason)
 {
 	if (message <= 0)
 		return 0;
-	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='dead', reason=? WHERE id=?");
-	if (!s)
-		return -1;
-	sqlite3_bind_text(s, 1, reason, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, message);
-	return run(st, s);
+	return messages_set_state(st, message, MSG_DEAD, reason, NULL);
 }
 
 static int mark_delivered(struct store *st, const struct loaded *l, const char *remote_id,
@@ -556,16 +543,9 @@ static int cascade_dead(struct store *st)
 	const char *why = "post was not delivered";
 	/* driven from the (few) dead posts through the parent index, so the
 	 * cost does not grow with the queue */
-	sqlite3_stmt *s = prep(st, "UPDATE messages SET state='dead', reason=?1 WHERE id IN"
-				   " (SELECT c.message FROM outbox c WHERE c.parent IN"
-				   " (SELECT id FROM outbox WHERE state IN ('dead','dropped'))"
-				   " AND c.kind='comment' AND c.state IN ('pending','retrying'))");
-	if (!s)
+	if (messages_follow_dead_posts(st, why) < 0)
 		return -1;
-	sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
-	if (run(st, s) < 0)
-		return -1;
-	s = prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
+	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
 		     " AND state IN ('pending','retrying')"
 		     " AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
 	if (!s)
@@ -1022,31 +1002,55 @@ static int dead_id_parse(const char *id, char *kind, int64_t *row)
 	return 0;
 }
 
-/* Runs one UPDATE in its own transaction: 0 changed, 1 nothing matched, -1. */
-static int update_one(struct store *st, const char *sql, int64_t row, const char *extra_sql)
+/* One statement of the dead list on row ?1, with ?2 the time now. */
+static int run_on_row(struct store *st, const char *sql, int64_t row)
 {
-	if (store_begin(st) < 0)
-		return -1;
 	sqlite3_stmt *s = prep(st, sql);
 	if (s) {
 		sqlite3_bind_int64(s, 1, row);
 		sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
 	}
-	if (run(st, s) < 0) {
+	return run(st, s);
+}
+
+static int retry_item(struct store *st, int64_t row)
+{
+	return run_on_row(st,
+			  "UPDATE outbox SET state='pending', attempts=0, next_at=0, error=NULL,"
+			  " created=?2 WHERE id=?1 AND state='dead'",
+			  row);
+}
+
+static int retry_item_and_comments(struct store *st, int64_t row)
+{
+	return run_on_row(st,
+			  "UPDATE outbox SET state='pending', attempts=0, next_at=0, error=NULL,"
+			  " created=?2 WHERE (id=?1 OR (parent=?1 AND state='dead'"
+			  " AND error='post was not delivered'))",
+			  row);
+}
+
+static int drop_item(struct store *st, int64_t row)
+{
+	return run_on_row(st, "UPDATE outbox SET state='dropped' WHERE id=?1 AND state='dead'",
+			  row);
+}
+
+/* Runs one update in its own transaction, and extra after it when it
+ * changed something: 0 changed, 1 nothing matched, -1. */
+static int update_one(struct store *st, int (*update)(struct store *, int64_t), int64_t row,
+		      int (*extra)(struct store *, int64_t))
+{
+	if (store_begin(st) < 0)
+		return -1;
+	if (update(st, row) < 0) {
 		store_rollback(st);
 		return -1;
 	}
 	int changed = sqlite3_changes(store_db(st));
-	if (changed && extra_sql) {
-		s = prep(st, extra_sql);
-		if (s) {
-			sqlite3_bind_int64(s, 1, row);
-			sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
-		}
-		if (run(st, s) < 0) {
-			store_rollback(st);
-			return -1;
-		}
+	if (changed && extra && extra(st, row) < 0) {
+		store_rollback(st);
+		return -1;
 	}
 	if (store_commit(st) < 0)
 		return -1;
@@ -1143,21 +1147,11 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 		return 1;
 	if (kind == 'o') {
 		/* The item, and the comments that died because it did. */
-		int rc = update_one(
-		    st,
-		    "UPDATE outbox SET state='pending', attempts=0, next_at=0, error=NULL,"
-		    " created=?2 WHERE id=?1 AND state='dead'",
-		    row,
-		    "UPDATE outbox SET state='pending', attempts=0, next_at=0, error=NULL,"
-		    " created=?2 WHERE (id=?1 OR (parent=?1 AND state='dead'"
-		    " AND error='post was not delivered'))");
+		int rc = update_one(st, retry_item, row, retry_item_and_comments);
 		if (rc == 0) {
-			sqlite3_stmt *s = prep(st, "UPDATE messages SET state='queued', reason=NULL"
-						   " WHERE state='dead' AND id IN (SELECT message"
-						   " FROM outbox WHERE state='pending')");
-			run(st, s);
+			messages_follow_retried(st);
 			/* sent again from scratch: files are uploaded anew */
-			s = prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
+			sqlite3_stmt *s = prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
 				     " (SELECT id FROM outbox WHERE parent=?1)");
 			if (s)
 				sqlite3_bind_int64(s, 1, row);
@@ -1170,20 +1164,10 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 				 store_errmsg(st));
 		return rc;
 	}
-	sqlite3_stmt *s = prep(st, "SELECT raw IS NULL FROM messages WHERE id=?"
-				   " AND state IN ('skipped','dead')");
-	int missing = 0, exists = 0;
-	if (s) {
-		sqlite3_bind_int64(s, 1, row);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			exists = 1;
-			missing = sqlite3_column_int(s, 0);
-		}
-		sqlite3_finalize(s);
-	}
-	if (!exists)
+	int content = messages_dead_content(st, row);
+	if (content <= 0)
 		return 1;
-	if (missing) {
+	if (content == 2) {
 		snprintf(err, errlen,
 			 "message %s was never fetched (it was over max_message_size); raise "
 			 "max_message_size and copy the message into its folder again (only new "
@@ -1191,10 +1175,7 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 			 id);
 		return -1;
 	}
-	int rc = update_one(st,
-			    "UPDATE messages SET state='new', reason=NULL, parse_attempts=0 WHERE id=?1"
-			    " AND state IN ('skipped','dead') AND ?2 > 0",
-			    row, NULL);
+	int rc = update_one(st, messages_retry, row, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
 	return rc;
@@ -1208,21 +1189,11 @@ int outbox_dead_drop(struct store *st, const char *id, char *err, size_t errlen)
 	if (dead_id_parse(id, &kind, &row) < 0)
 		return 1;
 	if (kind == 'o')
-		rc = update_one(st,
-				"UPDATE outbox SET state='dropped' WHERE id=?1 AND state='dead'"
-				" AND ?2 > 0",
-				row,
-				/* its message is done with, unless another item of it
-				 * is still on its way */
-				"UPDATE messages SET state='dropped' WHERE state='dead' AND ?2 > 0"
-				" AND id=(SELECT message FROM outbox WHERE id=?1)"
-				" AND NOT EXISTS(SELECT 1 FROM outbox WHERE message=messages.id"
-				" AND state NOT IN ('delivered','dropped'))");
+		/* its message is done with, unless another item of it is
+		 * still on its way */
+		rc = update_one(st, drop_item, row, messages_drop_of_item);
 	else
-		rc = update_one(st,
-				"UPDATE messages SET state='dropped' WHERE id=?1"
-				" AND state IN ('skipped','dead') AND ?2 > 0",
-				row, NULL);
+		rc = update_one(st, messages_drop, row, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "cannot update the state database: %s", store_errmsg(st));
 	return rc;

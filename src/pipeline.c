@@ -21,6 +21,7 @@
 #include "mailfeed/decide.h"
 #include "mailfeed/log.h"
 #include "mailfeed/message.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
@@ -51,31 +52,86 @@ static int by_date(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static int set_state(struct store *st, int64_t id, const char *state, const char *reason,
+/* The new state of message id, with its parsed form when m is given. */
+static int set_state(struct store *st, int64_t id, enum msg_state state, const char *reason,
 		     const struct mf_message *m)
 {
-	sqlite3_stmt *s;
 	char *parsed = NULL;
 	if (m) {
 		json_t *j = message_to_json(m, 0);
 		parsed = json_dumps(j, JSON_COMPACT);
 		json_decref(j);
 	}
-	/* once per message: kept prepared */
-	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3,"
-				 " parsed=COALESCE(?4, parsed) WHERE id=?1"))) {
-		free(parsed);
+	int rc = messages_set_state(st, id, state, reason, parsed);
+	free(parsed);
+	return rc;
+}
+
+/* Records a skip (or a duplicate, handled); *notify = 1 when the sender
+ * is to be told why.  0 or -1. */
+static int record_skip(struct store *st, const struct mf_mailbox *mb, struct pending *p,
+		       const struct decision *d, int *notify)
+{
+	const struct mf_message *m = p->msg;
+	const char *reason = d->reason;
+	char q1[128], q2[128];
+	if (set_state(st, p->id, d->duplicate ? MSG_HANDLED : MSG_SKIPPED, reason, m) < 0) {
+		log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
+			  (long long)p->id, store_errmsg(st));
 		return -1;
 	}
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
-	if (reason)
-		sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
-	if (parsed)
-		sqlite3_bind_text(s, 4, parsed, -1, free);
-	int rc = sqlite3_step(s);
-	store_stmt_done(st, s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	if (d->duplicate)
+		return 0;
+	log_info("message.skipped mailbox=%s id=%lld from=%s reason=%s", mb->name, (long long)p->id,
+		 log_quote(m->from_email, q1, sizeof q1), log_quote(reason, q2, sizeof q2));
+	if (!classify_is_automatic(m) && m->from_email &&
+	    strncmp(reason, "sender not allowed", 18) == 0) {
+		*notify = 1;
+		p->sender_verified = d->auth.verified;
+		snprintf(p->reason, sizeof p->reason, "%.250s", reason);
+	}
+	return 0;
+}
+
+/* The whole message as it arrived, as an attachment, so nothing trimmed is
+ * out of sight. */
+static void attach_original(struct mf_message *m, const struct pending *p)
+{
+	m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof *m->attachments);
+	struct mf_attachment *a = &m->attachments[m->n_attachments++];
+	memset(a, 0, sizeof *a);
+	a->filename = xstrdup("original.eml");
+	a->content_type = xstrdup("message/rfc822");
+	a->size = p->raw_len;
+	a->data = xmalloc(p->raw_len ? p->raw_len : 1);
+	memcpy(a->data, p->raw, p->raw_len);
+	sha256_hex(p->raw, p->raw_len, a->sha256);
+}
+
+/* The post or comment of p after decision d, into the outbox: its id, or
+ * -1. */
+static int64_t enqueue_item(struct store *st, const struct mf_config *cfg,
+			    const struct mf_mailbox *mb, const struct pending *p,
+			    const struct decision *d, int64_t thread_id)
+{
+	struct strlist recipients = {0};
+	recipients_mentionable(cfg, p->msg, NULL, &recipients);
+	struct outbox_new n = {
+	    .message = p->id,
+	    .key = d->key,
+	    .kind = decide_action_name(d->action),
+	    .group = mb->group,
+	    .thread_id = thread_id,
+	    .parent = d->action == DECIDE_COMMENT ? d->root_item : 0,
+	    .msg = p->msg,
+	    .author_verified = d->auth.verified,
+	    .author_check = d->auth.why,
+	    .extra_hashtags = &mb->hashtags,
+	    .recipients = &recipients,
+	};
+	int64_t item = outbox_enqueue(st, &n);
+	strlist_free(&recipients);
+	return item;
 }
 
 /* Runs inside the batch transaction; one savepoint per message so a store
@@ -97,25 +153,9 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		return -1;
 	}
 	if (d.action == DECIDE_SKIP) {
-		const char *reason = d.reason;
-		if (set_state(st, p->id, d.duplicate ? "handled" : "skipped", reason, m) < 0) {
-			log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
-				  (long long)p->id, store_errmsg(st));
-			decision_free(&d);
-			return -1;
-		}
-		if (!d.duplicate)
-			log_info("message.skipped mailbox=%s id=%lld from=%s reason=%s", mb->name,
-				 (long long)p->id, log_quote(m->from_email, q1, sizeof q1),
-				 log_quote(reason, q2, sizeof q2));
-		if (!d.duplicate && !classify_is_automatic(m) && m->from_email &&
-		    strncmp(reason, "sender not allowed", 18) == 0) {
-			*notify = 1;
-			p->sender_verified = d.auth.verified;
-			snprintf(p->reason, sizeof p->reason, "%.250s", reason);
-		}
+		int rc = record_skip(st, mb, p, &d, notify);
 		decision_free(&d);
-		return 0;
+		return rc;
 	}
 
 	if (store_exec(st, "SAVEPOINT message") < 0) {
@@ -126,45 +166,16 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	int is_new = 0;
 	if (thread_record(st, mb->group, mb->name, m, d.thread_id, &thread_id, &is_new) < 0)
 		goto fail;
-	if (mb->attach_original) {
-		/* the whole message as it arrived, so nothing trimmed is out of sight */
-		m->attachments =
-		    xrealloc(m->attachments, (m->n_attachments + 1) * sizeof *m->attachments);
-		struct mf_attachment *a = &m->attachments[m->n_attachments++];
-		memset(a, 0, sizeof *a);
-		a->filename = xstrdup("original.eml");
-		a->content_type = xstrdup("message/rfc822");
-		a->size = p->raw_len;
-		a->data = xmalloc(p->raw_len ? p->raw_len : 1);
-		memcpy(a->data, p->raw, p->raw_len);
-		sha256_hex(p->raw, p->raw_len, a->sha256);
-	}
-	struct strlist recipients = {0};
-	recipients_mentionable(cfg, m, NULL, &recipients);
+	if (mb->attach_original)
+		attach_original(m, p);
 	/* a thread known by id whose post never became an item (e.g. its first
 	 * message was skipped): this one starts it (decide_message said so) */
-	int comment = d.action == DECIDE_COMMENT;
-	struct outbox_new n = {
-	    .message = p->id,
-	    .key = d.key,
-	    .kind = decide_action_name(d.action),
-	    .group = mb->group,
-	    .thread_id = thread_id,
-	    .parent = comment ? d.root_item : 0,
-	    .msg = m,
-	    .author_verified = d.auth.verified,
-	    .author_check = d.auth.why,
-	    .extra_hashtags = &mb->hashtags,
-	    .recipients = &recipients,
-	};
-	is_new = !comment;
-	int64_t item = outbox_enqueue(st, &n);
-	strlist_free(&recipients);
+	int64_t item = enqueue_item(st, cfg, mb, p, &d, thread_id);
 	if (item < 0)
 		goto fail;
-	if (is_new && thread_set_root(st, thread_id, item) < 0)
+	if (d.action != DECIDE_COMMENT && thread_set_root(st, thread_id, item) < 0)
 		goto fail;
-	if (set_state(st, p->id, "queued", d.note[0] ? d.note : NULL, m) < 0)
+	if (set_state(st, p->id, MSG_QUEUED, d.note[0] ? d.note : NULL, m) < 0)
 		goto fail;
 	if (d.note[0])
 		log_warn("message.id_reused mailbox=%s id=%lld message_id=%s note=%s", mb->name,
@@ -172,7 +183,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 			 log_quote(d.note, q2, sizeof q2));
 	store_exec(st, "RELEASE message");
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,
-		 (long long)p->id, n.kind, d.key, (long long)thread_id,
+		 (long long)p->id, decide_action_name(d.action), d.key, (long long)thread_id,
 		 log_quote(d.auth.why, q1, sizeof q1));
 	decision_free(&d);
 	return 0;
@@ -211,8 +222,16 @@ static int handle_reply(struct store *st, const struct mf_config *cfg, struct pe
 	}
 	/* replies_process records the queued state together with the comment;
 	 * refusals and commands are recorded here */
-	if (state && strcmp(state, "queued") != 0)
-		return set_state(st, p->id, state, reason[0] ? reason : NULL, p->msg);
+	enum msg_state ms;
+	if (!state)
+		return 0;
+	if (msg_state_parse(state, &ms) < 0) {
+		log_error("reply.error id=%lld error=\"unknown message state\" state=%s",
+			  (long long)p->id, log_quote(state, q, sizeof q));
+		return -1;
+	}
+	if (ms != MSG_QUEUED)
+		return set_state(st, p->id, ms, reason[0] ? reason : NULL, p->msg);
 	return 0;
 }
 
@@ -239,7 +258,6 @@ static int batch_commit(struct store *st, int *notify, size_t from, size_t to, i
  * worker asks for them. */
 struct rows {
 	struct store *st;
-	sqlite3_stmt *s; /* one message by id */
 	const int64_t *ids;
 	size_t n_ids, next_id;
 	struct pending *batch;
@@ -250,28 +268,25 @@ static struct worker_job *next_row(void *ctx)
 {
 	struct rows *r = ctx;
 	while (r->next_id < r->n_ids) {
-		sqlite3_reset(r->s);
-		sqlite3_bind_int64(r->s, 1, r->ids[r->next_id++]);
-		if (sqlite3_step(r->s) != SQLITE_ROW)
+		char *mailbox, *raw;
+		size_t len;
+		int64_t id = r->ids[r->next_id++];
+		if (messages_raw(r->st, id, &mailbox, &raw, &len) != 1)
 			continue; /* gone meanwhile (dead drop) */
-		const char *mailbox = (const char *)sqlite3_column_text(r->s, 1);
 		if (r->n == r->cap) {
 			r->cap = r->cap ? r->cap * 2 : 32;
 			r->batch = xrealloc(r->batch, r->cap * sizeof *r->batch);
 		}
 		struct pending *p = &r->batch[r->n++];
 		memset(p, 0, sizeof *p);
-		p->id = sqlite3_column_int64(r->s, 0);
-		p->mailbox = xstrdup(mailbox);
-		p->raw_len = (size_t)sqlite3_column_bytes(r->s, 2);
-		p->raw = xmalloc(p->raw_len + 1);
-		memcpy(p->raw, sqlite3_column_blob(r->s, 2), p->raw_len);
-		p->raw[p->raw_len] = 0;
+		p->id = id;
+		p->mailbox = mailbox;
+		p->raw = raw;
+		p->raw_len = len;
 		/* apart from the batch, which may move as it grows */
 		p->job = xcalloc(1, sizeof *p->job);
 		p->job->raw = p->raw;
 		p->job->len = p->raw_len;
-		sqlite3_reset(r->s); /* no read open while verdicts are written */
 		return p->job;
 	}
 	return NULL;
@@ -291,7 +306,7 @@ static void row_parsed(void *ctx, struct worker_job *job)
 		struct pending *p = &r->batch[i];
 		if (p->job != job)
 			continue;
-		if (set_state(r->st, p->id, "dead", job->reason, NULL) == 0) {
+		if (set_state(r->st, p->id, MSG_DEAD, job->reason, NULL) == 0) {
 			p->poison = 2; /* recorded */
 			log_warn("message.quarantined mailbox=%s id=%lld reason=%s", p->mailbox,
 				 (long long)p->id, log_quote(job->reason, q, sizeof q));
@@ -302,95 +317,24 @@ static void row_parsed(void *ctx, struct worker_job *job)
 
 /* The ids of the next batch: messages whose parse was started before and
  * never ended come first, one at a time, so that the one that stops the
- * daemon is found and the others are not blamed with it.  0 or -1. */
+ * daemon is found and the others are not blamed with it.  Only messages of
+ * mappings in the config: those of a removed mapping stay stored for when
+ * it comes back, and must not take the batch.  0 or -1. */
 static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, int64_t **ids,
 		     int **attempts, size_t *n)
 {
-	*ids = NULL;
-	*attempts = NULL;
+	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
+	int rc = 0;
+	for (size_t i = 0; i < cfg->n_mailboxes; i++)
+		names[i] = cfg->mailboxes[i].name;
 	*n = 0;
-	for (int suspects = 1; suspects >= 0 && *n == 0; suspects--) {
-		/* only messages of mappings in the config: those of a removed
-		 * mapping stay stored for when it comes back, and must not take
-		 * the batch */
-		struct buf sql;
-		sqlite3_stmt *s;
-		buf_init(&sql);
-		buf_puts(&sql, "SELECT id, parse_attempts FROM messages WHERE state='new'"
-			       " AND raw IS NOT NULL AND mailbox IN (?1");
-		for (size_t i = 0; i < cfg->n_mailboxes; i++)
-			buf_printf(&sql, ",?%zu", i + 3);
-		buf_printf(&sql, ") AND parse_attempts >= %d ORDER BY internaldate, id LIMIT ?2",
-			   suspects);
-		int prc = sqlite3_prepare_v2(store_db(st), sql.data, -1, &s, NULL);
-		buf_free(&sql);
-		if (prc != SQLITE_OK)
-			return -1;
-		/* ?1: the replies mailbox, or a name no mapping can have */
-		sqlite3_bind_text(s, 1, cfg->replies.present ? REPLIES_KEY : "", -1,
-				  SQLITE_STATIC);
-		sqlite3_bind_int(s, 2, suspects ? 1 : limit);
-		for (size_t i = 0; i < cfg->n_mailboxes; i++)
-			sqlite3_bind_text(s, (int)i + 3, cfg->mailboxes[i].name, -1,
-					  SQLITE_STATIC);
-		while (sqlite3_step(s) == SQLITE_ROW) {
-			*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
-			*attempts = xrealloc(*attempts, (*n + 1) * sizeof **attempts);
-			(*ids)[*n] = sqlite3_column_int64(s, 0);
-			(*attempts)[(*n)++] = sqlite3_column_int(s, 1);
-		}
-		sqlite3_finalize(s);
+	for (int suspects = 1; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
+		rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
+				      cfg->n_mailboxes, suspects, suspects ? 1 : limit, ids,
+				      attempts, n);
 	}
-	return 0;
-}
-
-/* Counts a parse started for each of ids, durably before the first byte
- * reaches the worker.  The commit needs no fsync: it must survive the
- * daemon being killed, which the write alone ensures (the next full
- * commit syncs it with the rest), not a power cut. */
-static int count_attempts(struct store *st, const int64_t *ids, size_t n)
-{
-	sqlite3_stmt *s;
-	int rc = -1;
-	if (n == 0)
-		return 0;
-	store_exec(st, "PRAGMA synchronous=NORMAL");
-	if (store_begin(st) == 0) {
-		if (sqlite3_prepare_v2(store_db(st),
-				       "UPDATE messages SET parse_attempts=parse_attempts+1 WHERE id=?",
-				       -1, &s, NULL) == SQLITE_OK) {
-			rc = 0;
-			for (size_t i = 0; i < n && rc == 0; i++) {
-				sqlite3_reset(s);
-				sqlite3_bind_int64(s, 1, ids[i]);
-				rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
-			}
-			sqlite3_finalize(s);
-		}
-		if (rc == 0)
-			rc = store_commit(st);
-		else
-			store_rollback(st);
-	}
-	store_exec(st, "PRAGMA synchronous=FULL");
+	free(names);
 	return rc;
-}
-
-/* A message whose parse ended (or was not its fault) and that is still new
- * — deferred, or the store failed — starts again with no attempt counted. */
-static void forget_attempts(struct store *st, const struct pending *batch, size_t n)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET parse_attempts=0 WHERE id=? AND state='new'", -1,
-			       &s, NULL) != SQLITE_OK)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, batch[i].id);
-		sqlite3_step(s);
-	}
-	sqlite3_finalize(s);
 }
 
 /* Seconds spent in each stage since the start, for the pass summary. */
@@ -403,44 +347,32 @@ void pipeline_stage_seconds(double *parse_s, double *enqueue_s, double *enqueue_
 	*enqueue_cpu_s = stage_enqueue_cpu_s;
 }
 
-int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
-			 int limit)
+/* Sends to the dead list the messages of ids whose parse was started
+ * PARSE_MAX_ATTEMPTS times and never ended, and keeps the others in ids
+ * (*n_parse of them).  Returns how many went dead. */
+static int quarantine_suspects(struct store *st, int64_t *ids, const int *attempts, size_t n_ids,
+			       size_t *n_parse)
 {
-	struct rows r = {.st = st};
-	int64_t *ids;
-	int *attempts;
-	size_t n_ids, n_parse = 0;
 	int done = 0;
-	double t_start = now_monotonic();
-
-	if (batch_ids(st, cfg, limit, &ids, &attempts, &n_ids) < 0)
-		return -1;
+	*n_parse = 0;
 	for (size_t i = 0; i < n_ids; i++) {
 		if (attempts[i] < PARSE_MAX_ATTEMPTS) {
-			ids[n_parse++] = ids[i];
+			ids[(*n_parse)++] = ids[i];
 			continue;
 		}
 		const char *why = "parse never finished: the daemon stopped twice while parsing it";
-		if (set_state(st, ids[i], "dead", why, NULL) == 0) {
+		if (set_state(st, ids[i], MSG_DEAD, why, NULL) == 0) {
 			done++;
-			log_warn("message.quarantined id=%lld reason=\"%s\"", (long long)ids[i], why);
+			log_warn("message.quarantined id=%lld reason=\"%s\"", (long long)ids[i],
+				 why);
 		}
 	}
-	free(attempts);
-	if (count_attempts(st, ids, n_parse) < 0 ||
-	    sqlite3_prepare_v2(store_db(st), "SELECT id, mailbox, raw FROM messages WHERE id=?",
-			       -1, &r.s, NULL) != SQLITE_OK) {
-		free(ids);
-		return done > 0 ? done : -1;
-	}
-	r.ids = ids;
-	r.n_ids = n_parse;
-	struct worker_feed feed = {next_row, row_parsed, &r};
-	worker_parse_stream(w, &feed);
-	sqlite3_finalize(r.s);
-	free(ids);
-	struct pending *batch = r.batch;
-	size_t n = r.n;
+	return done;
+}
+
+/* Takes the outcome of each parse from its job. */
+static void take_outcomes(struct pending *batch, size_t n)
+{
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
 		p->msg = p->job->msg;
@@ -454,70 +386,148 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		free(p->job);
 		p->job = NULL;
 	}
+}
+
+/* Reads and parses the next batch into r (r->batch, r->n).  *done counts
+ * the messages already dealt with (gone dead).  0 or -1. */
+static int parse_batch(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
+		       int limit, struct rows *r, int *done)
+{
+	int64_t *ids;
+	int *attempts;
+	size_t n_ids, n_parse;
+
+	if (batch_ids(st, cfg, limit, &ids, &attempts, &n_ids) < 0)
+		return -1;
+	*done += quarantine_suspects(st, ids, attempts, n_ids, &n_parse);
+	free(attempts);
+	if (messages_count_attempts(st, ids, n_parse) < 0) {
+		free(ids);
+		return -1;
+	}
+	r->ids = ids;
+	r->n_ids = n_parse;
+	struct worker_feed feed = {next_row, row_parsed, r};
+	worker_parse_stream(w, &feed);
+	free(ids);
+	r->ids = NULL;
+	take_outcomes(r->batch, r->n);
+	return 0;
+}
+
+/* The batch transaction as its messages are handled in Date order. */
+struct batch_tx {
+	int *notify;	    /* per message: the sender is told after the commit */
+	int in_tx;	    /* a transaction is open */
+	int in_batch;	    /* messages in it */
+	int done;	    /* messages whose new state is committed */
+	int store_failed;   /* the store refused something */
+	int deferred;	    /* the parse worker was unavailable for one */
+	size_t batch_start; /* first message of the open transaction */
+};
+
+/* A reply commits on its own: the open transaction is committed first and
+ * a new one begun after it. */
+static void handle_reply_in_batch(struct store *st, const struct mf_config *cfg, struct batch_tx *t,
+				  struct pending *p, size_t i)
+{
+	if (batch_commit(st, t->notify, t->batch_start, i, &t->in_batch, &t->done) < 0)
+		t->store_failed = 1;
+	if (handle_reply(st, cfg, p) == 0)
+		t->done++;
+	else
+		t->store_failed = 1;
+	t->in_tx = store_begin(st) == 0;
+	t->store_failed |= !t->in_tx;
+	t->batch_start = i + 1;
+}
+
+/* Records the verdict on message i of the batch. */
+static void handle_one(struct store *st, const struct mf_config *cfg, struct batch_tx *t,
+		       struct pending *p, size_t i)
+{
+	char q[300];
+	if (p->poison < 0) {
+		t->deferred = 1;
+		log_error("message.deferred mailbox=%s id=%lld reason=\"parse worker "
+			  "unavailable\"",
+			  p->mailbox, (long long)p->id);
+	} else if (p->poison == 2) {
+		t->done++;
+	} else if (!t->in_tx) {
+		return;
+	} else if (p->poison) {
+		if (set_state(st, p->id, MSG_DEAD, p->reason, NULL) < 0) {
+			t->store_failed = 1;
+			return;
+		}
+		t->in_batch++;
+		log_warn("message.quarantined mailbox=%s id=%lld reason=%s", p->mailbox,
+			 (long long)p->id, log_quote(p->reason, q, sizeof q));
+	} else if (strcmp(p->mailbox, REPLIES_KEY) == 0) {
+		handle_reply_in_batch(st, cfg, t, p, i);
+	} else if (enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p, &t->notify[i]) ==
+		   0) {
+		t->in_batch++;
+		if (t->notify[i]) /* queued with the verdict it explains */
+			notify_sender(st, cfg, config_mailbox(cfg, p->mailbox), p);
+	} else {
+		t->store_failed = 1;
+	}
+}
+
+/* One transaction (one fsync) for the batch; replies commit on their own
+ * and notices are queued in it (sent by the notice sender).  Progress
+ * counts the messages whose new state was committed: a store that takes
+ * nothing (disk full) must end the caller's loop, not spin on the same
+ * batch.  Returns that count; *store_failed tells of a refusal. */
+static int record_batch(struct store *st, const struct mf_config *cfg, struct pending *batch,
+			size_t n, int *store_failed)
+{
+	struct batch_tx t = {.notify = xcalloc(n ? n : 1, sizeof *t.notify)};
+	t.in_tx = store_begin(st) == 0;
+	t.store_failed = !t.in_tx;
+	for (size_t i = 0; i < n; i++)
+		handle_one(st, cfg, &t, &batch[i], i);
+	if (t.in_tx && batch_commit(st, t.notify, t.batch_start, n, &t.in_batch, &t.done) < 0)
+		t.store_failed = 1;
+	if (t.deferred || t.store_failed) {
+		int64_t *ids = xcalloc(n ? n : 1, sizeof *ids);
+		for (size_t i = 0; i < n; i++)
+			ids[i] = batch[i].id;
+		messages_forget_attempts(st, ids, n);
+		free(ids);
+	}
+	free(t.notify);
+	*store_failed = t.store_failed;
+	return t.done;
+}
+
+int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
+			 int limit)
+{
+	struct rows r = {.st = st};
+	int done = 0, store_failed = 0;
+	double t_start = now_monotonic();
+
+	if (parse_batch(st, cfg, w, limit, &r, &done) < 0) {
+		free(r.batch);
+		return done > 0 ? done : -1;
+	}
+	struct pending *batch = r.batch;
+	size_t n = r.n;
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
 	double t_parsed = now_monotonic(), cpu_parsed = now_thread_cpu();
 	stage_parse_s += t_parsed - t_start;
 
-	/* One transaction (one fsync) for the batch; replies commit on their own
-	 * and notices are queued in it (sent by the notice sender).  Progress
-	 * counts the messages whose new state was committed: a store that
-	 * takes nothing (disk full) must end the caller's loop, not spin on the
-	 * same batch. */
-	int *notify = xcalloc(n ? n : 1, sizeof *notify);
-	int in_tx = store_begin(st) == 0;
-	int in_batch = 0, store_failed = !in_tx, deferred = 0;
-	size_t batch_start = 0; /* first message of the open transaction */
-	for (size_t i = 0; i < n; i++) {
-		struct pending *p = &batch[i];
-		char q[300];
-		if (p->poison < 0) {
-			deferred = 1;
-			log_error("message.deferred mailbox=%s id=%lld reason=\"parse worker "
-				  "unavailable\"",
-				  p->mailbox, (long long)p->id);
-		} else if (p->poison == 2) {
-			done++;
-		} else if (!in_tx) {
-			continue;
-		} else if (p->poison) {
-			if (set_state(st, p->id, "dead", p->reason, NULL) < 0) {
-				store_failed = 1;
-				continue;
-			}
-			in_batch++;
-			log_warn("message.quarantined mailbox=%s id=%lld reason=%s", p->mailbox,
-				 (long long)p->id, log_quote(p->reason, q, sizeof q));
-		} else if (strcmp(p->mailbox, REPLIES_KEY) == 0) {
-			if (batch_commit(st, notify, batch_start, i, &in_batch, &done) < 0)
-				store_failed = 1;
-			if (handle_reply(st, cfg, p) == 0)
-				done++;
-			else
-				store_failed = 1;
-			in_tx = store_begin(st) == 0;
-			store_failed |= !in_tx;
-			batch_start = i + 1;
-		} else if (enqueue_message(st, cfg, config_mailbox(cfg, p->mailbox), p,
-					   &notify[i]) == 0) {
-			in_batch++;
-			if (notify[i]) /* queued with the verdict it explains */
-				notify_sender(st, cfg, config_mailbox(cfg, p->mailbox), p);
-		} else {
-			store_failed = 1;
-		}
-	}
-	if (in_tx && batch_commit(st, notify, batch_start, n, &in_batch, &done) < 0)
-		store_failed = 1;
-	if (deferred || store_failed)
-		forget_attempts(st, batch, n);
+	done += record_batch(st, cfg, batch, n, &store_failed);
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
 		message_free(p->msg);
 		free(p->raw);
 		free(p->mailbox);
 	}
-	free(notify);
 	free(batch);
 	stage_enqueue_s += now_monotonic() - t_parsed;
 	stage_enqueue_cpu_s += now_thread_cpu() - cpu_parsed;

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mailfeed/compose.h"
 #include "mailfeed/recipients.h"
-#include "mailfeed/smtp.h"
 
 int recipients_is_gateway(const struct mf_config *cfg, const char *addr)
 {
@@ -43,7 +43,7 @@ static int is_excluded(const struct mf_config *cfg, const struct mf_message *m, 
 		       const char *a)
 {
 	if (cfg) {
-		char *from = smtp_address_of(cfg->smtp.from);
+		char *from = compose_address_of(cfg->smtp.from);
 		int own = from && strcasecmp(from, a) == 0;
 		free(from);
 		if (own)

@@ -16,12 +16,13 @@
 
 #include "mailfeed/auth.h"
 #include "mailfeed/classify.h"
-#include "mailfeed/digest.h"
 #include "mailfeed/log.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
 #include "mailfeed/replies.h"
+#include "mailfeed/subscribers.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
 
@@ -265,7 +266,6 @@ static char *mute_thread(struct store *st, const char *email, const char *remote
  * on a store error. */
 static char *apply_command(struct store *st, const char *email, const char *cmd, const char *grp)
 {
-	sqlite3_stmt *s;
 	const char *freq = strcmp(cmd, "unsubscribe") == 0 ? "never" : cmd;
 	int changed;
 
@@ -273,25 +273,12 @@ static char *apply_command(struct store *st, const char *email, const char *cmd,
 		return NULL;
 	/* a member of feed groups: the command makes the subscription its own,
 	 * for the same groups, overriding the membership */
-	changed = digest_set_frequency(st, email, freq, "email");
+	changed = subscribers_set_frequency(st, email, freq, "email");
 	if (changed < 0)
 		goto fail;
 	if (!changed && grp && strcmp(freq, "never") != 0) {
-		if (sqlite3_prepare_v2(
-			store_db(st),
-			"INSERT INTO subscribers(email, groups, frequency, since, source)"
-			" VALUES(?1,?2,?3,?4,'email')",
-			-1, &s, NULL) != SQLITE_OK)
+		if (subscribers_put(st, email, grp, freq, -1, NULL, "email", 0) < 0)
 			goto fail;
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, grp, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, freq, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 4, (sqlite3_int64)time(NULL));
-		if (sqlite3_step(s) != SQLITE_DONE) {
-			sqlite3_finalize(s);
-			goto fail;
-		}
-		sqlite3_finalize(s);
 		changed = 1;
 	}
 	if (store_commit(st) < 0)
@@ -349,7 +336,6 @@ static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_
 	    .parent_remote_id = ti->remote_id,
 	    .recipients = &recipients,
 	};
-	sqlite3_stmt *s;
 	if (store_begin(st) < 0) {
 		strlist_free(&recipients);
 		return -1;
@@ -358,14 +344,7 @@ static int enqueue_comment(struct store *st, const struct mf_config *cfg, int64_
 	strlist_free(&recipients);
 	if (item < 0)
 		goto fail;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE messages SET state='queued', reason=NULL WHERE id=?1", -1,
-			       &s, NULL) != SQLITE_OK)
-		goto fail;
-	sqlite3_bind_int64(s, 1, msg_row);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE)
+	if (messages_set_state(st, msg_row, MSG_QUEUED, NULL, NULL) < 0)
 		goto fail;
 	return store_commit(st);
 fail:

@@ -1,6 +1,7 @@
-/* store.c — SQLite state: schema migrations, connection setup and the
- * ingestion primitives that must be exactly-once (message + checkpoint in
- * one transaction).  Other modules keep their SQL next to their logic and
+/* store.c — SQLite state: schema migrations, connection setup, the
+ * folders table (checkpoints and sync status) and retention.  The
+ * messages table belongs to messages.c, the daemon's notes to notes.c;
+ * other modules keep the SQL of their own tables next to their logic and
  * use store_db() with the same writer discipline (see store.h). */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +15,7 @@
 #include <jansson.h>
 
 #include "mailfeed/log.h"
-#include "mailfeed/message.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
@@ -36,101 +37,101 @@ struct store {
 /* Each entry moves the schema from version i to i+1.  Never edit a shipped
  * entry; append a new one. */
 static const char *const migrations[] = {
-	/* 1: initial schema */
-	"CREATE TABLE folders("
-	" mailbox TEXT PRIMARY KEY, account TEXT NOT NULL, folder TEXT NOT NULL,"
-	" uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,"
-	" last_ok INTEGER, last_error TEXT, last_error_at INTEGER, last_event INTEGER);"
-	"CREATE TABLE messages("
-	" id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL,"
-	" uid INTEGER NOT NULL, message_id TEXT, size INTEGER NOT NULL,"
-	" internaldate INTEGER, sha256 TEXT NOT NULL, raw BLOB,"
-	" state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
-	" received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
-	" UNIQUE(mailbox, uidvalidity, uid));"
-	"CREATE INDEX messages_state ON messages(state, internaldate, id);"
-	"CREATE INDEX messages_msgid ON messages(mailbox, message_id);"
-	"CREATE INDEX messages_ack ON messages(mailbox, uidvalidity, acked);"
-	"CREATE TABLE threads("
-	" id INTEGER PRIMARY KEY, grp TEXT NOT NULL, mailbox TEXT NOT NULL,"
-	" subject_norm TEXT, root_item INTEGER, first_date INTEGER, last_date INTEGER);"
-	"CREATE INDEX threads_subject ON threads(grp, subject_norm);"
-	"CREATE TABLE thread_ids("
-	" message_id TEXT NOT NULL, grp TEXT NOT NULL, thread_id INTEGER NOT NULL,"
-	" PRIMARY KEY(message_id, grp));"
-	"CREATE TABLE outbox("
-	" id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, message INTEGER,"
-	" kind TEXT NOT NULL, grp TEXT NOT NULL, thread_id INTEGER, parent INTEGER,"
-	" payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
-	" attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
-	" remote_id TEXT, error TEXT, created INTEGER NOT NULL, delivered_at INTEGER,"
-	" sort_date TEXT NOT NULL DEFAULT '', ext_parent INTEGER NOT NULL DEFAULT 0);"
-	"CREATE INDEX outbox_state ON outbox(state, next_at);"
-	"CREATE INDEX outbox_parent ON outbox(parent, kind, state, sort_date);"
-	"CREATE INDEX outbox_due ON outbox(state, next_at, kind, ext_parent, parent, sort_date);"
-	"CREATE INDEX outbox_message ON outbox(message);"
-	"CREATE TABLE attachments("
-	" id INTEGER PRIMARY KEY, item INTEGER NOT NULL, filename TEXT NOT NULL,"
-	" content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"
-	" data BLOB);"
-	"CREATE INDEX attachments_item ON attachments(item);"
-	"CREATE TABLE subscribers("
-	" email TEXT PRIMARY KEY, groups TEXT NOT NULL, frequency TEXT NOT NULL,"
-	" hour INTEGER, tz TEXT, last_sent INTEGER, since INTEGER NOT NULL,"
-	" source TEXT NOT NULL DEFAULT 'cli');"
-	"CREATE TABLE digest_runs("
-	" email TEXT NOT NULL, period TEXT NOT NULL, state TEXT NOT NULL,"
-	" at INTEGER NOT NULL, PRIMARY KEY(email, period));"
-	"CREATE TABLE notices("
-	" address TEXT NOT NULL, reason TEXT NOT NULL, day TEXT NOT NULL,"
-	" PRIMARY KEY(address, reason, day));"
-	"CREATE TABLE sent_ids("
-	" message_id TEXT PRIMARY KEY, grp TEXT, remote_id TEXT, email TEXT,"
-	" created INTEGER NOT NULL);"
-	"CREATE TABLE local_items("
-	" id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, grp TEXT NOT NULL,"
-	" parent INTEGER, author_name TEXT, author_email TEXT, subject TEXT,"
-	" text TEXT NOT NULL, hashtags TEXT, attachments TEXT, created INTEGER NOT NULL);"
-	"CREATE INDEX local_items_grp ON local_items(grp, created);"
-	"CREATE TABLE daemon(key TEXT PRIMARY KEY, value TEXT, at INTEGER);"
-	"CREATE TABLE reply_posts("
-	" id INTEGER PRIMARY KEY, grp TEXT NOT NULL, remote_id TEXT UNIQUE NOT NULL);"
-	"CREATE TABLE reply_users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL);",
-	/* 2: digest subscribers from the feed's group membership, one row per
-	 * (group, member); their digest state per (email, frequency), since a
-	 * member may want each post of one group and a weekly digest of
-	 * another; when each group's list was last read */
-	"CREATE TABLE feed_members("
-	" grp TEXT NOT NULL, email TEXT NOT NULL, name TEXT, frequency TEXT NOT NULL,"
-	" PRIMARY KEY(grp, email));"
-	"CREATE INDEX feed_members_email ON feed_members(email, frequency);"
-	"CREATE TABLE feed_subscribers("
-	" email TEXT NOT NULL, frequency TEXT NOT NULL, last_sent INTEGER,"
-	" since INTEGER NOT NULL, PRIMARY KEY(email, frequency));"
-	"CREATE TABLE feed_member_reads("
-	" grp TEXT PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL,"
-	" members INTEGER, error TEXT);",
-	/* 3: what the backend noted of an upload made by an earlier attempt */
-	"ALTER TABLE attachments ADD COLUMN remote TEXT;",
-	/* 4: when each notice went out, for the hourly cap of all notices */
-	"ALTER TABLE notices ADD COLUMN at INTEGER;"
-	"CREATE INDEX notices_at ON notices(at);",
-	/* 5: parses of a message started and never ended (the daemon stopped) */
-	"ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
-	/* 6: digests name the sender of what the gateway posted (outbox_origin) */
-	"CREATE INDEX outbox_remote ON outbox(remote_id);",
-	/* 7: threads a subscriber muted (reply "mute" to a post's address) */
-	"CREATE TABLE mutes(email TEXT NOT NULL, remote_id TEXT NOT NULL, at INTEGER NOT NULL,"
-	" PRIMARY KEY(email, remote_id));",
-	/* 8: notices waiting for the relay (notice.c): composed when queued,
-	 * 'pending' -> 'sending' (recorded just before the end of the data)
-	 * -> 'sent', or 'failed' (refused for good, or a day old) */
-	"CREATE TABLE notice_queue("
-	" id INTEGER PRIMARY KEY, address TEXT NOT NULL, reason TEXT NOT NULL,"
-	" mail BLOB NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
-	" attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
-	" created INTEGER NOT NULL, error TEXT);"
-	"CREATE INDEX notice_queue_due ON notice_queue(state, next_at);",
+    /* 1: initial schema */
+    "CREATE TABLE folders("
+    " mailbox TEXT PRIMARY KEY, account TEXT NOT NULL, folder TEXT NOT NULL,"
+    " uidvalidity INTEGER NOT NULL DEFAULT 0, last_uid INTEGER NOT NULL DEFAULT 0,"
+    " last_ok INTEGER, last_error TEXT, last_error_at INTEGER, last_event INTEGER);"
+    "CREATE TABLE messages("
+    " id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL,"
+    " uid INTEGER NOT NULL, message_id TEXT, size INTEGER NOT NULL,"
+    " internaldate INTEGER, sha256 TEXT NOT NULL, raw BLOB,"
+    " state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
+    " received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE(mailbox, uidvalidity, uid));"
+    "CREATE INDEX messages_state ON messages(state, internaldate, id);"
+    "CREATE INDEX messages_msgid ON messages(mailbox, message_id);"
+    "CREATE INDEX messages_ack ON messages(mailbox, uidvalidity, acked);"
+    "CREATE TABLE threads("
+    " id INTEGER PRIMARY KEY, grp TEXT NOT NULL, mailbox TEXT NOT NULL,"
+    " subject_norm TEXT, root_item INTEGER, first_date INTEGER, last_date INTEGER);"
+    "CREATE INDEX threads_subject ON threads(grp, subject_norm);"
+    "CREATE TABLE thread_ids("
+    " message_id TEXT NOT NULL, grp TEXT NOT NULL, thread_id INTEGER NOT NULL,"
+    " PRIMARY KEY(message_id, grp));"
+    "CREATE TABLE outbox("
+    " id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, message INTEGER,"
+    " kind TEXT NOT NULL, grp TEXT NOT NULL, thread_id INTEGER, parent INTEGER,"
+    " payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+    " attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+    " remote_id TEXT, error TEXT, created INTEGER NOT NULL, delivered_at INTEGER,"
+    " sort_date TEXT NOT NULL DEFAULT '', ext_parent INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX outbox_state ON outbox(state, next_at);"
+    "CREATE INDEX outbox_parent ON outbox(parent, kind, state, sort_date);"
+    "CREATE INDEX outbox_due ON outbox(state, next_at, kind, ext_parent, parent, sort_date);"
+    "CREATE INDEX outbox_message ON outbox(message);"
+    "CREATE TABLE attachments("
+    " id INTEGER PRIMARY KEY, item INTEGER NOT NULL, filename TEXT NOT NULL,"
+    " content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"
+    " data BLOB);"
+    "CREATE INDEX attachments_item ON attachments(item);"
+    "CREATE TABLE subscribers("
+    " email TEXT PRIMARY KEY, groups TEXT NOT NULL, frequency TEXT NOT NULL,"
+    " hour INTEGER, tz TEXT, last_sent INTEGER, since INTEGER NOT NULL,"
+    " source TEXT NOT NULL DEFAULT 'cli');"
+    "CREATE TABLE digest_runs("
+    " email TEXT NOT NULL, period TEXT NOT NULL, state TEXT NOT NULL,"
+    " at INTEGER NOT NULL, PRIMARY KEY(email, period));"
+    "CREATE TABLE notices("
+    " address TEXT NOT NULL, reason TEXT NOT NULL, day TEXT NOT NULL,"
+    " PRIMARY KEY(address, reason, day));"
+    "CREATE TABLE sent_ids("
+    " message_id TEXT PRIMARY KEY, grp TEXT, remote_id TEXT, email TEXT,"
+    " created INTEGER NOT NULL);"
+    "CREATE TABLE local_items("
+    " id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, grp TEXT NOT NULL,"
+    " parent INTEGER, author_name TEXT, author_email TEXT, subject TEXT,"
+    " text TEXT NOT NULL, hashtags TEXT, attachments TEXT, created INTEGER NOT NULL);"
+    "CREATE INDEX local_items_grp ON local_items(grp, created);"
+    "CREATE TABLE daemon(key TEXT PRIMARY KEY, value TEXT, at INTEGER);"
+    "CREATE TABLE reply_posts("
+    " id INTEGER PRIMARY KEY, grp TEXT NOT NULL, remote_id TEXT UNIQUE NOT NULL);"
+    "CREATE TABLE reply_users(id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL);",
+    /* 2: digest subscribers from the feed's group membership, one row per
+     * (group, member); their digest state per (email, frequency), since a
+     * member may want each post of one group and a weekly digest of
+     * another; when each group's list was last read */
+    "CREATE TABLE feed_members("
+    " grp TEXT NOT NULL, email TEXT NOT NULL, name TEXT, frequency TEXT NOT NULL,"
+    " PRIMARY KEY(grp, email));"
+    "CREATE INDEX feed_members_email ON feed_members(email, frequency);"
+    "CREATE TABLE feed_subscribers("
+    " email TEXT NOT NULL, frequency TEXT NOT NULL, last_sent INTEGER,"
+    " since INTEGER NOT NULL, PRIMARY KEY(email, frequency));"
+    "CREATE TABLE feed_member_reads("
+    " grp TEXT PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL,"
+    " members INTEGER, error TEXT);",
+    /* 3: what the backend noted of an upload made by an earlier attempt */
+    "ALTER TABLE attachments ADD COLUMN remote TEXT;",
+    /* 4: when each notice went out, for the hourly cap of all notices */
+    "ALTER TABLE notices ADD COLUMN at INTEGER;"
+    "CREATE INDEX notices_at ON notices(at);",
+    /* 5: parses of a message started and never ended (the daemon stopped) */
+    "ALTER TABLE messages ADD COLUMN parse_attempts INTEGER NOT NULL DEFAULT 0;",
+    /* 6: digests name the sender of what the gateway posted (outbox_origin) */
+    "CREATE INDEX outbox_remote ON outbox(remote_id);",
+    /* 7: threads a subscriber muted (reply "mute" to a post's address) */
+    "CREATE TABLE mutes(email TEXT NOT NULL, remote_id TEXT NOT NULL, at INTEGER NOT NULL,"
+    " PRIMARY KEY(email, remote_id));",
+    /* 8: notices waiting for the relay (notice.c): composed when queued,
+     * 'pending' -> 'sending' (recorded just before the end of the data)
+     * -> 'sent', or 'failed' (refused for good, or a day old) */
+    "CREATE TABLE notice_queue("
+    " id INTEGER PRIMARY KEY, address TEXT NOT NULL, reason TEXT NOT NULL,"
+    " mail BLOB NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+    " attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+    " created INTEGER NOT NULL, error TEXT);"
+    "CREATE INDEX notice_queue_due ON notice_queue(state, next_at);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -175,7 +176,8 @@ static int has_tables(sqlite3 *db)
 {
 	sqlite3_stmt *s;
 	int found = 0;
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 1", -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 1", -1, &s, NULL) !=
+	    SQLITE_OK)
 		return 0;
 	found = sqlite3_step(s) == SQLITE_ROW;
 	sqlite3_finalize(s);
@@ -205,10 +207,11 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 				snprintf(err, errlen, "cannot read schema version: %s",
 					 sqlite3_errmsg(db));
 			else
-				snprintf(err, errlen,
-					 "state database has schema version %d, this mailfeed knows "
-					 "up to %d; use a newer mailfeed",
-					 v, SCHEMA_VERSION);
+				snprintf(
+				    err, errlen,
+				    "state database has schema version %d, this mailfeed knows "
+				    "up to %d; use a newer mailfeed",
+				    v, SCHEMA_VERSION);
 			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 			return -1;
 		}
@@ -240,8 +243,7 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 }
 
 /* Why a database could not be opened, with what the admin can do. */
-static void open_error(sqlite3 *db, const char *path, const char *detail, char *err,
-		       size_t errlen)
+static void open_error(sqlite3 *db, const char *path, const char *detail, char *err, size_t errlen)
 {
 	int rc = sqlite3_errcode(db) & 0xff;
 	if (disk_full(db))
@@ -353,9 +355,8 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 	char *msg = NULL;
 	if (prepare_file(path, err, errlen) < 0)
 		return NULL;
-	int rc = sqlite3_open_v2(path, &db,
-				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-				 NULL);
+	int rc = sqlite3_open_v2(
+	    path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		if (db && disk_full(db))
 			describe_error(db, path, err, errlen);
@@ -591,183 +592,9 @@ int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
 	return step_done(st, s);
 }
 
-int store_message_known(struct store *st, const char *mailbox, const char *message_id,
-			const char *sha256)
-{
-	sqlite3_stmt *s;
-	int known = 0;
-	if (message_id)
-		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
-			     " AND sha256=?3 LIMIT 1");
-	else
-		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
-			     " AND sha256=?3 LIMIT 1");
-	if (!s)
-		return 0;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	if (message_id)
-		sqlite3_bind_text(s, 2, message_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, sha256, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		known = 1;
-	sqlite3_finalize(s);
-	return known;
-}
-
-int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted)
-{
-	char hash[65];
-	*inserted = 0;
-	if (m->raw)
-		sha256_hex(m->raw, m->raw_len, hash);
-	else
-		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
-	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
-		sqlite3_stmt *s = prep(
-		    st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
-			" size, internaldate, sha256, raw, state, reason, received_at)"
-			" VALUES(?,?,?,?,?,?,?,?,?,?,?)");
-		if (!s)
-			return -1;
-		sqlite3_bind_text(s, 1, m->mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, m->uidvalidity);
-		sqlite3_bind_int64(s, 3, m->uid);
-		if (m->message_id)
-			sqlite3_bind_text(s, 4, m->message_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 5, m->size);
-		sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
-		sqlite3_bind_text(s, 7, hash, -1, SQLITE_STATIC);
-		if (m->raw)
-			sqlite3_bind_blob64(s, 8, m->raw, m->raw_len, SQLITE_STATIC);
-		sqlite3_bind_text(s, 9, m->state ? m->state : "new", -1, SQLITE_STATIC);
-		if (m->reason)
-			sqlite3_bind_text(s, 10, m->reason, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 11, (sqlite3_int64)time(NULL));
-		if (step_done(st, s) < 0)
-			return -1;
-		*inserted = sqlite3_changes(st->db) > 0;
-	}
-	return store_folder_advance(st, m->mailbox, m->uid);
-}
-
-int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
-			   uint32_t uid, const char *parsed)
-{
-	sqlite3_stmt *s = prep(st, "UPDATE messages SET parsed=? WHERE mailbox=? AND"
-				   " uidvalidity=? AND uid=? AND raw IS NULL");
-	if (!s)
-		return -1;
-	sqlite3_bind_text(s, 1, parsed, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, uidvalidity);
-	sqlite3_bind_int64(s, 4, uid);
-	return step_done(st, s);
-}
-
-int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
-{
-	if (store_begin(st) < 0)
-		return -1;
-	if (store_message_add_tx(st, m, inserted) < 0) {
-		store_rollback(st);
-		*inserted = 0;
-		return -1;
-	}
-	if (store_commit(st) < 0) {
-		*inserted = 0;
-		return -1;
-	}
-	return 0;
-}
-
-/* acked: 0 not yet, 1 after-action done, 2 marked $MailfeedDead and
- * waiting.  A message whose post or comment went dead is not acknowledged:
- * it waits until it is delivered or dropped.  One quarantined before it
- * became an item (the parser failed on it) is recorded with its reason and
- * done with. */
-#define ITEM_DEAD "EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id)"
-#define ACK_DONE_STATES                                                              \
-	"(state IN ('delivered','skipped','handled','dropped')"                       \
-	" OR (state='dead' AND NOT " ITEM_DEAD "))"
-
-int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		      enum ack_query q, uint32_t **uids, size_t *n)
-{
-	static const char *const sql[] = {
-	    [ACK_DUE] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
-			" AND acked IN (0,2) AND " ACK_DONE_STATES
-			" ORDER BY uid LIMIT 1000",
-	    [ACK_TO_MARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
-			    " AND acked=0 AND state='dead' AND " ITEM_DEAD
-			    " ORDER BY uid LIMIT 1000",
-	    [ACK_TO_UNMARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
-			      " AND acked=2 AND " ACK_DONE_STATES
-			      " ORDER BY uid LIMIT 1000",
-	};
-	sqlite3_stmt *s = prep(st, sql[q]);
-	size_t cap = 0;
-	*uids = NULL;
-	*n = 0;
-	if (!s)
-		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, uidvalidity);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 64;
-			*uids = xrealloc(*uids, cap * sizeof **uids);
-		}
-		(*uids)[(*n)++] = (uint32_t)sqlite3_column_int64(s, 0);
-	}
-	sqlite3_finalize(s);
-	return 0;
-}
-
-int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t **uids,
-		   size_t *n)
-{
-	return store_acks_select(st, mailbox, uidvalidity, ACK_DUE, uids, n);
-}
-
-int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		   const uint32_t *uids, size_t n, int acked)
-{
-	if (store_begin(st) < 0)
-		return -1;
-	sqlite3_stmt *s =
-	    prep(st, "UPDATE messages SET acked=? WHERE mailbox=? AND uidvalidity=? AND uid=?");
-	if (!s) {
-		store_rollback(st);
-		return -1;
-	}
-	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_int(s, 1, acked);
-		sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, uidvalidity);
-		sqlite3_bind_int64(s, 4, uids[i]);
-		sqlite3_step(s);
-		sqlite3_reset(s);
-	}
-	sqlite3_finalize(s);
-	return store_commit(st);
-}
-
-int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		    const uint32_t *uids, size_t n)
-{
-	return store_acks_set(st, mailbox, uidvalidity, uids, n, 1);
-}
-
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 {
 	static const char *const sql[] = {
-	    /* finished mail: delivered, handled, or dropped from the dead list */
-	    "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at <= ?1"
-	    " AND (state IN ('delivered','handled','dropped') OR (state IN ('skipped','dead')"
-	    " AND EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id AND"
-	    " o.state='dropped')))"
-	    " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
-	    " AND (o.state NOT IN ('delivered','dropped') OR COALESCE(o.delivered_at,0) > ?1))",
 	    "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
 	    " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
 	    " AND COALESCE(delivered_at, created) <= ?1)",
@@ -781,6 +608,11 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 	st->pruned_at = now;
 	if (store_begin(st) < 0)
 		return -1;
+	/* finished mail: messages.c says which */
+	if ((changed = messages_prune_raw(st, now - keep_raw)) < 0) {
+		store_rollback(st);
+		return -1;
+	}
 	for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
 		sqlite3_stmt *s = prep(st, sql[i]);
 		if (!s) {
@@ -803,75 +635,74 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 	return changed;
 }
 
-void store_content_hash(json_t *parsed, char out[65])
+static char *text_dup(sqlite3_stmt *s, int col)
 {
-	struct buf b;
-	buf_init(&b);
-	const char *fields[] = {
-	    json_string_value(json_object_get(json_object_get(parsed, "from"), "email")),
-	    json_string_value(json_object_get(parsed, "subject")),
-	    json_string_value(json_object_get(parsed, "full_text")),
-	};
-	for (size_t i = 0; i < 3; i++) {
-		buf_puts(&b, fields[i] ? fields[i] : "");
-		buf_putc(&b, '\0');
-	}
-	size_t i;
-	json_t *a;
-	json_array_foreach(json_object_get(parsed, "attachments"), i, a)
-	{
-		const char *name = json_string_value(json_object_get(a, "filename"));
-		const char *type = json_string_value(json_object_get(a, "content_type"));
-		const char *sum = json_string_value(json_object_get(a, "sha256"));
-		/* attach_original's copy differs with every folder's headers */
-		if (name && type && strcmp(name, "original.eml") == 0 &&
-		    strcmp(type, "message/rfc822") == 0)
-			continue;
-		buf_puts(&b, sum ? sum : "");
-		buf_putc(&b, '\0');
-	}
-	sha256_hex(b.data ? b.data : "", b.len, out);
-	buf_free(&b);
+	const char *t = (const char *)sqlite3_column_text(s, col);
+	return t ? xstrdup(t) : NULL;
 }
 
-int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
-			  size_t notelen)
+/* One row of "SELECT mailbox, account, folder, uidvalidity, last_uid,
+ * last_ok, last_error, last_error_at, last_event FROM folders". */
+static void folder_row(sqlite3_stmt *s, struct folder_status *fs)
 {
-	char hash[65], h[65];
-	json_t *j = message_to_json(m, 0);
-	store_content_hash(j, hash);
-	json_decref(j);
-	sqlite3_stmt *s;
-	int same = -1;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
-			       " WHERE o.key=?",
-			       -1, &s, NULL) != SQLITE_OK)
-		return 1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
-		json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
-		if (p) {
-			store_content_hash(p, h);
-			same = strcmp(h, hash) == 0;
-			json_decref(p);
-		}
+	fs->mailbox = text_dup(s, 0);
+	fs->account = text_dup(s, 1);
+	fs->folder = text_dup(s, 2);
+	fs->uidvalidity = (uint32_t)sqlite3_column_int64(s, 3);
+	fs->last_uid = (uint32_t)sqlite3_column_int64(s, 4);
+	fs->last_ok = (time_t)sqlite3_column_int64(s, 5);
+	fs->last_error = text_dup(s, 6);
+	fs->last_error_at = (time_t)sqlite3_column_int64(s, 7);
+	fs->last_event = (time_t)sqlite3_column_int64(s, 8);
+}
+
+#define FOLDER_COLUMNS                                                                             \
+	"SELECT mailbox, account, folder, uidvalidity, last_uid, last_ok, last_error,"             \
+	" last_error_at, last_event FROM folders"
+
+int store_folder_status(struct store *st, const char *mailbox, struct folder_status *fs)
+{
+	sqlite3_stmt *s = prep(st, FOLDER_COLUMNS " WHERE mailbox=?");
+	int found = 0;
+	memset(fs, 0, sizeof *fs);
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		folder_row(s, fs);
+		found = 1;
 	}
 	sqlite3_finalize(s);
-	if (same != 0)
-		return 1; /* the same, or nothing to compare: a duplicate */
-	char *src = xasprintf("%s\n%s", key, hash);
-	sha256_hex(src, strlen(src), h);
-	free(src);
-	snprintf(note, notelen,
-		 "Message-ID also used by item %s with other content (forged or changed copy); "
-		 "both kept",
-		 key);
-	snprintf(key, 40, "mf-%.32s", h);
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
-		return 1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	int known = sqlite3_step(s) == SQLITE_ROW;
+	return found;
+}
+
+int store_folders_list(struct store *st, struct folder_status **list, size_t *n)
+{
+	sqlite3_stmt *s = prep(st, FOLDER_COLUMNS " ORDER BY mailbox");
+	*list = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		*list = xrealloc(*list, (*n + 1) * sizeof **list);
+		folder_row(s, &(*list)[(*n)++]);
+	}
 	sqlite3_finalize(s);
-	return known;
+	return 0;
+}
+
+void store_folder_status_free(struct folder_status *fs)
+{
+	free(fs->mailbox);
+	free(fs->account);
+	free(fs->folder);
+	free(fs->last_error);
+	memset(fs, 0, sizeof *fs);
+}
+
+void store_folders_free(struct folder_status *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		store_folder_status_free(&list[i]);
+	free(list);
 }

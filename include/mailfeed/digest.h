@@ -1,4 +1,6 @@
-/* digest.h — digests and per-post notifications by email.
+/* digest.h — digests and per-post notifications by email: the run
+ * (digest.c), the schedule (digest_schedule.c) and the rendering
+ * (digest_render.c).  Who subscribes is subscribers.h's.
  *
  * Scheduling works in each subscriber's IANA zone: the period key of the
  * last scheduled moment not after now ("d:2026-11-23", "w:2026-W48",
@@ -17,27 +19,6 @@
 #include "mailfeed/config.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/store.h"
-
-/* Inserts the [subscriber] sections missing from the table (source
- * 'config').  Returns how many were added, or -1. */
-int digest_seed_subscribers(struct store *st, const struct mf_config *cfg);
-
-/* Sets the digest frequency of email: on its own subscription when it has
- * one, else on a subscription of its own (source: who asked, 'cli' or
- * 'email') for every group it is a feed member of, which then overrides the
- * membership.  1 changed, 0 not a subscriber, -1 store error. */
-int digest_set_frequency(struct store *st, const char *email, const char *frequency,
-			 const char *source);
-
-/* [digest] subscribers = feed: reads the members of every mapped group
- * whose list is older than an hour (every group with force) through
- * read_members and records them as subscribers of the frequency they
- * chose for that group.  A group that cannot be read keeps its last known
- * members (one log line); members of groups no longer mapped are dropped.
- * Returns the number of groups that could not be read or recorded. */
-int digest_refresh_members(struct store *st, const struct mf_config *cfg,
-			   const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
-			   int force);
 
 /* Sends what is due at now (force = 1: a digest for every subscriber, or
  * only only_email, covering everything since their last one).  Content is

@@ -7,17 +7,18 @@
 
 #include "mailfeed/config.h"
 #include "mailfeed/imap.h"
+#include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 
 /* One folder as ingest sees it (borrowed strings). */
 struct ingest_folder {
-	const char *key;               /* mapping name, or the replies key */
+	const char *key; /* mapping name, or the replies key */
 	const struct mf_account *acct;
 	const char *folder;
 	long long max_size;
-	enum start_mode start;         /* on the mapping's first sight */
+	enum start_mode start; /* on the mapping's first sight */
 	long start_since;
-	const struct mf_config *cfg;   /* for notices to senders; NULL: none */
+	const struct mf_config *cfg; /* for notices to senders; NULL: none */
 };
 
 /* Syncs one folder: select, detect UIDVALIDITY changes, fetch every new
@@ -29,13 +30,13 @@ struct ingest_folder {
 #define INGEST_STORE_FAILED (-2)
 int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		       atomic_int *stop, int *new_messages, char *err, size_t errlen);
-/* Fetches uids of the selected folder and stores them in state ("new", or
- * "held" for backfill), in batches; the checkpoint never moves back.  A
+/* Fetches uids of the selected folder and stores them in state (MSG_NEW,
+ * or MSG_HELD for backfill), in batches; the checkpoint never moves back.  A
  * message over f->max_size is recorded as skipped with its sender and
  * subject, and the sender is told.  *inserted counts messages not known
  * before.  Returns as above. */
 int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
-		uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *state,
+		uint32_t uidvalidity, const uint32_t *uids, size_t n, enum msg_state state,
 		atomic_int *stop, int *inserted, char *err, size_t errlen);
 /* Applies the after-action to every message of key that is safe now.
  * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder, or

@@ -18,6 +18,10 @@ int note_get(struct store *st, const char *key, char **value, time_t *at);
 int note_count(struct store *st, const char *key, long n);
 long long note_counter(struct store *st, const char *key);
 
+/* The error of a configuration reload that was refused (value), removed
+ * once a reload succeeds. */
+#define NOTE_RELOAD_ERROR "reload_error"
+
 /* Counters of the metrics (the total of delivered items and sent digests
  * are rows of their own). */
 #define NOTE_COUNT_RETRIED "count:retried"

@@ -1,4 +1,5 @@
-/* smtp.h — sending mail through the [smtp] relay with libcurl.
+/* smtp.h — sending mail through the [smtp] relay with libcurl (the
+ * transport; what goes into a mail is compose.h's).
  *
  * One client keeps its connections open, so consecutive messages reuse
  * them: one for smtp_send, up to SMTP_GROUP_MAX for smtp_send_group.
@@ -8,10 +9,8 @@
 #ifndef MAILFEED_SMTP_H
 #define MAILFEED_SMTP_H
 
-#include <stddef.h>
-#include <time.h>
-
 #include "mailfeed/config.h"
+#include <stddef.h>
 
 enum smtp_result {
 	SMTP_SENT = 0,	    /* the relay answered 250 to the data */
@@ -30,20 +29,20 @@ void smtp_free(struct smtp_client *c);
  * answer or the network error in err. */
 int smtp_check(struct smtp_client *c, char *err, size_t errlen);
 
-/* Sends one message (data: CRLF lines, headers and body) to one recipient.
- * Returns an enum smtp_result; err holds the relay's answer when not sent. */
-int smtp_send(struct smtp_client *c, const char *from_addr, const char *to, const char *data,
-	      size_t len, char *err, size_t errlen);
+/* Sends one message (data: CRLF lines, headers and body) to one recipient;
+ * err holds the relay's answer when not sent. */
+enum smtp_result smtp_send(struct smtp_client *c, const char *from_addr, const char *to,
+			   const char *data, size_t len, char *err, size_t errlen);
 
 /* One message of smtp_send_group. */
 struct smtp_message {
 	const char *to;
 	const char *data; /* CRLF lines, headers and body */
 	size_t len;
-	int held;      /* set: it reached the point just before its last bytes */
-	int go;	       /* set by before_end: finish it */
-	int result;    /* enum smtp_result, when the call returns */
-	char err[512]; /* the relay's answer when not sent */
+	int held;		 /* set: it reached the point just before its last bytes */
+	int go;			 /* set by before_end: finish it */
+	enum smtp_result result; /* when the call returns */
+	char err[512];		 /* the relay's answer when not sent */
 };
 
 #define SMTP_GROUP_MAX 8
@@ -59,33 +58,5 @@ struct smtp_message {
 void smtp_send_group(struct smtp_client *c, const char *from_addr, struct smtp_message **msgs,
 		     size_t n, void (*before_end)(void *arg, struct smtp_message **held, size_t m),
 		     void *arg);
-
-/* The bare address of a From value ("Name <a@b>" or "a@b"), owned, or NULL
- * when it holds none that is printable ASCII without specials. */
-char *smtp_address_of(const char *from);
-
-/* Composing mailfeed's outgoing mail (digests, notifications, notices).
- * Values from mail or the feed are untrusted: these never let CR/LF or
- * 8-bit bytes into a header. */
-struct buf;
-/* s on one line: controls (CR/LF included) and runs of spaces become one
- * space.  Owned. */
-char *smtp_header_text(const char *s);
-/* "Name: value\r\n": non-ASCII as RFC 2047 UTF-8 encoded-words, long
- * values folded. */
-void smtp_put_header(struct buf *b, const char *name, const char *value);
-/* An address header from "Display Name <addr>" or "addr"; the display name
- * is cut at 200 bytes, an unusable address is left out. */
-void smtp_put_address(struct buf *b, const char *name, const char *value);
-/* "Date: ...\r\n" in RFC 5322 form, UTC. */
-void smtp_put_date(struct buf *b, time_t t);
-/* The headers every mail of mailfeed carries: Auto-Submitted (given
- * value), X-Auto-Response-Suppress: All, List-Id: <mailfeed.DOMAIN> and
- * the loop marker X-Mailfeed-Loop: yes. */
-void smtp_put_robot_headers(struct buf *b, const struct mf_config *cfg, const char *auto_submitted);
-/* text (UTF-8, \n line ends) as base64 of its CRLF form, 76-column lines. */
-void smtp_put_base64(struct buf *b, const char *text);
-/* A fresh Message-ID without <>, at the reply address's domain. Owned. */
-char *smtp_new_message_id(const struct mf_config *cfg);
 
 #endif

@@ -11,6 +11,7 @@
  * Tables (schema in store.c, versioned by PRAGMA user_version):
  *   folders      per mapping: uidvalidity, last_uid checkpoint, last ok/error
  *   messages     every message taken in: raw bytes, ids, state, reason
+ *                (owned by messages.c, see messages.h)
  *   threads, thread_ids   thread of each Message-ID per group
  *   outbox       posts/comments to deliver, with idempotency key and state
  *   attachments  files of outbox items
@@ -24,6 +25,7 @@
 
 #include <jansson.h>
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -76,53 +78,21 @@ int store_folder_error(struct store *st, const char *mailbox, const char *error)
 /* Advances the checkpoint (never backwards). Call inside a transaction. */
 int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid);
 
-struct stored_message {
-	const char *mailbox;
-	uint32_t uidvalidity;
-	uint32_t uid;
-	const char *message_id;   /* may be NULL */
-	int64_t size;
-	time_t internaldate;
-	const char *raw;          /* NULL when skipped without fetching */
-	size_t raw_len;
-	const char *state;        /* "new" or "skipped" */
-	const char *reason;       /* for skipped */
+/* What `status` and the metrics show of a mapping's folder. */
+struct folder_status {
+	char *mailbox, *account, *folder; /* owned */
+	uint32_t uidvalidity, last_uid;
+	time_t last_ok, last_event; /* 0: never */
+	char *last_error;	    /* owned; NULL when none */
+	time_t last_error_at;
 };
-
-/* Inserts a message and advances the folder checkpoint to its UID in one
- * transaction.  A message already known (same mailbox/uidvalidity/uid, or —
- * after a UIDVALIDITY change — same Message-ID and content hash) is not
- * inserted again; *inserted tells which.  Returns 0 or -1. */
-int store_message_add(struct store *st, const struct stored_message *m, int *inserted);
-/* The same inside the caller's transaction, so that a batch of messages
- * and the checkpoint after its last one commit (and fsync) together. */
-int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted);
-
-/* What is known of a message stored without its content (too large):
- * parsed = JSON {"from": {"name", "email"}, "subject"} from its header. */
-int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
-			   uint32_t uid, const char *parsed);
-
-/* Whether a message with this Message-ID and hash is already stored for the
- * mailbox (UIDVALIDITY resync). */
-int store_message_known(struct store *st, const char *mailbox, const char *message_id,
-			const char *sha256);
-
-/* UIDs of this mailbox/uidvalidity whose after-action is due (message safe:
- * delivered, skipped with a reason, or dropped from the dead list) and not
- * yet done.  A dead message waits. */
-int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		   uint32_t **uids, size_t *n);
-int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		    const uint32_t *uids, size_t n);
-/* The dead mark ($MailfeedDead on the server): messages to mark, marked
- * ones whose after-action is now due (to unmark first), and the due ones. */
-enum ack_query { ACK_DUE, ACK_TO_MARK, ACK_TO_UNMARK };
-int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		      enum ack_query q, uint32_t **uids, size_t *n);
-/* Sets acked (0 waiting, 1 done, 2 marked dead) of uids. */
-int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		   const uint32_t *uids, size_t n, int acked);
+/* The row of mailbox: 1 (fs filled, free with store_folder_status_free),
+ * 0 when the state has none (fs zeroed), -1. */
+int store_folder_status(struct store *st, const char *mailbox, struct folder_status *fs);
+/* Every folder the state knows, by mailbox name.  Owned array.  0 or -1. */
+int store_folders_list(struct store *st, struct folder_status **list, size_t *n);
+void store_folder_status_free(struct folder_status *fs);
+void store_folders_free(struct folder_status *list, size_t n);
 
 /* Retention: forgets the raw mail of messages that are finished
  * (delivered, handled, or dropped from the dead list) and the file bytes
@@ -133,18 +103,5 @@ int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
  * Returns the rows changed, or -1. */
 #define STORE_PRUNE_EVERY 60
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now);
-
-/* Dedupe on Message-ID plus content: the hash of what a message says —
- * sender address, subject, full text, attachment digests (not the
- * original.eml copy, whose headers differ from folder to folder) — taken
- * from its JSON form (message_to_json), into out (65 bytes). */
-void store_content_hash(json_t *parsed, char out[65]);
-/* The outbox item `key` (of m's Message-ID) exists.  1 when it says the
- * same as m, or cannot be compared: m is a duplicate.  Else key becomes
- * one of m's content and note says why; 0, or 1 when that key is taken
- * too (this copy came before). */
-struct mf_message;
-int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
-			  size_t notelen);
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailfeed/smtp.h"
+#include "mailfeed/compose.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
 
@@ -38,8 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct buf b;
 	buf_init(&b);
-	smtp_put_header(&b, "Subject", in);
-	smtp_put_address(&b, "To", in);
+	compose_put_header(&b, "Subject", in);
+	compose_put_address(&b, "To", in);
 	for (size_t i = 0, col = 0; i < b.len; i++, col++) {
 		if (b.data[i] == '\n' || b.data[i] == '\r') {
 			if (b.data[i] != '\r' || i + 1 >= b.len || b.data[i + 1] != '\n')

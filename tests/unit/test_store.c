@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 
 static char path[64];
@@ -54,7 +55,7 @@ static int add(struct store *st, const char *mb, uint32_t uv, uint32_t uid, cons
 				   .size = (int64_t)strlen(raw),
 				   .raw = raw,
 				   .raw_len = strlen(raw),
-				   .state = "new"};
+				   .state = MSG_NEW};
 	assert_int_equal(store_message_add(st, &m, &inserted), 0);
 	return inserted;
 }

@@ -1,0 +1,710 @@
+/* messages.c — the messages table: its states and their names, taking
+ * messages in exactly once (message + checkpoint in one transaction), the
+ * state changes the pipeline, backfill and the outbox ask for, the
+ * after-action rule, retention of raw mail, dedupe on content, and the
+ * counts status and the metrics show.  The only module with SQL on the
+ * table; the states and their transitions are listed in messages.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailfeed/log.h"
+#include "mailfeed/message.h"
+#include "mailfeed/messages.h"
+#include "mailfeed/util.h"
+
+/* The names stored in the database: never change one.  SQL below quotes
+ * them with Q() so that every state string comes from here. */
+#define S_NEW "new"
+#define S_HELD "held"
+#define S_QUEUED "queued"
+#define S_SKIPPED "skipped"
+#define S_HANDLED "handled"
+#define S_DEAD "dead"
+#define S_DELIVERED "delivered"
+#define S_DROPPED "dropped"
+#define Q(s) "'" s "'"
+
+static const char *const state_names[MSG_STATE_COUNT] = {
+    [MSG_NEW] = S_NEW,
+    [MSG_HELD] = S_HELD,
+    [MSG_QUEUED] = S_QUEUED,
+    [MSG_SKIPPED] = S_SKIPPED,
+    [MSG_HANDLED] = S_HANDLED,
+    [MSG_DEAD] = S_DEAD,
+    [MSG_DELIVERED] = S_DELIVERED,
+    [MSG_DROPPED] = S_DROPPED,
+};
+
+const char *msg_state_name(enum msg_state s)
+{
+	return (unsigned)s < MSG_STATE_COUNT ? state_names[s] : NULL;
+}
+
+int msg_state_parse(const char *name, enum msg_state *s)
+{
+	for (int i = 0; name && i < MSG_STATE_COUNT; i++)
+		if (strcmp(name, state_names[i]) == 0) {
+			*s = (enum msg_state)i;
+			return 0;
+		}
+	return -1;
+}
+
+int msg_after_action_due(enum msg_state s, int has_item)
+{
+	return s == MSG_DELIVERED || s == MSG_SKIPPED || s == MSG_HANDLED || s == MSG_DROPPED ||
+	       (s == MSG_DEAD && !has_item);
+}
+
+/* The same rule in SQL, on a row of messages (acked: 0 not yet,
+ * 1 after-action done, 2 marked $MailfeedDead and waiting). */
+#define HAS_ITEM "EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id)"
+#define AFTER_ACTION_DUE                                                                           \
+	"(state IN (" Q(S_DELIVERED) "," Q(S_SKIPPED) "," Q(S_HANDLED) "," Q(                      \
+	    S_DROPPED) ")"                                                                         \
+		       " OR (state=" Q(S_DEAD) " AND NOT " HAS_ITEM "))"
+
+/* No outbox item of the message is on its way: all delivered or dropped. */
+#define NONE_ON_ITS_WAY                                                                            \
+	"NOT EXISTS(SELECT 1 FROM outbox WHERE message=messages.id"                                \
+	" AND state NOT IN ('delivered','dropped'))"
+
+static sqlite3_stmt *prep(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK) {
+		char e[600];
+		log_error("store.error prepare=failed error=%s",
+			  log_quote(store_errmsg(st), e, sizeof e));
+		return NULL;
+	}
+	return s;
+}
+
+/* Steps s once and finalizes it.  0 or -1 (logged). */
+static int step_done(struct store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		char e[600];
+		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
+		sqlite3_finalize(s);
+		return -1;
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/* One statement on one message id (?1) in the caller's transaction. */
+static int update_id(struct store *st, const char *sql, int64_t id)
+{
+	sqlite3_stmt *s = prep(st, sql);
+	if (s)
+		sqlite3_bind_int64(s, 1, id);
+	return step_done(st, s);
+}
+
+/* --- taking messages in ----------------------------------------------- */
+
+int store_message_known(struct store *st, const char *mailbox, const char *message_id,
+			const char *sha256)
+{
+	sqlite3_stmt *s;
+	int known = 0;
+	if (message_id)
+		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
+			     " AND sha256=?3 LIMIT 1");
+	else
+		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
+			     " AND sha256=?3 LIMIT 1");
+	if (!s)
+		return 0;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	if (message_id)
+		sqlite3_bind_text(s, 2, message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, sha256, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		known = 1;
+	sqlite3_finalize(s);
+	return known;
+}
+
+int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted)
+{
+	char hash[65];
+	const char *state = msg_state_name(m->state);
+	*inserted = 0;
+	if (m->raw)
+		sha256_hex(m->raw, m->raw_len, hash);
+	else
+		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
+	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
+		sqlite3_stmt *s =
+		    prep(st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
+			     " size, internaldate, sha256, raw, state, reason, received_at)"
+			     " VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+		if (!s)
+			return -1;
+		sqlite3_bind_text(s, 1, m->mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, m->uidvalidity);
+		sqlite3_bind_int64(s, 3, m->uid);
+		if (m->message_id)
+			sqlite3_bind_text(s, 4, m->message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 5, m->size);
+		sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
+		sqlite3_bind_text(s, 7, hash, -1, SQLITE_STATIC);
+		if (m->raw)
+			sqlite3_bind_blob64(s, 8, m->raw, m->raw_len, SQLITE_STATIC);
+		sqlite3_bind_text(s, 9, state ? state : S_NEW, -1, SQLITE_STATIC);
+		if (m->reason)
+			sqlite3_bind_text(s, 10, m->reason, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 11, (sqlite3_int64)time(NULL));
+		if (step_done(st, s) < 0)
+			return -1;
+		*inserted = sqlite3_changes(store_db(st)) > 0;
+	}
+	return store_folder_advance(st, m->mailbox, m->uid);
+}
+
+int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			   uint32_t uid, const char *parsed)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE messages SET parsed=? WHERE mailbox=? AND"
+				   " uidvalidity=? AND uid=? AND raw IS NULL");
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, parsed, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, uidvalidity);
+	sqlite3_bind_int64(s, 4, uid);
+	return step_done(st, s);
+}
+
+int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
+{
+	if (store_begin(st) < 0)
+		return -1;
+	if (store_message_add_tx(st, m, inserted) < 0) {
+		store_rollback(st);
+		*inserted = 0;
+		return -1;
+	}
+	if (store_commit(st) < 0) {
+		*inserted = 0;
+		return -1;
+	}
+	return 0;
+}
+
+size_t messages_drop_known(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			   uint32_t *uids, size_t n)
+{
+	sqlite3_stmt *s =
+	    prep(st, "SELECT 1 FROM messages WHERE mailbox=? AND uidvalidity=? AND uid=?");
+	size_t kept = 0;
+	if (!s)
+		return n;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, uidvalidity);
+		sqlite3_bind_int64(s, 3, uids[i]);
+		if (sqlite3_step(s) != SQLITE_ROW)
+			uids[kept++] = uids[i];
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return kept;
+}
+
+/* --- after-actions ------------------------------------------------------ */
+
+int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidity, enum ack_query q,
+		      uint32_t **uids, size_t *n)
+{
+	static const char *const sql[] = {
+	    [ACK_DUE] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+			" AND acked IN (0,2) AND " AFTER_ACTION_DUE " ORDER BY uid LIMIT 1000",
+	    [ACK_TO_MARK] =
+		"SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+		" AND acked=0 AND state=" Q(S_DEAD) " AND " HAS_ITEM " ORDER BY uid LIMIT 1000",
+	    [ACK_TO_UNMARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
+			      " AND acked=2 AND " AFTER_ACTION_DUE " ORDER BY uid LIMIT 1000",
+	};
+	sqlite3_stmt *s = prep(st, sql[q]);
+	size_t cap = 0;
+	*uids = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, uidvalidity);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			*uids = xrealloc(*uids, cap * sizeof **uids);
+		}
+		(*uids)[(*n)++] = (uint32_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int store_acks_due(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t **uids,
+		   size_t *n)
+{
+	return store_acks_select(st, mailbox, uidvalidity, ACK_DUE, uids, n);
+}
+
+int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		   const uint32_t *uids, size_t n, int acked)
+{
+	if (store_begin(st) < 0)
+		return -1;
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE messages SET acked=? WHERE mailbox=? AND uidvalidity=? AND uid=?");
+	if (!s) {
+		store_rollback(st);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_int(s, 1, acked);
+		sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, uidvalidity);
+		sqlite3_bind_int64(s, 4, uids[i]);
+		sqlite3_step(s);
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return store_commit(st);
+}
+
+int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		    const uint32_t *uids, size_t n)
+{
+	return store_acks_set(st, mailbox, uidvalidity, uids, n, 1);
+}
+
+int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			  time_t *next_at, char **error)
+{
+	sqlite3_stmt *s = prep(st, "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
+				   " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
+				   " messages m WHERE m.mailbox=e.mailbox AND"
+				   " m.uidvalidity=e.uidvalidity AND m.uid=e.uid AND m.acked=0)");
+	int count = -1;
+	*next_at = 0;
+	*error = NULL;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, uidvalidity);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		count = sqlite3_column_int(s, 0);
+		*next_at = (time_t)sqlite3_column_int64(s, 1);
+		if (sqlite3_column_text(s, 2))
+			*error = xstrdup((const char *)sqlite3_column_text(s, 2));
+	}
+	sqlite3_finalize(s);
+	return count;
+}
+
+/* --- backfill ------------------------------------------------------------ */
+
+long messages_held_count(struct store *st, const char *mailbox)
+{
+	sqlite3_stmt *s =
+	    prep(st, "SELECT COUNT(*) FROM messages WHERE mailbox=? AND state=" Q(S_HELD));
+	long n = -1;
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+int messages_release_held(struct store *st, const char *mailbox, long n)
+{
+	if (store_begin(st) < 0)
+		return -1;
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE messages SET state=" Q(
+			 S_NEW) " WHERE id IN"
+				" (SELECT id FROM messages WHERE mailbox=?1"
+				" AND state=" Q(S_HELD) " ORDER BY internaldate, id LIMIT ?2)");
+	if (s) {
+		sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, n);
+	}
+	if (step_done(st, s) < 0) {
+		store_rollback(st);
+		return -1;
+	}
+	return store_commit(st);
+}
+
+void messages_forget_held(struct store *st, const char *mailbox, time_t before)
+{
+	sqlite3_stmt *s = prep(st, "DELETE FROM messages WHERE mailbox=? AND state=" Q(
+				       S_HELD) " AND internaldate < ?");
+	if (!s)
+		return;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)before);
+	step_done(st, s);
+}
+
+/* --- the pipeline ------------------------------------------------------- */
+
+int messages_set_state(struct store *st, int64_t id, enum msg_state state, const char *reason,
+		       const char *parsed)
+{
+	const char *name = msg_state_name(state);
+	sqlite3_stmt *s;
+	if (!name)
+		return -1;
+	/* once per message: kept prepared */
+	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3,"
+				 " parsed=COALESCE(?4, parsed) WHERE id=?1")))
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	if (reason)
+		sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
+	if (parsed)
+		sqlite3_bind_text(s, 4, parsed, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	store_stmt_done(st, s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int messages_new_ids(struct store *st, const char *replies_key, const char *const *mailboxes,
+		     size_t n_mailboxes, int min_attempts, int limit, int64_t **ids, int **attempts,
+		     size_t *n)
+{
+	struct buf sql;
+	sqlite3_stmt *s;
+	*ids = NULL;
+	*attempts = NULL;
+	*n = 0;
+	buf_init(&sql);
+	buf_puts(&sql, "SELECT id, parse_attempts FROM messages WHERE state=" Q(
+			   S_NEW) " AND raw IS NOT NULL AND mailbox IN (?1");
+	for (size_t i = 0; i < n_mailboxes; i++)
+		buf_printf(&sql, ",?%zu", i + 3);
+	buf_printf(&sql, ") AND parse_attempts >= %d ORDER BY internaldate, id LIMIT ?2",
+		   min_attempts);
+	s = prep(st, sql.data);
+	buf_free(&sql);
+	if (!s)
+		return -1;
+	/* ?1: the replies mailbox, or a name no mapping can have */
+	sqlite3_bind_text(s, 1, replies_key ? replies_key : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, limit);
+	for (size_t i = 0; i < n_mailboxes; i++)
+		sqlite3_bind_text(s, (int)i + 3, mailboxes[i], -1, SQLITE_STATIC);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
+		*attempts = xrealloc(*attempts, (*n + 1) * sizeof **attempts);
+		(*ids)[*n] = sqlite3_column_int64(s, 0);
+		(*attempts)[(*n)++] = sqlite3_column_int(s, 1);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
+{
+	sqlite3_stmt *s;
+	int rc = -1;
+	if (n == 0)
+		return 0;
+	store_exec(st, "PRAGMA synchronous=NORMAL");
+	if (store_begin(st) == 0) {
+		if ((s = prep(st, "UPDATE messages SET parse_attempts=parse_attempts+1"
+				  " WHERE id=?"))) {
+			rc = 0;
+			for (size_t i = 0; i < n && rc == 0; i++) {
+				sqlite3_reset(s);
+				sqlite3_bind_int64(s, 1, ids[i]);
+				rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+			}
+			sqlite3_finalize(s);
+		}
+		if (rc == 0)
+			rc = store_commit(st);
+		else
+			store_rollback(st);
+	}
+	store_exec(st, "PRAGMA synchronous=FULL");
+	return rc;
+}
+
+void messages_forget_attempts(struct store *st, const int64_t *ids, size_t n)
+{
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE messages SET parse_attempts=0 WHERE id=? AND state=" Q(S_NEW));
+	if (!s)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, ids[i]);
+		sqlite3_step(s);
+	}
+	sqlite3_finalize(s);
+}
+
+int messages_raw(struct store *st, int64_t id, char **mailbox, char **raw, size_t *len)
+{
+	/* once per message: kept prepared */
+	sqlite3_stmt *s = store_stmt(st, "SELECT mailbox, raw FROM messages WHERE id=?");
+	int rc;
+	*mailbox = *raw = NULL;
+	*len = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_type(s, 1) != SQLITE_NULL) {
+		*mailbox = xstrdup((const char *)sqlite3_column_text(s, 0));
+		*len = (size_t)sqlite3_column_bytes(s, 1);
+		*raw = xmalloc(*len + 1);
+		memcpy(*raw, sqlite3_column_blob(s, 1), *len);
+		(*raw)[*len] = 0;
+	}
+	store_stmt_done(st, s); /* no read open while verdicts are written */
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return -1;
+	return *raw != NULL;
+}
+
+/* --- what the outbox tells ------------------------------------------------ */
+
+int messages_follow_delivered(struct store *st, int64_t id)
+{
+	if (id <= 0)
+		return 0;
+	/* once per item: kept prepared */
+	sqlite3_stmt *s =
+	    store_stmt(st, "UPDATE messages SET state=" Q(
+			       S_DELIVERED) ","
+					    " reason=CASE WHEN state=" Q(
+						S_QUEUED) " THEN reason END"
+							  " WHERE id=?1 AND " NONE_ON_ITS_WAY);
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	int rc = sqlite3_step(s);
+	store_stmt_done(st, s);
+	if (rc != SQLITE_DONE) {
+		char e[600];
+		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
+		return -1;
+	}
+	return 0;
+}
+
+int messages_follow_dead_posts(struct store *st, const char *why)
+{
+	/* driven from the (few) dead posts through the parent index, so the
+	 * cost does not grow with the queue */
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE messages SET state=" Q(
+			 S_DEAD) ", reason=?1 WHERE id IN"
+				 " (SELECT c.message FROM outbox c WHERE c.parent IN"
+				 " (SELECT id FROM outbox WHERE state IN ('dead','dropped'))"
+				 " AND c.kind='comment' AND c.state IN ('pending','retrying'))");
+	if (s)
+		sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+	return step_done(st, s);
+}
+
+int messages_follow_retried(struct store *st)
+{
+	return step_done(st,
+			 prep(st, "UPDATE messages SET state=" Q(
+				      S_QUEUED) ", reason=NULL"
+						" WHERE state=" Q(
+						    S_DEAD) " AND id IN (SELECT message"
+							    " FROM outbox WHERE state='pending')"));
+}
+
+#define ON_DEAD_LIST "state IN (" Q(S_SKIPPED) "," Q(S_DEAD) ")"
+
+int messages_dead_content(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = prep(st, "SELECT raw IS NULL FROM messages WHERE id=? AND " ON_DEAD_LIST);
+	int rc = 0;
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		rc = sqlite3_column_int(s, 0) ? 2 : 1;
+	sqlite3_finalize(s);
+	return rc;
+}
+
+int messages_retry(struct store *st, int64_t id)
+{
+	return update_id(st,
+			 "UPDATE messages SET state=" Q(S_NEW) ", reason=NULL, parse_attempts=0"
+							       " WHERE id=?1 AND " ON_DEAD_LIST,
+			 id);
+}
+
+int messages_drop(struct store *st, int64_t id)
+{
+	return update_id(
+	    st, "UPDATE messages SET state=" Q(S_DROPPED) " WHERE id=?1 AND " ON_DEAD_LIST, id);
+}
+
+int messages_drop_of_item(struct store *st, int64_t item)
+{
+	/* done with, unless another item of it is still on its way */
+	return update_id(
+	    st,
+	    "UPDATE messages SET state=" Q(S_DROPPED) " WHERE state=" Q(
+		S_DEAD) " AND id=(SELECT message FROM outbox WHERE id=?1) AND " NONE_ON_ITS_WAY,
+	    item);
+}
+
+/* --- what status and metrics show ---------------------------------------- */
+
+int messages_counts(struct store *st, const char *mailbox, struct messages_counts *c)
+{
+	sqlite3_stmt *s = prep(
+	    st, "SELECT COUNT(*), SUM(state IN (" Q(S_SKIPPED) "," Q(
+		    S_HANDLED) ")),"
+			       " SUM(state=" Q(S_NEW) "), SUM(state=" Q(S_QUEUED) "), SUM(state=" Q(
+				   S_DEAD) "),"
+					   " MIN(CASE WHEN state IN (" Q(S_NEW) "," Q(
+					       S_QUEUED) ") THEN received_at END)"
+							 " FROM messages WHERE mailbox=?");
+	memset(c, 0, sizeof *c);
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		c->stored = sqlite3_column_int64(s, 0);
+		c->skipped = sqlite3_column_int64(s, 1);
+		c->fresh = sqlite3_column_int64(s, 2);
+		c->queued = sqlite3_column_int64(s, 3);
+		c->dead = sqlite3_column_int64(s, 4);
+		c->oldest_waiting = (time_t)sqlite3_column_int64(s, 5);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int messages_each_count(struct store *st,
+			void (*fn)(void *ctx, const char *mailbox, const char *state, long long n),
+			void *ctx)
+{
+	sqlite3_stmt *s = prep(st, "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2");
+	if (!s)
+		return -1;
+	while (sqlite3_step(s) == SQLITE_ROW)
+		fn(ctx, (const char *)sqlite3_column_text(s, 0),
+		   (const char *)sqlite3_column_text(s, 1), (long long)sqlite3_column_int64(s, 2));
+	sqlite3_finalize(s);
+	return 0;
+}
+
+/* --- retention and dedupe ----------------------------------------------- */
+
+int messages_prune_raw(struct store *st, time_t cutoff)
+{
+	/* finished mail: delivered, handled, or dropped from the dead list;
+	 * none of its items still on its way or delivered after cutoff */
+	sqlite3_stmt *s = prep(
+	    st, "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at <= ?1"
+		" AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
+		    S_DROPPED) ")"
+			       " OR (" ON_DEAD_LIST " AND EXISTS(SELECT 1 FROM outbox o WHERE"
+			       " o.message=messages.id AND o.state='dropped')))"
+			       " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
+			       " AND (o.state NOT IN ('delivered','dropped') OR "
+			       "COALESCE(o.delivered_at,0) > ?1))");
+	if (s)
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)cutoff);
+	if (step_done(st, s) < 0)
+		return -1;
+	return sqlite3_changes(store_db(st));
+}
+
+void store_content_hash(json_t *parsed, char out[65])
+{
+	struct buf b;
+	buf_init(&b);
+	const char *fields[] = {
+	    json_string_value(json_object_get(json_object_get(parsed, "from"), "email")),
+	    json_string_value(json_object_get(parsed, "subject")),
+	    json_string_value(json_object_get(parsed, "full_text")),
+	};
+	for (size_t i = 0; i < 3; i++) {
+		buf_puts(&b, fields[i] ? fields[i] : "");
+		buf_putc(&b, '\0');
+	}
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(parsed, "attachments"), i, a)
+	{
+		const char *name = json_string_value(json_object_get(a, "filename"));
+		const char *type = json_string_value(json_object_get(a, "content_type"));
+		const char *sum = json_string_value(json_object_get(a, "sha256"));
+		/* attach_original's copy differs with every folder's headers */
+		if (name && type && strcmp(name, "original.eml") == 0 &&
+		    strcmp(type, "message/rfc822") == 0)
+			continue;
+		buf_puts(&b, sum ? sum : "");
+		buf_putc(&b, '\0');
+	}
+	sha256_hex(b.data ? b.data : "", b.len, out);
+	buf_free(&b);
+}
+
+int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+			  size_t notelen)
+{
+	char hash[65], h[65];
+	json_t *j = message_to_json(m, 0);
+	store_content_hash(j, hash);
+	json_decref(j);
+	sqlite3_stmt *s;
+	int same = -1;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
+			       " WHERE o.key=?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
+		json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+		if (p) {
+			store_content_hash(p, h);
+			same = strcmp(h, hash) == 0;
+			json_decref(p);
+		}
+	}
+	sqlite3_finalize(s);
+	if (same != 0)
+		return 1; /* the same, or nothing to compare: a duplicate */
+	char *src = xasprintf("%s\n%s", key, hash);
+	sha256_hex(src, strlen(src), h);
+	free(src);
+	snprintf(note, notelen,
+		 "Message-ID also used by item %s with other content (forged or changed copy); "
+		 "both kept",
+		 key);
+	snprintf(key, 40, "mf-%.32s", h);
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+		return 1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int known = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	return known;
+}

@@ -1,0 +1,422 @@
+/* test_messages.c — the messages table through its module: the state
+ * names (one table, round trip, unknown names refused), the after-action
+ * rule against the rows it selects, the pipeline's reads and state
+ * changes, backfill's held mail, the dead list's retry and drop, and what
+ * status and the metrics count. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailfeed/messages.h"
+#include "mailfeed/store.h"
+
+static char path[64];
+
+static int setup(void **state)
+{
+	snprintf(path, sizeof path, "/tmp/mf-test-messages-%d.db", (int)getpid());
+	unlink(path);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char p[80];
+	unlink(path);
+	snprintf(p, sizeof p, "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof p, "%s-shm", path);
+	unlink(p);
+	return 0;
+}
+
+static struct store *open_ok(void)
+{
+	char err[256];
+	struct store *st = store_open(path, err, sizeof err);
+	assert_non_null(st);
+	return st;
+}
+
+/* Stores a message (content raw, NULL: not fetched) in state s; its id. */
+static int64_t add(struct store *st, const char *mb, uint32_t uid, const char *raw,
+		   enum msg_state s, time_t date)
+{
+	int inserted = -1;
+	char id[32];
+	snprintf(id, sizeof id, "m%u@x", uid);
+	struct stored_message m = {.mailbox = mb,
+				   .uidvalidity = 9,
+				   .uid = uid,
+				   .message_id = id,
+				   .size = raw ? (int64_t)strlen(raw) : 100,
+				   .internaldate = date,
+				   .raw = raw,
+				   .raw_len = raw ? strlen(raw) : 0,
+				   .state = s};
+	assert_int_equal(store_message_add(st, &m, &inserted), 0);
+	assert_int_equal(inserted, 1);
+	return (int64_t)sqlite3_last_insert_rowid(store_db(st));
+}
+
+static const char *state_of(struct store *st, int64_t id)
+{
+	static char out[32];
+	sqlite3_stmt *s;
+	out[0] = 0;
+	assert_int_equal(
+	    sqlite3_prepare_v2(store_db(st), "SELECT state FROM messages WHERE id=?", -1, &s, NULL),
+	    SQLITE_OK);
+	sqlite3_bind_int64(s, 1, id);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		snprintf(out, sizeof out, "%s", (const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	return out;
+}
+
+static void exec_ok(struct store *st, const char *sql) { assert_int_equal(store_exec(st, sql), 0); }
+
+/* An outbox item of message id in state s; its id. */
+static int64_t item(struct store *st, int64_t message, const char *s, int64_t parent)
+{
+	static int serial;
+	char sql[300];
+	snprintf(sql, sizeof sql,
+		 "INSERT INTO outbox(key, message, kind, grp, parent, payload, state, created)"
+		 " VALUES('k%d', %lld, '%s', 'g', %lld, '{}', '%s', 1)",
+		 ++serial, (long long)message, parent ? "comment" : "post", (long long)parent, s);
+	exec_ok(st, sql);
+	return (int64_t)sqlite3_last_insert_rowid(store_db(st));
+}
+
+/* Every state has one name and comes back from it; other names (and the
+ * wrong case, and NULL) are refused and leave the output alone. */
+static void test_state_names(void **state)
+{
+	static const char *const expected[] = {"new",	  "held", "queued",    "skipped",
+					       "handled", "dead", "delivered", "dropped"};
+	assert_int_equal(MSG_STATE_COUNT, sizeof expected / sizeof *expected);
+	for (int i = 0; i < MSG_STATE_COUNT; i++) {
+		enum msg_state s = MSG_STATE_COUNT;
+		const char *name = msg_state_name((enum msg_state)i);
+		assert_non_null(name);
+		assert_int_equal(msg_state_parse(name, &s), 0);
+		assert_int_equal(s, i);
+		/* the names are what the databases in use hold: they never change */
+		int found = 0;
+		for (size_t k = 0; k < sizeof expected / sizeof *expected; k++)
+			found += strcmp(expected[k], name) == 0;
+		assert_int_equal(found, 1);
+	}
+	enum msg_state s = MSG_DEAD;
+	assert_int_equal(msg_state_parse("pending", &s), -1);
+	assert_int_equal(msg_state_parse("Queued", &s), -1);
+	assert_int_equal(msg_state_parse("", &s), -1);
+	assert_int_equal(msg_state_parse(NULL, &s), -1);
+	assert_int_equal(s, MSG_DEAD);
+	assert_null(msg_state_name(MSG_STATE_COUNT));
+	assert_null(msg_state_name((enum msg_state) - 1));
+}
+
+/* The rule in C and the rows the after-action takes agree, for every
+ * state with and without an outbox item. */
+static void test_after_action_rule(void **state)
+{
+	struct store *st = open_ok();
+	uint32_t uid = 1;
+	for (int with_item = 0; with_item < 2; with_item++)
+		for (int i = 0; i < MSG_STATE_COUNT; i++) {
+			int64_t id = add(st, "team", uid, "raw", (enum msg_state)i, 0);
+			if (with_item)
+				item(st, id, "dead", 0);
+			uint32_t *uids;
+			size_t n;
+			assert_int_equal(store_acks_due(st, "team", 9, &uids, &n), 0);
+			int due = 0;
+			for (size_t k = 0; k < n; k++)
+				due |= uids[k] == uid;
+			free(uids);
+			assert_int_equal(due, msg_after_action_due((enum msg_state)i, with_item));
+			uid++;
+		}
+	assert_true(msg_after_action_due(MSG_DELIVERED, 1));
+	assert_true(msg_after_action_due(MSG_DEAD, 0));
+	assert_false(msg_after_action_due(MSG_DEAD, 1));
+	assert_false(msg_after_action_due(MSG_NEW, 0));
+	assert_false(msg_after_action_due(MSG_QUEUED, 1));
+	assert_false(msg_after_action_due(MSG_HELD, 0));
+	store_close(st);
+}
+
+/* The pipeline's view: new messages with content of the mailboxes asked
+ * for, oldest first; suspects by their parse attempts; raw bytes by id;
+ * the state change keeps the parsed form unless a new one is given. */
+static void test_pipeline_reads_and_writes(void **state)
+{
+	struct store *st = open_ok();
+	int64_t a = add(st, "team", 1, "Subject: a\r\n\r\nA", MSG_NEW, 200);
+	int64_t b = add(st, "team", 2, "Subject: b\r\n\r\nB", MSG_NEW, 100);
+	add(st, "team", 3, NULL, MSG_SKIPPED, 50);		/* not fetched */
+	add(st, "other", 4, "x", MSG_NEW, 10);			/* not asked for */
+	int64_t r = add(st, "[replies]", 5, "r", MSG_NEW, 300); /* replies */
+	const char *names[] = {"team"};
+	int64_t *ids;
+	int *attempts;
+	size_t n;
+	assert_int_equal(messages_new_ids(st, "[replies]", names, 1, 0, 10, &ids, &attempts, &n),
+			 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(ids[0], b);
+	assert_int_equal(ids[1], a);
+	assert_int_equal(ids[2], r);
+	assert_int_equal(attempts[0], 0);
+	free(ids);
+	free(attempts);
+	assert_int_equal(messages_new_ids(st, NULL, names, 1, 0, 1, &ids, &attempts, &n), 0);
+	assert_int_equal(n, 1);
+	free(ids);
+	free(attempts);
+
+	/* parse attempts: counted, then forgotten only for the still new */
+	int64_t both[] = {a, b};
+	assert_int_equal(messages_count_attempts(st, both, 2), 0);
+	assert_int_equal(messages_new_ids(st, NULL, names, 1, 1, 10, &ids, &attempts, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(attempts[0], 1);
+	free(ids);
+	free(attempts);
+	assert_int_equal(messages_set_state(st, a, MSG_QUEUED, NULL, "{\"subject\":\"a\"}"), 0);
+	messages_forget_attempts(st, both, 2);
+	assert_int_equal(messages_new_ids(st, NULL, names, 1, 1, 10, &ids, &attempts, &n), 0);
+	assert_int_equal(n, 0);
+	free(ids);
+	free(attempts);
+
+	char *mb, *raw;
+	size_t len;
+	assert_int_equal(messages_raw(st, b, &mb, &raw, &len), 1);
+	assert_string_equal(mb, "team");
+	assert_int_equal(len, strlen("Subject: b\r\n\r\nB"));
+	assert_string_equal(raw, "Subject: b\r\n\r\nB");
+	free(mb);
+	free(raw);
+	assert_int_equal(messages_raw(st, 9999, &mb, &raw, &len), 0);
+	assert_null(raw);
+
+	/* a state change without a parsed form keeps the one there */
+	assert_string_equal(state_of(st, a), "queued");
+	assert_int_equal(messages_set_state(st, a, MSG_DEAD, "why", NULL), 0);
+	assert_string_equal(state_of(st, a), "dead");
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(store_db(st),
+					    "SELECT reason, json_extract(parsed,'$.subject')"
+					    " FROM messages WHERE id=?",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_int64(s, 1, a);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(s, 0), "why");
+	assert_string_equal((const char *)sqlite3_column_text(s, 1), "a");
+	sqlite3_finalize(s);
+	assert_int_equal(messages_set_state(st, a, MSG_STATE_COUNT, NULL, NULL), -1);
+	store_close(st);
+}
+
+/* Backfill: held mail counted, released oldest first, the older forgotten;
+ * UIDs already stored are not fetched again. */
+static void test_backfill_held(void **state)
+{
+	struct store *st = open_ok();
+	int64_t old = add(st, "team", 1, "a", MSG_HELD, 100);
+	int64_t mid = add(st, "team", 2, "b", MSG_HELD, 200);
+	int64_t young = add(st, "team", 3, "c", MSG_HELD, 300);
+	add(st, "other", 4, "d", MSG_HELD, 50);
+	assert_int_equal(messages_held_count(st, "team"), 3);
+	assert_int_equal(messages_release_held(st, "team", 1), 0);
+	assert_string_equal(state_of(st, old), "new");
+	assert_string_equal(state_of(st, mid), "held");
+	messages_forget_held(st, "team", 250);
+	assert_string_equal(state_of(st, mid), "");
+	assert_string_equal(state_of(st, young), "held");
+	assert_string_equal(state_of(st, old), "new"); /* released: not held any more */
+	assert_int_equal(messages_held_count(st, "team"), 1);
+	assert_int_equal(messages_held_count(st, "other"), 1);
+
+	uint32_t uids[] = {1, 2, 3, 7};
+	assert_int_equal(messages_drop_known(st, "team", 9, uids, 4), 2);
+	assert_int_equal(uids[0], 2); /* forgotten above: fetched again */
+	assert_int_equal(uids[1], 7);
+	store_close(st);
+}
+
+/* What the outbox tells: delivered once no item is on its way; comments
+ * of a dead post go dead; a retried item queues its message again; the
+ * dead list's retry and drop of messages and items. */
+static void test_outbox_follows(void **state)
+{
+	struct store *st = open_ok();
+	int64_t m = add(st, "team", 1, "a", MSG_QUEUED, 0);
+	int64_t i1 = item(st, m, "delivered", 0);
+	int64_t i2 = item(st, m, "pending", 0);
+	assert_int_equal(messages_follow_delivered(st, m), 0);
+	assert_string_equal(state_of(st, m), "queued"); /* i2 still on its way */
+	char sql[80];
+	snprintf(sql, sizeof sql, "UPDATE outbox SET state='dropped' WHERE id=%lld", (long long)i2);
+	exec_ok(st, sql);
+	assert_int_equal(messages_follow_delivered(st, m), 0);
+	assert_string_equal(state_of(st, m), "delivered");
+	assert_int_equal(messages_follow_delivered(st, 0), 0);
+	(void)i1;
+
+	/* a comment waiting on a dead post */
+	int64_t p = add(st, "team", 2, "p", MSG_DEAD, 0);
+	int64_t post = item(st, p, "dead", 0);
+	int64_t c = add(st, "team", 3, "c", MSG_QUEUED, 0);
+	item(st, c, "pending", post);
+	assert_int_equal(messages_follow_dead_posts(st, "post was not delivered"), 0);
+	assert_string_equal(state_of(st, c), "dead");
+	/* the post retried: its dead message is queued again */
+	exec_ok(st, "UPDATE outbox SET state='pending' WHERE message=2");
+	assert_int_equal(messages_follow_retried(st), 0);
+	assert_string_equal(state_of(st, p), "queued");
+
+	/* dead list of messages: retry and drop, content told */
+	int64_t sk = add(st, "team", 4, "s", MSG_SKIPPED, 0);
+	int64_t big = add(st, "team", 5, NULL, MSG_SKIPPED, 0);
+	assert_int_equal(messages_dead_content(st, sk), 1);
+	assert_int_equal(messages_dead_content(st, big), 2);
+	assert_int_equal(messages_dead_content(st, m), 0); /* delivered: not on the list */
+	assert_int_equal(messages_retry(st, sk), 0);
+	assert_int_equal(sqlite3_changes(store_db(st)), 1);
+	assert_string_equal(state_of(st, sk), "new");
+	assert_int_equal(messages_retry(st, m), 0);
+	assert_int_equal(sqlite3_changes(store_db(st)), 0);
+	assert_int_equal(messages_drop(st, big), 0);
+	assert_string_equal(state_of(st, big), "dropped");
+
+	/* an item dropped: its dead message follows unless another is on its way */
+	int64_t d = add(st, "team", 6, "d", MSG_DEAD, 0);
+	int64_t di = item(st, d, "dropped", 0);
+	int64_t other = item(st, d, "pending", 1000);
+	assert_int_equal(messages_drop_of_item(st, di), 0);
+	assert_string_equal(state_of(st, d), "dead");
+	snprintf(sql, sizeof sql, "UPDATE outbox SET state='delivered' WHERE id=%lld",
+		 (long long)other);
+	exec_ok(st, sql);
+	assert_int_equal(messages_drop_of_item(st, di), 0);
+	assert_string_equal(state_of(st, d), "dropped");
+	store_close(st);
+}
+
+static void count_cb(void *ctx, const char *mailbox, const char *state, long long n)
+{
+	char *out = ctx;
+	size_t l = strlen(out);
+	snprintf(out + l, 256 - l, "%s/%s=%lld;", mailbox, state, n);
+}
+
+/* Status and metrics: counts per mailbox, the oldest waiting, counts by
+ * state; folders with their sync status. */
+static void test_counts_and_folders(void **state)
+{
+	struct store *st = open_ok();
+	int changed;
+	assert_int_equal(store_folder_select(st, "team", "acct", "Team", 9, &changed), 0);
+	add(st, "team", 1, "a", MSG_NEW, 0);
+	add(st, "team", 2, "b", MSG_QUEUED, 0);
+	add(st, "team", 3, "c", MSG_SKIPPED, 0);
+	add(st, "team", 4, "d", MSG_HANDLED, 0);
+	add(st, "team", 5, "e", MSG_DEAD, 0);
+	add(st, "team", 6, "f", MSG_DELIVERED, 0);
+	struct messages_counts c;
+	assert_int_equal(messages_counts(st, "team", &c), 0);
+	assert_int_equal(c.stored, 6);
+	assert_int_equal(c.skipped, 2);
+	assert_int_equal(c.fresh, 1);
+	assert_int_equal(c.queued, 1);
+	assert_int_equal(c.dead, 1);
+	assert_true(c.oldest_waiting > 0);
+	assert_int_equal(messages_counts(st, "none", &c), 0);
+	assert_int_equal(c.stored, 0);
+	assert_int_equal(c.oldest_waiting, 0);
+	char out[256] = "";
+	exec_ok(st, "DELETE FROM messages WHERE state NOT IN ('new','dead')");
+	assert_int_equal(messages_each_count(st, count_cb, out), 0);
+	assert_string_equal(out, "team/dead=1;team/new=1;");
+
+	struct folder_status fs;
+	assert_int_equal(store_folder_status(st, "team", &fs), 1);
+	assert_int_equal(fs.last_uid, 6); /* the adds moved the checkpoint */
+	assert_true(fs.last_event > 0);
+	assert_null(fs.last_error);
+	store_folder_status_free(&fs);
+	assert_int_equal(store_folder_status(st, "zzz", &fs), 0);
+	assert_null(fs.mailbox);
+	assert_int_equal(store_folder_select(st, "b-box", "acct", "INBOX", 42, &changed), 0);
+	assert_int_equal(store_folder_error(st, "b-box", "refused"), 0);
+	assert_int_equal(store_folder_status(st, "b-box", &fs), 1);
+	assert_string_equal(fs.account, "acct");
+	assert_string_equal(fs.folder, "INBOX");
+	assert_int_equal(fs.uidvalidity, 42);
+	assert_string_equal(fs.last_error, "refused");
+	assert_true(fs.last_error_at > 0);
+	assert_int_equal(fs.last_ok, 0);
+	store_folder_status_free(&fs);
+	struct folder_status *list;
+	size_t n;
+	assert_int_equal(store_folders_list(st, &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].mailbox, "b-box");
+	assert_string_equal(list[1].mailbox, "team");
+	assert_int_equal(list[1].last_uid, 6);
+	store_folders_free(list, n);
+	store_close(st);
+}
+
+/* Refused after-actions count while their message still waits for one. */
+static void test_acks_refused(void **state)
+{
+	struct store *st = open_ok();
+	time_t next;
+	char *error;
+	exec_ok(st, "CREATE TABLE IF NOT EXISTS ack_errors("
+		    " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
+		    " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+		    " PRIMARY KEY(mailbox, uidvalidity, uid))");
+	assert_int_equal(messages_acks_refused(st, "team", 9, &next, &error), 0);
+	assert_null(error);
+	add(st, "team", 1, "a", MSG_DELIVERED, 0);
+	add(st, "team", 2, "b", MSG_DELIVERED, 0);
+	exec_ok(st, "INSERT INTO ack_errors VALUES('team', 9, 1, 'NO [TRYCREATE]', 1, 500),"
+		    " ('team', 9, 2, 'NO [TRYCREATE]', 2, 400), ('team', 9, 3, 'gone', 1, 10)");
+	assert_int_equal(messages_acks_refused(st, "team", 9, &next, &error), 2);
+	assert_int_equal(next, 400);
+	assert_string_equal(error, "NO [TRYCREATE]");
+	free(error);
+	uint32_t done = 2;
+	assert_int_equal(store_acks_done(st, "team", 9, &done, 1), 0);
+	assert_int_equal(messages_acks_refused(st, "team", 9, &next, &error), 1);
+	assert_int_equal(next, 500);
+	free(error);
+	store_close(st);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_state_names),
+	    cmocka_unit_test_setup_teardown(test_after_action_rule, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pipeline_reads_and_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backfill_held, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_follows, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_counts_and_folders, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_acks_refused, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
