@@ -99,7 +99,9 @@ int64_t db_changes(struct db *db);
  * several separated by semicolons.  0 or -1. */
 int db_exec(struct db *db, const char *sql);
 /* Transactions: BEGIN IMMEDIATE on SQLite (the writer lock at once),
- * BEGIN on PostgreSQL.  db_rollback after a lost connection succeeds (the
+ * BEGIN (read committed) on PostgreSQL.  After a failed statement inside
+ * a transaction, roll back: PostgreSQL refuses every other statement of it
+ * and its COMMIT fails.  db_rollback after a lost connection succeeds (the
  * server already dropped the transaction). */
 int db_begin(struct db *db);
 int db_commit(struct db *db);
