@@ -20,7 +20,9 @@
  * typed int8, text, bytea; NULL left to the server to infer) and the
  * following steps walk the rows of the result.  A lost connection is
  * re-established by the next call; a transaction open when it was lost is
- * gone (the server rolled it back), so the caller redoes it whole.
+ * gone (the server rolled it back), so the caller redoes it whole.  A
+ * statement outside a transaction whose answer was lost may have run: make
+ * such writes idempotent (a key, ON CONFLICT) or look before redoing.
  *
  * Errors: every call that can fail returns -1 (db_step: DB_FAIL) and keeps
  * the reason: db_errmsg() for people, db_error() for the program.
