@@ -100,6 +100,66 @@ static void domain_norm(char *d)
 		d[--n] = 0;
 }
 
+/* method [ "/" version ] "=" result, at the start of a resinfo.  Returns 1
+ * when well-formed, with *t the token after it; 0 otherwise, with *t the
+ * last token read. */
+static int resinfo_method(struct lex *l, char *w, size_t wlen, struct auth_result *r, enum tok *t)
+{
+	*t = lex_next(l, w, wlen);
+	if (*t != T_WORD)
+		return 0;
+	char *slash = strchr(w, '/');
+	if (slash)
+		*slash = 0;
+	if (!*w || strlen(w) >= sizeof r->method)
+		return 0;
+	copy_str(r->method, sizeof r->method, w);
+	if (lex_next(l, w, wlen) != T_EQ)
+		return 0;
+	if (lex_next(l, w, wlen) != T_WORD || strlen(w) >= sizeof r->result)
+		return 0;
+	copy_str(r->result, sizeof r->result, w);
+	*t = lex_next(l, w, wlen);
+	return 1;
+}
+
+/* Keeps the value of the properties the verdict reads. */
+static void prop_store(struct auth_result *r, const char *name, const char *value)
+{
+	if (strcmp(name, "header.d") == 0)
+		copy_str(r->header_d, sizeof r->header_d, value);
+	else if (strcmp(name, "header.i") == 0)
+		copy_str(r->header_i, sizeof r->header_i, value);
+	else if (strcmp(name, "header.from") == 0)
+		copy_str(r->header_from, sizeof r->header_from, value);
+	else if (strcmp(name, "smtp.mailfrom") == 0)
+		copy_str(r->smtp_mailfrom, sizeof r->smtp_mailfrom, value);
+}
+
+/* [reasonspec] *propspec up to the end of the resinfo, *t its first token.
+ * Returns 1 when well-formed, *t then ";" or the end; 0 otherwise, with *t
+ * the last token read. */
+static int resinfo_props(struct lex *l, char *w, size_t wlen, struct auth_result *r, enum tok *t)
+{
+	while (*t != T_SEMI && *t != T_END) {
+		char name[AUTH_VALUE_MAX];
+		if (*t != T_WORD)
+			return 0;
+		copy_str(name, sizeof name, w);
+		if (strcmp(name, "reason") != 0 &&
+		    (!strchr(name, '.') || name[0] == '.' || name[strlen(name) - 1] == '.'))
+			return 0;
+		if (lex_next(l, w, wlen) != T_EQ)
+			return 0;
+		*t = lex_next(l, w, wlen);
+		if (*t != T_WORD && *t != T_QSTR)
+			return 0;
+		prop_store(r, name, w);
+		*t = lex_next(l, w, wlen);
+	}
+	return 1;
+}
+
 int auth_header_parse(const char *value, struct auth_header *out)
 {
 	struct lex l = {value ? value : ""};
@@ -116,70 +176,11 @@ int auth_header_parse(const char *value, struct auth_header *out)
 	if (t == T_WORD && strspn(w, "0123456789") == strlen(w))
 		t = lex_next(&l, w, sizeof w); /* authres-version */
 	while (t != T_END) {
-		if (t != T_SEMI) {
-			/* stray text: skip to the next resinfo */
-			while (t != T_SEMI && t != T_END)
-				t = lex_next(&l, w, sizeof w);
-			continue;
-		}
 		struct auth_result r;
-		int ok = 1;
 		memset(&r, 0, sizeof r);
-		t = lex_next(&l, w, sizeof w);
-		if (t != T_WORD) {
-			ok = 0;
-		} else {
-			/* method [ "/" version ] "=" result */
-			char *slash = strchr(w, '/');
-			if (slash)
-				*slash = 0;
-			if (!*w || strlen(w) >= sizeof r.method)
-				ok = 0;
-			else
-				copy_str(r.method, sizeof r.method, w);
-			if (ok && lex_next(&l, w, sizeof w) != T_EQ)
-				ok = 0;
-			if (ok &&
-			    (lex_next(&l, w, sizeof w) != T_WORD || strlen(w) >= sizeof r.result))
-				ok = 0;
-			if (ok)
-				copy_str(r.result, sizeof r.result, w);
-		}
-		if (ok)
-			t = lex_next(&l, w, sizeof w);
-		/* [reasonspec] *propspec */
-		while (ok && t != T_SEMI && t != T_END) {
-			char name[AUTH_VALUE_MAX];
-			if (t != T_WORD) {
-				ok = 0;
-				break;
-			}
-			copy_str(name, sizeof name, w);
-			if (strcmp(name, "reason") != 0 && (!strchr(name, '.') || name[0] == '.' ||
-							    name[strlen(name) - 1] == '.')) {
-				ok = 0;
-				break;
-			}
-			if (lex_next(&l, w, sizeof w) != T_EQ) {
-				ok = 0;
-				break;
-			}
-			t = lex_next(&l, w, sizeof w);
-			if (t != T_WORD && t != T_QSTR) {
-				ok = 0;
-				break;
-			}
-			if (strcmp(name, "header.d") == 0)
-				copy_str(r.header_d, sizeof r.header_d, w);
-			else if (strcmp(name, "header.i") == 0)
-				copy_str(r.header_i, sizeof r.header_i, w);
-			else if (strcmp(name, "header.from") == 0)
-				copy_str(r.header_from, sizeof r.header_from, w);
-			else if (strcmp(name, "smtp.mailfrom") == 0)
-				copy_str(r.smtp_mailfrom, sizeof r.smtp_mailfrom, w);
-			t = lex_next(&l, w, sizeof w);
-		}
-		if (!ok) {
+		/* stray text, or a malformed resinfo: skip to the next one */
+		if (t != T_SEMI || !resinfo_method(&l, w, sizeof w, &r, &t) ||
+		    !resinfo_props(&l, w, sizeof w, &r, &t)) {
 			while (t != T_SEMI && t != T_END)
 				t = lex_next(&l, w, sizeof w);
 			continue;

@@ -1,6 +1,6 @@
-/* classify.c — posting decisions from the facts the MIME layer gathered.
+/* classify.c — posting decisions from the facts facts.c gathered.
  *
- * Kept apart from mime.c because it runs in the daemon (not the parse
+ * Kept apart from facts.c because it runs in the daemon (not the parse
  * worker) and needs the mailbox's settings.  Every "no" carries a reason a
  * user can read in `status`, `dead list` or `inspect`. */
 #include <stdio.h>

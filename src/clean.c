@@ -15,8 +15,11 @@
  *   - a forwarded message ("---------- Forwarded message ---------") is the
  *     sender's new text, kept whole;
  *   - signatures: the "-- " delimiter, mobile lines ("Sent from my iPhone"),
- *     a mailing-list footer, a closing formula ("Best regards,") with only a
- *     name and title after it, and a short last paragraph of two or more
+ *     a mailing-list footer, an "external sender" banner on top,
+ *     confidentiality notices, a "-Name" last line, a contact block
+ *     (address, phone, web site) after the closing formula — the formula
+ *     ("Best regards,") and the name under it are the sender's and stay —
+ *     or under a rule of dashes, and a short last paragraph of two or more
  *     lines holding the sender's name or address.
  * When a rule is unsure, the line is kept: losing new text is worse than
  * showing a quote.  Everything not kept goes to removed, in order. */
@@ -1052,50 +1055,40 @@ static size_t strip_legal_tail(struct line *ls, size_t first, size_t last)
 	return end;
 }
 
-/* Marks the tail of the kept lines [a, b) that is a signature.  The
- * writer's sign-off ("Best regards," and a name) is their text and stays;
- * what follows it when it is a contact block goes. */
-static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char *sender)
+/* The last line of ls[a..last) when it is a mobile signature ("Sent from
+ * my phone") and not the only kept line: cut.  Returns the new end. */
+static size_t strip_mobile_line(struct line *ls, size_t a, size_t first_kept, size_t last)
 {
-	size_t last = b, para, first_kept = b, count = 0;
-	int found = 0;
-	for (size_t i = a; i < b; i++)
-		if (!ls[i].blank && !ls[i].removed) {
-			first_kept = i;
-			break;
-		}
-	while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
-		last--;
-	if (last <= first_kept)
-		return;
-	/* a mobile line at the very end */
-	{
-		const char *s = ls[last - 1].s;
-		size_t n = ls[last - 1].len;
-		trim_view(&s, &n);
-		if (is_mobile_signature(s, n) && last - 1 > first_kept) {
-			cut_line(&ls[last - 1], CUT_SIG);
-			while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
-				last--;
-		}
+	const char *s = ls[last - 1].s;
+	size_t n = ls[last - 1].len;
+	trim_view(&s, &n);
+	if (is_mobile_signature(s, n) && last - 1 > first_kept) {
+		cut_line(&ls[last - 1], CUT_SIG);
+		while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
+			last--;
 	}
-	/* confidentiality notices */
-	last = strip_legal_tail(ls, first_kept, last);
-	if (last <= first_kept)
-		return;
-	/* a "-Name" line at the very end (not "-lm" or "-O2") */
-	{
-		const char *s = ls[last - 1].s;
-		size_t n = ls[last - 1].len;
-		trim_view(&s, &n);
-		if (n >= 3 && n <= 40 && s[0] == '-' && is_capitalised_name(s + 1, n - 1) &&
-		    last - 1 > first_kept && !is_list_item(&ls[last - 2])) {
-			cut_line(&ls[last - 1], CUT_SIG);
-			return;
-		}
+	return last;
+}
+
+/* A "-Name" line at the very end (not "-lm" or "-O2"): cut.  1 if so. */
+static int strip_dash_name(struct line *ls, size_t first_kept, size_t last)
+{
+	const char *s = ls[last - 1].s;
+	size_t n = ls[last - 1].len;
+	trim_view(&s, &n);
+	if (n >= 3 && n <= 40 && s[0] == '-' && is_capitalised_name(s + 1, n - 1) &&
+	    last - 1 > first_kept && !is_list_item(&ls[last - 2])) {
+		cut_line(&ls[last - 1], CUT_SIG);
+		return 1;
 	}
-	/* "Thanks," then a rule and a signature block with a contact in it */
-	count = 0;
+	return 0;
+}
+
+/* "Thanks," then a rule and a signature block with a contact in it: the
+ * rule and the block are cut.  1 if so. */
+static int strip_ruled_block(struct line *ls, size_t first_kept, size_t last)
+{
+	size_t count = 0;
 	for (size_t i = last; i-- > first_kept + 1 && ++count <= 40;) {
 		const char *s = ls[i].s, *t;
 		size_t n = ls[i].len, m, j = i + 1, k;
@@ -1121,13 +1114,50 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 		if (contact) {
 			for (k = j; k < last; k++)
 				cut_line(&ls[k], CUT_SIG);
-			return;
+			return 1;
 		}
 		break;
 	}
-	/* a closing formula: it and the name under it stay, a block with a
-	 * contact (address, phone, web site) after them goes */
-	count = 0;
+	return 0;
+}
+
+/* After the closing formula at i and the name under it: a block with a
+ * contact (address, phone, web site) and no sentence is cut. */
+static void strip_after_closing_at(struct line *ls, size_t i, size_t last)
+{
+	size_t j = i + 1, from;
+	int sentence = 0, contact = 0;
+	while (j < last && ls[j].blank)
+		j++;
+	if (j < last) {
+		const char *t = ls[j].s;
+		size_t m = ls[j].len;
+		trim_view(&t, &m);
+		if (is_name_line(t, m))
+			j++;
+	}
+	from = j;
+	for (; j < last; j++) {
+		const char *t = ls[j].s;
+		size_t m = ls[j].len;
+		trim_view(&t, &m);
+		if (ls[j].blank)
+			continue;
+		sentence |= (ends_sentence(t, m) && !has_contact(t, m)) || starts_ci(t, m, "p.s") ||
+			    starts_ci(t, m, "ps:") || m > 80;
+		contact |= has_contact(t, m) || is_rule(t, m, 2);
+	}
+	if (from < last && !sentence && contact)
+		for (j = from; j < last; j++)
+			cut_line(&ls[j], CUT_SIG);
+}
+
+/* A closing formula among the last short lines: it and the name under it
+ * stay, a contact block after them goes.  1 when a closing was found (the
+ * search for a signature ends there). */
+static int strip_after_closing(struct line *ls, size_t first_kept, size_t last)
+{
+	size_t count = 0;
 	for (size_t i = last; i-- > first_kept + 1;) {
 		const char *s = ls[i].s;
 		size_t n = ls[i].len;
@@ -1138,36 +1168,19 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 			break;
 		if (!is_closing(s, n))
 			continue;
-		size_t j = i + 1, from;
-		int sentence = 0, contact = 0;
-		while (j < last && ls[j].blank)
-			j++;
-		if (j < last) {
-			const char *t = ls[j].s;
-			size_t m = ls[j].len;
-			trim_view(&t, &m);
-			if (is_name_line(t, m))
-				j++;
-		}
-		from = j;
-		for (; j < last; j++) {
-			const char *t = ls[j].s;
-			size_t m = ls[j].len;
-			trim_view(&t, &m);
-			if (ls[j].blank)
-				continue;
-			sentence |= (ends_sentence(t, m) && !has_contact(t, m)) ||
-				    starts_ci(t, m, "p.s") || starts_ci(t, m, "ps:") || m > 80;
-			contact |= has_contact(t, m) || is_rule(t, m, 2);
-		}
-		if (from < last && !sentence && contact)
-			for (j = from; j < last; j++)
-				cut_line(&ls[j], CUT_SIG);
-		return;
+		strip_after_closing_at(ls, i, last);
+		return 1;
 	}
-	/* a short last paragraph holding the sender's name or address */
-	para = last;
-	count = 0;
+	return 0;
+}
+
+/* A short last paragraph holding the sender's name or address: cut.  1 if
+ * so. */
+static int strip_sender_paragraph(struct line *ls, size_t first_kept, size_t last,
+				  const char *sender)
+{
+	size_t para = last, count = 0;
+	int found = 0;
 	while (para > first_kept && !ls[para - 1].blank && !ls[para - 1].removed) {
 		const char *s = ls[para - 1].s;
 		size_t n = ls[para - 1].len;
@@ -1182,11 +1195,17 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 	    ls[para].len <= CLEAN_MAX_SIG_LINE) {
 		for (size_t i = para; i < last; i++)
 			cut_line(&ls[i], CUT_SIG);
-		return;
+		return 1;
 	}
-	/* a rule of dashes after a blank line, then a few short lines with a
-	 * contact or the sender's name: a signature block.  Under a heading, or
-	 * with columns, the rule belongs to a table, a report or a form. */
+	return 0;
+}
+
+/* A rule of dashes after a blank line, then a few short lines with a
+ * contact or the sender's name: a signature block, cut.  Under a heading,
+ * or with columns, the rule belongs to a table, a report or a form. */
+static void strip_dash_rule_block(struct line *ls, size_t first_kept, size_t last,
+				  const char *sender)
+{
 	for (size_t i = last; i-- > first_kept + 1 && last - i <= 24;) {
 		const char *s = ls[i].s;
 		size_t n = ls[i].len;
@@ -1212,6 +1231,34 @@ static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char
 			return;
 		}
 	}
+}
+
+/* Marks the tail of the kept lines [a, b) that is a signature.  The
+ * writer's sign-off ("Best regards," and a name) is their text and stays;
+ * what follows it when it is a contact block goes. */
+static void strip_tail_signature(struct line *ls, size_t a, size_t b, const char *sender)
+{
+	size_t last = b, first_kept = b;
+	for (size_t i = a; i < b; i++)
+		if (!ls[i].blank && !ls[i].removed) {
+			first_kept = i;
+			break;
+		}
+	while (last > a && (ls[last - 1].blank || ls[last - 1].removed))
+		last--;
+	if (last <= first_kept)
+		return;
+	last = strip_mobile_line(ls, a, first_kept, last);
+	/* confidentiality notices */
+	last = strip_legal_tail(ls, first_kept, last);
+	if (last <= first_kept)
+		return;
+	/* the first of these that finds its kind of signature ends the search */
+	if (strip_dash_name(ls, first_kept, last) || strip_ruled_block(ls, first_kept, last) ||
+	    strip_after_closing(ls, first_kept, last) ||
+	    strip_sender_paragraph(ls, first_kept, last, sender))
+		return;
+	strip_dash_rule_block(ls, first_kept, last, sender);
 }
 
 /* "____" then a short mailing-list footer to the end. */
@@ -1495,14 +1542,10 @@ static void never_empty(struct line *ls, size_t nl)
 	settle_blanks(ls, nl);
 }
 
-void clean_reply(const char *text, const char *sender_name, struct clean_result *out)
+/* An "external sender" banner above the text: cut. */
+static void cut_banner(struct line *ls, size_t nl)
 {
-	size_t nl, i;
-	struct line *ls = split_lines(text ? text : "", &nl);
-	struct buf keep, gone;
-	int in_forward = 0;
-
-	/* an "external sender" banner above the text */
+	size_t i;
 	for (i = 0; i < nl && ls[i].blank; i++)
 		;
 	if (i < nl) {
@@ -1513,10 +1556,80 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			for (; i < nl && !ls[i].blank; i++)
 				cut_line(&ls[i], CUT_SIG);
 	}
+}
 
-	for (i = 0; i < nl; i++) {
+/* Line i (s, n trimmed) is a quoted line the sender's client wrapped:
+ * "> … Nullam d\nignissim\n>", or the last one of a quote: a long quoted
+ * line stopping mid-sentence, then a few lower-case words and the end of
+ * the paragraph. */
+static int is_wrapped_quote(const struct line *ls, size_t nl, size_t i, const char *s, size_t n)
+{
+	if (i == 0 || !ls[i - 1].quoted || !islower((unsigned char)*s))
+		return 0;
+	if (i + 1 < nl && ls[i + 1].quoted)
+		return 1;
+	const struct line *q = &ls[i - 1];
+	return q->len >= 65 && n <= 40 && (i + 1 >= nl || ls[i + 1].blank) &&
+	       !ends_sentence(q->s, q->len) && q->s[q->len - 1] != ':' && q->s[q->len - 1] != ',';
+}
+
+/* Line i starts what is not the reply: a mobile client's line, a
+ * signature delimiter, an original-message marker or header block, a rule
+ * opening headers, a list footer.  It and what follows are cut: 1. */
+static int cut_at_marker(struct line *ls, size_t nl, size_t i, const char *s, size_t n)
+{
+	/* mobile clients put their line between the reply and the quote */
+	if (((i == 0 || ls[i - 1].blank) && is_mobile_signature(s, n)) ||
+	    is_sig_delimiter(ls[i].s, ls[i].len)) {
+		mark_from(ls, nl, i, CUT_SIG);
+		return 1;
+	}
+	if (is_original_marker(s, n) || is_header_block(ls, nl, i)) {
+		mark_from(ls, nl, block_start(ls, i), CUT_REST);
+		mark_header_lines(ls, nl, block_start(ls, i));
+		return 1;
+	}
+	if (is_rule(s, n, 10) && rule_opens_header(ls, nl, i)) {
+		mark_from(ls, nl, i, CUT_REST);
+		mark_header_lines(ls, nl, i);
+		return 1;
+	}
+	if (is_list_footer(ls, nl, i)) {
+		mark_from(ls, nl, i, CUT_SIG);
+		return 1;
+	}
+	return 0;
+}
+
+/* A quote header ("On … wrote:") at *i: cut.  When a quote follows, the
+ * scan goes on after it (*i moved to its last line, 0); otherwise the rest
+ * is cut (1).  -1 when there is none. */
+static int cut_quote_header(struct line *ls, size_t nl, size_t *i)
+{
+	size_t h = quote_header_len(ls, nl, *i, 1);
+	if (!h)
+		return -1;
+	size_t j = *i + h;
+	while (j < nl && ls[j].blank)
+		j++;
+	for (size_t k = *i; k < *i + h; k++)
+		cut_line(&ls[k], CUT_HEADER);
+	if (j < nl && ls[j].quoted) {
+		*i += h - 1;
+		return 0;
+	}
+	mark_from(ls, nl, *i + h, CUT_REST);
+	return 1;
+}
+
+/* Cuts quotes, quote headers and what follows the reply.  Returns 1 when
+ * a forward marker was met (what follows it is the forwarded text). */
+static int cut_quotes(struct line *ls, size_t nl)
+{
+	int in_forward = 0;
+	for (size_t i = 0; i < nl; i++) {
 		const char *s = ls[i].s;
-		size_t n = ls[i].len, h;
+		size_t n = ls[i].len;
 		trim_view(&s, &n);
 		if (in_forward || ls[i].blank || ls[i].removed)
 			continue;
@@ -1528,82 +1641,42 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 			in_forward = 1;
 			continue;
 		}
-		/* a quoted line the sender's client wrapped: "> … Nullam d\nignissim\n>",
-		 * or the last one of a quote: a long quoted line stopping mid-sentence,
-		 * then a few lower-case words and the end of the paragraph */
-		if (i > 0 && ls[i - 1].quoted && islower((unsigned char)*s) &&
-		    ((i + 1 < nl && ls[i + 1].quoted) ||
-		     (ls[i - 1].len >= 65 && n <= 40 && (i + 1 >= nl || ls[i + 1].blank) &&
-		      !ends_sentence(ls[i - 1].s, ls[i - 1].len) &&
-		      ls[i - 1].s[ls[i - 1].len - 1] != ':' &&
-		      ls[i - 1].s[ls[i - 1].len - 1] != ','))) {
+		if (is_wrapped_quote(ls, nl, i, s, n)) {
 			cut_line(&ls[i], CUT_QUOTE);
 			continue;
 		}
-		/* mobile clients put their line between the reply and the quote */
-		if ((i == 0 || ls[i - 1].blank) && is_mobile_signature(s, n)) {
-			mark_from(ls, nl, i, CUT_SIG);
+		if (cut_at_marker(ls, nl, i, s, n) || cut_quote_header(ls, nl, &i) == 1)
 			break;
-		}
-		if (is_sig_delimiter(ls[i].s, ls[i].len)) {
-			mark_from(ls, nl, i, CUT_SIG);
-			break;
-		}
-		if (is_original_marker(s, n) || is_header_block(ls, nl, i)) {
-			mark_from(ls, nl, block_start(ls, i), CUT_REST);
-			mark_header_lines(ls, nl, block_start(ls, i));
-			break;
-		}
-		if (is_rule(s, n, 10) && rule_opens_header(ls, nl, i)) {
-			mark_from(ls, nl, i, CUT_REST);
-			mark_header_lines(ls, nl, i);
-			break;
-		}
-		if (is_list_footer(ls, nl, i)) {
-			mark_from(ls, nl, i, CUT_SIG);
-			break;
-		}
-		h = quote_header_len(ls, nl, i, 1);
-		if (h) {
-			size_t j = i + h;
-			while (j < nl && ls[j].blank)
-				j++;
-			for (size_t k = i; k < i + h; k++)
-				cut_line(&ls[k], CUT_HEADER);
-			if (j < nl && ls[j].quoted) {
-				i += h - 1;
-				continue;
-			}
-			mark_from(ls, nl, i + h, CUT_REST);
-			break;
-		}
 	}
+	return in_forward;
+}
 
+/* Signatures at the end of the last run of kept lines (of the reply above
+ * the quote when top-posting, of the last answer otherwise). */
+static void cut_last_signature(struct line *ls, size_t nl, const char *sender_name)
+{
+	size_t end = nl, start;
+	while (end > 0 && (ls[end - 1].removed || ls[end - 1].blank))
+		end--;
+	start = end;
+	while (start > 0 && !ls[start - 1].removed)
+		start--;
+	if (end > start)
+		strip_tail_signature(ls, start, end, sender_name);
+	if (end > start && start > 0 && kept_before(ls, start) && is_contact_block(ls, start, end))
+		for (size_t i = start; i < end; i++)
+			cut_line(&ls[i], CUT_SIG);
 	settle_blanks(ls, nl);
+}
 
-	/* signatures at the end of the last run of kept lines (of the reply
-	 * above the quote when top-posting, of the last answer otherwise) */
-	if (!in_forward) {
-		size_t end = nl, start;
-		while (end > 0 && (ls[end - 1].removed || ls[end - 1].blank))
-			end--;
-		start = end;
-		while (start > 0 && !ls[start - 1].removed)
-			start--;
-		if (end > start)
-			strip_tail_signature(ls, start, end, sender_name);
-		if (end > start && start > 0 && kept_before(ls, start) &&
-		    is_contact_block(ls, start, end))
-			for (i = start; i < end; i++)
-				cut_line(&ls[i], CUT_SIG);
-		settle_blanks(ls, nl);
-	}
-	keep_answered_quotes(ls, nl);
-	never_empty(ls, nl);
-
+/* The kept lines into out->text and the removed ones into out->removed,
+ * without blank lines at the start and the end. */
+static void result_build(const struct line *ls, size_t nl, struct clean_result *out)
+{
+	struct buf keep, gone;
 	buf_init(&keep);
 	buf_init(&gone);
-	for (i = 0; i < nl; i++) {
+	for (size_t i = 0; i < nl; i++) {
 		struct buf *b = ls[i].removed ? &gone : &keep;
 		if (!ls[i].removed && ls[i].blank && keep.len == 0)
 			continue;
@@ -1621,6 +1694,20 @@ void clean_reply(const char *text, const char *sender_name, struct clean_result 
 		out->text = xstrdup("");
 	if (!out->removed)
 		out->removed = xstrdup("");
+}
+
+void clean_reply(const char *text, const char *sender_name, struct clean_result *out)
+{
+	size_t nl;
+	struct line *ls = split_lines(text ? text : "", &nl);
+	cut_banner(ls, nl);
+	int in_forward = cut_quotes(ls, nl);
+	settle_blanks(ls, nl);
+	if (!in_forward)
+		cut_last_signature(ls, nl, sender_name);
+	keep_answered_quotes(ls, nl);
+	never_empty(ls, nl);
+	result_build(ls, nl, out);
 	free(ls);
 }
 

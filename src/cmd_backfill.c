@@ -56,7 +56,6 @@ static int since_parse(const char *s, time_t *out)
 struct listing {
 	time_t since;
 	size_t n;
-	volatile int stop;
 };
 
 static void put_safe(const char *s)
@@ -143,7 +142,7 @@ static int take_older(struct store *st, const struct mf_mailbox *mb, time_t sinc
 		rc = 0;
 		goto out;
 	}
-	volatile int stop = 0;
+	atomic_int stop = 0;
 	int inserted = 0;
 	struct ingest_folder target = {
 	    .key = mb->name, .acct = mb->acct, .folder = mb->folder, .max_size = max_size};

@@ -5,9 +5,12 @@
  * one IMAP connection: it takes new messages in and applies the
  * after-action to messages that are safe (both in ingest.c), and waits
  * with IDLE on its first folder (or polls); its other folders get a STATUS
- * look at least every poll_interval and are synced when UIDNEXT moved.  The main thread is the processor: it parses,
- * classifies, threads and enqueues, delivers the outbox, sends due digests,
- * pings the systemd watchdog and handles signals through a signalfd.
+ * look at least every poll_interval and are synced when UIDNEXT moved.
+ * The main thread is the processor: it handles signals through a
+ * signalfd and runs a small table of periodic duties (processing —
+ * parse, classify, thread, enqueue — and delivery of the outbox on every
+ * pass, due digests every minute, the systemd watchdog and status at the
+ * watchdog's pace), each with its period and the time of its last run.
  * Threads talk only through the database and eventfds; each has its own
  * SQLite connection.
  *
@@ -21,6 +24,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +62,8 @@
  * progress (one message fetched, one batch processed) before /healthz
  * calls it stuck. */
 #define HEALTH_STEP health_step()
-#define AUTH_FAILURES 3       /* refused logins of an account before ... */
-#define AUTH_BACKOFF 3600     /* ... it waits this long (a reload retries at once) */
+#define AUTH_FAILURES 3	  /* refused logins of an account before ... */
+#define AUTH_BACKOFF 3600 /* ... it waits this long (a reload retries at once) */
 
 /* Refused logins are counted per account, not per folder: the watchers of
  * one account share its gate, so a wrong password is not hammered by each
@@ -83,8 +87,8 @@ struct watcher {
 	long start_since;
 	const struct mf_config *cfg;
 	/* what the last look of this session saw */
-	int looked;		/* synced since the session connected */
-	int refused;		/* the server refused the folder (missing, say) */
+	int looked;  /* synced since the session connected */
+	int refused; /* the server refused the folder (missing, say) */
 	uint32_t uidnext, uidvalidity;
 };
 
@@ -99,9 +103,9 @@ struct session {
 	const struct mf_account *acct;
 	const char *state_path;
 	int wake_fd;
-	volatile int stop;
+	atomic_int stop; /* set by the processor, read by the session */
 	int proc_wake_fd;
-	int health; /* its slot in the liveness table */
+	int health;		   /* its slot in the liveness table */
 	struct account_gate *gate; /* NULL in run --once */
 };
 
@@ -220,10 +224,10 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
  * and a sync of those whose UIDNEXT or UIDVALIDITY moved, or that have
  * after-actions due.  With look = 0 only the after-actions are checked
  * (the processor woke the session after a delivery). */
-static int session_sweep(struct session *ss, struct imap_session *s, struct store *st,
-			 size_t idle, int look, char *err, size_t errlen)
+static int session_sweep(struct session *ss, struct imap_session *s, struct store *st, size_t idle,
+			 int look, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < ss->nf && !ss->stop; i++) {
+	for (size_t i = 0; i < ss->nf && !atomic_load(&ss->stop); i++) {
 		struct watcher *w = ss->f[i];
 		if (i == idle)
 			continue;
@@ -233,8 +237,9 @@ static int session_sweep(struct session *ss, struct imap_session *s, struct stor
 			int rc = imap_status(s, w->folder, &info, err, errlen);
 			if (rc == IMAP_REFUSED) {
 				if (!w->refused)
-					log_warn("imap.folder_error mailbox=%s folder=%s error=\"%s\"",
-						 w->key, w->folder, err);
+					log_warn(
+					    "imap.folder_error mailbox=%s folder=%s error=\"%s\"",
+					    w->key, w->folder, err);
 				store_folder_error(st, w->key, err);
 				w->refused = 1;
 				continue;
@@ -266,7 +271,7 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 	double next_look = 0;
 	for (size_t i = 0; i < ss->nf; i++)
 		ss->f[i]->looked = ss->f[i]->refused = 0;
-	while (!ss->stop) {
+	while (!atomic_load(&ss->stop)) {
 		int rc = 0;
 		/* IDLE on the first folder the server did not refuse */
 		size_t idle = 0;
@@ -287,12 +292,14 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 			continue; /* wait on another folder */
 		*backoff = 1;
 		*store_backoff = 1;
-		if (ss->stop)
+		if (atomic_load(&ss->stop))
 			break;
 		long max_wait = WATCH_WAIT;
 		if (ss->nf > 1) {
 			double left = next_look - now_monotonic();
-			max_wait = left < 1 ? 1 : left < WATCH_WAIT ? (long)(left + 0.999) : WATCH_WAIT;
+			max_wait = left < 1	       ? 1
+				   : left < WATCH_WAIT ? (long)(left + 0.999)
+						       : WATCH_WAIT;
 		}
 		health_beat(ss->health, (double)max_wait + 60 + 2.0 * (double)ss->acct->timeout);
 		int r = imap_wait(s, ss->wake_fd, max_wait, err, errlen);
@@ -316,7 +323,7 @@ static void *session_main(void *arg)
 		return NULL;
 	}
 	health_bind(ss->health);
-	while (!ss->stop) {
+	while (!atomic_load(&ss->stop)) {
 		long barred = gate_wait(ss->gate);
 		if (barred > 0) {
 			health_wait(ss->health, HEALTH_AUTH_BACKOFF, (double)barred,
@@ -329,7 +336,8 @@ static void *session_main(void *arg)
 		gate_result(ss->gate, st, !s && imap_login_refused(), err);
 		if (!s) {
 			long delay = jitter(backoff);
-			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", key, err, delay);
+			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", key, err,
+				  delay);
 			health_wait(ss->health,
 				    imap_last_failure() == IMAP_FAIL_AUTH ? HEALTH_AUTH_BACKOFF
 									  : HEALTH_BACKOFF,
@@ -340,15 +348,16 @@ static void *session_main(void *arg)
 			continue;
 		}
 		if (ss->nf > 1)
-			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
-				 "poll_interval=%lds",
-				 key, ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no",
-				 ss->nf, ss->acct->poll_interval);
+			log_info(
+			    "imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
+			    "poll_interval=%lds",
+			    key, ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no",
+			    ss->nf, ss->acct->poll_interval);
 		else
 			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", key,
 				 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
 		int rc = session_serve(ss, s, st, &backoff, &store_backoff, err, sizeof err);
-		if (ss->stop) {
+		if (atomic_load(&ss->stop)) {
 			imap_close(s);
 			break;
 		}
@@ -364,7 +373,8 @@ static void *session_main(void *arg)
 			continue;
 		}
 		long delay = jitter(backoff);
-		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", key, err, delay);
+		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", key, err,
+			 delay);
 		health_wait(ss->health, HEALTH_BACKOFF, (double)delay, err);
 		session_folders_error(ss, st, err);
 		sleep_or_wake(ss->wake_fd, delay);
@@ -517,7 +527,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 {
 	int abandoned = 0;
 	for (size_t i = 0; i < d->nss; i++) {
-		d->ss[i].stop = 1;
+		atomic_store(&d->ss[i].stop, 1);
 		wake(d->ss[i].wake_fd);
 	}
 	for (size_t i = 0; i < d->nss; i++) {
@@ -603,7 +613,7 @@ static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 		struct outbox_counts before, after;
 		long waiting = 0;
 		outbox_counts(st, &before);
-		int r = outbox_deliver_due(st, d->cfg, d->feed_ctx, &waiting);
+		int r = outbox_deliver_due(st, d->cfg, d->feed, d->feed_ctx, &waiting);
 		if (r < 0)
 			return -1;
 		dead += r;
@@ -629,8 +639,8 @@ static void notify_status(struct store *st)
 
 /* The open session of w's account in run --once, shared by its folders
  * (one connection per account, however many folders), or a new one. */
-static struct imap_session *once_session(struct daemon *d, struct imap_session **sessions,
-					 size_t i, char *err, size_t errlen)
+static struct imap_session *once_session(struct daemon *d, struct imap_session **sessions, size_t i,
+					 char *err, size_t errlen)
 {
 	for (size_t j = 0; j < i; j++)
 		if (d->w[j].acct == d->w[i].acct && sessions[j])
@@ -647,16 +657,13 @@ static void once_drop(struct imap_session **sessions, size_t n, struct imap_sess
 	imap_abort(s);
 }
 
-static int run_once(struct daemon *d, struct store *st)
+/* run --once, first step: every folder synced over one session per account.
+ * Returns the folders that failed. */
+static int once_fetch(struct daemon *d, struct store *st, struct imap_session **sessions, size_t n)
 {
-	struct mf_config *cfg = d->cfg;
-	size_t n = watchers_plan(d);
-	struct imap_session **sessions = xcalloc(n ? n : 1, sizeof *sessions);
-	volatile int stop = 0;
-	int failures = 0, delivered_any = 0;
+	atomic_int stop = 0;
+	int failures = 0;
 	char err[512];
-	double t0 = now_monotonic(), t_fetch, t_process, t_deliver;
-
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];
 		int fresh = 0;
@@ -677,21 +684,15 @@ static int run_once(struct daemon *d, struct store *st)
 			failures++;
 		}
 	}
-	t_fetch = now_monotonic();
-	int done;
-	while ((done = pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH)) > 0)
-		;
-	if (done < 0)
-		failures++; /* the state database took nothing: what is left waits */
-	t_process = now_monotonic();
-	double cpu_process = now_thread_cpu();
-	int dead = deliver_all(d, st, &delivered_any);
-	if (dead < 0) {
-		failures++;
-		dead = 0;
-	}
-	t_deliver = now_monotonic();
-	double deliver_cpu_s = now_thread_cpu() - cpu_process;
+	return failures;
+}
+
+/* run --once, after delivery: the after-actions of the folders whose
+ * session is still open.  Returns the folders that failed or wait. */
+static int once_acks(struct daemon *d, struct store *st, struct imap_session **sessions, size_t n)
+{
+	int failures = 0;
+	char err[512];
 	for (size_t i = 0; i < n; i++) {
 		struct watcher *w = &d->w[i];
 		struct imap_folder_info info;
@@ -710,6 +711,12 @@ static int run_once(struct daemon *d, struct store *st)
 		}
 		failures += arc == INGEST_ACKS_WAITING;
 	}
+	return failures;
+}
+
+/* Logs out of every session, each once however many folders share it. */
+static void once_close(struct imap_session **sessions, size_t n)
+{
 	for (size_t i = 0; i < n; i++)
 		if (sessions[i]) {
 			struct imap_session *s = sessions[i];
@@ -718,13 +725,15 @@ static int run_once(struct daemon *d, struct store *st)
 					sessions[j] = NULL;
 			imap_close(s);
 		}
-	free(sessions);
-	free(d->w);
-	d->w = NULL;
-	if (cfg->smtp.present && d->feed)
-		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
-	if (notice_send_queued(st, cfg) < 0)
-		failures++;
+}
+
+/* Times of the steps of run --once (monotonic seconds). */
+struct once_times {
+	double start, fetch, process, deliver, deliver_cpu;
+};
+
+static void once_report(struct store *st, int failures, int dead, const struct once_times *t)
+{
 	struct outbox_counts c;
 	outbox_counts(st, &c);
 	double parse_s, enqueue_s, enqueue_cpu_s;
@@ -732,9 +741,46 @@ static int run_once(struct daemon *d, struct store *st)
 	log_info("run.once done failures=%d dead=%d pending=%ld retrying=%ld delivered=%ld "
 		 "fetch_s=%.2f process_s=%.2f deliver_s=%.2f total_s=%.2f parse_s=%.2f "
 		 "enqueue_s=%.2f enqueue_cpu_s=%.2f deliver_cpu_s=%.2f",
-		 failures, dead, c.pending, c.retrying, c.delivered, t_fetch - t0,
-		 t_process - t_fetch, t_deliver - t_process, now_monotonic() - t0, parse_s,
-		 enqueue_s, enqueue_cpu_s, deliver_cpu_s);
+		 failures, dead, c.pending, c.retrying, c.delivered, t->fetch - t->start,
+		 t->process - t->fetch, t->deliver - t->process, now_monotonic() - t->start,
+		 parse_s, enqueue_s, enqueue_cpu_s, t->deliver_cpu);
+}
+
+/* One full pass: fetch, process, deliver, after-actions, digests and
+ * queued notices.  Returns 0 when nothing failed, 1 otherwise. */
+static int run_once(struct daemon *d, struct store *st)
+{
+	struct mf_config *cfg = d->cfg;
+	size_t n = watchers_plan(d);
+	struct imap_session **sessions = xcalloc(n ? n : 1, sizeof *sessions);
+	int delivered_any = 0, done;
+	struct once_times t = {.start = now_monotonic()};
+
+	int failures = once_fetch(d, st, sessions, n);
+	t.fetch = now_monotonic();
+	while ((done = pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH)) > 0)
+		;
+	if (done < 0)
+		failures++; /* the state database took nothing: what is left waits */
+	t.process = now_monotonic();
+	double cpu_process = now_thread_cpu();
+	int dead = deliver_all(d, st, &delivered_any);
+	if (dead < 0) {
+		failures++;
+		dead = 0;
+	}
+	t.deliver = now_monotonic();
+	t.deliver_cpu = now_thread_cpu() - cpu_process;
+	failures += once_acks(d, st, sessions, n);
+	once_close(sessions, n);
+	free(sessions);
+	free(d->w);
+	d->w = NULL;
+	if (cfg->smtp.present && d->feed)
+		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
+	if (notice_send_queued(st, cfg) < 0)
+		failures++;
+	once_report(st, failures, dead, &t);
 	return failures || dead ? 1 : 0;
 }
 
@@ -878,113 +924,198 @@ static int digest_keep_going(void *arg)
 	return poll(&pf, 1, 0) <= 0;
 }
 
+/* The processor's loop: it waits on the signalfd, the watchers' eventfd and
+ * a timeout, then runs the periodic duties that are due. */
+struct processor;
+
+/* A periodic duty of the processor: it runs when it is wanted and at least
+ * period seconds (0: on every pass) went by since its last run. */
+struct duty {
+	double period;
+	double last;				  /* monotonic time of the last run */
+	int (*wanted)(const struct processor *p); /* NULL: always */
+	void (*run)(struct processor *p);
+};
+
+enum { DUTY_PROCESS, DUTY_DIGEST, DUTY_WATCHDOG, DUTY_COUNT };
+
+struct processor {
+	struct daemon *d;
+	struct store **stp;
+	int sfd;
+	int health;
+	long wd_interval_ms;
+	double store_retry_at; /* the state database failed: work waits until then */
+	long store_backoff;
+	struct duty duty[DUTY_COUNT];
+};
+
+/* How long a step of the processor may take: a batch may take every
+ * message's parse timeout. */
+static double processor_step(const struct processor *p)
+{
+	return HEALTH_STEP + (double)PROCESS_BATCH * (double)p->d->cfg->gateway.parse_timeout;
+}
+
+/* The poll timeout of a pass: the first does at once what is due (digests
+ * included); the others wait at most the watchdog interval (30 s at most),
+ * until the next outbox item is due, or until a store backoff ends. */
+static long processor_timeout(const struct processor *p, int first)
+{
+	long timeout_ms = first ? 0 : p->wd_interval_ms < 30000 ? p->wd_interval_ms : 30000;
+	long next = outbox_next_due(*p->stp);
+	double pause = p->store_retry_at - now_monotonic();
+	if (pause > 0) {
+		/* the state database failed: due work waits, no busy loop */
+		if (pause * 1000 < timeout_ms)
+			timeout_ms = (long)(pause * 1000) + 1;
+	} else if (next > 0) {
+		long in = (next - (long)time(NULL)) * 1000;
+		if (in < timeout_ms)
+			timeout_ms = in < 0 ? 0 : in;
+	}
+	return timeout_ms;
+}
+
+/* Takes the signals waiting on the signalfd: HUP reloads, TERM and INT
+ * stop.  Returns 1 when the processor is to stop. */
+static int processor_signals(struct processor *p)
+{
+	struct signalfd_siginfo si;
+	int stopping = 0;
+	while (read(p->sfd, &si, sizeof si) == sizeof si) {
+		if (si.ssi_signo == SIGHUP) {
+			reload(p->d, p->stp);
+		} else {
+			log_notice("run.stopping signal=%s",
+				   si.ssi_signo == SIGTERM ? "TERM" : "INT");
+			stopping = 1;
+		}
+	}
+	return stopping;
+}
+
+/* Waits for a signal, a watcher's wake-up or the timeout.  Returns 0 for
+ * a pass of the duties, 1 when the processor is to stop, -1 when poll
+ * failed. */
+static int processor_wait(struct processor *p, int first)
+{
+	long timeout_ms = processor_timeout(p, first);
+	struct pollfd pf[2] = {{.fd = p->sfd, .events = POLLIN},
+			       {.fd = p->d->proc_wake_fd, .events = POLLIN}};
+	if (p->store_retry_at <= now_monotonic())
+		health_beat(p->health, (double)timeout_ms / 1000 + 60);
+	if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
+		return -1;
+	if (p->store_retry_at <= now_monotonic())
+		health_beat(p->health, processor_step(p));
+	if ((pf[0].revents & POLLIN) && processor_signals(p))
+		return 1;
+	drain(p->d->proc_wake_fd);
+	return 0;
+}
+
+static int duty_process_wanted(const struct processor *p)
+{
+	return now_monotonic() >= p->store_retry_at;
+}
+
+/* Parses, classifies, threads and enqueues what the watchers took in, then
+ * delivers what is due.  A failing state database backs the duty off. */
+static void duty_process(struct processor *p)
+{
+	struct store *st = *p->stp;
+	int n, delivered_any = 0;
+	do {
+		n = pipeline_process_new(st, p->d->cfg, p->d->worker, PROCESS_BATCH);
+		health_beat(p->health, processor_step(p));
+	} while (n > 0);
+	notice_sender_wake(); /* notices queued with the verdicts */
+	int dead = deliver_all(p->d, st, &delivered_any);
+	if (dead < 0 || n < 0) {
+		p->store_backoff = backoff_next(p->store_backoff, STORE_MAX_BACKOFF);
+		p->store_retry_at = now_monotonic() + (double)p->store_backoff;
+		log_warn("run.store_failed retry_in=%lds error=\"%s\"", p->store_backoff,
+			 store_errmsg(st));
+		health_wait(p->health, HEALTH_BACKOFF, (double)p->store_backoff,
+			    "the state database failed; processing and delivery wait");
+	} else {
+		p->store_backoff = 0;
+		p->store_retry_at = 0;
+	}
+	if (delivered_any || dead > 0)
+		wake_watchers(p->d); /* after-actions, dead marks */
+}
+
+static int duty_digest_wanted(const struct processor *p)
+{
+	return p->d->cfg->smtp.present && p->d->feed;
+}
+
+/* Sends the digests that are due; the run feeds the watchdog and ends
+ * early when a signal waits. */
+static void duty_digest(struct processor *p)
+{
+	struct digest_pace pace = {p->sfd, p->wd_interval_ms, &p->duty[DUTY_WATCHDOG].last};
+	digest_run_paced(*p->stp, p->d->cfg, p->d->feed, p->d->feed_ctx, time(NULL),
+			 digest_keep_going, &pace);
+}
+
+/* The watchdog is fed only while every watcher and the processor make
+ * progress or wait for a known reason (see /healthz); the heartbeat note,
+ * the systemd status line and the metrics file follow at the same pace. */
+static void duty_watchdog(struct processor *p)
+{
+	struct store *st = *p->stp;
+	if (health_report(NULL))
+		sd_notify(0, "WATCHDOG=1");
+	else
+		log_warn("run.unhealthy note=\"a part made no progress; the watchdog "
+			 "is not fed (GET /healthz names it)\"");
+	note_set(st, "heartbeat", NULL, 0);
+	notify_status(st);
+	metrics_write(st, p->d->cfg);
+}
+
+/* Runs every duty that is due, in table order. */
+static void processor_duties(struct processor *p)
+{
+	for (size_t i = 0; i < DUTY_COUNT; i++) {
+		struct duty *du = &p->duty[i];
+		double now = now_monotonic();
+		if ((du->wanted && !du->wanted(p)) || now - du->last < du->period)
+			continue;
+		du->last = now;
+		du->run(p);
+	}
+}
+
 static int run_forever(struct daemon *d, struct store **stp, int sfd)
 {
 	uint64_t wd_usec = 0;
-	double last_digest = 0, last_ping = 0, store_retry_at = 0;
-	int stopping = 0;
-	long wd_interval_ms = 10000, store_backoff = 0;
+	struct processor p = {.d = d, .stp = stp, .sfd = sfd, .wd_interval_ms = 10000};
 
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
-		wd_interval_ms = (long)(wd_usec / 2000);
-	int health = health_register("processor");
-	health_bind(health);
-	parse_wd_interval_ms = wd_interval_ms;
+		p.wd_interval_ms = (long)(wd_usec / 2000);
+	p.duty[DUTY_PROCESS] = (struct duty){0, 0, duty_process_wanted, duty_process};
+	p.duty[DUTY_DIGEST] = (struct duty){60, 0, duty_digest_wanted, duty_digest};
+	p.duty[DUTY_WATCHDOG] =
+	    (struct duty){(double)p.wd_interval_ms / 1000, 0, NULL, duty_watchdog};
+	p.health = health_register("processor");
+	health_bind(p.health);
+	parse_wd_interval_ms = p.wd_interval_ms;
 	watchers_start(d, *stp);
 	notice_sender_start(d->cfg);
 	note_set(*stp, "heartbeat", NULL, 0);
 	sd_notify(0, "READY=1\nSTATUS=running");
 	log_notice("run.ready mailboxes=%zu backend=%s", d->cfg->n_mailboxes,
 		   d->feed ? d->feed->name : "none");
-
-	for (int first = 1; !stopping; first = 0) {
-		struct store *st = *stp;
-		/* the first pass does at once what is due (digests included) */
-		long timeout_ms = first ? 0 : wd_interval_ms < 30000 ? wd_interval_ms : 30000;
-		long next = outbox_next_due(st);
-		double pause = store_retry_at - now_monotonic();
-		if (pause > 0) {
-			/* the state database failed: due work waits, no busy loop */
-			if (pause * 1000 < timeout_ms)
-				timeout_ms = (long)(pause * 1000) + 1;
-		} else if (next > 0) {
-			long in = (next - (long)time(NULL)) * 1000;
-			if (in < timeout_ms)
-				timeout_ms = in < 0 ? 0 : in;
-		}
-		struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN},
-				       {.fd = d->proc_wake_fd, .events = POLLIN}};
-		if (store_retry_at <= now_monotonic())
-			health_beat(health, (double)timeout_ms / 1000 + 60);
-		if (poll(pf, 2, (int)timeout_ms) < 0 && errno != EINTR)
-			break;
-		/* a batch may take every message's parse timeout */
-		double step = HEALTH_STEP + (double)PROCESS_BATCH * (double)d->cfg->gateway.parse_timeout;
-		if (store_retry_at <= now_monotonic())
-			health_beat(health, step);
-		if (pf[0].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			while (read(sfd, &si, sizeof si) == sizeof si) {
-				if (si.ssi_signo == SIGHUP) {
-					reload(d, stp);
-					st = *stp;
-				} else {
-					log_notice("run.stopping signal=%s",
-						   si.ssi_signo == SIGTERM ? "TERM" : "INT");
-					stopping = 1;
-				}
-			}
-		}
-		if (stopping)
-			break;
-		drain(d->proc_wake_fd);
-		if (now_monotonic() >= store_retry_at) {
-			int n, delivered_any = 0;
-			do {
-				n = pipeline_process_new(st, d->cfg, d->worker, PROCESS_BATCH);
-				health_beat(health, step);
-			} while (n > 0);
-			notice_sender_wake(); /* notices queued with the verdicts */
-			int dead = deliver_all(d, st, &delivered_any);
-			if (dead < 0 || n < 0) {
-				store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
-				store_retry_at = now_monotonic() + (double)store_backoff;
-				log_warn("run.store_failed retry_in=%lds error=\"%s\"",
-					 store_backoff, store_errmsg(st));
-				health_wait(health, HEALTH_BACKOFF, (double)store_backoff,
-					    "the state database failed; processing and delivery wait");
-			} else {
-				store_backoff = 0;
-				store_retry_at = 0;
-			}
-			if (delivered_any || dead > 0)
-				wake_watchers(d); /* after-actions, dead marks */
-		}
-		double now = now_monotonic();
-		if (d->cfg->smtp.present && d->feed && now - last_digest >= 60) {
-			struct digest_pace pace = {sfd, wd_interval_ms, &last_ping};
-			digest_run_paced(st, d->cfg, d->feed, d->feed_ctx, time(NULL),
-					 digest_keep_going, &pace);
-			last_digest = now;
-		}
-		if ((now - last_ping) * 1000 >= (double)wd_interval_ms) {
-			/* fed only while every watcher and the processor make
-			 * progress or wait for a known reason (see /healthz) */
-			if (health_report(NULL))
-				sd_notify(0, "WATCHDOG=1");
-			else
-				log_warn("run.unhealthy note=\"a part made no progress; the watchdog "
-					 "is not fed (GET /healthz names it)\"");
-			note_set(st, "heartbeat", NULL, 0);
-			notify_status(st);
-			metrics_write(st, d->cfg);
-			last_ping = now;
-		}
-	}
+	for (int first = 1; processor_wait(&p, first) == 0; first = 0)
+		processor_duties(&p);
 	sd_notify(0, "STOPPING=1");
 	watchers_stop(d, now_monotonic() + 7);
 	notice_sender_stop(3);
-	health_unregister(health);
+	health_unregister(p.health);
 	return 0;
 }
 
@@ -997,17 +1128,13 @@ static void run_usage(FILE *out)
 		     "  Signals: HUP reloads the config, TERM/INT stop.\n");
 }
 
-int cmd_run(int argc, char **argv, const char *config)
+/* Reads run's arguments into *once.  Returns -1 to go on, or the exit
+ * status (--help, a wrong argument). */
+static int run_args(int argc, char **argv, int *once)
 {
-	int once = 0, rc = 0;
-	char err[512];
-	struct daemon d = {.config_path = config, .proc_wake_fd = -1};
-	sigset_t mask;
-	int sfd = -1;
-
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--once") == 0) {
-			once = 1;
+			*once = 1;
 		} else if (strcmp(argv[i], "--help") == 0) {
 			run_usage(stdout);
 			return 0;
@@ -1016,30 +1143,73 @@ int cmd_run(int argc, char **argv, const char *config)
 			return 2;
 		}
 	}
-	/* the daemon holds the account passwords, tokens and keys: no core
-	 * file, no ptrace or /proc/PID/mem by other processes of the user */
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	/* signals are taken synchronously by the main thread only */
+	return -1;
+}
+
+/* Signals are taken synchronously by the main thread only, through the
+ * returned signalfd. */
+static int run_signals(void)
+{
+	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	d.cfg = cli_load_config(config);
+	return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* Loads the config and applies its log settings and secrets, or NULL. */
+static struct mf_config *run_config(const char *config)
+{
+	struct mf_config *cfg = cli_load_config(config);
+	if (!cfg)
+		return NULL;
+	if (cfg->gateway.log_level) {
+		enum log_level lvl;
+		if (log_level_parse(cfg->gateway.log_level, &lvl) == 0)
+			log_set_level(lvl);
+	}
+	log_set_format((enum log_format)cfg->gateway.log_format);
+	secrets_preload(cfg);
+	return cfg;
+}
+
+/* With the state locked and open: the worker, the feed, then one pass or
+ * the daemon's loop.  Returns the exit status. */
+static int run_with_state(struct daemon *d, struct store **stp, int sfd, int once)
+{
+	d->proc_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	d->worker = worker_new(&d->cfg->gateway); /* spawned on first use */
+	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
+	if (feed_open(d, *stp) < 0 && once)
+		return 1;
+	subscribers_seed(*stp, d->cfg);
+	if (once)
+		return run_once(d, *stp);
+	if (metrics_restart(d) < 0)
+		return 1;
+	return run_forever(d, stp, sfd);
+}
+
+int cmd_run(int argc, char **argv, const char *config)
+{
+	int once = 0, rc, lock_fd = -1;
+	char err[512];
+	struct daemon d = {.config_path = config, .proc_wake_fd = -1};
+
+	rc = run_args(argc, argv, &once);
+	if (rc >= 0)
+		return rc;
+	/* the daemon holds the account passwords, tokens and keys: no core
+	 * file, no ptrace or /proc/PID/mem by other processes of the user */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	int sfd = run_signals();
+	d.cfg = run_config(config);
 	if (!d.cfg) {
 		close(sfd);
 		return 2;
 	}
-	if (d.cfg->gateway.log_level) {
-		enum log_level lvl;
-		if (log_level_parse(d.cfg->gateway.log_level, &lvl) == 0)
-			log_set_level(lvl);
-	}
-	log_set_format((enum log_format)d.cfg->gateway.log_format);
-	secrets_preload(d.cfg);
-
-	int lock_fd = -1;
 	if (state_lock_take(d.cfg->gateway.state, &lock_fd, err, sizeof err) < 0) {
 		fprintf(stderr, "mailfeed: %s\n", err);
 		config_free(d.cfg);
@@ -1054,27 +1224,7 @@ int cmd_run(int argc, char **argv, const char *config)
 		close(sfd);
 		return 1;
 	}
-	d.proc_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	d.worker = worker_new(&d.cfg->gateway);
-	if (!d.worker) {
-		log_error("run.error error=\"cannot start the parse worker\"");
-		rc = 1;
-		goto out;
-	}
-	worker_set_tick(d.worker, parse_feeds_watchdog, NULL);
-	if (feed_open(&d, st) < 0 && once) {
-		rc = 1;
-		goto out;
-	}
-	subscribers_seed(st, d.cfg);
-	if (once) {
-		rc = run_once(&d, st);
-	} else if (metrics_restart(&d) < 0) {
-		rc = 1;
-	} else {
-		rc = run_forever(&d, &st, sfd);
-	}
-out:
+	rc = run_with_state(&d, &st, sfd, once);
 	metrics_server_stop(d.metrics);
 	free(d.metrics_listen);
 	feed_close(&d);

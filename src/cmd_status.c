@@ -18,20 +18,6 @@
 #include "mailfeed/store.h"
 #include "mailfeed/subscribers.h"
 
-static json_t *iso_or_null(sqlite3_stmt *s, int col)
-{
-	char buf[32];
-	if (sqlite3_column_type(s, col) == SQLITE_NULL || sqlite3_column_int64(s, col) == 0)
-		return json_null();
-	return json_string(time_iso((time_t)sqlite3_column_int64(s, col), buf, sizeof buf));
-}
-
-static json_t *text_or_null(sqlite3_stmt *s, int col)
-{
-	const char *t = (const char *)sqlite3_column_text(s, col);
-	return t ? json_string(t) : json_null();
-}
-
 static json_t *time_or_null(time_t t)
 {
 	char buf[32];
@@ -151,7 +137,6 @@ static void digest_row(void *arg, const struct subscription_row *row)
 static json_t *status_build(struct store *st, const struct mf_config *cfg, const char *state)
 {
 	json_t *root = json_object(), *digests = json_array();
-	sqlite3_stmt *s;
 	struct outbox_counts c = {0};
 
 	json_object_set_new(root, "mailboxes", mailboxes_status(st, cfg));
@@ -165,18 +150,18 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	 * next attempt is due */
 	json_object_set_new(ob, "retry_error", json_null());
 	json_object_set_new(ob, "next_retry", json_null());
-	if (c.retrying > 0 &&
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
-			       " state='retrying') FROM outbox WHERE state='retrying'"
-			       " ORDER BY id LIMIT 1",
-			       -1, &s, NULL) == SQLITE_OK) {
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			json_object_set_new(ob, "retry_error", text_or_null(s, 0));
-			json_object_set_new(ob, "next_retry", iso_or_null(s, 1));
-		}
-		sqlite3_finalize(s);
+	char *retry_error = NULL;
+	time_t next_retry = 0;
+	if (c.retrying > 0 && outbox_retry_status(st, &retry_error, &next_retry) == 1) {
+		char when[32];
+		json_object_set_new(ob, "retry_error",
+				    retry_error ? json_string(retry_error) : json_null());
+		json_object_set_new(ob, "next_retry",
+				    next_retry
+					? json_string(time_iso(next_retry, when, sizeof when))
+					: json_null());
 	}
+	free(retry_error);
 	json_object_set_new(root, "outbox", ob);
 	long nw = notice_waiting(st);
 	json_object_set_new(root, "notices_waiting", json_integer(nw > 0 ? nw : 0));

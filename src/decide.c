@@ -12,6 +12,7 @@
 #include "mailfeed/classify.h"
 #include "mailfeed/decide.h"
 #include "mailfeed/messages.h"
+#include "mailfeed/outbox.h"
 #include "mailfeed/store.h"
 #include "mailfeed/thread.h"
 #include "mailfeed/util.h"
@@ -52,18 +53,6 @@ void decide_item_key(const char *group, const struct mf_message *m, const char *
 	snprintf(out, 40, "mf-%.32s", h);
 }
 
-static int key_known(sqlite3 *db, const char *key)
-{
-	sqlite3_stmt *s;
-	int found;
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
-		return -1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
-	return found;
-}
-
 int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
 		   const struct mf_message *m, const char *raw, size_t len, struct decision *d)
 {
@@ -92,7 +81,7 @@ int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mai
 	decide_item_key(mb->group, m, raw, len, d->key);
 	if (!db)
 		return 0;
-	switch (key_known(db, d->key)) {
+	switch (outbox_key_exists(db, d->key)) {
 	case 1:
 		/* the same Message-ID with other content is not a duplicate */
 		if (store_key_for_content(db, m, d->key, d->note, sizeof d->note) == 0)

@@ -526,7 +526,8 @@ static struct group_read *group_read_get(struct run *r, const char *gid, time_t 
 	g->entries = NULL;
 	g->n = 0;
 	g->since = since;
-	if (r->ops->read_group(r->feed_ctx, gid, since, &g->entries, &g->n, err, sizeof err) < 0) {
+	if (outbox_read_group(r->st, r->ops, r->feed_ctx, gid, since, &g->entries, &g->n, err,
+			      sizeof err) < 0) {
 		log_warn("digest.read_failed group=%s error=%s action=\"its subscribers are tried "
 			 "again on the next run\"",
 			 gid, log_quote(err, q, sizeof q));
@@ -841,7 +842,7 @@ static int run_all(struct store *st, const struct mf_config *cfg,
 	int feed = cfg->digest.subscribers == SUBSCRIBERS_FEED && ops && ops->read_members;
 	int stopped = 0;
 
-	if (!ops || !ops->read_group) {
+	if (!ops) {
 		log_error("digest.error error=\"the feed backend cannot read groups\"");
 		return -1;
 	}

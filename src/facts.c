@@ -96,81 +96,89 @@ static int contains_ci(const char *s, const char *needle)
 	return s && strcasestr(s, needle) != NULL;
 }
 
-static const char *bounce_subject(const char *subject)
+/* The lexicon of delivery reports' subjects: what they put first, */
+static const char *const bounce_starts[] = {
+    "Undelivered Mail Returned to Sender",
+    "Delivery Status Notification",
+    "Mail delivery failed",
+    "Mail Delivery Warning",
+    "Mail Delivery Failure",
+    "Mail Delivery System",
+    "Undeliverable:",
+    "Undeliverable",
+    "Undelivered mail",
+    "failure notice",
+    "Returned mail",
+    "Delivery failure",
+    "Delivery failed",
+    "Delivery delayed",
+    "Delivery Notification",
+    "Delayed Mail",
+    "Message delayed",
+    "Message delivery failure",
+    "Mail System Error",
+    "Warning: could not send message",
+    "Warning: message",
+    "Nicht zustellbar",
+    "Unzustellbar",
+    "Zustellung verzögert",
+    "Non remis",
+    "Non distribué",
+    "Remise différée",
+    "Retard de remise",
+    "Non recapitabile",
+    "Recapito ritardato",
+    "Onbestelbaar",
+    "Vertraagde bezorging",
+    "Olevererbart",
+    "Kan inte levereras",
+    "Ikke leveret",
+    "Kan ikke leveres",
+    "No se puede entregar",
+    "No entregado",
+    "Entrega retrasada",
+    "Não entregue",
+    "Não é possível entregar",
+    "Nie można dostarczyć",
+    "Niedostarczona",
+    "Не доставлено",
+    "Недоставлено",
+    "Nedoručitelné",
+    "Kézbesíthetetlen",
+    "Toimitus epäonnistui",
+    "Teslim edilemedi",
+    "配信不能",
+    "未送达",
+    "無法傳遞",
+    "전달되지 않음",
+};
+/* and the same words after a system's tag or a warning word ("[Postmaster]
+ * Unzustellbar: …", "Warning: delivery delayed"); never in a person's
+ * sentence ("Why was it undeliverable?", "Re: delivery failed?") */
+static const char *const bounce_after_tag[] = {
+    "delivery failed",	     "delivery has failed",    "delivery failure",
+    "delivery delayed",	     "delayed delivery",       "mail delivery warning",
+    "undeliverable",	     "unzustellbar",	       "non remis",
+    "returned to sender",    "could not be delivered", "delivery status notification",
+    "message not delivered", "not delivered",
+};
+
+/* The entry of the lexicon s starts with (case-insensitive), or NULL. */
+static const char *lexicon_find(const char *const *lex, size_t n, const char *s)
 {
-	/* what delivery reports put first */
-	static const char *starts[] = {
-	    "Undelivered Mail Returned to Sender",
-	    "Delivery Status Notification",
-	    "Mail delivery failed",
-	    "Mail Delivery Warning",
-	    "Mail Delivery Failure",
-	    "Mail Delivery System",
-	    "Undeliverable:",
-	    "Undeliverable",
-	    "Undelivered mail",
-	    "failure notice",
-	    "Returned mail",
-	    "Delivery failure",
-	    "Delivery failed",
-	    "Delivery delayed",
-	    "Delivery Notification",
-	    "Delayed Mail",
-	    "Message delayed",
-	    "Message delivery failure",
-	    "Mail System Error",
-	    "Warning: could not send message",
-	    "Warning: message",
-	    "Nicht zustellbar",
-	    "Unzustellbar",
-	    "Zustellung verzögert",
-	    "Non remis",
-	    "Non distribué",
-	    "Remise différée",
-	    "Retard de remise",
-	    "Non recapitabile",
-	    "Recapito ritardato",
-	    "Onbestelbaar",
-	    "Vertraagde bezorging",
-	    "Olevererbart",
-	    "Kan inte levereras",
-	    "Ikke leveret",
-	    "Kan ikke leveres",
-	    "No se puede entregar",
-	    "No entregado",
-	    "Entrega retrasada",
-	    "Não entregue",
-	    "Não é possível entregar",
-	    "Nie można dostarczyć",
-	    "Niedostarczona",
-	    "Не доставлено",
-	    "Недоставлено",
-	    "Nedoručitelné",
-	    "Kézbesíthetetlen",
-	    "Toimitus epäonnistui",
-	    "Teslim edilemedi",
-	    "配信不能",
-	    "未送达",
-	    "無法傳遞",
-	    "전달되지 않음",
-	};
-	/* the same words after a system's tag or a warning word ("[Postmaster]
-	 * Unzustellbar: …", "Warning: delivery delayed"); never in a person's
-	 * sentence ("Why was it undeliverable?", "Re: delivery failed?") */
-	static const char *after_tag[] = {
-	    "delivery failed",	     "delivery has failed",    "delivery failure",
-	    "delivery delayed",	     "delayed delivery",       "mail delivery warning",
-	    "undeliverable",	     "unzustellbar",	       "non remis",
-	    "returned to sender",    "could not be delivered", "delivery status notification",
-	    "message not delivered", "not delivered",
-	};
-	const char *rest;
-	if (!subject)
-		return NULL;
-	for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++)
-		if (starts_ci(subject, starts[i]))
-			return starts[i];
-	rest = subject;
+	for (size_t i = 0; i < n; i++)
+		if (starts_ci(s, lex[i]))
+			return lex[i];
+	return NULL;
+}
+
+#define LEXICON_FIND(lex, s) lexicon_find(lex, sizeof lex / sizeof lex[0], s)
+
+/* The subject after at most four system tags or warning words ("[Postmaster]",
+ * "Warning:", "notice:", "Warning -", "alert:"). */
+static const char *after_tags(const char *subject)
+{
+	const char *rest = subject;
 	for (int k = 0; k < 4; k++) {
 		while (*rest == ' ' || *rest == '*')
 			rest++;
@@ -183,15 +191,23 @@ static const char *bounce_subject(const char *subject)
 		else
 			break;
 	}
+	return rest;
+}
+
+/* The lexicon entry that makes subject a delivery report's, or NULL. */
+static const char *bounce_subject(const char *subject)
+{
+	const char *hit, *rest;
+	if (!subject)
+		return NULL;
+	if ((hit = LEXICON_FIND(bounce_starts, subject)))
+		return hit;
+	rest = after_tags(subject);
 	if (rest == subject)
 		return NULL;
-	for (size_t i = 0; i < sizeof after_tag / sizeof after_tag[0]; i++)
-		if (starts_ci(rest, after_tag[i]))
-			return after_tag[i];
-	for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++)
-		if (starts_ci(rest, starts[i]))
-			return starts[i];
-	return NULL;
+	if ((hit = LEXICON_FIND(bounce_after_tag, rest)))
+		return hit;
+	return LEXICON_FIND(bounce_starts, rest);
 }
 
 /* Local parts and display names of delivery systems. */
@@ -284,7 +300,8 @@ static int list_id_is_ours(const char *id)
 	return p && (p == id || p[-1] == '.') && (p[8] == '.' || p[8] == 0);
 }
 
-void facts_gather(struct mf_message *m, const struct mime_headers *h)
+/* Auto-reply facts: the headers that say so, or an out-of-office subject. */
+static void facts_auto(struct mf_message *m, const struct mime_headers *h)
 {
 	const char *v;
 	if ((v = mime_header_get(h, "Auto-Submitted")) && !is_no(v)) {
@@ -300,7 +317,12 @@ void facts_gather(struct mf_message *m, const struct mime_headers *h)
 	} else if ((v = ooo_subject(m->subject))) {
 		m->auto_reason = xasprintf("out-of-office subject \"%s\"", v);
 	}
+}
 
+/* A multipart/report: a read receipt is automatic mail, any other report
+ * a bounce. */
+static void facts_report(struct mf_message *m, const struct mime_headers *h)
+{
 	const char *ct = mime_header_get(h, "Content-Type");
 	char *rt = ct ? mime_param_2231(ct, "report-type") : NULL;
 	if (ct && starts_ci(ct, "multipart/report")) {
@@ -313,6 +335,13 @@ void facts_gather(struct mf_message *m, const struct mime_headers *h)
 		}
 	}
 	free(rt);
+}
+
+/* The bounce facts after the report type: the mailer daemon as sender or
+ * envelope, a null envelope, a delivery system's name or subject. */
+static void facts_bounce(struct mf_message *m, const struct mime_headers *h)
+{
+	const char *v;
 	if (!m->bounce_reason && is_mailer_daemon(m->from_email)) {
 		char local[64];
 		snprintf(local, sizeof local, "%.*s", (int)strcspn(m->from_email, "@"),
@@ -343,9 +372,14 @@ void facts_gather(struct mf_message *m, const struct mime_headers *h)
 		m->bounce_reason = xasprintf("From: %.80s", m->from_name);
 	if (!m->bounce_reason && (v = bounce_subject(m->subject)))
 		m->bounce_reason = xasprintf("subject \"%s\"", v);
+}
 
-	/* a discussion list (people post to it) is ordinary mail, whatever
-	 * else its software adds; newsletters and campaigns are bulk */
+/* Bulk facts and the list id.  A discussion list (people post to it) is
+ * ordinary mail, whatever else its software adds; newsletters and
+ * campaigns are bulk. */
+static void facts_bulk(struct mf_message *m, const struct mime_headers *h)
+{
+	const char *v;
 	const char *post = mime_header_get(h, "List-Post");
 	int discussion = post && !is_no(post) && mime_header_get(h, "List-Id");
 	if ((v = mime_header_get(h, "Precedence"))) {
@@ -365,9 +399,17 @@ void facts_gather(struct mf_message *m, const struct mime_headers *h)
 		m->list_id = lt && gt ? xstrndup(lt + 1, (size_t)(gt - lt - 1)) : xstrdup(d);
 		free(d);
 	}
+}
+
+void facts_gather(struct mf_message *m, const struct mime_headers *h)
+{
+	facts_auto(m, h);
+	facts_report(m, h);
+	facts_bounce(m, h);
+	facts_bulk(m, h);
 	if (mime_header_get(h, "X-Mailfeed-Loop"))
 		m->own = 1;
-	v = mime_header_get(h, "Auto-Submitted");
+	const char *v = mime_header_get(h, "Auto-Submitted");
 	if (v && starts_ci(v, "auto-generated") && list_id_is_ours(m->list_id))
 		m->own = 1;
 }

@@ -40,20 +40,22 @@
 #include "mailfeed/jwt.h"
 #include "mailfeed/log.h"
 #include "mailfeed/mention.h"
-#include "mailfeed/route.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/route.h"
+#include "mailfeed/utf8.h"
 
 #define SF_BODY_BUDGET 9000 /* characters per element; the API allows 10,000 */
 #define SF_MAX_PARTS 20	    /* continuation limit: 180,000 characters */
+#define SF_MIN_FIRST 500    /* characters of text the first part keeps at least */
 #define SF_JWT_LIFETIME 180
 #define SF_AUTH_BACKOFF 1800 /* token endpoint refused us: the admin must act */
 #define SF_DAILY_LIMIT_BACKOFF 3600
 #define SF_NEGATIVE_TTL 3600 /* how long "no usable user for this email" is believed */
 #define SF_USER_TTL 86400    /* how long a user found by email is believed */
-#define SF_MAX_MENTIONS 25 /* per element */
+#define SF_MAX_MENTIONS 25   /* per element */
 #define SF_MENTION_CHARS 128 /* budget per mention: "@" and the user's name */
 #define SF_READ_PAGES 10
-#define SF_FIND_PAGES 50 /* pages of 100 searched for an earlier attempt */
+#define SF_FIND_PAGES 50   /* pages of 100 searched for an earlier attempt */
 #define SF_CLOCK_SLACK 600 /* the service's clock may be this far behind ours */
 #define SF_TOKEN_MAX 4096
 
@@ -127,28 +129,6 @@ static const char *sf_str(json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
-/* Number of UTF-8 code points. */
-static size_t sf_chars(const char *s, size_t n)
-{
-	size_t c = 0;
-	for (size_t i = 0; i < n; i++)
-		if (((unsigned char)s[i] & 0xC0) != 0x80)
-			c++;
-	return c;
-}
-
-static void sf_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void sf_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(res->error, sizeof(res->error), fmt, ap);
-	va_end(ap);
-	res->status = st;
-}
-
 /* "CODE: message" from Chatter's error array, or "HTTP nnn". */
 static void sf_error_text(const struct http_request *r, char *out, size_t outlen, char *code,
 			  size_t codelen)
@@ -216,6 +196,53 @@ static char *sf_session_user(struct chatter *ch, const char *username)
 	return id;
 }
 
+/* Keeps the token of username: only an https instance is believed, else
+ * the configured one. */
+static void sf_session_put(struct chatter *ch, const char *username, const char *tok,
+			   const char *inst, const char *identity)
+{
+	pthread_mutex_lock(&ch->mu);
+	struct sf_session *s = sf_session_find(ch, username);
+	if (!s) {
+		ch->sessions = xrealloc(ch->sessions, (ch->n_sessions + 1) * sizeof(*ch->sessions));
+		s = &ch->sessions[ch->n_sessions++];
+		memset(s, 0, sizeof(*s));
+		s->username = xstrdup(username);
+	}
+	free(s->token);
+	free(s->instance);
+	free(s->user_id);
+	s->token = xstrdup(tok);
+	s->user_id = sf_identity_user(identity);
+	s->instance = inst && strncmp(inst, "https://", 8) == 0 && !strpbrk(inst, "\r\n ")
+			  ? sf_strip_slash(inst)
+			  : xstrdup(ch->cfg_instance);
+	pthread_mutex_unlock(&ch->mu);
+}
+
+/* res from a token request that failed (ulog: username as logged). */
+static void sf_login_failed(const struct http_request *r, const char *username, const char *ulog,
+			    struct feed_result *res, int *denied)
+{
+	char msg[400];
+	sf_error_text(r, msg, sizeof(msg), NULL, 0);
+	if (feed_http_status(r->status, r->curl_failed) == FEED_RETRY) {
+		feed_http_set_error(res, FEED_RETRY, "chatter auth: %s", msg);
+		res->retry_after = http_retry_after(r);
+		return;
+	}
+	/* invalid_grant and friends: a configuration problem; retried slowly
+	 * so that items survive until the admin fixes the app or the user */
+	*denied = 1;
+	feed_http_set_error(res, FEED_RETRY,
+			    "chatter auth refused for %.100s: %s (check client_id, the "
+			    "certificate of private_key_file, login_url and that the user "
+			    "is pre-authorized for the app)",
+			    username, msg);
+	res->retry_after = SF_AUTH_BACKOFF;
+	log_error("chatter.auth_refused user=%s status=%ld", ulog, r->status);
+}
+
 /* Asks the token endpoint for a token for username.  0, or -1 with res set
  * (denied = 1 when the endpoint refused this user rather than failed). */
 static int sf_login(struct chatter *ch, struct http_client *hc, const char *username,
@@ -226,7 +253,7 @@ static int sf_login(struct chatter *ch, struct http_client *hc, const char *user
 	char *jwt = jwt_bearer_assertion(ch->key, ch->f->client_id, username, ch->audience,
 					 time(NULL), SF_JWT_LIFETIME, err, sizeof(err));
 	if (!jwt) {
-		sf_set_error(res, FEED_PERMANENT, "chatter auth: %s", err);
+		feed_http_set_error(res, FEED_PERMANENT, "chatter auth: %s", err);
 		return -1;
 	}
 	char *body = xasprintf("grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-"
@@ -248,55 +275,19 @@ static int sf_login(struct chatter *ch, struct http_client *hc, const char *user
 	if (r.status == 200) {
 		json_t *j = json_loadb(r.response.data, r.response.len, 0, NULL);
 		const char *tok = sf_str(j, "access_token");
-		const char *inst = sf_str(j, "instance_url");
 		if (tok && strlen(tok) < SF_TOKEN_MAX && !strpbrk(tok, "\r\n")) {
-			pthread_mutex_lock(&ch->mu);
-			struct sf_session *s = sf_session_find(ch, username);
-			if (!s) {
-				ch->sessions = xrealloc(ch->sessions, (ch->n_sessions + 1) *
-									  sizeof(*ch->sessions));
-				s = &ch->sessions[ch->n_sessions++];
-				memset(s, 0, sizeof(*s));
-				s->username = xstrdup(username);
-			}
-			free(s->token);
-			free(s->instance);
-			s->token = xstrdup(tok);
-			free(s->user_id);
-			s->user_id = sf_identity_user(sf_str(j, "id"));
-			/* only an https instance is believed; else the configured one */
-			s->instance =
-			    inst && strncmp(inst, "https://", 8) == 0 && !strpbrk(inst, "\r\n ")
-				? sf_strip_slash(inst)
-				: xstrdup(ch->cfg_instance);
-			pthread_mutex_unlock(&ch->mu);
+			sf_session_put(ch, username, tok, sf_str(j, "instance_url"),
+				       sf_str(j, "id"));
 			log_info("chatter.auth user=%s", ulog);
 			rc = 0;
 		} else {
-			sf_set_error(res, FEED_RETRY,
-				     "chatter auth: token endpoint answered 200 "
-				     "without an access_token");
+			feed_http_set_error(res, FEED_RETRY,
+					    "chatter auth: token endpoint answered 200 "
+					    "without an access_token");
 		}
 		json_decref(j);
 	} else {
-		char msg[400];
-		sf_error_text(&r, msg, sizeof(msg), NULL, 0);
-		enum feed_status st = http_classify(r.status, r.curl_failed);
-		if (st == FEED_RETRY) {
-			sf_set_error(res, FEED_RETRY, "chatter auth: %s", msg);
-			res->retry_after = http_retry_after(&r);
-		} else {
-			/* invalid_grant and friends: a configuration problem; retried slowly
-			 * so that items survive until the admin fixes the app or the user */
-			*denied = 1;
-			sf_set_error(res, FEED_RETRY,
-				     "chatter auth refused for %.100s: %s (check client_id, the "
-				     "certificate of private_key_file, login_url and that the user "
-				     "is pre-authorized for the app)",
-				     username, msg);
-			res->retry_after = SF_AUTH_BACKOFF;
-			log_error("chatter.auth_refused user=%s status=%ld", ulog, r.status);
-		}
+		sf_login_failed(&r, username, ulog, res, denied);
 	}
 	http_request_clear(&r);
 	return rc;
@@ -387,7 +378,7 @@ static void sf_fail(struct feed_result *res, const struct http_request *r, const
 {
 	char msg[400], code[128];
 	sf_error_text(r, msg, sizeof(msg), code, sizeof(code));
-	enum feed_status st = http_classify(r->status, r->curl_failed);
+	enum feed_status st = feed_http_status(r->status, r->curl_failed);
 	if (r->status == 401)
 		st = FEED_RETRY; /* token trouble even after a fresh login */
 	if (r->status == 403 && strcmp(code, "REQUEST_LIMIT_EXCEEDED") == 0)
@@ -396,7 +387,7 @@ static void sf_fail(struct feed_result *res, const struct http_request *r, const
 		st = FEED_RETRY;
 		snprintf(msg, sizeof(msg), "unexpected answer from Chatter (no id)");
 	}
-	sf_set_error(res, st, "%s: %s", what, msg);
+	feed_http_set_error(res, st, "%s: %s", what, msg);
 	if (st == FEED_RETRY) {
 		res->retry_after = http_retry_after(r);
 		if (!res->retry_after && strcmp(code, "REQUEST_LIMIT_EXCEEDED") == 0)
@@ -446,8 +437,8 @@ static int sf_id_ok(const char *id)
 }
 
 /* Finds the one active user whose field ("Email" or "Name") is email, from
- * the cache or with SOQL; several matches count as none.  1 found (*id and *username set, owned; *denied = 1 when that user
- * may not be acted as), 0 none, -1 transient failure (res set). */
+ * the cache or with SOQL; several matches count as none.  1 found (*id and *username set, owned;
+ * *denied = 1 when that user may not be acted as), 0 none, -1 transient failure (res set). */
 static int sf_user_query(struct chatter *ch, struct http_client *hc, const char *field,
 			 const char *email, char **id, char **username, int *denied,
 			 struct feed_result *res)
@@ -493,7 +484,7 @@ static int sf_user_query(struct chatter *ch, struct http_client *hc, const char 
 				 json_array_size(recs));
 		}
 		json_decref(j);
-	} else if (http_classify(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
+	} else if (feed_http_status(r.status, r.curl_failed) == FEED_RETRY || r.status == 401) {
 		sf_fail(res, &r, "chatter user lookup");
 		http_request_clear(&r);
 		free(ckey);
@@ -656,47 +647,6 @@ static char *sf_tag(const char *t)
 	return buf_steal(&b);
 }
 
-/* Splits text into parts of at most budget characters, cutting at a blank
- * line, else a line end, else a space, else anywhere between characters. */
-static void sf_split(const char *text, size_t first_budget, size_t budget, struct strlist *out)
-{
-	const char *p = text;
-	size_t lim = first_budget;
-	while (*p) {
-		size_t len = strlen(p);
-		if (sf_chars(p, len) <= lim) {
-			strlist_add(out, p);
-			return;
-		}
-		/* byte offset of the lim-th character */
-		size_t cut = 0, c = 0;
-		while (cut < len && c < lim) {
-			cut++;
-			while (cut < len && ((unsigned char)p[cut] & 0xC0) == 0x80)
-				cut++;
-			c++;
-		}
-		size_t best = 0;
-		const char *seps[] = {"\n\n", "\n", " "};
-		for (int k = 0; k < 3 && !best; k++)
-			for (size_t i = cut; i > cut / 2; i--)
-				if (strncmp(p + i - strlen(seps[k]), seps[k], strlen(seps[k])) ==
-				    0) {
-					best = i;
-					break;
-				}
-		if (!best)
-			best = cut;
-		char *part = xstrndup(p, best);
-		strlist_add(out, part);
-		free(part);
-		p += best;
-		while (*p == '\n' || *p == ' ')
-			p++;
-		lim = budget;
-	}
-}
-
 static void sf_size_text(long long n, char *out, size_t outlen)
 {
 	if (n >= 1024 * 1024)
@@ -805,8 +755,8 @@ struct sf_want {
 /* Adds the body an attempt posted as actor (may be NULL) may have left. */
 static void sf_want_add(struct sf_want *w, json_t *body, const char *actor)
 {
-	char *t = sf_segments_norm(json_object_get(json_object_get(body, "body"),
-						   "messageSegments"));
+	char *t =
+	    sf_segments_norm(json_object_get(json_object_get(body, "body"), "messageSegments"));
 	if (w->n < SF_WANT_MAX) {
 		w->actor[w->n] = actor ? xstrdup(actor) : NULL;
 		w->text[w->n++] = t;
@@ -927,12 +877,12 @@ static char *sf_kept_file(const char *note, const char *username)
 
 /* Whether attachment a (named name) goes up as the count-th file of at most
  * max; else a note for it joins notes.  The same answer on every attempt. */
-static int sf_file_goes(const struct chatter *ch, const struct feed_attachment *a,
-			const char *name, size_t *count, size_t max, struct strlist *notes)
+static int sf_file_goes(const struct chatter *ch, const struct feed_attachment *a, const char *name,
+			size_t *count, size_t max, struct strlist *notes)
 {
 	const char *why = (long long)a->size > ch->f->max_file_size ? "too large"
-			  : *count >= max				 ? "too many files"
-									 : NULL;
+			  : *count >= max			    ? "too many files"
+								    : NULL;
 	if (!why) {
 		(*count)++;
 		return 1;
@@ -1104,8 +1054,8 @@ static int sf_inline_find(struct chatter *ch, struct http_client *hc, const char
 			char *id = NULL, *username = NULL;
 			int denied = 0;
 			int f = seen ? 1
-				     : sf_user_query(ch, hc, is_address ? "Email" : "Name", span + 1,
-						     &id, &username, &denied, res);
+				     : sf_user_query(ch, hc, is_address ? "Email" : "Name",
+						     span + 1, &id, &username, &denied, res);
 			if (f == 1 && !seen) {
 				strlist_add(&m->spans, span);
 				strlist_add(&m->ids, id);
@@ -1268,23 +1218,26 @@ static char *sf_from_line(const struct chatter *ch, const struct feed_item *it)
 	return NULL;
 }
 
-/* The item's text in parts; the first leaves room for the fixed parts
- * (From line, subject, attachment notes, hashtags, mentions). */
-static void sf_item_parts(const struct chatter *ch, const struct feed_item *it, const char *from,
-			  struct strlist *parts)
+/* Characters the first part's fixed pieces take (From line, subject,
+ * attachment notes, hashtags, mentions). */
+static size_t sf_fixed(const struct chatter *ch, const struct feed_item *it, const char *from)
 {
-	size_t fixed = (from ? sf_chars(from, strlen(from)) : 0) + 20;
+	size_t fixed = (from ? utf8_count(from, strlen(from)) : 0) + 20;
 	if (it->kind == FEED_POST && it->subject)
-		fixed += sf_chars(it->subject, strlen(it->subject));
+		fixed += utf8_count(it->subject, strlen(it->subject));
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++)
 		fixed += strlen(it->hashtags->v[i]) + 2;
 	fixed += it->n_attachments * 300;
 	if (ch->f->mentions && it->recipients)
 		fixed += 8 + it->recipients->n * SF_MENTION_CHARS;
-	size_t first = fixed + 500 < SF_BODY_BUDGET ? SF_BODY_BUDGET - fixed : 500;
-	sf_split(it->text ? it->text : "", first, SF_BODY_BUDGET - 100, parts);
-	if (parts->n == 0)
-		strlist_add(parts, "");
+	return fixed;
+}
+
+/* The item's text in parts, as feed_http_deliver_parts splits it. */
+static void sf_item_parts(const struct chatter *ch, const struct feed_item *it, const char *from,
+			  struct strlist *parts)
+{
+	feed_http_split(it->text, SF_BODY_BUDGET, sf_fixed(ch, it, from), SF_MIN_FIRST, parts);
 }
 
 /* Adds to w the first elements an attempt at it may have posted as actor
@@ -1329,8 +1282,8 @@ static json_t *sf_continuation_body(size_t i, size_t n, const char *text)
 
 /* Sets *actor to the user id username posts as (NULL when the service did
  * not say), logging in if needed.  0, or -1 with res set. */
-static int sf_actor(struct chatter *ch, struct http_client *hc, const char *username,
-		    char **actor, struct feed_result *res)
+static int sf_actor(struct chatter *ch, struct http_client *hc, const char *username, char **actor,
+		    struct feed_result *res)
 {
 	char *tok = NULL, *inst = NULL;
 	int denied = 0;
@@ -1340,46 +1293,6 @@ static int sf_actor(struct chatter *ch, struct http_client *hc, const char *user
 	free(tok);
 	free(inst);
 	*actor = sf_session_user(ch, username);
-	return 0;
-}
-
-/* Posts continuation parts 1.. of parts as comments on post_id, each unless
- * an earlier attempt left it there, with the mentions of inl.  0, or -1
- * with res set. */
-static int sf_continuations(struct chatter *ch, struct http_client *hc, const char *username,
-			    const char *actor, const struct feed_item *it, const char *post_id,
-			    const struct strlist *parts, const struct sf_inline *inl,
-			    struct feed_result *res)
-{
-	for (size_t i = 1; i < parts->n; i++) {
-		json_t *body = sf_continuation_body(i, parts->n, parts->v[i]);
-		struct sf_want w = {.since = it->created - SF_CLOCK_SLACK};
-		json_t *like = json_deep_copy(body);
-		if (ch->f->mentions)
-			sf_body_inline(like, NULL);
-		sf_want_add(&w, like, actor);
-		json_decref(like);
-		if (inl->spans.n)
-			sf_body_inline(body, inl);
-		char *have = NULL;
-		int f = sf_find_earlier(ch, hc, username, it->group, post_id, &w, it, &have, res);
-		sf_want_clear(&w);
-		if (f == 0) {
-			char *pe = http_escape(post_id);
-			char *path =
-			    xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
-			free(pe);
-			f = sf_post(ch, hc, username, path, body, &have, res,
-				    "chatter continuation comment") == 0
-				? 1
-				: -1;
-			free(path);
-		}
-		json_decref(body);
-		free(have);
-		if (f < 0)
-			return -1;
-	}
 	return 0;
 }
 
@@ -1412,7 +1325,7 @@ static int sf_soql_one(struct chatter *ch, struct http_client *hc, const char *b
 	free(path);
 	if (rc == 0 && r.status != 200) {
 		sf_fail(res, &r, "chatter record lookup");
-		if (http_classify(r.status, r.curl_failed) != FEED_RETRY && r.status != 401) {
+		if (feed_http_status(r.status, r.curl_failed) != FEED_RETRY && r.status != 401) {
 			/* a query the org refuses (no such object or field): no
 			 * record, and the admin reads why in the log */
 			char e[300];
@@ -1445,8 +1358,8 @@ static int sf_soql_one(struct chatter *ch, struct http_client *hc, const char *b
 }
 
 /* The Account of a Contact (or converted Lead) with address email. */
-static int sf_account_of(struct chatter *ch, struct http_client *hc, const char *email,
-			 char **id, struct feed_result *res)
+static int sf_account_of(struct chatter *ch, struct http_client *hc, const char *email, char **id,
+			 struct feed_result *res)
 {
 	int f = sf_soql_one(ch, hc, "SELECT AccountId FROM Contact WHERE Email = '", email,
 			    "' AND AccountId != null LIMIT 2", "AccountId", id, res);
@@ -1493,7 +1406,8 @@ static int sf_route(struct chatter *ch, struct http_client *hc, const struct fee
 			if (it->author_email && *it->author_email) {
 				f = sf_account_of(ch, hc, it->author_email, target, res);
 				if (f == 1)
-					snprintf(why, whylen, "account of %.200s", it->author_email);
+					snprintf(why, whylen, "account of %.200s",
+						 it->author_email);
 			}
 			for (size_t k = 0; f == 0 && it->recipients && k < it->recipients->n; k++) {
 				f = sf_account_of(ch, hc, it->recipients->v[k], target, res);
@@ -1542,6 +1456,117 @@ static int sf_as_author(struct chatter *ch, struct http_client *hc, const struct
 	return rc;
 }
 
+/* One item on its way (the hooks of feed_http_deliver_parts). */
+struct sf_job {
+	struct chatter *ch;
+	struct http_client *hc;
+	const struct feed_item *it;
+	const char *username; /* who posts */
+	char *from;	      /* the From line when the integration user posts */
+	char *actor;	      /* username's user id */
+	struct strlist file_ids, notes, mention_ids;
+	struct sf_inline inl;
+	int posted; /* the first part was sent (and refused) */
+};
+
+static int sf_hook_begin(void *hook, size_t n, struct feed_result *res)
+{
+	struct sf_job *j = hook;
+	return sf_actor(j->ch, j->hc, j->username, &j->actor, res);
+}
+
+/* Part 0 is found by the elements an attempt may have made, a continuation
+ * by its body, both as actor. */
+static int sf_hook_find(void *hook, size_t i, size_t n, const char *text, const char *thread,
+			char **id, struct feed_result *res)
+{
+	struct sf_job *j = hook;
+	struct sf_want w = {.since = j->it->created - SF_CLOCK_SLACK};
+	if (i == 0) {
+		sf_want_first(j->ch, j->it, j->from, j->actor, &w);
+	} else {
+		json_t *like = sf_continuation_body(i, n, text);
+		if (j->ch->f->mentions)
+			sf_body_inline(like, NULL);
+		sf_want_add(&w, like, j->actor);
+		json_decref(like);
+	}
+	int f =
+	    sf_find_earlier(j->ch, j->hc, j->username, j->it->group, thread, &w, j->it, id, res);
+	sf_want_clear(&w);
+	return f;
+}
+
+/* The mentions are looked up before any upload: a failed look-up is
+ * retried, and must not leave files behind.  The retry posts without
+ * mentions, with the files already uploaded. */
+static int sf_hook_first(void *hook, const char *text, int retry, char **id,
+			 struct feed_result *res)
+{
+	struct sf_job *j = hook;
+	struct chatter *ch = j->ch;
+	const struct feed_item *it = j->it;
+	if (!retry) {
+		if (ch->f->mentions && sf_mentions(ch, j->hc, it, &j->mention_ids, res) != 0)
+			return -1;
+		/* "@First Last" and "@address" in the text; a Chatter element
+		 * takes at most 25 mentions in all */
+		size_t left =
+		    j->mention_ids.n < SF_MAX_MENTIONS ? SF_MAX_MENTIONS - j->mention_ids.n : 0;
+		if (ch->f->mentions &&
+		    sf_inline_find(ch, j->hc, it->text ? it->text : "", left, &j->inl, res) != 0)
+			return -1;
+		if (sf_upload(ch, j->hc, j->username, it, sf_max_upload(ch, it), &j->file_ids,
+			      &j->notes, res) != 0)
+			return -1;
+	}
+	char *path = NULL;
+	json_t *body = sf_first_body(it, j->from, text, &j->notes, retry ? NULL : &j->mention_ids,
+				     &j->file_ids, &path);
+	if (j->inl.spans.n)
+		sf_body_inline(body, &j->inl);
+	j->posted = 1;
+	int rc = sf_post(ch, j->hc, j->username, path, body, id, res,
+			 it->kind == FEED_POST ? "chatter post" : "chatter comment");
+	json_decref(body);
+	free(path);
+	return rc;
+}
+
+/* Nothing was created: a mention the service does not take must not cost
+ * the post. */
+static int sf_hook_fallback(void *hook, const struct feed_result *res)
+{
+	struct sf_job *j = hook;
+	if (!j->posted || res->status != FEED_PERMANENT || (!j->mention_ids.n && !j->inl.spans.n))
+		return 0;
+	char e[300];
+	log_warn("chatter.mentions_refused outbox_id=%lld mentions=%zu error=%s",
+		 (long long)j->it->id, j->mention_ids.n, log_quote(res->error, e, sizeof(e)));
+	strlist_free(&j->mention_ids);
+	sf_inline_free(&j->inl);
+	return 1;
+}
+
+/* Continuations: comments on the post (or on the comment's post). */
+static int sf_hook_next(void *hook, size_t i, size_t n, const char *text, const char *thread,
+			struct feed_result *res)
+{
+	struct sf_job *j = hook;
+	json_t *body = sf_continuation_body(i, n, text);
+	if (j->inl.spans.n)
+		sf_body_inline(body, &j->inl);
+	char *pe = http_escape(thread), *have = NULL;
+	char *path = xasprintf("/chatter/feed-elements/%s/capabilities/comments/items", pe);
+	int rc = sf_post(j->ch, j->hc, j->username, path, body, &have, res,
+			 "chatter continuation comment");
+	free(pe);
+	free(path);
+	free(have);
+	json_decref(body);
+	return rc;
+}
+
 static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *item,
 				struct feed_result *res)
 {
@@ -1559,106 +1584,43 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	const struct feed_item *it = &routed;
 	char *author = NULL;
 	int as_author = sf_as_author(ch, hc, it, &author, res);
-	if (as_author < 0)
+	if (as_author < 0) {
+		free(record);
 		return;
-	const char *username = as_author ? author : ch->f->username;
-
-	struct strlist file_ids = {0}, notes = {0}, parts = {0}, mention_ids = {0};
-	struct sf_inline inl = {{0}, {0}};
-	char *from = as_author ? NULL : sf_from_line(ch, it);
-	char *actor = NULL;
-	char *done_id = NULL;
-	sf_item_parts(ch, it, from, &parts);
-	if (parts.n > SF_MAX_PARTS) {
-		sf_set_error(res, FEED_PERMANENT,
-			     "text too long for Chatter: %zu parts of %d characters (limit %d)",
-			     parts.n, SF_BODY_BUDGET, SF_MAX_PARTS);
-		goto out;
 	}
-	if (sf_actor(ch, hc, username, &actor, res) != 0)
-		goto out;
-
-	/* an item in several parts may be half-delivered by an earlier attempt */
-	if (parts.n > 1) {
-		struct sf_want w = {.since = it->created - SF_CLOCK_SLACK};
-		sf_want_first(ch, it, from, actor, &w);
-		int f = sf_find_earlier(ch, hc, username, it->group,
-					it->kind == FEED_COMMENT ? it->parent_remote_id : NULL, &w,
-					it, &done_id, res);
-		sf_want_clear(&w);
-		if (f < 0)
-			goto out;
-	}
-	if (!done_id) {
-		/* before any upload: a failed look-up is retried, and must not
-		 * leave files behind */
-		if (ch->f->mentions && sf_mentions(ch, hc, it, &mention_ids, res) != 0)
-			goto out;
-		/* "@First Last" and "@address" in the text; a Chatter element
-		 * takes at most 25 mentions in all */
-		if (ch->f->mentions &&
-		    sf_inline_find(ch, hc, it->text ? it->text : "",
-				   mention_ids.n < SF_MAX_MENTIONS ? SF_MAX_MENTIONS - mention_ids.n : 0,
-				   &inl, res) != 0)
-			goto out;
-		if (sf_upload(ch, hc, username, it, sf_max_upload(ch, it), &file_ids, &notes, res) !=
-		    0)
-			goto out;
-		char *path = NULL;
-		const char *what = it->kind == FEED_POST ? "chatter post" : "chatter comment";
-		json_t *body =
-		    sf_first_body(it, from, parts.v[0], &notes, &mention_ids, &file_ids, &path);
-		if (inl.spans.n)
-			sf_body_inline(body, &inl);
-		int rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
-		json_decref(body);
-		if (rc != 0 && res->status == FEED_PERMANENT && (mention_ids.n || inl.spans.n)) {
-			/* nothing was created: a mention the service does not take
-			 * must not cost the post */
-			char e[300];
-			log_warn("chatter.mentions_refused outbox_id=%lld mentions=%zu error=%s",
-				 (long long)it->id, mention_ids.n,
-				 log_quote(res->error, e, sizeof(e)));
-			memset(res, 0, sizeof(*res));
-			strlist_free(&mention_ids);
-			sf_inline_free(&inl);
-			free(path);
-			body = sf_first_body(it, from, parts.v[0], &notes, NULL, &file_ids, &path);
-			rc = sf_post(ch, hc, username, path, body, &done_id, res, what);
-			json_decref(body);
-		}
-		free(path);
-		if (rc != 0)
-			goto out;
-	}
-
-	/* continuations: comments on the post (or on the comment's post) */
-	const char *post_id = it->kind == FEED_POST ? done_id : it->parent_remote_id;
-	if (sf_continuations(ch, hc, username, actor, it, post_id, &parts, &inl, res) != 0) {
-		/* the first part exists: a retry must not post it again, and
-		 * finds it by its text */
-		if (res->status == FEED_PERMANENT)
-			res->status = FEED_RETRY;
-		free(done_id);
-		done_id = NULL;
-		goto out;
-	}
-	res->status = FEED_OK;
-	res->remote_id = done_id;
-	log_info("chatter.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu "
-		 "mentions=%zu as_author=%d",
-		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
-		 file_ids.n, mention_ids.n + inl.spans.n, as_author);
-out:
-	sf_inline_free(&inl);
+	struct sf_job j = {.ch = ch,
+			   .hc = hc,
+			   .it = it,
+			   .username = as_author ? author : ch->f->username,
+			   .from = as_author ? NULL : sf_from_line(ch, it)};
+	struct feed_parts p = {.service = "Chatter",
+			       .unit = "characters",
+			       .text = it->text,
+			       .budget = SF_BODY_BUDGET,
+			       .fixed = sf_fixed(ch, it, j.from),
+			       .min_first = SF_MIN_FIRST,
+			       .max_parts = SF_MAX_PARTS,
+			       .hook = &j,
+			       .begin = sf_hook_begin,
+			       .find_part = sf_hook_find,
+			       .first = sf_hook_first,
+			       .fallback = sf_hook_fallback,
+			       .next = sf_hook_next};
+	size_t n = 0;
+	if (feed_http_deliver_parts(&p, it, res, &n) == 0)
+		log_info("chatter.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu "
+			 "files=%zu mentions=%zu as_author=%d",
+			 (long long)it->id, it->kind == FEED_POST ? "post" : "comment",
+			 res->remote_id, n, j.file_ids.n, j.mention_ids.n + j.inl.spans.n,
+			 as_author);
+	sf_inline_free(&j.inl);
 	free(record);
 	free(author);
-	free(actor);
-	free(from);
-	strlist_free(&file_ids);
-	strlist_free(&notes);
-	strlist_free(&parts);
-	strlist_free(&mention_ids);
+	free(j.actor);
+	free(j.from);
+	strlist_free(&j.file_ids);
+	strlist_free(&j.notes);
+	strlist_free(&j.mention_ids);
 }
 
 /* ---- backend interface ---- */
@@ -1769,8 +1731,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 		free(username);
 	}
 	int f = sf_find_earlier(ch, hc, ch->f->username, item->group,
-				item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, &w, item,
-				remote_id, &res);
+				item->kind == FEED_COMMENT ? item->parent_remote_id : NULL, &w,
+				item, remote_id, &res);
 	sf_want_clear(&w);
 	free(record);
 	if (f < 0)
@@ -1812,7 +1774,8 @@ static void sf_entry_file(struct feed_entry *e, json_t *f, const char *instance)
 		title = sf_str(f, "name");
 	int ok = strlen(id) <= 18;
 	for (const char *p = id; *p && ok; p++)
-		ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z');
+		ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+		     (*p >= 'A' && *p <= 'Z');
 	char *url = ok ? xasprintf("%s/%s", instance, id) : NULL;
 	feed_entry_add_file(e, title, json_is_integer(sz) ? (long long)json_integer_value(sz) : -1,
 			    url);

@@ -6,14 +6,41 @@
  * one thread in the order given.  When a thread cannot be started its share
  * is delivered by the calling thread. */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mailfeed/feed_http.h"
 #include "mailfeed/log.h"
+#include "mailfeed/utf8.h"
 
 #define FEED_HTTP_MAX_CLIENTS 32
+
+void feed_http_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	va_end(ap);
+	res->status = st;
+	for (char *p = res->error; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+}
+
+enum feed_status feed_http_status(long status, int curl_failed)
+{
+	switch (http_classify(status, curl_failed)) {
+	case HTTP_CLASS_OK:
+		return FEED_OK;
+	case HTTP_CLASS_TRANSIENT:
+		return FEED_RETRY;
+	case HTTP_CLASS_REFUSED:
+		break;
+	}
+	return FEED_PERMANENT;
+}
 
 int feed_http_pool_open(struct feed_http_pool *p, const struct mf_feed *f, int per_client,
 			char *err, size_t errlen)
@@ -121,4 +148,74 @@ void feed_http_deliver(const struct feed_http_pool *p, const char *name, feed_ht
 	free(started);
 	free(th);
 	free(jobs);
+}
+
+/* ---- one item in parts ---- */
+
+void feed_http_split(const char *text, size_t budget, size_t fixed, size_t min_first,
+		     struct strlist *parts)
+{
+	size_t first = fixed + min_first < budget ? budget - fixed : min_first;
+	utf8_split(text ? text : "", first, budget > 200 ? budget - 100 : budget, parts);
+	if (parts->n == 0)
+		strlist_add(parts, "");
+}
+
+/* The first part, with one fallback.  0 with *id, or -1 with res. */
+static int feed_http_first(const struct feed_parts *p, const char *text, char **id,
+			   struct feed_result *res)
+{
+	int rc = p->first(p->hook, text, 0, id, res);
+	if (rc != 0 && p->fallback && p->fallback(p->hook, res)) {
+		memset(res, 0, sizeof(*res));
+		rc = p->first(p->hook, text, 1, id, res);
+	}
+	return rc;
+}
+
+int feed_http_deliver_parts(const struct feed_parts *p, const struct feed_item *it,
+			    struct feed_result *res, size_t *n_parts)
+{
+	struct strlist parts = {0};
+	const char *root = it->kind == FEED_COMMENT ? it->parent_remote_id : NULL;
+	char *done = NULL;
+	int rc = -1;
+	feed_http_split(p->text, p->budget, p->fixed, p->min_first, &parts);
+	*n_parts = parts.n;
+	if (parts.n > p->max_parts) {
+		feed_http_set_error(res, FEED_PERMANENT,
+				    "text too long for %s: %zu parts of %zu %s (limit %zu)",
+				    p->service, parts.n, p->budget, p->unit, p->max_parts);
+		goto out;
+	}
+	if (p->begin && p->begin(p->hook, parts.n, res) != 0)
+		goto out;
+	/* an item in several parts may be half-delivered by an earlier attempt */
+	if (parts.n > 1 && p->find_part(p->hook, 0, parts.n, parts.v[0], root, &done, res) < 0)
+		goto out;
+	if (!done && feed_http_first(p, parts.v[0], &done, res) != 0)
+		goto out;
+	const char *thread = root ? root : done;
+	for (size_t i = 1; i < parts.n; i++) {
+		char *have = NULL;
+		int f = p->find_part(p->hook, i, parts.n, parts.v[i], thread, &have, res);
+		free(have);
+		if (f == 0)
+			f = p->next(p->hook, i, parts.n, parts.v[i], thread, res) == 0 ? 1 : -1;
+		if (f < 0) {
+			/* the first part exists: a retry must not post it again,
+			 * and finds it */
+			if (res->status == FEED_PERMANENT)
+				res->status = FEED_RETRY;
+			goto out;
+		}
+	}
+	res->status = FEED_OK;
+	res->remote_id = done;
+	done = NULL;
+	rc = 0;
+out:
+	free(done);
+	strlist_free(&parts);
+	return rc;
 }

@@ -33,10 +33,12 @@
 #include "mailfeed/mention.h"
 #include "mailfeed/recipients.h"
 #include "mailfeed/secret.h"
+#include "mailfeed/utf8.h"
 
 #define MM_BUDGET 16000 /* runes per post; the server allows 16,383 */
 #define MM_MAX_PARTS 12
-#define MM_MAX_FILES 5 /* documented file_ids limit per post */
+#define MM_MIN_FIRST 1000 /* runes of text the first part keeps at least */
+#define MM_MAX_FILES 5	  /* documented file_ids limit per post */
 #define MM_AUTH_BACKOFF 1800
 #define MM_KEY_PROP "mailfeed_key"
 #define MM_NEGATIVE_TTL 3600 /* how long "no user with this email" is believed */
@@ -68,41 +70,26 @@ static const char *mm_str(json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
-static void mm_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void mm_set_error(struct feed_result *res, enum feed_status st, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(res->error, sizeof(res->error), fmt, ap);
-	va_end(ap);
-	res->status = st;
-	for (char *p = res->error; *p; p++)
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-}
-
 /* Makes res from a failed call: "id: message" of the AppError, or the
  * status with a short plain-text body (the rate limiter's "limit exceeded"). */
 static void mm_fail(struct feed_result *res, const struct http_request *r, const char *what)
 {
 	if (r->curl_failed) {
-		mm_set_error(res, FEED_RETRY, "%s: network: %s", what, r->error);
+		feed_http_set_error(res, FEED_RETRY, "%s: network: %s", what, r->error);
 		return;
 	}
-	enum feed_status st = http_classify(r->status, 0);
+	enum feed_status st = feed_http_status(r->status, 0);
 	json_t *j = json_loadb(r->response.data, r->response.len, 0, NULL);
 	const char *id = mm_str(j, "id"), *msg = mm_str(j, "message");
 	if (id)
-		mm_set_error(res, st, "%s: HTTP %ld %.100s: %.300s", what, r->status, id,
-			     msg ? msg : "");
+		feed_http_set_error(res, st, "%s: HTTP %ld %.100s: %.300s", what, r->status, id,
+				    msg ? msg : "");
 	else if (r->content_type && strncasecmp(r->content_type, "text/plain", 10) == 0 &&
 		 r->response.len < 200)
-		mm_set_error(res, st, "%s: HTTP %ld %.*s", what, r->status, (int)r->response.len,
-			     r->response.data);
+		feed_http_set_error(res, st, "%s: HTTP %ld %.*s", what, r->status,
+				    (int)r->response.len, r->response.data);
 	else
-		mm_set_error(res, st, "%s: HTTP %ld from Mattermost", what, r->status);
+		feed_http_set_error(res, st, "%s: HTTP %ld from Mattermost", what, r->status);
 	json_decref(j);
 	if (r->status == 401) {
 		/* the token is wrong or revoked: the admin must act, and the items
@@ -115,7 +102,7 @@ static void mm_fail(struct feed_result *res, const struct http_request *r, const
 		res->retry_after = http_retry_after(r);
 	}
 	if (r->status == 200 || r->status == 201)
-		mm_set_error(res, FEED_RETRY, "%s: unexpected answer (no id)", what);
+		feed_http_set_error(res, FEED_RETRY, "%s: unexpected answer (no id)", what);
 }
 
 static void mm_request(struct mattermost *mm, struct http_request *r, const char *method,
@@ -137,52 +124,6 @@ static void mm_get(struct mattermost *mm, struct http_client *hc, struct http_re
 	mm_request(mm, r, "GET", url);
 	http_perform_one(hc, r);
 	free(url);
-}
-
-static size_t mm_runes(const char *s, size_t n)
-{
-	size_t c = 0;
-	for (size_t i = 0; i < n; i++)
-		if (((unsigned char)s[i] & 0xC0) != 0x80)
-			c++;
-	return c;
-}
-
-/* Splits text into parts of at most budget runes, preferring a blank line,
- * then a line end, then a space. */
-static void mm_split(const char *text, size_t first, size_t budget, struct strlist *out)
-{
-	const char *p = text;
-	size_t lim = first;
-	while (*p) {
-		size_t len = strlen(p);
-		if (mm_runes(p, len) <= lim) {
-			strlist_add(out, p);
-			return;
-		}
-		size_t cut = 0;
-		for (size_t c = 0; cut < len && c < lim; c++) {
-			cut++;
-			while (cut < len && ((unsigned char)p[cut] & 0xC0) == 0x80)
-				cut++;
-		}
-		size_t best = 0;
-		for (size_t i = cut; i > cut / 2 && !best; i--)
-			if (p[i - 1] == '\n' && i >= 2 && p[i - 2] == '\n')
-				best = i;
-		for (size_t i = cut; i > cut / 2 && !best; i--)
-			if (p[i - 1] == '\n' || p[i - 1] == ' ')
-				best = i;
-		if (!best)
-			best = cut;
-		char *part = xstrndup(p, best);
-		strlist_add(out, part);
-		free(part);
-		p += best;
-		while (*p == '\n' || *p == ' ')
-			p++;
-		lim = budget;
-	}
 }
 
 /* Length of a plain URL at p (what the server's autolinker makes a link
@@ -404,33 +345,41 @@ static char *mm_kept_file(const char *note, const char *channel)
 	return xstrndup(note, (size_t)(sp - note));
 }
 
-/* Uploads attachments within limits, or reuses the files an earlier
- * attempt uploaded (unless fresh); notes for the others.  Fills file_ids
- * in the order of the attachments and sets *reused to the number of files
- * reused.  0 or -1. */
-static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
-		     size_t max_up, int fresh, struct strlist *file_ids, struct strlist *notes,
-		     size_t *reused, struct feed_result *res)
+/* The uploads of one item: per attachment its request (parts set when it
+ * is sent), the name it is sent under and the file id kept from an earlier
+ * attempt. */
+struct mm_uploads {
+	size_t n, sent;
+	struct http_request *rs, **ptrs;
+	struct http_part (*parts)[2];
+	char **names, **kept;
+	char *url;
+};
+
+/* Decides for each attachment: a note (too large, too many), a file kept
+ * from an earlier attempt (unless fresh), or a request to send. */
+static void mm_upload_plan(struct mattermost *mm, const struct feed_item *it, size_t max_up,
+			   int fresh, struct mm_uploads *u, struct strlist *notes, size_t *reused)
 {
-	size_t n = it->n_attachments, up = 0, sent = 0;
-	struct http_request *rs = xcalloc(n ? n : 1, sizeof(*rs));
-	struct http_request **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));
-	struct http_part(*parts)[2] = xcalloc(n ? n : 1, sizeof(*parts));
-	char **names = xcalloc(n ? n : 1, sizeof(*names));
-	char **kept = xcalloc(n ? n : 1, sizeof(*kept));
-	char *url = xasprintf("%s/api/v4/files", mm->base);
-	int rc = 0;
-	*reused = 0;
+	size_t n = it->n_attachments, up = 0;
+	u->n = n;
+	u->sent = 0;
+	u->rs = xcalloc(n ? n : 1, sizeof(*u->rs));
+	u->ptrs = xcalloc(n ? n : 1, sizeof(*u->ptrs));
+	u->parts = xcalloc(n ? n : 1, sizeof(*u->parts));
+	u->names = xcalloc(n ? n : 1, sizeof(*u->names));
+	u->kept = xcalloc(n ? n : 1, sizeof(*u->kept));
+	u->url = xasprintf("%s/api/v4/files", mm->base);
 	for (size_t i = 0; i < n; i++) {
 		const struct feed_attachment *a = &it->attachments[i];
-		names[i] = mm_safe_filename(a->filename);
+		u->names[i] = mm_safe_filename(a->filename);
 		char size[32];
 		mm_size_text(a->size, size, sizeof(size));
 		const char *why = (long long)a->size > mm->f->max_file_size ? "too large"
 				  : up >= max_up			    ? "too many files"
 									    : NULL;
 		if (why) {
-			char *shown = feed_mattermost_escape(names[i], 0, 0);
+			char *shown = feed_mattermost_escape(u->names[i], 0, 0);
 			char *note =
 			    xasprintf("[attachment %s (%s) not uploaded: %s]", shown, size, why);
 			free(shown);
@@ -439,34 +388,41 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 			continue;
 		}
 		up++;
-		kept[i] = fresh ? NULL : mm_kept_file(a->remote, it->group);
-		if (kept[i]) {
+		u->kept[i] = fresh ? NULL : mm_kept_file(a->remote, it->group);
+		if (u->kept[i]) {
 			(*reused)++;
 			continue;
 		}
-		parts[i][0] =
+		u->parts[i][0] =
 		    (struct http_part){"channel_id", NULL, NULL, it->group, strlen(it->group)};
-		parts[i][1] = (struct http_part){"files", names[i],
-						 a->content_type ? a->content_type
-								 : "application/octet-stream",
-						 a->data, a->size};
-		mm_request(mm, &rs[i], "POST", url);
-		rs[i].parts = parts[i];
-		rs[i].n_parts = 2;
-		ptrs[sent++] = &rs[i];
+		u->parts[i][1] = (struct http_part){"files", u->names[i],
+						    a->content_type ? a->content_type
+								    : "application/octet-stream",
+						    a->data, a->size};
+		mm_request(mm, &u->rs[i], "POST", u->url);
+		u->rs[i].parts = u->parts[i];
+		u->rs[i].n_parts = 2;
+		u->ptrs[u->sent++] = &u->rs[i];
 	}
-	http_perform(hc, ptrs, sent);
-	/* every upload that went through is noted, also when another failed:
-	 * the next attempt reuses it */
-	for (size_t i = 0; i < n; i++) {
-		if (kept[i]) {
-			strlist_add(file_ids, kept[i]);
+}
+
+/* Fills file_ids in the order of the attachments.  Every upload that went
+ * through is noted, also when another failed: the next attempt reuses it.
+ * 0, or -1 with res. */
+static int mm_upload_results(const struct feed_item *it, const struct mm_uploads *u,
+			     struct strlist *file_ids, struct feed_result *res)
+{
+	int rc = 0;
+	for (size_t i = 0; i < u->n; i++) {
+		const struct http_request *r = &u->rs[i];
+		if (u->kept[i]) {
+			strlist_add(file_ids, u->kept[i]);
 			continue;
 		}
-		if (!rs[i].parts)
+		if (!r->parts)
 			continue;
-		json_t *j = rs[i].status == 201
-				? json_loadb(rs[i].response.data, rs[i].response.len, 0, NULL)
+		json_t *j = r->status == 201
+				? json_loadb(r->response.data, r->response.len, 0, NULL)
 				: NULL;
 		const char *fid = mm_str(json_array_get(json_object_get(j, "file_infos"), 0), "id");
 		if (fid && mm_id_ok(fid, strlen(fid))) {
@@ -477,23 +433,44 @@ static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct
 				free(note);
 			}
 		} else if (rc == 0) {
-			mm_fail(res, &rs[i], "mattermost file upload");
+			mm_fail(res, r, "mattermost file upload");
 			rc = -1;
 		}
 		json_decref(j);
 	}
-	for (size_t i = 0; i < sent; i++)
-		http_request_clear(ptrs[i]);
-	for (size_t i = 0; i < n; i++) {
-		free(names[i]);
-		free(kept[i]);
+	return rc;
+}
+
+static void mm_uploads_free(struct mm_uploads *u)
+{
+	for (size_t i = 0; i < u->sent; i++)
+		http_request_clear(u->ptrs[i]);
+	for (size_t i = 0; i < u->n; i++) {
+		free(u->names[i]);
+		free(u->kept[i]);
 	}
-	free(url);
-	free(rs);
-	free(ptrs);
-	free(parts);
-	free(names);
-	free(kept);
+	free(u->url);
+	free(u->rs);
+	free(u->ptrs);
+	free(u->parts);
+	free(u->names);
+	free(u->kept);
+}
+
+/* Uploads attachments within limits, or reuses the files an earlier
+ * attempt uploaded (unless fresh); notes for the others.  Fills file_ids
+ * in the order of the attachments and sets *reused to the number of files
+ * reused.  0 or -1. */
+static int mm_upload(struct mattermost *mm, struct http_client *hc, const struct feed_item *it,
+		     size_t max_up, int fresh, struct strlist *file_ids, struct strlist *notes,
+		     size_t *reused, struct feed_result *res)
+{
+	struct mm_uploads u;
+	*reused = 0;
+	mm_upload_plan(mm, it, max_up, fresh, &u, notes, reused);
+	http_perform(hc, u.ptrs, u.sent);
+	int rc = mm_upload_results(it, &u, file_ids, res);
+	mm_uploads_free(&u);
 	return rc;
 }
 
@@ -508,7 +485,7 @@ static int mm_post(struct mattermost *mm, struct http_client *hc, const char *ch
 	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s}}", "channel_id", channel, "message",
 				 message, "root_id", root ? root : "", "props", MM_KEY_PROP, key);
 	if (!body) {
-		mm_set_error(res, FEED_PERMANENT, "text is not valid UTF-8");
+		feed_http_set_error(res, FEED_PERMANENT, "text is not valid UTF-8");
 		return -1;
 	}
 	if (file_ids && file_ids->n) {
@@ -588,8 +565,8 @@ static int mm_user_by_email(struct mattermost *mm, struct http_client *hc, const
 			rc = 1;
 		}
 		json_decref(j);
-	} else if (r.status != 404 &&
-		   (r.curl_failed || r.status == 401 || http_classify(r.status, 0) == FEED_RETRY)) {
+	} else if (r.status != 404 && (r.curl_failed || r.status == 401 ||
+				       feed_http_status(r.status, 0) == FEED_RETRY)) {
 		mm_fail(res, &r, "mattermost user lookup");
 		http_request_clear(&r);
 		return -1;
@@ -683,7 +660,8 @@ static int mm_user_by_name(struct mattermost *mm, struct http_client *hc, const 
 			rc = 1;
 		}
 		json_decref(j);
-	} else if (r.curl_failed || r.status == 401 || http_classify(r.status, 0) == FEED_RETRY) {
+	} else if (r.curl_failed || r.status == 401 ||
+		   feed_http_status(r.status, 0) == FEED_RETRY) {
 		mm_fail(res, &r, "mattermost user search");
 		http_request_clear(&r);
 		free(key);
@@ -771,28 +749,87 @@ static void mm_allowed(const struct mattermost *mm, const char *channel, int *me
 	}
 }
 
-static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
-			   struct feed_result *res)
+/* One item on its way (the hooks of feed_http_deliver_parts). */
+struct mm_job {
+	struct mattermost *mm;
+	struct http_client *hc;
+	const struct feed_item *it;
+	struct buf head, tail, mentions; /* the first part's fixed pieces */
+	struct strlist file_ids, notes;
+	size_t reused; /* files of an earlier attempt attached again */
+	long status;   /* HTTP status of the first post's refusal */
+	json_t *known; /* the channel's recent posts, once asked */
+};
+
+/* Every part carries its key (the item's, "KEY#2", ...) as a prop. */
+static int mm_hook_find(void *hook, size_t i, size_t n, const char *text, const char *thread,
+			char **id, struct feed_result *res)
 {
-	struct mattermost *mm = ctx;
-	struct strlist parts = {0}, file_ids = {0}, notes = {0};
-	struct buf head, tail, mentions;
-	buf_init(&head);
-	buf_init(&tail);
-	buf_init(&mentions);
-	int allow_mentions, allow_images;
-	mm_allowed(mm, it->group, &allow_mentions, &allow_images);
-	/* with mentions, "@First Last" and "@address" written in the text too */
-	char *body = mm->f->mentions
-			 ? mm_body(mm, hc, it->text, allow_mentions, allow_images, res)
-			 : feed_mattermost_escape(it->text, allow_mentions, allow_images);
-	if (!body) {
-		buf_free(&head);
-		buf_free(&tail);
-		buf_free(&mentions);
-		return;
-	}
-	/* what the sender wrote shows as written, Markdown and all */
+	struct mm_job *j = hook;
+	if (!j->known &&
+	    !(j->known = mm_channel_posts(j->mm, j->hc, j->it->group, mm_lookback_ms(j->mm), res)))
+		return -1;
+	char *k = i ? xasprintf("%s#%zu", j->it->key, i + 1) : xstrdup(j->it->key);
+	const char *have = mm_find_key(j->known, k);
+	free(k);
+	*id = have ? xstrdup(have) : NULL;
+	return have ? 1 : 0;
+}
+
+/* Mentions are looked up before any upload (a failed look-up is retried);
+ * the retry uploads the files anew. */
+static int mm_hook_first(void *hook, const char *text, int retry, char **id,
+			 struct feed_result *res)
+{
+	struct mm_job *j = hook;
+	struct mattermost *mm = j->mm;
+	const struct feed_item *it = j->it;
+	size_t max_up = mm->f->max_files < MM_MAX_FILES ? (size_t)mm->f->max_files : MM_MAX_FILES;
+	if (!retry && mm->f->mentions && mm_mentions(mm, j->hc, it, &j->mentions, res) != 0)
+		return -1;
+	if (mm_upload(mm, j->hc, it, max_up, retry, &j->file_ids, &j->notes, &j->reused, res) != 0)
+		return -1;
+	char *msg = mm_first_message(&j->head, text, &j->notes, &j->mentions, &j->tail);
+	const char *root = it->kind == FEED_COMMENT ? it->parent_remote_id : NULL;
+	int rc = mm_post(mm, j->hc, it->group, root, msg, &j->file_ids, it->key, id, res,
+			 retry ? NULL : &j->status);
+	free(msg);
+	return rc;
+}
+
+/* The server drops files not attached within a while: the files of an
+ * earlier attempt are uploaded anew. */
+static int mm_hook_fallback(void *hook, const struct feed_result *res)
+{
+	struct mm_job *j = hook;
+	if (!j->reused || j->status != 400)
+		return 0;
+	char e[300];
+	log_warn("mattermost.files_refused outbox_id=%lld files=%zu error=%s", (long long)j->it->id,
+		 j->reused, log_quote(res->error, e, sizeof(e)));
+	strlist_free(&j->file_ids);
+	strlist_free(&j->notes);
+	return 1;
+}
+
+static int mm_hook_next(void *hook, size_t i, size_t n, const char *text, const char *thread,
+			struct feed_result *res)
+{
+	struct mm_job *j = hook;
+	char *k = xasprintf("%s#%zu", j->it->key, i + 1), *pid = NULL;
+	char *msg = xasprintf("(continued, part %zu of %zu)\n\n%s", i + 1, n, text);
+	int rc = mm_post(j->mm, j->hc, j->it->group, thread, msg, NULL, k, &pid, res, NULL);
+	free(msg);
+	free(pid);
+	free(k);
+	return rc;
+}
+
+/* The first part's head (bold subject, From line) and tail (hashtags), as
+ * the sender wrote them, Markdown and all. */
+static void mm_head_tail(const struct feed_item *it, int allow_mentions, struct buf *head,
+			 struct buf *tail)
+{
 	char *nm = it->author_name && *it->author_name
 		       ? feed_mattermost_escape(it->author_name, 0, 0)
 		       : NULL;
@@ -805,119 +842,69 @@ static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_
 		       : feed_mattermost_escape(it->author_email, 0, 0);
 	if (it->kind == FEED_POST && it->subject && *it->subject) {
 		char *subject = feed_mattermost_escape(it->subject, allow_mentions, 0);
-		buf_printf(&head, "**%s**\n\n", subject);
+		buf_printf(head, "**%s**\n\n", subject);
 		free(subject);
 	}
 	if (nm && em)
-		buf_printf(&head, "From %s <%s>\n\n", nm, em);
+		buf_printf(head, "From %s <%s>\n\n", nm, em);
 	else if (nm || em)
-		buf_printf(&head, "From %s\n\n", nm ? nm : em);
+		buf_printf(head, "From %s\n\n", nm ? nm : em);
 	free(nm);
 	free(em);
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++) {
 		char *t = mm_tag(it->hashtags->v[i]);
 		if (strlen(t) >= 2)
-			buf_printf(&tail, "%s#%s", tail.len ? " " : "", t);
+			buf_printf(tail, "%s#%s", tail->len ? " " : "", t);
 		free(t);
 	}
-	size_t fixed = mm_runes(head.data ? head.data : "", head.len) + tail.len +
+}
+
+static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_item *it,
+			   struct feed_result *res)
+{
+	struct mattermost *mm = ctx;
+	int allow_mentions, allow_images;
+	mm_allowed(mm, it->group, &allow_mentions, &allow_images);
+	/* with mentions, "@First Last" and "@address" written in the text too */
+	char *body = mm->f->mentions
+			 ? mm_body(mm, hc, it->text, allow_mentions, allow_images, res)
+			 : feed_mattermost_escape(it->text, allow_mentions, allow_images);
+	if (!body)
+		return;
+	struct mm_job j = {.mm = mm, .hc = hc, .it = it};
+	buf_init(&j.head);
+	buf_init(&j.tail);
+	buf_init(&j.mentions);
+	mm_head_tail(it, allow_mentions, &j.head, &j.tail);
+	size_t fixed = utf8_count(j.head.data ? j.head.data : "", j.head.len) + j.tail.len +
 		       it->n_attachments * 300 + 16;
 	if (mm->f->mentions && it->recipients)
 		fixed += 8 + it->recipients->n * MM_MENTION_RUNES;
-	size_t first = fixed + 1000 < MM_BUDGET ? MM_BUDGET - fixed : 1000;
-	mm_split(body, first, MM_BUDGET - 100, &parts);
+	struct feed_parts p = {.service = "Mattermost",
+			       .unit = "runes",
+			       .text = body,
+			       .budget = MM_BUDGET,
+			       .fixed = fixed,
+			       .min_first = MM_MIN_FIRST,
+			       .max_parts = MM_MAX_PARTS,
+			       .hook = &j,
+			       .find_part = mm_hook_find,
+			       .first = mm_hook_first,
+			       .fallback = mm_hook_fallback,
+			       .next = mm_hook_next};
+	size_t n = 0;
+	if (feed_http_deliver_parts(&p, it, res, &n) == 0)
+		log_info("mattermost.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu "
+			 "files=%zu",
+			 (long long)it->id, it->kind == FEED_POST ? "post" : "comment",
+			 res->remote_id, n, j.file_ids.n);
 	free(body);
-	if (parts.n == 0)
-		strlist_add(&parts, "");
-	char *done_id = NULL;
-	const char *root = it->kind == FEED_COMMENT ? it->parent_remote_id : NULL;
-	json_t *known = NULL;
-	if (parts.n > MM_MAX_PARTS) {
-		mm_set_error(res, FEED_PERMANENT,
-			     "text too long for Mattermost: %zu parts of %d "
-			     "runes (limit %d)",
-			     parts.n, MM_BUDGET, MM_MAX_PARTS);
-		goto out;
-	}
-	if (parts.n > 1) {
-		known = mm_channel_posts(mm, hc, it->group, mm_lookback_ms(mm), res);
-		if (!known)
-			goto out;
-		const char *have = mm_find_key(known, it->key);
-		if (have)
-			done_id = xstrdup(have);
-	}
-	if (!done_id) {
-		size_t max_up =
-		    mm->f->max_files < MM_MAX_FILES ? (size_t)mm->f->max_files : MM_MAX_FILES;
-		/* before any upload: a failed look-up is retried */
-		if (mm->f->mentions && mm_mentions(mm, hc, it, &mentions, res) != 0)
-			goto out;
-		size_t reused = 0;
-		if (mm_upload(mm, hc, it, max_up, 0, &file_ids, &notes, &reused, res) != 0)
-			goto out;
-		char *msg = mm_first_message(&head, parts.v[0], &notes, &mentions, &tail);
-		long status = 0;
-		int rc = mm_post(mm, hc, it->group, root, msg, &file_ids, it->key, &done_id, res,
-				 &status);
-		if (rc != 0 && reused && status == 400) {
-			/* the server drops files not attached within a while: the
-			 * files of an earlier attempt are uploaded anew */
-			char e[300];
-			log_warn("mattermost.files_refused outbox_id=%lld files=%zu error=%s",
-				 (long long)it->id, reused, log_quote(res->error, e, sizeof(e)));
-			memset(res, 0, sizeof(*res));
-			strlist_free(&file_ids);
-			strlist_free(&notes);
-			free(msg);
-			msg = NULL;
-			rc = mm_upload(mm, hc, it, max_up, 1, &file_ids, &notes, &reused, res);
-			if (rc == 0) {
-				msg = mm_first_message(&head, parts.v[0], &notes, &mentions, &tail);
-				rc = mm_post(mm, hc, it->group, root, msg, &file_ids, it->key,
-					     &done_id, res, NULL);
-			}
-		}
-		free(msg);
-		if (rc != 0)
-			goto out;
-	}
-	const char *thread = root ? root : done_id;
-	for (size_t i = 1; i < parts.n; i++) {
-		char *k = xasprintf("%s#%zu", it->key, i + 1);
-		const char *have = known ? mm_find_key(known, k) : NULL;
-		char *pid = NULL;
-		int rc = 0;
-		if (!have) {
-			char *msg = xasprintf("(continued, part %zu of %zu)\n\n%s", i + 1, parts.n,
-					      parts.v[i]);
-			rc = mm_post(mm, hc, it->group, thread, msg, NULL, k, &pid, res, NULL);
-			free(msg);
-		}
-		free(pid);
-		free(k);
-		if (rc != 0) {
-			/* the first part is there; its key lets the next try skip it */
-			if (res->status == FEED_PERMANENT)
-				res->status = FEED_RETRY;
-			free(done_id);
-			done_id = NULL;
-			goto out;
-		}
-	}
-	res->status = FEED_OK;
-	res->remote_id = done_id;
-	log_info("mattermost.delivered outbox_id=%lld kind=%s remote_id=%s parts=%zu files=%zu",
-		 (long long)it->id, it->kind == FEED_POST ? "post" : "comment", done_id, parts.n,
-		 file_ids.n);
-out:
-	json_decref(known);
-	buf_free(&head);
-	buf_free(&tail);
-	buf_free(&mentions);
-	strlist_free(&parts);
-	strlist_free(&file_ids);
-	strlist_free(&notes);
+	json_decref(j.known);
+	buf_free(&j.head);
+	buf_free(&j.tail);
+	buf_free(&j.mentions);
+	strlist_free(&j.file_ids);
+	strlist_free(&j.notes);
 }
 
 static void mm_close(void *ctx)

@@ -1,4 +1,4 @@
-/* feed_webhook.c — the generic webhook backend (SPEC §7): each post or
+/* feed_webhook.c — the generic webhook backend (README, "Webhook"): each post or
  * comment is one signed JSON POST to [feed] url.
  *
  *   X-Mailfeed-Delivery:  the item's idempotency key, the same on every retry
@@ -9,7 +9,7 @@
  *   X-Mailfeed-Signature-V2: sha256=<hex HMAC-SHA256 of
  *                         "TIMESTAMP.DELIVERY.BODY" with the secret>
  *
- * The first signature is SPEC §7's and stays for receivers that check only
+ * The first signature is the original one and stays for receivers that check only
  * it; it cannot tell a replayed request from a new one.  The second binds
  * the time and the delivery key, so a receiver that accepts it only within
  * a few minutes of its timestamp (README: 5) and deduplicates on the
@@ -19,8 +19,8 @@
  * Any 2xx is success, a JSON answer {"id": ...} names the receiver's id (else
  * the key is the id); 408/425/429/5xx and network errors are retried
  * (Retry-After honoured); other 4xx are permanent, with the answer's text.
- * A webhook cannot be read back, so digests are built from what mailfeed
- * itself delivered to the group (outbox_read_delivered). */
+ * A webhook cannot be read back (no read_group), so digests are built from
+ * what mailfeed itself delivered to the group (outbox_read_group). */
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -28,9 +28,9 @@
 #include <string.h>
 
 #include "mailfeed/feed.h"
+#include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
-#include "mailfeed/outbox.h"
 #include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
@@ -107,7 +107,7 @@ static json_t *base64_of(const unsigned char *data, size_t n)
 	return j;
 }
 
-/* The SPEC §7 object for one item.  Files over max_file_size, or beyond
+/* The JSON object for one item (the body README shows).  Files over max_file_size, or beyond
  * max_files, are listed with "data": null. */
 static char *webhook_body(const struct webhook_ctx *c, const struct feed_item *it)
 {
@@ -186,7 +186,7 @@ static void webhook_result(const struct feed_item *it, const struct http_request
 {
 	char text[WEBHOOK_ERROR_TEXT + 1];
 	memset(res, 0, sizeof *res);
-	res->status = http_classify(r->status, r->curl_failed);
+	res->status = feed_http_status(r->status, r->curl_failed);
 	if (r->curl_failed) {
 		snprintf(res->error, sizeof res->error, "webhook unreachable: %s", r->error);
 		return;
@@ -246,25 +246,10 @@ static int webhook_reconcile(void *ctx, const struct feed_item *item, char **rem
 	return 0;
 }
 
-static int webhook_read_group(void *ctx, const char *group, time_t since,
-			      struct feed_entry **entries, size_t *n, char *err, size_t errlen)
-{
-	struct webhook_ctx *c = ctx;
-	if (outbox_read_delivered(c->st, group, since, entries, n) < 0) {
-		snprintf(err, errlen,
-			 "webhook backend has no read API and the delivered items of %s could "
-			 "not be read from the state database",
-			 group);
-		return -1;
-	}
-	return 0;
-}
-
 const struct feed_backend_ops feed_webhook_ops = {
     .name = "webhook",
     .open = webhook_open,
     .deliver = webhook_deliver,
     .reconcile = webhook_reconcile,
-    .read_group = webhook_read_group,
     .close = webhook_close,
 };

@@ -282,22 +282,12 @@ static void walk_list_item(struct render *r, const GumboElement *e, int depth)
 	block_break(r, 1);
 }
 
-static void walk_element(struct render *r, const GumboElement *e, int depth)
+/* The elements with a rendering of their own: line breaks, rules, images
+ * (their alt text), links, list items and table cells.  Returns 1 when e
+ * was one of them. */
+static int walk_special(struct render *r, const GumboElement *e, int depth)
 {
-	GumboTag t = e->tag;
-	if (is_skipped(t))
-		return;
-	if (starts_quoted_rest(e)) {
-		/* From here to the end of the document: quoted, never closed. */
-		block_break(r, 1);
-		r->quote++;
-		r->quote_fresh = 1;
-		walk_children(r, e, depth);
-		block_break(r, 1);
-		return;
-	}
-	int quoted = is_quote_container(e);
-	switch (t) {
+	switch (e->tag) {
 	case GUMBO_TAG_BR:
 		r->pending_nl++;
 		if (r->pending_nl > 2 && r->line_start)
@@ -305,12 +295,12 @@ static void walk_element(struct render *r, const GumboElement *e, int depth)
 		r->space = 0;
 		if (r->out.len == 0)
 			r->pending_nl = 0;
-		return;
+		return 1;
 	case GUMBO_TAG_HR:
 		block_break(r, 1);
 		text_out(r, "---", 3);
 		block_break(r, 1);
-		return;
+		return 1;
 	case GUMBO_TAG_IMG: {
 		const char *alt = attr(e, "alt");
 		if (alt && *alt) {
@@ -318,23 +308,31 @@ static void walk_element(struct render *r, const GumboElement *e, int depth)
 			text_out(r, alt, strlen(alt));
 			text_out(r, " ", 1);
 		}
-		return;
+		return 1;
 	}
 	case GUMBO_TAG_A:
 		walk_link(r, e, depth);
-		return;
+		return 1;
 	case GUMBO_TAG_LI:
 		walk_list_item(r, e, depth);
-		return;
+		return 1;
 	case GUMBO_TAG_TD:
 	case GUMBO_TAG_TH:
 		if (r->cell++ > 0)
 			text_out(r, " | ", 3);
 		walk_children(r, e, depth);
-		return;
+		return 1;
 	default:
-		break;
+		return 0;
 	}
+}
+
+/* Any other element: its children, between the breaks of a paragraph or a
+ * line block, one quote level deeper when it is a quote container, and in
+ * the list, row or preformatted state it opens. */
+static void walk_block(struct render *r, const GumboElement *e, int depth, int quoted)
+{
+	GumboTag t = e->tag;
 	int para = is_paragraph(t);
 	int line = is_line_block(t) || quoted;
 	if (para)
@@ -376,6 +374,24 @@ static void walk_element(struct render *r, const GumboElement *e, int depth)
 		block_break(r, r->lists || r->quote ? 1 : 2);
 	else if (line)
 		block_break(r, 1);
+}
+
+static void walk_element(struct render *r, const GumboElement *e, int depth)
+{
+	if (is_skipped(e->tag))
+		return;
+	if (starts_quoted_rest(e)) {
+		/* From here to the end of the document: quoted, never closed. */
+		block_break(r, 1);
+		r->quote++;
+		r->quote_fresh = 1;
+		walk_children(r, e, depth);
+		block_break(r, 1);
+		return;
+	}
+	int quoted = is_quote_container(e);
+	if (!walk_special(r, e, depth))
+		walk_block(r, e, depth, quoted);
 }
 
 static void walk(struct render *r, const GumboNode *n, int depth)

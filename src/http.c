@@ -371,15 +371,15 @@ void http_perform(struct http_client *c, struct http_request **reqs, size_t n)
 
 void http_perform_one(struct http_client *c, struct http_request *r) { http_perform(c, &r, 1); }
 
-enum feed_status http_classify(long status, int curl_failed)
+enum http_class http_classify(long status, int curl_failed)
 {
 	if (curl_failed || status == 0)
-		return FEED_RETRY;
+		return HTTP_CLASS_TRANSIENT;
 	if (status >= 200 && status < 300)
-		return FEED_OK;
+		return HTTP_CLASS_OK;
 	if (status == 408 || status == 425 || status == 429 || status >= 500)
-		return FEED_RETRY;
-	return FEED_PERMANENT;
+		return HTTP_CLASS_TRANSIENT;
+	return HTTP_CLASS_REFUSED;
 }
 
 static long http_parse_seconds(const char *s)

@@ -1052,106 +1052,142 @@ static void metas_free(struct meta *m, size_t cnt)
 	free(m);
 }
 
+/* The sizes and dates of the cnt messages uids into m. 0, or -1 (err). */
+static int fetch_meta(struct imap_session *s, const uint32_t *uids, size_t cnt, struct meta *m,
+		      long long max_size, char *err, size_t errlen)
+{
+	clist *res = NULL;
+	struct mailimap_set *set = set_of(uids, cnt);
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_rfc822_size());
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_internaldate());
+	cmd_plain(s);
+	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
+	mailimap_fetch_type_free(ft);
+	mailimap_set_free(set);
+	if (rc != MAILIMAP_NO_ERROR) {
+		char why[200];
+		set_err(err, errlen, s->acct, "UID FETCH failed: %s",
+			failure_text(s, rc, why, sizeof why));
+		return -1;
+	}
+	take_results(res, m, cnt, 0, max_size);
+	mailimap_fetch_list_free(res);
+	return 0;
+}
+
+/* The next sub-batch of bodies from m[i]: messages neither expunged nor
+ * over max_size, at most BODY_BATCH_BYTES of them as claimed (one at
+ * least).  Fills want, *nw and *bytes; returns the end of the sub-batch. */
+static size_t bodies_pick(const struct meta *m, size_t i, size_t cnt, long long max_size,
+			  uint32_t *want, size_t *nw, size_t *bytes)
+{
+	size_t j = i;
+	*nw = *bytes = 0;
+	for (; j < cnt && (*nw == 0 || *bytes + m[j].size <= BODY_BATCH_BYTES); j++) {
+		if (m[j].size == 0 && m[j].date == 0)
+			continue; /* expunged meanwhile */
+		if ((long long)m[j].size > max_size)
+			continue;
+		want[(*nw)++] = m[j].uid;
+		*bytes += m[j].size;
+	}
+	return j;
+}
+
+/* fetch_bodies of a sub-batch into m[0..mn).  When the guard cut the
+ * answer off, one of them is larger than it said: the session is reopened
+ * and they are asked one by one.  0, or -1 (err). */
+static int bodies_fetch_guarded(struct imap_session *s, const uint32_t *want, size_t nw,
+				size_t bytes, struct meta *m, size_t mn, long long max_size,
+				char *err, size_t errlen)
+{
+	int r = nw > 0 ? fetch_bodies(s, want, nw, bytes, m, mn, max_size, err, errlen) : 0;
+	if (r == 1 && nw > 1) {
+		if (session_reopen(s, err, errlen) < 0)
+			r = -1;
+		for (size_t w = 0; r == 1 && w < nw; w++) {
+			size_t claimed = 0;
+			for (size_t k = 0; k < mn; k++)
+				if (m[k].uid == want[w])
+					claimed = m[k].size;
+			int r1 =
+			    fetch_bodies(s, want + w, 1, claimed, m, mn, max_size, err, errlen);
+			if (r1 < 0 || (r1 == 1 && session_reopen(s, err, errlen) < 0))
+				r = -1;
+		}
+	} else if (r == 1 && session_reopen(s, err, errlen) < 0) {
+		r = -1;
+	}
+	return r < 0 ? -1 : 0;
+}
+
+/* Hands m[0..mn) over to cb in UID order, freeing each body as it goes.
+ * Returns 1 when cb asked to stop. */
+static int bodies_hand_over(struct meta *m, size_t mn, long long max_size, imap_fetch_cb cb,
+			    void *arg)
+{
+	qsort(m, mn, sizeof *m, by_uid);
+	for (size_t k = 0; k < mn; k++) {
+		if (m[k].size == 0 && m[k].date == 0)
+			continue;
+		if ((long long)m[k].size <= max_size && !m[k].raw && !m[k].too_large)
+			continue; /* vanished between the two fetches */
+		if (m[k].too_large && (long long)m[k].size <= max_size)
+			m[k].size = size_u32((unsigned long long)max_size + 1);
+		struct imap_fetched f = {.uid = m[k].uid,
+					 .size = m[k].size,
+					 .internaldate = m[k].date,
+					 .raw = m[k].raw,
+					 .raw_len = m[k].raw_len};
+		int stop = cb(&f, arg);
+		free(m[k].raw);
+		m[k].raw = NULL;
+		if (stop)
+			return 1;
+	}
+	return 0;
+}
+
+/* One batch of at most FETCH_BATCH uids: their sizes and dates, then their
+ * bodies in sub-batches bounded in bytes, so memory stays flat, each handed
+ * over before the next is asked for.  0, 1 when cb asked to stop, or -1
+ * (err). */
+static int fetch_batch(struct imap_session *s, const uint32_t *uids, size_t cnt, long long max_size,
+		       imap_fetch_cb cb, void *arg, char *err, size_t errlen)
+{
+	struct meta *m = xcalloc(cnt, sizeof *m);
+	for (size_t i = 0; i < cnt; i++)
+		m[i].uid = uids[i];
+	if (fetch_meta(s, uids, cnt, m, max_size, err, errlen) < 0) {
+		free(m);
+		return -1;
+	}
+	for (size_t i = 0, j; i < cnt; i = j) {
+		uint32_t want[FETCH_BATCH];
+		size_t nw, bytes;
+		j = bodies_pick(m, i, cnt, max_size, want, &nw, &bytes);
+		int r =
+		    bodies_fetch_guarded(s, want, nw, bytes, m + i, j - i, max_size, err, errlen);
+		if (r < 0 || bodies_hand_over(m + i, j - i, max_size, cb, arg)) {
+			metas_free(m, cnt);
+			return r < 0 ? -1 : 1;
+		}
+	}
+	free(m);
+	return 0;
+}
+
 int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen)
 {
 	s->max_size = max_size;
 	for (size_t off = 0; off < n; off += FETCH_BATCH) {
 		size_t cnt = n - off < FETCH_BATCH ? n - off : FETCH_BATCH;
-		struct meta *m = xcalloc(cnt, sizeof *m);
-		clist *res = NULL;
-		int rc;
-		for (size_t i = 0; i < cnt; i++)
-			m[i].uid = uids[off + i];
-
-		struct mailimap_set *set = set_of(uids + off, cnt);
-		struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
-		mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
-		mailimap_fetch_type_new_fetch_att_list_add(ft,
-							   mailimap_fetch_att_new_rfc822_size());
-		mailimap_fetch_type_new_fetch_att_list_add(ft,
-							   mailimap_fetch_att_new_internaldate());
-		cmd_plain(s);
-		rc = mailimap_uid_fetch(s->imap, set, ft, &res);
-		mailimap_fetch_type_free(ft);
-		mailimap_set_free(set);
-		if (rc != MAILIMAP_NO_ERROR) {
-			char why[200];
-			set_err(err, errlen, s->acct, "UID FETCH failed: %s",
-				failure_text(s, rc, why, sizeof why));
-			free(m);
-			return -1;
-		}
-		take_results(res, m, cnt, 0, max_size);
-		mailimap_fetch_list_free(res);
-
-		/* bodies in sub-batches bounded in bytes, so memory stays flat */
-		size_t i = 0;
-		while (i < cnt) {
-			uint32_t want[FETCH_BATCH];
-			size_t nw = 0, bytes = 0, j = i;
-			for (; j < cnt && (nw == 0 || bytes + m[j].size <= BODY_BATCH_BYTES); j++) {
-				if (m[j].size == 0 && m[j].date == 0)
-					continue; /* expunged meanwhile */
-				if ((long long)m[j].size > max_size)
-					continue;
-				want[nw++] = m[j].uid;
-				bytes += m[j].size;
-			}
-			int r = nw > 0 ? fetch_bodies(s, want, nw, bytes, m + i, j - i, max_size,
-						      err, errlen)
-				       : 0;
-			if (r == 1 && nw > 1) {
-				/* one of them is larger than it said: ask one by one */
-				if (session_reopen(s, err, errlen) < 0)
-					r = -1;
-				for (size_t w = 0; r == 1 && w < nw; w++) {
-					size_t claimed = 0;
-					for (size_t k = i; k < j; k++)
-						if (m[k].uid == want[w])
-							claimed = m[k].size;
-					int r1 = fetch_bodies(s, want + w, 1, claimed, m + i, j - i,
-							      max_size, err, errlen);
-					if (r1 < 0 ||
-					    (r1 == 1 && session_reopen(s, err, errlen) < 0))
-						r = -1;
-				}
-				if (r == 1)
-					r = 0;
-			} else if (r == 1 && session_reopen(s, err, errlen) < 0) {
-				r = -1;
-			}
-			if (r < 0) {
-				metas_free(m, cnt);
-				return -1;
-			}
-			/* hand over this sub-batch in UID order, then free it */
-			qsort(m + i, j - i, sizeof *m, by_uid);
-			for (size_t k = i; k < j; k++) {
-				int stop = 0;
-				if (m[k].size == 0 && m[k].date == 0)
-					continue;
-				if ((long long)m[k].size <= max_size && !m[k].raw &&
-				    !m[k].too_large)
-					continue; /* vanished between the two fetches */
-				if (m[k].too_large && (long long)m[k].size <= max_size)
-					m[k].size = size_u32((unsigned long long)max_size + 1);
-				struct imap_fetched f = {.uid = m[k].uid,
-							 .size = m[k].size,
-							 .internaldate = m[k].date,
-							 .raw = m[k].raw,
-							 .raw_len = m[k].raw_len};
-				stop = cb(&f, arg);
-				free(m[k].raw);
-				m[k].raw = NULL;
-				if (stop) {
-					metas_free(m, cnt);
-					return 0;
-				}
-			}
-			i = j;
-		}
-		free(m);
+		int r = fetch_batch(s, uids + off, cnt, max_size, cb, arg, err, errlen);
+		if (r != 0)
+			return r < 0 ? -1 : 0;
 	}
 	return 0;
 }

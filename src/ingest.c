@@ -64,7 +64,7 @@ struct store_ctx {
 	struct store *st;
 	const char *key;
 	uint32_t uidvalidity;
-	volatile int *stop;
+	atomic_int *stop;
 	int inserted;
 	int failed;
 	long long max_size;
@@ -157,7 +157,7 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	}
 	free(msgid);
 	health_beat_current(health_step());
-	return *c->stop ? 1 : 0;
+	return atomic_load(c->stop) ? 1 : 0;
 }
 
 /* Whether a header block says the mail was sent by a program (no notice
@@ -235,7 +235,7 @@ static void describe_too_large(struct imap_session *s, struct store *st,
 
 int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		uint32_t uidvalidity, const uint32_t *uids, size_t n, enum msg_state state,
-		volatile int *stop, int *inserted, char *err, size_t errlen)
+		atomic_int *stop, int *inserted, char *err, size_t errlen)
 {
 	struct store_ctx c = {.st = st,
 			      .key = f->key,
@@ -306,7 +306,7 @@ out:
 }
 
 int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
-		       volatile int *stop, int *new_messages, char *err, size_t errlen)
+		       atomic_int *stop, int *new_messages, char *err, size_t errlen)
 {
 	struct imap_folder_info info;
 	struct folder_state fs;

@@ -49,7 +49,7 @@ static void metrics_counters(struct store *st, struct buf *b)
 		   "# HELP mailfeed_digests_sent_total Digest and notification mails sent.\n"
 		   "# TYPE mailfeed_digests_sent_total counter\n"
 		   "mailfeed_digests_sent_total %lld\n",
-		   count_of(st, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"),
+		   (long long)outbox_count(st, OUTBOX_DELIVERED),
 		   note_counter(st, NOTE_COUNT_RETRIED), note_counter(st, NOTE_COUNT_DEAD),
 		   count_of(st, "SELECT COUNT(*) FROM digest_runs WHERE state='sent'"));
 	buf_puts(b, "# HELP mailfeed_build_info The running mailfeed's version.\n"

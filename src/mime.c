@@ -12,7 +12,8 @@
  * read by our own tolerant splitter, so that junk in one header never
  * loses the others.
  *
- * This code runs inside the sandboxed parse worker (worker.c). */
+ * This code runs inside the sandboxed parse worker (worker_child.c, under
+ * worker.c's supervision). */
 #include <ctype.h>
 #include <errno.h>
 #include <gmime/gmime.h>

@@ -558,14 +558,12 @@ static void strip_comments(const char *v, const char *end, struct buf *out, char
 		buf_puts(out, "");
 }
 
-/* One "Name <addr>" / "addr (Name)" / "addr" into name and lower-cased
- * address (NULL when there is none).  Comments anywhere are not part of
- * the address. */
-void mime_mailbox_parse(const char *v, char **name, char **addr)
+/* The "<" and ">" of the address, outside quotes and comments (NULL when
+ * there are none). */
+static void mailbox_angles(const char *v, const char **lt, const char **gt)
 {
-	*name = *addr = NULL;
-	const char *lt = NULL, *gt = NULL;
 	int inq = 0, paren = 0;
+	*lt = *gt = NULL;
 	for (const char *c = v; *c; c++) {
 		if (*c == '\\' && c[1]) {
 			c++;
@@ -578,70 +576,100 @@ void mime_mailbox_parse(const char *v, char **name, char **addr)
 		else if (!inq && *c == ')' && paren)
 			paren--;
 		else if (!inq && !paren && *c == '<')
-			lt = c;
-		else if (!inq && !paren && *c == '>' && lt && !gt)
-			gt = c;
+			*lt = c;
+		else if (!inq && !paren && *c == '>' && *lt && !*gt)
+			*gt = c;
 	}
+}
+
+/* "Name <addr>" or "(Name) <addr>": the address between lt and gt, the
+ * display name (unquoted) into nb. */
+static void mailbox_angled(const char *v, const char *lt, const char *gt, struct buf *nb,
+			   char **addr)
+{
+	struct buf a;
+	buf_init(&a);
+	strip_comments(lt + 1, gt, &a, NULL);
+	*addr = buf_steal(&a);
+	struct buf pre;
+	buf_init(&pre);
+	char *comment = NULL;
+	strip_comments(v, lt, &pre, &comment);
+	const char *src = pre.data;
+	char *t = str_trim(pre.data);
+	if (!*t && comment)
+		src = comment; /* "(Name) <addr>" */
+	for (const char *c = src; *c; c++) {
+		if (*c == '\\' && c[1]) {
+			buf_putc(nb, *++c);
+			continue;
+		}
+		if (*c != '"')
+			buf_putc(nb, *c);
+	}
+	free(comment);
+	buf_free(&pre);
+}
+
+/* "addr (Name)" or a bare address: the first word with an "@" (or a lone
+ * word such as "MAILER-DAEMON"), the comment as the name into nb. */
+static void mailbox_bare(const char *v, struct buf *nb, char **addr)
+{
+	struct buf clean;
+	buf_init(&clean);
+	char *comment = NULL;
+	strip_comments(v, v + strlen(v), &clean, &comment);
+	if (comment)
+		buf_puts(nb, comment);
+	free(comment);
+	const char *c = clean.data;
+	while (*c) {
+		size_t n = strcspn(c, " \t");
+		if (n && memchr(c, '@', n) && !*addr)
+			*addr = xstrndup(c, n);
+		c += n ? n : 1;
+	}
+	if (!*addr) {
+		/* "MAILER-DAEMON" with no domain still names the sender. */
+		char *s2 = str_trim(clean.data);
+		if (*s2 && !strpbrk(s2, " \t\"<>()"))
+			*addr = xstrdup(s2);
+	}
+	buf_free(&clean);
+}
+
+/* The address trimmed, without controls, quotes or angles, in lower case;
+ * freed and NULL when nothing or too much is left. */
+static void mailbox_addr_clean(char **addr)
+{
+	char *t = str_trim(*addr);
+	memmove(*addr, t, strlen(t) + 1);
+	for (char *c = *addr; *c; c++)
+		if ((unsigned char)*c < 0x21 || *c == '"' || *c == '<' || *c == '>')
+			memmove(c, c + 1, strlen(c));
+	str_lower(*addr);
+	if (!**addr || strlen(*addr) > 320) {
+		free(*addr);
+		*addr = NULL;
+	}
+}
+
+/* One "Name <addr>" / "addr (Name)" / "addr" into name and lower-cased
+ * address (NULL when there is none).  Comments anywhere are not part of
+ * the address. */
+void mime_mailbox_parse(const char *v, char **name, char **addr)
+{
+	const char *lt, *gt;
 	struct buf nb;
+	*name = *addr = NULL;
+	mailbox_angles(v, &lt, &gt);
 	buf_init(&nb);
-	if (lt && gt && gt > lt) {
-		struct buf a;
-		buf_init(&a);
-		strip_comments(lt + 1, gt, &a, NULL);
-		*addr = buf_steal(&a);
-		struct buf pre;
-		buf_init(&pre);
-		char *comment = NULL;
-		strip_comments(v, lt, &pre, &comment);
-		const char *src = pre.data;
-		char *t = str_trim(pre.data);
-		if (!*t && comment)
-			src = comment; /* "(Name) <addr>" */
-		for (const char *c = src; *c; c++) {
-			if (*c == '\\' && c[1]) {
-				buf_putc(&nb, *++c);
-				continue;
-			}
-			if (*c != '"')
-				buf_putc(&nb, *c);
-		}
-		free(comment);
-		buf_free(&pre);
-	} else {
-		struct buf clean;
-		buf_init(&clean);
-		char *comment = NULL;
-		strip_comments(v, v + strlen(v), &clean, &comment);
-		if (comment)
-			buf_puts(&nb, comment);
-		free(comment);
-		const char *c = clean.data;
-		while (*c) {
-			size_t n = strcspn(c, " \t");
-			if (n && memchr(c, '@', n) && !*addr)
-				*addr = xstrndup(c, n);
-			c += n ? n : 1;
-		}
-		if (!*addr) {
-			/* "MAILER-DAEMON" with no domain still names the sender. */
-			char *s2 = str_trim(clean.data);
-			if (*s2 && !strpbrk(s2, " \t\"<>()"))
-				*addr = xstrdup(s2);
-		}
-		buf_free(&clean);
-	}
-	if (*addr) {
-		char *t = str_trim(*addr);
-		memmove(*addr, t, strlen(t) + 1);
-		for (char *c = *addr; *c; c++)
-			if ((unsigned char)*c < 0x21 || *c == '"' || *c == '<' || *c == '>')
-				memmove(c, c + 1, strlen(c));
-		str_lower(*addr);
-		if (!**addr || strlen(*addr) > 320) {
-			free(*addr);
-			*addr = NULL;
-		}
-	}
+	if (lt && gt && gt > lt)
+		mailbox_angled(v, lt, gt, &nb, addr);
+	else
+		mailbox_bare(v, &nb, addr);
+	if (*addr)
+		mailbox_addr_clean(addr);
 	if (nb.len) {
 		char *d = mime_decode_header(nb.data);
 		char *t = str_trim(d);

@@ -1,17 +1,15 @@
-/* outbox.c — the durable queue between the pipeline and the feed service.
+/* outbox.c — the durable queue between the pipeline and the feed service:
+ * the only module that touches the outbox and attachments tables.
  *
  * An item is written once (inside the pipeline's transaction) with its
- * payload as JSON and its attachments as rows.  Delivery is three short
- * transactions around the network: mark the batch inflight (committed with
- * synchronous=FULL, so a crash leaves a trace), let the backend deliver, then
- * record every result.  Items found inflight at the start of a pass were
- * interrupted between "sent" and "recorded"; the backend's reconcile tells
- * whether the service has them, so nothing is posted twice.
+ * payload as JSON and its attachments as rows.  This file keeps the rows:
+ * enqueue, the choice of due items (claimed as inflight), every state
+ * change, the dead list and what the digest reads back.  deliver.c runs the
+ * delivery passes over it.
  *
  * Comments wait for their post's remote id, and for the earlier comments of
  * the same post, so that a thread keeps its date order at the service. */
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,25 +23,21 @@
 #include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/utf8.h"
 #include "mailfeed/util.h"
+#include "outbox_internal.h"
 
 #define OUTBOX_MAX_TEXT (512 * 1024)
 #define OUTBOX_MAX_SUBJECT 998
 #define OUTBOX_MAX_TAGS 64
-#define OUTBOX_BASE_DELAY 5
 
-/* Cuts s to at most max bytes on a UTF-8 character boundary. Owned. */
-static char *utf8_cut(const char *s, size_t max, int *cut)
+/* s cut to at most max bytes on a UTF-8 character boundary (*cut set when
+ * it was).  Owned. */
+static char *cut_copy(const char *s, size_t max, int *cut)
 {
-	size_t n = strlen(s);
-	*cut = 0;
-	if (n <= max)
-		return xstrdup(s);
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-		n--;
-	*cut = 1;
-	return xstrndup(s, n);
+	size_t n = strlen(s), k = utf8_cut(s, n, max);
+	*cut = k < n;
+	return xstrndup(s, k);
 }
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
@@ -70,11 +64,11 @@ static char *payload_build(const struct outbox_new *n)
 		json_object_set_new(author, "check", json_string(n->author_check));
 	json_object_set_new(o, "author", author);
 
-	char *subject = utf8_cut(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
+	char *subject = cut_copy(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
 	json_object_set_new(o, "subject", json_string(subject));
 	free(subject);
 
-	char *text = utf8_cut(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
+	char *text = cut_copy(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
 	if (cut) {
 		char *t = xasprintf("%s\n[message shortened]", text);
 		free(text);
@@ -228,6 +222,40 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	return id;
 }
 
+/* --- states ------------------------------------------------------- */
+
+static const char *const state_names[OUTBOX_STATE_COUNT] = {
+    [OUTBOX_PENDING] = "pending",   [OUTBOX_INFLIGHT] = "inflight",
+    [OUTBOX_RETRYING] = "retrying", [OUTBOX_DELIVERED] = "delivered",
+    [OUTBOX_DEAD] = "dead",	    [OUTBOX_DROPPED] = "dropped",
+};
+
+const char *outbox_state_name(enum outbox_state s)
+{
+	return (unsigned)s < OUTBOX_STATE_COUNT ? state_names[s] : NULL;
+}
+
+int outbox_state_parse(const char *name, enum outbox_state *s)
+{
+	for (int i = 0; name && i < OUTBOX_STATE_COUNT; i++)
+		if (strcmp(name, state_names[i]) == 0) {
+			*s = (enum outbox_state)i;
+			return 0;
+		}
+	return -1;
+}
+
+int outbox_key_exists(sqlite3 *db, const char *key)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
 int outbox_counts(struct store *st, struct outbox_counts *c)
 {
 	sqlite3_stmt *s = prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
@@ -235,38 +263,70 @@ int outbox_counts(struct store *st, struct outbox_counts *c)
 	if (!s)
 		return -1;
 	while (sqlite3_step(s) == SQLITE_ROW) {
-		const char *state = (const char *)sqlite3_column_text(s, 0);
+		enum outbox_state state;
 		long v = (long)sqlite3_column_int64(s, 1);
-		if (!state)
+		if (outbox_state_parse((const char *)sqlite3_column_text(s, 0), &state) < 0)
 			continue;
-		if (strcmp(state, "pending") == 0)
+		switch (state) {
+		case OUTBOX_PENDING:
 			c->pending = v;
-		else if (strcmp(state, "retrying") == 0)
-			c->retrying = v;
-		else if (strcmp(state, "inflight") == 0)
+			break;
+		case OUTBOX_INFLIGHT:
 			c->inflight = v;
-		else if (strcmp(state, "delivered") == 0)
+			break;
+		case OUTBOX_RETRYING:
+			c->retrying = v;
+			break;
+		case OUTBOX_DELIVERED:
 			c->delivered = v;
-		else if (strcmp(state, "dead") == 0)
+			break;
+		case OUTBOX_DEAD:
 			c->dead = v;
+			break;
+		case OUTBOX_DROPPED:
+			c->dropped = v;
+			break;
+		}
 	}
 	sqlite3_finalize(s);
 	return 0;
 }
 
-/* --- one item, loaded from its row for the backend ------------------- */
+long outbox_count(struct store *st, enum outbox_state state)
+{
+	sqlite3_stmt *s = prep(st, "SELECT COUNT(*) FROM outbox WHERE state=?");
+	long n = 0;
+	if (!s || !outbox_state_name(state)) {
+		sqlite3_finalize(s);
+		return 0;
+	}
+	sqlite3_bind_text(s, 1, outbox_state_name(state), -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
 
-struct loaded {
-	struct feed_item item;
-	int64_t message;
-	long attempts;
-	time_t created;
-	char *key, *group, *parent_remote_id, *author_name, *author_email, *subject, *text,
-	    *message_id;
-	struct strlist tags, recipients;
-	struct feed_attachment *att;
-	size_t n_att;
-};
+int outbox_retry_status(struct store *st, char **error, time_t *next_at)
+{
+	sqlite3_stmt *s = prep(st, "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
+				   " state='retrying') FROM outbox WHERE state='retrying'"
+				   " ORDER BY id LIMIT 1");
+	*error = NULL;
+	*next_at = 0;
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *e = (const char *)sqlite3_column_text(s, 0);
+		*error = e ? xstrdup(e) : NULL;
+		*next_at = (time_t)sqlite3_column_int64(s, 1);
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* --- one item, loaded from its row for the backend ------------------- */
 
 static char *col_dup(sqlite3_stmt *s, int i)
 {
@@ -288,7 +348,7 @@ static time_t iso_parse(const char *s)
 	return timegm(&tm);
 }
 
-static void loaded_free(struct loaded *l)
+void outbox_loaded_free(struct outbox_loaded *l)
 {
 	free(l->key);
 	free(l->group);
@@ -311,7 +371,7 @@ static void loaded_free(struct loaded *l)
 	memset(l, 0, sizeof *l);
 }
 
-static int load_attachments(struct store *st, struct loaded *l)
+static int load_attachments(struct store *st, struct outbox_loaded *l)
 {
 	sqlite3_stmt *s = kept(st, "SELECT filename, content_type, size, sha256, data, id,"
 				   " remote FROM attachments WHERE item=? ORDER BY id");
@@ -342,7 +402,7 @@ static int load_attachments(struct store *st, struct loaded *l)
 
 /* Loads item id with its post's remote id.  0, or -1 (row gone or its
  * payload unreadable). */
-static int loaded_get(struct store *st, int64_t id, struct loaded *l)
+int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 {
 	sqlite3_stmt *s = kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
 				   " o.created, p.remote_id FROM outbox o"
@@ -367,7 +427,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	l->parent_remote_id = col_dup(s, 7);
 	store_stmt_done(st, s);
 	if (!p) {
-		loaded_free(l);
+		outbox_loaded_free(l);
 		return -1;
 	}
 	if (!l->parent_remote_id)
@@ -394,7 +454,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	}
 	json_decref(p);
 	if (load_attachments(st, l) < 0) {
-		loaded_free(l);
+		outbox_loaded_free(l);
 		return -1;
 	}
 	l->item.key = l->key;
@@ -413,7 +473,7 @@ static int loaded_get(struct store *st, int64_t id, struct loaded *l)
 	return 0;
 }
 
-/* --- recording results (inside a transaction) ------------------------ */
+/* --- state changes (inside the caller's transaction) ------------------ */
 
 static int message_follow_delivered(struct store *st, int64_t message)
 {
@@ -427,7 +487,7 @@ static int message_follow_dead(struct store *st, int64_t message, const char *re
 	return messages_set_state(st, message, MSG_DEAD, reason, NULL);
 }
 
-static int mark_delivered(struct store *st, const struct loaded *l, const char *remote_id,
+int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const char *remote_id,
 			  time_t now)
 {
 	sqlite3_stmt *s = kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
@@ -442,7 +502,7 @@ static int mark_delivered(struct store *st, const struct loaded *l, const char *
 	return message_follow_delivered(st, l->message);
 }
 
-static int mark_dead(struct store *st, const struct loaded *l, const char *error)
+int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char *error)
 {
 	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
 				   " attempts=attempts+1 WHERE id=?");
@@ -459,7 +519,8 @@ static int mark_dead(struct store *st, const struct loaded *l, const char *error
 	return rc;
 }
 
-static int mark_retry(struct store *st, const struct loaded *l, time_t next_at, const char *error)
+int outbox_mark_retry(struct store *st, const struct outbox_loaded *l, time_t next_at,
+		      const char *error)
 {
 	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
 				   " next_at=?, error=? WHERE id=?");
@@ -473,72 +534,9 @@ static int mark_retry(struct store *st, const struct loaded *l, time_t next_at, 
 	return note_count(st, NOTE_COUNT_RETRIED, 1);
 }
 
-/* Seconds until the next attempt after the attempts-th failure. */
-static long backoff_delay(const struct mf_config *cfg, long attempts, long retry_after)
-{
-	long cap = cfg->feed.max_retry_delay > 0 ? cfg->feed.max_retry_delay : 3600;
-	long d = OUTBOX_BASE_DELAY;
-	for (long i = 0; i < attempts && d < cap; i++)
-		d *= 2;
-	if (d > cap)
-		d = cap;
-	d = jitter(d);
-	if (d < 1)
-		d = 1;
-	return retry_after > d ? retry_after : d;
-}
-
-static void log_result(const struct loaded *l, const struct feed_result *r, const char *what)
-{
-	char e[300], rid[128];
-	log_quote(r->error, e, sizeof e);
-	if (r->status == FEED_OK)
-		log_info("outbox.delivered key=%s kind=%s group=%s remote_id=%s attempt=%ld",
-			 l->key, l->item.kind == FEED_POST ? "post" : "comment", l->group,
-			 log_quote(r->remote_id, rid, sizeof rid), l->attempts + 1);
-	else
-		log_warn("outbox.%s key=%s kind=%s group=%s attempt=%ld error=%s", what, l->key,
-			 l->item.kind == FEED_POST ? "post" : "comment", l->group, l->attempts + 1,
-			 e);
-}
-
-/* Records one result.  Returns 1 when the item went dead, 0, or -1. */
-static int record(struct store *st, const struct mf_config *cfg, const struct loaded *l,
-		  const struct feed_result *r, time_t now)
-{
-	if (r->status == FEED_OK && r->remote_id && *r->remote_id) {
-		log_result(l, r, "delivered");
-		return mark_delivered(st, l, r->remote_id, now);
-	}
-	if (r->status == FEED_PERMANENT) {
-		log_result(l, r, "dead");
-		return mark_dead(st, l, r->error[0] ? r->error : "refused by the feed service") < 0
-			   ? -1
-			   : 1;
-	}
-	const char *err = r->status == FEED_OK ? "the feed service returned no id"
-			  : r->error[0]	       ? r->error
-					       : "temporary failure";
-	long dead_after = cfg->feed.dead_after > 0 ? cfg->feed.dead_after : 2 * 86400L;
-	if (now - l->created >= dead_after) {
-		char *why = xasprintf("gave up after %ld attempts over %ld s: %s", l->attempts + 1,
-				      (long)(now - l->created), err);
-		struct feed_result dead = {.status = FEED_PERMANENT};
-		snprintf(dead.error, sizeof dead.error, "%s", why);
-		log_result(l, &dead, "dead");
-		int rc = mark_dead(st, l, why);
-		free(why);
-		return rc < 0 ? -1 : 1;
-	}
-	struct feed_result retry = {.status = FEED_RETRY};
-	snprintf(retry.error, sizeof retry.error, "%s", err);
-	log_result(l, &retry, "retrying");
-	return mark_retry(st, l, now + backoff_delay(cfg, l->attempts, r->retry_after), err);
-}
-
 /* Comments whose post is dead or dropped can never be placed: they go dead
  * too.  Returns how many, or -1. */
-static int cascade_dead(struct store *st)
+int outbox_cascade_dead(struct store *st)
 {
 	const char *why = "post was not delivered";
 	/* driven from the (few) dead posts through the parent index, so the
@@ -561,148 +559,7 @@ static int cascade_dead(struct store *st)
 	return n;
 }
 
-/* Uploads reported by the backend during a delivery, written at once: the
- * connection is idle meanwhile (the main thread waits for the backend), and
- * the lock keeps the backend's threads apart. */
-struct upload_log {
-	struct store *st;
-	pthread_mutex_t mu;
-};
-
-static void note_upload(void *arg, const struct feed_attachment *a, const char *remote)
-{
-	struct upload_log *u = arg;
-	pthread_mutex_lock(&u->mu);
-	sqlite3_stmt *s = prep(u->st, "UPDATE attachments SET remote=? WHERE id=?");
-	if (s) {
-		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, a->id);
-	}
-	run(u->st, s);
-	pthread_mutex_unlock(&u->mu);
-}
-
-/* Whether another item already holds remote as its answer: a backend that
- * recognises an earlier attempt by its content must not take it. */
-static int known_remote(void *arg, const char *remote)
-{
-	struct upload_log *u = arg;
-	pthread_mutex_lock(&u->mu);
-	sqlite3_stmt *s = prep(u->st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
-	int found = 0;
-	if (s) {
-		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		found = sqlite3_step(s) == SQLITE_ROW;
-		sqlite3_finalize(s);
-	}
-	pthread_mutex_unlock(&u->mu);
-	return found;
-}
-
-/* Items interrupted between "sent" and "recorded" by a crash. */
-static int reconcile_inflight(struct store *st, const struct feed_backend_ops *ops, void *ctx)
-{
-	int64_t *ids = NULL;
-	size_t n = 0;
-	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
-	if (!s)
-		return -1;
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		ids = xrealloc(ids, (n + 1) * sizeof *ids);
-		ids[n++] = sqlite3_column_int64(s, 0);
-	}
-	sqlite3_finalize(s);
-	for (size_t i = 0; i < n; i++) {
-		struct loaded l;
-		char *remote = NULL;
-		if (loaded_get(st, ids[i], &l) < 0)
-			continue;
-		struct upload_log ul = {.st = st};
-		pthread_mutex_init(&ul.mu, NULL);
-		l.item.remote_known = known_remote;
-		l.item.remote_known_arg = &ul;
-		int found = ops->reconcile ? ops->reconcile(ctx, &l.item, &remote) : 0;
-		pthread_mutex_destroy(&ul.mu);
-		log_info("outbox.reconciled key=%s found=%s", l.key,
-			 found == 1   ? "yes"
-			 : found == 0 ? "no"
-				      : "unknown");
-		if (found < 0) {
-			loaded_free(&l);
-			continue;
-		}
-		if (store_begin(st) < 0) {
-			free(remote);
-			loaded_free(&l);
-			free(ids);
-			return -1;
-		}
-		int rc;
-		if (found == 1 && remote) {
-			rc = mark_delivered(st, &l, remote, time(NULL));
-		} else {
-			s = prep(
-			    st,
-			    "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
-			if (s)
-				sqlite3_bind_int64(s, 1, l.item.id);
-			rc = run(st, s);
-		}
-		free(remote);
-		loaded_free(&l);
-		if (rc < 0 || store_commit(st) < 0) {
-			store_rollback(st);
-			free(ids);
-			return -1;
-		}
-	}
-	free(ids);
-	return 0;
-}
-
-/* Delivers items[0..n).  An item that failed before may have reached the
- * service anyway, its answer lost to a timeout or a dropped connection: it is
- * looked up first and, when found, not sent again. */
-static void deliver_unless_there(const struct feed_backend_ops *ops, void *ctx,
-				 const struct loaded *ls, struct feed_item *items, size_t n,
-				 struct feed_result *res)
-{
-	size_t *send = xcalloc(n, sizeof *send), m = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (ls[i].attempts > 0 && ops->reconcile) {
-			char *remote = NULL;
-			int found = ops->reconcile(ctx, &items[i], &remote);
-			log_info("outbox.reconciled key=%s found=%s reason=retry", ls[i].key,
-				 found == 1   ? "yes"
-				 : found == 0 ? "no"
-					      : "unknown");
-			if (found == 1 && remote) {
-				res[i].status = FEED_OK;
-				res[i].error[0] = '\0';
-				res[i].remote_id = remote;
-				continue;
-			}
-			free(remote);
-		}
-		send[m++] = i;
-	}
-	if (m == n) {
-		ops->deliver(ctx, items, n, res);
-	} else if (m > 0) {
-		struct feed_item *sub = xcalloc(m, sizeof *sub);
-		struct feed_result *sres = xcalloc(m, sizeof *sres);
-		for (size_t j = 0; j < m; j++) {
-			sub[j] = items[send[j]];
-			sres[j] = res[send[j]];
-		}
-		ops->deliver(ctx, sub, m, sres);
-		for (size_t j = 0; j < m; j++)
-			res[send[j]] = sres[j];
-		free(sub);
-		free(sres);
-	}
-	free(send);
-}
+/* --- choosing due items ------------------------------------------------ */
 
 /* Due items: posts; comments whose post is delivered (or whose parent is
  * known only at the service) and that have no earlier sibling waiting. */
@@ -712,7 +569,7 @@ static void deliver_unless_there(const struct feed_backend_ops *ops, void *ctx,
 	" AND s.kind='comment' AND s.state IN ('pending','retrying','inflight')"                   \
 	" AND (s.sort_date < o.sort_date OR (s.sort_date = o.sort_date AND s.id < o.id)))))"
 
-static long count_waiting(struct store *st)
+long outbox_count_waiting(struct store *st)
 {
 	sqlite3_stmt *s = prep(
 	    st, "SELECT COUNT(*) FROM outbox WHERE state IN ('pending','retrying','inflight')");
@@ -723,145 +580,6 @@ static long count_waiting(struct store *st)
 		n = (long)sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	return n;
-}
-
-size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_ops *ops)
-{
-	if (ops && ops->batch > 0)
-		return ops->batch;
-	return (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
-}
-
-int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
-			   const struct feed_backend_ops *ops, void *ctx, long *waiting)
-{
-	time_t now = time(NULL);
-	int dead = 0;
-	size_t batch;
-	int64_t *ids = NULL;
-	size_t n = 0;
-
-	if (waiting)
-		*waiting = 0;
-	if (!ops || !ops->deliver)
-		return -1;
-	batch = outbox_batch_size(cfg, ops);
-	if (reconcile_inflight(st, ops, ctx) < 0)
-		return -1;
-
-	/* Select and mark the batch inflight in one committed transaction. */
-	if (store_begin(st) < 0)
-		return -1;
-	int c = cascade_dead(st);
-	if (c < 0)
-		goto fail;
-	dead += c;
-	/* Everything the choice needs is in the outbox_due and outbox_parent
-	 * indexes: no row (and no payload) is read for a waiting item. */
-	sqlite3_stmt *s = prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
-				   " LEFT JOIN outbox p ON p.id=o.parent"
-				   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
-	if (!s)
-		goto fail;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)batch);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		ids = xrealloc(ids, (n + 1) * sizeof *ids);
-		ids[n++] = sqlite3_column_int64(s, 0);
-	}
-	sqlite3_finalize(s);
-	for (size_t i = 0; i < n; i++) {
-		s = kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
-		if (s)
-			sqlite3_bind_int64(s, 1, ids[i]);
-		if (run_kept(st, s) < 0)
-			goto fail;
-	}
-	if (store_commit(st) < 0)
-		goto fail_nocommit;
-
-	if (n > 0) {
-		struct loaded *ls = xcalloc(n, sizeof *ls);
-		struct feed_item *items = xcalloc(n, sizeof *items);
-		struct feed_result *res = xcalloc(n, sizeof *res);
-		int64_t *bad = xcalloc(n, sizeof *bad);
-		size_t k = 0, nbad = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (loaded_get(st, ids[i], &ls[k]) < 0) {
-				bad[nbad++] = ids[i];
-				continue;
-			}
-			items[k] = ls[k].item;
-			res[k].status = FEED_RETRY;
-			snprintf(res[k].error, sizeof res[k].error, "backend gave no result");
-			k++;
-		}
-		struct upload_log ul = {.st = st};
-		pthread_mutex_init(&ul.mu, NULL);
-		for (size_t i = 0; i < k; i++) {
-			items[i].uploaded = note_upload;
-			items[i].uploaded_arg = &ul;
-			items[i].remote_known = known_remote;
-			items[i].remote_known_arg = &ul;
-		}
-		if (k > 0)
-			deliver_unless_there(ops, ctx, ls, items, k, res);
-		pthread_mutex_destroy(&ul.mu);
-		now = time(NULL);
-		int rc = store_begin(st);
-		for (size_t i = 0; rc == 0 && i < k; i++) {
-			int r = record(st, cfg, &ls[i], &res[i], now);
-			if (r < 0)
-				rc = -1;
-			else
-				dead += r;
-		}
-		for (size_t i = 0; rc == 0 && i < nbad; i++) {
-			s = prep(st, "UPDATE outbox SET state='dead', error='stored item is"
-				     " unreadable' WHERE id=?");
-			if (s)
-				sqlite3_bind_int64(s, 1, bad[i]);
-			rc = run(st, s);
-			dead++;
-		}
-		if (rc == 0) {
-			c = cascade_dead(st);
-			rc = c < 0 ? -1 : 0;
-			dead += c > 0 ? c : 0;
-		}
-		if (rc == 0)
-			rc = store_commit(st);
-		else
-			store_rollback(st);
-		for (size_t i = 0; i < k; i++) {
-			feed_result_clear(&res[i]);
-			loaded_free(&ls[i]);
-		}
-		free(ls);
-		free(items);
-		free(res);
-		free(bad);
-		if (rc < 0) {
-			free(ids);
-			return -1;
-		}
-	}
-	free(ids);
-	if (waiting)
-		*waiting = count_waiting(st);
-	return dead;
-fail:
-	store_rollback(st);
-fail_nocommit:
-	free(ids);
-	return -1;
-}
-
-int outbox_deliver_due(struct store *st, const struct mf_config *cfg, void *backend_ctx,
-		       long *waiting)
-{
-	return outbox_deliver_due_ops(st, cfg, feed_backend(cfg->feed.backend), backend_ctx,
-				      waiting);
 }
 
 long outbox_next_due(struct store *st)
@@ -878,6 +596,116 @@ long outbox_next_due(struct store *st)
 	}
 	sqlite3_finalize(s);
 	return next;
+}
+
+/* Up to batch due item ids at now, oldest first.  Everything the choice
+ * needs is in the outbox_due and outbox_parent indexes: no row (and no
+ * payload) is read for a waiting item.  0 or -1. */
+static int select_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n)
+{
+	sqlite3_stmt *s = prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
+				   " LEFT JOIN outbox p ON p.id=o.parent"
+				   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)batch);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
+		(*ids)[(*n)++] = sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+static int mark_inflight(struct store *st, const int64_t *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_stmt *s = kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
+		if (s)
+			sqlite3_bind_int64(s, 1, ids[i]);
+		if (run_kept(st, s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int outbox_claim_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n,
+		     int *dead)
+{
+	*ids = NULL;
+	*n = 0;
+	if (store_begin(st) < 0)
+		return -1;
+	int c = outbox_cascade_dead(st);
+	if (c < 0 || select_due(st, now, batch, ids, n) < 0 || mark_inflight(st, *ids, *n) < 0) {
+		store_rollback(st);
+		goto fail;
+	}
+	*dead += c;
+	if (store_commit(st) < 0)
+		goto fail;
+	return 0;
+fail:
+	free(*ids);
+	*ids = NULL;
+	*n = 0;
+	return -1;
+}
+
+int outbox_inflight_ids(struct store *st, int64_t **ids, size_t *n)
+{
+	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
+	*ids = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
+		(*ids)[(*n)++] = sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int outbox_mark_pending(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
+	if (s)
+		sqlite3_bind_int64(s, 1, id);
+	return run(st, s);
+}
+
+int outbox_mark_unreadable(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error='stored item is"
+				   " unreadable' WHERE id=?");
+	if (s)
+		sqlite3_bind_int64(s, 1, id);
+	return run(st, s);
+}
+
+void outbox_note_upload(struct store *st, int64_t attachment, const char *remote)
+{
+	sqlite3_stmt *s = prep(st, "UPDATE attachments SET remote=? WHERE id=?");
+	if (s) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, attachment);
+	}
+	run(st, s);
+}
+
+int outbox_remote_known(struct store *st, const char *remote)
+{
+	sqlite3_stmt *s = prep(st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
+	int found = 0;
+	if (s) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		found = sqlite3_step(s) == SQLITE_ROW;
+		sqlite3_finalize(s);
+	}
+	return found;
 }
 
 /* --- digest source for backends without a read API -------------------- */
@@ -917,6 +745,22 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 		json_decref(p);
 	}
 	sqlite3_finalize(s);
+	return 0;
+}
+
+int outbox_read_group(struct store *st, const struct feed_backend_ops *ops, void *ctx,
+		      const char *group, time_t since, struct feed_entry **entries, size_t *n,
+		      char *err, size_t errlen)
+{
+	if (ops && ops->read_group)
+		return ops->read_group(ctx, group, since, entries, n, err, errlen);
+	if (outbox_read_delivered(st, group, since, entries, n) < 0) {
+		snprintf(err, errlen,
+			 "the backend has no read API and the delivered items of %s could not be "
+			 "read from the state database",
+			 group);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1073,12 +917,10 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 		sqlite3_finalize(s);
 		return 0;
 	}
-	const struct mf_mailbox *mb =
-	    config_mailbox(cfg, (const char *)sqlite3_column_text(s, 0));
+	const struct mf_mailbox *mb = config_mailbox(cfg, (const char *)sqlite3_column_text(s, 0));
 	json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), 0, NULL);
-	json_t *own = json_loads(sqlite3_column_text(s, 2) ? (const char *)sqlite3_column_text(s, 2)
-							     : "[]",
-				 0, NULL);
+	json_t *own = json_loads(
+	    sqlite3_column_text(s, 2) ? (const char *)sqlite3_column_text(s, 2) : "[]", 0, NULL);
 	char *old_group = col_dup(s, 3);
 	sqlite3_finalize(s);
 	int rc = 0;

@@ -352,13 +352,154 @@ fail:
 	return -1;
 }
 
+/* "unsubscribe" sent to the feed's own address, not to a reply address:
+ * only the verified sender's word counts.  Returns 0, or -1 (store). */
+static int reply_feed_unsubscribe(struct store *st, const struct mf_config *cfg,
+				  const struct mf_message *m, const struct auth_verdict *av,
+				  const struct command *plain, const char **state, char *reason,
+				  size_t reasonlen)
+{
+	char q[300];
+	if (!av->verified) {
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "unsubscribe-unverified",
+		       "your mail server did not vouch for the sender address, so anyone "
+		       "could have sent it",
+		       "Use the Unsubscribe link at the bottom of a digest or notification, "
+		       "or reply \"unsubscribe\" to one of them.");
+		return 0;
+	}
+	char *answer = plain->arg[0] ? leave_group(st, m->from_email, plain->arg)
+				     : apply_command(st, m->from_email, "unsubscribe", NULL);
+	if (!answer) {
+		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
+		return -1;
+	}
+	*state = "handled";
+	snprintf(reason, reasonlen, "subscription command: unsubscribe");
+	log_info("reply.command from=%s command=unsubscribe via=feed-address",
+		 log_quote(m->from_email, q, sizeof q));
+	notice_send(st, cfg, m->from_email, "command-unsubscribe", "Your digest subscription",
+		    answer);
+	free(answer);
+	return 0;
+}
+
+/* Refuses a reply whose address is missing, forged or expired, or that
+ * came from someone else or unauthenticated where that is required.
+ * Returns 1 when it was refused. */
+static int reply_refuse_target(struct store *st, const struct mf_config *cfg,
+			       const struct mf_message *m, const struct auth_verdict *av,
+			       const struct reply_target *t, const char **state, char *reason,
+			       size_t reasonlen)
+{
+	char why[256];
+	if (!t->found) {
+		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-no-token",
+		       "it was not sent to the reply address of a post",
+		       "Use the \"Reply by email\" link of a post in a digest or notification.");
+		return 1;
+	}
+	if (t->status == TOKEN_FORGED) {
+		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-forged",
+		       "the reply address is not one this feed issued",
+		       "Use the \"Reply by email\" link of a post in a recent digest or "
+		       "notification.");
+		return 1;
+	}
+	if (t->status == TOKEN_EXPIRED) {
+		char day[32];
+		time_iso(t->ti.expires, day, sizeof day);
+		day[10] = 0;
+		snprintf(why, sizeof why,
+			 t->found == 1 ? "the reply address expired on %s"
+				       : "the notification it answers could be answered until %s",
+			 day);
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-expired", why,
+		       "Reply from a more recent digest or notification.");
+		return 1;
+	}
+	if (!m->from_email || strcasecmp(m->from_email, t->ti.email) != 0) {
+		snprintf(why, sizeof why,
+			 "it was sent from %s, but that reply address belongs to someone else",
+			 m->from_email ? m->from_email : "an unknown address");
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-wrong-sender", why,
+		       "Reply from the address the digest or notification was sent to.");
+		return 1;
+	}
+	if (cfg->gateway.trusted_authserv && !av->verified) {
+		snprintf(why, sizeof why, "the sender is %.230s", av->why);
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-unauthenticated", why,
+		       "Ask your mail administrator to sign your outgoing mail (DKIM).");
+		return 1;
+	}
+	return 0;
+}
+
+/* A subscription command in a reply (mute, unmute, leave a group, ...):
+ * applied and answered.  Returns 0, or -1 (store). */
+static int reply_command(struct store *st, const struct mf_config *cfg,
+			 const struct reply_target *t, const struct command *c, const char **state,
+			 char *reason, size_t reasonlen)
+{
+	char q[300];
+	const char *cmd = c->word;
+	char *answer =
+	    strcmp(cmd, "mute") == 0 || strcmp(cmd, "unmute") == 0
+		? mute_thread(st, t->ti.email, t->ti.kind == TOKEN_REPLY ? t->ti.remote_id : NULL,
+			      strcmp(cmd, "mute") == 0)
+	    : c->arg[0] ? leave_group(st, t->ti.email, c->arg)
+			: apply_command(st, t->ti.email, cmd, t->ti.grp);
+	if (!answer) {
+		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
+		return -1;
+	}
+	*state = "handled";
+	snprintf(reason, reasonlen, "subscription command: %s", cmd);
+	log_info("reply.command from=%s command=%s", log_quote(t->ti.email, q, sizeof q), cmd);
+	char *key = xasprintf("command-%s", cmd);
+	notice_send(st, cfg, t->ti.email, key, "Your digest subscription", answer);
+	free(key);
+	free(answer);
+	return 0;
+}
+
+/* A reply to one post: queued as its comment, unless it answers the digest
+ * as a whole or nothing is left after the quote.  Returns 0, or -1. */
+static int reply_comment(struct store *st, const struct mf_config *cfg, int64_t msg_row,
+			 const struct mf_message *m, const struct auth_verdict *av,
+			 const struct reply_target *t, const char **state, char *reason,
+			 size_t reasonlen)
+{
+	char q[300], q2[300];
+	if (t->ti.kind != TOKEN_REPLY || !t->ti.remote_id) {
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-no-post",
+		       "it answers the digest as a whole, not one post",
+		       "Use the \"Reply by email\" link under the post you want to answer.");
+		return 0;
+	}
+	if (!m->text || !*m->text) {
+		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-empty",
+		       "nothing was left after removing the quoted text",
+		       "Write your answer above the quoted message.");
+		return 0;
+	}
+	if (enqueue_comment(st, cfg, msg_row, m, &t->ti, av) < 0) {
+		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
+		return -1;
+	}
+	*state = "queued";
+	log_info("reply.queued id=%lld from=%s post=%s", (long long)msg_row,
+		 log_quote(t->ti.email, q, sizeof q), log_quote(t->ti.remote_id, q2, sizeof q2));
+	return 0;
+}
+
 int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_row,
 		    const struct mf_message *m, const struct auth_verdict *av, const char **state,
 		    char *reason, size_t reasonlen)
 {
 	struct reply_target t;
-	char why[256], q[300], q2[300];
-	const char *cmd;
+	struct command plain, c;
+	char why[256];
 	int rc = 0;
 
 	*state = "skipped";
@@ -369,120 +510,15 @@ int replies_process(struct store *st, const struct mf_config *cfg, int64_t msg_r
 		return 0;
 	}
 	find_target(st, cfg, m, &t);
-	struct command plain;
 	if (!t.found && m->from_email && find_command(m, &plain) &&
-	    strcmp(plain.word, "unsubscribe") == 0) {
-		/* to the feed's own address: only the verified sender's word counts */
-		if (!av->verified) {
-			refuse(st, cfg, m, av, 1, state, reason, reasonlen, "unsubscribe-unverified",
-			       "your mail server did not vouch for the sender address, so anyone "
-			       "could have sent it",
-			       "Use the Unsubscribe link at the bottom of a digest or notification, "
-			       "or reply \"unsubscribe\" to one of them.");
-			goto out;
-		}
-		char *answer = plain.arg[0] ? leave_group(st, m->from_email, plain.arg)
-					    : apply_command(st, m->from_email, "unsubscribe", NULL);
-		if (!answer) {
-			snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
-			rc = -1;
-			goto out;
-		}
-		*state = "handled";
-		snprintf(reason, reasonlen, "subscription command: unsubscribe");
-		log_info("reply.command from=%s command=unsubscribe via=feed-address",
-			 log_quote(m->from_email, q, sizeof q));
-		notice_send(st, cfg, m->from_email, "command-unsubscribe", "Your digest subscription",
-			    answer);
-		free(answer);
-		goto out;
-	}
-	if (!t.found) {
-		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-no-token",
-		       "it was not sent to the reply address of a post",
-		       "Use the \"Reply by email\" link of a post in a digest or notification.");
-		goto out;
-	}
-	if (t.status == TOKEN_FORGED) {
-		refuse(st, cfg, m, av, 0, state, reason, reasonlen, "reply-forged",
-		       "the reply address is not one this feed issued",
-		       "Use the \"Reply by email\" link of a post in a recent digest or "
-		       "notification.");
-		goto out;
-	}
-	if (t.status == TOKEN_EXPIRED) {
-		char day[32];
-		time_iso(t.ti.expires, day, sizeof day);
-		day[10] = 0;
-		snprintf(why, sizeof why,
-			 t.found == 1 ? "the reply address expired on %s"
-				      : "the notification it answers could be answered until %s",
-			 day);
-		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-expired", why,
-		       "Reply from a more recent digest or notification.");
-		goto out;
-	}
-	if (!m->from_email || strcasecmp(m->from_email, t.ti.email) != 0) {
-		snprintf(why, sizeof why,
-			 "it was sent from %s, but that reply address belongs to someone else",
-			 m->from_email ? m->from_email : "an unknown address");
-		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-wrong-sender", why,
-		       "Reply from the address the digest or notification was sent to.");
-		goto out;
-	}
-	if (cfg->gateway.trusted_authserv && !av->verified) {
-		snprintf(why, sizeof why, "the sender is %.230s", av->why);
-		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-unauthenticated", why,
-		       "Ask your mail administrator to sign your outgoing mail (DKIM).");
-		goto out;
-	}
-
-	struct command c;
-	cmd = find_command(m, &c) ? c.word : NULL;
-	if (cmd) {
-		char *answer =
-		    strcmp(cmd, "mute") == 0 || strcmp(cmd, "unmute") == 0
-			? mute_thread(st, t.ti.email,
-				      t.ti.kind == TOKEN_REPLY ? t.ti.remote_id : NULL,
-				      strcmp(cmd, "mute") == 0)
-		    : c.arg[0] ? leave_group(st, t.ti.email, c.arg)
-			       : apply_command(st, t.ti.email, cmd, t.ti.grp);
-		if (!answer) {
-			snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
-			rc = -1;
-			goto out;
-		}
-		*state = "handled";
-		snprintf(reason, reasonlen, "subscription command: %s", cmd);
-		log_info("reply.command from=%s command=%s", log_quote(t.ti.email, q, sizeof q),
-			 cmd);
-		char *key = xasprintf("command-%s", cmd);
-		notice_send(st, cfg, t.ti.email, key, "Your digest subscription", answer);
-		free(key);
-		free(answer);
-		goto out;
-	}
-	if (t.ti.kind != TOKEN_REPLY || !t.ti.remote_id) {
-		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-no-post",
-		       "it answers the digest as a whole, not one post",
-		       "Use the \"Reply by email\" link under the post you want to answer.");
-		goto out;
-	}
-	if (!m->text || !*m->text) {
-		refuse(st, cfg, m, av, 1, state, reason, reasonlen, "reply-empty",
-		       "nothing was left after removing the quoted text",
-		       "Write your answer above the quoted message.");
-		goto out;
-	}
-	if (enqueue_comment(st, cfg, msg_row, m, &t.ti, av) < 0) {
-		snprintf(reason, reasonlen, "store error: %s", store_errmsg(st));
-		rc = -1;
-		goto out;
-	}
-	*state = "queued";
-	log_info("reply.queued id=%lld from=%s post=%s", (long long)msg_row,
-		 log_quote(t.ti.email, q, sizeof q), log_quote(t.ti.remote_id, q2, sizeof q2));
-out:
+	    strcmp(plain.word, "unsubscribe") == 0)
+		rc = reply_feed_unsubscribe(st, cfg, m, av, &plain, state, reason, reasonlen);
+	else if (reply_refuse_target(st, cfg, m, av, &t, state, reason, reasonlen))
+		rc = 0;
+	else if (find_command(m, &c) && c.word)
+		rc = reply_command(st, cfg, &t, &c, state, reason, reasonlen);
+	else
+		rc = reply_comment(st, cfg, msg_row, m, av, &t, state, reason, reasonlen);
 	token_info_clear(&t.ti);
 	return rc;
 }

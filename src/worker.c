@@ -1,7 +1,8 @@
 /* worker.c — the supervisor of the sandboxed parse worker.
  *
- * The daemon never parses mail itself: libetpan 1.9.4 has a heap overflow
- * on one Content-Type line and quadratic time on deep nesting.  Instead a
+ * The daemon never parses mail itself: a parser fed hostile mail (GMime
+ * for the MIME tree, libetpan for dates) is where a memory bug or a
+ * quadratic path would be met.  Instead a
  * child (`mailfeed parse-worker`, the same executable) reads length-prefixed
  * raw messages on a socket and answers each with a length-prefixed frame:
  * 'M' and the message's wire form (message_encode), or 'E' and why it

@@ -61,7 +61,10 @@ static rlim_t cpu_used(void)
 	return (rlim_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1);
 }
 
-int cmd_parse_worker(int argc, char **argv, const char *config)
+/* Reads the options and sets the limits every parse runs under: no core,
+ * no file written, few descriptors and (but under AddressSanitizer) the
+ * address space.  Returns the per-message timeout in seconds. */
+static long child_limits(int argc, char **argv)
 {
 	long timeout = 20;
 	long long memory = 512LL * 1024 * 1024;
@@ -87,6 +90,79 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 	 * all; the wall-clock deadline of the parent still applies. */
 	(void)memory;
 #endif
+	return timeout;
+}
+
+/* Reads the next message frame from the socket, with room for a NUL after
+ * it.  Returns 1 with *raw and *n, or 0 with the exit status: 0 at EOF
+ * between messages (the daemon is done), 1 for a broken or oversized
+ * frame, 3 when memory ran out. */
+static int frame_next(struct inbox *in, uint64_t *n, char **raw, int *status)
+{
+	*raw = NULL;
+	while (!inbox_frame_len(in, n) || !(*raw = inbox_frame(in, *n))) {
+		int have_len = in->len - in->off >= sizeof *n;
+		if (have_len && *n > (uint64_t)1 << 31) {
+			*status = 1;
+			return 0;
+		}
+		/* room for all of the message (and its NUL) at once */
+		if (have_len &&
+		    inbox_reserve(in, sizeof *n + (size_t)*n + 1 - (in->len - in->off)) < 0) {
+			*status = 3;
+			return 0;
+		}
+		ssize_t r = inbox_fill(in, 0, 0);
+		if (r == -2)
+			*status = 3;
+		else if (r < 0 || (r == 0 && in->len > in->off))
+			*status = 1;
+		if (r <= 0)
+			return 0;
+	}
+	/* the parser wants a NUL after the message */
+	if (*raw + *n == in->data + in->cap) {
+		if (inbox_reserve(in, 1) < 0) {
+			*status = 3;
+			return 0;
+		}
+		*raw = inbox_frame(in, *n);
+	}
+	return 1;
+}
+
+/* CPU time grows no faster than the wall clock in this one thread: a limit
+ * of what is used plus the timeout and a second, moved once a second,
+ * leaves every message at least the timeout. */
+static void cpu_limit_move(long timeout, double *armed)
+{
+	if (now_monotonic() - *armed >= 1) {
+		set_limit(RLIMIT_CPU, cpu_used() + (rlim_t)timeout + 1, RLIM_INFINITY);
+		*armed = now_monotonic();
+	}
+}
+
+/* The answer frame: its length, then 'M' and the message or 'E' and why
+ * it could not be parsed. */
+static void frame_build(struct buf *out, const struct mf_message *m, const char *err)
+{
+	uint64_t len = 0;
+	buf_reset(out);
+	buf_append(out, &len, sizeof len);
+	if (m) {
+		buf_putc(out, 'M');
+		message_encode(m, out);
+	} else {
+		buf_putc(out, 'E');
+		buf_puts(out, err);
+	}
+	len = out->len - sizeof len;
+	memcpy(out->data, &len, sizeof len);
+}
+
+int cmd_parse_worker(int argc, char **argv, const char *config)
+{
+	long timeout = child_limits(argc, argv);
 	/* Nothing but the socket (0, 1) and the log pipe (2) stays open, and
 	 * nothing else may be opened from here on. */
 	char why[256];
@@ -99,67 +175,21 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 	struct buf out;
 	int status = 0;
 	double armed = -2;
+	uint64_t n = 0;
+	char *raw;
 	buf_init(&out);
-	for (;;) {
-		uint64_t n = 0;
-		char *raw = NULL;
-		while (!inbox_frame_len(&in, &n) || !(raw = inbox_frame(&in, n))) {
-			int have_len = in.len - in.off >= sizeof n;
-			if (have_len && n > (uint64_t)1 << 31) {
-				status = 1;
-				goto out;
-			}
-			/* room for all of the message (and its NUL) at once */
-			if (have_len &&
-			    inbox_reserve(&in, sizeof n + (size_t)n + 1 - (in.len - in.off)) < 0) {
-				status = 3;
-				goto out;
-			}
-			ssize_t r = inbox_fill(&in, 0, 0);
-			if (r == -2)
-				status = 3;
-			else if (r < 0 || (r == 0 && in.len > in.off))
-				status = 1;
-			if (r <= 0)
-				goto out; /* EOF between messages: the daemon is done */
-		}
-		/* the parser wants a NUL after the message */
-		if (raw + n == in.data + in.cap) {
-			if (inbox_reserve(&in, 1) < 0) {
-				status = 3;
-				break;
-			}
-			raw = inbox_frame(&in, n);
-		}
+	while (frame_next(&in, &n, &raw, &status)) {
 		char after = raw[n];
 		raw[n] = 0;
-		/* CPU time grows no faster than the wall clock in this one thread:
-		 * a limit of what is used plus the timeout and a second, moved once
-		 * a second, leaves every message at least the timeout. */
-		if (now_monotonic() - armed >= 1) {
-			set_limit(RLIMIT_CPU, cpu_used() + (rlim_t)timeout + 1, RLIM_INFINITY);
-			armed = now_monotonic();
-		}
+		cpu_limit_move(timeout, &armed);
 		char err[256] = "";
 		struct mf_message *m = mime_parse(raw, (size_t)n, err, sizeof err);
 		if (m)
 			convert_message(m);
 		raw[n] = after;
 		inbox_consume(&in, n);
-		/* the frame: its length, then 'M' and the message or 'E' and why not */
-		uint64_t len = 0;
-		buf_reset(&out);
-		buf_append(&out, &len, sizeof len);
-		if (m) {
-			buf_putc(&out, 'M');
-			message_encode(m, &out);
-		} else {
-			buf_putc(&out, 'E');
-			buf_puts(&out, err);
-		}
+		frame_build(&out, m, err);
 		message_free(m);
-		len = out.len - sizeof len;
-		memcpy(out.data, &len, sizeof len);
 		if (write_full(1, out.data, out.len) < 0) {
 			status = 1;
 			break;
@@ -167,7 +197,6 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 		if (out.cap > KEEP_BUFFER)
 			buf_free(&out);
 	}
-out:
 	free(in.data);
 	buf_free(&out);
 #ifdef WORKER_ASAN

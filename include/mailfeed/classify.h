@@ -1,8 +1,9 @@
 /* classify.h — whether a parsed message is posted, and if not, why.
  *
- * The facts (auto-reply, bounce, bulk, loop marker) are gathered by the MIME
- * layer into struct mf_message; this module turns them, together with a
- * mailbox's settings, into a decision with a reason a user can act on. */
+ * The facts (auto-reply, bounce, bulk, loop marker) are gathered in the
+ * parse worker (facts.c) into struct mf_message; this module turns them,
+ * together with a mailbox's settings, into a decision with a reason a user
+ * can act on. */
 #ifndef MAILFEED_CLASSIFY_H
 #define MAILFEED_CLASSIFY_H
 

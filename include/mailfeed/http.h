@@ -12,7 +12,6 @@
 
 #include <stddef.h>
 
-#include "mailfeed/feed.h"
 #include "mailfeed/util.h"
 
 #define HTTP_MAX_RESPONSE (8u * 1024 * 1024) /* bigger answers are cut and flagged */
@@ -77,9 +76,15 @@ void http_perform(struct http_client *c, struct http_request **reqs, size_t n);
 /* Convenience for one request. */
 void http_perform_one(struct http_client *c, struct http_request *r);
 
-/* 2xx OK; network error, timeout, 408, 425, 429, 5xx RETRY; other 4xx
- * PERMANENT (401 included: backends that can re-authenticate check it first). */
-enum feed_status http_classify(long status, int curl_failed);
+/* What an answer means at the HTTP level (feed_http_status maps it to a
+ * feed_status). */
+enum http_class {
+	HTTP_CLASS_OK,	      /* 2xx */
+	HTTP_CLASS_TRANSIENT, /* network error, timeout, 408, 425, 429, 5xx */
+	HTTP_CLASS_REFUSED,   /* other 4xx (401 included: callers that can
+			       * re-authenticate check it first) */
+};
+enum http_class http_classify(long status, int curl_failed);
 /* Seconds the service asked to wait (Retry-After as seconds or HTTP-date,
  * else X-RateLimit-Reset), 0 when none; capped at one day. */
 long http_retry_after(const struct http_request *r);

@@ -3,6 +3,8 @@
 #ifndef MAILFEED_INGEST_H
 #define MAILFEED_INGEST_H
 
+#include <stdatomic.h>
+
 #include "mailfeed/config.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/messages.h"
@@ -27,7 +29,7 @@ struct ingest_folder {
  * full disk, say). */
 #define INGEST_STORE_FAILED (-2)
 int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
-		       volatile int *stop, int *new_messages, char *err, size_t errlen);
+		       atomic_int *stop, int *new_messages, char *err, size_t errlen);
 /* Fetches uids of the selected folder and stores them in state (MSG_NEW,
  * or MSG_HELD for backfill), in batches; the checkpoint never moves back.  A
  * message over f->max_size is recorded as skipped with its sender and
@@ -35,7 +37,7 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
  * before.  Returns as above. */
 int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		uint32_t uidvalidity, const uint32_t *uids, size_t n, enum msg_state state,
-		volatile int *stop, int *inserted, char *err, size_t errlen);
+		atomic_int *stop, int *inserted, char *err, size_t errlen);
 /* Applies the after-action to every message of key that is safe now.
  * Returns 0, -1 or INGEST_STORE_FAILED with err, as ingest_sync_folder, or
  * INGEST_ACKS_WAITING when the server refused the after-action of some

@@ -3,9 +3,21 @@
  * its post's remote id; transient failures back off exponentially with
  * jitter (honouring Retry-After); permanent ones go to the dead list.
  *
- * Item states: pending -> inflight -> delivered | retrying | dead.
- * When an item with a message becomes delivered (or dead), the message's
- * state follows, which makes its IMAP after-action due. */
+ * Item states (enum outbox_state; the DB keeps their names) and every
+ * transition:
+ *   pending   -> inflight   chosen for a delivery pass (deliver.c)
+ *   retrying  -> inflight   likewise, once next_at has come
+ *   inflight  -> delivered  the service took it (or reconcile found it there)
+ *   inflight  -> retrying   a transient failure: next_at backs off
+ *   inflight  -> dead       refused for good, given up after dead_after, or
+ *                           its stored row is unreadable
+ *   inflight  -> pending    interrupted by a crash and not found at the service
+ *   pending | retrying -> dead   a comment whose post is dead or dropped
+ *   dead      -> pending    `mailfeed dead retry` (with its dead comments)
+ *   dead      -> dropped    `mailfeed dead drop`
+ * delivered and dropped are final.  When an item with a message becomes
+ * delivered (or dead), the message's state follows, which makes its IMAP
+ * after-action due. */
 #ifndef MAILFEED_OUTBOX_H
 #define MAILFEED_OUTBOX_H
 
@@ -17,20 +29,34 @@
 #include "mailfeed/message.h"
 #include "mailfeed/store.h"
 
+enum outbox_state {
+	OUTBOX_PENDING,
+	OUTBOX_INFLIGHT,
+	OUTBOX_RETRYING,
+	OUTBOX_DELIVERED,
+	OUTBOX_DEAD,
+	OUTBOX_DROPPED,
+};
+#define OUTBOX_STATE_COUNT 6
+/* The name stored in outbox.state ("pending", ...); NULL when out of range. */
+const char *outbox_state_name(enum outbox_state s);
+/* The state of a stored name.  0, or -1 when name is none of them. */
+int outbox_state_parse(const char *name, enum outbox_state *s);
+
 struct outbox_new {
-	int64_t message;          /* messages.id, or 0 */
-	const char *key;          /* idempotency key */
-	const char *kind;         /* "post" | "comment" */
+	int64_t message;  /* messages.id, or 0 */
+	const char *key;  /* idempotency key */
+	const char *kind; /* "post" | "comment" */
 	const char *group;
 	int64_t thread_id;
-	int64_t parent;           /* outbox id of the post, for comments */
+	int64_t parent;		      /* outbox id of the post, for comments */
 	const struct mf_message *msg; /* author, subject, text, hashtags, attachments */
-	const char *author_name;  /* overrides msg's From when non-NULL */
+	const char *author_name;      /* overrides msg's From when non-NULL */
 	const char *author_email;
-	int author_verified;      /* the sender may be acted as (auth_verify) */
-	const char *author_check; /* how that was decided, or NULL */
+	int author_verified;		      /* the sender may be acted as (auth_verify) */
+	const char *author_check;	      /* how that was decided, or NULL */
 	const struct strlist *extra_hashtags; /* mailbox's configured tags, first */
-	const char *parent_remote_id; /* comment on a post known only at the service */
+	const char *parent_remote_id;	      /* comment on a post known only at the service */
 	const struct strlist *recipients; /* may-be mentions (recipients_mentionable), or NULL */
 };
 
@@ -38,47 +64,59 @@ struct outbox_new {
  * An existing key is left alone.  Returns the item id, or -1. */
 int64_t outbox_enqueue(struct store *st, const struct outbox_new *n);
 
+/* Whether an item with this idempotency key exists: 1, 0, or -1 on a
+ * store error.  Takes the connection so that read-only callers (preview)
+ * can ask too. */
+int outbox_key_exists(sqlite3 *db, const char *key);
+
 struct outbox_counts {
-	long pending, retrying, inflight, delivered, dead;
+	long pending, retrying, inflight, delivered, dead, dropped;
 };
 int outbox_counts(struct store *st, struct outbox_counts *c);
+/* Items in state s, 0 on a store error. */
+long outbox_count(struct store *st, enum outbox_state s);
+/* Why items wait: the error of the oldest retrying item (owned, may be
+ * NULL) and the earliest next attempt of any (0 when unknown).  1 when an
+ * item is retrying, 0 when none is, -1 on a store error. */
+int outbox_retry_status(struct store *st, char **error, time_t *next_at);
 
-/* Delivers every due item once through the backend.  Items whose delivery
- * was interrupted (inflight at start) are reconciled first.  Returns the
- * number of items that went to the dead list in this call, or -1 on a
- * store error. *waiting = items still pending/retrying afterwards. */
-struct feed_ctx;
-int outbox_deliver_due(struct store *st, const struct mf_config *cfg, void *backend_ctx,
-		       long *waiting);
+/* Delivers every due item once through the backend ops (opened as ctx).
+ * Items whose delivery was interrupted (inflight at start) are reconciled
+ * first.  Returns the number of items that went to the dead list in this
+ * call, or -1 on a store error. *waiting = items still pending/retrying
+ * afterwards. */
+struct feed_backend_ops;
+int outbox_deliver_due(struct store *st, const struct mf_config *cfg,
+		       const struct feed_backend_ops *ops, void *ctx, long *waiting);
 /* Earliest next_at of a waiting item, or 0 when none waits. */
 long outbox_next_due(struct store *st);
-
-/* outbox_deliver_due through the given backend instead of the configured
- * one (tests and tools drive a backend of their own). */
-struct feed_backend_ops;
 /* Items per deliver call: the backend's own batch, or 4 x [feed]
  * concurrency. */
 size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_ops *ops);
-int outbox_deliver_due_ops(struct store *st, const struct mf_config *cfg,
-			   const struct feed_backend_ops *ops, void *backend_ctx, long *waiting);
 
 /* Delivered items of a group created after since, oldest first, as owned
  * feed entries: the digest source of backends without a read API. 0 or -1. */
 struct feed_entry;
 int outbox_read_delivered(struct store *st, const char *group, time_t since,
 			  struct feed_entry **entries, size_t *n);
+/* Entries of group created after since, oldest first: ops->read_group, or
+ * for a backend without a read API (read_group NULL, e.g. the webhook)
+ * outbox_read_delivered.  0, or -1 with err. */
+int outbox_read_group(struct store *st, const struct feed_backend_ops *ops, void *ctx,
+		      const char *group, time_t since, struct feed_entry **entries, size_t *n,
+		      char *err, size_t errlen);
 
 /* The dead list of `mailfeed dead`: outbox items that went dead (id "oN")
  * and messages skipped or dead-lettered before the outbox (id "mN"). */
 struct outbox_dead {
 	char id[24];
 	time_t when;
-	char *mailbox;  /* may be NULL */
-	char *from;     /* may be NULL */
-	char *subject;  /* may be NULL */
-	char *reason;   /* may be NULL */
-	char *state;    /* "dead" | "skipped" */
-	uint32_t uid;   /* the message's IMAP UID in its folder, 0 when none */
+	char *mailbox; /* may be NULL */
+	char *from;    /* may be NULL */
+	char *subject; /* may be NULL */
+	char *reason;  /* may be NULL */
+	char *state;   /* "dead" | "skipped" */
+	uint32_t uid;  /* the message's IMAP UID in its folder, 0 when none */
 };
 /* Owned array, newest first; free with outbox_dead_free.  0 or -1. */
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n);

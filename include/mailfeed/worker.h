@@ -1,7 +1,7 @@
 /* worker.h — the sandboxed MIME parse worker.
  *
- * libetpan has known crashes and quadratic paths on hostile input, so mail
- * is parsed in a child process (`mailfeed parse-worker`) with resource
+ * A parser fed hostile mail is where crashes and quadratic paths are met,
+ * so mail is parsed in a child process (`mailfeed parse-worker`) with resource
  * limits.  A message that kills, hangs or exhausts the child is "poison":
  * it is reported with a reason and the child is restarted for the next
  * message, so one bad mail never stops the gateway. */
@@ -15,8 +15,9 @@
 
 struct parse_worker;
 
-/* Spawns the worker (lazily re-spawned after a failure).  gw is copied for
- * the limits it holds (parse_timeout, parse_memory, max_message_size).
+/* Spawns the worker (lazily re-spawned after a failure).  gw's limits are
+ * copied (parse_timeout, parse_memory, and max_message_size for the size
+ * check before a message is handed over).
  * Never NULL; a spawn failure shows up as -1 from worker_parse. */
 struct parse_worker *worker_new(const struct mf_gateway *gw);
 /* Parses raw (len bytes) in the worker.  Returns 0 with *out owned by the

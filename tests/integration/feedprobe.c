@@ -229,12 +229,14 @@ int main(int argc, char **argv)
 	} else if (op && strcmp(op, "read") == 0) {
 		struct feed_entry *e = NULL;
 		size_t n = 0;
-		int rc = ops->read_group(ctx, jstr(req, "group"),
+		/* a backend without a read API (the webhook) has nothing to read */
+		int rc = !ops->read_group ? -1 : ops->read_group(ctx, jstr(req, "group"),
 					 (time_t)json_integer_value(json_object_get(req, "since")),
 					 &e, &n, err, sizeof(err));
 		json_object_set_new(out, "rc", json_integer(rc));
 		if (rc != 0)
-			json_object_set_new(out, "error", json_string(err));
+			json_object_set_new(out, "error",
+					    json_string(ops->read_group ? err : "no read API"));
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
 			json_t *files = json_array();

@@ -17,21 +17,27 @@
 
 #include <curl/curl.h>
 
+#include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 
 static void test_classify(void **state)
 {
 	(void)state;
-	assert_int_equal(http_classify(200, 0), FEED_OK);
-	assert_int_equal(http_classify(201, 0), FEED_OK);
-	assert_int_equal(http_classify(0, 1), FEED_RETRY);
-	assert_int_equal(http_classify(408, 0), FEED_RETRY);
-	assert_int_equal(http_classify(429, 0), FEED_RETRY);
-	assert_int_equal(http_classify(500, 0), FEED_RETRY);
-	assert_int_equal(http_classify(503, 0), FEED_RETRY);
-	assert_int_equal(http_classify(400, 0), FEED_PERMANENT);
-	assert_int_equal(http_classify(401, 0), FEED_PERMANENT);
-	assert_int_equal(http_classify(404, 0), FEED_PERMANENT);
+	assert_int_equal(http_classify(200, 0), HTTP_CLASS_OK);
+	assert_int_equal(http_classify(201, 0), HTTP_CLASS_OK);
+	assert_int_equal(http_classify(0, 1), HTTP_CLASS_TRANSIENT);
+	assert_int_equal(http_classify(408, 0), HTTP_CLASS_TRANSIENT);
+	assert_int_equal(http_classify(429, 0), HTTP_CLASS_TRANSIENT);
+	assert_int_equal(http_classify(500, 0), HTTP_CLASS_TRANSIENT);
+	assert_int_equal(http_classify(503, 0), HTTP_CLASS_TRANSIENT);
+	assert_int_equal(http_classify(400, 0), HTTP_CLASS_REFUSED);
+	assert_int_equal(http_classify(401, 0), HTTP_CLASS_REFUSED);
+	assert_int_equal(http_classify(404, 0), HTTP_CLASS_REFUSED);
+	/* as a delivery result */
+	assert_int_equal(feed_http_status(201, 0), FEED_OK);
+	assert_int_equal(feed_http_status(0, 1), FEED_RETRY);
+	assert_int_equal(feed_http_status(503, 0), FEED_RETRY);
+	assert_int_equal(feed_http_status(404, 0), FEED_PERMANENT);
 }
 
 static void test_retry_after(void **state)
@@ -164,7 +170,7 @@ static void test_perform_post(void **state)
 	assert_string_equal(r.response.data, "limit exceeded");
 	assert_string_equal(r.content_type, "text/plain");
 	assert_int_equal(http_retry_after(&r), 5);
-	assert_int_equal(http_classify(r.status, r.curl_failed), FEED_RETRY);
+	assert_int_equal(http_classify(r.status, r.curl_failed), HTTP_CLASS_TRANSIENT);
 	assert_non_null(strstr(s.last_request, "POST /api/v4/posts HTTP/1.1"));
 	assert_non_null(strstr(s.last_request, "User-Agent: mailfeed/"));
 	assert_non_null(strstr(s.last_request, "Content-Type: application/json"));
@@ -203,7 +209,7 @@ static void test_perform_many_and_refused(void **state)
 	http_perform_one(c, &rs[0]);
 	assert_int_equal(rs[0].curl_failed, 1);
 	assert_true(rs[0].error[0] != '\0');
-	assert_int_equal(http_classify(rs[0].status, rs[0].curl_failed), FEED_RETRY);
+	assert_int_equal(http_classify(rs[0].status, rs[0].curl_failed), HTTP_CLASS_TRANSIENT);
 	for (int i = 0; i < 5; i++)
 		http_request_clear(&rs[i]);
 	http_client_free(c);

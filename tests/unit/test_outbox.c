@@ -182,7 +182,7 @@ static long long col_int(struct fx *x, const char *sql)
 static int deliver(struct fx *x)
 {
 	long waiting;
-	return outbox_deliver_due_ops(x->st, &x->cfg, &fake_ops, &x->fake, &waiting);
+	return outbox_deliver_due(x->st, &x->cfg, &fake_ops, &x->fake, &waiting);
 }
 
 /* --- tests ----------------------------------------------------------------- */
@@ -224,16 +224,63 @@ static void test_backend_batch_size(void **state)
 
 	struct counting c = {0};
 	long waiting = -1;
-	assert_int_equal(outbox_deliver_due_ops(x->st, &x->cfg, &big, &c, &waiting), 0);
+	assert_int_equal(outbox_deliver_due(x->st, &x->cfg, &big, &c, &waiting), 0);
 	assert_int_equal(c.calls, 1);
 	assert_int_equal(c.total, 25);
 	assert_int_equal(waiting, 5);
-	assert_int_equal(outbox_deliver_due_ops(x->st, &x->cfg, &small, &c, &waiting), 0);
+	assert_int_equal(outbox_deliver_due(x->st, &x->cfg, &small, &c, &waiting), 0);
 	assert_int_equal(c.calls, 2);
 	assert_int_equal(c.total, 30);
 	assert_int_equal(c.most, 25);
 	assert_int_equal(waiting, 0);
 	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"), 30);
+}
+
+/* One name per state, as stored in the database; names read back map to
+ * their state, and a dropped item is counted as such. */
+static void test_state_names(void **state)
+{
+	struct fx *x = *state;
+	const char *want[] = {"pending", "inflight", "retrying", "delivered", "dead", "dropped"};
+	assert_int_equal(sizeof want / sizeof want[0], OUTBOX_STATE_COUNT);
+	for (int i = 0; i < OUTBOX_STATE_COUNT; i++) {
+		enum outbox_state st;
+		assert_string_equal(outbox_state_name((enum outbox_state)i), want[i]);
+		assert_int_equal(outbox_state_parse(want[i], &st), 0);
+		assert_int_equal(st, i);
+	}
+	enum outbox_state st = OUTBOX_DEAD;
+	assert_null(outbox_state_name((enum outbox_state)OUTBOX_STATE_COUNT));
+	assert_int_equal(outbox_state_parse("queued", &st), -1);
+	assert_int_equal(outbox_state_parse(NULL, &st), -1);
+	assert_int_equal(st, OUTBOX_DEAD);
+
+	/* the stored names are those of the table */
+	assert_int_equal(outbox_key_exists(store_db(x->st), "s1"), 0);
+	int64_t id = enqueue(x, "s1", "post", 0, 0);
+	assert_int_equal(outbox_key_exists(store_db(x->st), "s1"), 1);
+	char *name = col_text(x, "SELECT state FROM outbox WHERE key='s1'");
+	assert_string_equal(name, outbox_state_name(OUTBOX_PENDING));
+	free(name);
+	assert_int_equal(outbox_count(x->st, OUTBOX_PENDING), 1);
+	x->fake.next[0] = FEED_RETRY;
+	x->fake.n_next = 1;
+	assert_int_equal(deliver(x), 0);
+	char *err = NULL;
+	time_t next = 0;
+	assert_int_equal(outbox_retry_status(x->st, &err, &next), 1);
+	assert_true(next > time(NULL) - 5);
+	free(err);
+	assert_int_equal(outbox_count(x->st, OUTBOX_RETRYING), 1);
+	char sql[128];
+	snprintf(sql, sizeof sql, "UPDATE outbox SET state='dropped' WHERE id=%lld", (long long)id);
+	store_exec(x->st, sql);
+	struct outbox_counts c;
+	assert_int_equal(outbox_counts(x->st, &c), 0);
+	assert_int_equal(c.dropped, 1);
+	assert_int_equal(c.retrying, 0);
+	assert_int_equal(outbox_retry_status(x->st, &err, &next), 0);
+	assert_null(err);
 }
 
 static void test_enqueue_is_idempotent(void **state)
@@ -565,6 +612,7 @@ static void test_recipients_travel_with_item(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_state_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enqueue_is_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backend_batch_size, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comments_wait_for_post, setup, teardown),
