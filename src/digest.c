@@ -548,22 +548,6 @@ static void group_reads_free(struct run *r)
 	free(r->reads);
 }
 
-/* Fills groups[] with what each followed group holds after since, up to
- * the end of the window (borrowed from the run's reads).  0, or -1 when a
- * group could not be read. */
-/* The posts (remote ids) whose threads email muted. */
-static void muted_of(struct run *r, const char *email, struct strlist *out)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(r->st), "SELECT remote_id FROM mutes WHERE email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	while (sqlite3_step(s) == SQLITE_ROW)
-		strlist_add(out, (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
-}
-
 static const char *root_of(const struct feed_entry *e)
 {
 	return e->parent_remote_id ? e->parent_remote_id : e->remote_id;
@@ -616,7 +600,7 @@ static int read_groups(struct run *r, const struct subscriber *sub, time_t since
 {
 	struct strlist muted = {0};
 	*total = 0;
-	muted_of(r, sub->email, &muted);
+	subscribers_muted(r->st, sub->email, &muted);
 	for (size_t i = 0; i < sub->groups.n; i++) {
 		const char *gid = group_id(r->cfg, sub->groups.v[i]);
 		struct group_read *g = group_read_get(r, gid, since);
