@@ -38,7 +38,6 @@
 enum run_query {
 	Q_RUN_STATE,
 	Q_CLAIM,
-	Q_SENT_ID,
 	Q_SET_STATE,
 	Q_FORGET,
 	Q_SYNC_FULL,
@@ -52,8 +51,6 @@ enum run_query {
 static const char *const run_sql[Q_COUNT] = {
     [Q_RUN_STATE] = "SELECT state FROM digest_runs WHERE email=?1 AND period=?2",
     [Q_CLAIM] = "INSERT OR IGNORE INTO digest_runs(email, period, state, at) VALUES(?1,?2,?3,?4)",
-    [Q_SENT_ID] = "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
-		  " VALUES(?1,?2,?3,?4,?5)",
     [Q_SET_STATE] = "UPDATE digest_runs SET state=?3, at=?4 WHERE email=?1 AND period=?2",
     [Q_FORGET] = "DELETE FROM digest_runs WHERE email=?1 AND period=?2",
     [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
@@ -232,18 +229,11 @@ struct job {
  * was read (nothing written), -1 on error. */
 static int record_one(struct run *r, struct job *j)
 {
-	sqlite3_stmt *s;
 	int rc = claim_period(r, j->sub->email, j->period, "sending");
 	if (rc <= 0)
 		return rc;
-	if (!(s = run_stmt(r, Q_SENT_ID)))
-		return -1;
-	bind_text(s, 1, j->mail.message_id);
-	bind_text(s, 2, j->grp);
-	bind_text(s, 3, j->remote_id);
-	bind_text(s, 4, j->sub->email);
-	sqlite3_bind_int64(s, 5, (sqlite3_int64)r->now);
-	if (run_exec(r, s) < 0)
+	if (token_sent_id_record(r->st, j->mail.message_id, j->grp, j->remote_id, j->sub->email,
+				 r->now) < 0)
 		return -1;
 	if (!j->advance)
 		return 1;

@@ -50,26 +50,11 @@ static int find_token(const struct mf_config *cfg, const struct mf_message *m, c
 static int find_sent_id(struct store *st, const struct mf_config *cfg, const char *msgid,
 			struct token_info *ti)
 {
-	sqlite3_stmt *s;
-	int found = 0;
-	if (!msgid || sqlite3_prepare_v2(
-			  store_db(st),
-			  "SELECT grp, remote_id, email, created FROM sent_ids WHERE message_id=?",
-			  -1, &s, NULL) != SQLITE_OK)
+	time_t sent;
+	if (!token_sent_id_find(st, msgid, ti, &sent))
 		return 0;
-	sqlite3_bind_text(s, 1, msgid, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
-		const char *g = (const char *)sqlite3_column_text(s, 0);
-		const char *r = (const char *)sqlite3_column_text(s, 1);
-		ti->kind = g && r ? TOKEN_REPLY : TOKEN_UNSUBSCRIBE;
-		ti->grp = g && r ? xstrdup(g) : NULL;
-		ti->remote_id = g && r ? xstrdup(r) : NULL;
-		ti->email = xstrdup((const char *)sqlite3_column_text(s, 2));
-		ti->expires = (time_t)sqlite3_column_int64(s, 3) + replies_id_lifetime(cfg);
-		found = 1;
-	}
-	sqlite3_finalize(s);
-	return found;
+	ti->expires = sent + replies_id_lifetime(cfg);
+	return 1;
 }
 
 static void find_target(struct store *st, const struct mf_config *cfg, const struct mf_message *m,
