@@ -4,7 +4,10 @@
  * after-action rule and the after-actions the server refused (the
  * ack_errors table), retention of raw mail, dedupe on content, and the
  * counts status and the metrics show.  The only module with SQL on these
- * tables; the states and their transitions are listed in messages.h. */
+ * tables; the states and their transitions are listed in messages.h.
+ * Rules that depend on a message's outbox items (after-action due, dead
+ * or retried posts, dedupe on content) read outbox.c's table, read-only,
+ * inside the statement that changes or chooses the message. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
