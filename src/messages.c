@@ -98,6 +98,35 @@ static int step_done(struct store *st, sqlite3_stmt *s)
 	return 0;
 }
 
+/* A statement run once per message, kept prepared (store_stmt); given back
+ * with kept_done. */
+static sqlite3_stmt *kept(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s = store_stmt(st, sql);
+	if (!s) {
+		char e[600];
+		log_error("store.error prepare=failed error=%s",
+			  log_quote(store_errmsg(st), e, sizeof e));
+	}
+	return s;
+}
+
+/* Steps a kept statement once and gives it back.  0 or -1 (logged). */
+static int kept_done(struct store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return -1;
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		char e[600];
+		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
+		store_stmt_done(st, s);
+		return -1;
+	}
+	store_stmt_done(st, s);
+	return 0;
+}
+
 /* One statement on one message id (?1) in the caller's transaction. */
 static int update_id(struct store *st, const char *sql, int64_t id)
 {
@@ -114,11 +143,12 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 {
 	sqlite3_stmt *s;
 	int known = 0;
+	/* once per message taken in: kept prepared */
 	if (message_id)
-		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
+		s = kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
 			     " AND sha256=?3 LIMIT 1");
 	else
-		s = prep(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
+		s = kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
 			     " AND sha256=?3 LIMIT 1");
 	if (!s)
 		return 0;
@@ -128,9 +158,40 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 	sqlite3_bind_text(s, 3, sha256, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		known = 1;
-	sqlite3_finalize(s);
+	store_stmt_done(st, s);
 	return known;
 }
+
+/* The raw bytes of message id, in the row of its body. */
+static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
+{
+	sqlite3_stmt *s = kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_blob64(s, 2, raw, len, SQLITE_STATIC);
+	return kept_done(st, s);
+}
+
+/* The parsed form of message id, in the row of its body. */
+static int body_set_parsed(struct store *st, int64_t id, const char *parsed)
+{
+	/* once per message: kept prepared */
+	sqlite3_stmt *s =
+	    store_stmt(st, "INSERT INTO message_bodies(message, parsed) VALUES(?1, ?2)"
+			   " ON CONFLICT(message) DO UPDATE SET parsed=?2");
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, parsed, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	store_stmt_done(st, s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The message has its raw bytes (SQL on a row of messages). */
+#define HAS_RAW                                                                                    \
+	"EXISTS(SELECT 1 FROM message_bodies b WHERE b.message=messages.id AND b.raw IS NOT NULL)"
 
 int store_message_add_tx(struct store *st, const struct stored_message *m, int *inserted)
 {
@@ -143,9 +204,9 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
 	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
 		sqlite3_stmt *s =
-		    prep(st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
-			     " size, internaldate, sha256, raw, state, reason, received_at)"
-			     " VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+		    kept(st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
+			     " size, internaldate, sha256, state, reason, received_at)"
+			     " VALUES(?,?,?,?,?,?,?,?,?,?)");
 		if (!s)
 			return -1;
 		sqlite3_bind_text(s, 1, m->mailbox, -1, SQLITE_STATIC);
@@ -156,15 +217,16 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 		sqlite3_bind_int64(s, 5, m->size);
 		sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
 		sqlite3_bind_text(s, 7, hash, -1, SQLITE_STATIC);
-		if (m->raw)
-			sqlite3_bind_blob64(s, 8, m->raw, m->raw_len, SQLITE_STATIC);
-		sqlite3_bind_text(s, 9, state ? state : S_NEW, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 8, state ? state : S_NEW, -1, SQLITE_STATIC);
 		if (m->reason)
-			sqlite3_bind_text(s, 10, m->reason, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 11, (sqlite3_int64)time(NULL));
-		if (step_done(st, s) < 0)
+			sqlite3_bind_text(s, 9, m->reason, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
+		if (kept_done(st, s) < 0)
 			return -1;
 		*inserted = sqlite3_changes(store_db(st)) > 0;
+		if (*inserted && m->raw &&
+		    body_add(st, sqlite3_last_insert_rowid(store_db(st)), m->raw, m->raw_len) < 0)
+			return -1;
 	}
 	return store_folder_advance(st, m->mailbox, m->uid);
 }
@@ -172,15 +234,18 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			   uint32_t uid, const char *parsed)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE messages SET parsed=? WHERE mailbox=? AND"
-				   " uidvalidity=? AND uid=? AND raw IS NULL");
+	sqlite3_stmt *s = prep(st, "SELECT id FROM messages WHERE mailbox=? AND uidvalidity=?"
+				   " AND uid=? AND NOT " HAS_RAW);
+	int64_t id = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, parsed, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, uidvalidity);
-	sqlite3_bind_int64(s, 4, uid);
-	return step_done(st, s);
+	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, uidvalidity);
+	sqlite3_bind_int64(s, 3, uid);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		id = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return id ? body_set_parsed(st, id, parsed) : 0;
 }
 
 int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
@@ -368,18 +433,17 @@ int messages_set_state(struct store *st, int64_t id, enum msg_state state, const
 	if (!name)
 		return -1;
 	/* once per message: kept prepared */
-	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3,"
-				 " parsed=COALESCE(?4, parsed) WHERE id=?1")))
+	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3 WHERE id=?1")))
 		return -1;
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	if (reason)
 		sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
-	if (parsed)
-		sqlite3_bind_text(s, 4, parsed, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	store_stmt_done(st, s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	if (rc != SQLITE_DONE)
+		return -1;
+	return parsed ? body_set_parsed(st, id, parsed) : 0;
 }
 
 int messages_new_ids(struct store *st, const char *replies_key, const char *const *mailboxes,
@@ -393,7 +457,7 @@ int messages_new_ids(struct store *st, const char *replies_key, const char *cons
 	*n = 0;
 	buf_init(&sql);
 	buf_puts(&sql, "SELECT id, parse_attempts FROM messages WHERE state=" Q(
-			   S_NEW) " AND raw IS NOT NULL AND mailbox IN (?1");
+			   S_NEW) " AND " HAS_RAW " AND mailbox IN (?1");
 	for (size_t i = 0; i < n_mailboxes; i++)
 		buf_printf(&sql, ",?%zu", i + 3);
 	buf_printf(&sql, ") AND parse_attempts >= %d ORDER BY internaldate, id LIMIT ?2",
@@ -461,7 +525,8 @@ void messages_forget_attempts(struct store *st, const int64_t *ids, size_t n)
 int messages_raw(struct store *st, int64_t id, char **mailbox, char **raw, size_t *len)
 {
 	/* once per message: kept prepared */
-	sqlite3_stmt *s = store_stmt(st, "SELECT mailbox, raw FROM messages WHERE id=?");
+	sqlite3_stmt *s = store_stmt(st, "SELECT m.mailbox, b.raw FROM messages m"
+					 " JOIN message_bodies b ON b.message=m.id WHERE m.id=?");
 	int rc;
 	*mailbox = *raw = NULL;
 	*len = 0;
@@ -537,7 +602,8 @@ int messages_follow_retried(struct store *st)
 
 int messages_dead_content(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s = prep(st, "SELECT raw IS NULL FROM messages WHERE id=? AND " ON_DEAD_LIST);
+	sqlite3_stmt *s =
+	    prep(st, "SELECT NOT " HAS_RAW " FROM messages WHERE id=? AND " ON_DEAD_LIST);
 	int rc = 0;
 	if (!s)
 		return -1;
@@ -619,16 +685,18 @@ int messages_each_count(struct store *st,
 int messages_prune_raw(struct store *st, time_t cutoff)
 {
 	/* finished mail: delivered, handled, or dropped from the dead list;
-	 * none of its items still on its way or delivered after cutoff */
+	 * none of its items still on its way or delivered after cutoff.  The
+	 * parsed form stays (dedupe compares it). */
 	sqlite3_stmt *s = prep(
-	    st, "UPDATE messages SET raw=NULL WHERE raw IS NOT NULL AND received_at <= ?1"
+	    st, "UPDATE message_bodies SET raw=NULL WHERE raw IS NOT NULL AND EXISTS(SELECT 1"
+		" FROM messages WHERE messages.id=message_bodies.message AND received_at <= ?1"
 		" AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
 		    S_DROPPED) ")"
 			       " OR (" ON_DEAD_LIST " AND EXISTS(SELECT 1 FROM outbox o WHERE"
 			       " o.message=messages.id AND o.state='dropped')))"
 			       " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
-			       " AND (o.state NOT IN ('delivered','dropped') OR "
-			       "COALESCE(o.delivered_at,0) > ?1))");
+			       " AND (o.state NOT IN ('delivered','dropped')"
+			       " OR COALESCE(o.delivered_at,0) > ?1)))");
 	if (s)
 		sqlite3_bind_int64(s, 1, (sqlite3_int64)cutoff);
 	if (step_done(st, s) < 0)
@@ -676,10 +744,11 @@ int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40],
 	json_decref(j);
 	sqlite3_stmt *s;
 	int same = -1;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT m.parsed FROM outbox o JOIN messages m ON m.id=o.message"
-			       " WHERE o.key=?",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		db,
+		"SELECT b.parsed FROM outbox o JOIN message_bodies b ON b.message=o.message"
+		" WHERE o.key=?",
+		-1, &s, NULL) != SQLITE_OK)
 		return 1;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {

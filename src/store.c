@@ -132,6 +132,16 @@ static const char *const migrations[] = {
     " attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
     " created INTEGER NOT NULL, error TEXT);"
     "CREATE INDEX notice_queue_due ON notice_queue(state, next_at);",
+    /* 9: the raw mail and the parsed form of a message in a row of their
+     * own, so that a change of state rewrites a small row, not the whole
+     * mail; the old columns go (with secure_delete, their bytes too) */
+    "CREATE TABLE message_bodies("
+    " message INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
+    " raw BLOB, parsed TEXT);"
+    "INSERT INTO message_bodies(message, raw, parsed) SELECT id, raw, parsed FROM messages"
+    " WHERE raw IS NOT NULL OR parsed IS NOT NULL;"
+    "ALTER TABLE messages DROP COLUMN raw;"
+    "ALTER TABLE messages DROP COLUMN parsed;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -583,13 +593,21 @@ int store_folder_error(struct store *st, const char *mailbox, const char *error)
 
 int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
 {
+	/* once per message taken in: kept prepared */
 	sqlite3_stmt *s =
-	    prep(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
+	    store_stmt(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
 	if (!s)
 		return -1;
 	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, uid);
-	return step_done(st, s);
+	int rc = sqlite3_step(s);
+	store_stmt_done(st, s);
+	if (rc != SQLITE_DONE) {
+		char e[600];
+		log_error("store.error error=%s", log_quote(note_error(st), e, sizeof e));
+		return -1;
+	}
+	return 0;
 }
 
 int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)

@@ -1,7 +1,8 @@
-/* messages.h — the `messages` table: every message taken in, its raw
- * bytes, its parsed form, its state and the reason for it.  Only
- * messages.c reads or writes the table; every other module asks through
- * the functions below.
+/* messages.h — the `messages` table: every message taken in, its state
+ * and the reason for it; and `message_bodies`: its raw bytes and parsed
+ * form, apart so that a change of state rewrites a small row.  Only
+ * messages.c writes the tables; every other module asks through the
+ * functions below (the dead list in outbox.c reads them).
  *
  * States (stored as the names of msg_state_name, which never change) and
  * every transition, with the module that asks for it:
@@ -25,7 +26,9 @@
  *   dead        -> queued     outbox.c: its item retried from the dead list
  *   skipped, dead -> new      outbox.c: retried from the dead list (mN)
  *   skipped, dead -> dropped  outbox.c: dropped from the dead list
- *   any         -> delivered  outbox.c: the last item of it delivered
+ *   queued, dead -> delivered outbox.c: its last item on its way delivered
+ *                             (a dead one whose other item is delivered
+ *                             after its dead item was dropped)
  *
  * The IMAP after-action (seen/move/delete) of a message is due once its
  * work is done: msg_after_action_due says when. */

@@ -165,14 +165,15 @@ def test_state_private_and_raw_mail_erased(dovecot, tmp_path):
     # delivered, then erased on the next pass (keep_raw = 0s); the skipped
     # outsider stays on the dead list with its mail until dropped
     run("run", "--once")
-    raw = dict(rows(cfg, "SELECT message_id, raw IS NOT NULL FROM messages"))
+    raw = dict(rows(cfg, "SELECT message_id, raw IS NOT NULL FROM messages m"
+                         " JOIN message_bodies b ON b.message=m.id"))
     assert raw == {"pay@example.org": 0, "out@example.org": 1}, raw
     assert rows(cfg, "SELECT filename, data IS NULL FROM attachments") == [("pay.bin", 1)]
     dead = json.loads(run("dead", "--json").stdout)["dead"]
     assert len(dead) == 1
     run("dead", "drop", dead[0]["id"])
     run("run", "--once")
-    assert rows(cfg, "SELECT COUNT(*) FROM messages WHERE raw IS NOT NULL") == [(0,)]
+    assert rows(cfg, "SELECT COUNT(*) FROM message_bodies WHERE raw IS NOT NULL") == [(0,)]
     # secure_delete: the bytes are gone from the files, not only unlinked
     for name in os.listdir(state_dir):
         data = (state_dir / name).read_bytes()
@@ -199,7 +200,7 @@ def test_keep_raw_keeps_recent_mail(dovecot, tmp_path):
     cfg = write_config(tmp_path, dovecot, folder="Team", after="keep")
     for _ in range(2):
         assert run_mailfeed(cfg.path, "run", "--once", timeout=90).returncode == 0
-    assert rows(cfg, "SELECT COUNT(*) FROM messages WHERE raw IS NOT NULL") == [(1,)]
+    assert rows(cfg, "SELECT COUNT(*) FROM message_bodies WHERE raw IS NOT NULL") == [(1,)]
 
 
 def test_bidi_overrides_never_reach_the_feeds(dovecot, tmp_path):

@@ -214,11 +214,12 @@ static void test_pipeline_reads_and_writes(void **state)
 	assert_int_equal(messages_set_state(st, a, MSG_DEAD, "why", NULL), 0);
 	assert_string_equal(state_of(st, a), "dead");
 	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_prepare_v2(store_db(st),
-					    "SELECT reason, json_extract(parsed,'$.subject')"
-					    " FROM messages WHERE id=?",
-					    -1, &s, NULL),
-			 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_prepare_v2(store_db(st),
+			       "SELECT reason, json_extract(parsed,'$.subject')"
+			       " FROM messages JOIN message_bodies ON message=id WHERE id=?",
+			       -1, &s, NULL),
+	    SQLITE_OK);
 	sqlite3_bind_int64(s, 1, a);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	assert_string_equal((const char *)sqlite3_column_text(s, 0), "why");
@@ -407,6 +408,105 @@ static void test_acks_refused(void **state)
 	store_close(st);
 }
 
+/* A state of schema version 8 keeps its mail: raw bytes and parsed forms
+ * move to message_bodies, the messages rows lose the columns. */
+static void test_migration_moves_bodies(void **state)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(
+		db,
+		"CREATE TABLE messages(id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL,"
+		" uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id TEXT,"
+		" size INTEGER NOT NULL, internaldate INTEGER, sha256 TEXT NOT NULL,"
+		" raw BLOB, state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
+		" received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
+		" parse_attempts INTEGER NOT NULL DEFAULT 0,"
+		" UNIQUE(mailbox, uidvalidity, uid));"
+		"INSERT INTO messages(id, mailbox, uidvalidity, uid, size, sha256, raw, state,"
+		" parsed, received_at) VALUES(1, 'team', 9, 1, 5, 'h', 'Hello', 'delivered',"
+		" '{\"subject\":\"Hi\"}', 1), (2, 'team', 9, 2, 5, 'h', NULL, 'skipped',"
+		" '{\"subject\":\"Big\"}', 1), (3, 'team', 9, 3, 5, 'h', NULL, 'skipped',"
+		" NULL, 1), (4, 'team', 9, 4, 5, 'h', 'New one', 'new', NULL, 1);"
+		"PRAGMA user_version=8;",
+		NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	struct store *st = open_ok();
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(store_db(st),
+					    "SELECT message, raw, parsed FROM message_bodies"
+					    " ORDER BY message",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 1);
+	assert_string_equal((const char *)sqlite3_column_text(s, 1), "Hello");
+	assert_string_equal((const char *)sqlite3_column_text(s, 2), "{\"subject\":\"Hi\"}");
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 2);
+	assert_int_equal(sqlite3_column_type(s, 1), SQLITE_NULL);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 4); /* 3 had neither */
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+	/* the columns are gone from messages */
+	assert_int_not_equal(
+	    sqlite3_prepare_v2(store_db(st), "SELECT raw FROM messages", -1, &s, NULL), SQLITE_OK);
+	sqlite3_finalize(s);
+	char *mb, *raw;
+	size_t len;
+	assert_int_equal(messages_raw(st, 4, &mb, &raw, &len), 1);
+	assert_string_equal(raw, "New one");
+	free(mb);
+	free(raw);
+	assert_int_equal(messages_dead_content(st, 2), 2);
+	assert_int_equal(messages_dead_content(st, 3), 2);
+	store_close(st);
+}
+
+/* Retention forgets the raw mail of finished messages and keeps their
+ * parsed form (dedupe compares it); mail still waiting keeps its bytes;
+ * a message deleted (backfill) takes its body with it. */
+static void test_prune_and_delete_bodies(void **state)
+{
+	struct store *st = open_ok();
+	int64_t done = add(st, "team", 1, "finished", MSG_NEW, 0);
+	int64_t waiting = add(st, "team", 2, "waiting", MSG_NEW, 0);
+	int64_t held = add(st, "team", 3, "held", MSG_HELD, 10);
+	assert_int_equal(messages_set_state(st, done, MSG_DELIVERED, NULL, "{\"subject\":\"d\"}"),
+			 0);
+	assert_int_equal(messages_set_state(st, waiting, MSG_QUEUED, NULL, "{\"subject\":\"w\"}"),
+			 0);
+	assert_true(store_prune(st, 0, 86400, time(NULL) + 10) >= 1);
+	char *mb, *raw;
+	size_t len;
+	assert_int_equal(messages_raw(st, done, &mb, &raw, &len), 0);
+	assert_int_equal(messages_raw(st, waiting, &mb, &raw, &len), 1);
+	free(mb);
+	free(raw);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(store_db(st),
+					    "SELECT json_extract(parsed, '$.subject') FROM"
+					    " message_bodies WHERE message=?",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_int64(s, 1, done);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(s, 0), "d");
+	sqlite3_finalize(s);
+	messages_forget_held(st, "team", 100);
+	assert_int_equal(messages_raw(st, held, &mb, &raw, &len), 0);
+	assert_int_equal(
+	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_bodies", -1, &s, NULL),
+	    SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 2);
+	sqlite3_finalize(s);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -417,6 +517,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_follows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_counts_and_folders, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acks_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migration_moves_bodies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune_and_delete_bodies, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

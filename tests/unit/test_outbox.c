@@ -129,12 +129,13 @@ static int teardown(void **state)
 
 static int64_t add_message(struct fx *x, const char *state, const char *reason)
 {
-	char sql[512];
+	char sql[768];
 	snprintf(sql, sizeof sql,
-		 "INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, raw, state,"
-		 " reason, received_at, parsed) VALUES('fundraising', 1,"
-		 " (SELECT COUNT(*)+1 FROM messages), 10, 'x', 'raw', '%s', %s%s%s, 1790000000,"
-		 " '{\"subject\":\"Hi\",\"from\":{\"email\":\"bob@example.org\"}}')",
+		 "INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, state,"
+		 " reason, received_at) VALUES('fundraising', 1,"
+		 " (SELECT COUNT(*)+1 FROM messages), 10, 'x', '%s', %s%s%s, 1790000000);"
+		 "INSERT INTO message_bodies(message, raw, parsed) VALUES(last_insert_rowid(),"
+		 " 'raw', '{\"subject\":\"Hi\",\"from\":{\"email\":\"bob@example.org\"}}')",
 		 state, reason ? "'" : "", reason ? reason : "NULL", reason ? "'" : "");
 	assert_int_equal(store_exec(x->st, sql), 0);
 	return sqlite3_last_insert_rowid(store_db(x->st));
@@ -533,12 +534,14 @@ static void test_dead_unparsed_message_is_recognisable(void **state)
 {
 	struct fx *x = *state;
 	assert_int_equal(store_exec(x->st, "INSERT INTO messages(mailbox, uidvalidity, uid, size,"
-					   " sha256, raw, state, reason, received_at) VALUES("
-					   "'fundraising', 1, 42, 10, 'x', 'Received: x\r\n"
+					   " sha256, state, reason, received_at) VALUES("
+					   "'fundraising', 1, 42, 10, 'x', 'dead',"
+					   " 'parser crashed (signal 11)', 1790000000);"
+					   "INSERT INTO message_bodies(message, raw) VALUES("
+					   "last_insert_rowid(), 'Received: x\r\n"
 					   "Subject: Quarterly\r\n\tfigures\x1b[31m\r\n"
 					   "From: \"Mallory\" <mallory@example.org>\r\n"
-					   "\r\nSubject: not a header', 'dead',"
-					   " 'parser crashed (signal 11)', 1790000000)"),
+					   "\r\nSubject: not a header')"),
 			 0);
 	struct outbox_dead *d;
 	size_t n;
