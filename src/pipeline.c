@@ -249,10 +249,14 @@ static int batch_commit(struct store *st, int *notify, size_t from, size_t to, i
 	return rc;
 }
 
-/* A message whose parse was started this many times and never ended —
- * the daemon itself was stopped while parsing it — goes to the dead list
- * instead of being parsed again after the next start. */
-#define PARSE_MAX_ATTEMPTS 2
+/* A parse started and never ended (the daemon itself was stopped while
+ * parsing) counts one attempt.  A batch the daemon died in marks each of
+ * its messages once, though only one of them was being parsed: they come
+ * back as suspects, each parsed on its own.  A message whose lone parse
+ * was then cut short twice goes to the dead list instead of being parsed
+ * again after the next start; a restart that merely lands while suspects
+ * are being worked through costs no innocent message its post. */
+#define PARSE_MAX_ATTEMPTS 3
 
 /* The new messages of a batch, read from the store one by one as the parse
  * worker asks for them. */
@@ -360,7 +364,8 @@ static int quarantine_suspects(struct store *st, int64_t *ids, const int *attemp
 			ids[(*n_parse)++] = ids[i];
 			continue;
 		}
-		const char *why = "parse never finished: the daemon stopped twice while parsing it";
+		const char *why =
+		    "parse never finished: the daemon stopped twice while parsing it on its own";
 		if (set_state(st, ids[i], MSG_DEAD, why, NULL) == 0) {
 			done++;
 			log_warn("message.quarantined id=%lld reason=%s", (long long)ids[i],
