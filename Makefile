@@ -53,18 +53,23 @@ SAN_OBJS := $(SRCS:src/%.c=build/asan/%.o)
 SAN_LIBOBJS := $(LIBSRCS:src/%.c=build/asan/%.o)
 UNITBINS := $(UNITSRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all deps check unit integration demo bench fuzz corpus install clean format format-check format-list cppcheck deb
+.PHONY: all deps check source-checks unit integration demo bench fuzz corpus install clean format format-check format-list cppcheck deb
 
 all: mailfeed
 
 mailfeed: $(REL_OBJS)
 	$(CC) $(CFLAGS) $(RELLDFLAGS) -o $@ $^ $(DEPLIBS)
 
-build/rel/%.o: src/%.c $(HDRS) | build/rel
-	$(CC) $(RELFLAGS) -c -o $@ $<
+# Each object depends on the headers it includes (-MMD -MP write build/*/*.d);
+# an object built before there was a .d file depends on every header.
+.SECONDEXPANSION:
+build/rel/%.o: src/%.c $$(if $$(wildcard build/rel/$$*.d),,$$(HDRS)) | build/rel
+	$(CC) $(RELFLAGS) -MMD -MP -c -o $@ $<
 
-build/asan/%.o: src/%.c $(HDRS) | build/asan
-	$(CC) $(SANFLAGS) -c -o $@ $<
+build/asan/%.o: src/%.c $$(if $$(wildcard build/asan/$$*.d),,$$(HDRS)) | build/asan
+	$(CC) $(SANFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(wildcard build/rel/*.d build/asan/*.d)
 
 build/asan/mailfeed: $(SAN_OBJS)
 	$(CC) -fsanitize=address,undefined -o $@ $^ $(DEPLIBS)
@@ -94,8 +99,15 @@ build/rel build/asan build/asan/tests:
 deps:
 	@scripts/install-deps.sh
 
+# The include layers and the function length (scripts/check-layers.py,
+# scripts/check-length.sh); quick, so `make check` runs them first.
+source-checks:
+	/usr/bin/python3 scripts/check-layers.py
+	scripts/check-length.sh
+
 # Everything under sanitizers; the last line printed is the summary.
 check: deps
+	$(MAKE) source-checks
 	$(MAKE) -j$$(nproc) WERROR=-Werror build/asan/mailfeed $(UNITBINS) build/asan/tests/feedprobe build/asan/tests/imapprobe build/asan/tests/dbprobe mailfeed
 	tests/run-tests.sh
 

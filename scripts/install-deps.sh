@@ -40,6 +40,7 @@ libical3
 libgmime-3.0-dev
 clang-format
 cppcheck
+universal-ctags
 systemd-journal-remote
 libpq-dev
 postgresql

@@ -56,6 +56,7 @@ struct held {
 struct cluster {
 	struct db *db;
 	char *id;
+	char *version;
 	int64_t lease_ms;
 	struct held *held;
 	size_t n_held;
@@ -80,7 +81,7 @@ static int run(struct db_stmt *s)
 	return rc;
 }
 
-static int register_instance(struct cluster *cl, const char *version)
+static int register_instance(struct cluster *cl)
 {
 	char host[256] = "";
 	gethostname(host, sizeof host - 1);
@@ -96,7 +97,13 @@ static int register_instance(struct cluster *cl, const char *version)
 	db_bind_text(s, 1, cl->id, -1);
 	db_bind_text(s, 2, host, -1);
 	db_bind_int64(s, 3, (int64_t)getpid());
-	db_bind_text(s, 4, version ? version : "", -1);
+	db_bind_text(s, 4, cl->version, -1);
+	if (run(s) != DB_DONE)
+		return -1;
+	/* an instance silent for a day is gone (kill -9, host lost): until
+	 * then status shows it with its last heartbeat */
+	s = prep(cl, "DELETE FROM instances WHERE heartbeat < " NOW_SQLITE " - 86400000",
+		 "DELETE FROM instances WHERE heartbeat < " NOW_PG " - 86400000");
 	return run(s) == DB_DONE ? 0 : -1;
 }
 
@@ -119,7 +126,8 @@ struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_m
 		memset(rnd, 0, sizeof rnd);
 	hex_encode(rnd, sizeof rnd, hex);
 	cl->id = xasprintf("%s:%ld:%s", host, (long)getpid(), hex);
-	if (register_instance(cl, version) < 0) {
+	cl->version = xstrdup(version ? version : "");
+	if (register_instance(cl) < 0) {
 		snprintf(err, errlen, "cannot register the instance: %s", db_errmsg(db));
 		cluster_close(cl);
 		return NULL;
@@ -176,6 +184,7 @@ void cluster_close(struct cluster *cl)
 		forget(cl, cl->held[0].name);
 	free(cl->held);
 	free(cl->id);
+	free(cl->version);
 	free(cl);
 }
 
@@ -275,7 +284,7 @@ int cluster_heartbeat(struct cluster *cl)
 	db_bind_text(s, 1, cl->id, -1);
 	if (run(s) != DB_DONE)
 		return -1;
-	if (db_changes(cl->db) == 0 && register_instance(cl, "") < 0)
+	if (db_changes(cl->db) == 0 && register_instance(cl) < 0)
 		return -1;
 	int lost = 0;
 	/* from the end: a lost lease is dropped from the list */

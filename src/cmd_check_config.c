@@ -23,13 +23,6 @@
 #include "mailfeed/state_owner.h"
 #include "mailfeed/util.h"
 
-static const char *const backend_label[] = {
-    [FEED_LOCAL] = "local",
-    [FEED_CHATTER] = "chatter",
-    [FEED_MATTERMOST] = "mattermost",
-    [FEED_WEBHOOK] = "webhook",
-};
-
 static void print_diag(const struct mf_diag *diag)
 {
 	for (size_t i = 0; i < diag->msgs.n; i++)
@@ -317,7 +310,7 @@ int cmd_check_config(int argc, char **argv, const char *config)
 	}
 	printf("%s: ok: %zu account%s, %zu mailbox%s, backend %s\n", config, cfg->n_accounts,
 	       cfg->n_accounts == 1 ? "" : "s", cfg->n_mailboxes, cfg->n_mailboxes == 1 ? "" : "es",
-	       backend_label[cfg->feed.backend]);
+	       feed_backend_name(cfg->feed.backend));
 	struct strlist warn = {0};
 	auth_config_warnings(cfg, &warn);
 	for (size_t i = 0; i < warn.n; i++)

@@ -41,8 +41,6 @@ static void put_safe(const char *s, size_t max)
 		fputs("...", stdout);
 }
 
-static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
-
 static int dead_list(struct store *st, int as_json)
 {
 	struct outbox_dead *d;
@@ -60,10 +58,11 @@ static int dead_list(struct store *st, int as_json)
 			    json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o}", "id", d[i].id,
 				      "state", d[i].state ? d[i].state : msg_state_name(MSG_DEAD),
 				      "when", time_iso(d[i].when, when, sizeof when), "mailbox",
-				      str_or_null(d[i].mailbox), "uid",
+				      json_str_or_null(d[i].mailbox), "uid",
 				      d[i].uid ? json_integer(d[i].uid) : json_null(), "from",
-				      str_or_null(d[i].from), "subject", str_or_null(d[i].subject),
-				      "reason", str_or_null(d[i].reason)));
+				      json_str_or_null(d[i].from), "subject",
+				      json_str_or_null(d[i].subject), "reason",
+				      json_str_or_null(d[i].reason)));
 		json_t *o = json_pack("{s:o}", "dead", arr);
 		char *s = json_dumps(o, JSON_INDENT(2));
 		puts(s);

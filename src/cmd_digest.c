@@ -54,18 +54,6 @@ static int open_state(const char *config, struct mf_config **cfg, struct store *
 	return 0;
 }
 
-static int email_valid(const char *s)
-{
-	const char *at = strchr(s, '@');
-	if (!at || at == s || !at[1] || strchr(at + 1, '@') || strlen(s) > 254 ||
-	    !strchr(at + 1, '.'))
-		return 0;
-	for (const char *p = s; *p; p++)
-		if ((unsigned char)*p <= ' ' || strchr("<>()[],;:\\\"", *p) || *p == 0x7f)
-			return 0;
-	return 1;
-}
-
 int cmd_digest(int argc, char **argv, const char *config)
 {
 	int force = 0, rc;
@@ -199,7 +187,7 @@ static int subscribe_parse(int argc, char **argv, struct subscribe_args *a)
 		fputs(subscribe_usage, stderr);
 		return 2;
 	}
-	if (!email_valid(a->email)) {
+	if (!email_address_valid(a->email)) {
 		fprintf(stderr, "mailfeed: \"%s\" is not an email address\n", a->email);
 		return 2;
 	}

@@ -22,8 +22,6 @@
 #include "mailfeed/recipients.h"
 #include "mailfeed/worker.h"
 
-#define INSPECT_DEFAULT_MAX (25LL * 1024 * 1024)
-
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: mailfeed [-c FILE] inspect FILE|- [--mailbox NAME] [--json]\n\n"
@@ -268,10 +266,8 @@ int cmd_inspect(int argc, char **argv, const char *config)
 		config_free(cfg);
 		return 2;
 	}
-	struct mf_gateway defaults;
-	memset(&defaults, 0, sizeof defaults);
-	const struct mf_gateway *gw = cfg ? &cfg->gateway : &defaults;
-	long long max = gw->max_message_size > 0 ? gw->max_message_size : INSPECT_DEFAULT_MAX;
+	const struct mf_gateway *gw = cfg ? &cfg->gateway : &config_default()->gateway;
+	long long max = gw->max_message_size;
 
 	char err[512];
 	size_t len = 0;

@@ -133,9 +133,9 @@ static void gate_result(struct account_gate *g, struct store *st, int refused, c
 		until = g->until = time(NULL) + AUTH_BACKOFF;
 	pthread_mutex_unlock(&g->mu);
 	if (until) {
-		log_error("imap.auth_backoff account=%s failures=%d retry_in=%ds error=\"%s\" "
+		log_error("imap.auth_backoff account=%s failures=%d retry_in=%ds error=%s "
 			  "note=\"fix the credentials, then reload to try at once\"",
-			  g->name, failures, AUTH_BACKOFF, err);
+			  g->name, failures, AUTH_BACKOFF, LOG_Q(err));
 		note_set(st, key, err, until);
 	} else if (!refused && was > 0) {
 		note_delete(st, key);
@@ -146,7 +146,7 @@ static void wake(int fd)
 {
 	uint64_t one = 1;
 	if (fd >= 0 && write(fd, &one, sizeof one) < 0 && errno != EAGAIN)
-		log_debug("daemon.wake error=\"%s\"", strerror(errno));
+		log_debug("daemon.wake error=%s", LOG_Q(strerror(errno)));
 }
 
 static void drain(int fd)
@@ -203,8 +203,8 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
 		if (imap_noop(s, why, sizeof why) < 0)
 			return -1;
 		if (!w->refused)
-			log_warn("imap.folder_error mailbox=%s folder=%s error=\"%s\"", w->key,
-				 w->folder, err);
+			log_warn("imap.folder_error mailbox=%s folder=%s error=%s", w->key,
+				 w->folder, LOG_Q(err));
 		store_folder_error(st, w->key, err);
 		w->refused = 1;
 		return 0;
@@ -237,9 +237,8 @@ static int session_sweep(struct session *ss, struct imap_session *s, struct stor
 			int rc = imap_status(s, w->folder, &info, err, errlen);
 			if (rc == IMAP_REFUSED) {
 				if (!w->refused)
-					log_warn(
-					    "imap.folder_error mailbox=%s folder=%s error=\"%s\"",
-					    w->key, w->folder, err);
+					log_warn("imap.folder_error mailbox=%s folder=%s error=%s",
+						 w->key, w->folder, LOG_Q(err));
 				store_folder_error(st, w->key, err);
 				w->refused = 1;
 				continue;
@@ -319,7 +318,7 @@ static void *session_main(void *arg)
 	long backoff = 1, store_backoff = 1;
 	struct store *st = store_open(ss->state_path, err, sizeof err);
 	if (!st) {
-		log_error("watcher.error mailbox=%s error=\"%s\"", key, err);
+		log_error("watcher.error mailbox=%s error=%s", key, LOG_Q(err));
 		return NULL;
 	}
 	health_bind(ss->health);
@@ -336,7 +335,7 @@ static void *session_main(void *arg)
 		gate_result(ss->gate, st, !s && imap_login_refused(), err);
 		if (!s) {
 			long delay = jitter(backoff);
-			log_error("imap.error mailbox=%s error=\"%s\" retry_in=%lds", key, err,
+			log_error("imap.error mailbox=%s error=%s retry_in=%lds", key, LOG_Q(err),
 				  delay);
 			health_wait(ss->health,
 				    imap_last_failure() == IMAP_FAIL_AUTH ? HEALTH_AUTH_BACKOFF
@@ -365,15 +364,15 @@ static void *session_main(void *arg)
 		if (rc == INGEST_STORE_FAILED) {
 			/* the server is fine: what failed is the state database (a
 			 * full disk, say); try again soon, from where it stopped */
-			log_warn("watcher.store_failed mailbox=%s error=\"%s\" retry_in=%lds", key,
-				 err, store_backoff);
+			log_warn("watcher.store_failed mailbox=%s error=%s retry_in=%lds", key,
+				 LOG_Q(err), store_backoff);
 			health_wait(ss->health, HEALTH_BACKOFF, (double)store_backoff, err);
 			sleep_or_wake(ss->wake_fd, store_backoff);
 			store_backoff = backoff_next(store_backoff, STORE_MAX_BACKOFF);
 			continue;
 		}
 		long delay = jitter(backoff);
-		log_warn("imap.disconnected mailbox=%s error=\"%s\" retry_in=%lds", key, err,
+		log_warn("imap.disconnected mailbox=%s error=%s retry_in=%lds", key, LOG_Q(err),
 			 delay);
 		health_wait(ss->health, HEALTH_BACKOFF, (double)delay, err);
 		session_folders_error(ss, st, err);
@@ -585,7 +584,7 @@ static int feed_open(struct daemon *d, struct store *st)
 		return -1;
 	}
 	if (d->feed->open(d->cfg, st, &d->feed_ctx, err, sizeof err) < 0) {
-		log_error("feed.error backend=%s error=\"%s\"", d->feed->name, err);
+		log_error("feed.error backend=%s error=%s", d->feed->name, LOG_Q(err));
 		d->feed = NULL;
 		return -1;
 	}
@@ -674,9 +673,9 @@ static int once_fetch(struct daemon *d, struct store *st, struct imap_session **
 				      : -1;
 		if (src < 0) {
 			if (src == INGEST_STORE_FAILED) {
-				log_error("store.error mailbox=%s error=\"%s\"", w->key, err);
+				log_error("store.error mailbox=%s error=%s", w->key, LOG_Q(err));
 			} else {
-				log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+				log_error("imap.error mailbox=%s error=%s", w->key, LOG_Q(err));
 				store_folder_error(st, w->key, err);
 			}
 			if (sessions[i])
@@ -703,7 +702,7 @@ static int once_acks(struct daemon *d, struct store *st, struct imap_session **s
 			arc = ingest_apply_acks(sessions[i], st, w->key, w->after, w->after_folder,
 						err, sizeof err);
 		if (arc < 0) {
-			log_error("imap.error mailbox=%s error=\"%s\"", w->key, err);
+			log_error("imap.error mailbox=%s error=%s", w->key, LOG_Q(err));
 			store_folder_error(st, w->key, err);
 			once_drop(sessions, n, sessions[i]);
 			failures++;
@@ -802,7 +801,7 @@ static int metrics_restart(struct daemon *d)
 	if (!want)
 		return 0;
 	if (unsub && token_secret_load(d->cfg, &secret, &secretlen, err, sizeof err) < 0) {
-		log_error("unsubscribe.error error=\"%s\"", err);
+		log_error("unsubscribe.error error=%s", LOG_Q(err));
 		unsub = 0;
 	}
 	d->metrics = metrics_server_start_unsubscribe(want, d->cfg->gateway.state, secret,
@@ -812,7 +811,7 @@ static int metrics_restart(struct daemon *d)
 	free(secret);
 	d->metrics_unsubscribe = unsub;
 	if (!d->metrics) {
-		log_error("metrics.error listen=%s error=\"%s\"", want, err);
+		log_error("metrics.error listen=%s error=%s", want, LOG_Q(err));
 		return -1;
 	}
 	d->metrics_listen = xstrdup(want);
@@ -844,7 +843,7 @@ static void secrets_preload(struct mf_config *cfg)
 {
 	char err[512];
 	if (cfg->gateway.secret_file && token_secret_preload(cfg, err, sizeof err) < 0)
-		log_warn("run.secret_unavailable error=\"%s\"", err);
+		log_warn("run.secret_unavailable error=%s", LOG_Q(err));
 }
 
 static int reload(struct daemon *d, struct store **st)
@@ -859,7 +858,7 @@ static int reload(struct daemon *d, struct store **st)
 		struct buf b;
 		buf_init(&b);
 		for (size_t i = 0; i < diag.msgs.n; i++) {
-			log_error("reload.refused problem=\"%s\"", diag.msgs.v[i]);
+			log_error("reload.refused problem=%s", LOG_Q(diag.msgs.v[i]));
 			buf_printf(&b, "%s%s", i ? "; " : "", diag.msgs.v[i]);
 		}
 		note_set(*st, "reload_error", b.data ? b.data : "invalid config", 0);
@@ -880,14 +879,15 @@ static int reload(struct daemon *d, struct store **st)
 			store_close(*st);
 			*st = nst;
 		} else {
-			log_error("reload.state error=\"%s\" note=\"keeping the old state file\"",
-				  err);
+			log_error("reload.state error=%s note=\"keeping the old state file\"",
+				  LOG_Q(err));
 			free(fresh->gateway.state);
 			fresh->gateway.state = xstrdup(d->cfg->gateway.state);
 		}
 	}
 	config_free(d->cfg);
 	d->cfg = fresh;
+	config_apply_logging(d->cfg);
 	secrets_preload(d->cfg);
 	d->worker = worker_new(&d->cfg->gateway);
 	worker_set_tick(d->worker, parse_feeds_watchdog, NULL);
@@ -1035,8 +1035,8 @@ static void duty_process(struct processor *p)
 	if (dead < 0 || n < 0) {
 		p->store_backoff = backoff_next(p->store_backoff, STORE_MAX_BACKOFF);
 		p->store_retry_at = now_monotonic() + (double)p->store_backoff;
-		log_warn("run.store_failed retry_in=%lds error=\"%s\"", p->store_backoff,
-			 store_errmsg(st));
+		log_warn("run.store_failed retry_in=%lds error=%s", p->store_backoff,
+			 LOG_Q(store_errmsg(st)));
 		health_wait(p->health, HEALTH_BACKOFF, (double)p->store_backoff,
 			    "the state database failed; processing and delivery wait");
 	} else {
@@ -1165,12 +1165,7 @@ static struct mf_config *run_config(const char *config)
 	struct mf_config *cfg = cli_load_config(config);
 	if (!cfg)
 		return NULL;
-	if (cfg->gateway.log_level) {
-		enum log_level lvl;
-		if (log_level_parse(cfg->gateway.log_level, &lvl) == 0)
-			log_set_level(lvl);
-	}
-	log_set_format((enum log_format)cfg->gateway.log_format);
+	config_apply_logging(cfg);
 	secrets_preload(cfg);
 	return cfg;
 }
@@ -1218,7 +1213,7 @@ int cmd_run(int argc, char **argv, const char *config)
 	}
 	struct store *st = store_open(d.cfg->gateway.state, err, sizeof err);
 	if (!st) {
-		log_error("run.error error=\"%s\"", err);
+		log_error("run.error error=%s", LOG_Q(err));
 		close(lock_fd);
 		config_free(d.cfg);
 		close(sfd);

@@ -153,13 +153,9 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	char *retry_error = NULL;
 	time_t next_retry = 0;
 	if (c.retrying > 0 && outbox_retry_status(st, &retry_error, &next_retry) == 1) {
-		char when[32];
 		json_object_set_new(ob, "retry_error",
 				    retry_error ? json_string(retry_error) : json_null());
-		json_object_set_new(ob, "next_retry",
-				    next_retry
-					? json_string(time_iso(next_retry, when, sizeof when))
-					: json_null());
+		json_object_set_new(ob, "next_retry", time_or_null(next_retry));
 	}
 	free(retry_error);
 	json_object_set_new(root, "outbox", ob);

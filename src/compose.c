@@ -42,33 +42,6 @@ char *compose_address_of(const char *from)
 	return xstrndup(s, n);
 }
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Digests are mostly base64: it is encoded a chunk at a time into a
- * local array, not a character at a time into the buffer. */
-static void b64_append(struct buf *b, const unsigned char *in, size_t n)
-{
-	char out[4 * 64];
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-		if (i + 1 < n)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = b64_alphabet[(v >> 18) & 63];
-		out[o++] = b64_alphabet[(v >> 12) & 63];
-		out[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
-		if (o == sizeof out) {
-			buf_append(b, out, o);
-			o = 0;
-		}
-	}
-	buf_append(b, out, o);
-}
-
 /* Feed content for one line: controls (CR/LF included) and runs of
  * spaces become one space. */
 char *compose_header_text(const char *s)
@@ -103,7 +76,7 @@ static void put_encoded_words(struct buf *b, const char *v, size_t col)
 		if (i > 0 || col > 60)
 			buf_puts(b, "\r\n ");
 		buf_puts(b, "=?UTF-8?B?");
-		b64_append(b, (const unsigned char *)v + i, n);
+		buf_put_base64(b, v + i, n);
 		buf_puts(b, "?=");
 		i += n;
 	}
@@ -239,7 +212,7 @@ void compose_put_base64(struct buf *b, const char *text)
 	}
 	for (size_t i = 0; i < crlf.len; i += 57) {
 		size_t n = crlf.len - i < 57 ? crlf.len - i : 57;
-		b64_append(b, (const unsigned char *)crlf.data + i, n);
+		buf_put_base64(b, crlf.data + i, n);
 		buf_puts(b, "\r\n");
 	}
 	buf_free(&crlf);

@@ -12,6 +12,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -74,6 +75,7 @@ struct key_def {
 	long long min, max;
 	const char *const *names; /* K_ENUM: NULL-terminated, in enum order */
 	size_t off2;
+	const char *dflt; /* the default, written as in the file; NULL: none (0) */
 };
 
 static const char *const tls_names[] = {"implicit", "starttls", "none", NULL};
@@ -89,132 +91,132 @@ static const char *const day_names[] = {"sunday",   "monday", "tuesday",  "wedne
 
 #define G(f) offsetof(struct mf_gateway, f)
 static const struct key_def gateway_keys[] = {
-    {"state", K_PATH, G(state), 0, 0, NULL, 0},
-    {"reply_address", K_REPLYADDR, G(reply_address), 0, 0, NULL, 0},
-    {"secret_file", K_PATH, G(secret_file), 0, 0, NULL, 0},
-    {"max_message_size", K_SIZE, G(max_message_size), 1024, 0, NULL, 0},
-    {"thread_window", K_DURATION, G(thread_window), 0, 0, NULL, 0},
-    {"token_lifetime", K_DURATION, G(token_lifetime), 3600, 0, NULL, 0},
-    {"parse_timeout", K_DURATION, G(parse_timeout), 1, 0, NULL, 0},
-    {"parse_memory", K_SIZE, G(parse_memory), 32LL * 1024 * 1024, 0, NULL, 0},
-    {"trusted_authserv", K_STR, G(trusted_authserv), 0, 0, NULL, 0},
-    {"keep_raw", K_DURATION, G(keep_raw), 0, 0, NULL, 0},
-    {"notice_max_per_hour", K_INT, G(notice_max_per_hour), 0, 100000, NULL, 0},
-    {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0},
-    {"log_format", K_ENUM, G(log_format), 0, 0, log_format_names, 0},
-    {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0},
-    {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"state", K_PATH, G(state), 0, 0, NULL, 0, "/var/lib/mailfeed/state.db"},
+    {"reply_address", K_REPLYADDR, G(reply_address), 0, 0, NULL, 0, NULL},
+    {"secret_file", K_PATH, G(secret_file), 0, 0, NULL, 0, NULL},
+    {"max_message_size", K_SIZE, G(max_message_size), 1024, 0, NULL, 0, "25M"},
+    {"thread_window", K_DURATION, G(thread_window), 0, 0, NULL, 0, "14d"},
+    {"token_lifetime", K_DURATION, G(token_lifetime), 3600, 0, NULL, 0, "60d"},
+    {"parse_timeout", K_DURATION, G(parse_timeout), 1, 0, NULL, 0, "20s"},
+    {"parse_memory", K_SIZE, G(parse_memory), 32LL * 1024 * 1024, 0, NULL, 0, "512M"},
+    {"trusted_authserv", K_STR, G(trusted_authserv), 0, 0, NULL, 0, NULL},
+    {"keep_raw", K_DURATION, G(keep_raw), 0, 0, NULL, 0, "7d"},
+    {"notice_max_per_hour", K_INT, G(notice_max_per_hour), 0, 100000, NULL, 0, "20"},
+    {"log_level", K_LOGLEVEL, G(log_level), 0, 0, NULL, 0, "info"},
+    {"log_format", K_ENUM, G(log_format), 0, 0, log_format_names, 0, NULL},
+    {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0, NULL},
+    {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef G
 
 #define F(f) offsetof(struct mf_feed, f)
 static const struct key_def feed_keys[] = {
-    {"backend", K_ENUM, F(backend), 0, 0, backend_names, 0},
-    {"instance_url", K_STR, F(instance_url), 0, 0, NULL, 0},
-    {"login_url", K_STR, F(login_url), 0, 0, NULL, 0},
-    {"api_version", K_STR, F(api_version), 0, 0, NULL, 0},
-    {"client_id", K_STR, F(client_id), 0, 0, NULL, 0},
-    {"private_key_file", K_PATH, F(private_key_file), 0, 0, NULL, 0},
-    {"username", K_STR, F(username), 0, 0, NULL, 0},
-    {"post_as", K_ENUM, F(post_as), 0, 0, post_as_names, 0},
-    {"ca_file", K_PATH, F(ca_file), 0, 0, NULL, 0},
-    {"tls_verify", K_BOOL, F(tls_verify), 0, 0, NULL, 0},
-    {"url", K_STR, F(url), 0, 0, NULL, 0},
-    {"token_file", K_PATH, F(token_file), 0, 0, NULL, 0},
-    {"secret_file", K_PATH, F(secret_file), 0, 0, NULL, 0},
-    {"dir", K_PATH, F(dir), 0, 0, NULL, 0},
-    {"concurrency", K_INT, F(concurrency), 1, 64, NULL, 0},
-    {"timeout", K_DURATION, F(timeout), 1, 0, NULL, 0},
-    {"connect_timeout", K_DURATION, F(connect_timeout), 1, 0, NULL, 0},
-    {"max_retry_delay", K_DURATION, F(max_retry_delay), 1, 0, NULL, 0},
-    {"dead_after", K_DURATION, F(dead_after), 60, 0, NULL, 0},
-    {"max_file_size", K_SIZE, F(max_file_size), 0, 0, NULL, 0},
-    {"max_files", K_INT, F(max_files), 0, 100, NULL, 0},
-    {"mentions", K_BOOL, F(mentions), 0, 0, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"backend", K_ENUM, F(backend), 0, 0, backend_names, 0, "local"},
+    {"instance_url", K_STR, F(instance_url), 0, 0, NULL, 0, NULL},
+    {"login_url", K_STR, F(login_url), 0, 0, NULL, 0, "https://login.salesforce.com"},
+    {"api_version", K_STR, F(api_version), 0, 0, NULL, 0, "62.0"},
+    {"client_id", K_STR, F(client_id), 0, 0, NULL, 0, NULL},
+    {"private_key_file", K_PATH, F(private_key_file), 0, 0, NULL, 0, NULL},
+    {"username", K_STR, F(username), 0, 0, NULL, 0, NULL},
+    {"post_as", K_ENUM, F(post_as), 0, 0, post_as_names, 0, "integration"},
+    {"ca_file", K_PATH, F(ca_file), 0, 0, NULL, 0, NULL},
+    {"tls_verify", K_BOOL, F(tls_verify), 0, 0, NULL, 0, "yes"},
+    {"url", K_STR, F(url), 0, 0, NULL, 0, NULL},
+    {"token_file", K_PATH, F(token_file), 0, 0, NULL, 0, NULL},
+    {"secret_file", K_PATH, F(secret_file), 0, 0, NULL, 0, NULL},
+    {"dir", K_PATH, F(dir), 0, 0, NULL, 0, NULL},
+    {"concurrency", K_INT, F(concurrency), 1, 64, NULL, 0, "4"},
+    {"timeout", K_DURATION, F(timeout), 1, 0, NULL, 0, "30s"},
+    {"connect_timeout", K_DURATION, F(connect_timeout), 1, 0, NULL, 0, "10s"},
+    {"max_retry_delay", K_DURATION, F(max_retry_delay), 1, 0, NULL, 0, "1h"},
+    {"dead_after", K_DURATION, F(dead_after), 60, 0, NULL, 0, "2d"},
+    {"max_file_size", K_SIZE, F(max_file_size), 0, 0, NULL, 0, "25M"},
+    {"max_files", K_INT, F(max_files), 0, 100, NULL, 0, "10"},
+    {"mentions", K_BOOL, F(mentions), 0, 0, NULL, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef F
 
 #define A(f) offsetof(struct mf_account, f)
 static const struct key_def account_keys[] = {
-    {"host", K_STR, A(host), 0, 0, NULL, 0},
-    {"port", K_INT, A(port), 1, 65535, NULL, 0},
-    {"tls", K_ENUM, A(tls), 0, 0, tls_names, 0},
-    {"tls_verify", K_BOOL, A(tls_verify), 0, 0, NULL, 0},
-    {"username", K_STR, A(username), 0, 0, NULL, 0},
-    {"password_file", K_PATH, A(password_file), 0, 0, NULL, 0},
-    {"oauth2_token_file", K_PATH, A(oauth2_token_file), 0, 0, NULL, 0},
-    {"oauth2_token_command", K_STR, A(oauth2_token_command), 0, 0, NULL, 0},
-    {"auth", K_ENUM, A(auth), 0, 0, auth_names, 0},
-    {"ca_file", K_PATH, A(ca_file), 0, 0, NULL, 0},
-    {"timeout", K_DURATION, A(timeout), 1, 0, NULL, 0},
-    {"poll_interval", K_DURATION, A(poll_interval), 1, 0, NULL, 0},
-    {"idle_restart", K_DURATION, A(idle_restart), 60, 29 * 60, NULL, 0},
-    {"max_connections", K_INT, A(max_connections), 1, 100, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"host", K_STR, A(host), 0, 0, NULL, 0, NULL},
+    {"port", K_INT, A(port), 1, 65535, NULL, 0, NULL},
+    {"tls", K_ENUM, A(tls), 0, 0, tls_names, 0, "implicit"},
+    {"tls_verify", K_BOOL, A(tls_verify), 0, 0, NULL, 0, "yes"},
+    {"username", K_STR, A(username), 0, 0, NULL, 0, NULL},
+    {"password_file", K_PATH, A(password_file), 0, 0, NULL, 0, NULL},
+    {"oauth2_token_file", K_PATH, A(oauth2_token_file), 0, 0, NULL, 0, NULL},
+    {"oauth2_token_command", K_STR, A(oauth2_token_command), 0, 0, NULL, 0, NULL},
+    {"auth", K_ENUM, A(auth), 0, 0, auth_names, 0, "auto"},
+    {"ca_file", K_PATH, A(ca_file), 0, 0, NULL, 0, NULL},
+    {"timeout", K_DURATION, A(timeout), 1, 0, NULL, 0, "60s"},
+    {"poll_interval", K_DURATION, A(poll_interval), 1, 0, NULL, 0, "30s"},
+    {"idle_restart", K_DURATION, A(idle_restart), 60, 29 * 60, NULL, 0, "25m"},
+    {"max_connections", K_INT, A(max_connections), 1, 100, NULL, 0, "4"},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef A
 
 #define M(f) offsetof(struct mf_mailbox, f)
 static const struct key_def mailbox_keys[] = {
-    {"account", K_STR, M(account), 0, 0, NULL, 0},
-    {"folder", K_STR, M(folder), 0, 0, NULL, 0},
-    {"group", K_STR, M(group), 0, 0, NULL, 0},
-    {"hashtags", K_TAGS, M(hashtags), 0, 0, NULL, 0},
-    {"after", K_AFTER, M(after), 0, 0, NULL, M(after_folder)},
-    {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0},
-    {"route", K_ROUTE, M(routes), 0, 0, NULL, 0},
-    {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0},
-    {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0},
-    {"start", K_START, M(start), 0, 0, NULL, M(start_since)},
-    {"allow_channel_mentions", K_BOOL, M(allow_channel_mentions), 0, 0, NULL, 0},
-    {"allow_remote_images", K_BOOL, M(allow_remote_images), 0, 0, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"account", K_STR, M(account), 0, 0, NULL, 0, NULL},
+    {"folder", K_STR, M(folder), 0, 0, NULL, 0, NULL},
+    {"group", K_STR, M(group), 0, 0, NULL, 0, NULL},
+    {"hashtags", K_TAGS, M(hashtags), 0, 0, NULL, 0, NULL},
+    {"after", K_AFTER, M(after), 0, 0, NULL, M(after_folder), "seen"},
+    {"allow_senders", K_LIST, M(allow_senders), 0, 0, NULL, 0, NULL},
+    {"route", K_ROUTE, M(routes), 0, 0, NULL, 0, NULL},
+    {"accept_bulk", K_BOOL, M(accept_bulk), 0, 0, NULL, 0, NULL},
+    {"attach_original", K_BOOL, M(attach_original), 0, 0, NULL, 0, NULL},
+    {"start", K_START, M(start), 0, 0, NULL, M(start_since), NULL},
+    {"allow_channel_mentions", K_BOOL, M(allow_channel_mentions), 0, 0, NULL, 0, NULL},
+    {"allow_remote_images", K_BOOL, M(allow_remote_images), 0, 0, NULL, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef M
 
 #define R(f) offsetof(struct mf_replies, f)
 static const struct key_def replies_keys[] = {
-    {"account", K_STR, R(account), 0, 0, NULL, 0},
-    {"folder", K_STR, R(folder), 0, 0, NULL, 0},
-    {"after", K_AFTER, R(after), 0, 0, NULL, R(after_folder)},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"account", K_STR, R(account), 0, 0, NULL, 0, NULL},
+    {"folder", K_STR, R(folder), 0, 0, NULL, 0, NULL},
+    {"after", K_AFTER, R(after), 0, 0, NULL, R(after_folder), "seen"},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef R
 
 #define SM(f) offsetof(struct mf_smtp, f)
 static const struct key_def smtp_keys[] = {
-    {"url", K_STR, SM(url), 0, 0, NULL, 0},
-    {"username", K_STR, SM(username), 0, 0, NULL, 0},
-    {"password_file", K_PATH, SM(password_file), 0, 0, NULL, 0},
-    {"from", K_STR, SM(from), 0, 0, NULL, 0},
-    {"ca_file", K_PATH, SM(ca_file), 0, 0, NULL, 0},
-    {"tls_verify", K_BOOL, SM(tls_verify), 0, 0, NULL, 0},
-    {"timeout", K_DURATION, SM(timeout), 1, 0, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"url", K_STR, SM(url), 0, 0, NULL, 0, NULL},
+    {"username", K_STR, SM(username), 0, 0, NULL, 0, NULL},
+    {"password_file", K_PATH, SM(password_file), 0, 0, NULL, 0, NULL},
+    {"from", K_STR, SM(from), 0, 0, NULL, 0, NULL},
+    {"ca_file", K_PATH, SM(ca_file), 0, 0, NULL, 0, NULL},
+    {"tls_verify", K_BOOL, SM(tls_verify), 0, 0, NULL, 0, "yes"},
+    {"timeout", K_DURATION, SM(timeout), 1, 0, NULL, 0, "60s"},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef SM
 
 #define D(f) offsetof(struct mf_digest, f)
 static const struct key_def digest_keys[] = {
-    {"hour", K_INT, D(hour), 0, 23, NULL, 0},
-    {"timezone", K_TIMEZONE, D(timezone), 0, 0, NULL, 0},
-    {"weekly_day", K_WEEKDAY, D(weekly_day), 0, 0, NULL, 0},
-    {"max_items", K_INT, D(max_items), 1, 1000, NULL, 0},
-    {"subscribers", K_ENUM, D(subscribers), 0, 0, subscribers_names, 0},
-    {"public_url", K_PUBLICURL, D(public_url), 0, 0, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"hour", K_INT, D(hour), 0, 23, NULL, 0, "7"},
+    {"timezone", K_TIMEZONE, D(timezone), 0, 0, NULL, 0, "UTC"},
+    {"weekly_day", K_WEEKDAY, D(weekly_day), 0, 0, NULL, 0, "monday"},
+    {"max_items", K_INT, D(max_items), 1, 1000, NULL, 0, "50"},
+    {"subscribers", K_ENUM, D(subscribers), 0, 0, subscribers_names, 0, NULL},
+    {"public_url", K_PUBLICURL, D(public_url), 0, 0, NULL, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef D
 
 #define SU(f) offsetof(struct mf_subscriber, f)
 static const struct key_def subscriber_keys[] = {
-    {"groups", K_LIST, SU(groups), 0, 0, NULL, 0},
-    {"frequency", K_ENUM, SU(frequency), 0, 0, freq_names, 0},
-    {"hour", K_INT, SU(hour), 0, 23, NULL, 0},
-    {"timezone", K_TIMEZONE, SU(timezone), 0, 0, NULL, 0},
-    {NULL, 0, 0, 0, 0, NULL, 0},
+    {"groups", K_LIST, SU(groups), 0, 0, NULL, 0, NULL},
+    {"frequency", K_ENUM, SU(frequency), 0, 0, freq_names, 0, "daily"},
+    {"hour", K_INT, SU(hour), 0, 23, NULL, 0, NULL},
+    {"timezone", K_TIMEZONE, SU(timezone), 0, 0, NULL, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef SU
 
@@ -367,62 +369,31 @@ static int valid_name(const char *s)
 	return 1;
 }
 
-static int valid_email(const char *s)
+static int key_set(struct loader *l, const struct key_def *k, void *obj, const char *v, char *err,
+		   size_t errlen);
+
+/* Gives each key of a section that has a default in its row that value,
+ * through the key's own parser: the defaults live in the rows only. */
+static void sect_defaults(struct loader *l, enum sect_kind kind, void *obj)
 {
-	const char *at = strrchr(s, '@');
-	if (!at || at == s || !at[1] || strlen(s) > 254)
-		return 0;
-	for (; *s; s++)
-		if ((unsigned char)*s <= ' ' || strchr("<>,;\"()", *s))
-			return 0;
-	return 1;
+	char err[256];
+	for (const struct key_def *k = kinds[kind].keys; k->name; k++) {
+		if (k->dflt && key_set(l, k, obj, k->dflt, err, sizeof err) < 0) {
+			char q[300];
+			log_error("config.bad_default key=%s error=%s", k->name,
+				  log_quote(err, q, sizeof q));
+			abort(); /* a row its own parser refuses: test_config catches it */
+		}
+	}
 }
 
-static void defaults_account(struct mf_account *a)
+static void defaults_config(struct loader *l)
 {
-	a->port = 0;
-	a->tls = TLS_IMPLICIT;
-	a->tls_verify = 1;
-	a->auth = AUTH_AUTO;
-	a->timeout = 60;
-	a->poll_interval = 30;
-	a->idle_restart = 25 * 60;
-	a->max_connections = 4;
-}
-
-static void defaults_mailbox(struct mf_mailbox *m) { m->after = AFTER_SEEN; }
-
-static void defaults_subscriber(struct mf_subscriber *s)
-{
-	s->frequency = FREQ_DAILY;
-	s->hour = -1;
-}
-
-static void defaults_config(struct mf_config *c)
-{
-	c->gateway.max_message_size = 25LL * 1024 * 1024;
-	c->gateway.thread_window = 14 * 86400L;
-	c->gateway.token_lifetime = 60 * 86400L;
-	c->gateway.parse_timeout = 20;
-	c->gateway.parse_memory = 512LL * 1024 * 1024;
-	c->gateway.keep_raw = 7 * 86400L;
-	c->gateway.notice_max_per_hour = 20;
-	c->feed.backend = FEED_LOCAL;
-	c->feed.post_as = POST_AS_INTEGRATION;
-	c->feed.tls_verify = 1;
-	c->feed.concurrency = 4;
-	c->feed.timeout = 30;
-	c->feed.connect_timeout = 10;
-	c->feed.max_retry_delay = 3600;
-	c->feed.dead_after = 2 * 86400L;
-	c->feed.max_file_size = 25LL * 1024 * 1024;
-	c->feed.max_files = 10;
-	c->replies.after = AFTER_SEEN;
-	c->smtp.tls_verify = 1;
-	c->smtp.timeout = 60;
-	c->digest.hour = 7;
-	c->digest.weekly_day = 1;
-	c->digest.max_items = 50;
+	static const enum sect_kind once[] = {S_GATEWAY, S_FEED, S_REPLIES, S_SMTP, S_DIGEST};
+	for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
+		struct sect s = {.kind = once[i]};
+		sect_defaults(l, once[i], sect_obj(l, &s));
+	}
 }
 
 /* The kind of section [word name], or S_UNKNOWN after saying what is
@@ -451,7 +422,7 @@ static enum sect_kind sect_check(struct loader *l, const char *word, const char 
 		diag_add(l, line, "section [%s] takes no name; write [%s]", title, word);
 		return S_UNKNOWN;
 	}
-	if (kind == S_SUBSCRIBER && !valid_email(name)) {
+	if (kind == S_SUBSCRIBER && !email_address_valid(name)) {
 		diag_add(l, line, "[%s]: '%s' is not an email address", title, name);
 		return S_UNKNOWN;
 	}
@@ -473,14 +444,15 @@ static enum sect_kind sect_check(struct loader *l, const char *word, const char 
 }
 
 /* Adds the config entry a new section fills; its index into s->idx. */
-static void sect_add_entry(struct mf_config *c, struct sect *s, const char *name, int line)
+static void sect_add_entry(struct loader *l, struct sect *s, const char *name, int line)
 {
+	struct mf_config *c = l->cfg;
 	switch (s->kind) {
 	case S_ACCOUNT:
 		c->accounts = xrealloc(c->accounts, (c->n_accounts + 1) * sizeof *c->accounts);
 		s->idx = c->n_accounts++;
 		memset(&c->accounts[s->idx], 0, sizeof c->accounts[s->idx]);
-		defaults_account(&c->accounts[s->idx]);
+		sect_defaults(l, S_ACCOUNT, &c->accounts[s->idx]);
 		c->accounts[s->idx].name = xstrdup(name);
 		c->accounts[s->idx].line = line;
 		break;
@@ -488,7 +460,7 @@ static void sect_add_entry(struct mf_config *c, struct sect *s, const char *name
 		c->mailboxes = xrealloc(c->mailboxes, (c->n_mailboxes + 1) * sizeof *c->mailboxes);
 		s->idx = c->n_mailboxes++;
 		memset(&c->mailboxes[s->idx], 0, sizeof c->mailboxes[s->idx]);
-		defaults_mailbox(&c->mailboxes[s->idx]);
+		sect_defaults(l, S_MAILBOX, &c->mailboxes[s->idx]);
 		c->mailboxes[s->idx].name = xstrdup(name);
 		c->mailboxes[s->idx].line = line;
 		break;
@@ -497,7 +469,8 @@ static void sect_add_entry(struct mf_config *c, struct sect *s, const char *name
 		    xrealloc(c->subscribers, (c->n_subscribers + 1) * sizeof *c->subscribers);
 		s->idx = c->n_subscribers++;
 		memset(&c->subscribers[s->idx], 0, sizeof c->subscribers[s->idx]);
-		defaults_subscriber(&c->subscribers[s->idx]);
+		sect_defaults(l, S_SUBSCRIBER, &c->subscribers[s->idx]);
+		c->subscribers[s->idx].hour = -1; /* [digest] hour */
 		c->subscribers[s->idx].email = xstrdup(name);
 		str_lower(c->subscribers[s->idx].email);
 		c->subscribers[s->idx].line = line;
@@ -526,7 +499,7 @@ static void sect_open(struct loader *l, char *text, int line)
 	name = str_trim(name);
 	s.title = *name ? xasprintf("%s %s", word, name) : xstrdup(word);
 	s.kind = sect_check(l, word, name, s.title, line);
-	sect_add_entry(l->cfg, &s, name, line);
+	sect_add_entry(l, &s, name, line);
 	l->sects = xrealloc(l->sects, (l->n_sects + 1) * sizeof *l->sects);
 	l->sects[l->n_sects] = s;
 	l->cur = (long)l->n_sects++;
@@ -667,24 +640,33 @@ static int listen_host_check(const char *v, size_t hlen, char *err, size_t errle
 	return -1;
 }
 
-/* K_ENUM (index into k->names) and K_WEEKDAY (0 = sunday): an int in field. */
-static int key_set_name(const struct key_def *k, char *field, const char *v, char *err,
-			size_t errlen)
+/* One parser per key type, in key_parsers[] below: each reads the text v
+ * of key k into its field of obj, or says in err why it cannot (-1). */
+#define KEY_PARSER(name)                                                                           \
+	static int name(struct loader *l, const struct key_def *k, void *obj, const char *v,       \
+			char *err, size_t errlen)
+#define FIELD(type) ((type *)(void *)((char *)obj + k->off))
+
+/* K_WEEKDAY: 0 = sunday; a day's name or its first three letters. */
+KEY_PARSER(parse_weekday)
 {
-	if (k->type == K_WEEKDAY) {
-		for (int i = 0; day_names[i]; i++) {
-			if (strcasecmp(v, day_names[i]) == 0 ||
-			    (strlen(v) == 3 && strncasecmp(v, day_names[i], 3) == 0)) {
-				*(int *)(void *)field = i;
-				return 0;
-			}
+	for (int i = 0; day_names[i]; i++) {
+		if (strcasecmp(v, day_names[i]) == 0 ||
+		    (strlen(v) == 3 && strncasecmp(v, day_names[i], 3) == 0)) {
+			*FIELD(int) = i;
+			return 0;
 		}
-		snprintf(err, errlen, "must be a day of the week (sunday .. saturday)");
-		return -1;
 	}
+	snprintf(err, errlen, "must be a day of the week (sunday .. saturday)");
+	return -1;
+}
+
+/* K_ENUM: the index into k->names. */
+KEY_PARSER(parse_enum)
+{
 	for (int i = 0; k->names[i]; i++) {
 		if (strcasecmp(v, k->names[i]) == 0) {
-			*(int *)(void *)field = i;
+			*FIELD(int) = i;
 			return 0;
 		}
 	}
@@ -697,68 +679,66 @@ static int key_set_name(const struct key_def *k, char *field, const char *v, cha
 	return -1;
 }
 
-/* K_DURATION, K_SIZE, K_BOOL, K_INT, K_ENUM, K_WEEKDAY: a number in field. */
-static int key_set_number(const struct key_def *k, char *field, const char *v, char *err,
-			  size_t errlen)
+/* K_DURATION: seconds in a long, at least min (at most max when set). */
+KEY_PARSER(parse_duration_key)
 {
 	long dur;
-	long long size;
-	int b;
+	if (parse_duration(v, &dur) < 0) {
+		snprintf(err, errlen, "is not a duration (e.g. 30s, 5m, 2h, 1d)");
+		return -1;
+	}
+	if (dur < k->min || (k->max && dur > k->max)) {
+		if (k->max)
+			snprintf(err, errlen, "must be between %llds and %llds", k->min, k->max);
+		else
+			snprintf(err, errlen, "must be at least %llds", k->min);
+		return -1;
+	}
+	*FIELD(long) = dur;
+	return 0;
+}
 
-	switch (k->type) {
-	case K_DURATION:
-		if (parse_duration(v, &dur) < 0) {
-			snprintf(err, errlen, "is not a duration (e.g. 30s, 5m, 2h, 1d)");
-			return -1;
-		}
-		if (dur < k->min || (k->max && dur > k->max)) {
-			if (k->max)
-				snprintf(err, errlen, "must be between %llds and %llds", k->min,
-					 k->max);
-			else
-				snprintf(err, errlen, "must be at least %llds", k->min);
-			return -1;
-		}
-		*(long *)(void *)field = dur;
-		return 0;
-	case K_SIZE:
-		if (parse_size(v, &size) < 0) {
-			snprintf(err, errlen, "is not a size (e.g. 512K, 25M, 1G)");
-			return -1;
-		}
-		if (size < k->min) {
-			snprintf(err, errlen, "must be at least %lld bytes", k->min);
-			return -1;
-		}
-		*(long long *)(void *)field = size;
-		return 0;
-	case K_BOOL:
-		if (parse_bool(v, &b) < 0) {
-			snprintf(err, errlen, "must be yes or no");
-			return -1;
-		}
-		*(int *)(void *)field = b;
-		return 0;
-	case K_INT: {
-		char *end;
-		errno = 0;
-		long n = strtol(v, &end, 10);
-		if (errno || end == v || *end || n < k->min || n > k->max) {
-			snprintf(err, errlen, "must be a whole number from %lld to %lld", k->min,
-				 k->max);
-			return -1;
-		}
-		*(int *)(void *)field = (int)n;
-		return 0;
+/* K_SIZE: bytes in a long long, at least min. */
+KEY_PARSER(parse_size_key)
+{
+	long long size;
+	if (parse_size(v, &size) < 0) {
+		snprintf(err, errlen, "is not a size (e.g. 512K, 25M, 1G)");
+		return -1;
 	}
-	default:
-		return key_set_name(k, field, v, err, errlen);
+	if (size < k->min) {
+		snprintf(err, errlen, "must be at least %lld bytes", k->min);
+		return -1;
 	}
+	*FIELD(long long) = size;
+	return 0;
+}
+
+KEY_PARSER(parse_bool_key)
+{
+	if (parse_bool(v, FIELD(int)) < 0) {
+		snprintf(err, errlen, "must be yes or no");
+		return -1;
+	}
+	return 0;
+}
+
+/* K_INT: an int in [min, max]. */
+KEY_PARSER(parse_int)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < k->min || n > k->max) {
+		snprintf(err, errlen, "must be a whole number from %lld to %lld", k->min, k->max);
+		return -1;
+	}
+	*FIELD(int) = (int)n;
+	return 0;
 }
 
 /* K_AFTER: the action in field, the folder of move:FOLDER at off2. */
-static int key_set_after(const struct key_def *k, void *obj, char *field, const char *v, char *err,
-			 size_t errlen)
+KEY_PARSER(parse_after)
 {
 	char **folder = (char **)(void *)((char *)obj + k->off2);
 	enum after_action a;
@@ -787,22 +767,21 @@ static int key_set_after(const struct key_def *k, void *obj, char *field, const 
 		free(*folder);
 		*folder = NULL;
 	}
-	*(int *)(void *)field = (int)a;
+	*FIELD(int) = (int)a;
 	return 0;
 }
 
 /* K_START: new, all or since:DURATION (the duration at off2). */
-static int key_set_start(const struct key_def *k, void *obj, char *field, const char *v, char *err,
-			 size_t errlen)
+KEY_PARSER(parse_start)
 {
 	long *since = (long *)(void *)((char *)obj + k->off2);
 	if (strcasecmp(v, "new") == 0) {
-		*(int *)(void *)field = START_NEW;
+		*FIELD(int) = START_NEW;
 	} else if (strcasecmp(v, "all") == 0) {
-		*(int *)(void *)field = START_ALL;
+		*FIELD(int) = START_ALL;
 	} else if (strncasecmp(v, "since:", 6) == 0 && parse_duration(v + 6, since) == 0 &&
 		   *since > 0) {
-		*(int *)(void *)field = START_SINCE;
+		*FIELD(int) = START_SINCE;
 	} else {
 		snprintf(err, errlen, "must be new, all or since:DURATION (e.g. since:7d)");
 		return -1;
@@ -814,7 +793,7 @@ static int key_set_start(const struct key_def *k, void *obj, char *field, const 
 static int reply_address_check(const char *v, char *err, size_t errlen)
 {
 	const char *at = strrchr(v, '@');
-	if (!valid_email(v) || !at) {
+	if (!email_address_valid(v) || !at) {
 		snprintf(err, errlen, "must be an address local@domain, e.g. feed@example.org");
 		return -1;
 	}
@@ -872,100 +851,124 @@ static int public_url_check(const char *v, char *err, size_t errlen)
 	return 0;
 }
 
-/* The types kept as the text written, once it passed its check.  0 valid,
- * -1 with err. */
-static int key_check_text(const struct key_def *k, const char *v, char *err, size_t errlen)
+/* K_TIMEZONE: a zone under /usr/share/zoneinfo. */
+static int timezone_check(const char *v, char *err, size_t errlen)
+{
+	if (timezone_exists(v))
+		return 0;
+	snprintf(err, errlen,
+		 "names no time zone under /usr/share/zoneinfo (e.g. UTC, Europe/Berlin, "
+		 "America/New_York)");
+	return -1;
+}
+
+static int log_level_check(const char *v, char *err, size_t errlen)
 {
 	enum log_level lvl;
-
-	switch (k->type) {
-	case K_TIMEZONE:
-		if (!timezone_exists(v)) {
-			snprintf(err, errlen,
-				 "names no time zone under /usr/share/zoneinfo (e.g. UTC, "
-				 "Europe/Berlin, America/New_York)");
-			return -1;
-		}
+	if (log_level_parse(v, &lvl) == 0)
 		return 0;
-	case K_LOGLEVEL:
-		if (log_level_parse(v, &lvl) < 0) {
-			snprintf(err, errlen, "must be debug, info, notice, warn or error");
-			return -1;
-		}
-		return 0;
-	case K_REPLYADDR:
-		return reply_address_check(v, err, errlen);
-	case K_LISTEN:
-		return listen_check(v, err, errlen);
-	case K_EMAIL:
-		if (!valid_email(v)) {
-			snprintf(err, errlen, "is not an email address");
-			return -1;
-		}
-		return 0;
-	case K_PUBLICURL:
-		return public_url_check(v, err, errlen);
-	default:
-		return 0;
-	}
+	snprintf(err, errlen, "must be debug, info, notice, warn or error");
+	return -1;
 }
+
+static int email_check(const char *v, char *err, size_t errlen)
+{
+	if (email_address_valid(v))
+		return 0;
+	snprintf(err, errlen, "is not an email address");
+	return -1;
+}
+
+/* The types kept as the text written, once it passed its check. */
+static int key_set_text(const struct key_def *k, void *obj, const char *v, char *err, size_t errlen,
+			int (*check)(const char *v, char *err, size_t errlen))
+{
+	if (check && check(v, err, errlen) < 0)
+		return -1;
+	free(*FIELD(char *));
+	*FIELD(char *) = xstrdup(v);
+	return 0;
+}
+
+KEY_PARSER(parse_str) { return key_set_text(k, obj, v, err, errlen, NULL); }
+KEY_PARSER(parse_timezone) { return key_set_text(k, obj, v, err, errlen, timezone_check); }
+KEY_PARSER(parse_log_level) { return key_set_text(k, obj, v, err, errlen, log_level_check); }
+KEY_PARSER(parse_reply_address)
+{
+	return key_set_text(k, obj, v, err, errlen, reply_address_check);
+}
+KEY_PARSER(parse_listen) { return key_set_text(k, obj, v, err, errlen, listen_check); }
+KEY_PARSER(parse_email) { return key_set_text(k, obj, v, err, errlen, email_check); }
+KEY_PARSER(parse_public_url) { return key_set_text(k, obj, v, err, errlen, public_url_check); }
+
+/* K_PATH: relative to the directory of the configuration file. */
+KEY_PARSER(parse_path)
+{
+	free(*FIELD(char *));
+	*FIELD(char *) = resolve_path(l, v);
+	return 0;
+}
+
+/* K_LIST and K_TAGS: comma-separated items; a repeated key adds more. */
+KEY_PARSER(parse_list)
+{
+	struct strlist *list = FIELD(struct strlist);
+	size_t before = list->n;
+	list_add_items(list, v, k->type == K_TAGS);
+	if (list->n == before && before == 0) {
+		snprintf(err, errlen, "needs at least one item (comma-separated)");
+		return -1;
+	}
+	return 0;
+}
+
+/* K_ROUTE: one rule, checked by route.c, kept as written. */
+KEY_PARSER(parse_route)
+{
+	struct route r;
+	if (route_parse(v, &r, err, errlen) < 0)
+		return -1;
+	route_free(&r);
+	strlist_add(FIELD(struct strlist), v);
+	return 0;
+}
+
+#undef FIELD
+#undef KEY_PARSER
+
+typedef int (*key_parser)(struct loader *l, const struct key_def *k, void *obj, const char *v,
+			  char *err, size_t errlen);
+static const key_parser key_parsers[] = {
+    [K_STR] = parse_str,
+    [K_PATH] = parse_path,
+    [K_DURATION] = parse_duration_key,
+    [K_SIZE] = parse_size_key,
+    [K_BOOL] = parse_bool_key,
+    [K_INT] = parse_int,
+    [K_ENUM] = parse_enum,
+    [K_LIST] = parse_list,
+    [K_ROUTE] = parse_route,
+    [K_TAGS] = parse_list,
+    [K_AFTER] = parse_after,
+    [K_START] = parse_start,
+    [K_TIMEZONE] = parse_timezone,
+    [K_WEEKDAY] = parse_weekday,
+    [K_LOGLEVEL] = parse_log_level,
+    [K_REPLYADDR] = parse_reply_address,
+    [K_LISTEN] = parse_listen,
+    [K_EMAIL] = parse_email,
+    [K_PUBLICURL] = parse_public_url,
+};
 
 static int key_set(struct loader *l, const struct key_def *k, void *obj, const char *v, char *err,
 		   size_t errlen)
 {
-	char *field = (char *)obj + k->off;
-	char **sp = (char **)(void *)field;
-
-	switch (k->type) {
-	case K_STR:
-	case K_TIMEZONE:
-	case K_LOGLEVEL:
-	case K_REPLYADDR:
-	case K_LISTEN:
-	case K_EMAIL:
-	case K_PUBLICURL:
-		if (key_check_text(k, v, err, errlen) < 0)
-			return -1;
-		free(*sp);
-		*sp = xstrdup(v);
-		return 0;
-	case K_PATH:
-		free(*sp);
-		*sp = resolve_path(l, v);
-		return 0;
-	case K_DURATION:
-	case K_SIZE:
-	case K_BOOL:
-	case K_INT:
-	case K_ENUM:
-	case K_WEEKDAY:
-		return key_set_number(k, field, v, err, errlen);
-	case K_LIST:
-	case K_TAGS: {
-		struct strlist *list = (struct strlist *)(void *)field;
-		size_t before = list->n;
-		list_add_items(list, v, k->type == K_TAGS);
-		if (list->n == before && before == 0) {
-			snprintf(err, errlen, "needs at least one item (comma-separated)");
-			return -1;
-		}
-		return 0;
+	if ((size_t)k->type >= sizeof key_parsers / sizeof key_parsers[0] ||
+	    !key_parsers[k->type]) {
+		snprintf(err, errlen, "cannot be set");
+		return -1;
 	}
-	case K_ROUTE: {
-		struct route r;
-		if (route_parse(v, &r, err, errlen) < 0)
-			return -1;
-		route_free(&r);
-		strlist_add((struct strlist *)(void *)field, v);
-		return 0;
-	}
-	case K_AFTER:
-		return key_set_after(k, obj, field, v, err, errlen);
-	case K_START:
-		return key_set_start(k, obj, field, v, err, errlen);
-	}
-	snprintf(err, errlen, "cannot be set");
-	return -1;
+	return key_parsers[k->type](l, k, obj, v, err, errlen);
 }
 
 static int loader_handle(void *user, const char *section, const char *name, const char *value)
@@ -1302,10 +1305,6 @@ static void validate_feed(struct loader *l, int check_secrets)
 		if (need[i])
 			diag_add(l, key_line(s, "backend"), "backend = %s needs '%s' in [feed]",
 				 bname, need[i]);
-	if (!f->login_url)
-		f->login_url = xstrdup("https://login.salesforce.com");
-	if (!f->api_version)
-		f->api_version = xstrdup("62.0");
 	if (f->backend == FEED_CHATTER) {
 		check_url(l, s, "instance_url", f->instance_url);
 		check_url(l, s, "login_url", f->login_url);
@@ -1348,12 +1347,6 @@ static void validate_rest(struct loader *l, int check_secrets)
 
 	if (!gs)
 		gs = &none;
-	if (!c->gateway.state)
-		c->gateway.state = xstrdup("/var/lib/mailfeed/state.db");
-	if (!c->gateway.log_level)
-		c->gateway.log_level = xstrdup("info");
-	if (!c->digest.timezone)
-		c->digest.timezone = xstrdup("UTC");
 	if (!c->gateway.secret_file && (c->gateway.reply_address || c->smtp.present))
 		diag_add(l, gs->line,
 			 "[gateway] needs secret_file (>= 32 random bytes) to sign reply and "
@@ -1494,6 +1487,21 @@ void diag_free(struct mf_diag *diag)
 		strlist_free(&diag->msgs);
 }
 
+static struct mf_config default_config;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_config_build(void)
+{
+	struct loader l = {.cur = -1, .cfg = &default_config};
+	defaults_config(&l);
+}
+
+const struct mf_config *config_default(void)
+{
+	pthread_once(&default_once, default_config_build);
+	return &default_config;
+}
+
 struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag)
 {
 	struct loader l = {.diag = diag, .path = path, .cur = -1};
@@ -1505,7 +1513,7 @@ struct mf_config *config_load(const char *path, int check_secrets, struct mf_dia
 	}
 	l.cfg = xcalloc(1, sizeof *l.cfg);
 	l.cfg->path = xstrdup(path);
-	defaults_config(l.cfg);
+	defaults_config(&l);
 	const char *slash = strrchr(path, '/');
 	if (slash)
 		l.dir = slash == path ? xstrdup("/") : xstrndup(path, (size_t)(slash - path));
@@ -1554,6 +1562,19 @@ const struct mf_account *config_account(const struct mf_config *cfg, const char 
 		if (strcmp(cfg->accounts[i].name, name) == 0)
 			return &cfg->accounts[i];
 	return NULL;
+}
+
+void config_apply_logging(const struct mf_config *c)
+{
+	enum log_level lvl;
+	if (c->gateway.log_level && log_level_parse(c->gateway.log_level, &lvl) == 0)
+		log_set_level(lvl);
+	log_set_format((enum log_format)c->gateway.log_format);
+}
+
+const char *feed_backend_name(enum feed_backend b)
+{
+	return (unsigned)b <= FEED_WEBHOOK ? backend_names[b] : "?";
 }
 
 const char *after_action_name(enum after_action a)

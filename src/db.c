@@ -91,9 +91,11 @@ static int sqlite_connect(struct db *db, char *err, size_t errlen, int *unavaila
 	char *msg = NULL;
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(db->sq, 30000);
+		/* the settings of store.c's connections */
 		rc = sqlite3_exec(db->sq,
 				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-				  "PRAGMA foreign_keys=ON;",
+				  "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
+				  "PRAGMA wal_autocheckpoint=8192;",
 				  NULL, NULL, &msg);
 	}
 	if (rc == SQLITE_OK)

@@ -114,6 +114,13 @@ int dbpg_exec(struct db *db, const char *sql)
 		return -1;
 	PGresult *res = PQexec(db->pg, sql);
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if ((st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) && strcmp(sql, "COMMIT") == 0 &&
+	    strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
+		/* COMMIT of a transaction a failed statement aborted */
+		db_set_error(db, DB_ERR_SQL, "the transaction had failed and was rolled back");
+		PQclear(res);
+		return -1;
+	}
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
 		note_changes(db, res);
 		PQclear(res);

@@ -27,7 +27,7 @@
 /* Seconds until the next attempt after the attempts-th failure. */
 static long backoff_delay(const struct mf_config *cfg, long attempts, long retry_after)
 {
-	long cap = cfg->feed.max_retry_delay > 0 ? cfg->feed.max_retry_delay : 3600;
+	long cap = cfg->feed.max_retry_delay;
 	long d = OUTBOX_BASE_DELAY;
 	for (long i = 0; i < attempts && d < cap; i++)
 		d *= 2;
@@ -71,7 +71,7 @@ static int record(struct store *st, const struct mf_config *cfg, const struct ou
 	const char *err = r->status == FEED_OK ? "the feed service returned no id"
 			  : r->error[0]	       ? r->error
 					       : "temporary failure";
-	long dead_after = cfg->feed.dead_after > 0 ? cfg->feed.dead_after : 2 * 86400L;
+	long dead_after = cfg->feed.dead_after;
 	if (now - l->created >= dead_after) {
 		char *why = xasprintf("gave up after %ld attempts over %ld s: %s", l->attempts + 1,
 				      (long)(now - l->created), err);
@@ -304,7 +304,7 @@ size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_
 {
 	if (ops && ops->batch > 0)
 		return ops->batch;
-	return (size_t)(cfg->feed.concurrency > 0 ? cfg->feed.concurrency : 4) * 4;
+	return (size_t)cfg->feed.concurrency * 4;
 }
 
 int outbox_deliver_due(struct store *st, const struct mf_config *cfg,

@@ -90,7 +90,7 @@ static sqlite3_stmt *run_stmt(struct run *r, enum run_query id)
 	if (!r->q[id]) {
 		if (sqlite3_prepare_v2(store_db(r->st), run_sql[id], -1, &r->q[id], NULL) !=
 		    SQLITE_OK) {
-			log_error("digest.error error=\"%s\"", store_errmsg(r->st));
+			log_error("digest.error error=%s", LOG_Q(store_errmsg(r->st)));
 			return NULL;
 		}
 	} else {
@@ -334,9 +334,10 @@ static void job_finish(struct run *r, struct job *j)
 		return;
 	}
 	if (j->state == STORE_FAILED) {
-		log_error("digest.error to=%s period=%s error=\"cannot record the send, not sent: "
-			  "%s\"",
-			  log_quote(j->sub->email, q, sizeof q), j->period, store_errmsg(r->st));
+		log_error("digest.error to=%s period=%s error=\"cannot record the send, not sent\" "
+			  "detail=%s",
+			  log_quote(j->sub->email, q, sizeof q), j->period,
+			  LOG_Q(store_errmsg(r->st)));
 		r->failed++;
 		j->sub->retry = 1;
 		return;
@@ -805,7 +806,7 @@ static int run_prepare(struct run *r)
 {
 	char err[512];
 	if (token_secret_load(r->cfg, &r->secret, &r->secretlen, err, sizeof err) < 0) {
-		log_error("digest.error error=\"%s\"", err);
+		log_error("digest.error error=%s", LOG_Q(err));
 		return -1;
 	}
 	r->from_addr = compose_address_of(r->cfg->smtp.from);
@@ -833,6 +834,73 @@ int digest_run_paced(struct store *st, const struct mf_config *cfg,
 	return run_all(st, cfg, ops, feed_ctx, now, 0, NULL, keep_going, arg);
 }
 
+/* One pass over the subscriptions of their own (pass 0) or the feed
+ * members (pass 1), a batch at a time, each batch's mails sent before the
+ * next is read.  1 when keep_going said stop, else 0 (r->failed < 0 on a
+ * store error). */
+static int run_pass(struct run *r, int pass, int force, const char *only_email,
+		    int (*keep_going)(void *arg), void *arg, struct subscriber *subs)
+{
+	char *after_email = xstrdup(""), *after_freq = xstrdup("");
+	int stopped = 0;
+	for (;;) {
+		int n = subscribers_load(r->st, r->cfg, pass, only_email, after_email, after_freq,
+					 subs);
+		if (n < 0) {
+			log_error("digest.error error=\"cannot read the subscribers\" detail=%s",
+				  LOG_Q(store_errmsg(r->st)));
+			r->failed = -1;
+			break;
+		}
+		if (n > 0 && !r->from_addr && run_prepare(r) < 0)
+			r->failed = -1;
+		for (int i = 0; i < n && r->failed >= 0 && !stopped; i++) {
+			if (keep_going && !keep_going(arg))
+				stopped = 1;
+			else
+				subscriber_due(r, &subs[i], force);
+		}
+		flush_jobs(r);
+		for (int i = 0; i < n; i++)
+			each_finish(r, &subs[i]);
+		if (n > 0) {
+			free(after_email);
+			free(after_freq);
+			after_email = xstrdup(subs[n - 1].email);
+			after_freq = xstrdup(frequency_name(subs[n - 1].freq));
+		}
+		for (int i = 0; i < n; i++)
+			subscribers_clear(&subs[i]);
+		if (n < SUBSCRIBERS_BATCH || r->failed < 0 || stopped)
+			break;
+	}
+	free(after_email);
+	free(after_freq);
+	return stopped;
+}
+
+/* Marks the last accepted mails 'sent' and lets go of what the run held. */
+static void run_end(struct run *r)
+{
+	if (r->sent_email.n && store_begin(r->st) == 0) {
+		if (mark_accepted(r) < 0)
+			store_rollback(r->st);
+		else
+			store_commit(r->st);
+	}
+	run_sync(r, 1);
+	forget_accepted(r);
+	group_reads_free(r);
+	for (int i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(r->q[i]);
+	smtp_free(r->smtp);
+	free(r->from_addr);
+	if (r->secret) {
+		memset(r->secret, 0, r->secretlen);
+		free(r->secret);
+	}
+}
+
 static int run_all(struct store *st, const struct mf_config *cfg,
 		   const struct feed_backend_ops *ops, void *feed_ctx, time_t now, int force,
 		   const char *only_email, int (*keep_going)(void *arg), void *arg)
@@ -850,60 +918,10 @@ static int run_all(struct store *st, const struct mf_config *cfg,
 		subscribers_refresh_members(st, cfg, ops, feed_ctx, now, 0);
 	subs = xcalloc(SUBSCRIBERS_BATCH, sizeof *subs);
 	run_sync(&r, 0);
-	for (int pass = 0; pass <= feed && r.failed >= 0 && !stopped; pass++) {
-		char *after_email = xstrdup(""), *after_freq = xstrdup("");
-		for (;;) {
-			int n = subscribers_load(st, cfg, pass, only_email, after_email, after_freq,
-						 subs);
-			if (n < 0) {
-				log_error("digest.error error=\"cannot read the subscribers: %s\"",
-					  store_errmsg(st));
-				r.failed = -1;
-				break;
-			}
-			if (n > 0 && !r.from_addr && run_prepare(&r) < 0)
-				r.failed = -1;
-			for (int i = 0; i < n && r.failed >= 0 && !stopped; i++) {
-				if (keep_going && !keep_going(arg))
-					stopped = 1;
-				else
-					subscriber_due(&r, &subs[i], force);
-			}
-			flush_jobs(&r);
-			for (int i = 0; i < n; i++)
-				each_finish(&r, &subs[i]);
-			if (n > 0) {
-				free(after_email);
-				free(after_freq);
-				after_email = xstrdup(subs[n - 1].email);
-				after_freq = xstrdup(frequency_name(subs[n - 1].freq));
-			}
-			for (int i = 0; i < n; i++)
-				subscribers_clear(&subs[i]);
-			if (n < SUBSCRIBERS_BATCH || r.failed < 0 || stopped)
-				break;
-		}
-		free(after_email);
-		free(after_freq);
-	}
-	if (r.sent_email.n && store_begin(st) == 0) {
-		if (mark_accepted(&r) < 0)
-			store_rollback(st);
-		else
-			store_commit(st);
-	}
-	run_sync(&r, 1);
-	forget_accepted(&r);
-	group_reads_free(&r);
-	for (int i = 0; i < Q_COUNT; i++)
-		sqlite3_finalize(r.q[i]);
+	for (int pass = 0; pass <= feed && r.failed >= 0 && !stopped; pass++)
+		stopped = run_pass(&r, pass, force, only_email, keep_going, arg, subs);
+	run_end(&r);
 	free(subs);
-	smtp_free(r.smtp);
-	free(r.from_addr);
-	if (r.secret) {
-		memset(r.secret, 0, r.secretlen);
-		free(r.secret);
-	}
 	if (stopped)
 		log_info("digest.paused sent=%d reason=\"stopping; the rest goes with the next "
 			 "run\"",

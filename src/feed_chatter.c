@@ -1578,8 +1578,8 @@ static void chatter_deliver_one(void *ctx, struct http_client *hc, const struct 
 	struct feed_item routed = *item;
 	if (record) {
 		routed.group = record;
-		log_info("chatter.routed outbox_id=%lld record=%s by=\"%s\"", (long long)item->id,
-			 record, why);
+		log_info("chatter.routed outbox_id=%lld record=%s by=%s", (long long)item->id,
+			 record, LOG_Q(why));
 	}
 	const struct feed_item *it = &routed;
 	char *author = NULL;
@@ -1699,8 +1699,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 	memset(&res, 0, sizeof(res));
 	char *record = NULL, why[300];
 	if (sf_route(ch, hc, orig, &record, why, sizeof why, &res) < 0) {
-		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)orig->id, res.error);
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=%s", (long long)orig->id,
+			 LOG_Q(res.error));
 		return -1;
 	}
 	struct feed_item routed = *orig;
@@ -1711,8 +1711,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 	/* as the integration user, with the From line */
 	char *actor = NULL;
 	if (sf_actor(ch, hc, ch->f->username, &actor, &res) != 0) {
-		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)item->id, res.error);
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=%s", (long long)item->id,
+			 LOG_Q(res.error));
 		free(record);
 		return -1;
 	}
@@ -1736,8 +1736,8 @@ static int chatter_reconcile(void *ctx, const struct feed_item *orig, char **rem
 	sf_want_clear(&w);
 	free(record);
 	if (f < 0)
-		log_warn("chatter.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)item->id, res.error);
+		log_warn("chatter.reconcile_failed outbox_id=%lld error=%s", (long long)item->id,
+			 LOG_Q(res.error));
 	return f;
 }
 
@@ -1955,18 +1955,6 @@ static int sf_member_frequency(const char *code, enum frequency *f)
 	return -1;
 }
 
-/* An address usable as an SMTP recipient: printable ASCII, one @. */
-static int sf_member_email_ok(const char *e)
-{
-	const char *at = e ? strchr(e, '@') : NULL;
-	if (!at || at == e || !at[1] || strchr(at + 1, '@') || strlen(e) > 254)
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)e; *p; p++)
-		if (*p <= ' ' || *p >= 0x7f || strchr("<>()[],;:\\\"", *p))
-			return 0;
-	return 1;
-}
-
 int feed_chatter_parse_members(const char *json, size_t len, struct feed_member **members,
 			       size_t *n, char **next)
 {
@@ -1998,7 +1986,7 @@ int feed_chatter_parse_members(const char *json, size_t len, struct feed_member 
 		const char *email = json_is_object(m) ? sf_str(m, "Email") : NULL;
 		const char *name = json_is_object(m) ? sf_str(m, "Name") : NULL;
 		enum frequency f;
-		if (!sf_member_email_ok(email) ||
+		if (!email_address_valid(email) ||
 		    sf_member_frequency(sf_str(rec, "NotificationFrequency"), &f) < 0)
 			continue;
 		*members = xrealloc(*members, (*n + 1) * sizeof(**members));

@@ -156,7 +156,7 @@ void feed_http_split(const char *text, size_t budget, size_t fixed, size_t min_f
 		     struct strlist *parts)
 {
 	size_t first = fixed + min_first < budget ? budget - fixed : min_first;
-	utf8_split(text ? text : "", first, budget > 200 ? budget - 100 : budget, parts);
+	utf8_split(text ? text : "", first, budget > 100 ? budget - 100 : budget, parts);
 	if (parts->n == 0)
 		strlist_add(parts, "");
 }

@@ -28,7 +28,7 @@
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
-#include "mailfeed/outbox.h"
+#include "mailfeed/utf8.h"
 #include "mailfeed/util.h"
 
 #define LOCAL_ATOM_MAX 1000
@@ -91,9 +91,9 @@ static int local_open(const struct mf_config *cfg, struct store *st, void **ctx,
 	struct local_ctx *c = xcalloc(1, sizeof *c);
 	c->st = st;
 	c->dir = xstrdup(dir);
-	c->full_batch = outbox_batch_size(cfg, &feed_local_ops);
-	c->max_file_size = cfg->feed.max_file_size > 0 ? cfg->feed.max_file_size : 25LL * 1024 * 1024;
-	c->max_files = cfg->feed.max_files > 0 ? cfg->feed.max_files : 10;
+	c->full_batch = LOCAL_BATCH; /* the batch the outbox hands over (ops.batch) */
+	c->max_file_size = cfg->feed.max_file_size;
+	c->max_files = cfg->feed.max_files;
 	*ctx = c;
 	return 0;
 }
@@ -183,9 +183,7 @@ char *feed_local_safe_name(const char *name)
 		/* keep a short extension: the part that says what the file is */
 		const char *dot = strrchr(s, '.');
 		size_t ext = dot && strlen(dot) <= 16 ? strlen(dot) : 0;
-		size_t keep = FEED_LOCAL_NAME_MAX - ext;
-		while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
-			keep--;
+		size_t keep = utf8_cut(s, len, FEED_LOCAL_NAME_MAX - ext);
 		memmove(s + keep, s + len - ext, ext + 1);
 	}
 	return s;
@@ -672,7 +670,7 @@ static int local_render(struct local_ctx *c, const char *group)
 	struct buf b;
 	int rc = 0;
 	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, &rows, &n) < 0) {
-		log_error("local.error group=%s error=\"%s\"", group, store_errmsg(c->st));
+		log_error("local.error group=%s error=%s", group, LOG_Q(store_errmsg(c->st)));
 		return -1;
 	}
 	buf_init(&b);
@@ -684,7 +682,7 @@ static int local_render(struct local_ctx *c, const char *group)
 		else
 			txt_render(&b, &o, group, rows, n);
 		if (out_close(&o, &b) < 0) {
-			log_error("local.error file=%s error=\"%s\"", o.path, strerror(errno));
+			log_error("local.error file=%s error=%s", o.path, LOG_Q(strerror(errno)));
 			rc = -1;
 		}
 		free(o.path);
@@ -831,7 +829,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 	}
 	char *files = files_keep(c, it, r->error, sizeof r->error);
 	if (!files) {
-		log_error("local.error key=%s error=\"%s\"", it->key, r->error);
+		log_error("local.error key=%s error=%s", it->key, LOG_Q(r->error));
 		r->status = FEED_RETRY;
 		return;
 	}

@@ -985,8 +985,8 @@ static int mm_reconcile(void *ctx, const struct feed_item *item, char **remote_i
 	json_t *list =
 	    mm_channel_posts(mm, mm->pool.clients[0], item->group, mm_lookback_ms(mm), &res);
 	if (!list) {
-		log_warn("mattermost.reconcile_failed outbox_id=%lld error=\"%s\"",
-			 (long long)item->id, res.error);
+		log_warn("mattermost.reconcile_failed outbox_id=%lld error=%s", (long long)item->id,
+			 LOG_Q(res.error));
 		return -1;
 	}
 	const char *id = mm_find_key(list, item->key);

@@ -31,6 +31,7 @@
 #include "mailfeed/feed_http.h"
 #include "mailfeed/http.h"
 #include "mailfeed/log.h"
+#include "mailfeed/message.h"
 #include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
@@ -94,14 +95,11 @@ static void webhook_close(void *ctx)
 	free(c);
 }
 
-static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
-
 static json_t *base64_of(const unsigned char *data, size_t n)
 {
 	if (n > (size_t)INT32_MAX / 2)
 		return json_null();
-	char *out = xmalloc(4 * ((n + 2) / 3) + 1);
-	EVP_EncodeBlock((unsigned char *)out, data, (int)n);
+	char *out = base64_encode(data, n);
 	json_t *j = json_string(out);
 	free(out);
 	return j;
@@ -118,18 +116,18 @@ static char *webhook_body(const struct webhook_ctx *c, const struct feed_item *i
 	json_object_set_new(o, "key", json_string(it->key));
 	json_object_set_new(o, "group", json_string(it->group));
 	json_object_set_new(o, "parent",
-			    it->kind == FEED_COMMENT ? str_or_null(it->parent_remote_id)
+			    it->kind == FEED_COMMENT ? json_str_or_null(it->parent_remote_id)
 						     : json_null());
 	json_object_set_new(o, "author",
-			    json_pack("{s:o, s:o, s:b}", "name", str_or_null(it->author_name),
-				      "email", str_or_null(it->author_email), "verified",
+			    json_pack("{s:o, s:o, s:b}", "name", json_str_or_null(it->author_name),
+				      "email", json_str_or_null(it->author_email), "verified",
 				      it->author_verified));
 	json_object_set_new(o, "subject", json_string(it->subject ? it->subject : ""));
 	json_object_set_new(o, "text", json_string(it->text ? it->text : ""));
 	for (size_t i = 0; it->hashtags && i < it->hashtags->n; i++)
 		json_array_append_new(tags, json_string(it->hashtags->v[i]));
 	json_object_set_new(o, "hashtags", tags);
-	json_object_set_new(o, "message_id", str_or_null(it->message_id));
+	json_object_set_new(o, "message_id", json_str_or_null(it->message_id));
 	json_object_set_new(
 	    o, "date", it->date ? json_string(time_iso(it->date, when, sizeof when)) : json_null());
 	for (size_t i = 0; i < it->n_attachments; i++) {
@@ -137,7 +135,7 @@ static char *webhook_body(const struct webhook_ctx *c, const struct feed_item *i
 		json_t *f = json_pack(
 		    "{s:s, s:s, s:I, s:o}", "filename", a->filename ? a->filename : "attachment",
 		    "content_type", a->content_type ? a->content_type : "application/octet-stream",
-		    "size", (json_int_t)a->size, "sha256", str_or_null(a->sha256));
+		    "size", (json_int_t)a->size, "sha256", json_str_or_null(a->sha256));
 		int ok = a->data &&
 			 (c->max_file_size <= 0 || (long long)a->size <= c->max_file_size) &&
 			 (c->max_files <= 0 || with_data < c->max_files);

@@ -310,8 +310,8 @@ static void http_xfer_finish(struct http_xfer *x, CURLcode rc)
 	const char *q = strchr(r->url, '?');
 	int ulen = q ? (int)(q - r->url) : (int)strlen(r->url);
 	if (r->curl_failed)
-		log_info("http.fail method=%s url=%.*s error=\"%s\" elapsed=%.3f", r->method, ulen,
-			 r->url, r->error, r->elapsed);
+		log_info("http.fail method=%s url=%.*s error=%s elapsed=%.3f", r->method, ulen,
+			 r->url, LOG_Q(r->error), r->elapsed);
 	else
 		log_debug("http.done method=%s url=%.*s status=%ld bytes=%zu elapsed=%.3f",
 			  r->method, ulen, r->url, r->status, r->response.len, r->elapsed);

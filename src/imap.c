@@ -903,20 +903,9 @@ static struct mailimap_set *set_of(const uint32_t *uids, size_t n)
 
 static time_t imap_date_to_time(const struct mailimap_date_time *d)
 {
-	struct tm tm = {0};
-	if (!d)
-		return 0;
-	tm.tm_year = d->dt_year - 1900;
-	tm.tm_mon = d->dt_month - 1;
-	tm.tm_mday = d->dt_day;
-	tm.tm_hour = d->dt_hour;
-	tm.tm_min = d->dt_min;
-	tm.tm_sec = d->dt_sec;
-	time_t t = timegm(&tm);
-	int zone = d->dt_zone; /* +hhmm */
-	int sign = zone < 0 ? -1 : 1;
-	zone *= sign;
-	return t - sign * ((zone / 100) * 3600 + (zone % 100) * 60);
+	return d ? time_from_parts(d->dt_year, d->dt_month, d->dt_day, d->dt_hour, d->dt_min,
+				   d->dt_sec, d->dt_zone)
+		 : 0;
 }
 
 struct meta {

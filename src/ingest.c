@@ -19,47 +19,6 @@
 #include "mailfeed/notice.h"
 #include "mailfeed/util.h"
 
-#define HEADER_SCAN_LIMIT (256 * 1024)
-
-/* Message-ID of a raw message from a bounded scan of its header block (no
- * MIME parsing here).  Owned result without <>, or NULL. */
-static char *header_message_id(const char *raw, size_t len)
-{
-	size_t n = len < HEADER_SCAN_LIMIT ? len : HEADER_SCAN_LIMIT;
-	size_t i = 0;
-	while (i < n) {
-		size_t eol = i;
-		while (eol < n && raw[eol] != '\n')
-			eol++;
-		size_t linelen = eol - i;
-		if (linelen == 0 || (linelen == 1 && raw[i] == '\r'))
-			break; /* end of header block */
-		if (linelen > 11 && strncasecmp(raw + i, "Message-ID:", 11) == 0) {
-			/* the value may be folded onto the next lines */
-			size_t end = eol;
-			while (end + 1 < n && (raw[end + 1] == ' ' || raw[end + 1] == '\t')) {
-				end++;
-				while (end < n && raw[end] != '\n')
-					end++;
-			}
-			const char *lt = memchr(raw + i + 11, '<', end - i - 11);
-			if (lt) {
-				const char *gt = memchr(lt, '>', (size_t)(raw + end - lt));
-				if (gt && gt - lt > 1 && gt - lt < 1000) {
-					char *id = xstrndup(lt + 1, (size_t)(gt - lt - 1));
-					for (char *p = id; *p; p++)
-						if ((unsigned char)*p < 0x21 || *p == 0x7f)
-							*p = '_';
-					return id;
-				}
-			}
-			return NULL;
-		}
-		i = eol + 1;
-	}
-	return NULL;
-}
-
 struct store_ctx {
 	struct store *st;
 	const char *key;
@@ -111,7 +70,7 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	char *msgid = NULL;
 	int inserted = 0;
 	if (f->raw) {
-		msgid = header_message_id(f->raw, f->raw_len);
+		msgid = raw_header_message_id(f->raw, f->raw_len);
 	} else {
 		snprintf(reason, sizeof reason,
 			 "too large: %u bytes, max_message_size is %lld bytes", f->size,
@@ -147,8 +106,8 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	if (inserted) {
 		c->inserted++;
 		if (!f->raw) {
-			log_warn("message.skipped mailbox=%s uid=%u reason=\"%s\"", c->key, f->uid,
-				 reason);
+			log_warn("message.skipped mailbox=%s uid=%u reason=%s", c->key, f->uid,
+				 LOG_Q(reason));
 			c->big = xrealloc(c->big, (c->nbig + 1) * sizeof *c->big);
 			c->big_size = xrealloc(c->big_size, (c->nbig + 1) * sizeof *c->big_size);
 			c->big[c->nbig] = f->uid;
@@ -510,7 +469,7 @@ static int dead_marks(struct imap_session *s, struct store *st, const char *key,
 		}
 		if (n && imap_keyword(s, DEAD_KEYWORD, steps[i].add, uids, n, err, errlen) < 0)
 			/* a lost connection shows at the next command */
-			log_warn("imap.keyword_failed mailbox=%s error=\"%s\"", key, err);
+			log_warn("imap.keyword_failed mailbox=%s error=%s", key, LOG_Q(err));
 		if (n) {
 			store_acks_set(st, key, uidvalidity, uids, n, steps[i].acked);
 			log_info("imap.%s mailbox=%s keyword=%s count=%zu",
@@ -551,8 +510,8 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 		if (arc == IMAP_REFUSED) {
 			/* the server is fine, these messages are not: they wait,
 			 * the rest of the work goes on */
-			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=\"%s\"",
-				 key, after_action_name(a), n, err);
+			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=%s", key,
+				 after_action_name(a), n, LOG_Q(err));
 			acks_note(st, key, fs.uidvalidity, uids, n, err, now);
 			free(uids);
 			uids = NULL;

@@ -82,32 +82,7 @@ void jwt_key_free(struct jwt_key *k)
 	free(k);
 }
 
-char *jwt_base64url(const unsigned char *in, size_t n)
-{
-	static const char tbl[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	char *out = xmalloc((n + 2) / 3 * 4 + 1);
-	size_t o = 0, i = 0;
-	for (; i + 2 < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-		out[o++] = tbl[v >> 18 & 63];
-		out[o++] = tbl[v >> 12 & 63];
-		out[o++] = tbl[v >> 6 & 63];
-		out[o++] = tbl[v & 63];
-	}
-	if (n - i == 1) {
-		unsigned v = (unsigned)in[i] << 16;
-		out[o++] = tbl[v >> 18 & 63];
-		out[o++] = tbl[v >> 12 & 63];
-	} else if (n - i == 2) {
-		unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-		out[o++] = tbl[v >> 18 & 63];
-		out[o++] = tbl[v >> 12 & 63];
-		out[o++] = tbl[v >> 6 & 63];
-	}
-	out[o] = '\0';
-	return out;
-}
+char *jwt_base64url(const unsigned char *in, size_t n) { return base64url_encode(in, n); }
 
 char *jwt_sign_rs256(struct jwt_key *k, const char *claims_json, char *err, size_t errlen)
 {

@@ -1,4 +1,5 @@
 /* main.c — `mailfeed` entry point: global options and sub-command dispatch. */
+#include <curl/curl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -82,9 +83,18 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++)
-		if (strcmp(argv[i], commands[c].name) == 0)
-			return commands[c].fn(argc - i, argv + i, config);
+	for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+		if (strcmp(argv[i], commands[c].name) != 0)
+			continue;
+		/* libcurl (HTTP feeds, SMTP) is set up here, once, before any
+		 * thread exists; the parse worker never uses it. */
+		if (commands[c].fn != cmd_parse_worker &&
+		    curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+			fprintf(stderr, "mailfeed: cannot initialise libcurl\n");
+			return 1;
+		}
+		return commands[c].fn(argc - i, argv + i, config);
+	}
 	fprintf(stderr, "mailfeed: unknown command '%s' (see mailfeed --help)\n", argv[i]);
 	return 2;
 }

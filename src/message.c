@@ -9,7 +9,6 @@
  * length against the frame and every string for UTF-8, as a JSON parser
  * would.  Both directions live here next to each other and must stay
  * symmetric. */
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -69,7 +68,7 @@ static json_t *jstr(const char *s)
 	return j;
 }
 
-static json_t *str_or_null(const char *s) { return s ? jstr(s) : json_null(); }
+json_t *json_str_or_null(const char *s) { return s ? jstr(s) : json_null(); }
 
 static json_t *list_json(const struct strlist *l)
 {
@@ -82,15 +81,13 @@ static json_t *list_json(const struct strlist *l)
 static json_t *attachment_json(const struct mf_attachment *a, int with_data)
 {
 	json_t *o = json_object();
-	json_object_set_new(o, "filename", str_or_null(a->filename));
-	json_object_set_new(o, "content_type", str_or_null(a->content_type));
+	json_object_set_new(o, "filename", json_str_or_null(a->filename));
+	json_object_set_new(o, "content_type", json_str_or_null(a->content_type));
 	json_object_set_new(o, "size", json_integer((json_int_t)a->size));
 	json_object_set_new(o, "sha256", json_string(a->sha256));
 	json_object_set_new(o, "inline", json_boolean(a->is_inline));
 	if (with_data && a->data) {
-		size_t enc = 4 * ((a->size + 2) / 3) + 1;
-		char *b64 = xmalloc(enc);
-		EVP_EncodeBlock((unsigned char *)b64, a->data, (int)a->size);
+		char *b64 = base64_encode(a->data, a->size);
 		json_object_set_new(o, "data", json_string(b64));
 		free(b64);
 	}
@@ -101,32 +98,32 @@ json_t *message_to_json(const struct mf_message *m, int with_data)
 {
 	json_t *o = json_object();
 	char when[32];
-	json_object_set_new(o, "subject", str_or_null(m->subject));
-	json_object_set_new(o, "subject_norm", str_or_null(m->subject_norm));
+	json_object_set_new(o, "subject", json_str_or_null(m->subject));
+	json_object_set_new(o, "subject_norm", json_str_or_null(m->subject_norm));
 	json_object_set_new(o, "from",
-			    json_pack("{s:o,s:o}", "name", str_or_null(m->from_name), "email",
-				      str_or_null(m->from_email)));
-	json_object_set_new(o, "reply_to", str_or_null(m->reply_to));
-	json_object_set_new(o, "message_id", str_or_null(m->message_id));
-	json_object_set_new(o, "in_reply_to", str_or_null(m->in_reply_to));
+			    json_pack("{s:o,s:o}", "name", json_str_or_null(m->from_name), "email",
+				      json_str_or_null(m->from_email)));
+	json_object_set_new(o, "reply_to", json_str_or_null(m->reply_to));
+	json_object_set_new(o, "message_id", json_str_or_null(m->message_id));
+	json_object_set_new(o, "in_reply_to", json_str_or_null(m->in_reply_to));
 	json_object_set_new(o, "references", list_json(&m->references));
 	json_object_set_new(o, "to", list_json(&m->to));
 	json_object_set_new(o, "cc", list_json(&m->cc));
 	json_object_set_new(o, "recipients_hint", list_json(&m->recipients_hint));
 	json_object_set_new(
 	    o, "date", m->date ? json_string(time_iso(m->date, when, sizeof when)) : json_null());
-	json_object_set_new(o, "part", str_or_null(m->part));
+	json_object_set_new(o, "part", json_str_or_null(m->part));
 	json_object_set_new(o, "full_text", jstr(m->full_text ? m->full_text : ""));
 	json_object_set_new(o, "text", jstr(m->text ? m->text : ""));
 	json_object_set_new(o, "removed", jstr(m->removed ? m->removed : ""));
 	json_object_set_new(o, "hashtags", list_json(&m->hashtags));
-	json_object_set_new(o, "auto_reason", str_or_null(m->auto_reason));
-	json_object_set_new(o, "bounce_reason", str_or_null(m->bounce_reason));
+	json_object_set_new(o, "auto_reason", json_str_or_null(m->auto_reason));
+	json_object_set_new(o, "bounce_reason", json_str_or_null(m->bounce_reason));
 	json_object_set_new(o, "bulk", json_boolean(m->bulk));
-	json_object_set_new(o, "list_id", str_or_null(m->list_id));
+	json_object_set_new(o, "list_id", json_str_or_null(m->list_id));
 	json_object_set_new(o, "own", json_boolean(m->own));
-	json_object_set_new(o, "auth_results", str_or_null(m->auth_results));
-	json_object_set_new(o, "warnings", str_or_null(m->warnings));
+	json_object_set_new(o, "auth_results", json_str_or_null(m->auth_results));
+	json_object_set_new(o, "warnings", json_str_or_null(m->warnings));
 	json_t *atts = json_array();
 	for (size_t i = 0; i < m->n_attachments; i++)
 		json_array_append_new(atts, attachment_json(&m->attachments[i], with_data));

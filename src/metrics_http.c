@@ -127,13 +127,6 @@ not_loopback:
 	return -1;
 }
 
-int metrics_listen_check(const char *addr, char *err, size_t errlen)
-{
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	return listen_parse(addr, &ss, &sslen, err, errlen);
-}
-
 /* The Host header names this listener by a loopback address or
  * "localhost" (with our port, if one is given), or is absent (HTTP/1.0).
  * A browser led to the port by a name the attacker resolves to 127.0.0.1
@@ -243,7 +236,7 @@ static int store_ready(struct metrics_server *ms)
 	if (!ms->st) {
 		ms->st = store_open(ms->state_path, err, sizeof err);
 		if (!ms->st)
-			log_error("metrics.error error=\"%s\"", err);
+			log_error("metrics.error error=%s", LOG_Q(err));
 	}
 	return ms->st != NULL;
 }
@@ -388,7 +381,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	(void)cls;
 	vsnprintf(line, sizeof line, fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
-	log_debug("metrics.http note=\"%s\"", line);
+	log_debug("metrics.http note=%s", LOG_Q(line));
 }
 
 struct metrics_server *metrics_server_start(const char *addr, const char *state_path, char *err,

@@ -798,24 +798,8 @@ time_t mime_date_parse(const char *v)
 	struct mailimf_date_time *dt = NULL;
 	if (mailimf_date_time_parse(v, strlen(v), &idx, &dt) != MAILIMF_NO_ERROR || !dt)
 		return 0;
-	time_t t = 0;
-	if (dt->dt_year >= 1970 && dt->dt_year < 10000 && dt->dt_month >= 1 && dt->dt_month <= 12 &&
-	    dt->dt_day >= 1 && dt->dt_day <= 31 && dt->dt_hour < 24 && dt->dt_min < 60 &&
-	    dt->dt_sec <= 60) {
-		struct tm tm;
-		memset(&tm, 0, sizeof tm);
-		tm.tm_year = dt->dt_year - 1900;
-		tm.tm_mon = dt->dt_month - 1;
-		tm.tm_mday = dt->dt_day;
-		tm.tm_hour = dt->dt_hour;
-		tm.tm_min = dt->dt_min;
-		tm.tm_sec = dt->dt_sec;
-		int z = dt->dt_zone < 0 ? -dt->dt_zone : dt->dt_zone;
-		long off = (long)(z / 100) * 3600 + (long)(z % 100) * 60;
-		t = timegm(&tm) - (dt->dt_zone < 0 ? -off : off);
-		if (t < 0)
-			t = 0;
-	}
+	time_t t = time_from_parts(dt->dt_year, dt->dt_month, dt->dt_day, dt->dt_hour, dt->dt_min,
+				   dt->dt_sec, dt->dt_zone);
 	mailimf_date_time_free(dt);
 	return t;
 }

@@ -193,8 +193,8 @@ int notice_send(struct store *st, const struct mf_config *cfg, const char *to,
 			 "reached\"",
 			 log_quote(to, q, sizeof q), reason_key, cfg->gateway.notice_max_per_hour);
 	else
-		log_error("notice.error to=%s reason=%s error=\"cannot queue: %s\"",
-			  log_quote(to, q, sizeof q), reason_key, store_errmsg(st));
+		log_error("notice.error to=%s reason=%s error=\"cannot queue\" detail=%s",
+			  log_quote(to, q, sizeof q), reason_key, LOG_Q(store_errmsg(st)));
 	return rec < 0 ? -1 : 1;
 }
 

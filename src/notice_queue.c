@@ -115,8 +115,8 @@ static void record_sending(void *arg, struct smtp_message **held, size_t n)
 		store_rollback(g->st);
 		for (size_t i = 0; i < n; i++)
 			due_of(g, held[i])->claimed = 0;
-		log_error("notice.error error=\"cannot record the send, not sent: %s\"",
-			  store_errmsg(g->st));
+		log_error("notice.error error=\"cannot record the send, not sent\" detail=%s",
+			  LOG_Q(store_errmsg(g->st)));
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -138,7 +138,8 @@ static void set_row(struct store *st, sqlite3_int64 id, const char *state, long 
 	sqlite3_bind_text(s, 3, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, id);
 	if (sqlite3_step(s) != SQLITE_DONE)
-		log_error("notice.error error=\"cannot record the result: %s\"", store_errmsg(st));
+		log_error("notice.error error=\"cannot record the result\" detail=%s",
+			  LOG_Q(store_errmsg(st)));
 	sqlite3_finalize(s);
 }
 
@@ -249,7 +250,7 @@ static int sender_prepare(const struct mf_config *cfg, struct smtp_client **c, c
 		snprintf(err, sizeof err, "[smtp] from holds no address");
 	if (*c)
 		return 0;
-	log_error("notice.error error=\"%s\"", err);
+	log_error("notice.error error=%s", LOG_Q(err));
 	free(*from);
 	*from = NULL;
 	return -1;
@@ -303,7 +304,7 @@ static void *sender_main(void *arg)
 	char err[512];
 	struct store *st = store_open(s->state_path, err, sizeof err);
 	if (!st)
-		log_error("notice.error error=\"%s\" note=\"notices are not sent\"", err);
+		log_error("notice.error error=%s note=\"notices are not sent\"", LOG_Q(err));
 	while (st && !atomic_load(&s->stop)) {
 		time_t now = time(NULL);
 		int n = notice_deliver_due(st, s->c, s->from, now);

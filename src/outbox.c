@@ -40,8 +40,6 @@ static char *cut_copy(const char *s, size_t max, int *cut)
 	return xstrndup(s, k);
 }
 
-static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
-
 static char *payload_build(const struct outbox_new *n)
 {
 	const struct mf_message *m = n->msg;
@@ -51,13 +49,13 @@ static char *payload_build(const struct outbox_new *n)
 	int cut;
 
 	json_object_set_new(author, "name",
-			    str_or_null(n->author_name ? n->author_name
-					: m	       ? m->from_name
-						       : NULL));
+			    json_str_or_null(n->author_name ? n->author_name
+					     : m	    ? m->from_name
+							    : NULL));
 	json_object_set_new(author, "email",
-			    str_or_null(n->author_email ? n->author_email
-					: m		? m->from_email
-							: NULL));
+			    json_str_or_null(n->author_email ? n->author_email
+					     : m	     ? m->from_email
+							     : NULL));
 	/* whether the sender may be acted as (auth.h), and why */
 	json_object_set_new(author, "verified", json_boolean(n->author_verified));
 	if (n->author_check)
@@ -83,7 +81,7 @@ static char *payload_build(const struct outbox_new *n)
 		json_array_append_new(tags, json_string(seen.v[i]));
 	strlist_free(&seen);
 	json_object_set_new(o, "hashtags", tags);
-	json_object_set_new(o, "message_id", str_or_null(m ? m->message_id : NULL));
+	json_object_set_new(o, "message_id", json_str_or_null(m ? m->message_id : NULL));
 	json_object_set_new(o, "date",
 			    m && m->date ? json_string(time_iso(m->date, datebuf, sizeof datebuf))
 					 : json_null());
@@ -104,7 +102,7 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 {
 	sqlite3_stmt *s = NULL;
 	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK) {
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return NULL;
 	}
 	return s;
@@ -116,7 +114,7 @@ static sqlite3_stmt *kept(struct store *st, const char *sql)
 {
 	sqlite3_stmt *s = store_stmt(st, sql);
 	if (!s)
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 	return s;
 }
 
@@ -128,7 +126,7 @@ static int run_kept(struct store *st, sqlite3_stmt *s)
 	int rc = sqlite3_step(s);
 	store_stmt_done(st, s);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
 	return 0;
@@ -142,7 +140,7 @@ static int run(struct store *st, sqlite3_stmt *s)
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_error("outbox.error error=\"%s\"", store_errmsg(st));
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
 	return 0;
@@ -543,7 +541,8 @@ int outbox_cascade_dead(struct store *st)
 	 * cost does not grow with the queue */
 	if (messages_follow_dead_posts(st, why) < 0)
 		return -1;
-	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
+	sqlite3_stmt *s =
+	    prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
 		     " AND state IN ('pending','retrying')"
 		     " AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
 	if (!s)
@@ -553,7 +552,7 @@ int outbox_cascade_dead(struct store *st)
 		return -1;
 	int n = sqlite3_changes(store_db(st));
 	if (n > 0)
-		log_warn("outbox.dead count=%d error=\"%s\"", n, why);
+		log_warn("outbox.dead count=%d error=%s", n, LOG_Q(why));
 	if (n > 0 && note_count(st, NOTE_COUNT_DEAD, n) < 0)
 		return -1;
 	return n;
@@ -995,7 +994,8 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 		if (rc == 0) {
 			messages_follow_retried(st);
 			/* sent again from scratch: files are uploaded anew */
-			sqlite3_stmt *s = prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
+			sqlite3_stmt *s =
+			    prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
 				     " (SELECT id FROM outbox WHERE parent=?1)");
 			if (s)
 				sqlite3_bind_int64(s, 1, row);

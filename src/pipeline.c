@@ -76,8 +76,8 @@ static int record_skip(struct store *st, const struct mf_mailbox *mb, struct pen
 	const char *reason = d->reason;
 	char q1[128], q2[128];
 	if (set_state(st, p->id, d->duplicate ? MSG_HANDLED : MSG_SKIPPED, reason, m) < 0) {
-		log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
-			  (long long)p->id, store_errmsg(st));
+		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
+			  LOG_Q(store_errmsg(st)));
 		return -1;
 	}
 	if (d->duplicate)
@@ -147,8 +147,8 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 
 	/* the same decision preview and inspect show */
 	if (decide_message(store_db(st), cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
-		log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name,
-			  (long long)p->id, store_errmsg(st));
+		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
+			  LOG_Q(store_errmsg(st)));
 		decision_free(&d);
 		return -1;
 	}
@@ -189,8 +189,8 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	return 0;
 fail:
 	decision_free(&d);
-	log_error("message.error mailbox=%s id=%lld error=\"%s\"", mb->name, (long long)p->id,
-		  store_errmsg(st));
+	log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
+		  LOG_Q(store_errmsg(st)));
 	store_exec(st, "ROLLBACK TO message");
 	store_exec(st, "RELEASE message");
 	return -1;
@@ -363,8 +363,8 @@ static int quarantine_suspects(struct store *st, int64_t *ids, const int *attemp
 		const char *why = "parse never finished: the daemon stopped twice while parsing it";
 		if (set_state(st, ids[i], MSG_DEAD, why, NULL) == 0) {
 			done++;
-			log_warn("message.quarantined id=%lld reason=\"%s\"", (long long)ids[i],
-				 why);
+			log_warn("message.quarantined id=%lld reason=%s", (long long)ids[i],
+				 LOG_Q(why));
 		}
 	}
 	return done;

@@ -26,19 +26,6 @@ int recipients_is_gateway(const struct mf_config *cfg, const char *addr)
 	return strncasecmp(addr, ra, loclen) == 0 && (addr[loclen] == '@' || addr[loclen] == '+');
 }
 
-/* local@domain, printable, nothing an address header would have to quote. */
-static int address_usable(const char *a)
-{
-	const char *at = strrchr(a, '@');
-	size_t n = strlen(a);
-	if (!at || at == a || !at[1] || n > 254 || strchr(a, '@') != at)
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)a; *p; p++)
-		if (*p <= ' ' || *p == 0x7f || strchr("<>()[],;:\\\"", *p))
-			return 0;
-	return 1;
-}
-
 static int is_excluded(const struct mf_config *cfg, const struct mf_message *m, const char *author,
 		       const char *a)
 {
@@ -68,7 +55,7 @@ void recipients_mentionable(const struct mf_config *cfg, const struct mf_message
 	for (size_t l = 0; l < 2; l++)
 		for (size_t i = 0; i < lists[l]->n && out->n - start < RECIPIENTS_MAX; i++) {
 			const char *a = lists[l]->v[i];
-			if (!a || !address_usable(a) || is_excluded(cfg, m, author, a))
+			if (!a || !email_address_valid(a) || is_excluded(cfg, m, author, a))
 				continue;
 			int seen = 0;
 			for (size_t k = start; k < out->n && !seen; k++)

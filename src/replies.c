@@ -83,7 +83,7 @@ static void find_target(struct store *st, const struct mf_config *cfg, const str
 	if (find_token(cfg, m, tok, sizeof tok)) {
 		t->found = 1;
 		if (token_secret_load(cfg, &secret, &secretlen, err, sizeof err) < 0) {
-			log_error("reply.error error=\"%s\"", err);
+			log_error("reply.error error=%s", LOG_Q(err));
 			t->status = TOKEN_FORGED;
 			return;
 		}

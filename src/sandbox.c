@@ -97,7 +97,7 @@ static void enter_namespaces(void)
 		log_debug("parse_worker.sandbox namespaces=user,mount,network,ipc");
 		return;
 	}
-	log_debug("parse_worker.sandbox namespaces=none reason=\"%s\"", strerror(errno));
+	log_debug("parse_worker.sandbox namespaces=none reason=%s", LOG_Q(strerror(errno)));
 }
 
 /* One row of the allow-list: a system call, and up to two conditions on

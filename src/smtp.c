@@ -126,7 +126,7 @@ struct smtp_client *smtp_new(const struct mf_smtp *cfg, char *err, size_t errlen
 	c->use_ssl = strncasecmp(cfg->url, "smtps://", 8) == 0 || !url_is_loopback(cfg->url)
 			 ? CURLUSESSL_ALL
 			 : CURLUSESSL_TRY;
-	c->timeout = cfg->timeout > 0 ? cfg->timeout : 60;
+	c->timeout = cfg->timeout;
 	c->tls_verify = cfg->tls_verify;
 	c->curl = handle_new(c);
 	if (!c->curl) {

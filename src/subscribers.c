@@ -361,8 +361,9 @@ int subscribers_refresh_members(struct store *st, const struct mf_config *cfg,
 			continue;
 		}
 		if (members_store(st, gid, m, n, now, counts) < 0) {
-			log_error("digest.error group=%s error=\"cannot record the members: %s\"",
-				  gid, store_errmsg(st));
+			log_error(
+			    "digest.error group=%s error=\"cannot record the members\" detail=%s",
+			    gid, LOG_Q(store_errmsg(st)));
 			failed++;
 		} else {
 			log_info("digest.members group=%s each=%d daily=%d weekly=%d never=%d", gid,
@@ -465,7 +466,7 @@ int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, t
 	sqlite3_stmt *s = store_stmt(st, sub->feed ? member : own);
 	int rc;
 	if (!s) {
-		log_error("digest.error error=\"%s\"", store_errmsg(st));
+		log_error("digest.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
 	bind_text(s, 1, sub->email);

@@ -383,7 +383,7 @@ static int touch_thread(sqlite3 *db, int64_t tid, time_t when)
 
 static int assign_fail(struct store *st, const char *what)
 {
-	log_error("thread.assign.failed step=%s error=\"%s\"", what, store_errmsg(st));
+	log_error("thread.assign.failed step=%s error=%s", what, LOG_Q(store_errmsg(st)));
 	return -1;
 }
 

@@ -239,7 +239,7 @@ char *token_issue(struct store *st, const unsigned char *secret, size_t secretle
 	free(stored_grp);
 	return xstrdup(out);
 fail:
-	log_error("token.error error=\"%s\"", store_errmsg(st));
+	log_error("token.error error=%s", LOG_Q(store_errmsg(st)));
 	free(lemail);
 	free(stored_grp);
 	return NULL;

@@ -471,44 +471,163 @@ void str_lower(char *s)
 		*s = (char)tolower((unsigned char)*s);
 }
 
-char *raw_header_value(const char *raw, size_t len, const char *name, size_t max)
+void raw_header_each(const char *raw, size_t len, int (*fn)(void *arg, const struct raw_field *f),
+		     void *arg)
 {
-	size_t n = len < RAW_HEADER_SCAN ? len : RAW_HEADER_SCAN, namelen = strlen(name);
+	size_t n = len < RAW_HEADER_SCAN ? len : RAW_HEADER_SCAN;
 	size_t i = 0;
 	while (i < n) {
 		size_t eol = i;
 		while (eol < n && raw[eol] != '\n')
 			eol++;
 		if (eol == i || (eol == i + 1 && raw[i] == '\r'))
-			return NULL; /* end of the header block */
-		if (eol - i > namelen && raw[i + namelen] == ':' &&
-		    strncasecmp(raw + i, name, namelen) == 0) {
-			struct buf b;
-			buf_init(&b);
-			size_t p = i + namelen + 1;
-			while (p < eol && (raw[p] == ' ' || raw[p] == '\t'))
-				p++;
-			for (;;) {
-				for (; p < eol && b.len < max; p++) {
-					unsigned char c = (unsigned char)raw[p];
-					if (c == '\r' || c == '\t')
-						c = ' ';
-					buf_putc(&b, c < 0x20 || c == 0x7f ? '?' : (char)c);
-				}
-				/* folded: the field goes on in the next line */
-				if (eol + 1 >= n || (raw[eol + 1] != ' ' && raw[eol + 1] != '\t'))
-					break;
-				p = eol + 1;
-				for (eol = p; eol < n && raw[eol] != '\n';)
-					eol++;
-			}
-			char *v = xstrdup(str_trim(b.data ? b.data : ""));
-			buf_free(&b);
-			return v;
+			return; /* end of the header block */
+		/* folded: the field goes on in the next lines */
+		while (eol + 1 < n && (raw[eol + 1] == ' ' || raw[eol + 1] == '\t'))
+			for (eol++; eol < n && raw[eol] != '\n';)
+				eol++;
+		const char *colon = memchr(raw + i, ':', eol - i);
+		if (colon && raw[i] != ' ' && raw[i] != '\t') {
+			struct raw_field f = {raw + i, (size_t)(colon - (raw + i)), colon + 1,
+					      (size_t)(raw + eol - (colon + 1))};
+			while (f.namelen &&
+			       (f.name[f.namelen - 1] == ' ' || f.name[f.namelen - 1] == '\t'))
+				f.namelen--;
+			if (fn(arg, &f))
+				return;
 		}
 		i = eol + 1;
 	}
-	return NULL;
+}
+
+struct field_find {
+	const char *name;
+	const struct raw_field *found;
+	struct raw_field f;
+};
+
+static int field_find_one(void *arg, const struct raw_field *f)
+{
+	struct field_find *ff = arg;
+	if (f->namelen != strlen(ff->name) || strncasecmp(f->name, ff->name, f->namelen) != 0)
+		return 0;
+	ff->f = *f;
+	ff->found = &ff->f;
+	return 1;
+}
+
+static const struct raw_field *raw_header_find(const char *raw, size_t len, struct field_find *ff)
+{
+	raw_header_each(raw, len, field_find_one, ff);
+	return ff->found;
+}
+
+char *raw_header_value(const char *raw, size_t len, const char *name, size_t max)
+{
+	struct field_find ff = {name, NULL, {0}};
+	const struct raw_field *f = raw_header_find(raw, len, &ff);
+	if (!f)
+		return NULL;
+	struct buf b;
+	buf_init(&b);
+	size_t p = 0;
+	while (p < f->valuelen && (f->value[p] == ' ' || f->value[p] == '\t'))
+		p++;
+	for (; p < f->valuelen && b.len < max; p++) {
+		unsigned char c = (unsigned char)f->value[p];
+		if (c == '\n')
+			continue; /* a folded line goes on after its line end */
+		if (c == '\r' || c == '\t')
+			c = ' ';
+		buf_putc(&b, c < 0x20 || c == 0x7f ? '?' : (char)c);
+	}
+	char *v = xstrdup(str_trim(b.data ? b.data : ""));
+	buf_free(&b);
+	return v;
+}
+
+char *raw_header_message_id(const char *raw, size_t len)
+{
+	struct field_find ff = {"Message-ID", NULL, {0}};
+	const struct raw_field *f = raw_header_find(raw, len, &ff);
+	if (!f)
+		return NULL;
+	const char *lt = memchr(f->value, '<', f->valuelen);
+	if (!lt)
+		return NULL;
+	const char *gt = memchr(lt, '>', (size_t)(f->value + f->valuelen - lt));
+	if (!gt || gt - lt <= 1 || gt - lt >= 1000)
+		return NULL;
+	char *id = xstrndup(lt + 1, (size_t)(gt - lt - 1));
+	for (char *p = id; *p; p++)
+		if ((unsigned char)*p < 0x21 || *p == 0x7f)
+			*p = '_';
+	return id;
+}
+
+int email_address_valid(const char *s)
+{
+	const char *at = s ? strchr(s, '@') : NULL;
+	if (!at || at == s || !at[1] || strchr(at + 1, '@') || strlen(s) > 254)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p <= ' ' || *p == 0x7f || strchr("<>(),;\"", *p))
+			return 0;
+	return 1;
+}
+
+void buf_put_base64(struct buf *b, const void *in, size_t n)
+{
+	/* EVP_EncodeBlock takes an int length: encode in large slices */
+	const size_t slice = (size_t)3 << 20;
+	for (size_t i = 0; i < n; i += slice) {
+		size_t k = n - i < slice ? n - i : slice;
+		size_t need = 4 * ((k + 2) / 3) + 1;
+		if (b->cap - b->len < need) {
+			b->cap = b->len + need + b->cap / 2;
+			b->data = xrealloc(b->data, b->cap);
+		}
+		int w = EVP_EncodeBlock((unsigned char *)b->data + b->len,
+					(const unsigned char *)in + i, (int)k);
+		b->len += (size_t)w;
+		b->data[b->len] = '\0';
+	}
+}
+
+char *base64_encode(const void *in, size_t n)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_put_base64(&b, in, n);
+	return buf_steal(&b);
+}
+
+char *base64url_encode(const void *in, size_t n)
+{
+	char *s = base64_encode(in, n);
+	char *o = s;
+	for (const char *p = s; *p && *p != '='; p++)
+		*o++ = *p == '+' ? '-' : *p == '/' ? '_' : *p;
+	*o = '\0';
+	return s;
+}
+
+time_t time_from_parts(int year, int month, int day, int hour, int min, int sec, int zone)
+{
+	if (year < 1970 || year >= 10000 || month < 1 || month > 12 || day < 1 || day > 31 ||
+	    hour < 0 || hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 60)
+		return 0;
+	struct tm tm = {0};
+	tm.tm_year = year - 1900;
+	tm.tm_mon = month - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hour;
+	tm.tm_min = min;
+	tm.tm_sec = sec;
+	int z = zone < 0 ? -zone : zone;
+	long off = (long)(z / 100) * 3600 + (long)(z % 100) * 60;
+	time_t t = timegm(&tm) - (zone < 0 ? -off : off);
+	return t < 0 ? 0 : t;
 }
 
 size_t text_bidi_control(const unsigned char *p, size_t n)

@@ -66,9 +66,9 @@ void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg)
 struct parse_worker *worker_new(const struct mf_gateway *gw)
 {
 	struct parse_worker *w = xcalloc(1, sizeof *w);
-	w->timeout = gw->parse_timeout > 0 ? gw->parse_timeout : 20;
-	w->memory = gw->parse_memory > 0 ? gw->parse_memory : 512LL * 1024 * 1024;
-	w->max_size = gw->max_message_size > 0 ? gw->max_message_size : 25LL * 1024 * 1024;
+	w->timeout = gw->parse_timeout;
+	w->memory = gw->parse_memory;
+	w->max_size = gw->max_message_size;
 	w->pid = -1;
 	w->fd = -1;
 	return w;
@@ -319,7 +319,7 @@ static void stream_take(struct parse_worker *w, struct stream *s)
 		if (parse_limits_check(j->raw, j->len, (size_t)w->max_size, NULL, j->reason,
 				       sizeof j->reason) < 0) {
 			j->rc = 1;
-			log_warn("parse.refused reason=\"%s\"", j->reason);
+			log_warn("parse.refused reason=%s", LOG_Q(j->reason));
 			s->feed->done(s->feed->ctx, j);
 			continue;
 		}
@@ -344,7 +344,7 @@ static void blame_head(struct parse_worker *w, struct stream *s, int timed_out)
 	else
 		death_reason(status, j->reason, sizeof j->reason);
 	j->rc = 1;
-	log_warn("parse.poison reason=\"%s\"", j->reason);
+	log_warn("parse.poison reason=%s", LOG_Q(j->reason));
 	head_done(w, s);
 }
 

@@ -49,7 +49,8 @@ static void set_limit(int resource, rlim_t soft, rlim_t hard)
 {
 	struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
 	if (setrlimit(resource, &rl) < 0)
-		log_warn("parse_worker.rlimit resource=%d error=\"%s\"", resource, strerror(errno));
+		log_warn("parse_worker.rlimit resource=%d error=%s", resource,
+			 LOG_Q(strerror(errno)));
 }
 
 /* CPU seconds used so far; the CPU limit is moved as messages are parsed,
@@ -168,7 +169,7 @@ int cmd_parse_worker(int argc, char **argv, const char *config)
 	char why[256];
 	sandbox_preload();
 	if (sandbox_enter(why, sizeof why) < 0) {
-		log_error("parse_worker.sandbox error=\"%s\"", why);
+		log_error("parse_worker.sandbox error=%s", LOG_Q(why));
 		return WORKER_EXIT_NO_SANDBOX;
 	}
 	struct inbox in = {0};

@@ -77,7 +77,9 @@ struct cluster_instance {
 	const char *holds; /* lease names held, comma-separated ("" none) */
 };
 
-/* Calls fn for every registered instance, oldest first.  0 or -1. */
+/* Calls fn for every registered instance, oldest first.  0 or -1.  An
+ * instance that stopped without cluster_close (killed, host lost) stays
+ * listed with its last heartbeat for a day. */
 int cluster_instances(struct cluster *cl, void (*fn)(const struct cluster_instance *in, void *arg),
 		      void *arg);
 

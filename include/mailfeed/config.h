@@ -181,12 +181,21 @@ struct mf_diag {
  * checks existence and permissions only; -1 skips secrets altogether (to
  * learn the state path before deciding whom to judge them for). */
 struct mf_config *config_load(const char *path, int check_secrets, struct mf_diag *diag);
+/* The settings of a configuration that sets nothing: every key at the
+ * default of its row in config.c, no sections.  For commands that run
+ * without a configuration file.  Static; never freed. */
+const struct mf_config *config_default(void);
 void config_free(struct mf_config *cfg);
 void diag_free(struct mf_diag *diag);
 
 const struct mf_mailbox *config_mailbox(const struct mf_config *cfg, const char *name);
 const struct mf_account *config_account(const struct mf_config *cfg, const char *name);
 
+/* Sets log.c's level and format from [gateway] log_level and log_format:
+ * at start and again on every reload. */
+void config_apply_logging(const struct mf_config *c);
+/* "local", "chatter", "mattermost", "webhook": the names [feed] backend takes. */
+const char *feed_backend_name(enum feed_backend b);
 const char *after_action_name(enum after_action a);
 const char *frequency_name(enum frequency f);
 int frequency_parse(const char *s, enum frequency *out);

@@ -20,7 +20,9 @@
  * typed int8, text, bytea; NULL left to the server to infer) and the
  * following steps walk the rows of the result.  A lost connection is
  * re-established by the next call; a transaction open when it was lost is
- * gone (the server rolled it back), so the caller redoes it whole.
+ * gone (the server rolled it back), so the caller redoes it whole.  A
+ * statement outside a transaction whose answer was lost may have run: make
+ * such writes idempotent (a key, ON CONFLICT) or look before redoing.
  *
  * Errors: every call that can fail returns -1 (db_step: DB_FAIL) and keeps
  * the reason: db_errmsg() for people, db_error() for the program.
@@ -99,7 +101,9 @@ int64_t db_changes(struct db *db);
  * several separated by semicolons.  0 or -1. */
 int db_exec(struct db *db, const char *sql);
 /* Transactions: BEGIN IMMEDIATE on SQLite (the writer lock at once),
- * BEGIN on PostgreSQL.  db_rollback after a lost connection succeeds (the
+ * BEGIN (read committed) on PostgreSQL.  After a failed statement inside
+ * a transaction, roll back: PostgreSQL refuses every other statement of it
+ * and its COMMIT fails.  db_rollback after a lost connection succeeds (the
  * server already dropped the transaction). */
 int db_begin(struct db *db);
 int db_commit(struct db *db);

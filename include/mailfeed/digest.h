@@ -46,9 +46,8 @@ int digest_run_paced(struct store *st, const struct mf_config *cfg,
  * the moment is the first instant after the gap; when it exists twice, the
  * first.  0, or -1 for FREQ_EACH/FREQ_NEVER or an unusable zone.
  *
- * Local time is computed with localtime_r/mktime after switching TZ under a
- * process-wide mutex; the rest of mailfeed works in UTC (gmtime_r), so the
- * switch does not disturb other threads. */
+ * Local time comes from tz.h, which reads the zone's file itself: no TZ
+ * switch, no tzset, nothing shared with other threads. */
 int digest_period(time_t now, enum frequency f, int hour, int weekly_day, const char *tz, char *key,
 		  size_t keylen, time_t *sched);
 

@@ -37,5 +37,12 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Writes s into buf as a log-safe value: quoted when it holds spaces or
  * quotes, control characters escaped, cut at buflen.  Returns buf. */
 const char *log_quote(const char *s, char *buf, size_t buflen);
+/* log_quote into a buffer of its own that lives as long as the block the
+ * call is in, for a log argument:
+ *   log_warn("imap.error mailbox=%s error=%s", key, LOG_Q(err));
+ * Every value from outside (mail, a server, the system) goes through it;
+ * a value is never written as \"%s\" by hand. */
+#define LOG_QUOTE_MAX 1024
+#define LOG_Q(s) log_quote((s), (char[LOG_QUOTE_MAX]){0}, LOG_QUOTE_MAX)
 
 #endif

@@ -63,6 +63,10 @@ void message_free(struct mf_message *m);
  * to, cc, date (ISO or null), part, full_text, text, removed, hashtags,
  * auto_reason, bounce_reason, bulk, list_id, own, attachments.
  * Callers add "classification". Returns a new reference. */
+/* s as a JSON string, or JSON null when s is NULL.  Never fails: bytes of
+ * invalid UTF-8 above 0x7f become '?', so that one bad field never drops a
+ * key from an object. */
+json_t *json_str_or_null(const char *s);
 json_t *message_to_json(const struct mf_message *m, int with_data);
 
 /* Appends the wire form of m (attachment bytes included) to out. */

@@ -33,9 +33,6 @@ struct metrics_server *metrics_server_start_unsubscribe(const char *addr, const 
 							const unsigned char *secret,
 							size_t secretlen, char *err, size_t errlen);
 int metrics_server_port(const struct metrics_server *ms);
-/* 0 when addr is a loopback HOST:PORT metrics_server_start() accepts, else
- * -1 with the reason in err (for check-config). */
-int metrics_listen_check(const char *addr, char *err, size_t errlen);
 void metrics_server_stop(struct metrics_server *ms);
 
 #endif

@@ -83,12 +83,50 @@ int random_bytes(void *out, size_t n);
 /* Uniform-ish jitter: a value in [base/2, base]. */
 long jitter(long base);
 
-/* The value of the first header field `name` of a raw message, found by a
- * bounded line scan of its header block (no MIME parsing, no decoding):
- * folded lines joined, control characters shown as '?', at most max bytes.
- * For showing what a message that cannot be parsed is.  Owned, or NULL. */
+/* The one bounded scan of a raw message's header block (no MIME parsing,
+ * no decoding): at most RAW_HEADER_SCAN bytes, up to the first empty line.
+ * raw_header_each visits each field that has a colon, in order, and stops
+ * when fn returns non-zero.  A field is its name (blanks before the colon
+ * cut) and its raw value: from after the colon to the end of its last
+ * folded line, line ends and control characters included. */
 #define RAW_HEADER_SCAN (256 * 1024)
+struct raw_field {
+	const char *name;
+	size_t namelen;
+	const char *value;
+	size_t valuelen;
+};
+void raw_header_each(const char *raw, size_t len, int (*fn)(void *arg, const struct raw_field *f),
+		     void *arg);
+/* The value of the first header field `name` of a raw message: folded
+ * lines joined, control characters shown as '?', at most max bytes.  For
+ * showing what a message that cannot be parsed is.  Owned, or NULL. */
 char *raw_header_value(const char *raw, size_t len, const char *name, size_t max);
+/* The Message-ID of a raw message without <> (from the first Message-ID
+ * field; control characters and spaces shown as '_').  Owned, or NULL when
+ * that field holds no <id> of 1 to 998 bytes. */
+char *raw_header_message_id(const char *raw, size_t len);
+
+/* An e-mail address as mailfeed accepts it everywhere (configuration,
+ * `mailfeed subscribe`, mail recipients, feed members): exactly one '@'
+ * with something before and after it, at most 254 bytes, no space or
+ * control character and none of < > ( ) , ; " (which would end or split
+ * the address in a header).  The domain needs no dot ("root@localhost"),
+ * and UTF-8 is allowed (RFC 6531). */
+int email_address_valid(const char *s);
+
+/* Base64 (RFC 4648 section 4, with padding) of n bytes; owned string. */
+char *base64_encode(const void *in, size_t n);
+/* Base64url (RFC 4648 section 5) without padding, as JWTs use it; owned. */
+char *base64url_encode(const void *in, size_t n);
+/* Appends the base64 of n bytes (padded, no line breaks) to b. */
+void buf_put_base64(struct buf *b, const void *in, size_t n);
+
+/* UTC seconds of a calendar date and time at a zone written as +hhmm
+ * (e.g. -0130 for 90 minutes behind UTC), as IMAP INTERNALDATE and RFC 5322
+ * Date give them; 0 when a date or time field is out of range or the time
+ * is before 1970. */
+time_t time_from_parts(int year, int month, int day, int hour, int min, int sec, int zone);
 
 /* Bidirectional formatting controls (U+202A-U+202E embeddings and
  * overrides, U+2066-U+2069 isolates) reorder what a reader sees, so

@@ -15,7 +15,7 @@
  *                                          item in claim_log; die: exit after
  *                                          the first claim, finishing nothing
  *   dbprobe TARGET repl                    stdin: begin | commit | rollback |
- *                                          insert K | count
+ *                                          insert K | count | fail (an SQL error)
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -386,6 +386,8 @@ static int cmd_repl(void)
 				db_finalize(s);
 			}
 			report(rc);
+		} else if (strcmp(line, "fail") == 0) {
+			report(db_exec(db, "SELECT * FROM no_such_table"));
 		} else if (strcmp(line, "count") == 0) {
 			struct db_stmt *s = db_prepare(db, "SELECT COUNT(*) FROM rows");
 			if (s && db_step(s) == DB_ROW)

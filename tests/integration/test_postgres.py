@@ -251,5 +251,12 @@ def test_restart_gives_unavailable_then_the_next_call_works(postgres):
     server.start()
     assert r("insert 8") == "ok"
     assert r("count") == "ok 4"
+    # an SQL error is not an outage; the transaction it broke cannot commit
+    assert r("begin") == "ok"
+    assert r("insert 9") == "ok"
+    out = r("fail")
+    assert out.startswith("error: ") and "no_such_table" in out and "42P01" in out, out
+    assert r("commit") == "error: the transaction had failed and was rolled back"
+    assert r("insert 10") == "ok"
     r.close()
-    assert sorted(int(k) for k, in postgres.sql("SELECT k FROM rows")) == [1, 3, 6, 8]
+    assert sorted(int(k) for k, in postgres.sql("SELECT k FROM rows")) == [1, 3, 6, 8, 10]

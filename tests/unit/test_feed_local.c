@@ -341,6 +341,7 @@ static void test_max_files(void **state)
 	for (int i = 0; i < 3; i++)
 		att[i] = (struct feed_attachment){.filename = "a.txt", .size = 1, .data = d};
 	x->cfg.feed.max_files = 2;
+	x->cfg.feed.max_file_size = 1000;
 	feed_local_ops.close(x->ctx);
 	char err[256];
 	assert_int_equal(feed_local_ops.open(&x->cfg, x->st, &x->ctx, err, sizeof err), 0);

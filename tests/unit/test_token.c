@@ -19,27 +19,6 @@
 #include "mailfeed/replies.h"
 #include "mailfeed/token.h"
 
-/* The outbox module provides this; the fallback lets the test link on its
- * own and records the comment the way the outbox table holds it. */
-__attribute__((weak)) int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
-{
-	sqlite3_stmt *s;
-	char *payload = xasprintf("{\"parent\":\"%s\",\"author\":\"%s\",\"text\":\"%s\"}",
-				  n->parent_remote_id, n->author_email, n->msg->text);
-	sqlite3_prepare_v2(store_db(st),
-			   "INSERT OR IGNORE INTO outbox(key, message, kind, grp, payload, created)"
-			   " VALUES(?,?,?,?,?,0)",
-			   -1, &s, NULL);
-	sqlite3_bind_text(s, 1, n->key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, n->message);
-	sqlite3_bind_text(s, 3, n->kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, n->group, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, payload, -1, free);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? sqlite3_last_insert_rowid(store_db(st)) : -1;
-}
-
 static const unsigned char secret[32] = "0123456789abcdef0123456789abcdef";
 static const unsigned char other_secret[32] = "fedcba9876543210fedcba9876543210";
 
