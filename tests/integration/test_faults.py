@@ -576,10 +576,12 @@ def test_messages_of_a_removed_mapping_do_not_block_the_others(dovecot, tmp_path
     with con:
         for i in range(300):
             raw = msg(1000 + i)
-            con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, message_id, size,"
-                        " internaldate, sha256, raw, state, received_at)"
-                        " VALUES('gone', 1, ?, ?, ?, 0, ?, ?, 'new', 0)",
-                        (i + 1, "<m%d@example.org>" % (1000 + i), len(raw), "%064x" % i, raw))
+            cur = con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, message_id, size,"
+                              " internaldate, sha256, state, received_at)"
+                              " VALUES('gone', 1, ?, ?, ?, 0, ?, 'new', 0)",
+                              (i + 1, "<m%d@example.org>" % (1000 + i), len(raw), "%064x" % i))
+            con.execute("INSERT INTO message_bodies(message, raw) VALUES(?, ?)",
+                        (cur.lastrowid, raw))
     con.close()
     for i in range(3):
         dovecot.append("alice", "INBOX", msg(i))
