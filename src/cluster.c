@@ -457,6 +457,29 @@ int cluster_claim_done(struct cluster *cl, int64_t id)
 	return db_changes(cl->db) == 1;
 }
 
+int cluster_claim_extend(struct cluster *cl, struct cluster_item *it, int64_t claim_ms)
+{
+	double sent = now_monotonic();
+	struct db_stmt *s = prep(cl,
+				 "UPDATE work_queue SET claim_until=" NOW_SQLITE " + ?3"
+				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2"
+				 " AND claim_until >= " NOW_SQLITE,
+				 "UPDATE work_queue SET claim_until=" NOW_PG " + ?3"
+				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2"
+				 " AND claim_until >= " NOW_PG);
+	if (!s)
+		return -1;
+	db_bind_int64(s, 1, it->id);
+	db_bind_text(s, 2, cl->id, -1);
+	db_bind_int64(s, 3, claim_ms);
+	if (run(s) != DB_DONE)
+		return -1;
+	if (db_changes(cl->db) != 1)
+		return 0;
+	it->deadline = sent + (double)claim_ms * LOCAL_SHARE / 1000.0;
+	return 1;
+}
+
 int cluster_claim_release(struct cluster *cl, int64_t id)
 {
 	struct db_stmt *s =

@@ -105,6 +105,9 @@ void cluster_items_free(struct cluster_item *items, size_t n);
 /* Marks a claimed item done: 1, or 0 when the claim was no longer ours
  * (expired and taken by another), -1 error. */
 int cluster_claim_done(struct cluster *cl, int64_t id);
+/* Moves the claim deadline of an item still ours to claim_ms from now
+ * (a long delivery); it->deadline follows.  1, 0 when no longer ours, -1. */
+int cluster_claim_extend(struct cluster *cl, struct cluster_item *it, int64_t claim_ms);
 /* Hands a claimed item back to the queue (to be claimed again). */
 int cluster_claim_release(struct cluster *cl, int64_t id);
 
