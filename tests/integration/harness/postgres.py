@@ -56,6 +56,7 @@ def _alive(pid):
     except (OSError, IndexError):
         return False
 
+
 class Postgres:
     host = "127.0.0.1"
     user = "mailfeed"
