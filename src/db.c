@@ -41,7 +41,14 @@ enum db_error db_error(const struct db *db) { return db->err; }
 const char *db_errmsg(const struct db *db) { return db->errmsg; }
 int db_unavailable(const struct db *db) { return db->err == DB_ERR_UNAVAILABLE; }
 enum db_engine db_engine(const struct db *db) { return db->engine; }
-int db_in_transaction(const struct db *db) { return db->in_tx; }
+/* On SQLite, the connection itself tells (a SAVEPOINT outside a
+ * transaction opens one too). */
+int db_in_transaction(const struct db *db)
+{
+	if (db->engine == DB_SQLITE && db->sq)
+		return !sqlite3_get_autocommit(db->sq);
+	return db->in_tx;
+}
 
 const char *db_sql(const struct db *db, const char *sqlite, const char *pg)
 {
@@ -78,25 +85,42 @@ static void sqlite_error(struct db *db, int rc)
 	db_set_error(db, sqlite_kind(rc), "%s", sqlite3_errmsg(db->sq));
 }
 
-static int sqlite_connect(struct db *db, char *err, size_t errlen, int *unavailable)
+/* The settings of the state's connections.  wal_autocheckpoint: the WAL
+ * is copied back every 8192 pages (32 MB) rather than every 1000: a burst
+ * of messages checkpoints (two fsyncs each) an eighth as often, and a page
+ * changed twice in between is copied once. */
+#define SQLITE_SETTINGS                                                                            \
+	"PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"                                        \
+	"PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"                                         \
+	"PRAGMA wal_autocheckpoint=8192;"
+
+static int sqlite_connect(struct db *db, int flags, char *err, size_t errlen, int *unavailable)
 {
 	const char *path = db->target;
-	if (*path && strcmp(path, ":memory:") != 0 && strncmp(path, "file:", 5) != 0) {
-		int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd >= 0)
-			close(fd); /* new: private from the start */
+	int rc;
+	if (flags & DB_OPEN_READONLY) {
+		rc = sqlite3_open_v2(path, &db->sq, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+				     NULL);
+		if (rc == SQLITE_OK)
+			return 0;
+		flags |= DB_OPEN_NO_SETUP;
+	} else {
+		if (*path && strcmp(path, ":memory:") != 0 && strncmp(path, "file:", 5) != 0) {
+			int fd =
+			    open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+			if (fd >= 0)
+				close(fd); /* new: private from the start */
+		}
+		rc = sqlite3_open_v2(
+		    path, &db->sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+		    NULL);
 	}
-	int rc = sqlite3_open_v2(
-	    path, &db->sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	char *msg = NULL;
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(db->sq, 30000);
-		/* the settings of store.c's connections */
-		rc = sqlite3_exec(db->sq,
-				  "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-				  "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
-				  "PRAGMA wal_autocheckpoint=8192;",
-				  NULL, NULL, &msg);
+		if (flags & DB_OPEN_NO_SETUP)
+			return 0;
+		rc = sqlite3_exec(db->sq, SQLITE_SETTINGS, NULL, NULL, &msg);
 	}
 	if (rc == SQLITE_OK)
 		return 0;
@@ -114,6 +138,11 @@ static int sqlite_connect(struct db *db, char *err, size_t errlen, int *unavaila
 
 struct db *db_open(const char *target, char *err, size_t errlen, int *unavailable)
 {
+	return db_open_flags(target, 0, err, errlen, unavailable);
+}
+
+struct db *db_open_flags(const char *target, int flags, char *err, size_t errlen, int *unavailable)
+{
 	if (unavailable)
 		*unavailable = 0;
 	if (!target || !*target) {
@@ -124,13 +153,19 @@ struct db *db_open(const char *target, char *err, size_t errlen, int *unavailabl
 	db->engine = db_is_dsn(target) ? DB_POSTGRES : DB_SQLITE;
 	db->target = xstrdup(target);
 	int rc = db->engine == DB_POSTGRES ? dbpg_connect(db, err, errlen, unavailable)
-					   : sqlite_connect(db, err, errlen, unavailable);
+					   : sqlite_connect(db, flags, err, errlen, unavailable);
 	if (rc < 0) {
 		db_close(db);
 		return NULL;
 	}
 	return db;
 }
+
+int db_setup(struct db *db) { return db->engine == DB_SQLITE ? db_exec(db, SQLITE_SETTINGS) : 0; }
+
+void *db_sqlite_handle(struct db *db) { return db->engine == DB_SQLITE ? db->sq : NULL; }
+
+const char *db_sqlite_version(void) { return sqlite3_libversion(); }
 
 struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *unavailable)
 {
@@ -302,6 +337,11 @@ int db_column_count(struct db_stmt *s)
 	return s->db->engine == DB_POSTGRES ? dbpg_column_count(s) : sqlite3_column_count(s->sq);
 }
 
+int db_param_count(struct db_stmt *s)
+{
+	return s->db->engine == DB_POSTGRES ? s->nparams : sqlite3_bind_parameter_count(s->sq);
+}
+
 int db_column_is_null(struct db_stmt *s, int col)
 {
 	if (s->db->engine == DB_POSTGRES)
@@ -406,7 +446,7 @@ int db_commit(struct db *db)
 
 void db_rollback(struct db *db)
 {
-	if (db->tx_lost || !db->in_tx) {
+	if (db->tx_lost || !db_in_transaction(db)) {
 		db->in_tx = db->tx_lost = 0;
 		return;
 	}

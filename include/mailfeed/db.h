@@ -62,6 +62,22 @@ int db_is_dsn(const char *target);
  * failure; *unavailable (may be NULL) is set to 1 when the reason is that
  * the server could not be reached. */
 struct db *db_open(const char *target, char *err, size_t errlen, int *unavailable);
+/* db_open with flags: DB_OPEN_NO_SETUP leaves a new SQLite connection
+ * without its settings (WAL mode and the rest; the busy timeout is set),
+ * so that the caller can check the file before anything is written to it;
+ * db_setup applies them then (nothing to do on PostgreSQL).  0 or -1. */
+#define DB_OPEN_NO_SETUP 1
+/* DB_OPEN_READONLY: an SQLite file is opened read-only, never created,
+ * without settings or busy timeout (for commands that only look). */
+#define DB_OPEN_READONLY 2
+struct db *db_open_flags(const char *target, int flags, char *err, size_t errlen, int *unavailable);
+int db_setup(struct db *db);
+/* SQLite only: SQLite's own connection handle, for the checks and
+ * diagnostics that exist on SQLite alone (the state file's structural
+ * check, disk-full reasons).  NULL on PostgreSQL. */
+void *db_sqlite_handle(struct db *db);
+/* The version of the SQLite library linked in (for the build information). */
+const char *db_sqlite_version(void);
 /* The same with the DSN read from a file (first line; it may hold a
  * password, so the file should be private). */
 struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *unavailable);
@@ -87,6 +103,8 @@ int db_bind_null(struct db_stmt *s, int i);
 /* DB_ROW (a row is there to read), DB_DONE, or DB_FAIL. */
 int db_step(struct db_stmt *s);
 int db_column_count(struct db_stmt *s);
+/* The highest parameter number of the statement's SQL. */
+int db_param_count(struct db_stmt *s);
 int db_column_is_null(struct db_stmt *s, int col);
 int64_t db_column_int64(struct db_stmt *s, int col);
 const char *db_column_text(struct db_stmt *s, int col); /* NULL for NULL */
