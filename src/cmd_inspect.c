@@ -13,8 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
 #include "mailfeed/decide.h"
@@ -186,14 +184,12 @@ static void show_decision(const struct mf_config *cfg, const struct mf_mailbox *
 			  const struct mf_message *m, const char *raw, size_t len, int as_json)
 {
 	struct decision d;
-	sqlite3 *db = NULL;
-	if (cfg && mb &&
-	    sqlite3_open_v2(cfg->gateway.state, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		sqlite3_close(db);
-		db = NULL;
-	}
+	struct db *db = NULL;
+	char err[512];
+	if (cfg && mb)
+		db = db_open_flags(cfg->gateway.state, DB_OPEN_READONLY, err, sizeof err, NULL);
 	decide_message(db, cfg, mb, m, raw, len, &d);
-	sqlite3_close(db);
+	db_close(db);
 	struct strlist rcpt = {0};
 	recipients_mentionable(cfg, m, NULL, &rcpt);
 	struct route_why why;

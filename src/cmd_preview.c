@@ -4,7 +4,6 @@
  * worker and the same decision (decide_message) as the daemon, and prints
  * what each would become.  Nothing is written: the state is opened read-only. */
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,7 @@ struct preview {
 	const struct mf_config *cfg;
 	const struct mf_mailbox *mb;
 	struct parse_worker *worker;
-	sqlite3 *db; /* read-only, may be NULL */
+	struct db *db; /* read-only, may be NULL */
 	json_t *out;
 };
 
@@ -188,10 +187,7 @@ static int preview_fetch(struct imap_session *s, struct preview *p, const uint32
 	const struct mf_config *cfg = p->cfg;
 	char err[512];
 	int rc = 1;
-	if (sqlite3_open_v2(cfg->gateway.state, &p->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		sqlite3_close(p->db);
-		p->db = NULL;
-	}
+	p->db = db_open_flags(cfg->gateway.state, DB_OPEN_READONLY, err, sizeof err, NULL);
 	p->worker = worker_new(&cfg->gateway);
 	p->out = json_array();
 	size_t first = n > (size_t)limit ? n - (size_t)limit : 0;
@@ -210,7 +206,7 @@ static int preview_fetch(struct imap_session *s, struct preview *p, const uint32
 	}
 	json_decref(p->out);
 	worker_free(p->worker);
-	sqlite3_close(p->db);
+	db_close(p->db);
 	return rc;
 }
 

@@ -53,7 +53,7 @@ void decide_item_key(const char *group, const struct mf_message *m, const char *
 	snprintf(out, 40, "mf-%.32s", h);
 }
 
-int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
+int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
 		   const struct mf_message *m, const char *raw, size_t len, struct decision *d)
 {
 	const char *skip;

@@ -53,7 +53,8 @@ enum run_query {
 
 static const char *const run_sql[Q_COUNT] = {
     [Q_RUN_STATE] = "SELECT state FROM digest_runs WHERE email=?1 AND period=?2",
-    [Q_CLAIM] = "INSERT OR IGNORE INTO digest_runs(email, period, state, at) VALUES(?1,?2,?3,?4)",
+    [Q_CLAIM] = "INSERT INTO digest_runs(email, period, state, at) VALUES(?1,?2,?3,?4)"
+		" ON CONFLICT DO NOTHING",
     [Q_SET_STATE] = "UPDATE digest_runs SET state=?3, at=?4 WHERE email=?1 AND period=?2",
     [Q_FORGET] = "DELETE FROM digest_runs WHERE email=?1 AND period=?2",
     [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
@@ -74,7 +75,7 @@ struct run {
 	size_t secretlen;
 	struct smtp_client *smtp;
 	char *from_addr;
-	sqlite3_stmt *q[Q_COUNT];
+	struct db_stmt *q[Q_COUNT];
 	struct strlist sent_email, sent_period; /* accepted, still 'sending' */
 	struct group_read *reads;
 	size_t n_reads;
@@ -85,27 +86,25 @@ struct run {
 };
 
 /* A cached statement of run_sql, reset and unbound; NULL on error. */
-static sqlite3_stmt *run_stmt(struct run *r, enum run_query id)
+static struct db_stmt *run_stmt(struct run *r, enum run_query id)
 {
 	if (!r->q[id]) {
-		if (sqlite3_prepare_v2(store_db(r->st), run_sql[id], -1, &r->q[id], NULL) !=
-		    SQLITE_OK) {
+		if (!(r->q[id] = db_prepare(store_db(r->st), run_sql[id]))) {
 			log_error("digest.error error=%s", LOG_Q(store_errmsg(r->st)));
 			return NULL;
 		}
 	} else {
-		sqlite3_reset(r->q[id]);
-		sqlite3_clear_bindings(r->q[id]);
+		db_reset(r->q[id]);
 	}
 	return r->q[id];
 }
 
 /* Steps a statement without results: rows changed, or -1. */
-static int run_exec(struct run *r, sqlite3_stmt *s)
+static int run_exec(struct run *r, struct db_stmt *s)
 {
-	int rc = s && sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(r->st)) : -1;
+	int rc = s && db_step(s) == DB_DONE ? (int)db_changes(store_db(r->st)) : -1;
 	if (s)
-		sqlite3_reset(s);
+		db_reset(s);
 	return rc;
 }
 
@@ -139,26 +138,26 @@ static int end_full(struct run *r, int commit)
 	return rc;
 }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
+static void bind_text(struct db_stmt *s, int i, const char *v)
 {
 	if (s && v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+		db_bind_text(s, i, v, -1);
 }
 
 /* 1 row exists (state copied into out), 0 none, -1 error. */
 static int run_state(struct run *r, const char *email, const char *period, char *out, size_t outlen)
 {
-	sqlite3_stmt *s = run_stmt(r, Q_RUN_STATE);
+	struct db_stmt *s = run_stmt(r, Q_RUN_STATE);
 	int rc = 0;
 	if (!s)
 		return -1;
 	bind_text(s, 1, email);
 	bind_text(s, 2, period);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(s, 0));
+	if (db_step(s) == DB_ROW) {
+		snprintf(out, outlen, "%s", db_column_text(s, 0));
 		rc = 1;
 	}
-	sqlite3_reset(s);
+	db_reset(s);
 	return rc;
 }
 
@@ -166,12 +165,12 @@ static int run_state(struct run *r, const char *email, const char *period, char 
 static int run_period_stmt(struct run *r, enum run_query q, const char *email, const char *period,
 			   const char *state)
 {
-	sqlite3_stmt *s = run_stmt(r, q);
+	struct db_stmt *s = run_stmt(r, q);
 	bind_text(s, 1, email);
 	bind_text(s, 2, period);
 	bind_text(s, 3, state);
 	if (s)
-		sqlite3_bind_int64(s, 4, (sqlite3_int64)r->now);
+		db_bind_int64(s, 4, (int64_t)r->now);
 	return run_exec(r, s);
 }
 
@@ -299,7 +298,7 @@ static void record_refusal(struct run *r, const struct job *j, int res)
 	if (begin_full(r) < 0)
 		return;
 	if (j->state == RECORDED) {
-		sqlite3_stmt *s = run_stmt(r, Q_FORGET);
+		struct db_stmt *s = run_stmt(r, Q_FORGET);
 		if (res == SMTP_TEMPORARY) {
 			bind_text(s, 1, email);
 			bind_text(s, 2, j->period);
@@ -800,14 +799,13 @@ static int run_all(struct store *st, const struct mf_config *cfg,
 
 long long digest_sent_total(struct store *st)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long long n = 0;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM digest_runs WHERE state='sent'",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT COUNT(*) FROM digest_runs WHERE state='sent'")))
 		return 0;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	if (db_step(s) == DB_ROW)
+		n = db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
@@ -882,7 +880,7 @@ static void run_end(struct run *r)
 	forget_accepted(r);
 	group_reads_free(r);
 	for (int i = 0; i < Q_COUNT; i++)
-		sqlite3_finalize(r->q[i]);
+		db_finalize(r->q[i]);
 	smtp_free(r->smtp);
 	free(r->from_addr);
 	if (r->secret) {

@@ -40,10 +40,10 @@
 struct local_ctx {
 	struct store *st;
 	char *dir;
-	size_t full_batch;      /* what the outbox hands over when more is waiting */
+	size_t full_batch; /* what the outbox hands over when more is waiting */
 	long long max_file_size;
 	int max_files;
-	struct strlist dirty;   /* groups whose files are behind the table */
+	struct strlist dirty; /* groups whose files are behind the table */
 	double last_render;
 };
 
@@ -375,9 +375,9 @@ static void rows_free(struct row *r, size_t n)
 	free(r);
 }
 
-static char *col_dup(sqlite3_stmt *s, int i)
+static char *col_dup(struct db_stmt *s, int i)
 {
-	const char *t = (const char *)sqlite3_column_text(s, i);
+	const char *t = db_column_text(s, i);
 	return t ? xstrdup(t) : NULL;
 }
 
@@ -386,35 +386,34 @@ static char *col_dup(sqlite3_stmt *s, int i)
 static int rows_load(struct store *st, const char *group, time_t since, int limit, struct row **out,
 		     size_t *n)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	*out = NULL;
 	*n = 0;
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		"SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
-		" text, hashtags, created, attachments FROM local_items WHERE grp=? AND created>?"
-		" ORDER BY created DESC, id DESC LIMIT ?) ORDER BY created, id",
-		-1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(
+		  store_db(st),
+		  "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
+		  " text, hashtags, created, attachments FROM local_items WHERE grp=? AND created>?"
+		  " ORDER BY created DESC, id DESC LIMIT ?) ORDER BY created, id")))
 		return -1;
-	sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)since);
-	sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_text(s, 1, group, -1);
+	db_bind_int64(s, 2, (int64_t)since);
+	db_bind_int64(s, 3, limit > 0 ? limit : -1);
+	while (db_step(s) == DB_ROW) {
 		*out = xrealloc(*out, (*n + 1) * sizeof **out);
 		struct row *r = &(*out)[(*n)++];
-		r->id = sqlite3_column_int64(s, 0);
-		r->parent = sqlite3_column_int64(s, 1);
+		r->id = db_column_int64(s, 0);
+		r->parent = db_column_int64(s, 1);
 		r->author_name = col_dup(s, 2);
 		r->author_email = col_dup(s, 3);
 		r->subject = col_dup(s, 4);
 		r->text = col_dup(s, 5);
-		const char *t = (const char *)sqlite3_column_text(s, 6);
+		const char *t = db_column_text(s, 6);
 		r->tags = t ? json_loads(t, 0, NULL) : NULL;
-		r->created = (time_t)sqlite3_column_int64(s, 7);
-		const char *f = (const char *)sqlite3_column_text(s, 8);
+		r->created = (time_t)db_column_int64(s, 7);
+		const char *f = db_column_text(s, 8);
 		r->files = f && strcmp(f, "[]") != 0 ? json_loads(f, 0, NULL) : NULL;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -613,8 +612,8 @@ static void txt_files(struct buf *b, const struct row *r, const char *gsafe, con
 	notes_put(b, r, txt_put, indent);
 }
 
-static void txt_render(struct buf *b, struct out_file *o, const char *group,
-		       const struct row *rows, size_t n)
+static void txt_render(struct buf *b, struct out_file *o, const char *group, const struct row *rows,
+		       size_t n)
 {
 	size_t threads = 0;
 	char *gsafe = group_safe(group);
@@ -694,26 +693,27 @@ static int local_render(struct local_ctx *c, const char *group)
 
 static long long id_of_key(struct store *st, const char *key)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long long id = 0;
 	if (!(s = store_stmt(st, "SELECT id FROM local_items WHERE key=?")))
 		return -1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		id = sqlite3_column_int64(s, 0);
+	db_bind_text(s, 1, key, -1);
+	if (db_step(s) == DB_ROW)
+		id = db_column_int64(s, 0);
 	store_stmt_done(st, s);
 	return id;
 }
 
 static int parent_exists(struct store *st, long long id, const char *group)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int found = 0;
-	if (!(s = store_stmt(st, "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL")))
+	if (!(s = store_stmt(st,
+			     "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL")))
 		return 0;
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_text(s, 2, group, -1, SQLITE_STATIC);
-	found = sqlite3_step(s) == SQLITE_ROW;
+	db_bind_int64(s, 1, id);
+	db_bind_text(s, 2, group, -1);
+	found = db_step(s) == DB_ROW;
 	store_stmt_done(st, s);
 	return found;
 }
@@ -757,13 +757,13 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 		const struct feed_attachment *f = &it->attachments[i];
 		char *safe = feed_local_safe_name(f->filename);
 		char size[32];
-		json_t *o = json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename,
-				      "content_type", f->content_type, "size", (json_int_t)f->size,
-				      "sha256", f->sha256);
+		json_t *o =
+		    json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename, "content_type",
+			      f->content_type, "size", (json_int_t)f->size, "sha256", f->sha256);
 		const char *why = (long long)f->size > c->max_file_size ? "too large"
-				  : kept >= c->max_files		 ? "too many files"
-				  : !f->data				 ? "its bytes were not kept"
-									 : NULL;
+				  : kept >= c->max_files		? "too many files"
+				  : !f->data				? "its bytes were not kept"
+									: NULL;
 		size_text((long long)f->size, size, sizeof size);
 		if (why) {
 			char *note = xasprintf("[file %s (%s) not kept: %s]", safe, size, why);
@@ -833,25 +833,28 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		r->status = FEED_RETRY;
 		return;
 	}
-	sqlite3_stmt *s;
-	if (!(s = store_stmt(c->st, "INSERT OR IGNORE INTO local_items(key, grp, parent,"
+	struct db_stmt *s;
+	if (!(s = store_stmt(c->st, "INSERT INTO local_items(key, grp, parent,"
 				    " author_name, author_email, subject, text, hashtags,"
-				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)")))
+				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)"
+				    " ON CONFLICT DO NOTHING")))
 		goto store_error;
-	sqlite3_bind_text(s, 1, it->key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, it->group, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, it->key, -1);
+	db_bind_text(s, 2, it->group, -1);
 	if (parent)
-		sqlite3_bind_int64(s, 3, parent);
-	sqlite3_bind_text(s, 4, it->author_name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, it->author_email, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 6, it->subject, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 7, it->text ? it->text : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 8, tags_json(it->hashtags), -1, free);
-	sqlite3_bind_text(s, 9, files, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
-	int rc = sqlite3_step(s);
+		db_bind_int64(s, 3, parent);
+	db_bind_text(s, 4, it->author_name, -1);
+	db_bind_text(s, 5, it->author_email, -1);
+	db_bind_text(s, 6, it->subject, -1);
+	db_bind_text(s, 7, it->text ? it->text : "", -1);
+	char *tags = tags_json(it->hashtags);
+	db_bind_text(s, 8, tags, -1);
+	free(tags);
+	db_bind_text(s, 9, files, -1);
+	db_bind_int64(s, 10, (int64_t)time(NULL));
+	int rc = db_step(s);
 	store_stmt_done(c->st, s);
-	if (rc != SQLITE_DONE)
+	if (rc != DB_DONE)
 		goto store_error;
 	long long id = id_of_key(c->st, it->key);
 	if (id <= 0)

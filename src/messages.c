@@ -74,10 +74,10 @@ int msg_after_action_due(enum msg_state s, int has_item)
 	"NOT EXISTS(SELECT 1 FROM outbox WHERE message=messages.id"                                \
 	" AND state NOT IN ('delivered','dropped'))"
 
-static sqlite3_stmt *prep(struct store *st, const char *sql)
+static struct db_stmt *prep(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK) {
+	struct db_stmt *s = NULL;
+	if (!(s = db_prepare(store_db(st), sql))) {
 		char e[600];
 		log_error("store.error prepare=failed error=%s",
 			  log_quote(store_errmsg(st), e, sizeof e));
@@ -87,26 +87,26 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 }
 
 /* Steps s once and finalizes it.  0 or -1 (logged). */
-static int step_done(struct store *st, sqlite3_stmt *s)
+static int step_done(struct store *st, struct db_stmt *s)
 {
 	if (!s)
 		return -1;
-	int rc = sqlite3_step(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	int rc = db_step(s);
+	if (rc != DB_DONE && rc != DB_ROW) {
 		char e[600];
 		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
-		sqlite3_finalize(s);
+		db_finalize(s);
 		return -1;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
 /* A statement run once per message, kept prepared (store_stmt); given back
  * with kept_done. */
-static sqlite3_stmt *kept(struct store *st, const char *sql)
+static struct db_stmt *kept(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s = store_stmt(st, sql);
+	struct db_stmt *s = store_stmt(st, sql);
 	if (!s) {
 		char e[600];
 		log_error("store.error prepare=failed error=%s",
@@ -116,12 +116,12 @@ static sqlite3_stmt *kept(struct store *st, const char *sql)
 }
 
 /* Steps a kept statement once and gives it back.  0 or -1 (logged). */
-static int kept_done(struct store *st, sqlite3_stmt *s)
+static int kept_done(struct store *st, struct db_stmt *s)
 {
 	if (!s)
 		return -1;
-	int rc = sqlite3_step(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	int rc = db_step(s);
+	if (rc != DB_DONE && rc != DB_ROW) {
 		char e[600];
 		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
 		store_stmt_done(st, s);
@@ -134,9 +134,9 @@ static int kept_done(struct store *st, sqlite3_stmt *s)
 /* One statement on one message id (?1) in the caller's transaction. */
 static int update_id(struct store *st, const char *sql, int64_t id)
 {
-	sqlite3_stmt *s = prep(st, sql);
+	struct db_stmt *s = prep(st, sql);
 	if (s)
-		sqlite3_bind_int64(s, 1, id);
+		db_bind_int64(s, 1, id);
 	return step_done(st, s);
 }
 
@@ -145,7 +145,7 @@ static int update_id(struct store *st, const char *sql, int64_t id)
 int store_message_known(struct store *st, const char *mailbox, const char *message_id,
 			const char *sha256)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int known = 0;
 	/* once per message taken in: kept prepared */
 	if (message_id)
@@ -156,11 +156,11 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 			     " AND sha256=?3 LIMIT 1");
 	if (!s)
 		return 0;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, mailbox, -1);
 	if (message_id)
-		sqlite3_bind_text(s, 2, message_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, sha256, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
+		db_bind_text(s, 2, message_id, -1);
+	db_bind_text(s, 3, sha256, -1);
+	if (db_step(s) == DB_ROW)
 		known = 1;
 	store_stmt_done(st, s);
 	return known;
@@ -169,11 +169,11 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 /* The raw bytes of message id, in the row of its body. */
 static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 {
-	sqlite3_stmt *s = kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
+	struct db_stmt *s = kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_blob64(s, 2, raw, len, SQLITE_STATIC);
+	db_bind_int64(s, 1, id);
+	db_bind_blob(s, 2, raw, (size_t)(len));
 	return kept_done(st, s);
 }
 
@@ -181,16 +181,16 @@ static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 static int body_set_parsed(struct store *st, int64_t id, const char *parsed)
 {
 	/* once per message: kept prepared */
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    store_stmt(st, "INSERT INTO message_parsed(message, parsed) VALUES(?1, ?2)"
 			   " ON CONFLICT(message) DO UPDATE SET parsed=?2");
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_text(s, 2, parsed, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
+	db_bind_int64(s, 1, id);
+	db_bind_text(s, 2, parsed, -1);
+	int rc = db_step(s);
 	store_stmt_done(st, s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	return rc == DB_DONE ? 0 : -1;
 }
 
 /* The message has its raw bytes (SQL on a row of messages). */
@@ -207,29 +207,34 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 	else
 		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
 	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
-		sqlite3_stmt *s =
-		    kept(st, "INSERT OR IGNORE INTO messages(mailbox, uidvalidity, uid, message_id,"
+		struct db_stmt *s =
+		    kept(st, "INSERT INTO messages(mailbox, uidvalidity, uid, message_id,"
 			     " size, internaldate, sha256, state, reason, received_at)"
-			     " VALUES(?,?,?,?,?,?,?,?,?,?)");
+			     " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
 		if (!s)
 			return -1;
-		sqlite3_bind_text(s, 1, m->mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, m->uidvalidity);
-		sqlite3_bind_int64(s, 3, m->uid);
+		db_bind_text(s, 1, m->mailbox, -1);
+		db_bind_int64(s, 2, m->uidvalidity);
+		db_bind_int64(s, 3, m->uid);
 		if (m->message_id)
-			sqlite3_bind_text(s, 4, m->message_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 5, m->size);
-		sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
-		sqlite3_bind_text(s, 7, hash, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 8, state ? state : S_NEW, -1, SQLITE_STATIC);
+			db_bind_text(s, 4, m->message_id, -1);
+		db_bind_int64(s, 5, m->size);
+		db_bind_int64(s, 6, (int64_t)m->internaldate);
+		db_bind_text(s, 7, hash, -1);
+		db_bind_text(s, 8, state ? state : S_NEW, -1);
 		if (m->reason)
-			sqlite3_bind_text(s, 9, m->reason, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 10, (sqlite3_int64)time(NULL));
-		if (kept_done(st, s) < 0)
+			db_bind_text(s, 9, m->reason, -1);
+		db_bind_int64(s, 10, (int64_t)time(NULL));
+		int rc = db_step(s); /* a row: the id of the new message */
+		int64_t id = rc == DB_ROW ? db_column_int64(s, 0) : 0;
+		store_stmt_done(st, s);
+		if (rc != DB_ROW && rc != DB_DONE) {
+			char e[600];
+			log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
 			return -1;
-		*inserted = sqlite3_changes(store_db(st)) > 0;
-		if (*inserted && m->raw &&
-		    body_add(st, sqlite3_last_insert_rowid(store_db(st)), m->raw, m->raw_len) < 0)
+		}
+		*inserted = rc == DB_ROW;
+		if (*inserted && m->raw && body_add(st, id, m->raw, m->raw_len) < 0)
 			return -1;
 	}
 	return store_folder_advance(st, m->mailbox, m->uid);
@@ -238,17 +243,17 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			   uint32_t uid, const char *parsed)
 {
-	sqlite3_stmt *s = prep(st, "SELECT id FROM messages WHERE mailbox=? AND uidvalidity=?"
-				   " AND uid=? AND NOT " HAS_RAW);
+	struct db_stmt *s = prep(st, "SELECT id FROM messages WHERE mailbox=? AND uidvalidity=?"
+				     " AND uid=? AND NOT " HAS_RAW);
 	int64_t id = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, uidvalidity);
-	sqlite3_bind_int64(s, 3, uid);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		id = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, uidvalidity);
+	db_bind_int64(s, 3, uid);
+	if (db_step(s) == DB_ROW)
+		id = db_column_int64(s, 0);
+	db_finalize(s);
 	return id ? body_set_parsed(st, id, parsed) : 0;
 }
 
@@ -271,20 +276,20 @@ int store_message_add(struct store *st, const struct stored_message *m, int *ins
 size_t messages_drop_known(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			   uint32_t *uids, size_t n)
 {
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "SELECT 1 FROM messages WHERE mailbox=? AND uidvalidity=? AND uid=?");
 	size_t kept = 0;
 	if (!s)
 		return n;
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, uidvalidity);
-		sqlite3_bind_int64(s, 3, uids[i]);
-		if (sqlite3_step(s) != SQLITE_ROW)
+		db_bind_text(s, 1, mailbox, -1);
+		db_bind_int64(s, 2, uidvalidity);
+		db_bind_int64(s, 3, uids[i]);
+		if (db_step(s) != DB_ROW)
 			uids[kept++] = uids[i];
-		sqlite3_reset(s);
+		db_reset(s);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return kept;
 }
 
@@ -302,22 +307,22 @@ int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidit
 	    [ACK_TO_UNMARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
 			      " AND acked=2 AND " AFTER_ACTION_DUE " ORDER BY uid LIMIT 1000",
 	};
-	sqlite3_stmt *s = prep(st, sql[q]);
+	struct db_stmt *s = prep(st, sql[q]);
 	size_t cap = 0;
 	*uids = NULL;
 	*n = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, uidvalidity);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, uidvalidity);
+	while (db_step(s) == DB_ROW) {
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 64;
 			*uids = xrealloc(*uids, cap * sizeof **uids);
 		}
-		(*uids)[(*n)++] = (uint32_t)sqlite3_column_int64(s, 0);
+		(*uids)[(*n)++] = (uint32_t)db_column_int64(s, 0);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -332,21 +337,21 @@ int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
 {
 	if (store_begin(st) < 0)
 		return -1;
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "UPDATE messages SET acked=? WHERE mailbox=? AND uidvalidity=? AND uid=?");
 	if (!s) {
 		store_rollback(st);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_int(s, 1, acked);
-		sqlite3_bind_text(s, 2, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, uidvalidity);
-		sqlite3_bind_int64(s, 4, uids[i]);
-		sqlite3_step(s);
-		sqlite3_reset(s);
+		db_bind_int64(s, 1, acked);
+		db_bind_text(s, 2, mailbox, -1);
+		db_bind_int64(s, 3, uidvalidity);
+		db_bind_int64(s, 4, uids[i]);
+		db_step(s);
+		db_reset(s);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return store_commit(st);
 }
 
@@ -359,24 +364,24 @@ int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
 int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			  time_t *next_at, char **error)
 {
-	sqlite3_stmt *s = prep(st, "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
-				   " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
-				   " messages m WHERE m.mailbox=e.mailbox AND"
-				   " m.uidvalidity=e.uidvalidity AND m.uid=e.uid AND m.acked=0)");
+	struct db_stmt *s = prep(st, "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
+				     " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
+				     " messages m WHERE m.mailbox=e.mailbox AND"
+				     " m.uidvalidity=e.uidvalidity AND m.uid=e.uid AND m.acked=0)");
 	int count = -1;
 	*next_at = 0;
 	*error = NULL;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, uidvalidity);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		count = sqlite3_column_int(s, 0);
-		*next_at = (time_t)sqlite3_column_int64(s, 1);
-		if (sqlite3_column_text(s, 2))
-			*error = xstrdup((const char *)sqlite3_column_text(s, 2));
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, uidvalidity);
+	if (db_step(s) == DB_ROW) {
+		count = (int)db_column_int64(s, 0);
+		*next_at = (time_t)db_column_int64(s, 1);
+		if (db_column_text(s, 2))
+			*error = xstrdup(db_column_text(s, 2));
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return count;
 }
 
@@ -384,13 +389,11 @@ int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidval
  * on first use. */
 int messages_acks_table(struct store *st)
 {
-	return sqlite3_exec(
-		   store_db(st),
-		   "CREATE TABLE IF NOT EXISTS ack_errors("
-		   " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
-		   " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
-		   " PRIMARY KEY(mailbox, uidvalidity, uid))",
-		   NULL, NULL, NULL) == SQLITE_OK
+	return db_exec(store_db(st),
+		       "CREATE TABLE IF NOT EXISTS ack_errors("
+		       " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
+		       " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+		       " PRIMARY KEY(mailbox, uidvalidity, uid))") == 0
 		   ? 0
 		   : -1;
 }
@@ -398,51 +401,50 @@ int messages_acks_table(struct store *st)
 void messages_acks_not_waiting(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			       uint32_t *uids, size_t *n, time_t now)
 {
-	sqlite3_stmt *q;
+	struct db_stmt *q;
 	size_t k = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2"
-			       " AND uid=?3 AND next_at > ?4",
-			       -1, &q, NULL) != SQLITE_OK)
+	if (!(q = db_prepare(store_db(st),
+			     "SELECT 1 FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2"
+			     " AND uid=?3 AND next_at > ?4")))
 		return;
 	for (size_t i = 0; i < *n; i++) {
-		sqlite3_bind_text(q, 1, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 2, uidvalidity);
-		sqlite3_bind_int64(q, 3, uids[i]);
-		sqlite3_bind_int64(q, 4, (sqlite3_int64)now);
-		if (sqlite3_step(q) != SQLITE_ROW)
+		db_bind_text(q, 1, mailbox, -1);
+		db_bind_int64(q, 2, uidvalidity);
+		db_bind_int64(q, 3, uids[i]);
+		db_bind_int64(q, 4, (int64_t)now);
+		if (db_step(q) != DB_ROW)
 			uids[k++] = uids[i];
-		sqlite3_reset(q);
+		db_reset(q);
 	}
-	sqlite3_finalize(q);
+	db_finalize(q);
 	*n = k;
 }
 
 void messages_acks_note(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			const uint32_t *uids, size_t n, const char *error, time_t now)
 {
-	sqlite3_stmt *q;
+	struct db_stmt *q;
 	const char *sql =
 	    error ? "INSERT INTO ack_errors(mailbox, uidvalidity, uid, error, attempts, next_at)"
 		    " VALUES(?1, ?2, ?3, ?4, 1, ?5 + 60) ON CONFLICT DO UPDATE SET error=?4,"
 		    " attempts=attempts+1,"
 		    " next_at=?5 + MIN(3600, 60 * (1 << MIN(attempts, 6)))"
 		  : "DELETE FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2 AND uid=?3";
-	if (sqlite3_prepare_v2(store_db(st), sql, -1, &q, NULL) != SQLITE_OK)
+	if (!(q = db_prepare(store_db(st), sql)))
 		return;
 	store_begin(st);
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_text(q, 1, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 2, uidvalidity);
-		sqlite3_bind_int64(q, 3, uids[i]);
+		db_bind_text(q, 1, mailbox, -1);
+		db_bind_int64(q, 2, uidvalidity);
+		db_bind_int64(q, 3, uids[i]);
 		if (error) {
-			sqlite3_bind_text(q, 4, error, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(q, 5, (sqlite3_int64)now);
+			db_bind_text(q, 4, error, -1);
+			db_bind_int64(q, 5, (int64_t)now);
 		}
-		sqlite3_step(q);
-		sqlite3_reset(q);
+		db_step(q);
+		db_reset(q);
 	}
-	sqlite3_finalize(q);
+	db_finalize(q);
 	store_commit(st);
 }
 
@@ -450,15 +452,15 @@ void messages_acks_note(struct store *st, const char *mailbox, uint32_t uidvalid
 
 long messages_held_count(struct store *st, const char *mailbox)
 {
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "SELECT COUNT(*) FROM messages WHERE mailbox=? AND state=" Q(S_HELD));
 	long n = -1;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = (long)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, mailbox, -1);
+	if (db_step(s) == DB_ROW)
+		n = (long)db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
@@ -466,14 +468,14 @@ int messages_release_held(struct store *st, const char *mailbox, long n)
 {
 	if (store_begin(st) < 0)
 		return -1;
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "UPDATE messages SET state=" Q(
 			 S_NEW) " WHERE id IN"
 				" (SELECT id FROM messages WHERE mailbox=?1"
 				" AND state=" Q(S_HELD) " ORDER BY internaldate, id LIMIT ?2)");
 	if (s) {
-		sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, n);
+		db_bind_text(s, 1, mailbox, -1);
+		db_bind_int64(s, 2, n);
 	}
 	if (step_done(st, s) < 0) {
 		store_rollback(st);
@@ -484,12 +486,12 @@ int messages_release_held(struct store *st, const char *mailbox, long n)
 
 void messages_forget_held(struct store *st, const char *mailbox, time_t before)
 {
-	sqlite3_stmt *s = prep(st, "DELETE FROM messages WHERE mailbox=? AND state=" Q(
-				       S_HELD) " AND internaldate < ?");
+	struct db_stmt *s = prep(st, "DELETE FROM messages WHERE mailbox=? AND state=" Q(
+					 S_HELD) " AND internaldate < ?");
 	if (!s)
 		return;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)before);
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, (int64_t)before);
 	step_done(st, s);
 }
 
@@ -499,19 +501,19 @@ int messages_set_state(struct store *st, int64_t id, enum msg_state state, const
 		       const char *parsed)
 {
 	const char *name = msg_state_name(state);
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	if (!name)
 		return -1;
 	/* once per message: kept prepared */
 	if (!(s = store_stmt(st, "UPDATE messages SET state=?2, reason=?3 WHERE id=?1")))
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	db_bind_int64(s, 1, id);
+	db_bind_text(s, 2, name, -1);
 	if (reason)
-		sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
+		db_bind_text(s, 3, reason, -1);
+	int rc = db_step(s);
 	store_stmt_done(st, s);
-	if (rc != SQLITE_DONE)
+	if (rc != DB_DONE)
 		return -1;
 	return parsed ? body_set_parsed(st, id, parsed) : 0;
 }
@@ -521,7 +523,7 @@ int messages_new_ids(struct store *st, const char *replies_key, const char *cons
 		     size_t *n)
 {
 	struct buf sql;
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	*ids = NULL;
 	*attempts = NULL;
 	*n = 0;
@@ -537,23 +539,23 @@ int messages_new_ids(struct store *st, const char *replies_key, const char *cons
 	if (!s)
 		return -1;
 	/* ?1: the replies mailbox, or a name no mapping can have */
-	sqlite3_bind_text(s, 1, replies_key ? replies_key : "", -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, limit);
+	db_bind_text(s, 1, replies_key ? replies_key : "", -1);
+	db_bind_int64(s, 2, limit);
 	for (size_t i = 0; i < n_mailboxes; i++)
-		sqlite3_bind_text(s, (int)i + 3, mailboxes[i], -1, SQLITE_STATIC);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+		db_bind_text(s, (int)i + 3, mailboxes[i], -1);
+	while (db_step(s) == DB_ROW) {
 		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
 		*attempts = xrealloc(*attempts, (*n + 1) * sizeof **attempts);
-		(*ids)[*n] = sqlite3_column_int64(s, 0);
-		(*attempts)[(*n)++] = sqlite3_column_int(s, 1);
+		(*ids)[*n] = db_column_int64(s, 0);
+		(*attempts)[(*n)++] = (int)db_column_int64(s, 1);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
 int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc = -1;
 	if (n == 0)
 		return 0;
@@ -563,11 +565,11 @@ int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 				  " WHERE id=?"))) {
 			rc = 0;
 			for (size_t i = 0; i < n && rc == 0; i++) {
-				sqlite3_reset(s);
-				sqlite3_bind_int64(s, 1, ids[i]);
-				rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+				db_reset(s);
+				db_bind_int64(s, 1, ids[i]);
+				rc = db_step(s) == DB_DONE ? 0 : -1;
 			}
-			sqlite3_finalize(s);
+			db_finalize(s);
 		}
 		if (rc == 0)
 			rc = store_commit(st);
@@ -580,39 +582,40 @@ int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 
 void messages_forget_attempts(struct store *st, const int64_t *ids, size_t n)
 {
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "UPDATE messages SET parse_attempts=0 WHERE id=? AND state=" Q(S_NEW));
 	if (!s)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, ids[i]);
-		sqlite3_step(s);
+		db_reset(s);
+		db_bind_int64(s, 1, ids[i]);
+		db_step(s);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 }
 
 int messages_raw(struct store *st, int64_t id, char **mailbox, char **raw, size_t *len)
 {
 	/* once per message: kept prepared */
-	sqlite3_stmt *s = store_stmt(st, "SELECT m.mailbox, b.raw FROM messages m"
-					 " JOIN message_bodies b ON b.message=m.id WHERE m.id=?");
+	struct db_stmt *s = store_stmt(st, "SELECT m.mailbox, b.raw FROM messages m"
+					   " JOIN message_bodies b ON b.message=m.id WHERE m.id=?");
 	int rc;
 	*mailbox = *raw = NULL;
 	*len = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW && sqlite3_column_type(s, 1) != SQLITE_NULL) {
-		*mailbox = xstrdup((const char *)sqlite3_column_text(s, 0));
-		*len = (size_t)sqlite3_column_bytes(s, 1);
+	db_bind_int64(s, 1, id);
+	rc = db_step(s);
+	if (rc == DB_ROW && !db_column_is_null(s, 1)) {
+		*mailbox = xstrdup(db_column_text(s, 0));
+		const void *blob = db_column_blob(s, 1, len);
 		*raw = xmalloc(*len + 1);
-		memcpy(*raw, sqlite3_column_blob(s, 1), *len);
+		if (*len)
+			memcpy(*raw, blob, *len);
 		(*raw)[*len] = 0;
 	}
 	store_stmt_done(st, s); /* no read open while verdicts are written */
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	if (rc != DB_ROW && rc != DB_DONE)
 		return -1;
 	return *raw != NULL;
 }
@@ -624,7 +627,7 @@ int messages_follow_delivered(struct store *st, int64_t id)
 	if (id <= 0)
 		return 0;
 	/* once per item: kept prepared */
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    store_stmt(st, "UPDATE messages SET state=" Q(
 			       S_DELIVERED) ","
 					    " reason=CASE WHEN state=" Q(
@@ -632,10 +635,10 @@ int messages_follow_delivered(struct store *st, int64_t id)
 							  " WHERE id=?1 AND " NONE_ON_ITS_WAY);
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	int rc = sqlite3_step(s);
+	db_bind_int64(s, 1, id);
+	int rc = db_step(s);
 	store_stmt_done(st, s);
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		char e[600];
 		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
 		return -1;
@@ -647,14 +650,14 @@ int messages_follow_dead_posts(struct store *st, const char *why)
 {
 	/* driven from the (few) dead posts through the parent index, so the
 	 * cost does not grow with the queue */
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "UPDATE messages SET state=" Q(
 			 S_DEAD) ", reason=?1 WHERE id IN"
 				 " (SELECT c.message FROM outbox c WHERE c.parent IN"
 				 " (SELECT id FROM outbox WHERE state IN ('dead','dropped'))"
 				 " AND c.kind='comment' AND c.state IN ('pending','retrying'))");
 	if (s)
-		sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, why, -1);
 	return step_done(st, s);
 }
 
@@ -672,15 +675,15 @@ int messages_follow_retried(struct store *st)
 
 int messages_dead_content(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "SELECT NOT " HAS_RAW " FROM messages WHERE id=? AND " ON_DEAD_LIST);
 	int rc = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		rc = sqlite3_column_int(s, 0) ? 2 : 1;
-	sqlite3_finalize(s);
+	db_bind_int64(s, 1, id);
+	if (db_step(s) == DB_ROW)
+		rc = (int)db_column_int64(s, 0) ? 2 : 1;
+	db_finalize(s);
 	return rc;
 }
 
@@ -712,7 +715,7 @@ int messages_drop_of_item(struct store *st, int64_t item)
 
 int messages_counts(struct store *st, const char *mailbox, struct messages_counts *c)
 {
-	sqlite3_stmt *s = prep(
+	struct db_stmt *s = prep(
 	    st, "SELECT COUNT(*), SUM(state IN (" Q(S_SKIPPED) "," Q(
 		    S_HANDLED) ")),"
 			       " SUM(state=" Q(S_NEW) "), SUM(state=" Q(S_QUEUED) "), SUM(state=" Q(
@@ -723,16 +726,16 @@ int messages_counts(struct store *st, const char *mailbox, struct messages_count
 	memset(c, 0, sizeof *c);
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		c->stored = sqlite3_column_int64(s, 0);
-		c->skipped = sqlite3_column_int64(s, 1);
-		c->fresh = sqlite3_column_int64(s, 2);
-		c->queued = sqlite3_column_int64(s, 3);
-		c->dead = sqlite3_column_int64(s, 4);
-		c->oldest_waiting = (time_t)sqlite3_column_int64(s, 5);
+	db_bind_text(s, 1, mailbox, -1);
+	if (db_step(s) == DB_ROW) {
+		c->stored = db_column_int64(s, 0);
+		c->skipped = db_column_int64(s, 1);
+		c->fresh = db_column_int64(s, 2);
+		c->queued = db_column_int64(s, 3);
+		c->dead = db_column_int64(s, 4);
+		c->oldest_waiting = (time_t)db_column_int64(s, 5);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -740,13 +743,13 @@ int messages_each_count(struct store *st,
 			void (*fn)(void *ctx, const char *mailbox, const char *state, long long n),
 			void *ctx)
 {
-	sqlite3_stmt *s = prep(st, "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2");
+	struct db_stmt *s = prep(st, "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2");
 	if (!s)
 		return -1;
-	while (sqlite3_step(s) == SQLITE_ROW)
-		fn(ctx, (const char *)sqlite3_column_text(s, 0),
-		   (const char *)sqlite3_column_text(s, 1), (long long)sqlite3_column_int64(s, 2));
-	sqlite3_finalize(s);
+	while (db_step(s) == DB_ROW)
+		fn(ctx, db_column_text(s, 0), db_column_text(s, 1),
+		   (long long)db_column_int64(s, 2));
+	db_finalize(s);
 	return 0;
 }
 
@@ -758,7 +761,7 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 	 * none of its items still on its way or delivered after cutoff.  The
 	 * parsed form stays (dedupe compares it); with secure_delete the
 	 * bytes of the mail are overwritten. */
-	sqlite3_stmt *s = prep(
+	struct db_stmt *s = prep(
 	    st, "DELETE FROM message_bodies WHERE EXISTS(SELECT 1"
 		" FROM messages WHERE messages.id=message_bodies.message AND received_at <= ?1"
 		" AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
@@ -769,10 +772,10 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 			       " AND (o.state NOT IN ('delivered','dropped')"
 			       " OR COALESCE(o.delivered_at,0) > ?1)))");
 	if (s)
-		sqlite3_bind_int64(s, 1, (sqlite3_int64)cutoff);
+		db_bind_int64(s, 1, (int64_t)cutoff);
 	if (step_done(st, s) < 0)
 		return -1;
-	return sqlite3_changes(store_db(st));
+	return (int)db_changes(store_db(st));
 }
 
 void store_content_hash(json_t *parsed, char out[65])
@@ -806,31 +809,29 @@ void store_content_hash(json_t *parsed, char out[65])
 	buf_free(&b);
 }
 
-int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+int store_key_for_content(struct db *db, const struct mf_message *m, char key[40], char *note,
 			  size_t notelen)
 {
 	char hash[65], h[65];
 	json_t *j = message_to_json(m, 0);
 	store_content_hash(j, hash);
 	json_decref(j);
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int same = -1;
-	if (sqlite3_prepare_v2(
-		db,
-		"SELECT p.parsed FROM outbox o JOIN message_parsed p ON p.message=o.message"
-		" WHERE o.key=?",
-		-1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(
+		  db, "SELECT p.parsed FROM outbox o JOIN message_parsed p ON p.message=o.message"
+		      " WHERE o.key=?")))
 		return 1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
-		json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
+	db_bind_text(s, 1, key, -1);
+	if (db_step(s) == DB_ROW && db_column_text(s, 0)) {
+		json_t *p = json_loads(db_column_text(s, 0), 0, NULL);
 		if (p) {
 			store_content_hash(p, h);
 			same = strcmp(h, hash) == 0;
 			json_decref(p);
 		}
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	if (same != 0)
 		return 1; /* the same, or nothing to compare: a duplicate */
 	char *src = xasprintf("%s\n%s", key, hash);
@@ -841,10 +842,10 @@ int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40],
 		 "both kept",
 		 key);
 	snprintf(key, 40, "mf-%.32s", h);
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(db, "SELECT 1 FROM outbox WHERE key=?")))
 		return 1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	int known = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, key, -1);
+	int known = db_step(s) == DB_ROW;
+	db_finalize(s);
 	return known;
 }

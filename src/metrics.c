@@ -46,7 +46,7 @@ static void metrics_counters(struct store *st, struct buf *b)
 		    "mailfeed_build_info{version=\"");
 	label_escape(b, MAILFEED_VERSION);
 	buf_puts(b, "\",sqlite=\"");
-	label_escape(b, sqlite3_libversion());
+	label_escape(b, db_sqlite_version());
 	buf_puts(b, "\"} 1\n");
 }
 

@@ -56,15 +56,14 @@ int notice_address_refused(const struct mf_config *cfg, const char *addr)
 /* Notices recorded since `since`, or -1. */
 static long notices_since(struct store *st, time_t since)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long n = -1;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM notices WHERE at >= ?", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT COUNT(*) FROM notices WHERE at >= ?")))
 		return -1;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)since);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_int64(s, 1, (int64_t)since);
+	if (db_step(s) == DB_ROW)
+		n = db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
@@ -92,9 +91,9 @@ static int queue_end(struct store *st, int nested, int commit)
 static int notice_queue_mail(struct store *st, const char *to, const char *reason_key, time_t now,
 			     int max_per_hour, const struct buf *mail)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	char day[32];
-	int rc, nested = !sqlite3_get_autocommit(store_db(st));
+	int rc, nested = db_in_transaction(store_db(st));
 	time_iso(now, day, sizeof day);
 	day[10] = 0;
 	if ((nested ? store_exec(st, "SAVEPOINT notice") : store_begin(st)) < 0)
@@ -106,17 +105,15 @@ static int notice_queue_mail(struct store *st, const char *to, const char *reaso
 		queue_end(st, nested, 0);
 		return 2;
 	}
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT OR IGNORE INTO notices(address, reason, day, at)"
-			       " VALUES(lower(?),?,?,?)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "INSERT INTO notices(address, reason, day, at)"
+					   " VALUES(lower(?),?,?,?) ON CONFLICT DO NOTHING")))
 		return queue_end(st, nested, 0);
-	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, day, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
-	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, to, -1);
+	db_bind_text(s, 2, reason_key, -1);
+	db_bind_text(s, 3, day, -1);
+	db_bind_int64(s, 4, (int64_t)now);
+	rc = db_step(s) == DB_DONE ? (int)db_changes(store_db(st)) : -1;
+	db_finalize(s);
 	if (rc < 0)
 		return queue_end(st, nested, 0);
 	if (rc == 0) {

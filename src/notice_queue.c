@@ -41,7 +41,7 @@
 
 /* One due notice of a group. */
 struct due {
-	sqlite3_int64 id;
+	int64_t id;
 	char *address, *reason;
 	char *mail;
 	long attempts;
@@ -59,47 +59,44 @@ struct group_ctx {
 int notice_queue_add(struct store *st, const char *to, const char *reason_key,
 		     const struct buf *mail, time_t now)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT INTO notice_queue(address, reason, mail, created)"
-			       " VALUES(?,?,?,?)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st),
+			     "INSERT INTO notice_queue(address, reason, mail, created)"
+			     " VALUES(?,?,?,?)")))
 		return -1;
-	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 3, mail->data, (int)mail->len, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
-	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, to, -1);
+	db_bind_text(s, 2, reason_key, -1);
+	db_bind_blob(s, 3, mail->data, mail->len);
+	db_bind_int64(s, 4, (int64_t)now);
+	rc = db_step(s) == DB_DONE ? 0 : -1;
+	db_finalize(s);
 	return rc;
 }
 
 long notice_waiting(struct store *st)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long n = -1;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT COUNT(*) FROM notice_queue WHERE state='pending'", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st),
+			     "SELECT COUNT(*) FROM notice_queue WHERE state='pending'")))
 		return -1;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	if (db_step(s) == DB_ROW)
+		n = db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
 long notice_next_due(struct store *st)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long at = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT MIN(next_at) FROM notice_queue WHERE state='pending'", -1,
-			       &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st),
+			     "SELECT MIN(next_at) FROM notice_queue WHERE state='pending'")))
 		return 0;
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-		at = (long)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	if (db_step(s) == DB_ROW && !db_column_is_null(s, 0))
+		at = (long)db_column_int64(s, 0);
+	db_finalize(s);
 	return at;
 }
 
@@ -116,22 +113,21 @@ static struct due *due_of(struct group_ctx *g, const struct smtp_message *m)
 static void record_sending(void *arg, struct smtp_message **held, size_t n)
 {
 	struct group_ctx *g = arg;
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	int ok = store_begin(g->st) == 0 &&
-		 sqlite3_prepare_v2(store_db(g->st),
-				    "UPDATE notice_queue SET state='sending', attempts=attempts+1"
-				    " WHERE id=? AND state='pending'",
-				    -1, &s, NULL) == SQLITE_OK;
+		 (s = db_prepare(store_db(g->st),
+				 "UPDATE notice_queue SET state='sending', attempts=attempts+1"
+				 " WHERE id=? AND state='pending'"));
 	for (size_t i = 0; i < n && ok; i++) {
 		struct due *d = due_of(g, held[i]);
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, d->id);
-		if (sqlite3_step(s) != SQLITE_DONE)
+		db_reset(s);
+		db_bind_int64(s, 1, d->id);
+		if (db_step(s) != DB_DONE)
 			ok = 0;
 		else
-			d->claimed = sqlite3_changes(store_db(g->st)) == 1 ? 1 : 2;
+			d->claimed = (int)db_changes(store_db(g->st)) == 1 ? 1 : 2;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	if (!ok || store_commit(g->st) < 0) {
 		store_rollback(g->st);
 		for (size_t i = 0; i < n; i++)
@@ -144,24 +140,22 @@ static void record_sending(void *arg, struct smtp_message **held, size_t n)
 		held[i]->go = due_of(g, held[i])->claimed == 1;
 }
 
-static void set_row(struct store *st, sqlite3_int64 id, const char *state, long next_at,
+static void set_row(struct store *st, int64_t id, const char *state, long next_at,
 		    const char *error)
 {
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "UPDATE notice_queue SET state=?, next_at=?, error=?,"
-			       " attempts=attempts+(state='pending')"
-			       " WHERE id=? AND state IN ('pending','sending')",
-			       -1, &s, NULL) != SQLITE_OK)
+	struct db_stmt *s;
+	if (!(s = db_prepare(store_db(st), "UPDATE notice_queue SET state=?, next_at=?, error=?,"
+					   " attempts=attempts+(state='pending')"
+					   " WHERE id=? AND state IN ('pending','sending')")))
 		return;
-	sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, next_at);
-	sqlite3_bind_text(s, 3, error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, id);
-	if (sqlite3_step(s) != SQLITE_DONE)
+	db_bind_text(s, 1, state, -1);
+	db_bind_int64(s, 2, next_at);
+	db_bind_text(s, 3, error, -1);
+	db_bind_int64(s, 4, id);
+	if (db_step(s) != DB_DONE)
 		log_error("notice.error error=\"cannot record the result\" detail=%s",
 			  LOG_Q(store_errmsg(st)));
-	sqlite3_finalize(s);
+	db_finalize(s);
 }
 
 /* What became of one notice of a sent group. */
@@ -209,35 +203,34 @@ static void due_finish(struct store *st, struct due *d, time_t now)
 /* Up to SMTP_GROUP_MAX due notices; *n how many. */
 static struct due *due_read(struct store *st, time_t now, size_t *n)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	struct due *d = xcalloc(SMTP_GROUP_MAX, sizeof *d);
 	*n = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT id, address, reason, mail, attempts, created"
-			       " FROM notice_queue WHERE state='pending' AND next_at <= ?"
-			       " ORDER BY next_at, id LIMIT ?",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st),
+			     "SELECT id, address, reason, mail, attempts, created"
+			     " FROM notice_queue WHERE state='pending' AND next_at <= ?"
+			     " ORDER BY next_at, id LIMIT ?")))
 		return d;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
-	sqlite3_bind_int(s, 2, SMTP_GROUP_MAX);
-	while (*n < SMTP_GROUP_MAX && sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_int64(s, 1, (int64_t)now);
+	db_bind_int64(s, 2, SMTP_GROUP_MAX);
+	while (*n < SMTP_GROUP_MAX && db_step(s) == DB_ROW) {
 		struct due *x = &d[(*n)++];
-		const void *blob = sqlite3_column_blob(s, 3);
-		size_t len = (size_t)sqlite3_column_bytes(s, 3);
-		x->id = sqlite3_column_int64(s, 0);
-		x->address = xstrdup((const char *)sqlite3_column_text(s, 1));
-		x->reason = xstrdup((const char *)sqlite3_column_text(s, 2));
+		size_t len = 0;
+		const void *blob = db_column_blob(s, 3, &len);
+		x->id = db_column_int64(s, 0);
+		x->address = xstrdup(db_column_text(s, 1));
+		x->reason = xstrdup(db_column_text(s, 2));
 		x->mail = xmalloc(len + 1);
 		if (len)
 			memcpy(x->mail, blob, len);
 		x->mail[len] = 0;
-		x->attempts = (long)sqlite3_column_int64(s, 4);
-		x->created = (time_t)sqlite3_column_int64(s, 5);
+		x->attempts = (long)db_column_int64(s, 4);
+		x->created = (time_t)db_column_int64(s, 5);
 		x->m.to = x->address;
 		x->m.data = x->mail;
 		x->m.len = len;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return d;
 }
 

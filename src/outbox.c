@@ -104,10 +104,10 @@ static char *payload_build(const struct outbox_new *n)
 	return out;
 }
 
-static sqlite3_stmt *prep(struct store *st, const char *sql)
+static struct db_stmt *prep(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK) {
+	struct db_stmt *s = NULL;
+	if (!(s = db_prepare(store_db(st), sql))) {
 		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return NULL;
 	}
@@ -116,22 +116,22 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 
 /* A statement run once per item, kept prepared (store_stmt); given back
  * with run_kept or store_stmt_done. */
-static sqlite3_stmt *kept(struct store *st, const char *sql)
+static struct db_stmt *kept(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s = store_stmt(st, sql);
+	struct db_stmt *s = store_stmt(st, sql);
 	if (!s)
 		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 	return s;
 }
 
 /* Steps a kept statement once and gives it back. 0 or -1. */
-static int run_kept(struct store *st, sqlite3_stmt *s)
+static int run_kept(struct store *st, struct db_stmt *s)
 {
 	if (!s)
 		return -1;
-	int rc = sqlite3_step(s);
+	int rc = db_step(s);
 	store_stmt_done(st, s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	if (rc != DB_DONE && rc != DB_ROW) {
 		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
@@ -139,13 +139,13 @@ static int run_kept(struct store *st, sqlite3_stmt *s)
 }
 
 /* Steps a statement once and finalizes it. 0 or -1. */
-static int run(struct store *st, sqlite3_stmt *s)
+static int run(struct store *st, struct db_stmt *s)
 {
 	if (!s)
 		return -1;
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	int rc = db_step(s);
+	db_finalize(s);
+	if (rc != DB_DONE && rc != DB_ROW) {
 		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
 	}
@@ -154,14 +154,14 @@ static int run(struct store *st, sqlite3_stmt *s)
 
 static int64_t id_of_key(struct store *st, const char *key)
 {
-	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE key=?");
+	struct db_stmt *s = prep(st, "SELECT id FROM outbox WHERE key=?");
 	int64_t id = -1;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		id = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, key, -1);
+	if (db_step(s) == DB_ROW)
+		id = db_column_int64(s, 0);
+	db_finalize(s);
 	return id;
 }
 
@@ -173,36 +173,42 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		return -1;
 	}
 	char *payload = payload_build(n);
-	sqlite3_stmt *s = kept(st, "INSERT OR IGNORE INTO outbox(key, message, kind, grp,"
-				   " thread_id, parent, payload, created, sort_date, ext_parent)"
-				   " VALUES(?,?,?,?,?,?,?,?,?,?)");
+	struct db_stmt *s =
+	    kept(st, "INSERT INTO outbox(key, message, kind, grp,"
+		     " thread_id, parent, payload, created, sort_date, ext_parent)"
+		     " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
 	if (!s) {
 		free(payload);
 		return -1;
 	}
-	sqlite3_bind_text(s, 1, n->key, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, n->key, -1);
 	if (n->message > 0)
-		sqlite3_bind_int64(s, 2, n->message);
-	sqlite3_bind_text(s, 3, n->kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, n->group, -1, SQLITE_STATIC);
+		db_bind_int64(s, 2, n->message);
+	db_bind_text(s, 3, n->kind, -1);
+	db_bind_text(s, 4, n->group, -1);
 	if (n->thread_id > 0)
-		sqlite3_bind_int64(s, 5, n->thread_id);
+		db_bind_int64(s, 5, n->thread_id);
 	if (n->parent > 0)
-		sqlite3_bind_int64(s, 6, n->parent);
-	sqlite3_bind_text(s, 7, payload, -1, free);
-	sqlite3_bind_int64(s, 8, (sqlite3_int64)time(NULL));
+		db_bind_int64(s, 6, n->parent);
+	db_bind_text(s, 7, payload, -1);
+	free(payload);
+	db_bind_int64(s, 8, (int64_t)time(NULL));
 	/* the payload's date and parent as columns: the due-item query reads
 	 * them for every candidate, and must not parse the payload for that */
 	char datebuf[32] = "";
 	if (n->msg && n->msg->date)
 		time_iso(n->msg->date, datebuf, sizeof datebuf);
-	sqlite3_bind_text(s, 9, datebuf, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int(s, 10, n->parent_remote_id ? 1 : 0);
-	if (run_kept(st, s) < 0)
+	db_bind_text(s, 9, datebuf, -1);
+	db_bind_int64(s, 10, n->parent_remote_id ? 1 : 0);
+	int rc = db_step(s); /* a row: the id of the new item */
+	int64_t id = rc == DB_ROW ? db_column_int64(s, 0) : 0;
+	store_stmt_done(st, s);
+	if (rc != DB_ROW && rc != DB_DONE) {
+		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
 		return -1;
-	if (sqlite3_changes(store_db(st)) == 0)
+	}
+	if (rc == DB_DONE)
 		return id_of_key(st, n->key);
-	int64_t id = sqlite3_last_insert_rowid(store_db(st));
 	const struct mf_message *m = n->msg;
 	for (size_t i = 0; m && i < m->n_attachments; i++) {
 		const struct mf_attachment *a = &m->attachments[i];
@@ -210,16 +216,14 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 			     " sha256, data) VALUES(?,?,?,?,?,?)");
 		if (!s)
 			return -1;
-		sqlite3_bind_int64(s, 1, id);
-		sqlite3_bind_text(s, 2, a->filename ? a->filename : "attachment", -1,
-				  SQLITE_STATIC);
-		sqlite3_bind_text(s, 3,
-				  a->content_type ? a->content_type : "application/octet-stream",
-				  -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 4, (sqlite3_int64)a->size);
-		sqlite3_bind_text(s, 5, a->sha256, -1, SQLITE_STATIC);
+		db_bind_int64(s, 1, id);
+		db_bind_text(s, 2, a->filename ? a->filename : "attachment", -1);
+		db_bind_text(s, 3, a->content_type ? a->content_type : "application/octet-stream",
+			     -1);
+		db_bind_int64(s, 4, (int64_t)a->size);
+		db_bind_text(s, 5, a->sha256, -1);
 		if (a->data)
-			sqlite3_bind_blob64(s, 6, a->data, a->size, SQLITE_STATIC);
+			db_bind_blob(s, 6, a->data, (size_t)(a->size));
 		if (run_kept(st, s) < 0)
 			return -1;
 	}
@@ -249,27 +253,27 @@ int outbox_state_parse(const char *name, enum outbox_state *s)
 	return -1;
 }
 
-int outbox_key_exists(sqlite3 *db, const char *key)
+int outbox_key_exists(struct db *db, const char *key)
 {
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM outbox WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+	struct db_stmt *s;
+	if (!(s = db_prepare(db, "SELECT 1 FROM outbox WHERE key=?")))
 		return -1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+	db_bind_text(s, 1, key, -1);
+	int rc = db_step(s);
+	db_finalize(s);
+	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
 }
 
 int outbox_counts(struct store *st, struct outbox_counts *c)
 {
-	sqlite3_stmt *s = prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
+	struct db_stmt *s = prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
 	memset(c, 0, sizeof *c);
 	if (!s)
 		return -1;
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	while (db_step(s) == DB_ROW) {
 		enum outbox_state state;
-		long v = (long)sqlite3_column_int64(s, 1);
-		if (outbox_state_parse((const char *)sqlite3_column_text(s, 0), &state) < 0)
+		long v = (long)db_column_int64(s, 1);
+		if (outbox_state_parse(db_column_text(s, 0), &state) < 0)
 			continue;
 		switch (state) {
 		case OUTBOX_PENDING:
@@ -292,49 +296,49 @@ int outbox_counts(struct store *st, struct outbox_counts *c)
 			break;
 		}
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
 long outbox_count(struct store *st, enum outbox_state state)
 {
-	sqlite3_stmt *s = prep(st, "SELECT COUNT(*) FROM outbox WHERE state=?");
+	struct db_stmt *s = prep(st, "SELECT COUNT(*) FROM outbox WHERE state=?");
 	long n = 0;
 	if (!s || !outbox_state_name(state)) {
-		sqlite3_finalize(s);
+		db_finalize(s);
 		return 0;
 	}
-	sqlite3_bind_text(s, 1, outbox_state_name(state), -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = (long)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, outbox_state_name(state), -1);
+	if (db_step(s) == DB_ROW)
+		n = (long)db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
 int outbox_retry_status(struct store *st, char **error, time_t *next_at)
 {
-	sqlite3_stmt *s = prep(st, "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
-				   " state='retrying') FROM outbox WHERE state='retrying'"
-				   " ORDER BY id LIMIT 1");
+	struct db_stmt *s = prep(st, "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
+				     " state='retrying') FROM outbox WHERE state='retrying'"
+				     " ORDER BY id LIMIT 1");
 	*error = NULL;
 	*next_at = 0;
 	if (!s)
 		return -1;
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		const char *e = (const char *)sqlite3_column_text(s, 0);
+	int rc = db_step(s);
+	if (rc == DB_ROW) {
+		const char *e = db_column_text(s, 0);
 		*error = e ? xstrdup(e) : NULL;
-		*next_at = (time_t)sqlite3_column_int64(s, 1);
+		*next_at = (time_t)db_column_int64(s, 1);
 	}
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+	db_finalize(s);
+	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
 }
 
 /* --- one item, loaded from its row for the backend ------------------- */
 
-static char *col_dup(sqlite3_stmt *s, int i)
+static char *col_dup(struct db_stmt *s, int i)
 {
-	const char *t = (const char *)sqlite3_column_text(s, i);
+	const char *t = db_column_text(s, i);
 	return t ? xstrdup(t) : NULL;
 }
 
@@ -377,27 +381,29 @@ void outbox_loaded_free(struct outbox_loaded *l)
 
 static int load_attachments(struct store *st, struct outbox_loaded *l)
 {
-	sqlite3_stmt *s = kept(st, "SELECT filename, content_type, size, sha256, data, id,"
-				   " remote FROM attachments WHERE item=? ORDER BY id");
+	struct db_stmt *s = kept(st, "SELECT filename, content_type, size, sha256, data, id,"
+				     " remote FROM attachments WHERE item=? ORDER BY id");
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, l->item.id);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_int64(s, 1, l->item.id);
+	while (db_step(s) == DB_ROW) {
 		l->att = xrealloc(l->att, (l->n_att + 1) * sizeof *l->att);
 		struct feed_attachment *a = &l->att[l->n_att++];
 		memset(a, 0, sizeof *a);
 		a->filename = col_dup(s, 0);
 		a->content_type = col_dup(s, 1);
-		a->size = (size_t)sqlite3_column_int64(s, 2);
+		a->size = (size_t)db_column_int64(s, 2);
 		a->sha256 = col_dup(s, 3);
-		if (sqlite3_column_type(s, 4) != SQLITE_NULL) {
-			size_t n = (size_t)sqlite3_column_bytes(s, 4);
+		if (!db_column_is_null(s, 4)) {
+			size_t n = 0;
+			const void *blob = db_column_blob(s, 4, &n);
 			unsigned char *d = xmalloc(n ? n : 1);
-			memcpy(d, sqlite3_column_blob(s, 4), n);
+			if (n)
+				memcpy(d, blob, n);
 			a->data = d;
 			a->size = n;
 		}
-		a->id = sqlite3_column_int64(s, 5);
+		a->id = db_column_int64(s, 5);
 		a->remote = col_dup(s, 6);
 	}
 	store_stmt_done(st, s);
@@ -408,26 +414,27 @@ static int load_attachments(struct store *st, struct outbox_loaded *l)
  * payload unreadable). */
 int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 {
-	sqlite3_stmt *s = kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
-				   " o.created, p.remote_id FROM outbox o"
-				   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
+	struct db_stmt *s =
+	    kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
+		     " o.created, p.remote_id FROM outbox o"
+		     " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
 	memset(l, 0, sizeof *l);
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, id);
-	if (sqlite3_step(s) != SQLITE_ROW) {
+	db_bind_int64(s, 1, id);
+	if (db_step(s) != DB_ROW) {
 		store_stmt_done(st, s);
 		return -1;
 	}
-	json_t *p = json_loads((const char *)sqlite3_column_text(s, 3), 0, NULL);
+	json_t *p = json_loads(db_column_text(s, 3), 0, NULL);
 	l->item.id = id;
 	l->key = col_dup(s, 0);
-	const char *kind = (const char *)sqlite3_column_text(s, 1);
+	const char *kind = db_column_text(s, 1);
 	l->item.kind = kind && strcmp(kind, "comment") == 0 ? FEED_COMMENT : FEED_POST;
 	l->group = col_dup(s, 2);
-	l->message = sqlite3_column_int64(s, 4);
-	l->attempts = (long)sqlite3_column_int64(s, 5);
-	l->created = (time_t)sqlite3_column_int64(s, 6);
+	l->message = db_column_int64(s, 4);
+	l->attempts = (long)db_column_int64(s, 5);
+	l->created = (time_t)db_column_int64(s, 6);
 	l->parent_remote_id = col_dup(s, 7);
 	store_stmt_done(st, s);
 	if (!p) {
@@ -494,13 +501,13 @@ static int message_follow_dead(struct store *st, int64_t message, const char *re
 int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const char *remote_id,
 			  time_t now)
 {
-	sqlite3_stmt *s = kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
-				   " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
+	struct db_stmt *s = kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
+				     " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)now);
-	sqlite3_bind_int64(s, 3, l->item.id);
+	db_bind_text(s, 1, remote_id, -1);
+	db_bind_int64(s, 2, (int64_t)now);
+	db_bind_int64(s, 3, l->item.id);
 	if (run_kept(st, s) < 0)
 		return -1;
 	return message_follow_delivered(st, l->message);
@@ -508,12 +515,12 @@ int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const
 
 int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char *error)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
-				   " attempts=attempts+1 WHERE id=?");
+	struct db_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
+				     " attempts=attempts+1 WHERE id=?");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, l->item.id);
+	db_bind_text(s, 1, error, -1);
+	db_bind_int64(s, 2, l->item.id);
 	if (run(st, s) < 0 || note_count(st, NOTE_COUNT_DEAD, 1) < 0)
 		return -1;
 	char *reason = xasprintf("feed service did not take the %s: %s",
@@ -526,13 +533,13 @@ int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char
 int outbox_mark_retry(struct store *st, const struct outbox_loaded *l, time_t next_at,
 		      const char *error)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
-				   " next_at=?, error=? WHERE id=?");
+	struct db_stmt *s = prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
+				     " next_at=?, error=? WHERE id=?");
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)next_at);
-	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, l->item.id);
+	db_bind_int64(s, 1, (int64_t)next_at);
+	db_bind_text(s, 2, error, -1);
+	db_bind_int64(s, 3, l->item.id);
 	if (run(st, s) < 0)
 		return -1;
 	return note_count(st, NOTE_COUNT_RETRIED, 1);
@@ -547,16 +554,16 @@ int outbox_cascade_dead(struct store *st)
 	 * cost does not grow with the queue */
 	if (messages_follow_dead_posts(st, why) < 0)
 		return -1;
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
 		     " AND state IN ('pending','retrying')"
 		     " AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, why, -1);
 	if (run(st, s) < 0)
 		return -1;
-	int n = sqlite3_changes(store_db(st));
+	int n = (int)db_changes(store_db(st));
 	if (n > 0)
 		log_warn("outbox.dead count=%d error=%s", n, LOG_Q(why));
 	if (n > 0 && note_count(st, NOTE_COUNT_DEAD, n) < 0)
@@ -576,30 +583,30 @@ int outbox_cascade_dead(struct store *st)
 
 long outbox_count_waiting(struct store *st)
 {
-	sqlite3_stmt *s = prep(
+	struct db_stmt *s = prep(
 	    st, "SELECT COUNT(*) FROM outbox WHERE state IN ('pending','retrying','inflight')");
 	long n = 0;
 	if (!s)
 		return 0;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = (long)sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	if (db_step(s) == DB_ROW)
+		n = (long)db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
 long outbox_next_due(struct store *st)
 {
-	sqlite3_stmt *s = prep(st, "SELECT MIN(o.next_at) FROM outbox o"
-				   " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
+	struct db_stmt *s = prep(st, "SELECT MIN(o.next_at) FROM outbox o"
+				     " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
 	long next = 0;
 	if (!s)
 		return 0;
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
-		next = (long)sqlite3_column_int64(s, 0);
+	if (db_step(s) == DB_ROW && !db_column_is_null(s, 0)) {
+		next = (long)db_column_int64(s, 0);
 		if (next <= 0)
 			next = 1; /* due now */
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return next;
 }
 
@@ -608,27 +615,28 @@ long outbox_next_due(struct store *st)
  * payload) is read for a waiting item.  0 or -1. */
 static int select_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n)
 {
-	sqlite3_stmt *s = prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
-				   " LEFT JOIN outbox p ON p.id=o.parent"
-				   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+	struct db_stmt *s =
+	    prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
+		     " LEFT JOIN outbox p ON p.id=o.parent"
+		     " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, (sqlite3_int64)now);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)batch);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_int64(s, 1, (int64_t)now);
+	db_bind_int64(s, 2, (int64_t)batch);
+	while (db_step(s) == DB_ROW) {
 		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
-		(*ids)[(*n)++] = sqlite3_column_int64(s, 0);
+		(*ids)[(*n)++] = db_column_int64(s, 0);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
 static int mark_inflight(struct store *st, const int64_t *ids, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *s = kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
+		struct db_stmt *s = kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
 		if (s)
-			sqlite3_bind_int64(s, 1, ids[i]);
+			db_bind_int64(s, 1, ids[i]);
 		if (run_kept(st, s) < 0)
 			return -1;
 	}
@@ -660,55 +668,55 @@ fail:
 
 int outbox_inflight_ids(struct store *st, int64_t **ids, size_t *n)
 {
-	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
+	struct db_stmt *s = prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
 	*ids = NULL;
 	*n = 0;
 	if (!s)
 		return -1;
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	while (db_step(s) == DB_ROW) {
 		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
-		(*ids)[(*n)++] = sqlite3_column_int64(s, 0);
+		(*ids)[(*n)++] = db_column_int64(s, 0);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
 int outbox_mark_pending(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
 	if (s)
-		sqlite3_bind_int64(s, 1, id);
+		db_bind_int64(s, 1, id);
 	return run(st, s);
 }
 
 int outbox_mark_unreadable(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE outbox SET state='dead', error='stored item is"
-				   " unreadable' WHERE id=?");
+	struct db_stmt *s = prep(st, "UPDATE outbox SET state='dead', error='stored item is"
+				     " unreadable' WHERE id=?");
 	if (s)
-		sqlite3_bind_int64(s, 1, id);
+		db_bind_int64(s, 1, id);
 	return run(st, s);
 }
 
 void outbox_note_upload(struct store *st, int64_t attachment, const char *remote)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE attachments SET remote=? WHERE id=?");
+	struct db_stmt *s = prep(st, "UPDATE attachments SET remote=? WHERE id=?");
 	if (s) {
-		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, attachment);
+		db_bind_text(s, 1, remote, -1);
+		db_bind_int64(s, 2, attachment);
 	}
 	run(st, s);
 }
 
 int outbox_remote_known(struct store *st, const char *remote)
 {
-	sqlite3_stmt *s = prep(st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
+	struct db_stmt *s = prep(st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
 	int found = 0;
 	if (s) {
-		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		found = sqlite3_step(s) == SQLITE_ROW;
-		sqlite3_finalize(s);
+		db_bind_text(s, 1, remote, -1);
+		found = db_step(s) == DB_ROW;
+		db_finalize(s);
 	}
 	return found;
 }
@@ -718,19 +726,19 @@ int outbox_remote_known(struct store *st, const char *remote)
 int outbox_read_delivered(struct store *st, const char *group, time_t since,
 			  struct feed_entry **entries, size_t *n)
 {
-	sqlite3_stmt *s = prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
-				   " json_extract(o.payload,'$.parent_remote_id')"
-				   " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
-				   " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
-				   " ORDER BY o.delivered_at, o.id");
+	struct db_stmt *s = prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
+				     " json_extract(o.payload,'$.parent_remote_id')"
+				     " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
+				     " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
+				     " ORDER BY o.delivered_at, o.id");
 	*entries = NULL;
 	*n = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)since);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		json_t *p = json_loads((const char *)sqlite3_column_text(s, 2), 0, NULL);
+	db_bind_text(s, 1, group, -1);
+	db_bind_int64(s, 2, (int64_t)since);
+	while (db_step(s) == DB_ROW) {
+		json_t *p = json_loads(db_column_text(s, 2), 0, NULL);
 		if (!p)
 			continue;
 		*entries = xrealloc(*entries, (*n + 1) * sizeof **entries);
@@ -746,10 +754,10 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 		e->author_email = json_dup(a, "email");
 		e->subject = json_dup(p, "subject");
 		e->text = json_dup(p, "text");
-		e->created = (time_t)sqlite3_column_int64(s, 3);
+		e->created = (time_t)db_column_int64(s, 3);
 		json_decref(p);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -776,7 +784,7 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	/* Messages whose outbox item is listed are not listed a second time.  A
 	 * message that could not be parsed has no parsed subject and sender: its
 	 * raw header block tells them instead. */
-	sqlite3_stmt *s = prep(
+	struct db_stmt *s = prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
 		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
 		" o.error, o.state, m.uid, NULL FROM outbox o"
@@ -796,22 +804,22 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	*n = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_int(s, 1, RAW_HEADER_SCAN);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_int64(s, 1, RAW_HEADER_SCAN);
+	while (db_step(s) == DB_ROW) {
 		*list = xrealloc(*list, (*n + 1) * sizeof **list);
 		struct outbox_dead *d = &(*list)[(*n)++];
 		memset(d, 0, sizeof *d);
-		snprintf(d->id, sizeof d->id, "%s%lld", sqlite3_column_text(s, 0),
-			 (long long)sqlite3_column_int64(s, 1));
-		d->when = (time_t)sqlite3_column_int64(s, 2);
+		snprintf(d->id, sizeof d->id, "%s%lld", db_column_text(s, 0),
+			 (long long)db_column_int64(s, 1));
+		d->when = (time_t)db_column_int64(s, 2);
 		d->mailbox = col_dup(s, 3);
 		d->from = col_dup(s, 4);
 		d->subject = col_dup(s, 5);
 		d->reason = col_dup(s, 6);
 		d->state = col_dup(s, 7);
-		d->uid = (uint32_t)sqlite3_column_int64(s, 8);
-		const char *raw = sqlite3_column_blob(s, 9);
-		size_t rawlen = (size_t)sqlite3_column_bytes(s, 9);
+		d->uid = (uint32_t)db_column_int64(s, 8);
+		size_t rawlen = 0;
+		const char *raw = db_column_blob(s, 9, &rawlen);
 		if (raw && !d->subject)
 			d->subject = raw_header_value(raw, rawlen, "Subject", 200);
 		if (raw && !d->from && (d->from = raw_header_value(raw, rawlen, "From", 200))) {
@@ -823,7 +831,7 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 			}
 		}
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -856,10 +864,10 @@ static int dead_id_parse(const char *id, char *kind, int64_t *row)
 /* One statement of the dead list on row ?1, with ?2 the time now. */
 static int run_on_row(struct store *st, const char *sql, int64_t row)
 {
-	sqlite3_stmt *s = prep(st, sql);
+	struct db_stmt *s = prep(st, sql);
 	if (s) {
-		sqlite3_bind_int64(s, 1, row);
-		sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
+		db_bind_int64(s, 1, row);
+		db_bind_int64(s, 2, (int64_t)time(NULL));
 	}
 	return run(st, s);
 }
@@ -898,7 +906,7 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
 		store_rollback(st);
 		return -1;
 	}
-	int changed = sqlite3_changes(store_db(st));
+	int changed = (int)db_changes(store_db(st));
 	if (changed && extra && extra(st, row) < 0) {
 		store_rollback(st);
 		return -1;
@@ -914,23 +922,22 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
  * no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
-	sqlite3_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
-				   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
-				   " ON m.id=o.message LEFT JOIN message_parsed p"
-				   " ON p.message=m.id WHERE o.id=?");
+	struct db_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
+				     " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
+				     " ON m.id=o.message LEFT JOIN message_parsed p"
+				     " ON p.message=m.id WHERE o.id=?");
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, item);
-	if (sqlite3_step(s) != SQLITE_ROW) {
-		sqlite3_finalize(s);
+	db_bind_int64(s, 1, item);
+	if (db_step(s) != DB_ROW) {
+		db_finalize(s);
 		return 0;
 	}
-	const struct mf_mailbox *mb = config_mailbox(cfg, (const char *)sqlite3_column_text(s, 0));
-	json_t *payload = json_loads((const char *)sqlite3_column_text(s, 1), 0, NULL);
-	json_t *own = json_loads(
-	    sqlite3_column_text(s, 2) ? (const char *)sqlite3_column_text(s, 2) : "[]", 0, NULL);
+	const struct mf_mailbox *mb = config_mailbox(cfg, db_column_text(s, 0));
+	json_t *payload = json_loads(db_column_text(s, 1), 0, NULL);
+	json_t *own = json_loads(db_column_text(s, 2) ? db_column_text(s, 2) : "[]", 0, NULL);
 	char *old_group = col_dup(s, 3);
-	sqlite3_finalize(s);
+	db_finalize(s);
 	int rc = 0;
 	if (mb && payload) {
 		/* the same rule as a new item's: the message's own tags, as
@@ -953,9 +960,9 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 		char *text = json_dumps(payload, JSON_COMPACT);
 		s = prep(st, "UPDATE outbox SET grp=?, payload=? WHERE id=?");
 		if (s) {
-			sqlite3_bind_text(s, 1, mb->group, -1, SQLITE_STATIC);
-			sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(s, 3, item);
+			db_bind_text(s, 1, mb->group, -1);
+			db_bind_text(s, 2, text, -1);
+			db_bind_int64(s, 3, item);
 		}
 		rc = run(st, s);
 		free(text);
@@ -972,16 +979,16 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 /* Items of a retried post: the post and the comments brought back with it. */
 static int remap_retried(struct store *st, const struct mf_config *cfg, int64_t row)
 {
-	sqlite3_stmt *s = prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
-				   " AND state='pending'");
+	struct db_stmt *s = prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
+				     " AND state='pending'");
 	int64_t ids[256];
 	size_t n = 0;
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, row);
-	while (n < sizeof ids / sizeof ids[0] && sqlite3_step(s) == SQLITE_ROW)
-		ids[n++] = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_int64(s, 1, row);
+	while (n < sizeof ids / sizeof ids[0] && db_step(s) == DB_ROW)
+		ids[n++] = db_column_int64(s, 0);
+	db_finalize(s);
 	for (size_t i = 0; i < n; i++)
 		if (remap_item(st, cfg, ids[i]) < 0)
 			return -1;
@@ -1001,11 +1008,11 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 		if (rc == 0) {
 			messages_follow_retried(st);
 			/* sent again from scratch: files are uploaded anew */
-			sqlite3_stmt *s =
+			struct db_stmt *s =
 			    prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
 				     " (SELECT id FROM outbox WHERE parent=?1)");
 			if (s)
-				sqlite3_bind_int64(s, 1, row);
+				db_bind_int64(s, 1, row);
 			run(st, s);
 			if (cfg && remap_retried(st, cfg, row) < 0)
 				rc = -1;
@@ -1057,20 +1064,20 @@ int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin 
 	memset(o, 0, sizeof *o);
 	if (!remote_id || !*remote_id)
 		return 0;
-	sqlite3_stmt *s = prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
-				   " AND state='delivered' ORDER BY id LIMIT 1");
+	struct db_stmt *s = prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
+				     " AND state='delivered' ORDER BY id LIMIT 1");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, remote_id, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(s);
-		return rc == SQLITE_DONE ? 0 : -1;
+	db_bind_text(s, 1, remote_id, -1);
+	int rc = db_step(s);
+	if (rc != DB_ROW) {
+		db_finalize(s);
+		return rc == DB_DONE ? 0 : -1;
 	}
-	json_t *p = json_loads((const char *)sqlite3_column_text(s, 0), 0, NULL);
-	const char *kind = (const char *)sqlite3_column_text(s, 1);
+	json_t *p = json_loads(db_column_text(s, 0), 0, NULL);
+	const char *kind = db_column_text(s, 1);
 	o->comment = kind && strcmp(kind, "comment") == 0;
-	sqlite3_finalize(s);
+	db_finalize(s);
 	json_t *author = json_object_get(p, "author");
 	o->author_name = json_dup(author, "name");
 	o->author_email = json_dup(author, "email");

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sqlite3.h> /* the SQLite-only file checks and diagnostics */
 
+#include "mailfeed/db.h"
 #include "mailfeed/log.h"
 #include "mailfeed/messages.h"
 #include "mailfeed/store.h"
@@ -22,15 +24,16 @@
 #define STORE_STMTS 32
 
 struct store {
-	sqlite3 *db;
+	struct db *db;
 	struct {
 		const char *sql; /* by address */
-		sqlite3_stmt *s;
+		struct db_stmt *s;
 		int out; /* handed out, not yet given back */
 	} stmts[STORE_STMTS];
 	size_t n_stmts;
 	char *path;
 	char err[512];	  /* the last failure seen by the store_* wrappers */
+	char err_of[512]; /* the connection's message it was made of */
 	time_t pruned_at; /* last store_prune that ran */
 };
 
@@ -158,18 +161,21 @@ static const char *const migrations[] = {
 
 /* Out of room: SQLite reports SQLITE_FULL for a failed write, and an I/O
  * error with ENOSPC when its shared-memory index cannot grow. */
-static int disk_full(sqlite3 *db)
+static int disk_full(struct db *db)
 {
-	int rc = sqlite3_errcode(db) & 0xff;
+	sqlite3 *sq = db_sqlite_handle(db);
+	if (!sq)
+		return 0;
+	int rc = sqlite3_errcode(sq) & 0xff;
 	if (rc == SQLITE_FULL)
 		return 1;
 	if (rc != SQLITE_IOERR)
 		return 0;
-	int e = sqlite3_system_errno(db);
+	int e = sqlite3_system_errno(sq);
 	return e == ENOSPC || e == EDQUOT;
 }
 
-static void describe_error(sqlite3 *db, const char *path, char *out, size_t outlen)
+static void describe_error(struct db *db, const char *path, char *out, size_t outlen)
 {
 	if (disk_full(db))
 		snprintf(out, outlen,
@@ -177,84 +183,79 @@ static void describe_error(sqlite3 *db, const char *path, char *out, size_t outl
 			 "on its file system, then mailfeed goes on where it stopped",
 			 path);
 	else
-		snprintf(out, outlen, "%s", sqlite3_errmsg(db));
+		snprintf(out, outlen, "%s", db_errmsg(db));
 }
 
-static int user_version(sqlite3 *db)
+static int user_version(struct db *db)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s = db_prepare(db, "PRAGMA user_version");
 	int v = -1;
-	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+	if (!s)
 		return -1;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
+	if (db_step(s) == DB_ROW)
+		v = (int)db_column_int64(s, 0);
+	db_finalize(s);
 	return v;
 }
 
-static int has_tables(sqlite3 *db)
+static int has_tables(struct db *db)
 {
-	sqlite3_stmt *s;
-	int found = 0;
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 1", -1, &s, NULL) !=
-	    SQLITE_OK)
+	struct db_stmt *s = db_prepare(db, "SELECT 1 FROM sqlite_master LIMIT 1");
+	if (!s)
 		return 0;
-	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
+	int found = db_step(s) == DB_ROW;
+	db_finalize(s);
 	return found;
 }
 
 /* Each step runs in its own IMMEDIATE transaction and re-reads the version
  * inside it, so two processes opening a new database at once (the daemon
  * and `mailfeed status`) cannot both apply the same step. */
-static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+static int migrate(struct db *db, const char *path, char *err, size_t errlen)
 {
 	int fresh = -1; /* a new database is created silently, an old one upgraded loudly */
 	for (;;) {
-		char *msg = NULL;
-		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
+		if (db_begin(db) < 0) {
 			if (disk_full(db))
 				describe_error(db, path, err, errlen);
 			else
 				snprintf(err, errlen, "cannot lock the state database: %s",
-					 msg ? msg : sqlite3_errmsg(db));
-			sqlite3_free(msg);
+					 db_errmsg(db));
 			return -1;
 		}
 		int v = user_version(db);
 		if (v < 0 || v > SCHEMA_VERSION) {
 			if (v < 0)
 				snprintf(err, errlen, "cannot read schema version: %s",
-					 sqlite3_errmsg(db));
+					 db_errmsg(db));
 			else
 				snprintf(
 				    err, errlen,
 				    "state database has schema version %d, this mailfeed knows "
 				    "up to %d; use a newer mailfeed",
 				    v, SCHEMA_VERSION);
-			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			db_rollback(db);
 			return -1;
 		}
 		if (v == SCHEMA_VERSION) {
-			if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+			if (db_commit(db) == 0)
 				return 0;
 			describe_error(db, path, err, errlen);
+			db_rollback(db);
 			return -1;
 		}
 		if (fresh < 0)
 			fresh = v == 0;
 		char pragma[64];
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
-		if (sqlite3_exec(db, migrations[v], NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(db, pragma, NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		if (db_exec(db, migrations[v]) < 0 || db_exec(db, pragma) < 0 ||
+		    db_commit(db) < 0) {
 			if (disk_full(db))
 				describe_error(db, path, err, errlen);
 			else
 				snprintf(err, errlen, "schema migration to version %d failed: %s",
-					 v + 1, msg ? msg : sqlite3_errmsg(db));
-			sqlite3_free(msg);
-			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+					 v + 1, db_errmsg(db));
+			db_rollback(db);
 			return -1;
 		}
 		if (!fresh)
@@ -263,9 +264,11 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 }
 
 /* Why a database could not be opened, with what the admin can do. */
-static void open_error(sqlite3 *db, const char *path, const char *detail, char *err, size_t errlen)
+static void open_error(struct db *db, const char *path, const char *detail, char *err,
+		       size_t errlen)
 {
-	int rc = sqlite3_errcode(db) & 0xff;
+	sqlite3 *sq = db_sqlite_handle(db);
+	int rc = sq ? sqlite3_errcode(sq) & 0xff : 0;
 	if (disk_full(db))
 		describe_error(db, path, err, errlen);
 	else if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB)
@@ -280,14 +283,12 @@ static void open_error(sqlite3 *db, const char *path, const char *detail, char *
 /* A quick structural check catches a damaged file before we trust it; a
  * check that cannot run (disk full, I/O error) says why instead.  A file
  * with tables but no schema version belongs to another program. */
-static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
+static int check_file(struct db *db, const char *path, char *err, size_t errlen)
 {
-	sqlite3_stmt *s;
-	const char *r = NULL;
+	struct db_stmt *s = db_prepare(db, "PRAGMA quick_check(1)");
 	int ok = 0;
-	int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &s, NULL);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		r = (const char *)sqlite3_column_text(s, 0);
+	if (s && db_step(s) == DB_ROW) {
+		const char *r = db_column_text(s, 0);
 		ok = r && strcmp(r, "ok") == 0;
 		if (!ok) {
 			snprintf(err, errlen,
@@ -299,9 +300,9 @@ static int check_file(sqlite3 *db, const char *path, char *err, size_t errlen)
 					*c = ' ';
 		}
 	} else {
-		open_error(db, path, sqlite3_errmsg(db), err, errlen);
+		open_error(db, path, db_errmsg(db), err, errlen);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	if (!ok)
 		return -1;
 	if (user_version(db) == 0 && has_tables(db)) {
@@ -371,51 +372,29 @@ static void tighten_mode(const char *path)
 
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
-	sqlite3 *db = NULL;
-	char *msg = NULL;
 	if (prepare_file(path, err, errlen) < 0)
 		return NULL;
-	int rc = sqlite3_open_v2(
-	    path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		if (db && disk_full(db))
-			describe_error(db, path, err, errlen);
-		else
-			snprintf(err, errlen, "cannot open state database %s: %s", path,
-				 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-		sqlite3_close(db);
+	/* without its settings: the file is checked before anything is
+	 * written, and the WAL setting already changes it */
+	struct db *db = db_open_flags(path, DB_OPEN_NO_SETUP, err, errlen, NULL);
+	if (!db)
 		return NULL;
+	if (check_file(db, path, err, errlen) < 0)
+		goto fail;
+	if (db_setup(db) < 0) {
+		open_error(db, path, db_errmsg(db), err, errlen);
+		goto fail;
 	}
-	sqlite3_busy_timeout(db, 30000);
-	/* Checked before anything is written: the WAL pragma below already
-	 * changes the file. */
-	if (check_file(db, path, err, errlen) < 0) {
-		sqlite3_close(db);
-		return NULL;
-	}
-	/* wal_autocheckpoint: the WAL is copied back every 8192 pages (32 MB)
-	 * rather than every 1000: a burst of messages checkpoints (two fsyncs
-	 * each) an eighth as often, and a page changed twice in between is
-	 * copied once. */
-	if (sqlite3_exec(db,
-			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			 "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
-			 "PRAGMA wal_autocheckpoint=8192;",
-			 NULL, NULL, &msg) != SQLITE_OK) {
-		open_error(db, path, msg ? msg : sqlite3_errmsg(db), err, errlen);
-		sqlite3_free(msg);
-		sqlite3_close(db);
-		return NULL;
-	}
-	if (migrate(db, path, err, errlen) < 0) {
-		sqlite3_close(db);
-		return NULL;
-	}
+	if (migrate(db, path, err, errlen) < 0)
+		goto fail;
 	tighten_mode(path);
 	struct store *st = xcalloc(1, sizeof *st);
 	st->db = db;
 	st->path = xstrdup(path);
 	return st;
+fail:
+	db_close(db);
+	return NULL;
 }
 
 void store_close(struct store *st)
@@ -423,25 +402,26 @@ void store_close(struct store *st)
 	if (!st)
 		return;
 	for (size_t i = 0; i < st->n_stmts; i++)
-		sqlite3_finalize(st->stmts[i].s);
-	sqlite3_close(st->db);
+		db_finalize(st->stmts[i].s);
+	db_close(st->db);
 	free(st->path);
 	free(st);
 }
 
-sqlite3 *store_db(struct store *st) { return st->db; }
+struct db *store_db(struct store *st) { return st->db; }
 
 /* Remembers the connection's current failure, so that it can still be
- * told after a ROLLBACK has reset SQLite's own message. */
+ * told after a ROLLBACK. */
 static const char *note_error(struct store *st)
 {
 	describe_error(st->db, st->path, st->err, sizeof st->err);
+	snprintf(st->err_of, sizeof st->err_of, "%s", db_errmsg(st->db));
 	return st->err;
 }
 
-sqlite3_stmt *store_stmt(struct store *st, const char *sql)
+struct db_stmt *store_stmt(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s = NULL;
+	struct db_stmt *s = NULL;
 	size_t i;
 	for (i = 0; i < st->n_stmts && st->stmts[i].sql != sql; i++)
 		;
@@ -449,9 +429,8 @@ sqlite3_stmt *store_stmt(struct store *st, const char *sql)
 		st->stmts[i].out = 1;
 		return st->stmts[i].s;
 	}
-	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+	if (!(s = db_prepare(st->db, sql))) {
 		note_error(st);
-		sqlite3_finalize(s);
 		return NULL;
 	}
 	if (i == st->n_stmts && i < STORE_STMTS) {
@@ -463,59 +442,71 @@ sqlite3_stmt *store_stmt(struct store *st, const char *sql)
 	return s;
 }
 
-void store_stmt_done(struct store *st, sqlite3_stmt *s)
+void store_stmt_done(struct store *st, struct db_stmt *s)
 {
 	if (!s)
 		return;
 	for (size_t i = 0; i < st->n_stmts; i++) {
 		if (st->stmts[i].s == s) {
-			sqlite3_reset(s);
-			sqlite3_clear_bindings(s);
+			db_reset(s);
 			st->stmts[i].out = 0;
 			return;
 		}
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 }
 
 const char *store_errmsg(struct store *st)
 {
-	int rc = sqlite3_errcode(st->db);
-	if (rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+	/* a failure already noted keeps its description (a rollback since
+	 * may have cleared what made it a full disk) */
+	if (db_error(st->db) != DB_ERR_NONE &&
+	    (!st->err[0] || strcmp(st->err_of, db_errmsg(st->db)) != 0))
 		return note_error(st);
-	return st->err[0] ? st->err : sqlite3_errmsg(st->db);
+	return st->err;
+}
+
+static void log_failure(struct store *st, const char *sql)
+{
+	char q[256], e[600];
+	log_error("store.error sql=%s error=%s", log_quote(sql, q, sizeof q),
+		  log_quote(note_error(st), e, sizeof e));
 }
 
 int store_exec(struct store *st, const char *sql)
 {
-	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-		char q[256], e[600];
-		log_error("store.error sql=%s error=%s", log_quote(sql, q, sizeof q),
-			  log_quote(note_error(st), e, sizeof e));
+	if (db_exec(st->db, sql) < 0) {
+		log_failure(st, sql);
 		return -1;
 	}
 	return 0;
 }
 
-int store_begin(struct store *st) { return store_exec(st, "BEGIN IMMEDIATE"); }
+int store_begin(struct store *st)
+{
+	if (db_begin(st->db) < 0) {
+		log_failure(st, "BEGIN IMMEDIATE");
+		return -1;
+	}
+	return 0;
+}
+
 int store_commit(struct store *st)
 {
-	if (store_exec(st, "COMMIT") < 0) {
+	if (db_commit(st->db) < 0) {
+		log_failure(st, "COMMIT");
 		store_rollback(st);
 		return -1;
 	}
 	return 0;
 }
-void store_rollback(struct store *st)
-{
-	if (!sqlite3_get_autocommit(st->db))
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-}
 
-static sqlite3_stmt *prep(struct store *st, const char *sql)
+void store_rollback(struct store *st) { db_rollback(st->db); }
+
+static struct db_stmt *prep(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+	struct db_stmt *s = NULL;
+	if (!(s = db_prepare(st->db, sql))) {
 		char e[600];
 		log_error("store.error prepare=failed error=%s",
 			  log_quote(note_error(st), e, sizeof e));
@@ -524,31 +515,31 @@ static sqlite3_stmt *prep(struct store *st, const char *sql)
 	return s;
 }
 
-static int step_done(struct store *st, sqlite3_stmt *s)
+static int step_done(struct store *st, struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	int rc = db_step(s);
+	if (rc != DB_DONE && rc != DB_ROW) {
 		char e[600];
 		log_error("store.error error=%s", log_quote(note_error(st), e, sizeof e));
-		sqlite3_finalize(s);
+		db_finalize(s);
 		return -1;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
 int store_folder_get(struct store *st, const char *mailbox, struct folder_state *fs)
 {
-	sqlite3_stmt *s = prep(st, "SELECT uidvalidity, last_uid FROM folders WHERE mailbox=?");
+	struct db_stmt *s = prep(st, "SELECT uidvalidity, last_uid FROM folders WHERE mailbox=?");
 	memset(fs, 0, sizeof *fs);
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		fs->uidvalidity = (uint32_t)sqlite3_column_int64(s, 0);
-		fs->last_uid = (uint32_t)sqlite3_column_int64(s, 1);
+	db_bind_text(s, 1, mailbox, -1);
+	if (db_step(s) == DB_ROW) {
+		fs->uidvalidity = (uint32_t)db_column_int64(s, 0);
+		fs->last_uid = (uint32_t)db_column_int64(s, 1);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -561,58 +552,58 @@ int store_folder_select(struct store *st, const char *mailbox, const char *accou
 		return -1;
 	if (fs.uidvalidity != 0 && fs.uidvalidity != uidvalidity)
 		*changed = 1;
-	sqlite3_stmt *s = prep(
+	struct db_stmt *s = prep(
 	    st, "INSERT INTO folders(mailbox, account, folder, uidvalidity, last_uid, last_event)"
 		" VALUES(?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT(mailbox) DO UPDATE SET"
 		" account=?2, folder=?3, last_event=?5,"
 		" last_uid=CASE WHEN uidvalidity=?4 THEN last_uid ELSE 0 END, uidvalidity=?4");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, account, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, folder, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, uidvalidity);
-	sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_text(s, 2, account, -1);
+	db_bind_text(s, 3, folder, -1);
+	db_bind_int64(s, 4, uidvalidity);
+	db_bind_int64(s, 5, (int64_t)time(NULL));
 	return step_done(st, s);
 }
 
 int store_folder_ok(struct store *st, const char *mailbox)
 {
-	sqlite3_stmt *s = prep(st, "UPDATE folders SET last_ok=?2, last_event=?2, last_error=NULL"
-				   " WHERE mailbox=?1");
+	struct db_stmt *s = prep(st, "UPDATE folders SET last_ok=?2, last_event=?2, last_error=NULL"
+				     " WHERE mailbox=?1");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)time(NULL));
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, (int64_t)time(NULL));
 	return step_done(st, s);
 }
 
 int store_folder_error(struct store *st, const char *mailbox, const char *error)
 {
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    prep(st, "INSERT INTO folders(mailbox, account, folder, last_error, last_error_at)"
 		     " VALUES(?1, '', '', ?2, ?3) ON CONFLICT(mailbox) DO UPDATE SET"
 		     " last_error=?2, last_error_at=?3");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_text(s, 2, error, -1);
+	db_bind_int64(s, 3, (int64_t)time(NULL));
 	return step_done(st, s);
 }
 
 int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
 {
 	/* once per message taken in: kept prepared */
-	sqlite3_stmt *s =
+	struct db_stmt *s =
 	    store_stmt(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, uid);
-	int rc = sqlite3_step(s);
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, uid);
+	int rc = db_step(s);
 	store_stmt_done(st, s);
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		char e[600];
 		log_error("store.error error=%s", log_quote(note_error(st), e, sizeof e));
 		return -1;
@@ -642,19 +633,19 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 		return -1;
 	}
 	for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
-		sqlite3_stmt *s = prep(st, sql[i]);
+		struct db_stmt *s = prep(st, sql[i]);
 		if (!s) {
 			store_rollback(st);
 			return -1;
 		}
-		sqlite3_bind_int64(s, 1, (sqlite3_int64)(now - keep_raw));
-		sqlite3_bind_int64(s, 2, (sqlite3_int64)(now - id_lifetime));
-		sqlite3_bind_int64(s, 3, (sqlite3_int64)(now - 2 * 86400));
+		db_bind_int64(s, 1, (int64_t)(now - keep_raw));
+		db_bind_int64(s, 2, (int64_t)(now - id_lifetime));
+		db_bind_int64(s, 3, (int64_t)(now - 2 * 86400));
 		if (step_done(st, s) < 0) {
 			store_rollback(st);
 			return -1;
 		}
-		changed += sqlite3_changes(st->db);
+		changed += (int)db_changes(st->db);
 	}
 	if (store_commit(st) < 0)
 		return -1;
@@ -663,25 +654,25 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 	return changed;
 }
 
-static char *text_dup(sqlite3_stmt *s, int col)
+static char *text_dup(struct db_stmt *s, int col)
 {
-	const char *t = (const char *)sqlite3_column_text(s, col);
+	const char *t = db_column_text(s, col);
 	return t ? xstrdup(t) : NULL;
 }
 
 /* One row of "SELECT mailbox, account, folder, uidvalidity, last_uid,
  * last_ok, last_error, last_error_at, last_event FROM folders". */
-static void folder_row(sqlite3_stmt *s, struct folder_status *fs)
+static void folder_row(struct db_stmt *s, struct folder_status *fs)
 {
 	fs->mailbox = text_dup(s, 0);
 	fs->account = text_dup(s, 1);
 	fs->folder = text_dup(s, 2);
-	fs->uidvalidity = (uint32_t)sqlite3_column_int64(s, 3);
-	fs->last_uid = (uint32_t)sqlite3_column_int64(s, 4);
-	fs->last_ok = (time_t)sqlite3_column_int64(s, 5);
+	fs->uidvalidity = (uint32_t)db_column_int64(s, 3);
+	fs->last_uid = (uint32_t)db_column_int64(s, 4);
+	fs->last_ok = (time_t)db_column_int64(s, 5);
 	fs->last_error = text_dup(s, 6);
-	fs->last_error_at = (time_t)sqlite3_column_int64(s, 7);
-	fs->last_event = (time_t)sqlite3_column_int64(s, 8);
+	fs->last_error_at = (time_t)db_column_int64(s, 7);
+	fs->last_event = (time_t)db_column_int64(s, 8);
 }
 
 #define FOLDER_COLUMNS                                                                             \
@@ -690,32 +681,32 @@ static void folder_row(sqlite3_stmt *s, struct folder_status *fs)
 
 int store_folder_status(struct store *st, const char *mailbox, struct folder_status *fs)
 {
-	sqlite3_stmt *s = prep(st, FOLDER_COLUMNS " WHERE mailbox=?");
+	struct db_stmt *s = prep(st, FOLDER_COLUMNS " WHERE mailbox=?");
 	int found = 0;
 	memset(fs, 0, sizeof *fs);
 	if (!s)
 		return -1;
-	sqlite3_bind_text(s, 1, mailbox, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_text(s, 1, mailbox, -1);
+	if (db_step(s) == DB_ROW) {
 		folder_row(s, fs);
 		found = 1;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return found;
 }
 
 int store_folders_list(struct store *st, struct folder_status **list, size_t *n)
 {
-	sqlite3_stmt *s = prep(st, FOLDER_COLUMNS " ORDER BY mailbox");
+	struct db_stmt *s = prep(st, FOLDER_COLUMNS " ORDER BY mailbox");
 	*list = NULL;
 	*n = 0;
 	if (!s)
 		return -1;
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	while (db_step(s) == DB_ROW) {
 		*list = xrealloc(*list, (*n + 1) * sizeof **list);
 		folder_row(s, &(*list)[(*n)++]);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 

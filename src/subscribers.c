@@ -12,10 +12,10 @@
 #include "mailfeed/log.h"
 #include "mailfeed/subscribers.h"
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
+static void bind_text(struct db_stmt *s, int i, const char *v)
 {
 	if (s && v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+		db_bind_text(s, i, v, -1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -32,20 +32,20 @@ int subscribers_set_frequency(struct store *st, const char *email, const char *f
 	    " HAVING count(*) > 0",
 	};
 	for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
-		sqlite3_stmt *s;
-		if (sqlite3_prepare_v2(store_db(st), sql[i], -1, &s, NULL) != SQLITE_OK)
+		struct db_stmt *s;
+		if (!(s = db_prepare(store_db(st), sql[i])))
 			return -1;
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, frequency, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, email, -1);
+		db_bind_text(s, 2, frequency, -1);
 		if (i == 1) {
-			sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
-			sqlite3_bind_text(s, 4, source, -1, SQLITE_STATIC);
+			db_bind_int64(s, 3, (int64_t)time(NULL));
+			db_bind_text(s, 4, source, -1);
 		}
-		int rc = sqlite3_step(s);
-		sqlite3_finalize(s);
-		if (rc != SQLITE_DONE)
+		int rc = db_step(s);
+		db_finalize(s);
+		if (rc != DB_DONE)
 			return -1;
-		if (sqlite3_changes(store_db(st)) > 0)
+		if ((int)db_changes(store_db(st)) > 0)
 			return 1;
 	}
 	return 0;
@@ -53,19 +53,18 @@ int subscribers_set_frequency(struct store *st, const char *email, const char *f
 
 int subscribers_leave_group(struct store *st, const char *email, const char *group, char **left)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	struct strlist groups = {0}, keep = {0};
 	int found = 0, gone = 0, rc = -1;
 	*left = NULL;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT groups FROM subscribers WHERE email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT groups FROM subscribers WHERE email=lower(?1)")))
 		return -1;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		strlist_split(&groups, (const char *)sqlite3_column_text(s, 0));
+	db_bind_text(s, 1, email, -1);
+	if (db_step(s) == DB_ROW) {
+		strlist_split(&groups, db_column_text(s, 0));
 		found = 1;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	for (size_t i = 0; i < groups.n; i++) {
 		if (strcasecmp(groups.v[i], group) == 0)
 			gone = 1;
@@ -80,17 +79,16 @@ int subscribers_leave_group(struct store *st, const char *email, const char *gro
 	buf_init(&b);
 	for (size_t i = 0; i < keep.n; i++)
 		buf_printf(&b, "%s%s", i ? "," : "", keep.v[i]);
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		keep.n ? "UPDATE subscribers SET groups=?2, source='email' WHERE email=lower(?1)"
-		       : "UPDATE subscribers SET frequency='never', source='email' WHERE "
-			 "email=lower(?1)",
-		-1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	if ((s = db_prepare(
+		 store_db(st),
+		 keep.n ? "UPDATE subscribers SET groups=?2, source='email' WHERE email=lower(?1)"
+			: "UPDATE subscribers SET frequency='never', source='email' WHERE "
+			  "email=lower(?1)"))) {
+		db_bind_text(s, 1, email, -1);
 		if (keep.n)
-			sqlite3_bind_text(s, 2, b.data, -1, SQLITE_STATIC);
-		rc = sqlite3_step(s) == SQLITE_DONE ? 1 : -1;
-		sqlite3_finalize(s);
+			db_bind_text(s, 2, b.data, -1);
+		rc = db_step(s) == DB_DONE ? 1 : -1;
+		db_finalize(s);
 	}
 	if (rc == 1 && keep.n)
 		*left = xstrdup(b.data);
@@ -103,17 +101,16 @@ out:
 
 int subscribers_seed(struct store *st, const struct mf_config *cfg)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int added = 0;
 	if (cfg->n_subscribers == 0)
 		return 0;
 	if (store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(
-		store_db(st),
-		"INSERT OR IGNORE INTO subscribers(email, groups, frequency, hour, tz,"
-		" since, source) VALUES(lower(?),?,?,?,?,?,'config')",
-		-1, &s, NULL) != SQLITE_OK) {
+	if (!(s = db_prepare(
+		  store_db(st),
+		  "INSERT INTO subscribers(email, groups, frequency, hour, tz,"
+		  " since, source) VALUES(lower(?),?,?,?,?,?,'config') ON CONFLICT DO NOTHING"))) {
 		store_rollback(st);
 		return -1;
 	}
@@ -123,29 +120,29 @@ int subscribers_seed(struct store *st, const struct mf_config *cfg)
 		buf_init(&g);
 		for (size_t k = 0; k < sub->groups.n; k++)
 			buf_printf(&g, "%s%s", k ? "," : "", sub->groups.v[k]);
-		sqlite3_bind_text(s, 1, sub->email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, g.data ? g.data : "", -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(s, 3, frequency_name(sub->frequency), -1, SQLITE_STATIC);
+		db_bind_text(s, 1, sub->email, -1);
+		db_bind_text(s, 2, g.data ? g.data : "", -1);
+		db_bind_text(s, 3, frequency_name(sub->frequency), -1);
 		if (sub->hour >= 0)
-			sqlite3_bind_int(s, 4, sub->hour);
+			db_bind_int64(s, 4, sub->hour);
 		else
-			sqlite3_bind_null(s, 4);
+			db_bind_null(s, 4);
 		if (sub->timezone)
-			sqlite3_bind_text(s, 5, sub->timezone, -1, SQLITE_STATIC);
+			db_bind_text(s, 5, sub->timezone, -1);
 		else
-			sqlite3_bind_null(s, 5);
-		sqlite3_bind_int64(s, 6, (sqlite3_int64)time(NULL));
-		if (sqlite3_step(s) != SQLITE_DONE) {
+			db_bind_null(s, 5);
+		db_bind_int64(s, 6, (int64_t)time(NULL));
+		if (db_step(s) != DB_DONE) {
 			buf_free(&g);
-			sqlite3_finalize(s);
+			db_finalize(s);
 			store_rollback(st);
 			return -1;
 		}
-		added += sqlite3_changes(store_db(st));
-		sqlite3_reset(s);
+		added += (int)db_changes(store_db(st));
+		db_reset(s);
 		buf_free(&g);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	if (store_commit(st) < 0)
 		return -1;
 	if (added)
@@ -156,21 +153,21 @@ int subscribers_seed(struct store *st, const struct mf_config *cfg)
 /* One statement with text parameters ?1..?4 (NULL ones stay NULL) and an
  * integer ?5.  The number of rows changed, or -1. */
 static int exec_bind(struct store *st, const char *sql, const char *a, const char *b, const char *c,
-		     const char *d, sqlite3_int64 n)
+		     const char *d, int64_t n)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
-	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), sql)))
 		return -1;
 	const char *v[4] = {a, b, c, d};
-	int np = sqlite3_bind_parameter_count(s);
+	int np = db_param_count(s);
 	for (int i = 0; i < 4 && i < np; i++)
 		if (v[i])
-			sqlite3_bind_text(s, i + 1, v[i], -1, SQLITE_STATIC);
+			db_bind_text(s, i + 1, v[i], -1);
 	if (np >= 5)
-		sqlite3_bind_int64(s, 5, n);
-	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
-	sqlite3_finalize(s);
+		db_bind_int64(s, 5, n);
+	rc = db_step(s) == DB_DONE ? (int)db_changes(store_db(st)) : -1;
+	db_finalize(s);
 	return rc;
 }
 
@@ -184,68 +181,65 @@ int subscribers_put(struct store *st, const char *email, const char *groups, con
 	    "INSERT INTO subscribers(email, groups, frequency, hour, tz, since, source)"
 	    " VALUES(lower(?1),?2,?3,?4,?5,?6,?7)"
 	    " ON CONFLICT(email) DO UPDATE SET groups=?2, frequency=?3, hour=?4, tz=?5";
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
-	if (sqlite3_prepare_v2(store_db(st), replace ? upsert_sql : insert_sql, -1, &s, NULL) !=
-	    SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), replace ? upsert_sql : insert_sql)))
 		return -1;
 	bind_text(s, 1, email);
 	bind_text(s, 2, groups);
 	bind_text(s, 3, frequency);
 	if (hour >= 0)
-		sqlite3_bind_int(s, 4, hour);
+		db_bind_int64(s, 4, hour);
 	bind_text(s, 5, tz);
-	sqlite3_bind_int64(s, 6, (sqlite3_int64)time(NULL));
+	db_bind_int64(s, 6, (int64_t)time(NULL));
 	bind_text(s, 7, source);
-	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(s);
+	rc = db_step(s) == DB_DONE ? 0 : -1;
+	db_finalize(s);
 	return rc;
 }
 
 int subscribers_known(struct store *st, const char *email, int feed, int wanting_mail)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int found;
-	if (!email || sqlite3_prepare_v2(store_db(st),
-					 "SELECT 1 FROM subscribers WHERE email=lower(?1)"
-					 " AND (NOT ?3 OR frequency<>'never') UNION ALL"
-					 " SELECT 1 FROM feed_members WHERE ?2 AND email=lower(?1)"
-					 " AND (NOT ?3 OR frequency<>'never') LIMIT 1",
-					 -1, &s, NULL) != SQLITE_OK)
+	if (!email || !(s = db_prepare(store_db(st),
+				       "SELECT 1 FROM subscribers WHERE email=lower(?1)"
+				       " AND (NOT ?3 OR frequency<>'never') UNION ALL"
+				       " SELECT 1 FROM feed_members WHERE ?2 AND email=lower(?1)"
+				       " AND (NOT ?3 OR frequency<>'never') LIMIT 1")))
 		return 0;
 	bind_text(s, 1, email);
-	sqlite3_bind_int(s, 2, feed != 0);
-	sqlite3_bind_int(s, 3, wanting_mail != 0);
-	found = sqlite3_step(s) == SQLITE_ROW;
-	sqlite3_finalize(s);
+	db_bind_int64(s, 2, feed != 0);
+	db_bind_int64(s, 3, wanting_mail != 0);
+	found = db_step(s) == DB_ROW;
+	db_finalize(s);
 	return found;
 }
 
 int subscribers_list(struct store *st, int feed,
 		     void (*fn)(void *arg, const struct subscription_row *row), void *arg)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT email, frequency, last_sent, source FROM subscribers"
-			       " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
-			       " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
-			       " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
-			       " ORDER BY 1, 2",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st),
+			     "SELECT email, frequency, last_sent, source FROM subscribers"
+			     " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
+			     " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
+			     " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
+			     " ORDER BY 1, 2")))
 		return -1;
-	sqlite3_bind_int(s, 1, feed != 0);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	db_bind_int64(s, 1, feed != 0);
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct subscription_row row = {
-		    .email = (const char *)sqlite3_column_text(s, 0),
-		    .frequency = (const char *)sqlite3_column_text(s, 1),
-		    .source = (const char *)sqlite3_column_text(s, 3),
-		    .last_sent = (time_t)sqlite3_column_int64(s, 2),
+		    .email = db_column_text(s, 0),
+		    .frequency = db_column_text(s, 1),
+		    .source = db_column_text(s, 3),
+		    .last_sent = (time_t)db_column_int64(s, 2),
 		};
 		fn(arg, &row);
 	}
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -264,18 +258,17 @@ static int gid_listed(const struct strlist *l, const char *gid)
 
 static int members_due(struct store *st, const char *gid, time_t now)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int due = 1;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT at, ok FROM feed_member_reads WHERE grp=?", -1,
-			       &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT at, ok FROM feed_member_reads WHERE grp=?")))
 		return 0;
-	sqlite3_bind_text(s, 1, gid, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		time_t at = (time_t)sqlite3_column_int64(s, 0);
-		long wait = sqlite3_column_int(s, 1) ? MEMBERS_REFRESH : MEMBERS_RETRY;
+	db_bind_text(s, 1, gid, -1);
+	if (db_step(s) == DB_ROW) {
+		time_t at = (time_t)db_column_int64(s, 0);
+		long wait = (int)db_column_int64(s, 1) ? MEMBERS_REFRESH : MEMBERS_RETRY;
 		due = now < at || now - at >= wait;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return due;
 }
 
@@ -286,17 +279,16 @@ static const char orphans_sql[] =
 /* Members of groups no longer mapped get no more digests of them. */
 static void members_prune(struct store *st, const struct strlist *gids)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	struct strlist gone = {0};
-	if (sqlite3_prepare_v2(store_db(st), "SELECT grp FROM feed_member_reads", -1, &s, NULL) !=
-	    SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT grp FROM feed_member_reads")))
 		return;
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		const char *g = (const char *)sqlite3_column_text(s, 0);
+	while (db_step(s) == DB_ROW) {
+		const char *g = db_column_text(s, 0);
 		if (g && !gid_listed(gids, g))
 			strlist_add(&gone, g);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	if (gone.n && store_begin(st) == 0) {
 		int ok = 1;
 		for (size_t i = 0; i < gone.n && ok; i++)
@@ -323,53 +315,48 @@ static void members_prune(struct store *st, const struct strlist *gids)
 static int members_store(struct store *st, const char *gid, const struct feed_member *m, size_t n,
 			 time_t now, int counts[FREQ_MINE + 1])
 {
-	sqlite3_stmt *ins = NULL, *sub = NULL, *rd = NULL;
+	struct db_stmt *ins = NULL, *sub = NULL, *rd = NULL;
 	int rc = -1;
 	if (store_begin(st) < 0)
 		return -1;
 	if (exec_bind(st, "DELETE FROM feed_members WHERE grp=?1", gid, NULL, NULL, NULL, 0) < 0 ||
-	    sqlite3_prepare_v2(store_db(st),
-			       "INSERT OR IGNORE INTO feed_members(grp, email, name, frequency)"
-			       " VALUES(?1,?2,?3,?4)",
-			       -1, &ins, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(store_db(st),
-			       "INSERT OR IGNORE INTO feed_subscribers(email, frequency, since)"
-			       " VALUES(?1,?2,?3)",
-			       -1, &sub, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(
-		store_db(st),
-		"INSERT OR REPLACE INTO feed_member_reads(grp, at, ok, members, error)"
-		" VALUES(?1,?2,1,?3,NULL)",
-		-1, &rd, NULL) != SQLITE_OK)
+	    !(ins = db_prepare(store_db(st), "INSERT INTO feed_members(grp, email, name, frequency)"
+					     " VALUES(?1,?2,?3,?4) ON CONFLICT DO NOTHING")) ||
+	    !(sub = db_prepare(store_db(st), "INSERT INTO feed_subscribers(email, frequency, since)"
+					     " VALUES(?1,?2,?3) ON CONFLICT DO NOTHING")) ||
+	    !(rd = db_prepare(
+		  store_db(st),
+		  "INSERT INTO feed_member_reads(grp, at, ok, members, error)"
+		  " VALUES(?1,?2,1,?3,NULL) ON CONFLICT(grp) DO UPDATE SET at=excluded.at,"
+		  " ok=excluded.ok, members=excluded.members, error=excluded.error")))
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		counts[m[i].frequency]++;
 		if (m[i].frequency == FREQ_NEVER)
 			continue;
 		const char *f = frequency_name(m[i].frequency);
-		sqlite3_reset(ins);
-		sqlite3_bind_text(ins, 1, gid, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 2, m[i].email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 3, m[i].name, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 4, f, -1, SQLITE_STATIC);
-		sqlite3_reset(sub);
-		sqlite3_bind_text(sub, 1, m[i].email, -1, SQLITE_STATIC);
-		sqlite3_bind_text(sub, 2, f, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(sub, 3, (sqlite3_int64)now);
-		if (sqlite3_step(ins) != SQLITE_DONE || sqlite3_step(sub) != SQLITE_DONE)
+		db_reset(ins);
+		db_bind_text(ins, 1, gid, -1);
+		db_bind_text(ins, 2, m[i].email, -1);
+		db_bind_text(ins, 3, m[i].name, -1);
+		db_bind_text(ins, 4, f, -1);
+		db_reset(sub);
+		db_bind_text(sub, 1, m[i].email, -1);
+		db_bind_text(sub, 2, f, -1);
+		db_bind_int64(sub, 3, (int64_t)now);
+		if (db_step(ins) != DB_DONE || db_step(sub) != DB_DONE)
 			goto out;
 	}
-	sqlite3_bind_text(rd, 1, gid, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(rd, 2, (sqlite3_int64)now);
-	sqlite3_bind_int64(rd, 3, (sqlite3_int64)n);
-	if (sqlite3_step(rd) != SQLITE_DONE ||
-	    exec_bind(st, orphans_sql, NULL, NULL, NULL, NULL, 0) < 0)
+	db_bind_text(rd, 1, gid, -1);
+	db_bind_int64(rd, 2, (int64_t)now);
+	db_bind_int64(rd, 3, (int64_t)n);
+	if (db_step(rd) != DB_DONE || exec_bind(st, orphans_sql, NULL, NULL, NULL, NULL, 0) < 0)
 		goto out;
 	rc = 0;
 out:
-	sqlite3_finalize(ins);
-	sqlite3_finalize(sub);
-	sqlite3_finalize(rd);
+	db_finalize(ins);
+	db_finalize(sub);
+	db_finalize(rd);
 	if (rc == 0)
 		return store_commit(st);
 	store_rollback(st);
@@ -407,7 +394,7 @@ int subscribers_refresh_members(struct store *st, const struct mf_config *cfg,
 			    st,
 			    "INSERT INTO feed_member_reads(grp, at, ok, error) VALUES(?1,?5,0,?2)"
 			    " ON CONFLICT(grp) DO UPDATE SET at=?5, ok=0, error=?2",
-			    gid, err, NULL, NULL, (sqlite3_int64)now);
+			    gid, err, NULL, NULL, (int64_t)now);
 			failed++;
 			continue;
 		}
@@ -469,34 +456,33 @@ int subscribers_load(struct store *st, const struct mf_config *cfg, int feed,
 		     const char *only_email, const char *after_email, const char *after_freq,
 		     struct subscriber *subs)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int n = 0;
-	if (sqlite3_prepare_v2(store_db(st), feed ? feed_sql : own_sql, -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), feed ? feed_sql : own_sql)))
 		return -1;
 	bind_text(s, 1, only_email);
 	bind_text(s, 2, after_email);
 	if (feed)
 		bind_text(s, 3, after_freq);
-	sqlite3_bind_int(s, 4, SUBSCRIBERS_BATCH);
-	while (n < SUBSCRIBERS_BATCH && sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_int64(s, 4, SUBSCRIBERS_BATCH);
+	while (n < SUBSCRIBERS_BATCH && db_step(s) == DB_ROW) {
 		struct subscriber *sub = &subs[n++];
-		const char *tz = (const char *)sqlite3_column_text(s, 4);
+		const char *tz = db_column_text(s, 4);
 		memset(sub, 0, sizeof *sub);
-		sub->email = xstrdup((const char *)sqlite3_column_text(s, 0));
-		strlist_split(&sub->groups, (const char *)sqlite3_column_text(s, 1));
-		if (frequency_parse((const char *)sqlite3_column_text(s, 2), &sub->freq) < 0)
+		sub->email = xstrdup(db_column_text(s, 0));
+		strlist_split(&sub->groups, db_column_text(s, 1));
+		if (frequency_parse(db_column_text(s, 2), &sub->freq) < 0)
 			sub->freq = FREQ_DAILY;
-		sub->hour =
-		    sqlite3_column_type(s, 3) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 3);
+		sub->hour = db_column_is_null(s, 3) ? -1 : (int)db_column_int64(s, 3);
 		sub->tz = tz ? xstrdup(tz) : NULL;
-		sub->has_last = sqlite3_column_type(s, 5) != SQLITE_NULL;
-		sub->last_sent = (time_t)sqlite3_column_int64(s, 5);
-		sub->since = (time_t)sqlite3_column_int64(s, 6);
+		sub->has_last = !db_column_is_null(s, 5);
+		sub->last_sent = (time_t)db_column_int64(s, 5);
+		sub->since = (time_t)db_column_int64(s, 6);
 		sub->feed = feed;
 		if (feed)
 			feed_labels(cfg, &sub->groups);
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return n;
 }
 
@@ -514,7 +500,7 @@ int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, t
 	    "UPDATE subscribers SET last_sent=?3 WHERE email=?1 AND last_sent IS ?2";
 	static const char member[] = "UPDATE feed_subscribers SET last_sent=?3 WHERE email=?1 AND"
 				     " last_sent IS ?2 AND frequency=?4";
-	sqlite3_stmt *s = store_stmt(st, sub->feed ? member : own);
+	struct db_stmt *s = store_stmt(st, sub->feed ? member : own);
 	int rc;
 	if (!s) {
 		log_error("digest.error error=%s", LOG_Q(store_errmsg(st)));
@@ -522,12 +508,12 @@ int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, t
 	}
 	bind_text(s, 1, sub->email);
 	if (from_set)
-		sqlite3_bind_int64(s, 2, (sqlite3_int64)from);
+		db_bind_int64(s, 2, (int64_t)from);
 	if (to_set)
-		sqlite3_bind_int64(s, 3, (sqlite3_int64)to);
+		db_bind_int64(s, 3, (int64_t)to);
 	if (sub->feed)
 		bind_text(s, 4, frequency_name(sub->freq));
-	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
+	rc = db_step(s) == DB_DONE ? (int)db_changes(store_db(st)) : -1;
 	store_stmt_done(st, s);
 	return rc;
 }
@@ -537,32 +523,30 @@ int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, t
 
 int subscribers_mute(struct store *st, const char *email, const char *remote_id, int mute)
 {
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(st),
-			       mute ? "INSERT OR IGNORE INTO mutes(email, remote_id, at)"
-				      " VALUES(lower(?1), ?2, ?3)"
-				    : "DELETE FROM mutes WHERE email=lower(?1) AND remote_id=?2",
-			       -1, &s, NULL) != SQLITE_OK)
+	struct db_stmt *s;
+	if (!(s = db_prepare(store_db(st),
+			     mute ? "INSERT INTO mutes(email, remote_id, at)"
+				    " VALUES(lower(?1), ?2, ?3) ON CONFLICT DO NOTHING"
+				  : "DELETE FROM mutes WHERE email=lower(?1) AND remote_id=?2")))
 		return -1;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, remote_id, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, email, -1);
+	db_bind_text(s, 2, remote_id, -1);
 	if (mute)
-		sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -1;
+		db_bind_int64(s, 3, (int64_t)time(NULL));
+	int rc = db_step(s);
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
 }
 
 int subscribers_muted(struct store *st, const char *email, struct strlist *out)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT remote_id FROM mutes WHERE email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT remote_id FROM mutes WHERE email=lower(?1)")))
 		return -1;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		strlist_add(out, (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : -1;
+	db_bind_text(s, 1, email, -1);
+	while ((rc = db_step(s)) == DB_ROW)
+		strlist_add(out, db_column_text(s, 0));
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
 }

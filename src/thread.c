@@ -243,142 +243,136 @@ static char *subject_key(const char *mailbox, const char *subject_norm)
 	return xasprintf("subject\n%s\n%s", mailbox, subject_norm);
 }
 
-static int64_t lookup_key(sqlite3 *db, const char *grp, const char *id)
+static int64_t lookup_key(struct db *db, const char *grp, const char *id)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int64_t tid = 0;
-	if (sqlite3_prepare_v2(db, "SELECT thread_id FROM thread_ids WHERE message_id=? AND grp=?",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!(st = db_prepare(db, "SELECT thread_id FROM thread_ids WHERE message_id=? AND grp=?")))
 		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		tid = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_bind_text(st, 1, id, -1);
+	db_bind_text(st, 2, grp, -1);
+	if (db_step(st) == DB_ROW)
+		tid = db_column_int64(st, 0);
+	db_finalize(st);
 	return tid;
 }
 
-static int64_t lookup_id(sqlite3 *db, const char *grp, const char *id)
+static int64_t lookup_id(struct db *db, const char *grp, const char *id)
 {
 	return thread_id_usable(id) ? lookup_key(db, grp, id) : 0;
 }
 
-static int64_t lookup_subject(sqlite3 *db, const char *grp, const char *mailbox,
+static int64_t lookup_subject(struct db *db, const char *grp, const char *mailbox,
 			      const char *subject_norm, time_t when, long window)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int64_t tid = 0;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT id FROM threads WHERE grp=? AND mailbox=? AND subject_norm=?"
-			       " AND last_date BETWEEN ? AND ? ORDER BY last_date DESC LIMIT 1",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!(st = db_prepare(db,
+			      "SELECT id FROM threads WHERE grp=? AND mailbox=? AND subject_norm=?"
+			      " AND last_date BETWEEN ? AND ? ORDER BY last_date DESC LIMIT 1")))
 		return -1;
-	sqlite3_bind_text(st, 1, grp, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, subject_norm, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (int64_t)when - window);
-	sqlite3_bind_int64(st, 5, (int64_t)when + window);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		tid = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_bind_text(st, 1, grp, -1);
+	db_bind_text(st, 2, mailbox, -1);
+	db_bind_text(st, 3, subject_norm, -1);
+	db_bind_int64(st, 4, (int64_t)when - window);
+	db_bind_int64(st, 5, (int64_t)when + window);
+	if (db_step(st) == DB_ROW)
+		tid = db_column_int64(st, 0);
+	db_finalize(st);
 	if (tid != 0)
 		return tid;
 	/* the subject of any message of a thread active within the window */
 	char *key = subject_key(mailbox, subject_norm);
-	if (sqlite3_prepare_v2(db,
-			       "SELECT t.id FROM thread_ids i JOIN threads t ON t.id = i.thread_id"
-			       " WHERE i.message_id=? AND i.grp=? AND t.mailbox=?"
-			       " AND t.last_date BETWEEN ? AND ?",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (!(st = db_prepare(db,
+			      "SELECT t.id FROM thread_ids i JOIN threads t ON t.id = i.thread_id"
+			      " WHERE i.message_id=? AND i.grp=? AND t.mailbox=?"
+			      " AND t.last_date BETWEEN ? AND ?"))) {
 		free(key);
 		return -1;
 	}
-	sqlite3_bind_text(st, 1, key, -1, free);
-	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (int64_t)when - window);
-	sqlite3_bind_int64(st, 5, (int64_t)when + window);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		tid = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_bind_text(st, 1, key, -1);
+	free(key);
+	db_bind_text(st, 2, grp, -1);
+	db_bind_text(st, 3, mailbox, -1);
+	db_bind_int64(st, 4, (int64_t)when - window);
+	db_bind_int64(st, 5, (int64_t)when + window);
+	if (db_step(st) == DB_ROW)
+		tid = db_column_int64(st, 0);
+	db_finalize(st);
 	return tid;
 }
 
 /* The latest thread with a message of that subject owns the key. */
-static int register_subject(sqlite3 *db, const char *grp, const char *mailbox,
+static int register_subject(struct db *db, const char *grp, const char *mailbox,
 			    const char *subject_norm, int64_t tid)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int rc;
 	if (!*subject_norm)
 		return 0;
-	if (sqlite3_prepare_v2(db,
-			       "INSERT OR REPLACE INTO thread_ids(message_id, grp, thread_id)"
-			       " VALUES(?,?,?)",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!(st = db_prepare(db, "INSERT INTO thread_ids(message_id, grp, thread_id)"
+				  " VALUES(?,?,?) ON CONFLICT(message_id, grp)"
+				  " DO UPDATE SET thread_id=excluded.thread_id")))
 		return -1;
-	sqlite3_bind_text(st, 1, subject_key(mailbox, subject_norm), -1, free);
-	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, tid);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+	char *key = subject_key(mailbox, subject_norm);
+	db_bind_text(st, 1, key, -1);
+	free(key);
+	db_bind_text(st, 2, grp, -1);
+	db_bind_int64(st, 3, tid);
+	rc = db_step(st);
+	db_finalize(st);
+	return rc == DB_DONE ? 0 : -1;
 }
 
-static int register_id(sqlite3 *db, const char *grp, const char *id, int64_t tid)
+static int register_id(struct db *db, const char *grp, const char *id, int64_t tid)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int rc;
 	if (!thread_id_usable(id))
 		return 0;
-	if (sqlite3_prepare_v2(db,
-			       "INSERT OR IGNORE INTO thread_ids(message_id, grp, thread_id)"
-			       " VALUES(?,?,?)",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!(st = db_prepare(db, "INSERT INTO thread_ids(message_id, grp, thread_id)"
+				  " VALUES(?,?,?) ON CONFLICT DO NOTHING")))
 		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, grp, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, tid);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+	db_bind_text(st, 1, id, -1);
+	db_bind_text(st, 2, grp, -1);
+	db_bind_int64(st, 3, tid);
+	rc = db_step(st);
+	db_finalize(st);
+	return rc == DB_DONE ? 0 : -1;
 }
 
-static int64_t create_thread(sqlite3 *db, const char *grp, const char *mailbox,
+static int64_t create_thread(struct db *db, const char *grp, const char *mailbox,
 			     const char *subject_norm, time_t when)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int rc;
-	if (sqlite3_prepare_v2(
-		db,
-		"INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
-		" VALUES(?,?,?,?,?)",
-		-1, &st, NULL) != SQLITE_OK)
+	if (!(st = db_prepare(
+		  db, "INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
+		      " VALUES(?,?,?,?,?) RETURNING id")))
 		return -1;
-	sqlite3_bind_text(st, 1, grp, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, mailbox, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, subject_norm, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, (int64_t)when);
-	sqlite3_bind_int64(st, 5, (int64_t)when);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? sqlite3_last_insert_rowid(db) : -1;
+	db_bind_text(st, 1, grp, -1);
+	db_bind_text(st, 2, mailbox, -1);
+	db_bind_text(st, 3, subject_norm, -1);
+	db_bind_int64(st, 4, (int64_t)when);
+	db_bind_int64(st, 5, (int64_t)when);
+	rc = db_step(st);
+	int64_t id = rc == DB_ROW ? db_column_int64(st, 0) : -1;
+	db_finalize(st);
+	return id;
 }
 
-static int touch_thread(sqlite3 *db, int64_t tid, time_t when)
+static int touch_thread(struct db *db, int64_t tid, time_t when)
 {
-	sqlite3_stmt *st;
+	struct db_stmt *st;
 	int rc;
-	if (sqlite3_prepare_v2(db,
-			       "UPDATE threads SET last_date=max(coalesce(last_date,?1),?1),"
-			       " first_date=min(coalesce(first_date,?1),?1) WHERE id=?2",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (!(st = db_prepare(db, "UPDATE threads SET last_date=max(coalesce(last_date,?1),?1),"
+				  " first_date=min(coalesce(first_date,?1),?1) WHERE id=?2")))
 		return -1;
-	sqlite3_bind_int64(st, 1, (int64_t)when);
-	sqlite3_bind_int64(st, 2, tid);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+	db_bind_int64(st, 1, (int64_t)when);
+	db_bind_int64(st, 2, tid);
+	rc = db_step(st);
+	db_finalize(st);
+	return rc == DB_DONE ? 0 : -1;
 }
 
 static int assign_fail(struct store *st, const char *what)
@@ -387,7 +381,7 @@ static int assign_fail(struct store *st, const char *what)
 	return -1;
 }
 
-int64_t thread_find(sqlite3 *db, const char *grp, const char *mailbox, const struct mf_message *m,
+int64_t thread_find(struct db *db, const char *grp, const char *mailbox, const struct mf_message *m,
 		    long window)
 {
 	time_t when = m->date ? m->date : time(NULL);
@@ -412,7 +406,7 @@ int64_t thread_find(sqlite3 *db, const char *grp, const char *mailbox, const str
 int thread_record(struct store *st, const char *grp, const char *mailbox,
 		  const struct mf_message *m, int64_t found, int64_t *thread_id, int *is_new)
 {
-	sqlite3 *db = store_db(st);
+	struct db *db = store_db(st);
 	time_t when = m->date ? m->date : time(NULL);
 	size_t nref = m->references.n, first = nref > THREAD_MAX_REFS ? nref - THREAD_MAX_REFS : 0;
 	int replies;
@@ -452,29 +446,27 @@ int thread_assign(struct store *st, const char *grp, const char *mailbox,
 
 int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
-	if (sqlite3_prepare_v2(store_db(st), "UPDATE threads SET root_item=? WHERE id=?", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "UPDATE threads SET root_item=? WHERE id=?")))
 		return assign_fail(st, "set-root");
-	sqlite3_bind_int64(s, 1, outbox_item);
-	sqlite3_bind_int64(s, 2, thread_id);
-	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : assign_fail(st, "set-root");
+	db_bind_int64(s, 1, outbox_item);
+	db_bind_int64(s, 2, thread_id);
+	rc = db_step(s);
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : assign_fail(st, "set-root");
 }
 
-int64_t thread_root_item(sqlite3 *db, int64_t thread_id)
+int64_t thread_root_item(struct db *db, int64_t thread_id)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int64_t item = 0;
-	if (sqlite3_prepare_v2(db, "SELECT root_item FROM threads WHERE id=?", -1, &s, NULL) !=
-	    SQLITE_OK)
+	if (!(s = db_prepare(db, "SELECT root_item FROM threads WHERE id=?")))
 		return -1;
-	sqlite3_bind_int64(s, 1, thread_id);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		item = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_int64(s, 1, thread_id);
+	if (db_step(s) == DB_ROW)
+		item = db_column_int64(s, 0);
+	db_finalize(s);
 	return item;
 }
 

@@ -173,24 +173,24 @@ static void token_mac(const unsigned char *secret, size_t secretlen, enum token_
 static int64_t ref_id(struct store *st, const char *insert, const char *select, const char *a,
 		      const char *b)
 {
-	sqlite3 *db = store_db(st);
-	sqlite3_stmt *s;
+	struct db *db = store_db(st);
+	struct db_stmt *s;
 	int64_t id = -1;
-	if (sqlite3_prepare_v2(db, insert, -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(db, insert)))
 		return -1;
-	sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, a, -1);
 	if (b)
-		sqlite3_bind_text(s, 2, b, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE)
+		db_bind_text(s, 2, b, -1);
+	int rc = db_step(s);
+	db_finalize(s);
+	if (rc != DB_DONE)
 		return -1;
-	if (sqlite3_prepare_v2(db, select, -1, &s, NULL) != SQLITE_OK)
+	if (!(s = db_prepare(db, select)))
 		return -1;
-	sqlite3_bind_text(s, 1, b ? b : a, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		id = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	db_bind_text(s, 1, b ? b : a, -1);
+	if (db_step(s) == DB_ROW)
+		id = db_column_int64(s, 0);
+	db_finalize(s);
 	return id;
 }
 
@@ -209,23 +209,24 @@ char *token_issue(struct store *st, const unsigned char *secret, size_t secretle
 	if (kind == TOKEN_REPLY) {
 		if (!grp || !remote_id)
 			goto fail;
-		post = ref_id(st, "INSERT OR IGNORE INTO reply_posts(grp, remote_id) VALUES(?,?)",
+		post = ref_id(st,
+			      "INSERT INTO reply_posts(grp, remote_id) VALUES(?,?)"
+			      " ON CONFLICT DO NOTHING",
 			      "SELECT id FROM reply_posts WHERE remote_id=?", grp, remote_id);
 		if (post <= 0)
 			goto fail;
 		/* The MAC covers the group the post was first recorded with. */
-		sqlite3_stmt *s;
-		if (sqlite3_prepare_v2(store_db(st), "SELECT grp FROM reply_posts WHERE id=?", -1,
-				       &s, NULL) != SQLITE_OK)
+		struct db_stmt *s;
+		if (!(s = db_prepare(store_db(st), "SELECT grp FROM reply_posts WHERE id=?")))
 			goto fail;
-		sqlite3_bind_int64(s, 1, post);
-		if (sqlite3_step(s) == SQLITE_ROW)
-			stored_grp = xstrdup((const char *)sqlite3_column_text(s, 0));
-		sqlite3_finalize(s);
+		db_bind_int64(s, 1, post);
+		if (db_step(s) == DB_ROW)
+			stored_grp = xstrdup(db_column_text(s, 0));
+		db_finalize(s);
 		if (!stored_grp)
 			goto fail;
 	}
-	user = ref_id(st, "INSERT OR IGNORE INTO reply_users(email) VALUES(?)",
+	user = ref_id(st, "INSERT INTO reply_users(email) VALUES(?) ON CONFLICT DO NOTHING",
 		      "SELECT id FROM reply_users WHERE email=?", lemail, NULL);
 	if (user <= 0)
 		goto fail;
@@ -327,10 +328,10 @@ int token_decode(const char *token, struct token_raw *out)
 	return 0;
 }
 
-static char *column_dup(sqlite3_stmt *s, int i)
+static char *column_dup(struct db_stmt *s, int i)
 {
-	const unsigned char *t = sqlite3_column_text(s, i);
-	return t ? xstrdup((const char *)t) : NULL;
+	const char *t = db_column_text(s, i);
+	return t ? xstrdup(t) : NULL;
 }
 
 enum token_status token_verify(struct store *st, const unsigned char *secret, size_t secretlen,
@@ -338,28 +339,26 @@ enum token_status token_verify(struct store *st, const unsigned char *secret, si
 {
 	struct token_raw r;
 	struct token_info ti = {0};
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	unsigned char mac[TOKEN_MAC_LEN];
 
 	memset(info, 0, sizeof *info);
 	if (token_decode(token, &r) < 0)
 		return TOKEN_FORGED;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT email FROM reply_users WHERE id=?", -1, &s,
-			       NULL) != SQLITE_OK)
+	if (!(s = db_prepare(store_db(st), "SELECT email FROM reply_users WHERE id=?")))
 		return TOKEN_FORGED;
-	sqlite3_bind_int64(s, 1, r.user);
-	if (sqlite3_step(s) == SQLITE_ROW)
+	db_bind_int64(s, 1, r.user);
+	if (db_step(s) == DB_ROW)
 		ti.email = column_dup(s, 0);
-	sqlite3_finalize(s);
+	db_finalize(s);
 	if (r.kind == TOKEN_REPLY &&
-	    sqlite3_prepare_v2(store_db(st), "SELECT grp, remote_id FROM reply_posts WHERE id=?",
-			       -1, &s, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(s, 1, r.post);
-		if (sqlite3_step(s) == SQLITE_ROW) {
+	    (s = db_prepare(store_db(st), "SELECT grp, remote_id FROM reply_posts WHERE id=?"))) {
+		db_bind_int64(s, 1, r.post);
+		if (db_step(s) == DB_ROW) {
 			ti.grp = column_dup(s, 0);
 			ti.remote_id = column_dup(s, 1);
 		}
-		sqlite3_finalize(s);
+		db_finalize(s);
 	}
 	if (!ti.email || (r.kind == TOKEN_REPLY && (!ti.grp || !ti.remote_id))) {
 		token_info_clear(&ti);
@@ -382,19 +381,18 @@ enum token_status token_verify(struct store *st, const unsigned char *secret, si
 int token_sent_id_record(struct store *st, const char *message_id, const char *grp,
 			 const char *remote_id, const char *email, time_t sent)
 {
-	static const char sql[] =
-	    "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
-	    " VALUES(?1,?2,?3,?4,?5)";
-	sqlite3_stmt *s = store_stmt(st, sql);
+	static const char sql[] = "INSERT INTO sent_ids(message_id, grp, remote_id, email, created)"
+				  " VALUES(?1,?2,?3,?4,?5) ON CONFLICT DO NOTHING";
+	struct db_stmt *s = store_stmt(st, sql);
 	const char *v[4] = {message_id, grp, remote_id, email};
 	int rc;
 	if (!s)
 		return -1;
 	for (int i = 0; i < 4; i++)
 		if (v[i])
-			sqlite3_bind_text(s, i + 1, v[i], -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, (sqlite3_int64)sent);
-	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+			db_bind_text(s, i + 1, v[i], -1);
+	db_bind_int64(s, 5, (int64_t)sent);
+	rc = db_step(s) == DB_DONE ? 0 : -1;
 	store_stmt_done(st, s);
 	return rc;
 }
@@ -402,25 +400,24 @@ int token_sent_id_record(struct store *st, const char *message_id, const char *g
 int token_sent_id_find(struct store *st, const char *message_id, struct token_info *ti,
 		       time_t *sent)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int found = 0;
 	if (!message_id ||
-	    sqlite3_prepare_v2(
-		store_db(st),
-		"SELECT grp, remote_id, email, created FROM sent_ids WHERE message_id=?", -1, &s,
-		NULL) != SQLITE_OK)
+	    !(s = db_prepare(
+		  store_db(st),
+		  "SELECT grp, remote_id, email, created FROM sent_ids WHERE message_id=?")))
 		return 0;
-	sqlite3_bind_text(s, 1, message_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
-		const char *g = (const char *)sqlite3_column_text(s, 0);
-		const char *r = (const char *)sqlite3_column_text(s, 1);
+	db_bind_text(s, 1, message_id, -1);
+	if (db_step(s) == DB_ROW && db_column_text(s, 2)) {
+		const char *g = db_column_text(s, 0);
+		const char *r = db_column_text(s, 1);
 		ti->kind = g && r ? TOKEN_REPLY : TOKEN_UNSUBSCRIBE;
 		ti->grp = g && r ? xstrdup(g) : NULL;
 		ti->remote_id = g && r ? xstrdup(r) : NULL;
-		ti->email = xstrdup((const char *)sqlite3_column_text(s, 2));
-		*sent = (time_t)sqlite3_column_int64(s, 3);
+		ti->email = xstrdup(db_column_text(s, 2));
+		*sent = (time_t)db_column_int64(s, 3);
 		found = 1;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return found;
 }

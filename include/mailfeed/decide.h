@@ -8,7 +8,7 @@
 #ifndef MAILFEED_DECIDE_H
 #define MAILFEED_DECIDE_H
 
-#include <sqlite3.h>
+#include "mailfeed/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,7 +37,7 @@ struct decision {
  * every message not skipped is a post); mb may be NULL (only the checks
  * that need no mapping, no thread look-up).  0, or -1 when the state could
  * not be read.  Free d with decision_free. */
-int decide_message(sqlite3 *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
+int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
 		   const struct mf_message *m, const char *raw, size_t len, struct decision *d);
 void decision_free(struct decision *d);
 

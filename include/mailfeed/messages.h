@@ -36,8 +36,8 @@
 #ifndef MAILFEED_MESSAGES_H
 #define MAILFEED_MESSAGES_H
 
+#include "mailfeed/db.h"
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -194,7 +194,7 @@ int messages_follow_retried(struct store *st);
  * without (it was never fetched), 0 when there is none such, -1. */
 int messages_dead_content(struct store *st, int64_t id);
 /* Back to new, parse attempts forgotten, if skipped or dead.  Inside the
- * caller's transaction.  0 or -1; sqlite3_changes tells whether it was. */
+ * caller's transaction.  0 or -1; db_changes tells whether it was. */
 int messages_retry(struct store *st, int64_t id);
 /* Dropped from the dead list, if skipped or dead.  As messages_retry. */
 int messages_drop(struct store *st, int64_t id);
@@ -235,7 +235,7 @@ void store_content_hash(json_t *parsed, char out[65]);
  * one of m's content and note says why; 0, or 1 when that key is taken
  * too (this copy came before). */
 struct mf_message;
-int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40], char *note,
+int store_key_for_content(struct db *db, const struct mf_message *m, char key[40], char *note,
 			  size_t notelen);
 
 #endif

@@ -67,7 +67,7 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n);
 /* Whether an item with this idempotency key exists: 1, 0, or -1 on a
  * store error.  Takes the connection so that read-only callers (preview)
  * can ask too. */
-int outbox_key_exists(sqlite3 *db, const char *key);
+int outbox_key_exists(struct db *db, const char *key);
 
 struct outbox_counts {
 	long pending, retrying, inflight, delivered, dead, dropped;

@@ -35,8 +35,8 @@
 #ifndef MAILFEED_STORE_H
 #define MAILFEED_STORE_H
 
+#include "mailfeed/db.h"
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -52,7 +52,7 @@ struct store *store_open(const char *path, char *err, size_t errlen);
  * first). */
 void store_prepare_dir(const char *path);
 void store_close(struct store *st);
-sqlite3 *store_db(struct store *st);
+struct db *store_db(struct store *st);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. 0 on success, -1 (logged) on error. */
 int store_begin(struct store *st);
@@ -66,11 +66,11 @@ const char *store_errmsg(struct store *st);
  * statements run once per message or item: the same SQL text (the same
  * string literal: it is looked up by address) gets the same statement back,
  * unbound and reset.  Give it back with store_stmt_done, never
- * sqlite3_finalize; a statement asked for while its twin is still out is
+ * db_finalize; a statement asked for while its twin is still out is
  * prepared afresh and finalized when given back.  NULL on a prepare error
  * (store_errmsg tells). */
-sqlite3_stmt *store_stmt(struct store *st, const char *sql);
-void store_stmt_done(struct store *st, sqlite3_stmt *s);
+struct db_stmt *store_stmt(struct store *st, const char *sql);
+void store_stmt_done(struct store *st, struct db_stmt *s);
 
 /* --- folders and ingestion ------------------------------------------- */
 

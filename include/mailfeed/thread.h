@@ -8,7 +8,7 @@
 #ifndef MAILFEED_THREAD_H
 #define MAILFEED_THREAD_H
 
-#include <sqlite3.h>
+#include "mailfeed/db.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
@@ -30,14 +30,14 @@ int thread_id_usable(const char *id);
  * usable ids, then (for a reply) by the normalised subject of any message of
  * a thread of the same mailbox active within window seconds.  0 = none,
  * -1 on a database error. */
-int64_t thread_find(sqlite3 *db, const char *grp, const char *mailbox,
-		    const struct mf_message *m, long window);
+int64_t thread_find(struct db *db, const char *grp, const char *mailbox, const struct mf_message *m,
+		    long window);
 /* Records m in thread found (0: creates a thread; *is_new = 1): its ids
  * and its subject.  Call inside a store transaction.  0 or -1. */
 int thread_record(struct store *st, const char *grp, const char *mailbox,
 		  const struct mf_message *m, int64_t found, int64_t *thread_id, int *is_new);
 /* The outbox item of the thread's post (0: none yet, -1: error). */
-int64_t thread_root_item(sqlite3 *db, int64_t thread_id);
+int64_t thread_root_item(struct db *db, int64_t thread_id);
 
 /* Finds or creates the thread of m in group grp.  Call inside a store
  * transaction.  *is_new = 1 when m starts a new thread (it becomes the

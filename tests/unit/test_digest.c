@@ -221,8 +221,8 @@ static void test_render_hostile(void **state)
 	struct digest_group g = {.label = "fund<raising>", .gid = "g1", .entries = e, .n = 4};
 	struct digest_mail m;
 
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
-				       "2026-11-23", &g, 1, 5000, &m),
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_lines_sane(m.data);
 	/* no header injection: the CR/LF of the subject went away */
@@ -282,11 +282,12 @@ static void test_render_files(void **state)
 	e[1].n_files = 2;
 	struct digest_group g = {.label = "team", .gid = "g1", .entries = e, .n = 2};
 	struct digest_mail m;
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
-				       "2026-11-23", &g, 1, 5000, &m),
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_lines_sane(m.data);
-	assert_non_null(strstr(m.text, "    Files: q3.pdf (47 KB) https://files.example.org/q3.pdf\n"));
+	assert_non_null(
+	    strstr(m.text, "    Files: q3.pdf (47 KB) https://files.example.org/q3.pdf\n"));
 	assert_non_null(strstr(m.text, "           <img src=x onerror=alert(1)>.png (3.2 MB) "
 				       "javascript:alert(1)\n"));
 	assert_non_null(strstr(m.text, "      Files: minutes.txt (812 bytes)\n"));
@@ -368,14 +369,19 @@ static void test_render_bidi(void **state)
 	struct fixture *f = *state;
 	static const char *const bidi[] = {"\xe2\x80\xae", "\xe2\x80\xab", "\xe2\x81\xa6",
 					   "\xe2\x81\xa9"};
-	struct feed_entry e[] = {entry("p1", NULL, "Invoice \xe2\x80\xae" "fdp.exe",
-				       "Open \xe2\x81\xa6" "this\xe2\x81\xa9 now", 1000)};
-	e[0].author_name = (char *)"Eve \xe2\x80\xab" "Admin";
+	struct feed_entry e[] = {entry("p1", NULL,
+				       "Invoice \xe2\x80\xae"
+				       "fdp.exe",
+				       "Open \xe2\x81\xa6"
+				       "this\xe2\x81\xa9 now",
+				       1000)};
+	e[0].author_name = (char *)"Eve \xe2\x80\xab"
+				   "Admin";
 	struct digest_group g = {.label = "team", .gid = "g1", .entries = e, .n = 1};
 	struct digest_mail m;
 
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
-				       "2026-11-23", &g, 1, 5000, &m),
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	for (size_t i = 0; i < 4; i++) {
 		assert_null(strstr(m.text, bidi[i]));
@@ -399,8 +405,8 @@ static void test_render_cap(void **state)
 	struct digest_group g = {.label = "g", .gid = "g1", .entries = e, .n = 6};
 	struct digest_mail m;
 	f->cfg.digest.max_items = 4;
-	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org", NULL,
-				       "2026-11-23", &g, 1, 5000, &m),
+	assert_int_equal(digest_render(f->st, &f->cfg, secret, sizeof secret, "bob@example.org",
+				       NULL, "2026-11-23", &g, 1, 5000, &m),
 			 0);
 	assert_non_null(strstr(m.text, "and 2 more"));
 	assert_non_null(strstr(m.text, "* p5"));
@@ -431,14 +437,13 @@ static const struct feed_backend_ops fake_ops = {.name = "fake", .read_group = f
 static const char *run_row(struct store *st, const char *period)
 {
 	static char out[32];
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	out[0] = 0;
-	sqlite3_prepare_v2(store_db(st), "SELECT state FROM digest_runs WHERE period=?", -1, &s,
-			   NULL);
-	sqlite3_bind_text(s, 1, period, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		snprintf(out, sizeof out, "%s", (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	s = db_prepare(store_db(st), "SELECT state FROM digest_runs WHERE period=?");
+	db_bind_text(s, 1, period, -1);
+	if (db_step(s) == DB_ROW)
+		snprintf(out, sizeof out, "%s", db_column_text(s, 0));
+	db_finalize(s);
 	return out;
 }
 

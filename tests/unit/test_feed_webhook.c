@@ -138,12 +138,12 @@ static int64_t enqueue(struct fx *x, const char *key, const char *kind, int64_t 
 
 static char *col_text(struct fx *x, const char *sql)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	char *out = NULL;
-	assert_int_equal(sqlite3_prepare_v2(store_db(x->st), sql, -1, &s, NULL), SQLITE_OK);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
-		out = xstrdup((const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	assert_non_null((s = db_prepare(store_db(x->st), sql)));
+	if (db_step(s) == DB_ROW && db_column_text(s, 0))
+		out = xstrdup(db_column_text(s, 0));
+	db_finalize(s);
 	return out;
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "state_file.h"
 
@@ -58,21 +59,19 @@ static int64_t add(struct store *st, const char *mb, uint32_t uid, const char *r
 				   .state = s};
 	assert_int_equal(store_message_add(st, &m, &inserted), 0);
 	assert_int_equal(inserted, 1);
-	return (int64_t)sqlite3_last_insert_rowid(store_db(st));
+	return (int64_t)sqlite3_last_insert_rowid(db_sqlite_handle(store_db(st)));
 }
 
 static const char *state_of(struct store *st, int64_t id)
 {
 	static char out[32];
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	out[0] = 0;
-	assert_int_equal(
-	    sqlite3_prepare_v2(store_db(st), "SELECT state FROM messages WHERE id=?", -1, &s, NULL),
-	    SQLITE_OK);
-	sqlite3_bind_int64(s, 1, id);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		snprintf(out, sizeof out, "%s", (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	assert_non_null((s = db_prepare(store_db(st), "SELECT state FROM messages WHERE id=?")));
+	db_bind_int64(s, 1, id);
+	if (db_step(s) == DB_ROW)
+		snprintf(out, sizeof out, "%s", db_column_text(s, 0));
+	db_finalize(s);
 	return out;
 }
 
@@ -88,7 +87,7 @@ static int64_t item(struct store *st, int64_t message, const char *s, int64_t pa
 		 " VALUES('k%d', %lld, '%s', 'g', %lld, '{}', '%s', 1)",
 		 ++serial, (long long)message, parent ? "comment" : "post", (long long)parent, s);
 	exec_ok(st, sql);
-	return (int64_t)sqlite3_last_insert_rowid(store_db(st));
+	return (int64_t)sqlite3_last_insert_rowid(db_sqlite_handle(store_db(st)));
 }
 
 /* Every state has one name and comes back from it; other names (and the
@@ -209,18 +208,16 @@ static void test_pipeline_reads_and_writes(void **state)
 	assert_string_equal(state_of(st, a), "queued");
 	assert_int_equal(messages_set_state(st, a, MSG_DEAD, "why", NULL), 0);
 	assert_string_equal(state_of(st, a), "dead");
-	sqlite3_stmt *s;
-	assert_int_equal(
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT reason, json_extract(parsed,'$.subject')"
-			       " FROM messages JOIN message_parsed ON message=id WHERE id=?",
-			       -1, &s, NULL),
-	    SQLITE_OK);
-	sqlite3_bind_int64(s, 1, a);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(s, 0), "why");
-	assert_string_equal((const char *)sqlite3_column_text(s, 1), "a");
-	sqlite3_finalize(s);
+	struct db_stmt *s;
+	assert_non_null(
+	    (s = db_prepare(store_db(st),
+			    "SELECT reason, json_extract(parsed,'$.subject')"
+			    " FROM messages JOIN message_parsed ON message=id WHERE id=?")));
+	db_bind_int64(s, 1, a);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_string_equal(db_column_text(s, 0), "why");
+	assert_string_equal(db_column_text(s, 1), "a");
+	db_finalize(s);
 	assert_int_equal(messages_set_state(st, a, MSG_STATE_COUNT, NULL, NULL), -1);
 	store_close(st);
 }
@@ -290,10 +287,10 @@ static void test_outbox_follows(void **state)
 	assert_int_equal(messages_dead_content(st, big), 2);
 	assert_int_equal(messages_dead_content(st, m), 0); /* delivered: not on the list */
 	assert_int_equal(messages_retry(st, sk), 0);
-	assert_int_equal(sqlite3_changes(store_db(st)), 1);
+	assert_int_equal((int)db_changes(store_db(st)), 1);
 	assert_string_equal(state_of(st, sk), "new");
 	assert_int_equal(messages_retry(st, m), 0);
-	assert_int_equal(sqlite3_changes(store_db(st)), 0);
+	assert_int_equal((int)db_changes(store_db(st)), 0);
 	assert_int_equal(messages_drop(st, big), 0);
 	assert_string_equal(state_of(st, big), "dropped");
 
@@ -409,27 +406,25 @@ static void test_acks_refused(void **state)
  * the columns. */
 static void test_migration_moves_bodies(void **state)
 {
-	sqlite3 *db;
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	struct db *db;
+	assert_non_null(db = db_open_flags(path, DB_OPEN_NO_SETUP, NULL, 0, NULL));
 	assert_int_equal(
-	    sqlite3_exec(
-		db,
-		"CREATE TABLE messages(id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL,"
-		" uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id TEXT,"
-		" size INTEGER NOT NULL, internaldate INTEGER, sha256 TEXT NOT NULL,"
-		" raw BLOB, state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
-		" received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
-		" parse_attempts INTEGER NOT NULL DEFAULT 0,"
-		" UNIQUE(mailbox, uidvalidity, uid));"
-		"INSERT INTO messages(id, mailbox, uidvalidity, uid, size, sha256, raw, state,"
-		" parsed, received_at) VALUES(1, 'team', 9, 1, 5, 'h', 'Hello', 'delivered',"
-		" '{\"subject\":\"Hi\"}', 1), (2, 'team', 9, 2, 5, 'h', NULL, 'skipped',"
-		" '{\"subject\":\"Big\"}', 1), (3, 'team', 9, 3, 5, 'h', NULL, 'skipped',"
-		" NULL, 1), (4, 'team', 9, 4, 5, 'h', 'New one', 'new', NULL, 1);"
-		"PRAGMA user_version=8;",
-		NULL, NULL, NULL),
-	    SQLITE_OK);
-	sqlite3_close(db);
+	    db_exec(db,
+		    "CREATE TABLE messages(id INTEGER PRIMARY KEY, mailbox TEXT NOT NULL,"
+		    " uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id TEXT,"
+		    " size INTEGER NOT NULL, internaldate INTEGER, sha256 TEXT NOT NULL,"
+		    " raw BLOB, state TEXT NOT NULL DEFAULT 'new', reason TEXT, parsed TEXT,"
+		    " received_at INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,"
+		    " parse_attempts INTEGER NOT NULL DEFAULT 0,"
+		    " UNIQUE(mailbox, uidvalidity, uid));"
+		    "INSERT INTO messages(id, mailbox, uidvalidity, uid, size, sha256, raw, state,"
+		    " parsed, received_at) VALUES(1, 'team', 9, 1, 5, 'h', 'Hello', 'delivered',"
+		    " '{\"subject\":\"Hi\"}', 1), (2, 'team', 9, 2, 5, 'h', NULL, 'skipped',"
+		    " '{\"subject\":\"Big\"}', 1), (3, 'team', 9, 3, 5, 'h', NULL, 'skipped',"
+		    " NULL, 1), (4, 'team', 9, 4, 5, 'h', 'New one', 'new', NULL, 1);"
+		    "PRAGMA user_version=8;"),
+	    0);
+	db_close(db);
 	struct store *st = open_ok();
 	static const char *const want[][3] = {
 	    {"1", "Hello", "{\"subject\":\"Hi\"}"},
@@ -437,41 +432,34 @@ static void test_migration_moves_bodies(void **state)
 	    {"3", NULL, NULL},
 	    {"4", "New one", NULL},
 	};
-	sqlite3_stmt *s;
-	assert_int_equal(
-	    sqlite3_prepare_v2(store_db(st),
-			       "SELECT m.id, b.raw, p.parsed FROM messages m"
-			       " LEFT JOIN message_bodies b ON b.message=m.id"
-			       " LEFT JOIN message_parsed p ON p.message=m.id ORDER BY m.id",
-			       -1, &s, NULL),
-	    SQLITE_OK);
+	struct db_stmt *s;
+	assert_non_null(
+	    (s = db_prepare(store_db(st),
+			    "SELECT m.id, b.raw, p.parsed FROM messages m"
+			    " LEFT JOIN message_bodies b ON b.message=m.id"
+			    " LEFT JOIN message_parsed p ON p.message=m.id ORDER BY m.id")));
 	for (size_t i = 0; i < 4; i++) {
-		assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+		assert_int_equal(db_step(s), DB_ROW);
 		for (int c = 0; c < 3; c++) {
-			const char *v = (const char *)sqlite3_column_text(s, c);
+			const char *v = db_column_text(s, c);
 			if (want[i][c])
 				assert_string_equal(v, want[i][c]);
 			else
 				assert_null(v);
 		}
 	}
-	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
-	sqlite3_finalize(s);
+	assert_int_equal(db_step(s), DB_DONE);
+	db_finalize(s);
 	/* only mail with bytes has a body row, and it holds nothing else */
-	assert_int_equal(
-	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_bodies", -1, &s, NULL),
-	    SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(s, 0), 2);
-	sqlite3_finalize(s);
-	assert_int_not_equal(
-	    sqlite3_prepare_v2(store_db(st), "SELECT parsed FROM message_bodies", -1, &s, NULL),
-	    SQLITE_OK);
-	sqlite3_finalize(s);
+	assert_non_null((s = db_prepare(store_db(st), "SELECT COUNT(*) FROM message_bodies")));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal((int)db_column_int64(s, 0), 2);
+	db_finalize(s);
+	assert_null((s = db_prepare(store_db(st), "SELECT parsed FROM message_bodies")));
+	db_finalize(s);
 	/* the columns are gone from messages */
-	assert_int_not_equal(
-	    sqlite3_prepare_v2(store_db(st), "SELECT raw FROM messages", -1, &s, NULL), SQLITE_OK);
-	sqlite3_finalize(s);
+	assert_null((s = db_prepare(store_db(st), "SELECT raw FROM messages")));
+	db_finalize(s);
 	char *mb, *raw;
 	size_t len;
 	assert_int_equal(messages_raw(st, 4, &mb, &raw, &len), 1);
@@ -503,30 +491,24 @@ static void test_prune_and_delete_bodies(void **state)
 	assert_int_equal(messages_raw(st, waiting, &mb, &raw, &len), 1);
 	free(mb);
 	free(raw);
-	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_prepare_v2(store_db(st),
-					    "SELECT json_extract(parsed, '$.subject') FROM"
-					    " message_parsed WHERE message=?",
-					    -1, &s, NULL),
-			 SQLITE_OK);
-	sqlite3_bind_int64(s, 1, done);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(s, 0), "d");
-	sqlite3_finalize(s);
+	struct db_stmt *s;
+	assert_non_null(
+	    (s = db_prepare(store_db(st), "SELECT json_extract(parsed, '$.subject') FROM"
+					  " message_parsed WHERE message=?")));
+	db_bind_int64(s, 1, done);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_string_equal(db_column_text(s, 0), "d");
+	db_finalize(s);
 	messages_forget_held(st, "team", 100);
 	assert_int_equal(messages_raw(st, held, &mb, &raw, &len), 0);
-	assert_int_equal(
-	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_bodies", -1, &s, NULL),
-	    SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(s, 0), 1); /* the waiting one's */
-	sqlite3_finalize(s);
-	assert_int_equal(
-	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_parsed", -1, &s, NULL),
-	    SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(s, 0), 2);
-	sqlite3_finalize(s);
+	assert_non_null((s = db_prepare(store_db(st), "SELECT COUNT(*) FROM message_bodies")));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal((int)db_column_int64(s, 0), 1); /* the waiting one's */
+	db_finalize(s);
+	assert_non_null((s = db_prepare(store_db(st), "SELECT COUNT(*) FROM message_parsed")));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal((int)db_column_int64(s, 0), 2);
+	db_finalize(s);
 	store_close(st);
 }
 

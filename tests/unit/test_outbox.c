@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "mailfeed/feed.h"
 #include "mailfeed/message.h"
@@ -139,7 +140,7 @@ static int64_t add_message(struct fx *x, const char *state, const char *reason)
 		 " '{\"subject\":\"Hi\",\"from\":{\"email\":\"bob@example.org\"}}')",
 		 state, reason ? "'" : "", reason ? reason : "NULL", reason ? "'" : "");
 	assert_int_equal(store_exec(x->st, sql), 0);
-	return sqlite3_last_insert_rowid(store_db(x->st));
+	return sqlite3_last_insert_rowid(db_sqlite_handle(store_db(x->st)));
 }
 
 static int64_t enqueue(struct fx *x, const char *key, const char *kind, int64_t parent,
@@ -164,12 +165,12 @@ static int64_t enqueue(struct fx *x, const char *key, const char *kind, int64_t 
 
 static char *col_text(struct fx *x, const char *sql)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	char *out = NULL;
-	assert_int_equal(sqlite3_prepare_v2(store_db(x->st), sql, -1, &s, NULL), SQLITE_OK);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
-		out = xstrdup((const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	assert_non_null((s = db_prepare(store_db(x->st), sql)));
+	if (db_step(s) == DB_ROW && db_column_text(s, 0))
+		out = xstrdup(db_column_text(s, 0));
+	db_finalize(s);
 	return out;
 }
 

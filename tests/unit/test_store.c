@@ -58,12 +58,12 @@ static int add(struct store *st, const char *mb, uint32_t uv, uint32_t uid, cons
 
 static long count(struct store *st, const char *sql)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long n = -1;
-	assert_int_equal(sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL), SQLITE_OK);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	assert_non_null((s = db_prepare(store_db(st), sql)));
+	if (db_step(s) == DB_ROW)
+		n = db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 
@@ -74,20 +74,20 @@ static void test_kept_statements(void **state)
 {
 	static const char *const sql = "SELECT ?1 IS NULL, ?1";
 	struct store *st = open_ok();
-	sqlite3_stmt *a = store_stmt(st, sql);
+	struct db_stmt *a = store_stmt(st, sql);
 	assert_non_null(a);
-	sqlite3_bind_int(a, 1, 7);
-	assert_int_equal(sqlite3_step(a), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(a, 1), 7);
-	sqlite3_stmt *b = store_stmt(st, sql); /* a is still out */
+	db_bind_int64(a, 1, 7);
+	assert_int_equal(db_step(a), DB_ROW);
+	assert_int_equal((int)db_column_int64(a, 1), 7);
+	struct db_stmt *b = store_stmt(st, sql); /* a is still out */
 	assert_non_null(b);
 	assert_ptr_not_equal(a, b);
 	store_stmt_done(st, b);
 	store_stmt_done(st, a);
-	sqlite3_stmt *c = store_stmt(st, sql);
+	struct db_stmt *c = store_stmt(st, sql);
 	assert_ptr_equal(c, a);
-	assert_int_equal(sqlite3_step(c), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(c, 0), 1); /* the binding was cleared */
+	assert_int_equal(db_step(c), DB_ROW);
+	assert_int_equal((int)db_column_int64(c, 0), 1); /* the binding was cleared */
 	store_stmt_done(st, c);
 	assert_null(store_stmt(st, "SELECT FROM nowhere"));
 	assert_non_null(strstr(store_errmsg(st), "syntax"));
@@ -98,12 +98,11 @@ static void test_create_and_reopen(void **state)
 {
 	struct store *st = open_ok();
 	assert_true(count(st, "PRAGMA user_version") >= 1);
-	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_prepare_v2(store_db(st), "PRAGMA journal_mode", -1, &s, NULL),
-			 SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
-	sqlite3_finalize(s);
+	struct db_stmt *s;
+	assert_non_null((s = db_prepare(store_db(st), "PRAGMA journal_mode")));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_string_equal(db_column_text(s, 0), "wal");
+	db_finalize(s);
 	store_close(st);
 	st = open_ok(); /* migrations are not applied twice */
 	assert_int_equal(count(st, "SELECT COUNT(*) FROM folders"), 0);
@@ -220,15 +219,13 @@ static long file_size(void)
 static void test_refuses_foreign_database(void **state)
 {
 	char err[256], wal[80];
-	sqlite3 *db;
+	struct db *db;
 	(void)state;
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db,
-				      "CREATE TABLE notes(t TEXT); INSERT INTO notes"
-				      " VALUES('keep me')",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
-	sqlite3_close(db);
+	assert_non_null(db = db_open_flags(path, DB_OPEN_NO_SETUP, NULL, 0, NULL));
+	assert_int_equal(db_exec(db, "CREATE TABLE notes(t TEXT); INSERT INTO notes"
+				     " VALUES('keep me')"),
+			 0);
+	db_close(db);
 	long before = file_size();
 	assert_null(store_open(path, err, sizeof err));
 	assert_non_null(strstr(err, "not a mailfeed state database"));
@@ -236,13 +233,13 @@ static void test_refuses_foreign_database(void **state)
 	assert_int_equal(file_size(), before);
 	snprintf(wal, sizeof wal, "%s-wal", path);
 	assert_int_equal(access(wal, F_OK), -1);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(s, 0), "delete");
-	sqlite3_finalize(s);
-	sqlite3_close(db);
+	assert_non_null(db = db_open_flags(path, DB_OPEN_NO_SETUP, NULL, 0, NULL));
+	struct db_stmt *s;
+	assert_non_null((s = db_prepare(db, "PRAGMA journal_mode")));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_string_equal(db_column_text(s, 0), "delete");
+	db_finalize(s);
+	db_close(db);
 }
 
 /* A write that finds no room says so, with the file, also after the

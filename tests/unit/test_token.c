@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "mailfeed/auth.h"
 #include "mailfeed/message.h"
@@ -192,7 +193,7 @@ static int64_t add_message(struct fixture *f)
 					   " sha256, received_at) VALUES('[replies]',1,"
 					   " (SELECT COUNT(*)+1 FROM messages),1,'x',0)"),
 			 0);
-	return sqlite3_last_insert_rowid(store_db(f->st));
+	return sqlite3_last_insert_rowid(db_sqlite_handle(store_db(f->st)));
 }
 
 static struct mf_message *reply(const char *to, const char *from, const char *subject,
@@ -210,12 +211,12 @@ static struct mf_message *reply(const char *to, const char *from, const char *su
 
 static long count(struct fixture *f, const char *sql)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	long n = -1;
-	sqlite3_prepare_v2(store_db(f->st), sql, -1, &s, NULL);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	s = db_prepare(store_db(f->st), sql);
+	if (db_step(s) == DB_ROW)
+		n = db_column_int64(s, 0);
+	db_finalize(s);
 	return n;
 }
 

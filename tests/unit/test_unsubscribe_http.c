@@ -41,12 +41,11 @@ static int setup(void **state)
 	snprintf(f->state, sizeof f->state, "%s/state.db", f->dir);
 	f->st = store_open(f->state, err, sizeof err);
 	assert_non_null(f->st);
-	assert_int_equal(sqlite3_exec(store_db(f->st),
-				      "INSERT INTO subscribers(email, groups, frequency, since)"
-				      " VALUES('bob@example.org','team','daily',1),"
-				      "('carol@example.org','team','weekly',1)",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
+	assert_int_equal(db_exec(store_db(f->st),
+				 "INSERT INTO subscribers(email, groups, frequency, since)"
+				 " VALUES('bob@example.org','team','daily',1),"
+				 "('carol@example.org','team','weekly',1)"),
+			 0);
 	f->ms = metrics_server_start_unsubscribe("127.0.0.1:0", f->state, secret, sizeof secret,
 						 err, sizeof err);
 	assert_non_null(f->ms);
@@ -121,16 +120,14 @@ static int request(struct fixture *f, const char *method, const char *token, cha
 
 static char *frequency(struct fixture *f, const char *email)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	char *out = NULL;
-	assert_int_equal(sqlite3_prepare_v2(store_db(f->st),
-					    "SELECT frequency FROM subscribers WHERE email=?", -1,
-					    &s, NULL),
-			 SQLITE_OK);
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW)
-		out = strdup((const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	assert_non_null(
+	    (s = db_prepare(store_db(f->st), "SELECT frequency FROM subscribers WHERE email=?")));
+	db_bind_text(s, 1, email, -1);
+	if (db_step(s) == DB_ROW)
+		out = strdup(db_column_text(s, 0));
+	db_finalize(s);
 	return out;
 }
 
