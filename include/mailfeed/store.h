@@ -1,4 +1,6 @@
-/* store.h — durable state in one SQLite database.
+/* store.h — durable state in one SQLite database, reached through the
+ * engine-neutral statement interface of db.h (store_db), so that the same
+ * modules can later run on PostgreSQL.
  *
  * Writer discipline: every thread opens its own connection with store_open();
  * connections run in WAL mode with a busy timeout, and every write is one
