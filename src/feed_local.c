@@ -40,10 +40,11 @@
 struct local_ctx {
 	struct store *st;
 	char *dir;
-	size_t full_batch;      /* what the outbox hands over when more is waiting */
+	size_t full_batch; /* what the outbox hands over when more is waiting */
 	long long max_file_size;
 	int max_files;
-	struct strlist dirty;   /* groups whose files are behind the table */
+	struct strlist dirty;	 /* groups whose files are behind the table */
+	struct strlist unsynced; /* files directories with names not yet synced */
 	double last_render;
 };
 
@@ -104,6 +105,7 @@ static void local_close(void *ctx)
 	if (!c)
 		return;
 	local_flush(c);
+	strlist_free(&c->unsynced);
 	free(c->dir);
 	free(c);
 }
@@ -236,7 +238,9 @@ static void size_text(long long n, char *out, size_t outlen)
 
 /* Writes data under dir/name, or name-2, name-3 … when taken: a temp file
  * synced and then linked into place, so a file is never seen half written
- * and never replaces another.  The name used (owned), or NULL with errno. */
+ * and never replaces another.  The directory is synced by the caller
+ * (dirs_sync) before anything names the file.  The name used (owned), or
+ * NULL with errno. */
 static char *file_keep(const char *dir, const char *name, const unsigned char *data, size_t len)
 {
 	char *tmp = xasprintf("%s/.tmp.%d", dir, (int)getpid());
@@ -285,15 +289,31 @@ static char *file_keep(const char *dir, const char *name, const unsigned char *d
 		e = EEXIST;
 	unlink(tmp);
 	free(tmp);
-	if (used) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	errno = e;
+	return used;
+}
+
+static int name_listed(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+/* Syncs the directories that got new names since the last call (once each
+ * per batch rather than once per file), before the rows naming the files
+ * are committed. */
+static void dirs_sync(struct strlist *dirs)
+{
+	for (size_t i = 0; i < dirs->n; i++) {
+		int dfd = open(dirs->v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
 			fsync(dfd);
 			close(dfd);
 		}
 	}
-	errno = e;
-	return used;
+	strlist_free(dirs);
 }
 
 /* Length of the valid UTF-8 sequence at s (max n bytes), 0 when invalid
@@ -306,6 +326,13 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+/* Whether byte c stands for itself in XML character data and the text
+ * rendering: printable ASCII other than markup (no bidi control is ASCII). */
+static int xml_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x7F && c != '&' && c != '<' && c != '>' && c != '"';
+}
+
 /* Appends s as XML character data: markup escaped, characters XML does not
  * allow (controls, broken UTF-8) replaced by U+FFFD. */
 static void xml_put(struct buf *b, const char *s)
@@ -313,6 +340,16 @@ static void xml_put(struct buf *b, const char *s)
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
 	size_t n = strlen((const char *)p);
 	while (*p) {
+		/* a run of plain printable ASCII goes in at once */
+		size_t run = 0;
+		while (run < n && xml_plain(p[run]))
+			run++;
+		if (run) {
+			buf_append(b, p, run);
+			p += run;
+			n -= run;
+			continue;
+		}
 		size_t l = utf8_len(p, n);
 		if (l == 0 || (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') || *p == 0x7F) {
 			buf_puts(b, "\xEF\xBF\xBD");
@@ -341,6 +378,15 @@ static void txt_put(struct buf *b, const char *s, const char *indent)
 {
 	for (const char *p = s ? s : ""; *p; p++) {
 		unsigned char ch = (unsigned char)*p;
+		if (ch >= 0x20 && ch < 0x7F) {
+			/* a run of printable ASCII goes in at once */
+			size_t run = 1;
+			while ((unsigned char)p[run] >= 0x20 && (unsigned char)p[run] < 0x7F)
+				run++;
+			buf_append(b, p, run);
+			p += run - 1;
+			continue;
+		}
 		size_t bidi = text_bidi_control((const unsigned char *)p, strnlen(p, 3));
 		if (bidi) {
 			p += bidi - 1; /* left out, as in the Atom feed */
@@ -613,8 +659,8 @@ static void txt_files(struct buf *b, const struct row *r, const char *gsafe, con
 	notes_put(b, r, txt_put, indent);
 }
 
-static void txt_render(struct buf *b, struct out_file *o, const char *group,
-		       const struct row *rows, size_t n)
+static void txt_render(struct buf *b, struct out_file *o, const char *group, const struct row *rows,
+		       size_t n)
 {
 	size_t threads = 0;
 	char *gsafe = group_safe(group);
@@ -709,7 +755,8 @@ static int parent_exists(struct store *st, long long id, const char *group)
 {
 	sqlite3_stmt *s;
 	int found = 0;
-	if (!(s = store_stmt(st, "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL")))
+	if (!(s = store_stmt(st,
+			     "SELECT 1 FROM local_items WHERE id=? AND grp=? AND parent IS NULL")))
 		return 0;
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, group, -1, SQLITE_STATIC);
@@ -757,13 +804,13 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 		const struct feed_attachment *f = &it->attachments[i];
 		char *safe = feed_local_safe_name(f->filename);
 		char size[32];
-		json_t *o = json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename,
-				      "content_type", f->content_type, "size", (json_int_t)f->size,
-				      "sha256", f->sha256);
+		json_t *o =
+		    json_pack("{s:s?, s:s?, s:I, s:s?}", "filename", f->filename, "content_type",
+			      f->content_type, "size", (json_int_t)f->size, "sha256", f->sha256);
 		const char *why = (long long)f->size > c->max_file_size ? "too large"
-				  : kept >= c->max_files		 ? "too many files"
-				  : !f->data				 ? "its bytes were not kept"
-									 : NULL;
+				  : kept >= c->max_files		? "too many files"
+				  : !f->data				? "its bytes were not kept"
+									: NULL;
 		size_text((long long)f->size, size, sizeof size);
 		if (why) {
 			char *note = xasprintf("[file %s (%s) not kept: %s]", safe, size, why);
@@ -786,6 +833,8 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 			}
 			json_object_set_new(o, "name", json_string(used));
 			free(used);
+			if (!name_listed(&c->unsynced, dir))
+				strlist_add(&c->unsynced, dir);
 			kept++;
 		}
 		free(safe);
@@ -885,7 +934,10 @@ static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
 		local_deliver_one(c, &items[i], &results[i]);
 		if (results[i].status == FEED_OK && !strlist_has_ci(&c->dirty, items[i].group))
 			strlist_add(&c->dirty, items[i].group);
+		if (!tx)
+			dirs_sync(&c->unsynced); /* each row committed on its own */
 	}
+	dirs_sync(&c->unsynced);
 	if (tx && store_commit(c->st) < 0) {
 		for (size_t i = 0; i < n; i++) {
 			feed_result_clear(&results[i]);
