@@ -264,6 +264,28 @@ out:
 	return rc;
 }
 
+/* A UIDVALIDITY other than the stored one: a real change holds on a second
+ * look; a server that reports a new UIDVALIDITY on every SELECT would be
+ * rescanned forever, so the stored one is kept (*pinned) and note says
+ * why.  info becomes the second look.  0, or -1 with err. */
+static int second_look(struct imap_session *s, const char *folder, const struct folder_state *fs,
+		       struct imap_folder_info *info, uint32_t *pinned, char *note, size_t notelen,
+		       char *err, size_t errlen)
+{
+	struct imap_folder_info again;
+	if (imap_select(s, folder, &again, err, errlen) < 0)
+		return -1;
+	if (again.uidvalidity != info->uidvalidity) {
+		*pinned = fs->uidvalidity;
+		snprintf(note, notelen,
+			 "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
+			 "it is ignored, mail is taken by UID above %u",
+			 info->uidvalidity, again.uidvalidity, fs->last_uid);
+	}
+	*info = again;
+	return 0;
+}
+
 int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		       atomic_int *stop, int *new_messages, char *err, size_t errlen)
 {
@@ -287,22 +309,9 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 			return rc;
 		store_folder_get(st, key, &fs);
 	}
-	if (fs.uidvalidity && info.uidvalidity != fs.uidvalidity) {
-		/* a real change holds on a second look; a server that reports
-		 * a new UIDVALIDITY on every SELECT would be rescanned forever */
-		struct imap_folder_info again;
-		if (imap_select(s, folder, &again, err, errlen) < 0)
-			return -1;
-		if (again.uidvalidity != info.uidvalidity) {
-			pinned = fs.uidvalidity;
-			snprintf(
-			    note, sizeof note,
-			    "the server reports a new UIDVALIDITY on every SELECT (%u, then %u): "
-			    "it is ignored, mail is taken by UID above %u",
-			    info.uidvalidity, again.uidvalidity, fs.last_uid);
-		}
-		info = again;
-	}
+	if (fs.uidvalidity && info.uidvalidity != fs.uidvalidity &&
+	    second_look(s, folder, &fs, &info, &pinned, note, sizeof note, err, errlen) < 0)
+		return -1;
 	if (!pinned &&
 	    store_folder_select(st, key, f->acct->name, folder, info.uidvalidity, &changed) < 0) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));

@@ -173,12 +173,12 @@ static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 	return kept_done(st, s);
 }
 
-/* The parsed form of message id, in the row of its body. */
+/* The parsed form of message id, in a row of its own. */
 static int body_set_parsed(struct store *st, int64_t id, const char *parsed)
 {
 	/* once per message: kept prepared */
 	sqlite3_stmt *s =
-	    store_stmt(st, "INSERT INTO message_bodies(message, parsed) VALUES(?1, ?2)"
+	    store_stmt(st, "INSERT INTO message_parsed(message, parsed) VALUES(?1, ?2)"
 			   " ON CONFLICT(message) DO UPDATE SET parsed=?2");
 	if (!s)
 		return -1;
@@ -686,9 +686,10 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 {
 	/* finished mail: delivered, handled, or dropped from the dead list;
 	 * none of its items still on its way or delivered after cutoff.  The
-	 * parsed form stays (dedupe compares it). */
+	 * parsed form stays (dedupe compares it); with secure_delete the
+	 * bytes of the mail are overwritten. */
 	sqlite3_stmt *s = prep(
-	    st, "UPDATE message_bodies SET raw=NULL WHERE raw IS NOT NULL AND EXISTS(SELECT 1"
+	    st, "DELETE FROM message_bodies WHERE EXISTS(SELECT 1"
 		" FROM messages WHERE messages.id=message_bodies.message AND received_at <= ?1"
 		" AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
 		    S_DROPPED) ")"
@@ -746,7 +747,7 @@ int store_key_for_content(sqlite3 *db, const struct mf_message *m, char key[40],
 	int same = -1;
 	if (sqlite3_prepare_v2(
 		db,
-		"SELECT b.parsed FROM outbox o JOIN message_bodies b ON b.message=o.message"
+		"SELECT p.parsed FROM outbox o JOIN message_parsed p ON p.message=o.message"
 		" WHERE o.key=?",
 		-1, &s, NULL) != SQLITE_OK)
 		return 1;

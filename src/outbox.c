@@ -777,10 +777,11 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 		" LEFT JOIN messages m ON m.id=o.message WHERE o.state='dead'"
 		" UNION ALL"
 		" SELECT 'm', m.id, m.received_at, m.mailbox,"
-		" json_extract(b.parsed,'$.from.email'), json_extract(b.parsed,'$.subject'),"
+		" json_extract(p.parsed,'$.from.email'), json_extract(p.parsed,'$.subject'),"
 		" m.reason, m.state, m.uid,"
-		" CASE WHEN b.parsed IS NULL THEN substr(b.raw, 1, ?1) END"
-		" FROM messages m LEFT JOIN message_bodies b ON b.message=m.id"
+		" CASE WHEN p.parsed IS NULL THEN substr(b.raw, 1, ?1) END"
+		" FROM messages m LEFT JOIN message_parsed p ON p.message=m.id"
+		" LEFT JOIN message_bodies b ON b.message=m.id"
 		" WHERE m.state IN ('skipped','dead')"
 		" AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=m.id"
 		" AND o.state IN ('dead','dropped'))"
@@ -907,10 +908,10 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
  * no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
-	sqlite3_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(b.parsed,"
+	sqlite3_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
 				   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
-				   " ON m.id=o.message LEFT JOIN message_bodies b"
-				   " ON b.message=m.id WHERE o.id=?");
+				   " ON m.id=o.message LEFT JOIN message_parsed p"
+				   " ON p.message=m.id WHERE o.id=?");
 	if (!s)
 		return -1;
 	sqlite3_bind_int64(s, 1, item);

@@ -266,6 +266,7 @@ struct rows {
 	size_t n_ids, next_id;
 	struct pending *batch;
 	size_t n, cap;
+	int suspect; /* the batch is one message whose parse was under way at a stop */
 };
 
 static struct worker_job *next_row(void *ctx)
@@ -325,7 +326,7 @@ static void row_parsed(void *ctx, struct worker_job *job)
  * mappings in the config: those of a removed mapping stay stored for when
  * it comes back, and must not take the batch.  0 or -1. */
 static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, int64_t **ids,
-		     int **attempts, size_t *n)
+		     int **attempts, size_t *n, int *suspect)
 {
 	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
 	int rc = 0;
@@ -336,6 +337,7 @@ static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, i
 		rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
 				      cfg->n_mailboxes, suspects, suspects ? 1 : limit, ids,
 				      attempts, n);
+		*suspect = suspects;
 	}
 	free(names);
 	return rc;
@@ -402,7 +404,7 @@ static int parse_batch(struct store *st, const struct mf_config *cfg, struct par
 	int *attempts;
 	size_t n_ids, n_parse;
 
-	if (batch_ids(st, cfg, limit, &ids, &attempts, &n_ids) < 0)
+	if (batch_ids(st, cfg, limit, &ids, &attempts, &n_ids, &r->suspect) < 0)
 		return -1;
 	*done += quarantine_suspects(st, ids, attempts, n_ids, &n_parse);
 	free(attempts);
@@ -521,6 +523,18 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	struct pending *batch = r.batch;
 	size_t n = r.n;
+	if (r.suspect && n == 1 && batch[0].poison == 0) {
+		/* A suspect that parses is not to blame: it goes back among the
+		 * new messages, to be handled with those stored alongside in Date
+		 * order (alone, a reply stored before its parent would become the
+		 * post). */
+		messages_forget_attempts(st, &batch[0].id, 1);
+		message_free(batch[0].msg);
+		free(batch[0].raw);
+		free(batch[0].mailbox);
+		free(batch);
+		return 1;
+	}
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
 	double t_parsed = now_monotonic(), cpu_parsed = now_thread_cpu();

@@ -142,6 +142,16 @@ static const char *const migrations[] = {
     " WHERE raw IS NOT NULL OR parsed IS NOT NULL;"
     "ALTER TABLE messages DROP COLUMN raw;"
     "ALTER TABLE messages DROP COLUMN parsed;",
+    /* 10: the parsed form in a row of its own too, so that recording it
+     * does not rewrite the raw mail; message_bodies keeps the raw bytes
+     * only, and retention deletes its rows */
+    "CREATE TABLE message_parsed("
+    " message INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
+    " parsed TEXT NOT NULL);"
+    "INSERT INTO message_parsed(message, parsed) SELECT message, parsed FROM message_bodies"
+    " WHERE parsed IS NOT NULL;"
+    "DELETE FROM message_bodies WHERE raw IS NULL;"
+    "ALTER TABLE message_bodies DROP COLUMN parsed;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -1,6 +1,7 @@
 /* messages.h — the `messages` table: every message taken in, its state
- * and the reason for it; and `message_bodies`: its raw bytes and parsed
- * form, apart so that a change of state rewrites a small row.  Only
+ * and the reason for it; `message_bodies` and `message_parsed`: its raw
+ * bytes and its parsed form, each in a row of its own so that a change of
+ * state (or recording the parsed form) rewrites a small row.  Only
  * messages.c writes the tables; every other module asks through the
  * functions below (the dead list in outbox.c reads them).
  *

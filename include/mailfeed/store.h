@@ -11,9 +11,9 @@
  * Tables (schema in store.c, versioned by PRAGMA user_version):
  *   folders      per mapping: uidvalidity, last_uid checkpoint, last ok/error
  *   messages     every message taken in: ids, state, reason
- *   message_bodies  its raw bytes and parsed form, apart so that state
- *                changes rewrite small rows (both owned by messages.c,
- *                see messages.h)
+ *   message_bodies, message_parsed  its raw bytes and its parsed form,
+ *                apart so that state changes rewrite small rows (all three
+ *                owned by messages.c, see messages.h)
  *   threads, thread_ids   thread of each Message-ID per group
  *   outbox       posts/comments to deliver, with idempotency key and state
  *   attachments  files of outbox items

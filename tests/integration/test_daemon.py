@@ -238,7 +238,7 @@ def test_attach_original_keeps_the_whole_message(dovecot, tmp_path):
     con = db(cfg)
     try:
         text, atts = con.execute("SELECT text, attachments FROM local_items").fetchone()
-        removed = con.execute("SELECT json_extract(parsed, '$.removed') FROM message_bodies").fetchone()[0]
+        removed = con.execute("SELECT json_extract(parsed, '$.removed') FROM message_parsed").fetchone()[0]
     finally:
         con.close()
     assert text == "Sounds good."

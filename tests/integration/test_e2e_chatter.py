@@ -29,8 +29,6 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-import pytest
-
 from conftest import daemon_log, start_daemon, stop_daemon, wait_for, write_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -320,12 +318,6 @@ def count(state_path, sql):
         con.close()
 
 
-# A known open problem (README "Known problems"): after some kill -9 restarts
-# under load a folder's checkpoint stands past messages never stored, and a
-# wave is not taken in.  The test runs every time and its outcome is shown
-# (XFAIL or XPASS); it stops failing the suite until the cause is found.
-@pytest.mark.xfail(reason="known problem: checkpoint past unstored mail after kill -9",
-                   strict=False)
 def test_300_messages_with_kills_token_expiry_and_outage(dovecot, tmp_path):
     rng = random.Random(int(os.environ.get("E2E_SEED", "20261123")))
     waves, threads = generate(rng)

@@ -91,7 +91,8 @@ def add_message(db, state, reason, subject, uid):
         "INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, state, reason,"
         " received_at) VALUES('fundraising', 1, ?, 10, 'h', ?, ?, ?)",
         (uid, state, reason, int(time.time())))
-    db.execute("INSERT INTO message_bodies(message, raw, parsed) VALUES(?, 'raw', ?)",
+    db.execute("INSERT INTO message_bodies(message, raw) VALUES(?, 'raw')", (cur.lastrowid,))
+    db.execute("INSERT INTO message_parsed(message, parsed) VALUES(?, ?)",
                (cur.lastrowid,
                 json.dumps({"subject": subject, "from": {"email": "bob@example.org"}})))
     return cur.lastrowid

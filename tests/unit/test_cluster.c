@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/cluster.h"
 #include "mailfeed/db.h"
 
@@ -26,8 +28,7 @@ struct two {
 
 static int setup(void **state)
 {
-	snprintf(path, sizeof path, "/tmp/mf-test-cluster-%d.db", (int)getpid());
-	unlink(path);
+	state_file_new(path, sizeof path, "cluster");
 	char err[256];
 	struct two *t = calloc(1, sizeof *t);
 	t->db1 = db_open(path, err, sizeof err, NULL);
@@ -50,12 +51,7 @@ static int teardown(void **state)
 	db_close(t->db1);
 	db_close(t->db2);
 	free(t);
-	char p[80];
-	unlink(path);
-	snprintf(p, sizeof p, "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", path);
-	unlink(p);
+	state_file_remove(path);
 	return 0;
 }
 

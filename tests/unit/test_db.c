@@ -14,14 +14,15 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/db.h"
 
 static char path[64];
 
 static int setup(void **state)
 {
-	snprintf(path, sizeof path, "/tmp/mf-test-db-%d.db", (int)getpid());
-	unlink(path);
+	state_file_new(path, sizeof path, "db");
 	char err[256];
 	struct db *db = db_open(path, err, sizeof err, NULL);
 	assert_non_null(db);
@@ -32,12 +33,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	db_close(*state);
-	char p[80];
-	unlink(path);
-	snprintf(p, sizeof p, "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", path);
-	unlink(p);
+	state_file_remove(path);
 	return 0;
 }
 

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 
@@ -20,19 +22,13 @@ static char path[64];
 
 static int setup(void **state)
 {
-	snprintf(path, sizeof path, "/tmp/mf-test-messages-%d.db", (int)getpid());
-	unlink(path);
+	state_file_new(path, sizeof path, "messages");
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char p[80];
-	unlink(path);
-	snprintf(p, sizeof p, "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", path);
-	unlink(p);
+	state_file_remove(path);
 	return 0;
 }
 
@@ -217,7 +213,7 @@ static void test_pipeline_reads_and_writes(void **state)
 	assert_int_equal(
 	    sqlite3_prepare_v2(store_db(st),
 			       "SELECT reason, json_extract(parsed,'$.subject')"
-			       " FROM messages JOIN message_bodies ON message=id WHERE id=?",
+			       " FROM messages JOIN message_parsed ON message=id WHERE id=?",
 			       -1, &s, NULL),
 	    SQLITE_OK);
 	sqlite3_bind_int64(s, 1, a);
@@ -408,8 +404,9 @@ static void test_acks_refused(void **state)
 	store_close(st);
 }
 
-/* A state of schema version 8 keeps its mail: raw bytes and parsed forms
- * move to message_bodies, the messages rows lose the columns. */
+/* A state of schema version 8 keeps its mail: raw bytes move to
+ * message_bodies and parsed forms to message_parsed, the messages rows lose
+ * the columns. */
 static void test_migration_moves_bodies(void **state)
 {
 	sqlite3 *db;
@@ -434,22 +431,42 @@ static void test_migration_moves_bodies(void **state)
 	    SQLITE_OK);
 	sqlite3_close(db);
 	struct store *st = open_ok();
+	static const char *const want[][3] = {
+	    {"1", "Hello", "{\"subject\":\"Hi\"}"},
+	    {"2", NULL, "{\"subject\":\"Big\"}"},
+	    {"3", NULL, NULL},
+	    {"4", "New one", NULL},
+	};
 	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_prepare_v2(store_db(st),
-					    "SELECT message, raw, parsed FROM message_bodies"
-					    " ORDER BY message",
-					    -1, &s, NULL),
-			 SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(s, 0), 1);
-	assert_string_equal((const char *)sqlite3_column_text(s, 1), "Hello");
-	assert_string_equal((const char *)sqlite3_column_text(s, 2), "{\"subject\":\"Hi\"}");
+	assert_int_equal(
+	    sqlite3_prepare_v2(store_db(st),
+			       "SELECT m.id, b.raw, p.parsed FROM messages m"
+			       " LEFT JOIN message_bodies b ON b.message=m.id"
+			       " LEFT JOIN message_parsed p ON p.message=m.id ORDER BY m.id",
+			       -1, &s, NULL),
+	    SQLITE_OK);
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+		for (int c = 0; c < 3; c++) {
+			const char *v = (const char *)sqlite3_column_text(s, c);
+			if (want[i][c])
+				assert_string_equal(v, want[i][c]);
+			else
+				assert_null(v);
+		}
+	}
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+	/* only mail with bytes has a body row, and it holds nothing else */
+	assert_int_equal(
+	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_bodies", -1, &s, NULL),
+	    SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(s, 0), 2);
-	assert_int_equal(sqlite3_column_type(s, 1), SQLITE_NULL);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(s, 0), 4); /* 3 had neither */
-	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+	assert_int_not_equal(
+	    sqlite3_prepare_v2(store_db(st), "SELECT parsed FROM message_bodies", -1, &s, NULL),
+	    SQLITE_OK);
 	sqlite3_finalize(s);
 	/* the columns are gone from messages */
 	assert_int_not_equal(
@@ -489,7 +506,7 @@ static void test_prune_and_delete_bodies(void **state)
 	sqlite3_stmt *s;
 	assert_int_equal(sqlite3_prepare_v2(store_db(st),
 					    "SELECT json_extract(parsed, '$.subject') FROM"
-					    " message_bodies WHERE message=?",
+					    " message_parsed WHERE message=?",
 					    -1, &s, NULL),
 			 SQLITE_OK);
 	sqlite3_bind_int64(s, 1, done);
@@ -500,6 +517,12 @@ static void test_prune_and_delete_bodies(void **state)
 	assert_int_equal(messages_raw(st, held, &mb, &raw, &len), 0);
 	assert_int_equal(
 	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_bodies", -1, &s, NULL),
+	    SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 1); /* the waiting one's */
+	sqlite3_finalize(s);
+	assert_int_equal(
+	    sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM message_parsed", -1, &s, NULL),
 	    SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(s, 0), 2);

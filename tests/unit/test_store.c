@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/messages.h"
 #include "mailfeed/store.h"
 
@@ -19,20 +21,14 @@ static char path[64];
 
 static int setup(void **state)
 {
-	snprintf(path, sizeof path, "/tmp/mf-test-store-%d.db", (int)getpid());
-	unlink(path);
+	state_file_new(path, sizeof path, "store");
 	*state = path;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char p[80];
-	unlink(path);
-	snprintf(p, sizeof p, "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", path);
-	unlink(p);
+	state_file_remove(path);
 	return 0;
 }
 

@@ -9,6 +9,7 @@ certificate names another host (host-name mismatch tests).
 Runs as root (mail files owned by MAIL_UID, doveadm switches to it) or as
 an ordinary user (everything owned by that user)."""
 import grp
+import itertools
 import json
 import os
 import pwd
@@ -28,6 +29,11 @@ MAIL_UID = 4242
 MAIL_GID = 4242
 DEFAULT_USERS = {"alice": "alicepw", "bob": "bobpw"}
 DEFAULT_TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
+# bulk_import's calls in this process, counted in every file name: two calls
+# within one second must not make the same name (Dovecot knows a message by
+# its file name: a new file under a name it knows replaced that message's
+# content under its old UID, and the new mail never showed up)
+_DELIVERIES = itertools.count(1)
 
 
 def free_port():
@@ -442,12 +448,13 @@ service imap-login {{
         stamp = int(time.time())
         t = internaldate if internaldate is not None else stamp - len(raws)
         names = []
+        delivery = next(_DELIVERIES)
         for i, raw in enumerate(raws):
             if isinstance(raw, str):
                 raw = raw.encode()
-            # zero-padded counter: names sort in list order, and Dovecot
+            # zero-padded counters: names sort in list order, and Dovecot
             # gave UIDs in that order in every run we checked
-            name = "%d.M%06dP%d.mftest" % (stamp, i, os.getpid())
+            name = "%d.Q%06dM%06dP%d.mftest" % (stamp, delivery, i, os.getpid())
             tmp = new.parent / "tmp" / name
             tmp.write_bytes(raw)
             os.utime(tmp, (t + i, t + i))
