@@ -406,6 +406,7 @@ struct row {
 	json_t *tags;
 	json_t *files; /* what files_keep made of the attachments, or NULL */
 	time_t created;
+	struct store *st; /* text left in the table: read with row_text */
 };
 
 static void rows_free(struct row *r, size_t n)
@@ -427,19 +428,42 @@ static char *col_dup(sqlite3_stmt *s, int i)
 	return t ? xstrdup(t) : NULL;
 }
 
+/* The text of r (owned): loaded with the row, or read now.  The renderings
+ * read the texts one row at a time, so that a big group never sits whole
+ * in memory. */
+static char *row_text(const struct row *r)
+{
+	char *t = NULL;
+	sqlite3_stmt *s;
+	if (r->text || !r->st)
+		return xstrdup(r->text ? r->text : "");
+	if ((s = store_stmt(r->st, "SELECT text FROM local_items WHERE id=?"))) {
+		sqlite3_bind_int64(s, 1, r->id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			t = col_dup(s, 0);
+		store_stmt_done(r->st, s);
+	}
+	return t ? t : xstrdup("");
+}
+
 /* Items of group created after since, oldest first (at most limit newest
- * when limit > 0). 0 or -1. */
-static int rows_load(struct store *st, const char *group, time_t since, int limit, struct row **out,
-		     size_t *n)
+ * when limit > 0), with their texts or (with_text = 0) without. 0 or -1. */
+static int rows_load(struct store *st, const char *group, time_t since, int limit, int with_text,
+		     struct row **out, size_t *n)
 {
 	sqlite3_stmt *s;
 	*out = NULL;
 	*n = 0;
 	if (sqlite3_prepare_v2(
 		store_db(st),
-		"SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
-		" text, hashtags, created, attachments FROM local_items WHERE grp=? AND created>?"
-		" ORDER BY created DESC, id DESC LIMIT ?) ORDER BY created, id",
+		with_text ? "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
+			    " text, hashtags, created, attachments FROM local_items WHERE grp=?"
+			    " AND created>? ORDER BY created DESC, id DESC LIMIT ?)"
+			    " ORDER BY created, id"
+			  : "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
+			    " NULL, hashtags, created, attachments FROM local_items WHERE grp=?"
+			    " AND created>? ORDER BY created DESC, id DESC LIMIT ?)"
+			    " ORDER BY created, id",
 		-1, &s, NULL) != SQLITE_OK)
 		return -1;
 	sqlite3_bind_text(s, 1, group, -1, SQLITE_STATIC);
@@ -454,6 +478,7 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 		r->author_email = col_dup(s, 3);
 		r->subject = col_dup(s, 4);
 		r->text = col_dup(s, 5);
+		r->st = with_text ? NULL : st;
 		const char *t = (const char *)sqlite3_column_text(s, 6);
 		r->tags = t ? json_loads(t, 0, NULL) : NULL;
 		r->created = (time_t)sqlite3_column_int64(s, 7);
@@ -596,7 +621,9 @@ static void atom_entry(struct buf *b, const struct row *r, const char *gsafe)
 		buf_puts(b, "\"/>\n");
 	}
 	buf_puts(b, "    <content type=\"text\">");
-	xml_put(b, r->text);
+	char *text = row_text(r);
+	xml_put(b, text);
+	free(text);
 	notes_put(b, r, xml_put_ind, "");
 	buf_puts(b, "</content>\n  </entry>\n");
 }
@@ -689,7 +716,9 @@ static void txt_render(struct buf *b, struct out_file *o, const char *group, con
 			buf_puts(b, "\n");
 		}
 		buf_puts(b, "\n   ");
-		txt_put(b, p->text, "   ");
+		char *text = row_text(p);
+		txt_put(b, text, "   ");
+		free(text);
 		txt_files(b, p, gsafe, "   ");
 		buf_puts(b, "\n");
 		for (size_t j = i + 1; j < n; j++) {
@@ -699,7 +728,9 @@ static void txt_render(struct buf *b, struct out_file *o, const char *group, con
 			buf_puts(b, "\n      -> ");
 			txt_author(b, c);
 			buf_puts(b, "\n         ");
-			txt_put(b, c->text, "         ");
+			char *ctext = row_text(c);
+			txt_put(b, ctext, "         ");
+			free(ctext);
 			txt_files(b, c, gsafe, "         ");
 			buf_puts(b, "\n");
 		}
@@ -715,7 +746,7 @@ static int local_render(struct local_ctx *c, const char *group)
 	size_t n;
 	struct buf b;
 	int rc = 0;
-	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, &rows, &n) < 0) {
+	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, 0, &rows, &n) < 0) {
 		log_error("local.error group=%s error=%s", group, LOG_Q(store_errmsg(c->st)));
 		return -1;
 	}
@@ -975,7 +1006,7 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 	size_t nr;
 	*entries = NULL;
 	*n = 0;
-	if (rows_load(c->st, group, since, 0, &rows, &nr) < 0) {
+	if (rows_load(c->st, group, since, 0, 1, &rows, &nr) < 0) {
 		snprintf(err, errlen, "cannot read local group %s: %s", group, store_errmsg(c->st));
 		return -1;
 	}

@@ -359,6 +359,37 @@ static void test_max_files(void **state)
 	free(atom);
 }
 
+/* Both renderings of a text mixing plain ASCII runs with markup, controls,
+ * DEL, UTF-8, broken UTF-8 and bidi controls: each character lands as the
+ * reader should see it, in a batch of several items whose texts are read
+ * back one row at a time. */
+static void test_text_rendered_character_by_character(void **state)
+{
+	struct fx *x = *state;
+	struct feed_item its[3] = {
+	    item(x, "p1", FEED_POST, NULL, "caf\xc3\xa9 & \"tea\"\x7f<x>\xff end"),
+	    item(x, "p2", FEED_POST, NULL, "left\xe2\x80\xaeright\ttab\x02"),
+	    item(x, "p3", FEED_POST, NULL, "plain line one\nplain line two"),
+	};
+	struct feed_result r[3];
+	feed_local_ops.deliver(x->ctx, its, 3, r);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r[i].status, FEED_OK);
+		feed_result_clear(&r[i]);
+	}
+	char *atom = read_out(x, "team_ops.atom");
+	assert_non_null(strstr(atom, "caf\xc3\xa9 &amp; &quot;tea&quot;\xef\xbf\xbd&lt;x&gt;"
+				     "\xef\xbf\xbd end</content>"));
+	assert_non_null(strstr(atom, "leftright\ttab\xef\xbf\xbd</content>"));
+	assert_non_null(strstr(atom, "plain line one\nplain line two</content>"));
+	free(atom);
+	char *txt = read_out(x, "team_ops.txt");
+	assert_non_null(strstr(txt, "   caf\xc3\xa9 & \"tea\"<x>\xff end\n"));
+	assert_non_null(strstr(txt, "   leftright\ttab\n"));
+	assert_non_null(strstr(txt, "   plain line one\n   plain line two\n"));
+	free(txt);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -369,6 +400,8 @@ int main(void)
 	    cmocka_unit_test(test_safe_names),
 	    cmocka_unit_test_setup_teardown(test_files_kept_and_linked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_text_rendered_character_by_character, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
