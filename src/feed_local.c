@@ -236,23 +236,14 @@ static void size_text(long long n, char *out, size_t outlen)
 		snprintf(out, outlen, "%.1f MB", (double)n / (1024.0 * 1024.0));
 }
 
-/* Writes data under dir/name, or name-2, name-3 … when taken: a temp file
- * synced and then linked into place, so a file is never seen half written
- * and never replaces another.  The directory is synced by the caller
- * (dirs_sync) before anything names the file.  The name used (owned), or
- * NULL with errno. */
-static char *file_keep(const char *dir, const char *name, const unsigned char *data, size_t len)
+/* Writes data to the new file tmp; synced when sync (a staged file is
+ * synced with its batch instead).  0, or -1 with errno (tmp removed). */
+static int file_write(const char *tmp, const unsigned char *data, size_t len, int sync)
 {
-	char *tmp = xasprintf("%s/.tmp.%d", dir, (int)getpid());
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
 	int e = 0;
-	char *used = NULL;
-	if (fd < 0) {
-		e = errno;
-		free(tmp);
-		errno = e;
-		return NULL;
-	}
+	if (fd < 0)
+		return -1;
 	const unsigned char *p = data;
 	while (len > 0 && !e) {
 		ssize_t n = write(fd, p, len);
@@ -265,10 +256,25 @@ static char *file_keep(const char *dir, const char *name, const unsigned char *d
 		p += n;
 		len -= (size_t)n;
 	}
-	if (!e && (fchmod(fd, 0640) < 0 || fsync(fd) < 0))
+	if (!e && (fchmod(fd, 0640) < 0 || (sync && fsync(fd) < 0)))
 		e = errno;
 	if (close(fd) < 0 && !e)
 		e = errno;
+	if (e) {
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* Links the complete, synced file tmp into dir as name, or name-2,
+ * name-3 … when taken, and removes tmp.  The name used (owned), or NULL
+ * with errno. */
+static char *file_place(char *tmp, const char *dir, const char *name)
+{
+	int e = 0;
+	char *used = NULL;
 	const char *dot = strrchr(name, '.');
 	size_t stem = dot && dot != name ? (size_t)(dot - name) : strlen(name);
 	for (int k = 1; !e && k < 10000; k++) {
@@ -288,6 +294,30 @@ static char *file_keep(const char *dir, const char *name, const unsigned char *d
 	if (!used && !e)
 		e = EEXIST;
 	unlink(tmp);
+	errno = e;
+	return used;
+}
+
+/* Writes data under dir/name, or name-2, name-3 … when taken: a temp file
+ * synced and then linked into place, so a file is never seen half written
+ * and never replaces another.  staged, when not NULL, is that temp file
+ * already written and synced (with its batch: local_stage).  The directory
+ * is synced by the caller (dirs_sync) before anything names the file.  The
+ * name used (owned), or NULL with errno. */
+static char *file_keep(const char *dir, const char *name, const unsigned char *data, size_t len,
+		       char **staged)
+{
+	if (staged && *staged) {
+		char *used = file_place(*staged, dir, name);
+		int e = errno;
+		free(*staged);
+		*staged = NULL;
+		errno = e;
+		return used;
+	}
+	char *tmp = xasprintf("%s/.tmp.%d", dir, (int)getpid());
+	char *used = file_write(tmp, data, len, 1) < 0 ? NULL : file_place(tmp, dir, name);
+	int e = errno;
 	free(tmp);
 	errno = e;
 	return used;
@@ -826,7 +856,8 @@ static void files_unkeep(const char *dir, json_t *files)
  * [feed] max_file_size and max_files; the others get a note.  The JSON list
  * of them (owned), or NULL with err when a file could not be written (then
  * none of the item's files stays). */
-static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *err, size_t errlen)
+static char *files_keep(struct local_ctx *c, const struct feed_item *it, char **staged, char *err,
+			size_t errlen)
 {
 	json_t *a = json_array();
 	char *dir = NULL;
@@ -856,7 +887,8 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 					goto fail;
 				}
 			}
-			char *used = file_keep(dir, safe, f->data, f->size);
+			char *used =
+			    file_keep(dir, safe, f->data, f->size, staged ? &staged[i] : NULL);
 			if (!used) {
 				snprintf(err, errlen, "cannot write %s/%s: %s", dir, safe,
 					 strerror(errno));
@@ -885,7 +917,7 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 	return s;
 }
 
-static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
+static void local_deliver_one(struct local_ctx *c, const struct feed_item *it, char **staged,
 			      struct feed_result *r)
 {
 	long long parent = 0;
@@ -907,7 +939,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		r->remote_id = xasprintf("local-%lld", had);
 		return;
 	}
-	char *files = files_keep(c, it, r->error, sizeof r->error);
+	char *files = files_keep(c, it, staged, r->error, sizeof r->error);
 	if (!files) {
 		log_error("local.error key=%s error=%s", it->key, LOG_Q(r->error));
 		r->status = FEED_RETRY;
@@ -954,6 +986,89 @@ store_error:
 	snprintf(r->error, sizeof r->error, "local feed store error: %s", store_errmsg(c->st));
 }
 
+/* Removes the staged files no item took and frees the lists. */
+static void local_unstage(char ***staged, const struct feed_item *items, size_t n)
+{
+	for (size_t i = 0; staged && i < n; i++) {
+		for (size_t j = 0; staged[i] && j < items[i].n_attachments; j++)
+			if (staged[i][j]) {
+				unlink(staged[i][j]);
+				free(staged[i][j]);
+			}
+		free(staged[i]);
+	}
+	free(staged);
+}
+
+/* Syncs the k staged files: each on its own when few, else the whole file
+ * system at once (one flush rather than one per file).  0 or -1. */
+static int staged_sync(struct local_ctx *c, char ***staged, const struct feed_item *items, size_t n,
+		       size_t k)
+{
+	int rc = 0;
+	if (k > 4) {
+		int fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		rc = fd < 0 || syncfs(fd) < 0 ? -1 : 0;
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		for (size_t j = 0; rc == 0 && staged[i] && j < items[i].n_attachments; j++) {
+			if (!staged[i][j])
+				continue;
+			int fd = open(staged[i][j], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			rc = fd < 0 || fsync(fd) < 0 ? -1 : 0;
+			if (fd >= 0)
+				close(fd);
+		}
+	return rc;
+}
+
+/* The attachments of a batch that files_keep will keep, written ahead as
+ * temp files and synced together.  Per item, the temp file of each
+ * attachment (NULL where none was staged: files_keep then writes it as
+ * before); NULL when nothing was staged. */
+static char ***local_stage(struct local_ctx *c, const struct feed_item *items, size_t n)
+{
+	char ***staged = NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct feed_item *it = &items[i];
+		char *dir = NULL;
+		int kept = 0;
+		for (size_t j = 0; j < it->n_attachments; j++) {
+			const struct feed_attachment *f = &it->attachments[j];
+			if ((long long)f->size > c->max_file_size || kept >= c->max_files ||
+			    !f->data)
+				continue;
+			kept++;
+			if (!dir) {
+				dir = group_file(c, it->group, "files");
+				if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+					break;
+			}
+			char *tmp = xasprintf("%s/.tmp.%d.%zu.%zu", dir, (int)getpid(), i, j);
+			if (file_write(tmp, f->data, f->size, 0) < 0) {
+				free(tmp);
+				continue;
+			}
+			if (!staged)
+				staged = xcalloc(n, sizeof *staged);
+			if (!staged[i])
+				staged[i] = xcalloc(it->n_attachments, sizeof *staged[i]);
+			staged[i][j] = tmp;
+			k++;
+		}
+		free(dir);
+	}
+	if (staged && staged_sync(c, staged, items, n, k) < 0) {
+		local_unstage(staged, items, n);
+		return NULL;
+	}
+	return staged;
+}
+
 static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
 			  struct feed_result *results)
 {
@@ -961,13 +1076,15 @@ static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
 	/* one transaction (one fsync) for the batch; without it each item
 	 * would commit on its own */
 	int tx = store_begin(c->st) == 0;
+	char ***staged = local_stage(c, items, n);
 	for (size_t i = 0; i < n; i++) {
-		local_deliver_one(c, &items[i], &results[i]);
+		local_deliver_one(c, &items[i], staged ? staged[i] : NULL, &results[i]);
 		if (results[i].status == FEED_OK && !strlist_has_ci(&c->dirty, items[i].group))
 			strlist_add(&c->dirty, items[i].group);
 		if (!tx)
 			dirs_sync(&c->unsynced); /* each row committed on its own */
 	}
+	local_unstage(staged, items, n);
 	dirs_sync(&c->unsynced);
 	if (tx && store_commit(c->st) < 0) {
 		for (size_t i = 0; i < n; i++) {
