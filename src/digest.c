@@ -18,7 +18,10 @@
  * the record.  What remains is the instant between the commit and the
  * last bytes leaving the process: a crash exactly there leaves periods
  * recorded that the relay never got.  One fsync per group, not per mail,
- * is what lets a run send hundreds of digests a second. */
+ * is what lets a run send hundreds of digests a second.
+ *
+ * The only module that touches digest_runs (pruning aside, store_prune);
+ * metrics ask through digest_sent_total. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +41,6 @@
 enum run_query {
 	Q_RUN_STATE,
 	Q_CLAIM,
-	Q_SENT_ID,
 	Q_SET_STATE,
 	Q_FORGET,
 	Q_SYNC_FULL,
@@ -52,8 +54,6 @@ enum run_query {
 static const char *const run_sql[Q_COUNT] = {
     [Q_RUN_STATE] = "SELECT state FROM digest_runs WHERE email=?1 AND period=?2",
     [Q_CLAIM] = "INSERT OR IGNORE INTO digest_runs(email, period, state, at) VALUES(?1,?2,?3,?4)",
-    [Q_SENT_ID] = "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
-		  " VALUES(?1,?2,?3,?4,?5)",
     [Q_SET_STATE] = "UPDATE digest_runs SET state=?3, at=?4 WHERE email=?1 AND period=?2",
     [Q_FORGET] = "DELETE FROM digest_runs WHERE email=?1 AND period=?2",
     [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
@@ -232,18 +232,11 @@ struct job {
  * was read (nothing written), -1 on error. */
 static int record_one(struct run *r, struct job *j)
 {
-	sqlite3_stmt *s;
 	int rc = claim_period(r, j->sub->email, j->period, "sending");
 	if (rc <= 0)
 		return rc;
-	if (!(s = run_stmt(r, Q_SENT_ID)))
-		return -1;
-	bind_text(s, 1, j->mail.message_id);
-	bind_text(s, 2, j->grp);
-	bind_text(s, 3, j->remote_id);
-	bind_text(s, 4, j->sub->email);
-	sqlite3_bind_int64(s, 5, (sqlite3_int64)r->now);
-	if (run_exec(r, s) < 0)
+	if (token_sent_id_record(r->st, j->mail.message_id, j->grp, j->remote_id, j->sub->email,
+				 r->now) < 0)
 		return -1;
 	if (!j->advance)
 		return 1;
@@ -548,22 +541,6 @@ static void group_reads_free(struct run *r)
 	free(r->reads);
 }
 
-/* Fills groups[] with what each followed group holds after since, up to
- * the end of the window (borrowed from the run's reads).  0, or -1 when a
- * group could not be read. */
-/* The posts (remote ids) whose threads email muted. */
-static void muted_of(struct run *r, const char *email, struct strlist *out)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(r->st), "SELECT remote_id FROM mutes WHERE email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	while (sqlite3_step(s) == SQLITE_ROW)
-		strlist_add(out, (const char *)sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
-}
-
 static const char *root_of(const struct feed_entry *e)
 {
 	return e->parent_remote_id ? e->parent_remote_id : e->remote_id;
@@ -616,7 +593,7 @@ static int read_groups(struct run *r, const struct subscriber *sub, time_t since
 {
 	struct strlist muted = {0};
 	*total = 0;
-	muted_of(r, sub->email, &muted);
+	subscribers_muted(r->st, sub->email, &muted);
 	for (size_t i = 0; i < sub->groups.n; i++) {
 		const char *gid = group_id(r->cfg, sub->groups.v[i]);
 		struct group_read *g = group_read_get(r, gid, since);
@@ -820,6 +797,19 @@ static int run_prepare(struct run *r)
 static int run_all(struct store *st, const struct mf_config *cfg,
 		   const struct feed_backend_ops *ops, void *feed_ctx, time_t now, int force,
 		   const char *only_email, int (*keep_going)(void *arg), void *arg);
+
+long long digest_sent_total(struct store *st)
+{
+	sqlite3_stmt *s;
+	long long n = 0;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT COUNT(*) FROM digest_runs WHERE state='sent'",
+			       -1, &s, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
 
 int digest_run(struct store *st, const struct mf_config *cfg, const struct feed_backend_ops *ops,
 	       void *feed_ctx, time_t now, int force, const char *only_email)

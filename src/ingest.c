@@ -355,79 +355,6 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 	return 0;
 }
 
-/* After-actions the server refused, one row per message: what it said,
- * how often, and when to try again.  Kept beside the messages so that a
- * restart neither forgets the backoff nor hammers the server. */
-static int ack_errors_table(struct store *st)
-{
-	return sqlite3_exec(
-		   store_db(st),
-		   "CREATE TABLE IF NOT EXISTS ack_errors("
-		   " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
-		   " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
-		   " PRIMARY KEY(mailbox, uidvalidity, uid))",
-		   NULL, NULL, NULL) == SQLITE_OK
-		   ? 0
-		   : -1;
-}
-
-#define ACK_RETRY_FIRST 60
-#define ACK_RETRY_MAX 3600
-
-/* Leaves in uids those whose after-action is not waiting for a retry. */
-static void acks_not_waiting(struct store *st, const char *key, uint32_t uidvalidity,
-			     uint32_t *uids, size_t *n, time_t now)
-{
-	sqlite3_stmt *q;
-	size_t k = 0;
-	if (sqlite3_prepare_v2(store_db(st),
-			       "SELECT 1 FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2"
-			       " AND uid=?3 AND next_at > ?4",
-			       -1, &q, NULL) != SQLITE_OK)
-		return;
-	for (size_t i = 0; i < *n; i++) {
-		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 2, uidvalidity);
-		sqlite3_bind_int64(q, 3, uids[i]);
-		sqlite3_bind_int64(q, 4, (sqlite3_int64)now);
-		if (sqlite3_step(q) != SQLITE_ROW)
-			uids[k++] = uids[i];
-		sqlite3_reset(q);
-	}
-	sqlite3_finalize(q);
-	*n = k;
-}
-
-/* Records a refusal for uids (attempts + 1, the next try doubling from a
- * minute to an hour), or clears them after success (error NULL). */
-static void acks_note(struct store *st, const char *key, uint32_t uidvalidity, const uint32_t *uids,
-		      size_t n, const char *error, time_t now)
-{
-	sqlite3_stmt *q;
-	const char *sql =
-	    error ? "INSERT INTO ack_errors(mailbox, uidvalidity, uid, error, attempts, next_at)"
-		    " VALUES(?1, ?2, ?3, ?4, 1, ?5 + 60) ON CONFLICT DO UPDATE SET error=?4,"
-		    " attempts=attempts+1,"
-		    " next_at=?5 + MIN(3600, 60 * (1 << MIN(attempts, 6)))"
-		  : "DELETE FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2 AND uid=?3";
-	if (sqlite3_prepare_v2(store_db(st), sql, -1, &q, NULL) != SQLITE_OK)
-		return;
-	store_begin(st);
-	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 2, uidvalidity);
-		sqlite3_bind_int64(q, 3, uids[i]);
-		if (error) {
-			sqlite3_bind_text(q, 4, error, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(q, 5, (sqlite3_int64)now);
-		}
-		sqlite3_step(q);
-		sqlite3_reset(q);
-	}
-	sqlite3_finalize(q);
-	store_commit(st);
-}
-
 /* Shows the after-actions still failing on the mailbox's status line;
  * returns how many messages wait. */
 static int acks_show(struct store *st, const char *key, uint32_t uidvalidity, time_t now)
@@ -487,7 +414,7 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 	uint32_t *uids = NULL;
 	size_t n = 0;
 	time_t now = time(NULL);
-	if (ack_errors_table(st) < 0) {
+	if (messages_acks_table(st) < 0) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 		return INGEST_STORE_FAILED;
 	}
@@ -500,7 +427,7 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 			snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 			return INGEST_STORE_FAILED;
 		}
-		acks_not_waiting(st, key, fs.uidvalidity, uids, &n, now);
+		messages_acks_not_waiting(st, key, fs.uidvalidity, uids, &n, now);
 		if (n == 0) {
 			free(uids);
 			break;
@@ -512,7 +439,7 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 			 * the rest of the work goes on */
 			log_warn("imap.after_refused mailbox=%s action=%s count=%zu error=%s", key,
 				 after_action_name(a), n, LOG_Q(err));
-			acks_note(st, key, fs.uidvalidity, uids, n, err, now);
+			messages_acks_note(st, key, fs.uidvalidity, uids, n, err, now);
 			free(uids);
 			uids = NULL;
 			continue;
@@ -522,7 +449,7 @@ int ingest_apply_acks(struct imap_session *s, struct store *st, const char *key,
 			return -1;
 		}
 		store_acks_done(st, key, fs.uidvalidity, uids, n);
-		acks_note(st, key, fs.uidvalidity, uids, n, NULL, now);
+		messages_acks_note(st, key, fs.uidvalidity, uids, n, NULL, now);
 		log_info("imap.after mailbox=%s action=%s count=%zu", key, after_action_name(a), n);
 		free(uids);
 		uids = NULL;
@@ -536,7 +463,7 @@ int ingest_acks_pending(struct store *st, const char *key)
 	static const enum ack_query marks[] = {ACK_TO_MARK, ACK_TO_UNMARK};
 	uint32_t *uids = NULL;
 	size_t n = 0;
-	if (ack_errors_table(st) < 0)
+	if (messages_acks_table(st) < 0)
 		return 1; /* let the after-action step report it */
 	store_folder_get(st, key, &fs);
 	for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
@@ -549,7 +476,7 @@ int ingest_acks_pending(struct store *st, const char *key)
 	}
 	if (store_acks_due(st, key, fs.uidvalidity, &uids, &n) < 0)
 		return 1;
-	acks_not_waiting(st, key, fs.uidvalidity, uids, &n, time(NULL));
+	messages_acks_not_waiting(st, key, fs.uidvalidity, uids, &n, time(NULL));
 	free(uids);
 	return n > 0;
 }

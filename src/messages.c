@@ -1,9 +1,13 @@
 /* messages.c — the messages table: its states and their names, taking
  * messages in exactly once (message + checkpoint in one transaction), the
  * state changes the pipeline, backfill and the outbox ask for, the
- * after-action rule, retention of raw mail, dedupe on content, and the
- * counts status and the metrics show.  The only module with SQL on the
- * table; the states and their transitions are listed in messages.h. */
+ * after-action rule and the after-actions the server refused (the
+ * ack_errors table), retention of raw mail, dedupe on content, and the
+ * counts status and the metrics show.  The only module with SQL on these
+ * tables; the states and their transitions are listed in messages.h.
+ * Rules that depend on a message's outbox items (after-action due, dead
+ * or retried posts, dedupe on content) read outbox.c's table, read-only,
+ * inside the statement that changes or chooses the message. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,6 +378,72 @@ int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidval
 	}
 	sqlite3_finalize(s);
 	return count;
+}
+
+/* The table was added without a migration: states made before it get it
+ * on first use. */
+int messages_acks_table(struct store *st)
+{
+	return sqlite3_exec(
+		   store_db(st),
+		   "CREATE TABLE IF NOT EXISTS ack_errors("
+		   " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
+		   " error TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+		   " PRIMARY KEY(mailbox, uidvalidity, uid))",
+		   NULL, NULL, NULL) == SQLITE_OK
+		   ? 0
+		   : -1;
+}
+
+void messages_acks_not_waiting(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			       uint32_t *uids, size_t *n, time_t now)
+{
+	sqlite3_stmt *q;
+	size_t k = 0;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "SELECT 1 FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2"
+			       " AND uid=?3 AND next_at > ?4",
+			       -1, &q, NULL) != SQLITE_OK)
+		return;
+	for (size_t i = 0; i < *n; i++) {
+		sqlite3_bind_text(q, 1, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 2, uidvalidity);
+		sqlite3_bind_int64(q, 3, uids[i]);
+		sqlite3_bind_int64(q, 4, (sqlite3_int64)now);
+		if (sqlite3_step(q) != SQLITE_ROW)
+			uids[k++] = uids[i];
+		sqlite3_reset(q);
+	}
+	sqlite3_finalize(q);
+	*n = k;
+}
+
+void messages_acks_note(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			const uint32_t *uids, size_t n, const char *error, time_t now)
+{
+	sqlite3_stmt *q;
+	const char *sql =
+	    error ? "INSERT INTO ack_errors(mailbox, uidvalidity, uid, error, attempts, next_at)"
+		    " VALUES(?1, ?2, ?3, ?4, 1, ?5 + 60) ON CONFLICT DO UPDATE SET error=?4,"
+		    " attempts=attempts+1,"
+		    " next_at=?5 + MIN(3600, 60 * (1 << MIN(attempts, 6)))"
+		  : "DELETE FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2 AND uid=?3";
+	if (sqlite3_prepare_v2(store_db(st), sql, -1, &q, NULL) != SQLITE_OK)
+		return;
+	store_begin(st);
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_text(q, 1, mailbox, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 2, uidvalidity);
+		sqlite3_bind_int64(q, 3, uids[i]);
+		if (error) {
+			sqlite3_bind_text(q, 4, error, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(q, 5, (sqlite3_int64)now);
+		}
+		sqlite3_step(q);
+		sqlite3_reset(q);
+	}
+	sqlite3_finalize(q);
+	store_commit(st);
 }
 
 /* --- backfill ------------------------------------------------------------ */

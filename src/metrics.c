@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mailfeed/digest.h"
 #include "mailfeed/log.h"
 #include "mailfeed/messages.h"
 #include "mailfeed/metrics.h"
@@ -19,18 +20,6 @@ static void label_escape(struct buf *b, const char *s)
 		}
 		buf_putc(b, *s);
 	}
-}
-
-static long long count_of(struct store *st, const char *sql)
-{
-	sqlite3_stmt *s;
-	long long n = 0;
-	if (sqlite3_prepare_v2(store_db(st), sql, -1, &s, NULL) != SQLITE_OK)
-		return 0;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return n;
 }
 
 /* Totals since the state was created, and what this binary is. */
@@ -51,7 +40,7 @@ static void metrics_counters(struct store *st, struct buf *b)
 		   "mailfeed_digests_sent_total %lld\n",
 		   (long long)outbox_count(st, OUTBOX_DELIVERED),
 		   note_counter(st, NOTE_COUNT_RETRIED), note_counter(st, NOTE_COUNT_DEAD),
-		   count_of(st, "SELECT COUNT(*) FROM digest_runs WHERE state='sent'"));
+		   digest_sent_total(st));
 	buf_puts(b, "# HELP mailfeed_build_info The running mailfeed's version.\n"
 		    "# TYPE mailfeed_build_info gauge\n"
 		    "mailfeed_build_info{version=\"");

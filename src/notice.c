@@ -1,8 +1,8 @@
 /* notice.c — the short explanation a human sender gets when mailfeed did
  * not do what their mail asked (not allowed, reply refused) or did it
  * (subscription changed).  Rate-limited to one per address, reason and UTC
- * day through the notices table and composed into the notice_queue table
- * in the same commit, which notice_queue.c sends from; never sent to
+ * day through the notices table (this module's alone) and composed into
+ * notice_queue.c's queue (notice_queue_add) in the same commit; never sent to
  * addresses that cannot or must not answer.  All notices together are capped per hour
  * ([gateway] notice_max_per_hour), and a refusal goes only to a sender the
  * mail server vouched for or to a known subscriber, so forged mail cannot
@@ -123,18 +123,7 @@ static int notice_queue_mail(struct store *st, const char *to, const char *reaso
 		queue_end(st, nested, 1);
 		return 0;
 	}
-	if (sqlite3_prepare_v2(store_db(st),
-			       "INSERT INTO notice_queue(address, reason, mail, created)"
-			       " VALUES(?,?,?,?)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return queue_end(st, nested, 0);
-	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 3, mail->data, (int)mail->len, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
-	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(s);
-	if (rc < 0)
+	if (notice_queue_add(st, to, reason_key, mail, now) < 0)
 		return queue_end(st, nested, 0);
 	return queue_end(st, nested, 1) < 0 ? -1 : 1;
 }

@@ -1,6 +1,8 @@
-/* notice_queue.c — sending the notices notice.c queued (notice_queue
- * table) to the [smtp] relay, away from ingestion: the daemon's notice
- * sender thread, and `run --once`.
+/* notice_queue.c — the notice_queue table: the composed notices
+ * notice.c queues (notice_queue_add) and their sending to the [smtp]
+ * relay, away from ingestion: the daemon's notice sender thread, and `run
+ * --once`.  The only module that touches notice_queue (pruning aside,
+ * store_prune); the notices table (who was told what, when) is notice.c's.
  *
  * Order of a send: up to SMTP_GROUP_MAX due notices go out side by side,
  * each over its own connection (kept open for the next group).  Every
@@ -53,6 +55,25 @@ struct group_ctx {
 	struct due *d;
 	size_t n;
 };
+
+int notice_queue_add(struct store *st, const char *to, const char *reason_key,
+		     const struct buf *mail, time_t now)
+{
+	sqlite3_stmt *s;
+	int rc;
+	if (sqlite3_prepare_v2(store_db(st),
+			       "INSERT INTO notice_queue(address, reason, mail, created)"
+			       " VALUES(?,?,?,?)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, to, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, reason_key, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 3, mail->data, (int)mail->len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)now);
+	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+	sqlite3_finalize(s);
+	return rc;
+}
 
 long notice_waiting(struct store *st)
 {

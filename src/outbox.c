@@ -8,7 +8,13 @@
  * delivery passes over it.
  *
  * Comments wait for their post's remote id, and for the earlier comments of
- * the same post, so that a thread keeps its date order at the service. */
+ * the same post, so that a thread keeps its date order at the service.
+ *
+ * Two statements read messages.c's tables, read-only, joined to the items
+ * they list or change: the dead list (one list of dead items and dead or
+ * skipped messages) and the re-mapping of an item sent again (its
+ * message's mailbox and hashtags).  Messages change only through
+ * messages.h. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>

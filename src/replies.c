@@ -50,26 +50,11 @@ static int find_token(const struct mf_config *cfg, const struct mf_message *m, c
 static int find_sent_id(struct store *st, const struct mf_config *cfg, const char *msgid,
 			struct token_info *ti)
 {
-	sqlite3_stmt *s;
-	int found = 0;
-	if (!msgid || sqlite3_prepare_v2(
-			  store_db(st),
-			  "SELECT grp, remote_id, email, created FROM sent_ids WHERE message_id=?",
-			  -1, &s, NULL) != SQLITE_OK)
+	time_t sent;
+	if (!token_sent_id_find(st, msgid, ti, &sent))
 		return 0;
-	sqlite3_bind_text(s, 1, msgid, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
-		const char *g = (const char *)sqlite3_column_text(s, 0);
-		const char *r = (const char *)sqlite3_column_text(s, 1);
-		ti->kind = g && r ? TOKEN_REPLY : TOKEN_UNSUBSCRIBE;
-		ti->grp = g && r ? xstrdup(g) : NULL;
-		ti->remote_id = g && r ? xstrdup(r) : NULL;
-		ti->email = xstrdup((const char *)sqlite3_column_text(s, 2));
-		ti->expires = (time_t)sqlite3_column_int64(s, 3) + replies_id_lifetime(cfg);
-		found = 1;
-	}
-	sqlite3_finalize(s);
-	return found;
+	ti->expires = sent + replies_id_lifetime(cfg);
+	return 1;
 }
 
 static void find_target(struct store *st, const struct mf_config *cfg, const struct mf_message *m,
@@ -176,60 +161,22 @@ static void refuse(struct store *st, const struct mf_config *cfg, const struct m
  * NULL on a store error. */
 static char *leave_group(struct store *st, const char *email, const char *group)
 {
-	sqlite3_stmt *s;
-	char *answer = NULL;
-	if (sqlite3_prepare_v2(store_db(st), "SELECT groups FROM subscribers WHERE email=lower(?1)",
-			       -1, &s, NULL) != SQLITE_OK)
+	char *left = NULL, *answer;
+	int rc = subscribers_leave_group(st, email, group, &left);
+	if (rc < 0)
 		return NULL;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	struct strlist groups = {0}, left = {0};
-	int found = 0;
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		strlist_split(&groups, (const char *)sqlite3_column_text(s, 0));
-		found = 1;
-	}
-	sqlite3_finalize(s);
-	int gone = 0;
-	for (size_t i = 0; i < groups.n; i++) {
-		if (strcasecmp(groups.v[i], group) == 0)
-			gone = 1;
-		else
-			strlist_add(&left, groups.v[i]);
-	}
-	if (!found || !gone) {
-		answer = xasprintf("This address gets nothing from a group named \"%s\" through "
-				   "the digests, so nothing was changed.  The groups are named at "
-				   "the bottom of each digest.\n",
-				   group);
-		goto out;
-	}
-	struct buf b;
-	buf_init(&b);
-	for (size_t i = 0; i < left.n; i++)
-		buf_printf(&b, "%s%s", i ? "," : "", left.v[i]);
-	int rc = sqlite3_prepare_v2(
-	    store_db(st),
-	    left.n ? "UPDATE subscribers SET groups=?2, source='email' WHERE email=lower(?1)"
-		   : "UPDATE subscribers SET frequency='never', source='email' WHERE email=lower(?1)",
-	    -1, &s, NULL);
-	if (rc == SQLITE_OK) {
-		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-		if (left.n)
-			sqlite3_bind_text(s, 2, b.data, -1, SQLITE_STATIC);
-		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-		sqlite3_finalize(s);
-	}
-	if (rc == SQLITE_OK)
-		answer = left.n ? xasprintf("You left \"%s\": its posts no longer come in your "
-					    "digests or notifications.  You still get: %s.\n",
-					    group, b.data)
-				: xasprintf("You left \"%s\", the last group you followed: no more "
-					    "digests or notifications will be sent to this address.\n",
-					    group);
-	buf_free(&b);
-out:
-	strlist_free(&groups);
-	strlist_free(&left);
+	if (rc == 0)
+		return xasprintf("This address gets nothing from a group named \"%s\" through "
+				 "the digests, so nothing was changed.  The groups are named at "
+				 "the bottom of each digest.\n",
+				 group);
+	answer = left ? xasprintf("You left \"%s\": its posts no longer come in your "
+				  "digests or notifications.  You still get: %s.\n",
+				  group, left)
+		      : xasprintf("You left \"%s\", the last group you followed: no more "
+				  "digests or notifications will be sent to this address.\n",
+				  group);
+	free(left);
 	return answer;
 }
 
@@ -240,20 +187,7 @@ static char *mute_thread(struct store *st, const char *email, const char *remote
 	if (!remote_id)
 		return xstrdup("To mute a thread, reply \"mute\" to the reply address of its post "
 			       "(the \"Reply by email\" link in a digest, or a notification).\n");
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(store_db(st),
-			       mute ? "INSERT OR IGNORE INTO mutes(email, remote_id, at)"
-				      " VALUES(lower(?1), ?2, ?3)"
-				    : "DELETE FROM mutes WHERE email=lower(?1) AND remote_id=?2",
-			       -1, &s, NULL) != SQLITE_OK)
-		return NULL;
-	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, remote_id, -1, SQLITE_STATIC);
-	if (mute)
-		sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE)
+	if (subscribers_mute(st, email, remote_id, mute) < 0)
 		return NULL;
 	return xstrdup(mute ? "This thread is muted: its new comments leave your digests and "
 			      "notifications.  Reply \"unmute\" to the same address to follow "

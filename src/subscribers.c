@@ -2,7 +2,8 @@
  * sections, `subscribe`, email commands) and, with [digest] subscribers =
  * feed, the members of the mapped groups at the feed service, whose
  * digest state is kept per (email, frequency); an address with a
- * subscription of its own is not taken from the feed.  The only module
+ * subscription of its own is not taken from the feed.  Also what a person
+ * asked to hear less of: the threads they muted (mutes).  The only module
  * that touches these tables (subscribers.h). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,56 @@ int subscribers_set_frequency(struct store *st, const char *email, const char *f
 			return 1;
 	}
 	return 0;
+}
+
+int subscribers_leave_group(struct store *st, const char *email, const char *group, char **left)
+{
+	sqlite3_stmt *s;
+	struct strlist groups = {0}, keep = {0};
+	int found = 0, gone = 0, rc = -1;
+	*left = NULL;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT groups FROM subscribers WHERE email=lower(?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		strlist_split(&groups, (const char *)sqlite3_column_text(s, 0));
+		found = 1;
+	}
+	sqlite3_finalize(s);
+	for (size_t i = 0; i < groups.n; i++) {
+		if (strcasecmp(groups.v[i], group) == 0)
+			gone = 1;
+		else
+			strlist_add(&keep, groups.v[i]);
+	}
+	if (!found || !gone) {
+		rc = 0;
+		goto out;
+	}
+	struct buf b;
+	buf_init(&b);
+	for (size_t i = 0; i < keep.n; i++)
+		buf_printf(&b, "%s%s", i ? "," : "", keep.v[i]);
+	if (sqlite3_prepare_v2(
+		store_db(st),
+		keep.n ? "UPDATE subscribers SET groups=?2, source='email' WHERE email=lower(?1)"
+		       : "UPDATE subscribers SET frequency='never', source='email' WHERE "
+			 "email=lower(?1)",
+		-1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+		if (keep.n)
+			sqlite3_bind_text(s, 2, b.data, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s) == SQLITE_DONE ? 1 : -1;
+		sqlite3_finalize(s);
+	}
+	if (rc == 1 && keep.n)
+		*left = xstrdup(b.data);
+	buf_free(&b);
+out:
+	strlist_free(&groups);
+	strlist_free(&keep);
+	return rc;
 }
 
 int subscribers_seed(struct store *st, const struct mf_config *cfg)
@@ -479,4 +530,39 @@ int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, t
 	rc = sqlite3_step(s) == SQLITE_DONE ? sqlite3_changes(store_db(st)) : -1;
 	store_stmt_done(st, s);
 	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Muted threads                                                       */
+
+int subscribers_mute(struct store *st, const char *email, const char *remote_id, int mute)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(store_db(st),
+			       mute ? "INSERT OR IGNORE INTO mutes(email, remote_id, at)"
+				      " VALUES(lower(?1), ?2, ?3)"
+				    : "DELETE FROM mutes WHERE email=lower(?1) AND remote_id=?2",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, remote_id, -1, SQLITE_STATIC);
+	if (mute)
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int subscribers_muted(struct store *st, const char *email, struct strlist *out)
+{
+	sqlite3_stmt *s;
+	int rc;
+	if (sqlite3_prepare_v2(store_db(st), "SELECT remote_id FROM mutes WHERE email=lower(?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(s, 1, email, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		strlist_add(out, (const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : -1;
 }

@@ -1,5 +1,9 @@
 /* token.c — reply and unsubscribe tokens: issuing, the reply address that
  * carries them, decoding and verification.  See token.h for the format.
+ * Also the other way a reply is tied to what it answers: the Message-IDs
+ * of the mail the gateway sent (sent_ids), recorded by the digest run and
+ * looked up for In-Reply-To/References.  The only module that touches
+ * reply_posts, reply_users and sent_ids (pruning aside, store_prune).
  * Tokens arrive in untrusted mail: decoding is bounded and never trusts a
  * length, and the MAC is checked in constant time before anything a token
  * names is believed. */
@@ -370,4 +374,53 @@ enum token_status token_verify(struct store *st, const unsigned char *secret, si
 	ti.expires = (time_t)r.day * 86400 + 86399;
 	*info = ti;
 	return now > info->expires ? TOKEN_EXPIRED : TOKEN_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Message-IDs of the mail the gateway sent                            */
+
+int token_sent_id_record(struct store *st, const char *message_id, const char *grp,
+			 const char *remote_id, const char *email, time_t sent)
+{
+	static const char sql[] =
+	    "INSERT OR IGNORE INTO sent_ids(message_id, grp, remote_id, email, created)"
+	    " VALUES(?1,?2,?3,?4,?5)";
+	sqlite3_stmt *s = store_stmt(st, sql);
+	const char *v[4] = {message_id, grp, remote_id, email};
+	int rc;
+	if (!s)
+		return -1;
+	for (int i = 0; i < 4; i++)
+		if (v[i])
+			sqlite3_bind_text(s, i + 1, v[i], -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)sent);
+	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+	store_stmt_done(st, s);
+	return rc;
+}
+
+int token_sent_id_find(struct store *st, const char *message_id, struct token_info *ti,
+		       time_t *sent)
+{
+	sqlite3_stmt *s;
+	int found = 0;
+	if (!message_id ||
+	    sqlite3_prepare_v2(
+		store_db(st),
+		"SELECT grp, remote_id, email, created FROM sent_ids WHERE message_id=?", -1, &s,
+		NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_text(s, 1, message_id, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 2)) {
+		const char *g = (const char *)sqlite3_column_text(s, 0);
+		const char *r = (const char *)sqlite3_column_text(s, 1);
+		ti->kind = g && r ? TOKEN_REPLY : TOKEN_UNSUBSCRIBE;
+		ti->grp = g && r ? xstrdup(g) : NULL;
+		ti->remote_id = g && r ? xstrdup(r) : NULL;
+		ti->email = xstrdup((const char *)sqlite3_column_text(s, 2));
+		*sent = (time_t)sqlite3_column_int64(s, 3);
+		found = 1;
+	}
+	sqlite3_finalize(s);
+	return found;
 }

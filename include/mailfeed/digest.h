@@ -39,6 +39,10 @@ int digest_run_paced(struct store *st, const struct mf_config *cfg,
 		     const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
 		     int (*keep_going)(void *arg), void *arg);
 
+/* Digest and notification mails the relay accepted ('sent' periods of
+ * digest_runs) since the state was created; 0 on a store error. */
+long long digest_sent_total(struct store *st);
+
 /* The period due at now for a schedule, in zone tz (IANA name; NULL =
  * UTC).  Writes the period key and sets *sched to its scheduled moment.
  * Daily: the last local `hour`:00 not after now; weekly: the same on

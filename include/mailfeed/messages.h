@@ -125,10 +125,24 @@ int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidit
 int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		   const uint32_t *uids, size_t n, int acked);
 
-/* The after-actions of mailbox/uidvalidity the server refused (table
- * ack_errors, kept by ingest.c) of messages still waiting for one: how
- * many (or -1), when the next try is due and one of the errors (owned,
- * may be NULL). */
+/* After-actions the server refused, one row per message (table
+ * ack_errors): what it said, how often, and when to try again, kept beside
+ * the messages so that a restart neither forgets the backoff nor hammers
+ * the server.  messages_acks_table makes sure the table exists (states
+ * older than it); 0, or -1. */
+int messages_acks_table(struct store *st);
+/* Leaves in uids (in order, *n updated) those whose after-action is not
+ * waiting for a retry at now. */
+void messages_acks_not_waiting(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			       uint32_t *uids, size_t *n, time_t now);
+/* Records a refusal with error for uids (attempts + 1, the next try at now
+ * plus a delay doubling from a minute to an hour), or clears them after
+ * success (error NULL); in one transaction. */
+void messages_acks_note(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			const uint32_t *uids, size_t n, const char *error, time_t now);
+/* The after-actions of mailbox/uidvalidity the server refused of messages
+ * still waiting for one: how many (or -1), when the next try is due and
+ * one of the errors (owned, may be NULL). */
 int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			  time_t *next_at, char **error);
 

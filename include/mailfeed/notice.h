@@ -40,8 +40,13 @@ void notice_quote_subject(const char *subject, char *out, size_t outlen);
  * no-reply look-alikes, mailfeed's own reply address). */
 int notice_address_refused(const struct mf_config *cfg, const char *addr);
 
-/* Sending the queue (notice_queue.c). */
+/* The queue (notice_queue.c, the only module that touches it). */
 struct smtp_client;
+/* Queues a composed notice (mail: the whole message, CRLF lines) to `to`
+ * for reason_key, created at now, as 'pending'; in the caller's
+ * transaction when one is open.  0, or -1 on a store error. */
+int notice_queue_add(struct store *st, const char *to, const char *reason_key,
+		     const struct buf *mail, time_t now);
 /* Notices waiting for the relay ('pending'), or -1. */
 long notice_waiting(struct store *st);
 /* When the next waiting notice is due (epoch seconds), 0 when none. */

@@ -17,10 +17,20 @@
  *   threads, thread_ids   thread of each Message-ID per group
  *   outbox       posts/comments to deliver, with idempotency key and state
  *   attachments  files of outbox items
- *   subscribers, digest_runs, notices, sent_ids   digests and replies
+ *   subscribers, mutes   subscriptions and muted threads (subscribers.c)
  *   feed_members, feed_subscribers, feed_member_reads   digest subscribers
- *                taken from the feed's group membership
- *   local_items  the built-in local feed
+ *                taken from the feed's group membership (subscribers.c)
+ *   digest_runs  digest periods recorded as sent (digest.c)
+ *   reply_posts, reply_users, sent_ids   what a reply answers: the ids in
+ *                tokens, the Message-IDs of mail sent (token.c)
+ *   notices      which notice went to whom, when (notice.c)
+ *   notice_queue notices waiting for the relay (notice_queue.c)
+ *   ack_errors   after-actions the server refused (messages.c)
+ *   daemon       notes and counters (notes.c)
+ *   local_items  the built-in local feed (feed_local.c)
+ * Each table has one owning module (threads: thread.c; outbox and
+ * attachments: outbox.c; folders: store.c); the others ask through its
+ * header.  store.c keeps the schema and prunes rows by age (store_prune).
  */
 #ifndef MAILFEED_STORE_H
 #define MAILFEED_STORE_H

@@ -4,6 +4,7 @@
  * the mapped groups at the feed service (feed_members, their digest state
  * per (email, frequency) in feed_subscribers, and feed_member_reads).  An
  * address with a subscription of its own is not taken from the feed.
+ * Also the threads each person muted (mutes).
  * subscribers.c is the only module that reads or writes these tables;
  * every other one asks through these functions. */
 #ifndef MAILFEED_SUBSCRIBERS_H
@@ -35,6 +36,13 @@ int subscribers_put(struct store *st, const char *email, const char *groups, con
  * membership.  1 changed, 0 not a subscriber, -1 store error. */
 int subscribers_set_frequency(struct store *st, const char *email, const char *frequency,
 			      const char *source);
+
+/* Takes group (case-insensitive) out of email's own subscription (source
+ * becomes 'email'); the last group taken out sets its frequency to
+ * 'never'.  1 left: *left is the groups still followed, comma-separated
+ * (owned), or NULL when none is; 0 email has no subscription of its own
+ * naming group (nothing changed); -1 store error. */
+int subscribers_leave_group(struct store *st, const char *email, const char *group, char **left);
 
 /* 1 when email has a subscription of its own or, with feed, is a recorded
  * member of a mapped group; with wanting_mail only one whose frequency is
@@ -94,5 +102,14 @@ void subscribers_clear(struct subscriber *sub);
  * 1 moved, 0 moved by someone else, -1 error (logged). */
 int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, time_t from,
 			       int from_set, time_t to, int to_set);
+
+/* Mutes (mute 1) or unmutes (0) for email the thread whose first post is
+ * remote_id: its comments leave email's digests and notifications.
+ * Muting twice is one mute.  0, or -1 on a store error. */
+int subscribers_mute(struct store *st, const char *email, const char *remote_id, int mute);
+
+/* Adds to out the remote ids of the posts whose threads email muted.  0, or
+ * -1 on a store error (out may hold some). */
+int subscribers_muted(struct store *st, const char *email, struct strlist *out);
 
 #endif

@@ -84,4 +84,21 @@ int token_decode(const char *token, struct token_raw *out);
 enum token_status token_verify(struct store *st, const unsigned char *secret, size_t secretlen,
 			       const char *token, time_t now, struct token_info *info);
 
+/* Message-IDs of the mail the gateway sent (table sent_ids), so that a
+ * reply that lost its token is still tied to what it answers through
+ * In-Reply-To/References.  Records message_id (without <>) of a mail sent
+ * to email at `sent`: about the post (grp, remote_id) of a notification,
+ * or (both NULL) a digest.  Kept once: recording it again changes
+ * nothing.  Uses a statement kept with the connection (one per mail of a
+ * digest run).  0, or -1 on a store error. */
+int token_sent_id_record(struct store *st, const char *message_id, const char *grp,
+			 const char *remote_id, const char *email, time_t sent);
+
+/* Looks message_id up: 1 found, ti filled as token_verify fills it (kind
+ * TOKEN_REPLY with grp and remote_id, else TOKEN_UNSUBSCRIBE; expires
+ * left to the caller) and *sent set; 0 not found (also for NULL or on a
+ * store error). */
+int token_sent_id_find(struct store *st, const char *message_id, struct token_info *ti,
+		       time_t *sent);
+
 #endif

@@ -2,8 +2,8 @@
  * subscribers.c: subscriptions of their own (config, command line, email
  * commands) and members of the mapped feed groups, the one not shadowing
  * the other; who counts as a subscriber; the list `status` shows; the
- * batches a digest run reads; and last_sent moved only from what a run
- * read. */
+ * batches a digest run reads; last_sent moved only from what a run
+ * read; leaving one group by email; muted threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -220,6 +220,51 @@ static void test_move_last_sent(void **state)
 	subscribers_clear(&subs[0]);
 }
 
+/* "unsubscribe GROUP" by email: one group goes, the last one ends the
+ * subscription; a group not followed changes nothing. */
+static void test_leave_group(void **state)
+{
+	struct fixture *f = *state;
+	char *left = (char *)"unset";
+	assert_int_equal(subscribers_put(f->st, "hana@example.org", "fundraising,Board", "daily",
+					 -1, NULL, "cli", 0),
+			 0);
+	assert_int_equal(subscribers_leave_group(f->st, "HANA@example.org", "board", &left), 1);
+	assert_string_equal(left, "fundraising");
+	free(left);
+	assert_list(f->st, 0, "hana@example.org daily email 0;");
+	assert_int_equal(subscribers_leave_group(f->st, "hana@example.org", "board", &left), 0);
+	assert_null(left);
+	assert_int_equal(subscribers_leave_group(f->st, "ivan@example.org", "board", &left), 0);
+	assert_int_equal(subscribers_leave_group(f->st, "hana@example.org", "Fundraising", &left),
+			 1);
+	assert_null(left);
+	assert_list(f->st, 0, "hana@example.org never email 0;");
+	assert_int_equal(subscribers_known(f->st, "hana@example.org", 0, 1), 0);
+}
+
+/* Muted threads: per address (case-insensitive), muting twice is one
+ * mute, unmuting takes it back. */
+static void test_mutes(void **state)
+{
+	struct fixture *f = *state;
+	struct strlist muted = {0};
+	assert_int_equal(subscribers_mute(f->st, "Jo@example.org", "post-1", 1), 0);
+	assert_int_equal(subscribers_mute(f->st, "jo@example.org", "post-1", 1), 0);
+	assert_int_equal(subscribers_mute(f->st, "jo@example.org", "post-2", 1), 0);
+	assert_int_equal(subscribers_mute(f->st, "kim@example.org", "post-3", 1), 0);
+	assert_int_equal(subscribers_muted(f->st, "JO@example.org", &muted), 0);
+	assert_int_equal(muted.n, 2);
+	strlist_free(&muted);
+	assert_int_equal(subscribers_mute(f->st, "jo@example.org", "post-1", 0), 0);
+	assert_int_equal(subscribers_muted(f->st, "jo@example.org", &muted), 0);
+	assert_int_equal(muted.n, 1);
+	assert_string_equal(muted.v[0], "post-2");
+	strlist_free(&muted);
+	assert_int_equal(subscribers_muted(f->st, "lee@example.org", &muted), 0);
+	assert_int_equal(muted.n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -227,6 +272,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_seed_from_config, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_feed_members, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_move_last_sent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_leave_group, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mutes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -362,19 +362,32 @@ static void test_reply_by_message_id_expires(void **state)
 	char reason[300];
 	time_t now = time(NULL);
 	long life = f->cfg.gateway.token_lifetime;
-	sqlite3_stmt *s;
-	sqlite3_prepare_v2(store_db(f->st),
-			   "INSERT INTO sent_ids(message_id, grp, remote_id, email, created)"
-			   " VALUES(?,'g1','post-9','bob@example.org',?)",
-			   -1, &s, NULL);
-	sqlite3_bind_text(s, 1, "old@mailfeed", -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, now - life - 3600);
-	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
-	sqlite3_reset(s);
-	sqlite3_bind_text(s, 1, "new@mailfeed", -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, now - 3600);
-	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
-	sqlite3_finalize(s);
+	struct token_info ti = {0};
+	time_t sent = 0;
+	assert_int_equal(token_sent_id_record(f->st, "old@mailfeed", "g1", "post-9",
+					      "bob@example.org", now - life - 3600),
+			 0);
+	assert_int_equal(token_sent_id_record(f->st, "new@mailfeed", "g1", "post-9",
+					      "bob@example.org", now - 3600),
+			 0);
+	/* recorded once: a second record changes nothing */
+	assert_int_equal(
+	    token_sent_id_record(f->st, "new@mailfeed", NULL, NULL, "eve@example.org", now), 0);
+	assert_int_equal(
+	    token_sent_id_record(f->st, "digest@mailfeed", NULL, NULL, "bob@example.org", now), 0);
+	assert_int_equal(token_sent_id_find(f->st, "new@mailfeed", &ti, &sent), 1);
+	assert_int_equal(ti.kind, TOKEN_REPLY);
+	assert_string_equal(ti.grp, "g1");
+	assert_string_equal(ti.remote_id, "post-9");
+	assert_string_equal(ti.email, "bob@example.org");
+	assert_int_equal(sent, now - 3600);
+	token_info_clear(&ti);
+	assert_int_equal(token_sent_id_find(f->st, "digest@mailfeed", &ti, &sent), 1);
+	assert_int_equal(ti.kind, TOKEN_UNSUBSCRIBE);
+	assert_null(ti.grp);
+	token_info_clear(&ti);
+	assert_int_equal(token_sent_id_find(f->st, "other@mailfeed", &ti, &sent), 0);
+	assert_int_equal(token_sent_id_find(f->st, NULL, &ti, &sent), 0);
 
 	struct mf_message *m = reply("feed@example.org", "bob@example.org", "Re: old", "Late");
 	m->in_reply_to = strdup("old@mailfeed");
@@ -388,9 +401,9 @@ static void test_reply_by_message_id_expires(void **state)
 	assert_string_equal(process(f, m, reason, sizeof reason), "queued");
 
 	assert_true(store_prune(f->st, 7 * 86400, life, now) >= 1);
-	assert_int_equal(count(f, "SELECT COUNT(*) FROM sent_ids"), 1);
-	assert_int_equal(count(f, "SELECT COUNT(*) FROM sent_ids WHERE message_id='new@mailfeed'"),
-			 1);
+	assert_int_equal(token_sent_id_find(f->st, "old@mailfeed", &ti, &sent), 0);
+	assert_int_equal(token_sent_id_find(f->st, "new@mailfeed", &ti, &sent), 1);
+	token_info_clear(&ti);
 }
 
 /* Refusal notices: a global hourly cap, and the subject quoted short and

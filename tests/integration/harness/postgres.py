@@ -47,6 +47,16 @@ def _runas():
     raise RuntimeError("no unprivileged account (postgres or nobody) to run PostgreSQL")
 
 
+
+def _alive(pid):
+    """Whether pid runs (a zombie has let go of everything but its entry)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class Postgres:
     host = "127.0.0.1"
     user = "mailfeed"
@@ -153,12 +163,19 @@ class Postgres:
         """A crash: the postmaster and every child die at once."""
         if not self.running():
             return
-        for pid in [self.proc.pid] + self._children():
+        pids = [self.proc.pid] + self._children()
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.wait(10)
+        # the children are not ours to reap: wait until each is gone (or a
+        # zombie), or the next start finds their shared memory still in use
+        deadline = time.monotonic() + 10
+        for pid in pids[1:]:
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.02)
         # a killed postmaster leaves its pid file; the next start recovers
         self.log.close()
 
