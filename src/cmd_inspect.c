@@ -20,6 +20,7 @@
 #include "mailfeed/decide.h"
 #include "mailfeed/message.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/store.h"
 #include "mailfeed/worker.h"
 
 static void usage(FILE *out)
@@ -187,11 +188,9 @@ static void show_decision(const struct mf_config *cfg, const struct mf_mailbox *
 {
 	struct decision d;
 	sqlite3 *db = NULL;
-	if (cfg && mb &&
-	    sqlite3_open_v2(cfg->gateway.state, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		sqlite3_close(db);
-		db = NULL;
-	}
+	int stale = 0;
+	if (cfg && mb && !(db = store_open_readonly(cfg->gateway.state, &stale)) && stale)
+		fprintf(stderr, STORE_STALE_NOTE, cfg->gateway.state);
 	decide_message(db, cfg, mb, m, raw, len, &d);
 	sqlite3_close(db);
 	struct strlist rcpt = {0};

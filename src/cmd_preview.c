@@ -15,6 +15,7 @@
 #include "mailfeed/imap.h"
 #include "mailfeed/message.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/store.h"
 #include "mailfeed/worker.h"
 
 struct preview {
@@ -188,10 +189,9 @@ static int preview_fetch(struct imap_session *s, struct preview *p, const uint32
 	const struct mf_config *cfg = p->cfg;
 	char err[512];
 	int rc = 1;
-	if (sqlite3_open_v2(cfg->gateway.state, &p->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		sqlite3_close(p->db);
-		p->db = NULL;
-	}
+	int stale = 0;
+	if (!(p->db = store_open_readonly(cfg->gateway.state, &stale)) && stale)
+		fprintf(stderr, STORE_STALE_NOTE, cfg->gateway.state);
 	p->worker = worker_new(&cfg->gateway);
 	p->out = json_array();
 	size_t first = n > (size_t)limit ? n - (size_t)limit : 0;

@@ -262,6 +262,22 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 	}
 }
 
+sqlite3 *store_open_readonly(const char *path, int *stale)
+{
+	sqlite3 *db = NULL;
+	*stale = 0;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		sqlite3_close(db);
+		return NULL;
+	}
+	if (user_version(db) != SCHEMA_VERSION) {
+		*stale = 1;
+		sqlite3_close(db);
+		return NULL;
+	}
+	return db;
+}
+
 /* Why a database could not be opened, with what the admin can do. */
 static void open_error(sqlite3 *db, const char *path, const char *detail, char *err, size_t errlen)
 {
