@@ -18,6 +18,7 @@
 #include "mailfeed/decide.h"
 #include "mailfeed/message.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/store.h"
 #include "mailfeed/worker.h"
 
 static void usage(FILE *out)
@@ -185,9 +186,9 @@ static void show_decision(const struct mf_config *cfg, const struct mf_mailbox *
 {
 	struct decision d;
 	struct db *db = NULL;
-	char err[512];
-	if (cfg && mb)
-		db = db_open_flags(cfg->gateway.state, DB_OPEN_READONLY, err, sizeof err, NULL);
+	int stale = 0;
+	if (cfg && mb && !(db = store_open_readonly(cfg->gateway.state, &stale)) && stale)
+		fprintf(stderr, STORE_STALE_NOTE, cfg->gateway.state);
 	decide_message(db, cfg, mb, m, raw, len, &d);
 	db_close(db);
 	struct strlist rcpt = {0};

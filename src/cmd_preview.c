@@ -14,6 +14,7 @@
 #include "mailfeed/imap.h"
 #include "mailfeed/message.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/store.h"
 #include "mailfeed/worker.h"
 
 struct preview {
@@ -187,7 +188,9 @@ static int preview_fetch(struct imap_session *s, struct preview *p, const uint32
 	const struct mf_config *cfg = p->cfg;
 	char err[512];
 	int rc = 1;
-	p->db = db_open_flags(cfg->gateway.state, DB_OPEN_READONLY, err, sizeof err, NULL);
+	int stale = 0;
+	if (!(p->db = store_open_readonly(cfg->gateway.state, &stale)) && stale)
+		fprintf(stderr, STORE_STALE_NOTE, cfg->gateway.state);
 	p->worker = worker_new(&cfg->gateway);
 	p->out = json_array();
 	size_t first = n > (size_t)limit ? n - (size_t)limit : 0;

@@ -599,16 +599,15 @@ static void feed_close(struct daemon *d)
 	d->feed_ctx = NULL;
 }
 
-/* Delivers everything that is due now.  Returns items that went dead, or
- * -1 when the state database failed (what is left is redone later). */
-static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
+/* Up to rounds delivery rounds, until nothing is due or nothing moves.
+ * Returns items that went dead, or -1 when the state database failed (what
+ * is left is redone later); *delivered_any is set when something went out. */
+static int deliver_rounds(struct daemon *d, struct store *st, int rounds, int *delivered_any)
 {
 	int dead = 0;
-	*delivered_any = 0;
-	store_prune(st, d->cfg->gateway.keep_raw, replies_id_lifetime(d->cfg), time(NULL));
 	if (!d->feed)
 		return 0;
-	for (int round = 0; round < 1000; round++) {
+	for (int round = 0; round < rounds; round++) {
 		struct outbox_counts before, after;
 		long waiting = 0;
 		outbox_counts(st, &before);
@@ -625,6 +624,15 @@ static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 			break;
 	}
 	return dead;
+}
+
+/* Delivers everything that is due now.  Returns items that went dead, or
+ * -1 when the state database failed (what is left is redone later). */
+static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
+{
+	*delivered_any = 0;
+	store_prune(st, d->cfg->gateway.keep_raw, replies_id_lifetime(d->cfg), time(NULL));
+	return deliver_rounds(d, st, 1000, delivered_any);
 }
 
 static void notify_status(struct store *st)
@@ -1021,17 +1029,33 @@ static int duty_process_wanted(const struct processor *p)
 }
 
 /* Parses, classifies, threads and enqueues what the watchers took in, then
- * delivers what is due.  A failing state database backs the duty off. */
+ * delivers what is due.  Through a long backlog a delivery batch goes out
+ * whenever a full one was enqueued, so that the first posts (and their
+ * after-actions) do not wait for the whole backlog to be parsed.  A failing
+ * state database backs the duty off. */
 static void duty_process(struct processor *p)
 {
 	struct store *st = *p->stp;
-	int n, delivered_any = 0;
+	int n, delivered_any = 0, early_any = 0, early_dead = 0;
+	long enqueued = 0, full = (long)outbox_batch_size(p->d->cfg, p->d->feed);
 	do {
 		n = pipeline_process_new(st, p->d->cfg, p->d->worker, PROCESS_BATCH);
 		health_beat(p->health, processor_step(p));
+		if (n > 0 && (enqueued += n) >= full && early_dead >= 0) {
+			int any = 0, r = deliver_rounds(p->d, st, 1, &any);
+			early_dead = r < 0 ? -1 : early_dead + r;
+			enqueued = 0;
+			if (any || r > 0)
+				wake_watchers(p->d); /* after-actions, dead marks */
+			early_any |= any;
+			health_beat(p->health, processor_step(p));
+		}
 	} while (n > 0);
 	notice_sender_wake(); /* notices queued with the verdicts */
 	int dead = deliver_all(p->d, st, &delivered_any);
+	delivered_any |= early_any;
+	if (dead >= 0 && early_dead != 0)
+		dead = early_dead < 0 ? -1 : dead + early_dead;
 	if (dead < 0 || n < 0) {
 		p->store_backoff = backoff_next(p->store_backoff, STORE_MAX_BACKOFF);
 		p->store_retry_at = now_monotonic() + (double)p->store_backoff;

@@ -152,13 +152,20 @@ void feed_http_deliver(const struct feed_http_pool *p, const char *name, feed_ht
 
 /* ---- one item in parts ---- */
 
+static void split(const char *text, size_t budget, size_t fixed, size_t min_first, int late,
+		  struct strlist *parts)
+{
+	size_t first = fixed + min_first < budget ? budget - fixed : min_first;
+	(late ? utf8_split_late : utf8_split)(text ? text : "", first,
+					      budget > 100 ? budget - 100 : budget, parts);
+	if (parts->n == 0)
+		strlist_add(parts, "");
+}
+
 void feed_http_split(const char *text, size_t budget, size_t fixed, size_t min_first,
 		     struct strlist *parts)
 {
-	size_t first = fixed + min_first < budget ? budget - fixed : min_first;
-	utf8_split(text ? text : "", first, budget > 100 ? budget - 100 : budget, parts);
-	if (parts->n == 0)
-		strlist_add(parts, "");
+	split(text, budget, fixed, min_first, 0, parts);
 }
 
 /* The first part, with one fallback.  0 with *id, or -1 with res. */
@@ -180,7 +187,7 @@ int feed_http_deliver_parts(const struct feed_parts *p, const struct feed_item *
 	const char *root = it->kind == FEED_COMMENT ? it->parent_remote_id : NULL;
 	char *done = NULL;
 	int rc = -1;
-	feed_http_split(p->text, p->budget, p->fixed, p->min_first, &parts);
+	split(p->text, p->budget, p->fixed, p->min_first, p->cut_late, &parts);
 	*n_parts = parts.n;
 	if (parts.n > p->max_parts) {
 		feed_http_set_error(res, FEED_PERMANENT,

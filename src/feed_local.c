@@ -43,7 +43,8 @@ struct local_ctx {
 	size_t full_batch; /* what the outbox hands over when more is waiting */
 	long long max_file_size;
 	int max_files;
-	struct strlist dirty; /* groups whose files are behind the table */
+	struct strlist dirty;	 /* groups whose files are behind the table */
+	struct strlist unsynced; /* files directories with names not yet synced */
 	double last_render;
 };
 
@@ -104,6 +105,7 @@ static void local_close(void *ctx)
 	if (!c)
 		return;
 	local_flush(c);
+	strlist_free(&c->unsynced);
 	free(c->dir);
 	free(c);
 }
@@ -234,21 +236,14 @@ static void size_text(long long n, char *out, size_t outlen)
 		snprintf(out, outlen, "%.1f MB", (double)n / (1024.0 * 1024.0));
 }
 
-/* Writes data under dir/name, or name-2, name-3 … when taken: a temp file
- * synced and then linked into place, so a file is never seen half written
- * and never replaces another.  The name used (owned), or NULL with errno. */
-static char *file_keep(const char *dir, const char *name, const unsigned char *data, size_t len)
+/* Writes data to the new file tmp; synced when sync (a staged file is
+ * synced with its batch instead).  0, or -1 with errno (tmp removed). */
+static int file_write(const char *tmp, const unsigned char *data, size_t len, int sync)
 {
-	char *tmp = xasprintf("%s/.tmp.%d", dir, (int)getpid());
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
 	int e = 0;
-	char *used = NULL;
-	if (fd < 0) {
-		e = errno;
-		free(tmp);
-		errno = e;
-		return NULL;
-	}
+	if (fd < 0)
+		return -1;
 	const unsigned char *p = data;
 	while (len > 0 && !e) {
 		ssize_t n = write(fd, p, len);
@@ -261,10 +256,25 @@ static char *file_keep(const char *dir, const char *name, const unsigned char *d
 		p += n;
 		len -= (size_t)n;
 	}
-	if (!e && (fchmod(fd, 0640) < 0 || fsync(fd) < 0))
+	if (!e && (fchmod(fd, 0640) < 0 || (sync && fsync(fd) < 0)))
 		e = errno;
 	if (close(fd) < 0 && !e)
 		e = errno;
+	if (e) {
+		unlink(tmp);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* Links the complete, synced file tmp into dir as name, or name-2,
+ * name-3 … when taken, and removes tmp.  The name used (owned), or NULL
+ * with errno. */
+static char *file_place(char *tmp, const char *dir, const char *name)
+{
+	int e = 0;
+	char *used = NULL;
 	const char *dot = strrchr(name, '.');
 	size_t stem = dot && dot != name ? (size_t)(dot - name) : strlen(name);
 	for (int k = 1; !e && k < 10000; k++) {
@@ -284,16 +294,56 @@ static char *file_keep(const char *dir, const char *name, const unsigned char *d
 	if (!used && !e)
 		e = EEXIST;
 	unlink(tmp);
+	errno = e;
+	return used;
+}
+
+/* Writes data under dir/name, or name-2, name-3 … when taken: a temp file
+ * synced and then linked into place, so a file is never seen half written
+ * and never replaces another.  staged, when not NULL, is that temp file
+ * already written and synced (with its batch: local_stage).  The directory
+ * is synced by the caller (dirs_sync) before anything names the file.  The
+ * name used (owned), or NULL with errno. */
+static char *file_keep(const char *dir, const char *name, const unsigned char *data, size_t len,
+		       char **staged)
+{
+	if (staged && *staged) {
+		char *used = file_place(*staged, dir, name);
+		int e = errno;
+		free(*staged);
+		*staged = NULL;
+		errno = e;
+		return used;
+	}
+	char *tmp = xasprintf("%s/.tmp.%d", dir, (int)getpid());
+	char *used = file_write(tmp, data, len, 1) < 0 ? NULL : file_place(tmp, dir, name);
+	int e = errno;
 	free(tmp);
-	if (used) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	errno = e;
+	return used;
+}
+
+static int name_listed(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+/* Syncs the directories that got new names since the last call (once each
+ * per batch rather than once per file), before the rows naming the files
+ * are committed. */
+static void dirs_sync(struct strlist *dirs)
+{
+	for (size_t i = 0; i < dirs->n; i++) {
+		int dfd = open(dirs->v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
 			fsync(dfd);
 			close(dfd);
 		}
 	}
-	errno = e;
-	return used;
+	strlist_free(dirs);
 }
 
 /* Length of the valid UTF-8 sequence at s (max n bytes), 0 when invalid
@@ -306,6 +356,13 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+/* Whether byte c stands for itself in XML character data and the text
+ * rendering: printable ASCII other than markup (no bidi control is ASCII). */
+static int xml_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x7F && c != '&' && c != '<' && c != '>' && c != '"';
+}
+
 /* Appends s as XML character data: markup escaped, characters XML does not
  * allow (controls, broken UTF-8) replaced by U+FFFD. */
 static void xml_put(struct buf *b, const char *s)
@@ -313,6 +370,16 @@ static void xml_put(struct buf *b, const char *s)
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
 	size_t n = strlen((const char *)p);
 	while (*p) {
+		/* a run of plain printable ASCII goes in at once */
+		size_t run = 0;
+		while (run < n && xml_plain(p[run]))
+			run++;
+		if (run) {
+			buf_append(b, p, run);
+			p += run;
+			n -= run;
+			continue;
+		}
 		size_t l = utf8_len(p, n);
 		if (l == 0 || (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') || *p == 0x7F) {
 			buf_puts(b, "\xEF\xBF\xBD");
@@ -341,6 +408,15 @@ static void txt_put(struct buf *b, const char *s, const char *indent)
 {
 	for (const char *p = s ? s : ""; *p; p++) {
 		unsigned char ch = (unsigned char)*p;
+		if (ch >= 0x20 && ch < 0x7F) {
+			/* a run of printable ASCII goes in at once */
+			size_t run = 1;
+			while ((unsigned char)p[run] >= 0x20 && (unsigned char)p[run] < 0x7F)
+				run++;
+			buf_append(b, p, run);
+			p += run - 1;
+			continue;
+		}
 		size_t bidi = text_bidi_control((const unsigned char *)p, strnlen(p, 3));
 		if (bidi) {
 			p += bidi - 1; /* left out, as in the Atom feed */
@@ -360,6 +436,7 @@ struct row {
 	json_t *tags;
 	json_t *files; /* what files_keep made of the attachments, or NULL */
 	time_t created;
+	struct store *st; /* text left in the table: read with row_text */
 };
 
 static void rows_free(struct row *r, size_t n)
@@ -381,19 +458,43 @@ static char *col_dup(struct db_stmt *s, int i)
 	return t ? xstrdup(t) : NULL;
 }
 
+/* The text of r (owned): loaded with the row, or read now.  The renderings
+ * read the texts one row at a time, so that a big group never sits whole
+ * in memory. */
+static char *row_text(const struct row *r)
+{
+	char *t = NULL;
+	struct db_stmt *s;
+	if (r->text || !r->st)
+		return xstrdup(r->text ? r->text : "");
+	if ((s = store_stmt(r->st, "SELECT text FROM local_items WHERE id=?"))) {
+		db_bind_int64(s, 1, r->id);
+		if (db_step(s) == DB_ROW)
+			t = col_dup(s, 0);
+		store_stmt_done(r->st, s);
+	}
+	return t ? t : xstrdup("");
+}
+
 /* Items of group created after since, oldest first (at most limit newest
- * when limit > 0). 0 or -1. */
-static int rows_load(struct store *st, const char *group, time_t since, int limit, struct row **out,
-		     size_t *n)
+ * when limit > 0), with their texts or (with_text = 0) without. 0 or -1. */
+static int rows_load(struct store *st, const char *group, time_t since, int limit, int with_text,
+		     struct row **out, size_t *n)
 {
 	struct db_stmt *s;
 	*out = NULL;
 	*n = 0;
 	if (!(s = db_prepare(
 		  store_db(st),
-		  "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
-		  " text, hashtags, created, attachments FROM local_items WHERE grp=? AND created>?"
-		  " ORDER BY created DESC, id DESC LIMIT ?) ORDER BY created, id")))
+		  with_text
+		      ? "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
+			" text, hashtags, created, attachments FROM local_items WHERE grp=?"
+			" AND created>? ORDER BY created DESC, id DESC LIMIT ?)"
+			" ORDER BY created, id"
+		      : "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
+			" NULL, hashtags, created, attachments FROM local_items WHERE grp=?"
+			" AND created>? ORDER BY created DESC, id DESC LIMIT ?)"
+			" ORDER BY created, id")))
 		return -1;
 	db_bind_text(s, 1, group, -1);
 	db_bind_int64(s, 2, (int64_t)since);
@@ -407,6 +508,7 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 		r->author_email = col_dup(s, 3);
 		r->subject = col_dup(s, 4);
 		r->text = col_dup(s, 5);
+		r->st = with_text ? NULL : st;
 		const char *t = db_column_text(s, 6);
 		r->tags = t ? json_loads(t, 0, NULL) : NULL;
 		r->created = (time_t)db_column_int64(s, 7);
@@ -549,7 +651,9 @@ static void atom_entry(struct buf *b, const struct row *r, const char *gsafe)
 		buf_puts(b, "\"/>\n");
 	}
 	buf_puts(b, "    <content type=\"text\">");
-	xml_put(b, r->text);
+	char *text = row_text(r);
+	xml_put(b, text);
+	free(text);
 	notes_put(b, r, xml_put_ind, "");
 	buf_puts(b, "</content>\n  </entry>\n");
 }
@@ -642,7 +746,9 @@ static void txt_render(struct buf *b, struct out_file *o, const char *group, con
 			buf_puts(b, "\n");
 		}
 		buf_puts(b, "\n   ");
-		txt_put(b, p->text, "   ");
+		char *text = row_text(p);
+		txt_put(b, text, "   ");
+		free(text);
 		txt_files(b, p, gsafe, "   ");
 		buf_puts(b, "\n");
 		for (size_t j = i + 1; j < n; j++) {
@@ -652,7 +758,9 @@ static void txt_render(struct buf *b, struct out_file *o, const char *group, con
 			buf_puts(b, "\n      -> ");
 			txt_author(b, c);
 			buf_puts(b, "\n         ");
-			txt_put(b, c->text, "         ");
+			char *ctext = row_text(c);
+			txt_put(b, ctext, "         ");
+			free(ctext);
 			txt_files(b, c, gsafe, "         ");
 			buf_puts(b, "\n");
 		}
@@ -668,7 +776,7 @@ static int local_render(struct local_ctx *c, const char *group)
 	size_t n;
 	struct buf b;
 	int rc = 0;
-	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, &rows, &n) < 0) {
+	if (rows_load(c->st, group, 0, LOCAL_ATOM_MAX, 0, &rows, &n) < 0) {
 		log_error("local.error group=%s error=%s", group, LOG_Q(store_errmsg(c->st)));
 		return -1;
 	}
@@ -748,7 +856,8 @@ static void files_unkeep(const char *dir, json_t *files)
  * [feed] max_file_size and max_files; the others get a note.  The JSON list
  * of them (owned), or NULL with err when a file could not be written (then
  * none of the item's files stays). */
-static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *err, size_t errlen)
+static char *files_keep(struct local_ctx *c, const struct feed_item *it, char **staged, char *err,
+			size_t errlen)
 {
 	json_t *a = json_array();
 	char *dir = NULL;
@@ -778,7 +887,8 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 					goto fail;
 				}
 			}
-			char *used = file_keep(dir, safe, f->data, f->size);
+			char *used =
+			    file_keep(dir, safe, f->data, f->size, staged ? &staged[i] : NULL);
 			if (!used) {
 				snprintf(err, errlen, "cannot write %s/%s: %s", dir, safe,
 					 strerror(errno));
@@ -786,6 +896,8 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 			}
 			json_object_set_new(o, "name", json_string(used));
 			free(used);
+			if (!name_listed(&c->unsynced, dir))
+				strlist_add(&c->unsynced, dir);
 			kept++;
 		}
 		free(safe);
@@ -805,7 +917,7 @@ static char *files_keep(struct local_ctx *c, const struct feed_item *it, char *e
 	return s;
 }
 
-static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
+static void local_deliver_one(struct local_ctx *c, const struct feed_item *it, char **staged,
 			      struct feed_result *r)
 {
 	long long parent = 0;
@@ -827,7 +939,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it,
 		r->remote_id = xasprintf("local-%lld", had);
 		return;
 	}
-	char *files = files_keep(c, it, r->error, sizeof r->error);
+	char *files = files_keep(c, it, staged, r->error, sizeof r->error);
 	if (!files) {
 		log_error("local.error key=%s error=%s", it->key, LOG_Q(r->error));
 		r->status = FEED_RETRY;
@@ -877,6 +989,89 @@ store_error:
 	snprintf(r->error, sizeof r->error, "local feed store error: %s", store_errmsg(c->st));
 }
 
+/* Removes the staged files no item took and frees the lists. */
+static void local_unstage(char ***staged, const struct feed_item *items, size_t n)
+{
+	for (size_t i = 0; staged && i < n; i++) {
+		for (size_t j = 0; staged[i] && j < items[i].n_attachments; j++)
+			if (staged[i][j]) {
+				unlink(staged[i][j]);
+				free(staged[i][j]);
+			}
+		free(staged[i]);
+	}
+	free(staged);
+}
+
+/* Syncs the k staged files: each on its own when few, else the whole file
+ * system at once (one flush rather than one per file).  0 or -1. */
+static int staged_sync(struct local_ctx *c, char ***staged, const struct feed_item *items, size_t n,
+		       size_t k)
+{
+	int rc = 0;
+	if (k > 4) {
+		int fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		rc = fd < 0 || syncfs(fd) < 0 ? -1 : 0;
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		for (size_t j = 0; rc == 0 && staged[i] && j < items[i].n_attachments; j++) {
+			if (!staged[i][j])
+				continue;
+			int fd = open(staged[i][j], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			rc = fd < 0 || fsync(fd) < 0 ? -1 : 0;
+			if (fd >= 0)
+				close(fd);
+		}
+	return rc;
+}
+
+/* The attachments of a batch that files_keep will keep, written ahead as
+ * temp files and synced together.  Per item, the temp file of each
+ * attachment (NULL where none was staged: files_keep then writes it as
+ * before); NULL when nothing was staged. */
+static char ***local_stage(struct local_ctx *c, const struct feed_item *items, size_t n)
+{
+	char ***staged = NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct feed_item *it = &items[i];
+		char *dir = NULL;
+		int kept = 0;
+		for (size_t j = 0; j < it->n_attachments; j++) {
+			const struct feed_attachment *f = &it->attachments[j];
+			if ((long long)f->size > c->max_file_size || kept >= c->max_files ||
+			    !f->data)
+				continue;
+			kept++;
+			if (!dir) {
+				dir = group_file(c, it->group, "files");
+				if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+					break;
+			}
+			char *tmp = xasprintf("%s/.tmp.%d.%zu.%zu", dir, (int)getpid(), i, j);
+			if (file_write(tmp, f->data, f->size, 0) < 0) {
+				free(tmp);
+				continue;
+			}
+			if (!staged)
+				staged = xcalloc(n, sizeof *staged);
+			if (!staged[i])
+				staged[i] = xcalloc(it->n_attachments, sizeof *staged[i]);
+			staged[i][j] = tmp;
+			k++;
+		}
+		free(dir);
+	}
+	if (staged && staged_sync(c, staged, items, n, k) < 0) {
+		local_unstage(staged, items, n);
+		return NULL;
+	}
+	return staged;
+}
+
 static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
 			  struct feed_result *results)
 {
@@ -884,11 +1079,16 @@ static void local_deliver(void *ctx, const struct feed_item *items, size_t n,
 	/* one transaction (one fsync) for the batch; without it each item
 	 * would commit on its own */
 	int tx = store_begin(c->st) == 0;
+	char ***staged = local_stage(c, items, n);
 	for (size_t i = 0; i < n; i++) {
-		local_deliver_one(c, &items[i], &results[i]);
+		local_deliver_one(c, &items[i], staged ? staged[i] : NULL, &results[i]);
 		if (results[i].status == FEED_OK && !strlist_has_ci(&c->dirty, items[i].group))
 			strlist_add(&c->dirty, items[i].group);
+		if (!tx)
+			dirs_sync(&c->unsynced); /* each row committed on its own */
 	}
+	local_unstage(staged, items, n);
+	dirs_sync(&c->unsynced);
 	if (tx && store_commit(c->st) < 0) {
 		for (size_t i = 0; i < n; i++) {
 			feed_result_clear(&results[i]);
@@ -926,7 +1126,7 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 	size_t nr;
 	*entries = NULL;
 	*n = 0;
-	if (rows_load(c->st, group, since, 0, &rows, &nr) < 0) {
+	if (rows_load(c->st, group, since, 0, 1, &rows, &nr) < 0) {
 		snprintf(err, errlen, "cannot read local group %s: %s", group, store_errmsg(c->st));
 		return -1;
 	}

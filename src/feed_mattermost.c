@@ -886,6 +886,7 @@ static void mm_deliver_one(void *ctx, struct http_client *hc, const struct feed_
 			       .budget = MM_BUDGET,
 			       .fixed = fixed,
 			       .min_first = MM_MIN_FIRST,
+			       .cut_late = 1,
 			       .max_parts = MM_MAX_PARTS,
 			       .hook = &j,
 			       .find_part = mm_hook_find,

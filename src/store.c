@@ -263,6 +263,21 @@ static int migrate(struct db *db, const char *path, char *err, size_t errlen)
 	}
 }
 
+struct db *store_open_readonly(const char *path, int *stale)
+{
+	char err[512];
+	*stale = 0;
+	struct db *db = db_open_flags(path, DB_OPEN_READONLY, err, sizeof err, NULL);
+	if (!db)
+		return NULL;
+	if (user_version(db) != SCHEMA_VERSION) {
+		*stale = 1;
+		db_close(db);
+		return NULL;
+	}
+	return db;
+}
+
 /* Why a database could not be opened, with what the admin can do. */
 static void open_error(struct db *db, const char *path, const char *detail, char *err,
 		       size_t errlen)

@@ -47,7 +47,16 @@ static size_t last_sep(const char *p, size_t cut, const char *sep)
 	return 0;
 }
 
-void utf8_split(const char *text, size_t first, size_t budget, struct strlist *out)
+/* The last line end or space that ends in (cut/2, cut], or 0. */
+static size_t last_blank(const char *p, size_t cut)
+{
+	for (size_t i = cut; i > cut / 2 && i >= 1; i--)
+		if (p[i - 1] == '\n' || p[i - 1] == ' ')
+			return i;
+	return 0;
+}
+
+static void split(const char *text, size_t first, size_t budget, int late, struct strlist *out)
 {
 	const char *p = text;
 	size_t lim = first ? first : 1;
@@ -58,6 +67,8 @@ void utf8_split(const char *text, size_t first, size_t budget, struct strlist *o
 			return;
 		}
 		size_t cut = utf8_offset(p, len, lim), best = last_sep(p, cut, "\n\n");
+		if (!best && late)
+			best = last_blank(p, cut);
 		if (!best)
 			best = last_sep(p, cut, "\n");
 		if (!best)
@@ -72,4 +83,14 @@ void utf8_split(const char *text, size_t first, size_t budget, struct strlist *o
 			p++;
 		lim = budget ? budget : 1;
 	}
+}
+
+void utf8_split(const char *text, size_t first, size_t budget, struct strlist *out)
+{
+	split(text, first, budget, 0, out);
+}
+
+void utf8_split_late(const char *text, size_t first, size_t budget, struct strlist *out)
+{
+	split(text, first, budget, 1, out);
 }

@@ -62,6 +62,7 @@ struct feed_parts {
 	const char *unit;    /* "characters", likewise */
 	const char *text;    /* split with feed_http_split */
 	size_t budget, fixed, min_first;
+	int cut_late; /* cut points as utf8_split_late's, not utf8_split's */
 	size_t max_parts;
 	void *hook;
 	/* Optional: after the split, before anything is looked up or sent

@@ -49,6 +49,17 @@ struct store;
  * Returns NULL with a message in err on failure (corrupt file, disk full,
  * newer schema than this binary knows). */
 struct store *store_open(const char *path, char *err, size_t errlen);
+/* The database at path opened read-only, for a command that only looks
+ * (inspect, preview): never created or migrated.  NULL when it cannot be
+ * opened, or when its schema is not the one this mailfeed writes (*stale
+ * set to 1: an older state not yet upgraded, or a newer one), whose
+ * queries would fail or mislead. */
+struct db *store_open_readonly(const char *path, int *stale);
+/* What such a command says of a stale state (one %s: its path). */
+#define STORE_STALE_NOTE                                                                           \
+	"mailfeed: the state database %s is of another schema version than this "                  \
+	"mailfeed (not yet upgraded?); decided without it: run `mailfeed status` "                 \
+	"once to upgrade it\n"
 /* Creates the missing directories above the state file path, 0700
  * whatever the umask (store_open does it too; the state lock needs them
  * first). */

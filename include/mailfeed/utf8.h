@@ -26,5 +26,9 @@ size_t utf8_offset(const char *s, size_t n, size_t chars);
  * line ends and spaces at a cut start no part.  Nothing is appended for an
  * empty text. */
 void utf8_split(const char *text, size_t first, size_t budget, struct strlist *out);
+/* As utf8_split, but after no blank line a part ends at the last line end
+ * or space of the second half of its window, whichever is later: the
+ * parts stay as long as they may (Mattermost's cut points). */
+void utf8_split_late(const char *text, size_t first, size_t budget, struct strlist *out);
 
 #endif

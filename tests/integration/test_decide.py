@@ -114,3 +114,34 @@ def test_preview_and_daemon_agree(dovecot, tmp_path):
     assert o["classification"] == "skipped" and o["reason"].startswith("duplicate")
     r = run_mailfeed(cfg, "inspect", str(old), "--mailbox", "nosuch")
     assert r.returncode == 2 and "nosuch" in r.stderr
+
+
+def test_inspect_on_a_state_not_yet_upgraded(dovecot, tmp_path):
+    dovecot.append("alice", "INBOX", mail(1, "Hello", "First text.\n"))
+    cfg = write_config(tmp_path, dovecot)
+    r = run_mailfeed(cfg, "run", "--once", timeout=120)
+    assert r.returncode == 0, r.stderr
+    # the state as the previous version left it (schema 8: raw and parsed
+    # mail in messages), say while the old daemon still runs
+    con = state_db(cfg)
+    con.executescript(
+        "ALTER TABLE messages ADD COLUMN raw BLOB; ALTER TABLE messages ADD COLUMN parsed TEXT;"
+        "UPDATE messages SET raw=(SELECT raw FROM message_bodies WHERE message=messages.id),"
+        " parsed=(SELECT parsed FROM message_parsed WHERE message=messages.id);"
+        "DROP TABLE message_parsed; DROP TABLE message_bodies; PRAGMA user_version=8;")
+    con.close()
+    # a changed copy under the same Message-ID is not a duplicate
+    changed = tmp_path / "changed.eml"
+    changed.write_bytes(mail(1, "Hello", "Other text.\n"))
+    r = run_mailfeed(cfg, "inspect", str(changed))
+    assert r.returncode == 0, r.stderr
+    assert "duplicate" not in r.stdout, r.stdout
+    assert "not yet upgraded" in r.stderr and "mailfeed status" in r.stderr, r.stderr
+    con = state_db(cfg)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 8  # only looked at
+    con.close()
+    # once upgraded, the state is used again
+    assert run_mailfeed(cfg, "status").returncode == 0
+    r = run_mailfeed(cfg, "inspect", str(changed))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "Classification: comment" in r.stdout and "duplicate" not in r.stdout, r.stdout

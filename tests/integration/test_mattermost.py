@@ -172,6 +172,20 @@ def test_long_text_is_split_into_post_and_replies(mm):
     assert sum(p["message"].count("mot") for p in posts) == text.count("mot")
 
 
+def test_long_line_is_cut_at_its_last_word_not_at_an_early_line_end(mm):
+    # a line end in the second half of the window but far from its end: the
+    # post is cut at the last word that fits, as long as it may be
+    text = "x" * 9000 + "\n" + "mot " * 3000
+    res = mm.deliver(post(text=text))
+    assert res[0]["status"] == "ok", res
+    posts = mm.posts()
+    assert len(posts) == 2, [len(p["message"]) for p in posts]
+    first, second = posts[0]["message"], posts[1]["message"]
+    assert first.count("mot") > 1500, len(first)
+    assert second.startswith("(continued, part 2 of 2)\n\nmot ")
+    assert first.count("mot") + second.count("mot") == 3000
+
+
 def test_interrupted_split_is_completed_without_duplicates(mm):
     text = "\n\n".join("Block %d " % i + "z" * 5000 for i in range(8))
     # calls: channel lookup, post, part 2 <- fails

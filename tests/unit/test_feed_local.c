@@ -359,6 +359,91 @@ static void test_max_files(void **state)
 	free(atom);
 }
 
+/* Both renderings of a text mixing plain ASCII runs with markup, controls,
+ * DEL, UTF-8, broken UTF-8 and bidi controls: each character lands as the
+ * reader should see it, in a batch of several items whose texts are read
+ * back one row at a time. */
+static void test_text_rendered_character_by_character(void **state)
+{
+	struct fx *x = *state;
+	struct feed_item its[3] = {
+	    item(x, "p1", FEED_POST, NULL, "caf\xc3\xa9 & \"tea\"\x7f<x>\xff end"),
+	    item(x, "p2", FEED_POST, NULL, "left\xe2\x80\xaeright\ttab\x02"),
+	    item(x, "p3", FEED_POST, NULL, "plain line one\nplain line two"),
+	};
+	struct feed_result r[3];
+	feed_local_ops.deliver(x->ctx, its, 3, r);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r[i].status, FEED_OK);
+		feed_result_clear(&r[i]);
+	}
+	char *atom = read_out(x, "team_ops.atom");
+	assert_non_null(strstr(atom, "caf\xc3\xa9 &amp; &quot;tea&quot;\xef\xbf\xbd&lt;x&gt;"
+				     "\xef\xbf\xbd end</content>"));
+	assert_non_null(strstr(atom, "leftright\ttab\xef\xbf\xbd</content>"));
+	assert_non_null(strstr(atom, "plain line one\nplain line two</content>"));
+	free(atom);
+	char *txt = read_out(x, "team_ops.txt");
+	assert_non_null(strstr(txt, "   caf\xc3\xa9 & \"tea\"<x>\xff end\n"));
+	assert_non_null(strstr(txt, "   leftright\ttab\n"));
+	assert_non_null(strstr(txt, "   plain line one\n   plain line two\n"));
+	free(txt);
+}
+
+/* A batch of items with many files (synced together, not one by one):
+ * every file is in place with its bytes under its own name, the item that
+ * was there already keeps its files, and no temporary file is left. */
+static void test_batch_of_files(void **state)
+{
+	struct fx *x = *state;
+	char err[256], path[256], want[32];
+	x->cfg.feed.max_files = 10;
+	x->cfg.feed.max_file_size = 1000;
+	feed_local_ops.close(x->ctx);
+	assert_int_equal(feed_local_ops.open(&x->cfg, x->st, &x->ctx, err, sizeof err), 0);
+	static const char *const keys[] = {"b0", "b1", "b2", "b3", "b4", "b5"};
+	static const char *const data[] = {"zero", "one", "two", "three", "four", "five"};
+	struct feed_attachment att[6][2];
+	struct feed_item its[6];
+	struct feed_result r[6];
+	for (int i = 0; i < 6; i++) {
+		att[i][0] = (struct feed_attachment){.filename = "notes.txt",
+						     .size = strlen(data[i]),
+						     .data = (const unsigned char *)data[i]};
+		att[i][1] = (struct feed_attachment){
+		    .filename = "big.bin", .size = 5000, .data = (const unsigned char *)data[i]};
+		its[i] = item(x, keys[i], FEED_POST, NULL, "with files");
+		its[i].attachments = att[i];
+		its[i].n_attachments = 2;
+	}
+	feed_local_ops.deliver(x->ctx, its, 1, r); /* b0 first: delivered again below */
+	assert_int_equal(r[0].status, FEED_OK);
+	feed_result_clear(&r[0]);
+	feed_local_ops.deliver(x->ctx, its, 6, r);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(r[i].status, FEED_OK);
+		feed_result_clear(&r[i]);
+	}
+	for (int i = 0; i < 6; i++) {
+		if (i == 0)
+			snprintf(path, sizeof path, "%s/team_ops.files/notes.txt", x->feeds);
+		else
+			snprintf(path, sizeof path, "%s/team_ops.files/notes-%d.txt", x->feeds,
+				 i + 1);
+		char *got = file_read_all(path, NULL);
+		assert_non_null(got);
+		snprintf(want, sizeof want, "%s", data[i]);
+		assert_string_equal(got, want);
+		free(got);
+	}
+	snprintf(path, sizeof path, "%s/team_ops.files/notes-7.txt", x->feeds);
+	struct stat sb;
+	assert_int_not_equal(stat(path, &sb), 0);
+	char cmd[400];
+	snprintf(cmd, sizeof cmd, "ls -A %s/team_ops.files | grep -q tmp", x->feeds);
+	assert_int_not_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -369,6 +454,9 @@ int main(void)
 	    cmocka_unit_test(test_safe_names),
 	    cmocka_unit_test_setup_teardown(test_files_kept_and_linked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_of_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_text_rendered_character_by_character, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

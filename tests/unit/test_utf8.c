@@ -95,6 +95,17 @@ static void test_split_cut_points(void **state)
 	assert_string_equal(part(&l, 2), "dddddddd");
 	strlist_free(&l);
 
+	/* the late rule (Mattermost): the later of a line end and a space
+	 * wins; a blank line still wins over both */
+	utf8_split_late("aaaaaaa\nbbb cc dddddddd", 12, 12, &l);
+	assert_string_equal(part(&l, 0), "aaaaaaa\nbbb ");
+	assert_string_equal(part(&l, 1), "cc dddddddd");
+	strlist_free(&l);
+	utf8_split_late("aaaaaaa\n\nbb\ncc dd eeeeeeeeee", 16, 16, &l);
+	assert_string_equal(part(&l, 0), "aaaaaaa\n\n");
+	assert_string_equal(part(&l, 1), "bb\ncc dd ");
+	strlist_free(&l);
+
 	/* a blank line in the first half of the window is too early: the
 	 * part is cut after its last whole character */
 	utf8_split("ab\n\ncdefghij klmnop", 12, 12, &l);
