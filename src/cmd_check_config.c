@@ -21,6 +21,7 @@
 #include "mailfeed/secret.h"
 #include "mailfeed/smtp.h"
 #include "mailfeed/state_owner.h"
+#include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
 static void print_diag(const struct mf_diag *diag)
@@ -44,6 +45,15 @@ struct mf_config *cli_load_config(const char *path)
 		return NULL;
 	}
 	return cfg;
+}
+
+struct store *cli_open_store(const struct mf_config *cfg)
+{
+	char err[512];
+	struct store *st = store_open(cfg->gateway.state, err, sizeof err);
+	if (!st)
+		fprintf(stderr, "mailfeed: %s\n", err);
+	return st;
 }
 
 static void usage(FILE *out)

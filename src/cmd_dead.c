@@ -197,10 +197,8 @@ int cmd_dead(int argc, char **argv, const char *config)
 		config_free(cfg);
 		return 2;
 	}
-	char err[512];
-	struct store *st = store_open(cfg->gateway.state, err, sizeof err);
+	struct store *st = cli_open_store(cfg);
 	if (!st) {
-		fprintf(stderr, "mailfeed: %s\n", err);
 		config_free(cfg);
 		return 1;
 	}

@@ -41,13 +41,11 @@ static const char unsubscribe_usage[] =
 
 static int open_state(const char *config, struct mf_config **cfg, struct store **st)
 {
-	char err[512];
 	*cfg = cli_load_config(config);
 	if (!*cfg)
 		return 2;
-	*st = store_open((*cfg)->gateway.state, err, sizeof err);
+	*st = cli_open_store(*cfg);
 	if (!*st) {
-		fprintf(stderr, "mailfeed: %s\n", err);
 		config_free(*cfg);
 		return 1;
 	}

@@ -21,5 +21,9 @@ int cmd_parse_worker(int argc, char **argv, const char *config);
  * NULL means exit 2. */
 struct mf_config;
 struct mf_config *cli_load_config(const char *path);
+/* Opens the state database of cfg for a command, printing why not to
+ * stderr.  NULL means exit 1. */
+struct store;
+struct store *cli_open_store(const struct mf_config *cfg);
 
 #endif
