@@ -74,70 +74,13 @@ int msg_after_action_due(enum msg_state s, int has_item)
 	"NOT EXISTS(SELECT 1 FROM outbox WHERE message=messages.id"                                \
 	" AND state NOT IN ('delivered','dropped'))"
 
-static struct db_stmt *prep(struct store *st, const char *sql)
-{
-	struct db_stmt *s = NULL;
-	if (!(s = db_prepare(store_db(st), sql))) {
-		char e[600];
-		log_error("store.error prepare=failed error=%s",
-			  log_quote(store_errmsg(st), e, sizeof e));
-		return NULL;
-	}
-	return s;
-}
-
-/* Steps s once and finalizes it.  0 or -1 (logged). */
-static int step_done(struct store *st, struct db_stmt *s)
-{
-	if (!s)
-		return -1;
-	int rc = db_step(s);
-	if (rc != DB_DONE && rc != DB_ROW) {
-		char e[600];
-		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
-		db_finalize(s);
-		return -1;
-	}
-	db_finalize(s);
-	return 0;
-}
-
-/* A statement run once per message, kept prepared (store_stmt); given back
- * with kept_done. */
-static struct db_stmt *kept(struct store *st, const char *sql)
-{
-	struct db_stmt *s = store_stmt(st, sql);
-	if (!s) {
-		char e[600];
-		log_error("store.error prepare=failed error=%s",
-			  log_quote(store_errmsg(st), e, sizeof e));
-	}
-	return s;
-}
-
-/* Steps a kept statement once and gives it back.  0 or -1 (logged). */
-static int kept_done(struct store *st, struct db_stmt *s)
-{
-	if (!s)
-		return -1;
-	int rc = db_step(s);
-	if (rc != DB_DONE && rc != DB_ROW) {
-		char e[600];
-		log_error("store.error error=%s", log_quote(store_errmsg(st), e, sizeof e));
-		store_stmt_done(st, s);
-		return -1;
-	}
-	store_stmt_done(st, s);
-	return 0;
-}
-
 /* One statement on one message id (?1) in the caller's transaction. */
 static int update_id(struct store *st, const char *sql, int64_t id)
 {
-	struct db_stmt *s = prep(st, sql);
+	struct db_stmt *s = store_prep(st, sql);
 	if (s)
 		db_bind_int64(s, 1, id);
-	return step_done(st, s);
+	return store_run(st, s);
 }
 
 /* --- taking messages in ----------------------------------------------- */
@@ -149,11 +92,11 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 	int known = 0;
 	/* once per message taken in: kept prepared */
 	if (message_id)
-		s = kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
-			     " AND sha256=?3 LIMIT 1");
+		s = store_kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id=?2"
+				   " AND sha256=?3 LIMIT 1");
 	else
-		s = kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
-			     " AND sha256=?3 LIMIT 1");
+		s = store_kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
+				   " AND sha256=?3 LIMIT 1");
 	if (!s)
 		return 0;
 	db_bind_text(s, 1, mailbox, -1);
@@ -169,12 +112,12 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 /* The raw bytes of message id, in the row of its body. */
 static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 {
-	struct db_stmt *s = kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
+	struct db_stmt *s = store_kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, id);
 	db_bind_blob(s, 2, raw, (size_t)(len));
-	return kept_done(st, s);
+	return store_run_kept(st, s);
 }
 
 /* The parsed form of message id, in a row of its own. */
@@ -207,10 +150,10 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 	else
 		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);
 	if (!store_message_known(st, m->mailbox, m->message_id, hash)) {
-		struct db_stmt *s =
-		    kept(st, "INSERT INTO messages(mailbox, uidvalidity, uid, message_id,"
-			     " size, internaldate, sha256, state, reason, received_at)"
-			     " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
+		struct db_stmt *s = store_kept(
+		    st, "INSERT INTO messages(mailbox, uidvalidity, uid, message_id,"
+			" size, internaldate, sha256, state, reason, received_at)"
+			" VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
 		if (!s)
 			return -1;
 		db_bind_text(s, 1, m->mailbox, -1);
@@ -243,8 +186,9 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			   uint32_t uid, const char *parsed)
 {
-	struct db_stmt *s = prep(st, "SELECT id FROM messages WHERE mailbox=? AND uidvalidity=?"
-				     " AND uid=? AND NOT " HAS_RAW);
+	struct db_stmt *s =
+	    store_prep(st, "SELECT id FROM messages WHERE mailbox=? AND uidvalidity=?"
+			   " AND uid=? AND NOT " HAS_RAW);
 	int64_t id = 0;
 	if (!s)
 		return -1;
@@ -277,7 +221,7 @@ size_t messages_drop_known(struct store *st, const char *mailbox, uint32_t uidva
 			   uint32_t *uids, size_t n)
 {
 	struct db_stmt *s =
-	    prep(st, "SELECT 1 FROM messages WHERE mailbox=? AND uidvalidity=? AND uid=?");
+	    store_prep(st, "SELECT 1 FROM messages WHERE mailbox=? AND uidvalidity=? AND uid=?");
 	size_t kept = 0;
 	if (!s)
 		return n;
@@ -307,7 +251,7 @@ int store_acks_select(struct store *st, const char *mailbox, uint32_t uidvalidit
 	    [ACK_TO_UNMARK] = "SELECT uid FROM messages WHERE mailbox=? AND uidvalidity=?"
 			      " AND acked=2 AND " AFTER_ACTION_DUE " ORDER BY uid LIMIT 1000",
 	};
-	struct db_stmt *s = prep(st, sql[q]);
+	struct db_stmt *s = store_prep(st, sql[q]);
 	size_t cap = 0;
 	*uids = NULL;
 	*n = 0;
@@ -337,8 +281,8 @@ int store_acks_set(struct store *st, const char *mailbox, uint32_t uidvalidity,
 {
 	if (store_begin(st) < 0)
 		return -1;
-	struct db_stmt *s =
-	    prep(st, "UPDATE messages SET acked=? WHERE mailbox=? AND uidvalidity=? AND uid=?");
+	struct db_stmt *s = store_prep(
+	    st, "UPDATE messages SET acked=? WHERE mailbox=? AND uidvalidity=? AND uid=?");
 	if (!s) {
 		store_rollback(st);
 		return -1;
@@ -364,10 +308,11 @@ int store_acks_done(struct store *st, const char *mailbox, uint32_t uidvalidity,
 int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			  time_t *next_at, char **error)
 {
-	struct db_stmt *s = prep(st, "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
-				     " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
-				     " messages m WHERE m.mailbox=e.mailbox AND"
-				     " m.uidvalidity=e.uidvalidity AND m.uid=e.uid AND m.acked=0)");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT COUNT(*), MIN(next_at), MAX(error) FROM ack_errors e"
+			   " WHERE mailbox=?1 AND uidvalidity=?2 AND EXISTS(SELECT 1 FROM"
+			   " messages m WHERE m.mailbox=e.mailbox AND"
+			   " m.uidvalidity=e.uidvalidity AND m.uid=e.uid AND m.acked=0)");
 	int count = -1;
 	*next_at = 0;
 	*error = NULL;
@@ -453,7 +398,7 @@ void messages_acks_note(struct store *st, const char *mailbox, uint32_t uidvalid
 long messages_held_count(struct store *st, const char *mailbox)
 {
 	struct db_stmt *s =
-	    prep(st, "SELECT COUNT(*) FROM messages WHERE mailbox=? AND state=" Q(S_HELD));
+	    store_prep(st, "SELECT COUNT(*) FROM messages WHERE mailbox=? AND state=" Q(S_HELD));
 	long n = -1;
 	if (!s)
 		return -1;
@@ -468,16 +413,16 @@ int messages_release_held(struct store *st, const char *mailbox, long n)
 {
 	if (store_begin(st) < 0)
 		return -1;
-	struct db_stmt *s =
-	    prep(st, "UPDATE messages SET state=" Q(
-			 S_NEW) " WHERE id IN"
-				" (SELECT id FROM messages WHERE mailbox=?1"
-				" AND state=" Q(S_HELD) " ORDER BY internaldate, id LIMIT ?2)");
+	struct db_stmt *s = store_prep(
+	    st, "UPDATE messages SET state=" Q(
+		    S_NEW) " WHERE id IN"
+			   " (SELECT id FROM messages WHERE mailbox=?1"
+			   " AND state=" Q(S_HELD) " ORDER BY internaldate, id LIMIT ?2)");
 	if (s) {
 		db_bind_text(s, 1, mailbox, -1);
 		db_bind_int64(s, 2, n);
 	}
-	if (step_done(st, s) < 0) {
+	if (store_run(st, s) < 0) {
 		store_rollback(st);
 		return -1;
 	}
@@ -486,13 +431,13 @@ int messages_release_held(struct store *st, const char *mailbox, long n)
 
 void messages_forget_held(struct store *st, const char *mailbox, time_t before)
 {
-	struct db_stmt *s = prep(st, "DELETE FROM messages WHERE mailbox=? AND state=" Q(
-					 S_HELD) " AND internaldate < ?");
+	struct db_stmt *s = store_prep(st, "DELETE FROM messages WHERE mailbox=? AND state=" Q(
+					       S_HELD) " AND internaldate < ?");
 	if (!s)
 		return;
 	db_bind_text(s, 1, mailbox, -1);
 	db_bind_int64(s, 2, (int64_t)before);
-	step_done(st, s);
+	store_run(st, s);
 }
 
 /* --- the pipeline ------------------------------------------------------- */
@@ -534,7 +479,7 @@ int messages_new_ids(struct store *st, const char *replies_key, const char *cons
 		buf_printf(&sql, ",?%zu", i + 3);
 	buf_printf(&sql, ") AND parse_attempts >= %d ORDER BY internaldate, id LIMIT ?2",
 		   min_attempts);
-	s = prep(st, sql.data);
+	s = store_prep(st, sql.data);
 	buf_free(&sql);
 	if (!s)
 		return -1;
@@ -561,8 +506,8 @@ int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 		return 0;
 	store_exec(st, "PRAGMA synchronous=NORMAL");
 	if (store_begin(st) == 0) {
-		if ((s = prep(st, "UPDATE messages SET parse_attempts=parse_attempts+1"
-				  " WHERE id=?"))) {
+		if ((s = store_prep(st, "UPDATE messages SET parse_attempts=parse_attempts+1"
+					" WHERE id=?"))) {
 			rc = 0;
 			for (size_t i = 0; i < n && rc == 0; i++) {
 				db_reset(s);
@@ -583,7 +528,7 @@ int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 void messages_forget_attempts(struct store *st, const int64_t *ids, size_t n)
 {
 	struct db_stmt *s =
-	    prep(st, "UPDATE messages SET parse_attempts=0 WHERE id=? AND state=" Q(S_NEW));
+	    store_prep(st, "UPDATE messages SET parse_attempts=0 WHERE id=? AND state=" Q(S_NEW));
 	if (!s)
 		return;
 	for (size_t i = 0; i < n; i++) {
@@ -650,25 +595,25 @@ int messages_follow_dead_posts(struct store *st, const char *why)
 {
 	/* driven from the (few) dead posts through the parent index, so the
 	 * cost does not grow with the queue */
-	struct db_stmt *s =
-	    prep(st, "UPDATE messages SET state=" Q(
-			 S_DEAD) ", reason=?1 WHERE id IN"
-				 " (SELECT c.message FROM outbox c WHERE c.parent IN"
-				 " (SELECT id FROM outbox WHERE state IN ('dead','dropped'))"
-				 " AND c.kind='comment' AND c.state IN ('pending','retrying'))");
+	struct db_stmt *s = store_prep(
+	    st, "UPDATE messages SET state=" Q(
+		    S_DEAD) ", reason=?1 WHERE id IN"
+			    " (SELECT c.message FROM outbox c WHERE c.parent IN"
+			    " (SELECT id FROM outbox WHERE state IN ('dead','dropped'))"
+			    " AND c.kind='comment' AND c.state IN ('pending','retrying'))");
 	if (s)
 		db_bind_text(s, 1, why, -1);
-	return step_done(st, s);
+	return store_run(st, s);
 }
 
 int messages_follow_retried(struct store *st)
 {
-	return step_done(st,
-			 prep(st, "UPDATE messages SET state=" Q(
-				      S_QUEUED) ", reason=NULL"
-						" WHERE state=" Q(
-						    S_DEAD) " AND id IN (SELECT message"
-							    " FROM outbox WHERE state='pending')"));
+	return store_run(
+	    st, store_prep(st, "UPDATE messages SET state=" Q(
+				   S_QUEUED) ", reason=NULL"
+					     " WHERE state=" Q(
+						 S_DEAD) " AND id IN (SELECT message"
+							 " FROM outbox WHERE state='pending')"));
 }
 
 #define ON_DEAD_LIST "state IN (" Q(S_SKIPPED) "," Q(S_DEAD) ")"
@@ -676,7 +621,7 @@ int messages_follow_retried(struct store *st)
 int messages_dead_content(struct store *st, int64_t id)
 {
 	struct db_stmt *s =
-	    prep(st, "SELECT NOT " HAS_RAW " FROM messages WHERE id=? AND " ON_DEAD_LIST);
+	    store_prep(st, "SELECT NOT " HAS_RAW " FROM messages WHERE id=? AND " ON_DEAD_LIST);
 	int rc = 0;
 	if (!s)
 		return -1;
@@ -715,7 +660,7 @@ int messages_drop_of_item(struct store *st, int64_t item)
 
 int messages_counts(struct store *st, const char *mailbox, struct messages_counts *c)
 {
-	struct db_stmt *s = prep(
+	struct db_stmt *s = store_prep(
 	    st, "SELECT COUNT(*), SUM(state IN (" Q(S_SKIPPED) "," Q(
 		    S_HANDLED) ")),"
 			       " SUM(state=" Q(S_NEW) "), SUM(state=" Q(S_QUEUED) "), SUM(state=" Q(
@@ -743,7 +688,8 @@ int messages_each_count(struct store *st,
 			void (*fn)(void *ctx, const char *mailbox, const char *state, long long n),
 			void *ctx)
 {
-	struct db_stmt *s = prep(st, "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT mailbox, state, COUNT(*) FROM messages GROUP BY 1, 2");
 	if (!s)
 		return -1;
 	while (db_step(s) == DB_ROW)
@@ -761,7 +707,7 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 	 * none of its items still on its way or delivered after cutoff.  The
 	 * parsed form stays (dedupe compares it); with secure_delete the
 	 * bytes of the mail are overwritten. */
-	struct db_stmt *s = prep(
+	struct db_stmt *s = store_prep(
 	    st, "DELETE FROM message_bodies WHERE EXISTS(SELECT 1"
 		" FROM messages WHERE messages.id=message_bodies.message AND received_at <= ?1"
 		" AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
@@ -773,7 +719,7 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 			       " OR COALESCE(o.delivered_at,0) > ?1)))");
 	if (s)
 		db_bind_int64(s, 1, (int64_t)cutoff);
-	if (step_done(st, s) < 0)
+	if (store_run(st, s) < 0)
 		return -1;
 	return (int)db_changes(store_db(st));
 }

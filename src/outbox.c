@@ -104,57 +104,9 @@ static char *payload_build(const struct outbox_new *n)
 	return out;
 }
 
-static struct db_stmt *prep(struct store *st, const char *sql)
-{
-	struct db_stmt *s = NULL;
-	if (!(s = db_prepare(store_db(st), sql))) {
-		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
-		return NULL;
-	}
-	return s;
-}
-
-/* A statement run once per item, kept prepared (store_stmt); given back
- * with run_kept or store_stmt_done. */
-static struct db_stmt *kept(struct store *st, const char *sql)
-{
-	struct db_stmt *s = store_stmt(st, sql);
-	if (!s)
-		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
-	return s;
-}
-
-/* Steps a kept statement once and gives it back. 0 or -1. */
-static int run_kept(struct store *st, struct db_stmt *s)
-{
-	if (!s)
-		return -1;
-	int rc = db_step(s);
-	store_stmt_done(st, s);
-	if (rc != DB_DONE && rc != DB_ROW) {
-		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
-		return -1;
-	}
-	return 0;
-}
-
-/* Steps a statement once and finalizes it. 0 or -1. */
-static int run(struct store *st, struct db_stmt *s)
-{
-	if (!s)
-		return -1;
-	int rc = db_step(s);
-	db_finalize(s);
-	if (rc != DB_DONE && rc != DB_ROW) {
-		log_error("outbox.error error=%s", LOG_Q(store_errmsg(st)));
-		return -1;
-	}
-	return 0;
-}
-
 static int64_t id_of_key(struct store *st, const char *key)
 {
-	struct db_stmt *s = prep(st, "SELECT id FROM outbox WHERE key=?");
+	struct db_stmt *s = store_prep(st, "SELECT id FROM outbox WHERE key=?");
 	int64_t id = -1;
 	if (!s)
 		return -1;
@@ -174,9 +126,9 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	}
 	char *payload = payload_build(n);
 	struct db_stmt *s =
-	    kept(st, "INSERT INTO outbox(key, message, kind, grp,"
-		     " thread_id, parent, payload, created, sort_date, ext_parent)"
-		     " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
+	    store_kept(st, "INSERT INTO outbox(key, message, kind, grp,"
+			   " thread_id, parent, payload, created, sort_date, ext_parent)"
+			   " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
 	if (!s) {
 		free(payload);
 		return -1;
@@ -212,8 +164,8 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	const struct mf_message *m = n->msg;
 	for (size_t i = 0; m && i < m->n_attachments; i++) {
 		const struct mf_attachment *a = &m->attachments[i];
-		s = kept(st, "INSERT INTO attachments(item, filename, content_type, size,"
-			     " sha256, data) VALUES(?,?,?,?,?,?)");
+		s = store_kept(st, "INSERT INTO attachments(item, filename, content_type, size,"
+				   " sha256, data) VALUES(?,?,?,?,?,?)");
 		if (!s)
 			return -1;
 		db_bind_int64(s, 1, id);
@@ -224,7 +176,7 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		db_bind_text(s, 5, a->sha256, -1);
 		if (a->data)
 			db_bind_blob(s, 6, a->data, (size_t)(a->size));
-		if (run_kept(st, s) < 0)
+		if (store_run_kept(st, s) < 0)
 			return -1;
 	}
 	return id;
@@ -266,7 +218,7 @@ int outbox_key_exists(struct db *db, const char *key)
 
 int outbox_counts(struct store *st, struct outbox_counts *c)
 {
-	struct db_stmt *s = prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
+	struct db_stmt *s = store_prep(st, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
 	memset(c, 0, sizeof *c);
 	if (!s)
 		return -1;
@@ -302,7 +254,7 @@ int outbox_counts(struct store *st, struct outbox_counts *c)
 
 long outbox_count(struct store *st, enum outbox_state state)
 {
-	struct db_stmt *s = prep(st, "SELECT COUNT(*) FROM outbox WHERE state=?");
+	struct db_stmt *s = store_prep(st, "SELECT COUNT(*) FROM outbox WHERE state=?");
 	long n = 0;
 	if (!s || !outbox_state_name(state)) {
 		db_finalize(s);
@@ -317,9 +269,9 @@ long outbox_count(struct store *st, enum outbox_state state)
 
 int outbox_retry_status(struct store *st, char **error, time_t *next_at)
 {
-	struct db_stmt *s = prep(st, "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
-				     " state='retrying') FROM outbox WHERE state='retrying'"
-				     " ORDER BY id LIMIT 1");
+	struct db_stmt *s = store_prep(st, "SELECT error, (SELECT MIN(next_at) FROM outbox WHERE"
+					   " state='retrying') FROM outbox WHERE state='retrying'"
+					   " ORDER BY id LIMIT 1");
 	*error = NULL;
 	*next_at = 0;
 	if (!s)
@@ -381,8 +333,8 @@ void outbox_loaded_free(struct outbox_loaded *l)
 
 static int load_attachments(struct store *st, struct outbox_loaded *l)
 {
-	struct db_stmt *s = kept(st, "SELECT filename, content_type, size, sha256, data, id,"
-				     " remote FROM attachments WHERE item=? ORDER BY id");
+	struct db_stmt *s = store_kept(st, "SELECT filename, content_type, size, sha256, data, id,"
+					   " remote FROM attachments WHERE item=? ORDER BY id");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, l->item.id);
@@ -415,9 +367,9 @@ static int load_attachments(struct store *st, struct outbox_loaded *l)
 int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 {
 	struct db_stmt *s =
-	    kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
-		     " o.created, p.remote_id FROM outbox o"
-		     " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
+	    store_kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
+			   " o.created, p.remote_id FROM outbox o"
+			   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
 	memset(l, 0, sizeof *l);
 	if (!s)
 		return -1;
@@ -501,27 +453,28 @@ static int message_follow_dead(struct store *st, int64_t message, const char *re
 int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const char *remote_id,
 			  time_t now)
 {
-	struct db_stmt *s = kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
-				     " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
+	struct db_stmt *s =
+	    store_kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
+			   " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, remote_id, -1);
 	db_bind_int64(s, 2, (int64_t)now);
 	db_bind_int64(s, 3, l->item.id);
-	if (run_kept(st, s) < 0)
+	if (store_run_kept(st, s) < 0)
 		return -1;
 	return message_follow_delivered(st, l->message);
 }
 
 int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char *error)
 {
-	struct db_stmt *s = prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
-				     " attempts=attempts+1 WHERE id=?");
+	struct db_stmt *s = store_prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
+					   " attempts=attempts+1 WHERE id=?");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, error, -1);
 	db_bind_int64(s, 2, l->item.id);
-	if (run(st, s) < 0 || note_count(st, NOTE_COUNT_DEAD, 1) < 0)
+	if (store_run(st, s) < 0 || note_count(st, NOTE_COUNT_DEAD, 1) < 0)
 		return -1;
 	char *reason = xasprintf("feed service did not take the %s: %s",
 				 l->item.kind == FEED_POST ? "post" : "comment", error);
@@ -533,14 +486,15 @@ int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char
 int outbox_mark_retry(struct store *st, const struct outbox_loaded *l, time_t next_at,
 		      const char *error)
 {
-	struct db_stmt *s = prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
-				     " next_at=?, error=? WHERE id=?");
+	struct db_stmt *s =
+	    store_prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
+			   " next_at=?, error=? WHERE id=?");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, (int64_t)next_at);
 	db_bind_text(s, 2, error, -1);
 	db_bind_int64(s, 3, l->item.id);
-	if (run(st, s) < 0)
+	if (store_run(st, s) < 0)
 		return -1;
 	return note_count(st, NOTE_COUNT_RETRIED, 1);
 }
@@ -554,14 +508,14 @@ int outbox_cascade_dead(struct store *st)
 	 * cost does not grow with the queue */
 	if (messages_follow_dead_posts(st, why) < 0)
 		return -1;
-	struct db_stmt *s =
-	    prep(st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
-		     " AND state IN ('pending','retrying')"
-		     " AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
+	struct db_stmt *s = store_prep(
+	    st, "UPDATE outbox SET state='dead', error=?1 WHERE kind='comment'"
+		" AND state IN ('pending','retrying')"
+		" AND parent IN (SELECT id FROM outbox WHERE state IN ('dead','dropped'))");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, why, -1);
-	if (run(st, s) < 0)
+	if (store_run(st, s) < 0)
 		return -1;
 	int n = (int)db_changes(store_db(st));
 	if (n > 0)
@@ -583,7 +537,7 @@ int outbox_cascade_dead(struct store *st)
 
 long outbox_count_waiting(struct store *st)
 {
-	struct db_stmt *s = prep(
+	struct db_stmt *s = store_prep(
 	    st, "SELECT COUNT(*) FROM outbox WHERE state IN ('pending','retrying','inflight')");
 	long n = 0;
 	if (!s)
@@ -596,8 +550,8 @@ long outbox_count_waiting(struct store *st)
 
 long outbox_next_due(struct store *st)
 {
-	struct db_stmt *s = prep(st, "SELECT MIN(o.next_at) FROM outbox o"
-				     " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
+	struct db_stmt *s = store_prep(st, "SELECT MIN(o.next_at) FROM outbox o"
+					   " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
 	long next = 0;
 	if (!s)
 		return 0;
@@ -616,9 +570,9 @@ long outbox_next_due(struct store *st)
 static int select_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n)
 {
 	struct db_stmt *s =
-	    prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
-		     " LEFT JOIN outbox p ON p.id=o.parent"
-		     " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+	    store_prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
+			   " LEFT JOIN outbox p ON p.id=o.parent"
+			   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, (int64_t)now);
@@ -634,10 +588,10 @@ static int select_due(struct store *st, time_t now, size_t batch, int64_t **ids,
 static int mark_inflight(struct store *st, const int64_t *ids, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct db_stmt *s = kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
+		struct db_stmt *s = store_kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
 		if (s)
 			db_bind_int64(s, 1, ids[i]);
-		if (run_kept(st, s) < 0)
+		if (store_run_kept(st, s) < 0)
 			return -1;
 	}
 	return 0;
@@ -668,7 +622,8 @@ fail:
 
 int outbox_inflight_ids(struct store *st, int64_t **ids, size_t *n)
 {
-	struct db_stmt *s = prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
 	*ids = NULL;
 	*n = 0;
 	if (!s)
@@ -684,34 +639,34 @@ int outbox_inflight_ids(struct store *st, int64_t **ids, size_t *n)
 int outbox_mark_pending(struct store *st, int64_t id)
 {
 	struct db_stmt *s =
-	    prep(st, "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
+	    store_prep(st, "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
 	if (s)
 		db_bind_int64(s, 1, id);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 int outbox_mark_unreadable(struct store *st, int64_t id)
 {
-	struct db_stmt *s = prep(st, "UPDATE outbox SET state='dead', error='stored item is"
-				     " unreadable' WHERE id=?");
+	struct db_stmt *s = store_prep(st, "UPDATE outbox SET state='dead', error='stored item is"
+					   " unreadable' WHERE id=?");
 	if (s)
 		db_bind_int64(s, 1, id);
-	return run(st, s);
+	return store_run(st, s);
 }
 
 void outbox_note_upload(struct store *st, int64_t attachment, const char *remote)
 {
-	struct db_stmt *s = prep(st, "UPDATE attachments SET remote=? WHERE id=?");
+	struct db_stmt *s = store_prep(st, "UPDATE attachments SET remote=? WHERE id=?");
 	if (s) {
 		db_bind_text(s, 1, remote, -1);
 		db_bind_int64(s, 2, attachment);
 	}
-	run(st, s);
+	store_run(st, s);
 }
 
 int outbox_remote_known(struct store *st, const char *remote)
 {
-	struct db_stmt *s = prep(st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
+	struct db_stmt *s = store_prep(st, "SELECT 1 FROM outbox WHERE remote_id=? LIMIT 1");
 	int found = 0;
 	if (s) {
 		db_bind_text(s, 1, remote, -1);
@@ -726,11 +681,12 @@ int outbox_remote_known(struct store *st, const char *remote)
 int outbox_read_delivered(struct store *st, const char *group, time_t since,
 			  struct feed_entry **entries, size_t *n)
 {
-	struct db_stmt *s = prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
-				     " json_extract(o.payload,'$.parent_remote_id')"
-				     " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
-				     " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
-				     " ORDER BY o.delivered_at, o.id");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
+			   " json_extract(o.payload,'$.parent_remote_id')"
+			   " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
+			   " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
+			   " ORDER BY o.delivered_at, o.id");
 	*entries = NULL;
 	*n = 0;
 	if (!s)
@@ -784,7 +740,7 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	/* Messages whose outbox item is listed are not listed a second time.  A
 	 * message that could not be parsed has no parsed subject and sender: its
 	 * raw header block tells them instead. */
-	struct db_stmt *s = prep(
+	struct db_stmt *s = store_prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
 		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
 		" o.error, o.state, m.uid, NULL FROM outbox o"
@@ -864,12 +820,12 @@ static int dead_id_parse(const char *id, char *kind, int64_t *row)
 /* One statement of the dead list on row ?1, with ?2 the time now. */
 static int run_on_row(struct store *st, const char *sql, int64_t row)
 {
-	struct db_stmt *s = prep(st, sql);
+	struct db_stmt *s = store_prep(st, sql);
 	if (s) {
 		db_bind_int64(s, 1, row);
 		db_bind_int64(s, 2, (int64_t)time(NULL));
 	}
-	return run(st, s);
+	return store_run(st, s);
 }
 
 static int retry_item(struct store *st, int64_t row)
@@ -922,10 +878,10 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
  * no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
-	struct db_stmt *s = prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
-				     " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
-				     " ON m.id=o.message LEFT JOIN message_parsed p"
-				     " ON p.message=m.id WHERE o.id=?");
+	struct db_stmt *s = store_prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
+					   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
+					   " ON m.id=o.message LEFT JOIN message_parsed p"
+					   " ON p.message=m.id WHERE o.id=?");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, item);
@@ -958,13 +914,13 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 		strlist_free(&parsed.hashtags);
 		json_object_set_new(payload, "hashtags", tags);
 		char *text = json_dumps(payload, JSON_COMPACT);
-		s = prep(st, "UPDATE outbox SET grp=?, payload=? WHERE id=?");
+		s = store_prep(st, "UPDATE outbox SET grp=?, payload=? WHERE id=?");
 		if (s) {
 			db_bind_text(s, 1, mb->group, -1);
 			db_bind_text(s, 2, text, -1);
 			db_bind_int64(s, 3, item);
 		}
-		rc = run(st, s);
+		rc = store_run(st, s);
 		free(text);
 		if (rc == 0 && old_group && strcmp(old_group, mb->group) != 0)
 			log_info("outbox.remapped item=%lld group_was=%s group=%s", (long long)item,
@@ -979,8 +935,8 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 /* Items of a retried post: the post and the comments brought back with it. */
 static int remap_retried(struct store *st, const struct mf_config *cfg, int64_t row)
 {
-	struct db_stmt *s = prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
-				     " AND state='pending'");
+	struct db_stmt *s = store_prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
+					   " AND state='pending'");
 	int64_t ids[256];
 	size_t n = 0;
 	if (!s)
@@ -1008,12 +964,12 @@ int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char 
 		if (rc == 0) {
 			messages_follow_retried(st);
 			/* sent again from scratch: files are uploaded anew */
-			struct db_stmt *s =
-			    prep(st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
-				     " (SELECT id FROM outbox WHERE parent=?1)");
+			struct db_stmt *s = store_prep(
+			    st, "UPDATE attachments SET remote=NULL WHERE item=?1 OR item IN"
+				" (SELECT id FROM outbox WHERE parent=?1)");
 			if (s)
 				db_bind_int64(s, 1, row);
-			run(st, s);
+			store_run(st, s);
 			if (cfg && remap_retried(st, cfg, row) < 0)
 				rc = -1;
 		}
@@ -1064,8 +1020,8 @@ int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin 
 	memset(o, 0, sizeof *o);
 	if (!remote_id || !*remote_id)
 		return 0;
-	struct db_stmt *s = prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
-				     " AND state='delivered' ORDER BY id LIMIT 1");
+	struct db_stmt *s = store_prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
+					   " AND state='delivered' ORDER BY id LIMIT 1");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, remote_id, -1);

@@ -518,34 +518,55 @@ int store_commit(struct store *st)
 
 void store_rollback(struct store *st) { db_rollback(st->db); }
 
-static struct db_stmt *prep(struct store *st, const char *sql)
+struct db_stmt *store_prep(struct store *st, const char *sql)
 {
 	struct db_stmt *s = NULL;
 	if (!(s = db_prepare(st->db, sql))) {
-		char e[600];
-		log_error("store.error prepare=failed error=%s",
-			  log_quote(note_error(st), e, sizeof e));
+		log_error("store.error prepare=failed error=%s", LOG_Q(note_error(st)));
 		return NULL;
 	}
 	return s;
 }
 
-static int step_done(struct store *st, struct db_stmt *s)
+int store_run(struct store *st, struct db_stmt *s)
 {
+	if (!s)
+		return -1;
 	int rc = db_step(s);
+	db_finalize(s);
 	if (rc != DB_DONE && rc != DB_ROW) {
-		char e[600];
-		log_error("store.error error=%s", log_quote(note_error(st), e, sizeof e));
-		db_finalize(s);
+		log_error("store.error error=%s", LOG_Q(note_error(st)));
 		return -1;
 	}
-	db_finalize(s);
+	return 0;
+}
+
+struct db_stmt *store_kept(struct store *st, const char *sql)
+{
+	struct db_stmt *s = store_stmt(st, sql);
+	if (!s)
+		log_error("store.error prepare=failed error=%s", LOG_Q(note_error(st)));
+	return s;
+}
+
+int store_run_kept(struct store *st, struct db_stmt *s)
+{
+	if (!s)
+		return -1;
+	int rc = db_step(s);
+	if (rc != DB_DONE && rc != DB_ROW) {
+		log_error("store.error error=%s", LOG_Q(note_error(st)));
+		store_stmt_done(st, s);
+		return -1;
+	}
+	store_stmt_done(st, s);
 	return 0;
 }
 
 int store_folder_get(struct store *st, const char *mailbox, struct folder_state *fs)
 {
-	struct db_stmt *s = prep(st, "SELECT uidvalidity, last_uid FROM folders WHERE mailbox=?");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT uidvalidity, last_uid FROM folders WHERE mailbox=?");
 	memset(fs, 0, sizeof *fs);
 	if (!s)
 		return -1;
@@ -567,7 +588,7 @@ int store_folder_select(struct store *st, const char *mailbox, const char *accou
 		return -1;
 	if (fs.uidvalidity != 0 && fs.uidvalidity != uidvalidity)
 		*changed = 1;
-	struct db_stmt *s = prep(
+	struct db_stmt *s = store_prep(
 	    st, "INSERT INTO folders(mailbox, account, folder, uidvalidity, last_uid, last_event)"
 		" VALUES(?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT(mailbox) DO UPDATE SET"
 		" account=?2, folder=?3, last_event=?5,"
@@ -579,32 +600,33 @@ int store_folder_select(struct store *st, const char *mailbox, const char *accou
 	db_bind_text(s, 3, folder, -1);
 	db_bind_int64(s, 4, uidvalidity);
 	db_bind_int64(s, 5, (int64_t)time(NULL));
-	return step_done(st, s);
+	return store_run(st, s);
 }
 
 int store_folder_ok(struct store *st, const char *mailbox)
 {
-	struct db_stmt *s = prep(st, "UPDATE folders SET last_ok=?2, last_event=?2, last_error=NULL"
-				     " WHERE mailbox=?1");
+	struct db_stmt *s =
+	    store_prep(st, "UPDATE folders SET last_ok=?2, last_event=?2, last_error=NULL"
+			   " WHERE mailbox=?1");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, mailbox, -1);
 	db_bind_int64(s, 2, (int64_t)time(NULL));
-	return step_done(st, s);
+	return store_run(st, s);
 }
 
 int store_folder_error(struct store *st, const char *mailbox, const char *error)
 {
-	struct db_stmt *s =
-	    prep(st, "INSERT INTO folders(mailbox, account, folder, last_error, last_error_at)"
-		     " VALUES(?1, '', '', ?2, ?3) ON CONFLICT(mailbox) DO UPDATE SET"
-		     " last_error=?2, last_error_at=?3");
+	struct db_stmt *s = store_prep(
+	    st, "INSERT INTO folders(mailbox, account, folder, last_error, last_error_at)"
+		" VALUES(?1, '', '', ?2, ?3) ON CONFLICT(mailbox) DO UPDATE SET"
+		" last_error=?2, last_error_at=?3");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, mailbox, -1);
 	db_bind_text(s, 2, error, -1);
 	db_bind_int64(s, 3, (int64_t)time(NULL));
-	return step_done(st, s);
+	return store_run(st, s);
 }
 
 int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
@@ -648,7 +670,7 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 		return -1;
 	}
 	for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
-		struct db_stmt *s = prep(st, sql[i]);
+		struct db_stmt *s = store_prep(st, sql[i]);
 		if (!s) {
 			store_rollback(st);
 			return -1;
@@ -656,7 +678,7 @@ int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
 		db_bind_int64(s, 1, (int64_t)(now - keep_raw));
 		db_bind_int64(s, 2, (int64_t)(now - id_lifetime));
 		db_bind_int64(s, 3, (int64_t)(now - 2 * 86400));
-		if (step_done(st, s) < 0) {
+		if (store_run(st, s) < 0) {
 			store_rollback(st);
 			return -1;
 		}
@@ -696,7 +718,7 @@ static void folder_row(struct db_stmt *s, struct folder_status *fs)
 
 int store_folder_status(struct store *st, const char *mailbox, struct folder_status *fs)
 {
-	struct db_stmt *s = prep(st, FOLDER_COLUMNS " WHERE mailbox=?");
+	struct db_stmt *s = store_prep(st, FOLDER_COLUMNS " WHERE mailbox=?");
 	int found = 0;
 	memset(fs, 0, sizeof *fs);
 	if (!s)
@@ -712,7 +734,7 @@ int store_folder_status(struct store *st, const char *mailbox, struct folder_sta
 
 int store_folders_list(struct store *st, struct folder_status **list, size_t *n)
 {
-	struct db_stmt *s = prep(st, FOLDER_COLUMNS " ORDER BY mailbox");
+	struct db_stmt *s = store_prep(st, FOLDER_COLUMNS " ORDER BY mailbox");
 	*list = NULL;
 	*n = 0;
 	if (!s)

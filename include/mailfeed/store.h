@@ -84,6 +84,14 @@ const char *store_errmsg(struct store *st);
  * (store_errmsg tells). */
 struct db_stmt *store_stmt(struct store *st, const char *sql);
 void store_stmt_done(struct store *st, struct db_stmt *s);
+/* For the owning modules: a statement prepared, or NULL with the reason
+ * logged (store.error); one stepped once and finalized, 0 or -1 logged.
+ * store_kept/store_run_kept do the same for a statement kept prepared
+ * (store_stmt), given back after its step. */
+struct db_stmt *store_prep(struct store *st, const char *sql);
+int store_run(struct store *st, struct db_stmt *s);
+struct db_stmt *store_kept(struct store *st, const char *sql);
+int store_run_kept(struct store *st, struct db_stmt *s);
 
 /* --- folders and ingestion ------------------------------------------- */
 
