@@ -394,11 +394,20 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 	struct db *db = db_open_flags(path, DB_OPEN_NO_SETUP, err, errlen, NULL);
 	if (!db)
 		return NULL;
-	if (check_file(db, path, err, errlen) < 0)
-		goto fail;
-	if (db_setup(db) < 0) {
-		open_error(db, path, db_errmsg(db), err, errlen);
-		goto fail;
+	/* a state that another process is creating this very moment (its
+	 * journal mode being set) can answer "database is locked" at once,
+	 * without waiting: asked again for up to 10 s */
+	for (int tries = 0;; tries++) {
+		int rc = check_file(db, path, err, errlen);
+		if (rc == 0 && db_setup(db) < 0) {
+			open_error(db, path, db_errmsg(db), err, errlen);
+			rc = -1;
+		}
+		if (rc == 0)
+			break;
+		if (!db_unavailable(db) || tries >= 200)
+			goto fail;
+		usleep(50 * 1000);
 	}
 	if (migrate(db, path, err, errlen) < 0)
 		goto fail;

@@ -45,6 +45,7 @@ def hostile_config(tmp_path, srv, after="seen", **account):
 
 def status_of(cfg):
     r = run_mailfeed(cfg, "status", "--json")
+    assert r.stdout, "status: exit %d: %s" % (r.returncode, r.stderr)
     mbs = json.loads(r.stdout)["mailboxes"]
     return mbs[0] if isinstance(mbs, list) else mbs["team"]
 
