@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/digest.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
@@ -154,14 +156,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char p[160];
 	store_close(f->st);
-	unlink(f->path);
+	state_file_remove(f->path);
 	unlink(f->secret_path);
-	snprintf(p, sizeof p, "%s-wal", f->path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", f->path);
-	unlink(p);
 	rmdir(f->dir);
 	free(f);
 	return 0;

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/subscribers.h"
 
 struct fixture {
@@ -47,13 +49,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char p[160];
 	store_close(f->st);
-	unlink(f->path);
-	snprintf(p, sizeof p, "%s-wal", f->path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", f->path);
-	unlink(p);
+	state_file_remove(f->path);
 	rmdir(f->dir);
 	free(f);
 	return 0;

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "state_file.h"
+
 #include "mailfeed/mime.h"
 #include "mailfeed/thread.h"
 
@@ -234,13 +236,8 @@ static int setup_store(void **state)
 static int teardown_store(void **state)
 {
 	struct fixture *fx = *state;
-	char side[96];
 	store_close(fx->st);
-	unlink(fx->path);
-	snprintf(side, sizeof side, "%s-wal", fx->path);
-	unlink(side);
-	snprintf(side, sizeof side, "%s-shm", fx->path);
-	unlink(side);
+	state_file_remove(fx->path);
 	free(fx);
 	return 0;
 }

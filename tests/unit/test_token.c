@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "state_file.h"
 #include <sqlite3.h>
 
 #include "mailfeed/auth.h"
@@ -59,14 +61,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char p[160];
 	store_close(f->st);
-	unlink(f->path);
+	state_file_remove(f->path);
 	unlink(f->secret_path);
-	snprintf(p, sizeof p, "%s-wal", f->path);
-	unlink(p);
-	snprintf(p, sizeof p, "%s-shm", f->path);
-	unlink(p);
 	rmdir(f->dir);
 	free(f);
 	return 0;
