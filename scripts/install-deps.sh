@@ -44,6 +44,7 @@ universal-ctags
 systemd-journal-remote
 libpq-dev
 postgresql
+python3-psycopg2
 "
 missing=""
 for p in $PKGS; do
