@@ -113,7 +113,8 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 /* The raw bytes of message id, in the row of its body. */
 static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 {
-	struct db_stmt *s = store_kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
+	struct db_stmt *s = store_kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)"
+					   " ON CONFLICT(message) DO NOTHING");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, id);
