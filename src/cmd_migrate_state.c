@@ -95,19 +95,6 @@ static int is_listed(const char *name, const char *const *list, size_t n)
 
 #define LISTED(name, list) is_listed(name, list, sizeof list / sizeof *list)
 
-/* A DSN shown without its password (user:secret@ -> user:***@). */
-static char *shown_name(const char *target)
-{
-	if (!db_is_dsn(target))
-		return xstrdup(target);
-	const char *scheme = strstr(target, "://");
-	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-	if (!at || !colon || colon > at)
-		return xstrdup(target);
-	return xasprintf("%.*s:***%s", (int)(colon - target), target, at);
-}
-
 /* The DSN on the first line of path, or NULL with err. */
 static char *read_dsn_file(const char *path, char *err, size_t errlen)
 {
@@ -700,7 +687,7 @@ static int migrate(const char *source, const char *target)
 {
 	struct migration m = {0};
 	char err[1024] = "";
-	char *from_name = shown_name(source), *to_name = shown_name(target);
+	char *from_name = dsn_redact(source), *to_name = dsn_redact(target);
 	int fds[2] = {-1, -1};
 	m.from_name = from_name;
 	m.to_name = to_name;

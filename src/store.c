@@ -798,7 +798,8 @@ int store_folder_select(struct store *st, const char *mailbox, const char *accou
 	    st, "INSERT INTO folders(mailbox, account, folder, uidvalidity, last_uid, last_event)"
 		" VALUES(?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT(mailbox) DO UPDATE SET"
 		" account=?2, folder=?3, last_event=?5,"
-		" last_uid=CASE WHEN uidvalidity=?4 THEN last_uid ELSE 0 END, uidvalidity=?4");
+		" last_uid=CASE WHEN folders.uidvalidity=?4 THEN folders.last_uid ELSE 0 END,"
+		" uidvalidity=?4");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, mailbox, -1);
