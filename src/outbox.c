@@ -682,8 +682,7 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 			  struct feed_entry **entries, size_t *n)
 {
 	struct db_stmt *s =
-	    store_prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
-			   " json_extract(o.payload,'$.parent_remote_id')"
+	    store_prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at"
 			   " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
 			   " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
 			   " ORDER BY o.delivered_at, o.id");
@@ -703,7 +702,7 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 		e->remote_id = col_dup(s, 0);
 		e->parent_remote_id = col_dup(s, 1);
 		if (!e->parent_remote_id)
-			e->parent_remote_id = col_dup(s, 4);
+			e->parent_remote_id = json_dup(p, "parent_remote_id");
 		e->group = xstrdup(group);
 		json_t *a = json_object_get(p, "author");
 		e->author_name = json_dup(a, "name");
@@ -735,6 +734,17 @@ int outbox_read_group(struct store *st, const struct feed_backend_ops *ops, void
 
 /* --- the dead list ---------------------------------------------------- */
 
+/* The sender and subject of a dead list entry: from an item's payload or
+ * from a message's parsed form (JSON read here, not in SQL, so that one
+ * text serves both engines and an unreadable row does not hide the list). */
+static void dead_sender(const char *payload, const char *parsed, struct outbox_dead *d)
+{
+	json_t *j = json_loads(payload ? payload : parsed ? parsed : "null", 0, NULL);
+	d->from = json_dup(json_object_get(j, payload ? "author" : "from"), "email");
+	d->subject = json_dup(j, "subject");
+	json_decref(j);
+}
+
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 {
 	/* Messages whose outbox item is listed are not listed a second time.  A
@@ -742,14 +752,12 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	 * raw header block tells them instead. */
 	struct db_stmt *s = store_prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
-		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
-		" o.error, o.state, m.uid, NULL FROM outbox o"
+		" o.payload, NULL, o.error, o.state, m.uid, NULL FROM outbox o"
 		" LEFT JOIN messages m ON m.id=o.message WHERE o.state='dead'"
 		" UNION ALL"
-		" SELECT 'm', m.id, m.received_at, m.mailbox,"
-		" json_extract(p.parsed,'$.from.email'), json_extract(p.parsed,'$.subject'),"
+		" SELECT 'm', m.id, m.received_at, m.mailbox, NULL, p.parsed,"
 		" m.reason, m.state, m.uid,"
-		" CASE WHEN p.parsed IS NULL THEN substr(b.raw, 1, ?1) END"
+		" CASE WHEN p.parsed IS NULL THEN substr(b.raw, 1, CAST(?1 AS INTEGER)) END"
 		" FROM messages m LEFT JOIN message_parsed p ON p.message=m.id"
 		" LEFT JOIN message_bodies b ON b.message=m.id"
 		" WHERE m.state IN ('skipped','dead')"
@@ -769,8 +777,7 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 			 (long long)db_column_int64(s, 1));
 		d->when = (time_t)db_column_int64(s, 2);
 		d->mailbox = col_dup(s, 3);
-		d->from = col_dup(s, 4);
-		d->subject = col_dup(s, 5);
+		dead_sender(db_column_text(s, 4), db_column_text(s, 5), d);
 		d->reason = col_dup(s, 6);
 		d->state = col_dup(s, 7);
 		d->uid = (uint32_t)db_column_int64(s, 8);
@@ -878,8 +885,8 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
  * no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
-	struct db_stmt *s = store_prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
-					   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
+	struct db_stmt *s = store_prep(st, "SELECT m.mailbox, o.payload, p.parsed, o.grp"
+					   " FROM outbox o JOIN messages m"
 					   " ON m.id=o.message LEFT JOIN message_parsed p"
 					   " ON p.message=m.id WHERE o.id=?");
 	if (!s)
@@ -891,7 +898,9 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	}
 	const struct mf_mailbox *mb = config_mailbox(cfg, db_column_text(s, 0));
 	json_t *payload = json_loads(db_column_text(s, 1), 0, NULL);
-	json_t *own = json_loads(db_column_text(s, 2) ? db_column_text(s, 2) : "[]", 0, NULL);
+	json_t *parsed_json =
+	    json_loads(db_column_text(s, 2) ? db_column_text(s, 2) : "{}", 0, NULL);
+	json_t *own = json_object_get(parsed_json, "hashtags");
 	char *old_group = col_dup(s, 3);
 	db_finalize(s);
 	int rc = 0;
@@ -928,7 +937,7 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	}
 	free(old_group);
 	json_decref(payload);
-	json_decref(own);
+	json_decref(parsed_json);
 	return rc;
 }
 
