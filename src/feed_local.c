@@ -1168,6 +1168,7 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 const struct feed_backend_ops feed_local_ops = {
     .name = "local",
     .batch = LOCAL_BATCH,
+    .uses_store = 1,
     .open = local_open,
     .deliver = local_deliver,
     .reconcile = local_reconcile,
