@@ -213,3 +213,42 @@ def test_killed_instance_items_go_out_once_through_the_others(tmp_path, postgres
     # the killed instance's items were looked for before being sent again
     assert "outbox.reconciled" in logs
     assert "ERROR: AddressSanitizer" not in logs
+
+
+def test_dead_list_retry_and_drop_on_postgresql(tmp_path, postgres, mm):
+    """The dead list reads its senders and subjects from the stored JSON and
+    from a never-parsed mail's raw header block (bytes) on PostgreSQL too;
+    retry and drop change the items there."""
+    cfg = config(tmp_path, postgres, mm)
+    con = state_db(cfg)
+    now = int(time.time())
+    # an item the service refused (as the delivery records it)
+    con.execute("INSERT INTO outbox(key, kind, grp, payload, created, sort_date, state,"
+                " error) VALUES('bad', 'post', 'zzzzzzzzzzzzzzzzzzzzzzzzzz', ?, ?, '',"
+                " 'dead', 'mattermost post: HTTP 403')",
+                (payload("Budget 2027", "Figures.", iso(now)), now))
+    row = con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, state,"
+                      " reason, received_at) VALUES('team', 1, 7, 10, 'x', 'skipped',"
+                      " 'parser crashed', ?) RETURNING id", (now,)).fetchone()
+    con.execute("INSERT INTO message_bodies(message, raw) VALUES(?, ?)",
+                (row[0], b"From: Dan <dan@example.org>\r\nSubject: Minutes\r\n\r\nx"))
+    con.close()
+
+    def mailfeed(*args):
+        out = subprocess.run([os.environ.get("MAILFEED_BIN", "build/asan/mailfeed"), "-c",
+                              cfg.path, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    listed = mailfeed("dead", "list")
+    assert "alice@example.org" in listed and "Budget 2027" in listed
+    assert "dan@example.org" in listed and "Minutes" in listed
+    item = re.search(r"\bo(\d+)\b", listed).group(1)
+    mailfeed("dead", "retry", "o" + item)
+    assert outbox_states(cfg)[0] == {"pending": 1}
+    mm.control(channels={"zzzzzzzzzzzzzzzzzzzzzzzzzz": "budget"})
+    mailfeed("run", "--once")
+    assert outbox_states(cfg) == ({"delivered": 1}, 0)
+    assert [p["props"]["mailfeed_key"] for p in mm.posts()] == ["bad"]
+    mailfeed("dead", "drop", re.search(r"\bm\d+\b", listed).group(0))
+    assert "Minutes" not in mailfeed("dead", "list")
