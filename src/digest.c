@@ -111,9 +111,12 @@ static int run_exec(struct run *r, struct db_stmt *s)
 /* The run writes with synchronous=NORMAL (WAL: durable against a crash of
  * the process, not yet of the machine); the record that makes a mail count
  * as sent is committed with FULL, whose fsync of the WAL also makes every
- * earlier write durable, reply tokens included. */
+ * earlier write durable, reply tokens included.  SQLite only: a
+ * PostgreSQL commit is durable (synchronous_commit, the server's). */
 static void run_sync(struct run *r, int full)
 {
+	if (db_engine(store_db(r->st)) != DB_SQLITE)
+		return; /* PostgreSQL: every commit is durable */
 	run_exec(r, run_stmt(r, full ? Q_SYNC_FULL : Q_SYNC_NORMAL));
 }
 
