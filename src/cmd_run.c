@@ -393,6 +393,18 @@ static int session_standby(struct session *ss)
 	return 1;
 }
 
+static void session_connected(struct session *ss, struct imap_session *s)
+{
+	if (ss->nf > 1)
+		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
+			 "poll_interval=%lds",
+			 ss->f[0]->key, ss->acct->name, ss->f[0]->folder,
+			 imap_has_idle(s) ? "yes" : "no", ss->nf, ss->acct->poll_interval);
+	else
+		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", ss->f[0]->key,
+			 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
+}
+
 static void *session_main(void *arg)
 {
 	struct session *ss = arg;
@@ -431,15 +443,7 @@ static void *session_main(void *arg)
 			backoff = backoff_next(backoff, MAX_BACKOFF);
 			continue;
 		}
-		if (ss->nf > 1)
-			log_info(
-			    "imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
-			    "poll_interval=%lds",
-			    key, ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no",
-			    ss->nf, ss->acct->poll_interval);
-		else
-			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", key,
-				 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
+		session_connected(ss, s);
 		int rc = session_serve(ss, s, st, &backoff, &store_backoff, err, sizeof err);
 		if (atomic_load(&ss->stop) || rc == SERVE_STANDBY) {
 			if (rc == SERVE_STANDBY)
