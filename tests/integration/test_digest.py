@@ -271,7 +271,7 @@ def test_due_period_sent_once_and_not_after_crash(tmp_path, sink):
     con = db(cfg)
     today = time.strftime("d:%Y-%m-%d", time.gmtime())
     con.execute("DELETE FROM digest_runs")
-    con.execute("INSERT INTO digest_runs VALUES('bob@example.org',?,'sending',0)", (today,))
+    con.execute("INSERT INTO digest_runs(email, period, state, at) VALUES('bob@example.org',?,'sending',0)", (today,))
     con.commit()
     con.close()
     add_item(cfg, "k2", "more news")
