@@ -66,6 +66,7 @@ enum key_type {
 	K_LISTEN,
 	K_EMAIL,
 	K_PUBLICURL, /* https://host[:port][/path], no query, fit for a header */
+	K_STATE,     /* a postgresql:// DSN as written, else a K_PATH */
 };
 
 struct key_def {
@@ -91,7 +92,8 @@ static const char *const day_names[] = {"sunday",   "monday", "tuesday",  "wedne
 
 #define G(f) offsetof(struct mf_gateway, f)
 static const struct key_def gateway_keys[] = {
-    {"state", K_PATH, G(state), 0, 0, NULL, 0, "/var/lib/mailfeed/state.db"},
+    {"state", K_STATE, G(state), 0, 0, NULL, 0, "/var/lib/mailfeed/state.db"},
+    {"state_dsn_file", K_PATH, G(state_dsn_file), 0, 0, NULL, 0, NULL},
     {"reply_address", K_REPLYADDR, G(reply_address), 0, 0, NULL, 0, NULL},
     {"secret_file", K_PATH, G(secret_file), 0, 0, NULL, 0, NULL},
     {"max_message_size", K_SIZE, G(max_message_size), 1024, 0, NULL, 0, "25M"},
@@ -909,6 +911,16 @@ KEY_PARSER(parse_path)
 	return 0;
 }
 
+/* K_STATE: a PostgreSQL DSN is kept as written; a path is a K_PATH. */
+KEY_PARSER(parse_state)
+{
+	if (!is_pg_dsn(v))
+		return parse_path(l, k, obj, v, err, errlen);
+	free(*FIELD(char *));
+	*FIELD(char *) = xstrdup(v);
+	return 0;
+}
+
 /* K_LIST and K_TAGS: comma-separated items; a repeated key adds more. */
 KEY_PARSER(parse_list)
 {
@@ -941,6 +953,7 @@ typedef int (*key_parser)(struct loader *l, const struct key_def *k, void *obj, 
 static const key_parser key_parsers[] = {
     [K_STR] = parse_str,
     [K_PATH] = parse_path,
+    [K_STATE] = parse_state,
     [K_DURATION] = parse_duration_key,
     [K_SIZE] = parse_size_key,
     [K_BOOL] = parse_bool_key,
@@ -1326,7 +1339,9 @@ static void validate_feed(struct loader *l, int check_secrets)
 		diag_add(l, ds ? key_line(ds, "subscribers") : 0,
 			 "subscribers = feed needs backend = chatter (backend is %s)", bname);
 	}
-	if (!f->dir && c->gateway.state) {
+	if (!f->dir && is_pg_dsn(c->gateway.state)) {
+		f->dir = xstrdup("/var/lib/mailfeed/feeds");
+	} else if (!f->dir && c->gateway.state) {
 		const char *slash = strrchr(c->gateway.state, '/');
 		if (!slash)
 			f->dir = xstrdup("feeds");
@@ -1338,6 +1353,35 @@ static void validate_feed(struct loader *l, int check_secrets)
 	}
 }
 
+/* state_dsn_file: a private file whose first line is the DSN (it may
+ * hold a password); the DSN becomes the state. */
+static void state_from_dsn_file(struct loader *l, const struct sect *gs)
+{
+	struct mf_gateway *g = &l->cfg->gateway;
+	if (!g->state_dsn_file)
+		return;
+	check_secret(l, gs, "state_dsn_file", g->state_dsn_file, 0, 0);
+	size_t len = 0;
+	char *text = file_read_all(g->state_dsn_file, &len);
+	if (!text) {
+		diag_add(l, key_line(gs, "state_dsn_file"), "state_dsn_file: cannot read %s: %s",
+			 g->state_dsn_file, strerror(errno));
+		return;
+	}
+	text[strcspn(text, "\r\n")] = 0;
+	char *dsn = str_trim(text);
+	if (!is_pg_dsn(dsn))
+		diag_add(l, key_line(gs, "state_dsn_file"),
+			 "state_dsn_file: %s does not hold a postgresql:// DSN on its first line",
+			 g->state_dsn_file);
+	else {
+		free(g->state);
+		g->state = xstrdup(dsn);
+	}
+	explicit_bzero(text, len);
+	free(text);
+}
+
 static void validate_rest(struct loader *l, int check_secrets)
 {
 	struct mf_config *c = l->cfg;
@@ -1347,6 +1391,7 @@ static void validate_rest(struct loader *l, int check_secrets)
 
 	if (!gs)
 		gs = &none;
+	state_from_dsn_file(l, gs);
 	if (!c->gateway.secret_file && (c->gateway.reply_address || c->smtp.present))
 		diag_add(l, gs->line,
 			 "[gateway] needs secret_file (>= 32 random bytes) to sign reply and "
@@ -1431,6 +1476,7 @@ void config_free(struct mf_config *cfg)
 	free(cfg->path);
 	struct mf_gateway *g = &cfg->gateway;
 	free(g->state);
+	free(g->state_dsn_file);
 	free(g->reply_address);
 	free(g->secret_file);
 	free(g->trusted_authserv);

@@ -55,11 +55,7 @@ const char *db_sql(const struct db *db, const char *sqlite, const char *pg)
 	return db->engine == DB_POSTGRES && pg ? pg : sqlite;
 }
 
-int db_is_dsn(const char *target)
-{
-	return target && (strncmp(target, "postgresql://", 13) == 0 ||
-			  strncmp(target, "postgres://", 11) == 0);
-}
+int db_is_dsn(const char *target) { return is_pg_dsn(target); }
 
 /* --- SQLite ----------------------------------------------------------- */
 

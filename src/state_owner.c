@@ -27,11 +27,7 @@
 #include "mailfeed/store.h"
 #include "mailfeed/util.h"
 
-static int is_sqlite_path(const char *state)
-{
-	return state && strncmp(state, "postgresql:", 11) != 0 &&
-	       strncmp(state, "postgres:", 9) != 0;
-}
+static int is_sqlite_path(const char *state) { return state && !is_pg_dsn(state); }
 
 static char *lock_path(const char *state) { return xasprintf("%s.lock", state); }
 

@@ -155,9 +155,137 @@ static const char *const migrations[] = {
     " WHERE parsed IS NOT NULL;"
     "DELETE FROM message_bodies WHERE raw IS NULL;"
     "ALTER TABLE message_bodies DROP COLUMN parsed;",
+    /* 11: claims, so that several instances share the work without doing
+     * it twice: who took an item and until when (the database's clock, ms) */
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE outbox ADD COLUMN claim_until INTEGER;"
+    "ALTER TABLE digest_runs ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE digest_runs ADD COLUMN claim_until INTEGER;"
+    "ALTER TABLE notice_queue ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE notice_queue ADD COLUMN claim_until INTEGER;",
+};
+
+/* The same schema on PostgreSQL, versioned by db_migrate("store") with the
+ * same numbers: a PostgreSQL state starts at version 10 in one step (the
+ * SQLite steps 2-10 have no history to replay there), and every later
+ * entry is the PostgreSQL form of the SQLite entry of the same number.
+ * Integers are BIGINT (SQLite's are 64-bit), raw bytes BYTEA, row ids
+ * BIGSERIAL. */
+#define PG_NOTHING "SELECT 1"
+static const char *const pg_migrations[] = {
+    /* 1: the schema of SQLite version 10, and ack_errors (made on first
+     * use on SQLite) */
+    "CREATE TABLE folders("
+    " mailbox TEXT PRIMARY KEY, account TEXT NOT NULL, folder TEXT NOT NULL,"
+    " uidvalidity BIGINT NOT NULL DEFAULT 0, last_uid BIGINT NOT NULL DEFAULT 0,"
+    " last_ok BIGINT, last_error TEXT, last_error_at BIGINT, last_event BIGINT);"
+    "CREATE TABLE messages("
+    " id BIGSERIAL PRIMARY KEY, mailbox TEXT NOT NULL, uidvalidity BIGINT NOT NULL,"
+    " uid BIGINT NOT NULL, message_id TEXT, size BIGINT NOT NULL,"
+    " internaldate BIGINT, sha256 TEXT NOT NULL,"
+    " state TEXT NOT NULL DEFAULT 'new', reason TEXT,"
+    " received_at BIGINT NOT NULL, acked BIGINT NOT NULL DEFAULT 0,"
+    " parse_attempts BIGINT NOT NULL DEFAULT 0,"
+    " UNIQUE(mailbox, uidvalidity, uid));"
+    "CREATE INDEX messages_state ON messages(state, internaldate, id);"
+    "CREATE INDEX messages_msgid ON messages(mailbox, message_id);"
+    "CREATE INDEX messages_ack ON messages(mailbox, uidvalidity, acked);"
+    "CREATE TABLE message_bodies("
+    " message BIGINT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE, raw BYTEA);"
+    "CREATE TABLE message_parsed("
+    " message BIGINT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,"
+    " parsed TEXT NOT NULL);"
+    "CREATE TABLE ack_errors("
+    " mailbox TEXT NOT NULL, uidvalidity BIGINT NOT NULL, uid BIGINT NOT NULL,"
+    " error TEXT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL,"
+    " PRIMARY KEY(mailbox, uidvalidity, uid));"
+    "CREATE TABLE threads("
+    " id BIGSERIAL PRIMARY KEY, grp TEXT NOT NULL, mailbox TEXT NOT NULL,"
+    " subject_norm TEXT, root_item BIGINT, first_date BIGINT, last_date BIGINT);"
+    "CREATE INDEX threads_subject ON threads(grp, subject_norm);"
+    "CREATE TABLE thread_ids("
+    " message_id TEXT NOT NULL, grp TEXT NOT NULL, thread_id BIGINT NOT NULL,"
+    " PRIMARY KEY(message_id, grp));"
+    "CREATE TABLE outbox("
+    " id BIGSERIAL PRIMARY KEY, key TEXT UNIQUE NOT NULL, message BIGINT,"
+    " kind TEXT NOT NULL, grp TEXT NOT NULL, thread_id BIGINT, parent BIGINT,"
+    " payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+    " attempts BIGINT NOT NULL DEFAULT 0, next_at BIGINT NOT NULL DEFAULT 0,"
+    " remote_id TEXT, error TEXT, created BIGINT NOT NULL, delivered_at BIGINT,"
+    " sort_date TEXT NOT NULL DEFAULT '', ext_parent BIGINT NOT NULL DEFAULT 0);"
+    "CREATE INDEX outbox_state ON outbox(state, next_at);"
+    "CREATE INDEX outbox_parent ON outbox(parent, kind, state, sort_date);"
+    "CREATE INDEX outbox_due ON outbox(state, next_at, kind, ext_parent, parent, sort_date);"
+    "CREATE INDEX outbox_message ON outbox(message);"
+    "CREATE INDEX outbox_remote ON outbox(remote_id);"
+    "CREATE TABLE attachments("
+    " id BIGSERIAL PRIMARY KEY, item BIGINT NOT NULL, filename TEXT NOT NULL,"
+    " content_type TEXT NOT NULL, size BIGINT NOT NULL, sha256 TEXT NOT NULL,"
+    " data BYTEA, remote TEXT);"
+    "CREATE INDEX attachments_item ON attachments(item);"
+    "CREATE TABLE subscribers("
+    " email TEXT PRIMARY KEY, groups TEXT NOT NULL, frequency TEXT NOT NULL,"
+    " hour BIGINT, tz TEXT, last_sent BIGINT, since BIGINT NOT NULL,"
+    " source TEXT NOT NULL DEFAULT 'cli');"
+    "CREATE TABLE digest_runs("
+    " email TEXT NOT NULL, period TEXT NOT NULL, state TEXT NOT NULL,"
+    " at BIGINT NOT NULL, PRIMARY KEY(email, period));"
+    "CREATE TABLE notices("
+    " address TEXT NOT NULL, reason TEXT NOT NULL, day TEXT NOT NULL, at BIGINT,"
+    " PRIMARY KEY(address, reason, day));"
+    "CREATE INDEX notices_at ON notices(at);"
+    "CREATE TABLE sent_ids("
+    " message_id TEXT PRIMARY KEY, grp TEXT, remote_id TEXT, email TEXT,"
+    " created BIGINT NOT NULL);"
+    "CREATE TABLE local_items("
+    " id BIGSERIAL PRIMARY KEY, key TEXT UNIQUE NOT NULL, grp TEXT NOT NULL,"
+    " parent BIGINT, author_name TEXT, author_email TEXT, subject TEXT,"
+    " text TEXT NOT NULL, hashtags TEXT, attachments TEXT, created BIGINT NOT NULL);"
+    "CREATE INDEX local_items_grp ON local_items(grp, created);"
+    "CREATE TABLE daemon(key TEXT PRIMARY KEY, value TEXT, at BIGINT);"
+    "CREATE TABLE reply_posts("
+    " id BIGSERIAL PRIMARY KEY, grp TEXT NOT NULL, remote_id TEXT UNIQUE NOT NULL);"
+    "CREATE TABLE reply_users(id BIGSERIAL PRIMARY KEY, email TEXT UNIQUE NOT NULL);"
+    "CREATE TABLE feed_members("
+    " grp TEXT NOT NULL, email TEXT NOT NULL, name TEXT, frequency TEXT NOT NULL,"
+    " PRIMARY KEY(grp, email));"
+    "CREATE INDEX feed_members_email ON feed_members(email, frequency);"
+    "CREATE TABLE feed_subscribers("
+    " email TEXT NOT NULL, frequency TEXT NOT NULL, last_sent BIGINT,"
+    " since BIGINT NOT NULL, PRIMARY KEY(email, frequency));"
+    "CREATE TABLE feed_member_reads("
+    " grp TEXT PRIMARY KEY, at BIGINT NOT NULL, ok BIGINT NOT NULL,"
+    " members BIGINT, error TEXT);"
+    "CREATE TABLE mutes(email TEXT NOT NULL, remote_id TEXT NOT NULL, at BIGINT NOT NULL,"
+    " PRIMARY KEY(email, remote_id));"
+    "CREATE TABLE notice_queue("
+    " id BIGSERIAL PRIMARY KEY, address TEXT NOT NULL, reason TEXT NOT NULL,"
+    " mail BYTEA NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+    " attempts BIGINT NOT NULL DEFAULT 0, next_at BIGINT NOT NULL DEFAULT 0,"
+    " created BIGINT NOT NULL, error TEXT);"
+    "CREATE INDEX notice_queue_due ON notice_queue(state, next_at);",
+    /* 2-10: part of step 1 */
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    PG_NOTHING,
+    /* 11: claims */
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE outbox ADD COLUMN claim_until BIGINT;"
+    "ALTER TABLE digest_runs ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE digest_runs ADD COLUMN claim_until BIGINT;"
+    "ALTER TABLE notice_queue ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE notice_queue ADD COLUMN claim_until BIGINT;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+_Static_assert(sizeof(pg_migrations) == sizeof(migrations),
+	       "every SQLite migration has its PostgreSQL form");
 
 /* Out of room: SQLite reports SQLITE_FULL for a failed write, and an I/O
  * error with ENOSPC when its shared-memory index cannot grow. */
@@ -263,14 +391,54 @@ static int migrate(struct db *db, const char *path, char *err, size_t errlen)
 	}
 }
 
+/* The store's schema on PostgreSQL: the steps of pg_migrations under
+ * db_migrate's advisory lock. */
+static int migrate_pg(struct db *db, const char *shown, char *err, size_t errlen)
+{
+	struct db_migration steps[SCHEMA_VERSION];
+	for (int i = 0; i < SCHEMA_VERSION; i++)
+		steps[i] = (struct db_migration){pg_migrations[i], pg_migrations[i]};
+	int applied = 0;
+	if (db_migrate(db, "store", steps, SCHEMA_VERSION, &applied) < 0) {
+		snprintf(err, errlen, "state database %s: %s", shown, db_errmsg(db));
+		return -1;
+	}
+	if (applied && applied < SCHEMA_VERSION)
+		log_info("store.migrated version=%d", SCHEMA_VERSION);
+	return 0;
+}
+
+static int schema_version(struct db *db)
+{
+	return db_engine(db) == DB_POSTGRES ? db_schema_version(db, "store") : user_version(db);
+}
+
+/* A PostgreSQL state: reached, its schema brought up to date. */
+static struct db *open_pg(const char *dsn, char *err, size_t errlen)
+{
+	char *shown = dsn_redact(dsn);
+	char why[512];
+	struct db *db = db_open(dsn, why, sizeof why, NULL);
+	if (!db)
+		snprintf(err, errlen, "state database %s: %s", shown, why);
+	else if (migrate_pg(db, shown, err, errlen) < 0) {
+		db_close(db);
+		db = NULL;
+	}
+	free(shown);
+	return db;
+}
+
 struct db *store_open_readonly(const char *path, int *stale)
 {
 	char err[512];
 	*stale = 0;
-	struct db *db = db_open_flags(path, DB_OPEN_READONLY, err, sizeof err, NULL);
+	struct db *db = is_pg_dsn(path)
+			    ? db_open(path, err, sizeof err, NULL)
+			    : db_open_flags(path, DB_OPEN_READONLY, err, sizeof err, NULL);
 	if (!db)
 		return NULL;
-	if (user_version(db) != SCHEMA_VERSION) {
+	if (schema_version(db) != SCHEMA_VERSION) {
 		*stale = 1;
 		db_close(db);
 		return NULL;
@@ -385,8 +553,20 @@ static void tighten_mode(const char *path)
 			 (unsigned)(sb.st_mode & 07777), (unsigned)(sb.st_mode & 0700));
 }
 
+static struct store *store_new(struct db *db, const char *path)
+{
+	struct store *st = xcalloc(1, sizeof *st);
+	st->db = db;
+	st->path = dsn_redact(path);
+	return st;
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
+	if (is_pg_dsn(path)) {
+		struct db *db = open_pg(path, err, errlen);
+		return db ? store_new(db, path) : NULL;
+	}
 	if (prepare_file(path, err, errlen) < 0)
 		return NULL;
 	/* without its settings: the file is checked before anything is
@@ -412,10 +592,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 	if (migrate(db, path, err, errlen) < 0)
 		goto fail;
 	tighten_mode(path);
-	struct store *st = xcalloc(1, sizeof *st);
-	st->db = db;
-	st->path = xstrdup(path);
-	return st;
+	return store_new(db, path);
 fail:
 	db_close(db);
 	return NULL;
@@ -433,6 +610,26 @@ void store_close(struct store *st)
 }
 
 struct db *store_db(struct store *st) { return st->db; }
+
+static char *instance_id;
+
+void store_set_instance_id(const char *id)
+{
+	free(instance_id);
+	instance_id = id ? xstrdup(id) : NULL;
+}
+
+const char *store_instance(struct store *st)
+{
+	(void)st;
+	if (!instance_id) {
+		char host[256] = "";
+		if (gethostname(host, sizeof host - 1) < 0 || !*host)
+			snprintf(host, sizeof host, "localhost");
+		instance_id = xasprintf("%s:%ld", host, (long)getpid());
+	}
+	return instance_id;
+}
 
 /* Remembers the connection's current failure, so that it can still be
  * told after a ROLLBACK. */

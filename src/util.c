@@ -656,3 +656,36 @@ void text_strip_bidi(char *s)
 	}
 	s[w] = 0;
 }
+
+int is_pg_dsn(const char *target)
+{
+	return target && (strncmp(target, "postgresql://", 13) == 0 ||
+			  strncmp(target, "postgres://", 11) == 0);
+}
+
+char *dsn_redact(const char *target)
+{
+	if (!is_pg_dsn(target))
+		return xstrdup(target ? target : "");
+	struct buf b = {0};
+	const char *auth = strstr(target, "://") + 3;
+	const char *end = auth + strcspn(auth, "/?#");
+	const char *at = NULL;
+	for (const char *p = auth; p < end; p++)
+		if (*p == '@')
+			at = p; /* the last one: a password may hold '@' */
+	const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+	if (colon)
+		buf_printf(&b, "%.*s***%s", (int)(colon + 1 - target), target, at);
+	else
+		buf_printf(&b, "%s", target);
+	char *out = buf_steal(&b);
+	for (char *p = strstr(out, "password="); p; p = strstr(p + 1, "password=")) {
+		if (p != out && p[-1] != '?' && p[-1] != '&')
+			continue;
+		char *v = p + 9, *stop = v + strcspn(v, "&#");
+		memmove(v + 3, stop, strlen(stop) + 1);
+		memcpy(v, "***", 3);
+	}
+	return out;
+}

@@ -25,40 +25,40 @@ enum digest_subscribers { SUBSCRIBERS_CONFIG, SUBSCRIBERS_FEED };
 struct mf_account {
 	char *name;
 	char *host;
-	int port;             /* default 993 implicit, 143 otherwise */
-	enum tls_mode tls;    /* default implicit */
-	int tls_verify;       /* default 1; tls_verify = no is logged loudly */
+	int port;	   /* default 993 implicit, 143 otherwise */
+	enum tls_mode tls; /* default implicit */
+	int tls_verify;	   /* default 1; tls_verify = no is logged loudly */
 	char *username;
-	char *password_file;  /* exactly one of the three secrets */
+	char *password_file; /* exactly one of the three secrets */
 	char *oauth2_token_file;
 	char *oauth2_token_command;
-	enum imap_auth auth;  /* default auto: XOAUTH2 with a token, else LOGIN */
-	char *ca_file;        /* NULL = system trust store */
-	long timeout;         /* seconds; network stall limit, default 60 */
-	long poll_interval;   /* seconds: the longest between two looks at a folder
-			       * not waited on with IDLE; default 30 */
-	long idle_restart;    /* seconds, default 25 min (< RFC 2177's 29) */
-	int max_connections;  /* IMAP sessions for all its folders; default 4 */
+	enum imap_auth auth; /* default auto: XOAUTH2 with a token, else LOGIN */
+	char *ca_file;	     /* NULL = system trust store */
+	long timeout;	     /* seconds; network stall limit, default 60 */
+	long poll_interval;  /* seconds: the longest between two looks at a folder
+			      * not waited on with IDLE; default 30 */
+	long idle_restart;   /* seconds, default 25 min (< RFC 2177's 29) */
+	int max_connections; /* IMAP sessions for all its folders; default 4 */
 	int line;
 };
 
 struct mf_mailbox {
-	char *name;           /* section name: [mailbox NAME] */
+	char *name; /* section name: [mailbox NAME] */
 	char *account;
 	struct mf_account *acct; /* resolved, borrowed */
 	char *folder;
 	char *group;
 	struct strlist hashtags;
 	enum after_action after;
-	char *after_folder;   /* for move:FOLDER */
+	char *after_folder;	      /* for move:FOLDER */
 	struct strlist allow_senders; /* domains or addresses; empty = all */
 	int accept_bulk;
 	int attach_original;
-	enum start_mode start; /* default new */
-	long start_since;     /* seconds back, for since:DURATION */
+	enum start_mode start;	    /* default new */
+	long start_since;	    /* seconds back, for since:DURATION */
 	int allow_channel_mentions; /* Mattermost: @channel/@all/@here stay live */
 	int allow_remote_images;    /* Mattermost: ![](http…) images stay live */
-	struct strlist routes;      /* route = ... lines, in order (route.h) */
+	struct strlist routes;	    /* route = ... lines, in order (route.h) */
 	int line;
 };
 
@@ -66,26 +66,28 @@ struct mf_replies {
 	int present;
 	char *account;
 	struct mf_account *acct;
-	char *folder;         /* default INBOX */
+	char *folder;		 /* default INBOX */
 	enum after_action after; /* default seen */
 	char *after_folder;
 	int line;
 };
 
 struct mf_gateway {
-	char *state;          /* default /var/lib/mailfeed/state.db */
+	char *state;	      /* default /var/lib/mailfeed/state.db; or a
+			       * postgresql:// DSN (from state_dsn_file too) */
+	char *state_dsn_file; /* first line: the DSN, when it holds a password */
 	char *reply_address;  /* local@domain */
 	char *secret_file;
 	long long max_message_size; /* default 25M */
-	long thread_window;   /* subject fallback window, default 14d */
-	long token_lifetime;  /* reply token validity, default 60d */
-	long parse_timeout;   /* seconds per message in the worker, default 20 */
-	long long parse_memory; /* worker RLIMIT_AS, default 512M */
-	char *trusted_authserv; /* Authentication-Results authserv-id to trust; NULL = off */
-	long keep_raw;        /* raw mail and files kept after delivery, default 7d */
-	int notice_max_per_hour; /* notices to senders, all addresses together; default 20 */
-	char *log_level;      /* debug|info|notice|warn|error, default info */
-	int log_format;       /* enum log_format: text (default) or json, when not to the journal */
+	long thread_window;	    /* subject fallback window, default 14d */
+	long token_lifetime;	    /* reply token validity, default 60d */
+	long parse_timeout;	    /* seconds per message in the worker, default 20 */
+	long long parse_memory;	    /* worker RLIMIT_AS, default 512M */
+	char *trusted_authserv;	    /* Authentication-Results authserv-id to trust; NULL = off */
+	long keep_raw;		    /* raw mail and files kept after delivery, default 7d */
+	int notice_max_per_hour;    /* notices to senders, all addresses together; default 20 */
+	char *log_level;	    /* debug|info|notice|warn|error, default info */
+	int log_format;	      /* enum log_format: text (default) or json, when not to the journal */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
 };
@@ -94,8 +96,8 @@ struct mf_feed {
 	enum feed_backend backend;
 	/* chatter */
 	char *instance_url;
-	char *login_url;      /* default https://login.salesforce.com */
-	char *api_version;    /* default 62.0 */
+	char *login_url;   /* default https://login.salesforce.com */
+	char *api_version; /* default 62.0 */
 	char *client_id;
 	char *private_key_file;
 	char *username;
@@ -103,19 +105,19 @@ struct mf_feed {
 	/* shared by http backends */
 	char *ca_file;
 	int tls_verify;
-	char *url;            /* mattermost base url / webhook url */
-	char *token_file;     /* mattermost */
-	char *secret_file;    /* webhook */
-	char *dir;            /* local: Atom output dir; default next to state */
-	int concurrency;      /* default 4 */
-	long timeout;         /* per request, default 30s */
-	long connect_timeout; /* default 10s */
-	long max_retry_delay; /* default 1h */
-	long dead_after;      /* give up on transient errors after, default 2d */
+	char *url;		 /* mattermost base url / webhook url */
+	char *token_file;	 /* mattermost */
+	char *secret_file;	 /* webhook */
+	char *dir;		 /* local: Atom output dir; default next to state */
+	int concurrency;	 /* default 4 */
+	long timeout;		 /* per request, default 30s */
+	long connect_timeout;	 /* default 10s */
+	long max_retry_delay;	 /* default 1h */
+	long dead_after;	 /* give up on transient errors after, default 2d */
 	long long max_file_size; /* attachments above are listed, not uploaded; default 25M */
-	int max_files;        /* default 10 */
-	int mentions;         /* To/Cc addresses of known feed users become
-			       * mentions (chatter, mattermost); default no */
+	int max_files;		 /* default 10 */
+	int mentions;		 /* To/Cc addresses of known feed users become
+				  * mentions (chatter, mattermost); default no */
 };
 
 struct mf_smtp {
@@ -130,20 +132,20 @@ struct mf_smtp {
 };
 
 struct mf_digest {
-	int hour;             /* default 7 */
-	char *timezone;       /* default UTC */
-	int weekly_day;       /* 0 = sunday .. 6; default 1 (monday) */
-	int max_items;        /* cap per digest, default 50 */
+	int hour;			     /* default 7 */
+	char *timezone;			     /* default UTC */
+	int weekly_day;			     /* 0 = sunday .. 6; default 1 (monday) */
+	int max_items;			     /* cap per digest, default 50 */
 	enum digest_subscribers subscribers; /* default config */
-	char *public_url;     /* https base of the one-click unsubscribe, or NULL */
+	char *public_url;		     /* https base of the one-click unsubscribe, or NULL */
 };
 
 struct mf_subscriber {
 	char *email;
 	struct strlist groups;
 	enum frequency frequency;
-	int hour;             /* -1 = [digest] hour */
-	char *timezone;       /* NULL = [digest] timezone */
+	int hour;	/* -1 = [digest] hour */
+	char *timezone; /* NULL = [digest] timezone */
 	int line;
 };
 

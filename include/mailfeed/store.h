@@ -49,6 +49,16 @@ struct store;
  * Returns NULL with a message in err on failure (corrupt file, disk full,
  * newer schema than this binary knows). */
 struct store *store_open(const char *path, char *err, size_t errlen);
+/* path may also be a postgresql:// DSN: the state in PostgreSQL, shared by
+ * several instances (schema versioned by db_migrate "store", the same
+ * version numbers as on SQLite). */
+
+/* This process's name among the instances sharing a state, for the claims
+ * it takes (outbox.claimed_by and the like): set by the daemon from its
+ * cluster registration; "<host>:<pid>" until then.  Not thread-safe to
+ * set: set it before the threads start. */
+void store_set_instance_id(const char *id);
+const char *store_instance(struct store *st);
 /* The database at path opened read-only, for a command that only looks
  * (inspect, preview): never created or migrated.  NULL when it cannot be
  * opened, or when its schema is not the one this mailfeed writes (*stale

@@ -41,6 +41,12 @@ void strlist_split(struct strlist *l, const char *csv);
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
+/* Whether target names a PostgreSQL database (a postgresql:// or
+ * postgres:// URI) rather than a file path. */
+int is_pg_dsn(const char *target);
+/* target fit to show or log: a DSN's password (user:PASSWORD@ or a
+ * password= parameter) replaced by "***".  Caller frees. */
+char *dsn_redact(const char *target);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -54,7 +54,11 @@ Helpers (import them: `from conftest import write_config, ...`)
       (p.log_path); stop_daemon(p, sig=SIGTERM) asserts exit 0 within 10 s
       and no sanitizer report, and returns the log.  Daemons still running at the end of a
       test are killed.
-  state_db(config) -> sqlite3 connection (row_factory Row) to the state.
+  state_db(config) -> connection to the state (sqlite3 with row_factory
+      Row, or the same use on PostgreSQL when the state is a DSN).
+  MAILFEED_TEST_ENGINE=postgresql in the environment: write_config's
+      default state is a fresh PostgreSQL database per test directory
+      (pg_state_for(dir)); pg_server() is the run's server.
   wait_for(pred, timeout, step=0.05) -> bool
   TLS(dir), Dovecot(dir, tls, **opts): the same servers outside pytest
       (benchmarks).
@@ -198,6 +202,8 @@ def write_config(tmp_path, dovecot=None, *, folder="INBOX", group="team", after=
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     state = str(tmp_path / "state.db")
+    if ENGINE == "postgresql":
+        state = pg_state_for(tmp_path)
     feed_dir = str(tmp_path / "feeds")
     out = {"gateway": {"state": state, "reply_address": "feed@example.org",
                        "secret_file": Secret(os.urandom(32))},
@@ -311,15 +317,152 @@ def stop_daemon(p, sig=signal.SIGTERM, timeout=10):
 
 
 def state_db(config):
+    """A connection to the config's state, SQLite or PostgreSQL, used the
+    same way: execute(sql with ? placeholders, params) -> rows by index and
+    by name; commit(); close()."""
     state = getattr(config, "state", None)
     if state is None:
         for line in Path(str(config)).read_text().splitlines():
             k, _, v = line.partition("=")
             if k.strip() == "state":
                 state = v.strip()
+    if state.startswith(("postgresql://", "postgres://")):
+        return PgConnection(state)
     con = sqlite3.connect(state)
     con.row_factory = sqlite3.Row
     return con
+
+
+# ------------------------------------------------------------------ engines
+#
+# MAILFEED_TEST_ENGINE=postgresql: write_config gives each test directory a
+# fresh PostgreSQL database of its own (on one server for the whole run,
+# started on first use) as its state instead of tmp/state.db; state_db
+# reads it.  Unset or "sqlite": the SQLite file, as always.
+
+ENGINE = os.environ.get("MAILFEED_TEST_ENGINE", "sqlite")
+_pg = {"server": None, "dbs": {}}
+
+
+def pg_server():
+    """The run's PostgreSQL server (harness.postgres.Postgres), started on
+    first use and stopped when the run ends."""
+    if _pg["server"] is None:
+        from harness.postgres import Postgres
+        if not Postgres.available():
+            pytest.skip("PostgreSQL 15 is not installed (scripts/install-deps.sh)")
+        _pg["server"] = Postgres()
+    _pg["server"].start()
+    return _pg["server"]
+
+
+def pg_state_for(directory):
+    """The DSN of the database that is the state of a test directory
+    (created on first use: the same directory gets the same database)."""
+    key = str(directory)
+    if key not in _pg["dbs"]:
+        name = "s%d_%d" % (os.getpid(), len(_pg["dbs"]) + 1)
+        _pg["dbs"][key] = pg_server().create_database(name)
+    return _pg["dbs"][key]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _pg["server"] is not None:
+        _pg["server"].close()
+        _pg["server"] = None
+
+
+class PgRow(tuple):
+    """A row read by index or by column name, like sqlite3.Row."""
+
+    def __new__(cls, values, names):
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self):
+        return list(self._names)
+
+
+class PgCursor:
+    def __init__(self, cur):
+        self._cur = cur
+        self.rowcount = cur.rowcount
+        self.description = cur.description
+
+    def _row(self, r):
+        names = [d[0] for d in self._cur.description]
+        return PgRow([bytes(v) if isinstance(v, memoryview) else v for v in r], names)
+
+    def fetchone(self):
+        r = self._cur.fetchone() if self._cur.description else None
+        return self._row(r) if r is not None else None
+
+    def fetchall(self):
+        if not self._cur.description:
+            return []
+        return [self._row(r) for r in self._cur.fetchall()]
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+def _pg_sql(sql):
+    """SQLite's ? placeholders as psycopg2's %s (outside quotes)."""
+    out, quote = [], None
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = None
+            out.append("%%" if ch == "%" else ch)
+        elif ch in "'\"":
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class PgConnection:
+    """state_db's connection to a PostgreSQL state: autocommit (a test that
+    reads never holds a transaction the daemon would wait on)."""
+
+    def __init__(self, dsn):
+        import psycopg2
+        self._con = psycopg2.connect(dsn)
+        self._con.autocommit = True
+
+    def execute(self, sql, params=()):
+        cur = self._con.cursor()
+        params = [bytes(p) if isinstance(p, memoryview) else p for p in params]
+        cur.execute(_pg_sql(sql), params or None)
+        return PgCursor(cur)
+
+    def executemany(self, sql, seq):
+        cur = self._con.cursor()
+        cur.executemany(_pg_sql(sql), seq)
+        return PgCursor(cur)
+
+    def commit(self):
+        pass
+
+    def close(self):
+        self._con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def wait_for(pred, timeout, step=0.05):
@@ -356,12 +499,7 @@ class PgDatabase:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    from harness.postgres import Postgres
-    if not Postgres.available():
-        pytest.skip("PostgreSQL 15 is not installed (scripts/install-deps.sh)")
-    pg = Postgres()
-    yield pg
-    pg.close()
+    return pg_server()
 
 
 _pg_databases = [0]

@@ -175,12 +175,38 @@ static void test_config_default(void **state)
 	assert_int_equal(c->n_accounts, 0);
 }
 
+static void check_redact(const char *in, const char *want)
+{
+	char *got = dsn_redact(in);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* A DSN shown in logs and status never shows its password. */
+static void test_dsn_redact(void **unused)
+{
+	(void)unused;
+	assert_true(is_pg_dsn("postgresql://h/db"));
+	assert_true(is_pg_dsn("postgres://h/db"));
+	assert_false(is_pg_dsn("/var/lib/mailfeed/state.db"));
+	assert_false(is_pg_dsn("postgresql.db"));
+	check_redact("/var/lib/mailfeed/state.db", "/var/lib/mailfeed/state.db");
+	check_redact("postgresql://mf:s3cret@db.example.org:5432/mailfeed",
+		     "postgresql://mf:***@db.example.org:5432/mailfeed");
+	check_redact("postgresql://mf:p@ss@h/db", "postgresql://mf:***@h/db");
+	check_redact("postgresql://mf@h/db", "postgresql://mf@h/db");
+	check_redact("postgresql://h/db?user=mf&password=x&sslmode=require",
+		     "postgresql://h/db?user=mf&password=***&sslmode=require");
+	check_redact("postgresql://h/db?password=x", "postgresql://h/db?password=***");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_email_address_rule), cmocka_unit_test(test_base64),
 	    cmocka_unit_test(test_header_scan),	       cmocka_unit_test(test_time_from_parts),
-	    cmocka_unit_test(test_backend_names),      cmocka_unit_test(test_config_default),
+	    cmocka_unit_test(test_backend_names),      cmocka_unit_test(test_dsn_redact),
+	    cmocka_unit_test(test_config_default),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
