@@ -5,10 +5,11 @@ mail contained, and a second pass must not duplicate anything."""
 
 import json
 import os
-import sqlite3
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+
+from conftest import state_connect, state_target  # noqa: E402
 
 BIN = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -31,11 +32,11 @@ def test_local_feed_files(tmp_path):
     secret.chmod(0o600)
     feeds = tmp_path / "feeds"
     conf = tmp_path / "mailfeed.conf"
-    state = tmp_path / "state.db"
+    state = state_target(tmp_path)
     conf.write_text(f"[gateway]\nstate = {state}\nreply_address = feed@example.org\n"
                     f"secret_file = {secret}\n\n[feed]\nbackend = local\ndir = {feeds}\n")
     assert run(str(conf), "dead").returncode == 0
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         now = int(time.time())
         db.execute("INSERT INTO outbox(id, key, kind, grp, payload, created)"
                    " VALUES(1, 'k1', 'post', 'ops', ?, ?)",
@@ -73,7 +74,7 @@ def test_local_feed_files(tmp_path):
     assert "         Agreed." in txt
     assert "\x07" not in txt
 
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         assert db.execute("SELECT COUNT(*) FROM local_items").fetchone()[0] == 2
         assert [r for (r,) in db.execute("SELECT remote_id FROM outbox ORDER BY id")] == \
             ["local-1", "local-2"]
