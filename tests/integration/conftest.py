@@ -56,9 +56,17 @@ Helpers (import them: `from conftest import write_config, ...`)
       test are killed.
   state_db(config) -> connection to the state (sqlite3 with row_factory
       Row, or the same use on PostgreSQL when the state is a DSN).
+  state_target(dir) -> what a test writing its own config puts as state:
+      dir/state.db, or the directory's PostgreSQL database (a DSN).
+  state_connect(target, timeout=5) -> a connection to a state named by path
+      or DSN, rows as tuples (sqlite3.connect's use); state_exists(target).
+      On PostgreSQL, errors come as sqlite3.OperationalError /
+      IntegrityError, cursor.lastrowid works, and ids a test gives move the
+      table's sequence on (as SQLite's rowid does).
   MAILFEED_TEST_ENGINE=postgresql in the environment: write_config's
       default state is a fresh PostgreSQL database per test directory
-      (pg_state_for(dir)); pg_server() is the run's server.
+      (pg_state_for(dir)); pg_server() is the run's server.  Which files
+      tests/run-tests.sh runs on both engines: both-engines.txt.
   wait_for(pred, timeout, step=0.05) -> bool
   TLS(dir), Dovecot(dir, tls, **opts): the same servers outside pytest
       (benchmarks).
