@@ -463,8 +463,9 @@ static void test_run_at_most_once(void **state)
 
 	/* a crash between recording and the relay's answer left 'sending':
 	 * the period is never tried again */
-	assert_int_equal(store_exec(f->st, "INSERT INTO digest_runs VALUES"
-					   "('bob@example.org','d:2026-11-23','sending',0)"),
+	assert_int_equal(store_exec(f->st,
+				    "INSERT INTO digest_runs(email, period, state, at) VALUES"
+				    "('bob@example.org','d:2026-11-23','sending',0)"),
 			 0);
 	fake_calls = 0;
 	assert_int_equal(digest_run(f->st, &f->cfg, &fake_ops, NULL, now, 0, NULL), 0);
@@ -472,9 +473,10 @@ static void test_run_at_most_once(void **state)
 	assert_string_equal(run_row(f->st, "d:2026-11-23"), "maybe-sent");
 	/* only what the relay accepted counts as sent */
 	assert_int_equal(digest_sent_total(f->st), 0);
-	assert_int_equal(store_exec(f->st, "INSERT INTO digest_runs VALUES"
-					   "('bob@example.org','d:2026-11-20','sent',0),"
-					   "('bob@example.org','d:2026-11-21','sent',0)"),
+	assert_int_equal(store_exec(f->st,
+				    "INSERT INTO digest_runs(email, period, state, at) VALUES"
+				    "('bob@example.org','d:2026-11-20','sent',0),"
+				    "('bob@example.org','d:2026-11-21','sent',0)"),
 			 0);
 	assert_int_equal(digest_sent_total(f->st), 2);
 	assert_int_equal(digest_run(f->st, &f->cfg, &fake_ops, NULL, now + 3600, 0, NULL), 0);

@@ -422,6 +422,9 @@ static void test_migration_moves_bodies(void **state)
 		    " '{\"subject\":\"Hi\"}', 1), (2, 'team', 9, 2, 5, 'h', NULL, 'skipped',"
 		    " '{\"subject\":\"Big\"}', 1), (3, 'team', 9, 3, 5, 'h', NULL, 'skipped',"
 		    " NULL, 1), (4, 'team', 9, 4, 5, 'h', 'New one', 'new', NULL, 1);"
+		    "CREATE TABLE outbox(id INTEGER PRIMARY KEY);"
+		    "CREATE TABLE digest_runs(email TEXT);"
+		    "CREATE TABLE notice_queue(id INTEGER PRIMARY KEY);"
 		    "PRAGMA user_version=8;"),
 	    0);
 	db_close(db);
