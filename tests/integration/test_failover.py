@@ -45,9 +45,9 @@ DAILY = ["bob@example.org", "cat@example.org"]  # one daily digest of every grou
 def _daemon_knows_instances(tmp_path):
     """Skips on a build whose daemon does not yet share its work (no lease
     key in [gateway])."""
-    cfg = write_config(tmp_path / "probe", gateway={"lease_time": "30s"})
+    cfg = write_config(tmp_path / "probe", gateway={"lease_timeout": "30s"})
     r = run_mailfeed(cfg, "check-config")
-    if "unknown key 'lease_time'" in r.stderr:
+    if "unknown key 'lease_timeout'" in r.stderr:
         pytest.skip("this build's daemon does not share work between instances yet")
 
 
@@ -101,7 +101,7 @@ def configs(tmp_path, dovecot, postgres, smtp_sink, tls_ca):
                                        "frequency": "daily"}
     return [write_config(tmp_path / ("host%d" % k), dovecot, mailbox=None,
                          gateway={"state": postgres.dsn, "secret_file": str(secret),
-                                  "lease_time": LEASE},
+                                  "lease_timeout": LEASE},
                          smtp={"url": "smtp://127.0.0.1:%d" % smtp_sink.port,
                                "from": "Feed <feed-bot@example.org>",
                                "ca_file": tls_ca.ca_file},

@@ -28,9 +28,9 @@ READER = "ann@example.org"
 def _daemon_knows_instances(tmp_path):
     """Skips on a build whose daemon does not yet share its work (no lease
     key in [gateway])."""
-    cfg = write_config(tmp_path / "probe", gateway={"lease_time": "30s"})
+    cfg = write_config(tmp_path / "probe", gateway={"lease_timeout": "30s"})
     r = run_mailfeed(cfg, "check-config")
-    if "unknown key 'lease_time'" in r.stderr:
+    if "unknown key 'lease_timeout'" in r.stderr:
         pytest.skip("this build's daemon does not share work between instances yet")
 
 
