@@ -50,9 +50,9 @@ def status(cfg):
     st = json.loads(r.stdout)
     for mb in st["mailboxes"]:
         mb.pop("lag_seconds", None)
-    # what describes the state, not the processes (the subscribers are
-    # compared row by row)
-    return {k: st[k] for k in ("mailboxes", "outbox", "notices_waiting") if k in st}
+    # what describes the state, not the processes
+    return {k: st[k] for k in ("mailboxes", "outbox", "digests", "notices_waiting")
+            if k in st}
 
 
 def pg_config(tmp_path, dovecot, dsn, **kw):
@@ -63,8 +63,12 @@ def pg_config(tmp_path, dovecot, dsn, **kw):
 
 
 def sqlite_config(tmp_path, dovecot, **kw):
-    return write_config(tmp_path, dovecot, folder="Team", after="keep",
-                        gateway={"max_message_size": "20K"}, **kw)
+    """A state in an SQLite file, whatever MAILFEED_TEST_ENGINE says."""
+    state = str(tmp_path / "state.db")
+    cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
+                       gateway={"state": state, "max_message_size": "20K"}, **kw)
+    cfg.state = state
+    return cfg
 
 
 def local_items(con_or_pg):
@@ -175,7 +179,7 @@ def test_a_target_that_is_not_empty_is_refused_untouched(made_state, postgres, t
     assert "not empty" in r.stderr and "nothing was changed" in r.stderr, r.stderr
     assert pg_counts(postgres) == counts
     # an SQLite target too, byte for byte
-    other = write_config(tmp_path / "other", None)
+    other = sqlite_config(tmp_path / "other", None, mailbox=None)
     r = run_mailfeed(other, "subscribe", "dan@example.org", "--groups", "team", "--daily")
     assert r.returncode == 0, r.stderr
     data = open(other.state, "rb").read()
@@ -198,7 +202,7 @@ def test_a_source_a_daemon_runs_on_is_refused(made_state, postgres):
 
 
 def test_usage_errors(tmp_path):
-    cfg = write_config(tmp_path, None)
+    cfg = sqlite_config(tmp_path, None, mailbox=None)
     r = run_mailfeed(cfg, "migrate-state")
     assert r.returncode == 2 and "--to" in r.stderr
     r = run_mailfeed(cfg, "migrate-state", "--to", cfg.state)
