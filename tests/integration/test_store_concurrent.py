@@ -1,0 +1,79 @@
+"""Two processes writing the same rows of a PostgreSQL state (read
+committed) at once: a message taken in by one while another has the same
+UID in an open transaction is stored once, without an error; the folder
+checkpoint only moves forward, also when the other process moved it further
+while this one waited.  Real Dovecot, a real PostgreSQL 15
+(conftest's `postgres`); the other process is a psycopg2 connection."""
+import time
+
+import pytest
+
+from conftest import run_mailfeed, start_daemon, write_config
+
+psycopg2 = pytest.importorskip("psycopg2")
+
+
+def mail(i):
+    return ("From: Carol <carol@example.org>\r\nTo: team@example.org\r\n"
+            "Subject: Note %d\r\nMessage-ID: <conc%d@example.org>\r\n"
+            "Date: Mon, 23 Nov 2026 08:%02d:00 +0000\r\n\r\nText %d.\r\n"
+            % (i, i, i, i)).encode()
+
+
+def connect(dsn, autocommit):
+    con = psycopg2.connect(dsn)
+    con.autocommit = autocommit
+    return con
+
+
+def one(con, sql, *args):
+    with con.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()
+
+
+def waiting_on_a_lock(watch):
+    return one(watch, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname=current_database()"
+                      " AND wait_event_type='Lock'")[0] > 0
+
+
+def test_same_uid_stored_once_and_checkpoint_only_forward(dovecot, postgres, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    for i in range(1, 4):
+        dovecot.append("alice", "Team", mail(i))
+    uidvalidity = dovecot.status("alice", "Team")["uidvalidity"]
+    cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
+                       gateway={"state": postgres.dsn})
+    # the schema, and the folder's row, as the daemon makes them
+    r = run_mailfeed(cfg, "status")
+    assert r.returncode in (0, 1), r.stderr
+    other = connect(postgres.dsn, autocommit=False)
+    watch = connect(postgres.dsn, autocommit=True)
+    try:
+        with other.cursor() as cur:
+            # the other process took UIDs 1-3 in and has not committed yet
+            for uid in (1, 2, 3):
+                cur.execute("INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256,"
+                            " received_at, state) VALUES('team', %s, %s, 1, 'other', 0,"
+                            " 'skipped')", (uidvalidity, uid))
+        p = start_daemon(cfg.path, "--once")
+        deadline = time.monotonic() + 30
+        while not waiting_on_a_lock(watch) and time.monotonic() < deadline:
+            assert p.poll() is None, open(p.log_path).read()[-3000:]
+            time.sleep(0.05)
+        assert waiting_on_a_lock(watch), open(p.log_path).read()[-3000:]
+        # ... and moved the checkpoint further before it commits
+        with other.cursor() as cur:
+            cur.execute("UPDATE folders SET last_uid=7 WHERE mailbox='team'")
+        other.commit()
+        assert p.wait(60) == 0, open(p.log_path).read()[-3000:]
+    finally:
+        other.close()
+    log = open(p.log_path).read()
+    assert "store.error" not in log and "ERROR: AddressSanitizer" not in log, log[-3000:]
+    rows = [tuple(r) for r in postgres.sql(
+        "SELECT uid, sha256 FROM messages WHERE mailbox='team' ORDER BY uid")]
+    assert rows == [("1", "other"), ("2", "other"), ("3", "other")], rows
+    assert one(watch, "SELECT last_uid FROM folders WHERE mailbox='team'")[0] == 7
+    watch.close()
+
