@@ -209,3 +209,23 @@ def test_usage_errors(tmp_path):
     assert r.returncode == 2 and "the same" in r.stderr
     r = run_mailfeed(cfg, "migrate-state", "--to", str(tmp_path / "new.db"))
     assert r.returncode == 1 and "no state database" in r.stderr
+
+
+def test_a_postgresql_source_with_a_live_instance_is_refused(dovecot, postgres, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    cfg = pg_config(tmp_path / "pg", dovecot, postgres.dsn)
+    p = start_daemon(cfg.path)
+    try:
+        assert wait_for(lambda: "imap.connected" in open(p.log_path).read(), 30), \
+            open(p.log_path).read()[-3000:]
+        target = str(tmp_path / "copy" / "state.db")
+        r = migrate(cfg, "--to", target)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "is running on" in r.stderr and "pid %d" % p.pid in r.stderr, r.stderr
+        assert postgres.server.password not in r.stderr
+        assert not os.path.exists(target)
+    finally:
+        stop_daemon(p)
+    # stopped: the instance is gone, the copy goes through
+    r = migrate(cfg, "--to", target)
+    assert r.returncode == 0, r.stderr
