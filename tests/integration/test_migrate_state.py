@@ -229,3 +229,19 @@ def test_a_postgresql_source_with_a_live_instance_is_refused(dovecot, postgres, 
     # stopped: the instance is gone, the copy goes through
     r = migrate(cfg, "--to", target)
     assert r.returncode == 0, r.stderr
+
+
+def test_postgresql_to_postgresql(made_state, postgres, tmp_path):
+    cfg = made_state
+    r = migrate(cfg, "--to", postgres.dsn)
+    assert r.returncode == 0, r.stderr
+    second = postgres.server.create_database(postgres.name + "_b")
+    r = run_mailfeed(None, "migrate-state", "--from", postgres.dsn, "--to", second)
+    assert r.returncode == 0, r.stderr
+    copied = {n: c for n, c in pg_counts(postgres).items() if n not in NOT_COPIED}
+    name = second.rsplit("/", 1)[1]
+    for table, n in copied.items():
+        assert postgres.server.sql('SELECT COUNT(*) FROM "%s"' % table, name)[0][0] == n, table
+    # rows as they were, blobs byte for byte
+    q = "SELECT message, encode(raw, 'hex') FROM message_bodies ORDER BY message"
+    assert postgres.server.sql(q, name) == postgres.sql(q)
