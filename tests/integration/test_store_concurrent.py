@@ -2,7 +2,8 @@
 committed) at once: a message taken in by one while another has the same
 UID in an open transaction is stored once, without an error; the folder
 checkpoint only moves forward, also when the other process moved it further
-while this one waited.  Real Dovecot, a real PostgreSQL 15
+while this one waited.  And retention on PostgreSQL: finished mail loses its
+raw bytes, mail on the dead list keeps them.  Real Dovecot, a real PostgreSQL 15
 (conftest's `postgres`); the other process is a psycopg2 connection."""
 import time
 
@@ -76,4 +77,23 @@ def test_same_uid_stored_once_and_checkpoint_only_forward(dovecot, postgres, tmp
     assert rows == [("1", "other"), ("2", "other"), ("3", "other")], rows
     assert one(watch, "SELECT last_uid FROM folders WHERE mailbox='team'")[0] == 7
     watch.close()
+
+
+def test_retention_on_postgresql(dovecot, postgres, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    dovecot.append("alice", "Team", mail(1))
+    dovecot.append("alice", "Team", mail(2).replace(b"Subject: Note 2",
+                                                    b"Auto-Submitted: auto-replied\r\n"
+                                                    b"Subject: Note 2"))
+    cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
+                       gateway={"state": postgres.dsn, "keep_raw": "0s"})
+    for _ in range(2):  # delivered, then erased on the next pass
+        r = run_mailfeed(cfg, "run", "--once", timeout=120)
+        assert r.returncode in (0, 1), r.stderr
+        assert "store.error" not in r.stderr, r.stderr
+    raw = {r[0]: r[1] for r in postgres.sql(
+        "SELECT m.message_id, b.raw IS NOT NULL FROM messages m"
+        " LEFT JOIN message_bodies b ON b.message=m.id")}
+    # the auto-reply is skipped: on the dead list, with its mail
+    assert raw == {"conc1@example.org": "f", "conc2@example.org": "t"}, raw
 
