@@ -1,10 +1,13 @@
-"""Two processes writing the same rows of a PostgreSQL state (read
-committed) at once: a message taken in by one while another has the same
-UID in an open transaction is stored once, without an error; the folder
+"""The state's own SQL on PostgreSQL.  Two processes writing the same rows
+at once (read committed): a message taken in by one while another has the
+same UID in an open transaction is stored once, without an error; the folder
 checkpoint only moves forward, also when the other process moved it further
-while this one waited.  And retention on PostgreSQL: finished mail loses its
-raw bytes, mail on the dead list keeps them.  Real Dovecot, a real PostgreSQL 15
-(conftest's `postgres`); the other process is a psycopg2 connection."""
+while this one waited.  Retention: finished mail loses its raw bytes, mail
+on the dead list keeps them.  `check-config --online` reaches the state's
+server and tells how far its schema is, changing nothing.  Real Dovecot, a
+real PostgreSQL 15 (conftest's `postgres`); the other process is a psycopg2
+connection."""
+import socket
 import time
 
 import pytest
@@ -96,4 +99,36 @@ def test_retention_on_postgresql(dovecot, postgres, tmp_path):
         " LEFT JOIN message_bodies b ON b.message=m.id")}
     # the auto-reply is skipped: on the dead list, with its mail
     assert raw == {"conc1@example.org": "f", "conc2@example.org": "t"}, raw
+
+
+
+
+def test_check_config_online_reaches_the_state(postgres, tmp_path):
+    cfg = write_config(tmp_path, None, gateway={"state": postgres.dsn}, mailbox=None)
+    r = run_mailfeed(cfg, "check-config", "--online")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = [x for x in r.stdout.splitlines() if x.startswith("state (")]
+    assert len(line) == 1 and ": ok, PostgreSQL 15" in line[0], r.stdout
+    assert "empty (the daemon creates the schema)" in line[0], line
+    assert postgres.server.password not in r.stdout and "***" in line[0], line
+    # only looked: nothing was created
+    assert postgres.sql("SELECT COUNT(*) FROM information_schema.tables"
+                        " WHERE table_schema='public'") == [["0"]]
+    assert run_mailfeed(cfg, "status").returncode == 0
+    r = run_mailfeed(cfg, "check-config", "--online")
+    assert r.returncode == 0 and "schema version " in r.stdout, r.stdout
+    # a server that does not answer is a failed check
+    down = write_config(tmp_path / "down", None, mailbox=None, gateway={
+        "state": "postgresql://mailfeed:secretpw@127.0.0.1:%d/x" % free_port()})
+    r = run_mailfeed(down, "check-config", "--online")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "state (postgresql://mailfeed:***@127.0.0.1:" in r.stdout, r.stdout
+    assert ": FAILED: cannot connect to PostgreSQL" in r.stdout, r.stdout
+    assert "secretpw" not in r.stdout + r.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
