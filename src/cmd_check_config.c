@@ -72,8 +72,9 @@ static void usage(FILE *out)
 		"the config.\n");
 }
 
-/* Run as root without --user: the owner of the state file's directory, when
- * that is not root.  0 with *user set (owned) or NULL, -1 after a message. */
+/* Run as root without --user: the owner of the state file's directory (of
+ * the DSN file for a PostgreSQL state), when that is not root.  0 with *user set (owned) or NULL,
+ * -1 after a message. */
 static int service_user(const char *config, char **user)
 {
 	struct mf_diag diag = {0};
@@ -86,9 +87,13 @@ static int service_user(const char *config, char **user)
 	diag_free(&diag);
 	if (!cfg)
 		return 0; /* the full load below reports the problems */
-	char *copy = xstrdup(cfg->gateway.state);
-	const char *dir = dirname(copy);
-	if (stat(dir, &st) == 0 && st.st_uid != 0) {
+	/* a PostgreSQL state has no directory: the DSN file, private to the
+	 * service's user, tells who that is */
+	int pg = is_pg_dsn(cfg->gateway.state);
+	char *copy = xstrdup(pg ? (cfg->gateway.state_dsn_file ? cfg->gateway.state_dsn_file : "")
+				: cfg->gateway.state);
+	const char *dir = pg ? copy : dirname(copy);
+	if (*dir && stat(dir, &st) == 0 && st.st_uid != 0) {
 		if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof pwbuf, &res) != 0 || !res) {
 			fprintf(stderr,
 				"mailfeed check-config: %s belongs to uid %u, which has no user "

@@ -7,12 +7,14 @@ on the dead list keeps them.  `check-config --online` reaches the state's
 server and tells how far its schema is, changing nothing.  Real Dovecot, a
 real PostgreSQL 15 (conftest's `postgres`); the other process is a psycopg2
 connection."""
+import os
+import pwd
 import socket
 import time
 
 import pytest
 
-from conftest import run_mailfeed, start_daemon, write_config
+from conftest import Secret, run_mailfeed, start_daemon, write_config
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -132,3 +134,16 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="judging secrets for the service's user needs root")
+def test_check_config_as_root_judges_secrets_for_the_owner_of_the_dsn_file(postgres, tmp_path):
+    nobody = pwd.getpwnam("nobody")
+    cfg = write_config(tmp_path, None, mailbox=None,
+                       gateway={"state": None, "state_dsn_file": Secret(postgres.dsn + "\n")})
+    dsn_file = [line.split("=", 1)[1].strip() for line in open(cfg.path).read().splitlines()
+                if line.startswith("state_dsn_file")][0]
+    os.chown(dsn_file, nobody.pw_uid, nobody.pw_gid)
+    r = run_mailfeed(cfg, "check-config")
+    assert "secrets judged for user nobody (owner of %s)" % dsn_file in r.stdout, \
+        r.stdout + r.stderr
