@@ -195,6 +195,11 @@ def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smt
     assert wait_for(lambda: sink_count(smtp_sink) >= want_mail, 120, step=0.5), \
         "%d of %d mails" % (sink_count(smtp_sink), want_mail)
     time.sleep(3 * LEASE_S)  # anything sent twice would come now
+    # status shows the three running instances and the killed ones as silent
+    st = json.loads(run_mailfeed(cfgs[0], "status", "--json").stdout)
+    live = sorted(i["pid"] for i in st["instances"] if i["live"])
+    assert live == sorted(inst.proc.pid for inst in insts), st["instances"]
+    assert sum(1 for i in st["instances"] if not i["live"]) == KILLS
     for inst in insts:
         stop_daemon(inst.proc, timeout=30)
     total = time.monotonic() - t0
