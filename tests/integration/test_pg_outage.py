@@ -72,8 +72,11 @@ def test_postgresql_away_for_20s_loses_and_doubles_nothing(dovecot, postgres, sm
     cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
                        gateway={"state": postgres.dsn},
                        smtp={"url": "smtp://127.0.0.1:%d" % smtp_sink.port,
-                             "from": "Feed <feed-bot@example.org>", "ca_file": tls_ca.ca_file},
-                       **{"subscriber " + READER: {"groups": "team", "frequency": "each"}})
+                             "from": "Feed <feed-bot@example.org>", "ca_file": tls_ca.ca_file})
+    # a notification of each post, subscribed before any was delivered
+    r = run_mailfeed(cfg, "subscribe", READER, "--groups", "team", "--each")
+    assert r.returncode == 0, r.stderr
+    postgres.sql("UPDATE subscribers SET since = 0")
     p = start_daemon(cfg)
     assert wait_for(lambda: posted(postgres) >= 5, 60), daemon_log(p)[-3000:]
 
