@@ -627,10 +627,12 @@ static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
 					   " RETURNING outbox.id";
 
 /* Claims left by a claimer that is gone: inflight past their deadline (or
- * from before claims had one). */
+ * from before claims had one), or this instance's own at the start of a
+ * pass (a batch whose results could not be recorded: the database went
+ * away meanwhile). */
 #define STALE_PICK(NOW)                                                                            \
-	"SELECT id FROM outbox WHERE state='inflight'"                                             \
-	" AND (claim_until IS NULL OR claim_until < " NOW ") ORDER BY id LIMIT ?2"
+	"SELECT id FROM outbox WHERE state='inflight' AND (claim_until IS NULL"                    \
+	" OR claim_until < " NOW " OR claimed_by=?1) ORDER BY id LIMIT ?2"
 static const char stale_sqlite[] =
     "UPDATE outbox SET claimed_by=?1, claim_until=" NOW_SQLITE " + ?3"
     " WHERE id IN (" STALE_PICK(NOW_SQLITE) ") RETURNING id";
@@ -748,12 +750,13 @@ static int any_stale(struct store *st)
 {
 	struct db_stmt *s = store_prep(
 	    st, db_sql(store_db(st),
-		       "SELECT 1 FROM outbox WHERE state='inflight'"
-		       " AND (claim_until IS NULL OR claim_until < " NOW_SQLITE ") LIMIT 1",
-		       "SELECT 1 FROM outbox WHERE state='inflight'"
-		       " AND (claim_until IS NULL OR claim_until < " NOW_PG ") LIMIT 1"));
+		       "SELECT 1 FROM outbox WHERE state='inflight' AND (claim_until IS NULL"
+		       " OR claim_until < " NOW_SQLITE " OR claimed_by=?1) LIMIT 1",
+		       "SELECT 1 FROM outbox WHERE state='inflight' AND (claim_until IS NULL"
+		       " OR claim_until < " NOW_PG " OR claimed_by=?1) LIMIT 1"));
 	if (!s)
 		return -1;
+	db_bind_text(s, 1, store_instance(st), -1);
 	int rc = db_step(s);
 	db_finalize(s);
 	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;

@@ -774,6 +774,26 @@ static void test_claim_of_gone_process_lapses_at_once(void **state)
 	assert_int_equal(x->fake.deliveries, 1);
 }
 
+/* A batch whose results could not be recorded (the database went away)
+ * is looked at again by the next pass of the same instance, without
+ * waiting for the claim's deadline. */
+static void test_own_unrecorded_claims_are_reconciled_next_pass(void **state)
+{
+	struct fx *x = *state;
+	char sql[512];
+	enqueue(x, "p", "post", 0, 0);
+	snprintf(sql, sizeof sql,
+		 "UPDATE outbox SET state='inflight', claimed_by='%s',"
+		 " claim_until=" DB_NOW_PLUS("600000"),
+		 store_instance(x->st));
+	assert_int_equal(store_exec(x->st, sql), 0);
+	x->fake.reconcile_answer = 1;
+	deliver(x);
+	assert_int_equal(x->fake.reconciles, 1);
+	assert_int_equal(x->fake.deliveries, 0);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"), 1);
+}
+
 /* A comment waits while an earlier comment of its thread is claimed by
  * another instance, and goes out after it. */
 static void test_comment_waits_for_sibling_claimed_elsewhere(void **state)
@@ -824,6 +844,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lapsed_claim_is_reconciled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claim_of_gone_process_lapses_at_once, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_own_unrecorded_claims_are_reconciled_next_pass,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comment_waits_for_sibling_claimed_elsewhere, setup,
 					    teardown),
 	};
