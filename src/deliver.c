@@ -149,7 +149,7 @@ static int reconcile_one(struct store *st, const struct feed_backend_ops *ops, v
 	struct outbox_loaded l;
 	char *remote = NULL;
 	if (outbox_load(st, id, &l) < 0)
-		return 0;
+		return outbox_mark_unreadable(st, id) < 0 ? -1 : 0;
 	struct upload_log ul = {.st = st};
 	pthread_mutex_init(&ul.mu, NULL);
 	l.item.remote_known = known_remote;
