@@ -950,7 +950,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it, c
 	if (!(s = store_stmt(c->st, "INSERT INTO local_items(key, grp, parent,"
 				    " author_name, author_email, subject, text, hashtags,"
 				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)"
-				    " ON CONFLICT DO NOTHING")))
+				    " ON CONFLICT DO NOTHING RETURNING id")))
 		goto store_error;
 	db_bind_text(s, 1, it->key, -1);
 	db_bind_text(s, 2, it->group, -1);
@@ -965,11 +965,14 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it, c
 	free(tags);
 	db_bind_text(s, 9, files, -1);
 	db_bind_int64(s, 10, (int64_t)time(NULL));
+	/* a row: the new item's id; none: it was there already */
 	int rc = db_step(s);
+	long long id = rc == DB_ROW ? (long long)db_column_int64(s, 0) : 0;
 	store_stmt_done(c->st, s);
-	if (rc != DB_DONE)
+	if (rc != DB_DONE && rc != DB_ROW)
 		goto store_error;
-	long long id = id_of_key(c->st, it->key);
+	if (id <= 0)
+		id = id_of_key(c->st, it->key);
 	if (id <= 0)
 		goto store_error;
 	r->status = FEED_OK;

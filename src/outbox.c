@@ -371,7 +371,8 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 {
 	struct db_stmt *s =
 	    store_kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
-			   " o.created, p.remote_id FROM outbox o"
+			   " o.created, p.remote_id,"
+			   " EXISTS(SELECT 1 FROM attachments a WHERE a.item=o.id) FROM outbox o"
 			   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
 	memset(l, 0, sizeof *l);
 	if (!s)
@@ -391,6 +392,8 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 	l->attempts = (long)db_column_int64(s, 5);
 	l->created = (time_t)db_column_int64(s, 6);
 	l->parent_remote_id = col_dup(s, 7);
+	/* most items have no file: no second round trip for them */
+	int has_files = db_column_int64(s, 8) != 0;
 	store_stmt_done(st, s);
 	if (!p) {
 		outbox_loaded_free(l);
@@ -419,7 +422,7 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 			strlist_add(&l->recipients, json_string_value(v));
 	}
 	json_decref(p);
-	if (load_attachments(st, l) < 0) {
+	if (has_files && load_attachments(st, l) < 0) {
 		outbox_loaded_free(l);
 		return -1;
 	}
