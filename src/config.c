@@ -108,6 +108,7 @@ static const struct key_def gateway_keys[] = {
     {"log_format", K_ENUM, G(log_format), 0, 0, log_format_names, 0, NULL},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0, NULL},
     {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0, NULL},
+    {"lease_timeout", K_DURATION, G(lease_timeout), 2, 0, NULL, 0, "30s"},
     {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef G

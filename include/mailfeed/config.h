@@ -90,6 +90,7 @@ struct mf_gateway {
 	int log_format;	      /* enum log_format: text (default) or json, when not to the journal */
 	char *metrics_listen; /* 127.0.0.1:9464, or NULL */
 	char *metrics_file;   /* textfile collector path, or NULL */
+	long lease_timeout;   /* seconds a dead instance's work waits, default 30 */
 };
 
 struct mf_feed {

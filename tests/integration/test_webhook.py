@@ -10,10 +10,8 @@ before they became items, and retry/drop act on them.
 """
 
 import base64
-import contextlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,8 +21,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOUBLE = os.path.join(HERE, "doubles", "webhook_double.py")
 sys.path.insert(0, os.path.join(HERE, "doubles"))
-from conftest import ENGINE, PgConnection, pg_state_for  # noqa: E402
 from webhook_double import REPLAY_WINDOW, verify_timed  # noqa: E402
+from conftest import state_connect, state_target  # noqa: E402
+
 BIN = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 
 
@@ -64,8 +63,7 @@ def env(tmp_path):
     secret.chmod(0o600)
     rx = Receiver(str(tmp_path), str(secret), "503,200,400")
     conf = tmp_path / "mailfeed.conf"
-    # the engine of the test run (MAILFEED_TEST_ENGINE)
-    state = pg_state_for(tmp_path) if ENGINE == "postgresql" else tmp_path / "state.db"
+    state = state_target(tmp_path)
     conf.write_text(
         "[gateway]\n"
         f"state = {state}\n"
@@ -89,41 +87,27 @@ def payload(subject, text, email="alice@example.org"):
                        "message_id": "a1@example.org", "date": "2026-11-23T07:00:00Z"})
 
 
-@contextlib.contextmanager
-def connect(state):
-    """The state (an SQLite file or a PostgreSQL DSN), committed and closed
-    at the end of the block."""
-    if str(state).startswith("postgresql://"):
-        db = PgConnection(state)
-    else:
-        db = sqlite3.connect(state)
-    try:
-        yield db
-        db.commit()
-    finally:
-        db.close()
-
-
 def add_message(db, state, reason, subject, uid):
-    row = db.execute(
+    cur = db.execute(
         "INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, state, reason,"
-        " received_at) VALUES('fundraising', 1, ?, 10, 'h', ?, ?, ?) RETURNING id",
-        (uid, state, reason, int(time.time()))).fetchone()
-    db.execute("INSERT INTO message_bodies(message, raw) VALUES(?, ?)", (row[0], b"raw"))
+        " received_at) VALUES('fundraising', 1, ?, 10, 'h', ?, ?, ?)",
+        (uid, state, reason, int(time.time())))
+    db.execute("INSERT INTO message_bodies(message, raw) VALUES(?, 'raw')", (cur.lastrowid,))
     db.execute("INSERT INTO message_parsed(message, parsed) VALUES(?, ?)",
-               (row[0], json.dumps({"subject": subject, "from": {"email": "bob@example.org"}})))
-    return row[0]
+               (cur.lastrowid,
+                json.dumps({"subject": subject, "from": {"email": "bob@example.org"}})))
+    return cur.lastrowid
 
 
 def outbox_state(state):
-    with connect(state) as db:
-        return {r[0]: (r[1], r[2], r[3]) for r in
-                db.execute("SELECT key, state, remote_id, error FROM outbox").fetchall()}
+    with state_connect(state) as db:
+        return {k: (s, r, e) for k, s, r, e in
+                db.execute("SELECT key, state, remote_id, error FROM outbox")}
 
 
 def test_webhook_delivery_retry_dead_and_retry_again(env):
     conf, state, rx = env
-    with connect(state) as db:
+    with state_connect(state) as db:
         now = int(time.time())
         db.execute("INSERT INTO outbox(id, key, message, kind, grp, payload, created)"
                    " VALUES(1, 'key-post', NULL, 'post', 'G1', ?, ?)",
@@ -138,7 +122,7 @@ def test_webhook_delivery_retry_dead_and_retry_again(env):
     p = mailfeed(conf, "run", "--once", check=0)
     assert outbox_state(state)["key-post"][0] == "retrying"
     assert "HTTP 503" in outbox_state(state)["key-post"][2]
-    with connect(state) as db:
+    with state_connect(state) as db:
         db.execute("UPDATE outbox SET next_at=0")
 
     # pass 2: the post is accepted, the comment refused with 400 -> exit 1
@@ -183,7 +167,7 @@ def test_webhook_delivery_retry_dead_and_retry_again(env):
 
 def test_dead_lists_skipped_messages_and_acts_on_them(env):
     conf, state, _ = env
-    with connect(state) as db:
+    with state_connect(state) as db:
         m1 = add_message(db, "skipped", "sender not allowed: bob@example.org",
                          "Hello\x1b[31m red", 1)
         m2 = add_message(db, "dead", "parser crashed (signal 11)", "Boom", 2)
@@ -204,8 +188,8 @@ def test_dead_lists_skipped_messages_and_acts_on_them(env):
     p = mailfeed(conf, "dead", "retry", f"m{m1}", check=0)
     assert "skipped again unless the config changed" in p.stdout
     mailfeed(conf, "dead", "drop", f"m{m2}", check=0)
-    with connect(state) as db:
-        states = [r[0] for r in db.execute("SELECT state FROM messages ORDER BY id")]
+    with state_connect(state) as db:
+        states = [s for (s,) in db.execute("SELECT state FROM messages ORDER BY id")]
     assert states == ["new", "dropped", "delivered"]
     dead = json.loads(mailfeed(conf, "dead", "--json", check=0).stdout)["dead"]
     assert dead == []
@@ -215,14 +199,14 @@ def test_webhook_signature_binds_time_and_delivery(env, tmp_path):
     """A captured request cannot be replayed later, nor its body passed off
     under another delivery key or a fresh timestamp."""
     conf, state, rx = env
-    with connect(state) as db:
+    with state_connect(state) as db:
         now = int(time.time())
         for key in ("key-a", "key-b"):
             db.execute("INSERT INTO outbox(key, message, kind, grp, payload, created)"
                        " VALUES(?, NULL, 'post', 'G1', ?, ?)",
                        (key, payload("Q3 " + key, "Plan " + key), now))
     mailfeed(conf, "run", "--once")  # one 503, one 200
-    with connect(state) as db:
+    with state_connect(state) as db:
         db.execute("UPDATE outbox SET next_at=0")
     mailfeed(conf, "run", "--once")
     reqs = rx.requests()
