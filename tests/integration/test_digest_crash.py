@@ -15,7 +15,6 @@ The instant between that commit and the last bytes leaving the process
 cannot be hit on purpose; README documents it as the one case in which a
 subscriber can miss a digest."""
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -40,7 +39,7 @@ def make_config(tmp_path, sink, tls_ca):
 
 
 def add_posts(cfg):
-    con = sqlite3.connect(cfg.state)
+    con = state_db(cfg)
     now = int(time.time())
     con.executemany(
         "INSERT INTO local_items(key, grp, parent, author_name, author_email, subject, text,"
