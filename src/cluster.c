@@ -2,12 +2,16 @@
  * cluster.h).  The SQL of both engines sits side by side where it differs:
  * the database clock, the id column, string aggregation, and the claim
  * (FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "mailfeed/cluster.h"
+#include "mailfeed/log.h"
 #include "mailfeed/util.h"
 
 /* The database's clock in milliseconds, per engine. */
@@ -58,6 +62,9 @@ struct cluster {
 	char *id;
 	char *version;
 	int64_t lease_ms;
+	/* the leases held: written by the thread that asks the database,
+	 * read by the threads that check them (cluster_lease_held) */
+	pthread_mutex_t mu;
 	struct held *held;
 	size_t n_held;
 };
@@ -107,6 +114,42 @@ static int register_instance(struct cluster *cl)
 	return run(s) == DB_DONE ? 0 : -1;
 }
 
+/* Instances of this host whose process no longer runs (a daemon killed
+ * and started again): their leases end now, not at their expiry, so that
+ * a restart does not wait a lease time for its own folders.  Best effort:
+ * a pid taken by another process meanwhile leaves it to the expiry. */
+static void forget_gone_here(struct cluster *cl, const char *host)
+{
+	struct strlist gone = {0};
+	struct db_stmt *s = prep(cl, "SELECT id, pid FROM instances WHERE host=?1", NULL);
+	if (!s)
+		return;
+	db_bind_text(s, 1, host, -1);
+	while (db_step(s) == DB_ROW) {
+		int64_t pid = db_column_int64(s, 1);
+		const char *id = db_column_text(s, 0);
+		if (id && pid > 0 && pid != (int64_t)getpid() && kill((pid_t)pid, 0) < 0 &&
+		    errno == ESRCH)
+			strlist_add(&gone, id);
+	}
+	db_finalize(s);
+	for (size_t i = 0; i < gone.n; i++) {
+		s = prep(cl, "DELETE FROM leases WHERE holder=?1", NULL);
+		if (s)
+			db_bind_text(s, 1, gone.v[i], -1);
+		if (run(s) != DB_DONE)
+			break;
+		s = prep(cl, "DELETE FROM instances WHERE id=?1", NULL);
+		if (s)
+			db_bind_text(s, 1, gone.v[i], -1);
+		if (run(s) != DB_DONE)
+			break;
+		log_info("cluster.instance_gone instance=%s reason=\"process gone\"",
+			 LOG_Q(gone.v[i]));
+	}
+	strlist_free(&gone);
+}
+
 struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_ms, char *err,
 			     size_t errlen)
 {
@@ -116,6 +159,7 @@ struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_m
 		return NULL;
 	}
 	struct cluster *cl = xcalloc(1, sizeof *cl);
+	pthread_mutex_init(&cl->mu, NULL);
 	cl->db = db;
 	cl->lease_ms = lease_ms > 0 ? lease_ms : CLUSTER_LEASE_MS_DEFAULT;
 	char host[256] = "";
@@ -127,6 +171,7 @@ struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_m
 	hex_encode(rnd, sizeof rnd, hex);
 	cl->id = xasprintf("%s:%ld:%s", host, (long)getpid(), hex);
 	cl->version = xstrdup(version ? version : "");
+	forget_gone_here(cl, host);
 	if (register_instance(cl) < 0) {
 		snprintf(err, errlen, "cannot register the instance: %s", db_errmsg(db));
 		cluster_close(cl);
@@ -145,15 +190,18 @@ static struct held *find_held(const struct cluster *cl, const char *name)
 
 static void forget(struct cluster *cl, const char *name)
 {
+	pthread_mutex_lock(&cl->mu);
 	struct held *h = find_held(cl, name);
-	if (!h)
-		return;
-	free(h->name);
-	*h = cl->held[--cl->n_held];
+	if (h) {
+		free(h->name);
+		*h = cl->held[--cl->n_held];
+	}
+	pthread_mutex_unlock(&cl->mu);
 }
 
 static void keep(struct cluster *cl, const char *name, double sent, int64_t epoch)
 {
+	pthread_mutex_lock(&cl->mu);
 	struct held *h = find_held(cl, name);
 	if (!h) {
 		cl->held = xrealloc(cl->held, (cl->n_held + 1) * sizeof *cl->held);
@@ -163,6 +211,7 @@ static void keep(struct cluster *cl, const char *name, double sent, int64_t epoc
 	h->deadline = sent + (double)cl->lease_ms * LOCAL_SHARE / 1000.0;
 	if (epoch > 0)
 		h->epoch = epoch;
+	pthread_mutex_unlock(&cl->mu);
 }
 
 void cluster_close(struct cluster *cl)
@@ -183,6 +232,7 @@ void cluster_close(struct cluster *cl)
 	while (cl->n_held)
 		forget(cl, cl->held[0].name);
 	free(cl->held);
+	pthread_mutex_destroy(&cl->mu);
 	free(cl->id);
 	free(cl->version);
 	free(cl);
@@ -262,17 +312,32 @@ int cluster_lease_release(struct cluster *cl, const char *name)
 	return run(s) == DB_DONE ? 0 : -1;
 }
 
-int cluster_lease_held(const struct cluster *cl, const char *name)
-{
-	const struct held *h = find_held(cl, name);
-	return h && now_monotonic() < h->deadline;
-}
-
 double cluster_lease_left(const struct cluster *cl, const char *name)
 {
+	struct cluster *c = (struct cluster *)cl; /* the lock only */
+	pthread_mutex_lock(&c->mu);
 	const struct held *h = find_held(cl, name);
 	double left = h ? h->deadline - now_monotonic() : 0;
+	pthread_mutex_unlock(&c->mu);
 	return left > 0 ? left : 0;
+}
+
+int cluster_lease_held(const struct cluster *cl, const char *name)
+{
+	return cluster_lease_left(cl, name) > 0;
+}
+
+int cluster_leases_held(const struct cluster *cl, const char *prefix)
+{
+	struct cluster *c = (struct cluster *)cl; /* the lock only */
+	size_t plen = strlen(prefix);
+	int n = 0;
+	double now = now_monotonic();
+	pthread_mutex_lock(&c->mu);
+	for (size_t i = 0; i < cl->n_held; i++)
+		n += strncmp(cl->held[i].name, prefix, plen) == 0 && now < cl->held[i].deadline;
+	pthread_mutex_unlock(&c->mu);
+	return n;
 }
 
 int cluster_heartbeat(struct cluster *cl)
@@ -286,16 +351,23 @@ int cluster_heartbeat(struct cluster *cl)
 		return -1;
 	if (db_changes(cl->db) == 0 && register_instance(cl) < 0)
 		return -1;
+	/* the names first: a lost lease is dropped from the list */
+	pthread_mutex_lock(&cl->mu);
+	size_t n = cl->n_held;
+	char **names = xcalloc(n ? n : 1, sizeof *names);
+	for (size_t i = 0; i < n; i++)
+		names[i] = xstrdup(cl->held[i].name);
+	pthread_mutex_unlock(&cl->mu);
 	int lost = 0;
-	/* from the end: a lost lease is dropped from the list */
-	for (size_t i = cl->n_held; i-- > 0;) {
-		char *name = xstrdup(cl->held[i].name);
-		int rc = cluster_lease_renew(cl, name);
-		free(name);
+	for (size_t i = 0; i < n; i++) {
+		int rc = lost >= 0 ? cluster_lease_renew(cl, names[i]) : 0;
 		if (rc < 0)
-			return -1;
-		lost += rc == 0;
+			lost = -1;
+		else if (lost >= 0)
+			lost += rc == 0;
+		free(names[i]);
 	}
+	free(names);
 	return lost;
 }
 
@@ -304,15 +376,26 @@ int cluster_heartbeat(struct cluster *cl)
 int cluster_instances(struct cluster *cl, void (*fn)(const struct cluster_instance *in, void *arg),
 		      void *arg)
 {
+	return cluster_instances_db(cl->db, fn, arg);
+}
+
+int cluster_instances_db(struct db *db, void (*fn)(const struct cluster_instance *in, void *arg),
+			 void *arg)
+{
+	int version = db_schema_version(db, "cluster");
+	if (version <= 0)
+		return version; /* never joined: no instance to show */
 	struct db_stmt *s =
-	    prep(cl,
-		 "SELECT i.id, i.host, i.pid, i.version, i.started, i.heartbeat,"
-		 " (SELECT group_concat(name, ',') FROM"
-		 "  (SELECT name FROM leases WHERE holder=i.id ORDER BY name))"
-		 " FROM instances i ORDER BY i.started, i.id",
-		 "SELECT i.id, i.host, i.pid, i.version, i.started, i.heartbeat,"
-		 " (SELECT string_agg(name, ',' ORDER BY name) FROM leases WHERE holder=i.id)"
-		 " FROM instances i ORDER BY i.started, i.id");
+	    db_prepare(db, db_sql(db,
+				  "SELECT i.id, i.host, i.pid, i.version, i.started, i.heartbeat,"
+				  " (SELECT group_concat(name, ',') FROM"
+				  "  (SELECT name FROM leases WHERE holder=i.id"
+				  "   AND expires >= " NOW_SQLITE " ORDER BY name)),"
+				  " " NOW_SQLITE " FROM instances i ORDER BY i.started, i.id",
+				  "SELECT i.id, i.host, i.pid, i.version, i.started, i.heartbeat,"
+				  " (SELECT string_agg(name, ',' ORDER BY name) FROM leases"
+				  "  WHERE holder=i.id AND expires >= " NOW_PG "),"
+				  " " NOW_PG " FROM instances i ORDER BY i.started, i.id"));
 	if (!s)
 		return -1;
 	int rc;
@@ -325,10 +408,54 @@ int cluster_instances(struct cluster *cl, void (*fn)(const struct cluster_instan
 		    .started_ms = db_column_int64(s, 4),
 		    .heartbeat_ms = db_column_int64(s, 5),
 		    .holds = db_column_text(s, 6),
+		    .now_ms = db_column_int64(s, 7),
 		};
 		if (!in.holds)
 			in.holds = "";
 		fn(&in, arg);
+	}
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
+}
+
+int cluster_live_instances(struct cluster *cl)
+{
+	struct db_stmt *s =
+	    prep(cl, "SELECT COUNT(*) FROM instances WHERE heartbeat >= " NOW_SQLITE " - ?1",
+		 "SELECT COUNT(*) FROM instances WHERE heartbeat >= " NOW_PG " - ?1");
+	if (!s)
+		return -1;
+	db_bind_int64(s, 1, cl->lease_ms);
+	int n = db_step(s) == DB_ROW ? (int)db_column_int64(s, 0) : -1;
+	db_finalize(s);
+	return n;
+}
+
+int cluster_leases(struct cluster *cl, const char *prefix,
+		   void (*fn)(const struct cluster_lease *l, void *arg), void *arg)
+{
+	struct db_stmt *s = prep(cl,
+				 "SELECT name, holder, expires - " NOW_SQLITE ", epoch FROM leases"
+				 " WHERE substr(name, 1, length(?1))=?1 ORDER BY name",
+				 "SELECT name, holder, expires - " NOW_PG ", epoch FROM leases"
+				 " WHERE substr(name, 1, length(?1))=?1 ORDER BY name");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, prefix, -1);
+	int rc;
+	while ((rc = db_step(s)) == DB_ROW) {
+		struct cluster_lease l = {
+		    .name = db_column_text(s, 0),
+		    .holder = db_column_text(s, 1),
+		    .left_ms = db_column_int64(s, 2),
+		    .epoch = db_column_int64(s, 3),
+		};
+		if (!l.name || !l.holder)
+			continue;
+		l.mine = strcmp(l.holder, cl->id) == 0;
+		if (l.left_ms < 0)
+			l.left_ms = 0; /* expired: free to take */
+		fn(&l, arg);
 	}
 	db_finalize(s);
 	return rc == DB_DONE ? 0 : -1;

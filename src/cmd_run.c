@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cmd_run_keeper.h"
 #include "mailfeed/cli.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
@@ -56,6 +57,7 @@
 
 #define MAX_BACKOFF 300
 #define STORE_MAX_BACKOFF 30
+#define STORE_AWAY_MAX_BACKOFF 5 /* unreachable: asked again this often at least */
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
 /* The longest a step of a watcher or of the processor may go without
@@ -86,6 +88,7 @@ struct watcher {
 	enum start_mode start;
 	long start_since;
 	const struct mf_config *cfg;
+	struct keeper *keeper; /* its lease; NULL: always ours */
 	/* what the last look of this session saw */
 	int looked;  /* synced since the session connected */
 	int refused; /* the server refused the folder (missing, say) */
@@ -107,6 +110,7 @@ struct session {
 	int proc_wake_fd;
 	int health;		   /* its slot in the liveness table */
 	struct account_gate *gate; /* NULL in run --once */
+	struct keeper *keeper;	   /* the leases of its folders; NULL: all ours */
 };
 
 /* Seconds until the account may try to log in again, 0 now. */
@@ -170,7 +174,14 @@ static void sleep_or_wake(int fd, long seconds)
 	drain(fd);
 }
 
-static struct ingest_folder watcher_target(const struct watcher *w)
+/* The check before each fetch and store of a folder: its lease. */
+static int watcher_may_store(void *arg)
+{
+	struct watcher *w = arg;
+	return keeper_held(w->keeper, w->key);
+}
+
+static struct ingest_folder watcher_target(struct watcher *w)
 {
 	return (struct ingest_folder){.key = w->key,
 				      .acct = w->acct,
@@ -178,7 +189,9 @@ static struct ingest_folder watcher_target(const struct watcher *w)
 				      .max_size = w->max_size,
 				      .start = w->start,
 				      .start_since = w->start_since,
-				      .cfg = w->cfg};
+				      .cfg = w->cfg,
+				      .may_work = watcher_may_store,
+				      .may_work_arg = w};
 }
 
 /* Every status row of the session's folders shows err. */
@@ -217,7 +230,22 @@ static int folder_step(struct session *ss, struct imap_session *s, struct store 
 		wake(ss->proc_wake_fd);
 		imap_news_taken(s);
 	}
+	if (!keeper_held(w->keeper, w->key))
+		return INGEST_LEASE_LOST; /* another instance applies them now */
 	return ingest_apply_acks(s, st, w->key, w->after, w->after_folder, err, errlen);
+}
+
+/* folder_step on a folder whose lease is held, marked busy meanwhile (it
+ * is not given up in the middle).  INGEST_LEASE_LOST when it is not ours
+ * (any more). */
+static int folder_step_held(struct session *ss, struct imap_session *s, struct store *st,
+			    struct watcher *w, char *err, size_t errlen)
+{
+	if (!keeper_begin(ss->keeper, w->key))
+		return INGEST_LEASE_LOST;
+	int rc = folder_step(ss, s, st, w, err, errlen);
+	keeper_end(ss->keeper, w->key);
+	return rc;
 }
 
 /* The folders but the one waited on, with a session of several: a STATUS each,
@@ -229,8 +257,8 @@ static int session_sweep(struct session *ss, struct imap_session *s, struct stor
 {
 	for (size_t i = 0; i < ss->nf && !atomic_load(&ss->stop); i++) {
 		struct watcher *w = ss->f[i];
-		if (i == idle)
-			continue;
+		if (i == idle || !keeper_may_work(ss->keeper, w->key))
+			continue; /* another instance watches it */
 		int due = 0;
 		if (look) {
 			struct imap_folder_info info;
@@ -255,15 +283,63 @@ static int session_sweep(struct session *ss, struct imap_session *s, struct stor
 		if (!due && !ingest_acks_pending(st, w->key))
 			continue;
 		health_beat(ss->health, HEALTH_STEP);
-		int rc = folder_step(ss, s, st, w, err, errlen);
-		if (rc < 0)
+		int rc = folder_step_held(ss, s, st, w, err, errlen);
+		if (rc < 0 && rc != INGEST_LEASE_LOST)
 			return rc;
 	}
 	return 0;
 }
 
-/* Serves the session's folders on a connected session until stop or an
- * error (returned as ingest_sync_folder's). */
+/* The folder to wait on: the first of this instance's folders the server
+ * did not refuse, else the last of them; ss->nf when none is ours. */
+static size_t session_idle_folder(struct session *ss)
+{
+	size_t idle = ss->nf;
+	for (size_t i = 0; i < ss->nf; i++) {
+		if (!keeper_may_work(ss->keeper, ss->f[i]->key))
+			continue;
+		idle = i;
+		if (!ss->f[i]->refused)
+			break;
+	}
+	return idle;
+}
+
+/* Waits for news on w, the folder waited on, never past the local deadline
+ * of its lease: a lease that was not renewed ends the wait before it ends
+ * (the next look finds it gone).  0, or -1 when the connection failed. */
+static int session_wait(struct session *ss, struct imap_session *s, struct watcher *w,
+			double next_look, char *err, size_t errlen)
+{
+	long max_wait = WATCH_WAIT;
+	if (ss->nf > 1) {
+		double left = next_look - now_monotonic();
+		max_wait = left < 1 ? 1 : left < WATCH_WAIT ? (long)(left + 0.999) : WATCH_WAIT;
+	}
+	double lease_left = keeper_left(ss->keeper, w->key);
+	if (lease_left < 2) {
+		struct pollfd p = {.fd = ss->wake_fd, .events = POLLIN};
+		poll(&p, 1, (int)(lease_left * 1000) + 10);
+		drain(ss->wake_fd);
+		return 0;
+	}
+	if ((double)max_wait > lease_left - 1)
+		max_wait = (long)(lease_left - 1);
+	health_beat(ss->health, (double)max_wait + 60 + 2.0 * (double)ss->acct->timeout);
+	int r = imap_wait(s, ss->wake_fd, max_wait, err, errlen);
+	health_beat(ss->health, HEALTH_STEP);
+	drain(ss->wake_fd);
+	return r < 0 ? -1 : 0;
+}
+
+/* session_serve's answer when none of the session's folders is this
+ * instance's now (another instance watches them, the state database is
+ * away). */
+#define SERVE_STANDBY 1
+
+/* Serves the session's folders that are this instance's on a connected
+ * session until stop, SERVE_STANDBY, or an error (returned as
+ * ingest_sync_folder's). */
 static int session_serve(struct session *ss, struct imap_session *s, struct store *st,
 			 long *backoff, long *store_backoff, char *err, size_t errlen)
 {
@@ -272,10 +348,10 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 		ss->f[i]->looked = ss->f[i]->refused = 0;
 	while (!atomic_load(&ss->stop)) {
 		int rc = 0;
-		/* IDLE on the first folder the server did not refuse */
-		size_t idle = 0;
-		while (idle + 1 < ss->nf && ss->f[idle]->refused)
-			idle++;
+		/* IDLE on the first folder of ours the server did not refuse */
+		size_t idle = session_idle_folder(ss);
+		if (idle == ss->nf)
+			return SERVE_STANDBY;
 		if (ss->nf > 1) {
 			int look = now_monotonic() >= next_look;
 			rc = session_sweep(ss, s, st, idle, look, err, errlen);
@@ -284,30 +360,49 @@ static int session_serve(struct session *ss, struct imap_session *s, struct stor
 			if (look)
 				next_look = now_monotonic() + (double)ss->acct->poll_interval;
 		}
-		rc = folder_step(ss, s, st, ss->f[idle], err, errlen);
+		rc = folder_step_held(ss, s, st, ss->f[idle], err, errlen);
+		if (rc == INGEST_LEASE_LOST)
+			continue; /* the next look finds what is still ours */
 		if (rc < 0)
 			return rc;
-		if (ss->f[idle]->refused && idle + 1 < ss->nf)
+		if (ss->f[idle]->refused && session_idle_folder(ss) != idle)
 			continue; /* wait on another folder */
 		*backoff = 1;
 		*store_backoff = 1;
 		if (atomic_load(&ss->stop))
 			break;
-		long max_wait = WATCH_WAIT;
-		if (ss->nf > 1) {
-			double left = next_look - now_monotonic();
-			max_wait = left < 1	       ? 1
-				   : left < WATCH_WAIT ? (long)(left + 0.999)
-						       : WATCH_WAIT;
-		}
-		health_beat(ss->health, (double)max_wait + 60 + 2.0 * (double)ss->acct->timeout);
-		int r = imap_wait(s, ss->wake_fd, max_wait, err, errlen);
-		health_beat(ss->health, HEALTH_STEP);
-		drain(ss->wake_fd);
-		if (r < 0)
+		if (session_wait(ss, s, ss->f[idle], next_look, err, errlen) < 0)
 			return -1;
 	}
 	return 0;
+}
+
+/* Waits while none of the session's folders is this instance's: another
+ * instance watches them, or the state database is away.  1 when it waited
+ * (look again), 0 when a folder is ours to serve. */
+#define STANDBY_WAIT 10
+static int session_standby(struct session *ss)
+{
+	for (size_t i = 0; i < ss->nf; i++)
+		if (keeper_may_work(ss->keeper, ss->f[i]->key))
+			return 0;
+	health_wait(ss->health, HEALTH_STANDBY, STANDBY_WAIT + 5,
+		    keeper_store_away() ? "the state database is unreachable"
+					: "another instance watches these folders");
+	sleep_or_wake(ss->wake_fd, STANDBY_WAIT);
+	return 1;
+}
+
+static void session_connected(struct session *ss, struct imap_session *s)
+{
+	if (ss->nf > 1)
+		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
+			 "poll_interval=%lds",
+			 ss->f[0]->key, ss->acct->name, ss->f[0]->folder,
+			 imap_has_idle(s) ? "yes" : "no", ss->nf, ss->acct->poll_interval);
+	else
+		log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", ss->f[0]->key,
+			 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
 }
 
 static void *session_main(void *arg)
@@ -323,6 +418,8 @@ static void *session_main(void *arg)
 	}
 	health_bind(ss->health);
 	while (!atomic_load(&ss->stop)) {
+		if (session_standby(ss))
+			continue;
 		long barred = gate_wait(ss->gate);
 		if (barred > 0) {
 			health_wait(ss->health, HEALTH_AUTH_BACKOFF, (double)barred,
@@ -346,21 +443,23 @@ static void *session_main(void *arg)
 			backoff = backoff_next(backoff, MAX_BACKOFF);
 			continue;
 		}
-		if (ss->nf > 1)
-			log_info(
-			    "imap.connected mailbox=%s account=%s folder=%s idle=%s folders=%zu "
-			    "poll_interval=%lds",
-			    key, ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no",
-			    ss->nf, ss->acct->poll_interval);
-		else
-			log_info("imap.connected mailbox=%s account=%s folder=%s idle=%s", key,
-				 ss->acct->name, ss->f[0]->folder, imap_has_idle(s) ? "yes" : "no");
+		session_connected(ss, s);
 		int rc = session_serve(ss, s, st, &backoff, &store_backoff, err, sizeof err);
-		if (atomic_load(&ss->stop)) {
+		if (atomic_load(&ss->stop) || rc == SERVE_STANDBY) {
+			if (rc == SERVE_STANDBY)
+				log_info("imap.standby mailbox=%s note=\"none of these folders is "
+					 "this instance's now: logged out\"",
+					 key);
 			imap_close(s);
-			break;
+			continue;
 		}
 		imap_abort(s);
+		if (rc == INGEST_STORE_FAILED && db_unavailable(store_db(st))) {
+			/* nothing fetched can be stored now: the standby waits */
+			keeper_store_unavailable(ss->keeper, store_errmsg(st));
+			sleep_or_wake(ss->wake_fd, 1);
+			continue;
+		}
 		if (rc == INGEST_STORE_FAILED) {
 			/* the server is fine: what failed is the state database (a
 			 * full disk, say); try again soon, from where it stopped */
@@ -399,6 +498,7 @@ struct daemon {
 	int metrics_unsubscribe;    /* the listener serves /unsubscribe/ */
 	struct account_gate *gates; /* one per account, for the watchers */
 	size_t ngates;
+	struct keeper *keeper; /* the leases among instances; NULL in run --once */
 };
 
 static size_t watchers_plan(struct daemon *d)
@@ -426,6 +526,7 @@ static size_t watchers_plan(struct daemon *d)
 	for (size_t i = 0; i < n; i++) {
 		d->w[i].max_size = cfg->gateway.max_message_size;
 		d->w[i].cfg = cfg;
+		d->w[i].keeper = d->keeper;
 	}
 	return n;
 }
@@ -457,7 +558,8 @@ static void sessions_plan(struct daemon *d)
 					       .state_path = d->cfg->gateway.state,
 					       .wake_fd = -1,
 					       .proc_wake_fd = d->proc_wake_fd,
-					       .health = -1};
+					       .health = -1,
+					       .keeper = d->keeper};
 			ss->f = xcalloc(count / n + 1, sizeof *ss->f);
 		}
 		size_t k = 0;
@@ -500,16 +602,33 @@ static void gates_start(struct daemon *d, struct store *st)
 	}
 }
 
+/* The keeper learns the folders to lease and whom to wake. */
+static void watchers_to_keeper(struct daemon *d)
+{
+	const char **names = xcalloc(d->nw ? d->nw : 1, sizeof *names);
+	int *fds = xcalloc(d->nss ? d->nss : 1, sizeof *fds);
+	for (size_t i = 0; i < d->nw; i++)
+		names[i] = d->w[i].key;
+	for (size_t i = 0; i < d->nss; i++)
+		fds[i] = d->ss[i].wake_fd;
+	keeper_set_mailboxes(d->keeper, names, d->nw);
+	keeper_set_wakers(d->keeper, fds, d->nss);
+	free(names);
+	free(fds);
+}
+
 static void watchers_start(struct daemon *d, struct store *st)
 {
 	gates_start(d, st);
 	d->nw = watchers_plan(d);
 	sessions_plan(d);
+	for (size_t i = 0; i < d->nss; i++)
+		d->ss[i].wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	watchers_to_keeper(d);
 	for (size_t i = 0; i < d->nss; i++) {
 		struct session *ss = &d->ss[i];
 		if (ss->acct >= d->cfg->accounts && ss->acct < d->cfg->accounts + d->ngates)
 			ss->gate = &d->gates[ss->acct - d->cfg->accounts];
-		ss->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		char name[300];
 		session_name(ss, name, sizeof name);
 		ss->health = health_register(name);
@@ -525,6 +644,7 @@ static void watchers_start(struct daemon *d, struct store *st)
 static void watchers_stop(struct daemon *d, double deadline)
 {
 	int abandoned = 0;
+	keeper_set_wakers(d->keeper, NULL, 0); /* their eventfds close below */
 	for (size_t i = 0; i < d->nss; i++) {
 		atomic_store(&d->ss[i].stop, 1);
 		wake(d->ss[i].wake_fd);
@@ -854,6 +974,42 @@ static void secrets_preload(struct mf_config *cfg)
 		log_warn("run.secret_unavailable error=%s", LOG_Q(err));
 }
 
+/* Until store.c names the instance in the claims it writes. */
+static void run_set_instance(const char *id) { (void)id; }
+
+/* The daemon joins the instances sharing its state, on a connection of
+ * its own: 0, or -1 (logged). */
+static int run_join(struct daemon *d)
+{
+	char err[512];
+	d->keeper =
+	    keeper_start(d->cfg->gateway.state, (int64_t)d->cfg->gateway.lease_timeout * 1000,
+			 d->proc_wake_fd, err, sizeof err);
+	if (!d->keeper) {
+		log_error("run.error error=%s", LOG_Q(err));
+		return -1;
+	}
+	run_set_instance(keeper_instance_id(d->keeper));
+	return 0;
+}
+
+/* A reload that changed the state or the lease time joins again with
+ * them (the watchers are stopped); the old membership is kept when the
+ * new one cannot be had. */
+static void reload_rejoin(struct daemon *d, const struct mf_config *old)
+{
+	if (!d->keeper || (strcmp(old->gateway.state, d->cfg->gateway.state) == 0 &&
+			   old->gateway.lease_timeout == d->cfg->gateway.lease_timeout))
+		return;
+	struct keeper *prev = d->keeper;
+	if (run_join(d) < 0) {
+		d->keeper = prev;
+		log_warn("reload.cluster note=\"keeping the old lease settings\"");
+		return;
+	}
+	keeper_stop(prev);
+}
+
 static int reload(struct daemon *d, struct store **st)
 {
 	struct mf_diag diag = {0};
@@ -893,8 +1049,10 @@ static int reload(struct daemon *d, struct store **st)
 			fresh->gateway.state = xstrdup(d->cfg->gateway.state);
 		}
 	}
-	config_free(d->cfg);
+	struct mf_config *old = d->cfg;
 	d->cfg = fresh;
+	reload_rejoin(d, old);
+	config_free(old);
 	config_apply_logging(d->cfg);
 	secrets_preload(d->cfg);
 	d->worker = worker_new(&d->cfg->gateway);
@@ -971,8 +1129,8 @@ static double processor_step(const struct processor *p)
 static long processor_timeout(const struct processor *p, int first)
 {
 	long timeout_ms = first ? 0 : p->wd_interval_ms < 30000 ? p->wd_interval_ms : 30000;
-	long next = outbox_next_due(*p->stp);
 	double pause = p->store_retry_at - now_monotonic();
+	long next = pause > 0 ? 0 : outbox_next_due(*p->stp);
 	if (pause > 0) {
 		/* the state database failed: due work waits, no busy loop */
 		if (pause * 1000 < timeout_ms)
@@ -1023,6 +1181,28 @@ static int processor_wait(struct processor *p, int first)
 	return 0;
 }
 
+/* The state database failed under the processor: its work waits, 1 s
+ * doubling to 30 s (5 s while the database cannot be reached at all: it
+ * is back soon after it answers again). */
+static void processor_store_failed(struct processor *p, struct store *st)
+{
+	struct db *db = store_db(st);
+	int away = db_unavailable(db);
+	p->store_backoff =
+	    backoff_next(p->store_backoff, away ? STORE_AWAY_MAX_BACKOFF : STORE_MAX_BACKOFF);
+	p->store_retry_at = now_monotonic() + (double)p->store_backoff;
+	if (away) {
+		keeper_store_unavailable(p->d->keeper, db_errmsg(db));
+		health_wait(p->health, HEALTH_BACKOFF, (double)p->store_backoff,
+			    "the state database is unreachable; processing and delivery wait");
+		return;
+	}
+	log_warn("run.store_failed retry_in=%lds error=%s", p->store_backoff,
+		 LOG_Q(store_errmsg(st)));
+	health_wait(p->health, HEALTH_BACKOFF, (double)p->store_backoff,
+		    "the state database failed; processing and delivery wait");
+}
+
 static int duty_process_wanted(const struct processor *p)
 {
 	return now_monotonic() >= p->store_retry_at;
@@ -1039,7 +1219,10 @@ static void duty_process(struct processor *p)
 	int n, delivered_any = 0, early_any = 0, early_dead = 0;
 	long enqueued = 0, full = (long)outbox_batch_size(p->d->cfg, p->d->feed);
 	do {
-		n = pipeline_process_new(st, p->d->cfg, p->d->worker, PROCESS_BATCH);
+		/* one instance at a time parses: the holder of the stage's lease */
+		n = keeper_process_held(p->d->keeper)
+			? pipeline_process_new(st, p->d->cfg, p->d->worker, PROCESS_BATCH)
+			: 0;
 		health_beat(p->health, processor_step(p));
 		if (n > 0 && (enqueued += n) >= full && early_dead >= 0) {
 			int any = 0, r = deliver_rounds(p->d, st, 1, &any);
@@ -1057,13 +1240,9 @@ static void duty_process(struct processor *p)
 	if (dead >= 0 && early_dead != 0)
 		dead = early_dead < 0 ? -1 : dead + early_dead;
 	if (dead < 0 || n < 0) {
-		p->store_backoff = backoff_next(p->store_backoff, STORE_MAX_BACKOFF);
-		p->store_retry_at = now_monotonic() + (double)p->store_backoff;
-		log_warn("run.store_failed retry_in=%lds error=%s", p->store_backoff,
-			 LOG_Q(store_errmsg(st)));
-		health_wait(p->health, HEALTH_BACKOFF, (double)p->store_backoff,
-			    "the state database failed; processing and delivery wait");
+		processor_store_failed(p, st);
 	} else {
+		keeper_store_available(p->d->keeper);
 		p->store_backoff = 0;
 		p->store_retry_at = 0;
 	}
@@ -1073,7 +1252,7 @@ static void duty_process(struct processor *p)
 
 static int duty_digest_wanted(const struct processor *p)
 {
-	return p->d->cfg->smtp.present && p->d->feed;
+	return p->d->cfg->smtp.present && p->d->feed && !keeper_store_away();
 }
 
 /* Sends the digests that are due; the run feeds the watchdog and ends
@@ -1091,11 +1270,14 @@ static void duty_digest(struct processor *p)
 static void duty_watchdog(struct processor *p)
 {
 	struct store *st = *p->stp;
-	if (health_report(NULL))
+	/* waiting for the state database is no hang: a restart would not help */
+	if (health_report(NULL) || keeper_store_away())
 		sd_notify(0, "WATCHDOG=1");
 	else
 		log_warn("run.unhealthy note=\"a part made no progress; the watchdog "
 			 "is not fed (GET /healthz names it)\"");
+	if (keeper_store_away())
+		return; /* nothing to write it to */
 	note_set(st, "heartbeat", NULL, 0);
 	notify_status(st);
 	metrics_write(st, p->d->cfg);
@@ -1206,7 +1388,7 @@ static int run_with_state(struct daemon *d, struct store **stp, int sfd, int onc
 	subscribers_seed(*stp, d->cfg);
 	if (once)
 		return run_once(d, *stp);
-	if (metrics_restart(d) < 0)
+	if (run_join(d) < 0 || metrics_restart(d) < 0)
 		return 1;
 	return run_forever(d, stp, sfd);
 }
@@ -1244,6 +1426,7 @@ int cmd_run(int argc, char **argv, const char *config)
 		return 1;
 	}
 	rc = run_with_state(&d, &st, sfd, once);
+	keeper_stop(d.keeper);
 	metrics_server_stop(d.metrics);
 	free(d.metrics_listen);
 	feed_close(&d);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "mailfeed/cli.h"
+#include "mailfeed/cluster.h"
 #include "mailfeed/config.h"
 #include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
@@ -87,6 +88,50 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 				: json_null());
 }
 
+/* One registered instance as a row of "instances". */
+struct instances_ctx {
+	json_t *rows;
+	int64_t lease_ms; /* a heartbeat older than this: the instance is silent */
+};
+
+static void instance_row(const struct cluster_instance *in, void *arg)
+{
+	struct instances_ctx *c = arg;
+	char when[32], started[32];
+	int64_t age_ms = in->now_ms - in->heartbeat_ms;
+	json_t *holds = json_array();
+	struct strlist names = {0};
+	strlist_split(&names, in->holds);
+	for (size_t i = 0; i < names.n; i++)
+		json_array_append_new(holds, json_string(names.v[i]));
+	strlist_free(&names);
+	json_array_append_new(
+	    c->rows,
+	    json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:I,s:b,s:o}", "id", in->id ? in->id : "", "host",
+		      in->host ? in->host : "", "pid", (json_int_t)in->pid, "version",
+		      in->version ? in->version : "", "started",
+		      time_iso((time_t)(in->started_ms / 1000), started, sizeof started),
+		      "heartbeat", time_iso((time_t)(in->heartbeat_ms / 1000), when, sizeof when),
+		      "heartbeat_age_s", (json_int_t)(age_ms > 0 ? age_ms / 1000 : 0), "live",
+		      age_ms <= c->lease_ms, "holds", holds));
+}
+
+/* Every instance that joined on this state (host, pid, version, last
+ * heartbeat and its age, the leases it holds); an empty list when none
+ * ever did, null when they cannot be read. */
+static json_t *instances_status(struct store *st, const struct mf_config *cfg)
+{
+	struct instances_ctx c = {
+	    .rows = json_array(),
+	    .lease_ms = (cfg ? cfg->gateway.lease_timeout : 30) * (int64_t)1000,
+	};
+	if (cluster_instances_db(store_db(st), instance_row, &c) < 0) {
+		json_decref(c.rows);
+		return json_null();
+	}
+	return c.rows;
+}
+
 /* Every mailbox, in a stable order: by name, whatever the config's order;
  * those the state knows when the config does not load; [replies] last. */
 static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
@@ -109,9 +154,9 @@ static json_t *mailboxes_status(struct store *st, const struct mf_config *cfg)
 	size_t n_known;
 	if (!cfg && store_folders_list(st, &known, &n_known) == 0) {
 		for (size_t i = 0; i < n_known; i++)
-			json_array_append_new(mbs, mailbox_status(st, known[i].mailbox,
-								  known[i].account,
-								  known[i].folder, NULL));
+			json_array_append_new(mbs,
+					      mailbox_status(st, known[i].mailbox, known[i].account,
+							     known[i].folder, NULL));
 		store_folders_free(known, n_known);
 	}
 	if (cfg && cfg->replies.present)
@@ -167,6 +212,7 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 			 digests);
 	json_object_set_new(root, "digests", digests);
 	daemon_status(root, st, state);
+	json_object_set_new(root, "instances", instances_status(st, cfg));
 	char *reload_error = NULL;
 	note_get(st, NOTE_RELOAD_ERROR, &reload_error, NULL);
 	json_object_set_new(root, "reload_error",
@@ -187,9 +233,9 @@ static int status_failing(json_t *root)
 {
 	size_t i;
 	json_t *m;
-	int failing = json_integer_value(json_object_get(json_object_get(root, "outbox"), "dead")) >
-			  0 ||
-		      json_is_string(json_object_get(root, "auth_backoff"));
+	int failing =
+	    json_integer_value(json_object_get(json_object_get(root, "outbox"), "dead")) > 0 ||
+	    json_is_string(json_object_get(root, "auth_backoff"));
 	json_array_foreach(json_object_get(root, "mailboxes"), i, m)
 	{
 		if (json_is_string(json_object_get(m, "last_error")) ||
@@ -197,6 +243,31 @@ static int status_failing(json_t *root)
 			failing = 1;
 	}
 	return failing;
+}
+
+static void instances_print(json_t *list)
+{
+	size_t i;
+	json_t *in;
+	if (json_array_size(list) == 0)
+		return;
+	printf("\ninstances:\n");
+	json_array_foreach(list, i, in)
+	{
+		json_t *holds = json_object_get(in, "holds");
+		printf("  %s pid %lld version %s, last heartbeat %lld s ago%s",
+		       str_or(in, "host", ""),
+		       (long long)json_integer_value(json_object_get(in, "pid")),
+		       str_or(in, "version", "?"),
+		       (long long)json_integer_value(json_object_get(in, "heartbeat_age_s")),
+		       json_is_true(json_object_get(in, "live")) ? ""
+								 : " (silent: stopped or cut off)");
+		size_t j;
+		json_t *h;
+		printf(json_array_size(holds) ? ", holds " : ", holds nothing");
+		json_array_foreach(holds, j, h) printf("%s%s", j ? ", " : "", json_string_value(h));
+		printf("\n");
+	}
 }
 
 static void status_print(json_t *root)
@@ -246,6 +317,7 @@ static void status_print(json_t *root)
 			       str_or(m, "source", ""));
 		}
 	}
+	instances_print(json_object_get(root, "instances"));
 	const char *re = str_or(root, "reload_error", NULL);
 	if (re)
 		printf("\nlast reload refused: %s\n", re);
@@ -299,6 +371,23 @@ static char *state_path_fallback(const char *config)
 	return path;
 }
 
+/* Whether a state that could not be opened is a database server that did
+ * not answer (rather than a damaged or foreign state). */
+static int state_unreachable(const char *state)
+{
+	char err[512];
+	int away = 0;
+	if (!db_is_dsn(state))
+		return 0;
+	struct db *db = db_open(state, err, sizeof err, &away);
+	if (db)
+		db_close(db);
+	return away;
+}
+
+/* Exit statuses beyond 0 (all well), 1 (failing) and 2 (usage, config). */
+#define STATUS_UNREACHABLE 3
+
 int cmd_status(int argc, char **argv, const char *config)
 {
 	int as_json = 0;
@@ -307,11 +396,16 @@ int cmd_status(int argc, char **argv, const char *config)
 		if (strcmp(argv[i], "--json") == 0) {
 			as_json = 1;
 		} else if (strcmp(argv[i], "--help") == 0) {
-			printf("usage: mailfeed [-c FILE] status [--json]\n"
-			       "  Whether the daemon runs (pid, heartbeat); per mailbox: last UID,\n"
-			       "  messages stored/skipped/waiting, last success and error; outbox\n"
-			       "  counts; digests per subscriber.  Exit 1 when a mailbox is failing,\n"
-			       "  an account waits after refused logins, or anything is dead.\n");
+			printf(
+			    "usage: mailfeed [-c FILE] status [--json]\n"
+			    "  Whether the daemon runs (pid, heartbeat); per mailbox: last UID,\n"
+			    "  messages stored/skipped/waiting, last success and error; outbox\n"
+			    "  counts; digests per subscriber; the instances sharing the state\n"
+			    "  (host, pid, version, last heartbeat, the leases they hold).  Exit "
+			    "1\n"
+			    "  when a mailbox is failing, an account waits after refused logins,\n"
+			    "  or anything is dead; 3 when the state database cannot be "
+			    "reached.\n");
 			return 0;
 		} else {
 			fprintf(stderr, "usage: mailfeed [-c FILE] status [--json]\n");
@@ -330,10 +424,12 @@ int cmd_status(int argc, char **argv, const char *config)
 	const char *state = cfg ? cfg->gateway.state : fallback;
 	struct store *st = store_open(state, err, sizeof err);
 	if (!st) {
-		fprintf(stderr, "mailfeed: %s\n", err);
+		int away = state_unreachable(state);
+		fprintf(stderr, "mailfeed: %s%s\n", away ? "state database unreachable: " : "",
+			err);
 		free(fallback);
 		config_free(cfg);
-		return 1;
+		return away ? STATUS_UNREACHABLE : 1;
 	}
 	json_t *root = status_build(st, cfg, state);
 	free(fallback);

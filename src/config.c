@@ -108,6 +108,7 @@ static const struct key_def gateway_keys[] = {
     {"log_format", K_ENUM, G(log_format), 0, 0, log_format_names, 0, NULL},
     {"metrics_listen", K_LISTEN, G(metrics_listen), 0, 0, NULL, 0, NULL},
     {"metrics_file", K_PATH, G(metrics_file), 0, 0, NULL, 0, NULL},
+    {"lease_timeout", K_DURATION, G(lease_timeout), 2, 0, NULL, 0, "30s"},
     {NULL, 0, 0, 0, 0, NULL, 0, NULL},
 };
 #undef G
@@ -133,6 +134,7 @@ static const struct key_def feed_keys[] = {
     {"connect_timeout", K_DURATION, F(connect_timeout), 1, 0, NULL, 0, "10s"},
     {"max_retry_delay", K_DURATION, F(max_retry_delay), 1, 0, NULL, 0, "1h"},
     {"dead_after", K_DURATION, F(dead_after), 60, 0, NULL, 0, "2d"},
+    {"claim_timeout", K_DURATION, F(claim_timeout), 2, 3600, NULL, 0, "5m"},
     {"max_file_size", K_SIZE, F(max_file_size), 0, 0, NULL, 0, "25M"},
     {"max_files", K_INT, F(max_files), 0, 100, NULL, 0, "10"},
     {"mentions", K_BOOL, F(mentions), 0, 0, NULL, 0, NULL},

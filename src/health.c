@@ -43,6 +43,9 @@ struct slot {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct slot slots[MAX_SLOTS];
+/* the state database unreachable since (monotonic), and why */
+static double away_since;
+static char *away_reason;
 static __thread int bound = -1;
 
 void health_bind(int slot) { bound = slot; }
@@ -92,6 +95,8 @@ void health_reset(void)
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < MAX_SLOTS; i++)
 		slot_clear(&slots[i]);
+	free(away_reason);
+	away_reason = NULL;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -126,11 +131,48 @@ void health_wait(int slot, enum health_wait kind, double seconds, const char *re
 	pthread_mutex_unlock(&lock);
 }
 
+void health_set_unavailable(const char *reason)
+{
+	pthread_mutex_lock(&lock);
+	if (reason && !away_reason)
+		away_since = now_monotonic();
+	free(away_reason);
+	away_reason = reason ? xstrdup(reason) : NULL;
+	pthread_mutex_unlock(&lock);
+}
+
+int health_unavailable(void)
+{
+	pthread_mutex_lock(&lock);
+	int away = away_reason != NULL;
+	pthread_mutex_unlock(&lock);
+	return away;
+}
+
+static const char *wait_text(enum health_wait kind)
+{
+	switch (kind) {
+	case HEALTH_AUTH_BACKOFF:
+		return "login refused, waiting";
+	case HEALTH_STANDBY:
+		return "standing by";
+	default:
+		return "backing off";
+	}
+}
+
 int health_report(struct buf *out)
 {
 	int healthy = 1;
 	pthread_mutex_lock(&lock);
 	double now = now_monotonic();
+	if (away_reason) {
+		healthy = 0;
+		if (out)
+			buf_printf(
+			    out, "state database: unreachable for %.0f s, work waits for it: %s\n",
+			    now - away_since, away_reason);
+	}
 	for (int i = 0; i < MAX_SLOTS; i++) {
 		struct slot *s = &slots[i];
 		if (!s->name)
@@ -143,9 +185,7 @@ int health_report(struct buf *out)
 		} else if (s->wait_until > now) {
 			if (out)
 				buf_printf(out, "%s: %s for %.0f s more: %s\n", s->name,
-					   s->kind == HEALTH_AUTH_BACKOFF ? "login refused, waiting"
-									  : "backing off",
-					   s->wait_until - now, s->reason);
+					   wait_text(s->kind), s->wait_until - now, s->reason);
 		} else if (out) {
 			buf_printf(out, "%s: ok\n", s->name);
 		}

@@ -21,6 +21,8 @@
 
 struct store_ctx {
 	struct store *st;
+	const struct ingest_folder *f;
+	int lost; /* the right to work on the folder ended */
 	const char *key;
 	uint32_t uidvalidity;
 	atomic_int *stop;
@@ -42,6 +44,23 @@ struct store_ctx {
  * fetched again; nothing is acknowledged on the server before its commit. */
 #define STORE_BATCH_MESSAGES 200
 #define STORE_BATCH_BYTES (4 * 1024 * 1024)
+
+static int may_work(const struct ingest_folder *f)
+{
+	return !f->may_work || f->may_work(f->may_work_arg);
+}
+
+/* The right to work ended: the open batch is not committed. */
+static int store_lost(struct store_ctx *c)
+{
+	if (c->in_tx)
+		store_rollback(c->st);
+	c->in_tx = 0;
+	c->inserted -= c->tx_count;
+	c->tx_count = 0;
+	c->lost = 1;
+	return 1;
+}
 
 static int store_batch_commit(struct store_ctx *c)
 {
@@ -79,6 +98,10 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 		m.reason = reason;
 	}
 	m.message_id = msgid;
+	if (!may_work(c->f)) {
+		free(msgid);
+		return store_lost(c);
+	}
 	if (!c->in_tx) {
 		if (store_begin(c->st) < 0) {
 			c->failed = 1;
@@ -97,6 +120,11 @@ static int store_fetched(const struct imap_fetched *f, void *arg)
 	}
 	c->tx_count += inserted;
 	c->tx_bytes += f->raw_len;
+	if ((c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) &&
+	    !may_work(c->f)) {
+		free(msgid);
+		return store_lost(c);
+	}
 	if ((c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) &&
 	    store_batch_commit(c) < 0) {
 		c->failed = 1;
@@ -197,6 +225,7 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 		atomic_int *stop, int *inserted, char *err, size_t errlen)
 {
 	struct store_ctx c = {.st = st,
+			      .f = f,
 			      .key = f->key,
 			      .uidvalidity = uidvalidity,
 			      .stop = stop,
@@ -206,7 +235,9 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 	if (n == 0)
 		return 0;
 	int rc = imap_fetch(s, uids, n, f->max_size, store_fetched, &c, err, errlen);
-	if (!c.failed && store_batch_commit(&c) < 0)
+	if (!c.failed && !c.lost && !may_work(f))
+		store_lost(&c);
+	if (!c.failed && !c.lost && store_batch_commit(&c) < 0)
 		c.failed = 1;
 	store_rollback(st); /* a batch left open by a fetch error: fetched again */
 	*inserted = c.inserted;
@@ -215,6 +246,10 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 			describe_too_large(s, st, f, uidvalidity, c.big[i], c.big_size[i]);
 	free(c.big);
 	free(c.big_size);
+	if (c.lost) {
+		snprintf(err, errlen, "the lease on the folder ended");
+		return INGEST_LEASE_LOST;
+	}
 	if (c.failed) {
 		snprintf(err, errlen, "state database error: %s", store_errmsg(st));
 		return INGEST_STORE_FAILED;
@@ -300,6 +335,10 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 	uint32_t pinned = 0;
 
 	*new_messages = 0;
+	if (!may_work(f)) {
+		snprintf(err, errlen, "the lease on the folder ended");
+		return INGEST_LEASE_LOST;
+	}
 	if (imap_select(s, folder, &info, err, errlen) < 0)
 		return -1;
 	store_folder_get(st, key, &fs);
@@ -338,6 +377,10 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
 		else
 			store_folder_ok(st, key);
 		return 0;
+	}
+	if (!may_work(f)) {
+		snprintf(err, errlen, "the lease on the folder ended");
+		return INGEST_LEASE_LOST;
 	}
 	if (imap_search_from(s, fs.last_uid + 1, &uids, &n, err, errlen) < 0)
 		return -1;

@@ -64,17 +64,32 @@ int cluster_lease_renew(struct cluster *cl, const char *name);
 /* Gives the lease up at once, so another instance may take it now. */
 int cluster_lease_release(struct cluster *cl, const char *name);
 /* Local check, no database: 1 while the lease is ours and its local
- * deadline has not passed. */
+ * deadline has not passed.  The local checks may be called from any
+ * thread while one other thread asks the database through the cluster. */
 int cluster_lease_held(const struct cluster *cl, const char *name);
 /* Seconds left of the local deadline (0 when not held). */
 double cluster_lease_left(const struct cluster *cl, const char *name);
+/* Local: how many leases whose names start with prefix are held. */
+int cluster_leases_held(const struct cluster *cl, const char *prefix);
+
+/* What the database says of the leases whose names start with prefix. */
+struct cluster_lease {
+	const char *name, *holder;
+	int64_t left_ms; /* until it expires, in the database's clock; 0: free */
+	int64_t epoch;
+	int mine; /* held by this instance in the database */
+};
+/* Calls fn for each, by name.  0 or -1. */
+int cluster_leases(struct cluster *cl, const char *prefix,
+		   void (*fn)(const struct cluster_lease *l, void *arg), void *arg);
 
 /* --- instances --------------------------------------------------------- */
 
 struct cluster_instance {
 	const char *id, *host, *version;
 	int64_t pid, started_ms, heartbeat_ms;
-	const char *holds; /* lease names held, comma-separated ("" none) */
+	const char *holds; /* lease names held and not expired, comma-separated ("" none) */
+	int64_t now_ms;	   /* the database's clock when asked (heartbeat age) */
 };
 
 /* Calls fn for every registered instance, oldest first.  0 or -1.  An
@@ -82,6 +97,13 @@ struct cluster_instance {
  * listed with its last heartbeat for a day. */
 int cluster_instances(struct cluster *cl, void (*fn)(const struct cluster_instance *in, void *arg),
 		      void *arg);
+/* The same on a database, without joining (for `status`): 0 and no call
+ * when no instance ever joined on it. */
+int cluster_instances_db(struct db *db, void (*fn)(const struct cluster_instance *in, void *arg),
+			 void *arg);
+/* Instances whose heartbeat is younger than this instance's lease time
+ * (this one included), or -1. */
+int cluster_live_instances(struct cluster *cl);
 
 /* --- work queue claims ------------------------------------------------- */
 

@@ -15,6 +15,7 @@
 enum health_wait {
 	HEALTH_BACKOFF,	     /* reconnecting or retrying after an error */
 	HEALTH_AUTH_BACKOFF, /* the account was refused at login */
+	HEALTH_STANDBY,	     /* another instance does this work now */
 };
 
 /* The longest one step may take without progress (one message fetched,
@@ -34,6 +35,13 @@ void health_bind(int slot);
 void health_beat_current(double within);
 /* Forgets every slot (the daemon's end, tests). */
 void health_reset(void);
+
+/* The state database cannot be reached, for reason (copied); NULL: it can
+ * again.  While it cannot, the daemon reports unhealthy with the reason
+ * and how long it has waited, though nothing is stuck: the work waits. */
+void health_set_unavailable(const char *reason);
+/* 1 while the state database is known unreachable. */
+int health_unavailable(void);
 
 /* 1 healthy, 0 not.  out (may be NULL) receives one line per slot that
  * is late or waiting, "ok" lines otherwise, each "NAME: what". */

@@ -19,6 +19,12 @@ struct ingest_folder {
 	enum start_mode start; /* on the mapping's first sight */
 	long start_since;
 	const struct mf_config *cfg; /* for notices to senders; NULL: none */
+	/* The right to work on the folder now (a lease held, cluster.h): asked
+	 * before the fetch and before each message is stored or committed;
+	 * without it the uncommitted batch is rolled back and the sync ends
+	 * with INGEST_LEASE_LOST.  NULL: always. */
+	int (*may_work)(void *arg);
+	void *may_work_arg;
 };
 
 /* Syncs one folder: select, detect UIDVALIDITY changes, fetch every new
@@ -28,6 +34,7 @@ struct ingest_folder {
  * INGEST_STORE_FAILED with err when the state database refused the work (a
  * full disk, say). */
 #define INGEST_STORE_FAILED (-2)
+#define INGEST_LEASE_LOST (-3)
 int ingest_sync_folder(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		       atomic_int *stop, int *new_messages, char *err, size_t errlen);
 /* Fetches uids of the selected folder and stores them in state (MSG_NEW,

@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import ENGINE, pg_state_for, state_db
+from conftest import state_connect, state_target
 
 MAILFEED = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 
@@ -98,7 +98,7 @@ def make_config(tmp_path, smtp_port, extra="", subscriber="daily", imap_port=Non
                 replies=False):
     c = Cfg()
     c.dir = tmp_path
-    c.state = pg_state_for(tmp_path) if ENGINE == "postgresql" else str(tmp_path / "state.db")
+    c.state = state_target(tmp_path)
     secret = tmp_path / "secret"
     secret.write_bytes(os.urandom(32))
     os.chmod(secret, 0o600)
@@ -162,7 +162,7 @@ def mf(cfg, *args, timeout=60):
 
 
 def db(cfg):
-    return state_db(cfg)
+    return state_connect(cfg.state)
 
 
 def add_item(cfg, key, text, subject=None, parent=None, created=None,

@@ -22,8 +22,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import (MAILFEED, _env, run_mailfeed, start_daemon, state_db, stop_daemon,
-                      write_config)
+from conftest import (MAILFEED, _env, run_mailfeed, start_daemon, state_connect, state_db,
+                      stop_daemon, write_config)
 
 N = 200
 KILL_AFTER = 40
@@ -39,7 +39,7 @@ def make_config(tmp_path, sink, tls_ca):
 
 
 def add_posts(cfg):
-    con = state_db(cfg)
+    con = state_connect(cfg.state)
     now = int(time.time())
     con.executemany(
         "INSERT INTO local_items(key, grp, parent, author_name, author_email, subject, text,"
