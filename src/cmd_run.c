@@ -974,9 +974,6 @@ static void secrets_preload(struct mf_config *cfg)
 		log_warn("run.secret_unavailable error=%s", LOG_Q(err));
 }
 
-/* Until store.c names the instance in the claims it writes. */
-static void run_set_instance(const char *id) { (void)id; }
-
 /* The daemon joins the instances sharing its state, on a connection of
  * its own: 0, or -1 (logged). */
 static int run_join(struct daemon *d)
@@ -989,7 +986,10 @@ static int run_join(struct daemon *d)
 		log_error("run.error error=%s", LOG_Q(err));
 		return -1;
 	}
-	run_set_instance(keeper_instance_id(d->keeper));
+	/* the claims it takes carry its name; set while no other thread
+	 * takes any (at start, or in a reload with the watchers and the
+	 * notice sender stopped) */
+	store_set_instance_id(keeper_instance_id(d->keeper));
 	return 0;
 }
 

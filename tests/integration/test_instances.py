@@ -85,7 +85,7 @@ def start_in(cfg, workdir, env=None):
 
 
 def test_one_daemon_on_sqlite_holds_every_folder_and_the_parse_stage(dovecot, tmp_path):
-    cfg = four_folders(tmp_path, dovecot)
+    cfg = four_folders(tmp_path, dovecot, state=str(tmp_path / "state.db"))
     for f in FOLDERS:
         dovecot.append("alice", f, msg(f, 1))
     d = start_daemon(cfg)
@@ -108,3 +108,93 @@ def test_one_daemon_on_sqlite_holds_every_folder_and_the_parse_stage(dovecot, tm
     # a daemon that stopped left: no instance, no lease
     rc, st, r = status(cfg)
     assert st["instances"] == []
+
+
+# ------------------------------------------------------------- PostgreSQL
+
+def posted(pg):
+    """{subject: times posted} of the local feed."""
+    out = {}
+    try:
+        rows = pg.sql("SELECT subject FROM local_items")
+    except RuntimeError:  # not yet created
+        return out
+    for (subject,) in rows:
+        out[subject] = out.get(subject, 0) + 1
+    return out
+
+
+def subjects(folders, numbers):
+    return {"%s news %d" % (f, i) for f in folders for i in numbers}
+
+
+def wait_posted(pg, want, timeout):
+    ok = wait_for(lambda: want <= set(posted(pg)), timeout, step=0.3)
+    got = posted(pg)
+    assert ok, "missing: %s" % sorted(want - set(got))
+    return got
+
+
+def assert_once(got):
+    twice = {s: n for s, n in got.items() if n != 1}
+    assert not twice, "posted more than once: %s" % twice
+
+
+def spread(cfg, pids, timeout):
+    """Waits until the four folders are held, each by one of pids."""
+    want = {"mailbox:" + f.lower() for f in FOLDERS}
+    ok = wait_for(lambda: set(mailbox_holders(cfg)) == want and
+                  set(mailbox_holders(cfg).values()) <= set(pids), timeout, step=0.3)
+    assert ok, holders(cfg)
+    return mailbox_holders(cfg)
+
+
+def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, postgres,
+                                                                      tmp_path):
+    cfg = four_folders(tmp_path, dovecot, state=postgres.dsn)
+    for f in FOLDERS:
+        for i in range(1, 6):
+            dovecot.append("alice", f, msg(f, i))
+    daemons = [start_in(cfg, tmp_path / ("instance%d" % n)) for n in range(3)]
+    pids = [d.pid for d in daemons]
+    # every instance registered; each folder held by exactly one of them,
+    # and the work is spread: no instance holds more than its share (2)
+    assert wait_for(lambda: sorted(i["pid"] for i in status(cfg)[1]["instances"]) ==
+                    sorted(pids), 30), status(cfg)[1]
+    spread(cfg, pids, 3 * LEASE)
+    assert wait_for(lambda: max(list(mailbox_holders(cfg).values()).count(p)
+                                for p in pids) <= 2, 4 * LEASE), holders(cfg)
+    assert list(holders(cfg)).count("stage:process") == 1
+    text = run_mailfeed(cfg.path, "status").stdout
+    assert text.count("version ") == 3 and "last heartbeat" in text, text
+
+    # kill -9 the holder of alpha: another live instance has it within the
+    # lease time, and mail that arrives meanwhile is posted once
+    held = mailbox_holders(cfg)
+    victim = next(d for d in daemons if d.pid == held["mailbox:alpha"])
+    killed_at = time.monotonic()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    for f in FOLDERS:
+        dovecot.append("alice", f, msg(f, 6))
+    survivors = [d.pid for d in daemons if d is not victim]
+    assert wait_for(lambda: mailbox_holders(cfg).get("mailbox:alpha") in survivors,
+                    LEASE + 5, step=0.1), holders(cfg)
+    took = time.monotonic() - killed_at
+    print("takeover of mailbox:alpha after kill -9: %.2f s (lease_timeout %d s)" % (took, LEASE))
+    assert took <= LEASE + 1.0, took
+    spread(cfg, survivors, 3 * LEASE)
+    # the killed instance is shown silent with its last heartbeat
+    rc, st, r = status(cfg)
+    dead = [i for i in st["instances"] if i["pid"] == victim.pid]
+    assert dead and not dead[0]["live"] and dead[0]["holds"] == []
+    assert "silent" in run_mailfeed(cfg.path, "status").stdout
+
+    got = wait_posted(postgres, subjects(FOLDERS, range(1, 7)), 90)
+    assert_once(got)
+    assert len(got) == 24
+    for d in daemons:
+        if d is not victim:
+            log = stop_daemon(d, timeout=20)
+            assert "cluster.joined" in log
+    assert_once(posted(postgres))
