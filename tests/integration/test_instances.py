@@ -16,8 +16,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import urllib.error
+import urllib.request
+
 import pytest
 
+from harness.dovecot import free_port
 from conftest import (ASAN_OPTIONS, MAILFEED, _daemons, daemon_log, run_mailfeed, start_daemon,
                       stop_daemon, wait_for, write_config)
 
@@ -32,7 +36,7 @@ def msg(folder, i):
             % (folder, i, folder.lower(), i, i, folder)).encode()
 
 
-def four_folders(tmp_path, dovecot, state=None):
+def four_folders(tmp_path, dovecot, state=None, **gateway_keys):
     for f in FOLDERS:
         dovecot.create_folder("alice", f)
     boxes = {"mailbox %s" % f.lower(): {"account": "alice", "folder": f,
@@ -40,6 +44,7 @@ def four_folders(tmp_path, dovecot, state=None):
                                         "start": "all"}
              for f in FOLDERS}
     gateway = {"lease_timeout": "%ds" % LEASE}
+    gateway.update(gateway_keys)
     if state:
         gateway["state"] = state
     return write_config(tmp_path, dovecot, mailbox=None, gateway=gateway,
@@ -198,3 +203,88 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
             log = stop_daemon(d, timeout=20)
             assert "cluster.joined" in log
     assert_once(posted(postgres))
+
+
+def log_of(p):
+    return Path(p.log_path).read_text(errors="replace")
+
+
+def test_a_paused_instance_stops_at_its_deadline_and_comes_back_as_a_follower(
+        dovecot, postgres, tmp_path):
+    cfg = four_folders(tmp_path, dovecot, state=postgres.dsn)
+    a = start_in(cfg, tmp_path / "a")
+    assert wait_for(lambda: list(mailbox_holders(cfg).values()) == [a.pid] * 4, 30), \
+        holders(cfg)
+    b = start_in(cfg, tmp_path / "b")
+    # a newcomer: the first gives its excess up between two fetches
+    assert wait_for(lambda: sorted(mailbox_holders(cfg).values()) ==
+                    sorted([a.pid, a.pid, b.pid, b.pid]), 4 * LEASE, step=0.2), holders(cfg)
+    a.send_signal(signal.SIGSTOP)
+    try:
+        paused_at = time.monotonic()
+        assert wait_for(lambda: list(mailbox_holders(cfg).values()) == [b.pid] * 4,
+                        LEASE + 5, step=0.1), holders(cfg)
+        print("folders of the paused instance taken over after %.2f s"
+              % (time.monotonic() - paused_at))
+        for f in FOLDERS:
+            dovecot.append("alice", f, msg(f, 1))
+        time.sleep(1)
+        mark = len(log_of(a))
+    finally:
+        a.send_signal(signal.SIGCONT)
+    # back: it finds its leases ended (the local deadline passed while it
+    # slept) and logs out of its folders before it does anything else
+    assert wait_for(lambda: "cluster.lease_lost" in log_of(a)[mark:], 10), log_of(a)[mark:]
+    assert wait_for(lambda: "imap.standby" in log_of(a)[mark:], 10), log_of(a)[mark:]
+    after = log_of(a)[mark:].splitlines()
+    first_lease = next((i for i, line in enumerate(after)
+                        if "cluster.lease_acquired" in line), len(after))
+    assert not [line for line in after[:first_lease] if "imap.fetched" in line or
+                "imap.after " in line], after
+    # and it is one of the two again: the work spreads back
+    assert wait_for(lambda: sorted(mailbox_holders(cfg).values()) ==
+                    sorted([a.pid, a.pid, b.pid, b.pid]), 4 * LEASE, step=0.2), holders(cfg)
+    assert_once(wait_posted(postgres, subjects(FOLDERS, [1]), 60))
+    stop_daemon(a, timeout=20)
+    stop_daemon(b, timeout=20)
+    assert_once(posted(postgres))
+
+
+def healthz(port):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_database_outage_pauses_the_work_and_loses_nothing(dovecot, postgres, tmp_path):
+    port = free_port()
+    cfg = four_folders(tmp_path, dovecot, state=postgres.dsn,
+                       metrics_listen="127.0.0.1:%d" % port)
+    d = start_in(cfg, tmp_path / "one")
+    assert wait_for(lambda: len(mailbox_holders(cfg)) == 4, 30), holders(cfg)
+    for f in FOLDERS:
+        dovecot.append("alice", f, msg(f, 1))
+    assert_once(wait_posted(postgres, subjects(FOLDERS, [1]), 60))
+
+    postgres.server.stop()
+    stopped_at = time.monotonic()
+    for f in FOLDERS:
+        dovecot.append("alice", f, msg(f, 2))
+    assert wait_for(lambda: "store.unavailable" in log_of(d), 15), log_of(d)[-3000:]
+    code, text = healthz(port)
+    assert code == 503 and "state database: unreachable" in text, text
+    r = run_mailfeed(cfg.path, "status")
+    assert r.returncode == 3 and "state database unreachable" in r.stderr, r.stderr
+    # past the lease time: every lease ended here; nothing was fetched meanwhile
+    time.sleep(max(0, LEASE + 2 - (time.monotonic() - stopped_at)))
+    assert d.poll() is None
+    postgres.server.start()
+    assert wait_for(lambda: "store.resumed" in log_of(d), 30), log_of(d)[-3000:]
+    assert wait_for(lambda: healthz(port)[0] == 200, 30), healthz(port)
+    assert_once(wait_posted(postgres, subjects(FOLDERS, [1, 2]), 90))
+    log = stop_daemon(d, timeout=20)
+    assert log.count("store.unavailable") == 1, log
+    assert log.count("store.resumed") == 1, log
+    assert re.search(r"store\.resumed waited_s=\d+\.\d", log)
