@@ -75,7 +75,13 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 	char when[32], why[512];
 	long pid = state_lock_holder(state);
 	time_t beat = 0;
-	json_object_set_new(dm, "running", json_boolean(pid > 0));
+	size_t i, live = 0;
+	json_t *in;
+	/* a shared database has no lock: its live instances run */
+	json_array_foreach(json_object_get(root, "instances"), i, in) live +=
+	    json_is_true(json_object_get(in, "live"));
+	json_object_set_new(dm, "running", json_boolean(pid > 0 || (db_is_dsn(state) && live)));
+	json_object_set_new(dm, "instances_live", json_integer((json_int_t)live));
 	json_object_set_new(dm, "pid", pid > 0 ? json_integer(pid) : json_null());
 	json_object_set_new(dm, "heartbeat",
 			    note_get(st, "heartbeat", NULL, &beat) == 1 && beat
@@ -211,8 +217,8 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	subscribers_list(st, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED, digest_row,
 			 digests);
 	json_object_set_new(root, "digests", digests);
-	daemon_status(root, st, state);
 	json_object_set_new(root, "instances", instances_status(st, cfg));
+	daemon_status(root, st, state);
 	char *reload_error = NULL;
 	note_get(st, NOTE_RELOAD_ERROR, &reload_error, NULL);
 	json_object_set_new(root, "reload_error",
@@ -275,7 +281,12 @@ static void status_print(json_t *root)
 	size_t i;
 	json_t *m;
 	json_t *dm = json_object_get(root, "daemon");
-	if (json_is_true(json_object_get(dm, "running")))
+	if (json_is_true(json_object_get(dm, "running")) &&
+	    json_is_null(json_object_get(dm, "pid")))
+		printf("daemon: running, %lld live instance(s) (below), last heartbeat %s\n\n",
+		       (long long)json_integer_value(json_object_get(dm, "instances_live")),
+		       str_or(dm, "heartbeat", "none yet"));
+	else if (json_is_true(json_object_get(dm, "running")))
 		printf("daemon: running, pid %lld, last heartbeat %s\n\n",
 		       (long long)json_integer_value(json_object_get(dm, "pid")),
 		       str_or(dm, "heartbeat", "none yet"));

@@ -101,6 +101,7 @@ def test_one_daemon_on_sqlite_holds_every_folder_and_the_parse_stage(dovecot, tm
     assert inst["pid"] == d.pid and inst["live"] and inst["host"]
     assert inst["version"] and inst["heartbeat_age_s"] <= LEASE
     text = run_mailfeed(cfg.path, "status").stdout
+    assert "daemon: running, pid %d" % d.pid in text, text
     assert "instances:" in text and "pid %d" % d.pid in text
     assert "holds mailbox:alpha, mailbox:beta, mailbox:delta, mailbox:gamma, stage:process" \
         in text, text
@@ -172,6 +173,7 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
     assert list(holders(cfg)).count("stage:process") == 1
     text = run_mailfeed(cfg.path, "status").stdout
     assert text.count("version ") == 3 and "last heartbeat" in text, text
+    assert "daemon: running, 3 live instance(s)" in text, text
 
     # kill -9 the holder of alpha: another live instance has it within the
     # lease time, and mail that arrives meanwhile is posted once
