@@ -26,7 +26,7 @@ LAYERS = [
               "mention", "route", "secret"]),
     ("config", ["config"]),
     ("state", ["db", "db_*", "message", "store", "messages", "notes", "state_owner",
-               "health"]),
+               "health", "claims"]),
     ("protocols", ["imap", "http", "smtp", "compose", "jwt", "mime", "mime_*",
                    "facts", "html", "clean", "tags", "sandbox"]),
     ("domain", ["auth", "classify", "thread", "recipients", "token", "convert",

@@ -134,6 +134,7 @@ static const struct key_def feed_keys[] = {
     {"connect_timeout", K_DURATION, F(connect_timeout), 1, 0, NULL, 0, "10s"},
     {"max_retry_delay", K_DURATION, F(max_retry_delay), 1, 0, NULL, 0, "1h"},
     {"dead_after", K_DURATION, F(dead_after), 60, 0, NULL, 0, "2d"},
+    {"claim_timeout", K_DURATION, F(claim_timeout), 2, 3600, NULL, 0, "5m"},
     {"max_file_size", K_SIZE, F(max_file_size), 0, 0, NULL, 0, "25M"},
     {"max_files", K_INT, F(max_files), 0, 100, NULL, 0, "10"},
     {"mentions", K_BOOL, F(mentions), 0, 0, NULL, 0, NULL},

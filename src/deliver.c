@@ -1,13 +1,15 @@
 /* deliver.c — the delivery passes over the outbox queue (outbox.c).
  *
  * A pass is three short transactions around the network: claim a batch of
- * due items as inflight (committed with synchronous=FULL, so a crash leaves
- * a trace), let the backend deliver, then record every result: delivered,
+ * due items for this instance (inflight with a deadline, committed with
+ * synchronous=FULL, so a crash leaves a trace), let the backend deliver
+ * while a thread renews the claims, then record every result: delivered,
  * retrying with exponential backoff and jitter (honouring Retry-After), or
  * dead when refused for good or given up after [feed] dead_after.  Items
- * found inflight at the start of a pass were interrupted between "sent" and
- * "recorded"; the backend's reconcile tells whether the service has them,
- * so nothing is posted twice. */
+ * still inflight whose claim lapsed (their instance died or stalled between
+ * "sent" and "recorded") are claimed at the start of a pass and looked for
+ * at the service by the backend's reconcile, so nothing is posted twice,
+ * whichever of several instances delivers. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,8 +126,8 @@ static const char *found_word(int found)
 	return found == 1 ? "yes" : found == 0 ? "no" : "unknown";
 }
 
-/* Records what reconcile found for an item left inflight, in its own
- * transaction.  0 or -1. */
+/* Records what reconcile found for an item whose claimer is gone, in its
+ * own transaction.  0 or -1. */
 static int reconciled(struct store *st, const struct outbox_loaded *l, int found,
 		      const char *remote)
 {
@@ -140,35 +142,129 @@ static int reconciled(struct store *st, const struct outbox_loaded *l, int found
 	return 0;
 }
 
-/* Items interrupted between "sent" and "recorded" by a crash. */
-static int reconcile_inflight(struct store *st, const struct feed_backend_ops *ops, void *ctx)
+/* Reconciles one claimed item.  0, 1 when it cannot be told now, or -1. */
+static int reconcile_one(struct store *st, const struct feed_backend_ops *ops, void *ctx,
+			 int64_t id)
+{
+	struct outbox_loaded l;
+	char *remote = NULL;
+	if (outbox_load(st, id, &l) < 0)
+		return 0;
+	struct upload_log ul = {.st = st};
+	pthread_mutex_init(&ul.mu, NULL);
+	l.item.remote_known = known_remote;
+	l.item.remote_known_arg = &ul;
+	int found = ops->reconcile ? ops->reconcile(ctx, &l.item, &remote) : 0;
+	pthread_mutex_destroy(&ul.mu);
+	log_info("outbox.reconciled key=%s found=%s", l.key, found_word(found));
+	/* cannot tell now: the claim lapses at once and the item is looked
+	 * at again by the next pass, of any instance */
+	int rc = found >= 0			  ? reconciled(st, &l, found, remote)
+		 : outbox_claim_lapse(st, id) < 0 ? -1
+						  : 1;
+	free(remote);
+	outbox_loaded_free(&l);
+	return rc;
+}
+
+#define STALE_BATCH 64
+
+/* Items whose claimer went away between "sent" and "recorded" (a crash, a
+ * killed or stalled instance): claimed now, then looked for at the
+ * service, so that nothing is posted twice. */
+static int reconcile_stale(struct store *st, const struct feed_backend_ops *ops, void *ctx,
+			   int64_t claim_ms)
 {
 	int64_t *ids;
 	size_t n;
-	if (outbox_inflight_ids(st, &ids, &n) < 0)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		struct outbox_loaded l;
-		char *remote = NULL;
-		if (outbox_load(st, ids[i], &l) < 0)
-			continue;
-		struct upload_log ul = {.st = st};
-		pthread_mutex_init(&ul.mu, NULL);
-		l.item.remote_known = known_remote;
-		l.item.remote_known_arg = &ul;
-		int found = ops->reconcile ? ops->reconcile(ctx, &l.item, &remote) : 0;
-		pthread_mutex_destroy(&ul.mu);
-		log_info("outbox.reconciled key=%s found=%s", l.key, found_word(found));
-		int rc = found < 0 ? 0 : reconciled(st, &l, found, remote);
-		free(remote);
-		outbox_loaded_free(&l);
-		if (rc < 0) {
-			free(ids);
+	int undecided = 0;
+	do {
+		if (outbox_claim_stale(st, STALE_BATCH, claim_ms, &ids, &n) < 0)
 			return -1;
+		double renewed = now_monotonic();
+		for (size_t i = 0; i < n; i++) {
+			/* each look-up is bounded by [feed] timeout; the
+			 * claims of those still waiting are renewed */
+			if (now_monotonic() - renewed > (double)claim_ms / 3000.0) {
+				outbox_claims_extend(st, claim_ms);
+				renewed = now_monotonic();
+			}
+			int r = reconcile_one(st, ops, ctx, ids[i]);
+			if (r < 0) {
+				free(ids);
+				return -1;
+			}
+			undecided += r;
 		}
-	}
-	free(ids);
+		free(ids);
+		/* the undecided lapsed at once: they wait for the next pass */
+	} while (n == STALE_BATCH && !undecided);
 	return 0;
+}
+
+/* --- renewing claims while a batch is delivered -------------------------- */
+
+/* A thread that renews this instance's claims every third of their length
+ * while the backend delivers (the connection is shared with the backend's
+ * callbacks under the upload log's lock). */
+struct keeper {
+	struct upload_log *ul;
+	int64_t claim_ms;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop, running;
+	pthread_t th;
+};
+
+static void *keeper_main(void *arg)
+{
+	struct keeper *k = arg;
+	pthread_mutex_lock(&k->mu);
+	while (!k->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		int64_t ns = (int64_t)ts.tv_nsec + k->claim_ms / 3 * 1000000;
+		ts.tv_sec += (time_t)(ns / 1000000000);
+		ts.tv_nsec = (long)(ns % 1000000000);
+		if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) == 0 || k->stop)
+			continue;
+		pthread_mutex_unlock(&k->mu);
+		pthread_mutex_lock(&k->ul->mu);
+		int r = outbox_claims_extend(k->ul->st, k->claim_ms);
+		pthread_mutex_unlock(&k->ul->mu);
+		if (r < 0)
+			log_warn("outbox.claim_renew_failed note=\"the claims may lapse; another "
+				 "instance then looks for the items before sending them\"");
+		pthread_mutex_lock(&k->mu);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return NULL;
+}
+
+static void keeper_start(struct keeper *k, struct upload_log *ul, int64_t claim_ms)
+{
+	memset(k, 0, sizeof *k);
+	k->ul = ul;
+	k->claim_ms = claim_ms;
+	pthread_mutex_init(&k->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	k->running = pthread_create(&k->th, NULL, keeper_main, k) == 0;
+}
+
+static void keeper_stop(struct keeper *k)
+{
+	pthread_mutex_lock(&k->mu);
+	k->stop = 1;
+	pthread_cond_signal(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+	if (k->running)
+		pthread_join(k->th, NULL);
+	pthread_cond_destroy(&k->cv);
+	pthread_mutex_destroy(&k->mu);
 }
 
 /* Delivers items[0..n).  An item that failed before may have reached the
@@ -244,9 +340,10 @@ static void batch_load(struct store *st, const int64_t *ids, size_t n, struct ba
 }
 
 static void batch_deliver(struct store *st, const struct feed_backend_ops *ops, void *ctx,
-			  struct batch *b)
+			  struct batch *b, int64_t claim_ms)
 {
 	struct upload_log ul = {.st = st};
+	struct keeper k;
 	pthread_mutex_init(&ul.mu, NULL);
 	for (size_t i = 0; i < b->k; i++) {
 		b->items[i].uploaded = note_upload;
@@ -254,8 +351,12 @@ static void batch_deliver(struct store *st, const struct feed_backend_ops *ops, 
 		b->items[i].remote_known = known_remote;
 		b->items[i].remote_known_arg = &ul;
 	}
+	if (!ops->uses_store)
+		keeper_start(&k, &ul, claim_ms);
 	if (b->k > 0)
 		deliver_unless_there(ops, ctx, b->ls, b->items, b->k, b->res);
+	if (!ops->uses_store)
+		keeper_stop(&k);
 	pthread_mutex_destroy(&ul.mu);
 }
 
@@ -307,25 +408,32 @@ size_t outbox_batch_size(const struct mf_config *cfg, const struct feed_backend_
 	return (size_t)cfg->feed.concurrency * 4;
 }
 
+int64_t outbox_claim_ms(const struct mf_config *cfg)
+{
+	long s = cfg->feed.claim_timeout > 0 ? cfg->feed.claim_timeout : OUTBOX_CLAIM_DEFAULT;
+	return (int64_t)s * 1000;
+}
+
 int outbox_deliver_due(struct store *st, const struct mf_config *cfg,
 		       const struct feed_backend_ops *ops, void *ctx, long *waiting)
 {
 	int dead = 0;
-	int64_t *ids;
+	int64_t *ids, claim_ms = outbox_claim_ms(cfg);
 	size_t n;
 
 	if (waiting)
 		*waiting = 0;
 	if (!ops || !ops->deliver)
 		return -1;
-	if (reconcile_inflight(st, ops, ctx) < 0)
+	if (reconcile_stale(st, ops, ctx, claim_ms) < 0)
 		return -1;
-	if (outbox_claim_due(st, time(NULL), outbox_batch_size(cfg, ops), &ids, &n, &dead) < 0)
+	if (outbox_claim_due(st, time(NULL), outbox_batch_size(cfg, ops), claim_ms, &ids, &n,
+			     &dead) < 0)
 		return -1;
 	if (n > 0) {
 		struct batch b;
 		batch_load(st, ids, n, &b);
-		batch_deliver(st, ops, ctx, &b);
+		batch_deliver(st, ops, ctx, &b, claim_ms);
 		int r = batch_record(st, cfg, &b);
 		batch_free(&b);
 		if (r < 0) {

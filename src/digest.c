@@ -20,12 +20,27 @@
  * recorded that the relay never got.  One fsync per group, not per mail,
  * is what lets a run send hundreds of digests a second.
  *
+ * Several instances sharing the state (PostgreSQL, or daemons on one
+ * SQLite file) each run digests on their own schedule.  Before a mail is
+ * composed, its period is claimed: digest_runs(email, period) inserted as
+ * 'claimed' with this instance's id and a deadline in the database's
+ * clock, an insert only one instance wins; the others skip that period.
+ * The record above then turns the row into 'sending' only while the claim
+ * is still this run's, so a period is recorded, and sent, by one instance.
+ * A claim whose claimer stopped before recording (its process is gone
+ * from this host, or its deadline passed) delivered nothing: another run
+ * takes it over and sends the period.  A 'sending' row whose claimer
+ * stopped is the crash above: it becomes 'maybe-sent' and is never sent
+ * again; while its claimer lives, others leave it alone.  A run gives up
+ * the claims of the periods it did not send (relay down, feed unread).
+ *
  * The only module that touches digest_runs (pruning aside, store_prune);
  * metrics ask through digest_sent_total. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "mailfeed/claims.h"
 #include "mailfeed/compose.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/log.h"
@@ -39,8 +54,13 @@
 /* Runs                                                                */
 
 enum run_query {
-	Q_RUN_STATE,
-	Q_CLAIM,
+	Q_CLAIM_NEW,
+	Q_CLAIM_LOOK,
+	Q_CLAIM_TAKE,
+	Q_CLAIM_MAYBE_SENT,
+	Q_CLAIM_END,
+	Q_CLAIM_DROP,
+	Q_RECORD,
 	Q_SET_STATE,
 	Q_FORGET,
 	Q_SYNC_FULL,
@@ -51,18 +71,46 @@ enum run_query {
 	Q_COUNT
 };
 
-static const char *const run_sql[Q_COUNT] = {
-    [Q_RUN_STATE] = "SELECT state FROM digest_runs WHERE email=?1 AND period=?2",
-    [Q_CLAIM] = "INSERT INTO digest_runs(email, period, state, at) VALUES(?1,?2,?3,?4)"
-		" ON CONFLICT DO NOTHING",
-    [Q_SET_STATE] = "UPDATE digest_runs SET state=?3, at=?4 WHERE email=?1 AND period=?2",
-    [Q_FORGET] = "DELETE FROM digest_runs WHERE email=?1 AND period=?2",
-    [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
-    [Q_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
-    [Q_SAVEPOINT] = "SAVEPOINT mail",
-    [Q_RELEASE] = "RELEASE mail",
-    [Q_ROLLBACK_TO] = "ROLLBACK TO mail",
+/* Parameters: ?1 email, ?2 period, ?3 state, ?4 at (seconds), ?5 this
+ * instance, ?6 claim length (ms); ?7 and ?8 the claim as it was read. */
+#define CLAIM_NEW(NOW)                                                                             \
+	"INSERT INTO digest_runs(email, period, state, at, claimed_by, claim_until)"               \
+	" VALUES(?1, ?2, 'claimed', ?4, ?5, " NOW " + ?6) ON CONFLICT DO NOTHING"
+#define CLAIM_LOOK(NOW)                                                                            \
+	"SELECT state, claimed_by, claim_until, " NOW " FROM digest_runs"                          \
+	" WHERE email=?1 AND period=?2"
+#define CLAIM_TAKE(NOW)                                                                            \
+	"UPDATE digest_runs SET claimed_by=?5, claim_until=" NOW " + ?6, at=?4"                    \
+	" WHERE email=?1 AND period=?2 AND state='claimed'"                                        \
+	" AND claimed_by IS NOT DISTINCT FROM ?7 AND claim_until IS NOT DISTINCT FROM ?8"
+#define RECORD(NOW)                                                                                \
+	"UPDATE digest_runs SET state='sending', at=?4, claim_until=" NOW " + ?6"                  \
+	" WHERE email=?1 AND period=?2 AND state='claimed' AND claimed_by=?5"
+
+static const char *const run_sql[Q_COUNT][2] = {
+    [Q_CLAIM_NEW] = {CLAIM_NEW(CLAIMS_NOW_SQLITE), CLAIM_NEW(CLAIMS_NOW_PG)},
+    [Q_CLAIM_LOOK] = {CLAIM_LOOK(CLAIMS_NOW_SQLITE), CLAIM_LOOK(CLAIMS_NOW_PG)},
+    [Q_CLAIM_TAKE] = {CLAIM_TAKE(CLAIMS_NOW_SQLITE), CLAIM_TAKE(CLAIMS_NOW_PG)},
+    [Q_CLAIM_MAYBE_SENT] = {"UPDATE digest_runs SET state='maybe-sent', at=?4"
+			    " WHERE email=?1 AND period=?2 AND state='sending'"
+			    " AND claimed_by IS NOT DISTINCT FROM ?7"
+			    " AND claim_until IS NOT DISTINCT FROM ?8"},
+    [Q_CLAIM_END] = {"UPDATE digest_runs SET state=?3, at=?4"
+		     " WHERE email=?1 AND period=?2 AND state='claimed' AND claimed_by=?5"},
+    [Q_CLAIM_DROP] = {"DELETE FROM digest_runs"
+		      " WHERE email=?1 AND period=?2 AND state='claimed' AND claimed_by=?5"},
+    [Q_RECORD] = {RECORD(CLAIMS_NOW_SQLITE), RECORD(CLAIMS_NOW_PG)},
+    [Q_SET_STATE] = {"UPDATE digest_runs SET state=?3, at=?4 WHERE email=?1 AND period=?2"},
+    [Q_FORGET] = {"DELETE FROM digest_runs WHERE email=?1 AND period=?2"},
+    [Q_SYNC_FULL] = {"PRAGMA synchronous=FULL"},
+    [Q_SYNC_NORMAL] = {"PRAGMA synchronous=NORMAL"},
+    [Q_SAVEPOINT] = {"SAVEPOINT mail"},
+    [Q_RELEASE] = {"RELEASE mail"},
+    [Q_ROLLBACK_TO] = {"ROLLBACK TO mail"},
 };
+
+/* How long a claim on a period lasts beyond the relay's time (seconds). */
+#define DIGEST_CLAIM_BASE 600
 
 /* Everything one digest_run needs across subscribers. */
 struct run {
@@ -76,6 +124,7 @@ struct run {
 	struct smtp_client *smtp;
 	char *from_addr;
 	struct db_stmt *q[Q_COUNT];
+	int64_t claim_ms;
 	struct strlist sent_email, sent_period; /* accepted, still 'sending' */
 	struct group_read *reads;
 	size_t n_reads;
@@ -89,7 +138,8 @@ struct run {
 static struct db_stmt *run_stmt(struct run *r, enum run_query id)
 {
 	if (!r->q[id]) {
-		if (!(r->q[id] = db_prepare(store_db(r->st), run_sql[id]))) {
+		struct db *db = store_db(r->st);
+		if (!(r->q[id] = db_prepare(db, db_sql(db, run_sql[id][0], run_sql[id][1])))) {
 			log_error("digest.error error=%s", LOG_Q(store_errmsg(r->st)));
 			return NULL;
 		}
@@ -111,9 +161,12 @@ static int run_exec(struct run *r, struct db_stmt *s)
 /* The run writes with synchronous=NORMAL (WAL: durable against a crash of
  * the process, not yet of the machine); the record that makes a mail count
  * as sent is committed with FULL, whose fsync of the WAL also makes every
- * earlier write durable, reply tokens included. */
+ * earlier write durable, reply tokens included.  SQLite only: a
+ * PostgreSQL commit is durable (synchronous_commit, the server's). */
 static void run_sync(struct run *r, int full)
 {
+	if (db_engine(store_db(r->st)) != DB_SQLITE)
+		return; /* PostgreSQL: every commit is durable */
 	run_exec(r, run_stmt(r, full ? Q_SYNC_FULL : Q_SYNC_NORMAL));
 }
 
@@ -144,34 +197,35 @@ static void bind_text(struct db_stmt *s, int i, const char *v)
 		db_bind_text(s, i, v, -1);
 }
 
-/* 1 row exists (state copied into out), 0 none, -1 error. */
-static int run_state(struct run *r, const char *email, const char *period, char *out, size_t outlen)
+/* Statement q of the run with the parameters its SQL names (run_sql):
+ * (email, period, state, now, this instance, claim length) bound, every
+ * one up to the highest the SQL names, typed (PostgreSQL cannot tell the
+ * type of a parameter the SQL leaves out). */
+static struct db_stmt *period_stmt(struct run *r, enum run_query q, const char *email,
+				   const char *period, const char *state)
 {
-	struct db_stmt *s = run_stmt(r, Q_RUN_STATE);
-	int rc = 0;
+	struct db_stmt *s = run_stmt(r, q);
 	if (!s)
-		return -1;
+		return NULL;
+	int np = db_param_count(s);
 	bind_text(s, 1, email);
 	bind_text(s, 2, period);
-	if (db_step(s) == DB_ROW) {
-		snprintf(out, outlen, "%s", db_column_text(s, 0));
-		rc = 1;
-	}
-	db_reset(s);
-	return rc;
+	if (np >= 3)
+		bind_text(s, 3, state ? state : "");
+	if (np >= 4)
+		db_bind_int64(s, 4, (int64_t)r->now);
+	if (np >= 5)
+		bind_text(s, 5, store_instance(r->st));
+	if (np >= 6)
+		db_bind_int64(s, 6, r->claim_ms);
+	return s;
 }
 
-/* Runs statement q of the run with (email, period, state, now). */
+/* Runs statement q of the run with (email, period, state, now, ...). */
 static int run_period_stmt(struct run *r, enum run_query q, const char *email, const char *period,
 			   const char *state)
 {
-	struct db_stmt *s = run_stmt(r, q);
-	bind_text(s, 1, email);
-	bind_text(s, 2, period);
-	bind_text(s, 3, state);
-	if (s)
-		db_bind_int64(s, 4, (int64_t)r->now);
-	return run_exec(r, s);
+	return run_exec(r, period_stmt(r, q, email, period, state));
 }
 
 static int set_run_state(struct run *r, const char *email, const char *period, const char *state)
@@ -179,10 +233,115 @@ static int set_run_state(struct run *r, const char *email, const char *period, c
 	return run_period_stmt(r, Q_SET_STATE, email, period, state);
 }
 
-/* Inserts a digest_runs row; 1 inserted, 0 the row was there, -1 error. */
-static int claim_period(struct run *r, const char *email, const char *period, const char *state)
+/* Ends this run's claim on a period with a final state ('empty',
+ * 'failed'): 1, 0 when the claim is no longer ours, -1 error. */
+static int end_claim(struct run *r, const char *email, const char *period, const char *state)
 {
-	return run_period_stmt(r, Q_CLAIM, email, period, state);
+	return run_period_stmt(r, Q_CLAIM_END, email, period, state);
+}
+
+/* Gives up this run's claim on a period that was not sent: the next run
+ * (of any instance) sends it. */
+static void drop_claim(struct run *r, const char *email, const char *period)
+{
+	run_period_stmt(r, Q_CLAIM_DROP, email, period, NULL);
+}
+
+/* A claim as read, to take it over only if it is still the same one. */
+struct claim_seen {
+	char state[32];
+	char *by;
+	int has_until;
+	int64_t until, now;
+};
+
+/* 1 read, 0 no row, -1 error. */
+static int claim_look(struct run *r, const char *email, const char *period, struct claim_seen *c)
+{
+	struct db_stmt *s = period_stmt(r, Q_CLAIM_LOOK, email, period, NULL);
+	int rc;
+	if (!s)
+		return -1;
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		const char *by = db_column_text(s, 1);
+		snprintf(c->state, sizeof c->state, "%s", db_column_text(s, 0));
+		c->by = by ? xstrdup(by) : NULL;
+		c->has_until = !db_column_is_null(s, 2);
+		c->until = db_column_int64(s, 2);
+		c->now = db_column_int64(s, 3);
+	}
+	db_reset(s);
+	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
+}
+
+/* Runs q (Q_CLAIM_TAKE, Q_CLAIM_MAYBE_SENT) on the claim c still as read. */
+static int claim_swap(struct run *r, enum run_query q, const char *email, const char *period,
+		      const struct claim_seen *c)
+{
+	struct db_stmt *s = period_stmt(r, q, email, period, NULL);
+	if (s) {
+		bind_text(s, 7, c->by);
+		if (c->has_until)
+			db_bind_int64(s, 8, c->until);
+	}
+	return run_exec(r, s);
+}
+
+/* Claims (email, period) for this run before its mail is composed.  1 the
+ * claim is ours: a new row, or the claim of an instance that died or let
+ * it expire before recording the send (it delivered nothing), taken over.
+ * 0 not ours: the period is done, or another instance is at it (the
+ * subscriber is skipped).  A period found 'sending' whose claimer died or
+ * let it expire may have reached the relay: it becomes 'maybe-sent' and
+ * is not sent again (the rule of digest.c's banner).  -1 error. */
+static int claim_period(struct run *r, const char *email, const char *period)
+{
+	char q[300];
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct claim_seen c = {0};
+		int rc = run_period_stmt(r, Q_CLAIM_NEW, email, period, NULL);
+		if (rc != 0)
+			return rc;
+		rc = claim_look(r, email, period, &c);
+		if (rc == 0)
+			continue; /* its claimer gave it up meanwhile */
+		if (rc > 0 && claims_stale(c.by, c.has_until, c.until, c.now)) {
+			if (strcmp(c.state, "claimed") == 0) {
+				rc = claim_swap(r, Q_CLAIM_TAKE, email, period, &c);
+				if (rc > 0)
+					log_info("digest.claim_taken to=%s period=%s from=%s "
+						 "reason=\"its claimer stopped before sending\"",
+						 log_quote(email, q, sizeof q), period,
+						 LOG_Q(c.by ? c.by : ""));
+			} else if (strcmp(c.state, "sending") == 0) {
+				if (claim_swap(r, Q_CLAIM_MAYBE_SENT, email, period, &c) > 0)
+					log_warn("digest.maybe_sent to=%s period=%s action=\"not "
+						 "sent again; an earlier run stopped between "
+						 "recording the send and the relay's answer\"",
+						 log_quote(email, q, sizeof q), period);
+				rc = 0;
+			} else {
+				rc = 0;
+			}
+		} else if (rc > 0) {
+			rc = 0; /* done, or another instance holds it */
+		}
+		free(c.by);
+		return rc;
+	}
+	return 0;
+}
+
+/* 1 when another run holds (email, period) and may still give it up:
+ * claimed, or recorded and waiting for the relay's answer. */
+static int claim_held(struct run *r, const char *email, const char *period)
+{
+	struct claim_seen c = {0};
+	int held = claim_look(r, email, period, &c) > 0 &&
+		   (strcmp(c.state, "claimed") == 0 || strcmp(c.state, "sending") == 0);
+	free(c.by);
+	return held;
 }
 
 /* Moves last_sent from what this run read to `to` (0 = none).  1 moved, 0
@@ -224,14 +383,15 @@ struct job {
 	struct smtp_message m;
 };
 
-/* Records one held mail inside the group's transaction: its period
- * becomes 'sending' (counted as sent from now on), its Message-ID is kept
- * for replies, a digest's last_sent moves to the end of its window.  1,
- * 0 when another run recorded this period or moved last_sent since it
- * was read (nothing written), -1 on error. */
+/* Records one held mail inside the group's transaction: its period,
+ * claimed by this run, becomes 'sending' (counted as sent from now on),
+ * its Message-ID is kept for replies, a digest's last_sent moves to the
+ * end of its window.  1, 0 when the claim was taken over by another
+ * instance or another run moved last_sent since it was read (nothing
+ * written), -1 on error. */
 static int record_one(struct run *r, struct job *j)
 {
-	int rc = claim_period(r, j->sub->email, j->period, "sending");
+	int rc = run_period_stmt(r, Q_RECORD, j->sub->email, j->period, NULL);
 	if (rc <= 0)
 		return rc;
 	if (token_sent_id_record(r->st, j->mail.message_id, j->grp, j->remote_id, j->sub->email,
@@ -294,7 +454,7 @@ static void record_refusal(struct run *r, const struct job *j, int res)
 	const char *email = j->sub->email;
 	int rc = 0;
 	if (res == SMTP_TEMPORARY && j->state != RECORDED)
-		return;
+		return; /* the claim is dropped by job_finish */
 	if (begin_full(r) < 0)
 		return;
 	if (j->state == RECORDED) {
@@ -310,7 +470,7 @@ static void record_refusal(struct run *r, const struct job *j, int res)
 			rc = move_last_sent(r, j->sub, window_end(r), 1, j->sub->last_sent,
 					    j->sub->has_last);
 	} else {
-		rc = claim_period(r, email, j->period, "failed");
+		rc = end_claim(r, email, j->period, "failed");
 	}
 	end_full(r, rc >= 0);
 }
@@ -377,6 +537,9 @@ static void flush_jobs(struct run *r)
 	for (size_t i = 0; i < r->n_jobs; i++) {
 		struct job *j = r->jobs[i];
 		job_finish(r, j);
+		/* not recorded: the period goes to the next run (of any instance) */
+		if (j->state == NOT_RECORDED || j->state == STORE_FAILED)
+			drop_claim(r, j->sub->email, j->period);
 		digest_mail_free(&j->mail);
 		free(j->grp);
 		free(j->remote_id);
@@ -636,18 +799,23 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 	char q[300];
 	struct feed_entry **kept = xcalloc(ng ? ng : 1, sizeof *kept);
 
-	if (read_groups(r, sub, since, groups, &total, kept) < 0)
-		goto out; /* tried again on the next run */
+	if (claim_period(r, sub->email, period) <= 0)
+		goto out; /* done, another instance's, or an error (next run) */
+	if (read_groups(r, sub, since, groups, &total, kept) < 0) {
+		drop_claim(r, sub->email, period); /* tried again on the next run */
+		goto out;
+	}
 	if (total == 0) {
 		/* nothing new: the period passes without mail */
-		if (store_begin(r->st) == 0) {
-			if (claim_period(r, sub->email, period, "empty") < 0 ||
-			    move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r),
-					   1) < 0)
-				store_rollback(r->st);
-			else
-				store_commit(r->st);
-		}
+		int done = store_begin(r->st) == 0;
+		if (done &&
+		    (end_claim(r, sub->email, period, "empty") <= 0 ||
+		     move_last_sent(r, sub, sub->last_sent, sub->has_last, window_end(r), 1) < 0))
+			done = 0, store_rollback(r->st);
+		else if (done)
+			done = store_commit(r->st) == 0;
+		if (!done)
+			drop_claim(r, sub->email, period);
 		log_debug("digest.empty to=%s period=%s", log_quote(sub->email, q, sizeof q),
 			  period);
 		goto out;
@@ -664,6 +832,7 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 			rc = store_commit(r->st);
 	}
 	if (rc < 0) {
+		drop_claim(r, sub->email, period);
 		r->failed++;
 		goto out;
 	}
@@ -691,11 +860,14 @@ static void notify_each(struct run *r, struct subscriber *sub)
 			const struct feed_entry *e = &groups[i].entries[k];
 			struct feed_entry copy;
 			struct digest_mail mail = {0};
-			char period[300], state[32];
+			char period[300];
 			if (e->parent_remote_id || !e->remote_id)
 				continue;
 			snprintf(period, sizeof period, "e:%s", e->remote_id);
-			if (run_state(r, sub->email, period, state, sizeof state) != 0)
+			int claimed = claim_period(r, sub->email, period);
+			if (claimed == 0 && claim_held(r, sub->email, period))
+				sub->retry = 1; /* last_sent waits for the other instance */
+			if (claimed <= 0)
 				continue;
 			copy = *e;
 			/* comments by email go to the group the subscriber follows */
@@ -712,6 +884,7 @@ static void notify_each(struct run *r, struct subscriber *sub)
 					rc = store_commit(r->st);
 			}
 			if (rc < 0) {
+				drop_claim(r, sub->email, period);
 				digest_mail_free(&mail);
 				r->failed++;
 				sub->retry = 1;
@@ -735,7 +908,7 @@ static void each_finish(struct run *r, struct subscriber *sub)
 
 static void subscriber_due(struct run *r, struct subscriber *sub, int force)
 {
-	char period[96], state[32], q[300], q2[300];
+	char period[96], q[300], q2[300];
 	time_t sched;
 	const char *tz = sub->tz ? sub->tz : r->cfg->digest.timezone;
 	int hour = sub->hour >= 0 ? sub->hour : r->cfg->digest.hour;
@@ -764,17 +937,6 @@ static void subscriber_due(struct run *r, struct subscriber *sub, int force)
 	}
 	if (sched < sub->since)
 		return; /* subscribed after this period's moment */
-	int known = run_state(r, sub->email, period, state, sizeof state);
-	if (known != 0) {
-		if (known == 1 && strcmp(state, "sending") == 0) {
-			log_warn("digest.maybe_sent to=%s period=%s action=\"not sent again; an "
-				 "earlier run stopped between recording the send and the relay's "
-				 "answer\"",
-				 log_quote(sub->email, q, sizeof q), period);
-			set_run_state(r, sub->email, period, "maybe-sent");
-		}
-		return;
-	}
 	digest_one(r, sub, period, period + 2);
 }
 
@@ -894,6 +1056,10 @@ static int run_all(struct store *st, const struct mf_config *cfg,
 		   const char *only_email, int (*keep_going)(void *arg), void *arg)
 {
 	struct run r = {.st = st, .cfg = cfg, .ops = ops, .feed_ctx = feed_ctx, .now = now};
+	/* a claim covers composing a mail and sending its group: the relay's
+	 * stall limit at each step of the dialogue, with room to spare */
+	r.claim_ms =
+	    (DIGEST_CLAIM_BASE + 6 * (cfg->smtp.timeout > 0 ? cfg->smtp.timeout : 60)) * 1000;
 	struct subscriber *subs;
 	int feed = cfg->digest.subscribers == SUBSCRIBERS_FEED && ops && ops->read_members;
 	int stopped = 0;

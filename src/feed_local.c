@@ -489,16 +489,17 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 		  with_text
 		      ? "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
 			" text, hashtags, created, attachments FROM local_items WHERE grp=?"
-			" AND created>? ORDER BY created DESC, id DESC LIMIT ?)"
+			" AND created>? ORDER BY created DESC, id DESC LIMIT ?) AS newest"
 			" ORDER BY created, id"
 		      : "SELECT * FROM (SELECT id, parent, author_name, author_email, subject,"
 			" NULL, hashtags, created, attachments FROM local_items WHERE grp=?"
-			" AND created>? ORDER BY created DESC, id DESC LIMIT ?)"
+			" AND created>? ORDER BY created DESC, id DESC LIMIT ?) AS newest"
 			" ORDER BY created, id")))
 		return -1;
 	db_bind_text(s, 1, group, -1);
 	db_bind_int64(s, 2, (int64_t)since);
-	db_bind_int64(s, 3, limit > 0 ? limit : -1);
+	/* no limit: the largest count both engines take (not SQLite's -1) */
+	db_bind_int64(s, 3, limit > 0 ? limit : INT64_MAX);
 	while (db_step(s) == DB_ROW) {
 		*out = xrealloc(*out, (*n + 1) * sizeof **out);
 		struct row *r = &(*out)[(*n)++];
@@ -1167,6 +1168,7 @@ static int local_read_group(void *ctx, const char *group, time_t since, struct f
 const struct feed_backend_ops feed_local_ops = {
     .name = "local",
     .batch = LOCAL_BATCH,
+    .uses_store = 1,
     .open = local_open,
     .deliver = local_deliver,
     .reconcile = local_reconcile,

@@ -30,6 +30,7 @@ static const struct {
     {"digest", cmd_digest, "send digests now (--now [--to EMAIL])"},
     {"subscribe", cmd_subscribe, "subscribe EMAIL to digests of groups"},
     {"unsubscribe", cmd_unsubscribe, "stop digests for EMAIL"},
+    {"migrate-state", cmd_migrate_state, "copy the state into an empty one (--to TARGET)"},
     {"parse-worker", cmd_parse_worker, NULL},
 };
 

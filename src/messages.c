@@ -96,13 +96,14 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 				   " AND sha256=?3 LIMIT 1");
 	else
 		s = store_kept(st, "SELECT 1 FROM messages WHERE mailbox=?1 AND message_id IS NULL"
-				   " AND sha256=?3 LIMIT 1");
+				   " AND sha256=?2 LIMIT 1");
 	if (!s)
 		return 0;
 	db_bind_text(s, 1, mailbox, -1);
 	if (message_id)
 		db_bind_text(s, 2, message_id, -1);
-	db_bind_text(s, 3, sha256, -1);
+	/* every parameter is used: PostgreSQL cannot type an unused one */
+	db_bind_text(s, message_id ? 3 : 2, sha256, -1);
 	if (db_step(s) == DB_ROW)
 		known = 1;
 	store_stmt_done(st, s);
@@ -112,7 +113,8 @@ int store_message_known(struct store *st, const char *mailbox, const char *messa
 /* The raw bytes of message id, in the row of its body. */
 static int body_add(struct store *st, int64_t id, const char *raw, size_t len)
 {
-	struct db_stmt *s = store_kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)");
+	struct db_stmt *s = store_kept(st, "INSERT INTO message_bodies(message, raw) VALUES(?, ?)"
+					   " ON CONFLICT(message) DO NOTHING");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, id);
@@ -153,7 +155,8 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 		struct db_stmt *s = store_kept(
 		    st, "INSERT INTO messages(mailbox, uidvalidity, uid, message_id,"
 			" size, internaldate, sha256, state, reason, received_at)"
-			" VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
+			" VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(mailbox, uidvalidity, uid)"
+			" DO NOTHING RETURNING id");
 		if (!s)
 			return -1;
 		db_bind_text(s, 1, m->mailbox, -1);
@@ -331,9 +334,11 @@ int messages_acks_refused(struct store *st, const char *mailbox, uint32_t uidval
 }
 
 /* The table was added without a migration: states made before it get it
- * on first use. */
+ * on first use on SQLite; PostgreSQL's schema has it from the start. */
 int messages_acks_table(struct store *st)
 {
+	if (db_engine(store_db(st)) != DB_SQLITE)
+		return 0;
 	return db_exec(store_db(st),
 		       "CREATE TABLE IF NOT EXISTS ack_errors("
 		       " mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,"
@@ -371,9 +376,10 @@ void messages_acks_note(struct store *st, const char *mailbox, uint32_t uidvalid
 	struct db_stmt *q;
 	const char *sql =
 	    error ? "INSERT INTO ack_errors(mailbox, uidvalidity, uid, error, attempts, next_at)"
-		    " VALUES(?1, ?2, ?3, ?4, 1, ?5 + 60) ON CONFLICT DO UPDATE SET error=?4,"
-		    " attempts=attempts+1,"
-		    " next_at=?5 + MIN(3600, 60 * (1 << MIN(attempts, 6)))"
+		    " VALUES(?1, ?2, ?3, ?4, 1, ?5 + 60) ON CONFLICT(mailbox, uidvalidity, uid)"
+		    " DO UPDATE SET error=?4, attempts=ack_errors.attempts+1,"
+		    " next_at=?5 + CASE WHEN ack_errors.attempts >= 6 THEN 3600"
+		    " ELSE 60 * (1 << CAST(ack_errors.attempts AS INTEGER)) END"
 		  : "DELETE FROM ack_errors WHERE mailbox=?1 AND uidvalidity=?2 AND uid=?3";
 	if (!(q = db_prepare(store_db(st), sql)))
 		return;
@@ -504,7 +510,10 @@ int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 	int rc = -1;
 	if (n == 0)
 		return 0;
-	store_exec(st, "PRAGMA synchronous=NORMAL");
+	/* SQLite: a lost count costs one parse more, not worth a flush */
+	int sqlite = db_engine(store_db(st)) == DB_SQLITE;
+	if (sqlite)
+		store_exec(st, "PRAGMA synchronous=NORMAL");
 	if (store_begin(st) == 0) {
 		if ((s = store_prep(st, "UPDATE messages SET parse_attempts=parse_attempts+1"
 					" WHERE id=?"))) {
@@ -521,7 +530,8 @@ int messages_count_attempts(struct store *st, const int64_t *ids, size_t n)
 		else
 			store_rollback(st);
 	}
-	store_exec(st, "PRAGMA synchronous=FULL");
+	if (sqlite)
+		store_exec(st, "PRAGMA synchronous=FULL");
 	return rc;
 }
 
@@ -658,16 +668,27 @@ int messages_drop_of_item(struct store *st, int64_t item)
 
 /* --- what status and metrics show ---------------------------------------- */
 
+/* How many rows meet cond (both engines: PostgreSQL sums no booleans). */
+#define COUNT_IF(cond) "SUM(CASE WHEN " cond " THEN 1 ELSE 0 END)"
+
 int messages_counts(struct store *st, const char *mailbox, struct messages_counts *c)
 {
 	struct db_stmt *s = store_prep(
-	    st, "SELECT COUNT(*), SUM(state IN (" Q(S_SKIPPED) "," Q(
-		    S_HANDLED) ")),"
-			       " SUM(state=" Q(S_NEW) "), SUM(state=" Q(S_QUEUED) "), SUM(state=" Q(
-				   S_DEAD) "),"
-					   " MIN(CASE WHEN state IN (" Q(S_NEW) "," Q(
-					       S_QUEUED) ") THEN received_at END)"
-							 " FROM messages WHERE mailbox=?");
+	    st,
+	    "SELECT COUNT(*), " COUNT_IF("state IN (" Q(S_SKIPPED) "," Q(
+		S_HANDLED) ")") ","
+				" " COUNT_IF("state=" Q(S_NEW)) ", " COUNT_IF("state=" Q(
+				    S_QUEUED)) ","
+					       " " COUNT_IF("state=" Q(
+						   S_DEAD)) ","
+							    " MIN(CASE WHEN state IN (" Q(
+								S_NEW) "," Q(S_QUEUED) ") THEN "
+										       "received_"
+										       "at END)"
+										       " FROM "
+										       "messages "
+										       "WHERE "
+										       "mailbox=?");
 	memset(c, 0, sizeof *c);
 	if (!s)
 		return -1;

@@ -64,10 +64,12 @@ int note_count(struct store *st, const char *key, long n)
 	struct db_stmt *s;
 	if (n == 0)
 		return 0;
-	if (!(s = db_prepare(store_db(st),
-			     "INSERT INTO daemon(key, value, at) VALUES(?1, ?2, ?3)"
-			     " ON CONFLICT(key) DO UPDATE SET"
-			     " value=CAST(COALESCE(value, 0) AS INTEGER) + ?2, at=?3")))
+	if (!(s = db_prepare(
+		  store_db(st),
+		  "INSERT INTO daemon(key, value, at) VALUES(?1, CAST(?2 AS TEXT), ?3)"
+		  " ON CONFLICT(key) DO UPDATE SET"
+		  " value=CAST(CAST(COALESCE(daemon.value, '0') AS BIGINT) + ?2 AS TEXT),"
+		  " at=?3")))
 		return -1;
 	db_bind_text(s, 1, key, -1);
 	db_bind_int64(s, 2, n);
@@ -90,8 +92,9 @@ int notes_auth_backoff(struct store *st, time_t now, char *why, size_t whylen)
 	struct db_stmt *s;
 	int found = 0;
 	if (!(s = db_prepare(store_db(st),
-			     "SELECT substr(key, ?1), value, at FROM daemon WHERE"
-			     " substr(key, 1, ?2)=?3 AND at > ?4 ORDER BY key LIMIT 1")))
+			     "SELECT substr(key, CAST(?1 AS INTEGER)), value, at FROM daemon WHERE"
+			     " substr(key, 1, CAST(?2 AS INTEGER))=?3 AND at > ?4"
+			     " ORDER BY key LIMIT 1")))
 		return -1;
 	db_bind_int64(s, 1, (int)strlen(NOTE_AUTH_BACKOFF) + 1);
 	db_bind_int64(s, 2, (int)strlen(NOTE_AUTH_BACKOFF));

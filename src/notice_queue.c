@@ -144,9 +144,10 @@ static void set_row(struct store *st, int64_t id, const char *state, long next_a
 		    const char *error)
 {
 	struct db_stmt *s;
-	if (!(s = db_prepare(store_db(st), "UPDATE notice_queue SET state=?, next_at=?, error=?,"
-					   " attempts=attempts+(state='pending')"
-					   " WHERE id=? AND state IN ('pending','sending')")))
+	if (!(s = db_prepare(store_db(st),
+			     "UPDATE notice_queue SET state=?, next_at=?, error=?,"
+			     " attempts=attempts+CASE WHEN state='pending' THEN 1 ELSE 0 END"
+			     " WHERE id=? AND state IN ('pending','sending')")))
 		return;
 	db_bind_text(s, 1, state, -1);
 	db_bind_int64(s, 2, next_at);

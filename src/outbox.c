@@ -15,12 +15,15 @@
  * skipped messages) and the re-mapping of an item sent again (its
  * message's mailbox and hashtags).  Messages change only through
  * messages.h. */
+#include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
@@ -450,12 +453,26 @@ static int message_follow_dead(struct store *st, int64_t message, const char *re
 	return messages_set_state(st, message, MSG_DEAD, reason, NULL);
 }
 
+/* A failure is recorded only while the claim is ours: past its deadline
+ * another instance took the item over and decides what became of it. */
+#define STILL_OURS " AND state='inflight' AND claimed_by=?3"
+#define STILL_OURS_4 " AND state='inflight' AND claimed_by=?4"
+
+static int claim_lost(const struct outbox_loaded *l)
+{
+	log_warn("outbox.claim_lost key=%s note=\"taken over by another instance; its result "
+		 "is theirs to record\"",
+		 l->key);
+	return 0;
+}
+
 int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const char *remote_id,
 			  time_t now)
 {
-	struct db_stmt *s =
-	    store_kept(st, "UPDATE outbox SET state='delivered', remote_id=?,"
-			   " delivered_at=?, error=NULL, attempts=attempts+1 WHERE id=?");
+	struct db_stmt *s = store_kept(
+	    st, "UPDATE outbox SET state='delivered', remote_id=?,"
+		" delivered_at=?, error=NULL, attempts=attempts+1, claimed_by=NULL,"
+		" claim_until=NULL WHERE id=? AND state IN ('inflight','pending','retrying')");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, remote_id, -1);
@@ -463,18 +480,27 @@ int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const
 	db_bind_int64(s, 3, l->item.id);
 	if (store_run_kept(st, s) < 0)
 		return -1;
+	/* already recorded by the instance that took the item over */
+	if (db_changes(store_db(st)) == 0)
+		return 0;
 	return message_follow_delivered(st, l->message);
 }
 
 int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char *error)
 {
 	struct db_stmt *s = store_prep(st, "UPDATE outbox SET state='dead', error=?, next_at=0,"
-					   " attempts=attempts+1 WHERE id=?");
+					   " attempts=attempts+1, claimed_by=NULL, claim_until=NULL"
+					   " WHERE id=?" STILL_OURS);
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, error, -1);
 	db_bind_int64(s, 2, l->item.id);
-	if (store_run(st, s) < 0 || note_count(st, NOTE_COUNT_DEAD, 1) < 0)
+	db_bind_text(s, 3, store_instance(st), -1);
+	if (store_run(st, s) < 0)
+		return -1;
+	if (db_changes(store_db(st)) == 0)
+		return claim_lost(l);
+	if (note_count(st, NOTE_COUNT_DEAD, 1) < 0)
 		return -1;
 	char *reason = xasprintf("feed service did not take the %s: %s",
 				 l->item.kind == FEED_POST ? "post" : "comment", error);
@@ -488,14 +514,18 @@ int outbox_mark_retry(struct store *st, const struct outbox_loaded *l, time_t ne
 {
 	struct db_stmt *s =
 	    store_prep(st, "UPDATE outbox SET state='retrying', attempts=attempts+1,"
-			   " next_at=?, error=? WHERE id=?");
+			   " next_at=?, error=?, claimed_by=NULL, claim_until=NULL"
+			   " WHERE id=?" STILL_OURS_4);
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, (int64_t)next_at);
 	db_bind_text(s, 2, error, -1);
 	db_bind_int64(s, 3, l->item.id);
+	db_bind_text(s, 4, store_instance(st), -1);
 	if (store_run(st, s) < 0)
 		return -1;
+	if (db_changes(store_db(st)) == 0)
+		return claim_lost(l);
 	return note_count(st, NOTE_COUNT_RETRIED, 1);
 }
 
@@ -564,48 +594,95 @@ long outbox_next_due(struct store *st)
 	return next;
 }
 
-/* Up to batch due item ids at now, oldest first.  Everything the choice
+/* --- claims -------------------------------------------------------------
+
+ * Several instances share one outbox: an item is taken by claiming it
+ * (state 'inflight', claimed_by this instance, claim_until a deadline in
+ * the database's clock), so that any instance delivers and none doubles.
+ * The deadline is pushed on while a long delivery runs; past it another
+ * instance may take the item, and checks at the service first whether it
+ * was delivered (the claimer may have died after sending).  On PostgreSQL
+ * the rows are picked with FOR UPDATE SKIP LOCKED, so that claimers never
+ * wait on nor share a row; on SQLite the same UPDATE runs inside BEGIN
+ * IMMEDIATE (one writer at a time). */
+
+/* The database's clock in milliseconds (the expressions of cluster.c). */
+#define NOW_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+#define CLAIM_SET(NOW) " SET state='inflight', claimed_by=?3, claim_until=" NOW " + ?4"
+#define CLAIM_PICK(HINT)                                                                           \
+	"SELECT o.id FROM outbox o" HINT " LEFT JOIN outbox p ON p.id=o.parent"                    \
+	" WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2"
+
+/* SQLite: inside the caller's BEGIN IMMEDIATE.  Everything the choice
  * needs is in the outbox_due and outbox_parent indexes: no row (and no
- * payload) is read for a waiting item.  0 or -1. */
-static int select_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n)
+ * payload) is read for a waiting item. */
+static const char claim_sqlite[] = "UPDATE outbox" CLAIM_SET(
+    NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(" INDEXED BY outbox_due") ") RETURNING id";
+/* PostgreSQL: rows locked by another claimer are skipped; the CTE runs once. */
+static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
+    "") " FOR UPDATE OF o SKIP LOCKED)"
+	" UPDATE outbox" CLAIM_SET(NOW_PG) " FROM picked WHERE outbox.id=picked.id"
+					   " RETURNING outbox.id";
+
+/* Claims left by a claimer that is gone: inflight past their deadline (or
+ * from before claims had one). */
+#define STALE_PICK(NOW)                                                                            \
+	"SELECT id FROM outbox WHERE state='inflight'"                                             \
+	" AND (claim_until IS NULL OR claim_until < " NOW ") ORDER BY id LIMIT ?2"
+static const char stale_sqlite[] =
+    "UPDATE outbox SET claimed_by=?1, claim_until=" NOW_SQLITE " + ?3"
+    " WHERE id IN (" STALE_PICK(NOW_SQLITE) ") RETURNING id";
+static const char stale_pg[] =
+    "WITH picked AS (" STALE_PICK(NOW_PG) " FOR UPDATE SKIP LOCKED)"
+					  " UPDATE outbox SET claimed_by=?1, claim_until=" NOW_PG
+					  " + ?3 FROM picked WHERE outbox.id=picked.id"
+					  " RETURNING outbox.id";
+
+static int id_cmp(const void *a, const void *b)
 {
-	struct db_stmt *s =
-	    store_prep(st, "SELECT o.id FROM outbox o INDEXED BY outbox_due"
-			   " LEFT JOIN outbox p ON p.id=o.parent"
-			   " WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2");
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Reads the ids a claim returned, oldest first.  0 or -1. */
+static int ids_read(struct db_stmt *s, int64_t **ids, size_t *n)
+{
+	int rc;
+	while ((rc = db_step(s)) == DB_ROW) {
+		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
+		(*ids)[(*n)++] = db_column_int64(s, 0);
+	}
+	if (*n > 1)
+		qsort(*ids, *n, sizeof **ids, id_cmp);
+	return rc == DB_DONE ? 0 : -1;
+}
+
+static int claim_pick(struct store *st, time_t now, size_t batch, int64_t claim_ms, int64_t **ids,
+		      size_t *n)
+{
+	struct db_stmt *s = store_prep(st, db_sql(store_db(st), claim_sqlite, claim_pg));
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, (int64_t)now);
 	db_bind_int64(s, 2, (int64_t)batch);
-	while (db_step(s) == DB_ROW) {
-		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
-		(*ids)[(*n)++] = db_column_int64(s, 0);
-	}
+	db_bind_text(s, 3, store_instance(st), -1);
+	db_bind_int64(s, 4, claim_ms);
+	int rc = ids_read(s, ids, n);
 	db_finalize(s);
-	return 0;
+	return rc;
 }
 
-static int mark_inflight(struct store *st, const int64_t *ids, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		struct db_stmt *s = store_kept(st, "UPDATE outbox SET state='inflight' WHERE id=?");
-		if (s)
-			db_bind_int64(s, 1, ids[i]);
-		if (store_run_kept(st, s) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-int outbox_claim_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n,
-		     int *dead)
+int outbox_claim_due(struct store *st, time_t now, size_t batch, int64_t claim_ms, int64_t **ids,
+		     size_t *n, int *dead)
 {
 	*ids = NULL;
 	*n = 0;
 	if (store_begin(st) < 0)
 		return -1;
 	int c = outbox_cascade_dead(st);
-	if (c < 0 || select_due(st, now, batch, ids, n) < 0 || mark_inflight(st, *ids, *n) < 0) {
+	if (c < 0 || claim_pick(st, now, batch, claim_ms, ids, n) < 0) {
 		store_rollback(st);
 		goto fail;
 	}
@@ -620,35 +697,121 @@ fail:
 	return -1;
 }
 
-int outbox_inflight_ids(struct store *st, int64_t **ids, size_t *n)
+/* Whether the claimer named who ("HOST:PID" or "HOST:PID:..."), on this
+ * host, is a process that no longer runs: its claims need not wait for
+ * their deadline (a daemon restarted after a crash). */
+static int claimer_gone(const char *who)
 {
-	struct db_stmt *s =
-	    store_prep(st, "SELECT id FROM outbox WHERE state='inflight' ORDER BY id");
-	*ids = NULL;
-	*n = 0;
+	char host[256] = "";
+	const char *colon = who ? strchr(who, ':') : NULL;
+	if (!colon || gethostname(host, sizeof host - 1) < 0 ||
+	    strlen(host) != (size_t)(colon - who) || strncmp(host, who, strlen(host)) != 0)
+		return 0;
+	char *end;
+	long pid = strtol(colon + 1, &end, 10);
+	if (pid <= 0 || end == colon + 1 || (*end && *end != ':') || pid == (long)getpid())
+		return 0;
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/* Ends at once the claims of claimers of this host that are gone. */
+static int release_gone(struct store *st)
+{
+	struct db_stmt *s = store_prep(st, "SELECT DISTINCT claimed_by FROM outbox"
+					   " WHERE state='inflight' AND claimed_by IS NOT NULL"
+					   " AND claimed_by <> ?1");
+	struct strlist gone = {0};
+	int rc;
 	if (!s)
 		return -1;
-	while (db_step(s) == DB_ROW) {
-		*ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
-		(*ids)[(*n)++] = db_column_int64(s, 0);
-	}
+	db_bind_text(s, 1, store_instance(st), -1);
+	while ((rc = db_step(s)) == DB_ROW)
+		if (claimer_gone(db_column_text(s, 0)))
+			strlist_add(&gone, db_column_text(s, 0));
 	db_finalize(s);
+	for (size_t i = 0; rc == DB_DONE && i < gone.n; i++) {
+		log_info("outbox.claims_released claimer=%s reason=\"process gone\"", gone.v[i]);
+		s = store_prep(st, "UPDATE outbox SET claim_until=0 WHERE state='inflight'"
+				   " AND claimed_by=?1");
+		if (s)
+			db_bind_text(s, 1, gone.v[i], -1);
+		if (store_run(st, s) < 0)
+			rc = DB_FAIL;
+	}
+	strlist_free(&gone);
+	return rc == DB_DONE ? 0 : -1;
+}
+
+int outbox_claim_stale(struct store *st, size_t max, int64_t claim_ms, int64_t **ids, size_t *n)
+{
+	*ids = NULL;
+	*n = 0;
+	if (release_gone(st) < 0 || store_begin(st) < 0)
+		return -1;
+	struct db_stmt *s = store_prep(st, db_sql(store_db(st), stale_sqlite, stale_pg));
+	int rc = -1;
+	if (s) {
+		db_bind_text(s, 1, store_instance(st), -1);
+		db_bind_int64(s, 2, (int64_t)max);
+		db_bind_int64(s, 3, claim_ms);
+		rc = ids_read(s, ids, n);
+		db_finalize(s);
+	}
+	if (rc < 0 || store_commit(st) < 0) {
+		store_rollback(st);
+		free(*ids);
+		*ids = NULL;
+		*n = 0;
+		return -1;
+	}
 	return 0;
+}
+
+int outbox_claims_extend(struct store *st, int64_t claim_ms)
+{
+	struct db_stmt *s =
+	    store_prep(st, db_sql(store_db(st),
+				  "UPDATE outbox SET claim_until=" NOW_SQLITE " + ?2"
+				  " WHERE state='inflight' AND claimed_by=?1",
+				  "UPDATE outbox SET claim_until=" NOW_PG " + ?2"
+				  " WHERE state='inflight' AND claimed_by=?1"));
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, store_instance(st), -1);
+	db_bind_int64(s, 2, claim_ms);
+	if (store_run(st, s) < 0)
+		return -1;
+	return (int)db_changes(store_db(st));
+}
+
+int outbox_claim_lapse(struct store *st, int64_t id)
+{
+	struct db_stmt *s = store_prep(st, "UPDATE outbox SET claim_until=0 WHERE id=?"
+					   " AND state='inflight' AND claimed_by=?");
+	if (s) {
+		db_bind_int64(s, 1, id);
+		db_bind_text(s, 2, store_instance(st), -1);
+	}
+	return store_run(st, s);
 }
 
 int outbox_mark_pending(struct store *st, int64_t id)
 {
 	struct db_stmt *s =
-	    store_prep(st, "UPDATE outbox SET state='pending' WHERE id=? AND state='inflight'");
-	if (s)
+	    store_prep(st, "UPDATE outbox SET state='pending', claimed_by=NULL, claim_until=NULL"
+			   " WHERE id=? AND state='inflight' AND claimed_by=?");
+	if (s) {
 		db_bind_int64(s, 1, id);
+		db_bind_text(s, 2, store_instance(st), -1);
+	}
 	return store_run(st, s);
 }
 
 int outbox_mark_unreadable(struct store *st, int64_t id)
 {
 	struct db_stmt *s = store_prep(st, "UPDATE outbox SET state='dead', error='stored item is"
-					   " unreadable' WHERE id=?");
+					   " unreadable', claimed_by=NULL, claim_until=NULL"
+					   " WHERE id=?");
 	if (s)
 		db_bind_int64(s, 1, id);
 	return store_run(st, s);
@@ -682,8 +845,7 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 			  struct feed_entry **entries, size_t *n)
 {
 	struct db_stmt *s =
-	    store_prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at,"
-			   " json_extract(o.payload,'$.parent_remote_id')"
+	    store_prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at"
 			   " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
 			   " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
 			   " ORDER BY o.delivered_at, o.id");
@@ -703,7 +865,7 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 		e->remote_id = col_dup(s, 0);
 		e->parent_remote_id = col_dup(s, 1);
 		if (!e->parent_remote_id)
-			e->parent_remote_id = col_dup(s, 4);
+			e->parent_remote_id = json_dup(p, "parent_remote_id");
 		e->group = xstrdup(group);
 		json_t *a = json_object_get(p, "author");
 		e->author_name = json_dup(a, "name");
@@ -735,6 +897,17 @@ int outbox_read_group(struct store *st, const struct feed_backend_ops *ops, void
 
 /* --- the dead list ---------------------------------------------------- */
 
+/* The sender and subject of a dead list entry: from an item's payload or
+ * from a message's parsed form (JSON read here, not in SQL, so that one
+ * text serves both engines and an unreadable row does not hide the list). */
+static void dead_sender(const char *payload, const char *parsed, struct outbox_dead *d)
+{
+	json_t *j = json_loads(payload ? payload : parsed ? parsed : "null", 0, NULL);
+	d->from = json_dup(json_object_get(j, payload ? "author" : "from"), "email");
+	d->subject = json_dup(j, "subject");
+	json_decref(j);
+}
+
 int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 {
 	/* Messages whose outbox item is listed are not listed a second time.  A
@@ -742,14 +915,12 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	 * raw header block tells them instead. */
 	struct db_stmt *s = store_prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
-		" json_extract(o.payload,'$.author.email'), json_extract(o.payload,'$.subject'),"
-		" o.error, o.state, m.uid, NULL FROM outbox o"
+		" o.payload, NULL, o.error, o.state, m.uid, NULL FROM outbox o"
 		" LEFT JOIN messages m ON m.id=o.message WHERE o.state='dead'"
 		" UNION ALL"
-		" SELECT 'm', m.id, m.received_at, m.mailbox,"
-		" json_extract(p.parsed,'$.from.email'), json_extract(p.parsed,'$.subject'),"
+		" SELECT 'm', m.id, m.received_at, m.mailbox, NULL, p.parsed,"
 		" m.reason, m.state, m.uid,"
-		" CASE WHEN p.parsed IS NULL THEN substr(b.raw, 1, ?1) END"
+		" CASE WHEN p.parsed IS NULL THEN substr(b.raw, 1, CAST(?1 AS INTEGER)) END"
 		" FROM messages m LEFT JOIN message_parsed p ON p.message=m.id"
 		" LEFT JOIN message_bodies b ON b.message=m.id"
 		" WHERE m.state IN ('skipped','dead')"
@@ -769,8 +940,7 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 			 (long long)db_column_int64(s, 1));
 		d->when = (time_t)db_column_int64(s, 2);
 		d->mailbox = col_dup(s, 3);
-		d->from = col_dup(s, 4);
-		d->subject = col_dup(s, 5);
+		dead_sender(db_column_text(s, 4), db_column_text(s, 5), d);
 		d->reason = col_dup(s, 6);
 		d->state = col_dup(s, 7);
 		d->uid = (uint32_t)db_column_int64(s, 8);
@@ -878,8 +1048,8 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
  * no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
-	struct db_stmt *s = store_prep(st, "SELECT m.mailbox, o.payload, json_extract(p.parsed,"
-					   " '$.hashtags'), o.grp FROM outbox o JOIN messages m"
+	struct db_stmt *s = store_prep(st, "SELECT m.mailbox, o.payload, p.parsed, o.grp"
+					   " FROM outbox o JOIN messages m"
 					   " ON m.id=o.message LEFT JOIN message_parsed p"
 					   " ON p.message=m.id WHERE o.id=?");
 	if (!s)
@@ -891,7 +1061,9 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	}
 	const struct mf_mailbox *mb = config_mailbox(cfg, db_column_text(s, 0));
 	json_t *payload = json_loads(db_column_text(s, 1), 0, NULL);
-	json_t *own = json_loads(db_column_text(s, 2) ? db_column_text(s, 2) : "[]", 0, NULL);
+	json_t *parsed_json =
+	    json_loads(db_column_text(s, 2) ? db_column_text(s, 2) : "{}", 0, NULL);
+	json_t *own = json_object_get(parsed_json, "hashtags");
 	char *old_group = col_dup(s, 3);
 	db_finalize(s);
 	int rc = 0;
@@ -928,7 +1100,7 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	}
 	free(old_group);
 	json_decref(payload);
-	json_decref(own);
+	json_decref(parsed_json);
 	return rc;
 }
 

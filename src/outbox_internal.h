@@ -32,22 +32,39 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l);
 void outbox_loaded_free(struct outbox_loaded *l);
 
 /* In one committed transaction of its own: comments of dead posts go dead
- * (added to *dead), then up to batch due items at now are chosen and
- * marked inflight.  *ids owned.  0 or -1. */
-int outbox_claim_due(struct store *st, time_t now, size_t batch, int64_t **ids, size_t *n,
-		     int *dead);
-/* Items left inflight (interrupted by a crash), oldest first.  0 or -1. */
-int outbox_inflight_ids(struct store *st, int64_t **ids, size_t *n);
+ * (added to *dead), then up to batch due items at now are claimed for
+ * this instance (store_instance) for claim_ms: marked inflight with a
+ * deadline in the database's clock.  *ids owned, oldest first.  0 or -1. */
+int outbox_claim_due(struct store *st, time_t now, size_t batch, int64_t claim_ms, int64_t **ids,
+		     size_t *n, int *dead);
+/* Claims up to max items left inflight by a claimer that is gone: past
+ * their deadline, or of a process of this host that no longer runs.  They
+ * may have reached the service: reconcile them first.  *ids owned, oldest
+ * first.  0 or -1. */
+int outbox_claim_stale(struct store *st, size_t max, int64_t claim_ms, int64_t **ids, size_t *n);
+/* Ends this instance's claim on an inflight item that could not be
+ * reconciled now, leaving it to the next pass.  0 or -1. */
+int outbox_claim_lapse(struct store *st, int64_t id);
+/* Moves the deadline of every claim of this instance to claim_ms from now
+ * (a long delivery).  How many, or -1. */
+int outbox_claims_extend(struct store *st, int64_t claim_ms);
+/* Seconds a claim lasts when [feed] claim_timeout is not set. */
+#define OUTBOX_CLAIM_DEFAULT 300
+/* [feed] claim_timeout in milliseconds. */
+int64_t outbox_claim_ms(const struct mf_config *cfg);
+
 /* Items pending, retrying or inflight. */
 long outbox_count_waiting(struct store *st);
 
-/* State changes (their message's state follows).  0 or -1. */
+/* State changes (their message's state follows; the claim ends).  A
+ * failure or a return to pending is recorded only while the claim is still
+ * this instance's; a delivery always is.  0 or -1. */
 int outbox_mark_delivered(struct store *st, const struct outbox_loaded *l, const char *remote_id,
 			  time_t now);
 int outbox_mark_dead(struct store *st, const struct outbox_loaded *l, const char *error);
 int outbox_mark_retry(struct store *st, const struct outbox_loaded *l, time_t next_at,
 		      const char *error);
-/* inflight -> pending: not found at the service after a crash. */
+/* inflight -> pending: not found at the service after its claimer died. */
 int outbox_mark_pending(struct store *st, int64_t id);
 /* inflight -> dead: its row could not be loaded. */
 int outbox_mark_unreadable(struct store *st, int64_t id);

@@ -798,7 +798,8 @@ int store_folder_select(struct store *st, const char *mailbox, const char *accou
 	    st, "INSERT INTO folders(mailbox, account, folder, uidvalidity, last_uid, last_event)"
 		" VALUES(?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT(mailbox) DO UPDATE SET"
 		" account=?2, folder=?3, last_event=?5,"
-		" last_uid=CASE WHEN uidvalidity=?4 THEN last_uid ELSE 0 END, uidvalidity=?4");
+		" last_uid=CASE WHEN folders.uidvalidity=?4 THEN folders.last_uid ELSE 0 END,"
+		" uidvalidity=?4");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, mailbox, -1);
@@ -837,9 +838,12 @@ int store_folder_error(struct store *st, const char *mailbox, const char *error)
 
 int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
 {
-	/* once per message taken in: kept prepared */
-	struct db_stmt *s =
-	    store_stmt(st, "UPDATE folders SET last_uid=MAX(last_uid, ?2) WHERE mailbox=?1");
+	/* once per message taken in: kept prepared.  Only forward, also when
+	 * two instances advance it at once: on PostgreSQL the second UPDATE
+	 * waits for the first and compares with the row it committed. */
+	struct db_stmt *s = store_stmt(
+	    st, "UPDATE folders SET last_uid=CASE WHEN last_uid < ?2 THEN ?2 ELSE last_uid END"
+		" WHERE mailbox=?1");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, mailbox, -1);

@@ -24,16 +24,22 @@ static void bind_text(struct db_stmt *s, int i, const char *v)
 int subscribers_set_frequency(struct store *st, const char *email, const char *frequency,
 			      const char *source)
 {
-	static const char *const sql[] = {
-	    "UPDATE subscribers SET frequency=?2 WHERE email=lower(?1)",
-	    "INSERT INTO subscribers(email, groups, frequency, since, source)"
-	    " SELECT lower(?1), group_concat(grp), ?2, ?3, ?4 FROM"
-	    " (SELECT DISTINCT grp FROM feed_members WHERE email=lower(?1))"
-	    " HAVING count(*) > 0",
+	/* group_concat is SQLite's, string_agg PostgreSQL's (SQLite has it
+	 * from 3.44 only) */
+	static const char *const sql[][2] = {
+	    {"UPDATE subscribers SET frequency=?2 WHERE email=lower(?1)", NULL},
+	    {"INSERT INTO subscribers(email, groups, frequency, since, source)"
+	     " SELECT lower(?1), group_concat(grp, ','), ?2, ?3, ?4 FROM"
+	     " (SELECT DISTINCT grp FROM feed_members WHERE email=lower(?1)) AS g"
+	     " HAVING count(*) > 0",
+	     "INSERT INTO subscribers(email, groups, frequency, since, source)"
+	     " SELECT lower(?1), string_agg(grp, ','), ?2, ?3, ?4 FROM"
+	     " (SELECT DISTINCT grp FROM feed_members WHERE email=lower(?1)) AS g"
+	     " HAVING count(*) > 0"},
 	};
 	for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
 		struct db_stmt *s;
-		if (!(s = db_prepare(store_db(st), sql[i])))
+		if (!(s = db_prepare(store_db(st), db_sql(store_db(st), sql[i][0], sql[i][1]))))
 			return -1;
 		db_bind_text(s, 1, email, -1);
 		db_bind_text(s, 2, frequency, -1);
@@ -202,11 +208,12 @@ int subscribers_known(struct store *st, const char *email, int feed, int wanting
 {
 	struct db_stmt *s;
 	int found;
-	if (!email || !(s = db_prepare(store_db(st),
-				       "SELECT 1 FROM subscribers WHERE email=lower(?1)"
-				       " AND (NOT ?3 OR frequency<>'never') UNION ALL"
-				       " SELECT 1 FROM feed_members WHERE ?2 AND email=lower(?1)"
-				       " AND (NOT ?3 OR frequency<>'never') LIMIT 1")))
+	if (!email ||
+	    !(s = db_prepare(store_db(st), "SELECT 1 FROM subscribers WHERE email=lower(?1)"
+					   " AND (?3 = 0 OR frequency<>'never') UNION ALL"
+					   " SELECT 1 FROM feed_members WHERE ?2 <> 0 AND"
+					   " email=lower(?1) AND (?3 = 0 OR frequency<>'never')"
+					   " LIMIT 1")))
 		return 0;
 	bind_text(s, 1, email);
 	db_bind_int64(s, 2, feed != 0);
@@ -224,7 +231,7 @@ int subscribers_list(struct store *st, int feed,
 	if (!(s = db_prepare(store_db(st),
 			     "SELECT email, frequency, last_sent, source FROM subscribers"
 			     " UNION ALL SELECT f.email, f.frequency, f.last_sent, 'feed'"
-			     " FROM feed_subscribers f WHERE ?1 AND NOT EXISTS"
+			     " FROM feed_subscribers f WHERE ?1 <> 0 AND NOT EXISTS"
 			     " (SELECT 1 FROM subscribers o WHERE o.email=f.email)"
 			     " ORDER BY 1, 2")))
 		return -1;
@@ -363,6 +370,22 @@ out:
 	return -1;
 }
 
+/* Notes a failed read of gid's members (tried again after MEMBERS_RETRY). */
+static void members_read_failed(struct store *st, const char *gid, const char *err, time_t now)
+{
+	struct db_stmt *s =
+	    db_prepare(store_db(st), "INSERT INTO feed_member_reads(grp, at, ok, error)"
+				     " VALUES(?1,?2,0,?3) ON CONFLICT(grp) DO UPDATE SET"
+				     " at=excluded.at, ok=0, error=excluded.error");
+	if (!s)
+		return;
+	db_bind_text(s, 1, gid, -1);
+	db_bind_int64(s, 2, (int64_t)now);
+	db_bind_text(s, 3, err, -1);
+	db_step(s);
+	db_finalize(s);
+}
+
 int subscribers_refresh_members(struct store *st, const struct mf_config *cfg,
 				const struct feed_backend_ops *ops, void *feed_ctx, time_t now,
 				int force)
@@ -390,11 +413,7 @@ int subscribers_refresh_members(struct store *st, const struct mf_config *cfg,
 			    "digest.members_failed group=%s error=%s action=\"keeping the last "
 			    "known members\"",
 			    gid, log_quote(err, q, sizeof q));
-			exec_bind(
-			    st,
-			    "INSERT INTO feed_member_reads(grp, at, ok, error) VALUES(?1,?5,0,?2)"
-			    " ON CONFLICT(grp) DO UPDATE SET at=?5, ok=0, error=?2",
-			    gid, err, NULL, NULL, (int64_t)now);
+			members_read_failed(st, gid, err, now);
 			failed++;
 			continue;
 		}
@@ -417,19 +436,27 @@ int subscribers_refresh_members(struct store *st, const struct mf_config *cfg,
 /* ------------------------------------------------------------------ */
 /* Subscriptions as a digest run reads them                            */
 
+/* ?1 (only this address) is cast: PostgreSQL cannot tell the type of a
+ * NULL parameter that is only compared with NULL. */
 static const char own_sql[] =
     "SELECT email, groups, frequency, hour, tz, last_sent, since, '' FROM subscribers"
-    " WHERE (?1 IS NULL OR email=lower(?1)) AND email > ?2 ORDER BY email LIMIT ?4";
+    " WHERE (CAST(?1 AS TEXT) IS NULL OR email=lower(CAST(?1 AS TEXT))) AND email > ?2"
+    " ORDER BY email LIMIT ?4";
 
 /* Feed members with their digest state, without the addresses that have a
- * subscription of their own (config, command line or email: those win). */
-static const char feed_sql[] =
-    "SELECT m.email, group_concat(m.grp, ','), m.frequency, NULL, NULL, s.last_sent,"
-    " s.since, m.frequency FROM feed_members m JOIN feed_subscribers s"
-    " ON s.email=m.email AND s.frequency=m.frequency"
-    " WHERE NOT EXISTS (SELECT 1 FROM subscribers o WHERE o.email=m.email)"
-    " AND (?1 IS NULL OR m.email=lower(?1)) AND (m.email, m.frequency) > (?2, ?3)"
-    " GROUP BY m.email, m.frequency ORDER BY m.email, m.frequency LIMIT ?4";
+ * subscription of their own (config, command line or email: those win).
+ * The groups joined by group_concat (SQLite) or string_agg (PostgreSQL). */
+#define FEED_SQL(JOIN_GROUPS)                                                                      \
+	"SELECT m.email, " JOIN_GROUPS ", m.frequency, NULL, NULL, s.last_sent,"                   \
+	" s.since, m.frequency FROM feed_members m JOIN feed_subscribers s"                        \
+	" ON s.email=m.email AND s.frequency=m.frequency"                                          \
+	" WHERE NOT EXISTS (SELECT 1 FROM subscribers o WHERE o.email=m.email)"                    \
+	" AND (CAST(?1 AS TEXT) IS NULL OR m.email=lower(CAST(?1 AS TEXT)))"                       \
+	" AND (m.email, m.frequency) > (?2, ?3)"                                                   \
+	" GROUP BY m.email, m.frequency, s.last_sent, s.since"                                     \
+	" ORDER BY m.email, m.frequency LIMIT ?4"
+static const char feed_sql_sqlite[] = FEED_SQL("group_concat(m.grp, ',')");
+static const char feed_sql_pg[] = FEED_SQL("string_agg(m.grp, ',')");
 
 static int label_cmp(const void *a, const void *b)
 {
@@ -458,7 +485,8 @@ int subscribers_load(struct store *st, const struct mf_config *cfg, int feed,
 {
 	struct db_stmt *s;
 	int n = 0;
-	if (!(s = db_prepare(store_db(st), feed ? feed_sql : own_sql)))
+	if (!(s = db_prepare(store_db(st),
+			     feed ? db_sql(store_db(st), feed_sql_sqlite, feed_sql_pg) : own_sql)))
 		return -1;
 	bind_text(s, 1, only_email);
 	bind_text(s, 2, after_email);
@@ -496,10 +524,11 @@ void subscribers_clear(struct subscriber *sub)
 int subscribers_move_last_sent(struct store *st, const struct subscriber *sub, time_t from,
 			       int from_set, time_t to, int to_set)
 {
-	static const char own[] =
-	    "UPDATE subscribers SET last_sent=?3 WHERE email=?1 AND last_sent IS ?2";
+	/* IS NOT DISTINCT FROM: both engines' "equal, NULL included" */
+	static const char own[] = "UPDATE subscribers SET last_sent=?3 WHERE email=?1 AND"
+				  " last_sent IS NOT DISTINCT FROM ?2";
 	static const char member[] = "UPDATE feed_subscribers SET last_sent=?3 WHERE email=?1 AND"
-				     " last_sent IS ?2 AND frequency=?4";
+				     " last_sent IS NOT DISTINCT FROM ?2 AND frequency=?4";
 	struct db_stmt *s = store_stmt(st, sub->feed ? member : own);
 	int rc;
 	if (!s) {

@@ -365,8 +365,10 @@ static int touch_thread(struct db *db, int64_t tid, time_t when)
 {
 	struct db_stmt *st;
 	int rc;
-	if (!(st = db_prepare(db, "UPDATE threads SET last_date=max(coalesce(last_date,?1),?1),"
-				  " first_date=min(coalesce(first_date,?1),?1) WHERE id=?2")))
+	if (!(st = db_prepare(db, "UPDATE threads SET last_date=CASE WHEN last_date IS NULL"
+				  " OR last_date < ?1 THEN ?1 ELSE last_date END,"
+				  " first_date=CASE WHEN first_date IS NULL OR first_date > ?1"
+				  " THEN ?1 ELSE first_date END WHERE id=?2")))
 		return -1;
 	db_bind_int64(st, 1, (int64_t)when);
 	db_bind_int64(st, 2, tid);

@@ -29,21 +29,44 @@ echo "unit: $passed passed, $failed failed"
 [ "${1:-}" = "--unit-only" ] && { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
 ipassed=0
 ifailed=0
+# The integration tests run once with the state in SQLite, then the tests
+# of the daemon's flow (tests/integration/both-engines.txt) once more with
+# the state in PostgreSQL (MAILFEED_TEST_ENGINE=postgresql; a server of the
+# harness on loopback).  MAILFEED_TEST_ENGINES=sqlite skips the second run.
+engines=${MAILFEED_TEST_ENGINES:-sqlite postgresql}
+rm -f build/pytest.xml build/pytest-pg.xml
 if [ -d tests/integration ]; then
-	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration \
-		--junitxml=build/pytest.xml 2>&1 | tail -40
-	if [ -f build/pytest.xml ]; then
-		eval "$(/usr/bin/python3 - <<'PY'
+	case " $engines " in
+	*" sqlite "*)
+		MAILFEED_TEST_ENGINE=sqlite /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+			tests/integration --junitxml=build/pytest.xml 2>&1 | tail -40
+		[ -f build/pytest.xml ] || ifailed=$((ifailed + 1)) ;;
+	esac
+	case " $engines " in
+	*" postgresql "*)
+		files=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's|^[[:space:]]*|tests/integration/|' \
+			tests/integration/both-engines.txt)
+		echo "integration tests again with the state in PostgreSQL:"
+		# shellcheck disable=SC2086
+		MAILFEED_TEST_ENGINE=postgresql /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+			$files --junitxml=build/pytest-pg.xml 2>&1 | tail -40
+		[ -f build/pytest-pg.xml ] || ifailed=$((ifailed + 1)) ;;
+	esac
+	eval "$(/usr/bin/python3 - <<'PY'
+import os
 import xml.etree.ElementTree as ET
-r = ET.parse("build/pytest.xml").getroot()
-s = r if r.tag == "testsuite" else r.find("testsuite")
-t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
-print("ipassed=%d ifailed=%d" % (t - f - e - sk, f + e))
+p = f = 0
+for path in ("build/pytest.xml", "build/pytest-pg.xml"):
+    if not os.path.exists(path):
+        continue
+    r = ET.parse(path).getroot()
+    s = r if r.tag == "testsuite" else r.find("testsuite")
+    t, fl, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    p += t - fl - e - sk
+    f += fl + e
+print("ipassed=%d ifailed=$((ifailed + %d))" % (p, f))
 PY
 )"
-	else
-		ifailed=1
-	fi
 fi
 passed=$((passed + ipassed))
 failed=$((failed + ifailed))

@@ -14,6 +14,7 @@ int cmd_preview(int argc, char **argv, const char *config);
 int cmd_digest(int argc, char **argv, const char *config);
 int cmd_subscribe(int argc, char **argv, const char *config);
 int cmd_unsubscribe(int argc, char **argv, const char *config);
+int cmd_migrate_state(int argc, char **argv, const char *config);
 /* Hidden: the sandboxed MIME parse worker (spawned by the daemon). */
 int cmd_parse_worker(int argc, char **argv, const char *config);
 

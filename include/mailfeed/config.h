@@ -115,6 +115,8 @@ struct mf_feed {
 	long connect_timeout;	 /* default 10s */
 	long max_retry_delay;	 /* default 1h */
 	long dead_after;	 /* give up on transient errors after, default 2d */
+	long claim_timeout;	 /* an outbox claim lapses after, default 5m (renewed
+				  * while a delivery runs) */
 	long long max_file_size; /* attachments above are listed, not uploaded; default 25M */
 	int max_files;		 /* default 10 */
 	int mentions;		 /* To/Cc addresses of known feed users become

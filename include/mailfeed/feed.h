@@ -117,6 +117,11 @@ struct feed_backend_ops {
 	 * without a network round trip takes bigger batches: every batch costs
 	 * the outbox three commits and one due-item query. */
 	size_t batch;
+	/* deliver writes to the state database itself, on the connection it
+	 * was opened with (the local feed): nothing else may use it
+	 * meanwhile, so claims are not renewed during such a delivery (it
+	 * has no network round trip and ends well within a claim). */
+	int uses_store;
 	/* Sets *ctx. 0, or -1 with err. */
 	int (*open)(const struct mf_config *cfg, struct store *st, void **ctx, char *err,
 		    size_t errlen);

@@ -32,7 +32,18 @@
  *                             after its dead item was dropped)
  *
  * The IMAP after-action (seen/move/delete) of a message is due once its
- * work is done: msg_after_action_due says when. */
+ * work is done: msg_after_action_due says when.
+ *
+ * Several instances on one PostgreSQL state (read committed): the writes
+ * that two processes may do at once are safe as they are.  Taking a
+ * message in is idempotent on (mailbox, uidvalidity, uid): the second
+ * insert of the same UID does nothing (ON CONFLICT DO NOTHING, waiting for
+ * the first to commit) and *inserted says 0; the folder checkpoint only
+ * moves forward (store_folder_advance re-reads the committed row); the
+ * after-action refusals are one upsert per message.  The changes of state
+ * from new on (parse, classify, thread, enqueue: pipeline.c) are made only
+ * by the instance holding the "process" lease, so they need no guard
+ * against a second writer. */
 #ifndef MAILFEED_MESSAGES_H
 #define MAILFEED_MESSAGES_H
 

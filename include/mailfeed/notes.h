@@ -1,7 +1,10 @@
 /* notes.h — the daemon's notes in the state (table `daemon`): facts the
  * daemon leaves for `status`, metrics and /healthz to read (heartbeat, a
  * refused reload, accounts backing off after refused logins) and counters
- * of events that leave no row of their own (retries, dead letters). */
+ * of events that leave no row of their own (retries, dead letters).
+ * Several instances may write the same key at once: note_set and
+ * note_count are each one upsert, so two counts add up and the last note
+ * wins, on PostgreSQL (read committed) as on SQLite. */
 #ifndef MAILFEED_NOTES_H
 #define MAILFEED_NOTES_H
 

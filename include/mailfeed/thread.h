@@ -4,7 +4,14 @@
  * the normalised subject within the same mailbox and a time window.  The
  * persistent side keeps every Message-ID seen in a thread (its own and all
  * it references) per group, so that a reply arriving before its parent, or
- * days later, or in another mapped mailbox of the same group, finds it. */
+ * days later, or in another mapped mailbox of the same group, finds it.
+ *
+ * One writer: threads are created and recorded only by the pipeline of the
+ * instance holding the "process" lease (several instances on PostgreSQL),
+ * so finding and then creating a thread needs no guard against another
+ * process creating the same thread between the two.  The id rows are
+ * upserts all the same (ON CONFLICT), so that a lease handed over while a
+ * batch commits leaves no error behind. */
 #ifndef MAILFEED_THREAD_H
 #define MAILFEED_THREAD_H
 

@@ -56,14 +56,24 @@ Helpers (import them: `from conftest import write_config, ...`)
       test are killed.
   state_db(config) -> connection to the state (sqlite3 with row_factory
       Row, or the same use on PostgreSQL when the state is a DSN).
+  state_target(dir) -> what a test writing its own config puts as state:
+      dir/state.db, or the directory's PostgreSQL database (a DSN).
+  state_connect(target, timeout=5) -> a connection to a state named by path
+      or DSN, rows as tuples (sqlite3.connect's use); state_exists(target).
+      On PostgreSQL, errors come as sqlite3.OperationalError /
+      IntegrityError, cursor.lastrowid works, and ids a test gives move the
+      table's sequence on (as SQLite's rowid does).
   MAILFEED_TEST_ENGINE=postgresql in the environment: write_config's
       default state is a fresh PostgreSQL database per test directory
-      (pg_state_for(dir)); pg_server() is the run's server.
+      (pg_state_for(dir)); pg_server() is the run's server.  Which files
+      tests/run-tests.sh runs on both engines: both-engines.txt.
   wait_for(pred, timeout, step=0.05) -> bool
   TLS(dir), Dovecot(dir, tls, **opts): the same servers outside pytest
       (benchmarks).
 """
+import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -326,11 +336,36 @@ def state_db(config):
             k, _, v = line.partition("=")
             if k.strip() == "state":
                 state = v.strip()
-    if state.startswith(("postgresql://", "postgres://")):
-        return PgConnection(state)
-    con = sqlite3.connect(state)
-    con.row_factory = sqlite3.Row
+    con = state_connect(state)
+    if isinstance(con, sqlite3.Connection):
+        con.row_factory = sqlite3.Row
     return con
+
+
+def state_target(directory):
+    """The state a test that writes its own config names: DIR/state.db, or
+    with MAILFEED_TEST_ENGINE=postgresql the directory's own database."""
+    if ENGINE == "postgresql":
+        return pg_state_for(directory)
+    return str(Path(directory) / "state.db")
+
+
+def state_exists(target):
+    """Whether the state named by a path or DSN has been created (a
+    PostgreSQL database always exists; its tables may not yet)."""
+    target = str(target)
+    return target.startswith(("postgresql://", "postgres://")) or os.path.exists(target)
+
+
+def state_connect(target, timeout=5.0):
+    """A connection to a state named by its path or DSN, as
+    sqlite3.connect(path) gives (rows as tuples; on PostgreSQL tuples that
+    may also be read by column name); timeout: how long SQLite waits for a
+    lock."""
+    target = str(target)
+    if target.startswith(("postgresql://", "postgres://")):
+        return PgConnection(target)
+    return sqlite3.connect(target, timeout=timeout)
 
 
 # ------------------------------------------------------------------ engines
@@ -390,10 +425,11 @@ class PgRow(tuple):
 
 
 class PgCursor:
-    def __init__(self, cur):
+    def __init__(self, cur, lastrowid=None):
         self._cur = cur
         self.rowcount = cur.rowcount
         self.description = cur.description
+        self.lastrowid = lastrowid
 
     def _row(self, r):
         names = [d[0] for d in self._cur.description]
@@ -432,6 +468,25 @@ def _pg_sql(sql):
     return "".join(out)
 
 
+@contextlib.contextmanager
+def _as_sqlite_errors():
+    """PostgreSQL's errors as the sqlite3 exceptions the tests catch: a
+    table not made yet (the daemon has not migrated) is an
+    OperationalError, a broken constraint an IntegrityError."""
+    import psycopg2
+    try:
+        yield
+    except psycopg2.IntegrityError as e:
+        raise sqlite3.IntegrityError(str(e)) from e
+    except psycopg2.Error as e:
+        if getattr(e, "pgcode", None) in ("42P01", "42703", "3D000"):
+            raise sqlite3.OperationalError(str(e)) from e
+        raise
+
+
+_INSERT = re.compile(r"\s*INSERT\s+INTO\s+(\w+)\s*(?:\(([^)]*)\))?", re.I)
+
+
 class PgConnection:
     """state_db's connection to a PostgreSQL state: autocommit (a test that
     reads never holds a transaction the daemon would wait on)."""
@@ -444,13 +499,35 @@ class PgConnection:
     def execute(self, sql, params=()):
         cur = self._con.cursor()
         params = [bytes(p) if isinstance(p, memoryview) else p for p in params]
-        cur.execute(_pg_sql(sql), params or None)
-        return PgCursor(cur)
+        with _as_sqlite_errors():
+            cur.execute(_pg_sql(sql), params or None)
+            return PgCursor(cur, self._after_insert(sql))
 
     def executemany(self, sql, seq):
         cur = self._con.cursor()
-        cur.executemany(_pg_sql(sql), seq)
-        return PgCursor(cur)
+        with _as_sqlite_errors():
+            cur.executemany(_pg_sql(sql), seq)
+            return PgCursor(cur, self._after_insert(sql))
+
+    def _after_insert(self, sql):
+        """What SQLite does on its own after an INSERT: rows given their id
+        by the test move the table's id sequence past them (the daemon's
+        next row must not take a used id), and lastrowid is the new id."""
+        m = _INSERT.match(sql)
+        if not m:
+            return None
+        table, cols = m.group(1), [c.strip().lower() for c in (m.group(2) or "").split(",")]
+        cur = self._con.cursor()
+        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_name=%s"
+                    " AND column_name='id' AND column_default LIKE 'nextval%%'", (table.lower(),))
+        if not cur.fetchone():
+            return None
+        if "id" in cols:
+            cur.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'),"
+                        " GREATEST((SELECT MAX(id) FROM " + table + "), 1))", (table,))
+            return None
+        cur.execute("SELECT currval(pg_get_serial_sequence(%s, 'id'))", (table,))
+        return cur.fetchone()[0]
 
     def commit(self):
         pass

@@ -4,10 +4,10 @@ every message still becomes exactly one item.
 
 Real Dovecot on 127.0.0.1 (conftest's `dovecot` fixture); the daemon under
 test is $MAILFEED_BIN."""
-import os
 import sqlite3
 
-from conftest import daemon_log, start_daemon, stop_daemon, wait_for, write_config
+from conftest import (daemon_log, start_daemon, state_connect, state_exists, stop_daemon,
+                      wait_for, write_config)
 
 N = 700
 
@@ -20,9 +20,9 @@ def msg(i):
 
 
 def count(cfg, sql):
-    if not os.path.exists(cfg.state):
+    if not state_exists(cfg.state):
         return 0
-    con = sqlite3.connect(cfg.state)
+    con = state_connect(cfg.state)
     try:
         return con.execute(sql).fetchone()[0]
     except sqlite3.OperationalError:

@@ -128,7 +128,11 @@ def test_inspect_on_a_state_not_yet_upgraded(dovecot, tmp_path):
         "ALTER TABLE messages ADD COLUMN raw BLOB; ALTER TABLE messages ADD COLUMN parsed TEXT;"
         "UPDATE messages SET raw=(SELECT raw FROM message_bodies WHERE message=messages.id),"
         " parsed=(SELECT parsed FROM message_parsed WHERE message=messages.id);"
-        "DROP TABLE message_parsed; DROP TABLE message_bodies; PRAGMA user_version=8;")
+        "DROP TABLE message_parsed; DROP TABLE message_bodies;"
+        + "".join("ALTER TABLE %s DROP COLUMN %s;" % (t, c)
+                  for t in ("outbox", "digest_runs", "notice_queue")
+                  for c in ("claimed_by", "claim_until"))
+        + "PRAGMA user_version=8;")
     con.close()
     # a changed copy under the same Message-ID is not a duplicate
     changed = tmp_path / "changed.eml"

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,8 @@ import time
 import urllib.parse
 
 import pytest
+
+from conftest import state_connect, state_target
 
 MAILFEED = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 
@@ -97,7 +98,7 @@ def make_config(tmp_path, smtp_port, extra="", subscriber="daily", imap_port=Non
                 replies=False):
     c = Cfg()
     c.dir = tmp_path
-    c.state = str(tmp_path / "state.db")
+    c.state = state_target(tmp_path)
     secret = tmp_path / "secret"
     secret.write_bytes(os.urandom(32))
     os.chmod(secret, 0o600)
@@ -161,7 +162,7 @@ def mf(cfg, *args, timeout=60):
 
 
 def db(cfg):
-    return sqlite3.connect(cfg.state)
+    return state_connect(cfg.state)
 
 
 def add_item(cfg, key, text, subject=None, parent=None, created=None,
@@ -271,7 +272,8 @@ def test_due_period_sent_once_and_not_after_crash(tmp_path, sink):
     con = db(cfg)
     today = time.strftime("d:%Y-%m-%d", time.gmtime())
     con.execute("DELETE FROM digest_runs")
-    con.execute("INSERT INTO digest_runs(email, period, state, at) VALUES('bob@example.org',?,'sending',0)", (today,))
+    con.execute("INSERT INTO digest_runs(email, period, state, at)"
+                " VALUES('bob@example.org',?,'sending',0)", (today,))
     con.commit()
     con.close()
     add_item(cfg, "k2", "more news")

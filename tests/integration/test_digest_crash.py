@@ -15,7 +15,6 @@ The instant between that commit and the last bytes leaving the process
 cannot be hit on purpose; README documents it as the one case in which a
 subscriber can miss a digest."""
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -23,8 +22,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import (MAILFEED, _env, run_mailfeed, start_daemon, state_db, stop_daemon,
-                      write_config)
+from conftest import (MAILFEED, _env, run_mailfeed, start_daemon, state_connect, state_db,
+                      stop_daemon, write_config)
 
 N = 200
 KILL_AFTER = 40
@@ -40,7 +39,7 @@ def make_config(tmp_path, sink, tls_ca):
 
 
 def add_posts(cfg):
-    con = sqlite3.connect(cfg.state)
+    con = state_connect(cfg.state)
     now = int(time.time())
     con.executemany(
         "INSERT INTO local_items(key, grp, parent, author_name, author_email, subject, text,"

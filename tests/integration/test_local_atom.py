@@ -1,14 +1,16 @@
 """The built-in local feed, through the real binary: items in the outbox are
 delivered by `mailfeed run --once` into <dir>/<group>.atom and .txt; the Atom
 file must parse as XML (RFC 4287, comments as RFC 4685 replies) whatever the
-mail contained, and a second pass must not duplicate anything."""
+mail contained, and a second pass must not duplicate anything.  The state
+is SQLite or PostgreSQL (MAILFEED_TEST_ENGINE)."""
 
 import json
 import os
-import sqlite3
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+
+from conftest import state_db, write_config
 
 BIN = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -26,24 +28,21 @@ def payload(subject, text, tags):
 
 
 def test_local_feed_files(tmp_path):
-    secret = tmp_path / "secret"
-    secret.write_bytes(os.urandom(32))
-    secret.chmod(0o600)
+    cfg = write_config(tmp_path)
     feeds = tmp_path / "feeds"
-    conf = tmp_path / "mailfeed.conf"
-    state = tmp_path / "state.db"
-    conf.write_text(f"[gateway]\nstate = {state}\nreply_address = feed@example.org\n"
-                    f"secret_file = {secret}\n\n[feed]\nbackend = local\ndir = {feeds}\n")
+    conf = cfg.path
     assert run(str(conf), "dead").returncode == 0
-    with sqlite3.connect(state) as db:
-        now = int(time.time())
-        db.execute("INSERT INTO outbox(id, key, kind, grp, payload, created)"
-                   " VALUES(1, 'k1', 'post', 'ops', ?, ?)",
-                   (payload("Budget & <plan>", "Line one\x07\nsee ]]> and &amp;",
-                            ["fundraising", "q3"]), now))
-        db.execute("INSERT INTO outbox(id, key, kind, grp, parent, payload, created)"
-                   " VALUES(2, 'k2', 'comment', 'ops', 1, ?, ?)",
-                   (payload("Re: Budget", "Agreed.", []), now))
+    db = state_db(cfg)
+    now = int(time.time())
+    post = db.execute("INSERT INTO outbox(key, kind, grp, payload, created)"
+                      " VALUES('k1', 'post', 'ops', ?, ?) RETURNING id",
+                      (payload("Budget & <plan>", "Line one\x07\nsee ]]> and &amp;",
+                               ["fundraising", "q3"]), now)).fetchone()[0]
+    db.execute("INSERT INTO outbox(key, kind, grp, parent, payload, created)"
+               " VALUES('k2', 'comment', 'ops', ?, ?, ?)",
+               (post, payload("Re: Budget", "Agreed.", []), now))
+    db.commit()
+    db.close()
 
     for _ in range(2):
         p = run(str(conf), "run", "--once")
@@ -73,7 +72,8 @@ def test_local_feed_files(tmp_path):
     assert "         Agreed." in txt
     assert "\x07" not in txt
 
-    with sqlite3.connect(state) as db:
-        assert db.execute("SELECT COUNT(*) FROM local_items").fetchone()[0] == 2
-        assert [r for (r,) in db.execute("SELECT remote_id FROM outbox ORDER BY id")] == \
-            ["local-1", "local-2"]
+    db = state_db(cfg)
+    assert db.execute("SELECT COUNT(*) FROM local_items").fetchone()[0] == 2
+    assert [r[0] for r in db.execute("SELECT remote_id FROM outbox ORDER BY id")] == \
+        ["local-1", "local-2"]
+    db.close()

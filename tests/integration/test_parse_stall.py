@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_daemon, stop_daemon, wait_for, write_config
+from conftest import (start_daemon, state_connect, state_exists, stop_daemon, wait_for,
+                      write_config)
 
 HERE = Path(__file__).resolve().parent
 UNIT = HERE.parents[1] / "systemd/mailfeed.service"
@@ -69,9 +70,9 @@ def disguised_nesting(i, levels=40000):
 
 
 def query(cfg, sql, *args):
-    if not os.path.exists(cfg.state):
+    if not state_exists(cfg.state):
         return []
-    con = sqlite3.connect(cfg.state, timeout=30)
+    con = state_connect(cfg.state, timeout=30)
     try:
         return con.execute(sql, args).fetchall()
     except sqlite3.OperationalError:

@@ -1,10 +1,9 @@
 """First start and backfill: mail already in a folder when its mapping is
 first seen is recorded, not posted (start = new); `mailfeed backfill` posts
 it on purpose, oldest first.  Real Dovecot, local feed."""
-import sqlite3
 import time
 
-from conftest import run_mailfeed, write_config
+from conftest import run_mailfeed, state_connect, write_config
 
 DAY = 86400
 
@@ -18,7 +17,7 @@ def msg(i, date, subject=None):
 
 
 def rows(cfg, sql, *args):
-    con = sqlite3.connect(cfg.state)
+    con = state_connect(cfg.state)
     try:
         return con.execute(sql, args).fetchall()
     finally:

@@ -9,7 +9,8 @@ import re
 import signal
 import time
 
-from conftest import Secret, run_mailfeed, start_daemon, stop_daemon, wait_for, write_config
+from conftest import (Secret, run_mailfeed, start_daemon, state_connect, stop_daemon, wait_for,
+                      write_config)
 
 
 def msg(i):
@@ -77,8 +78,7 @@ def test_status_order_and_exit_code(dovecot, tmp_path):
     assert rc == 0
     assert [m["name"] for m in st["mailboxes"]] == ["alpha", "zeta"]
     # an item that went dead makes status fail, as `postfix status` does
-    import sqlite3
-    con = sqlite3.connect(cfg.state)
+    con = state_connect(cfg.state)
     con.execute("UPDATE outbox SET state='dead', error='refused'")
     con.commit()
     con.close()

@@ -12,7 +12,6 @@ before they became items, and retry/drop act on them.
 import base64
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DOUBLE = os.path.join(HERE, "doubles", "webhook_double.py")
 sys.path.insert(0, os.path.join(HERE, "doubles"))
 from webhook_double import REPLAY_WINDOW, verify_timed  # noqa: E402
+from conftest import state_connect, state_target  # noqa: E402
+
 BIN = os.environ.get("MAILFEED_BIN", "/work/main/build/asan/mailfeed")
 
 
@@ -62,7 +63,7 @@ def env(tmp_path):
     secret.chmod(0o600)
     rx = Receiver(str(tmp_path), str(secret), "503,200,400")
     conf = tmp_path / "mailfeed.conf"
-    state = tmp_path / "state.db"
+    state = state_target(tmp_path)
     conf.write_text(
         "[gateway]\n"
         f"state = {state}\n"
@@ -99,14 +100,14 @@ def add_message(db, state, reason, subject, uid):
 
 
 def outbox_state(state):
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         return {k: (s, r, e) for k, s, r, e in
                 db.execute("SELECT key, state, remote_id, error FROM outbox")}
 
 
 def test_webhook_delivery_retry_dead_and_retry_again(env):
     conf, state, rx = env
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         now = int(time.time())
         db.execute("INSERT INTO outbox(id, key, message, kind, grp, payload, created)"
                    " VALUES(1, 'key-post', NULL, 'post', 'G1', ?, ?)",
@@ -121,7 +122,7 @@ def test_webhook_delivery_retry_dead_and_retry_again(env):
     p = mailfeed(conf, "run", "--once", check=0)
     assert outbox_state(state)["key-post"][0] == "retrying"
     assert "HTTP 503" in outbox_state(state)["key-post"][2]
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         db.execute("UPDATE outbox SET next_at=0")
 
     # pass 2: the post is accepted, the comment refused with 400 -> exit 1
@@ -166,7 +167,7 @@ def test_webhook_delivery_retry_dead_and_retry_again(env):
 
 def test_dead_lists_skipped_messages_and_acts_on_them(env):
     conf, state, _ = env
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         m1 = add_message(db, "skipped", "sender not allowed: bob@example.org",
                          "Hello\x1b[31m red", 1)
         m2 = add_message(db, "dead", "parser crashed (signal 11)", "Boom", 2)
@@ -187,7 +188,7 @@ def test_dead_lists_skipped_messages_and_acts_on_them(env):
     p = mailfeed(conf, "dead", "retry", f"m{m1}", check=0)
     assert "skipped again unless the config changed" in p.stdout
     mailfeed(conf, "dead", "drop", f"m{m2}", check=0)
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         states = [s for (s,) in db.execute("SELECT state FROM messages ORDER BY id")]
     assert states == ["new", "dropped", "delivered"]
     dead = json.loads(mailfeed(conf, "dead", "--json", check=0).stdout)["dead"]
@@ -198,14 +199,14 @@ def test_webhook_signature_binds_time_and_delivery(env, tmp_path):
     """A captured request cannot be replayed later, nor its body passed off
     under another delivery key or a fresh timestamp."""
     conf, state, rx = env
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         now = int(time.time())
         for key in ("key-a", "key-b"):
             db.execute("INSERT INTO outbox(key, message, kind, grp, payload, created)"
                        " VALUES(?, NULL, 'post', 'G1', ?, ?)",
                        (key, payload("Q3 " + key, "Plan " + key), now))
     mailfeed(conf, "run", "--once")  # one 503, one 200
-    with sqlite3.connect(state) as db:
+    with state_connect(state) as db:
         db.execute("UPDATE outbox SET next_at=0")
     mailfeed(conf, "run", "--once")
     reqs = rx.requests()

@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "state_file.h"
 
+#include "mailfeed/claims.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/token.h"
 #include "mailfeed/util.h"
@@ -491,6 +493,114 @@ static void test_run_at_most_once(void **state)
 	assert_int_equal(fake_calls, 0);
 }
 
+/* A claim row for bob's period of 2026-11-23 as another instance left it:
+ * state, claimer, deadline relative to the database's clock (ms). */
+static void put_claim(struct store *st, const char *state, const char *by, long long until_ms)
+{
+	char sql[512];
+	assert_int_equal(store_exec(st, "DELETE FROM digest_runs"), 0);
+	snprintf(sql, sizeof sql,
+		 "INSERT INTO digest_runs(email, period, state, at, claimed_by, claim_until)"
+		 " VALUES('bob@example.org','d:2026-11-23','%s',0,'%s',%s + %lld)",
+		 state, by, CLAIMS_NOW_SQLITE, until_ms);
+	assert_int_equal(store_exec(st, sql), 0);
+}
+
+static const char *claimer(struct store *st)
+{
+	static char out[300];
+	struct db_stmt *s = db_prepare(store_db(st), "SELECT claimed_by FROM digest_runs");
+	out[0] = 0;
+	if (db_step(s) == DB_ROW && db_column_text(s, 0))
+		snprintf(out, sizeof out, "%s", db_column_text(s, 0));
+	db_finalize(s);
+	return out;
+}
+
+/* "<this host>:<pid of a process that has ended>" */
+static char *dead_local_claimer(void)
+{
+	char host[256] = "";
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	gethostname(host, sizeof host - 1);
+	return xasprintf("%s:%ld:0badc0de", host, (long)pid);
+}
+
+/* Two instances (two connections with their own instance ids) and the
+ * claims on a period: one claimer composes and sends it; a live claim is
+ * left alone; a claim whose claimer stopped before recording is taken
+ * over (it delivered nothing); a 'sending' row whose claimer stopped may
+ * have reached the relay and is never sent again. */
+static void test_run_claims(void **state)
+{
+	struct fixture *f = *state;
+	time_t sub_time = utc(2026, 11, 22, 12, 0), now = utc(2026, 11, 23, 8, 0);
+	char sql[256], err[256];
+	char *dead = dead_local_claimer();
+	struct store *b = store_open(f->path, err, sizeof err);
+	assert_non_null(b);
+	snprintf(sql, sizeof sql,
+		 "INSERT INTO subscribers(email, groups, frequency, since) VALUES"
+		 "('bob@example.org','g1','daily',%lld)",
+		 (long long)sub_time);
+	assert_int_equal(store_exec(f->st, sql), 0);
+	store_set_instance_id("instance-b.example:1:b");
+
+	/* another instance (another host) is composing the digest: skipped */
+	put_claim(f->st, "claimed", "instance-a.example:1:a", 600000);
+	fake_calls = 0;
+	assert_int_equal(digest_run(b, &f->cfg, &fake_ops, NULL, now, 0, NULL), 0);
+	assert_int_equal(fake_calls, 0);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "claimed");
+	assert_string_equal(claimer(f->st), "instance-a.example:1:a");
+
+	/* its deadline passed: taken over and composed (the relay is down
+	 * here, so the claim is given up again for the next run) */
+	put_claim(f->st, "claimed", "instance-a.example:1:a", -1000);
+	fake_calls = 0;
+	assert_int_equal(digest_run(b, &f->cfg, &fake_ops, NULL, now, 0, NULL), -1);
+	assert_int_equal(fake_calls, 1);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "");
+
+	/* a claimer of this host that was killed: taken over at once */
+	put_claim(f->st, "claimed", dead, 600000);
+	fake_calls = 0;
+	assert_int_equal(digest_run(b, &f->cfg, &fake_ops, NULL, now, 0, NULL), -1);
+	assert_int_equal(fake_calls, 1);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "");
+
+	/* recorded by a live instance, waiting for the relay's answer: left */
+	put_claim(f->st, "sending", "instance-a.example:1:a", 600000);
+	fake_calls = 0;
+	assert_int_equal(digest_run(b, &f->cfg, &fake_ops, NULL, now, 0, NULL), 0);
+	assert_int_equal(fake_calls, 0);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "sending");
+	/* ... its claimer stopped (deadline passed, or killed here): maybe
+	 * delivered, never sent again */
+	put_claim(f->st, "sending", "instance-a.example:1:a", -1000);
+	assert_int_equal(digest_run(b, &f->cfg, &fake_ops, NULL, now, 0, NULL), 0);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "maybe-sent");
+	put_claim(f->st, "sending", dead, 600000);
+	assert_int_equal(digest_run(b, &f->cfg, &fake_ops, NULL, now, 0, NULL), 0);
+	assert_int_equal(fake_calls, 0);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "maybe-sent");
+
+	/* this instance's own live claim (another run of this process) is
+	 * not taken by a second connection of it either */
+	put_claim(f->st, "claimed", store_instance(b), 600000);
+	assert_int_equal(digest_run(f->st, &f->cfg, &fake_ops, NULL, now, 0, NULL), 0);
+	assert_int_equal(fake_calls, 0);
+	assert_string_equal(run_row(f->st, "d:2026-11-23"), "claimed");
+
+	store_set_instance_id(NULL);
+	store_close(b);
+	free(dead);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -503,6 +613,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_render_one_click, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_render_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_run_at_most_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_run_claims, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 
 #include "mailfeed/feed.h"
 #include "mailfeed/message.h"
@@ -27,6 +28,7 @@ struct fake {
 	long retry_after[16];
 	size_t n_next, used;
 	int reconcile_answer;
+	int reconciles;
 	int deliveries;
 	char seen_keys[32][64];
 	char seen_parent[32][64];
@@ -73,6 +75,7 @@ static void fake_deliver(void *ctx, const struct feed_item *items, size_t n,
 static int fake_reconcile(void *ctx, const struct feed_item *item, char **remote_id)
 {
 	struct fake *f = ctx;
+	f->reconciles++;
 	if (f->reconcile_answer == 1)
 		*remote_id = xasprintf("found-%s", item->key);
 	return f->reconcile_answer;
@@ -614,6 +617,190 @@ static void test_recipients_travel_with_item(void **state)
 	assert_string_equal(x->fake.seen_rcpt[2], "bob@example.org,carol@example.org,");
 }
 
+/* --- claims: two connections are two instances ------------------------ */
+
+/* The database's clock in ms, plus delta, as SQL. */
+#define DB_NOW_PLUS(delta)                                                                         \
+	"(CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) + " delta ")"
+
+/* Instance A's backend: while it delivers A's batch, instance B (another
+ * connection) runs a pass of its own. */
+struct two {
+	struct fx *x;
+	struct store *st_b;
+	struct fake fake_b;
+	int calls;
+	size_t got;
+};
+
+static void a_deliver(void *ctx, const struct feed_item *items, size_t n, struct feed_result *res)
+{
+	struct two *t = ctx;
+	long waiting;
+	t->calls++;
+	t->got += n;
+	store_set_instance_id("host-b:2:b");
+	assert_int_equal(outbox_deliver_due(t->st_b, &t->x->cfg, &fake_ops, &t->fake_b, &waiting),
+			 0);
+	store_set_instance_id("host-a:1:a");
+	for (size_t i = 0; i < n; i++) {
+		memset(&res[i], 0, sizeof res[i]);
+		res[i].status = FEED_OK;
+		res[i].remote_id = xasprintf("a-%s", items[i].key);
+	}
+}
+
+static const struct feed_backend_ops a_ops = {.name = "a", .deliver = a_deliver};
+
+static struct store *second_instance(struct fx *x)
+{
+	char path[160], err[256];
+	snprintf(path, sizeof path, "%s/state.db", x->dir);
+	struct store *st = store_open(path, err, sizeof err);
+	assert_non_null(st);
+	return st;
+}
+
+/* Items claimed by one instance are not taken by another meanwhile; each
+ * is delivered once, and finishing ends the claim. */
+static void test_claimed_items_are_not_taken_twice(void **state)
+{
+	struct fx *x = *state;
+	struct two t = {.x = x, .st_b = second_instance(x)};
+	long waiting;
+	char key[16];
+	for (int i = 1; i <= 10; i++) {
+		snprintf(key, sizeof key, "p%02d", i);
+		enqueue(x, key, "post", 0, 0);
+	}
+	store_set_instance_id("host-a:1:a");
+	assert_int_equal(outbox_deliver_due(x->st, &x->cfg, &a_ops, &t, &waiting), 0);
+	/* A claimed a batch of 8 (4 x concurrency); B took the other two */
+	assert_int_equal(t.got, 8);
+	assert_int_equal(t.fake_b.deliveries, 2);
+	assert_string_equal(t.fake_b.seen_keys[0], "p09");
+	assert_string_equal(t.fake_b.seen_keys[1], "p10");
+	assert_int_equal(t.fake_b.reconciles, 0);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"
+				    " AND remote_id LIKE 'a-%'"),
+			 8);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE claimed_by IS NOT NULL"
+				    " OR claim_until IS NOT NULL"),
+			 0);
+	store_close(t.st_b);
+	store_set_instance_id(NULL);
+}
+
+/* An item claimed by an instance that died while sending it: another
+ * instance leaves it alone until the claim's deadline, then looks for it
+ * at the service before sending it again. */
+static void test_lapsed_claim_is_reconciled(void **state)
+{
+	struct fx *x = *state;
+	struct store *st_b = second_instance(x);
+	long waiting;
+	enqueue(x, "sent", "post", 0, 0);
+	enqueue(x, "unsent", "post", 0, 0);
+	assert_int_equal(store_exec(x->st,
+				    "UPDATE outbox SET state='inflight',"
+				    " claimed_by='host-a:1:a', claim_until=" DB_NOW_PLUS("60000")),
+			 0);
+	store_set_instance_id("host-b:2:b");
+	assert_int_equal(outbox_deliver_due(st_b, &x->cfg, &fake_ops, &x->fake, &waiting), 0);
+	assert_int_equal(x->fake.reconciles, 0);
+	assert_int_equal(x->fake.deliveries, 0);
+	assert_int_equal(waiting, 2);
+
+	/* A's deadline passes: B takes both over; one is at the service */
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET claim_until=" DB_NOW_PLUS("-1")), 0);
+	x->fake.reconcile_answer = 1;
+	assert_int_equal(
+	    store_exec(x->st, "UPDATE outbox SET state='delivered', claimed_by=NULL, claim_until="
+			      "NULL, remote_id='x' WHERE key='unsent'"),
+	    0);
+	assert_int_equal(outbox_deliver_due(st_b, &x->cfg, &fake_ops, &x->fake, &waiting), 0);
+	assert_int_equal(x->fake.reconciles, 1);
+	assert_int_equal(x->fake.deliveries, 0); /* found: not sent again */
+	char *s = col_text(x, "SELECT remote_id FROM outbox WHERE key='sent'");
+	assert_string_equal(s, "found-sent");
+	free(s);
+
+	/* not at the service: sent once by B */
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET state='inflight',"
+					   " claimed_by='host-a:1:a', claim_until=" DB_NOW_PLUS(
+					       "-1") " WHERE key='unsent'"),
+			 0);
+	x->fake.reconcile_answer = 0;
+	assert_int_equal(outbox_deliver_due(st_b, &x->cfg, &fake_ops, &x->fake, &waiting), 0);
+	assert_int_equal(x->fake.reconciles, 2);
+	assert_int_equal(x->fake.deliveries, 1);
+	assert_string_equal(x->fake.seen_keys[0], "unsent");
+	assert_int_equal(waiting, 0);
+	store_close(st_b);
+	store_set_instance_id(NULL);
+}
+
+/* A claim of a process of this host that no longer runs lapses at once (a
+ * daemon restarted after a crash does not wait for the deadline). */
+static void test_claim_of_gone_process_lapses_at_once(void **state)
+{
+	struct fx *x = *state;
+	char host[256] = "", sql[512];
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	gethostname(host, sizeof host - 1);
+	enqueue(x, "p", "post", 0, 0);
+	snprintf(sql, sizeof sql,
+		 "UPDATE outbox SET state='inflight', claimed_by='%s:%ld:ab',"
+		 " claim_until=" DB_NOW_PLUS("600000"),
+		 host, (long)pid);
+	assert_int_equal(store_exec(x->st, sql), 0);
+	deliver(x);
+	assert_int_equal(x->fake.reconciles, 1);
+	assert_int_equal(x->fake.deliveries, 1);
+
+	/* a live one is waited for */
+	enqueue(x, "q", "post", 0, 0);
+	snprintf(sql, sizeof sql,
+		 "UPDATE outbox SET state='inflight', claimed_by='%s:%ld:ab',"
+		 " claim_until=" DB_NOW_PLUS("600000") " WHERE key='q'",
+		 host, (long)getppid());
+	assert_int_equal(store_exec(x->st, sql), 0);
+	deliver(x);
+	assert_int_equal(x->fake.reconciles, 1);
+	assert_int_equal(x->fake.deliveries, 1);
+}
+
+/* A comment waits while an earlier comment of its thread is claimed by
+ * another instance, and goes out after it. */
+static void test_comment_waits_for_sibling_claimed_elsewhere(void **state)
+{
+	struct fx *x = *state;
+	int64_t post = enqueue(x, "p", "post", 0, 0);
+	x->msg->date = 1790000100;
+	enqueue(x, "early", "comment", post, 0);
+	x->msg->date = 1790000500;
+	enqueue(x, "late", "comment", post, 0);
+	deliver(x); /* the post */
+	assert_int_equal(x->fake.deliveries, 1);
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET state='inflight',"
+					   " claimed_by='host-a:1:a', claim_until=" DB_NOW_PLUS(
+					       "60000") " WHERE key='early'"),
+			 0);
+	deliver(x);
+	deliver(x);
+	assert_int_equal(x->fake.deliveries, 1); /* "late" waits */
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET claim_until=0 WHERE key='early'"), 0);
+	deliver(x);
+	deliver(x);
+	assert_int_equal(x->fake.deliveries, 3);
+	assert_string_equal(x->fake.seen_keys[1], "early");
+	assert_string_equal(x->fake.seen_keys[2], "late");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -632,6 +819,13 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_read_delivered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipients_travel_with_item, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claimed_items_are_not_taken_twice, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_lapsed_claim_is_reconciled, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_claim_of_gone_process_lapses_at_once, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_comment_waits_for_sibling_claimed_elsewhere, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

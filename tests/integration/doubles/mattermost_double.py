@@ -14,6 +14,7 @@ Side channel for tests:
                    "skip": N (calls let through before fail_next,
                               lose_answer or stall applies),
                    "retry_after": 2, "delay": 3, "drop": 1,
+                   "pace": 0.02 (every later API call takes this long),
                    "lose_answer": N (the next N calls are carried out, then the
                                      connection is closed unanswered),
                    "stall": N (the next N calls are held unanswered, not carried
@@ -80,6 +81,7 @@ class State:
         self.skip = 0  # calls let through before fail_next applies
         self.retry_after = None
         self.delay = 0
+        self.pace = 0
         self.drop = 0
         self.lose_answer = 0
         self.stall = 0
@@ -155,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             st.log.append({"method": method, "path": path})
             delay, st.delay = st.delay, 0
+            if path.startswith("/api/v4/"):
+                delay += st.pace
             drop = st.drop > 0
             if drop:
                 st.drop -= 1
@@ -224,6 +228,7 @@ class Handler(BaseHTTPRequestHandler):
             if "retry_after" in c:
                 st.retry_after = c["retry_after"]
             st.delay = c.get("delay", st.delay)
+            st.pace = c.get("pace", st.pace)
             st.drop = c.get("drop", st.drop)
             st.lose_answer = c.get("lose_answer", st.lose_answer)
             st.stall = c.get("stall", st.stall)

@@ -1,0 +1,202 @@
+"""Three instances sharing one PostgreSQL state, one Dovecot account with a
+backlog in four folders, the local feed: the instance holding a folder's
+lease is killed with SIGKILL at random moments, again and again, and
+started again at once each time.  In the end every message is posted
+exactly once (counted by Message-ID in the local feed), every digest
+and every notification went out once, and the time each lease took to be
+taken over is printed (min / median / max).
+
+Each instance runs `mailfeed run` in a working directory of its own with
+a configuration of its own (same state, secret, mailboxes, subscribers;
+its own feed directory).  The lease is short (LEASE), so that twenty
+take-overs fit in about a minute; MAILFEED_FAILOVER_LONG=1 runs a longer
+version (10,000 messages, 60 kills)."""
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+import conftest
+from conftest import (MAILFEED, _env, daemon_log, run_mailfeed, stop_daemon, wait_for,
+                      write_config)
+
+LONG = os.environ.get("MAILFEED_FAILOVER_LONG") == "1"
+MESSAGES = 10000 if LONG else 2000
+KILLS = 60 if LONG else 20
+FOLDERS = ["Appeals", "Board", "Events", "Volunteers"]
+INSTANCES = 3
+LEASE = "2s"
+LEASE_S = 2.0
+EACH = "ann@example.org"  # a notification for each post of the first folder
+DAILY = ["bob@example.org", "cat@example.org"]  # one daily digest of every group
+
+
+@pytest.fixture(autouse=True)
+def _daemon_knows_instances(tmp_path):
+    """Skips on a build whose daemon does not yet share its work (no lease
+    key in [gateway])."""
+    cfg = write_config(tmp_path / "probe", gateway={"lease_timeout": "30s"})
+    r = run_mailfeed(cfg, "check-config")
+    if "unknown key 'lease_timeout'" in r.stderr:
+        pytest.skip("this build's daemon does not share work between instances yet")
+
+
+def mail(folder, i, date):
+    m = EmailMessage()
+    m["From"] = "Writer %d <writer%d@example.org>" % (i % 17, i % 17)
+    m["To"] = "%s@example.org" % folder.lower()
+    m["Subject"] = "%s item %d" % (folder, i)
+    m["Date"] = format_datetime(date)
+    m["Message-ID"] = "<fo.%s.%d@example.org>" % (folder.lower(), i)
+    m.set_content("Item %d of %s: the plan for week %d, the numbers and who does what.\n"
+                  % (i, folder, i % 52))
+    return m.as_bytes()
+
+
+class Instance:
+    """One `mailfeed run` in its own working directory; started again
+    after a kill with the same configuration."""
+
+    def __init__(self, cfg):
+        self.cfg, self.proc, self.runs = cfg, None, 0
+
+    def start(self):
+        self.runs += 1
+        log = Path(self.cfg.dir) / ("daemon%d.log" % self.runs)
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen([MAILFEED, "-c", self.cfg.path, "run"],
+                                         stdout=subprocess.DEVNULL, stderr=f, cwd=self.cfg.dir,
+                                         env=_env(None))
+        self.proc.log_path = str(log)
+        conftest._daemons.append(self.proc)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        log = daemon_log(self.proc)
+        assert "ERROR: AddressSanitizer" not in log and "runtime error" not in log, log[-3000:]
+
+
+def configs(tmp_path, dovecot, postgres, smtp_sink, tls_ca):
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    sections = {}
+    for f in FOLDERS:
+        sections["mailbox " + f.lower()] = {"account": "alice", "folder": f, "group": f.lower(),
+                                            "after": "keep", "start": "all"}
+    sections["subscriber " + EACH] = {"groups": FOLDERS[0].lower(), "frequency": "each"}
+    for d in DAILY:
+        sections["subscriber " + d] = {"groups": ",".join(f.lower() for f in FOLDERS),
+                                       "frequency": "daily"}
+    return [write_config(tmp_path / ("host%d" % k), dovecot, mailbox=None,
+                         gateway={"state": postgres.dsn, "secret_file": str(secret),
+                                  "lease_timeout": LEASE},
+                         smtp={"url": "smtp://127.0.0.1:%d" % smtp_sink.port,
+                               "from": "Feed <feed-bot@example.org>",
+                               "ca_file": tls_ca.ca_file},
+                         digest={"hour": 0, "timezone": "UTC"}, **sections)
+            for k in range(INSTANCES)]
+
+
+def holders(postgres):
+    """{lease name: (holder pid, epoch)} of the live mailbox leases."""
+    rows = postgres.sql("SELECT l.name, i.pid, l.epoch FROM leases l"
+                        " JOIN instances i ON i.id = l.holder")
+    return {name: (int(pid), int(epoch)) for name, pid, epoch in rows
+            if any(f.lower() in name for f in FOLDERS)}
+
+
+def sink_count(sink):
+    return len(list(Path(sink.dir).glob("*.json")))
+
+
+def posted(postgres):
+    return int(postgres.sql("SELECT COUNT(*) FROM local_items")[0][0])
+
+
+def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smtp_sink, tls_ca,
+                                                          tmp_path, capsys):
+    rng = random.Random(int(os.environ.get("MAILFEED_FAILOVER_SEED", "0")) or None)
+    start = datetime.now(timezone.utc) - timedelta(days=1)
+    per = MESSAGES // len(FOLDERS)
+    for n, f in enumerate(FOLDERS):
+        dovecot.bulk_import("alice", f, [mail(f, i, start + timedelta(seconds=n * per + i))
+                                         for i in range(per)])
+    cfgs = configs(tmp_path, dovecot, postgres, smtp_sink, tls_ca)
+    insts = [Instance(c) for c in cfgs]
+    t0 = time.monotonic()
+    for inst in insts:
+        inst.start()
+    assert wait_for(lambda: len(holders(postgres)) == len(FOLDERS), 60), \
+        "the folders' leases were never all held:\n" + daemon_log(insts[0].proc)[-3000:]
+
+    takeovers = []
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(0.0, 1.5))
+        held = holders(postgres)
+        by_pid = {inst.proc.pid: inst for inst in insts}
+        choices = [(name, pid, epoch) for name, (pid, epoch) in held.items() if pid in by_pid]
+        assert choices, "no lease held by a running instance: %s" % held
+        name, pid, epoch = rng.choice(choices)
+        victim = by_pid[pid]
+        lost = {n: e for n, (p, e) in held.items() if p == pid}
+        killed = time.monotonic()
+        victim.kill()
+        victim.start()
+        # every lease of the dead instance is taken over (a new epoch)
+        assert wait_for(lambda: all(holders(postgres).get(n, (0, 0))[1] > e
+                                    for n, e in lost.items()), LEASE_S * 4 + 10, step=0.02), \
+            "lease %s not taken over: %s" % (name, holders(postgres))
+        takeovers.append(time.monotonic() - killed)
+    chaos = time.monotonic() - t0
+
+    # everything arrives once the kills stop
+    assert wait_for(lambda: posted(postgres) >= MESSAGES, 240, step=0.5), \
+        "%d of %d posted" % (posted(postgres), MESSAGES)
+    want_mail = per + len(DAILY)
+    assert wait_for(lambda: sink_count(smtp_sink) >= want_mail, 120, step=0.5), \
+        "%d of %d mails" % (sink_count(smtp_sink), want_mail)
+    time.sleep(3 * LEASE_S)  # anything sent twice would come now
+    for inst in insts:
+        stop_daemon(inst.proc, timeout=30)
+    total = time.monotonic() - t0
+
+    # every message posted exactly once, by Message-ID
+    rows = postgres.sql("SELECT o.payload FROM local_items l JOIN outbox o ON o.key = l.key"
+                        " WHERE l.parent IS NULL")
+    ids = Counter(json.loads(p)["message_id"] for p, in rows)
+    want = {"fo.%s.%d@example.org" % (f.lower(), i) for f in FOLDERS for i in range(per)}
+    twice = {m: c for m, c in ids.items() if c > 1}
+    assert not twice, "posted more than once: %s" % sorted(twice)[:20]
+    assert not want - set(ids), "never posted: %s" % sorted(want - set(ids))[:20]
+    assert posted(postgres) == MESSAGES
+    assert postgres.sql("SELECT COUNT(*) FROM outbox WHERE state <> 'delivered'") == [["0"]]
+
+    # every notification and every digest went out once
+    mails = smtp_sink.messages()
+    to = Counter(r for env, _m, _r in mails for r in env["rcpt_tos"])
+    assert to[EACH] == per, to
+    for d in DAILY:
+        assert to[d] == 1, to
+    notes = Counter(m["Message-ID"] for env, m, _r in mails if EACH in env["rcpt_tos"])
+    assert len(notes) == per and set(notes.values()) == {1}
+    subjects = Counter(m["Subject"] for env, m, _r in mails if EACH in env["rcpt_tos"])
+    assert all(c == 1 for c in subjects.values()), subjects.most_common(3)
+
+    with capsys.disabled():
+        print("\nfailover: %d messages, %d kills -9 of a lease holder in %.0f s (whole test "
+              "%.0f s); lease %s; take-over min %.2f s, median %.2f s, max %.2f s"
+              % (MESSAGES, len(takeovers), chaos, total, LEASE, min(takeovers),
+                 statistics.median(takeovers), max(takeovers)))
+    assert max(takeovers) <= LEASE_S * 4 + 5
