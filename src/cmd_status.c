@@ -345,6 +345,7 @@ static char *state_path_fallback(const char *config)
 	FILE *f = fopen(config, "r");
 	char line[1024], section[64] = "";
 	char *path = NULL;
+	int dsn_file = 0;
 	if (!f)
 		return NULL;
 	while (fgets(line, sizeof line, f)) {
@@ -353,18 +354,23 @@ static char *state_path_fallback(const char *config)
 			snprintf(section, sizeof section, "%s", l);
 			continue;
 		}
-		if (strncmp(section, "[gateway]", 9) != 0 || strncmp(l, "state", 5) != 0)
-			continue;
 		char *eq = strchr(l, '=');
-		if (!eq)
+		if (strncmp(section, "[gateway]", 9) != 0 || !eq)
 			continue;
-		char *v = str_trim(eq + 1);
+		*eq = 0;
+		char *key = str_trim(l), *v = str_trim(eq + 1);
+		int is_file = strcmp(key, "state_dsn_file") == 0;
+		if (!is_file && strcmp(key, "state") != 0)
+			continue;
 		char *semi = strchr(v, ';');
 		if (semi)
 			*semi = 0;
 		v = str_trim(v);
+		if (dsn_file && !is_file)
+			continue; /* the DSN file wins, as in config.c */
 		free(path);
-		if (*v == '/') {
+		dsn_file = is_file;
+		if (*v == '/' || db_is_dsn(v)) {
 			path = xstrdup(v);
 		} else {
 			const char *slash = strrchr(config, '/');
@@ -373,9 +379,22 @@ static char *state_path_fallback(const char *config)
 		}
 	}
 	fclose(f);
+	if (path && dsn_file) { /* its first line is the DSN */
+		size_t len = 0;
+		char *text = file_read_all(path, &len);
+		free(path);
+		path = NULL;
+		if (text) {
+			text[strcspn(text, "\r\n")] = 0;
+			path = db_is_dsn(str_trim(text)) ? xstrdup(str_trim(text)) : NULL;
+			explicit_bzero(text, len);
+			free(text);
+		}
+		return path;
+	}
 	if (!path)
 		path = xstrdup("/var/lib/mailfeed/state.db");
-	if (access(path, R_OK) != 0) {
+	if (!db_is_dsn(path) && access(path, R_OK) != 0) {
 		free(path);
 		return NULL;
 	}
@@ -429,8 +448,10 @@ int cmd_status(int argc, char **argv, const char *config)
 		fallback = state_path_fallback(config);
 		if (!fallback)
 			return 2;
+		char *shown = dsn_redact(fallback);
 		fprintf(stderr, "mailfeed: %s has problems; showing the state in %s\n", config,
-			fallback);
+			shown);
+		free(shown);
 	}
 	const char *state = cfg ? cfg->gateway.state : fallback;
 	struct store *st = store_open(state, err, sizeof err);
