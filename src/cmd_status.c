@@ -75,12 +75,17 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 	char when[32], why[512];
 	long pid = state_lock_holder(state);
 	time_t beat = 0;
-	size_t i, live = 0;
-	json_t *in;
-	/* a shared database has no lock: its live instances run */
-	json_array_foreach(json_object_get(root, "instances"), i, in) live +=
-	    json_is_true(json_object_get(in, "live"));
-	json_object_set_new(dm, "running", json_boolean(pid > 0 || (db_is_dsn(state) && live)));
+	size_t live = 0;
+	json_t *list = json_object_get(root, "instances");
+	/* a shared database has no lock: its live instances run, and one
+	 * alone is shown as the daemon */
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		json_t *in = json_array_get(list, i);
+		if (!json_is_true(json_object_get(in, "live")) || !db_is_dsn(state))
+			continue;
+		pid = ++live == 1 ? (long)json_integer_value(json_object_get(in, "pid")) : 0;
+	}
+	json_object_set_new(dm, "running", json_boolean(pid > 0 || live > 0));
 	json_object_set_new(dm, "instances_live", json_integer((json_int_t)live));
 	json_object_set_new(dm, "pid", pid > 0 ? json_integer(pid) : json_null());
 	json_object_set_new(dm, "heartbeat",
