@@ -419,6 +419,9 @@ def main():
     def stop(signum, _frame):
         raise Stopped(signal.Signals(signum).name)
 
+    # SIGINT too: a shell that starts the demo in the background leaves it
+    # ignored, and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     demo = Demo(os.path.abspath(binary))

@@ -2,13 +2,16 @@
  * cluster.h).  The SQL of both engines sits side by side where it differs:
  * the database clock, the id column, string aggregation, and the claim
  * (FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). */
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "mailfeed/cluster.h"
+#include "mailfeed/log.h"
 #include "mailfeed/util.h"
 
 /* The database's clock in milliseconds, per engine. */
@@ -111,6 +114,42 @@ static int register_instance(struct cluster *cl)
 	return run(s) == DB_DONE ? 0 : -1;
 }
 
+/* Instances of this host whose process no longer runs (a daemon killed
+ * and started again): their leases end now, not at their expiry, so that
+ * a restart does not wait a lease time for its own folders.  Best effort:
+ * a pid taken by another process meanwhile leaves it to the expiry. */
+static void forget_gone_here(struct cluster *cl, const char *host)
+{
+	struct strlist gone = {0};
+	struct db_stmt *s = prep(cl, "SELECT id, pid FROM instances WHERE host=?1", NULL);
+	if (!s)
+		return;
+	db_bind_text(s, 1, host, -1);
+	while (db_step(s) == DB_ROW) {
+		int64_t pid = db_column_int64(s, 1);
+		const char *id = db_column_text(s, 0);
+		if (id && pid > 0 && pid != (int64_t)getpid() && kill((pid_t)pid, 0) < 0 &&
+		    errno == ESRCH)
+			strlist_add(&gone, id);
+	}
+	db_finalize(s);
+	for (size_t i = 0; i < gone.n; i++) {
+		s = prep(cl, "DELETE FROM leases WHERE holder=?1", NULL);
+		if (s)
+			db_bind_text(s, 1, gone.v[i], -1);
+		if (run(s) != DB_DONE)
+			break;
+		s = prep(cl, "DELETE FROM instances WHERE id=?1", NULL);
+		if (s)
+			db_bind_text(s, 1, gone.v[i], -1);
+		if (run(s) != DB_DONE)
+			break;
+		log_info("cluster.instance_gone instance=%s reason=\"process gone\"",
+			 LOG_Q(gone.v[i]));
+	}
+	strlist_free(&gone);
+}
+
 struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_ms, char *err,
 			     size_t errlen)
 {
@@ -132,6 +171,7 @@ struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_m
 	hex_encode(rnd, sizeof rnd, hex);
 	cl->id = xasprintf("%s:%ld:%s", host, (long)getpid(), hex);
 	cl->version = xstrdup(version ? version : "");
+	forget_gone_here(cl, host);
 	if (register_instance(cl) < 0) {
 		snprintf(err, errlen, "cannot register the instance: %s", db_errmsg(db));
 		cluster_close(cl);

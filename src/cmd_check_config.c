@@ -16,6 +16,7 @@
 #include "mailfeed/auth.h"
 #include "mailfeed/cli.h"
 #include "mailfeed/config.h"
+#include "mailfeed/db.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/imap.h"
 #include "mailfeed/secret.h"
@@ -71,8 +72,9 @@ static void usage(FILE *out)
 		"the config.\n");
 }
 
-/* Run as root without --user: the owner of the state file's directory, when
- * that is not root.  0 with *user set (owned) or NULL, -1 after a message. */
+/* Run as root without --user: the owner of the state file's directory (of
+ * the DSN file for a PostgreSQL state), when that is not root.  0 with *user set (owned) or NULL,
+ * -1 after a message. */
 static int service_user(const char *config, char **user)
 {
 	struct mf_diag diag = {0};
@@ -85,9 +87,13 @@ static int service_user(const char *config, char **user)
 	diag_free(&diag);
 	if (!cfg)
 		return 0; /* the full load below reports the problems */
-	char *copy = xstrdup(cfg->gateway.state);
-	const char *dir = dirname(copy);
-	if (stat(dir, &st) == 0 && st.st_uid != 0) {
+	/* a PostgreSQL state has no directory: the DSN file, private to the
+	 * service's user, tells who that is */
+	int pg = is_pg_dsn(cfg->gateway.state);
+	char *copy = xstrdup(pg ? (cfg->gateway.state_dsn_file ? cfg->gateway.state_dsn_file : "")
+				: cfg->gateway.state);
+	const char *dir = pg ? copy : dirname(copy);
+	if (*dir && stat(dir, &st) == 0 && st.st_uid != 0) {
 		if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof pwbuf, &res) != 0 || !res) {
 			fprintf(stderr,
 				"mailfeed check-config: %s belongs to uid %u, which has no user "
@@ -259,9 +265,44 @@ static int check_smtp(const struct mf_config *cfg)
 	return report(what, ok, ok ? (cfg->smtp.username ? "logged in" : "connected") : err);
 }
 
+/* A PostgreSQL state: reached, its server's version, how far its schema
+ * is (nothing is created or changed: the daemon does that). */
+static int check_state(const char *state)
+{
+	char what[600], why[600], err[512];
+	char *shown = dsn_redact(state);
+	snprintf(what, sizeof what, "state (%s)", shown);
+	free(shown);
+	struct db *db = db_open(state, err, sizeof err, NULL);
+	if (!db)
+		return report(what, 0, err);
+	struct db_stmt *s = db_prepare(db, "SELECT current_setting('server_version'),"
+					   " to_regclass('schema_versions') IS NOT NULL");
+	int ok = s && db_step(s) == DB_ROW, v = 0;
+	snprintf(why, sizeof why, "PostgreSQL %s", ok ? db_column_text(s, 0) : "?");
+	int versions = ok && db_column_int64(s, 1);
+	db_finalize(s);
+	s = versions ? db_prepare(db, "SELECT version FROM schema_versions WHERE name='store'")
+		     : NULL;
+	if (s && db_step(s) == DB_ROW)
+		v = (int)db_column_int64(s, 0);
+	db_finalize(s);
+	if (!ok)
+		snprintf(why, sizeof why, "%s", db_errmsg(db));
+	else if (v > 0)
+		snprintf(why + strlen(why), sizeof why - strlen(why), ", schema version %d", v);
+	else
+		snprintf(why + strlen(why), sizeof why - strlen(why),
+			 ", empty (the daemon creates the schema)");
+	db_close(db);
+	return report(what, ok, why);
+}
+
 static int check_online(const struct mf_config *cfg)
 {
 	int failed = 0;
+	if (is_pg_dsn(cfg->gateway.state))
+		failed += check_state(cfg->gateway.state);
 	for (size_t i = 0; i < cfg->n_accounts; i++)
 		failed += check_account(cfg, &cfg->accounts[i]);
 	failed += check_feed(cfg);

@@ -561,6 +561,11 @@ static const char *either_error(const struct migration *m)
 /* One table copied and counted. 0, or -1 with err. */
 static int copy_table(struct migration *m, struct table *t, char *err, size_t errlen)
 {
+	if (t->ncols == 0) {
+		snprintf(err, errlen, "table %s: no column of the target is in the source",
+			 t->name);
+		return -1;
+	}
 	if (copy_rows(m, t) < 0) {
 		snprintf(err, errlen, "copying table %s failed: %s", t->name, either_error(m));
 		return -1;

@@ -50,9 +50,9 @@ def status(cfg):
     st = json.loads(r.stdout)
     for mb in st["mailboxes"]:
         mb.pop("lag_seconds", None)
-    # what describes the state, not the processes (the subscribers are
-    # compared row by row)
-    return {k: st[k] for k in ("mailboxes", "outbox", "notices_waiting") if k in st}
+    # what describes the state, not the processes
+    return {k: st[k] for k in ("mailboxes", "outbox", "digests", "notices_waiting")
+            if k in st}
 
 
 def pg_config(tmp_path, dovecot, dsn, **kw):
@@ -63,8 +63,12 @@ def pg_config(tmp_path, dovecot, dsn, **kw):
 
 
 def sqlite_config(tmp_path, dovecot, **kw):
-    return write_config(tmp_path, dovecot, folder="Team", after="keep",
-                        gateway={"max_message_size": "20K"}, **kw)
+    """A state in an SQLite file, whatever MAILFEED_TEST_ENGINE says."""
+    state = str(tmp_path / "state.db")
+    cfg = write_config(tmp_path, dovecot, folder="Team", after="keep",
+                       gateway={"state": state, "max_message_size": "20K"}, **kw)
+    cfg.state = state
+    return cfg
 
 
 def local_items(con_or_pg):
@@ -175,7 +179,7 @@ def test_a_target_that_is_not_empty_is_refused_untouched(made_state, postgres, t
     assert "not empty" in r.stderr and "nothing was changed" in r.stderr, r.stderr
     assert pg_counts(postgres) == counts
     # an SQLite target too, byte for byte
-    other = write_config(tmp_path / "other", None)
+    other = sqlite_config(tmp_path / "other", None, mailbox=None)
     r = run_mailfeed(other, "subscribe", "dan@example.org", "--groups", "team", "--daily")
     assert r.returncode == 0, r.stderr
     data = open(other.state, "rb").read()
@@ -198,10 +202,46 @@ def test_a_source_a_daemon_runs_on_is_refused(made_state, postgres):
 
 
 def test_usage_errors(tmp_path):
-    cfg = write_config(tmp_path, None)
+    cfg = sqlite_config(tmp_path, None, mailbox=None)
     r = run_mailfeed(cfg, "migrate-state")
     assert r.returncode == 2 and "--to" in r.stderr
     r = run_mailfeed(cfg, "migrate-state", "--to", cfg.state)
     assert r.returncode == 2 and "the same" in r.stderr
     r = run_mailfeed(cfg, "migrate-state", "--to", str(tmp_path / "new.db"))
     assert r.returncode == 1 and "no state database" in r.stderr
+
+
+def test_a_postgresql_source_with_a_live_instance_is_refused(dovecot, postgres, tmp_path):
+    dovecot.create_folder("alice", "Team")
+    cfg = pg_config(tmp_path / "pg", dovecot, postgres.dsn)
+    p = start_daemon(cfg.path)
+    try:
+        assert wait_for(lambda: "imap.connected" in open(p.log_path).read(), 30), \
+            open(p.log_path).read()[-3000:]
+        target = str(tmp_path / "copy" / "state.db")
+        r = migrate(cfg, "--to", target)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "is running on" in r.stderr and "pid %d" % p.pid in r.stderr, r.stderr
+        assert postgres.server.password not in r.stderr
+        assert not os.path.exists(target)
+    finally:
+        stop_daemon(p)
+    # stopped: the instance is gone, the copy goes through
+    r = migrate(cfg, "--to", target)
+    assert r.returncode == 0, r.stderr
+
+
+def test_postgresql_to_postgresql(made_state, postgres, tmp_path):
+    cfg = made_state
+    r = migrate(cfg, "--to", postgres.dsn)
+    assert r.returncode == 0, r.stderr
+    second = postgres.server.create_database(postgres.name + "_b")
+    r = run_mailfeed(None, "migrate-state", "--from", postgres.dsn, "--to", second)
+    assert r.returncode == 0, r.stderr
+    copied = {n: c for n, c in pg_counts(postgres).items() if n not in NOT_COPIED}
+    name = second.rsplit("/", 1)[1]
+    for table, n in copied.items():
+        assert postgres.server.sql('SELECT COUNT(*) FROM "%s"' % table, name)[0][0] == n, table
+    # rows as they were, blobs byte for byte
+    q = "SELECT message, encode(raw, 'hex') FROM message_bodies ORDER BY message"
+    assert postgres.server.sql(q, name) == postgres.sql(q)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +75,44 @@ static void test_defaults(void **state)
 	assert_non_null(strchr(cluster_instance_id(cl), ':'));
 	cluster_close(cl);
 	db_close(db);
+}
+
+/* A daemon of this host killed and started again: the leases of its gone
+ * process end when the new one joins, without waiting for their expiry. */
+static void test_gone_process_of_this_host(void **state)
+{
+	char err[256], host[256] = "", sql[512];
+	state_file_new(path, sizeof path, "cluster-gone");
+	struct db *db = db_open(path, err, sizeof err, NULL);
+	struct cluster *old = cluster_open(db, "1.0", 60000, err, sizeof err);
+	assert_int_equal(cluster_lease_acquire(old, "mailbox:team", NULL), 1);
+	pid_t child = fork(); /* a pid that surely ran and is gone */
+	if (child == 0)
+		_exit(0);
+	waitpid(child, NULL, 0);
+	gethostname(host, sizeof host - 1);
+	snprintf(sql, sizeof sql, "UPDATE instances SET pid=%ld WHERE id='%s'", (long)child,
+		 cluster_instance_id(old));
+	assert_int_equal(db_exec(db, sql), 0);
+	/* another host's instance with that pid is not judged from here */
+	assert_int_equal(db_exec(db, "INSERT INTO instances(id, host, pid, version, started,"
+				     " heartbeat) VALUES('elsewhere:1:x', 'elsewhere', 1, '1',"
+				     " 0, 9000000000000)"),
+			 0);
+	struct db *db2 = db_open(path, err, sizeof err, NULL);
+	struct cluster *fresh = cluster_open(db2, "1.0", 60000, err, sizeof err);
+	assert_non_null(fresh);
+	assert_int_equal(cluster_lease_acquire(fresh, "mailbox:team", NULL), 1);
+	struct db_stmt *s = db_prepare(db2, "SELECT COUNT(*) FROM instances WHERE id<>?1");
+	db_bind_text(s, 1, cluster_instance_id(fresh), -1);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int64(s, 0), 1); /* only the other host's */
+	db_finalize(s);
+	cluster_close(fresh);
+	cluster_close(old);
+	db_close(db2);
+	db_close(db);
+	state_file_remove(path);
 }
 
 static void test_one_holder_and_take_over(void **state)
@@ -332,6 +371,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_gone_process_of_this_host),
 	    cmocka_unit_test_setup_teardown(test_one_holder_and_take_over, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_leases_listed_and_live_instances, setup, teardown),

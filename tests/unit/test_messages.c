@@ -1,8 +1,9 @@
 /* test_messages.c — the messages table through its module: the state
  * names (one table, round trip, unknown names refused), the after-action
  * rule against the rows it selects, the pipeline's reads and state
- * changes, backfill's held mail, the dead list's retry and drop, and what
- * status and the metrics count. */
+ * changes, backfill's held mail, the dead list's retry and drop, what
+ * status and the metrics count, the after-action backoff, and the
+ * daemon's notes and counters (notes.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include "state_file.h"
 
 #include "mailfeed/messages.h"
+#include "mailfeed/notes.h"
 #include "mailfeed/store.h"
 
 static char path[64];
@@ -401,6 +403,61 @@ static void test_acks_refused(void **state)
 	store_close(st);
 }
 
+static int64_t int_of(struct store *st, const char *sql)
+{
+	struct db_stmt *s;
+	int64_t v = -1;
+	assert_non_null((s = db_prepare(store_db(st), sql)));
+	if (db_step(s) == DB_ROW)
+		v = db_column_int64(s, 0);
+	db_finalize(s);
+	return v;
+}
+
+/* A refused after-action waits a minute, then twice as long each time, an
+ * hour at most; success forgets it.  One upsert per message, so that two
+ * processes noting the same refusal count both. */
+static void test_acks_backoff(void **state)
+{
+	struct store *st = open_ok();
+	uint32_t uid = 4;
+	const int64_t waits[] = {60, 120, 240, 480, 960, 1920, 3600, 3600};
+	assert_int_equal(messages_acks_table(st), 0);
+	for (size_t i = 0; i < sizeof waits / sizeof *waits; i++) {
+		messages_acks_note(st, "team", 9, &uid, 1, "NO [TRYCREATE]", 1000);
+		assert_int_equal(int_of(st, "SELECT attempts FROM ack_errors"), (int64_t)i + 1);
+		assert_int_equal(int_of(st, "SELECT next_at FROM ack_errors"), 1000 + waits[i]);
+	}
+	uint32_t kept = 4;
+	size_t n = 1;
+	messages_acks_not_waiting(st, "team", 9, &kept, &n, 1000 + 3599);
+	assert_int_equal(n, 0);
+	messages_acks_note(st, "team", 9, &uid, 1, NULL, 5000);
+	assert_int_equal(int_of(st, "SELECT COUNT(*) FROM ack_errors"), 0);
+	store_close(st);
+}
+
+/* Counters add up and stay text a person can read; notes are replaced. */
+static void test_notes_and_counters(void **state)
+{
+	struct store *st = open_ok();
+	char *v = NULL;
+	assert_int_equal(note_count(st, NOTE_COUNT_RETRIED, 3), 0);
+	assert_int_equal(note_count(st, NOTE_COUNT_RETRIED, 4), 0);
+	assert_int_equal(note_counter(st, NOTE_COUNT_RETRIED), 7);
+	assert_int_equal(note_get(st, NOTE_COUNT_RETRIED, &v, NULL), 1);
+	assert_string_equal(v, "7");
+	free(v);
+	assert_int_equal(note_set(st, NOTE_RELOAD_ERROR, "first", 10), 0);
+	assert_int_equal(note_set(st, NOTE_RELOAD_ERROR, "second", 20), 0);
+	time_t at = 0;
+	assert_int_equal(note_get(st, NOTE_RELOAD_ERROR, &v, &at), 1);
+	assert_string_equal(v, "second");
+	assert_int_equal(at, 20);
+	free(v);
+	store_close(st);
+}
+
 /* A state of schema version 8 keeps its mail: raw bytes move to
  * message_bodies and parsed forms to message_parsed, the messages rows lose
  * the columns. */
@@ -525,6 +582,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_follows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_counts_and_folders, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acks_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_acks_backoff, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_notes_and_counters, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migration_moves_bodies, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prune_and_delete_bodies, setup, teardown),
 	};

@@ -367,6 +367,26 @@ static void test_assign_subject_window(void **state)
 	assert_int_equal(is_new, 1);
 }
 
+/* A thread spans the dates of its messages, whatever order they come in:
+ * an older one taken in late moves the start back, never the end. */
+static void test_thread_dates_only_widen(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t = assign(fx, "g", "inbox", msg("w1", "Plan", T0, NULL, NULL), DAY, &is_new);
+	assign(fx, "g", "inbox", msg("w2", "Re: Plan", T0 + 3600, "w1", NULL), DAY, &is_new);
+	assign(fx, "g", "inbox", msg("w3", "Re: Plan", T0 - 7200, "w1", NULL), DAY, &is_new);
+	assert_int_equal(is_new, 0);
+	struct db_stmt *s = db_prepare(store_db(fx->st), "SELECT first_date, last_date FROM threads"
+							 " WHERE id=?");
+	assert_non_null(s);
+	db_bind_int64(s, 1, t);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int64(s, 0), T0 - 7200);
+	assert_int_equal(db_column_int64(s, 1), T0 + 3600);
+	db_finalize(s);
+}
+
 /* Mailing-list mail as it arrives, parsed like the daemon parses it. */
 static struct mf_message *parse(const char *raw)
 {
@@ -523,6 +543,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_assign_different_groups, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_assign_subject_window, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_thread_dates_only_widen, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_assign_ids_that_are_not_ids, setup_store,
 					    teardown_store),
