@@ -1262,6 +1262,8 @@ static void duty_digest(struct processor *p)
 	struct digest_pace pace = {p->sfd, p->wd_interval_ms, &p->duty[DUTY_WATCHDOG].last};
 	digest_run_paced(*p->stp, p->d->cfg, p->d->feed, p->d->feed_ctx, time(NULL),
 			 digest_keep_going, &pace);
+	if (db_unavailable(store_db(*p->stp))) /* the next run waits for it */
+		processor_store_failed(p, *p->stp);
 }
 
 /* The watchdog is fed only while every watcher and the processor make
