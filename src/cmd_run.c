@@ -457,6 +457,9 @@ static void *session_main(void *arg)
 		if (rc == INGEST_STORE_FAILED && db_unavailable(store_db(st))) {
 			/* nothing fetched can be stored now: the standby waits */
 			keeper_store_unavailable(ss->keeper, store_errmsg(st));
+			log_info("watcher.paused mailbox=%s note=\"the state database is "
+				 "unreachable: nothing taken in until it answers\"",
+				 key);
 			sleep_or_wake(ss->wake_fd, 1);
 			continue;
 		}

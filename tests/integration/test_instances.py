@@ -295,4 +295,7 @@ def test_database_outage_pauses_the_work_and_loses_nothing(dovecot, postgres, tm
     log = stop_daemon(d, timeout=20)
     assert log.count("store.unavailable") == 1, log
     assert log.count("store.resumed") == 1, log
+    # while it waited nothing was taken in nor acknowledged on the server
+    away = log[log.index("store.unavailable"):log.index("store.resumed")]
+    assert "imap.fetched" not in away and "imap.after " not in away, away
     assert re.search(r"store\.resumed waited_s=\d+\.\d", log)
