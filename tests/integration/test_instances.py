@@ -73,6 +73,13 @@ def mailbox_holders(cfg):
     return {k: v for k, v in holders(cfg).items() if k.startswith("mailbox:")}
 
 
+def imap_connections(pid, port):
+    """Established TCP connections of pid to the IMAP port."""
+    r = subprocess.run(["ss", "-Htnp", "state", "established", "( dport = :%d )" % port],
+                       capture_output=True, text=True)
+    return sum(1 for line in r.stdout.splitlines() if "pid=%d," % pid in line)
+
+
 def start_in(cfg, workdir, env=None):
     """`mailfeed run` on cfg from a working directory of its own, logging
     there."""
@@ -174,6 +181,14 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
     assert wait_for(lambda: max(list(mailbox_holders(cfg).values()).count(p)
                                 for p in pids) <= 2, 4 * LEASE), holders(cfg)
     assert list(holders(cfg)).count("stage:process") == 1
+    # on the IMAP side too: one session per folder among the three daemons
+    # (a daemon holding nothing keeps no connection)
+    assert wait_for(lambda: sum(imap_connections(p, dovecot.imaps_port) for p in pids) == 4,
+                    3 * LEASE, step=0.3), \
+        [imap_connections(p, dovecot.imaps_port) for p in pids]
+    for p in pids:
+        assert imap_connections(p, dovecot.imaps_port) == \
+            list(mailbox_holders(cfg).values()).count(p)
     text = run_mailfeed(cfg.path, "status").stdout
     assert text.count("version ") == 3 and "last heartbeat" in text, text
     assert "daemon: running, 3 live instance(s)" in text, text
