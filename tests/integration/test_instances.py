@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -314,3 +315,29 @@ def test_database_outage_pauses_the_work_and_loses_nothing(dovecot, postgres, tm
     away = log[log.index("store.unavailable"):log.index("store.resumed")]
     assert "imap.fetched" not in away and "imap.after " not in away, away
     assert re.search(r"store\.resumed waited_s=\d+\.\d", log)
+
+
+def test_reload_with_a_new_lease_time_joins_again(dovecot, tmp_path):
+    cfg = four_folders(tmp_path, dovecot, state=str(tmp_path / "state.db"))
+    d = start_daemon(cfg)
+    assert wait_for(lambda: len(mailbox_holders(cfg)) == 4, 30), holders(cfg)
+    [before] = status(cfg)[1]["instances"]
+    text = Path(cfg.path).read_text().replace("lease_timeout = %ds" % LEASE,
+                                              "lease_timeout = %ds" % (LEASE + 1))
+    Path(cfg.path).write_text(text)
+    d.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: daemon_log(d).count("cluster.joined") == 2, 20), daemon_log(d)
+    assert "lease_s=%.1f" % (LEASE + 1) in daemon_log(d)
+    # the old membership left with its leases; the new one has them all
+    assert wait_for(lambda: [i["id"] for i in status(cfg)[1]["instances"]] != [before["id"]]
+                    and len(status(cfg)[1]["instances"]) == 1 and
+                    len(mailbox_holders(cfg)) == 4, 30), status(cfg)[1]
+    dovecot.append("alice", "Beta", msg("Beta", 1))
+    con = sqlite3.connect(str(tmp_path / "state.db"))
+    try:
+        assert wait_for(lambda: con.execute(
+            "SELECT COUNT(*) FROM local_items WHERE subject='Beta news 1'").fetchone()[0] == 1,
+            30)
+    finally:
+        con.close()
+    stop_daemon(d)
