@@ -33,6 +33,7 @@ from conftest import (MAILFEED, _env, daemon_log, run_mailfeed, stop_daemon, wai
 LONG = os.environ.get("MAILFEED_FAILOVER_LONG") == "1"
 MESSAGES = 10000 if LONG else 2000
 KILLS = 60 if LONG else 20
+SCALE = MESSAGES // 2000  # the waits grow with the backlog
 FOLDERS = ["Appeals", "Board", "Events", "Volunteers"]
 INSTANCES = 3
 LEASE = "2s"
@@ -202,10 +203,10 @@ def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smt
     chaos = time.monotonic() - t0
 
     # everything arrives once the kills stop
-    assert wait_for(lambda: posted(postgres) >= MESSAGES + SEEDS, 240, step=0.5), \
+    assert wait_for(lambda: posted(postgres) >= MESSAGES + SEEDS, 240 * SCALE, step=0.5), \
         "%d of %d posted" % (posted(postgres) - SEEDS, MESSAGES)
     want_mail = per + len(DAILY)
-    assert wait_for(lambda: sink_count(smtp_sink) >= want_mail, 120, step=0.5), \
+    assert wait_for(lambda: sink_count(smtp_sink) >= want_mail, 120 * SCALE, step=0.5), \
         "%d of %d mails" % (sink_count(smtp_sink), want_mail)
     time.sleep(3 * LEASE_S)  # anything sent twice would come now
     # status shows the three running instances as live (a killed one is
