@@ -9,6 +9,7 @@
  * length against the frame and every string for UTF-8, as a JSON parser
  * would.  Both directions live here next to each other and must stay
  * symmetric. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -172,6 +173,25 @@ static void put_json_escape(struct buf *b, unsigned char c)
 	buf_append(b, e, n);
 }
 
+#define BYTES_1 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether none of the 8 bytes at p is to be escaped (and, ascii_only, none
+ * is above 0x7f), eight at a time: (v - 0x01..) & ~v has a high bit set
+ * exactly when some byte of v is zero, (x - 0x20..) & ~x when some byte of
+ * x is below 0x20 (exact for the word as a whole, not per byte). */
+static int plain_word(const unsigned char *p, int ascii_only)
+{
+	uint64_t x, q, bs;
+	memcpy(&x, p, sizeof x);
+	q = x ^ (BYTES_1 * '"');
+	bs = x ^ (BYTES_1 * '\\');
+	uint64_t hit = ((x - BYTES_1 * 0x20) & ~x) | ((q - BYTES_1) & ~q) | ((bs - BYTES_1) & ~bs);
+	if (ascii_only)
+		hit |= x;
+	return !(hit & BYTES_80);
+}
+
 /* s as a JSON string, as jstr and json_dumps make it: runs of plain bytes
  * are copied at once; text that is not UTF-8 has its bytes above 0x7f
  * written as '?'. */
@@ -187,8 +207,14 @@ static void put_json_str(struct buf *b, const char *s)
 	buf_putc(b, '"');
 	while (p < end) {
 		const unsigned char *run = p;
-		while (p < end && !json_escaped(*p) && (valid || *p < 0x80))
-			p++;
+		for (;;) {
+			if (end - p >= 8 && plain_word(p, !valid))
+				p += 8;
+			else if (p < end && !json_escaped(*p) && (valid || *p < 0x80))
+				p++;
+			else
+				break;
+		}
 		buf_append(b, run, (size_t)(p - run));
 		if (p == end)
 			break;

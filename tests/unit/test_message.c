@@ -225,6 +225,21 @@ static void test_json_text_is_the_json_form(void **state)
 	message_free(m);
 	m = message_new(); /* everything absent */
 	same_json_text(m);
+	/* texts of every length around the 8-byte steps, with a byte to
+	 * escape or not UTF-8 anywhere in them */
+	static const unsigned char pick[] = {'a',  ' ',	 0x1f, 0x01, '"',  '\\', 0x7f, 0x21,
+					     0x5b, 0x5d, 0xc3, 0xa9, 0xff, 0x80, '\n', '/'};
+	srand(7);
+	for (int k = 0; k < 3000; k++) {
+		size_t len = (size_t)(rand() % 40);
+		char *t = xmalloc(len + 1);
+		for (size_t i = 0; i < len; i++)
+			t[i] = (char)(rand() % 4 ? 'a' + rand() % 26 : pick[rand() % sizeof pick]);
+		t[len] = 0;
+		free(m->text);
+		m->text = t;
+		same_json_text(m);
+	}
 	message_free(m);
 }
 
