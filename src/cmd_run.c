@@ -457,6 +457,9 @@ static void *session_main(void *arg)
 		if (rc == INGEST_STORE_FAILED && db_unavailable(store_db(st))) {
 			/* nothing fetched can be stored now: the standby waits */
 			keeper_store_unavailable(ss->keeper, store_errmsg(st));
+			log_info("watcher.paused mailbox=%s note=\"the state database is "
+				 "unreachable: nothing taken in until it answers\"",
+				 key);
 			sleep_or_wake(ss->wake_fd, 1);
 			continue;
 		}
@@ -974,9 +977,6 @@ static void secrets_preload(struct mf_config *cfg)
 		log_warn("run.secret_unavailable error=%s", LOG_Q(err));
 }
 
-/* Until store.c names the instance in the claims it writes. */
-static void run_set_instance(const char *id) { (void)id; }
-
 /* The daemon joins the instances sharing its state, on a connection of
  * its own: 0, or -1 (logged). */
 static int run_join(struct daemon *d)
@@ -989,7 +989,10 @@ static int run_join(struct daemon *d)
 		log_error("run.error error=%s", LOG_Q(err));
 		return -1;
 	}
-	run_set_instance(keeper_instance_id(d->keeper));
+	/* the claims it takes carry its name; set while no other thread
+	 * takes any (at start, or in a reload with the watchers and the
+	 * notice sender stopped) */
+	store_set_instance_id(keeper_instance_id(d->keeper));
 	return 0;
 }
 
@@ -1262,6 +1265,8 @@ static void duty_digest(struct processor *p)
 	struct digest_pace pace = {p->sfd, p->wd_interval_ms, &p->duty[DUTY_WATCHDOG].last};
 	digest_run_paced(*p->stp, p->d->cfg, p->d->feed, p->d->feed_ctx, time(NULL),
 			 digest_keep_going, &pace);
+	if (db_unavailable(store_db(*p->stp))) /* the next run waits for it */
+		processor_store_failed(p, *p->stp);
 }
 
 /* The watchdog is fed only while every watcher and the processor make

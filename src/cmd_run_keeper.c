@@ -345,6 +345,11 @@ static int take(struct keeper *k, struct pass *p, int mine, int share, int live)
 			return -1;
 		if (rc == 1) {
 			mine++;
+			pthread_mutex_lock(&k->mu);
+			s = slot_find(k, w->mailbox);
+			if (s)
+				s->free_since = 0;
+			pthread_mutex_unlock(&k->mu);
 			log_info(
 			    "cluster.lease_acquired mailbox=%s epoch=%lld share=%d instances=%d",
 			    w->mailbox, (long long)epoch, share, live);

@@ -75,7 +75,18 @@ static void daemon_status(json_t *root, struct store *st, const char *state)
 	char when[32], why[512];
 	long pid = state_lock_holder(state);
 	time_t beat = 0;
-	json_object_set_new(dm, "running", json_boolean(pid > 0));
+	size_t live = 0;
+	json_t *list = json_object_get(root, "instances");
+	/* a shared database has no lock: its live instances run, and one
+	 * alone is shown as the daemon */
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		json_t *in = json_array_get(list, i);
+		if (!json_is_true(json_object_get(in, "live")) || !db_is_dsn(state))
+			continue;
+		pid = ++live == 1 ? (long)json_integer_value(json_object_get(in, "pid")) : 0;
+	}
+	json_object_set_new(dm, "running", json_boolean(pid > 0 || live > 0));
+	json_object_set_new(dm, "instances_live", json_integer((json_int_t)live));
 	json_object_set_new(dm, "pid", pid > 0 ? json_integer(pid) : json_null());
 	json_object_set_new(dm, "heartbeat",
 			    note_get(st, "heartbeat", NULL, &beat) == 1 && beat
@@ -211,8 +222,8 @@ static json_t *status_build(struct store *st, const struct mf_config *cfg, const
 	subscribers_list(st, cfg && cfg->digest.subscribers == SUBSCRIBERS_FEED, digest_row,
 			 digests);
 	json_object_set_new(root, "digests", digests);
-	daemon_status(root, st, state);
 	json_object_set_new(root, "instances", instances_status(st, cfg));
+	daemon_status(root, st, state);
 	char *reload_error = NULL;
 	note_get(st, NOTE_RELOAD_ERROR, &reload_error, NULL);
 	json_object_set_new(root, "reload_error",
@@ -275,7 +286,12 @@ static void status_print(json_t *root)
 	size_t i;
 	json_t *m;
 	json_t *dm = json_object_get(root, "daemon");
-	if (json_is_true(json_object_get(dm, "running")))
+	if (json_is_true(json_object_get(dm, "running")) &&
+	    json_is_null(json_object_get(dm, "pid")))
+		printf("daemon: running, %lld live instance(s) (below), last heartbeat %s\n\n",
+		       (long long)json_integer_value(json_object_get(dm, "instances_live")),
+		       str_or(dm, "heartbeat", "none yet"));
+	else if (json_is_true(json_object_get(dm, "running")))
 		printf("daemon: running, pid %lld, last heartbeat %s\n\n",
 		       (long long)json_integer_value(json_object_get(dm, "pid")),
 		       str_or(dm, "heartbeat", "none yet"));
@@ -334,6 +350,7 @@ static char *state_path_fallback(const char *config)
 	FILE *f = fopen(config, "r");
 	char line[1024], section[64] = "";
 	char *path = NULL;
+	int dsn_file = 0;
 	if (!f)
 		return NULL;
 	while (fgets(line, sizeof line, f)) {
@@ -342,18 +359,23 @@ static char *state_path_fallback(const char *config)
 			snprintf(section, sizeof section, "%s", l);
 			continue;
 		}
-		if (strncmp(section, "[gateway]", 9) != 0 || strncmp(l, "state", 5) != 0)
-			continue;
 		char *eq = strchr(l, '=');
-		if (!eq)
+		if (strncmp(section, "[gateway]", 9) != 0 || !eq)
 			continue;
-		char *v = str_trim(eq + 1);
+		*eq = 0;
+		char *key = str_trim(l), *v = str_trim(eq + 1);
+		int is_file = strcmp(key, "state_dsn_file") == 0;
+		if (!is_file && strcmp(key, "state") != 0)
+			continue;
 		char *semi = strchr(v, ';');
 		if (semi)
 			*semi = 0;
 		v = str_trim(v);
+		if (dsn_file && !is_file)
+			continue; /* the DSN file wins, as in config.c */
 		free(path);
-		if (*v == '/') {
+		dsn_file = is_file;
+		if (*v == '/' || db_is_dsn(v)) {
 			path = xstrdup(v);
 		} else {
 			const char *slash = strrchr(config, '/');
@@ -362,9 +384,22 @@ static char *state_path_fallback(const char *config)
 		}
 	}
 	fclose(f);
+	if (path && dsn_file) { /* its first line is the DSN */
+		size_t len = 0;
+		char *text = file_read_all(path, &len);
+		free(path);
+		path = NULL;
+		if (text) {
+			text[strcspn(text, "\r\n")] = 0;
+			path = db_is_dsn(str_trim(text)) ? xstrdup(str_trim(text)) : NULL;
+			explicit_bzero(text, len);
+			free(text);
+		}
+		return path;
+	}
 	if (!path)
 		path = xstrdup("/var/lib/mailfeed/state.db");
-	if (access(path, R_OK) != 0) {
+	if (!db_is_dsn(path) && access(path, R_OK) != 0) {
 		free(path);
 		return NULL;
 	}
@@ -418,8 +453,10 @@ int cmd_status(int argc, char **argv, const char *config)
 		fallback = state_path_fallback(config);
 		if (!fallback)
 			return 2;
+		char *shown = dsn_redact(fallback);
 		fprintf(stderr, "mailfeed: %s has problems; showing the state in %s\n", config,
-			fallback);
+			shown);
+		free(shown);
 	}
 	const char *state = cfg ? cfg->gateway.state : fallback;
 	struct store *st = store_open(state, err, sizeof err);

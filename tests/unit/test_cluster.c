@@ -1,7 +1,10 @@
 /* test_cluster.c — instances, leases and claims on SQLite: one holder at a
  * time, take-over only after expiry with a new epoch, a lost lease is
- * known locally, release frees at once; claims are shared, finished only
+ * known locally, release frees at once; the leases and the live instances
+ * are listed, instances also without joining, and the local checks are
+ * safe from another thread; claims are shared, finished only
  * by their claimer, and come back marked after their claimer's deadline. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -185,6 +188,124 @@ static void test_instances(void **state)
 	assert_string_equal(s.holds[1 - ia], "m3");
 }
 
+struct lease_rows {
+	int n, mine;
+	int64_t max_left;
+	char names[4][32];
+};
+
+static void lease_row(const struct cluster_lease *l, void *arg)
+{
+	struct lease_rows *r = arg;
+	if (r->n < 4)
+		snprintf(r->names[r->n], sizeof r->names[0], "%s", l->name);
+	r->n++;
+	r->mine += l->mine;
+	if (l->left_ms > r->max_left)
+		r->max_left = l->left_ms;
+}
+
+static void test_leases_listed_and_live_instances(void **state)
+{
+	struct two *t = *state;
+	assert_int_equal(cluster_lease_acquire(t->a, "mailbox:x", NULL), 1);
+	assert_int_equal(cluster_lease_acquire(t->b, "mailbox:y", NULL), 1);
+	assert_int_equal(cluster_lease_acquire(t->a, "stage:process", NULL), 1);
+	struct lease_rows r = {0};
+	assert_int_equal(cluster_leases(t->a, "mailbox:", lease_row, &r), 0);
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.names[0], "mailbox:x");
+	assert_string_equal(r.names[1], "mailbox:y");
+	assert_int_equal(r.mine, 1);
+	assert_true(r.max_left > 0 && r.max_left <= 1000);
+	memset(&r, 0, sizeof r);
+	assert_int_equal(cluster_leases(t->a, "", lease_row, &r), 0);
+	assert_int_equal(r.n, 3);
+	assert_int_equal(r.mine, 2);
+	assert_int_equal(cluster_leases_held(t->a, "mailbox:"), 1);
+	assert_int_equal(cluster_leases_held(t->a, ""), 2);
+	assert_int_equal(cluster_leases_held(t->b, "stage:"), 0);
+	assert_int_equal(cluster_live_instances(t->a), 2);
+	/* b falls silent for longer than the lease: no longer live, and its
+	 * lease reads as expired (0 left) */
+	for (int i = 0; i < 4; i++) {
+		sleep_ms(300);
+		assert_int_equal(cluster_heartbeat(t->a), 0);
+	}
+	assert_int_equal(cluster_live_instances(t->a), 1);
+	assert_int_equal(cluster_leases_held(t->b, "mailbox:"), 0);
+	memset(&r, 0, sizeof r);
+	assert_int_equal(cluster_leases(t->a, "mailbox:y", lease_row, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.max_left, 0);
+}
+
+static void count_instance(const struct cluster_instance *in, void *arg)
+{
+	(*(int *)arg)++;
+	assert_true(in->now_ms >= in->heartbeat_ms);
+}
+
+static void test_instances_read_without_joining(void **state)
+{
+	char err[256];
+	char other[64];
+	state_file_new(other, sizeof other, "cluster-none");
+	struct db *db = db_open(other, err, sizeof err, NULL);
+	int n = 0;
+	/* never joined: nothing to show, not an error */
+	assert_int_equal(cluster_instances_db(db, count_instance, &n), 0);
+	assert_int_equal(n, 0);
+	struct cluster *cl = cluster_open(db, "2.0", 1000, err, sizeof err);
+	assert_non_null(cl);
+	assert_int_equal(cluster_instances_db(db, count_instance, &n), 0);
+	assert_int_equal(n, 1);
+	cluster_close(cl);
+	n = 0;
+	assert_int_equal(cluster_instances_db(db, count_instance, &n), 0);
+	assert_int_equal(n, 0); /* a closed instance left */
+	db_close(db);
+	state_file_remove(other);
+}
+
+struct checker {
+	const struct cluster *cl;
+	volatile int stop;
+	long checks;
+};
+
+static void *check_loop(void *arg)
+{
+	struct checker *c = arg;
+	while (!c->stop) {
+		cluster_lease_held(c->cl, "mailbox:z");
+		cluster_lease_left(c->cl, "mailbox:w");
+		cluster_leases_held(c->cl, "mailbox:");
+		c->checks++;
+	}
+	return NULL;
+}
+
+/* Local checks from another thread while the leases change. */
+static void test_local_checks_from_another_thread(void **state)
+{
+	struct two *t = *state;
+	struct checker c = {.cl = t->a};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, check_loop, &c), 0);
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(cluster_lease_acquire(t->a, "mailbox:z", NULL), 1);
+		assert_int_equal(cluster_lease_acquire(t->a, "mailbox:w", NULL), 1);
+		assert_true(cluster_heartbeat(t->a) >= 0);
+		assert_int_equal(cluster_lease_release(t->a, "mailbox:z"), 0);
+		assert_int_equal(cluster_lease_release(t->a, "mailbox:w"), 0);
+	}
+	c.stop = 1;
+	pthread_join(th, NULL);
+	assert_true(c.checks > 0);
+	assert_int_equal(cluster_leases_held(t->a, ""), 0);
+}
+
 static void test_claims(void **state)
 {
 	struct two *t = *state;
@@ -253,6 +374,9 @@ int main(void)
 	    cmocka_unit_test(test_gone_process_of_this_host),
 	    cmocka_unit_test_setup_teardown(test_one_holder_and_take_over, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_leases_listed_and_live_instances, setup, teardown),
+	    cmocka_unit_test(test_instances_read_without_joining),
+	    cmocka_unit_test_setup_teardown(test_local_checks_from_another_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
