@@ -134,7 +134,8 @@ static void forget_gone_here(struct cluster *cl, const char *host)
 	}
 	db_finalize(s);
 	for (size_t i = 0; i < gone.n; i++) {
-		s = prep(cl, "DELETE FROM leases WHERE holder=?1", NULL);
+		/* expired rather than deleted: the next holder's epoch follows */
+		s = prep(cl, "UPDATE leases SET expires=0 WHERE holder=?1", NULL);
 		if (s)
 			db_bind_text(s, 1, gone.v[i], -1);
 		if (run(s) != DB_DONE)
