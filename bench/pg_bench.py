@@ -210,9 +210,10 @@ def main():
                                              "first->last", "posts/s"))
         base = None
         for n, whole, busy in rows:
-            base = base or total / busy
-            print("%-14d %11.2fs %10.0f %15.2fs %10.0f  (%.2fx one instance)" % (
-                n, whole, total / whole, busy, total / busy, (total / busy) / base))
+            base = base or total / whole
+            print("%-14d %11.2fs %10.0f %15.2fs %10s  (%.2fx one instance, start->done)" % (
+                n, whole, total / whole, busy,
+                "%.0f" % (total / busy) if busy >= 0.05 else "-", (total / whole) / base))
         print("machine: %d CPUs (the daemons, PostgreSQL and the harness share them)"
               % os.cpu_count())
     finally:

@@ -149,7 +149,7 @@ static int reconcile_one(struct store *st, const struct feed_backend_ops *ops, v
 	struct outbox_loaded l;
 	char *remote = NULL;
 	if (outbox_load(st, id, &l) < 0)
-		return 0;
+		return outbox_mark_unreadable(st, id) < 0 ? -1 : 0;
 	struct upload_log ul = {.st = st};
 	pthread_mutex_init(&ul.mu, NULL);
 	l.item.remote_known = known_remote;
@@ -207,7 +207,7 @@ static int reconcile_stale(struct store *st, const struct feed_backend_ops *ops,
 /* A thread that renews this instance's claims every third of their length
  * while the backend delivers (the connection is shared with the backend's
  * callbacks under the upload log's lock). */
-struct keeper {
+struct renewer {
 	struct upload_log *ul;
 	int64_t claim_ms;
 	pthread_mutex_t mu;
@@ -216,9 +216,9 @@ struct keeper {
 	pthread_t th;
 };
 
-static void *keeper_main(void *arg)
+static void *renewer_main(void *arg)
 {
-	struct keeper *k = arg;
+	struct renewer *k = arg;
 	pthread_mutex_lock(&k->mu);
 	while (!k->stop) {
 		struct timespec ts;
@@ -241,7 +241,7 @@ static void *keeper_main(void *arg)
 	return NULL;
 }
 
-static void keeper_start(struct keeper *k, struct upload_log *ul, int64_t claim_ms)
+static void renewer_start(struct renewer *k, struct upload_log *ul, int64_t claim_ms)
 {
 	memset(k, 0, sizeof *k);
 	k->ul = ul;
@@ -252,10 +252,10 @@ static void keeper_start(struct keeper *k, struct upload_log *ul, int64_t claim_
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&k->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	k->running = pthread_create(&k->th, NULL, keeper_main, k) == 0;
+	k->running = pthread_create(&k->th, NULL, renewer_main, k) == 0;
 }
 
-static void keeper_stop(struct keeper *k)
+static void renewer_stop(struct renewer *k)
 {
 	pthread_mutex_lock(&k->mu);
 	k->stop = 1;
@@ -343,7 +343,7 @@ static void batch_deliver(struct store *st, const struct feed_backend_ops *ops, 
 			  struct batch *b, int64_t claim_ms)
 {
 	struct upload_log ul = {.st = st};
-	struct keeper k;
+	struct renewer k;
 	pthread_mutex_init(&ul.mu, NULL);
 	for (size_t i = 0; i < b->k; i++) {
 		b->items[i].uploaded = note_upload;
@@ -352,11 +352,11 @@ static void batch_deliver(struct store *st, const struct feed_backend_ops *ops, 
 		b->items[i].remote_known_arg = &ul;
 	}
 	if (!ops->uses_store)
-		keeper_start(&k, &ul, claim_ms);
+		renewer_start(&k, &ul, claim_ms);
 	if (b->k > 0)
 		deliver_unless_there(ops, ctx, b->ls, b->items, b->k, b->res);
 	if (!ops->uses_store)
-		keeper_stop(&k);
+		renewer_stop(&k);
 	pthread_mutex_destroy(&ul.mu);
 }
 

@@ -430,13 +430,26 @@ static void txt_put(struct buf *b, const char *s, const char *indent)
 	}
 }
 
+/* The texts of a window of TEXT_WINDOW neighbouring rows of a rendering,
+ * read in one query: a big group never sits whole in memory, and a
+ * rendering costs a round trip per window rather than per item (the state
+ * may be a database server). */
+#define TEXT_WINDOW 64
+struct text_window {
+	struct store *st;
+	const struct row *rows;
+	size_t n, lo, hi; /* rows[lo..hi) have their texts in txt */
+	char *txt[TEXT_WINDOW];
+};
+
 struct row {
 	long long id, parent;
 	char *author_name, *author_email, *subject, *text;
 	json_t *tags;
 	json_t *files; /* what files_keep made of the attachments, or NULL */
 	time_t created;
-	struct store *st; /* text left in the table: read with row_text */
+	struct text_window *win; /* text left in the table: read with row_text */
+	size_t idx;		 /* the row's place in the window's rows */
 };
 
 static void rows_free(struct row *r, size_t n)
@@ -458,22 +471,60 @@ static char *col_dup(struct db_stmt *s, int i)
 	return t ? xstrdup(t) : NULL;
 }
 
-/* The text of r (owned): loaded with the row, or read now.  The renderings
- * read the texts one row at a time, so that a big group never sits whole
- * in memory. */
+static void window_clear(struct text_window *w)
+{
+	for (size_t i = 0; i < TEXT_WINDOW; i++) {
+		free(w->txt[i]);
+		w->txt[i] = NULL;
+	}
+	w->lo = w->hi = 0;
+}
+
+/* The text query of a window: TEXT_WINDOW ids (unused ones 0). */
+static const char *window_sql(void)
+{
+	static char sql[64 + 3 * TEXT_WINDOW];
+	if (!sql[0]) {
+		size_t k = (size_t)snprintf(sql, sizeof sql,
+					    "SELECT id, text FROM local_items WHERE id IN (?");
+		for (int i = 1; i < TEXT_WINDOW; i++)
+			k += (size_t)snprintf(sql + k, sizeof sql - k, ",?");
+		snprintf(sql + k, sizeof sql - k, ")");
+	}
+	return sql;
+}
+
+/* Reads the texts of the rows around i (half before, half after: the
+ * renderings walk the rows both ways). */
+static void window_load(struct text_window *w, size_t i)
+{
+	struct db_stmt *s;
+	window_clear(w);
+	w->lo = i >= TEXT_WINDOW / 2 ? i - TEXT_WINDOW / 2 : 0;
+	w->hi = w->lo + TEXT_WINDOW < w->n ? w->lo + TEXT_WINDOW : w->n;
+	if (!(s = store_stmt(w->st, window_sql())))
+		return;
+	for (size_t k = 0; k < TEXT_WINDOW; k++)
+		db_bind_int64(s, (int)k + 1, w->lo + k < w->hi ? w->rows[w->lo + k].id : 0);
+	while (db_step(s) == DB_ROW) {
+		long long id = db_column_int64(s, 0);
+		for (size_t k = w->lo; k < w->hi; k++)
+			if (w->rows[k].id == id && !w->txt[k - w->lo])
+				w->txt[k - w->lo] = col_dup(s, 1);
+	}
+	store_stmt_done(w->st, s);
+}
+
+/* The text of r (owned): loaded with the row, or read with its window. */
 static char *row_text(const struct row *r)
 {
-	char *t = NULL;
-	struct db_stmt *s;
-	if (r->text || !r->st)
+	struct text_window *w = r->win;
+	if (r->text || !w)
 		return xstrdup(r->text ? r->text : "");
-	if ((s = store_stmt(r->st, "SELECT text FROM local_items WHERE id=?"))) {
-		db_bind_int64(s, 1, r->id);
-		if (db_step(s) == DB_ROW)
-			t = col_dup(s, 0);
-		store_stmt_done(r->st, s);
-	}
-	return t ? t : xstrdup("");
+	if (r->idx < w->lo || r->idx >= w->hi)
+		window_load(w, r->idx);
+	const char *t = r->idx >= w->lo && r->idx < w->hi ? w->txt[r->idx - w->lo] : NULL;
+	return xstrdup(t ? t : "");
 }
 
 /* Items of group created after since, oldest first (at most limit newest
@@ -509,7 +560,8 @@ static int rows_load(struct store *st, const char *group, time_t since, int limi
 		r->author_email = col_dup(s, 3);
 		r->subject = col_dup(s, 4);
 		r->text = col_dup(s, 5);
-		r->st = with_text ? NULL : st;
+		r->win = NULL;
+		r->idx = 0;
 		const char *t = db_column_text(s, 6);
 		r->tags = t ? json_loads(t, 0, NULL) : NULL;
 		r->created = (time_t)db_column_int64(s, 7);
@@ -781,6 +833,11 @@ static int local_render(struct local_ctx *c, const char *group)
 		log_error("local.error group=%s error=%s", group, LOG_Q(store_errmsg(c->st)));
 		return -1;
 	}
+	struct text_window win = {.st = c->st, .rows = rows, .n = n};
+	for (size_t i = 0; i < n; i++) {
+		rows[i].win = &win;
+		rows[i].idx = i;
+	}
 	buf_init(&b);
 	for (int k = 0; k < 2; k++) {
 		struct out_file o;
@@ -796,6 +853,7 @@ static int local_render(struct local_ctx *c, const char *group)
 		free(o.path);
 	}
 	buf_free(&b);
+	window_clear(&win);
 	rows_free(rows, n);
 	return rc;
 }
@@ -950,7 +1008,7 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it, c
 	if (!(s = store_stmt(c->st, "INSERT INTO local_items(key, grp, parent,"
 				    " author_name, author_email, subject, text, hashtags,"
 				    " attachments, created) VALUES(?,?,?,?,?,?,?,?,?,?)"
-				    " ON CONFLICT DO NOTHING")))
+				    " ON CONFLICT DO NOTHING RETURNING id")))
 		goto store_error;
 	db_bind_text(s, 1, it->key, -1);
 	db_bind_text(s, 2, it->group, -1);
@@ -965,11 +1023,14 @@ static void local_deliver_one(struct local_ctx *c, const struct feed_item *it, c
 	free(tags);
 	db_bind_text(s, 9, files, -1);
 	db_bind_int64(s, 10, (int64_t)time(NULL));
+	/* a row: the new item's id; none: it was there already */
 	int rc = db_step(s);
+	long long id = rc == DB_ROW ? (long long)db_column_int64(s, 0) : 0;
 	store_stmt_done(c->st, s);
-	if (rc != DB_DONE)
+	if (rc != DB_DONE && rc != DB_ROW)
 		goto store_error;
-	long long id = id_of_key(c->st, it->key);
+	if (id <= 0)
+		id = id_of_key(c->st, it->key);
 	if (id <= 0)
 		goto store_error;
 	r->status = FEED_OK;

@@ -18,7 +18,18 @@
  * connection puts it back to 'pending' with a growing delay (30 s, 60 s,
  * … 1 h); a 5xx answer, or a notice still not taken a day after it was
  * queued, makes it 'failed' with a log line.  An answer lost after the
- * data leaves it 'sending' (maybe delivered: not repeated). */
+ * data leaves it 'sending' (maybe delivered: not repeated).
+ *
+ * Several instances sharing the state each run a sender: a sender first
+ * claims the due notices it is about to send (claimed_by = its instance,
+ * claim_until = a deadline in the database's clock), picked with FOR
+ * UPDATE SKIP LOCKED on PostgreSQL, in one BEGIN IMMEDIATE transaction on
+ * SQLite, so two senders never pick the same notice; the commit above
+ * turns a row into 'sending' only while the claim is still this sender's.
+ * A claim whose claimer stopped before that commit (its process is gone
+ * from this host, or the deadline passed) delivered nothing: the notice
+ * is claimed again and sent.  A 'sending' row whose claimer stopped
+ * follows the rule above: maybe delivered, never repeated. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -29,6 +40,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "mailfeed/claims.h"
 #include "mailfeed/compose.h"
 #include "mailfeed/log.h"
 #include "mailfeed/notice.h"
@@ -38,6 +50,10 @@
 #define NOTICE_GIVE_UP 86400	/* a notice not taken after this long is dropped */
 #define NOTICE_BACKOFF_MIN 30	/* first retry after a temporary failure */
 #define NOTICE_BACKOFF_MAX 3600 /* the longest wait between two attempts */
+/* How long a claim on due notices lasts (ms): a group's transfers to the
+ * relay take far less; a sender that stops holds them up this long at
+ * most (one of this host: not at all). */
+#define NOTICE_CLAIM_MS (15 * 60 * 1000)
 
 /* One due notice of a group. */
 struct due {
@@ -90,9 +106,17 @@ long notice_waiting(struct store *st)
 long notice_next_due(struct store *st)
 {
 	struct db_stmt *s;
+	struct db *db = store_db(st);
 	long at = 0;
-	if (!(s = db_prepare(store_db(st),
-			     "SELECT MIN(next_at) FROM notice_queue WHERE state='pending'")))
+	/* a notice another sender claimed is due for this one when the claim
+	 * ends (if it has not been sent by then) */
+	char *sql = xasprintf("SELECT MIN(CASE WHEN claimed_by IS NOT NULL AND claim_until >= %s"
+			      " THEN claim_until / 1000 + 1 ELSE next_at END)"
+			      " FROM notice_queue WHERE state='pending'",
+			      claims_now_sql(db));
+	s = db_prepare(db, sql);
+	free(sql);
+	if (!s)
 		return 0;
 	if (db_step(s) == DB_ROW && !db_column_is_null(s, 0))
 		at = (long)db_column_int64(s, 0);
@@ -109,7 +133,8 @@ static struct due *due_of(struct group_ctx *g, const struct smtp_message *m)
 }
 
 /* smtp_send_group's before_end: one commit records the held notices as
- * 'sending'; only those this commit took are let go. */
+ * 'sending' (those still claimed by this sender); only those this commit
+ * took are let go. */
 static void record_sending(void *arg, struct smtp_message **held, size_t n)
 {
 	struct group_ctx *g = arg;
@@ -117,11 +142,12 @@ static void record_sending(void *arg, struct smtp_message **held, size_t n)
 	int ok = store_begin(g->st) == 0 &&
 		 (s = db_prepare(store_db(g->st),
 				 "UPDATE notice_queue SET state='sending', attempts=attempts+1"
-				 " WHERE id=? AND state='pending'"));
+				 " WHERE id=?1 AND state='pending' AND claimed_by=?2"));
 	for (size_t i = 0; i < n && ok; i++) {
 		struct due *d = due_of(g, held[i]);
 		db_reset(s);
 		db_bind_int64(s, 1, d->id);
+		db_bind_text(s, 2, store_instance(g->st), -1);
 		if (db_step(s) != DB_DONE)
 			ok = 0;
 		else
@@ -144,15 +170,19 @@ static void set_row(struct store *st, int64_t id, const char *state, long next_a
 		    const char *error)
 {
 	struct db_stmt *s;
+	/* back to 'pending': the claim goes with it, for any sender to take */
 	if (!(s = db_prepare(store_db(st),
-			     "UPDATE notice_queue SET state=?, next_at=?, error=?,"
-			     " attempts=attempts+CASE WHEN state='pending' THEN 1 ELSE 0 END"
-			     " WHERE id=? AND state IN ('pending','sending')")))
+			     "UPDATE notice_queue SET state=?1, next_at=?2, error=?3,"
+			     " attempts=attempts+CASE WHEN state='pending' THEN 1 ELSE 0 END,"
+			     " claimed_by=CASE WHEN ?1='pending' THEN NULL ELSE claimed_by END,"
+			     " claim_until=CASE WHEN ?1='pending' THEN NULL ELSE claim_until END"
+			     " WHERE id=?4 AND state IN ('pending','sending') AND claimed_by=?5")))
 		return;
 	db_bind_text(s, 1, state, -1);
 	db_bind_int64(s, 2, next_at);
 	db_bind_text(s, 3, error, -1);
 	db_bind_int64(s, 4, id);
+	db_bind_text(s, 5, store_instance(st), -1);
 	if (db_step(s) != DB_DONE)
 		log_error("notice.error error=\"cannot record the result\" detail=%s",
 			  LOG_Q(store_errmsg(st)));
@@ -201,37 +231,110 @@ static void due_finish(struct store *st, struct due *d, time_t now)
 		 d->reason, wait, q2);
 }
 
-/* Up to SMTP_GROUP_MAX due notices; *n how many. */
-static struct due *due_read(struct store *st, time_t now, size_t *n)
+/* Claims of this host's senders that were killed are given up at once,
+ * not at their deadline. */
+static void release_dead_claims(struct store *st)
 {
-	struct db_stmt *s;
-	struct due *d = xcalloc(SMTP_GROUP_MAX, sizeof *d);
-	*n = 0;
-	if (!(s = db_prepare(store_db(st),
-			     "SELECT id, address, reason, mail, attempts, created"
-			     " FROM notice_queue WHERE state='pending' AND next_at <= ?"
-			     " ORDER BY next_at, id LIMIT ?")))
-		return d;
-	db_bind_int64(s, 1, (int64_t)now);
-	db_bind_int64(s, 2, SMTP_GROUP_MAX);
-	while (*n < SMTP_GROUP_MAX && db_step(s) == DB_ROW) {
-		struct due *x = &d[(*n)++];
-		size_t len = 0;
-		const void *blob = db_column_blob(s, 3, &len);
-		x->id = db_column_int64(s, 0);
-		x->address = xstrdup(db_column_text(s, 1));
-		x->reason = xstrdup(db_column_text(s, 2));
-		x->mail = xmalloc(len + 1);
-		if (len)
-			memcpy(x->mail, blob, len);
-		x->mail[len] = 0;
-		x->attempts = (long)db_column_int64(s, 4);
-		x->created = (time_t)db_column_int64(s, 5);
-		x->m.to = x->address;
-		x->m.data = x->mail;
-		x->m.len = len;
-	}
+	struct db *db = store_db(st);
+	struct strlist dead = {0};
+	char *sql = xasprintf("SELECT DISTINCT claimed_by FROM notice_queue WHERE state='pending'"
+			      " AND claimed_by IS NOT NULL AND claim_until >= %s",
+			      claims_now_sql(db));
+	struct db_stmt *s = db_prepare(db, sql);
+	free(sql);
+	while (s && db_step(s) == DB_ROW)
+		if (claims_claimer_gone(db_column_text(s, 0)))
+			strlist_add(&dead, db_column_text(s, 0));
 	db_finalize(s);
+	for (size_t i = 0; i < dead.n; i++) {
+		if (!(s = db_prepare(db, "UPDATE notice_queue SET claimed_by=NULL, claim_until=NULL"
+					 " WHERE state='pending' AND claimed_by=?1")))
+			break;
+		db_bind_text(s, 1, dead.v[i], -1);
+		db_step(s);
+		db_finalize(s);
+	}
+	strlist_free(&dead);
+}
+
+/* Parameters: ?1 this sender, ?2 claim length (ms), ?3 now, ?4 how many. */
+#define DUE_PICK(NOW)                                                                              \
+	"SELECT id FROM notice_queue WHERE state='pending' AND next_at <= ?3"                      \
+	" AND (claimed_by IS NULL OR claim_until IS NULL OR claim_until < " NOW ")"                \
+	" ORDER BY next_at, id LIMIT ?4"
+#define DUE_SET(NOW) " SET claimed_by=?1, claim_until=" NOW " + ?2"
+#define DUE_COLUMNS "id, address, reason, mail, attempts, created"
+/* PostgreSQL: rows locked as they are picked, those another sender is
+ * picking skipped; SQLite: one writer at a time (BEGIN IMMEDIATE). */
+static const char claim_pg[] = "WITH picked AS (" DUE_PICK(
+    CLAIMS_NOW_PG) " FOR UPDATE SKIP LOCKED)"
+		   " UPDATE notice_queue" DUE_SET(
+		       CLAIMS_NOW_PG) " FROM picked WHERE notice_queue.id=picked.id"
+				      " RETURNING notice_queue.id, address, reason, mail, "
+				      "attempts, created";
+static const char claim_sqlite[] = "UPDATE notice_queue" DUE_SET(
+    CLAIMS_NOW_SQLITE) " WHERE id IN (" DUE_PICK(CLAIMS_NOW_SQLITE) ") RETURNING " DUE_COLUMNS;
+
+static void due_fill(struct db_stmt *s, struct due *x)
+{
+	size_t len = 0;
+	const void *blob = db_column_blob(s, 3, &len);
+	x->id = db_column_int64(s, 0);
+	x->address = xstrdup(db_column_text(s, 1));
+	x->reason = xstrdup(db_column_text(s, 2));
+	x->mail = xmalloc(len + 1);
+	if (len)
+		memcpy(x->mail, blob, len);
+	x->mail[len] = 0;
+	x->attempts = (long)db_column_int64(s, 4);
+	x->created = (time_t)db_column_int64(s, 5);
+	x->m.to = x->address;
+	x->m.data = x->mail;
+	x->m.len = len;
+}
+
+static void due_free(struct due *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(d[i].address);
+		free(d[i].reason);
+		free(d[i].mail);
+	}
+	free(d);
+}
+
+/* Claims up to SMTP_GROUP_MAX notices due at now for this sender (rules
+ * at the top); *n how many. */
+static struct due *due_claim(struct store *st, time_t now, size_t *n)
+{
+	struct db *db = store_db(st);
+	struct due *d = xcalloc(SMTP_GROUP_MAX, sizeof *d);
+	int own_tx = db_engine(db) == DB_SQLITE && !db_in_transaction(db), rc = DB_FAIL;
+	struct db_stmt *s = NULL;
+	*n = 0;
+	release_dead_claims(st);
+	if (own_tx && store_begin(st) < 0)
+		return d;
+	if ((s = db_prepare(db, db_sql(db, claim_sqlite, claim_pg)))) {
+		db_bind_text(s, 1, store_instance(st), -1);
+		db_bind_int64(s, 2, NOTICE_CLAIM_MS);
+		db_bind_int64(s, 3, (int64_t)now);
+		db_bind_int64(s, 4, SMTP_GROUP_MAX);
+		while ((rc = db_step(s)) == DB_ROW && *n < SMTP_GROUP_MAX)
+			due_fill(s, &d[(*n)++]);
+		db_finalize(s);
+	}
+	if (own_tx && (rc != DB_DONE || store_commit(st) < 0)) {
+		store_rollback(st);
+		rc = DB_FAIL;
+	}
+	if (rc != DB_DONE) {
+		log_error("notice.error error=\"cannot claim the due notices\" detail=%s",
+			  LOG_Q(store_errmsg(st)));
+		due_free(d, *n);
+		*n = 0;
+		return xcalloc(SMTP_GROUP_MAX, sizeof *d);
+	}
 	return d;
 }
 
@@ -239,19 +342,15 @@ int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from
 {
 	struct smtp_message *msgs[SMTP_GROUP_MAX];
 	size_t n;
-	struct due *d = due_read(st, now, &n);
+	struct due *d = due_claim(st, now, &n);
 	struct group_ctx g = {st, d, n};
 	for (size_t i = 0; i < n; i++)
 		msgs[i] = &d[i].m;
 	if (n)
 		smtp_send_group(c, from_addr, msgs, n, record_sending, &g);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		due_finish(st, &d[i], now);
-		free(d[i].address);
-		free(d[i].reason);
-		free(d[i].mail);
-	}
-	free(d);
+	due_free(d, n);
 	return (int)n;
 }
 

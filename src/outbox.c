@@ -371,7 +371,8 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 {
 	struct db_stmt *s =
 	    store_kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
-			   " o.created, p.remote_id FROM outbox o"
+			   " o.created, p.remote_id,"
+			   " EXISTS(SELECT 1 FROM attachments a WHERE a.item=o.id) FROM outbox o"
 			   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
 	memset(l, 0, sizeof *l);
 	if (!s)
@@ -391,6 +392,8 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 	l->attempts = (long)db_column_int64(s, 5);
 	l->created = (time_t)db_column_int64(s, 6);
 	l->parent_remote_id = col_dup(s, 7);
+	/* most items have no file: no second round trip for them */
+	int has_files = db_column_int64(s, 8) != 0;
 	store_stmt_done(st, s);
 	if (!p) {
 		outbox_loaded_free(l);
@@ -419,7 +422,7 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 			strlist_add(&l->recipients, json_string_value(v));
 	}
 	json_decref(p);
-	if (load_attachments(st, l) < 0) {
+	if (has_files && load_attachments(st, l) < 0) {
 		outbox_loaded_free(l);
 		return -1;
 	}
@@ -627,10 +630,12 @@ static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
 					   " RETURNING outbox.id";
 
 /* Claims left by a claimer that is gone: inflight past their deadline (or
- * from before claims had one). */
+ * from before claims had one), or this instance's own at the start of a
+ * pass (a batch whose results could not be recorded: the database went
+ * away meanwhile). */
 #define STALE_PICK(NOW)                                                                            \
-	"SELECT id FROM outbox WHERE state='inflight'"                                             \
-	" AND (claim_until IS NULL OR claim_until < " NOW ") ORDER BY id LIMIT ?2"
+	"SELECT id FROM outbox WHERE state='inflight' AND (claim_until IS NULL"                    \
+	" OR claim_until < " NOW " OR claimed_by=?1) ORDER BY id LIMIT ?2"
 static const char stale_sqlite[] =
     "UPDATE outbox SET claimed_by=?1, claim_until=" NOW_SQLITE " + ?3"
     " WHERE id IN (" STALE_PICK(NOW_SQLITE) ") RETURNING id";
@@ -742,11 +747,34 @@ static int release_gone(struct store *st)
 	return rc == DB_DONE ? 0 : -1;
 }
 
+/* Whether any claim lapsed: one read, so that a pass with none takes no
+ * write lock.  1, 0 or -1. */
+static int any_stale(struct store *st)
+{
+	struct db_stmt *s = store_prep(
+	    st, db_sql(store_db(st),
+		       "SELECT 1 FROM outbox WHERE state='inflight' AND (claim_until IS NULL"
+		       " OR claim_until < " NOW_SQLITE " OR claimed_by=?1) LIMIT 1",
+		       "SELECT 1 FROM outbox WHERE state='inflight' AND (claim_until IS NULL"
+		       " OR claim_until < " NOW_PG " OR claimed_by=?1) LIMIT 1"));
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, store_instance(st), -1);
+	int rc = db_step(s);
+	db_finalize(s);
+	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
+}
+
 int outbox_claim_stale(struct store *st, size_t max, int64_t claim_ms, int64_t **ids, size_t *n)
 {
 	*ids = NULL;
 	*n = 0;
-	if (release_gone(st) < 0 || store_begin(st) < 0)
+	if (release_gone(st) < 0)
+		return -1;
+	int any = any_stale(st);
+	if (any <= 0)
+		return any;
+	if (store_begin(st) < 0)
 		return -1;
 	struct db_stmt *s = store_prep(st, db_sql(store_db(st), stale_sqlite, stale_pg));
 	int rc = -1;

@@ -38,7 +38,9 @@ void outbox_loaded_free(struct outbox_loaded *l);
 int outbox_claim_due(struct store *st, time_t now, size_t batch, int64_t claim_ms, int64_t **ids,
 		     size_t *n, int *dead);
 /* Claims up to max items left inflight by a claimer that is gone: past
- * their deadline, or of a process of this host that no longer runs.  They
+ * their deadline, or of a process of this host that no longer runs (or
+ * this instance's own, left by a batch whose results could not be
+ * recorded: a pass starts with none of its own in flight).  They
  * may have reached the service: reconcile them first.  *ids owned, oldest
  * first.  0 or -1. */
 int outbox_claim_stale(struct store *st, size_t max, int64_t claim_ms, int64_t **ids, size_t *n);

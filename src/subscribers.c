@@ -488,12 +488,14 @@ int subscribers_load(struct store *st, const struct mf_config *cfg, int feed,
 	if (!(s = db_prepare(store_db(st),
 			     feed ? db_sql(store_db(st), feed_sql_sqlite, feed_sql_pg) : own_sql)))
 		return -1;
+	int rc = DB_DONE;
 	bind_text(s, 1, only_email);
 	bind_text(s, 2, after_email);
-	if (feed)
-		bind_text(s, 3, after_freq);
+	/* bound for own_sql too, which leaves it out: PostgreSQL wants a type
+	 * for every parameter up to the highest */
+	bind_text(s, 3, after_freq ? after_freq : "");
 	db_bind_int64(s, 4, SUBSCRIBERS_BATCH);
-	while (n < SUBSCRIBERS_BATCH && db_step(s) == DB_ROW) {
+	while (n < SUBSCRIBERS_BATCH && (rc = db_step(s)) == DB_ROW) {
 		struct subscriber *sub = &subs[n++];
 		const char *tz = db_column_text(s, 4);
 		memset(sub, 0, sizeof *sub);
@@ -511,6 +513,11 @@ int subscribers_load(struct store *st, const struct mf_config *cfg, int feed,
 			feed_labels(cfg, &sub->groups);
 	}
 	db_finalize(s);
+	if (n < SUBSCRIBERS_BATCH && rc == DB_FAIL) {
+		while (n > 0)
+			subscribers_clear(&subs[--n]);
+		return -1;
+	}
 	return n;
 }
 

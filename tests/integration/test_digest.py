@@ -168,13 +168,12 @@ def db(cfg):
 def add_item(cfg, key, text, subject=None, parent=None, created=None,
              author=("Ann", "ann@example.org"), grp="team-group"):
     con = db(cfg)
-    cur = con.execute(
+    (rowid,) = con.execute(
         "INSERT INTO local_items(key, grp, parent, author_name, author_email, subject, text,"
-        " created) VALUES(?,?,?,?,?,?,?,?)",
+        " created) VALUES(?,?,?,?,?,?,?,?) RETURNING id",
         (key, grp, parent, author[0], author[1], subject, text,
-         created or int(time.time()) - 5))
+         created or int(time.time()) - 5)).fetchone()
     con.commit()
-    rowid = cur.lastrowid
     con.close()
     return rowid
 
@@ -244,7 +243,7 @@ def test_digest_now_content_and_headers(tmp_path, sink):
     assert subj.startswith("Re: Budget <Q3> Bcc:")
     # recorded: sent once, Message-ID known for In-Reply-To matching
     con = db(cfg)
-    assert con.execute("SELECT state FROM digest_runs").fetchall() == [("sent",)]
+    assert [tuple(r) for r in con.execute("SELECT state FROM digest_runs")] == [("sent",)]
     assert con.execute("SELECT COUNT(*) FROM sent_ids WHERE message_id=?",
                        (m["Message-ID"].strip("<>"),)).fetchone()[0] == 1
     assert con.execute("SELECT last_sent FROM subscribers").fetchone()[0] is not None
@@ -333,7 +332,7 @@ def test_subscribe_and_unsubscribe_commands(tmp_path, sink):
     assert r.returncode == 0, r.stderr
     con = db(cfg)
     row = con.execute("SELECT email, groups, frequency, hour, tz FROM subscribers").fetchone()
-    assert row == ("dana@example.org", "team,0F9000000000001", "weekly", 9, "Europe/Berlin")
+    assert tuple(row) == ("dana@example.org", "team,0F9000000000001", "weekly", 9, "Europe/Berlin")
     con.close()
     for bad in (["x@y.org", "--groups", "team", "--tz", "Mars/Olympus"],
                 ["not-an-email", "--groups", "team"],
@@ -424,7 +423,7 @@ def test_reply_becomes_comment_and_refusals(dovecot, tmp_path, sink):
     con = db(cfg)
     rows = con.execute("SELECT parent, author_email, text FROM local_items WHERE parent IS NOT"
                        " NULL").fetchall()
-    assert rows == [(post, "bob@example.org", "Yes, Tuesday.")], rows
+    assert [tuple(r) for r in rows] == [(post, "bob@example.org", "Yes, Tuesday.")], rows
     reasons = [r[0] for r in con.execute("SELECT reason FROM messages WHERE state='skipped'")]
     con.close()
     assert any("belongs to someone else" in r for r in reasons), reasons

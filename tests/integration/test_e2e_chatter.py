@@ -29,7 +29,8 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from conftest import daemon_log, start_daemon, stop_daemon, wait_for, write_config
+from conftest import (PgConnection, daemon_log, start_daemon, state_db, stop_daemon, wait_for,
+                      write_config)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOUBLE = os.path.join(HERE, "doubles", "chatter_double.py")
@@ -307,12 +308,18 @@ def segments(el):
 
 
 def count(state_path, sql):
-    if not os.path.exists(state_path):
+    """sql's single number on the state (SQLite file or PostgreSQL DSN), or
+    -1 while the state or its schema is not there yet, or is busy."""
+    is_dsn = state_path.startswith(("postgresql://", "postgres://"))
+    if not is_dsn and not os.path.exists(state_path):
         return -1
-    con = sqlite3.connect(state_path, timeout=10)
+    try:
+        con = PgConnection(state_path) if is_dsn else sqlite3.connect(state_path, timeout=10)
+    except Exception:
+        return -1  # the database is being restarted
     try:
         return con.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:
+    except Exception:
         return -1  # schema not there yet, or busy
     finally:
         con.close()
@@ -425,8 +432,9 @@ def test_300_messages_with_kills_token_expiry_and_outage(dovecot, tmp_path):
         assert "SERVER_UNAVAILABLE" in logs and "outbox.retrying" in logs
         assert "outbox.reconciled" in logs
 
-        con = sqlite3.connect(cfg.state)
-        states = dict(con.execute("SELECT state, COUNT(*) FROM messages GROUP BY state"))
+        con = state_db(cfg)
+        states = {r[0]: r[1] for r in
+                  con.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()}
         skipped = [r[0] for r in con.execute("SELECT reason FROM messages WHERE state='skipped'")]
         con.close()
         assert states == {"delivered": n_items, "skipped": len(autos)}, states
@@ -574,8 +582,9 @@ def test_lost_answers_and_failed_posts_make_nothing_twice(dovecot, tmp_path):
         assert st["posts"][2]["capabilities"]["files"]["items"] == \
             [{"id": st["files"][0]["id"], "title": "agenda.pdf", "contentSize": len(pdf)}]
         assert st["comments"][0]["feedElement"]["id"] == st["posts"][1]["id"]
-        con = sqlite3.connect(cfg.state)
-        rows = con.execute("SELECT key, state, remote_id FROM outbox ORDER BY id").fetchall()
+        con = state_db(cfg)
+        rows = [tuple(r) for r in
+                con.execute("SELECT key, state, remote_id FROM outbox ORDER BY id").fetchall()]
         con.close()
         assert rows == [(keys[0], "delivered", st["posts"][0]["id"]),
                         (keys[1], "delivered", st["posts"][1]["id"]),

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (MAILFEED, run_mailfeed, start_daemon, stop_daemon, daemon_log, wait_for,
-                      write_config)
+from conftest import (MAILFEED, run_mailfeed, start_daemon, state_db, stop_daemon, daemon_log,
+                      wait_for, write_config)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEBHOOK_DOUBLE = os.path.join(HERE, "doubles", "webhook_double.py")
@@ -40,15 +40,23 @@ def msg(i, subject=None, body=None, extra="", date_min=None):
             % (subject, i, minute, extra, body)).encode()
 
 
+def is_dsn(state):
+    return state.startswith(("postgresql://", "postgres://"))
+
+
 def query(cfg, sql, *args):
-    """Rows of a query on the state, [] while the daemon has not created it."""
-    if not os.path.exists(cfg.state):
+    """Rows of a query on the state (SQLite or PostgreSQL), [] while the
+    daemon has not created it."""
+    if not is_dsn(cfg.state) and not os.path.exists(cfg.state):
         return []
-    con = sqlite3.connect(cfg.state, timeout=30)
     try:
-        return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
+        con = state_db(cfg) if is_dsn(cfg.state) else sqlite3.connect(cfg.state, timeout=30)
+    except Exception:
         return []
+    try:
+        return [tuple(r) for r in con.execute(sql, args).fetchall()]
+    except Exception:
+        return []  # the schema is not there yet
     finally:
         con.close()
 
@@ -274,7 +282,7 @@ def test_smtp_refusing_then_accepting(tmp_path, smtp_sink, tls_ca):
                                                          "frequency": "daily"}})
     r = run_mailfeed(cfg.path, "digest")  # creates the state, seeds bob
     assert r.returncode == 0, r.stderr
-    con = sqlite3.connect(cfg.state)
+    con = state_db(cfg)
     # subscribed long ago with hour 0: a digest is due now
     con.execute("UPDATE subscribers SET hour=0, since=0, last_sent=NULL")
     con.execute("INSERT INTO local_items(key, grp, author_name, author_email, subject, text,"
@@ -427,7 +435,10 @@ def test_state_disk_full(dovecot, tmp_path, small_fs):
 # ------------------------------------------------------ corrupt state file
 
 def make_state(tmp_path):
-    cfg = write_config(tmp_path, None)
+    # damage to a state file: SQLite whatever the engine of the run
+    state = str(tmp_path / "state.db")
+    cfg = write_config(tmp_path, None, gateway={"state": state})
+    cfg.state = state
     r = run_mailfeed(cfg.path, "status")
     assert r.returncode == 0, r.stderr
     con = sqlite3.connect(cfg.state)
@@ -572,16 +583,16 @@ def test_messages_of_a_removed_mapping_do_not_block_the_others(dovecot, tmp_path
     r = run_mailfeed(cfg, "run", "--once")
     assert r.returncode == 0, r.stderr
     # 300 messages stored by an earlier config's mapping "gone", never processed
-    con = sqlite3.connect(cfg.state)
-    with con:
-        for i in range(300):
-            raw = msg(1000 + i)
-            cur = con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, message_id, size,"
-                              " internaldate, sha256, state, received_at)"
-                              " VALUES('gone', 1, ?, ?, ?, 0, ?, 'new', 0)",
-                              (i + 1, "<m%d@example.org>" % (1000 + i), len(raw), "%064x" % i))
-            con.execute("INSERT INTO message_bodies(message, raw) VALUES(?, ?)",
-                        (cur.lastrowid, raw))
+    con = state_db(cfg)
+    for i in range(300):
+        raw = msg(1000 + i)
+        row = con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, message_id, size,"
+                          " internaldate, sha256, state, received_at)"
+                          " VALUES('gone', 1, ?, ?, ?, 0, ?, 'new', 0) RETURNING id",
+                          (i + 1, "<m%d@example.org>" % (1000 + i), len(raw),
+                           "%064x" % i)).fetchone()
+        con.execute("INSERT INTO message_bodies(message, raw) VALUES(?, ?)", (row[0], raw))
+    con.commit()
     con.close()
     for i in range(3):
         dovecot.append("alice", "INBOX", msg(i))

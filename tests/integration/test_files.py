@@ -5,10 +5,10 @@ text; the digest then lists them with names, sizes and where they are."""
 import email.message
 import os
 import re
-import sqlite3
 import time
 import xml.etree.ElementTree as ET
 
+from conftest import state_db
 from test_digest import (Sink, make_config, mf, needs_dovecot, parts, prepare,  # noqa: F401
                          run_once, sink)
 
@@ -59,7 +59,7 @@ def test_mail_with_two_files_reaches_disk_atom_and_digest(dovecot, tmp_path, sin
 
     # the daemon's own pass already settled today's (empty) period: look
     # at everything of the last minute
-    con = sqlite3.connect(cfg.state)
+    con = state_db(cfg)
     con.execute("UPDATE subscribers SET last_sent=?", (int(time.time()) - 60,))
     con.commit()
     con.close()

@@ -210,6 +210,53 @@ static void test_big_group_files_are_whole(void **state)
 	assert_int_not_equal(system(cmd), 0);
 }
 
+/* Texts are read a window of rows at a time: each item still shows its
+ * own text, a comment far from its post (in time) under that post. */
+static void test_texts_of_a_big_group_each_in_its_place(void **state)
+{
+	struct fx *x = *state;
+	enum { N = 150 };
+	struct feed_item items[N];
+	struct feed_result res[N];
+	char keys[N][32], texts[N][48];
+	for (int i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof keys[i], "w-%03d", i);
+		snprintf(texts[i], sizeof texts[i], "the text of item %03d", i);
+		items[i] = item(x, keys[i], FEED_POST, NULL, texts[i]);
+	}
+	/* the last two: comments on the first post */
+	items[N - 2] = item(x, keys[N - 2], FEED_COMMENT, "local-1", texts[N - 2]);
+	items[N - 1] = item(x, keys[N - 1], FEED_COMMENT, "local-1", texts[N - 1]);
+	feed_local_ops.deliver(x->ctx, items, N, res);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(res[i].status, FEED_OK);
+		feed_result_clear(&res[i]);
+	}
+	char *atom = read_out(x, "team_ops.atom");
+	char *txt = read_out(x, "team_ops.txt");
+	char want[160];
+	for (int i = 0; i < N; i++) {
+		snprintf(want, sizeof want,
+			 "<id>urn:mailfeed:local-%d</id>\n    <title>Q3 &amp; Q4 appeal</title>",
+			 i + 1);
+		const char *entry = strstr(atom, want);
+		assert_non_null(entry);
+		const char *content = strstr(entry, "<content type=\"text\">");
+		assert_non_null(content);
+		assert_true(strncmp(content + 21, texts[i], strlen(texts[i])) == 0);
+	}
+	/* the first post, then its two comments, are the last thread */
+	const char *first = strstr(txt, "   the text of item 000");
+	assert_non_null(first);
+	const char *c1 = strstr(first, "         the text of item 148");
+	const char *c2 = strstr(first, "         the text of item 149");
+	assert_non_null(c1);
+	assert_non_null(c2);
+	assert_true(c1 < c2);
+	free(atom);
+	free(txt);
+}
+
 static void test_safe_names(void **state)
 {
 	(void)state;
@@ -451,6 +498,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_comment_needs_existing_post, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_group_and_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_group_files_are_whole, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_texts_of_a_big_group_each_in_its_place, setup,
+					    teardown),
 	    cmocka_unit_test(test_safe_names),
 	    cmocka_unit_test_setup_teardown(test_files_kept_and_linked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_files, setup, teardown),

@@ -631,6 +631,7 @@ struct two {
 	struct fake fake_b;
 	int calls;
 	size_t got;
+	unsigned slow_ms; /* A's delivery takes this long before B's pass */
 };
 
 static void a_deliver(void *ctx, const struct feed_item *items, size_t n, struct feed_result *res)
@@ -639,6 +640,8 @@ static void a_deliver(void *ctx, const struct feed_item *items, size_t n, struct
 	long waiting;
 	t->calls++;
 	t->got += n;
+	if (t->slow_ms)
+		usleep(t->slow_ms * 1000);
 	store_set_instance_id("host-b:2:b");
 	assert_int_equal(outbox_deliver_due(t->st_b, &t->x->cfg, &fake_ops, &t->fake_b, &waiting),
 			 0);
@@ -687,6 +690,27 @@ static void test_claimed_items_are_not_taken_twice(void **state)
 	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE claimed_by IS NOT NULL"
 				    " OR claim_until IS NOT NULL"),
 			 0);
+	store_close(t.st_b);
+	store_set_instance_id(NULL);
+}
+
+/* A delivery longer than the claim time keeps its claims: they are
+ * renewed while it runs, so another instance does not take them over. */
+static void test_long_delivery_keeps_its_claims(void **state)
+{
+	struct fx *x = *state;
+	struct two t = {.x = x, .st_b = second_instance(x), .slow_ms = 3500};
+	long waiting;
+	x->cfg.feed.claim_timeout = 2;
+	enqueue(x, "big", "post", 0, 0);
+	store_set_instance_id("host-a:1:a");
+	assert_int_equal(outbox_deliver_due(x->st, &x->cfg, &a_ops, &t, &waiting), 0);
+	assert_int_equal(t.got, 1);
+	assert_int_equal(t.fake_b.reconciles, 0);
+	assert_int_equal(t.fake_b.deliveries, 0);
+	char *s = col_text(x, "SELECT remote_id FROM outbox WHERE key='big'");
+	assert_string_equal(s, "a-big");
+	free(s);
 	store_close(t.st_b);
 	store_set_instance_id(NULL);
 }
@@ -774,6 +798,26 @@ static void test_claim_of_gone_process_lapses_at_once(void **state)
 	assert_int_equal(x->fake.deliveries, 1);
 }
 
+/* A batch whose results could not be recorded (the database went away)
+ * is looked at again by the next pass of the same instance, without
+ * waiting for the claim's deadline. */
+static void test_own_unrecorded_claims_are_reconciled_next_pass(void **state)
+{
+	struct fx *x = *state;
+	char sql[512];
+	enqueue(x, "p", "post", 0, 0);
+	snprintf(sql, sizeof sql,
+		 "UPDATE outbox SET state='inflight', claimed_by='%s',"
+		 " claim_until=" DB_NOW_PLUS("600000"),
+		 store_instance(x->st));
+	assert_int_equal(store_exec(x->st, sql), 0);
+	x->fake.reconcile_answer = 1;
+	deliver(x);
+	assert_int_equal(x->fake.reconciles, 1);
+	assert_int_equal(x->fake.deliveries, 0);
+	assert_int_equal(col_int(x, "SELECT COUNT(*) FROM outbox WHERE state='delivered'"), 1);
+}
+
 /* A comment waits while an earlier comment of its thread is claimed by
  * another instance, and goes out after it. */
 static void test_comment_waits_for_sibling_claimed_elsewhere(void **state)
@@ -822,8 +866,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_claimed_items_are_not_taken_twice, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_lapsed_claim_is_reconciled, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_long_delivery_keeps_its_claims, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claim_of_gone_process_lapses_at_once, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_own_unrecorded_claims_are_reconciled_next_pass,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comment_waits_for_sibling_claimed_elsewhere, setup,
 					    teardown),
 	};
