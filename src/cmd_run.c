@@ -12,7 +12,16 @@
  * pass, due digests every minute, the systemd watchdog and status at the
  * watchdog's pace), each with its period and the time of its last run.
  * Threads talk only through the database and eventfds; each has its own
- * SQLite connection.
+ * connection to the state.
+ *
+ * Several daemons may share one state (cmd_run_keeper.h): a lease keeper
+ * thread deals the folders and the parse stage out among them, and a
+ * session works only on the folders whose lease this instance holds,
+ * asking before each fetch and store, never waiting in IDLE past the
+ * lease's local deadline, and logging out while none is its own.  The
+ * processor parses only while it holds the parse stage's lease; every
+ * instance delivers.  A state database that cannot be reached pauses every
+ * duty until it answers again.
  *
  * SIGHUP loads the new config; an invalid one is refused (logged, shown by
  * `status`) and the old one kept.  A valid one replaces the watchers: they
