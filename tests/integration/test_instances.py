@@ -314,6 +314,9 @@ def test_database_outage_pauses_the_work_and_loses_nothing(dovecot, postgres, tm
     # while it waited nothing was taken in nor acknowledged on the server
     away = log[log.index("store.unavailable"):log.index("store.resumed")]
     assert "imap.fetched" not in away and "imap.after " not in away, away
+    # and every session left its folder (IDLE included) while it waited
+    left = set(re.findall(r"(?:imap\.standby|watcher\.paused) mailbox=(\w+)", away))
+    assert left == {f.lower() for f in FOLDERS}, away
     assert re.search(r"store\.resumed waited_s=\d+\.\d", log)
 
 
