@@ -67,6 +67,7 @@
 #define MAX_BACKOFF 300
 #define STORE_MAX_BACKOFF 30
 #define STORE_AWAY_MAX_BACKOFF 5 /* unreachable: asked again this often at least */
+#define SHARED_PROCESS_POLL_MS 1000
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
 /* The longest a step of a watcher or of the processor may go without
@@ -1152,6 +1153,12 @@ static long processor_timeout(const struct processor *p, int first)
 		if (in < timeout_ms)
 			timeout_ms = in < 0 ? 0 : in;
 	}
+	/* on a shared database the mail may come from another instance's
+	 * watchers, which cannot wake this processor: the parse stage's holder
+	 * looks every second */
+	if (pause <= 0 && timeout_ms > SHARED_PROCESS_POLL_MS &&
+	    db_engine(store_db(*p->stp)) == DB_POSTGRES && keeper_process_held(p->d->keeper))
+		timeout_ms = SHARED_PROCESS_POLL_MS;
 	return timeout_ms;
 }
 
