@@ -20,8 +20,6 @@ from pathlib import Path
 import urllib.error
 import urllib.request
 
-import pytest
-
 from harness.dovecot import free_port
 from conftest import (ASAN_OPTIONS, MAILFEED, _daemons, daemon_log, run_mailfeed, start_daemon,
                       stop_daemon, wait_for, write_config)
