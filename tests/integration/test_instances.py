@@ -223,7 +223,7 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
     [[since_ms]] = postgres.sql("SELECT since FROM leases WHERE name='mailbox:alpha'")
     took = (int(since_ms) - int(killed_ms)) / 1000
     print("takeover of mailbox:alpha after kill -9: %.2f s (lease_timeout %d s)" % (took, LEASE))
-    assert 0 < took <= LEASE + 0.5, took
+    assert 0 < took <= LEASE + 1.0, took  # the slack: scheduling on a busy machine
     spread(cfg, survivors, 3 * LEASE)
     # the killed instance is shown silent with its last heartbeat
     rc, st, r = status(cfg)
