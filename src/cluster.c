@@ -216,10 +216,8 @@ static void keep(struct cluster *cl, const char *name, double sent, int64_t epoc
 	pthread_mutex_unlock(&cl->mu);
 }
 
-void cluster_close(struct cluster *cl)
+void cluster_leave(struct cluster *cl)
 {
-	if (!cl)
-		return;
 	/* expired rather than deleted: the next holder's epoch follows ours */
 	struct db_stmt *s = prep(cl, "UPDATE leases SET expires=0 WHERE holder=?1", NULL);
 	if (s) {
@@ -233,6 +231,13 @@ void cluster_close(struct cluster *cl)
 	}
 	while (cl->n_held)
 		forget(cl, cl->held[0].name);
+}
+
+void cluster_close(struct cluster *cl)
+{
+	if (!cl)
+		return;
+	cluster_leave(cl);
 	free(cl->held);
 	pthread_mutex_destroy(&cl->mu);
 	free(cl->id);

@@ -512,6 +512,7 @@ struct daemon {
 	struct account_gate *gates; /* one per account, for the watchers */
 	size_t ngates;
 	struct keeper *keeper; /* the leases among instances; NULL in run --once */
+	int abandoned;	       /* a session thread could not be stopped */
 };
 
 static size_t watchers_plan(struct daemon *d)
@@ -687,6 +688,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 		close(ss->wake_fd);
 		free(ss->f);
 	}
+	d->abandoned |= abandoned;
 	if (!abandoned) { /* else a thread may still hold its folders and gate */
 		free(d->ss);
 		free(d->w);
@@ -1020,7 +1022,10 @@ static void reload_rejoin(struct daemon *d, const struct mf_config *old)
 		log_warn("reload.cluster note=\"keeping the old lease settings\"");
 		return;
 	}
-	keeper_stop(prev);
+	if (d->abandoned)
+		keeper_leave(prev); /* an abandoned session may still ask it */
+	else
+		keeper_stop(prev);
 }
 
 static int reload(struct daemon *d, struct store **st)
@@ -1447,7 +1452,10 @@ int cmd_run(int argc, char **argv, const char *config)
 		return 1;
 	}
 	rc = run_with_state(&d, &st, sfd, once);
-	keeper_stop(d.keeper);
+	if (d.abandoned)
+		keeper_leave(d.keeper); /* an abandoned session may still ask it */
+	else
+		keeper_stop(d.keeper);
 	metrics_server_stop(d.metrics);
 	free(d.metrics_listen);
 	feed_close(&d);
