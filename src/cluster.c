@@ -15,8 +15,8 @@
 #include "mailfeed/util.h"
 
 /* The database's clock in milliseconds, per engine. */
-#define NOW_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
-#define NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+#define NOW_SQLITE DB_NOW_MS_SQLITE
+#define NOW_PG DB_NOW_MS_PG
 
 /* the part of a lease's length held locally */
 #define LOCAL_SHARE 0.9

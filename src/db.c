@@ -550,11 +550,7 @@ int db_migrate(struct db *db, const char *name, const struct db_migration *steps
 int64_t db_now_ms(struct db *db)
 {
 	struct db_stmt *s =
-	    db_prepare(db, db_sql(db,
-				  "SELECT CAST((julianday('now') - 2440587.5)"
-				  " * 86400000.0 AS INTEGER)",
-				  "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000"
-				  " AS BIGINT)"));
+	    db_prepare(db, db_sql(db, "SELECT " DB_NOW_MS_SQLITE, "SELECT " DB_NOW_MS_PG));
 	if (!s)
 		return -1;
 	int64_t v = db_step(s) == DB_ROW ? db_column_int64(s, 0) : -1;

@@ -15,9 +15,7 @@
  * skipped messages) and the re-mapping of an item sent again (its
  * message's mailbox and hashtags).  Messages change only through
  * messages.h. */
-#include <errno.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mailfeed/claims.h"
 #include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
@@ -610,8 +609,8 @@ long outbox_next_due(struct store *st)
  * IMMEDIATE (one writer at a time). */
 
 /* The database's clock in milliseconds (the expressions of cluster.c). */
-#define NOW_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
-#define NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+#define NOW_SQLITE DB_NOW_MS_SQLITE
+#define NOW_PG DB_NOW_MS_PG
 
 #define CLAIM_SET(NOW) " SET state='inflight', claimed_by=?3, claim_until=" NOW " + ?4"
 #define CLAIM_PICK(HINT)                                                                           \
@@ -702,23 +701,6 @@ fail:
 	return -1;
 }
 
-/* Whether the claimer named who ("HOST:PID" or "HOST:PID:..."), on this
- * host, is a process that no longer runs: its claims need not wait for
- * their deadline (a daemon restarted after a crash). */
-static int claimer_gone(const char *who)
-{
-	char host[256] = "";
-	const char *colon = who ? strchr(who, ':') : NULL;
-	if (!colon || gethostname(host, sizeof host - 1) < 0 ||
-	    strlen(host) != (size_t)(colon - who) || strncmp(host, who, strlen(host)) != 0)
-		return 0;
-	char *end;
-	long pid = strtol(colon + 1, &end, 10);
-	if (pid <= 0 || end == colon + 1 || (*end && *end != ':') || pid == (long)getpid())
-		return 0;
-	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
-}
-
 /* Ends at once the claims of claimers of this host that are gone. */
 static int release_gone(struct store *st)
 {
@@ -731,7 +713,7 @@ static int release_gone(struct store *st)
 		return -1;
 	db_bind_text(s, 1, store_instance(st), -1);
 	while ((rc = db_step(s)) == DB_ROW)
-		if (claimer_gone(db_column_text(s, 0)))
+		if (claims_claimer_gone(db_column_text(s, 0)))
 			strlist_add(&gone, db_column_text(s, 0));
 	db_finalize(s);
 	for (size_t i = 0; rc == DB_DONE && i < gone.n; i++) {

@@ -18,8 +18,8 @@
 /* The database's clock in milliseconds since the epoch, as an SQL
  * expression (the clock every instance agrees on): per engine, and the
  * one of db's engine. */
-#define CLAIMS_NOW_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
-#define CLAIMS_NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+#define CLAIMS_NOW_SQLITE DB_NOW_MS_SQLITE
+#define CLAIMS_NOW_PG DB_NOW_MS_PG
 const char *claims_now_sql(const struct db *db);
 
 /* 1 when claimer names a process of this host, not this one, that no

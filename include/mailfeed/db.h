@@ -146,6 +146,12 @@ int db_migrate(struct db *db, const char *name, const struct db_migration *steps
 /* The version of schema name (0 when never migrated), or -1. */
 int db_schema_version(struct db *db, const char *name);
 
+/* The database's clock in milliseconds since the epoch as an SQL
+ * expression, per engine: the clock every instance sharing a state agrees
+ * on (leases, claims); db_now_ms() reads it. */
+#define DB_NOW_MS_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define DB_NOW_MS_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
 /* Translates ?N and ? placeholders to $N outside literals, quoted names
  * and comments (what db_prepare does on PostgreSQL).  Caller frees.
  * *nparams gets the highest parameter number. */

@@ -136,7 +136,8 @@ def check_threads(posts, thread_order):
 def test_three_instances_deliver_each_item_once(tmp_path, postgres, mm):
     cfg = config(tmp_path, postgres, mm)
     keys, threads = backlog(cfg, 150, comments_per_post=3, threads=20)
-    mm.control(pace=0.01)
+    # a few seconds of work, so that every instance is up before it is done
+    mm.control(pace=0.03)
     procs = [start_daemon(cfg.path, "--once") for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=240) == 0, daemon_log(p)[-3000:]
