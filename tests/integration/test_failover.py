@@ -1,10 +1,13 @@
 """Three instances sharing one PostgreSQL state, one Dovecot account with a
 backlog in four folders, the local feed: the instance holding a folder's
 lease is killed with SIGKILL at random moments, again and again, and
-started again at once each time.  In the end every message is posted
-exactly once (counted by Message-ID in the local feed), every digest
-and every notification went out once, and the time each lease took to be
-taken over is printed (min / median / max).
+started again each time.  In the end every message is posted exactly
+once (counted by Message-ID in the local feed), every digest and every
+notification went out once — none twice, and none missing but those the
+crash rules allow: an instance killed after recording a mail as going to
+the relay and before the relay had all of it leaves it 'maybe-sent' —
+and the time each lease took to be taken over is printed (min / median /
+max).
 
 Each instance runs `mailfeed run` in a working directory of its own with
 a configuration of its own (same state, secret, mailboxes, subscribers;
@@ -33,6 +36,7 @@ from conftest import (MAILFEED, _env, daemon_log, run_mailfeed, stop_daemon, wai
 LONG = os.environ.get("MAILFEED_FAILOVER_LONG") == "1"
 MESSAGES = 10000 if LONG else 2000
 KILLS = 60 if LONG else 20
+SCALE = MESSAGES // 2000  # the waits grow with the backlog
 FOLDERS = ["Appeals", "Board", "Events", "Volunteers"]
 INSTANCES = 3
 LEASE = "2s"
@@ -109,15 +113,18 @@ def configs(tmp_path, dovecot, postgres, smtp_sink, tls_ca):
 
 
 def holders(postgres, folders_only=True):
-    """{lease name: (holder pid, epoch)} of the mailbox leases (or of all)."""
-    held = rows(postgres, "SELECT l.name, i.pid, l.epoch FROM leases l"
+    """{lease name: (holder pid, holder id)} of the mailbox leases (or of
+    all)."""
+    held = rows(postgres, "SELECT l.name, i.pid, l.holder FROM leases l"
                           " JOIN instances i ON i.id = l.holder")
-    return {name: (int(pid), int(epoch)) for name, pid, epoch in held
+    return {name: (int(pid), holder) for name, pid, holder in held
             if not folders_only or name.startswith("mailbox:")}
 
 
-def sink_count(sink):
-    return len(list(Path(sink.dir).glob("*.json")))
+def settled(postgres):
+    """Notifications and digests recorded sent or maybe-sent."""
+    r = rows(postgres, "SELECT COUNT(*) FROM digest_runs WHERE state IN ('sent', 'maybe-sent')")
+    return int(r[0][0]) if r else 0
 
 
 def rows(postgres, query):
@@ -174,24 +181,26 @@ def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smt
     # on the same host; even kills: only after its leases were taken over,
     # as when a host is lost (the lease must expire)
     takeovers = {"restarted at once": [], "host lost": []}
+    killed_pids = set()
     for k in range(KILLS):
         mode = "host lost" if k % 2 else "restarted at once"
         time.sleep(rng.uniform(0.0, 1.5))
         held = holders(postgres)
         by_pid = {inst.proc.pid: inst for inst in insts}
-        choices = [(name, pid, epoch) for name, (pid, epoch) in held.items() if pid in by_pid]
+        choices = [(name, pid) for name, (pid, _) in held.items() if pid in by_pid]
         assert choices, "no lease held by a running instance: %s" % held
-        name, pid, epoch = rng.choice(choices)
+        name, pid = rng.choice(choices)
         victim = by_pid[pid]
-        # every lease of the dead instance is taken over (a new epoch): its
+        # every lease of the dead instance is taken over by a live one: its
         # folders and, if it had it, the parse stage
-        lost = {n: e for n, (p, e) in holders(postgres, False).items() if p == pid}
+        lost = {n: h for n, (p, h) in holders(postgres, False).items() if p == pid}
         killed = time.monotonic()
+        killed_pids.add(victim.proc.pid)
         victim.kill()
         if mode == "restarted at once":
             victim.start()
-        assert wait_for(lambda: all(holders(postgres, False).get(n, (0, 0))[1] > e
-                                    for n, e in lost.items()), LEASE_S * 4 + 10, step=0.02), \
+        assert wait_for(lambda: all(holders(postgres, False).get(n, (0, h))[1] != h
+                                    for n, h in lost.items()), LEASE_S * 4 + 10, step=0.02), \
             "lease %s not taken over: %s" % (name, holders(postgres))
         takeovers[mode].append(time.monotonic() - killed)
         if mode == "host lost":
@@ -199,17 +208,20 @@ def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smt
     chaos = time.monotonic() - t0
 
     # everything arrives once the kills stop
-    assert wait_for(lambda: posted(postgres) >= MESSAGES + SEEDS, 240, step=0.5), \
+    assert wait_for(lambda: posted(postgres) >= MESSAGES + SEEDS, 240 * SCALE, step=0.5), \
         "%d of %d posted" % (posted(postgres) - SEEDS, MESSAGES)
-    want_mail = per + len(DAILY)
-    assert wait_for(lambda: sink_count(smtp_sink) >= want_mail, 120, step=0.5), \
-        "%d of %d mails" % (sink_count(smtp_sink), want_mail)
+    # every notification and digest is settled: sent, or (its instance
+    # killed after recording it and before the relay had all of it)
+    # maybe-sent; none is still claimed by a dead instance
+    assert wait_for(lambda: settled(postgres) == per + len(DAILY), 120 * SCALE, step=0.5), \
+        "%d of %d mails settled" % (settled(postgres), per + len(DAILY))
     time.sleep(3 * LEASE_S)  # anything sent twice would come now
-    # status shows the three running instances and the killed ones as silent
+    # status shows the three running instances as live (a killed one is
+    # listed as silent until an instance of its host finds it gone)
     st = json.loads(run_mailfeed(cfgs[0], "status", "--json").stdout)
     live = sorted(i["pid"] for i in st["instances"] if i["live"])
     assert live == sorted(inst.proc.pid for inst in insts), st["instances"]
-    assert sum(1 for i in st["instances"] if not i["live"]) == KILLS
+    assert all(i["pid"] in killed_pids for i in st["instances"] if not i["live"])
     for inst in insts:
         stop_daemon(inst.proc, timeout=30)
     total = time.monotonic() - t0
@@ -225,20 +237,26 @@ def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smt
     assert posted(postgres) == MESSAGES + SEEDS
     assert postgres.sql("SELECT COUNT(*) FROM outbox WHERE state <> 'delivered'") == [["0"]]
 
-    # every notification and every digest went out once
+    # every notification and every digest went out once; the only ones
+    # that may be missing are those recorded maybe-sent (README: the one
+    # window of the digest crash rules), never more than one each
     mails = smtp_sink.messages()
     to = Counter(r for env, _m, _r in mails for r in env["rcpt_tos"])
-    assert to[EACH] == per, to
+    maybe = int(postgres.sql("SELECT COUNT(*) FROM digest_runs WHERE email='%s'"
+                             " AND state='maybe-sent'" % EACH)[0][0])
+    assert per - maybe <= to[EACH] <= per, (to, maybe)
     for d in DAILY:
         assert to[d] == 1, to
     notes = Counter(m["Message-ID"] for env, m, _r in mails if EACH in env["rcpt_tos"])
-    assert len(notes) == per and set(notes.values()) == {1}
+    assert len(notes) == to[EACH] and set(notes.values()) == {1}
     subjects = Counter(m["Subject"] for env, m, _r in mails if EACH in env["rcpt_tos"])
     assert all(c == 1 for c in subjects.values()), subjects.most_common(3)
 
     with capsys.disabled():
         print("\nfailover: %d messages, %d kills -9 of a lease holder in %.0f s (whole test "
               "%.0f s); lease_timeout %s" % (MESSAGES, KILLS, chaos, total, LEASE))
+        print("  notifications: %d of %d at the relay, %d recorded maybe-sent (killed in the"
+              " window between the record and the end of the data)" % (to[EACH], per, maybe))
         for mode, times in takeovers.items():
             print("  take-over, %s: min %.2f s, median %.2f s, max %.2f s (%d kills)"
                   % (mode, min(times), statistics.median(times), max(times), len(times)))
