@@ -134,7 +134,8 @@ static void forget_gone_here(struct cluster *cl, const char *host)
 	}
 	db_finalize(s);
 	for (size_t i = 0; i < gone.n; i++) {
-		s = prep(cl, "DELETE FROM leases WHERE holder=?1", NULL);
+		/* expired rather than deleted: the next holder's epoch follows */
+		s = prep(cl, "UPDATE leases SET expires=0 WHERE holder=?1", NULL);
 		if (s)
 			db_bind_text(s, 1, gone.v[i], -1);
 		if (run(s) != DB_DONE)
@@ -207,6 +208,7 @@ static void keep(struct cluster *cl, const char *name, double sent, int64_t epoc
 		cl->held = xrealloc(cl->held, (cl->n_held + 1) * sizeof *cl->held);
 		h = &cl->held[cl->n_held++];
 		h->name = xstrdup(name);
+		h->epoch = 0;
 	}
 	h->deadline = sent + (double)cl->lease_ms * LOCAL_SHARE / 1000.0;
 	if (epoch > 0)
@@ -214,10 +216,8 @@ static void keep(struct cluster *cl, const char *name, double sent, int64_t epoc
 	pthread_mutex_unlock(&cl->mu);
 }
 
-void cluster_close(struct cluster *cl)
+void cluster_leave(struct cluster *cl)
 {
-	if (!cl)
-		return;
 	/* expired rather than deleted: the next holder's epoch follows ours */
 	struct db_stmt *s = prep(cl, "UPDATE leases SET expires=0 WHERE holder=?1", NULL);
 	if (s) {
@@ -231,6 +231,13 @@ void cluster_close(struct cluster *cl)
 	}
 	while (cl->n_held)
 		forget(cl, cl->held[0].name);
+}
+
+void cluster_close(struct cluster *cl)
+{
+	if (!cl)
+		return;
+	cluster_leave(cl);
 	free(cl->held);
 	pthread_mutex_destroy(&cl->mu);
 	free(cl->id);
@@ -340,6 +347,58 @@ int cluster_leases_held(const struct cluster *cl, const char *prefix)
 	return n;
 }
 
+static int has(const struct strlist *l, const char *name)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Renews every lease of this instance in one statement (one commit,
+ * however many folders); those held here and not renewed are lost.  The
+ * number lost, or -1 (the leases stay held until their local deadlines). */
+static int renew_all(struct cluster *cl)
+{
+	double sent = now_monotonic();
+	struct db_stmt *s = prep(cl,
+				 "UPDATE leases SET expires=" NOW_SQLITE " + ?2"
+				 " WHERE holder=?1 AND expires >= " NOW_SQLITE " RETURNING name",
+				 "UPDATE leases SET expires=" NOW_PG " + ?2"
+				 " WHERE holder=?1 AND expires >= " NOW_PG " RETURNING name");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, cl->id, -1);
+	db_bind_int64(s, 2, cl->lease_ms);
+	struct strlist renewed = {0}, held = {0};
+	int rc;
+	while ((rc = db_step(s)) == DB_ROW)
+		if (db_column_text(s, 0))
+			strlist_add(&renewed, db_column_text(s, 0));
+	db_finalize(s);
+	if (rc != DB_DONE) {
+		strlist_free(&renewed);
+		return -1;
+	}
+	pthread_mutex_lock(&cl->mu);
+	for (size_t i = 0; i < cl->n_held; i++)
+		strlist_add(&held, cl->held[i].name);
+	pthread_mutex_unlock(&cl->mu);
+	int lost = 0;
+	for (size_t i = 0; i < held.n; i++) {
+		if (has(&renewed, held.v[i]))
+			continue;
+		forget(cl, held.v[i]);
+		lost++;
+	}
+	/* and what the database says is ours (an answer lost on the way) */
+	for (size_t i = 0; i < renewed.n; i++)
+		keep(cl, renewed.v[i], sent, 0);
+	strlist_free(&renewed);
+	strlist_free(&held);
+	return lost;
+}
+
 int cluster_heartbeat(struct cluster *cl)
 {
 	struct db_stmt *s = prep(cl, "UPDATE instances SET heartbeat=" NOW_SQLITE " WHERE id=?1",
@@ -351,24 +410,7 @@ int cluster_heartbeat(struct cluster *cl)
 		return -1;
 	if (db_changes(cl->db) == 0 && register_instance(cl) < 0)
 		return -1;
-	/* the names first: a lost lease is dropped from the list */
-	pthread_mutex_lock(&cl->mu);
-	size_t n = cl->n_held;
-	char **names = xcalloc(n ? n : 1, sizeof *names);
-	for (size_t i = 0; i < n; i++)
-		names[i] = xstrdup(cl->held[i].name);
-	pthread_mutex_unlock(&cl->mu);
-	int lost = 0;
-	for (size_t i = 0; i < n; i++) {
-		int rc = lost >= 0 ? cluster_lease_renew(cl, names[i]) : 0;
-		if (rc < 0)
-			lost = -1;
-		else if (lost >= 0)
-			lost += rc == 0;
-		free(names[i]);
-	}
-	free(names);
-	return lost;
+	return renew_all(cl);
 }
 
 /* --- instances --------------------------------------------------------- */

@@ -95,28 +95,6 @@ static int is_listed(const char *name, const char *const *list, size_t n)
 
 #define LISTED(name, list) is_listed(name, list, sizeof list / sizeof *list)
 
-/* The DSN on the first line of path, or NULL with err. */
-static char *read_dsn_file(const char *path, char *err, size_t errlen)
-{
-	size_t len = 0;
-	char *text = file_read_all(path, &len);
-	if (!text) {
-		snprintf(err, errlen, "cannot read the DSN file %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	text[strcspn(text, "\r\n")] = 0;
-	char *dsn = xstrdup(str_trim(text));
-	explicit_bzero(text, len);
-	free(text);
-	if (!db_is_dsn(dsn)) {
-		snprintf(err, errlen, "%s does not hold a postgresql:// DSN on its first line",
-			 path);
-		free(dsn);
-		return NULL;
-	}
-	return dsn;
-}
-
 /* --- the catalog ---------------------------------------------------------- */
 
 /* The names of db's tables (owned array of owned strings). */
@@ -740,7 +718,7 @@ int cmd_migrate_state(int argc, char **argv, const char *config)
 				"--to-dsn-file FILE\n");
 		return 2;
 	}
-	char *target = to ? xstrdup(to) : read_dsn_file(to_file, err, sizeof err);
+	char *target = to ? xstrdup(to) : dsn_file_read(to_file, err, sizeof err);
 	char *source = from ? xstrdup(from) : NULL;
 	struct mf_config *cfg = NULL;
 	int rc = 2;

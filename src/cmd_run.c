@@ -12,7 +12,16 @@
  * pass, due digests every minute, the systemd watchdog and status at the
  * watchdog's pace), each with its period and the time of its last run.
  * Threads talk only through the database and eventfds; each has its own
- * SQLite connection.
+ * connection to the state.
+ *
+ * Several daemons may share one state (cmd_run_keeper.h): a lease keeper
+ * thread deals the folders and the parse stage out among them, and a
+ * session works only on the folders whose lease this instance holds,
+ * asking before each fetch and store, never waiting in IDLE past the
+ * lease's local deadline, and logging out while none is its own.  The
+ * processor parses only while it holds the parse stage's lease; every
+ * instance delivers.  A state database that cannot be reached pauses every
+ * duty until it answers again.
  *
  * SIGHUP loads the new config; an invalid one is refused (logged, shown by
  * `status`) and the old one kept.  A valid one replaces the watchers: they
@@ -58,6 +67,7 @@
 #define MAX_BACKOFF 300
 #define STORE_MAX_BACKOFF 30
 #define STORE_AWAY_MAX_BACKOFF 5 /* unreachable: asked again this often at least */
+#define SHARED_PROCESS_POLL_MS 1000
 #define WATCH_WAIT 60
 #define PROCESS_BATCH 50
 /* The longest a step of a watcher or of the processor may go without
@@ -502,6 +512,7 @@ struct daemon {
 	struct account_gate *gates; /* one per account, for the watchers */
 	size_t ngates;
 	struct keeper *keeper; /* the leases among instances; NULL in run --once */
+	int abandoned;	       /* a session thread could not be stopped */
 };
 
 static size_t watchers_plan(struct daemon *d)
@@ -677,6 +688,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 		close(ss->wake_fd);
 		free(ss->f);
 	}
+	d->abandoned |= abandoned;
 	if (!abandoned) { /* else a thread may still hold its folders and gate */
 		free(d->ss);
 		free(d->w);
@@ -1010,7 +1022,10 @@ static void reload_rejoin(struct daemon *d, const struct mf_config *old)
 		log_warn("reload.cluster note=\"keeping the old lease settings\"");
 		return;
 	}
-	keeper_stop(prev);
+	if (d->abandoned)
+		keeper_leave(prev); /* an abandoned session may still ask it */
+	else
+		keeper_stop(prev);
 }
 
 static int reload(struct daemon *d, struct store **st)
@@ -1143,6 +1158,12 @@ static long processor_timeout(const struct processor *p, int first)
 		if (in < timeout_ms)
 			timeout_ms = in < 0 ? 0 : in;
 	}
+	/* on a shared database the mail may come from another instance's
+	 * watchers, which cannot wake this processor: the parse stage's holder
+	 * looks every second */
+	if (pause <= 0 && timeout_ms > SHARED_PROCESS_POLL_MS &&
+	    db_engine(store_db(*p->stp)) == DB_POSTGRES && keeper_process_held(p->d->keeper))
+		timeout_ms = SHARED_PROCESS_POLL_MS;
 	return timeout_ms;
 }
 
@@ -1431,7 +1452,10 @@ int cmd_run(int argc, char **argv, const char *config)
 		return 1;
 	}
 	rc = run_with_state(&d, &st, sfd, once);
-	keeper_stop(d.keeper);
+	if (d.abandoned)
+		keeper_leave(d.keeper); /* an abandoned session may still ask it */
+	else
+		keeper_stop(d.keeper);
 	metrics_server_stop(d.metrics);
 	free(d.metrics_listen);
 	feed_close(&d);

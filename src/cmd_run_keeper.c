@@ -514,14 +514,28 @@ struct keeper *keeper_start(const char *state, int64_t lease_ms, int proc_wake_f
 	return k;
 }
 
-void keeper_stop(struct keeper *k)
+static void keeper_halt(struct keeper *k)
 {
-	if (!k)
-		return;
 	atomic_store(&k->stop, 1);
 	poke(k->wake_fd);
 	if (k->running)
 		pthread_join(k->thread, NULL);
+	k->running = 0;
+}
+
+void keeper_leave(struct keeper *k)
+{
+	if (!k)
+		return;
+	keeper_halt(k);
+	cluster_leave(k->cl); /* every lease given up at once */
+}
+
+void keeper_stop(struct keeper *k)
+{
+	if (!k)
+		return;
+	keeper_halt(k);
 	cluster_close(k->cl); /* every lease given up at once */
 	store_close(k->st);
 	for (size_t i = 0; i < k->n; i++)

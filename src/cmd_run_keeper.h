@@ -40,6 +40,10 @@ struct keeper *keeper_start(const char *state, int64_t lease_ms, int proc_wake_f
 			    size_t errlen);
 /* Stops the thread, gives every lease up and leaves the cluster. */
 void keeper_stop(struct keeper *k);
+/* The same, but the keeper stays allocated (and its local checks answer
+ * "not ours"): for when a session thread that could not be stopped may
+ * still ask it. */
+void keeper_leave(struct keeper *k);
 const char *keeper_instance_id(const struct keeper *k);
 int64_t keeper_lease_ms(const struct keeper *k);
 

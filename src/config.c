@@ -1363,25 +1363,14 @@ static void state_from_dsn_file(struct loader *l, const struct sect *gs)
 	if (!g->state_dsn_file)
 		return;
 	check_secret(l, gs, "state_dsn_file", g->state_dsn_file, 0, 0);
-	size_t len = 0;
-	char *text = file_read_all(g->state_dsn_file, &len);
-	if (!text) {
-		diag_add(l, key_line(gs, "state_dsn_file"), "state_dsn_file: cannot read %s: %s",
-			 g->state_dsn_file, strerror(errno));
+	char err[512];
+	char *dsn = dsn_file_read(g->state_dsn_file, err, sizeof err);
+	if (!dsn) {
+		diag_add(l, key_line(gs, "state_dsn_file"), "state_dsn_file: %s", err);
 		return;
 	}
-	text[strcspn(text, "\r\n")] = 0;
-	char *dsn = str_trim(text);
-	if (!is_pg_dsn(dsn))
-		diag_add(l, key_line(gs, "state_dsn_file"),
-			 "state_dsn_file: %s does not hold a postgresql:// DSN on its first line",
-			 g->state_dsn_file);
-	else {
-		free(g->state);
-		g->state = xstrdup(dsn);
-	}
-	explicit_bzero(text, len);
-	free(text);
+	free(g->state);
+	g->state = dsn;
 }
 
 static void validate_rest(struct loader *l, int check_secrets)

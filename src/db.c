@@ -167,22 +167,12 @@ struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *una
 {
 	if (unavailable)
 		*unavailable = 0;
-	size_t len = 0;
-	char *text = file_read_all(path, &len);
-	if (!text) {
-		snprintf(err, errlen, "cannot read the DSN file %s: %s", path, strerror(errno));
+	char *dsn = dsn_file_read(path, err, errlen);
+	if (!dsn)
 		return NULL;
-	}
-	text[strcspn(text, "\r\n")] = 0;
-	char *dsn = str_trim(text);
-	struct db *db = NULL;
-	if (!db_is_dsn(dsn))
-		snprintf(err, errlen, "%s does not hold a postgresql:// DSN on its first line",
-			 path);
-	else
-		db = db_open(dsn, err, errlen, unavailable);
-	explicit_bzero(text, len);
-	free(text);
+	struct db *db = db_open(dsn, err, errlen, unavailable);
+	explicit_bzero(dsn, strlen(dsn));
+	free(dsn);
 	return db;
 }
 

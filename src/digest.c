@@ -799,8 +799,16 @@ static void digest_one(struct run *r, struct subscriber *sub, const char *period
 	char q[300];
 	struct feed_entry **kept = xcalloc(ng ? ng : 1, sizeof *kept);
 
-	if (claim_period(r, sub->email, period) <= 0)
-		goto out; /* done, another instance's, or an error (next run) */
+	int claimed = claim_period(r, sub->email, period);
+	if (claimed < 0) {
+		log_error(
+		    "digest.error to=%s period=%s error=\"cannot claim the period, tried again "
+		    "on the next run\" detail=%s",
+		    log_quote(sub->email, q, sizeof q), period, LOG_Q(store_errmsg(r->st)));
+		r->failed++;
+	}
+	if (claimed <= 0)
+		goto out; /* done, or another instance's */
 	if (read_groups(r, sub, since, groups, &total, kept) < 0) {
 		drop_claim(r, sub->email, period); /* tried again on the next run */
 		goto out;

@@ -9,6 +9,7 @@
  * length against the frame and every string for UTF-8, as a JSON parser
  * would.  Both directions live here next to each other and must stay
  * symmetric. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -129,6 +130,190 @@ json_t *message_to_json(const struct mf_message *m, int with_data)
 		json_array_append_new(atts, attachment_json(&m->attachments[i], with_data));
 	json_object_set_new(o, "attachments", atts);
 	return o;
+}
+
+/* ---- JSON text ---------------------------------------------------------- */
+
+/* The bytes a JSON string cannot hold as they are: the quote, the
+ * backslash and the control characters, which become escapes as jansson
+ * writes them. */
+static int json_escaped(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
+
+static void put_json_escape(struct buf *b, unsigned char c)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char e[7] = {'\\', 0};
+	size_t n = 2;
+	switch (c) {
+	case '"':
+	case '\\':
+		e[1] = (char)c;
+		break;
+	case '\b':
+		e[1] = 'b';
+		break;
+	case '\f':
+		e[1] = 'f';
+		break;
+	case '\n':
+		e[1] = 'n';
+		break;
+	case '\r':
+		e[1] = 'r';
+		break;
+	case '\t':
+		e[1] = 't';
+		break;
+	default:
+		memcpy(e + 1, "u00", 3);
+		e[4] = hex[c >> 4];
+		e[5] = hex[c & 15];
+		n = 6;
+	}
+	buf_append(b, e, n);
+}
+
+#define BYTES_1 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether none of the 8 bytes at p is to be escaped (and, ascii_only, none
+ * is above 0x7f), eight at a time: (v - 0x01..) & ~v has a high bit set
+ * exactly when some byte of v is zero, (x - 0x20..) & ~x when some byte of
+ * x is below 0x20 (exact for the word as a whole, not per byte). */
+static int plain_word(const unsigned char *p, int ascii_only)
+{
+	uint64_t x, q, bs;
+	memcpy(&x, p, sizeof x);
+	q = x ^ (BYTES_1 * '"');
+	bs = x ^ (BYTES_1 * '\\');
+	uint64_t hit = ((x - BYTES_1 * 0x20) & ~x) | ((q - BYTES_1) & ~q) | ((bs - BYTES_1) & ~bs);
+	if (ascii_only)
+		hit |= x;
+	return !(hit & BYTES_80);
+}
+
+/* s as a JSON string, as jstr and json_dumps make it: runs of plain bytes
+ * are copied at once; text that is not UTF-8 has its bytes above 0x7f
+ * written as '?'. */
+static void put_json_str(struct buf *b, const char *s)
+{
+	if (!s) {
+		buf_append(b, "null", 4);
+		return;
+	}
+	size_t n = strlen(s);
+	int valid = utf8_valid(s, n);
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	buf_putc(b, '"');
+	while (p < end) {
+		const unsigned char *run = p;
+		for (;;) {
+			if (end - p >= 8 && plain_word(p, !valid))
+				p += 8;
+			else if (p < end && !json_escaped(*p) && (valid || *p < 0x80))
+				p++;
+			else
+				break;
+		}
+		buf_append(b, run, (size_t)(p - run));
+		if (p == end)
+			break;
+		if (json_escaped(*p))
+			put_json_escape(b, *p);
+		else
+			buf_putc(b, '?');
+		p++;
+	}
+	buf_putc(b, '"');
+}
+
+static void put_json_key(struct buf *b, const char *key)
+{
+	if (b->data[b->len - 1] != '{')
+		buf_putc(b, ',');
+	buf_putc(b, '"');
+	buf_puts(b, key);
+	buf_append(b, "\":", 2);
+}
+
+static void put_json_field(struct buf *b, const char *key, const char *s)
+{
+	put_json_key(b, key);
+	put_json_str(b, s);
+}
+
+static void put_json_list(struct buf *b, const char *key, const struct strlist *l)
+{
+	put_json_key(b, key);
+	buf_putc(b, '[');
+	for (size_t i = 0; i < l->n; i++) {
+		if (i)
+			buf_putc(b, ',');
+		put_json_str(b, l->v[i]);
+	}
+	buf_putc(b, ']');
+}
+
+static void put_json_bool(struct buf *b, const char *key, int v)
+{
+	put_json_key(b, key);
+	buf_puts(b, v ? "true" : "false");
+}
+
+static void put_json_attachments(struct buf *b, const struct mf_message *m)
+{
+	put_json_key(b, "attachments");
+	buf_putc(b, '[');
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		const struct mf_attachment *a = &m->attachments[i];
+		buf_append(b, i ? ",{" : "{", i ? 2 : 1);
+		put_json_field(b, "filename", a->filename);
+		put_json_field(b, "content_type", a->content_type);
+		put_json_key(b, "size");
+		buf_printf(b, "%lld", (long long)a->size);
+		put_json_field(b, "sha256", a->sha256);
+		put_json_bool(b, "inline", a->is_inline);
+		buf_putc(b, '}');
+	}
+	buf_putc(b, ']');
+}
+
+char *message_json_text(const struct mf_message *m)
+{
+	struct buf b;
+	char when[32];
+	buf_init(&b);
+	buf_putc(&b, '{');
+	put_json_field(&b, "subject", m->subject);
+	put_json_field(&b, "subject_norm", m->subject_norm);
+	put_json_key(&b, "from");
+	buf_putc(&b, '{');
+	put_json_field(&b, "name", m->from_name);
+	put_json_field(&b, "email", m->from_email);
+	buf_putc(&b, '}');
+	put_json_field(&b, "reply_to", m->reply_to);
+	put_json_field(&b, "message_id", m->message_id);
+	put_json_field(&b, "in_reply_to", m->in_reply_to);
+	put_json_list(&b, "references", &m->references);
+	put_json_list(&b, "to", &m->to);
+	put_json_list(&b, "cc", &m->cc);
+	put_json_list(&b, "recipients_hint", &m->recipients_hint);
+	put_json_field(&b, "date", m->date ? time_iso(m->date, when, sizeof when) : NULL);
+	put_json_field(&b, "part", m->part);
+	put_json_field(&b, "full_text", m->full_text ? m->full_text : "");
+	put_json_field(&b, "text", m->text ? m->text : "");
+	put_json_field(&b, "removed", m->removed ? m->removed : "");
+	put_json_list(&b, "hashtags", &m->hashtags);
+	put_json_field(&b, "auto_reason", m->auto_reason);
+	put_json_field(&b, "bounce_reason", m->bounce_reason);
+	put_json_bool(&b, "bulk", m->bulk);
+	put_json_field(&b, "list_id", m->list_id);
+	put_json_bool(&b, "own", m->own);
+	put_json_field(&b, "auth_results", m->auth_results);
+	put_json_field(&b, "warnings", m->warnings);
+	put_json_attachments(&b, m);
+	buf_putc(&b, '}');
+	return buf_steal(&b);
 }
 
 /* ---- wire form --------------------------------------------------------- */

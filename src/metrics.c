@@ -2,7 +2,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mailfeed/cluster.h"
 #include "mailfeed/digest.h"
+#include "mailfeed/health.h"
 #include "mailfeed/log.h"
 #include "mailfeed/messages.h"
 #include "mailfeed/metrics.h"
@@ -61,6 +63,42 @@ static void put_messages(void *ctx, const char *mailbox, const char *state, long
 	buf_printf(b, "\"} %lld\n", n);
 }
 
+/* The instances sharing the state, live (a heartbeat younger than the
+ * lease time) or silent. */
+struct instance_counts {
+	int64_t lease_ms;
+	long live, silent;
+};
+
+static void count_instance(const struct cluster_instance *in, void *arg)
+{
+	struct instance_counts *c = arg;
+	if (in->now_ms - in->heartbeat_ms <= c->lease_ms)
+		c->live++;
+	else
+		c->silent++;
+}
+
+static void metrics_instances(struct store *st, const struct mf_config *cfg, struct buf *b)
+{
+	struct instance_counts c = {.lease_ms = (cfg ? cfg->gateway.lease_timeout : 30) * 1000};
+	buf_printf(b,
+		   "# HELP mailfeed_state_database_up 0 while this instance cannot reach the "
+		   "state database.\n"
+		   "# TYPE mailfeed_state_database_up gauge\n"
+		   "mailfeed_state_database_up %d\n",
+		   !health_unavailable());
+	if (cluster_instances_db(store_db(st), count_instance, &c) < 0)
+		return;
+	buf_printf(b,
+		   "# HELP mailfeed_instances Instances sharing the state, by whether their "
+		   "heartbeat is recent.\n"
+		   "# TYPE mailfeed_instances gauge\n"
+		   "mailfeed_instances{state=\"live\"} %ld\n"
+		   "mailfeed_instances{state=\"silent\"} %ld\n",
+		   c.live, c.silent);
+}
+
 void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b)
 {
 	struct outbox_counts c = {0};
@@ -95,7 +133,7 @@ void metrics_render(struct store *st, const struct mf_config *cfg, struct buf *b
 		store_folders_free(fs, n);
 	}
 	metrics_counters(st, b);
-	(void)cfg;
+	metrics_instances(st, cfg, b);
 }
 
 void metrics_write(struct store *st, const struct mf_config *cfg)

@@ -56,12 +56,7 @@ static int by_date(const void *a, const void *b)
 static int set_state(struct store *st, int64_t id, enum msg_state state, const char *reason,
 		     const struct mf_message *m)
 {
-	char *parsed = NULL;
-	if (m) {
-		json_t *j = message_to_json(m, 0);
-		parsed = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
-	}
+	char *parsed = m ? message_json_text(m) : NULL;
 	int rc = messages_set_state(st, id, state, reason, parsed);
 	free(parsed);
 	return rc;

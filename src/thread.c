@@ -303,16 +303,16 @@ static int64_t lookup_subject(struct db *db, const char *grp, const char *mailbo
 }
 
 /* The latest thread with a message of that subject owns the key. */
-static int register_subject(struct db *db, const char *grp, const char *mailbox,
+static int register_subject(struct store *sto, const char *grp, const char *mailbox,
 			    const char *subject_norm, int64_t tid)
 {
 	struct db_stmt *st;
 	int rc;
 	if (!*subject_norm)
 		return 0;
-	if (!(st = db_prepare(db, "INSERT INTO thread_ids(message_id, grp, thread_id)"
-				  " VALUES(?,?,?) ON CONFLICT(message_id, grp)"
-				  " DO UPDATE SET thread_id=excluded.thread_id")))
+	if (!(st = store_stmt(sto, "INSERT INTO thread_ids(message_id, grp, thread_id)"
+				   " VALUES(?,?,?) ON CONFLICT(message_id, grp)"
+				   " DO UPDATE SET thread_id=excluded.thread_id")))
 		return -1;
 	char *key = subject_key(mailbox, subject_norm);
 	db_bind_text(st, 1, key, -1);
@@ -320,35 +320,35 @@ static int register_subject(struct db *db, const char *grp, const char *mailbox,
 	db_bind_text(st, 2, grp, -1);
 	db_bind_int64(st, 3, tid);
 	rc = db_step(st);
-	db_finalize(st);
+	store_stmt_done(sto, st);
 	return rc == DB_DONE ? 0 : -1;
 }
 
-static int register_id(struct db *db, const char *grp, const char *id, int64_t tid)
+static int register_id(struct store *sto, const char *grp, const char *id, int64_t tid)
 {
 	struct db_stmt *st;
 	int rc;
 	if (!thread_id_usable(id))
 		return 0;
-	if (!(st = db_prepare(db, "INSERT INTO thread_ids(message_id, grp, thread_id)"
-				  " VALUES(?,?,?) ON CONFLICT DO NOTHING")))
+	if (!(st = store_stmt(sto, "INSERT INTO thread_ids(message_id, grp, thread_id)"
+				   " VALUES(?,?,?) ON CONFLICT DO NOTHING")))
 		return -1;
 	db_bind_text(st, 1, id, -1);
 	db_bind_text(st, 2, grp, -1);
 	db_bind_int64(st, 3, tid);
 	rc = db_step(st);
-	db_finalize(st);
+	store_stmt_done(sto, st);
 	return rc == DB_DONE ? 0 : -1;
 }
 
-static int64_t create_thread(struct db *db, const char *grp, const char *mailbox,
+static int64_t create_thread(struct store *sto, const char *grp, const char *mailbox,
 			     const char *subject_norm, time_t when)
 {
 	struct db_stmt *st;
 	int rc;
-	if (!(st = db_prepare(
-		  db, "INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
-		      " VALUES(?,?,?,?,?) RETURNING id")))
+	if (!(st = store_stmt(
+		  sto, "INSERT INTO threads(grp, mailbox, subject_norm, first_date, last_date)"
+		       " VALUES(?,?,?,?,?) RETURNING id")))
 		return -1;
 	db_bind_text(st, 1, grp, -1);
 	db_bind_text(st, 2, mailbox, -1);
@@ -357,23 +357,23 @@ static int64_t create_thread(struct db *db, const char *grp, const char *mailbox
 	db_bind_int64(st, 5, (int64_t)when);
 	rc = db_step(st);
 	int64_t id = rc == DB_ROW ? db_column_int64(st, 0) : -1;
-	db_finalize(st);
+	store_stmt_done(sto, st);
 	return id;
 }
 
-static int touch_thread(struct db *db, int64_t tid, time_t when)
+static int touch_thread(struct store *sto, int64_t tid, time_t when)
 {
 	struct db_stmt *st;
 	int rc;
-	if (!(st = db_prepare(db, "UPDATE threads SET last_date=CASE WHEN last_date IS NULL"
-				  " OR last_date < ?1 THEN ?1 ELSE last_date END,"
-				  " first_date=CASE WHEN first_date IS NULL OR first_date > ?1"
-				  " THEN ?1 ELSE first_date END WHERE id=?2")))
+	if (!(st = store_stmt(sto, "UPDATE threads SET last_date=CASE WHEN last_date IS NULL"
+				   " OR last_date < ?1 THEN ?1 ELSE last_date END,"
+				   " first_date=CASE WHEN first_date IS NULL OR first_date > ?1"
+				   " THEN ?1 ELSE first_date END WHERE id=?2")))
 		return -1;
 	db_bind_int64(st, 1, (int64_t)when);
 	db_bind_int64(st, 2, tid);
 	rc = db_step(st);
-	db_finalize(st);
+	store_stmt_done(sto, st);
 	return rc == DB_DONE ? 0 : -1;
 }
 
@@ -408,7 +408,6 @@ int64_t thread_find(struct db *db, const char *grp, const char *mailbox, const s
 int thread_record(struct store *st, const char *grp, const char *mailbox,
 		  const struct mf_message *m, int64_t found, int64_t *thread_id, int *is_new)
 {
-	struct db *db = store_db(st);
 	time_t when = m->date ? m->date : time(NULL);
 	size_t nref = m->references.n, first = nref > THREAD_MAX_REFS ? nref - THREAD_MAX_REFS : 0;
 	int replies;
@@ -417,21 +416,21 @@ int thread_record(struct store *st, const char *grp, const char *mailbox,
 
 	*is_new = 0;
 	if (tid == 0) {
-		tid = create_thread(db, grp, mailbox, subject_norm, when);
+		tid = create_thread(st, grp, mailbox, subject_norm, when);
 		*is_new = 1;
 	}
-	if (tid < 0 || register_subject(db, grp, mailbox, subject_norm, tid) < 0) {
+	if (tid < 0 || register_subject(st, grp, mailbox, subject_norm, tid) < 0) {
 		free(subject_norm);
 		return assign_fail(st, tid < 0 ? "create" : "register");
 	}
 	free(subject_norm);
-	if (register_id(db, grp, m->message_id, tid) < 0 ||
-	    register_id(db, grp, m->in_reply_to, tid) < 0)
+	if (register_id(st, grp, m->message_id, tid) < 0 ||
+	    register_id(st, grp, m->in_reply_to, tid) < 0)
 		return assign_fail(st, "register");
 	for (size_t i = first; i < nref; i++)
-		if (register_id(db, grp, m->references.v[i], tid) < 0)
+		if (register_id(st, grp, m->references.v[i], tid) < 0)
 			return assign_fail(st, "register");
-	if (touch_thread(db, tid, when) < 0)
+	if (touch_thread(st, tid, when) < 0)
 		return assign_fail(st, "update");
 	*thread_id = tid;
 	return 0;
@@ -450,12 +449,12 @@ int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
 {
 	struct db_stmt *s;
 	int rc;
-	if (!(s = db_prepare(store_db(st), "UPDATE threads SET root_item=? WHERE id=?")))
+	if (!(s = store_stmt(st, "UPDATE threads SET root_item=? WHERE id=?")))
 		return assign_fail(st, "set-root");
 	db_bind_int64(s, 1, outbox_item);
 	db_bind_int64(s, 2, thread_id);
 	rc = db_step(s);
-	db_finalize(s);
+	store_stmt_done(st, s);
 	return rc == DB_DONE ? 0 : assign_fail(st, "set-root");
 }
 

@@ -689,3 +689,22 @@ char *dsn_redact(const char *target)
 	}
 	return out;
 }
+
+char *dsn_file_read(const char *path, char *err, size_t errlen)
+{
+	size_t len = 0;
+	char *text = file_read_all(path, &len);
+	if (!text) {
+		snprintf(err, errlen, "cannot read the DSN file %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	text[strcspn(text, "\r\n")] = 0;
+	char *dsn = str_trim(text);
+	char *out = is_pg_dsn(dsn) ? xstrdup(dsn) : NULL;
+	if (!out)
+		snprintf(err, errlen, "%s does not hold a postgresql:// DSN on its first line",
+			 path);
+	explicit_bzero(text, len);
+	free(text);
+	return out;
+}

@@ -47,6 +47,9 @@ struct cluster *cluster_open(struct db *db, const char *version, int64_t lease_m
 			     size_t errlen);
 /* Releases this instance's leases and removes its row (best effort). */
 void cluster_close(struct cluster *cl);
+/* The same without freeing: the local checks stay safe to call from
+ * threads that may still run (they answer "not held"). */
+void cluster_leave(struct cluster *cl);
 const char *cluster_instance_id(const struct cluster *cl);
 int64_t cluster_lease_ms(const struct cluster *cl);
 

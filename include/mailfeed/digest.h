@@ -9,7 +9,10 @@
  * sent side by side) just before the end of the mail's data goes to the
  * relay, then marked 'sent'.  A period found
  * 'sending' after a crash may have been sent and is never sent again; one
- * killed before that commit was not delivered and is sent again. */
+ * killed before that commit was not delivered and is sent again.  With
+ * several instances on one state, a period is first claimed ('claimed',
+ * claimed_by, claim_until) by the one instance that composes and sends it;
+ * the rules of a claim left by a killed instance are digest.c's. */
 #ifndef MAILFEED_DIGEST_H
 #define MAILFEED_DIGEST_H
 

@@ -68,6 +68,11 @@ void message_free(struct mf_message *m);
  * key from an object. */
 json_t *json_str_or_null(const char *s);
 json_t *message_to_json(const struct mf_message *m, int with_data);
+/* The JSON form without attachment data as compact text, the same as
+ * json_dumps(message_to_json(m, 0), JSON_COMPACT) gives, written directly
+ * (the parsed form stored with every message: no tree of JSON values is
+ * built and walked for it).  Owned. */
+char *message_json_text(const struct mf_message *m);
 
 /* Appends the wire form of m (attachment bytes included) to out. */
 void message_encode(const struct mf_message *m, struct buf *out);

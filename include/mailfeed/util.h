@@ -47,6 +47,10 @@ int is_pg_dsn(const char *target);
 /* target fit to show or log: a DSN's password (user:PASSWORD@ or a
  * password= parameter) replaced by "***".  Caller frees. */
 char *dsn_redact(const char *target);
+/* The postgresql:// DSN on the first line of the file at path (a DSN with
+ * a password lives in a private file); NULL with the reason in err.  The
+ * file's bytes are wiped from memory.  Caller frees (and wipes). */
+char *dsn_file_read(const char *path, char *err, size_t errlen);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

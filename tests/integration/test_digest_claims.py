@@ -29,7 +29,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import MAILFEED, _env, pg_state_for, run_mailfeed, state_db, write_config
+from conftest import (MAILFEED, _env, pg_state_for, run_mailfeed, start_daemon, state_db,
+                      stop_daemon, write_config)
 
 N = 120
 KILL_AFTER = 30
@@ -188,6 +189,21 @@ def test_kill9_of_one_instance_mid_send(digest_cfg, smtp_sink, stage):
     r = run_mailfeed(digest_cfg, "digest")
     assert r.returncode == 0 and r.stdout.strip() == "0 emails sent", (r.stdout, r.stderr)
     assert len(smtp_sink.messages()) == N
+
+
+def test_three_daemons_share_the_due_digests(digest_cfg, smtp_sink):
+    """The daemons' own digest duty: three `mailfeed run` on the state, each
+    sending what is due as it starts; every reader gets one digest."""
+    daemons = [start_daemon(digest_cfg) for _ in range(3)]
+    try:
+        smtp_sink.wait_for(N, timeout=120)
+        settle(smtp_sink)
+    finally:
+        logs = [stop_daemon(p) for p in daemons]
+    exactly_once(smtp_sink, readers())
+    assert digest_rows(digest_cfg) == {"sent": N}
+    sent = [log.count("digest.sent ") for log in logs]
+    assert sum(sent) == N, sent
 
 
 # ------------------------------------------------------------------ notices

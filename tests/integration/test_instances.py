@@ -20,8 +20,6 @@ from pathlib import Path
 import urllib.error
 import urllib.request
 
-import pytest
-
 from harness.dovecot import free_port
 from conftest import (ASAN_OPTIONS, MAILFEED, _daemons, daemon_log, run_mailfeed, start_daemon,
                       stop_daemon, wait_for, write_config)
@@ -194,6 +192,20 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
     assert text.count("version ") == 3 and "last heartbeat" in text, text
     assert "daemon: running, 3 live instance(s)" in text, text
 
+    # mail taken in by an instance that does not parse is parsed and posted
+    # by the one that does, without delay
+    parser = holders(cfg)["stage:process"]
+    other = next((k[len("mailbox:"):] for k, v in mailbox_holders(cfg).items()
+                  if v != parser), None)
+    if other:
+        folder = next(f for f in FOLDERS if f.lower() == other)
+        sent = time.monotonic()
+        dovecot.append("alice", folder, msg(folder, 7))
+        wait_posted(postgres, {"%s news 7" % folder}, 30)
+        print("posted through another instance's parse stage in %.1f s"
+              % (time.monotonic() - sent))
+        assert time.monotonic() - sent < 10
+
     # kill -9 the holder of alpha: another live instance has it within the
     # lease time, and mail that arrives meanwhile is posted once
     held = mailbox_holders(cfg)
@@ -211,7 +223,7 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
     [[since_ms]] = postgres.sql("SELECT since FROM leases WHERE name='mailbox:alpha'")
     took = (int(since_ms) - int(killed_ms)) / 1000
     print("takeover of mailbox:alpha after kill -9: %.2f s (lease_timeout %d s)" % (took, LEASE))
-    assert 0 < took <= LEASE + 0.5, took
+    assert 0 < took <= LEASE + 1.0, took  # the slack: scheduling on a busy machine
     spread(cfg, survivors, 3 * LEASE)
     # the killed instance is shown silent with its last heartbeat
     rc, st, r = status(cfg)
@@ -221,7 +233,7 @@ def test_three_daemons_share_four_folders_and_take_over_a_killed_one(dovecot, po
 
     got = wait_posted(postgres, subjects(FOLDERS, range(1, 7)), 90)
     assert_once(got)
-    assert len(got) == 24
+    assert len(got) == 24 + (1 if other else 0)
     for d in daemons:
         if d is not victim:
             log = stop_daemon(d, timeout=20)
@@ -314,6 +326,9 @@ def test_database_outage_pauses_the_work_and_loses_nothing(dovecot, postgres, tm
     # while it waited nothing was taken in nor acknowledged on the server
     away = log[log.index("store.unavailable"):log.index("store.resumed")]
     assert "imap.fetched" not in away and "imap.after " not in away, away
+    # and every session left its folder (IDLE included) while it waited
+    left = set(re.findall(r"(?:imap\.standby|watcher\.paused) mailbox=(\w+)", away))
+    assert left == {f.lower() for f in FOLDERS}, away
     assert re.search(r"store\.resumed waited_s=\d+\.\d", log)
 
 

@@ -102,7 +102,9 @@ static void test_gone_process_of_this_host(void **state)
 	struct db *db2 = db_open(path, err, sizeof err, NULL);
 	struct cluster *fresh = cluster_open(db2, "1.0", 60000, err, sizeof err);
 	assert_non_null(fresh);
-	assert_int_equal(cluster_lease_acquire(fresh, "mailbox:team", NULL), 1);
+	int64_t epoch = 0;
+	assert_int_equal(cluster_lease_acquire(fresh, "mailbox:team", &epoch), 1);
+	assert_int_equal(epoch, 2); /* a new holder: the fencing number moved on */
 	struct db_stmt *s = db_prepare(db2, "SELECT COUNT(*) FROM instances WHERE id<>?1");
 	db_bind_text(s, 1, cluster_instance_id(fresh), -1);
 	assert_int_equal(db_step(s), DB_ROW);

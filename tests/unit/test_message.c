@@ -190,12 +190,68 @@ static void test_utf8_valid(void **state)
 	assert_false(utf8_valid("\xe2\x82", 2));	 /* cut short */
 }
 
+/* The parsed form as stored is the JSON form, byte for byte: escapes,
+ * control characters, text that is not UTF-8, NULL fields, attachments. */
+static void same_json_text(const struct mf_message *m)
+{
+	json_t *j = message_to_json(m, 0);
+	char *want = json_dumps(j, JSON_COMPACT);
+	char *got = message_json_text(m);
+	assert_string_equal(got, want);
+	json_t *back = json_loads(got, 0, NULL);
+	assert_non_null(back);
+	json_decref(back);
+	free(got);
+	free(want);
+	json_decref(j);
+}
+
+static void test_json_text_is_the_json_form(void **state)
+{
+	(void)state;
+	struct mf_message *m = sample();
+	same_json_text(m);
+	free(m->text);
+	m->text = xstrdup(
+	    "quote \" \\ back\\slash \x01\x1f\b\f\n\r\t del\x7f / \xe2\x80\xa8 \xf0\x9f\x98\x80");
+	free(m->removed);
+	m->removed = xstrdup("bad \xff\xfe utf-8 \xc3\xa9 \"q\"\n"); /* not UTF-8: '?' */
+	free(m->subject);
+	m->subject = xstrdup("\xc3");
+	strlist_add(&m->cc, "a\"b@example.org");
+	strlist_add(&m->cc, "\xe9t\xe9@example.org");
+	m->date = 0;
+	same_json_text(m);
+	message_free(m);
+	m = message_new(); /* everything absent */
+	same_json_text(m);
+	/* texts of every length around the 8-byte steps, with a byte to
+	 * escape or not UTF-8 anywhere in them */
+	static const unsigned char pick[] = {'a',  ' ',	 0x1f, 0x01, '"',  '\\', 0x7f, 0x21,
+					     0x5b, 0x5d, 0xc3, 0xa9, 0xff, 0x80, '\n', '/'};
+	srand(7);
+	for (int k = 0; k < 3000; k++) {
+		size_t len = (size_t)(rand() % 40);
+		char *t = xmalloc(len + 1);
+		for (size_t i = 0; i < len; i++)
+			t[i] = (char)(rand() % 4 ? 'a' + rand() % 26 : pick[rand() % sizeof pick]);
+		t[len] = 0;
+		free(m->text);
+		m->text = t;
+		same_json_text(m);
+	}
+	message_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_round_trip),		 cmocka_unit_test(test_text_is_never_null),
-	    cmocka_unit_test(test_bad_utf8_is_replaced), cmocka_unit_test(test_bad_frames_refused),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_text_is_never_null),
+	    cmocka_unit_test(test_bad_utf8_is_replaced),
+	    cmocka_unit_test(test_bad_frames_refused),
 	    cmocka_unit_test(test_utf8_valid),
+	    cmocka_unit_test(test_json_text_is_the_json_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

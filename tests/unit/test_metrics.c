@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "mailfeed/cluster.h"
 #include "mailfeed/metrics.h"
 #include "mailfeed/store.h"
 
@@ -176,7 +177,18 @@ static void test_serves_metrics(void **state)
 	assert_text_format(body);
 	assert_non_null(strstr(body, "# TYPE mailfeed_outbox_items gauge\n"));
 	assert_non_null(strstr(body, "mailfeed_mailbox_error{mailbox=\"fundraising\"} 1\n"));
+	assert_non_null(strstr(body, "mailfeed_state_database_up 1\n"));
+	assert_null(strstr(body, "mailfeed_instances{state=\"live\"} 1")); /* none joined */
 	free(resp);
+
+	/* an instance joins the state: it is counted live */
+	struct cluster *member = cluster_open(store_db(st), "t", 30000, err, sizeof err);
+	assert_non_null(member);
+	resp = get(port, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+	assert_non_null(strstr(resp, "mailfeed_instances{state=\"live\"} 1\n"));
+	assert_non_null(strstr(resp, "mailfeed_instances{state=\"silent\"} 0\n"));
+	free(resp);
+	cluster_close(member);
 
 	/* the numbers are read at each scrape, not at start */
 	assert_int_equal(store_folder_ok(st, "fundraising"), 0);

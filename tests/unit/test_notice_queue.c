@@ -140,10 +140,36 @@ static void test_claims(void **state)
 	free(dead);
 }
 
+/* When a claim may be taken from its claimer (claims.h). */
+static void test_claimer_rules(void **state)
+{
+	char host[256] = "", *self, *init, *dead = dead_local_claimer();
+	gethostname(host, sizeof host - 1);
+	self = xasprintf("%s:%ld:x", host, (long)getpid());
+	init = xasprintf("%s:1", host);
+	assert_int_equal(claims_claimer_gone(dead), 1);
+	assert_int_equal(claims_claimer_gone(self), 0); /* this process */
+	assert_int_equal(claims_claimer_gone(init), 0); /* pid 1: not a claimer's */
+	assert_int_equal(claims_claimer_gone("another-host.example:2"), 0);
+	assert_int_equal(claims_claimer_gone(host), 0); /* no pid */
+	assert_int_equal(claims_claimer_gone(NULL), 0);
+	/* stale: nothing recorded, deadline passed, or its process is gone */
+	assert_int_equal(claims_stale(NULL, 1, 2000, 1000), 1);
+	assert_int_equal(claims_stale("another-host.example:2", 0, 0, 1000), 1);
+	assert_int_equal(claims_stale("another-host.example:2", 1, 999, 1000), 1);
+	assert_int_equal(claims_stale("another-host.example:2", 1, 2000, 1000), 0);
+	assert_int_equal(claims_stale(dead, 1, 2000, 1000), 1);
+	assert_int_equal(claims_stale(self, 1, 2000, 1000), 0);
+	free(self);
+	free(init);
+	free(dead);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
+	    cmocka_unit_test(test_claimer_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
