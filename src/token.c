@@ -170,13 +170,41 @@ static void token_mac(const unsigned char *secret, size_t secretlen, enum token_
 	buf_free(&b);
 }
 
+/* The id of the row select finds for key (and its second column in
+ * *col1 when col1 is not NULL): > 0, 0 when none, -1 on error. */
+static int64_t ref_lookup(struct db *db, const char *select, const char *key, char **col1)
+{
+	struct db_stmt *s = db_prepare(db, select);
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, key, -1);
+	int64_t id = 0;
+	int rc = db_step(s);
+	if (rc == DB_ROW) {
+		id = db_column_int64(s, 0);
+		if (col1 && db_column_text(s, 1))
+			*col1 = xstrdup(db_column_text(s, 1));
+	} else if (rc != DB_DONE) {
+		id = -1;
+	}
+	db_finalize(s);
+	return id;
+}
+
+/* The id of a reference row (a post, a user), made when missing: looked up
+ * first, since nearly every token names one already known (a digest
+ * issues dozens for the same reader), then inserted (a racing insert of
+ * another instance is fine: ON CONFLICT) and looked up again. */
 static int64_t ref_id(struct store *st, const char *insert, const char *select, const char *a,
-		      const char *b)
+		      const char *b, char **col1)
 {
 	struct db *db = store_db(st);
-	struct db_stmt *s;
-	int64_t id = -1;
-	if (!(s = db_prepare(db, insert)))
+	const char *key = b ? b : a;
+	int64_t id = ref_lookup(db, select, key, col1);
+	if (id != 0)
+		return id;
+	struct db_stmt *s = db_prepare(db, insert);
+	if (!s)
 		return -1;
 	db_bind_text(s, 1, a, -1);
 	if (b)
@@ -185,13 +213,7 @@ static int64_t ref_id(struct store *st, const char *insert, const char *select, 
 	db_finalize(s);
 	if (rc != DB_DONE)
 		return -1;
-	if (!(s = db_prepare(db, select)))
-		return -1;
-	db_bind_text(s, 1, b ? b : a, -1);
-	if (db_step(s) == DB_ROW)
-		id = db_column_int64(s, 0);
-	db_finalize(s);
-	return id;
+	return ref_lookup(db, select, key, col1);
 }
 
 char *token_issue(struct store *st, const unsigned char *secret, size_t secretlen,
@@ -209,25 +231,17 @@ char *token_issue(struct store *st, const unsigned char *secret, size_t secretle
 	if (kind == TOKEN_REPLY) {
 		if (!grp || !remote_id)
 			goto fail;
+		/* The MAC covers the group the post was first recorded with. */
 		post = ref_id(st,
 			      "INSERT INTO reply_posts(grp, remote_id) VALUES(?,?)"
 			      " ON CONFLICT DO NOTHING",
-			      "SELECT id FROM reply_posts WHERE remote_id=?", grp, remote_id);
-		if (post <= 0)
-			goto fail;
-		/* The MAC covers the group the post was first recorded with. */
-		struct db_stmt *s;
-		if (!(s = db_prepare(store_db(st), "SELECT grp FROM reply_posts WHERE id=?")))
-			goto fail;
-		db_bind_int64(s, 1, post);
-		if (db_step(s) == DB_ROW)
-			stored_grp = xstrdup(db_column_text(s, 0));
-		db_finalize(s);
-		if (!stored_grp)
+			      "SELECT id, grp FROM reply_posts WHERE remote_id=?", grp, remote_id,
+			      &stored_grp);
+		if (post <= 0 || !stored_grp)
 			goto fail;
 	}
 	user = ref_id(st, "INSERT INTO reply_users(email) VALUES(?) ON CONFLICT DO NOTHING",
-		      "SELECT id FROM reply_users WHERE email=?", lemail, NULL);
+		      "SELECT id FROM reply_users WHERE email=?", lemail, NULL, NULL);
 	if (user <= 0)
 		goto fail;
 
