@@ -48,30 +48,77 @@ static char *cut_copy(const char *s, size_t max, int *cut)
 	return xstrndup(s, k);
 }
 
+/* The payload is JSON text written directly, byte for byte as jansson's
+ * json_dumps(JSON_COMPACT) wrote the object it was once built as: keys in
+ * this order; author name and email, message id and date as
+ * json_str_or_null makes them; the other strings as json_string took them,
+ * so that one which is not valid UTF-8 leaves out its key (or its place in
+ * a list) rather than changing. */
+static void put_key(struct buf *b, const char *key)
+{
+	if (b->data[b->len - 1] != '{')
+		buf_putc(b, ',');
+	buf_putc(b, '"');
+	buf_puts(b, key);
+	buf_append(b, "\":", 2);
+}
+
+static int utf8_str(const char *s) { return s && utf8_valid(s, strlen(s)); }
+
+static void put_strict(struct buf *b, const char *key, const char *s)
+{
+	if (!utf8_str(s))
+		return;
+	put_key(b, key);
+	json_put_str(b, s);
+}
+
+static void put_strict_list(struct buf *b, const char *key, const struct strlist *l, size_t max)
+{
+	int first = 1;
+	put_key(b, key);
+	buf_putc(b, '[');
+	for (size_t i = 0; i < l->n && i < max; i++) {
+		if (!utf8_str(l->v[i]))
+			continue;
+		if (!first)
+			buf_putc(b, ',');
+		json_put_str(b, l->v[i]);
+		first = 0;
+	}
+	buf_putc(b, ']');
+}
+
+static void payload_author(struct buf *b, const struct outbox_new *n)
+{
+	const struct mf_message *m = n->msg;
+	put_key(b, "author");
+	buf_putc(b, '{');
+	put_key(b, "name");
+	json_put_str(b, n->author_name ? n->author_name : m ? m->from_name : NULL);
+	put_key(b, "email");
+	json_put_str(b, n->author_email ? n->author_email : m ? m->from_email : NULL);
+	/* whether the sender may be acted as (auth.h), and why */
+	put_key(b, "verified");
+	buf_puts(b, n->author_verified ? "true" : "false");
+	if (n->author_check)
+		put_strict(b, "check", n->author_check);
+	buf_putc(b, '}');
+}
+
 static char *payload_build(const struct outbox_new *n)
 {
 	const struct mf_message *m = n->msg;
-	json_t *o = json_object(), *author = json_object(), *tags = json_array();
 	struct strlist seen = {0};
+	struct buf b;
 	char datebuf[32];
 	int cut;
 
-	json_object_set_new(author, "name",
-			    json_str_or_null(n->author_name ? n->author_name
-					     : m	    ? m->from_name
-							    : NULL));
-	json_object_set_new(author, "email",
-			    json_str_or_null(n->author_email ? n->author_email
-					     : m	     ? m->from_email
-							     : NULL));
-	/* whether the sender may be acted as (auth.h), and why */
-	json_object_set_new(author, "verified", json_boolean(n->author_verified));
-	if (n->author_check)
-		json_object_set_new(author, "check", json_string(n->author_check));
-	json_object_set_new(o, "author", author);
-
+	buf_init(&b);
+	buf_putc(&b, '{');
+	payload_author(&b, n);
 	char *subject = cut_copy(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
-	json_object_set_new(o, "subject", json_string(subject));
+	put_strict(&b, "subject", subject);
 	free(subject);
 
 	char *text = cut_copy(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
@@ -80,30 +127,23 @@ static char *payload_build(const struct outbox_new *n)
 		free(text);
 		text = t;
 	}
-	json_object_set_new(o, "text", json_string(text));
+	put_strict(&b, "text", text);
 	free(text);
 
 	/* the hashtags decide_message announced to preview and inspect */
 	decide_hashtags(n->extra_hashtags, m, &seen);
-	for (size_t i = 0; i < seen.n; i++)
-		json_array_append_new(tags, json_string(seen.v[i]));
+	put_strict_list(&b, "hashtags", &seen, seen.n);
 	strlist_free(&seen);
-	json_object_set_new(o, "hashtags", tags);
-	json_object_set_new(o, "message_id", json_str_or_null(m ? m->message_id : NULL));
-	json_object_set_new(o, "date",
-			    m && m->date ? json_string(time_iso(m->date, datebuf, sizeof datebuf))
-					 : json_null());
+	put_key(&b, "message_id");
+	json_put_str(&b, m ? m->message_id : NULL);
+	put_key(&b, "date");
+	json_put_str(&b, m && m->date ? time_iso(m->date, datebuf, sizeof datebuf) : NULL);
 	if (n->parent_remote_id)
-		json_object_set_new(o, "parent_remote_id", json_string(n->parent_remote_id));
-	if (n->recipients && n->recipients->n) {
-		json_t *rcpt = json_array();
-		for (size_t i = 0; i < n->recipients->n && i < RECIPIENTS_MAX; i++)
-			json_array_append_new(rcpt, json_string(n->recipients->v[i]));
-		json_object_set_new(o, "recipients", rcpt);
-	}
-	char *out = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return out;
+		put_strict(&b, "parent_remote_id", n->parent_remote_id);
+	if (n->recipients && n->recipients->n)
+		put_strict_list(&b, "recipients", n->recipients, RECIPIENTS_MAX);
+	buf_putc(&b, '}');
+	return buf_steal(&b);
 }
 
 static int64_t id_of_key(struct store *st, const char *key)
