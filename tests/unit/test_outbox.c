@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 #include <sys/wait.h>
 
+#include "../../src/outbox_internal.h"
 #include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/message.h"
@@ -755,6 +756,93 @@ static void test_payload_text_is_the_json_form(void **state)
 	strlist_free(&extra);
 }
 
+static void same_str(const char *a, const char *b)
+{
+	if (!a || !b)
+		assert_ptr_equal(a, b);
+	else
+		assert_string_equal(a, b);
+}
+
+static void same_list(const struct strlist *a, const struct strlist *b)
+{
+	assert_int_equal(a->n, b->n);
+	for (size_t i = 0; i < a->n; i++)
+		assert_string_equal(a->v[i], b->v[i]);
+}
+
+/* A payload read in one pass gives what jansson reads from it. */
+static void same_reading(const char *text, const char *parent)
+{
+	struct outbox_loaded f = {0}, j = {0};
+	f.parent_remote_id = parent ? xstrdup(parent) : NULL;
+	j.parent_remote_id = parent ? xstrdup(parent) : NULL;
+	int rf = outbox_payload_read(text, &f, 1), rj = outbox_payload_read(text, &j, 0);
+	assert_int_equal(rf, rj);
+	if (rj == 0) {
+		same_str(f.parent_remote_id, j.parent_remote_id);
+		same_str(f.author_name, j.author_name);
+		same_str(f.author_email, j.author_email);
+		same_str(f.subject, j.subject);
+		same_str(f.text, j.text);
+		same_str(f.message_id, j.message_id);
+		assert_int_equal(f.item.author_verified, j.item.author_verified);
+		assert_int_equal(f.item.date, j.item.date);
+		same_list(&f.tags, &j.tags);
+		same_list(&f.recipients, &j.recipients);
+	}
+	outbox_loaded_free(&f);
+	outbox_loaded_free(&j);
+}
+
+/* The fields delivery reads back from a payload are those jansson reads:
+ * for every payload the gateway writes, and for text it never writes
+ * (escapes it does not use, spaces, other keys and values, repeated keys,
+ * values of the wrong type, broken JSON). */
+static void test_payload_reading_is_jansson_s(void **state)
+{
+	struct fx *x = *state;
+	static const char *const odd[] = {
+	    "{}",
+	    " { \"subject\" : \"a\\/b\\u00e9\\u20ac\\ud83d\\ude00\" "
+	    ",\n\"text\":\"\\b\\f\\n\\r\\t\"} ",
+	    "{\"subject\":\"\\u0000\"}",
+	    "{\"subject\":\"\\ud800\"}",
+	    "{\"subject\":\"\\x\"}",
+	    "{\"subject\":\"a\",\"subject\":\"b\"}",
+	    "{\"author\":{\"name\":\"A\",\"name\":\"B\"}}",
+	    "{\"author\":{\"name\":1,\"email\":null,\"verified\":\"true\"},\"date\":7}",
+	    "{\"author\":[],\"hashtags\":{\"a\":\"b\"},\"recipients\":\"x\"}",
+	    "{\"hashtags\":[\"a\",1,null,[\"b\"],{\"c\":\"d\"},\"e\"],\"x\":{\"y\":[true,false]}}",
+	    "{\"author\":{\"verified\":true,\"check\":\"dkim\"},\"date\":\"2026-12-05T03:00:00Z\"}",
+	    "{\"parent_remote_id\":\"p-1\",\"text\":null}",
+	    "{\"subject\":\"raw\ttab\"}",
+	    "{\"subject\":\"open",
+	    "{\"subject\":\"a\"} x",
+	    "{\"subject\":\"a\",}",
+	    "[\"subject\"]",
+	    "\"subject\"",
+	    "{\"subject\":\"\xff\"}",
+	    "{\"subject\":tru}",
+	    "",
+	};
+	for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+		same_reading(odd[i], NULL);
+		same_reading(odd[i], "from-row");
+	}
+	/* what the gateway writes, for random fields */
+	test_payload_text_is_the_json_form(state);
+	struct db_stmt *s;
+	assert_non_null((s = db_prepare(store_db(x->st), "SELECT payload FROM outbox")));
+	int rows = 0;
+	while (db_step(s) == DB_ROW) {
+		same_reading(db_column_text(s, 0), rows % 2 ? "from-row" : NULL);
+		rows++;
+	}
+	db_finalize(s);
+	assert_true(rows > 1000);
+}
+
 /* --- claims: two connections are two instances ------------------------ */
 
 /* The database's clock in ms, plus delta, as SQL. */
@@ -1002,6 +1090,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_delivered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipients_travel_with_item, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_payload_text_is_the_json_form, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_payload_reading_is_jansson_s, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claimed_items_are_not_taken_twice, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_lapsed_claim_is_reconciled, setup, teardown),
