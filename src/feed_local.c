@@ -28,6 +28,7 @@
 
 #include "mailfeed/feed.h"
 #include "mailfeed/log.h"
+#include "mailfeed/message.h"
 #include "mailfeed/utf8.h"
 #include "mailfeed/util.h"
 
@@ -885,14 +886,25 @@ static int parent_exists(struct store *st, long long id, const char *group)
 	return found;
 }
 
+/* The hashtags as a JSON list, written as text: the same bytes as
+ * json_dumps of a list of json_string (which leaves out a string that is
+ * not UTF-8). */
 static char *tags_json(const struct strlist *l)
 {
-	json_t *a = json_array();
-	for (size_t i = 0; l && i < l->n; i++)
-		json_array_append_new(a, json_string(l->v[i]));
-	char *s = json_dumps(a, JSON_COMPACT);
-	json_decref(a);
-	return s;
+	struct buf b;
+	int first = 1;
+	buf_init(&b);
+	buf_putc(&b, '[');
+	for (size_t i = 0; l && i < l->n; i++) {
+		if (!utf8_valid(l->v[i], strlen(l->v[i])))
+			continue;
+		if (!first)
+			buf_putc(&b, ',');
+		json_put_str(&b, l->v[i]);
+		first = 0;
+	}
+	buf_putc(&b, ']');
+	return buf_steal(&b);
 }
 
 /* Removes the files named in files (a list being built) from dir. */
@@ -918,6 +930,8 @@ static void files_unkeep(const char *dir, json_t *files)
 static char *files_keep(struct local_ctx *c, const struct feed_item *it, char **staged, char *err,
 			size_t errlen)
 {
+	if (!it->n_attachments)
+		return xstrdup("[]"); /* what json_dumps makes of an empty list */
 	json_t *a = json_array();
 	char *dir = NULL;
 	int kept = 0;

@@ -195,7 +195,7 @@ static int plain_word(const unsigned char *p, int ascii_only)
 /* s as a JSON string, as jstr and json_dumps make it: runs of plain bytes
  * are copied at once; text that is not UTF-8 has its bytes above 0x7f
  * written as '?'. */
-static void put_json_str(struct buf *b, const char *s)
+void json_put_str(struct buf *b, const char *s)
 {
 	if (!s) {
 		buf_append(b, "null", 4);
@@ -239,7 +239,7 @@ static void put_json_key(struct buf *b, const char *key)
 static void put_json_field(struct buf *b, const char *key, const char *s)
 {
 	put_json_key(b, key);
-	put_json_str(b, s);
+	json_put_str(b, s);
 }
 
 static void put_json_list(struct buf *b, const char *key, const struct strlist *l)
@@ -249,7 +249,7 @@ static void put_json_list(struct buf *b, const char *key, const struct strlist *
 	for (size_t i = 0; i < l->n; i++) {
 		if (i)
 			buf_putc(b, ',');
-		put_json_str(b, l->v[i]);
+		json_put_str(b, l->v[i]);
 	}
 	buf_putc(b, ']');
 }

@@ -48,30 +48,77 @@ static char *cut_copy(const char *s, size_t max, int *cut)
 	return xstrndup(s, k);
 }
 
+/* The payload is JSON text written directly, byte for byte as jansson's
+ * json_dumps(JSON_COMPACT) wrote the object it was once built as: keys in
+ * this order; author name and email, message id and date as
+ * json_str_or_null makes them; the other strings as json_string took them,
+ * so that one which is not valid UTF-8 leaves out its key (or its place in
+ * a list) rather than changing. */
+static void put_key(struct buf *b, const char *key)
+{
+	if (b->data[b->len - 1] != '{')
+		buf_putc(b, ',');
+	buf_putc(b, '"');
+	buf_puts(b, key);
+	buf_append(b, "\":", 2);
+}
+
+static int utf8_str(const char *s) { return s && utf8_valid(s, strlen(s)); }
+
+static void put_strict(struct buf *b, const char *key, const char *s)
+{
+	if (!utf8_str(s))
+		return;
+	put_key(b, key);
+	json_put_str(b, s);
+}
+
+static void put_strict_list(struct buf *b, const char *key, const struct strlist *l, size_t max)
+{
+	int first = 1;
+	put_key(b, key);
+	buf_putc(b, '[');
+	for (size_t i = 0; i < l->n && i < max; i++) {
+		if (!utf8_str(l->v[i]))
+			continue;
+		if (!first)
+			buf_putc(b, ',');
+		json_put_str(b, l->v[i]);
+		first = 0;
+	}
+	buf_putc(b, ']');
+}
+
+static void payload_author(struct buf *b, const struct outbox_new *n)
+{
+	const struct mf_message *m = n->msg;
+	put_key(b, "author");
+	buf_putc(b, '{');
+	put_key(b, "name");
+	json_put_str(b, n->author_name ? n->author_name : m ? m->from_name : NULL);
+	put_key(b, "email");
+	json_put_str(b, n->author_email ? n->author_email : m ? m->from_email : NULL);
+	/* whether the sender may be acted as (auth.h), and why */
+	put_key(b, "verified");
+	buf_puts(b, n->author_verified ? "true" : "false");
+	if (n->author_check)
+		put_strict(b, "check", n->author_check);
+	buf_putc(b, '}');
+}
+
 static char *payload_build(const struct outbox_new *n)
 {
 	const struct mf_message *m = n->msg;
-	json_t *o = json_object(), *author = json_object(), *tags = json_array();
 	struct strlist seen = {0};
+	struct buf b;
 	char datebuf[32];
 	int cut;
 
-	json_object_set_new(author, "name",
-			    json_str_or_null(n->author_name ? n->author_name
-					     : m	    ? m->from_name
-							    : NULL));
-	json_object_set_new(author, "email",
-			    json_str_or_null(n->author_email ? n->author_email
-					     : m	     ? m->from_email
-							     : NULL));
-	/* whether the sender may be acted as (auth.h), and why */
-	json_object_set_new(author, "verified", json_boolean(n->author_verified));
-	if (n->author_check)
-		json_object_set_new(author, "check", json_string(n->author_check));
-	json_object_set_new(o, "author", author);
-
+	buf_init(&b);
+	buf_putc(&b, '{');
+	payload_author(&b, n);
 	char *subject = cut_copy(m && m->subject ? m->subject : "", OUTBOX_MAX_SUBJECT, &cut);
-	json_object_set_new(o, "subject", json_string(subject));
+	put_strict(&b, "subject", subject);
 	free(subject);
 
 	char *text = cut_copy(m && m->text ? m->text : "", OUTBOX_MAX_TEXT, &cut);
@@ -80,30 +127,23 @@ static char *payload_build(const struct outbox_new *n)
 		free(text);
 		text = t;
 	}
-	json_object_set_new(o, "text", json_string(text));
+	put_strict(&b, "text", text);
 	free(text);
 
 	/* the hashtags decide_message announced to preview and inspect */
 	decide_hashtags(n->extra_hashtags, m, &seen);
-	for (size_t i = 0; i < seen.n; i++)
-		json_array_append_new(tags, json_string(seen.v[i]));
+	put_strict_list(&b, "hashtags", &seen, seen.n);
 	strlist_free(&seen);
-	json_object_set_new(o, "hashtags", tags);
-	json_object_set_new(o, "message_id", json_str_or_null(m ? m->message_id : NULL));
-	json_object_set_new(o, "date",
-			    m && m->date ? json_string(time_iso(m->date, datebuf, sizeof datebuf))
-					 : json_null());
+	put_key(&b, "message_id");
+	json_put_str(&b, m ? m->message_id : NULL);
+	put_key(&b, "date");
+	json_put_str(&b, m && m->date ? time_iso(m->date, datebuf, sizeof datebuf) : NULL);
 	if (n->parent_remote_id)
-		json_object_set_new(o, "parent_remote_id", json_string(n->parent_remote_id));
-	if (n->recipients && n->recipients->n) {
-		json_t *rcpt = json_array();
-		for (size_t i = 0; i < n->recipients->n && i < RECIPIENTS_MAX; i++)
-			json_array_append_new(rcpt, json_string(n->recipients->v[i]));
-		json_object_set_new(o, "recipients", rcpt);
-	}
-	char *out = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return out;
+		put_strict(&b, "parent_remote_id", n->parent_remote_id);
+	if (n->recipients && n->recipients->n)
+		put_strict_list(&b, "recipients", n->recipients, RECIPIENTS_MAX);
+	buf_putc(&b, '}');
+	return buf_steal(&b);
 }
 
 static int64_t id_of_key(struct store *st, const char *key)
@@ -364,40 +404,351 @@ static int load_attachments(struct store *st, struct outbox_loaded *l)
 	return 0;
 }
 
-/* Loads item id with its post's remote id.  0, or -1 (row gone or its
- * payload unreadable). */
-int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
+/* --- the payload read back ---------------------------------------------
+
+ * Delivery reads every item's payload: the fields it needs are taken from
+ * the text in one pass, without building a tree of JSON values.  The pass
+ * accepts only what jansson accepts and reads it as jansson does; text it
+ * is not sure of (not UTF-8, a number, a \u escape of NUL or of a
+ * surrogate, a repeated key, deep nesting) is read by jansson instead, so
+ * the result is always what json_loads would give. */
+struct ptext {
+	const char *p, *end;
+	int depth;
+};
+
+static void pt_ws(struct ptext *t)
 {
-	struct db_stmt *s =
-	    store_kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
-			   " o.created, p.remote_id,"
-			   " EXISTS(SELECT 1 FROM attachments a WHERE a.item=o.id) FROM outbox o"
-			   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
-	memset(l, 0, sizeof *l);
-	if (!s)
+	while (t->p < t->end && (*t->p == ' ' || *t->p == '\t' || *t->p == '\n' || *t->p == '\r'))
+		t->p++;
+}
+
+static int pt_lit(struct ptext *t, const char *lit)
+{
+	size_t n = strlen(lit);
+	if ((size_t)(t->end - t->p) < n || memcmp(t->p, lit, n) != 0)
 		return -1;
-	db_bind_int64(s, 1, id);
-	if (db_step(s) != DB_ROW) {
-		store_stmt_done(st, s);
+	t->p += n;
+	return 0;
+}
+
+static int hex4(const char *p)
+{
+	int v = 0;
+	for (int i = 0; i < 4; i++) {
+		char c = p[i];
+		int d = c >= '0' && c <= '9'   ? c - '0'
+			: c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10
+					       : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+/* One escape at t->p (after the backslash) appended to out (when not
+ * NULL).  0 or -1. */
+static int pt_escape(struct ptext *t, struct buf *out)
+{
+	static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+	if (t->p >= t->end)
+		return -1;
+	const char *e = strchr(from, *t->p);
+	if (*t->p && e) {
+		if (out)
+			buf_putc(out, to[e - from]);
+		t->p++;
+		return 0;
+	}
+	if (*t->p != 'u' || t->end - t->p < 5)
+		return -1;
+	int v = hex4(t->p + 1);
+	if (v <= 0 || (v >= 0xd800 && v <= 0xdfff))
+		return -1; /* NUL, a surrogate or not hex: jansson's to judge */
+	t->p += 5;
+	char u[3];
+	size_t n;
+	if (v < 0x80) {
+		u[0] = (char)v;
+		n = 1;
+	} else if (v < 0x800) {
+		u[0] = (char)(0xc0 | (v >> 6));
+		u[1] = (char)(0x80 | (v & 0x3f));
+		n = 2;
+	} else {
+		u[0] = (char)(0xe0 | (v >> 12));
+		u[1] = (char)(0x80 | ((v >> 6) & 0x3f));
+		u[2] = (char)(0x80 | (v & 0x3f));
+		n = 3;
+	}
+	if (out)
+		buf_append(out, u, n);
+	return 0;
+}
+
+/* A string at t->p, its text appended to out when not NULL.  0 or -1. */
+static int pt_str(struct ptext *t, struct buf *out)
+{
+	if (t->p >= t->end || *t->p != '"')
+		return -1;
+	t->p++;
+	for (;;) {
+		const char *run = t->p;
+		while (t->p < t->end && *t->p != '"' && *t->p != '\\' &&
+		       (unsigned char)*t->p >= 0x20)
+			t->p++;
+		if (out)
+			buf_append(out, run, (size_t)(t->p - run));
+		if (t->p >= t->end || (unsigned char)*t->p < 0x20)
+			return -1;
+		if (*t->p++ == '"')
+			return 0;
+		if (pt_escape(t, out) < 0)
+			return -1;
+	}
+}
+
+/* A string as an owned copy, or NULL for JSON null or for any other
+ * value (skipped).  0 or -1. */
+static int pt_skip(struct ptext *t);
+static int pt_str_dup(struct ptext *t, char **out)
+{
+	struct buf b;
+	if (t->p >= t->end || *t->p != '"')
+		return pt_skip(t);
+	buf_init(&b);
+	if (pt_str(t, &b) < 0) {
+		buf_free(&b);
 		return -1;
 	}
-	json_t *p = json_loads(db_column_text(s, 3), 0, NULL);
-	l->item.id = id;
-	l->key = col_dup(s, 0);
-	const char *kind = db_column_text(s, 1);
-	l->item.kind = kind && strcmp(kind, "comment") == 0 ? FEED_COMMENT : FEED_POST;
-	l->group = col_dup(s, 2);
-	l->message = db_column_int64(s, 4);
-	l->attempts = (long)db_column_int64(s, 5);
-	l->created = (time_t)db_column_int64(s, 6);
-	l->parent_remote_id = col_dup(s, 7);
-	/* most items have no file: no second round trip for them */
-	int has_files = db_column_int64(s, 8) != 0;
-	store_stmt_done(st, s);
-	if (!p) {
-		outbox_loaded_free(l);
+	free(*out); /* keys are never repeated here: see pt_members */
+	*out = buf_steal(&b);
+	return 0;
+}
+
+/* A list's strings added to l (at most max; other values skipped), or
+ * any other value skipped.  0 or -1. */
+static int pt_strings(struct ptext *t, struct strlist *l, size_t max)
+{
+	if (t->p >= t->end || *t->p != '[')
+		return pt_skip(t);
+	t->p++;
+	pt_ws(t);
+	if (t->p < t->end && *t->p == ']') {
+		t->p++;
+		return 0;
+	}
+	for (;;) {
+		pt_ws(t);
+		if (t->p < t->end && *t->p == '"') {
+			char *s = NULL;
+			if (pt_str_dup(t, &s) < 0)
+				return -1;
+			if (l->n < max)
+				strlist_add(l, s);
+			free(s);
+		} else if (pt_skip(t) < 0) {
+			return -1;
+		}
+		pt_ws(t);
+		if (t->p < t->end && *t->p == ',') {
+			t->p++;
+			continue;
+		}
+		if (t->p < t->end && *t->p == ']') {
+			t->p++;
+			return 0;
+		}
 		return -1;
 	}
+}
+
+static int key_seen(const struct strlist *keys, const char *key)
+{
+	for (size_t i = 0; i < keys->n; i++)
+		if (strcmp(keys->v[i], key) == 0)
+			return 1;
+	return 0;
+}
+
+/* The members of an object at t->p: each value read by field(ctx, key, t)
+ * (which reads or skips it).  A repeated key, which jansson resolves its
+ * own way, is left to jansson.  0 or -1. */
+static int pt_members(struct ptext *t, int (*field)(void *, const char *, struct ptext *),
+		      void *ctx)
+{
+	struct strlist keys = {0};
+	struct buf key;
+	int rc = -1;
+	if (t->p >= t->end || *t->p != '{' || ++t->depth > 16)
+		return -1;
+	t->p++;
+	buf_init(&key);
+	pt_ws(t);
+	if (t->p < t->end && *t->p == '}') {
+		t->p++;
+		rc = 0;
+		goto out;
+	}
+	for (;;) {
+		pt_ws(t);
+		key.len = 0;
+		if (pt_str(t, &key) < 0)
+			goto out;
+		buf_putc(&key, 0);
+		if (strlen(key.data) != key.len - 1 || key_seen(&keys, key.data))
+			goto out;
+		strlist_add(&keys, key.data);
+		pt_ws(t);
+		if (t->p >= t->end || *t->p != ':')
+			goto out;
+		t->p++;
+		pt_ws(t);
+		if (field(ctx, key.data, t) < 0)
+			goto out;
+		pt_ws(t);
+		if (t->p < t->end && *t->p == ',') {
+			t->p++;
+			continue;
+		}
+		if (t->p < t->end && *t->p == '}') {
+			t->p++;
+			rc = 0;
+		}
+		goto out;
+	}
+out:
+	t->depth--;
+	buf_free(&key);
+	strlist_free(&keys);
+	return rc;
+}
+
+static int skip_field(void *ctx, const char *key, struct ptext *t)
+{
+	(void)ctx;
+	(void)key;
+	return pt_skip(t);
+}
+
+/* Any value, checked and passed over; numbers are left to jansson. */
+static int pt_skip(struct ptext *t)
+{
+	if (t->p >= t->end)
+		return -1;
+	switch (*t->p) {
+	case '"':
+		return pt_str(t, NULL);
+	case '{':
+		return pt_members(t, skip_field, NULL);
+	case '[': {
+		if (++t->depth > 16)
+			return -1;
+		struct strlist none = {0};
+		int rc = pt_strings(t, &none, 0);
+		t->depth--;
+		return rc;
+	}
+	case 't':
+		return pt_lit(t, "true");
+	case 'f':
+		return pt_lit(t, "false");
+	case 'n':
+		return pt_lit(t, "null");
+	default:
+		return -1;
+	}
+}
+
+static int author_field(void *ctx, const char *key, struct ptext *t)
+{
+	struct outbox_loaded *l = ctx;
+	if (strcmp(key, "name") == 0)
+		return pt_str_dup(t, &l->author_name);
+	if (strcmp(key, "email") == 0)
+		return pt_str_dup(t, &l->author_email);
+	if (strcmp(key, "verified") == 0) {
+		l->item.author_verified = t->p < t->end && *t->p == 't';
+		return pt_skip(t);
+	}
+	return pt_skip(t);
+}
+
+static int payload_field(void *ctx, const char *key, struct ptext *t)
+{
+	struct outbox_loaded *l = ctx;
+	char **dst = strcmp(key, "subject") == 0      ? &l->subject
+		     : strcmp(key, "text") == 0	      ? &l->text
+		     : strcmp(key, "message_id") == 0 ? &l->message_id
+						      : NULL;
+	if (dst)
+		return pt_str_dup(t, dst);
+	if (strcmp(key, "parent_remote_id") == 0) {
+		/* the column's value, when there is one, comes first */
+		if (l->parent_remote_id)
+			return pt_skip(t);
+		return pt_str_dup(t, &l->parent_remote_id);
+	}
+	if (strcmp(key, "date") == 0) {
+		char *date = NULL;
+		int rc = pt_str_dup(t, &date);
+		l->item.date = iso_parse(date);
+		free(date);
+		return rc;
+	}
+	if (strcmp(key, "author") == 0)
+		return t->p < t->end && *t->p == '{' ? pt_members(t, author_field, l) : pt_skip(t);
+	if (strcmp(key, "hashtags") == 0)
+		return pt_strings(t, &l->tags, SIZE_MAX);
+	if (strcmp(key, "recipients") == 0)
+		return pt_strings(t, &l->recipients, RECIPIENTS_MAX);
+	return pt_skip(t);
+}
+
+/* The payload's fields read in one pass.  0, or -1 when jansson is to read
+ * it (nothing of l changed then but what payload_fields_clear undoes). */
+static int payload_read_text(const char *text, struct outbox_loaded *l)
+{
+	if (!text)
+		return -1;
+	size_t n = strlen(text);
+	if (!utf8_valid(text, n))
+		return -1;
+	struct ptext t = {.p = text, .end = text + n};
+	pt_ws(&t);
+	if (pt_members(&t, payload_field, l) < 0)
+		return -1;
+	pt_ws(&t);
+	return t.p == t.end ? 0 : -1;
+}
+
+/* Undoes what a payload reading set in l. */
+static void payload_fields_clear(struct outbox_loaded *l, int parent_from_row)
+{
+	if (!parent_from_row) {
+		free(l->parent_remote_id);
+		l->parent_remote_id = NULL;
+	}
+	free(l->author_name);
+	free(l->author_email);
+	free(l->subject);
+	free(l->text);
+	free(l->message_id);
+	l->author_name = l->author_email = l->subject = l->text = l->message_id = NULL;
+	strlist_free(&l->tags);
+	strlist_free(&l->recipients);
+	l->item.author_verified = 0;
+	l->item.date = 0;
+}
+
+/* The payload's fields read by jansson.  0, or -1 when it is not JSON. */
+static int payload_read_json(const char *text, struct outbox_loaded *l)
+{
+	json_t *p = json_loads(text, 0, NULL);
+	if (!p)
+		return -1;
 	if (!l->parent_remote_id)
 		l->parent_remote_id = json_dup(p, "parent_remote_id");
 	json_t *author = json_object_get(p, "author");
@@ -421,6 +772,52 @@ int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 			strlist_add(&l->recipients, json_string_value(v));
 	}
 	json_decref(p);
+	return 0;
+}
+
+int outbox_payload_read(const char *text, struct outbox_loaded *l, int fast)
+{
+	int parent_from_row = l->parent_remote_id != NULL;
+	if (fast && payload_read_text(text, l) == 0)
+		return 0;
+	payload_fields_clear(l, parent_from_row);
+	return text ? payload_read_json(text, l) : -1;
+}
+
+/* Loads item id with its post's remote id.  0, or -1 (row gone or its
+ * payload unreadable). */
+int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
+{
+	struct db_stmt *s =
+	    store_kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
+			   " o.created, p.remote_id,"
+			   " EXISTS(SELECT 1 FROM attachments a WHERE a.item=o.id) FROM outbox o"
+			   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
+	memset(l, 0, sizeof *l);
+	if (!s)
+		return -1;
+	db_bind_int64(s, 1, id);
+	if (db_step(s) != DB_ROW) {
+		store_stmt_done(st, s);
+		return -1;
+	}
+	l->item.id = id;
+	l->key = col_dup(s, 0);
+	const char *kind = db_column_text(s, 1);
+	l->item.kind = kind && strcmp(kind, "comment") == 0 ? FEED_COMMENT : FEED_POST;
+	l->group = col_dup(s, 2);
+	l->message = db_column_int64(s, 4);
+	l->attempts = (long)db_column_int64(s, 5);
+	l->created = (time_t)db_column_int64(s, 6);
+	l->parent_remote_id = col_dup(s, 7);
+	/* most items have no file: no second round trip for them */
+	int has_files = db_column_int64(s, 8) != 0;
+	int rc = outbox_payload_read(db_column_text(s, 3), l, 1);
+	store_stmt_done(st, s);
+	if (rc < 0) {
+		outbox_loaded_free(l);
+		return -1;
+	}
 	if (has_files && load_attachments(st, l) < 0) {
 		outbox_loaded_free(l);
 		return -1;

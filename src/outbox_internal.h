@@ -30,6 +30,11 @@ struct outbox_loaded {
  * payload unreadable). */
 int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l);
 void outbox_loaded_free(struct outbox_loaded *l);
+/* Reads a payload's fields into l (parent_remote_id only when l has none
+ * yet): in one pass over the text when fast and the text allows it,
+ * otherwise by jansson; the same fields either way.  0, or -1 when the
+ * text is not JSON. */
+int outbox_payload_read(const char *text, struct outbox_loaded *l, int fast);
 
 /* In one committed transaction of its own: comments of dead posts go dead
  * (added to *dead), then up to batch due items at now are claimed for

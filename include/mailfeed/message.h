@@ -73,6 +73,10 @@ json_t *message_to_json(const struct mf_message *m, int with_data);
  * (the parsed form stored with every message: no tree of JSON values is
  * built and walked for it).  Owned. */
 char *message_json_text(const struct mf_message *m);
+/* Appends s as JSON text, byte for byte as json_dumps writes
+ * json_str_or_null(s): NULL as null, escapes as jansson writes them, bytes
+ * above 0x7f written as '?' when s is not valid UTF-8. */
+void json_put_str(struct buf *b, const char *s);
 
 /* Appends the wire form of m (attachment bytes included) to out. */
 void message_encode(const struct mf_message *m, struct buf *out);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "mailfeed/config.h"
 #include "mailfeed/feed.h"
@@ -491,6 +492,47 @@ static void test_batch_of_files(void **state)
 	assert_int_not_equal(system(cmd), 0);
 }
 
+/* The hashtags and files stored with an item are what json_dumps made of
+ * them: escapes, multibyte text, a tag that is not UTF-8 left out, no
+ * tags, no files. */
+static void test_stored_lists_are_jansson_s(void **state)
+{
+	struct fx *x = *state;
+	static const char *const tags[] = {"plain",	"q\"uote", "back\\slash",
+					   "tab\there", "\x01",	   "\xc3\xa9t\xc3\xa9",
+					   "bad\xff",	"/",	   "\xe2\x82"};
+	char key[16];
+	for (size_t k = 0; k <= sizeof tags / sizeof tags[0]; k++) {
+		struct strlist l = {0};
+		json_t *a = json_array();
+		for (size_t i = 0; i < k; i++) {
+			strlist_add(&l, tags[i]);
+			json_array_append_new(a, json_string(tags[i]));
+		}
+		char *want = json_dumps(a, JSON_COMPACT);
+		json_decref(a);
+		struct feed_item it = item(x, key, FEED_POST, NULL, "text");
+		snprintf(key, sizeof key, "t%zu", k);
+		it.key = key;
+		it.hashtags = &l;
+		struct feed_result r;
+		deliver_one(x, it, &r);
+		assert_int_equal(r.status, FEED_OK);
+		feed_result_clear(&r);
+		struct db_stmt *s =
+		    db_prepare(store_db(x->st), "SELECT hashtags, attachments FROM local_items"
+						" WHERE key=?");
+		assert_non_null(s);
+		db_bind_text(s, 1, key, -1);
+		assert_int_equal(db_step(s), DB_ROW);
+		assert_string_equal(db_column_text(s, 0), want);
+		assert_string_equal(db_column_text(s, 1), "[]");
+		db_finalize(s);
+		free(want);
+		strlist_free(&l);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -504,6 +546,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_files_kept_and_linked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batch_of_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stored_lists_are_jansson_s, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_text_rendered_character_by_character, setup,
 					    teardown),
 	};

@@ -12,9 +12,12 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 
+#include "../../src/outbox_internal.h"
+#include "mailfeed/decide.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/message.h"
 #include "mailfeed/outbox.h"
@@ -617,6 +620,229 @@ static void test_recipients_travel_with_item(void **state)
 	assert_string_equal(x->fake.seen_rcpt[2], "bob@example.org,carol@example.org,");
 }
 
+/* --- the payload as stored --------------------------------------------- */
+
+/* The payload as the jansson object it was first built as, dumped: the
+ * reference the written text must equal byte for byte. */
+static char *payload_by_jansson(const struct outbox_new *n)
+{
+	const struct mf_message *m = n->msg;
+	json_t *o = json_object(), *author = json_object(), *tags = json_array();
+	struct strlist seen = {0};
+	char datebuf[32];
+	json_object_set_new(author, "name",
+			    json_str_or_null(n->author_name ? n->author_name : m->from_name));
+	json_object_set_new(author, "email",
+			    json_str_or_null(n->author_email ? n->author_email : m->from_email));
+	json_object_set_new(author, "verified", json_boolean(n->author_verified));
+	if (n->author_check)
+		json_object_set_new(author, "check", json_string(n->author_check));
+	json_object_set_new(o, "author", author);
+	json_object_set_new(o, "subject", json_string(m->subject ? m->subject : ""));
+	json_object_set_new(o, "text", json_string(m->text ? m->text : ""));
+	decide_hashtags(n->extra_hashtags, m, &seen);
+	for (size_t i = 0; i < seen.n; i++)
+		json_array_append_new(tags, json_string(seen.v[i]));
+	strlist_free(&seen);
+	json_object_set_new(o, "hashtags", tags);
+	json_object_set_new(o, "message_id", json_str_or_null(m->message_id));
+	json_object_set_new(o, "date",
+			    m->date ? json_string(time_iso(m->date, datebuf, sizeof datebuf))
+				    : json_null());
+	if (n->parent_remote_id)
+		json_object_set_new(o, "parent_remote_id", json_string(n->parent_remote_id));
+	if (n->recipients && n->recipients->n) {
+		json_t *rcpt = json_array();
+		for (size_t i = 0; i < n->recipients->n; i++)
+			json_array_append_new(rcpt, json_string(n->recipients->v[i]));
+		json_object_set_new(o, "recipients", rcpt);
+	}
+	char *out = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return out;
+}
+
+/* A short random string with bytes to escape, multibyte UTF-8 and bytes
+ * that are not UTF-8 anywhere in it; NULL now and then when may_null. */
+static char *random_text(int may_null)
+{
+	static const unsigned char pick[] = {'a',  ' ',	 0x1f, 0x01, '"',  '\\', 0x7f, 0x21, 0x5b,
+					     0x5d, 0xc3, 0xa9, 0xff, 0x80, '\n', '/',  0xe2, 0x82,
+					     0xac, 0xf0, 0x9f, 0x98, 0x80, '\t', 0xed, 0xa0};
+	if (may_null && rand() % 5 == 0)
+		return NULL;
+	size_t len = (size_t)(rand() % 40);
+	char *t = xmalloc(len + 1);
+	for (size_t i = 0; i < len; i++)
+		t[i] = (char)(rand() % 3 ? 'a' + rand() % 26 : pick[rand() % sizeof pick]);
+	t[len] = 0;
+	return t;
+}
+
+static void random_list(struct strlist *l)
+{
+	for (int k = rand() % 4; k > 0; k--) {
+		char *t = random_text(0);
+		if (*t)
+			strlist_add(l, t);
+		free(t);
+	}
+}
+
+static void same_payload(struct fx *x, const struct outbox_new *n)
+{
+	char *want = payload_by_jansson(n), sql[160];
+	assert_int_equal(store_begin(x->st), 0);
+	int64_t id = outbox_enqueue(x->st, n);
+	assert_true(id > 0);
+	assert_int_equal(store_commit(x->st), 0);
+	snprintf(sql, sizeof sql, "SELECT payload FROM outbox WHERE id=%lld", (long long)id);
+	char *got = col_text(x, sql);
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	free(got);
+	free(want);
+}
+
+/* The stored payload is what jansson made of it, byte for byte: escapes,
+ * control characters, a string that is not UTF-8 (a '?' where
+ * json_str_or_null took it, the key or list entry left out where
+ * json_string refused it), absent fields, overrides and lists. */
+static void test_payload_text_is_the_json_form(void **state)
+{
+	struct fx *x = *state;
+	struct strlist extra = {0}, rcpt = {0};
+	strlist_add(&extra, "fundraising");
+	struct outbox_new n = {
+	    .key = "p0", .kind = "post", .group = "G1", .msg = x->msg, .extra_hashtags = &extra};
+	same_payload(x, &n);
+	char key[32];
+	srand(11);
+	for (int k = 1; k < 1500; k++) {
+		struct mf_message *m = message_new();
+		m->subject = random_text(1);
+		m->text = random_text(1);
+		m->from_name = random_text(1);
+		m->from_email = random_text(1);
+		m->message_id = random_text(1);
+		m->date = rand() % 2 ? (time_t)1790000000 + rand() % 100000000 : 0;
+		random_list(&m->hashtags);
+		random_list(&extra);
+		random_list(&rcpt);
+		char *name = rand() % 3 ? NULL : random_text(1);
+		char *email = rand() % 3 ? NULL : random_text(1);
+		char *check = random_text(1), *parent = random_text(1);
+		snprintf(key, sizeof key, "p%d", k);
+		n = (struct outbox_new){.key = key,
+					.kind = "post",
+					.group = "G1",
+					.msg = m,
+					.author_name = name,
+					.author_email = email,
+					.author_verified = rand() % 2,
+					.author_check = check,
+					.extra_hashtags = &extra,
+					.parent_remote_id = parent,
+					.recipients = rand() % 2 ? &rcpt : NULL};
+		same_payload(x, &n);
+		free(name);
+		free(email);
+		free(check);
+		free(parent);
+		strlist_free(&extra);
+		strlist_free(&rcpt);
+		message_free(m);
+	}
+	strlist_free(&extra);
+}
+
+static void same_str(const char *a, const char *b)
+{
+	if (!a || !b)
+		assert_ptr_equal(a, b);
+	else
+		assert_string_equal(a, b);
+}
+
+static void same_list(const struct strlist *a, const struct strlist *b)
+{
+	assert_int_equal(a->n, b->n);
+	for (size_t i = 0; i < a->n; i++)
+		assert_string_equal(a->v[i], b->v[i]);
+}
+
+/* A payload read in one pass gives what jansson reads from it. */
+static void same_reading(const char *text, const char *parent)
+{
+	struct outbox_loaded f = {0}, j = {0};
+	f.parent_remote_id = parent ? xstrdup(parent) : NULL;
+	j.parent_remote_id = parent ? xstrdup(parent) : NULL;
+	int rf = outbox_payload_read(text, &f, 1), rj = outbox_payload_read(text, &j, 0);
+	assert_int_equal(rf, rj);
+	if (rj == 0) {
+		same_str(f.parent_remote_id, j.parent_remote_id);
+		same_str(f.author_name, j.author_name);
+		same_str(f.author_email, j.author_email);
+		same_str(f.subject, j.subject);
+		same_str(f.text, j.text);
+		same_str(f.message_id, j.message_id);
+		assert_int_equal(f.item.author_verified, j.item.author_verified);
+		assert_int_equal(f.item.date, j.item.date);
+		same_list(&f.tags, &j.tags);
+		same_list(&f.recipients, &j.recipients);
+	}
+	outbox_loaded_free(&f);
+	outbox_loaded_free(&j);
+}
+
+/* The fields delivery reads back from a payload are those jansson reads:
+ * for every payload the gateway writes, and for text it never writes
+ * (escapes it does not use, spaces, other keys and values, repeated keys,
+ * values of the wrong type, broken JSON). */
+static void test_payload_reading_is_jansson_s(void **state)
+{
+	struct fx *x = *state;
+	static const char *const odd[] = {
+	    "{}",
+	    " { \"subject\" : \"a\\/b\\u00e9\\u20ac\\ud83d\\ude00\" "
+	    ",\n\"text\":\"\\b\\f\\n\\r\\t\"} ",
+	    "{\"subject\":\"\\u0000\"}",
+	    "{\"subject\":\"\\ud800\"}",
+	    "{\"subject\":\"\\x\"}",
+	    "{\"subject\":\"a\",\"subject\":\"b\"}",
+	    "{\"author\":{\"name\":\"A\",\"name\":\"B\"}}",
+	    "{\"author\":{\"name\":1,\"email\":null,\"verified\":\"true\"},\"date\":7}",
+	    "{\"author\":[],\"hashtags\":{\"a\":\"b\"},\"recipients\":\"x\"}",
+	    "{\"hashtags\":[\"a\",1,null,[\"b\"],{\"c\":\"d\"},\"e\"],\"x\":{\"y\":[true,false]}}",
+	    "{\"author\":{\"verified\":true,\"check\":\"dkim\"},\"date\":\"2026-12-05T03:00:00Z\"}",
+	    "{\"parent_remote_id\":\"p-1\",\"text\":null}",
+	    "{\"subject\":\"raw\ttab\"}",
+	    "{\"subject\":\"open",
+	    "{\"subject\":\"a\"} x",
+	    "{\"subject\":\"a\",}",
+	    "[\"subject\"]",
+	    "\"subject\"",
+	    "{\"subject\":\"\xff\"}",
+	    "{\"subject\":tru}",
+	    "",
+	};
+	for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+		same_reading(odd[i], NULL);
+		same_reading(odd[i], "from-row");
+	}
+	/* what the gateway writes, for random fields */
+	test_payload_text_is_the_json_form(state);
+	struct db_stmt *s;
+	assert_non_null((s = db_prepare(store_db(x->st), "SELECT payload FROM outbox")));
+	int rows = 0;
+	while (db_step(s) == DB_ROW) {
+		same_reading(db_column_text(s, 0), rows % 2 ? "from-row" : NULL);
+		rows++;
+	}
+	db_finalize(s);
+	assert_true(rows > 1000);
+}
+
 /* --- claims: two connections are two instances ------------------------ */
 
 /* The database's clock in ms, plus delta, as SQL. */
@@ -863,6 +1089,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_read_delivered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipients_travel_with_item, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_payload_text_is_the_json_form, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_payload_reading_is_jansson_s, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claimed_items_are_not_taken_twice, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_lapsed_claim_is_reconciled, setup, teardown),
