@@ -2,14 +2,13 @@
  * cluster.h).  The SQL of both engines sits side by side where it differs:
  * the database clock, the id column, string aggregation, and the claim
  * (FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). */
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "mailfeed/claims.h"
 #include "mailfeed/cluster.h"
 #include "mailfeed/log.h"
 #include "mailfeed/util.h"
@@ -121,17 +120,13 @@ static int register_instance(struct cluster *cl)
 static void forget_gone_here(struct cluster *cl, const char *host)
 {
 	struct strlist gone = {0};
-	struct db_stmt *s = prep(cl, "SELECT id, pid FROM instances WHERE host=?1", NULL);
+	struct db_stmt *s = prep(cl, "SELECT id FROM instances WHERE host=?1", NULL);
 	if (!s)
 		return;
 	db_bind_text(s, 1, host, -1);
-	while (db_step(s) == DB_ROW) {
-		int64_t pid = db_column_int64(s, 1);
-		const char *id = db_column_text(s, 0);
-		if (id && pid > 0 && pid != (int64_t)getpid() && kill((pid_t)pid, 0) < 0 &&
-		    errno == ESRCH)
-			strlist_add(&gone, id);
-	}
+	while (db_step(s) == DB_ROW)
+		if (claims_claimer_gone(db_column_text(s, 0)))
+			strlist_add(&gone, db_column_text(s, 0));
 	db_finalize(s);
 	for (size_t i = 0; i < gone.n; i++) {
 		/* expired rather than deleted: the next holder's epoch follows */

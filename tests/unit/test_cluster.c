@@ -81,7 +81,7 @@ static void test_defaults(void **state)
  * process end when the new one joins, without waiting for their expiry. */
 static void test_gone_process_of_this_host(void **state)
 {
-	char err[256], host[256] = "", sql[512];
+	char err[256], host[256] = "", sql[1536];
 	state_file_new(path, sizeof path, "cluster-gone");
 	struct db *db = db_open(path, err, sizeof err, NULL);
 	struct cluster *old = cluster_open(db, "1.0", 60000, err, sizeof err);
@@ -91,7 +91,11 @@ static void test_gone_process_of_this_host(void **state)
 		_exit(0);
 	waitpid(child, NULL, 0);
 	gethostname(host, sizeof host - 1);
-	snprintf(sql, sizeof sql, "UPDATE instances SET pid=%ld WHERE id='%s'", (long)child,
+	/* the old instance as the dead process would have named it */
+	snprintf(sql, sizeof sql,
+		 "UPDATE instances SET id='%s:%ld:dead', pid=%ld WHERE id='%s';"
+		 "UPDATE leases SET holder='%s:%ld:dead' WHERE holder='%s'",
+		 host, (long)child, (long)child, cluster_instance_id(old), host, (long)child,
 		 cluster_instance_id(old));
 	assert_int_equal(db_exec(db, sql), 0);
 	/* another host's instance with that pid is not judged from here */
