@@ -385,17 +385,10 @@ static char *state_path_fallback(const char *config)
 	}
 	fclose(f);
 	if (path && dsn_file) { /* its first line is the DSN */
-		size_t len = 0;
-		char *text = file_read_all(path, &len);
+		char err[512];
+		char *dsn = dsn_file_read(path, err, sizeof err);
 		free(path);
-		path = NULL;
-		if (text) {
-			text[strcspn(text, "\r\n")] = 0;
-			path = db_is_dsn(str_trim(text)) ? xstrdup(str_trim(text)) : NULL;
-			explicit_bzero(text, len);
-			free(text);
-		}
-		return path;
+		return dsn;
 	}
 	if (!path)
 		path = xstrdup("/var/lib/mailfeed/state.db");
@@ -405,23 +398,6 @@ static char *state_path_fallback(const char *config)
 	}
 	return path;
 }
-
-/* Whether a state that could not be opened is a database server that did
- * not answer (rather than a damaged or foreign state). */
-static int state_unreachable(const char *state)
-{
-	char err[512];
-	int away = 0;
-	if (!db_is_dsn(state))
-		return 0;
-	struct db *db = db_open(state, err, sizeof err, &away);
-	if (db)
-		db_close(db);
-	return away;
-}
-
-/* Exit statuses beyond 0 (all well), 1 (failing) and 2 (usage, config). */
-#define STATUS_UNREACHABLE 3
 
 int cmd_status(int argc, char **argv, const char *config)
 {
@@ -439,8 +415,7 @@ int cmd_status(int argc, char **argv, const char *config)
 			    "  (host, pid, version, last heartbeat, the leases they hold).  Exit "
 			    "1\n"
 			    "  when a mailbox is failing, an account waits after refused logins,\n"
-			    "  or anything is dead; 3 when the state database cannot be "
-			    "reached.\n");
+			    "  or anything is dead, or the state database cannot be reached.\n");
 			return 0;
 		} else {
 			fprintf(stderr, "usage: mailfeed [-c FILE] status [--json]\n");
@@ -459,14 +434,14 @@ int cmd_status(int argc, char **argv, const char *config)
 		free(shown);
 	}
 	const char *state = cfg ? cfg->gateway.state : fallback;
-	struct store *st = store_open(state, err, sizeof err);
+	int away = 0;
+	struct store *st = store_open_why(state, err, sizeof err, &away);
 	if (!st) {
-		int away = state_unreachable(state);
 		fprintf(stderr, "mailfeed: %s%s\n", away ? "state database unreachable: " : "",
 			err);
 		free(fallback);
 		config_free(cfg);
-		return away ? STATUS_UNREACHABLE : 1;
+		return 1;
 	}
 	json_t *root = status_build(st, cfg, state);
 	free(fallback);

@@ -414,14 +414,16 @@ static int schema_version(struct db *db)
 }
 
 /* A PostgreSQL state: reached, its schema brought up to date. */
-static struct db *open_pg(const char *dsn, char *err, size_t errlen)
+static struct db *open_pg(const char *dsn, char *err, size_t errlen, int *unavailable)
 {
 	char *shown = dsn_redact(dsn);
 	char why[512];
-	struct db *db = db_open(dsn, why, sizeof why, NULL);
+	struct db *db = db_open(dsn, why, sizeof why, unavailable);
 	if (!db)
 		snprintf(err, errlen, "state database %s: %s", shown, why);
 	else if (migrate_pg(db, shown, err, errlen) < 0) {
+		if (unavailable)
+			*unavailable = db_unavailable(db);
 		db_close(db);
 		db = NULL;
 	}
@@ -563,8 +565,15 @@ static struct store *store_new(struct db *db, const char *path)
 
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
+	return store_open_why(path, err, errlen, NULL);
+}
+
+struct store *store_open_why(const char *path, char *err, size_t errlen, int *unavailable)
+{
+	if (unavailable)
+		*unavailable = 0;
 	if (is_pg_dsn(path)) {
-		struct db *db = open_pg(path, err, errlen);
+		struct db *db = open_pg(path, err, errlen, unavailable);
 		return db ? store_new(db, path) : NULL;
 	}
 	if (prepare_file(path, err, errlen) < 0)

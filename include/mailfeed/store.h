@@ -49,6 +49,10 @@ struct store;
  * Returns NULL with a message in err on failure (corrupt file, disk full,
  * newer schema than this binary knows). */
 struct store *store_open(const char *path, char *err, size_t errlen);
+/* store_open that also tells why it failed: *unavailable (may be NULL) 1
+ * when the database server could not be reached or went away (pause and
+ * retry later; not the state's fault), 0 otherwise. */
+struct store *store_open_why(const char *path, char *err, size_t errlen, int *unavailable);
 /* path may also be a postgresql:// DSN: the state in PostgreSQL, shared by
  * several instances (schema versioned by db_migrate "store", the same
  * version numbers as on SQLite). */
