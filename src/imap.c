@@ -1112,6 +1112,21 @@ static int bodies_fetch_guarded(struct imap_session *s, const uint32_t *want, si
 	return r < 0 ? -1 : 0;
 }
 
+char *imap_fetched_take(const struct imap_fetched *m)
+{
+	if (!m->raw)
+		return NULL;
+	if (!m->owner || *m->owner != m->raw) {
+		char *copy = xmalloc(m->raw_len + 1);
+		memcpy(copy, m->raw, m->raw_len);
+		copy[m->raw_len] = 0;
+		return copy;
+	}
+	char *raw = *m->owner;
+	*m->owner = NULL;
+	return raw;
+}
+
 /* Hands m[0..mn) over to cb in UID order, freeing each body as it goes.
  * Returns 1 when cb asked to stop. */
 static int bodies_hand_over(struct meta *m, size_t mn, long long max_size, imap_fetch_cb cb,
@@ -1129,7 +1144,8 @@ static int bodies_hand_over(struct meta *m, size_t mn, long long max_size, imap_
 					 .size = m[k].size,
 					 .internaldate = m[k].date,
 					 .raw = m[k].raw,
-					 .raw_len = m[k].raw_len};
+					 .raw_len = m[k].raw_len,
+					 .owner = &m[k].raw};
 		int stop = cb(&f, arg);
 		free(m[k].raw);
 		m[k].raw = NULL;

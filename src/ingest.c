@@ -4,6 +4,8 @@
  * message, stored in batches with its checkpoint) and applies the
  * after-action to the messages whose work is done.  Used by the watcher
  * threads and `run --once` of cmd_run.c; nothing here parses a message. */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +21,47 @@
 #include "mailfeed/notice.h"
 #include "mailfeed/util.h"
 
+/* One message on its way from the fetch to the store.  Its Message-ID and
+ * content hash are found on the fetching side, which waits on the network
+ * most of the time. */
+struct taken {
+	uint32_t uid, size;
+	time_t internaldate;
+	char *raw; /* owned; NULL: too large, not fetched */
+	size_t raw_len;
+	char *msgid;
+	char sha256[65];
+};
+
+/* The hand-over from the thread that fetches to the one that stores: a
+ * FIFO bounded in messages and bytes, so that the next bodies arrive while
+ * the last ones are stored and committed, and memory stays flat. */
+#define HAND_MESSAGES 256
+#define HAND_BYTES (2 * 1024 * 1024)
+
+enum hand_end {
+	HAND_OPEN,   /* more may come */
+	HAND_DONE,   /* the fetch is over: store what is queued, commit */
+	HAND_BROKEN, /* the fetch failed: the open batch is not committed */
+};
+
+struct hand {
+	pthread_mutex_t mu;
+	pthread_cond_t more; /* a message or the end arrived */
+	pthread_cond_t room; /* a message was taken, or the store quit */
+	struct taken q[HAND_MESSAGES];
+	size_t head, count, bytes;
+	enum hand_end end; /* set by the fetching side */
+	int quit;	   /* set by the storing side: it stopped early */
+};
+
+/* What the storing side owns (the fetching side reads only h and stop):
+ * the store connection is used by one thread at a time. */
 struct store_ctx {
 	struct store *st;
 	const struct ingest_folder *f;
-	int lost; /* the right to work on the folder ended */
+	struct hand *h; /* NULL: stored in the fetching thread */
+	int lost;	/* the right to work on the folder ended */
 	const char *key;
 	uint32_t uidvalidity;
 	atomic_int *stop;
@@ -33,8 +72,9 @@ struct store_ctx {
 	uint32_t *big;	      /* too large, newly recorded: their senders are told */
 	uint32_t *big_size;
 	size_t nbig;
-	int in_tx;    /* a batch transaction is open */
-	int tx_count; /* messages in it */
+	size_t nbig_done; /* of them, committed */
+	int in_tx;	  /* a batch transaction is open */
+	int tx_count;	  /* messages in it */
 	size_t tx_bytes;
 };
 
@@ -50,14 +90,22 @@ static int may_work(const struct ingest_folder *f)
 	return !f->may_work || f->may_work(f->may_work_arg);
 }
 
-/* The right to work ended: the open batch is not committed. */
-static int store_lost(struct store_ctx *c)
+/* The open batch is not committed: what it took in is forgotten. */
+static void batch_drop(struct store_ctx *c)
 {
 	if (c->in_tx)
 		store_rollback(c->st);
 	c->in_tx = 0;
 	c->inserted -= c->tx_count;
 	c->tx_count = 0;
+	c->tx_bytes = 0;
+	c->nbig = c->nbig_done;
+}
+
+/* The right to work ended: the open batch is not committed. */
+static int store_lost(struct store_ctx *c)
+{
+	batch_drop(c);
 	c->lost = 1;
 	return 1;
 }
@@ -66,85 +114,225 @@ static int store_batch_commit(struct store_ctx *c)
 {
 	if (!c->in_tx)
 		return 0;
+	if (store_commit(c->st) < 0) {
+		batch_drop(c);
+		return -1;
+	}
 	c->in_tx = 0;
 	c->tx_count = 0;
 	c->tx_bytes = 0;
-	return store_commit(c->st);
+	c->nbig_done = c->nbig;
+	return 0;
 }
 
-static int store_fetched(const struct imap_fetched *f, void *arg)
+static void taken_from(struct taken *t, const struct imap_fetched *f)
 {
-	struct store_ctx *c = arg;
+	*t = (struct taken){.uid = f->uid, .size = f->size, .internaldate = f->internaldate};
+	t->raw = imap_fetched_take(f);
+	if (!t->raw)
+		return;
+	t->raw_len = f->raw_len;
+	t->msgid = raw_header_message_id(t->raw, t->raw_len);
+	sha256_hex(t->raw, t->raw_len, t->sha256);
+}
+
+static void taken_free(struct taken *t)
+{
+	free(t->raw);
+	free(t->msgid);
+}
+
+/* A message newly recorded without its content: its sender is told once
+ * the batch is committed. */
+static void big_note(struct store_ctx *c, const struct taken *t, const char *reason)
+{
+	log_warn("message.skipped mailbox=%s uid=%u reason=%s", c->key, t->uid, LOG_Q(reason));
+	c->big = xrealloc(c->big, (c->nbig + 1) * sizeof *c->big);
+	c->big_size = xrealloc(c->big_size, (c->nbig + 1) * sizeof *c->big_size);
+	c->big[c->nbig] = t->uid;
+	c->big_size[c->nbig++] = t->size;
+}
+
+/* Stores one message in the open batch (begun when none is), and commits
+ * the batch when it is full.  Returns 1 to stop: a failure (c->failed),
+ * the right to work gone (c->lost) or the stop flag. */
+static int store_one(struct store_ctx *c, const struct taken *t)
+{
 	char reason[160];
 	struct stored_message m = {
 	    .mailbox = c->key,
 	    .uidvalidity = c->uidvalidity,
-	    .uid = f->uid,
-	    .size = f->size,
-	    .internaldate = f->internaldate,
-	    .raw = f->raw,
-	    .raw_len = f->raw_len,
+	    .uid = t->uid,
+	    .message_id = t->msgid,
+	    .size = t->size,
+	    .internaldate = t->internaldate,
+	    .raw = t->raw,
+	    .raw_len = t->raw_len,
 	    .state = c->state,
+	    .sha256 = t->raw ? t->sha256 : NULL,
 	};
-	char *msgid = NULL;
 	int inserted = 0;
-	if (f->raw) {
-		msgid = raw_header_message_id(f->raw, f->raw_len);
-	} else {
+	if (!t->raw) {
 		snprintf(reason, sizeof reason,
-			 "too large: %u bytes, max_message_size is %lld bytes", f->size,
+			 "too large: %u bytes, max_message_size is %lld bytes", t->size,
 			 c->max_size);
 		m.state = MSG_SKIPPED;
 		m.reason = reason;
 	}
-	m.message_id = msgid;
-	if (!may_work(c->f)) {
-		free(msgid);
+	if (!may_work(c->f))
 		return store_lost(c);
-	}
 	if (!c->in_tx) {
 		if (store_begin(c->st) < 0) {
 			c->failed = 1;
-			free(msgid);
 			return 1;
 		}
 		c->in_tx = 1;
 	}
 	if (store_message_add_tx(c->st, &m, &inserted) < 0) {
-		store_rollback(c->st);
-		c->in_tx = 0;
-		c->inserted -= c->tx_count;
+		batch_drop(c);
 		c->failed = 1;
-		free(msgid);
 		return 1;
 	}
 	c->tx_count += inserted;
-	c->tx_bytes += f->raw_len;
-	if ((c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) &&
-	    !may_work(c->f)) {
-		free(msgid);
-		return store_lost(c);
-	}
-	if ((c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) &&
-	    store_batch_commit(c) < 0) {
-		c->failed = 1;
-		free(msgid);
-		return 1;
-	}
-	if (inserted) {
-		c->inserted++;
-		if (!f->raw) {
-			log_warn("message.skipped mailbox=%s uid=%u reason=%s", c->key, f->uid,
-				 LOG_Q(reason));
-			c->big = xrealloc(c->big, (c->nbig + 1) * sizeof *c->big);
-			c->big_size = xrealloc(c->big_size, (c->nbig + 1) * sizeof *c->big_size);
-			c->big[c->nbig] = f->uid;
-			c->big_size[c->nbig++] = f->size;
+	c->inserted += inserted;
+	c->tx_bytes += t->raw_len;
+	if (inserted && !t->raw)
+		big_note(c, t, reason);
+	if (c->tx_count >= STORE_BATCH_MESSAGES || c->tx_bytes >= STORE_BATCH_BYTES) {
+		if (!may_work(c->f))
+			return store_lost(c);
+		if (store_batch_commit(c) < 0) {
+			c->failed = 1;
+			return 1;
 		}
 	}
-	free(msgid);
+	return atomic_load(c->stop) ? 1 : 0;
+}
+
+/* The end of the storing side: the open batch committed when the fetch
+ * ended well and the right to work holds, else rolled back. */
+static void store_finish(struct store_ctx *c, int broken)
+{
+	if (broken)
+		batch_drop(c); /* fetched again */
+	else if (!c->failed && !c->lost && !may_work(c->f))
+		store_lost(c);
+	else if (!c->failed && !c->lost && store_batch_commit(c) < 0)
+		c->failed = 1;
+	store_rollback(c->st);
+}
+
+/* The storing thread: takes messages in the order they were fetched until
+ * none is left and the fetch ended, or a store says stop.  What was handed
+ * over before a fetch failed is stored as it would have been (full batches
+ * committed); only the batch left open is not. */
+static void *store_main(void *arg)
+{
+	struct store_ctx *c = arg;
+	struct hand *h = c->h;
+	int broken = 0;
+	for (;;) {
+		pthread_mutex_lock(&h->mu);
+		while (h->count == 0 && h->end == HAND_OPEN)
+			pthread_cond_wait(&h->more, &h->mu);
+		broken = h->end == HAND_BROKEN;
+		if (h->count == 0) {
+			pthread_mutex_unlock(&h->mu);
+			break;
+		}
+		struct taken t = h->q[h->head];
+		h->head = (h->head + 1) % HAND_MESSAGES;
+		h->count--;
+		h->bytes -= t.raw_len;
+		pthread_cond_signal(&h->room);
+		pthread_mutex_unlock(&h->mu);
+		int stop = store_one(c, &t);
+		taken_free(&t);
+		if (stop) {
+			pthread_mutex_lock(&h->mu);
+			h->quit = 1;
+			pthread_cond_signal(&h->room);
+			pthread_mutex_unlock(&h->mu);
+			break;
+		}
+	}
+	store_finish(c, broken);
+	return NULL;
+}
+
+/* The fetching side: each message, in UID order, to the storing thread
+ * (waiting for room), or stored here when there is none. */
+static int hand_fetched(const struct imap_fetched *f, void *arg)
+{
+	struct store_ctx *c = arg;
+	struct hand *h = c->h;
+	struct taken t;
+	int quit;
+	taken_from(&t, f);
+	if (!h) {
+		quit = store_one(c, &t);
+		taken_free(&t);
+		health_beat_current(health_step());
+		return quit;
+	}
+	pthread_mutex_lock(&h->mu);
+	while (!h->quit &&
+	       (h->count == HAND_MESSAGES || (h->count > 0 && h->bytes + t.raw_len > HAND_BYTES)))
+		pthread_cond_wait(&h->room, &h->mu);
+	quit = h->quit;
+	if (!quit) {
+		h->q[(h->head + h->count) % HAND_MESSAGES] = t;
+		h->count++;
+		h->bytes += t.raw_len;
+		pthread_cond_signal(&h->more);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (quit) {
+		taken_free(&t);
+		return 1;
+	}
 	health_beat_current(health_step());
 	return atomic_load(c->stop) ? 1 : 0;
+}
+
+/* Starts the storing thread of c; 0, or -1 (then c stores in the fetching
+ * thread). */
+static int hand_start(struct store_ctx *c, pthread_t *thread)
+{
+	struct hand *h = xcalloc(1, sizeof *h);
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->more, NULL);
+	pthread_cond_init(&h->room, NULL);
+	c->h = h;
+	if (pthread_create(thread, NULL, store_main, c) == 0)
+		return 0;
+	log_warn("ingest.thread error=%s note=\"fetching and storing take turns\"",
+		 LOG_Q(strerror(errno)));
+	c->h = NULL;
+	pthread_cond_destroy(&h->room);
+	pthread_cond_destroy(&h->more);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+	return -1;
+}
+
+/* Tells the storing thread how the fetch ended, waits for it, and frees
+ * what it left in the queue. */
+static void hand_end(struct store_ctx *c, pthread_t thread, int broken)
+{
+	struct hand *h = c->h;
+	pthread_mutex_lock(&h->mu);
+	h->end = broken ? HAND_BROKEN : HAND_DONE;
+	pthread_cond_signal(&h->more);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(thread, NULL);
+	for (; h->count > 0; h->count--, h->head = (h->head + 1) % HAND_MESSAGES)
+		taken_free(&h->q[h->head]);
+	pthread_cond_destroy(&h->room);
+	pthread_cond_destroy(&h->more);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+	c->h = NULL;
 }
 
 /* Whether a header block says the mail was sent by a program (no notice
@@ -231,15 +419,16 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 			      .stop = stop,
 			      .max_size = f->max_size,
 			      .state = state};
+	pthread_t thread;
 	*inserted = 0;
 	if (n == 0)
 		return 0;
-	int rc = imap_fetch(s, uids, n, f->max_size, store_fetched, &c, err, errlen);
-	if (!c.failed && !c.lost && !may_work(f))
-		store_lost(&c);
-	if (!c.failed && !c.lost && store_batch_commit(&c) < 0)
-		c.failed = 1;
-	store_rollback(st); /* a batch left open by a fetch error: fetched again */
+	int threaded = hand_start(&c, &thread) == 0;
+	int rc = imap_fetch(s, uids, n, f->max_size, hand_fetched, &c, err, errlen);
+	if (threaded)
+		hand_end(&c, thread, rc < 0);
+	else
+		store_finish(&c, rc < 0);
 	*inserted = c.inserted;
 	if (!c.failed && rc == 0)
 		for (size_t i = 0; i < c.nbig; i++)

@@ -147,7 +147,9 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
 	char hash[65];
 	const char *state = msg_state_name(m->state);
 	*inserted = 0;
-	if (m->raw)
+	if (m->raw && m->sha256)
+		snprintf(hash, sizeof hash, "%s", m->sha256);
+	else if (m->raw)
 		sha256_hex(m->raw, m->raw_len, hash);
 	else
 		snprintf(hash, sizeof hash, "size:%lld", (long long)m->size);

@@ -75,9 +75,14 @@ struct imap_fetched {
 	time_t internaldate;
 	const char *raw; /* NULL when not fetched (too big) */
 	size_t raw_len;
+	char **owner; /* where imap_fetch keeps raw (imap_fetched_take) */
 };
-/* Called once per message in UID order; return non-zero to stop. */
+/* Called once per message in UID order; return non-zero to stop.  raw is
+ * freed when cb returns, unless cb took it. */
 typedef int (*imap_fetch_cb)(const struct imap_fetched *m, void *arg);
+/* In cb: raw handed over to the caller (NUL-terminated, free() it), so that
+ * a message can be kept past cb without a copy.  NULL when not fetched. */
+char *imap_fetched_take(const struct imap_fetched *m);
 
 /* Fetches uids in batches: first RFC822.SIZE + INTERNALDATE, then
  * BODY.PEEK[] (never sets \Seen) of those not larger than max_size; the

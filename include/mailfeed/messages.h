@@ -95,6 +95,7 @@ struct stored_message {
 	size_t raw_len;
 	enum msg_state state; /* MSG_NEW, MSG_HELD or MSG_SKIPPED */
 	const char *reason;   /* for skipped */
+	const char *sha256;   /* of raw in hex, when the caller has it; NULL: computed */
 };
 
 /* Inserts a message and advances the folder checkpoint to its UID in one
