@@ -924,71 +924,143 @@ static int by_uid(const void *a, const void *b)
 
 static uint32_t size_u32(unsigned long long v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
 
-/* Fills metas for the uids of set from a fetch result (sizes/dates, or
- * bodies when want_body).  A body larger than max_size is not kept,
- * whatever size the server claimed before. */
-static void take_results(clist *res, struct meta *m, size_t n, int want_body, long long max_size)
+/* Fills the meta of one FETCH answer's message among m[0..n) (size and
+ * date, or its body when want_body; a body larger than max_size is not
+ * kept, whatever size the server claimed before).  Returns its index, or
+ * -1 when it is none of them. */
+static long take_one(const struct mailimap_msg_att *att, struct meta *m, size_t n, int want_body,
+		     long long max_size)
 {
-	for (clistiter *it = clist_begin(res); it; it = clist_next(it)) {
-		struct mailimap_msg_att *att = clist_content(it);
-		uint32_t uid = 0, size = 0;
-		time_t date = 0;
-		const char *body = NULL;
-		size_t blen = 0;
-		for (clistiter *j = clist_begin(att->att_list); j; j = clist_next(j)) {
-			struct mailimap_msg_att_item *item = clist_content(j);
-			if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
-				continue;
-			struct mailimap_msg_att_static *st = item->att_data.att_static;
-			switch (st->att_type) {
-			case MAILIMAP_MSG_ATT_UID:
-				uid = st->att_data.att_uid;
-				break;
-			case MAILIMAP_MSG_ATT_RFC822_SIZE:
-				size = st->att_data.att_rfc822_size;
-				break;
-			case MAILIMAP_MSG_ATT_INTERNALDATE:
-				date = imap_date_to_time(st->att_data.att_internal_date);
-				break;
-			case MAILIMAP_MSG_ATT_BODY_SECTION:
-				if (st->att_data.att_body_section &&
-				    st->att_data.att_body_section->sec_body_part) {
-					body = st->att_data.att_body_section->sec_body_part;
-					blen = st->att_data.att_body_section->sec_length;
-				}
-				break;
-			default:
-				break;
+	uint32_t uid = 0, size = 0;
+	time_t date = 0;
+	const char *body = NULL;
+	size_t blen = 0;
+	for (clistiter *j = clist_begin(att->att_list); j; j = clist_next(j)) {
+		struct mailimap_msg_att_item *item = clist_content(j);
+		if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
+			continue;
+		struct mailimap_msg_att_static *st = item->att_data.att_static;
+		switch (st->att_type) {
+		case MAILIMAP_MSG_ATT_UID:
+			uid = st->att_data.att_uid;
+			break;
+		case MAILIMAP_MSG_ATT_RFC822_SIZE:
+			size = st->att_data.att_rfc822_size;
+			break;
+		case MAILIMAP_MSG_ATT_INTERNALDATE:
+			date = imap_date_to_time(st->att_data.att_internal_date);
+			break;
+		case MAILIMAP_MSG_ATT_BODY_SECTION:
+			if (st->att_data.att_body_section &&
+			    st->att_data.att_body_section->sec_body_part) {
+				body = st->att_data.att_body_section->sec_body_part;
+				blen = st->att_data.att_body_section->sec_length;
 			}
-		}
-		for (size_t k = 0; k < n; k++) {
-			if (m[k].uid != uid)
-				continue;
-			if (want_body) {
-				if ((long long)blen > max_size) {
-					m[k].too_large = 1;
-					m[k].size = size_u32(blen);
-				} else if (body && !m[k].raw && !m[k].too_large) {
-					m[k].raw = xmalloc(blen + 1);
-					memcpy(m[k].raw, body, blen);
-					m[k].raw[blen] = 0;
-					m[k].raw_len = blen;
-					m[k].size = size_u32(blen);
-				}
-			} else {
-				m[k].size = size;
-				m[k].date = date;
-			}
+			break;
+		default:
 			break;
 		}
 	}
+	for (size_t k = 0; k < n; k++) {
+		if (m[k].uid != uid)
+			continue;
+		if (!want_body) {
+			m[k].size = size;
+			m[k].date = date;
+		} else if ((long long)blen > max_size) {
+			m[k].too_large = 1;
+			m[k].size = size_u32(blen);
+		} else if (body && !m[k].raw && !m[k].too_large) {
+			m[k].raw = xmalloc(blen + 1);
+			memcpy(m[k].raw, body, blen);
+			m[k].raw[blen] = 0;
+			m[k].raw_len = blen;
+			m[k].size = size_u32(blen);
+		}
+		return (long)k;
+	}
+	return -1;
 }
+
+/* Fills metas for the uids of set from a fetch result, as take_one. */
+static void take_results(clist *res, struct meta *m, size_t n, int want_body, long long max_size)
+{
+	for (clistiter *it = clist_begin(res); it; it = clist_next(it))
+		take_one(clist_content(it), m, n, want_body, max_size);
+}
+
+/* Bodies handed over while their answer is read: each message goes to cb as
+ * soon as it and every message before it in UID order are in, so that the
+ * caller works on them while the rest arrives, and an answer is never held
+ * whole.  m[0..next) are handed over. */
+struct stream {
+	struct imap_session *s;
+	struct meta *m;
+	size_t mn, next;
+	long long max_size;
+	imap_fetch_cb cb;
+	void *arg;
+	int stopped; /* cb asked to stop: the rest of the answer is dropped */
+};
+
+/* m is expected in this answer and has not come yet. */
+static int awaited(const struct meta *m, long long max_size)
+{
+	int gone = m->size == 0 && m->date == 0;
+	return !gone && (long long)m->size <= max_size && !m->raw && !m->too_large;
+}
+
+/* Hands one message over to cb, freeing its body.  1 when cb asked to
+ * stop. */
+static int hand_one(struct meta *m, long long max_size, imap_fetch_cb cb, void *arg)
+{
+	if (m->size == 0 && m->date == 0)
+		return 0; /* expunged meanwhile */
+	if ((long long)m->size <= max_size && !m->raw && !m->too_large)
+		return 0; /* vanished between the two fetches */
+	if (m->too_large && (long long)m->size <= max_size)
+		m->size = size_u32((unsigned long long)max_size + 1);
+	struct imap_fetched f = {.uid = m->uid,
+				 .size = m->size,
+				 .internaldate = m->date,
+				 .raw = m->raw,
+				 .raw_len = m->raw_len,
+				 .owner = &m->raw};
+	int stop = cb(&f, arg);
+	free(m->raw);
+	m->raw = NULL;
+	return stop;
+}
+
+/* Hands over m[next..) up to the first message still awaited, or to the
+ * end when the answer is complete. */
+static void stream_advance(struct stream *x, int complete)
+{
+	while (!x->stopped && x->next < x->mn &&
+	       (complete || !awaited(&x->m[x->next], x->max_size)))
+		x->stopped = hand_one(&x->m[x->next++], x->max_size, x->cb, x->arg);
+}
+
+/* libetpan's call for each FETCH answer as it is read.  The time cb takes
+ * does not count against the command's deadline. */
+static void stream_att(struct mailimap_msg_att *att, void *ctx)
+{
+	struct stream *x = ctx;
+	if (x->stopped || take_one(att, x->m, x->mn, 1, x->max_size) < 0)
+		return;
+	double t0 = now_monotonic();
+	stream_advance(x, 0);
+	x->s->started += now_monotonic() - t0;
+}
+
+static void stream_items(size_t current, size_t maximum, void *ctx) {}
 
 /* One UID FETCH BODY.PEEK[] of want into m.  0 done, -1 failed (err), 1
  * the guard cut the answer off: the session must be reopened; when a
  * single message was asked for, it is marked too large. */
 static int fetch_bodies(struct imap_session *s, const uint32_t *want, size_t nw, size_t claimed,
-			struct meta *m, size_t cnt, long long max_size, char *err, size_t errlen)
+			struct meta *m, size_t cnt, long long max_size, struct stream *x, char *err,
+			size_t errlen)
 {
 	size_t one = (size_t)max_size + HEADROOM;
 	size_t budget = nw == 1 ? one : claimed + HEADROOM + nw * 1024;
@@ -1001,7 +1073,15 @@ static int fetch_bodies(struct imap_session *s, const uint32_t *want, size_t nw,
 	mailimap_fetch_type_new_fetch_att_list_add(
 	    ft, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(NULL)));
 	cmd_begin(s, budget, one);
+	if (x) {
+		mailimap_set_msg_att_handler(s->imap, stream_att, x);
+		mailimap_set_progress_callback(s->imap, NULL, stream_items, NULL);
+	}
 	int rc = mailimap_uid_fetch(s->imap, set, ft, &res);
+	if (x) {
+		mailimap_set_msg_att_handler(s->imap, NULL, NULL);
+		mailimap_set_progress_callback(s->imap, NULL, NULL, NULL);
+	}
 	mailimap_fetch_type_free(ft);
 	mailimap_set_free(set);
 	if (rc != MAILIMAP_NO_ERROR) {
@@ -1085,26 +1165,26 @@ static size_t bodies_pick(const struct meta *m, size_t i, size_t cnt, long long 
 	return j;
 }
 
-/* fetch_bodies of a sub-batch into m[0..mn).  When the guard cut the
- * answer off, one of them is larger than it said: the session is reopened
- * and they are asked one by one.  0, or -1 (err). */
+/* fetch_bodies of a sub-batch into x->m, streamed to x->cb.  When the
+ * guard cut the answer off, one of them is larger than it said: the session
+ * is reopened and those not in yet are asked one by one.  0, or -1 (err). */
 static int bodies_fetch_guarded(struct imap_session *s, const uint32_t *want, size_t nw,
-				size_t bytes, struct meta *m, size_t mn, long long max_size,
-				char *err, size_t errlen)
+				size_t bytes, struct stream *x, char *err, size_t errlen)
 {
-	int r = nw > 0 ? fetch_bodies(s, want, nw, bytes, m, mn, max_size, err, errlen) : 0;
+	int r =
+	    nw > 0 ? fetch_bodies(s, want, nw, bytes, x->m, x->mn, x->max_size, x, err, errlen) : 0;
 	if (r == 1 && nw > 1) {
 		if (session_reopen(s, err, errlen) < 0)
 			r = -1;
-		for (size_t w = 0; r == 1 && w < nw; w++) {
-			size_t claimed = 0;
-			for (size_t k = 0; k < mn; k++)
-				if (m[k].uid == want[w])
-					claimed = m[k].size;
-			int r1 =
-			    fetch_bodies(s, want + w, 1, claimed, m, mn, max_size, err, errlen);
+		for (size_t k = x->next; r == 1 && !x->stopped && k < x->mn; k++) {
+			if (!awaited(&x->m[k], x->max_size))
+				continue;
+			uint32_t uid = x->m[k].uid;
+			int r1 = fetch_bodies(s, &uid, 1, x->m[k].size, x->m, x->mn, x->max_size, x,
+					      err, errlen);
 			if (r1 < 0 || (r1 == 1 && session_reopen(s, err, errlen) < 0))
 				r = -1;
+			stream_advance(x, 0);
 		}
 	} else if (r == 1 && session_reopen(s, err, errlen) < 0) {
 		r = -1;
@@ -1127,44 +1207,16 @@ char *imap_fetched_take(const struct imap_fetched *m)
 	return raw;
 }
 
-/* Hands m[0..mn) over to cb in UID order, freeing each body as it goes.
- * Returns 1 when cb asked to stop. */
-static int bodies_hand_over(struct meta *m, size_t mn, long long max_size, imap_fetch_cb cb,
-			    void *arg)
-{
-	qsort(m, mn, sizeof *m, by_uid);
-	for (size_t k = 0; k < mn; k++) {
-		if (m[k].size == 0 && m[k].date == 0)
-			continue;
-		if ((long long)m[k].size <= max_size && !m[k].raw && !m[k].too_large)
-			continue; /* vanished between the two fetches */
-		if (m[k].too_large && (long long)m[k].size <= max_size)
-			m[k].size = size_u32((unsigned long long)max_size + 1);
-		struct imap_fetched f = {.uid = m[k].uid,
-					 .size = m[k].size,
-					 .internaldate = m[k].date,
-					 .raw = m[k].raw,
-					 .raw_len = m[k].raw_len,
-					 .owner = &m[k].raw};
-		int stop = cb(&f, arg);
-		free(m[k].raw);
-		m[k].raw = NULL;
-		if (stop)
-			return 1;
-	}
-	return 0;
-}
-
 /* One batch of at most FETCH_BATCH uids: their sizes and dates, then their
- * bodies in sub-batches bounded in bytes, so memory stays flat, each handed
- * over before the next is asked for.  0, 1 when cb asked to stop, or -1
- * (err). */
+ * bodies in sub-batches bounded in bytes, each message handed over as soon
+ * as it is in.  0, 1 when cb asked to stop, or -1 (err). */
 static int fetch_batch(struct imap_session *s, const uint32_t *uids, size_t cnt, long long max_size,
 		       imap_fetch_cb cb, void *arg, char *err, size_t errlen)
 {
 	struct meta *m = xcalloc(cnt, sizeof *m);
 	for (size_t i = 0; i < cnt; i++)
 		m[i].uid = uids[i];
+	qsort(m, cnt, sizeof *m, by_uid);
 	if (fetch_meta(s, uids, cnt, m, max_size, err, errlen) < 0) {
 		free(m);
 		return -1;
@@ -1173,9 +1225,12 @@ static int fetch_batch(struct imap_session *s, const uint32_t *uids, size_t cnt,
 		uint32_t want[FETCH_BATCH];
 		size_t nw, bytes;
 		j = bodies_pick(m, i, cnt, max_size, want, &nw, &bytes);
-		int r =
-		    bodies_fetch_guarded(s, want, nw, bytes, m + i, j - i, max_size, err, errlen);
-		if (r < 0 || bodies_hand_over(m + i, j - i, max_size, cb, arg)) {
+		struct stream x = {
+		    .s = s, .m = m + i, .mn = j - i, .max_size = max_size, .cb = cb, .arg = arg};
+		int r = bodies_fetch_guarded(s, want, nw, bytes, &x, err, errlen);
+		if (r == 0)
+			stream_advance(&x, 1);
+		if (r < 0 || x.stopped) {
 			metas_free(m, cnt);
 			return r < 0 ? -1 : 1;
 		}

@@ -35,9 +35,10 @@ struct taken {
 
 /* The hand-over from the thread that fetches to the one that stores: a
  * FIFO bounded in messages and bytes, so that the next bodies arrive while
- * the last ones are stored and committed, and memory stays flat. */
-#define HAND_MESSAGES 256
-#define HAND_BYTES (2 * 1024 * 1024)
+ * the last ones are stored and committed (a commit takes what 4 MB take to
+ * arrive, more when it copies the WAL back), and memory stays flat. */
+#define HAND_MESSAGES 512
+#define HAND_BYTES (4 * 1024 * 1024)
 
 enum hand_end {
 	HAND_OPEN,   /* more may come */

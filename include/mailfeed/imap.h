@@ -90,7 +90,11 @@ char *imap_fetched_take(const struct imap_fetched *m);
  * body larger than max_size, whatever size was claimed, also reaches cb
  * with raw = NULL and size = what the server sent or announced (an answer
  * cut off by the limit is asked for again message by message on a new
- * connection).  Memory stays bounded by the batch. */
+ * connection).  Each message reaches cb as soon as it and those before it
+ * are in, while the rest of the answer is still being read: cb must not
+ * use the session, and the time it takes does not count against the
+ * command's deadline.  Memory stays bounded by the largest message and
+ * what cb keeps. */
 int imap_fetch(struct imap_session *s, const uint32_t *uids, size_t n, long long max_size,
 	       imap_fetch_cb cb, void *arg, char *err, size_t errlen);
 

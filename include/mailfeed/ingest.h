@@ -20,9 +20,10 @@ struct ingest_folder {
 	long start_since;
 	const struct mf_config *cfg; /* for notices to senders; NULL: none */
 	/* The right to work on the folder now (a lease held, cluster.h): asked
-	 * before the fetch and before each message is stored or committed;
-	 * without it the uncommitted batch is rolled back and the sync ends
-	 * with INGEST_LEASE_LOST.  NULL: always. */
+	 * before the fetch and before each message is stored or committed (by
+	 * the thread that stores, see ingest_take); without it the uncommitted
+	 * batch is rolled back and the sync ends with INGEST_LEASE_LOST.
+	 * NULL: always. */
 	int (*may_work)(void *arg);
 	void *may_work_arg;
 };
@@ -41,7 +42,11 @@ int ingest_sync_folder(struct imap_session *s, struct store *st, const struct in
  * or MSG_HELD for backfill), in batches; the checkpoint never moves back.  A
  * message over f->max_size is recorded as skipped with its sender and
  * subject, and the sender is told.  *inserted counts messages not known
- * before.  Returns as above. */
+ * before.  Fetching and storing overlap: a thread of its own stores, in UID
+ * order, the messages the calling thread fetches, through a queue of at
+ * most 4 MB; st is that thread's alone until the call returns.  After a
+ * failed fetch, what was fetched before is stored but the batch left open
+ * is not committed (fetched again next time).  Returns as above. */
 int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
 		uint32_t uidvalidity, const uint32_t *uids, size_t n, enum msg_state state,
 		atomic_int *stop, int *inserted, char *err, size_t errlen);

@@ -366,27 +366,27 @@ static void test_broken_fetch_keeps_committed_batches_only(void **state)
 /* The lease ends while messages 201.. are stored: they are rolled back. */
 static void test_lost_lease_rolls_back_the_open_batch(void **state)
 {
-	struct server sv = {.n = 800};
+	struct server sv = {.n = 2000};
 	struct lease l = {.lose_at = 300};
 	struct outcome o = take(&sv, &l, 0, 1 << 20);
 	assert_int_equal(o.rc, INGEST_LEASE_LOST);
 	assert_int_equal(o.inserted, 200);
 	assert_int_equal(o.count, 200);
 	assert_int_equal(o.checkpoint, 200);
-	assert_true(sv.bodies_sent < 800); /* the fetch stopped too */
+	assert_true(sv.bodies_sent < 1200); /* the fetch stopped too */
 }
 
 /* The state refuses message 250: nothing from 201 on is stored, and the
  * fetch stops. */
 static void test_store_failure_stores_nothing_past_it(void **state)
 {
-	struct server sv = {.n = 800};
+	struct server sv = {.n = 2000};
 	struct outcome o = take(&sv, NULL, 250, 1 << 20);
 	assert_int_equal(o.rc, INGEST_STORE_FAILED);
 	assert_int_equal(o.count, 200);
 	assert_int_equal(o.max_uid, 200);
 	assert_int_equal(o.checkpoint, 200);
-	assert_true(sv.bodies_sent < 800);
+	assert_true(sv.bodies_sent < 1200);
 }
 
 /* The stop flag: what was stored is committed, with its checkpoint. */
