@@ -4,7 +4,6 @@
  * message, stored in batches with its checkpoint) and applies the
  * after-action to the messages whose work is done.  Used by the watcher
  * threads and `run --once` of cmd_run.c; nothing here parses a message. */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,10 +304,11 @@ static int hand_start(struct store_ctx *c, pthread_t *thread)
 	pthread_cond_init(&h->more, NULL);
 	pthread_cond_init(&h->room, NULL);
 	c->h = h;
-	if (pthread_create(thread, NULL, store_main, c) == 0)
+	int rc = pthread_create(thread, NULL, store_main, c);
+	if (rc == 0)
 		return 0;
 	log_warn("ingest.thread error=%s note=\"fetching and storing take turns\"",
-		 LOG_Q(strerror(errno)));
+		 LOG_Q(strerror(rc)));
 	c->h = NULL;
 	pthread_cond_destroy(&h->room);
 	pthread_cond_destroy(&h->more);
