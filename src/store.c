@@ -163,6 +163,14 @@ static const char *const migrations[] = {
     "ALTER TABLE digest_runs ADD COLUMN claim_until INTEGER;"
     "ALTER TABLE notice_queue ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE notice_queue ADD COLUMN claim_until INTEGER;",
+    /* 12: an outbox item's payload in a row of its own, so that claiming,
+     * renewing, recording and retrying the item rewrite a small row, not
+     * its text (nor, with secure_delete, zero its old overflow pages) */
+    "CREATE TABLE outbox_payloads("
+    " item INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,"
+    " payload TEXT NOT NULL);"
+    "INSERT INTO outbox_payloads(item, payload) SELECT id, payload FROM outbox;"
+    "ALTER TABLE outbox DROP COLUMN payload;",
 };
 
 /* The same schema on PostgreSQL, versioned by db_migrate("store") with the
@@ -281,6 +289,12 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE digest_runs ADD COLUMN claim_until BIGINT;"
     "ALTER TABLE notice_queue ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE notice_queue ADD COLUMN claim_until BIGINT;",
+    /* 12: outbox payloads in a table of their own */
+    "CREATE TABLE outbox_payloads("
+    " item BIGINT PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,"
+    " payload TEXT NOT NULL);"
+    "INSERT INTO outbox_payloads(item, payload) SELECT id, payload FROM outbox;"
+    "ALTER TABLE outbox DROP COLUMN payload;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -696,7 +696,8 @@ static void same_payload(struct fx *x, const struct outbox_new *n)
 	int64_t id = outbox_enqueue(x->st, n);
 	assert_true(id > 0);
 	assert_int_equal(store_commit(x->st), 0);
-	snprintf(sql, sizeof sql, "SELECT payload FROM outbox WHERE id=%lld", (long long)id);
+	snprintf(sql, sizeof sql, "SELECT payload FROM outbox_payloads WHERE item=%lld",
+		 (long long)id);
 	char *got = col_text(x, sql);
 	assert_non_null(got);
 	assert_string_equal(got, want);
@@ -833,7 +834,7 @@ static void test_payload_reading_is_jansson_s(void **state)
 	/* what the gateway writes, for random fields */
 	test_payload_text_is_the_json_form(state);
 	struct db_stmt *s;
-	assert_non_null((s = db_prepare(store_db(x->st), "SELECT payload FROM outbox")));
+	assert_non_null((s = db_prepare(store_db(x->st), "SELECT payload FROM outbox_payloads")));
 	int rows = 0;
 	while (db_step(s) == DB_ROW) {
 		same_reading(db_column_text(s, 0), rows % 2 ? "from-row" : NULL);
