@@ -995,8 +995,13 @@ long outbox_count_waiting(struct store *st)
 
 long outbox_next_due(struct store *st)
 {
-	struct db_stmt *s = store_prep(st, "SELECT MIN(o.next_at) FROM outbox o"
-					   " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
+	/* on SQLite from the waiting items' index alone */
+	struct db_stmt *s =
+	    store_prep(st, db_sql(store_db(st),
+				  "SELECT MIN(o.next_at) FROM outbox o INDEXED BY outbox_waiting"
+				  " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE,
+				  "SELECT MIN(o.next_at) FROM outbox o"
+				  " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE));
 	long next = 0;
 	if (!s)
 		return 0;
@@ -1031,10 +1036,11 @@ long outbox_next_due(struct store *st)
 	" WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2"
 
 /* SQLite: inside the caller's BEGIN IMMEDIATE.  Everything the choice
- * needs is in the outbox_due and outbox_parent indexes: no row (and no
- * payload) is read for a waiting item. */
+ * needs is in the outbox_waiting and outbox_parent indexes: no row is read
+ * for a waiting item, and the waiting items are read oldest first, only
+ * until the batch is full (not all of them, sorted, for every batch). */
 static const char claim_sqlite[] = "UPDATE outbox" CLAIM_SET(
-    NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(" INDEXED BY outbox_due") ") RETURNING id";
+    NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(" INDEXED BY outbox_waiting") ") RETURNING id";
 /* PostgreSQL: rows locked by another claimer are skipped; the CTE runs once. */
 static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
     "") " FOR UPDATE OF o SKIP LOCKED)"

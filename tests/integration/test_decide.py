@@ -136,7 +136,8 @@ def test_inspect_on_a_state_not_yet_upgraded(dovecot, tmp_path):
         "DROP TABLE message_parsed; DROP TABLE message_bodies;"
         "ALTER TABLE outbox ADD COLUMN payload TEXT;"
         "UPDATE outbox SET payload=(SELECT payload FROM outbox_payloads WHERE item=outbox.id);"
-        "DROP TABLE outbox_payloads;"
+        "DROP TABLE outbox_payloads; DROP INDEX outbox_waiting;"
+        "CREATE INDEX outbox_due ON outbox(state, next_at, kind, ext_parent, parent, sort_date);"
         + "".join("ALTER TABLE %s DROP COLUMN %s;" % (t, c)
                   for t in ("outbox", "digest_runs", "notice_queue")
                   for c in ("claimed_by", "claim_until"))

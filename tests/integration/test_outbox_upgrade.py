@@ -29,9 +29,13 @@ def payload(subject, text, email="zoe@example.org"):
 
 
 def to_version_11(con):
-    """The schema as version 11 left it: the payload a column of outbox."""
+    """The schema as version 11 left it: the payload a column of outbox, the
+    waiting items not indexed apart."""
     con.execute("DROP TABLE outbox_payloads")
     con.execute("ALTER TABLE outbox ADD COLUMN payload TEXT NOT NULL DEFAULT ''")
+    con.execute("DROP INDEX outbox_waiting")
+    con.execute("CREATE INDEX outbox_due ON outbox(state, next_at, kind, ext_parent, parent,"
+                " sort_date)")
     if ENGINE == "postgresql":
         con.execute("UPDATE schema_versions SET version=11 WHERE name='store'")
     else:

@@ -480,7 +480,10 @@ static void test_migration_moves_bodies(void **state)
 		    " '{\"subject\":\"Hi\"}', 1), (2, 'team', 9, 2, 5, 'h', NULL, 'skipped',"
 		    " '{\"subject\":\"Big\"}', 1), (3, 'team', 9, 3, 5, 'h', NULL, 'skipped',"
 		    " NULL, 1), (4, 'team', 9, 4, 5, 'h', 'New one', 'new', NULL, 1);"
-		    "CREATE TABLE outbox(id INTEGER PRIMARY KEY, payload TEXT);"
+		    "CREATE TABLE outbox(id INTEGER PRIMARY KEY, payload TEXT, state TEXT,"
+		    " next_at INTEGER, kind TEXT, ext_parent INTEGER, parent INTEGER,"
+		    " sort_date TEXT);"
+		    "CREATE INDEX outbox_due ON outbox(state);"
 		    "CREATE TABLE digest_runs(email TEXT);"
 		    "CREATE TABLE notice_queue(id INTEGER PRIMARY KEY);"
 		    "PRAGMA user_version=8;"),
