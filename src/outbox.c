@@ -503,6 +503,23 @@ static int pt_escape(struct ptext *t, struct buf *out)
 	return 0;
 }
 
+#define BYTES_1 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether none of the 8 bytes at p ends a run of a string's plain text (a
+ * quote, a backslash, a control): (v - 0x01..) & ~v has a high bit set
+ * when some byte of v is zero, (x - 0x20..) & ~x when some byte of x is
+ * below 0x20 (exact for the word as a whole, not per byte). */
+static int pt_plain_word(const char *p)
+{
+	uint64_t x, q, bs;
+	memcpy(&x, p, sizeof x);
+	q = x ^ (BYTES_1 * '"');
+	bs = x ^ (BYTES_1 * '\\');
+	uint64_t hit = ((x - BYTES_1 * 0x20) & ~x) | ((q - BYTES_1) & ~q) | ((bs - BYTES_1) & ~bs);
+	return !(hit & BYTES_80);
+}
+
 /* A string at t->p, its text appended to out when not NULL.  0 or -1. */
 static int pt_str(struct ptext *t, struct buf *out)
 {
@@ -511,6 +528,9 @@ static int pt_str(struct ptext *t, struct buf *out)
 	t->p++;
 	for (;;) {
 		const char *run = t->p;
+		/* eight bytes at a time through the plain text */
+		while (t->end - t->p >= 8 && pt_plain_word(t->p))
+			t->p += 8;
 		while (t->p < t->end && *t->p != '"' && *t->p != '\\' &&
 		       (unsigned char)*t->p >= 0x20)
 			t->p++;
