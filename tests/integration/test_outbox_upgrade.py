@@ -2,9 +2,8 @@
 outbox) upgrades to version 12 (payloads in outbox_payloads) with its items:
 the dead list shows the dead one's sender and subject, the waiting post and
 the comment on an already delivered post are delivered with their texts and
-files, the dead one is sent again on `dead retry`, and digests still read
-the delivered ones.  On SQLite and, with MAILFEED_TEST_ENGINE=postgresql, on
-PostgreSQL."""
+files, and the dead one is sent again on `dead retry`.  On SQLite and, with
+MAILFEED_TEST_ENGINE=postgresql, on PostgreSQL."""
 import hashlib
 import json
 import os
