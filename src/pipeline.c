@@ -141,7 +141,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	char q1[128], q2[128];
 
 	/* the same decision preview and inspect show */
-	if (decide_message(store_db(st), cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
+	if (decide_message_kept(st, cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
 		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
 			  LOG_Q(store_errmsg(st)));
 		decision_free(&d);
