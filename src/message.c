@@ -307,7 +307,7 @@ static void put_json_attachments(struct buf *b, const struct mf_message *m)
 	buf_putc(b, ']');
 }
 
-char *message_json_text(const struct mf_message *m)
+static char *json_text(const struct mf_message *m, int with_text)
 {
 	struct buf b;
 	char when[32];
@@ -330,7 +330,8 @@ char *message_json_text(const struct mf_message *m)
 	put_json_field(&b, "date", m->date ? time_iso(m->date, when, sizeof when) : NULL);
 	put_json_field(&b, "part", m->part);
 	put_json_field(&b, "full_text", m->full_text ? m->full_text : "");
-	put_json_field(&b, "text", m->text ? m->text : "");
+	if (with_text)
+		put_json_field(&b, "text", m->text ? m->text : "");
 	put_json_field(&b, "removed", m->removed ? m->removed : "");
 	put_json_list(&b, "hashtags", &m->hashtags);
 	put_json_field(&b, "auto_reason", m->auto_reason);
@@ -344,6 +345,10 @@ char *message_json_text(const struct mf_message *m)
 	buf_putc(&b, '}');
 	return buf_steal(&b);
 }
+
+char *message_json_text(const struct mf_message *m) { return json_text(m, 1); }
+
+char *message_stored_json(const struct mf_message *m) { return json_text(m, 0); }
 
 /* ---- wire form --------------------------------------------------------- */
 

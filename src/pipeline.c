@@ -52,11 +52,12 @@ static int by_date(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* The new state of message id, with its parsed form when m is given. */
+/* The new state of message id, with its parsed form when m is given (as
+ * the state keeps it: message_stored_json). */
 static int set_state(struct store *st, int64_t id, enum msg_state state, const char *reason,
 		     const struct mf_message *m)
 {
-	char *parsed = m ? message_json_text(m) : NULL;
+	char *parsed = m ? message_stored_json(m) : NULL;
 	int rc = messages_set_state(st, id, state, reason, parsed);
 	free(parsed);
 	return rc;

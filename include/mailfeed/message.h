@@ -73,6 +73,12 @@ json_t *message_to_json(const struct mf_message *m, int with_data);
  * (the parsed form stored with every message: no tree of JSON values is
  * built and walked for it).  Owned. */
 char *message_json_text(const struct mf_message *m);
+/* The parsed form the state keeps with every message (message_parsed):
+ * message_json_text without "text", the clean text.  That is in the outbox
+ * item the message became, and cleaning full_text gives it again; nothing
+ * reads it back from the state, which keeps full_text (duplicates are
+ * compared by it) and removed (what cleaning took away is never lost). */
+char *message_stored_json(const struct mf_message *m);
 /* Appends s as JSON text, byte for byte as json_dumps writes
  * json_str_or_null(s): NULL as null, escapes as jansson writes them, bytes
  * above 0x7f written as '?' when s is not valid UTF-8. */
