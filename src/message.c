@@ -307,7 +307,8 @@ static void put_json_attachments(struct buf *b, const struct mf_message *m)
 	buf_putc(b, ']');
 }
 
-static char *json_text(const struct mf_message *m, int with_text)
+/* with_text: the clean text too; content: a hash in place of full_text. */
+static char *json_text(const struct mf_message *m, int with_text, const char *content)
 {
 	struct buf b;
 	char when[32];
@@ -329,7 +330,10 @@ static char *json_text(const struct mf_message *m, int with_text)
 	put_json_list(&b, "recipients_hint", &m->recipients_hint);
 	put_json_field(&b, "date", m->date ? time_iso(m->date, when, sizeof when) : NULL);
 	put_json_field(&b, "part", m->part);
-	put_json_field(&b, "full_text", m->full_text ? m->full_text : "");
+	if (content)
+		put_json_field(&b, "content_sha256", content);
+	else
+		put_json_field(&b, "full_text", m->full_text ? m->full_text : "");
 	if (with_text)
 		put_json_field(&b, "text", m->text ? m->text : "");
 	put_json_field(&b, "removed", m->removed ? m->removed : "");
@@ -346,9 +350,12 @@ static char *json_text(const struct mf_message *m, int with_text)
 	return buf_steal(&b);
 }
 
-char *message_json_text(const struct mf_message *m) { return json_text(m, 1); }
+char *message_json_text(const struct mf_message *m) { return json_text(m, 1, NULL); }
 
-char *message_stored_json(const struct mf_message *m) { return json_text(m, 0); }
+char *message_stored_json(const struct mf_message *m, const char *content_sha256)
+{
+	return json_text(m, 0, content_sha256);
+}
 
 /* ---- wire form --------------------------------------------------------- */
 

@@ -53,11 +53,15 @@ static int by_date(const void *a, const void *b)
 }
 
 /* The new state of message id, with its parsed form when m is given (as
- * the state keeps it: message_stored_json). */
+ * the state keeps it: message_stored_json; a queued message's text is in
+ * its outbox item, and the hash of its content stands for full_text). */
 static int set_state(struct store *st, int64_t id, enum msg_state state, const char *reason,
 		     const struct mf_message *m)
 {
-	char *parsed = m ? message_stored_json(m) : NULL;
+	char content[65];
+	if (m && state == MSG_QUEUED)
+		messages_content_hash(m, content);
+	char *parsed = m ? message_stored_json(m, state == MSG_QUEUED ? content : NULL) : NULL;
 	int rc = messages_set_state(st, id, state, reason, parsed);
 	free(parsed);
 	return rc;

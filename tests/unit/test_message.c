@@ -206,10 +206,18 @@ static void same_json_text(const struct mf_message *m)
 	/* as the state keeps it: the same without the clean text */
 	json_object_del(j, "text");
 	want = json_dumps(j, JSON_COMPACT);
-	got = message_stored_json(m);
+	got = message_stored_json(m, NULL);
 	assert_string_equal(got, want);
 	free(got);
 	free(want);
+	/* a queued message's: a hash in place of full_text */
+	json_object_del(j, "full_text");
+	json_object_set_new(j, "content_sha256", json_string("c0ffee"));
+	json_t *stored = json_loads((got = message_stored_json(m, "c0ffee")), 0, NULL);
+	assert_non_null(stored);
+	assert_true(json_equal(stored, j));
+	json_decref(stored);
+	free(got);
 	json_decref(j);
 }
 
