@@ -320,6 +320,19 @@ static void row_parsed(void *ctx, struct worker_job *job)
 	}
 }
 
+/* Messages whose parse was started and never ended (suspects) come only
+ * from a process stopped while parsing: this one's predecessor, or another
+ * instance that held the stage's lease.  Looking for them scans every new
+ * message, which through a backlog of thousands would be done for every
+ * batch: so it is done once a pass (the first batch after one that found
+ * nothing to do) and at least every SUSPECTS_EVERY seconds, less than the
+ * shortest lease_timeout (2 s): another instance cannot have taken the
+ * stage, parsed and died since without this one going that long without a
+ * look.  Per thread (the processor's), per store. */
+#define SUSPECTS_EVERY 1.0
+static _Thread_local const struct store *suspects_none_store;
+static _Thread_local double suspects_none_at;
+
 /* The ids of the next batch: messages whose parse was started before and
  * never ended come first, one at a time, so that the one that stops the
  * daemon is found and the others are not blamed with it.  Only messages of
@@ -330,14 +343,20 @@ static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, i
 {
 	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
 	int rc = 0;
+	double now = now_monotonic();
+	int look = suspects_none_store != st || now - suspects_none_at >= SUSPECTS_EVERY;
 	for (size_t i = 0; i < cfg->n_mailboxes; i++)
 		names[i] = cfg->mailboxes[i].name;
 	*n = 0;
-	for (int suspects = 1; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
+	for (int suspects = look; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
 		rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
 				      cfg->n_mailboxes, suspects, suspects ? 1 : limit, ids,
 				      attempts, n);
 		*suspect = suspects;
+		if (suspects && rc == 0 && *n == 0) {
+			suspects_none_store = st;
+			suspects_none_at = now;
+		}
 	}
 	free(names);
 	return rc;
@@ -519,6 +538,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 
 	if (parse_batch(st, cfg, w, limit, &r, &done) < 0) {
 		free(r.batch);
+		suspects_none_store = NULL;
 		return done > 0 ? done : -1;
 	}
 	struct pending *batch = r.batch;
@@ -550,5 +570,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	free(batch);
 	stage_enqueue_s += now_monotonic() - t_parsed;
 	stage_enqueue_cpu_s += now_thread_cpu() - cpu_parsed;
+	if (done <= 0 || store_failed)
+		suspects_none_store = NULL; /* the next pass looks again */
 	return done == 0 && store_failed ? -1 : done;
 }
