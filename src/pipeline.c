@@ -134,6 +134,17 @@ static int64_t enqueue_item(struct store *st, const struct mf_config *cfg,
 	return item;
 }
 
+/* The savepoint of one message, its statements kept prepared (they run
+ * for every message).  0 or -1 (logged). */
+static int savepoint(struct store *st, const char *sql)
+{
+	return store_run_kept(st, store_kept(st, sql));
+}
+
+static const char SAVEPOINT_MESSAGE[] = "SAVEPOINT message";
+static const char RELEASE_MESSAGE[] = "RELEASE message";
+static const char ROLLBACK_MESSAGE[] = "ROLLBACK TO message";
+
 /* Runs inside the batch transaction; one savepoint per message so a store
  * error undoes only that message (which stays 'new': -1).  *notify = 1 when
  * the sender is to be told (after the commit: no network I/O inside a
@@ -158,7 +169,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		return rc;
 	}
 
-	if (store_exec(st, "SAVEPOINT message") < 0) {
+	if (savepoint(st, SAVEPOINT_MESSAGE) < 0) {
 		decision_free(&d);
 		return -1;
 	}
@@ -181,7 +192,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		log_warn("message.id_reused mailbox=%s id=%lld message_id=%s note=%s", mb->name,
 			 (long long)p->id, log_quote(m->message_id, q1, sizeof q1),
 			 log_quote(d.note, q2, sizeof q2));
-	store_exec(st, "RELEASE message");
+	savepoint(st, RELEASE_MESSAGE);
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,
 		 (long long)p->id, decide_action_name(d.action), d.key, (long long)thread_id,
 		 log_quote(d.auth.why, q1, sizeof q1));
@@ -191,8 +202,8 @@ fail:
 	decision_free(&d);
 	log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
 		  LOG_Q(store_errmsg(st)));
-	store_exec(st, "ROLLBACK TO message");
-	store_exec(st, "RELEASE message");
+	savepoint(st, ROLLBACK_MESSAGE);
+	savepoint(st, RELEASE_MESSAGE);
 	return -1;
 }
 

@@ -464,7 +464,8 @@ int thread_record(struct store *st, const char *grp, const char *mailbox,
 	for (size_t i = first; i < nref; i++)
 		if (register_id(st, grp, m->references.v[i], tid) < 0)
 			return assign_fail(st, "register");
-	if (touch_thread(st, tid, when) < 0)
+	/* a thread just created has this message's date as its first and last */
+	if (!*is_new && touch_thread(st, tid, when) < 0)
 		return assign_fail(st, "update");
 	*thread_id = tid;
 	return 0;
