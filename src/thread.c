@@ -322,7 +322,8 @@ static int64_t lookup_subject(const struct lookup *q, const char *grp, const cha
 	return tid;
 }
 
-/* The latest thread with a message of that subject owns the key. */
+/* The latest thread with a message of that subject owns the key (a row
+ * that already names it is left as it is, not written again). */
 static int register_subject(struct store *sto, const char *grp, const char *mailbox,
 			    const char *subject_norm, int64_t tid)
 {
@@ -332,7 +333,8 @@ static int register_subject(struct store *sto, const char *grp, const char *mail
 		return 0;
 	if (!(st = store_stmt(sto, "INSERT INTO thread_ids(message_id, grp, thread_id)"
 				   " VALUES(?,?,?) ON CONFLICT(message_id, grp)"
-				   " DO UPDATE SET thread_id=excluded.thread_id")))
+				   " DO UPDATE SET thread_id=excluded.thread_id"
+				   " WHERE thread_ids.thread_id <> excluded.thread_id")))
 		return -1;
 	char *key = subject_key(mailbox, subject_norm);
 	db_bind_text(st, 1, key, -1);
