@@ -108,6 +108,12 @@ static int decide(struct db *db, struct store *st, const struct mf_config *cfg,
 	if (d->thread_id > 0) {
 		d->root_item =
 		    st ? thread_root(st, d->thread_id) : thread_root_item(db, d->thread_id);
+		if (d->root_item < 0) {
+			/* the thread's post could not be read: deciding "post"
+			 * would start the thread a second time */
+			d->root_item = d->thread_id = 0;
+			return -1;
+		}
 		if (d->root_item > 0)
 			d->action = DECIDE_COMMENT;
 	}

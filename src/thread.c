@@ -502,8 +502,11 @@ static int64_t root_item(const struct lookup *q, int64_t thread_id)
 	if (!(s = lookup_prep(q, "SELECT root_item FROM threads WHERE id=?")))
 		return -1;
 	db_bind_int64(s, 1, thread_id);
-	if (db_step(s) == DB_ROW)
+	int rc = db_step(s);
+	if (rc == DB_ROW)
 		item = db_column_int64(s, 0);
+	else if (rc != DB_DONE)
+		item = -1; /* not "no post yet" */
 	lookup_done(q, s);
 	return item;
 }

@@ -18,6 +18,7 @@
 
 #include "state_file.h"
 
+#include "mailfeed/db.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/thread.h"
 
@@ -527,6 +528,22 @@ static void test_root_item(void **state)
 	assert_int_equal(thread_root(fx->st, t), 42);
 }
 
+/* A read of the post's item that fails is an error, not "no post yet",
+ * which would start the thread a second time. */
+static void test_root_item_read_fails(void **state)
+{
+	(void)state;
+	char err[256];
+	struct db *db = db_open(":memory:", err, sizeof err, NULL);
+	assert_non_null(db);
+	/* a row whose root_item cannot be computed: the step fails */
+	assert_int_equal(db_exec(db, "CREATE VIEW threads AS SELECT 1 AS id,"
+				     " abs(-9223372036854775807 - 1) AS root_item"),
+			 0);
+	assert_int_equal(thread_root_item(db, 1), -1);
+	db_close(db);
+}
+
 /* The daemon's look-ups run on statements kept prepared: asked again and
  * again (by id, by reference, by subject, the post's item), they answer as
  * the bare connection's do, bindings of one call never left for the next. */
@@ -587,6 +604,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_assign_subject_of_any_message, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_root_item, setup_store, teardown_store),
+	    cmocka_unit_test(test_root_item_read_fails),
 	    cmocka_unit_test_setup_teardown(test_kept_lookups_agree, setup_store, teardown_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
