@@ -53,8 +53,11 @@ void decide_item_key(const char *group, const struct mf_message *m, const char *
 	snprintf(out, 40, "mf-%.32s", h);
 }
 
-int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
-		   const struct mf_message *m, const char *raw, size_t len, struct decision *d)
+/* decide_message on db, or on st's connection with its statements kept
+ * prepared when st is given. */
+static int decide(struct db *db, struct store *st, const struct mf_config *cfg,
+		  const struct mf_mailbox *mb, const struct mf_message *m, const char *raw,
+		  size_t len, struct decision *d)
 {
 	const char *skip;
 	memset(d, 0, sizeof *d);
@@ -81,7 +84,7 @@ int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_m
 	decide_item_key(mb->group, m, raw, len, d->key);
 	if (!db)
 		return 0;
-	switch (outbox_key_exists(db, d->key)) {
+	switch (st ? messages_key_taken(st, d->key) : outbox_key_exists(db, d->key)) {
 	case 1:
 		/* the same Message-ID with other content is not a duplicate */
 		if (store_key_for_content(db, m, d->key, d->note, sizeof d->note) == 0)
@@ -95,18 +98,38 @@ int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_m
 		/* a state without an outbox yet has nothing to compare */
 		return 0;
 	}
-	d->thread_id =
-	    thread_find(db, mb->group, mb->name, m, cfg ? cfg->gateway.thread_window : 0);
+	long window = cfg ? cfg->gateway.thread_window : 0;
+	d->thread_id = st ? thread_find_kept(st, mb->group, mb->name, m, window)
+			  : thread_find(db, mb->group, mb->name, m, window);
 	if (d->thread_id < 0) {
 		d->thread_id = 0;
 		return -1;
 	}
 	if (d->thread_id > 0) {
-		d->root_item = thread_root_item(db, d->thread_id);
+		d->root_item =
+		    st ? thread_root(st, d->thread_id) : thread_root_item(db, d->thread_id);
+		if (d->root_item < 0) {
+			/* the thread's post could not be read: deciding "post"
+			 * would start the thread a second time */
+			d->root_item = d->thread_id = 0;
+			return -1;
+		}
 		if (d->root_item > 0)
 			d->action = DECIDE_COMMENT;
 	}
 	return 0;
+}
+
+int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
+		   const struct mf_message *m, const char *raw, size_t len, struct decision *d)
+{
+	return decide(db, NULL, cfg, mb, m, raw, len, d);
+}
+
+int decide_message_kept(struct store *st, const struct mf_config *cfg, const struct mf_mailbox *mb,
+			const struct mf_message *m, const char *raw, size_t len, struct decision *d)
+{
+	return decide(store_db(st), st, cfg, mb, m, raw, len, d);
 }
 
 void decision_free(struct decision *d) { strlist_free(&d->hashtags); }

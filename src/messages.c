@@ -747,8 +747,35 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 	return (int)db_changes(store_db(st));
 }
 
+/* s as the JSON form holds it (json_str_or_null): NULL as "", text that
+ * is not UTF-8 with its bytes above 0x7f as '?'. */
+static void put_content_field(struct buf *b, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n && !utf8_valid(s, n)) {
+		for (size_t i = 0; i < n; i++)
+			buf_putc(b, (unsigned char)s[i] > 0x7f ? '?' : s[i]);
+	} else if (n) {
+		buf_append(b, s, n);
+	}
+	buf_putc(b, '\0');
+}
+
+/* attach_original's copy differs with every folder's headers */
+static int is_original_copy(const char *name, const char *type)
+{
+	return name && type && strcmp(name, "original.eml") == 0 &&
+	       strcmp(type, "message/rfc822") == 0;
+}
+
 void store_content_hash(json_t *parsed, char out[65])
 {
+	/* the parsed form of a queued message keeps the hash, not its text */
+	const char *kept = json_string_value(json_object_get(parsed, "content_sha256"));
+	if (kept && strlen(kept) == 64) {
+		memcpy(out, kept, 65);
+		return;
+	}
 	struct buf b;
 	buf_init(&b);
 	const char *fields[] = {
@@ -756,35 +783,54 @@ void store_content_hash(json_t *parsed, char out[65])
 	    json_string_value(json_object_get(parsed, "subject")),
 	    json_string_value(json_object_get(parsed, "full_text")),
 	};
-	for (size_t i = 0; i < 3; i++) {
-		buf_puts(&b, fields[i] ? fields[i] : "");
-		buf_putc(&b, '\0');
-	}
+	for (size_t i = 0; i < 3; i++)
+		put_content_field(&b, fields[i]);
 	size_t i;
 	json_t *a;
 	json_array_foreach(json_object_get(parsed, "attachments"), i, a)
 	{
-		const char *name = json_string_value(json_object_get(a, "filename"));
-		const char *type = json_string_value(json_object_get(a, "content_type"));
-		const char *sum = json_string_value(json_object_get(a, "sha256"));
-		/* attach_original's copy differs with every folder's headers */
-		if (name && type && strcmp(name, "original.eml") == 0 &&
-		    strcmp(type, "message/rfc822") == 0)
+		if (is_original_copy(json_string_value(json_object_get(a, "filename")),
+				     json_string_value(json_object_get(a, "content_type"))))
 			continue;
-		buf_puts(&b, sum ? sum : "");
-		buf_putc(&b, '\0');
+		put_content_field(&b, json_string_value(json_object_get(a, "sha256")));
 	}
 	sha256_hex(b.data ? b.data : "", b.len, out);
 	buf_free(&b);
+}
+
+void messages_content_hash(const struct mf_message *m, char out[65])
+{
+	struct buf b;
+	buf_init(&b);
+	put_content_field(&b, m->from_email);
+	put_content_field(&b, m->subject);
+	put_content_field(&b, m->full_text);
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		const struct mf_attachment *a = &m->attachments[i];
+		if (!is_original_copy(a->filename, a->content_type))
+			put_content_field(&b, a->sha256);
+	}
+	sha256_hex(b.data ? b.data : "", b.len, out);
+	buf_free(&b);
+}
+
+int messages_key_taken(struct store *st, const char *key)
+{
+	/* once per message: kept prepared */
+	struct db_stmt *s = store_stmt(st, "SELECT 1 FROM outbox WHERE key=?");
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, key, -1);
+	int rc = db_step(s);
+	store_stmt_done(st, s);
+	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
 }
 
 int store_key_for_content(struct db *db, const struct mf_message *m, char key[40], char *note,
 			  size_t notelen)
 {
 	char hash[65], h[65];
-	json_t *j = message_to_json(m, 0);
-	store_content_hash(j, hash);
-	json_decref(j);
+	messages_content_hash(m, hash);
 	struct db_stmt *s;
 	int same = -1;
 	if (!(s = db_prepare(

@@ -52,11 +52,16 @@ static int by_date(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* The new state of message id, with its parsed form when m is given. */
+/* The new state of message id, with its parsed form when m is given (as
+ * the state keeps it: message_stored_json; a queued message's text is in
+ * its outbox item, and the hash of its content stands for full_text). */
 static int set_state(struct store *st, int64_t id, enum msg_state state, const char *reason,
 		     const struct mf_message *m)
 {
-	char *parsed = m ? message_json_text(m) : NULL;
+	char content[65];
+	if (m && state == MSG_QUEUED)
+		messages_content_hash(m, content);
+	char *parsed = m ? message_stored_json(m, state == MSG_QUEUED ? content : NULL) : NULL;
 	int rc = messages_set_state(st, id, state, reason, parsed);
 	free(parsed);
 	return rc;
@@ -129,6 +134,17 @@ static int64_t enqueue_item(struct store *st, const struct mf_config *cfg,
 	return item;
 }
 
+/* The savepoint of one message, its statements kept prepared (they run
+ * for every message).  0 or -1 (logged). */
+static int savepoint(struct store *st, const char *sql)
+{
+	return store_run_kept(st, store_kept(st, sql));
+}
+
+static const char SAVEPOINT_MESSAGE[] = "SAVEPOINT message";
+static const char RELEASE_MESSAGE[] = "RELEASE message";
+static const char ROLLBACK_MESSAGE[] = "ROLLBACK TO message";
+
 /* Runs inside the batch transaction; one savepoint per message so a store
  * error undoes only that message (which stays 'new': -1).  *notify = 1 when
  * the sender is to be told (after the commit: no network I/O inside a
@@ -141,7 +157,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	char q1[128], q2[128];
 
 	/* the same decision preview and inspect show */
-	if (decide_message(store_db(st), cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
+	if (decide_message_kept(st, cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
 		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
 			  LOG_Q(store_errmsg(st)));
 		decision_free(&d);
@@ -153,7 +169,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		return rc;
 	}
 
-	if (store_exec(st, "SAVEPOINT message") < 0) {
+	if (savepoint(st, SAVEPOINT_MESSAGE) < 0) {
 		decision_free(&d);
 		return -1;
 	}
@@ -176,7 +192,7 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 		log_warn("message.id_reused mailbox=%s id=%lld message_id=%s note=%s", mb->name,
 			 (long long)p->id, log_quote(m->message_id, q1, sizeof q1),
 			 log_quote(d.note, q2, sizeof q2));
-	store_exec(st, "RELEASE message");
+	savepoint(st, RELEASE_MESSAGE);
 	log_info("message.queued mailbox=%s id=%lld kind=%s key=%s thread=%lld sender=%s", mb->name,
 		 (long long)p->id, decide_action_name(d.action), d.key, (long long)thread_id,
 		 log_quote(d.auth.why, q1, sizeof q1));
@@ -186,8 +202,8 @@ fail:
 	decision_free(&d);
 	log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
 		  LOG_Q(store_errmsg(st)));
-	store_exec(st, "ROLLBACK TO message");
-	store_exec(st, "RELEASE message");
+	savepoint(st, ROLLBACK_MESSAGE);
+	savepoint(st, RELEASE_MESSAGE);
 	return -1;
 }
 
@@ -315,6 +331,19 @@ static void row_parsed(void *ctx, struct worker_job *job)
 	}
 }
 
+/* Messages whose parse was started and never ended (suspects) come only
+ * from a process stopped while parsing: this one's predecessor, or another
+ * instance that held the stage's lease.  Looking for them scans every new
+ * message, which through a backlog of thousands would be done for every
+ * batch: so it is done once a pass (the first batch after one that found
+ * nothing to do) and at least every SUSPECTS_EVERY seconds, less than the
+ * shortest lease_timeout (2 s): another instance cannot have taken the
+ * stage, parsed and died since without this one going that long without a
+ * look.  Per thread (the processor's), per store. */
+#define SUSPECTS_EVERY 1.0
+static _Thread_local const struct store *suspects_none_store;
+static _Thread_local double suspects_none_at;
+
 /* The ids of the next batch: messages whose parse was started before and
  * never ended come first, one at a time, so that the one that stops the
  * daemon is found and the others are not blamed with it.  Only messages of
@@ -325,14 +354,20 @@ static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, i
 {
 	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
 	int rc = 0;
+	double now = now_monotonic();
+	int look = suspects_none_store != st || now - suspects_none_at >= SUSPECTS_EVERY;
 	for (size_t i = 0; i < cfg->n_mailboxes; i++)
 		names[i] = cfg->mailboxes[i].name;
 	*n = 0;
-	for (int suspects = 1; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
+	for (int suspects = look; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
 		rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
 				      cfg->n_mailboxes, suspects, suspects ? 1 : limit, ids,
 				      attempts, n);
 		*suspect = suspects;
+		if (suspects && rc == 0 && *n == 0) {
+			suspects_none_store = st;
+			suspects_none_at = now;
+		}
 	}
 	free(names);
 	return rc;
@@ -514,6 +549,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 
 	if (parse_batch(st, cfg, w, limit, &r, &done) < 0) {
 		free(r.batch);
+		suspects_none_store = NULL;
 		return done > 0 ? done : -1;
 	}
 	struct pending *batch = r.batch;
@@ -545,5 +581,7 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	free(batch);
 	stage_enqueue_s += now_monotonic() - t_parsed;
 	stage_enqueue_cpu_s += now_thread_cpu() - cpu_parsed;
+	if (done <= 0 || store_failed)
+		suspects_none_store = NULL; /* the next pass looks again */
 	return done == 0 && store_failed ? -1 : done;
 }

@@ -243,33 +243,53 @@ static char *subject_key(const char *mailbox, const char *subject_norm)
 	return xasprintf("subject\n%s\n%s", mailbox, subject_norm);
 }
 
-static int64_t lookup_key(struct db *db, const char *grp, const char *id)
+/* Where the look-ups run: the store's statements kept prepared (the
+ * daemon, once per message), or a bare connection (preview, inspect). */
+struct lookup {
+	struct store *st;
+	struct db *db;
+};
+
+static struct db_stmt *lookup_prep(const struct lookup *q, const char *sql)
+{
+	return q->st ? store_stmt(q->st, sql) : db_prepare(q->db, sql);
+}
+
+static void lookup_done(const struct lookup *q, struct db_stmt *s)
+{
+	if (q->st)
+		store_stmt_done(q->st, s);
+	else
+		db_finalize(s);
+}
+
+static int64_t lookup_key(const struct lookup *q, const char *grp, const char *id)
 {
 	struct db_stmt *st;
 	int64_t tid = 0;
-	if (!(st = db_prepare(db, "SELECT thread_id FROM thread_ids WHERE message_id=? AND grp=?")))
+	if (!(st = lookup_prep(q, "SELECT thread_id FROM thread_ids WHERE message_id=? AND grp=?")))
 		return -1;
 	db_bind_text(st, 1, id, -1);
 	db_bind_text(st, 2, grp, -1);
 	if (db_step(st) == DB_ROW)
 		tid = db_column_int64(st, 0);
-	db_finalize(st);
+	lookup_done(q, st);
 	return tid;
 }
 
-static int64_t lookup_id(struct db *db, const char *grp, const char *id)
+static int64_t lookup_id(const struct lookup *q, const char *grp, const char *id)
 {
-	return thread_id_usable(id) ? lookup_key(db, grp, id) : 0;
+	return thread_id_usable(id) ? lookup_key(q, grp, id) : 0;
 }
 
-static int64_t lookup_subject(struct db *db, const char *grp, const char *mailbox,
+static int64_t lookup_subject(const struct lookup *q, const char *grp, const char *mailbox,
 			      const char *subject_norm, time_t when, long window)
 {
 	struct db_stmt *st;
 	int64_t tid = 0;
-	if (!(st = db_prepare(db,
-			      "SELECT id FROM threads WHERE grp=? AND mailbox=? AND subject_norm=?"
-			      " AND last_date BETWEEN ? AND ? ORDER BY last_date DESC LIMIT 1")))
+	if (!(st = lookup_prep(q,
+			       "SELECT id FROM threads WHERE grp=? AND mailbox=? AND subject_norm=?"
+			       " AND last_date BETWEEN ? AND ? ORDER BY last_date DESC LIMIT 1")))
 		return -1;
 	db_bind_text(st, 1, grp, -1);
 	db_bind_text(st, 2, mailbox, -1);
@@ -278,15 +298,15 @@ static int64_t lookup_subject(struct db *db, const char *grp, const char *mailbo
 	db_bind_int64(st, 5, (int64_t)when + window);
 	if (db_step(st) == DB_ROW)
 		tid = db_column_int64(st, 0);
-	db_finalize(st);
+	lookup_done(q, st);
 	if (tid != 0)
 		return tid;
 	/* the subject of any message of a thread active within the window */
 	char *key = subject_key(mailbox, subject_norm);
-	if (!(st = db_prepare(db,
-			      "SELECT t.id FROM thread_ids i JOIN threads t ON t.id = i.thread_id"
-			      " WHERE i.message_id=? AND i.grp=? AND t.mailbox=?"
-			      " AND t.last_date BETWEEN ? AND ?"))) {
+	if (!(st = lookup_prep(q,
+			       "SELECT t.id FROM thread_ids i JOIN threads t ON t.id = i.thread_id"
+			       " WHERE i.message_id=? AND i.grp=? AND t.mailbox=?"
+			       " AND t.last_date BETWEEN ? AND ?"))) {
 		free(key);
 		return -1;
 	}
@@ -298,11 +318,12 @@ static int64_t lookup_subject(struct db *db, const char *grp, const char *mailbo
 	db_bind_int64(st, 5, (int64_t)when + window);
 	if (db_step(st) == DB_ROW)
 		tid = db_column_int64(st, 0);
-	db_finalize(st);
+	lookup_done(q, st);
 	return tid;
 }
 
-/* The latest thread with a message of that subject owns the key. */
+/* The latest thread with a message of that subject owns the key (a row
+ * that already names it is left as it is, not written again). */
 static int register_subject(struct store *sto, const char *grp, const char *mailbox,
 			    const char *subject_norm, int64_t tid)
 {
@@ -312,7 +333,8 @@ static int register_subject(struct store *sto, const char *grp, const char *mail
 		return 0;
 	if (!(st = store_stmt(sto, "INSERT INTO thread_ids(message_id, grp, thread_id)"
 				   " VALUES(?,?,?) ON CONFLICT(message_id, grp)"
-				   " DO UPDATE SET thread_id=excluded.thread_id")))
+				   " DO UPDATE SET thread_id=excluded.thread_id"
+				   " WHERE thread_ids.thread_id <> excluded.thread_id")))
 		return -1;
 	char *key = subject_key(mailbox, subject_norm);
 	db_bind_text(st, 1, key, -1);
@@ -383,26 +405,40 @@ static int assign_fail(struct store *st, const char *what)
 	return -1;
 }
 
-int64_t thread_find(struct db *db, const char *grp, const char *mailbox, const struct mf_message *m,
-		    long window)
+static int64_t find_thread(const struct lookup *q, const char *grp, const char *mailbox,
+			   const struct mf_message *m, long window)
 {
 	time_t when = m->date ? m->date : time(NULL);
 	size_t nref = m->references.n, first = nref > THREAD_MAX_REFS ? nref - THREAD_MAX_REFS : 0;
-	int64_t tid = lookup_id(db, grp, m->message_id);
+	int64_t tid = lookup_id(q, grp, m->message_id);
 	int replies;
 	char *subject_norm;
 
 	if (tid == 0)
-		tid = lookup_id(db, grp, m->in_reply_to);
+		tid = lookup_id(q, grp, m->in_reply_to);
 	for (size_t i = nref; tid == 0 && i > first; i--)
-		tid = lookup_id(db, grp, m->references.v[i - 1]);
+		tid = lookup_id(q, grp, m->references.v[i - 1]);
 	if (tid != 0)
 		return tid;
 	subject_norm = subject_normalise_count(m->subject, &replies);
 	if (*subject_norm && (replies || thread_id_usable(m->in_reply_to) || nref > 0))
-		tid = lookup_subject(db, grp, mailbox, subject_norm, when, window);
+		tid = lookup_subject(q, grp, mailbox, subject_norm, when, window);
 	free(subject_norm);
 	return tid;
+}
+
+int64_t thread_find(struct db *db, const char *grp, const char *mailbox, const struct mf_message *m,
+		    long window)
+{
+	struct lookup q = {NULL, db};
+	return find_thread(&q, grp, mailbox, m, window);
+}
+
+int64_t thread_find_kept(struct store *st, const char *grp, const char *mailbox,
+			 const struct mf_message *m, long window)
+{
+	struct lookup q = {st, store_db(st)};
+	return find_thread(&q, grp, mailbox, m, window);
 }
 
 int thread_record(struct store *st, const char *grp, const char *mailbox,
@@ -430,7 +466,8 @@ int thread_record(struct store *st, const char *grp, const char *mailbox,
 	for (size_t i = first; i < nref; i++)
 		if (register_id(st, grp, m->references.v[i], tid) < 0)
 			return assign_fail(st, "register");
-	if (touch_thread(st, tid, when) < 0)
+	/* a thread just created has this message's date as its first and last */
+	if (!*is_new && touch_thread(st, tid, when) < 0)
 		return assign_fail(st, "update");
 	*thread_id = tid;
 	return 0;
@@ -439,7 +476,7 @@ int thread_record(struct store *st, const char *grp, const char *mailbox,
 int thread_assign(struct store *st, const char *grp, const char *mailbox,
 		  const struct mf_message *m, long window, int64_t *thread_id, int *is_new)
 {
-	int64_t tid = thread_find(store_db(st), grp, mailbox, m, window);
+	int64_t tid = thread_find_kept(st, grp, mailbox, m, window);
 	if (tid < 0)
 		return assign_fail(st, "lookup");
 	return thread_record(st, grp, mailbox, m, tid, thread_id, is_new);
@@ -458,22 +495,32 @@ int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
 	return rc == DB_DONE ? 0 : assign_fail(st, "set-root");
 }
 
-int64_t thread_root_item(struct db *db, int64_t thread_id)
+static int64_t root_item(const struct lookup *q, int64_t thread_id)
 {
 	struct db_stmt *s;
 	int64_t item = 0;
-	if (!(s = db_prepare(db, "SELECT root_item FROM threads WHERE id=?")))
+	if (!(s = lookup_prep(q, "SELECT root_item FROM threads WHERE id=?")))
 		return -1;
 	db_bind_int64(s, 1, thread_id);
-	if (db_step(s) == DB_ROW)
+	int rc = db_step(s);
+	if (rc == DB_ROW)
 		item = db_column_int64(s, 0);
-	db_finalize(s);
+	else if (rc != DB_DONE)
+		item = -1; /* not "no post yet" */
+	lookup_done(q, s);
 	return item;
+}
+
+int64_t thread_root_item(struct db *db, int64_t thread_id)
+{
+	struct lookup q = {NULL, db};
+	return root_item(&q, thread_id);
 }
 
 int64_t thread_root(struct store *st, int64_t thread_id)
 {
-	int64_t item = thread_root_item(store_db(st), thread_id);
+	struct lookup q = {st, store_db(st)};
+	int64_t item = root_item(&q, thread_id);
 	return item < 0 ? assign_fail(st, "root") : item;
 }
 

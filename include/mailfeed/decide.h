@@ -16,6 +16,7 @@
 #include "mailfeed/config.h"
 #include "mailfeed/message.h"
 #include "mailfeed/route.h"
+#include "mailfeed/store.h"
 
 enum decide_action { DECIDE_POST, DECIDE_COMMENT, DECIDE_SKIP };
 
@@ -39,6 +40,11 @@ struct decision {
  * not be read.  Free d with decision_free. */
 int decide_message(struct db *db, const struct mf_config *cfg, const struct mf_mailbox *mb,
 		   const struct mf_message *m, const char *raw, size_t len, struct decision *d);
+/* The same for the daemon: on the store's connection, the look-ups that
+ * run for every message kept prepared (store_stmt). */
+int decide_message_kept(struct store *st, const struct mf_config *cfg, const struct mf_mailbox *mb,
+			const struct mf_message *m, const char *raw, size_t len,
+			struct decision *d);
 void decision_free(struct decision *d);
 
 /* "post", "comment" or "skipped". */

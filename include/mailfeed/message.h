@@ -73,6 +73,14 @@ json_t *message_to_json(const struct mf_message *m, int with_data);
  * (the parsed form stored with every message: no tree of JSON values is
  * built and walked for it).  Owned. */
 char *message_json_text(const struct mf_message *m);
+/* The parsed form the state keeps with every message (message_parsed):
+ * message_json_text without "text", the clean text, which nothing reads
+ * back from there.  With content_sha256 (a message queued: its text is in
+ * its outbox item), full_text gives way to "content_sha256", the hash that
+ * duplicates are compared by (messages_content_hash); without (a message
+ * skipped), full_text stays.  Either way "removed" stays: what cleaning
+ * took away is never lost. */
+char *message_stored_json(const struct mf_message *m, const char *content_sha256);
 /* Appends s as JSON text, byte for byte as json_dumps writes
  * json_str_or_null(s): NULL as null, escapes as jansson writes them, bytes
  * above 0x7f written as '?' when s is not valid UTF-8. */

@@ -39,6 +39,10 @@ int thread_id_usable(const char *id);
  * -1 on a database error. */
 int64_t thread_find(struct db *db, const char *grp, const char *mailbox, const struct mf_message *m,
 		    long window);
+/* The same on the store's connection with its statements kept prepared
+ * (store_stmt): for the daemon, which looks up every message. */
+int64_t thread_find_kept(struct store *st, const char *grp, const char *mailbox,
+			 const struct mf_message *m, long window);
 /* Records m in thread found (0: creates a thread; *is_new = 1): its ids
  * and its subject.  Call inside a store transaction.  0 or -1. */
 int thread_record(struct store *st, const char *grp, const char *mailbox,
@@ -51,7 +55,8 @@ int64_t thread_root_item(struct db *db, int64_t thread_id);
  * post).  Registers m's ids with the thread. 0 or -1. */
 int thread_assign(struct store *st, const char *grp, const char *mailbox,
 		  const struct mf_message *m, long window, int64_t *thread_id, int *is_new);
-/* Records/reads the outbox item holding the thread's post. */
+/* Records/reads the outbox item holding the thread's post (thread_root:
+ * thread_root_item on the store's kept statements, a failure logged). */
 int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item);
 int64_t thread_root(struct store *st, int64_t thread_id);
 

@@ -203,6 +203,21 @@ static void same_json_text(const struct mf_message *m)
 	json_decref(back);
 	free(got);
 	free(want);
+	/* as the state keeps it: the same without the clean text */
+	json_object_del(j, "text");
+	want = json_dumps(j, JSON_COMPACT);
+	got = message_stored_json(m, NULL);
+	assert_string_equal(got, want);
+	free(got);
+	free(want);
+	/* a queued message's: a hash in place of full_text */
+	json_object_del(j, "full_text");
+	json_object_set_new(j, "content_sha256", json_string("c0ffee"));
+	json_t *stored = json_loads((got = message_stored_json(m, "c0ffee")), 0, NULL);
+	assert_non_null(stored);
+	assert_true(json_equal(stored, j));
+	json_decref(stored);
+	free(got);
 	json_decref(j);
 }
 
@@ -243,6 +258,37 @@ static void test_json_text_is_the_json_form(void **state)
 	message_free(m);
 }
 
+/* Long runs of plain text around the 16-byte steps of the scan, with one
+ * byte to escape, or not UTF-8, or a character of two bytes across a step,
+ * at every position; and text that turns out not to be UTF-8 only after
+ * good characters (those become '?' too, as jansson's form has them). */
+static void test_json_text_sixteen_byte_steps(void **state)
+{
+	(void)state;
+	static const char *const odd[] = {"\"",	  "\\",	  "\n",	      "\x01",	      "\x1f",
+					  "\xff", "\x80", "\xc3\xa9", "\xe2\x82\xac", "\x7f"};
+	struct mf_message *m = message_new();
+	char t[96];
+	for (size_t n = 1; n < 72; n++)
+		for (size_t at = 0; at < n; at++)
+			for (size_t k = 0; k < sizeof odd / sizeof *odd; k++) {
+				memset(t, 'a', n);
+				size_t w = strlen(odd[k]);
+				memcpy(t + at, odd[k], w);
+				t[at + w > n ? at + w : n] = 0;
+				free(m->text);
+				m->text = xstrdup(t);
+				same_json_text(m);
+			}
+	free(m->text);
+	m->text = xstrdup("caf\xc3\xa9 and more plain text, then \xff at last");
+	same_json_text(m);
+	char *got = message_json_text(m);
+	assert_non_null(strstr(got, "caf?? and more plain text, then ? at last"));
+	free(got);
+	message_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -252,6 +298,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_frames_refused),
 	    cmocka_unit_test(test_utf8_valid),
 	    cmocka_unit_test(test_json_text_is_the_json_form),
+	    cmocka_unit_test(test_json_text_sixteen_byte_steps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

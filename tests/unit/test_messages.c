@@ -17,6 +17,7 @@
 
 #include "state_file.h"
 
+#include "mailfeed/message.h"
 #include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
 #include "mailfeed/retention.h"
@@ -576,6 +577,80 @@ static void test_prune_and_delete_bodies(void **state)
 	store_close(st);
 }
 
+static struct mf_message *content_sample(void)
+{
+	struct mf_message *m = message_new();
+	m->from_email = xstrdup("ann@example.org");
+	m->subject = xstrdup("Budget \xc3\xa9t\xc3\xa9");
+	m->full_text = xstrdup("Numbers attached.\n\n> old\n");
+	m->text = xstrdup("Numbers attached.");
+	m->removed = xstrdup("> old");
+	m->attachments = xcalloc(2, sizeof *m->attachments);
+	m->n_attachments = 2;
+	m->attachments[0].filename = xstrdup("sheet.csv");
+	m->attachments[0].content_type = xstrdup("text/csv");
+	snprintf(m->attachments[0].sha256, 65, "%064d", 1);
+	m->attachments[1].filename = xstrdup("original.eml");
+	m->attachments[1].content_type = xstrdup("message/rfc822");
+	snprintf(m->attachments[1].sha256, 65, "%064d", 2);
+	return m;
+}
+
+/* The hash of a message taken from itself is the one taken from its JSON
+ * form (NULL fields, text that is not UTF-8, the original.eml copy left
+ * out); the parsed form of a queued message keeps it in place of its
+ * full text, and a copy of the same Message-ID is still told apart by
+ * what it says. */
+static void test_content_hash_kept_for_queued(void **state)
+{
+	struct mf_message *m = content_sample();
+	char direct[65], via_json[65];
+	for (int k = 0; k < 4; k++) {
+		if (k == 1) {
+			free(m->subject);
+			m->subject = xstrdup("bad \xff\xfe utf-8 \xc3\xa9");
+		} else if (k == 2) {
+			free(m->from_email);
+			m->from_email = NULL;
+			snprintf(m->attachments[1].sha256, 65, "%064d", 3);
+		} else if (k == 3) {
+			free(m->full_text);
+			m->full_text = NULL;
+		}
+		messages_content_hash(m, direct);
+		json_t *j = message_to_json(m, 0);
+		store_content_hash(j, via_json);
+		json_decref(j);
+		assert_string_equal(direct, via_json);
+	}
+	message_free(m);
+
+	struct store *st = open_ok();
+	m = content_sample();
+	int64_t row = add(st, "team", 1, "a", MSG_NEW, 0);
+	messages_content_hash(m, direct);
+	char *parsed = message_stored_json(m, direct);
+	assert_null(strstr(parsed, "Numbers attached")); /* no text: the item has it */
+	assert_non_null(strstr(parsed, "> old"));	 /* what cleaning removed stays */
+	assert_int_equal(messages_set_state(st, row, MSG_QUEUED, NULL, parsed), 0);
+	free(parsed);
+	exec_ok(st, "INSERT INTO outbox(key, message, kind, grp, created)"
+		    " VALUES('mf-same', 1, 'post', 'g', 1)");
+	assert_int_equal(messages_key_taken(st, "mf-same"), 1);
+	assert_int_equal(messages_key_taken(st, "mf-other"), 0);
+	assert_int_equal(messages_key_taken(st, "mf-same"), 1); /* kept, asked again */
+	char key[40] = "mf-same", note[300] = "";
+	assert_int_equal(store_key_for_content(store_db(st), m, key, note, sizeof note), 1);
+	assert_string_equal(key, "mf-same"); /* the same content: a duplicate */
+	free(m->full_text);
+	m->full_text = xstrdup("Other words.\n");
+	assert_int_equal(store_key_for_content(store_db(st), m, key, note, sizeof note), 0);
+	assert_string_not_equal(key, "mf-same"); /* other content: kept under a key of its own */
+	assert_non_null(strstr(note, "other content"));
+	message_free(m);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -590,6 +665,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_notes_and_counters, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migration_moves_bodies, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prune_and_delete_bodies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_content_hash_kept_for_queued, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

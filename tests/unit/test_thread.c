@@ -18,6 +18,7 @@
 
 #include "state_file.h"
 
+#include "mailfeed/db.h"
 #include "mailfeed/mime.h"
 #include "mailfeed/thread.h"
 
@@ -527,6 +528,58 @@ static void test_root_item(void **state)
 	assert_int_equal(thread_root(fx->st, t), 42);
 }
 
+/* A read of the post's item that fails is an error, not "no post yet",
+ * which would start the thread a second time. */
+static void test_root_item_read_fails(void **state)
+{
+	(void)state;
+	char err[256];
+	struct db *db = db_open(":memory:", err, sizeof err, NULL);
+	assert_non_null(db);
+	/* a row whose root_item cannot be computed: the step fails */
+	assert_int_equal(db_exec(db, "CREATE VIEW threads AS SELECT 1 AS id,"
+				     " abs(-9223372036854775807 - 1) AS root_item"),
+			 0);
+	assert_int_equal(thread_root_item(db, 1), -1);
+	db_close(db);
+}
+
+/* The daemon's look-ups run on statements kept prepared: asked again and
+ * again (by id, by reference, by subject, the post's item), they answer as
+ * the bare connection's do, bindings of one call never left for the next. */
+static void test_kept_lookups_agree(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t t = assign(fx, "g", "inbox", msg("k1", "Kept plan", T0, NULL, NULL), DAY, &is_new);
+	int64_t u = assign(fx, "g", "inbox", msg("k2", "Other plan", T0, NULL, NULL), DAY, &is_new);
+	assert_int_not_equal(t, u);
+	assert_int_equal(thread_set_root(fx->st, t, 7), 0);
+	struct mf_message *probes[] = {
+	    msg("k1", "whatever", T0, NULL, NULL),	      /* its own id */
+	    msg("n1", "Re: Kept plan", T0 + 60, NULL, NULL),  /* subject only */
+	    msg("n2", "Re: x", T0 + 60, "k2", "k1 k2"),	      /* In-Reply-To */
+	    msg("n3", "Re: Other plan", T0 + 60, NULL, NULL), /* the other subject */
+	    msg("n4", "Re: Unknown", T0 + 60, NULL, NULL),    /* nothing */
+	    msg("n5", "Fresh", T0, NULL, NULL),		      /* no reply: no subject look-up */
+	};
+	const int64_t expect[] = {t, t, u, u, 0, 0};
+	for (int round = 0; round < 3; round++)
+		for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
+			int64_t bare = thread_find(store_db(fx->st), "g", "inbox", probes[i], DAY);
+			int64_t kept = thread_find_kept(fx->st, "g", "inbox", probes[i], DAY);
+			assert_int_equal(bare, expect[i]);
+			assert_int_equal(kept, expect[i]);
+			assert_int_equal(thread_find_kept(fx->st, "h", "inbox", probes[i], DAY), 0);
+		}
+	assert_int_equal(thread_root(fx->st, t), 7);
+	assert_int_equal(thread_root_item(store_db(fx->st), t), 7);
+	assert_int_equal(thread_root(fx->st, u), 0);
+	assert_int_equal(thread_root(fx->st, t), 7);
+	for (size_t i = 0; i < sizeof probes / sizeof *probes; i++)
+		message_free(probes[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -551,6 +604,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_assign_subject_of_any_message, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_root_item, setup_store, teardown_store),
+	    cmocka_unit_test(test_root_item_read_fails),
+	    cmocka_unit_test_setup_teardown(test_kept_lookups_agree, setup_store, teardown_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
