@@ -119,7 +119,11 @@ int64_t db_changes(struct db *db);
  * several separated by semicolons.  0 or -1. */
 int db_exec(struct db *db, const char *sql);
 /* Transactions: BEGIN IMMEDIATE on SQLite (the writer lock at once),
- * BEGIN (read committed) on PostgreSQL.  After a failed statement inside
+ * BEGIN (read committed) on PostgreSQL.  On SQLite the threads of one
+ * process take turns, first come first served, at a writer gate before
+ * they begin: a waiting thread is let in the moment the holder commits or
+ * rolls back (db.c); a turn that does not come within 30 s fails as
+ * DB_ERR_UNAVAILABLE, as a file locked by another process does.  After a failed statement inside
  * a transaction, roll back: PostgreSQL refuses every other statement of it
  * and its COMMIT fails.  db_rollback after a lost connection succeeds (the
  * server already dropped the transaction). */
