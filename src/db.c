@@ -245,14 +245,44 @@ static int sqlite_busy(void *arg, int count)
 	return 1;
 }
 
-/* The settings of the state's connections.  wal_autocheckpoint: the WAL
- * is copied back every 8192 pages (32 MB) rather than every 1000: a burst
- * of messages checkpoints (two fsyncs each) an eighth as often, and a page
- * changed twice in between is copied once. */
+/* The settings of the state's connections.  The WAL is copied back every
+ * WAL_CHECKPOINT_PAGES pages (32 MB) rather than every 1000: a burst of
+ * messages checkpoints (two fsyncs each) an eighth as often, and a page
+ * changed twice in between is copied once.  The copy is not SQLite's
+ * automatic one, which runs inside the COMMIT and so at the writer gate:
+ * a commit notes the WAL's size (wal_note) and the committing thread
+ * copies it back (PASSIVE: it waits for no reader or writer) after it
+ * left the gate, while the next writer is already at work. */
 #define SQLITE_SETTINGS                                                                            \
 	"PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"                                        \
-	"PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"                                         \
-	"PRAGMA wal_autocheckpoint=8192;"
+	"PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
+#define WAL_CHECKPOINT_PAGES 8192
+
+static int wal_note(void *arg, sqlite3 *sq, const char *name, int pages)
+{
+	struct db *db = arg;
+	db->wal_pages = pages;
+	return SQLITE_OK;
+}
+
+/* The settings, and the WAL's size noted on every commit. */
+static int sqlite_settings(struct db *db, char **msg)
+{
+	int rc = sqlite3_exec(db->sq, SQLITE_SETTINGS, NULL, NULL, msg);
+	if (rc == SQLITE_OK)
+		sqlite3_wal_hook(db->sq, wal_note, db);
+	return rc;
+}
+
+/* After a commit, outside a transaction (and so outside the gate): the
+ * WAL copied back when it grew past WAL_CHECKPOINT_PAGES. */
+static void wal_checkpoint(struct db *db)
+{
+	if (db->wal_pages < WAL_CHECKPOINT_PAGES || !sqlite3_get_autocommit(db->sq))
+		return;
+	db->wal_pages = 0;
+	sqlite3_wal_checkpoint_v2(db->sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+}
 
 static int sqlite_connect(struct db *db, int flags, char *err, size_t errlen, int *unavailable)
 {
@@ -280,7 +310,7 @@ static int sqlite_connect(struct db *db, int flags, char *err, size_t errlen, in
 		sqlite3_busy_handler(db->sq, sqlite_busy, db);
 		if (flags & DB_OPEN_NO_SETUP)
 			return 0;
-		rc = sqlite3_exec(db->sq, SQLITE_SETTINGS, NULL, NULL, &msg);
+		rc = sqlite_settings(db, &msg);
 	}
 	if (rc == SQLITE_OK)
 		return 0;
@@ -321,11 +351,25 @@ struct db *db_open_flags(const char *target, int flags, char *err, size_t errlen
 	return db;
 }
 
-int db_setup(struct db *db) { return db->engine == DB_SQLITE ? db_exec(db, SQLITE_SETTINGS) : 0; }
+int db_setup(struct db *db)
+{
+	if (db->engine != DB_SQLITE)
+		return 0;
+	db_clear_error(db);
+	char *msg = NULL;
+	int rc = sqlite_settings(db, &msg);
+	if (rc == SQLITE_OK)
+		return 0;
+	db_set_error(db, sqlite_kind(rc), "%s", msg ? msg : sqlite3_errmsg(db->sq));
+	sqlite3_free(msg);
+	return -1;
+}
 
 void *db_sqlite_handle(struct db *db) { return db->engine == DB_SQLITE ? db->sq : NULL; }
 
 const char *db_sqlite_version(void) { return sqlite3_libversion(); }
+
+void db_memory_limit(int64_t bytes) { sqlite3_soft_heap_limit64(bytes); }
 
 struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *unavailable)
 {
@@ -478,6 +522,7 @@ int db_step(struct db_stmt *s)
 		return DB_ROW;
 	if (rc == SQLITE_DONE) {
 		db->changes = sqlite3_changes64(db->sq);
+		wal_checkpoint(db);
 		return DB_DONE;
 	}
 	sqlite_error(db, rc);
@@ -563,6 +608,8 @@ int db_exec(struct db *db, const char *sql)
 	int rc = sqlite3_exec(db->sq, sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK) {
 		db->changes = sqlite3_changes64(db->sq);
+		if (db->gate == GATE_NONE)
+			wal_checkpoint(db);
 		return 0;
 	}
 	db_set_error(db, sqlite_kind(rc), "%s", msg ? msg : sqlite3_errmsg(db->sq));
@@ -606,6 +653,8 @@ int db_commit(struct db *db)
 	if (rc == 0 || db->engine == DB_POSTGRES)
 		db->in_tx = 0;
 	gate_check(db);
+	if (rc == 0 && db->engine == DB_SQLITE)
+		wal_checkpoint(db);
 	return rc;
 }
 

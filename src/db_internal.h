@@ -27,6 +27,7 @@ struct db {
 	int gate;
 	int *gate_mine; /* the holding thread's mark */
 	double busy_since;
+	int wal_pages; /* the WAL's size at the last commit */
 };
 
 /* A PostgreSQL parameter as it is sent. */
