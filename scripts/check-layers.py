@@ -34,7 +34,7 @@ LAYERS = [
     ("feeds", ["feed", "feed_*"]),
     ("queue", ["outbox", "outbox_*", "deliver", "decide", "subscribers", "notice",
                "notice_queue"]),
-    ("stages", ["worker", "worker_frame", "pipeline", "ingest", "replies",
+    ("stages", ["worker", "worker_frame", "pipeline", "ingest", "replies", "retention",
                 "digest", "digest_*", "metrics", "metrics_http"]),
     ("entry", ["cli", "cmd_*", "main", "worker_child"]),
 ]

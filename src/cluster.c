@@ -1,7 +1,7 @@
-/* cluster.c — instances, leases and work-queue claims over db.h (rules in
- * cluster.h).  The SQL of both engines sits side by side where it differs:
- * the database clock, the id column, string aggregation, and the claim
- * (FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN IMMEDIATE on SQLite). */
+/* cluster.c — instances and leases over db.h (rules in cluster.h).  The
+ * SQL of both engines sits side by side where it differs: the database
+ * clock and string aggregation.  Claims on work items live with the
+ * tables they claim (outbox, digest runs, queued notices; claims.h). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,7 @@
 #define LOCAL_SHARE 0.9
 
 static const struct db_migration migrations[] = {
-    /* 1: instances, leases, the work queue */
+    /* 1: instances, leases (and a generic work queue, dropped by 2) */
     {"CREATE TABLE instances("
      " id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,"
      " version TEXT NOT NULL, started INTEGER NOT NULL, heartbeat INTEGER NOT NULL);"
@@ -48,6 +48,9 @@ static const struct db_migration migrations[] = {
      " attempts BIGINT NOT NULL DEFAULT 0, reclaimed BIGINT NOT NULL DEFAULT 0,"
      " created BIGINT NOT NULL, done_at BIGINT);"
      "CREATE INDEX work_queue_due ON work_queue(queue, state, claim_until, id);"},
+    /* 2: the generic work queue goes: the outbox, digest runs and queued
+     * notices are claimed in their own tables */
+    {"DROP TABLE work_queue;", "DROP TABLE work_queue;"},
 };
 
 struct held {
@@ -496,164 +499,4 @@ int cluster_leases(struct cluster *cl, const char *prefix,
 	}
 	db_finalize(s);
 	return rc == DB_DONE ? 0 : -1;
-}
-
-/* --- work queue claims ------------------------------------------------- */
-
-int cluster_enqueue(struct cluster *cl, const char *queue, const void *payload, size_t len,
-		    int64_t *id)
-{
-	struct db_stmt *s = prep(cl,
-				 "INSERT INTO work_queue(queue, payload, created)"
-				 " VALUES(?1, ?2, " NOW_SQLITE ") RETURNING id",
-				 "INSERT INTO work_queue(queue, payload, created)"
-				 " VALUES(?1, ?2, " NOW_PG ") RETURNING id");
-	if (!s)
-		return -1;
-	db_bind_text(s, 1, queue, -1);
-	db_bind_blob(s, 2, payload, len);
-	int rc = db_step(s);
-	if (rc == DB_ROW && id)
-		*id = db_column_int64(s, 0);
-	if (rc == DB_ROW)
-		rc = db_step(s);
-	db_finalize(s);
-	return rc == DB_DONE ? 0 : -1;
-}
-
-#define CLAIM_SET(NOW)                                                                             \
-	" SET reclaimed=CASE WHEN state='claimed' THEN 1 ELSE 0 END, state='claimed',"             \
-	" claimed_by=?1, claim_until=" NOW " + ?2, attempts=attempts + 1"
-#define CLAIM_PICK(NOW)                                                                            \
-	"SELECT id FROM work_queue WHERE queue=?3 AND (state='pending'"                            \
-	" OR (state='claimed' AND claim_until < " NOW ")) ORDER BY id LIMIT ?4"
-
-/* PostgreSQL: the rows are locked as they are picked, rows locked by
- * another claimer skipped; the CTE is evaluated once. */
-static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
-    NOW_PG) " FOR UPDATE SKIP LOCKED)"
-	    " UPDATE work_queue" CLAIM_SET(
-		NOW_PG) " FROM picked WHERE work_queue.id=picked.id"
-			" RETURNING work_queue.id, payload, attempts, reclaimed";
-/* SQLite: one writer at a time (BEGIN IMMEDIATE around it). */
-static const char claim_sqlite[] =
-    "UPDATE work_queue" CLAIM_SET(NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(
-	NOW_SQLITE) ")"
-		    " RETURNING id, payload, attempts, reclaimed";
-
-static int read_claims(struct cluster *cl, struct db_stmt *s, double deadline,
-		       struct cluster_item **items, size_t *n)
-{
-	int rc;
-	size_t cap = 0;
-	while ((rc = db_step(s)) == DB_ROW) {
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 8;
-			*items = xrealloc(*items, cap * sizeof **items);
-		}
-		struct cluster_item *it = &(*items)[(*n)++];
-		size_t len = 0;
-		const void *p = db_column_blob(s, 1, &len);
-		it->id = db_column_int64(s, 0);
-		it->payload = xmalloc(len + 1);
-		if (len)
-			memcpy(it->payload, p, len);
-		it->payload[len] = 0;
-		it->len = len;
-		it->attempts = db_column_int64(s, 2);
-		it->reclaimed = db_column_int64(s, 3) != 0;
-		it->deadline = deadline;
-	}
-	return rc == DB_DONE ? 0 : -1;
-}
-
-int cluster_claim(struct cluster *cl, const char *queue, int max, int64_t claim_ms,
-		  struct cluster_item **items, size_t *n)
-{
-	*items = NULL;
-	*n = 0;
-	int own_tx = db_engine(cl->db) == DB_SQLITE && !db_in_transaction(cl->db);
-	double sent = now_monotonic();
-	if (own_tx && db_begin(cl->db) < 0)
-		return -1;
-	struct db_stmt *s = prep(cl, claim_sqlite, claim_pg);
-	int rc = -1;
-	if (s) {
-		db_bind_text(s, 1, cl->id, -1);
-		db_bind_int64(s, 2, claim_ms);
-		db_bind_text(s, 3, queue, -1);
-		db_bind_int64(s, 4, max);
-		rc = read_claims(cl, s, sent + (double)claim_ms * LOCAL_SHARE / 1000.0, items, n);
-		db_finalize(s);
-	}
-	if (own_tx && (rc < 0 || db_commit(cl->db) < 0)) {
-		db_rollback(cl->db);
-		rc = -1;
-	}
-	if (rc < 0) {
-		cluster_items_free(*items, *n);
-		*items = NULL;
-		*n = 0;
-	}
-	return rc;
-}
-
-void cluster_items_free(struct cluster_item *items, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(items[i].payload);
-	free(items);
-}
-
-int cluster_claim_done(struct cluster *cl, int64_t id)
-{
-	struct db_stmt *s = prep(cl,
-				 "UPDATE work_queue SET state='done', done_at=" NOW_SQLITE
-				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2",
-				 "UPDATE work_queue SET state='done', done_at=" NOW_PG
-				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2");
-	if (!s)
-		return -1;
-	db_bind_int64(s, 1, id);
-	db_bind_text(s, 2, cl->id, -1);
-	if (run(s) != DB_DONE)
-		return -1;
-	return db_changes(cl->db) == 1;
-}
-
-int cluster_claim_extend(struct cluster *cl, struct cluster_item *it, int64_t claim_ms)
-{
-	double sent = now_monotonic();
-	struct db_stmt *s = prep(cl,
-				 "UPDATE work_queue SET claim_until=" NOW_SQLITE " + ?3"
-				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2"
-				 " AND claim_until >= " NOW_SQLITE,
-				 "UPDATE work_queue SET claim_until=" NOW_PG " + ?3"
-				 " WHERE id=?1 AND state='claimed' AND claimed_by=?2"
-				 " AND claim_until >= " NOW_PG);
-	if (!s)
-		return -1;
-	db_bind_int64(s, 1, it->id);
-	db_bind_text(s, 2, cl->id, -1);
-	db_bind_int64(s, 3, claim_ms);
-	if (run(s) != DB_DONE)
-		return -1;
-	if (db_changes(cl->db) != 1)
-		return 0;
-	it->deadline = sent + (double)claim_ms * LOCAL_SHARE / 1000.0;
-	return 1;
-}
-
-int cluster_claim_release(struct cluster *cl, int64_t id)
-{
-	struct db_stmt *s =
-	    prep(cl,
-		 "UPDATE work_queue SET state='pending', claimed_by=NULL,"
-		 " claim_until=NULL WHERE id=?1 AND state='claimed' AND claimed_by=?2",
-		 NULL);
-	if (!s)
-		return -1;
-	db_bind_int64(s, 1, id);
-	db_bind_text(s, 2, cl->id, -1);
-	return run(s) == DB_DONE ? 0 : -1;
 }

@@ -60,6 +60,7 @@
 #include "mailfeed/outbox.h"
 #include "mailfeed/pipeline.h"
 #include "mailfeed/replies.h"
+#include "mailfeed/retention.h"
 #include "mailfeed/state_owner.h"
 #include "mailfeed/store.h"
 #include "mailfeed/subscribers.h"
@@ -768,7 +769,7 @@ static int deliver_rounds(struct daemon *d, struct store *st, int rounds, int *d
 static int deliver_all(struct daemon *d, struct store *st, int *delivered_any)
 {
 	*delivered_any = 0;
-	store_prune(st, d->cfg->gateway.keep_raw, replies_id_lifetime(d->cfg), time(NULL));
+	retention_run(st, d->cfg->gateway.keep_raw, replies_id_lifetime(d->cfg), time(NULL));
 	return deliver_rounds(d, st, 1000, delivered_any);
 }
 

@@ -34,8 +34,8 @@
  * again; while its claimer lives, others leave it alone.  A run gives up
  * the claims of the periods it did not send (relay down, feed unread).
  *
- * The only module that touches digest_runs (pruning aside, store_prune);
- * metrics ask through digest_sent_total. */
+ * The only module that touches digest_runs; metrics ask through
+ * digest_sent_total. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

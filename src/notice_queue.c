@@ -1,8 +1,8 @@
 /* notice_queue.c — the notice_queue table: the composed notices
  * notice.c queues (notice_queue_add) and their sending to the [smtp]
  * relay, away from ingestion: the daemon's notice sender thread, and `run
- * --once`.  The only module that touches notice_queue (pruning aside,
- * store_prune); the notices table (who was told what, when) is notice.c's.
+ * --once`.  The only module that touches notice_queue; the notices table
+ * (who was told what, when) is notice.c's.
  *
  * Order of a send: up to SMTP_GROUP_MAX due notices go out side by side,
  * each over its own connection (kept open for the next group).  Every
@@ -508,4 +508,16 @@ void notice_sender_wake(void)
 		(void)w; /* a full counter: it is awake anyway */
 	}
 	pthread_mutex_unlock(&current_mu);
+}
+
+int notice_queue_prune(struct store *st, time_t cutoff)
+{
+	struct db_stmt *s = store_prep(
+	    st,
+	    "DELETE FROM notice_queue WHERE state IN ('sent','sending','failed') AND created < ?1");
+	if (s)
+		db_bind_int64(s, 1, (int64_t)cutoff);
+	if (store_run(st, s) < 0)
+		return -1;
+	return (int)db_changes(store_db(st));
 }

@@ -34,7 +34,7 @@ struct store {
 	char *path;
 	char err[512];	  /* the last failure seen by the store_* wrappers */
 	char err_of[512]; /* the connection's message it was made of */
-	time_t pruned_at; /* last store_prune that ran */
+	time_t pruned_at; /* last retention pass (store_prune_due) */
 };
 
 /* Each entry moves the schema from version i to i+1.  Never edit a shipped
@@ -867,47 +867,12 @@ int store_folder_advance(struct store *st, const char *mailbox, uint32_t uid)
 	return 0;
 }
 
-int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now)
+int store_prune_due(struct store *st, time_t now)
 {
-	static const char *const sql[] = {
-	    "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
-	    " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
-	    " AND COALESCE(delivered_at, created) <= ?1)",
-	    "DELETE FROM sent_ids WHERE created < ?2",
-	    "DELETE FROM notices WHERE COALESCE(at, 0) < ?3",
-	    "DELETE FROM notice_queue WHERE state IN ('sent','sending','failed') AND created < ?3",
-	};
-	int changed = 0;
 	if (st->pruned_at && now - st->pruned_at < STORE_PRUNE_EVERY)
 		return 0;
 	st->pruned_at = now;
-	if (store_begin(st) < 0)
-		return -1;
-	/* finished mail: messages.c says which */
-	if ((changed = messages_prune_raw(st, now - keep_raw)) < 0) {
-		store_rollback(st);
-		return -1;
-	}
-	for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
-		struct db_stmt *s = store_prep(st, sql[i]);
-		if (!s) {
-			store_rollback(st);
-			return -1;
-		}
-		db_bind_int64(s, 1, (int64_t)(now - keep_raw));
-		db_bind_int64(s, 2, (int64_t)(now - id_lifetime));
-		db_bind_int64(s, 3, (int64_t)(now - 2 * 86400));
-		if (store_run(st, s) < 0) {
-			store_rollback(st);
-			return -1;
-		}
-		changed += (int)db_changes(st->db);
-	}
-	if (store_commit(st) < 0)
-		return -1;
-	if (changed)
-		log_info("store.pruned rows=%d keep_raw=%lds", changed, keep_raw);
-	return changed;
+	return 1;
 }
 
 static char *text_dup(struct db_stmt *s, int col)

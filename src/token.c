@@ -3,7 +3,7 @@
  * Also the other way a reply is tied to what it answers: the Message-IDs
  * of the mail the gateway sent (sent_ids), recorded by the digest run and
  * looked up for In-Reply-To/References.  The only module that touches
- * reply_posts, reply_users and sent_ids (pruning aside, store_prune).
+ * reply_posts, reply_users and sent_ids.
  * Tokens arrive in untrusted mail: decoding is bounded and never trusts a
  * length, and the MAC is checked in constant time before anything a token
  * names is believed. */
@@ -434,4 +434,14 @@ int token_sent_id_find(struct store *st, const char *message_id, struct token_in
 	}
 	db_finalize(s);
 	return found;
+}
+
+int token_prune(struct store *st, time_t cutoff)
+{
+	struct db_stmt *s = store_prep(st, "DELETE FROM sent_ids WHERE created < ?1");
+	if (s)
+		db_bind_int64(s, 1, (int64_t)cutoff);
+	if (store_run(st, s) < 0)
+		return -1;
+	return (int)db_changes(store_db(st));
 }

@@ -565,13 +565,41 @@ char *raw_header_message_id(const char *raw, size_t len)
 	return id;
 }
 
+/* A byte of a local part: RFC 5322's atext, a dot, or UTF-8. */
+static int local_byte(unsigned char c)
+{
+	return c >= 0x80 || isalnum(c) || c == '.' || strchr("!#$%&'*+-/=?^_`{|}~", c);
+}
+
+/* A byte of a domain name's labels (and their dots), or of a domain
+ * literal's inside ("[192.0.2.1]", "[IPv6:2001:db8::1]"). */
+static int domain_byte(unsigned char c, int literal)
+{
+	if (literal)
+		return isalnum(c) || c == '.' || c == ':';
+	return c >= 0x80 || isalnum(c) || c == '.' || c == '-' || c == '_';
+}
+
 int email_address_valid(const char *s)
 {
 	const char *at = s ? strchr(s, '@') : NULL;
 	if (!at || at == s || !at[1] || strchr(at + 1, '@') || strlen(s) > 254)
 		return 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		if (*p <= ' ' || *p == 0x7f || strchr("<>(),;\"", *p))
+	for (const char *p = s; p < at; p++)
+		if (!local_byte((unsigned char)*p))
+			return 0;
+	const char *d = at + 1, *end = d + strlen(d);
+	int literal = *d == '[';
+	if (literal && (end - d < 3 || end[-1] != ']'))
+		return 0;
+	if (literal) {
+		d++;
+		end--;
+	} else if (*d == '.' || end[-1] == '.' || strstr(d, "..")) {
+		return 0; /* an empty label */
+	}
+	for (const char *p = d; p < end; p++)
+		if (!domain_byte((unsigned char)*p, literal))
 			return 0;
 	return 1;
 }

@@ -1,9 +1,10 @@
 /* cluster.h — several instances sharing one state database (db.h): who is
- * running, leases on named work (a mailbox to watch), and claims on the
- * items of a work queue.  The same calls on SQLite (instances on one host)
- * and PostgreSQL (instances on several hosts).
+ * running and leases on named work (a mailbox to watch).  The same calls
+ * on SQLite (instances on one host) and PostgreSQL (instances on several
+ * hosts).  Claims on work items are kept by the tables they claim
+ * (claims.h: the outbox, digest runs, queued notices).
  *
- * Time: lease expiries and claim deadlines are in the database's clock
+ * Time: lease expiries are in the database's clock
  * (db_now_ms), so hosts with different clocks agree on them.  Each
  * instance also keeps a local deadline on its monotonic clock, started
  * when it sent the request that got or renewed the lease: the lease is
@@ -17,16 +18,7 @@
  *     must stop the work when cluster_lease_held() says 0: a renewal that
  *     failed (database away, process paused) ends the right to work when
  *     the local deadline passes, before any other instance may start;
- *   - each change of holder bumps the lease's epoch (a fencing number).
- *
- * Claim rules (table work_queue, the pattern for the outbox): claiming
- * takes up to max pending items, or claimed items whose claim deadline
- * passed (their claimer died or stalled; such an item comes back marked
- * reclaimed so that the new claimer first checks whether it was done).
- * On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED, so
- * concurrent claimers never wait on nor share a row; on SQLite the same
- * UPDATE runs inside BEGIN IMMEDIATE.  Finishing checks that the claim is
- * still ours. */
+ *   - each change of holder bumps the lease's epoch (a fencing number). */
 #ifndef MAILFEED_CLUSTER_H
 #define MAILFEED_CLUSTER_H
 
@@ -107,33 +99,5 @@ int cluster_instances_db(struct db *db, void (*fn)(const struct cluster_instance
 /* Instances whose heartbeat is younger than this instance's lease time
  * (this one included), or -1. */
 int cluster_live_instances(struct cluster *cl);
-
-/* --- work queue claims ------------------------------------------------- */
-
-struct cluster_item {
-	int64_t id;
-	unsigned char *payload; /* owned, NUL-terminated */
-	size_t len;
-	int64_t attempts;
-	int reclaimed;	 /* a previous claim expired: check before redoing */
-	double deadline; /* local monotonic time to finish by */
-};
-
-/* Adds an item to queue; *id (may be NULL) gets its id. 0 or -1. */
-int cluster_enqueue(struct cluster *cl, const char *queue, const void *payload, size_t len,
-		    int64_t *id);
-/* Claims up to max items of queue for claim_ms.  *items (free with
- * cluster_items_free) and *n get them.  0 or -1. */
-int cluster_claim(struct cluster *cl, const char *queue, int max, int64_t claim_ms,
-		  struct cluster_item **items, size_t *n);
-void cluster_items_free(struct cluster_item *items, size_t n);
-/* Marks a claimed item done: 1, or 0 when the claim was no longer ours
- * (expired and taken by another), -1 error. */
-int cluster_claim_done(struct cluster *cl, int64_t id);
-/* Moves the claim deadline of an item still ours to claim_ms from now
- * (a long delivery); it->deadline follows.  1, 0 when no longer ours, -1. */
-int cluster_claim_extend(struct cluster *cl, struct cluster_item *it, int64_t claim_ms);
-/* Hands a claimed item back to the queue (to be claimed again). */
-int cluster_claim_release(struct cluster *cl, int64_t id);
 
 #endif

@@ -232,7 +232,7 @@ int messages_each_count(struct store *st,
 /* --- retention and dedupe -------------------------------------------- */
 
 /* Forgets the raw mail of finished messages received at or before cutoff
- * (see store_prune), inside the caller's transaction.  Rows changed, or
+ * (see retention.h), inside the caller's transaction.  Rows changed, or
  * -1. */
 int messages_prune_raw(struct store *st, time_t cutoff);
 

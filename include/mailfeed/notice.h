@@ -56,6 +56,13 @@ long notice_next_due(struct store *st);
 int notice_deliver_due(struct store *st, struct smtp_client *c, const char *from_addr, time_t now);
 /* `run --once`: sends every notice due now.  How many were tried, or -1. */
 int notice_send_queued(struct store *st, const struct mf_config *cfg);
+
+/* Retention, inside the caller's transaction: notice_prune forgets who
+ * was told what before cutoff (notice.c); notice_queue_prune the queued
+ * notices sent, being sent or given up that were queued before cutoff
+ * (notice_queue.c).  Rows removed, or -1. */
+int notice_prune(struct store *st, time_t cutoff);
+int notice_queue_prune(struct store *st, time_t cutoff);
 /* The daemon's notice sender: a thread with its own copies of the relay
  * settings and its own store connection, sending queued notices as they
  * come and retrying them as they fall due, so that a slow relay never

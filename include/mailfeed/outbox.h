@@ -144,4 +144,9 @@ struct outbox_origin {
 int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin *o);
 void outbox_origin_clear(struct outbox_origin *o);
 
+/* Retention: forgets the file bytes of the items delivered or dropped at
+ * or before cutoff, inside the caller's transaction.  Rows changed, or
+ * -1. */
+int outbox_prune_files(struct store *st, time_t cutoff);
+
 #endif

@@ -32,7 +32,7 @@
  *   local_items  the built-in local feed (feed_local.c)
  * Each table has one owning module (threads: thread.c; outbox and
  * attachments: outbox.c; folders: store.c); the others ask through its
- * header.  store.c keeps the schema and prunes rows by age (store_prune).
+ * header.  store.c keeps the schema; retention.c has each owner prune its rows.
  */
 #ifndef MAILFEED_STORE_H
 #define MAILFEED_STORE_H
@@ -141,14 +141,10 @@ int store_folders_list(struct store *st, struct folder_status **list, size_t *n)
 void store_folder_status_free(struct folder_status *fs);
 void store_folders_free(struct folder_status *list, size_t n);
 
-/* Retention: forgets the raw mail of messages that are finished
- * (delivered, handled, or dropped from the dead list) and the file bytes
- * of delivered or dropped items, keep_raw seconds after that; reply
- * Message-IDs older than id_lifetime and notices older than two days go
- * too.  Mail still waiting, retrying or on the dead list keeps its bytes.
- * Runs at most once per STORE_PRUNE_EVERY seconds of now per connection.
- * Returns the rows changed, or -1. */
+/* Retention (retention.c asks each table's owner) runs at most once per
+ * STORE_PRUNE_EVERY seconds of now per connection: 1 when a pass is due
+ * now (and counted as done), 0 otherwise. */
 #define STORE_PRUNE_EVERY 60
-int store_prune(struct store *st, long keep_raw, long id_lifetime, time_t now);
+int store_prune_due(struct store *st, time_t now);
 
 #endif

@@ -101,4 +101,8 @@ int token_sent_id_record(struct store *st, const char *message_id, const char *g
 int token_sent_id_find(struct store *st, const char *message_id, struct token_info *ti,
 		       time_t *sent);
 
+/* Retention: forgets the Message-IDs of mail sent before cutoff, inside
+ * the caller's transaction.  Rows removed, or -1. */
+int token_prune(struct store *st, time_t cutoff);
+
 #endif

@@ -119,10 +119,14 @@ char *raw_header_message_id(const char *raw, size_t len);
 
 /* An e-mail address as mailfeed accepts it everywhere (configuration,
  * `mailfeed subscribe`, mail recipients, feed members): exactly one '@'
- * with something before and after it, at most 254 bytes, no space or
- * control character and none of < > ( ) , ; " (which would end or split
- * the address in a header).  The domain needs no dot ("root@localhost"),
- * and UTF-8 is allowed (RFC 6531). */
+ * with something before and after it, at most 254 bytes.  The local part
+ * is made of RFC 5322's atext and dots (quoted local parts are refused:
+ * they would need quoting in every header); the domain is labels of
+ * letters, digits, '-' and '_' joined by single dots ("root@localhost"
+ * needs none), or a literal in brackets ("[192.0.2.1]").  UTF-8 is allowed
+ * in both (RFC 6531).  So no space, control character or any of
+ * < > ( ) , ; : " [ ] \ outside a literal's brackets, which would end or
+ * split the address in a header. */
 int email_address_valid(const char *s);
 
 /* Base64 (RFC 4648 section 4, with padding) of n bytes; owned string. */

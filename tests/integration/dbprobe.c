@@ -10,10 +10,6 @@
  *                                          with heartbeats, ticking into `ticks`;
  *                                          "held EPOCH REALTIME_MS", "lost", "done"
  *   dbprobe TARGET race NAME MS SECONDS    acquire, 3 ticks, release; again
- *   dbprobe TARGET enqueue QUEUE N
- *   dbprobe TARGET claim QUEUE BATCH MS [die]   claim until empty, log each
- *                                          item in claim_log; die: exit after
- *                                          the first claim, finishing nothing
  *   dbprobe TARGET repl                    stdin: begin | commit | rollback |
  *                                          insert K | count | fail (an SQL error)
  */
@@ -34,11 +30,9 @@ static struct db *db;
 static const struct db_migration probe_steps[] = {
     {"CREATE TABLE ticks(id INTEGER PRIMARY KEY, name TEXT, holder TEXT, epoch INTEGER,"
      " at INTEGER, seq INTEGER);"
-     "CREATE TABLE claim_log(item INTEGER, claimer TEXT, reclaimed INTEGER);"
      "CREATE TABLE rows(k INTEGER PRIMARY KEY);",
      "CREATE TABLE ticks(id BIGSERIAL PRIMARY KEY, name TEXT, holder TEXT, epoch BIGINT,"
      " at BIGINT, seq BIGINT);"
-     "CREATE TABLE claim_log(item BIGINT, claimer TEXT, reclaimed BIGINT);"
      "CREATE TABLE rows(k BIGINT PRIMARY KEY);"},
 };
 
@@ -290,70 +284,6 @@ static int cmd_race(const char *name, long lease_ms, long seconds)
 	return 0;
 }
 
-/* --- claims ------------------------------------------------------------- */
-
-static int cmd_enqueue(const char *queue, long n)
-{
-	open_cluster(0);
-	if (db_begin(db) < 0)
-		die("begin");
-	for (long i = 0; i < n; i++) {
-		char payload[32];
-		snprintf(payload, sizeof payload, "item %ld", i);
-		if (cluster_enqueue(cl, queue, payload, strlen(payload), NULL) < 0)
-			die("enqueue");
-	}
-	if (db_commit(db) < 0)
-		die("commit");
-	cluster_close(cl);
-	say("enqueued %ld", n);
-	return 0;
-}
-
-static int cmd_claim(const char *queue, long batch, long claim_ms, int die_after)
-{
-	open_cluster(0);
-	/* DBPROBE_START_AT (realtime ms): claimers started together begin together */
-	const char *at = getenv("DBPROBE_START_AT");
-	if (at && atoll(at) > realtime_ms())
-		sleep_ms((long)(atoll(at) - realtime_ms()));
-	long claimed = 0, reclaimed = 0, lost = 0;
-	for (;;) {
-		struct cluster_item *items;
-		size_t n;
-		if (cluster_claim(cl, queue, (int)batch, claim_ms, &items, &n) < 0)
-			die("claim");
-		if (n == 0)
-			break;
-		if (die_after) {
-			say("claimed %zu, dying", n);
-			_exit(0);
-		}
-		for (size_t i = 0; i < n; i++) {
-			struct db_stmt *s =
-			    db_prepare(db, "INSERT INTO claim_log VALUES(?1, ?2, ?3)");
-			if (!s)
-				die("prepare log");
-			db_bind_int64(s, 1, items[i].id);
-			db_bind_text(s, 2, cluster_instance_id(cl), -1);
-			db_bind_int64(s, 3, items[i].reclaimed);
-			if (db_step(s) != DB_DONE)
-				die("log");
-			db_finalize(s);
-			int rc = cluster_claim_done(cl, items[i].id);
-			if (rc < 0)
-				die("done");
-			lost += rc == 0;
-			claimed++;
-			reclaimed += items[i].reclaimed;
-		}
-		cluster_items_free(items, n);
-	}
-	cluster_close(cl);
-	say("claimed %ld reclaimed %ld lost %ld", claimed, reclaimed, lost);
-	return 0;
-}
-
 /* --- repl: one call per line, for outages ------------------------------ */
 
 static void report(int rc)
@@ -431,11 +361,6 @@ int main(int argc, char **argv)
 		rc = cmd_hold(argv[3], atol(argv[4]), atol(argv[5]));
 	else if (strcmp(cmd, "race") == 0 && argc == 6)
 		rc = cmd_race(argv[3], atol(argv[4]), atol(argv[5]));
-	else if (strcmp(cmd, "enqueue") == 0 && argc == 5)
-		rc = cmd_enqueue(argv[3], atol(argv[4]));
-	else if (strcmp(cmd, "claim") == 0 && argc >= 6)
-		rc = cmd_claim(argv[3], atol(argv[4]), atol(argv[5]),
-			       argc > 6 && strcmp(argv[6], "die") == 0);
 	else if (strcmp(cmd, "repl") == 0)
 		rc = cmd_repl();
 	else

@@ -1,7 +1,7 @@
 """The README's map of src/ is true to the tree: every source file is in
 it, every file it names exists, and a table it gives to one file is
-touched by no other (store.c keeps the schema and the pruning; the
-read-only joins the map names are the only crossings)."""
+touched by no other (store.c keeps the schema; the read-only joins the
+map names are the only crossings)."""
 import os
 import re
 

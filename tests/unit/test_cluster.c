@@ -1,9 +1,8 @@
-/* test_cluster.c — instances, leases and claims on SQLite: one holder at a
+/* test_cluster.c — instances and leases on SQLite: one holder at a
  * time, take-over only after expiry with a new epoch, a lost lease is
  * known locally, release frees at once; the leases and the live instances
  * are listed, instances also without joining, and the local checks are
- * safe from another thread; claims are shared, finished only
- * by their claimer, and come back marked after their claimer's deadline. */
+ * safe from another thread. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -312,67 +311,6 @@ static void test_local_checks_from_another_thread(void **state)
 	assert_int_equal(cluster_leases_held(t->a, ""), 0);
 }
 
-static void test_claims(void **state)
-{
-	struct two *t = *state;
-	for (int i = 0; i < 10; i++) {
-		char p[16];
-		snprintf(p, sizeof p, "p%d", i);
-		assert_int_equal(cluster_enqueue(t->a, "q", p, strlen(p), NULL), 0);
-	}
-	assert_int_equal(cluster_enqueue(t->a, "other", "x", 1, NULL), 0);
-	struct cluster_item *ia, *ib;
-	size_t na, nb;
-	assert_int_equal(cluster_claim(t->a, "q", 4, 200, &ia, &na), 0);
-	assert_int_equal(cluster_claim(t->b, "q", 100, 60000, &ib, &nb), 0);
-	assert_int_equal(na, 4);
-	assert_int_equal(nb, 6);
-	for (size_t i = 0; i < na; i++)
-		for (size_t k = 0; k < nb; k++)
-			assert_true(ia[i].id != ib[k].id);
-	assert_string_equal((char *)ia[0].payload, "p0");
-	assert_int_equal(ia[0].len, 2);
-	assert_false(ia[0].reclaimed);
-	/* a finishes one, extends one, then stalls past its deadline */
-	assert_int_equal(cluster_claim_done(t->a, ia[0].id), 1);
-	double before = ia[3].deadline;
-	assert_int_equal(cluster_claim_extend(t->a, &ia[3], 60000), 1);
-	assert_true(ia[3].deadline > before + 10);
-	assert_int_equal(cluster_claim_extend(t->b, &ia[2], 60000), 0); /* not b's */
-	assert_int_equal(cluster_claim_done(t->b, ia[1].id), 0);	/* not b's */
-	sleep_ms(250);
-	struct cluster_item *again;
-	size_t n;
-	assert_int_equal(cluster_claim(t->b, "q", 100, 60000, &again, &n), 0);
-	assert_int_equal(n, 2); /* not the extended one */
-	for (size_t i = 0; i < n; i++) {
-		assert_true(again[i].reclaimed);
-		assert_int_equal(again[i].attempts, 2);
-	}
-	/* the late finisher is told its claim was taken */
-	assert_int_equal(cluster_claim_done(t->a, ia[1].id), 0);
-	assert_int_equal(cluster_claim_done(t->b, ia[1].id), 1);
-	/* handed back: claimable at once */
-	assert_int_equal(cluster_claim_release(t->b, ib[0].id), 0);
-	cluster_items_free(again, n);
-	assert_int_equal(cluster_claim(t->a, "q", 100, 60000, &again, &n), 0);
-	assert_int_equal(n, 1);
-	assert_true(again[0].id == ib[0].id);
-	assert_false(again[0].reclaimed);
-	cluster_items_free(again, n);
-	/* inside the caller's transaction, rolled back: nothing claimed */
-	assert_int_equal(db_begin(t->db1), 0);
-	assert_int_equal(cluster_claim(t->a, "other", 1, 60000, &again, &n), 0);
-	assert_int_equal(n, 1);
-	cluster_items_free(again, n);
-	db_rollback(t->db1);
-	assert_int_equal(cluster_claim(t->b, "other", 1, 60000, &again, &n), 0);
-	assert_int_equal(n, 1);
-	cluster_items_free(again, n);
-	cluster_items_free(ia, na);
-	cluster_items_free(ib, nb);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -383,7 +321,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_leases_listed_and_live_instances, setup, teardown),
 	    cmocka_unit_test(test_instances_read_without_joining),
 	    cmocka_unit_test_setup_teardown(test_local_checks_from_another_thread, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_claims, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

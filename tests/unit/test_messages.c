@@ -19,6 +19,7 @@
 
 #include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
+#include "mailfeed/retention.h"
 #include "mailfeed/store.h"
 
 static char path[64];
@@ -544,7 +545,7 @@ static void test_prune_and_delete_bodies(void **state)
 			 0);
 	assert_int_equal(messages_set_state(st, waiting, MSG_QUEUED, NULL, "{\"subject\":\"w\"}"),
 			 0);
-	assert_true(store_prune(st, 0, 86400, time(NULL) + 10) >= 1);
+	assert_true(retention_run(st, 0, 86400, time(NULL) + 10) >= 1);
 	char *mb, *raw;
 	size_t len;
 	assert_int_equal(messages_raw(st, done, &mb, &raw, &len), 0);

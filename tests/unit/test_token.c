@@ -20,6 +20,7 @@
 #include "mailfeed/notice.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/replies.h"
+#include "mailfeed/retention.h"
 #include "mailfeed/token.h"
 
 static const unsigned char secret[32] = "0123456789abcdef0123456789abcdef";
@@ -398,7 +399,7 @@ static void test_reply_by_message_id_expires(void **state)
 	m->in_reply_to = strdup("new@mailfeed");
 	assert_string_equal(process(f, m, reason, sizeof reason), "queued");
 
-	assert_true(store_prune(f->st, 7 * 86400, life, now) >= 1);
+	assert_true(retention_run(f->st, 7 * 86400, life, now) >= 1);
 	assert_int_equal(token_sent_id_find(f->st, "old@mailfeed", &ti, &sent), 0);
 	assert_int_equal(token_sent_id_find(f->st, "new@mailfeed", &ti, &sent), 1);
 	token_info_clear(&ti);

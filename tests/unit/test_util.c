@@ -17,10 +17,15 @@ static void test_email_address_rule(void **state)
 {
 	(void)state;
 	static const char *const good[] = {
-	    "anna@example.org",		"a@b",
-	    "root@localhost",		"first.last+tag@sub.example.org",
-	    "j\xc3\xbcrgen@example.de", "x@[192.0.2.1]",
+	    "anna@example.org",
+	    "a@b",
+	    "root@localhost",
+	    "first.last+tag@sub.example.org",
+	    "j\xc3\xbcrgen@example.de",
+	    "x@[192.0.2.1]",
 	    "o'brien@example.ie",
+	    "x@[IPv6:2001:db8::1]",
+	    "a!#$%&*+-/=?^_`{|}~@mail_relay.example.org",
 	};
 	static const char *const bad[] = {
 	    "",
@@ -38,6 +43,18 @@ static void test_email_address_rule(void **state)
 	    "a\tb@example.org",
 	    "a\r\nBcc: x@y.org",
 	    "a\x7f@example.org",
+	    "a:b@example.org",
+	    "a[b]@example.org",
+	    "a\\b@example.org",
+	    "anna@exa:mple.org",
+	    "anna@exa mple.org",
+	    "anna@.example.org",
+	    "anna@example.org.",
+	    "anna@example..org",
+	    "anna@[]",
+	    "anna@[192.0.2.1",
+	    "anna@[19[2.0.2.1]",
+	    "anna@exam\\ple.org",
 	};
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
 		assert_true(email_address_valid(good[i]));
