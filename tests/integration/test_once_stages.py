@@ -12,7 +12,7 @@ import re
 
 from conftest import run_mailfeed, state_db, write_config
 
-THREADS = 250  # a post and a reply each: 500 messages, 10 processing batches
+THREADS = 220  # a post and a reply each: 440 messages, 9 processing batches
 
 
 def msg(i, reply):
