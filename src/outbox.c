@@ -1,8 +1,12 @@
 /* outbox.c — the durable queue between the pipeline and the feed service:
- * the only module that touches the outbox and attachments tables.
+ * the only module that touches the outbox, outbox_payloads and attachments
+ * tables.
  *
- * An item is written once (inside the pipeline's transaction) with its
- * payload as JSON and its attachments as rows.  This file keeps the rows:
+ * An item is written once (inside the pipeline's transaction): its row in
+ * outbox (key, state, claim, the columns the choice of due items reads),
+ * its payload as JSON in a row of outbox_payloads (so that the many
+ * rewrites of the small row leave the text alone) and its attachments as
+ * rows.  This file keeps the rows:
  * enqueue, the choice of due items (claimed as inflight), every state
  * change, the dead list and what the digest reads back.  deliver.c runs the
  * delivery passes over it.
@@ -159,6 +163,20 @@ static int64_t id_of_key(struct store *st, const char *key)
 	return id;
 }
 
+/* The new item's payload row.  0 or -1. */
+static int payload_insert(struct store *st, int64_t id, const struct outbox_new *n)
+{
+	struct db_stmt *s =
+	    store_kept(st, "INSERT INTO outbox_payloads(item, payload) VALUES(?,?)");
+	if (!s)
+		return -1;
+	char *payload = payload_build(n);
+	db_bind_int64(s, 1, id);
+	db_bind_text(s, 2, payload, -1);
+	free(payload);
+	return store_run_kept(st, s);
+}
+
 int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 {
 	if (!n->key || !n->kind || !n->group ||
@@ -166,15 +184,12 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		log_error("outbox.error error=\"item without key, group or valid kind\"");
 		return -1;
 	}
-	char *payload = payload_build(n);
 	struct db_stmt *s =
 	    store_kept(st, "INSERT INTO outbox(key, message, kind, grp,"
-			   " thread_id, parent, payload, created, sort_date, ext_parent)"
-			   " VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
-	if (!s) {
-		free(payload);
+			   " thread_id, parent, created, sort_date, ext_parent)"
+			   " VALUES(?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id");
+	if (!s)
 		return -1;
-	}
 	db_bind_text(s, 1, n->key, -1);
 	if (n->message > 0)
 		db_bind_int64(s, 2, n->message);
@@ -184,16 +199,14 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 		db_bind_int64(s, 5, n->thread_id);
 	if (n->parent > 0)
 		db_bind_int64(s, 6, n->parent);
-	db_bind_text(s, 7, payload, -1);
-	free(payload);
-	db_bind_int64(s, 8, (int64_t)time(NULL));
+	db_bind_int64(s, 7, (int64_t)time(NULL));
 	/* the payload's date and parent as columns: the due-item query reads
 	 * them for every candidate, and must not parse the payload for that */
 	char datebuf[32] = "";
 	if (n->msg && n->msg->date)
 		time_iso(n->msg->date, datebuf, sizeof datebuf);
-	db_bind_text(s, 9, datebuf, -1);
-	db_bind_int64(s, 10, n->parent_remote_id ? 1 : 0);
+	db_bind_text(s, 8, datebuf, -1);
+	db_bind_int64(s, 9, n->parent_remote_id ? 1 : 0);
 	int rc = db_step(s); /* a row: the id of the new item */
 	int64_t id = rc == DB_ROW ? db_column_int64(s, 0) : 0;
 	store_stmt_done(st, s);
@@ -203,6 +216,8 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n)
 	}
 	if (rc == DB_DONE)
 		return id_of_key(st, n->key);
+	if (payload_insert(st, id, n) < 0)
+		return -1;
 	const struct mf_message *m = n->msg;
 	for (size_t i = 0; m && i < m->n_attachments; i++) {
 		const struct mf_attachment *a = &m->attachments[i];
@@ -488,6 +503,23 @@ static int pt_escape(struct ptext *t, struct buf *out)
 	return 0;
 }
 
+#define BYTES_1 0x0101010101010101ULL
+#define BYTES_80 0x8080808080808080ULL
+
+/* Whether none of the 8 bytes at p ends a run of a string's plain text (a
+ * quote, a backslash, a control): (v - 0x01..) & ~v has a high bit set
+ * when some byte of v is zero, (x - 0x20..) & ~x when some byte of x is
+ * below 0x20 (exact for the word as a whole, not per byte). */
+static int pt_plain_word(const char *p)
+{
+	uint64_t x, q, bs;
+	memcpy(&x, p, sizeof x);
+	q = x ^ (BYTES_1 * '"');
+	bs = x ^ (BYTES_1 * '\\');
+	uint64_t hit = ((x - BYTES_1 * 0x20) & ~x) | ((q - BYTES_1) & ~q) | ((bs - BYTES_1) & ~bs);
+	return !(hit & BYTES_80);
+}
+
 /* A string at t->p, its text appended to out when not NULL.  0 or -1. */
 static int pt_str(struct ptext *t, struct buf *out)
 {
@@ -496,6 +528,9 @@ static int pt_str(struct ptext *t, struct buf *out)
 	t->p++;
 	for (;;) {
 		const char *run = t->p;
+		/* eight bytes at a time through the plain text */
+		while (t->end - t->p >= 8 && pt_plain_word(t->p))
+			t->p += 8;
 		while (t->p < t->end && *t->p != '"' && *t->p != '\\' &&
 		       (unsigned char)*t->p >= 0x20)
 			t->p++;
@@ -789,9 +824,10 @@ int outbox_payload_read(const char *text, struct outbox_loaded *l, int fast)
 int outbox_load(struct store *st, int64_t id, struct outbox_loaded *l)
 {
 	struct db_stmt *s =
-	    store_kept(st, "SELECT o.key, o.kind, o.grp, o.payload, o.message, o.attempts,"
+	    store_kept(st, "SELECT o.key, o.kind, o.grp, t.payload, o.message, o.attempts,"
 			   " o.created, p.remote_id,"
 			   " EXISTS(SELECT 1 FROM attachments a WHERE a.item=o.id) FROM outbox o"
+			   " LEFT JOIN outbox_payloads t ON t.item=o.id"
 			   " LEFT JOIN outbox p ON p.id=o.parent WHERE o.id=?");
 	memset(l, 0, sizeof *l);
 	if (!s)
@@ -979,8 +1015,13 @@ long outbox_count_waiting(struct store *st)
 
 long outbox_next_due(struct store *st)
 {
-	struct db_stmt *s = store_prep(st, "SELECT MIN(o.next_at) FROM outbox o"
-					   " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE);
+	/* on SQLite from the waiting items' index alone */
+	struct db_stmt *s =
+	    store_prep(st, db_sql(store_db(st),
+				  "SELECT MIN(o.next_at) FROM outbox o INDEXED BY outbox_waiting"
+				  " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE,
+				  "SELECT MIN(o.next_at) FROM outbox o"
+				  " LEFT JOIN outbox p ON p.id=o.parent WHERE" ELIGIBLE));
 	long next = 0;
 	if (!s)
 		return 0;
@@ -1015,10 +1056,11 @@ long outbox_next_due(struct store *st)
 	" WHERE o.next_at <= ?1 AND" ELIGIBLE " ORDER BY o.id LIMIT ?2"
 
 /* SQLite: inside the caller's BEGIN IMMEDIATE.  Everything the choice
- * needs is in the outbox_due and outbox_parent indexes: no row (and no
- * payload) is read for a waiting item. */
+ * needs is in the outbox_waiting and outbox_parent indexes: no row is read
+ * for a waiting item, and the waiting items are read oldest first, only
+ * until the batch is full (not all of them, sorted, for every batch). */
 static const char claim_sqlite[] = "UPDATE outbox" CLAIM_SET(
-    NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(" INDEXED BY outbox_due") ") RETURNING id";
+    NOW_SQLITE) " WHERE id IN (" CLAIM_PICK(" INDEXED BY outbox_waiting") ") RETURNING id";
 /* PostgreSQL: rows locked by another claimer are skipped; the CTE runs once. */
 static const char claim_pg[] = "WITH picked AS (" CLAIM_PICK(
     "") " FOR UPDATE OF o SKIP LOCKED)"
@@ -1252,8 +1294,9 @@ int outbox_read_delivered(struct store *st, const char *group, time_t since,
 			  struct feed_entry **entries, size_t *n)
 {
 	struct db_stmt *s =
-	    store_prep(st, "SELECT o.remote_id, p.remote_id, o.payload, o.delivered_at"
-			   " FROM outbox o LEFT JOIN outbox p ON p.id=o.parent"
+	    store_prep(st, "SELECT o.remote_id, p.remote_id, t.payload, o.delivered_at"
+			   " FROM outbox o JOIN outbox_payloads t ON t.item=o.id"
+			   " LEFT JOIN outbox p ON p.id=o.parent"
 			   " WHERE o.grp=? AND o.state='delivered' AND o.delivered_at > ?"
 			   " ORDER BY o.delivered_at, o.id");
 	*entries = NULL;
@@ -1322,7 +1365,8 @@ int outbox_dead_list(struct store *st, struct outbox_dead **list, size_t *n)
 	 * raw header block tells them instead. */
 	struct db_stmt *s = store_prep(
 	    st, "SELECT 'o', o.id, COALESCE(m.received_at, o.created), m.mailbox,"
-		" o.payload, NULL, o.error, o.state, m.uid, NULL FROM outbox o"
+		" t.payload, NULL, o.error, o.state, m.uid, NULL FROM outbox o"
+		" LEFT JOIN outbox_payloads t ON t.item=o.id"
 		" LEFT JOIN messages m ON m.id=o.message WHERE o.state='dead'"
 		" UNION ALL"
 		" SELECT 'm', m.id, m.received_at, m.mailbox, NULL, p.parsed,"
@@ -1449,16 +1493,35 @@ static int update_one(struct store *st, int (*update)(struct store *, int64_t), 
 	return changed ? 0 : 1;
 }
 
+/* An item's new group and payload.  0 or -1. */
+static int remap_write(struct store *st, int64_t item, const char *group, const char *payload)
+{
+	struct db_stmt *s = store_prep(st, "UPDATE outbox SET grp=? WHERE id=?");
+	if (s) {
+		db_bind_text(s, 1, group, -1);
+		db_bind_int64(s, 2, item);
+	}
+	if (store_run(st, s) < 0)
+		return -1;
+	s = store_prep(st, "UPDATE outbox_payloads SET payload=? WHERE item=?");
+	if (s) {
+		db_bind_text(s, 1, payload, -1);
+		db_bind_int64(s, 2, item);
+	}
+	return store_run(st, s);
+}
+
 /* An item sent again takes its message's current mapping: the group and
  * the mapping's hashtags (with the message's own), so that a mistake in
  * the config, fixed and reloaded, is not repeated.  Items whose mailbox is
  * no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
-	struct db_stmt *s = store_prep(st, "SELECT m.mailbox, o.payload, p.parsed, o.grp"
-					   " FROM outbox o JOIN messages m"
-					   " ON m.id=o.message LEFT JOIN message_parsed p"
-					   " ON p.message=m.id WHERE o.id=?");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT m.mailbox, t.payload, p.parsed, o.grp"
+			   " FROM outbox o JOIN outbox_payloads t ON t.item=o.id"
+			   " JOIN messages m ON m.id=o.message LEFT JOIN message_parsed p"
+			   " ON p.message=m.id WHERE o.id=?");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, item);
@@ -1493,13 +1556,7 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 		strlist_free(&parsed.hashtags);
 		json_object_set_new(payload, "hashtags", tags);
 		char *text = json_dumps(payload, JSON_COMPACT);
-		s = store_prep(st, "UPDATE outbox SET grp=?, payload=? WHERE id=?");
-		if (s) {
-			db_bind_text(s, 1, mb->group, -1);
-			db_bind_text(s, 2, text, -1);
-			db_bind_int64(s, 3, item);
-		}
-		rc = store_run(st, s);
+		rc = remap_write(st, item, mb->group, text);
 		free(text);
 		if (rc == 0 && old_group && strcmp(old_group, mb->group) != 0)
 			log_info("outbox.remapped item=%lld group_was=%s group=%s", (long long)item,
@@ -1599,8 +1656,10 @@ int outbox_origin(struct store *st, const char *remote_id, struct outbox_origin 
 	memset(o, 0, sizeof *o);
 	if (!remote_id || !*remote_id)
 		return 0;
-	struct db_stmt *s = store_prep(st, "SELECT payload, kind FROM outbox WHERE remote_id=?"
-					   " AND state='delivered' ORDER BY id LIMIT 1");
+	struct db_stmt *s =
+	    store_prep(st, "SELECT t.payload, o.kind FROM outbox o"
+			   " JOIN outbox_payloads t ON t.item=o.id WHERE o.remote_id=?"
+			   " AND o.state='delivered' ORDER BY o.id LIMIT 1");
 	if (!s)
 		return -1;
 	db_bind_text(s, 1, remote_id, -1);

@@ -163,6 +163,19 @@ static const char *const migrations[] = {
     "ALTER TABLE digest_runs ADD COLUMN claim_until INTEGER;"
     "ALTER TABLE notice_queue ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE notice_queue ADD COLUMN claim_until INTEGER;",
+    /* 12: an outbox item's payload in a row of its own, so that claiming,
+     * renewing, recording and retrying the item rewrite a small row, not
+     * its text (nor, with secure_delete, zero its old overflow pages); the
+     * waiting items indexed oldest first, so that choosing the due ones
+     * reads the oldest waiting, not all of them */
+    "CREATE TABLE outbox_payloads("
+    " item INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,"
+    " payload TEXT NOT NULL);"
+    "INSERT INTO outbox_payloads(item, payload) SELECT id, payload FROM outbox;"
+    "ALTER TABLE outbox DROP COLUMN payload;"
+    "CREATE INDEX outbox_waiting ON outbox(id, state, next_at, kind, ext_parent, parent,"
+    " sort_date) WHERE state IN ('pending','retrying');"
+    "DROP INDEX outbox_due;",
 };
 
 /* The same schema on PostgreSQL, versioned by db_migrate("store") with the
@@ -281,6 +294,15 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE digest_runs ADD COLUMN claim_until BIGINT;"
     "ALTER TABLE notice_queue ADD COLUMN claimed_by TEXT;"
     "ALTER TABLE notice_queue ADD COLUMN claim_until BIGINT;",
+    /* 12: outbox payloads in a table of their own, the waiting items
+     * indexed oldest first */
+    "CREATE TABLE outbox_payloads("
+    " item BIGINT PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,"
+    " payload TEXT NOT NULL);"
+    "INSERT INTO outbox_payloads(item, payload) SELECT id, payload FROM outbox;"
+    "ALTER TABLE outbox DROP COLUMN payload;"
+    "CREATE INDEX outbox_waiting ON outbox(id) WHERE state IN ('pending','retrying');"
+    "DROP INDEX outbox_due;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -77,8 +77,9 @@ def test_preview_and_daemon_agree(dovecot, tmp_path):
     con = state_db(cfg)
     try:
         rows = con.execute(
-            "SELECT m.uid, m.state, m.reason, o.kind, o.payload FROM messages m"
-            " LEFT JOIN outbox o ON o.message = m.id WHERE m.uid >= 2").fetchall()
+            "SELECT m.uid, m.state, m.reason, o.kind, t.payload FROM messages m"
+            " LEFT JOIN outbox o ON o.message = m.id"
+            " LEFT JOIN outbox_payloads t ON t.item = o.id WHERE m.uid >= 2").fetchall()
     finally:
         con.close()
     assert sorted(r[0] for r in rows) == list(range(2, 11))
@@ -133,6 +134,10 @@ def test_inspect_on_a_state_not_yet_upgraded(dovecot, tmp_path):
         "UPDATE messages SET raw=(SELECT raw FROM message_bodies WHERE message=messages.id),"
         " parsed=(SELECT parsed FROM message_parsed WHERE message=messages.id);"
         "DROP TABLE message_parsed; DROP TABLE message_bodies;"
+        "ALTER TABLE outbox ADD COLUMN payload TEXT;"
+        "UPDATE outbox SET payload=(SELECT payload FROM outbox_payloads WHERE item=outbox.id);"
+        "DROP TABLE outbox_payloads; DROP INDEX outbox_waiting;"
+        "CREATE INDEX outbox_due ON outbox(state, next_at, kind, ext_parent, parent, sort_date);"
         + "".join("ALTER TABLE %s DROP COLUMN %s;" % (t, c)
                   for t in ("outbox", "digest_runs", "notice_queue")
                   for c in ("claimed_by", "claim_until"))

@@ -92,10 +92,12 @@ def delivered_post(cfg, remote_id, name, email, subject, kind="post"):
     con = db(cfg)
     payload = {"author": {"name": name, "email": email, "verified": True},
                "subject": subject, "text": "", "hashtags": []}
-    con.execute("INSERT INTO outbox(key, kind, grp, payload, state, remote_id, created,"
-                " delivered_at) VALUES(?,?,?,?,?,?,?,?)",
-                ("k-" + remote_id, kind, "team-group", json.dumps(payload), "delivered",
-                 remote_id, int(time.time()) - 3600, int(time.time()) - 3600))
+    item = con.execute("INSERT INTO outbox(key, kind, grp, state, remote_id, created,"
+                       " delivered_at) VALUES(?,?,?,?,?,?,?) RETURNING id",
+                       ("k-" + remote_id, kind, "team-group", "delivered", remote_id,
+                        int(time.time()) - 3600, int(time.time()) - 3600)).fetchone()[0]
+    con.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?,?)",
+                (item, json.dumps(payload)))
     con.commit()
     con.close()
 

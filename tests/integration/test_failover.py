@@ -227,8 +227,8 @@ def test_kill9_of_lease_holders_loses_and_doubles_nothing(dovecot, postgres, smt
     total = time.monotonic() - t0
 
     # every message posted exactly once, by Message-ID
-    items = postgres.sql("SELECT o.payload FROM local_items l JOIN outbox o ON o.key = l.key"
-                        " WHERE l.parent IS NULL")
+    items = postgres.sql("SELECT t.payload FROM local_items l JOIN outbox o ON o.key = l.key"
+                         " JOIN outbox_payloads t ON t.item = o.id WHERE l.parent IS NULL")
     ids = Counter(json.loads(p)["message_id"] for p, in items)
     want = {"fo.%s.%d@example.org" % (f.lower(), i) for f in FOLDERS for i in range(per)}
     twice = {m: c for m, c in ids.items() if c > 1}

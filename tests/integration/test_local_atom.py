@@ -34,13 +34,16 @@ def test_local_feed_files(tmp_path):
     assert run(str(conf), "dead").returncode == 0
     db = state_db(cfg)
     now = int(time.time())
-    post = db.execute("INSERT INTO outbox(key, kind, grp, payload, created)"
-                      " VALUES('k1', 'post', 'ops', ?, ?) RETURNING id",
-                      (payload("Budget & <plan>", "Line one\x07\nsee ]]> and &amp;",
-                               ["fundraising", "q3"]), now)).fetchone()[0]
-    db.execute("INSERT INTO outbox(key, kind, grp, parent, payload, created)"
-               " VALUES('k2', 'comment', 'ops', ?, ?, ?)",
-               (post, payload("Re: Budget", "Agreed.", []), now))
+    post = db.execute("INSERT INTO outbox(key, kind, grp, created)"
+                      " VALUES('k1', 'post', 'ops', ?) RETURNING id", (now,)).fetchone()[0]
+    db.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?, ?)",
+               (post, payload("Budget & <plan>", "Line one\x07\nsee ]]> and &amp;",
+                              ["fundraising", "q3"])))
+    comment = db.execute("INSERT INTO outbox(key, kind, grp, parent, created)"
+                         " VALUES('k2', 'comment', 'ops', ?, ?) RETURNING id",
+                         (post, now)).fetchone()[0]
+    db.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?, ?)",
+               (comment, payload("Re: Budget", "Agreed.", [])))
     db.commit()
     db.close()
 

@@ -121,7 +121,8 @@ def run_once(dovecot, tmp_path, double, group, mentions):
     assert "ERROR: AddressSanitizer" not in r.stderr
     con = state_db(cfg)
     rows = [{"state": s, "r": json.dumps(json.loads(p).get("recipients"))}
-            for s, p in con.execute("SELECT state, payload FROM outbox").fetchall()]
+            for s, p in con.execute("SELECT o.state, t.payload FROM outbox o"
+                                    " JOIN outbox_payloads t ON t.item = o.id").fetchall()]
     con.close()
     assert [row["state"] for row in rows] == ["delivered"], r.stderr
     assert json.loads(rows[0]["r"]) == CANDIDATES

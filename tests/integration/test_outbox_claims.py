@@ -76,21 +76,22 @@ def backlog(cfg, posts, comments_per_post=0, threads=0):
     for i in range(posts):
         key = "p%04d" % i
         date = iso(1790000000 + i)
-        row = con.execute("INSERT INTO outbox(key, kind, grp, payload, created, sort_date)"
-                          " VALUES(?, 'post', ?, ?, ?, ?) RETURNING id",
-                          (key, CHANNEL, payload("Topic %d" % i, "Post %d." % i, date),
-                           now, date)).fetchone()
+        row = con.execute("INSERT INTO outbox(key, kind, grp, created, sort_date)"
+                          " VALUES(?, 'post', ?, ?, ?) RETURNING id",
+                          (key, CHANNEL, now, date)).fetchone()
+        con.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?, ?)",
+                    (row[0], payload("Topic %d" % i, "Post %d." % i, date)))
         keys.append(key)
         if i < threads:
             order = []
             for j in reversed(range(comments_per_post)):
                 ckey = "c%04d-%d" % (i, j)
                 cdate = iso(1790100000 + 60 * j)
-                con.execute("INSERT INTO outbox(key, kind, grp, parent, payload, created,"
-                            " sort_date) VALUES(?, 'comment', ?, ?, ?, ?, ?)",
-                            (ckey, CHANNEL, row[0], payload("Re: Topic %d" % i,
-                                                            "Reply %d." % j, cdate),
-                             now, cdate))
+                crow = con.execute("INSERT INTO outbox(key, kind, grp, parent, created,"
+                                   " sort_date) VALUES(?, 'comment', ?, ?, ?, ?) RETURNING id",
+                                   (ckey, CHANNEL, row[0], now, cdate)).fetchone()
+                con.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?, ?)",
+                            (crow[0], payload("Re: Topic %d" % i, "Reply %d." % j, cdate)))
                 keys.append(ckey)
                 order.insert(0, ckey)
             thread_order[key] = order
@@ -224,10 +225,11 @@ def test_dead_list_retry_and_drop_on_postgresql(tmp_path, postgres, mm):
     con = state_db(cfg)
     now = int(time.time())
     # an item the service refused (as the delivery records it)
-    con.execute("INSERT INTO outbox(key, kind, grp, payload, created, sort_date, state,"
-                " error) VALUES('bad', 'post', 'zzzzzzzzzzzzzzzzzzzzzzzzzz', ?, ?, '',"
-                " 'dead', 'mattermost post: HTTP 403')",
-                (payload("Budget 2027", "Figures.", iso(now)), now))
+    bad = con.execute("INSERT INTO outbox(key, kind, grp, created, sort_date, state,"
+                      " error) VALUES('bad', 'post', 'zzzzzzzzzzzzzzzzzzzzzzzzzz', ?, '',"
+                      " 'dead', 'mattermost post: HTTP 403') RETURNING id", (now,)).fetchone()
+    con.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?, ?)",
+                (bad[0], payload("Budget 2027", "Figures.", iso(now))))
     row = con.execute("INSERT INTO messages(mailbox, uidvalidity, uid, size, sha256, state,"
                       " reason, received_at) VALUES('team', 1, 7, 10, 'x', 'skipped',"
                       " 'parser crashed', ?) RETURNING id", (now,)).fetchone()

@@ -114,7 +114,8 @@ def test_postgresql_away_for_20s_loses_and_doubles_nothing(dovecot, postgres, sm
     time.sleep(3)  # anything sent twice would come now
     log = stop_daemon(p, timeout=30)
 
-    items = postgres.sql("SELECT o.payload FROM local_items l JOIN outbox o ON o.key = l.key")
+    items = postgres.sql("SELECT t.payload FROM local_items l JOIN outbox o ON o.key = l.key"
+                         " JOIN outbox_payloads t ON t.item = o.id")
     ids = Counter(json.loads(r[0])["message_id"] for r in items)
     want = {"outage.%d@example.org" % i for i in range(total)}
     assert set(ids) == want, sorted(want ^ set(ids))[:20]

@@ -45,7 +45,7 @@ def rows(cfg, sql, *args):
 
 def authors(cfg):
     return {mid: (json.loads(p)["author"]) for mid, p in rows(
-        cfg, "SELECT json_extract(payload, '$.message_id'), payload FROM outbox")}
+        cfg, "SELECT json_extract(payload, '$.message_id'), payload FROM outbox_payloads")}
 
 
 def test_forged_sender_is_never_acted_as(dovecot, tmp_path):

@@ -109,12 +109,12 @@ def test_webhook_delivery_retry_dead_and_retry_again(env):
     conf, state, rx = env
     with state_connect(state) as db:
         now = int(time.time())
-        db.execute("INSERT INTO outbox(id, key, message, kind, grp, payload, created)"
-                   " VALUES(1, 'key-post', NULL, 'post', 'G1', ?, ?)",
-                   (payload("Q3 appeal", "Let us plan."), now))
-        db.execute("INSERT INTO outbox(id, key, message, kind, grp, parent, payload, created)"
-                   " VALUES(2, 'key-comment', NULL, 'comment', 'G1', 1, ?, ?)",
-                   (payload("Re: Q3 appeal", "Agreed."), now))
+        db.execute("INSERT INTO outbox(id, key, message, kind, grp, created)"
+                   " VALUES(1, 'key-post', NULL, 'post', 'G1', ?)", (now,))
+        db.execute("INSERT INTO outbox(id, key, message, kind, grp, parent, created)"
+                   " VALUES(2, 'key-comment', NULL, 'comment', 'G1', 1, ?)", (now,))
+        db.execute("INSERT INTO outbox_payloads(item, payload) VALUES(1, ?), (2, ?)",
+                   (payload("Q3 appeal", "Let us plan."), payload("Re: Q3 appeal", "Agreed.")))
         db.execute("INSERT INTO attachments(item, filename, content_type, size, sha256, data)"
                    " VALUES(1, 'plan.pdf', 'application/pdf', 6, 'x', ?)", (b"%PDF-1",))
 
@@ -202,9 +202,11 @@ def test_webhook_signature_binds_time_and_delivery(env, tmp_path):
     with state_connect(state) as db:
         now = int(time.time())
         for key in ("key-a", "key-b"):
-            db.execute("INSERT INTO outbox(key, message, kind, grp, payload, created)"
-                       " VALUES(?, NULL, 'post', 'G1', ?, ?)",
-                       (key, payload("Q3 " + key, "Plan " + key), now))
+            item = db.execute("INSERT INTO outbox(key, message, kind, grp, created)"
+                              " VALUES(?, NULL, 'post', 'G1', ?) RETURNING id",
+                              (key, now)).fetchone()[0]
+            db.execute("INSERT INTO outbox_payloads(item, payload) VALUES(?, ?)",
+                       (item, payload("Q3 " + key, "Plan " + key)))
     mailfeed(conf, "run", "--once")  # one 503, one 200
     with state_connect(state) as db:
         db.execute("UPDATE outbox SET next_at=0")

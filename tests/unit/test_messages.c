@@ -86,8 +86,8 @@ static int64_t item(struct store *st, int64_t message, const char *s, int64_t pa
 	static int serial;
 	char sql[300];
 	snprintf(sql, sizeof sql,
-		 "INSERT INTO outbox(key, message, kind, grp, parent, payload, state, created)"
-		 " VALUES('k%d', %lld, '%s', 'g', %lld, '{}', '%s', 1)",
+		 "INSERT INTO outbox(key, message, kind, grp, parent, state, created)"
+		 " VALUES('k%d', %lld, '%s', 'g', %lld, '%s', 1)",
 		 ++serial, (long long)message, parent ? "comment" : "post", (long long)parent, s);
 	exec_ok(st, sql);
 	return (int64_t)sqlite3_last_insert_rowid(db_sqlite_handle(store_db(st)));
@@ -480,7 +480,10 @@ static void test_migration_moves_bodies(void **state)
 		    " '{\"subject\":\"Hi\"}', 1), (2, 'team', 9, 2, 5, 'h', NULL, 'skipped',"
 		    " '{\"subject\":\"Big\"}', 1), (3, 'team', 9, 3, 5, 'h', NULL, 'skipped',"
 		    " NULL, 1), (4, 'team', 9, 4, 5, 'h', 'New one', 'new', NULL, 1);"
-		    "CREATE TABLE outbox(id INTEGER PRIMARY KEY);"
+		    "CREATE TABLE outbox(id INTEGER PRIMARY KEY, payload TEXT, state TEXT,"
+		    " next_at INTEGER, kind TEXT, ext_parent INTEGER, parent INTEGER,"
+		    " sort_date TEXT);"
+		    "CREATE INDEX outbox_due ON outbox(state);"
 		    "CREATE TABLE digest_runs(email TEXT);"
 		    "CREATE TABLE notice_queue(id INTEGER PRIMARY KEY);"
 		    "PRAGMA user_version=8;"),

@@ -348,6 +348,43 @@ static void test_comments_wait_for_post(void **state)
 	assert_int_equal(outbox_next_due(x->st), 0);
 }
 
+/* Each batch takes the oldest due items, past those that wait (a post
+ * retrying later, a comment waiting for it), whatever their number. */
+static void test_batches_take_the_oldest_due(void **state)
+{
+	struct fx *x = *state;
+	static const struct feed_backend_ops three = {
+	    .name = "three", .deliver = fake_deliver, .batch = 3};
+	long waiting;
+	char key[16];
+	int64_t late = enqueue(x, "p00", "post", 0, 0);
+	enqueue(x, "c00", "comment", late, 0);
+	for (int i = 1; i <= 7; i++) {
+		snprintf(key, sizeof key, "p%02d", i);
+		enqueue(x, key, "post", 0, 0);
+	}
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET state='retrying',"
+					   " next_at=4000000000 WHERE key='p00'"),
+			 0);
+	static const char *const want[] = {"p01", "p02", "p03", "p04", "p05", "p06", "p07"};
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(outbox_deliver_due(x->st, &x->cfg, &three, &x->fake, &waiting), 0);
+	assert_int_equal(x->fake.deliveries, 7);
+	for (size_t i = 0; i < 7; i++)
+		assert_string_equal(x->fake.seen_keys[i], want[i]);
+	assert_int_equal(waiting, 2);
+	assert_int_equal(outbox_next_due(x->st), 4000000000L);
+	/* once the post is due, it goes, then its comment */
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET next_at=0 WHERE key='p00'"), 0);
+	assert_int_equal(outbox_next_due(x->st), 1);
+	for (size_t i = 0; i < 2; i++)
+		assert_int_equal(outbox_deliver_due(x->st, &x->cfg, &three, &x->fake, &waiting), 0);
+	assert_int_equal(x->fake.deliveries, 9);
+	assert_string_equal(x->fake.seen_keys[7], "p00");
+	assert_string_equal(x->fake.seen_keys[8], "c00");
+	assert_int_equal(waiting, 0);
+}
+
 static void test_comments_keep_date_order(void **state)
 {
 	struct fx *x = *state;
@@ -696,7 +733,8 @@ static void same_payload(struct fx *x, const struct outbox_new *n)
 	int64_t id = outbox_enqueue(x->st, n);
 	assert_true(id > 0);
 	assert_int_equal(store_commit(x->st), 0);
-	snprintf(sql, sizeof sql, "SELECT payload FROM outbox WHERE id=%lld", (long long)id);
+	snprintf(sql, sizeof sql, "SELECT payload FROM outbox_payloads WHERE item=%lld",
+		 (long long)id);
 	char *got = col_text(x, sql);
 	assert_non_null(got);
 	assert_string_equal(got, want);
@@ -833,7 +871,7 @@ static void test_payload_reading_is_jansson_s(void **state)
 	/* what the gateway writes, for random fields */
 	test_payload_text_is_the_json_form(state);
 	struct db_stmt *s;
-	assert_non_null((s = db_prepare(store_db(x->st), "SELECT payload FROM outbox")));
+	assert_non_null((s = db_prepare(store_db(x->st), "SELECT payload FROM outbox_payloads")));
 	int rows = 0;
 	while (db_step(s) == DB_ROW) {
 		same_reading(db_column_text(s, 0), rows % 2 ? "from-row" : NULL);
@@ -1101,6 +1139,7 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_comment_waits_for_sibling_claimed_elsewhere, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_batches_take_the_oldest_due, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -248,7 +248,8 @@ static void test_replies(void **state)
 	    process(f, reply(addr, "bob@example.org", "Re: x", "Yes."), reason, sizeof reason),
 	    "queued");
 	assert_int_equal(count(f,
-			       "SELECT COUNT(*) FROM outbox WHERE kind='comment' AND grp='g1'"
+			       "SELECT COUNT(*) FROM outbox o JOIN outbox_payloads t ON t.item=o.id"
+			       " WHERE kind='comment' AND grp='g1'"
 			       " AND payload LIKE '%post-7%' AND payload LIKE '%bob@example.org%'"),
 			 1);
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM messages WHERE state='queued'"), 1);
@@ -323,7 +324,7 @@ static void test_replies(void **state)
 	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox"), 1);
 
 	/* without a trusted authserv the comment is made, but not as bob */
-	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox WHERE"
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox_payloads WHERE"
 				  " json_extract(payload, '$.author.verified') = 0"),
 			 1);
 
@@ -340,7 +341,7 @@ static void test_replies(void **state)
 	struct mf_message *signed_m = reply(addr, "bob@example.org", "Re: s", "Hello");
 	signed_m->auth_results = strdup("mx.example.org; spf=fail; dkim=pass header.d=example.org");
 	assert_string_equal(process(f, signed_m, reason, sizeof reason), "queued");
-	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox WHERE"
+	assert_int_equal(count(f, "SELECT COUNT(*) FROM outbox_payloads WHERE"
 				  " json_extract(payload, '$.author.verified') = 1 AND"
 				  " json_extract(payload, '$.author.check') LIKE '%dkim=pass%'"),
 			 1);
