@@ -3,10 +3,12 @@
  * SQLite done here and PostgreSQL in db_pg.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db_internal.h"
@@ -81,14 +83,206 @@ static void sqlite_error(struct db *db, int rc)
 	db_set_error(db, sqlite_kind(rc), "%s", sqlite3_errmsg(db->sq));
 }
 
-/* The settings of the state's connections.  wal_autocheckpoint: the WAL
- * is copied back every 8192 pages (32 MB) rather than every 1000: a burst
- * of messages checkpoints (two fsyncs each) an eighth as often, and a page
- * changed twice in between is copied once. */
+/* --- the writer gate (SQLite) ------------------------------------------ */
+
+/* SQLite lets one writer in at a time, and a connection that finds the
+ * file locked can only sleep and try again.  The threads of one process
+ * (the watchers, the processor, the stages of run --once) therefore take
+ * turns at a gate before they begin a transaction: a waiter sleeps on a
+ * condition variable and is let in, first come first served, the moment
+ * the holder commits or rolls back, instead of polling the lock.  Other
+ * processes (a command run beside the daemon) still meet the file lock;
+ * the busy handler tries again every few milliseconds for them, and for
+ * statements written outside a transaction it waits for the end of the
+ * gate holder's turn.
+ *
+ * A thread that already holds the gate (a transaction open on another
+ * connection) passes through without waiting: it would wait for itself.
+ * A turn not given within DB_GATE_WAIT seconds fails as a locked file
+ * did before. */
+#define DB_GATE_WAIT 30.0
+#define DB_BUSY_WAIT 30.0
+
+enum { GATE_NONE, GATE_HELD, GATE_PASSED };
+
+struct gate_waiter {
+	struct gate_waiter *next;
+	int let_in;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int held;
+	unsigned long turns; /* turns ended so far */
+	struct gate_waiter *head, *tail;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL};
+
+static __thread int gate_mine; /* turns this thread holds (0 or 1) */
+
+static struct timespec gate_deadline(double seconds)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	long long ns = (long long)ts.tv_nsec + (long long)(seconds * 1e9);
+	ts.tv_sec += (time_t)(ns / 1000000000);
+	ts.tv_nsec = (long)(ns % 1000000000);
+	return ts;
+}
+
+static void gate_unqueue(struct gate_waiter *w)
+{
+	struct gate_waiter **pp = &gate.head, *prev = NULL;
+	while (*pp && *pp != w) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (!*pp)
+		return;
+	*pp = w->next;
+	if (gate.tail == w)
+		gate.tail = prev;
+}
+
+/* Takes db's turn before it begins a transaction.  0, or -1 when the turn
+ * did not come in time (db's error says so). */
+static int gate_enter(struct db *db)
+{
+	if (db->gate != GATE_NONE)
+		return 0; /* a transaction already open here: BEGIN will say so */
+	if (gate_mine) {
+		db->gate = GATE_PASSED;
+		return 0;
+	}
+	pthread_mutex_lock(&gate.mu);
+	if (!gate.held && !gate.head) {
+		gate.held = 1;
+	} else {
+		struct gate_waiter w = {0};
+		if (gate.tail)
+			gate.tail->next = &w;
+		else
+			gate.head = &w;
+		gate.tail = &w;
+		struct timespec until = gate_deadline(DB_GATE_WAIT);
+		int rc = 0;
+		while (!w.let_in && rc != ETIMEDOUT)
+			rc = pthread_cond_timedwait(&gate.cv, &gate.mu, &until);
+		if (!w.let_in) {
+			gate_unqueue(&w);
+			pthread_mutex_unlock(&gate.mu);
+			db_set_error(db, DB_ERR_UNAVAILABLE,
+				     "database is locked (another thread kept its transaction "
+				     "open for %.0f s)",
+				     DB_GATE_WAIT);
+			return -1;
+		}
+	}
+	pthread_mutex_unlock(&gate.mu);
+	db->gate = GATE_HELD;
+	gate_mine = 1;
+	db->gate_mine = &gate_mine; /* a connection shared by threads under a
+				      lock may end the turn on another one */
+	return 0;
+}
+
+/* Ends db's turn: the first waiter is let in. */
+static void gate_leave(struct db *db)
+{
+	int held = db->gate == GATE_HELD;
+	db->gate = GATE_NONE;
+	if (!held)
+		return;
+	*db->gate_mine = 0;
+	pthread_mutex_lock(&gate.mu);
+	gate.turns++;
+	struct gate_waiter *w = gate.head;
+	if (w) {
+		gate.head = w->next;
+		if (!gate.head)
+			gate.tail = NULL;
+		w->let_in = 1; /* the gate stays held: handed over */
+	} else {
+		gate.held = 0;
+	}
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+}
+
+/* In the busy handler: when another thread of this process holds the
+ * gate, waits (at most 100 ms) for its turn to end and returns 1; 0 when
+ * the lock is another process's (or this thread's own). */
+static int gate_wait_turn(void)
+{
+	if (gate_mine)
+		return 0;
+	pthread_mutex_lock(&gate.mu);
+	int other = gate.held;
+	if (other) {
+		unsigned long turns = gate.turns;
+		struct timespec until = gate_deadline(0.1);
+		int rc = 0;
+		while (gate.turns == turns && rc != ETIMEDOUT)
+			rc = pthread_cond_timedwait(&gate.cv, &gate.mu, &until);
+	}
+	pthread_mutex_unlock(&gate.mu);
+	return other;
+}
+
+/* SQLite's busy handler: up to DB_BUSY_WAIT seconds, waiting for the end
+ * of a turn at the gate, or in short sleeps when another process holds the
+ * lock. */
+static int sqlite_busy(void *arg, int count)
+{
+	struct db *db = arg;
+	double now = now_monotonic();
+	if (count == 0)
+		db->busy_since = now;
+	else if (now - db->busy_since >= DB_BUSY_WAIT)
+		return 0;
+	if (!gate_wait_turn())
+		usleep(count < 50 ? 1000 : 5000);
+	return 1;
+}
+
+/* The settings of the state's connections.  The WAL is copied back every
+ * WAL_CHECKPOINT_PAGES pages (32 MB) rather than every 1000: a burst of
+ * messages checkpoints (two fsyncs each) an eighth as often, and a page
+ * changed twice in between is copied once.  The copy is not SQLite's
+ * automatic one, which runs inside the COMMIT and so at the writer gate:
+ * a commit notes the WAL's size (wal_note) and the committing thread
+ * copies it back (PASSIVE: it waits for no reader or writer) after it
+ * left the gate, while the next writer is already at work. */
 #define SQLITE_SETTINGS                                                                            \
 	"PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"                                        \
-	"PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"                                         \
-	"PRAGMA wal_autocheckpoint=8192;"
+	"PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
+#define WAL_CHECKPOINT_PAGES 8192
+
+static int wal_note(void *arg, sqlite3 *sq, const char *name, int pages)
+{
+	struct db *db = arg;
+	db->wal_pages = pages;
+	return SQLITE_OK;
+}
+
+/* The settings, and the WAL's size noted on every commit. */
+static int sqlite_settings(struct db *db, char **msg)
+{
+	int rc = sqlite3_exec(db->sq, SQLITE_SETTINGS, NULL, NULL, msg);
+	if (rc == SQLITE_OK)
+		sqlite3_wal_hook(db->sq, wal_note, db);
+	return rc;
+}
+
+/* After a commit, outside a transaction (and so outside the gate): the
+ * WAL copied back when it grew past WAL_CHECKPOINT_PAGES. */
+static void wal_checkpoint(struct db *db)
+{
+	if (db->wal_pages < WAL_CHECKPOINT_PAGES || !sqlite3_get_autocommit(db->sq))
+		return;
+	db->wal_pages = 0;
+	sqlite3_wal_checkpoint_v2(db->sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+}
 
 static int sqlite_connect(struct db *db, int flags, char *err, size_t errlen, int *unavailable)
 {
@@ -113,10 +307,10 @@ static int sqlite_connect(struct db *db, int flags, char *err, size_t errlen, in
 	}
 	char *msg = NULL;
 	if (rc == SQLITE_OK) {
-		sqlite3_busy_timeout(db->sq, 30000);
+		sqlite3_busy_handler(db->sq, sqlite_busy, db);
 		if (flags & DB_OPEN_NO_SETUP)
 			return 0;
-		rc = sqlite3_exec(db->sq, SQLITE_SETTINGS, NULL, NULL, &msg);
+		rc = sqlite_settings(db, &msg);
 	}
 	if (rc == SQLITE_OK)
 		return 0;
@@ -157,11 +351,25 @@ struct db *db_open_flags(const char *target, int flags, char *err, size_t errlen
 	return db;
 }
 
-int db_setup(struct db *db) { return db->engine == DB_SQLITE ? db_exec(db, SQLITE_SETTINGS) : 0; }
+int db_setup(struct db *db)
+{
+	if (db->engine != DB_SQLITE)
+		return 0;
+	db_clear_error(db);
+	char *msg = NULL;
+	int rc = sqlite_settings(db, &msg);
+	if (rc == SQLITE_OK)
+		return 0;
+	db_set_error(db, sqlite_kind(rc), "%s", msg ? msg : sqlite3_errmsg(db->sq));
+	sqlite3_free(msg);
+	return -1;
+}
 
 void *db_sqlite_handle(struct db *db) { return db->engine == DB_SQLITE ? db->sq : NULL; }
 
 const char *db_sqlite_version(void) { return sqlite3_libversion(); }
+
+void db_memory_limit(int64_t bytes) { sqlite3_soft_heap_limit64(bytes); }
 
 struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *unavailable)
 {
@@ -180,10 +388,12 @@ void db_close(struct db *db)
 {
 	if (!db)
 		return;
-	if (db->engine == DB_POSTGRES)
+	if (db->engine == DB_POSTGRES) {
 		dbpg_close(db);
-	else
+	} else {
 		sqlite3_close(db->sq);
+		gate_leave(db);
+	}
 	if (db->target) {
 		explicit_bzero(db->target, strlen(db->target));
 		free(db->target);
@@ -312,6 +522,7 @@ int db_step(struct db_stmt *s)
 		return DB_ROW;
 	if (rc == SQLITE_DONE) {
 		db->changes = sqlite3_changes64(db->sq);
+		wal_checkpoint(db);
 		return DB_DONE;
 	}
 	sqlite_error(db, rc);
@@ -397,6 +608,8 @@ int db_exec(struct db *db, const char *sql)
 	int rc = sqlite3_exec(db->sq, sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK) {
 		db->changes = sqlite3_changes64(db->sq);
+		if (db->gate == GATE_NONE)
+			wal_checkpoint(db);
 		return 0;
 	}
 	db_set_error(db, sqlite_kind(rc), "%s", msg ? msg : sqlite3_errmsg(db->sq));
@@ -404,10 +617,22 @@ int db_exec(struct db *db, const char *sql)
 	return -1;
 }
 
+/* On SQLite, the transaction ended (committed, rolled back, or by SQLite
+ * itself after some errors): the gate is let go. */
+static void gate_check(struct db *db)
+{
+	if (db->engine == DB_SQLITE && db->gate != GATE_NONE && sqlite3_get_autocommit(db->sq))
+		gate_leave(db);
+}
+
 int db_begin(struct db *db)
 {
-	if (db_exec(db, db->engine == DB_POSTGRES ? "BEGIN" : "BEGIN IMMEDIATE") < 0)
+	if (db->engine == DB_SQLITE && gate_enter(db) < 0)
 		return -1;
+	if (db_exec(db, db->engine == DB_POSTGRES ? "BEGIN" : "BEGIN IMMEDIATE") < 0) {
+		gate_check(db);
+		return -1;
+	}
 	db->in_tx = 1;
 	db->tx_lost = 0;
 	return 0;
@@ -427,6 +652,9 @@ int db_commit(struct db *db)
 	 * may stay open (busy): the caller's rollback ends it */
 	if (rc == 0 || db->engine == DB_POSTGRES)
 		db->in_tx = 0;
+	gate_check(db);
+	if (rc == 0 && db->engine == DB_SQLITE)
+		wal_checkpoint(db);
 	return rc;
 }
 
@@ -434,6 +662,7 @@ void db_rollback(struct db *db)
 {
 	if (db->tx_lost || !db_in_transaction(db)) {
 		db->in_tx = db->tx_lost = 0;
+		gate_check(db);
 		return;
 	}
 	/* keep the error that made the caller roll back */
@@ -444,6 +673,7 @@ void db_rollback(struct db *db)
 	db->err = kind;
 	memcpy(db->errmsg, msg, sizeof msg);
 	db->in_tx = 0;
+	gate_check(db);
 }
 
 /* --- migrations ---------------------------------------------------------- */

@@ -22,6 +22,12 @@ struct db {
 	int in_tx;
 	int tx_lost; /* PostgreSQL: the connection went away inside a transaction */
 	int64_t changes;
+	/* SQLite: this connection's transaction holds the process's writer
+	 * gate (db.c); when the busy handler's current wait began */
+	int gate;
+	int *gate_mine; /* the holding thread's mark */
+	double busy_since;
+	int wal_pages; /* the WAL's size at the last commit */
 };
 
 /* A PostgreSQL parameter as it is sent. */

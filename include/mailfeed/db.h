@@ -76,6 +76,11 @@ int db_setup(struct db *db);
  * diagnostics that exist on SQLite alone (the state file's structural
  * check, disk-full reasons).  NULL on PostgreSQL. */
 void *db_sqlite_handle(struct db *db);
+/* SQLite: a soft limit on the memory that every connection of the process
+ * uses together (their page caches give way first, so that several
+ * connections at work at once take no more than one did); 0 lifts it.
+ * Nothing to do on PostgreSQL. */
+void db_memory_limit(int64_t bytes);
 /* The version of the SQLite library linked in (for the build information). */
 const char *db_sqlite_version(void);
 /* The same with the DSN read from a file (first line; it may hold a
@@ -119,7 +124,11 @@ int64_t db_changes(struct db *db);
  * several separated by semicolons.  0 or -1. */
 int db_exec(struct db *db, const char *sql);
 /* Transactions: BEGIN IMMEDIATE on SQLite (the writer lock at once),
- * BEGIN (read committed) on PostgreSQL.  After a failed statement inside
+ * BEGIN (read committed) on PostgreSQL.  On SQLite the threads of one
+ * process take turns, first come first served, at a writer gate before
+ * they begin: a waiting thread is let in the moment the holder commits or
+ * rolls back (db.c); a turn that does not come within 30 s fails as
+ * DB_ERR_UNAVAILABLE, as a file locked by another process does.  After a failed statement inside
  * a transaction, roll back: PostgreSQL refuses every other statement of it
  * and its COMMIT fails.  db_rollback after a lost connection succeeds (the
  * server already dropped the transaction). */

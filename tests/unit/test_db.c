@@ -1,7 +1,10 @@
 /* test_db.c — the statement layer on SQLite: placeholders, the round trip
  * of every type, changes and RETURNING, transactions, the two kinds of
  * error, scripts and versioned migrations (run once, refused when newer,
- * a failed step leaves nothing behind). */
+ * a failed step leaves nothing behind), the writer gate that lets the
+ * threads of one process take turns at an SQLite file, and the WAL copied
+ * back outside it. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -237,6 +241,212 @@ static void test_now(void **state)
 	assert_true(now > local - 5000 && now < local + 5000);
 }
 
+/* --- the writer gate --------------------------------------------------- */
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#define GATE_THREADS 3
+#define GATE_ROUNDS 150
+
+struct gate_run {
+	int failures;
+};
+
+/* Read-modify-write of one counter, in transactions of its own connection,
+ * with a little work inside each. */
+static void *gate_counter(void *arg)
+{
+	struct gate_run *r = arg;
+	char err[256];
+	struct db *db = db_open(path, err, sizeof err, NULL);
+	if (!db) {
+		r->failures = GATE_ROUNDS;
+		return NULL;
+	}
+	for (int i = 0; i < GATE_ROUNDS; i++) {
+		if (db_begin(db) < 0) {
+			r->failures++;
+			continue;
+		}
+		struct db_stmt *s = db_prepare(db, "SELECT n FROM counter");
+		int64_t n = s && db_step(s) == DB_ROW ? db_column_int64(s, 0) : -1;
+		db_finalize(s);
+		usleep(200);
+		s = db_prepare(db, "UPDATE counter SET n=?1");
+		db_bind_int64(s, 1, n + 1);
+		if (n < 0 || db_step(s) != DB_DONE) {
+			db_finalize(s);
+			db_rollback(db);
+			r->failures++;
+			continue;
+		}
+		db_finalize(s);
+		if (db_commit(db) < 0) {
+			db_rollback(db);
+			r->failures++;
+		}
+	}
+	db_close(db);
+	return NULL;
+}
+
+static int64_t counter(struct db *db)
+{
+	struct db_stmt *s = db_prepare(db, "SELECT n FROM counter");
+	int64_t n = db_step(s) == DB_ROW ? db_column_int64(s, 0) : -1;
+	db_finalize(s);
+	return n;
+}
+
+/* Threads writing at once, each on its own connection, all get in: no
+ * transaction is refused, none is lost. */
+static void test_gate_turns(void **state)
+{
+	struct db *db = *state;
+	assert_int_equal(
+	    db_exec(db, "CREATE TABLE counter(n INTEGER); INSERT INTO counter VALUES(0)"), 0);
+	pthread_t th[GATE_THREADS];
+	struct gate_run runs[GATE_THREADS] = {0};
+	double t0 = mono();
+	for (int i = 0; i < GATE_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, gate_counter, &runs[i]), 0);
+	for (int i = 0; i < GATE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(runs[i].failures, 0);
+	}
+	assert_int_equal(counter(db), GATE_THREADS * GATE_ROUNDS);
+	/* taking turns, not sleeping in the busy handler: well under the
+	 * seconds that polling the lock took */
+	assert_true(mono() - t0 < 10.0);
+}
+
+struct gate_holder {
+	double hold, committing, committed;
+	int rc;
+};
+
+static void *gate_hold(void *arg)
+{
+	struct gate_holder *h = arg;
+	char err[256];
+	struct db *db = db_open(path, err, sizeof err, NULL);
+	h->rc = db && db_begin(db) == 0 && db_exec(db, "UPDATE counter SET n=n+1") == 0 ? 0 : -1;
+	usleep((useconds_t)(h->hold * 1e6));
+	h->committing = mono();
+	if (h->rc == 0)
+		h->rc = db_commit(db);
+	h->committed = mono();
+	db_close(db);
+	return NULL;
+}
+
+/* A thread waiting for its turn gets in as soon as the holder commits;
+ * a write outside a transaction waits for the turn to end too. */
+static void test_gate_waiter(void **state)
+{
+	struct db *db = *state;
+	char err[256];
+	assert_int_equal(
+	    db_exec(db, "CREATE TABLE counter(n INTEGER); INSERT INTO counter VALUES(0)"), 0);
+	struct db *other = db_open(path, err, sizeof err, NULL);
+	assert_non_null(other);
+	double late = 0;
+	for (int round = 0; round < 4; round++) {
+		struct gate_holder h = {.hold = 0.5};
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, gate_hold, &h), 0);
+		usleep(50 * 1000); /* the holder is in */
+		double in;
+		if (round % 2 == 0) {
+			assert_int_equal(db_begin(other), 0);
+			in = mono();
+			assert_int_equal(db_exec(other, "UPDATE counter SET n=n+10"), 0);
+			assert_int_equal(db_commit(other), 0);
+		} else {
+			assert_int_equal(db_exec(other, "UPDATE counter SET n=n+10"), 0);
+			in = mono();
+		}
+		pthread_join(th, NULL);
+		assert_int_equal(h.rc, 0);
+		/* let in during the holder's commit, or just after it */
+		assert_true(in >= h.committing);
+		late += in > h.committed ? in - h.committed : 0;
+	}
+	/* polling the lock slept up to 100 ms a try: 50 ms a round on average */
+	assert_true(late < 0.1);
+	assert_int_equal(counter(db), 44);
+	db_close(other);
+}
+
+/* A thread with a transaction open on one file begins another on a second
+ * file without waiting for itself; both turns end with their commits. */
+static void test_gate_second_file(void **state)
+{
+	struct db *db = *state;
+	char err[256], path2[64];
+	state_file_new(path2, sizeof path2, "db2");
+	struct db *db2 = db_open(path2, err, sizeof err, NULL);
+	assert_non_null(db2);
+	assert_int_equal(
+	    db_exec(db, "CREATE TABLE counter(n INTEGER); INSERT INTO counter VALUES(0)"), 0);
+	assert_int_equal(db_exec(db2, "CREATE TABLE t(x INTEGER)"), 0);
+	double t0 = mono();
+	assert_int_equal(db_begin(db), 0);
+	assert_int_equal(db_begin(db2), 0);
+	assert_int_equal(db_exec(db2, "INSERT INTO t VALUES(1)"), 0);
+	assert_int_equal(db_commit(db2), 0);
+	assert_int_equal(db_exec(db, "UPDATE counter SET n=n+1"), 0);
+	assert_int_equal(db_commit(db), 0);
+	assert_true(mono() - t0 < 1.0);
+	/* the gate is free again: another thread gets in at once */
+	struct gate_holder h = {.hold = 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, gate_hold, &h), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(h.rc, 0);
+	assert_int_equal(counter(db), 2);
+	db_close(db2);
+	state_file_remove(path2);
+}
+
+/* The WAL is copied back into the database once it grew past 32 MB, by
+ * the committing connection after its commit: the file holds the rows,
+ * the WAL does not keep growing. */
+static void test_wal_copied_back(void **state)
+{
+	struct db *db = *state;
+	assert_int_equal(db_exec(db, "CREATE TABLE b(x BLOB)"), 0);
+	size_t len = 1024 * 1024;
+	unsigned char *blob = calloc(1, len);
+	assert_non_null(blob);
+	for (int i = 0; i < 48; i++) {
+		blob[0] = (unsigned char)i;
+		assert_int_equal(db_begin(db), 0);
+		struct db_stmt *s = db_prepare(db, "INSERT INTO b VALUES(?1)");
+		db_bind_blob(s, 1, blob, len);
+		assert_int_equal(db_step(s), DB_DONE);
+		db_finalize(s);
+		assert_int_equal(db_commit(db), 0);
+	}
+	free(blob);
+	char wal[80];
+	snprintf(wal, sizeof wal, "%s-wal", path);
+	struct stat sw, sd;
+	assert_int_equal(stat(wal, &sw), 0);
+	assert_int_equal(stat(path, &sd), 0);
+	assert_true(sw.st_size < 40LL * 1024 * 1024); /* 48 MB were written */
+	assert_true(sd.st_size > 30LL * 1024 * 1024);
+	struct db_stmt *s = db_prepare(db, "SELECT COUNT(*) FROM b");
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int64(s, 0), 48);
+	db_finalize(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +458,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dsn_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_now, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gate_turns, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gate_waiter, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gate_second_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_wal_copied_back, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
