@@ -127,7 +127,7 @@ build/rel/%: bench/%.c build/rel/libmailfeed.a $(HDRS)
 
 bench:
 	@scripts/install-deps.sh --bench
-	$(MAKE) mailfeed build/rel/parse_bench
+	$(MAKE) mailfeed build/rel/parse_bench build/rel/takein_bench
 	bench/run.sh
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))

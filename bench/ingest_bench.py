@@ -88,6 +88,25 @@ def parse_section(src, total_bytes):
     print("target: >= 10x python in both modes; peak RSS bounded (no message kept)")
 
 
+def takein_alone(work, dv, ref_s):
+    """Take-in with nothing else running (bench/takein_bench: the watcher's
+    fetch + durable store of the folder into a fresh state), against the
+    raw fetch: in run --once processing shares the cores with it."""
+    tb = os.path.join(ROOT, "build", "rel", "takein_bench")
+    if not os.path.exists(tb):
+        print("take-in alone: build/rel/takein_bench not built (make build/rel/takein_bench)")
+        return
+    cfg = conftest.write_config(pathlib.Path(work) / "alone", dv, folder="Bench", after="keep")
+    r = subprocess.run([tb, cfg.path], capture_output=True, text=True, timeout=3600)
+    m = re.search(r"(\d+) msgs ([\d.]+) s ([\d.]+) msgs/s ([\d.]+) cpu_s ([\d.]+) MB", r.stdout)
+    if r.returncode != 0 or not m:
+        raise SystemExit("takein_bench failed: " + (r.stdout + r.stderr)[-1500:])
+    secs = float(m.group(2))
+    print("%-44s %9.2f %10.0f %7.1f MB" % ("mailfeed take-in alone (takein_bench)", secs,
+                                          float(m.group(3)), float(m.group(5))))
+    print("ratio take-in alone / raw fetch: %.2f  (target >= 0.67)" % (ref_s / secs))
+
+
 def make_corpus(work):
     """The N generated messages as a Maildir under work."""
     src = os.path.join(work, "maildir")
@@ -170,6 +189,7 @@ def main():
         print("ratio take-in / raw fetch: %.2f  (target >= 0.67)" % (ref_s / fetch_s))
         print("peak RSS of the whole pass: %.1f MB (target < 30 MB)" % (mf_rss / 1024))
 
+        takein_alone(work, dv, ref_s)
         if not NO_PARSE:
             parse_section(src, total_bytes)
     finally:
