@@ -5,10 +5,8 @@ the same run.  Prints figures; never fails on speed.
   ingest: a 10,000-message folder (2-50 KB, multipart, attachments) in a
           throwaway Dovecot on 127.0.0.1 (IMAPS).  Reference: one raw
           `UID FETCH 1:* BODY.PEEK[]` of the same folder (bench/raw_fetch.py).
-          mailfeed: `run --once` (fetch + store, parse, thread and deliver
-          to the local feed, the three stages side by side), timed by its
-          own log line: the seconds each stage was at work, when it ended
-          (from the start of the pass) and the whole pass; peak RSS by
+          mailfeed: `run --once` (fetch + store; then parse, thread and
+          deliver to the local feed), timed by its own log line, peak RSS by
           /usr/bin/time -v.
   parse:  parse + clean + thread of the same messages (bench/parse_bench,
           in-process and through the sandboxed worker, in batches as the
@@ -91,7 +89,7 @@ def parse_section(src, total_bytes):
 def takein_alone(work, dv, ref_s):
     """Take-in with nothing else running (bench/takein_bench: the watcher's
     fetch + durable store of the folder into a fresh state), against the
-    raw fetch: in run --once processing shares the cores with it."""
+    raw fetch: the take-in's own pace, without run --once's start-up."""
     tb = os.path.join(ROOT, "build", "rel", "takein_bench")
     if not os.path.exists(tb):
         print("take-in alone: build/rel/takein_bench not built (make build/rel/takein_bench)")
@@ -158,27 +156,21 @@ def main():
                       r" deliver_cpu_s=([\d.]+)", r.stderr)
         (fetch_s, process_s, deliver_s, total_s, parse_s, enqueue_s, enqueue_cpu,
          deliver_cpu) = (float(x) for x in m.groups())
-        # when processing and delivery ended (the take-in ends at fetch_s)
-        ends = re.search(r"process_end_s=([\d.]+) deliver_end_s=([\d.]+)", r.stderr)
-        process_end, deliver_end = ((float(x) for x in ends.groups()) if ends
-                                    else (fetch_s + process_s, total_s))
         print()
         print("== ingest (%d messages, %.1f MB, IMAPS on loopback)" % (N, total_bytes / 1e6))
-        print("stages side by side: seconds at work; 'ends' from the start of the pass")
-        print("%-44s %9s %10s %9s %9s" % ("", "seconds", "msgs/s", "ends", "peak RSS"))
-        print("%-44s %9.2f %10.0f %9s %7.1f MB" % ("raw UID FETCH 1:* BODY.PEEK[] (imaplib)",
-                                                  ref_s, N / ref_s, "", ref_rss / 1024))
-        print("%-44s %9.2f %10.0f %8.2fs %7.1f MB" % ("mailfeed take-in (fetch + store, durable)",
-                                                     fetch_s, N / fetch_s, fetch_s,
-                                                     mf_rss / 1024))
-        print("%-44s %9.2f %10.0f %8.2fs" % ("mailfeed parse + classify + thread + enqueue",
-                                            process_s, N / process_s, process_end))
+        print("%-44s %9s %10s %9s" % ("", "seconds", "msgs/s", "peak RSS"))
+        print("%-44s %9.2f %10.0f %7.1f MB" % ("raw UID FETCH 1:* BODY.PEEK[] (imaplib)", ref_s,
+                                              N / ref_s, ref_rss / 1024))
+        print("%-44s %9.2f %10.0f %7.1f MB" % ("mailfeed take-in (fetch + store, durable)",
+                                              fetch_s, N / fetch_s, mf_rss / 1024))
+        print("%-44s %9.2f %10.0f" % ("mailfeed parse + classify + thread + enqueue",
+                                     process_s, N / process_s))
         print("%-44s %9.2f %10.0f" % ("  of which read + parse (sandboxed worker)",
                                      parse_s, N / max(parse_s, 0.001)))
         print("%-44s %9.2f %10.0f  (target >= 5000)" % ("  of which classify + thread + enqueue",
                                                        enqueue_s, N / max(enqueue_s, 0.001)))
-        print("%-44s %9.2f %10.0f %8.2fs  (target >= 5000)" % (
-            "mailfeed deliver (local feed)", deliver_s, N / deliver_s, deliver_end))
+        print("%-44s %9.2f %10.0f  (target >= 5000)" % ("mailfeed deliver (local feed)",
+                                                       deliver_s, N / deliver_s))
         print("%-44s %9.2f %10.0f" % ("mailfeed whole pass", total_s, N / total_s))
         print("on the CPU (what a busy shared machine does not inflate):")
         print("%-44s %9.2f %10.0f" % ("  classify + thread + enqueue", enqueue_cpu,

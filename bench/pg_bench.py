@@ -8,10 +8,7 @@
             an SQLite file and once in a PostgreSQL 15 database on loopback
             (tests/integration/harness/postgres.py: fsync off, as a test
             server).  Each stage's seconds come from the pass's own
-            `run.once done` line (the stages run side by side: fetch_s is
-            the take-in's span, process_s and deliver_s the seconds
-            processing and delivery were at work, total_s the whole
-            pass); the ratio is PostgreSQL / SQLite.
+            `run.once done` line; the ratio is PostgreSQL / SQLite.
   delivery: M short posts (default 2,000) in another folder, passed the
             same way; the deliver_s figure is the local feed's delivery of
             the M posts.

@@ -29,7 +29,6 @@
  * checkpoints, so nothing is lost or repeated.  SIGTERM/SIGINT stop within
  * a few seconds; whatever was not committed is simply done again later. */
 #include <errno.h>
-#include <malloc.h>
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <pthread.h>
@@ -47,7 +46,6 @@
 
 #include "cmd_run_keeper.h"
 #include "mailfeed/cli.h"
-#include "mailfeed/db.h"
 #include "mailfeed/digest.h"
 #include "mailfeed/feed.h"
 #include "mailfeed/health.h"
@@ -872,204 +870,12 @@ static void once_close(struct imap_session **sessions, size_t n)
 		}
 }
 
-/* run --once runs its three stages side by side: the take-in on a thread
- * with a connection of its own, processing on the main thread (it owns the
- * parse worker) with another, delivery on a thread with the daemon's own
- * connection (the feed backend was opened on it).  Processing takes the
- * messages as the take-in commits them; delivery sends a full batch
- * whenever one was enqueued, and the rest once processing ended, comments
- * after their posts as the outbox orders them.  The after-actions,
- * digests and notices follow on the main thread when all three ended.
- * Without a second connection (or a thread) the stages run one after the
- * other as before.  mu guards what the stages tell each other.
- *
- * Memory stays what one stage at a time took: delivery starts once the
- * take-in ended (their buffers are the largest: a fetched sub-batch, a
- * delivery batch), SQLite's connections share one page cache budget
- * (ONCE_SQLITE_MEMORY), and the threads one malloc arena with large
- * blocks given back when freed. */
-struct once_pass {
-	struct daemon *d;
-	struct store *st, *take_st, *proc_st;
-	struct imap_session **sessions;
-	size_t n;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int fetched, processed; /* the stage ended */
-	long enqueued;		/* processed since delivery last looked */
-	int fetch_failures, process_failed, deliver_failed, dead;
-	/* monotonic seconds: the start, each stage's end; busy seconds of the
-	 * stages that wait for the one before; the delivery thread's CPU */
-	double start, fetch_end, process_end, deliver_end;
-	double process_busy, deliver_busy, deliver_cpu;
+/* Times of the steps of run --once (monotonic seconds). */
+struct once_times {
+	double start, fetch, process, deliver, deliver_cpu;
 };
 
-#define ONCE_POLL_MS 20 /* processing looks again for new commits this often */
-#define ONCE_SQLITE_MEMORY (2 * 1024 * 1024)
-#define ONCE_MMAP_THRESHOLD (128 * 1024)
-
-static void once_tell(struct once_pass *p, int *flag, long enqueued)
-{
-	pthread_mutex_lock(&p->mu);
-	if (flag)
-		*flag = 1;
-	p->enqueued += enqueued;
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
-}
-
-/* Waits on the pass's condition variable for at most ms; mu held. */
-static void once_wait(struct once_pass *p, long ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	long long ns = (long long)ts.tv_nsec + (long long)ms * 1000000;
-	ts.tv_sec += (time_t)(ns / 1000000000);
-	ts.tv_nsec = (long)(ns % 1000000000);
-	pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-}
-
-/* Stage one: every folder synced (once_fetch) on the take-in's connection. */
-static void *once_take(void *arg)
-{
-	struct once_pass *p = arg;
-	p->fetch_failures = once_fetch(p->d, p->take_st, p->sessions, p->n);
-	p->fetch_end = now_monotonic();
-	once_tell(p, &p->fetched, 0);
-	return NULL;
-}
-
-/* Stage two: batches of new messages parsed, classified, threaded and
- * enqueued as the take-in commits them, until it ended and nothing new is
- * left.  A batch the state database refused ends the stage (what is left
- * waits for the next pass). */
-static void once_process(struct once_pass *p)
-{
-	for (;;) {
-		pthread_mutex_lock(&p->mu);
-		int fetched = p->fetched;
-		pthread_mutex_unlock(&p->mu);
-		double t0 = now_monotonic();
-		int done = pipeline_process_new(p->proc_st, p->d->cfg, p->d->worker, PROCESS_BATCH);
-		p->process_busy += now_monotonic() - t0;
-		if (done > 0) {
-			once_tell(p, NULL, done);
-			continue;
-		}
-		if (done < 0)
-			p->process_failed = 1;
-		if (done < 0 || fetched)
-			break; /* the take-in had ended before this look found nothing */
-		pthread_mutex_lock(&p->mu);
-		if (!p->fetched)
-			once_wait(p, ONCE_POLL_MS);
-		pthread_mutex_unlock(&p->mu);
-	}
-	p->process_end = now_monotonic();
-	once_tell(p, &p->processed, 0);
-}
-
-/* Full batches due while processing goes on: out as long as a round
- * leaves at least another full one waiting and moves something.  0 or -1
- * when the state database failed. */
-static int once_deliver_full(struct once_pass *p, long full)
-{
-	struct daemon *d = p->d;
-	long before = -1, waiting = 0;
-	do {
-		double t0 = now_monotonic();
-		int r = outbox_deliver_due(p->st, d->cfg, d->feed, d->feed_ctx, &waiting);
-		p->deliver_busy += now_monotonic() - t0;
-		if (r < 0)
-			return -1;
-		p->dead += r;
-		if (before >= 0 && waiting >= before)
-			break; /* nothing moved: the rest is not due yet */
-		before = waiting;
-	} while (waiting >= full);
-	return 0;
-}
-
-/* Stage three on the daemon's connection: once the take-in ended, a full
- * batch out whenever one was enqueued, then everything due once
- * processing ended (deliver_all). */
-static void *once_deliver(void *arg)
-{
-	struct once_pass *p = arg;
-	struct daemon *d = p->d;
-	double cpu0 = now_thread_cpu();
-	long full = d->feed ? (long)outbox_batch_size(d->cfg, d->feed) : 0;
-	int any = 0, failed = 0;
-	pthread_mutex_lock(&p->mu);
-	while (d->feed && !p->processed && !failed) {
-		if (p->enqueued < full || !p->fetched) {
-			once_wait(p, 1000);
-			continue;
-		}
-		p->enqueued = 0;
-		pthread_mutex_unlock(&p->mu);
-		failed = once_deliver_full(p, full) < 0;
-		pthread_mutex_lock(&p->mu);
-	}
-	pthread_mutex_unlock(&p->mu);
-	double t0 = now_monotonic();
-	int dead = failed ? -1 : deliver_all(d, p->st, &any);
-	p->deliver_end = now_monotonic();
-	p->deliver_busy += p->deliver_end - t0;
-	p->deliver_failed = dead < 0;
-	p->dead += dead > 0 ? dead : 0;
-	p->deliver_cpu = now_thread_cpu() - cpu0;
-	return NULL;
-}
-
-/* The connections of the take-in and of processing; NULL when one could
- * not be opened (the stages then take turns on the daemon's). */
-static int once_connect(struct once_pass *p)
-{
-	char err[512];
-	const char *state = p->d->cfg->gateway.state;
-	p->take_st = store_open(state, err, sizeof err);
-	p->proc_st = p->take_st ? store_open(state, err, sizeof err) : NULL;
-	if (p->proc_st) {
-		db_memory_limit(ONCE_SQLITE_MEMORY);
-		mallopt(M_ARENA_MAX, 1);
-		mallopt(M_MMAP_THRESHOLD, ONCE_MMAP_THRESHOLD);
-		return 0;
-	}
-	log_warn("run.once_serial error=%s note=\"the stages take turns on one connection\"",
-		 LOG_Q(err));
-	store_close(p->take_st);
-	p->take_st = p->proc_st = p->st;
-	return -1;
-}
-
-/* The three stages: side by side, or one after the other. */
-static void once_stages(struct once_pass *p)
-{
-	pthread_t take, deliver;
-	int side = once_connect(p) == 0;
-	int took = side && pthread_create(&take, NULL, once_take, p) == 0;
-	if (!took)
-		once_take(p);
-	int delivering = side && pthread_create(&deliver, NULL, once_deliver, p) == 0;
-	once_process(p);
-	if (took)
-		pthread_join(take, NULL);
-	if (delivering)
-		pthread_join(deliver, NULL);
-	else
-		once_deliver(p);
-	if (p->take_st != p->st) {
-		store_close(p->take_st);
-		store_close(p->proc_st);
-	}
-}
-
-/* The pass's line: fetch_s is the take-in's span; process_s and deliver_s
- * the seconds processing and delivery were at work (they also wait for the
- * stage before), process_end_s and deliver_end_s when they ended, total_s
- * the whole pass; all from its start. */
-static void once_report(struct store *st, int failures, const struct once_pass *p)
+static void once_report(struct store *st, int failures, int dead, const struct once_times *t)
 {
 	struct outbox_counts c;
 	outbox_counts(st, &c);
@@ -1077,41 +883,48 @@ static void once_report(struct store *st, int failures, const struct once_pass *
 	pipeline_stage_seconds(&parse_s, &enqueue_s, &enqueue_cpu_s);
 	log_info("run.once done failures=%d dead=%d pending=%ld retrying=%ld delivered=%ld "
 		 "fetch_s=%.2f process_s=%.2f deliver_s=%.2f total_s=%.2f parse_s=%.2f "
-		 "enqueue_s=%.2f enqueue_cpu_s=%.2f deliver_cpu_s=%.2f process_end_s=%.2f "
-		 "deliver_end_s=%.2f",
-		 failures, p->dead, c.pending, c.retrying, c.delivered, p->fetch_end - p->start,
-		 p->process_busy, p->deliver_busy, now_monotonic() - p->start, parse_s, enqueue_s,
-		 enqueue_cpu_s, p->deliver_cpu, p->process_end - p->start,
-		 p->deliver_end - p->start);
+		 "enqueue_s=%.2f enqueue_cpu_s=%.2f deliver_cpu_s=%.2f",
+		 failures, dead, c.pending, c.retrying, c.delivered, t->fetch - t->start,
+		 t->process - t->fetch, t->deliver - t->process, now_monotonic() - t->start,
+		 parse_s, enqueue_s, enqueue_cpu_s, t->deliver_cpu);
 }
 
-/* One full pass: fetch, process and deliver (side by side), then the
- * after-actions, digests and queued notices.  Returns 0 when nothing
- * failed, 1 otherwise. */
+/* One full pass: fetch, process, deliver, after-actions, digests and
+ * queued notices.  Returns 0 when nothing failed, 1 otherwise. */
 static int run_once(struct daemon *d, struct store *st)
 {
 	struct mf_config *cfg = d->cfg;
-	struct once_pass p = {.d = d, .st = st, .start = now_monotonic()};
-	p.n = watchers_plan(d);
-	p.sessions = xcalloc(p.n ? p.n : 1, sizeof *p.sessions);
-	pthread_mutex_init(&p.mu, NULL);
-	pthread_cond_init(&p.cv, NULL);
-	once_stages(&p);
-	pthread_cond_destroy(&p.cv);
-	pthread_mutex_destroy(&p.mu);
-	/* the state database took nothing: what is left waits */
-	int failures = p.fetch_failures + p.process_failed + p.deliver_failed;
-	failures += once_acks(d, st, p.sessions, p.n);
-	once_close(p.sessions, p.n);
-	free(p.sessions);
+	size_t n = watchers_plan(d);
+	struct imap_session **sessions = xcalloc(n ? n : 1, sizeof *sessions);
+	int delivered_any = 0, done;
+	struct once_times t = {.start = now_monotonic()};
+
+	int failures = once_fetch(d, st, sessions, n);
+	t.fetch = now_monotonic();
+	while ((done = pipeline_process_new(st, cfg, d->worker, PROCESS_BATCH)) > 0)
+		;
+	if (done < 0)
+		failures++; /* the state database took nothing: what is left waits */
+	t.process = now_monotonic();
+	double cpu_process = now_thread_cpu();
+	int dead = deliver_all(d, st, &delivered_any);
+	if (dead < 0) {
+		failures++;
+		dead = 0;
+	}
+	t.deliver = now_monotonic();
+	t.deliver_cpu = now_thread_cpu() - cpu_process;
+	failures += once_acks(d, st, sessions, n);
+	once_close(sessions, n);
+	free(sessions);
 	free(d->w);
 	d->w = NULL;
 	if (cfg->smtp.present && d->feed)
 		digest_run(st, cfg, d->feed, d->feed_ctx, time(NULL), 0, NULL);
 	if (notice_send_queued(st, cfg) < 0)
 		failures++;
-	once_report(st, failures, &p);
-	return failures || p.dead ? 1 : 0;
+	once_report(st, failures, dead, &t);
+	return failures || dead ? 1 : 0;
 }
 
 /* (Re)starts the loopback metrics listener when its address changed. */

@@ -369,8 +369,6 @@ void *db_sqlite_handle(struct db *db) { return db->engine == DB_SQLITE ? db->sq 
 
 const char *db_sqlite_version(void) { return sqlite3_libversion(); }
 
-void db_memory_limit(int64_t bytes) { sqlite3_soft_heap_limit64(bytes); }
-
 struct db *db_open_dsn_file(const char *path, char *err, size_t errlen, int *unavailable)
 {
 	if (unavailable)

@@ -76,11 +76,6 @@ int db_setup(struct db *db);
  * diagnostics that exist on SQLite alone (the state file's structural
  * check, disk-full reasons).  NULL on PostgreSQL. */
 void *db_sqlite_handle(struct db *db);
-/* SQLite: a soft limit on the memory that every connection of the process
- * uses together (their page caches give way first, so that several
- * connections at work at once take no more than one did); 0 lifts it.
- * Nothing to do on PostgreSQL. */
-void db_memory_limit(int64_t bytes);
 /* The version of the SQLite library linked in (for the build information). */
 const char *db_sqlite_version(void);
 /* The same with the DSN read from a file (first line; it may hold a
