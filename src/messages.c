@@ -730,21 +730,18 @@ int messages_prune_raw(struct store *st, time_t cutoff)
 	 * none of its items still on its way or delivered after cutoff.  The
 	 * parsed form stays (dedupe compares it); with secure_delete the
 	 * bytes of the mail are overwritten. */
-	struct db_stmt *s = store_prep(
-	    st, "DELETE FROM message_bodies WHERE EXISTS(SELECT 1"
-		" FROM messages WHERE messages.id=message_bodies.message AND received_at <= ?1"
-		" AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
-		    S_DROPPED) ")"
-			       " OR (" ON_DEAD_LIST " AND EXISTS(SELECT 1 FROM outbox o WHERE"
-			       " o.message=messages.id AND o.state='dropped')))"
-			       " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
-			       " AND (o.state NOT IN ('delivered','dropped')"
-			       " OR COALESCE(o.delivered_at,0) > ?1)))");
-	if (s)
-		db_bind_int64(s, 1, (int64_t)cutoff);
-	if (store_run(st, s) < 0)
-		return -1;
-	return (int)db_changes(store_db(st));
+	return store_prune_rows(
+	    st,
+	    "DELETE FROM message_bodies WHERE EXISTS(SELECT 1"
+	    " FROM messages WHERE messages.id=message_bodies.message AND received_at <= ?1"
+	    " AND (state IN (" Q(S_DELIVERED) "," Q(S_HANDLED) "," Q(
+		S_DROPPED) ")"
+			   " OR (" ON_DEAD_LIST " AND EXISTS(SELECT 1 FROM outbox o WHERE"
+			   " o.message=messages.id AND o.state='dropped')))"
+			   " AND NOT EXISTS(SELECT 1 FROM outbox o WHERE o.message=messages.id"
+			   " AND (o.state NOT IN ('delivered','dropped')"
+			   " OR COALESCE(o.delivered_at,0) > ?1)))",
+	    cutoff);
 }
 
 /* s as the JSON form holds it (json_str_or_null): NULL as "", text that

@@ -241,10 +241,5 @@ int notice_refusal(struct store *st, const struct mf_config *cfg, const char *to
 
 int notice_prune(struct store *st, time_t cutoff)
 {
-	struct db_stmt *s = store_prep(st, "DELETE FROM notices WHERE COALESCE(at, 0) < ?1");
-	if (s)
-		db_bind_int64(s, 1, (int64_t)cutoff);
-	if (store_run(st, s) < 0)
-		return -1;
-	return (int)db_changes(store_db(st));
+	return store_prune_rows(st, "DELETE FROM notices WHERE COALESCE(at, 0) < ?1", cutoff);
 }

@@ -512,12 +512,8 @@ void notice_sender_wake(void)
 
 int notice_queue_prune(struct store *st, time_t cutoff)
 {
-	struct db_stmt *s = store_prep(
+	return store_prune_rows(
 	    st,
-	    "DELETE FROM notice_queue WHERE state IN ('sent','sending','failed') AND created < ?1");
-	if (s)
-		db_bind_int64(s, 1, (int64_t)cutoff);
-	if (store_run(st, s) < 0)
-		return -1;
-	return (int)db_changes(store_db(st));
+	    "DELETE FROM notice_queue WHERE state IN ('sent','sending','failed') AND created < ?1",
+	    cutoff);
 }

@@ -1690,13 +1690,10 @@ void outbox_origin_clear(struct outbox_origin *o)
 
 int outbox_prune_files(struct store *st, time_t cutoff)
 {
-	struct db_stmt *s =
-	    store_prep(st, "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
-			   " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
-			   " AND COALESCE(delivered_at, created) <= ?1)");
-	if (s)
-		db_bind_int64(s, 1, (int64_t)cutoff);
-	if (store_run(st, s) < 0)
-		return -1;
-	return (int)db_changes(store_db(st));
+	return store_prune_rows(
+	    st,
+	    "UPDATE attachments SET data=NULL WHERE data IS NOT NULL AND item IN"
+	    " (SELECT id FROM outbox WHERE state IN ('delivered','dropped')"
+	    " AND COALESCE(delivered_at, created) <= ?1)",
+	    cutoff);
 }

@@ -765,6 +765,16 @@ struct db_stmt *store_prep(struct store *st, const char *sql)
 	return s;
 }
 
+int store_prune_rows(struct store *st, const char *sql, time_t cutoff)
+{
+	struct db_stmt *s = store_prep(st, sql);
+	if (s)
+		db_bind_int64(s, 1, (int64_t)cutoff);
+	if (store_run(st, s) < 0)
+		return -1;
+	return (int)db_changes(st->db);
+}
+
 int store_run(struct store *st, struct db_stmt *s)
 {
 	if (!s)

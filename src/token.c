@@ -438,10 +438,5 @@ int token_sent_id_find(struct store *st, const char *message_id, struct token_in
 
 int token_prune(struct store *st, time_t cutoff)
 {
-	struct db_stmt *s = store_prep(st, "DELETE FROM sent_ids WHERE created < ?1");
-	if (s)
-		db_bind_int64(s, 1, (int64_t)cutoff);
-	if (store_run(st, s) < 0)
-		return -1;
-	return (int)db_changes(store_db(st));
+	return store_prune_rows(st, "DELETE FROM sent_ids WHERE created < ?1", cutoff);
 }

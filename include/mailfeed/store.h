@@ -106,6 +106,9 @@ struct db_stmt *store_prep(struct store *st, const char *sql);
 int store_run(struct store *st, struct db_stmt *s);
 struct db_stmt *store_kept(struct store *st, const char *sql);
 int store_run_kept(struct store *st, struct db_stmt *s);
+/* For retention: runs sql (a DELETE or UPDATE) with ?1 bound to cutoff.
+ * The rows it changed, or -1 logged. */
+int store_prune_rows(struct store *st, const char *sql, time_t cutoff);
 
 /* --- folders and ingestion ------------------------------------------- */
 
