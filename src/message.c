@@ -256,7 +256,7 @@ void json_put_str(struct buf *b, const char *s)
 	buf_putc(b, '"');
 }
 
-static void put_json_key(struct buf *b, const char *key)
+void json_put_key(struct buf *b, const char *key)
 {
 	if (b->data[b->len - 1] != '{')
 		buf_putc(b, ',');
@@ -267,13 +267,13 @@ static void put_json_key(struct buf *b, const char *key)
 
 static void put_json_field(struct buf *b, const char *key, const char *s)
 {
-	put_json_key(b, key);
+	json_put_key(b, key);
 	json_put_str(b, s);
 }
 
 static void put_json_list(struct buf *b, const char *key, const struct strlist *l)
 {
-	put_json_key(b, key);
+	json_put_key(b, key);
 	buf_putc(b, '[');
 	for (size_t i = 0; i < l->n; i++) {
 		if (i)
@@ -285,20 +285,20 @@ static void put_json_list(struct buf *b, const char *key, const struct strlist *
 
 static void put_json_bool(struct buf *b, const char *key, int v)
 {
-	put_json_key(b, key);
+	json_put_key(b, key);
 	buf_puts(b, v ? "true" : "false");
 }
 
 static void put_json_attachments(struct buf *b, const struct mf_message *m)
 {
-	put_json_key(b, "attachments");
+	json_put_key(b, "attachments");
 	buf_putc(b, '[');
 	for (size_t i = 0; i < m->n_attachments; i++) {
 		const struct mf_attachment *a = &m->attachments[i];
 		buf_append(b, i ? ",{" : "{", i ? 2 : 1);
 		put_json_field(b, "filename", a->filename);
 		put_json_field(b, "content_type", a->content_type);
-		put_json_key(b, "size");
+		json_put_key(b, "size");
 		buf_printf(b, "%lld", (long long)a->size);
 		put_json_field(b, "sha256", a->sha256);
 		put_json_bool(b, "inline", a->is_inline);
@@ -316,7 +316,7 @@ static char *json_text(const struct mf_message *m, int with_text, const char *co
 	buf_putc(&b, '{');
 	put_json_field(&b, "subject", m->subject);
 	put_json_field(&b, "subject_norm", m->subject_norm);
-	put_json_key(&b, "from");
+	json_put_key(&b, "from");
 	buf_putc(&b, '{');
 	put_json_field(&b, "name", m->from_name);
 	put_json_field(&b, "email", m->from_email);

@@ -58,29 +58,20 @@ static char *cut_copy(const char *s, size_t max, int *cut)
  * json_str_or_null makes them; the other strings as json_string took them,
  * so that one which is not valid UTF-8 leaves out its key (or its place in
  * a list) rather than changing. */
-static void put_key(struct buf *b, const char *key)
-{
-	if (b->data[b->len - 1] != '{')
-		buf_putc(b, ',');
-	buf_putc(b, '"');
-	buf_puts(b, key);
-	buf_append(b, "\":", 2);
-}
-
 static int utf8_str(const char *s) { return s && utf8_valid(s, strlen(s)); }
 
 static void put_strict(struct buf *b, const char *key, const char *s)
 {
 	if (!utf8_str(s))
 		return;
-	put_key(b, key);
+	json_put_key(b, key);
 	json_put_str(b, s);
 }
 
 static void put_strict_list(struct buf *b, const char *key, const struct strlist *l, size_t max)
 {
 	int first = 1;
-	put_key(b, key);
+	json_put_key(b, key);
 	buf_putc(b, '[');
 	for (size_t i = 0; i < l->n && i < max; i++) {
 		if (!utf8_str(l->v[i]))
@@ -96,14 +87,14 @@ static void put_strict_list(struct buf *b, const char *key, const struct strlist
 static void payload_author(struct buf *b, const struct outbox_new *n)
 {
 	const struct mf_message *m = n->msg;
-	put_key(b, "author");
+	json_put_key(b, "author");
 	buf_putc(b, '{');
-	put_key(b, "name");
+	json_put_key(b, "name");
 	json_put_str(b, n->author_name ? n->author_name : m ? m->from_name : NULL);
-	put_key(b, "email");
+	json_put_key(b, "email");
 	json_put_str(b, n->author_email ? n->author_email : m ? m->from_email : NULL);
 	/* whether the sender may be acted as (auth.h), and why */
-	put_key(b, "verified");
+	json_put_key(b, "verified");
 	buf_puts(b, n->author_verified ? "true" : "false");
 	if (n->author_check)
 		put_strict(b, "check", n->author_check);
@@ -138,9 +129,9 @@ static char *payload_build(const struct outbox_new *n)
 	decide_hashtags(n->extra_hashtags, m, &seen);
 	put_strict_list(&b, "hashtags", &seen, seen.n);
 	strlist_free(&seen);
-	put_key(&b, "message_id");
+	json_put_key(&b, "message_id");
 	json_put_str(&b, m ? m->message_id : NULL);
-	put_key(&b, "date");
+	json_put_key(&b, "date");
 	json_put_str(&b, m && m->date ? time_iso(m->date, datebuf, sizeof datebuf) : NULL);
 	if (n->parent_remote_id)
 		put_strict(&b, "parent_remote_id", n->parent_remote_id);

@@ -85,6 +85,9 @@ char *message_stored_json(const struct mf_message *m, const char *content_sha256
  * json_str_or_null(s): NULL as null, escapes as jansson writes them, bytes
  * above 0x7f written as '?' when s is not valid UTF-8. */
 void json_put_str(struct buf *b, const char *s);
+/* Appends "key": inside an object being written (a comma first unless
+ * the object was just opened); key is written as it is (a plain name). */
+void json_put_key(struct buf *b, const char *key);
 
 /* Appends the wire form of m (attachment bytes included) to out. */
 void message_encode(const struct mf_message *m, struct buf *out);
