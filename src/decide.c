@@ -84,7 +84,7 @@ static int decide(struct db *db, struct store *st, const struct mf_config *cfg,
 	decide_item_key(mb->group, m, raw, len, d->key);
 	if (!db)
 		return 0;
-	switch (st ? messages_key_taken(st, d->key) : outbox_key_exists(db, d->key)) {
+	switch (st ? outbox_key_taken(st, d->key) : outbox_key_exists(db, d->key)) {
 	case 1:
 		/* the same Message-ID with other content is not a duplicate */
 		if (store_key_for_content(db, m, d->key, d->note, sizeof d->note) == 0)

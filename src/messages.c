@@ -811,18 +811,6 @@ void messages_content_hash(const struct mf_message *m, char out[65])
 	buf_free(&b);
 }
 
-int messages_key_taken(struct store *st, const char *key)
-{
-	/* once per message: kept prepared */
-	struct db_stmt *s = store_stmt(st, "SELECT 1 FROM outbox WHERE key=?");
-	if (!s)
-		return -1;
-	db_bind_text(s, 1, key, -1);
-	int rc = db_step(s);
-	store_stmt_done(st, s);
-	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
-}
-
 int store_key_for_content(struct db *db, const struct mf_message *m, char key[40], char *note,
 			  size_t notelen)
 {

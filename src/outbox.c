@@ -253,15 +253,31 @@ int outbox_state_parse(const char *name, enum outbox_state *s)
 	return -1;
 }
 
+#define KEY_EXISTS "SELECT 1 FROM outbox WHERE key=?"
+
+/* The answer of a KEY_EXISTS statement bound and stepped. */
+static int key_found(int rc) { return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1; }
+
 int outbox_key_exists(struct db *db, const char *key)
 {
 	struct db_stmt *s;
-	if (!(s = db_prepare(db, "SELECT 1 FROM outbox WHERE key=?")))
+	if (!(s = db_prepare(db, KEY_EXISTS)))
 		return -1;
 	db_bind_text(s, 1, key, -1);
 	int rc = db_step(s);
 	db_finalize(s);
-	return rc == DB_ROW ? 1 : rc == DB_DONE ? 0 : -1;
+	return key_found(rc);
+}
+
+int outbox_key_taken(struct store *st, const char *key)
+{
+	struct db_stmt *s = store_stmt(st, KEY_EXISTS);
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, key, -1);
+	int rc = db_step(s);
+	store_stmt_done(st, s);
+	return key_found(rc);
 }
 
 int outbox_counts(struct store *st, struct outbox_counts *c)

@@ -247,10 +247,6 @@ void store_content_hash(json_t *parsed, char out[65]);
 /* The same hash of m itself, without building its JSON form. */
 struct mf_message;
 void messages_content_hash(const struct mf_message *m, char out[65]);
-/* Whether an outbox item has the idempotency key: 1, 0, or -1 on a
- * database error.  outbox_key_exists for the daemon, which asks it for
- * every message: the first step of dedupe, on a statement kept prepared. */
-int messages_key_taken(struct store *st, const char *key);
 /* The outbox item `key` (of m's Message-ID) exists.  1 when it says the
  * same as m, or cannot be compared: m is a duplicate.  Else key becomes
  * one of m's content and note says why; 0, or 1 when that key is taken

@@ -68,6 +68,9 @@ int64_t outbox_enqueue(struct store *st, const struct outbox_new *n);
  * store error.  Takes the connection so that read-only callers (preview)
  * can ask too. */
 int outbox_key_exists(struct db *db, const char *key);
+/* The same for the daemon, which asks it for every message (the first
+ * step of dedupe): on a statement the store keeps prepared. */
+int outbox_key_taken(struct store *st, const char *key);
 
 struct outbox_counts {
 	long pending, retrying, inflight, delivered, dead, dropped;

@@ -20,6 +20,7 @@
 #include "mailfeed/message.h"
 #include "mailfeed/messages.h"
 #include "mailfeed/notes.h"
+#include "mailfeed/outbox.h"
 #include "mailfeed/retention.h"
 #include "mailfeed/store.h"
 
@@ -636,9 +637,9 @@ static void test_content_hash_kept_for_queued(void **state)
 	free(parsed);
 	exec_ok(st, "INSERT INTO outbox(key, message, kind, grp, created)"
 		    " VALUES('mf-same', 1, 'post', 'g', 1)");
-	assert_int_equal(messages_key_taken(st, "mf-same"), 1);
-	assert_int_equal(messages_key_taken(st, "mf-other"), 0);
-	assert_int_equal(messages_key_taken(st, "mf-same"), 1); /* kept, asked again */
+	assert_int_equal(outbox_key_taken(st, "mf-same"), 1);
+	assert_int_equal(outbox_key_taken(st, "mf-other"), 0);
+	assert_int_equal(outbox_key_taken(st, "mf-same"), 1); /* kept, asked again */
 	char key[40] = "mf-same", note[300] = "";
 	assert_int_equal(store_key_for_content(store_db(st), m, key, note, sizeof note), 1);
 	assert_string_equal(key, "mf-same"); /* the same content: a duplicate */
