@@ -672,11 +672,7 @@ static void watchers_stop(struct daemon *d, double deadline)
 			continue;
 		}
 		double left = deadline - now_monotonic();
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		if (left < 0.1)
-			left = 0.1;
-		ts.tv_sec += (time_t)left;
+		struct timespec ts = realtime_after(left < 0.1 ? 0.1 : left);
 		if (pthread_timedjoin_np(ss->thread, NULL, &ts) != 0) {
 			log_warn("watcher.abandoned mailbox=%s note=\"still in network I/O; its "
 				 "uncommitted step will be redone\"",
@@ -1244,10 +1240,13 @@ static void duty_process(struct processor *p)
 	int n, delivered_any = 0, early_any = 0, early_dead = 0;
 	long enqueued = 0, full = (long)outbox_batch_size(p->d->cfg, p->d->feed);
 	do {
-		/* one instance at a time parses: the holder of the stage's lease */
-		n = keeper_process_held(p->d->keeper)
-			? pipeline_process_new(st, p->d->cfg, p->d->worker, PROCESS_BATCH)
-			: 0;
+		/* one instance at a time parses: the holder of the stage's lease
+		 * (a batch parsed ahead is given up with it) */
+		n = 0;
+		if (keeper_process_held(p->d->keeper))
+			n = pipeline_process_new(st, p->d->cfg, p->d->worker, PROCESS_BATCH);
+		else
+			pipeline_settle(st);
 		health_beat(p->health, processor_step(p));
 		if (n > 0 && (enqueued += n) >= full && early_dead >= 0) {
 			int any = 0, r = deliver_rounds(p->d, st, 1, &any);

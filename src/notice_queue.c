@@ -476,9 +476,7 @@ void notice_sender_stop(double seconds)
 	atomic_store(&s->stop, 1);
 	ssize_t w = write(s->wake_fd, &one, sizeof one);
 	(void)w; /* a full counter: it is awake anyway */
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += (time_t)seconds;
+	struct timespec until = realtime_after((double)seconds);
 	if (pthread_timedjoin_np(s->thread, NULL, &until) == 0) {
 		sender_free(s);
 		return;

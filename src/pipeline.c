@@ -12,6 +12,7 @@
  * Messages of one batch are handled in Date order, so a parent fetched
  * together with its replies becomes the post. */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -349,15 +350,28 @@ static _Thread_local double suspects_none_at;
  * daemon is found and the others are not blamed with it.  Only messages of
  * mappings in the config: those of a removed mapping stay stored for when
  * it comes back, and must not take the batch.  0 or -1. */
+static int suspects_look_due(const struct store *st, double now)
+{
+	return suspects_none_store != st || now - suspects_none_at >= SUSPECTS_EVERY;
+}
+
+/* The names of the configured mappings, NULL-terminated (the array is the
+ * caller's to free). */
+static const char **mapping_names(const struct mf_config *cfg)
+{
+	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
+	for (size_t i = 0; i < cfg->n_mailboxes; i++)
+		names[i] = cfg->mailboxes[i].name;
+	return names;
+}
+
 static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, int64_t **ids,
 		     int **attempts, size_t *n, int *suspect)
 {
-	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
+	const char **names = mapping_names(cfg);
 	int rc = 0;
 	double now = now_monotonic();
-	int look = suspects_none_store != st || now - suspects_none_at >= SUSPECTS_EVERY;
-	for (size_t i = 0; i < cfg->n_mailboxes; i++)
-		names[i] = cfg->mailboxes[i].name;
+	int look = suspects_look_due(st, now);
 	*n = 0;
 	for (int suspects = look; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
 		rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
@@ -450,6 +464,189 @@ static int parse_batch(struct store *st, const struct mf_config *cfg, struct par
 	r->ids = NULL;
 	take_outcomes(r->batch, r->n);
 	return 0;
+}
+
+/* --- the next batch, parsed ahead ---------------------------------------
+ * Through a backlog, parsing a batch in the worker (a process of its own)
+ * and classifying, threading and enqueueing the one before take about as
+ * long each.  So once a batch is parsed, the next one is read and handed
+ * to a thread that streams it through the worker while this thread
+ * records the first: the two overlap on two cores.  That thread touches
+ * no store: the ids, the attempt counts and the raw mail are read here
+ * before it starts, and the poison it finds is recorded here as soon as
+ * it ends (before the batch it belongs to is recorded).  At most one
+ * batch is ahead, of at most AHEAD_BYTES of mail (one message at least),
+ * and none while a look for suspects is due: that look decides what the
+ * next batch is.  The batch ahead is taken by the next call on the same
+ * store and worker, or given up by pipeline_settle (its counted attempts
+ * forgotten): a caller's loop that ends on a call returning 0 or -1
+ * leaves none behind, since such a call gives up its own. */
+#define AHEAD_BYTES (4 * 1024 * 1024)
+/* How often the thread that waits for the batch ahead calls the worker's
+ * tick (the watchdog and the processor's health). */
+#define AHEAD_TICK 0.1
+
+struct ahead {
+	const struct store *st;
+	struct parse_worker *w;
+	pthread_t thread;
+	struct rows r; /* the batch: r.batch, r.n */
+	size_t next;   /* the feed's position in it */
+	int threaded;  /* thread runs (else it was parsed at once) */
+	void (*tick)(void *arg);
+	void *tick_arg;
+};
+static _Thread_local struct ahead *ahead_of; /* the processing thread's */
+
+static struct worker_job *ahead_next(void *ctx)
+{
+	struct ahead *a = ctx;
+	return a->next < a->r.n ? a->r.batch[a->next++].job : NULL;
+}
+
+/* Outcomes are taken once the whole batch is parsed. */
+static void ahead_parsed(void *ctx, struct worker_job *job)
+{
+	(void)ctx;
+	(void)job;
+}
+
+static void *ahead_run(void *arg)
+{
+	struct ahead *a = arg;
+	struct worker_feed feed = {ahead_next, ahead_parsed, a};
+	worker_parse_stream(a->w, &feed);
+	return NULL;
+}
+
+/* Waits for the thread, calling the worker's tick meanwhile, and gives
+ * the tick back to the worker. */
+static void ahead_join(struct ahead *a)
+{
+	for (; a->threaded;) {
+		struct timespec until = realtime_after(AHEAD_TICK);
+		if (pthread_timedjoin_np(a->thread, NULL, &until) == 0)
+			break;
+		if (a->tick)
+			a->tick(a->tick_arg);
+	}
+	worker_set_tick(a->w, a->tick, a->tick_arg);
+}
+
+/* The ids of the batch after the n_cur messages of cur (those are still
+ * new until they are recorded), at most limit of them.  0 or -1. */
+static int ahead_ids(struct store *st, const struct mf_config *cfg, int limit,
+		     const struct pending *cur, size_t n_cur, int64_t **ids, int **attempts,
+		     size_t *n)
+{
+	const char **names = mapping_names(cfg);
+	int rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
+				  cfg->n_mailboxes, 0, limit + (int)n_cur, ids, attempts, n);
+	free(names);
+	if (rc < 0)
+		return -1;
+	size_t k = 0;
+	for (size_t i = 0; i < *n && k < (size_t)limit; i++) {
+		size_t j = 0;
+		while (j < n_cur && cur[j].id != (*ids)[i])
+			j++;
+		if (j < n_cur)
+			continue;
+		(*ids)[k] = (*ids)[i];
+		(*attempts)[k++] = (*attempts)[i];
+	}
+	*n = k;
+	return 0;
+}
+
+/* Frees the messages of a batch (parsed or not). */
+static void batch_free(struct pending *batch, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		message_free(batch[i].msg);
+		if (batch[i].job)
+			message_free(batch[i].job->msg);
+		free(batch[i].job);
+		free(batch[i].raw);
+		free(batch[i].mailbox);
+	}
+	free(batch);
+}
+
+/* Reads the batch after cur up to AHEAD_BYTES, counts its attempts and
+ * starts its parse.  Returns how many messages it sent to the dead list
+ * instead (suspects parsed too often). */
+static int ahead_start(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
+		       int limit, const struct pending *cur, size_t n_cur)
+{
+	int64_t *ids;
+	int *attempts;
+	size_t n_ids, n_parse, bytes = 0;
+	if (ahead_ids(st, cfg, limit, cur, n_cur, &ids, &attempts, &n_ids) < 0)
+		return 0;
+	int dead = quarantine_suspects(st, ids, attempts, n_ids, &n_parse);
+	free(attempts);
+	struct ahead *a = xcalloc(1, sizeof *a);
+	a->st = st;
+	a->w = w;
+	a->r = (struct rows){.st = st, .ids = ids, .n_ids = n_parse};
+	while (bytes < AHEAD_BYTES && next_row(&a->r))
+		bytes += a->r.batch[a->r.n - 1].raw_len;
+	free(ids);
+	a->r.ids = NULL;
+	int64_t *taken = xcalloc(a->r.n ? a->r.n : 1, sizeof *taken);
+	for (size_t i = 0; i < a->r.n; i++)
+		taken[i] = a->r.batch[i].id;
+	int counted = a->r.n > 0 && messages_count_attempts(st, taken, a->r.n) == 0;
+	free(taken);
+	if (!counted) {
+		batch_free(a->r.batch, a->r.n);
+		free(a);
+		return dead;
+	}
+	worker_get_tick(w, &a->tick, &a->tick_arg);
+	worker_set_tick(w, NULL, NULL);
+	a->threaded = pthread_create(&a->thread, NULL, ahead_run, a) == 0;
+	if (!a->threaded) {
+		worker_set_tick(w, a->tick, a->tick_arg);
+		ahead_run(a); /* no thread: parsed here and now */
+	}
+	ahead_of = a;
+	return dead;
+}
+
+/* The batch ahead, into r, when it is this store's and worker's; the
+ * poison in it is recorded at once.  1 when it was taken, else 0. */
+static int ahead_take(struct store *st, struct parse_worker *w, struct rows *r)
+{
+	struct ahead *a = ahead_of;
+	if (!a || a->st != st || a->w != w)
+		return 0;
+	ahead_of = NULL;
+	ahead_join(a);
+	*r = a->r;
+	for (size_t i = 0; i < r->n; i++)
+		row_parsed(r, r->batch[i].job);
+	take_outcomes(r->batch, r->n);
+	free(a);
+	return 1;
+}
+
+void pipeline_settle(struct store *st)
+{
+	struct ahead *a = ahead_of;
+	if (!a)
+		return;
+	ahead_of = NULL;
+	ahead_join(a);
+	int64_t *ids = xcalloc(a->r.n ? a->r.n : 1, sizeof *ids);
+	for (size_t i = 0; i < a->r.n; i++)
+		ids[i] = a->r.batch[i].id;
+	if (st)
+		messages_forget_attempts(st, ids, a->r.n);
+	free(ids);
+	batch_free(a->r.batch, a->r.n);
+	free(a);
 }
 
 /* The batch transaction as its messages are handled in Date order. */
@@ -547,10 +744,13 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	int done = 0, store_failed = 0;
 	double t_start = now_monotonic();
 
-	if (parse_batch(st, cfg, w, limit, &r, &done) < 0) {
-		free(r.batch);
-		suspects_none_store = NULL;
-		return done > 0 ? done : -1;
+	if (!ahead_take(st, w, &r)) {
+		pipeline_settle(st); /* another store's or worker's */
+		if (parse_batch(st, cfg, w, limit, &r, &done) < 0) {
+			free(r.batch);
+			suspects_none_store = NULL;
+			return done > 0 ? done : -1;
+		}
 	}
 	struct pending *batch = r.batch;
 	size_t n = r.n;
@@ -560,28 +760,23 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 		 * order (alone, a reply stored before its parent would become the
 		 * post). */
 		messages_forget_attempts(st, &batch[0].id, 1);
-		message_free(batch[0].msg);
-		free(batch[0].raw);
-		free(batch[0].mailbox);
-		free(batch);
+		batch_free(batch, n);
 		return 1;
 	}
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
+	if (!r.suspect && n > 0 && !suspects_look_due(st, now_monotonic()))
+		done += ahead_start(st, cfg, w, limit, batch, n);
 	double t_parsed = now_monotonic(), cpu_parsed = now_thread_cpu();
 	stage_parse_s += t_parsed - t_start;
 
 	done += record_batch(st, cfg, batch, n, &store_failed);
-	for (size_t i = 0; i < n; i++) {
-		struct pending *p = &batch[i];
-		message_free(p->msg);
-		free(p->raw);
-		free(p->mailbox);
-	}
-	free(batch);
+	batch_free(batch, n);
 	stage_enqueue_s += now_monotonic() - t_parsed;
 	stage_enqueue_cpu_s += now_thread_cpu() - cpu_parsed;
-	if (done <= 0 || store_failed)
+	if (done <= 0 || store_failed) {
 		suspects_none_store = NULL; /* the next pass looks again */
+		pipeline_settle(st);	    /* the caller may stop here */
+	}
 	return done == 0 && store_failed ? -1 : done;
 }

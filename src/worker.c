@@ -63,6 +63,12 @@ void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg)
 	w->tick_arg = arg;
 }
 
+void worker_get_tick(const struct parse_worker *w, void (**tick)(void *arg), void **arg)
+{
+	*tick = w->tick;
+	*arg = w->tick_arg;
+}
+
 struct parse_worker *worker_new(const struct mf_gateway *gw)
 {
 	struct parse_worker *w = xcalloc(1, sizeof *w);

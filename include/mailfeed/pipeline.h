@@ -18,6 +18,13 @@ struct parse_worker;
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit);
 
+/* Gives up the batch a call of pipeline_process_new on this thread may
+ * have left parsing ahead (its parse attempts, counted through st, are
+ * forgotten).  A loop of calls that ends on one returning 0 or -1 leaves
+ * none; a caller that stops calling for another reason (its lease of the
+ * stage is gone) calls this.  NULL st: freed, nothing forgotten. */
+void pipeline_settle(struct store *st);
+
 /* Seconds spent so far in pipeline_process_new reading and parsing the
  * messages (parse_s), and classifying, threading and enqueueing them up to
  * the commit (enqueue_s; enqueue_cpu_s of it on the CPU, which a shared

@@ -67,6 +67,9 @@ const char *time_iso(time_t t, char *buf, size_t buflen);
 double now_monotonic(void);
 /* CPU seconds the calling thread has used (user + system). */
 double now_thread_cpu(void);
+/* The wall-clock time `seconds` from now, as the absolute deadline that
+ * pthread_cond_timedwait and pthread_timedjoin_np take. */
+struct timespec realtime_after(double seconds);
 
 /* Length of the valid UTF-8 sequence at s (n > 0 bytes there), 0 if it
  * is invalid (overlong, surrogate, beyond U+10FFFF, truncated). */

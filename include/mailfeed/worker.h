@@ -60,6 +60,10 @@ void worker_parse_stream(struct parse_worker *w, const struct worker_feed *feed)
  * parsed, however long one message takes: the daemon feeds the systemd
  * watchdog there.  NULL for none (the default). */
 void worker_set_tick(struct parse_worker *w, void (*tick)(void *arg), void *arg);
+/* The tick worker_set_tick gave (NULL for none): a caller that waits while
+ * another thread streams through the worker sets none for that thread and
+ * calls it itself. */
+void worker_get_tick(const struct parse_worker *w, void (**tick)(void *arg), void **arg);
 /* Stops the child and frees w.  NULL is allowed. */
 void worker_free(struct parse_worker *w);
 

@@ -1,0 +1,50 @@
+"""Through a backlog the next batch is parsed while the one before is
+recorded.  What a person sees must not change: every message is posted
+once, a reply parsed ahead of its parent's batch is still a comment on it,
+and a message that holds the parser in a batch parsed ahead goes to the
+dead list with its reason while the rest of its batch is posted.  (Batches
+are 50 messages; 130 make three.)"""
+from conftest import run_mailfeed, write_config
+from test_parse_stall import payload, payload_env, query  # noqa: F401
+
+COUNT = 130
+SPIN = 75          # in the second batch, parsed ahead of the first's record
+REPLIES = {80: 10,  # second batch, answering the first
+           120: 60}  # third batch, answering the second
+
+
+def mail(i):
+    refs = ""
+    if i in REPLIES:
+        refs = ("In-Reply-To: <a%d@example.org>\r\nReferences: <a%d@example.org>\r\n"
+                % (REPLIES[i], REPLIES[i]))
+    subject = "Re: Topic %d" % REPLIES[i] if i in REPLIES else "Topic %d" % i
+    body = "PAYLOAD:spin" if i == SPIN else "Words of message %d." % i
+    return ("From: Carol <carol@example.org>\r\nTo: team@example.org\r\nSubject: %s\r\n"
+            "Message-ID: <a%d@example.org>\r\nDate: Mon, 23 Nov 2026 %02d:%02d:00 +0000\r\n"
+            "%s\r\n%s\r\n" % (subject, i, 8 + i // 60, i % 60, refs, body)).encode()
+
+
+def test_a_backlog_parsed_ahead_posts_each_message_once_in_thread_order(dovecot, tmp_path,
+                                                                        payload):
+    dovecot.create_folder("alice", "Team")
+    dovecot.bulk_import("alice", "Team", [mail(i) for i in range(COUNT)])
+    cfg = write_config(tmp_path, dovecot, folder="Team", after="seen",
+                       gateway={"parse_timeout": "2s"})
+    r = run_mailfeed(cfg.path, "run", "--once", env=payload_env(payload), timeout=120)
+    assert "run.once done" in r.stderr, r.stderr[-3000:]
+
+    items = query(cfg, "SELECT i.subject, p.subject FROM local_items i"
+                       " LEFT JOIN local_items p ON p.id = i.parent ORDER BY i.id")
+    subjects = [s for s, _ in items]
+    assert len(subjects) == COUNT - 1, r.stderr[-3000:]
+    assert len(set(subjects)) == COUNT - 1  # none twice
+    assert "Topic %d" % SPIN not in subjects
+    for child, parent in REPLIES.items():
+        assert ("Re: Topic %d" % parent, "Topic %d" % parent) in items, items
+
+    state, reason = query(cfg, "SELECT state, reason FROM messages WHERE message_id=?",
+                          "a%d@example.org" % SPIN)[0]
+    assert state == "dead"
+    assert reason == "parser timed out after 2 s"
+    assert query(cfg, "SELECT count(*) FROM messages WHERE state='new'")[0][0] == 0
