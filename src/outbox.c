@@ -35,6 +35,7 @@
 #include "mailfeed/notes.h"
 #include "mailfeed/outbox.h"
 #include "mailfeed/recipients.h"
+#include "mailfeed/thread.h"
 #include "mailfeed/utf8.h"
 #include "mailfeed/util.h"
 #include "outbox_internal.h"
@@ -1525,7 +1526,7 @@ static int remap_write(struct store *st, int64_t item, const char *group, const 
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
 	struct db_stmt *s =
-	    store_prep(st, "SELECT m.mailbox, t.payload, p.parsed, o.grp"
+	    store_prep(st, "SELECT m.mailbox, t.payload, p.parsed, o.grp, o.thread_id, o.parent"
 			   " FROM outbox o JOIN outbox_payloads t ON t.item=o.id"
 			   " JOIN messages m ON m.id=o.message LEFT JOIN message_parsed p"
 			   " ON p.message=m.id WHERE o.id=?");
@@ -1542,6 +1543,8 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	    json_loads(db_column_text(s, 2) ? db_column_text(s, 2) : "{}", 0, NULL);
 	json_t *own = json_object_get(parsed_json, "hashtags");
 	char *old_group = col_dup(s, 3);
+	int64_t thread_id = db_column_is_null(s, 4) ? 0 : db_column_int64(s, 4);
+	int is_post = db_column_is_null(s, 5) || db_column_int64(s, 5) == 0;
 	db_finalize(s);
 	int rc = 0;
 	if (mb && payload) {
@@ -1565,7 +1568,11 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 		char *text = json_dumps(payload, JSON_COMPACT);
 		rc = remap_write(st, item, mb->group, text);
 		free(text);
-		if (rc == 0 && old_group && strcmp(old_group, mb->group) != 0)
+		int moved = rc == 0 && old_group && strcmp(old_group, mb->group) != 0;
+		/* the thread goes with its post: later replies find it there */
+		if (moved && is_post && thread_id > 0)
+			rc = thread_move(st, thread_id, mb->group);
+		if (moved && rc == 0)
 			log_info("outbox.remapped item=%lld group_was=%s group=%s", (long long)item,
 				 old_group, mb->group);
 	}
@@ -1588,10 +1595,14 @@ static int remap_retried(struct store *st, const struct mf_config *cfg, int64_t 
 	while (n < sizeof ids / sizeof ids[0] && db_step(s) == DB_ROW)
 		ids[n++] = db_column_int64(s, 0);
 	db_finalize(s);
+	if (store_begin(st) < 0)
+		return -1;
 	for (size_t i = 0; i < n; i++)
-		if (remap_item(st, cfg, ids[i]) < 0)
+		if (remap_item(st, cfg, ids[i]) < 0) {
+			store_rollback(st);
 			return -1;
-	return 0;
+		}
+	return store_commit(st);
 }
 
 int outbox_dead_retry(struct store *st, const struct mf_config *cfg, const char *id, char *err,

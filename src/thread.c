@@ -495,6 +495,31 @@ int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item)
 	return rc == DB_DONE ? 0 : assign_fail(st, "set-root");
 }
 
+/* One statement of thread_move, with thread_id as ?1 and grp as ?2. */
+static int move_step(struct store *st, const char *sql, int64_t thread_id, const char *grp)
+{
+	struct db_stmt *s = store_prep(st, sql);
+	if (!s)
+		return -1;
+	db_bind_int64(s, 1, thread_id);
+	db_bind_text(s, 2, grp, -1);
+	return store_run(st, s);
+}
+
+int thread_move(struct store *st, int64_t thread_id, const char *grp)
+{
+	/* an id the new group already gives to a thread of its own stays
+	 * there: the moved thread gives it up */
+	if (move_step(st, "UPDATE threads SET grp=?2 WHERE id=?1", thread_id, grp) < 0 ||
+	    move_step(st,
+		      "DELETE FROM thread_ids WHERE thread_id=?1 AND grp<>?2 AND message_id IN"
+		      " (SELECT message_id FROM thread_ids WHERE grp=?2)",
+		      thread_id, grp) < 0 ||
+	    move_step(st, "UPDATE thread_ids SET grp=?2 WHERE thread_id=?1", thread_id, grp) < 0)
+		return assign_fail(st, "move");
+	return 0;
+}
+
 static int64_t root_item(const struct lookup *q, int64_t thread_id)
 {
 	struct db_stmt *s;

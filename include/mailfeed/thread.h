@@ -59,6 +59,11 @@ int thread_assign(struct store *st, const char *grp, const char *mailbox,
  * thread_root_item on the store's kept statements, a failure logged). */
 int thread_set_root(struct store *st, int64_t thread_id, int64_t outbox_item);
 int64_t thread_root(struct store *st, int64_t thread_id);
+/* Moves a thread, with the Message-IDs that lead to it, to group grp (its
+ * post is sent again there): replies that come later find it there.  An
+ * id that grp already gives to another thread stays with that one.  Call
+ * inside a store transaction.  0 or -1 (logged). */
+int thread_move(struct store *st, int64_t thread_id, const char *grp);
 
 /* In-memory JWZ threading of a set of messages, for ordering a batch and for
  * tests: input arrays of ids; output a forest printed like the corpus'

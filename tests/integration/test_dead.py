@@ -90,6 +90,11 @@ def test_wrong_group_fixed_by_reload_then_dead_retry(dovecot, mm, tmp_path):
     # delivered now: the after-action runs and the keyword goes
     assert wait_for(lambda: all("\\Seen" in f and "$MailfeedDead" not in f
                                 for f in flags(dovecot)), 30), flags(dovecot)
+    # the thread moved with its post: a later reply is a comment on it
+    dovecot.append("alice", "INBOX", msg(3, "Re: Budget", reply_to=1))
+    assert wait_for(lambda: len(mm.posts()) == 3, 30), open(p.log_path).read()[-3000:]
+    later = mm.posts()[2]
+    assert later["channel_id"] == CHANNEL and later["root_id"] == post["id"], later
     stop_daemon(p)
     r = run_mailfeed(cfg.path, "dead", "list")
     assert "The dead list is empty." in r.stdout

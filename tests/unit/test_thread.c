@@ -339,6 +339,33 @@ static void test_assign_different_groups(void **state)
 	assert_int_equal(t3, t2);
 }
 
+/* A thread moved to another group is found there by its ids and subject,
+ * no longer in the old one; an id the new group already gives to a thread
+ * of its own stays with that thread. */
+static void test_move_to_another_group(void **state)
+{
+	struct fixture *fx = *state;
+	int is_new;
+	int64_t moved = assign(fx, "old", "inbox", msg("m1", "Move", T0, NULL, NULL), DAY, &is_new);
+	assign(fx, "old", "inbox", msg("m2", "Re: Move", T0 + 5, "m1", "m1 s1"), DAY, &is_new);
+	int64_t there =
+	    assign(fx, "new", "inbox", msg("s1", "Stays", T0, NULL, NULL), DAY, &is_new);
+	assert_int_equal(store_begin(fx->st), 0);
+	assert_int_equal(thread_move(fx->st, moved, "new"), 0);
+	assert_int_equal(store_commit(fx->st), 0);
+	assert_int_equal(
+	    assign(fx, "new", "inbox", msg("m3", "Re: Move", T0 + 9, "m2", "m1 m2"), DAY, &is_new),
+	    moved);
+	assert_int_equal(is_new, 0);
+	assert_int_equal(
+	    assign(fx, "new", "inbox", msg("s2", "Re: Stays", T0 + 9, "s1", "s1"), DAY, &is_new),
+	    there);
+	assert_int_not_equal(
+	    assign(fx, "old", "inbox", msg("m4", "Re: Move", T0 + 9, "m1", "m1"), DAY, &is_new),
+	    moved);
+	assert_int_equal(is_new, 1);
+}
+
 static void test_assign_subject_window(void **state)
 {
 	struct fixture *fx = *state;
@@ -594,6 +621,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_assign_two_mailboxes_same_group, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_assign_different_groups, setup_store,
+					    teardown_store),
+	    cmocka_unit_test_setup_teardown(test_move_to_another_group, setup_store,
 					    teardown_store),
 	    cmocka_unit_test_setup_teardown(test_assign_subject_window, setup_store,
 					    teardown_store),
