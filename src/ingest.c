@@ -69,12 +69,10 @@ struct store_ctx {
 	int failed;
 	long long max_size;
 	enum msg_state state; /* of messages taken in: new, or held by backfill */
-	uint32_t *big;	      /* too large, newly recorded: their senders are told */
-	uint32_t *big_size;
-	size_t nbig;
-	size_t nbig_done; /* of them, committed */
-	int in_tx;	  /* a batch transaction is open */
-	int tx_count;	  /* messages in it */
+	size_t nbig;	      /* too large, newly recorded: described after the fetch */
+	size_t nbig_done;     /* of them, committed */
+	int in_tx;	      /* a batch transaction is open */
+	int tx_count;	      /* messages in it */
 	size_t tx_bytes;
 };
 
@@ -144,15 +142,13 @@ static void taken_free(struct taken *t)
 	free(t->msgid);
 }
 
-/* A message newly recorded without its content: its sender is told once
- * the batch is committed. */
+/* A message newly recorded without its content: it is described, and its
+ * sender told, once its batch is committed and the fetch is over
+ * (describe_pending). */
 static void big_note(struct store_ctx *c, const struct taken *t, const char *reason)
 {
 	log_warn("message.skipped mailbox=%s uid=%u reason=%s", c->key, t->uid, LOG_Q(reason));
-	c->big = xrealloc(c->big, (c->nbig + 1) * sizeof *c->big);
-	c->big_size = xrealloc(c->big_size, (c->nbig + 1) * sizeof *c->big_size);
-	c->big[c->nbig] = t->uid;
-	c->big_size[c->nbig++] = t->size;
+	c->nbig++;
 }
 
 /* Stores one message in the open batch (begun when none is), and commits
@@ -370,18 +366,24 @@ static char *from_address(const char *from)
 /* A message too large to take: its header block tells who sent it and
  * what it was, for the dead list; the sender is told why it was not posted
  * (notice_refusal decides whether they may be). */
-static void describe_too_large(struct imap_session *s, struct store *st,
-			       const struct ingest_folder *f, uint32_t uidvalidity, uint32_t uid,
-			       uint32_t size)
+static int describe_too_large(struct imap_session *s, struct store *st,
+			      const struct ingest_folder *f, uint32_t uidvalidity, uint32_t uid,
+			      uint32_t size)
 {
 	char err[512], q[200];
 	char *raw = NULL;
 	size_t len = 0;
-	if (imap_fetch_header(s, uid, &raw, &len, err, sizeof err) < 0 || !raw) {
+	if (imap_fetch_header(s, uid, &raw, &len, err, sizeof err) < 0) {
 		log_warn("message.header_unavailable mailbox=%s uid=%u error=%s", f->key, uid,
-			 log_quote(raw ? "" : err, q, sizeof q));
-		free(raw);
-		return;
+			 log_quote(err, q, sizeof q));
+		return -1; /* asked again after the next fetch */
+	}
+	if (!raw) {
+		/* gone from the folder: nothing to tell, nor to ask again */
+		log_warn("message.header_unavailable mailbox=%s uid=%u error=\"no longer in the "
+			 "folder\"",
+			 f->key, uid);
+		return store_message_describe(st, f->key, uidvalidity, uid, "{}");
 	}
 	char *from = raw_header_value(raw, len, "From", 300);
 	char *subject = raw_header_value(raw, len, "Subject", 300);
@@ -409,6 +411,62 @@ static void describe_too_large(struct imap_session *s, struct store *st,
 	free(subject);
 	free(addr);
 	free(raw);
+	return 0;
+}
+
+/* Folders (by key) whose too-large mail is all described, as far as this
+ * process knows: the look for undescribed ones runs on a folder's first
+ * fetch in the process (the one before may have stopped in between), after
+ * a fetch that took some in, and after one that broke once such mail of
+ * it was committed; not on every fetch. */
+static pthread_mutex_t described_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct strlist described;
+
+/* Where key is in described, or described.n; described_mu held. */
+static size_t described_at(const char *key)
+{
+	size_t i = 0;
+	while (i < described.n && strcmp(described.v[i], key) != 0)
+		i++;
+	return i;
+}
+
+static int described_all(const char *key)
+{
+	pthread_mutex_lock(&described_mu);
+	int all = described_at(key) < described.n;
+	pthread_mutex_unlock(&described_mu);
+	return all;
+}
+
+static void described_note(const char *key, int all)
+{
+	pthread_mutex_lock(&described_mu);
+	size_t i = described_at(key);
+	if (all && i == described.n) {
+		strlist_add(&described, key);
+	} else if (!all && i < described.n) {
+		free(described.v[i]);
+		described.v[i] = described.v[--described.n];
+	}
+	pthread_mutex_unlock(&described_mu);
+}
+
+/* Describes the folder's too-large mail not described yet: its sender and
+ * subject for the dead list, and a notice to the sender. */
+static void describe_pending(struct imap_session *s, struct store *st,
+			     const struct ingest_folder *f, uint32_t uidvalidity)
+{
+	uint32_t *uids, *sizes;
+	size_t n;
+	if (messages_large_undescribed(st, f->key, uidvalidity, &uids, &sizes, &n) < 0)
+		return;
+	int all = 1;
+	for (size_t i = 0; i < n && all; i++)
+		all = describe_too_large(s, st, f, uidvalidity, uids[i], sizes[i]) == 0;
+	described_note(f->key, all);
+	free(uids);
+	free(sizes);
 }
 
 int ingest_take(struct imap_session *s, struct store *st, const struct ingest_folder *f,
@@ -433,11 +491,10 @@ int ingest_take(struct imap_session *s, struct store *st, const struct ingest_fo
 	else
 		store_finish(&c, rc < 0);
 	*inserted = c.inserted;
-	if (!c.failed && rc == 0)
-		for (size_t i = 0; i < c.nbig; i++)
-			describe_too_large(s, st, f, uidvalidity, c.big[i], c.big_size[i]);
-	free(c.big);
-	free(c.big_size);
+	if (c.nbig_done > 0)
+		described_note(f->key, 0);
+	if (!c.failed && rc == 0 && !described_all(f->key))
+		describe_pending(s, st, f, uidvalidity);
 	if (c.lost) {
 		snprintf(err, errlen, "the lease on the folder ended");
 		return INGEST_LEASE_LOST;

@@ -206,6 +206,35 @@ int store_message_describe(struct store *st, const char *mailbox, uint32_t uidva
 	return id ? body_set_parsed(st, id, parsed) : 0;
 }
 
+/* Stored as too large (no content) and not described yet. */
+#define LARGE_UNDESCRIBED                                                                          \
+	"SELECT uid, size FROM messages WHERE mailbox=? AND uidvalidity=? AND state=" Q(           \
+	    S_SKIPPED) " AND reason LIKE 'too large%' AND NOT " HAS_RAW                            \
+		       " AND NOT EXISTS(SELECT 1 FROM message_parsed p"                            \
+		       " WHERE p.message=messages.id) ORDER BY uid"
+
+int messages_large_undescribed(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			       uint32_t **uids, uint32_t **sizes, size_t *n)
+{
+	struct db_stmt *s = store_prep(st, LARGE_UNDESCRIBED);
+	*uids = NULL;
+	*sizes = NULL;
+	*n = 0;
+	if (!s)
+		return -1;
+	db_bind_text(s, 1, mailbox, -1);
+	db_bind_int64(s, 2, uidvalidity);
+	int rc;
+	while ((rc = db_step(s)) == DB_ROW) {
+		*uids = xrealloc(*uids, (*n + 1) * sizeof **uids);
+		*sizes = xrealloc(*sizes, (*n + 1) * sizeof **sizes);
+		(*uids)[*n] = (uint32_t)db_column_int64(s, 0);
+		(*sizes)[(*n)++] = (uint32_t)db_column_int64(s, 1);
+	}
+	db_finalize(s);
+	return rc == DB_DONE ? 0 : -1;
+}
+
 int store_message_add(struct store *st, const struct stored_message *m, int *inserted)
 {
 	if (store_begin(st) < 0)

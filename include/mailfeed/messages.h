@@ -111,6 +111,11 @@ int store_message_add_tx(struct store *st, const struct stored_message *m, int *
  * parsed = JSON {"from": {"name", "email"}, "subject"} from its header. */
 int store_message_describe(struct store *st, const char *mailbox, uint32_t uidvalidity,
 			   uint32_t uid, const char *parsed);
+/* The UIDs and sizes (both the caller's to free) of the folder's messages
+ * stored as too large and not described yet (a fetch broke, or the daemon
+ * stopped, after their batch was committed), in UID order.  0 or -1. */
+int messages_large_undescribed(struct store *st, const char *mailbox, uint32_t uidvalidity,
+				uint32_t **uids, uint32_t **sizes, size_t *n);
 
 /* Whether a message with this Message-ID and hash is already stored for the
  * mailbox (UIDVALIDITY resync). */

@@ -87,6 +87,30 @@ def test_huge_literal_announced_is_not_allocated(hostile, tmp_path):
     assert r.elapsed < 20
 
 
+def test_too_large_mail_taken_before_a_broken_fetch_is_described_later(hostile, tmp_path):
+    """A too-large message recorded in a batch that was committed, then the
+    fetch breaks (the server stops in the middle of a later message): the
+    next fetch describes it (sender and subject in the dead list)."""
+    hostile.add(msg(1))
+    hostile.add(msg(2, "x" * (300 * 1024)))  # over max_message_size
+    for i in range(3, 106):
+        hostile.add(msg(i))
+    # a batch commits every 100 messages: the break comes after the first
+    hostile.literal_claim = {104: len(msg(104)) + 100}
+    cfg = config(tmp_path, hostile, timeout=2, gateway={"max_message_size": "200K"})
+    r = run_mailfeed(cfg.path, "run", "--once", timeout=120)
+    assert r.returncode == 1, r.stderr[-3000:]
+    [huge] = [d for d in json.loads(run_mailfeed(cfg.path, "dead", "--json").stdout)["dead"]
+              if d["uid"] == 2]
+    assert "too large" in huge["reason"] and not huge.get("from"), huge
+    hostile.literal_claim = {}
+    r = run_mailfeed(cfg.path, "run", "--once", timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    [huge] = [d for d in json.loads(run_mailfeed(cfg.path, "dead", "--json").stdout)["dead"]
+              if d["uid"] == 2]
+    assert huge["from"] == "carol@example.org" and huge["subject"] == "Message 2", huge
+
+
 def test_endless_response_line_ends_the_command(hostile, tmp_path):
     hostile.add(msg(1))
     hostile.huge_line = "SELECT"

@@ -316,6 +316,12 @@ class Session:
         for seq, msg in enumerate(box, 1):
             if not in_set(msg.uid, ranges):
                 continue
+            if want_body and "HEADER" in items.upper():
+                # BODY.PEEK[HEADER]<0.N>, as a well-behaved server answers it
+                head = msg.raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+                self.send(("* %d FETCH (UID %d BODY[HEADER]<0> {%d}\r\n" %
+                           (seq, msg.uid, len(head))).encode() + head + b")\r\n")
+                continue
             if want_body:
                 claim = self.srv.literal_claim.get(msg.uid)
                 if claim is not None:
