@@ -165,7 +165,7 @@ def main():
                                               fetch_s, N / fetch_s, mf_rss / 1024))
         print("%-44s %9.2f %10.0f" % ("mailfeed parse + classify + thread + enqueue",
                                      process_s, N / process_s))
-        print("%-44s %9.2f %10.0f" % ("  of which read + parse (sandboxed worker)",
+        print("%-44s %9.2f %10.0f" % ("  of which waiting for reads and parses",
                                      parse_s, N / max(parse_s, 0.001)))
         print("%-44s %9.2f %10.0f  (target >= 5000)" % ("  of which classify + thread + enqueue",
                                                        enqueue_s, N / max(enqueue_s, 0.001)))
