@@ -523,11 +523,11 @@ static void *ahead_run(void *arg)
  * the tick back to the worker. */
 static void ahead_join(struct ahead *a)
 {
-	for (; a->threaded;) {
+	while (a->threaded) {
 		struct timespec until = realtime_after(AHEAD_TICK);
 		if (pthread_timedjoin_np(a->thread, NULL, &until) == 0)
-			break;
-		if (a->tick)
+			a->threaded = 0;
+		else if (a->tick)
 			a->tick(a->tick_arg);
 	}
 	worker_set_tick(a->w, a->tick, a->tick_arg);
