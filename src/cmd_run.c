@@ -740,17 +740,15 @@ static int deliver_rounds(struct daemon *d, struct store *st, int rounds, int *d
 	if (!d->feed)
 		return 0;
 	for (int round = 0; round < rounds; round++) {
-		struct outbox_counts before, after;
-		long waiting = 0;
-		outbox_counts(st, &before);
-		int r = outbox_deliver_due(st, d->cfg, d->feed, d->feed_ctx, &waiting);
+		long waiting = 0, delivered = 0;
+		int r =
+		    outbox_deliver_counted(st, d->cfg, d->feed, d->feed_ctx, &waiting, &delivered);
 		if (r < 0)
 			return -1;
 		dead += r;
-		outbox_counts(st, &after);
-		if (after.delivered > before.delivered)
+		if (delivered > 0)
 			*delivered_any = 1;
-		if (after.delivered == before.delivered && after.dead == before.dead)
+		if (delivered == 0 && r == 0)
 			break; /* nothing moved: what is left waits for later */
 		if (waiting == 0)
 			break;

@@ -362,16 +362,21 @@ static void batch_deliver(struct store *st, const struct feed_backend_ops *ops, 
 
 /* Records every result of the batch in one transaction.  The number of
  * items that went dead, or -1. */
-static int batch_record(struct store *st, const struct mf_config *cfg, const struct batch *b)
+static int batch_record(struct store *st, const struct mf_config *cfg, const struct batch *b,
+			long *delivered)
 {
 	time_t now = time(NULL);
 	int dead = 0, rc = store_begin(st);
+	long ok = 0;
 	for (size_t i = 0; rc == 0 && i < b->k; i++) {
 		int r = record(st, cfg, &b->ls[i], &b->res[i], now);
 		if (r < 0)
 			rc = -1;
 		else
 			dead += r;
+		if (r == 0 && b->res[i].status == FEED_OK && b->res[i].remote_id &&
+		    *b->res[i].remote_id)
+			ok++;
 	}
 	for (size_t i = 0; rc == 0 && i < b->nbad; i++) {
 		rc = outbox_mark_unreadable(st, b->bad[i]);
@@ -386,6 +391,8 @@ static int batch_record(struct store *st, const struct mf_config *cfg, const str
 		rc = store_commit(st);
 	else
 		store_rollback(st);
+	if (rc == 0)
+		*delivered += ok;
 	return rc < 0 ? -1 : dead;
 }
 
@@ -417,10 +424,19 @@ int64_t outbox_claim_ms(const struct mf_config *cfg)
 int outbox_deliver_due(struct store *st, const struct mf_config *cfg,
 		       const struct feed_backend_ops *ops, void *ctx, long *waiting)
 {
+	long delivered;
+	return outbox_deliver_counted(st, cfg, ops, ctx, waiting, &delivered);
+}
+
+int outbox_deliver_counted(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *ctx, long *waiting,
+			   long *delivered)
+{
 	int dead = 0;
 	int64_t *ids, claim_ms = outbox_claim_ms(cfg);
 	size_t n;
 
+	*delivered = 0;
 	if (waiting)
 		*waiting = 0;
 	if (!ops || !ops->deliver)
@@ -434,7 +450,7 @@ int outbox_deliver_due(struct store *st, const struct mf_config *cfg,
 		struct batch b;
 		batch_load(st, ids, n, &b);
 		batch_deliver(st, ops, ctx, &b, claim_ms);
-		int r = batch_record(st, cfg, &b);
+		int r = batch_record(st, cfg, &b, delivered);
 		batch_free(&b);
 		if (r < 0) {
 			free(ids);

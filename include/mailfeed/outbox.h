@@ -91,6 +91,11 @@ int outbox_retry_status(struct store *st, char **error, time_t *next_at);
 struct feed_backend_ops;
 int outbox_deliver_due(struct store *st, const struct mf_config *cfg,
 		       const struct feed_backend_ops *ops, void *ctx, long *waiting);
+/* The same, with *delivered = the items it delivered (a caller's loop
+ * learns whether a round moved anything without counting the outbox). */
+int outbox_deliver_counted(struct store *st, const struct mf_config *cfg,
+			   const struct feed_backend_ops *ops, void *ctx, long *waiting,
+			   long *delivered);
 /* Earliest next_at of a waiting item, or 0 when none waits. */
 long outbox_next_due(struct store *st);
 /* Items per deliver call: the backend's own batch, or 4 x [feed]
