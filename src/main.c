@@ -59,11 +59,6 @@ int main(int argc, char **argv)
 	 * to 1 MB of freed heap saves returning it to the kernel (and faulting
 	 * it back in) once per message. */
 	mallopt(M_TRIM_THRESHOLD, 1 << 20);
-	/* One heap for every thread: a thread that allocates (the parse of a
-	 * batch ahead, a folder's watcher) does not get an arena of its own to
-	 * keep its freed memory in; 3 MB less at the peak of a backlog, at no
-	 * measured cost in time. */
-	mallopt(M_ARENA_MAX, 1);
 	if (!config || !*config)
 		config = DEFAULT_CONFIG;
 	while (i < argc && argv[i][0] == '-') {
