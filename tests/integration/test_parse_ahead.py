@@ -30,17 +30,27 @@ def mail(i):
             "%s\r\n%s\r\n" % (subject, i, 8 + i // 60, i % 60, refs, body)).encode()
 
 
-def test_a_backlog_parsed_ahead_posts_each_message_once_in_thread_order(dovecot, tmp_path,
-                                                                        payload):
+def backlog(dovecot, tmp_path, parse_timeout):
+    """The COUNT messages in a folder, and the config that maps it."""
     dovecot.create_folder("alice", "Team")
     dovecot.bulk_import("alice", "Team", [mail(i) for i in range(COUNT)])
-    cfg = write_config(tmp_path, dovecot, folder="Team", after="seen",
-                       gateway={"parse_timeout": "2s"})
+    return write_config(tmp_path, dovecot, folder="Team", after="seen",
+                        gateway={"parse_timeout": parse_timeout})
+
+
+def posted(cfg):
+    """(subject, subject of the post it comments on, or None) in posting order."""
+    return query(cfg, "SELECT i.subject, p.subject FROM local_items i"
+                      " LEFT JOIN local_items p ON p.id = i.parent ORDER BY i.id")
+
+
+def test_a_backlog_parsed_ahead_posts_each_message_once_in_thread_order(dovecot, tmp_path,
+                                                                        payload):
+    cfg = backlog(dovecot, tmp_path, "2s")
     r = run_mailfeed(cfg.path, "run", "--once", env=payload_env(payload), timeout=120)
     assert "run.once done" in r.stderr, r.stderr[-3000:]
 
-    items = query(cfg, "SELECT i.subject, p.subject FROM local_items i"
-                       " LEFT JOIN local_items p ON p.id = i.parent ORDER BY i.id")
+    items = posted(cfg)
     subjects = [s for s, _ in items]
     assert len(subjects) == COUNT - 1, r.stderr[-3000:]
     assert len(set(subjects)) == COUNT - 1  # none twice
@@ -57,10 +67,7 @@ def test_a_backlog_parsed_ahead_posts_each_message_once_in_thread_order(dovecot,
 
 def test_a_kill_while_a_batch_is_parsed_ahead_loses_and_doubles_nothing(dovecot, tmp_path,
                                                                          payload):
-    dovecot.create_folder("alice", "Team")
-    dovecot.bulk_import("alice", "Team", [mail(i) for i in range(COUNT)])
-    cfg = write_config(tmp_path, dovecot, folder="Team", after="seen",
-                       gateway={"parse_timeout": "120s"})
+    cfg = backlog(dovecot, tmp_path, "120s")
     p = start_daemon(cfg.path, env=payload_env(payload))
 
     def first_recorded_second_parsing():
@@ -81,8 +88,7 @@ def test_a_kill_while_a_batch_is_parsed_ahead_loses_and_doubles_nothing(dovecot,
         time.sleep(1)
     finally:
         stop_daemon(p)
-    items = query(cfg, "SELECT i.subject, p.subject FROM local_items i"
-                       " LEFT JOIN local_items p ON p.id = i.parent ORDER BY i.id")
+    items = posted(cfg)
     subjects = [s for s, _ in items]
     assert len(subjects) == COUNT and len(set(subjects)) == COUNT, len(subjects)
     for child, parent in REPLIES.items():
