@@ -115,7 +115,7 @@ int store_message_describe(struct store *st, const char *mailbox, uint32_t uidva
  * stored as too large and not described yet (a fetch broke, or the daemon
  * stopped, after their batch was committed), in UID order.  0 or -1. */
 int messages_large_undescribed(struct store *st, const char *mailbox, uint32_t uidvalidity,
-				uint32_t **uids, uint32_t **sizes, size_t *n);
+			       uint32_t **uids, uint32_t **sizes, size_t *n);
 
 /* Whether a message with this Message-ID and hash is already stored for the
  * mailbox (UIDVALIDITY resync). */
