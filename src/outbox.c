@@ -1519,10 +1519,25 @@ static int remap_write(struct store *st, int64_t item, const char *group, const 
 	return store_run(st, s);
 }
 
+/* The group of an outbox item (owned), or NULL. */
+static char *item_group(struct store *st, int64_t item)
+{
+	struct db_stmt *s = store_prep(st, "SELECT grp FROM outbox WHERE id=?");
+	char *grp = NULL;
+	if (!s)
+		return NULL;
+	db_bind_int64(s, 1, item);
+	if (db_step(s) == DB_ROW)
+		grp = col_dup(s, 0);
+	db_finalize(s);
+	return grp;
+}
+
 /* An item sent again takes its message's current mapping: the group and
  * the mapping's hashtags (with the message's own), so that a mistake in
- * the config, fixed and reloaded, is not repeated.  Items whose mailbox is
- * no longer mapped keep what they had. */
+ * the config, fixed and reloaded, is not repeated; a comment takes its
+ * post's group instead (a reply lives where its post is).  Items whose
+ * mailbox is no longer mapped keep what they had. */
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
 	struct db_stmt *s =
@@ -1544,8 +1559,12 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	json_t *own = json_object_get(parsed_json, "hashtags");
 	char *old_group = col_dup(s, 3);
 	int64_t thread_id = db_column_is_null(s, 4) ? 0 : db_column_int64(s, 4);
-	int is_post = db_column_is_null(s, 5) || db_column_int64(s, 5) == 0;
+	int64_t parent = db_column_is_null(s, 5) ? 0 : db_column_int64(s, 5);
+	int is_post = parent == 0;
 	db_finalize(s);
+	/* a comment stays with its post, wherever the post is */
+	char *post_group = parent ? item_group(st, parent) : NULL;
+	const char *group = post_group ? post_group : mb ? mb->group : NULL;
 	int rc = 0;
 	if (mb && payload) {
 		/* the same rule as a new item's: the message's own tags, as
@@ -1566,16 +1585,17 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 		strlist_free(&parsed.hashtags);
 		json_object_set_new(payload, "hashtags", tags);
 		char *text = json_dumps(payload, JSON_COMPACT);
-		rc = remap_write(st, item, mb->group, text);
+		rc = remap_write(st, item, group, text);
 		free(text);
-		int moved = rc == 0 && old_group && strcmp(old_group, mb->group) != 0;
+		int moved = rc == 0 && old_group && strcmp(old_group, group) != 0;
 		/* the thread goes with its post: later replies find it there */
 		if (moved && is_post && thread_id > 0)
-			rc = thread_move(st, thread_id, mb->group);
+			rc = thread_move(st, thread_id, group);
 		if (moved && rc == 0)
 			log_info("outbox.remapped item=%lld group_was=%s group=%s", (long long)item,
-				 old_group, mb->group);
+				 old_group, group);
 	}
+	free(post_group);
 	free(old_group);
 	json_decref(payload);
 	json_decref(parsed_json);
@@ -1585,8 +1605,10 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 /* Items of a retried post: the post and the comments brought back with it. */
 static int remap_retried(struct store *st, const struct mf_config *cfg, int64_t row)
 {
+	/* the post first: its comments follow it to its group */
 	struct db_stmt *s = store_prep(st, "SELECT id FROM outbox WHERE (id=?1 OR parent=?1)"
-					   " AND state='pending'");
+					   " AND state='pending' ORDER BY CASE WHEN id=?1 THEN 0"
+					   " ELSE 1 END, id");
 	int64_t ids[256];
 	size_t n = 0;
 	if (!s)

@@ -541,6 +541,30 @@ static void test_reconcile_after_crash(void **state)
 	assert_string_equal(x->fake.seen_keys[0], "lost");
 }
 
+/* A dead comment retried after its mailbox was mapped to another group
+ * stays with its post: a reply lives where its post is. */
+static void test_retried_comment_stays_with_its_post(void **state)
+{
+	struct fx *x = *state;
+	int64_t post = enqueue(x, "p", "post", 0, add_message(x, "delivered", NULL));
+	int64_t comment = enqueue(x, "c", "comment", post, add_message(x, "dead", "refused"));
+	assert_int_equal(store_exec(x->st, "UPDATE outbox SET state='delivered', remote_id='r1'"
+					   " WHERE key='p';"
+					   "UPDATE outbox SET state='dead' WHERE key='c'"),
+			 0);
+	struct mf_mailbox mb = {.name = "fundraising", .group = "G2"};
+	x->cfg.mailboxes = &mb;
+	x->cfg.n_mailboxes = 1;
+	char err[256], id[24];
+	snprintf(id, sizeof id, "o%lld", (long long)comment);
+	assert_int_equal(outbox_dead_retry(x->st, &x->cfg, id, err, sizeof err), 0);
+	char *s = col_text(x, "SELECT state || ' ' || grp FROM outbox WHERE key='c'");
+	assert_string_equal(s, "pending G1");
+	free(s);
+	x->cfg.mailboxes = NULL;
+	x->cfg.n_mailboxes = 0;
+}
+
 static void test_dead_messages_retry_and_drop(void **state)
 {
 	struct fx *x = *state;
@@ -1122,6 +1146,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_permanent_goes_dead_with_comments, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_reconcile_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retried_comment_stays_with_its_post, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_dead_messages_retry_and_drop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dead_unparsed_message_is_recognisable, setup,
 					    teardown),
