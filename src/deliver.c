@@ -56,10 +56,16 @@ static void log_result(const struct outbox_loaded *l, const struct feed_result *
 }
 
 /* Records one result.  Returns 1 when the item went dead, 0, or -1. */
+/* Whether the service took the item: it answered OK with the item's id. */
+static int result_delivered(const struct feed_result *r)
+{
+	return r->status == FEED_OK && r->remote_id && *r->remote_id;
+}
+
 static int record(struct store *st, const struct mf_config *cfg, const struct outbox_loaded *l,
 		  const struct feed_result *r, time_t now)
 {
-	if (r->status == FEED_OK && r->remote_id && *r->remote_id) {
+	if (result_delivered(r)) {
 		log_result(l, r, "delivered");
 		return outbox_mark_delivered(st, l, r->remote_id, now);
 	}
@@ -374,8 +380,7 @@ static int batch_record(struct store *st, const struct mf_config *cfg, const str
 			rc = -1;
 		else
 			dead += r;
-		if (r == 0 && b->res[i].status == FEED_OK && b->res[i].remote_id &&
-		    *b->res[i].remote_id)
+		if (r == 0 && result_delivered(&b->res[i]))
 			ok++;
 	}
 	for (size_t i = 0; rc == 0 && i < b->nbad; i++) {

@@ -1519,20 +1519,6 @@ static int remap_write(struct store *st, int64_t item, const char *group, const 
 	return store_run(st, s);
 }
 
-/* The group of an outbox item (owned), or NULL. */
-static char *item_group(struct store *st, int64_t item)
-{
-	struct db_stmt *s = store_prep(st, "SELECT grp FROM outbox WHERE id=?");
-	char *grp = NULL;
-	if (!s)
-		return NULL;
-	db_bind_int64(s, 1, item);
-	if (db_step(s) == DB_ROW)
-		grp = col_dup(s, 0);
-	db_finalize(s);
-	return grp;
-}
-
 /* An item sent again takes its message's current mapping: the group and
  * the mapping's hashtags (with the message's own), so that a mistake in
  * the config, fixed and reloaded, is not repeated; a comment takes its
@@ -1541,10 +1527,10 @@ static char *item_group(struct store *st, int64_t item)
 static int remap_item(struct store *st, const struct mf_config *cfg, int64_t item)
 {
 	struct db_stmt *s =
-	    store_prep(st, "SELECT m.mailbox, t.payload, p.parsed, o.grp, o.thread_id, o.parent"
-			   " FROM outbox o JOIN outbox_payloads t ON t.item=o.id"
+	    store_prep(st, "SELECT m.mailbox, t.payload, p.parsed, o.grp, o.thread_id, o.parent,"
+			   " q.grp FROM outbox o JOIN outbox_payloads t ON t.item=o.id"
 			   " JOIN messages m ON m.id=o.message LEFT JOIN message_parsed p"
-			   " ON p.message=m.id WHERE o.id=?");
+			   " ON p.message=m.id LEFT JOIN outbox q ON q.id=o.parent WHERE o.id=?");
 	if (!s)
 		return -1;
 	db_bind_int64(s, 1, item);
@@ -1559,11 +1545,10 @@ static int remap_item(struct store *st, const struct mf_config *cfg, int64_t ite
 	json_t *own = json_object_get(parsed_json, "hashtags");
 	char *old_group = col_dup(s, 3);
 	int64_t thread_id = db_column_is_null(s, 4) ? 0 : db_column_int64(s, 4);
-	int64_t parent = db_column_is_null(s, 5) ? 0 : db_column_int64(s, 5);
-	int is_post = parent == 0;
-	db_finalize(s);
+	int is_post = db_column_is_null(s, 5) || db_column_int64(s, 5) == 0;
 	/* a comment stays with its post, wherever the post is */
-	char *post_group = parent ? item_group(st, parent) : NULL;
+	char *post_group = is_post ? NULL : col_dup(s, 6);
+	db_finalize(s);
 	const char *group = post_group ? post_group : mb ? mb->group : NULL;
 	int rc = 0;
 	if (mb && payload) {

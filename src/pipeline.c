@@ -345,45 +345,46 @@ static void row_parsed(void *ctx, struct worker_job *job)
 static _Thread_local const struct store *suspects_none_store;
 static _Thread_local double suspects_none_at;
 
-/* The ids of the next batch: messages whose parse was started before and
- * never ended come first, one at a time, so that the one that stops the
- * daemon is found and the others are not blamed with it.  Only messages of
- * mappings in the config: those of a removed mapping stay stored for when
- * it comes back, and must not take the batch.  0 or -1. */
 static int suspects_look_due(const struct store *st, double now)
 {
 	return suspects_none_store != st || now - suspects_none_at >= SUSPECTS_EVERY;
 }
 
-/* The names of the configured mappings, NULL-terminated (the array is the
- * caller's to free). */
-static const char **mapping_names(const struct mf_config *cfg)
+/* Up to limit ids of new messages of the configured mappings (and the
+ * replies folder), with min_attempts parses or more started: see
+ * messages_new_ids.  0 or -1. */
+static int new_ids(struct store *st, const struct mf_config *cfg, int min_attempts, int limit,
+		   int64_t **ids, int **attempts, size_t *n)
 {
 	const char **names = xcalloc(cfg->n_mailboxes + 1, sizeof *names);
 	for (size_t i = 0; i < cfg->n_mailboxes; i++)
 		names[i] = cfg->mailboxes[i].name;
-	return names;
+	int rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
+				  cfg->n_mailboxes, min_attempts, limit, ids, attempts, n);
+	free(names);
+	return rc;
 }
 
+/* The ids of the next batch: messages whose parse was started before and
+ * never ended come first, one at a time, so that the one that stops the
+ * daemon is found and the others are not blamed with it.  Only messages of
+ * mappings in the config: those of a removed mapping stay stored for when
+ * it comes back, and must not take the batch.  0 or -1. */
 static int batch_ids(struct store *st, const struct mf_config *cfg, int limit, int64_t **ids,
 		     int **attempts, size_t *n, int *suspect)
 {
-	const char **names = mapping_names(cfg);
 	int rc = 0;
 	double now = now_monotonic();
 	int look = suspects_look_due(st, now);
 	*n = 0;
 	for (int suspects = look; rc == 0 && suspects >= 0 && *n == 0; suspects--) {
-		rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
-				      cfg->n_mailboxes, suspects, suspects ? 1 : limit, ids,
-				      attempts, n);
+		rc = new_ids(st, cfg, suspects, suspects ? 1 : limit, ids, attempts, n);
 		*suspect = suspects;
 		if (suspects && rc == 0 && *n == 0) {
 			suspects_none_store = st;
 			suspects_none_at = now;
 		}
 	}
-	free(names);
 	return rc;
 }
 
@@ -539,11 +540,7 @@ static int ahead_ids(struct store *st, const struct mf_config *cfg, int limit,
 		     const struct pending *cur, size_t n_cur, int64_t **ids, int **attempts,
 		     size_t *n)
 {
-	const char **names = mapping_names(cfg);
-	int rc = messages_new_ids(st, cfg->replies.present ? REPLIES_KEY : NULL, names,
-				  cfg->n_mailboxes, 0, limit + (int)n_cur, ids, attempts, n);
-	free(names);
-	if (rc < 0)
+	if (new_ids(st, cfg, 0, limit + (int)n_cur, ids, attempts, n) < 0)
 		return -1;
 	size_t k = 0;
 	for (size_t i = 0; i < *n && k < (size_t)limit; i++) {
@@ -557,6 +554,15 @@ static int ahead_ids(struct store *st, const struct mf_config *cfg, int limit,
 	}
 	*n = k;
 	return 0;
+}
+
+/* The ids of the n messages of batch (the caller's to free). */
+static int64_t *pending_ids(const struct pending *batch, size_t n)
+{
+	int64_t *ids = xcalloc(n ? n : 1, sizeof *ids);
+	for (size_t i = 0; i < n; i++)
+		ids[i] = batch[i].id;
+	return ids;
 }
 
 /* Frees the messages of a batch (parsed or not). */
@@ -594,9 +600,7 @@ static int ahead_start(struct store *st, const struct mf_config *cfg, struct par
 		bytes += a->r.batch[a->r.n - 1].raw_len;
 	free(ids);
 	a->r.ids = NULL;
-	int64_t *taken = xcalloc(a->r.n ? a->r.n : 1, sizeof *taken);
-	for (size_t i = 0; i < a->r.n; i++)
-		taken[i] = a->r.batch[i].id;
+	int64_t *taken = pending_ids(a->r.batch, a->r.n);
 	int counted = a->r.n > 0 && messages_count_attempts(st, taken, a->r.n) == 0;
 	free(taken);
 	if (!counted) {
@@ -639,9 +643,7 @@ void pipeline_settle(struct store *st)
 		return;
 	ahead_of = NULL;
 	ahead_join(a);
-	int64_t *ids = xcalloc(a->r.n ? a->r.n : 1, sizeof *ids);
-	for (size_t i = 0; i < a->r.n; i++)
-		ids[i] = a->r.batch[i].id;
+	int64_t *ids = pending_ids(a->r.batch, a->r.n);
 	if (st)
 		messages_forget_attempts(st, ids, a->r.n);
 	free(ids);
@@ -726,9 +728,7 @@ static int record_batch(struct store *st, const struct mf_config *cfg, struct pe
 	if (t.in_tx && batch_commit(st, t.notify, t.batch_start, n, &t.in_batch, &t.done) < 0)
 		t.store_failed = 1;
 	if (t.deferred || t.store_failed) {
-		int64_t *ids = xcalloc(n ? n : 1, sizeof *ids);
-		for (size_t i = 0; i < n; i++)
-			ids[i] = batch[i].id;
+		int64_t *ids = pending_ids(batch, n);
 		messages_forget_attempts(st, ids, n);
 		free(ids);
 	}
