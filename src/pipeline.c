@@ -12,6 +12,7 @@
  * Messages of one batch are handled in Date order, so a parent fetched
  * together with its replies becomes the post. */
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,95 +468,6 @@ static int parse_batch(struct store *st, const struct mf_config *cfg, struct par
 	return 0;
 }
 
-/* --- the next batch, parsed ahead ---------------------------------------
- * Through a backlog, parsing a batch in the worker (a process of its own)
- * and classifying, threading and enqueueing the one before take about as
- * long each.  So once a batch is parsed, the next one is read and handed
- * to a thread that streams it through the worker while this thread
- * records the first: the two overlap on two cores.  That thread touches
- * no store: the ids, the attempt counts and the raw mail are read here
- * before it starts, and the poison it finds is recorded here as soon as
- * it ends (before the batch it belongs to is recorded).  At most one
- * batch is ahead, of at most AHEAD_BYTES of mail (one message at least),
- * and none while a look for suspects is due: that look decides what the
- * next batch is.  The batch ahead is taken by the next call on the same
- * store and worker, or given up by pipeline_settle (its counted attempts
- * forgotten): a caller's loop that ends on a call returning 0 or -1
- * leaves none behind, since such a call gives up its own. */
-#define AHEAD_BYTES (4 * 1024 * 1024)
-/* How often the thread that waits for the batch ahead calls the worker's
- * tick (the watchdog and the processor's health). */
-#define AHEAD_TICK 0.1
-
-struct ahead {
-	const struct store *st;
-	struct parse_worker *w;
-	pthread_t thread;
-	struct rows r; /* the batch: r.batch, r.n */
-	size_t next;   /* the feed's position in it */
-	int threaded;  /* thread runs (else it was parsed at once) */
-	void (*tick)(void *arg);
-	void *tick_arg;
-};
-static _Thread_local struct ahead *ahead_of; /* the processing thread's */
-
-static struct worker_job *ahead_next(void *ctx)
-{
-	struct ahead *a = ctx;
-	return a->next < a->r.n ? a->r.batch[a->next++].job : NULL;
-}
-
-/* Outcomes are taken once the whole batch is parsed. */
-static void ahead_parsed(void *ctx, struct worker_job *job)
-{
-	(void)ctx;
-	(void)job;
-}
-
-static void *ahead_run(void *arg)
-{
-	struct ahead *a = arg;
-	struct worker_feed feed = {ahead_next, ahead_parsed, a};
-	worker_parse_stream(a->w, &feed);
-	return NULL;
-}
-
-/* Waits for the thread, calling the worker's tick meanwhile, and gives
- * the tick back to the worker. */
-static void ahead_join(struct ahead *a)
-{
-	while (a->threaded) {
-		struct timespec until = realtime_after(AHEAD_TICK);
-		if (pthread_timedjoin_np(a->thread, NULL, &until) == 0)
-			a->threaded = 0;
-		else if (a->tick)
-			a->tick(a->tick_arg);
-	}
-	worker_set_tick(a->w, a->tick, a->tick_arg);
-}
-
-/* The ids of the batch after the n_cur messages of cur (those are still
- * new until they are recorded), at most limit of them.  0 or -1. */
-static int ahead_ids(struct store *st, const struct mf_config *cfg, int limit,
-		     const struct pending *cur, size_t n_cur, int64_t **ids, int **attempts,
-		     size_t *n)
-{
-	if (new_ids(st, cfg, 0, limit + (int)n_cur, ids, attempts, n) < 0)
-		return -1;
-	size_t k = 0;
-	for (size_t i = 0; i < *n && k < (size_t)limit; i++) {
-		size_t j = 0;
-		while (j < n_cur && cur[j].id != (*ids)[i])
-			j++;
-		if (j < n_cur)
-			continue;
-		(*ids)[k] = (*ids)[i];
-		(*attempts)[k++] = (*attempts)[i];
-	}
-	*n = k;
-	return 0;
-}
-
 /* The ids of the n messages of batch (the caller's to free). */
 static int64_t *pending_ids(const struct pending *batch, size_t n)
 {
@@ -579,25 +491,221 @@ static void batch_free(struct pending *batch, size_t n)
 	free(batch);
 }
 
-/* Reads the batch after cur up to AHEAD_BYTES, counts its attempts and
- * starts its parse.  Returns how many messages it sent to the dead list
- * instead (suspects parsed too often). */
+/* --- the next batches, parsed ahead -------------------------------------
+ * Through a backlog, parsing a batch in the worker (a process of its own)
+ * and classifying, threading and enqueueing the one before take about as
+ * long each, but not batch by batch: with a single batch ahead, whichever
+ * side finished its batch first waited for the other, and through 10,000
+ * messages this thread waited half a second for parses.  So up to
+ * AHEAD_BATCHES batches are read and queued on a line, whose thread
+ * streams them through the worker one after the other while this thread
+ * records the batch before them.  The line's thread touches no store: the
+ * ids, the attempt counts and the raw mail of a batch are read here before
+ * it is queued, and the poison it finds is recorded here as soon as the
+ * batch is taken (before the batch itself is recorded).  The raw mail on
+ * the line is at most AHEAD_BYTES (one message at least), and nothing is
+ * queued while a look for suspects is due: that look decides what the next
+ * batch is.  The line is taken batch by batch by the next calls on the same
+ * store and worker, or given up by pipeline_settle (the counted attempts
+ * of its batches forgotten): a caller's loop that ends on a call returning
+ * 0 or -1 leaves none behind, since such a call gives up its own. */
+#define AHEAD_BATCHES 2
+#define AHEAD_BYTES (4 * 1024 * 1024)
+/* How often the thread that waits for the line calls the worker's tick
+ * (the watchdog and the processor's health). */
+#define AHEAD_TICK 0.1
+
+struct ahead {
+	struct rows r;	     /* the batch: r.batch, r.n */
+	size_t next;	     /* the feed's position in it */
+	size_t bytes;	     /* its raw mail */
+	int parsed;	     /* the line's thread is done with it (under mu) */
+	struct ahead *later; /* the batch queued after it */
+};
+
+/* The batches ahead of one processing thread, oldest first, and the
+ * thread that parses them.  The worker's tick is this thread's to call
+ * while the line exists (the line's thread has none). */
+struct ahead_line {
+	const struct store *st;
+	struct parse_worker *w;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct ahead *first, *last;
+	size_t n, bytes;
+	int running;  /* the thread is at work (under mu) */
+	int stopping; /* it is to start no more batches (under mu) */
+	int threaded; /* a thread to join */
+	pthread_t thread;
+	void (*tick)(void *arg);
+	void *tick_arg;
+};
+static _Thread_local struct ahead_line *line_of; /* the processing thread's */
+
+static struct worker_job *ahead_next(void *ctx)
+{
+	struct ahead *a = ctx;
+	return a->next < a->r.n ? a->r.batch[a->next++].job : NULL;
+}
+
+/* Outcomes are taken once the whole batch is parsed. */
+static void ahead_parsed(void *ctx, struct worker_job *job)
+{
+	(void)ctx;
+	(void)job;
+}
+
+/* The line's thread: every batch queued, in order, until none is left. */
+static void *line_run(void *arg)
+{
+	struct ahead_line *l = arg;
+	pthread_mutex_lock(&l->mu);
+	for (;;) {
+		struct ahead *a = l->first;
+		while (a && a->parsed)
+			a = a->later;
+		if (!a || l->stopping)
+			break;
+		pthread_mutex_unlock(&l->mu);
+		struct worker_feed feed = {ahead_next, ahead_parsed, a};
+		worker_parse_stream(l->w, &feed);
+		pthread_mutex_lock(&l->mu);
+		a->parsed = 1;
+		pthread_cond_broadcast(&l->cv);
+	}
+	l->running = 0;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
+
+/* Waits, calling the worker's tick meanwhile, until a is parsed (NULL:
+ * until the thread is idle).  Called with l->mu held. */
+static void line_wait(struct ahead_line *l, const struct ahead *a)
+{
+	while (a ? !a->parsed : l->running) {
+		struct timespec until = realtime_after(AHEAD_TICK);
+		if (pthread_cond_timedwait(&l->cv, &l->mu, &until) == ETIMEDOUT && l->tick) {
+			pthread_mutex_unlock(&l->mu);
+			l->tick(l->tick_arg);
+			pthread_mutex_lock(&l->mu);
+		}
+	}
+}
+
+static struct ahead_line *line_new(const struct store *st, struct parse_worker *w)
+{
+	struct ahead_line *l = xcalloc(1, sizeof *l);
+	l->st = st;
+	l->w = w;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cv, NULL);
+	worker_get_tick(w, &l->tick, &l->tick_arg);
+	return l;
+}
+
+/* Sets the thread to work on what was queued, unless it is at work. */
+static void line_wake(struct ahead_line *l)
+{
+	pthread_mutex_lock(&l->mu);
+	int start = !l->running;
+	l->running = 1;
+	pthread_mutex_unlock(&l->mu);
+	if (!start)
+		return;
+	if (l->threaded)
+		pthread_join(l->thread, NULL); /* it left its loop */
+	worker_set_tick(l->w, NULL, NULL);
+	l->threaded = pthread_create(&l->thread, NULL, line_run, l) == 0;
+	if (!l->threaded) {
+		worker_set_tick(l->w, l->tick, l->tick_arg);
+		line_run(l); /* no thread: parsed here and now */
+	}
+}
+
+/* Ends the line: its thread stopped and joined, the worker's tick given
+ * back, and every batch still on it freed (their counted attempts
+ * forgotten through st unless it is NULL). */
+static void line_end(struct ahead_line *l, struct store *st)
+{
+	pthread_mutex_lock(&l->mu);
+	l->stopping = 1;
+	line_wait(l, NULL);
+	pthread_mutex_unlock(&l->mu);
+	if (l->threaded)
+		pthread_join(l->thread, NULL);
+	worker_set_tick(l->w, l->tick, l->tick_arg);
+	while (l->first) {
+		struct ahead *a = l->first;
+		l->first = a->later;
+		int64_t *ids = pending_ids(a->r.batch, a->r.n);
+		if (st)
+			messages_forget_attempts(st, ids, a->r.n);
+		free(ids);
+		batch_free(a->r.batch, a->r.n);
+		free(a);
+	}
+	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}
+
+/* The ids of the batch after the n_cur messages of cur and those on the
+ * line (they are still new until they are recorded), at most limit of
+ * them.  0 or -1. */
+static int ahead_ids(struct store *st, const struct mf_config *cfg, int limit,
+		     const struct pending *cur, size_t n_cur, const struct ahead_line *l,
+		     int64_t **ids, int **attempts, size_t *n)
+{
+	size_t n_skip = n_cur;
+	for (const struct ahead *a = l ? l->first : NULL; a; a = a->later)
+		n_skip += a->r.n;
+	int64_t *skip = xcalloc(n_skip ? n_skip : 1, sizeof *skip);
+	size_t k = 0;
+	for (size_t i = 0; i < n_cur; i++)
+		skip[k++] = cur[i].id;
+	for (const struct ahead *a = l ? l->first : NULL; a; a = a->later)
+		for (size_t i = 0; i < a->r.n; i++)
+			skip[k++] = a->r.batch[i].id;
+	int rc = new_ids(st, cfg, 0, limit + (int)n_skip, ids, attempts, n);
+	k = 0;
+	for (size_t i = 0; rc == 0 && i < *n && k < (size_t)limit; i++) {
+		size_t j = 0;
+		while (j < n_skip && skip[j] != (*ids)[i])
+			j++;
+		if (j < n_skip)
+			continue;
+		(*ids)[k] = (*ids)[i];
+		(*attempts)[k++] = (*attempts)[i];
+	}
+	*n = k;
+	free(skip);
+	return rc;
+}
+
+/* Reads the batch after cur and the line, up to what is left of
+ * AHEAD_BYTES, counts its attempts and queues it on the line.  Returns
+ * how many messages it sent to the dead list instead (suspects parsed too
+ * often); *queued tells whether a batch was queued. */
 static int ahead_start(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
-		       int limit, const struct pending *cur, size_t n_cur)
+		       int limit, const struct pending *cur, size_t n_cur, int *queued)
 {
 	int64_t *ids;
 	int *attempts;
-	size_t n_ids, n_parse, bytes = 0;
-	if (ahead_ids(st, cfg, limit, cur, n_cur, &ids, &attempts, &n_ids) < 0)
+	size_t n_ids, n_parse;
+	struct ahead_line *l = line_of;
+	*queued = 0;
+	if (l && (l->n >= AHEAD_BATCHES || l->bytes >= AHEAD_BYTES))
+		return 0;
+	if (ahead_ids(st, cfg, limit, cur, n_cur, l, &ids, &attempts, &n_ids) < 0)
 		return 0;
 	int dead = quarantine_suspects(st, ids, attempts, n_ids, &n_parse);
 	free(attempts);
 	struct ahead *a = xcalloc(1, sizeof *a);
-	a->st = st;
-	a->w = w;
 	a->r = (struct rows){.st = st, .ids = ids, .n_ids = n_parse};
-	while (bytes < AHEAD_BYTES && next_row(&a->r))
-		bytes += a->r.batch[a->r.n - 1].raw_len;
+	size_t room = AHEAD_BYTES - (l ? l->bytes : 0);
+	while (a->bytes < room && next_row(&a->r))
+		a->bytes += a->r.batch[a->r.n - 1].raw_len;
 	free(ids);
 	a->r.ids = NULL;
 	int64_t *taken = pending_ids(a->r.batch, a->r.n);
@@ -608,26 +716,39 @@ static int ahead_start(struct store *st, const struct mf_config *cfg, struct par
 		free(a);
 		return dead;
 	}
-	worker_get_tick(w, &a->tick, &a->tick_arg);
-	worker_set_tick(w, NULL, NULL);
-	a->threaded = pthread_create(&a->thread, NULL, ahead_run, a) == 0;
-	if (!a->threaded) {
-		worker_set_tick(w, a->tick, a->tick_arg);
-		ahead_run(a); /* no thread: parsed here and now */
-	}
-	ahead_of = a;
+	if (!l)
+		l = line_of = line_new(st, w);
+	pthread_mutex_lock(&l->mu);
+	if (l->last)
+		l->last->later = a;
+	else
+		l->first = a;
+	l->last = a;
+	l->n++;
+	l->bytes += a->bytes;
+	pthread_mutex_unlock(&l->mu);
+	line_wake(l);
+	*queued = 1;
 	return dead;
 }
 
-/* The batch ahead, into r, when it is this store's and worker's; the
- * poison in it is recorded at once.  1 when it was taken, else 0. */
+/* The oldest batch of the line, into r, once parsed, when the line is
+ * this store's and worker's; the poison in it is recorded at once.  1 when
+ * it was taken, else 0. */
 static int ahead_take(struct store *st, struct parse_worker *w, struct rows *r)
 {
-	struct ahead *a = ahead_of;
-	if (!a || a->st != st || a->w != w)
+	struct ahead_line *l = line_of;
+	if (!l || l->st != st || l->w != w || !l->first)
 		return 0;
-	ahead_of = NULL;
-	ahead_join(a);
+	pthread_mutex_lock(&l->mu);
+	struct ahead *a = l->first;
+	line_wait(l, a);
+	l->first = a->later;
+	if (!l->first)
+		l->last = NULL;
+	l->n--;
+	l->bytes -= a->bytes;
+	pthread_mutex_unlock(&l->mu);
 	*r = a->r;
 	for (size_t i = 0; i < r->n; i++)
 		row_parsed(r, r->batch[i].job);
@@ -636,19 +757,27 @@ static int ahead_take(struct store *st, struct parse_worker *w, struct rows *r)
 	return 1;
 }
 
+/* Queues batches on the line until it is full (none while a look for
+ * suspects is due).  Returns the messages sent to the dead list. */
+static int ahead_fill(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
+		      int limit, const struct pending *cur, size_t n_cur)
+{
+	int dead = 0, queued = 1;
+	for (int k = 0; k < AHEAD_BATCHES && queued; k++) {
+		if (suspects_look_due(st, now_monotonic()))
+			break;
+		dead += ahead_start(st, cfg, w, limit, cur, n_cur, &queued);
+	}
+	return dead;
+}
+
 void pipeline_settle(struct store *st)
 {
-	struct ahead *a = ahead_of;
-	if (!a)
+	struct ahead_line *l = line_of;
+	if (!l)
 		return;
-	ahead_of = NULL;
-	ahead_join(a);
-	int64_t *ids = pending_ids(a->r.batch, a->r.n);
-	if (st)
-		messages_forget_attempts(st, ids, a->r.n);
-	free(ids);
-	batch_free(a->r.batch, a->r.n);
-	free(a);
+	line_of = NULL;
+	line_end(l, st);
 }
 
 /* The batch transaction as its messages are handled in Date order. */
@@ -765,8 +894,8 @@ int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct p
 	}
 	if (n > 1)
 		qsort(batch, n, sizeof *batch, by_date);
-	if (!r.suspect && n > 0 && !suspects_look_due(st, now_monotonic()))
-		done += ahead_start(st, cfg, w, limit, batch, n);
+	if (!r.suspect && n > 0)
+		done += ahead_fill(st, cfg, w, limit, batch, n);
 	double t_parsed = now_monotonic(), cpu_parsed = now_thread_cpu();
 	stage_parse_s += t_parsed - t_start;
 

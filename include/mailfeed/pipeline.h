@@ -18,8 +18,8 @@ struct parse_worker;
 int pipeline_process_new(struct store *st, const struct mf_config *cfg, struct parse_worker *w,
 			 int limit);
 
-/* Gives up the batch a call of pipeline_process_new on this thread may
- * have left parsing ahead (its parse attempts, counted through st, are
+/* Gives up the batches calls of pipeline_process_new on this thread may
+ * have left parsing ahead (their parse attempts, counted through st, are
  * forgotten).  A loop of calls that ends on one returning 0 or -1 leaves
  * none; a caller that stops calling for another reason (its lease of the
  * stage is gone) calls this.  NULL st: freed, nothing forgotten. */
