@@ -38,6 +38,7 @@ struct pending {
 	char *mailbox;
 	char *raw;
 	size_t raw_len;
+	int raw_cut; /* raw holds only the header block (raw_cut_to_header) */
 	struct mf_message *msg;
 	char reason[256];
 	int sender_verified; /* for the notice of a refusal */
@@ -52,6 +53,56 @@ static int by_date(const void *a, const void *b)
 	if (dx != dy && dx && dy)
 		return dx < dy ? -1 : 1;
 	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Once a message is parsed, its raw form is needed whole only to attach
+ * it (attach_original) or to key a message without a usable Message-ID;
+ * the rest reads its header block.  Through a backlog the batches parsed
+ * and waiting to be recorded would otherwise hold all of their mail. */
+static size_t header_block_len(const char *raw, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (raw[i] != '\n')
+			continue;
+		if (raw[i + 1] == '\n')
+			return i + 2;
+		if (raw[i + 1] == '\r' && i + 2 < len && raw[i + 2] == '\n')
+			return i + 3;
+	}
+	return len; /* no body: all of it */
+}
+
+static void raw_cut_to_header(struct pending *batch, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = &batch[i];
+		size_t keep = p->raw ? header_block_len(p->raw, p->raw_len) : 0;
+		if (!p->raw || keep >= p->raw_len)
+			continue;
+		p->raw_len = keep;
+		p->raw = xrealloc(p->raw, keep + 1);
+		p->raw[keep] = '\0';
+		p->raw_cut = 1;
+		if (p->job)
+			p->job->raw = p->raw;
+	}
+}
+
+/* The whole raw form of p again when what comes needs it.  0 or -1. */
+static int raw_whole(struct store *st, const struct mf_mailbox *mb, struct pending *p)
+{
+	if (!p->raw_cut || (!mb->attach_original && p->msg && thread_id_usable(p->msg->message_id)))
+		return 0;
+	char *mailbox, *raw;
+	size_t len;
+	if (messages_raw(st, p->id, &mailbox, &raw, &len) != 1)
+		return -1;
+	free(mailbox);
+	free(p->raw);
+	p->raw = raw;
+	p->raw_len = len;
+	p->raw_cut = 0;
+	return 0;
 }
 
 /* The new state of message id, with its parsed form when m is given (as
@@ -159,6 +210,11 @@ static int enqueue_message(struct store *st, const struct mf_config *cfg,
 	char q1[128], q2[128];
 
 	/* the same decision preview and inspect show */
+	if (raw_whole(st, mb, p) < 0) {
+		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
+			  LOG_Q(store_errmsg(st)));
+		return -1;
+	}
 	if (decide_message_kept(st, cfg, mb, m, p->raw, p->raw_len, &d) < 0) {
 		log_error("message.error mailbox=%s id=%lld error=%s", mb->name, (long long)p->id,
 			  LOG_Q(store_errmsg(st)));
@@ -462,6 +518,7 @@ static int parse_batch(struct store *st, const struct mf_config *cfg, struct par
 	r->n_ids = n_parse;
 	struct worker_feed feed = {next_row, row_parsed, r};
 	worker_parse_stream(w, &feed);
+	raw_cut_to_header(r->batch, r->n);
 	free(ids);
 	r->ids = NULL;
 	take_outcomes(r->batch, r->n);
@@ -569,6 +626,7 @@ static void *line_run(void *arg)
 		pthread_mutex_unlock(&l->mu);
 		struct worker_feed feed = {ahead_next, ahead_parsed, a};
 		worker_parse_stream(l->w, &feed);
+		raw_cut_to_header(a->r.batch, a->r.n);
 		pthread_mutex_lock(&l->mu);
 		a->parsed = 1;
 		pthread_cond_broadcast(&l->cv);

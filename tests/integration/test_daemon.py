@@ -3,6 +3,7 @@ restarts, kill -9, UIDVALIDITY changes, connection errors, reload, status.
 
 Real Dovecot on 127.0.0.1 (conftest's `dovecot` fixture); the daemon under
 test is $MAILFEED_BIN (the sanitizer build in `make check`)."""
+import hashlib
 import json
 import random
 import signal
@@ -244,3 +245,31 @@ def test_attach_original_keeps_the_whole_message(dovecot, tmp_path):
     files = json.loads(atts)
     assert [f["filename"] for f in files] == ["original.eml"]
     assert files[0]["content_type"] == "message/rfc822"
+    # the whole message, body and quoted part included, not its header alone
+    con = db(cfg)
+    try:
+        raw = bytes(con.execute("SELECT raw FROM message_bodies").fetchone()[0])
+    finally:
+        con.close()
+    assert b"> old" in raw
+    assert files[0]["size"] == len(raw)
+    assert files[0]["sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+def test_messages_without_a_message_id_are_told_apart_by_their_whole_text(dovecot, tmp_path):
+    # the same header block, no Message-ID: only the bodies differ
+    dovecot.create_folder("alice", "Team")
+    head = ("From: Carol <carol@example.org>\r\nTo: team@example.org\r\n"
+            "Subject: Weekly note\r\nDate: Mon, 23 Nov 2026 07:00:00 +0000\r\n\r\n")
+    for body in ("First week: the plan.\r\n", "Second week: the budget.\r\n"):
+        dovecot.append("alice", "Team", (head + body).encode())
+    cfg = write_config(tmp_path, dovecot, folder="Team")
+    assert run_mailfeed(cfg.path, "run", "--once").returncode == 0
+    con = db(cfg)
+    try:
+        texts = sorted(t for (t,) in con.execute("SELECT text FROM local_items"))
+        notes = con.execute("SELECT reason FROM messages WHERE reason IS NOT NULL").fetchall()
+    finally:
+        con.close()
+    assert texts == ["First week: the plan.", "Second week: the budget."]
+    assert notes == []  # neither taken for a changed copy of the other
