@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,9 +241,8 @@ static int sqlite_busy(void *arg, int count)
  * messages checkpoints (two fsyncs each) an eighth as often, and a page
  * changed twice in between is copied once.  The copy is not SQLite's
  * automatic one, which runs inside the COMMIT and so at the writer gate:
- * a commit notes the WAL's size (wal_note) and the committing thread
- * copies it back (PASSIVE: it waits for no reader or writer) after it
- * left the gate, while the next writer is already at work. */
+ * a commit notes the WAL's size (wal_note) and, once the commit is done,
+ * asks the copier thread below for the copy. */
 #define SQLITE_SETTINGS                                                                            \
 	"PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"                                        \
 	"PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;"
@@ -264,14 +264,151 @@ static int sqlite_settings(struct db *db, char **msg)
 	return rc;
 }
 
+/* --- copying the WAL back ---------------------------------------------
+ * The copy runs on a thread of its own, on a connection of its own: run
+ * by the thread that committed, right after its commit, it took the
+ * storing thread of the take-in, the processor and delivery about a
+ * tenth of their time each through a backlog, while the stage on the
+ * other side of them waited.  A request names the database; requests
+ * made while one is waiting are one.  PASSIVE: the copy waits for no
+ * reader or writer, does what it can, and the next request does the
+ * rest.  The thread starts with the first request and is stopped at the
+ * exit of the process that started it (a child never has it). */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t thread;
+	pid_t pid;  /* the process whose thread it is */
+	int state;  /* CKPT_NONE, CKPT_RUNNING, CKPT_STOPPING */
+	char *want; /* the database of the request waiting, or NULL */
+} ckpt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL};
+
+enum { CKPT_NONE, CKPT_RUNNING, CKPT_STOPPING };
+
+/* Held through each copy made in this process: one at a time, and one
+ * made by a committing thread waits for the copier's to end rather than
+ * fail at SQLite's lock. */
+static pthread_mutex_t ckpt_copying = PTHREAD_MUTEX_INITIALIZER;
+
+/* The copier's connection to path (it has read the database, so SQLite
+ * knows its WAL), or NULL. */
+static sqlite3 *ckpt_connect(const char *path)
+{
+	sqlite3 *sq = NULL;
+	if (sqlite3_open_v2(path, &sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+		SQLITE_OK ||
+	    sqlite3_exec(sq,
+			 "PRAGMA synchronous=FULL; PRAGMA cache_size=16;"
+			 "SELECT count(*) FROM sqlite_master",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		sqlite3_close(sq);
+		return NULL;
+	}
+	return sq;
+}
+
+static void *ckpt_main(void *arg)
+{
+	sqlite3 *sq = NULL;
+	char *at = NULL; /* sq's database */
+	(void)arg;
+	pthread_mutex_lock(&ckpt.mu);
+	while (ckpt.state == CKPT_RUNNING) {
+		if (!ckpt.want) {
+			pthread_cond_wait(&ckpt.cv, &ckpt.mu);
+			continue;
+		}
+		char *path = ckpt.want;
+		ckpt.want = NULL;
+		pthread_mutex_unlock(&ckpt.mu);
+		if (!at || strcmp(at, path) != 0) {
+			sqlite3_close(sq);
+			free(at);
+			sq = ckpt_connect(path);
+			at = sq ? xstrdup(path) : NULL;
+		}
+		if (sq) {
+			pthread_mutex_lock(&ckpt_copying);
+			sqlite3_wal_checkpoint_v2(sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+			pthread_mutex_unlock(&ckpt_copying);
+		}
+		free(path);
+		pthread_mutex_lock(&ckpt.mu);
+	}
+	pthread_mutex_unlock(&ckpt.mu);
+	sqlite3_close(sq);
+	free(at);
+	return NULL;
+}
+
+static void ckpt_stop(void)
+{
+	pthread_mutex_lock(&ckpt.mu);
+	int mine = ckpt.state == CKPT_RUNNING && ckpt.pid == getpid();
+	if (mine) {
+		ckpt.state = CKPT_STOPPING;
+		pthread_cond_broadcast(&ckpt.cv);
+	}
+	pthread_mutex_unlock(&ckpt.mu);
+	if (!mine)
+		return;
+	pthread_join(ckpt.thread, NULL);
+	pthread_mutex_lock(&ckpt.mu);
+	free(ckpt.want);
+	ckpt.want = NULL;
+	ckpt.state = CKPT_NONE;
+	pthread_mutex_unlock(&ckpt.mu);
+}
+
+static void ckpt_at_exit(void) { atexit(ckpt_stop); }
+
+/* Asks for path's WAL to be copied back.  -1 when there is no thread to
+ * do it (the caller copies it itself). */
+static int ckpt_request(const char *path)
+{
+	static pthread_once_t at_exit = PTHREAD_ONCE_INIT;
+	int rc = 0;
+	pthread_mutex_lock(&ckpt.mu);
+	if (ckpt.state == CKPT_NONE || ckpt.pid != getpid()) {
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old); /* signals are not its */
+		ckpt.state = pthread_create(&ckpt.thread, NULL, ckpt_main, NULL) == 0 ? CKPT_RUNNING
+										      : CKPT_NONE;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		ckpt.pid = getpid();
+		if (ckpt.state == CKPT_RUNNING)
+			pthread_once(&at_exit, ckpt_at_exit);
+	}
+	if (ckpt.state != CKPT_RUNNING) {
+		rc = -1;
+	} else if (!ckpt.want || strcmp(ckpt.want, path) != 0) {
+		free(ckpt.want);
+		ckpt.want = xstrdup(path);
+		pthread_cond_signal(&ckpt.cv);
+	}
+	pthread_mutex_unlock(&ckpt.mu);
+	return rc;
+}
+
 /* After a commit, outside a transaction (and so outside the gate): the
- * WAL copied back when it grew past WAL_CHECKPOINT_PAGES. */
+ * WAL copied back when it grew past WAL_CHECKPOINT_PAGES.  SQLite starts
+ * the WAL over only when a write begins with all of it copied, which a
+ * writer that commits again and again never lets the copier reach: so
+ * past twice that length the committing thread copies the rest itself
+ * (after the copier's run), and the WAL stays within about 64 MB. */
 static void wal_checkpoint(struct db *db)
 {
-	if (db->wal_pages < WAL_CHECKPOINT_PAGES || !sqlite3_get_autocommit(db->sq))
+	int pages = db->wal_pages;
+	if (pages < WAL_CHECKPOINT_PAGES || !sqlite3_get_autocommit(db->sq))
 		return;
 	db->wal_pages = 0;
+	const char *path = sqlite3_db_filename(db->sq, "main");
+	if (pages < 2 * WAL_CHECKPOINT_PAGES && path && *path && ckpt_request(path) == 0)
+		return;
+	pthread_mutex_lock(&ckpt_copying);
 	sqlite3_wal_checkpoint_v2(db->sq, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	pthread_mutex_unlock(&ckpt_copying);
 }
 
 /* A savepoint or a statement inside a transaction keeps the pages it
