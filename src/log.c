@@ -13,6 +13,7 @@
  *    the time when stderr is a terminal) or json (one object a line).
  * Values from outside reach the message already escaped by log_quote; the
  * JSON writer escapes everything again as JSON. */
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -36,6 +37,7 @@ static enum log_format out_format = LOG_FORMAT_TEXT;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t sink_once = PTHREAD_ONCE_INIT;
 static int to_journal; /* 1 the journal API, 2 stderr with "<N>" prefixes */
+static int stderr_tty; /* stderr is a terminal: lines carry a time */
 
 static const char *const level_names[] = {"debug", "info", "notice", "warn", "error"};
 static const int level_priority[] = {7, 6, 5, 4, 3}; /* syslog(3) numbers */
@@ -76,6 +78,7 @@ int log_format_parse(const char *s, enum log_format *out)
 static void sink_detect(void)
 {
 	const char *js = getenv("JOURNAL_STREAM");
+	stderr_tty = isatty(STDERR_FILENO);
 	unsigned long long dev, ino;
 	struct stat st;
 	if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
@@ -239,7 +242,7 @@ static void vlog(enum log_level lvl, const char *fmt, va_list ap)
 			 level_names[lvl], msg);
 	} else if (out_format == LOG_FORMAT_JSON) {
 		json_line(lvl, msg, line, sizeof line);
-	} else if (isatty(STDERR_FILENO)) {
+	} else if (stderr_tty) {
 		char ts[32];
 		time_t t = time(NULL);
 		struct tm tm;
@@ -249,9 +252,18 @@ static void vlog(enum log_level lvl, const char *fmt, va_list ap)
 	} else {
 		snprintf(line, sizeof line, "level=%s %s", level_names[lvl], msg);
 	}
+	/* one write per line, whole lines from every thread */
+	size_t n = strlen(line), off = 0;
+	line[n++] = '\n';
 	pthread_mutex_lock(&log_lock);
-	fprintf(stderr, "%s\n", line);
-	fflush(stderr);
+	while (off < n) {
+		ssize_t w = write(STDERR_FILENO, line + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
 	pthread_mutex_unlock(&log_lock);
 }
 
