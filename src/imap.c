@@ -31,8 +31,13 @@
 #include "mailfeed/secret.h"
 #include "mailfeed/util.h"
 
-#define FETCH_BATCH 100
-#define BODY_BATCH_BYTES (2 * 1024 * 1024)
+/* A backlog is fetched in batches of FETCH_BATCH uids: one UID FETCH of
+ * their sizes and dates, then their bodies in sub-batches of at most
+ * BODY_BATCH_BYTES as the sizes claim.  Each command is a round trip with
+ * the server idle in between: with batches of 100 and 2 MB, 10,000
+ * messages took 200 of them, and the take-in about a tenth longer. */
+#define FETCH_BATCH 1000
+#define BODY_BATCH_BYTES (8 * 1024 * 1024)
 /* What a server may send beyond max_message_size in one answer: the
  * envelope of a FETCH, untagged noise, a long SEARCH line. */
 #define HEADROOM (256 * 1024)
