@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -310,7 +311,9 @@ static sqlite3 *ckpt_connect(const char *path)
 static void *ckpt_main(void *arg)
 {
 	sqlite3 *sq = NULL;
-	char *at = NULL; /* sq's database */
+	char *at = NULL;     /* sq's database */
+	struct stat at_file; /* which file it was (one put in its place is
+				another database) */
 	(void)arg;
 	pthread_mutex_lock(&ckpt.mu);
 	while (ckpt.state == CKPT_RUNNING) {
@@ -321,10 +324,13 @@ static void *ckpt_main(void *arg)
 		char *path = ckpt.want;
 		ckpt.want = NULL;
 		pthread_mutex_unlock(&ckpt.mu);
-		if (!at || strcmp(at, path) != 0) {
+		struct stat now;
+		int same = at && strcmp(at, path) == 0 && stat(path, &now) == 0 &&
+			   now.st_dev == at_file.st_dev && now.st_ino == at_file.st_ino;
+		if (!same) {
 			sqlite3_close(sq);
 			free(at);
-			sq = ckpt_connect(path);
+			sq = stat(path, &at_file) == 0 ? ckpt_connect(path) : NULL;
 			at = sq ? xstrdup(path) : NULL;
 		}
 		if (sq) {

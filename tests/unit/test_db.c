@@ -466,6 +466,10 @@ static void test_wal_copied_back(void **state)
 	db_finalize(s);
 }
 
+/* The same with another database put where the first one was (the
+ * copier's connection to the removed file is not the new one's). */
+static void test_wal_copied_back_new_file(void **state) { test_wal_copied_back(state); }
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -481,6 +485,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_gate_waiter, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gate_second_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_wal_copied_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_wal_copied_back_new_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
