@@ -252,8 +252,10 @@ static void vlog(enum log_level lvl, const char *fmt, va_list ap)
 	} else {
 		snprintf(line, sizeof line, "level=%s %s", level_names[lvl], msg);
 	}
-	/* one write per line, whole lines from every thread */
+	/* one write per line, whole lines from every thread; the caller's
+	 * errno stays as it was */
 	size_t n = strlen(line), off = 0;
+	int saved = errno;
 	line[n++] = '\n';
 	pthread_mutex_lock(&log_lock);
 	while (off < n) {
@@ -265,6 +267,7 @@ static void vlog(enum log_level lvl, const char *fmt, va_list ap)
 		off += (size_t)w;
 	}
 	pthread_mutex_unlock(&log_lock);
+	errno = saved;
 }
 
 #define DEFINE_LOG(fn, lvl)                                                                        \
