@@ -254,7 +254,7 @@ static void each_field(const char *raw, size_t len,
 		       int (*fn)(void *arg, const char *name, size_t namelen, const char *value),
 		       void *arg)
 {
-	size_t n = len < RAW_HEADER_SCAN ? len : RAW_HEADER_SCAN;
+	size_t n = raw_header_block_len(raw, len);
 	size_t i = 0;
 	struct buf v;
 	buf_init(&v);
@@ -262,8 +262,6 @@ static void each_field(const char *raw, size_t len,
 		size_t eol = i;
 		while (eol < n && raw[eol] != '\n')
 			eol++;
-		if (eol == i || (eol == i + 1 && raw[i] == '\r'))
-			break;
 		const char *colon = memchr(raw + i, ':', eol - i);
 		size_t next = eol + 1;
 		buf_reset(&v);

@@ -57,26 +57,14 @@ static int by_date(const void *a, const void *b)
 
 /* Once a message is parsed, its raw form is needed whole only to attach
  * it (attach_original) or to key a message without a usable Message-ID;
- * the rest reads its header block.  Through a backlog the batches parsed
- * and waiting to be recorded would otherwise hold all of their mail. */
-static size_t header_block_len(const char *raw, size_t len)
-{
-	for (size_t i = 0; i + 1 < len; i++) {
-		if (raw[i] != '\n')
-			continue;
-		if (raw[i + 1] == '\n')
-			return i + 2;
-		if (raw[i + 1] == '\r' && i + 2 < len && raw[i + 2] == '\n')
-			return i + 3;
-	}
-	return len; /* no body: all of it */
-}
-
+ * the rest reads its header block (raw_header_each, auth_verify).  Through
+ * a backlog the batches parsed and waiting to be recorded would otherwise
+ * hold all of their mail. */
 static void raw_cut_to_header(struct pending *batch, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = &batch[i];
-		size_t keep = p->raw ? header_block_len(p->raw, p->raw_len) : 0;
+		size_t keep = p->raw ? raw_header_block_len(p->raw, p->raw_len) : 0;
 		if (!p->raw || keep >= p->raw_len)
 			continue;
 		p->raw_len = keep;

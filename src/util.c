@@ -491,17 +491,29 @@ void str_lower(char *s)
 		*s = (char)tolower((unsigned char)*s);
 }
 
+size_t raw_header_block_len(const char *raw, size_t len)
+{
+	size_t n = len < RAW_HEADER_SCAN ? len : RAW_HEADER_SCAN;
+	size_t i = 0;
+	while (i < n) {
+		const char *nl = memchr(raw + i, '\n', n - i);
+		size_t eol = nl ? (size_t)(nl - raw) : n;
+		if (eol == i || (eol == i + 1 && raw[i] == '\r'))
+			return i; /* the empty line that ends it */
+		i = eol + 1;
+	}
+	return n;
+}
+
 void raw_header_each(const char *raw, size_t len, int (*fn)(void *arg, const struct raw_field *f),
 		     void *arg)
 {
-	size_t n = len < RAW_HEADER_SCAN ? len : RAW_HEADER_SCAN;
+	size_t n = raw_header_block_len(raw, len);
 	size_t i = 0;
 	while (i < n) {
 		size_t eol = i;
 		while (eol < n && raw[eol] != '\n')
 			eol++;
-		if (eol == i || (eol == i + 1 && raw[i] == '\r'))
-			return; /* end of the header block */
 		/* folded: the field goes on in the next lines */
 		while (eol + 1 < n && (raw[eol + 1] == ' ' || raw[eol + 1] == '\t'))
 			for (eol++; eol < n && raw[eol] != '\n';)

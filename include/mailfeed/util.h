@@ -111,6 +111,9 @@ struct raw_field {
 };
 void raw_header_each(const char *raw, size_t len, int (*fn)(void *arg, const struct raw_field *f),
 		     void *arg);
+/* The length of what that scan reads: the header block up to (not
+ * including) its empty line, at most RAW_HEADER_SCAN bytes. */
+size_t raw_header_block_len(const char *raw, size_t len);
 /* The value of the first header field `name` of a raw message: folded
  * lines joined, control characters shown as '?', at most max bytes.  For
  * showing what a message that cannot be parsed is.  Owned, or NULL. */

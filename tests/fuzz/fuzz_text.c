@@ -47,7 +47,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > 65536)
 		return 0;
 	struct scan sc = {(const char *)data, size};
-	raw_header_each(sc.raw, sc.len, field_inside, &sc);
+	/* the fields lie inside the header block, which ends at an empty
+	 * line ("\n", "\r\n", or a "\r" ending the input), at the end of the
+	 * input or at the scan's bound */
+	struct scan block = {sc.raw, raw_header_block_len(sc.raw, sc.len)};
+	const char *rest = sc.raw + block.len;
+	size_t left = size - (block.len < size ? block.len : size);
+	if (block.len > size || (left && block.len < RAW_HEADER_SCAN && rest[0] != '\n' &&
+				 (rest[0] != '\r' || (left > 1 && rest[1] != '\n'))))
+		abort();
+	raw_header_each(sc.raw, sc.len, field_inside, &block);
 	char *v = raw_header_value(sc.raw, sc.len, "Subject", 200);
 	if (v && strlen(v) > 200)
 		abort();

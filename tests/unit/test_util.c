@@ -136,6 +136,12 @@ static void test_header_scan(void **state)
 	int n = 0;
 	raw_header_each(raw_mail, len, count_field, &n);
 	assert_int_equal(n, 2); /* stopped at Subject */
+	/* what the scan reads: the block up to its empty line, bounded */
+	assert_int_equal(raw_header_block_len(raw_mail, len),
+			 strstr(raw_mail, "\r\n\r\n") + 2 - raw_mail);
+	assert_int_equal(raw_header_block_len("A: b\n\nbody", 11), 5);
+	assert_int_equal(raw_header_block_len("\r\nbody", 6), 0);
+	assert_int_equal(raw_header_block_len("A: b\r\n", 6), 6); /* no body */
 	/* the scan ends at the empty line, and is bounded */
 	assert_null(raw_header_message_id("Subject: x\r\n\r\nMessage-ID: <a@b>\r\n", 33));
 	assert_null(raw_header_message_id("Message-ID: <>\r\n", 16));
@@ -145,6 +151,7 @@ static void test_header_scan(void **state)
 	memcpy(huge, "X-Pad: ", 7);
 	memcpy(huge + RAW_HEADER_SCAN - 10, "\r\nMessage-ID: <late@example.org>\r\n", 34);
 	assert_null(raw_header_message_id(huge, big));
+	assert_int_equal(raw_header_block_len(huge, big), RAW_HEADER_SCAN);
 	free(huge);
 }
 
