@@ -588,7 +588,10 @@ char *raw_header_message_id(const char *raw, size_t len)
 	if (!lt)
 		return NULL;
 	const char *gt = memchr(lt, '>', (size_t)(f->value + f->valuelen - lt));
-	if (!gt || gt - lt <= 1 || gt - lt >= 1000)
+	if (!gt)
+		return NULL;
+	lt = memrchr(lt, '<', (size_t)(gt - lt)); /* "<<id>": the id is what the last '<' opens */
+	if (gt - lt <= 1 || gt - lt >= 1000)
 		return NULL;
 	char *id = xstrndup(lt + 1, (size_t)(gt - lt - 1));
 	for (char *p = id; *p; p++)

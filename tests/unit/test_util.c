@@ -145,6 +145,11 @@ static void test_header_scan(void **state)
 	/* the scan ends at the empty line, and is bounded */
 	assert_null(raw_header_message_id("Subject: x\r\n\r\nMessage-ID: <a@b>\r\n", 33));
 	assert_null(raw_header_message_id("Message-ID: <>\r\n", 16));
+	/* never a '<' inside the id */
+	v = raw_header_message_id("Message-ID: << p`>\r\n", 20);
+	assert_string_equal(v, "_p`");
+	free(v);
+	assert_null(raw_header_message_id("Message-ID: x <<>\r\n", 19));
 	size_t big = RAW_HEADER_SCAN + 100;
 	char *huge = malloc(big);
 	memset(huge, 'X', big);
