@@ -55,13 +55,13 @@ static void log_result(const struct outbox_loaded *l, const struct feed_result *
 			 e);
 }
 
-/* Records one result.  Returns 1 when the item went dead, 0, or -1. */
 /* Whether the service took the item: it answered OK with the item's id. */
 static int result_delivered(const struct feed_result *r)
 {
 	return r->status == FEED_OK && r->remote_id && *r->remote_id;
 }
 
+/* Records one result.  Returns 1 when the item went dead, 0, or -1. */
 static int record(struct store *st, const struct mf_config *cfg, const struct outbox_loaded *l,
 		  const struct feed_result *r, time_t now)
 {

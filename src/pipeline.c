@@ -522,6 +522,15 @@ static int64_t *pending_ids(const struct pending *batch, size_t n)
 	return ids;
 }
 
+/* The counted parse attempts of a batch given up before it was recorded
+ * are forgotten: they never ended in a verdict. */
+static void batch_forget_attempts(struct store *st, const struct pending *batch, size_t n)
+{
+	int64_t *ids = pending_ids(batch, n);
+	messages_forget_attempts(st, ids, n);
+	free(ids);
+}
+
 /* Frees the messages of a batch (parsed or not). */
 static void batch_free(struct pending *batch, size_t n)
 {
@@ -684,10 +693,8 @@ static void line_end(struct ahead_line *l, struct store *st)
 	while (l->first) {
 		struct ahead *a = l->first;
 		l->first = a->later;
-		int64_t *ids = pending_ids(a->r.batch, a->r.n);
 		if (st)
-			messages_forget_attempts(st, ids, a->r.n);
-		free(ids);
+			batch_forget_attempts(st, a->r.batch, a->r.n);
 		batch_free(a->r.batch, a->r.n);
 		free(a);
 	}
@@ -902,11 +909,8 @@ static int record_batch(struct store *st, const struct mf_config *cfg, struct pe
 		handle_one(st, cfg, &t, &batch[i], i);
 	if (t.in_tx && batch_commit(st, t.notify, t.batch_start, n, &t.in_batch, &t.done) < 0)
 		t.store_failed = 1;
-	if (t.deferred || t.store_failed) {
-		int64_t *ids = pending_ids(batch, n);
-		messages_forget_attempts(st, ids, n);
-		free(ids);
-	}
+	if (t.deferred || t.store_failed)
+		batch_forget_attempts(st, batch, n);
 	free(t.notify);
 	*store_failed = t.store_failed;
 	return t.done;
